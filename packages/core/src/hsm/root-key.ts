@@ -1,0 +1,176 @@
+import { randomFillSync, scryptSync } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import { argon2id } from "@noble/hashes/argon2.js";
+import { RootKeyError } from "../errors.ts";
+import type { KeyStore } from "../keystore/key-store.ts";
+
+/** Length of the root key: an AES-256 key that wraps every piece of key material at rest. */
+export const ROOT_KEY_LENGTH = 32;
+
+/**
+ * Where the root key comes from. The root key is the one secret the operator must keep: with it
+ * and a copy of the key store, every key can be recovered; without it, none can.
+ */
+export interface RootKeySource {
+  /** Says where the key came from, never what it is. */
+  readonly description: string;
+  /** Returns fresh root key bytes; the caller wipes them after import. */
+  load(store: KeyStore): Promise<Uint8Array>;
+}
+
+function parseKeyText(text: string, where: string): Uint8Array {
+  const trimmed = text.trim();
+  const bytes = /^[0-9a-fA-F]{64}$/.test(trimmed)
+    ? Buffer.from(trimmed, "hex")
+    : Buffer.from(trimmed, "base64");
+  if (bytes.length !== ROOT_KEY_LENGTH) {
+    bytes.fill(0);
+    throw new RootKeyError(
+      `root key from ${where} must be ${ROOT_KEY_LENGTH} bytes as 64 hex digits or base64`,
+    );
+  }
+  return new Uint8Array(bytes);
+}
+
+export interface PassphraseOptions {
+  /** scrypt (node:crypto, default) or argon2id (@noble/hashes). */
+  readonly kdf?: "scrypt" | "argon2id";
+}
+
+interface KdfParameters {
+  readonly kdf: "scrypt" | "argon2id";
+  readonly salt: string;
+  readonly n?: number;
+  readonly r?: number;
+  readonly p?: number;
+  readonly t?: number;
+  readonly m?: number;
+}
+
+// scrypt N=2^17, r=8 (128 MiB) and argon2id t=3, m=64 MiB: OWASP's current minimums or above.
+const SCRYPT = { n: 2 ** 17, r: 8, p: 1 } as const;
+const ARGON2ID = { t: 3, m: 65536, p: 1 } as const;
+
+function deriveFromPassphrase(passphrase: string, params: KdfParameters): Uint8Array {
+  const salt = Buffer.from(params.salt, "base64");
+  if (params.kdf === "scrypt") {
+    const n = params.n ?? SCRYPT.n;
+    const r = params.r ?? SCRYPT.r;
+    return new Uint8Array(
+      scryptSync(passphrase.normalize("NFC"), salt, ROOT_KEY_LENGTH, {
+        N: n,
+        r,
+        p: params.p ?? SCRYPT.p,
+        maxmem: 256 * n * r,
+      }),
+    );
+  }
+  return argon2id(passphrase.normalize("NFC"), salt, {
+    t: params.t ?? ARGON2ID.t,
+    m: params.m ?? ARGON2ID.m,
+    p: params.p ?? ARGON2ID.p,
+    dkLen: ROOT_KEY_LENGTH,
+  });
+}
+
+/** Factories for the supported root key sources. */
+export const RootKeySource = {
+  /** Raw 32 bytes held by the application (copied; the caller may wipe its own). */
+  fromBytes(bytes: Uint8Array): RootKeySource {
+    if (!(bytes instanceof Uint8Array) || bytes.length !== ROOT_KEY_LENGTH) {
+      throw new RootKeyError(`root key must be ${ROOT_KEY_LENGTH} bytes`);
+    }
+    const copy = Uint8Array.from(bytes);
+    return { description: "bytes", load: async () => Uint8Array.from(copy) };
+  },
+
+  /** An environment variable holding 64 hex digits or base64 (default KMS_ROOT_KEY). */
+  fromEnv(name = "KMS_ROOT_KEY"): RootKeySource {
+    return {
+      description: `environment variable ${name}`,
+      load: async () => {
+        const value = process.env[name];
+        if (value === undefined || value === "") {
+          throw new RootKeyError(`environment variable ${name} holds no root key`);
+        }
+        return parseKeyText(value, `environment variable ${name}`);
+      },
+    };
+  },
+
+  /** A file holding 64 hex digits or base64 (e.g. a mounted secret). */
+  fromFile(path: string): RootKeySource {
+    return {
+      description: `file ${path}`,
+      load: async () => {
+        let text: string;
+        try {
+          text = readFileSync(path, "utf8");
+        } catch (cause) {
+          throw new RootKeyError(`cannot read root key file ${path}`, { cause });
+        }
+        return parseKeyText(text, `file ${path}`);
+      },
+    };
+  },
+
+  /**
+   * A passphrase stretched with scrypt or argon2id. The salt and parameters are stored in the
+   * key store on first use, so the same passphrase opens the same store anywhere.
+   */
+  fromPassphrase(passphrase: string, options: PassphraseOptions = {}): RootKeySource {
+    if (typeof passphrase !== "string" || passphrase.length < 12) {
+      throw new RootKeyError("root key passphrase must be at least 12 characters");
+    }
+    const kdf = options.kdf ?? "scrypt";
+    return {
+      description: `passphrase (${kdf})`,
+      load: async (store) => {
+        const proposed: KdfParameters = {
+          kdf,
+          salt: Buffer.from(randomFillSync(new Uint8Array(16))).toString("base64"),
+          ...(kdf === "scrypt" ? SCRYPT : ARGON2ID),
+        };
+        const stored = await store.putSettingIfAbsent("root-key-kdf", JSON.stringify(proposed));
+        return deriveFromPassphrase(passphrase, JSON.parse(stored) as KdfParameters);
+      },
+    };
+  },
+
+  /**
+   * Development only: reads the root key from `path`, creating a random one there (mode 0600) on
+   * first use, and says so on stderr. Anyone who can read that file can read every key.
+   */
+  devFile(path: string): RootKeySource {
+    return {
+      description: `development key file ${path}`,
+      load: async () => {
+        if (!existsSync(path)) {
+          mkdirSync(dirname(path), { recursive: true });
+          const fresh = randomFillSync(new Uint8Array(ROOT_KEY_LENGTH));
+          writeFileSync(path, `${Buffer.from(fresh).toString("hex")}\n`, {
+            mode: 0o600,
+            flag: "wx",
+          });
+          fresh.fill(0);
+          process.emitWarning(
+            `created a development root key in ${path}. Anyone who can read this file can ` +
+              "decrypt every key in the store: use RootKeySource.fromEnv/fromFile in production.",
+            { code: "KMS_DEV_ROOT_KEY" },
+          );
+        }
+        chmodSync(path, 0o600);
+        return parseKeyText(readFileSync(path, "utf8"), `file ${path}`);
+      },
+    };
+  },
+
+  /** A fresh random key: only meaningful with the memory store, whose keys die with it. */
+  ephemeral(): RootKeySource {
+    return {
+      description: "ephemeral random key",
+      load: async () => randomFillSync(new Uint8Array(ROOT_KEY_LENGTH)),
+    };
+  },
+} as const;

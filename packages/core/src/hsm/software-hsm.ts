@@ -1,0 +1,201 @@
+import { createHmac, randomFillSync } from "node:crypto";
+import {
+  BLOB_HEADER_LENGTH,
+  IV_LENGTH,
+  invalidCiphertext,
+  type ParsedBlob,
+  TAG_LENGTH,
+  writeBlobHeader,
+} from "../envelope/ciphertext-blob.ts";
+import { RootKeyError } from "../errors.ts";
+import type { KeyStore } from "../keystore/key-store.ts";
+import { type AesKey, gcmOpen, gcmSeal, gcmSealInto, importAesKey } from "./aes-gcm.ts";
+import { fillRandom, randomBytes } from "./random.ts";
+import { ROOT_KEY_LENGTH, type RootKeySource } from "./root-key.ts";
+
+/** Which key material to use: a key id and one of its versions, with the wrapped bytes. */
+export interface MaterialRef {
+  readonly keyId: string;
+  readonly version: number;
+  readonly wrappedMaterial: Uint8Array;
+}
+
+const WRAP_FORMAT_VERSION = 0x01;
+const ROOT_KEY_ID_LENGTH = 8;
+const WRAP_HEADER_LENGTH = 1 + ROOT_KEY_ID_LENGTH;
+const encoder = new TextEncoder();
+
+function wrapAad(keyId: string, version: number): Uint8Array {
+  // Binding the wrapped material to its key id and version means material copied into another
+  // key's record (by someone with write access to the store) fails to unwrap.
+  return encoder.encode(`kms/wrap/v1|${keyId}|${version}`);
+}
+
+function computeRootKeyId(root: Uint8Array): Uint8Array {
+  return createHmac("sha256", root)
+    .update("kms/root-key-id/v1")
+    .digest()
+    .subarray(0, ROOT_KEY_ID_LENGTH);
+}
+
+/**
+ * The software HSM: the only place where key material exists in plaintext, and then only in
+ * memory as KeyObjects. It wraps new material under the root key for the store, unwraps it on
+ * demand (cached per key version) and performs the cryptographic operations; callers get
+ * ciphertexts and results, never material.
+ */
+export class SoftwareHsm {
+  readonly #root: AesKey;
+  readonly #rootKeyId: Uint8Array;
+  readonly #unwrapped = new Map<string, AesKey>();
+
+  private constructor(root: Uint8Array) {
+    this.#rootKeyId = computeRootKeyId(root);
+    this.#root = importAesKey(root);
+  }
+
+  /**
+   * Loads the root key and checks it against the one the store was first opened with.
+   * @throws RootKeyError when the source fails or the key does not match the store.
+   */
+  static async open(source: RootKeySource, store: KeyStore): Promise<SoftwareHsm> {
+    const root = await source.load(store);
+    if (!(root instanceof Uint8Array) || root.length !== ROOT_KEY_LENGTH) {
+      throw new RootKeyError(
+        `root key from ${source.description} must be ${ROOT_KEY_LENGTH} bytes`,
+      );
+    }
+    const hsm = new SoftwareHsm(root);
+    root.fill(0);
+    const id = hsm.rootKeyId;
+    const expected = await store.putSettingIfAbsent("root-key-id", id);
+    if (expected !== id) {
+      throw new RootKeyError(
+        `the root key from ${source.description} (id ${id}) is not the one key store ` +
+          `${store.description} was created with (id ${expected})`,
+      );
+    }
+    return hsm;
+  }
+
+  /** Public fingerprint of the root key (HMAC, not the key). */
+  get rootKeyId(): string {
+    return Buffer.from(this.#rootKeyId).toString("hex");
+  }
+
+  /** Generates symmetric material for a key version and returns it wrapped. */
+  generateSymmetricMaterial(keyId: string, version: number): Uint8Array {
+    const material = randomFillSync(new Uint8Array(32));
+    try {
+      return this.wrapMaterial(keyId, version, material);
+    } finally {
+      material.fill(0);
+    }
+  }
+
+  /** Wraps material under the root key (docs/FORMAT.md §4). Exposed for HSM extensions only. */
+  wrapMaterial(keyId: string, version: number, material: Uint8Array): Uint8Array {
+    const iv = randomBytes(IV_LENGTH);
+    const sealed = gcmSeal(this.#root, iv, wrapAad(keyId, version), material);
+    const out = new Uint8Array(WRAP_HEADER_LENGTH + IV_LENGTH + sealed.length);
+    out[0] = WRAP_FORMAT_VERSION;
+    out.set(this.#rootKeyId, 1);
+    out.set(iv, WRAP_HEADER_LENGTH);
+    out.set(sealed, WRAP_HEADER_LENGTH + IV_LENGTH);
+    return out;
+  }
+
+  /**
+   * Unwraps material; the caller must wipe the result. Exposed for HSM extensions only.
+   * @throws RootKeyError when the material was wrapped under another root key or was altered.
+   */
+  unwrapMaterial(ref: MaterialRef): Uint8Array {
+    const w = ref.wrappedMaterial;
+    if (
+      w.length < WRAP_HEADER_LENGTH + IV_LENGTH + TAG_LENGTH + 1 ||
+      w[0] !== WRAP_FORMAT_VERSION
+    ) {
+      throw new RootKeyError(`wrapped material of key ${ref.keyId} v${ref.version} is malformed`);
+    }
+    if (Buffer.compare(w.subarray(1, WRAP_HEADER_LENGTH), this.#rootKeyId) !== 0) {
+      throw new RootKeyError(`key ${ref.keyId} v${ref.version} is wrapped under another root key`);
+    }
+    const body = w.subarray(WRAP_HEADER_LENGTH + IV_LENGTH);
+    const material = gcmOpen(
+      this.#root,
+      w.subarray(WRAP_HEADER_LENGTH, WRAP_HEADER_LENGTH + IV_LENGTH),
+      wrapAad(ref.keyId, ref.version),
+      body.subarray(0, body.length - TAG_LENGTH),
+      body.subarray(body.length - TAG_LENGTH),
+    );
+    if (material === undefined) {
+      throw new RootKeyError(
+        `wrapped material of key ${ref.keyId} v${ref.version} fails to unwrap`,
+      );
+    }
+    return material;
+  }
+
+  #aesKey(ref: MaterialRef): AesKey {
+    const cacheKey = `${ref.keyId}#${ref.version}`;
+    let key = this.#unwrapped.get(cacheKey);
+    if (key === undefined) {
+      key = importAesKey(this.unwrapMaterial(ref));
+      this.#unwrapped.set(cacheKey, key);
+    }
+    return key;
+  }
+
+  /** Encrypts under a symmetric key version and returns the complete ciphertext blob. */
+  encryptToBlob(ref: MaterialRef, plaintext: Uint8Array, context: Uint8Array): Uint8Array {
+    const key = this.#aesKey(ref);
+    const blob = new Uint8Array(BLOB_HEADER_LENGTH + IV_LENGTH + plaintext.length + TAG_LENGTH);
+    writeBlobHeader(blob, ref.keyId, ref.version);
+    fillRandom(blob, BLOB_HEADER_LENGTH, IV_LENGTH);
+    const header = blob.subarray(0, BLOB_HEADER_LENGTH);
+    const aad = context.length === 0 ? header : concat(header, context);
+    gcmSealInto(
+      key,
+      blob.subarray(BLOB_HEADER_LENGTH, BLOB_HEADER_LENGTH + IV_LENGTH),
+      aad,
+      plaintext,
+      blob,
+      BLOB_HEADER_LENGTH + IV_LENGTH,
+    );
+    return blob;
+  }
+
+  /**
+   * Decrypts a parsed blob with the key version it names.
+   * @throws InvalidCiphertextError when authentication fails (wrong context, tampering).
+   */
+  decryptBlob(ref: MaterialRef, blob: ParsedBlob, context: Uint8Array): Uint8Array {
+    const key = this.#aesKey(ref);
+    const aad = context.length === 0 ? blob.header : concat(blob.header, context);
+    const plaintext = gcmOpen(key, blob.iv, aad, blob.ciphertext, blob.tag);
+    if (plaintext === undefined) throw invalidCiphertext();
+    return plaintext;
+  }
+
+  /** Drops every cached version of a key (after it is destroyed). */
+  forget(keyId: string): void {
+    for (const cacheKey of this.#unwrapped.keys()) {
+      if (cacheKey.startsWith(`${keyId}#`)) this.#unwrapped.delete(cacheKey);
+    }
+  }
+
+  toJSON(): { rootKeyId: string } {
+    return { rootKeyId: this.rootKeyId };
+  }
+
+  [Symbol.for("nodejs.util.inspect.custom")](): string {
+    return `SoftwareHsm { rootKeyId: ${this.rootKeyId} }`;
+  }
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}

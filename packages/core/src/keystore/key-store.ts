@@ -1,0 +1,103 @@
+/**
+ * Persistence for keys and aliases. Records hold key material only wrapped under the root key;
+ * a store never sees plaintext material. Every key write is a compare-and-set on `revision`, so
+ * several processes (or instances on one PostgreSQL) never lose an update: the facade re-reads
+ * and retries on KeyStoreConflictError.
+ */
+import type { KeySpec, KeyState, KeyUsage, OriginType, RotationType } from "../types.ts";
+
+/** One backing key (AWS: key material) of a KMS key. Versions only ever accumulate. */
+export interface StoredKeyVersion {
+  /** 1 for the material created with the key, +1 per rotation. */
+  readonly version: number;
+  readonly createdAt: number;
+  /** Absent for the key's original material. */
+  readonly rotationType?: RotationType;
+  /** Public identifier of the material (hex), as AWS's KeyMaterialId. */
+  readonly keyMaterialId: string;
+  /** Key material wrapped under the root key (see docs/FORMAT.md §Wrapped key material). */
+  readonly wrappedMaterial: Uint8Array;
+  /** DER SubjectPublicKeyInfo for asymmetric keys; public by nature, so stored as is. */
+  readonly publicKey?: Uint8Array;
+}
+
+export interface StoredRotationSettings {
+  readonly enabled: boolean;
+  readonly periodInDays: number;
+  /** Epoch ms at which automatic rotation is due; set while enabled. */
+  readonly nextRotationAt?: number;
+  readonly onDemandRotations: number;
+}
+
+export interface StoredKey {
+  readonly keyId: string;
+  /** Compare-and-set counter: 1 on create, +1 on every successful update. */
+  readonly revision: number;
+  readonly createdAt: number;
+  readonly description: string;
+  readonly keySpec: KeySpec;
+  readonly keyUsage: KeyUsage;
+  readonly origin: OriginType;
+  readonly multiRegion: boolean;
+  readonly keyState: KeyState;
+  readonly deletionDate?: number;
+  readonly pendingWindowInDays?: number;
+  readonly rotation: StoredRotationSettings;
+  readonly tags: readonly { readonly tagKey: string; readonly tagValue: string }[];
+  /** Key policy document (JSON text); absent until the policy layer sets one. */
+  readonly policy?: string;
+  /** Ascending by version; never empty for a usable key. */
+  readonly versions: readonly StoredKeyVersion[];
+  readonly currentVersion: number;
+}
+
+export interface StoredAlias {
+  readonly aliasName: string;
+  readonly targetKeyId: string;
+  readonly createdAt: number;
+  readonly updatedAt: number;
+}
+
+export interface ListOptions {
+  /** Exclusive lower bound (the last id of the previous page). */
+  readonly after?: string;
+  readonly limit: number;
+}
+
+export interface KeyStore {
+  /** Human-readable kind for messages ("memory", "sqlite:/path"). */
+  readonly description: string;
+  getKey(keyId: string): Promise<StoredKey | undefined>;
+  /** Keys ordered by keyId. */
+  listKeys(options: ListOptions): Promise<readonly StoredKey[]>;
+  /**
+   * Inserts a new key (revision must be 1). Once the promise resolves the key is durable.
+   * @throws AlreadyExistsError when the key id exists.
+   */
+  createKey(key: StoredKey): Promise<void>;
+  /**
+   * Replaces a key if its stored revision is still `key.revision - 1`.
+   * @throws KeyStoreConflictError when another writer got there first, NotFoundError when gone.
+   */
+  updateKey(key: StoredKey): Promise<void>;
+  /**
+   * Destroys a key and every alias that points to it, if its revision is still `revision`.
+   * @throws KeyStoreConflictError, NotFoundError.
+   */
+  deleteKey(keyId: string, revision: number): Promise<void>;
+  getAlias(aliasName: string): Promise<StoredAlias | undefined>;
+  /** Aliases ordered by name, optionally only those pointing to one key. */
+  listAliases(
+    options: ListOptions & { readonly targetKeyId?: string },
+  ): Promise<readonly StoredAlias[]>;
+  /** @throws AlreadyExistsError when the name is taken. */
+  createAlias(alias: StoredAlias): Promise<void>;
+  /** @throws NotFoundError when the alias does not exist. */
+  updateAlias(aliasName: string, targetKeyId: string, updatedAt: number): Promise<void>;
+  /** @throws NotFoundError when the alias does not exist. */
+  deleteAlias(aliasName: string): Promise<void>;
+  getSetting(name: string): Promise<string | undefined>;
+  /** Stores `value` unless a value exists; returns whichever value is stored afterwards. */
+  putSettingIfAbsent(name: string, value: string): Promise<string>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,106 @@
+import { aliasArn } from "../arn.ts";
+import { InvalidAliasNameError, NotFoundError, ValidationError } from "../errors.ts";
+import { assertObject } from "../internal/assert.ts";
+import { checkKeyState, getKey, type KmsContext, resolveKeyId } from "../internal/key-access.ts";
+import { pageRequest, toPage } from "../internal/pagination.ts";
+import type { AliasRequest, ListAliasesRequest, ListAliasesResponse } from "../types.ts";
+
+const ALIAS_NAME = /^alias\/[a-zA-Z0-9:/_-]+$/;
+
+/**
+ * AWS's alias naming rules: `alias/` then letters, digits, `/_-:`, at most 256 characters in
+ * all, and never under the reserved `alias/aws/` prefix.
+ * @throws ValidationError for a missing prefix, InvalidAliasNameError for the rest.
+ */
+export function validateAliasName(name: unknown): string {
+  if (typeof name !== "string" || name.length === 0) {
+    throw new ValidationError(`"aliasName" must be a string starting with "alias/"`);
+  }
+  if (!name.startsWith("alias/")) {
+    throw new ValidationError(`"aliasName" ${name} must start with the prefix "alias/"`);
+  }
+  if (name.length > 256 || !ALIAS_NAME.test(name)) {
+    throw new InvalidAliasNameError(
+      `"aliasName" ${name} must be at most 256 characters of letters, digits, "/", "_", "-" and ":" after "alias/"`,
+    );
+  }
+  if (name.startsWith("alias/aws/")) {
+    throw new InvalidAliasNameError(`"aliasName" ${name}: the alias/aws/ prefix is reserved`);
+  }
+  return name;
+}
+
+/** Targets must be named by key id or key ARN, as in AWS: an alias cannot point to an alias. */
+async function resolveTarget(ctx: KmsContext, target: unknown): Promise<string> {
+  if (typeof target === "string" && (target.startsWith("alias/") || target.includes(":alias/"))) {
+    throw new ValidationError(`"targetKeyId" must be a key id or key ARN, not an alias`);
+  }
+  return resolveKeyId(ctx, target, "targetKeyId");
+}
+
+export async function createAlias(ctx: KmsContext, request: AliasRequest): Promise<void> {
+  assertObject("request", request);
+  const aliasName = validateAliasName(request.aliasName);
+  const key = await getKey(ctx, await resolveTarget(ctx, request.targetKeyId));
+  checkKeyState(ctx, key, "createAlias");
+  const now = ctx.clock.now();
+  await ctx.store.createAlias({
+    aliasName,
+    targetKeyId: key.keyId,
+    createdAt: now,
+    updatedAt: now,
+  });
+}
+
+export async function updateAlias(ctx: KmsContext, request: AliasRequest): Promise<void> {
+  assertObject("request", request);
+  const aliasName = validateAliasName(request.aliasName);
+  const current = await ctx.store.getAlias(aliasName);
+  if (current === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
+  const key = await getKey(ctx, await resolveTarget(ctx, request.targetKeyId));
+  checkKeyState(ctx, key, "updateAlias");
+  const previous = await ctx.store.getKey(current.targetKeyId);
+  if (
+    previous !== undefined &&
+    (previous.keyUsage !== key.keyUsage || previous.keySpec !== key.keySpec)
+  ) {
+    // AWS requires the same key type and usage so that code using the alias keeps working.
+    throw new ValidationError(
+      `alias ${aliasName} points to a ${previous.keySpec}/${previous.keyUsage} key and cannot be moved to a ${key.keySpec}/${key.keyUsage} key`,
+    );
+  }
+  await ctx.store.updateAlias(aliasName, key.keyId, ctx.clock.now());
+}
+
+export async function deleteAlias(ctx: KmsContext, request: { aliasName: string }): Promise<void> {
+  assertObject("request", request);
+  const aliasName = validateAliasName(request.aliasName);
+  await ctx.store.deleteAlias(aliasName);
+}
+
+export async function listAliases(
+  ctx: KmsContext,
+  request: ListAliasesRequest = {},
+): Promise<ListAliasesResponse> {
+  const { limit, after } = pageRequest(request, { max: 100, default: 50 });
+  const targetKeyId =
+    request.keyId === undefined ? undefined : await resolveTarget(ctx, request.keyId);
+  if (targetKeyId !== undefined) await getKey(ctx, targetKeyId);
+  const found = await ctx.store.listAliases({
+    limit: limit + 1,
+    ...(after !== undefined ? { after } : {}),
+    ...(targetKeyId !== undefined ? { targetKeyId } : {}),
+  });
+  const page = toPage(found, limit, (a) => a.aliasName);
+  return {
+    aliases: page.items.map((a) => ({
+      aliasName: a.aliasName,
+      aliasArn: aliasArn(ctx.identity, a.aliasName),
+      targetKeyId: a.targetKeyId,
+      creationDate: new Date(a.createdAt),
+      lastUpdatedDate: new Date(a.updatedAt),
+    })),
+    truncated: page.truncated,
+    ...(page.nextMarker !== undefined ? { nextMarker: page.nextMarker } : {}),
+  };
+}

@@ -1,0 +1,221 @@
+import { keyArn } from "../arn.ts";
+import { DAY_MS } from "../clock.ts";
+import { UnsupportedOperationError, ValidationError } from "../errors.ts";
+import {
+  assertBoolean,
+  assertInteger,
+  assertObject,
+  assertOneOf,
+  assertString,
+} from "../internal/assert.ts";
+import {
+  getKey,
+  type KmsContext,
+  loadKey,
+  newKeyMaterialId,
+  resolveKeyId,
+  toKeyMetadata,
+  updateKey,
+} from "../internal/key-access.ts";
+import { pageRequest, toPage } from "../internal/pagination.ts";
+import type { StoredKey } from "../keystore/key-store.ts";
+import type {
+  CreateKeyRequest,
+  CreateKeyResponse,
+  DescribeKeyRequest,
+  DescribeKeyResponse,
+  KeyIdRequest,
+  KeySpec,
+  KeyUsage,
+  ListKeysResponse,
+  PageRequest,
+  ScheduleKeyDeletionRequest,
+  ScheduleKeyDeletionResponse,
+  UpdateKeyDescriptionRequest,
+} from "../types.ts";
+import { validateTags } from "./tags.ts";
+
+const KEY_SPECS: readonly KeySpec[] = [
+  "SYMMETRIC_DEFAULT",
+  "RSA_2048",
+  "RSA_3072",
+  "RSA_4096",
+  "ECC_NIST_P256",
+  "ECC_NIST_P384",
+  "ECC_NIST_P521",
+  "ECC_SECG_P256K1",
+  "ECC_NIST_EDWARDS25519",
+  "HMAC_224",
+  "HMAC_256",
+  "HMAC_384",
+  "HMAC_512",
+  "ML_DSA_44",
+  "ML_DSA_65",
+  "ML_DSA_87",
+];
+const KEY_USAGES: readonly KeyUsage[] = [
+  "ENCRYPT_DECRYPT",
+  "SIGN_VERIFY",
+  "GENERATE_VERIFY_MAC",
+  "KEY_AGREEMENT",
+];
+export const MAX_DESCRIPTION_LENGTH = 8192;
+export const MAX_POLICY_LENGTH = 131072;
+
+export async function createKey(
+  ctx: KmsContext,
+  request: CreateKeyRequest = {},
+): Promise<CreateKeyResponse> {
+  assertObject("request", request);
+  const description =
+    request.description === undefined
+      ? ""
+      : assertString("description", request.description, 0, MAX_DESCRIPTION_LENGTH);
+  if (
+    request.keySpec !== undefined &&
+    request.customerMasterKeySpec !== undefined &&
+    request.keySpec !== request.customerMasterKeySpec
+  ) {
+    throw new ValidationError(`"keySpec" and "customerMasterKeySpec" must not disagree`);
+  }
+  const keySpec = assertOneOf(
+    "keySpec",
+    request.keySpec ?? request.customerMasterKeySpec ?? "SYMMETRIC_DEFAULT",
+    KEY_SPECS,
+  );
+  const keyUsage = assertOneOf("keyUsage", request.keyUsage ?? "ENCRYPT_DECRYPT", KEY_USAGES);
+  if (keySpec !== "SYMMETRIC_DEFAULT" || keyUsage !== "ENCRYPT_DECRYPT") {
+    throw new ValidationError(
+      `keySpec ${keySpec} with keyUsage ${keyUsage} is not supported: use SYMMETRIC_DEFAULT with ENCRYPT_DECRYPT`,
+    );
+  }
+  const origin = assertOneOf("origin", request.origin ?? "AWS_KMS", ["AWS_KMS", "EXTERNAL"]);
+  if (origin !== "AWS_KMS") {
+    throw new UnsupportedOperationError(
+      `origin ${origin} (imported key material) is not supported`,
+    );
+  }
+  const multiRegion =
+    request.multiRegion === undefined ? false : assertBoolean("multiRegion", request.multiRegion);
+  const tags = validateTags(request.tags ?? [], []);
+  let policy: string | undefined;
+  if (request.policy !== undefined) {
+    policy = assertString("policy", request.policy, 1, MAX_POLICY_LENGTH);
+  }
+
+  const keyId = globalThis.crypto.randomUUID();
+  const now = ctx.clock.now();
+  const key: StoredKey = {
+    keyId,
+    revision: 1,
+    createdAt: now,
+    description,
+    keySpec,
+    keyUsage,
+    origin,
+    multiRegion,
+    keyState: "Enabled",
+    rotation: { enabled: false, periodInDays: 365, onDemandRotations: 0 },
+    tags,
+    ...(policy !== undefined ? { policy } : {}),
+    versions: [
+      {
+        version: 1,
+        createdAt: now,
+        keyMaterialId: newKeyMaterialId(),
+        wrappedMaterial: ctx.hsm.generateSymmetricMaterial(keyId, 1),
+      },
+    ],
+    currentVersion: 1,
+  };
+  await ctx.store.createKey(key);
+  return { keyMetadata: toKeyMetadata(ctx, key) };
+}
+
+export async function describeKey(
+  ctx: KmsContext,
+  request: DescribeKeyRequest,
+): Promise<DescribeKeyResponse> {
+  assertObject("request", request);
+  const key = await loadKey(ctx, request.keyId, "describeKey");
+  return { keyMetadata: toKeyMetadata(ctx, key) };
+}
+
+export async function listKeys(
+  ctx: KmsContext,
+  request: PageRequest = {},
+): Promise<ListKeysResponse> {
+  const { limit, after } = pageRequest(request);
+  const found = await ctx.store.listKeys({
+    limit: limit + 1,
+    ...(after !== undefined ? { after } : {}),
+  });
+  const page = toPage(found, limit, (k) => k.keyId);
+  return {
+    keys: page.items.map((k) => ({ keyId: k.keyId, keyArn: keyArn(ctx.identity, k.keyId) })),
+    truncated: page.truncated,
+    ...(page.nextMarker !== undefined ? { nextMarker: page.nextMarker } : {}),
+  };
+}
+
+export async function updateKeyDescription(
+  ctx: KmsContext,
+  request: UpdateKeyDescriptionRequest,
+): Promise<void> {
+  assertObject("request", request);
+  const description = assertString("description", request.description, 0, MAX_DESCRIPTION_LENGTH);
+  const keyId = await resolveKeyId(ctx, request.keyId);
+  await updateKey(ctx, keyId, "updateKeyDescription", () => ({ description }));
+}
+
+export async function enableKey(ctx: KmsContext, request: KeyIdRequest): Promise<void> {
+  assertObject("request", request);
+  const keyId = await resolveKeyId(ctx, request.keyId);
+  await updateKey(ctx, keyId, "enableKey", () => ({ keyState: "Enabled" }));
+}
+
+export async function disableKey(ctx: KmsContext, request: KeyIdRequest): Promise<void> {
+  assertObject("request", request);
+  const keyId = await resolveKeyId(ctx, request.keyId);
+  await updateKey(ctx, keyId, "disableKey", () => ({ keyState: "Disabled" }));
+}
+
+export async function scheduleKeyDeletion(
+  ctx: KmsContext,
+  request: ScheduleKeyDeletionRequest,
+): Promise<ScheduleKeyDeletionResponse> {
+  assertObject("request", request);
+  const days =
+    request.pendingWindowInDays === undefined
+      ? 30
+      : assertInteger("pendingWindowInDays", request.pendingWindowInDays, 7, 30);
+  const keyId = await resolveKeyId(ctx, request.keyId);
+  const deletionDate = ctx.clock.now() + days * DAY_MS;
+  const key = await updateKey(ctx, keyId, "scheduleKeyDeletion", () => ({
+    keyState: "PendingDeletion",
+    deletionDate,
+    pendingWindowInDays: days,
+  }));
+  return {
+    keyId: keyArn(ctx.identity, key.keyId),
+    deletionDate: new Date(deletionDate),
+    keyState: key.keyState,
+    pendingWindowInDays: days,
+  };
+}
+
+export async function cancelKeyDeletion(
+  ctx: KmsContext,
+  request: KeyIdRequest,
+): Promise<{ keyId: string }> {
+  assertObject("request", request);
+  const keyId = await resolveKeyId(ctx, request.keyId);
+  await updateKey(ctx, keyId, "cancelKeyDeletion", (key) => {
+    const { deletionDate: _d, pendingWindowInDays: _p, ...rest } = key;
+    // Spread cannot delete fields, so the whole record is returned without the deletion fields.
+    return { ...rest, keyState: "Disabled" } as Partial<StoredKey>;
+  });
+  return { keyId: keyArn(ctx.identity, keyId) };
+}
+
+export { getKey };

@@ -1,0 +1,250 @@
+import { keyArn } from "../arn.ts";
+import { invalidCiphertext, parseBlob } from "../envelope/ciphertext-blob.ts";
+import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
+import {
+  IncorrectKeyError,
+  InvalidKeyUsageError,
+  NotFoundError,
+  ValidationError,
+} from "../errors.ts";
+import { randomBytes } from "../hsm/random.ts";
+import { assertBytes, assertInteger, assertObject, assertOneOf } from "../internal/assert.ts";
+import {
+  checkKeyState,
+  currentVersion,
+  getKey,
+  type KmsContext,
+  loadKey,
+  resolveKeyId,
+  rotateIfDue,
+} from "../internal/key-access.ts";
+import type { KeyStateOperation } from "../key-state-table.ts";
+import type { StoredKey } from "../keystore/key-store.ts";
+import type {
+  DecryptRequest,
+  DecryptResponse,
+  EncryptionContext,
+  EncryptRequest,
+  EncryptResponse,
+  GenerateDataKeyRequest,
+  GenerateDataKeyResponse,
+  GenerateDataKeyWithoutPlaintextResponse,
+  GenerateRandomRequest,
+  GenerateRandomResponse,
+  ReEncryptRequest,
+  ReEncryptResponse,
+} from "../types.ts";
+
+export const MAX_PLAINTEXT_BYTES = 4096;
+
+function assertSymmetricEncryptionKey(ctx: KmsContext, key: StoredKey, operation: string): void {
+  if (key.keySpec !== "SYMMETRIC_DEFAULT" || key.keyUsage !== "ENCRYPT_DECRYPT") {
+    throw new InvalidKeyUsageError(
+      `${operation} needs a symmetric ENCRYPT_DECRYPT key; ${keyArn(ctx.identity, key.keyId)} is ${key.keySpec}/${key.keyUsage}`,
+    );
+  }
+}
+
+function assertAlgorithm(name: string, value: unknown): void {
+  if (value !== undefined) assertOneOf(name, value, ["SYMMETRIC_DEFAULT"]);
+}
+
+/** Loads an encryption key for `operation`, performing a due automatic rotation first. */
+async function encryptionKey(
+  ctx: KmsContext,
+  keyIdInput: unknown,
+  operation: KeyStateOperation,
+  argument = "keyId",
+): Promise<StoredKey> {
+  const key = await loadKey(ctx, keyIdInput, operation, argument);
+  assertSymmetricEncryptionKey(ctx, key, operation);
+  return rotateIfDue(ctx, key);
+}
+
+function seal(
+  ctx: KmsContext,
+  key: StoredKey,
+  plaintext: Uint8Array,
+  context: Uint8Array,
+): Uint8Array {
+  const version = currentVersion(key);
+  return ctx.hsm.encryptToBlob(
+    { keyId: key.keyId, version: version.version, wrappedMaterial: version.wrappedMaterial },
+    plaintext,
+    context,
+  );
+}
+
+export async function encrypt(ctx: KmsContext, request: EncryptRequest): Promise<EncryptResponse> {
+  assertObject("request", request);
+  const plaintext = assertBytes("plaintext", request.plaintext, 1, MAX_PLAINTEXT_BYTES);
+  assertAlgorithm("encryptionAlgorithm", request.encryptionAlgorithm);
+  const context = encodeEncryptionContext(request.encryptionContext);
+  const key = await encryptionKey(ctx, request.keyId, "encrypt");
+  return {
+    ciphertextBlob: seal(ctx, key, plaintext, context),
+    keyId: keyArn(ctx.identity, key.keyId),
+    encryptionAlgorithm: "SYMMETRIC_DEFAULT",
+  };
+}
+
+interface Opened {
+  readonly key: StoredKey;
+  readonly plaintext: Uint8Array;
+  readonly keyMaterialId: string;
+}
+
+/**
+ * Authenticates and decrypts a blob. A blob naming an unknown key or version fails exactly
+ * like a tampered one (InvalidCiphertextError), so that header bit flips have one answer.
+ */
+async function open(
+  ctx: KmsContext,
+  blobInput: unknown,
+  contextInput: EncryptionContext | undefined,
+  expectedKeyInput: unknown,
+  operation: KeyStateOperation,
+  names: { blob: string; context: string; keyId: string },
+): Promise<Opened> {
+  const blob = assertBytes(names.blob, blobInput, 1, 6144);
+  const context = encodeEncryptionContext(contextInput, names.context);
+  const expectedKeyId =
+    expectedKeyInput === undefined
+      ? undefined
+      : await resolveKeyId(ctx, expectedKeyInput, names.keyId);
+  const parsed = parseBlob(blob);
+  if (expectedKeyId !== undefined && expectedKeyId !== parsed.keyId) {
+    throw new IncorrectKeyError(
+      `the ciphertext was not encrypted under the key given in "${names.keyId}"`,
+    );
+  }
+  let live: StoredKey;
+  try {
+    // getKey also destroys a key whose deletion window has passed.
+    live = await getKey(ctx, parsed.keyId);
+  } catch (error) {
+    if (error instanceof NotFoundError) throw invalidCiphertext();
+    throw error;
+  }
+  checkKeyState(ctx, live, operation);
+  assertSymmetricEncryptionKey(ctx, live, operation);
+  const version = live.versions.find((v) => v.version === parsed.keyVersion);
+  if (version === undefined) throw invalidCiphertext();
+  const plaintext = ctx.hsm.decryptBlob(
+    { keyId: live.keyId, version: version.version, wrappedMaterial: version.wrappedMaterial },
+    parsed,
+    context,
+  );
+  return { key: live, plaintext, keyMaterialId: version.keyMaterialId };
+}
+
+export async function decrypt(ctx: KmsContext, request: DecryptRequest): Promise<DecryptResponse> {
+  assertObject("request", request);
+  assertAlgorithm("encryptionAlgorithm", request.encryptionAlgorithm);
+  const opened = await open(
+    ctx,
+    request.ciphertextBlob,
+    request.encryptionContext,
+    request.keyId,
+    "decrypt",
+    { blob: "ciphertextBlob", context: "encryptionContext", keyId: "keyId" },
+  );
+  return {
+    plaintext: opened.plaintext,
+    keyId: keyArn(ctx.identity, opened.key.keyId),
+    encryptionAlgorithm: "SYMMETRIC_DEFAULT",
+    keyMaterialId: opened.keyMaterialId,
+  };
+}
+
+export async function reEncrypt(
+  ctx: KmsContext,
+  request: ReEncryptRequest,
+): Promise<ReEncryptResponse> {
+  assertObject("request", request);
+  assertAlgorithm("sourceEncryptionAlgorithm", request.sourceEncryptionAlgorithm);
+  assertAlgorithm("destinationEncryptionAlgorithm", request.destinationEncryptionAlgorithm);
+  const destinationContext = encodeEncryptionContext(
+    request.destinationEncryptionContext,
+    "destinationEncryptionContext",
+  );
+  const destination = await encryptionKey(
+    ctx,
+    request.destinationKeyId,
+    "reEncrypt",
+    "destinationKeyId",
+  );
+  const opened = await open(
+    ctx,
+    request.ciphertextBlob,
+    request.sourceEncryptionContext,
+    request.sourceKeyId,
+    "reEncrypt",
+    { blob: "ciphertextBlob", context: "sourceEncryptionContext", keyId: "sourceKeyId" },
+  );
+  try {
+    return {
+      ciphertextBlob: seal(ctx, destination, opened.plaintext, destinationContext),
+      sourceKeyId: keyArn(ctx.identity, opened.key.keyId),
+      keyId: keyArn(ctx.identity, destination.keyId),
+      sourceEncryptionAlgorithm: "SYMMETRIC_DEFAULT",
+      destinationEncryptionAlgorithm: "SYMMETRIC_DEFAULT",
+    };
+  } finally {
+    // The plaintext never leaves reEncrypt.
+    opened.plaintext.fill(0);
+  }
+}
+
+function dataKeyLength(request: GenerateDataKeyRequest): number {
+  if ((request.keySpec === undefined) === (request.numberOfBytes === undefined)) {
+    throw new ValidationError(`specify exactly one of "keySpec" and "numberOfBytes"`);
+  }
+  if (request.keySpec !== undefined) {
+    return assertOneOf("keySpec", request.keySpec, ["AES_128", "AES_256"]) === "AES_128" ? 16 : 32;
+  }
+  return assertInteger("numberOfBytes", request.numberOfBytes, 1, 1024);
+}
+
+export async function generateDataKey(
+  ctx: KmsContext,
+  request: GenerateDataKeyRequest,
+): Promise<GenerateDataKeyResponse> {
+  assertObject("request", request);
+  const length = dataKeyLength(request);
+  const context = encodeEncryptionContext(request.encryptionContext);
+  const key = await encryptionKey(ctx, request.keyId, "generateDataKey");
+  const plaintext = globalThis.crypto.getRandomValues(new Uint8Array(length));
+  return {
+    ciphertextBlob: seal(ctx, key, plaintext, context),
+    plaintext,
+    keyId: keyArn(ctx.identity, key.keyId),
+  };
+}
+
+export async function generateDataKeyWithoutPlaintext(
+  ctx: KmsContext,
+  request: GenerateDataKeyRequest,
+): Promise<GenerateDataKeyWithoutPlaintextResponse> {
+  assertObject("request", request);
+  const length = dataKeyLength(request);
+  const context = encodeEncryptionContext(request.encryptionContext);
+  const key = await encryptionKey(ctx, request.keyId, "generateDataKeyWithoutPlaintext");
+  const plaintext = globalThis.crypto.getRandomValues(new Uint8Array(length));
+  try {
+    return {
+      ciphertextBlob: seal(ctx, key, plaintext, context),
+      keyId: keyArn(ctx.identity, key.keyId),
+    };
+  } finally {
+    plaintext.fill(0);
+  }
+}
+
+export async function generateRandom(
+  request: GenerateRandomRequest,
+): Promise<GenerateRandomResponse> {
+  assertObject("request", request);
+  const n = assertInteger("numberOfBytes", request.numberOfBytes, 1, 1024);
+  return { plaintext: randomBytes(n) };
+}
