@@ -90,13 +90,18 @@ export class Kms {
     return this.#ctx.identity;
   }
 
+  /**
+   * The one pipeline every operation goes through. `body` receives the context for this call;
+   * authorization and auditing hook in here so that no operation can skip them.
+   */
   async #run<T>(
     operation: string,
+    _request: unknown,
     _options: CallOptions | undefined,
-    body: () => Promise<T>,
+    body: (ctx: KmsContext) => Promise<T>,
   ): Promise<T> {
     try {
-      return await body();
+      return await body(this.#ctx);
     } catch (error) {
       if (isKmsError(error)) throw error;
       // Unknown failures become KMSInternalException with the original kept as cause, so callers
@@ -110,34 +115,34 @@ export class Kms {
    * @throws ValidationException, TagException, UnsupportedOperationException.
    */
   createKey(request: CreateKeyRequest = {}, options?: CallOptions): Promise<CreateKeyResponse> {
-    return this.#run("createKey", options, () => keys.createKey(this.#ctx, request));
+    return this.#run("createKey", request, options, (ctx) => keys.createKey(ctx, request));
   }
 
   /** @throws NotFoundException, ValidationException. */
   describeKey(request: DescribeKeyRequest, options?: CallOptions): Promise<DescribeKeyResponse> {
-    return this.#run("describeKey", options, () => keys.describeKey(this.#ctx, request));
+    return this.#run("describeKey", request, options, (ctx) => keys.describeKey(ctx, request));
   }
 
   /** Keys ordered by key id; `limit` 1–1000 (default 100). @throws InvalidMarkerException. */
   listKeys(request: PageRequest = {}, options?: CallOptions): Promise<ListKeysResponse> {
-    return this.#run("listKeys", options, () => keys.listKeys(this.#ctx, request));
+    return this.#run("listKeys", request, options, (ctx) => keys.listKeys(ctx, request));
   }
 
   /** @throws NotFoundException, KMSInvalidStateException, ValidationException. */
   updateKeyDescription(request: UpdateKeyDescriptionRequest, options?: CallOptions): Promise<void> {
-    return this.#run("updateKeyDescription", options, () =>
-      keys.updateKeyDescription(this.#ctx, request),
+    return this.#run("updateKeyDescription", request, options, (ctx) =>
+      keys.updateKeyDescription(ctx, request),
     );
   }
 
   /** @throws NotFoundException, KMSInvalidStateException. */
   enableKey(request: KeyIdRequest, options?: CallOptions): Promise<void> {
-    return this.#run("enableKey", options, () => keys.enableKey(this.#ctx, request));
+    return this.#run("enableKey", request, options, (ctx) => keys.enableKey(ctx, request));
   }
 
   /** @throws NotFoundException, KMSInvalidStateException. */
   disableKey(request: KeyIdRequest, options?: CallOptions): Promise<void> {
-    return this.#run("disableKey", options, () => keys.disableKey(this.#ctx, request));
+    return this.#run("disableKey", request, options, (ctx) => keys.disableKey(ctx, request));
   }
 
   /**
@@ -149,31 +154,31 @@ export class Kms {
     request: ScheduleKeyDeletionRequest,
     options?: CallOptions,
   ): Promise<ScheduleKeyDeletionResponse> {
-    return this.#run("scheduleKeyDeletion", options, () =>
-      keys.scheduleKeyDeletion(this.#ctx, request),
+    return this.#run("scheduleKeyDeletion", request, options, (ctx) =>
+      keys.scheduleKeyDeletion(ctx, request),
     );
   }
 
   /** Cancels a scheduled deletion; the key becomes Disabled. @throws KMSInvalidStateException. */
   cancelKeyDeletion(request: KeyIdRequest, options?: CallOptions): Promise<{ keyId: string }> {
-    return this.#run("cancelKeyDeletion", options, () =>
-      keys.cancelKeyDeletion(this.#ctx, request),
+    return this.#run("cancelKeyDeletion", request, options, (ctx) =>
+      keys.cancelKeyDeletion(ctx, request),
     );
   }
 
   /** @throws AlreadyExistsException, InvalidAliasNameException, NotFoundException, KMSInvalidStateException. */
   createAlias(request: AliasRequest, options?: CallOptions): Promise<void> {
-    return this.#run("createAlias", options, () => aliases.createAlias(this.#ctx, request));
+    return this.#run("createAlias", request, options, (ctx) => aliases.createAlias(ctx, request));
   }
 
   /** @throws NotFoundException, ValidationException, KMSInvalidStateException. */
   updateAlias(request: AliasRequest, options?: CallOptions): Promise<void> {
-    return this.#run("updateAlias", options, () => aliases.updateAlias(this.#ctx, request));
+    return this.#run("updateAlias", request, options, (ctx) => aliases.updateAlias(ctx, request));
   }
 
   /** @throws NotFoundException, ValidationException. */
   deleteAlias(request: { aliasName: string }, options?: CallOptions): Promise<void> {
-    return this.#run("deleteAlias", options, () => aliases.deleteAlias(this.#ctx, request));
+    return this.#run("deleteAlias", request, options, (ctx) => aliases.deleteAlias(ctx, request));
   }
 
   /** Aliases ordered by name; `limit` 1–100 (default 50). @throws InvalidMarkerException. */
@@ -181,7 +186,7 @@ export class Kms {
     request: ListAliasesRequest = {},
     options?: CallOptions,
   ): Promise<ListAliasesResponse> {
-    return this.#run("listAliases", options, () => aliases.listAliases(this.#ctx, request));
+    return this.#run("listAliases", request, options, (ctx) => aliases.listAliases(ctx, request));
   }
 
   /**
@@ -189,15 +194,15 @@ export class Kms {
    * @throws DisabledException, KMSInvalidStateException, UnsupportedOperationException.
    */
   enableKeyRotation(request: EnableKeyRotationRequest, options?: CallOptions): Promise<void> {
-    return this.#run("enableKeyRotation", options, () =>
-      rotation.enableKeyRotation(this.#ctx, request),
+    return this.#run("enableKeyRotation", request, options, (ctx) =>
+      rotation.enableKeyRotation(ctx, request),
     );
   }
 
   /** @throws DisabledException, KMSInvalidStateException, UnsupportedOperationException. */
   disableKeyRotation(request: KeyIdRequest, options?: CallOptions): Promise<void> {
-    return this.#run("disableKeyRotation", options, () =>
-      rotation.disableKeyRotation(this.#ctx, request),
+    return this.#run("disableKeyRotation", request, options, (ctx) =>
+      rotation.disableKeyRotation(ctx, request),
     );
   }
 
@@ -206,8 +211,8 @@ export class Kms {
     request: KeyIdRequest,
     options?: CallOptions,
   ): Promise<GetKeyRotationStatusResponse> {
-    return this.#run("getKeyRotationStatus", options, () =>
-      rotation.getKeyRotationStatus(this.#ctx, request),
+    return this.#run("getKeyRotationStatus", request, options, (ctx) =>
+      rotation.getKeyRotationStatus(ctx, request),
     );
   }
 
@@ -219,8 +224,8 @@ export class Kms {
     request: KeyIdRequest,
     options?: CallOptions,
   ): Promise<RotateKeyOnDemandResponse> {
-    return this.#run("rotateKeyOnDemand", options, () =>
-      rotation.rotateKeyOnDemand(this.#ctx, request),
+    return this.#run("rotateKeyOnDemand", request, options, (ctx) =>
+      rotation.rotateKeyOnDemand(ctx, request),
     );
   }
 
@@ -229,8 +234,8 @@ export class Kms {
     request: ListKeyRotationsRequest,
     options?: CallOptions,
   ): Promise<ListKeyRotationsResponse> {
-    return this.#run("listKeyRotations", options, () =>
-      rotation.listKeyRotations(this.#ctx, request),
+    return this.#run("listKeyRotations", request, options, (ctx) =>
+      rotation.listKeyRotations(ctx, request),
     );
   }
 
@@ -240,7 +245,7 @@ export class Kms {
    *   InvalidKeyUsageException, ValidationException.
    */
   encrypt(request: EncryptRequest, options?: CallOptions): Promise<EncryptResponse> {
-    return this.#run("encrypt", options, () => symmetric.encrypt(this.#ctx, request));
+    return this.#run("encrypt", request, options, (ctx) => symmetric.encrypt(ctx, request));
   }
 
   /**
@@ -249,7 +254,7 @@ export class Kms {
    *   DisabledException, KMSInvalidStateException, NotFoundException.
    */
   decrypt(request: DecryptRequest, options?: CallOptions): Promise<DecryptResponse> {
-    return this.#run("decrypt", options, () => symmetric.decrypt(this.#ctx, request));
+    return this.#run("decrypt", request, options, (ctx) => symmetric.decrypt(ctx, request));
   }
 
   /**
@@ -257,7 +262,7 @@ export class Kms {
    * @throws as decrypt and encrypt.
    */
   reEncrypt(request: ReEncryptRequest, options?: CallOptions): Promise<ReEncryptResponse> {
-    return this.#run("reEncrypt", options, () => symmetric.reEncrypt(this.#ctx, request));
+    return this.#run("reEncrypt", request, options, (ctx) => symmetric.reEncrypt(ctx, request));
   }
 
   /**
@@ -268,8 +273,8 @@ export class Kms {
     request: GenerateDataKeyRequest,
     options?: CallOptions,
   ): Promise<GenerateDataKeyResponse> {
-    return this.#run("generateDataKey", options, () =>
-      symmetric.generateDataKey(this.#ctx, request),
+    return this.#run("generateDataKey", request, options, (ctx) =>
+      symmetric.generateDataKey(ctx, request),
     );
   }
 
@@ -278,8 +283,8 @@ export class Kms {
     request: GenerateDataKeyRequest,
     options?: CallOptions,
   ): Promise<GenerateDataKeyWithoutPlaintextResponse> {
-    return this.#run("generateDataKeyWithoutPlaintext", options, () =>
-      symmetric.generateDataKeyWithoutPlaintext(this.#ctx, request),
+    return this.#run("generateDataKeyWithoutPlaintext", request, options, (ctx) =>
+      symmetric.generateDataKeyWithoutPlaintext(ctx, request),
     );
   }
 
@@ -288,17 +293,17 @@ export class Kms {
     request: GenerateRandomRequest,
     options?: CallOptions,
   ): Promise<GenerateRandomResponse> {
-    return this.#run("generateRandom", options, () => symmetric.generateRandom(request));
+    return this.#run("generateRandom", request, options, () => symmetric.generateRandom(request));
   }
 
   /** @throws TagException, NotFoundException, KMSInvalidStateException. */
   tagResource(request: TagResourceRequest, options?: CallOptions): Promise<void> {
-    return this.#run("tagResource", options, () => tags.tagResource(this.#ctx, request));
+    return this.#run("tagResource", request, options, (ctx) => tags.tagResource(ctx, request));
   }
 
   /** @throws TagException, NotFoundException, KMSInvalidStateException. */
   untagResource(request: UntagResourceRequest, options?: CallOptions): Promise<void> {
-    return this.#run("untagResource", options, () => tags.untagResource(this.#ctx, request));
+    return this.#run("untagResource", request, options, (ctx) => tags.untagResource(ctx, request));
   }
 
   /** Tags ordered by key; `limit` 1–50 (default 50). */
@@ -306,7 +311,9 @@ export class Kms {
     request: ListResourceTagsRequest,
     options?: CallOptions,
   ): Promise<ListResourceTagsResponse> {
-    return this.#run("listResourceTags", options, () => tags.listResourceTags(this.#ctx, request));
+    return this.#run("listResourceTags", request, options, (ctx) =>
+      tags.listResourceTags(ctx, request),
+    );
   }
 
   /**
@@ -315,7 +322,7 @@ export class Kms {
    * from a timer so that unused keys are destroyed on schedule too.
    */
   runMaintenance(): Promise<MaintenanceReport> {
-    return this.#run("runMaintenance", undefined, async () => {
+    return this.#run("runMaintenance", undefined, undefined, async () => {
       const rotatedKeyIds: string[] = [];
       const deletedKeyIds: string[] = [];
       let after: string | undefined;
