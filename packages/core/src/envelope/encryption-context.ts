@@ -1,7 +1,6 @@
 import { ValidationError } from "../errors.ts";
 import type { EncryptionContext } from "../types.ts";
 
-const encoder = new TextEncoder();
 const EMPTY = new Uint8Array(0);
 
 /** Upper bound on the canonical encoding, so a context always fits a uint16-framed header. */
@@ -27,38 +26,39 @@ export function encodeEncryptionContext(
   }
   const keys = Object.keys(context);
   if (keys.length === 0) return EMPTY;
-  const pairs: [Uint8Array, Uint8Array][] = [];
   let size = 2;
+  let ascii = true;
   for (const key of keys) {
     const value = (context as Record<string, unknown>)[key];
     if (typeof value !== "string") {
       throw new ValidationError(`"${argument}" value for key "${key}" must be a string`);
     }
     if (key.length === 0) throw new ValidationError(`"${argument}" keys must not be empty`);
-    const k = encoder.encode(key);
-    const v = encoder.encode(value);
-    size += 4 + k.length + v.length;
+    const keyBytes = Buffer.byteLength(key, "utf8");
+    if (keyBytes !== key.length) ascii = false;
+    size += 4 + keyBytes + Buffer.byteLength(value, "utf8");
     if (size > MAX_ENCRYPTION_CONTEXT_BYTES) {
       throw new ValidationError(
         `"${argument}" must encode to at most ${MAX_ENCRYPTION_CONTEXT_BYTES} bytes`,
       );
     }
-    pairs.push([k, v]);
   }
-  pairs.sort((a, b) => Buffer.compare(a[0], b[0]));
-  const out = new Uint8Array(size);
-  const view = new DataView(out.buffer);
-  view.setUint16(0, pairs.length);
+  // For ASCII keys, JS string order is UTF-8 byte order; otherwise compare the encoded bytes
+  // (UTF-16 code-unit order differs from it for characters beyond U+FFFF).
+  if (ascii) keys.sort();
+  else keys.sort((a, b) => Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8")));
+  const out = Buffer.allocUnsafeSlow(size);
+  out.writeUInt16BE(keys.length, 0);
   let offset = 2;
-  for (const [k, v] of pairs) {
-    view.setUint16(offset, k.length);
-    out.set(k, offset + 2);
-    offset += 2 + k.length;
-    view.setUint16(offset, v.length);
-    out.set(v, offset + 2);
-    offset += 2 + v.length;
+  for (const key of keys) {
+    const k = out.write(key, offset + 2, "utf8");
+    out.writeUInt16BE(k, offset);
+    offset += 2 + k;
+    const v = out.write((context as Record<string, string>)[key]!, offset + 2, "utf8");
+    out.writeUInt16BE(v, offset);
+    offset += 2 + v;
   }
-  return out;
+  return new Uint8Array(out.buffer, out.byteOffset, size);
 }
 
 /** Decodes a canonical encoding back into a context (used by formats that carry the context). */

@@ -24,6 +24,8 @@ export function importAesKey(raw: Uint8Array): AesKey {
 /**
  * Encrypts `plaintext` into `out` at `at`, writing ciphertext then tag (out must have room for
  * plaintext.length + 16 bytes). Writing in place lets callers build a blob with one allocation.
+ * The additional data is `aad || moreAad`: GCM accepts AAD in several updates, which spares
+ * callers concatenating a header and an encoded context on every call.
  */
 export function gcmSealInto(
   key: AesKey,
@@ -32,12 +34,14 @@ export function gcmSealInto(
   plaintext: Uint8Array,
   out: Uint8Array,
   at: number,
+  moreAad?: Uint8Array,
 ): void {
   if (iv.length !== GCM_IV_LENGTH) {
     throw new ValidationError(`"iv" expected ${GCM_IV_LENGTH} bytes, got ${iv.length}`);
   }
   const cipher = createCipheriv("aes-256-gcm", key, iv, { authTagLength: GCM_TAG_LENGTH });
   if (aad.length > 0) cipher.setAAD(aad);
+  if (moreAad !== undefined && moreAad.length > 0) cipher.setAAD(moreAad);
   const body = cipher.update(plaintext);
   out.set(body, at);
   const tail = cipher.final();
@@ -58,7 +62,8 @@ export function gcmSeal(
 
 /**
  * Decrypts and verifies; returns undefined when authentication fails so that callers raise
- * their own generic error (OpenSSL's message must not leak to users as an oracle).
+ * their own generic error (OpenSSL's message must not leak to users as an oracle). The
+ * additional data is `aad || moreAad`, as in gcmSealInto.
  */
 export function gcmOpen(
   key: AesKey,
@@ -66,11 +71,13 @@ export function gcmOpen(
   aad: Uint8Array,
   ciphertext: Uint8Array,
   tag: Uint8Array,
+  moreAad?: Uint8Array,
 ): Uint8Array | undefined {
   if (iv.length !== GCM_IV_LENGTH || tag.length !== GCM_TAG_LENGTH) return undefined;
   const decipher = createDecipheriv("aes-256-gcm", key, iv, { authTagLength: GCM_TAG_LENGTH });
   decipher.setAuthTag(tag);
   if (aad.length > 0) decipher.setAAD(aad);
+  if (moreAad !== undefined && moreAad.length > 0) decipher.setAAD(moreAad);
   const body = decipher.update(ciphertext);
   try {
     const tail = decipher.final();

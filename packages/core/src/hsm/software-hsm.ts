@@ -13,6 +13,12 @@ import { type AesKey, gcmOpen, gcmSeal, gcmSealInto, importAesKey } from "./aes-
 import { fillRandom, randomBytes } from "./random.ts";
 import { ROOT_KEY_LENGTH, type RootKeySource } from "./root-key.ts";
 
+interface UnwrappedKey {
+  readonly key: AesKey;
+  /** The blob header for this key version, written once rather than per call. */
+  readonly header: Uint8Array;
+}
+
 /** Which key material to use: a key id and one of its versions, with the wrapped bytes. */
 export interface MaterialRef {
   readonly keyId: string;
@@ -47,7 +53,7 @@ function computeRootKeyId(root: Uint8Array): Uint8Array {
 export class SoftwareHsm {
   readonly #root: AesKey;
   readonly #rootKeyId: Uint8Array;
-  readonly #unwrapped = new Map<string, AesKey>();
+  readonly #unwrapped = new Map<string, UnwrappedKey>();
 
   private constructor(root: Uint8Array) {
     this.#rootKeyId = computeRootKeyId(root);
@@ -136,31 +142,35 @@ export class SoftwareHsm {
     return material;
   }
 
-  #aesKey(ref: MaterialRef): AesKey {
+  #aesKey(ref: MaterialRef): UnwrappedKey {
     const cacheKey = `${ref.keyId}#${ref.version}`;
-    let key = this.#unwrapped.get(cacheKey);
-    if (key === undefined) {
-      key = importAesKey(this.unwrapMaterial(ref));
-      this.#unwrapped.set(cacheKey, key);
+    let entry = this.#unwrapped.get(cacheKey);
+    if (entry === undefined) {
+      const header = new Uint8Array(BLOB_HEADER_LENGTH);
+      writeBlobHeader(header, ref.keyId, ref.version);
+      entry = { key: importAesKey(this.unwrapMaterial(ref)), header };
+      this.#unwrapped.set(cacheKey, entry);
     }
-    return key;
+    return entry;
   }
 
   /** Encrypts under a symmetric key version and returns the complete ciphertext blob. */
   encryptToBlob(ref: MaterialRef, plaintext: Uint8Array, context: Uint8Array): Uint8Array {
-    const key = this.#aesKey(ref);
-    const blob = new Uint8Array(BLOB_HEADER_LENGTH + IV_LENGTH + plaintext.length + TAG_LENGTH);
-    writeBlobHeader(blob, ref.keyId, ref.version);
+    const { key, header } = this.#aesKey(ref);
+    const length = BLOB_HEADER_LENGTH + IV_LENGTH + plaintext.length + TAG_LENGTH;
+    // Unpooled and not zero-filled: every byte is written below, and a dedicated ArrayBuffer
+    // means `blob.buffer` exposes nothing but this blob.
+    const blob = new Uint8Array(Buffer.allocUnsafeSlow(length).buffer, 0, length);
+    blob.set(header, 0);
     fillRandom(blob, BLOB_HEADER_LENGTH, IV_LENGTH);
-    const header = blob.subarray(0, BLOB_HEADER_LENGTH);
-    const aad = context.length === 0 ? header : concat(header, context);
     gcmSealInto(
       key,
       blob.subarray(BLOB_HEADER_LENGTH, BLOB_HEADER_LENGTH + IV_LENGTH),
-      aad,
+      header,
       plaintext,
       blob,
       BLOB_HEADER_LENGTH + IV_LENGTH,
+      context,
     );
     return blob;
   }
@@ -170,9 +180,8 @@ export class SoftwareHsm {
    * @throws InvalidCiphertextError when authentication fails (wrong context, tampering).
    */
   decryptBlob(ref: MaterialRef, blob: ParsedBlob, context: Uint8Array): Uint8Array {
-    const key = this.#aesKey(ref);
-    const aad = context.length === 0 ? blob.header : concat(blob.header, context);
-    const plaintext = gcmOpen(key, blob.iv, aad, blob.ciphertext, blob.tag);
+    const { key } = this.#aesKey(ref);
+    const plaintext = gcmOpen(key, blob.iv, blob.header, blob.ciphertext, blob.tag, context);
     if (plaintext === undefined) throw invalidCiphertext();
     return plaintext;
   }
@@ -191,11 +200,4 @@ export class SoftwareHsm {
   [Symbol.for("nodejs.util.inspect.custom")](): string {
     return `SoftwareHsm { rootKeyId: ${this.rootKeyId} }`;
   }
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
 }
