@@ -1,0 +1,5 @@
+export {
+  SqliteKeyStore,
+  type SqliteKeyStoreOptions,
+  type SqliteSynchronous,
+} from "./sqlite-key-store.ts";

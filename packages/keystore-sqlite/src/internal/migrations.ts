@@ -1,0 +1,92 @@
+import { KmsInternalError } from "@kms/core";
+import type Database from "better-sqlite3";
+import { prepare } from "./retain.ts";
+
+/**
+ * Schema migrations, applied in order; `PRAGMA user_version` records how many have run. Append
+ * only: a released migration is never edited, because files in the field have already run it.
+ *
+ * Tables are prefixed `kms_` so the store can share a database file with an application's own
+ * tables. STRICT makes SQLite refuse a TEXT value in a BLOB column, so material can never be
+ * stored as text by accident.
+ */
+const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE kms_keys (
+    key_id                  TEXT    NOT NULL PRIMARY KEY,
+    revision                INTEGER NOT NULL,
+    created_at              INTEGER NOT NULL,
+    description             TEXT    NOT NULL,
+    key_spec                TEXT    NOT NULL,
+    key_usage               TEXT    NOT NULL,
+    origin                  TEXT    NOT NULL,
+    multi_region            INTEGER NOT NULL CHECK (multi_region IN (0, 1)),
+    key_state               TEXT    NOT NULL,
+    deletion_date           INTEGER,
+    pending_window_in_days  INTEGER,
+    rotation_enabled        INTEGER NOT NULL CHECK (rotation_enabled IN (0, 1)),
+    rotation_period_in_days INTEGER NOT NULL,
+    next_rotation_at        INTEGER,
+    on_demand_rotations     INTEGER NOT NULL,
+    tags                    TEXT    NOT NULL,
+    policy                  TEXT,
+    current_version         INTEGER NOT NULL
+  ) STRICT;
+
+  CREATE TABLE kms_key_versions (
+    key_id           TEXT    NOT NULL REFERENCES kms_keys (key_id) ON DELETE CASCADE,
+    version          INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL,
+    rotation_type    TEXT,
+    key_material_id  TEXT    NOT NULL,
+    wrapped_material BLOB    NOT NULL,
+    public_key       BLOB,
+    PRIMARY KEY (key_id, version)
+  ) STRICT;
+
+  CREATE TABLE kms_aliases (
+    alias_name    TEXT    NOT NULL PRIMARY KEY,
+    target_key_id TEXT    NOT NULL,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+  ) STRICT;
+
+  CREATE INDEX kms_aliases_by_target ON kms_aliases (target_key_id, alias_name);
+
+  CREATE TABLE kms_settings (
+    name  TEXT NOT NULL PRIMARY KEY,
+    value TEXT NOT NULL
+  ) STRICT;
+  `,
+];
+
+/** The schema version this build writes and understands. */
+export const SCHEMA_VERSION: number = MIGRATIONS.length;
+
+/**
+ * Brings the schema up to SCHEMA_VERSION. Runs inside BEGIN IMMEDIATE and re-reads the version
+ * there, so two processes opening a new file at once apply each migration exactly once.
+ * @throws KmsInternalError when the file was written by a newer version of this package.
+ */
+export function migrate(db: Database.Database, description: string): void {
+  const tooNew = (found: number): KmsInternalError =>
+    new KmsInternalError(
+      `${description}: schema version ${found} is newer than this @kms/keystore-sqlite supports (${SCHEMA_VERSION}); upgrade the package`,
+    );
+
+  const readVersion = prepare<[], number>(db, "PRAGMA user_version").pluck();
+  const userVersion = (): number => Number(readVersion.get());
+
+  // Fast path without the write lock: a process that only reads never queues behind writers.
+  const seen = userVersion();
+  if (seen === SCHEMA_VERSION) return;
+  if (seen > SCHEMA_VERSION) throw tooNew(seen);
+
+  db.transaction(() => {
+    const current = userVersion();
+    if (current > SCHEMA_VERSION) throw tooNew(current);
+    for (let v = current; v < SCHEMA_VERSION; v++) db.exec(MIGRATIONS[v]!);
+    // user_version lives in the file header and is part of this transaction.
+    db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+  }).immediate();
+}

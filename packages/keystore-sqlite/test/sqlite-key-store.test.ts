@@ -1,0 +1,264 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { KmsInternalError, ValidationError } from "@kms/core";
+import Database from "better-sqlite3";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { SqliteKeyStore } from "../src/index.ts";
+import { prepare, retain } from "../src/internal/retain.ts";
+import { makeKey, next } from "./fixtures/keys.ts";
+
+/** A raw connection for inspecting the file; retained for the reason in retain.ts. */
+function rawDatabase(path: string): Database.Database {
+  return retain(new Database(path));
+}
+
+function scalar(db: Database.Database, sql: string): unknown {
+  return prepare(db, sql).pluck().get();
+}
+
+describe("SqliteKeyStore", () => {
+  let dir: string;
+  let path: string;
+  const toClose: { close(): unknown }[] = [];
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), "kms-sqlite-"));
+    path = join(dir, "keys.db");
+  });
+  afterEach(async () => {
+    for (const c of toClose.splice(0)) await c.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  function open(options: { cacheSize?: number; busyTimeoutMs?: number } = {}): SqliteKeyStore {
+    const store = SqliteKeyStore.open({ path, ...options });
+    toClose.push(store);
+    return store;
+  }
+
+  describe("persistence", () => {
+    it("yields the same records after closing and reopening the file", async () => {
+      const first = open();
+      const asymmetric = makeKey("k-asym", {
+        keySpec: "ECC_NIST_P256",
+        keyUsage: "SIGN_VERIFY",
+        policy: '{"Version":"2012-10-17"}',
+        tags: [{ tagKey: "env", tagValue: "prod" }],
+        versions: [
+          {
+            version: 1,
+            createdAt: 1,
+            keyMaterialId: "01",
+            wrappedMaterial: Uint8Array.from([0, 255, 0, 255]),
+            publicKey: Uint8Array.from([0x30, 0x00, 0xff]),
+          },
+        ],
+      });
+      const rotated = next(makeKey("k-sym"), {
+        versions: [
+          ...makeKey("k-sym").versions,
+          {
+            version: 2,
+            createdAt: 2,
+            rotationType: "ON_DEMAND",
+            keyMaterialId: "02",
+            wrappedMaterial: new Uint8Array(48).fill(0xff),
+          },
+        ],
+        currentVersion: 2,
+        rotation: { enabled: true, periodInDays: 90, nextRotationAt: 3, onDemandRotations: 1 },
+      });
+      await first.createKey(asymmetric);
+      await first.createKey(makeKey("k-sym"));
+      await first.updateKey(rotated);
+      await first.createAlias({
+        aliasName: "alias/app",
+        targetKeyId: "k-sym",
+        createdAt: 5,
+        updatedAt: 6,
+      });
+      await first.putSettingIfAbsent("root-key-check", "abc");
+      const before = await first.listKeys({ limit: 10 });
+      await first.close();
+
+      const second = open();
+      expect(await second.listKeys({ limit: 10 })).toStrictEqual(before);
+      expect(await second.getKey("k-sym")).toStrictEqual(before.find((k) => k.keyId === "k-sym"));
+      expect(await second.getAlias("alias/app")).toStrictEqual({
+        aliasName: "alias/app",
+        targetKeyId: "k-sym",
+        createdAt: 5,
+        updatedAt: 6,
+      });
+      expect(await second.getSetting("root-key-check")).toBe("abc");
+      expect(await second.putSettingIfAbsent("root-key-check", "other")).toBe("abc");
+    });
+
+    it("stores material as BLOBs in a WAL-mode file at schema version 1", async () => {
+      const store = open();
+      await store.createKey(
+        makeKey("k-1", {
+          versions: [
+            {
+              version: 1,
+              createdAt: 1,
+              keyMaterialId: "01",
+              wrappedMaterial: Uint8Array.from([1, 2, 3]),
+              publicKey: new Uint8Array(0),
+            },
+          ],
+        }),
+      );
+      const raw = rawDatabase(path);
+      toClose.push(raw);
+      expect(scalar(raw, "PRAGMA journal_mode")).toBe("wal");
+      expect(scalar(raw, "PRAGMA user_version")).toBe(1);
+      expect(scalar(raw, "SELECT typeof(wrapped_material) FROM kms_key_versions")).toBe("blob");
+      expect(scalar(raw, "SELECT typeof(public_key) FROM kms_key_versions")).toBe("blob");
+      expect(scalar(raw, "SELECT length(wrapped_material) FROM kms_key_versions")).toBe(3);
+    });
+
+    it("applies WAL, synchronous=FULL and busy_timeout to a database it is given, and leaves it open", async () => {
+      const db = rawDatabase(path);
+      toClose.push(db);
+      const store = SqliteKeyStore.open({ database: db, busyTimeoutMs: 1234 });
+      expect(store.description).toBe(`sqlite:${path}`);
+      expect(scalar(db, "PRAGMA journal_mode")).toBe("wal");
+      expect(scalar(db, "PRAGMA synchronous")).toBe(2); // FULL
+      expect(scalar(db, "PRAGMA busy_timeout")).toBe(1234);
+      expect(scalar(db, "PRAGMA foreign_keys")).toBe(1);
+      await store.createKey(makeKey("k-1"));
+      await store.close();
+      expect(db.open).toBe(true);
+      expect(scalar(db, "SELECT count(*) FROM kms_keys")).toBe(1);
+    });
+
+    it("honours synchronous: NORMAL when asked", async () => {
+      const db = rawDatabase(path);
+      toClose.push(db);
+      const store = SqliteKeyStore.open({ database: db, synchronous: "NORMAL" });
+      expect(scalar(db, "PRAGMA synchronous")).toBe(1);
+      await store.close();
+    });
+  });
+
+  describe("cache invalidation across connections (PRAGMA data_version)", () => {
+    it("sees another connection's update, deletion and alias change on the next read", async () => {
+      const reader = open();
+      const writer = open();
+      const key = makeKey("k-1", { description: "v1" });
+      await writer.createKey(key);
+      await writer.createAlias({
+        aliasName: "alias/a",
+        targetKeyId: "k-1",
+        createdAt: 1,
+        updatedAt: 1,
+      });
+      await writer.createKey(makeKey("k-2"));
+
+      expect((await reader.getKey("k-1"))?.description).toBe("v1");
+      expect((await reader.getAlias("alias/a"))?.targetKeyId).toBe("k-1");
+      // A second read is served from the cache: the very same frozen object.
+      expect(await reader.getKey("k-1")).toBe(await reader.getKey("k-1"));
+
+      await writer.updateKey(next(key, { description: "v2" }));
+      expect((await reader.getKey("k-1"))?.description).toBe("v2");
+
+      await writer.updateAlias("alias/a", "k-2", 2);
+      expect((await reader.getAlias("alias/a"))?.targetKeyId).toBe("k-2");
+
+      await writer.deleteKey("k-1", 2);
+      expect(await reader.getKey("k-1")).toBeUndefined();
+    });
+
+    it("sees its own writes at once", async () => {
+      const store = open();
+      const key = makeKey("k-1");
+      await store.createKey(key);
+      expect((await store.getKey("k-1"))?.revision).toBe(1);
+      await store.updateKey(next(key, { keyState: "Disabled" }));
+      expect((await store.getKey("k-1"))?.keyState).toBe("Disabled");
+      await store.createAlias({
+        aliasName: "alias/x",
+        targetKeyId: "k-1",
+        createdAt: 1,
+        updatedAt: 1,
+      });
+      expect(await store.getAlias("alias/x")).toBeDefined();
+      await store.deleteKey("k-1", 2);
+      expect(await store.getKey("k-1")).toBeUndefined();
+      expect(await store.getAlias("alias/x")).toBeUndefined();
+    });
+
+    it("bounds the cache and still answers every key correctly", async () => {
+      const store = open({ cacheSize: 2 });
+      for (const id of ["a", "b", "c", "d"])
+        await store.createKey(makeKey(id, { description: id }));
+      for (let round = 0; round < 3; round++) {
+        for (const id of ["a", "b", "c", "d"]) {
+          expect((await store.getKey(id))?.description).toBe(id);
+        }
+      }
+    });
+  });
+
+  describe("locking", () => {
+    it("fails a write with KmsInternalError (SQLITE_BUSY) while another connection holds the write lock, and reads go on", async () => {
+      const store = open({ busyTimeoutMs: 50 });
+      const key = makeKey("k-1");
+      await store.createKey(key);
+      const other = rawDatabase(path);
+      toClose.push(other);
+      other.exec("BEGIN IMMEDIATE");
+      try {
+        const failure = await store.updateKey(next(key)).catch((error: unknown) => error);
+        expect(failure).toBeInstanceOf(KmsInternalError);
+        expect((failure as Error).message).toMatch(/SQLITE_BUSY/);
+        expect((await store.getKey("k-1"))?.revision).toBe(1);
+      } finally {
+        other.exec("ROLLBACK");
+      }
+      await store.updateKey(next(key));
+      expect((await store.getKey("k-1"))?.revision).toBe(2);
+    });
+  });
+
+  describe("errors", () => {
+    it("rejects bad options with ValidationError", () => {
+      const bad: unknown[] = [
+        {},
+        { path: "" },
+        { path, database: rawDatabase(":memory:") },
+        { path, busyTimeoutMs: -1 },
+        { path, busyTimeoutMs: 1.5 },
+        { path, cacheSize: Number.NaN },
+        { path, synchronous: "OFF" },
+      ];
+      for (const options of bad) {
+        expect(() => SqliteKeyStore.open(options as never)).toThrow(ValidationError);
+      }
+    });
+
+    it("refuses a file written by a newer schema version", async () => {
+      const raw = rawDatabase(path);
+      raw.exec("PRAGMA user_version = 99");
+      raw.close();
+      expect(() => SqliteKeyStore.open({ path })).toThrow(KmsInternalError);
+      expect(() => SqliteKeyStore.open({ path })).toThrow(/schema version 99/);
+    });
+
+    it("refuses a file that is not a database", async () => {
+      await writeFile(path, "definitely not sqlite ".repeat(100));
+      expect(() => SqliteKeyStore.open({ path })).toThrow(KmsInternalError);
+    });
+
+    it("rejects calls after close, and close is idempotent", async () => {
+      const store = SqliteKeyStore.open({ path });
+      await store.close();
+      await store.close();
+      await expect(store.getKey("k-1")).rejects.toBeInstanceOf(KmsInternalError);
+      await expect(store.createKey(makeKey("k-1"))).rejects.toBeInstanceOf(KmsInternalError);
+    });
+  });
+});
