@@ -1,0 +1,207 @@
+/**
+ * Backup and restore of a whole key store as plain JSON, between stores of any kind (memory,
+ * SQLite, PostgreSQL). Key material stays wrapped under the root key: a snapshot is as
+ * sensitive as the store itself, no more, and is useless without the root key.
+ */
+import { AlreadyExistsError, ValidationError } from "../errors.ts";
+import { ROOT_KEY_SETTINGS, rootKeyHistory } from "../hsm/software-hsm.ts";
+import type { KeyStore, StoredAlias, StoredKey, StoredKeyVersion } from "./key-store.ts";
+
+export const SNAPSHOT_FORMAT = "kms-keystore-snapshot/v1";
+
+/** A key version with its bytes as base64. */
+export interface KeyVersionSnapshot
+  extends Omit<StoredKeyVersion, "wrappedMaterial" | "publicKey"> {
+  readonly wrappedMaterial: string;
+  readonly publicKey?: string;
+}
+
+export interface KeySnapshot extends Omit<StoredKey, "versions"> {
+  readonly versions: readonly KeyVersionSnapshot[];
+}
+
+/** Everything a KeyStore holds, JSON-serializable (`JSON.stringify` / `JSON.parse` safe). */
+export interface KeyStoreSnapshot {
+  readonly format: typeof SNAPSHOT_FORMAT;
+  /** Store settings: the root key id and history, passphrase KDF parameters. */
+  readonly settings: Readonly<Record<string, string>>;
+  readonly keys: readonly KeySnapshot[];
+  readonly aliases: readonly StoredAlias[];
+}
+
+/** Settings a snapshot carries besides the root key history. */
+const PLAIN_SETTINGS = ["root-key-kdf"];
+
+const PAGE = 100;
+
+function base64(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
+}
+
+/**
+ * Reads every key, alias and known setting of `store` into a snapshot. Take it while no other
+ * writer is active for a consistent copy: pages are read one after another, not in one
+ * transaction.
+ * @throws Whatever the store throws.
+ */
+export async function exportKeyStore(store: KeyStore): Promise<KeyStoreSnapshot> {
+  const settings: Record<string, string> = {};
+  const history = await rootKeyHistory(store);
+  if (history.length > 0) settings[ROOT_KEY_SETTINGS.first] = history[0]!;
+  for (let i = 0; i + 1 < history.length; i++) {
+    settings[ROOT_KEY_SETTINGS.successor(history[i]!)] = history[i + 1]!;
+  }
+  for (const id of history) {
+    const retiredBy = await store.getSetting(ROOT_KEY_SETTINGS.retired(id));
+    if (retiredBy !== undefined) settings[ROOT_KEY_SETTINGS.retired(id)] = retiredBy;
+  }
+  for (const name of PLAIN_SETTINGS) {
+    const value = await store.getSetting(name);
+    if (value !== undefined) settings[name] = value;
+  }
+
+  const keys: KeySnapshot[] = [];
+  for (let after: string | undefined; ; ) {
+    const page = await store.listKeys({ limit: PAGE, ...(after === undefined ? {} : { after }) });
+    for (const key of page) {
+      keys.push({
+        ...key,
+        versions: key.versions.map(({ wrappedMaterial, publicKey, ...rest }) => ({
+          ...rest,
+          wrappedMaterial: base64(wrappedMaterial),
+          ...(publicKey === undefined ? {} : { publicKey: base64(publicKey) }),
+        })),
+      });
+    }
+    if (page.length < PAGE) break;
+    after = page[page.length - 1]!.keyId;
+  }
+
+  const aliases: StoredAlias[] = [];
+  for (let after: string | undefined; ; ) {
+    const page = await store.listAliases({
+      limit: PAGE,
+      ...(after === undefined ? {} : { after }),
+    });
+    aliases.push(...page.map((a) => ({ ...a })));
+    if (page.length < PAGE) break;
+    after = page[page.length - 1]!.aliasName;
+  }
+  // A plain JSON round trip drops undefined-valued properties and any prototype.
+  return JSON.parse(JSON.stringify({ format: SNAPSHOT_FORMAT, settings, keys, aliases }));
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function fail(path: string, rule: string): never {
+  throw new ValidationError(`snapshot ${path} ${rule}`);
+}
+
+function str(value: unknown, path: string): string {
+  if (typeof value !== "string") fail(path, "expected a string");
+  return value;
+}
+
+function int(value: unknown, path: string): number {
+  if (!Number.isSafeInteger(value)) fail(path, "expected an integer");
+  return value as number;
+}
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+function bytesFrom(value: unknown, path: string): Uint8Array {
+  const text = str(value, path);
+  if (!BASE64.test(text)) fail(path, "expected standard base64");
+  return new Uint8Array(Buffer.from(text, "base64"));
+}
+
+function parseVersion(value: unknown, path: string): StoredKeyVersion {
+  if (!isRecord(value)) fail(path, "expected an object");
+  return {
+    ...value,
+    version: int(value.version, `${path}.version`),
+    createdAt: int(value.createdAt, `${path}.createdAt`),
+    keyMaterialId: str(value.keyMaterialId, `${path}.keyMaterialId`),
+    wrappedMaterial: bytesFrom(value.wrappedMaterial, `${path}.wrappedMaterial`),
+    ...(value.publicKey === undefined
+      ? {}
+      : { publicKey: bytesFrom(value.publicKey, `${path}.publicKey`) }),
+  } as StoredKeyVersion;
+}
+
+function parseKey(value: unknown, path: string): StoredKey {
+  if (!isRecord(value)) fail(path, "expected an object");
+  str(value.keyId, `${path}.keyId`);
+  int(value.revision, `${path}.revision`);
+  int(value.currentVersion, `${path}.currentVersion`);
+  for (const name of ["description", "keySpec", "keyUsage", "origin", "keyState"]) {
+    str(value[name], `${path}.${name}`);
+  }
+  if (!isRecord(value.rotation)) fail(`${path}.rotation`, "expected an object");
+  if (!Array.isArray(value.tags)) fail(`${path}.tags`, "expected an array");
+  if (!Array.isArray(value.versions) || value.versions.length === 0) {
+    fail(`${path}.versions`, "expected a non-empty array");
+  }
+  const versions = value.versions.map((v, i) => parseVersion(v, `${path}.versions[${i}]`));
+  if (!versions.some((v) => v.version === value.currentVersion)) {
+    fail(`${path}.currentVersion`, "names no version of the key");
+  }
+  return { ...value, versions } as unknown as StoredKey;
+}
+
+function parseAlias(value: unknown, path: string): StoredAlias {
+  if (!isRecord(value)) fail(path, "expected an object");
+  return {
+    aliasName: str(value.aliasName, `${path}.aliasName`),
+    targetKeyId: str(value.targetKeyId, `${path}.targetKeyId`),
+    createdAt: int(value.createdAt, `${path}.createdAt`),
+    updatedAt: int(value.updatedAt, `${path}.updatedAt`),
+  };
+}
+
+/**
+ * Restores a snapshot into an empty store of any kind. Open the KMS on the target afterwards
+ * with the same root key: the snapshot carries the root key history, so any other key is
+ * refused as it would be on the original store.
+ *
+ * @throws ValidationError when `snapshot` is malformed (checked before anything is written),
+ * AlreadyExistsError when the target store already holds keys, aliases or a different root key
+ * id; whatever the store throws.
+ */
+export async function importKeyStore(store: KeyStore, snapshot: unknown): Promise<void> {
+  if (!isRecord(snapshot)) fail("", "expected an object");
+  if (snapshot.format !== SNAPSHOT_FORMAT) fail("format", `expected "${SNAPSHOT_FORMAT}"`);
+  if (!isRecord(snapshot.settings)) fail("settings", "expected an object");
+  if (!Array.isArray(snapshot.keys)) fail("keys", "expected an array");
+  if (!Array.isArray(snapshot.aliases)) fail("aliases", "expected an array");
+  const settings = Object.entries(snapshot.settings).map(
+    ([name, value]) => [name, str(value, `settings.${name}`)] as const,
+  );
+  const keys = snapshot.keys.map((k, i) => parseKey(k, `keys[${i}]`));
+  const aliases = snapshot.aliases.map((a, i) => parseAlias(a, `aliases[${i}]`));
+  const keyIds = new Set(keys.map((k) => k.keyId));
+  if (keyIds.size !== keys.length) fail("keys", "holds a key id twice");
+  for (const [i, alias] of aliases.entries()) {
+    if (!keyIds.has(alias.targetKeyId)) fail(`aliases[${i}].targetKeyId`, "names no key");
+  }
+
+  if (
+    (await store.listKeys({ limit: 1 })).length > 0 ||
+    (await store.listAliases({ limit: 1 })).length > 0
+  ) {
+    throw new AlreadyExistsError(`key store ${store.description} is not empty`);
+  }
+  for (const [name, value] of settings) {
+    const stored = await store.putSettingIfAbsent(name, value);
+    if (stored !== value) {
+      throw new AlreadyExistsError(
+        `key store ${store.description} already has setting ${name} with another value`,
+      );
+    }
+  }
+  // createKey takes revision 1: revisions only order writes within one store.
+  for (const key of keys) await store.createKey({ ...key, revision: 1 });
+  for (const alias of aliases) await store.createAlias(alias);
+}

@@ -1,0 +1,1 @@
+export { PostgresKeyStore, type PostgresKeyStoreOptions } from "./postgres-key-store.ts";

@@ -1,0 +1,156 @@
+import { KmsInternalError } from "@kms/core";
+import type pg from "pg";
+
+/** Quotes a schema name that {@link checkSchemaName} accepted. */
+export function quoteIdent(name: string): string {
+  return `"${name}"`;
+}
+
+/** The NOTIFY channel of a schema; identifiers are at most 63 bytes, hence the name limit. */
+export function channelOf(schema: string): string {
+  return `kms_${schema}`;
+}
+
+/**
+ * Schema migrations, applied in order; `kms_schema_migrations` records which have run. Append
+ * only: a released migration is never edited, because databases in the field have run it.
+ *
+ * Ids and alias names use COLLATE "C" so the primary keys order by code point, the order
+ * MemoryKeyStore (and the conformance suite) pages in, whatever the database's locale.
+ * Timestamps are epoch milliseconds in bigint, exactly as StoredKey holds them.
+ *
+ * `kms_changes.counter` is bumped by a trigger in the same transaction as every key and alias
+ * write, and the trigger NOTIFYs `"<counter> k:<key id>"` or `"<counter> a:<alias name>"`.
+ * The counter lives in one row, so its value orders commits; instances compare it with what
+ * they last saw to notice a notification they missed (see change-feed.ts).
+ */
+const MIGRATIONS: readonly ((s: string, channel: string) => string)[] = [
+  (s, channel) => `
+  CREATE TABLE ${s}.kms_keys (
+    key_id                  text COLLATE "C" NOT NULL PRIMARY KEY,
+    revision                integer NOT NULL,
+    created_at              bigint  NOT NULL,
+    description             text    NOT NULL,
+    key_spec                text    NOT NULL,
+    key_usage               text    NOT NULL,
+    origin                  text    NOT NULL,
+    multi_region            boolean NOT NULL,
+    key_state               text    NOT NULL,
+    deletion_date           bigint,
+    pending_window_in_days  integer,
+    rotation_enabled        boolean NOT NULL,
+    rotation_period_in_days integer NOT NULL,
+    next_rotation_at        bigint,
+    on_demand_rotations     integer NOT NULL,
+    tags                    text    NOT NULL,
+    policy                  text,
+    grants                  text,
+    current_version         integer NOT NULL
+  );
+
+  CREATE TABLE ${s}.kms_key_versions (
+    key_id           text COLLATE "C" NOT NULL REFERENCES ${s}.kms_keys (key_id) ON DELETE CASCADE,
+    version          integer NOT NULL,
+    created_at       bigint  NOT NULL,
+    rotation_type    text,
+    key_material_id  text    NOT NULL,
+    wrapped_material bytea   NOT NULL,
+    public_key       bytea,
+    PRIMARY KEY (key_id, version)
+  );
+
+  CREATE TABLE ${s}.kms_aliases (
+    alias_name    text COLLATE "C" NOT NULL PRIMARY KEY,
+    target_key_id text COLLATE "C" NOT NULL,
+    created_at    bigint NOT NULL,
+    updated_at    bigint NOT NULL
+  );
+
+  CREATE INDEX kms_aliases_by_target ON ${s}.kms_aliases (target_key_id, alias_name);
+
+  CREATE TABLE ${s}.kms_settings (
+    name  text NOT NULL PRIMARY KEY,
+    value text NOT NULL
+  );
+
+  CREATE TABLE ${s}.kms_changes (
+    singleton boolean NOT NULL PRIMARY KEY DEFAULT true CHECK (singleton),
+    counter   bigint  NOT NULL
+  );
+  INSERT INTO ${s}.kms_changes (counter) VALUES (0);
+
+  CREATE FUNCTION ${s}.kms_notify_change() RETURNS trigger LANGUAGE plpgsql AS $fn$
+  DECLARE
+    n bigint;
+    subject text;
+  BEGIN
+    UPDATE ${s}.kms_changes SET counter = counter + 1 RETURNING counter INTO n;
+    IF TG_TABLE_NAME = 'kms_keys' THEN
+      subject := 'k:' || CASE WHEN TG_OP = 'DELETE' THEN OLD.key_id ELSE NEW.key_id END;
+    ELSE
+      subject := 'a:' || CASE WHEN TG_OP = 'DELETE' THEN OLD.alias_name ELSE NEW.alias_name END;
+    END IF;
+    PERFORM pg_notify('${channel}', n || ' ' || subject);
+    RETURN NULL;
+  END
+  $fn$;
+
+  CREATE TRIGGER kms_keys_changed AFTER INSERT OR UPDATE OR DELETE ON ${s}.kms_keys
+    FOR EACH ROW EXECUTE FUNCTION ${s}.kms_notify_change();
+  CREATE TRIGGER kms_aliases_changed AFTER INSERT OR UPDATE OR DELETE ON ${s}.kms_aliases
+    FOR EACH ROW EXECUTE FUNCTION ${s}.kms_notify_change();
+  `,
+];
+
+/** The schema version this build writes and understands. */
+export const SCHEMA_VERSION: number = MIGRATIONS.length;
+
+// Arbitrary constant that namespaces our advisory locks; the second half is the schema's hash.
+const LOCK_CLASS = 0x6b6d_7301;
+
+/**
+ * Brings `schema` up to SCHEMA_VERSION, creating it if needed. Everything, the version check
+ * included, runs in one transaction after pg_advisory_xact_lock, so instances starting together
+ * apply each migration exactly once and a failed migration leaves nothing half-applied (DDL is
+ * transactional in PostgreSQL).
+ * @throws KmsInternalError when the schema was written by a newer version of this package.
+ */
+export async function migrate(pool: pg.Pool, schema: string, description: string): Promise<void> {
+  const s = quoteIdent(schema);
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  try {
+    await client.query("BEGIN");
+    try {
+      await client.query("SELECT pg_advisory_xact_lock($1, hashtext($2))", [LOCK_CLASS, schema]);
+      await client.query(`CREATE SCHEMA IF NOT EXISTS ${s}`);
+      await client.query(
+        `CREATE TABLE IF NOT EXISTS ${s}.kms_schema_migrations (
+           version    integer     NOT NULL PRIMARY KEY,
+           applied_at timestamptz NOT NULL DEFAULT now()
+         )`,
+      );
+      const { rows } = await client.query<{ version: number | null }>(
+        `SELECT max(version) AS version FROM ${s}.kms_schema_migrations`,
+      );
+      const current = rows[0]?.version ?? 0;
+      if (current > SCHEMA_VERSION) {
+        throw new KmsInternalError(
+          `${description}: schema version ${current} is newer than this @kms/keystore-postgres supports (${SCHEMA_VERSION}); upgrade the package`,
+        );
+      }
+      for (let v = current; v < SCHEMA_VERSION; v++) {
+        await client.query(MIGRATIONS[v]!(s, channelOf(schema)));
+        await client.query(`INSERT INTO ${s}.kms_schema_migrations (version) VALUES ($1)`, [v + 1]);
+      }
+      await client.query("COMMIT");
+    } catch (error) {
+      await client.query("ROLLBACK").catch((rollbackError: Error) => {
+        broken = rollbackError;
+      });
+      throw error;
+    }
+  } finally {
+    client.release(broken);
+  }
+}
