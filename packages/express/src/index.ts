@@ -1,0 +1,17 @@
+export {
+  defaultKmsContext,
+  type KmsContextOptions,
+  kmsContext,
+  kmsContextOf,
+  type RequestKmsContext,
+} from "./kms-context.ts";
+export { PROBLEM_TYPE_BASE, type ProblemDetails, sendProblem } from "./problem.ts";
+export { captureRawBody, rawBodyOf, readRawBody } from "./raw-body.ts";
+export { requestMessage } from "./request-message.ts";
+export { type SignResponseOptions, signResponse } from "./sign-response.ts";
+export {
+  type VerifiedSignature,
+  type VerifySignatureOptions,
+  verifiedSignatureOf,
+  verifySignature,
+} from "./verify-signature.ts";

@@ -1,0 +1,57 @@
+/**
+ * Raw request body capture. Signature verification needs the body bytes exactly as sent, which
+ * body parsers throw away; their `verify` hook is the one place they show them.
+ */
+import type { IncomingMessage } from "node:http";
+import { ValidationError } from "@kms/core";
+
+const rawBodies = new WeakMap<IncomingMessage, Uint8Array>();
+const EMPTY = new Uint8Array(0);
+
+/**
+ * Pass as the `verify` option of `express.json()`, `express.raw()`, `express.text()` or
+ * `express.urlencoded()` so `verifySignature` sees the bytes the parser consumed:
+ * `app.use(express.json({ verify: captureRawBody }))`.
+ */
+export function captureRawBody(req: IncomingMessage, _res: unknown, buffer: Buffer): void {
+  rawBodies.set(req, new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength));
+}
+
+/** The captured raw body of `req`, or undefined when nothing captured it. */
+export function rawBodyOf(req: IncomingMessage): Uint8Array | undefined {
+  return rawBodies.get(req);
+}
+
+/**
+ * The raw body: the captured one, or — when no parser has consumed the stream — read from the
+ * stream now (and remembered). A body parser placed after this will then see an empty stream.
+ * @throws ValidationException when the body exceeds `limit` bytes or the stream was consumed
+ * by a parser that did not capture it.
+ */
+export async function readRawBody(req: IncomingMessage, limit: number): Promise<Uint8Array> {
+  const captured = rawBodies.get(req);
+  if (captured !== undefined) return captured;
+  if (req.readableDidRead) {
+    throw new ValidationError(
+      '"body" was consumed without captureRawBody; pass { verify: captureRawBody } to the body parser',
+    );
+  }
+  // RFC 9112 §6.3: a request with neither Content-Length nor Transfer-Encoding has no body.
+  if (
+    req.headers["content-length"] === undefined &&
+    req.headers["transfer-encoding"] === undefined
+  ) {
+    return EMPTY;
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    const buf = typeof chunk === "string" ? Buffer.from(chunk) : (chunk as Buffer);
+    size += buf.length;
+    if (size > limit) throw new ValidationError(`"body" exceeds the ${limit}-byte limit`);
+    chunks.push(buf);
+  }
+  const body = new Uint8Array(Buffer.concat(chunks));
+  rawBodies.set(req, body);
+  return body;
+}

@@ -1,0 +1,77 @@
+/**
+ * RFC 9530 Content-Digest over the raw body bytes.
+ */
+import { createHash, timingSafeEqual } from "node:crypto";
+import { ValidationError } from "@kms/core";
+import { isInnerList, parseDictionary, serializeDictionary } from "./structured-fields.ts";
+
+export const DIGEST_ALGORITHMS = ["sha-256", "sha-512"] as const;
+export type DigestAlgorithm = (typeof DIGEST_ALGORITHMS)[number];
+
+const NODE_HASH: Record<DigestAlgorithm, string> = { "sha-256": "sha256", "sha-512": "sha512" };
+
+/**
+ * The Content-Digest field value for `body`, e.g. `sha-256=:…:`.
+ * @throws ValidationException for an unknown or empty algorithm list.
+ */
+export function computeContentDigest(
+  body: Uint8Array,
+  algorithms: readonly DigestAlgorithm[] = ["sha-256"],
+): string {
+  if (algorithms.length === 0) throw new ValidationError('"algorithms" must not be empty');
+  const dict = new Map();
+  for (const alg of algorithms) {
+    const hash = NODE_HASH[alg];
+    if (hash === undefined) {
+      throw new ValidationError(
+        `"algorithms" entries must be sha-256 or sha-512, got ${JSON.stringify(alg)}`,
+      );
+    }
+    dict.set(alg, {
+      value: new Uint8Array(createHash(hash).update(body).digest()),
+      params: new Map(),
+    });
+  }
+  return serializeDictionary(dict);
+}
+
+export type ContentDigestResult =
+  | { readonly ok: true; readonly algorithms: readonly DigestAlgorithm[] }
+  | { readonly ok: false; readonly reason: string };
+
+/**
+ * Checks a Content-Digest field value against the raw body. Every digest in an accepted
+ * algorithm must match (constant-time); a field with only unknown algorithms fails.
+ */
+export function verifyContentDigest(
+  fieldValue: string,
+  body: Uint8Array,
+  accept: readonly DigestAlgorithm[] = DIGEST_ALGORITHMS,
+): ContentDigestResult {
+  let dict: ReturnType<typeof parseDictionary>;
+  try {
+    dict = parseDictionary(fieldValue);
+  } catch {
+    return { ok: false, reason: "Content-Digest is not a valid structured dictionary" };
+  }
+  const checked: DigestAlgorithm[] = [];
+  for (const [name, member] of dict) {
+    if (!(accept as readonly string[]).includes(name)) continue;
+    const alg = name as DigestAlgorithm;
+    if (isInnerList(member) || !(member.value instanceof Uint8Array)) {
+      return { ok: false, reason: `Content-Digest ${alg} must be a byte sequence` };
+    }
+    const expected = createHash(NODE_HASH[alg]).update(body).digest();
+    if (member.value.length !== expected.length || !timingSafeEqual(expected, member.value)) {
+      return { ok: false, reason: `Content-Digest ${alg} does not match the body` };
+    }
+    checked.push(alg);
+  }
+  if (checked.length === 0) {
+    return {
+      ok: false,
+      reason: `Content-Digest has none of the accepted algorithms (${accept.join(", ")})`,
+    };
+  }
+  return { ok: true, algorithms: checked };
+}

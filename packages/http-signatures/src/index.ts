@@ -1,0 +1,92 @@
+export {
+  createHmacSigner,
+  createHmacVerifier,
+  createPrivateKeySigner,
+  createPublicKeyVerifier,
+  isSignatureAlgorithm,
+  type MessageSigner,
+  type MessageVerifier,
+  type PrivateKeyInput,
+  type PublicKeyInput,
+  SIGNATURE_ALGORITHMS,
+  type SignatureAlgorithm,
+} from "./algorithms.ts";
+export {
+  type ContentDigestResult,
+  computeContentDigest,
+  DIGEST_ALGORITHMS,
+  type DigestAlgorithm,
+  verifyContentDigest,
+} from "./content-digest.ts";
+export {
+  createKmsPublicKeyVerifier,
+  createKmsSigner,
+  createKmsVerifier,
+  type KmsKeyOptions,
+  type KmsSignatureApi,
+  type KmsSigningAlgorithmName,
+} from "./kms-signer.ts";
+export {
+  fieldLines,
+  type HeaderSource,
+  type HttpMessage,
+  isRequestMessage,
+  type RequestMessage,
+  type ResponseMessage,
+} from "./message.ts";
+export { MemoryNonceStore, type MemoryNonceStoreOptions, type NonceStore } from "./nonce-store.ts";
+export {
+  createSignedFetch,
+  type RequestLike,
+  type SignatureFields,
+  type SignedFetchOptions,
+  type SignOptions,
+  type SignRequestOptions,
+  serializeSignatureParams,
+  signMessage,
+  signRequest,
+} from "./sign.ts";
+export {
+  type ComponentSource,
+  type ComponentSpec,
+  componentIdentifier,
+  componentValues,
+  createSignatureBase,
+  DERIVED_COMPONENTS,
+  KNOWN_STRUCTURED_FIELDS,
+  type SignatureBaseOptions,
+  type SignatureParameters,
+  signatureParamsList,
+} from "./signature-base.ts";
+export {
+  type BareItem,
+  Decimal,
+  type Dictionary,
+  type InnerList,
+  type Item,
+  isInnerList,
+  item,
+  type List,
+  type Member,
+  type Parameters,
+  parseDictionary,
+  parseItem,
+  parseList,
+  parseStructuredField,
+  type StructuredFieldType,
+  serializeBareItem,
+  serializeDictionary,
+  serializeInnerList,
+  serializeItem,
+  serializeList,
+  serializeParameters,
+  serializeStructuredField,
+  Token,
+} from "./structured-fields.ts";
+export {
+  type KeyLookupContext,
+  type VerificationCheck,
+  type VerificationPolicy,
+  type VerificationResult,
+  verifyMessage,
+} from "./verify.ts";

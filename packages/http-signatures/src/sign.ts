@@ -1,0 +1,217 @@
+/**
+ * Producing Signature-Input / Signature fields (RFC 9421 §3.1, §4).
+ */
+import { randomBytes } from "node:crypto";
+import { ValidationError } from "@kms/core";
+import type { MessageSigner } from "./algorithms.ts";
+import { computeContentDigest, type DigestAlgorithm } from "./content-digest.ts";
+import { fieldLines, type HttpMessage, isRequestMessage, type RequestMessage } from "./message.ts";
+import {
+  type ComponentSpec,
+  componentIdentifier,
+  createSignatureBase,
+  type SignatureBaseOptions,
+  signatureParamsList,
+} from "./signature-base.ts";
+import {
+  type Dictionary,
+  item,
+  parseDictionary,
+  serializeDictionary,
+  serializeInnerList,
+} from "./structured-fields.ts";
+
+export interface SignOptions extends SignatureBaseOptions {
+  readonly signer: MessageSigner;
+  /** Signature label; default `sig1`. */
+  readonly label?: string;
+  /** Covered components, in order. */
+  readonly components: readonly ComponentSpec[];
+  /** `created`, seconds since the epoch; default now. `false` omits it. */
+  readonly created?: number | false;
+  /** Seconds after `created` at which the signature expires; omitted by default. */
+  readonly expiresIn?: number;
+  /** A nonce string, or true for a random one; omitted by default. */
+  readonly nonce?: string | boolean;
+  readonly tag?: string;
+  /** Overrides the signer's keyId in the `keyid` parameter. */
+  readonly keyId?: string;
+  /** Publish the `alg` parameter; default false (RFC 9421 prefers deriving it from the key). */
+  readonly includeAlg?: boolean;
+  /** Milliseconds since the epoch; injectable for tests. */
+  readonly now?: () => number;
+  /** For responses: the request being answered, for `;req` components. */
+  readonly request?: RequestMessage;
+}
+
+export interface SignatureFields {
+  readonly label: string;
+  /** The full Signature-Input field value (existing labels kept, this one added). */
+  readonly signatureInput: string;
+  /** The full Signature field value. */
+  readonly signature: string;
+  /** The signature base that was signed (for debugging; contains only covered values). */
+  readonly base: string;
+}
+
+const LABEL = /^[a-z*][a-z0-9_\-.*]*$/;
+
+function existingDictionary(message: HttpMessage, name: string): Dictionary {
+  const lines = fieldLines(message.headers).get(name);
+  return lines === undefined ? new Map() : parseDictionary(lines.join(", "));
+}
+
+/**
+ * Signs `message` and returns Signature-Input and Signature values that keep any signatures
+ * already on the message (multiple labels).
+ * @throws ValidationException for a bad label, a duplicate label, or a component the message
+ * lacks; errors from the signer (KMS errors) propagate.
+ */
+export async function signMessage(
+  message: HttpMessage,
+  options: SignOptions,
+): Promise<SignatureFields> {
+  const label = options.label ?? "sig1";
+  if (!LABEL.test(label))
+    throw new ValidationError('"label" must be a lower-case structured field key');
+  const now = Math.floor((options.now ?? Date.now)() / 1000);
+  const created = options.created === false ? undefined : (options.created ?? now);
+  if (
+    options.expiresIn !== undefined &&
+    (!Number.isInteger(options.expiresIn) || options.expiresIn <= 0)
+  ) {
+    throw new ValidationError('"expiresIn" must be a positive integer number of seconds');
+  }
+  const nonce =
+    options.nonce === true
+      ? randomBytes(16).toString("base64url")
+      : typeof options.nonce === "string"
+        ? options.nonce
+        : undefined;
+  const keyid = options.keyId ?? options.signer.keyId;
+  const params = signatureParamsList(options.components.map(componentIdentifier), {
+    ...(created !== undefined ? { created } : {}),
+    ...(options.expiresIn !== undefined ? { expires: (created ?? now) + options.expiresIn } : {}),
+    ...(nonce !== undefined ? { nonce } : {}),
+    ...(options.includeAlg === true ? { alg: options.signer.algorithm } : {}),
+    ...(keyid !== undefined ? { keyid } : {}),
+    ...(options.tag !== undefined ? { tag: options.tag } : {}),
+  });
+  const request = isRequestMessage(message) ? undefined : options.request;
+  const base = createSignatureBase(params, { message, request }, options);
+  const signature = await options.signer.sign(new TextEncoder().encode(base));
+
+  const inputs = existingDictionary(message, "signature-input");
+  const signatures = existingDictionary(message, "signature");
+  if (inputs.has(label) || signatures.has(label)) {
+    throw new ValidationError(`"label" ${label} is already used by a signature on the message`);
+  }
+  inputs.set(label, params);
+  signatures.set(label, item(signature));
+  return {
+    label,
+    signatureInput: serializeDictionary(inputs),
+    signature: serializeDictionary(signatures),
+    base,
+  };
+}
+
+/** Serialized `@signature-params` for the given components and parameters. */
+export function serializeSignatureParams(
+  components: readonly ComponentSpec[],
+  params: Parameters<typeof signatureParamsList>[1],
+): string {
+  return serializeInnerList(signatureParamsList(components.map(componentIdentifier), params));
+}
+
+// --- outgoing requests (fetch / undici / webhooks) -------------------------------------
+
+type HeadersInitLike = ConstructorParameters<typeof Headers>[0];
+type FetchInput = Parameters<typeof fetch>[0];
+
+export interface RequestLike {
+  readonly method: string;
+  readonly url: string | URL;
+  readonly headers?: HeadersInitLike | Readonly<Record<string, string | readonly string[]>>;
+  readonly body?: Uint8Array | string | null | undefined;
+}
+
+export interface SignRequestOptions extends Omit<SignOptions, "components" | "request"> {
+  /**
+   * Covered components; default `@method`, `@target-uri`, plus `content-digest` and
+   * `content-type` when present.
+   */
+  readonly components?: readonly ComponentSpec[];
+  /** Content-Digest algorithms to add when there is a body; false to add none. Default sha-256. */
+  readonly digest?: readonly DigestAlgorithm[] | false;
+}
+
+async function bodyBytes(request: Request | RequestLike): Promise<Uint8Array | undefined> {
+  if (typeof Request !== "undefined" && request instanceof Request) {
+    if (request.body === null) return undefined;
+    return new Uint8Array(await request.clone().arrayBuffer());
+  }
+  const body = (request as RequestLike).body;
+  if (body === undefined || body === null) return undefined;
+  return typeof body === "string" ? new TextEncoder().encode(body) : body;
+}
+
+/**
+ * Signs an outgoing request. Returns the headers to add (Content-Digest when there is a body,
+ * Signature-Input, Signature); the request itself is not modified.
+ * @throws ValidationException as for `signMessage`; signer errors propagate.
+ */
+export async function signRequest(
+  request: Request | RequestLike,
+  options: SignRequestOptions,
+): Promise<Record<string, string>> {
+  const headers = new Headers(request.headers as HeadersInitLike | undefined);
+  const body = await bodyBytes(request);
+  const added: Record<string, string> = {};
+  if (body !== undefined && options.digest !== false && !headers.has("content-digest")) {
+    added["content-digest"] = computeContentDigest(body, options.digest ?? ["sha-256"]);
+    headers.set("content-digest", added["content-digest"]);
+  }
+  const components =
+    options.components ??
+    (["@method", "@target-uri", "content-digest", "content-type"] as const).filter(
+      (c) => c.startsWith("@") || headers.has(c),
+    );
+  const fields = await signMessage(
+    { method: request.method.toUpperCase(), url: request.url, headers, body },
+    { ...options, components },
+  );
+  added["signature-input"] = fields.signatureInput;
+  added.signature = fields.signature;
+  return added;
+}
+
+export interface SignedFetchOptions extends SignRequestOptions {
+  /** The fetch to wrap (undici's or a test double); default globalThis.fetch. */
+  readonly fetch?: typeof fetch;
+}
+
+/**
+ * A fetch that signs every request before sending it, so two services (or a webhook sender)
+ * talk signed without touching each call site.
+ * @throws ValidationException from signing; network errors propagate from fetch.
+ */
+export function createSignedFetch(options: SignedFetchOptions): typeof fetch {
+  const inner = options.fetch ?? globalThis.fetch;
+  const signed = async (input: FetchInput, init?: RequestInit): Promise<Response> => {
+    const request = new Request(input, init);
+    const body = request.body === null ? undefined : new Uint8Array(await request.arrayBuffer());
+    const prepared = { method: request.method, url: request.url, headers: request.headers, body };
+    const added = await signRequest(prepared, options);
+    const headers = new Headers(request.headers);
+    for (const [name, value] of Object.entries(added)) headers.set(name, value);
+    return inner(request.url, {
+      method: request.method,
+      headers,
+      ...(body !== undefined ? { body } : {}),
+      redirect: request.redirect,
+      signal: request.signal,
+    });
+  };
+  return signed as typeof fetch;
+}

@@ -1,0 +1,286 @@
+/**
+ * RFC 9421 §2: component identifiers, component values and the signature base.
+ */
+import { ValidationError } from "@kms/core";
+import { fieldLines, type HttpMessage, isRequestMessage, type RequestMessage } from "./message.ts";
+import {
+  type BareItem,
+  type InnerList,
+  type Item,
+  isInnerList,
+  item,
+  type Parameters,
+  parseDictionary,
+  parseStructuredField,
+  type StructuredFieldType,
+  serializeBareItem,
+  serializeInnerList,
+  serializeItem,
+  serializeStructuredField,
+} from "./structured-fields.ts";
+
+/**
+ * A covered component: a plain name (`"@method"`, `"content-digest"`) or a name with
+ * RFC 9421 parameters (`{ component: "@query-param", name: "Pet" }`,
+ * `{ component: "signature", key: "sig1", req: true }`).
+ */
+export type ComponentSpec =
+  | string
+  | {
+      readonly component: string;
+      /** Re-serialize the field as a structured field (`;sf`). */
+      readonly sf?: boolean;
+      /** Take one member of a dictionary field (`;key="…"`). */
+      readonly key?: string;
+      /** Wrap each field line as a byte sequence (`;bs`). */
+      readonly bs?: boolean;
+      /** Take the component from the request a response answers (`;req`). */
+      readonly req?: boolean;
+      /** The query parameter name for `@query-param`. */
+      readonly name?: string;
+    };
+
+export const DERIVED_COMPONENTS = [
+  "@method",
+  "@target-uri",
+  "@authority",
+  "@scheme",
+  "@request-target",
+  "@path",
+  "@query",
+  "@query-param",
+  "@status",
+] as const;
+
+/**
+ * Structured types of fields we know, so `;sf` and `;key` can re-serialize them. Callers add
+ * their own through `structuredFields`.
+ */
+export const KNOWN_STRUCTURED_FIELDS: Readonly<Record<string, StructuredFieldType>> = {
+  "accept-ch": "list",
+  "cache-status": "list",
+  "cdn-cache-control": "dictionary",
+  "content-digest": "dictionary",
+  "repr-digest": "dictionary",
+  "want-content-digest": "dictionary",
+  "want-repr-digest": "dictionary",
+  priority: "dictionary",
+  "proxy-status": "list",
+  signature: "dictionary",
+  "signature-input": "dictionary",
+  "accept-signature": "dictionary",
+  "example-dict": "dictionary",
+};
+
+/** Turns a spec into the component identifier item it denotes. */
+export function componentIdentifier(spec: ComponentSpec): Item {
+  if (typeof spec === "string") return item(normalizeName(spec));
+  const params: Record<string, BareItem> = {};
+  // Parameter order is part of the identifier; this is the order RFC 9421's examples use.
+  if (spec.name !== undefined) params.name = spec.name;
+  if (spec.key !== undefined) params.key = spec.key;
+  if (spec.sf === true) params.sf = true;
+  if (spec.bs === true) params.bs = true;
+  if (spec.req === true) params.req = true;
+  return item(normalizeName(spec.component), params);
+}
+
+function normalizeName(name: string): string {
+  if (name.length === 0) throw new ValidationError('"component" must be a non-empty name');
+  return name.startsWith("@") ? name : name.toLowerCase();
+}
+
+/** `"@query-param";name="Pet"` — the identifier as it appears in the base and the input. */
+export function serializeComponentIdentifier(id: Item): string {
+  return serializeItem(id);
+}
+
+export interface SignatureBaseOptions {
+  /** Extra structured field types for `;sf` / `;key`, by lower-case field name. */
+  readonly structuredFields?: Readonly<Record<string, StructuredFieldType>>;
+}
+
+/**
+ * What a component value is taken from: the message being signed, and for a response, the
+ * request it answers (for `;req` components).
+ */
+export interface ComponentSource {
+  readonly message: HttpMessage;
+  readonly request?: RequestMessage | undefined;
+}
+
+function componentError(id: Item, rule: string): ValidationError {
+  return new ValidationError(`component ${serializeItem(id)}: ${rule}`);
+}
+
+function targetUrl(id: Item, message: RequestMessage): URL {
+  try {
+    return message.url instanceof URL ? message.url : new URL(message.url);
+  } catch {
+    throw componentError(id, "the request URL must be absolute");
+  }
+}
+
+// The application/x-www-form-urlencoded parser, then RFC 9421 §2.2.8's re-encoding.
+function encodeQueryPart(value: string): string {
+  return encodeURIComponent(value).replace(
+    /[!'()*]/g,
+    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
+  );
+}
+
+/**
+ * The component values of one identifier (several for a repeated `@query-param`).
+ * @throws ValidationException naming the component when it cannot be derived from the message.
+ */
+export function componentValues(
+  id: Item,
+  source: ComponentSource,
+  options: SignatureBaseOptions = {},
+): string[] {
+  const name = id.value;
+  if (typeof name !== "string") throw componentError(id, "identifier must be a string");
+  const params = id.params;
+  for (const key of params.keys()) {
+    if (!["sf", "key", "bs", "req", "name", "tr"].includes(key)) {
+      throw componentError(id, `unknown parameter "${key}"`);
+    }
+  }
+  if (params.has("tr")) throw componentError(id, "trailer fields (;tr) are not supported");
+  let message: HttpMessage = source.message;
+  if (params.get("req") === true) {
+    if (isRequestMessage(source.message) || source.request === undefined) {
+      throw componentError(id, ";req needs a response signed in the context of its request");
+    }
+    message = source.request;
+  }
+
+  if (name.startsWith("@")) {
+    for (const key of ["sf", "key", "bs"]) {
+      if (params.has(key)) throw componentError(id, `;${key} applies only to header fields`);
+    }
+    if (name !== "@query-param" && params.has("name")) {
+      throw componentError(id, ";name applies only to @query-param");
+    }
+    if (name === "@status") {
+      if (isRequestMessage(message)) throw componentError(id, "@status exists only in responses");
+      if (!Number.isInteger(message.status) || message.status < 100 || message.status > 999) {
+        throw componentError(id, "status must be a three-digit integer");
+      }
+      return [String(message.status)];
+    }
+    if (name === "@signature-params") throw componentError(id, "cannot be covered explicitly");
+    if (!isRequestMessage(message)) throw componentError(id, "exists only in requests");
+    const url = targetUrl(id, message);
+    switch (name) {
+      case "@method":
+        return [message.method];
+      case "@target-uri":
+        return [url.href];
+      case "@authority":
+        return [url.host.toLowerCase()];
+      case "@scheme":
+        return [url.protocol.slice(0, -1).toLowerCase()];
+      case "@request-target":
+        return [`${url.pathname}${url.search}`];
+      case "@path":
+        return [url.pathname === "" ? "/" : url.pathname];
+      case "@query":
+        return [url.search === "" ? "?" : url.search];
+      case "@query-param": {
+        const wanted = params.get("name");
+        if (typeof wanted !== "string") throw componentError(id, 'needs a string ;name="…"');
+        const values = new URLSearchParams(url.search)
+          .getAll(wanted)
+          .map((v) => encodeQueryPart(v));
+        if (values.length === 0) throw componentError(id, "parameter is absent from the query");
+        return values;
+      }
+      default:
+        throw componentError(id, "unknown derived component");
+    }
+  }
+
+  if (params.has("name")) throw componentError(id, ";name applies only to @query-param");
+  const lines = fieldLines(message.headers).get(name);
+  if (lines === undefined) throw componentError(id, "field is absent from the message");
+  const bs = params.get("bs") === true;
+  const sf = params.get("sf") === true;
+  const key = params.get("key");
+  if (bs && (sf || key !== undefined))
+    throw componentError(id, ";bs cannot be combined with ;sf or ;key");
+  if (bs) {
+    return [
+      lines
+        .map((line) => serializeBareItem(new Uint8Array(Buffer.from(line.trim(), "latin1"))))
+        .join(", "),
+    ];
+  }
+  const combined = lines.map((line) => line.trim()).join(", ");
+  if (!sf && key === undefined) return [combined];
+  const type = options.structuredFields?.[name] ?? KNOWN_STRUCTURED_FIELDS[name];
+  if (key !== undefined) {
+    if (typeof key !== "string") throw componentError(id, ";key must be a string");
+    if (type !== undefined && type !== "dictionary")
+      throw componentError(id, "field is not a dictionary");
+    const member = parseDictionary(combined).get(key);
+    if (member === undefined) throw componentError(id, "dictionary has no such key");
+    return [isInnerList(member) ? serializeInnerList(member) : serializeItem(member)];
+  }
+  if (type === undefined) {
+    throw componentError(id, "structured type of the field is unknown; add it to structuredFields");
+  }
+  return [serializeStructuredField(parseStructuredField(combined, type))];
+}
+
+/** The signature parameters of RFC 9421 §2.3. Times are seconds since the epoch. */
+export interface SignatureParameters {
+  readonly created?: number;
+  readonly expires?: number;
+  readonly nonce?: string;
+  readonly alg?: string;
+  readonly keyid?: string;
+  readonly tag?: string;
+}
+
+/** The `@signature-params` inner list: covered identifiers plus parameters. */
+export function signatureParamsList(
+  covered: readonly Item[],
+  params: SignatureParameters,
+): InnerList {
+  const p: Parameters = new Map();
+  // Order follows the RFC's examples: created, expires, nonce, alg, keyid, tag.
+  if (params.created !== undefined) p.set("created", params.created);
+  if (params.expires !== undefined) p.set("expires", params.expires);
+  if (params.nonce !== undefined) p.set("nonce", params.nonce);
+  if (params.alg !== undefined) p.set("alg", params.alg);
+  if (params.keyid !== undefined) p.set("keyid", params.keyid);
+  if (params.tag !== undefined) p.set("tag", params.tag);
+  return { items: covered, params: p };
+}
+
+/**
+ * Builds the signature base of RFC 9421 §2.5 for the covered components and the given
+ * `@signature-params` inner list (as parsed from Signature-Input, so a verifier reproduces the
+ * signer's serialization exactly).
+ * @throws ValidationException when a component is duplicated or cannot be derived.
+ */
+export function createSignatureBase(
+  signatureParams: InnerList,
+  source: ComponentSource,
+  options: SignatureBaseOptions = {},
+): string {
+  const lines: string[] = [];
+  const seen = new Set<string>();
+  for (const id of signatureParams.items) {
+    const serialized = serializeItem(id);
+    if (seen.has(serialized)) throw componentError(id, "is covered twice");
+    seen.add(serialized);
+    for (const value of componentValues(id, source, options)) {
+      if (/[\r\n]/.test(value)) throw componentError(id, "value contains a line break");
+      lines.push(`${serialized}: ${value}`);
+    }
+  }
+  lines.push(`"@signature-params": ${serializeInnerList(signatureParams)}`);
+  return lines.join("\n");
+}

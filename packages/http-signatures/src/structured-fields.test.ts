@@ -1,0 +1,127 @@
+import { ValidationError } from "@kms/core";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import {
+  Decimal,
+  parseDictionary,
+  parseItem,
+  parseList,
+  serializeDictionary,
+  serializeItem,
+  serializeList,
+  Token,
+} from "./structured-fields.ts";
+
+describe("structured fields (RFC 8941)", () => {
+  it("parses and re-serializes every bare item type with parameters", () => {
+    const text =
+      'a=1, b=-2.5, c="q\\"s", d=tok/en:x, e=:aGVsbG8=:, f=?0, g;p=?1;q="x", h=(1 "two" t);l=1';
+    const dict = parseDictionary(text);
+    expect(dict.get("a")).toEqual({ value: 1, params: new Map() });
+    expect(dict.get("b")).toEqual({ value: new Decimal(-2.5), params: new Map() });
+    expect(dict.get("c")).toMatchObject({ value: 'q"s' });
+    expect((dict.get("d") as { value: Token }).value).toEqual(new Token("tok/en:x"));
+    expect(Buffer.from((dict.get("e") as { value: Uint8Array }).value).toString()).toBe("hello");
+    expect(dict.get("f")).toMatchObject({ value: false });
+    expect(dict.get("g")).toEqual({
+      value: true,
+      params: new Map<string, unknown>([
+        ["p", true],
+        ["q", "x"],
+      ]),
+    });
+    expect(serializeDictionary(dict)).toBe(
+      'a=1, b=-2.5, c="q\\"s", d=tok/en:x, e=:aGVsbG8=:, f=?0, g;q="x", h=(1 "two" t);l=1'.replace(
+        "g;q",
+        "g;p;q",
+      ),
+    );
+  });
+
+  it("keeps decimals apart from integers", () => {
+    expect(serializeItem(parseItem("1.0"))).toBe("1.0");
+    expect(serializeItem(parseItem("1"))).toBe("1");
+  });
+
+  it("a repeated dictionary key keeps its first position and last value", () => {
+    expect(serializeDictionary(parseDictionary("a=1, b=2, a=3"))).toBe("a=3, b=2");
+  });
+
+  it("parses lists with inner lists and tolerates OWS around commas", () => {
+    expect(serializeList(parseList('("a" "b");x=1 ,\tc'))).toBe('("a" "b");x=1, c');
+  });
+
+  it.each([
+    ["trailing comma", "a=1,"],
+    ["uppercase key", "A=1"],
+    ["integer too long", "a=1234567890123456"],
+    ["decimal with 4 fractional digits", "a=1.2345"],
+    ["decimal ending in a dot", "a=1."],
+    ["unterminated string", 'a="abc'],
+    ["bad escape", 'a="\\x"'],
+    ["non-ASCII", 'a="é"'],
+    ["bad boolean", "a=?2"],
+    ["bad base64", "a=:!!:"],
+    ["unterminated inner list", "a=(1 2"],
+    ["missing separator", "a=1 b=2"],
+    ["empty item", ""],
+  ])("rejects %s", (_name, text) => {
+    const parse = text === "" ? parseItem : parseDictionary;
+    expect(() => parse(text)).toThrow(ValidationError);
+  });
+
+  it("never throws anything but ValidationError, whatever the input (fuzz)", () => {
+    const alphabet = fc.constantFrom(...'abz09=;,()" :?*-.\\/\t%\u00e9AZ+'.split(""));
+    const input = fc.oneof(fc.string(), fc.string({ unit: alphabet, maxLength: 60 }));
+    fc.assert(
+      fc.property(input, (text) => {
+        for (const parse of [parseDictionary, parseList, parseItem]) {
+          try {
+            const value = parse(text);
+            // Whatever parses must serialize and parse back to the same serialization.
+            const again =
+              parse === parseDictionary
+                ? serializeDictionary(parseDictionary(serializeDictionary(value as never)))
+                : undefined;
+            if (again !== undefined) expect(again).toBe(serializeDictionary(value as never));
+          } catch (error) {
+            if (!(error instanceof ValidationError)) throw error;
+          }
+        }
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it("round-trips generated dictionaries", () => {
+    const key = fc.stringMatching(/^[a-z][a-z0-9_.-]{0,6}$/);
+    const bare = fc.oneof(
+      fc.integer({ min: -1e6, max: 1e6 }),
+      fc.stringMatching(/^[ -~]{0,10}$/),
+      fc.boolean(),
+      fc.uint8Array({ maxLength: 12 }),
+      fc.stringMatching(/^[a-zA-Z*][a-zA-Z0-9:/!#$%&'*+.^_`|~-]{0,6}$/).map((t) => new Token(t)),
+    );
+    const params = fc.dictionary(key, bare, { maxKeys: 2 }).map((o) => new Map(Object.entries(o)));
+    const member = fc.record({ value: bare, params });
+    fc.assert(
+      fc.property(fc.dictionary(key, member, { maxKeys: 4 }), (obj) => {
+        const dict = new Map(Object.entries(obj));
+        const text = serializeDictionary(dict);
+        expect(serializeDictionary(parseDictionary(text))).toBe(text);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("refuses to serialize values RFC 8941 cannot hold", () => {
+    expect(() => serializeItem({ value: 1.5, params: new Map() })).toThrow(ValidationError);
+    expect(() => serializeItem({ value: "é", params: new Map() })).toThrow(ValidationError);
+    expect(() => serializeItem({ value: new Token("1abc"), params: new Map() })).toThrow(
+      ValidationError,
+    );
+    expect(() => serializeDictionary(new Map([["Bad", { value: 1, params: new Map() }]]))).toThrow(
+      ValidationError,
+    );
+  });
+});

@@ -1,0 +1,419 @@
+/**
+ * RFC 8941 Structured Field Values: a strict parser and serializer for the field types HTTP
+ * Message Signatures needs (dictionaries, lists, inner lists, items, parameters). Strict means
+ * any input the RFC says to fail on throws `ValidationError`; the parser never throws anything
+ * else, whatever the bytes (a property test holds it to that).
+ */
+import { ValidationError } from "@kms/core";
+
+/** An RFC 8941 token (unquoted identifier such as `sha-256` or `*foo`). */
+export class Token {
+  readonly value: string;
+  constructor(value: string) {
+    this.value = value;
+  }
+}
+
+/** An RFC 8941 decimal, kept apart from integers so that `1.0` serializes back as `1.0`. */
+export class Decimal {
+  readonly value: number;
+  constructor(value: number) {
+    this.value = value;
+  }
+}
+
+/** integer (number) | decimal | string | token | byte sequence | boolean. */
+export type BareItem = number | Decimal | string | Token | Uint8Array | boolean;
+export type Parameters = Map<string, BareItem>;
+export interface Item {
+  readonly value: BareItem;
+  readonly params: Parameters;
+}
+export interface InnerList {
+  readonly items: readonly Item[];
+  readonly params: Parameters;
+}
+export type Member = Item | InnerList;
+export type Dictionary = Map<string, Member>;
+export type List = Member[];
+export type StructuredFieldType = "dictionary" | "list" | "item";
+
+const MAX_INTEGER = 999_999_999_999_999;
+
+export function isInnerList(member: Member): member is InnerList {
+  return "items" in member;
+}
+
+/** Builds an item; `params` may be a plain object for convenience. */
+export function item(value: BareItem, params: Record<string, BareItem> | Parameters = {}): Item {
+  return { value, params: params instanceof Map ? params : new Map(Object.entries(params)) };
+}
+
+function fail(what: string, input: string, pos: number): never {
+  throw new ValidationError(
+    `structured field: ${what} at offset ${pos} of a ${input.length}-char value`,
+  );
+}
+
+const isDigit = (c: string | undefined): boolean => c !== undefined && c >= "0" && c <= "9";
+const isLcAlpha = (c: string | undefined): boolean => c !== undefined && c >= "a" && c <= "z";
+const isAlpha = (c: string | undefined): boolean =>
+  c !== undefined && ((c >= "a" && c <= "z") || (c >= "A" && c <= "Z"));
+const TCHAR = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]$/;
+const KEY_CHAR = /^[a-z0-9_\-.*]$/;
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+class Parser {
+  readonly input: string;
+  pos = 0;
+  constructor(input: string) {
+    // RFC 8941 §4.2: fields are ASCII; anything else fails the whole parse.
+    for (let i = 0; i < input.length; i++) {
+      const code = input.charCodeAt(i);
+      if (code > 0x7e || (code < 0x20 && code !== 0x09))
+        fail("non-ASCII or control character", input, i);
+    }
+    this.input = input;
+  }
+
+  peek(): string | undefined {
+    return this.input[this.pos];
+  }
+  skipSp(): void {
+    while (this.input[this.pos] === " ") this.pos++;
+  }
+  skipOws(): void {
+    while (this.input[this.pos] === " " || this.input[this.pos] === "\t") this.pos++;
+  }
+  done(): boolean {
+    return this.pos >= this.input.length;
+  }
+
+  parseTop<T>(parse: () => T): T {
+    this.skipSp();
+    const value = parse();
+    this.skipSp();
+    if (!this.done()) fail("trailing characters", this.input, this.pos);
+    return value;
+  }
+
+  parseDictionary(): Dictionary {
+    const dict: Dictionary = new Map();
+    while (!this.done()) {
+      const key = this.parseKey();
+      let member: Member;
+      if (this.peek() === "=") {
+        this.pos++;
+        member = this.parseItemOrInnerList();
+      } else {
+        member = { value: true, params: this.parseParameters() };
+      }
+      // RFC 8941 §4.2.2: a repeated key overwrites the earlier value but keeps its position.
+      dict.set(key, member);
+      if (!this.afterMember()) break;
+    }
+    return dict;
+  }
+
+  parseList(): List {
+    const list: List = [];
+    while (!this.done()) {
+      list.push(this.parseItemOrInnerList());
+      if (!this.afterMember()) break;
+    }
+    return list;
+  }
+
+  /** Consumes `OWS "," OWS` between members; false at the end of input. */
+  afterMember(): boolean {
+    this.skipOws();
+    if (this.done()) return false;
+    if (this.peek() !== ",") fail('expected ","', this.input, this.pos);
+    this.pos++;
+    this.skipOws();
+    if (this.done()) fail("trailing comma", this.input, this.pos);
+    return true;
+  }
+
+  parseItemOrInnerList(): Member {
+    return this.peek() === "(" ? this.parseInnerList() : this.parseItem();
+  }
+
+  parseInnerList(): InnerList {
+    this.pos++;
+    const items: Item[] = [];
+    while (!this.done()) {
+      this.skipSp();
+      if (this.peek() === ")") {
+        this.pos++;
+        return { items, params: this.parseParameters() };
+      }
+      items.push(this.parseItem());
+      const c = this.peek();
+      if (c !== " " && c !== ")") fail('expected " " or ")" in inner list', this.input, this.pos);
+    }
+    return fail("unterminated inner list", this.input, this.pos);
+  }
+
+  parseItem(): Item {
+    const value = this.parseBareItem();
+    return { value, params: this.parseParameters() };
+  }
+
+  parseParameters(): Parameters {
+    const params: Parameters = new Map();
+    while (this.peek() === ";") {
+      this.pos++;
+      this.skipSp();
+      const key = this.parseKey();
+      let value: BareItem = true;
+      if (this.peek() === "=") {
+        this.pos++;
+        value = this.parseBareItem();
+      }
+      params.set(key, value);
+    }
+    return params;
+  }
+
+  parseKey(): string {
+    const first = this.peek();
+    if (!isLcAlpha(first) && first !== "*")
+      fail("key must start with a-z or *", this.input, this.pos);
+    const start = this.pos;
+    while (!this.done() && KEY_CHAR.test(this.input[this.pos] as string)) this.pos++;
+    return this.input.slice(start, this.pos);
+  }
+
+  parseBareItem(): BareItem {
+    const c = this.peek();
+    if (c === "-" || isDigit(c)) return this.parseNumber();
+    if (c === '"') return this.parseString();
+    if (c === "*" || isAlpha(c)) return this.parseToken();
+    if (c === ":") return this.parseByteSequence();
+    if (c === "?") return this.parseBoolean();
+    return fail("expected an item", this.input, this.pos);
+  }
+
+  parseNumber(): number | Decimal {
+    const start = this.pos;
+    let sign = 1;
+    if (this.peek() === "-") {
+      sign = -1;
+      this.pos++;
+    }
+    if (!isDigit(this.peek())) fail("expected a digit", this.input, this.pos);
+    let digits = "";
+    let isDecimal = false;
+    while (!this.done()) {
+      const ch = this.input[this.pos] as string;
+      if (isDigit(ch)) digits += ch;
+      else if (ch === "." && !isDecimal) {
+        if (digits.length > 12) fail("decimal has more than 12 integer digits", this.input, start);
+        isDecimal = true;
+        digits += ch;
+      } else break;
+      this.pos++;
+      if (!isDecimal && digits.length > 15)
+        fail("integer has more than 15 digits", this.input, start);
+      if (isDecimal && digits.length > 16) fail("decimal is too long", this.input, start);
+    }
+    if (!isDecimal) return sign * Number.parseInt(digits, 10);
+    if (digits.endsWith(".")) fail("decimal ends with a dot", this.input, start);
+    if (digits.length - digits.indexOf(".") - 1 > 3) {
+      fail("decimal has more than 3 fractional digits", this.input, start);
+    }
+    return new Decimal(sign * Number.parseFloat(digits));
+  }
+
+  parseString(): string {
+    this.pos++;
+    let out = "";
+    while (!this.done()) {
+      const ch = this.input[this.pos++] as string;
+      if (ch === "\\") {
+        const next = this.input[this.pos++];
+        if (next !== '"' && next !== "\\") fail("bad escape in string", this.input, this.pos - 1);
+        out += next;
+      } else if (ch === '"') {
+        return out;
+      } else if (ch === "\t") {
+        fail("tab in string", this.input, this.pos - 1);
+      } else {
+        out += ch;
+      }
+    }
+    return fail("unterminated string", this.input, this.pos);
+  }
+
+  parseToken(): Token {
+    const start = this.pos++;
+    while (!this.done()) {
+      const ch = this.input[this.pos] as string;
+      if (!TCHAR.test(ch) && ch !== ":" && ch !== "/") break;
+      this.pos++;
+    }
+    return new Token(this.input.slice(start, this.pos));
+  }
+
+  parseByteSequence(): Uint8Array {
+    const start = ++this.pos;
+    const end = this.input.indexOf(":", start);
+    if (end < 0) fail("unterminated byte sequence", this.input, start);
+    const b64 = this.input.slice(start, end);
+    if (!BASE64.test(b64) || b64.length % 4 === 1)
+      fail("invalid base64 in byte sequence", this.input, start);
+    this.pos = end + 1;
+    return new Uint8Array(Buffer.from(b64, "base64"));
+  }
+
+  parseBoolean(): boolean {
+    this.pos++;
+    const ch = this.input[this.pos++];
+    if (ch === "1") return true;
+    if (ch === "0") return false;
+    return fail('boolean must be "?0" or "?1"', this.input, this.pos - 1);
+  }
+}
+
+/**
+ * Parses a Dictionary field value (e.g. Signature-Input, Signature, Content-Digest).
+ * @throws ValidationException when the value is not a valid RFC 8941 dictionary.
+ */
+export function parseDictionary(value: string): Dictionary {
+  const p = new Parser(value);
+  return p.parseTop(() => p.parseDictionary());
+}
+
+/**
+ * Parses a List field value.
+ * @throws ValidationException when the value is not a valid RFC 8941 list.
+ */
+export function parseList(value: string): List {
+  const p = new Parser(value);
+  return p.parseTop(() => p.parseList());
+}
+
+/**
+ * Parses an Item field value.
+ * @throws ValidationException when the value is not a valid RFC 8941 item.
+ */
+export function parseItem(value: string): Item {
+  const p = new Parser(value);
+  return p.parseTop(() => p.parseItem());
+}
+
+/**
+ * Parses a value of the given structured type.
+ * @throws ValidationException when the value does not parse as that type.
+ */
+export function parseStructuredField(
+  value: string,
+  type: StructuredFieldType,
+): Dictionary | List | Item {
+  if (type === "dictionary") return parseDictionary(value);
+  if (type === "list") return parseList(value);
+  return parseItem(value);
+}
+
+// --- serialization (RFC 8941 §4.1) -------------------------------------------------------
+
+function serializeKey(key: string): string {
+  if (
+    key.length === 0 ||
+    !(isLcAlpha(key[0]) || key[0] === "*") ||
+    ![...key].every((c) => KEY_CHAR.test(c))
+  ) {
+    throw new ValidationError(`structured field key "${key}" must match [a-z*][a-z0-9_.*-]*`);
+  }
+  return key;
+}
+
+/**
+ * Serializes a bare item.
+ * @throws ValidationException when the value is outside what RFC 8941 can represent.
+ */
+export function serializeBareItem(value: BareItem): string {
+  if (typeof value === "boolean") return value ? "?1" : "?0";
+  if (typeof value === "number") {
+    if (!Number.isInteger(value) || Math.abs(value) > MAX_INTEGER) {
+      throw new ValidationError(
+        `structured field integer must be an integer within ±${MAX_INTEGER}`,
+      );
+    }
+    return String(value);
+  }
+  if (value instanceof Decimal) {
+    const rounded = Math.round(value.value * 1000) / 1000;
+    if (!Number.isFinite(rounded) || Math.abs(Math.trunc(rounded)) > 999_999_999_999) {
+      throw new ValidationError("structured field decimal must have at most 12 integer digits");
+    }
+    const text = String(rounded);
+    return text.includes(".") ? text : `${text}.0`;
+  }
+  if (typeof value === "string") {
+    for (let i = 0; i < value.length; i++) {
+      const code = value.charCodeAt(i);
+      if (code < 0x20 || code > 0x7e) {
+        throw new ValidationError("structured field string must be printable ASCII");
+      }
+    }
+    return `"${value.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+  }
+  if (value instanceof Token) {
+    const v = value.value;
+    if (!/^[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*$/.test(v)) {
+      throw new ValidationError(`structured field token "${v}" is not a valid token`);
+    }
+    return v;
+  }
+  return `:${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString("base64")}:`;
+}
+
+export function serializeParameters(params: Parameters): string {
+  let out = "";
+  for (const [key, value] of params) {
+    out += `;${serializeKey(key)}`;
+    if (value !== true) out += `=${serializeBareItem(value)}`;
+  }
+  return out;
+}
+
+/** @throws ValidationException when the item cannot be represented. */
+export function serializeItem(value: Item): string {
+  return serializeBareItem(value.value) + serializeParameters(value.params);
+}
+
+/** @throws ValidationException when an item cannot be represented. */
+export function serializeInnerList(list: InnerList): string {
+  return `(${list.items.map(serializeItem).join(" ")})${serializeParameters(list.params)}`;
+}
+
+function serializeMember(member: Member): string {
+  return isInnerList(member) ? serializeInnerList(member) : serializeItem(member);
+}
+
+/** @throws ValidationException when a member cannot be represented. */
+export function serializeList(list: List): string {
+  return list.map(serializeMember).join(", ");
+}
+
+/** @throws ValidationException when a key or member cannot be represented. */
+export function serializeDictionary(dict: Dictionary): string {
+  const parts: string[] = [];
+  for (const [key, member] of dict) {
+    if (!isInnerList(member) && member.value === true) {
+      parts.push(serializeKey(key) + serializeParameters(member.params));
+    } else {
+      parts.push(`${serializeKey(key)}=${serializeMember(member)}`);
+    }
+  }
+  return parts.join(", ");
+}
+
+/** Serializes a parsed value of any structured type. */
+export function serializeStructuredField(value: Dictionary | List | Item): string {
+  if (value instanceof Map) return serializeDictionary(value);
+  if (Array.isArray(value)) return serializeList(value);
+  return serializeItem(value as Item);
+}

@@ -1,0 +1,294 @@
+/**
+ * Verifying Signature-Input / Signature against a policy (RFC 9421 §3.2, §7).
+ */
+import { ValidationError } from "@kms/core";
+import {
+  isSignatureAlgorithm,
+  type MessageVerifier,
+  type SignatureAlgorithm,
+} from "./algorithms.ts";
+import { type DigestAlgorithm, verifyContentDigest } from "./content-digest.ts";
+import { fieldLines, type HttpMessage, isRequestMessage, type RequestMessage } from "./message.ts";
+import type { NonceStore } from "./nonce-store.ts";
+import {
+  type ComponentSpec,
+  componentIdentifier,
+  createSignatureBase,
+  type SignatureBaseOptions,
+  type SignatureParameters,
+} from "./signature-base.ts";
+import {
+  type Dictionary,
+  type InnerList,
+  isInnerList,
+  parseDictionary,
+  serializeItem,
+} from "./structured-fields.ts";
+
+/** Which check a failed verification stopped at; stable, for problem+json bodies and metrics. */
+export type VerificationCheck =
+  | "signature-missing"
+  | "signature-malformed"
+  | "label"
+  | "tag"
+  | "algorithm"
+  | "components"
+  | "created"
+  | "expires"
+  | "max-age"
+  | "keyid"
+  | "key"
+  | "signature"
+  | "content-digest"
+  | "nonce"
+  | "replay";
+
+export type VerificationResult =
+  | {
+      readonly ok: true;
+      readonly label: string;
+      readonly keyId: string;
+      readonly algorithm: SignatureAlgorithm;
+      readonly params: SignatureParameters;
+      /** The covered component identifiers, serialized (e.g. `"@query-param";name="a"`). */
+      readonly covered: readonly string[];
+    }
+  | {
+      readonly ok: false;
+      readonly check: VerificationCheck;
+      /** Names the failed rule; never contains key material or header values. */
+      readonly detail: string;
+      readonly label?: string;
+    };
+
+export interface KeyLookupContext {
+  readonly label: string;
+  readonly params: SignatureParameters;
+  readonly message: HttpMessage;
+}
+
+export interface VerificationPolicy extends SignatureBaseOptions {
+  /** Resolves the `keyid` to a verifier; undefined means unknown key. */
+  readonly keyLookup: (
+    keyId: string,
+    context: KeyLookupContext,
+  ) => MessageVerifier | undefined | Promise<MessageVerifier | undefined>;
+  /** Components every accepted signature must cover (e.g. `@method`, `content-digest`). */
+  readonly requiredComponents?: readonly ComponentSpec[];
+  /** Only this label is considered; default any label on the message. */
+  readonly label?: string;
+  /** Accepted algorithms; default every supported one. */
+  readonly algorithms?: readonly SignatureAlgorithm[];
+  /** Reject signatures whose `created` is older than this; default 300 s. */
+  readonly maxAgeSeconds?: number;
+  /** Tolerated clock difference for `created` / `expires`; default 30 s. */
+  readonly clockSkewSeconds?: number;
+  /** Require the `created` parameter; default true. */
+  readonly requireCreated?: boolean;
+  /** Require the `expires` parameter; default false. */
+  readonly requireExpires?: boolean;
+  /** Require this `tag` value (application profile). */
+  readonly tag?: string;
+  /** Replay protection: nonces are remembered here. */
+  readonly nonceStore?: NonceStore;
+  /** Require a `nonce` parameter; default true when nonceStore is set. */
+  readonly requireNonce?: boolean;
+  /**
+   * Content-Digest: "required" makes a covered, matching digest mandatory; "if-present"
+   * (default) checks one when the signature covers it. The raw body must be supplied.
+   */
+  readonly contentDigest?: "required" | "if-present";
+  readonly digestAlgorithms?: readonly DigestAlgorithm[];
+  /** Milliseconds since the epoch; injectable for tests. */
+  readonly now?: () => number;
+}
+
+type Failure = Extract<VerificationResult, { ok: false }>;
+
+const fail = (check: VerificationCheck, detail: string, label?: string): Failure =>
+  label === undefined ? { ok: false, check, detail } : { ok: false, check, detail, label };
+
+function readDictionary(message: HttpMessage, name: string): Dictionary | undefined {
+  const lines = fieldLines(message.headers).get(name);
+  return lines === undefined ? undefined : parseDictionary(lines.join(", "));
+}
+
+function readParams(list: InnerList): SignatureParameters | string {
+  const out: Record<string, string | number> = {};
+  for (const [key, value] of list.params) {
+    if (key === "created" || key === "expires") {
+      if (typeof value !== "number") return `${key} must be an integer`;
+      out[key] = value;
+    } else if (key === "nonce" || key === "alg" || key === "keyid" || key === "tag") {
+      if (typeof value !== "string") return `${key} must be a string`;
+      out[key] = value;
+    }
+    // Unknown parameters are covered by the signature through @signature-params; ignore them.
+  }
+  return out as SignatureParameters;
+}
+
+/**
+ * Verifies the message's signatures against `policy`. Resolves to ok with the accepted
+ * signature, or to a failure naming the check that failed (for the first candidate label when
+ * none passes). `request` is the request a response answers (for `;req` components).
+ * @throws errors thrown by `keyLookup`, the verifier or the nonce store (e.g. KMS outages), so
+ * an infrastructure fault is never reported as a bad signature.
+ */
+export async function verifyMessage(
+  message: HttpMessage,
+  policy: VerificationPolicy,
+  request?: RequestMessage,
+): Promise<VerificationResult> {
+  let inputs: Dictionary | undefined;
+  let signatures: Dictionary | undefined;
+  try {
+    inputs = readDictionary(message, "signature-input");
+    signatures = readDictionary(message, "signature");
+  } catch (error) {
+    return fail(
+      "signature-malformed",
+      `Signature-Input or Signature is not a valid dictionary: ${(error as Error).message}`,
+    );
+  }
+  if (inputs === undefined || signatures === undefined || inputs.size === 0) {
+    return fail("signature-missing", "the message has no Signature-Input and Signature fields");
+  }
+  const labels = policy.label === undefined ? [...inputs.keys()] : [policy.label];
+  let first: Failure | undefined;
+  for (const label of labels) {
+    const result = await verifyLabel(label, inputs, signatures, message, policy, request);
+    if (result.ok) return result;
+    first ??= result;
+  }
+  return first as Failure;
+}
+
+async function verifyLabel(
+  label: string,
+  inputs: Dictionary,
+  signatures: Dictionary,
+  message: HttpMessage,
+  policy: VerificationPolicy,
+  request: RequestMessage | undefined,
+): Promise<VerificationResult> {
+  const input = inputs.get(label);
+  const sigMember = signatures.get(label);
+  if (input === undefined) return fail("label", `no signature labelled "${label}"`, label);
+  if (sigMember === undefined)
+    return fail("signature-malformed", "Signature has no value for this label", label);
+  if (!isInnerList(input) || input.items.some((i) => typeof i.value !== "string")) {
+    return fail(
+      "signature-malformed",
+      "Signature-Input member must be an inner list of strings",
+      label,
+    );
+  }
+  if (isInnerList(sigMember) || !(sigMember.value instanceof Uint8Array)) {
+    return fail("signature-malformed", "Signature member must be a byte sequence", label);
+  }
+  const params = readParams(input);
+  if (typeof params === "string") return fail("signature-malformed", params, label);
+
+  if (policy.tag !== undefined && params.tag !== policy.tag) {
+    return fail("tag", `tag must be "${policy.tag}"`, label);
+  }
+  const allowed = policy.algorithms;
+  if (params.alg !== undefined) {
+    if (!isSignatureAlgorithm(params.alg))
+      return fail("algorithm", "alg is not a supported algorithm", label);
+    if (allowed !== undefined && !allowed.includes(params.alg)) {
+      return fail("algorithm", `alg ${params.alg} is not allowed here`, label);
+    }
+  }
+
+  const covered = input.items.map(serializeItem);
+  for (const spec of policy.requiredComponents ?? []) {
+    const id = serializeItem(componentIdentifier(spec));
+    if (!covered.includes(id)) return fail("components", `signature must cover ${id}`, label);
+  }
+  const digestRequired = policy.contentDigest === "required";
+  const digestCovered = covered.includes('"content-digest"');
+  if (digestRequired && !digestCovered) {
+    return fail("components", 'signature must cover "content-digest"', label);
+  }
+
+  const now = Math.floor((policy.now ?? Date.now)() / 1000);
+  const skew = policy.clockSkewSeconds ?? 30;
+  const maxAge = policy.maxAgeSeconds ?? 300;
+  if (params.created === undefined) {
+    if (policy.requireCreated ?? true)
+      return fail("created", "created parameter is required", label);
+  } else {
+    if (params.created > now + skew) return fail("created", "created is in the future", label);
+    if (now - params.created > maxAge + skew) {
+      return fail("max-age", `signature is older than ${maxAge} s`, label);
+    }
+  }
+  if (params.expires === undefined) {
+    if (policy.requireExpires === true)
+      return fail("expires", "expires parameter is required", label);
+  } else if (now > params.expires + skew) {
+    return fail("expires", "signature has expired", label);
+  }
+  const requireNonce = policy.requireNonce ?? policy.nonceStore !== undefined;
+  if (requireNonce && params.nonce === undefined) {
+    return fail("nonce", "nonce parameter is required", label);
+  }
+
+  if (params.keyid === undefined) return fail("keyid", "keyid parameter is required", label);
+  const verifier = await policy.keyLookup(params.keyid, { label, params, message });
+  if (verifier === undefined) return fail("key", "keyid is not a known key", label);
+  if (params.alg !== undefined && params.alg !== verifier.algorithm) {
+    return fail("algorithm", "alg does not match the key's algorithm", label);
+  }
+  if (allowed !== undefined && !allowed.includes(verifier.algorithm)) {
+    return fail(
+      "algorithm",
+      `the key's algorithm ${verifier.algorithm} is not allowed here`,
+      label,
+    );
+  }
+
+  let base: string;
+  try {
+    base = createSignatureBase(
+      input,
+      { message, request: isRequestMessage(message) ? undefined : request },
+      policy,
+    );
+  } catch (error) {
+    if (error instanceof ValidationError) return fail("components", error.message, label);
+    throw error;
+  }
+  const valid = await verifier.verify(new TextEncoder().encode(base), sigMember.value);
+  if (!valid) return fail("signature", "signature does not match the signature base", label);
+
+  if (digestCovered || digestRequired) {
+    const field = fieldLines(message.headers).get("content-digest");
+    if (message.body === undefined) {
+      return fail("content-digest", "the raw body is needed to check Content-Digest", label);
+    }
+    const digest = verifyContentDigest(
+      (field ?? []).join(", "),
+      message.body,
+      policy.digestAlgorithms,
+    );
+    if (!digest.ok) return fail("content-digest", digest.reason, label);
+  }
+
+  // Nonces are recorded only for signatures that verified, so forged requests cannot burn them.
+  if (params.nonce !== undefined && policy.nonceStore !== undefined) {
+    const lifetime =
+      params.expires !== undefined
+        ? params.expires + skew - now
+        : (params.created ?? now) + maxAge + skew - now;
+    const fresh = await policy.nonceStore.checkAndStore(
+      `${params.keyid}\u0000${params.nonce}`,
+      Math.max(lifetime, 1) * 1000,
+    );
+    if (!fresh) return fail("replay", "nonce was already used", label);
+  }
+
+  return { ok: true, label, keyId: params.keyid, algorithm: verifier.algorithm, params, covered };
+}

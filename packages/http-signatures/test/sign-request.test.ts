@@ -1,0 +1,81 @@
+import { randomBytes } from "node:crypto";
+import { ValidationError } from "@kms/core";
+import { describe, expect, it } from "vitest";
+import {
+  createHmacSigner,
+  createHmacVerifier,
+  createSignedFetch,
+  signRequest,
+  verifyMessage,
+} from "../src/index.ts";
+
+const secret = randomBytes(32);
+const signer = createHmacSigner(secret, { keyId: "svc-a" });
+const policy = {
+  keyLookup: (id: string) => (id === "svc-a" ? createHmacVerifier(secret) : undefined),
+  contentDigest: "required" as const,
+  requiredComponents: ["@method", "@target-uri"],
+};
+
+describe("signRequest", () => {
+  it("signs a WHATWG Request with a Content-Digest over its body", async () => {
+    const request = new Request("https://b.test/hook?id=7", {
+      method: "POST",
+      body: '{"event":"paid"}',
+      headers: { "content-type": "application/json" },
+    });
+    const added = await signRequest(request, { signer, nonce: true });
+    expect(Object.keys(added).sort()).toEqual(["content-digest", "signature", "signature-input"]);
+    expect(added["signature-input"]).toMatch(
+      /^sig1=\("@method" "@target-uri" "content-digest" "content-type"\);created=\d+;nonce="[^"]+";keyid="svc-a"$/,
+    );
+    const headers = { "content-type": "application/json", ...added };
+    const body = new TextEncoder().encode('{"event":"paid"}');
+    expect(
+      (await verifyMessage({ method: "POST", url: request.url, headers, body }, policy)).ok,
+    ).toBe(true);
+    // The original request is still readable: signing cloned it.
+    expect(await request.text()).toBe('{"event":"paid"}');
+  });
+
+  it("signs a plain object and rejects a bad label", async () => {
+    const added = await signRequest({ method: "get", url: "https://b.test/x" }, { signer });
+    expect(added["content-digest"]).toBeUndefined();
+    expect(added["signature-input"]).toContain('("@method" "@target-uri")');
+    await expect(
+      signRequest({ method: "GET", url: "https://b.test/" }, { signer, label: "Bad" }),
+    ).rejects.toThrow(ValidationError);
+  });
+});
+
+describe("createSignedFetch", () => {
+  it("sends signed requests that the receiver verifies, and tampering is caught", async () => {
+    const seen: Request[] = [];
+    const receiver = async (
+      input: string | URL | Request,
+      init?: RequestInit,
+    ): Promise<Response> => {
+      const req = new Request(input, init);
+      seen.push(req.clone());
+      const body = new Uint8Array(await req.arrayBuffer());
+      const result = await verifyMessage(
+        { method: req.method, url: req.url, headers: req.headers, body },
+        policy,
+      );
+      return new Response(JSON.stringify(result), { status: result.ok ? 200 : 401 });
+    };
+    const signedFetch = createSignedFetch({ signer, fetch: receiver as typeof fetch });
+    const ok = await signedFetch("https://b.test/hook", { method: "POST", body: "hi" });
+    expect(ok.status).toBe(200);
+
+    const tampering = createSignedFetch({
+      signer,
+      fetch: (async (input: string, init: RequestInit) =>
+        receiver(input, { ...init, body: "HI" })) as typeof fetch,
+    });
+    const bad = await tampering("https://b.test/hook", { method: "POST", body: "hi" });
+    expect(bad.status).toBe(401);
+    expect(await bad.json()).toMatchObject({ check: "content-digest" });
+    expect(seen[0]!.headers.get("signature")).toMatch(/^sig1=:/);
+  });
+});

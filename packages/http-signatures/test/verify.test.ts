@@ -1,0 +1,241 @@
+import { randomBytes } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import {
+  computeContentDigest,
+  createHmacSigner,
+  createHmacVerifier,
+  MemoryNonceStore,
+  type RequestMessage,
+  type SignOptions,
+  signMessage,
+  type VerificationPolicy,
+  verifyMessage,
+} from "../src/index.ts";
+
+const secret = randomBytes(32);
+const signer = createHmacSigner(secret, { keyId: "k1" });
+const T0 = 1_700_000_000_000;
+const body = new TextEncoder().encode('{"a":1}');
+const request: RequestMessage = {
+  method: "POST",
+  url: "https://api.test/orders?x=1",
+  headers: { "content-type": "application/json", "content-digest": computeContentDigest(body) },
+  body,
+};
+
+async function signed(
+  options: Partial<SignOptions> = {},
+  message = request,
+): Promise<RequestMessage> {
+  const fields = await signMessage(message, {
+    signer,
+    components: ["@method", "@target-uri", "content-digest"],
+    now: () => T0,
+    ...options,
+  });
+  return {
+    ...message,
+    headers: {
+      ...(message.headers as Record<string, string>),
+      "signature-input": fields.signatureInput,
+      signature: fields.signature,
+    },
+  };
+}
+
+const policy = (extra: Partial<VerificationPolicy> = {}): VerificationPolicy => ({
+  keyLookup: (id) => (id === "k1" ? createHmacVerifier(secret) : undefined),
+  now: () => T0 + 1000,
+  ...extra,
+});
+
+describe("verifyMessage policy", () => {
+  it("accepts a good signature and reports what it covered", async () => {
+    const result = await verifyMessage(await signed(), policy({ contentDigest: "required" }));
+    expect(result).toMatchObject({
+      ok: true,
+      label: "sig1",
+      keyId: "k1",
+      algorithm: "hmac-sha256",
+    });
+    if (result.ok)
+      expect(result.covered).toEqual(['"@method"', '"@target-uri"', '"content-digest"']);
+  });
+
+  const cases: [string, () => Promise<RequestMessage>, Partial<VerificationPolicy>, string][] = [
+    ["no signature", async () => request, {}, "signature-missing"],
+    [
+      "garbage Signature-Input",
+      async () => ({
+        ...request,
+        headers: { "signature-input": "sig1=(((", signature: "sig1=:AA==:" },
+      }),
+      {},
+      "signature-malformed",
+    ],
+    ["a label the policy does not expect", () => signed(), { label: "other" }, "label"],
+    [
+      "missing required component",
+      () => signed(),
+      { requiredComponents: ["@authority"] },
+      "components",
+    ],
+    [
+      "digest required but not covered",
+      () => signed({ components: ["@method"] }),
+      { contentDigest: "required" },
+      "components",
+    ],
+    ["wrong tag", () => signed({ tag: "a" }), { tag: "b" }, "tag"],
+    ["algorithm not allowed", () => signed(), { algorithms: ["ed25519"] }, "algorithm"],
+    [
+      "alg param disagreeing with the key",
+      () => signed({ includeAlg: true }),
+      { keyLookup: () => ({ algorithm: "ed25519", verify: async () => true }) },
+      "algorithm",
+    ],
+    ["too old", () => signed(), { now: () => T0 + 400_000 }, "max-age"],
+    ["created in the future", () => signed(), { now: () => T0 - 60_000 }, "created"],
+    ["missing created", () => signed({ created: false }), {}, "created"],
+    ["expired", () => signed({ expiresIn: 10 }), { now: () => T0 + 60_000 }, "expires"],
+    ["unknown key", () => signed({ keyId: "nobody" }), {}, "key"],
+    [
+      "no keyid",
+      () => signed({ keyId: undefined as never }),
+      { keyLookup: () => undefined },
+      "key",
+    ],
+    [
+      "wrong key",
+      () => signed(),
+      { keyLookup: () => createHmacVerifier(randomBytes(32)) },
+      "signature",
+    ],
+    ["tampered method", async () => ({ ...(await signed()), method: "PUT" }), {}, "signature"],
+    [
+      "tampered body",
+      async () => ({ ...(await signed()), body: new TextEncoder().encode('{"a":2}') }),
+      {},
+      "content-digest",
+    ],
+    [
+      "covered header removed",
+      async () => {
+        const m = await signed({ components: ["content-type"] });
+        const { "content-type": _, ...rest } = m.headers as Record<string, string>;
+        return { ...m, headers: rest };
+      },
+      {},
+      "components",
+    ],
+    ["nonce required but absent", () => signed(), { nonceStore: new MemoryNonceStore() }, "nonce"],
+  ];
+
+  it.each(cases)("rejects %s", async (_name, make, extra, check) => {
+    const result = await verifyMessage(await make(), policy(extra));
+    expect(result.ok).toBe(false);
+    if (!result.ok) expect(result.check).toBe(check);
+  });
+
+  it("needs the raw body when the digest is covered", async () => {
+    const { body: _, ...noBody } = await signed();
+    const result = await verifyMessage(noBody, policy());
+    expect(result).toMatchObject({ ok: false, check: "content-digest" });
+  });
+
+  it("refuses a replayed nonce and honours the injected clock for its lifetime", async () => {
+    let now = T0 + 1000;
+    const nonceStore = new MemoryNonceStore({ now: () => now });
+    const message = await signed({ nonce: true });
+    const p = policy({ nonceStore, now: () => now });
+    expect((await verifyMessage(message, p)).ok).toBe(true);
+    expect(await verifyMessage(message, p)).toMatchObject({ ok: false, check: "replay" });
+    now += 400_000;
+    // Past the lifetime the nonce is forgotten, but the signature is too old anyway.
+    expect(await verifyMessage(message, p)).toMatchObject({ ok: false, check: "max-age" });
+  });
+
+  it("does not burn nonces for forged signatures", async () => {
+    const nonceStore = new MemoryNonceStore();
+    const message = await signed({ nonce: "n-1" });
+    const forged = policy({ nonceStore, keyLookup: () => createHmacVerifier(randomBytes(32)) });
+    expect(await verifyMessage(message, forged)).toMatchObject({ ok: false, check: "signature" });
+    expect(nonceStore.size).toBe(0);
+    expect((await verifyMessage(message, policy({ nonceStore }))).ok).toBe(true);
+  });
+
+  it("accepts when any of several labels passes, and adds labels without dropping others", async () => {
+    const once = await signed({ label: "a", keyId: "other" });
+    const twice = await signMessage(once, {
+      signer,
+      label: "b",
+      components: ["@method"],
+      now: () => T0,
+    });
+    const message = {
+      ...once,
+      headers: {
+        ...(once.headers as object),
+        "signature-input": twice.signatureInput,
+        signature: twice.signature,
+      },
+    };
+    expect(twice.signatureInput.startsWith("a=(")).toBe(true);
+    expect(await verifyMessage(message, policy())).toMatchObject({ ok: true, label: "b" });
+    await expect(signMessage(message, { signer, label: "a", components: [] })).rejects.toThrow(
+      /already used/,
+    );
+  });
+
+  it("propagates key lookup failures instead of calling them bad signatures", async () => {
+    const boom = new Error("kms down");
+    await expect(
+      verifyMessage(await signed(), policy({ keyLookup: () => Promise.reject(boom) })),
+    ).rejects.toBe(boom);
+  });
+});
+
+describe("responses bound to their request (;req)", () => {
+  it("covers request components and fails when the request differs", async () => {
+    const req = await signed();
+    const response = { status: 201, headers: { "content-type": "text/plain" } };
+    const fields = await signMessage(response, {
+      signer,
+      request: req,
+      components: [
+        "@status",
+        { component: "@method", req: true },
+        { component: "signature", key: "sig1", req: true },
+      ],
+      now: () => T0,
+    });
+    expect(fields.signatureInput).toContain('"@method";req "signature";key="sig1";req');
+    const signedResponse = {
+      ...response,
+      headers: {
+        ...response.headers,
+        "signature-input": fields.signatureInput,
+        signature: fields.signature,
+      },
+    };
+    expect((await verifyMessage(signedResponse, policy(), req)).ok).toBe(true);
+    const other = await signed({ nonce: "different" });
+    expect(await verifyMessage(signedResponse, policy(), other)).toMatchObject({
+      ok: false,
+      check: "signature",
+    });
+    expect(await verifyMessage(signedResponse, policy())).toMatchObject({
+      ok: false,
+      check: "components",
+    });
+  });
+});
+
+describe("MemoryNonceStore", () => {
+  it("fails closed when full", async () => {
+    const store = new MemoryNonceStore({ maxEntries: 2 });
+    expect(await store.checkAndStore("a", 60_000)).toBe(true);
+    expect(await store.checkAndStore("b", 60_000)).toBe(true);
+    expect(await store.checkAndStore("c", 60_000)).toBe(false);
+  });
+});
