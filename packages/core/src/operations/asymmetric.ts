@@ -1,0 +1,321 @@
+import { keyArn } from "../arn.ts";
+import {
+  InvalidKeyUsageError,
+  InvalidSignatureError,
+  KmsInternalError,
+  UnsupportedOperationError,
+  ValidationError,
+} from "../errors.ts";
+import { asymmetricHsm, type SigningMessageType } from "../hsm/asymmetric.ts";
+import type { MaterialRef } from "../hsm/software-hsm.ts";
+import { assertBytes, assertObject, assertOneOf } from "../internal/assert.ts";
+import { currentVersion, type KmsContext, loadKey } from "../internal/key-access.ts";
+import {
+  algorithmLists,
+  KEY_SPEC_TABLE,
+  maxOaepPlaintextBytes,
+  OAEP_HASH,
+  SIGNING_ALGORITHM_TABLE,
+} from "../key-specs.ts";
+import type { KeyStateOperation } from "../key-state-table.ts";
+import type { StoredKey, StoredKeyVersion } from "../keystore/key-store.ts";
+import type {
+  DecryptRequest,
+  DecryptResponse,
+  DeriveSharedSecretRequest,
+  DeriveSharedSecretResponse,
+  EncryptRequest,
+  EncryptResponse,
+  GetPublicKeyRequest,
+  GetPublicKeyResponse,
+  KeyUsage,
+  SigningAlgorithm,
+  SignRequest,
+  SignResponse,
+  VerifyRequest,
+  VerifyResponse,
+} from "../types.ts";
+
+/** AWS's limit for RAW messages to Sign and Verify. */
+export const MAX_SIGN_MESSAGE_BYTES = 4096;
+/** AWS's limit for the Signature parameter of Verify. */
+export const MAX_SIGNATURE_BYTES = 6144;
+
+const SIGNING_ALGORITHMS = Object.keys(SIGNING_ALGORITHM_TABLE) as SigningAlgorithm[];
+const MESSAGE_TYPES: readonly SigningMessageType[] = ["RAW", "DIGEST", "EXTERNAL_MU"];
+const RSA_ENCRYPTION_ALGORITHMS = ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"] as const;
+
+/** True when an encrypt/decrypt request names an RSA algorithm, so it belongs here. */
+export function isRsaEncryptionAlgorithm(value: unknown): boolean {
+  return value === "RSAES_OAEP_SHA_1" || value === "RSAES_OAEP_SHA_256";
+}
+
+/** @throws InvalidKeyUsageError when the key's usage is not `usage` (as AWS). */
+export function assertKeyUsage(
+  ctx: KmsContext,
+  key: StoredKey,
+  usage: KeyUsage,
+  operation: string,
+): void {
+  if (key.keyUsage !== usage) {
+    throw new InvalidKeyUsageError(
+      `${operation} needs a ${usage} key; ${keyArn(ctx.identity, key.keyId)} is ${key.keySpec}/${key.keyUsage}`,
+    );
+  }
+}
+
+export function materialRef(key: StoredKey, version: StoredKeyVersion): MaterialRef {
+  return { keyId: key.keyId, version: version.version, wrappedMaterial: version.wrappedMaterial };
+}
+
+function publicKeyOf(key: StoredKey, version: StoredKeyVersion): Uint8Array {
+  if (version.publicKey === undefined) {
+    throw new KmsInternalError(`key ${key.keyId} v${version.version} has no stored public key`);
+  }
+  return version.publicKey;
+}
+
+interface CheckedSigning {
+  readonly key: StoredKey;
+  readonly version: StoredKeyVersion;
+  readonly algorithm: SigningAlgorithm;
+  readonly messageType: SigningMessageType;
+  readonly message: Uint8Array;
+}
+
+async function checkSigning(
+  ctx: KmsContext,
+  request: SignRequest,
+  operation: KeyStateOperation,
+): Promise<CheckedSigning> {
+  assertObject("request", request);
+  const message = assertBytes("message", request.message, 1, MAX_SIGN_MESSAGE_BYTES);
+  const messageType = assertOneOf("messageType", request.messageType ?? "RAW", MESSAGE_TYPES);
+  const algorithm = assertOneOf("signingAlgorithm", request.signingAlgorithm, SIGNING_ALGORITHMS);
+  const key = await loadKey(ctx, request.keyId, operation);
+  assertKeyUsage(ctx, key, "SIGN_VERIFY", operation);
+  if (!KEY_SPEC_TABLE[key.keySpec].signingAlgorithms.includes(algorithm)) {
+    throw new InvalidKeyUsageError(
+      `signingAlgorithm ${algorithm} is not valid for ${keyArn(ctx.identity, key.keyId)} (${key.keySpec}); use ${KEY_SPEC_TABLE[key.keySpec].signingAlgorithms.join(", ")}`,
+    );
+  }
+  const info = SIGNING_ALGORITHM_TABLE[algorithm];
+  if (!info.messageTypes.includes(messageType)) {
+    throw new ValidationError(
+      `messageType ${messageType} is not valid for signingAlgorithm ${algorithm}: use ${info.messageTypes.join(" or ")}`,
+    );
+  }
+  if (messageType !== "RAW" && message.length !== info.digestBytes) {
+    throw new ValidationError(
+      `"message" of messageType ${messageType} must be ${info.digestBytes} bytes for ${algorithm}, got ${message.length}`,
+    );
+  }
+  if (messageType === "DIGEST" && algorithm.startsWith("RSASSA_PSS")) {
+    // node:crypto has no RSA-PSS over a supplied digest, and the project does not hand-roll
+    // EMSA-PSS; RAW covers the same signatures when the caller has the message.
+    throw new UnsupportedOperationError(
+      `messageType DIGEST with ${algorithm} is not supported by this KMS; sign the RAW message`,
+    );
+  }
+  return { key, version: currentVersion(key), algorithm, messageType, message };
+}
+
+/**
+ * Signs a message or digest with an asymmetric SIGN_VERIFY key.
+ * @throws ValidationException, NotFoundException, DisabledException, KMSInvalidStateException,
+ *   InvalidKeyUsageException, UnsupportedOperationException (RSASSA_PSS with DIGEST).
+ */
+export async function sign(ctx: KmsContext, request: SignRequest): Promise<SignResponse> {
+  const { key, version, algorithm, messageType, message } = await checkSigning(
+    ctx,
+    request,
+    "sign",
+  );
+  const signature = asymmetricHsm(ctx.hsm).sign(
+    materialRef(key, version),
+    key.keySpec,
+    algorithm,
+    messageType,
+    message,
+  );
+  return { keyId: keyArn(ctx.identity, key.keyId), signature, signingAlgorithm: algorithm };
+}
+
+/**
+ * Verifies a signature with the key's public key.
+ * @throws InvalidSignatureException when the signature does not verify, and as sign.
+ */
+export async function verify(ctx: KmsContext, request: VerifyRequest): Promise<VerifyResponse> {
+  const checked = await checkSigning(ctx, request, "verify");
+  const signature = assertBytes("signature", request.signature, 1, MAX_SIGNATURE_BYTES);
+  const { key, version } = checked;
+  const valid = asymmetricHsm(ctx.hsm).verify(
+    key.keyId,
+    version.version,
+    publicKeyOf(key, version),
+    key.keySpec,
+    checked.algorithm,
+    checked.messageType,
+    checked.message,
+    signature,
+  );
+  if (!valid) throw new InvalidSignatureError("the signature is not valid for this message");
+  return {
+    keyId: keyArn(ctx.identity, key.keyId),
+    signatureValid: true,
+    signingAlgorithm: checked.algorithm,
+  };
+}
+
+/**
+ * Returns the public key of an asymmetric key as DER SubjectPublicKeyInfo.
+ * @throws UnsupportedOperationException for symmetric and HMAC keys, and the key-state errors.
+ */
+export async function getPublicKey(
+  ctx: KmsContext,
+  request: GetPublicKeyRequest,
+): Promise<GetPublicKeyResponse> {
+  assertObject("request", request);
+  const key = await loadKey(ctx, request.keyId, "getPublicKey");
+  const family = KEY_SPEC_TABLE[key.keySpec].family;
+  if (family === "SYMMETRIC" || family === "HMAC") {
+    throw new UnsupportedOperationError(
+      `getPublicKey is not valid for ${keyArn(ctx.identity, key.keyId)}: ${key.keySpec} keys have no public key`,
+    );
+  }
+  const version = currentVersion(key);
+  const lists = algorithmLists(key.keySpec, key.keyUsage);
+  return {
+    keyId: keyArn(ctx.identity, key.keyId),
+    publicKey: publicKeyOf(key, version).slice(),
+    customerMasterKeySpec: key.keySpec,
+    keySpec: key.keySpec,
+    keyUsage: key.keyUsage,
+    ...(lists.encryptionAlgorithms ? { encryptionAlgorithms: lists.encryptionAlgorithms } : {}),
+    ...(lists.signingAlgorithms ? { signingAlgorithms: lists.signingAlgorithms } : {}),
+    ...(lists.keyAgreementAlgorithms
+      ? { keyAgreementAlgorithms: lists.keyAgreementAlgorithms }
+      : {}),
+  };
+}
+
+/** Asymmetric ciphertexts cannot bind an encryption context (AWS rejects one). */
+function assertNoContext(context: unknown, algorithm: string): void {
+  if (context !== undefined && (typeof context !== "object" || Object.keys(context ?? {}).length)) {
+    throw new ValidationError(`"encryptionContext" is not supported with ${algorithm}`);
+  }
+}
+
+async function rsaEncryptionKey(
+  ctx: KmsContext,
+  keyIdInput: unknown,
+  operation: KeyStateOperation,
+): Promise<StoredKey> {
+  const key = await loadKey(ctx, keyIdInput, operation);
+  assertKeyUsage(ctx, key, "ENCRYPT_DECRYPT", operation);
+  if (KEY_SPEC_TABLE[key.keySpec].family !== "RSA") {
+    throw new InvalidKeyUsageError(
+      `RSAES_OAEP algorithms need an RSA key; ${keyArn(ctx.identity, key.keyId)} is ${key.keySpec}`,
+    );
+  }
+  return key;
+}
+
+/**
+ * RSA-OAEP encryption with an RSA ENCRYPT_DECRYPT key. The ciphertext is the bare RSA
+ * ciphertext (as AWS's), so anyone with the public key can produce the same kind.
+ * @throws ValidationException (plaintext over the limit for the key size and algorithm),
+ *   InvalidKeyUsageException, and the key-state errors.
+ */
+export async function encrypt(ctx: KmsContext, request: EncryptRequest): Promise<EncryptResponse> {
+  assertObject("request", request);
+  const algorithm = assertOneOf(
+    "encryptionAlgorithm",
+    request.encryptionAlgorithm,
+    RSA_ENCRYPTION_ALGORITHMS,
+  );
+  const plaintext = assertBytes("plaintext", request.plaintext, 1, 4096);
+  assertNoContext(request.encryptionContext, algorithm);
+  const key = await rsaEncryptionKey(ctx, request.keyId, "encrypt");
+  const limit = maxOaepPlaintextBytes(KEY_SPEC_TABLE[key.keySpec].modulusBits!, algorithm);
+  if (plaintext.length > limit) {
+    throw new ValidationError(
+      `"plaintext" must be at most ${limit} bytes for ${key.keySpec} with ${algorithm}, got ${plaintext.length}`,
+    );
+  }
+  const version = currentVersion(key);
+  return {
+    ciphertextBlob: asymmetricHsm(ctx.hsm).encrypt(
+      key.keyId,
+      version.version,
+      publicKeyOf(key, version),
+      OAEP_HASH[algorithm],
+      plaintext,
+    ),
+    keyId: keyArn(ctx.identity, key.keyId),
+    encryptionAlgorithm: algorithm,
+  };
+}
+
+/**
+ * RSA-OAEP decryption. AWS requires the keyId for asymmetric ciphertexts (they carry no key
+ * reference); any decryption failure is the generic InvalidCiphertextException.
+ * @throws ValidationException (missing keyId), InvalidCiphertextException,
+ *   InvalidKeyUsageException, and the key-state errors.
+ */
+export async function decrypt(ctx: KmsContext, request: DecryptRequest): Promise<DecryptResponse> {
+  assertObject("request", request);
+  const algorithm = assertOneOf(
+    "encryptionAlgorithm",
+    request.encryptionAlgorithm,
+    RSA_ENCRYPTION_ALGORITHMS,
+  );
+  const ciphertext = assertBytes("ciphertextBlob", request.ciphertextBlob, 1, 6144);
+  if (request.keyId === undefined) {
+    throw new ValidationError(`"keyId" is required to decrypt with ${algorithm}`);
+  }
+  assertNoContext(request.encryptionContext, algorithm);
+  const key = await rsaEncryptionKey(ctx, request.keyId, "decrypt");
+  const version = currentVersion(key);
+  const plaintext = asymmetricHsm(ctx.hsm).decrypt(
+    materialRef(key, version),
+    key.keySpec,
+    OAEP_HASH[algorithm],
+    ciphertext,
+  );
+  return {
+    plaintext,
+    keyId: keyArn(ctx.identity, key.keyId),
+    encryptionAlgorithm: algorithm,
+    keyMaterialId: version.keyMaterialId,
+  };
+}
+
+/**
+ * ECDH between a KEY_AGREEMENT key and a peer's public key.
+ * @throws ValidationException (peer key malformed or on another curve), InvalidKeyUsageException,
+ *   and the key-state errors.
+ */
+export async function deriveSharedSecret(
+  ctx: KmsContext,
+  request: DeriveSharedSecretRequest,
+): Promise<DeriveSharedSecretResponse> {
+  assertObject("request", request);
+  const algorithm = assertOneOf("keyAgreementAlgorithm", request.keyAgreementAlgorithm, [
+    "ECDH",
+  ] as const);
+  const peer = assertBytes("publicKey", request.publicKey, 1, 8192);
+  const key = await loadKey(ctx, request.keyId, "deriveSharedSecret");
+  assertKeyUsage(ctx, key, "KEY_AGREEMENT", "deriveSharedSecret");
+  const sharedSecret = asymmetricHsm(ctx.hsm).deriveSharedSecret(
+    materialRef(key, currentVersion(key)),
+    key.keySpec,
+    peer,
+  );
+  return {
+    keyId: keyArn(ctx.identity, key.keyId),
+    sharedSecret,
+    keyAgreementAlgorithm: algorithm,
+    keyOrigin: key.origin,
+  };
+}
