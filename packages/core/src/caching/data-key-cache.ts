@@ -1,0 +1,187 @@
+/**
+ * A cache of plaintext data keys with usage limits, shared by the envelope message layer and
+ * (later) the field-encryption engine. Reusing a data key saves a KMS round trip per message;
+ * the limits bound how much data one key protects and how long its plaintext stays in memory.
+ *
+ * Entries are keyed by an opaque string built with {@link dataKeyCacheKey} from (keyring
+ * identity, encryption context, algorithm suite), so a key made for one context or one keyring
+ * is never handed to another.
+ */
+import { type Clock, systemClock } from "../clock.ts";
+import { assertInteger } from "../internal/assert.ts";
+import type { EncryptedDataKey } from "../keyring/keyring.ts";
+
+/** What a cache entry holds: the plaintext data key and the encrypted copies that go with it. */
+export interface CachedDataKey {
+  readonly dataKey: Uint8Array;
+  readonly encryptedDataKeys: readonly EncryptedDataKey[];
+}
+
+export interface DataKeyCacheOptions {
+  /** Entries kept at most; the least recently used goes first. Default 100. */
+  readonly capacity?: number;
+  /** An entry older than this is never returned. Required: there is no safe default. */
+  readonly maxAgeMs: number;
+  /** Messages (or fields) one data key may protect. Default 2^32. */
+  readonly maxMessages?: number;
+  /** Plaintext bytes one data key may protect. Default 2^53 − 1. */
+  readonly maxBytes?: number;
+  /** Time source for `maxAgeMs`; ManualClock from "@kms/core/testing" in tests. */
+  readonly clock?: Clock;
+}
+
+/** One use of a cached key: how many messages and plaintext bytes it is charged. */
+export interface DataKeyUsage {
+  readonly messages: number;
+  readonly bytes: number;
+}
+
+interface Entry {
+  readonly value: CachedDataKey;
+  readonly createdAt: number;
+  messages: number;
+  bytes: number;
+}
+
+/**
+ * LRU cache of data keys with age, message and byte limits. An entry that a use would push past
+ * a limit is evicted (and its plaintext key zeroed), so the caller makes a fresh data key.
+ */
+export class DataKeyCache {
+  readonly capacity: number;
+  readonly maxAgeMs: number;
+  readonly maxMessages: number;
+  readonly maxBytes: number;
+  readonly #clock: Clock;
+  readonly #entries = new Map<string, Entry>();
+  #hits = 0;
+  #misses = 0;
+
+  /** @throws ValidationException when a limit is not a positive integer. */
+  constructor(options: DataKeyCacheOptions) {
+    this.capacity = assertInteger("capacity", options.capacity ?? 100, 1, 1_000_000);
+    this.maxAgeMs = assertInteger("maxAgeMs", options.maxAgeMs, 1, Number.MAX_SAFE_INTEGER);
+    this.maxMessages = assertInteger("maxMessages", options.maxMessages ?? 2 ** 32, 1, 2 ** 32);
+    this.maxBytes = assertInteger(
+      "maxBytes",
+      options.maxBytes ?? Number.MAX_SAFE_INTEGER,
+      1,
+      Number.MAX_SAFE_INTEGER,
+    );
+    this.#clock = options.clock ?? systemClock;
+  }
+
+  /** Entries currently held. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** Hit and miss counts since creation, for tests and metrics. */
+  get stats(): { hits: number; misses: number } {
+    return { hits: this.#hits, misses: this.#misses };
+  }
+
+  /**
+   * Returns a copy of the cached key for `key` and charges `usage` to it, or undefined when
+   * there is none or when this use would exceed a limit (the entry is then evicted).
+   */
+  take(key: string, usage: DataKeyUsage): CachedDataKey | undefined {
+    const entry = this.#entries.get(key);
+    if (entry === undefined) {
+      this.#misses++;
+      return undefined;
+    }
+    const expired = this.#clock.now() - entry.createdAt >= this.maxAgeMs;
+    if (
+      expired ||
+      entry.messages + usage.messages > this.maxMessages ||
+      entry.bytes + usage.bytes > this.maxBytes
+    ) {
+      this.#evict(key, entry);
+      this.#misses++;
+      return undefined;
+    }
+    entry.messages += usage.messages;
+    entry.bytes += usage.bytes;
+    // Re-insert to mark as most recently used (Map keeps insertion order).
+    this.#entries.delete(key);
+    this.#entries.set(key, entry);
+    this.#hits++;
+    return copy(entry.value);
+  }
+
+  /**
+   * Stores a fresh data key, already charged with its first `usage`. Nothing is stored when that
+   * first use alone reaches a limit. The cache keeps its own copy of the key bytes.
+   */
+  put(key: string, value: CachedDataKey, usage: DataKeyUsage): void {
+    if (usage.messages >= this.maxMessages || usage.bytes >= this.maxBytes) return;
+    const existing = this.#entries.get(key);
+    if (existing !== undefined) this.#evict(key, existing);
+    this.#entries.set(key, {
+      value: copy(value),
+      createdAt: this.#clock.now(),
+      messages: usage.messages,
+      bytes: usage.bytes,
+    });
+    while (this.#entries.size > this.capacity) {
+      const oldest = this.#entries.keys().next().value as string;
+      this.#evict(oldest, this.#entries.get(oldest)!);
+    }
+  }
+
+  /** Drops one entry, zeroing its key. */
+  delete(key: string): void {
+    const entry = this.#entries.get(key);
+    if (entry !== undefined) this.#evict(key, entry);
+  }
+
+  /** Drops every entry, zeroing the keys. */
+  clear(): void {
+    for (const [key, entry] of [...this.#entries]) this.#evict(key, entry);
+  }
+
+  #evict(key: string, entry: Entry): void {
+    this.#entries.delete(key);
+    entry.value.dataKey.fill(0);
+  }
+}
+
+function copy(value: CachedDataKey): CachedDataKey {
+  // new Uint8Array(x) copies; Buffer#slice would return a view of the same memory.
+  return { dataKey: new Uint8Array(value.dataKey), encryptedDataKeys: value.encryptedDataKeys };
+}
+
+/** What identifies a reusable data key. */
+export interface DataKeyCacheKeyParts {
+  /** "encrypt" and "decrypt" entries never mix. */
+  readonly purpose: "encrypt" | "decrypt" | (string & {});
+  /** `Keyring.identity`: unique per keyring instance. */
+  readonly keyringIdentity: string;
+  /** Canonical encoding (encodeEncryptionContext) of the context the key is bound to. */
+  readonly encryptionContext: Uint8Array;
+  /** Algorithm suite id, or any label of the consumer's algorithm. */
+  readonly suite: number | string;
+  /** Decrypt entries: the encrypted data keys the plaintext key was recovered from. */
+  readonly encryptedDataKeys?: readonly EncryptedDataKey[];
+}
+
+/**
+ * Builds a cache key: the parts, each length-prefixed, so no two distinct part lists can collide
+ * by concatenation. Nothing in it is secret (identities, the public context, wrapped keys).
+ */
+export function dataKeyCacheKey(parts: DataKeyCacheKeyParts): string {
+  const field = (value: string): string => `${value.length}:${value}`;
+  let key =
+    field(parts.purpose) +
+    field(parts.keyringIdentity) +
+    field(Buffer.from(parts.encryptionContext).toString("latin1")) +
+    field(String(parts.suite));
+  for (const edk of parts.encryptedDataKeys ?? []) {
+    key +=
+      field(edk.providerId) +
+      field(edk.providerInfo) +
+      field(Buffer.from(edk.ciphertext).toString("base64"));
+  }
+  return key;
+}

@@ -1,0 +1,70 @@
+/**
+ * Keyrings wrap and unwrap the data key of an envelope message (docs/FORMAT.md §5.3). A message
+ * carries one encrypted copy of its data key per wrapping key, and any one of them decrypts it.
+ */
+import type { EncryptionContext } from "../types.ts";
+
+/** Length of every data key: the message suites all use AES-256. */
+export const DATA_KEY_LENGTH = 32;
+
+/** One wrapped copy of the data key, as stored in a message header. */
+export interface EncryptedDataKey {
+  /** Who can unwrap it: `"kms"` for KMS keys, the key namespace for raw keyrings. */
+  readonly providerId: string;
+  /** Which key: the KMS key ARN, or the raw key's name. */
+  readonly providerInfo: string;
+  readonly ciphertext: Uint8Array;
+}
+
+export interface EncryptDataKeyRequest {
+  /** The message's full encryption context, which keyrings bind the wrapped key to. */
+  readonly encryptionContext: EncryptionContext;
+  /** Algorithm suite id of the message. */
+  readonly suiteId: number;
+  /** Present when an earlier keyring (a multi-keyring's generator) already made the key. */
+  readonly dataKey?: Uint8Array;
+}
+
+export interface EncryptDataKeyResult {
+  /** The 32-byte data key (generated here when the request had none). */
+  readonly dataKey: Uint8Array;
+  /** At least one encrypted copy per wrapping key of this keyring. */
+  readonly encryptedDataKeys: readonly EncryptedDataKey[];
+}
+
+export interface DecryptDataKeyRequest {
+  readonly encryptionContext: EncryptionContext;
+  readonly suiteId: number;
+  /** The copies the decrypt policy allows; the keyring tries those it recognises. */
+  readonly encryptedDataKeys: readonly EncryptedDataKey[];
+}
+
+/**
+ * A source of data keys. Implementations: KmsKeyring (any KmsLike), RawAesKeyring,
+ * RawRsaKeyring, MultiKeyring.
+ */
+export interface Keyring {
+  /**
+   * Unique per keyring instance and configuration; the data-key cache keys entries by it, so two
+   * keyrings never share a cached key.
+   */
+  readonly identity: string;
+  /**
+   * Generates a data key when `request.dataKey` is absent, and wraps it under each of this
+   * keyring's keys.
+   */
+  encryptDataKey(request: EncryptDataKeyRequest): Promise<EncryptDataKeyResult>;
+  /**
+   * Returns the data key from the first encrypted copy this keyring can unwrap, or undefined
+   * when it can unwrap none. Failures of single copies are not errors.
+   */
+  decryptDataKey(request: DecryptDataKeyRequest): Promise<Uint8Array | undefined>;
+}
+
+let counter = 0;
+
+/** A process-unique suffix for keyring identities (no key-derived value ever goes in one). */
+export function nextKeyringInstance(): number {
+  counter += 1;
+  return counter;
+}

@@ -1,0 +1,154 @@
+import { ValidationError } from "../errors.ts";
+import type { KmsLike } from "../kms-like.ts";
+import type { CallOptions } from "../types.ts";
+import {
+  DATA_KEY_LENGTH,
+  type DecryptDataKeyRequest,
+  type EncryptDataKeyRequest,
+  type EncryptDataKeyResult,
+  type EncryptedDataKey,
+  type Keyring,
+  nextKeyringInstance,
+} from "./keyring.ts";
+
+/** Provider id of data keys wrapped by a KMS key (the in-process Kms or AWS KMS alike). */
+export const KMS_PROVIDER_ID = "kms";
+
+export interface KmsKeyringOptions {
+  /** Anything with encrypt / decrypt / generateDataKey: the in-process Kms, an AWS SDK wrapper. */
+  readonly kms: KmsLike;
+  /**
+   * Key ids, ARNs or aliases. The first generates the data key, each other one wraps a copy. On
+   * decrypt only copies made under these keys are tried. Empty = discovery keyring: decrypts
+   * with whichever KMS key made a copy (decrypt only).
+   */
+  readonly keyIds: readonly string[];
+  readonly grantTokens?: readonly string[];
+  /** Principal and request id passed to every KMS call. */
+  readonly callOptions?: CallOptions;
+}
+
+const instances = new WeakMap<object, number>();
+
+/**
+ * Wraps data keys under KMS keys through any {@link KmsLike}. The message's encryption context is
+ * passed to KMS, so a copy only unwraps with the same context and KMS audits every use.
+ */
+export class KmsKeyring implements Keyring {
+  readonly identity: string;
+  readonly keyIds: readonly string[];
+  readonly #kms: KmsLike;
+  readonly #grantTokens: readonly string[] | undefined;
+  readonly #callOptions: CallOptions | undefined;
+
+  /** @throws ValidationException when `kms` is missing or a key id is not a non-empty string. */
+  constructor(options: KmsKeyringOptions) {
+    const kms = options?.kms as KmsLike | undefined;
+    if (typeof kms?.generateDataKey !== "function" || typeof kms.decrypt !== "function") {
+      throw new ValidationError('"kms" expected an object with generateDataKey/encrypt/decrypt');
+    }
+    if (!Array.isArray(options.keyIds)) {
+      throw new ValidationError('"keyIds" expected an array of key ids (empty for discovery)');
+    }
+    for (const id of options.keyIds) {
+      if (typeof id !== "string" || id.length === 0 || id.length > 2048) {
+        throw new ValidationError('"keyIds" entries must be non-empty strings');
+      }
+    }
+    this.#kms = kms;
+    this.keyIds = [...options.keyIds];
+    this.#grantTokens = options.grantTokens;
+    this.#callOptions = options.callOptions;
+    // A per-client number keeps two Kms instances holding the same key id apart in the cache.
+    let client = instances.get(kms);
+    if (client === undefined) {
+      client = nextKeyringInstance();
+      instances.set(kms, client);
+    }
+    this.identity = `kms#${client}:${JSON.stringify(this.keyIds)}`;
+  }
+
+  /** @throws ValidationException for a discovery keyring; KMS errors from the calls. */
+  async encryptDataKey(request: EncryptDataKeyRequest): Promise<EncryptDataKeyResult> {
+    const [generator, ...others] = this.keyIds;
+    if (generator === undefined) {
+      throw new ValidationError('"keyIds" is empty: a discovery KmsKeyring can only decrypt');
+    }
+    const context = request.encryptionContext;
+    const encryptedDataKeys: EncryptedDataKey[] = [];
+    let dataKey = request.dataKey;
+    if (dataKey === undefined) {
+      const generated = await this.#kms.generateDataKey(
+        this.#withGrants({ keyId: generator, keySpec: "AES_256", encryptionContext: context }),
+        this.#callOptions,
+      );
+      if (generated.plaintext.length !== DATA_KEY_LENGTH) {
+        throw new ValidationError(`KMS returned a data key that is not ${DATA_KEY_LENGTH} bytes`);
+      }
+      dataKey = generated.plaintext;
+      encryptedDataKeys.push({
+        providerId: KMS_PROVIDER_ID,
+        providerInfo: generated.keyId,
+        ciphertext: generated.ciphertextBlob,
+      });
+    } else {
+      others.unshift(generator);
+    }
+    for (const keyId of others) {
+      const wrapped = await this.#kms.encrypt(
+        this.#withGrants({ keyId, plaintext: dataKey, encryptionContext: context }),
+        this.#callOptions,
+      );
+      encryptedDataKeys.push({
+        providerId: KMS_PROVIDER_ID,
+        providerInfo: wrapped.keyId,
+        ciphertext: wrapped.ciphertextBlob,
+      });
+    }
+    return { dataKey, encryptedDataKeys };
+  }
+
+  async decryptDataKey(request: DecryptDataKeyRequest): Promise<Uint8Array | undefined> {
+    for (const edk of request.encryptedDataKeys) {
+      if (edk.providerId !== KMS_PROVIDER_ID) continue;
+      const expected = this.#expectedKeyFor(edk.providerInfo);
+      if (expected === null) continue;
+      try {
+        const opened = await this.#kms.decrypt(
+          this.#withGrants({
+            ciphertextBlob: edk.ciphertext,
+            encryptionContext: request.encryptionContext,
+            ...(expected === undefined ? {} : { keyId: expected }),
+          }),
+          this.#callOptions,
+        );
+        if (opened.plaintext.length === DATA_KEY_LENGTH) return opened.plaintext;
+      } catch {
+        // Another copy or another keyring may still succeed; the caller reports the failure.
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Which key id to pin the KMS decrypt call to for a copy made under `arn`: undefined for a
+   * discovery keyring, null when none of our keys can have made it. An alias cannot be matched
+   * by name, so it is passed to KMS, which resolves it and refuses a copy made under another key.
+   */
+  #expectedKeyFor(arn: string): string | null | undefined {
+    if (this.keyIds.length === 0) return undefined;
+    for (const id of this.keyIds) {
+      if (id === arn || arn.endsWith(`:key/${id}`)) return arn;
+    }
+    for (const id of this.keyIds) {
+      if (id.startsWith("alias/") || id.includes(":alias/")) return id;
+    }
+    return null;
+  }
+
+  #withGrants<T extends object>(request: T): T {
+    return this.#grantTokens === undefined
+      ? request
+      : { ...request, grantTokens: this.#grantTokens };
+  }
+}

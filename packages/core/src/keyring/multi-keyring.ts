@@ -1,0 +1,68 @@
+import { ValidationError } from "../errors.ts";
+import type {
+  DecryptDataKeyRequest,
+  EncryptDataKeyRequest,
+  EncryptDataKeyResult,
+  EncryptedDataKey,
+  Keyring,
+} from "./keyring.ts";
+
+export interface MultiKeyringOptions {
+  /** Makes the data key on encrypt; absent = the request must bring one (nested use). */
+  readonly generator?: Keyring;
+  /** Each wraps a further copy of the generator's key; all are tried on decrypt. */
+  readonly children?: readonly Keyring[];
+}
+
+/**
+ * Combines keyrings: the generator makes the data key, every child wraps a copy, so the message
+ * decrypts with any one of them (e.g. a KMS key for services and a raw RSA key for escrow).
+ */
+export class MultiKeyring implements Keyring {
+  readonly identity: string;
+  readonly generator: Keyring | undefined;
+  readonly children: readonly Keyring[];
+
+  /** @throws ValidationException when there is neither a generator nor a child. */
+  constructor(options: MultiKeyringOptions) {
+    this.generator = options.generator;
+    this.children = [...(options.children ?? [])];
+    if (this.generator === undefined && this.children.length === 0) {
+      throw new ValidationError('"generator" or "children" is required');
+    }
+    const all = this.generator === undefined ? this.children : [this.generator, ...this.children];
+    this.identity = `multi(${all.map((k) => k.identity).join(",")})`;
+  }
+
+  /** @throws ValidationException without a generator and without a data key in the request. */
+  async encryptDataKey(request: EncryptDataKeyRequest): Promise<EncryptDataKeyResult> {
+    let dataKey = request.dataKey;
+    const encryptedDataKeys: EncryptedDataKey[] = [];
+    if (this.generator !== undefined) {
+      const generated = await this.generator.encryptDataKey(request);
+      dataKey = generated.dataKey;
+      encryptedDataKeys.push(...generated.encryptedDataKeys);
+    }
+    if (dataKey === undefined) {
+      throw new ValidationError('MultiKeyring needs a "generator" to make a data key');
+    }
+    for (const child of this.children) {
+      const wrapped = await child.encryptDataKey({ ...request, dataKey });
+      encryptedDataKeys.push(...wrapped.encryptedDataKeys);
+    }
+    return { dataKey, encryptedDataKeys };
+  }
+
+  async decryptDataKey(request: DecryptDataKeyRequest): Promise<Uint8Array | undefined> {
+    const all = this.generator === undefined ? this.children : [this.generator, ...this.children];
+    for (const keyring of all) {
+      try {
+        const key = await keyring.decryptDataKey(request);
+        if (key !== undefined) return key;
+      } catch {
+        // A failing keyring (say, KMS unreachable) must not hide one that works.
+      }
+    }
+    return undefined;
+  }
+}

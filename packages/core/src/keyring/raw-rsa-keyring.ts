@@ -1,0 +1,117 @@
+import {
+  constants,
+  createPrivateKey,
+  createPublicKey,
+  type KeyObject,
+  privateDecrypt,
+  publicEncrypt,
+} from "node:crypto";
+import { ValidationError } from "../errors.ts";
+import { randomBytes } from "../hsm/random.ts";
+import {
+  DATA_KEY_LENGTH,
+  type DecryptDataKeyRequest,
+  type EncryptDataKeyRequest,
+  type EncryptDataKeyResult,
+  type Keyring,
+  nextKeyringInstance,
+} from "./keyring.ts";
+import { assertKeyName, type RawKeyName } from "./raw-aes-keyring.ts";
+
+export interface RawRsaKeyringOptions extends RawKeyName {
+  /** Wraps data keys (PEM or KeyObject); derived from `privateKey` when absent. */
+  readonly publicKey?: KeyObject | string;
+  /** Unwraps data keys (PEM or KeyObject); absent = encrypt-only keyring. */
+  readonly privateKey?: KeyObject | string;
+}
+
+/**
+ * Wraps data keys with a local RSA key (RSAES-OAEP with SHA-256 and MGF1-SHA-256), for offline
+ * use: senders need only the public key. RSA-OAEP does not bind the encryption context; the
+ * message header authenticates it instead (docs/FORMAT.md §5.3).
+ */
+export class RawRsaKeyring implements Keyring {
+  readonly identity: string;
+  readonly keyNamespace: string;
+  readonly keyName: string;
+  readonly #publicKey: KeyObject | undefined;
+  readonly #privateKey: KeyObject | undefined;
+
+  /** @throws ValidationException when neither key is given, a key is not RSA, or names are bad. */
+  constructor(options: RawRsaKeyringOptions) {
+    assertKeyName(options);
+    try {
+      const privateKey = options.privateKey;
+      this.#privateKey =
+        privateKey === undefined
+          ? undefined
+          : typeof privateKey === "string"
+            ? createPrivateKey(privateKey)
+            : privateKey;
+      const publicKey = options.publicKey;
+      this.#publicKey =
+        publicKey !== undefined
+          ? typeof publicKey === "string" || publicKey.type !== "public"
+            ? createPublicKey(publicKey)
+            : publicKey
+          : this.#privateKey === undefined
+            ? undefined
+            : createPublicKey(this.#privateKey);
+    } catch (cause) {
+      throw new ValidationError('"publicKey"/"privateKey" could not be parsed as keys', { cause });
+    }
+    if (this.#privateKey !== undefined && this.#privateKey.type !== "private") {
+      throw new ValidationError('"privateKey" must be a private key');
+    }
+    if (this.#publicKey === undefined) {
+      throw new ValidationError('"publicKey" or "privateKey" is required');
+    }
+    for (const key of [this.#publicKey, this.#privateKey]) {
+      if (key !== undefined && key.asymmetricKeyType !== "rsa") {
+        throw new ValidationError('"publicKey"/"privateKey" must be RSA keys');
+      }
+      if ((key?.asymmetricKeyDetails?.modulusLength ?? 2048) < 2048) {
+        throw new ValidationError('"publicKey"/"privateKey" must have a modulus of ≥ 2048 bits');
+      }
+    }
+    this.keyNamespace = options.keyNamespace;
+    this.keyName = options.keyName;
+    this.identity = `raw-rsa#${nextKeyringInstance()}:${this.keyNamespace}/${this.keyName}`;
+  }
+
+  async encryptDataKey(request: EncryptDataKeyRequest): Promise<EncryptDataKeyResult> {
+    const dataKey = request.dataKey ?? randomBytes(DATA_KEY_LENGTH);
+    const wrapped = publicEncrypt(
+      { key: this.#publicKey!, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: "sha256" },
+      dataKey,
+    );
+    return {
+      dataKey,
+      encryptedDataKeys: [
+        {
+          providerId: this.keyNamespace,
+          providerInfo: this.keyName,
+          ciphertext: new Uint8Array(wrapped.buffer, wrapped.byteOffset, wrapped.length),
+        },
+      ],
+    };
+  }
+
+  async decryptDataKey(request: DecryptDataKeyRequest): Promise<Uint8Array | undefined> {
+    if (this.#privateKey === undefined) return undefined;
+    for (const edk of request.encryptedDataKeys) {
+      if (edk.providerId !== this.keyNamespace || edk.providerInfo !== this.keyName) continue;
+      try {
+        const key = privateDecrypt(
+          { key: this.#privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: "sha256" },
+          edk.ciphertext,
+        );
+        if (key.length === DATA_KEY_LENGTH) return new Uint8Array(key.buffer, key.byteOffset, 32);
+        key.fill(0);
+      } catch {
+        // Not ours after all (or tampered): another copy may still work.
+      }
+    }
+    return undefined;
+  }
+}

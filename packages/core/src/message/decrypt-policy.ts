@@ -1,0 +1,78 @@
+/**
+ * What a decryptor accepts before it spends a KMS call (docs/FORMAT.md §5.7). Every violation
+ * is an AccessDeniedError naming the rule: the message may be perfectly valid, the caller's
+ * policy refuses it. (Authentication failures are InvalidCiphertextError instead.)
+ */
+import { AccessDeniedError, ValidationError } from "../errors.ts";
+import type { EncryptedDataKey } from "../keyring/keyring.ts";
+import { KMS_PROVIDER_ID } from "../keyring/kms-keyring.ts";
+import type { EncryptionContext } from "../types.ts";
+import { DEFAULT_MAX_ENCRYPTED_DATA_KEYS, type MessageHeader } from "./format.ts";
+
+export interface DecryptPolicy {
+  /**
+   * KMS key ids or ARNs whose copies may be used. Copies under other KMS keys are ignored.
+   * Absent = any KMS key the keyring accepts.
+   */
+  readonly allowedKeyIds?: readonly string[];
+  /**
+   * Raw keyring keys whose copies may be used, as "namespace/name". Absent = any raw key the
+   * keyring accepts.
+   */
+  readonly allowedKeyNames?: readonly string[];
+  /** Pairs the message's encryption context must contain (it may contain others too). */
+  readonly requiredEncryptionContext?: EncryptionContext;
+  /** Most encrypted data keys a message may carry; default 16. */
+  readonly maxEncryptedDataKeys?: number;
+  /** "required": reject unsigned suites; "forbidden": reject signed ones; default "allowed". */
+  readonly signature?: "required" | "forbidden" | "allowed";
+}
+
+export function maxEncryptedDataKeys(policy: DecryptPolicy | undefined): number {
+  const max = policy?.maxEncryptedDataKeys ?? DEFAULT_MAX_ENCRYPTED_DATA_KEYS;
+  if (!Number.isInteger(max) || max < 1 || max > 0xffff) {
+    throw new ValidationError('"policy.maxEncryptedDataKeys" must be an integer in 1–65535');
+  }
+  return max;
+}
+
+/**
+ * Applies the policy to a parsed (not yet authenticated) header and returns the copies the
+ * keyring may try.
+ * @throws AccessDeniedException naming the violated rule.
+ */
+export function applyDecryptPolicy(
+  policy: DecryptPolicy | undefined,
+  header: MessageHeader,
+): readonly EncryptedDataKey[] {
+  if (policy === undefined) return header.encryptedDataKeys;
+  const signed = header.suite.signature !== undefined;
+  if (policy.signature === "required" && !signed) {
+    throw new AccessDeniedError("the decrypt policy requires a signed message");
+  }
+  if (policy.signature === "forbidden" && signed) {
+    throw new AccessDeniedError("the decrypt policy forbids signed messages");
+  }
+  for (const [key, value] of Object.entries(policy.requiredEncryptionContext ?? {})) {
+    if (header.encryptionContext[key] !== value) {
+      throw new AccessDeniedError(
+        `the decrypt policy requires encryption context key "${key}" with a given value`,
+      );
+    }
+  }
+  const ids = policy.allowedKeyIds;
+  const names = policy.allowedKeyNames;
+  if (ids === undefined && names === undefined) return header.encryptedDataKeys;
+  const allowed = header.encryptedDataKeys.filter((edk) =>
+    edk.providerId === KMS_PROVIDER_ID
+      ? ids === undefined ||
+        ids.some((id) => id === edk.providerInfo || edk.providerInfo.endsWith(`:key/${id}`))
+      : names === undefined || names.includes(`${edk.providerId}/${edk.providerInfo}`),
+  );
+  if (allowed.length === 0) {
+    throw new AccessDeniedError(
+      "none of the message's encrypted data keys is under a key the decrypt policy allows",
+    );
+  }
+  return allowed;
+}

@@ -1,0 +1,288 @@
+/**
+ * Incremental message decryption (docs/FORMAT.md §5.6). Plaintext of a frame is returned only
+ * after that frame's tag verifies; every structural or authentication failure is the same
+ * generic InvalidCiphertextError, and the decryptor refuses further input after one.
+ */
+import { createDecipheriv, type KeyObject, timingSafeEqual, type Verify } from "node:crypto";
+import { dataKeyCacheKey } from "../caching/data-key-cache.ts";
+import { ValidationError } from "../errors.ts";
+import { assertObject } from "../internal/assert.ts";
+import { ByteQueue } from "./byte-queue.ts";
+import { applyDecryptPolicy, maxEncryptedDataKeys } from "./decrypt-policy.ts";
+import {
+  deriveMessageKey,
+  FINAL_FRAME_MARKER,
+  headerTag,
+  IV_LENGTH,
+  invalidMessage,
+  KIND_FINAL,
+  KIND_REGULAR,
+  type MessageHeader,
+  newFrameAad,
+  PUBLIC_KEY_CONTEXT_KEY,
+  parseHeader,
+  RESERVED_CONTEXT_PREFIX,
+  setFrameAad,
+  setFrameIv,
+  TAG_LENGTH,
+} from "./format.ts";
+import type { DecryptStreamOptions, MessageInfo } from "./options.ts";
+import { importVerifyingKey, MAX_SIGNATURE_LENGTH, newVerifier } from "./signature.ts";
+
+type State = "header" | "body" | "signature" | "done" | "failed";
+
+export class MessageDecryptor {
+  readonly #options: DecryptStreamOptions;
+  readonly #maxEdks: number;
+  #state: State = "header";
+  #headerBytes: Uint8Array = new Uint8Array(0);
+  readonly #queue = new ByteQueue();
+  #header: MessageHeader | undefined;
+  #key: KeyObject | undefined;
+  readonly #iv = Buffer.alloc(IV_LENGTH);
+  #aad: Buffer | undefined;
+  #seq = 1;
+  #verifier: Verify | undefined;
+  #verifyingKey: KeyObject | undefined;
+
+  /** @throws ValidationException for bad options. */
+  constructor(options: DecryptStreamOptions) {
+    assertObject("options", options);
+    if (typeof options.keyring?.decryptDataKey !== "function") {
+      throw new ValidationError('"keyring" expected a Keyring');
+    }
+    this.#options = options;
+    this.#maxEdks = maxEncryptedDataKeys(options.policy);
+  }
+
+  /** The authenticated header, once parsed. */
+  get info(): MessageInfo | undefined {
+    const h = this.#header;
+    if (h === undefined || this.#key === undefined) return undefined;
+    return {
+      suite: h.suite.name,
+      messageId: h.messageId,
+      encryptionContext: h.encryptionContext,
+      frameLength: h.frameLength,
+      encryptedDataKeys: h.encryptedDataKeys.map((e) => ({
+        providerId: e.providerId,
+        providerInfo: e.providerInfo,
+      })),
+    };
+  }
+
+  /**
+   * Consumes message bytes and returns the plaintext of every frame that completed and verified.
+   * @throws InvalidCiphertextException for any malformed or unauthentic input;
+   *   AccessDeniedException for a decrypt-policy violation.
+   */
+  async update(chunk: Uint8Array): Promise<Uint8Array[]> {
+    if (this.#state === "failed") throw invalidMessage();
+    try {
+      if (this.#state === "header") {
+        await this.#readHeader(chunk);
+        if (this.#state === "header") return [];
+      } else {
+        this.#queue.push(chunk);
+      }
+      return this.#readFrames();
+    } catch (error) {
+      this.#fail();
+      throw error;
+    }
+  }
+
+  /**
+   * Synchronous variant for callers that already passed the header (the frame loop).
+   * @throws InvalidCiphertextException as `update`.
+   */
+  updateSync(chunk: Uint8Array): Uint8Array[] | undefined {
+    if (this.#state === "header" || this.#state === "failed") return undefined;
+    try {
+      this.#queue.push(chunk);
+      return this.#readFrames();
+    } catch (error) {
+      this.#fail();
+      throw error;
+    }
+  }
+
+  /**
+   * Confirms the message ended exactly after its final frame (and verified signature).
+   * @throws InvalidCiphertextException for a truncated message.
+   */
+  final(): void {
+    if (this.#state !== "done" || this.#queue.length !== 0) {
+      this.#fail();
+      throw invalidMessage();
+    }
+  }
+
+  #fail(): void {
+    this.#state = "failed";
+    this.#key = undefined;
+  }
+
+  async #readHeader(chunk: Uint8Array): Promise<void> {
+    const bytes =
+      this.#headerBytes.length === 0 ? chunk : Buffer.concat([this.#headerBytes, chunk]);
+    const parsed = parseHeader(bytes, this.#maxEdks);
+    if (parsed === undefined) {
+      // Copy: the caller may reuse its chunk buffer once we return.
+      this.#headerBytes = bytes === chunk ? new Uint8Array(chunk) : bytes;
+      return;
+    }
+    this.#headerBytes = new Uint8Array(0);
+    const header = parsed.header;
+    // Like every stream consumer, the queue keeps views of input chunks until it consumes them
+    // (callers must not reuse a chunk's buffer after writing it).
+    this.#queue.push(bytes.subarray(parsed.length));
+    await this.#openHeader(header);
+    this.#header = header;
+    this.#state = "body";
+    this.#options.onHeader?.(this.info!);
+  }
+
+  async #openHeader(header: MessageHeader): Promise<void> {
+    const options = this.#options;
+    if (
+      options.encryptionContext !== undefined &&
+      !sameContext(options.encryptionContext, header)
+    ) {
+      throw invalidMessage();
+    }
+    const edks = applyDecryptPolicy(options.policy, header);
+    const cache = options.dataKeyCache;
+    const cacheKey =
+      cache === undefined
+        ? undefined
+        : dataKeyCacheKey({
+            purpose: "decrypt",
+            keyringIdentity: options.keyring.identity,
+            encryptionContext: header.encryptionContextBytes,
+            suite: header.suite.id,
+            encryptedDataKeys: edks,
+          });
+    let dataKey =
+      cacheKey === undefined
+        ? undefined
+        : cache?.take(cacheKey, { messages: 0, bytes: 0 })?.dataKey;
+    const fromCache = dataKey !== undefined;
+    if (dataKey === undefined) {
+      dataKey = await options.keyring.decryptDataKey({
+        encryptedDataKeys: edks,
+        encryptionContext: header.encryptionContext,
+        suiteId: header.suite.id,
+      });
+    }
+    if (dataKey === undefined || dataKey.length !== 32) throw invalidMessage();
+    const { key, commitment } = deriveMessageKey(dataKey, header.messageId, header.suite);
+    // Key commitment first: a message crafted to decrypt under two data keys fails here.
+    const expectedTag = headerTag(key, header.authenticated);
+    if (
+      !timingSafeEqual(commitment, header.commitment) ||
+      !timingSafeEqual(expectedTag, header.tag)
+    ) {
+      dataKey.fill(0);
+      throw invalidMessage();
+    }
+    if (!fromCache && cache !== undefined && cacheKey !== undefined) {
+      cache.put(cacheKey, { dataKey, encryptedDataKeys: edks }, { messages: 0, bytes: 0 });
+    }
+    dataKey.fill(0);
+    const signature = header.suite.signature;
+    if (signature !== undefined) {
+      this.#verifyingKey = importVerifyingKey(
+        signature,
+        header.encryptionContext[PUBLIC_KEY_CONTEXT_KEY],
+      );
+      this.#verifier = newVerifier(signature);
+      this.#verifier.update(header.authenticated);
+      this.#verifier.update(header.tag);
+    }
+    this.#key = key;
+    this.#aad = newFrameAad(header.messageId);
+  }
+
+  #readFrames(): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    try {
+      this.#readFramesInto(out);
+    } catch (error) {
+      // Frames that verified before the failure are never released.
+      for (const part of out) part.fill(0);
+      throw error;
+    }
+    return out;
+  }
+
+  #readFramesInto(out: Uint8Array[]): void {
+    const queue = this.#queue;
+    const frameLength = this.#header!.frameLength;
+    while (this.#state === "body") {
+      if (queue.length < 4) break;
+      const marker = queue.peekUint32(0);
+      if (marker === FINAL_FRAME_MARKER) {
+        if (queue.length < 12) break;
+        const seq = queue.peekUint32(4);
+        const length = queue.peekUint32(8);
+        // Canonical framing: only a one-frame message may end with an empty final frame.
+        if (seq !== this.#seq || length > frameLength || (length === 0 && seq !== 1)) {
+          throw invalidMessage();
+        }
+        if (queue.length < 12 + length + TAG_LENGTH) break;
+        out.push(this.#open(KIND_FINAL, seq, queue.take(12 + length + TAG_LENGTH), 12, length));
+        this.#state = this.#verifier === undefined ? "done" : "signature";
+      } else {
+        if (marker !== this.#seq) throw invalidMessage();
+        const size = 4 + frameLength + TAG_LENGTH;
+        if (queue.length < size) break;
+        out.push(this.#open(KIND_REGULAR, marker, queue.take(size), 4, frameLength));
+      }
+    }
+    if (this.#state === "signature" && queue.length >= 2) {
+      const length = queue.peekUint32(0) >>> 16;
+      if (length === 0 || length > MAX_SIGNATURE_LENGTH) throw invalidMessage();
+      if (queue.length >= 2 + length) {
+        const footer = queue.take(2 + length);
+        const ok = this.#verifier!.verify(
+          { key: this.#verifyingKey!, dsaEncoding: "der" },
+          footer.subarray(2),
+        );
+        if (!ok) throw invalidMessage();
+        this.#state = "done";
+      }
+    }
+    if (this.#state === "done" && queue.length > 0) throw invalidMessage();
+  }
+
+  #open(kind: number, seq: number, frame: Uint8Array, at: number, length: number): Uint8Array {
+    this.#seq = seq + 1;
+    setFrameIv(this.#iv, seq);
+    setFrameAad(this.#aad!, kind, seq, length);
+    const decipher = createDecipheriv("aes-256-gcm", this.#key!, this.#iv, {
+      authTagLength: TAG_LENGTH,
+    });
+    decipher.setAAD(this.#aad!);
+    decipher.setAuthTag(frame.subarray(at + length));
+    const plaintext = decipher.update(frame.subarray(at, at + length));
+    try {
+      decipher.final();
+    } catch (cause) {
+      plaintext.fill(0);
+      throw invalidMessage(cause);
+    }
+    this.#verifier?.update(frame);
+    return plaintext;
+  }
+}
+
+/** The caller's expected context must equal the stored one, ignoring the format's own keys. */
+function sameContext(expected: Readonly<Record<string, string>>, header: MessageHeader): boolean {
+  const stored = Object.entries(header.encryptionContext).filter(
+    ([key]) => !key.startsWith(RESERVED_CONTEXT_PREFIX),
+  );
+  const wanted = Object.entries(expected);
+  if (stored.length !== wanted.length) return false;
+  return stored.every(([key, value]) => Object.hasOwn(expected, key) && expected[key] === value);
+}

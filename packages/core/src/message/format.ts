@@ -1,0 +1,282 @@
+/**
+ * The envelope message format, version 1 (docs/FORMAT.md §5): suites, header layout, key
+ * schedule and the per-frame IV/AAD construction. Everything here is synchronous and
+ * allocation-light; the encryptor and decryptor drive it.
+ */
+import { createCipheriv, createSecretKey, hkdfSync, type KeyObject } from "node:crypto";
+import { decodeEncryptionContext } from "../envelope/encryption-context.ts";
+import { AccessDeniedError, InvalidCiphertextError, ValidationError } from "../errors.ts";
+import type { EncryptedDataKey } from "../keyring/keyring.ts";
+
+export const MESSAGE_FORMAT_VERSION = 0x01;
+export const MESSAGE_ID_LENGTH = 32;
+export const COMMITMENT_LENGTH = 32;
+export const TAG_LENGTH = 16;
+export const IV_LENGTH = 12;
+/** Default plaintext bytes per frame: large enough that per-frame costs vanish next to AES. */
+export const DEFAULT_FRAME_LENGTH = 64 * 1024;
+/** Largest frame length a message may declare; it bounds the decryptor's buffering. */
+export const MAX_FRAME_LENGTH = 16 * 1024 * 1024;
+/** Default cap on encrypted data keys accepted on decrypt (decrypt policy can lower it). */
+export const DEFAULT_MAX_ENCRYPTED_DATA_KEYS = 16;
+/** Marker in place of a sequence number that opens the final frame. */
+export const FINAL_FRAME_MARKER = 0xffffffff;
+/** Sequence numbers run 1..MAX_SEQUENCE; IV 0 is the header's. */
+export const MAX_SEQUENCE = 0xfffffffe;
+/** Encryption-context key holding a signing suite's public key (base64 compressed point). */
+export const PUBLIC_KEY_CONTEXT_KEY = "kms-message:public-key";
+/** Context keys with this prefix belong to the format; callers may not set them. */
+export const RESERVED_CONTEXT_PREFIX = "kms-message:";
+
+/** Algorithm suites. All use AES-256-GCM under a key derived with HKDF-SHA-512 and commit to it. */
+export type MessageSuite =
+  | "AES_256_GCM_HKDF_SHA512_COMMIT_KEY"
+  | "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384"
+  | "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P256";
+
+export interface SuiteInfo {
+  readonly name: MessageSuite;
+  readonly id: number;
+  /** node:crypto curve name and hash of the trailing signature, if any. */
+  readonly signature?: { readonly curve: "P-384" | "P-256"; readonly hash: "sha384" | "sha256" };
+}
+
+export const SUITES: readonly SuiteInfo[] = [
+  { name: "AES_256_GCM_HKDF_SHA512_COMMIT_KEY", id: 0x0001 },
+  {
+    name: "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384",
+    id: 0x0002,
+    signature: { curve: "P-384", hash: "sha384" },
+  },
+  {
+    name: "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P256",
+    id: 0x0003,
+    signature: { curve: "P-256", hash: "sha256" },
+  },
+];
+
+export const DEFAULT_SUITE: MessageSuite = "AES_256_GCM_HKDF_SHA512_COMMIT_KEY";
+
+export function suiteByName(name: unknown): SuiteInfo {
+  const suite = SUITES.find((s) => s.name === name);
+  if (suite === undefined) {
+    throw new ValidationError(`"suite" must be one of ${SUITES.map((s) => s.name).join(", ")}`);
+  }
+  return suite;
+}
+
+const GENERIC =
+  "the message is not valid or cannot be decrypted with the given keyring and context";
+
+/** The one error every authentication or format failure becomes: no oracle. */
+export function invalidMessage(cause?: unknown): InvalidCiphertextError {
+  return new InvalidCiphertextError(GENERIC, cause === undefined ? undefined : { cause });
+}
+
+export interface MessageHeader {
+  readonly suite: SuiteInfo;
+  readonly messageId: Uint8Array;
+  /** Canonical encoding of the context, as stored. */
+  readonly encryptionContextBytes: Uint8Array;
+  readonly encryptionContext: Readonly<Record<string, string>>;
+  readonly encryptedDataKeys: readonly EncryptedDataKey[];
+  readonly frameLength: number;
+  readonly commitment: Uint8Array;
+  /** Every header byte before the tag: the tag's additional data, and the signature's start. */
+  readonly authenticated: Uint8Array;
+  readonly tag: Uint8Array;
+}
+
+/** Serializes everything up to (not including) the header tag. */
+export function encodeHeaderBody(fields: {
+  suite: SuiteInfo;
+  messageId: Uint8Array;
+  encryptionContextBytes: Uint8Array;
+  encryptedDataKeys: readonly EncryptedDataKey[];
+  frameLength: number;
+  commitment: Uint8Array;
+}): Buffer {
+  const edks = fields.encryptedDataKeys.map((edk) => ({
+    id: Buffer.from(edk.providerId, "utf8"),
+    info: Buffer.from(edk.providerInfo, "utf8"),
+    ciphertext: edk.ciphertext,
+  }));
+  if (edks.length === 0 || edks.length > 0xffff) {
+    throw new ValidationError("the keyring must return 1–65535 encrypted data keys");
+  }
+  let size = 1 + 2 + MESSAGE_ID_LENGTH + 2 + fields.encryptionContextBytes.length + 2;
+  for (const edk of edks) {
+    if (edk.id.length > 0xffff || edk.info.length > 0xffff || edk.ciphertext.length > 0xffff) {
+      throw new ValidationError("an encrypted data key field exceeds 65535 bytes");
+    }
+    size += 6 + edk.id.length + edk.info.length + edk.ciphertext.length;
+  }
+  size += 4 + COMMITMENT_LENGTH;
+  const out = Buffer.allocUnsafeSlow(size);
+  let at = out.writeUInt8(MESSAGE_FORMAT_VERSION, 0);
+  at = out.writeUInt16BE(fields.suite.id, at);
+  out.set(fields.messageId, at);
+  at += MESSAGE_ID_LENGTH;
+  at = out.writeUInt16BE(fields.encryptionContextBytes.length, at);
+  out.set(fields.encryptionContextBytes, at);
+  at += fields.encryptionContextBytes.length;
+  at = out.writeUInt16BE(edks.length, at);
+  for (const edk of edks) {
+    for (const part of [edk.id, edk.info, edk.ciphertext]) {
+      at = out.writeUInt16BE(part.length, at);
+      out.set(part, at);
+      at += part.length;
+    }
+  }
+  at = out.writeUInt32BE(fields.frameLength, at);
+  out.set(fields.commitment, at);
+  return out;
+}
+
+/**
+ * Parses a header from the start of `bytes`. Returns undefined when more bytes are needed, so a
+ * stream can call it again as data arrives. Nothing in the result is authenticated yet.
+ * @throws InvalidCiphertextException for a malformed header; AccessDeniedException when it
+ *   carries more than `maxEncryptedDataKeys` copies (checked before they are read).
+ */
+export function parseHeader(
+  bytes: Uint8Array,
+  maxEncryptedDataKeys: number,
+): { header: MessageHeader; length: number } | undefined {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let at = 0;
+  const have = (n: number): boolean => at + n <= bytes.length;
+  if (!have(3)) return undefined;
+  if (bytes[0] !== MESSAGE_FORMAT_VERSION) throw invalidMessage();
+  const suiteId = view.getUint16(1);
+  const suite = SUITES.find((s) => s.id === suiteId);
+  if (suite === undefined) throw invalidMessage();
+  at = 3;
+  if (!have(MESSAGE_ID_LENGTH + 2)) return undefined;
+  const messageId = bytes.subarray(at, at + MESSAGE_ID_LENGTH);
+  at += MESSAGE_ID_LENGTH;
+  const contextLength = view.getUint16(at);
+  at += 2;
+  if (!have(contextLength + 2)) return undefined;
+  const encryptionContextBytes = bytes.subarray(at, at + contextLength);
+  at += contextLength;
+  const count = view.getUint16(at);
+  at += 2;
+  if (count === 0) throw invalidMessage();
+  if (count > maxEncryptedDataKeys) {
+    throw new AccessDeniedError(
+      `the message carries ${count} encrypted data keys; the decrypt policy allows at most ${maxEncryptedDataKeys}`,
+    );
+  }
+  const encryptedDataKeys: EncryptedDataKey[] = [];
+  const decoder = new TextDecoder("utf-8", { fatal: true });
+  for (let i = 0; i < count; i++) {
+    const parts: Uint8Array[] = [];
+    for (let p = 0; p < 3; p++) {
+      if (!have(2)) return undefined;
+      const n = view.getUint16(at);
+      at += 2;
+      if (!have(n)) return undefined;
+      parts.push(bytes.subarray(at, at + n));
+      at += n;
+    }
+    try {
+      encryptedDataKeys.push({
+        providerId: decoder.decode(parts[0]),
+        providerInfo: decoder.decode(parts[1]),
+        ciphertext: parts[2]!,
+      });
+    } catch (cause) {
+      throw invalidMessage(cause);
+    }
+  }
+  if (!have(4 + COMMITMENT_LENGTH + TAG_LENGTH)) return undefined;
+  const frameLength = view.getUint32(at);
+  at += 4;
+  if (frameLength === 0 || frameLength > MAX_FRAME_LENGTH) throw invalidMessage();
+  const commitment = bytes.subarray(at, at + COMMITMENT_LENGTH);
+  at += COMMITMENT_LENGTH;
+  const authenticated = bytes.subarray(0, at);
+  const tag = bytes.subarray(at, at + TAG_LENGTH);
+  at += TAG_LENGTH;
+  let encryptionContext: Record<string, string>;
+  try {
+    encryptionContext = decodeEncryptionContext(encryptionContextBytes);
+  } catch (cause) {
+    throw invalidMessage(cause);
+  }
+  return {
+    header: {
+      suite,
+      messageId,
+      encryptionContextBytes,
+      encryptionContext,
+      encryptedDataKeys,
+      frameLength,
+      commitment,
+      authenticated,
+      tag,
+    },
+    length: at,
+  };
+}
+
+const KEY_SCHEDULE_LABEL = Buffer.from("KMSMSG1 KEYS", "ascii");
+
+/**
+ * The key schedule of the committing suites (§5.4): one HKDF-SHA-512 call over the data key,
+ * salted with the message id, with info = "KMSMSG1 KEYS" || suite id (u16 BE), yields 64 bytes:
+ * the first 32 are the message key, the last 32 the key commitment stored in the header. (The
+ * AWS Encryption SDK's 0x0478 makes two HKDF calls with separate labels; halves of one HKDF
+ * output are independent in the same way, and one call costs half as much, which matters for
+ * small messages.) A fresh message id makes the message key unique even when a cached data key
+ * is reused, which is what allows deterministic per-frame IVs.
+ */
+export function deriveMessageKey(
+  dataKey: Uint8Array,
+  messageId: Uint8Array,
+  suite: SuiteInfo,
+): { key: KeyObject; commitment: Uint8Array } {
+  const info = Buffer.allocUnsafe(KEY_SCHEDULE_LABEL.length + 2);
+  KEY_SCHEDULE_LABEL.copy(info, 0);
+  info.writeUInt16BE(suite.id, KEY_SCHEDULE_LABEL.length);
+  // A KeyObject input takes node's fast path (a raw buffer is re-validated and copied).
+  const okm = new Uint8Array(hkdfSync("sha512", createSecretKey(dataKey), messageId, info, 64));
+  const key = createSecretKey(okm.subarray(0, 32));
+  const commitment = okm.slice(32);
+  okm.fill(0);
+  return { key, commitment };
+}
+
+/** Writes sequence number `seq` into a 12-byte IV: 8 zero bytes then seq (uint32 BE). */
+export function setFrameIv(iv: Buffer, seq: number): void {
+  iv.writeUInt32BE(seq, 8);
+}
+
+export const FRAME_AAD_LENGTH = MESSAGE_ID_LENGTH + 1 + 4 + 8;
+export const KIND_REGULAR = 0x00;
+export const KIND_FINAL = 0x01;
+
+/** Frame AAD: message id || kind (u8) || seq (u32 BE) || plaintext length (u64 BE). */
+export function newFrameAad(messageId: Uint8Array): Buffer {
+  const aad = Buffer.alloc(FRAME_AAD_LENGTH);
+  aad.set(messageId, 0);
+  return aad;
+}
+
+export function setFrameAad(aad: Buffer, kind: number, seq: number, length: number): void {
+  aad[MESSAGE_ID_LENGTH] = kind;
+  aad.writeUInt32BE(seq, MESSAGE_ID_LENGTH + 1);
+  aad.writeUInt32BE(Math.floor(length / 2 ** 32), MESSAGE_ID_LENGTH + 5);
+  aad.writeUInt32BE(length >>> 0, MESSAGE_ID_LENGTH + 9);
+}
+
+/** The header tag: AES-GCM under the message key with the all-zero IV over the header body. */
+export function headerTag(key: KeyObject, authenticated: Uint8Array): Buffer {
+  const cipher = createCipheriv("aes-256-gcm", key, Buffer.alloc(IV_LENGTH), {
+    authTagLength: TAG_LENGTH,
+  });
+  cipher.setAAD(authenticated);
+  cipher.final();
+  return cipher.getAuthTag();
+}

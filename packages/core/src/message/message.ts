@@ -1,0 +1,70 @@
+/**
+ * One-shot envelope encryption for payloads held in memory (docs/FORMAT.md §5). For payloads
+ * that do not fit comfortably in memory use the stream adapters, which share this engine.
+ */
+import { assertBytes } from "../internal/assert.ts";
+import { MessageDecryptor } from "./decryptor.ts";
+import { MessageEncryptor } from "./encryptor.ts";
+import type { DecryptMessageOptions, EncryptMessageOptions, MessageInfo } from "./options.ts";
+
+/**
+ * Encrypts `plaintext` into a self-describing message: header (suite, message id, encryption
+ * context, encrypted data keys, key commitment), AES-256-GCM frames, optional signature.
+ * @throws ValidationException for bad options or context; errors from the keyring (e.g.
+ *   NotFoundException, DisabledException from KMS) as thrown.
+ */
+export async function encryptMessage(
+  plaintext: Uint8Array,
+  options: EncryptMessageOptions,
+): Promise<Uint8Array> {
+  assertBytes("plaintext", plaintext, 0, Number.MAX_SAFE_INTEGER);
+  const encryptor = await MessageEncryptor.create({
+    ...options,
+    plaintextLength: plaintext.length,
+  });
+  return concat(encryptor.sealAll(plaintext), true);
+}
+
+export interface DecryptedMessage extends MessageInfo {
+  readonly plaintext: Uint8Array;
+}
+
+/**
+ * Decrypts a whole message. Nothing is returned unless every frame, the header and (for signing
+ * suites) the signature verify.
+ * @throws InvalidCiphertextException for any tampered, truncated, reordered or foreign message,
+ *   a wrong expected context, or when the keyring can unwrap no data key;
+ *   AccessDeniedException when the decrypt policy refuses the message; ValidationException for
+ *   bad options.
+ */
+export async function decryptMessage(
+  message: Uint8Array,
+  options: DecryptMessageOptions,
+): Promise<DecryptedMessage> {
+  assertBytes("message", message, 0, Number.MAX_SAFE_INTEGER);
+  const decryptor = new MessageDecryptor(options);
+  let parts: Uint8Array[] = [];
+  try {
+    parts = await decryptor.update(message);
+    decryptor.final();
+  } catch (error) {
+    // Frames that verified before a later failure must not outlive the call.
+    for (const part of parts) part.fill(0);
+    throw error;
+  }
+  return { ...decryptor.info!, plaintext: concat(parts) };
+}
+
+/** Joins parts; only ciphertext (`pooled`) may share node's small-buffer pool slab. */
+function concat(parts: readonly Uint8Array[], pooled = false): Uint8Array {
+  if (parts.length === 1) return parts[0]!;
+  let size = 0;
+  for (const part of parts) size += part.length;
+  const out = pooled ? Buffer.allocUnsafe(size) : Buffer.allocUnsafeSlow(size);
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return new Uint8Array(out.buffer, out.byteOffset, size);
+}

@@ -1,0 +1,344 @@
+/** Keyrings, multi-key messages and the decrypt policy (docs/FORMAT.md §5.3, §5.7). */
+import { generateKeyPairSync, randomBytes } from "node:crypto";
+import { beforeAll, describe, expect, it } from "vitest";
+import {
+  AccessDeniedError,
+  createKms,
+  decryptMessage,
+  encryptMessage,
+  InvalidCiphertextError,
+  type Kms,
+  KmsKeyring,
+  type KmsLike,
+  MultiKeyring,
+  RawAesKeyring,
+  RawRsaKeyring,
+  ValidationError,
+} from "../../src/index.ts";
+import { aesKeyring } from "./helpers.ts";
+
+let kms: Kms;
+let keyA: string;
+let keyB: string;
+let arnA: string;
+const context = { tenant: "acme" };
+const plaintext = randomBytes(1000);
+
+beforeAll(async () => {
+  kms = await createKms();
+  const a = await kms.createKey({ description: "a" });
+  keyA = a.keyMetadata.keyId;
+  arnA = a.keyMetadata.arn;
+  keyB = (await kms.createKey({ description: "b" })).keyMetadata.keyId;
+  await kms.createAlias({ aliasName: "alias/msg-a", targetKeyId: keyA });
+});
+
+async function roundTrip(
+  message: Uint8Array,
+  keyring: ConstructorParameters<typeof MultiKeyring>[0]["generator"],
+): Promise<void> {
+  const out = await decryptMessage(message, { keyring: keyring!, encryptionContext: context });
+  expect(Buffer.from(out.plaintext).equals(plaintext)).toBe(true);
+}
+
+describe("KmsKeyring", () => {
+  it("a message under two KMS keys decrypts with either keyring alone", async () => {
+    const message = await encryptMessage(plaintext, {
+      keyring: new KmsKeyring({ kms, keyIds: [keyA, keyB] }),
+      encryptionContext: context,
+    });
+    await roundTrip(message, new KmsKeyring({ kms, keyIds: [keyA] }));
+    await roundTrip(message, new KmsKeyring({ kms, keyIds: [keyB] }));
+    await roundTrip(message, new KmsKeyring({ kms, keyIds: [arnA] }));
+    await roundTrip(message, new KmsKeyring({ kms, keyIds: ["alias/msg-a"] }));
+    await roundTrip(message, new KmsKeyring({ kms, keyIds: [] })); // discovery
+  });
+
+  it("binds the copy to the context inside KMS and still decrypts after rotation", async () => {
+    const message = await encryptMessage(plaintext, {
+      keyring: new KmsKeyring({ kms, keyIds: [keyA] }),
+      encryptionContext: context,
+    });
+    await kms.rotateKeyOnDemand({ keyId: keyA });
+    await roundTrip(message, new KmsKeyring({ kms, keyIds: [keyA] }));
+  });
+
+  it("fails generically when the keyring's key made no copy, or the key is disabled", async () => {
+    const message = await encryptMessage(plaintext, {
+      keyring: new KmsKeyring({ kms, keyIds: [keyA] }),
+      encryptionContext: context,
+    });
+    await expect(
+      decryptMessage(message, { keyring: new KmsKeyring({ kms, keyIds: [keyB] }) }),
+    ).rejects.toBeInstanceOf(InvalidCiphertextError);
+    const other = await createKms(); // same key ids cannot exist there
+    await expect(
+      decryptMessage(message, { keyring: new KmsKeyring({ kms: other, keyIds: [] }) }),
+    ).rejects.toBeInstanceOf(InvalidCiphertextError);
+    const c = (await kms.createKey()).keyMetadata.keyId;
+    const underC = await encryptMessage(plaintext, {
+      keyring: new KmsKeyring({ kms, keyIds: [c] }),
+    });
+    await kms.disableKey({ keyId: c });
+    await expect(
+      decryptMessage(underC, { keyring: new KmsKeyring({ kms, keyIds: [c] }) }),
+    ).rejects.toBeInstanceOf(InvalidCiphertextError);
+  });
+
+  it("works over any KmsLike (a wrapper that only forwards the three calls)", async () => {
+    const calls: string[] = [];
+    const wrapper = {
+      encrypt: (r, o) => {
+        calls.push("encrypt");
+        return kms.encrypt(r, o);
+      },
+      decrypt: (r, o) => {
+        calls.push("decrypt");
+        return kms.decrypt(r, o);
+      },
+      generateDataKey: (r, o) => {
+        calls.push("generateDataKey");
+        return kms.generateDataKey(r, o);
+      },
+    } as Pick<KmsLike, "encrypt" | "decrypt" | "generateDataKey"> as KmsLike;
+    const keyring = new KmsKeyring({ kms: wrapper, keyIds: [keyA, keyB] });
+    const message = await encryptMessage(plaintext, { keyring, encryptionContext: context });
+    await roundTrip(message, keyring);
+    expect(calls).toEqual(["generateDataKey", "encrypt", "decrypt"]);
+  });
+
+  it("refuses to encrypt with a discovery keyring and rejects bad options", async () => {
+    await expect(
+      encryptMessage(plaintext, { keyring: new KmsKeyring({ kms, keyIds: [] }) }),
+    ).rejects.toBeInstanceOf(ValidationError);
+    expect(() => new KmsKeyring({ kms: {} as KmsLike, keyIds: [] })).toThrow(ValidationError);
+    expect(() => new KmsKeyring({ kms, keyIds: [""] })).toThrow(ValidationError);
+  });
+});
+
+describe("raw keyrings", () => {
+  it("AES: a copy unwraps only with the same key bytes, namespace, name and context", async () => {
+    const key = randomBytes(32);
+    const keyring = new RawAesKeyring({ keyNamespace: "ns", keyName: "n", wrappingKey: key });
+    const message = await encryptMessage(plaintext, { keyring, encryptionContext: context });
+    await roundTrip(
+      message,
+      new RawAesKeyring({ keyNamespace: "ns", keyName: "n", wrappingKey: key }),
+    );
+    for (const wrong of [
+      new RawAesKeyring({ keyNamespace: "ns", keyName: "n", wrappingKey: randomBytes(32) }),
+      new RawAesKeyring({ keyNamespace: "ns2", keyName: "n", wrappingKey: key }),
+      new RawAesKeyring({ keyNamespace: "ns", keyName: "n2", wrappingKey: key }),
+    ]) {
+      await expect(decryptMessage(message, { keyring: wrong })).rejects.toBeInstanceOf(
+        InvalidCiphertextError,
+      );
+    }
+  });
+
+  it("AES: validates its options", () => {
+    expect(
+      () => new RawAesKeyring({ keyNamespace: "ns", keyName: "n", wrappingKey: randomBytes(16) }),
+    ).toThrow(ValidationError);
+    expect(
+      () => new RawAesKeyring({ keyNamespace: "", keyName: "n", wrappingKey: randomBytes(32) }),
+    ).toThrow(ValidationError);
+    expect(
+      () => new RawAesKeyring({ keyNamespace: "kms", keyName: "n", wrappingKey: randomBytes(32) }),
+    ).toThrow(ValidationError);
+  });
+
+  it("RSA: senders need only the public key; the private key decrypts", async () => {
+    const { publicKey, privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+    const sender = new RawRsaKeyring({ keyNamespace: "escrow", keyName: "rsa-1", publicKey });
+    const message = await encryptMessage(plaintext, {
+      keyring: sender,
+      encryptionContext: context,
+    });
+    await expect(decryptMessage(message, { keyring: sender })).rejects.toBeInstanceOf(
+      InvalidCiphertextError,
+    );
+    await roundTrip(
+      message,
+      new RawRsaKeyring({
+        keyNamespace: "escrow",
+        keyName: "rsa-1",
+        privateKey: privateKey.export({ format: "pem", type: "pkcs8" }) as string,
+      }),
+    );
+    const other = generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey;
+    await expect(
+      decryptMessage(message, {
+        keyring: new RawRsaKeyring({ keyNamespace: "escrow", keyName: "rsa-1", privateKey: other }),
+      }),
+    ).rejects.toBeInstanceOf(InvalidCiphertextError);
+    const ec = generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey;
+    expect(() => new RawRsaKeyring({ keyNamespace: "e", keyName: "x", publicKey: ec })).toThrow(
+      ValidationError,
+    );
+  });
+});
+
+describe("MultiKeyring", () => {
+  it("a message under a KMS key and a raw AES key decrypts with either alone", async () => {
+    const raw = aesKeyring("offline");
+    const keyring = new MultiKeyring({
+      generator: new KmsKeyring({ kms, keyIds: [keyA] }),
+      children: [raw],
+    });
+    const message = await encryptMessage(plaintext, { keyring, encryptionContext: context });
+    await roundTrip(message, raw);
+    await roundTrip(message, new KmsKeyring({ kms, keyIds: [keyA] }));
+    await roundTrip(message, keyring);
+    const out = await decryptMessage(message, { keyring: raw });
+    expect(out.encryptedDataKeys.map((e) => e.providerId)).toEqual(["kms", "test"]);
+  });
+
+  it("keeps trying after a child that throws", async () => {
+    const raw = aesKeyring("r");
+    const broken = {
+      identity: "broken",
+      encryptDataKey: () => Promise.reject(new Error("down")),
+      decryptDataKey: () => Promise.reject(new Error("down")),
+    };
+    const message = await encryptMessage(plaintext, { keyring: raw, encryptionContext: context });
+    await roundTrip(message, new MultiKeyring({ children: [broken, raw] }));
+    expect(() => new MultiKeyring({})).toThrow(ValidationError);
+    await expect(
+      encryptMessage(plaintext, { keyring: new MultiKeyring({ children: [raw] }) }),
+    ).rejects.toBeInstanceOf(ValidationError);
+  });
+});
+
+describe("decrypt policy (violations are AccessDeniedError)", () => {
+  let message: Uint8Array;
+  const raw = aesKeyring("offline");
+  beforeAll(async () => {
+    message = await encryptMessage(plaintext, {
+      keyring: new MultiKeyring({
+        generator: new KmsKeyring({ kms, keyIds: [keyA] }),
+        children: [raw],
+      }),
+      encryptionContext: { tenant: "acme", purpose: "export" },
+    });
+  });
+
+  it("allowedKeyIds: only copies under the allowed KMS keys are tried", async () => {
+    const discovery = new KmsKeyring({ kms, keyIds: [] });
+    await expect(
+      decryptMessage(message, {
+        keyring: discovery,
+        policy: { allowedKeyIds: [keyB], allowedKeyNames: [] },
+      }),
+    ).rejects.toBeInstanceOf(AccessDeniedError);
+    // The KMS copy is filtered out; the raw copy stays, but this keyring cannot use it.
+    await expect(
+      decryptMessage(message, { keyring: discovery, policy: { allowedKeyIds: [keyB] } }),
+    ).rejects.toBeInstanceOf(InvalidCiphertextError);
+    const ok = await decryptMessage(message, {
+      keyring: discovery,
+      policy: { allowedKeyIds: [keyA] },
+    });
+    expect(ok.plaintext.length).toBe(plaintext.length);
+    // The raw copy is not a KMS key: with only allowedKeyIds it stays allowed.
+    const viaRaw = await decryptMessage(message, {
+      keyring: raw,
+      policy: { allowedKeyIds: [keyB] },
+    });
+    expect(viaRaw.plaintext.length).toBe(plaintext.length);
+  });
+
+  it("allowedKeyNames: only the named raw keys", async () => {
+    await expect(
+      decryptMessage(message, {
+        keyring: raw,
+        policy: { allowedKeyNames: ["test/other"], allowedKeyIds: [] },
+      }),
+    ).rejects.toBeInstanceOf(AccessDeniedError);
+    const ok = await decryptMessage(message, {
+      keyring: raw,
+      policy: { allowedKeyNames: ["test/offline"] },
+    });
+    expect(ok.plaintext.length).toBe(plaintext.length);
+  });
+
+  it("requiredEncryptionContext: every pair must be present with its value", async () => {
+    await expect(
+      decryptMessage(message, {
+        keyring: raw,
+        policy: { requiredEncryptionContext: { tenant: "globex" } },
+      }),
+    ).rejects.toBeInstanceOf(AccessDeniedError);
+    await expect(
+      decryptMessage(message, {
+        keyring: raw,
+        policy: { requiredEncryptionContext: { region: "eu" } },
+      }),
+    ).rejects.toBeInstanceOf(AccessDeniedError);
+    const ok = await decryptMessage(message, {
+      keyring: raw,
+      policy: { requiredEncryptionContext: { tenant: "acme" } },
+    });
+    expect(ok.encryptionContext).toEqual({ tenant: "acme", purpose: "export" });
+  });
+
+  it("maxEncryptedDataKeys and signature requirements", async () => {
+    await expect(
+      decryptMessage(message, { keyring: raw, policy: { maxEncryptedDataKeys: 1 } }),
+    ).rejects.toBeInstanceOf(AccessDeniedError);
+    await expect(
+      decryptMessage(message, { keyring: raw, policy: { signature: "required" } }),
+    ).rejects.toBeInstanceOf(AccessDeniedError);
+    const signed = await encryptMessage(plaintext, {
+      keyring: raw,
+      suite: "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P256",
+    });
+    await expect(
+      decryptMessage(signed, { keyring: raw, policy: { signature: "forbidden" } }),
+    ).rejects.toBeInstanceOf(AccessDeniedError);
+    await expect(
+      decryptMessage(message, { keyring: raw, policy: { maxEncryptedDataKeys: 0 } }),
+    ).rejects.toBeInstanceOf(ValidationError);
+  });
+
+  it("never calls KMS for a message the policy refuses", async () => {
+    let calls = 0;
+    const counting = {
+      encrypt: (r, o) => kms.encrypt(r, o),
+      generateDataKey: (r, o) => kms.generateDataKey(r, o),
+      decrypt: (r, o) => {
+        calls++;
+        return kms.decrypt(r, o);
+      },
+    } as Pick<KmsLike, "encrypt" | "decrypt" | "generateDataKey"> as KmsLike;
+    await expect(
+      decryptMessage(message, {
+        keyring: new KmsKeyring({ kms: counting, keyIds: [] }),
+        policy: { requiredEncryptionContext: { tenant: "globex" } },
+      }),
+    ).rejects.toBeInstanceOf(AccessDeniedError);
+    expect(calls).toBe(0);
+  });
+});
+
+describe("encrypt options", () => {
+  it.each([
+    ["reserved context key", { encryptionContext: { "kms-message:public-key": "x" } }],
+    ["non-string context value", { encryptionContext: { a: 1 as unknown as string } }],
+    ["frame length 0", { frameLength: 0 }],
+    ["frame length too large", { frameLength: 2 ** 24 + 1 }],
+    ["unknown suite", { suite: "AES_128_GCM" as never }],
+  ])("rejects %s with ValidationError", async (_name, extra) => {
+    await expect(
+      encryptMessage(plaintext, { keyring: aesKeyring(), ...extra }),
+    ).rejects.toBeInstanceOf(ValidationError);
+  });
+
+  it("rejects a non-Uint8Array plaintext and a missing keyring", async () => {
+    await expect(encryptMessage("text" as never, { keyring: aesKeyring() })).rejects.toBeInstanceOf(
+      ValidationError,
+    );
+    await expect(encryptMessage(plaintext, {} as never)).rejects.toBeInstanceOf(ValidationError);
+    await expect(decryptMessage(plaintext, {} as never)).rejects.toBeInstanceOf(ValidationError);
+  });
+});
