@@ -88,6 +88,7 @@ export type KeyStateOperation =
   | "listRetirableGrants"
   | "putKeyPolicy"
   | "reEncrypt"
+  | "reEncryptSource"
   | "replicateKey"
   | "retireGrant"
   | "revokeGrant"
@@ -237,10 +238,17 @@ export const KEY_STATE_TABLE: Readonly<
   listRetirableGrants: ALWAYS,
   putKeyPolicy: ALWAYS,
   /**
-   * One row in the AWS table; apply it to both the source key (decrypt side) and the
-   * destination key (encrypt side).
+   * The destination key (encrypt side). The AWS row carries footnote [10]: a source key that is
+   * pending deletion still succeeds, so the source side has its own row, reEncryptSource.
    */
   reEncrypt: CRYPTO,
+  /** ReEncrypt's source key (decrypt side): footnote [10], PendingDeletion succeeds. */
+  reEncryptSource: {
+    Enabled: "ok",
+    Disabled: "DisabledException",
+    PendingDeletion: "ok",
+    PendingImport: "KMSInvalidStateException",
+  },
   /** Multi-Region primary keys only; the state outcomes are those of the table row. */
   replicateKey: CRYPTO,
   retireGrant: ALWAYS,

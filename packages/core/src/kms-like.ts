@@ -7,6 +7,16 @@ import type {
   GenerateDataKeyRequest,
   GenerateDataKeyResponse,
   GenerateDataKeyWithoutPlaintextResponse,
+  GenerateMacRequest,
+  GenerateMacResponse,
+  GetPublicKeyRequest,
+  GetPublicKeyResponse,
+  SignRequest,
+  SignResponse,
+  VerifyMacRequest,
+  VerifyMacResponse,
+  VerifyRequest,
+  VerifyResponse,
 } from "./types.ts";
 
 /**
@@ -25,4 +35,14 @@ export interface KmsLike {
     request: GenerateDataKeyRequest,
     options?: CallOptions,
   ): Promise<GenerateDataKeyWithoutPlaintextResponse>;
+  /** @throws InvalidKeyUsageError, ValidationError, and the key-state errors. */
+  sign(request: SignRequest, options?: CallOptions): Promise<SignResponse>;
+  /** @throws InvalidSignatureError when the signature does not verify. */
+  verify(request: VerifyRequest, options?: CallOptions): Promise<VerifyResponse>;
+  /** @throws InvalidKeyUsageError, ValidationError, and the key-state errors. */
+  generateMac(request: GenerateMacRequest, options?: CallOptions): Promise<GenerateMacResponse>;
+  /** @throws InvalidMacError when the MAC does not match. */
+  verifyMac(request: VerifyMacRequest, options?: CallOptions): Promise<VerifyMacResponse>;
+  /** @throws UnsupportedOperationError for symmetric and HMAC keys. */
+  getPublicKey(request: GetPublicKeyRequest, options?: CallOptions): Promise<GetPublicKeyResponse>;
 }

@@ -1,8 +1,12 @@
 import { DEFAULT_IDENTITY, type KmsIdentity } from "./arn.ts";
+import { type AuditHead, type AuditLogVerification, verifyAuditLog } from "./audit/audit-chain.ts";
+import type { AuditEvent, AuditReadOptions, AuditSink } from "./audit/audit-sink.ts";
+import type { KeyLastUsage } from "./audit/auditor.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import { isKmsError, KmsInternalError, RootKeyError, ValidationError } from "./errors.ts";
 import { RootKeySource } from "./hsm/root-key.ts";
 import { SoftwareHsm } from "./hsm/software-hsm.ts";
+import { assertObject } from "./internal/assert.ts";
 import {
   destroyKey,
   isDeletionDue,
@@ -13,10 +17,16 @@ import {
 import type { KeyStore } from "./keystore/key-store.ts";
 import { MemoryKeyStore } from "./keystore/memory-key-store.ts";
 import * as aliases from "./operations/aliases.ts";
+import * as asymmetric from "./operations/asymmetric.ts";
+import * as dataKeyPair from "./operations/data-key-pair.ts";
+import * as grants from "./operations/grants.ts";
 import * as keys from "./operations/keys.ts";
+import * as mac from "./operations/mac.ts";
+import * as policies from "./operations/policies.ts";
 import * as rotation from "./operations/rotation.ts";
 import * as symmetric from "./operations/symmetric.ts";
 import * as tags from "./operations/tags.ts";
+import { type AuditOptions, CallGuard, type ExplainResult } from "./policy/call-guard.ts";
 import type {
   AliasRequest,
   CallOptions,
@@ -24,17 +34,26 @@ import type {
   CreateKeyResponse,
   DecryptRequest,
   DecryptResponse,
+  DeriveSharedSecretRequest,
+  DeriveSharedSecretResponse,
   DescribeKeyRequest,
   DescribeKeyResponse,
   EnableKeyRotationRequest,
   EncryptRequest,
   EncryptResponse,
+  GenerateDataKeyPairRequest,
+  GenerateDataKeyPairResponse,
+  GenerateDataKeyPairWithoutPlaintextResponse,
   GenerateDataKeyRequest,
   GenerateDataKeyResponse,
   GenerateDataKeyWithoutPlaintextResponse,
+  GenerateMacRequest,
+  GenerateMacResponse,
   GenerateRandomRequest,
   GenerateRandomResponse,
   GetKeyRotationStatusResponse,
+  GetPublicKeyRequest,
+  GetPublicKeyResponse,
   KeyIdRequest,
   ListAliasesRequest,
   ListAliasesResponse,
@@ -50,9 +69,15 @@ import type {
   RotateKeyOnDemandResponse,
   ScheduleKeyDeletionRequest,
   ScheduleKeyDeletionResponse,
+  SignRequest,
+  SignResponse,
   TagResourceRequest,
   UntagResourceRequest,
   UpdateKeyDescriptionRequest,
+  VerifyMacRequest,
+  VerifyMacResponse,
+  VerifyRequest,
+  VerifyResponse,
 } from "./types.ts";
 
 export interface KmsOptions {
@@ -63,6 +88,11 @@ export interface KmsOptions {
    * memory store the default is a fresh random key.
    */
   readonly rootKey?: RootKeySource | Uint8Array;
+  /**
+   * Root keys used only to unwrap material during a root-key rotation (see `rotateRootKey`):
+   * the old root key once `rootKey` is the new one, or the new one on instances not yet switched.
+   */
+  readonly unwrapRootKeys?: readonly (RootKeySource | Uint8Array)[];
   /** Time source for rotation schedules and deletion windows; default: the system clock. */
   readonly clock?: Clock;
   /** Region used in ARNs; default `local`. */
@@ -71,6 +101,25 @@ export interface KmsOptions {
   readonly account?: string;
   /** ARN partition; default `aws`, so AWS tooling parses our ARNs. */
   readonly partition?: string;
+  /**
+   * Principal calls run as unless CallOptions.principal names another; default the account
+   * root `arn:<partition>:iam::<account>:root`. See docs/POLICY.md for the format.
+   */
+  readonly principal?: string;
+  /** Tags of principals, for aws:PrincipalTag/<key> conditions: principal → tag key → value. */
+  readonly principalTags?: Readonly<Record<string, Readonly<Record<string, string>>>>;
+  /**
+   * Policy (key policy grammar, resource `*`) for calls without a key: createKey, listKeys,
+   * listAliases, generateRandom, listRetirableGrants. Default: every principal of the account.
+   */
+  readonly accountPolicy?: string;
+  /** Default true. False skips policy evaluation entirely (for benchmarks); calls are still audited. */
+  readonly authorization?: boolean;
+  /**
+   * Where the audit trail goes: a sink, or `{ sink, failClosed, onError }`. Default: the newest
+   * 10 000 events in memory. Fail-closed (default) fails any call whose event was not written.
+   */
+  readonly audit?: AuditSink | AuditOptions;
 }
 
 /**
@@ -79,10 +128,12 @@ export interface KmsOptions {
  */
 export class Kms {
   readonly #ctx: KmsContext;
+  readonly #guard: CallGuard;
 
   /** Use `createKms`; the constructor expects an opened HSM. */
-  constructor(ctx: KmsContext) {
+  constructor(ctx: KmsContext, guard: CallGuard = new CallGuard(ctx.identity)) {
     this.#ctx = ctx;
+    this.#guard = guard;
   }
 
   /** The account, region and partition this KMS puts in its ARNs. */
@@ -96,26 +147,42 @@ export class Kms {
    */
   async #run<T>(
     operation: string,
-    _request: unknown,
-    _options: CallOptions | undefined,
+    request: unknown,
+    options: CallOptions | undefined,
     body: (ctx: KmsContext) => Promise<T>,
   ): Promise<T> {
+    const call = this.#guard.begin(operation, request, options, this.#ctx.clock.now());
+    let outcome: { response: T } | { error: unknown };
     try {
-      return await body(this.#ctx);
+      this.#guard.before(call);
+      const response = await body(this.#guard.context(this.#ctx, call));
+      this.#guard.after(call, response);
+      outcome = { response };
     } catch (error) {
-      if (isKmsError(error)) throw error;
       // Unknown failures become KMSInternalException with the original kept as cause, so callers
       // only ever handle KmsError while the detail is not lost for operators.
-      throw new KmsInternalError(`${operation} failed unexpectedly`, { cause: error });
+      outcome = {
+        error: isKmsError(error)
+          ? error
+          : new KmsInternalError(`${operation} failed unexpectedly`, { cause: error }),
+      };
     }
+    // Fail-closed: a call whose audit event was not written is not acknowledged.
+    await this.#guard.record(call, outcome);
+    if ("error" in outcome) throw outcome.error;
+    return outcome.response;
   }
 
   /**
-   * Creates a symmetric encryption key (SYMMETRIC_DEFAULT, ENCRYPT_DECRYPT).
+   * Creates a key: SYMMETRIC_DEFAULT/ENCRYPT_DECRYPT by default, or any keySpec/keyUsage pair
+   * AWS allows (RSA, ECC, Ed25519, HMAC, ML-DSA; see key-specs.ts).
    * @throws ValidationException, TagException, UnsupportedOperationException.
    */
   createKey(request: CreateKeyRequest = {}, options?: CallOptions): Promise<CreateKeyResponse> {
-    return this.#run("createKey", request, options, (ctx) => keys.createKey(ctx, request));
+    return this.#run("createKey", request, options, (ctx) => {
+      policies.validateCreateKeyPolicy(ctx, request);
+      return keys.createKey(ctx, request);
+    });
   }
 
   /** @throws NotFoundException, ValidationException. */
@@ -296,6 +363,92 @@ export class Kms {
     return this.#run("generateRandom", request, options, () => symmetric.generateRandom(request));
   }
 
+  /**
+   * Signs a message (RAW, up to 4096 bytes), a digest (DIGEST) or an ML-DSA μ (EXTERNAL_MU)
+   * with an asymmetric SIGN_VERIFY key. ECDSA signatures are DER-encoded.
+   * @throws ValidationException, InvalidKeyUsageException (wrong usage or algorithm for the key),
+   *   NotFoundException, DisabledException, KMSInvalidStateException,
+   *   UnsupportedOperationException (RSASSA_PSS with DIGEST).
+   */
+  sign(request: SignRequest, options?: CallOptions): Promise<SignResponse> {
+    return this.#run("sign", request, options, (ctx) => asymmetric.sign(ctx, request));
+  }
+
+  /**
+   * Verifies a signature; an invalid one raises InvalidSignatureError, never `false`.
+   * @throws KMSInvalidSignatureException, and as sign.
+   */
+  verify(request: VerifyRequest, options?: CallOptions): Promise<VerifyResponse> {
+    return this.#run("verify", request, options, (ctx) => asymmetric.verify(ctx, request));
+  }
+
+  /**
+   * The DER SubjectPublicKeyInfo of an asymmetric key, with its spec, usage and algorithms.
+   * @throws UnsupportedOperationException (symmetric or HMAC key), NotFoundException,
+   *   DisabledException, KMSInvalidStateException.
+   */
+  getPublicKey(request: GetPublicKeyRequest, options?: CallOptions): Promise<GetPublicKeyResponse> {
+    return this.#run("getPublicKey", request, options, (ctx) =>
+      asymmetric.getPublicKey(ctx, request),
+    );
+  }
+
+  /**
+   * HMAC of up to 4096 bytes with a GENERATE_VERIFY_MAC key.
+   * @throws ValidationException, InvalidKeyUsageException, NotFoundException, DisabledException,
+   *   KMSInvalidStateException.
+   */
+  generateMac(request: GenerateMacRequest, options?: CallOptions): Promise<GenerateMacResponse> {
+    return this.#run("generateMac", request, options, (ctx) => mac.generateMac(ctx, request));
+  }
+
+  /**
+   * Checks a MAC in constant time; a mismatch raises InvalidMacError.
+   * @throws KMSInvalidMacException, and as generateMac.
+   */
+  verifyMac(request: VerifyMacRequest, options?: CallOptions): Promise<VerifyMacResponse> {
+    return this.#run("verifyMac", request, options, (ctx) => mac.verifyMac(ctx, request));
+  }
+
+  /**
+   * A fresh RSA/ECC/Ed25519 key pair: the private key as PKCS#8 DER in plaintext and encrypted
+   * under a symmetric KMS key with the encryption context (decrypt() opens it).
+   * @throws ValidationException, InvalidKeyUsageException, NotFoundException, DisabledException,
+   *   KMSInvalidStateException.
+   */
+  generateDataKeyPair(
+    request: GenerateDataKeyPairRequest,
+    options?: CallOptions,
+  ): Promise<GenerateDataKeyPairResponse> {
+    return this.#run("generateDataKeyPair", request, options, (ctx) =>
+      dataKeyPair.generateDataKeyPair(ctx, request),
+    );
+  }
+
+  /** As generateDataKeyPair, returning only the encrypted private key. */
+  generateDataKeyPairWithoutPlaintext(
+    request: GenerateDataKeyPairRequest,
+    options?: CallOptions,
+  ): Promise<GenerateDataKeyPairWithoutPlaintextResponse> {
+    return this.#run("generateDataKeyPairWithoutPlaintext", request, options, (ctx) =>
+      dataKeyPair.generateDataKeyPairWithoutPlaintext(ctx, request),
+    );
+  }
+
+  /**
+   * ECDH between a KEY_AGREEMENT key and a peer's DER public key; returns the raw secret.
+   * @throws ValidationException (malformed peer key or another curve), InvalidKeyUsageException,
+   *   NotFoundException, DisabledException, KMSInvalidStateException.
+   */
+  deriveSharedSecret(
+    request: DeriveSharedSecretRequest,
+    options?: CallOptions,
+  ): Promise<DeriveSharedSecretResponse> {
+    return this.#run("deriveSharedSecret", request, options, (ctx) =>
+      asymmetric.deriveSharedSecret(ctx, request),
+    );
+  }
+
   /** @throws TagException, NotFoundException, KMSInvalidStateException. */
   tagResource(request: TagResourceRequest, options?: CallOptions): Promise<void> {
     return this.#run("tagResource", request, options, (ctx) => tags.tagResource(ctx, request));
@@ -344,8 +497,145 @@ export class Kms {
     });
   }
 
-  /** Closes the key store. */
-  close(): Promise<void> {
+  /**
+   * Replaces the key policy ("default"). Refuses a policy that would lock the caller out of
+   * PutKeyPolicy unless bypassPolicyLockoutSafetyCheck is true.
+   * @throws MalformedPolicyDocumentException, NotFoundException, ValidationException, AccessDeniedException.
+   */
+  putKeyPolicy(request: policies.PutKeyPolicyRequest, options?: CallOptions): Promise<void> {
+    return this.#run("putKeyPolicy", request, options, (ctx) =>
+      policies.putKeyPolicy(ctx, request),
+    );
+  }
+
+  /** The key policy; AWS's default policy for keys created without one. @throws NotFoundException. */
+  getKeyPolicy(
+    request: policies.GetKeyPolicyRequest,
+    options?: CallOptions,
+  ): Promise<policies.GetKeyPolicyResponse> {
+    return this.#run("getKeyPolicy", request, options, (ctx) =>
+      policies.getKeyPolicy(ctx, request),
+    );
+  }
+
+  /** Always `["default"]`. @throws NotFoundException. */
+  listKeyPolicies(
+    request: policies.ListKeyPoliciesRequest,
+    options?: CallOptions,
+  ): Promise<policies.ListKeyPoliciesResponse> {
+    return this.#run("listKeyPolicies", request, options, (ctx) =>
+      policies.listKeyPolicies(ctx, request),
+    );
+  }
+
+  /**
+   * Gives `granteePrincipal` the listed operations on a key, optionally only for matching
+   * encryption contexts. The same `name` with the same fields returns the same grant.
+   * @throws ValidationException, NotFoundException, DisabledException, LimitExceededException,
+   *   AccessDeniedException, DryRunOperationException.
+   */
+  createGrant(
+    request: grants.CreateGrantRequest,
+    options?: CallOptions,
+  ): Promise<grants.CreateGrantResponse> {
+    return this.#run("createGrant", request, options, (ctx) => grants.createGrant(ctx, request));
+  }
+
+  /** Grants of a key; `limit` 1–100 (default 50). @throws NotFoundException, InvalidMarkerException. */
+  listGrants(
+    request: grants.ListGrantsRequest,
+    options?: CallOptions,
+  ): Promise<grants.ListGrantsResponse> {
+    return this.#run("listGrants", request, options, (ctx) => grants.listGrants(ctx, request));
+  }
+
+  /** Grants that `retiringPrincipal` may retire, across keys. @throws InvalidMarkerException. */
+  listRetirableGrants(
+    request: grants.ListRetirableGrantsRequest,
+    options?: CallOptions,
+  ): Promise<grants.ListGrantsResponse> {
+    return this.#run("listRetirableGrants", request, options, (ctx) =>
+      grants.listRetirableGrants(ctx, request),
+    );
+  }
+
+  /** @throws InvalidGrantTokenException, InvalidGrantIdException, NotFoundException, AccessDeniedException, DryRunOperationException. */
+  retireGrant(request: grants.RetireGrantRequest, options?: CallOptions): Promise<void> {
+    return this.#run("retireGrant", request, options, (ctx) => grants.retireGrant(ctx, request));
+  }
+
+  /** @throws InvalidGrantIdException, NotFoundException, AccessDeniedException, DryRunOperationException. */
+  revokeGrant(request: grants.RevokeGrantRequest, options?: CallOptions): Promise<void> {
+    return this.#run("revokeGrant", request, options, (ctx) => grants.revokeGrant(ctx, request));
+  }
+
+  /**
+   * Which key-policy statement or grant would allow or deny `request.operation` with
+   * `request.request` for the caller, without performing it (beyond AWS). Audited itself.
+   * @throws ValidationException for an unknown operation or a request naming no key,
+   *   NotFoundException for a key that does not exist.
+   */
+  explain(
+    request: {
+      readonly operation: string;
+      readonly request: object;
+      /** Whose call to explain (principal, sourceIp…); default: the caller's own. */
+      readonly as?: CallOptions;
+    },
+    options?: CallOptions,
+  ): Promise<ExplainResult> {
+    return this.#run("explain", request, options, (ctx) => {
+      const { operation, request: target } = assertExplainRequest(this, request);
+      const as = request.as === undefined ? options : assertObject("as", request.as);
+      return this.#guard.explain(
+        ctx,
+        this.#guard.begin(operation, target, as as CallOptions | undefined, ctx.clock.now()),
+      );
+    });
+  }
+
+  /**
+   * When the key was last used for a cryptographic operation, from the audit trail.
+   * @throws NotFoundException, AccessDeniedException.
+   */
+  getKeyLastUsage(
+    request: KeyIdRequest,
+    options?: CallOptions,
+  ): Promise<{ keyId: string; keyLastUsage?: KeyLastUsage }> {
+    return this.#run("getKeyLastUsage", request, options, async (ctx) => {
+      const key = await keys.describeKey(ctx, { keyId: request?.keyId });
+      const usage = await this.#guard.auditor.lastUsage(key.keyMetadata.arn);
+      return {
+        keyId: key.keyMetadata.arn,
+        ...(usage !== undefined ? { keyLastUsage: usage } : {}),
+      };
+    });
+  }
+
+  /** The audit trail: its sink, its events, its head, and a full verification. */
+  get audit(): AuditTrail {
+    const auditor = this.#guard.auditor;
+    return {
+      sink: auditor.sink,
+      events: (options) => auditor.sink.read(options),
+      head: () => auditor.head(),
+      verify: async () => {
+        const events = await auditor.sink.read();
+        const head = await auditor.head();
+        const first = events[0];
+        return verifyAuditLog(events, {
+          ...(first !== undefined && first.sequence !== 0
+            ? { from: { sequence: first.sequence, prevHash: first.prevHash } }
+            : {}),
+          ...(head !== undefined ? { expectedHead: head } : {}),
+        });
+      },
+    };
+  }
+
+  /** Flushes the audit trail, then closes its sink and the key store. */
+  async close(): Promise<void> {
+    await this.#guard.auditor.close();
     return this.#ctx.store.close();
   }
 
@@ -356,6 +646,36 @@ export class Kms {
   [Symbol.for("nodejs.util.inspect.custom")](): string {
     return `Kms { store: ${this.#ctx.store.description}, account: ${this.#ctx.identity.account} }`;
   }
+}
+
+/** Read access to a Kms's audit trail. */
+export interface AuditTrail {
+  readonly sink: AuditSink;
+  /** Events, oldest first. */
+  events(options?: AuditReadOptions): Promise<readonly AuditEvent[]>;
+  /** Position and hash of the newest written event: keep it elsewhere to detect truncation. */
+  head(): Promise<AuditHead | undefined>;
+  /** Verifies the events in the sink against the hash chain and the current head. */
+  verify(): Promise<AuditLogVerification>;
+}
+
+function assertExplainRequest(
+  kms: Kms,
+  request: unknown,
+): { operation: string; request: Record<string, unknown> } {
+  const r = assertObject("request", request);
+  const operation = r.operation;
+  if (
+    typeof operation !== "string" ||
+    operation === "explain" ||
+    typeof (kms as unknown as Record<string, unknown>)[operation] !== "function" ||
+    !Object.hasOwn(Kms.prototype, operation)
+  ) {
+    throw new ValidationError(
+      `"operation" must name an operation of Kms, got ${String(operation)}`,
+    );
+  }
+  return { operation, request: assertObject("request.request", r.request) };
 }
 
 /**
@@ -382,6 +702,11 @@ export async function createKms(options: KmsOptions = {}): Promise<Kms> {
   if (!/^\d{12}$/.test(identity.account)) {
     throw new ValidationError(`"account" must be 12 digits, got ${identity.account}`);
   }
-  const hsm = await SoftwareHsm.open(source, store);
-  return new Kms({ store, hsm, clock: options.clock ?? systemClock, identity });
+  const hsm = await SoftwareHsm.open(source, store, {
+    unwrapRootKeys: (options.unwrapRootKeys ?? []).map((k) =>
+      k instanceof Uint8Array ? RootKeySource.fromBytes(k) : k,
+    ),
+  });
+  const guard = new CallGuard(identity, options);
+  return new Kms({ store, hsm, clock: options.clock ?? systemClock, identity }, guard);
 }

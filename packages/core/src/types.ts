@@ -205,6 +205,8 @@ export interface EncryptRequest extends KeyIdRequest {
   readonly encryptionContext?: EncryptionContext;
   readonly encryptionAlgorithm?: EncryptionAlgorithm;
   readonly grantTokens?: readonly string[];
+  /** Check authorization and validity only: DryRunOperationError when it would succeed. */
+  readonly dryRun?: boolean;
 }
 export interface EncryptResponse {
   readonly ciphertextBlob: Uint8Array;
@@ -220,6 +222,8 @@ export interface DecryptRequest {
   readonly keyId?: string;
   readonly encryptionAlgorithm?: EncryptionAlgorithm;
   readonly grantTokens?: readonly string[];
+  /** Check authorization and validity only: DryRunOperationError when it would succeed. */
+  readonly dryRun?: boolean;
 }
 export interface DecryptResponse {
   readonly plaintext: Uint8Array;
@@ -237,6 +241,8 @@ export interface ReEncryptRequest {
   readonly sourceEncryptionAlgorithm?: EncryptionAlgorithm;
   readonly destinationEncryptionAlgorithm?: EncryptionAlgorithm;
   readonly grantTokens?: readonly string[];
+  /** Check authorization and validity only: DryRunOperationError when it would succeed. */
+  readonly dryRun?: boolean;
 }
 export interface ReEncryptResponse {
   readonly ciphertextBlob: Uint8Array;
@@ -252,6 +258,8 @@ export interface GenerateDataKeyRequest extends KeyIdRequest {
   readonly numberOfBytes?: number;
   readonly encryptionContext?: EncryptionContext;
   readonly grantTokens?: readonly string[];
+  /** Check authorization and validity only: DryRunOperationError when it would succeed. */
+  readonly dryRun?: boolean;
 }
 export interface GenerateDataKeyResponse {
   readonly ciphertextBlob: Uint8Array;
@@ -286,4 +294,113 @@ export interface ListResourceTagsResponse extends Page {
 export interface MaintenanceReport {
   readonly rotatedKeyIds: readonly string[];
   readonly deletedKeyIds: readonly string[];
+}
+
+/** How `message` is to be read by sign/verify (AWS MessageType). */
+export type MessageType = "RAW" | "DIGEST" | "EXTERNAL_MU";
+
+export interface SignRequest extends KeyIdRequest {
+  /** Up to 4096 bytes (RAW); a digest of the algorithm's length (DIGEST); 64-byte μ (EXTERNAL_MU). */
+  readonly message: Uint8Array;
+  /** Default RAW. */
+  readonly messageType?: MessageType;
+  readonly signingAlgorithm: SigningAlgorithm;
+  readonly grantTokens?: readonly string[];
+}
+export interface SignResponse {
+  /** The key's ARN. */
+  readonly keyId: string;
+  /** DER-encoded for ECDSA (as AWS returns it). */
+  readonly signature: Uint8Array;
+  readonly signingAlgorithm: SigningAlgorithm;
+}
+
+export interface VerifyRequest extends SignRequest {
+  readonly signature: Uint8Array;
+}
+export interface VerifyResponse {
+  readonly keyId: string;
+  /** Always true: an invalid signature raises InvalidSignatureError, as AWS does. */
+  readonly signatureValid: true;
+  readonly signingAlgorithm: SigningAlgorithm;
+}
+
+export interface GetPublicKeyRequest extends KeyIdRequest {
+  readonly grantTokens?: readonly string[];
+}
+export interface GetPublicKeyResponse {
+  readonly keyId: string;
+  /** DER SubjectPublicKeyInfo (RFC 5280). */
+  readonly publicKey: Uint8Array;
+  /** Deprecated in AWS in favour of keySpec. */
+  readonly customerMasterKeySpec: KeySpec;
+  readonly keySpec: KeySpec;
+  readonly keyUsage: KeyUsage;
+  readonly encryptionAlgorithms?: readonly EncryptionAlgorithm[];
+  readonly signingAlgorithms?: readonly SigningAlgorithm[];
+  readonly keyAgreementAlgorithms?: readonly KeyAgreementAlgorithm[];
+}
+
+export interface GenerateMacRequest extends KeyIdRequest {
+  /** 1–4096 bytes. */
+  readonly message: Uint8Array;
+  readonly macAlgorithm: MacAlgorithm;
+  readonly grantTokens?: readonly string[];
+}
+export interface GenerateMacResponse {
+  readonly keyId: string;
+  readonly mac: Uint8Array;
+  readonly macAlgorithm: MacAlgorithm;
+}
+
+export interface VerifyMacRequest extends GenerateMacRequest {
+  readonly mac: Uint8Array;
+}
+export interface VerifyMacResponse {
+  readonly keyId: string;
+  /** Always true: a mismatch raises InvalidMacError, as AWS does. */
+  readonly macValid: true;
+  readonly macAlgorithm: MacAlgorithm;
+}
+
+export type DataKeyPairSpec =
+  | "RSA_2048"
+  | "RSA_3072"
+  | "RSA_4096"
+  | "ECC_NIST_P256"
+  | "ECC_NIST_P384"
+  | "ECC_NIST_P521"
+  | "ECC_SECG_P256K1"
+  | "ECC_NIST_EDWARDS25519";
+
+export interface GenerateDataKeyPairRequest extends KeyIdRequest {
+  readonly keyPairSpec: DataKeyPairSpec;
+  readonly encryptionContext?: EncryptionContext;
+  readonly grantTokens?: readonly string[];
+}
+export interface GenerateDataKeyPairWithoutPlaintextResponse {
+  /** The PKCS#8 DER private key encrypted under the symmetric KMS key; decrypt() opens it. */
+  readonly privateKeyCiphertextBlob: Uint8Array;
+  /** DER SubjectPublicKeyInfo. */
+  readonly publicKey: Uint8Array;
+  readonly keyId: string;
+  readonly keyPairSpec: DataKeyPairSpec;
+}
+export interface GenerateDataKeyPairResponse extends GenerateDataKeyPairWithoutPlaintextResponse {
+  /** PKCS#8 DER private key. */
+  readonly privateKeyPlaintext: Uint8Array;
+}
+
+export interface DeriveSharedSecretRequest extends KeyIdRequest {
+  readonly keyAgreementAlgorithm: KeyAgreementAlgorithm;
+  /** The peer's public key, DER SubjectPublicKeyInfo on the same curve. */
+  readonly publicKey: Uint8Array;
+  readonly grantTokens?: readonly string[];
+}
+export interface DeriveSharedSecretResponse {
+  readonly keyId: string;
+  /** The raw ECDH shared secret (x-coordinate); derive keys from it with a KDF. */
+  readonly sharedSecret: Uint8Array;
+  readonly keyAgreementAlgorithm: KeyAgreementAlgorithm;
+  readonly keyOrigin: OriginType;
 }

@@ -1,3 +1,4 @@
+export { SqliteAuditSink, type SqliteAuditSinkOptions } from "./sqlite-audit-sink.ts";
 export {
   SqliteKeyStore,
   type SqliteKeyStoreOptions,

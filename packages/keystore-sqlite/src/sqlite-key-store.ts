@@ -163,11 +163,11 @@ export class SqliteKeyStore implements KeyStore {
       INSERT INTO kms_keys (key_id, revision, created_at, description, key_spec, key_usage,
         origin, multi_region, key_state, deletion_date, pending_window_in_days, rotation_enabled,
         rotation_period_in_days, next_rotation_at, on_demand_rotations, tags, policy,
-        current_version)
+        current_version, grants)
       VALUES (@key_id, @revision, @created_at, @description, @key_spec, @key_usage, @origin,
         @multi_region, @key_state, @deletion_date, @pending_window_in_days, @rotation_enabled,
         @rotation_period_in_days, @next_rotation_at, @on_demand_rotations, @tags, @policy,
-        @current_version)`,
+        @current_version, @grants)`,
     );
     this.#updateKey = prepare(
       db,
@@ -178,7 +178,7 @@ export class SqliteKeyStore implements KeyStore {
         deletion_date = @deletion_date, pending_window_in_days = @pending_window_in_days,
         rotation_enabled = @rotation_enabled, rotation_period_in_days = @rotation_period_in_days,
         next_rotation_at = @next_rotation_at, on_demand_rotations = @on_demand_rotations,
-        tags = @tags, policy = @policy, current_version = @current_version
+        tags = @tags, policy = @policy, current_version = @current_version, grants = @grants
       WHERE key_id = @key_id`,
     );
     // Versions are immutable in practice, so an update usually only appends one; the WHERE

@@ -95,7 +95,7 @@ describe("SqliteKeyStore", () => {
       expect(await second.putSettingIfAbsent("root-key-check", "other")).toBe("abc");
     });
 
-    it("stores material as BLOBs in a WAL-mode file at schema version 1", async () => {
+    it("stores material as BLOBs in a WAL-mode file at the current schema version (2: grants)", async () => {
       const store = open();
       await store.createKey(
         makeKey("k-1", {
@@ -113,7 +113,7 @@ describe("SqliteKeyStore", () => {
       const raw = rawDatabase(path);
       toClose.push(raw);
       expect(scalar(raw, "PRAGMA journal_mode")).toBe("wal");
-      expect(scalar(raw, "PRAGMA user_version")).toBe(1);
+      expect(scalar(raw, "PRAGMA user_version")).toBe(2);
       expect(scalar(raw, "SELECT typeof(wrapped_material) FROM kms_key_versions")).toBe("blob");
       expect(scalar(raw, "SELECT typeof(public_key) FROM kms_key_versions")).toBe("blob");
       expect(scalar(raw, "SELECT length(wrapped_material) FROM kms_key_versions")).toBe(3);

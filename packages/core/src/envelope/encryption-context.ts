@@ -21,7 +21,11 @@ export function encodeEncryptionContext(
   argument = "encryptionContext",
 ): Uint8Array {
   if (context === undefined) return EMPTY;
-  if (typeof context !== "object" || context === null || Array.isArray(context)) {
+  // Only plain objects: a Map, Date or class instance has no own enumerable pairs and would
+  // silently encrypt with no context at all.
+  const proto: unknown =
+    typeof context === "object" && context !== null ? Object.getPrototypeOf(context) : undefined;
+  if (proto !== Object.prototype && proto !== null) {
     throw new ValidationError(`"${argument}" expected an object of string pairs`);
   }
   const keys = Object.keys(context);
@@ -89,7 +93,21 @@ export function decodeEncryptionContext(bytes: Uint8Array): Record<string, strin
       throw new ValidationError("encryption context is not in canonical order");
     }
     previous = k;
-    out[decoder.decode(k)] = decoder.decode(v);
+    let key: string;
+    let value: string;
+    try {
+      key = decoder.decode(k);
+      value = decoder.decode(v);
+    } catch {
+      throw new ValidationError("encryption context is not valid UTF-8");
+    }
+    // defineProperty, not assignment: a key named "__proto__" must stay a key.
+    Object.defineProperty(out, key, {
+      value,
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
   }
   if (offset !== bytes.length || count === 0) {
     throw new ValidationError("encryption context has trailing bytes or no pairs");

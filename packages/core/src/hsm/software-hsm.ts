@@ -37,6 +37,57 @@ function wrapAad(keyId: string, version: number): Uint8Array {
   return encoder.encode(`kms/wrap/v1|${keyId}|${version}`);
 }
 
+/** Options of {@link SoftwareHsm.open}. */
+export interface SoftwareHsmOptions {
+  /**
+   * Further root keys used only to unwrap material, never to wrap it: the previous root key
+   * while a root-key rotation re-wraps the store (see root-key-rotation.ts), or the next one on
+   * instances that must read material wrapped by instances already switched to it.
+   */
+  readonly unwrapRootKeys?: readonly RootKeySource[];
+}
+
+/**
+ * Store settings that record the root key history. "root-key-id" is the store's first root key;
+ * each rotation adds `root-key-successor/<old id>` = new id, and, once every piece of material
+ * is re-wrapped, `root-key-retired/<old id>` = new id. Settings are write-once, so the history
+ * only grows and every instance reads the same one.
+ */
+export const ROOT_KEY_SETTINGS = {
+  first: "root-key-id",
+  successor: (id: string): string => `root-key-successor/${id}`,
+  retired: (id: string): string => `root-key-retired/${id}`,
+} as const;
+
+/**
+ * The root key ids a store has accepted, oldest first: its first root key and each successor.
+ * @throws Nothing beyond the store's own errors.
+ */
+export async function rootKeyHistory(store: KeyStore): Promise<string[]> {
+  const first = await store.getSetting(ROOT_KEY_SETTINGS.first);
+  if (first === undefined) return [];
+  const chain = [first];
+  for (;;) {
+    const next = await store.getSetting(ROOT_KEY_SETTINGS.successor(chain[chain.length - 1]!));
+    if (next === undefined || chain.includes(next)) return chain;
+    chain.push(next);
+  }
+}
+
+/** The id (hex) of the root key a piece of wrapped material names, if it is well formed. */
+export function wrappingRootKeyId(wrapped: Uint8Array): string | undefined {
+  if (wrapped.length < WRAP_HEADER_LENGTH || wrapped[0] !== WRAP_FORMAT_VERSION) return undefined;
+  return Buffer.from(wrapped.subarray(1, WRAP_HEADER_LENGTH)).toString("hex");
+}
+
+async function loadRoot(source: RootKeySource, store: KeyStore): Promise<Uint8Array> {
+  const root = await source.load(store);
+  if (!(root instanceof Uint8Array) || root.length !== ROOT_KEY_LENGTH) {
+    throw new RootKeyError(`root key from ${source.description} must be ${ROOT_KEY_LENGTH} bytes`);
+  }
+  return root;
+}
+
 function computeRootKeyId(root: Uint8Array): Uint8Array {
   return createHmac("sha256", root)
     .update("kms/root-key-id/v1")
@@ -53,35 +104,75 @@ function computeRootKeyId(root: Uint8Array): Uint8Array {
 export class SoftwareHsm {
   readonly #root: AesKey;
   readonly #rootKeyId: Uint8Array;
+  /** Unwrap-only root keys by id (hex). */
+  readonly #unwrapOnly = new Map<string, AesKey>();
   readonly #unwrapped = new Map<string, UnwrappedKey>();
 
-  private constructor(root: Uint8Array) {
+  private constructor(root: Uint8Array, unwrapOnly: readonly Uint8Array[]) {
     this.#rootKeyId = computeRootKeyId(root);
     this.#root = importAesKey(root);
+    for (const other of unwrapOnly) {
+      this.#unwrapOnly.set(
+        Buffer.from(computeRootKeyId(other)).toString("hex"),
+        importAesKey(other),
+      );
+    }
   }
 
   /**
    * Loads the root key and checks it against the one the store was first opened with.
    * @throws RootKeyError when the source fails or the key does not match the store.
    */
-  static async open(source: RootKeySource, store: KeyStore): Promise<SoftwareHsm> {
-    const root = await source.load(store);
-    if (!(root instanceof Uint8Array) || root.length !== ROOT_KEY_LENGTH) {
-      throw new RootKeyError(
-        `root key from ${source.description} must be ${ROOT_KEY_LENGTH} bytes`,
-      );
+  static async open(
+    source: RootKeySource,
+    store: KeyStore,
+    options: SoftwareHsmOptions = {},
+  ): Promise<SoftwareHsm> {
+    const root = await loadRoot(source, store);
+    const others: Uint8Array[] = [];
+    let hsm: SoftwareHsm;
+    try {
+      for (const other of options.unwrapRootKeys ?? []) others.push(await loadRoot(other, store));
+      hsm = new SoftwareHsm(root, others);
+    } finally {
+      root.fill(0);
+      for (const other of others) other.fill(0);
     }
-    const hsm = new SoftwareHsm(root);
-    root.fill(0);
     const id = hsm.rootKeyId;
-    const expected = await store.putSettingIfAbsent("root-key-id", id);
-    if (expected !== id) {
-      throw new RootKeyError(
-        `the root key from ${source.description} (id ${id}) is not the one key store ` +
-          `${store.description} was created with (id ${expected})`,
-      );
+    await store.putSettingIfAbsent(ROOT_KEY_SETTINGS.first, id);
+    const history = await rootKeyHistory(store);
+    const head = history[history.length - 1]!;
+    if (!history.includes(id)) {
+      // A new root key whose unwrap-only keys include the current one: this instance is the
+      // first to switch, and records the new key as the successor (once, for every instance).
+      if (!hsm.#unwrapOnly.has(head)) {
+        throw new RootKeyError(
+          `the root key from ${source.description} (id ${id}) is not the one key store ` +
+            `${store.description} was created with (id ${head})`,
+        );
+      }
+      const successor = await store.putSettingIfAbsent(ROOT_KEY_SETTINGS.successor(head), id);
+      if (successor !== id) {
+        throw new RootKeyError(
+          `root key ${head} of key store ${store.description} was already replaced by ` +
+            `${successor}, not by the root key from ${source.description} (id ${id})`,
+        );
+      }
+    } else if (id !== head) {
+      const retiredBy = await store.getSetting(ROOT_KEY_SETTINGS.retired(id));
+      if (retiredBy !== undefined) {
+        throw new RootKeyError(
+          `the root key from ${source.description} (id ${id}) was retired from key store ` +
+            `${store.description} by a rotation to root key ${retiredBy}`,
+        );
+      }
     }
     return hsm;
+  }
+
+  /** Fingerprints of the unwrap-only root keys (see SoftwareHsmOptions). */
+  get unwrapRootKeyIds(): readonly string[] {
+    return [...this.#unwrapOnly.keys()];
   }
 
   /** Public fingerprint of the root key (HMAC, not the key). */
@@ -123,12 +214,21 @@ export class SoftwareHsm {
     ) {
       throw new RootKeyError(`wrapped material of key ${ref.keyId} v${ref.version} is malformed`);
     }
+    let root = this.#root;
     if (Buffer.compare(w.subarray(1, WRAP_HEADER_LENGTH), this.#rootKeyId) !== 0) {
-      throw new RootKeyError(`key ${ref.keyId} v${ref.version} is wrapped under another root key`);
+      const other = this.#unwrapOnly.get(
+        Buffer.from(w.subarray(1, WRAP_HEADER_LENGTH)).toString("hex"),
+      );
+      if (other === undefined) {
+        throw new RootKeyError(
+          `key ${ref.keyId} v${ref.version} is wrapped under another root key`,
+        );
+      }
+      root = other;
     }
     const body = w.subarray(WRAP_HEADER_LENGTH + IV_LENGTH);
     const material = gcmOpen(
-      this.#root,
+      root,
       w.subarray(WRAP_HEADER_LENGTH, WRAP_HEADER_LENGTH + IV_LENGTH),
       wrapAad(ref.keyId, ref.version),
       body.subarray(0, body.length - TAG_LENGTH),
@@ -140,6 +240,20 @@ export class SoftwareHsm {
       );
     }
     return material;
+  }
+
+  /**
+   * Re-wraps material under this HSM's root key, or returns undefined when it already is.
+   * @throws RootKeyError when no root key this HSM holds can unwrap it.
+   */
+  rewrapMaterial(ref: MaterialRef): Uint8Array | undefined {
+    if (wrappingRootKeyId(ref.wrappedMaterial) === this.rootKeyId) return undefined;
+    const material = this.unwrapMaterial(ref);
+    try {
+      return this.wrapMaterial(ref.keyId, ref.version, material);
+    } finally {
+      material.fill(0);
+    }
   }
 
   #aesKey(ref: MaterialRef): UnwrappedKey {

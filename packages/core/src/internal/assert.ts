@@ -54,7 +54,13 @@ export function assertBoolean(name: string, value: unknown): boolean {
 }
 
 export function assertObject(name: string, value: unknown): Record<string, unknown> {
-  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+  // Byte arrays are objects too, but never a request or a map of fields.
+  if (
+    typeof value !== "object" ||
+    value === null ||
+    Array.isArray(value) ||
+    ArrayBuffer.isView(value)
+  ) {
     throw new ValidationError(`"${name}" expected an object, got ${describe(value)}`);
   }
   return value as Record<string, unknown>;

@@ -9,10 +9,13 @@ import {
   NotFoundError,
   UnsupportedOperationError,
 } from "../errors.ts";
+import { asymmetricHsm } from "../hsm/asymmetric.ts";
 import { randomBytes } from "../hsm/random.ts";
 import type { SoftwareHsm } from "../hsm/software-hsm.ts";
+import { algorithmLists } from "../key-specs.ts";
 import { KEY_STATE_TABLE, type KeyStateOperation } from "../key-state-table.ts";
 import type { KeyStore, StoredKey, StoredKeyVersion } from "../keystore/key-store.ts";
+import type { CallState } from "../policy/authorizer.ts";
 import type { KeyMetadata, RotationType } from "../types.ts";
 
 /** Everything an operation needs; built once per Kms. */
@@ -21,6 +24,13 @@ export interface KmsContext {
   readonly hsm: SoftwareHsm;
   readonly clock: Clock;
   readonly identity: KmsIdentity;
+  /** The call being served (policy layer); absent for internal work such as maintenance. */
+  readonly call?: CallState;
+  /**
+   * Authorizes the call on a key it just read, before any state check (AWS answers
+   * AccessDenied before state errors). Throws AccessDeniedError.
+   */
+  readonly authorize?: (key: StoredKey) => Promise<void>;
 }
 
 const MAX_WRITE_ATTEMPTS = 32;
@@ -77,6 +87,7 @@ export async function getKey(ctx: KmsContext, keyId: string): Promise<StoredKey>
     await destroyKey(ctx, key);
     throw new NotFoundError(`key ${keyArn(ctx.identity, keyId)} does not exist`);
   }
+  if (ctx.authorize !== undefined) await ctx.authorize(key);
   return key;
 }
 
@@ -108,6 +119,7 @@ export async function destroyKey(ctx: KmsContext, key: StoredKey): Promise<void>
     if (!(error instanceof NotFoundError) && !(error instanceof KeyStoreConflictError)) throw error;
   }
   ctx.hsm.forget(key.keyId);
+  asymmetricHsm(ctx.hsm).forget(key.keyId);
 }
 
 /**
@@ -125,6 +137,10 @@ export async function updateKey(
     const current = await getKey(ctx, keyId);
     checkKeyState(ctx, current, operation);
     const next: StoredKey = { ...current, ...change(current), revision: current.revision + 1 };
+    // A change removes a field by setting it to undefined: spreading alone cannot delete one.
+    for (const [field, value] of Object.entries(next)) {
+      if (value === undefined) delete (next as unknown as Record<string, unknown>)[field];
+    }
     try {
       await ctx.store.updateKey(next);
       return next;
@@ -209,7 +225,7 @@ export function toKeyMetadata(ctx: KmsContext, key: StoredKey): KeyMetadata {
     keyManager: "CUSTOMER",
     customerMasterKeySpec: key.keySpec,
     keySpec: key.keySpec,
-    ...(isSymmetric ? { encryptionAlgorithms: ["SYMMETRIC_DEFAULT"] as const } : {}),
+    ...algorithmLists(key.keySpec, key.keyUsage),
     multiRegion: key.multiRegion,
     ...(isSymmetric ? { currentKeyMaterialId: currentVersion(key).keyMaterialId } : {}),
   };

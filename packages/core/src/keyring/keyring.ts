@@ -2,6 +2,7 @@
  * Keyrings wrap and unwrap the data key of an envelope message (docs/FORMAT.md §5.3). A message
  * carries one encrypted copy of its data key per wrapping key, and any one of them decrypts it.
  */
+import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import type { EncryptionContext } from "../types.ts";
 
 /** Length of every data key: the message suites all use AES-256. */
@@ -67,4 +68,33 @@ let counter = 0;
 export function nextKeyringInstance(): number {
   counter += 1;
   return counter;
+}
+
+/**
+ * Canonical context encodings the message layer already computed, by context object, for the
+ * duration of one keyring call: the raw AES keyring needs the same bytes as its AAD, and
+ * encoding twice per message is measurable on small payloads. Entries are set just before the
+ * call and removed right after, so a context object a caller mutates later never meets a stale
+ * entry. (A keyring that mutates the request's context mid-call gets the header's bytes, which
+ * are the ones that count.)
+ */
+const encodedContexts = new WeakMap<object, Uint8Array>();
+
+/** Runs `call` with `bytes` registered as the canonical encoding of `context`. */
+export async function withEncodedContext<T>(
+  context: EncryptionContext,
+  bytes: Uint8Array,
+  call: () => Promise<T>,
+): Promise<T> {
+  encodedContexts.set(context, bytes);
+  try {
+    return await call();
+  } finally {
+    encodedContexts.delete(context);
+  }
+}
+
+/** The canonical encoding of `context` (docs/FORMAT.md §2), reusing a registered one. */
+export function encodedContext(context: EncryptionContext): Uint8Array {
+  return encodedContexts.get(context) ?? encodeEncryptionContext(context);
 }

@@ -1,5 +1,4 @@
 import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from "node:crypto";
-import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import { ValidationError } from "../errors.ts";
 import { randomBytes } from "../hsm/random.ts";
 import { assertBytes } from "../internal/assert.ts";
@@ -8,6 +7,7 @@ import {
   type DecryptDataKeyRequest,
   type EncryptDataKeyRequest,
   type EncryptDataKeyResult,
+  encodedContext,
   type Keyring,
   nextKeyringInstance,
 } from "./keyring.ts";
@@ -68,7 +68,7 @@ export class RawAesKeyring implements Keyring {
     const iv = randomBytes(IV);
     const cipher = createCipheriv("aes-256-gcm", this.#key, iv, { authTagLength: TAG });
     cipher.setAAD(this.#nameAad);
-    const context = encodeEncryptionContext(request.encryptionContext);
+    const context = encodedContext(request.encryptionContext);
     if (context.length > 0) cipher.setAAD(context);
     const ciphertext = new Uint8Array(IV + DATA_KEY_LENGTH + TAG);
     ciphertext.set(iv, 0);
@@ -88,7 +88,7 @@ export class RawAesKeyring implements Keyring {
     for (const edk of request.encryptedDataKeys) {
       if (edk.providerId !== this.keyNamespace || edk.providerInfo !== this.keyName) continue;
       if (edk.ciphertext.length !== IV + DATA_KEY_LENGTH + TAG) continue;
-      context ??= encodeEncryptionContext(request.encryptionContext);
+      context ??= encodedContext(request.encryptionContext);
       const decipher = createDecipheriv("aes-256-gcm", this.#key, edk.ciphertext.subarray(0, IV), {
         authTagLength: TAG,
       });

@@ -46,9 +46,29 @@ export interface StoredKey {
   readonly tags: readonly { readonly tagKey: string; readonly tagValue: string }[];
   /** Key policy document (JSON text); absent until the policy layer sets one. */
   readonly policy?: string;
+  /** Grants on this key; absent or empty when none. Stored with the key so CAS covers them. */
+  readonly grants?: readonly StoredGrant[];
   /** Ascending by version; never empty for a usable key. */
   readonly versions: readonly StoredKeyVersion[];
   readonly currentVersion: number;
+}
+
+/** A grant: permission for one principal to perform some operations on one key. */
+export interface StoredGrant {
+  readonly grantId: string;
+  /** Idempotency name: createGrant with the same name and fields returns the same grant. */
+  readonly name?: string;
+  readonly granteePrincipal: string;
+  readonly retiringPrincipal?: string;
+  /** Principal that created the grant. */
+  readonly issuingPrincipal: string;
+  /** AWS operation names ("Encrypt", "Decrypt", "CreateGrant"…). */
+  readonly operations: readonly string[];
+  readonly constraints?: {
+    readonly encryptionContextEquals?: Readonly<Record<string, string>>;
+    readonly encryptionContextSubset?: Readonly<Record<string, string>>;
+  };
+  readonly createdAt: number;
 }
 
 export interface StoredAlias {

@@ -9,14 +9,20 @@ import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import { ValidationError } from "../errors.ts";
 import { randomBytes } from "../hsm/random.ts";
 import { assertInteger, assertObject } from "../internal/assert.ts";
-import { DATA_KEY_LENGTH, type EncryptDataKeyResult } from "../keyring/keyring.ts";
+import {
+  DATA_KEY_LENGTH,
+  type EncryptDataKeyResult,
+  withEncodedContext,
+} from "../keyring/keyring.ts";
 import {
   DEFAULT_FRAME_LENGTH,
   DEFAULT_SUITE,
   deriveMessageKey,
-  encodeHeaderBody,
+  encodeHeader,
   FINAL_FRAME_MARKER,
-  headerTag,
+  FRAME_AAD_LENGTH,
+  type HeaderFields,
+  headerBodyLength,
   IV_LENGTH,
   KIND_FINAL,
   KIND_REGULAR,
@@ -31,8 +37,10 @@ import {
   setFrameIv,
   suiteByName,
   TAG_LENGTH,
+  writeHeaderBody,
+  writeHeaderTag,
 } from "./format.ts";
-import type { EncryptStreamOptions } from "./options.ts";
+import type { EncryptMessageOptions, EncryptStreamOptions } from "./options.ts";
 import { generateSigningKey, newSigner, signatureFooter } from "./signature.ts";
 
 export class MessageEncryptor {
@@ -74,51 +82,21 @@ export class MessageEncryptor {
    * @throws ValidationException for bad options or keyring output; keyring (KMS) errors as thrown.
    */
   static async create(options: EncryptStreamOptions): Promise<MessageEncryptor> {
-    assertObject("options", options);
-    const keyring = options.keyring;
-    if (typeof keyring?.encryptDataKey !== "function") {
-      throw new ValidationError('"keyring" expected a Keyring');
-    }
-    const suite = suiteByName(options.suite ?? DEFAULT_SUITE);
-    const frameLength = assertInteger(
-      "frameLength",
-      options.frameLength ?? DEFAULT_FRAME_LENGTH,
-      1,
-      MAX_FRAME_LENGTH,
-    );
     const declared =
-      options.plaintextLength === undefined
+      options?.plaintextLength === undefined
         ? undefined
         : assertInteger("plaintextLength", options.plaintextLength, 0, Number.MAX_SAFE_INTEGER);
-    const context: Record<string, string> = { ...(options.encryptionContext ?? {}) };
-    for (const key of Object.keys(context)) {
-      if (key.startsWith(RESERVED_CONTEXT_PREFIX)) {
-        throw new ValidationError(
-          `"encryptionContext" key "${key}" uses the reserved prefix "${RESERVED_CONTEXT_PREFIX}"`,
-        );
-      }
-    }
-    let signing: { signer: Sign; key: KeyObject } | undefined;
-    if (suite.signature !== undefined) {
-      const pair = generateSigningKey(suite.signature);
-      context[PUBLIC_KEY_CONTEXT_KEY] = pair.publicKey;
-      signing = { signer: newSigner(suite.signature), key: pair.privateKey };
-    }
-    const contextBytes = encodeEncryptionContext(context);
-    const materials = await dataKeyFor(options, suite, context, contextBytes, declared);
-    const messageId = randomBytes(MESSAGE_ID_LENGTH);
-    const { key, commitment } = deriveMessageKey(materials.dataKey, messageId, suite);
-    materials.dataKey.fill(0);
-    const body = encodeHeaderBody({
-      suite,
-      messageId,
-      encryptionContextBytes: contextBytes,
-      encryptedDataKeys: materials.encryptedDataKeys,
-      frameLength,
-      commitment,
-    });
-    const header = Buffer.concat([body, headerTag(key, body)]);
-    return new MessageEncryptor(header, key, messageId, frameLength, signing, declared);
+    const plan = await planMessage(options, declared);
+    const header = encodeHeader(plan.fields, plan.key);
+    const fields = plan.fields;
+    return new MessageEncryptor(
+      header,
+      plan.key,
+      fields.messageId,
+      fields.frameLength,
+      plan.signing,
+      declared,
+    );
   }
 
   /**
@@ -155,31 +133,6 @@ export class MessageEncryptor {
       this.#pendingLength += n;
       offset += n;
     }
-    return out;
-  }
-
-  /**
-   * One-shot: encrypts all of `plaintext` as the whole message (header, frames, final frame,
-   * signature) without copying it into the frame buffer.
-   * @throws ValidationException as `update` and `final`.
-   */
-  sealAll(plaintext: Uint8Array): Uint8Array[] {
-    if (this.#finished || this.#plaintextLength !== 0) {
-      throw new ValidationError("sealAll must be the only call on a MessageEncryptor");
-    }
-    const frame = this.frameLength;
-    const regular = plaintext.length === 0 ? 0 : Math.ceil(plaintext.length / frame) - 1;
-    if (this.#declaredLength !== undefined && plaintext.length !== this.#declaredLength) {
-      throw new ValidationError(
-        `the plaintext length differs from the declared "plaintextLength" (${this.#declaredLength})`,
-      );
-    }
-    this.#plaintextLength = plaintext.length;
-    const out = this.#takeHeader();
-    for (let i = 0; i < regular; i++) {
-      this.#seal(KIND_REGULAR, plaintext.subarray(i * frame, (i + 1) * frame), out);
-    }
-    for (const part of this.#finish(plaintext.subarray(regular * frame))) out.push(part);
     return out;
   }
 
@@ -249,7 +202,7 @@ export class MessageEncryptor {
 }
 
 async function dataKeyFor(
-  options: EncryptStreamOptions,
+  options: EncryptMessageOptions,
   suite: SuiteInfo,
   context: Record<string, string>,
   contextBytes: Uint8Array,
@@ -271,10 +224,9 @@ async function dataKeyFor(
     const hit = cache.take(cacheKey, usage);
     if (hit !== undefined) return hit;
   }
-  const result = await options.keyring.encryptDataKey({
-    encryptionContext: context,
-    suiteId: suite.id,
-  });
+  const result = await withEncodedContext(context, contextBytes, () =>
+    options.keyring.encryptDataKey({ encryptionContext: context, suiteId: suite.id }),
+  );
   if (!(result?.dataKey instanceof Uint8Array) || result.dataKey.length !== DATA_KEY_LENGTH) {
     throw new ValidationError(`the keyring must return a ${DATA_KEY_LENGTH}-byte data key`);
   }
@@ -283,4 +235,129 @@ async function dataKeyFor(
   }
   if (cacheable && cacheKey !== undefined) cache.put(cacheKey, result, usage);
   return result;
+}
+
+/** Everything a message needs before its first byte: header fields, message key, signer. */
+interface MessagePlan {
+  readonly fields: HeaderFields;
+  readonly key: KeyObject;
+  readonly signing: { signer: Sign; key: KeyObject } | undefined;
+}
+
+/**
+ * Validates the options, obtains a data key (from the cache or the keyring) and derives the
+ * message key and commitment. Shared by the one-shot and the streaming encryptor.
+ * @throws ValidationException for bad options or keyring output; keyring (KMS) errors as thrown.
+ */
+async function planMessage(
+  options: EncryptMessageOptions,
+  declared: number | undefined,
+): Promise<MessagePlan> {
+  assertObject("options", options);
+  const keyring = options.keyring;
+  if (typeof keyring?.encryptDataKey !== "function") {
+    throw new ValidationError('"keyring" expected a Keyring');
+  }
+  const suite =
+    options.suite === undefined || options.suite === DEFAULT_SUITE
+      ? DEFAULT_SUITE_INFO
+      : suiteByName(options.suite);
+  const frameLength =
+    options.frameLength === undefined
+      ? DEFAULT_FRAME_LENGTH
+      : assertInteger("frameLength", options.frameLength, 1, MAX_FRAME_LENGTH);
+  const context: Record<string, string> = { ...(options.encryptionContext ?? {}) };
+  for (const key in context) {
+    if (key.startsWith(RESERVED_CONTEXT_PREFIX)) {
+      throw new ValidationError(
+        `"encryptionContext" key "${key}" uses the reserved prefix "${RESERVED_CONTEXT_PREFIX}"`,
+      );
+    }
+  }
+  let signing: { signer: Sign; key: KeyObject } | undefined;
+  if (suite.signature !== undefined) {
+    const pair = generateSigningKey(suite.signature);
+    context[PUBLIC_KEY_CONTEXT_KEY] = pair.publicKey;
+    signing = { signer: newSigner(suite.signature), key: pair.privateKey };
+  }
+  const contextBytes = encodeEncryptionContext(context);
+  const materials = await dataKeyFor(options, suite, context, contextBytes, declared);
+  const messageId = randomBytes(MESSAGE_ID_LENGTH);
+  const { key, commitment } = deriveMessageKey(materials.dataKey, messageId, suite);
+  materials.dataKey.fill(0);
+  const fields: HeaderFields = {
+    suite,
+    messageId,
+    encryptionContextBytes: contextBytes,
+    encryptedDataKeys: materials.encryptedDataKeys,
+    frameLength,
+    commitment,
+  };
+  return { fields, key, signing };
+}
+
+const DEFAULT_SUITE_INFO = suiteByName(DEFAULT_SUITE);
+
+// Scratch IV and AAD for the one-shot path: it fills and consumes them synchronously (no await
+// between patching and use), so one pair serves every message. Neither holds a secret.
+const SCRATCH_IV = Buffer.alloc(IV_LENGTH);
+const SCRATCH_AAD = Buffer.alloc(FRAME_AAD_LENGTH);
+
+/**
+ * One-shot encryption: the whole message (header, frames, signature) written into a single
+ * buffer sized up front. The plaintext is read in place; each frame's ciphertext is copied once,
+ * straight after it is produced (node:crypto cannot encrypt into a caller's buffer).
+ * @throws ValidationException for bad options or keyring output; keyring (KMS) errors as thrown.
+ */
+export async function sealMessage(
+  plaintext: Uint8Array,
+  options: EncryptMessageOptions,
+): Promise<Uint8Array> {
+  const plan = await planMessage(options, plaintext.length);
+  const { fields, key } = plan;
+  const frame = fields.frameLength;
+  const total = plaintext.length;
+  const regular = total === 0 ? 0 : Math.ceil(total / frame) - 1;
+  if (regular + 1 > MAX_SEQUENCE) {
+    throw new ValidationError(`a message holds at most ${MAX_SEQUENCE} frames`);
+  }
+  const last = total - regular * frame;
+  const bodyLength = headerBodyLength(fields);
+  const size = bodyLength + TAG_LENGTH + regular * (4 + frame + TAG_LENGTH) + 12 + last + TAG_LENGTH;
+  // Pooled for small messages: the output is ciphertext, which may share node's pool slab.
+  const out = Buffer.allocUnsafe(size);
+  writeHeaderBody(out, fields);
+  writeHeaderTag(key, out, bodyLength);
+  let at = bodyLength + TAG_LENGTH;
+  const iv = SCRATCH_IV;
+  const aad = SCRATCH_AAD;
+  aad.set(fields.messageId, 0);
+  for (let seq = 1; seq <= regular + 1; seq++) {
+    const final = seq === regular + 1;
+    const length = final ? last : frame;
+    if (final) {
+      out.writeUInt32BE(FINAL_FRAME_MARKER, at);
+      out.writeUInt32BE(seq, at + 4);
+      at = out.writeUInt32BE(length, at + 8);
+    } else {
+      at = out.writeUInt32BE(seq, at);
+    }
+    setFrameIv(iv, seq);
+    setFrameAad(aad, final ? KIND_FINAL : KIND_REGULAR, seq, length);
+    const cipher = createCipheriv("aes-256-gcm", key, iv, { authTagLength: TAG_LENGTH });
+    cipher.setAAD(aad);
+    const start = (seq - 1) * frame;
+    out.set(cipher.update(plaintext.subarray(start, start + length)), at);
+    cipher.final();
+    out.set(cipher.getAuthTag(), at + length);
+    at += length + TAG_LENGTH;
+  }
+  const view = new Uint8Array(out.buffer, out.byteOffset, size);
+  if (plan.signing === undefined) return view;
+  plan.signing.signer.update(view);
+  const footer = signatureFooter(plan.signing.signer, plan.signing.key);
+  const signed = new Uint8Array(size + footer.length);
+  signed.set(view, 0);
+  signed.set(footer, size);
+  return signed;
 }

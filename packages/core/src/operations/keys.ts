@@ -1,6 +1,7 @@
 import { keyArn } from "../arn.ts";
 import { DAY_MS } from "../clock.ts";
 import { UnsupportedOperationError, ValidationError } from "../errors.ts";
+import { asymmetricHsm } from "../hsm/asymmetric.ts";
 import {
   assertBoolean,
   assertInteger,
@@ -18,6 +19,7 @@ import {
   updateKey,
 } from "../internal/key-access.ts";
 import { pageRequest, toPage } from "../internal/pagination.ts";
+import { assertKeySpecUsage } from "../key-specs.ts";
 import type { StoredKey } from "../keystore/key-store.ts";
 import type {
   CreateKeyRequest,
@@ -84,11 +86,7 @@ export async function createKey(
     KEY_SPECS,
   );
   const keyUsage = assertOneOf("keyUsage", request.keyUsage ?? "ENCRYPT_DECRYPT", KEY_USAGES);
-  if (keySpec !== "SYMMETRIC_DEFAULT" || keyUsage !== "ENCRYPT_DECRYPT") {
-    throw new ValidationError(
-      `keySpec ${keySpec} with keyUsage ${keyUsage} is not supported: use SYMMETRIC_DEFAULT with ENCRYPT_DECRYPT`,
-    );
-  }
+  assertKeySpecUsage(keySpec, keyUsage);
   const origin = assertOneOf("origin", request.origin ?? "AWS_KMS", ["AWS_KMS", "EXTERNAL"]);
   if (origin !== "AWS_KMS") {
     throw new UnsupportedOperationError(
@@ -105,6 +103,10 @@ export async function createKey(
 
   const keyId = globalThis.crypto.randomUUID();
   const now = ctx.clock.now();
+  const material =
+    keySpec === "SYMMETRIC_DEFAULT"
+      ? { wrappedMaterial: ctx.hsm.generateSymmetricMaterial(keyId, 1) }
+      : await asymmetricHsm(ctx.hsm).generate(keyId, 1, keySpec);
   const key: StoredKey = {
     keyId,
     revision: 1,
@@ -123,7 +125,7 @@ export async function createKey(
         version: 1,
         createdAt: now,
         keyMaterialId: newKeyMaterialId(),
-        wrappedMaterial: ctx.hsm.generateSymmetricMaterial(keyId, 1),
+        ...material,
       },
     ],
     currentVersion: 1,
@@ -210,11 +212,18 @@ export async function cancelKeyDeletion(
 ): Promise<{ keyId: string }> {
   assertObject("request", request);
   const keyId = await resolveKeyId(ctx, request.keyId);
-  await updateKey(ctx, keyId, "cancelKeyDeletion", (key) => {
-    const { deletionDate: _d, pendingWindowInDays: _p, ...rest } = key;
-    // Spread cannot delete fields, so the whole record is returned without the deletion fields.
-    return { ...rest, keyState: "Disabled" } as Partial<StoredKey>;
-  });
+  // updateKey merges the change into the record; undefined removes the deletion fields.
+  await updateKey(
+    ctx,
+    keyId,
+    "cancelKeyDeletion",
+    () =>
+      ({
+        keyState: "Disabled",
+        deletionDate: undefined,
+        pendingWindowInDays: undefined,
+      }) as unknown as Partial<StoredKey>,
+  );
   return { keyId: keyArn(ctx.identity, keyId) };
 }
 

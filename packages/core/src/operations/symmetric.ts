@@ -34,6 +34,11 @@ import type {
   ReEncryptRequest,
   ReEncryptResponse,
 } from "../types.ts";
+import {
+  isRsaEncryptionAlgorithm,
+  decrypt as rsaDecrypt,
+  encrypt as rsaEncrypt,
+} from "./asymmetric.ts";
 
 export const MAX_PLAINTEXT_BYTES = 4096;
 
@@ -50,7 +55,7 @@ function assertAlgorithm(name: string, value: unknown): void {
 }
 
 /** Loads an encryption key for `operation`, performing a due automatic rotation first. */
-async function encryptionKey(
+export async function encryptionKey(
   ctx: KmsContext,
   keyIdInput: unknown,
   operation: KeyStateOperation,
@@ -61,7 +66,7 @@ async function encryptionKey(
   return rotateIfDue(ctx, key);
 }
 
-function seal(
+export function seal(
   ctx: KmsContext,
   key: StoredKey,
   plaintext: Uint8Array,
@@ -77,6 +82,7 @@ function seal(
 
 export async function encrypt(ctx: KmsContext, request: EncryptRequest): Promise<EncryptResponse> {
   assertObject("request", request);
+  if (isRsaEncryptionAlgorithm(request.encryptionAlgorithm)) return rsaEncrypt(ctx, request);
   const plaintext = assertBytes("plaintext", request.plaintext, 1, MAX_PLAINTEXT_BYTES);
   assertAlgorithm("encryptionAlgorithm", request.encryptionAlgorithm);
   const context = encodeEncryptionContext(request.encryptionContext);
@@ -114,6 +120,8 @@ async function open(
       : await resolveKeyId(ctx, expectedKeyInput, names.keyId);
   const parsed = parseBlob(blob);
   if (expectedKeyId !== undefined && expectedKeyId !== parsed.keyId) {
+    // A key that does not exist is NotFound, as in AWS; only an existing other key is Incorrect.
+    await getKey(ctx, expectedKeyId);
     throw new IncorrectKeyError(
       `the ciphertext was not encrypted under the key given in "${names.keyId}"`,
     );
@@ -140,6 +148,7 @@ async function open(
 
 export async function decrypt(ctx: KmsContext, request: DecryptRequest): Promise<DecryptResponse> {
   assertObject("request", request);
+  if (isRsaEncryptionAlgorithm(request.encryptionAlgorithm)) return rsaDecrypt(ctx, request);
   assertAlgorithm("encryptionAlgorithm", request.encryptionAlgorithm);
   const opened = await open(
     ctx,
@@ -179,7 +188,7 @@ export async function reEncrypt(
     request.ciphertextBlob,
     request.sourceEncryptionContext,
     request.sourceKeyId,
-    "reEncrypt",
+    "reEncryptSource",
     { blob: "ciphertextBlob", context: "sourceEncryptionContext", keyId: "sourceKeyId" },
   );
   try {

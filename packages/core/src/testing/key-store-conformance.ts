@@ -599,6 +599,28 @@ export function describeKeyStoreConformance(
         await store.updateKey(withAll);
         expectSameKey(await store.getKey("k-opt"), withAll);
       });
+
+      it("round-trips grants, and an update that drops one removes it", async () => {
+        const grant = (grantId: string) => ({
+          grantId,
+          name: "app",
+          granteePrincipal: "arn:aws:iam::111122223333:user/alice",
+          retiringPrincipal: "arn:aws:iam::111122223333:root",
+          issuingPrincipal: "arn:aws:iam::000000000000:root",
+          operations: ["Encrypt", "Decrypt"],
+          constraints: { encryptionContextSubset: { tenant: "t1", ünï: "ç" } },
+          createdAt: T0,
+        });
+        const key = makeKey("k-grants", { grants: [grant("a".repeat(64)), grant("b".repeat(64))] });
+        await store.createKey(key);
+        expectSameKey(await store.getKey("k-grants"), key);
+        const fewer = next(key, { grants: [grant("b".repeat(64))] });
+        await store.updateKey(fewer);
+        expectSameKey(await store.getKey("k-grants"), fewer);
+        expect((await store.getKey("k-grants"))?.grants?.map((g) => g.grantId)).toStrictEqual([
+          "b".repeat(64),
+        ]);
+      });
     });
 
     describe("aliases", () => {

@@ -4,6 +4,7 @@ import {
   InvalidCiphertextError,
   type Kms,
   MAX_PLAINTEXT_BYTES,
+  NotFoundError,
   ValidationError,
 } from "@kms/core";
 import { ManualClock } from "@kms/core/testing";
@@ -98,11 +99,11 @@ describe("encrypt / decrypt", () => {
     expect((error as IncorrectKeyError).code).toBe("IncorrectKeyException");
   });
 
-  test("decrypt keyId naming a key that does not exist → IncorrectKeyError", async () => {
+  test("decrypt keyId naming a key that does not exist → NotFoundError", async () => {
     const { ciphertextBlob } = await kms.encrypt({ keyId, plaintext: text("p") });
     await expect(
       kms.decrypt({ ciphertextBlob, keyId: "11111111-2222-4333-8444-555555555555" }),
-    ).rejects.toBeInstanceOf(IncorrectKeyError);
+    ).rejects.toBeInstanceOf(NotFoundError);
   });
 
   test.each(["key id", "key ARN", "alias name", "alias ARN"])(

@@ -80,8 +80,8 @@ const DEFAULT_POLICY = JSON.stringify({
 
 /**
  * How to call each operation so that only the state of `keyId` can make it fail. reEncrypt has
- * a row for the source key and one for the destination key, both checked against the table's
- * reEncrypt row.
+ * a row for the source key (the table's reEncryptSource row, AWS footnote [10]) and one for the
+ * destination key (the reEncrypt row).
  */
 const INVOKERS: Record<string, (f: Fixture) => Promise<unknown>> = {
   cancelKeyDeletion: (f) => f.kms.cancelKeyDeletion({ keyId: f.keyId }),
@@ -140,6 +140,7 @@ const OTHER_KEY_TYPES: ReadonlySet<string> = new Set([
 ]);
 
 function tableOperation(invoker: string): KeyStateOperation {
+  if (invoker === "reEncrypt (source)") return "reEncryptSource";
   return invoker.split(" ")[0] as KeyStateOperation;
 }
 

@@ -58,6 +58,10 @@ const MIGRATIONS: readonly string[] = [
     value TEXT NOT NULL
   ) STRICT;
   `,
+  // 2: grants (JSON array of StoredGrant), kept on the key row so compare-and-set covers them.
+  `
+  ALTER TABLE kms_keys ADD COLUMN grants TEXT;
+  `,
 ];
 
 /** The schema version this build writes and understands. */

@@ -1,4 +1,4 @@
-import type { StoredAlias, StoredKey, StoredKeyVersion } from "@kms/core";
+import type { StoredAlias, StoredGrant, StoredKey, StoredKeyVersion } from "@kms/core";
 
 /** A row of kms_keys as better-sqlite3 returns it. */
 export interface KeyRow {
@@ -20,6 +20,8 @@ export interface KeyRow {
   tags: string;
   policy: string | null;
   current_version: number;
+  /** JSON array of grants; NULL when the key has none (and in rows from before migration 2). */
+  grants: string | null;
 }
 
 export interface VersionRow {
@@ -75,6 +77,7 @@ export function keyParams(key: StoredKey): Record<string, string | number | null
     tags: JSON.stringify(key.tags.map((t) => ({ tagKey: t.tagKey, tagValue: t.tagValue }))),
     policy: key.policy ?? null,
     current_version: key.currentVersion,
+    grants: key.grants === undefined ? null : JSON.stringify(key.grants),
   };
 }
 
@@ -136,6 +139,9 @@ export function keyFromRows(row: KeyRow, versions: readonly VersionRow[]): Store
     }),
     tags: Object.freeze(tags),
     ...(row.policy === null ? {} : { policy: row.policy }),
+    ...(row.grants === null || row.grants === undefined
+      ? {}
+      : { grants: Object.freeze(JSON.parse(row.grants) as StoredGrant[]) }),
     versions: Object.freeze(versions.map(versionFromRow)),
     currentVersion: row.current_version,
   });

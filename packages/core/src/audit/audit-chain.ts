@@ -1,0 +1,140 @@
+/**
+ * The hash chain over audit events: each event's `hash` is SHA-256 over a canonical
+ * serialization of all its other fields, including `prevHash`, the previous event's hash. Any
+ * edit, deletion, reordering or (given the expected head) truncation breaks the chain at a
+ * position `verifyAuditLog` reports.
+ */
+import { hash } from "node:crypto";
+import { type AuditEvent, GENESIS_HASH } from "./audit-sink.ts";
+
+const quotedKeys = new Map<string, string>();
+
+/** JSON-quoted key, memoized: events repeat the same few dozen field names. */
+function quoted(key: string): string {
+  let q = quotedKeys.get(key);
+  if (q === undefined) {
+    q = JSON.stringify(key);
+    if (quotedKeys.size < 4096) quotedKeys.set(key, q);
+  }
+  return q;
+}
+
+/** JSON with object keys sorted at every level; `hash` of the top-level event is left out. */
+export function canonicalize(value: unknown, top = true): string {
+  if (value === null || typeof value !== "object") {
+    // undefined (absent) values never reach here: events are plain JSON.
+    return JSON.stringify(value) ?? "null";
+  }
+  if (Array.isArray(value)) {
+    let out = "[";
+    for (let i = 0; i < value.length; i++) {
+      if (i > 0) out += ",";
+      out += canonicalize(value[i], false);
+    }
+    return `${out}]`;
+  }
+  const record = value as Record<string, unknown>;
+  // Default sort compares UTF-16 code units: deterministic on every platform.
+  const keys = Object.keys(record).sort();
+  let out = "{";
+  let first = true;
+  for (const key of keys) {
+    const v = record[key];
+    if (v === undefined || (top && key === "hash")) continue;
+    if (!first) out += ",";
+    first = false;
+    out += `${quoted(key)}:${canonicalize(v, false)}`;
+  }
+  return `${out}}`;
+}
+
+export function hashEvent(event: Omit<AuditEvent, "hash"> | AuditEvent): string {
+  return hash("sha256", canonicalize(event), "hex");
+}
+
+export type AuditLogProblem = "edited" | "deleted-or-reordered" | "truncated" | "malformed";
+
+export type AuditLogVerification =
+  | { readonly ok: true; readonly count: number; readonly head?: AuditHead }
+  | {
+      readonly ok: false;
+      /** Index in the given array of the first bad event (events.length for truncation). */
+      readonly index: number;
+      readonly problem: AuditLogProblem;
+      readonly message: string;
+    };
+
+/** The newest event's position and hash: keep it somewhere else to detect truncation. */
+export interface AuditHead {
+  readonly sequence: number;
+  readonly hash: string;
+}
+
+export interface VerifyOptions {
+  /** Where the given events start: default the trail's beginning (sequence 0, genesis hash). */
+  readonly from?: { readonly sequence: number; readonly prevHash: string };
+  /** The head recorded elsewhere; a log that ends before it was truncated. */
+  readonly expectedHead?: AuditHead;
+}
+
+/**
+ * Checks a sequence of audit events (in the order a sink returned them).
+ * Never throws: any problem is reported with the index where it was found.
+ */
+export function verifyAuditLog(
+  events: readonly unknown[],
+  options: VerifyOptions = {},
+): AuditLogVerification {
+  let sequence = options.from?.sequence ?? 0;
+  let prevHash = options.from?.prevHash ?? GENESIS_HASH;
+  const bad = (index: number, problem: AuditLogProblem, message: string): AuditLogVerification => ({
+    ok: false,
+    index,
+    problem,
+    message,
+  });
+  for (let i = 0; i < events.length; i++) {
+    const event = events[i] as Partial<AuditEvent> | null;
+    if (typeof event !== "object" || event === null || typeof event.hash !== "string") {
+      return bad(i, "malformed", `event ${i} is not an audit event`);
+    }
+    let computed: string;
+    try {
+      computed = hashEvent(event as AuditEvent);
+    } catch {
+      return bad(i, "malformed", `event ${i} cannot be serialized`);
+    }
+    if (computed !== event.hash) {
+      return bad(i, "edited", `event ${i} was modified: its hash does not match its content`);
+    }
+    if (event.prevHash !== prevHash || event.sequence !== sequence) {
+      return bad(
+        i,
+        "deleted-or-reordered",
+        `event ${i} (sequence ${String(event.sequence)}) does not follow the previous event (expected sequence ${sequence}): events were deleted, inserted or reordered before it`,
+      );
+    }
+    prevHash = event.hash;
+    sequence++;
+  }
+  const head = options.expectedHead;
+  if (head !== undefined) {
+    const last = events[events.length - 1] as AuditEvent | undefined;
+    if (last === undefined || last.sequence < head.sequence) {
+      return bad(
+        events.length,
+        "truncated",
+        `the log ends at sequence ${last?.sequence ?? -1} but the recorded head is ${head.sequence}: events were removed from the end`,
+      );
+    }
+    if (last.sequence === head.sequence && last.hash !== head.hash) {
+      return bad(events.length - 1, "edited", "the last event does not match the recorded head");
+    }
+  }
+  const last = events[events.length - 1] as AuditEvent | undefined;
+  return {
+    ok: true,
+    count: events.length,
+    ...(last !== undefined ? { head: { sequence: last.sequence, hash: last.hash } } : {}),
+  };
+}

@@ -1,0 +1,372 @@
+import { describe, expect, test } from "vitest";
+import { InvalidCiphertextError, InvalidStateError, ValidationError } from "../errors.ts";
+import { createKms, type Kms } from "../kms.ts";
+import type { KmsLike } from "../kms-like.ts";
+import { ManualClock } from "../testing/manual-clock.ts";
+import type { EncryptionContext } from "../types.ts";
+import type { FieldBinding } from "./binding.ts";
+import { type DataKeyRecord, type DataKeyStore, MemoryDataKeyStore } from "./data-key-store.ts";
+import { FieldEncryptionEngine, type FieldSpec } from "./field-encryption-engine.ts";
+import { DETERMINISTIC_OVERHEAD, RANDOMIZED_OVERHEAD, toFieldText } from "./field-format.ts";
+
+/** Counts the KMS calls an engine makes, so tests can check what caching saves. */
+function counting(kms: Kms): KmsLike & { calls: Record<string, number> } {
+  const calls: Record<string, number> = { decrypt: 0, generateDataKey: 0 };
+  return {
+    calls,
+    encrypt: (r, o) => kms.encrypt(r, o),
+    decrypt: (r, o) => {
+      calls.decrypt = (calls.decrypt ?? 0) + 1;
+      return kms.decrypt(r, o);
+    },
+    generateDataKey: (r, o) => {
+      calls.generateDataKey = (calls.generateDataKey ?? 0) + 1;
+      return kms.generateDataKey(r, o);
+    },
+    generateDataKeyWithoutPlaintext: (r, o) => kms.generateDataKeyWithoutPlaintext(r, o),
+    sign: (r, o) => kms.sign(r, o),
+    verify: (r, o) => kms.verify(r, o),
+    generateMac: (r, o) => kms.generateMac(r, o),
+    verifyMac: (r, o) => kms.verifyMac(r, o),
+    getPublicKey: (r, o) => kms.getPublicKey(r, o),
+  };
+}
+
+async function setup(
+  options: {
+    clock?: ManualClock;
+    cache?: { maxAgeMs?: number; maxValues?: number; maxBytes?: number };
+  } = {},
+) {
+  const clock = options.clock ?? new ManualClock();
+  const kms = await createKms({ clock });
+  const keyId = (await kms.createKey()).keyMetadata.keyId;
+  const counted = counting(kms);
+  const store = new MemoryDataKeyStore();
+  const make = (legacyPlaintext = false) =>
+    new FieldEncryptionEngine({
+      kms: counted,
+      dataKeyStore: store,
+      keyId,
+      clock,
+      legacyPlaintext,
+      ...(options.cache === undefined ? {} : { cache: options.cache }),
+    });
+  return { kms, keyId, counted, store, engine: make(), make, clock };
+}
+
+const at = (model: string, field: string, context: EncryptionContext = {}): FieldBinding => ({
+  model,
+  field,
+  context,
+});
+const tenantA = at("User", "email", { tenantId: "a" });
+const STRING: FieldSpec = { type: "string" };
+const DET: FieldSpec = { type: "string", mode: "deterministic" };
+
+describe("FieldEncryptionEngine", () => {
+  const values: [FieldSpec["type"], unknown][] = [
+    ["string", "héllo wörld"],
+    ["string", ""],
+    ["bytes", Uint8Array.of(0, 1, 2, 255)],
+    ["number", -12.5],
+    ["number", Number.MAX_SAFE_INTEGER],
+    ["boolean", true],
+    ["boolean", false],
+    ["date", new Date("2026-03-04T05:06:07.089Z")],
+    ["bigint", -(2n ** 80n)],
+    ["decimal", "12345.6789"],
+    ["json", { a: [1, "x", null], b: { c: true } }],
+  ];
+
+  test.each(values)("%s round-trips in both modes and both encodings", async (type, value) => {
+    const { engine } = await setup();
+    for (const mode of ["randomized", "deterministic"] as const) {
+      const spec = { type, mode };
+      const bytes = await engine.encrypt(tenantA, spec, value);
+      expect(await engine.decrypt(tenantA, spec, bytes)).toEqual(value);
+      const text = await engine.encryptText(tenantA, spec, value);
+      expect(text.startsWith("kms1:")).toBe(true);
+      expect(await engine.decryptText(tenantA, spec, text)).toEqual(value);
+    }
+  });
+
+  test("per-value overhead is 46 bytes randomized, 34 deterministic (§6.1, ≤ 48)", async () => {
+    const { engine } = await setup();
+    const plain = "x".repeat(32);
+    expect((await engine.encrypt(tenantA, STRING, plain)).length).toBe(32 + RANDOMIZED_OVERHEAD);
+    expect((await engine.encrypt(tenantA, DET, plain)).length).toBe(32 + DETERMINISTIC_OVERHEAD);
+    expect(RANDOMIZED_OVERHEAD).toBeLessThanOrEqual(48);
+  });
+
+  test("randomized values differ; deterministic ones are equal per field and tenant only", async () => {
+    const { engine } = await setup();
+    const a1 = await engine.encryptText(tenantA, STRING, "v");
+    const a2 = await engine.encryptText(tenantA, STRING, "v");
+    expect(a1).not.toBe(a2);
+    const d1 = await engine.encryptText(tenantA, DET, "v");
+    expect(await engine.encryptText(tenantA, DET, "v")).toBe(d1);
+    expect(await engine.encryptText(tenantA, DET, "w")).not.toBe(d1);
+    expect(await engine.encryptText(at("User", "email", { tenantId: "b" }), DET, "v")).not.toBe(d1);
+    expect(await engine.encryptText(at("User", "phone", { tenantId: "a" }), DET, "v")).not.toBe(d1);
+  });
+
+  test.each([
+    ["another field", at("User", "phone", { tenantId: "a" })],
+    ["another model", at("Admin", "email", { tenantId: "a" })],
+    ["another tenant", at("User", "email", { tenantId: "b" })],
+    ["no tenant", at("User", "email")],
+    ["an extra context key", at("User", "email", { tenantId: "a", region: "eu" })],
+  ])("a value moved to %s does not decrypt", async (_, binding) => {
+    const { engine } = await setup();
+    for (const spec of [STRING, DET]) {
+      const text = await engine.encryptText(tenantA, spec, "secret");
+      await expect(engine.decryptText(binding, spec, text)).rejects.toBeInstanceOf(
+        InvalidCiphertextError,
+      );
+    }
+  });
+
+  test("flipping any bit of a value fails authentication", async () => {
+    const { engine } = await setup();
+    for (const spec of [STRING, DET]) {
+      const bytes = await engine.encrypt(tenantA, spec, "secret value");
+      for (let i = 0; i < bytes.length; i++) {
+        const bad = bytes.slice();
+        bad[i] = (bad[i] as number) ^ 0x01;
+        await expect(engine.decrypt(tenantA, spec, bad), `byte ${i}`).rejects.toBeInstanceOf(
+          InvalidCiphertextError,
+        );
+      }
+    }
+  });
+
+  test("declared types are enforced on both ends", async () => {
+    const { engine } = await setup();
+    await expect(engine.encrypt(tenantA, { type: "number" }, "1")).rejects.toBeInstanceOf(
+      ValidationError,
+    );
+    await expect(engine.encrypt(tenantA, { type: "date" }, new Date(Number.NaN))).rejects.toThrow(
+      /declared as date/,
+    );
+    const text = await engine.encryptText(tenantA, { type: "number" }, 1);
+    await expect(engine.decryptText(tenantA, STRING, text)).rejects.toBeInstanceOf(
+      InvalidCiphertextError,
+    );
+  });
+
+  const junk = [
+    "plain text",
+    "",
+    "kms1:",
+    "kms1:!!!!",
+    "kms1:AAAA",
+    "kms1:A",
+    `kms1:${"A".repeat(80)}`,
+    toFieldText(Uint8Array.of(0xc1, ...new Uint8Array(60))),
+    toFieldText(Uint8Array.of(0xc2, ...new Uint8Array(40))),
+  ];
+  test.each(junk)("strict mode rejects junk %j", async (value) => {
+    const { engine } = await setup();
+    await expect(engine.decryptText(tenantA, STRING, value)).rejects.toBeInstanceOf(
+      InvalidCiphertextError,
+    );
+  });
+
+  test("non-string / non-bytes stored values are rejected", async () => {
+    const { engine } = await setup();
+    await expect(engine.decryptText(tenantA, STRING, 42 as never)).rejects.toBeInstanceOf(
+      InvalidCiphertextError,
+    );
+    await expect(engine.decrypt(tenantA, STRING, "x" as never)).rejects.toBeInstanceOf(
+      InvalidCiphertextError,
+    );
+  });
+
+  test("legacy plaintext mode returns unprefixed values as they are, still checks ours", async () => {
+    const { make, engine } = await setup();
+    const legacy = make(true);
+    expect(await legacy.decryptText(tenantA, STRING, "old plain value")).toBe("old plain value");
+    const text = await engine.encryptText(tenantA, STRING, "new");
+    expect(await legacy.decryptText(tenantA, STRING, text)).toBe("new");
+    await expect(
+      legacy.decryptText(tenantA, STRING, `${text.slice(0, -2)}AA`),
+    ).rejects.toBeInstanceOf(InvalidCiphertextError);
+    expect(await legacy.inspect("old plain value")).toEqual({ legacy: true });
+  });
+
+  test("a restarted process reads everything with one KMS call per distinct data key", async () => {
+    const { engine, make, counted, store } = await setup({ cache: { maxValues: 10 } });
+    const texts: string[] = [];
+    for (let i = 0; i < 25; i++) texts.push(await engine.encryptText(tenantA, STRING, `v${i}`));
+    const det = await engine.encryptText(tenantA, DET, "d");
+    expect(store.size).toBe(4); // 3 randomized (10 values each) + 1 stable
+    const before = counted.calls.decrypt ?? 0;
+    const fresh = make();
+    const out = await Promise.all(texts.map((t) => fresh.decryptText(tenantA, STRING, t)));
+    expect(out).toEqual(texts.map((_, i) => `v${i}`));
+    expect(await fresh.decryptText(tenantA, DET, det)).toBe("d");
+    expect((counted.calls.decrypt ?? 0) - before).toBe(4);
+    // The deterministic key is found again, not replaced: lookups survive restarts.
+    expect(await fresh.encryptText(tenantA, DET, "d")).toBe(det);
+  });
+
+  test("decryptMany opens mixed values with one KMS call per distinct data key", async () => {
+    const { engine, make, counted } = await setup({ cache: { maxValues: 4 } });
+    const tenantB = at("User", "email", { tenantId: "b" });
+    const items = [];
+    for (let i = 0; i < 10; i++) {
+      const binding = i % 2 === 0 ? tenantA : tenantB;
+      items.push({ binding, spec: STRING, stored: await engine.encryptText(binding, STRING, `s${i}`) });
+      items.push({ binding, spec: DET, stored: await engine.encrypt(binding, DET, `d${i}`) });
+    }
+    const fresh = make();
+    const before = counted.calls.decrypt ?? 0;
+    const out = await fresh.decryptMany(items);
+    expect(out).toEqual(items.map((_, j) => (j % 2 === 0 ? `s${j / 2}` : `d${(j - 1) / 2}`)));
+    // 5 values per tenant at maxValues 4: 2 randomized keys per tenant, plus 1 stable each.
+    expect((counted.calls.decrypt ?? 0) - before).toBe(6);
+    const moved = [...items];
+    moved[3] = { ...(moved[3] as (typeof items)[number]), binding: tenantA };
+    await expect(fresh.decryptMany(moved)).rejects.toBeInstanceOf(InvalidCiphertextError);
+    await expect(fresh.decryptMany([{ binding: tenantA, spec: STRING, stored: "plain" }])).rejects.toBeInstanceOf(
+      InvalidCiphertextError,
+    );
+    expect(await make(true).decryptMany([{ binding: tenantA, spec: STRING, stored: "plain" }])).toEqual(["plain"]);
+  });
+
+  test("the writer reads its own values without any KMS decrypt", async () => {
+    const { engine, counted } = await setup();
+    const text = await engine.encryptText(tenantA, STRING, "v");
+    await engine.decryptText(tenantA, STRING, text);
+    expect(counted.calls.decrypt).toBe(0);
+  });
+
+  test("data keys roll over on max values, max bytes and max age", async () => {
+    const clock = new ManualClock();
+    const byCount = await setup({ clock, cache: { maxValues: 3 } });
+    for (let i = 0; i < 7; i++) await byCount.engine.encrypt(tenantA, STRING, "x");
+    expect(byCount.counted.calls.generateDataKey).toBe(3);
+
+    const byBytes = await setup({ cache: { maxBytes: 25 } });
+    for (let i = 0; i < 4; i++) await byBytes.engine.encrypt(tenantA, STRING, "x".repeat(9));
+    expect(byBytes.counted.calls.generateDataKey).toBe(2); // 10 + 10 bytes fit, the third does not
+
+    const byAge = await setup({ clock, cache: { maxAgeMs: 1000 } });
+    await byAge.engine.encrypt(tenantA, STRING, "x");
+    clock.advance(999);
+    await byAge.engine.encrypt(tenantA, STRING, "x");
+    expect(byAge.counted.calls.generateDataKey).toBe(1);
+    clock.advance(1);
+    await byAge.engine.encrypt(tenantA, STRING, "x");
+    expect(byAge.counted.calls.generateDataKey).toBe(2);
+  });
+
+  test("concurrent writers share one fresh data key", async () => {
+    const { engine, counted } = await setup();
+    await Promise.all(Array.from({ length: 50 }, () => engine.encrypt(tenantA, STRING, "x")));
+    expect(counted.calls.generateDataKey).toBe(1);
+  });
+
+  test("one KMS key per tenant: deleting tenant a's key shreds only tenant a", async () => {
+    const kms = await createKms();
+    const keys: Record<string, string> = {
+      a: (await kms.createKey()).keyMetadata.keyId,
+      b: (await kms.createKey()).keyMetadata.keyId,
+    };
+    const store = new MemoryDataKeyStore();
+    const make = () =>
+      new FieldEncryptionEngine({
+        kms,
+        dataKeyStore: store,
+        keyId: (ctx) => keys[ctx.tenantId ?? ""] ?? "missing",
+      });
+    const engine = make();
+    const tenantB = at("User", "email", { tenantId: "b" });
+    const a = await engine.encryptText(tenantA, STRING, "alice");
+    const b = await engine.encryptText(tenantB, STRING, "bob");
+    const aDet = await engine.encryptText(tenantA, DET, "alice");
+    expect((await engine.inspect(a)).legacy === false && (await engine.inspect(a))).toMatchObject({
+      kmsKeyId: expect.stringContaining(keys.a as string),
+    });
+    await kms.scheduleKeyDeletion({ keyId: keys.a as string, pendingWindowInDays: 7 });
+    const fresh = make();
+    await expect(fresh.decryptText(tenantA, STRING, a)).rejects.toBeInstanceOf(InvalidStateError);
+    await expect(fresh.decryptText(tenantA, DET, aDet)).rejects.toBeInstanceOf(InvalidStateError);
+    expect(await fresh.decryptText(tenantB, STRING, b)).toBe("bob");
+  });
+
+  test("a value whose data key record is missing does not decrypt", async () => {
+    const { engine, kms, keyId } = await setup();
+    const text = await engine.encryptText(tenantA, STRING, "v");
+    const other = new FieldEncryptionEngine({ kms, keyId, dataKeyStore: new MemoryDataKeyStore() });
+    await expect(other.decryptText(tenantA, STRING, text)).rejects.toBeInstanceOf(
+      InvalidCiphertextError,
+    );
+  });
+
+  test("blind indexes: keyed, normalized, truncated, per tenant and per index", async () => {
+    const { engine, make } = await setup();
+    const spec = { bytes: 8, normalize: ["trim", "lowercase", "nfkc"] as const };
+    const i1 = await engine.blindIndex(tenantA, spec, "  Alice@Example.COM ");
+    expect(i1).toBe(await engine.blindIndex(tenantA, spec, "alice@example.com"));
+    expect(Buffer.from(i1, "base64url").length).toBe(8);
+    expect(await make().blindIndex(tenantA, spec, "alice@example.com")).toBe(i1);
+    expect(
+      await engine.blindIndex(at("User", "email", { tenantId: "b" }), spec, "alice@example.com"),
+    ).not.toBe(i1);
+    expect(
+      await engine.blindIndex(at("User", "phone", { tenantId: "a" }), spec, "alice@example.com"),
+    ).not.toBe(i1);
+    expect(await engine.blindIndex(tenantA, { bytes: 32 }, "x")).toHaveLength(43);
+    // A different KMS key gives unrelated indexes: the index is keyed, not a bare hash.
+    const other = await setup();
+    expect(await other.engine.blindIndex(tenantA, spec, "alice@example.com")).not.toBe(i1);
+    await expect(engine.blindIndex(tenantA, { bytes: 3 }, "x")).rejects.toBeInstanceOf(
+      ValidationError,
+    );
+  });
+
+  test("keys created inside a transaction scope are not reused after it (rollback safety)", async () => {
+    const kms = await createKms();
+    const keyId = (await kms.createKey()).keyMetadata.keyId;
+    const records = new Map<string, DataKeyRecord>();
+    // A store whose inserts can be rolled back, as a data key row inside a SQLite transaction.
+    const store: DataKeyStore = {
+      insert: async (r) => records.get(r.id) ?? (records.set(r.id, r), r),
+      get: async (id) => records.get(id),
+    };
+    const engine = new FieldEncryptionEngine({ kms, keyId, dataKeyStore: store });
+    const scope = { transactionScope: "tx-1" };
+    await engine.encryptText(tenantA, STRING, "in tx", scope);
+    await engine.encryptText(tenantA, DET, "in tx", scope);
+    expect(records.size).toBe(2);
+    records.clear(); // the transaction rolls back
+    const after = await engine.encryptText(tenantA, STRING, "after");
+    const afterDet = await engine.encryptText(tenantA, DET, "after");
+    expect(records.size).toBe(2);
+    const fresh = new FieldEncryptionEngine({ kms, keyId, dataKeyStore: store });
+    expect(await fresh.decryptText(tenantA, STRING, after)).toBe("after");
+    expect(await fresh.decryptText(tenantA, DET, afterDet)).toBe("after");
+  });
+
+  test("constructor options are validated", async () => {
+    const { kms } = await setup();
+    const store = new MemoryDataKeyStore();
+    expect(() => new FieldEncryptionEngine({ kms, dataKeyStore: store, keyId: "" })).toThrow(
+      ValidationError,
+    );
+    expect(
+      () =>
+        new FieldEncryptionEngine({
+          kms,
+          dataKeyStore: store,
+          keyId: "k",
+          cache: { maxValues: 0 },
+        }),
+    ).toThrow(/maxValues/);
+    expect(
+      () => new FieldEncryptionEngine({ kms: {} as KmsLike, dataKeyStore: store, keyId: "k" }),
+    ).toThrow(/KmsLike/);
+  });
+});

@@ -1,0 +1,909 @@
+import { aessiv } from "@noble/ciphers/aes.js";
+import { hkdf } from "@noble/hashes/hkdf.js";
+import { hmac } from "@noble/hashes/hmac.js";
+import { sha256 } from "@noble/hashes/sha2.js";
+import { type Clock, systemClock } from "../clock.ts";
+import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
+import { InvalidCiphertextError, KmsInternalError, ValidationError } from "../errors.ts";
+import { type AesKey, gcmOpen, gcmSealInto, importAesKey } from "../hsm/aes-gcm.ts";
+import { fillRandom, randomBytes } from "../hsm/random.ts";
+import type { KmsLike } from "../kms-like.ts";
+import type { EncryptionContext } from "../types.ts";
+import { contextKey, encodeBinding, type FieldBinding } from "./binding.ts";
+import type { DataKeyRecord, DataKeyStore } from "./data-key-store.ts";
+import {
+  DATA_KEY_ID_LENGTH,
+  DETERMINISTIC_OVERHEAD,
+  type FieldCiphertextMode,
+  FORMAT_DETERMINISTIC,
+  FORMAT_RANDOMIZED,
+  fromFieldText,
+  HEADER_LENGTH,
+  hexOf,
+  IV_LENGTH,
+  isFieldCiphertextText,
+  parseFieldCiphertext,
+  RANDOMIZED_OVERHEAD,
+  TAG_LENGTH,
+  toFieldText,
+} from "./field-format.ts";
+import {
+  decodeFieldValue,
+  encodeFieldValue,
+  type FieldValue,
+  type FieldValueType,
+} from "./value-codec.ts";
+
+/** How a field is encrypted. */
+export interface FieldSpec {
+  readonly type: FieldValueType;
+  /**
+   * "randomized" (default): AES-256-GCM with a random IV; equal values look different.
+   * "deterministic": AES-SIV under a per-(field, tenant) key; equal values are equal
+   * ciphertexts, so equality lookups and unique constraints work (and equality leaks).
+   */
+  readonly mode?: FieldCiphertextMode;
+}
+
+/** Normalizations applied, in order, before a blind index is computed. */
+export type BlindIndexNormalization = "lowercase" | "trim" | "nfkc";
+
+export interface BlindIndexSpec {
+  /** Bytes of HMAC-SHA256 kept, 4–32 (default 16). Fewer bytes: more false positives, less leak. */
+  readonly bytes?: number;
+  readonly normalize?: readonly BlindIndexNormalization[] | ((value: string) => string);
+}
+
+/**
+ * Limits on one cached data key, like the AWS Encryption SDK's caching materials manager: a
+ * data key is replaced when any limit is reached.
+ */
+export interface DataKeyCacheLimits {
+  /** Default 5 minutes. Also bounds how long a decrypted data key stays in memory. */
+  readonly maxAgeMs?: number;
+  /** Values encrypted under one data key; default 2^24 (far below GCM's 2^32 random-IV bound). */
+  readonly maxValues?: number;
+  /** Plaintext bytes encrypted under one data key; default 2^36. */
+  readonly maxBytes?: number;
+  /** Decrypted data keys kept for reading; default 1000. */
+  readonly maxDecryptKeys?: number;
+}
+
+export interface FieldEncryptionEngineOptions {
+  readonly kms: KmsLike;
+  readonly dataKeyStore: DataKeyStore;
+  /**
+   * The KMS key that protects new data keys, or a function choosing it from the value's
+   * context (e.g. one key per tenant, so deleting that key crypto-shreds only that tenant).
+   */
+  readonly keyId: string | ((context: EncryptionContext) => string);
+  readonly cache?: DataKeyCacheLimits;
+  /**
+   * Accept stored values that are not ciphertext and return them as they are (migrations
+   * from plaintext columns). Off by default: a non-ciphertext value is an error.
+   */
+  readonly legacyPlaintext?: boolean;
+  readonly clock?: Clock;
+}
+
+/** Per-call options of the encrypting methods. */
+export interface EncryptCallOptions {
+  /**
+   * Set when the value is written inside a database transaction that also holds the data key
+   * insert (e.g. SQLite's single connection). Data keys created under a scope are used only
+   * within that scope, so a rollback that drops the key row cannot leave later values pointing
+   * at a key that no longer exists.
+   */
+  readonly transactionScope?: string;
+}
+
+/** One value for `decryptMany`. */
+export interface DecryptItem {
+  readonly binding: FieldBinding;
+  readonly spec: FieldSpec;
+  /** The text form (String columns) or the bytes (Bytes columns). */
+  readonly stored: string | Uint8Array;
+}
+
+/** What a stored value is made of, for rotation decisions. */
+export type StoredValueInfo =
+  | { readonly legacy: true }
+  | {
+      readonly legacy: false;
+      readonly mode: FieldCiphertextMode;
+      readonly dataKeyId: string;
+      readonly kmsKeyId: string;
+      readonly createdAt: number;
+    };
+
+interface Materials {
+  readonly id: string;
+  readonly header: Uint8Array;
+  /** header || binding per binding (cached binding encodings are stable objects). */
+  readonly aads: WeakMap<Uint8Array, Uint8Array>;
+  readonly key: AesKey;
+  readonly kmsKeyId: string;
+  readonly createdAt: number;
+  values: number;
+  bytes: number;
+}
+
+interface LoadedKey {
+  readonly key: AesKey;
+  readonly loadedAt: number;
+}
+
+interface StableKey {
+  readonly id: string;
+  readonly raw: Uint8Array;
+  readonly kmsKeyId: string;
+}
+
+const encoder = new TextEncoder();
+const DET_SALT = encoder.encode("kms1 deterministic");
+const BIDX_SALT = encoder.encode("kms1 blind index");
+const STABLE_ID_PREFIX = encoder.encode("kms1 stable data key");
+const MAX_DERIVED_KEYS = 4096;
+
+function generic(cause?: unknown): InvalidCiphertextError {
+  return new InvalidCiphertextError(
+    "field value is not valid ciphertext",
+    cause === undefined ? undefined : { cause },
+  );
+}
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !(value > 0)) {
+    throw new ValidationError(`"${name}" must be a positive number, got ${String(value)}`);
+  }
+  return value;
+}
+
+/**
+ * Field-level envelope encryption shared by the ORM adapters (docs/FORMAT.md §6). Values are
+ * sealed locally with AES-256-GCM (or AES-SIV in deterministic mode) under data keys that the
+ * KMS generates and wraps; wrapped data keys live in a DataKeyStore beside the data, and each
+ * value carries a 16-byte data key id. Reading N values costs one KMS call per distinct data
+ * key among them.
+ */
+export class FieldEncryptionEngine {
+  readonly #kms: KmsLike;
+  readonly #store: DataKeyStore;
+  readonly #keyId: (context: EncryptionContext) => string;
+  readonly #clock: Clock;
+  readonly #maxAgeMs: number;
+  readonly #maxValues: number;
+  readonly #maxBytes: number;
+  readonly #maxDecryptKeys: number;
+  readonly #legacyPlaintext: boolean;
+  readonly #materials = new Map<string, Materials>();
+  readonly #materialsInFlight = new Map<string, Promise<Materials>>();
+  readonly #readKeys = new Map<string, LoadedKey>();
+  readonly #readKeysInFlight = new Map<string, Promise<AesKey>>();
+  readonly #stableByScope = new Map<string, Promise<StableKey>>();
+  readonly #stableById = new Map<string, Promise<StableKey>>();
+  /** Subkeys per stable key object: ids repeat when a rolled-back key is created again. */
+  readonly #derived = new WeakMap<StableKey, Map<string, Uint8Array>>();
+  readonly #records = new Map<string, Promise<DataKeyRecord | undefined>>();
+  readonly #scopedMaterials = new Map<string, Materials>();
+  readonly #scopedStable = new Map<string, Promise<StableKey>>();
+
+  constructor(options: FieldEncryptionEngineOptions) {
+    if (options === null || typeof options !== "object") {
+      throw new ValidationError(`"options" expected an object`);
+    }
+    const { kms, dataKeyStore, keyId } = options;
+    if (kms === undefined || typeof kms.generateDataKey !== "function") {
+      throw new ValidationError(`"kms" must implement KmsLike`);
+    }
+    if (dataKeyStore === undefined || typeof dataKeyStore.get !== "function") {
+      throw new ValidationError(`"dataKeyStore" must implement DataKeyStore`);
+    }
+    if (typeof keyId === "string") {
+      if (keyId.length === 0) throw new ValidationError(`"keyId" must not be empty`);
+      this.#keyId = () => keyId;
+    } else if (typeof keyId === "function") {
+      this.#keyId = keyId;
+    } else {
+      throw new ValidationError(`"keyId" must be a string or a function of the context`);
+    }
+    this.#kms = kms;
+    this.#store = dataKeyStore;
+    this.#clock = options.clock ?? systemClock;
+    this.#maxAgeMs = positive("cache.maxAgeMs", options.cache?.maxAgeMs, 5 * 60_000);
+    this.#maxValues = positive("cache.maxValues", options.cache?.maxValues, 2 ** 24);
+    this.#maxBytes = positive("cache.maxBytes", options.cache?.maxBytes, 2 ** 36);
+    this.#maxDecryptKeys = positive("cache.maxDecryptKeys", options.cache?.maxDecryptKeys, 1000);
+    this.#legacyPlaintext = options.legacyPlaintext === true;
+  }
+
+  /** Whether non-ciphertext stored values are returned as they are. */
+  get legacyPlaintext(): boolean {
+    return this.#legacyPlaintext;
+  }
+
+  /**
+   * Encrypts `value` for the column and context in `binding`.
+   * @throws ValidationException when the value does not match `spec.type` or the binding is
+   *   malformed; KMS errors (NotFoundException, DisabledException, KMSInvalidStateException,
+   *   AccessDeniedException) when a data key cannot be generated.
+   */
+  encrypt(
+    binding: FieldBinding,
+    spec: FieldSpec,
+    value: unknown,
+    options?: EncryptCallOptions,
+  ): Promise<Uint8Array> {
+    // Fast path without an async frame: the data key is cached (the common case).
+    try {
+      const sealed = this.#encryptCached(binding, spec, value, options);
+      if (sealed !== undefined) return Promise.resolve(sealed);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.#encryptSlow(binding, spec, value, options);
+  }
+
+  #encryptCached(
+    binding: FieldBinding,
+    spec: FieldSpec,
+    value: unknown,
+    options: EncryptCallOptions | undefined,
+  ): Uint8Array | undefined {
+    if (spec.mode === "deterministic") return undefined;
+    const ctxKey = contextKey(binding.context);
+    const keyId = this.#keyId(binding.context);
+    const cacheKey = `${keyId}\u0000${ctxKey}`;
+    const scope = options?.transactionScope;
+    let materials = this.#materials.get(cacheKey);
+    const plaintext = encodeFieldValue(binding.field, spec.type, value);
+    if (!this.#usable(materials, plaintext.length)) {
+      if (scope === undefined) return undefined;
+      materials = this.#scopedMaterials.get(`${scope}\u0000${cacheKey}`);
+      if (!this.#usable(materials, plaintext.length)) return undefined;
+    }
+    return this.#sealRandomized(materials, encodeBinding(binding, ctxKey), plaintext);
+  }
+
+  async #encryptSlow(
+    binding: FieldBinding,
+    spec: FieldSpec,
+    value: unknown,
+    options: EncryptCallOptions | undefined,
+  ): Promise<Uint8Array> {
+    const plaintext = encodeFieldValue(binding.field, spec.type, value);
+    const ctxKey = contextKey(binding.context);
+    const aad = encodeBinding(binding, ctxKey);
+    if (spec.mode === "deterministic") {
+      const stable = await this.#stableForScope(binding.context, ctxKey, options?.transactionScope);
+      return this.#sealDeterministic(stable, binding, ctxKey, aad, plaintext);
+    }
+    const materials = await this.#materialsFor(
+      binding.context,
+      ctxKey,
+      plaintext.length,
+      options?.transactionScope,
+    );
+    return this.#sealRandomized(materials, aad, plaintext);
+  }
+
+  #sealRandomized(materials: Materials, binding: Uint8Array, plaintext: Uint8Array): Uint8Array {
+    // header || binding as one AAD buffer, cached per (data key, binding): one setAAD per value.
+    let aad = materials.aads.get(binding);
+    if (aad === undefined) {
+      aad = new Uint8Array(HEADER_LENGTH + binding.length);
+      aad.set(materials.header, 0);
+      aad.set(binding, HEADER_LENGTH);
+      materials.aads.set(binding, aad);
+    }
+    const out = new Uint8Array(plaintext.length + RANDOMIZED_OVERHEAD - 1);
+    out.set(materials.header, 0);
+    fillRandom(out, HEADER_LENGTH, IV_LENGTH);
+    gcmSealInto(
+      materials.key,
+      out.subarray(HEADER_LENGTH, HEADER_LENGTH + IV_LENGTH),
+      aad,
+      plaintext,
+      out,
+      HEADER_LENGTH + IV_LENGTH,
+    );
+    plaintext.fill(0);
+    return out;
+  }
+
+  /** `encrypt`, then the text form for String columns (`kms1:` + base64url). */
+  encryptText(
+    binding: FieldBinding,
+    spec: FieldSpec,
+    value: unknown,
+    options?: EncryptCallOptions,
+  ): Promise<string> {
+    try {
+      const sealed = this.#encryptCached(binding, spec, value, options);
+      if (sealed !== undefined) return Promise.resolve(toFieldText(sealed));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.#encryptSlow(binding, spec, value, options).then(toFieldText);
+  }
+
+  /**
+   * Decrypts a stored value bound to `binding`.
+   * @throws InvalidCiphertextException when the bytes are not ciphertext (unless legacy
+   *   plaintext is enabled), were tampered with, or belong to another model, field or context;
+   *   KMS errors when the data key cannot be unwrapped (e.g. its KMS key was deleted).
+   */
+  decrypt(binding: FieldBinding, spec: FieldSpec, stored: Uint8Array): Promise<FieldValue> {
+    try {
+      if (!(stored instanceof Uint8Array)) throw generic();
+      if (stored[0] === FORMAT_RANDOMIZED && stored.length >= RANDOMIZED_OVERHEAD) {
+        const hit = this.#readKeys.get(hexOf(stored, 1, HEADER_LENGTH));
+        if (hit !== undefined && this.#clock.now() - hit.loadedAt < this.#maxAgeMs) {
+          return Promise.resolve(this.#openRandomized(hit.key, binding, spec, stored));
+        }
+      }
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.#decryptSlow(binding, spec, stored);
+  }
+
+  #openRandomized(key: AesKey, binding: FieldBinding, spec: FieldSpec, stored: Uint8Array): FieldValue {
+    const aad = encodeBinding(binding);
+    const tagAt = stored.length - TAG_LENGTH;
+    const plaintext = gcmOpen(
+      key,
+      stored.subarray(HEADER_LENGTH, HEADER_LENGTH + IV_LENGTH),
+      stored.subarray(0, HEADER_LENGTH),
+      stored.subarray(HEADER_LENGTH + IV_LENGTH, tagAt),
+      stored.subarray(tagAt),
+      aad,
+    );
+    if (plaintext === undefined) throw generic();
+    const value = decodeFieldValue(spec.type, plaintext);
+    plaintext.fill(0);
+    return value;
+  }
+
+  #openDeterministic(
+    stable: StableKey,
+    binding: FieldBinding,
+    spec: FieldSpec,
+    stored: Uint8Array,
+  ): FieldValue {
+    const ctxKey = contextKey(binding.context);
+    const key = this.#derive(stable, "d", binding, ctxKey);
+    let plaintext: Uint8Array;
+    try {
+      plaintext = aessiv(key, stored.subarray(0, HEADER_LENGTH), encodeBinding(binding, ctxKey)).decrypt(
+        stored.subarray(HEADER_LENGTH),
+      );
+    } catch (cause) {
+      throw generic(cause);
+    }
+    return decodeFieldValue(spec.type, plaintext);
+  }
+
+  async #decryptSlow(binding: FieldBinding, spec: FieldSpec, stored: Uint8Array): Promise<FieldValue> {
+    const parsed = parseFieldCiphertext(stored);
+    if (parsed === undefined) {
+      if (this.#legacyPlaintext) return stored;
+      throw generic();
+    }
+    if (parsed.mode === "deterministic") {
+      const stable = await this.#stableForId(parsed.dataKeyId);
+      return this.#openDeterministic(stable, binding, spec, stored);
+    }
+    const key = await this.#readKey(parsed.dataKeyId);
+    return this.#openRandomized(key, binding, spec, stored);
+  }
+
+  /**
+   * Decrypts the text form. Text without the `kms1:` prefix is an error, or is returned as it
+   * is when legacy plaintext is enabled.
+   * @throws InvalidCiphertextException as `decrypt`.
+   */
+  decryptText(binding: FieldBinding, spec: FieldSpec, stored: string): Promise<FieldValue> {
+    let bytes: Uint8Array;
+    try {
+      if (typeof stored !== "string") throw generic();
+      if (!isFieldCiphertextText(stored)) {
+        if (this.#legacyPlaintext) return Promise.resolve(stored);
+        throw generic();
+      }
+      bytes = fromFieldText(stored);
+      // Text written by us always parses; anything else is not ours, even in legacy mode.
+      if (parseFieldCiphertext(bytes) === undefined) throw generic();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.decrypt(binding, spec, bytes);
+  }
+
+  /**
+   * Decrypts many stored values (text or bytes form) at once: the distinct data keys among
+   * them are unwrapped first — one KMS call each, in parallel — then every value is opened
+   * synchronously, without a promise per value. This is the read path of the ORM adapters.
+   * @throws as `decrypt` / `decryptText`; the first failing value rejects the whole batch.
+   */
+  async decryptMany(items: readonly DecryptItem[]): Promise<FieldValue[]> {
+    const parsed: (Uint8Array | undefined)[] = new Array(items.length);
+    const ids: string[] = new Array(items.length);
+    const missing = new Set<string>();
+    const stableIds = new Set<string>();
+    const now = this.#clock.now();
+    for (let i = 0; i < items.length; i++) {
+      const stored = (items[i] as DecryptItem).stored;
+      let bytes: Uint8Array | undefined;
+      if (typeof stored === "string") {
+        if (isFieldCiphertextText(stored)) bytes = fromFieldText(stored);
+        else if (!this.#legacyPlaintext) throw generic();
+      } else if (stored instanceof Uint8Array) {
+        bytes = stored;
+      } else {
+        throw generic();
+      }
+      if (bytes !== undefined) {
+        const format = bytes[0];
+        if (format === FORMAT_RANDOMIZED && bytes.length >= RANDOMIZED_OVERHEAD) {
+          const id = hexOf(bytes, 1, HEADER_LENGTH);
+          ids[i] = id;
+          const hit = this.#readKeys.get(id);
+          if (hit === undefined || now - hit.loadedAt >= this.#maxAgeMs) missing.add(id);
+        } else if (format === FORMAT_DETERMINISTIC && bytes.length >= DETERMINISTIC_OVERHEAD) {
+          const id = hexOf(bytes, 1, HEADER_LENGTH);
+          ids[i] = id;
+          stableIds.add(id);
+        } else if (typeof stored === "string" || !this.#legacyPlaintext) {
+          throw generic();
+        } else {
+          bytes = undefined; // legacy bytes, returned as they are
+        }
+      }
+      parsed[i] = bytes;
+    }
+    const keys = new Map<string, AesKey>();
+    const stables = new Map<string, StableKey>();
+    await Promise.all([
+      ...[...missing].map(async (id) => keys.set(id, await this.#readKey(id))),
+      ...[...stableIds].map(async (id) => stables.set(id, await this.#stableForId(id))),
+    ]);
+    const out: FieldValue[] = new Array(items.length);
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i] as DecryptItem;
+      const bytes = parsed[i];
+      if (bytes === undefined) {
+        out[i] = item.stored as FieldValue;
+        continue;
+      }
+      const id = ids[i] as string;
+      if (bytes[0] === FORMAT_RANDOMIZED) {
+        const key = keys.get(id) ?? this.#readKeys.get(id)?.key;
+        if (key === undefined) throw generic();
+        out[i] = this.#openRandomized(key, item.binding, item.spec, bytes);
+      } else {
+        out[i] = this.#openDeterministic(stables.get(id) as StableKey, item.binding, item.spec, bytes);
+      }
+    }
+    return out;
+  }
+
+  /**
+   * A keyed blind index of `value` for equality lookups in a separate column: HMAC-SHA256
+   * under a key derived (HKDF) from a KMS-protected data key of the context, truncated, as
+   * base64url. `binding.field` names the index (usually the source field).
+   * @throws ValidationException when `spec.bytes` is outside 4–32.
+   */
+  async blindIndex(
+    binding: FieldBinding,
+    spec: BlindIndexSpec,
+    value: unknown,
+    options?: EncryptCallOptions,
+  ): Promise<string> {
+    const length = spec.bytes ?? 16;
+    if (!Number.isInteger(length) || length < 4 || length > 32) {
+      throw new ValidationError(`"bytes" of a blind index must be an integer 4–32, got ${length}`);
+    }
+    let input: Uint8Array;
+    if (typeof value === "string") {
+      input = encodeFieldValue(binding.field, "string", normalize(value, spec.normalize));
+    } else {
+      input = encodeFieldValue(binding.field, "json", value);
+    }
+    const ctxKey = contextKey(binding.context);
+    const stable = await this.#stableForScope(binding.context, ctxKey, options?.transactionScope);
+    const key = this.#derive(stable, "b", binding, ctxKey);
+    const mac = hmac(sha256, key, input);
+    return Buffer.from(mac.buffer, mac.byteOffset, length).toString("base64url");
+  }
+
+  /**
+   * Reports which data key and KMS key a stored value uses (or that it is legacy plaintext).
+   * @throws InvalidCiphertextException when the value is neither ciphertext nor, with legacy
+   *   plaintext enabled, a plain value; or when its data key is unknown.
+   */
+  async inspect(stored: string | Uint8Array): Promise<StoredValueInfo> {
+    let bytes: Uint8Array | undefined;
+    if (typeof stored === "string") {
+      bytes = isFieldCiphertextText(stored) ? fromFieldText(stored) : undefined;
+    } else if (stored instanceof Uint8Array) {
+      bytes = stored;
+    }
+    const parsed = bytes === undefined ? undefined : parseFieldCiphertext(bytes);
+    if (parsed === undefined) {
+      if (this.#legacyPlaintext) return { legacy: true };
+      throw generic();
+    }
+    const record = await this.#record(parsed.dataKeyId);
+    if (record === undefined) throw generic();
+    return {
+      legacy: false,
+      mode: parsed.mode,
+      dataKeyId: parsed.dataKeyId,
+      kmsKeyId: record.kmsKeyId,
+      createdAt: record.createdAt,
+    };
+  }
+
+  /**
+   * The KMS key ARN and stable data key id new values of `context` get, for rotation jobs.
+   * @throws KMS errors when a data key cannot be generated.
+   */
+  async currentKeys(
+    context: EncryptionContext,
+  ): Promise<{ readonly kmsKeyId: string; readonly stableDataKeyId: string }> {
+    const ctxKey = contextKey(context);
+    const stable = await this.#stableForScope(context, ctxKey);
+    return { kmsKeyId: stable.kmsKeyId, stableDataKeyId: stable.id };
+  }
+
+  /**
+   * Forgets every cached data key (plaintext and wrapped). Call after scheduling deletion of
+   * a KMS key so that values under it stop decrypting in this process at once.
+   */
+  clearCache(): void {
+    this.#materials.clear();
+    this.#readKeys.clear();
+    this.#stableByScope.clear();
+    this.#stableById.clear();
+    this.#records.clear();
+    this.#scopedMaterials.clear();
+    this.#scopedStable.clear();
+  }
+
+  #sealDeterministic(
+    stable: StableKey,
+    binding: FieldBinding,
+    ctxKey: string,
+    aad: Uint8Array,
+    plaintext: Uint8Array,
+  ): Uint8Array {
+    const header = new Uint8Array(HEADER_LENGTH);
+    header[0] = FORMAT_DETERMINISTIC;
+    header.set(Buffer.from(stable.id, "hex"), 1);
+    const key = this.#derive(stable, "d", binding, ctxKey);
+    const sealed = aessiv(key, header, aad).encrypt(plaintext);
+    const out = new Uint8Array(HEADER_LENGTH + sealed.length);
+    out.set(header, 0);
+    out.set(sealed, HEADER_LENGTH);
+    if (out.length !== plaintext.length + DETERMINISTIC_OVERHEAD - 1)
+      throw new KmsInternalError("SIV length");
+    plaintext.fill(0);
+    return out;
+  }
+
+  /** Per-(data key, purpose, model, field, context) subkey; cached, bounded. */
+  #derive(
+    stable: StableKey,
+    purpose: "d" | "b",
+    binding: FieldBinding,
+    ctxKey: string,
+  ): Uint8Array {
+    const cacheKey = `${purpose}\u0000${binding.model}\u0000${binding.field}\u0000${ctxKey}`;
+    let derived = this.#derived.get(stable);
+    if (derived === undefined) {
+      derived = new Map();
+      this.#derived.set(stable, derived);
+    }
+    const hit = derived.get(cacheKey);
+    if (hit !== undefined) return hit;
+    const info = encodeBinding(binding, ctxKey);
+    const key =
+      purpose === "d"
+        ? hkdf(sha256, stable.raw, DET_SALT, info, 64)
+        : hkdf(sha256, stable.raw, BIDX_SALT, info, 32);
+    if (derived.size >= MAX_DERIVED_KEYS) derived.clear();
+    derived.set(cacheKey, key);
+    return key;
+  }
+
+  #usable(m: Materials | undefined, bytes: number): m is Materials {
+    if (
+      m !== undefined &&
+      this.#clock.now() - m.createdAt < this.#maxAgeMs &&
+      m.values < this.#maxValues &&
+      m.bytes + bytes <= this.#maxBytes
+    ) {
+      m.values += 1;
+      m.bytes += bytes;
+      return true;
+    }
+    return false;
+  }
+
+  async #materialsFor(
+    context: EncryptionContext,
+    ctxKey: string,
+    bytes: number,
+    transactionScope?: string,
+  ): Promise<Materials> {
+    const keyId = this.#keyId(context);
+    const cacheKey = `${keyId}\u0000${ctxKey}`;
+    if (transactionScope !== undefined) {
+      const durable = this.#materials.get(cacheKey);
+      if (this.#usable(durable, bytes)) return durable;
+      const scopedKey = `${transactionScope}\u0000${cacheKey}`;
+      const scoped = this.#scopedMaterials.get(scopedKey);
+      if (this.#usable(scoped, bytes)) return scoped;
+      const fresh = await this.#newMaterials(keyId, context);
+      fresh.values += 1;
+      fresh.bytes += bytes;
+      bounded(this.#scopedMaterials, scopedKey, fresh);
+      return fresh;
+    }
+    for (;;) {
+      const m = this.#materials.get(cacheKey);
+      if (this.#usable(m, bytes)) return m;
+      if (m !== undefined) this.#materials.delete(cacheKey);
+      let pending = this.#materialsInFlight.get(cacheKey);
+      if (pending === undefined) {
+        pending = this.#newMaterials(keyId, context).finally(() =>
+          this.#materialsInFlight.delete(cacheKey),
+        );
+        this.#materialsInFlight.set(cacheKey, pending);
+        this.#materials.set(cacheKey, await pending);
+      } else {
+        await pending;
+      }
+      // Loop: a concurrent burst may have used up the fresh key's limits already.
+    }
+  }
+
+  async #newMaterials(keyId: string, context: EncryptionContext): Promise<Materials> {
+    const generated = await this.#kms.generateDataKey({
+      keyId,
+      keySpec: "AES_256",
+      encryptionContext: context,
+    });
+    const idBytes = randomBytes(DATA_KEY_ID_LENGTH);
+    const id = hexOf(idBytes);
+    const now = this.#clock.now();
+    const stored = await this.#store.insert({
+      id,
+      kmsKeyId: generated.keyId,
+      wrappedKey: generated.ciphertextBlob,
+      encryptionContext: { ...context },
+      purpose: "randomized",
+      createdAt: now,
+    });
+    if (stored.kmsKeyId !== generated.keyId) {
+      generated.plaintext.fill(0);
+      throw new KmsInternalError("data key id collision in the data key store");
+    }
+    const key = importAesKey(generated.plaintext);
+    this.#remember(id, key);
+    const header = new Uint8Array(HEADER_LENGTH);
+    header[0] = FORMAT_RANDOMIZED;
+    header.set(idBytes, 1);
+    return {
+      id,
+      header,
+      aads: new WeakMap(),
+      key,
+      kmsKeyId: generated.keyId,
+      createdAt: now,
+      values: 0,
+      bytes: 0,
+    };
+  }
+
+  #remember(id: string, key: AesKey): void {
+    if (this.#readKeys.size >= this.#maxDecryptKeys) {
+      const oldest = this.#readKeys.keys().next();
+      if (oldest.done !== true) this.#readKeys.delete(oldest.value);
+    }
+    this.#readKeys.set(id, { key, loadedAt: this.#clock.now() });
+  }
+
+  async #readKey(id: string): Promise<AesKey> {
+    const hit = this.#readKeys.get(id);
+    if (hit !== undefined && this.#clock.now() - hit.loadedAt < this.#maxAgeMs) return hit.key;
+    let pending = this.#readKeysInFlight.get(id);
+    if (pending === undefined) {
+      pending = this.#unwrap(id, "randomized")
+        .then((raw) => {
+          const key = importAesKey(raw);
+          this.#remember(id, key);
+          return key;
+        })
+        .finally(() => this.#readKeysInFlight.delete(id));
+      this.#readKeysInFlight.set(id, pending);
+    }
+    return pending;
+  }
+
+  #record(id: string): Promise<DataKeyRecord | undefined> {
+    let pending = this.#records.get(id);
+    if (pending === undefined) {
+      pending = this.#store.get(id);
+      this.#records.set(id, pending);
+      // Forget misses so that a key inserted later by another process is found.
+      pending.then(
+        (r) => {
+          if (r === undefined) this.#records.delete(id);
+        },
+        () => this.#records.delete(id),
+      );
+    }
+    return pending;
+  }
+
+  async #unwrap(id: string, purpose: DataKeyRecord["purpose"]): Promise<Uint8Array> {
+    const record = await this.#record(id);
+    if (record === undefined || record.purpose !== purpose) throw generic();
+    const { plaintext } = await this.#kms.decrypt({
+      ciphertextBlob: record.wrappedKey,
+      encryptionContext: record.encryptionContext,
+    });
+    if (plaintext.length !== 32) throw generic();
+    return plaintext;
+  }
+
+  #stableForScope(
+    context: EncryptionContext,
+    ctxKey: string,
+    transactionScope?: string,
+  ): Promise<StableKey> {
+    const keyId = this.#keyId(context);
+    const scope = `${keyId}\u0000${ctxKey}`;
+    let pending = this.#stableByScope.get(scope);
+    if (pending === undefined && transactionScope !== undefined) {
+      // Inside a transaction: the key row may be rolled back, so nothing found or created here
+      // is cached beyond the transaction.
+      const scopedKey = `${transactionScope}\u0000${scope}`;
+      let scoped = this.#scopedStable.get(scopedKey);
+      if (scoped === undefined) {
+        scoped = this.#loadOrCreateStableUncached(keyId, context);
+        bounded(this.#scopedStable, scopedKey, scoped);
+        scoped.catch(() => this.#scopedStable.delete(scopedKey));
+      }
+      return scoped;
+    }
+    if (pending === undefined) {
+      pending = this.#loadOrCreateStable(keyId, context);
+      this.#stableByScope.set(scope, pending);
+      pending.catch(() => this.#stableByScope.delete(scope));
+    }
+    return pending;
+  }
+
+  #stableForId(id: string): Promise<StableKey> {
+    let pending = this.#stableById.get(id);
+    if (pending === undefined) {
+      pending = this.#record(id).then(async (record) => {
+        if (record === undefined || record.purpose !== "stable") throw generic();
+        return { id, raw: await this.#unwrap(id, "stable"), kmsKeyId: record.kmsKeyId };
+      });
+      this.#stableById.set(id, pending);
+      pending.catch(() => this.#stableById.delete(id));
+    }
+    return pending;
+  }
+
+  async #loadOrCreateStableUncached(keyId: string, context: EncryptionContext): Promise<StableKey> {
+    const id = hexOf(stableDataKeyId(keyId, context));
+    let record = await this.#store.get(id);
+    if (record === undefined) {
+      const generated = await this.#kms.generateDataKey({
+        keyId,
+        keySpec: "AES_256",
+        encryptionContext: context,
+      });
+      record = await this.#store.insert({
+        id,
+        kmsKeyId: generated.keyId,
+        wrappedKey: generated.ciphertextBlob,
+        encryptionContext: { ...context },
+        purpose: "stable",
+        createdAt: this.#clock.now(),
+      });
+      if (record.wrappedKey.length === generated.ciphertextBlob.length &&
+        Buffer.from(record.wrappedKey).equals(Buffer.from(generated.ciphertextBlob))) {
+        return { id, raw: generated.plaintext, kmsKeyId: generated.keyId };
+      }
+      generated.plaintext.fill(0);
+    }
+    if (record.purpose !== "stable") throw generic();
+    const { plaintext } = await this.#kms.decrypt({
+      ciphertextBlob: record.wrappedKey,
+      encryptionContext: record.encryptionContext,
+    });
+    return { id, raw: plaintext, kmsKeyId: record.kmsKeyId };
+  }
+
+  /**
+   * The stable data key of (KMS key, context) has an id derived from both, so every process
+   * finds the same one without coordination; the store's insert-if-absent settles races.
+   */
+  async #loadOrCreateStable(keyId: string, context: EncryptionContext): Promise<StableKey> {
+    const idBytes = stableDataKeyId(keyId, context);
+    const id = hexOf(idBytes);
+    const existing = await this.#store.get(id);
+    if (existing !== undefined) return this.#stableForId(id);
+    const generated = await this.#kms.generateDataKey({
+      keyId,
+      keySpec: "AES_256",
+      encryptionContext: context,
+    });
+    const stored = await this.#store.insert({
+      id,
+      kmsKeyId: generated.keyId,
+      wrappedKey: generated.ciphertextBlob,
+      encryptionContext: { ...context },
+      purpose: "stable",
+      createdAt: this.#clock.now(),
+    });
+    if (
+      stored.wrappedKey.length !== generated.ciphertextBlob.length ||
+      !Buffer.from(stored.wrappedKey).equals(Buffer.from(generated.ciphertextBlob))
+    ) {
+      // Another writer stored its key first: use theirs, discard ours.
+      generated.plaintext.fill(0);
+      return this.#stableForId(id);
+    }
+    const stable = { id, raw: generated.plaintext, kmsKeyId: generated.keyId };
+    this.#stableById.set(id, Promise.resolve(stable));
+    return stable;
+  }
+}
+
+/** First 16 bytes of SHA-256("kms1 stable data key" || u16 len || keyId || context encoding). */
+function stableDataKeyId(keyId: string, context: EncryptionContext): Uint8Array {
+  const keyBytes = encoder.encode(keyId);
+  const ctx = encodeEncryptionContext(context, "context");
+  const input = new Uint8Array(STABLE_ID_PREFIX.length + 2 + keyBytes.length + ctx.length);
+  input.set(STABLE_ID_PREFIX, 0);
+  new DataView(input.buffer).setUint16(STABLE_ID_PREFIX.length, keyBytes.length);
+  input.set(keyBytes, STABLE_ID_PREFIX.length + 2);
+  input.set(ctx, STABLE_ID_PREFIX.length + 2 + keyBytes.length);
+  return sha256(input).subarray(0, DATA_KEY_ID_LENGTH);
+}
+
+const MAX_SCOPED_ENTRIES = 256;
+
+/** Inserts into a map that forgets its oldest entries beyond MAX_SCOPED_ENTRIES. */
+function bounded<V>(map: Map<string, V>, key: string, value: V): void {
+  if (map.size >= MAX_SCOPED_ENTRIES) {
+    const oldest = map.keys().next();
+    if (oldest.done !== true) map.delete(oldest.value);
+  }
+  map.set(key, value);
+}
+
+function normalize(value: string, how: BlindIndexSpec["normalize"]): string {
+  if (how === undefined) return value;
+  if (typeof how === "function") {
+    const out = how(value);
+    if (typeof out !== "string") throw new ValidationError(`"normalize" must return a string`);
+    return out;
+  }
+  let out = value;
+  for (const step of how) {
+    if (step === "lowercase") out = out.toLowerCase();
+    else if (step === "trim") out = out.trim();
+    else if (step === "nfkc") out = out.normalize("NFKC");
+    else throw new ValidationError(`"normalize" step must be lowercase, trim or nfkc`);
+  }
+  return out;
+}

@@ -1,0 +1,82 @@
+import { InvalidCiphertextError } from "../errors.ts";
+
+/**
+ * Byte layout of a field value (docs/FORMAT.md §6.1):
+ *
+ *   randomized:    0xC1 || data key id (16) || IV (12) || AES-256-GCM(tag || payload) || tag (16)
+ *   deterministic: 0xC2 || data key id (16) || SIV (16) || AES-SIV ciphertext(tag || payload)
+ *
+ * Text columns hold `kms1:` + base64url (no padding) of those bytes.
+ */
+export const FORMAT_RANDOMIZED = 0xc1;
+export const FORMAT_DETERMINISTIC = 0xc2;
+export const DATA_KEY_ID_LENGTH = 16;
+export const HEADER_LENGTH = 1 + DATA_KEY_ID_LENGTH;
+export const IV_LENGTH = 12;
+export const TAG_LENGTH = 16;
+export const SIV_LENGTH = 16;
+/** Bytes a randomized value adds to its payload, type tag included: 46. */
+export const RANDOMIZED_OVERHEAD = HEADER_LENGTH + IV_LENGTH + TAG_LENGTH + 1;
+/** Bytes a deterministic value adds to its payload, type tag included: 34. */
+export const DETERMINISTIC_OVERHEAD = HEADER_LENGTH + SIV_LENGTH + 1;
+export const TEXT_PREFIX = "kms1:";
+
+export type FieldCiphertextMode = "randomized" | "deterministic";
+
+export interface ParsedFieldCiphertext {
+  readonly mode: FieldCiphertextMode;
+  readonly dataKeyId: string;
+}
+
+const HEX: string[] = [];
+for (let i = 0; i < 256; i++) HEX.push(i.toString(16).padStart(2, "0"));
+
+export function hexOf(bytes: Uint8Array, from = 0, to = bytes.length): string {
+  let out = "";
+  for (let i = from; i < to; i++) out += HEX[bytes[i] as number];
+  return out;
+}
+
+export function bytesOfHex(hex: string): Uint8Array {
+  return Uint8Array.from(Buffer.from(hex, "hex"));
+}
+
+/** Reads the header, or returns undefined when the bytes are not a field ciphertext. */
+export function parseFieldCiphertext(bytes: Uint8Array): ParsedFieldCiphertext | undefined {
+  const format = bytes[0];
+  if (format === FORMAT_RANDOMIZED && bytes.length >= RANDOMIZED_OVERHEAD) {
+    return { mode: "randomized", dataKeyId: hexOf(bytes, 1, HEADER_LENGTH) };
+  }
+  if (format === FORMAT_DETERMINISTIC && bytes.length >= DETERMINISTIC_OVERHEAD) {
+    return { mode: "deterministic", dataKeyId: hexOf(bytes, 1, HEADER_LENGTH) };
+  }
+  return undefined;
+}
+
+/** True when `text` carries this library's prefix (the value was written by the engine). */
+export function isFieldCiphertextText(text: string): boolean {
+  return text.startsWith(TEXT_PREFIX);
+}
+
+export function toFieldText(bytes: Uint8Array): string {
+  return (
+    TEXT_PREFIX +
+    Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64url")
+  );
+}
+
+const BASE64URL = /^[A-Za-z0-9_-]*$/;
+
+/** @throws InvalidCiphertextException when `text` is not prefix + base64url. */
+export function fromFieldText(text: string): Uint8Array {
+  if (!text.startsWith(TEXT_PREFIX)) {
+    throw new InvalidCiphertextError("field value is not valid ciphertext");
+  }
+  const body = text.slice(TEXT_PREFIX.length);
+  // Buffer's decoder skips junk silently; a strict check keeps one value one encoding.
+  if (body.length % 4 === 1 || !BASE64URL.test(body)) {
+    throw new InvalidCiphertextError("field value is not valid ciphertext");
+  }
+  const buf = Buffer.from(body, "base64url");
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+}

@@ -1,0 +1,189 @@
+import { describe, expect, test } from "vitest";
+import { InvalidCiphertextError, ValidationError } from "../errors.ts";
+import { createKms } from "../kms.ts";
+import type { EncryptionContext } from "../types.ts";
+import { MemoryDataKeyStore } from "./data-key-store.ts";
+import { FieldEncryptionEngine } from "./field-encryption-engine.ts";
+import {
+  type ReencryptCheckpoint,
+  type ReencryptRow,
+  type ReencryptSource,
+  reencryptFields,
+  type StoredFieldValue,
+} from "./reencrypt-job.ts";
+
+interface Row {
+  id: number;
+  tenantId: string;
+  secret: StoredFieldValue;
+  age: StoredFieldValue;
+}
+
+/** An in-memory table with the paging and compare-and-set a database adapter provides. */
+function tableSource(
+  rows: Row[],
+  hooks: { beforeWrite?: (row: Row) => void } = {},
+): ReencryptSource {
+  return {
+    async fetchBatch(cursor, limit) {
+      return rows
+        .filter((r) => cursor === undefined || r.id > Number(cursor))
+        .slice(0, limit)
+        .map((r) => ({
+          cursor: r.id,
+          context: { tenantId: r.tenantId } as EncryptionContext,
+          values: { secret: r.secret, age: r.age },
+        }));
+    },
+    async compareAndSet(row: ReencryptRow, next) {
+      const stored = rows.find((r) => r.id === row.cursor) as Row;
+      hooks.beforeWrite?.(stored);
+      if (stored.secret !== row.values.secret || stored.age !== row.values.age) return false;
+      stored.secret = next.secret ?? null;
+      stored.age = next.age ?? null;
+      return true;
+    },
+  };
+}
+
+const fields = {
+  secret: { type: "string", storage: "text" },
+  age: { type: "number", storage: "text", mode: "deterministic" },
+} as const;
+
+async function setup() {
+  const kms = await createKms();
+  const oldKey = (await kms.createKey()).keyMetadata.keyId;
+  const newKey = (await kms.createKey()).keyMetadata.keyId;
+  const store = new MemoryDataKeyStore();
+  const engine = (keyId: string, legacyPlaintext = false) =>
+    new FieldEncryptionEngine({ kms, dataKeyStore: store, keyId, legacyPlaintext });
+  return { oldKey, newKey, engine };
+}
+
+describe("reencryptFields", () => {
+  test("migrates legacy plaintext, resumably, and leaves current values alone", async () => {
+    const { oldKey, engine } = await setup();
+    const legacy = engine(oldKey, true);
+    const rows: Row[] = Array.from({ length: 7 }, (_, i) => ({
+      id: i + 1,
+      tenantId: i % 2 === 0 ? "a" : "b",
+      secret: `secret ${i}`,
+      age: String(20 + i),
+    }));
+    rows[6] = { ...rows[6], secret: null } as Row;
+    const progress: ReencryptCheckpoint[] = [];
+    const abort = new AbortController();
+    const first = reencryptFields({
+      engine: legacy,
+      source: tableSource(rows),
+      model: "Person",
+      fields,
+      batchSize: 3,
+      signal: abort.signal,
+      onProgress: (c) => {
+        progress.push(c);
+        abort.abort();
+      },
+    });
+    await expect(first).rejects.toThrow();
+    expect(progress).toEqual([{ cursor: 3, scanned: 3, reencrypted: 3, conflicts: 0 }]);
+    const done = await reencryptFields({
+      engine: legacy,
+      source: tableSource(rows),
+      model: "Person",
+      fields,
+      batchSize: 3,
+      resumeFrom: progress[0] as ReencryptCheckpoint,
+    });
+    expect(done).toEqual({ cursor: 7, scanned: 7, reencrypted: 7, conflicts: 0 });
+    const strict = engine(oldKey);
+    for (const [i, row] of rows.entries()) {
+      const binding = (field: string) => ({
+        model: "Person",
+        field,
+        context: { tenantId: row.tenantId },
+      });
+      if (row.secret !== null) {
+        expect(
+          await strict.decryptText(binding("secret"), fields.secret, row.secret as string),
+        ).toBe(`secret ${i}`);
+      }
+      expect(await strict.decryptText(binding("age"), fields.age, row.age as string)).toBe(20 + i);
+    }
+    const again = await reencryptFields({
+      engine: legacy,
+      source: tableSource(rows),
+      model: "Person",
+      fields,
+    });
+    expect(again.reencrypted).toBe(0);
+  });
+
+  test("moves values from an old KMS key to the new one; a concurrent write wins", async () => {
+    const { oldKey, newKey, engine } = await setup();
+    const before = engine(oldKey);
+    const rows: Row[] = [];
+    for (let i = 1; i <= 4; i++) {
+      const b = (field: string) => ({ model: "Person", field, context: { tenantId: "a" } });
+      rows.push({
+        id: i,
+        tenantId: "a",
+        secret: await before.encryptText(b("secret"), fields.secret, `s${i}`),
+        age: await before.encryptText(b("age"), fields.age, i),
+      });
+    }
+    const after = engine(newKey);
+    const concurrent = await after.encryptText(
+      { model: "Person", field: "secret", context: { tenantId: "a" } },
+      fields.secret,
+      "app wrote this",
+    );
+    const result = await reencryptFields({
+      engine: after,
+      source: tableSource(rows, {
+        beforeWrite: (row) => {
+          if (row.id === 2) row.secret = concurrent;
+        },
+      }),
+      model: "Person",
+      fields,
+    });
+    expect(result).toMatchObject({ scanned: 4, reencrypted: 3, conflicts: 1 });
+    for (const row of rows) {
+      const info = await after.inspect(row.secret as string);
+      if (row.id !== 2)
+        expect(info).toMatchObject({ legacy: false, kmsKeyId: expect.stringContaining(newKey) });
+    }
+    expect(
+      await after.decryptText(
+        { model: "Person", field: "secret", context: { tenantId: "a" } },
+        fields.secret,
+        rows[1]?.secret as string,
+      ),
+    ).toBe("app wrote this");
+  });
+
+  test("strict engines refuse legacy values; bad batch sizes are rejected", async () => {
+    const { oldKey, engine } = await setup();
+    const rows: Row[] = [{ id: 1, tenantId: "a", secret: "plain", age: null }];
+    await expect(
+      reencryptFields({
+        engine: engine(oldKey),
+        source: tableSource(rows),
+        model: "Person",
+        fields,
+      }),
+    ).rejects.toBeInstanceOf(InvalidCiphertextError);
+    await expect(
+      reencryptFields({
+        engine: engine(oldKey),
+        source: tableSource(rows),
+        model: "Person",
+        fields,
+        batchSize: 0,
+      }),
+    ).rejects.toBeInstanceOf(ValidationError);
+    expect(rows[0]?.secret).toBe("plain");
+  });
+});

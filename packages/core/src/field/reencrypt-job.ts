@@ -1,0 +1,166 @@
+import { ValidationError } from "../errors.ts";
+import type { EncryptionContext } from "../types.ts";
+import type {
+  FieldEncryptionEngine,
+  FieldSpec,
+  StoredValueInfo,
+} from "./field-encryption-engine.ts";
+import type { FieldValue } from "./value-codec.ts";
+
+/** A stored value as the job sees it: the text or bytes form, or null (not encrypted). */
+export type StoredFieldValue = string | Uint8Array | null;
+
+export interface ReencryptRow {
+  /** Position of the row in cursor order (usually its primary key). */
+  readonly cursor: string | number | bigint;
+  /** The row's context values (tenant, …), as the adapter binds them. */
+  readonly context: EncryptionContext;
+  readonly values: Readonly<Record<string, StoredFieldValue>>;
+}
+
+/** The adapter side of a re-encryption job: paging and conditional writes. */
+export interface ReencryptSource {
+  /** Up to `limit` rows strictly after `cursor` (all rows from the start when undefined). */
+  fetchBatch(
+    cursor: string | number | bigint | undefined,
+    limit: number,
+  ): Promise<readonly ReencryptRow[]>;
+  /**
+   * Writes `next` only if the row's stored values still equal `row.values` (compare-and-set,
+   * so a concurrent application write wins); returns whether the row was updated.
+   * `plaintexts` lets the adapter recompute blind indexes.
+   */
+  compareAndSet(
+    row: ReencryptRow,
+    next: Readonly<Record<string, StoredFieldValue>>,
+    plaintexts: Readonly<Record<string, FieldValue>>,
+  ): Promise<boolean>;
+}
+
+export interface ReencryptCheckpoint {
+  readonly cursor: string | number | bigint | undefined;
+  readonly scanned: number;
+  readonly reencrypted: number;
+  /** Rows changed by someone else between read and write; the next run picks them up. */
+  readonly conflicts: number;
+}
+
+export interface ReencryptOptions {
+  readonly engine: FieldEncryptionEngine;
+  readonly source: ReencryptSource;
+  readonly model: string;
+  /** The encrypted fields of the model and how they are stored. */
+  readonly fields: Readonly<Record<string, FieldSpec & { readonly storage: "text" | "bytes" }>>;
+  /**
+   * Which values to rewrite. Default: legacy plaintext, values whose data key is wrapped
+   * under another KMS key than the one the context now selects, and deterministic values
+   * whose stable data key is not the current one.
+   */
+  readonly shouldReencrypt?: (
+    info: StoredValueInfo,
+    current: { readonly kmsKeyId: string; readonly stableDataKeyId: string },
+  ) => boolean;
+  /** Rows per batch (default 100). */
+  readonly batchSize?: number;
+  /** Resume from a checkpoint a previous run reported. */
+  readonly resumeFrom?: ReencryptCheckpoint;
+  /** Called after each batch with a checkpoint to persist. */
+  readonly onProgress?: (checkpoint: ReencryptCheckpoint) => void | Promise<void>;
+  readonly signal?: AbortSignal;
+}
+
+function defaultPolicy(
+  info: StoredValueInfo,
+  current: { readonly kmsKeyId: string; readonly stableDataKeyId: string },
+): boolean {
+  if (info.legacy) return true;
+  if (info.mode === "deterministic") return info.dataKeyId !== current.stableDataKeyId;
+  return info.kmsKeyId !== current.kmsKeyId;
+}
+
+/**
+ * Re-encrypts a model's values in batches by cursor: legacy plaintext, values under an old
+ * KMS key, or whatever `shouldReencrypt` selects. Each row is written with a compare-and-set,
+ * so the job is safe while the application keeps writing, and the checkpoint it reports after
+ * each batch lets an interrupted run resume. Runs with legacy plaintext reads need an engine
+ * created with `legacyPlaintext: true`.
+ * @throws ValidationException on bad options; InvalidCiphertextException when a stored value
+ *   is neither ciphertext nor (with legacy reads) plaintext; KMS errors from the engine.
+ */
+export async function reencryptFields(options: ReencryptOptions): Promise<ReencryptCheckpoint> {
+  const batchSize = options.batchSize ?? 100;
+  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 10_000) {
+    throw new ValidationError(`"batchSize" must be an integer 1–10000, got ${batchSize}`);
+  }
+  const policy = options.shouldReencrypt ?? defaultPolicy;
+  const { engine, source, model, fields } = options;
+  let state: ReencryptCheckpoint = options.resumeFrom ?? {
+    cursor: undefined,
+    scanned: 0,
+    reencrypted: 0,
+    conflicts: 0,
+  };
+  for (;;) {
+    options.signal?.throwIfAborted();
+    const rows = await source.fetchBatch(state.cursor, batchSize);
+    if (rows.length === 0) break;
+    let { reencrypted, conflicts } = state;
+    for (const row of rows) {
+      const current = await engine.currentKeys(row.context);
+      const next: Record<string, StoredFieldValue> = {};
+      const plaintexts: Record<string, FieldValue> = {};
+      let changed = false;
+      for (const [field, spec] of Object.entries(fields)) {
+        const stored = row.values[field];
+        if (stored === null || stored === undefined) continue;
+        const info = await engine.inspect(stored);
+        const binding = { model, field, context: row.context };
+        const plain = info.legacy
+          ? legacyValue(stored, spec)
+          : typeof stored === "string"
+            ? await engine.decryptText(binding, spec, stored)
+            : await engine.decrypt(binding, spec, stored);
+        plaintexts[field] = plain;
+        if (!policy(info, current)) {
+          next[field] = stored;
+          continue;
+        }
+        changed = true;
+        next[field] =
+          spec.storage === "text"
+            ? await engine.encryptText(binding, spec, plain)
+            : await engine.encrypt(binding, spec, plain);
+      }
+      if (!changed) continue;
+      if (await source.compareAndSet(row, next, plaintexts)) reencrypted += 1;
+      else conflicts += 1;
+    }
+    const last = rows[rows.length - 1] as ReencryptRow;
+    state = { cursor: last.cursor, scanned: state.scanned + rows.length, reencrypted, conflicts };
+    await options.onProgress?.(state);
+    if (rows.length < batchSize) break;
+  }
+  return state;
+}
+
+/** A legacy plaintext column holds the value's natural text form; convert to the declared type. */
+function legacyValue(stored: string | Uint8Array, spec: FieldSpec): FieldValue {
+  if (stored instanceof Uint8Array)
+    return spec.type === "bytes" ? stored : new TextDecoder().decode(stored);
+  switch (spec.type) {
+    case "number":
+      return Number(stored);
+    case "boolean":
+      return stored === "true" || stored === "1";
+    case "date":
+      return new Date(stored);
+    case "bigint":
+      return BigInt(stored);
+    case "json":
+      return JSON.parse(stored) as FieldValue;
+    case "bytes":
+      return new TextEncoder().encode(stored);
+    default:
+      return stored;
+  }
+}

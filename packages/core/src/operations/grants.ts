@@ -1,0 +1,437 @@
+import { keyArn } from "../arn.ts";
+import {
+  DryRunOperationError,
+  InvalidGrantIdError,
+  InvalidGrantTokenError,
+  LimitExceededError,
+  NotFoundError,
+  ValidationError,
+} from "../errors.ts";
+import { randomBytes } from "../hsm/random.ts";
+import { assertObject, assertString } from "../internal/assert.ts";
+import {
+  getKey,
+  type KmsContext,
+  loadKey,
+  resolveKeyId,
+  updateKey,
+} from "../internal/key-access.ts";
+import { pageRequest, toPage } from "../internal/pagination.ts";
+import type { StoredGrant, StoredKey } from "../keystore/key-store.ts";
+import type { EncryptionContext, KeyIdRequest, Page, PageRequest } from "../types.ts";
+import { accessDenied, policyAllows } from "./policies.ts";
+
+/** The operations a grant can allow (AWS's list). */
+export const GRANT_OPERATIONS = [
+  "Decrypt",
+  "Encrypt",
+  "GenerateDataKey",
+  "GenerateDataKeyPair",
+  "GenerateDataKeyPairWithoutPlaintext",
+  "GenerateDataKeyWithoutPlaintext",
+  "ReEncryptFrom",
+  "ReEncryptTo",
+  "Sign",
+  "Verify",
+  "GetPublicKey",
+  "CreateGrant",
+  "RetireGrant",
+  "DescribeKey",
+  "GenerateMac",
+  "VerifyMac",
+  "DeriveSharedSecret",
+] as const;
+export type GrantOperation = (typeof GRANT_OPERATIONS)[number];
+
+export const MAX_GRANTS_PER_KEY = 50000;
+export const MAX_GRANT_TOKENS = 10;
+
+export interface GrantConstraints {
+  readonly encryptionContextEquals?: EncryptionContext;
+  readonly encryptionContextSubset?: EncryptionContext;
+}
+
+export interface CreateGrantRequest extends KeyIdRequest {
+  readonly granteePrincipal: string;
+  readonly retiringPrincipal?: string;
+  readonly operations: readonly GrantOperation[];
+  readonly constraints?: GrantConstraints;
+  readonly grantTokens?: readonly string[];
+  /** Idempotency: the same name with the same fields returns the existing grant. */
+  readonly name?: string;
+  readonly dryRun?: boolean;
+}
+export interface CreateGrantResponse {
+  readonly grantId: string;
+  readonly grantToken: string;
+}
+export interface GrantListEntry {
+  readonly keyId: string;
+  readonly grantId: string;
+  readonly name?: string;
+  readonly creationDate: Date;
+  readonly granteePrincipal: string;
+  readonly retiringPrincipal?: string;
+  readonly issuingAccount: string;
+  readonly operations: readonly string[];
+  readonly constraints?: GrantConstraints;
+}
+export interface ListGrantsRequest extends KeyIdRequest, PageRequest {
+  readonly grantId?: string;
+  readonly granteePrincipal?: string;
+  readonly grantTokens?: readonly string[];
+}
+export interface ListGrantsResponse extends Page {
+  readonly grants: readonly GrantListEntry[];
+}
+export interface ListRetirableGrantsRequest extends PageRequest {
+  readonly retiringPrincipal: string;
+}
+export interface RetireGrantRequest {
+  readonly grantToken?: string;
+  readonly keyId?: string;
+  readonly grantId?: string;
+  readonly dryRun?: boolean;
+}
+export interface RevokeGrantRequest extends KeyIdRequest {
+  readonly grantId: string;
+  readonly dryRun?: boolean;
+}
+
+/**
+ * Grant tokens: AWS uses them to make a new grant effective before it propagates. Grants here
+ * are effective at once, so a token only has to be well-formed (at most 10, 1–8192 chars).
+ * @throws ValidationException, InvalidGrantTokenException.
+ */
+export function validateGrantTokens(request: unknown): void {
+  if (typeof request !== "object" || request === null) return;
+  const tokens = (request as { grantTokens?: unknown }).grantTokens;
+  if (tokens === undefined) return;
+  if (!Array.isArray(tokens) || tokens.length > MAX_GRANT_TOKENS) {
+    throw new ValidationError(
+      `"grantTokens" must be an array of at most ${MAX_GRANT_TOKENS} tokens`,
+    );
+  }
+  tokens.forEach((t, i) => {
+    if (typeof t !== "string" || t.length === 0 || t.length > 8192) {
+      throw new ValidationError(`"grantTokens[${i}]" must be a string of 1–8192 characters`);
+    }
+    decodeGrantToken(t);
+  });
+}
+
+interface TokenContent {
+  readonly keyId: string;
+  readonly grantId: string;
+}
+
+function encodeGrantToken(keyId: string, grantId: string): string {
+  const nonce = Buffer.from(randomBytes(16)).toString("base64url");
+  return Buffer.from(JSON.stringify({ v: 1, k: keyId, g: grantId, n: nonce })).toString(
+    "base64url",
+  );
+}
+
+function decodeGrantToken(token: string): TokenContent {
+  try {
+    const json = JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as Record<
+      string,
+      unknown
+    >;
+    if (json.v === 1 && typeof json.k === "string" && typeof json.g === "string") {
+      return { keyId: json.k, grantId: json.g };
+    }
+  } catch {
+    // fall through
+  }
+  throw new InvalidGrantTokenError("the grant token is not a token issued by this KMS");
+}
+
+function principalArg(name: string, value: unknown): string {
+  return assertString(name, value, 1, 256);
+}
+
+/** assertObject, and a plain object: a Date or Map is not a JSON object. */
+function plainObject(name: string, value: unknown): Record<string, unknown> {
+  const obj = assertObject(name, value);
+  const proto = Object.getPrototypeOf(obj);
+  if (proto !== Object.prototype && proto !== null) {
+    throw new ValidationError(`"${name}" must be a plain object`);
+  }
+  return obj;
+}
+
+function contextArg(name: string, value: unknown): EncryptionContext {
+  const obj = plainObject(name, value);
+  for (const [k, v] of Object.entries(obj)) {
+    if (typeof v !== "string") throw new ValidationError(`"${name}.${k}" must be a string`);
+  }
+  return obj as EncryptionContext;
+}
+
+function constraintsArg(value: unknown): StoredGrant["constraints"] | undefined {
+  if (value === undefined) return undefined;
+  const c = plainObject("constraints", value);
+  for (const k of Object.keys(c)) {
+    if (k !== "encryptionContextEquals" && k !== "encryptionContextSubset") {
+      throw new ValidationError(`"constraints.${k}" is not a grant constraint`);
+    }
+  }
+  const equals =
+    c.encryptionContextEquals === undefined
+      ? undefined
+      : contextArg("constraints.encryptionContextEquals", c.encryptionContextEquals);
+  const subset =
+    c.encryptionContextSubset === undefined
+      ? undefined
+      : contextArg("constraints.encryptionContextSubset", c.encryptionContextSubset);
+  if (equals === undefined && subset === undefined) return undefined;
+  return {
+    ...(equals !== undefined ? { encryptionContextEquals: equals } : {}),
+    ...(subset !== undefined ? { encryptionContextSubset: subset } : {}),
+  };
+}
+
+function operationsArg(value: unknown): string[] {
+  if (!Array.isArray(value) || value.length === 0) {
+    throw new ValidationError(`"operations" must be a non-empty array of grant operations`);
+  }
+  const ops = value.map((op, i) => {
+    if (!(GRANT_OPERATIONS as readonly unknown[]).includes(op)) {
+      throw new ValidationError(
+        `"operations[${i}]" must be one of ${GRANT_OPERATIONS.join(", ")}, got ${String(op)}`,
+      );
+    }
+    return op as string;
+  });
+  return [...new Set(ops)];
+}
+
+const sameList = (a: readonly string[], b: readonly string[]): boolean =>
+  a.length === b.length && [...a].sort().join("\0") === [...b].sort().join("\0");
+
+function sameGrantFields(a: StoredGrant, b: Omit<StoredGrant, "grantId" | "createdAt">): boolean {
+  return (
+    a.granteePrincipal === b.granteePrincipal &&
+    a.retiringPrincipal === b.retiringPrincipal &&
+    sameList(a.operations, b.operations) &&
+    JSON.stringify(a.constraints ?? null) === JSON.stringify(b.constraints ?? null)
+  );
+}
+
+/** A grant that allowed CreateGrant may only hand on what it has (AWS's rule). */
+function checkDelegation(ctx: KmsContext, key: StoredKey, requested: StoredGrant): void {
+  const decision = ctx.call?.decisions.find(
+    (d) => d.action === "kms:CreateGrant" && d.decision.reason === "grant-allow",
+  );
+  if (decision === undefined) return;
+  const parent = key.grants?.find((g) => g.grantId === decision.decision.grantId);
+  if (parent === undefined) return;
+  const extra = requested.operations.filter((op) => !parent.operations.includes(op));
+  if (extra.length > 0) {
+    accessDenied(
+      ctx,
+      "kms:CreateGrant",
+      key,
+      `grant ${parent.grantId} does not allow ${extra.join(", ")}`,
+    );
+  }
+  if (
+    parent.constraints !== undefined &&
+    JSON.stringify(parent.constraints) !== JSON.stringify(requested.constraints ?? null)
+  ) {
+    accessDenied(
+      ctx,
+      "kms:CreateGrant",
+      key,
+      `grant ${parent.grantId} has constraints the new grant must repeat`,
+    );
+  }
+}
+
+function toEntry(ctx: KmsContext, key: StoredKey, g: StoredGrant): GrantListEntry {
+  return {
+    keyId: keyArn(ctx.identity, key.keyId),
+    grantId: g.grantId,
+    ...(g.name !== undefined ? { name: g.name } : {}),
+    creationDate: new Date(g.createdAt),
+    granteePrincipal: g.granteePrincipal,
+    ...(g.retiringPrincipal !== undefined ? { retiringPrincipal: g.retiringPrincipal } : {}),
+    issuingAccount: `arn:${ctx.identity.partition}:iam::${ctx.identity.account}:root`,
+    operations: g.operations,
+    ...(g.constraints !== undefined ? { constraints: g.constraints } : {}),
+  };
+}
+
+/** @throws ValidationException, NotFoundException, DisabledException, LimitExceededException, DryRunOperationException. */
+export async function createGrant(
+  ctx: KmsContext,
+  request: CreateGrantRequest,
+): Promise<CreateGrantResponse> {
+  assertObject("request", request);
+  const granteePrincipal = principalArg("granteePrincipal", request.granteePrincipal);
+  const retiringPrincipal =
+    request.retiringPrincipal === undefined
+      ? undefined
+      : principalArg("retiringPrincipal", request.retiringPrincipal);
+  const operations = operationsArg(request.operations);
+  const constraints = constraintsArg(request.constraints);
+  const name = request.name === undefined ? undefined : assertString("name", request.name, 1, 256);
+  if (name !== undefined && !/^[a-zA-Z0-9:/_-]+$/.test(name)) {
+    throw new ValidationError(`"name" may hold only letters, digits and :/_-`);
+  }
+  const fields = {
+    ...(name !== undefined ? { name } : {}),
+    granteePrincipal,
+    ...(retiringPrincipal !== undefined ? { retiringPrincipal } : {}),
+    issuingPrincipal: ctx.call?.principal ?? "",
+    operations,
+    ...(constraints !== undefined ? { constraints } : {}),
+  };
+  const loaded = await loadKey(ctx, request.keyId, "createGrant");
+  checkDelegation(ctx, loaded, { ...fields, grantId: "", createdAt: 0 });
+  if (request.dryRun === true) {
+    throw new DryRunOperationError("the request would have succeeded, but dryRun was set");
+  }
+  let grantId = "";
+  await updateKey(ctx, loaded.keyId, "createGrant", (key) => {
+    const grants = key.grants ?? [];
+    const existing =
+      name === undefined
+        ? undefined
+        : grants.find((g) => g.name === name && sameGrantFields(g, fields));
+    if (existing !== undefined) {
+      grantId = existing.grantId;
+      return {};
+    }
+    if (grants.length >= MAX_GRANTS_PER_KEY) {
+      throw new LimitExceededError(`a key can have at most ${MAX_GRANTS_PER_KEY} grants`);
+    }
+    grantId = Buffer.from(randomBytes(32)).toString("hex");
+    return { grants: [...grants, { ...fields, grantId, createdAt: ctx.clock.now() }] };
+  });
+  return { grantId, grantToken: encodeGrantToken(loaded.keyId, grantId) };
+}
+
+/** Grants of a key, ordered by creation. `limit` 1–100 (default 50). */
+export async function listGrants(
+  ctx: KmsContext,
+  request: ListGrantsRequest,
+): Promise<ListGrantsResponse> {
+  assertObject("request", request);
+  const { limit, after } = pageRequest(request, { max: 100, default: 50 });
+  const key = await loadKey(ctx, request.keyId, "listGrants");
+  let grants = [...(key.grants ?? [])].sort((a, b) => (a.grantId < b.grantId ? -1 : 1));
+  if (request.grantId !== undefined) grants = grants.filter((g) => g.grantId === request.grantId);
+  if (request.granteePrincipal !== undefined) {
+    grants = grants.filter((g) => g.granteePrincipal === request.granteePrincipal);
+  }
+  if (after !== undefined) grants = grants.filter((g) => g.grantId > after);
+  const page = toPage(grants.slice(0, limit + 1), limit, (g) => g.grantId);
+  return {
+    grants: page.items.map((g) => toEntry(ctx, key, g)),
+    truncated: page.truncated,
+    ...(page.nextMarker !== undefined ? { nextMarker: page.nextMarker } : {}),
+  };
+}
+
+/** Grants on any key of this KMS that `retiringPrincipal` may retire. */
+export async function listRetirableGrants(
+  ctx: KmsContext,
+  request: ListRetirableGrantsRequest,
+): Promise<ListGrantsResponse> {
+  assertObject("request", request);
+  const principal = principalArg("retiringPrincipal", request.retiringPrincipal);
+  const { limit, after } = pageRequest(request, { max: 100, default: 50 });
+  const found: { key: StoredKey; grant: StoredGrant }[] = [];
+  let cursor: string | undefined;
+  for (;;) {
+    const keys = await ctx.store.listKeys({ limit: 100, ...(cursor ? { after: cursor } : {}) });
+    for (const key of keys) {
+      for (const grant of key.grants ?? []) {
+        if (grant.retiringPrincipal === principal) found.push({ key, grant });
+      }
+    }
+    if (keys.length < 100) break;
+    cursor = keys[keys.length - 1]!.keyId;
+  }
+  const id = (f: { key: StoredKey; grant: StoredGrant }): string =>
+    `${f.key.keyId}/${f.grant.grantId}`;
+  const sorted = found
+    .sort((a, b) => (id(a) < id(b) ? -1 : 1))
+    .filter((f) => after === undefined || id(f) > after);
+  const page = toPage(sorted.slice(0, limit + 1), limit, id);
+  return {
+    grants: page.items.map((f) => toEntry(ctx, f.key, f.grant)),
+    truncated: page.truncated,
+    ...(page.nextMarker !== undefined ? { nextMarker: page.nextMarker } : {}),
+  };
+}
+
+function removeGrant(key: StoredKey, grantId: string): StoredGrant[] {
+  const grants = key.grants ?? [];
+  if (!grants.some((g) => g.grantId === grantId)) {
+    throw new NotFoundError(`grant ${grantId} does not exist on key ${key.keyId}`);
+  }
+  return grants.filter((g) => g.grantId !== grantId);
+}
+
+/**
+ * Retires a grant: allowed for its retiring principal, its grantee when the grant includes
+ * RetireGrant, or whoever the key policy allows kms:RetireGrant.
+ * @throws InvalidGrantTokenException, InvalidGrantIdException, NotFoundException, AccessDeniedException.
+ */
+export async function retireGrant(ctx: KmsContext, request: RetireGrantRequest): Promise<void> {
+  assertObject("request", request);
+  let keyId: string;
+  let grantId: string;
+  if (request.grantToken !== undefined) {
+    const token = decodeGrantToken(assertString("grantToken", request.grantToken, 1, 8192));
+    keyId = token.keyId;
+    grantId = token.grantId;
+  } else {
+    if (request.keyId === undefined || request.grantId === undefined) {
+      throw new ValidationError(`specify "grantToken", or both "keyId" and "grantId"`);
+    }
+    keyId = await resolveKeyId(ctx, request.keyId);
+    grantId = assertString("grantId", request.grantId, 1, 128);
+  }
+  if (!/^[0-9a-f]{64}$/.test(grantId)) throw new InvalidGrantIdError(`"grantId" is not a grant id`);
+  const current = await getKey(ctx, keyId);
+  const grant = current.grants?.find((g) => g.grantId === grantId);
+  if (grant === undefined)
+    throw new NotFoundError(`grant ${grantId} does not exist on key ${keyId}`);
+  const principal = ctx.call?.principal;
+  const mayRetire =
+    principal === undefined ||
+    grant.retiringPrincipal === principal ||
+    (grant.granteePrincipal === principal && grant.operations.includes("RetireGrant")) ||
+    policyAllows(ctx, current, "kms:RetireGrant");
+  if (!mayRetire) {
+    accessDenied(
+      ctx,
+      "kms:RetireGrant",
+      current,
+      "it is neither the retiring principal nor allowed by the key policy",
+    );
+  }
+  if (request.dryRun === true) {
+    throw new DryRunOperationError("the request would have succeeded, but dryRun was set");
+  }
+  await updateKey(ctx, keyId, "retireGrant", (key) => ({ grants: removeGrant(key, grantId) }));
+}
+
+/** @throws NotFoundException, InvalidGrantIdException, AccessDeniedException. */
+export async function revokeGrant(ctx: KmsContext, request: RevokeGrantRequest): Promise<void> {
+  assertObject("request", request);
+  const grantId = assertString("grantId", request.grantId, 1, 128);
+  if (!/^[0-9a-f]{64}$/.test(grantId)) throw new InvalidGrantIdError(`"grantId" is not a grant id`);
+  const key = await loadKey(ctx, request.keyId, "revokeGrant");
+  if (request.dryRun === true) {
+    removeGrant(key, grantId);
+    throw new DryRunOperationError("the request would have succeeded, but dryRun was set");
+  }
+  await updateKey(ctx, key.keyId, "revokeGrant", (latest) => ({
+    grants: removeGrant(latest, grantId),
+  }));
+}

@@ -1,0 +1,126 @@
+import { keyArn } from "../arn.ts";
+import { AccessDeniedError, MalformedPolicyDocumentError, ValidationError } from "../errors.ts";
+import { assertBoolean, assertObject } from "../internal/assert.ts";
+import { type KmsContext, loadKey, resolveKeyId, updateKey } from "../internal/key-access.ts";
+import { pageRequest } from "../internal/pagination.ts";
+import type { StoredKey } from "../keystore/key-store.ts";
+import { authorizationRequest, type CallState, keyPolicyOf } from "../policy/authorizer.ts";
+import { evaluate } from "../policy/evaluate.ts";
+import { defaultKeyPolicy, type PolicyDocument, parsePolicy } from "../policy/policy-document.ts";
+import type { CreateKeyRequest, KeyIdRequest, Page, PageRequest } from "../types.ts";
+
+/** AWS keys have exactly one policy, named "default". */
+export const KEY_POLICY_NAME = "default";
+
+export interface PutKeyPolicyRequest extends KeyIdRequest {
+  /** Only "default"; optional as in current AWS. */
+  readonly policyName?: string;
+  readonly policy: string;
+  readonly bypassPolicyLockoutSafetyCheck?: boolean;
+}
+export interface GetKeyPolicyRequest extends KeyIdRequest {
+  readonly policyName?: string;
+}
+export interface GetKeyPolicyResponse {
+  readonly policy: string;
+  readonly policyName: string;
+}
+export interface ListKeyPoliciesRequest extends KeyIdRequest, PageRequest {}
+export interface ListKeyPoliciesResponse extends Page {
+  readonly policyNames: readonly string[];
+}
+
+function assertPolicyName(value: unknown): void {
+  if (value !== undefined && value !== KEY_POLICY_NAME) {
+    throw new ValidationError(`"policyName" must be "${KEY_POLICY_NAME}", got ${String(value)}`);
+  }
+}
+
+/**
+ * The lockout safety check: refuses a policy under which the caller could not change the
+ * policy again (AWS's rule), unless the caller explicitly bypasses it.
+ * @throws MalformedPolicyDocumentException.
+ */
+export function checkLockout(
+  call: CallState | undefined,
+  policy: PolicyDocument,
+  key: StoredKey | undefined,
+  bypass: boolean,
+): void {
+  if (bypass || call === undefined || !call.settings.enabled) return;
+  const decision = evaluate(
+    policy,
+    [],
+    authorizationRequest(call, "kms:PutKeyPolicy", key, "single"),
+  );
+  if (!decision.allowed) {
+    throw new MalformedPolicyDocumentError(
+      `the new key policy will not allow you (${call.principal}) to update the key policy in the future; set "bypassPolicyLockoutSafetyCheck" to true to set it anyway`,
+    );
+  }
+}
+
+/** Validates CreateKey's policy (malformed documents, lockout) before the key exists. */
+export function validateCreateKeyPolicy(ctx: KmsContext, request: CreateKeyRequest): void {
+  if (typeof request !== "object" || request === null || request.policy === undefined) return;
+  const bypass =
+    request.bypassPolicyLockoutSafetyCheck === undefined
+      ? false
+      : assertBoolean("bypassPolicyLockoutSafetyCheck", request.bypassPolicyLockoutSafetyCheck);
+  checkLockout(ctx.call, parsePolicy(request.policy), undefined, bypass);
+}
+
+export async function putKeyPolicy(ctx: KmsContext, request: PutKeyPolicyRequest): Promise<void> {
+  assertObject("request", request);
+  assertPolicyName(request.policyName);
+  const bypass =
+    request.bypassPolicyLockoutSafetyCheck === undefined
+      ? false
+      : assertBoolean("bypassPolicyLockoutSafetyCheck", request.bypassPolicyLockoutSafetyCheck);
+  const document = parsePolicy(request.policy);
+  const keyId = await resolveKeyId(ctx, request.keyId);
+  await updateKey(ctx, keyId, "putKeyPolicy", (key) => {
+    checkLockout(ctx.call, document, key, bypass);
+    return { policy: request.policy };
+  });
+}
+
+export async function getKeyPolicy(
+  ctx: KmsContext,
+  request: GetKeyPolicyRequest,
+): Promise<GetKeyPolicyResponse> {
+  assertObject("request", request);
+  assertPolicyName(request.policyName);
+  const key = await loadKey(ctx, request.keyId, "getKeyPolicy");
+  return {
+    policy: key.policy ?? defaultKeyPolicy(ctx.identity.partition, ctx.identity.account),
+    policyName: KEY_POLICY_NAME,
+  };
+}
+
+export async function listKeyPolicies(
+  ctx: KmsContext,
+  request: ListKeyPoliciesRequest,
+): Promise<ListKeyPoliciesResponse> {
+  assertObject("request", request);
+  pageRequest(request, { max: 1000, default: 100 });
+  await loadKey(ctx, request.keyId, "listKeyPolicies");
+  return { policyNames: [KEY_POLICY_NAME], truncated: false };
+}
+
+/** Whether the key policy alone (no grants) allows `action` for the call's principal. */
+export function policyAllows(ctx: KmsContext, key: StoredKey, action: string): boolean {
+  const call = ctx.call;
+  if (call === undefined || !call.settings.enabled) return true;
+  return evaluate(
+    keyPolicyOf(key, call.settings.identity),
+    [],
+    authorizationRequest(call, action, key, "single"),
+  ).allowed;
+}
+
+export function accessDenied(ctx: KmsContext, action: string, key: StoredKey, why: string): never {
+  throw new AccessDeniedError(
+    `${ctx.call?.principal ?? "caller"} is not authorized to perform ${action} on ${keyArn(ctx.identity, key.keyId)}: ${why}`,
+  );
+}

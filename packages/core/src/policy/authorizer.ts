@@ -1,0 +1,364 @@
+/**
+ * Per-call authorization: turns a call (operation, request, caller) and a key into an
+ * AuthorizationRequest, evaluates it, and remembers the decisions for the audit trail and for
+ * `explain`. Condition key values are extracted generically from the request object, so
+ * operations added later (sign, verify, generateMac…) get kms:SigningAlgorithm etc. for free.
+ */
+import { type KmsIdentity, keyArn } from "../arn.ts";
+import { parseBlob } from "../envelope/ciphertext-blob.ts";
+import { AccessDeniedError } from "../errors.ts";
+import type { KeyStore, StoredKey } from "../keystore/key-store.ts";
+import { type AuthorizationRequest, accountOf, type Decision, evaluate } from "./evaluate.ts";
+import { defaultKeyPolicy, type PolicyDocument, parsePolicyCached } from "./policy-document.ts";
+
+/** Policy settings of one Kms (from createKms options). */
+export interface PolicySettings {
+  readonly identity: KmsIdentity;
+  /** False only for benchmarks/tests that measure the cost of authorization. */
+  readonly enabled: boolean;
+  /** Policy for calls without a key (createKey, listKeys, generateRandom…); resource `*`. */
+  readonly accountPolicy: PolicyDocument;
+  readonly principalTags: Readonly<Record<string, Readonly<Record<string, string>>>>;
+}
+
+export interface AuthorizationRecord {
+  readonly action: string;
+  readonly resource: string;
+  readonly decision: Decision;
+}
+
+/** What one call is: built by the facade for every operation. */
+export interface CallState {
+  readonly operation: string;
+  readonly principal: string;
+  readonly principalAccount: string;
+  readonly request: unknown;
+  readonly sourceIp?: string;
+  readonly viaService?: string;
+  readonly requestId: string;
+  readonly now: number;
+  readonly settings: PolicySettings;
+  /** Keys the call touched, by key id (for the audit record's resources). */
+  readonly keys: Map<string, StoredKey>;
+  readonly decisions: AuthorizationRecord[];
+}
+
+/** Operations without a key resource: authorized against the account policy up front. */
+export const ACCOUNT_LEVEL_OPERATIONS: ReadonlySet<string> = new Set([
+  "createKey",
+  "listKeys",
+  "listAliases",
+  "generateRandom",
+  "listRetirableGrants",
+  "runMaintenance",
+  "explain",
+  "verifyAuditLog",
+]);
+
+/** Operations whose key-level authorization applies an encryption context. */
+const EC_OPERATIONS = new Set([
+  "encrypt",
+  "decrypt",
+  "reEncrypt",
+  "generateDataKey",
+  "generateDataKeyWithoutPlaintext",
+  "generateDataKeyPair",
+  "generateDataKeyPairWithoutPlaintext",
+]);
+
+export function defaultAccountPolicy(identity: KmsIdentity): PolicyDocument {
+  return parsePolicyCached(defaultKeyPolicy(identity.partition, identity.account));
+}
+
+/** `encrypt` → `kms:Encrypt`. */
+export function actionOf(operation: string): string {
+  return `kms:${operation.charAt(0).toUpperCase()}${operation.slice(1)}`;
+}
+
+/** Principal's account: from its ARN, else (a plain name) the KMS's own account. */
+export function principalAccountOf(principal: string, identity: KmsIdentity): string {
+  return accountOf(principal) ?? identity.account;
+}
+
+function field(request: unknown, name: string): unknown {
+  return typeof request === "object" && request !== null
+    ? (request as Record<string, unknown>)[name]
+    : undefined;
+}
+
+function stringField(request: unknown, name: string): string | undefined {
+  const value = field(request, name);
+  return typeof value === "string" ? value : undefined;
+}
+
+function contextField(request: unknown, name: string): Record<string, string> | undefined {
+  const value = field(request, name);
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return undefined;
+  return value as Record<string, string>;
+}
+
+/** Alias named by the request, as an alias name (alias ARNs reduced to `alias/...`). */
+function requestAlias(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (value.startsWith("alias/")) return value;
+  const at = value.indexOf(":alias/");
+  return value.startsWith("arn:") && at !== -1 ? value.slice(at + 1) : undefined;
+}
+
+function lookupTag(
+  tags: Readonly<Record<string, string>> | readonly { tagKey: string; tagValue: string }[],
+  name: string,
+): string | undefined {
+  const lower = name.toLowerCase();
+  if (Array.isArray(tags)) {
+    return (tags as readonly { tagKey: string; tagValue: string }[]).find(
+      (t) => t.tagKey.toLowerCase() === lower,
+    )?.tagValue;
+  }
+  for (const [k, v] of Object.entries(tags as Record<string, string>)) {
+    if (k.toLowerCase() === lower) return v;
+  }
+  return undefined;
+}
+
+export type KeyRole = "single" | "source" | "destination";
+
+/**
+ * Builds the request to evaluate for `action` on `key` (or on `*` when `key` is undefined).
+ * Values are computed only when a condition asks for them.
+ */
+export function authorizationRequest(
+  call: CallState,
+  action: string,
+  key: StoredKey | undefined,
+  role: KeyRole,
+  resourceAliases?: readonly string[],
+): AuthorizationRequest {
+  const { request, settings } = call;
+  const contextName =
+    role === "source"
+      ? "sourceEncryptionContext"
+      : role === "destination"
+        ? "destinationEncryptionContext"
+        : "encryptionContext";
+  const encryptionContext = contextField(request, contextName);
+  const keyIdArgument =
+    role === "source" ? "sourceKeyId" : role === "destination" ? "destinationKeyId" : "keyId";
+  const algorithmName =
+    role === "source"
+      ? "sourceEncryptionAlgorithm"
+      : role === "destination"
+        ? "destinationEncryptionAlgorithm"
+        : "encryptionAlgorithm";
+  const takesEncryptionContext =
+    EC_OPERATIONS.has(call.operation) && (key === undefined || key.keySpec === "SYMMETRIC_DEFAULT");
+  const one = (v: string | undefined): readonly string[] | undefined =>
+    v === undefined ? undefined : [v];
+  const bool = (v: unknown): readonly string[] | undefined =>
+    typeof v === "boolean" ? [String(v)] : undefined;
+
+  const values = (lower: string, original: string): readonly string[] | undefined => {
+    if (lower.startsWith("kms:encryptioncontext:")) {
+      // The context key part is case-sensitive, as in AWS.
+      return one(encryptionContext?.[original.slice("kms:encryptioncontext:".length)]);
+    }
+    if (lower.startsWith("aws:principaltag/")) {
+      const tags = settings.principalTags[call.principal];
+      return tags === undefined ? undefined : one(lookupTag(tags, original.slice(17)));
+    }
+    if (lower.startsWith("aws:resourcetag/")) {
+      return key === undefined ? undefined : one(lookupTag(key.tags, original.slice(16)));
+    }
+    if (lower.startsWith("aws:requesttag/")) {
+      const tags = field(request, "tags");
+      return Array.isArray(tags) ? one(lookupTag(tags, original.slice(15))) : undefined;
+    }
+    switch (lower) {
+      case "kms:encryptioncontextkeys":
+        return encryptionContext === undefined ? undefined : Object.keys(encryptionContext);
+      case "kms:calleraccount":
+      case "aws:principalaccount":
+        return [call.principalAccount];
+      case "aws:principalarn":
+        return [call.principal];
+      case "kms:viaservice":
+        return one(call.viaService);
+      case "aws:sourceip":
+        return one(call.sourceIp);
+      case "aws:currenttime":
+        return [new Date(call.now).toISOString()];
+      case "aws:epochtime":
+        return [String(Math.floor(call.now / 1000))];
+      case "kms:requestalias":
+        return one(requestAlias(stringField(request, keyIdArgument)));
+      case "kms:resourcealiases":
+        return resourceAliases;
+      case "kms:keyspec":
+        return one(key?.keySpec ?? stringField(request, "keySpec"));
+      case "kms:keyusage":
+        return one(key?.keyUsage ?? stringField(request, "keyUsage"));
+      case "kms:keyorigin":
+        return one(key?.origin ?? stringField(request, "origin"));
+      case "kms:multiregion":
+        return key === undefined ? bool(field(request, "multiRegion")) : [String(key.multiRegion)];
+      case "kms:encryptionalgorithm": {
+        const given = stringField(request, algorithmName);
+        return one(given ?? (takesEncryptionContext ? "SYMMETRIC_DEFAULT" : undefined));
+      }
+      case "kms:signingalgorithm":
+        return one(stringField(request, "signingAlgorithm"));
+      case "kms:macalgorithm":
+        return one(stringField(request, "macAlgorithm"));
+      case "kms:keyagreementalgorithm":
+        return one(stringField(request, "keyAgreementAlgorithm"));
+      case "kms:datakeypairspec":
+        return one(stringField(request, "keyPairSpec"));
+      case "kms:granteeprincipal":
+        return one(stringField(request, "granteePrincipal"));
+      case "kms:retiringprincipal":
+        return one(stringField(request, "retiringPrincipal"));
+      case "kms:grantoperations": {
+        const ops = field(request, "operations");
+        return Array.isArray(ops)
+          ? ops.filter((o): o is string => typeof o === "string")
+          : undefined;
+      }
+      case "kms:grantisforawsresource":
+        return call.operation === "createGrant" ||
+          call.operation === "listGrants" ||
+          call.operation === "revokeGrant"
+          ? [String(call.viaService !== undefined)]
+          : undefined;
+      case "kms:grantconstrainttype": {
+        const c = field(request, "constraints");
+        if (typeof c !== "object" || c === null) return undefined;
+        const types: string[] = [];
+        if (field(c, "encryptionContextEquals") !== undefined)
+          types.push("EncryptionContextEquals");
+        if (field(c, "encryptionContextSubset") !== undefined)
+          types.push("EncryptionContextSubset");
+        return types.length === 0 ? undefined : types;
+      }
+      case "kms:bypasspolicylockoutsafetycheck":
+        return bool(field(request, "bypassPolicyLockoutSafetyCheck"));
+      case "kms:rotationperiodindays": {
+        const days = field(request, "rotationPeriodInDays");
+        return typeof days === "number" ? [String(days)] : undefined;
+      }
+      case "kms:schedulekeydeletionpendingwindowindays": {
+        const days = field(request, "pendingWindowInDays");
+        return typeof days === "number" ? [String(days)] : undefined;
+      }
+      default:
+        return undefined;
+    }
+  };
+  return {
+    action,
+    actionLower: action.toLowerCase(),
+    principal: call.principal,
+    principalAccount: call.principalAccount,
+    resource: key === undefined ? "*" : keyArn(settings.identity, key.keyId),
+    conditionValues: (name) => values(name.toLowerCase(), name),
+    encryptionContext,
+    takesEncryptionContext,
+  };
+}
+
+/** The key's policy: its stored document, or AWS's default when none was set. */
+export function keyPolicyOf(key: StoredKey, identity: KmsIdentity): PolicyDocument {
+  return parsePolicyCached(key.policy ?? defaultKeyPolicy(identity.partition, identity.account));
+}
+
+const aliasUse = new WeakMap<PolicyDocument, boolean>();
+
+/** Whether any condition needs kms:ResourceAliases (a store read), computed once per policy. */
+export function usesResourceAliases(policy: PolicyDocument): boolean {
+  let uses = aliasUse.get(policy);
+  if (uses === undefined) {
+    uses = policy.statements.some((s) =>
+      s.conditions.some((c) => c.key.toLowerCase() === "kms:resourcealiases"),
+    );
+    aliasUse.set(policy, uses);
+  }
+  return uses;
+}
+
+/** Source key id named by a reEncrypt ciphertext, if the blob parses. */
+function blobKeyId(request: unknown): string | undefined {
+  const blob = field(request, "ciphertextBlob");
+  if (!(blob instanceof Uint8Array)) return undefined;
+  try {
+    return parseBlob(blob).keyId;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The actions a call needs on `key`, with the role the key plays. */
+export function actionsFor(call: CallState, key: StoredKey): [string, KeyRole][] {
+  if (call.operation !== "reEncrypt") return [[actionOf(call.operation), "single"]];
+  const source = blobKeyId(call.request);
+  const actions: [string, KeyRole][] = [];
+  if (source === key.keyId) actions.push(["kms:ReEncryptFrom", "source"]);
+  if (source !== key.keyId || mayBeDestination(call, key)) {
+    actions.push(["kms:ReEncryptTo", "destination"]);
+  }
+  return actions;
+}
+
+/** An alias could name the source key too, so it needs ReEncryptTo as well (conservative). */
+function mayBeDestination(call: CallState, key: StoredKey): boolean {
+  const destination = stringField(call.request, "destinationKeyId");
+  if (destination === undefined) return false;
+  return destination.endsWith(key.keyId) || requestAlias(destination) !== undefined;
+}
+
+function deny(decision: Decision): never {
+  throw new AccessDeniedError(decision.message);
+}
+
+/** Evaluates and records; throws AccessDeniedError on a deny. */
+export async function authorizeKey(
+  call: CallState,
+  store: KeyStore,
+  key: StoredKey,
+): Promise<void> {
+  call.keys.set(key.keyId, key);
+  // RetireGrant is authorized by the grant itself (retiring principal), see retireGrant.
+  if (!call.settings.enabled || call.operation === "retireGrant") return;
+  const policy = keyPolicyOf(key, call.settings.identity);
+  let aliases: readonly string[] | undefined;
+  if (usesResourceAliases(policy)) {
+    const found = await store.listAliases({ limit: 100, targetKeyId: key.keyId });
+    aliases = found.map((a) => a.aliasName);
+  }
+  const resource = keyArn(call.settings.identity, key.keyId);
+  for (const [action, role] of actionsFor(call, key)) {
+    const done = call.decisions.find((d) => d.action === action && d.resource === resource);
+    if (done !== undefined) {
+      if (!done.decision.allowed) deny(done.decision);
+      continue;
+    }
+    const decision = evaluate(
+      policy,
+      key.grants ?? [],
+      authorizationRequest(call, action, key, role, aliases),
+    );
+    call.decisions.push({ action, resource, decision });
+    if (!decision.allowed) deny(decision);
+  }
+}
+
+/** Authorizes a call without a key resource against the account policy. */
+export function authorizeAccount(call: CallState): void {
+  if (!call.settings.enabled) return;
+  const action = actionOf(call.operation);
+  const decision = evaluate(
+    call.settings.accountPolicy,
+    [],
+    authorizationRequest(call, action, undefined, "single"),
+  );
+  call.decisions.push({ action, resource: "*", decision });
+  if (!decision.allowed) deny(decision);
+}

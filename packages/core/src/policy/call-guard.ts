@@ -1,0 +1,222 @@
+/**
+ * What the facade's pipeline does around every operation: builds the call's state and context,
+ * validates grant tokens, authorizes calls that have no key, applies dryRun, and records the
+ * audit event once the operation settled.
+ */
+import type { KmsIdentity } from "../arn.ts";
+import { buildAuditEvent } from "../audit/audit-event.ts";
+import type { AuditSink } from "../audit/audit-sink.ts";
+import { Auditor, type AuditorOptions } from "../audit/auditor.ts";
+import { MemoryAuditSink } from "../audit/memory-audit-sink.ts";
+import { parseBlob } from "../envelope/ciphertext-blob.ts";
+import { DryRunOperationError, ValidationError } from "../errors.ts";
+import { type KmsContext, resolveKeyId } from "../internal/key-access.ts";
+import { validateGrantTokens } from "../operations/grants.ts";
+import type { CallOptions } from "../types.ts";
+import {
+  ACCOUNT_LEVEL_OPERATIONS,
+  actionsFor,
+  authorizationRequest,
+  authorizeAccount,
+  authorizeKey,
+  type CallState,
+  defaultAccountPolicy,
+  keyPolicyOf,
+  type PolicySettings,
+  principalAccountOf,
+} from "./authorizer.ts";
+import { evaluate } from "./evaluate.ts";
+import { parsePolicy } from "./policy-document.ts";
+
+export interface AuditOptions extends AuditorOptions {
+  readonly sink: AuditSink;
+}
+
+export interface CallGuardOptions {
+  readonly principal?: string | undefined;
+  readonly principalTags?: Readonly<Record<string, Readonly<Record<string, string>>>> | undefined;
+  readonly accountPolicy?: string | undefined;
+  readonly authorization?: boolean | undefined;
+  readonly audit?: AuditSink | AuditOptions | undefined;
+}
+
+/** Default trail when none is configured: the newest 10 000 events in memory. */
+export const DEFAULT_MEMORY_AUDIT_EVENTS = 10000;
+
+export class CallGuard {
+  readonly settings: PolicySettings;
+  readonly auditor: Auditor;
+  readonly defaultPrincipal: string;
+
+  constructor(identity: KmsIdentity, options: CallGuardOptions = {}) {
+    this.defaultPrincipal =
+      options.principal ?? `arn:${identity.partition}:iam::${identity.account}:root`;
+    if (typeof this.defaultPrincipal !== "string" || this.defaultPrincipal.length === 0) {
+      throw new ValidationError(`"principal" must be a non-empty string`);
+    }
+    this.settings = {
+      identity,
+      enabled: options.authorization ?? true,
+      accountPolicy:
+        options.accountPolicy === undefined
+          ? defaultAccountPolicy(identity)
+          : parsePolicy(options.accountPolicy),
+      principalTags: options.principalTags ?? {},
+    };
+    const audit = options.audit;
+    if (audit === undefined) {
+      this.auditor = new Auditor(new MemoryAuditSink({ maxEvents: DEFAULT_MEMORY_AUDIT_EVENTS }));
+    } else if ("sink" in audit) {
+      this.auditor = new Auditor(audit.sink, audit);
+    } else {
+      this.auditor = new Auditor(audit);
+    }
+  }
+
+  begin(
+    operation: string,
+    request: unknown,
+    options: CallOptions | undefined,
+    now: number,
+  ): CallState {
+    const given: unknown = options?.principal ?? this.defaultPrincipal;
+    // A bad principal is rejected in before(), so that the rejection is audited too.
+    const principal = typeof given === "string" ? given.slice(0, 2049) : "(invalid principal)";
+    return {
+      operation,
+      principal,
+      principalAccount: principalAccountOf(principal, this.settings.identity),
+      request,
+      ...(typeof options?.sourceIp === "string" ? { sourceIp: options.sourceIp } : {}),
+      ...(typeof options?.viaService === "string" ? { viaService: options.viaService } : {}),
+      requestId: options?.requestId ?? globalThis.crypto.randomUUID(),
+      now,
+      settings: this.settings,
+      keys: new Map(),
+      decisions: [],
+    };
+  }
+
+  context(base: KmsContext, call: CallState): KmsContext {
+    return { ...base, call, authorize: (key) => authorizeKey(call, base.store, key) };
+  }
+
+  /** Checks that run before the operation's body. */
+  before(call: CallState): void {
+    if (
+      call.principal === "(invalid principal)" ||
+      call.principal.length === 0 ||
+      call.principal.length > 2048
+    ) {
+      throw new ValidationError(`"principal" must be a string of 1–2048 characters`);
+    }
+    const dryRun = (call.request as { dryRun?: unknown } | null | undefined)?.dryRun;
+    if (typeof call.request === "object" && dryRun !== undefined && typeof dryRun !== "boolean") {
+      throw new ValidationError(`"dryRun" expected a boolean`);
+    }
+    validateGrantTokens(call.request);
+    if (ACCOUNT_LEVEL_OPERATIONS.has(call.operation)) authorizeAccount(call);
+  }
+
+  /** dryRun: the operation would have succeeded; secrets it produced are wiped. */
+  after(call: CallState, response: unknown): void {
+    const request = call.request as { dryRun?: unknown } | undefined;
+    if (typeof request !== "object" || request === null || request.dryRun !== true) return;
+    if (typeof response === "object" && response !== null) {
+      for (const value of Object.values(response)) {
+        if (value instanceof Uint8Array) value.fill(0);
+      }
+    }
+    throw new DryRunOperationError("the request would have succeeded, but dryRun was set");
+  }
+
+  /**
+   * Which statement or grant would allow or deny `call`, without performing it. Keys come from
+   * the request's key arguments or its ciphertext header.
+   */
+  async explain(base: KmsContext, call: CallState): Promise<ExplainResult> {
+    const settings: PolicySettings = { ...this.settings, enabled: true };
+    const probe: CallState = { ...call, settings, decisions: [] };
+    if (ACCOUNT_LEVEL_OPERATIONS.has(call.operation)) {
+      try {
+        authorizeAccount(probe);
+      } catch {
+        // recorded in probe.decisions
+      }
+    } else {
+      const request = (call.request ?? {}) as Record<string, unknown>;
+      const ids = new Set<string>();
+      for (const name of ["keyId", "destinationKeyId", "sourceKeyId", "targetKeyId"]) {
+        if (request[name] !== undefined) ids.add(await resolveKeyId(base, request[name], name));
+      }
+      if (request.ciphertextBlob instanceof Uint8Array && request.sourceKeyId === undefined) {
+        try {
+          ids.add(parseBlob(request.ciphertextBlob).keyId);
+        } catch {
+          // an unparsable blob names no key
+        }
+      }
+      if (ids.size === 0) {
+        throw new ValidationError(
+          `"request" names no key for ${call.operation} to be explained on`,
+        );
+      }
+      for (const keyId of ids) {
+        const key = await base.store.getKey(keyId);
+        if (key === undefined) continue;
+        call.keys.set(keyId, key);
+        const policy = keyPolicyOf(key, settings.identity);
+        for (const [action, role] of actionsFor(probe, key)) {
+          const aliases = policy.statements.some((s) =>
+            s.conditions.some((c) => c.key.toLowerCase() === "kms:resourcealiases"),
+          )
+            ? (await base.store.listAliases({ limit: 100, targetKeyId: keyId })).map(
+                (a) => a.aliasName,
+              )
+            : undefined;
+          const decision = evaluate(
+            policy,
+            key.grants ?? [],
+            authorizationRequest(probe, action, key, role, aliases),
+          );
+          probe.decisions.push({
+            action,
+            resource: authorizationRequest(probe, action, key, role).resource,
+            decision,
+          });
+        }
+      }
+    }
+    const decisions = probe.decisions.map((d) => ({
+      action: d.action,
+      resource: d.resource,
+      allowed: d.decision.allowed,
+      reason: d.decision.reason,
+      ...(d.decision.statement !== undefined ? { statementIndex: d.decision.statement.index } : {}),
+      ...(d.decision.statement?.sid !== undefined ? { sid: d.decision.statement.sid } : {}),
+      ...(d.decision.grantId !== undefined ? { grantId: d.decision.grantId } : {}),
+      message: d.decision.message,
+    }));
+    return { allowed: decisions.length > 0 && decisions.every((d) => d.allowed), decisions };
+  }
+
+  /** Records the call; rejects (fail-closed) when the event could not be written. */
+  record(call: CallState, outcome: { response?: unknown; error?: unknown }): Promise<void> {
+    return this.auditor.record(buildAuditEvent(call, outcome));
+  }
+}
+
+export interface ExplainResult {
+  /** Whether every authorization the call needs would be granted. */
+  readonly allowed: boolean;
+  readonly decisions: readonly {
+    readonly action: string;
+    readonly resource: string;
+    readonly allowed: boolean;
+    readonly reason: string;
+    readonly statementIndex?: number;
+    readonly sid?: string;
+    readonly grantId?: string;
+    readonly message: string;
+  }[];
+}

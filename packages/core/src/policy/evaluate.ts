@@ -1,0 +1,149 @@
+/**
+ * Policy evaluation: an explicit Deny in the key policy wins; otherwise an Allow from the key
+ * policy or from a grant permits the call; otherwise the call is implicitly denied.
+ */
+import type { StoredGrant } from "../keystore/key-store.ts";
+import { globMatch } from "./conditions.ts";
+import type { PolicyDocument, PolicyStatement, PrincipalSet } from "./policy-document.ts";
+
+export interface AuthorizationRequest {
+  /** `kms:Encrypt`, `kms:ReEncryptFrom`… */
+  readonly action: string;
+  /** `action` in lower case (policy actions are case-insensitive). */
+  readonly actionLower: string;
+  readonly principal: string;
+  /** The principal's account, when its name carries one (ARNs). */
+  readonly principalAccount: string | undefined;
+  /** Key ARN, or `*` for calls without a key. */
+  readonly resource: string;
+  /** Condition key values: undefined when absent; condition key names are case-insensitive. */
+  conditionValues(key: string): readonly string[] | undefined;
+  /** The request's encryption context (for grant constraints); undefined when none applies. */
+  readonly encryptionContext: Readonly<Record<string, string>> | undefined;
+  /** Whether the operation takes an encryption context (grant constraints apply only then). */
+  readonly takesEncryptionContext: boolean;
+}
+
+export interface StatementRef {
+  readonly index: number;
+  readonly sid?: string;
+  readonly effect: "Allow" | "Deny";
+}
+
+export type DecisionReason = "explicit-deny" | "policy-allow" | "grant-allow" | "implicit-deny";
+
+export interface Decision {
+  readonly allowed: boolean;
+  readonly reason: DecisionReason;
+  /** The deciding statement (explicit deny, policy allow). */
+  readonly statement?: StatementRef;
+  /** The deciding grant (grant allow). */
+  readonly grantId?: string;
+  /** Human-readable reason, safe for errors and logs. */
+  readonly message: string;
+}
+
+/** Account id from an ARN (`arn:partition:service:region:account:...`). */
+export function accountOf(principal: string): string | undefined {
+  if (!principal.startsWith("arn:")) return undefined;
+  const account = principal.split(":")[4];
+  return account !== undefined && /^\d{12}$/.test(account) ? account : undefined;
+}
+
+function principalIn(set: PrincipalSet, request: AuthorizationRequest): boolean {
+  if (set.any || set.names.has(request.principal)) return true;
+  // No IAM here: an account root stands for every principal of that account.
+  return request.principalAccount !== undefined && set.accounts.has(request.principalAccount);
+}
+
+function statementApplies(s: PolicyStatement, request: AuthorizationRequest): boolean {
+  if (s.principal !== undefined && !principalIn(s.principal, request)) return false;
+  if (s.notPrincipal !== undefined && principalIn(s.notPrincipal, request)) return false;
+  const action = request.actionLower;
+  if (s.actions !== undefined && !s.actions.some((p) => globMatch(p, action))) return false;
+  if (s.notActions?.some((p) => globMatch(p, action))) return false;
+  if (s.resources !== undefined && !s.resources.some((r) => globMatch(r, request.resource))) {
+    return false;
+  }
+  if (s.notResources?.some((r) => globMatch(r, request.resource))) return false;
+  return s.conditions.every((c) => c.operator.evaluate(request.conditionValues(c.key), c.values));
+}
+
+function ref(s: PolicyStatement): StatementRef {
+  return { index: s.index, ...(s.sid !== undefined ? { sid: s.sid } : {}), effect: s.effect };
+}
+
+function describe(s: PolicyStatement): string {
+  return s.sid ? `statement ${s.index} ("${s.sid}")` : `statement ${s.index}`;
+}
+
+/** Grant constraint check; keys compare case-insensitively, values exactly (as AWS). */
+export function grantConstraintsHold(
+  grant: StoredGrant,
+  context: Readonly<Record<string, string>> | undefined,
+): boolean {
+  const constraints = grant.constraints;
+  if (constraints === undefined) return true;
+  const actual = new Map<string, string>();
+  for (const [k, v] of Object.entries(context ?? {})) actual.set(k.toLowerCase(), v);
+  if (constraints.encryptionContextEquals !== undefined) {
+    const expected = Object.entries(constraints.encryptionContextEquals);
+    if (expected.length !== actual.size) return false;
+    if (!expected.every(([k, v]) => actual.get(k.toLowerCase()) === v)) return false;
+  }
+  if (constraints.encryptionContextSubset !== undefined) {
+    const expected = Object.entries(constraints.encryptionContextSubset);
+    if (!expected.every(([k, v]) => actual.get(k.toLowerCase()) === v)) return false;
+  }
+  return true;
+}
+
+function grantAllows(grant: StoredGrant, request: AuthorizationRequest): boolean {
+  if (grant.granteePrincipal !== request.principal) return false;
+  const operation = request.action.slice(request.action.indexOf(":") + 1);
+  if (!grant.operations.includes(operation)) return false;
+  return !request.takesEncryptionContext || grantConstraintsHold(grant, request.encryptionContext);
+}
+
+/** Evaluates a request against a key policy and the key's grants. */
+export function evaluate(
+  policy: PolicyDocument,
+  grants: readonly StoredGrant[],
+  request: AuthorizationRequest,
+): Decision {
+  let allow: PolicyStatement | undefined;
+  for (const s of policy.statements) {
+    if (!statementApplies(s, request)) continue;
+    if (s.effect === "Deny") {
+      return {
+        allowed: false,
+        reason: "explicit-deny",
+        statement: ref(s),
+        message: `${request.principal} is not authorized to perform ${request.action} on ${request.resource}: explicitly denied by ${describe(s)} of the key policy`,
+      };
+    }
+    allow ??= s;
+  }
+  if (allow !== undefined) {
+    return {
+      allowed: true,
+      reason: "policy-allow",
+      statement: ref(allow),
+      message: `allowed by ${describe(allow)} of the key policy`,
+    };
+  }
+  const grant = grants.find((g) => grantAllows(g, request));
+  if (grant !== undefined) {
+    return {
+      allowed: true,
+      reason: "grant-allow",
+      grantId: grant.grantId,
+      message: `allowed by grant ${grant.grantId}`,
+    };
+  }
+  return {
+    allowed: false,
+    reason: "implicit-deny",
+    message: `${request.principal} is not authorized to perform ${request.action} on ${request.resource}: no statement of the key policy and no grant allows it`,
+  };
+}

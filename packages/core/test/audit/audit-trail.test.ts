@@ -1,0 +1,304 @@
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  AccessDeniedError,
+  type AuditEvent,
+  type AuditSink,
+  createKms,
+  GENESIS_HASH,
+  hashAuditEvent,
+  JsonlAuditSink,
+  KmsInternalError,
+  MemoryAuditSink,
+  verifyAuditLog,
+} from "@kms/core";
+import { ManualClock } from "@kms/core/testing";
+import { afterEach, beforeEach, describe, expect, test } from "vitest";
+
+const ALICE = "arn:aws:iam::111122223333:user/alice";
+const plaintext = new TextEncoder().encode("the secret plaintext value 0123456789");
+
+async function trail() {
+  const sink = new MemoryAuditSink();
+  const kms = await createKms({ clock: new ManualClock(), audit: sink });
+  const keyId = (await kms.createKey()).keyMetadata.keyId;
+  return { sink, kms, keyId };
+}
+
+describe("every call produces an event", () => {
+  test("allowed, denied and failed calls are all recorded, CloudTrail-shaped", async () => {
+    const { sink, kms, keyId } = await trail();
+    await kms.encrypt(
+      { keyId, plaintext, encryptionContext: { tenant: "t1" } },
+      { requestId: "req-1", sourceIp: "10.0.0.9" },
+    );
+    await expect(kms.encrypt({ keyId, plaintext }, { principal: ALICE })).rejects.toBeInstanceOf(
+      AccessDeniedError,
+    );
+    await expect(kms.decrypt({ ciphertextBlob: new Uint8Array(64) })).rejects.toBeDefined();
+    const events = sink.events;
+    expect(events.map((e) => e.eventName)).toEqual(["CreateKey", "Encrypt", "Encrypt", "Decrypt"]);
+    const [, ok, denied, failed] = events as [AuditEvent, AuditEvent, AuditEvent, AuditEvent];
+    expect(ok).toMatchObject({
+      eventSource: "kms.amazonaws.com",
+      requestID: "req-1",
+      sourceIPAddress: "10.0.0.9",
+      userIdentity: { type: "Root", accountId: "000000000000" },
+      requestParameters: { keyId, encryptionContext: { tenant: "t1" } },
+      resources: [{ type: "AWS::KMS::Key", ARN: expect.stringContaining(keyId) }],
+      additionalEventData: { keyVersion: 1 },
+    });
+    expect(ok.errorCode).toBeUndefined();
+    expect(denied).toMatchObject({
+      errorCode: "AccessDeniedException",
+      userIdentity: { arn: ALICE, type: "IAMUser", accountId: "111122223333" },
+      additionalEventData: {
+        authorization: [{ action: "kms:Encrypt", decision: "implicit-deny" }],
+      },
+    });
+    expect(denied.errorMessage).toContain("not authorized");
+    expect(failed.errorCode).toBe("InvalidCiphertextException");
+    expect(verifyAuditLog(events)).toMatchObject({ ok: true, count: 4 });
+  });
+
+  test("getKeyLastUsage comes from the trail", async () => {
+    const { kms, keyId } = await trail();
+    expect((await kms.getKeyLastUsage({ keyId })).keyLastUsage).toBeUndefined();
+    await kms.encrypt({ keyId, plaintext });
+    const usage = await kms.getKeyLastUsage({ keyId });
+    expect(usage.keyLastUsage).toMatchObject({ operation: "Encrypt" });
+    await expect(kms.encrypt({ keyId, plaintext }, { principal: ALICE })).rejects.toBeDefined();
+    // A denied call is not a use.
+    expect((await kms.getKeyLastUsage({ keyId })).keyLastUsage?.eventId).toBe(
+      usage.keyLastUsage?.eventId,
+    );
+  });
+});
+
+describe("no secrets in events", () => {
+  test("plaintext, ciphertext, data keys, grant tokens and key material never appear", async () => {
+    const { sink, kms, keyId } = await trail();
+    const { ciphertextBlob } = await kms.encrypt({ keyId, plaintext });
+    const decrypted = await kms.decrypt({ ciphertextBlob });
+    const dataKey = await kms.generateDataKey({ keyId, keySpec: "AES_256" });
+    const random = await kms.generateRandom({ numberOfBytes: 32 });
+    const { grantToken } = await kms.createGrant({
+      keyId,
+      granteePrincipal: ALICE,
+      operations: ["Encrypt"],
+    });
+    const reEncrypted = await kms.reEncrypt({ ciphertextBlob, destinationKeyId: keyId });
+    await kms.encrypt({ keyId, plaintext, dryRun: true }).catch(() => undefined);
+    const text = JSON.stringify(sink.events);
+    const secrets: Uint8Array[] = [
+      plaintext,
+      decrypted.plaintext,
+      dataKey.plaintext,
+      dataKey.ciphertextBlob,
+      ciphertextBlob,
+      random.plaintext,
+      reEncrypted.ciphertextBlob,
+    ];
+    for (const secret of secrets) {
+      const b = Buffer.from(secret);
+      for (const form of [
+        b.toString("base64"),
+        b.toString("hex"),
+        b.toString("base64url"),
+        JSON.stringify(Array.from(b)).slice(1, 60),
+      ]) {
+        expect(text).not.toContain(form);
+      }
+    }
+    expect(text).not.toContain(new TextDecoder().decode(plaintext));
+    expect(text).not.toContain(grantToken);
+    expect(text).not.toMatch(/"plaintext"|"ciphertextBlob"|wrappedMaterial|grantToken/);
+  });
+});
+
+describe("hash chain", () => {
+  let events: AuditEvent[];
+  beforeEach(async () => {
+    const { sink, kms, keyId } = await trail();
+    await kms.encrypt({ keyId, plaintext, encryptionContext: { a: "b" } });
+    await kms.describeKey({ keyId });
+    await kms.encrypt({ keyId, plaintext }, { principal: ALICE }).catch(() => undefined);
+    events = [...sink.events];
+  });
+
+  test("the first event starts at the genesis hash and each links to the previous", () => {
+    expect(events[0]!.prevHash).toBe(GENESIS_HASH);
+    for (let i = 1; i < events.length; i++) expect(events[i]!.prevHash).toBe(events[i - 1]!.hash);
+    for (const e of events) expect(hashAuditEvent(e)).toBe(e.hash);
+  });
+
+  /** Every leaf path of an event, to tamper with each field in turn. */
+  function leaves(value: unknown, path: string[] = []): string[][] {
+    if (value === null || typeof value !== "object") return [path];
+    return Object.entries(value as Record<string, unknown>).flatMap(([k, v]) =>
+      leaves(v, [...path, k]),
+    );
+  }
+
+  test("tampering with any field of any record is detected at that record", () => {
+    let checked = 0;
+    events.forEach((event, index) => {
+      for (const path of leaves(event)) {
+        const copy = structuredClone(events);
+        let target = copy[index] as unknown as Record<string, unknown>;
+        for (const k of path.slice(0, -1)) target = target[k] as Record<string, unknown>;
+        const last = path[path.length - 1]!;
+        const old = target[last];
+        target[last] =
+          typeof old === "number"
+            ? old + 1
+            : typeof old === "boolean"
+              ? !old
+              : old === null
+                ? "x"
+                : `${String(old)}x`;
+        const result = verifyAuditLog(copy);
+        expect(result.ok, `${index}:${path.join(".")}`).toBe(false);
+        if (!result.ok) expect(result.index).toBe(index);
+        checked++;
+      }
+    });
+    expect(checked).toBeGreaterThan(50);
+  });
+
+  test("an added field is detected", () => {
+    const copy = structuredClone(events) as unknown as Record<string, unknown>[];
+    copy[1]!.extra = "x";
+    expect(verifyAuditLog(copy)).toMatchObject({ ok: false, index: 1, problem: "edited" });
+  });
+
+  test("deleted, reordered and inserted records are detected with their index", () => {
+    expect(verifyAuditLog([events[0], events[2], events[3]])).toMatchObject({
+      ok: false,
+      index: 1,
+      problem: "deleted-or-reordered",
+    });
+    expect(verifyAuditLog([events[0], events[2], events[1], events[3]])).toMatchObject({
+      ok: false,
+      index: 1,
+    });
+    expect(verifyAuditLog([events[1], events[2]])).toMatchObject({ ok: false, index: 0 });
+    expect(verifyAuditLog([events[0], events[0], events[1]])).toMatchObject({
+      ok: false,
+      index: 1,
+    });
+  });
+
+  test("truncation is detected against the recorded head", () => {
+    const last = events[events.length - 1]!;
+    const head = { sequence: last.sequence, hash: last.hash };
+    expect(verifyAuditLog(events, { expectedHead: head })).toMatchObject({ ok: true });
+    expect(verifyAuditLog(events.slice(0, -1), { expectedHead: head })).toMatchObject({
+      ok: false,
+      problem: "truncated",
+      index: events.length - 1,
+    });
+    expect(verifyAuditLog([], { expectedHead: head })).toMatchObject({ ok: false, index: 0 });
+  });
+
+  test("garbage is reported, never thrown", () => {
+    expect(verifyAuditLog([null, 5] as unknown[])).toMatchObject({
+      ok: false,
+      index: 0,
+      problem: "malformed",
+    });
+  });
+});
+
+describe("sinks", () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), "kms-audit-"));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test("JSONL: events land in the file, and a restarted KMS continues the chain", async () => {
+    const path = join(dir, "audit.jsonl");
+    const store = new (await import("@kms/core")).MemoryKeyStore();
+    const rootKey = globalThis.crypto.getRandomValues(new Uint8Array(32));
+    const a = await createKms({ store, rootKey, audit: new JsonlAuditSink(path) });
+    const keyId = (await a.createKey()).keyMetadata.keyId;
+    await a.encrypt({ keyId, plaintext });
+    await a.close();
+    const b = await createKms({ store, rootKey, audit: new JsonlAuditSink(path) });
+    await b.describeKey({ keyId });
+    expect(await b.audit.verify()).toMatchObject({ ok: true, count: 3 });
+    const lines = (await readFile(path, "utf8")).trim().split("\n");
+    expect(lines.map((l) => JSON.parse(l).eventName)).toEqual([
+      "CreateKey",
+      "Encrypt",
+      "DescribeKey",
+    ]);
+    // Editing the file is detected.
+    await writeFile(path, `${lines[0]}\n${lines[1]!.replace("Encrypt", "Decrypt")}\n${lines[2]}\n`);
+    expect(await b.audit.verify()).toMatchObject({ ok: false, index: 1, problem: "edited" });
+    await b.close();
+  });
+
+  test("JSONL: a file that cannot be written fails the operation (fail closed)", async () => {
+    const kms = await createKms({
+      audit: new JsonlAuditSink(join(dir, "missing-dir", "audit.jsonl")),
+    });
+    const error = await kms.createKey().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(KmsInternalError);
+    expect((error as Error).message).toContain("could not record");
+  });
+
+  class BrokenSink extends MemoryAuditSink {
+    failing = true;
+    override async write(events: readonly AuditEvent[]): Promise<void> {
+      if (this.failing) throw new Error("disk full");
+      return super.write(events);
+    }
+  }
+
+  test("fail-closed: no result is returned when the event is not written", async () => {
+    const sink = new BrokenSink();
+    const kms = await createKms({ audit: sink });
+    await expect(kms.generateRandom({ numberOfBytes: 8 })).rejects.toBeInstanceOf(KmsInternalError);
+    sink.failing = false;
+    await expect(kms.generateRandom({ numberOfBytes: 8 })).resolves.toBeDefined();
+    // The chain continues from the last written event.
+    expect(verifyAuditLog(sink.events)).toMatchObject({ ok: true, count: 1 });
+  });
+
+  test("fail-open: the operation succeeds and the failure goes to onError", async () => {
+    const sink = new BrokenSink();
+    const errors: unknown[] = [];
+    const kms = await createKms({
+      audit: { sink, failClosed: false, onError: (e) => errors.push(e) },
+    });
+    await expect(kms.generateRandom({ numberOfBytes: 8 })).resolves.toBeDefined();
+    await new Promise((r) => setTimeout(r, 10));
+    expect(errors).toHaveLength(1);
+  });
+
+  test("concurrent calls are batched into fewer writes and stay chained in order", async () => {
+    const sink = new MemoryAuditSink();
+    let writes = 0;
+    const counting: AuditSink = {
+      description: "counting",
+      write: (events) => {
+        writes++;
+        return sink.write(events);
+      },
+      read: (o) => sink.read(o),
+      last: () => sink.last(),
+      close: () => sink.close(),
+    };
+    const kms = await createKms({ audit: counting });
+    const keyId = (await kms.createKey()).keyMetadata.keyId;
+    await Promise.all(Array.from({ length: 50 }, () => kms.encrypt({ keyId, plaintext })));
+    expect(sink.events).toHaveLength(51);
+    expect(writes).toBeLessThan(51);
+    expect(verifyAuditLog(sink.events)).toMatchObject({ ok: true, count: 51 });
+  });
+});
