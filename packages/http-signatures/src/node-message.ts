@@ -1,0 +1,237 @@
+/**
+ * Node `http` request/response ⇄ message view, and response signing by buffering a Node
+ * `ServerResponse`. Express and Nest (on Express or Fastify) all sit on these objects, so the
+ * framework layers share this code instead of each rebuilding it.
+ */
+import type { ServerResponse } from "node:http";
+import { computeContentDigest, type DigestAlgorithm } from "./content-digest.ts";
+import { fieldLines, type RequestMessage } from "./message.ts";
+import { PROBLEM_CONTENT_TYPE, responseSigningProblem } from "./problem.ts";
+import { type SignOptions, signMessage } from "./sign.ts";
+import type { ComponentSpec } from "./signature-base.ts";
+
+/** The parts of a Node / Express / Fastify request that the target URI and fields come from. */
+export interface NodeRequestLike {
+  readonly method?: string | undefined;
+  readonly url?: string | undefined;
+  /** Express: the URL before mounting stripped a prefix. Preferred over `url`. */
+  readonly originalUrl?: string | undefined;
+  /** Express / Fastify: `http` or `https`, honouring their trust-proxy settings. */
+  readonly protocol?: string | undefined;
+  readonly headers: Readonly<Record<string, string | readonly string[] | undefined>>;
+  /** Node ≥ 18.3: one array entry per field line (needed for `;bs`). */
+  readonly headersDistinct?: Readonly<Record<string, readonly string[] | undefined>>;
+  /** A TLS socket has `encrypted: true`; used when `protocol` is absent. */
+  readonly socket?: object | null | undefined;
+}
+
+/**
+ * The neutral message view of an incoming request. The target URI is rebuilt from the
+ * protocol, the Host header and the original URL (behind a proxy that rewrites them, configure
+ * the framework's trust-proxy setting, or the signer's `@target-uri` will not match).
+ */
+export function nodeRequestMessage(req: NodeRequestLike, body?: Uint8Array): RequestMessage {
+  const tls = (req.socket as { encrypted?: unknown } | null | undefined)?.encrypted === true;
+  const protocol = req.protocol ?? (tls ? "https" : "http");
+  const rawHost = req.headers.host;
+  const host = (Array.isArray(rawHost) ? rawHost[0] : rawHost) ?? "localhost";
+  const url = `${protocol}://${host}${req.originalUrl ?? req.url ?? "/"}`;
+  return { method: req.method ?? "GET", url, headers: req.headersDistinct ?? req.headers, body };
+}
+
+export interface ResponseSigningOptions extends Omit<SignOptions, "components" | "request"> {
+  /**
+   * Covered components. Default: `@status`, `content-type` and `content-digest` when present,
+   * the request's `@method` and `@target-uri` (`;req`), and the request's verified signature
+   * (`"signature";key="<label>";req`) when one was accepted.
+   */
+  readonly components?: readonly ComponentSpec[];
+  /** Content-Digest algorithms for the response body; false for none. Default sha-256. */
+  readonly digest?: readonly DigestAlgorithm[] | false;
+}
+
+/** What the response is bound to; read when the response ends. */
+export interface ResponseBinding {
+  readonly request: RequestMessage;
+  /** Label of the request signature that verification accepted, if any. */
+  readonly verifiedLabel?: string | undefined;
+}
+
+type Chunk = string | Uint8Array;
+type Callback = (error?: Error | null) => void;
+
+/** Per-response state, kept on the response so the replaced methods are shared functions. */
+interface Pending {
+  readonly options: ResponseSigningOptions;
+  readonly binding: () => ResponseBinding;
+  /** The response's own `end`, called once the signature headers are set. */
+  readonly end: (this: ServerResponse, chunk: Buffer | string, callback?: Callback) => void;
+  readonly chunks: Buffer[];
+  ending: boolean;
+}
+
+const PENDING = Symbol("kms.responseSigning");
+type SigningResponse = ServerResponse & { [PENDING]?: Pending };
+
+const EMPTY_BODY = Buffer.alloc(0);
+const DEFAULT_DIGEST: readonly DigestAlgorithm[] = ["sha-256"];
+const METHOD_OF_REQUEST: ComponentSpec = { component: "@method", req: true };
+const TARGET_OF_REQUEST: ComponentSpec = { component: "@target-uri", req: true };
+// One spec object per label, so the identifier memo in signMessage hits.
+const requestSignatureSpecs = new Map<string, ComponentSpec>();
+
+function requestSignatureSpec(label: string): ComponentSpec {
+  let spec = requestSignatureSpecs.get(label);
+  if (spec === undefined) {
+    spec = { component: "signature", key: label, req: true };
+    if (requestSignatureSpecs.size < 64) requestSignatureSpecs.set(label, spec);
+  }
+  return spec;
+}
+
+/** Buffers and strings as bytes, without copying what already is a Buffer. */
+function toBuffer(chunk: Chunk, encoding?: BufferEncoding): Buffer {
+  if (typeof chunk === "string") return Buffer.from(chunk, encoding);
+  if (Buffer.isBuffer(chunk)) return chunk;
+  return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+}
+
+function bufferedWrite(
+  this: SigningResponse,
+  chunk: Chunk,
+  encoding?: BufferEncoding | Callback,
+  cb?: Callback,
+): boolean {
+  return write(this[PENDING] as Pending, chunk, encoding, cb);
+}
+
+function bufferedEnd(
+  this: SigningResponse,
+  chunk?: Chunk | Callback,
+  encoding?: BufferEncoding | Callback,
+  cb?: Callback,
+): SigningResponse {
+  return end(this, this[PENDING] as Pending, chunk, encoding, cb);
+}
+
+function write(
+  pending: Pending,
+  chunk: Chunk,
+  encoding?: BufferEncoding | Callback,
+  cb?: Callback,
+): boolean {
+  pending.chunks.push(toBuffer(chunk, typeof encoding === "string" ? encoding : undefined));
+  const callback = typeof encoding === "function" ? encoding : cb;
+  callback?.();
+  return true;
+}
+
+function end(
+  res: ServerResponse,
+  pending: Pending,
+  chunk?: Chunk | Callback,
+  encoding?: BufferEncoding | Callback,
+  cb?: Callback,
+): ServerResponse {
+  if (pending.ending) return res;
+  pending.ending = true;
+  const chunks = pending.chunks;
+  if (chunk !== undefined && chunk !== null && typeof chunk !== "function") {
+    chunks.push(toBuffer(chunk, typeof encoding === "string" ? encoding : undefined));
+  }
+  const callback =
+    typeof chunk === "function" ? chunk : typeof encoding === "function" ? encoding : cb;
+  // res.send / res.json end with one chunk and no writes: that chunk is the body, no copy.
+  const body =
+    chunks.length === 0
+      ? EMPTY_BODY
+      : chunks.length === 1
+        ? (chunks[0] as Buffer)
+        : Buffer.concat(chunks);
+  void finish(res, pending, body, callback);
+  return res;
+}
+
+async function finish(
+  res: ServerResponse,
+  pending: Pending,
+  body: Buffer,
+  callback: Callback | undefined,
+): Promise<void> {
+  try {
+    await sign(res, pending, body);
+    if (res.getHeader("content-length") !== undefined) res.setHeader("content-length", body.length);
+    pending.end.call(res, body, callback);
+  } catch (error) {
+    res.removeHeader("content-digest");
+    res.removeHeader("signature-input");
+    res.removeHeader("signature");
+    res.statusCode = 500;
+    res.setHeader("content-type", PROBLEM_CONTENT_TYPE);
+    const problem = JSON.stringify(responseSigningProblem(error));
+    res.setHeader("content-length", Buffer.byteLength(problem));
+    pending.end.call(res, problem);
+  }
+}
+
+async function sign(res: ServerResponse, pending: Pending, body: Buffer): Promise<void> {
+  const { options } = pending;
+  const { request, verifiedLabel } = pending.binding();
+  const digest = options.digest ?? DEFAULT_DIGEST;
+  const noBody = request.method === "HEAD" || res.statusCode === 204 || res.statusCode === 304;
+  if (digest !== false && !noBody && !res.hasHeader("content-digest")) {
+    res.setHeader("content-digest", computeContentDigest(body, digest));
+  }
+  const headers = res.getHeaders() as Record<string, string | string[] | number | undefined>;
+  let components = options.components;
+  if (components === undefined) {
+    const defaults: ComponentSpec[] = ["@status"];
+    if (res.hasHeader("content-type")) defaults.push("content-type");
+    if (res.hasHeader("content-digest")) defaults.push("content-digest");
+    defaults.push(METHOD_OF_REQUEST, TARGET_OF_REQUEST);
+    if (verifiedLabel !== undefined && fieldLines(request.headers).has("signature")) {
+      defaults.push(requestSignatureSpec(verifiedLabel));
+    }
+    components = defaults;
+  }
+  const fields = await signMessage(
+    { status: res.statusCode, headers, body },
+    { ...options, components, request },
+  );
+  res.setHeader("signature-input", fields.signatureInput);
+  res.setHeader("signature", fields.signature);
+}
+
+/**
+ * Signs what is sent on `res` (RFC 9421), bound to the request it answers. Writes are buffered
+ * until `end` so the Content-Digest and signature cover exactly the bytes sent; streamed
+ * responses are therefore held in memory. A signing failure (e.g. KMS unavailable) answers 500
+ * problem+json rather than sending an unsigned success. `binding` is called at `end`, so
+ * verification that runs after this is installed is still seen.
+ */
+export function signNodeResponse(
+  res: ServerResponse,
+  options: ResponseSigningOptions,
+  binding: () => ResponseBinding,
+): void {
+  const target = res as SigningResponse;
+  const pending: Pending = {
+    options,
+    binding,
+    end: res.end as Pending["end"],
+    chunks: [],
+    ending: false,
+  };
+  if (target[PENDING] === undefined) {
+    // Shared functions rather than per-response closures; the state rides on the response.
+    target[PENDING] = pending;
+    res.write = bufferedWrite as typeof res.write;
+    res.end = bufferedEnd as typeof res.end;
+    return;
+  }
+  // A second signer on the same response wraps the first one's methods with its own state.
+  res.write = ((chunk: Chunk, encoding?: BufferEncoding | Callback, cb?: Callback) =>
+    write(pending, chunk, encoding, cb)) as typeof res.write;
+  res.end = ((chunk?: Chunk | Callback, encoding?: BufferEncoding | Callback, cb?: Callback) =>
+    end(res, pending, chunk, encoding, cb)) as typeof res.end;
+}

@@ -1,0 +1,106 @@
+/**
+ * The Node objects under Nest's request and response: Express's are Node's own; Fastify's wrap
+ * them in `.raw`. Signing and raw-body reading work on the Node objects so both platforms share
+ * one path.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { ValidationError } from "@kms/core";
+import { nodeRequestMessage, type RequestMessage } from "@kms/http-signatures";
+import type { ExecutionContext } from "@nestjs/common";
+
+/** The platform request as the layers read it (Express fields; Fastify has most of them). */
+export interface PlatformRequest {
+  readonly method?: string;
+  readonly url?: string;
+  readonly originalUrl?: string;
+  readonly protocol?: string;
+  readonly path?: string;
+  readonly headers: IncomingMessage["headers"];
+  readonly route?: { readonly path?: unknown };
+  readonly user?: unknown;
+  /** Set by Nest when the app is created with `{ rawBody: true }`, or by the guard. */
+  rawBody?: unknown;
+  readonly raw?: IncomingMessage;
+}
+
+export function httpObjects(execution: ExecutionContext): {
+  request: PlatformRequest;
+  incoming: IncomingMessage;
+  response: ServerResponse;
+} {
+  const http = execution.switchToHttp();
+  const request = http.getRequest<PlatformRequest>();
+  const response = http.getResponse<ServerResponse & { raw?: ServerResponse }>();
+  return {
+    request,
+    incoming: request.raw ?? (request as unknown as IncomingMessage),
+    response: response.raw ?? response,
+  };
+}
+
+/** The neutral message view of the request (target URI from protocol, Host, original URL). */
+export function platformRequestMessage(
+  request: PlatformRequest,
+  incoming: IncomingMessage,
+  body: Uint8Array | undefined,
+): RequestMessage {
+  return nodeRequestMessage(
+    {
+      method: request.method ?? incoming.method,
+      url: incoming.url,
+      originalUrl: request.originalUrl,
+      protocol: request.protocol,
+      headers: incoming.headers,
+      headersDistinct: incoming.headersDistinct,
+      socket: incoming.socket,
+    },
+    body,
+  );
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** The raw body Nest kept (`rawBody: true`) or the guard read, if any. */
+export function keptRawBody(request: PlatformRequest): Uint8Array | undefined {
+  return request.rawBody instanceof Uint8Array ? request.rawBody : undefined;
+}
+
+/**
+ * The raw request body: the one Nest kept (`rawBody: true`), or — when no parser consumed the
+ * stream (e.g. text/plain, which Nest does not parse) — read from the stream now and left in
+ * `request.rawBody`.
+ * @throws ValidationException when the body exceeds `limit` bytes or a parser consumed it
+ * without keeping a raw copy.
+ */
+export async function readRawBody(
+  request: PlatformRequest,
+  incoming: IncomingMessage,
+  limit: number,
+): Promise<Uint8Array> {
+  const kept = keptRawBody(request);
+  if (kept !== undefined) return kept;
+  if (incoming.readableDidRead) {
+    throw new ValidationError(
+      '"body" was consumed by a body parser that kept no raw copy; create the app with ' +
+        "NestFactory.create(AppModule, { rawBody: true })",
+    );
+  }
+  // RFC 9112 §6.3: a request with neither Content-Length nor Transfer-Encoding has no body.
+  if (
+    incoming.headers["content-length"] === undefined &&
+    incoming.headers["transfer-encoding"] === undefined
+  ) {
+    return EMPTY;
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of incoming) {
+    const buf = typeof chunk === "string" ? Buffer.from(chunk) : (chunk as Buffer);
+    size += buf.length;
+    if (size > limit) throw new ValidationError(`"body" exceeds the ${limit}-byte limit`);
+    chunks.push(buf);
+  }
+  const body = Buffer.concat(chunks);
+  request.rawBody = body;
+  return body;
+}

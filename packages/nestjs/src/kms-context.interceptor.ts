@@ -1,0 +1,76 @@
+import { PROBLEM_TYPE_BASE } from "@kms/http-signatures";
+import {
+  type CallHandler,
+  type ExecutionContext,
+  Inject,
+  Injectable,
+  type NestInterceptor,
+} from "@nestjs/common";
+import { Observable } from "rxjs";
+import { httpObjects } from "./internal/http.ts";
+import { KMS_MODULE_OPTIONS } from "./kms.module-definition.ts";
+import {
+  defaultKmsContext,
+  type KmsContextOptions,
+  type KmsContextRequest,
+  type RequestKmsContext,
+  runWithKmsContext,
+  setKmsContext,
+} from "./kms-context.ts";
+import type { KmsModuleOptions } from "./kms-module.options.ts";
+import { ProblemDetailsException } from "./problem-details.exception.ts";
+
+/**
+ * Builds the request's KMS context (encryption context, principal, route, request id) and runs
+ * the handler inside it: `currentEncryptionContext()` from @kms/core — and so the field engine
+ * and ORM adapters — sees the tenant's context in the handler and everything it awaits. A
+ * request without a usable tenant is answered 400 problem+json (unless `context.required` is
+ * false). Bind it app-wide (`{ provide: APP_INTERCEPTOR, useClass: KmsContextInterceptor }`) or
+ * per controller (`@UseInterceptors(KmsContextInterceptor)`).
+ */
+@Injectable()
+export class KmsContextInterceptor implements NestInterceptor {
+  protected readonly options: KmsContextOptions;
+
+  constructor(@Inject(KMS_MODULE_OPTIONS) options: KmsModuleOptions) {
+    this.options = options.context ?? {};
+  }
+
+  async intercept(execution: ExecutionContext, next: CallHandler): Promise<Observable<unknown>> {
+    if (execution.getType() !== "http") return next.handle();
+    const { request, response } = httpObjects(execution);
+    const context = await this.resolveContext(request, execution);
+    if (context === undefined) {
+      if (this.options.required === false) return next.handle();
+      throw this.missingContext();
+    }
+    setKmsContext(request, context);
+    if (!response.headersSent) response.setHeader("x-request-id", context.requestId);
+    // Nest binds the handler's async scope when `handle()` is called, so both the call and
+    // the subscription happen inside the context: the handler and its awaits inherit it.
+    return new Observable((subscriber) =>
+      runWithKmsContext(context, () => next.handle().subscribe(subscriber)),
+    );
+  }
+
+  /** Builds the context; default `options.setup` or `defaultKmsContext`. Override to extend. */
+  protected resolveContext(
+    request: KmsContextRequest,
+    execution: ExecutionContext,
+  ): RequestKmsContext | undefined | Promise<RequestKmsContext | undefined> {
+    return this.options.setup !== undefined
+      ? this.options.setup(request, execution)
+      : defaultKmsContext(request, this.options);
+  }
+
+  /** The error for a request without a usable tenant. */
+  protected missingContext(): Error {
+    const headerName = this.options.tenantHeader ?? "x-tenant-id";
+    return new ProblemDetailsException({
+      type: `${PROBLEM_TYPE_BASE}context/tenant-missing`,
+      title: "No tenant for this request",
+      status: 400,
+      detail: `the request names no valid tenant (header ${headerName} or an authenticated user)`,
+    });
+  }
+}

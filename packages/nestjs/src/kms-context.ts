@@ -1,0 +1,113 @@
+import { AsyncLocalStorage } from "node:async_hooks";
+import { randomUUID } from "node:crypto";
+import { type EncryptionContext, runWithEncryptionContext } from "@kms/core";
+import type { ExecutionContext } from "@nestjs/common";
+import type { PlatformRequest } from "./internal/http.ts";
+
+/** What a request contributes to KMS calls made while it is handled. */
+export interface RequestKmsContext {
+  /**
+   * Bound into every ciphertext written inside the request (by the field engine and ORM
+   * adapters). Keep it to stable facts such as the tenant: anything per-request here (route,
+   * request id) would make the data unreadable from any other request.
+   */
+  readonly encryptionContext: EncryptionContext;
+  /** Who is calling, for authorization and audit (user id, service name). */
+  readonly principal: string | undefined;
+  /** The route pattern, for audit. */
+  readonly route: string;
+  /** Correlates audit events with the request. */
+  readonly requestId: string;
+}
+
+/** The request as `setup` sees it (Express's request on the default platform). */
+export type KmsContextRequest = PlatformRequest;
+
+export interface KmsContextOptions {
+  /**
+   * Builds the context from the request, like nestjs-cls's `setup`. Runs after guards, so an
+   * authentication guard's `req.user` is there. Default `defaultKmsContext`. Return undefined
+   * when the request has no usable tenant.
+   */
+  readonly setup?: (
+    request: KmsContextRequest,
+    execution: ExecutionContext,
+  ) => RequestKmsContext | undefined | Promise<RequestKmsContext | undefined>;
+  /** Header naming the tenant for the default setup; default `x-tenant-id`. */
+  readonly tenantHeader?: string;
+  /** Encryption context key the tenant is stored under; default `tenant`. */
+  readonly tenantKey?: string;
+  /**
+   * Refuse a request without a context with 400 problem+json (default true). With false the
+   * handler runs without an encryption context.
+   */
+  readonly required?: boolean;
+}
+
+const TENANT = /^[A-Za-z0-9._:-]{1,128}$/;
+const REQUEST_ID = /^[\w.-]{1,128}$/;
+
+interface MaybeUser {
+  readonly id?: unknown;
+  readonly sub?: unknown;
+  readonly tenantId?: unknown;
+}
+
+function header(request: KmsContextRequest, name: string): string | undefined {
+  const value = request.headers[name.toLowerCase()];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/**
+ * The default setup: tenant from the authenticated `req.user.tenantId` (wins over the header
+ * the client controls) or the tenant header, principal from `req.user.id` (or `sub`), route
+ * from the matched route pattern, request id from `x-request-id` or a random UUID. Exported so
+ * a custom `setup` can extend it.
+ */
+export function defaultKmsContext(
+  request: KmsContextRequest,
+  options: KmsContextOptions = {},
+): RequestKmsContext | undefined {
+  const user = (
+    typeof request.user === "object" && request.user !== null ? request.user : {}
+  ) as MaybeUser;
+  const fromUser = typeof user.tenantId === "string" ? user.tenantId : undefined;
+  const tenant = fromUser ?? header(request, options.tenantHeader ?? "x-tenant-id");
+  if (tenant === undefined || !TENANT.test(tenant)) return undefined;
+  const principal =
+    typeof user.id === "string" ? user.id : typeof user.sub === "string" ? user.sub : undefined;
+  const pattern = typeof request.route?.path === "string" ? request.route.path : request.path;
+  const requestId = header(request, "x-request-id");
+  return {
+    encryptionContext: { [options.tenantKey ?? "tenant"]: tenant },
+    principal,
+    route: `${request.method ?? "GET"} ${pattern ?? request.url ?? "/"}`,
+    requestId: requestId !== undefined && REQUEST_ID.test(requestId) ? requestId : randomUUID(),
+  };
+}
+
+const storage = new AsyncLocalStorage<RequestKmsContext>();
+const byRequest = new WeakMap<object, RequestKmsContext>();
+
+/**
+ * Runs `fn` with `context` as the current KMS context and its encryption context as core's
+ * ambient one (`currentEncryptionContext()`), across awaits.
+ */
+export function runWithKmsContext<T>(context: RequestKmsContext, fn: () => T): T {
+  return storage.run(context, () => runWithEncryptionContext(context.encryptionContext, fn));
+}
+
+/** The KMS context of the request being handled, anywhere below `KmsContextInterceptor`. */
+export function currentKmsContext(): RequestKmsContext | undefined {
+  return storage.getStore();
+}
+
+/** The KMS context `KmsContextInterceptor` set for `request`. */
+export function kmsContextOf(request: object): RequestKmsContext | undefined {
+  return byRequest.get(request);
+}
+
+/** @internal */
+export function setKmsContext(request: object, context: RequestKmsContext): void {
+  byRequest.set(request, context);
+}

@@ -1,0 +1,179 @@
+import type { IncomingMessage } from "node:http";
+import { isKmsError, ValidationError } from "@kms/core";
+import {
+  type MessageVerifier,
+  type NonceStore,
+  PROBLEM_TYPE_BASE,
+  type RequestMessage,
+  signatureProblem,
+  type VerificationPolicy,
+  type VerificationResult,
+  verifyMessage,
+} from "@kms/http-signatures";
+import {
+  type CanActivate,
+  type ExecutionContext,
+  Inject,
+  Injectable,
+  Optional,
+} from "@nestjs/common";
+import { Reflector } from "@nestjs/core";
+import {
+  httpObjects,
+  type PlatformRequest,
+  platformRequestMessage,
+  readRawBody,
+} from "./internal/http.ts";
+import {
+  KMS_NONCE_STORE,
+  REQUIRE_SIGNATURE_METADATA,
+  SKIP_SIGNATURE_METADATA,
+} from "./kms.constants.ts";
+import { KMS_MODULE_OPTIONS } from "./kms.module-definition.ts";
+import { KmsService } from "./kms.service.ts";
+import type {
+  KmsModuleOptions,
+  SignatureKeyContext,
+  SignaturePolicy,
+} from "./kms-module.options.ts";
+import { ProblemDetailsException } from "./problem-details.exception.ts";
+
+export type VerifiedSignature = Extract<VerificationResult, { ok: true }>;
+
+const verified = new WeakMap<object, VerifiedSignature>();
+
+/** The signature `SignatureGuard` accepted for this request, if any. */
+export function verifiedSignatureOf(request: object): VerifiedSignature | undefined {
+  return verified.get(request);
+}
+
+/** A route's effective policy: module defaults, then the class's, then the method's. */
+export interface EffectiveSignaturePolicy extends Omit<SignaturePolicy, "nonceStore"> {
+  readonly nonceStore?: NonceStore;
+}
+
+const DEFAULT_BODY_LIMIT = 1024 * 1024;
+
+/**
+ * Verifies the request's RFC 9421 signature (and Content-Digest, and its nonce against replay)
+ * before the handler: per-route policy from `@RequireSignature(...)` over the module's
+ * `signature` defaults. A failure throws a 401 problem+json naming the failed check
+ * (`https://kms.dev/problems/signature/<check>`), so nothing reaches the handler. Errors from
+ * key lookup or the KMS propagate (500 by default), so an outage is not reported as a forged
+ * request. Subclass it and override the `protected` hooks (`resolveKey`, `policyFor`,
+ * `requestMessage`, `rejection`).
+ */
+@Injectable()
+export class SignatureGuard implements CanActivate {
+  protected readonly reflector: Reflector;
+  protected readonly kmsService: KmsService;
+  protected readonly options: KmsModuleOptions;
+  protected readonly defaultNonceStore: NonceStore | undefined;
+
+  constructor(
+    @Inject(Reflector) reflector: Reflector,
+    @Inject(KmsService) kmsService: KmsService,
+    @Inject(KMS_MODULE_OPTIONS) options: KmsModuleOptions,
+    @Optional() @Inject(KMS_NONCE_STORE) nonceStore?: NonceStore | null,
+  ) {
+    this.reflector = reflector;
+    this.kmsService = kmsService;
+    this.options = options;
+    this.defaultNonceStore = nonceStore ?? undefined;
+  }
+
+  async canActivate(execution: ExecutionContext): Promise<boolean> {
+    // Only HTTP requests carry signatures; fail closed elsewhere.
+    if (execution.getType() !== "http") return false;
+    const targets = [execution.getHandler(), execution.getClass()];
+    if (this.reflector.getAllAndOverride<boolean>(SKIP_SIGNATURE_METADATA, targets) === true) {
+      return true;
+    }
+    const { request, incoming } = httpObjects(execution);
+    // The guard may be bound twice (app-wide and by @RequireSignature): verify once, or the
+    // second pass would see its own nonce as a replay.
+    if (verified.has(request)) return true;
+    const policy = this.policyFor(execution);
+    const body = await this.rawBody(request, incoming, policy.bodyLimit ?? DEFAULT_BODY_LIMIT);
+    const message = this.requestMessage(request, incoming, body);
+    const { keyLookup: _, bodyLimit: __, ...rest } = policy;
+    const verificationPolicy: VerificationPolicy = {
+      ...rest,
+      keyLookup: (keyId, context) =>
+        this.resolveKey(keyId, { ...context, kms: this.kmsService.kms, execution }, policy),
+    };
+    const result = await verifyMessage(message, verificationPolicy);
+    if (!result.ok) throw this.rejection(result, execution);
+    verified.set(request, result);
+    return true;
+  }
+
+  /** The route's policy: module `signature` defaults, then class and method decorators. */
+  protected policyFor(execution: ExecutionContext): EffectiveSignaturePolicy {
+    const [onMethod, onClass] = this.reflector.getAll<(SignaturePolicy | undefined)[]>(
+      REQUIRE_SIGNATURE_METADATA,
+      [execution.getHandler(), execution.getClass()],
+    );
+    const merged: SignaturePolicy = { ...this.options.signature, ...onClass, ...onMethod };
+    const { nonceStore, ...rest } = merged;
+    const store = nonceStore === false ? undefined : (nonceStore ?? this.defaultNonceStore);
+    return store === undefined ? rest : { ...rest, nonceStore: store };
+  }
+
+  /**
+   * The verifier for `keyId`; default the policy's `keyLookup`.
+   * @throws ValidationException when no `keyLookup` is configured (a setup error, not a bad
+   * request).
+   */
+  protected resolveKey(
+    keyId: string,
+    context: SignatureKeyContext,
+    policy: EffectiveSignaturePolicy,
+  ): MessageVerifier | undefined | Promise<MessageVerifier | undefined> {
+    if (policy.keyLookup === undefined) {
+      throw new ValidationError(
+        '"keyLookup" is not configured: set signature.keyLookup in KmsModule options, pass it ' +
+          "to @RequireSignature(...), or override SignatureGuard.resolveKey",
+      );
+    }
+    return policy.keyLookup(keyId, context);
+  }
+
+  /** The message view of the request that is verified. */
+  protected requestMessage(
+    request: PlatformRequest,
+    incoming: IncomingMessage,
+    body: Uint8Array,
+  ): RequestMessage {
+    return platformRequestMessage(request, incoming, body);
+  }
+
+  /** The exception for a failed verification; default 401 problem+json. */
+  protected rejection(
+    failure: Extract<VerificationResult, { ok: false }>,
+    _execution: ExecutionContext,
+  ): Error {
+    return new ProblemDetailsException(signatureProblem(failure), {
+      "www-authenticate": "Signature",
+    });
+  }
+
+  /** The raw body; an unusable one (consumed without a copy, too large) answers 400 / 413. */
+  protected async rawBody(
+    request: PlatformRequest,
+    incoming: IncomingMessage,
+    limit: number,
+  ): Promise<Uint8Array> {
+    try {
+      return await readRawBody(request, incoming, limit);
+    } catch (error) {
+      if (!(isKmsError(error) && error.clientFault)) throw error;
+      throw new ProblemDetailsException({
+        type: `${PROBLEM_TYPE_BASE}signature/body`,
+        title: "Request body unusable for signature verification",
+        status: error.message.includes("limit") ? 413 : 400,
+        detail: error.message,
+      });
+    }
+  }
+}
