@@ -1,0 +1,222 @@
+import {
+  type BlindIndexNormalization,
+  FIELD_VALUE_TYPES,
+  type FieldValueType,
+  ValidationError,
+} from "@kms/core";
+import { Column, type ColumnType, type ValueTransformer } from "typeorm";
+import { Sealed } from "./internal/sealed.ts";
+
+/** Where a column's encryption context comes from (the same vocabulary as @kms/prisma). */
+export interface EncryptedColumnContext {
+  /** Context keys read from the entity's own properties (same name), e.g. `["tenantId"]`. */
+  readonly fromRow?: readonly string[];
+  /** Context keys read from the ambient scope (`runWithEncryptionContext`). */
+  readonly fromScope?: readonly string[];
+}
+
+export interface BlindIndexOptions {
+  /** Property (and column) holding the index; default `<property>Index`. Declared for you. */
+  readonly column?: string;
+  /** Normalizations applied before hashing, in order (e.g. `["trim", "lowercase"]`). */
+  readonly normalize?: readonly BlindIndexNormalization[];
+  /** Bytes of HMAC-SHA256 kept, 4–32 (default 16). */
+  readonly bytes?: number;
+  /** Put a unique constraint on the index column. */
+  readonly unique?: boolean;
+}
+
+export interface EncryptedColumnOptions {
+  /** JS type of the value; default "string" (text storage) or "bytes" (bytes storage). */
+  readonly type?: FieldValueType;
+  /**
+   * "text" (default): `kms1:` + base64url in a text/varchar column, the same form @kms/prisma
+   * writes to String columns. "bytes": raw ciphertext in a binary column.
+   */
+  readonly storage?: "text" | "bytes";
+  /** AES-SIV under a per-(column, context) key: equality lookups and unique constraints work. */
+  readonly deterministic?: boolean;
+  /** A keyed hash in a separate column, for equality lookups on a randomized column. */
+  readonly blindIndex?: BlindIndexOptions;
+  readonly context?: EncryptedColumnContext;
+  readonly nullable?: boolean;
+  /** Unique constraint on the ciphertext column (needs `deterministic`). */
+  readonly unique?: boolean;
+  /** Database column name (default: TypeORM's naming strategy). */
+  readonly name?: string;
+  /** varchar length of deterministic or unique text columns (default 512). */
+  readonly length?: number;
+  /**
+   * Database type override. Defaults: "text" (randomized text), varchar(`length`)
+   * (deterministic or unique text), "blob" (bytes: SQLite, MariaDB). PostgreSQL bytes
+   * columns need `columnType: "bytea"`.
+   */
+  readonly columnType?: ColumnType;
+}
+
+/** The normalized description of one encrypted property. */
+export interface EncryptedColumnSpec {
+  readonly property: string;
+  readonly mode: "randomized" | "deterministic";
+  readonly type: FieldValueType;
+  readonly storage: "text" | "bytes";
+  readonly blindIndex:
+    | {
+        readonly column: string;
+        readonly bytes: number;
+        readonly normalize: readonly BlindIndexNormalization[];
+      }
+    | undefined;
+  readonly context: { readonly fromRow: readonly string[]; readonly fromScope: readonly string[] };
+}
+
+/**
+ * A plaintext value that reached an encrypted column outside the subscriber (a plain value in
+ * a find, a listener-less query builder). It carries no way to print the value; the subscriber's
+ * beforeQuery hook refuses any query that would send one to the database.
+ */
+export class UnsealedValue {
+  readonly model: string;
+  readonly property: string;
+
+  constructor(model: string, property: string) {
+    this.model = model;
+    this.property = property;
+  }
+
+  toJSON(): never {
+    throw unsealedError(this);
+  }
+}
+
+export function unsealedError(value: UnsealedValue): ValidationError {
+  return new ValidationError(
+    `${value.model}.${value.property} is encrypted: a plaintext value reached a query; write through repository/entity-manager methods with listeners on, and look values up with encryptedWhere()`,
+  );
+}
+
+const registry = new Map<object, Map<string, EncryptedColumnSpec>>();
+const NORMALIZATIONS: readonly string[] = ["lowercase", "trim", "nfkc"];
+
+function fail(where: string, rule: string): never {
+  throw new ValidationError(`${where}: ${rule}`);
+}
+
+function transformerFor(model: string, property: string): ValueTransformer {
+  return {
+    to(value: unknown): unknown {
+      if (value === null || value === undefined) return value;
+      if (value instanceof Sealed) return value.stored;
+      return new UnsealedValue(model, property);
+    },
+    from(value: unknown): unknown {
+      return value;
+    },
+  };
+}
+
+function stringList(where: string, name: string, value: unknown): readonly string[] {
+  if (value === undefined) return [];
+  if (!Array.isArray(value) || !value.every((v) => typeof v === "string" && v.length > 0)) {
+    fail(where, `"${name}" must be an array of property names`);
+  }
+  return Object.freeze([...value]);
+}
+
+/**
+ * Declares an encrypted column: the database column (text, varchar, blob or bytea), its blind
+ * index column when asked for, and the field specification the subscriber from
+ * `fieldEncryption()` uses to encrypt on insert/update and decrypt on load.
+ * @throws ValidationException when an option is invalid (checked when the class is defined).
+ */
+export function EncryptedColumn(options: EncryptedColumnOptions = {}): PropertyDecorator {
+  return (target: object, propertyKey: string | symbol): void => {
+    const owner = (target as { constructor: { name: string } }).constructor;
+    const property = String(propertyKey);
+    const where = `${owner.name}.${property}`;
+    if (typeof propertyKey !== "string") fail(where, "encrypted properties must have string names");
+    const storage = options.storage ?? "text";
+    if (storage !== "text" && storage !== "bytes") fail(where, `"storage" must be text or bytes`);
+    const type = options.type ?? (storage === "bytes" ? "bytes" : "string");
+    if (!FIELD_VALUE_TYPES.includes(type)) {
+      fail(where, `"type" must be one of ${FIELD_VALUE_TYPES.join(", ")}`);
+    }
+    const mode = options.deterministic === true ? "deterministic" : "randomized";
+    if (options.unique === true && mode !== "deterministic") {
+      fail(where, `a unique constraint needs deterministic: true (randomized values never repeat)`);
+    }
+    const length = options.length ?? 512;
+    if (!Number.isInteger(length) || length < 64) fail(where, `"length" must be an integer ≥ 64`);
+    let blindIndex: EncryptedColumnSpec["blindIndex"];
+    if (options.blindIndex !== undefined) {
+      const b = options.blindIndex;
+      const bytes = b.bytes ?? 16;
+      if (!Number.isInteger(bytes) || bytes < 4 || bytes > 32) {
+        fail(where, `blind index "bytes" must be an integer 4–32`);
+      }
+      const normalize = stringList(where, "normalize", b.normalize);
+      for (const n of normalize) {
+        if (!NORMALIZATIONS.includes(n)) fail(where, `"normalize" steps are lowercase, trim, nfkc`);
+      }
+      const column = b.column ?? `${property}Index`;
+      if (column === property) fail(where, `the blind index needs its own column`);
+      blindIndex = Object.freeze({
+        column,
+        bytes,
+        normalize: normalize as readonly BlindIndexNormalization[],
+      });
+      Column({ type: String, length: 64, nullable: true, unique: b.unique === true })(
+        target,
+        column,
+      );
+    }
+    const context = Object.freeze({
+      fromRow: stringList(where, "context.fromRow", options.context?.fromRow),
+      fromScope: stringList(where, "context.fromScope", options.context?.fromScope),
+    });
+    const spec: EncryptedColumnSpec = Object.freeze({
+      property,
+      mode,
+      type,
+      storage,
+      blindIndex,
+      context,
+    });
+    let specs = registry.get(owner);
+    if (specs === undefined) {
+      specs = new Map();
+      registry.set(owner, specs);
+    }
+    specs.set(property, spec);
+    const columnType: ColumnType =
+      options.columnType ??
+      (storage === "bytes"
+        ? "blob"
+        : mode === "deterministic" || options.unique === true
+          ? String
+          : "text");
+    Column({
+      type: columnType,
+      ...(columnType === String ? { length } : {}),
+      nullable: options.nullable === true,
+      unique: options.unique === true,
+      ...(options.name === undefined ? {} : { name: options.name }),
+      transformer: transformerFor(owner.name, property),
+    })(target, property);
+  };
+}
+
+/** Encrypted properties declared on `target` and its base classes. */
+export function encryptedSpecsOf(target: unknown): readonly EncryptedColumnSpec[] {
+  const out = new Map<string, EncryptedColumnSpec>();
+  let current: unknown = target;
+  const chain: object[] = [];
+  while (typeof current === "function" && current !== Function.prototype) {
+    chain.unshift(current);
+    current = Object.getPrototypeOf(current);
+  }
+  for (const cls of chain) {
+    for (const [property, spec] of registry.get(cls) ?? []) out.set(property, spec);
+  }
+  return [...out.values()];
+}

@@ -1,0 +1,435 @@
+import {
+  type DataKeyCacheLimits,
+  type DataKeyStore,
+  type EncryptCallOptions,
+  type EncryptionContext,
+  FIELD_TEXT_PREFIX,
+  FieldEncryptionEngine,
+  type FieldValue,
+  type KmsLike,
+  type StoredValueInfo,
+  ValidationError,
+} from "@kms/core";
+import {
+  type BeforeQueryEvent,
+  type DataSource,
+  type EntityMetadata,
+  type EntitySchema,
+  type EntitySubscriberInterface,
+  EventSubscriber,
+  type InsertEvent,
+  type LoadEvent,
+  type QueryRunner,
+  type UpdateEvent,
+} from "typeorm";
+import type { EncryptedColumnSpec } from "./encrypted-column.ts";
+import { UnsealedValue, unsealedError } from "./encrypted-column.ts";
+import { contextFor, describe, type EntityDescriptor } from "./internal/entity-descriptor.ts";
+import { managerScope } from "./internal/manager-scope.ts";
+import { Sealed } from "./internal/sealed.ts";
+import { type DataKeyRow, dataKeyEntity, TypeormDataKeyStore } from "./typeorm-data-key-store.ts";
+
+export interface FieldEncryptionOptions {
+  readonly kms: KmsLike;
+  /** The KMS key for new data keys, or a function of the value's context (one key per tenant). */
+  readonly keyId: string | ((context: EncryptionContext) => string);
+  /** Where wrapped data keys live; default: the `dataKeyTable` table through TypeORM. */
+  readonly dataKeyStore?: DataKeyStore;
+  /** Table of the default data key store; default "kms_data_keys". */
+  readonly dataKeyTable?: string;
+  readonly cache?: DataKeyCacheLimits;
+  /** Read unprefixed (legacy plaintext) values as they are, for migrations. Default false. */
+  readonly legacyPlaintext?: boolean;
+  /** Use an existing engine (shares its caches, e.g. with @kms/prisma) instead of building one. */
+  readonly engine?: FieldEncryptionEngine;
+}
+
+type Row = Record<string, unknown>;
+
+/** Drivers with one connection: a data key written during a transaction belongs to it. */
+const SINGLE_CONNECTION = new Set(["better-sqlite3", "sqlite", "sqljs", "capacitor", "cordova"]);
+
+let transactionCounter = 0;
+
+/**
+ * Encrypted columns for one or more DataSources: the engine, the data key entity and the
+ * subscriber that encrypts on insert/update and decrypts on load. Build it with
+ * `fieldEncryption(options)`.
+ */
+export class TypeormFieldEncryption {
+  readonly engine: FieldEncryptionEngine;
+  /** Entities to add to the DataSource (the data key table; empty with a custom store). */
+  readonly entities: readonly EntitySchema<DataKeyRow>[];
+  /** The subscriber class to list in the DataSource's `subscribers`. */
+  readonly subscriber: new () => EntitySubscriberInterface;
+  readonly #transactions = new WeakMap<QueryRunner, string>();
+  readonly #snapshots = new WeakMap<object, Map<string, unknown>>();
+  readonly #pending = new WeakMap<QueryRunner, Set<object>>();
+  readonly #gates = new Map<string, Map<string, Promise<void>>>();
+
+  constructor(options: FieldEncryptionOptions) {
+    if (options === null || typeof options !== "object") {
+      throw new ValidationError(`"options" expected an object`);
+    }
+    const entity =
+      options.dataKeyStore === undefined ? dataKeyEntity(options.dataKeyTable) : undefined;
+    this.entities = entity === undefined ? [] : [entity];
+    this.engine =
+      options.engine ??
+      new FieldEncryptionEngine({
+        kms: options.kms,
+        keyId: options.keyId,
+        dataKeyStore:
+          options.dataKeyStore ?? new TypeormDataKeyStore(entity as EntitySchema<DataKeyRow>),
+        ...(options.cache === undefined ? {} : { cache: options.cache }),
+        ...(options.legacyPlaintext === undefined
+          ? {}
+          : { legacyPlaintext: options.legacyPlaintext }),
+      });
+    const owner = this;
+    class KmsFieldEncryptionSubscriber extends EncryptionSubscriber {
+      constructor() {
+        super(owner);
+      }
+    }
+    EventSubscriber()(KmsFieldEncryptionSubscriber);
+    this.subscriber = KmsFieldEncryptionSubscriber;
+  }
+
+  /** Adds the subscriber to an already created DataSource (instead of listing it in options). */
+  install(dataSource: DataSource): void {
+    if (encryptionOf(dataSource, false) === this) return;
+    (dataSource.subscribers as EntitySubscriberInterface[]).push(new this.subscriber());
+  }
+
+  /**
+   * Runs `fn` with the data key store bound to the right connection: the caller's on
+   * single-connection drivers (inside its transaction, with a transaction scope so that keys
+   * created there never outlive a rollback), the DataSource's own pool otherwise.
+   * @internal
+   */
+  run<T>(
+    dataSource: DataSource,
+    queryRunner: QueryRunner | undefined,
+    fn: (options: EncryptCallOptions) => Promise<T>,
+  ): Promise<T> {
+    if (!SINGLE_CONNECTION.has(dataSource.options.type)) {
+      return managerScope.run(dataSource.manager, () => fn(NO_OPTIONS));
+    }
+    const manager = queryRunner?.manager ?? dataSource.manager;
+    const active = queryRunner?.isTransactionActive === true ? queryRunner : undefined;
+    let options = NO_OPTIONS;
+    if (active !== undefined) {
+      let scope = this.#transactions.get(active);
+      if (scope === undefined) {
+        transactionCounter += 1;
+        scope = `typeorm-tx-${transactionCounter}`;
+        this.#transactions.set(active, scope);
+      }
+      options = { transactionScope: scope };
+    }
+    return managerScope.run(manager, () => fn(options));
+  }
+
+  /**
+   * What a stored value is made of (legacy plaintext, mode, data key, KMS key), read through
+   * `dataSource`'s data key table: for rotation reports and audits.
+   * @throws InvalidCiphertextException when the value is not ciphertext (in strict mode) or its
+   *   data key is unknown.
+   */
+  inspect(dataSource: DataSource, stored: string | Uint8Array): Promise<StoredValueInfo> {
+    return this.run(dataSource, undefined, () => this.engine.inspect(stored));
+  }
+
+  /** Encrypts one value for storage (text or bytes form). @internal */
+  async seal(
+    model: string,
+    spec: EncryptedColumnSpec,
+    context: EncryptionContext,
+    value: unknown,
+    options: EncryptCallOptions,
+  ): Promise<Sealed> {
+    if (typeof value === "string" && value.startsWith(FIELD_TEXT_PREFIX)) {
+      throw new ValidationError(
+        `${model}.${spec.property} already holds ciphertext: refusing to encrypt it twice`,
+      );
+    }
+    const binding = { model, field: spec.property, context };
+    return new Sealed(
+      spec.storage === "text"
+        ? await this.engine.encryptText(binding, spec, value, options)
+        : await this.engine.encrypt(binding, spec, value, options),
+    );
+  }
+
+  /** The blind index of `value` for `spec`'s index column. @internal */
+  blindIndex(
+    model: string,
+    spec: EncryptedColumnSpec,
+    context: EncryptionContext,
+    value: unknown,
+    options: EncryptCallOptions,
+  ): Promise<string> {
+    const index = spec.blindIndex;
+    if (index === undefined)
+      throw new ValidationError(`${model}.${spec.property} has no blind index`);
+    return this.engine.blindIndex({ model, field: index.column, context }, index, value, options);
+  }
+
+  /** Decrypts one stored value. @internal */
+  open(
+    model: string,
+    spec: EncryptedColumnSpec,
+    context: EncryptionContext,
+    stored: unknown,
+  ): Promise<FieldValue> {
+    const binding = { model, field: spec.property, context };
+    return typeof stored === "string"
+      ? this.engine.decryptText(binding, spec, stored)
+      : this.engine.decrypt(binding, spec, stored as Uint8Array);
+  }
+
+  /** Encrypts an entity (or an update's value set) in place, remembering the plaintext. */
+  async sealEntity(
+    dataSource: DataSource,
+    queryRunner: QueryRunner | undefined,
+    d: EntityDescriptor,
+    entity: Row,
+    fallback: Row | undefined,
+  ): Promise<void> {
+    const present = d.columns.filter((c) => entity[c.property] !== undefined);
+    for (const column of d.blindIndexes.keys()) {
+      const source = d.blindIndexes.get(column) as string;
+      if (entity[column] !== undefined && entity[source] === undefined) {
+        throw new ValidationError(
+          `${d.model}.${column} is a blind index: it is computed, not written`,
+        );
+      }
+    }
+    if (present.length === 0) return;
+    const snapshot = new Map<string, unknown>();
+    for (const spec of present) snapshot.set(spec.property, entity[spec.property]);
+    this.#snapshots.set(entity, snapshot);
+    if (queryRunner !== undefined) {
+      let set = this.#pending.get(queryRunner);
+      if (set === undefined) {
+        set = new Set();
+        this.#pending.set(queryRunner, set);
+      }
+      set.add(entity);
+    }
+    await this.run(dataSource, queryRunner, async (options) => {
+      for (const spec of present) {
+        const value = entity[spec.property];
+        if (value instanceof Sealed) continue;
+        if (value === null) {
+          if (spec.blindIndex !== undefined) entity[spec.blindIndex.column] = null;
+          continue;
+        }
+        const context = contextFor(d.model, spec, entity, fallback);
+        const release = await this.#enterScope(options, spec, context);
+        try {
+          entity[spec.property] = await this.seal(d.model, spec, context, value, options);
+          if (spec.blindIndex !== undefined) {
+            entity[spec.blindIndex.column] = await this.blindIndex(
+              d.model,
+              spec,
+              context,
+              value,
+              options,
+            );
+          }
+        } finally {
+          release?.();
+        }
+      }
+    });
+  }
+
+  /**
+   * Inside a transaction scope the engine keeps no in-flight record of the data key it is
+   * creating, so a burst (save() of many entities broadcasts every beforeInsert at once) would
+   * create one data key per value. The first value of each (scope, mode, context) goes alone;
+   * the others wait for it and then find its key cached.
+   */
+  async #enterScope(
+    options: EncryptCallOptions,
+    spec: EncryptedColumnSpec,
+    context: EncryptionContext,
+  ): Promise<(() => void) | undefined> {
+    const scope = options.transactionScope;
+    if (scope === undefined) return undefined;
+    let gates = this.#gates.get(scope);
+    if (gates === undefined) {
+      gates = new Map();
+      this.#gates.set(scope, gates);
+    }
+    const key = `${spec.mode}\u0000${spec.blindIndex === undefined ? "" : "b"}\u0000${JSON.stringify(Object.entries(context).sort())}`;
+    const gate = gates.get(key);
+    if (gate !== undefined) {
+      await gate;
+      return undefined;
+    }
+    let release: () => void = () => {};
+    gates.set(
+      key,
+      new Promise<void>((resolve) => {
+        release = resolve;
+      }),
+    );
+    return release;
+  }
+
+  /** Puts the plaintext back on the caller's object after a write. */
+  restore(entity: object, queryRunner?: QueryRunner): void {
+    const snapshot = this.#snapshots.get(entity);
+    if (snapshot === undefined) return;
+    this.#snapshots.delete(entity);
+    if (queryRunner !== undefined) this.#pending.get(queryRunner)?.delete(entity);
+    for (const [property, value] of snapshot) (entity as Row)[property] = value;
+  }
+
+  /** Restores every object a failed or rolled-back operation left holding ciphertext. */
+  restorePending(queryRunner: QueryRunner): void {
+    const set = this.#pending.get(queryRunner);
+    if (set === undefined) return;
+    this.#pending.delete(queryRunner);
+    for (const entity of set) this.restore(entity);
+  }
+
+  endTransaction(queryRunner: QueryRunner): void {
+    if (queryRunner.isTransactionActive) return;
+    const scope = this.#transactions.get(queryRunner);
+    if (scope !== undefined) this.#gates.delete(scope);
+    this.#transactions.delete(queryRunner);
+  }
+
+  /** Decrypts a loaded entity in place. */
+  openEntity(
+    dataSource: DataSource,
+    queryRunner: QueryRunner | undefined,
+    d: EntityDescriptor,
+    entity: Row,
+  ): Promise<void> | undefined {
+    const present = d.columns.filter(
+      (c) => entity[c.property] !== undefined && entity[c.property] !== null,
+    );
+    if (present.length === 0) return undefined;
+    return this.run(dataSource, queryRunner, async () => {
+      await Promise.all(
+        present.map(async (spec) => {
+          const context = contextFor(d.model, spec, entity);
+          entity[spec.property] = await this.open(d.model, spec, context, entity[spec.property]);
+        }),
+      );
+    });
+  }
+}
+
+const NO_OPTIONS: EncryptCallOptions = Object.freeze({});
+
+/**
+ * The TypeORM side: before insert/update it encrypts in place (and computes blind indexes),
+ * after them it puts the plaintext back on the caller's object; after load it decrypts. All
+ * hooks are awaited by TypeORM 1.x. beforeQuery refuses plaintext that reached an encrypted
+ * column some other way.
+ */
+class EncryptionSubscriber implements EntitySubscriberInterface {
+  readonly owner: TypeormFieldEncryption;
+
+  constructor(owner: TypeormFieldEncryption) {
+    this.owner = owner;
+  }
+
+  beforeQuery(event: BeforeQueryEvent): void {
+    const parameters: unknown = event.parameters;
+    if (!Array.isArray(parameters)) return;
+    for (const p of parameters) {
+      if (p instanceof UnsealedValue) throw unsealedError(p);
+      if (Array.isArray(p))
+        for (const q of p) if (q instanceof UnsealedValue) throw unsealedError(q);
+    }
+  }
+
+  beforeInsert(event: InsertEvent<Row>): Promise<void> | undefined {
+    const d = describeEvent(event.metadata);
+    if (d === undefined || event.entity === undefined) return undefined;
+    return this.owner.sealEntity(event.connection, event.queryRunner, d, event.entity, undefined);
+  }
+
+  afterInsert(event: InsertEvent<Row>): void {
+    if (event.entity !== undefined) this.owner.restore(event.entity, event.queryRunner);
+  }
+
+  beforeUpdate(event: UpdateEvent<Row>): Promise<void> | undefined {
+    const d = describeEvent(event.metadata);
+    const entity = event.entity as Row | undefined;
+    if (d === undefined || entity === undefined) return undefined;
+    const fallback = event.databaseEntity as Row | undefined;
+    return this.owner.sealEntity(event.connection, event.queryRunner, d, entity, fallback);
+  }
+
+  afterUpdate(event: UpdateEvent<Row>): void {
+    if (event.entity !== undefined) this.owner.restore(event.entity as Row, event.queryRunner);
+  }
+
+  afterLoad(entity: Row, event?: LoadEvent<Row>): Promise<void> | undefined {
+    if (event === undefined) return undefined;
+    const d = describeEvent(event.metadata);
+    if (d === undefined) return undefined;
+    return this.owner.openEntity(event.connection, event.queryRunner, d, entity);
+  }
+
+  afterQuery(event: { success: boolean; queryRunner: QueryRunner }): void {
+    if (!event.success && !event.queryRunner.isTransactionActive) {
+      this.owner.restorePending(event.queryRunner);
+    }
+  }
+
+  afterTransactionCommit(event: { queryRunner: QueryRunner }): void {
+    this.owner.endTransaction(event.queryRunner);
+  }
+
+  afterTransactionRollback(event: { queryRunner: QueryRunner }): void {
+    this.owner.restorePending(event.queryRunner);
+    this.owner.endTransaction(event.queryRunner);
+  }
+}
+
+function describeEvent(metadata: EntityMetadata | undefined): EntityDescriptor | undefined {
+  return metadata === undefined ? undefined : describe(metadata);
+}
+
+/**
+ * The encryption a DataSource's subscriber belongs to.
+ * @throws ValidationException when the DataSource has no `fieldEncryption` subscriber.
+ */
+export function encryptionOf(dataSource: DataSource, required?: true): TypeormFieldEncryption;
+export function encryptionOf(
+  dataSource: DataSource,
+  required: false,
+): TypeormFieldEncryption | undefined;
+export function encryptionOf(
+  dataSource: DataSource,
+  required = true,
+): TypeormFieldEncryption | undefined {
+  for (const s of dataSource.subscribers) {
+    if (s instanceof EncryptionSubscriber) return s.owner;
+  }
+  if (required) {
+    throw new ValidationError(
+      `the DataSource has no field encryption subscriber: list fieldEncryption(...).subscriber in its subscribers`,
+    );
+  }
+  return undefined;
+}
+
+/**
+ * Encrypted columns for TypeORM: `const encryption = fieldEncryption({ kms, keyId })`, then
+ * `new DataSource({ entities: [...yours, ...encryption.entities], subscribers:
+ * [encryption.subscriber] })`.
+ * @throws ValidationException when the options are malformed.
+ */
+export function fieldEncryption(options: FieldEncryptionOptions): TypeormFieldEncryption {
+  return new TypeormFieldEncryption(options);
+}

@@ -1,0 +1,20 @@
+export {
+  type BlindIndexOptions,
+  EncryptedColumn,
+  type EncryptedColumnContext,
+  type EncryptedColumnOptions,
+  type EncryptedColumnSpec,
+} from "./encrypted-column.ts";
+export {
+  type EncryptedWhereOptions,
+  encryptedParameter,
+  encryptedWhere,
+} from "./encrypted-where.ts";
+export {
+  encryptionOf,
+  type FieldEncryptionOptions,
+  fieldEncryption,
+  TypeormFieldEncryption,
+} from "./field-encryption.ts";
+export { type ReencryptEntitiesOptions, reencryptEntities } from "./reencrypt-entities.ts";
+export { type DataKeyRow, dataKeyEntity, TypeormDataKeyStore } from "./typeorm-data-key-store.ts";

@@ -1,0 +1,87 @@
+import { currentEncryptionContext, type EncryptionContext, ValidationError } from "@kms/core";
+import type { EntityMetadata } from "typeorm";
+import { type EncryptedColumnSpec, encryptedSpecsOf } from "../encrypted-column.ts";
+
+/** The encryption-relevant shape of one entity, analysed once per EntityMetadata. */
+export interface EntityDescriptor {
+  /** The binding's model name: the entity name (the class name), as @kms/prisma's model name. */
+  readonly model: string;
+  readonly columns: readonly EncryptedColumnSpec[];
+  readonly byProperty: ReadonlyMap<string, EncryptedColumnSpec>;
+  /** Blind index property → the encrypted property it indexes. */
+  readonly blindIndexes: ReadonlyMap<string, string>;
+}
+
+const descriptors = new WeakMap<EntityMetadata, EntityDescriptor | null>();
+
+/** The descriptor of `metadata`, or undefined when the entity has no encrypted column. */
+export function describe(metadata: EntityMetadata): EntityDescriptor | undefined {
+  const hit = descriptors.get(metadata);
+  if (hit !== undefined) return hit ?? undefined;
+  const columns = encryptedSpecsOf(metadata.target);
+  if (columns.length === 0) {
+    descriptors.set(metadata, null);
+    return undefined;
+  }
+  const byProperty = new Map(columns.map((c) => [c.property, c]));
+  const blindIndexes = new Map<string, string>();
+  for (const c of columns)
+    if (c.blindIndex !== undefined) blindIndexes.set(c.blindIndex.column, c.property);
+  const descriptor: EntityDescriptor = Object.freeze({
+    model: metadata.name,
+    columns,
+    byProperty,
+    blindIndexes,
+  });
+  descriptors.set(metadata, descriptor);
+  return descriptor;
+}
+
+type Row = Readonly<Record<string, unknown>>;
+
+/**
+ * The binding context of `spec` for a row: `fromRow` keys from the row (then `fallback`, the
+ * stored row on updates), `fromScope` keys from the ambient scope; `override` wins over both.
+ * @throws ValidationException naming the missing key.
+ */
+export function contextFor(
+  model: string,
+  spec: EncryptedColumnSpec,
+  row: Row | undefined,
+  fallback?: Row,
+  override?: EncryptionContext,
+): EncryptionContext {
+  const { fromRow, fromScope } = spec.context;
+  if (fromRow.length === 0 && fromScope.length === 0) return EMPTY;
+  const ctx: Record<string, string> = {};
+  for (const key of fromRow) {
+    let value = override?.[key] ?? row?.[key];
+    if (value === undefined || value === null) value = fallback?.[key];
+    if (value === undefined || value === null) {
+      throw new ValidationError(
+        `${model}.${spec.property} is bound to ${model}.${key}: include it in the entity, the update or the lookup`,
+      );
+    }
+    if (typeof value !== "string" && typeof value !== "number" && typeof value !== "bigint") {
+      throw new ValidationError(
+        `${model}.${key} must be a string or number to bind encrypted values`,
+      );
+    }
+    ctx[key] = String(value);
+  }
+  if (fromScope.length > 0) {
+    const scope = currentEncryptionContext();
+    for (const key of fromScope) {
+      const value = override?.[key] ?? scope?.[key];
+      if (value === undefined) {
+        throw new ValidationError(
+          `${model}.${spec.property} is bound to the ambient context key "${key}": run the operation inside runWithEncryptionContext`,
+        );
+      }
+      ctx[key] = value;
+    }
+  }
+  return ctx;
+}
+
+const EMPTY: EncryptionContext = Object.freeze({});

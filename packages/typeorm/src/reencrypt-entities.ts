@@ -1,0 +1,162 @@
+import {
+  type EncryptionContext,
+  type FieldValue,
+  type ReencryptCheckpoint,
+  type ReencryptOptions,
+  type ReencryptRow,
+  reencryptFields,
+  type StoredFieldValue,
+  ValidationError,
+} from "@kms/core";
+import type { DataSource, EntityTarget, ObjectLiteral } from "typeorm";
+import type { EncryptedColumnSpec } from "./encrypted-column.ts";
+import { encryptionOf } from "./field-encryption.ts";
+import { contextFor, describe } from "./internal/entity-descriptor.ts";
+import { Sealed } from "./internal/sealed.ts";
+
+export type ReencryptEntitiesOptions = Pick<
+  ReencryptOptions,
+  "shouldReencrypt" | "batchSize" | "resumeFrom" | "onProgress" | "signal"
+> & {
+  /** Context values not stored in the row (`fromScope` keys), e.g. one tenant per run. */
+  readonly context?: EncryptionContext;
+};
+
+type Cursor = string | number | bigint | undefined;
+
+/**
+ * Re-encrypts an entity's encrypted columns with core's rotation/migration job: legacy
+ * plaintext (with `legacyPlaintext: true`), values under an old KMS key, deterministic values
+ * under an old stable data key — recomputing blind indexes. Rows are written with a
+ * compare-and-set on the old values, so the application may keep writing; the checkpoint lets
+ * an interrupted run resume. Columns bound to the ambient scope need `options.context` (one
+ * run per tenant).
+ * @throws ValidationException when the entity has no encrypted column or a composite primary
+ *   key; InvalidCiphertextException / KMS errors from the engine.
+ */
+export async function reencryptEntities<T extends ObjectLiteral>(
+  dataSource: DataSource,
+  entity: EntityTarget<T>,
+  options: ReencryptEntitiesOptions = {},
+): Promise<ReencryptCheckpoint> {
+  const encryption = encryptionOf(dataSource);
+  const metadata = dataSource.getMetadata(entity);
+  const d = describe(metadata);
+  if (d === undefined) throw new ValidationError(`${metadata.name} has no encrypted column`);
+  const [pk, ...rest] = metadata.primaryColumns;
+  if (pk === undefined || rest.length > 0) {
+    throw new ValidationError(
+      `${metadata.name}: reencryptEntities needs a single-column primary key`,
+    );
+  }
+  // One job per distinct context configuration: a row's context is per job.
+  const groups = new Map<string, EncryptedColumnSpec[]>();
+  for (const spec of d.columns) {
+    const key = JSON.stringify(spec.context);
+    groups.set(key, [...(groups.get(key) ?? []), spec]);
+  }
+  let total: ReencryptCheckpoint | undefined;
+  for (const specs of groups.values()) {
+    const contextKeys = specs[0]?.context.fromRow ?? [];
+    const fields: ReencryptOptions["fields"] = Object.fromEntries(
+      specs.map((s) => [s.property, { type: s.type, mode: s.mode, storage: s.storage }]),
+    );
+    const pkPath = `t.${pk.propertyPath}`;
+    const esc = (name: string) => dataSource.driver.escape(name);
+    const source: ReencryptOptions["source"] = {
+      fetchBatch: async (cursor: Cursor, limit: number) => {
+        let qb = dataSource.createQueryBuilder().from(metadata.target, "t").select(pkPath, "pk");
+        specs.forEach((s, i) => {
+          qb = qb.addSelect(`t.${s.property}`, `v${i}`);
+        });
+        contextKeys.forEach((k, i) => {
+          qb = qb.addSelect(`t.${k}`, `c${i}`);
+        });
+        if (cursor !== undefined) qb = qb.where(`${pkPath} > :cursor`, { cursor });
+        const raw = await qb
+          .orderBy(pkPath, "ASC")
+          .limit(limit)
+          .getRawMany<Record<string, unknown>>();
+        return raw.map((r): ReencryptRow => {
+          const row: Record<string, unknown> = {};
+          contextKeys.forEach((k, i) => {
+            row[k] = r[`c${i}`];
+          });
+          const values: Record<string, StoredFieldValue> = {};
+          specs.forEach((s, i) => {
+            values[s.property] = (r[`v${i}`] ?? null) as StoredFieldValue;
+          });
+          const spec = specs[0] as EncryptedColumnSpec;
+          return {
+            cursor: r.pk as string | number | bigint,
+            context: contextFor(d.model, spec, row, undefined, options.context),
+            values,
+          };
+        });
+      },
+      compareAndSet: async (
+        row: ReencryptRow,
+        next: Readonly<Record<string, StoredFieldValue>>,
+        plaintexts: Readonly<Record<string, FieldValue>>,
+      ) => {
+        const set: Record<string, unknown> = {};
+        for (const spec of specs) {
+          const value = next[spec.property];
+          if (value === undefined || value === null) continue;
+          set[spec.property] = new Sealed(value);
+          if (spec.blindIndex !== undefined && plaintexts[spec.property] !== undefined) {
+            set[spec.blindIndex.column] = await encryption.blindIndex(
+              d.model,
+              spec,
+              row.context,
+              plaintexts[spec.property],
+              {},
+            );
+          }
+        }
+        let qb = dataSource
+          .createQueryBuilder()
+          .update(metadata.target)
+          .set(set)
+          .where(`${esc(pk.databaseName)} = :pk`, { pk: row.cursor });
+        specs.forEach((s, i) => {
+          const old = row.values[s.property];
+          const column = esc(
+            metadata.findColumnWithPropertyPath(s.property)?.databaseName ?? s.property,
+          );
+          qb =
+            old === null || old === undefined
+              ? qb.andWhere(`${column} IS NULL`)
+              : qb.andWhere(`${column} = :old${i}`, { [`old${i}`]: old });
+        });
+        const result = await qb.callListeners(false).updateEntity(false).execute();
+        return result.affected === 1;
+      },
+    };
+    const checkpoint = await encryption.run(dataSource, undefined, () =>
+      reencryptFields({
+        engine: encryption.engine,
+        source,
+        model: d.model,
+        fields,
+        ...(options.shouldReencrypt === undefined
+          ? {}
+          : { shouldReencrypt: options.shouldReencrypt }),
+        ...(options.batchSize === undefined ? {} : { batchSize: options.batchSize }),
+        ...(options.resumeFrom === undefined ? {} : { resumeFrom: options.resumeFrom }),
+        ...(options.onProgress === undefined ? {} : { onProgress: options.onProgress }),
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
+      }),
+    );
+    total =
+      total === undefined
+        ? checkpoint
+        : {
+            cursor: checkpoint.cursor,
+            scanned: Math.max(total.scanned, checkpoint.scanned),
+            reencrypted: total.reencrypted + checkpoint.reencrypted,
+            conflicts: total.conflicts + checkpoint.conflicts,
+          };
+  }
+  return total as ReencryptCheckpoint;
+}

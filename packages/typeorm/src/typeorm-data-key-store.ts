@@ -1,0 +1,114 @@
+import {
+  assertDataKeyId,
+  type DataKeyRecord,
+  type DataKeyStore,
+  type EncryptionContext,
+  KmsInternalError,
+} from "@kms/core";
+import { EntitySchema } from "typeorm";
+import { managerScope } from "./internal/manager-scope.ts";
+
+/** A row of the data key table, as TypeORM sees it. */
+export interface DataKeyRow {
+  id: string;
+  kmsKeyId: string;
+  /** base64 of the KMS ciphertext blob: one portable column type on every driver. */
+  wrappedKey: string;
+  encryptionContext: string;
+  purpose: string;
+  createdAt: string | number;
+}
+
+/**
+ * The entity of the data key table: add it to the DataSource's `entities` (it is in
+ * `fieldEncryption(...).entities`). Columns: id (32 hex), kmsKeyId, wrappedKey (base64),
+ * encryptionContext (JSON), purpose, createdAt (ms since epoch).
+ */
+export function dataKeyEntity(tableName = "kms_data_keys"): EntitySchema<DataKeyRow> {
+  return new EntitySchema<DataKeyRow>({
+    name: "KmsDataKey",
+    tableName,
+    columns: {
+      id: { type: String, length: 32, primary: true },
+      kmsKeyId: { type: "text" },
+      wrappedKey: { type: "text" },
+      encryptionContext: { type: "text" },
+      purpose: { type: String, length: 16 },
+      createdAt: { type: "bigint" },
+    },
+  });
+}
+
+/**
+ * A DataKeyStore in a table of the application's own database, so that the database and the
+ * KMS are all a fresh process needs to read every encrypted value back. It reads and writes
+ * through the entity manager of the operation in progress (see the README on transactions).
+ */
+export class TypeormDataKeyStore implements DataKeyStore {
+  readonly #entity: EntitySchema<DataKeyRow>;
+
+  constructor(entity: EntitySchema<DataKeyRow>) {
+    this.#entity = entity;
+  }
+
+  #manager() {
+    const manager = managerScope.getStore();
+    if (manager === undefined) {
+      throw new KmsInternalError("the TypeORM data key store was used outside an operation");
+    }
+    return manager;
+  }
+
+  async insert(record: DataKeyRecord): Promise<DataKeyRecord> {
+    assertDataKeyId(record.id);
+    const manager = this.#manager();
+    try {
+      // Insert-if-absent without an error, so that a PostgreSQL transaction is not aborted.
+      await manager
+        .createQueryBuilder()
+        .insert()
+        .into(this.#entity)
+        .values({
+          id: record.id,
+          kmsKeyId: record.kmsKeyId,
+          wrappedKey: Buffer.from(record.wrappedKey).toString("base64"),
+          encryptionContext: JSON.stringify(record.encryptionContext),
+          purpose: record.purpose,
+          createdAt: String(record.createdAt),
+        })
+        .orIgnore()
+        .callListeners(false)
+        .updateEntity(false)
+        .execute();
+    } catch (cause) {
+      throw new KmsInternalError("could not store a data key", { cause });
+    }
+    const stored = await this.get(record.id);
+    if (stored === undefined) throw new KmsInternalError("could not store a data key");
+    return stored;
+  }
+
+  async get(id: string): Promise<DataKeyRecord | undefined> {
+    const row = await this.#manager()
+      .createQueryBuilder()
+      .select("k.id", "id")
+      .addSelect("k.kmsKeyId", "kmsKeyId")
+      .addSelect("k.wrappedKey", "wrappedKey")
+      .addSelect("k.encryptionContext", "encryptionContext")
+      .addSelect("k.purpose", "purpose")
+      .addSelect("k.createdAt", "createdAt")
+      .from(this.#entity, "k")
+      .where("k.id = :id", { id })
+      .getRawOne<DataKeyRow>();
+    if (row === undefined || row === null) return undefined;
+    const wrapped = Buffer.from(row.wrappedKey, "base64");
+    return Object.freeze({
+      id: row.id,
+      kmsKeyId: row.kmsKeyId,
+      wrappedKey: new Uint8Array(wrapped.buffer, wrapped.byteOffset, wrapped.byteLength),
+      encryptionContext: Object.freeze(JSON.parse(row.encryptionContext) as EncryptionContext),
+      purpose: row.purpose === "stable" ? "stable" : "randomized",
+      createdAt: Number(row.createdAt),
+    });
+  }
+}

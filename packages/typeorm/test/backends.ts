@@ -1,0 +1,141 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type Database from "better-sqlite3";
+import mysql from "mysql2/promise";
+import pg from "pg";
+import { DataSource, type DataSourceOptions } from "typeorm";
+import type { TypeormFieldEncryption } from "../src/index.ts";
+import { Note, Post, User } from "./entities.ts";
+import { retain, retainSqliteHandles } from "./sqlite-handles.ts";
+
+export const ENTITIES = [User, Post, Note];
+
+/** A fresh database for one test, plus raw driver access that bypasses TypeORM. */
+export interface TestDatabase {
+  readonly kind: "sqlite" | "postgres" | "mariadb";
+  /** A DataSource on this database with `encryption`'s subscriber and tables. */
+  connect(encryption: TypeormFieldEncryption): Promise<DataSource>;
+  /** Runs SQL with the driver directly (`?` placeholders, rewritten for PostgreSQL). */
+  raw(sql: string, params?: unknown[]): Promise<Record<string, unknown>[]>;
+  /** Quotes an identifier for raw SQL. */
+  q(name: string): string;
+  close(): Promise<void>;
+}
+
+function pgPlaceholders(sql: string): string {
+  let i = 0;
+  return sql.replace(/\?/g, () => `$${++i}`);
+}
+
+export async function openSqlite(): Promise<TestDatabase> {
+  retainSqliteHandles();
+  const dir = mkdtempSync(join(tmpdir(), "kms-typeorm-"));
+  const file = join(dir, "test.db");
+  const sources: DataSource[] = [];
+  let first: DataSource | undefined;
+  return {
+    kind: "sqlite",
+    async connect(encryption) {
+      const ds = new DataSource({
+        type: "better-sqlite3",
+        database: file,
+        entities: [...ENTITIES, ...encryption.entities],
+        subscribers: [encryption.subscriber],
+        synchronize: true,
+      } as DataSourceOptions);
+      await ds.initialize();
+      retain(ds);
+      sources.push(ds);
+      first ??= ds;
+      return ds;
+    },
+    async raw(sql, params = []) {
+      if (first === undefined) throw new Error("connect() first");
+      const db = (first.driver as unknown as { databaseConnection: Database.Database })
+        .databaseConnection;
+      const stmt = db.prepare(sql);
+      if (stmt.reader) return stmt.all(...params) as Record<string, unknown>[];
+      stmt.run(...params);
+      return [];
+    },
+    q: (name) => `"${name}"`,
+    async close() {
+      for (const ds of sources) await ds.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function openPostgres(url: string): Promise<TestDatabase> {
+  const schema = `kms_typeorm_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+  const admin = new pg.Client({ connectionString: url });
+  await admin.connect();
+  await admin.query(`CREATE SCHEMA "${schema}"`);
+  await admin.query(`SET search_path TO "${schema}"`);
+  const sources: DataSource[] = [];
+  return {
+    kind: "postgres",
+    async connect(encryption) {
+      const ds = new DataSource({
+        type: "postgres",
+        url,
+        schema,
+        entities: [...ENTITIES, ...encryption.entities],
+        subscribers: [encryption.subscriber],
+        synchronize: true,
+      });
+      await ds.initialize();
+      sources.push(ds);
+      return ds;
+    },
+    async raw(sql, params = []) {
+      const { rows } = await admin.query(pgPlaceholders(sql), params);
+      return rows as Record<string, unknown>[];
+    },
+    q: (name) => `"${name}"`,
+    async close() {
+      for (const ds of sources) await ds.destroy();
+      await admin.query(`DROP SCHEMA "${schema}" CASCADE`);
+      await admin.end();
+    },
+  };
+}
+
+export async function openMariadb(url: string): Promise<TestDatabase> {
+  const database = `kms_typeorm_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+  const admin = await mysql.createConnection(url);
+  await admin.query(`CREATE DATABASE \`${database}\``);
+  await admin.query(`USE \`${database}\``);
+  const base = new URL(url);
+  const sources: DataSource[] = [];
+  return {
+    kind: "mariadb",
+    async connect(encryption) {
+      const ds = new DataSource({
+        type: "mariadb",
+        host: base.hostname,
+        port: Number(base.port || 3306),
+        username: decodeURIComponent(base.username),
+        password: decodeURIComponent(base.password),
+        database,
+        entities: [...ENTITIES, ...encryption.entities],
+        subscribers: [encryption.subscriber],
+        synchronize: true,
+      });
+      await ds.initialize();
+      sources.push(ds);
+      return ds;
+    },
+    async raw(sql, params = []) {
+      const [rows] = await admin.query(sql, params);
+      return Array.isArray(rows) ? (rows as Record<string, unknown>[]) : [];
+    },
+    q: (name) => `\`${name}\``,
+    async close() {
+      for (const ds of sources) await ds.destroy();
+      await admin.query(`DROP DATABASE \`${database}\``);
+      await admin.end();
+    },
+  };
+}

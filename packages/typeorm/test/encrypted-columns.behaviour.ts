@@ -1,0 +1,350 @@
+import {
+  createKms,
+  InvalidCiphertextError,
+  type Kms,
+  runWithEncryptionContext,
+  ValidationError,
+} from "@kms/core";
+import { type DataSource, In, IsNull, Like, Not, type Repository } from "typeorm";
+import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import {
+  encryptedParameter,
+  encryptedWhere,
+  type FieldEncryptionOptions,
+  fieldEncryption,
+  reencryptEntities,
+  type TypeormFieldEncryption,
+} from "../src/index.ts";
+import type { TestDatabase } from "./backends.ts";
+import { Note, Post, User } from "./entities.ts";
+
+const PREFIX = "kms1:";
+
+const alice = () =>
+  Object.assign(new User(), {
+    tenantId: "t1",
+    email: "alice@example.com",
+    phone: "+1 555 0100",
+    profile: { likes: ["tea"], age: 7 },
+    avatar: Uint8Array.from(Buffer.from("AVATAR-BYTES")),
+  });
+
+/** The behaviour every database must show; run once per backend. */
+export function describeEncryptedColumns(
+  name: string,
+  open: () => Promise<TestDatabase>,
+  skipReason?: string,
+): void {
+  describe.skipIf(skipReason !== undefined)(`@kms/typeorm on ${name}`, () => {
+    let db: TestDatabase;
+    let kms: Kms;
+    let keyId: string;
+    let encryption: TypeormFieldEncryption;
+    let ds: DataSource;
+    let users: Repository<User>;
+
+    const connect = async (extra: Partial<FieldEncryptionOptions> = {}) => {
+      const e = fieldEncryption({ kms, keyId, ...extra });
+      return { encryption: e, ds: await db.connect(e) };
+    };
+
+    beforeEach(async () => {
+      db = await open();
+      kms = await createKms();
+      keyId = (await kms.createKey()).keyMetadata.keyId;
+      ({ encryption, ds } = await connect());
+      users = ds.getRepository(User);
+    });
+    afterEach(async () => {
+      await db.close();
+    });
+
+    const rawUser = async (id: number) =>
+      (
+        await db.raw(`SELECT * FROM ${db.q("kms_users")} WHERE ${db.q("id")} = ?`, [id])
+      )[0] as Record<string, unknown>;
+
+    test("save stores ciphertext, leaves plaintext on the caller's object, find decrypts", async () => {
+      const user = alice();
+      const saved = await users.save(user);
+      expect(saved).toBe(user);
+      expect(user.email).toBe("alice@example.com");
+      expect(user.profile).toEqual({ likes: ["tea"], age: 7 });
+      const raw = await rawUser(user.id);
+      for (const column of ["email", "phone", "profile"]) {
+        expect(String(raw[column]).startsWith(PREFIX), column).toBe(true);
+        expect(String(raw[column])).not.toContain("alice");
+        expect(String(raw[column])).not.toContain("555");
+      }
+      expect(Buffer.from(raw.avatar as Uint8Array).includes("AVATAR")).toBe(false);
+      expect(raw.phoneIndex).toMatch(/^[A-Za-z0-9_-]{22}$/);
+      const found = await users.findOneByOrFail({ id: user.id });
+      expect(found).toMatchObject({
+        tenantId: "t1",
+        email: "alice@example.com",
+        phone: "+1 555 0100",
+        profile: { likes: ["tea"], age: 7 },
+      });
+      expect(Buffer.from(found.avatar as Uint8Array).toString()).toBe("AVATAR-BYTES");
+      const all = await users.find();
+      expect(all.map((u) => u.email)).toEqual(["alice@example.com"]);
+    });
+
+    test("insert, update, QueryBuilder getOne/getMany and null values", async () => {
+      const user = alice();
+      await users.insert(user);
+      expect(user.email).toBe("alice@example.com");
+      const id = (await users.findOneByOrFail({ tenantId: "t1" })).id;
+      await users.update(id, { phone: "+1 555 0199", tenantId: "t1" });
+      const updatedRaw = await rawUser(id);
+      expect(String(updatedRaw.phone).startsWith(PREFIX)).toBe(true);
+      const one = await users.createQueryBuilder("u").where("u.id = :id", { id }).getOneOrFail();
+      expect(one.phone).toBe("+1 555 0199");
+      await users.update(id, { phone: null });
+      const many = await users.createQueryBuilder("u").getMany();
+      expect(many[0]?.phone).toBeNull();
+      expect((await rawUser(id)).phoneIndex).toBeNull();
+      // save() of a loaded entity: only the changed value is rewritten, all decrypt back.
+      one.email = "alice@new.example";
+      await users.save(one);
+      expect(one.email).toBe("alice@new.example");
+      expect((await users.findOneByOrFail({ id })).email).toBe("alice@new.example");
+    });
+
+    test("relations: eager and `relations:` decrypt both sides; transactions see the same", async () => {
+      const user = await users.save(alice());
+      await runWithEncryptionContext({ tenant: "t1" }, async () => {
+        await ds.transaction(async (manager) => {
+          await manager.save(Object.assign(new Post(), { body: "hello world", author: user }));
+        });
+        const post = await ds.getRepository(Post).findOneByOrFail({ author: { id: user.id } });
+        expect(post.body).toBe("hello world");
+        expect(post.author.email).toBe("alice@example.com");
+        const withPosts = await users.findOneOrFail({
+          where: { id: user.id },
+          relations: { posts: true },
+        });
+        expect(withPosts.posts.map((p) => p.body)).toEqual(["hello world"]);
+      });
+      const raw = await db.raw(`SELECT ${db.q("body")} FROM ${db.q("kms_posts")}`);
+      expect(String(raw[0]?.body).startsWith(PREFIX)).toBe(true);
+      expect(String(raw[0]?.body)).not.toContain("hello");
+    });
+
+    test("tenant binding from the scope: another tenant's scope cannot read the post", async () => {
+      const user = await users.save(alice());
+      await runWithEncryptionContext({ tenant: "t1" }, () =>
+        ds.getRepository(Post).save(Object.assign(new Post(), { body: "secret", author: user })),
+      );
+      await expect(
+        runWithEncryptionContext({ tenant: "t2" }, () => ds.getRepository(Post).find()),
+      ).rejects.toBeInstanceOf(InvalidCiphertextError);
+      await expect(ds.getRepository(Post).find()).rejects.toThrow(/runWithEncryptionContext/);
+    });
+
+    test("a value swapped between two rows fails to decrypt", async () => {
+      const a = await users.save(alice());
+      const b = await users.save(
+        Object.assign(alice(), { tenantId: "t2", email: "bob@example.com" }),
+      );
+      const rawA = await rawUser(a.id);
+      // Same column, other row of another tenant.
+      await db.raw(`UPDATE ${db.q("kms_users")} SET ${db.q("phone")} = ? WHERE ${db.q("id")} = ?`, [
+        rawA.phone,
+        b.id,
+      ]);
+      await expect(users.findOneBy({ id: b.id })).rejects.toBeInstanceOf(InvalidCiphertextError);
+      // Same row, another column.
+      await db.raw(`UPDATE ${db.q("kms_users")} SET ${db.q("phone")} = ? WHERE ${db.q("id")} = ?`, [
+        rawA.email,
+        a.id,
+      ]);
+      await expect(users.findOneBy({ id: a.id })).rejects.toBeInstanceOf(InvalidCiphertextError);
+    });
+
+    test("strict mode: plaintext in an encrypted column does not load", async () => {
+      const a = await users.save(alice());
+      await db.raw(`UPDATE ${db.q("kms_users")} SET ${db.q("phone")} = ? WHERE ${db.q("id")} = ?`, [
+        "+1 555 0100",
+        a.id,
+      ]);
+      await expect(users.findOneBy({ id: a.id })).rejects.toBeInstanceOf(InvalidCiphertextError);
+      await expect(
+        users.save(Object.assign(alice(), { email: `${PREFIX}AAAA` })),
+      ).rejects.toBeInstanceOf(ValidationError);
+    });
+
+    test("deterministic lookups (value, In, Not) and the unique constraint", async () => {
+      const a = await users.save(alice());
+      await users.save(Object.assign(alice(), { email: "carol@example.com" }));
+      const found = await users.findOneBy(
+        await encryptedWhere(users, { tenantId: "t1", email: "alice@example.com" }),
+      );
+      expect(found?.id).toBe(a.id);
+      const many = await users.findBy(
+        await encryptedWhere(users, {
+          tenantId: "t1",
+          email: In(["alice@example.com", "carol@example.com"]),
+        }),
+      );
+      expect(many).toHaveLength(2);
+      const others = await users.findBy(
+        await encryptedWhere(users, { tenantId: "t1", email: Not("alice@example.com") }),
+      );
+      expect(others.map((u) => u.email)).toEqual(["carol@example.com"]);
+      // The same email in another tenant is a different ciphertext: no match, no conflict.
+      expect(
+        await users.findOneBy(
+          await encryptedWhere(users, { tenantId: "t2", email: "alice@example.com" }),
+        ),
+      ).toBeNull();
+      await users.save(Object.assign(alice(), { tenantId: "t2" }));
+      await expect(users.save(alice())).rejects.toThrow();
+      const qb = await users
+        .createQueryBuilder("u")
+        .where(await encryptedWhere(users, { tenantId: "t1", email: "carol@example.com" }))
+        .getOne();
+      expect(qb?.email).toBe("carol@example.com");
+      const param = await encryptedParameter(users, "email", "alice@example.com", {
+        context: { tenantId: "t1" },
+      });
+      const byParam = await users
+        .createQueryBuilder("u")
+        .where("u.email = :e", { e: param })
+        .getMany();
+      expect(byParam.map((u) => u.id)).toEqual([a.id]);
+    });
+
+    test("blind-index lookups, normalized", async () => {
+      const a = await users.save(alice());
+      await users.save(Object.assign(alice(), { email: "dave@example.com", phone: "+1 555 0111" }));
+      const found = await users.findBy(
+        await encryptedWhere(users, { tenantId: "t1", phone: "  +1 555 0100 " }),
+      );
+      expect(found.map((u) => u.id)).toEqual([a.id]);
+      const both = await users.findBy(
+        await encryptedWhere(users, { tenantId: "t1", phone: In(["+1 555 0100", "+1 555 0111"]) }),
+      );
+      expect(both).toHaveLength(2);
+      expect(
+        await users.countBy(await encryptedWhere(users, { tenantId: "t2", phone: "+1 555 0100" })),
+      ).toBe(0);
+    });
+
+    test("unsupported operators and plain values on encrypted columns fail clearly", async () => {
+      await users.save(alice());
+      await expect(
+        encryptedWhere(users, { tenantId: "t1", email: Like("%alice%") }),
+      ).rejects.toThrow(/"like" operator cannot run on ciphertext/);
+      await expect(
+        encryptedWhere(users, { tenantId: "t1", profile: { age: 7 } as never }),
+      ).rejects.toThrow(/randomized/);
+      await expect(encryptedWhere(users, { email: "alice@example.com" })).rejects.toThrow(
+        /tenantId/,
+      );
+      await expect(users.findOneBy({ email: "alice@example.com" })).rejects.toBeInstanceOf(
+        ValidationError,
+      );
+      await expect(users.findBy({ email: Like("%alice%") })).rejects.toThrow(
+        /plaintext value reached a query/,
+      );
+      await expect(
+        users.createQueryBuilder().insert().values(alice()).callListeners(false).execute(),
+      ).rejects.toBeInstanceOf(ValidationError);
+      expect(await users.count()).toBe(1);
+      expect(await users.findBy({ phone: IsNull() })).toEqual([]);
+    });
+
+    test("transaction rollback leaves no row, no orphaned data key, and plaintext on the object", async () => {
+      const keysBefore = await db.raw(`SELECT ${db.q("id")} FROM ${db.q("kms_data_keys")}`);
+      const user = Object.assign(alice(), { tenantId: "t9" });
+      await expect(
+        ds.transaction(async (manager) => {
+          await manager.save(user);
+          throw new Error("boom");
+        }),
+      ).rejects.toThrow("boom");
+      expect(user.email).toBe("alice@example.com");
+      expect(await users.count()).toBe(0);
+      const keysAfter = await db.raw(`SELECT ${db.q("id")} FROM ${db.q("kms_data_keys")}`);
+      if (db.kind === "sqlite") expect(keysAfter).toHaveLength(keysBefore.length);
+      // Whatever keys survived, new writes never reference a key that is gone.
+      const saved = await users.save(Object.assign(alice(), { tenantId: "t9" }));
+      const fresh = await connect();
+      expect((await fresh.ds.getRepository(User).findOneByOrFail({ id: saved.id })).email).toBe(
+        "alice@example.com",
+      );
+      // A failed insert outside a transaction also restores the caller's object.
+      const dup = Object.assign(alice(), { tenantId: "t9" });
+      await expect(users.insert(dup)).rejects.toThrow();
+      expect(dup.email).toBe("alice@example.com");
+    });
+
+    test("ciphertexts use the shared field format and @kms/prisma's binding (model, field, context)", async () => {
+      const user = await users.save(alice());
+      const raw = await rawUser(user.id);
+      const open = (model: string, context: Record<string, string>) =>
+        encryption.run(ds, undefined, () =>
+          encryption.engine.decryptText(
+            { model, field: "email", context },
+            { type: "string", mode: "deterministic" },
+            String(raw.email),
+          ),
+        );
+      expect(await open("User", { tenantId: "t1" })).toBe("alice@example.com");
+      await expect(open("Customer", { tenantId: "t1" })).rejects.toBeInstanceOf(
+        InvalidCiphertextError,
+      );
+      await expect(open("User", { tenantId: "t2" })).rejects.toBeInstanceOf(InvalidCiphertextError);
+    });
+
+    test("a bulk save creates one data key per (purpose, context), not one per value", async () => {
+      const before = (await db.raw(`SELECT ${db.q("id")} FROM ${db.q("kms_data_keys")}`)).length;
+      const many = Array.from({ length: 40 }, (_, i) =>
+        Object.assign(alice(), { tenantId: "t5", email: `u${i}@example.com` }),
+      );
+      await users.save(many);
+      const after = (await db.raw(`SELECT ${db.q("id")} FROM ${db.q("kms_data_keys")}`)).length;
+      // {tenantId} randomized, {tenantId} stable (deterministic + blind index), {} randomized.
+      expect(after - before).toBeLessThanOrEqual(3);
+      expect(many.every((u, i) => u.email === `u${i}@example.com`)).toBe(true);
+      expect(await users.countBy({ tenantId: "t5" })).toBe(40);
+    });
+
+    test("the migration job encrypts legacy plaintext and moves values off an old KMS key", async () => {
+      const t = db.q("kms_notes");
+      await db.raw(`INSERT INTO ${t} (${db.q("title")}, ${db.q("code")}) VALUES (?, ?), (?, ?)`, [
+        "legacy one",
+        "C-1",
+        "legacy two",
+        null,
+      ]);
+      const notes = ds.getRepository(Note);
+      await expect(notes.find()).rejects.toBeInstanceOf(InvalidCiphertextError);
+      const legacy = await connect({ legacyPlaintext: true });
+      const first = await reencryptEntities(legacy.ds, Note, { batchSize: 1 });
+      expect(first).toMatchObject({ scanned: 2, reencrypted: 2, conflicts: 0 });
+      const raw = await db.raw(`SELECT * FROM ${t} ORDER BY ${db.q("id")}`);
+      expect(raw.map((r) => String(r.title).startsWith(PREFIX))).toEqual([true, true]);
+      expect(raw[1]?.code).toBeNull();
+      expect((await notes.find({ order: { id: "ASC" } })).map((n) => n.title)).toEqual([
+        "legacy one",
+        "legacy two",
+      ]);
+      // Rotate to a new KMS key: the job rewrites every value under it.
+      const newKey = (await kms.createKey()).keyMetadata.keyId;
+      const rotated = await connect({ keyId: newKey });
+      const second = await reencryptEntities(rotated.ds, Note);
+      expect(second.reencrypted).toBe(2);
+      for (const r of await db.raw(`SELECT * FROM ${t}`)) {
+        const info = await rotated.encryption.inspect(rotated.ds, String(r.title));
+        expect(info.legacy ? "" : info.kmsKeyId).toContain(newKey);
+      }
+      expect(await reencryptEntities(rotated.ds, Note)).toMatchObject({ reencrypted: 0 });
+      const byCode = await rotated.ds
+        .getRepository(Note)
+        .findOneBy(await encryptedWhere(rotated.ds.getRepository(Note), { code: "C-1" }));
+      expect(byCode?.title).toBe("legacy one");
+    });
+  });
+}

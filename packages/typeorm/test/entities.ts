@@ -1,0 +1,75 @@
+import "reflect-metadata";
+import {
+  Column,
+  type ColumnType,
+  Entity,
+  ManyToOne,
+  OneToMany,
+  PrimaryGeneratedColumn,
+  type Relation,
+} from "typeorm";
+import { EncryptedColumn } from "../src/index.ts";
+
+const BYTES: ColumnType = process.env.KMS_TYPEORM_BYTES_TYPE === "bytea" ? "bytea" : "blob";
+
+@Entity("kms_users")
+export class User {
+  @PrimaryGeneratedColumn()
+  id: number;
+
+  @Column({ type: String, length: 64 })
+  tenantId: string;
+
+  @EncryptedColumn({ deterministic: true, unique: true, context: { fromRow: ["tenantId"] } })
+  email: string;
+
+  @EncryptedColumn({
+    nullable: true,
+    blindIndex: { column: "phoneIndex", normalize: ["trim"], bytes: 16 },
+    context: { fromRow: ["tenantId"] },
+  })
+  phone: string | null;
+
+  phoneIndex?: string | null;
+
+  @EncryptedColumn({ type: "json", nullable: true, context: { fromRow: ["tenantId"] } })
+  profile: { likes: string[]; age: number } | null;
+
+  @EncryptedColumn({ storage: "bytes", nullable: true, columnType: BYTES })
+  avatar: Uint8Array | null;
+
+  @OneToMany(
+    () => Post,
+    (post) => post.author,
+  )
+  posts: Relation<Post[]>;
+}
+
+@Entity("kms_posts")
+export class Post {
+  @PrimaryGeneratedColumn()
+  id: number;
+
+  @EncryptedColumn({ context: { fromScope: ["tenant"] } })
+  body: string;
+
+  @ManyToOne(
+    () => User,
+    (user) => user.posts,
+    { eager: true },
+  )
+  author: Relation<User>;
+}
+
+/** Started life with plaintext columns; the migration job encrypts them in place. */
+@Entity("kms_notes")
+export class Note {
+  @PrimaryGeneratedColumn()
+  id: number;
+
+  @EncryptedColumn()
+  title: string;
+
+  @EncryptedColumn({ deterministic: true, nullable: true })
+  code: string | null;
+}

@@ -1,0 +1,8 @@
+import "./use-bytea.ts";
+import { databaseTarget } from "@kms/tooling/databases";
+import { openPostgres } from "./backends.ts";
+import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
+
+const { url, skipReason } = databaseTarget("postgres");
+
+describeEncryptedColumns("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
