@@ -3,7 +3,9 @@ export {
   type AuditHead,
   type AuditLogProblem,
   type AuditLogVerification,
+  assertExtendsAuditHead,
   canonicalize as canonicalizeAuditEvent,
+  chainAuditEvents,
   hashEvent as hashAuditEvent,
   type VerifyOptions as VerifyAuditLogOptions,
   verifyAuditLog,
@@ -16,6 +18,7 @@ export type {
   AuditResource,
   AuditSink,
   AuditUserIdentity,
+  UnchainedAuditEvent,
 } from "./audit/audit-sink.ts";
 export { GENESIS_HASH } from "./audit/audit-sink.ts";
 export type { KeyLastUsage } from "./audit/auditor.ts";

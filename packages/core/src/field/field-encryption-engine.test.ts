@@ -217,7 +217,11 @@ describe("FieldEncryptionEngine", () => {
     const items = [];
     for (let i = 0; i < 10; i++) {
       const binding = i % 2 === 0 ? tenantA : tenantB;
-      items.push({ binding, spec: STRING, stored: await engine.encryptText(binding, STRING, `s${i}`) });
+      items.push({
+        binding,
+        spec: STRING,
+        stored: await engine.encryptText(binding, STRING, `s${i}`),
+      });
       items.push({ binding, spec: DET, stored: await engine.encrypt(binding, DET, `d${i}`) });
     }
     const fresh = make();
@@ -229,10 +233,12 @@ describe("FieldEncryptionEngine", () => {
     const moved = [...items];
     moved[3] = { ...(moved[3] as (typeof items)[number]), binding: tenantA };
     await expect(fresh.decryptMany(moved)).rejects.toBeInstanceOf(InvalidCiphertextError);
-    await expect(fresh.decryptMany([{ binding: tenantA, spec: STRING, stored: "plain" }])).rejects.toBeInstanceOf(
-      InvalidCiphertextError,
-    );
-    expect(await make(true).decryptMany([{ binding: tenantA, spec: STRING, stored: "plain" }])).toEqual(["plain"]);
+    await expect(
+      fresh.decryptMany([{ binding: tenantA, spec: STRING, stored: "plain" }]),
+    ).rejects.toBeInstanceOf(InvalidCiphertextError);
+    expect(
+      await make(true).decryptMany([{ binding: tenantA, spec: STRING, stored: "plain" }]),
+    ).toEqual(["plain"]);
   });
 
   test("the writer reads its own values without any KMS decrypt", async () => {
@@ -333,7 +339,12 @@ describe("FieldEncryptionEngine", () => {
     const records = new Map<string, DataKeyRecord>();
     // A store whose inserts can be rolled back, as a data key row inside a SQLite transaction.
     const store: DataKeyStore = {
-      insert: async (r) => records.get(r.id) ?? (records.set(r.id, r), r),
+      insert: async (r) => {
+        const existing = records.get(r.id);
+        if (existing !== undefined) return existing;
+        records.set(r.id, r);
+        return r;
+      },
       get: async (id) => records.get(id),
     };
     const engine = new FieldEncryptionEngine({ kms, keyId, dataKeyStore: store });

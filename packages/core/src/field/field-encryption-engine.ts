@@ -1,23 +1,22 @@
 import { aessiv } from "@noble/ciphers/aes.js";
-import { hkdf } from "@noble/hashes/hkdf.js";
 import { hmac } from "@noble/hashes/hmac.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { type Clock, systemClock } from "../clock.ts";
-import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
-import { InvalidCiphertextError, KmsInternalError, ValidationError } from "../errors.ts";
-import { type AesKey, gcmOpen, gcmSealInto, importAesKey } from "../hsm/aes-gcm.ts";
-import { fillRandom, randomBytes } from "../hsm/random.ts";
+import { KmsInternalError, ValidationError } from "../errors.ts";
+import { type AesKey, gcmOpen, gcmSealInto } from "../hsm/aes-gcm.ts";
+import { fillRandom } from "../hsm/random.ts";
 import type { KmsLike } from "../kms-like.ts";
 import type { EncryptionContext } from "../types.ts";
 import { contextKey, encodeBinding, type FieldBinding } from "./binding.ts";
-import type { DataKeyRecord, DataKeyStore } from "./data-key-store.ts";
+import type { DataKeyStore } from "./data-key-store.ts";
+import { FieldDataKeys, type Materials, type StableKey } from "./field-data-keys.ts";
 import {
-  DATA_KEY_ID_LENGTH,
   DETERMINISTIC_OVERHEAD,
   type FieldCiphertextMode,
   FORMAT_DETERMINISTIC,
   FORMAT_RANDOMIZED,
   fromFieldText,
+  invalidFieldCiphertext as generic,
   HEADER_LENGTH,
   hexOf,
   IV_LENGTH,
@@ -116,42 +115,6 @@ export type StoredValueInfo =
       readonly createdAt: number;
     };
 
-interface Materials {
-  readonly id: string;
-  readonly header: Uint8Array;
-  /** header || binding per binding (cached binding encodings are stable objects). */
-  readonly aads: WeakMap<Uint8Array, Uint8Array>;
-  readonly key: AesKey;
-  readonly kmsKeyId: string;
-  readonly createdAt: number;
-  values: number;
-  bytes: number;
-}
-
-interface LoadedKey {
-  readonly key: AesKey;
-  readonly loadedAt: number;
-}
-
-interface StableKey {
-  readonly id: string;
-  readonly raw: Uint8Array;
-  readonly kmsKeyId: string;
-}
-
-const encoder = new TextEncoder();
-const DET_SALT = encoder.encode("kms1 deterministic");
-const BIDX_SALT = encoder.encode("kms1 blind index");
-const STABLE_ID_PREFIX = encoder.encode("kms1 stable data key");
-const MAX_DERIVED_KEYS = 4096;
-
-function generic(cause?: unknown): InvalidCiphertextError {
-  return new InvalidCiphertextError(
-    "field value is not valid ciphertext",
-    cause === undefined ? undefined : { cause },
-  );
-}
-
 function positive(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== "number" || !(value > 0)) {
@@ -168,26 +131,8 @@ function positive(name: string, value: number | undefined, fallback: number): nu
  * key among them.
  */
 export class FieldEncryptionEngine {
-  readonly #kms: KmsLike;
-  readonly #store: DataKeyStore;
-  readonly #keyId: (context: EncryptionContext) => string;
-  readonly #clock: Clock;
-  readonly #maxAgeMs: number;
-  readonly #maxValues: number;
-  readonly #maxBytes: number;
-  readonly #maxDecryptKeys: number;
   readonly #legacyPlaintext: boolean;
-  readonly #materials = new Map<string, Materials>();
-  readonly #materialsInFlight = new Map<string, Promise<Materials>>();
-  readonly #readKeys = new Map<string, LoadedKey>();
-  readonly #readKeysInFlight = new Map<string, Promise<AesKey>>();
-  readonly #stableByScope = new Map<string, Promise<StableKey>>();
-  readonly #stableById = new Map<string, Promise<StableKey>>();
-  /** Subkeys per stable key object: ids repeat when a rolled-back key is created again. */
-  readonly #derived = new WeakMap<StableKey, Map<string, Uint8Array>>();
-  readonly #records = new Map<string, Promise<DataKeyRecord | undefined>>();
-  readonly #scopedMaterials = new Map<string, Materials>();
-  readonly #scopedStable = new Map<string, Promise<StableKey>>();
+  readonly #keys: FieldDataKeys;
 
   constructor(options: FieldEncryptionEngineOptions) {
     if (options === null || typeof options !== "object") {
@@ -200,21 +145,26 @@ export class FieldEncryptionEngine {
     if (dataKeyStore === undefined || typeof dataKeyStore.get !== "function") {
       throw new ValidationError(`"dataKeyStore" must implement DataKeyStore`);
     }
+    let selectKey: (context: EncryptionContext) => string;
     if (typeof keyId === "string") {
       if (keyId.length === 0) throw new ValidationError(`"keyId" must not be empty`);
-      this.#keyId = () => keyId;
+      selectKey = () => keyId;
     } else if (typeof keyId === "function") {
-      this.#keyId = keyId;
+      selectKey = keyId;
     } else {
       throw new ValidationError(`"keyId" must be a string or a function of the context`);
     }
-    this.#kms = kms;
-    this.#store = dataKeyStore;
-    this.#clock = options.clock ?? systemClock;
-    this.#maxAgeMs = positive("cache.maxAgeMs", options.cache?.maxAgeMs, 5 * 60_000);
-    this.#maxValues = positive("cache.maxValues", options.cache?.maxValues, 2 ** 24);
-    this.#maxBytes = positive("cache.maxBytes", options.cache?.maxBytes, 2 ** 36);
-    this.#maxDecryptKeys = positive("cache.maxDecryptKeys", options.cache?.maxDecryptKeys, 1000);
+
+    this.#keys = new FieldDataKeys({
+      kms,
+      store: dataKeyStore,
+      keyId: selectKey,
+      clock: options.clock ?? systemClock,
+      maxAgeMs: positive("cache.maxAgeMs", options.cache?.maxAgeMs, 5 * 60_000),
+      maxValues: positive("cache.maxValues", options.cache?.maxValues, 2 ** 24),
+      maxBytes: positive("cache.maxBytes", options.cache?.maxBytes, 2 ** 36),
+      maxDecryptKeys: positive("cache.maxDecryptKeys", options.cache?.maxDecryptKeys, 1000),
+    });
     this.#legacyPlaintext = options.legacyPlaintext === true;
   }
 
@@ -253,16 +203,14 @@ export class FieldEncryptionEngine {
   ): Uint8Array | undefined {
     if (spec.mode === "deterministic") return undefined;
     const ctxKey = contextKey(binding.context);
-    const keyId = this.#keyId(binding.context);
-    const cacheKey = `${keyId}\u0000${ctxKey}`;
-    const scope = options?.transactionScope;
-    let materials = this.#materials.get(cacheKey);
     const plaintext = encodeFieldValue(binding.field, spec.type, value);
-    if (!this.#usable(materials, plaintext.length)) {
-      if (scope === undefined) return undefined;
-      materials = this.#scopedMaterials.get(`${scope}\u0000${cacheKey}`);
-      if (!this.#usable(materials, plaintext.length)) return undefined;
-    }
+    const materials = this.#keys.cachedMaterials(
+      binding.context,
+      ctxKey,
+      plaintext.length,
+      options?.transactionScope,
+    );
+    if (materials === undefined) return undefined;
     return this.#sealRandomized(materials, encodeBinding(binding, ctxKey), plaintext);
   }
 
@@ -276,10 +224,14 @@ export class FieldEncryptionEngine {
     const ctxKey = contextKey(binding.context);
     const aad = encodeBinding(binding, ctxKey);
     if (spec.mode === "deterministic") {
-      const stable = await this.#stableForScope(binding.context, ctxKey, options?.transactionScope);
+      const stable = await this.#keys.stableForScope(
+        binding.context,
+        ctxKey,
+        options?.transactionScope,
+      );
       return this.#sealDeterministic(stable, binding, ctxKey, aad, plaintext);
     }
-    const materials = await this.#materialsFor(
+    const materials = await this.#keys.materialsFor(
       binding.context,
       ctxKey,
       plaintext.length,
@@ -338,10 +290,9 @@ export class FieldEncryptionEngine {
     try {
       if (!(stored instanceof Uint8Array)) throw generic();
       if (stored[0] === FORMAT_RANDOMIZED && stored.length >= RANDOMIZED_OVERHEAD) {
-        const hit = this.#readKeys.get(hexOf(stored, 1, HEADER_LENGTH));
-        if (hit !== undefined && this.#clock.now() - hit.loadedAt < this.#maxAgeMs) {
-          return Promise.resolve(this.#openRandomized(hit.key, binding, spec, stored));
-        }
+        const key = this.#keys.cachedReadKey(hexOf(stored, 1, HEADER_LENGTH));
+        if (key !== undefined)
+          return Promise.resolve(this.#openRandomized(key, binding, spec, stored));
       }
     } catch (error) {
       return Promise.reject(error);
@@ -349,7 +300,12 @@ export class FieldEncryptionEngine {
     return this.#decryptSlow(binding, spec, stored);
   }
 
-  #openRandomized(key: AesKey, binding: FieldBinding, spec: FieldSpec, stored: Uint8Array): FieldValue {
+  #openRandomized(
+    key: AesKey,
+    binding: FieldBinding,
+    spec: FieldSpec,
+    stored: Uint8Array,
+  ): FieldValue {
     const aad = encodeBinding(binding);
     const tagAt = stored.length - TAG_LENGTH;
     const plaintext = gcmOpen(
@@ -373,29 +329,35 @@ export class FieldEncryptionEngine {
     stored: Uint8Array,
   ): FieldValue {
     const ctxKey = contextKey(binding.context);
-    const key = this.#derive(stable, "d", binding, ctxKey);
+    const key = this.#keys.derive(stable, "d", binding, ctxKey);
     let plaintext: Uint8Array;
     try {
-      plaintext = aessiv(key, stored.subarray(0, HEADER_LENGTH), encodeBinding(binding, ctxKey)).decrypt(
-        stored.subarray(HEADER_LENGTH),
-      );
+      plaintext = aessiv(
+        key,
+        stored.subarray(0, HEADER_LENGTH),
+        encodeBinding(binding, ctxKey),
+      ).decrypt(stored.subarray(HEADER_LENGTH));
     } catch (cause) {
       throw generic(cause);
     }
     return decodeFieldValue(spec.type, plaintext);
   }
 
-  async #decryptSlow(binding: FieldBinding, spec: FieldSpec, stored: Uint8Array): Promise<FieldValue> {
+  async #decryptSlow(
+    binding: FieldBinding,
+    spec: FieldSpec,
+    stored: Uint8Array,
+  ): Promise<FieldValue> {
     const parsed = parseFieldCiphertext(stored);
     if (parsed === undefined) {
       if (this.#legacyPlaintext) return stored;
       throw generic();
     }
     if (parsed.mode === "deterministic") {
-      const stable = await this.#stableForId(parsed.dataKeyId);
+      const stable = await this.#keys.stableForId(parsed.dataKeyId);
       return this.#openDeterministic(stable, binding, spec, stored);
     }
-    const key = await this.#readKey(parsed.dataKeyId);
+    const key = await this.#keys.readKey(parsed.dataKeyId);
     return this.#openRandomized(key, binding, spec, stored);
   }
 
@@ -432,7 +394,6 @@ export class FieldEncryptionEngine {
     const ids: string[] = new Array(items.length);
     const missing = new Set<string>();
     const stableIds = new Set<string>();
-    const now = this.#clock.now();
     for (let i = 0; i < items.length; i++) {
       const stored = (items[i] as DecryptItem).stored;
       let bytes: Uint8Array | undefined;
@@ -449,8 +410,7 @@ export class FieldEncryptionEngine {
         if (format === FORMAT_RANDOMIZED && bytes.length >= RANDOMIZED_OVERHEAD) {
           const id = hexOf(bytes, 1, HEADER_LENGTH);
           ids[i] = id;
-          const hit = this.#readKeys.get(id);
-          if (hit === undefined || now - hit.loadedAt >= this.#maxAgeMs) missing.add(id);
+          if (this.#keys.cachedReadKey(id) === undefined) missing.add(id);
         } else if (format === FORMAT_DETERMINISTIC && bytes.length >= DETERMINISTIC_OVERHEAD) {
           const id = hexOf(bytes, 1, HEADER_LENGTH);
           ids[i] = id;
@@ -466,8 +426,8 @@ export class FieldEncryptionEngine {
     const keys = new Map<string, AesKey>();
     const stables = new Map<string, StableKey>();
     await Promise.all([
-      ...[...missing].map(async (id) => keys.set(id, await this.#readKey(id))),
-      ...[...stableIds].map(async (id) => stables.set(id, await this.#stableForId(id))),
+      ...[...missing].map(async (id) => keys.set(id, await this.#keys.readKey(id))),
+      ...[...stableIds].map(async (id) => stables.set(id, await this.#keys.stableForId(id))),
     ]);
     const out: FieldValue[] = new Array(items.length);
     for (let i = 0; i < items.length; i++) {
@@ -479,11 +439,16 @@ export class FieldEncryptionEngine {
       }
       const id = ids[i] as string;
       if (bytes[0] === FORMAT_RANDOMIZED) {
-        const key = keys.get(id) ?? this.#readKeys.get(id)?.key;
+        const key = keys.get(id) ?? this.#keys.cachedReadKey(id);
         if (key === undefined) throw generic();
         out[i] = this.#openRandomized(key, item.binding, item.spec, bytes);
       } else {
-        out[i] = this.#openDeterministic(stables.get(id) as StableKey, item.binding, item.spec, bytes);
+        out[i] = this.#openDeterministic(
+          stables.get(id) as StableKey,
+          item.binding,
+          item.spec,
+          bytes,
+        );
       }
     }
     return out;
@@ -512,8 +477,12 @@ export class FieldEncryptionEngine {
       input = encodeFieldValue(binding.field, "json", value);
     }
     const ctxKey = contextKey(binding.context);
-    const stable = await this.#stableForScope(binding.context, ctxKey, options?.transactionScope);
-    const key = this.#derive(stable, "b", binding, ctxKey);
+    const stable = await this.#keys.stableForScope(
+      binding.context,
+      ctxKey,
+      options?.transactionScope,
+    );
+    const key = this.#keys.derive(stable, "b", binding, ctxKey);
     const mac = hmac(sha256, key, input);
     return Buffer.from(mac.buffer, mac.byteOffset, length).toString("base64url");
   }
@@ -535,7 +504,7 @@ export class FieldEncryptionEngine {
       if (this.#legacyPlaintext) return { legacy: true };
       throw generic();
     }
-    const record = await this.#record(parsed.dataKeyId);
+    const record = await this.#keys.record(parsed.dataKeyId);
     if (record === undefined) throw generic();
     return {
       legacy: false,
@@ -554,7 +523,7 @@ export class FieldEncryptionEngine {
     context: EncryptionContext,
   ): Promise<{ readonly kmsKeyId: string; readonly stableDataKeyId: string }> {
     const ctxKey = contextKey(context);
-    const stable = await this.#stableForScope(context, ctxKey);
+    const stable = await this.#keys.stableForScope(context, ctxKey);
     return { kmsKeyId: stable.kmsKeyId, stableDataKeyId: stable.id };
   }
 
@@ -563,13 +532,7 @@ export class FieldEncryptionEngine {
    * a KMS key so that values under it stop decrypting in this process at once.
    */
   clearCache(): void {
-    this.#materials.clear();
-    this.#readKeys.clear();
-    this.#stableByScope.clear();
-    this.#stableById.clear();
-    this.#records.clear();
-    this.#scopedMaterials.clear();
-    this.#scopedStable.clear();
+    this.#keys.clear();
   }
 
   #sealDeterministic(
@@ -582,7 +545,7 @@ export class FieldEncryptionEngine {
     const header = new Uint8Array(HEADER_LENGTH);
     header[0] = FORMAT_DETERMINISTIC;
     header.set(Buffer.from(stable.id, "hex"), 1);
-    const key = this.#derive(stable, "d", binding, ctxKey);
+    const key = this.#keys.derive(stable, "d", binding, ctxKey);
     const sealed = aessiv(key, header, aad).encrypt(plaintext);
     const out = new Uint8Array(HEADER_LENGTH + sealed.length);
     out.set(header, 0);
@@ -592,303 +555,6 @@ export class FieldEncryptionEngine {
     plaintext.fill(0);
     return out;
   }
-
-  /** Per-(data key, purpose, model, field, context) subkey; cached, bounded. */
-  #derive(
-    stable: StableKey,
-    purpose: "d" | "b",
-    binding: FieldBinding,
-    ctxKey: string,
-  ): Uint8Array {
-    const cacheKey = `${purpose}\u0000${binding.model}\u0000${binding.field}\u0000${ctxKey}`;
-    let derived = this.#derived.get(stable);
-    if (derived === undefined) {
-      derived = new Map();
-      this.#derived.set(stable, derived);
-    }
-    const hit = derived.get(cacheKey);
-    if (hit !== undefined) return hit;
-    const info = encodeBinding(binding, ctxKey);
-    const key =
-      purpose === "d"
-        ? hkdf(sha256, stable.raw, DET_SALT, info, 64)
-        : hkdf(sha256, stable.raw, BIDX_SALT, info, 32);
-    if (derived.size >= MAX_DERIVED_KEYS) derived.clear();
-    derived.set(cacheKey, key);
-    return key;
-  }
-
-  #usable(m: Materials | undefined, bytes: number): m is Materials {
-    if (
-      m !== undefined &&
-      this.#clock.now() - m.createdAt < this.#maxAgeMs &&
-      m.values < this.#maxValues &&
-      m.bytes + bytes <= this.#maxBytes
-    ) {
-      m.values += 1;
-      m.bytes += bytes;
-      return true;
-    }
-    return false;
-  }
-
-  async #materialsFor(
-    context: EncryptionContext,
-    ctxKey: string,
-    bytes: number,
-    transactionScope?: string,
-  ): Promise<Materials> {
-    const keyId = this.#keyId(context);
-    const cacheKey = `${keyId}\u0000${ctxKey}`;
-    if (transactionScope !== undefined) {
-      const durable = this.#materials.get(cacheKey);
-      if (this.#usable(durable, bytes)) return durable;
-      const scopedKey = `${transactionScope}\u0000${cacheKey}`;
-      const scoped = this.#scopedMaterials.get(scopedKey);
-      if (this.#usable(scoped, bytes)) return scoped;
-      const fresh = await this.#newMaterials(keyId, context);
-      fresh.values += 1;
-      fresh.bytes += bytes;
-      bounded(this.#scopedMaterials, scopedKey, fresh);
-      return fresh;
-    }
-    for (;;) {
-      const m = this.#materials.get(cacheKey);
-      if (this.#usable(m, bytes)) return m;
-      if (m !== undefined) this.#materials.delete(cacheKey);
-      let pending = this.#materialsInFlight.get(cacheKey);
-      if (pending === undefined) {
-        pending = this.#newMaterials(keyId, context).finally(() =>
-          this.#materialsInFlight.delete(cacheKey),
-        );
-        this.#materialsInFlight.set(cacheKey, pending);
-        this.#materials.set(cacheKey, await pending);
-      } else {
-        await pending;
-      }
-      // Loop: a concurrent burst may have used up the fresh key's limits already.
-    }
-  }
-
-  async #newMaterials(keyId: string, context: EncryptionContext): Promise<Materials> {
-    const generated = await this.#kms.generateDataKey({
-      keyId,
-      keySpec: "AES_256",
-      encryptionContext: context,
-    });
-    const idBytes = randomBytes(DATA_KEY_ID_LENGTH);
-    const id = hexOf(idBytes);
-    const now = this.#clock.now();
-    const stored = await this.#store.insert({
-      id,
-      kmsKeyId: generated.keyId,
-      wrappedKey: generated.ciphertextBlob,
-      encryptionContext: { ...context },
-      purpose: "randomized",
-      createdAt: now,
-    });
-    if (stored.kmsKeyId !== generated.keyId) {
-      generated.plaintext.fill(0);
-      throw new KmsInternalError("data key id collision in the data key store");
-    }
-    const key = importAesKey(generated.plaintext);
-    this.#remember(id, key);
-    const header = new Uint8Array(HEADER_LENGTH);
-    header[0] = FORMAT_RANDOMIZED;
-    header.set(idBytes, 1);
-    return {
-      id,
-      header,
-      aads: new WeakMap(),
-      key,
-      kmsKeyId: generated.keyId,
-      createdAt: now,
-      values: 0,
-      bytes: 0,
-    };
-  }
-
-  #remember(id: string, key: AesKey): void {
-    if (this.#readKeys.size >= this.#maxDecryptKeys) {
-      const oldest = this.#readKeys.keys().next();
-      if (oldest.done !== true) this.#readKeys.delete(oldest.value);
-    }
-    this.#readKeys.set(id, { key, loadedAt: this.#clock.now() });
-  }
-
-  async #readKey(id: string): Promise<AesKey> {
-    const hit = this.#readKeys.get(id);
-    if (hit !== undefined && this.#clock.now() - hit.loadedAt < this.#maxAgeMs) return hit.key;
-    let pending = this.#readKeysInFlight.get(id);
-    if (pending === undefined) {
-      pending = this.#unwrap(id, "randomized")
-        .then((raw) => {
-          const key = importAesKey(raw);
-          this.#remember(id, key);
-          return key;
-        })
-        .finally(() => this.#readKeysInFlight.delete(id));
-      this.#readKeysInFlight.set(id, pending);
-    }
-    return pending;
-  }
-
-  #record(id: string): Promise<DataKeyRecord | undefined> {
-    let pending = this.#records.get(id);
-    if (pending === undefined) {
-      pending = this.#store.get(id);
-      this.#records.set(id, pending);
-      // Forget misses so that a key inserted later by another process is found.
-      pending.then(
-        (r) => {
-          if (r === undefined) this.#records.delete(id);
-        },
-        () => this.#records.delete(id),
-      );
-    }
-    return pending;
-  }
-
-  async #unwrap(id: string, purpose: DataKeyRecord["purpose"]): Promise<Uint8Array> {
-    const record = await this.#record(id);
-    if (record === undefined || record.purpose !== purpose) throw generic();
-    const { plaintext } = await this.#kms.decrypt({
-      ciphertextBlob: record.wrappedKey,
-      encryptionContext: record.encryptionContext,
-    });
-    if (plaintext.length !== 32) throw generic();
-    return plaintext;
-  }
-
-  #stableForScope(
-    context: EncryptionContext,
-    ctxKey: string,
-    transactionScope?: string,
-  ): Promise<StableKey> {
-    const keyId = this.#keyId(context);
-    const scope = `${keyId}\u0000${ctxKey}`;
-    let pending = this.#stableByScope.get(scope);
-    if (pending === undefined && transactionScope !== undefined) {
-      // Inside a transaction: the key row may be rolled back, so nothing found or created here
-      // is cached beyond the transaction.
-      const scopedKey = `${transactionScope}\u0000${scope}`;
-      let scoped = this.#scopedStable.get(scopedKey);
-      if (scoped === undefined) {
-        scoped = this.#loadOrCreateStableUncached(keyId, context);
-        bounded(this.#scopedStable, scopedKey, scoped);
-        scoped.catch(() => this.#scopedStable.delete(scopedKey));
-      }
-      return scoped;
-    }
-    if (pending === undefined) {
-      pending = this.#loadOrCreateStable(keyId, context);
-      this.#stableByScope.set(scope, pending);
-      pending.catch(() => this.#stableByScope.delete(scope));
-    }
-    return pending;
-  }
-
-  #stableForId(id: string): Promise<StableKey> {
-    let pending = this.#stableById.get(id);
-    if (pending === undefined) {
-      pending = this.#record(id).then(async (record) => {
-        if (record === undefined || record.purpose !== "stable") throw generic();
-        return { id, raw: await this.#unwrap(id, "stable"), kmsKeyId: record.kmsKeyId };
-      });
-      this.#stableById.set(id, pending);
-      pending.catch(() => this.#stableById.delete(id));
-    }
-    return pending;
-  }
-
-  async #loadOrCreateStableUncached(keyId: string, context: EncryptionContext): Promise<StableKey> {
-    const id = hexOf(stableDataKeyId(keyId, context));
-    let record = await this.#store.get(id);
-    if (record === undefined) {
-      const generated = await this.#kms.generateDataKey({
-        keyId,
-        keySpec: "AES_256",
-        encryptionContext: context,
-      });
-      record = await this.#store.insert({
-        id,
-        kmsKeyId: generated.keyId,
-        wrappedKey: generated.ciphertextBlob,
-        encryptionContext: { ...context },
-        purpose: "stable",
-        createdAt: this.#clock.now(),
-      });
-      if (record.wrappedKey.length === generated.ciphertextBlob.length &&
-        Buffer.from(record.wrappedKey).equals(Buffer.from(generated.ciphertextBlob))) {
-        return { id, raw: generated.plaintext, kmsKeyId: generated.keyId };
-      }
-      generated.plaintext.fill(0);
-    }
-    if (record.purpose !== "stable") throw generic();
-    const { plaintext } = await this.#kms.decrypt({
-      ciphertextBlob: record.wrappedKey,
-      encryptionContext: record.encryptionContext,
-    });
-    return { id, raw: plaintext, kmsKeyId: record.kmsKeyId };
-  }
-
-  /**
-   * The stable data key of (KMS key, context) has an id derived from both, so every process
-   * finds the same one without coordination; the store's insert-if-absent settles races.
-   */
-  async #loadOrCreateStable(keyId: string, context: EncryptionContext): Promise<StableKey> {
-    const idBytes = stableDataKeyId(keyId, context);
-    const id = hexOf(idBytes);
-    const existing = await this.#store.get(id);
-    if (existing !== undefined) return this.#stableForId(id);
-    const generated = await this.#kms.generateDataKey({
-      keyId,
-      keySpec: "AES_256",
-      encryptionContext: context,
-    });
-    const stored = await this.#store.insert({
-      id,
-      kmsKeyId: generated.keyId,
-      wrappedKey: generated.ciphertextBlob,
-      encryptionContext: { ...context },
-      purpose: "stable",
-      createdAt: this.#clock.now(),
-    });
-    if (
-      stored.wrappedKey.length !== generated.ciphertextBlob.length ||
-      !Buffer.from(stored.wrappedKey).equals(Buffer.from(generated.ciphertextBlob))
-    ) {
-      // Another writer stored its key first: use theirs, discard ours.
-      generated.plaintext.fill(0);
-      return this.#stableForId(id);
-    }
-    const stable = { id, raw: generated.plaintext, kmsKeyId: generated.keyId };
-    this.#stableById.set(id, Promise.resolve(stable));
-    return stable;
-  }
-}
-
-/** First 16 bytes of SHA-256("kms1 stable data key" || u16 len || keyId || context encoding). */
-function stableDataKeyId(keyId: string, context: EncryptionContext): Uint8Array {
-  const keyBytes = encoder.encode(keyId);
-  const ctx = encodeEncryptionContext(context, "context");
-  const input = new Uint8Array(STABLE_ID_PREFIX.length + 2 + keyBytes.length + ctx.length);
-  input.set(STABLE_ID_PREFIX, 0);
-  new DataView(input.buffer).setUint16(STABLE_ID_PREFIX.length, keyBytes.length);
-  input.set(keyBytes, STABLE_ID_PREFIX.length + 2);
-  input.set(ctx, STABLE_ID_PREFIX.length + 2 + keyBytes.length);
-  return sha256(input).subarray(0, DATA_KEY_ID_LENGTH);
-}
-
-const MAX_SCOPED_ENTRIES = 256;
-
-/** Inserts into a map that forgets its oldest entries beyond MAX_SCOPED_ENTRIES. */
-function bounded<V>(map: Map<string, V>, key: string, value: V): void {
-  if (map.size >= MAX_SCOPED_ENTRIES) {
-    const oldest = map.keys().next();
-    if (oldest.done !== true) map.delete(oldest.value);
-  }
-  map.set(key, value);
 }
 
 function normalize(value: string, how: BlindIndexSpec["normalize"]): string {

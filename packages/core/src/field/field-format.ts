@@ -41,6 +41,14 @@ export function bytesOfHex(hex: string): Uint8Array {
   return Uint8Array.from(Buffer.from(hex, "hex"));
 }
 
+/** The one error every field decryption failure raises: generic, so it is no oracle. */
+export function invalidFieldCiphertext(cause?: unknown): InvalidCiphertextError {
+  return new InvalidCiphertextError(
+    "field value is not valid ciphertext",
+    cause === undefined ? undefined : { cause },
+  );
+}
+
 /** Reads the header, or returns undefined when the bytes are not a field ciphertext. */
 export function parseFieldCiphertext(bytes: Uint8Array): ParsedFieldCiphertext | undefined {
   const format = bytes[0];

@@ -1,0 +1,17 @@
+CREATE TABLE IF NOT EXISTS "Patient" (
+  "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+  "tenantId" TEXT NOT NULL,
+  "ssn" TEXT NOT NULL,
+  "name" TEXT NOT NULL,
+  "note" TEXT,
+  "vitals" TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS "Patient_tenantId_ssn_key" ON "Patient"("tenantId", "ssn");
+CREATE TABLE IF NOT EXISTS "KmsDataKey" (
+  "id" TEXT NOT NULL PRIMARY KEY,
+  "kmsKeyId" TEXT NOT NULL,
+  "wrappedKey" BLOB NOT NULL,
+  "encryptionContext" TEXT NOT NULL,
+  "purpose" TEXT NOT NULL,
+  "createdAt" BIGINT NOT NULL
+);

@@ -1,0 +1,174 @@
+import { isKmsError, type Kms, runWithEncryptionContext } from "@kms/core";
+import express, { type NextFunction, type Request, type Response } from "express";
+import { ensureTenantKey, type RecordsDb } from "./records.ts";
+
+const TENANT = /^[a-z0-9][a-z0-9-]{0,39}$/;
+const SSN = /^\d{3}-\d{2}-\d{4}$/;
+
+interface PatientInput {
+  readonly ssn?: unknown;
+  readonly name?: unknown;
+  readonly note?: unknown;
+  readonly vitals?: unknown;
+}
+
+class HttpError extends Error {
+  readonly status: number;
+  constructor(status: number, message: string) {
+    super(message);
+    this.status = status;
+  }
+}
+
+function tenantOf(req: Request): string {
+  const tenant = req.header("x-tenant-id");
+  if (tenant === undefined || !TENANT.test(tenant)) {
+    throw new HttpError(400, "x-tenant-id header: 1–40 characters of a-z, 0-9 and -");
+  }
+  return tenant;
+}
+
+function idOf(req: Request): number {
+  const id = Number(req.params.id);
+  if (!Number.isSafeInteger(id) || id < 1)
+    throw new HttpError(400, "id must be a positive integer");
+  return id;
+}
+
+function patientData(body: PatientInput, partial: boolean) {
+  const data: { ssn?: string; name?: string; note?: string | null; vitals?: unknown } = {};
+  if (body.ssn !== undefined || !partial) {
+    if (typeof body.ssn !== "string" || !SSN.test(body.ssn))
+      throw new HttpError(400, "ssn: ddd-dd-dddd");
+    data.ssn = body.ssn;
+  }
+  if (body.name !== undefined || !partial) {
+    if (typeof body.name !== "string" || body.name.length === 0 || body.name.length > 200) {
+      throw new HttpError(400, "name: 1–200 characters");
+    }
+    data.name = body.name;
+  }
+  if (body.note !== undefined) {
+    if (body.note !== null && (typeof body.note !== "string" || body.note.length > 10_000)) {
+      throw new HttpError(400, "note: a string of at most 10,000 characters, or null");
+    }
+    data.note = body.note;
+  }
+  if (body.vitals !== undefined) {
+    if (body.vitals === null || typeof body.vitals !== "object" || Array.isArray(body.vitals)) {
+      throw new HttpError(400, "vitals: an object");
+    }
+    data.vitals = body.vitals;
+  }
+  return data;
+}
+
+const PUBLIC = { id: true, ssn: true, name: true, note: true, vitals: true } as const;
+
+/**
+ * A multi-tenant patient records API. The clinic comes from the `x-tenant-id` header; every
+ * query filters on it, and every encrypted value is bound to it, so one clinic's request can
+ * never read another clinic's rows even if a query forgot the filter.
+ */
+export function createApp(options: { readonly db: RecordsDb; readonly kms: Kms }): express.Express {
+  const { db, kms } = options;
+  const app = express();
+  app.use(express.json({ limit: "64kb" }));
+
+  // The clinic's KMS key exists before its first value is written; the request then runs
+  // inside an encryption-context scope (the ambient context @kms/prisma can bind to).
+  app.use("/patients", (req: Request, _res: Response, next: NextFunction) => {
+    const tenantId = tenantOf(req);
+    ensureTenantKey(kms, tenantId).then(
+      () => runWithEncryptionContext({ tenantId }, () => next()),
+      next,
+    );
+  });
+
+  app.post("/patients", async (req, res) => {
+    const tenantId = tenantOf(req);
+    const data = patientData(req.body ?? {}, false);
+    const created = await db.patient.create({
+      data: {
+        tenantId,
+        ssn: data.ssn as string,
+        name: data.name as string,
+        note: data.note ?? null,
+        vitals: (data.vitals ?? null) as string | null,
+      },
+      select: PUBLIC,
+    });
+    res.status(201).json(created);
+  });
+
+  app.get("/patients", async (req, res) => {
+    const tenantId = tenantOf(req);
+    const ssn = req.query.ssn;
+    if (ssn !== undefined && (typeof ssn !== "string" || !SSN.test(ssn))) {
+      throw new HttpError(400, "ssn: ddd-dd-dddd");
+    }
+    const patients = await db.patient.findMany({
+      where: ssn === undefined ? { tenantId } : { tenantId, ssn },
+      orderBy: { id: "asc" },
+      select: PUBLIC,
+    });
+    res.json(patients);
+  });
+
+  app.get("/patients/{:id}", async (req, res) => {
+    const patient = await db.patient.findFirst({
+      where: { id: idOf(req), tenantId: tenantOf(req) },
+      select: PUBLIC,
+    });
+    if (patient === null) throw new HttpError(404, "no such patient in this clinic");
+    res.json(patient);
+  });
+
+  app.patch("/patients/{:id}", async (req, res) => {
+    const tenantId = tenantOf(req);
+    const data = patientData(req.body ?? {}, true);
+    const result = await db.patient.updateMany({
+      where: { id: idOf(req), tenantId },
+      data: data as { ssn?: string; name?: string; note?: string | null; vitals?: string | null },
+    });
+    if (result.count === 0) throw new HttpError(404, "no such patient in this clinic");
+    const patient = await db.patient.findFirst({
+      where: { id: idOf(req), tenantId },
+      select: PUBLIC,
+    });
+    res.json(patient);
+  });
+
+  app.delete("/patients/{:id}", async (req, res) => {
+    const result = await db.patient.deleteMany({
+      where: { id: idOf(req), tenantId: tenantOf(req) },
+    });
+    if (result.count === 0) throw new HttpError(404, "no such patient in this clinic");
+    res.status(204).end();
+  });
+
+  app.use((error: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    if (error instanceof HttpError) {
+      res.status(error.status).json({ error: error.message });
+    } else if (isKmsError(error)) {
+      // Decryption failures stay generic; a clinic whose key is gone gets 410.
+      const status =
+        error.code === "ValidationException"
+          ? 400
+          : error.code === "KMSInvalidStateException" || error.code === "DisabledException"
+            ? 410
+            : 500;
+      res.status(status).json({
+        error: status === 400 ? error.message : "stored records cannot be decrypted",
+        code: error.code,
+      });
+    } else if ((error as { code?: unknown }).code === "P2002") {
+      res.status(409).json({ error: "a patient with this ssn already exists in this clinic" });
+    } else if ((error as { type?: unknown }).type === "entity.parse.failed") {
+      res.status(400).json({ error: "body must be JSON" });
+    } else {
+      res.status(500).json({ error: "internal error" });
+    }
+  });
+  return app;
+}

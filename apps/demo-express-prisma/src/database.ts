@@ -1,0 +1,87 @@
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { PrismaBetterSqlite3 } from "@prisma/adapter-better-sqlite3";
+import { PrismaPg } from "@prisma/adapter-pg";
+import Database from "better-sqlite3";
+import pg from "pg";
+import { PrismaClient as PostgresPrismaClient } from "./generated/postgres/client.ts";
+import { PrismaClient } from "./generated/sqlite/client.ts";
+import { retainHandle, retainSqliteStatements } from "./sqlite-gc-workaround.ts";
+
+const prismaDir = join(dirname(fileURLToPath(import.meta.url)), "..", "prisma");
+
+/** The base Prisma client, plus raw driver access to show what is actually stored. */
+export interface DemoDatabase {
+  readonly kind: "sqlite" | "postgres";
+  /** The base client: only ever passed to `$extends` (see records.ts). */
+  readonly base: PrismaClient;
+  /** A Patient row as stored, read with the driver directly. */
+  storedPatient(id: number): Promise<Record<string, unknown> | undefined>;
+  /** Writes one stored column with the driver directly (to show tampering fails). */
+  overwriteStored(id: number, column: "name" | "note", value: unknown): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Opens PostgreSQL when `url` is a postgres:// URL, else SQLite at `sqlitePath`. */
+export async function openDatabase(options: {
+  readonly url?: string | undefined;
+  readonly sqlitePath: string;
+  readonly postgresSchema?: string;
+}): Promise<DemoDatabase> {
+  if (options.url !== undefined && /^postgres(ql)?:/.test(options.url)) {
+    return openPostgres(options.url, options.postgresSchema ?? "public");
+  }
+  return openSqlite(options.sqlitePath);
+}
+
+async function openSqlite(path: string): Promise<DemoDatabase> {
+  retainSqliteStatements();
+  const raw = new Database(path);
+  retainHandle(raw);
+  raw.exec(readFileSync(join(prismaDir, "sqlite.sql"), "utf8"));
+  const base = new PrismaClient({ adapter: new PrismaBetterSqlite3({ url: `file:${path}` }) });
+  return {
+    kind: "sqlite",
+    base,
+    async storedPatient(id) {
+      return raw.prepare(`SELECT * FROM "Patient" WHERE "id" = ?`).get(id) as
+        | Record<string, unknown>
+        | undefined;
+    },
+    async overwriteStored(id, column, value) {
+      raw.prepare(`UPDATE "Patient" SET "${column}" = ? WHERE "id" = ?`).run(value, id);
+    },
+    async close() {
+      await base.$disconnect();
+      raw.close();
+    },
+  };
+}
+
+async function openPostgres(url: string, schema: string): Promise<DemoDatabase> {
+  const raw = new pg.Client({ connectionString: url });
+  await raw.connect();
+  await raw.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`);
+  await raw.query(`SET search_path TO "${schema}"`);
+  await raw.query(readFileSync(join(prismaDir, "postgres.sql"), "utf8"));
+  // Same models generated for the postgresql provider; the API is identical.
+  const base = new PostgresPrismaClient({
+    adapter: new PrismaPg({ connectionString: url }, { schema }),
+  }) as unknown as PrismaClient;
+  return {
+    kind: "postgres",
+    base,
+    async storedPatient(id) {
+      const { rows } = await raw.query(`SELECT * FROM "Patient" WHERE "id" = $1`, [id]);
+      return rows[0] as Record<string, unknown> | undefined;
+    },
+    async overwriteStored(id, column, value) {
+      await raw.query(`UPDATE "Patient" SET "${column}" = $1 WHERE "id" = $2`, [value, id]);
+    },
+    async close() {
+      await base.$disconnect();
+      await raw.end();
+    },
+  };
+}

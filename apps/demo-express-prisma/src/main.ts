@@ -1,0 +1,28 @@
+import { join, resolve } from "node:path";
+import { createApp } from "./app.ts";
+import { openDatabase } from "./database.ts";
+import { openKms } from "./kms.ts";
+import { recordsClient } from "./records.ts";
+import { walkthrough } from "./walkthrough.ts";
+
+const mode = process.argv[2] ?? "walkthrough";
+const dataDir = resolve(process.env.DEMO_DATA_DIR ?? ".demo-data");
+const kms = await openKms(dataDir);
+const database = await openDatabase({
+  url: process.env.DATABASE_URL,
+  sqlitePath: join(dataDir, "records.db"),
+});
+
+if (mode === "serve") {
+  const { db } = recordsClient(database.base, kms);
+  const port = Number(process.env.PORT ?? 3000);
+  createApp({ db, kms }).listen(port, () => {
+    console.log(
+      `patient records API on http://127.0.0.1:${port} (${database.kind}); send x-tenant-id`,
+    );
+  });
+} else {
+  await walkthrough(database, kms, (line) => console.log(line));
+  await database.close();
+  await kms.close();
+}

@@ -1,0 +1,89 @@
+import { randomBytes } from "node:crypto";
+import type { AddressInfo } from "node:net";
+import type { Kms } from "@kms/core";
+import { createApp } from "./app.ts";
+import type { DemoDatabase } from "./database.ts";
+import { recordsClient, tenantKeyAlias } from "./records.ts";
+
+/**
+ * A scripted walk through the API: what the API returns beside what the database stores,
+ * tenant isolation, tamper detection, and crypto-shredding one clinic.
+ */
+export async function walkthrough(
+  database: DemoDatabase,
+  kms: Kms,
+  log: (line: string) => void,
+): Promise<void> {
+  const { db, engine } = recordsClient(database.base, kms);
+  const server = createApp({ db, kms }).listen(0, "127.0.0.1");
+  await new Promise((resolve) => server.once("listening", resolve));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const run = randomBytes(2).toString("hex");
+  const clinicA = `clinic-a-${run}`;
+  const clinicB = `clinic-b-${run}`;
+  const call = async (tenant: string, method: string, path: string, body?: unknown) => {
+    const response = await fetch(`${base}${path}`, {
+      method,
+      headers: {
+        "x-tenant-id": tenant,
+        ...(body === undefined ? {} : { "content-type": "application/json" }),
+      },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const text = await response.text();
+    return {
+      status: response.status,
+      body: text === "" ? undefined : (JSON.parse(text) as unknown),
+    };
+  };
+  const show = (label: string, value: unknown) =>
+    log(`${label}\n${JSON.stringify(value, null, 2)}\n`);
+  try {
+    log(`Database: ${database.kind}; clinics ${clinicA} and ${clinicB}, one KMS key each.\n`);
+    const ann = await call(clinicA, "POST", "/patients", {
+      ssn: "123-45-6789",
+      name: "Ann Example",
+      note: "Allergic to penicillin.",
+      vitals: { bp: "120/80", pulse: 64 },
+    });
+    await call(clinicA, "POST", "/patients", { ssn: "987-65-4321", name: "Bob Example" });
+    const cy = await call(clinicB, "POST", "/patients", { ssn: "123-45-6789", name: "Cy Other" });
+    show(`POST /patients as ${clinicA} → ${ann.status}`, ann.body);
+    const annId = (ann.body as { id: number }).id;
+    const cyId = (cy.body as { id: number }).id;
+    show(
+      "What the database stores for that row (read with the driver):",
+      await database.storedPatient(annId),
+    );
+    show(
+      `GET /patients?ssn=123-45-6789 as ${clinicA} (deterministic encryption: equality works)`,
+      (await call(clinicA, "GET", "/patients?ssn=123-45-6789")).body,
+    );
+    show(
+      `Same SSN as ${clinicB}: its own patient only (keys differ per clinic)`,
+      (await call(clinicB, "GET", "/patients?ssn=123-45-6789")).body,
+    );
+    const cross = await call(clinicB, "GET", `/patients/${annId}`);
+    show(`GET /patients/${annId} as ${clinicB} → ${cross.status}`, cross.body);
+    const stolen = (await database.storedPatient(annId))?.name;
+    await database.overwriteStored(cyId, "name", stolen);
+    const tampered = await call(clinicB, "GET", `/patients/${cyId}`);
+    show(
+      `${clinicA}'s encrypted name copied into ${clinicB}'s row, then GET as ${clinicB} → ${tampered.status}`,
+      tampered.body,
+    );
+    await call(clinicB, "DELETE", `/patients/${cyId}`);
+    await call(clinicB, "POST", "/patients", { ssn: "555-55-5555", name: "Dee Other" });
+    await kms.scheduleKeyDeletion({ keyId: tenantKeyAlias(clinicB), pendingWindowInDays: 7 });
+    engine.clearCache();
+    const shredded = await call(clinicB, "GET", "/patients");
+    show(
+      `${clinicB}'s KMS key scheduled for deletion → GET /patients as ${clinicB} → ${shredded.status}`,
+      shredded.body,
+    );
+    const still = await call(clinicA, "GET", "/patients");
+    show(`…while ${clinicA} still reads its records → ${still.status}`, still.body);
+  } finally {
+    await new Promise((resolve) => server.close(resolve));
+  }
+}

@@ -1,0 +1,180 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createKms, type Kms } from "@kms/core";
+import { databaseTarget } from "@kms/tooling/databases";
+import pg from "pg";
+import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { createApp } from "../src/app.ts";
+import { type DemoDatabase, openDatabase } from "../src/database.ts";
+import { recordsClient, tenantKeyAlias } from "../src/records.ts";
+import { walkthrough } from "../src/walkthrough.ts";
+
+const postgres = databaseTarget("postgres");
+const backends: [string, string | undefined, boolean][] = [
+  ["SQLite", undefined, false],
+  ["PostgreSQL", postgres.url, postgres.skipReason !== undefined],
+];
+
+describe.each(backends)("demo records API on %s", (_name, url, skip) => {
+  let dir: string;
+  let database: DemoDatabase;
+  let kms: Kms;
+  let server: Server;
+  let engine: ReturnType<typeof recordsClient>["engine"];
+  let base: string;
+  let schema: string;
+
+  beforeEach(async () => {
+    if (skip) return;
+    dir = mkdtempSync(join(tmpdir(), "demo-express-prisma-"));
+    schema = `demo_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+    database = await openDatabase({
+      url,
+      sqlitePath: join(dir, "records.db"),
+      postgresSchema: schema,
+    });
+    kms = await createKms();
+    const client = recordsClient(database.base, kms);
+    engine = client.engine;
+    server = createApp({ db: client.db, kms }).listen(0, "127.0.0.1");
+    await new Promise((resolve) => server.once("listening", resolve));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterEach(async () => {
+    if (skip) return;
+    await new Promise((resolve) => server.close(resolve));
+    await database.close();
+    rmSync(dir, { recursive: true, force: true });
+    if (url !== undefined) {
+      const admin = new pg.Client({ connectionString: url });
+      await admin.connect();
+      await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await admin.end();
+    }
+  });
+
+  /** A JSON response body: the tests know the API's shapes. */
+  type Body = { id: number; [key: string]: unknown } & Record<string, unknown>;
+
+  async function call(
+    tenant: string | undefined,
+    method: string,
+    path: string,
+    body?: unknown,
+  ): Promise<{ status: number; body: Body }> {
+    const headers: Record<string, string> = {};
+    if (tenant !== undefined) headers["x-tenant-id"] = tenant;
+    if (body !== undefined) headers["content-type"] = "application/json";
+    const response = await fetch(`${base}${path}`, {
+      method,
+      headers,
+      ...(body === undefined
+        ? {}
+        : { body: typeof body === "string" ? body : JSON.stringify(body) }),
+    });
+    const text = await response.text();
+    return {
+      status: response.status,
+      body: text === "" ? ({} as Body) : (JSON.parse(text) as Body),
+    };
+  }
+
+  const ann = {
+    ssn: "123-45-6789",
+    name: "Ann Example",
+    note: "Allergic",
+    vitals: { bp: "120/80" },
+  };
+
+  test.skipIf(skip)("stores ciphertext and returns plaintext", async () => {
+    const created = await call("clinic-a", "POST", "/patients", ann);
+    expect(created.status).toBe(201);
+    expect(created.body).toEqual({ id: expect.any(Number), ...ann });
+    const stored = (await database.storedPatient(created.body.id)) as Record<string, unknown>;
+    for (const column of ["ssn", "name", "note", "vitals"]) {
+      expect(String(stored[column]).startsWith("kms1:"), column).toBe(true);
+    }
+    expect(JSON.stringify(stored)).not.toMatch(/Ann|123-45|Allergic|120\/80/);
+    expect((await call("clinic-a", "GET", `/patients/${created.body.id}`)).body).toEqual(
+      created.body,
+    );
+  });
+
+  test.skipIf(skip)(
+    "looks up by SSN within a clinic only, and enforces uniqueness per clinic",
+    async () => {
+      const a = await call("clinic-a", "POST", "/patients", ann);
+      const b = await call("clinic-b", "POST", "/patients", { ...ann, name: "Other clinic" });
+      expect(b.status).toBe(201);
+      expect((await call("clinic-a", "GET", "/patients?ssn=123-45-6789")).body).toEqual([a.body]);
+      expect((await call("clinic-b", "GET", "/patients?ssn=123-45-6789")).body).toEqual([b.body]);
+      expect((await call("clinic-a", "GET", "/patients?ssn=000-00-0000")).body).toEqual([]);
+      expect((await call("clinic-a", "POST", "/patients", ann)).status).toBe(409);
+      expect((await call("clinic-b", "GET", `/patients/${a.body.id}`)).status).toBe(404);
+      expect((await call("clinic-b", "DELETE", `/patients/${a.body.id}`)).status).toBe(404);
+    },
+  );
+
+  test.skipIf(skip)("updates and deletes", async () => {
+    const a = await call("clinic-a", "POST", "/patients", ann);
+    const patched = await call("clinic-a", "PATCH", `/patients/${a.body.id}`, {
+      note: "No allergies",
+      vitals: { bp: "110/70" },
+    });
+    expect(patched.body).toMatchObject({ note: "No allergies", vitals: { bp: "110/70" } });
+    expect(String((await database.storedPatient(a.body.id))?.note)).not.toContain("No allergies");
+    expect((await call("clinic-a", "DELETE", `/patients/${a.body.id}`)).status).toBe(204);
+    expect((await call("clinic-a", "GET", `/patients/${a.body.id}`)).status).toBe(404);
+  });
+
+  test.skipIf(skip)("rejects bad input with 400", async () => {
+    expect((await call(undefined, "GET", "/patients")).status).toBe(400);
+    expect((await call("Bad Tenant!", "GET", "/patients")).status).toBe(400);
+    expect((await call("clinic-a", "POST", "/patients", { ...ann, ssn: "123" })).status).toBe(400);
+    expect((await call("clinic-a", "POST", "/patients", { ssn: ann.ssn })).status).toBe(400);
+    expect((await call("clinic-a", "POST", "/patients", "{not json")).status).toBe(400);
+    expect((await call("clinic-a", "GET", "/patients?ssn=abc")).status).toBe(400);
+    expect((await call("clinic-a", "GET", "/patients/abc")).status).toBe(400);
+  });
+
+  test.skipIf(skip)(
+    "a value copied across clinics fails; a deleted clinic key shreds only that clinic",
+    async () => {
+      const a = await call("clinic-a", "POST", "/patients", ann);
+      const b = await call("clinic-b", "POST", "/patients", { ...ann, name: "B" });
+      await database.overwriteStored(
+        b.body.id,
+        "name",
+        (await database.storedPatient(a.body.id))?.name,
+      );
+      const tampered = await call("clinic-b", "GET", `/patients/${b.body.id}`);
+      expect(tampered).toEqual({
+        status: 500,
+        body: { error: "stored records cannot be decrypted", code: "InvalidCiphertextException" },
+      });
+      await call("clinic-b", "DELETE", `/patients/${b.body.id}`);
+      await call("clinic-b", "POST", "/patients", { ...ann, name: "B2" });
+      await kms.scheduleKeyDeletion({ keyId: tenantKeyAlias("clinic-b"), pendingWindowInDays: 7 });
+      engine.clearCache();
+      expect((await call("clinic-b", "GET", "/patients")).status).toBe(410);
+      expect((await call("clinic-a", "GET", "/patients")).body).toEqual([a.body]);
+    },
+  );
+
+  test.skipIf(skip)(
+    "the walkthrough prints what is stored beside what the API returns",
+    async () => {
+      const lines: string[] = [];
+      await walkthrough(database, kms, (line) => lines.push(line));
+      const text = lines.join("\n");
+      expect(text).toContain('"name": "Ann Example"');
+      expect(text).toMatch(/"name": "kms1:/);
+      expect(text).toMatch(/→ 404/);
+      expect(text).toMatch(/InvalidCiphertextException/);
+      expect(text).toMatch(/→ 410/);
+    },
+  );
+});

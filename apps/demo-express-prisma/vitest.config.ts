@@ -1,0 +1,6 @@
+import { vitestPreset } from "@kms/tooling/vitest-preset";
+import { defineConfig } from "vitest/config";
+
+export default defineConfig(
+  vitestPreset("demo-express-prisma", { globalSetup: ["scripts/generate.ts"] }),
+);

@@ -1,0 +1,80 @@
+import fc from "fast-check";
+import { describe, expect, test } from "vitest";
+import { InvalidCiphertextError, isKmsError } from "../errors.ts";
+import { createKms } from "../kms.ts";
+import { MemoryDataKeyStore } from "./data-key-store.ts";
+import { FieldEncryptionEngine } from "./field-encryption-engine.ts";
+import { fromFieldText, toFieldText } from "./field-format.ts";
+import { decodeFieldValue, encodeFieldValue, type FieldValueType } from "./value-codec.ts";
+
+const arbitraries: [FieldValueType, fc.Arbitrary<unknown>][] = [
+  ["string", fc.string({ unit: "grapheme" })],
+  ["bytes", fc.uint8Array()],
+  ["number", fc.double()],
+  ["boolean", fc.boolean()],
+  ["date", fc.date({ noInvalidDate: true })],
+  ["bigint", fc.bigInt()],
+  ["json", fc.jsonValue().map((v) => JSON.parse(JSON.stringify(v)) as unknown)],
+];
+
+describe("field value codec (FORMAT §6.3)", () => {
+  test.each(arbitraries)("%s values round-trip through tag || payload", (type, arbitrary) => {
+    fc.assert(
+      fc.property(arbitrary, (value) => {
+        const encoded = encodeFieldValue("f", type, value);
+        expect(decodeFieldValue(type, encoded)).toEqual(value);
+      }),
+    );
+  });
+
+  test("a value decoded under another declared type is InvalidCiphertext", () => {
+    fc.assert(
+      fc.property(fc.string(), (value) => {
+        expect(() => decodeFieldValue("number", encodeFieldValue("f", "string", value))).toThrow(
+          InvalidCiphertextError,
+        );
+      }),
+    );
+  });
+
+  test("text form round-trips any bytes", () => {
+    fc.assert(
+      fc.property(fc.uint8Array(), (bytes) => {
+        expect(fromFieldText(toFieldText(bytes))).toEqual(bytes);
+      }),
+    );
+  });
+
+  test("decryptText of arbitrary strings fails only with InvalidCiphertext", async () => {
+    const kms = await createKms();
+    const keyId = (await kms.createKey()).keyMetadata.keyId;
+    const engine = new FieldEncryptionEngine({
+      kms,
+      keyId,
+      dataKeyStore: new MemoryDataKeyStore(),
+    });
+    const binding = { model: "M", field: "f", context: {} };
+    const valid = await engine.encryptText(binding, { type: "string" }, "x");
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(
+          fc.string(),
+          fc.string().map((s) => `kms1:${s}`),
+          fc
+            .uint8Array({ minLength: 30, maxLength: 80 })
+            .map((b) => toFieldText(Uint8Array.of(0xc1, ...b))),
+          fc
+            .nat({ max: valid.length - 6 })
+            .map((i) => `${valid.slice(0, 5 + i)}${valid.slice(6 + i)}`),
+        ),
+        async (text) => {
+          const error = await engine.decryptText(binding, { type: "string" }, text).then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+          expect(isKmsError(error) && error.code).toBe("InvalidCiphertextException");
+        },
+      ),
+    );
+  });
+});

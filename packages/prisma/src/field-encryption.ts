@@ -1,0 +1,210 @@
+import {
+  type DataKeyCacheLimits,
+  type DataKeyStore,
+  type EncryptionContext,
+  FieldEncryptionEngine,
+  type KmsLike,
+  ValidationError,
+} from "@kms/core";
+import { Prisma } from "@prisma/client/extension";
+import {
+  andClauses,
+  Codec,
+  clone,
+  isObject,
+  type Json,
+  lowerFirst,
+  needsContext,
+  READS,
+  reject,
+  type Strip,
+} from "./internal/codec.ts";
+import { PrismaDataKeyStore } from "./prisma-data-key-store.ts";
+import { type ModelDescriptor, parseSchema, type SchemaDescriptor } from "./schema-descriptor.ts";
+
+export interface FieldEncryptionOptions {
+  readonly kms: KmsLike;
+  /** The KMS key for new data keys, or a function of the value's context (one key per tenant). */
+  readonly keyId: string | ((context: EncryptionContext) => string);
+  /** The schema.prisma text (annotations are read from it) or a descriptor from `defineModels`. */
+  readonly schema: string | SchemaDescriptor;
+  /** Where wrapped data keys live; default: the `dataKeyModel` table through the base client. */
+  readonly dataKeyStore?: DataKeyStore;
+  /** Model holding wrapped data keys when no dataKeyStore is given; default "KmsDataKey". */
+  readonly dataKeyModel?: string;
+  readonly cache?: DataKeyCacheLimits;
+  /** Read unprefixed (legacy plaintext) values as they are, for migrations. Default false. */
+  readonly legacyPlaintext?: boolean;
+  /** Use an existing engine (shares its caches) instead of building one. */
+  readonly engine?: FieldEncryptionEngine;
+}
+
+/**
+ * A Prisma Client extension that encrypts annotated fields on the way in and decrypts them on
+ * the way out: `prisma.$extends(fieldEncryption({ kms, keyId, schema }))`. Only the client it
+ * returns encrypts; the base client reads and writes raw ciphertext.
+ * @throws ValidationException (from queries) when a filter cannot run on ciphertext, when
+ *   context values are missing, or when a value is already ciphertext; InvalidCiphertextException
+ *   when a stored value does not decrypt (tampered, moved, or plaintext in strict mode).
+ */
+export function fieldEncryption(options: FieldEncryptionOptions) {
+  const models = typeof options.schema === "string" ? parseSchema(options.schema) : options.schema;
+  if (models === undefined || typeof models !== "object") {
+    throw new ValidationError(`"schema" expected schema.prisma text or a descriptor`);
+  }
+  const dataKeyModel = options.dataKeyModel ?? "KmsDataKey";
+  if (
+    models[dataKeyModel] !== undefined &&
+    Object.keys(models[dataKeyModel].encrypted).length > 0
+  ) {
+    throw new ValidationError(`"${dataKeyModel}" holds data keys and cannot have encrypted fields`);
+  }
+  return Prisma.defineExtension((client) => {
+    const store =
+      options.dataKeyStore ??
+      new PrismaDataKeyStore(
+        (client as unknown as Record<string, ConstructorParameters<typeof PrismaDataKeyStore>[0]>)[
+          lowerFirst(dataKeyModel)
+        ] ?? reject(`the client has no "${dataKeyModel}" model for data keys`),
+      );
+    const engine =
+      options.engine ??
+      new FieldEncryptionEngine({
+        kms: options.kms,
+        keyId: options.keyId,
+        dataKeyStore: store,
+        ...(options.cache === undefined ? {} : { cache: options.cache }),
+        ...(options.legacyPlaintext === undefined
+          ? {}
+          : { legacyPlaintext: options.legacyPlaintext }),
+      });
+    const durable = new Codec(engine, models, {});
+    return client.$extends({
+      name: "@kms/prisma",
+      query: {
+        $allModels: {
+          async $allOperations({ model: modelName, operation, args, query, ...rest }) {
+            const model = durable.model(modelName);
+            if (model === undefined) return query(args);
+            // Inside an interactive transaction the data key row may share the transaction
+            // (SQLite has one connection): keys created there must not outlive it.
+            const internal = (
+              rest as { __internalParams?: { transaction?: { kind?: string; id?: unknown } } }
+            ).__internalParams;
+            const tx = internal?.transaction;
+            const codec =
+              tx?.kind === "itx"
+                ? new Codec(engine, models, { transactionScope: `itx:${String(tx.id)}` })
+                : durable;
+            const a = clone(args ?? {}) as Json;
+            if (isObject(a.where)) await codec.where(model, a.where, undefined);
+            const whereCtx = isObject(a.where)
+              ? codec.context(model, [a.where, ...andClauses(a.where)])
+              : undefined;
+            switch (operation) {
+              case "create":
+                if (isObject(a.data))
+                  await codec.writeData(model, a.data, codec.context(model, [a.data]));
+                break;
+              case "createMany":
+              case "createManyAndReturn":
+                for (const item of Array.isArray(a.data) ? a.data : [a.data]) {
+                  if (isObject(item))
+                    await codec.writeData(model, item, codec.context(model, [item]));
+                }
+                break;
+              case "update":
+              case "updateMany":
+              case "updateManyAndReturn":
+                if (isObject(a.data)) {
+                  const where = (a.where as Json | undefined) ?? {};
+                  let ctx = codec.context(model, [a.data, where, ...andClauses(where)]);
+                  if (ctx === undefined && operation === "update" && needsContext(model, a.data)) {
+                    // The row's own context columns, read in the same transaction as the write
+                    // (an update with empty data is a locking read of the unique row).
+                    const select = Object.fromEntries(model.context.fromRow.map((k) => [k, true]));
+                    const row = (await query({
+                      where: args.where,
+                      data: {},
+                      select,
+                    } as typeof args)) as Json;
+                    ctx = codec.context(model, [row]);
+                  }
+                  await codec.writeData(model, a.data, ctx, where);
+                }
+                break;
+              case "upsert":
+                if (isObject(a.create))
+                  await codec.writeData(
+                    model,
+                    a.create,
+                    codec.context(model, [
+                      a.create,
+                      a.where as Json,
+                      ...andClauses((a.where as Json) ?? {}),
+                    ]),
+                  );
+                if (isObject(a.update)) {
+                  const where = (a.where as Json | undefined) ?? {};
+                  await codec.writeData(
+                    model,
+                    a.update,
+                    codec.context(model, [a.update, where, ...andClauses(where)]),
+                    where,
+                  );
+                }
+                break;
+              case "aggregate":
+              case "groupBy":
+                for (const key of Object.keys(model.encrypted)) {
+                  if (JSON.stringify(a).includes(`"${key}"`)) {
+                    reject(
+                      `${model.name}.${key} is encrypted: ${operation} cannot compute over ciphertext`,
+                    );
+                  }
+                }
+                break;
+            }
+            if (isObject(a.orderBy) || Array.isArray(a.orderBy)) {
+              for (const key of Object.keys(model.encrypted)) {
+                if (JSON.stringify(a.orderBy).includes(`"${key}"`)) {
+                  reject(
+                    `${model.name}.${key} is encrypted: ordering by ciphertext is meaningless`,
+                  );
+                }
+              }
+            }
+            await codec.relationWheres(model, a, whereCtx);
+            const strip = codec.prepareRead(model, a);
+            const result = await query(a as typeof args);
+            if (
+              READS.has(operation) ||
+              operation === "create" ||
+              operation === "update" ||
+              operation === "upsert" ||
+              operation === "delete" ||
+              operation === "createManyAndReturn" ||
+              operation === "updateManyAndReturn"
+            ) {
+              // The fluent API (`user.findUnique(…).posts()`) hands the hook the related
+              // records already unwrapped along dataPath ["select", "posts", …].
+              const dataPath = (internal as { dataPath?: unknown } | undefined)?.dataPath;
+              let target: ModelDescriptor | undefined = model;
+              let targetStrip: Strip | undefined = strip;
+              if (Array.isArray(dataPath)) {
+                for (let i = 1; i < dataPath.length && target !== undefined; i += 2) {
+                  const relation = String(dataPath[i]);
+                  const next: string | undefined = target.relations[relation];
+                  targetStrip = targetStrip?.relations[relation];
+                  target = next === undefined ? undefined : codec.model(next);
+                }
+              }
+              if (target !== undefined) await codec.readResult(target, result, targetStrip);
+            }
+            return result;
+          },
+        },
+      },
+    });
+  });
+}

@@ -1,0 +1,17 @@
+export { type FieldEncryptionOptions, fieldEncryption } from "./field-encryption.ts";
+export { type DataKeyDelegate, PrismaDataKeyStore } from "./prisma-data-key-store.ts";
+export {
+  type PrismaReencryptSourceOptions,
+  prismaReencryptSource,
+  type ReencryptDelegate,
+} from "./reencrypt-source.ts";
+export {
+  type BlindIndexDescriptor,
+  defineModels,
+  type EncryptedFieldDescriptor,
+  type ModelConfig,
+  type ModelContextDescriptor,
+  type ModelDescriptor,
+  parseSchema,
+  type SchemaDescriptor,
+} from "./schema-descriptor.ts";

@@ -1,0 +1,554 @@
+import {
+  currentEncryptionContext,
+  type DecryptItem,
+  type EncryptCallOptions,
+  FIELD_TEXT_PREFIX,
+  type FieldEncryptionEngine,
+  ValidationError,
+} from "@kms/core";
+import type {
+  EncryptedFieldDescriptor,
+  ModelDescriptor,
+  SchemaDescriptor,
+} from "../schema-descriptor.ts";
+
+/**
+ * How the extension rewrites one query: encrypting write data (nested writes included),
+ * rewriting equality filters on encrypted fields, and decrypting results (included relations
+ * included). Pure data manipulation on Prisma's argument objects; no Prisma import.
+ */
+export type Json = Record<string, unknown>;
+export type Ctx = Record<string, string>;
+
+export const READS = new Set([
+  "findUnique",
+  "findUniqueOrThrow",
+  "findFirst",
+  "findFirstOrThrow",
+  "findMany",
+]);
+const SCALAR_FILTERS = new Set(["equals", "in", "notIn", "not"]);
+
+export function isObject(v: unknown): v is Json {
+  return (
+    typeof v === "object" &&
+    v !== null &&
+    !Array.isArray(v) &&
+    !(v instanceof Uint8Array) &&
+    !(v instanceof Date)
+  );
+}
+
+export function lowerFirst(s: string): string {
+  return s.charAt(0).toLowerCase() + s.slice(1);
+}
+
+export function reject(message: string): never {
+  throw new ValidationError(message);
+}
+
+/**
+ * Per-call state: the engine, the descriptor, and the ambient context captured when the query
+ * started (the hook runs inside the caller's async context).
+ */
+export class Codec {
+  readonly engine: FieldEncryptionEngine;
+  readonly models: SchemaDescriptor;
+  readonly options: EncryptCallOptions;
+
+  constructor(
+    engine: FieldEncryptionEngine,
+    models: SchemaDescriptor,
+    options: EncryptCallOptions,
+  ) {
+    this.engine = engine;
+    this.models = models;
+    this.options = options;
+  }
+
+  model(name: string): ModelDescriptor | undefined {
+    return this.models[name];
+  }
+
+  /** Context for a row from its data, then where, then the enclosing row, then the scope. */
+  context(
+    model: ModelDescriptor,
+    sources: readonly (Json | undefined)[],
+    inherited?: Ctx,
+  ): Ctx | undefined {
+    const ctx: Ctx = {};
+    for (const key of model.context.fromRow) {
+      let value: unknown;
+      for (const source of sources) {
+        if (source === undefined) continue;
+        value = scalarEquality(source[key]);
+        if (value !== undefined) break;
+      }
+      if (value === undefined) value = inherited?.[key];
+      if (value === undefined) return undefined;
+      if (typeof value !== "string" && typeof value !== "number" && typeof value !== "bigint") {
+        reject(`${model.name}.${key} must be a string or number to bind encrypted values`);
+      }
+      ctx[key] = String(value);
+    }
+    if (model.context.fromScope.length > 0) {
+      const scope = currentEncryptionContext();
+      for (const key of model.context.fromScope) {
+        const value = scope?.[key];
+        if (value === undefined) {
+          reject(
+            `${model.name} binds encrypted fields to the ambient context key "${key}": run the query inside runWithEncryptionContext`,
+          );
+        }
+        ctx[key] = value;
+      }
+    }
+    return ctx;
+  }
+
+  requireContext(
+    model: ModelDescriptor,
+    sources: readonly (Json | undefined)[],
+    inherited?: Ctx,
+  ): Ctx {
+    const ctx = this.context(model, sources, inherited);
+    if (ctx === undefined) {
+      reject(
+        `${model.name} binds encrypted fields to ${model.context.fromRow.join(", ")}: include it in the data or as an equality in where`,
+      );
+    }
+    return ctx;
+  }
+
+  async encryptValue(
+    model: ModelDescriptor,
+    field: string,
+    spec: EncryptedFieldDescriptor,
+    ctx: Ctx,
+    value: unknown,
+  ): Promise<unknown> {
+    if (value === null) return null;
+    if (typeof value === "string" && value.startsWith(FIELD_TEXT_PREFIX)) {
+      reject(`${model.name}.${field} already holds ciphertext: refusing to encrypt it twice`);
+    }
+    const binding = { model: model.name, field, context: ctx };
+    return spec.storage === "text"
+      ? this.engine.encryptText(binding, spec, value, this.options)
+      : this.engine.encrypt(binding, spec, value, this.options);
+  }
+
+  /** Encrypts a write's data in place, walking nested writes of related models. */
+  async writeData(
+    model: ModelDescriptor,
+    data: Json,
+    ctx: Ctx | undefined,
+    where?: Json,
+  ): Promise<void> {
+    for (const column of Object.keys(model.blindIndexes)) {
+      if (column in data)
+        reject(`${model.name}.${column} is a blind index: it is computed, not written`);
+    }
+    const touchesContext = model.context.fromRow.some((k) => k in data);
+    const encryptedKeys = Object.keys(model.encrypted).filter((k) => k in data);
+    if (
+      touchesContext &&
+      where !== undefined &&
+      encryptedKeys.length < Object.keys(model.encrypted).length
+    ) {
+      reject(
+        `${model.name}: changing ${model.context.fromRow.join(", ")} would orphan encrypted values bound to it; rewrite every encrypted field in the same update`,
+      );
+    }
+    for (const field of encryptedKeys) {
+      const spec = model.encrypted[field] as EncryptedFieldDescriptor;
+      const rowCtx = ctx ?? this.requireContext(model, [data, where]);
+      let value = data[field];
+      // `{ set }` is Prisma's update form; a JSON field's own value may be any object, so only
+      // an object whose sole key is "set" is unwrapped there.
+      const wrapped =
+        isObject(value) &&
+        "set" in value &&
+        (spec.type !== "json" || Object.keys(value).length === 1);
+      if (wrapped) value = (value as Json).set;
+      else if (isObject(value) && spec.type !== "json" && spec.type !== "decimal") {
+        reject(`${model.name}.${field} is encrypted: only plain values or { set } can be written`);
+      }
+      const sealed = await this.encryptValue(model, field, spec, rowCtx, value);
+      data[field] = wrapped ? { set: sealed } : sealed;
+      for (const [column, index] of Object.entries(model.blindIndexes)) {
+        if (index.of !== field) continue;
+        data[column] =
+          value === null
+            ? null
+            : await this.engine.blindIndex(
+                { model: model.name, field: column, context: rowCtx },
+                index,
+                value,
+                this.options,
+              );
+      }
+    }
+    for (const [relation, target] of Object.entries(model.relations)) {
+      const nested = data[relation];
+      if (!isObject(nested)) continue;
+      const targetModel = this.model(target);
+      if (targetModel === undefined) continue;
+      await this.nestedWrites(targetModel, nested, ctx);
+    }
+  }
+
+  async nestedWrites(model: ModelDescriptor, ops: Json, parent: Ctx | undefined): Promise<void> {
+    const each = async (value: unknown, fn: (item: Json) => Promise<void>) => {
+      for (const item of Array.isArray(value) ? value : [value]) if (isObject(item)) await fn(item);
+    };
+    const create = (item: Json) => this.writeData(model, item, this.context(model, [item], parent));
+    await each(ops.create, create);
+    if (isObject(ops.createMany)) await each(ops.createMany.data, create);
+    await each(ops.connectOrCreate, async (item) => {
+      if (isObject(item.where)) await this.where(model, item.where, parent);
+      if (isObject(item.create)) await create(item.create);
+    });
+    await each(ops.upsert, async (item) => {
+      if (isObject(item.where)) await this.where(model, item.where, parent);
+      if (isObject(item.create)) await create(item.create);
+      if (isObject(item.update)) {
+        await this.writeData(
+          model,
+          item.update,
+          this.context(model, [item.update, item.where as Json], parent),
+          item.where as Json,
+        );
+      }
+    });
+    await each(ops.update, async (item) => {
+      // To-one: the data itself (or { where, data }); to-many: { where, data }.
+      const data = isObject(item.data) ? item.data : item;
+      const where = isObject(item.where) ? item.where : undefined;
+      if (where !== undefined) await this.where(model, where, parent);
+      await this.writeData(model, data, this.context(model, [data, where], parent), where ?? {});
+    });
+    await each(ops.updateMany, async (item) => {
+      const where = isObject(item.where) ? item.where : undefined;
+      if (where !== undefined) await this.where(model, where, parent);
+      if (isObject(item.data))
+        await this.writeData(
+          model,
+          item.data,
+          this.context(model, [item.data, where], parent),
+          where ?? {},
+        );
+    });
+    for (const key of ["connect", "disconnect", "set", "delete", "deleteMany"]) {
+      await each(ops[key], (item) => this.where(model, item, parent));
+    }
+  }
+
+  /** Rewrites equality filters on encrypted fields; any other filter on them is an error. */
+  async where(model: ModelDescriptor, where: Json, inherited: Ctx | undefined): Promise<void> {
+    let ctx: Ctx | undefined;
+    const resolve = () => {
+      ctx ??= this.requireContext(model, [where, ...andClauses(where)], inherited);
+      return ctx;
+    };
+    for (const key of Object.keys(where)) {
+      const value = where[key];
+      if (key === "AND" || key === "OR" || key === "NOT") {
+        const ctxHere = this.context(model, [where, ...andClauses(where)], inherited) ?? inherited;
+        for (const clause of Array.isArray(value) ? value : [value]) {
+          if (isObject(clause)) await this.where(model, clause, ctxHere);
+        }
+        continue;
+      }
+      if (key in model.blindIndexes) {
+        reject(
+          `${model.name}.${key} is a blind index: filter on ${model.blindIndexes[key]?.of} instead`,
+        );
+      }
+      const spec = model.encrypted[key];
+      if (spec !== undefined) {
+        await this.rewriteFilter(model, key, spec, where, resolve);
+        continue;
+      }
+      if (isCompoundUnique(model, key, value)) {
+        await this.where(model, value, this.context(model, [value, where], inherited) ?? inherited);
+        continue;
+      }
+      const target = model.relations[key];
+      if (target !== undefined && isObject(value)) {
+        const targetModel = this.model(target);
+        if (targetModel === undefined) continue;
+        const parentCtx =
+          this.context(model, [where, ...andClauses(where)], inherited) ?? inherited;
+        const filters = ["some", "every", "none", "is", "isNot"].filter((f) => f in value);
+        if (filters.length === 0) await this.where(targetModel, value, parentCtx);
+        for (const f of filters) {
+          const inner = value[f];
+          if (isObject(inner)) await this.where(targetModel, inner, parentCtx);
+        }
+      }
+    }
+  }
+
+  async rewriteFilter(
+    model: ModelDescriptor,
+    field: string,
+    spec: EncryptedFieldDescriptor,
+    where: Json,
+    resolve: () => Ctx,
+  ): Promise<void> {
+    const value = where[field];
+    if (value === null) return;
+    const filter: Json = isObject(value) ? value : { equals: value };
+    for (const op of Object.keys(filter)) {
+      if (!SCALAR_FILTERS.has(op)) {
+        reject(
+          `${model.name}.${field} is encrypted: the "${op}" filter cannot run on ciphertext (use equals, in, notIn or not)`,
+        );
+      }
+    }
+    const onlyNulls = Object.values(filter).every((v) => v === null);
+    if (onlyNulls) return;
+    const index = Object.entries(model.blindIndexes).find(([, i]) => i.of === field);
+    if (spec.mode !== "deterministic" && index === undefined) {
+      reject(
+        `${model.name}.${field} is randomized: equality lookups need @kms.encrypted(deterministic) or a @kms.blindIndex`,
+      );
+    }
+    const ctx = resolve();
+    const seal = async (v: unknown): Promise<unknown> => {
+      if (v === null) return null;
+      if (spec.mode === "deterministic") return this.encryptValue(model, field, spec, ctx, v);
+      const [column, bidx] = index as [string, ModelDescriptor["blindIndexes"][string]];
+      return this.engine.blindIndex(
+        { model: model.name, field: column, context: ctx },
+        bidx,
+        v,
+        this.options,
+      );
+    };
+    const out: Json = {};
+    for (const [op, v] of Object.entries(filter)) {
+      if (op === "in" || op === "notIn") {
+        if (!Array.isArray(v)) reject(`${model.name}.${field}: "${op}" expects an array`);
+        out[op] = await Promise.all(v.map(seal));
+      } else if (op === "not" && isObject(v)) {
+        const inner: Json = {};
+        for (const [iop, iv] of Object.entries(v)) {
+          if (iop !== "equals")
+            reject(`${model.name}.${field}: only "not: { equals }" works on ciphertext`);
+          inner.equals = await seal(iv);
+        }
+        out.not = inner;
+      } else {
+        out[op] = await seal(v);
+      }
+    }
+    // A bare value stays bare: compound unique inputs accept no filter objects.
+    const rewritten = isObject(value) ? out : out.equals;
+    if (spec.mode === "deterministic") {
+      where[field] = rewritten;
+    } else {
+      delete where[field];
+      where[(index as [string, unknown])[0]] = rewritten;
+    }
+  }
+
+  /** Makes sure context columns are read when encrypted ones are; returns what to strip. */
+  prepareRead(model: ModelDescriptor, args: Json): Strip {
+    const strip: Strip = { columns: [], relations: {} };
+    const select = args.select;
+    if (isObject(select)) {
+      const wantsEncrypted = Object.keys(model.encrypted).some((f) => select[f] === true);
+      if (wantsEncrypted) {
+        for (const key of model.context.fromRow) {
+          if (select[key] !== true) {
+            select[key] = true;
+            strip.columns.push(key);
+          }
+        }
+      }
+    }
+    const omit = args.omit;
+    if (isObject(omit)) {
+      for (const key of model.context.fromRow) {
+        if (omit[key] === true) {
+          delete omit[key];
+          strip.columns.push(key);
+        }
+      }
+    }
+    for (const container of [args.select, args.include]) {
+      if (!isObject(container)) continue;
+      for (const [relation, target] of Object.entries(model.relations)) {
+        const targetModel = this.model(target);
+        const nested = container[relation];
+        if (targetModel === undefined || nested === undefined || nested === false) continue;
+        if (nested === true) continue;
+        if (isObject(nested)) {
+          if (isObject(nested.where)) void 0;
+          strip.relations[relation] = this.prepareRead(targetModel, nested);
+        }
+      }
+    }
+    return strip;
+  }
+
+  async relationWheres(model: ModelDescriptor, args: Json, ctx: Ctx | undefined): Promise<void> {
+    for (const container of [args.select, args.include]) {
+      if (!isObject(container)) continue;
+      for (const [relation, target] of Object.entries(model.relations)) {
+        const targetModel = this.model(target);
+        const nested = container[relation];
+        if (targetModel === undefined || !isObject(nested)) continue;
+        if (isObject(nested.where)) await this.where(targetModel, nested.where, ctx);
+        await this.relationWheres(targetModel, nested, ctx);
+      }
+    }
+  }
+
+  /**
+   * Queues the decryption of a result row (and its included relations): one flat list of
+   * promises per result, mostly already resolved (cached data keys), awaited once.
+   */
+  collectRow(
+    model: ModelDescriptor,
+    row: unknown,
+    strip: Strip | undefined,
+    inherited: Ctx | undefined,
+    jobs: DecryptJobs,
+  ): void {
+    if (!isObject(row)) return;
+    let ctx: Ctx | undefined;
+    for (const field of model.encryptedNames) {
+      const stored = row[field];
+      if (stored === undefined || stored === null) continue;
+      if (ctx === undefined) {
+        ctx = this.context(model, [row], inherited);
+        if (ctx === undefined) {
+          reject(
+            `${model.name}: cannot decrypt without ${model.context.fromRow.join(", ")} in the result`,
+          );
+        }
+      }
+      const spec = model.encrypted[field] as EncryptedFieldDescriptor;
+      const binding = { model: model.name, field, context: ctx };
+      jobs.rows.push(row);
+      jobs.fields.push(field);
+      jobs.items.push({ binding, spec, stored: stored as string | Uint8Array });
+    }
+    for (const relation of model.relationNames) {
+      const value = row[relation];
+      const targetModel = this.model(model.relations[relation] as string);
+      if (value === undefined || value === null || targetModel === undefined) continue;
+      const nestedStrip = strip?.relations[relation];
+      if (Array.isArray(value)) {
+        for (const r of value) this.collectRow(targetModel, r, nestedStrip, ctx ?? inherited, jobs);
+      } else {
+        this.collectRow(targetModel, value, nestedStrip, ctx ?? inherited, jobs);
+      }
+    }
+    if (strip !== undefined && strip.columns.length > 0) jobs.strips.push([row, strip.columns]);
+  }
+
+  async readResult(
+    model: ModelDescriptor,
+    result: unknown,
+    strip: Strip | undefined,
+  ): Promise<void> {
+    const jobs: DecryptJobs = { rows: [], fields: [], items: [], strips: [] };
+    if (Array.isArray(result)) {
+      for (const row of result) this.collectRow(model, row, strip, undefined, jobs);
+    } else {
+      this.collectRow(model, result, strip, undefined, jobs);
+    }
+    const values = jobs.items.length === 0 ? [] : await this.engine.decryptMany(jobs.items);
+    for (let i = 0; i < values.length; i++) {
+      (jobs.rows[i] as Json)[jobs.fields[i] as string] = values[i];
+    }
+    for (const [row, columns] of jobs.strips) for (const column of columns) delete row[column];
+  }
+}
+
+interface DecryptJobs {
+  readonly rows: Json[];
+  readonly fields: string[];
+  readonly items: DecryptItem[];
+  readonly strips: [Json, readonly string[]][];
+}
+
+/** Whether writing `data` encrypts anything (directly or in nested writes). */
+export function needsContext(model: ModelDescriptor, data: Json): boolean {
+  if (model.context.fromRow.length === 0) return false;
+  return Object.keys(data).some((k) => k in model.encrypted || k in model.relations);
+}
+
+export interface Strip {
+  readonly columns: string[];
+  readonly relations: Record<string, Strip>;
+}
+
+function scalarEquality(value: unknown): unknown {
+  if (value === undefined || value === null) return undefined;
+  if (isObject(value)) return value.equals ?? value.set;
+  return value;
+}
+
+const FILTER_KEYS = new Set([
+  "equals",
+  "in",
+  "notIn",
+  "not",
+  "lt",
+  "lte",
+  "gt",
+  "gte",
+  "contains",
+  "startsWith",
+  "endsWith",
+  "mode",
+  "search",
+  "has",
+  "hasEvery",
+  "hasSome",
+  "isEmpty",
+  "some",
+  "every",
+  "none",
+  "is",
+  "isNot",
+  "path",
+  "string_contains",
+  "array_contains",
+]);
+
+/** `tenantId_email: { tenantId, email }`: a compound unique input, whose keys are fields. */
+function isCompoundUnique(model: ModelDescriptor, key: string, value: unknown): value is Json {
+  if (!isObject(value) || key in model.relations || key in model.encrypted) return false;
+  const keys = Object.keys(value);
+  return keys.length > 1 && keys.every((k) => !FILTER_KEYS.has(k));
+}
+
+/** Clauses whose equalities constrain the whole where: AND members and compound uniques. */
+export function andClauses(where: Json): Json[] {
+  const out: Json[] = [];
+  const and = where.AND;
+  if (Array.isArray(and)) out.push(...and.filter(isObject));
+  else if (isObject(and)) out.push(and);
+  for (const [key, value] of Object.entries(where)) {
+    if (key === "AND" || key === "OR" || key === "NOT" || !isObject(value)) continue;
+    const keys = Object.keys(value);
+    if (keys.length > 1 && keys.every((k) => !FILTER_KEYS.has(k))) out.push(value);
+  }
+  return out;
+}
+
+/** Deep copy of the parts of args we rewrite, so the caller's objects are never mutated. */
+export function clone<T>(value: T): T {
+  if (Array.isArray(value)) return value.map(clone) as T;
+  if (isObject(value) && Object.getPrototypeOf(value) === Object.prototype) {
+    const out: Json = {};
+    for (const [k, v] of Object.entries(value)) out[k] = clone(v);
+    return out as T;
+  }
+  return value;
+}

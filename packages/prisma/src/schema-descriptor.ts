@@ -1,0 +1,279 @@
+import { FIELD_VALUE_TYPES, type FieldValueType, ValidationError } from "@kms/core";
+
+/**
+ * The encryption-relevant shape of a Prisma schema, analysed once into an immutable
+ * descriptor: which fields are encrypted and how, which columns hold blind indexes, where each
+ * model's encryption context comes from, and the relations needed to walk nested writes and
+ * results. Built from the schema file's `///` annotations (`parseSchema`) or from typed
+ * configuration in code (`defineModels`) — never from Prisma's internal runtime DMMF.
+ */
+export interface EncryptedFieldDescriptor {
+  readonly mode: "randomized" | "deterministic";
+  /** Declared JS type of the value (default: string for String columns, bytes for Bytes). */
+  readonly type: FieldValueType;
+  /** How the column stores ciphertext: String columns hold `kms1:…` text. */
+  readonly storage: "text" | "bytes";
+}
+
+export interface BlindIndexDescriptor {
+  /** The encrypted field this column indexes. */
+  readonly of: string;
+  readonly bytes: number;
+  readonly normalize: readonly ("lowercase" | "trim" | "nfkc")[];
+}
+
+export interface ModelContextDescriptor {
+  /** Context keys read from the row's own columns (same name). */
+  readonly fromRow: readonly string[];
+  /** Context keys read from the ambient scope (`runWithEncryptionContext`). */
+  readonly fromScope: readonly string[];
+}
+
+export interface ModelDescriptor {
+  readonly name: string;
+  readonly encrypted: Readonly<Record<string, EncryptedFieldDescriptor>>;
+  /** Blind index column → its spec. */
+  readonly blindIndexes: Readonly<Record<string, BlindIndexDescriptor>>;
+  /** Relation field → target model name. */
+  readonly relations: Readonly<Record<string, string>>;
+  readonly context: ModelContextDescriptor;
+  /** Keys of `encrypted` and `relations`, precomputed for the per-row read path. */
+  readonly encryptedNames: readonly string[];
+  readonly relationNames: readonly string[];
+}
+
+export type SchemaDescriptor = Readonly<Record<string, ModelDescriptor>>;
+
+/** Typed configuration equivalent to the schema annotations. */
+export interface ModelConfig {
+  readonly encrypted?: Readonly<
+    Record<
+      string,
+      {
+        readonly mode?: "randomized" | "deterministic";
+        readonly type?: FieldValueType;
+        readonly storage?: "text" | "bytes";
+      }
+    >
+  >;
+  readonly blindIndexes?: Readonly<
+    Record<
+      string,
+      {
+        readonly of: string;
+        readonly bytes?: number;
+        readonly normalize?: readonly ("lowercase" | "trim" | "nfkc")[];
+      }
+    >
+  >;
+  readonly relations?: Readonly<Record<string, string>>;
+  readonly context?: Partial<ModelContextDescriptor>;
+}
+
+const NORMALIZATIONS = ["lowercase", "trim", "nfkc"] as const;
+
+function fail(where: string, rule: string): never {
+  throw new ValidationError(`${where}: ${rule}`);
+}
+
+/**
+ * Builds a descriptor from typed configuration.
+ * @throws ValidationException when a type, mode, normalization or blind index source is invalid.
+ */
+export function defineModels(models: Readonly<Record<string, ModelConfig>>): SchemaDescriptor {
+  const out: Record<string, ModelDescriptor> = {};
+  for (const [name, config] of Object.entries(models)) {
+    const encrypted: Record<string, EncryptedFieldDescriptor> = {};
+    for (const [field, spec] of Object.entries(config.encrypted ?? {})) {
+      const where = `model "${name}" field "${field}"`;
+      const mode = spec.mode ?? "randomized";
+      if (mode !== "randomized" && mode !== "deterministic") {
+        fail(where, `mode must be randomized or deterministic`);
+      }
+      const storage = spec.storage ?? "text";
+      if (storage !== "text" && storage !== "bytes") fail(where, `storage must be text or bytes`);
+      const type = spec.type ?? (storage === "bytes" ? "bytes" : "string");
+      if (!FIELD_VALUE_TYPES.includes(type)) {
+        fail(where, `type must be one of ${FIELD_VALUE_TYPES.join(", ")}`);
+      }
+      encrypted[field] = Object.freeze({ mode, type, storage });
+    }
+    const blindIndexes: Record<string, BlindIndexDescriptor> = {};
+    for (const [column, spec] of Object.entries(config.blindIndexes ?? {})) {
+      const where = `model "${name}" blind index "${column}"`;
+      if (encrypted[spec.of] === undefined) fail(where, `"of" must name an encrypted field`);
+      const bytes = spec.bytes ?? 16;
+      if (!Number.isInteger(bytes) || bytes < 4 || bytes > 32) {
+        fail(where, `bytes must be an integer 4–32`);
+      }
+      for (const n of spec.normalize ?? []) {
+        if (!NORMALIZATIONS.includes(n)) fail(where, `normalize must be of lowercase, trim, nfkc`);
+      }
+      blindIndexes[column] = Object.freeze({
+        of: spec.of,
+        bytes,
+        normalize: Object.freeze([...(spec.normalize ?? [])]),
+      });
+    }
+    out[name] = Object.freeze({
+      name,
+      encrypted: Object.freeze(encrypted),
+      blindIndexes: Object.freeze(blindIndexes),
+      relations: Object.freeze({ ...(config.relations ?? {}) }),
+      encryptedNames: Object.freeze(Object.keys(encrypted)),
+      relationNames: Object.freeze(Object.keys(config.relations ?? {})),
+      context: Object.freeze({
+        fromRow: Object.freeze([...(config.context?.fromRow ?? [])]),
+        fromScope: Object.freeze([...(config.context?.fromScope ?? [])]),
+      }),
+    });
+  }
+  return Object.freeze(out);
+}
+
+interface Annotation {
+  readonly name: string;
+  readonly positional: readonly string[];
+  readonly named: Readonly<Record<string, string>>;
+}
+
+const ANNOTATION = /@kms\.(\w+)(?:\(([^)]*)\))?/g;
+
+function parseAnnotations(doc: readonly string[], where: string): Annotation[] {
+  const out: Annotation[] = [];
+  for (const line of doc) {
+    for (const match of line.matchAll(ANNOTATION)) {
+      const positional: string[] = [];
+      const named: Record<string, string> = {};
+      const body = match[2]?.trim() ?? "";
+      // Split on commas outside quotes: `normalize: "trim,lowercase"` is one argument.
+      const parts = body === "" ? [] : (body.match(/(?:[^,"]+|"[^"]*")+/g) ?? []);
+      for (const part of parts) {
+        const colon = part.indexOf(":");
+        const unquote = (s: string) => s.trim().replace(/^"(.*)"$/, "$1");
+        if (colon === -1) positional.push(unquote(part));
+        else named[part.slice(0, colon).trim()] = unquote(part.slice(colon + 1));
+      }
+      if (!["encrypted", "blindIndex", "context"].includes(match[1] as string)) {
+        fail(where, `unknown annotation @kms.${match[1]}`);
+      }
+      out.push({ name: match[1] as string, positional, named });
+    }
+  }
+  return out;
+}
+
+/**
+ * Reads `/// @kms.…` annotations from a schema.prisma text:
+ * - on a model: `@kms.context(tenantId)` (row column) and `@kms.context(scope: tenantId)`;
+ * - on a field: `@kms.encrypted`, `@kms.encrypted(deterministic)`,
+ *   `@kms.encrypted(type: json)`; `@kms.blindIndex(of: email, bytes: 16,
+ *   normalize: "trim,lowercase")`.
+ * @throws ValidationException naming the model and field of a malformed annotation.
+ */
+export function parseSchema(schema: string): SchemaDescriptor {
+  if (typeof schema !== "string") throw new ValidationError(`"schema" expected a string`);
+  const lines = schema.split(/\r?\n/);
+  const modelNames = new Set<string>();
+  for (const line of lines) {
+    const m = /^\s*model\s+(\w+)\s*\{/.exec(line);
+    if (m !== null) modelNames.add(m[1] as string);
+  }
+  const configs: Record<string, ModelConfig> = {};
+  let doc: string[] = [];
+  let current:
+    | {
+        name: string;
+        encrypted: Record<string, NonNullable<ModelConfig["encrypted"]>[string]>;
+        blindIndexes: Record<string, NonNullable<ModelConfig["blindIndexes"]>[string]>;
+        relations: Record<string, string>;
+        fromRow: string[];
+        fromScope: string[];
+      }
+    | undefined;
+  let depth = 0;
+  for (const raw of lines) {
+    const line = raw.trim();
+    if (line.startsWith("///")) {
+      doc.push(line.slice(3));
+      continue;
+    }
+    if (current === undefined) {
+      const m = /^model\s+(\w+)\s*\{/.exec(line);
+      if (m !== null) {
+        const name = m[1] as string;
+        current = {
+          name,
+          encrypted: {},
+          blindIndexes: {},
+          relations: {},
+          fromRow: [],
+          fromScope: [],
+        };
+        for (const a of parseAnnotations(doc, `model "${name}"`)) {
+          if (a.name !== "context") fail(`model "${name}"`, `only @kms.context applies to a model`);
+          current.fromRow.push(...a.positional);
+          if (a.named.scope !== undefined) current.fromScope.push(...a.named.scope.split(/\s+/));
+          if (a.named.row !== undefined) current.fromRow.push(...a.named.row.split(/\s+/));
+        }
+        depth = 1;
+      } else if (/\{\s*$/.test(line)) {
+        depth = -1; // a datasource/generator/enum block: skip to its closing brace
+      } else if (line === "}" && depth === -1) {
+        depth = 0;
+      }
+      doc = [];
+      continue;
+    }
+    if (line === "}") {
+      configs[current.name] = {
+        encrypted: current.encrypted,
+        blindIndexes: current.blindIndexes,
+        relations: current.relations,
+        context: { fromRow: current.fromRow, fromScope: current.fromScope },
+      };
+      current = undefined;
+      depth = 0;
+      doc = [];
+      continue;
+    }
+    const field = /^(\w+)\s+(\w+)(\[\])?(\?)?/.exec(line.replace(/\/\/.*$/, ""));
+    if (field === null || line.startsWith("@@")) {
+      doc = [];
+      continue;
+    }
+    const [, name, type] = field as unknown as [string, string, string];
+    const where = `model "${current.name}" field "${name}"`;
+    if (modelNames.has(type)) current.relations[name] = type;
+    for (const a of parseAnnotations(doc, where)) {
+      if (a.name === "encrypted") {
+        if (type !== "String" && type !== "Bytes")
+          fail(where, `only String and Bytes columns can be encrypted`);
+        const mode = a.positional.includes("deterministic") ? "deterministic" : "randomized";
+        const declared = a.named.type as FieldValueType | undefined;
+        current.encrypted[name] = {
+          mode,
+          storage: type === "Bytes" ? "bytes" : "text",
+          ...(declared === undefined ? {} : { type: declared }),
+        };
+      } else if (a.name === "blindIndex") {
+        if (type !== "String") fail(where, `a blind index column must be a String`);
+        const of = a.named.of ?? a.positional[0];
+        if (of === undefined) fail(where, `@kms.blindIndex needs "of: <field>"`);
+        const bytes = a.named.bytes === undefined ? undefined : Number(a.named.bytes);
+        const normalize = a.named.normalize?.split(/[,\s]+/).filter((s) => s !== "") as
+          | ("lowercase" | "trim" | "nfkc")[]
+          | undefined;
+        current.blindIndexes[name] = {
+          of,
+          ...(bytes === undefined ? {} : { bytes }),
+          ...(normalize === undefined ? {} : { normalize }),
+        };
+      } else {
+        fail(where, `@kms.context applies to models, not fields`);
+      }
+    }
+    doc = [];
+  }
+  return defineModels(configs);
+}

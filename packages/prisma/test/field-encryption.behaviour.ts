@@ -1,0 +1,440 @@
+import {
+  createKms,
+  FieldEncryptionEngine,
+  InvalidCiphertextError,
+  type Kms,
+  type ReencryptCheckpoint,
+  reencryptFields,
+  runWithEncryptionContext,
+  ValidationError,
+} from "@kms/core";
+import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import {
+  type FieldEncryptionOptions,
+  fieldEncryption,
+  type ModelDescriptor,
+  PrismaDataKeyStore,
+  parseSchema,
+  prismaReencryptSource,
+} from "../src/index.ts";
+import { schemaText, type TestDatabase } from "./backends.ts";
+
+const PREFIX = "kms1:";
+
+/** The behaviour every database must show; run once per backend. */
+export function describeFieldEncryption(
+  name: string,
+  open: () => Promise<TestDatabase>,
+  skipReason?: string,
+): void {
+  describe.skipIf(skipReason !== undefined)(`@kms/prisma on ${name}`, () => {
+    let db: TestDatabase;
+    let kms: Kms;
+    let keyId: string;
+
+    const extend = (extra: Partial<FieldEncryptionOptions> = {}) =>
+      db.prisma.$extends(fieldEncryption({ kms, keyId, schema: schemaText, ...extra }));
+    let prisma: ReturnType<typeof extend>;
+
+    beforeEach(async () => {
+      db = await open();
+      kms = await createKms();
+      keyId = (await kms.createKey()).keyMetadata.keyId;
+      prisma = extend();
+    });
+    afterEach(async () => {
+      await db.close();
+    });
+
+    const alice = {
+      tenantId: "t1",
+      email: "alice@example.com",
+      name: "Alice Liddell",
+      phone: "+1 555 0100",
+      profile: { likes: ["tea"], age: 7 } as unknown as string,
+      score: 41.5 as unknown as string,
+      avatar: Uint8Array.from(Buffer.from("AVATAR-BYTES")),
+    };
+
+    test("stored values are ciphertext; the extended client returns plaintext", async () => {
+      const created = await prisma.user.create({ data: alice });
+      expect(created).toMatchObject({ ...alice, avatar: expect.any(Uint8Array) });
+      expect(Buffer.from(created.avatar as Uint8Array).toString()).toBe("AVATAR-BYTES");
+      const raw = await db.raw("User", created.id);
+      for (const field of ["email", "name", "phone", "profile", "score"]) {
+        expect(String(raw[field]).startsWith(PREFIX), field).toBe(true);
+        expect(String(raw[field])).not.toContain("alice");
+      }
+      expect(raw.tenantId).toBe("t1");
+      expect(raw.phoneIndex).toMatch(/^[A-Za-z0-9_-]{16}$/);
+      expect(Buffer.from(raw.avatar as Uint8Array).includes("AVATAR")).toBe(false);
+      const found = await prisma.user.findUnique({ where: { id: created.id } });
+      expect(found?.profile).toEqual({ likes: ["tea"], age: 7 } as unknown as string);
+      expect(found?.score).toBe(41.5 as unknown as string);
+      // The base client is not encrypting: it sees what is stored.
+      const base = await db.prisma.user.findUnique({ where: { id: created.id } });
+      expect(base?.name?.startsWith(PREFIX)).toBe(true);
+    });
+
+    test("deterministic fields support equality, in, notIn, not and unique constraints", async () => {
+      await prisma.user.create({ data: alice });
+      await prisma.user.create({ data: { tenantId: "t1", email: "bob@example.com" } });
+      await prisma.user.create({
+        data: { tenantId: "t2", email: "alice@example.com", name: "Other Alice" },
+      });
+      const byUnique = await prisma.user.findUnique({
+        where: { tenantId_email: { tenantId: "t1", email: "alice@example.com" } },
+      });
+      expect(byUnique?.name).toBe("Alice Liddell");
+      const t2 = await prisma.user.findFirst({
+        where: { tenantId: "t2", email: { equals: "alice@example.com" } },
+      });
+      expect(t2?.name).toBe("Other Alice");
+      const inList = await prisma.user.findMany({
+        where: { tenantId: "t1", email: { in: ["bob@example.com", "nobody@example.com"] } },
+      });
+      expect(inList.map((u) => u.email)).toEqual(["bob@example.com"]);
+      const notIn = await prisma.user.findMany({
+        where: { tenantId: "t1", email: { notIn: ["bob@example.com"] } },
+      });
+      expect(notIn.map((u) => u.email)).toEqual(["alice@example.com"]);
+      const not = await prisma.user.count({
+        where: { tenantId: "t1", email: { not: "alice@example.com" } },
+      });
+      expect(not).toBe(1);
+      await expect(
+        prisma.user.create({ data: { tenantId: "t1", email: "bob@example.com" } }),
+      ).rejects.toThrow(/Unique constraint/i);
+    });
+
+    test("blind-indexed fields are found by normalized equality", async () => {
+      const created = await prisma.user.create({ data: alice });
+      const found = await prisma.user.findMany({
+        where: { tenantId: "t1", phone: "  +1 555 0100 " },
+      });
+      expect(found.map((u) => u.id)).toEqual([created.id]);
+      expect(
+        await prisma.user.count({ where: { tenantId: "t1", phone: { in: ["x", "+1 555 0100"] } } }),
+      ).toBe(1);
+      expect(await prisma.user.count({ where: { tenantId: "t2", phone: "+1 555 0100" } })).toBe(0);
+      await expect(
+        prisma.user.create({ data: { tenantId: "t1", email: "m@x", phoneIndex: "forged" } }),
+      ).rejects.toBeInstanceOf(ValidationError);
+    });
+
+    test("filters that cannot run on ciphertext are errors, not wrong results", async () => {
+      await expect(
+        prisma.user.findMany({ where: { tenantId: "t1", email: { contains: "alice" } } }),
+      ).rejects.toThrow(/"contains" filter cannot run on ciphertext/);
+      await expect(
+        prisma.user.findMany({ where: { tenantId: "t1", name: "Alice" } }),
+      ).rejects.toThrow(/randomized/);
+      await expect(prisma.user.findMany({ where: { email: "alice@example.com" } })).rejects.toThrow(
+        /tenantId/,
+      );
+      await expect(prisma.user.findMany({ orderBy: { name: "asc" } })).rejects.toThrow(/ordering/);
+      await expect(
+        prisma.user.findMany({ where: { tenantId: "t1", phoneIndex: "x" } }),
+      ).rejects.toThrow(/blind index/);
+      expect(await prisma.user.count({ where: { name: null } })).toBe(0);
+    });
+
+    test("a ciphertext copied to another row, tenant or column does not decrypt", async () => {
+      const a = await prisma.user.create({ data: alice });
+      const b = await prisma.user.create({
+        data: { tenantId: "t2", email: "b@example.com", name: "Bob" },
+      });
+      const c = await prisma.user.create({
+        data: { tenantId: "t1", email: "c@example.com", name: "Carol" },
+      });
+      const stolen = (await db.raw("User", a.id)).name;
+      await db.rawSet("User", b.id, "name", stolen);
+      await expect(prisma.user.findUnique({ where: { id: b.id } })).rejects.toBeInstanceOf(
+        InvalidCiphertextError,
+      );
+      await db.rawSet("User", c.id, "phone", stolen);
+      await expect(prisma.user.findUnique({ where: { id: c.id } })).rejects.toBeInstanceOf(
+        InvalidCiphertextError,
+      );
+      // Same tenant, same column, other row: bound to tenant, model and field — by design it
+      // reads (row identity is not part of the binding; see README caveats).
+      expect((await prisma.user.findUnique({ where: { id: a.id } }))?.name).toBe("Alice Liddell");
+    });
+
+    test("plaintext in an encrypted column is an error unless legacy reads are enabled", async () => {
+      const a = await prisma.user.create({ data: { tenantId: "t1", email: "a@example.com" } });
+      await db.rawSet("User", a.id, "name", "legacy plain name");
+      await expect(prisma.user.findUnique({ where: { id: a.id } })).rejects.toBeInstanceOf(
+        InvalidCiphertextError,
+      );
+      const legacy = extend({ legacyPlaintext: true });
+      expect((await legacy.user.findUnique({ where: { id: a.id } }))?.name).toBe(
+        "legacy plain name",
+      );
+    });
+
+    test("refuses to encrypt a value that is already ciphertext", async () => {
+      const a = await prisma.user.create({ data: alice });
+      const stored = (await db.raw("User", a.id)).name as string;
+      await expect(
+        prisma.user.update({ where: { id: a.id }, data: { name: stored } }),
+      ).rejects.toThrow(/already holds ciphertext/);
+    });
+
+    test("bulk writes, updates, upserts and deletes", async () => {
+      await prisma.user.createMany({
+        data: [
+          { tenantId: "t1", email: "u1@x", name: "U1" },
+          { tenantId: "t1", email: "u2@x", name: "U2" },
+        ],
+      });
+      const returned = await prisma.user.createManyAndReturn({
+        data: [{ tenantId: "t2", email: "u3@x", name: "U3" }],
+      });
+      expect(returned[0]?.name).toBe("U3");
+      const u1 = await prisma.user.findFirstOrThrow({ where: { tenantId: "t1", email: "u1@x" } });
+      const updated = await prisma.user.update({
+        where: { id: u1.id },
+        data: { name: { set: "U1b" } },
+      });
+      expect(updated.name).toBe("U1b");
+      expect(
+        await prisma.user.updateMany({ where: { tenantId: "t1" }, data: { phone: "000" } }),
+      ).toEqual({ count: 2 });
+      expect((await prisma.user.findMany({ where: { tenantId: "t1", phone: "000" } })).length).toBe(
+        2,
+      );
+      await expect(prisma.user.updateMany({ data: { phone: "1" } })).rejects.toThrow(/tenantId/);
+      const up1 = await prisma.user.upsert({
+        where: { tenantId_email: { tenantId: "t1", email: "u9@x" } },
+        create: { tenantId: "t1", email: "u9@x", name: "new" },
+        update: { name: "updated" },
+      });
+      expect(up1.name).toBe("new");
+      const up2 = await prisma.user.upsert({
+        where: { tenantId_email: { tenantId: "t1", email: "u9@x" } },
+        create: { tenantId: "t1", email: "u9@x", name: "new" },
+        update: { name: "updated" },
+      });
+      expect([up2.id, up2.name]).toEqual([up1.id, "updated"]);
+      expect(String((await db.raw("User", up2.id)).name).startsWith(PREFIX)).toBe(true);
+      const deleted = await prisma.user.delete({ where: { id: up2.id } });
+      expect(deleted.name).toBe("updated");
+      expect(await prisma.user.deleteMany({ where: { tenantId: "t1", email: "u2@x" } })).toEqual({
+        count: 1,
+      });
+      await expect(prisma.user.findUniqueOrThrow({ where: { id: up2.id } })).rejects.toThrow();
+      await expect(
+        prisma.user.update({ where: { id: u1.id }, data: { tenantId: "t9" } }),
+      ).rejects.toThrow(/orphan/);
+    });
+
+    test("nested writes are encrypted and included relations are decrypted", async () => {
+      const user = await prisma.user.create({
+        data: {
+          ...alice,
+          posts: {
+            create: [
+              {
+                tenantId: "t1",
+                title: "one",
+                body: "first secret body",
+                publishedAt: new Date("2026-01-02") as unknown as string,
+              },
+              { tenantId: "t1", title: "two", body: "second secret body" },
+            ],
+          },
+        },
+        include: { posts: true },
+      });
+      expect(user.posts.map((p) => p.body)).toEqual(["first secret body", "second secret body"]);
+      expect(user.posts[0]?.publishedAt).toEqual(new Date("2026-01-02"));
+      for (const p of user.posts) {
+        const raw = await db.raw("Post", p.id);
+        expect(String(raw.body).startsWith(PREFIX)).toBe(true);
+        expect(String(raw.body)).not.toContain("secret");
+      }
+      await prisma.user.update({
+        where: { id: user.id },
+        data: {
+          posts: {
+            update: { where: { id: user.posts[1]?.id as number }, data: { body: "edited body" } },
+            create: { tenantId: "t1", title: "three", body: "third body" },
+          },
+        },
+      });
+      const selected = await prisma.user.findUnique({
+        where: { id: user.id },
+        select: { email: true, posts: { select: { body: true }, orderBy: { id: "asc" } } },
+      });
+      expect(selected).toEqual({
+        email: "alice@example.com",
+        posts: [{ body: "first secret body" }, { body: "edited body" }, { body: "third body" }],
+      });
+      const fluent = await prisma.user.findUnique({ where: { id: user.id } }).posts();
+      expect(fluent?.map((p) => p.body)).toEqual([
+        "first secret body",
+        "edited body",
+        "third body",
+      ]);
+      const post = await prisma.post.findFirst({
+        where: { title: "two" },
+        include: { author: true },
+      });
+      expect(post?.author.name).toBe("Alice Liddell");
+      const filtered = await prisma.post.findMany({
+        where: { tenantId: "t1", author: { is: { email: "alice@example.com" } } },
+      });
+      expect(filtered).toHaveLength(3);
+    });
+
+    test("models bound to the ambient context need it and are bound to it", async () => {
+      const user = await prisma.user.create({ data: { tenantId: "t1", email: "a@x" } });
+      const post = await prisma.post.create({
+        data: { tenantId: "t1", title: "t", body: "b", authorId: user.id },
+      });
+      await expect(
+        prisma.comment.create({ data: { text: "hello", postId: post.id } }),
+      ).rejects.toThrow(/runWithEncryptionContext/);
+      // Await inside the scope: Prisma queries are lazy and run when awaited.
+      const comment = await runWithEncryptionContext({ tenantId: "t1" }, async () =>
+        prisma.comment.create({ data: { text: "hello", postId: post.id } }),
+      );
+      expect(comment.text).toBe("hello");
+      expect(String((await db.raw("Comment", comment.id)).text).startsWith(PREFIX)).toBe(true);
+      const read = await runWithEncryptionContext({ tenantId: "t1" }, async () =>
+        prisma.comment.findUnique({ where: { id: comment.id } }),
+      );
+      expect(read?.text).toBe("hello");
+      await expect(
+        runWithEncryptionContext({ tenantId: "t2" }, async () =>
+          prisma.comment.findUnique({ where: { id: comment.id } }),
+        ),
+      ).rejects.toBeInstanceOf(InvalidCiphertextError);
+    });
+
+    test("batch and interactive transactions", async () => {
+      const [a, b] = await prisma.$transaction([
+        prisma.user.create({ data: { tenantId: "t1", email: "a@x", name: "A" } }),
+        prisma.user.create({ data: { tenantId: "t1", email: "b@x", name: "B" } }),
+      ]);
+      expect([a.name, b.name]).toEqual(["A", "B"]);
+      const c = await prisma.$transaction(async (tx) => {
+        const found = await tx.user.findFirstOrThrow({ where: { tenantId: "t1", email: "a@x" } });
+        return tx.user.create({ data: { tenantId: "t1", email: "c@x", name: `${found.name}+C` } });
+      });
+      expect(c.name).toBe("A+C");
+      expect(String((await db.raw("User", c.id)).name).startsWith(PREFIX)).toBe(true);
+      await expect(
+        prisma.$transaction(async (tx) => {
+          await tx.user.create({ data: { tenantId: "t1", email: "d@x", name: "D" } });
+          throw new Error("rollback");
+        }),
+      ).rejects.toThrow("rollback");
+      expect(await prisma.user.count({ where: { tenantId: "t1", email: "d@x" } })).toBe(0);
+    });
+
+    test("a data key first used inside a rolled-back transaction still reads after a restart", async () => {
+      await expect(
+        prisma.$transaction(async (tx) => {
+          await tx.user.create({ data: { tenantId: "t1", email: "first@x", name: "first" } });
+          throw new Error("rollback");
+        }),
+      ).rejects.toThrow("rollback");
+      const later = await prisma.user.create({
+        data: { tenantId: "t1", email: "later@x", name: "later" },
+      });
+      const fresh = extend();
+      expect((await fresh.user.findUnique({ where: { id: later.id } }))?.name).toBe("later");
+    });
+
+    test("a fresh client reads everything back from the database and the KMS alone", async () => {
+      const created = await prisma.user.create({ data: alice });
+      const fresh = extend();
+      const read = await fresh.user.findFirst({ where: { tenantId: "t1", email: alice.email } });
+      expect(read?.name).toBe(alice.name);
+      expect(read?.id).toBe(created.id);
+    });
+
+    test("rotation job: legacy plaintext and an old KMS key are re-encrypted, resumably", async () => {
+      const descriptor = parseSchema(schemaText);
+      const legacyEngine = new FieldEncryptionEngine({
+        kms,
+        keyId,
+        dataKeyStore: new PrismaDataKeyStore(db.prisma.kmsDataKey),
+        legacyPlaintext: true,
+      });
+      // Two rows written in clear before encryption was adopted, one already encrypted.
+      await db.prisma.user.createMany({
+        data: [
+          { tenantId: "t1", email: "old1@x", name: "Old One", phone: "111" },
+          { tenantId: "t2", email: "old2@x", name: "Old Two" },
+        ],
+      });
+      const encrypted = await prisma.user.create({
+        data: { tenantId: "t1", email: "new@x", name: "New" },
+      });
+      const fields = descriptor.User?.encrypted ?? {};
+      const source = prismaReencryptSource({
+        delegate: db.prisma.user as never,
+        model: descriptor.User as ModelDescriptor,
+        engine: legacyEngine,
+      });
+      const checkpoints: ReencryptCheckpoint[] = [];
+      const done = await reencryptFields({
+        engine: legacyEngine,
+        source,
+        model: "User",
+        fields,
+        batchSize: 2,
+        onProgress: (c) => {
+          checkpoints.push(c);
+        },
+      });
+      expect(done).toMatchObject({ scanned: 3, reencrypted: 2, conflicts: 0 });
+      expect(checkpoints).toHaveLength(2);
+      const rows = await prisma.user.findMany({ orderBy: { id: "asc" } });
+      expect(rows.map((r) => r.name)).toEqual(["Old One", "Old Two", "New"]);
+      expect(String((await db.raw("User", 1)).name).startsWith(PREFIX)).toBe(true);
+      expect(await prisma.user.count({ where: { tenantId: "t1", email: "old1@x" } })).toBe(1);
+      expect(await prisma.user.count({ where: { tenantId: "t1", phone: "111" } })).toBe(1);
+
+      // Rotate to a new KMS key: every row moves, and reads keep working throughout.
+      const newKey = (await kms.createKey()).keyMetadata.keyId;
+      const rotating = new FieldEncryptionEngine({
+        kms,
+        keyId: newKey,
+        dataKeyStore: new PrismaDataKeyStore(db.prisma.kmsDataKey),
+      });
+      const rotated = await reencryptFields({
+        engine: rotating,
+        source: prismaReencryptSource({
+          delegate: db.prisma.user as never,
+          model: descriptor.User as ModelDescriptor,
+          engine: rotating,
+        }),
+        model: "User",
+        fields,
+      });
+      expect(rotated.reencrypted).toBe(3);
+      for (const id of [1, 2, encrypted.id]) {
+        const info = await rotating.inspect((await db.raw("User", id)).name as string);
+        expect(info).toMatchObject({ legacy: false, kmsKeyId: expect.stringContaining(newKey) });
+      }
+      const after = db.prisma.$extends(fieldEncryption({ kms, keyId: newKey, schema: schemaText }));
+      expect(await after.user.count({ where: { tenantId: "t1", email: "old1@x" } })).toBe(1);
+      expect(await after.user.count({ where: { tenantId: "t1", phone: "111" } })).toBe(1);
+    });
+
+    test("deleting the KMS key crypto-shreds the rows", async () => {
+      const created = await prisma.user.create({ data: alice });
+      await kms.scheduleKeyDeletion({ keyId, pendingWindowInDays: 7 });
+      await expect(extend().user.findUnique({ where: { id: created.id } })).rejects.toThrow(
+        /pending deletion|PendingDeletion|state/i,
+      );
+      expect(
+        (await extend().audit.create({ data: { message: "unencrypted still works" } })).message,
+      ).toBe("unencrypted still works");
+    });
+  });
+}

@@ -1,0 +1,38 @@
+CREATE TABLE "User" (
+  "id" SERIAL PRIMARY KEY,
+  "tenantId" TEXT NOT NULL,
+  "email" TEXT NOT NULL,
+  "name" TEXT,
+  "phone" TEXT,
+  "phoneIndex" TEXT,
+  "profile" TEXT,
+  "score" TEXT,
+  "avatar" BYTEA,
+  "plain" TEXT
+);
+CREATE UNIQUE INDEX "User_tenantId_email_key" ON "User"("tenantId", "email");
+CREATE TABLE "Post" (
+  "id" SERIAL PRIMARY KEY,
+  "tenantId" TEXT NOT NULL,
+  "title" TEXT NOT NULL,
+  "body" TEXT NOT NULL,
+  "publishedAt" TEXT,
+  "authorId" INTEGER NOT NULL REFERENCES "User" ("id") ON DELETE RESTRICT ON UPDATE CASCADE
+);
+CREATE TABLE "Comment" (
+  "id" SERIAL PRIMARY KEY,
+  "text" TEXT NOT NULL,
+  "postId" INTEGER NOT NULL REFERENCES "Post" ("id") ON DELETE RESTRICT ON UPDATE CASCADE
+);
+CREATE TABLE "Audit" (
+  "id" SERIAL PRIMARY KEY,
+  "message" TEXT NOT NULL
+);
+CREATE TABLE "KmsDataKey" (
+  "id" TEXT PRIMARY KEY,
+  "kmsKeyId" TEXT NOT NULL,
+  "wrappedKey" BYTEA NOT NULL,
+  "encryptionContext" TEXT NOT NULL,
+  "purpose" TEXT NOT NULL,
+  "createdAt" BIGINT NOT NULL
+);

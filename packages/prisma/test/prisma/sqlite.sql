@@ -1,0 +1,40 @@
+CREATE TABLE "User" (
+  "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+  "tenantId" TEXT NOT NULL,
+  "email" TEXT NOT NULL,
+  "name" TEXT,
+  "phone" TEXT,
+  "phoneIndex" TEXT,
+  "profile" TEXT,
+  "score" TEXT,
+  "avatar" BLOB,
+  "plain" TEXT
+);
+CREATE UNIQUE INDEX "User_tenantId_email_key" ON "User"("tenantId", "email");
+CREATE TABLE "Post" (
+  "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+  "tenantId" TEXT NOT NULL,
+  "title" TEXT NOT NULL,
+  "body" TEXT NOT NULL,
+  "publishedAt" TEXT,
+  "authorId" INTEGER NOT NULL,
+  CONSTRAINT "Post_authorId_fkey" FOREIGN KEY ("authorId") REFERENCES "User" ("id") ON DELETE RESTRICT ON UPDATE CASCADE
+);
+CREATE TABLE "Comment" (
+  "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+  "text" TEXT NOT NULL,
+  "postId" INTEGER NOT NULL,
+  CONSTRAINT "Comment_postId_fkey" FOREIGN KEY ("postId") REFERENCES "Post" ("id") ON DELETE RESTRICT ON UPDATE CASCADE
+);
+CREATE TABLE "Audit" (
+  "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+  "message" TEXT NOT NULL
+);
+CREATE TABLE "KmsDataKey" (
+  "id" TEXT NOT NULL PRIMARY KEY,
+  "kmsKeyId" TEXT NOT NULL,
+  "wrappedKey" BLOB NOT NULL,
+  "encryptionContext" TEXT NOT NULL,
+  "purpose" TEXT NOT NULL,
+  "createdAt" BIGINT NOT NULL
+);
