@@ -1,8 +1,13 @@
 import {
   type AuditEvent,
+  type AuditHead,
   type AuditReadOptions,
   type AuditSink,
+  assertExtendsAuditHead,
+  chainAuditEvents,
+  GENESIS_HASH,
   KmsInternalError,
+  type UnchainedAuditEvent,
   ValidationError,
 } from "@kms/core";
 import Database from "better-sqlite3";
@@ -21,11 +26,23 @@ export type SqliteAuditSinkOptions =
       readonly path?: never;
     };
 
+interface HeadRow {
+  sequence: number;
+  hash: string;
+}
+
 /**
  * Audit events in a SQLite table (`kms_audit_events`), one row per event keyed by its chain
- * sequence. The primary key makes a second writer that forked the chain fail instead of
- * interleaving. Each batch is one transaction: either every event of it is stored or none.
- * @throws KMSInternalException when SQLite fails (cause attached).
+ * sequence, and the chain head in a one-row table (`kms_audit_head`).
+ *
+ * A shared-chain sink: every append is one `BEGIN IMMEDIATE` transaction (SQLite's write lock,
+ * held across processes) that reads the head, chains the batch onto it with core's
+ * `chainAuditEvents`, inserts the events and moves the head. Any number of Kms instances and
+ * processes on the same file therefore write one contiguous chain; either every event of a
+ * batch is stored or none. `write` (pre-chained events) refuses events that do not extend the
+ * head, so no writer can fork the chain.
+ * @throws KMSInternalException when SQLite fails (cause attached), when written events do not
+ * extend the head, or when the sink is closed.
  */
 export class SqliteAuditSink implements AuditSink {
   readonly description: string;
@@ -34,6 +51,11 @@ export class SqliteAuditSink implements AuditSink {
   readonly #insert: Database.Statement<[number, string]>;
   readonly #readAfter: Database.Statement<[number, number], string>;
   readonly #last: Database.Statement<[], string>;
+  readonly #head: Database.Statement<[], HeadRow>;
+  readonly #moveHead: Database.Statement<[number, string]>;
+  readonly #append: (
+    chain: (head: AuditHead | undefined) => readonly AuditEvent[],
+  ) => readonly AuditEvent[];
   #closed = false;
 
   constructor(options: SqliteAuditSinkOptions) {
@@ -61,6 +83,11 @@ export class SqliteAuditSink implements AuditSink {
       CREATE TABLE IF NOT EXISTS kms_audit_events (
         sequence INTEGER NOT NULL PRIMARY KEY,
         event    TEXT    NOT NULL
+      ) STRICT;
+      CREATE TABLE IF NOT EXISTS kms_audit_head (
+        singleton INTEGER NOT NULL PRIMARY KEY CHECK (singleton = 1),
+        sequence  INTEGER NOT NULL,
+        hash      TEXT    NOT NULL
       ) STRICT`);
     this.#insert = prepare(
       this.#db,
@@ -74,22 +101,77 @@ export class SqliteAuditSink implements AuditSink {
       this.#db,
       "SELECT event FROM kms_audit_events ORDER BY sequence DESC LIMIT 1",
     ).pluck();
+    this.#head = prepare<[], HeadRow>(
+      this.#db,
+      "SELECT sequence, hash FROM kms_audit_head WHERE singleton = 1",
+    );
+    this.#moveHead = prepare(
+      this.#db,
+      "INSERT INTO kms_audit_head (singleton, sequence, hash) VALUES (1, ?, ?) ON CONFLICT (singleton) DO UPDATE SET sequence = excluded.sequence, hash = excluded.hash",
+    );
+    // Files written before the head table existed: the head starts at their last event.
+    this.#db
+      .transaction(() => {
+        if (this.#head.get() !== undefined) return;
+        const text = this.#last.get();
+        const last = text === undefined ? undefined : (JSON.parse(text) as AuditEvent);
+        this.#moveHead.run(last?.sequence ?? -1, last?.hash ?? GENESIS_HASH);
+      })
+      .immediate();
+    const append = this.#db.transaction(
+      (chain: (head: AuditHead | undefined) => readonly AuditEvent[]) => {
+        const row = this.#head.get();
+        if (row === undefined) {
+          throw new KmsInternalError(`${this.description}: the kms_audit_head row is missing`);
+        }
+        const chained = chain(row.sequence < 0 ? undefined : row);
+        for (const e of chained) this.#insert.run(e.sequence, JSON.stringify(e));
+        const last = chained[chained.length - 1];
+        if (last !== undefined) this.#moveHead.run(last.sequence, last.hash);
+        return chained;
+      },
+    );
+    this.#append = (chain) => append.immediate(chain);
   }
 
   #check(): void {
     if (this.#closed) throw new KmsInternalError(`audit sink ${this.description} is closed`);
   }
 
+  /** Appends events chained elsewhere; they must extend the stored head. */
   async write(events: readonly AuditEvent[]): Promise<void> {
     this.#check();
+    if (events.length === 0) return;
+    this.#run("write", (head) => {
+      assertExtendsAuditHead(head, events, this.description);
+      return events;
+    });
+  }
+
+  /** Chains `events` onto the stored head and appends them in one IMMEDIATE transaction. */
+  async appendAndChain(events: readonly UnchainedAuditEvent[]): Promise<readonly AuditEvent[]> {
+    this.#check();
+    if (events.length === 0) return [];
+    return this.#run("append", (head) => chainAuditEvents(head, events));
+  }
+
+  /** The head recorded in `kms_audit_head`; undefined while the trail is empty. */
+  async chainHead(): Promise<AuditHead | undefined> {
+    this.#check();
+    const row = this.#head.get();
+    return row === undefined || row.sequence < 0
+      ? undefined
+      : { sequence: row.sequence, hash: row.hash };
+  }
+
+  #run(
+    operation: string,
+    chain: (head: AuditHead | undefined) => readonly AuditEvent[],
+  ): readonly AuditEvent[] {
     try {
-      this.#db
-        .transaction(() => {
-          for (const e of events) this.#insert.run(e.sequence, JSON.stringify(e));
-        })
-        .immediate();
+      return this.#append(chain);
     } catch (error) {
-      throw new KmsInternalError(`audit sink ${this.description} could not write`, {
+      throw new KmsInternalError(`audit sink ${this.description} could not ${operation}`, {
         cause: error,
       });
     }

@@ -1,10 +1,54 @@
+import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { AccessDeniedError, createKms, KmsInternalError, verifyAuditLog } from "@kms/core";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import {
+  AccessDeniedError,
+  type AuditEvent,
+  chainAuditEvents,
+  createKms,
+  KmsInternalError,
+  type UnchainedAuditEvent,
+  verifyAuditLog,
+} from "@kms/core";
+import { describeAuditSinkConformance } from "@kms/core/testing";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { SqliteAuditSink, SqliteKeyStore } from "../src/index.ts";
+
+const WORKER = fileURLToPath(new URL("./fixtures/audit-worker.ts", import.meta.url));
+
+describeAuditSinkConformance("SqliteAuditSink (own file)", async () => {
+  const folder = await mkdtemp(join(tmpdir(), "kms-sqlite-audit-conf-"));
+  const path = join(folder, "audit.db");
+  return {
+    sink: new SqliteAuditSink({ path }),
+    openAnother: async () => new SqliteAuditSink({ path }),
+    cleanup: () => rm(folder, { recursive: true, force: true }),
+  };
+});
+
+describeAuditSinkConformance("SqliteAuditSink (caller's database)", async () => {
+  const folder = await mkdtemp(join(tmpdir(), "kms-sqlite-audit-conf-"));
+  const path = join(folder, "audit.db");
+  const databases: Database.Database[] = [];
+  const open = () => {
+    const database = new Database(path);
+    database.exec("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000");
+    databases.push(database);
+    return new SqliteAuditSink({ database });
+  };
+  return {
+    sink: open(),
+    openAnother: async () => open(),
+    cleanup: async () => {
+      for (const database of databases) database.close();
+      await rm(folder, { recursive: true, force: true });
+    },
+  };
+});
 
 let dir: string;
 beforeEach(async () => {
@@ -81,5 +125,179 @@ describe("SqliteAuditSink", () => {
     expect((await sink.last())?.sequence).toBe(4);
     await kms.close();
     await expect(sink.read()).rejects.toBeInstanceOf(KmsInternalError);
+  });
+});
+
+function startWorker(args: string[]): {
+  ready: Promise<void>;
+  go(): void;
+  result: Promise<{ done: number }>;
+} {
+  const child = spawn(process.execPath, ["--no-warnings", WORKER, ...args], {
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  let stderr = "";
+  child.stderr.on("data", (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const lines = createInterface({ input: child.stdout });
+  let onReady: () => void = () => {};
+  const ready = new Promise<void>((resolve) => {
+    onReady = resolve;
+  });
+  let last = "";
+  lines.on("line", (line) => {
+    if (line === "ready") onReady();
+    else last = line;
+  });
+  const result = new Promise<{ done: number }>((resolve, reject) => {
+    child.on("error", reject);
+    child.on("close", (code, signal) => {
+      if (code === 0) resolve(JSON.parse(last) as { done: number });
+      else reject(new Error(`worker exited with ${code ?? signal}: ${stderr}`));
+    });
+  });
+  return {
+    ready: Promise.race([ready, result.then(() => {})]),
+    go: () => child.stdin.write("go\n"),
+    result,
+  };
+}
+
+describe("SqliteAuditSink shared chain", () => {
+  test("four processes, each with its own Kms on one file, write one intact chain", async () => {
+    const path = join(dir, "kms.db");
+    const kms = await createKms({
+      store: SqliteKeyStore.open({ path }),
+      audit: new SqliteAuditSink({ path }),
+      rootKey,
+    });
+    const keyId = (await kms.createKey()).keyMetadata.keyId;
+    const processes = 4;
+    const opsEach = 100;
+    const workers = Array.from({ length: processes }, (_, w) =>
+      startWorker([path, String(w), String(opsEach), keyId]),
+    );
+    await Promise.all(workers.map((w) => w.ready));
+    for (const w of workers) w.go();
+    const results = await Promise.all(workers.map((w) => w.result));
+    expect(results.map((r) => r.done)).toEqual(Array(processes).fill(opsEach));
+
+    const events = await kms.audit.events();
+    const total = 1 + processes * opsEach;
+    expect(events).toHaveLength(total);
+    expect(verifyAuditLog(events)).toMatchObject({ ok: true, count: total });
+    expect(await kms.audit.verify()).toMatchObject({ ok: true, count: total });
+    expect(events.map((e) => e.sequence)).toEqual(Array.from({ length: total }, (_, i) => i));
+    const requestIds = new Set(events.slice(1).map((e) => e.requestID));
+    expect(requestIds.size).toBe(processes * opsEach);
+    for (let w = 0; w < processes; w++) {
+      for (let i = 0; i < opsEach; i++) expect(requestIds.has(`w${w}-${i}`)).toBe(true);
+    }
+    // The processes really interleaved: otherwise the chain would prove nothing about locking.
+    const writerOf = (e: AuditEvent) => e.requestID.split("-")[0];
+    const switches = events.slice(2).filter((e, i) => writerOf(e) !== writerOf(events[i + 1]!));
+    expect(switches.length).toBeGreaterThan(processes);
+    await kms.close();
+  }, 120_000);
+
+  test("a file written before the head table existed continues its chain", async () => {
+    const path = join(dir, "old.db");
+    const db = new Database(path);
+    db.exec(
+      "CREATE TABLE kms_audit_events (sequence INTEGER NOT NULL PRIMARY KEY, event TEXT NOT NULL) STRICT",
+    );
+    const old = chainAuditEvents(undefined, [
+      { eventID: "a", eventName: "CreateKey" },
+      { eventID: "b", eventName: "Encrypt" },
+    ] as unknown as UnchainedAuditEvent[]);
+    const insert = db.prepare("INSERT INTO kms_audit_events VALUES (?, ?)");
+    for (const e of old) insert.run(e.sequence, JSON.stringify(e));
+    db.close();
+    const sink = new SqliteAuditSink({ path });
+    expect(await sink.chainHead()).toEqual({ sequence: 1, hash: old[1]!.hash });
+    const kms = await createKms({ audit: sink });
+    await kms.generateRandom({ numberOfBytes: 4 });
+    expect(await kms.audit.verify()).toMatchObject({ ok: true, count: 3 });
+    await kms.close();
+  });
+
+  describe("tampering with the rows is detected at the right index", () => {
+    async function trail(): Promise<{ path: string; kms: Awaited<ReturnType<typeof createKms>> }> {
+      const path = join(dir, "tamper.db");
+      const kms = await createKms({ audit: new SqliteAuditSink({ path }) });
+      const keyId = (await kms.createKey()).keyMetadata.keyId;
+      for (let i = 0; i < 5; i++) {
+        await kms.encrypt({ keyId, plaintext }, { requestId: `r${i}` });
+      }
+      expect(await kms.audit.verify()).toMatchObject({ ok: true, count: 6 });
+      return { path, kms };
+    }
+
+    function tamper(path: string, sql: string): AuditEvent[] {
+      const db = new Database(path);
+      db.exec(sql);
+      const rows = db
+        .prepare("SELECT event FROM kms_audit_events ORDER BY sequence")
+        .pluck()
+        .all() as string[];
+      db.close();
+      return rows.map((r) => JSON.parse(r) as AuditEvent);
+    }
+
+    test("an edited row", async () => {
+      const { path, kms } = await trail();
+      const rows = tamper(
+        path,
+        "UPDATE kms_audit_events SET event = replace(event, '\"r2\"', '\"r9\"') WHERE sequence = 3",
+      );
+      expect(verifyAuditLog(rows)).toMatchObject({ ok: false, index: 3, problem: "edited" });
+      expect(await kms.audit.verify()).toMatchObject({ ok: false, index: 3, problem: "edited" });
+      await kms.close();
+    });
+
+    test("a deleted row", async () => {
+      const { path, kms } = await trail();
+      const rows = tamper(path, "DELETE FROM kms_audit_events WHERE sequence = 2");
+      expect(verifyAuditLog(rows)).toMatchObject({
+        ok: false,
+        index: 2,
+        problem: "deleted-or-reordered",
+      });
+      expect(await kms.audit.verify()).toMatchObject({ ok: false, index: 2 });
+      await kms.close();
+    });
+
+    test("reordered rows (sequence numbers swapped)", async () => {
+      const { path, kms } = await trail();
+      const rows = tamper(
+        path,
+        `UPDATE kms_audit_events SET sequence = -1 WHERE sequence = 1;
+         UPDATE kms_audit_events SET sequence = 1 WHERE sequence = 4;
+         UPDATE kms_audit_events SET sequence = 4 WHERE sequence = -1;`,
+      );
+      expect(verifyAuditLog(rows)).toMatchObject({
+        ok: false,
+        index: 1,
+        problem: "deleted-or-reordered",
+      });
+      expect(await kms.audit.verify()).toMatchObject({ ok: false, index: 1 });
+      await kms.close();
+    });
+
+    test("removed trailing rows, against the head row", async () => {
+      const { path, kms } = await trail();
+      await kms.close();
+      const rows = tamper(path, "DELETE FROM kms_audit_events WHERE sequence >= 4");
+      // The rows left are a valid chain on their own; only the recorded head exposes the cut.
+      expect(verifyAuditLog(rows)).toMatchObject({ ok: true, count: 4 });
+      const fresh = await createKms({ audit: new SqliteAuditSink({ path }) });
+      expect(await fresh.audit.verify()).toMatchObject({
+        ok: false,
+        index: 4,
+        problem: "truncated",
+      });
+      await fresh.close();
+    });
   });
 });

@@ -5,7 +5,8 @@
  * position `verifyAuditLog` reports.
  */
 import { hash } from "node:crypto";
-import { type AuditEvent, GENESIS_HASH } from "./audit-sink.ts";
+import { KmsInternalError } from "../errors.ts";
+import { type AuditEvent, GENESIS_HASH, type UnchainedAuditEvent } from "./audit-sink.ts";
 
 const quotedKeys = new Map<string, string>();
 
@@ -50,6 +51,54 @@ export function canonicalize(value: unknown, top = true): string {
 
 export function hashEvent(event: Omit<AuditEvent, "hash"> | AuditEvent): string {
   return hash("sha256", canonicalize(event), "hex");
+}
+
+/**
+ * Gives events their place in the chain after `head` (undefined: the trail is empty): sequence
+ * numbers from `head.sequence + 1`, each event's prevHash the previous hash, and its hash from
+ * {@link hashEvent}. The Auditor and every sink that chains for itself (`appendAndChain`) use
+ * this one function, so a shared chain verifies exactly like a single-writer one.
+ */
+export function chainAuditEvents(
+  head: AuditHead | undefined,
+  events: readonly UnchainedAuditEvent[],
+): AuditEvent[] {
+  let sequence = head?.sequence ?? -1;
+  let prevHash = head?.hash ?? GENESIS_HASH;
+  const chained: AuditEvent[] = [];
+  for (const event of events) {
+    sequence++;
+    const unhashed = { ...event, sequence, prevHash };
+    prevHash = hashEvent(unhashed);
+    chained.push({ ...unhashed, hash: prevHash });
+  }
+  return chained;
+}
+
+/**
+ * Checks that already-chained events continue the chain at `head` (undefined: empty trail):
+ * contiguous sequence numbers and each prevHash the hash before it. Shared-chain sinks call it
+ * in `write`, under their head lock, so a writer holding a stale head cannot fork the chain.
+ * Hashes are not recomputed here: that is verifyAuditLog's job.
+ * @throws KMSInternalException naming the first event that does not follow.
+ */
+export function assertExtendsAuditHead(
+  head: AuditHead | undefined,
+  events: readonly AuditEvent[],
+  description: string,
+): void {
+  let sequence = head?.sequence ?? -1;
+  let prevHash = head?.hash ?? GENESIS_HASH;
+  for (let i = 0; i < events.length; i++) {
+    const event = events[i]!;
+    if (event.sequence !== sequence + 1 || event.prevHash !== prevHash) {
+      throw new KmsInternalError(
+        `audit sink ${description}: event ${i} of the batch (sequence ${String(event.sequence)}) does not extend the chain head (sequence ${sequence}): another writer moved the head, or the chain was forked`,
+      );
+    }
+    sequence = event.sequence;
+    prevHash = event.hash;
+  }
 }
 
 export type AuditLogProblem = "edited" | "deleted-or-reordered" | "truncated" | "malformed";

@@ -4,8 +4,10 @@
  * returns them in the order they were written.
  *
  * Implementations: MemoryAuditSink and JsonlAuditSink (core), SqliteAuditSink
- * (@kms/keystore-sqlite), and any database-backed sink built on this interface.
+ * (@kms/keystore-sqlite), PostgresAuditSink (@kms/keystore-postgres), and any database-backed
+ * sink built on this interface.
  */
+import type { AuditHead } from "./audit-chain.ts";
 
 /** A JSON value; audit events are plain JSON so that every sink can store them losslessly. */
 export type AuditJsonValue =
@@ -80,6 +82,17 @@ export interface AuditReadOptions {
   readonly limit?: number;
 }
 
+/** An event as the facade builds it, before the chain gives it sequence, prevHash and hash. */
+export type UnchainedAuditEvent = Omit<AuditEvent, "sequence" | "prevHash" | "hash">;
+
+/**
+ * Where audit events are stored.
+ *
+ * A sink either leaves chaining to the Auditor (single writer: the Auditor keeps the chain head
+ * in memory, so only one Kms may write the storage at a time), or offers the shared-chain
+ * capability, `appendAndChain`, with which any number of Kms instances and processes write one
+ * chain: the sink assigns positions and hashes itself, atomically against the head it stores.
+ */
 export interface AuditSink {
   /** Human-readable kind for messages ("memory", "jsonl:/path", "sqlite:/path"). */
   readonly description: string;
@@ -94,6 +107,25 @@ export interface AuditSink {
   /** The last written event, so that a restarted KMS continues the hash chain. */
   last(): Promise<AuditEvent | undefined>;
   close(): Promise<void>;
+  /**
+   * Shared-chain capability (optional): chains `events` onto the head this sink stores and
+   * appends them, atomically with respect to every other writer of the same storage. Inside
+   * one transaction that holds a lock on the head, the sink reads the head, assigns sequence,
+   * prevHash and hash with core's `chainAuditEvents` (never a hashing of its own), inserts the
+   * events, moves the head and commits. Resolves with the chained events in the given order
+   * once they are durable; rejects, having stored none of them, otherwise. When a sink has
+   * it, the Auditor calls it instead of `write`.
+   *
+   * A sink with this capability must also make `write` accept only events that extend its
+   * head (same checks as `assertExtendsAuditHead`), so that no writer can fork the chain.
+   */
+  appendAndChain?(events: readonly UnchainedAuditEvent[]): Promise<readonly AuditEvent[]>;
+  /**
+   * The head this sink recorded apart from the events (shared-chain sinks): the newest
+   * sequence and hash ever appended, undefined for an empty trail. Verification compares the
+   * trail with it, so events removed from the end are reported as truncation.
+   */
+  chainHead?(): Promise<AuditHead | undefined>;
 }
 
 /** prevHash of the first event of a trail. */

@@ -3,12 +3,19 @@
  * together in the next batch (group commit), so concurrent calls share one sink write; a call
  * is acknowledged only once the batch holding its event is written (fail-closed), or at once
  * when the user opted out (fail-open), in which case write failures go to `onError`.
+ *
+ * Two ways to chain a batch:
+ * - single writer (the sink has only `write`): the Auditor keeps the head in memory and chains
+ *   the batch itself. Two Kms instances on one such sink would fork the chain.
+ * - shared chain (the sink has `appendAndChain`): the sink chains the batch against the head it
+ *   stores, under its own lock, so any number of instances and processes share one chain.
  */
 import { KmsInternalError } from "../errors.ts";
-import { hashEvent } from "./audit-chain.ts";
+import { type AuditHead, chainAuditEvents } from "./audit-chain.ts";
+import type { UnchainedAuditEvent } from "./audit-sink.ts";
 import { type AuditEvent, type AuditSink, GENESIS_HASH } from "./audit-sink.ts";
 
-export type UnchainedAuditEvent = Omit<AuditEvent, "sequence" | "prevHash" | "hash">;
+export type { UnchainedAuditEvent } from "./audit-sink.ts";
 
 export interface AuditorOptions {
   /** Default true: an operation fails when its event cannot be written. */
@@ -48,16 +55,22 @@ const USAGE_EVENTS = new Set([
 export class Auditor {
   readonly sink: AuditSink;
   readonly failClosed: boolean;
+  /** True when the sink chains events itself (`appendAndChain`), shared by many writers. */
+  readonly sharedChain: boolean;
   readonly #onError: (error: unknown) => void;
   #queue: Pending[] = [];
   #writing = false;
+  /** Single writer: the chain head. Shared chain: the head after this Auditor's last batch. */
   #head: { sequence: number; hash: string } | undefined;
   #usage: Map<string, KeyLastUsage> | undefined;
+  /** Shared chain: the newest sequence whose usage is in #usage (others write too). */
+  #usageSeen = -1;
 
   constructor(sink: AuditSink, options: AuditorOptions = {}) {
     this.sink = sink;
     this.failClosed = options.failClosed ?? true;
     this.#onError = options.onError ?? (() => {});
+    this.sharedChain = typeof sink.appendAndChain === "function";
   }
 
   /** Resolves once the event is written (fail-closed) or queued (fail-open). */
@@ -71,10 +84,27 @@ export class Auditor {
     return Promise.resolve();
   }
 
-  /** The newest written event's position and hash (for truncation checks). */
-  async head(): Promise<{ sequence: number; hash: string } | undefined> {
+  /**
+   * The newest written event's position and hash (for truncation checks). Shared chain: the
+   * head the sink recorded (other writers move it), or this Auditor's own newer one.
+   */
+  async head(): Promise<AuditHead | undefined> {
+    if (this.sharedChain) {
+      const recorded = await this.#recordedHead();
+      const own = this.#head;
+      if (own !== undefined && (recorded === undefined || own.sequence > recorded.sequence)) {
+        return own;
+      }
+      return recorded;
+    }
     await this.#ensureHead();
     return this.#head?.sequence === -1 ? undefined : this.#head;
+  }
+
+  async #recordedHead(): Promise<AuditHead | undefined> {
+    if (typeof this.sink.chainHead === "function") return this.sink.chainHead();
+    const last = await this.sink.last();
+    return last === undefined ? undefined : { sequence: last.sequence, hash: last.hash };
   }
 
   async #ensureHead(): Promise<void> {
@@ -91,21 +121,15 @@ export class Auditor {
         const batch = this.#queue;
         this.#queue = [];
         try {
-          if (this.#head === undefined) await this.#ensureHead();
-          let { sequence, hash } = this.#head!;
-          const chained: AuditEvent[] = batch.map(({ event }) => {
-            sequence++;
-            const unhashed = { ...event, sequence, prevHash: hash };
-            hash = hashEvent(unhashed);
-            return { ...unhashed, hash };
-          });
-          await this.sink.write(chained);
-          this.#head = { sequence, hash };
-          for (const e of chained) this.#noteUsage(e);
+          const chained = this.sharedChain
+            ? await this.#appendShared(batch)
+            : await this.#writeSingle(batch);
+          const last = chained[chained.length - 1]!;
+          this.#head = { sequence: last.sequence, hash: last.hash };
           for (let i = 0; i < batch.length; i++) batch[i]!.resolve(chained[i]!);
         } catch (error) {
           // Nothing of the batch counts as written; the chain continues from the old head.
-          this.#head = undefined;
+          if (!this.sharedChain) this.#head = undefined;
           const failure = new KmsInternalError(
             `audit sink ${this.sink.description} could not record the call`,
             { cause: error },
@@ -116,6 +140,32 @@ export class Auditor {
     } finally {
       this.#writing = false;
     }
+  }
+
+  async #writeSingle(batch: readonly Pending[]): Promise<readonly AuditEvent[]> {
+    if (this.#head === undefined) await this.#ensureHead();
+    const chained = chainAuditEvents(
+      this.#head,
+      batch.map((p) => p.event),
+    );
+    await this.sink.write(chained);
+    for (const e of chained) this.#noteUsage(e);
+    return chained;
+  }
+
+  async #appendShared(batch: readonly Pending[]): Promise<readonly AuditEvent[]> {
+    const chained = await this.sink.appendAndChain!(batch.map((p) => p.event));
+    // A sink that answers for other events than it was given must not acknowledge anything.
+    const matches =
+      Array.isArray(chained) &&
+      chained.length === batch.length &&
+      chained.every((e, i) => e?.eventID === batch[i]!.event.eventID);
+    if (!matches) {
+      throw new KmsInternalError(
+        `audit sink ${this.sink.description} returned events that do not match the batch`,
+      );
+    }
+    return chained;
   }
 
   #noteUsage(event: AuditEvent): void {
@@ -132,6 +182,16 @@ export class Auditor {
 
   /** Last successful cryptographic use of a key (by ARN), from the trail. */
   async lastUsage(keyArn: string): Promise<KeyLastUsage | undefined> {
+    if (this.sharedChain) {
+      // Other writers use keys too: catch up with everything appended since the last look.
+      this.#usage ??= new Map<string, KeyLastUsage>();
+      const fresh = await this.sink.read({ after: this.#usageSeen });
+      for (const event of fresh) {
+        this.#noteUsage(event);
+        if (event.sequence > this.#usageSeen) this.#usageSeen = event.sequence;
+      }
+      return this.#usage.get(keyArn);
+    }
     if (this.#usage === undefined) {
       const usage = new Map<string, KeyLastUsage>();
       this.#usage = usage;

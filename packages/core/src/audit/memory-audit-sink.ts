@@ -1,4 +1,5 @@
-import type { AuditEvent, AuditReadOptions, AuditSink } from "./audit-sink.ts";
+import { type AuditHead, assertExtendsAuditHead, chainAuditEvents } from "./audit-chain.ts";
+import type { AuditEvent, AuditReadOptions, AuditSink, UnchainedAuditEvent } from "./audit-sink.ts";
 
 function deepFreeze<T>(value: T): T {
   if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
@@ -13,20 +14,46 @@ export interface MemoryAuditSinkOptions {
   readonly maxEvents?: number;
 }
 
-/** Keeps events in memory: for tests and short-lived processes. */
+/**
+ * Keeps events in memory: for tests and short-lived processes. A shared-chain sink: several Kms
+ * instances of one process may write to the same MemoryAuditSink and keep one intact chain.
+ */
 export class MemoryAuditSink implements AuditSink {
   readonly description = "memory";
   readonly #events: AuditEvent[] = [];
   readonly #max: number;
+  #head: AuditHead | undefined;
+  /** Appends run one after another: `write` may be asynchronous (e.g. in a subclass). */
+  #tail: Promise<unknown> = Promise.resolve();
 
   constructor(options: MemoryAuditSinkOptions = {}) {
     this.#max = options.maxEvents ?? Number.POSITIVE_INFINITY;
   }
 
+  /** @throws KMSInternalException when the events do not extend the chain head. */
   async write(events: readonly AuditEvent[]): Promise<void> {
+    assertExtendsAuditHead(this.#head, events, this.description);
     // Frozen, and copied on read: what the trail holds cannot be changed through a reference.
     for (const e of events) this.#events.push(deepFreeze(e));
+    const last = events[events.length - 1];
+    if (last !== undefined) this.#head = { sequence: last.sequence, hash: last.hash };
     if (this.#events.length > this.#max) this.#events.splice(0, this.#events.length - this.#max);
+  }
+
+  /** Chains `events` after the head and writes them; concurrent calls queue. */
+  appendAndChain(events: readonly UnchainedAuditEvent[]): Promise<readonly AuditEvent[]> {
+    const appended = this.#tail.then(async () => {
+      const chained = chainAuditEvents(this.#head, events);
+      await this.write(chained);
+      // Frozen by write: the caller cannot change the stored events through them.
+      return chained;
+    });
+    this.#tail = appended.catch(() => undefined);
+    return appended;
+  }
+
+  async chainHead(): Promise<AuditHead | undefined> {
+    return this.#head === undefined ? undefined : { ...this.#head };
   }
 
   async read(options: AuditReadOptions = {}): Promise<readonly AuditEvent[]> {

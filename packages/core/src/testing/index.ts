@@ -1,4 +1,5 @@
 /** Test helpers published at `@kms/core/testing`. */
+export { describeAuditSinkConformance, type OpenedAuditSink } from "./audit-sink-conformance.ts";
 export {
   describeGoldenVectors,
   type GoldenCiphertext,

@@ -100,6 +100,23 @@ const MIGRATIONS: readonly ((s: string, channel: string) => string)[] = [
   CREATE TRIGGER kms_aliases_changed AFTER INSERT OR UPDATE OR DELETE ON ${s}.kms_aliases
     FOR EACH ROW EXECUTE FUNCTION ${s}.kms_notify_change();
   `,
+  // 2: the audit trail (PostgresAuditSink). Events are stored as the exact JSON text that was
+  // hashed (text, not jsonb: jsonb rejects \u0000 and rewrites numbers). The head row, locked
+  // FOR UPDATE by every append, serializes the writers of the shared chain and records the
+  // newest sequence and hash apart from the events, so removed trailing events are noticed.
+  (s) => `
+  CREATE TABLE ${s}.kms_audit_events (
+    sequence bigint NOT NULL PRIMARY KEY CHECK (sequence >= 0),
+    event    text   NOT NULL
+  );
+
+  CREATE TABLE ${s}.kms_audit_head (
+    singleton boolean NOT NULL PRIMARY KEY DEFAULT true CHECK (singleton),
+    sequence  bigint  NOT NULL,
+    hash      text    NOT NULL
+  );
+  INSERT INTO ${s}.kms_audit_head (sequence, hash) VALUES (-1, '${"0".repeat(64)}');
+  `,
 ];
 
 /** The schema version this build writes and understands. */
