@@ -1,0 +1,34 @@
+/**
+ * Signed administrative calls to a running demo (RFC 9421, the demo's KMS HMAC key):
+ *
+ *   pnpm --filter @kms/demo-nest-typeorm admin shred clinic-b     # schedule key deletion
+ *   pnpm --filter @kms/demo-nest-typeorm admin restore clinic-b   # cancel it
+ *
+ * It opens the demo's key store (DEMO_DATA_DIR, default .data) to sign with the HMAC key, which
+ * never leaves the KMS; PORT as for the server (3000).
+ */
+import { resolve } from "node:path";
+import { createKmsSigner, signRequest } from "@kms/http-signatures";
+import { openKms, WEBHOOK_KEY_ALIAS, WEBHOOK_KEY_ID } from "../src/kms.ts";
+
+const [action, clinic] = process.argv.slice(2);
+if ((action !== "shred" && action !== "restore") || clinic === undefined) {
+  console.error("usage: admin shred|restore <clinic>");
+  process.exit(2);
+}
+const kms = await openKms(resolve(process.env.DEMO_DATA_DIR ?? ".data"));
+const base = `http://127.0.0.1:${process.env.PORT ?? 3000}/admin/clinics/${clinic}/key`;
+const [method, url] = action === "shred" ? ["DELETE", base] : ["POST", `${base}/restore`];
+const signer = createKmsSigner({
+  kms,
+  keyId: WEBHOOK_KEY_ALIAS,
+  algorithm: "hmac-sha256",
+  publishedKeyId: WEBHOOK_KEY_ID,
+});
+const headers = await signRequest(
+  { method, url, headers: {} },
+  { signer, nonce: true, expiresIn: 60 },
+);
+const response = await fetch(url, { method, headers });
+console.log(response.status, await response.text());
+await kms.close();

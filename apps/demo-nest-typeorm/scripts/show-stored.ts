@@ -1,0 +1,35 @@
+/**
+ * Prints the patients table as the database driver sees it, around TypeORM and the KMS: what an
+ * attacker with a copy of the database (or a backup) would read. Run after a few requests:
+ * `pnpm --filter @kms/demo-nest-typeorm stored`.
+ */
+import { join, resolve } from "node:path";
+import Database from "better-sqlite3";
+import pg from "pg";
+
+const SQL = 'SELECT id, "tenantId", ssn, "nameIndex", name, note, vitals FROM patients ORDER BY id';
+
+async function rows(): Promise<Record<string, unknown>[]> {
+  const url = process.env.DATABASE_URL;
+  if (url) {
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      return (await client.query(SQL)).rows;
+    } finally {
+      await client.end();
+    }
+  }
+  const file = join(resolve(process.env.DEMO_DATA_DIR ?? ".data"), "records.db");
+  const db = new Database(file, { readonly: true, fileMustExist: true });
+  const result = db.prepare(SQL).all() as Record<string, unknown>[];
+  db.close();
+  return result;
+}
+
+for (const row of await rows()) {
+  console.log(`patient ${row.id} (${row.tenantId})`);
+  for (const column of ["ssn", "nameIndex", "name", "note", "vitals"]) {
+    console.log(`  ${column.padEnd(9)} ${String(row[column])}`);
+  }
+}

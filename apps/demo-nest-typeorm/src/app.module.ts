@@ -1,0 +1,119 @@
+import { join } from "node:path";
+import { createKmsSigner, createKmsVerifier } from "@kms/http-signatures";
+import { defaultKmsContext, KmsModule, KmsService } from "@kms/nestjs";
+import { fieldEncryption } from "@kms/typeorm";
+import { type DynamicModule, Module } from "@nestjs/common";
+import { APP_GUARD } from "@nestjs/core";
+import { TypeOrmModule, type TypeOrmModuleOptions } from "@nestjs/typeorm";
+import { DataSource, type DataSourceOptions } from "typeorm";
+import { AdminController } from "./admin.controller.ts";
+import type { DemoConfig } from "./config.ts";
+import { DemoAuthGuard } from "./demo-auth.guard.ts";
+import { openKms, WEBHOOK_KEY_ALIAS, WEBHOOK_KEY_ID } from "./kms.ts";
+import { Patient } from "./patient.entity.ts";
+import { PatientsController } from "./patients.controller.ts";
+import { PatientsService } from "./patients.service.ts";
+import { retainHandle, retainSqliteHandles } from "./sqlite-handles.ts";
+import { TenantKeys, tenantKeyAlias } from "./tenant-keys.service.ts";
+import { DEMO_CONFIG } from "./tokens.ts";
+import { WebhookEvent } from "./webhook-event.entity.ts";
+import { WebhookSender } from "./webhook-sender.service.ts";
+import { WebhooksController } from "./webhooks.controller.ts";
+
+/** Clinic ids double as KMS alias suffixes: keep them to what an alias name accepts. */
+const CLINIC = /^[a-z0-9][a-z0-9-]{0,39}$/;
+
+function databaseOptions(config: DemoConfig): DataSourceOptions {
+  if (config.databaseUrl !== undefined) {
+    return { type: "postgres", url: config.databaseUrl };
+  }
+  retainSqliteHandles();
+  // A cache larger than the set of distinct statements: each SQL text is prepared once, so the
+  // statements the workaround retains stay bounded (src/sqlite-handles.ts).
+  return {
+    type: "better-sqlite3",
+    database: join(config.dataDir, "records.db"),
+    statementCacheSize: 1_000,
+  };
+}
+
+/**
+ * The demo application: KmsModule (KMS, signature guard, response signing, tenant context,
+ * KMS errors → problem+json) and TypeORM wired through @nestjs/typeorm with @kms/typeorm's
+ * subscriber, so that every patient column is encrypted under its clinic's KMS key.
+ */
+@Module({})
+export class AppModule {
+  static forRoot(config: DemoConfig): DynamicModule {
+    return {
+      module: AppModule,
+      imports: [
+        KmsModule.forRootAsync({
+          mapKmsErrors: true,
+          useFactory: async () => {
+            const kms = await openKms(config.dataDir);
+            const verifier = createKmsVerifier({
+              kms,
+              keyId: WEBHOOK_KEY_ALIAS,
+              algorithm: "hmac-sha256",
+            });
+            return {
+              kms,
+              closeOnDestroy: true,
+              signature: {
+                keyLookup: (keyId) => (keyId === WEBHOOK_KEY_ID ? verifier : undefined),
+              },
+              responseSigning: {
+                signer: createKmsSigner({
+                  kms,
+                  keyId: WEBHOOK_KEY_ALIAS,
+                  algorithm: "hmac-sha256",
+                  publishedKeyId: WEBHOOK_KEY_ID,
+                }),
+              },
+              context: {
+                setup: (req) => {
+                  const context = defaultKmsContext(req);
+                  const tenant = context?.encryptionContext.tenant;
+                  return tenant !== undefined && CLINIC.test(tenant) ? context : undefined;
+                },
+              },
+            };
+          },
+        }),
+        TypeOrmModule.forRootAsync({
+          inject: [KmsService],
+          useFactory: (kms: KmsService): TypeOrmModuleOptions => {
+            // One KMS key per clinic, chosen from the value's context (the request's tenant).
+            const encryption = fieldEncryption({
+              kms: kms.kms,
+              keyId: (context) => tenantKeyAlias(context.tenant ?? "-"),
+            });
+            return {
+              ...databaseOptions(config),
+              entities: [Patient, WebhookEvent, ...encryption.entities],
+              subscribers: [encryption.subscriber],
+              // Demo only: a real deployment runs migrations.
+              synchronize: true,
+            };
+          },
+          dataSourceFactory: async (options) => {
+            if (options === undefined) throw new Error("TypeORM options missing");
+            const dataSource = await new DataSource(options).initialize();
+            retainHandle(dataSource);
+            return dataSource;
+          },
+        }),
+        TypeOrmModule.forFeature([Patient, WebhookEvent]),
+      ],
+      controllers: [PatientsController, WebhooksController, AdminController],
+      providers: [
+        { provide: DEMO_CONFIG, useValue: config },
+        { provide: APP_GUARD, useClass: DemoAuthGuard },
+        TenantKeys,
+        PatientsService,
+        WebhookSender,
+      ],
+    };
+  }
+}

@@ -1,0 +1,91 @@
+import { encryptedWhere } from "@kms/typeorm";
+import { Inject, Injectable } from "@nestjs/common";
+import { InjectRepository } from "@nestjs/typeorm";
+import { QueryFailedError, type Repository } from "typeorm";
+import { Patient, type Vitals } from "./patient.entity.ts";
+import { conflict, notFound } from "./problems.ts";
+import { TenantKeys } from "./tenant-keys.service.ts";
+
+export interface NewPatient {
+  readonly ssn: string;
+  readonly name: string;
+  readonly note: string | null;
+  readonly vitals: Vitals | null;
+}
+
+/** What the API returns: the decrypted values, never the stored form. */
+export interface PatientView {
+  readonly id: number;
+  readonly tenantId: string;
+  readonly ssn: string;
+  readonly name: string;
+  readonly note: string | null;
+  readonly vitals: Vitals | null;
+  readonly createdAt: string;
+}
+
+export function viewOf(p: Patient): PatientView {
+  return {
+    id: p.id,
+    tenantId: p.tenantId,
+    ssn: p.ssn,
+    name: p.name,
+    note: p.note,
+    vitals: p.vitals,
+    createdAt: p.createdAt.toISOString(),
+  };
+}
+
+function isUniqueViolation(error: unknown): boolean {
+  if (!(error instanceof QueryFailedError)) return false;
+  const driver = error.driverError as { code?: unknown };
+  return driver.code === "SQLITE_CONSTRAINT_UNIQUE" || driver.code === "23505";
+}
+
+/**
+ * Patient records of the clinic in the current request's KMS context. Nothing here passes the
+ * tenant to the encryption layer: @kms/typeorm reads it from the scope KmsContextInterceptor
+ * opened, encrypts under the clinic's KMS key and binds every value to the clinic.
+ */
+@Injectable()
+export class PatientsService {
+  readonly #patients: Repository<Patient>;
+  readonly #keys: TenantKeys;
+
+  constructor(
+    @InjectRepository(Patient) patients: Repository<Patient>,
+    @Inject(TenantKeys) keys: TenantKeys,
+  ) {
+    this.#patients = patients;
+    this.#keys = keys;
+  }
+
+  async create(tenantId: string, input: NewPatient): Promise<Patient> {
+    await this.#keys.ensure(tenantId);
+    try {
+      return await this.#patients.save(this.#patients.create({ tenantId, ...input }));
+    } catch (error) {
+      // Deterministic encryption makes the unique constraint on ssn work per clinic.
+      if (isUniqueViolation(error)) throw conflict("a patient with this ssn already exists");
+      throw error;
+    }
+  }
+
+  /** The clinic's patients, optionally by exact SSN (deterministic) or name (blind index). */
+  async find(tenantId: string, filter: { ssn?: string; name?: string }): Promise<Patient[]> {
+    await this.#keys.ensure(tenantId);
+    const where = await encryptedWhere(this.#patients, { tenantId, ...filter });
+    return this.#patients.find({ where, order: { id: "ASC" } });
+  }
+
+  /**
+   * One patient by id. Deliberately NOT filtered by tenant: this route stands for the query
+   * that forgot its `WHERE tenant_id = ?`. Another clinic's row comes back from the database,
+   * and decrypting it in this request's context fails (InvalidCiphertextException → 403).
+   */
+  async byId(id: number): Promise<Patient> {
+    const patient = await this.#patients.findOneBy({ id });
+    if (patient === null) throw notFound(`no patient ${id}`);
+    return patient;
+  }
+}

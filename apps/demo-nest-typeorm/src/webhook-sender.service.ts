@@ -1,0 +1,118 @@
+import {
+  createKmsSigner,
+  createKmsVerifier,
+  signRequest,
+  verifyMessage,
+} from "@kms/http-signatures";
+import { KmsService } from "@kms/nestjs";
+import { Inject, Injectable } from "@nestjs/common";
+import { HttpAdapterHost } from "@nestjs/core";
+import type { DemoConfig } from "./config.ts";
+import { WEBHOOK_KEY_ALIAS, WEBHOOK_KEY_ID } from "./kms.ts";
+import { DEMO_CONFIG } from "./tokens.ts";
+
+const RECEIPT_COMPONENTS = [
+  "@status",
+  "content-digest",
+  { component: "signature", key: "sig1", req: true },
+] as const;
+
+/** What the sender learned from one delivery. */
+export interface WebhookDelivery {
+  readonly url: string;
+  /** HTTP status of the receiver's answer, or null when it could not be reached. */
+  readonly status: number | null;
+  /** The receiver signed its answer, bound to our request, with the shared webhook key. */
+  readonly receiptVerified: boolean;
+  /** Why the receipt did not verify or the delivery failed (never a secret). */
+  readonly problem?: string;
+}
+
+export interface PatientCreatedEvent {
+  readonly event: "patient.created";
+  readonly tenantId: string;
+  readonly patientId: number;
+}
+
+/**
+ * Sends webhooks signed per RFC 9421 (hmac-sha256 under a KMS HMAC key that never leaves the
+ * KMS, Content-Digest, a nonce, a 60 s expiry) and checks that the receiver's answer is signed
+ * and bound to this very request, so both directions are authenticated.
+ */
+@Injectable()
+export class WebhookSender {
+  readonly #kms: KmsService;
+  readonly #config: DemoConfig;
+  readonly #adapterHost: HttpAdapterHost;
+
+  constructor(
+    @Inject(KmsService) kms: KmsService,
+    @Inject(DEMO_CONFIG) config: DemoConfig,
+    @Inject(HttpAdapterHost) adapterHost: HttpAdapterHost,
+  ) {
+    this.#kms = kms;
+    this.#config = config;
+    this.#adapterHost = adapterHost;
+  }
+
+  /** The receiver: WEBHOOK_URL, or this server's own /webhooks/patient-created. */
+  target(): string {
+    if (this.#config.webhookUrl !== undefined) return this.#config.webhookUrl;
+    const address = this.#adapterHost.httpAdapter.getHttpServer().address() as {
+      port: number;
+    } | null;
+    if (address === null) throw new Error("the server is not listening: set WEBHOOK_URL");
+    return `http://127.0.0.1:${address.port}/webhooks/patient-created`;
+  }
+
+  async send(event: PatientCreatedEvent): Promise<WebhookDelivery> {
+    const kms = this.#kms.kms;
+    const url = this.target();
+    const body = new TextEncoder().encode(JSON.stringify(event));
+    const headers = { "content-type": "application/json" };
+    const request = { method: "POST", url, headers, body };
+    const signer = createKmsSigner({
+      kms,
+      keyId: WEBHOOK_KEY_ALIAS,
+      algorithm: "hmac-sha256",
+      publishedKeyId: WEBHOOK_KEY_ID,
+    });
+    const signed = {
+      ...headers,
+      ...(await signRequest(request, { signer, nonce: true, expiresIn: 60 })),
+    };
+    let response: Response;
+    try {
+      response = await fetch(url, { method: "POST", headers: signed, body });
+    } catch (error) {
+      return {
+        url,
+        status: null,
+        receiptVerified: false,
+        problem: String((error as Error).cause ?? error),
+      };
+    }
+    const answer = new Uint8Array(await response.arrayBuffer());
+    const receipt = await verifyMessage(
+      { status: response.status, headers: response.headers, body: answer },
+      {
+        keyLookup: (keyId) =>
+          keyId === WEBHOOK_KEY_ID
+            ? createKmsVerifier({ kms, keyId: WEBHOOK_KEY_ALIAS, algorithm: "hmac-sha256" })
+            : undefined,
+        // Bound to our request's own signature: a receipt for another delivery does not pass.
+        requiredComponents: RECEIPT_COMPONENTS,
+        contentDigest: "required",
+      },
+      { ...request, headers: signed },
+    );
+    return receipt.ok
+      ? { url, status: response.status, receiptVerified: true }
+      : {
+          url,
+          status: response.status,
+          receiptVerified: false,
+          problem: `receipt signature: ${receipt.check}: ${receipt.detail}`,
+        };
+  }
+}

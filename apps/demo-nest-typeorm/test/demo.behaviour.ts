@@ -1,0 +1,452 @@
+import "reflect-metadata";
+import { createKms } from "@kms/core";
+import { createKmsSigner, signRequest, verifyMessage } from "@kms/http-signatures";
+import { KmsService } from "@kms/nestjs";
+import type { INestApplication } from "@nestjs/common";
+import request from "supertest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { WEBHOOK_KEY_ALIAS, WEBHOOK_KEY_ID } from "../src/kms.ts";
+import { createApp } from "../src/server.ts";
+import type { Backend } from "./backends.ts";
+
+const ADA = {
+  ssn: "123-45-6789",
+  name: "Ada Lovelace",
+  note: "allergic to penicillin",
+  vitals: { bpm: 72, bp: "120/80" },
+};
+const ALAN = { ssn: "987-65-4321", name: "Alan Turing", note: null, vitals: null };
+/** Clinic B's patient shares Ada's SSN: deterministic ciphertexts must still differ by clinic. */
+const GRACE = {
+  ssn: ADA.ssn,
+  name: "Grace Hopper",
+  note: "night shifts only",
+  vitals: { bpm: 64 },
+};
+const PLAINTEXTS = [
+  ADA.ssn,
+  ADA.name,
+  ADA.note,
+  "120/80",
+  ALAN.ssn,
+  ALAN.name,
+  GRACE.name,
+  GRACE.note,
+  "Lovelace",
+  "ada lovelace",
+];
+
+const json = { "content-type": "application/json" };
+
+function expectProblem(res: request.Response, status: number, type: string): void {
+  expect(res.status).toBe(status);
+  expect(res.headers["content-type"]).toMatch(/^application\/problem\+json/);
+  expect(JSON.parse(res.text)).toMatchObject({ type: `https://kms.dev/problems/${type}`, status });
+}
+
+/** The app over HTTP on one backend: tenants, lookups, isolation, stored bytes, webhooks. */
+export function describeDemo(label: string, open: () => Promise<Backend>): void {
+  describe(label, () => {
+    let backend: Backend;
+    let app: INestApplication;
+    let origin: string;
+    const ids: Record<string, number> = {};
+
+    beforeAll(async () => {
+      backend = await open();
+      app = await createApp(backend.config);
+      await app.listen(0, "127.0.0.1");
+      origin = `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}`;
+    });
+
+    afterAll(async () => {
+      await app?.close();
+      await backend?.close();
+    });
+
+    async function create(tenant: string, body: object): Promise<request.Response> {
+      return request(origin)
+        .post("/patients")
+        .set({ ...json, "x-tenant-id": tenant })
+        .send(body);
+    }
+
+    describe("patients", () => {
+      it("creates patients for two clinics and returns the decrypted values", async () => {
+        for (const [key, tenant, body] of [
+          ["ada", "clinic-a", ADA],
+          ["alan", "clinic-a", ALAN],
+          ["grace", "clinic-b", GRACE],
+        ] as const) {
+          const res = await create(tenant, body);
+          expect(res.status).toBe(201);
+          expect(res.body).toMatchObject({ ...body, tenantId: tenant });
+          ids[key] = res.body.id;
+        }
+      });
+
+      it("lists only the requesting clinic's patients", async () => {
+        const a = await request(origin).get("/patients").set("x-tenant-id", "clinic-a");
+        expect(a.status).toBe(200);
+        expect(a.body.map((p: { name: string }) => p.name)).toEqual([ADA.name, ALAN.name]);
+        const b = await request(origin).get("/patients").set("x-tenant-id", "clinic-b");
+        expect(b.body).toMatchObject([{ ...GRACE, id: ids.grace, tenantId: "clinic-b" }]);
+      });
+
+      it("finds a patient by SSN (deterministic) within the clinic only", async () => {
+        const a = await request(origin)
+          .get(`/patients?ssn=${ADA.ssn}`)
+          .set("x-tenant-id", "clinic-a");
+        expect(a.body).toMatchObject([{ id: ids.ada, ...ADA }]);
+        // Same SSN, other clinic: its own patient, not Ada.
+        const b = await request(origin)
+          .get(`/patients?ssn=${ADA.ssn}`)
+          .set("x-tenant-id", "clinic-b");
+        expect(b.body).toMatchObject([{ id: ids.grace, name: GRACE.name }]);
+        const none = await request(origin)
+          .get(`/patients?ssn=${ALAN.ssn}`)
+          .set("x-tenant-id", "clinic-b");
+        expect(none.body).toEqual([]);
+      });
+
+      it("finds a patient by name through the blind index (trimmed, case-insensitive)", async () => {
+        const res = await request(origin)
+          .get("/patients")
+          .query({ name: "  ADA lovelace " })
+          .set("x-tenant-id", "clinic-a");
+        expect(res.body).toMatchObject([{ id: ids.ada }]);
+        const other = await request(origin)
+          .get("/patients")
+          .query({ name: "ada lovelace" })
+          .set("x-tenant-id", "clinic-b");
+        expect(other.body).toEqual([]);
+      });
+
+      it("reads its own patient by id", async () => {
+        const res = await request(origin)
+          .get(`/patients/${ids.ada}`)
+          .set("x-tenant-id", "clinic-a");
+        expect(res.status).toBe(200);
+        expect(res.body).toMatchObject(ADA);
+      });
+
+      it("refuses another clinic's row with 403 problem+json even though the query returned it", async () => {
+        // GET /patients/:id does not filter by tenant on purpose: the row comes back from the
+        // database, and decryption in clinic B's context fails.
+        const res = await request(origin)
+          .get(`/patients/${ids.ada}`)
+          .set("x-tenant-id", "clinic-b");
+        expectProblem(res, 403, "kms/InvalidCiphertextException");
+        for (const secret of PLAINTEXTS) expect(res.text).not.toContain(secret);
+        const back = await request(origin)
+          .get(`/patients/${ids.grace}`)
+          .set("x-tenant-id", "clinic-a");
+        expectProblem(back, 403, "kms/InvalidCiphertextException");
+      });
+
+      it("takes the clinic of the authenticated user over the header", async () => {
+        const res = await request(origin)
+          .get("/patients")
+          .set({ authorization: "Bearer nurse@clinic-b", "x-tenant-id": "clinic-a" });
+        expect(res.body.map((p: { name: string }) => p.name)).toEqual([GRACE.name]);
+        const own = await request(origin)
+          .get(`/patients/${ids.ada}`)
+          .set({ authorization: "Bearer nurse@clinic-b" });
+        expect(own.status).toBe(403);
+      });
+
+      it("answers 400 problem+json without a usable clinic", async () => {
+        expectProblem(await request(origin).get("/patients"), 400, "context/tenant-missing");
+        expectProblem(
+          await request(origin).get("/patients").set("x-tenant-id", "Clinic.A"),
+          400,
+          "context/tenant-missing",
+        );
+      });
+
+      it("validates input and refuses a duplicate SSN in one clinic", async () => {
+        expectProblem(
+          await create("clinic-a", { ...ADA, ssn: "123456789" }),
+          400,
+          "demo/invalid-input",
+        );
+        expectProblem(await create("clinic-a", { ...ADA, vitals: [1] }), 400, "demo/invalid-input");
+        expectProblem(
+          await create("clinic-a", { ...ADA, name: "Ada again" }),
+          409,
+          "demo/conflict",
+        );
+        expectProblem(
+          await request(origin).get("/patients/abc").set("x-tenant-id", "clinic-a"),
+          400,
+          "demo/invalid-input",
+        );
+        expectProblem(
+          await request(origin).get("/patients/999999").set("x-tenant-id", "clinic-a"),
+          404,
+          "demo/not-found",
+        );
+      });
+
+      it("never stores plaintext: the driver sees kms1: ciphertext only", async () => {
+        const rows = await backend.raw("SELECT * FROM patients ORDER BY id");
+        expect(rows).toHaveLength(3);
+        const dump = JSON.stringify(rows);
+        for (const secret of PLAINTEXTS) expect(dump).not.toContain(secret);
+        for (const row of rows) {
+          for (const column of ["ssn", "name", "note", "vitals"]) {
+            const stored = row[column];
+            if (stored === null) continue;
+            expect(stored).toMatch(/^kms1:[A-Za-z0-9_-]+$/);
+          }
+          expect(row.nameIndex).toMatch(/^[A-Za-z0-9_\-+/=]+$/);
+        }
+        const [ada, , grace] = rows;
+        // Equal SSNs of two clinics: different ciphertexts (different keys and context).
+        expect(ada?.ssn).not.toBe(grace?.ssn);
+      });
+
+      it("wraps each clinic's data keys under that clinic's own KMS key", async () => {
+        const kms = app.get(KmsService).core;
+        const arnOf = async (tenant: string) =>
+          (await kms.describeKey({ keyId: `alias/demo-clinic/${tenant}` })).keyMetadata.arn;
+        const expected: Record<string, string> = {
+          "clinic-a": await arnOf("clinic-a"),
+          "clinic-b": await arnOf("clinic-b"),
+        };
+        expect(expected["clinic-a"]).not.toBe(expected["clinic-b"]);
+        const keys = await backend.raw("SELECT * FROM kms_data_keys");
+        const seen = new Set<string>();
+        for (const key of keys) {
+          const { tenant } = JSON.parse(String(key.encryptionContext)) as { tenant: string };
+          expect(key.kmsKeyId).toBe(expected[tenant]);
+          seen.add(tenant);
+        }
+        expect([...seen].sort()).toEqual(["clinic-a", "clinic-b"]);
+      });
+    });
+
+    describe("signed webhooks", () => {
+      function signer() {
+        return createKmsSigner({
+          kms: app.get(KmsService).kms,
+          keyId: WEBHOOK_KEY_ALIAS,
+          algorithm: "hmac-sha256",
+          publishedKeyId: WEBHOOK_KEY_ID,
+        });
+      }
+
+      async function signed(body: string, options: { signer?: ReturnType<typeof signer> } = {}) {
+        const url = `${origin}/webhooks/patient-created`;
+        const added = await signRequest(
+          { method: "POST", url, headers: json, body },
+          { signer: options.signer ?? signer(), nonce: true, expiresIn: 60 },
+        );
+        return { url, headers: { ...json, ...added } as Record<string, string>, body };
+      }
+
+      async function post(message: { url: string; headers: Record<string, string>; body: string }) {
+        const response = await fetch(message.url, {
+          method: "POST",
+          headers: message.headers,
+          body: message.body,
+        });
+        return { status: response.status, headers: response.headers, text: await response.text() };
+      }
+
+      async function events(): Promise<{ patientId: number; tenantId: string }[]> {
+        return (await request(origin).get("/webhooks/events")).body;
+      }
+
+      function expectRefused(
+        res: { status: number; text: string; headers: Headers },
+        check: string,
+      ) {
+        expect(res.status).toBe(401);
+        expect(res.headers.get("content-type")).toMatch(/^application\/problem\+json/);
+        expect(JSON.parse(res.text)).toMatchObject({
+          type: `https://kms.dev/problems/signature/${check}`,
+          check,
+        });
+      }
+
+      it("POST /patients delivered a signed webhook that the receiver verified and recorded", async () => {
+        const res = await create("clinic-b", { ...ALAN, ssn: "555-55-5555" });
+        expect(res.status).toBe(201);
+        expect(res.body.webhook).toEqual({
+          url: `${origin}/webhooks/patient-created`,
+          status: 200,
+          receiptVerified: true,
+        });
+        const received = await events();
+        expect(received).toContainEqual(
+          expect.objectContaining({
+            event: "patient.created",
+            tenantId: "clinic-b",
+            patientId: res.body.id,
+            signatureKeyId: WEBHOOK_KEY_ID,
+            signatureLabel: "sig1",
+          }),
+        );
+        // One event per created patient, nothing else.
+        expect(received.map((e) => e.patientId).sort()).toEqual(
+          [ids.ada, ids.alan, ids.grace, res.body.id].sort(),
+        );
+      });
+
+      it("accepts a correctly signed request and signs its answer, bound to that request", async () => {
+        const message = await signed(
+          JSON.stringify({ event: "patient.created", tenantId: "clinic-a", patientId: 4242 }),
+        );
+        const res = await post(message);
+        expect(res.status).toBe(200);
+        const { createKmsVerifier } = await import("@kms/http-signatures");
+        const kms = app.get(KmsService).kms;
+        const policy = {
+          keyLookup: (id: string) =>
+            id === WEBHOOK_KEY_ID
+              ? createKmsVerifier({ kms, keyId: WEBHOOK_KEY_ALIAS, algorithm: "hmac-sha256" })
+              : undefined,
+          requiredComponents: [{ component: "signature", key: "sig1", req: true }],
+        };
+        const response = {
+          status: res.status,
+          headers: res.headers,
+          body: new TextEncoder().encode(res.text),
+        };
+        const req = { method: "POST", url: message.url, headers: message.headers };
+        expect(await verifyMessage(response, policy, req)).toMatchObject({ ok: true });
+        // The same receipt does not vouch for another request.
+        const other = await signed("{}");
+        expect(
+          await verifyMessage(response, policy, { ...req, headers: other.headers }),
+        ).toMatchObject({ ok: false, check: "signature" });
+      });
+
+      it("refuses a tampered body with 401 and records nothing", async () => {
+        const before = (await events()).length;
+        const message = await signed(
+          JSON.stringify({ event: "patient.created", tenantId: "clinic-a", patientId: 1 }),
+        );
+        const tampered = {
+          ...message,
+          body: message.body.replace('"patientId":1', '"patientId":2'),
+        };
+        expectRefused(await post(tampered), "content-digest");
+        // Recomputing Content-Digest does not help: the signature covers it.
+        const { computeContentDigest } = await import("@kms/http-signatures");
+        const redigested = {
+          ...tampered,
+          headers: {
+            ...tampered.headers,
+            "content-digest": computeContentDigest(new TextEncoder().encode(tampered.body), [
+              "sha-256",
+            ]),
+          },
+        };
+        expectRefused(await post(redigested), "signature");
+        expect(await events()).toHaveLength(before);
+      });
+
+      it("refuses unsigned, replayed, foreign-key and retargeted requests with 401", async () => {
+        const before = (await events()).length;
+        const body = JSON.stringify({
+          event: "patient.created",
+          tenantId: "clinic-a",
+          patientId: 7,
+        });
+        expectRefused(
+          await post({ url: `${origin}/webhooks/patient-created`, headers: json, body }),
+          "signature-missing",
+        );
+
+        const once = await signed(body);
+        expect((await post(once)).status).toBe(200);
+        expectRefused(await post(once), "replay");
+
+        // Right keyid, wrong key: an attacker's own HMAC key.
+        const foreign = await createKms();
+        const { keyId } = (
+          await foreign.createKey({ keySpec: "HMAC_256", keyUsage: "GENERATE_VERIFY_MAC" })
+        ).keyMetadata;
+        const forged = await signed(body, {
+          signer: createKmsSigner({
+            kms: foreign,
+            keyId,
+            algorithm: "hmac-sha256",
+            publishedKeyId: WEBHOOK_KEY_ID,
+          }),
+        });
+        expectRefused(await post(forged), "signature");
+        await foreign.close();
+
+        // Without an expiry (the route requires one).
+        const url = `${origin}/webhooks/patient-created`;
+        const lasting = await signRequest(
+          { method: "POST", url, headers: json, body },
+          { signer: signer(), nonce: true },
+        );
+        expectRefused(await post({ url, headers: { ...json, ...lasting }, body }), "expires");
+
+        // Signed for another URL (@target-uri), replayed here.
+        const elsewhere = await signed(body);
+        const moved = await signRequest(
+          { method: "POST", url: `${origin}/webhooks/other`, headers: json, body },
+          { signer: signer(), nonce: true, expiresIn: 60 },
+        );
+        expectRefused(await post({ ...elsewhere, headers: { ...json, ...moved } }), "signature");
+        expect(await events()).toHaveLength(before + 1);
+      });
+    });
+
+    describe("crypto-shredding (signed admin calls)", () => {
+      async function admin(method: "DELETE" | "POST", path: string): Promise<request.Response> {
+        const url = `${origin}${path}`;
+        const signer = createKmsSigner({
+          kms: app.get(KmsService).kms,
+          keyId: WEBHOOK_KEY_ALIAS,
+          algorithm: "hmac-sha256",
+          publishedKeyId: WEBHOOK_KEY_ID,
+        });
+        const headers = await signRequest(
+          { method, url, headers: {} },
+          { signer, nonce: true, expiresIn: 60 },
+        );
+        return method === "DELETE"
+          ? request(origin).delete(path).set(headers)
+          : request(origin).post(path).set(headers);
+      }
+
+      it("refuses an unsigned admin call", async () => {
+        const res = await request(origin).delete("/admin/clinics/clinic-b/key");
+        expectProblem(res, 401, "signature/signature-missing");
+        const list = await request(origin).get("/patients").set("x-tenant-id", "clinic-b");
+        expect(list.status).toBe(200);
+      });
+
+      it("makes one clinic's records unreadable, leaves the other's, and can be undone", async () => {
+        const shred = await admin("DELETE", "/admin/clinics/clinic-b/key");
+        expect(shred.status).toBe(200);
+        expect(shred.body).toMatchObject({ clinic: "clinic-b", keyState: "PendingDeletion" });
+
+        const b = await request(origin).get("/patients").set("x-tenant-id", "clinic-b");
+        expectProblem(b, 409, "kms/KMSInvalidStateException");
+        for (const secret of PLAINTEXTS) expect(b.text).not.toContain(secret);
+        expectProblem(
+          await create("clinic-b", { ...ALAN, ssn: "111-11-1111" }),
+          409,
+          "kms/KMSInvalidStateException",
+        );
+        const a = await request(origin).get("/patients").set("x-tenant-id", "clinic-a");
+        expect(a.status).toBe(200);
+        expect(a.body.map((p: { name: string }) => p.name)).toEqual([ADA.name, ALAN.name]);
+
+        const restore = await admin("POST", "/admin/clinics/clinic-b/key/restore");
+        expect(restore.body).toEqual({ clinic: "clinic-b", keyState: "Enabled" });
+        const back = await request(origin).get("/patients").set("x-tenant-id", "clinic-b");
+        expect(back.status).toBe(200);
+        expect(back.body.map((p: { name: string }) => p.name)).toContain(GRACE.name);
+      });
+    });
+  });
+}
