@@ -175,13 +175,18 @@ export function dataKeyCacheKey(parts: DataKeyCacheKeyParts): string {
   let key =
     field(parts.purpose) +
     field(parts.keyringIdentity) +
-    field(Buffer.from(parts.encryptionContext).toString("latin1")) +
+    field(view(parts.encryptionContext).toString("latin1")) +
     field(String(parts.suite));
   for (const edk of parts.encryptedDataKeys ?? []) {
     key +=
       field(edk.providerId) +
       field(edk.providerInfo) +
-      field(Buffer.from(edk.ciphertext).toString("base64"));
+      field(view(edk.ciphertext).toString("base64"));
   }
   return key;
+}
+
+/** A Buffer over the same memory (Buffer.from(uint8Array) would copy it first). */
+function view(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }

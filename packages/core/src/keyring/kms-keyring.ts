@@ -19,8 +19,9 @@ export interface KmsKeyringOptions {
   readonly kms: KmsLike;
   /**
    * Key ids, ARNs or aliases. The first generates the data key, each other one wraps a copy. On
-   * decrypt only copies made under these keys are tried. Empty = discovery keyring: decrypts
-   * with whichever KMS key made a copy (decrypt only).
+   * decrypt only copies made under these keys are tried: by id/ARN first, then each alias in
+   * this order (see `decryptDataKey` for the cost). Empty = discovery keyring: decrypts with
+   * whichever KMS key made a copy (decrypt only).
    */
   readonly keyIds: readonly string[];
   readonly grantTokens?: readonly string[];
@@ -108,42 +109,65 @@ export class KmsKeyring implements Keyring {
     return { dataKey, encryptedDataKeys };
   }
 
+  /**
+   * Unwraps the first copy KMS will open for one of this keyring's keys. Order and cost:
+   * 1. copies whose ARN matches a configured key id or ARN, in header order: one KMS Decrypt
+   *    each, pinned to that ARN;
+   * 2. then, for each remaining KMS copy in header order, each configured alias (`alias/…` or
+   *    an alias ARN) in configuration order: one KMS Decrypt per (copy, alias) pair, pinned to
+   *    the alias, which KMS resolves and refuses when it names another key. Aliases cannot be
+   *    matched locally, so a keyring with `a` aliases may spend up to `a` calls per copy.
+   * A discovery keyring (no key ids) tries each KMS copy once, unpinned. It stops at the first
+   * success; single-call failures (wrong key, disabled key, unreachable KMS) only move on.
+   */
   async decryptDataKey(request: DecryptDataKeyRequest): Promise<Uint8Array | undefined> {
-    for (const edk of request.encryptedDataKeys) {
-      if (edk.providerId !== KMS_PROVIDER_ID) continue;
-      const expected = this.#expectedKeyFor(edk.providerInfo);
-      if (expected === null) continue;
-      try {
-        const opened = await this.#kms.decrypt(
-          this.#withGrants({
-            ciphertextBlob: edk.ciphertext,
-            encryptionContext: request.encryptionContext,
-            ...(expected === undefined ? {} : { keyId: expected }),
-          }),
-          this.#callOptions,
-        );
-        if (opened.plaintext.length === DATA_KEY_LENGTH) return opened.plaintext;
-      } catch {
-        // Another copy or another keyring may still succeed; the caller reports the failure.
+    const copies = request.encryptedDataKeys.filter((edk) => edk.providerId === KMS_PROVIDER_ID);
+    if (this.keyIds.length === 0) {
+      for (const edk of copies) {
+        const key = await this.#tryDecrypt(edk, request, undefined);
+        if (key !== undefined) return key;
+      }
+      return undefined;
+    }
+    const unmatched: EncryptedDataKey[] = [];
+    for (const edk of copies) {
+      if (this.keyIds.some((id) => matchesKey(id, edk.providerInfo))) {
+        const key = await this.#tryDecrypt(edk, request, edk.providerInfo);
+        if (key !== undefined) return key;
+      } else {
+        unmatched.push(edk);
+      }
+    }
+    const aliases = this.keyIds.filter(isAlias);
+    for (const edk of unmatched) {
+      for (const alias of aliases) {
+        const key = await this.#tryDecrypt(edk, request, alias);
+        if (key !== undefined) return key;
       }
     }
     return undefined;
   }
 
-  /**
-   * Which key id to pin the KMS decrypt call to for a copy made under `arn`: undefined for a
-   * discovery keyring, null when none of our keys can have made it. An alias cannot be matched
-   * by name, so it is passed to KMS, which resolves it and refuses a copy made under another key.
-   */
-  #expectedKeyFor(arn: string): string | null | undefined {
-    if (this.keyIds.length === 0) return undefined;
-    for (const id of this.keyIds) {
-      if (id === arn || arn.endsWith(`:key/${id}`)) return arn;
+  async #tryDecrypt(
+    edk: EncryptedDataKey,
+    request: DecryptDataKeyRequest,
+    keyId: string | undefined,
+  ): Promise<Uint8Array | undefined> {
+    try {
+      const opened = await this.#kms.decrypt(
+        this.#withGrants({
+          ciphertextBlob: edk.ciphertext,
+          encryptionContext: request.encryptionContext,
+          ...(keyId === undefined ? {} : { keyId }),
+        }),
+        this.#callOptions,
+      );
+      if (opened.plaintext.length === DATA_KEY_LENGTH) return opened.plaintext;
+      opened.plaintext.fill(0);
+    } catch {
+      // Another key or another copy may still succeed; the caller reports the failure.
     }
-    for (const id of this.keyIds) {
-      if (id.startsWith("alias/") || id.includes(":alias/")) return id;
-    }
-    return null;
+    return undefined;
   }
 
   #withGrants<T extends object>(request: T): T {
@@ -151,4 +175,13 @@ export class KmsKeyring implements Keyring {
       ? request
       : { ...request, grantTokens: this.#grantTokens };
   }
+}
+
+/** Whether configured `id` (key id or key ARN) names the key that made a copy under `arn`. */
+function matchesKey(id: string, arn: string): boolean {
+  return id === arn || arn.endsWith(`:key/${id}`);
+}
+
+function isAlias(id: string): boolean {
+  return id.startsWith("alias/") || id.includes(":alias/");
 }

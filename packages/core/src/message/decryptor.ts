@@ -7,6 +7,7 @@ import { createDecipheriv, type KeyObject, timingSafeEqual, type Verify } from "
 import { dataKeyCacheKey } from "../caching/data-key-cache.ts";
 import { ValidationError } from "../errors.ts";
 import { assertObject } from "../internal/assert.ts";
+import { withEncodedContext } from "../keyring/keyring.ts";
 import { ByteQueue } from "./byte-queue.ts";
 import { applyDecryptPolicy, maxEncryptedDataKeys } from "./decrypt-policy.ts";
 import {
@@ -93,6 +94,136 @@ export class MessageDecryptor {
   }
 
   /**
+   * One-shot: decrypts a complete message held in memory, without the stream machinery (no
+   * queue, no per-frame output parts). The frame structure is checked first, so the plaintext
+   * buffer is allocated once at its exact size; it is zeroed if any later check fails.
+   * @throws InvalidCiphertextException for any malformed, truncated or unauthentic message;
+   *   AccessDeniedException for a decrypt-policy violation; ValidationException when this
+   *   decryptor was already used.
+   */
+  async decryptWhole(message: Uint8Array): Promise<Uint8Array> {
+    if (this.#state !== "header") throw new ValidationError("decryptWhole must be the only call");
+    try {
+      const parsed = parseHeader(message, this.#maxEdks);
+      if (parsed === undefined) throw invalidMessage();
+      await this.#openHeader(parsed.header);
+      this.#header = parsed.header;
+      this.#state = "body";
+      this.#options.onHeader?.(this.info!);
+      const plaintext = this.#openAll(message, parsed.length);
+      this.#state = "done";
+      return plaintext;
+    } catch (error) {
+      this.#fail();
+      throw error;
+    }
+  }
+
+  #openAll(message: Uint8Array, start: number): Uint8Array {
+    const frameLength = this.#header!.frameLength;
+    const view = Buffer.from(message.buffer, message.byteOffset, message.byteLength);
+    // Pass 1: walk the framing (sequence numbers, final-frame length, exact end).
+    let at = start;
+    let regular = 0;
+    let last: number;
+    for (;;) {
+      if (at + 4 > view.length) throw invalidMessage();
+      const marker = view.readUInt32BE(at);
+      if (marker === FINAL_FRAME_MARKER) {
+        if (at + 12 > view.length) throw invalidMessage();
+        const seq = view.readUInt32BE(at + 4);
+        last = view.readUInt32BE(at + 8);
+        if (seq !== regular + 1 || last > frameLength || (last === 0 && seq !== 1)) {
+          throw invalidMessage();
+        }
+        at += 12 + last + TAG_LENGTH;
+        if (at > view.length) throw invalidMessage();
+        break;
+      }
+      if (marker !== regular + 1) throw invalidMessage();
+      at += 4 + frameLength + TAG_LENGTH;
+      regular += 1;
+    }
+    const bodyEnd = at;
+    if (this.#verifier === undefined) {
+      if (bodyEnd !== view.length) throw invalidMessage();
+    } else {
+      if (bodyEnd + 2 > view.length) throw invalidMessage();
+      const length = view.readUInt16BE(bodyEnd);
+      if (length === 0 || length > MAX_SIGNATURE_LENGTH || bodyEnd + 2 + length !== view.length) {
+        throw invalidMessage();
+      }
+      this.#verifier.update(view.subarray(start, bodyEnd));
+      const ok = this.#verifier.verify(
+        { key: this.#verifyingKey!, dsaEncoding: "der" },
+        view.subarray(bodyEnd + 2),
+      );
+      if (!ok) throw invalidMessage();
+    }
+    // Pass 2: open the frames in order.
+    const key = this.#key!;
+    const iv = this.#iv;
+    const aad = this.#aad!;
+    at = start;
+    if (regular === 0) {
+      // One frame: node's output buffer is the result, no copy.
+      return this.#openFrame(key, iv, aad, KIND_FINAL, 1, view, at + 12, last);
+    }
+    const out = Buffer.allocUnsafeSlow(regular * frameLength + last);
+    try {
+      for (let seq = 1; seq <= regular + 1; seq++) {
+        const final = seq === regular + 1;
+        const headerSize = final ? 12 : 4;
+        const length = final ? last : frameLength;
+        const plaintext = this.#openFrame(
+          key,
+          iv,
+          aad,
+          final ? KIND_FINAL : KIND_REGULAR,
+          seq,
+          view,
+          at + headerSize,
+          length,
+        );
+        out.set(plaintext, (seq - 1) * frameLength);
+        plaintext.fill(0);
+        at += headerSize + length + TAG_LENGTH;
+      }
+    } catch (error) {
+      // Frames that verified before a later failure must not outlive the call.
+      out.fill(0);
+      throw error;
+    }
+    return new Uint8Array(out.buffer, out.byteOffset, out.length);
+  }
+
+  /** Decrypts and verifies the frame whose ciphertext starts at `at`; its tag follows it. */
+  #openFrame(
+    key: KeyObject,
+    iv: Buffer,
+    aad: Buffer,
+    kind: number,
+    seq: number,
+    bytes: Buffer,
+    at: number,
+    length: number,
+  ): Uint8Array {
+    setFrameIv(iv, seq);
+    setFrameAad(aad, kind, seq, length);
+    const decipher = createDecipheriv("aes-256-gcm", key, iv, { authTagLength: TAG_LENGTH });
+    decipher.setAAD(aad);
+    decipher.setAuthTag(bytes.subarray(at + length, at + length + TAG_LENGTH));
+    const plaintext = decipher.update(bytes.subarray(at, at + length));
+    try {
+      decipher.final();
+    } catch (cause) {
+      plaintext.fill(0);
+      throw invalidMessage(cause);
+    }
+    return plaintext;
+  }
+
+  /**
    * Synchronous variant for callers that already passed the header (the frame loop).
    * @throws InvalidCiphertextException as `update`.
    */
@@ -169,11 +300,16 @@ export class MessageDecryptor {
         : cache?.take(cacheKey, { messages: 0, bytes: 0 })?.dataKey;
     const fromCache = dataKey !== undefined;
     if (dataKey === undefined) {
-      dataKey = await options.keyring.decryptDataKey({
-        encryptedDataKeys: edks,
-        encryptionContext: header.encryptionContext,
-        suiteId: header.suite.id,
-      });
+      dataKey = await withEncodedContext(
+        header.encryptionContext,
+        header.encryptionContextBytes,
+        () =>
+          options.keyring.decryptDataKey({
+            encryptedDataKeys: edks,
+            encryptionContext: header.encryptionContext,
+            suiteId: header.suite.id,
+          }),
+      );
     }
     if (dataKey === undefined || dataKey.length !== 32) throw invalidMessage();
     const { key, commitment } = deriveMessageKey(dataKey, header.messageId, header.suite);
@@ -258,20 +394,17 @@ export class MessageDecryptor {
 
   #open(kind: number, seq: number, frame: Uint8Array, at: number, length: number): Uint8Array {
     this.#seq = seq + 1;
-    setFrameIv(this.#iv, seq);
-    setFrameAad(this.#aad!, kind, seq, length);
-    const decipher = createDecipheriv("aes-256-gcm", this.#key!, this.#iv, {
-      authTagLength: TAG_LENGTH,
-    });
-    decipher.setAAD(this.#aad!);
-    decipher.setAuthTag(frame.subarray(at + length));
-    const plaintext = decipher.update(frame.subarray(at, at + length));
-    try {
-      decipher.final();
-    } catch (cause) {
-      plaintext.fill(0);
-      throw invalidMessage(cause);
-    }
+    const bytes = Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength);
+    const plaintext = this.#openFrame(
+      this.#key!,
+      this.#iv,
+      this.#aad!,
+      kind,
+      seq,
+      bytes,
+      at,
+      length,
+    );
     this.#verifier?.update(frame);
     return plaintext;
   }

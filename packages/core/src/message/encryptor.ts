@@ -1,7 +1,9 @@
 /**
- * Incremental message encryption: feed plaintext in any chunking, get message bytes out. The
- * one-shot API and both stream adapters drive this class; only `create` is asynchronous (the
- * keyring call), the frame loop is synchronous.
+ * Message encryption. `MessageEncryptor` is incremental (feed plaintext in any chunking, get
+ * message bytes out) and drives both stream adapters; `sealMessage` is the one-shot path, which
+ * writes the whole message into one buffer. Both share `planMessage` (options, data key, key
+ * schedule) and produce identical bytes for the same inputs; only the keyring call is
+ * asynchronous, the frame loops are synchronous.
  */
 import { createCipheriv, type KeyObject, type Sign } from "node:crypto";
 import { dataKeyCacheKey } from "../caching/data-key-cache.ts";
@@ -323,7 +325,8 @@ export async function sealMessage(
   }
   const last = total - regular * frame;
   const bodyLength = headerBodyLength(fields);
-  const size = bodyLength + TAG_LENGTH + regular * (4 + frame + TAG_LENGTH) + 12 + last + TAG_LENGTH;
+  const size =
+    bodyLength + TAG_LENGTH + regular * (4 + frame + TAG_LENGTH) + 12 + last + TAG_LENGTH;
   // Pooled for small messages: the output is ciphertext, which may share node's pool slab.
   const out = Buffer.allocUnsafe(size);
   writeHeaderBody(out, fields);

@@ -4,7 +4,7 @@
  */
 import { assertBytes } from "../internal/assert.ts";
 import { MessageDecryptor } from "./decryptor.ts";
-import { MessageEncryptor } from "./encryptor.ts";
+import { sealMessage } from "./encryptor.ts";
 import type { DecryptMessageOptions, EncryptMessageOptions, MessageInfo } from "./options.ts";
 
 /**
@@ -18,11 +18,7 @@ export async function encryptMessage(
   options: EncryptMessageOptions,
 ): Promise<Uint8Array> {
   assertBytes("plaintext", plaintext, 0, Number.MAX_SAFE_INTEGER);
-  const encryptor = await MessageEncryptor.create({
-    ...options,
-    plaintextLength: plaintext.length,
-  });
-  return concat(encryptor.sealAll(plaintext), true);
+  return sealMessage(plaintext, options);
 }
 
 export interface DecryptedMessage extends MessageInfo {
@@ -43,28 +39,6 @@ export async function decryptMessage(
 ): Promise<DecryptedMessage> {
   assertBytes("message", message, 0, Number.MAX_SAFE_INTEGER);
   const decryptor = new MessageDecryptor(options);
-  let parts: Uint8Array[] = [];
-  try {
-    parts = await decryptor.update(message);
-    decryptor.final();
-  } catch (error) {
-    // Frames that verified before a later failure must not outlive the call.
-    for (const part of parts) part.fill(0);
-    throw error;
-  }
-  return { ...decryptor.info!, plaintext: concat(parts) };
-}
-
-/** Joins parts; only ciphertext (`pooled`) may share node's small-buffer pool slab. */
-function concat(parts: readonly Uint8Array[], pooled = false): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  let size = 0;
-  for (const part of parts) size += part.length;
-  const out = pooled ? Buffer.allocUnsafe(size) : Buffer.allocUnsafeSlow(size);
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return new Uint8Array(out.buffer, out.byteOffset, size);
+  const plaintext = await decryptor.decryptWhole(message);
+  return { ...decryptor.info!, plaintext };
 }

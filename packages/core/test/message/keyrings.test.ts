@@ -107,6 +107,41 @@ describe("KmsKeyring", () => {
     expect(calls).toEqual(["generateDataKey", "encrypt", "decrypt"]);
   });
 
+  it("tries every configured alias, in order, for a copy it cannot match by id", async () => {
+    await kms.createAlias({ aliasName: "alias/msg-b", targetKeyId: keyB });
+    const underB = await encryptMessage(plaintext, {
+      keyring: new KmsKeyring({ kms, keyIds: [keyB] }),
+      encryptionContext: context,
+    });
+    const pinned: (string | undefined)[] = [];
+    const counting = {
+      ...kms,
+      generateDataKey: kms.generateDataKey.bind(kms),
+      encrypt: kms.encrypt.bind(kms),
+      decrypt: (r, o) => {
+        pinned.push(r.keyId);
+        return kms.decrypt(r, o);
+      },
+    } as KmsLike;
+    // The first alias names key A, which KMS refuses for B's copy; the second one opens it.
+    const aliases = new KmsKeyring({ kms: counting, keyIds: ["alias/msg-a", "alias/msg-b"] });
+    await roundTrip(underB, aliases);
+    expect(pinned).toEqual(["alias/msg-a", "alias/msg-b"]);
+    // Only the aliases that resolve to another key: the copy stays closed.
+    await expect(
+      decryptMessage(underB, { keyring: new KmsKeyring({ kms, keyIds: ["alias/msg-a"] }) }),
+    ).rejects.toBeInstanceOf(InvalidCiphertextError);
+    // A copy matched by id is tried first, before any alias call.
+    const underAB = await encryptMessage(plaintext, {
+      keyring: new KmsKeyring({ kms, keyIds: [keyA, keyB] }),
+      encryptionContext: context,
+    });
+    pinned.length = 0;
+    await roundTrip(underAB, new KmsKeyring({ kms: counting, keyIds: ["alias/msg-a", keyB] }));
+    expect(pinned).toHaveLength(1);
+    expect(pinned[0]).toMatch(new RegExp(`:key/${keyB}$`));
+  });
+
   it("refuses to encrypt with a discovery keyring and rejects bad options", async () => {
     await expect(
       encryptMessage(plaintext, { keyring: new KmsKeyring({ kms, keyIds: [] }) }),
@@ -134,6 +169,24 @@ describe("raw keyrings", () => {
         InvalidCiphertextError,
       );
     }
+  });
+
+  it("AES: binds the copy to the context when called directly, before and after a message", async () => {
+    const keyring = aesKeyring("direct");
+    const ctx = { tenant: "acme" };
+    const wrapped = await keyring.encryptDataKey({ encryptionContext: ctx, suiteId: 1 });
+    // A message in between must not leave a stale context encoding behind for `ctx`.
+    await decryptMessage(await encryptMessage(plaintext, { keyring, encryptionContext: ctx }), {
+      keyring,
+    });
+    const request = { suiteId: 1, encryptedDataKeys: wrapped.encryptedDataKeys };
+    const opened = await keyring.decryptDataKey({ ...request, encryptionContext: ctx });
+    expect(Buffer.from(opened!).equals(Buffer.from(wrapped.dataKey))).toBe(true);
+    const mutated: Record<string, string> = ctx;
+    mutated.tenant = "other";
+    expect(await keyring.decryptDataKey({ ...request, encryptionContext: mutated })).toBe(
+      undefined,
+    );
   });
 
   it("AES: validates its options", () => {
