@@ -11,6 +11,7 @@ import {
   ValidationError,
 } from "@kms/core";
 import pg from "pg";
+import { hostOf, pgCode, SCHEMA_NAME } from "./internal/connection.ts";
 import { migrate, quoteIdent } from "./internal/migrations.ts";
 
 /** Options of {@link PostgresAuditSink.open}: a connection string, or a pool the caller owns. */
@@ -33,8 +34,6 @@ export type PostgresAuditSinkOptions = {
       readonly connectionString?: never;
     }
 );
-
-const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,58}$/;
 
 interface HeadRow {
   sequence: string;
@@ -266,26 +265,4 @@ function statements(schema: string) {
     last: `SELECT event FROM ${s}.kms_audit_events ORDER BY sequence DESC LIMIT 1`,
     head: `SELECT sequence, hash FROM ${s}.kms_audit_head`,
   };
-}
-
-/** host:port/database of a pool, for messages; never the password. */
-function hostOf(options: pg.PoolOptions): string {
-  if (options.connectionString !== undefined) {
-    try {
-      const url = new URL(options.connectionString);
-      return `${url.host}${url.pathname}`;
-    } catch {
-      return "(connection string)";
-    }
-  }
-  return `${options.host ?? "localhost"}:${options.port ?? 5432}/${options.database ?? ""}`;
-}
-
-/** The SQLSTATE of a driver error (e.g. 40001), or the error's name, for messages. */
-function pgCode(error: unknown): string {
-  if (error instanceof Error) {
-    const code = (error as { code?: unknown }).code;
-    return typeof code === "string" ? `${error.name} ${code}` : error.name;
-  }
-  return "unknown error";
 }

@@ -12,6 +12,7 @@ import {
 } from "@kms/core";
 import pg from "pg";
 import { ChangeFeed } from "./internal/change-feed.ts";
+import { hostOf, pgCode, SCHEMA_NAME } from "./internal/connection.ts";
 import { channelOf, migrate, quoteIdent } from "./internal/migrations.ts";
 import {
   type AliasRow,
@@ -72,23 +73,12 @@ export type PostgresKeyStoreOptions = CommonOptions &
       }
   );
 
-const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,58}$/;
-
 function checkCount(name: string, value: number | undefined, fallback: number, min = 0): number {
   if (value === undefined) return fallback;
   if (!Number.isSafeInteger(value) || value < min) {
     throw new ValidationError(`"${name}" expected an integer ≥ ${min}, got ${String(value)}`);
   }
   return value;
-}
-
-/** The SQLSTATE of a driver error (e.g. 40001), or the error's name, for messages. */
-function pgCode(error: unknown): string {
-  if (error instanceof Error) {
-    const code = (error as { code?: unknown }).code;
-    return typeof code === "string" ? `${error.name} ${code}` : error.name;
-  }
-  return "unknown error";
 }
 
 /**
@@ -409,19 +399,6 @@ export class PostgresKeyStore implements KeyStore {
       cause: error,
     });
   }
-}
-
-/** host:port/database of a pool, for messages; never the password. */
-function hostOf(options: pg.PoolOptions): string {
-  if (options.connectionString !== undefined) {
-    try {
-      const url = new URL(options.connectionString);
-      return `${url.host}${url.pathname}`;
-    } catch {
-      return "(connection string)";
-    }
-  }
-  return `${options.host ?? "localhost"}:${options.port ?? 5432}/${options.database ?? ""}`;
 }
 
 function statements(schema: string) {
