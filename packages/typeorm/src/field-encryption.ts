@@ -1,6 +1,7 @@
 import {
   type DataKeyCacheLimits,
   type DataKeyStore,
+  type DecryptItem,
   type EncryptCallOptions,
   type EncryptionContext,
   FIELD_TEXT_PREFIX,
@@ -66,6 +67,7 @@ export class TypeormFieldEncryption {
   readonly #snapshots = new WeakMap<object, Map<string, unknown>>();
   readonly #pending = new WeakMap<QueryRunner, Set<object>>();
   readonly #gates = new Map<string, Map<string, Promise<void>>>();
+  readonly #loadBatches = new WeakMap<object, LoadBatch>();
 
   constructor(options: FieldEncryptionOptions) {
     if (options === null || typeof options !== "object") {
@@ -304,26 +306,95 @@ export class TypeormFieldEncryption {
     this.#transactions.delete(queryRunner);
   }
 
-  /** Decrypts a loaded entity in place. */
+  /**
+   * Decrypts a loaded entity in place. TypeORM calls afterLoad for every entity of a result in
+   * one synchronous loop and then awaits the promises returned: values whose data key is cached
+   * are decrypted right here, without a promise; the others join one batch per query runner,
+   * decrypted by one `decryptMany` (one KMS call per distinct data key) when the loop is done.
+   */
   openEntity(
     dataSource: DataSource,
     queryRunner: QueryRunner | undefined,
     d: EntityDescriptor,
     entity: Row,
   ): Promise<void> | undefined {
-    const present = d.columns.filter(
-      (c) => entity[c.property] !== undefined && entity[c.property] !== null,
-    );
-    if (present.length === 0) return undefined;
-    return this.run(dataSource, queryRunner, async () => {
-      await Promise.all(
-        present.map(async (spec) => {
-          const context = contextFor(d.model, spec, entity);
-          entity[spec.property] = await this.open(d.model, spec, context, entity[spec.property]);
-        }),
-      );
-    });
+    let batch: LoadBatch | undefined;
+    for (const spec of d.columns) {
+      const stored = entity[spec.property] as string | Uint8Array | null | undefined;
+      if (stored === undefined || stored === null) continue;
+      const binding = {
+        model: d.model,
+        field: spec.property,
+        context: readContext(d, spec, entity),
+      };
+      const value = this.engine.decryptIfCached(binding, spec, stored);
+      if (value !== undefined) {
+        entity[spec.property] = value;
+        continue;
+      }
+      batch ??= this.#loadBatch(dataSource, queryRunner);
+      batch.rows.push(entity);
+      batch.properties.push(spec.property);
+      batch.items.push({ binding, spec, stored });
+    }
+    return batch?.done;
   }
+
+  /** The open batch of `queryRunner`'s current load, flushed once the broadcast loop ends. */
+  #loadBatch(dataSource: DataSource, queryRunner: QueryRunner | undefined): LoadBatch {
+    const owner: object = queryRunner ?? dataSource;
+    const open = this.#loadBatches.get(owner);
+    if (open !== undefined) return open;
+    const batch: LoadBatch = { rows: [], properties: [], items: [], done: Promise.resolve() };
+    this.#loadBatches.set(owner, batch);
+    // A microtask runs after the synchronous afterLoad loop that is filling the batch.
+    batch.done = Promise.resolve().then(async () => {
+      this.#loadBatches.delete(owner);
+      const values = await this.run(dataSource, queryRunner, () =>
+        this.engine.decryptMany(batch.items),
+      );
+      for (let i = 0; i < values.length; i++) {
+        (batch.rows[i] as Row)[batch.properties[i] as string] = values[i];
+      }
+    });
+    return batch;
+  }
+}
+
+interface LoadBatch {
+  readonly rows: Row[];
+  readonly properties: string[];
+  readonly items: DecryptItem[];
+  done: Promise<void>;
+}
+
+/** Most-recently-built contexts per column spec for single-column row contexts, bounded. */
+const MAX_SHARED_CONTEXTS = 1024;
+const sharedContexts = new WeakMap<EncryptedColumnSpec, Map<string, EncryptionContext>>();
+
+/**
+ * `contextFor` for a loaded row. When the context is one row column and nothing from the
+ * ambient scope, equal values share one frozen context object across rows and queries, so the
+ * engine's binding caches hit without rebuilding the context per value.
+ */
+function readContext(d: EntityDescriptor, spec: EncryptedColumnSpec, row: Row): EncryptionContext {
+  const { fromRow, fromScope } = spec.context;
+  if (fromRow.length !== 1 || fromScope.length !== 0) return contextFor(d.model, spec, row);
+  const raw = row[fromRow[0] as string];
+  if (typeof raw !== "string" && typeof raw !== "number") return contextFor(d.model, spec, row);
+  const key = String(raw);
+  let byValue = sharedContexts.get(spec);
+  if (byValue === undefined) {
+    byValue = new Map();
+    sharedContexts.set(spec, byValue);
+  }
+  let ctx = byValue.get(key);
+  if (ctx === undefined) {
+    ctx = Object.freeze(contextFor(d.model, spec, row));
+    if (byValue.size >= MAX_SHARED_CONTEXTS) byValue.clear();
+    byValue.set(key, ctx);
+  }
+  return ctx;
 }
 
 const NO_OPTIONS: EncryptCallOptions = Object.freeze({});

@@ -162,6 +162,50 @@ export function describeEncryptedColumns(
       await expect(users.findOneBy({ id: a.id })).rejects.toBeInstanceOf(InvalidCiphertextError);
     });
 
+    test("a cold cache loads a result with one KMS decrypt per distinct data key", async () => {
+      let decrypts = 0;
+      const counted = new Proxy(kms, {
+        get(target, property) {
+          const value = Reflect.get(target, property) as unknown;
+          if (typeof value !== "function") return value;
+          return (...args: unknown[]) => {
+            if (property === "decrypt") decrypts += 1;
+            return (value as (...a: unknown[]) => unknown).apply(target, args);
+          };
+        },
+      });
+      const cold = await connect({ kms: counted });
+      const repo = cold.ds.getRepository(User);
+      const saved = await repo.save(
+        Array.from({ length: 30 }, (_, i) =>
+          Object.assign(alice(), { tenantId: `c${i % 3}`, email: `c${i}@example.com` }),
+        ),
+      );
+      cold.encryption.engine.clearCache();
+      decrypts = 0;
+      const found = await repo.find({ order: { id: "ASC" } });
+      expect(found.map((u) => [u.tenantId, u.email, u.phone])).toEqual(
+        saved.map((u) => [u.tenantId, u.email, "+1 555 0100"]),
+      );
+      expect(found.every((u) => u.profile?.likes[0] === "tea")).toBe(true);
+      // 3 tenants × (randomized + stable) + the context-free avatar key: 7, not 120 values.
+      expect(decrypts).toBeGreaterThan(0);
+      expect(decrypts).toBeLessThanOrEqual(7);
+      decrypts = 0;
+      await repo.find();
+      expect(decrypts).toBe(0);
+      // A swapped value fails on the batched (cold) path as on the synchronous (warm) one.
+      const [first, second] = saved as [User, User];
+      const rawFirst = await rawUser(first.id);
+      await db.raw(`UPDATE ${db.q("kms_users")} SET ${db.q("phone")} = ? WHERE ${db.q("id")} = ?`, [
+        rawFirst.phone,
+        second.id,
+      ]);
+      await expect(repo.find()).rejects.toBeInstanceOf(InvalidCiphertextError);
+      cold.encryption.engine.clearCache();
+      await expect(repo.find()).rejects.toBeInstanceOf(InvalidCiphertextError);
+    });
+
     test("strict mode: plaintext in an encrypted column does not load", async () => {
       const a = await users.save(alice());
       await db.raw(`UPDATE ${db.q("kms_users")} SET ${db.q("phone")} = ? WHERE ${db.q("id")} = ?`, [

@@ -17,7 +17,13 @@ const encoder = new TextEncoder();
 const MAX_NAME_BYTES = 255;
 /** Bounded so that bindings built from attacker-chosen tenants cannot grow memory forever. */
 const MAX_CACHED_BINDINGS = 4096;
-const cache = new Map<string, Uint8Array>();
+/**
+ * ctxKey → model → field → encoding. Nested maps so that a lookup hashes strings the caller
+ * already holds (names from descriptors) instead of building a composite key per value.
+ */
+const cache = new Map<string, Map<string, Map<string, Uint8Array>>>();
+let cached = 0;
+const frozenCache = new WeakMap<EncryptionContext, Map<string, Map<string, Uint8Array>>>();
 
 /**
  * Canonical, collision-free string form of a context, used as a cache key: each key and value
@@ -52,12 +58,34 @@ function lengthPrefixed(argument: string, value: string): Uint8Array {
  * `u8 len || model || u8 len || field || encodeEncryptionContext(context)` (FORMAT §6.2).
  * @throws ValidationException when a name is empty or too long or the context is malformed.
  */
-export function encodeBinding(
-  binding: FieldBinding,
-  ctxKey = contextKey(binding.context),
-): Uint8Array {
-  const key = `${binding.model.length}:${binding.model}${binding.field.length}:${binding.field}${ctxKey}`;
-  const hit = cache.get(key);
+export function encodeBinding(binding: FieldBinding, ctxKey?: string): Uint8Array {
+  const context = binding.context;
+  // A frozen context cannot change, so its encodings can hang off the object itself: adapters
+  // that share one frozen context across a result set skip building its key per value.
+  const frozen = Object.isFrozen(context) ? frozenCache.get(context) : undefined;
+  const own = frozen?.get(binding.model)?.get(binding.field);
+  if (own !== undefined) return own;
+  const out = encodeKeyed(binding, ctxKey ?? contextKey(context));
+  if (Object.isFrozen(context)) {
+    let models = frozenCache.get(context);
+    if (models === undefined) {
+      models = new Map();
+      frozenCache.set(context, models);
+    }
+    let fields = models.get(binding.model);
+    if (fields === undefined) {
+      fields = new Map();
+      models.set(binding.model, fields);
+    }
+    fields.set(binding.field, out);
+  }
+  return out;
+}
+
+function encodeKeyed(binding: FieldBinding, ctxKey: string): Uint8Array {
+  const byModel = cache.get(ctxKey);
+  const byField = byModel?.get(binding.model);
+  const hit = byField?.get(binding.field);
   if (hit !== undefined) return hit;
   const model = lengthPrefixed("model", binding.model);
   const field = lengthPrefixed("field", binding.field);
@@ -66,7 +94,21 @@ export function encodeBinding(
   out.set(model, 0);
   out.set(field, model.length);
   out.set(context, model.length + field.length);
-  if (cache.size >= MAX_CACHED_BINDINGS) cache.clear();
-  cache.set(key, out);
+  if (cached >= MAX_CACHED_BINDINGS) {
+    cache.clear();
+    cached = 0;
+  }
+  let models = cache.get(ctxKey);
+  if (models === undefined) {
+    models = new Map();
+    cache.set(ctxKey, models);
+  }
+  let fields = models.get(binding.model);
+  if (fields === undefined) {
+    fields = new Map();
+    models.set(binding.model, fields);
+  }
+  fields.set(binding.field, out);
+  cached += 1;
   return out;
 }

@@ -30,9 +30,12 @@ export interface Materials {
   bytes: number;
 }
 
-interface LoadedKey {
+/** A decrypted data key for reading, with the AADs (header || binding) built for it. */
+export interface LoadedKey {
   readonly key: AesKey;
   readonly loadedAt: number;
+  /** header || binding per binding encoding (cached encodings are stable objects). */
+  readonly aads: WeakMap<Uint8Array, Uint8Array>;
 }
 
 /** The data key of (KMS key, context) behind deterministic values and blind indexes. */
@@ -77,9 +80,17 @@ export class FieldDataKeys {
   readonly #materials = new Map<string, Materials>();
   readonly #materialsInFlight = new Map<string, Promise<Materials>>();
   readonly #readKeys = new Map<string, LoadedKey>();
-  readonly #readKeysInFlight = new Map<string, Promise<AesKey>>();
+  readonly #readKeysInFlight = new Map<string, Promise<LoadedKey>>();
   readonly #stableByScope = new Map<string, Promise<StableKey>>();
   readonly #stableById = new Map<string, Promise<StableKey>>();
+  /** The settled entries of #stableById, for synchronous reads. */
+  readonly #stableReady = new Map<string, StableKey>();
+  /**
+   * The read key last found by header, so that a result set under one data key costs a
+   * 16-byte comparison per value instead of a hex id and a map lookup.
+   */
+  #lastHeader = new Uint8Array(HEADER_LENGTH);
+  #lastLoaded: LoadedKey | undefined;
   /** Subkeys per stable key object: ids repeat when a rolled-back key is created again. */
   readonly #derived = new WeakMap<StableKey, Map<string, Uint8Array>>();
   readonly #records = new Map<string, Promise<DataKeyRecord | undefined>>();
@@ -122,11 +133,43 @@ export class FieldDataKeys {
     return hit.key;
   }
 
+  /**
+   * The cached read key of a randomized value, found by its header (format byte and data key
+   * id, bytes 0–16), if not older than maxAgeMs.
+   */
+  cachedReadKeyOf(stored: Uint8Array): LoadedKey | undefined {
+    let loaded = this.#lastLoaded;
+    if (loaded !== undefined) {
+      const last = this.#lastHeader;
+      for (let i = 1; i < HEADER_LENGTH; i++) {
+        if (stored[i] !== last[i]) {
+          loaded = undefined;
+          break;
+        }
+      }
+    }
+    if (loaded === undefined) {
+      loaded = this.#readKeys.get(hexOf(stored, 1, HEADER_LENGTH));
+      if (loaded === undefined) return undefined;
+      this.#lastHeader.set(stored.subarray(0, HEADER_LENGTH));
+      this.#lastLoaded = loaded;
+    }
+    if (this.#clock.now() - loaded.loadedAt >= this.#maxAgeMs) return undefined;
+    return loaded;
+  }
+
+  /** The stable data key `id` if it has been loaded. */
+  cachedStable(id: string): StableKey | undefined {
+    return this.#stableReady.get(id);
+  }
+
   clear(): void {
     this.#materials.clear();
     this.#readKeys.clear();
+    this.#lastLoaded = undefined;
     this.#stableByScope.clear();
     this.#stableById.clear();
+    this.#stableReady.clear();
     this.#records.clear();
     this.#scopedMaterials.clear();
     this.#scopedStable.clear();
@@ -246,20 +289,22 @@ export class FieldDataKeys {
     if (this.#readKeys.size >= this.#maxDecryptKeys) {
       const oldest = this.#readKeys.keys().next();
       if (oldest.done !== true) this.#readKeys.delete(oldest.value);
+      this.#lastLoaded = undefined;
     }
-    this.#readKeys.set(id, { key, loadedAt: this.#clock.now() });
+    this.#readKeys.set(id, { key, loadedAt: this.#clock.now(), aads: new WeakMap() });
+    // A key loaded again under an id (e.g. after its age ran out) replaces the remembered one.
+    this.#lastLoaded = undefined;
   }
 
-  async readKey(id: string): Promise<AesKey> {
+  async readKey(id: string): Promise<LoadedKey> {
     const hit = this.#readKeys.get(id);
-    if (hit !== undefined && this.#clock.now() - hit.loadedAt < this.#maxAgeMs) return hit.key;
+    if (hit !== undefined && this.#clock.now() - hit.loadedAt < this.#maxAgeMs) return hit;
     let pending = this.#readKeysInFlight.get(id);
     if (pending === undefined) {
       pending = this.#unwrap(id, "randomized")
         .then((raw) => {
-          const key = importAesKey(raw);
-          this.#remember(id, key);
-          return key;
+          this.#remember(id, importAesKey(raw));
+          return this.#readKeys.get(id) as LoadedKey;
         })
         .finally(() => this.#readKeysInFlight.delete(id));
       this.#readKeysInFlight.set(id, pending);
@@ -330,7 +375,13 @@ export class FieldDataKeys {
         return { id, raw: await this.#unwrap(id, "stable"), kmsKeyId: record.kmsKeyId };
       });
       this.#stableById.set(id, pending);
-      pending.catch(() => this.#stableById.delete(id));
+      const settling = pending;
+      pending.then(
+        (stable) => {
+          if (this.#stableById.get(id) === settling) this.#stableReady.set(id, stable);
+        },
+        () => this.#stableById.delete(id),
+      );
     }
     return pending;
   }
@@ -400,6 +451,7 @@ export class FieldDataKeys {
     }
     const stable = { id, raw: generated.plaintext, kmsKeyId: generated.keyId };
     this.#stableById.set(id, Promise.resolve(stable));
+    this.#stableReady.set(id, stable);
     return stable;
   }
 }

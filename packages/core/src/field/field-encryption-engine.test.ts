@@ -241,6 +241,65 @@ describe("FieldEncryptionEngine", () => {
     ).toEqual(["plain"]);
   });
 
+  test("decryptIfCached opens values synchronously once their data key is loaded", async () => {
+    const { engine, make, counted, clock } = await setup({ cache: { maxAgeMs: 60_000 } });
+    const tenantB = at("User", "email", { tenantId: "b" });
+    const text = await engine.encryptText(tenantA, STRING, "r");
+    const bytes = await engine.encrypt(tenantA, STRING, "b");
+    const det = await engine.encryptText(tenantA, DET, "d");
+    const fresh = make();
+    // Cold: no key loaded, no KMS call made, nothing thrown.
+    expect(fresh.decryptIfCached(tenantA, STRING, text)).toBeUndefined();
+    expect(fresh.decryptIfCached(tenantA, DET, det)).toBeUndefined();
+    expect(counted.calls.decrypt).toBe(0);
+    await fresh.decryptMany([
+      { binding: tenantA, spec: STRING, stored: text },
+      { binding: tenantA, spec: DET, stored: det },
+    ]);
+    expect(fresh.decryptIfCached(tenantA, STRING, text)).toBe("r");
+    expect(fresh.decryptIfCached(tenantA, STRING, bytes)).toBe("b");
+    expect(fresh.decryptIfCached(tenantA, DET, det)).toBe("d");
+    // Warm: the binding is still checked, per value, against the header's data key.
+    expect(() => fresh.decryptIfCached(tenantB, STRING, text)).toThrow(InvalidCiphertextError);
+    expect(() =>
+      fresh.decryptIfCached(at("User", "name", { tenantId: "a" }), STRING, text),
+    ).toThrow(InvalidCiphertextError);
+    expect(() => fresh.decryptIfCached(tenantB, DET, det)).toThrow(InvalidCiphertextError);
+    const flipped = Uint8Array.from(bytes);
+    flipped[flipped.length - 1] = (flipped[flipped.length - 1] as number) ^ 1;
+    expect(() => fresh.decryptIfCached(tenantA, STRING, flipped)).toThrow(InvalidCiphertextError);
+    // A value under another data key id (one header byte changed) is a miss, not a false hit.
+    const otherId = Uint8Array.from(bytes);
+    otherId[16] = (otherId[16] as number) ^ 1;
+    expect(fresh.decryptIfCached(tenantA, STRING, otherId)).toBeUndefined();
+    await expect(fresh.decrypt(tenantA, STRING, otherId)).rejects.toBeInstanceOf(
+      InvalidCiphertextError,
+    );
+    expect(() => fresh.decryptIfCached(tenantA, STRING, "plain")).toThrow(InvalidCiphertextError);
+    expect(() => fresh.decryptIfCached(tenantA, STRING, "kms1:*")).toThrow(InvalidCiphertextError);
+    expect(make(true).decryptIfCached(tenantA, STRING, "plain")).toBe("plain");
+    // Past maxAgeMs the key counts as not cached; clearCache forgets it at once.
+    clock.advance(60_000);
+    expect(fresh.decryptIfCached(tenantA, STRING, text)).toBeUndefined();
+    expect(await fresh.decryptText(tenantA, STRING, text)).toBe("r");
+    expect(fresh.decryptIfCached(tenantA, STRING, text)).toBe("r");
+    fresh.clearCache();
+    expect(fresh.decryptIfCached(tenantA, STRING, text)).toBeUndefined();
+    expect(fresh.decryptIfCached(tenantA, DET, det)).toBeUndefined();
+  });
+
+  test("frozen and fresh context objects bind the same way", async () => {
+    const { engine } = await setup();
+    const frozen = Object.freeze({ tenantId: "a" });
+    const text = await engine.encryptText(at("User", "email", frozen), STRING, "v");
+    expect(await engine.decryptText(tenantA, STRING, text)).toBe("v");
+    expect(engine.decryptIfCached(at("User", "email", frozen), STRING, text)).toBe("v");
+    const otherFrozen = Object.freeze({ tenantId: "b" });
+    expect(() => engine.decryptIfCached(at("User", "email", otherFrozen), STRING, text)).toThrow(
+      InvalidCiphertextError,
+    );
+  });
+
   test("the writer reads its own values without any KMS decrypt", async () => {
     const { engine, counted } = await setup();
     const text = await engine.encryptText(tenantA, STRING, "v");

@@ -3,13 +3,18 @@ import { hmac } from "@noble/hashes/hmac.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import { type Clock, systemClock } from "../clock.ts";
 import { KmsInternalError, ValidationError } from "../errors.ts";
-import { type AesKey, gcmOpen, gcmSealInto } from "../hsm/aes-gcm.ts";
+import { gcmOpen, gcmSealInto } from "../hsm/aes-gcm.ts";
 import { fillRandom } from "../hsm/random.ts";
 import type { KmsLike } from "../kms-like.ts";
 import type { EncryptionContext } from "../types.ts";
 import { contextKey, encodeBinding, type FieldBinding } from "./binding.ts";
 import type { DataKeyStore } from "./data-key-store.ts";
-import { FieldDataKeys, type Materials, type StableKey } from "./field-data-keys.ts";
+import {
+  FieldDataKeys,
+  type LoadedKey,
+  type Materials,
+  type StableKey,
+} from "./field-data-keys.ts";
 import {
   DETERMINISTIC_OVERHEAD,
   type FieldCiphertextMode,
@@ -287,34 +292,100 @@ export class FieldEncryptionEngine {
    *   KMS errors when the data key cannot be unwrapped (e.g. its KMS key was deleted).
    */
   decrypt(binding: FieldBinding, spec: FieldSpec, stored: Uint8Array): Promise<FieldValue> {
+    // Fast path without an async frame: the data key is cached (the common case).
     try {
       if (!(stored instanceof Uint8Array)) throw generic();
-      if (stored[0] === FORMAT_RANDOMIZED && stored.length >= RANDOMIZED_OVERHEAD) {
-        const key = this.#keys.cachedReadKey(hexOf(stored, 1, HEADER_LENGTH));
-        if (key !== undefined)
-          return Promise.resolve(this.#openRandomized(key, binding, spec, stored));
-      }
+      const value = this.decryptIfCached(binding, spec, stored);
+      if (value !== undefined) return Promise.resolve(value);
     } catch (error) {
       return Promise.reject(error);
     }
     return this.#decryptSlow(binding, spec, stored);
   }
 
-  #openRandomized(
-    key: AesKey,
+  /**
+   * Decrypts the text form. Text without the `kms1:` prefix is an error, or is returned as it
+   * is when legacy plaintext is enabled.
+   * @throws InvalidCiphertextException as `decrypt`.
+   */
+  decryptText(binding: FieldBinding, spec: FieldSpec, stored: string): Promise<FieldValue> {
+    let bytes: Uint8Array;
+    try {
+      if (typeof stored !== "string") throw generic();
+      const value = this.decryptIfCached(binding, spec, stored);
+      if (value !== undefined) return Promise.resolve(value);
+      // A miss: the text is ours (legacy text returned above) and parses.
+      bytes = fromFieldText(stored);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.#decryptSlow(binding, spec, bytes);
+  }
+
+  /**
+   * Decrypts a stored value (text or bytes form) synchronously when its data key is already
+   * cached in this engine, so that ORM hooks need no promise per value; returns undefined when
+   * the data key must first be loaded (then call `decrypt`, `decryptText` or `decryptMany`).
+   * Legacy plaintext is returned as it is when enabled, as by `decrypt`.
+   * @throws InvalidCiphertextException as `decrypt` / `decryptText`.
+   */
+  decryptIfCached(
     binding: FieldBinding,
+    spec: FieldSpec,
+    stored: string | Uint8Array,
+  ): FieldValue | undefined {
+    let bytes: Uint8Array;
+    if (typeof stored === "string") {
+      if (!isFieldCiphertextText(stored)) {
+        if (this.#legacyPlaintext) return stored;
+        throw generic();
+      }
+      bytes = fromFieldText(stored);
+    } else if (stored instanceof Uint8Array) {
+      bytes = stored;
+    } else {
+      throw generic();
+    }
+    const format = bytes[0];
+    if (format === FORMAT_RANDOMIZED && bytes.length >= RANDOMIZED_OVERHEAD) {
+      const loaded = this.#keys.cachedReadKeyOf(bytes);
+      if (loaded === undefined) return undefined;
+      return this.#openRandomized(loaded, encodeBinding(binding), spec, bytes);
+    }
+    if (format === FORMAT_DETERMINISTIC && bytes.length >= DETERMINISTIC_OVERHEAD) {
+      const stable = this.#keys.cachedStable(hexOf(bytes, 1, HEADER_LENGTH));
+      if (stable === undefined) return undefined;
+      return this.#openDeterministic(stable, binding, spec, bytes);
+    }
+    // Text written by us always parses; anything else is not ours, even in legacy mode.
+    if (typeof stored === "string" || !this.#legacyPlaintext) throw generic();
+    return stored;
+  }
+
+  /**
+   * One GCM open: the AAD is header || binding, built once per (data key, binding) and fed in
+   * one update; the string type, the common case, is decoded straight from the plaintext.
+   */
+  #openRandomized(
+    loaded: LoadedKey,
+    binding: Uint8Array,
     spec: FieldSpec,
     stored: Uint8Array,
   ): FieldValue {
-    const aad = encodeBinding(binding);
+    let aad = loaded.aads.get(binding);
+    if (aad === undefined) {
+      aad = new Uint8Array(HEADER_LENGTH + binding.length);
+      aad.set(stored.subarray(0, HEADER_LENGTH), 0);
+      aad.set(binding, HEADER_LENGTH);
+      loaded.aads.set(binding, aad);
+    }
     const tagAt = stored.length - TAG_LENGTH;
     const plaintext = gcmOpen(
-      key,
+      loaded.key,
       stored.subarray(HEADER_LENGTH, HEADER_LENGTH + IV_LENGTH),
-      stored.subarray(0, HEADER_LENGTH),
+      aad,
       stored.subarray(HEADER_LENGTH + IV_LENGTH, tagAt),
       stored.subarray(tagAt),
-      aad,
     );
     if (plaintext === undefined) throw generic();
     const value = decodeFieldValue(spec.type, plaintext);
@@ -357,99 +428,56 @@ export class FieldEncryptionEngine {
       const stable = await this.#keys.stableForId(parsed.dataKeyId);
       return this.#openDeterministic(stable, binding, spec, stored);
     }
-    const key = await this.#keys.readKey(parsed.dataKeyId);
-    return this.#openRandomized(key, binding, spec, stored);
+    const loaded = await this.#keys.readKey(parsed.dataKeyId);
+    return this.#openRandomized(loaded, encodeBinding(binding), spec, stored);
   }
 
   /**
-   * Decrypts the text form. Text without the `kms1:` prefix is an error, or is returned as it
-   * is when legacy plaintext is enabled.
-   * @throws InvalidCiphertextException as `decrypt`.
-   */
-  decryptText(binding: FieldBinding, spec: FieldSpec, stored: string): Promise<FieldValue> {
-    let bytes: Uint8Array;
-    try {
-      if (typeof stored !== "string") throw generic();
-      if (!isFieldCiphertextText(stored)) {
-        if (this.#legacyPlaintext) return Promise.resolve(stored);
-        throw generic();
-      }
-      bytes = fromFieldText(stored);
-      // Text written by us always parses; anything else is not ours, even in legacy mode.
-      if (parseFieldCiphertext(bytes) === undefined) throw generic();
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    return this.decrypt(binding, spec, bytes);
-  }
-
-  /**
-   * Decrypts many stored values (text or bytes form) at once: the distinct data keys among
-   * them are unwrapped first — one KMS call each, in parallel — then every value is opened
-   * synchronously, without a promise per value. This is the read path of the ORM adapters.
+   * Decrypts many stored values (text or bytes form) at once: values whose data key is cached
+   * are opened synchronously, without a promise per value; the distinct data keys of the rest
+   * are unwrapped together — one KMS call each, one await for all — and their values opened in
+   * a second synchronous pass. This is the read path of the ORM adapters.
    * @throws as `decrypt` / `decryptText`; the first failing value rejects the whole batch.
    */
   async decryptMany(items: readonly DecryptItem[]): Promise<FieldValue[]> {
-    const parsed: (Uint8Array | undefined)[] = new Array(items.length);
-    const ids: string[] = new Array(items.length);
-    const missing = new Set<string>();
-    const stableIds = new Set<string>();
-    for (let i = 0; i < items.length; i++) {
-      const stored = (items[i] as DecryptItem).stored;
-      let bytes: Uint8Array | undefined;
-      if (typeof stored === "string") {
-        if (isFieldCiphertextText(stored)) bytes = fromFieldText(stored);
-        else if (!this.#legacyPlaintext) throw generic();
-      } else if (stored instanceof Uint8Array) {
-        bytes = stored;
-      } else {
-        throw generic();
-      }
-      if (bytes !== undefined) {
-        const format = bytes[0];
-        if (format === FORMAT_RANDOMIZED && bytes.length >= RANDOMIZED_OVERHEAD) {
-          const id = hexOf(bytes, 1, HEADER_LENGTH);
-          ids[i] = id;
-          if (this.#keys.cachedReadKey(id) === undefined) missing.add(id);
-        } else if (format === FORMAT_DETERMINISTIC && bytes.length >= DETERMINISTIC_OVERHEAD) {
-          const id = hexOf(bytes, 1, HEADER_LENGTH);
-          ids[i] = id;
-          stableIds.add(id);
-        } else if (typeof stored === "string" || !this.#legacyPlaintext) {
-          throw generic();
-        } else {
-          bytes = undefined; // legacy bytes, returned as they are
-        }
-      }
-      parsed[i] = bytes;
-    }
-    const keys = new Map<string, AesKey>();
-    const stables = new Map<string, StableKey>();
-    await Promise.all([
-      ...[...missing].map(async (id) => keys.set(id, await this.#keys.readKey(id))),
-      ...[...stableIds].map(async (id) => stables.set(id, await this.#keys.stableForId(id))),
-    ]);
     const out: FieldValue[] = new Array(items.length);
+    const misses: number[] = [];
     for (let i = 0; i < items.length; i++) {
       const item = items[i] as DecryptItem;
-      const bytes = parsed[i];
-      if (bytes === undefined) {
-        out[i] = item.stored as FieldValue;
-        continue;
-      }
-      const id = ids[i] as string;
-      if (bytes[0] === FORMAT_RANDOMIZED) {
-        const key = keys.get(id) ?? this.#keys.cachedReadKey(id);
-        if (key === undefined) throw generic();
-        out[i] = this.#openRandomized(key, item.binding, item.spec, bytes);
-      } else {
-        out[i] = this.#openDeterministic(
-          stables.get(id) as StableKey,
-          item.binding,
-          item.spec,
-          bytes,
-        );
-      }
+      const value = this.decryptIfCached(item.binding, item.spec, item.stored);
+      if (value === undefined) misses.push(i);
+      else out[i] = value;
+    }
+    if (misses.length === 0) return out;
+    // Only ciphertext under an uncached key gets here: the header parses.
+    const bytesOf = (stored: string | Uint8Array) =>
+      typeof stored === "string" ? fromFieldText(stored) : stored;
+    const readIds = new Set<string>();
+    const stableIds = new Set<string>();
+    for (const i of misses) {
+      const bytes = bytesOf((items[i] as DecryptItem).stored);
+      const id = hexOf(bytes, 1, HEADER_LENGTH);
+      (bytes[0] === FORMAT_RANDOMIZED ? readIds : stableIds).add(id);
+    }
+    const loaded = new Map<string, LoadedKey>();
+    const stables = new Map<string, StableKey>();
+    await Promise.all([
+      ...[...readIds].map(async (id) => loaded.set(id, await this.#keys.readKey(id))),
+      ...[...stableIds].map(async (id) => stables.set(id, await this.#keys.stableForId(id))),
+    ]);
+    for (const i of misses) {
+      const item = items[i] as DecryptItem;
+      const bytes = bytesOf(item.stored);
+      const id = hexOf(bytes, 1, HEADER_LENGTH);
+      out[i] =
+        bytes[0] === FORMAT_RANDOMIZED
+          ? this.#openRandomized(
+              loaded.get(id) as LoadedKey,
+              encodeBinding(item.binding),
+              item.spec,
+              bytes,
+            )
+          : this.#openDeterministic(stables.get(id) as StableKey, item.binding, item.spec, bytes);
     }
     return out;
   }

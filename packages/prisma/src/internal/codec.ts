@@ -407,8 +407,8 @@ export class Codec {
   }
 
   /**
-   * Queues the decryption of a result row (and its included relations): one flat list of
-   * promises per result, mostly already resolved (cached data keys), awaited once.
+   * Decrypts a result row (and its included relations) in place. Values whose data key is
+   * cached are decrypted synchronously; the others are queued for one `decryptMany`.
    */
   collectRow(
     model: ModelDescriptor,
@@ -423,7 +423,7 @@ export class Codec {
       const stored = row[field];
       if (stored === undefined || stored === null) continue;
       if (ctx === undefined) {
-        ctx = this.context(model, [row], inherited);
+        ctx = this.rowContext(model, row, inherited, jobs);
         if (ctx === undefined) {
           reject(
             `${model.name}: cannot decrypt without ${model.context.fromRow.join(", ")} in the result`,
@@ -432,9 +432,14 @@ export class Codec {
       }
       const spec = model.encrypted[field] as EncryptedFieldDescriptor;
       const binding = { model: model.name, field, context: ctx };
-      jobs.rows.push(row);
-      jobs.fields.push(field);
-      jobs.items.push({ binding, spec, stored: stored as string | Uint8Array });
+      const value = this.engine.decryptIfCached(binding, spec, stored as string | Uint8Array);
+      if (value !== undefined) {
+        row[field] = value;
+      } else {
+        jobs.rows.push(row);
+        jobs.fields.push(field);
+        jobs.items.push({ binding, spec, stored: stored as string | Uint8Array });
+      }
     }
     for (const relation of model.relationNames) {
       const value = row[relation];
@@ -450,20 +455,52 @@ export class Codec {
     if (strip !== undefined && strip.columns.length > 0) jobs.strips.push([row, strip.columns]);
   }
 
+  /**
+   * `context(model, [row], inherited)`, shared between the rows of one result that have the
+   * same context values (usually all of them): one object, so the engine's binding caches hit.
+   */
+  rowContext(
+    model: ModelDescriptor,
+    row: Json,
+    inherited: Ctx | undefined,
+    jobs: DecryptJobs,
+  ): Ctx | undefined {
+    const fromRow = model.context.fromRow;
+    if (fromRow.length !== 1 || inherited !== undefined) {
+      return this.context(model, [row], inherited);
+    }
+    const raw = scalarEquality(row[fromRow[0] as string]);
+    if (typeof raw !== "string") return this.context(model, [row], inherited);
+    let byValue = jobs.contexts.get(model);
+    if (byValue === undefined) {
+      byValue = new Map();
+      jobs.contexts.set(model, byValue);
+    }
+    let ctx = byValue.get(raw);
+    if (ctx === undefined) {
+      ctx = this.context(model, [row], inherited);
+      // Frozen: the engine then caches the binding encodings on the object itself.
+      if (ctx !== undefined) byValue.set(raw, Object.freeze(ctx));
+    }
+    return ctx;
+  }
+
   async readResult(
     model: ModelDescriptor,
     result: unknown,
     strip: Strip | undefined,
   ): Promise<void> {
-    const jobs: DecryptJobs = { rows: [], fields: [], items: [], strips: [] };
+    const jobs: DecryptJobs = { rows: [], fields: [], items: [], strips: [], contexts: new Map() };
     if (Array.isArray(result)) {
       for (const row of result) this.collectRow(model, row, strip, undefined, jobs);
     } else {
       this.collectRow(model, result, strip, undefined, jobs);
     }
-    const values = jobs.items.length === 0 ? [] : await this.engine.decryptMany(jobs.items);
-    for (let i = 0; i < values.length; i++) {
-      (jobs.rows[i] as Json)[jobs.fields[i] as string] = values[i];
+    if (jobs.items.length > 0) {
+      const values = await this.engine.decryptMany(jobs.items);
+      for (let i = 0; i < values.length; i++) {
+        (jobs.rows[i] as Json)[jobs.fields[i] as string] = values[i];
+      }
     }
     for (const [row, columns] of jobs.strips) for (const column of columns) delete row[column];
   }
@@ -474,6 +511,8 @@ interface DecryptJobs {
   readonly fields: string[];
   readonly items: DecryptItem[];
   readonly strips: [Json, readonly string[]][];
+  /** Contexts of this result by model and (single) context value. */
+  readonly contexts: Map<ModelDescriptor, Map<string, Ctx>>;
 }
 
 /** Whether writing `data` encrypts anything (directly or in nested writes). */
