@@ -126,36 +126,17 @@ export {
   wrappingRootKeyId,
 } from "./hsm/software-hsm.ts";
 export {
-  KEY_STATE_TABLE,
-  type KeyStateOperation,
-  type KeyStateOutcome,
-} from "./key-state-table.ts";
-export type {
-  KeyStore,
-  ListOptions,
-  StoredAlias,
-  StoredGrant,
-  StoredKey,
-  StoredKeyVersion,
-  StoredRotationSettings,
-} from "./keystore/key-store.ts";
-export {
   DATA_KEY_PAIR_SPECS,
   KEY_SPEC_TABLE,
   type KeyFamily,
   type KeySpecInfo,
   maxOaepPlaintextBytes,
 } from "./key-specs.ts";
-export { MemoryKeyStore } from "./keystore/memory-key-store.ts";
 export {
-  exportKeyStore,
-  importKeyStore,
-  type KeySnapshot,
-  type KeyStoreSnapshot,
-  type KeyVersionSnapshot,
-  SNAPSHOT_FORMAT,
-} from "./keystore/snapshot.ts";
-export { type AuditTrail, createKms, Kms, type KmsOptions } from "./kms.ts";
+  KEY_STATE_TABLE,
+  type KeyStateOperation,
+  type KeyStateOutcome,
+} from "./key-state-table.ts";
 export type {
   DecryptDataKeyRequest,
   EncryptDataKeyRequest,
@@ -167,6 +148,25 @@ export { KMS_PROVIDER_ID, KmsKeyring, type KmsKeyringOptions } from "./keyring/k
 export { MultiKeyring, type MultiKeyringOptions } from "./keyring/multi-keyring.ts";
 export { RawAesKeyring, type RawAesKeyringOptions } from "./keyring/raw-aes-keyring.ts";
 export { RawRsaKeyring, type RawRsaKeyringOptions } from "./keyring/raw-rsa-keyring.ts";
+export type {
+  KeyStore,
+  ListOptions,
+  StoredAlias,
+  StoredGrant,
+  StoredKey,
+  StoredKeyVersion,
+  StoredRotationSettings,
+} from "./keystore/key-store.ts";
+export { MemoryKeyStore } from "./keystore/memory-key-store.ts";
+export {
+  exportKeyStore,
+  importKeyStore,
+  type KeySnapshot,
+  type KeyStoreSnapshot,
+  type KeyVersionSnapshot,
+  SNAPSHOT_FORMAT,
+} from "./keystore/snapshot.ts";
+export { type AuditTrail, createKms, Kms, type KmsOptions } from "./kms.ts";
 export type { KmsLike } from "./kms-like.ts";
 export type { DecryptPolicy } from "./message/decrypt-policy.ts";
 export {
