@@ -1,16 +1,26 @@
 /**
  * `pnpm bench` for @kms/express: Express 5 hello-world req/s with and without verifySignature +
  * signResponse, measured with autocannon over loopback in one run. Each server runs in its own
- * worker thread (its own event loop) so the load generator does not share its CPU time.
- * Keys live in an in-process @kms/core Kms (HMAC_256, ECC_NIST_P256). Requests are pre-signed
- * once and replayed, so the figure is the server's verify + sign cost (no nonce store).
+ * worker thread (its own event loop), and besides req/s the bench reads that thread's own CPU
+ * time (`process.threadCpuUsage`) per request: on a shared machine req/s swings with whatever
+ * else runs, while server CPU per request is the cost itself. Requests are pre-signed once and
+ * replayed (no nonce store), so the figure is the server's verify + sign cost.
+ *
+ * Variants: baseline (no middleware); HMAC with a local secret; HMAC with an in-process @kms/core
+ * Kms key (GenerateMac / VerifyMac); ECDSA P-256 with a Kms key (Sign, and local verification
+ * with its public key). Every variant serves the same handler.
  */
 import type { AddressInfo } from "node:net";
 import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads";
 
-type Variant = "baseline" | "hmac-kms" | "hmac-local" | "ecdsa-p256-kms";
-const VARIANTS: Variant[] = ["baseline", "hmac-kms", "hmac-local", "ecdsa-p256-kms"];
-const seconds = process.env.KMS_BENCH_QUICK === "1" ? 1 : 5;
+type Variant = "baseline" | "hmac-local" | "hmac-kms" | "ecdsa-p256-kms";
+const ALL: Variant[] = ["baseline", "hmac-local", "hmac-kms", "ecdsa-p256-kms"];
+// KMS_BENCH_VARIANTS=baseline,hmac-local narrows the run (e.g. under node --cpu-prof).
+const VARIANTS = (process.env.KMS_BENCH_VARIANTS?.split(",") as Variant[] | undefined) ?? ALL;
+const quick = process.env.KMS_BENCH_QUICK === "1";
+const seconds = quick ? 1 : 5;
+const rounds = quick ? 1 : 5;
+const PATH = "/hello?name=bench";
 
 async function serve(variant: Variant): Promise<void> {
   const { randomBytes } = await import("node:crypto");
@@ -55,12 +65,17 @@ async function serve(variant: Variant): Promise<void> {
     );
     app.use(signResponse({ signer }));
   }
-  app.get("/", (_req, res) => {
-    res.type("text/plain").send("hello world");
+  // Realistic but identical across variants: read a query parameter, answer small JSON.
+  app.get("/hello", (req, res) => {
+    res.json({ hello: req.query.name ?? "world", at: 1_700_000_000 });
+  });
+  parentPort?.on("message", () => {
+    const { user, system } = process.threadCpuUsage();
+    parentPort?.postMessage({ cpuMicros: user + system });
   });
   const server = app.listen(0, "127.0.0.1", async () => {
     const { port } = server.address() as AddressInfo;
-    const url = `http://127.0.0.1:${port}/`;
+    const url = `http://127.0.0.1:${port}${PATH}`;
     const headers =
       clientSigner === undefined
         ? {}
@@ -85,17 +100,35 @@ async function start(variant: Variant): Promise<Target> {
   );
   const probe = await fetch(url, { headers });
   if (probe.status !== 200) throw new Error(`${variant}: probe answered ${probe.status}`);
+  if (variant !== "baseline" && !probe.headers.has("signature")) {
+    throw new Error(`${variant}: the response is not signed`);
+  }
   return { worker, url, headers };
 }
 
-async function load(variant: Variant, target: Target, duration: number): Promise<number> {
+function serverCpu(target: Target): Promise<number> {
+  return new Promise((resolve) => {
+    target.worker.once("message", (m: { cpuMicros: number }) => resolve(m.cpuMicros));
+    target.worker.postMessage("cpu");
+  });
+}
+
+interface Sample {
+  readonly rps: number;
+  /** Server thread CPU time per request, µs. */
+  readonly cpuPerRequest: number;
+}
+
+async function load(variant: Variant, target: Target, duration: number): Promise<Sample> {
   const { default: autocannon } = await import("autocannon");
   const { url, headers } = target;
+  const before = await serverCpu(target);
   const result = await autocannon({ url, headers, connections: 10, duration });
+  const after = await serverCpu(target);
   if (result.non2xx > 0 || result.errors > 0) {
     throw new Error(`${variant}: ${result.non2xx} non-2xx, ${result.errors} errors`);
   }
-  return result.requests.average;
+  return { rps: result.requests.average, cpuPerRequest: (after - before) / result.requests.total };
 }
 
 const median = (xs: number[]): number => {
@@ -106,25 +139,35 @@ const median = (xs: number[]): number => {
 if (isMainThread) {
   // Variants are interleaved over several rounds and the median kept, so a burst of load from
   // elsewhere on the machine skews one sample rather than one variant.
-  const rounds = process.env.KMS_BENCH_QUICK === "1" ? 1 : 3;
   const targets = new Map<Variant, Target>();
   for (const v of VARIANTS) targets.set(v, await start(v));
   for (const v of VARIANTS) await load(v, targets.get(v)!, 1); // warm-up
-  const samples = new Map<Variant, number[]>(VARIANTS.map((v) => [v, []]));
+  const samples = new Map<Variant, Sample[]>(VARIANTS.map((v) => [v, []]));
   for (let r = 0; r < rounds; r++) {
     for (const v of VARIANTS) samples.get(v)!.push(await load(v, targets.get(v)!, seconds));
   }
   for (const t of targets.values()) await t.worker.terminate();
-  const results = new Map(VARIANTS.map((v) => [v, median(samples.get(v)!)]));
-  const base = results.get("baseline") ?? 1;
+  const rps = new Map(VARIANTS.map((v) => [v, median(samples.get(v)!.map((s) => s.rps))]));
+  const cpu = new Map(
+    VARIANTS.map((v) => [v, median(samples.get(v)!.map((s) => s.cpuPerRequest))]),
+  );
+  const baseRps = rps.get("baseline") ?? Number.NaN;
+  const baseCpu = cpu.get("baseline") ?? Number.NaN;
   console.log(
     `\nExpress 5 hello world, autocannon 10 connections, ${rounds} × ${seconds} s per variant (median), loopback`,
   );
-  for (const [v, rps] of results) {
-    const ratio = rps / base;
-    const cost = v === "baseline" ? "" : `  cost ${((1 - ratio) * 100).toFixed(1)}%`;
+  console.log(
+    `  ${"variant".padEnd(16)} ${"req/s".padStart(8)}  ${"% of base".padStart(9)}  ${"cost".padStart(6)}   ${"server CPU/req".padStart(14)}  ${"cost (CPU)".padStart(10)}`,
+  );
+  for (const v of VARIANTS) {
+    const r = rps.get(v) ?? 0;
+    const c = cpu.get(v) ?? 0;
+    const base = v === "baseline";
+    // Cost as a share of req/s: 1 - rps/base; from CPU, the same quantity is 1 - base/cpu.
+    const cost = base ? "" : `${((1 - r / baseRps) * 100).toFixed(1)}%`;
+    const cpuCost = base ? "" : `${((1 - baseCpu / c) * 100).toFixed(1)}%`;
     console.log(
-      `  ${v.padEnd(16)} ${Math.round(rps).toLocaleString("en-US").padStart(8)} req/s  ${(ratio * 100).toFixed(1).padStart(5)}% of baseline${cost}`,
+      `  ${v.padEnd(16)} ${Math.round(r).toLocaleString("en-US").padStart(8)}  ${((r / baseRps) * 100).toFixed(1).padStart(8)}%  ${cost.padStart(6)}   ${`${c.toFixed(1)} µs`.padStart(14)}  ${cpuCost.padStart(10)}`,
     );
   }
 } else {

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { type EncryptionContext, runWithEncryptionContext } from "@kms/core";
 import type { Request, RequestHandler } from "express";
 import { PROBLEM_TYPE_BASE, sendProblem } from "./problem.ts";
+import { existingRequestState, requestState } from "./request-state.ts";
 
 /** What a request contributes to KMS calls made while it is handled. */
 export interface RequestKmsContext {
@@ -34,11 +35,9 @@ export interface KmsContextOptions {
   readonly tenantKey?: string;
 }
 
-const contexts = new WeakMap<Request, RequestKmsContext>();
-
 /** The context `kmsContext` built for this request. */
 export function kmsContextOf(req: Request): RequestKmsContext | undefined {
-  return contexts.get(req);
+  return existingRequestState(req)?.context;
 }
 
 interface MaybeUser {
@@ -92,7 +91,7 @@ export function kmsContext(options: KmsContextOptions = {}): RequestHandler {
       });
       return;
     }
-    contexts.set(req, context);
+    requestState(req).context = context;
     res.setHeader("x-request-id", context.requestId);
     runWithEncryptionContext(context.encryptionContext, () => next());
   };

@@ -1,17 +1,10 @@
+import { PROBLEM_CONTENT_TYPE, type ProblemDetails } from "@kms/http-signatures";
 import type { Response } from "express";
 
-/** An RFC 9457 problem details body. */
-export interface ProblemDetails {
-  readonly type: string;
-  readonly title: string;
-  readonly status: number;
-  readonly detail: string;
-  readonly [extension: string]: unknown;
-}
-
-export const PROBLEM_TYPE_BASE = "https://kms.dev/problems/";
+// The bodies and the type URI base are shared with the Nest layer through @kms/http-signatures.
+export { PROBLEM_TYPE_BASE, type ProblemDetails } from "@kms/http-signatures";
 
 /** Sends `problem` as `application/problem+json`. */
 export function sendProblem(res: Response, problem: ProblemDetails): void {
-  res.status(problem.status).type("application/problem+json").send(JSON.stringify(problem));
+  res.status(problem.status).type(PROBLEM_CONTENT_TYPE).send(JSON.stringify(problem));
 }

@@ -4,8 +4,8 @@
  */
 import type { IncomingMessage } from "node:http";
 import { ValidationError } from "@kms/core";
+import { existingRequestState, requestState } from "./request-state.ts";
 
-const rawBodies = new WeakMap<IncomingMessage, Uint8Array>();
 const EMPTY = new Uint8Array(0);
 
 /**
@@ -14,12 +14,29 @@ const EMPTY = new Uint8Array(0);
  * `app.use(express.json({ verify: captureRawBody }))`.
  */
 export function captureRawBody(req: IncomingMessage, _res: unknown, buffer: Buffer): void {
-  rawBodies.set(req, new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength));
+  requestState(req).rawBody = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
 }
 
 /** The captured raw body of `req`, or undefined when nothing captured it. */
 export function rawBodyOf(req: IncomingMessage): Uint8Array | undefined {
-  return rawBodies.get(req);
+  return existingRequestState(req)?.rawBody;
+}
+
+/**
+ * The raw body when it is known without reading the stream: the captured one, or empty for a
+ * request that has no body (RFC 9112 §6.3). Undefined when the stream must be read.
+ */
+export function knownRawBody(req: IncomingMessage): Uint8Array | undefined {
+  const captured = existingRequestState(req)?.rawBody;
+  if (captured !== undefined) return captured;
+  if (
+    !req.readableDidRead &&
+    req.headers["content-length"] === undefined &&
+    req.headers["transfer-encoding"] === undefined
+  ) {
+    return EMPTY;
+  }
+  return undefined;
 }
 
 /**
@@ -29,7 +46,7 @@ export function rawBodyOf(req: IncomingMessage): Uint8Array | undefined {
  * by a parser that did not capture it.
  */
 export async function readRawBody(req: IncomingMessage, limit: number): Promise<Uint8Array> {
-  const captured = rawBodies.get(req);
+  const captured = existingRequestState(req)?.rawBody;
   if (captured !== undefined) return captured;
   if (req.readableDidRead) {
     throw new ValidationError(
@@ -52,6 +69,6 @@ export async function readRawBody(req: IncomingMessage, limit: number): Promise<
     chunks.push(buf);
   }
   const body = new Uint8Array(Buffer.concat(chunks));
-  rawBodies.set(req, body);
+  requestState(req).rawBody = body;
   return body;
 }

@@ -1,21 +1,21 @@
 import { isKmsError } from "@kms/core";
 import {
+  signatureProblem,
   type VerificationPolicy,
   type VerificationResult,
-  verifyMessage,
+  verifyMessageEagerly,
 } from "@kms/http-signatures";
-import type { Request, RequestHandler } from "express";
+import type { NextFunction, Request, RequestHandler, Response } from "express";
 import { PROBLEM_TYPE_BASE, sendProblem } from "./problem.ts";
-import { readRawBody } from "./raw-body.ts";
+import { knownRawBody, readRawBody } from "./raw-body.ts";
 import { requestMessage } from "./request-message.ts";
+import { existingRequestState, requestState } from "./request-state.ts";
 
 export type VerifiedSignature = Extract<VerificationResult, { ok: true }>;
 
-const verified = new WeakMap<Request, VerifiedSignature>();
-
 /** The signature `verifySignature` accepted for this request, if any. */
 export function verifiedSignatureOf(req: Request): VerifiedSignature | undefined {
-  return verified.get(req);
+  return existingRequestState(req)?.verified;
 }
 
 export interface VerifySignatureOptions extends VerificationPolicy {
@@ -32,7 +32,34 @@ export interface VerifySignatureOptions extends VerificationPolicy {
  */
 export function verifySignature(policy: VerifySignatureOptions): RequestHandler {
   const limit = policy.bodyLimit ?? 1024 * 1024;
-  return async (req, res, next) => {
+  const conclude = (
+    req: Request,
+    res: Response,
+    next: NextFunction,
+    result: VerificationResult,
+  ): void => {
+    if (!result.ok) {
+      res.setHeader("WWW-Authenticate", "Signature");
+      sendProblem(res, signatureProblem(result));
+      return;
+    }
+    requestState(req).verified = result;
+    next();
+  };
+  // Synchronous when the key lookup and verifier are (local keys): the request then goes on
+  // in the same tick, which measurably beats deferring every request by a promise.
+  const verify = (
+    req: Request,
+    res: Response,
+    next: NextFunction,
+    body: Uint8Array,
+  ): Promise<void> | undefined => {
+    const result = verifyMessageEagerly(requestMessage(req, body), policy);
+    if ("then" in result) return result.then((settled) => conclude(req, res, next, settled));
+    conclude(req, res, next, result);
+    return undefined;
+  };
+  const readThenVerify = async (req: Request, res: Response, next: NextFunction) => {
     let body: Uint8Array;
     try {
       body = await readRawBody(req, limit);
@@ -49,20 +76,12 @@ export function verifySignature(policy: VerifySignatureOptions): RequestHandler 
       next(error);
       return;
     }
-    const result = await verifyMessage(requestMessage(req, body), policy);
-    if (!result.ok) {
-      res.setHeader("WWW-Authenticate", "Signature");
-      sendProblem(res, {
-        type: `${PROBLEM_TYPE_BASE}signature/${result.check}`,
-        title: "HTTP message signature rejected",
-        status: 401,
-        detail: result.detail,
-        check: result.check,
-        ...(result.label !== undefined ? { label: result.label } : {}),
-      });
-      return;
-    }
-    verified.set(req, result);
-    next();
+    await verify(req, res, next, body);
+  };
+  // Express 5 passes a rejected promise (key lookup or KMS failure) to next(error).
+  return (req, res, next) => {
+    // A body-less or already captured request needs no stream read, and no extra await.
+    const body = knownRawBody(req);
+    return body === undefined ? readThenVerify(req, res, next) : verify(req, res, next, body);
   };
 }

@@ -39,12 +39,19 @@ export interface MessageSigner {
   /** Sent as the `keyid` parameter unless the caller overrides it. */
   readonly keyId?: string | undefined;
   sign(base: Uint8Array): Promise<Uint8Array>;
+  /**
+   * The same signature computed synchronously, offered by signers whose key is in this process
+   * (shared secrets, private keys) so middleware can answer without a promise per response.
+   */
+  readonly signSync?: ((base: Uint8Array) => Uint8Array) | undefined;
 }
 
 /** Checks a signature over a signature base; false on mismatch, never throws for one. */
 export interface MessageVerifier {
   readonly algorithm: SignatureAlgorithm;
   verify(base: Uint8Array, signature: Uint8Array): Promise<boolean>;
+  /** The same check computed synchronously, offered by verifiers whose key is in this process. */
+  readonly verifySync?: ((base: Uint8Array, signature: Uint8Array) => boolean) | undefined;
 }
 
 export function assertAlgorithm(value: unknown, argument = "algorithm"): SignatureAlgorithm {
@@ -54,6 +61,11 @@ export function assertAlgorithm(value: unknown, argument = "algorithm"): Signatu
     );
   }
   return value;
+}
+
+/** A plain Uint8Array view of a Buffer, without copying it. */
+function asBytes(buffer: Buffer): Uint8Array {
+  return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
 }
 
 // --- shared secrets ---------------------------------------------------------------------
@@ -77,10 +89,13 @@ export function createHmacSigner(
   // A KeyObject made once: passing raw bytes makes node:crypto import the key on every call,
   // which costs several times the HMAC itself.
   const key = createSecretKey(Uint8Array.from(secret));
+  const signSync = (base: Uint8Array): Uint8Array =>
+    asBytes(createHmac("sha256", key).update(base).digest());
   return {
     algorithm: "hmac-sha256",
     keyId: options.keyId,
-    sign: async (base) => new Uint8Array(createHmac("sha256", key).update(base).digest()),
+    sign: async (base) => signSync(base),
+    signSync,
   };
 }
 
@@ -91,12 +106,14 @@ export function createHmacSigner(
 export function createHmacVerifier(secret: Uint8Array): MessageVerifier {
   assertSecret(secret);
   const key = createSecretKey(Uint8Array.from(secret));
+  const verifySync = (base: Uint8Array, signature: Uint8Array): boolean => {
+    const expected = createHmac("sha256", key).update(base).digest();
+    return signature.length === expected.length && timingSafeEqual(expected, signature);
+  };
   return {
     algorithm: "hmac-sha256",
-    verify: async (base, signature) => {
-      const expected = createHmac("sha256", key).update(base).digest();
-      return signature.length === expected.length && timingSafeEqual(expected, signature);
-    },
+    verify: async (base, signature) => verifySync(base, signature),
+    verifySync,
   };
 }
 
@@ -189,10 +206,12 @@ export function createPrivateKeySigner(
   checkKey(key, algorithm);
   const hash = KEY_SHAPES[algorithm].hash;
   const opts = signOptions(algorithm, key);
+  const signSync = (base: Uint8Array): Uint8Array => asBytes(nodeSign(hash, base, opts));
   return {
     algorithm,
     keyId: options.keyId,
-    sign: async (base) => new Uint8Array(nodeSign(hash, base, opts)),
+    sign: async (base) => signSync(base),
+    signSync,
   };
 }
 
@@ -223,15 +242,17 @@ export function createPublicKeyVerifier(
       : signOptions(algorithm, key);
   const rawLength =
     algorithm === "ecdsa-p256-sha256" ? 64 : algorithm === "ecdsa-p384-sha384" ? 96 : undefined;
+  const verifySync = (base: Uint8Array, signature: Uint8Array): boolean => {
+    if (rawLength !== undefined && signature.length !== rawLength) return false;
+    try {
+      return nodeVerify(hash, base, opts as never, signature);
+    } catch {
+      return false;
+    }
+  };
   return {
     algorithm,
-    verify: async (base, signature) => {
-      if (rawLength !== undefined && signature.length !== rawLength) return false;
-      try {
-        return nodeVerify(hash, base, opts as never, signature);
-      } catch {
-        return false;
-      }
-    },
+    verify: async (base, signature) => verifySync(base, signature),
+    verifySync,
   };
 }

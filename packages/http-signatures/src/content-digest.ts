@@ -3,7 +3,7 @@
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import { ValidationError } from "@kms/core";
-import { isInnerList, parseDictionary, serializeDictionary } from "./structured-fields.ts";
+import { isInnerList, parseDictionary } from "./structured-fields.ts";
 
 export const DIGEST_ALGORITHMS = ["sha-256", "sha-512"] as const;
 export type DigestAlgorithm = (typeof DIGEST_ALGORITHMS)[number];
@@ -19,7 +19,9 @@ export function computeContentDigest(
   algorithms: readonly DigestAlgorithm[] = ["sha-256"],
 ): string {
   if (algorithms.length === 0) throw new ValidationError('"algorithms" must not be empty');
-  const dict = new Map();
+  // Built as text: the members are fixed keys and byte sequences, so the dictionary
+  // serializer would only re-check what is known to be valid.
+  let field = "";
   for (const alg of algorithms) {
     const hash = NODE_HASH[alg];
     if (hash === undefined) {
@@ -27,12 +29,10 @@ export function computeContentDigest(
         `"algorithms" entries must be sha-256 or sha-512, got ${JSON.stringify(alg)}`,
       );
     }
-    dict.set(alg, {
-      value: new Uint8Array(createHash(hash).update(body).digest()),
-      params: new Map(),
-    });
+    const digest = createHash(hash).update(body).digest("base64");
+    field += `${field === "" ? "" : ", "}${alg}=:${digest}:`;
   }
-  return serializeDictionary(dict);
+  return field;
 }
 
 export type ContentDigestResult =

@@ -34,7 +34,21 @@ export {
   type RequestMessage,
   type ResponseMessage,
 } from "./message.ts";
+export {
+  type NodeRequestLike,
+  nodeRequestMessage,
+  type ResponseBinding,
+  type ResponseSigningOptions,
+  signNodeResponse,
+} from "./node-message.ts";
 export { MemoryNonceStore, type MemoryNonceStoreOptions, type NonceStore } from "./nonce-store.ts";
+export {
+  PROBLEM_CONTENT_TYPE,
+  PROBLEM_TYPE_BASE,
+  type ProblemDetails,
+  responseSigningProblem,
+  signatureProblem,
+} from "./problem.ts";
 export {
   createSignedFetch,
   type RequestLike,
@@ -89,4 +103,5 @@ export {
   type VerificationPolicy,
   type VerificationResult,
   verifyMessage,
+  verifyMessageEagerly,
 } from "./verify.ts";

@@ -2,6 +2,8 @@
  * The framework-neutral view of an HTTP message that signing and verification work on. Each
  * framework layer (Express, Nest, fetch) builds one of these; nothing here knows about them.
  */
+import { RecentCache } from "./internal/recent-cache.ts";
+import { type Dictionary, parseDictionary } from "./structured-fields.ts";
 
 /**
  * Header fields in any of the usual shapes: a WHATWG `Headers`, Node's `headersDistinct`
@@ -35,10 +37,22 @@ export function isRequestMessage(message: HttpMessage): message is RequestMessag
 /** Field lines by lower-cased name, each line kept apart (needed for `;bs`). */
 export type FieldLines = ReadonlyMap<string, readonly string[]>;
 
-const fieldCache = new WeakMap<object, FieldLines>();
+interface NormalizedFields {
+  readonly lines: FieldLines;
+  /** Dictionary fields parsed so far (Signature-Input, Signature), by name. */
+  dictionaries: Map<string, Dictionary> | undefined;
+}
+
+// Recent header objects only (see RecentCache for why not a WeakMap): enough for one request's
+// verification and its response's signing, also with a few requests interleaved.
+const fieldCache = new RecentCache<object, NormalizedFields>(16);
 
 /** Normalizes any header shape to field lines keyed by lower-case name. */
 export function fieldLines(headers: HeaderSource): FieldLines {
+  return normalizedFields(headers).lines;
+}
+
+function normalizedFields(headers: HeaderSource): NormalizedFields {
   const cached = fieldCache.get(headers);
   if (cached !== undefined) return cached;
   const out = new Map<string, string[]>();
@@ -56,12 +70,39 @@ export function fieldLines(headers: HeaderSource): FieldLines {
     }
     for (const cookie of headers.getSetCookie()) add("set-cookie", cookie);
   } else {
-    for (const [name, value] of Object.entries(headers)) {
+    const record = headers as Readonly<Record<string, unknown>>;
+    for (const name of Object.keys(record)) {
+      const value = record[name];
       if (value === undefined) continue;
-      if (Array.isArray(value)) for (const v of value) add(name, String(v));
-      else add(name, String(value));
+      // Node's headersDistinct: lower-case names, one fresh string array per field.
+      if (Array.isArray(value)) {
+        const key = name.toLowerCase();
+        const list = out.get(key);
+        if (list === undefined) out.set(key, value.map(String));
+        else for (const v of value) list.push(String(v));
+      } else add(name, String(value));
     }
   }
-  fieldCache.set(headers, out);
-  return out;
+  const fields: NormalizedFields = { lines: out, dictionaries: undefined };
+  fieldCache.set(headers, fields);
+  return fields;
+}
+
+/**
+ * The field's lines parsed as one dictionary, cached with the normalized fields (so verifying a
+ * request and signing its response parse its Signature field once). Callers must not mutate
+ * the result; copy it first.
+ * @throws ValidationException when the field is not a valid dictionary.
+ */
+export function fieldDictionary(headers: HeaderSource, name: string): Dictionary | undefined {
+  const fields = normalizedFields(headers);
+  const lines = fields.lines.get(name);
+  if (lines === undefined) return undefined;
+  let dict = fields.dictionaries?.get(name);
+  if (dict === undefined) {
+    dict = parseDictionary(lines.length === 1 ? (lines[0] as string) : lines.join(", "));
+    fields.dictionaries ??= new Map();
+    fields.dictionaries.set(name, dict);
+  }
+  return dict;
 }

@@ -7,7 +7,7 @@ import type { ServerResponse } from "node:http";
 import { computeContentDigest, type DigestAlgorithm } from "./content-digest.ts";
 import { fieldLines, type RequestMessage } from "./message.ts";
 import { PROBLEM_CONTENT_TYPE, responseSigningProblem } from "./problem.ts";
-import { type SignOptions, signMessage } from "./sign.ts";
+import { type SignatureFields, type SignOptions, signMessageEagerly } from "./sign.ts";
 import type { ComponentSpec } from "./signature-base.ts";
 
 /** The parts of a Node / Express / Fastify request that the target URI and fields come from. */
@@ -148,33 +148,70 @@ function end(
       : chunks.length === 1
         ? (chunks[0] as Buffer)
         : Buffer.concat(chunks);
-  void finish(res, pending, body, callback);
+  finish(res, pending, body, callback);
   return res;
 }
 
-async function finish(
+/**
+ * Signs and sends. A local signer (`signSync`) finishes before `end` returns, as an unsigned
+ * response would; a KMS signer finishes when its promise settles.
+ */
+function finish(
   res: ServerResponse,
   pending: Pending,
   body: Buffer,
   callback: Callback | undefined,
-): Promise<void> {
+): void {
+  let signed: SignatureFields | Promise<SignatureFields>;
   try {
-    await sign(res, pending, body);
-    if (res.getHeader("content-length") !== undefined) res.setHeader("content-length", body.length);
-    pending.end.call(res, body, callback);
+    signed = sign(res, pending, body);
   } catch (error) {
-    res.removeHeader("content-digest");
-    res.removeHeader("signature-input");
-    res.removeHeader("signature");
-    res.statusCode = 500;
-    res.setHeader("content-type", PROBLEM_CONTENT_TYPE);
-    const problem = JSON.stringify(responseSigningProblem(error));
-    res.setHeader("content-length", Buffer.byteLength(problem));
-    pending.end.call(res, problem);
+    answerUnsigned(res, pending, error);
+    return;
+  }
+  if ("then" in signed) {
+    signed.then(
+      (fields) => send(res, pending, body, callback, fields),
+      (error: unknown) => answerUnsigned(res, pending, error),
+    );
+  } else {
+    send(res, pending, body, callback, signed);
   }
 }
 
-async function sign(res: ServerResponse, pending: Pending, body: Buffer): Promise<void> {
+function send(
+  res: ServerResponse,
+  pending: Pending,
+  body: Buffer,
+  callback: Callback | undefined,
+  fields: SignatureFields,
+): void {
+  try {
+    res.setHeader("signature-input", fields.signatureInput);
+    res.setHeader("signature", fields.signature);
+    if (res.getHeader("content-length") !== undefined) res.setHeader("content-length", body.length);
+    pending.end.call(res, body, callback);
+  } catch (error) {
+    answerUnsigned(res, pending, error);
+  }
+}
+
+function answerUnsigned(res: ServerResponse, pending: Pending, error: unknown): void {
+  res.removeHeader("content-digest");
+  res.removeHeader("signature-input");
+  res.removeHeader("signature");
+  res.statusCode = 500;
+  res.setHeader("content-type", PROBLEM_CONTENT_TYPE);
+  const problem = JSON.stringify(responseSigningProblem(error));
+  res.setHeader("content-length", Buffer.byteLength(problem));
+  pending.end.call(res, problem);
+}
+
+function sign(
+  res: ServerResponse,
+  pending: Pending,
+  body: Buffer,
+): SignatureFields | Promise<SignatureFields> {
   const { options } = pending;
   const { request, verifiedLabel } = pending.binding();
   const digest = options.digest ?? DEFAULT_DIGEST;
@@ -194,12 +231,10 @@ async function sign(res: ServerResponse, pending: Pending, body: Buffer): Promis
     }
     components = defaults;
   }
-  const fields = await signMessage(
+  return signMessageEagerly(
     { status: res.statusCode, headers, body },
     { ...options, components, request },
   );
-  res.setHeader("signature-input", fields.signatureInput);
-  res.setHeader("signature", fields.signature);
 }
 
 /**

@@ -5,20 +5,27 @@ import { randomBytes } from "node:crypto";
 import { ValidationError } from "@kms/core";
 import type { MessageSigner } from "./algorithms.ts";
 import { computeContentDigest, type DigestAlgorithm } from "./content-digest.ts";
-import { fieldLines, type HttpMessage, isRequestMessage, type RequestMessage } from "./message.ts";
+import {
+  fieldDictionary,
+  type HttpMessage,
+  isRequestMessage,
+  type RequestMessage,
+} from "./message.ts";
 import {
   type ComponentSpec,
+  cachedComponentIdentifier,
   componentIdentifier,
-  createSignatureBase,
   type SignatureBaseOptions,
+  signatureBase,
   signatureParamsList,
 } from "./signature-base.ts";
 import {
   type Dictionary,
-  item,
-  parseDictionary,
+  serializeBareItem,
   serializeDictionary,
   serializeInnerList,
+  serializeItem,
+  serializeParameters,
 } from "./structured-fields.ts";
 
 export interface SignOptions extends SignatureBaseOptions {
@@ -56,9 +63,17 @@ export interface SignatureFields {
 
 const LABEL = /^[a-z*][a-z0-9_\-.*]*$/;
 
+const EMPTY: Dictionary = new Map();
+
 function existingDictionary(message: HttpMessage, name: string): Dictionary {
-  const lines = fieldLines(message.headers).get(name);
-  return lines === undefined ? new Map() : parseDictionary(lines.join(", "));
+  return fieldDictionary(message.headers, name) ?? EMPTY;
+}
+
+/** `dict` with `label=member` appended, serialized (the label is known to be new). */
+function appendMember(dict: Dictionary, label: string, member: string): string {
+  return dict.size === 0
+    ? `${label}=${member}`
+    : `${serializeDictionary(dict)}, ${label}=${member}`;
 }
 
 /**
@@ -71,6 +86,19 @@ export async function signMessage(
   message: HttpMessage,
   options: SignOptions,
 ): Promise<SignatureFields> {
+  return signMessageEagerly(message, options);
+}
+
+/**
+ * `signMessage` that returns the fields directly when the signer offers `signSync`, and a
+ * promise otherwise (KMS signers).
+ * @throws (synchronously, or as a rejection) what `signMessage` rejects with.
+ * @internal
+ */
+export function signMessageEagerly(
+  message: HttpMessage,
+  options: SignOptions,
+): SignatureFields | Promise<SignatureFields> {
   const label = options.label ?? "sig1";
   if (!LABEL.test(label))
     throw new ValidationError('"label" must be a lower-case structured field key');
@@ -89,7 +117,13 @@ export async function signMessage(
         ? options.nonce
         : undefined;
   const keyid = options.keyId ?? options.signer.keyId;
-  const params = signatureParamsList(options.components.map(componentIdentifier), {
+  const inputs = existingDictionary(message, "signature-input");
+  const signatures = existingDictionary(message, "signature");
+  if (inputs.has(label) || signatures.has(label)) {
+    throw new ValidationError(`"label" ${label} is already used by a signature on the message`);
+  }
+  const covered = options.components.map(cachedComponentIdentifier);
+  const params = signatureParamsList(covered, {
     ...(created !== undefined ? { created } : {}),
     ...(options.expiresIn !== undefined ? { expires: (created ?? now) + options.expiresIn } : {}),
     ...(nonce !== undefined ? { nonce } : {}),
@@ -98,22 +132,21 @@ export async function signMessage(
     ...(options.tag !== undefined ? { tag: options.tag } : {}),
   });
   const request = isRequestMessage(message) ? undefined : options.request;
-  const base = createSignatureBase(params, { message, request }, options);
-  const signature = await options.signer.sign(new TextEncoder().encode(base));
-
-  const inputs = existingDictionary(message, "signature-input");
-  const signatures = existingDictionary(message, "signature");
-  if (inputs.has(label) || signatures.has(label)) {
-    throw new ValidationError(`"label" ${label} is already used by a signature on the message`);
-  }
-  inputs.set(label, params);
-  signatures.set(label, item(signature));
-  return {
+  const identifiers = covered.map(serializeItem);
+  // Serialized once: the same text is the @signature-params line and the Signature-Input member.
+  const serializedParams = `(${identifiers.join(" ")})${serializeParameters(params.params)}`;
+  const base = signatureBase(params, identifiers, serializedParams, { message, request }, options);
+  const bytes = Buffer.from(base, "utf8");
+  const fields = (signature: Uint8Array): SignatureFields => ({
     label,
-    signatureInput: serializeDictionary(inputs),
-    signature: serializeDictionary(signatures),
+    signatureInput: appendMember(inputs, label, serializedParams),
+    signature: appendMember(signatures, label, serializeBareItem(signature)),
     base,
-  };
+  });
+  const { signer } = options;
+  return signer.signSync !== undefined
+    ? fields(signer.signSync(bytes))
+    : signer.sign(bytes).then(fields);
 }
 
 /** Serialized `@signature-params` for the given components and parameters. */

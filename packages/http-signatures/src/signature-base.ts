@@ -2,7 +2,14 @@
  * RFC 9421 §2: component identifiers, component values and the signature base.
  */
 import { ValidationError } from "@kms/core";
-import { fieldLines, type HttpMessage, isRequestMessage, type RequestMessage } from "./message.ts";
+import { RecentCache } from "./internal/recent-cache.ts";
+import {
+  fieldDictionary,
+  fieldLines,
+  type HttpMessage,
+  isRequestMessage,
+  type RequestMessage,
+} from "./message.ts";
 import {
   type BareItem,
   type InnerList,
@@ -10,7 +17,6 @@ import {
   isInnerList,
   item,
   type Parameters,
-  parseDictionary,
   parseStructuredField,
   type StructuredFieldType,
   serializeBareItem,
@@ -72,6 +78,32 @@ export const KNOWN_STRUCTURED_FIELDS: Readonly<Record<string, StructuredFieldTyp
   "example-dict": "dictionary",
 };
 
+const identifierCache = new Map<string, Item>();
+const specCache = new WeakMap<object, Item>();
+
+/**
+ * `componentIdentifier` memoized for specs reused across messages (middleware options): the
+ * result is shared, so it must not be mutated.
+ * @internal
+ */
+export function cachedComponentIdentifier(spec: ComponentSpec): Item {
+  if (typeof spec === "string") {
+    let id = identifierCache.get(spec);
+    if (id === undefined) {
+      id = componentIdentifier(spec);
+      // Bounded: specs come from configuration, but a caller could pass per-request strings.
+      if (identifierCache.size < 256) identifierCache.set(spec, id);
+    }
+    return id;
+  }
+  let id = specCache.get(spec);
+  if (id === undefined) {
+    id = componentIdentifier(spec);
+    specCache.set(spec, id);
+  }
+  return id;
+}
+
 /** Turns a spec into the component identifier item it denotes. */
 export function componentIdentifier(spec: ComponentSpec): Item {
   if (typeof spec === "string") return item(normalizeName(spec));
@@ -113,12 +145,21 @@ function componentError(id: Item, rule: string): ValidationError {
   return new ValidationError(`component ${serializeItem(id)}: ${rule}`);
 }
 
+// One parse per message: verifying a request and signing its response both derive from it.
+const parsedUrls = new RecentCache<RequestMessage, URL>(16);
+
 function targetUrl(id: Item, message: RequestMessage): URL {
-  try {
-    return message.url instanceof URL ? message.url : new URL(message.url);
-  } catch {
-    throw componentError(id, "the request URL must be absolute");
+  if (message.url instanceof URL) return message.url;
+  let url = parsedUrls.get(message);
+  if (url === undefined) {
+    try {
+      url = new URL(message.url);
+    } catch {
+      throw componentError(id, "the request URL must be absolute");
+    }
+    parsedUrls.set(message, url);
   }
+  return url;
 }
 
 // The application/x-www-form-urlencoded parser, then RFC 9421 §2.2.8's re-encoding.
@@ -128,6 +169,9 @@ function encodeQueryPart(value: string): string {
     (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
   );
 }
+
+const COMPONENT_PARAMS = new Set(["sf", "key", "bs", "req", "name", "tr"]);
+const FIELD_ONLY_PARAMS = ["sf", "key", "bs"] as const;
 
 /**
  * The component values of one identifier (several for a repeated `@query-param`).
@@ -142,9 +186,7 @@ export function componentValues(
   if (typeof name !== "string") throw componentError(id, "identifier must be a string");
   const params = id.params;
   for (const key of params.keys()) {
-    if (!["sf", "key", "bs", "req", "name", "tr"].includes(key)) {
-      throw componentError(id, `unknown parameter "${key}"`);
-    }
+    if (!COMPONENT_PARAMS.has(key)) throw componentError(id, `unknown parameter "${key}"`);
   }
   if (params.has("tr")) throw componentError(id, "trailer fields (;tr) are not supported");
   let message: HttpMessage = source.message;
@@ -155,9 +197,11 @@ export function componentValues(
     message = source.request;
   }
 
-  if (name.startsWith("@")) {
-    for (const key of ["sf", "key", "bs"]) {
-      if (params.has(key)) throw componentError(id, `;${key} applies only to header fields`);
+  if (name.charCodeAt(0) === 0x40 /* @ */) {
+    if (params.size > 0) {
+      for (const key of FIELD_ONLY_PARAMS) {
+        if (params.has(key)) throw componentError(id, `;${key} applies only to header fields`);
+      }
     }
     if (name !== "@query-param" && params.has("name")) {
       throw componentError(id, ";name applies only to @query-param");
@@ -171,10 +215,13 @@ export function componentValues(
     }
     if (name === "@signature-params") throw componentError(id, "cannot be covered explicitly");
     if (!isRequestMessage(message)) throw componentError(id, "exists only in requests");
+    if (name === "@method") {
+      // Still refuses a message whose URL is not absolute, as every other derived component.
+      targetUrl(id, message);
+      return [message.method];
+    }
     const url = targetUrl(id, message);
     switch (name) {
-      case "@method":
-        return [message.method];
       case "@target-uri":
         return [url.href];
       case "@authority":
@@ -216,14 +263,16 @@ export function componentValues(
         .join(", "),
     ];
   }
-  const combined = lines.map((line) => line.trim()).join(", ");
+  const combined =
+    lines.length === 1 ? (lines[0] as string).trim() : lines.map((line) => line.trim()).join(", ");
   if (!sf && key === undefined) return [combined];
   const type = options.structuredFields?.[name] ?? KNOWN_STRUCTURED_FIELDS[name];
   if (key !== undefined) {
     if (typeof key !== "string") throw componentError(id, ";key must be a string");
     if (type !== undefined && type !== "dictionary")
       throw componentError(id, "field is not a dictionary");
-    const member = parseDictionary(combined).get(key);
+    // Cached per field: the request's Signature is parsed by verification already.
+    const member = fieldDictionary(message.headers, name)?.get(key);
     if (member === undefined) throw componentError(id, "dictionary has no such key");
     return [isInnerList(member) ? serializeInnerList(member) : serializeItem(member)];
   }
@@ -270,17 +319,39 @@ export function createSignatureBase(
   source: ComponentSource,
   options: SignatureBaseOptions = {},
 ): string {
-  const lines: string[] = [];
-  const seen = new Set<string>();
-  for (const id of signatureParams.items) {
-    const serialized = serializeItem(id);
-    if (seen.has(serialized)) throw componentError(id, "is covered twice");
-    seen.add(serialized);
+  return signatureBase(
+    signatureParams,
+    signatureParams.items.map(serializeItem),
+    serializeInnerList(signatureParams),
+    source,
+    options,
+  );
+}
+
+/**
+ * `createSignatureBase` with the identifiers and the inner list already serialized (the signer
+ * and the verifier have them at hand), so nothing is serialized twice.
+ * @internal
+ */
+export function signatureBase(
+  signatureParams: InnerList,
+  identifiers: readonly string[],
+  serializedParams: string,
+  source: ComponentSource,
+  options: SignatureBaseOptions,
+): string {
+  let base = "";
+  const items = signatureParams.items;
+  for (let i = 0; i < items.length; i++) {
+    const id = items[i] as Item;
+    const serialized = identifiers[i] as string;
+    if (identifiers.indexOf(serialized) !== i) throw componentError(id, "is covered twice");
     for (const value of componentValues(id, source, options)) {
-      if (/[\r\n]/.test(value)) throw componentError(id, "value contains a line break");
-      lines.push(`${serialized}: ${value}`);
+      if (value.includes("\n") || value.includes("\r")) {
+        throw componentError(id, "value contains a line break");
+      }
+      base += `${serialized}: ${value}\n`;
     }
   }
-  lines.push(`"@signature-params": ${serializeInnerList(signatureParams)}`);
-  return lines.join("\n");
+  return `${base}"@signature-params": ${serializedParams}`;
 }

@@ -59,9 +59,19 @@ const isDigit = (c: string | undefined): boolean => c !== undefined && c >= "0" 
 const isLcAlpha = (c: string | undefined): boolean => c !== undefined && c >= "a" && c <= "z";
 const isAlpha = (c: string | undefined): boolean =>
   c !== undefined && ((c >= "a" && c <= "z") || (c >= "A" && c <= "Z"));
-const TCHAR = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]$/;
-const KEY_CHAR = /^[a-z0-9_\-.*]$/;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+// Character classes as code-unit tables: these run per character of every signature field.
+function charTable(chars: string): Uint8Array {
+  const table = new Uint8Array(128);
+  for (let i = 0; i < chars.length; i++) table[chars.charCodeAt(i)] = 1;
+  return table;
+}
+const ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const KEY_CHARS = charTable("abcdefghijklmnopqrstuvwxyz0123456789_-.*");
+/** tchar plus ":" and "/", which RFC 8941 §3.3.4 allows after a token's first character. */
+const TOKEN_CHARS = charTable(`!#$%&'*+-.^_\`|~:/${ALNUM}`);
+const isKeyChar = (code: number): boolean => code < 128 && KEY_CHARS[code] === 1;
 
 class Parser {
   readonly input: string;
@@ -181,8 +191,9 @@ class Parser {
     if (!isLcAlpha(first) && first !== "*")
       fail("key must start with a-z or *", this.input, this.pos);
     const start = this.pos;
-    while (!this.done() && KEY_CHAR.test(this.input[this.pos] as string)) this.pos++;
-    return this.input.slice(start, this.pos);
+    const input = this.input;
+    while (this.pos < input.length && isKeyChar(input.charCodeAt(this.pos))) this.pos++;
+    return input.slice(start, this.pos);
   }
 
   parseBareItem(): BareItem {
@@ -228,6 +239,16 @@ class Parser {
 
   parseString(): string {
     this.pos++;
+    // Fast path: no escape before the closing quote (the constructor already refused controls
+    // and non-ASCII, so only a tab can still be wrong).
+    const close = this.input.indexOf('"', this.pos);
+    if (close >= 0) {
+      const slice = this.input.slice(this.pos, close);
+      if (!slice.includes("\\") && !slice.includes("\t")) {
+        this.pos = close + 1;
+        return slice;
+      }
+    }
     let out = "";
     while (!this.done()) {
       const ch = this.input[this.pos++] as string;
@@ -248,12 +269,13 @@ class Parser {
 
   parseToken(): Token {
     const start = this.pos++;
-    while (!this.done()) {
-      const ch = this.input[this.pos] as string;
-      if (!TCHAR.test(ch) && ch !== ":" && ch !== "/") break;
+    const input = this.input;
+    while (this.pos < input.length) {
+      const code = input.charCodeAt(this.pos);
+      if (code >= 128 || TOKEN_CHARS[code] !== 1) break;
       this.pos++;
     }
-    return new Token(this.input.slice(start, this.pos));
+    return new Token(input.slice(start, this.pos));
   }
 
   parseByteSequence(): Uint8Array {
@@ -319,11 +341,9 @@ export function parseStructuredField(
 // --- serialization (RFC 8941 §4.1) -------------------------------------------------------
 
 function serializeKey(key: string): string {
-  if (
-    key.length === 0 ||
-    !(isLcAlpha(key[0]) || key[0] === "*") ||
-    ![...key].every((c) => KEY_CHAR.test(c))
-  ) {
+  let valid = key.length > 0 && (isLcAlpha(key[0]) || key[0] === "*");
+  for (let i = 1; valid && i < key.length; i++) valid = isKeyChar(key.charCodeAt(i));
+  if (!valid) {
     throw new ValidationError(`structured field key "${key}" must match [a-z*][a-z0-9_.*-]*`);
   }
   return key;
@@ -352,13 +372,15 @@ export function serializeBareItem(value: BareItem): string {
     return text.includes(".") ? text : `${text}.0`;
   }
   if (typeof value === "string") {
+    let escapes = false;
     for (let i = 0; i < value.length; i++) {
       const code = value.charCodeAt(i);
       if (code < 0x20 || code > 0x7e) {
         throw new ValidationError("structured field string must be printable ASCII");
       }
+      if (code === 0x22 || code === 0x5c) escapes = true;
     }
-    return `"${value.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+    return escapes ? `"${value.replace(/[\\"]/g, (c) => `\\${c}`)}"` : `"${value}"`;
   }
   if (value instanceof Token) {
     const v = value.value;

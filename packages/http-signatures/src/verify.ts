@@ -8,21 +8,27 @@ import {
   type SignatureAlgorithm,
 } from "./algorithms.ts";
 import { type DigestAlgorithm, verifyContentDigest } from "./content-digest.ts";
-import { fieldLines, type HttpMessage, isRequestMessage, type RequestMessage } from "./message.ts";
+import {
+  fieldDictionary,
+  fieldLines,
+  type HttpMessage,
+  isRequestMessage,
+  type RequestMessage,
+} from "./message.ts";
 import type { NonceStore } from "./nonce-store.ts";
 import {
   type ComponentSpec,
   componentIdentifier,
-  createSignatureBase,
   type SignatureBaseOptions,
   type SignatureParameters,
+  signatureBase,
 } from "./signature-base.ts";
 import {
   type Dictionary,
   type InnerList,
   isInnerList,
-  parseDictionary,
   serializeItem,
+  serializeParameters,
 } from "./structured-fields.ts";
 
 /** Which check a failed verification stopped at; stable, for problem+json bodies and metrics. */
@@ -108,10 +114,21 @@ type Failure = Extract<VerificationResult, { ok: false }>;
 const fail = (check: VerificationCheck, detail: string, label?: string): Failure =>
   label === undefined ? { ok: false, check, detail } : { ok: false, check, detail, label };
 
-function readDictionary(message: HttpMessage, name: string): Dictionary | undefined {
-  const lines = fieldLines(message.headers).get(name);
-  return lines === undefined ? undefined : parseDictionary(lines.join(", "));
+// Serialized required identifiers per requiredComponents array: the policy is built once and
+// read on every request.
+const requiredIds = new WeakMap<readonly ComponentSpec[], readonly string[]>();
+
+function requiredIdentifiers(specs: readonly ComponentSpec[]): readonly string[] {
+  let ids = requiredIds.get(specs);
+  if (ids === undefined || ids.length !== specs.length) {
+    ids = specs.map((spec) => serializeItem(componentIdentifier(spec)));
+    requiredIds.set(specs, ids);
+  }
+  return ids;
 }
+
+const isPromise = <T>(value: T | Promise<T>): value is Promise<T> =>
+  typeof (value as { then?: unknown } | undefined)?.then === "function";
 
 function readParams(list: InnerList): SignatureParameters | string {
   const out: Record<string, string | number> = {};
@@ -140,11 +157,26 @@ export async function verifyMessage(
   policy: VerificationPolicy,
   request?: RequestMessage,
 ): Promise<VerificationResult> {
+  return verifyMessageEagerly(message, policy, request);
+}
+
+/**
+ * `verifyMessage` without a promise when none is needed: the result is returned directly when
+ * the key lookup, the verifier (`verifySync`) and the absence of a nonce store let the whole
+ * check run synchronously (local secrets and public keys), and as a promise otherwise. For
+ * middleware, where a deferred response costs measurable throughput.
+ * @throws (synchronously, or as a rejection) what `verifyMessage` rejects with.
+ */
+export function verifyMessageEagerly(
+  message: HttpMessage,
+  policy: VerificationPolicy,
+  request?: RequestMessage,
+): VerificationResult | Promise<VerificationResult> {
   let inputs: Dictionary | undefined;
   let signatures: Dictionary | undefined;
   try {
-    inputs = readDictionary(message, "signature-input");
-    signatures = readDictionary(message, "signature");
+    inputs = fieldDictionary(message.headers, "signature-input");
+    signatures = fieldDictionary(message.headers, "signature");
   } catch (error) {
     return fail(
       "signature-malformed",
@@ -154,9 +186,25 @@ export async function verifyMessage(
   if (inputs === undefined || signatures === undefined || inputs.size === 0) {
     return fail("signature-missing", "the message has no Signature-Input and Signature fields");
   }
-  const labels = policy.label === undefined ? [...inputs.keys()] : [policy.label];
+  if (policy.label !== undefined) {
+    return verifyLabel(policy.label, inputs, signatures, message, policy, request);
+  }
+  if (inputs.size === 1) {
+    const [label] = inputs.keys();
+    return verifyLabel(label as string, inputs, signatures, message, policy, request);
+  }
+  return verifyEachLabel(inputs, signatures, message, policy, request);
+}
+
+async function verifyEachLabel(
+  inputs: Dictionary,
+  signatures: Dictionary,
+  message: HttpMessage,
+  policy: VerificationPolicy,
+  request: RequestMessage | undefined,
+): Promise<VerificationResult> {
   let first: Failure | undefined;
-  for (const label of labels) {
+  for (const label of inputs.keys()) {
     const result = await verifyLabel(label, inputs, signatures, message, policy, request);
     if (result.ok) return result;
     first ??= result;
@@ -164,14 +212,30 @@ export async function verifyMessage(
   return first as Failure;
 }
 
-async function verifyLabel(
+/** A signature that passed the checks on its parameters, waiting for its key. */
+interface Candidate {
+  readonly label: string;
+  readonly input: InnerList;
+  readonly signature: Uint8Array;
+  readonly params: SignatureParameters & { readonly keyid: string };
+  readonly covered: readonly string[];
+  readonly digestChecked: boolean;
+  readonly message: HttpMessage;
+  readonly request: RequestMessage | undefined;
+  readonly policy: VerificationPolicy;
+  readonly now: number;
+  readonly skew: number;
+  readonly maxAge: number;
+}
+
+function verifyLabel(
   label: string,
   inputs: Dictionary,
   signatures: Dictionary,
   message: HttpMessage,
   policy: VerificationPolicy,
   request: RequestMessage | undefined,
-): Promise<VerificationResult> {
+): VerificationResult | Promise<VerificationResult> {
   const input = inputs.get(label);
   const sigMember = signatures.get(label);
   if (input === undefined) return fail("label", `no signature labelled "${label}"`, label);
@@ -203,9 +267,10 @@ async function verifyLabel(
   }
 
   const covered = input.items.map(serializeItem);
-  for (const spec of policy.requiredComponents ?? []) {
-    const id = serializeItem(componentIdentifier(spec));
-    if (!covered.includes(id)) return fail("components", `signature must cover ${id}`, label);
+  if (policy.requiredComponents !== undefined) {
+    for (const id of requiredIdentifiers(policy.requiredComponents)) {
+      if (!covered.includes(id)) return fail("components", `signature must cover ${id}`, label);
+    }
   }
   const digestRequired = policy.contentDigest === "required";
   const digestCovered = covered.includes('"content-digest"');
@@ -237,7 +302,33 @@ async function verifyLabel(
   }
 
   if (params.keyid === undefined) return fail("keyid", "keyid parameter is required", label);
-  const verifier = await policy.keyLookup(params.keyid, { label, params, message });
+  const candidate: Candidate = {
+    label,
+    input,
+    signature: sigMember.value,
+    params: params as Candidate["params"],
+    covered,
+    digestChecked: digestCovered || digestRequired,
+    message,
+    request,
+    policy,
+    now,
+    skew,
+    maxAge,
+  };
+  const found = policy.keyLookup(params.keyid, { label, params, message });
+  // A synchronous lookup (the common in-memory key map) costs no extra microtask.
+  return isPromise(found)
+    ? found.then((verifier) => checkSignature(candidate, verifier))
+    : checkSignature(candidate, found);
+}
+
+function checkSignature(
+  candidate: Candidate,
+  verifier: MessageVerifier | undefined,
+): VerificationResult | Promise<VerificationResult> {
+  const { label, input, covered, params, message, request, policy } = candidate;
+  const allowed = policy.algorithms;
   if (verifier === undefined) return fail("key", "keyid is not a known key", label);
   if (params.alg !== undefined && params.alg !== verifier.algorithm) {
     return fail("algorithm", "alg does not match the key's algorithm", label);
@@ -252,8 +343,12 @@ async function verifyLabel(
 
   let base: string;
   try {
-    base = createSignatureBase(
+    // The identifiers are serialized above already; the inner list is re-serialized (not
+    // copied from the field) so the base is the canonical form the signer signed.
+    base = signatureBase(
       input,
+      covered,
+      `(${covered.join(" ")})${serializeParameters(input.params)}`,
       { message, request: isRequestMessage(message) ? undefined : request },
       policy,
     );
@@ -261,10 +356,24 @@ async function verifyLabel(
     if (error instanceof ValidationError) return fail("components", error.message, label);
     throw error;
   }
-  const valid = await verifier.verify(new TextEncoder().encode(base), sigMember.value);
+  const bytes = Buffer.from(base, "utf8");
+  if (verifier.verifySync !== undefined) {
+    return afterSignature(candidate, verifier, verifier.verifySync(bytes, candidate.signature));
+  }
+  return verifier
+    .verify(bytes, candidate.signature)
+    .then((valid) => afterSignature(candidate, verifier, valid));
+}
+
+function afterSignature(
+  candidate: Candidate,
+  verifier: MessageVerifier,
+  valid: boolean,
+): VerificationResult | Promise<VerificationResult> {
+  const { label, params, message, policy, now, skew, maxAge } = candidate;
   if (!valid) return fail("signature", "signature does not match the signature base", label);
 
-  if (digestCovered || digestRequired) {
+  if (candidate.digestChecked) {
     const field = fieldLines(message.headers).get("content-digest");
     if (message.body === undefined) {
       return fail("content-digest", "the raw body is needed to check Content-Digest", label);
@@ -283,12 +392,16 @@ async function verifyLabel(
       params.expires !== undefined
         ? params.expires + skew - now
         : (params.created ?? now) + maxAge + skew - now;
-    const fresh = await policy.nonceStore.checkAndStore(
-      `${params.keyid}\u0000${params.nonce}`,
-      Math.max(lifetime, 1) * 1000,
-    );
-    if (!fresh) return fail("replay", "nonce was already used", label);
+    return policy.nonceStore
+      .checkAndStore(`${params.keyid}\u0000${params.nonce}`, Math.max(lifetime, 1) * 1000)
+      .then((fresh) =>
+        fresh ? accepted(candidate, verifier) : fail("replay", "nonce was already used", label),
+      );
   }
+  return accepted(candidate, verifier);
+}
 
+function accepted(candidate: Candidate, verifier: MessageVerifier): VerificationResult {
+  const { label, params, covered } = candidate;
   return { ok: true, label, keyId: params.keyid, algorithm: verifier.algorithm, params, covered };
 }
