@@ -22,12 +22,14 @@ export class MemoryAuditSink implements AuditSink {
   readonly description = "memory";
   readonly #events: AuditEvent[] = [];
   readonly #max: number;
+  readonly #slack: number;
   #head: AuditHead | undefined;
   /** Appends run one after another: `write` may be asynchronous (e.g. in a subclass). */
   #tail: Promise<unknown> = Promise.resolve();
 
   constructor(options: MemoryAuditSinkOptions = {}) {
     this.#max = options.maxEvents ?? Number.POSITIVE_INFINITY;
+    this.#slack = Number.isFinite(this.#max) ? Math.max(64, Math.ceil(this.#max / 4)) : 0;
   }
 
   /** @throws KMSInternalException when the events do not extend the chain head. */
@@ -37,7 +39,17 @@ export class MemoryAuditSink implements AuditSink {
     for (const e of events) this.#events.push(deepFreeze(e));
     const last = events[events.length - 1];
     if (last !== undefined) this.#head = { sequence: last.sequence, hash: last.hash };
-    if (this.#events.length > this.#max) this.#events.splice(0, this.#events.length - this.#max);
+    // Trimming one event per write shifts the whole array every call once the cap is reached;
+    // trimming in slack-sized steps keeps writes O(1) amortized. Reads see only the newest max.
+    if (this.#events.length > this.#max + this.#slack) {
+      this.#events.splice(0, this.#events.length - this.#max);
+    }
+  }
+
+  /** The events a reader may see: the newest `maxEvents`. */
+  #visible(): AuditEvent[] {
+    const excess = this.#events.length - this.#max;
+    return excess > 0 ? this.#events.slice(excess) : this.#events;
   }
 
   /** Chains `events` after the head and writes them; concurrent calls queue. */
@@ -58,7 +70,7 @@ export class MemoryAuditSink implements AuditSink {
 
   async read(options: AuditReadOptions = {}): Promise<readonly AuditEvent[]> {
     const after = options.after ?? -1;
-    const found = this.#events.filter((e) => e.sequence > after);
+    const found = this.#visible().filter((e) => e.sequence > after);
     return structuredClone(options.limit === undefined ? found : found.slice(0, options.limit));
   }
 
@@ -69,7 +81,7 @@ export class MemoryAuditSink implements AuditSink {
 
   /** Synchronous snapshot, convenient in tests. */
   get events(): readonly AuditEvent[] {
-    return structuredClone(this.#events);
+    return structuredClone(this.#visible());
   }
 
   async close(): Promise<void> {}

@@ -174,3 +174,16 @@ describe("Auditor on a shared-chain sink", () => {
     });
   });
 });
+
+describe("MemoryAuditSink cap", () => {
+  test("keeps exactly the newest maxEvents visible, trimming in steps", async () => {
+    const sink = new MemoryAuditSink({ maxEvents: 10 });
+    const kms = await createKms({ audit: sink });
+    for (let i = 0; i < 200; i++) await kms.generateRandom({ numberOfBytes: 1 });
+    const events = sink.events;
+    expect(events).toHaveLength(10);
+    expect(events.map((e) => e.sequence)).toEqual([...Array(10).keys()].map((i) => 190 + i));
+    expect(await sink.read({ after: 195 })).toHaveLength(4);
+    expect(verifyAuditLog(events, { from: events[0]! })).toMatchObject({ ok: true });
+  });
+});
