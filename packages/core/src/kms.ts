@@ -118,8 +118,10 @@ export interface KmsOptions {
   /**
    * Where the audit trail goes: a sink, or `{ sink, failClosed, onError }`. Default: the newest
    * 10 000 events in memory. Fail-closed (default) fails any call whose event was not written.
+   * `false` keeps no trail at all (no event is built; getKeyLastUsage then knows nothing): the
+   * hash-chained event costs about as much as the AES-GCM call of a small encrypt.
    */
-  readonly audit?: AuditSink | AuditOptions;
+  readonly audit?: AuditSink | AuditOptions | false;
 }
 
 /**

@@ -1,14 +1,6 @@
 import { type AuditHead, assertExtendsAuditHead, chainAuditEvents } from "./audit-chain.ts";
 import type { AuditEvent, AuditReadOptions, AuditSink, UnchainedAuditEvent } from "./audit-sink.ts";
 
-function deepFreeze<T>(value: T): T {
-  if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
-    for (const v of Object.values(value)) deepFreeze(v);
-    Object.freeze(value);
-  }
-  return value;
-}
-
 export interface MemoryAuditSinkOptions {
   /** Keep only the newest events (default: all). Verify a window with `from` (see verifyAuditLog). */
   readonly maxEvents?: number;
@@ -35,8 +27,8 @@ export class MemoryAuditSink implements AuditSink {
   /** @throws KMSInternalException when the events do not extend the chain head. */
   async write(events: readonly AuditEvent[]): Promise<void> {
     assertExtendsAuditHead(this.#head, events, this.description);
-    // Frozen, and copied on read: what the trail holds cannot be changed through a reference.
-    for (const e of events) this.#events.push(deepFreeze(e));
+    // Copied on read (structuredClone), so callers never hold a reference into the trail.
+    for (const e of events) this.#events.push(e);
     const last = events[events.length - 1];
     if (last !== undefined) this.#head = { sequence: last.sequence, hash: last.hash };
     // Trimming one event per write shifts the whole array every call once the cap is reached;
@@ -57,7 +49,6 @@ export class MemoryAuditSink implements AuditSink {
     const appended = this.#tail.then(async () => {
       const chained = chainAuditEvents(this.#head, events);
       await this.write(chained);
-      // Frozen by write: the caller cannot change the stored events through them.
       return chained;
     });
     this.#tail = appended.catch(() => undefined);

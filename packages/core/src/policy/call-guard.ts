@@ -37,8 +37,10 @@ export interface CallGuardOptions {
   readonly principalTags?: Readonly<Record<string, Readonly<Record<string, string>>>> | undefined;
   readonly accountPolicy?: string | undefined;
   readonly authorization?: boolean | undefined;
-  readonly audit?: AuditSink | AuditOptions | undefined;
+  readonly audit?: AuditSink | AuditOptions | false | undefined;
 }
+
+const RECORDED: Promise<void> = Promise.resolve();
 
 /** Default trail when none is configured: the newest 10 000 events in memory. */
 export const DEFAULT_MEMORY_AUDIT_EVENTS = 10000;
@@ -46,6 +48,8 @@ export const DEFAULT_MEMORY_AUDIT_EVENTS = 10000;
 export class CallGuard {
   readonly settings: PolicySettings;
   readonly auditor: Auditor;
+  /** False when the user turned the trail off (`audit: false`): no event is built at all. */
+  readonly auditing: boolean;
   readonly defaultPrincipal: string;
 
   constructor(identity: KmsIdentity, options: CallGuardOptions = {}) {
@@ -64,7 +68,11 @@ export class CallGuard {
       principalTags: options.principalTags ?? {},
     };
     const audit = options.audit;
-    if (audit === undefined) {
+    this.auditing = audit !== false;
+    if (audit === false) {
+      // An empty trail that stays empty, so kms.audit still answers (with no events).
+      this.auditor = new Auditor(new MemoryAuditSink({ maxEvents: 0 }));
+    } else if (audit === undefined) {
       this.auditor = new Auditor(new MemoryAuditSink({ maxEvents: DEFAULT_MEMORY_AUDIT_EVENTS }));
     } else if ("sink" in audit) {
       this.auditor = new Auditor(audit.sink, audit);
@@ -202,6 +210,7 @@ export class CallGuard {
 
   /** Records the call; rejects (fail-closed) when the event could not be written. */
   record(call: CallState, outcome: { response?: unknown; error?: unknown }): Promise<void> {
+    if (!this.auditing) return RECORDED;
     return this.auditor.record(buildAuditEvent(call, outcome));
   }
 }

@@ -267,6 +267,19 @@ export function parsePolicyCached(text: string): PolicyDocument {
  * here means every principal of the account (there is no IAM layer; see docs/POLICY.md).
  */
 export function defaultKeyPolicy(partition: string, account: string): string {
+  // Memoized: keys without a stored policy ask for it on every call.
+  const id = `${partition}:${account}`;
+  let text = defaultPolicies.get(id);
+  if (text === undefined) {
+    text = renderDefaultKeyPolicy(partition, account);
+    if (defaultPolicies.size < 64) defaultPolicies.set(id, text);
+  }
+  return text;
+}
+
+const defaultPolicies = new Map<string, string>();
+
+function renderDefaultKeyPolicy(partition: string, account: string): string {
   return JSON.stringify(
     {
       Version: "2012-10-17",

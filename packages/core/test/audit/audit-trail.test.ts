@@ -302,3 +302,40 @@ describe("sinks", () => {
     expect(verifyAuditLog(sink.events)).toMatchObject({ ok: true, count: 51 });
   });
 });
+
+describe("audit: false", () => {
+  test("keeps no trail but still authorizes every call", async () => {
+    const kms = await createKms({
+      audit: false,
+      principal: "arn:aws:iam::000000000000:user/alice",
+    });
+    const { keyMetadata } = await kms.createKey({
+      policy: JSON.stringify({
+        Version: "2012-10-17",
+        Statement: [
+          {
+            Effect: "Allow",
+            Principal: { AWS: "arn:aws:iam::000000000000:root" },
+            Action: "kms:*",
+            Resource: "*",
+          },
+          {
+            Effect: "Deny",
+            Principal: { AWS: "arn:aws:iam::000000000000:user/mallory" },
+            Action: "kms:Encrypt",
+            Resource: "*",
+          },
+        ],
+      }),
+    });
+    const plaintext = new Uint8Array([1, 2, 3]);
+    await expect(kms.encrypt({ keyId: keyMetadata.keyId, plaintext })).resolves.toBeDefined();
+    await expect(
+      kms.encrypt(
+        { keyId: keyMetadata.keyId, plaintext },
+        { principal: "arn:aws:iam::000000000000:user/mallory" },
+      ),
+    ).rejects.toMatchObject({ code: "AccessDeniedException" });
+    expect(await kms.audit.events()).toEqual([]);
+  });
+});
