@@ -40,7 +40,11 @@ export async function walkthrough(folder: string, print: Print): Promise<void> {
 
     const context = { tenant: "acme", table: "patients", column: "ssn" };
     const secret = text.encode("123-45-6789");
-    const first = await kms.encrypt({ keyId: alias, plaintext: secret, encryptionContext: context });
+    const first = await kms.encrypt({
+      keyId: alias,
+      plaintext: secret,
+      encryptionContext: context,
+    });
     print(
       `2. encrypted 11 bytes under ${alias} with context ${JSON.stringify(context)}: ` +
         `${first.ciphertextBlob.length}-byte blob ${Buffer.from(first.ciphertextBlob).toString("base64").slice(0, 32)}…`,
@@ -48,11 +52,19 @@ export async function walkthrough(folder: string, print: Print): Promise<void> {
 
     await kms.rotateKeyOnDemand({ keyId });
     const { rotations } = await kms.listKeyRotations({ keyId });
-    print(`3. rotated the key: ${rotations.length} rotation(s), new material ${rotations[0]?.keyMaterialId.slice(0, 16)}…`);
+    print(
+      `3. rotated the key: ${rotations.length} rotation(s), new material ${rotations[0]?.keyMaterialId.slice(0, 16)}…`,
+    );
 
     const second = await kms.encrypt({ keyId, plaintext: secret, encryptionContext: context });
-    const old = await kms.decrypt({ ciphertextBlob: first.ciphertextBlob, encryptionContext: context });
-    const fresh = await kms.decrypt({ ciphertextBlob: second.ciphertextBlob, encryptionContext: context });
+    const old = await kms.decrypt({
+      ciphertextBlob: first.ciphertextBlob,
+      encryptionContext: context,
+    });
+    const fresh = await kms.decrypt({
+      ciphertextBlob: second.ciphertextBlob,
+      encryptionContext: context,
+    });
     print(
       `4. decrypted the pre-rotation ciphertext: "${untext.decode(old.plaintext)}" ` +
         `(material ${old.keyMaterialId?.slice(0, 16)}…); the new one uses ${fresh.keyMaterialId?.slice(0, 16)}…`,
@@ -86,7 +98,9 @@ export async function walkthrough(folder: string, print: Print): Promise<void> {
     print(`8. cancelled the deletion: the key is ${after.keyState}, its ciphertexts are safe`);
 
     const { keys } = await kms.listKeys();
-    print(`9. the store in ${folder} now holds ${keys.length} key(s); run the demo again to add more`);
+    print(
+      `9. the store in ${folder} now holds ${keys.length} key(s); run the demo again to add more`,
+    );
   } finally {
     await kms.close();
   }

@@ -37,7 +37,8 @@ export async function symmetricBench(kms: Kms, label: string): Promise<void> {
   const context = { tenant: "acme", table: "patients" };
   for (const size of [32, 1024, 4096]) {
     const plaintext = randomBytes(size);
-    const blob = (await kms.encrypt({ keyId, plaintext, encryptionContext: context })).ciphertextBlob;
+    const blob = (await kms.encrypt({ keyId, plaintext, encryptionContext: context }))
+      .ciphertextBlob;
     const sealed = rawSeal(rawKey, plaintext);
     await compare(
       `encrypt ${size} B (${label})`,
