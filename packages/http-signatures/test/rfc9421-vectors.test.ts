@@ -103,15 +103,18 @@ describe("RFC 9421 Appendix B", () => {
       expect(result).toMatchObject({ ok: true, label: v.label, keyId: v.keyid });
     });
 
-    it.runIf(v.deterministic)("re-signs to the exact published bytes", async () => {
-      const key = data.keys[v.keyid]!;
-      const signer =
-        v.algorithm === "hmac-sha256"
-          ? createHmacSigner(Buffer.from(key.secretBase64!, "base64"))
-          : createPrivateKeySigner(key.privateKeyPem!, v.algorithm);
-      const signature = await signer.sign(new TextEncoder().encode(v.signatureBase));
-      expect(`${v.label}=:${Buffer.from(signature).toString("base64")}:`).toBe(v.signature);
-    });
+    // Only deterministic algorithms can reproduce the published signature bytes.
+    if (v.deterministic) {
+      it("re-signs to the exact published bytes", async () => {
+        const key = data.keys[v.keyid]!;
+        const signer =
+          v.algorithm === "hmac-sha256"
+            ? createHmacSigner(Buffer.from(key.secretBase64!, "base64"))
+            : createPrivateKeySigner(key.privateKeyPem!, v.algorithm);
+        const signature = await signer.sign(new TextEncoder().encode(v.signatureBase));
+        expect(`${v.label}=:${Buffer.from(signature).toString("base64")}:`).toBe(v.signature);
+      });
+    }
   });
 
   it("B.1.2's RSA-PSS private key signs what its public key verifies", async () => {
