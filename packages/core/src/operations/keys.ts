@@ -19,7 +19,7 @@ import {
   updateKey,
 } from "../internal/key-access.ts";
 import { pageRequest, toPage } from "../internal/pagination.ts";
-import { assertKeySpecUsage } from "../key-specs.ts";
+import { assertKeySpecUsage, KEY_SPECS } from "../key-specs.ts";
 import type { StoredKey } from "../keystore/key-store.ts";
 import type {
   CreateKeyRequest,
@@ -27,7 +27,6 @@ import type {
   DescribeKeyRequest,
   DescribeKeyResponse,
   KeyIdRequest,
-  KeySpec,
   KeyUsage,
   ListKeysResponse,
   PageRequest,
@@ -37,24 +36,6 @@ import type {
 } from "../types.ts";
 import { validateTags } from "./tags.ts";
 
-const KEY_SPECS: readonly KeySpec[] = [
-  "SYMMETRIC_DEFAULT",
-  "RSA_2048",
-  "RSA_3072",
-  "RSA_4096",
-  "ECC_NIST_P256",
-  "ECC_NIST_P384",
-  "ECC_NIST_P521",
-  "ECC_SECG_P256K1",
-  "ECC_NIST_EDWARDS25519",
-  "HMAC_224",
-  "HMAC_256",
-  "HMAC_384",
-  "HMAC_512",
-  "ML_DSA_44",
-  "ML_DSA_65",
-  "ML_DSA_87",
-];
 const KEY_USAGES: readonly KeyUsage[] = [
   "ENCRYPT_DECRYPT",
   "SIGN_VERIFY",
