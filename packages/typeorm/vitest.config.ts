@@ -2,5 +2,5 @@ import { vitestPreset } from "@kms/tooling/vitest-preset";
 import { defineConfig } from "vitest/config";
 
 // Forks, not threads: better-sqlite3 12's native handles must stay in one process per file
-// (see test/sqlite-handles.ts); each file keeps its DataSources alive until it ends.
+// (see retainSqliteStatements in @kms/keystore-sqlite); each file keeps its DataSources alive until it ends.
 export default defineConfig(vitestPreset("typeorm", { pool: "forks" }));

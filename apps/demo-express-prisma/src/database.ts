@@ -1,13 +1,13 @@
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { retainSqliteHandle as retainHandle, retainSqliteStatements } from "@kms/keystore-sqlite";
 import { PrismaBetterSqlite3 } from "@prisma/adapter-better-sqlite3";
 import { PrismaPg } from "@prisma/adapter-pg";
 import Database from "better-sqlite3";
 import pg from "pg";
 import { PrismaClient as PostgresPrismaClient } from "./generated/postgres/client.ts";
 import { PrismaClient } from "./generated/sqlite/client.ts";
-import { retainHandle, retainSqliteStatements } from "./sqlite-gc-workaround.ts";
 
 const prismaDir = join(dirname(fileURLToPath(import.meta.url)), "..", "prisma");
 

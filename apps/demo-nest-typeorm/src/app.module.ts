@@ -1,5 +1,9 @@
 import { join } from "node:path";
 import { createKmsSigner, createKmsVerifier } from "@kms/http-signatures";
+import {
+  retainSqliteHandle as retainHandle,
+  retainSqliteStatements as retainSqliteHandles,
+} from "@kms/keystore-sqlite";
 import { defaultKmsContext, KmsModule, KmsService } from "@kms/nestjs";
 import { fieldEncryption } from "@kms/typeorm";
 import { type DynamicModule, Module } from "@nestjs/common";
@@ -13,7 +17,6 @@ import { openKms, WEBHOOK_KEY_ALIAS, WEBHOOK_KEY_ID } from "./kms.ts";
 import { Patient } from "./patient.entity.ts";
 import { PatientsController } from "./patients.controller.ts";
 import { PatientsService } from "./patients.service.ts";
-import { retainHandle, retainSqliteHandles } from "./sqlite-handles.ts";
 import { TenantKeys, tenantKeyAlias } from "./tenant-keys.service.ts";
 import { DEMO_CONFIG } from "./tokens.ts";
 import { WebhookEvent } from "./webhook-event.entity.ts";
@@ -29,7 +32,7 @@ function databaseOptions(config: DemoConfig): DataSourceOptions {
   }
   retainSqliteHandles();
   // A cache larger than the set of distinct statements: each SQL text is prepared once, so the
-  // statements the workaround retains stay bounded (src/sqlite-handles.ts).
+  // statements the workaround retains stay bounded (retainSqliteStatements in @kms/keystore-sqlite).
   return {
     type: "better-sqlite3",
     database: join(config.dataDir, "records.db"),

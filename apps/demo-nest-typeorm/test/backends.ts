@@ -1,10 +1,10 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { retainSqliteHandle as retainHandle } from "@kms/keystore-sqlite";
 import Database from "better-sqlite3";
 import pg from "pg";
 import type { DemoConfig } from "../src/config.ts";
-import { retainHandle } from "../src/sqlite-handles.ts";
 
 /** Where one test file's app keeps its records, and a way to read them around TypeORM. */
 export interface Backend {
@@ -20,7 +20,7 @@ export async function sqliteBackend(): Promise<Backend> {
   return {
     config: { dataDir, port: 0 },
     async raw(sql) {
-      // Opened lazily: the app creates the file. Kept alive (src/sqlite-handles.ts).
+      // Opened lazily: the app creates the file. Kept alive (retainSqliteStatements in @kms/keystore-sqlite).
       db ??= retainHandle(new Database(join(dataDir, "records.db"), { readonly: true }));
       return retainHandle(db.prepare(sql)).all() as Record<string, unknown>[];
     },

@@ -1,3 +1,4 @@
+export { retainSqliteHandle, retainSqliteStatements } from "./better-sqlite3-gc.ts";
 export { SqliteAuditSink, type SqliteAuditSinkOptions } from "./sqlite-audit-sink.ts";
 export {
   SqliteKeyStore,

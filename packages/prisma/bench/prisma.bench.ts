@@ -17,13 +17,16 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { decryptStringSync, encryptStringSync, generateKey, parseKeySync } from "@47ng/cloak";
 import { createKms, FieldEncryptionEngine, MemoryDataKeyStore } from "@kms/core";
+import {
+  retainSqliteHandle as retain,
+  retainSqliteStatements as retainSqliteHandles,
+} from "@kms/keystore-sqlite";
 import { compare } from "@kms/tooling/bench";
 import { PrismaBetterSqlite3 } from "@prisma/adapter-better-sqlite3";
 import Database from "better-sqlite3";
 import { EncryptionTransformer } from "typeorm-encrypted";
 import { fieldEncryption } from "../src/index.ts";
 import { generateTestClient } from "../test/generate-client.ts";
-import { retain, retainSqliteHandles } from "../test/sqlite-gc-workaround.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 type Case = Parameters<typeof compare>[1];

@@ -2,13 +2,16 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import {
+  retainSqliteHandle as retain,
+  retainSqliteStatements as retainSqliteHandles,
+} from "@kms/keystore-sqlite";
 import { PrismaBetterSqlite3 } from "@prisma/adapter-better-sqlite3";
 import { PrismaPg } from "@prisma/adapter-pg";
 import Database from "better-sqlite3";
 import pg from "pg";
 import { PrismaClient } from "./generated/client.ts";
 import { PrismaClient as PgPrismaClient } from "./generated-pg/client.ts";
-import { retain, retainSqliteHandles } from "./sqlite-gc-workaround.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const schemaText = readFileSync(join(here, "prisma", "schema.prisma"), "utf8");

@@ -11,11 +11,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createKms } from "@kms/core";
+import { retainSqliteStatements as retainSqliteHandles } from "@kms/keystore-sqlite";
 import { compare } from "@kms/tooling/bench";
 import { Column, DataSource, Entity, PrimaryGeneratedColumn, type Repository } from "typeorm";
 import { EncryptionTransformer } from "typeorm-encrypted";
 import { EncryptedColumn, fieldEncryption } from "../src/index.ts";
-import { retainSqliteHandles } from "../test/sqlite-handles.ts";
 
 retainSqliteHandles();
 

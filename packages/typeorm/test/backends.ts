@@ -1,13 +1,16 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import {
+  retainSqliteHandle as retain,
+  retainSqliteStatements as retainSqliteHandles,
+} from "@kms/keystore-sqlite";
 import type Database from "better-sqlite3";
 import mysql from "mysql2/promise";
 import pg from "pg";
 import { DataSource, type DataSourceOptions } from "typeorm";
 import type { TypeormFieldEncryption } from "../src/index.ts";
 import { Note, Post, User } from "./entities.ts";
-import { retain, retainSqliteHandles } from "./sqlite-handles.ts";
 
 export const ENTITIES = [User, Post, Note];
 
