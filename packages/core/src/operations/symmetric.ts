@@ -171,6 +171,12 @@ export async function reEncrypt(
   request: ReEncryptRequest,
 ): Promise<ReEncryptResponse> {
   assertObject("request", request);
+  if (
+    isRsaEncryptionAlgorithm(request.sourceEncryptionAlgorithm) ||
+    isRsaEncryptionAlgorithm(request.destinationEncryptionAlgorithm)
+  ) {
+    return reEncryptWithRsa(ctx, request);
+  }
   assertAlgorithm("sourceEncryptionAlgorithm", request.sourceEncryptionAlgorithm);
   assertAlgorithm("destinationEncryptionAlgorithm", request.destinationEncryptionAlgorithm);
   const destinationContext = encodeEncryptionContext(
@@ -202,6 +208,60 @@ export async function reEncrypt(
   } finally {
     // The plaintext never leaves reEncrypt.
     opened.plaintext.fill(0);
+  }
+}
+
+/**
+ * ReEncrypt where either side is an RSA key (RSAES_OAEP_*), as AWS allows: the source is
+ * decrypted and the destination encrypted through the same paths as decrypt and encrypt, and
+ * the plaintext never leaves. RSA ciphertexts name no key, so an RSA source needs sourceKeyId.
+ */
+async function reEncryptWithRsa(
+  ctx: KmsContext,
+  request: ReEncryptRequest,
+): Promise<ReEncryptResponse> {
+  const source = isRsaEncryptionAlgorithm(request.sourceEncryptionAlgorithm)
+    ? await rsaDecrypt(ctx, {
+        ciphertextBlob: request.ciphertextBlob,
+        ...(request.sourceKeyId !== undefined ? { keyId: request.sourceKeyId } : {}),
+        ...(request.sourceEncryptionContext !== undefined
+          ? { encryptionContext: request.sourceEncryptionContext }
+          : {}),
+        encryptionAlgorithm: request.sourceEncryptionAlgorithm!,
+      })
+    : await decrypt(ctx, {
+        ciphertextBlob: request.ciphertextBlob,
+        ...(request.sourceKeyId !== undefined ? { keyId: request.sourceKeyId } : {}),
+        ...(request.sourceEncryptionContext !== undefined
+          ? { encryptionContext: request.sourceEncryptionContext }
+          : {}),
+        ...(request.sourceEncryptionAlgorithm !== undefined
+          ? { encryptionAlgorithm: request.sourceEncryptionAlgorithm }
+          : {}),
+      });
+  try {
+    const destinationRequest: EncryptRequest = {
+      keyId: request.destinationKeyId,
+      plaintext: source.plaintext,
+      ...(request.destinationEncryptionContext !== undefined
+        ? { encryptionContext: request.destinationEncryptionContext }
+        : {}),
+      ...(request.destinationEncryptionAlgorithm !== undefined
+        ? { encryptionAlgorithm: request.destinationEncryptionAlgorithm }
+        : {}),
+    };
+    const destination = isRsaEncryptionAlgorithm(request.destinationEncryptionAlgorithm)
+      ? await rsaEncrypt(ctx, destinationRequest)
+      : await encrypt(ctx, destinationRequest);
+    return {
+      ciphertextBlob: destination.ciphertextBlob,
+      sourceKeyId: source.keyId,
+      keyId: destination.keyId,
+      sourceEncryptionAlgorithm: source.encryptionAlgorithm,
+      destinationEncryptionAlgorithm: destination.encryptionAlgorithm,
+    };
+  } finally {
+    source.plaintext.fill(0);
   }
 }
 
