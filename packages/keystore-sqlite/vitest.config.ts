@@ -1,4 +1,4 @@
 import { vitestPreset } from "@kms/tooling/vitest-preset";
 import { defineConfig } from "vitest/config";
 
-export default defineConfig(vitestPreset("keystore-sqlite"));
+export default defineConfig(vitestPreset("keystore-sqlite", { setupFiles: ["test/setup.ts"] }));

@@ -16,7 +16,7 @@ import {
 import { describeAuditSinkConformance } from "@kms/core/testing";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
-import { SqliteAuditSink, SqliteKeyStore } from "../src/index.ts";
+import { retainSqliteHandle, SqliteAuditSink, SqliteKeyStore } from "../src/index.ts";
 
 const WORKER = fileURLToPath(new URL("./fixtures/audit-worker.ts", import.meta.url));
 
@@ -35,7 +35,7 @@ describeAuditSinkConformance("SqliteAuditSink (caller's database)", async () => 
   const path = join(folder, "audit.db");
   const databases: Database.Database[] = [];
   const open = () => {
-    const database = new Database(path);
+    const database = retainSqliteHandle(new Database(path));
     database.exec("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000");
     databases.push(database);
     return new SqliteAuditSink({ database });
@@ -94,7 +94,7 @@ describe("SqliteAuditSink", () => {
     await b.close();
 
     // Tampering in the table is detected at the edited row.
-    const db = new Database(path);
+    const db = retainSqliteHandle(new Database(path));
     db.prepare(
       "UPDATE kms_audit_events SET event = replace(event, '\"DescribeKey\"', '\"Decrypt\"') WHERE sequence = 3",
     ).run();
@@ -203,7 +203,7 @@ describe("SqliteAuditSink shared chain", () => {
 
   test("a file written before the head table existed continues its chain", async () => {
     const path = join(dir, "old.db");
-    const db = new Database(path);
+    const db = retainSqliteHandle(new Database(path));
     db.exec(
       "CREATE TABLE kms_audit_events (sequence INTEGER NOT NULL PRIMARY KEY, event TEXT NOT NULL) STRICT",
     );
@@ -235,7 +235,7 @@ describe("SqliteAuditSink shared chain", () => {
     }
 
     function tamper(path: string, sql: string): AuditEvent[] {
-      const db = new Database(path);
+      const db = retainSqliteHandle(new Database(path));
       db.exec(sql);
       const rows = db
         .prepare("SELECT event FROM kms_audit_events ORDER BY sequence")
