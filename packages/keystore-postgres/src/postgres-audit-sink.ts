@@ -10,8 +10,8 @@ import {
   type UnchainedAuditEvent,
   ValidationError,
 } from "@kms/core";
-import pg from "pg";
-import { hostOf, pgCode, SCHEMA_NAME } from "./internal/connection.ts";
+import type pg from "pg";
+import { hostOf, pgCode, poolOption, schemaOption } from "./internal/connection.ts";
 import { migrate, quoteIdent } from "./internal/migrations.ts";
 
 /** Options of {@link PostgresAuditSink.open}: a connection string, or a pool the caller owns. */
@@ -86,35 +86,19 @@ export class PostgresAuditSink implements AuditSink {
     if (typeof options !== "object" || options === null) {
       throw new ValidationError('"options" expected { connectionString } or { pool }');
     }
-    const schema = options.schema ?? "kms";
-    if (typeof schema !== "string" || !SCHEMA_NAME.test(schema)) {
-      throw new ValidationError(
-        `"schema" expected 1–59 lower-case letters, digits or _ (not starting with a digit), got ${String(schema)}`,
-      );
-    }
-    const hasPool = options.pool !== undefined;
-    const hasUrl = options.connectionString !== undefined;
-    if (hasPool === hasUrl) {
-      throw new ValidationError('expected exactly one of "pool" and "connectionString"');
-    }
-    if (hasUrl && (typeof options.connectionString !== "string" || !options.connectionString)) {
-      throw new ValidationError('"connectionString" expected a non-empty string');
-    }
-    const pool = options.pool ?? new pg.Pool({ connectionString: options.connectionString! });
-    // An idle pooled connection dropped by the server emits 'error' on the pool; unhandled,
-    // it would crash the process. The pool discards that connection by itself.
-    if (!hasPool) pool.on("error", () => {});
+    const schema = schemaOption(options.schema);
+    const { pool, ownsPool } = poolOption(options);
     const description = `postgres:${hostOf(pool.options)}/${schema}#kms_audit_events`;
     try {
       await migrate(pool, schema, description);
     } catch (error) {
-      if (!hasPool) await pool.end().catch(() => {});
+      if (ownsPool) await pool.end().catch(() => {});
       if (isKmsError(error)) throw error;
       throw new KmsInternalError(`${description}: cannot open the audit sink (${pgCode(error)})`, {
         cause: error,
       });
     }
-    return new PostgresAuditSink(pool, !hasPool, schema, description);
+    return new PostgresAuditSink(pool, ownsPool, schema, description);
   }
 
   /**

@@ -10,9 +10,9 @@ import {
   type StoredKey,
   ValidationError,
 } from "@kms/core";
-import pg from "pg";
+import type pg from "pg";
 import { ChangeFeed } from "./internal/change-feed.ts";
-import { hostOf, pgCode, SCHEMA_NAME } from "./internal/connection.ts";
+import { hostOf, pgCode, poolOption, schemaOption } from "./internal/connection.ts";
 import { channelOf, migrate, quoteIdent } from "./internal/migrations.ts";
 import {
   type AliasRow,
@@ -133,27 +133,10 @@ export class PostgresKeyStore implements KeyStore {
    * schema was written by a newer version of this package.
    */
   static async open(options: PostgresKeyStoreOptions): Promise<PostgresKeyStore> {
-    const schema = options.schema ?? "kms";
-    if (typeof schema !== "string" || !SCHEMA_NAME.test(schema)) {
-      throw new ValidationError(
-        `"schema" expected 1–59 lower-case letters, digits or _ (not starting with a digit), got ${String(schema)}`,
-      );
-    }
+    const schema = schemaOption(options.schema);
     const maxStalenessMs = checkCount("maxStalenessMs", options.maxStalenessMs, 1_000, 2);
     const cacheSize = checkCount("cacheSize", options.cacheSize, 1_000);
-    const hasPool = options.pool !== undefined;
-    const hasUrl = options.connectionString !== undefined;
-    if (hasPool === hasUrl) {
-      throw new ValidationError('expected exactly one of "pool" and "connectionString"');
-    }
-    if (hasUrl && (typeof options.connectionString !== "string" || !options.connectionString)) {
-      throw new ValidationError('"connectionString" expected a non-empty string');
-    }
-
-    const pool = options.pool ?? new pg.Pool({ connectionString: options.connectionString! });
-    // An idle pooled connection that the server drops emits 'error' on the pool; unhandled, it
-    // would crash the process. The pool discards that connection by itself.
-    if (!hasPool) pool.on("error", () => {});
+    const { pool, ownsPool } = poolOption(options);
     const where = hostOf(pool.options);
     const description = `postgres:${where}/${schema}`;
     const listenConfig: pg.ClientConfig | undefined =
@@ -169,10 +152,10 @@ export class PostgresKeyStore implements KeyStore {
     try {
       await migrate(pool, schema, description);
       await feed.start();
-      return new PostgresKeyStore(pool, !hasPool, schema, feed, description);
+      return new PostgresKeyStore(pool, ownsPool, schema, feed, description);
     } catch (error) {
       await feed.close();
-      if (!hasPool) await pool.end().catch(() => {});
+      if (ownsPool) await pool.end().catch(() => {});
       if (isKmsError(error)) throw error;
       throw new KmsInternalError(`${description}: cannot open the key store (${pgCode(error)})`, {
         cause: error,
