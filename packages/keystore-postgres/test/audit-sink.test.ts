@@ -1,5 +1,3 @@
-import { spawn } from "node:child_process";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import {
   type AuditEvent,
@@ -9,6 +7,7 @@ import {
   verifyAuditLog,
 } from "@kms/core";
 import { describeAuditSinkConformance } from "@kms/core/testing";
+import { startWorkerProcess } from "@kms/tooling/worker-process";
 import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import { PostgresAuditSink, PostgresKeyStore } from "../src/index.ts";
@@ -16,42 +15,6 @@ import { dropSchema, randomSchema, target } from "./fixtures/database.ts";
 
 const WORKER = fileURLToPath(new URL("./fixtures/audit-worker.ts", import.meta.url));
 const rootKey = new Uint8Array(32).fill(5);
-
-function startWorker(args: string[]): {
-  ready: Promise<void>;
-  go(): void;
-  result: Promise<{ done: number }>;
-} {
-  const child = spawn(process.execPath, ["--no-warnings", WORKER, ...args], {
-    stdio: ["pipe", "pipe", "pipe"],
-  });
-  let stderr = "";
-  child.stderr.on("data", (chunk: Buffer) => {
-    stderr += chunk.toString();
-  });
-  const lines = createInterface({ input: child.stdout });
-  let onReady: () => void = () => {};
-  const ready = new Promise<void>((resolve) => {
-    onReady = resolve;
-  });
-  let last = "";
-  lines.on("line", (line) => {
-    if (line === "ready") onReady();
-    else last = line;
-  });
-  const result = new Promise<{ done: number }>((resolve, reject) => {
-    child.on("error", reject);
-    child.on("close", (code, signal) => {
-      if (code === 0) resolve(JSON.parse(last) as { done: number });
-      else reject(new Error(`worker exited with ${code ?? signal}: ${stderr}`));
-    });
-  });
-  return {
-    ready: Promise.race([ready, result.then(() => {})]),
-    go: () => child.stdin.write("go\n"),
-    result,
-  };
-}
 
 describe.skipIf(target.skipReason !== undefined)("PostgresAuditSink", () => {
   describeAuditSinkConformance("PostgresAuditSink", async () => {
@@ -88,7 +51,13 @@ describe.skipIf(target.skipReason !== undefined)("PostgresAuditSink", () => {
     const processes = 4;
     const opsEach = 100;
     const workers = Array.from({ length: processes }, (_, w) =>
-      startWorker([target.url!, schema, String(w), String(opsEach), keyId]),
+      startWorkerProcess<{ done: number }>(WORKER, [
+        target.url!,
+        schema,
+        String(w),
+        String(opsEach),
+        keyId,
+      ]),
     );
     await Promise.all(workers.map((w) => w.ready));
     for (const w of workers) w.go();

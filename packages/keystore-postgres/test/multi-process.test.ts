@@ -1,7 +1,6 @@
-import { spawn } from "node:child_process";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { createKms } from "@kms/core";
+import { startWorkerProcess } from "@kms/tooling/worker-process";
 import { afterEach, describe, expect, it } from "vitest";
 import { PostgresKeyStore } from "../src/index.ts";
 import { dropSchema, randomSchema, target } from "./fixtures/database.ts";
@@ -21,42 +20,6 @@ interface Report {
   errors: Record<string, number>;
 }
 
-function startWorker(args: string[]): {
-  ready: Promise<void>;
-  go(): void;
-  result: Promise<Report>;
-} {
-  const child = spawn(process.execPath, ["--no-warnings", WORKER, ...args], {
-    stdio: ["pipe", "pipe", "pipe"],
-  });
-  let stderr = "";
-  child.stderr.on("data", (chunk: Buffer) => {
-    stderr += chunk.toString();
-  });
-  const lines = createInterface({ input: child.stdout });
-  let onReady: () => void = () => {};
-  const ready = new Promise<void>((resolve) => {
-    onReady = resolve;
-  });
-  let last = "";
-  lines.on("line", (line) => {
-    if (line === "ready") onReady();
-    else last = line;
-  });
-  const result = new Promise<Report>((resolve, reject) => {
-    child.on("error", reject);
-    child.on("close", (code, signal) => {
-      if (code === 0) resolve(JSON.parse(last) as Report);
-      else reject(new Error(`worker exited with ${code ?? signal}: ${stderr}`));
-    });
-  });
-  return {
-    ready: Promise.race([ready, result.then(() => {})]),
-    go: () => child.stdin.write("go\n"),
-    result,
-  };
-}
-
 describe.skipIf(target.skipReason !== undefined)("PostgresKeyStore across processes", () => {
   let schema: string;
   afterEach(async () => {
@@ -74,7 +37,13 @@ describe.skipIf(target.skipReason !== undefined)("PostgresKeyStore across proces
     const processes = 4;
     const opsEach = 120;
     const workers = Array.from({ length: processes }, (_, w) =>
-      startWorker([target.url!, schema, String(w), String(opsEach), keyIds.join(",")]),
+      startWorkerProcess<Report>(WORKER, [
+        target.url!,
+        schema,
+        String(w),
+        String(opsEach),
+        keyIds.join(","),
+      ]),
     );
     await Promise.all(workers.map((w) => w.ready));
     for (const w of workers) w.go();

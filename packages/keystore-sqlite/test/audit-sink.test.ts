@@ -1,8 +1,6 @@
-import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import {
   AccessDeniedError,
@@ -14,6 +12,7 @@ import {
   verifyAuditLog,
 } from "@kms/core";
 import { describeAuditSinkConformance } from "@kms/core/testing";
+import { startWorkerProcess } from "@kms/tooling/worker-process";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { retainSqliteHandle, SqliteAuditSink, SqliteKeyStore } from "../src/index.ts";
@@ -128,42 +127,6 @@ describe("SqliteAuditSink", () => {
   });
 });
 
-function startWorker(args: string[]): {
-  ready: Promise<void>;
-  go(): void;
-  result: Promise<{ done: number }>;
-} {
-  const child = spawn(process.execPath, ["--no-warnings", WORKER, ...args], {
-    stdio: ["pipe", "pipe", "pipe"],
-  });
-  let stderr = "";
-  child.stderr.on("data", (chunk: Buffer) => {
-    stderr += chunk.toString();
-  });
-  const lines = createInterface({ input: child.stdout });
-  let onReady: () => void = () => {};
-  const ready = new Promise<void>((resolve) => {
-    onReady = resolve;
-  });
-  let last = "";
-  lines.on("line", (line) => {
-    if (line === "ready") onReady();
-    else last = line;
-  });
-  const result = new Promise<{ done: number }>((resolve, reject) => {
-    child.on("error", reject);
-    child.on("close", (code, signal) => {
-      if (code === 0) resolve(JSON.parse(last) as { done: number });
-      else reject(new Error(`worker exited with ${code ?? signal}: ${stderr}`));
-    });
-  });
-  return {
-    ready: Promise.race([ready, result.then(() => {})]),
-    go: () => child.stdin.write("go\n"),
-    result,
-  };
-}
-
 describe("SqliteAuditSink shared chain", () => {
   test("four processes, each with its own Kms on one file, write one intact chain", async () => {
     const path = join(dir, "kms.db");
@@ -176,7 +139,7 @@ describe("SqliteAuditSink shared chain", () => {
     const processes = 4;
     const opsEach = 100;
     const workers = Array.from({ length: processes }, (_, w) =>
-      startWorker([path, String(w), String(opsEach), keyId]),
+      startWorkerProcess<{ done: number }>(WORKER, [path, String(w), String(opsEach), keyId]),
     );
     await Promise.all(workers.map((w) => w.ready));
     for (const w of workers) w.go();

@@ -1,53 +1,13 @@
-import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { startWorkerProcess } from "@kms/tooling/worker-process";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { SqliteKeyStore } from "../src/index.ts";
 import { makeKey } from "./fixtures/keys.ts";
 
 const WORKER = fileURLToPath(new URL("./fixtures/increment-worker.ts", import.meta.url));
-
-interface Worker {
-  ready: Promise<void>;
-  go(): void;
-  result: Promise<{ done: number; conflicts: number }>;
-}
-
-function startWorker(path: string, keyId: string, count: number): Worker {
-  const child = spawn(process.execPath, ["--no-warnings", WORKER, path, keyId, String(count)], {
-    stdio: ["pipe", "pipe", "pipe"],
-  });
-  let stderr = "";
-  child.stderr.on("data", (chunk: Buffer) => {
-    stderr += chunk.toString();
-  });
-  const lines = createInterface({ input: child.stdout });
-  let onReady: () => void = () => {};
-  const ready = new Promise<void>((resolve) => {
-    onReady = resolve;
-  });
-  let last = "";
-  lines.on("line", (line) => {
-    if (line === "ready") onReady();
-    else last = line;
-  });
-  const result = new Promise<{ done: number; conflicts: number }>((resolve, reject) => {
-    child.on("error", reject);
-    child.on("close", (code, signal) => {
-      if (code === 0) resolve(JSON.parse(last) as { done: number; conflicts: number });
-      else reject(new Error(`worker exited with ${code ?? signal}: ${stderr}`));
-    });
-  });
-  // Surface a crash before "ready" instead of waiting forever for it.
-  return {
-    ready: Promise.race([ready, result.then(() => {})]),
-    go: () => child.stdin.write("go\n"),
-    result,
-  };
-}
 
 describe("SqliteKeyStore across processes", () => {
   let dir: string;
@@ -66,8 +26,16 @@ describe("SqliteKeyStore across processes", () => {
 
     const perProcess = 150;
     const workers = [
-      startWorker(path, "k-shared", perProcess),
-      startWorker(path, "k-shared", perProcess),
+      startWorkerProcess<{ done: number; conflicts: number }>(WORKER, [
+        path,
+        "k-shared",
+        String(perProcess),
+      ]),
+      startWorkerProcess<{ done: number; conflicts: number }>(WORKER, [
+        path,
+        "k-shared",
+        String(perProcess),
+      ]),
     ];
     await Promise.all(workers.map((w) => w.ready));
     for (const w of workers) w.go();
