@@ -11,7 +11,7 @@ import {
   ValidationError,
 } from "@kms/core";
 import type pg from "pg";
-import { hostOf, pgCode, poolOption, schemaOption } from "./internal/connection.ts";
+import { hostOf, pgCode, poolOption, schemaOption, storeFailure } from "./internal/connection.ts";
 import { migrate, quoteIdent } from "./internal/migrations.ts";
 
 /** Options of {@link PostgresAuditSink.open}: a connection string, or a pool the caller owns. */
@@ -227,10 +227,7 @@ export class PostgresAuditSink implements AuditSink {
   }
 
   #wrap(operation: string, error: unknown): Error {
-    if (isKmsError(error)) return error;
-    return new KmsInternalError(`${this.description}: ${operation} failed (${pgCode(error)})`, {
-      cause: error,
-    });
+    return storeFailure(this.description, operation, error);
   }
 }
 

@@ -12,7 +12,7 @@ import {
 } from "@kms/core";
 import type pg from "pg";
 import { ChangeFeed } from "./internal/change-feed.ts";
-import { hostOf, pgCode, poolOption, schemaOption } from "./internal/connection.ts";
+import { hostOf, pgCode, poolOption, schemaOption, storeFailure } from "./internal/connection.ts";
 import { channelOf, migrate, quoteIdent } from "./internal/migrations.ts";
 import {
   type AliasRow,
@@ -377,10 +377,7 @@ export class PostgresKeyStore implements KeyStore {
   }
 
   #wrap(operation: string, error: unknown): Error {
-    if (isKmsError(error)) return error;
-    return new KmsInternalError(`${this.description}: ${operation} failed (${pgCode(error)})`, {
-      cause: error,
-    });
+    return storeFailure(this.description, operation, error);
   }
 }
 

@@ -1,4 +1,4 @@
-import { ValidationError } from "@kms/core";
+import { isKmsError, KmsInternalError, ValidationError } from "@kms/core";
 import pg from "pg";
 
 /** Schema names the store and the audit sink accept: unquoted-identifier safe, ≤ 59 chars. */
@@ -63,4 +63,12 @@ export function poolOption(options: {
   // would crash the process. The pool discards that connection by itself.
   pool.on("error", () => {});
   return { pool, ownsPool: true };
+}
+
+/** A KmsError passes through; anything else becomes KMSInternalException naming the SQLSTATE. */
+export function storeFailure(description: string, operation: string, error: unknown): Error {
+  if (isKmsError(error)) return error;
+  return new KmsInternalError(`${description}: ${operation} failed (${pgCode(error)})`, {
+    cause: error,
+  });
 }
