@@ -390,26 +390,9 @@ export class FieldDataKeys {
     const id = hexOf(stableDataKeyId(keyId, context));
     let record = await this.#store.get(id);
     if (record === undefined) {
-      const generated = await this.#kms.generateDataKey({
-        keyId,
-        keySpec: "AES_256",
-        encryptionContext: context,
-      });
-      record = await this.#store.insert({
-        id,
-        kmsKeyId: generated.keyId,
-        wrappedKey: generated.ciphertextBlob,
-        encryptionContext: { ...context },
-        purpose: "stable",
-        createdAt: this.#clock.now(),
-      });
-      if (
-        record.wrappedKey.length === generated.ciphertextBlob.length &&
-        Buffer.from(record.wrappedKey).equals(Buffer.from(generated.ciphertextBlob))
-      ) {
-        return { id, raw: generated.plaintext, kmsKeyId: generated.keyId };
-      }
-      generated.plaintext.fill(0);
+      const inserted = await this.#insertStable(keyId, context, id);
+      if (inserted.mine !== undefined) return inserted.mine;
+      record = inserted.record;
     }
     if (record.purpose !== "stable") throw generic();
     const { plaintext } = await this.#kms.decrypt({
@@ -424,16 +407,31 @@ export class FieldDataKeys {
    * finds the same one without coordination; the store's insert-if-absent settles races.
    */
   async #loadOrCreateStable(keyId: string, context: EncryptionContext): Promise<StableKey> {
-    const idBytes = stableDataKeyId(keyId, context);
-    const id = hexOf(idBytes);
-    const existing = await this.#store.get(id);
-    if (existing !== undefined) return this.stableForId(id);
+    const id = hexOf(stableDataKeyId(keyId, context));
+    if ((await this.#store.get(id)) !== undefined) return this.stableForId(id);
+    const { mine } = await this.#insertStable(keyId, context, id);
+    // Another writer stored its key first: use theirs.
+    if (mine === undefined) return this.stableForId(id);
+    this.#stableById.set(id, Promise.resolve(mine));
+    this.#stableReady.set(id, mine);
+    return mine;
+  }
+
+  /**
+   * Generates a stable data key and inserts it unless one exists; `mine` is set only when ours
+   * was stored (the loser's plaintext is wiped), `record` is whichever the store kept.
+   */
+  async #insertStable(
+    keyId: string,
+    context: EncryptionContext,
+    id: string,
+  ): Promise<{ mine?: StableKey; record: DataKeyRecord }> {
     const generated = await this.#kms.generateDataKey({
       keyId,
       keySpec: "AES_256",
       encryptionContext: context,
     });
-    const stored = await this.#store.insert({
+    const record = await this.#store.insert({
       id,
       kmsKeyId: generated.keyId,
       wrappedKey: generated.ciphertextBlob,
@@ -442,17 +440,13 @@ export class FieldDataKeys {
       createdAt: this.#clock.now(),
     });
     if (
-      stored.wrappedKey.length !== generated.ciphertextBlob.length ||
-      !Buffer.from(stored.wrappedKey).equals(Buffer.from(generated.ciphertextBlob))
+      record.wrappedKey.length === generated.ciphertextBlob.length &&
+      Buffer.from(record.wrappedKey).equals(Buffer.from(generated.ciphertextBlob))
     ) {
-      // Another writer stored its key first: use theirs, discard ours.
-      generated.plaintext.fill(0);
-      return this.stableForId(id);
+      return { mine: { id, raw: generated.plaintext, kmsKeyId: generated.keyId }, record };
     }
-    const stable = { id, raw: generated.plaintext, kmsKeyId: generated.keyId };
-    this.#stableById.set(id, Promise.resolve(stable));
-    this.#stableReady.set(id, stable);
-    return stable;
+    generated.plaintext.fill(0);
+    return { record };
   }
 }
 
