@@ -23,6 +23,7 @@ import type { StoredKey } from "../keystore/key-store.ts";
 import type {
   DecryptRequest,
   DecryptResponse,
+  EncryptionAlgorithm,
   EncryptionContext,
   EncryptRequest,
   EncryptResponse,
@@ -211,6 +212,27 @@ export async function reEncrypt(
   }
 }
 
+/** ReEncrypt's symmetric source, under the source-side state rule (reEncryptSource). */
+async function openSymmetricSource(
+  ctx: KmsContext,
+  request: ReEncryptRequest,
+): Promise<{ plaintext: Uint8Array; keyId: string; encryptionAlgorithm: EncryptionAlgorithm }> {
+  assertAlgorithm("sourceEncryptionAlgorithm", request.sourceEncryptionAlgorithm);
+  const opened = await open(
+    ctx,
+    request.ciphertextBlob,
+    request.sourceEncryptionContext,
+    request.sourceKeyId,
+    "reEncryptSource",
+    { blob: "ciphertextBlob", context: "sourceEncryptionContext", keyId: "sourceKeyId" },
+  );
+  return {
+    plaintext: opened.plaintext,
+    keyId: keyArn(ctx.identity, opened.key.keyId),
+    encryptionAlgorithm: "SYMMETRIC_DEFAULT",
+  };
+}
+
 /**
  * ReEncrypt where either side is an RSA key (RSAES_OAEP_*), as AWS allows: the source is
  * decrypted and the destination encrypted through the same paths as decrypt and encrypt, and
@@ -229,16 +251,7 @@ async function reEncryptWithRsa(
           : {}),
         encryptionAlgorithm: request.sourceEncryptionAlgorithm!,
       })
-    : await decrypt(ctx, {
-        ciphertextBlob: request.ciphertextBlob,
-        ...(request.sourceKeyId !== undefined ? { keyId: request.sourceKeyId } : {}),
-        ...(request.sourceEncryptionContext !== undefined
-          ? { encryptionContext: request.sourceEncryptionContext }
-          : {}),
-        ...(request.sourceEncryptionAlgorithm !== undefined
-          ? { encryptionAlgorithm: request.sourceEncryptionAlgorithm }
-          : {}),
-      });
+    : await openSymmetricSource(ctx, request);
   try {
     const destinationRequest: EncryptRequest = {
       keyId: request.destinationKeyId,

@@ -114,4 +114,24 @@ describe("reEncrypt across symmetric and RSA keys", () => {
       }),
     ).rejects.toBeInstanceOf(InvalidCiphertextError);
   });
+
+  test("a symmetric source pending deletion still re-encrypts to RSA (AWS footnote [10])", async () => {
+    const source = (await kms.createKey()).keyMetadata.keyId;
+    const { ciphertextBlob } = await kms.encrypt({ keyId: source, plaintext: text("last call") });
+    await kms.scheduleKeyDeletion({ keyId: source, pendingWindowInDays: 7 });
+    await expect(kms.decrypt({ ciphertextBlob })).rejects.toMatchObject({
+      code: "KMSInvalidStateException",
+    });
+    const moved = await kms.reEncrypt({
+      ciphertextBlob,
+      destinationKeyId: rsaKey,
+      destinationEncryptionAlgorithm: "RSAES_OAEP_SHA_256",
+    });
+    const { plaintext } = await kms.decrypt({
+      ciphertextBlob: moved.ciphertextBlob,
+      keyId: rsaKey,
+      encryptionAlgorithm: "RSAES_OAEP_SHA_256",
+    });
+    expect(new TextDecoder().decode(plaintext)).toBe("last call");
+  });
 });
