@@ -47,6 +47,8 @@ interface NormalizedFields {
 // verification and its response's signing, also with a few requests interleaved.
 const fieldCache = new RecentCache<object, NormalizedFields>(16);
 
+const isString = (value: unknown): value is string => typeof value === "string";
+
 /** Normalizes any header shape to field lines keyed by lower-case name. */
 export function fieldLines(headers: HeaderSource): FieldLines {
   return normalizedFields(headers).lines;
@@ -55,12 +57,12 @@ export function fieldLines(headers: HeaderSource): FieldLines {
 function normalizedFields(headers: HeaderSource): NormalizedFields {
   const cached = fieldCache.get(headers);
   if (cached !== undefined) return cached;
-  const out = new Map<string, string[]>();
-  const add = (name: string, value: string): void => {
-    const key = name.toLowerCase();
+  const out = new Map<string, readonly string[]>();
+  // Lines of a field seen once are kept as given (Node's headersDistinct arrays are not copied);
+  // a field met under a second spelling of its name gets a fresh merged array.
+  const add = (key: string, value: string): void => {
     const list = out.get(key);
-    if (list === undefined) out.set(key, [value]);
-    else list.push(value);
+    out.set(key, list === undefined ? [value] : [...list, value]);
   };
   if (typeof Headers !== "undefined" && headers instanceof Headers) {
     // Headers joins repeated lines with ", " already; set-cookie is the one it keeps apart.
@@ -74,13 +76,14 @@ function normalizedFields(headers: HeaderSource): NormalizedFields {
     for (const name of Object.keys(record)) {
       const value = record[name];
       if (value === undefined) continue;
-      // Node's headersDistinct: lower-case names, one fresh string array per field.
-      if (Array.isArray(value)) {
-        const key = name.toLowerCase();
-        const list = out.get(key);
-        if (list === undefined) out.set(key, value.map(String));
-        else for (const v of value) list.push(String(v));
-      } else add(name, String(value));
+      const key = name.toLowerCase();
+      if (!Array.isArray(value)) {
+        add(key, typeof value === "string" ? value : String(value));
+        continue;
+      }
+      const lines = value.every(isString) ? (value as string[]) : value.map(String);
+      const list = out.get(key);
+      out.set(key, list === undefined ? lines : [...list, ...lines]);
     }
   }
   const fields: NormalizedFields = { lines: out, dictionaries: undefined };

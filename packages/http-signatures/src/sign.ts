@@ -21,11 +21,11 @@ import {
 } from "./signature-base.ts";
 import {
   type Dictionary,
+  type Item,
   serializeBareItem,
   serializeDictionary,
   serializeInnerList,
   serializeItem,
-  serializeParameters,
 } from "./structured-fields.ts";
 
 export interface SignOptions extends SignatureBaseOptions {
@@ -89,18 +89,52 @@ export async function signMessage(
   return signMessageEagerly(message, options);
 }
 
+/** A components array resolved once: identifiers, their serialization, the inner list text. */
+interface CoveredComponents {
+  readonly specs: readonly ComponentSpec[];
+  readonly items: readonly Item[];
+  readonly identifiers: readonly string[];
+  /** `("@method" "@target-uri")`, the parameters not yet appended. */
+  readonly list: string;
+}
+
+// Components arrays come from configuration and are reused for every message; their resolved
+// form is kept with a copy of the specs, so an array changed in place is resolved anew.
+const coveredCache = new WeakMap<readonly ComponentSpec[], CoveredComponents>();
+
+function coveredComponents(specs: readonly ComponentSpec[]): CoveredComponents {
+  const known = coveredCache.get(specs);
+  if (known !== undefined && sameSpecs(known.specs, specs)) return known;
+  const items = specs.map(cachedComponentIdentifier);
+  const identifiers = items.map(serializeItem);
+  const covered = { specs: [...specs], items, identifiers, list: `(${identifiers.join(" ")})` };
+  coveredCache.set(specs, covered);
+  return covered;
+}
+
+function sameSpecs(a: readonly ComponentSpec[], b: readonly ComponentSpec[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+const DEFAULT_LABEL = "sig1";
+
 /**
  * `signMessage` that returns the fields directly when the signer offers `signSync`, and a
- * promise otherwise (KMS signers).
+ * promise otherwise (KMS signers). `components` and `request` override the options' own, so a
+ * caller with per-message values need not copy the options.
  * @throws (synchronously, or as a rejection) what `signMessage` rejects with.
  * @internal
  */
 export function signMessageEagerly(
   message: HttpMessage,
   options: SignOptions,
+  components: readonly ComponentSpec[] = options.components,
+  request: RequestMessage | undefined = options.request,
 ): SignatureFields | Promise<SignatureFields> {
-  const label = options.label ?? "sig1";
-  if (!LABEL.test(label))
+  const label = options.label ?? DEFAULT_LABEL;
+  if (label !== DEFAULT_LABEL && !LABEL.test(label))
     throw new ValidationError('"label" must be a lower-case structured field key');
   const now = Math.floor((options.now ?? Date.now)() / 1000);
   const created = options.created === false ? undefined : (options.created ?? now);
@@ -122,20 +156,27 @@ export function signMessageEagerly(
   if (inputs.has(label) || signatures.has(label)) {
     throw new ValidationError(`"label" ${label} is already used by a signature on the message`);
   }
-  const covered = options.components.map(cachedComponentIdentifier);
-  const params = signatureParamsList(covered, {
-    ...(created !== undefined ? { created } : {}),
-    ...(options.expiresIn !== undefined ? { expires: (created ?? now) + options.expiresIn } : {}),
-    ...(nonce !== undefined ? { nonce } : {}),
-    ...(options.includeAlg === true ? { alg: options.signer.algorithm } : {}),
-    ...(keyid !== undefined ? { keyid } : {}),
-    ...(options.tag !== undefined ? { tag: options.tag } : {}),
-  });
-  const request = isRequestMessage(message) ? undefined : options.request;
-  const identifiers = covered.map(serializeItem);
+  const covered = coveredComponents(components);
+  // The parameters of signatureParamsList, in its order, serialized straight to text (each value
+  // still goes through the item serializer, which refuses what RFC 8941 cannot carry).
+  let params = "";
+  if (created !== undefined) params += `;created=${serializeBareItem(created)}`;
+  if (options.expiresIn !== undefined) {
+    params += `;expires=${serializeBareItem((created ?? now) + options.expiresIn)}`;
+  }
+  if (nonce !== undefined) params += `;nonce=${serializeBareItem(nonce)}`;
+  if (options.includeAlg === true) params += `;alg=${serializeBareItem(options.signer.algorithm)}`;
+  if (keyid !== undefined) params += `;keyid=${serializeBareItem(keyid)}`;
+  if (options.tag !== undefined) params += `;tag=${serializeBareItem(options.tag)}`;
   // Serialized once: the same text is the @signature-params line and the Signature-Input member.
-  const serializedParams = `(${identifiers.join(" ")})${serializeParameters(params.params)}`;
-  const base = signatureBase(params, identifiers, serializedParams, { message, request }, options);
+  const serializedParams = covered.list + params;
+  const base = signatureBase(
+    covered.items,
+    covered.identifiers,
+    serializedParams,
+    { message, request: isRequestMessage(message) ? undefined : request },
+    options,
+  );
   const bytes = Buffer.from(base, "utf8");
   const fields = (signature: Uint8Array): SignatureFields => ({
     label,

@@ -185,12 +185,16 @@ export function componentValues(
   const name = id.value;
   if (typeof name !== "string") throw componentError(id, "identifier must be a string");
   const params = id.params;
-  for (const key of params.keys()) {
-    if (!COMPONENT_PARAMS.has(key)) throw componentError(id, `unknown parameter "${key}"`);
+  // Most identifiers carry no parameters: skip the iterator and the lookups for them.
+  const hasParams = params.size > 0;
+  if (hasParams) {
+    for (const key of params.keys()) {
+      if (!COMPONENT_PARAMS.has(key)) throw componentError(id, `unknown parameter "${key}"`);
+    }
+    if (params.has("tr")) throw componentError(id, "trailer fields (;tr) are not supported");
   }
-  if (params.has("tr")) throw componentError(id, "trailer fields (;tr) are not supported");
   let message: HttpMessage = source.message;
-  if (params.get("req") === true) {
+  if (hasParams && params.get("req") === true) {
     if (isRequestMessage(source.message) || source.request === undefined) {
       throw componentError(id, ";req needs a response signed in the context of its request");
     }
@@ -198,12 +202,12 @@ export function componentValues(
   }
 
   if (name.charCodeAt(0) === 0x40 /* @ */) {
-    if (params.size > 0) {
+    if (hasParams) {
       for (const key of FIELD_ONLY_PARAMS) {
         if (params.has(key)) throw componentError(id, `;${key} applies only to header fields`);
       }
     }
-    if (name !== "@query-param" && params.has("name")) {
+    if (hasParams && name !== "@query-param" && params.has("name")) {
       throw componentError(id, ";name applies only to @query-param");
     }
     if (name === "@status") {
@@ -320,7 +324,7 @@ export function createSignatureBase(
   options: SignatureBaseOptions = {},
 ): string {
   return signatureBase(
-    signatureParams,
+    signatureParams.items,
     signatureParams.items.map(serializeItem),
     serializeInnerList(signatureParams),
     source,
@@ -334,14 +338,13 @@ export function createSignatureBase(
  * @internal
  */
 export function signatureBase(
-  signatureParams: InnerList,
+  items: readonly Item[],
   identifiers: readonly string[],
   serializedParams: string,
   source: ComponentSource,
   options: SignatureBaseOptions,
 ): string {
   let base = "";
-  const items = signatureParams.items;
   for (let i = 0; i < items.length; i++) {
     const id = items[i] as Item;
     const serialized = identifiers[i] as string;

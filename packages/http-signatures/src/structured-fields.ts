@@ -214,21 +214,23 @@ class Parser {
       this.pos++;
     }
     if (!isDigit(this.peek())) fail("expected a digit", this.input, this.pos);
-    let digits = "";
+    // Scanned by code unit and sliced once (integers such as `created` are on every request).
+    const input = this.input;
+    const first = this.pos;
     let isDecimal = false;
-    while (!this.done()) {
-      const ch = this.input[this.pos] as string;
-      if (isDigit(ch)) digits += ch;
-      else if (ch === "." && !isDecimal) {
-        if (digits.length > 12) fail("decimal has more than 12 integer digits", this.input, start);
+    while (this.pos < input.length) {
+      const code = input.charCodeAt(this.pos);
+      const length = this.pos - first;
+      if (code < 0x30 || code > 0x39) {
+        if (code !== 0x2e /* . */ || isDecimal) break;
+        if (length > 12) fail("decimal has more than 12 integer digits", input, start);
         isDecimal = true;
-        digits += ch;
-      } else break;
+      }
       this.pos++;
-      if (!isDecimal && digits.length > 15)
-        fail("integer has more than 15 digits", this.input, start);
-      if (isDecimal && digits.length > 16) fail("decimal is too long", this.input, start);
+      if (!isDecimal && length + 1 > 15) fail("integer has more than 15 digits", input, start);
+      if (isDecimal && length + 1 > 16) fail("decimal is too long", input, start);
     }
+    const digits = input.slice(first, this.pos);
     if (!isDecimal) return sign * Number.parseInt(digits, 10);
     if (digits.endsWith(".")) fail("decimal ends with a dot", this.input, start);
     if (digits.length - digits.indexOf(".") - 1 > 3) {
@@ -286,6 +288,7 @@ class Parser {
     if (!BASE64.test(b64) || b64.length % 4 === 1)
       fail("invalid base64 in byte sequence", this.input, start);
     this.pos = end + 1;
+    // Copied out of Buffer's shared pool: a view would expose the whole pool through `.buffer`.
     return new Uint8Array(Buffer.from(b64, "base64"));
   }
 

@@ -130,6 +130,18 @@ function requiredIdentifiers(specs: readonly ComponentSpec[]): readonly string[]
 const isPromise = <T>(value: T | Promise<T>): value is Promise<T> =>
   typeof (value as { then?: unknown } | undefined)?.then === "function";
 
+/** The serialized identifiers of the inner list, or undefined when one is not a string. */
+function coveredIdentifiers(list: InnerList): string[] | undefined {
+  const items = list.items;
+  const ids = new Array<string>(items.length);
+  for (let i = 0; i < items.length; i++) {
+    const id = items[i] as InnerList["items"][number];
+    if (typeof id.value !== "string") return undefined;
+    ids[i] = serializeItem(id);
+  }
+  return ids;
+}
+
 function readParams(list: InnerList): SignatureParameters | string {
   const out: Record<string, string | number> = {};
   for (const [key, value] of list.params) {
@@ -241,7 +253,8 @@ function verifyLabel(
   if (input === undefined) return fail("label", `no signature labelled "${label}"`, label);
   if (sigMember === undefined)
     return fail("signature-malformed", "Signature has no value for this label", label);
-  if (!isInnerList(input) || input.items.some((i) => typeof i.value !== "string")) {
+  const covered = isInnerList(input) ? coveredIdentifiers(input) : undefined;
+  if (covered === undefined || !isInnerList(input)) {
     return fail(
       "signature-malformed",
       "Signature-Input member must be an inner list of strings",
@@ -266,7 +279,6 @@ function verifyLabel(
     }
   }
 
-  const covered = input.items.map(serializeItem);
   if (policy.requiredComponents !== undefined) {
     for (const id of requiredIdentifiers(policy.requiredComponents)) {
       if (!covered.includes(id)) return fail("components", `signature must cover ${id}`, label);
@@ -346,7 +358,7 @@ function checkSignature(
     // The identifiers are serialized above already; the inner list is re-serialized (not
     // copied from the field) so the base is the canonical form the signer signed.
     base = signatureBase(
-      input,
+      input.items,
       covered,
       `(${covered.join(" ")})${serializeParameters(input.params)}`,
       { message, request: isRequestMessage(message) ? undefined : request },

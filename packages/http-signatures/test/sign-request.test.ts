@@ -5,6 +5,7 @@ import {
   createHmacSigner,
   createHmacVerifier,
   createSignedFetch,
+  signMessage,
   signRequest,
   verifyMessage,
 } from "../src/index.ts";
@@ -77,5 +78,21 @@ describe("createSignedFetch", () => {
     expect(bad.status).toBe(401);
     expect(await bad.json()).toMatchObject({ check: "content-digest" });
     expect(seen[0]!.headers.get("signature")).toMatch(/^sig1=:/);
+  });
+});
+
+describe("signMessage with a reused components array", () => {
+  // Components are resolved once per array; an array changed in place must be resolved again.
+  it("covers what the array holds at each call", async () => {
+    const components: string[] = ["@method", "@target-uri"];
+    const message = { method: "GET", url: "https://b.test/x?y=1", headers: {} };
+    const first = await signMessage(message, { signer, components, created: 1 });
+    components[1] = "@path";
+    const second = await signMessage(message, { signer, components, created: 1 });
+    expect(first.signatureInput).toBe('sig1=("@method" "@target-uri");created=1;keyid="svc-a"');
+    expect(second.signatureInput).toBe('sig1=("@method" "@path");created=1;keyid="svc-a"');
+    expect(second.base).toBe(
+      '"@method": GET\n"@path": /x\n"@signature-params": ("@method" "@path");created=1;keyid="svc-a"',
+    );
   });
 });
