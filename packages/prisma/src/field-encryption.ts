@@ -1,4 +1,5 @@
 import {
+  type DataKeyCache,
   type DataKeyCacheLimits,
   type DataKeyStore,
   type EncryptionContext,
@@ -33,6 +34,8 @@ export interface FieldEncryptionOptions {
   /** Model holding wrapped data keys when no dataKeyStore is given; default "KmsDataKey". */
   readonly dataKeyModel?: string;
   readonly cache?: DataKeyCacheLimits;
+  /** One DataKeyCache shared with encryptMessage or other engines; not with `cache`. */
+  readonly dataKeyCache?: DataKeyCache;
   /** Read unprefixed (legacy plaintext) values as they are, for migrations. Default false. */
   readonly legacyPlaintext?: boolean;
   /** Use an existing engine (shares its caches) instead of building one. */
@@ -74,6 +77,7 @@ export function fieldEncryption(options: FieldEncryptionOptions) {
         keyId: options.keyId,
         dataKeyStore: store,
         ...(options.cache === undefined ? {} : { cache: options.cache }),
+        ...(options.dataKeyCache === undefined ? {} : { dataKeyCache: options.dataKeyCache }),
         ...(options.legacyPlaintext === undefined
           ? {}
           : { legacyPlaintext: options.legacyPlaintext }),

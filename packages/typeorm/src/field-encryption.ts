@@ -1,4 +1,5 @@
 import {
+  type DataKeyCache,
   type DataKeyCacheLimits,
   type DataKeyStore,
   type DecryptItem,
@@ -39,6 +40,8 @@ export interface FieldEncryptionOptions {
   /** Table of the default data key store; default "kms_data_keys". */
   readonly dataKeyTable?: string;
   readonly cache?: DataKeyCacheLimits;
+  /** One DataKeyCache shared with encryptMessage or other engines; not with `cache`. */
+  readonly dataKeyCache?: DataKeyCache;
   /** Read unprefixed (legacy plaintext) values as they are, for migrations. Default false. */
   readonly legacyPlaintext?: boolean;
   /** Use an existing engine (shares its caches, e.g. with @kms/prisma) instead of building one. */
@@ -84,6 +87,7 @@ export class TypeormFieldEncryption {
         dataKeyStore:
           options.dataKeyStore ?? new TypeormDataKeyStore(entity as EntitySchema<DataKeyRow>),
         ...(options.cache === undefined ? {} : { cache: options.cache }),
+        ...(options.dataKeyCache === undefined ? {} : { dataKeyCache: options.dataKeyCache }),
         ...(options.legacyPlaintext === undefined
           ? {}
           : { legacyPlaintext: options.legacyPlaintext }),

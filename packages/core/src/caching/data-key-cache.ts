@@ -1,11 +1,13 @@
 /**
  * A cache of plaintext data keys with usage limits, shared by the envelope message layer and
- * (later) the field-encryption engine. Reusing a data key saves a KMS round trip per message;
- * the limits bound how much data one key protects and how long its plaintext stays in memory.
+ * the field encryption engine: one instance may serve both, under one capacity and one set of
+ * limits. Reusing a data key saves a KMS round trip per message (or value); the limits bound
+ * how much data one key protects and how long its plaintext stays in memory.
  *
- * Entries are keyed by an opaque string built with {@link dataKeyCacheKey} from (keyring
- * identity, encryption context, algorithm suite), so a key made for one context or one keyring
- * is never handed to another.
+ * Entries are keyed by an opaque string: {@link dataKeyCacheKey} builds the message layer's
+ * from (keyring identity, encryption context, algorithm suite), the field engine builds its own
+ * under a per-engine prefix, so a key made for one context, keyring or engine is never handed to
+ * another.
  */
 import { type Clock, systemClock } from "../clock.ts";
 import { assertInteger } from "../internal/assert.ts";
@@ -30,6 +32,16 @@ export interface DataKeyCacheOptions {
   readonly clock?: Clock;
 }
 
+/**
+ * A consumer's ready-to-use form of a cached key (the field engine's imported KeyObject and
+ * precomputed headers), kept beside the entry so that a hot path neither copies nor re-imports
+ * key bytes per use.
+ */
+export interface PreparedDataKey {
+  /** Called once when the entry leaves the cache (limit, age, capacity, replace, clear). */
+  release?(): void;
+}
+
 /** One use of a cached key: how many messages and plaintext bytes it is charged. */
 export interface DataKeyUsage {
   readonly messages: number;
@@ -38,6 +50,7 @@ export interface DataKeyUsage {
 
 interface Entry {
   readonly value: CachedDataKey;
+  readonly prepared: PreparedDataKey | undefined;
   readonly createdAt: number;
   messages: number;
   bytes: number;
@@ -54,6 +67,8 @@ export class DataKeyCache {
   readonly maxBytes: number;
   readonly #clock: Clock;
   readonly #entries = new Map<string, Entry>();
+  /** The most recently used entry: using it again needs no LRU reordering (the hot path). */
+  #newest: Entry | undefined;
   #hits = 0;
   #misses = 0;
 
@@ -71,6 +86,11 @@ export class DataKeyCache {
     this.#clock = options.clock ?? systemClock;
   }
 
+  /** The time source of `maxAgeMs`. */
+  get clock(): Clock {
+    return this.#clock;
+  }
+
   /** Entries currently held. */
   get size(): number {
     return this.#entries.size;
@@ -86,6 +106,20 @@ export class DataKeyCache {
    * there is none or when this use would exceed a limit (the entry is then evicted).
    */
   take(key: string, usage: DataKeyUsage): CachedDataKey | undefined {
+    const entry = this.#charge(key, usage);
+    return entry === undefined ? undefined : copy(entry.value);
+  }
+
+  /**
+   * Like {@link take}, but returns the prepared form stored with the entry by {@link put}
+   * instead of a copy of the key bytes. `P` is the type the same consumer stored under `key`;
+   * the key prefixes keep consumers apart.
+   */
+  use<P extends PreparedDataKey>(key: string, usage: DataKeyUsage): P | undefined {
+    return this.#charge(key, usage)?.prepared as P | undefined;
+  }
+
+  #charge(key: string, usage: DataKeyUsage): Entry | undefined {
     const entry = this.#entries.get(key);
     if (entry === undefined) {
       this.#misses++;
@@ -103,27 +137,37 @@ export class DataKeyCache {
     }
     entry.messages += usage.messages;
     entry.bytes += usage.bytes;
-    // Re-insert to mark as most recently used (Map keeps insertion order).
-    this.#entries.delete(key);
-    this.#entries.set(key, entry);
+    if (entry !== this.#newest) {
+      // Re-insert to mark as most recently used (Map keeps insertion order).
+      this.#entries.delete(key);
+      this.#entries.set(key, entry);
+      this.#newest = entry;
+    }
     this.#hits++;
-    return copy(entry.value);
+    return entry;
   }
 
   /**
    * Stores a fresh data key, already charged with its first `usage`. Nothing is stored when that
-   * first use alone reaches a limit. The cache keeps its own copy of the key bytes.
+   * first use alone reaches a limit (then `prepared` is released at once). The cache keeps its
+   * own copy of the key bytes; `prepared`, if given, is what {@link use} returns for the entry.
    */
-  put(key: string, value: CachedDataKey, usage: DataKeyUsage): void {
-    if (usage.messages >= this.maxMessages || usage.bytes >= this.maxBytes) return;
+  put(key: string, value: CachedDataKey, usage: DataKeyUsage, prepared?: PreparedDataKey): void {
+    if (usage.messages >= this.maxMessages || usage.bytes >= this.maxBytes) {
+      prepared?.release?.();
+      return;
+    }
     const existing = this.#entries.get(key);
     if (existing !== undefined) this.#evict(key, existing);
-    this.#entries.set(key, {
+    const entry: Entry = {
       value: copy(value),
+      prepared,
       createdAt: this.#clock.now(),
       messages: usage.messages,
       bytes: usage.bytes,
-    });
+    };
+    this.#entries.set(key, entry);
+    this.#newest = entry;
     while (this.#entries.size > this.capacity) {
       const oldest = this.#entries.keys().next().value as string;
       this.#evict(oldest, this.#entries.get(oldest)!);
@@ -143,7 +187,9 @@ export class DataKeyCache {
 
   #evict(key: string, entry: Entry): void {
     this.#entries.delete(key);
+    if (this.#newest === entry) this.#newest = undefined;
     entry.value.dataKey.fill(0);
+    entry.prepared?.release?.();
   }
 }
 

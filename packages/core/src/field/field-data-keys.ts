@@ -1,5 +1,11 @@
 import { hkdf } from "@noble/hashes/hkdf.js";
 import { sha256 } from "@noble/hashes/sha2.js";
+import type {
+  CachedDataKey,
+  DataKeyCache,
+  DataKeyUsage,
+  PreparedDataKey,
+} from "../caching/data-key-cache.ts";
 import type { Clock } from "../clock.ts";
 import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import { KmsInternalError } from "../errors.ts";
@@ -17,25 +23,28 @@ import {
   hexOf,
 } from "./field-format.ts";
 
-/** A randomized data key in use for writing, with what it has been charged so far. */
-export interface Materials {
+/**
+ * A randomized data key in use for writing: the prepared form of a "w" entry of the shared
+ * DataKeyCache, which counts its uses against the limits.
+ */
+export interface Materials extends PreparedDataKey {
   readonly id: string;
   readonly header: Uint8Array;
   /** header || binding per binding (cached binding encodings are stable objects). */
   readonly aads: WeakMap<Uint8Array, Uint8Array>;
   readonly key: AesKey;
   readonly kmsKeyId: string;
-  readonly createdAt: number;
-  values: number;
-  bytes: number;
 }
 
-/** A decrypted data key for reading, with the AADs (header || binding) built for it. */
-export interface LoadedKey {
+/** A decrypted data key for reading: the prepared form of an "r" entry of the DataKeyCache. */
+export interface LoadedKey extends PreparedDataKey {
   readonly key: AesKey;
+  /** When the cache took it, on the cache's clock. */
   readonly loadedAt: number;
   /** header || binding per binding encoding (cached encodings are stable objects). */
   readonly aads: WeakMap<Uint8Array, Uint8Array>;
+  /** Set when the cache let go of the entry. */
+  released: boolean;
 }
 
 /** The data key of (KMS key, context) behind deterministic values and blind indexes. */
@@ -50,10 +59,8 @@ export interface FieldDataKeysOptions {
   readonly store: DataKeyStore;
   readonly keyId: (context: EncryptionContext) => string;
   readonly clock: Clock;
-  readonly maxAgeMs: number;
-  readonly maxValues: number;
-  readonly maxBytes: number;
-  readonly maxDecryptKeys: number;
+  /** Randomized data keys, for writing and reading; possibly shared with other engines. */
+  readonly cache: DataKeyCache;
 }
 
 const encoder = new TextEncoder();
@@ -61,25 +68,32 @@ const DET_SALT = encoder.encode("kms1 deterministic");
 const BIDX_SALT = encoder.encode("kms1 blind index");
 const STABLE_ID_PREFIX = encoder.encode("kms1 stable data key");
 const MAX_DERIVED_KEYS = 4096;
+/** The provider id of the field engine's cache entries (the KMS that wraps the key). */
+const FIELD_PROVIDER_ID = "kms";
+const NO_USE: DataKeyUsage = { messages: 0, bytes: 0 };
+let engines = 0;
 
 /**
  * The data keys of a field engine (docs/FORMAT.md §6.1, §6.4): randomized keys for writing,
- * replaced at the cache limits; decrypted keys for reading, by id; stable keys per (KMS key,
- * context); and their derived subkeys. Every KMS call of the engine happens here, at most once
- * per data key at a time (concurrent callers share the pending call).
+ * replaced at the cache limits, and decrypted keys for reading, by id — both held in a
+ * DataKeyCache, which may be shared with the message layer and other engines; stable keys per
+ * (KMS key, context) and their derived subkeys, held here (they are never replaced by limits:
+ * equal values must keep encrypting equally). Every KMS call of the engine happens here, at
+ * most once per data key at a time (concurrent callers share the pending call).
  */
 export class FieldDataKeys {
   readonly #kms: KmsLike;
   readonly #store: DataKeyStore;
   readonly #selectKey: (context: EncryptionContext) => string;
   readonly #clock: Clock;
-  readonly #maxAgeMs: number;
-  readonly #maxValues: number;
-  readonly #maxBytes: number;
-  readonly #maxDecryptKeys: number;
-  readonly #materials = new Map<string, Materials>();
+  readonly #cache: DataKeyCache;
+  /**
+   * Cache key prefixes of this engine's entries. Not a digit: the message layer's keys
+   * (dataKeyCacheKey) start with one, so the two never collide in a shared cache.
+   */
+  readonly #writePrefix: string;
+  readonly #readPrefix: string;
   readonly #materialsInFlight = new Map<string, Promise<Materials>>();
-  readonly #readKeys = new Map<string, LoadedKey>();
   readonly #readKeysInFlight = new Map<string, Promise<LoadedKey>>();
   readonly #stableByScope = new Map<string, Promise<StableKey>>();
   readonly #stableById = new Map<string, Promise<StableKey>>();
@@ -87,14 +101,15 @@ export class FieldDataKeys {
   readonly #stableReady = new Map<string, StableKey>();
   /**
    * The read key last found by header, so that a result set under one data key costs a
-   * 16-byte comparison per value instead of a hex id and a map lookup.
+   * 16-byte comparison per value instead of a hex id and a cache lookup. It does not refresh
+   * the entry's LRU position; under capacity pressure a hot key may be evicted and is then
+   * unwrapped again (one KMS call), never used after release.
    */
   #lastHeader = new Uint8Array(HEADER_LENGTH);
   #lastLoaded: LoadedKey | undefined;
   /** Subkeys per stable key object: ids repeat when a rolled-back key is created again. */
   readonly #derived = new WeakMap<StableKey, Map<string, Uint8Array>>();
   readonly #records = new Map<string, Promise<DataKeyRecord | undefined>>();
-  readonly #scopedMaterials = new Map<string, Materials>();
   readonly #scopedStable = new Map<string, Promise<StableKey>>();
 
   constructor(options: FieldDataKeysOptions) {
@@ -102,10 +117,10 @@ export class FieldDataKeys {
     this.#store = options.store;
     this.#selectKey = options.keyId;
     this.#clock = options.clock;
-    this.#maxAgeMs = options.maxAgeMs;
-    this.#maxValues = options.maxValues;
-    this.#maxBytes = options.maxBytes;
-    this.#maxDecryptKeys = options.maxDecryptKeys;
+    this.#cache = options.cache;
+    engines += 1;
+    this.#writePrefix = `field ${engines} w\u0000`;
+    this.#readPrefix = `field ${engines} r\u0000`;
   }
 
   /**
@@ -118,24 +133,16 @@ export class FieldDataKeys {
     bytes: number,
     transactionScope: string | undefined,
   ): Materials | undefined {
-    const cacheKey = `${this.#selectKey(context)}\u0000${ctxKey}`;
-    const durable = this.#materials.get(cacheKey);
-    if (this.usable(durable, bytes)) return durable;
-    if (transactionScope === undefined) return undefined;
-    const scoped = this.#scopedMaterials.get(`${transactionScope}\u0000${cacheKey}`);
-    return this.usable(scoped, bytes) ? scoped : undefined;
-  }
-
-  /** The decrypted data key `id` if it is cached and not older than maxAgeMs. */
-  cachedReadKey(id: string): AesKey | undefined {
-    const hit = this.#readKeys.get(id);
-    if (hit === undefined || this.#clock.now() - hit.loadedAt >= this.#maxAgeMs) return undefined;
-    return hit.key;
+    const cacheKey = `${this.#writePrefix}${this.#selectKey(context)}\u0000${ctxKey}`;
+    const usage = { messages: 1, bytes };
+    const durable = this.#cache.use<Materials>(cacheKey, usage);
+    if (durable !== undefined || transactionScope === undefined) return durable;
+    return this.#cache.use<Materials>(`${transactionScope}\u0000${cacheKey}`, usage);
   }
 
   /**
    * The cached read key of a randomized value, found by its header (format byte and data key
-   * id, bytes 0–16), if not older than maxAgeMs.
+   * id, bytes 0–16), if the cache still holds it.
    */
   cachedReadKeyOf(stored: Uint8Array): LoadedKey | undefined {
     let loaded = this.#lastLoaded;
@@ -147,14 +154,18 @@ export class FieldDataKeys {
           break;
         }
       }
+      if (
+        loaded !== undefined &&
+        !loaded.released &&
+        this.#cache.clock.now() - loaded.loadedAt < this.#cache.maxAgeMs
+      ) {
+        return loaded;
+      }
     }
-    if (loaded === undefined) {
-      loaded = this.#readKeys.get(hexOf(stored, 1, HEADER_LENGTH));
-      if (loaded === undefined) return undefined;
-      this.#lastHeader.set(stored.subarray(0, HEADER_LENGTH));
-      this.#lastLoaded = loaded;
-    }
-    if (this.#clock.now() - loaded.loadedAt >= this.#maxAgeMs) return undefined;
+    loaded = this.#cache.use<LoadedKey>(this.#readPrefix + hexOf(stored, 1, HEADER_LENGTH), NO_USE);
+    if (loaded === undefined) return undefined;
+    this.#lastHeader.set(stored.subarray(0, HEADER_LENGTH));
+    this.#lastLoaded = loaded;
     return loaded;
   }
 
@@ -163,15 +174,14 @@ export class FieldDataKeys {
     return this.#stableReady.get(id);
   }
 
+  /** Forgets every data key: the cache's entries (all of them, if shared) and the stable keys. */
   clear(): void {
-    this.#materials.clear();
-    this.#readKeys.clear();
+    this.#cache.clear();
     this.#lastLoaded = undefined;
     this.#stableByScope.clear();
     this.#stableById.clear();
     this.#stableReady.clear();
     this.#records.clear();
-    this.#scopedMaterials.clear();
     this.#scopedStable.clear();
   }
 
@@ -195,20 +205,11 @@ export class FieldDataKeys {
     return key;
   }
 
-  usable(m: Materials | undefined, bytes: number): m is Materials {
-    if (
-      m !== undefined &&
-      this.#clock.now() - m.createdAt < this.#maxAgeMs &&
-      m.values < this.#maxValues &&
-      m.bytes + bytes <= this.#maxBytes
-    ) {
-      m.values += 1;
-      m.bytes += bytes;
-      return true;
-    }
-    return false;
-  }
-
+  /**
+   * Writing materials charged with one value of `bytes`: a cached data key when one can take
+   * it, else a fresh one. Inside a transaction scope, a fresh key is cached under that scope
+   * only (its row may be rolled back).
+   */
   async materialsFor(
     context: EncryptionContext,
     ctxKey: string,
@@ -216,38 +217,41 @@ export class FieldDataKeys {
     transactionScope?: string,
   ): Promise<Materials> {
     const keyId = this.#selectKey(context);
-    const cacheKey = `${keyId}\u0000${ctxKey}`;
+    const durableKey = `${this.#writePrefix}${keyId}\u0000${ctxKey}`;
+    const usage = { messages: 1, bytes };
     if (transactionScope !== undefined) {
-      const durable = this.#materials.get(cacheKey);
-      if (this.usable(durable, bytes)) return durable;
-      const scopedKey = `${transactionScope}\u0000${cacheKey}`;
-      const scoped = this.#scopedMaterials.get(scopedKey);
-      if (this.usable(scoped, bytes)) return scoped;
-      const fresh = await this.#newMaterials(keyId, context);
-      fresh.values += 1;
-      fresh.bytes += bytes;
-      bounded(this.#scopedMaterials, scopedKey, fresh);
-      return fresh;
+      const cached =
+        this.#cache.use<Materials>(durableKey, usage) ??
+        this.#cache.use<Materials>(`${transactionScope}\u0000${durableKey}`, usage);
+      if (cached !== undefined) return cached;
+      return this.#newMaterials(keyId, context, `${transactionScope}\u0000${durableKey}`, usage);
     }
     for (;;) {
-      const m = this.#materials.get(cacheKey);
-      if (this.usable(m, bytes)) return m;
-      if (m !== undefined) this.#materials.delete(cacheKey);
-      let pending = this.#materialsInFlight.get(cacheKey);
+      const cached = this.#cache.use<Materials>(durableKey, usage);
+      if (cached !== undefined) return cached;
+      const pending = this.#materialsInFlight.get(durableKey);
       if (pending === undefined) {
-        pending = this.#newMaterials(keyId, context).finally(() =>
-          this.#materialsInFlight.delete(cacheKey),
+        const fresh = this.#newMaterials(keyId, context, durableKey, usage).finally(() =>
+          this.#materialsInFlight.delete(durableKey),
         );
-        this.#materialsInFlight.set(cacheKey, pending);
-        this.#materials.set(cacheKey, await pending);
-      } else {
-        await pending;
+        this.#materialsInFlight.set(durableKey, fresh);
+        return fresh;
       }
+      await pending;
       // Loop: a concurrent burst may have used up the fresh key's limits already.
     }
   }
 
-  async #newMaterials(keyId: string, context: EncryptionContext): Promise<Materials> {
+  /**
+   * Generates a data key, stores it wrapped, and caches it for writing under `cacheKey`
+   * (charged with its first `usage`) and for reading back by id.
+   */
+  async #newMaterials(
+    keyId: string,
+    context: EncryptionContext,
+    cacheKey: string,
+    usage: DataKeyUsage,
+  ): Promise<Materials> {
     const generated = await this.#kms.generateDataKey({
       keyId,
       keySpec: "AES_256",
@@ -255,56 +259,63 @@ export class FieldDataKeys {
     });
     const idBytes = randomBytes(DATA_KEY_ID_LENGTH);
     const id = hexOf(idBytes);
-    const now = this.#clock.now();
     const stored = await this.#store.insert({
       id,
       kmsKeyId: generated.keyId,
       wrappedKey: generated.ciphertextBlob,
       encryptionContext: { ...context },
       purpose: "randomized",
-      createdAt: now,
+      createdAt: this.#clock.now(),
     });
     if (stored.kmsKeyId !== generated.keyId) {
       generated.plaintext.fill(0);
       throw new KmsInternalError("data key id collision in the data key store");
     }
-    const key = importAesKey(generated.plaintext);
-    this.#remember(id, key);
     const header = new Uint8Array(HEADER_LENGTH);
     header[0] = FORMAT_RANDOMIZED;
     header.set(idBytes, 1);
-    return {
+    const cached = cachedDataKey(generated.plaintext, generated.keyId, generated.ciphertextBlob);
+    const key = importAesKey(generated.plaintext);
+    const materials: Materials = {
       id,
       header,
       aads: new WeakMap(),
       key,
       kmsKeyId: generated.keyId,
-      createdAt: now,
-      values: 0,
-      bytes: 0,
     };
+    this.#cache.put(cacheKey, cached, usage, materials);
+    this.#putReadKey(id, cached, key);
+    cached.dataKey.fill(0);
+    return materials;
   }
 
-  #remember(id: string, key: AesKey): void {
-    if (this.#readKeys.size >= this.#maxDecryptKeys) {
-      const oldest = this.#readKeys.keys().next();
-      if (oldest.done !== true) this.#readKeys.delete(oldest.value);
-      this.#lastLoaded = undefined;
-    }
-    this.#readKeys.set(id, { key, loadedAt: this.#clock.now(), aads: new WeakMap() });
+  #putReadKey(id: string, cached: CachedDataKey, key: AesKey): LoadedKey {
+    const loaded: LoadedKey = {
+      key,
+      loadedAt: this.#cache.clock.now(),
+      aads: new WeakMap(),
+      released: false,
+      release() {
+        this.released = true;
+      },
+    };
     // A key loaded again under an id (e.g. after its age ran out) replaces the remembered one.
     this.#lastLoaded = undefined;
+    this.#cache.put(this.#readPrefix + id, cached, NO_USE, loaded);
+    return loaded;
   }
 
-  async readKey(id: string): Promise<LoadedKey> {
-    const hit = this.#readKeys.get(id);
-    if (hit !== undefined && this.#clock.now() - hit.loadedAt < this.#maxAgeMs) return hit;
+  readKey(id: string): Promise<LoadedKey> {
+    const hit = this.#cache.use<LoadedKey>(this.#readPrefix + id, NO_USE);
+    if (hit !== undefined) return Promise.resolve(hit);
     let pending = this.#readKeysInFlight.get(id);
     if (pending === undefined) {
       pending = this.#unwrap(id, "randomized")
-        .then((raw) => {
-          this.#remember(id, importAesKey(raw));
-          return this.#readKeys.get(id) as LoadedKey;
+        .then(({ raw, record }) => {
+          const cached = cachedDataKey(raw, record.kmsKeyId, record.wrappedKey);
+          const loaded = this.#putReadKey(id, cached, importAesKey(raw));
+          cached.dataKey.fill(0);
+          return loaded;
         })
         .finally(() => this.#readKeysInFlight.delete(id));
       this.#readKeysInFlight.set(id, pending);
@@ -328,7 +339,10 @@ export class FieldDataKeys {
     return pending;
   }
 
-  async #unwrap(id: string, purpose: DataKeyRecord["purpose"]): Promise<Uint8Array> {
+  async #unwrap(
+    id: string,
+    purpose: DataKeyRecord["purpose"],
+  ): Promise<{ raw: Uint8Array; record: DataKeyRecord }> {
     const record = await this.record(id);
     if (record === undefined || record.purpose !== purpose) throw generic();
     const { plaintext } = await this.#kms.decrypt({
@@ -336,7 +350,7 @@ export class FieldDataKeys {
       encryptionContext: record.encryptionContext,
     });
     if (plaintext.length !== 32) throw generic();
-    return plaintext;
+    return { raw: plaintext, record };
   }
 
   stableForScope(
@@ -372,7 +386,7 @@ export class FieldDataKeys {
     if (pending === undefined) {
       pending = this.record(id).then(async (record) => {
         if (record === undefined || record.purpose !== "stable") throw generic();
-        return { id, raw: await this.#unwrap(id, "stable"), kmsKeyId: record.kmsKeyId };
+        return { id, raw: (await this.#unwrap(id, "stable")).raw, kmsKeyId: record.kmsKeyId };
       });
       this.#stableById.set(id, pending);
       const settling = pending;
@@ -448,6 +462,19 @@ export class FieldDataKeys {
     generated.plaintext.fill(0);
     return { record };
   }
+}
+
+/**
+ * The cache's record of a data key: a copy of the plaintext (the cache copies again and zeroes
+ * its copy on eviction) and the wrapped key with the KMS key that wraps it.
+ */
+function cachedDataKey(raw: Uint8Array, kmsKeyId: string, wrapped: Uint8Array): CachedDataKey {
+  return {
+    dataKey: new Uint8Array(raw),
+    encryptedDataKeys: [
+      { providerId: FIELD_PROVIDER_ID, providerInfo: kmsKeyId, ciphertext: wrapped },
+    ],
+  };
 }
 
 /** First 16 bytes of SHA-256("kms1 stable data key" || u16 len || keyId || context encoding). */

@@ -1,7 +1,10 @@
 import { describe, expect, test } from "vitest";
+import { DataKeyCache } from "../caching/data-key-cache.ts";
 import { InvalidCiphertextError, InvalidStateError, ValidationError } from "../errors.ts";
+import { KmsKeyring } from "../keyring/kms-keyring.ts";
 import { createKms, type Kms } from "../kms.ts";
 import type { KmsLike } from "../kms-like.ts";
+import { decryptMessage, encryptMessage } from "../message/message.ts";
 import { ManualClock } from "../testing/manual-clock.ts";
 import type { EncryptionContext } from "../types.ts";
 import type { FieldBinding } from "./binding.ts";
@@ -325,6 +328,96 @@ describe("FieldEncryptionEngine", () => {
     clock.advance(1);
     await byAge.engine.encrypt(tenantA, STRING, "x");
     expect(byAge.counted.calls.generateDataKey).toBe(2);
+  });
+
+  test("a shared DataKeyCache governs the engine's keys: its limits, capacity and clearing", async () => {
+    const clock = new ManualClock();
+    const { counted, keyId, store } = await setup({ clock });
+    const cache = new DataKeyCache({ maxAgeMs: 60_000, maxMessages: 2, capacity: 2, clock });
+    const engine = new FieldEncryptionEngine({
+      kms: counted,
+      dataKeyStore: store,
+      keyId,
+      clock,
+      dataKeyCache: cache,
+    });
+    // maxMessages counts values: 5 values need 3 data keys.
+    const texts: string[] = [];
+    for (let i = 0; i < 5; i++) texts.push(await engine.encryptText(tenantA, STRING, `v${i}`));
+    expect(counted.calls.generateDataKey).toBe(3);
+    // The writer's keys sit in the shared cache (for writing and reading back), within capacity.
+    expect(cache.size).toBe(2);
+    // Clearing the shared cache from outside makes the engine unwrap again, once per key.
+    cache.clear();
+    expect(engine.decryptIfCached(tenantA, STRING, texts[4] as string)).toBeUndefined();
+    expect(await engine.decryptText(tenantA, STRING, texts[4] as string)).toBe("v4");
+    expect(await engine.decryptText(tenantA, STRING, texts[4] as string)).toBe("v4");
+    expect(counted.calls.decrypt).toBe(1);
+    // Capacity 2: loading two more keys evicts the least recently used one (v4's).
+    expect(await engine.decryptText(tenantA, STRING, texts[0] as string)).toBe("v0");
+    expect(await engine.decryptText(tenantA, STRING, texts[2] as string)).toBe("v2");
+    expect(counted.calls.decrypt).toBe(3);
+    expect(cache.size).toBe(2);
+    expect(engine.decryptIfCached(tenantA, STRING, texts[4] as string)).toBeUndefined();
+    expect(engine.decryptIfCached(tenantA, STRING, texts[2] as string)).toBe("v2");
+    // The cache's age limit applies to read keys too.
+    clock.advance(60_000);
+    expect(engine.decryptIfCached(tenantA, STRING, texts[0] as string)).toBeUndefined();
+  });
+
+  test("engines and messages sharing one cache never hand each other a key", async () => {
+    const { counted, keyId, kms } = await setup();
+    const cache = new DataKeyCache({ maxAgeMs: 60_000 });
+    const engineOf = (store: DataKeyStore) =>
+      new FieldEncryptionEngine({ kms: counted, dataKeyStore: store, keyId, dataKeyCache: cache });
+    const storeA = new MemoryDataKeyStore();
+    const a = engineOf(storeA);
+    const b = engineOf(new MemoryDataKeyStore());
+    const text = await a.encryptText(tenantA, STRING, "mine");
+    // B has no record of A's data key: the shared cache does not leak A's plaintext key to it.
+    await expect(b.decryptText(tenantA, STRING, text)).rejects.toBeInstanceOf(
+      InvalidCiphertextError,
+    );
+    // A second engine over A's store reads it, through the KMS (its own cache namespace).
+    const before = counted.calls.decrypt ?? 0;
+    expect(await engineOf(storeA).decryptText(tenantA, STRING, text)).toBe("mine");
+    expect((counted.calls.decrypt ?? 0) - before).toBe(1);
+    // Messages reuse the same cache beside the engine's entries.
+    const keyring = new KmsKeyring({ kms, keyIds: [keyId] });
+    const sizeBefore = cache.size;
+    const message = await encryptMessage(new Uint8Array(10), {
+      keyring,
+      encryptionContext: { tenantId: "a" },
+      dataKeyCache: cache,
+    });
+    expect(cache.size).toBe(sizeBefore + 1);
+    const opened = await decryptMessage(message, { keyring });
+    expect(Buffer.from(opened.plaintext).equals(Buffer.alloc(10))).toBe(true);
+    expect(await a.decryptText(tenantA, STRING, text)).toBe("mine");
+  });
+
+  test("the cache limits and a shared cache are exclusive options", async () => {
+    const { counted, keyId, store } = await setup();
+    const dataKeyCache = new DataKeyCache({ maxAgeMs: 1000 });
+    expect(
+      () =>
+        new FieldEncryptionEngine({
+          kms: counted,
+          dataKeyStore: store,
+          keyId,
+          dataKeyCache,
+          cache: { maxValues: 3 },
+        }),
+    ).toThrow(/exclusive/);
+    expect(
+      () =>
+        new FieldEncryptionEngine({
+          kms: counted,
+          dataKeyStore: store,
+          keyId,
+          dataKeyCache: {} as DataKeyCache,
+        }),
+    ).toThrow(ValidationError);
   });
 
   test("concurrent writers share one fresh data key", async () => {

@@ -1,10 +1,12 @@
 import { aessiv } from "@noble/ciphers/aes.js";
 import { hmac } from "@noble/hashes/hmac.js";
 import { sha256 } from "@noble/hashes/sha2.js";
+import { DataKeyCache } from "../caching/data-key-cache.ts";
 import { type Clock, systemClock } from "../clock.ts";
 import { KmsInternalError, ValidationError } from "../errors.ts";
 import { gcmOpen, gcmSealInto } from "../hsm/aes-gcm.ts";
 import { fillRandom } from "../hsm/random.ts";
+import { assertInteger } from "../internal/assert.ts";
 import type { KmsLike } from "../kms-like.ts";
 import type { EncryptionContext } from "../types.ts";
 import { contextKey, encodeBinding, type FieldBinding } from "./binding.ts";
@@ -60,7 +62,9 @@ export interface BlindIndexSpec {
 
 /**
  * Limits on one cached data key, like the AWS Encryption SDK's caching materials manager: a
- * data key is replaced when any limit is reached.
+ * data key is replaced when any limit is reached. The engine builds its own DataKeyCache from
+ * them; pass `dataKeyCache` instead to share one cache (and its limits) with the message layer
+ * or other engines.
  */
 export interface DataKeyCacheLimits {
   /** Default 5 minutes. Also bounds how long a decrypted data key stays in memory. */
@@ -69,9 +73,12 @@ export interface DataKeyCacheLimits {
   readonly maxValues?: number;
   /** Plaintext bytes encrypted under one data key; default 2^36. */
   readonly maxBytes?: number;
-  /** Decrypted data keys kept for reading; default 1000. */
+  /** Decrypted data keys kept for reading; default 1000 (the cache holds 256 more for writing). */
   readonly maxDecryptKeys?: number;
 }
+
+/** Cache entries kept for writing keys, beyond `maxDecryptKeys`, in an engine's own cache. */
+const WRITE_KEY_ROOM = 256;
 
 export interface FieldEncryptionEngineOptions {
   readonly kms: KmsLike;
@@ -81,7 +88,15 @@ export interface FieldEncryptionEngineOptions {
    * context (e.g. one key per tenant, so deleting that key crypto-shreds only that tenant).
    */
   readonly keyId: string | ((context: EncryptionContext) => string);
+  /** Limits of the engine's own data key cache; not with `dataKeyCache`. */
   readonly cache?: DataKeyCacheLimits;
+  /**
+   * A DataKeyCache to hold the engine's randomized data keys (writing and reading), e.g. the
+   * one given to encryptMessage, so that one capacity and one set of limits (maxMessages counts
+   * values here) govern every cached plaintext key of the process. Entries are namespaced per
+   * engine. `clearCache()` then clears the whole shared cache.
+   */
+  readonly dataKeyCache?: DataKeyCache;
   /**
    * Accept stored values that are not ciphertext and return them as they are (migrations
    * from plaintext columns). Off by default: a non-ciphertext value is an error.
@@ -120,12 +135,28 @@ export type StoredValueInfo =
       readonly createdAt: number;
     };
 
-function positive(name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || !(value > 0)) {
-    throw new ValidationError(`"${name}" must be a positive number, got ${String(value)}`);
+function engineCache(options: FieldEncryptionEngineOptions): DataKeyCache {
+  const { cache: limits, dataKeyCache: shared } = options;
+  if (shared !== undefined) {
+    if (!(shared instanceof DataKeyCache)) {
+      throw new ValidationError(`"dataKeyCache" must be a DataKeyCache`);
+    }
+    if (limits !== undefined) {
+      throw new ValidationError(
+        `"cache" and "dataKeyCache" are exclusive: a shared cache brings its own limits`,
+      );
+    }
+    return shared;
   }
-  return value;
+  const limit = (name: keyof DataKeyCacheLimits, fallback: number, max: number): number =>
+    assertInteger(`cache.${name}`, limits?.[name] ?? fallback, 1, max);
+  return new DataKeyCache({
+    capacity: limit("maxDecryptKeys", 1000, 1_000_000 - WRITE_KEY_ROOM) + WRITE_KEY_ROOM,
+    maxAgeMs: limit("maxAgeMs", 5 * 60_000, Number.MAX_SAFE_INTEGER),
+    maxMessages: limit("maxValues", 2 ** 24, 2 ** 32),
+    maxBytes: limit("maxBytes", 2 ** 36, Number.MAX_SAFE_INTEGER),
+    ...(options.clock === undefined ? {} : { clock: options.clock }),
+  });
 }
 
 /**
@@ -165,10 +196,7 @@ export class FieldEncryptionEngine {
       store: dataKeyStore,
       keyId: selectKey,
       clock: options.clock ?? systemClock,
-      maxAgeMs: positive("cache.maxAgeMs", options.cache?.maxAgeMs, 5 * 60_000),
-      maxValues: positive("cache.maxValues", options.cache?.maxValues, 2 ** 24),
-      maxBytes: positive("cache.maxBytes", options.cache?.maxBytes, 2 ** 36),
-      maxDecryptKeys: positive("cache.maxDecryptKeys", options.cache?.maxDecryptKeys, 1000),
+      cache: engineCache(options),
     });
     this.#legacyPlaintext = options.legacyPlaintext === true;
   }

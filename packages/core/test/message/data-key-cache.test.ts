@@ -216,6 +216,42 @@ describe("DataKeyCache as a module", () => {
     expect(keys.size).toBe(6);
   });
 
+  it("use() charges like take() and returns the prepared form, released when the entry goes", () => {
+    const clock = new ManualClock();
+    const cache = new DataKeyCache({ maxAgeMs: 1000, maxMessages: 2, clock });
+    let released = 0;
+    const prepared = { tag: "p", release: () => released++ };
+    const original = entry();
+    cache.put("k", original, { messages: 1, bytes: 0 }, prepared);
+    expect(cache.use<typeof prepared>("k", { messages: 1, bytes: 0 })).toBe(prepared);
+    expect(released).toBe(0);
+    // A third message would pass maxMessages: the entry is evicted, its key zeroed, released.
+    expect(cache.use("k", { messages: 1, bytes: 0 })).toBeUndefined();
+    expect(released).toBe(1);
+    expect(cache.size).toBe(0);
+
+    const again = { release: () => released++ };
+    cache.put("k", entry(), { messages: 0, bytes: 0 }, again);
+    clock.advance(1000);
+    expect(cache.use("k", { messages: 0, bytes: 0 })).toBeUndefined();
+    expect(released).toBe(2);
+
+    // A first use that alone reaches a limit is not cached at all.
+    cache.put("k", entry(), { messages: 2, bytes: 0 }, { release: () => released++ });
+    expect(released).toBe(3);
+    expect(cache.size).toBe(0);
+
+    // Replacing, deleting and clearing release too.
+    cache.put("a", entry(), { messages: 0, bytes: 0 }, { release: () => released++ });
+    cache.put("a", entry(), { messages: 0, bytes: 0 }, { release: () => released++ });
+    expect(released).toBe(4);
+    cache.delete("a");
+    expect(released).toBe(5);
+    cache.put("b", entry(), { messages: 0, bytes: 0 }, { release: () => released++ });
+    cache.clear();
+    expect(released).toBe(6);
+  });
+
   it("validates its limits", () => {
     expect(() => new DataKeyCache({ maxAgeMs: 0 })).toThrow(ValidationError);
     expect(() => new DataKeyCache({ maxAgeMs: 10, maxMessages: 0 })).toThrow(ValidationError);
