@@ -8,6 +8,11 @@ import {
   ValidationError,
 } from "@kms/core";
 import { Prisma } from "@prisma/client/extension";
+import type {
+  FieldEncryptionExtension,
+  FieldTypeMap,
+  TypedSchemaDescriptor,
+} from "./field-types.ts";
 import {
   andClauses,
   Codec,
@@ -23,12 +28,16 @@ import {
 import { PrismaDataKeyStore } from "./prisma-data-key-store.ts";
 import { type ModelDescriptor, parseSchema, type SchemaDescriptor } from "./schema-descriptor.ts";
 
-export interface FieldEncryptionOptions {
+// biome-ignore lint/complexity/noBannedTypes: the empty map (no typed fields) is the default.
+export interface FieldEncryptionOptions<Map extends FieldTypeMap = {}> {
   readonly kms: KmsLike;
   /** The KMS key for new data keys, or a function of the value's context (one key per tenant). */
   readonly keyId: string | ((context: EncryptionContext) => string);
-  /** The schema.prisma text (annotations are read from it) or a descriptor from `defineModels`. */
-  readonly schema: string | SchemaDescriptor;
+  /**
+   * The schema.prisma text (annotations are read from it), or a descriptor: from `defineModels`,
+   * or the typed one the `@kms/prisma` generator emits (it also types the extended client).
+   */
+  readonly schema: string | SchemaDescriptor | TypedSchemaDescriptor<Map>;
   /** Where wrapped data keys live; default: the `dataKeyModel` table through the base client. */
   readonly dataKeyStore?: DataKeyStore;
   /** Model holding wrapped data keys when no dataKeyStore is given; default "KmsDataKey". */
@@ -49,8 +58,15 @@ export interface FieldEncryptionOptions {
  * @throws ValidationException (from queries) when a filter cannot run on ciphertext, when
  *   context values are missing, or when a value is already ciphertext; InvalidCiphertextException
  *   when a stored value does not decrypt (tampered, moved, or plaintext in strict mode).
+ *
+ * Typed results: the field type map `Map` (inferred from a typed descriptor passed as `schema`,
+ * or given as `fieldEncryption<Map>(…)`) makes the extended client's results carry each
+ * field's declared JS type (a `type: json` column is `JsonValue`, not `string`).
  */
-export function fieldEncryption(options: FieldEncryptionOptions) {
+// biome-ignore lint/complexity/noBannedTypes: the empty map (no typed fields) is the default.
+export function fieldEncryption<Map extends FieldTypeMap = {}>(
+  options: FieldEncryptionOptions<Map>,
+): FieldEncryptionExtension<Map> {
   const models = typeof options.schema === "string" ? parseSchema(options.schema) : options.schema;
   if (models === undefined || typeof models !== "object") {
     throw new ValidationError(`"schema" expected schema.prisma text or a descriptor`);
@@ -62,7 +78,7 @@ export function fieldEncryption(options: FieldEncryptionOptions) {
   ) {
     throw new ValidationError(`"${dataKeyModel}" holds data keys and cannot have encrypted fields`);
   }
-  return Prisma.defineExtension((client) => {
+  const extension = Prisma.defineExtension((client) => {
     const store =
       options.dataKeyStore ??
       new PrismaDataKeyStore(
@@ -211,4 +227,6 @@ export function fieldEncryption(options: FieldEncryptionOptions) {
       },
     });
   });
+  // The declared result types are carried by the return type alone (see field-types.ts).
+  return extension as unknown as FieldEncryptionExtension<Map>;
 }

@@ -1,4 +1,13 @@
 export { type FieldEncryptionOptions, fieldEncryption } from "./field-encryption.ts";
+export type {
+  FieldEncryptionExtArgs,
+  FieldEncryptionExtension,
+  FieldResultType,
+  FieldResultTypes,
+  FieldTypeMap,
+  FieldTypeSpec,
+  TypedSchemaDescriptor,
+} from "./field-types.ts";
 export { type DataKeyDelegate, PrismaDataKeyStore } from "./prisma-data-key-store.ts";
 export {
   type PrismaReencryptSourceOptions,
@@ -9,6 +18,7 @@ export {
   type BlindIndexDescriptor,
   defineModels,
   type EncryptedFieldDescriptor,
+  type FieldTypesOf,
   type ModelConfig,
   type ModelContextDescriptor,
   type ModelDescriptor,

@@ -1,4 +1,5 @@
 import { FIELD_VALUE_TYPES, type FieldValueType, ValidationError } from "@kms/core";
+import type { TypedSchemaDescriptor } from "./field-types.ts";
 
 /**
  * The encryption-relevant shape of a Prisma schema, analysed once into an immutable
@@ -53,6 +54,11 @@ export interface ModelConfig {
         readonly mode?: "randomized" | "deterministic";
         readonly type?: FieldValueType;
         readonly storage?: "text" | "bytes";
+        /**
+         * The column is optional (`String?`). Read only by the type level: with a declared
+         * `type`, results are typed `T | null` instead of `T`.
+         */
+        readonly optional?: boolean;
       }
     >
   >;
@@ -76,15 +82,47 @@ function fail(where: string, rule: string): never {
   throw new ValidationError(`${where}: ${rule}`);
 }
 
+type EncryptedConfig = NonNullable<ModelConfig["encrypted"]>[string];
+
+/** A field's declared type for the type map, when it differs from what Prisma generates. */
+type DeclaredSpec<F> = F extends { readonly type: infer T extends FieldValueType }
+  ? FieldValueType extends T
+    ? never // not a literal: nothing to say about the column
+    : T extends (F extends { readonly storage: "bytes" } ? "bytes" : "string")
+      ? never // the column's own type already
+      : F extends { readonly optional: true }
+        ? `${T}?`
+        : T
+  : never;
+
 /**
- * Builds a descriptor from typed configuration.
+ * The field type map of a typed configuration: every encrypted field with a declared `type`
+ * other than its column's own (String → string, Bytes → bytes).
+ */
+export type FieldTypesOf<Models> = {
+  -readonly [M in keyof Models]: Models[M] extends { readonly encrypted: infer E }
+    ? {
+        -readonly [F in keyof E as [DeclaredSpec<E[F]>] extends [never] ? never : F]: DeclaredSpec<
+          E[F]
+        >;
+      }
+    : // biome-ignore lint/complexity/noBannedTypes: a model without encrypted fields maps nothing.
+      {};
+};
+
+/**
+ * Builds a descriptor from typed configuration. Its type carries the configuration's field type
+ * map (`FieldTypesOf`), so passing it as `schema` types the extended client's results.
  * @throws ValidationException when a type, mode, normalization or blind index source is invalid.
  */
-export function defineModels(models: Readonly<Record<string, ModelConfig>>): SchemaDescriptor {
+export function defineModels<const Models extends Readonly<Record<string, ModelConfig>>>(
+  models: Models,
+): TypedSchemaDescriptor<FieldTypesOf<Models>> {
   const out: Record<string, ModelDescriptor> = {};
   for (const [name, config] of Object.entries(models)) {
     const encrypted: Record<string, EncryptedFieldDescriptor> = {};
-    for (const [field, spec] of Object.entries(config.encrypted ?? {})) {
+    const fields: Readonly<Record<string, EncryptedConfig>> = config.encrypted ?? {};
+    for (const [field, spec] of Object.entries(fields)) {
       const where = `model "${name}" field "${field}"`;
       const mode = spec.mode ?? "randomized";
       if (mode !== "randomized" && mode !== "deterministic") {
@@ -95,6 +133,9 @@ export function defineModels(models: Readonly<Record<string, ModelConfig>>): Sch
       const type = spec.type ?? (storage === "bytes" ? "bytes" : "string");
       if (!FIELD_VALUE_TYPES.includes(type)) {
         fail(where, `type must be one of ${FIELD_VALUE_TYPES.join(", ")}`);
+      }
+      if (spec.optional !== undefined && typeof spec.optional !== "boolean") {
+        fail(where, `optional must be a boolean`);
       }
       encrypted[field] = Object.freeze({ mode, type, storage });
     }
@@ -163,6 +204,126 @@ function parseAnnotations(doc: readonly string[], where: string): Annotation[] {
   return out;
 }
 
+/** A field as the annotation reader sees it (from schema text or from a generator's DMMF). */
+export interface AnnotatedField {
+  readonly name: string;
+  /** The scalar type (`String`, `Bytes`, `Int`…) or, for a relation, the related model's name. */
+  readonly type: string;
+  /** `String?`: the column may hold null. */
+  readonly optional: boolean;
+  /** The field's `///` lines, without the slashes. */
+  readonly doc: readonly string[];
+}
+
+export interface AnnotatedModel {
+  readonly name: string;
+  readonly doc: readonly string[];
+  readonly fields: readonly AnnotatedField[];
+}
+
+/**
+ * Turns annotated models into typed configuration; the one place the annotations get their
+ * meaning, shared by `parseSchema` and the type generator.
+ * @throws ValidationException naming the model and field of a malformed annotation.
+ */
+export function configFromAnnotations(
+  models: readonly AnnotatedModel[],
+): Record<string, ModelConfig> {
+  const modelNames = new Set(models.map((m) => m.name));
+  const configs: Record<string, ModelConfig> = {};
+  for (const model of models) {
+    const name = model.name;
+    const encrypted: Record<string, NonNullable<ModelConfig["encrypted"]>[string]> = {};
+    const blindIndexes: Record<string, NonNullable<ModelConfig["blindIndexes"]>[string]> = {};
+    const relations: Record<string, string> = {};
+    const fromRow: string[] = [];
+    const fromScope: string[] = [];
+    for (const a of parseAnnotations(model.doc, `model "${name}"`)) {
+      if (a.name !== "context") fail(`model "${name}"`, `only @kms.context applies to a model`);
+      fromRow.push(...a.positional);
+      if (a.named.scope !== undefined) fromScope.push(...a.named.scope.split(/\s+/));
+      if (a.named.row !== undefined) fromRow.push(...a.named.row.split(/\s+/));
+    }
+    for (const field of model.fields) {
+      const where = `model "${name}" field "${field.name}"`;
+      if (modelNames.has(field.type)) relations[field.name] = field.type;
+      for (const a of parseAnnotations(field.doc, where)) {
+        if (a.name === "encrypted") {
+          if (field.type !== "String" && field.type !== "Bytes")
+            fail(where, `only String and Bytes columns can be encrypted`);
+          const mode = a.positional.includes("deterministic") ? "deterministic" : "randomized";
+          const declared = a.named.type as FieldValueType | undefined;
+          encrypted[field.name] = {
+            mode,
+            storage: field.type === "Bytes" ? "bytes" : "text",
+            ...(declared === undefined ? {} : { type: declared }),
+            ...(field.optional ? { optional: true } : {}),
+          };
+        } else if (a.name === "blindIndex") {
+          if (field.type !== "String") fail(where, `a blind index column must be a String`);
+          const of = a.named.of ?? a.positional[0];
+          if (of === undefined) fail(where, `@kms.blindIndex needs "of: <field>"`);
+          const bytes = a.named.bytes === undefined ? undefined : Number(a.named.bytes);
+          const normalize = a.named.normalize?.split(/[,\s]+/).filter((s) => s !== "") as
+            | ("lowercase" | "trim" | "nfkc")[]
+            | undefined;
+          blindIndexes[field.name] = {
+            of,
+            ...(bytes === undefined ? {} : { bytes }),
+            ...(normalize === undefined ? {} : { normalize }),
+          };
+        } else {
+          fail(where, `@kms.context applies to models, not fields`);
+        }
+      }
+    }
+    configs[name] = { encrypted, blindIndexes, relations, context: { fromRow, fromScope } };
+  }
+  return configs;
+}
+
+/** The models of a schema.prisma text with their `///` lines; other blocks are skipped. */
+function readModels(schema: string): AnnotatedModel[] {
+  const models: AnnotatedModel[] = [];
+  let doc: string[] = [];
+  let current: { name: string; doc: string[]; fields: AnnotatedField[] } | undefined;
+  for (const raw of schema.split(/\r?\n/)) {
+    const line = raw.trim();
+    if (line.startsWith("///")) {
+      doc.push(line.slice(3));
+      continue;
+    }
+    if (current === undefined) {
+      const m = /^model\s+(\w+)\s*\{/.exec(line);
+      if (m !== null) {
+        current = { name: m[1] as string, doc, fields: [] };
+      }
+      // Lines of datasource, generator and enum blocks only reset the pending doc comment.
+      doc = [];
+      continue;
+    }
+    if (line === "}") {
+      models.push(current);
+      current = undefined;
+      doc = [];
+      continue;
+    }
+    const field = /^(\w+)\s+(\w+)(\[\])?(\?)?/.exec(line.replace(/\/\/.*$/, ""));
+    if (field !== null && !line.startsWith("@@")) {
+      const [, name, type, , optional] = field as unknown as [
+        string,
+        string,
+        string,
+        unknown,
+        unknown,
+      ];
+      current.fields.push({ name, type, optional: optional !== undefined, doc });
+    }
+    doc = [];
+  }
+  return models;
+}
+
 /**
  * Reads `/// @kms.…` annotations from a schema.prisma text:
  * - on a model: `@kms.context(tenantId)` (row column) and `@kms.context(scope: tenantId)`;
@@ -173,107 +334,5 @@ function parseAnnotations(doc: readonly string[], where: string): Annotation[] {
  */
 export function parseSchema(schema: string): SchemaDescriptor {
   if (typeof schema !== "string") throw new ValidationError(`"schema" expected a string`);
-  const lines = schema.split(/\r?\n/);
-  const modelNames = new Set<string>();
-  for (const line of lines) {
-    const m = /^\s*model\s+(\w+)\s*\{/.exec(line);
-    if (m !== null) modelNames.add(m[1] as string);
-  }
-  const configs: Record<string, ModelConfig> = {};
-  let doc: string[] = [];
-  let current:
-    | {
-        name: string;
-        encrypted: Record<string, NonNullable<ModelConfig["encrypted"]>[string]>;
-        blindIndexes: Record<string, NonNullable<ModelConfig["blindIndexes"]>[string]>;
-        relations: Record<string, string>;
-        fromRow: string[];
-        fromScope: string[];
-      }
-    | undefined;
-  let depth = 0;
-  for (const raw of lines) {
-    const line = raw.trim();
-    if (line.startsWith("///")) {
-      doc.push(line.slice(3));
-      continue;
-    }
-    if (current === undefined) {
-      const m = /^model\s+(\w+)\s*\{/.exec(line);
-      if (m !== null) {
-        const name = m[1] as string;
-        current = {
-          name,
-          encrypted: {},
-          blindIndexes: {},
-          relations: {},
-          fromRow: [],
-          fromScope: [],
-        };
-        for (const a of parseAnnotations(doc, `model "${name}"`)) {
-          if (a.name !== "context") fail(`model "${name}"`, `only @kms.context applies to a model`);
-          current.fromRow.push(...a.positional);
-          if (a.named.scope !== undefined) current.fromScope.push(...a.named.scope.split(/\s+/));
-          if (a.named.row !== undefined) current.fromRow.push(...a.named.row.split(/\s+/));
-        }
-        depth = 1;
-      } else if (/\{\s*$/.test(line)) {
-        depth = -1; // a datasource/generator/enum block: skip to its closing brace
-      } else if (line === "}" && depth === -1) {
-        depth = 0;
-      }
-      doc = [];
-      continue;
-    }
-    if (line === "}") {
-      configs[current.name] = {
-        encrypted: current.encrypted,
-        blindIndexes: current.blindIndexes,
-        relations: current.relations,
-        context: { fromRow: current.fromRow, fromScope: current.fromScope },
-      };
-      current = undefined;
-      depth = 0;
-      doc = [];
-      continue;
-    }
-    const field = /^(\w+)\s+(\w+)(\[\])?(\?)?/.exec(line.replace(/\/\/.*$/, ""));
-    if (field === null || line.startsWith("@@")) {
-      doc = [];
-      continue;
-    }
-    const [, name, type] = field as unknown as [string, string, string];
-    const where = `model "${current.name}" field "${name}"`;
-    if (modelNames.has(type)) current.relations[name] = type;
-    for (const a of parseAnnotations(doc, where)) {
-      if (a.name === "encrypted") {
-        if (type !== "String" && type !== "Bytes")
-          fail(where, `only String and Bytes columns can be encrypted`);
-        const mode = a.positional.includes("deterministic") ? "deterministic" : "randomized";
-        const declared = a.named.type as FieldValueType | undefined;
-        current.encrypted[name] = {
-          mode,
-          storage: type === "Bytes" ? "bytes" : "text",
-          ...(declared === undefined ? {} : { type: declared }),
-        };
-      } else if (a.name === "blindIndex") {
-        if (type !== "String") fail(where, `a blind index column must be a String`);
-        const of = a.named.of ?? a.positional[0];
-        if (of === undefined) fail(where, `@kms.blindIndex needs "of: <field>"`);
-        const bytes = a.named.bytes === undefined ? undefined : Number(a.named.bytes);
-        const normalize = a.named.normalize?.split(/[,\s]+/).filter((s) => s !== "") as
-          | ("lowercase" | "trim" | "nfkc")[]
-          | undefined;
-        current.blindIndexes[name] = {
-          of,
-          ...(bytes === undefined ? {} : { bytes }),
-          ...(normalize === undefined ? {} : { normalize }),
-        };
-      } else {
-        fail(where, `@kms.context applies to models, not fields`);
-      }
-    }
-    doc = [];
-  }
-  return defineModels(configs);
+  return defineModels(configFromAnnotations(readModels(schema)));
 }

@@ -1,0 +1,39 @@
+#!/usr/bin/env node
+// The `kms-prisma-types` Prisma generator: `generator kms { provider = "kms-prisma-types" }`.
+// It reads the same `///` annotations as `parseSchema`, from the DMMF that Prisma hands every
+// generator (the documented generator protocol, not the client's runtime DMMF).
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+// A CommonJS package whose named exports Node's ESM loader cannot detect.
+import generatorHelper from "@prisma/generator-helper";
+import { schemaModuleSource } from "./internal/schema-module.ts";
+import { type AnnotatedModel, configFromAnnotations } from "./schema-descriptor.ts";
+
+generatorHelper.generatorHandler({
+  onManifest: () => ({ prettyName: "@kms/prisma field types", defaultOutput: "./kms" }),
+  async onGenerate(options) {
+    const models: AnnotatedModel[] = options.dmmf.datamodel.models.map((model) => ({
+      name: model.name,
+      doc: (model.documentation ?? "").split("\n"),
+      fields: model.fields.map((field) => ({
+        name: field.name,
+        type: field.type,
+        optional: !field.isRequired,
+        doc: (field.documentation ?? "").split("\n"),
+      })),
+    }));
+    const output = options.generator.output?.value;
+    if (output === null || output === undefined) throw new Error(`kms-prisma-types: no output`);
+    // `output` names a directory (like prisma-client's) or, ending in .ts, the file itself.
+    const file = output.endsWith(".ts") ? output : join(output, "kms-schema.ts");
+    const importFrom = options.generator.config.importFrom;
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(
+      file,
+      schemaModuleSource(
+        configFromAnnotations(models),
+        typeof importFrom === "string" ? importFrom : undefined,
+      ),
+    );
+  },
+});
