@@ -3,6 +3,7 @@ import { InvalidAliasNameError, NotFoundError, ValidationError } from "../errors
 import { assertObject } from "../internal/assert.ts";
 import { checkKeyState, getKey, type KmsContext, resolveKeyId } from "../internal/key-access.ts";
 import { pageRequest, toPage } from "../internal/pagination.ts";
+import type { StoredKey } from "../keystore/key-store.ts";
 import type { AliasRequest, ListAliasesRequest, ListAliasesResponse } from "../types.ts";
 
 const ALIAS_NAME = /^alias\/[a-zA-Z0-9:/_-]+$/;
@@ -57,9 +58,11 @@ export async function updateAlias(ctx: KmsContext, request: AliasRequest): Promi
   const aliasName = validateAliasName(request.aliasName);
   const current = await ctx.store.getAlias(aliasName);
   if (current === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
+  // AWS authorizes UpdateAlias on the key the alias points to now as well as on the new one:
+  // a caller allowed on its own key must not take over an alias of a key it cannot touch.
+  const previous = await currentTarget(ctx, current.targetKeyId);
   const key = await getKey(ctx, await resolveTarget(ctx, request.targetKeyId));
   checkKeyState(ctx, key, "updateAlias");
-  const previous = await ctx.store.getKey(current.targetKeyId);
   if (
     previous !== undefined &&
     (previous.keyUsage !== key.keyUsage || previous.keySpec !== key.keySpec)
@@ -75,7 +78,22 @@ export async function updateAlias(ctx: KmsContext, request: AliasRequest): Promi
 export async function deleteAlias(ctx: KmsContext, request: { aliasName: string }): Promise<void> {
   assertObject("request", request);
   const aliasName = validateAliasName(request.aliasName);
+  const current = await ctx.store.getAlias(aliasName);
+  if (current === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
+  // AWS authorizes DeleteAlias on the key the alias points to.
+  await currentTarget(ctx, current.targetKeyId);
   await ctx.store.deleteAlias(aliasName);
+}
+
+/**
+ * The key an existing alias points to, authorized for the running operation. Undefined when a
+ * store kept the alias of a destroyed key: nothing is left to authorize against.
+ */
+async function currentTarget(ctx: KmsContext, keyId: string): Promise<StoredKey | undefined> {
+  const key = await ctx.store.getKey(keyId);
+  if (key === undefined) return undefined;
+  if (ctx.authorize !== undefined) await ctx.authorize(key);
+  return key;
 }
 
 export async function listAliases(
