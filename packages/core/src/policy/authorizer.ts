@@ -181,6 +181,9 @@ export function authorizationRequest(
         return [call.principalAccount];
       case "aws:principalarn":
         return [call.principal];
+      case "aws:username":
+        // Present for IAM users only, as in AWS: the name after the user's path.
+        return one(/^arn:[^:]+:iam::\d{12}:user\/(?:.*\/)?([^/]+)$/.exec(call.principal)?.[1]);
       case "kms:viaservice":
         return one(call.viaService);
       case "aws:sourceip":

@@ -3,6 +3,7 @@
  * (ForAllValues:/ForAnyValue:) and the …IfExists suffix.
  */
 import { BlockList, isIP } from "node:net";
+import { GLOB_ESCAPE } from "./variables.ts";
 
 type Test = (requestValue: string, policyValue: string) => boolean;
 
@@ -11,6 +12,10 @@ export interface ConditionOperator {
   readonly base: string;
   readonly set?: "ForAllValues" | "ForAnyValue";
   readonly ifExists: boolean;
+  /** Whether policy values are glob patterns (StringLike, Arn*): variables resolve literally. */
+  readonly glob: boolean;
+  /** Whether policy variables may appear in its values (String and Arn operators, as in IAM). */
+  readonly takesVariables: boolean;
   /** Returns why the policy values are unusable, or undefined. */
   validate(values: readonly string[]): string | undefined;
   /**
@@ -20,7 +25,10 @@ export interface ConditionOperator {
   evaluate(requestValues: readonly string[] | undefined, policyValues: readonly string[]): boolean;
 }
 
-/** Glob with `*` (any run) and `?` (one character), as StringLike / ArnLike use. */
+/**
+ * Glob with `*` (any run) and `?` (one character), as StringLike / ArnLike use. A character
+ * after GLOB_ESCAPE is literal (resolved policy variables and `${*}` put it there).
+ */
 export function globMatch(pattern: string, value: string, ignoreCase = false): boolean {
   if (pattern === "*") return true;
   const p = ignoreCase ? pattern.toLowerCase() : pattern;
@@ -31,7 +39,10 @@ export function globMatch(pattern: string, value: string, ignoreCase = false): b
   let star = -1;
   let mark = 0;
   while (vi < v.length) {
-    if (pi < p.length && (p[pi] === "?" || p[pi] === v[vi])) {
+    if (pi + 1 < p.length && p[pi] === GLOB_ESCAPE && p[pi + 1] === v[vi]) {
+      pi += 2;
+      vi++;
+    } else if (pi < p.length && p[pi] !== GLOB_ESCAPE && (p[pi] === "?" || p[pi] === v[vi])) {
       pi++;
       vi++;
     } else if (pi < p.length && p[pi] === "*") {
@@ -192,6 +203,8 @@ function makeOperator(
       base,
       ...(set !== undefined ? { set } : {}),
       ifExists,
+      glob: false,
+      takesVariables: false,
       validate: (values) => values.map(boolRule).find((p) => p !== undefined),
       evaluate: (request, policy) => {
         const absent = request === undefined || request.length === 0;
@@ -207,6 +220,8 @@ function makeOperator(
     base,
     ...(set !== undefined ? { set } : {}),
     ifExists,
+    glob: op.test === stringLike || op.test === arnLike,
+    takesVariables: base.startsWith("String") || base.startsWith("Arn"),
     validate: (values) =>
       op.validate === undefined ? undefined : values.map(op.validate).find((p) => p !== undefined),
     evaluate: (request, policy) => {

@@ -5,6 +5,7 @@
 import type { StoredGrant } from "../keystore/key-store.ts";
 import { globMatch } from "./conditions.ts";
 import type { PolicyDocument, PolicyStatement, PrincipalSet } from "./policy-document.ts";
+import { resolveValues } from "./variables.ts";
 
 export interface AuthorizationRequest {
   /** `kms:Encrypt`, `kms:ReEncryptFrom`… */
@@ -62,11 +63,23 @@ function statementApplies(s: PolicyStatement, request: AuthorizationRequest): bo
   const action = request.actionLower;
   if (s.actions !== undefined && !s.actions.some((p) => globMatch(p, action))) return false;
   if (s.notActions?.some((p) => globMatch(p, action))) return false;
-  if (s.resources !== undefined && !s.resources.some((r) => globMatch(r, request.resource))) {
+  const lookup = (key: string) => request.conditionValues(key);
+  const resources = s.resourceTemplates
+    ? resolveValues(s.resourceTemplates, lookup, true)
+    : s.resources;
+  if (resources !== undefined && !resources.some((r) => globMatch(r, request.resource))) {
     return false;
   }
-  if (s.notResources?.some((r) => globMatch(r, request.resource))) return false;
-  return s.conditions.every((c) => c.operator.evaluate(request.conditionValues(c.key), c.values));
+  const notResources = s.notResourceTemplates
+    ? resolveValues(s.notResourceTemplates, lookup, true)
+    : s.notResources;
+  if (notResources?.some((r) => globMatch(r, request.resource))) return false;
+  return s.conditions.every((c) =>
+    c.operator.evaluate(
+      request.conditionValues(c.key),
+      c.templates ? resolveValues(c.templates, lookup, c.operator.glob) : c.values,
+    ),
+  );
 }
 
 function ref(s: PolicyStatement): StatementRef {

@@ -5,6 +5,7 @@
  */
 import { MalformedPolicyDocumentError } from "../errors.ts";
 import { type ConditionOperator, parseConditionOperator } from "./conditions.ts";
+import { type PolicyValue, parseTemplate } from "./variables.ts";
 
 /** AWS's limit for a key policy document. */
 export const MAX_KEY_POLICY_BYTES = 32768;
@@ -43,6 +44,8 @@ export interface ConditionClause {
   /** As written (the kms:EncryptionContext:<key> key part is case-sensitive). */
   readonly key: string;
   readonly values: readonly string[];
+  /** The values with their policy variables, when any has one; resolved per request. */
+  readonly templates?: readonly PolicyValue[];
 }
 
 export interface PolicyStatement {
@@ -56,6 +59,9 @@ export interface PolicyStatement {
   readonly notActions?: readonly string[];
   readonly resources?: readonly string[];
   readonly notResources?: readonly string[];
+  /** Resource / NotResource patterns with their policy variables, when any has one. */
+  readonly resourceTemplates?: readonly PolicyValue[];
+  readonly notResourceTemplates?: readonly PolicyValue[];
   readonly conditions: readonly ConditionClause[];
 }
 
@@ -123,7 +129,28 @@ function principalSet(path: string, value: unknown): PrincipalSet {
   return principalSetOf(aws.includes("*"), aws, service);
 }
 
-function conditionBlock(path: string, value: unknown): ConditionClause[] {
+/**
+ * The values' policy variables, parsed (only "2012-10-17" policies have them; in "2008-10-17"
+ * `${…}` is plain text, as in IAM). Undefined when no value has one.
+ */
+function templatesOf(
+  path: (i: number) => string,
+  values: readonly string[],
+  variables: boolean,
+  allowed = true,
+): PolicyValue[] | undefined {
+  if (!variables || !values.some((v) => v.includes("${"))) return undefined;
+  return values.map((v, i) => {
+    const parsed = parseTemplate(v);
+    if (typeof parsed === "object" && "problem" in parsed) return fail(path(i), parsed.problem);
+    if (typeof parsed !== "string" && !allowed) {
+      fail(path(i), "may use policy variables only with String and Arn condition operators");
+    }
+    return parsed;
+  });
+}
+
+function conditionBlock(path: string, value: unknown, variables: boolean): ConditionClause[] {
   if (!isObject(value)) fail(path, "must be an object of condition operators");
   const clauses: ConditionClause[] = [];
   for (const [operatorText, block] of Object.entries(value)) {
@@ -145,9 +172,15 @@ function conditionBlock(path: string, value: unknown): ConditionClause[] {
         if (typeof item === "number" && Number.isFinite(item)) return String(item);
         return fail(itemPath, "must be a string, number or boolean");
       });
+      const templates = templatesOf(
+        (i) => (Array.isArray(raw) ? `${keyPath}[${i}]` : keyPath),
+        values,
+        variables,
+        operator.takesVariables,
+      );
       const problem = operator.validate(values);
       if (problem !== undefined) fail(keyPath, problem);
-      clauses.push({ operatorText, operator, key, values });
+      clauses.push({ operatorText, operator, key, values, ...(templates ? { templates } : {}) });
     }
   }
   return clauses;
@@ -165,7 +198,12 @@ const STATEMENT_KEYS = new Set([
   "Condition",
 ]);
 
-function statement(path: string, value: unknown, index: number): PolicyStatement {
+function statement(
+  path: string,
+  value: unknown,
+  index: number,
+  variables: boolean,
+): PolicyStatement {
   if (!isObject(value)) fail(path, "must be an object");
   for (const key of Object.keys(value)) {
     if (!STATEMENT_KEYS.has(key)) fail(member(path, key), "is not a statement element");
@@ -199,11 +237,30 @@ function statement(path: string, value: unknown, index: number): PolicyStatement
     ...(s.Action !== undefined
       ? { actions: actionList(`${path}.Action`, s.Action) }
       : { notActions: actionList(`${path}.NotAction`, s.NotAction) }),
-    ...(s.Resource !== undefined
-      ? { resources: stringList(`${path}.Resource`, s.Resource) }
-      : { notResources: stringList(`${path}.NotResource`, s.NotResource) }),
-    conditions: s.Condition === undefined ? [] : conditionBlock(`${path}.Condition`, s.Condition),
+    ...resourcePatterns(path, s.Resource, s.NotResource, variables),
+    conditions:
+      s.Condition === undefined ? [] : conditionBlock(`${path}.Condition`, s.Condition, variables),
   };
+}
+
+function resourcePatterns(
+  path: string,
+  resource: unknown,
+  notResource: unknown,
+  variables: boolean,
+): Pick<
+  PolicyStatement,
+  "resources" | "notResources" | "resourceTemplates" | "notResourceTemplates"
+> {
+  const element = resource !== undefined ? "Resource" : "NotResource";
+  const list = stringList(`${path}.${element}`, resource ?? notResource);
+  const at = (i: number) =>
+    Array.isArray(resource ?? notResource) ? `${path}.${element}[${i}]` : `${path}.${element}`;
+  const templates = templatesOf(at, list, variables);
+  if (resource !== undefined) {
+    return { resources: list, ...(templates ? { resourceTemplates: templates } : {}) };
+  }
+  return { notResources: list, ...(templates ? { notResourceTemplates: templates } : {}) };
 }
 
 /**
@@ -238,7 +295,12 @@ export function parsePolicy(text: unknown): PolicyDocument {
   const list = Array.isArray(raw) ? raw : [raw];
   if (list.length === 0) fail("$.Statement", "must have at least one statement");
   const statements = list.map((s, i) =>
-    statement(Array.isArray(raw) ? `$.Statement[${i}]` : "$.Statement", s, i),
+    statement(
+      Array.isArray(raw) ? `$.Statement[${i}]` : "$.Statement",
+      s,
+      i,
+      version === "2012-10-17",
+    ),
   );
   const sids = new Set<string>();
   for (const s of statements) {

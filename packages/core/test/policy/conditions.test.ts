@@ -1,3 +1,4 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: IAM policy variables are written `${…}` inside plain strings.
 import { describe, expect, test } from "vitest";
 import type { StoredKey } from "../../src/keystore/key-store.ts";
 import {
@@ -43,8 +44,8 @@ interface Call {
 }
 
 function decide(condition: Record<string, unknown>, c: Call = {}): boolean {
-  const policy = parsePolicy(
-    JSON.stringify({
+  return decidePolicy(
+    {
       Version: "2012-10-17",
       Statement: [
         {
@@ -55,8 +56,13 @@ function decide(condition: Record<string, unknown>, c: Call = {}): boolean {
           Condition: condition,
         },
       ],
-    }),
+    },
+    c,
   );
+}
+
+function decidePolicy(document: Record<string, unknown>, c: Call = {}): boolean {
+  const policy = parsePolicy(JSON.stringify(document));
   const principal = c.principal ?? ALICE;
   const call: CallState = {
     operation: c.operation ?? "encrypt",
@@ -746,5 +752,197 @@ describe("principals, actions and resources", () => {
     expect(run({ Effect: "Allow", Principal: "*", Action: "kms:*", NotResource: arn }, ALICE)).toBe(
       false,
     );
+  });
+});
+
+describe("policy variables", () => {
+  const KEY_ARN = `arn:aws:kms:local:000000000000:key/${KEY.keyId}`;
+  const tenant = (value: string, principal = ALICE): Call => ({
+    principal,
+    request: { encryptionContext: { tenant: value } },
+  });
+  const allowWhen = (condition: Record<string, unknown>, version = "2012-10-17") => ({
+    Version: version,
+    Statement: [
+      { Effect: "Allow", Principal: "*", Action: "kms:*", Resource: "*", Condition: condition },
+    ],
+  });
+
+  test.each<[string, Record<string, unknown>, Call, boolean]>([
+    [
+      "${aws:username} is the IAM user's name",
+      { StringEquals: { "kms:EncryptionContext:tenant": "${aws:username}" } },
+      tenant("alice"),
+      true,
+    ],
+    [
+      "another user's tenant does not match",
+      { StringEquals: { "kms:EncryptionContext:tenant": "${aws:username}" } },
+      tenant("bob"),
+      false,
+    ],
+    [
+      "a user with a path: the name after the last slash",
+      { StringEquals: { "kms:EncryptionContext:tenant": "${aws:username}" } },
+      tenant("carol", "arn:aws:iam::111122223333:user/team/carol"),
+      true,
+    ],
+    [
+      "text around the variable",
+      { StringEquals: { "kms:EncryptionContext:tenant": "t-${aws:username}-prod" } },
+      tenant("t-alice-prod"),
+      true,
+    ],
+    [
+      "a principal tag as the variable",
+      { StringEquals: { "kms:EncryptionContext:tenant": "${aws:PrincipalTag/Team}" } },
+      tenant("blue"),
+      true,
+    ],
+    [
+      "no value and no default: a positive operator is false",
+      { StringEquals: { "kms:EncryptionContext:tenant": "${aws:username}" } },
+      tenant("billing", "billing-service"),
+      false,
+    ],
+    [
+      "no value: the default is used",
+      { StringEquals: { "kms:EncryptionContext:tenant": "${aws:username, 'shared'}" } },
+      tenant("shared", "billing-service"),
+      true,
+    ],
+    [
+      "a default with an escaped quote",
+      { StringEquals: { "kms:EncryptionContext:tenant": "${aws:username, 'o''brien'}" } },
+      tenant("o'brien", "billing-service"),
+      true,
+    ],
+    [
+      "the default is not used when the key has a value",
+      { StringEquals: { "kms:EncryptionContext:tenant": "${aws:username, 'shared'}" } },
+      tenant("shared"),
+      false,
+    ],
+    [
+      "a substituted value is literal in StringLike: a `*` user name is not a wildcard",
+      { StringLike: { "kms:EncryptionContext:tenant": "${kms:EncryptionContext:owner}" } },
+      { request: { encryptionContext: { tenant: "anything", owner: "*" } } },
+      false,
+    ],
+    [
+      "the same value matches itself literally",
+      { StringLike: { "kms:EncryptionContext:tenant": "${kms:EncryptionContext:owner}" } },
+      { request: { encryptionContext: { tenant: "*", owner: "*" } } },
+      true,
+    ],
+    [
+      "wildcards written in the policy still work around a variable",
+      { StringLike: { "kms:EncryptionContext:tenant": "${aws:username}/*" } },
+      tenant("alice/reports"),
+      true,
+    ],
+    [
+      "${*} is a literal asterisk in StringLike",
+      { StringLike: { "kms:EncryptionContext:tenant": "a${*}" } },
+      tenant("abc"),
+      false,
+    ],
+    [
+      "${*} matches an asterisk",
+      { StringLike: { "kms:EncryptionContext:tenant": "a${*}" } },
+      tenant("a*"),
+      true,
+    ],
+    [
+      "${$} is a dollar sign",
+      { StringEquals: { "kms:EncryptionContext:tenant": "${$}{x}" } },
+      tenant("${x}"),
+      true,
+    ],
+    [
+      "a multi-valued key has no value",
+      { StringEquals: { "kms:EncryptionContext:tenant": "${kms:EncryptionContextKeys}" } },
+      { request: { encryptionContext: { tenant: "tenant", region: "eu" } } },
+      false,
+    ],
+    [
+      "a key with one value resolves",
+      { StringEquals: { "kms:EncryptionContext:tenant": "${kms:EncryptionContextKeys}" } },
+      tenant("tenant"),
+      true,
+    ],
+    [
+      "in a 2008-10-17 policy ${…} is plain text",
+      { StringEquals: { "kms:EncryptionContext:tenant": "${aws:username}" } },
+      tenant("${aws:username}"),
+      true,
+    ],
+  ])("%s", (name, condition, call, allow) => {
+    const version = name.includes("2008-10-17") ? "2008-10-17" : "2012-10-17";
+    expect(decidePolicy(allowWhen(condition, version), call)).toBe(allow);
+  });
+
+  test("a Deny with StringNotEquals applies when the variable has no value", () => {
+    const document = {
+      Version: "2012-10-17",
+      Statement: [
+        { Effect: "Allow", Principal: "*", Action: "kms:*", Resource: "*" },
+        {
+          Effect: "Deny",
+          Principal: "*",
+          Action: "kms:*",
+          Resource: "*",
+          Condition: { StringNotEquals: { "kms:EncryptionContext:tenant": "${aws:username}" } },
+        },
+      ],
+    };
+    expect(decidePolicy(document, tenant("alice"))).toBe(true);
+    expect(decidePolicy(document, tenant("bob"))).toBe(false);
+    // No user name (not an IAM user): nothing equals a missing value, so the Deny holds.
+    expect(decidePolicy(document, tenant("billing", "billing-service"))).toBe(false);
+  });
+
+  test("Resource with a variable", () => {
+    const resource = (pattern: string, tags: Record<string, string>) =>
+      decidePolicy(
+        {
+          Version: "2012-10-17",
+          Statement: [{ Effect: "Allow", Principal: "*", Action: "kms:*", Resource: pattern }],
+        },
+        { request: { encryptionContext: tags } },
+      );
+    const prefix = "arn:aws:kms:local:000000000000:key/";
+    expect(resource(`${prefix}\${kms:EncryptionContext:k}`, { k: KEY.keyId })).toBe(true);
+    expect(resource(`${prefix}\${kms:EncryptionContext:k}`, { k: "other" })).toBe(false);
+    // A substituted `*` is literal, so it cannot widen the statement to every key.
+    expect(resource(`${prefix}\${kms:EncryptionContext:k}`, { k: "*" })).toBe(false);
+    expect(resource(`${prefix}\${kms:EncryptionContext:k}`, {})).toBe(false);
+    expect(resource(KEY_ARN, {})).toBe(true);
+  });
+
+  test.each([
+    ["${aws:username", /no closing brace/],
+    ["${}", /is empty/],
+    ["${ }", /is empty/],
+    ["${aws:username, shared}", /must be quoted/],
+    ["${aws:username, 'shared}", /is not closed/],
+    ["${aws:username, 'a' x}", /no closing brace/],
+    ["${aws user}", /not a condition key name/],
+  ])("malformed variable %s is rejected", (value, message) => {
+    expect(() =>
+      parsePolicy(
+        JSON.stringify(allowWhen({ StringEquals: { "kms:EncryptionContext:tenant": value } })),
+      ),
+    ).toThrow(message);
+  });
+
+  test("variables only with String and Arn operators", () => {
+    expect(() =>
+      parsePolicy(
+        JSON.stringify(
+          allowWhen({ NumericEquals: { "kms:RotationPeriodInDays": "${aws:EpochTime}" } }),
+        ),
+      ),
+    ).toThrow(/only with String and Arn condition operators/);
   });
 });

@@ -1,3 +1,4 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: IAM policy variables are written `${…}` inside plain strings.
 import {
   AccessDeniedError,
   createKms,
@@ -289,6 +290,51 @@ describe("encryption-context conditions", () => {
         as(ALICE),
       ),
     ).rejects.toBeInstanceOf(AccessDeniedError);
+  });
+});
+
+describe("policy variables", () => {
+  test("one statement gives every user only the tenant named after them", async () => {
+    await kms.putKeyPolicy({
+      keyId,
+      policy: policy(ADMIN, {
+        Sid: "OwnTenant",
+        Effect: "Allow",
+        Principal: { AWS: "arn:aws:iam::111122223333:root" },
+        Action: ["kms:Encrypt", "kms:Decrypt"],
+        Resource: "*",
+        Condition: { StringEquals: { "kms:EncryptionContext:tenant": "${aws:username}" } },
+      }),
+    });
+    const forAlice = { keyId, plaintext, encryptionContext: { tenant: "alice" } };
+    const { ciphertextBlob } = await kms.encrypt(forAlice, as(ALICE));
+    await expect(
+      kms.decrypt({ ciphertextBlob, encryptionContext: { tenant: "alice" } }, as(ALICE)),
+    ).resolves.toMatchObject({ plaintext });
+    const stolen = kms.decrypt(
+      { ciphertextBlob, encryptionContext: { tenant: "alice" } },
+      as(MALLORY),
+    );
+    await expect(stolen).rejects.toBeInstanceOf(AccessDeniedError);
+    await expect(stolen).rejects.toThrow(/no statement of the key policy and no grant allows it/);
+    await expect(
+      kms.encrypt({ ...forAlice, encryptionContext: { tenant: "mallory" } }, as(MALLORY)),
+    ).resolves.toBeDefined();
+  });
+
+  test("a malformed variable is refused by putKeyPolicy", async () => {
+    await expect(
+      kms.putKeyPolicy({
+        keyId,
+        policy: policy(ADMIN, {
+          Effect: "Allow",
+          Principal: { AWS: ALICE },
+          Action: "kms:Decrypt",
+          Resource: "*",
+          Condition: { StringEquals: { "kms:EncryptionContext:tenant": "${aws:username" } },
+        }),
+      }),
+    ).rejects.toThrow(/Statement\[1\]\.Condition\.StringEquals.*no closing brace/);
   });
 });
 
