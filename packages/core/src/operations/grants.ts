@@ -18,6 +18,7 @@ import {
 } from "../internal/key-access.ts";
 import { pageRequest, toPage } from "../internal/pagination.ts";
 import type { StoredGrant, StoredKey } from "../keystore/key-store.ts";
+import { grantConstraintsHold } from "../policy/evaluate.ts";
 import type { EncryptionContext, KeyIdRequest, Page, PageRequest } from "../types.ts";
 import { accessDenied, policyAllows } from "./policies.ts";
 
@@ -236,17 +237,30 @@ function checkDelegation(ctx: KmsContext, key: StoredKey, requested: StoredGrant
       `grant ${parent.grantId} does not allow ${extra.join(", ")}`,
     );
   }
-  if (
-    parent.constraints !== undefined &&
-    JSON.stringify(parent.constraints) !== JSON.stringify(requested.constraints ?? null)
-  ) {
+  if (!atLeastAsStrict(parent, requested.constraints)) {
     accessDenied(
       ctx,
       "kms:CreateGrant",
       key,
-      `grant ${parent.grantId} has constraints the new grant must repeat`,
+      `grant ${parent.grantId} has encryption-context constraints the new grant does not keep`,
     );
   }
+}
+
+/**
+ * Whether every encryption context the `child` constraints admit is admitted by `parent`, so a
+ * delegated grant can narrow its parent's constraints but never widen them. A child pinned to
+ * one context (Equals) needs the parent to admit that context; a child admitting every
+ * superset of some pairs (Subset, or nothing) needs a parent that is Subset-only with pairs
+ * the child also requires.
+ */
+function atLeastAsStrict(parent: StoredGrant, child: StoredGrant["constraints"]): boolean {
+  if (parent.constraints === undefined) return true;
+  if (child?.encryptionContextEquals !== undefined) {
+    return grantConstraintsHold(parent, child.encryptionContextEquals);
+  }
+  if (parent.constraints.encryptionContextEquals !== undefined) return false;
+  return grantConstraintsHold(parent, child?.encryptionContextSubset ?? {});
 }
 
 function toEntry(ctx: KmsContext, key: StoredKey, g: StoredGrant): GrantListEntry {

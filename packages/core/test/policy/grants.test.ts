@@ -95,6 +95,83 @@ describe("createGrant", () => {
   });
 });
 
+describe("delegated grants keep their parent's constraints", () => {
+  type Constraints = Parameters<Kms["createGrant"]>[0]["constraints"];
+  const delegate = async (parent: Constraints, child: Constraints) => {
+    await kms.createGrant({
+      keyId,
+      granteePrincipal: ALICE,
+      operations: ["Encrypt", "CreateGrant"],
+      ...(parent ? { constraints: parent } : {}),
+    });
+    return kms.createGrant(
+      {
+        keyId,
+        granteePrincipal: BOB,
+        operations: ["Encrypt"],
+        ...(child ? { constraints: child } : {}),
+      },
+      as(ALICE),
+    );
+  };
+  const subset = (pairs: Record<string, string>) => ({ encryptionContextSubset: pairs });
+  const equals = (pairs: Record<string, string>) => ({ encryptionContextEquals: pairs });
+
+  test.each<[string, Constraints, Constraints, boolean]>([
+    ["the same subset", subset({ tenant: "a" }), subset({ tenant: "a" }), true],
+    [
+      "the same subset in another key order",
+      subset({ t: "a", r: "eu" }),
+      subset({ r: "eu", t: "a" }),
+      true,
+    ],
+    [
+      "a narrower subset (more pairs)",
+      subset({ tenant: "a" }),
+      subset({ tenant: "a", row: "7" }),
+      true,
+    ],
+    [
+      "one exact context inside the subset",
+      subset({ tenant: "a" }),
+      equals({ tenant: "a", row: "7" }),
+      true,
+    ],
+    ["keys compare case-insensitively", subset({ tenant: "a" }), subset({ TENANT: "a" }), true],
+    ["the same exact context", equals({ tenant: "a" }), equals({ tenant: "a" }), true],
+    ["an unconstrained parent allows anything", undefined, subset({ tenant: "a" }), true],
+    ["no constraints under a constrained parent", subset({ tenant: "a" }), undefined, false],
+    [
+      "a wider subset (fewer pairs)",
+      subset({ tenant: "a", row: "7" }),
+      subset({ tenant: "a" }),
+      false,
+    ],
+    ["another value", subset({ tenant: "a" }), subset({ tenant: "b" }), false],
+    ["values compare exactly", subset({ tenant: "a" }), subset({ tenant: "A" }), false],
+    ["a subset under an exact parent", equals({ tenant: "a" }), subset({ tenant: "a" }), false],
+    ["another exact context", equals({ tenant: "a" }), equals({ tenant: "a", row: "7" }), false],
+    [
+      "an exact context outside the subset",
+      subset({ tenant: "a" }),
+      equals({ tenant: "b" }),
+      false,
+    ],
+  ])("%s", async (_name, parent, child, allowed) => {
+    const created = delegate(parent, child);
+    if (allowed) await expect(created).resolves.toMatchObject({ grantId: expect.any(String) });
+    else await expect(created).rejects.toThrow(/does not keep/);
+  });
+
+  test("the delegated grant's narrower constraint is what its grantee gets", async () => {
+    await delegate(subset({ tenant: "a" }), subset({ tenant: "a", row: "7" }));
+    const enc = (encryptionContext: Record<string, string>) =>
+      kms.encrypt({ keyId, plaintext, encryptionContext }, as(BOB));
+    await expect(enc({ tenant: "a", row: "7" })).resolves.toBeDefined();
+    await expect(enc({ tenant: "a", row: "8" })).rejects.toBeInstanceOf(AccessDeniedError);
+  });
+});
+
 describe("grant constraints", () => {
   test("EncryptionContextEquals needs exactly that context (keys case-insensitive, values exact)", async () => {
     await kms.createGrant({
