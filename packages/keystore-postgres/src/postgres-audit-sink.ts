@@ -11,7 +11,15 @@ import {
   ValidationError,
 } from "@kms/core";
 import type pg from "pg";
-import { hostOf, pgCode, poolOption, schemaOption, storeFailure } from "./internal/connection.ts";
+import {
+  hostOf,
+  lockTimeoutOption,
+  pgCode,
+  poolOption,
+  schemaOption,
+  setLockTimeout,
+  storeFailure,
+} from "./internal/connection.ts";
 import { migrate, quoteIdent } from "./internal/migrations.ts";
 
 /** Options of {@link PostgresAuditSink.open}: a connection string, or a pool the caller owns. */
@@ -22,6 +30,12 @@ export type PostgresAuditSinkOptions = {
    * @defaultValue "kms"
    */
   readonly schema?: string;
+  /**
+   * How long an append waits for the chain-head row lock that serializes writers before it
+   * fails (the call then fails too: the sink is fail-closed). 0 waits forever.
+   * @defaultValue 10000
+   */
+  readonly lockTimeoutMs?: number;
 } & (
   | {
       /** `postgres://user@host:5432/db`. The sink creates a pool and ends it on `close()`. */
@@ -61,10 +75,15 @@ export class PostgresAuditSink implements AuditSink {
   readonly #sql: ReturnType<typeof statements>;
   #closed = false;
 
-  private constructor(pool: pg.Pool, ownsPool: boolean, schema: string, description: string) {
+  private constructor(
+    pool: pg.Pool,
+    ownsPool: boolean,
+    sql: ReturnType<typeof statements>,
+    description: string,
+  ) {
     this.#pool = pool;
     this.#ownsPool = ownsPool;
-    this.#sql = statements(schema);
+    this.#sql = sql;
     this.description = description;
   }
 
@@ -87,6 +106,7 @@ export class PostgresAuditSink implements AuditSink {
       throw new ValidationError('"options" expected { connectionString } or { pool }');
     }
     const schema = schemaOption(options.schema);
+    const lockTimeoutMs = lockTimeoutOption(options.lockTimeoutMs);
     const { pool, ownsPool } = poolOption(options);
     const description = `postgres:${hostOf(pool.options)}/${schema}#kms_audit_events`;
     try {
@@ -98,7 +118,7 @@ export class PostgresAuditSink implements AuditSink {
         cause: error,
       });
     }
-    return new PostgresAuditSink(pool, ownsPool, schema, description);
+    return new PostgresAuditSink(pool, ownsPool, statements(schema, lockTimeoutMs), description);
   }
 
   /**
@@ -136,12 +156,14 @@ export class PostgresAuditSink implements AuditSink {
     }
     let broken: Error | undefined;
     try {
-      // BEGIN and the locking read travel in one round trip (simple query protocol).
+      // BEGIN, the lock timeout and the locking read travel in one round trip (simple query
+      // protocol).
       const results = (await client.query(this.#sql.beginAndLockHead)) as unknown as [
+        pg.QueryResult,
         pg.QueryResult,
         pg.QueryResult<HeadRow>,
       ];
-      const row = results[1].rows[0];
+      const row = results[2].rows[0];
       if (row === undefined) {
         throw new KmsInternalError(`${this.description}: the kms_audit_head row is missing`);
       }
@@ -231,10 +253,10 @@ export class PostgresAuditSink implements AuditSink {
   }
 }
 
-function statements(schema: string) {
+function statements(schema: string, lockTimeoutMs: number) {
   const s = quoteIdent(schema);
   return {
-    beginAndLockHead: `BEGIN; SELECT sequence, hash FROM ${s}.kms_audit_head FOR UPDATE`,
+    beginAndLockHead: `BEGIN; ${setLockTimeout(lockTimeoutMs)}; SELECT sequence, hash FROM ${s}.kms_audit_head FOR UPDATE`,
     // A data-modifying CTE runs whether or not it is referenced: one round trip for both.
     insertAndMoveHead: `
       WITH inserted AS (

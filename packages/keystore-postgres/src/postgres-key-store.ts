@@ -12,7 +12,15 @@ import {
 } from "@kms/core";
 import type pg from "pg";
 import { ChangeFeed } from "./internal/change-feed.ts";
-import { hostOf, pgCode, poolOption, schemaOption, storeFailure } from "./internal/connection.ts";
+import {
+  hostOf,
+  lockTimeoutOption,
+  pgCode,
+  poolOption,
+  schemaOption,
+  setLockTimeout,
+  storeFailure,
+} from "./internal/connection.ts";
 import { channelOf, migrate, quoteIdent } from "./internal/migrations.ts";
 import {
   type AliasRow,
@@ -47,6 +55,13 @@ interface CommonOptions {
    * @defaultValue 1000
    */
   readonly cacheSize?: number;
+  /**
+   * How long a write waits for the lock that serializes writers (the change counter) before
+   * it fails with KMSInternalException, so one stuck transaction cannot stall every write.
+   * 0 waits forever.
+   * @defaultValue 10000
+   */
+  readonly lockTimeoutMs?: number;
   /**
    * Whether to hold a dedicated connection for LISTEN. Without it, changes by other instances
    * are noticed by the counter poll alone (still within `maxStalenessMs`).
@@ -109,14 +124,14 @@ export class PostgresKeyStore implements KeyStore {
   private constructor(
     pool: pg.Pool,
     ownsPool: boolean,
-    schema: string,
+    sql: ReturnType<typeof statements>,
     feed: ChangeFeed,
     description: string,
   ) {
     this.#pool = pool;
     this.#ownsPool = ownsPool;
     this.#feed = feed;
-    this.#sql = statements(schema);
+    this.#sql = sql;
     this.description = description;
   }
 
@@ -136,6 +151,7 @@ export class PostgresKeyStore implements KeyStore {
     const schema = schemaOption(options.schema);
     const maxStalenessMs = checkCount("maxStalenessMs", options.maxStalenessMs, 1_000, 2);
     const cacheSize = checkCount("cacheSize", options.cacheSize, 1_000);
+    const lockTimeoutMs = lockTimeoutOption(options.lockTimeoutMs);
     const { pool, ownsPool } = poolOption(options);
     const where = hostOf(pool.options);
     const description = `postgres:${where}/${schema}`;
@@ -152,7 +168,8 @@ export class PostgresKeyStore implements KeyStore {
     try {
       await migrate(pool, schema, description);
       await feed.start();
-      return new PostgresKeyStore(pool, ownsPool, schema, feed, description);
+      const sql = statements(schema, lockTimeoutMs);
+      return new PostgresKeyStore(pool, ownsPool, sql, feed, description);
     } catch (error) {
       await feed.close();
       if (ownsPool) await pool.end().catch(() => {});
@@ -381,7 +398,7 @@ export class PostgresKeyStore implements KeyStore {
   }
 }
 
-function statements(schema: string) {
+function statements(schema: string, lockTimeoutMs: number) {
   const s = quoteIdent(schema);
   const columns = KEY_COLUMNS.join(", ");
   const placeholders = KEY_COLUMNS.map((_, i) => `$${i + 1}`).join(", ");
@@ -397,7 +414,7 @@ function statements(schema: string) {
             ORDER BY key_id LIMIT $2) k
       LEFT JOIN ${s}.kms_key_versions v ON v.key_id = k.key_id
       ORDER BY k.key_id, v.version`,
-    begin: `BEGIN; SELECT 1 FROM ${s}.kms_changes FOR UPDATE`,
+    begin: `BEGIN; ${setLockTimeout(lockTimeoutMs)}; SELECT 1 FROM ${s}.kms_changes FOR UPDATE`,
     keyExists: `SELECT 1 FROM ${s}.kms_keys WHERE key_id = $1`,
     insertKey: `INSERT INTO ${s}.kms_keys (${columns}) VALUES (${placeholders})
       ON CONFLICT (key_id) DO NOTHING`,

@@ -190,6 +190,40 @@ describe.skipIf(target.skipReason !== undefined)("PostgresAuditSink", () => {
     expect(await kms.audit.verify()).toMatchObject({ ok: true, count: 2 });
   });
 
+  it("a stuck transaction on the head row fails appends after lockTimeoutMs, not forever", async () => {
+    const schema = randomSchema("audit_lock");
+    cleanups.push(() => dropSchema(schema));
+    const audit = await PostgresAuditSink.open({
+      connectionString: target.url!,
+      schema,
+      lockTimeoutMs: 200,
+    });
+    const kms = await createKms({ audit, rootKey });
+    cleanups.push(() => kms.close());
+    await kms.generateRandom({ numberOfBytes: 4 });
+    const holder = await rawClient();
+    await holder.query(`BEGIN; SELECT * FROM "${schema}".kms_audit_head FOR UPDATE`);
+    const started = Date.now();
+    const error = await kms.generateRandom({ numberOfBytes: 4 }).catch((e: unknown) => e);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(error).toBeInstanceOf(KmsInternalError);
+    expect((error as Error).message).toContain("could not record");
+    const cause = (error as Error).cause as Error;
+    expect(cause.message).toMatch(/timed out waiting for the write lock .*55P03.*lockTimeoutMs/);
+    await holder.query("ROLLBACK");
+    await kms.generateRandom({ numberOfBytes: 4 });
+    expect(await kms.audit.verify()).toMatchObject({ ok: true, count: 2 });
+  });
+
+  it.each([-1, 1.5, 2 ** 31, "10"])("refuses lockTimeoutMs %s", async (lockTimeoutMs) => {
+    await expect(
+      PostgresAuditSink.open({
+        connectionString: target.url!,
+        lockTimeoutMs: lockTimeoutMs as number,
+      }),
+    ).rejects.toThrow(/"lockTimeoutMs"/);
+  });
+
   it("rejects bad options and use after close", async () => {
     await expect(
       PostgresAuditSink.open({ connectionString: target.url!, schema: "Bad-Name" }),

@@ -65,9 +65,44 @@ export function poolOption(options: {
   return { pool, ownsPool: true };
 }
 
+/** Largest lock_timeout PostgreSQL accepts, in ms. */
+const MAX_LOCK_TIMEOUT_MS = 2_147_483_647;
+
+/**
+ * The `lockTimeoutMs` option, default 10 s: how long a write transaction waits for the lock
+ * that serializes writers (the change counter, the audit head) before it fails. Without it, one
+ * stuck transaction — a client paused mid-transaction, a manual `SELECT … FOR UPDATE` left
+ * open — stalls every KMS write indefinitely. 0 waits forever, as PostgreSQL's default.
+ * @throws ValidationError when it is not an integer from 0 to 2^31 − 1.
+ */
+export function lockTimeoutOption(value: unknown): number {
+  if (value === undefined) return 10_000;
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+    throw new ValidationError(`"lockTimeoutMs" expected an integer ≥ 0, got ${String(value)}`);
+  }
+  if (value > MAX_LOCK_TIMEOUT_MS) {
+    throw new ValidationError(`"lockTimeoutMs" must be at most ${MAX_LOCK_TIMEOUT_MS}`);
+  }
+  return value;
+}
+
+/** Applies the validated timeout to the current transaction only (no pooled-session leak). */
+export function setLockTimeout(ms: number): string {
+  return `SET LOCAL lock_timeout = ${ms}`;
+}
+
+/** PostgreSQL's lock_not_available: lock_timeout expired. */
+const LOCK_NOT_AVAILABLE = "55P03";
+
 /** A KmsError passes through; anything else becomes KMSInternalException naming the SQLSTATE. */
 export function storeFailure(description: string, operation: string, error: unknown): Error {
   if (isKmsError(error)) return error;
+  if ((error as { code?: unknown } | undefined)?.code === LOCK_NOT_AVAILABLE) {
+    return new KmsInternalError(
+      `${description}: ${operation} timed out waiting for the write lock another transaction holds (${pgCode(error)}); see lockTimeoutMs`,
+      { cause: error },
+    );
+  }
   return new KmsInternalError(`${description}: ${operation} failed (${pgCode(error)})`, {
     cause: error,
   });
