@@ -12,22 +12,27 @@ describe.skipIf(target.skipReason !== undefined)("PostgresKeyStore lockTimeoutMs
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
 
-  it("a stuck transaction holding the writers' lock fails writes after the timeout; reads go on", async () => {
+  /** A Kms on a fresh schema with one key, and a raw client holding the writers' lock. */
+  async function lockedByAnother(lockTimeoutMs: number) {
     const schema = randomSchema("lock");
     cleanups.push(() => dropSchema(schema));
     const store = await PostgresKeyStore.open({
       connectionString: target.url!,
       schema,
-      lockTimeoutMs: 200,
+      lockTimeoutMs,
     });
     const kms = await createKms({ store, rootKey: ROOT });
     cleanups.push(() => kms.close());
     const keyId = (await kms.createKey()).keyMetadata.keyId;
-
     const holder = new pg.Client({ connectionString: target.url! });
     await holder.connect();
     cleanups.push(() => holder.end());
     await holder.query(`BEGIN; SELECT * FROM "${schema}".kms_changes FOR UPDATE`);
+    return { kms, keyId, holder };
+  }
+
+  it("a stuck transaction holding the writers' lock fails writes after the timeout; reads go on", async () => {
+    const { kms, keyId, holder } = await lockedByAnother(200);
 
     const started = Date.now();
     const blocked = kms.createKey().catch((e: unknown) => e);
@@ -46,20 +51,7 @@ describe.skipIf(target.skipReason !== undefined)("PostgresKeyStore lockTimeoutMs
   });
 
   it("0 waits for the lock as long as it is held", async () => {
-    const schema = randomSchema("lock0");
-    cleanups.push(() => dropSchema(schema));
-    const store = await PostgresKeyStore.open({
-      connectionString: target.url!,
-      schema,
-      lockTimeoutMs: 0,
-    });
-    const kms = await createKms({ store, rootKey: ROOT });
-    cleanups.push(() => kms.close());
-    await kms.createKey();
-    const holder = new pg.Client({ connectionString: target.url! });
-    await holder.connect();
-    cleanups.push(() => holder.end());
-    await holder.query(`BEGIN; SELECT * FROM "${schema}".kms_changes FOR UPDATE`);
+    const { kms, holder } = await lockedByAnother(0);
     const waiting = kms.createKey();
     let settled = false;
     void waiting.finally(() => {
