@@ -78,6 +78,16 @@ describe("RootKeySource.fromEnv", () => {
     await expectReopens(RootKeySource.fromEnv(ENV), seeded);
   });
 
+  it("reads a given environment object instead of process.env", async () => {
+    const root = randomBytes(ROOT_KEY_LENGTH);
+    const seeded = await seededStore(root);
+    delete process.env[ENV];
+    await expectReopens(RootKeySource.fromEnv(ENV, { [ENV]: root.toString("hex") }), seeded);
+    await expect(createKms({ rootKey: RootKeySource.fromEnv(ENV, {}) })).rejects.toThrow(
+      new RegExp(`${ENV} holds no root key`),
+    );
+  });
+
   it("a missing or empty variable is a RootKeyError naming the variable", async () => {
     await expect(createKms({ rootKey: RootKeySource.fromEnv(ENV) })).rejects.toThrow(
       new RegExp(`${ENV} holds no root key`),

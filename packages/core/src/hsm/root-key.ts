@@ -85,12 +85,18 @@ export const RootKeySource = {
     return { description: "bytes", load: async () => Uint8Array.from(copy) };
   },
 
-  /** An environment variable holding 64 hex digits or base64 (default KMS_ROOT_KEY). */
-  fromEnv(name = "KMS_ROOT_KEY"): RootKeySource {
+  /**
+   * An environment variable holding 64 hex digits or base64 (default KMS_ROOT_KEY), read from
+   * `env` (default `process.env`) when the key is loaded.
+   */
+  fromEnv(
+    name = "KMS_ROOT_KEY",
+    env: Readonly<Record<string, string | undefined>> = process.env,
+  ): RootKeySource {
     return {
       description: `environment variable ${name}`,
       load: async () => {
-        const value = process.env[name];
+        const value = env[name];
         if (value === undefined || value === "") {
           throw new RootKeyError(`environment variable ${name} holds no root key`);
         }
