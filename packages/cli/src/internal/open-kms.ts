@@ -1,0 +1,57 @@
+import { existsSync, mkdirSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { createKms, type Kms, RootKeySource } from "@kms/core";
+import { SqliteAuditSink, SqliteKeyStore } from "@kms/keystore-sqlite";
+import type { CliIo } from "../cli-io.ts";
+import { UsageError } from "./usage.ts";
+
+export const ROOT_KEY_ENV = "KMS_ROOT_KEY";
+/** Written by `kms init --dev-root-key`; its name says what it is to anyone listing the dir. */
+export const DEV_ROOT_KEY_FILE = "dev-root.key";
+
+export function dataDirOf(io: CliIo, flag: string | undefined): string {
+  const dir = flag ?? io.env.KMS_DATA_DIR;
+  return resolve(io.cwd, dir === undefined || dir === "" ? ".kms" : dir);
+}
+
+/**
+ * The root key source, in order: `--root-key-file`, KMS_ROOT_KEY, the development key file a
+ * `kms init --dev-root-key` left in the data dir (announced on stderr each time).
+ * @throws UsageError when there is none.
+ */
+export function resolveRootKey(
+  io: CliIo,
+  dataDir: string,
+  rootKeyFile: string | undefined,
+): RootKeySource {
+  if (rootKeyFile !== undefined) return RootKeySource.fromFile(resolve(io.cwd, rootKeyFile));
+  const fromEnv = io.env[ROOT_KEY_ENV];
+  if (fromEnv !== undefined && fromEnv !== "") return RootKeySource.fromEnv(ROOT_KEY_ENV, io.env);
+  const devFile = join(dataDir, DEV_ROOT_KEY_FILE);
+  if (existsSync(devFile)) {
+    io.stderr.write(`kms: using the DEVELOPMENT root key ${devFile} (not for production)\n`);
+    return RootKeySource.devFile(devFile);
+  }
+  throw new UsageError(
+    `no root key: set ${ROOT_KEY_ENV} (64 hex digits or base64 of 32 bytes), pass --root-key-file <path>, or run "kms init --dev-root-key" for a development key`,
+  );
+}
+
+/**
+ * Opens the KMS on `<dataDir>/kms.db`, with the audit trail in the same file so every CLI call
+ * leaves a durable, hash-chained record.
+ */
+export async function openKms(dataDir: string, rootKey: RootKeySource): Promise<Kms> {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const path = join(dataDir, "kms.db");
+  const store = SqliteKeyStore.open({ path });
+  let audit: SqliteAuditSink | undefined;
+  try {
+    audit = new SqliteAuditSink({ path });
+    return await createKms({ store, rootKey, audit });
+  } catch (error) {
+    await audit?.close().catch(() => undefined);
+    await store.close().catch(() => undefined);
+    throw error;
+  }
+}

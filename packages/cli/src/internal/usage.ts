@@ -1,0 +1,41 @@
+/** A mistake in the command line itself: exit code 2 with the usage text. */
+export class UsageError extends Error {
+  override readonly name = "UsageError";
+  /** The command whose usage to show; undefined for the global usage. */
+  readonly command: string | undefined;
+
+  constructor(message: string, command?: string) {
+    super(message);
+    this.command = command;
+  }
+}
+
+const GLOBAL = `Global options:
+  --data-dir <dir>        key store directory (default $KMS_DATA_DIR or ./.kms)
+  --root-key-file <path>  root key file (default: $KMS_ROOT_KEY, else the dev key from kms init)
+  --principal <arn>       principal every KMS call runs as`;
+
+/** One line per command: its synopsis. */
+export const SYNOPSES: Readonly<Record<string, string>> = {
+  init: "kms init [--dev-root-key]",
+  "create-key": "kms create-key [--description <text>] [--key-spec <spec>] [--key-usage <usage>]",
+  "list-keys": "kms list-keys",
+  "describe-key": "kms describe-key <keyId|alias>",
+  "create-alias": "kms create-alias <alias/name> <keyId>",
+  "schedule-key-deletion": "kms schedule-key-deletion <keyId> [--days <7-30>]",
+  "cancel-key-deletion": "kms cancel-key-deletion <keyId>",
+  "disable-key": "kms disable-key <keyId>",
+  "enable-key": "kms enable-key <keyId>",
+  encrypt:
+    "kms encrypt --key <keyId|alias> --in <file|-> --out <file|-> [--context k=v ...] [--frame-size <bytes>] [--[no-]progress]",
+  decrypt:
+    "kms decrypt --in <file|-> --out <file|-> [--context k=v ...] [--require-context k=v ...] [--allow-key <keyId|alias> ...] [--[no-]progress]",
+};
+
+export function usageText(command?: string): string {
+  const synopsis = command === undefined ? undefined : SYNOPSES[command];
+  if (synopsis !== undefined) return `Usage: ${synopsis}\n\n${GLOBAL}\n`;
+  return `Usage: kms <command> [options]\n\nCommands:\n${Object.values(SYNOPSES)
+    .map((line) => `  ${line}`)
+    .join("\n")}\n\n${GLOBAL}\n`;
+}

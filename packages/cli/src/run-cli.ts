@@ -1,0 +1,154 @@
+import { parseArgs } from "node:util";
+import { isKmsError, type Kms } from "@kms/core";
+import type { CliIo } from "./cli-io.ts";
+import { stringOption } from "./internal/args.ts";
+import type { Command, CommandContext } from "./internal/command.ts";
+import { DATA_COMMANDS } from "./internal/data-commands.ts";
+import { initCommand } from "./internal/init-command.ts";
+import { KEY_COMMANDS } from "./internal/key-commands.ts";
+import { dataDirOf, openKms, resolveRootKey } from "./internal/open-kms.ts";
+import { UsageError, usageText } from "./internal/usage.ts";
+
+const COMMANDS: Readonly<Record<string, Command>> = {
+  init: initCommand,
+  ...KEY_COMMANDS,
+  ...DATA_COMMANDS,
+};
+
+const GLOBAL_OPTIONS = {
+  "data-dir": { type: "string" },
+  "root-key-file": { type: "string" },
+  principal: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** Exit codes: success, a failed operation, a mistake on the command line. */
+export const EXIT_OK = 0;
+export const EXIT_FAILED = 1;
+export const EXIT_USAGE = 2;
+
+/**
+ * Runs one `kms` command line (`argv` without the node and script paths) and returns its exit
+ * code: 0 success; 1 the operation failed (`<AwsExceptionName>: <message>` on stderr); 2 a
+ * usage error (unknown command or flag, missing argument, no root key) with the usage text.
+ * Never throws; never writes key material or data keys.
+ */
+export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
+  const opened: { kms?: Promise<Kms> } = {};
+  const code = await execute(argv, io, opened);
+  if (opened.kms === undefined) return code;
+  try {
+    // Closing flushes the audit trail: a call whose event was not written did not succeed.
+    await opened.kms.then(
+      (kms) => kms.close(),
+      () => undefined,
+    );
+    return code;
+  } catch (error) {
+    return Math.max(code, report(io, error, undefined));
+  }
+}
+
+async function execute(
+  argv: readonly string[],
+  io: CliIo,
+  opened: { kms?: Promise<Kms> },
+): Promise<number> {
+  let command: string | undefined;
+  try {
+    const at = commandIndex(argv);
+    command = at === -1 ? undefined : argv[at];
+    if (command === "help" || (command === undefined && wantsHelp(argv))) {
+      io.stdout.write(usageText(at === -1 ? undefined : argv[at + 1]));
+      return EXIT_OK;
+    }
+    if (command === undefined) throw new UsageError("no command given");
+    const definition = COMMANDS[command];
+    if (definition === undefined) throw new UsageError(`unknown command "${command}"`);
+    const parsed = parseArgs({
+      args: argv.filter((_, i) => i !== at),
+      options: { ...GLOBAL_OPTIONS, ...definition.options },
+      allowPositionals: true,
+      allowNegative: true,
+      strict: true,
+    });
+    if (parsed.values.help === true) {
+      io.stdout.write(usageText(command));
+      return EXIT_OK;
+    }
+    const expected = definition.positionals;
+    if (parsed.positionals.length !== expected.length) {
+      throw new UsageError(
+        parsed.positionals.length < expected.length
+          ? `${command}: missing <${expected[parsed.positionals.length]}>`
+          : `${command}: unexpected argument "${parsed.positionals[expected.length]}"`,
+        command,
+      );
+    }
+    const values = parsed.values;
+    const dataDir = dataDirOf(io, stringOption(values, "data-dir"));
+    const principal = stringOption(values, "principal");
+    const ctx: CommandContext = {
+      io,
+      command,
+      values,
+      positionals: parsed.positionals,
+      dataDir,
+      callOptions: principal === undefined ? {} : { principal },
+      kms: () => {
+        opened.kms ??= (async () =>
+          openKms(dataDir, resolveRootKey(io, dataDir, stringOption(values, "root-key-file"))))();
+        return opened.kms;
+      },
+    };
+    await definition.run(ctx);
+    return EXIT_OK;
+  } catch (error) {
+    return report(io, error, command);
+  }
+}
+
+/** The first argument that is neither an option nor the value of a global string option. */
+function commandIndex(argv: readonly string[]): number {
+  for (let i = 0; i < argv.length; i += 1) {
+    const arg = argv[i] as string;
+    if (arg === "--") return i + 1 < argv.length ? i + 1 : -1;
+    if (arg === "--data-dir" || arg === "--root-key-file" || arg === "--principal") {
+      i += 1;
+      continue;
+    }
+    if (!arg.startsWith("-") || arg === "-") return i;
+  }
+  return -1;
+}
+
+function wantsHelp(argv: readonly string[]): boolean {
+  return argv.includes("--help") || argv.includes("-h");
+}
+
+function report(io: CliIo, error: unknown, command: string | undefined): number {
+  if (error instanceof UsageError) {
+    io.stderr.write(`kms: ${error.message}\n\n${usageText(error.command)}`);
+    return EXIT_USAGE;
+  }
+  // parseArgs' own errors (unknown flag, missing value) are usage errors too.
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === "string" && code.startsWith("ERR_PARSE_ARGS_")) {
+    io.stderr.write(`kms: ${(error as Error).message}\n\n${usageText(command)}`);
+    return EXIT_USAGE;
+  }
+  if (isKmsError(error)) {
+    io.stderr.write(`${error.awsExceptionName}: ${error.message}\n`);
+    // An internal failure's detail is in its cause (a store or file-system error).
+    if (error.awsExceptionName === "KMSInternalException" && error.cause instanceof Error) {
+      io.stderr.write(`  caused by ${error.cause.name}: ${error.cause.message}\n`);
+    }
+    return EXIT_FAILED;
+  }
+  if (error instanceof Error) {
+    io.stderr.write(`${error.name}: ${error.message}\n`);
+    return EXIT_FAILED;
+  }
+  io.stderr.write(`Error: ${String(error)}\n`);
+  return EXIT_FAILED;
+}
