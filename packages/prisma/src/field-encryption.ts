@@ -62,11 +62,15 @@ export interface FieldEncryptionOptions<Map extends FieldTypeMap = {}> {
  * Typed results: the field type map `Map` (inferred from a typed descriptor passed as `schema`,
  * or given as `fieldEncryption<Map>(…)`) makes the extended client's results carry each
  * field's declared JS type (a `type: json` column is `JsonValue`, not `string`).
+ * Typed inputs: with the client known, `data` (nested writes too) and `where` accept the
+ * declared JS types. `Client` is inferred when the call is written inside `$extends(…)`; a type
+ * argument for `Map` stops that inference, so name the client too: `fieldEncryption<Map,
+ * typeof base>(…)`.
  */
 // biome-ignore lint/complexity/noBannedTypes: the empty map (no typed fields) is the default.
-export function fieldEncryption<Map extends FieldTypeMap = {}>(
+export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>(
   options: FieldEncryptionOptions<Map>,
-): FieldEncryptionExtension<Map> {
+): FieldEncryptionExtension<Map, Client> {
   const models = typeof options.schema === "string" ? parseSchema(options.schema) : options.schema;
   if (models === undefined || typeof models !== "object") {
     throw new ValidationError(`"schema" expected schema.prisma text or a descriptor`);
@@ -228,5 +232,5 @@ export function fieldEncryption<Map extends FieldTypeMap = {}>(
     });
   });
   // The declared result types are carried by the return type alone (see field-types.ts).
-  return extension as unknown as FieldEncryptionExtension<Map>;
+  return extension as unknown as FieldEncryptionExtension<Map, Client>;
 }

@@ -1,4 +1,6 @@
 import type { FieldValueType, JsonValue } from "@kms/core";
+import type { Types } from "@prisma/client/runtime/client";
+import type { TypedModelOperations } from "./field-input-types.ts";
 import type { SchemaDescriptor } from "./schema-descriptor.ts";
 
 /**
@@ -55,27 +57,73 @@ export type TypedSchemaDescriptor<Map> = SchemaDescriptor & {
   readonly [fieldTypes]?: Map;
 };
 
-/**
- * The extension arguments Prisma's `$extends` reads the extended client's type from: one result
- * field per typed column, overriding the generated scalar type wherever Prisma computes a
- * result (find*, create, update, upsert, delete, createManyAndReturn, nested include/select,
- * the fluent API, `Prisma.Result`). Type-only: the extension registers no result component.
- */
-export interface FieldEncryptionExtArgs<Map extends FieldTypeMap> {
-  result: {
-    [Model in keyof Map as Uncapitalize<Model & string>]: {
-      [Field in keyof Map[Model]]: () => { compute: () => FieldResultType<Map[Model][Field]> };
-    };
+/** The result component alone: one type-only result field per typed column. */
+export type FieldResultComponent<Map extends FieldTypeMap> = {
+  [Model in keyof Map as Uncapitalize<Model & string>]: {
+    [Field in keyof Map[Model]]: () => { compute: () => FieldResultType<Map[Model][Field]> };
   };
-  model: Record<never, never>;
+};
+
+/**
+ * The extension arguments Prisma's `$extends` reads the extended client's type from. `result`:
+ * one result field per typed column, overriding the generated scalar type wherever Prisma
+ * computes a result (find*, create, update, upsert, delete, createManyAndReturn, nested
+ * include/select, the fluent API, `Prisma.Result`). `model`: for each model with a typed column,
+ * the operations taking `data` or `where`, those retyped to the declared JS types (see
+ * field-input-types.ts); `TypeMap` is the type map of the extended client, `never` when the
+ * client is unknown (then Prisma's operations stay). Type-only: the extension registers neither
+ * a result nor a model component.
+ */
+export interface FieldEncryptionExtArgs<Map extends FieldTypeMap, TypeMap = never> {
+  result: FieldResultComponent<Map>;
+  model: [TypeMap] extends [never] ? Record<never, never> : TypedModelOperations<Map, TypeMap>;
   query: Record<never, never>;
   client: Record<never, never>;
 }
 
 /**
- * What `fieldEncryption` returns: a Prisma extension (for `$extends`) whose type names the
- * declared JS types of the encrypted fields.
+ * The type map of the client the extension returns, for the typed operations: Prisma's own
+ * `MergeExtArgs` of the client's extension arguments with the result component.
  */
-export type FieldEncryptionExtension<Map extends FieldTypeMap> = (client: unknown) => {
-  $extends: { extArgs: FieldEncryptionExtArgs<Map> };
+type ExtendedTypeMap<Client, Map extends FieldTypeMap> = Client extends {
+  $extends: Types.Extensions.ExtendsHook<
+    "extends",
+    infer Cb extends Types.Extensions.TypeMapCbDef,
+    infer ExtArgs extends Record<string, unknown>,
+    infer TypeMap extends Types.Extensions.TypeMapDef
+  >;
+}
+  ? Types.Utils.Call<
+      Cb,
+      {
+        extArgs: Types.Extensions.MergeExtArgs<
+          TypeMap,
+          ExtArgs,
+          {
+            result: FieldResultComponent<Map>;
+            model: Record<never, never>;
+            query: Record<never, never>;
+            client: Record<never, never>;
+          }
+        >;
+      }
+    >
+  : never;
+
+/**
+ * Any client with the same `$extends` hook (so the same type map) as `Client`: lets a named
+ * client type (`fieldEncryption<Map, typeof base>`) accept the client Prisma passes.
+ */
+type SameTypeMap<Client> = Client extends { $extends: infer Hook } ? { $extends: Hook } : never;
+
+/**
+ * What `fieldEncryption` returns: a Prisma extension (for `$extends`) whose type names the
+ * declared JS types of the encrypted fields. `Client` is the client it is applied to: inferred
+ * from `base.$extends(fieldEncryption(…))` (the call's expected type), it lets the typed
+ * operations be declared with that client's type map.
+ */
+export type FieldEncryptionExtension<Map extends FieldTypeMap, Client = unknown> = (
+  client: Client | SameTypeMap<Client>,
+) => {
+  $extends: { extArgs: FieldEncryptionExtArgs<Map, ExtendedTypeMap<Client, Map>> };
 };

@@ -1,5 +1,12 @@
 export { type FieldEncryptionOptions, fieldEncryption } from "./field-encryption.ts";
 export type {
+  DecimalLike,
+  DelegateTypes,
+  FieldInputType,
+  FieldInputTypes,
+  TypedArgs,
+} from "./field-input-types.ts";
+export type {
   FieldEncryptionExtArgs,
   FieldEncryptionExtension,
   FieldResultType,
