@@ -119,22 +119,25 @@ export class TypeormFieldEncryption {
     queryRunner: QueryRunner | undefined,
     fn: (options: EncryptCallOptions) => Promise<T>,
   ): Promise<T> {
-    if (!SINGLE_CONNECTION.has(dataSource.options.type)) {
-      return managerScope.run(dataSource.manager, () => fn(NO_OPTIONS));
-    }
-    const manager = queryRunner?.manager ?? dataSource.manager;
-    const active = queryRunner?.isTransactionActive === true ? queryRunner : undefined;
-    let options = NO_OPTIONS;
-    if (active !== undefined) {
-      let scope = this.#transactions.get(active);
-      if (scope === undefined) {
-        transactionCounter += 1;
-        scope = `typeorm-tx-${transactionCounter}`;
-        this.#transactions.set(active, scope);
-      }
-      options = { transactionScope: scope };
-    }
+    const options = this.#callOptions(dataSource, queryRunner);
+    const manager = SINGLE_CONNECTION.has(dataSource.options.type)
+      ? (queryRunner?.manager ?? dataSource.manager)
+      : dataSource.manager;
     return managerScope.run(manager, () => fn(options));
+  }
+
+  /** The engine options of a call on `queryRunner`: its transaction scope, if any. */
+  #callOptions(dataSource: DataSource, queryRunner: QueryRunner | undefined): EncryptCallOptions {
+    if (!SINGLE_CONNECTION.has(dataSource.options.type)) return NO_OPTIONS;
+    const active = queryRunner?.isTransactionActive === true ? queryRunner : undefined;
+    if (active === undefined) return NO_OPTIONS;
+    let scope = this.#transactions.get(active);
+    if (scope === undefined) {
+      transactionCounter += 1;
+      scope = `typeorm-tx-${transactionCounter}`;
+      this.#transactions.set(active, scope);
+    }
+    return { transactionScope: scope };
   }
 
   /**
@@ -155,11 +158,7 @@ export class TypeormFieldEncryption {
     value: unknown,
     options: EncryptCallOptions,
   ): Promise<Sealed> {
-    if (typeof value === "string" && value.startsWith(FIELD_TEXT_PREFIX)) {
-      throw new ValidationError(
-        `${model}.${spec.property} already holds ciphertext: refusing to encrypt it twice`,
-      );
-    }
+    refuseCiphertext(model, spec, value);
     const binding = { model, field: spec.property, context };
     return new Sealed(
       spec.storage === "text"
@@ -195,14 +194,35 @@ export class TypeormFieldEncryption {
       : this.engine.decrypt(binding, spec, stored as Uint8Array);
   }
 
-  /** Encrypts an entity (or an update's value set) in place, remembering the plaintext. */
-  async sealEntity(
+  /**
+   * Encrypts an entity (or an update's value set) in place, remembering the plaintext. Values
+   * under a cached data key are sealed right here, without a promise (TypeORM broadcasts
+   * beforeInsert for every entity of a save at once); the rest, and blind indexes, take the
+   * asynchronous path.
+   */
+  sealEntity(
     dataSource: DataSource,
     queryRunner: QueryRunner | undefined,
     d: EntityDescriptor,
     entity: Row,
     fallback: Row | undefined,
-  ): Promise<void> {
+  ): Promise<void> | undefined {
+    try {
+      return this.#sealEntity(dataSource, queryRunner, d, entity, fallback);
+    } catch (error) {
+      // As before this had a synchronous path: TypeORM sees a rejected hook, not a throw in
+      // the middle of its broadcast loop.
+      return Promise.reject(error);
+    }
+  }
+
+  #sealEntity(
+    dataSource: DataSource,
+    queryRunner: QueryRunner | undefined,
+    d: EntityDescriptor,
+    entity: Row,
+    fallback: Row | undefined,
+  ): Promise<void> | undefined {
     const present = d.columns.filter((c) => entity[c.property] !== undefined);
     for (const column of d.blindIndexes.keys()) {
       const source = d.blindIndexes.get(column) as string;
@@ -212,7 +232,7 @@ export class TypeormFieldEncryption {
         );
       }
     }
-    if (present.length === 0) return;
+    if (present.length === 0) return undefined;
     const snapshot = new Map<string, unknown>();
     for (const spec of present) snapshot.set(spec.property, entity[spec.property]);
     this.#snapshots.set(entity, snapshot);
@@ -224,7 +244,9 @@ export class TypeormFieldEncryption {
       }
       set.add(entity);
     }
-    await this.run(dataSource, queryRunner, async (options) => {
+    const callOptions = this.#callOptions(dataSource, queryRunner);
+    if (this.#sealCached(d, entity, fallback, present, callOptions)) return undefined;
+    return this.run(dataSource, queryRunner, async (options) => {
       for (const spec of present) {
         const value = entity[spec.property];
         if (value instanceof Sealed) continue;
@@ -250,6 +272,42 @@ export class TypeormFieldEncryption {
         }
       }
     });
+  }
+
+  /**
+   * Seals, in place, the values whose data key is cached; true when none is left for the
+   * asynchronous path. A value needing a new data key, a deterministic value or a blind index
+   * stops it there (the asynchronous path skips what is already sealed).
+   */
+  #sealCached(
+    d: EntityDescriptor,
+    entity: Row,
+    fallback: Row | undefined,
+    present: readonly EncryptedColumnSpec[],
+    options: EncryptCallOptions,
+  ): boolean {
+    for (const spec of present) {
+      const value = entity[spec.property];
+      if (value instanceof Sealed) continue;
+      if (value === null) {
+        if (spec.blindIndex !== undefined) entity[spec.blindIndex.column] = null;
+        continue;
+      }
+      if (spec.blindIndex !== undefined || spec.mode === "deterministic") return false;
+      refuseCiphertext(d.model, spec, value);
+      const binding = {
+        model: d.model,
+        field: spec.property,
+        context: contextFor(d.model, spec, entity, fallback),
+      };
+      const stored =
+        spec.storage === "text"
+          ? this.engine.encryptTextIfCached(binding, spec, value, options)
+          : this.engine.encryptIfCached(binding, spec, value, options);
+      if (stored === undefined) return false;
+      entity[spec.property] = new Sealed(stored);
+    }
+    return true;
   }
 
   /**
@@ -303,10 +361,18 @@ export class TypeormFieldEncryption {
     for (const entity of set) this.restore(entity);
   }
 
-  endTransaction(queryRunner: QueryRunner): void {
+  /**
+   * The outermost transaction of `queryRunner` ended: the data keys it created become the
+   * engine's own after a commit (later transactions reuse them) and are dropped after a
+   * rollback.
+   */
+  endTransaction(queryRunner: QueryRunner, outcome: "commit" | "rollback"): void {
     if (queryRunner.isTransactionActive) return;
     const scope = this.#transactions.get(queryRunner);
-    if (scope !== undefined) this.#gates.delete(scope);
+    if (scope !== undefined) {
+      this.#gates.delete(scope);
+      this.engine.endTransactionScope(scope, outcome);
+    }
     this.#transactions.delete(queryRunner);
   }
 
@@ -403,6 +469,15 @@ function readContext(d: EntityDescriptor, spec: EncryptedColumnSpec, row: Row): 
 
 const NO_OPTIONS: EncryptCallOptions = Object.freeze({});
 
+/** A value that already is ciphertext was written through the base path: never seal it twice. */
+function refuseCiphertext(model: string, spec: EncryptedColumnSpec, value: unknown): void {
+  if (typeof value === "string" && value.startsWith(FIELD_TEXT_PREFIX)) {
+    throw new ValidationError(
+      `${model}.${spec.property} already holds ciphertext: refusing to encrypt it twice`,
+    );
+  }
+}
+
 /**
  * The TypeORM side: before insert/update it encrypts in place (and computes blind indexes),
  * after them it puts the plaintext back on the caller's object; after load it decrypts. All
@@ -462,12 +537,12 @@ class EncryptionSubscriber implements EntitySubscriberInterface {
   }
 
   afterTransactionCommit(event: { queryRunner: QueryRunner }): void {
-    this.owner.endTransaction(event.queryRunner);
+    this.owner.endTransaction(event.queryRunner, "commit");
   }
 
   afterTransactionRollback(event: { queryRunner: QueryRunner }): void {
     this.owner.restorePending(event.queryRunner);
-    this.owner.endTransaction(event.queryRunner);
+    this.owner.endTransaction(event.queryRunner, "rollback");
   }
 }
 

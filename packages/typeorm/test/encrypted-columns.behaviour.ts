@@ -355,6 +355,33 @@ export function describeEncryptedColumns(
       expect(await users.countBy({ tenantId: "t5" })).toBe(40);
     });
 
+    test("saves in successive transactions reuse the committed data keys; a rolled-back one's are not reused", async () => {
+      const keyRows = async () =>
+        (await db.raw(`SELECT ${db.q("id")} FROM ${db.q("kms_data_keys")}`)).length;
+      const batch = (from: number) =>
+        Array.from({ length: 5 }, (_, i) =>
+          Object.assign(alice(), { tenantId: "t6", email: `v${from + i}@example.com` }),
+        );
+      await users.save(batch(0)); // save() runs in its own transaction
+      const afterFirst = await keyRows();
+      await users.save(batch(5));
+      await ds.transaction((manager) => manager.save(batch(10)));
+      expect(await keyRows()).toBe(afterFirst);
+
+      // A rolled-back transaction's new key (another tenant) is gone, and never reused.
+      await expect(
+        ds.transaction(async (manager) => {
+          await manager.save(Object.assign(alice(), { tenantId: "t7" }));
+          throw new Error("boom");
+        }),
+      ).rejects.toThrow("boom");
+      const saved = await users.save(Object.assign(alice(), { tenantId: "t7" }));
+      const fresh = await connect();
+      const reread = fresh.ds.getRepository(User);
+      expect((await reread.findOneByOrFail({ id: saved.id })).email).toBe("alice@example.com");
+      expect((await reread.findBy({ tenantId: "t6" })).map((u) => u.email).sort()).toHaveLength(15);
+    });
+
     test("the migration job encrypts legacy plaintext and moves values off an old KMS key", async () => {
       const t = db.q("kms_notes");
       await db.raw(`INSERT INTO ${t} (${db.q("title")}, ${db.q("code")}) VALUES (?, ?), (?, ?)`, [

@@ -174,6 +174,20 @@ export class DataKeyCache {
     }
   }
 
+  /**
+   * Moves the entry under `from` to `to`, keeping its age and the uses charged so far, when
+   * `to` is free (e.g. a key cached for one transaction becomes usable by every writer once
+   * the transaction commits). Returns false, changing nothing, when `from` holds no entry or
+   * `to` already holds one.
+   */
+  move(from: string, to: string): boolean {
+    const entry = this.#entries.get(from);
+    if (entry === undefined || this.#entries.has(to)) return false;
+    this.#entries.delete(from);
+    this.#entries.set(to, entry);
+    return true;
+  }
+
   /** Drops one entry, zeroing its key. */
   delete(key: string): void {
     const entry = this.#entries.get(key);

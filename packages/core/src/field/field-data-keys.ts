@@ -111,6 +111,8 @@ export class FieldDataKeys {
   readonly #derived = new WeakMap<StableKey, Map<string, Uint8Array>>();
   readonly #records = new Map<string, Promise<DataKeyRecord | undefined>>();
   readonly #scopedStable = new Map<string, Promise<StableKey>>();
+  /** Transaction scope → the write cache keys (durable form) of keys created inside it. */
+  readonly #scopedWrites = new Map<string, Set<string>>();
 
   constructor(options: FieldDataKeysOptions) {
     this.#kms = options.kms;
@@ -174,6 +176,34 @@ export class FieldDataKeys {
     return this.#stableReady.get(id);
   }
 
+  /**
+   * The transaction behind `transactionScope` ended. On commit the rows of the data keys made
+   * inside it are durable, so its write keys and stable keys become the engine's own (where
+   * none was made meanwhile) and serve writers outside it; on rollback they are dropped.
+   */
+  endScope(transactionScope: string, committed: boolean): void {
+    const prefix = `${transactionScope}\u0000`;
+    for (const durableKey of this.#scopedWrites.get(transactionScope) ?? []) {
+      const scopedKey = prefix + durableKey;
+      if (!committed || !this.#cache.move(scopedKey, durableKey)) this.#cache.delete(scopedKey);
+    }
+    this.#scopedWrites.delete(transactionScope);
+    for (const [scopedKey, pending] of [...this.#scopedStable]) {
+      if (!scopedKey.startsWith(prefix)) continue;
+      this.#scopedStable.delete(scopedKey);
+      if (!committed) continue;
+      const scope = scopedKey.slice(prefix.length);
+      // Only a key that was found or created: a failed load leaves nothing behind.
+      pending.then(
+        (stable) => {
+          if (!this.#stableByScope.has(scope))
+            this.#stableByScope.set(scope, Promise.resolve(stable));
+        },
+        () => {},
+      );
+    }
+  }
+
   /** Forgets every data key: the cache's entries (all of them, if shared) and the stable keys. */
   clear(): void {
     this.#cache.clear();
@@ -183,6 +213,7 @@ export class FieldDataKeys {
     this.#stableReady.clear();
     this.#records.clear();
     this.#scopedStable.clear();
+    this.#scopedWrites.clear();
   }
 
   /** Per-(data key, purpose, model, field, context) subkey; cached, bounded. */
@@ -224,7 +255,20 @@ export class FieldDataKeys {
         this.#cache.use<Materials>(durableKey, usage) ??
         this.#cache.use<Materials>(`${transactionScope}\u0000${durableKey}`, usage);
       if (cached !== undefined) return cached;
-      return this.#newMaterials(keyId, context, `${transactionScope}\u0000${durableKey}`, usage);
+      const fresh = await this.#newMaterials(
+        keyId,
+        context,
+        `${transactionScope}\u0000${durableKey}`,
+        usage,
+      );
+      let created = this.#scopedWrites.get(transactionScope);
+      if (created === undefined) {
+        created = new Set();
+        // Callers that never end their scopes leave entries that simply age out of the cache.
+        bounded(this.#scopedWrites, transactionScope, created);
+      }
+      created.add(durableKey);
+      return fresh;
     }
     for (;;) {
       const cached = this.#cache.use<Materials>(durableKey, usage);

@@ -244,6 +244,48 @@ describe("FieldEncryptionEngine", () => {
     ).toEqual(["plain"]);
   });
 
+  test("encryptIfCached seals synchronously under a cached data key, within the same limits", async () => {
+    const { engine, counted } = await setup({ cache: { maxAgeMs: 60_000, maxValues: 3 } });
+    const tenantB = at("User", "email", { tenantId: "b" });
+    // Cold: nothing generated, nothing thrown.
+    expect(engine.encryptIfCached(tenantA, STRING, "x")).toBeUndefined();
+    expect(engine.encryptTextIfCached(tenantA, STRING, "x")).toBeUndefined();
+    expect(counted.calls.generateDataKey).toBe(0);
+    await engine.encryptText(tenantA, STRING, "first"); // use 1 of 3
+    const text = engine.encryptTextIfCached(tenantA, STRING, "second"); // use 2
+    const bytes = engine.encryptIfCached(tenantA, STRING, "third"); // use 3
+    expect(text).toMatch(/^kms1:/);
+    expect(bytes).toBeInstanceOf(Uint8Array);
+    expect(await engine.decryptText(tenantA, STRING, text as string)).toBe("second");
+    expect(await engine.decrypt(tenantA, STRING, bytes as Uint8Array)).toBe("third");
+    await expect(engine.decryptText(tenantB, STRING, text as string)).rejects.toBeInstanceOf(
+      InvalidCiphertextError,
+    );
+    // maxValues reached: a miss, and the next encrypt generates a new data key.
+    expect(engine.encryptIfCached(tenantA, STRING, "fourth")).toBeUndefined();
+    expect(counted.calls.generateDataKey).toBe(1);
+    // Another context has its own key; deterministic mode always takes the async path.
+    expect(engine.encryptIfCached(tenantB, STRING, "b")).toBeUndefined();
+    await engine.encryptText(tenantA, DET, "d");
+    expect(engine.encryptIfCached(tenantA, DET, "d")).toBeUndefined();
+    // The value is still checked against the declared type.
+    await engine.encryptText(tenantA, STRING, "warm");
+    expect(() => engine.encryptIfCached(tenantA, { type: "number" }, "nan")).toThrow(
+      ValidationError,
+    );
+  });
+
+  test("encryptIfCached uses a transaction's data key only inside that transaction", async () => {
+    const { engine } = await setup();
+    const scope = { transactionScope: "tx-7" };
+    await engine.encryptText(tenantA, STRING, "in tx", scope);
+    expect(engine.encryptTextIfCached(tenantA, STRING, "again", scope)).toMatch(/^kms1:/);
+    expect(engine.encryptTextIfCached(tenantA, STRING, "outside")).toBeUndefined();
+    expect(
+      engine.encryptTextIfCached(tenantA, STRING, "other tx", { transactionScope: "tx-8" }),
+    ).toBeUndefined();
+  });
+
   test("decryptIfCached opens values synchronously once their data key is loaded", async () => {
     const { engine, make, counted, clock } = await setup({ cache: { maxAgeMs: 60_000 } });
     const tenantB = at("User", "email", { tenantId: "b" });
@@ -511,6 +553,44 @@ describe("FieldEncryptionEngine", () => {
     const fresh = new FieldEncryptionEngine({ kms, keyId, dataKeyStore: store });
     expect(await fresh.decryptText(tenantA, STRING, after)).toBe("after");
     expect(await fresh.decryptText(tenantA, DET, afterDet)).toBe("after");
+  });
+
+  test("a committed transaction's data keys serve later writers; a rolled-back one's are dropped", async () => {
+    const { engine, counted } = await setup();
+    const tenantB = at("User", "email", { tenantId: "b" });
+    const tx = (id: string) => ({ transactionScope: id });
+    await engine.encryptText(tenantA, STRING, "in tx 1", tx("tx-1"));
+    await engine.encryptText(tenantA, DET, "in tx 1", tx("tx-1"));
+    const made = counted.calls.generateDataKey;
+    expect(engine.encryptTextIfCached(tenantA, STRING, "outside")).toBeUndefined();
+    engine.endTransactionScope("tx-1", "commit");
+    // Now durable: outside any transaction and in the next one, no new data key.
+    const outside = engine.encryptTextIfCached(tenantA, STRING, "outside");
+    expect(outside).toMatch(/^kms1:/);
+    expect(engine.encryptTextIfCached(tenantA, STRING, "tx 2", tx("tx-2"))).toMatch(/^kms1:/);
+    await engine.encryptText(tenantA, DET, "tx 2", tx("tx-2"));
+    await engine.encryptText(tenantA, DET, "outside");
+    expect(counted.calls.generateDataKey).toBe(made);
+    expect(await engine.decryptText(tenantA, STRING, outside as string)).toBe("outside");
+
+    // A rolled-back scope's keys are gone at once, from the cache and the engine.
+    await engine.encryptText(tenantB, STRING, "in tx 3", tx("tx-3"));
+    expect(counted.calls.generateDataKey).toBe((made ?? 0) + 1);
+    engine.endTransactionScope("tx-3", "rollback");
+    expect(engine.encryptTextIfCached(tenantB, STRING, "x", tx("tx-3"))).toBeUndefined();
+    expect(engine.encryptTextIfCached(tenantB, STRING, "x")).toBeUndefined();
+  });
+
+  test("committing does not replace a key made meanwhile outside the transaction", async () => {
+    const { engine, counted } = await setup();
+    const first = await engine.encrypt(tenantA, STRING, "tx", { transactionScope: "tx-1" });
+    const second = await engine.encrypt(tenantA, STRING, "outside");
+    expect(counted.calls.generateDataKey).toBe(2);
+    engine.endTransactionScope("tx-1", "commit");
+    const third = engine.encryptIfCached(tenantA, STRING, "after") as Uint8Array;
+    // Header bytes 1–16: the data key id. The durable key made outside stays in use.
+    expect(Buffer.from(third.subarray(1, 17))).toEqual(Buffer.from(second.subarray(1, 17)));
+    expect(Buffer.from(third.subarray(1, 17))).not.toEqual(Buffer.from(first.subarray(1, 17)));
   });
 
   test("constructor options are validated", async () => {

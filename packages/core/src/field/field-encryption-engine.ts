@@ -111,7 +111,8 @@ export interface EncryptCallOptions {
    * Set when the value is written inside a database transaction that also holds the data key
    * insert (e.g. SQLite's single connection). Data keys created under a scope are used only
    * within that scope, so a rollback that drops the key row cannot leave later values pointing
-   * at a key that no longer exists.
+   * at a key that no longer exists. Call `endTransactionScope` when the transaction ends so
+   * that, after a commit, those keys serve everyone.
    */
   readonly transactionScope?: string;
 }
@@ -243,7 +244,10 @@ export class FieldEncryptionEngine {
       plaintext.length,
       options?.transactionScope,
     );
-    if (materials === undefined) return undefined;
+    if (materials === undefined) {
+      plaintext.fill(0);
+      return undefined;
+    }
     return this.#sealRandomized(materials, encodeBinding(binding, ctxKey), plaintext);
   }
 
@@ -295,6 +299,33 @@ export class FieldEncryptionEngine {
     );
     plaintext.fill(0);
     return out;
+  }
+
+  /**
+   * Encrypts synchronously when a data key for the binding's context is already cached in this
+   * engine (randomized mode), so that ORM hooks need no promise per value; returns undefined
+   * when a data key must first be generated or loaded (then call `encrypt`), and always for
+   * deterministic mode. The same limits as `encrypt` are charged.
+   * @throws ValidationException as `encrypt`.
+   */
+  encryptIfCached(
+    binding: FieldBinding,
+    spec: FieldSpec,
+    value: unknown,
+    options?: EncryptCallOptions,
+  ): Uint8Array | undefined {
+    return this.#encryptCached(binding, spec, value, options);
+  }
+
+  /** `encryptIfCached`, then the text form (`kms1:` + base64url). */
+  encryptTextIfCached(
+    binding: FieldBinding,
+    spec: FieldSpec,
+    value: unknown,
+    options?: EncryptCallOptions,
+  ): string | undefined {
+    const sealed = this.#encryptCached(binding, spec, value, options);
+    return sealed === undefined ? undefined : toFieldText(sealed);
   }
 
   /** `encrypt`, then the text form for String columns (`kms1:` + base64url). */
@@ -589,6 +620,17 @@ export class FieldEncryptionEngine {
    */
   clearCache(): void {
     this.#keys.clear();
+  }
+
+  /**
+   * Tells the engine that the transaction behind `transactionScope` (see EncryptCallOptions)
+   * ended. After a commit, the data keys created inside it — their rows now durable — serve
+   * later writes outside it too, instead of each transaction making its own; after a rollback
+   * they are dropped at once. Without this call they stay private to the scope until they age
+   * out.
+   */
+  endTransactionScope(transactionScope: string, outcome: "commit" | "rollback"): void {
+    this.#keys.endScope(transactionScope, outcome === "commit");
   }
 
   #sealDeterministic(

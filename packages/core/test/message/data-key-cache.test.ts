@@ -252,6 +252,30 @@ describe("DataKeyCache as a module", () => {
     expect(released).toBe(6);
   });
 
+  it("move keeps an entry's age and uses under a free key, and never overwrites one", () => {
+    const clock = new ManualClock(0);
+    const cache = new DataKeyCache({ maxAgeMs: 1000, maxMessages: 3, clock });
+    let released = 0;
+    const prepared = { release: () => released++ };
+    cache.put("tx\u0000k", entry(), { messages: 1, bytes: 0 }, prepared);
+    cache.put("taken", entry(), { messages: 1, bytes: 0 });
+    expect(cache.move("tx\u0000k", "taken")).toBe(false);
+    expect(cache.move("absent", "k")).toBe(false);
+    expect(cache.move("tx\u0000k", "k")).toBe(true);
+    expect(cache.use("tx\u0000k", { messages: 1, bytes: 0 })).toBeUndefined();
+    // Uses charged before the move count: 1 + 1 + 1 = the limit of 3, then eviction.
+    expect(cache.use("k", { messages: 1, bytes: 0 })).toBe(prepared);
+    expect(cache.use("k", { messages: 1, bytes: 0 })).toBe(prepared);
+    expect(cache.use("k", { messages: 1, bytes: 0 })).toBeUndefined();
+    expect(released).toBe(1);
+    // Age counts from the original put.
+    cache.put("tx\u0000j", entry(), { messages: 0, bytes: 0 });
+    clock.advance(900);
+    cache.move("tx\u0000j", "j");
+    clock.advance(100);
+    expect(cache.use("j", { messages: 0, bytes: 0 })).toBeUndefined();
+  });
+
   it("validates its limits", () => {
     expect(() => new DataKeyCache({ maxAgeMs: 0 })).toThrow(ValidationError);
     expect(() => new DataKeyCache({ maxAgeMs: 10, maxMessages: 0 })).toThrow(ValidationError);
