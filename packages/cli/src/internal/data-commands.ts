@@ -1,5 +1,6 @@
 import { stat } from "node:fs/promises";
 import { resolve } from "node:path";
+import type { Transform } from "node:stream";
 import {
   createDecryptStream,
   createEncryptStream,
@@ -59,12 +60,26 @@ async function progressBar(ctx: CommandContext, input: string): Promise<Progress
   });
 }
 
-/** Runs `body` with the bar, ending its line whether the operation succeeded or not. */
-async function withProgress<T>(bar: ProgressBar, body: () => Promise<T>): Promise<T> {
+/**
+ * Moves the data with a progress bar: core's file function when both ends are files, else its
+ * stream through stdin/stdout. The bar's line ends whether the operation succeeded or not.
+ * Returns the bytes read.
+ */
+async function transfer(
+  ctx: CommandContext,
+  input: string,
+  output: string,
+  viaFiles: (onProgress: ProgressBar["file"]) => Promise<{ readonly bytesRead: number }>,
+  viaStream: () => Transform,
+): Promise<number> {
+  const bar = await progressBar(ctx, input);
   try {
-    const result = await body();
+    const bytesRead =
+      input !== "-" && output !== "-"
+        ? (await viaFiles(bar.file)).bytesRead
+        : await streamThrough(ctx.io, input, output, viaStream(), bar.update);
     bar.finish("done");
-    return result;
+    return bytesRead;
   } catch (error) {
     bar.finish("failed");
     throw error;
@@ -92,24 +107,24 @@ const encrypt: Command = {
       keyring,
       ...(frameLength === undefined ? {} : { frameLength }),
     };
-    const bar = await progressBar(ctx, input);
-    const bytesRead = await withProgress(bar, async () => {
-      if (input !== "-" && output !== "-") {
-        const done = await encryptFile({
+    const bytesRead = await transfer(
+      ctx,
+      input,
+      output,
+      (onProgress) =>
+        encryptFile({
           ...options,
           ...(context === undefined ? {} : { context }),
           in: input,
           out: output,
-          onProgress: bar.file,
-        });
-        return done.bytesRead;
-      }
-      const stream = createEncryptStream({
-        ...options,
-        ...(context === undefined ? {} : { encryptionContext: context }),
-      });
-      return streamThrough(ctx.io, input, output, stream, bar.update);
-    });
+          onProgress,
+        }),
+      () =>
+        createEncryptStream({
+          ...options,
+          ...(context === undefined ? {} : { encryptionContext: context }),
+        }),
+    );
     if (output !== "-") {
       printJson(ctx.io, {
         out: output,
@@ -158,24 +173,24 @@ const decrypt: Command = {
         info = header;
       },
     };
-    const bar = await progressBar(ctx, input);
-    const bytesRead = await withProgress(bar, async () => {
-      if (input !== "-" && output !== "-") {
-        const done = await decryptFile({
+    const bytesRead = await transfer(
+      ctx,
+      input,
+      output,
+      (onProgress) =>
+        decryptFile({
           ...options,
           ...(context === undefined ? {} : { context }),
           in: input,
           out: output,
-          onProgress: bar.file,
-        });
-        return done.bytesRead;
-      }
-      const stream = createDecryptStream({
-        ...options,
-        ...(context === undefined ? {} : { encryptionContext: context }),
-      });
-      return streamThrough(ctx.io, input, output, stream, bar.update);
-    });
+          onProgress,
+        }),
+      () =>
+        createDecryptStream({
+          ...options,
+          ...(context === undefined ? {} : { encryptionContext: context }),
+        }),
+    );
     if (output !== "-" && info !== undefined) {
       printJson(ctx.io, {
         out: output,
