@@ -11,6 +11,7 @@ import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import { ValidationError } from "../errors.ts";
 import { randomBytes } from "../hsm/random.ts";
 import { assertInteger, assertObject } from "../internal/assert.ts";
+import { publicBuffer } from "../internal/public-bytes.ts";
 import {
   DATA_KEY_LENGTH,
   type EncryptDataKeyResult,
@@ -186,10 +187,10 @@ export class MessageEncryptor {
     const tag = cipher.getAuthTag();
     let prefix: Buffer;
     if (kind === KIND_REGULAR) {
-      prefix = Buffer.allocUnsafe(4);
+      prefix = publicBuffer(4);
       prefix.writeUInt32BE(seq, 0);
     } else {
-      prefix = Buffer.allocUnsafe(12);
+      prefix = publicBuffer(12);
       prefix.writeUInt32BE(FINAL_FRAME_MARKER, 0);
       prefix.writeUInt32BE(seq, 4);
       prefix.writeUInt32BE(plaintext.length, 8);
@@ -327,8 +328,7 @@ export async function sealMessage(
   const bodyLength = headerBodyLength(fields);
   const size =
     bodyLength + TAG_LENGTH + regular * (4 + frame + TAG_LENGTH) + 12 + last + TAG_LENGTH;
-  // Pooled for small messages: the output is ciphertext, which may share node's pool slab.
-  const out = Buffer.allocUnsafe(size);
+  const out = publicBuffer(size);
   writeHeaderBody(out, fields);
   writeHeaderTag(key, out, bodyLength);
   let at = bodyLength + TAG_LENGTH;

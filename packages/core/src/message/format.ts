@@ -6,6 +6,7 @@
 import { createCipheriv, createSecretKey, hkdfSync, type KeyObject } from "node:crypto";
 import { decodeEncryptionContext } from "../envelope/encryption-context.ts";
 import { AccessDeniedError, InvalidCiphertextError, ValidationError } from "../errors.ts";
+import { publicBuffer } from "../internal/public-bytes.ts";
 import type { EncryptedDataKey } from "../keyring/keyring.ts";
 
 export const MESSAGE_FORMAT_VERSION = 0x01;
@@ -153,7 +154,7 @@ export function writeHeaderBody(out: Buffer, fields: HeaderFields): number {
  */
 export function encodeHeader(fields: HeaderFields, key: KeyObject): Buffer {
   const bodyLength = headerBodyLength(fields);
-  const out = Buffer.allocUnsafe(bodyLength + TAG_LENGTH);
+  const out = publicBuffer(bodyLength + TAG_LENGTH);
   writeHeaderBody(out, fields);
   writeHeaderTag(key, out, bodyLength);
   return out;

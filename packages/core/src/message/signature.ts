@@ -13,6 +13,7 @@ import {
   type Sign,
   type Verify,
 } from "node:crypto";
+import { publicBuffer } from "../internal/public-bytes.ts";
 import { invalidMessage, type SuiteInfo } from "./format.ts";
 
 type SignatureSpec = NonNullable<SuiteInfo["signature"]>;
@@ -80,7 +81,7 @@ export function newVerifier(spec: SignatureSpec): Verify {
 /** Signature footer: u16 BE length || DER-encoded ECDSA signature. */
 export function signatureFooter(signer: Sign, key: KeyObject): Buffer {
   const der = signer.sign({ key, dsaEncoding: "der" });
-  const out = Buffer.allocUnsafe(2 + der.length);
+  const out = publicBuffer(2 + der.length);
   out.writeUInt16BE(der.length, 0);
   der.copy(out, 2);
   return out;
