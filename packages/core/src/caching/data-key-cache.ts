@@ -49,7 +49,8 @@ export interface DataKeyUsage {
 }
 
 interface Entry {
-  readonly value: CachedDataKey;
+  /** The key bytes, for consumers that take copies; absent when only a prepared form is kept. */
+  readonly value: CachedDataKey | undefined;
   readonly prepared: PreparedDataKey | undefined;
   readonly createdAt: number;
   messages: number;
@@ -106,8 +107,8 @@ export class DataKeyCache {
    * there is none or when this use would exceed a limit (the entry is then evicted).
    */
   take(key: string, usage: DataKeyUsage): CachedDataKey | undefined {
-    const entry = this.#charge(key, usage);
-    return entry === undefined ? undefined : copy(entry.value);
+    const value = this.#charge(key, usage)?.value;
+    return value === undefined ? undefined : copy(value);
   }
 
   /**
@@ -150,9 +151,16 @@ export class DataKeyCache {
   /**
    * Stores a fresh data key, already charged with its first `usage`. Nothing is stored when that
    * first use alone reaches a limit (then `prepared` is released at once). The cache keeps its
-   * own copy of the key bytes; `prepared`, if given, is what {@link use} returns for the entry.
+   * own copy of the key bytes, if given; `prepared`, if given, is what {@link use} returns for
+   * the entry. A consumer that only ever uses the prepared form (the field engine's KeyObject)
+   * passes no bytes, so no extra plaintext copy of the key lives in the cache.
    */
-  put(key: string, value: CachedDataKey, usage: DataKeyUsage, prepared?: PreparedDataKey): void {
+  put(
+    key: string,
+    value: CachedDataKey | undefined,
+    usage: DataKeyUsage,
+    prepared?: PreparedDataKey,
+  ): void {
     if (usage.messages >= this.maxMessages || usage.bytes >= this.maxBytes) {
       prepared?.release?.();
       return;
@@ -160,7 +168,7 @@ export class DataKeyCache {
     const existing = this.#entries.get(key);
     if (existing !== undefined) this.#evict(key, existing);
     const entry: Entry = {
-      value: copy(value),
+      value: value === undefined ? undefined : copy(value),
       prepared,
       createdAt: this.#clock.now(),
       messages: usage.messages,
@@ -202,7 +210,7 @@ export class DataKeyCache {
   #evict(key: string, entry: Entry): void {
     this.#entries.delete(key);
     if (this.#newest === entry) this.#newest = undefined;
-    entry.value.dataKey.fill(0);
+    entry.value?.dataKey.fill(0);
     entry.prepared?.release?.();
   }
 }

@@ -1,11 +1,6 @@
 import { hkdf } from "@noble/hashes/hkdf.js";
 import { sha256 } from "@noble/hashes/sha2.js";
-import type {
-  CachedDataKey,
-  DataKeyCache,
-  DataKeyUsage,
-  PreparedDataKey,
-} from "../caching/data-key-cache.ts";
+import type { DataKeyCache, DataKeyUsage, PreparedDataKey } from "../caching/data-key-cache.ts";
 import type { Clock } from "../clock.ts";
 import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import { KmsInternalError } from "../errors.ts";
@@ -68,8 +63,6 @@ const DET_SALT = encoder.encode("kms1 deterministic");
 const BIDX_SALT = encoder.encode("kms1 blind index");
 const STABLE_ID_PREFIX = encoder.encode("kms1 stable data key");
 const MAX_DERIVED_KEYS = 4096;
-/** The provider id of the field engine's cache entries (the KMS that wraps the key). */
-const FIELD_PROVIDER_ID = "kms";
 const NO_USE: DataKeyUsage = { messages: 0, bytes: 0 };
 let engines = 0;
 
@@ -135,11 +128,19 @@ export class FieldDataKeys {
     bytes: number,
     transactionScope: string | undefined,
   ): Materials | undefined {
-    const cacheKey = `${this.#writePrefix}${this.#selectKey(context)}\u0000${ctxKey}`;
-    const usage = { messages: 1, bytes };
-    const durable = this.#cache.use<Materials>(cacheKey, usage);
+    const durableKey = `${this.#writePrefix}${this.#selectKey(context)}\u0000${ctxKey}`;
+    return this.#cachedWrite(durableKey, { messages: 1, bytes }, transactionScope);
+  }
+
+  /** The engine's own write key, else (inside a transaction) the one made in that scope. */
+  #cachedWrite(
+    durableKey: string,
+    usage: DataKeyUsage,
+    transactionScope: string | undefined,
+  ): Materials | undefined {
+    const durable = this.#cache.use<Materials>(durableKey, usage);
     if (durable !== undefined || transactionScope === undefined) return durable;
-    return this.#cache.use<Materials>(`${transactionScope}\u0000${cacheKey}`, usage);
+    return this.#cache.use<Materials>(scopedKey(transactionScope, durableKey), usage);
   }
 
   /**
@@ -182,17 +183,17 @@ export class FieldDataKeys {
    * none was made meanwhile) and serve writers outside it; on rollback they are dropped.
    */
   endScope(transactionScope: string, committed: boolean): void {
-    const prefix = `${transactionScope}\u0000`;
     for (const durableKey of this.#scopedWrites.get(transactionScope) ?? []) {
-      const scopedKey = prefix + durableKey;
-      if (!committed || !this.#cache.move(scopedKey, durableKey)) this.#cache.delete(scopedKey);
+      const inScope = scopedKey(transactionScope, durableKey);
+      if (!committed || !this.#cache.move(inScope, durableKey)) this.#cache.delete(inScope);
     }
     this.#scopedWrites.delete(transactionScope);
-    for (const [scopedKey, pending] of [...this.#scopedStable]) {
-      if (!scopedKey.startsWith(prefix)) continue;
-      this.#scopedStable.delete(scopedKey);
+    const prefix = scopedKey(transactionScope, "");
+    for (const [inScope, pending] of [...this.#scopedStable]) {
+      if (!inScope.startsWith(prefix)) continue;
+      this.#scopedStable.delete(inScope);
       if (!committed) continue;
-      const scope = scopedKey.slice(prefix.length);
+      const scope = inScope.slice(prefix.length);
       // Only a key that was found or created: a failed load leaves nothing behind.
       pending.then(
         (stable) => {
@@ -251,14 +252,12 @@ export class FieldDataKeys {
     const durableKey = `${this.#writePrefix}${keyId}\u0000${ctxKey}`;
     const usage = { messages: 1, bytes };
     if (transactionScope !== undefined) {
-      const cached =
-        this.#cache.use<Materials>(durableKey, usage) ??
-        this.#cache.use<Materials>(`${transactionScope}\u0000${durableKey}`, usage);
+      const cached = this.#cachedWrite(durableKey, usage, transactionScope);
       if (cached !== undefined) return cached;
       const fresh = await this.#newMaterials(
         keyId,
         context,
-        `${transactionScope}\u0000${durableKey}`,
+        scopedKey(transactionScope, durableKey),
         usage,
       );
       let created = this.#scopedWrites.get(transactionScope);
@@ -318,7 +317,7 @@ export class FieldDataKeys {
     const header = new Uint8Array(HEADER_LENGTH);
     header[0] = FORMAT_RANDOMIZED;
     header.set(idBytes, 1);
-    const cached = cachedDataKey(generated.plaintext, generated.keyId, generated.ciphertextBlob);
+    // The cache keeps only the imported key (importAesKey zeroes the plaintext bytes).
     const key = importAesKey(generated.plaintext);
     const materials: Materials = {
       id,
@@ -327,13 +326,12 @@ export class FieldDataKeys {
       key,
       kmsKeyId: generated.keyId,
     };
-    this.#cache.put(cacheKey, cached, usage, materials);
-    this.#putReadKey(id, cached, key);
-    cached.dataKey.fill(0);
+    this.#cache.put(cacheKey, undefined, usage, materials);
+    this.#putReadKey(id, key);
     return materials;
   }
 
-  #putReadKey(id: string, cached: CachedDataKey, key: AesKey): LoadedKey {
+  #putReadKey(id: string, key: AesKey): LoadedKey {
     const loaded: LoadedKey = {
       key,
       loadedAt: this.#cache.clock.now(),
@@ -345,7 +343,7 @@ export class FieldDataKeys {
     };
     // A key loaded again under an id (e.g. after its age ran out) replaces the remembered one.
     this.#lastLoaded = undefined;
-    this.#cache.put(this.#readPrefix + id, cached, NO_USE, loaded);
+    this.#cache.put(this.#readPrefix + id, undefined, NO_USE, loaded);
     return loaded;
   }
 
@@ -355,12 +353,7 @@ export class FieldDataKeys {
     let pending = this.#readKeysInFlight.get(id);
     if (pending === undefined) {
       pending = this.#unwrap(id, "randomized")
-        .then(({ raw, record }) => {
-          const cached = cachedDataKey(raw, record.kmsKeyId, record.wrappedKey);
-          const loaded = this.#putReadKey(id, cached, importAesKey(raw));
-          cached.dataKey.fill(0);
-          return loaded;
-        })
+        .then((raw) => this.#putReadKey(id, importAesKey(raw)))
         .finally(() => this.#readKeysInFlight.delete(id));
       this.#readKeysInFlight.set(id, pending);
     }
@@ -383,10 +376,7 @@ export class FieldDataKeys {
     return pending;
   }
 
-  async #unwrap(
-    id: string,
-    purpose: DataKeyRecord["purpose"],
-  ): Promise<{ raw: Uint8Array; record: DataKeyRecord }> {
+  async #unwrap(id: string, purpose: DataKeyRecord["purpose"]): Promise<Uint8Array> {
     const record = await this.record(id);
     if (record === undefined || record.purpose !== purpose) throw generic();
     const { plaintext } = await this.#kms.decrypt({
@@ -394,7 +384,7 @@ export class FieldDataKeys {
       encryptionContext: record.encryptionContext,
     });
     if (plaintext.length !== 32) throw generic();
-    return { raw: plaintext, record };
+    return plaintext;
   }
 
   stableForScope(
@@ -408,12 +398,12 @@ export class FieldDataKeys {
     if (pending === undefined && transactionScope !== undefined) {
       // Inside a transaction: the key row may be rolled back, so nothing found or created here
       // is cached beyond the transaction.
-      const scopedKey = `${transactionScope}\u0000${scope}`;
-      let scoped = this.#scopedStable.get(scopedKey);
+      const inScope = scopedKey(transactionScope, scope);
+      let scoped = this.#scopedStable.get(inScope);
       if (scoped === undefined) {
         scoped = this.#loadOrCreateStableUncached(keyId, context);
-        bounded(this.#scopedStable, scopedKey, scoped);
-        scoped.catch(() => this.#scopedStable.delete(scopedKey));
+        bounded(this.#scopedStable, inScope, scoped);
+        scoped.catch(() => this.#scopedStable.delete(inScope));
       }
       return scoped;
     }
@@ -430,7 +420,7 @@ export class FieldDataKeys {
     if (pending === undefined) {
       pending = this.record(id).then(async (record) => {
         if (record === undefined || record.purpose !== "stable") throw generic();
-        return { id, raw: (await this.#unwrap(id, "stable")).raw, kmsKeyId: record.kmsKeyId };
+        return { id, raw: await this.#unwrap(id, "stable"), kmsKeyId: record.kmsKeyId };
       });
       this.#stableById.set(id, pending);
       const settling = pending;
@@ -508,19 +498,6 @@ export class FieldDataKeys {
   }
 }
 
-/**
- * The cache's record of a data key: a copy of the plaintext (the cache copies again and zeroes
- * its copy on eviction) and the wrapped key with the KMS key that wraps it.
- */
-function cachedDataKey(raw: Uint8Array, kmsKeyId: string, wrapped: Uint8Array): CachedDataKey {
-  return {
-    dataKey: new Uint8Array(raw),
-    encryptedDataKeys: [
-      { providerId: FIELD_PROVIDER_ID, providerInfo: kmsKeyId, ciphertext: wrapped },
-    ],
-  };
-}
-
 /** First 16 bytes of SHA-256("kms1 stable data key" || u16 len || keyId || context encoding). */
 function stableDataKeyId(keyId: string, context: EncryptionContext): Uint8Array {
   const keyBytes = encoder.encode(keyId);
@@ -536,6 +513,11 @@ function stableDataKeyId(keyId: string, context: EncryptionContext): Uint8Array 
 const MAX_SCOPED_ENTRIES = 256;
 
 /** Inserts into a map that forgets its oldest entries beyond MAX_SCOPED_ENTRIES. */
+/** A cache or map key private to one transaction scope. */
+function scopedKey(transactionScope: string, key: string): string {
+  return `${transactionScope}\u0000${key}`;
+}
+
 function bounded<V>(map: Map<string, V>, key: string, value: V): void {
   if (map.size >= MAX_SCOPED_ENTRIES) {
     const oldest = map.keys().next();

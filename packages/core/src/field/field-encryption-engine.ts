@@ -221,34 +221,12 @@ export class FieldEncryptionEngine {
   ): Promise<Uint8Array> {
     // Fast path without an async frame: the data key is cached (the common case).
     try {
-      const sealed = this.#encryptCached(binding, spec, value, options);
+      const sealed = this.encryptIfCached(binding, spec, value, options);
       if (sealed !== undefined) return Promise.resolve(sealed);
     } catch (error) {
       return Promise.reject(error);
     }
     return this.#encryptSlow(binding, spec, value, options);
-  }
-
-  #encryptCached(
-    binding: FieldBinding,
-    spec: FieldSpec,
-    value: unknown,
-    options: EncryptCallOptions | undefined,
-  ): Uint8Array | undefined {
-    if (spec.mode === "deterministic") return undefined;
-    const ctxKey = contextKey(binding.context);
-    const plaintext = encodeFieldValue(binding.field, spec.type, value);
-    const materials = this.#keys.cachedMaterials(
-      binding.context,
-      ctxKey,
-      plaintext.length,
-      options?.transactionScope,
-    );
-    if (materials === undefined) {
-      plaintext.fill(0);
-      return undefined;
-    }
-    return this.#sealRandomized(materials, encodeBinding(binding, ctxKey), plaintext);
   }
 
   async #encryptSlow(
@@ -314,7 +292,20 @@ export class FieldEncryptionEngine {
     value: unknown,
     options?: EncryptCallOptions,
   ): Uint8Array | undefined {
-    return this.#encryptCached(binding, spec, value, options);
+    if (spec.mode === "deterministic") return undefined;
+    const ctxKey = contextKey(binding.context);
+    const plaintext = encodeFieldValue(binding.field, spec.type, value);
+    const materials = this.#keys.cachedMaterials(
+      binding.context,
+      ctxKey,
+      plaintext.length,
+      options?.transactionScope,
+    );
+    if (materials === undefined) {
+      plaintext.fill(0);
+      return undefined;
+    }
+    return this.#sealRandomized(materials, encodeBinding(binding, ctxKey), plaintext);
   }
 
   /** `encryptIfCached`, then the text form (`kms1:` + base64url). */
@@ -324,7 +315,7 @@ export class FieldEncryptionEngine {
     value: unknown,
     options?: EncryptCallOptions,
   ): string | undefined {
-    const sealed = this.#encryptCached(binding, spec, value, options);
+    const sealed = this.encryptIfCached(binding, spec, value, options);
     return sealed === undefined ? undefined : toFieldText(sealed);
   }
 
@@ -336,7 +327,7 @@ export class FieldEncryptionEngine {
     options?: EncryptCallOptions,
   ): Promise<string> {
     try {
-      const sealed = this.#encryptCached(binding, spec, value, options);
+      const sealed = this.encryptIfCached(binding, spec, value, options);
       if (sealed !== undefined) return Promise.resolve(toFieldText(sealed));
     } catch (error) {
       return Promise.reject(error);

@@ -20,7 +20,6 @@ type TemplatePart =
   | { readonly key: string; readonly fallback?: string };
 
 export interface PolicyTemplate {
-  readonly template: true;
   readonly parts: readonly TemplatePart[];
 }
 
@@ -50,7 +49,7 @@ export function parseTemplate(text: string): PolicyValue | { readonly problem: s
     parts.push(variable.part);
     at = variable.end;
   }
-  return { template: true, parts };
+  return { parts };
 }
 
 function readVariable(
@@ -110,7 +109,7 @@ function escapeGlob(text: string): string {
  * undefined when a variable without default has no single value. `glob`: the result is a
  * pattern for StringLike / ArnLike / Resource, where substituted text must stay literal.
  */
-export function resolveTemplate(
+function resolveTemplate(
   template: PolicyTemplate,
   lookup: (key: string) => readonly string[] | undefined,
   glob: boolean,
