@@ -8,12 +8,12 @@ import {
   NotFoundError,
   type StoredAlias,
   type StoredKey,
-  ValidationError,
 } from "@kms/core";
 import type pg from "pg";
 import { ChangeFeed } from "./internal/change-feed.ts";
 import {
   hostOf,
+  integerOption,
   lockTimeoutOption,
   pgCode,
   poolOption,
@@ -88,14 +88,6 @@ export type PostgresKeyStoreOptions = CommonOptions &
       }
   );
 
-function checkCount(name: string, value: number | undefined, fallback: number, min = 0): number {
-  if (value === undefined) return fallback;
-  if (!Number.isSafeInteger(value) || value < min) {
-    throw new ValidationError(`"${name}" expected an integer ≥ ${min}, got ${String(value)}`);
-  }
-  return value;
-}
-
 /**
  * A KeyStore in PostgreSQL, shared by any number of application instances.
  *
@@ -149,8 +141,8 @@ export class PostgresKeyStore implements KeyStore {
    */
   static async open(options: PostgresKeyStoreOptions): Promise<PostgresKeyStore> {
     const schema = schemaOption(options.schema);
-    const maxStalenessMs = checkCount("maxStalenessMs", options.maxStalenessMs, 1_000, 2);
-    const cacheSize = checkCount("cacheSize", options.cacheSize, 1_000);
+    const maxStalenessMs = integerOption("maxStalenessMs", options.maxStalenessMs, 1_000, 2);
+    const cacheSize = integerOption("cacheSize", options.cacheSize, 1_000);
     const lockTimeoutMs = lockTimeoutOption(options.lockTimeoutMs);
     const { pool, ownsPool } = poolOption(options);
     const where = hostOf(pool.options);

@@ -65,25 +65,36 @@ export function poolOption(options: {
   return { pool, ownsPool: true };
 }
 
-/** Largest lock_timeout PostgreSQL accepts, in ms. */
-const MAX_LOCK_TIMEOUT_MS = 2_147_483_647;
+/**
+ * An integer option from `min` to `max`, `fallback` when absent.
+ * @throws ValidationError otherwise.
+ */
+export function integerOption(
+  name: string,
+  value: unknown,
+  fallback: number,
+  min = 0,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min || value > max) {
+    throw new ValidationError(
+      `"${name}" expected an integer from ${min} to ${max}, got ${String(value)}`,
+    );
+  }
+  return value;
+}
 
 /**
  * The `lockTimeoutMs` option, default 10 s: how long a write transaction waits for the lock
  * that serializes writers (the change counter, the audit head) before it fails. Without it, one
  * stuck transaction — a client paused mid-transaction, a manual `SELECT … FOR UPDATE` left
- * open — stalls every KMS write indefinitely. 0 waits forever, as PostgreSQL's default.
- * @throws ValidationError when it is not an integer from 0 to 2^31 − 1.
+ * open — stalls every KMS write indefinitely. 0 waits forever, as PostgreSQL's default; the
+ * largest value PostgreSQL accepts is 2^31 − 1.
+ * @throws ValidationError when it is not an integer in that range.
  */
 export function lockTimeoutOption(value: unknown): number {
-  if (value === undefined) return 10_000;
-  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
-    throw new ValidationError(`"lockTimeoutMs" expected an integer ≥ 0, got ${String(value)}`);
-  }
-  if (value > MAX_LOCK_TIMEOUT_MS) {
-    throw new ValidationError(`"lockTimeoutMs" must be at most ${MAX_LOCK_TIMEOUT_MS}`);
-  }
-  return value;
+  return integerOption("lockTimeoutMs", value, 10_000, 0, 2_147_483_647);
 }
 
 /** Applies the validated timeout to the current transaction only (no pooled-session leak). */
