@@ -66,7 +66,11 @@ export class TypeormFieldEncryption {
   readonly entities: readonly EntitySchema<DataKeyRow>[];
   /** The subscriber class to list in the DataSource's `subscribers`. */
   readonly subscriber: new () => EntitySubscriberInterface;
-  readonly #transactions = new WeakMap<QueryRunner, string>();
+  /** The engine options (transaction scope) of each query runner's open transaction. */
+  readonly #transactions = new WeakMap<
+    QueryRunner,
+    EncryptCallOptions & { transactionScope: string }
+  >();
   readonly #snapshots = new WeakMap<object, Map<string, unknown>>();
   readonly #pending = new WeakMap<QueryRunner, Set<object>>();
   readonly #gates = new Map<string, Map<string, Promise<void>>>();
@@ -131,13 +135,13 @@ export class TypeormFieldEncryption {
     if (!SINGLE_CONNECTION.has(dataSource.options.type)) return NO_OPTIONS;
     const active = queryRunner?.isTransactionActive === true ? queryRunner : undefined;
     if (active === undefined) return NO_OPTIONS;
-    let scope = this.#transactions.get(active);
-    if (scope === undefined) {
+    let options = this.#transactions.get(active);
+    if (options === undefined) {
       transactionCounter += 1;
-      scope = `typeorm-tx-${transactionCounter}`;
-      this.#transactions.set(active, scope);
+      options = { transactionScope: `typeorm-tx-${transactionCounter}` };
+      this.#transactions.set(active, options);
     }
-    return { transactionScope: scope };
+    return options;
   }
 
   /**
@@ -368,7 +372,7 @@ export class TypeormFieldEncryption {
    */
   endTransaction(queryRunner: QueryRunner, outcome: "commit" | "rollback"): void {
     if (queryRunner.isTransactionActive) return;
-    const scope = this.#transactions.get(queryRunner);
+    const scope = this.#transactions.get(queryRunner)?.transactionScope;
     if (scope !== undefined) {
       this.#gates.delete(scope);
       this.engine.endTransactionScope(scope, outcome);
