@@ -67,12 +67,12 @@ export function createProgressBar(options: ProgressBarOptions): ProgressBar {
   const mode = show === "never" ? "off" : tty ? "tty" : show === "always" ? "lines" : "off";
   const { label, unit } = options;
   const started = now();
+  const interval = mode === "tty" ? TTY_INTERVAL_MS : LINE_INTERVAL_MS;
   let total = options.total;
   let done = 0;
   let extra = "";
-  let lastDraw = Number.NEGATIVE_INFINITY;
-  let lastLine = started;
-  let drawn = false;
+  // A terminal gets its first frame at once, a log its first line after a full interval.
+  let lastWrite = mode === "tty" ? Number.NEGATIVE_INFINITY : started;
   let finished = false;
 
   const figures = (): string => {
@@ -92,7 +92,7 @@ export function createProgressBar(options: ProgressBarOptions): ProgressBar {
     return parts.join("  ");
   };
 
-  const drawTty = (): void => {
+  const ttyLine = (): string => {
     const text = figures();
     const withBar =
       total === undefined ? `${label}  ${text}` : `${label} ${graphic(done, total)} ${text}`;
@@ -102,8 +102,7 @@ export function createProgressBar(options: ProgressBarOptions): ProgressBar {
     if (columns !== undefined && columns > 1 && line.length >= columns) {
       line = `${label}  ${text}`.slice(0, columns - 1);
     }
-    output.write(`\r${line}\x1b[K`);
-    drawn = true;
+    return `\r${line}\x1b[K`;
   };
 
   const update = (value: number, newTotal?: number): void => {
@@ -111,14 +110,9 @@ export function createProgressBar(options: ProgressBarOptions): ProgressBar {
     if (newTotal !== undefined) total = newTotal;
     if (finished || mode === "off") return;
     const t = now();
-    if (mode === "tty") {
-      if (t - lastDraw < TTY_INTERVAL_MS) return;
-      lastDraw = t;
-      drawTty();
-    } else if (t - lastLine >= LINE_INTERVAL_MS) {
-      lastLine = t;
-      output.write(`${label}: ${figures()}\n`);
-    }
+    if (t - lastWrite < interval) return;
+    lastWrite = t;
+    output.write(mode === "tty" ? ttyLine() : `${label}: ${figures()}\n`);
   };
 
   return {
@@ -137,12 +131,9 @@ export function createProgressBar(options: ProgressBarOptions): ProgressBar {
         outcome === "done"
           ? `done, ${amount(done, unit)} in ${seconds}${extra === "" ? "" : `, ${extra}`}`
           : `failed after ${amount(done, unit)}`;
-      if (mode === "tty") {
-        // The final state replaces the bar, so a log of the terminal keeps one line per run.
-        output.write(`${drawn ? "\r" : ""}${label}: ${summary}\x1b[K\n`);
-      } else {
-        output.write(`${label}: ${summary}\n`);
-      }
+      // On a terminal the final state replaces the bar (`\r` is harmless when none was drawn),
+      // so a log of the terminal keeps one line per run.
+      output.write(mode === "tty" ? `\r${label}: ${summary}\x1b[K\n` : `${label}: ${summary}\n`);
     },
   };
 }

@@ -22,6 +22,11 @@ const GLOBAL_OPTIONS = {
   help: { type: "boolean", short: "h" },
 } as const;
 
+/** Global flags whose value is the next argument, so it is not taken for the command. */
+const GLOBAL_VALUE_FLAGS: readonly string[] = Object.entries(GLOBAL_OPTIONS)
+  .filter(([, option]) => option.type === "string")
+  .map(([name]) => `--${name}`);
+
 /** Exit codes: success, a failed operation, a mistake on the command line. */
 export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
@@ -113,7 +118,7 @@ function commandIndex(argv: readonly string[]): number {
   for (let i = 0; i < argv.length; i += 1) {
     const arg = argv[i] as string;
     if (arg === "--") return i + 1 < argv.length ? i + 1 : -1;
-    if (arg === "--data-dir" || arg === "--root-key-file" || arg === "--principal") {
+    if (GLOBAL_VALUE_FLAGS.includes(arg)) {
       i += 1;
       continue;
     }

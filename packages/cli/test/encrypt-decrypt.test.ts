@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { plaintext, run, workspace } from "./helpers.ts";
+import { plaintext, type RunResult, run, workspace } from "./helpers.ts";
 
 const ws = workspace();
 const opts = { cwd: ws.dir, env: ws.env };
@@ -21,7 +21,18 @@ function leftovers(): string[] {
   return readdirSync(ws.dir).filter((name) => name.endsWith(".partial"));
 }
 
+/** Runs a command that must fail with exit 1 and `error` on stderr, leaving nothing at `--out`. */
+async function refused(argv: string[], error: RegExp, stdin?: Buffer): Promise<RunResult> {
+  const result = await run(argv, stdin === undefined ? opts : { ...opts, stdin });
+  expect(result.code).toBe(1);
+  expect(result.err).toMatch(error);
+  expect(existsSync(join(ws.dir, argv[argv.indexOf("--out") + 1] as string))).toBe(false);
+  return result;
+}
+
 describe("encrypt → decrypt round trip", () => {
+  const context = ["--context", "purpose=test", "--context", "size=x=y"];
+
   // Frame size 1024: empty, one byte, one short of a frame, exact frames, one past.
   it.each([0, 1, 1023, 1024, 1025, 2048, 3073])("%i bytes", async (size) => {
     const data = plaintext(size);
@@ -35,10 +46,7 @@ describe("encrypt → decrypt round trip", () => {
         `p${size}`,
         "--out",
         `p${size}.kms`,
-        "--context",
-        "purpose=test",
-        "--context",
-        "size=x=y",
+        ...context,
         "--frame-size",
         "1024",
       ],
@@ -51,17 +59,7 @@ describe("encrypt → decrypt round trip", () => {
     if (size > 20) expect(sealed.includes(data.subarray(0, 20))).toBe(false);
 
     const dec = await run(
-      [
-        "decrypt",
-        "--in",
-        `p${size}.kms`,
-        "--out",
-        `p${size}.out`,
-        "--context",
-        "purpose=test",
-        "--context",
-        "size=x=y",
-      ],
+      ["decrypt", "--in", `p${size}.kms`, "--out", `p${size}.out`, ...context],
       opts,
     );
     expect(dec.code).toBe(0);
@@ -104,15 +102,11 @@ describe("encrypt → decrypt round trip", () => {
 });
 
 describe("decrypt refusals", () => {
-  let sealed: string;
+  const sealed = "secret.kms";
   beforeAll(async () => {
     writeFileSync(join(ws.dir, "secret"), plaintext(4000));
-    const enc = await run(["encrypt", "--key", keyId, "--in", "secret", "--out", "secret.kms"], {
-      ...opts,
-      env: ws.env,
-    });
+    const enc = await run(["encrypt", "--key", keyId, "--in", "secret", "--out", sealed], opts);
     expect(enc.code).toBe(0);
-    sealed = "secret.kms";
     // Adding the context afterwards would change nothing: encrypt a second one with context.
     const withContext = await run(
       ["encrypt", "--key", keyId, "--in", "secret", "--out", "ctx.kms", "--context", "tenant=a"],
@@ -122,35 +116,27 @@ describe("decrypt refusals", () => {
   });
 
   it("a wrong --context is InvalidCiphertextException, exit 1, no output file", async () => {
-    const dec = await run(
+    const dec = await refused(
       ["decrypt", "--in", "ctx.kms", "--out", "wrong.out", "--context", "tenant=b"],
-      opts,
+      /^InvalidCiphertextException: /,
     );
-    expect(dec.code).toBe(1);
-    expect(dec.err).toMatch(/^InvalidCiphertextException: /);
     expect(dec.out).toBe("");
-    expect(existsSync(join(ws.dir, "wrong.out"))).toBe(false);
     expect(leftovers()).toEqual([]);
   });
 
   it("a missing --context pair is the same failure (exact match, as KMS Decrypt)", async () => {
-    const dec = await run(
+    await refused(
       ["decrypt", "--in", "ctx.kms", "--out", "wrong.out", "--context", "other=a"],
-      opts,
+      /^InvalidCiphertextException: /,
     );
-    expect(dec.code).toBe(1);
-    expect(dec.err).toMatch(/^InvalidCiphertextException: /);
-    expect(existsSync(join(ws.dir, "wrong.out"))).toBe(false);
   });
 
   it("a wrong --context on stdin → file leaves no output file either", async () => {
-    const dec = await run(["decrypt", "--in", "-", "--out", "wrong.out", "--context", "tenant=b"], {
-      ...opts,
-      stdin: readFileSync(join(ws.dir, "ctx.kms")),
-    });
-    expect(dec.code).toBe(1);
-    expect(dec.err).toMatch(/^InvalidCiphertextException: /);
-    expect(existsSync(join(ws.dir, "wrong.out"))).toBe(false);
+    await refused(
+      ["decrypt", "--in", "-", "--out", "wrong.out", "--context", "tenant=b"],
+      /^InvalidCiphertextException: /,
+      readFileSync(join(ws.dir, "ctx.kms")),
+    );
     expect(leftovers()).toEqual([]);
   });
 
@@ -158,21 +144,18 @@ describe("decrypt refusals", () => {
     const bytes = readFileSync(join(ws.dir, sealed));
     bytes[bytes.length - 5] = (bytes[bytes.length - 5] as number) ^ 1;
     writeFileSync(join(ws.dir, "tampered.kms"), bytes);
-    const dec = await run(["decrypt", "--in", "tampered.kms", "--out", "tampered.out"], opts);
-    expect(dec.code).toBe(1);
-    expect(dec.err).toMatch(/^InvalidCiphertextException: /);
-    expect(existsSync(join(ws.dir, "tampered.out"))).toBe(false);
+    await refused(
+      ["decrypt", "--in", "tampered.kms", "--out", "tampered.out"],
+      /^InvalidCiphertextException: /,
+    );
     expect(leftovers()).toEqual([]);
   });
 
   it("--require-context refuses a message without the pair (AccessDeniedException)", async () => {
-    const dec = await run(
+    await refused(
       ["decrypt", "--in", "ctx.kms", "--out", "req.out", "--require-context", "tenant=b"],
-      opts,
+      /^AccessDeniedException: .*encryption context key "tenant"/,
     );
-    expect(dec.code).toBe(1);
-    expect(dec.err).toMatch(/^AccessDeniedException: .*encryption context key "tenant"/);
-    expect(existsSync(join(ws.dir, "req.out"))).toBe(false);
     const ok = await run(
       ["decrypt", "--in", "ctx.kms", "--out", "req.out", "--require-context", "tenant=a"],
       opts,
@@ -218,14 +201,11 @@ describe("decrypt refusals", () => {
     const disabled = await run(["disable-key", keyId], opts);
     expect(disabled.code).toBe(0);
     expect(JSON.parse(disabled.out)).toEqual({ keyId, keyState: "Disabled" });
-    const enc = await run(["encrypt", "--key", keyId, "--in", "secret", "--out", "d.kms"], opts);
-    expect(enc.code).toBe(1);
-    expect(enc.err).toMatch(/^DisabledException: /);
-    expect(existsSync(join(ws.dir, "d.kms"))).toBe(false);
-    const dec = await run(["decrypt", "--in", sealed, "--out", "d.out"], opts);
-    expect(dec.code).toBe(1);
-    expect(dec.err).toMatch(/^InvalidCiphertextException: /);
-    expect(existsSync(join(ws.dir, "d.out"))).toBe(false);
+    await refused(
+      ["encrypt", "--key", keyId, "--in", "secret", "--out", "d.kms"],
+      /^DisabledException: /,
+    );
+    await refused(["decrypt", "--in", sealed, "--out", "d.out"], /^InvalidCiphertextException: /);
     expect(leftovers()).toEqual([]);
 
     expect((await run(["enable-key", keyId], opts)).code).toBe(0);

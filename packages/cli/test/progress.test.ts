@@ -1,124 +1,94 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createProgressBar, type ProgressOutput } from "../src/index.ts";
+import { createProgressBar, type ProgressBarOptions, type ProgressOutput } from "../src/index.ts";
 import { plaintext, run, workspace } from "./helpers.ts";
 
-function fakeOutput(tty: boolean, columns = 120): ProgressOutput & { text: () => string } {
+/**
+ * A bar on a fake output (a 120-column terminal unless told) with a manual clock at 0.
+ * `text` is everything written; `frames` splits a terminal's redraws at `\r`.
+ */
+function setup(
+  options: Partial<ProgressBarOptions> & { readonly tty?: boolean; readonly columns?: number } = {},
+) {
+  const { tty = true, columns = 120, ...barOptions } = options;
   const writes: string[] = [];
-  return { isTTY: tty, columns, write: (s: string) => writes.push(s), text: () => writes.join("") };
-}
-
-function clock(): { now: () => number; advance: (ms: number) => void } {
   let t = 0;
-  return { now: () => t, advance: (ms) => (t += ms) };
+  const output: ProgressOutput = { isTTY: tty, columns, write: (s: string) => writes.push(s) };
+  const bar = createProgressBar({ label: "x", unit: "bytes", output, now: () => t, ...barOptions });
+  const text = (): string => writes.join("");
+  return {
+    bar,
+    text,
+    frames: () =>
+      text()
+        .split("\r")
+        .filter((f) => f !== ""),
+    advance: (ms: number) => {
+      t += ms;
+    },
+  };
 }
 
 describe("createProgressBar", () => {
   it("redraws one line on a terminal: bar, percent, bytes, rate, ETA", () => {
-    const out = fakeOutput(true);
-    const c = clock();
-    const bar = createProgressBar({
-      label: "encrypt",
-      total: 4 * 1024 * 1024,
-      unit: "bytes",
-      output: out,
-      now: c.now,
-    });
-    c.advance(1000);
+    const { bar, text, frames, advance } = setup({ label: "encrypt", total: 4 * 1024 * 1024 });
+    advance(1000);
     bar.update(1024 * 1024);
-    expect(out.text()).toBe(
+    expect(text()).toBe(
       "\rencrypt [######------------------] 25%  1.0 MiB / 4.0 MiB  1.0 MiB/s  ETA 3s\x1b[K",
     );
-    c.advance(1000);
+    advance(1000);
     bar.update(2 * 1024 * 1024);
     bar.finish();
-    const frames = out
-      .text()
-      .split("\r")
-      .filter((f) => f !== "");
-    expect(frames).toHaveLength(3);
-    expect(frames[1]).toContain("50%");
-    expect(frames[2]).toBe("encrypt: done, 2.0 MiB in 2s\x1b[K\n");
+    expect(frames()).toHaveLength(3);
+    expect(frames()[1]).toContain("50%");
+    expect(frames()[2]).toBe("encrypt: done, 2.0 MiB in 2s\x1b[K\n");
   });
 
   it("redraws at most ten times a second on a terminal", () => {
-    const out = fakeOutput(true);
-    const c = clock();
-    const bar = createProgressBar({
-      label: "x",
-      total: 1000,
-      unit: "bytes",
-      output: out,
-      now: c.now,
-    });
+    const { bar, frames, advance } = setup({ total: 1000 });
     for (let i = 1; i <= 100; i += 1) {
-      c.advance(10);
+      advance(10);
       bar.update(i * 10);
     }
     // 100 updates over one second: the first, then one per 100 ms.
-    expect(
-      out
-        .text()
-        .split("\r")
-        .filter((f) => f !== ""),
-    ).toHaveLength(10);
+    expect(frames()).toHaveLength(10);
   });
 
   it("drops the graphic when the line would not fit the terminal", () => {
-    const out = fakeOutput(true, 50);
-    const c = clock();
-    const bar = createProgressBar({
-      label: "decrypt",
-      total: 100,
-      unit: "bytes",
-      output: out,
-      now: c.now,
-    });
-    c.advance(500);
+    const { bar, text, advance } = setup({ label: "decrypt", total: 100, columns: 50 });
+    advance(500);
     bar.update(50);
-    expect(out.text()).toBe("\rdecrypt  50%  50 B / 100 B  100 B/s  ETA 1s\x1b[K");
-    const narrow = fakeOutput(true, 20);
-    const clipped = createProgressBar({
-      label: "decrypt",
-      total: 100,
-      unit: "bytes",
-      output: narrow,
-      now: c.now,
-    });
-    clipped.update(50);
+    expect(text()).toBe("\rdecrypt  50%  50 B / 100 B  100 B/s  ETA 1s\x1b[K");
+    const narrow = setup({ label: "decrypt", total: 100, columns: 20 });
+    narrow.bar.update(50);
     expect(narrow.text()).toBe("\rdecrypt  50%  50 B \x1b[K");
   });
 
   it("prints nothing off a terminal by default", () => {
-    const out = fakeOutput(false);
-    const bar = createProgressBar({ label: "x", total: 10, unit: "bytes", output: out });
+    const { bar, text } = setup({ tty: false, total: 10 });
     bar.update(5);
     bar.finish();
-    expect(out.text()).toBe("");
+    expect(text()).toBe("");
   });
 
   it('off a terminal with show "always": at most one line per second plus a final line', () => {
-    const out = fakeOutput(false);
-    const c = clock();
-    const bar = createProgressBar({
+    const { bar, text, advance } = setup({
+      tty: false,
       label: "encrypt",
       total: 3000,
-      unit: "bytes",
-      output: out,
       show: "always",
-      now: c.now,
     });
     for (let i = 1; i <= 25; i += 1) {
-      c.advance(100);
+      advance(100);
       bar.update(i * 100);
     }
     bar.finish();
-    const lines = out
-      .text()
+    const lines = text()
       .split("\n")
       .filter((l) => l !== "");
-    expect(out.text()).not.toContain("\r");
+    expect(text()).not.toContain("\r");
     expect(lines).toEqual([
       "encrypt: 33%  1000 B / 2.9 KiB  1000 B/s  ETA 2s",
       "encrypt: 66%  2.0 KiB / 2.9 KiB  1000 B/s  ETA 1s",
@@ -127,41 +97,35 @@ describe("createProgressBar", () => {
   });
 
   it('show "never" is silent even on a terminal', () => {
-    const out = fakeOutput(true);
-    const bar = createProgressBar({ label: "x", unit: "bytes", output: out, show: "never" });
+    const { bar, text } = setup({ show: "never" });
     bar.update(5);
     bar.finish();
-    expect(out.text()).toBe("");
+    expect(text()).toBe("");
   });
 
   it("without a total: amount and rate, no percent or ETA", () => {
-    const out = fakeOutput(true);
-    const c = clock();
-    const bar = createProgressBar({ label: "stdin", unit: "bytes", output: out, now: c.now });
-    c.advance(2000);
+    const { bar, text, advance } = setup({ label: "stdin" });
+    advance(2000);
     bar.update(4096);
-    expect(out.text()).toBe("\rstdin  4.0 KiB  2.0 KiB/s\x1b[K");
+    expect(text()).toBe("\rstdin  4.0 KiB  2.0 KiB/s\x1b[K");
   });
 
   it("takes re-encryption checkpoints as rows", async () => {
-    const out = fakeOutput(false);
-    const c = clock();
-    const bar = createProgressBar({
+    const { bar, text, advance } = setup({
+      tty: false,
       label: "reencrypt patient",
       total: 300,
       unit: "rows",
-      output: out,
       show: "always",
-      now: c.now,
     });
     const onProgress = bar.checkpoint; // passed unbound, as an onProgress option would be
-    c.advance(1000);
+    advance(1000);
     onProgress({ cursor: 100, scanned: 100, reencrypted: 90, conflicts: 1 });
-    c.advance(1000);
+    advance(1000);
     onProgress({ cursor: 200, scanned: 200, reencrypted: 180, conflicts: 1 });
     bar.finish();
     bar.finish();
-    expect(out.text()).toBe(
+    expect(text()).toBe(
       [
         "reencrypt patient: 33%  100 rows / 300 rows  100 rows/s  ETA 2s  re-encrypted 90, conflicts 1",
         "reencrypt patient: 66%  200 rows / 300 rows  100 rows/s  ETA 1s  re-encrypted 180, conflicts 1",
@@ -172,11 +136,10 @@ describe("createProgressBar", () => {
   });
 
   it("a failure ends the line with what was done", () => {
-    const out = fakeOutput(true);
-    const bar = createProgressBar({ label: "decrypt", total: 100, unit: "bytes", output: out });
+    const { bar, text } = setup({ label: "decrypt", total: 100 });
     bar.file({ bytesRead: 40, totalBytes: 100 });
     bar.finish("failed");
-    expect(out.text().endsWith("\rdecrypt: failed after 40 B\x1b[K\n")).toBe(true);
+    expect(text().endsWith("\rdecrypt: failed after 40 B\x1b[K\n")).toBe(true);
   });
 
   it("refuses a bad label or unit", () => {

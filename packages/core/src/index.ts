@@ -180,6 +180,7 @@ export {
   DEFAULT_FRAME_LENGTH,
   MAX_FRAME_LENGTH,
   type MessageSuite,
+  RESERVED_CONTEXT_PREFIX,
 } from "./message/format.ts";
 export { type DecryptedMessage, decryptMessage, encryptMessage } from "./message/message.ts";
 export { createDecryptStream, createEncryptStream } from "./message/node-stream.ts";

@@ -1,17 +1,15 @@
 import { stat } from "node:fs/promises";
 import { resolve } from "node:path";
-import type { Transform } from "node:stream";
 import {
-  createDecryptStream,
-  createEncryptStream,
   type DecryptPolicy,
   decryptFile,
   encryptFile,
+  type FileProgress,
   KMS_PROVIDER_ID,
   KmsKeyring,
-  type MessageInfo,
+  RESERVED_CONTEXT_PREFIX,
 } from "@kms/core";
-import { createProgressBar, type ProgressBar } from "../progress-bar.ts";
+import { createProgressBar } from "../progress-bar.ts";
 import {
   booleanOption,
   contextOption,
@@ -20,7 +18,6 @@ import {
   stringsOption,
 } from "./args.ts";
 import { type Command, type CommandContext, printJson } from "./command.ts";
-import { streamThrough } from "./transfer.ts";
 import { UsageError } from "./usage.ts";
 
 const IO_OPTIONS = {
@@ -41,45 +38,35 @@ function paths(ctx: CommandContext): { input: string; output: string } {
   return result;
 }
 
-async function progressBar(ctx: CommandContext, input: string): Promise<ProgressBar> {
+/**
+ * Runs core's file function with a progress bar, whose line ends whether the operation
+ * succeeded or not. `-` stands for stdin or stdout.
+ */
+async function transfer<R>(
+  ctx: CommandContext,
+  input: string,
+  output: string,
+  run: (ends: {
+    in: string | NodeJS.ReadableStream;
+    out: string | NodeJS.WritableStream;
+    onProgress: (progress: FileProgress) => void;
+  }) => Promise<R>,
+): Promise<R> {
   const flag = booleanOption(ctx.values, "progress");
-  // A missing input file is reported by the operation itself, with its path.
-  const total =
-    input === "-"
-      ? undefined
-      : await stat(input).then(
-          (s) => s.size,
-          () => undefined,
-        );
-  return createProgressBar({
+  const bar = createProgressBar({
     label: ctx.command,
-    ...(total === undefined ? {} : { total }),
     unit: "bytes",
     output: ctx.io.stderr,
     show: flag === true ? "always" : flag === false ? "never" : "auto",
   });
-}
-
-/**
- * Moves the data with a progress bar: core's file function when both ends are files, else its
- * stream through stdin/stdout. The bar's line ends whether the operation succeeded or not.
- * Returns the bytes read.
- */
-async function transfer(
-  ctx: CommandContext,
-  input: string,
-  output: string,
-  viaFiles: (onProgress: ProgressBar["file"]) => Promise<{ readonly bytesRead: number }>,
-  viaStream: () => Transform,
-): Promise<number> {
-  const bar = await progressBar(ctx, input);
   try {
-    const bytesRead =
-      input !== "-" && output !== "-"
-        ? (await viaFiles(bar.file)).bytesRead
-        : await streamThrough(ctx.io, input, output, viaStream(), bar.update);
+    const result = await run({
+      in: input === "-" ? ctx.io.stdin : input,
+      out: output === "-" ? ctx.io.stdout : output,
+      onProgress: bar.file,
+    });
     bar.finish("done");
-    return bytesRead;
+    return result;
   } catch (error) {
     bar.finish("failed");
     throw error;
@@ -103,27 +90,13 @@ const encrypt: Command = {
     }
     const kms = await ctx.kms();
     const keyring = new KmsKeyring({ kms, keyIds: [key], callOptions: ctx.callOptions });
-    const options = {
-      keyring,
-      ...(frameLength === undefined ? {} : { frameLength }),
-    };
-    const bytesRead = await transfer(
-      ctx,
-      input,
-      output,
-      (onProgress) =>
-        encryptFile({
-          ...options,
-          ...(context === undefined ? {} : { context }),
-          in: input,
-          out: output,
-          onProgress,
-        }),
-      () =>
-        createEncryptStream({
-          ...options,
-          ...(context === undefined ? {} : { encryptionContext: context }),
-        }),
+    const { bytesRead } = await transfer(ctx, input, output, (ends) =>
+      encryptFile({
+        ...ends,
+        keyring,
+        ...(context === undefined ? {} : { context }),
+        ...(frameLength === undefined ? {} : { frameLength }),
+      }),
     );
     if (output !== "-") {
       printJson(ctx.io, {
@@ -165,33 +138,15 @@ const decrypt: Command = {
     };
     // Discovery: any KMS key may have made the copy; --allow-key narrows it through the policy.
     const keyring = new KmsKeyring({ kms, keyIds: [], callOptions: ctx.callOptions });
-    let info: MessageInfo | undefined;
-    const options = {
-      keyring,
-      policy,
-      onHeader: (header: MessageInfo) => {
-        info = header;
-      },
-    };
-    const bytesRead = await transfer(
-      ctx,
-      input,
-      output,
-      (onProgress) =>
-        decryptFile({
-          ...options,
-          ...(context === undefined ? {} : { context }),
-          in: input,
-          out: output,
-          onProgress,
-        }),
-      () =>
-        createDecryptStream({
-          ...options,
-          ...(context === undefined ? {} : { encryptionContext: context }),
-        }),
+    const { bytesRead, info } = await transfer(ctx, input, output, (ends) =>
+      decryptFile({
+        ...ends,
+        keyring,
+        policy,
+        ...(context === undefined ? {} : { context }),
+      }),
     );
-    if (output !== "-" && info !== undefined) {
+    if (output !== "-") {
       printJson(ctx.io, {
         out: output,
         ciphertextBytes: bytesRead,
@@ -201,7 +156,9 @@ const decrypt: Command = {
           .filter((edk) => edk.providerId === KMS_PROVIDER_ID)
           .map((edk) => edk.providerInfo),
         encryptionContext: Object.fromEntries(
-          Object.entries(info.encryptionContext).filter(([k]) => !k.startsWith("kms-message:")),
+          Object.entries(info.encryptionContext).filter(
+            ([k]) => !k.startsWith(RESERVED_CONTEXT_PREFIX),
+          ),
         ),
         frameLength: info.frameLength,
       });

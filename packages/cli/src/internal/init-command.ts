@@ -3,7 +3,13 @@ import { join } from "node:path";
 import { RootKeySource } from "@kms/core";
 import { booleanOption, stringOption } from "./args.ts";
 import { type Command, printJson } from "./command.ts";
-import { DEV_ROOT_KEY_FILE, openKms, ROOT_KEY_ENV, resolveRootKey } from "./open-kms.ts";
+import {
+  DATABASE_FILE,
+  DEV_ROOT_KEY_FILE,
+  openKms,
+  ROOT_KEY_ENV,
+  resolveRootKey,
+} from "./open-kms.ts";
 import { UsageError } from "./usage.ts";
 
 /**
@@ -47,7 +53,7 @@ export const initCommand: Command = {
     await kms.close();
     printJson(io, {
       dataDir,
-      database: join(dataDir, "kms.db"),
+      database: join(dataDir, DATABASE_FILE),
       rootKey: source.description,
     });
   },

@@ -1,4 +1,12 @@
-import type { KeyListEntry, KeySpec, KeyUsage } from "@kms/core";
+import type {
+  CallOptions,
+  KeyIdRequest,
+  KeySpec,
+  KeyUsage,
+  Kms,
+  Page,
+  PageRequest,
+} from "@kms/core";
 import { integerOption, stringOption } from "./args.ts";
 import { type Command, printJson } from "./command.ts";
 
@@ -27,31 +35,34 @@ const createKey: Command = {
   },
 };
 
+/** Every entry of a paged list call, following `nextMarker` to the last page. */
+async function allPages<P extends Page, T>(
+  list: (request: PageRequest) => Promise<P>,
+  entries: (page: P) => readonly T[],
+): Promise<T[]> {
+  const all: T[] = [];
+  let marker: string | undefined;
+  do {
+    const page = await list({ limit: 100, ...(marker === undefined ? {} : { marker }) });
+    all.push(...entries(page));
+    marker = page.truncated ? page.nextMarker : undefined;
+  } while (marker !== undefined);
+  return all;
+}
+
 const listKeys: Command = {
   options: {},
   positionals: [],
   async run(ctx) {
     const kms = await ctx.kms();
-    const keys: KeyListEntry[] = [];
-    let marker: string | undefined;
-    do {
-      const page = await kms.listKeys(
-        { limit: 100, ...(marker === undefined ? {} : { marker }) },
-        ctx.callOptions,
-      );
-      keys.push(...page.keys);
-      marker = page.truncated ? page.nextMarker : undefined;
-    } while (marker !== undefined);
-    const aliases: { aliasName: string; targetKeyId?: string }[] = [];
-    marker = undefined;
-    do {
-      const page = await kms.listAliases(
-        { limit: 100, ...(marker === undefined ? {} : { marker }) },
-        ctx.callOptions,
-      );
-      aliases.push(...page.aliases);
-      marker = page.truncated ? page.nextMarker : undefined;
-    } while (marker !== undefined);
+    const keys = await allPages(
+      (request) => kms.listKeys(request, ctx.callOptions),
+      (page) => page.keys,
+    );
+    const aliases = await allPages(
+      (request) => kms.listAliases(request, ctx.callOptions),
+      (page) => page.aliases,
+    );
     printJson(ctx.io, {
       keys: keys.map((key) => ({
         ...key,
@@ -102,28 +113,17 @@ const scheduleKeyDeletion: Command = {
   },
 };
 
-const cancelKeyDeletion: Command = {
-  options: {},
-  positionals: ["keyId"],
-  async run(ctx) {
-    const kms = await ctx.kms();
-    const keyId = ctx.positionals[0] as string;
-    await kms.cancelKeyDeletion({ keyId }, ctx.callOptions);
-    // AWS leaves a key whose deletion was cancelled disabled; say so rather than let it surprise.
-    const { keyMetadata } = await kms.describeKey({ keyId }, ctx.callOptions);
-    printJson(ctx.io, { keyId: keyMetadata.keyId, keyState: keyMetadata.keyState });
-  },
-};
-
-function toggle(enable: boolean): Command {
+/** A command that changes one key's state, then prints the state the key is left in. */
+function changeState(
+  change: (kms: Kms, request: KeyIdRequest, options: CallOptions) => Promise<unknown>,
+): Command {
   return {
     options: {},
     positionals: ["keyId"],
     async run(ctx) {
       const kms = await ctx.kms();
       const keyId = ctx.positionals[0] as string;
-      if (enable) await kms.enableKey({ keyId }, ctx.callOptions);
-      else await kms.disableKey({ keyId }, ctx.callOptions);
+      await change(kms, { keyId }, ctx.callOptions);
       const { keyMetadata } = await kms.describeKey({ keyId }, ctx.callOptions);
       printJson(ctx.io, { keyId: keyMetadata.keyId, keyState: keyMetadata.keyState });
     },
@@ -136,7 +136,10 @@ export const KEY_COMMANDS: Readonly<Record<string, Command>> = {
   "describe-key": describeKey,
   "create-alias": createAlias,
   "schedule-key-deletion": scheduleKeyDeletion,
-  "cancel-key-deletion": cancelKeyDeletion,
-  "disable-key": toggle(false),
-  "enable-key": toggle(true),
+  // AWS leaves a key whose deletion was cancelled disabled; printing the state says so.
+  "cancel-key-deletion": changeState((kms, request, options) =>
+    kms.cancelKeyDeletion(request, options),
+  ),
+  "disable-key": changeState((kms, request, options) => kms.disableKey(request, options)),
+  "enable-key": changeState((kms, request, options) => kms.enableKey(request, options)),
 };

@@ -8,6 +8,8 @@ import { UsageError } from "./usage.ts";
 export const ROOT_KEY_ENV = "KMS_ROOT_KEY";
 /** Written by `kms init --dev-root-key`; its name says what it is to anyone listing the dir. */
 export const DEV_ROOT_KEY_FILE = "dev-root.key";
+/** The key store and its audit trail, in the data dir. */
+export const DATABASE_FILE = "kms.db";
 
 export function dataDirOf(io: CliIo, flag: string | undefined): string {
   const dir = flag ?? io.env.KMS_DATA_DIR;
@@ -43,7 +45,7 @@ export function resolveRootKey(
  */
 export async function openKms(dataDir: string, rootKey: RootKeySource): Promise<Kms> {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const path = join(dataDir, "kms.db");
+  const path = join(dataDir, DATABASE_FILE);
   const store = SqliteKeyStore.open({ path });
   let audit: SqliteAuditSink | undefined;
   try {

@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { PassThrough, Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   decryptFile,
@@ -52,6 +53,34 @@ describe("encryptFile / decryptFile", () => {
     });
     expect(decrypted.info.frameLength).toBe(4096);
     expect((await readFile(join(dir, "plain.out"))).equals(data)).toBe(true);
+  });
+
+  it("reads from and writes to streams (stdin/stdout), leaving the output stream open", async () => {
+    const progress: FileProgress[] = [];
+    const sink = new PassThrough();
+    const chunks: Buffer[] = [];
+    sink.on("data", (c: Buffer) => chunks.push(c));
+    const encrypted = await encryptFile({
+      in: Readable.from([data.subarray(0, 100_000), data.subarray(100_000)]),
+      out: sink,
+      keyring,
+      onProgress: (p) => progress.push(p),
+    });
+    expect(encrypted.bytesRead).toBe(data.length);
+    expect(progress.at(-1)).toEqual({ bytesRead: data.length, totalBytes: undefined });
+    expect(sink.writableEnded).toBe(false);
+    const message = Buffer.concat(chunks);
+    expect((await decryptMessage(message, { keyring })).plaintext.length).toBe(data.length);
+
+    const out = new PassThrough();
+    const plain: Buffer[] = [];
+    out.on("data", (c: Buffer) => plain.push(c));
+    const decrypted = await decryptFile({ in: Readable.from([message]), out, keyring });
+    expect(decrypted.bytesRead).toBe(message.length);
+    expect(Buffer.concat(plain).equals(data)).toBe(true);
+    await expect(
+      decryptFile({ in: Readable.from([message]), out: 42 as never, keyring }),
+    ).rejects.toBeInstanceOf(ValidationError);
   });
 
   it("leaves no output (not even partial plaintext) when decryption fails late", async () => {
