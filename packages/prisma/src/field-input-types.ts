@@ -1,5 +1,5 @@
-import type { FieldValueType } from "@kms/core";
 import type { InputJsonValue, Types } from "@prisma/client/runtime/client";
+import type { SpecValueType } from "./field-types.ts";
 
 /**
  * Compile-time typing of inputs. Prisma's generated input types say `string` for a `String`
@@ -41,11 +41,7 @@ export interface FieldInputTypes {
 }
 
 /** The JS type a write accepts for a field declared with `spec` (`null` is Prisma's own). */
-export type FieldInputType<Spec> = Spec extends `${infer T extends FieldValueType}?`
-  ? FieldInputTypes[T]
-  : Spec extends FieldValueType
-    ? FieldInputTypes[Spec]
-    : never;
+export type FieldInputType<Spec> = FieldInputTypes[SpecValueType<Spec>];
 
 /**
  * The operations overridden, each with the argument keys holding data (create or update) of the
@@ -73,7 +69,10 @@ type TypedOperation = keyof DataKeys;
 /** Operations whose arguments may be left out (Prisma's `{} extends Args`). */
 type OptionalArgsOperation = "deleteMany" | "findFirst" | "findFirstOrThrow" | "findMany" | "count";
 
-type ModelFields<Map, Name> = Name extends keyof Map ? Map[Name] : Record<never, never>;
+/** The typed fields of the model whose payload is P. */
+type FieldsOf<Map, P> = P extends { name: infer N extends keyof Map }
+  ? Map[N]
+  : Record<never, never>;
 
 /** The payload of the model a relation field points at (`Post[]` or `User | null`). */
 type Related<P, K> = P extends { objects: infer O }
@@ -85,28 +84,27 @@ type Related<P, K> = P extends { objects: infer O }
   : never;
 
 /**
- * One typed field's input: the scalar (`string`, or `Uint8Array` for a Bytes column) becomes
- * the declared JS type, inside the update form `{ set }` too; `null`, optionality and the
- * `never` of Prisma's `XOR` stay.
+ * One typed field's input `V` (data or filter): the scalar (`string`, or `Uint8Array` for a
+ * Bytes column) becomes the declared JS type `J`, at the top, in lists and under the operators
+ * `Ops`; `null`, optionality, the `never` of Prisma's `XOR` and the other operators stay.
  */
-type Field<V, J> = V extends string | Uint8Array
+type Retyped<V, J, Ops> = V extends string | Uint8Array
   ? J
   : V extends null | undefined
     ? V
-    : V extends object
-      ? { [K in keyof V]: K extends "set" ? Field<V[K], J> : V[K] }
-      : V;
+    : V extends readonly unknown[]
+      ? { [I in keyof V]: Retyped<V[I], J, Ops> }
+      : V extends object
+        ? { [K in keyof V]: K extends Ops ? Retyped<V[K], J, Ops> : V[K] }
+        : V;
 
 /** A model's create or update data (or a list of them); `Also` names wrapper keys holding data. */
 type Data<X, P, Map, Also extends string = never> = X extends readonly unknown[]
   ? { [I in keyof X]: Data<X[I], P, Map, Also> }
   : X extends object
     ? {
-        [K in keyof X]: K extends keyof ModelFields<Map, P extends { name: infer N } ? N : never>
-          ? Field<
-              X[K],
-              FieldInputType<ModelFields<Map, P extends { name: infer N } ? N : never>[K]>
-            >
+        [K in keyof X]: K extends keyof FieldsOf<Map, P>
+          ? Retyped<X[K], FieldInputType<FieldsOf<Map, P>[K]>, "set"> // `{ set }` of an update
           : K extends keyof (P extends { objects: infer O } ? O : never)
             ? Nested<X[K], Related<P, K>, Map>
             : K extends Also
@@ -141,37 +139,18 @@ type Nested<X, P, Map> = X extends object
   : X;
 
 /**
- * A filter on one typed field: the shorthand equality and `equals`, `in`, `notIn`, `not` (what
- * runs on ciphertext) take the declared JS type; the other operators keep Prisma's types.
- */
-type FieldFilter<V, J> = V extends string | Uint8Array
-  ? J
-  : V extends null | undefined
-    ? V
-    : V extends readonly unknown[]
-      ? { [I in keyof V]: FieldFilter<V[I], J> }
-      : V extends object
-        ? {
-            [K in keyof V]: K extends "equals" | "in" | "notIn" | "not"
-              ? FieldFilter<V[K], J>
-              : V[K];
-          }
-        : V;
-
-/**
- * A `where` of model P: its typed fields, through AND/OR/NOT. Relation filters (`some`, `is`, …)
- * keep Prisma's types: retyping the related models' `where` too made TypeScript give up on
- * unions (TS2590) for filters as plain as `OR: [{ score: { not: 7 } }]`.
+ * A `where` of model P: its typed fields, through AND/OR/NOT. On a typed field the shorthand
+ * equality and `equals`, `in`, `notIn`, `not` (what runs on ciphertext) take the declared JS
+ * type; the other operators keep Prisma's types. Relation filters (`some`, `is`, …) keep
+ * Prisma's types: retyping the related models' `where` too made TypeScript give up on unions
+ * (TS2590) for filters as plain as `OR: [{ score: { not: 7 } }]`.
  */
 type Where<X, P, Map> = X extends readonly unknown[]
   ? { [I in keyof X]: Where<X[I], P, Map> }
   : X extends object
     ? {
-        [K in keyof X]: K extends keyof ModelFields<Map, P extends { name: infer N } ? N : never>
-          ? FieldFilter<
-              X[K],
-              FieldInputType<ModelFields<Map, P extends { name: infer N } ? N : never>[K]>
-            >
+        [K in keyof X]: K extends keyof FieldsOf<Map, P>
+          ? Retyped<X[K], FieldInputType<FieldsOf<Map, P>[K]>, "equals" | "in" | "notIn" | "not">
           : K extends "AND" | "OR" | "NOT"
             ? Where<X[K], P, Map>
             : X[K];

@@ -40,12 +40,15 @@ export type FieldTypeMap = {
   readonly [model: string]: { readonly [field: string]: FieldTypeSpec };
 };
 
+/** The field value type of a spec, without the `?` of an optional column. */
+export type SpecValueType<Spec> = Spec extends `${infer T extends FieldValueType}?`
+  ? T
+  : Spec & FieldValueType;
+
 /** The JS type of a field declared with `spec` (`null` included for an optional column). */
-export type FieldResultType<Spec> = Spec extends `${infer T extends FieldValueType}?`
-  ? FieldResultTypes[T] | null
-  : Spec extends FieldValueType
-    ? FieldResultTypes[Spec]
-    : never;
+export type FieldResultType<Spec> =
+  | FieldResultTypes[SpecValueType<Spec>]
+  | (Spec extends `${FieldValueType}?` ? null : never);
 
 declare const fieldTypes: unique symbol;
 
@@ -58,7 +61,7 @@ export type TypedSchemaDescriptor<Map> = SchemaDescriptor & {
 };
 
 /** The result component alone: one type-only result field per typed column. */
-export type FieldResultComponent<Map extends FieldTypeMap> = {
+type FieldResultComponent<Map extends FieldTypeMap> = {
   [Model in keyof Map as Uncapitalize<Model & string>]: {
     [Field in keyof Map[Model]]: () => { compute: () => FieldResultType<Map[Model][Field]> };
   };
@@ -83,7 +86,8 @@ export interface FieldEncryptionExtArgs<Map extends FieldTypeMap, TypeMap = neve
 
 /**
  * The type map of the client the extension returns, for the typed operations: Prisma's own
- * `MergeExtArgs` of the client's extension arguments with the result component.
+ * `MergeExtArgs` of the client's extension arguments with the result component (the
+ * extension's arguments without the typed operations, which are read from this type map).
  */
 type ExtendedTypeMap<Client, Map extends FieldTypeMap> = Client extends {
   $extends: Types.Extensions.ExtendsHook<
@@ -96,16 +100,7 @@ type ExtendedTypeMap<Client, Map extends FieldTypeMap> = Client extends {
   ? Types.Utils.Call<
       Cb,
       {
-        extArgs: Types.Extensions.MergeExtArgs<
-          TypeMap,
-          ExtArgs,
-          {
-            result: FieldResultComponent<Map>;
-            model: Record<never, never>;
-            query: Record<never, never>;
-            client: Record<never, never>;
-          }
-        >;
+        extArgs: Types.Extensions.MergeExtArgs<TypeMap, ExtArgs, FieldEncryptionExtArgs<Map>>;
       }
     >
   : never;

@@ -83,6 +83,7 @@ function fail(where: string, rule: string): never {
 }
 
 type EncryptedConfig = NonNullable<ModelConfig["encrypted"]>[string];
+type BlindIndexConfig = NonNullable<ModelConfig["blindIndexes"]>[string];
 
 /** A field's declared type for the type map, when it differs from what Prisma generates. */
 type DeclaredSpec<F> = F extends { readonly type: infer T extends FieldValueType }
@@ -233,8 +234,8 @@ export function configFromAnnotations(
   const configs: Record<string, ModelConfig> = {};
   for (const model of models) {
     const name = model.name;
-    const encrypted: Record<string, NonNullable<ModelConfig["encrypted"]>[string]> = {};
-    const blindIndexes: Record<string, NonNullable<ModelConfig["blindIndexes"]>[string]> = {};
+    const encrypted: Record<string, EncryptedConfig> = {};
+    const blindIndexes: Record<string, BlindIndexConfig> = {};
     const relations: Record<string, string> = {};
     const fromRow: string[] = [];
     const fromScope: string[] = [];

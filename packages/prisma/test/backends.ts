@@ -2,6 +2,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { createKms } from "@kms/core";
 import {
   retainSqliteHandle as retain,
   retainSqliteStatements as retainSqliteHandles,
@@ -10,6 +11,7 @@ import { PrismaBetterSqlite3 } from "@prisma/adapter-better-sqlite3";
 import { PrismaPg } from "@prisma/adapter-pg";
 import Database from "better-sqlite3";
 import pg from "pg";
+import { test } from "vitest";
 import { PrismaClient } from "./generated/client.ts";
 import { PrismaClient as PgPrismaClient } from "./generated-pg/client.ts";
 
@@ -61,6 +63,20 @@ export async function openSqlite(): Promise<TestDatabase> {
     },
   };
 }
+
+/**
+ * `test` with fixtures, each set up only for the tests that name it: `db` (a fresh SQLite
+ * database, closed after the test), `kms` and `keyId` (a key in that KMS).
+ */
+export const sqliteTest = test
+  // biome-ignore lint/correctness/noEmptyPattern: vitest reads a fixture's dependencies from it.
+  .extend("db", async ({}, { onCleanup }) => {
+    const db = await openSqlite();
+    onCleanup(() => db.close());
+    return db;
+  })
+  .extend("kms", () => createKms())
+  .extend("keyId", async ({ kms }) => (await kms.createKey()).keyMetadata.keyId);
 
 export async function openPostgres(url: string): Promise<TestDatabase> {
   const schema = `kms_prisma_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;

@@ -1,7 +1,8 @@
-import { createKms, type JsonValue, type Kms } from "@kms/core";
-import { afterEach, beforeEach, describe, expect, expectTypeOf, test } from "vitest";
+import type { JsonValue } from "@kms/core";
+import { describe, expect, expectTypeOf } from "vitest";
 import { defineModels, type FieldInputType, fieldEncryption } from "../src/index.ts";
-import { openSqlite, schemaText, type TestDatabase } from "./backends.ts";
+// `test` with the fixtures `db`, `kms` and `keyId`, each set up for the tests that name it.
+import { schemaText, sqliteTest as test } from "./backends.ts";
 import type { PrismaClient } from "./generated/client.ts";
 import { kmsSchema } from "./generated/kms/kms-schema.ts";
 
@@ -10,18 +11,6 @@ import { kmsSchema } from "./generated/kms/kms-schema.ts";
 // value, so the types describe what the extension really accepts.
 
 describe("typed inputs", () => {
-  let db: TestDatabase;
-  let kms: Kms;
-  let keyId: string;
-  beforeEach(async () => {
-    db = await openSqlite();
-    kms = await createKms();
-    keyId = (await kms.createKey()).keyMetadata.keyId;
-  });
-  afterEach(async () => {
-    await db.close();
-  });
-
   test("declared types map to the JS types a write accepts", () => {
     expectTypeOf<FieldInputType<"date?">>().toEqualTypeOf<Date>();
     expectTypeOf<FieldInputType<"number">>().toEqualTypeOf<number>();
@@ -31,7 +20,11 @@ describe("typed inputs", () => {
     expectTypeOf<{ a: (number | null)[] }>().toExtend<FieldInputType<"json">>();
   });
 
-  test("data takes the declared JS types: create, createMany, update, upsert, nested writes", async () => {
+  test("data takes the declared JS types: create, createMany, update, upsert, nested writes", async ({
+    db,
+    kms,
+    keyId,
+  }) => {
     const prisma = db.prisma.$extends(fieldEncryption({ kms, keyId, schema: kmsSchema }));
     const user = await prisma.user.create({
       data: {
@@ -105,7 +98,11 @@ describe("typed inputs", () => {
     });
   });
 
-  test("a value of another type is refused by the types and by the extension alike", async () => {
+  test("a value of another type is refused by the types and by the extension alike", async ({
+    db,
+    kms,
+    keyId,
+  }) => {
     const prisma = db.prisma.$extends(fieldEncryption({ kms, keyId, schema: kmsSchema }));
     const { id } = await prisma.user.create({ data: { tenantId: "t1", email: "a@x" } });
     await expect(
@@ -165,7 +162,11 @@ describe("typed inputs", () => {
     expect(await prisma.user.count()).toBe(1);
   });
 
-  test("where-equality on a deterministic typed field takes the declared type", async () => {
+  test("where-equality on a deterministic typed field takes the declared type", async ({
+    db,
+    kms,
+    keyId,
+  }) => {
     const schema = defineModels({
       User: {
         encrypted: {
@@ -196,7 +197,11 @@ describe("typed inputs", () => {
     expect(deleted.count).toBe(1);
   });
 
-  test("untyped clients keep Prisma's input types; other extensions and options still apply", () => {
+  test("untyped clients keep Prisma's input types; other extensions and options still apply", ({
+    db,
+    kms,
+    keyId,
+  }) => {
     // Never called: only their types matter.
     const untyped = () => {
       const prisma = db.prisma.$extends(fieldEncryption({ kms, keyId, schema: schemaText }));

@@ -1,7 +1,8 @@
-import { createKms, type JsonValue, type Kms } from "@kms/core";
-import { afterEach, beforeEach, describe, expect, expectTypeOf, test } from "vitest";
+import type { JsonValue } from "@kms/core";
+import { describe, expect, expectTypeOf } from "vitest";
 import { defineModels, fieldEncryption, parseSchema } from "../src/index.ts";
-import { openSqlite, schemaText, type TestDatabase } from "./backends.ts";
+// `test` with the fixtures `db`, `kms` and `keyId`, each set up for the tests that name it.
+import { schemaText, sqliteTest as test } from "./backends.ts";
 import type { Prisma } from "./generated/client.ts";
 import { type KmsFieldTypes, kmsSchema } from "./generated/kms/kms-schema.ts";
 
@@ -9,18 +10,6 @@ import { type KmsFieldTypes, kmsSchema } from "./generated/kms/kms-schema.ts";
 // the runtime half shows the declared types are what the extension really returns.
 
 describe("typed results", () => {
-  let db: TestDatabase;
-  let kms: Kms;
-  let keyId: string;
-  beforeEach(async () => {
-    db = await openSqlite();
-    kms = await createKms();
-    keyId = (await kms.createKey()).keyMetadata.keyId;
-  });
-  afterEach(async () => {
-    await db.close();
-  });
-
   test("the generator emits what parseSchema reads, and the declared types", () => {
     expect(kmsSchema).toEqual(parseSchema(schemaText));
     expectTypeOf<KmsFieldTypes["User"]>().toEqualTypeOf<{ profile: "json?"; score: "number?" }>();
@@ -28,7 +17,11 @@ describe("typed results", () => {
     expectTypeOf<keyof KmsFieldTypes["Comment"]>().toEqualTypeOf<never>();
   });
 
-  test("results carry the declared JS types, nested and selected ones too", async () => {
+  test("results carry the declared JS types, nested and selected ones too", async ({
+    db,
+    kms,
+    keyId,
+  }) => {
     const prisma = db.prisma.$extends(fieldEncryption({ kms, keyId, schema: kmsSchema }));
     // Write inputs take the declared types too (see typed-inputs.test.ts).
     const profile = { likes: ["tea"], age: 7 };
@@ -112,7 +105,11 @@ describe("typed results", () => {
     });
   });
 
-  test("typed configuration and an explicit type map type results the same way", () => {
+  test("typed configuration and an explicit type map type results the same way", ({
+    db,
+    kms,
+    keyId,
+  }) => {
     const schema = defineModels({
       User: {
         encrypted: {
