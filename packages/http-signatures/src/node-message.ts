@@ -89,30 +89,6 @@ function requestSignatureSpec(label: string): ComponentSpec {
   return spec;
 }
 
-// The default components depend only on which optional fields are present and on the verified
-// label, so each combination is one shared array (and signMessage resolves it once).
-const defaultComponentLists = new Map<string, readonly ComponentSpec[]>();
-
-function defaultComponents(
-  hasType: boolean,
-  hasDigest: boolean,
-  signatureLabel: string | undefined,
-): readonly ComponentSpec[] {
-  const key = `${hasType ? "t" : "-"}${hasDigest ? "d" : "-"}${signatureLabel ?? ""}`;
-  let list = defaultComponentLists.get(key);
-  if (list === undefined) {
-    const defaults: ComponentSpec[] = ["@status"];
-    if (hasType) defaults.push("content-type");
-    if (hasDigest) defaults.push("content-digest");
-    defaults.push(METHOD_OF_REQUEST, TARGET_OF_REQUEST);
-    if (signatureLabel !== undefined) defaults.push(requestSignatureSpec(signatureLabel));
-    list = defaults;
-    // Bounded like the label specs: labels come from requests.
-    if (defaultComponentLists.size < 256) defaultComponentLists.set(key, list);
-  }
-  return list;
-}
-
 /** Buffers and strings as bytes, without copying what already is a Buffer. */
 function toBuffer(chunk: Chunk, encoding?: BufferEncoding): Buffer {
   if (typeof chunk === "string") return Buffer.from(chunk, encoding);
@@ -248,18 +224,20 @@ function sign(
     res.setHeader("content-digest", computeContentDigest(body, digest));
   }
   const headers = res.getHeaders() as Record<string, string | string[] | number | undefined>;
-  const components =
-    options.components ??
-    defaultComponents(
-      res.hasHeader("content-type"),
-      res.hasHeader("content-digest"),
-      verifiedLabel !== undefined && fieldLines(request.headers).has("signature")
-        ? verifiedLabel
-        : undefined,
-    );
+  let components = options.components;
+  if (components === undefined) {
+    const defaults: ComponentSpec[] = ["@status"];
+    if (res.hasHeader("content-type")) defaults.push("content-type");
+    if (res.hasHeader("content-digest")) defaults.push("content-digest");
+    defaults.push(METHOD_OF_REQUEST, TARGET_OF_REQUEST);
+    if (verifiedLabel !== undefined && fieldLines(request.headers).has("signature")) {
+      defaults.push(requestSignatureSpec(verifiedLabel));
+    }
+    components = defaults;
+  }
   return signMessageEagerly(
     { status: res.statusCode, headers, body },
-    options as SignOptions,
+    options,
     components,
     request,
   );

@@ -13,8 +13,8 @@ import {
 } from "./message.ts";
 import {
   type ComponentSpec,
-  cachedComponentIdentifier,
   componentIdentifier,
+  resolveComponent,
   type SignatureBaseOptions,
   signatureBase,
   signatureParamsList,
@@ -25,7 +25,6 @@ import {
   serializeBareItem,
   serializeDictionary,
   serializeInnerList,
-  serializeItem,
 } from "./structured-fields.ts";
 
 export interface SignOptions extends SignatureBaseOptions {
@@ -86,52 +85,38 @@ export async function signMessage(
   message: HttpMessage,
   options: SignOptions,
 ): Promise<SignatureFields> {
-  return signMessageEagerly(message, options);
+  return signMessageEagerly(message, options, options.components, options.request);
 }
 
-/** A components array resolved once: identifiers, their serialization, the inner list text. */
-interface CoveredComponents {
-  readonly specs: readonly ComponentSpec[];
+/** The identifier items of `specs` and their serializations, in order. */
+function coveredComponents(specs: readonly ComponentSpec[]): {
   readonly items: readonly Item[];
   readonly identifiers: readonly string[];
-  /** `("@method" "@target-uri")`, the parameters not yet appended. */
-  readonly list: string;
-}
-
-// Components arrays come from configuration and are reused for every message; their resolved
-// form is kept with a copy of the specs, so an array changed in place is resolved anew.
-const coveredCache = new WeakMap<readonly ComponentSpec[], CoveredComponents>();
-
-function coveredComponents(specs: readonly ComponentSpec[]): CoveredComponents {
-  const known = coveredCache.get(specs);
-  if (known !== undefined && sameSpecs(known.specs, specs)) return known;
-  const items = specs.map(cachedComponentIdentifier);
-  const identifiers = items.map(serializeItem);
-  const covered = { specs: [...specs], items, identifiers, list: `(${identifiers.join(" ")})` };
-  coveredCache.set(specs, covered);
-  return covered;
-}
-
-function sameSpecs(a: readonly ComponentSpec[], b: readonly ComponentSpec[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+} {
+  const items = new Array<Item>(specs.length);
+  const identifiers = new Array<string>(specs.length);
+  for (let i = 0; i < specs.length; i++) {
+    const resolved = resolveComponent(specs[i] as ComponentSpec);
+    items[i] = resolved.item;
+    identifiers[i] = resolved.identifier;
+  }
+  return { items, identifiers };
 }
 
 const DEFAULT_LABEL = "sig1";
 
 /**
  * `signMessage` that returns the fields directly when the signer offers `signSync`, and a
- * promise otherwise (KMS signers). `components` and `request` override the options' own, so a
+ * promise otherwise (KMS signers). `components` and `request` are separate arguments, so a
  * caller with per-message values need not copy the options.
  * @throws (synchronously, or as a rejection) what `signMessage` rejects with.
  * @internal
  */
 export function signMessageEagerly(
   message: HttpMessage,
-  options: SignOptions,
-  components: readonly ComponentSpec[] = options.components,
-  request: RequestMessage | undefined = options.request,
+  options: Omit<SignOptions, "components" | "request">,
+  components: readonly ComponentSpec[],
+  request: RequestMessage | undefined,
 ): SignatureFields | Promise<SignatureFields> {
   const label = options.label ?? DEFAULT_LABEL;
   if (label !== DEFAULT_LABEL && !LABEL.test(label))
@@ -169,7 +154,7 @@ export function signMessageEagerly(
   if (keyid !== undefined) params += `;keyid=${serializeBareItem(keyid)}`;
   if (options.tag !== undefined) params += `;tag=${serializeBareItem(options.tag)}`;
   // Serialized once: the same text is the @signature-params line and the Signature-Input member.
-  const serializedParams = covered.list + params;
+  const serializedParams = `(${covered.identifiers.join(" ")})${params}`;
   const base = signatureBase(
     covered.items,
     covered.identifiers,

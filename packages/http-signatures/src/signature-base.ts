@@ -78,30 +78,31 @@ export const KNOWN_STRUCTURED_FIELDS: Readonly<Record<string, StructuredFieldTyp
   "example-dict": "dictionary",
 };
 
-const identifierCache = new Map<string, Item>();
-const specCache = new WeakMap<object, Item>();
+/** A spec turned into its identifier item and that item's serialization. */
+export interface ResolvedComponent {
+  readonly item: Item;
+  /** `"@query-param";name="Pet"`, as written in the signature base and Signature-Input. */
+  readonly identifier: string;
+}
+
+const resolvedNames = new Map<string, ResolvedComponent>();
+const resolvedSpecs = new WeakMap<object, ResolvedComponent>();
 
 /**
- * `componentIdentifier` memoized for specs reused across messages (middleware options): the
- * result is shared, so it must not be mutated.
+ * `componentIdentifier` and its serialization, memoized per spec (specs come from middleware
+ * options and are reused for every message): the result is shared, so it must not be mutated.
  * @internal
  */
-export function cachedComponentIdentifier(spec: ComponentSpec): Item {
-  if (typeof spec === "string") {
-    let id = identifierCache.get(spec);
-    if (id === undefined) {
-      id = componentIdentifier(spec);
-      // Bounded: specs come from configuration, but a caller could pass per-request strings.
-      if (identifierCache.size < 256) identifierCache.set(spec, id);
-    }
-    return id;
+export function resolveComponent(spec: ComponentSpec): ResolvedComponent {
+  let resolved = typeof spec === "string" ? resolvedNames.get(spec) : resolvedSpecs.get(spec);
+  if (resolved === undefined) {
+    const item = componentIdentifier(spec);
+    resolved = { item, identifier: serializeItem(item) };
+    if (typeof spec !== "string") resolvedSpecs.set(spec, resolved);
+    // Bounded: specs come from configuration, but a caller could pass per-request strings.
+    else if (resolvedNames.size < 256) resolvedNames.set(spec, resolved);
   }
-  let id = specCache.get(spec);
-  if (id === undefined) {
-    id = componentIdentifier(spec);
-    specCache.set(spec, id);
-  }
-  return id;
+  return resolved;
 }
 
 /** Turns a spec into the component identifier item it denotes. */

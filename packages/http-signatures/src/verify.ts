@@ -18,7 +18,7 @@ import {
 import type { NonceStore } from "./nonce-store.ts";
 import {
   type ComponentSpec,
-  componentIdentifier,
+  resolveComponent,
   type SignatureBaseOptions,
   type SignatureParameters,
   signatureBase,
@@ -113,19 +113,6 @@ type Failure = Extract<VerificationResult, { ok: false }>;
 
 const fail = (check: VerificationCheck, detail: string, label?: string): Failure =>
   label === undefined ? { ok: false, check, detail } : { ok: false, check, detail, label };
-
-// Serialized required identifiers per requiredComponents array: the policy is built once and
-// read on every request.
-const requiredIds = new WeakMap<readonly ComponentSpec[], readonly string[]>();
-
-function requiredIdentifiers(specs: readonly ComponentSpec[]): readonly string[] {
-  let ids = requiredIds.get(specs);
-  if (ids === undefined || ids.length !== specs.length) {
-    ids = specs.map((spec) => serializeItem(componentIdentifier(spec)));
-    requiredIds.set(specs, ids);
-  }
-  return ids;
-}
 
 const isPromise = <T>(value: T | Promise<T>): value is Promise<T> =>
   typeof (value as { then?: unknown } | undefined)?.then === "function";
@@ -280,7 +267,8 @@ function verifyLabel(
   }
 
   if (policy.requiredComponents !== undefined) {
-    for (const id of requiredIdentifiers(policy.requiredComponents)) {
+    for (const spec of policy.requiredComponents) {
+      const id = resolveComponent(spec).identifier;
       if (!covered.includes(id)) return fail("components", `signature must cover ${id}`, label);
     }
   }

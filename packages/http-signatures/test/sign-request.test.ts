@@ -82,7 +82,7 @@ describe("createSignedFetch", () => {
 });
 
 describe("signMessage with a reused components array", () => {
-  // Components are resolved once per array; an array changed in place must be resolved again.
+  // Component specs are memoized; an array reused after a change in place must cover its new entries.
   it("covers what the array holds at each call", async () => {
     const components: string[] = ["@method", "@target-uri"];
     const message = { method: "GET", url: "https://b.test/x?y=1", headers: {} };
