@@ -178,6 +178,7 @@ export {
 } from "./message/file.ts";
 export {
   DEFAULT_FRAME_LENGTH,
+  DEFAULT_MESSAGE_FRAME_LENGTH,
   MAX_FRAME_LENGTH,
   type MessageSuite,
   RESERVED_CONTEXT_PREFIX,

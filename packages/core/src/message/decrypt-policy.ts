@@ -7,7 +7,7 @@ import { AccessDeniedError, ValidationError } from "../errors.ts";
 import type { EncryptedDataKey } from "../keyring/keyring.ts";
 import { KMS_PROVIDER_ID } from "../keyring/kms-keyring.ts";
 import type { EncryptionContext } from "../types.ts";
-import { DEFAULT_MAX_ENCRYPTED_DATA_KEYS, type MessageHeader } from "./format.ts";
+import { DEFAULT_MAX_ENCRYPTED_DATA_KEYS, MAX_FRAME_LENGTH, type MessageHeader } from "./format.ts";
 
 export interface DecryptPolicy {
   /**
@@ -24,6 +24,11 @@ export interface DecryptPolicy {
   readonly requiredEncryptionContext?: EncryptionContext;
   /** Most encrypted data keys a message may carry; default 16. */
   readonly maxEncryptedDataKeys?: number;
+  /**
+   * Largest frame length accepted, 1 B – 16 MiB (the default and the format's limit). A stream
+   * decryptor buffers one frame, so this bounds its memory per message.
+   */
+  readonly maxFrameLength?: number;
   /** "required": reject unsigned suites; "forbidden": reject signed ones; default "allowed". */
   readonly signature?: "required" | "forbidden" | "allowed";
 }
@@ -36,6 +41,16 @@ export function maxEncryptedDataKeys(policy: DecryptPolicy | undefined): number 
   return max;
 }
 
+/** @throws ValidationException for a maxFrameLength outside 1 B – 16 MiB. */
+export function assertDecryptPolicy(policy: DecryptPolicy | undefined): void {
+  const max = policy?.maxFrameLength;
+  if (max !== undefined && (!Number.isInteger(max) || max < 1 || max > MAX_FRAME_LENGTH)) {
+    throw new ValidationError(
+      `"policy.maxFrameLength" must be an integer in 1–${MAX_FRAME_LENGTH}`,
+    );
+  }
+}
+
 /**
  * Applies the policy to a parsed (not yet authenticated) header and returns the copies the
  * keyring may try.
@@ -46,6 +61,12 @@ export function applyDecryptPolicy(
   header: MessageHeader,
 ): readonly EncryptedDataKey[] {
   if (policy === undefined) return header.encryptedDataKeys;
+  const maxFrameLength = policy.maxFrameLength ?? MAX_FRAME_LENGTH;
+  if (header.frameLength > maxFrameLength) {
+    throw new AccessDeniedError(
+      `the message's frames are ${header.frameLength} bytes; the decrypt policy allows at most ${maxFrameLength}`,
+    );
+  }
   const signed = header.suite.signature !== undefined;
   if (policy.signature === "required" && !signed) {
     throw new AccessDeniedError("the decrypt policy requires a signed message");

@@ -9,7 +9,7 @@ import { ValidationError } from "../errors.ts";
 import { assertObject } from "../internal/assert.ts";
 import { withEncodedContext } from "../keyring/keyring.ts";
 import { ByteQueue } from "./byte-queue.ts";
-import { applyDecryptPolicy, maxEncryptedDataKeys } from "./decrypt-policy.ts";
+import { applyDecryptPolicy, assertDecryptPolicy, maxEncryptedDataKeys } from "./decrypt-policy.ts";
 import {
   deriveMessageKey,
   FINAL_FRAME_MARKER,
@@ -54,6 +54,7 @@ export class MessageDecryptor {
     }
     this.#options = options;
     this.#maxEdks = maxEncryptedDataKeys(options.policy);
+    assertDecryptPolicy(options.policy);
   }
 
   /** The authenticated header, once parsed. */

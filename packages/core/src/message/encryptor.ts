@@ -19,6 +19,7 @@ import {
 } from "../keyring/keyring.ts";
 import {
   DEFAULT_FRAME_LENGTH,
+  DEFAULT_MESSAGE_FRAME_LENGTH,
   DEFAULT_SUITE,
   deriveMessageKey,
   encodeHeader,
@@ -89,7 +90,7 @@ export class MessageEncryptor {
       options?.plaintextLength === undefined
         ? undefined
         : assertInteger("plaintextLength", options.plaintextLength, 0, Number.MAX_SAFE_INTEGER);
-    const plan = await planMessage(options, declared);
+    const plan = await planMessage(options, declared, DEFAULT_FRAME_LENGTH);
     const header = encodeHeader(plan.fields, plan.key);
     const fields = plan.fields;
     return new MessageEncryptor(
@@ -255,6 +256,7 @@ interface MessagePlan {
 async function planMessage(
   options: EncryptMessageOptions,
   declared: number | undefined,
+  defaultFrameLength: number,
 ): Promise<MessagePlan> {
   assertObject("options", options);
   const keyring = options.keyring;
@@ -267,7 +269,7 @@ async function planMessage(
       : suiteByName(options.suite);
   const frameLength =
     options.frameLength === undefined
-      ? DEFAULT_FRAME_LENGTH
+      ? defaultFrameLength
       : assertInteger("frameLength", options.frameLength, 1, MAX_FRAME_LENGTH);
   const context: Record<string, string> = { ...(options.encryptionContext ?? {}) };
   for (const key in context) {
@@ -316,7 +318,7 @@ export async function sealMessage(
   plaintext: Uint8Array,
   options: EncryptMessageOptions,
 ): Promise<Uint8Array> {
-  const plan = await planMessage(options, plaintext.length);
+  const plan = await planMessage(options, plaintext.length, DEFAULT_MESSAGE_FRAME_LENGTH);
   const { fields, key } = plan;
   const frame = fields.frameLength;
   const total = plaintext.length;

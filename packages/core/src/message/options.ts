@@ -14,7 +14,11 @@ export interface EncryptMessageOptions {
   readonly encryptionContext?: EncryptionContext;
   /** Default AES_256_GCM_HKDF_SHA512_COMMIT_KEY (no signature). */
   readonly suite?: MessageSuite;
-  /** Plaintext bytes per frame, 1 B – 16 MiB; default 64 KiB. */
+  /**
+   * Plaintext bytes per frame, 1 B – 16 MiB. Default 1 MiB for `encryptMessage` (the whole
+   * plaintext is in memory already), 64 KiB for streams and files (the encryptor holds one
+   * frame). A stream decryptor holds one frame too.
+   */
   readonly frameLength?: number;
   /** Reuse data keys within the cache's limits (not used with signing suites). */
   readonly dataKeyCache?: DataKeyCache;

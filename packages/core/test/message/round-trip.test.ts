@@ -124,17 +124,28 @@ describe.each([
 });
 
 describe("defaults and header info", () => {
-  it("uses 64 KiB frames and reports the header", async () => {
+  it("uses 1 MiB frames for one-shot messages and reports the header", async () => {
     const plaintext = randomBytes(200_000);
     const message = await encryptMessage(plaintext, { keyring, encryptionContext: context });
     const out = await decryptMessage(message, { keyring });
-    expect(out.frameLength).toBe(65_536);
+    expect(out.frameLength).toBe(1_048_576);
     expect(out.suite).toBe("AES_256_GCM_HKDF_SHA512_COMMIT_KEY");
     expect(out.encryptionContext).toEqual(context);
     expect(out.messageId.length).toBe(32);
     expect(out.encryptedDataKeys).toEqual([{ providerId: "test", providerInfo: "k1" }]);
     // Overhead is the header plus 20 bytes per regular frame and 28 for the final one.
     expect(message.length - plaintext.length).toBeLessThan(400);
+  });
+
+  it("uses 64 KiB frames for streams, which hold one frame", async () => {
+    const plaintext = randomBytes(200_000);
+    const message = await throughNode(createEncryptStream({ keyring }), [plaintext]);
+    const out = await decryptMessage(message, { keyring });
+    expect(out.frameLength).toBe(65_536);
+    expect(Buffer.from(out.plaintext).equals(plaintext)).toBe(true);
+    // Three regular frames of 20 bytes' overhead and a final one of 28.
+    const oneShot = await encryptMessage(plaintext, { keyring });
+    expect(message.length - oneShot.length).toBe(3 * 20);
   });
 
   it("gives two encryptions of the same plaintext different message ids and bytes", async () => {

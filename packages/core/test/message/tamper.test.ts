@@ -13,6 +13,7 @@ import {
   decryptTransformStream,
   encryptMessage,
   InvalidCiphertextError,
+  type Keyring,
   KmsKeyring,
   type MessageSuite,
 } from "../../src/index.ts";
@@ -302,4 +303,42 @@ describe("junk input", () => {
       decryptMessage(many, { keyring, policy: { maxEncryptedDataKeys: 2 } }),
     ).rejects.toBeInstanceOf(AccessDeniedError);
   });
+
+  it("refuses frames longer than the policy's maxFrameLength before unwrapping or buffering", async () => {
+    let unwraps = 0;
+    const counting: Keyring = {
+      identity: keyring.identity,
+      encryptDataKey: keyring.encryptDataKey.bind(keyring),
+      decryptDataKey: (...args: Parameters<typeof keyring.decryptDataKey>) => {
+        unwraps++;
+        return keyring.decryptDataKey(...args);
+      },
+    };
+    const plaintext = randomBytes(70_000);
+    const message = await encryptMessage(plaintext, { keyring }); // one 1 MiB-long frame
+    const policy = { maxFrameLength: 65_536 };
+    await expect(decryptMessage(message, { keyring: counting, policy })).rejects.toThrow(
+      /frames are 1048576 bytes; the decrypt policy allows at most 65536/,
+    );
+    await expect(
+      throughNode(createDecryptStream({ keyring: counting, policy }), [message]),
+    ).rejects.toBeInstanceOf(AccessDeniedError);
+    expect(unwraps).toBe(0);
+    const out = await decryptMessage(message, {
+      keyring: counting,
+      policy: { maxFrameLength: 1_048_576 },
+    });
+    expect(Buffer.from(out.plaintext).equals(plaintext)).toBe(true);
+    expect(unwraps).toBe(1);
+  });
+
+  it.each([0, 1.5, 16 * 1024 * 1024 + 1, Number.NaN])(
+    "rejects maxFrameLength %s as a validation error",
+    async (maxFrameLength) => {
+      const { message } = await layout();
+      await expect(
+        decryptMessage(message, { keyring, policy: { maxFrameLength } }),
+      ).rejects.toThrow(/"policy.maxFrameLength" must be an integer/);
+    },
+  );
 });
