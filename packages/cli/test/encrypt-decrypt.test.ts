@@ -175,8 +175,29 @@ describe("decrypt refusals", () => {
     expect(existsSync(join(ws.dir, "allow.out"))).toBe(false);
   });
 
-  it("--allow-key accepts the key by id or by alias", async () => {
-    for (const allowed of [keyId, "alias/files"]) {
+  it("--allow-key naming no key fails with NotFoundException before reading the message", async () => {
+    const dec = await run(
+      [
+        "decrypt",
+        "--in",
+        sealed,
+        "--out",
+        "allow.out",
+        "--allow-key",
+        "alias/typo",
+        "--allow-key",
+        keyId,
+      ],
+      opts,
+    );
+    expect(dec.code).toBe(1);
+    expect(dec.err).toMatch(/^NotFoundException: .*alias\/typo/);
+    expect(existsSync(join(ws.dir, "allow.out"))).toBe(false);
+  });
+
+  it("--allow-key accepts the key by id, ARN or alias", async () => {
+    const arn = JSON.parse((await run(["describe-key", keyId], opts)).out).arn as string;
+    for (const allowed of [keyId, arn, "alias/files"]) {
       const dec = await run(
         [
           "decrypt",

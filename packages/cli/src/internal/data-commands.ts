@@ -123,14 +123,12 @@ const decrypt: Command = {
     const required = contextOption(ctx.values, "require-context", ctx.command);
     const allowed = stringsOption(ctx.values, "allow-key");
     const kms = await ctx.kms();
-    // The policy compares key ids and ARNs, so aliases are resolved to the key they name now.
+    // The policy compares key ARNs. Each --allow-key (key id, ARN, alias name or alias ARN) is
+    // resolved by the KMS now, so an alias counts as the key it names and a typo fails here
+    // with NotFound instead of silently allowing nothing.
     const allowedKeyIds: string[] = [];
     for (const id of allowed) {
-      allowedKeyIds.push(
-        id.startsWith("alias/") || id.includes(":alias/")
-          ? (await kms.describeKey({ keyId: id }, ctx.callOptions)).keyMetadata.arn
-          : id,
-      );
+      allowedKeyIds.push((await kms.describeKey({ keyId: id }, ctx.callOptions)).keyMetadata.arn);
     }
     const policy: DecryptPolicy = {
       ...(allowed.length === 0 ? {} : { allowedKeyIds }),
