@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import {
   type DataKeyCache,
   type DataKeyCacheLimits,
@@ -27,6 +28,8 @@ import {
 } from "./internal/codec.ts";
 import { PrismaDataKeyStore } from "./prisma-data-key-store.ts";
 import { type ModelDescriptor, parseSchema, type SchemaDescriptor } from "./schema-descriptor.ts";
+
+type TransactionMethod = (this: unknown, ...args: unknown[]) => Promise<unknown>;
 
 // biome-ignore lint/complexity/noBannedTypes: the empty map (no typed fields) is the default.
 export interface FieldEncryptionOptions<Map extends FieldTypeMap = {}> {
@@ -103,8 +106,35 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
           : { legacyPlaintext: options.legacyPlaintext }),
       });
     const durable = new Codec(engine, models, {});
+    // Interactive transactions: the query hook records each transaction's scope in the store of
+    // the `$transaction` call that runs it, and that call ends the scopes once Prisma has
+    // committed or rolled back, so keys made inside a committed transaction serve later writers.
+    const openScopes = new AsyncLocalStorage<Set<string>>();
+    const baseTransaction = (client as unknown as { $transaction: TransactionMethod }).$transaction;
     return client.$extends({
       name: "@kms/prisma",
+      client: {
+        $transaction(this: unknown, ...args: unknown[]): Promise<unknown> {
+          // The array form runs in one batch with no callback: nothing to scope.
+          if (typeof args[0] !== "function") return baseTransaction.apply(this, args);
+          const scopes = new Set<string>();
+          const end = (outcome: "commit" | "rollback"): void => {
+            for (const scope of scopes) engine.endTransactionScope(scope, outcome);
+          };
+          return openScopes
+            .run(scopes, () => baseTransaction.apply(this, args))
+            .then(
+              (value) => {
+                end("commit");
+                return value;
+              },
+              (error: unknown) => {
+                end("rollback");
+                throw error;
+              },
+            );
+        },
+      },
       query: {
         $allModels: {
           async $allOperations({ model: modelName, operation, args, query, ...rest }) {
@@ -116,10 +146,12 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
               rest as { __internalParams?: { transaction?: { kind?: string; id?: unknown } } }
             ).__internalParams;
             const tx = internal?.transaction;
-            const codec =
-              tx?.kind === "itx"
-                ? new Codec(engine, models, { transactionScope: `itx:${String(tx.id)}` })
-                : durable;
+            let codec = durable;
+            if (tx?.kind === "itx") {
+              const transactionScope = `itx:${String(tx.id)}`;
+              openScopes.getStore()?.add(transactionScope);
+              codec = new Codec(engine, models, { transactionScope });
+            }
             const a = clone(args ?? {}) as Json;
             if (isObject(a.where)) await codec.where(model, a.where, undefined);
             const whereCtx = isObject(a.where)

@@ -334,6 +334,40 @@ export function describeFieldEncryption(
       expect(await prisma.user.count({ where: { tenantId: "t1", email: "d@x" } })).toBe(0);
     });
 
+    test("data keys made inside an interactive transaction serve later writers once it commits", async () => {
+      const dataKeys = () => db.prisma.kmsDataKey.count();
+      const user = (email: string) => ({ tenantId: "t7", email, name: email.toUpperCase() });
+      const first = await prisma.$transaction(async (tx) => tx.user.create({ data: user("i1@x") }));
+      const afterFirst = await dataKeys();
+      expect(afterFirst).toBeGreaterThan(0);
+      // Another interactive transaction and a plain write under the same context reuse them.
+      await prisma.$transaction(async (tx) => {
+        await tx.user.create({ data: user("i2@x") });
+      });
+      await prisma.user.create({ data: user("i3@x") });
+      expect(await dataKeys()).toBe(afterFirst);
+      const fresh = extend();
+      expect((await fresh.user.findUnique({ where: { id: first.id } }))?.name).toBe("I1@X");
+      expect(await fresh.user.count({ where: { tenantId: "t7", email: "i3@x" } })).toBe(1);
+    });
+
+    test("data keys made inside a rolled-back interactive transaction are never reused", async () => {
+      const dataKeys = () => db.prisma.kmsDataKey.count();
+      const user = (email: string) => ({ tenantId: "t8", email, name: email.toUpperCase() });
+      await expect(
+        prisma.$transaction(async (tx) => {
+          await tx.user.create({ data: user("r1@x") });
+          throw new Error("rollback");
+        }),
+      ).rejects.toThrow("rollback");
+      // Whether or not the key rows rolled back with it (they share SQLite's one connection),
+      // the next writer makes its own keys, so nothing is sealed under a key that may be gone.
+      const afterRollback = await dataKeys();
+      const later = await prisma.user.create({ data: user("r2@x") });
+      expect(await dataKeys()).toBeGreaterThan(afterRollback);
+      expect((await extend().user.findUnique({ where: { id: later.id } }))?.name).toBe("R2@X");
+    });
+
     test("a data key first used inside a rolled-back transaction still reads after a restart", async () => {
       await expect(
         prisma.$transaction(async (tx) => {
