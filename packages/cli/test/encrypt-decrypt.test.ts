@@ -163,11 +163,14 @@ describe("decrypt refusals", () => {
     expect(ok.code).toBe(0);
   });
 
-  it("--allow-key with another key is refused with AccessDeniedException", async () => {
-    const dec = await run(
-      ["decrypt", "--in", sealed, "--out", "allow.out", "--allow-key", otherKeyId],
+  const decryptAllowing = (...keys: string[]) =>
+    run(
+      ["decrypt", "--in", sealed, "--out", "allow.out", ...keys.flatMap((k) => ["--allow-key", k])],
       opts,
     );
+
+  it("--allow-key with another key is refused with AccessDeniedException", async () => {
+    const dec = await decryptAllowing(otherKeyId);
     expect(dec.code).toBe(1);
     expect(dec.err).toBe(
       "AccessDeniedException: none of the message's encrypted data keys is under a key the decrypt policy allows\n",
@@ -176,20 +179,7 @@ describe("decrypt refusals", () => {
   });
 
   it("--allow-key naming no key fails with NotFoundException before reading the message", async () => {
-    const dec = await run(
-      [
-        "decrypt",
-        "--in",
-        sealed,
-        "--out",
-        "allow.out",
-        "--allow-key",
-        "alias/typo",
-        "--allow-key",
-        keyId,
-      ],
-      opts,
-    );
+    const dec = await decryptAllowing("alias/typo", keyId);
     expect(dec.code).toBe(1);
     expect(dec.err).toMatch(/^NotFoundException: .*alias\/typo/);
     expect(existsSync(join(ws.dir, "allow.out"))).toBe(false);
@@ -198,20 +188,7 @@ describe("decrypt refusals", () => {
   it("--allow-key accepts the key by id, ARN or alias", async () => {
     const arn = JSON.parse((await run(["describe-key", keyId], opts)).out).arn as string;
     for (const allowed of [keyId, arn, "alias/files"]) {
-      const dec = await run(
-        [
-          "decrypt",
-          "--in",
-          sealed,
-          "--out",
-          "allow.out",
-          "--allow-key",
-          otherKeyId,
-          "--allow-key",
-          allowed,
-        ],
-        opts,
-      );
+      const dec = await decryptAllowing(otherKeyId, allowed);
       expect(dec.code).toBe(0);
     }
   });
