@@ -26,6 +26,10 @@ describe("usage errors exit 2 with the usage text", () => {
     ],
     ["a non-numeric --days", ["schedule-key-deletion", "k", "--days", "week"]],
     [
+      "a non-numeric --max-frame-size",
+      ["decrypt", "--in", "a", "--out", "b", "--max-frame-size", "1M"],
+    ],
+    [
       "a non-numeric --frame-size",
       ["encrypt", "--key", "k", "--in", "a", "--out", "b", "--frame-size", "4k"],
     ],

@@ -140,6 +140,21 @@ describe("decrypt refusals", () => {
     expect(leftovers()).toEqual([]);
   });
 
+  it("--max-frame-size below the message's frame length is AccessDeniedException", async () => {
+    await refused(
+      ["decrypt", "--in", sealed, "--out", "big.out", "--max-frame-size", "65535"],
+      /^AccessDeniedException: the message's frames are 65536 bytes; the decrypt policy allows at most 65535\n$/,
+    );
+    const ok = await run(
+      ["decrypt", "--in", sealed, "--out", "big.out", "--max-frame-size", "65536"],
+      opts,
+    );
+    expect(ok.code).toBe(0);
+    expect(readFileSync(join(ws.dir, "big.out")).equals(readFileSync(join(ws.dir, "secret")))).toBe(
+      true,
+    );
+  });
+
   it("a tampered message is InvalidCiphertextException and leaves nothing", async () => {
     const bytes = readFileSync(join(ws.dir, sealed));
     bytes[bytes.length - 5] = (bytes[bytes.length - 5] as number) ^ 1;

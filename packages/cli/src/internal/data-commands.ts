@@ -113,6 +113,7 @@ const decrypt: Command = {
     ...IO_OPTIONS,
     "require-context": { type: "string", multiple: true },
     "allow-key": { type: "string", multiple: true },
+    "max-frame-size": { type: "string" },
   },
   positionals: [],
   async run(ctx) {
@@ -122,6 +123,7 @@ const decrypt: Command = {
     const context = contextOption(ctx.values, "context", ctx.command);
     const required = contextOption(ctx.values, "require-context", ctx.command);
     const allowed = stringsOption(ctx.values, "allow-key");
+    const maxFrameLength = integerOption(ctx.values, "max-frame-size", ctx.command);
     const kms = await ctx.kms();
     // The policy compares key ARNs. Each --allow-key (key id, ARN, alias name or alias ARN) is
     // resolved by the KMS now, so an alias counts as the key it names and a typo fails here
@@ -133,6 +135,7 @@ const decrypt: Command = {
     const policy: DecryptPolicy = {
       ...(allowed.length === 0 ? {} : { allowedKeyIds }),
       ...(required === undefined ? {} : { requiredEncryptionContext: required }),
+      ...(maxFrameLength === undefined ? {} : { maxFrameLength }),
     };
     // Discovery: any KMS key may have made the copy; --allow-key narrows it through the policy.
     const keyring = new KmsKeyring({ kms, keyIds: [], callOptions: ctx.callOptions });

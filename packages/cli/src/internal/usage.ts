@@ -29,7 +29,7 @@ export const SYNOPSES: Readonly<Record<string, string>> = {
   encrypt:
     "kms encrypt --key <keyId|alias> --in <file|-> --out <file|-> [--context k=v ...] [--frame-size <bytes>] [--[no-]progress]",
   decrypt:
-    "kms decrypt --in <file|-> --out <file|-> [--context k=v ...] [--require-context k=v ...] [--allow-key <keyId|alias> ...] [--[no-]progress]",
+    "kms decrypt --in <file|-> --out <file|-> [--context k=v ...] [--require-context k=v ...] [--allow-key <keyId|alias> ...] [--max-frame-size <bytes>] [--[no-]progress]",
 };
 
 export function usageText(command?: string): string {
