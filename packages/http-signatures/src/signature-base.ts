@@ -264,14 +264,18 @@ export function componentValues(
   if (bs) {
     return [
       lines
-        .map((line) => serializeBareItem(new Uint8Array(Buffer.from(line.trim(), "latin1"))))
+        .map((line) =>
+          serializeBareItem(new Uint8Array(Buffer.from(trimFieldValue(line), "latin1"))),
+        )
         .join(", "),
     ];
   }
   const combined =
-    lines.length === 1 ? (lines[0] as string).trim() : lines.map((line) => line.trim()).join(", ");
+    lines.length === 1 ? trimFieldValue(lines[0] as string) : lines.map(trimFieldValue).join(", ");
   if (!sf && key === undefined) return [combined];
-  const type = options.structuredFields?.[name] ?? KNOWN_STRUCTURED_FIELDS[name];
+  const type =
+    options.structuredFields?.[name] ??
+    (Object.hasOwn(KNOWN_STRUCTURED_FIELDS, name) ? KNOWN_STRUCTURED_FIELDS[name] : undefined);
   if (key !== undefined) {
     if (typeof key !== "string") throw componentError(id, ";key must be a string");
     if (type !== undefined && type !== "dictionary")
@@ -285,6 +289,23 @@ export function componentValues(
     throw componentError(id, "structured type of the field is unknown; add it to structuredFields");
   }
   return [serializeStructuredField(parseStructuredField(combined, type))];
+}
+
+/**
+ * RFC 9421 §2.1 strips leading and trailing spaces and tabs (RFC 9110 OWS), nothing else.
+ * `String.prototype.trim` also strips no-break spaces, U+3000, CR, LF and more, which Node
+ * passes through in header values: a signature over "v" would then verify "\u00a0v\n".
+ */
+function trimFieldValue(line: string): string {
+  let start = 0;
+  let end = line.length;
+  while (start < end && (line.charCodeAt(start) === 0x20 || line.charCodeAt(start) === 0x09)) {
+    start++;
+  }
+  while (end > start && (line.charCodeAt(end - 1) === 0x20 || line.charCodeAt(end - 1) === 0x09)) {
+    end--;
+  }
+  return start === 0 && end === line.length ? line : line.slice(start, end);
 }
 
 /** The signature parameters of RFC 9421 §2.3. Times are seconds since the epoch. */
