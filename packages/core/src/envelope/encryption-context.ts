@@ -1,4 +1,5 @@
 import { ValidationError } from "../errors.ts";
+import { isWellFormed } from "../internal/unicode.ts";
 import type { EncryptionContext } from "../types.ts";
 
 const EMPTY = new Uint8Array(0);
@@ -38,6 +39,11 @@ export function encodeEncryptionContext(
       throw new ValidationError(`"${argument}" value for key "${key}" must be a string`);
     }
     if (key.length === 0) throw new ValidationError(`"${argument}" keys must not be empty`);
+    if (!isWellFormed(key) || !isWellFormed(value)) {
+      throw new ValidationError(
+        `"${argument}" keys and values must be well-formed Unicode (no lone surrogates)`,
+      );
+    }
     const keyBytes = Buffer.byteLength(key, "utf8");
     if (keyBytes !== key.length) ascii = false;
     size += 4 + keyBytes + Buffer.byteLength(value, "utf8");

@@ -1,5 +1,6 @@
 import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import { ValidationError } from "../errors.ts";
+import { isWellFormed } from "../internal/unicode.ts";
 import type { EncryptionContext } from "../types.ts";
 
 /**
@@ -43,6 +44,9 @@ export function contextKey(context: EncryptionContext): string {
 function lengthPrefixed(argument: string, value: string): Uint8Array {
   if (typeof value !== "string" || value.length === 0) {
     throw new ValidationError(`"${argument}" must be a non-empty string`);
+  }
+  if (!isWellFormed(value)) {
+    throw new ValidationError(`"${argument}" must be well-formed Unicode (no lone surrogates)`);
   }
   const bytes = encoder.encode(value);
   if (bytes.length > MAX_NAME_BYTES) {

@@ -75,11 +75,26 @@ export function toFieldText(bytes: Uint8Array): string {
 
 const FIELD_TEXT = /^kms1:[A-Za-z0-9_-]*$/;
 
+/** The 6-bit value of a base64url character already checked against FIELD_TEXT. */
+function sextet(code: number): number {
+  if (code >= 0x61) return code - 0x61 + 26; // a-z
+  if (code >= 0x41) return code === 0x5f ? 63 : code - 0x41; // A-Z, "_"
+  if (code >= 0x30) return code - 0x30 + 52; // 0-9
+  return 62; // "-"
+}
+
 /** @throws InvalidCiphertextException when `text` is not prefix + base64url. */
 export function fromFieldText(text: string): Uint8Array {
   // Buffer's decoder skips junk silently (and folds non-Latin-1 characters onto ASCII ones): a
   // strict check keeps one value one encoding.
-  if ((text.length - TEXT_PREFIX.length) % 4 === 1 || !FIELD_TEXT.test(text)) {
+  const tail = (text.length - TEXT_PREFIX.length) % 4;
+  if (tail === 1 || !FIELD_TEXT.test(text)) {
+    throw new InvalidCiphertextError("field value is not valid ciphertext");
+  }
+  // A final group of 2 or 3 characters carries 4 or 2 bits more than the bytes need; the
+  // decoder ignores them, so a text with any of them set would be a second spelling of the
+  // same value (a deterministic value could then dodge equality lookups and unique indexes).
+  if (tail !== 0 && (sextet(text.charCodeAt(text.length - 1)) & (tail === 2 ? 0x0f : 0x03)) !== 0) {
     throw new InvalidCiphertextError("field value is not valid ciphertext");
   }
   const buf = Buffer.from(text.slice(TEXT_PREFIX.length), "base64url");

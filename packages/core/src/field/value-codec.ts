@@ -1,4 +1,5 @@
 import { InvalidCiphertextError, ValidationError } from "../errors.ts";
+import { isWellFormed } from "../internal/unicode.ts";
 
 /**
  * The JS types a field can hold. The type travels as a 1-byte tag inside the plaintext (so it
@@ -77,6 +78,11 @@ export function encodeFieldValue(field: string, type: FieldValueType, value: unk
   switch (type) {
     case "string":
       if (typeof value !== "string") throw typeError(field, type, value);
+      if (!isWellFormed(value)) {
+        throw new ValidationError(
+          `"${field}" string values must be well-formed Unicode (no lone surrogates)`,
+        );
+      }
       return utf8Plaintext(value);
     case "bytes": {
       if (!(value instanceof Uint8Array)) throw typeError(field, type, value);
