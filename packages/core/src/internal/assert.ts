@@ -1,4 +1,5 @@
 import { ValidationError } from "../errors.ts";
+import { isWellFormed } from "./unicode.ts";
 
 /** Validation helpers that name the argument and the rule in their message. */
 export function assertString(name: string, value: unknown, min: number, max: number): string {
@@ -9,6 +10,11 @@ export function assertString(name: string, value: unknown, min: number, max: num
     throw new ValidationError(
       `"${name}" must be ${min}–${max} characters long, got ${value.length}`,
     );
+  }
+  // Stores write UTF-8, which turns each lone surrogate into U+FFFD: a grantee "a\ud800" would
+  // come back from the database as "a\ufffd", another principal's name.
+  if (!isWellFormed(value)) {
+    throw new ValidationError(`"${name}" must be well-formed Unicode (no lone surrogates)`);
   }
   return value;
 }

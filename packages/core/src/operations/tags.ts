@@ -2,6 +2,7 @@ import { TagError } from "../errors.ts";
 import { assertObject } from "../internal/assert.ts";
 import { type KmsContext, loadKey, resolveKeyId, updateKey } from "../internal/key-access.ts";
 import { pageRequest, toPage } from "../internal/pagination.ts";
+import { isWellFormed } from "../internal/unicode.ts";
 import type {
   ListResourceTagsRequest,
   ListResourceTagsResponse,
@@ -29,6 +30,9 @@ export function validateTags(added: readonly Tag[], existing: readonly Tag[]): T
     }
     if (typeof tagValue !== "string" || tagValue.length > 256) {
       throw new TagError(`"tags[${i}].tagValue" must be a string of 0–256 characters`);
+    }
+    if (!isWellFormed(tagKey) || !isWellFormed(tagValue)) {
+      throw new TagError(`"tags[${i}]" must be well-formed Unicode (no lone surrogates)`);
     }
     if (tagKey.toLowerCase().startsWith("aws:")) {
       throw new TagError(`"tags[${i}].tagKey" ${tagKey}: the aws: prefix is reserved`);

@@ -64,4 +64,28 @@ describe("lone surrogates are refused, never folded onto U+FFFD", () => {
     await expect(refused).rejects.toThrow(/"name" string values must be well-formed Unicode/);
     await expect(refused).rejects.not.toThrow(/secret/);
   });
+
+  test.each(LONE)(
+    "names the key store persists: tags, descriptions, grantees (%j)",
+    async (value) => {
+      // Stores write UTF-8: these would come back from the database as another name.
+      const kms = await createKms();
+      const { keyId } = (await kms.createKey()).keyMetadata;
+      await expect(
+        kms.tagResource({ keyId, tags: [{ tagKey: `team${value}`, tagValue: "a" }] }),
+      ).rejects.toThrow(/well-formed Unicode/);
+      await expect(
+        kms.tagResource({ keyId, tags: [{ tagKey: "team", tagValue: value }] }),
+      ).rejects.toThrow(/well-formed Unicode/);
+      await expect(kms.createKey({ description: value })).rejects.toBeInstanceOf(ValidationError);
+      await expect(
+        kms.createGrant({
+          keyId,
+          granteePrincipal: `user-${value}`,
+          operations: ["Encrypt"],
+        }),
+      ).rejects.toBeInstanceOf(ValidationError);
+      expect((await kms.listResourceTags({ keyId })).tags).toEqual([]);
+    },
+  );
 });
