@@ -97,6 +97,12 @@ export interface AuditSink {
   /** Human-readable kind for messages ("memory", "jsonl:/path", "sqlite:/path"). */
   readonly description: string;
   /**
+   * True when the sink drops its oldest events by design (a capped MemoryAuditSink): `verify()`
+   * then checks the chain from the first event it still holds. Otherwise the trail must start
+   * at sequence 0, so removing events from the front is reported like any other deletion.
+   */
+  readonly keepsWindow?: boolean;
+  /**
    * Appends events in order. Resolves only once they are durable as far as the sink can
    * tell; rejects when any event could not be written (the KMS then fails the operations
    * whose events were in the batch, unless the user opted out of fail-closed auditing).

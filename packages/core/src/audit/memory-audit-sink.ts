@@ -12,6 +12,7 @@ export interface MemoryAuditSinkOptions {
  */
 export class MemoryAuditSink implements AuditSink {
   readonly description = "memory";
+  readonly keepsWindow: boolean;
   readonly #events: AuditEvent[] = [];
   readonly #max: number;
   readonly #slack: number;
@@ -21,6 +22,7 @@ export class MemoryAuditSink implements AuditSink {
 
   constructor(options: MemoryAuditSinkOptions = {}) {
     this.#max = options.maxEvents ?? Number.POSITIVE_INFINITY;
+    this.keepsWindow = Number.isFinite(this.#max);
     this.#slack = Number.isFinite(this.#max) ? Math.max(64, Math.ceil(this.#max / 4)) : 0;
   }
 
