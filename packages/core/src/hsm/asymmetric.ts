@@ -35,7 +35,7 @@ import { secp256k1 } from "@noble/curves/secp256k1.js";
 import { sha512 } from "@noble/hashes/sha2.js";
 import { ml_dsa44, ml_dsa65, ml_dsa87 } from "@noble/post-quantum/ml-dsa.js";
 import { invalidCiphertext } from "../envelope/ciphertext-blob.ts";
-import { KmsInternalError, ValidationError } from "../errors.ts";
+import { KmsInternalError, RootKeyError, ValidationError } from "../errors.ts";
 import {
   type CurveName,
   type HashName,
@@ -65,7 +65,13 @@ export interface DerKeyPair {
 
 type Loaded =
   | { readonly kind: "keyObject"; readonly key: KeyObject; scalar?: Uint8Array }
-  | { readonly kind: "mlDsa"; readonly secretKey: Uint8Array; readonly key: KeyObject | undefined }
+  | {
+      readonly kind: "mlDsa";
+      readonly secretKey: Uint8Array;
+      readonly key: KeyObject | undefined;
+      /** SPKI of the public key, derived from the seed. */
+      readonly spki: Uint8Array;
+    }
   | { readonly kind: "hmac"; readonly key: KeyObject };
 
 /** Parsed keys per key version are cached; the bound keeps a huge key count from pinning memory. */
@@ -211,6 +217,8 @@ export class AsymmetricHsm {
   readonly #hsm: SoftwareHsm;
   readonly #private = new Map<string, Loaded>();
   readonly #public = new Map<string, KeyObject>();
+  /** SPKI derived from each version's (authenticated) private material. */
+  readonly #authentic = new Map<string, Uint8Array>();
 
   constructor(hsm: SoftwareHsm) {
     this.#hsm = hsm;
@@ -307,7 +315,9 @@ export class AsymmetricHsm {
       if (info.family === "HMAC") {
         loaded = { kind: "hmac", key: createSecretKey(material) };
       } else if (info.family === "ML_DSA") {
-        const { secretKey } = ML_DSA[info.mlDsa!].keygen(material);
+        const pair = ML_DSA[info.mlDsa!].keygen(material);
+        const { secretKey } = pair;
+        const spki = mlDsaSpki(info.mlDsa!, pair.publicKey);
         const key = nodeHasMlDsa()
           ? createPrivateKey({
               key: Buffer.from(material),
@@ -315,7 +325,7 @@ export class AsymmetricHsm {
               asymmetricKeyType: info.mlDsa!,
             } as unknown as Parameters<typeof createPrivateKey>[0])
           : undefined;
-        loaded = { kind: "mlDsa", secretKey, key };
+        loaded = { kind: "mlDsa", secretKey, key, spki };
       } else {
         loaded = { kind: "keyObject", key: this.#parsePkcs8(material, spec) };
       }
@@ -328,6 +338,42 @@ export class AsymmetricHsm {
     }
     this.#private.set(cacheKey, loaded);
     return loaded;
+  }
+
+  /**
+   * The version's stored public key (SPKI), once it is checked against the private material.
+   * The stored copy is not covered by the root key's wrapping: without this check, a writer of
+   * the key store could swap in a key of their own, so that their signatures verify and RSA
+   * encryption is to them. The derivation runs once per version; later calls compare bytes.
+   * @throws RootKeyError when the stored public key is not the material's; as the material's
+   *   unwrapping otherwise.
+   */
+  authenticPublicKey(ref: MaterialRef, spec: KeySpec, stored: Uint8Array): Uint8Array {
+    const cacheKey = `${ref.keyId}#${ref.version}`;
+    let derived = this.#authentic.get(cacheKey);
+    if (derived === undefined) {
+      const loaded = this.#load(ref, spec);
+      if (loaded.kind === "hmac") {
+        throw new KmsInternalError(`${spec} keys have no public key`);
+      }
+      derived =
+        loaded.kind === "mlDsa"
+          ? loaded.spki
+          : new Uint8Array(
+              createPublicKey(loaded.key).export({ format: "der", type: "spki" }) as Buffer,
+            );
+      if (this.#authentic.size >= MAX_CACHED_VERSIONS) {
+        const oldest = this.#authentic.keys().next().value;
+        if (oldest !== undefined) this.#authentic.delete(oldest);
+      }
+      this.#authentic.set(cacheKey, derived);
+    }
+    if (!Buffer.from(derived.buffer, derived.byteOffset, derived.byteLength).equals(stored)) {
+      throw new RootKeyError(
+        `the stored public key of key ${ref.keyId} version ${ref.version} does not match its material`,
+      );
+    }
+    return stored;
   }
 
   #publicKey(keyId: string, version: number, spki: Uint8Array): KeyObject {

@@ -68,11 +68,16 @@ export function materialRef(key: StoredKey, version: StoredKeyVersion): Material
   return { keyId: key.keyId, version: version.version, wrappedMaterial: version.wrappedMaterial };
 }
 
-function publicKeyOf(key: StoredKey, version: StoredKeyVersion): Uint8Array {
+/** The version's public key, checked against its private material (see authenticPublicKey). */
+function publicKeyOf(ctx: KmsContext, key: StoredKey, version: StoredKeyVersion): Uint8Array {
   if (version.publicKey === undefined) {
     throw new KmsInternalError(`key ${key.keyId} v${version.version} has no stored public key`);
   }
-  return version.publicKey;
+  return asymmetricHsm(ctx.hsm).authenticPublicKey(
+    materialRef(key, version),
+    key.keySpec,
+    version.publicKey,
+  );
 }
 
 interface CheckedSigning {
@@ -152,7 +157,7 @@ export async function verify(ctx: KmsContext, request: VerifyRequest): Promise<V
   const valid = asymmetricHsm(ctx.hsm).verify(
     key.keyId,
     version.version,
-    publicKeyOf(key, version),
+    publicKeyOf(ctx, key, version),
     key.keySpec,
     checked.algorithm,
     checked.messageType,
@@ -187,7 +192,7 @@ export async function getPublicKey(
   const lists = algorithmLists(key.keySpec, key.keyUsage);
   return {
     keyId: keyArn(ctx.identity, key.keyId),
-    publicKey: publicKeyOf(key, version).slice(),
+    publicKey: publicKeyOf(ctx, key, version).slice(),
     customerMasterKeySpec: key.keySpec,
     keySpec: key.keySpec,
     keyUsage: key.keyUsage,
@@ -248,7 +253,7 @@ export async function encrypt(ctx: KmsContext, request: EncryptRequest): Promise
     ciphertextBlob: asymmetricHsm(ctx.hsm).encrypt(
       key.keyId,
       version.version,
-      publicKeyOf(key, version),
+      publicKeyOf(ctx, key, version),
       OAEP_HASH[algorithm],
       plaintext,
     ),

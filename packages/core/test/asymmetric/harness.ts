@@ -17,14 +17,25 @@ import {
   type KeyUsage,
   type Kms,
   MemoryKeyStore,
+  type SigningAlgorithm,
 } from "../../src/index.ts";
 
 export interface ImportingKms {
   readonly kms: Kms;
   /** Stores `material` (PKCS#8 DER, ML-DSA seed or HMAC key) as a new key; returns its id. */
   importKey(spec: KeySpec, usage: KeyUsage, material: Uint8Array): Promise<string>;
-  /** Stores a key known only by its public key (its private half is random filler). */
-  importPublicKey(spec: KeySpec, usage: KeyUsage, spki: Uint8Array): Promise<string>;
+  /**
+   * Verifies with a public key alone, through the HSM primitive `Kms.verify` ends in. The Kms
+   * itself only verifies with keys whose stored public key matches their private material (a
+   * store writer cannot swap it), and vectors such as Wycheproof give public keys only.
+   */
+  verifyWithPublicKey(
+    spec: KeySpec,
+    spki: Uint8Array,
+    algorithm: SigningAlgorithm,
+    message: Uint8Array,
+    signature: Uint8Array,
+  ): boolean;
 }
 
 export async function importingKms(): Promise<ImportingKms> {
@@ -66,13 +77,9 @@ export async function importingKms(): Promise<ImportingKms> {
         asymmetricHsm(hsm).importMaterial(keyId, 1, spec, material),
       );
     },
-    importPublicKey(spec, usage, spki) {
+    verifyWithPublicKey(spec, spki, algorithm, message, signature) {
       const keyId = globalThis.crypto.randomUUID();
-      const filler = globalThis.crypto.getRandomValues(new Uint8Array(32));
-      return store_(keyId, spec, usage, {
-        wrappedMaterial: hsm.wrapMaterial(keyId, 1, filler),
-        publicKey: spki,
-      });
+      return asymmetricHsm(hsm).verify(keyId, 1, spki, spec, algorithm, "RAW", message, signature);
     },
   };
 }
