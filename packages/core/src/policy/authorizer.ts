@@ -159,11 +159,17 @@ export function authorizationRequest(
 
   const values = (lower: string, original: string): readonly string[] | undefined => {
     if (lower.startsWith("kms:encryptioncontext:")) {
-      // The context key part is case-sensitive, as in AWS.
-      return one(encryptionContext?.[original.slice("kms:encryptioncontext:".length)]);
+      // The context key part is case-sensitive, as in AWS. Own pairs only: a plain object also
+      // answers "constructor" or "toString" with what every object inherits.
+      const name = original.slice("kms:encryptioncontext:".length);
+      return encryptionContext !== undefined && Object.hasOwn(encryptionContext, name)
+        ? one(encryptionContext[name])
+        : undefined;
     }
     if (lower.startsWith("aws:principaltag/")) {
-      const tags = settings.principalTags[call.principal];
+      const tags = Object.hasOwn(settings.principalTags, call.principal)
+        ? settings.principalTags[call.principal]
+        : undefined;
       return tags === undefined ? undefined : one(lookupTag(tags, original.slice(17)));
     }
     if (lower.startsWith("aws:resourcetag/")) {

@@ -90,25 +90,37 @@ function describe(s: PolicyStatement): string {
   return s.sid ? `statement ${s.index} ("${s.sid}")` : `statement ${s.index}`;
 }
 
-/** Grant constraint check; keys compare case-insensitively, values exactly (as AWS). */
+/**
+ * Grant constraint check; keys compare case-insensitively, values exactly (as AWS). Pair by
+ * pair: folding the context into a map by lower-cased key would keep only one of
+ * `{ tenant: "a", TENANT: "b" }` and let it pass `encryptionContextEquals: { tenant: "b" }`.
+ */
 export function grantConstraintsHold(
   grant: StoredGrant,
   context: Readonly<Record<string, string>> | undefined,
 ): boolean {
   const constraints = grant.constraints;
   if (constraints === undefined) return true;
-  const actual = new Map<string, string>();
-  for (const [k, v] of Object.entries(context ?? {})) actual.set(k.toLowerCase(), v);
-  if (constraints.encryptionContextEquals !== undefined) {
-    const expected = Object.entries(constraints.encryptionContextEquals);
-    if (expected.length !== actual.size) return false;
-    if (!expected.every(([k, v]) => actual.get(k.toLowerCase()) === v)) return false;
+  const actual = Object.entries(context ?? {});
+  const equals = constraints.encryptionContextEquals;
+  if (equals !== undefined) {
+    const expected = Object.entries(equals);
+    if (!expected.every((pair) => containsPair(actual, pair))) return false;
+    if (!actual.every((pair) => containsPair(expected, pair))) return false;
   }
-  if (constraints.encryptionContextSubset !== undefined) {
-    const expected = Object.entries(constraints.encryptionContextSubset);
-    if (!expected.every(([k, v]) => actual.get(k.toLowerCase()) === v)) return false;
+  const subset = constraints.encryptionContextSubset;
+  if (subset !== undefined) {
+    if (!Object.entries(subset).every((pair) => containsPair(actual, pair))) return false;
   }
   return true;
+}
+
+function containsPair(
+  pairs: readonly (readonly [string, string])[],
+  [key, value]: readonly [string, string],
+): boolean {
+  const lower = key.toLowerCase();
+  return pairs.some(([k, v]) => v === value && k.toLowerCase() === lower);
 }
 
 function grantAllows(grant: StoredGrant, request: AuthorizationRequest): boolean {
