@@ -155,8 +155,10 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
             const a = clone(args ?? {}) as Json;
             if (isObject(a.where)) await codec.where(model, a.where, undefined);
             const whereCtx = isObject(a.where)
-              ? codec.context(model, [a.where, ...andClauses(a.where)])
+              ? codec.context(model, [a.where, ...andClauses(model, a.where)])
               : undefined;
+            // A cursor is a unique filter: its encrypted fields are rewritten like the where's.
+            if (isObject(a.cursor)) await codec.where(model, a.cursor, whereCtx);
             switch (operation) {
               case "create":
                 if (isObject(a.data))
@@ -174,7 +176,7 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
               case "updateManyAndReturn":
                 if (isObject(a.data)) {
                   const where = (a.where as Json | undefined) ?? {};
-                  let ctx = codec.context(model, [a.data, where, ...andClauses(where)]);
+                  let ctx = codec.context(model, [a.data, where, ...andClauses(model, where)]);
                   if (ctx === undefined && operation === "update" && needsContext(model, a.data)) {
                     // The row's own context columns, read in the same transaction as the write
                     // (an update with empty data is a locking read of the unique row).
@@ -197,7 +199,7 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
                     codec.context(model, [
                       a.create,
                       a.where as Json,
-                      ...andClauses((a.where as Json) ?? {}),
+                      ...andClauses(model, (a.where as Json) ?? {}),
                     ]),
                   );
                 if (isObject(a.update)) {
@@ -205,7 +207,7 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
                   await codec.writeData(
                     model,
                     a.update,
-                    codec.context(model, [a.update, where, ...andClauses(where)]),
+                    codec.context(model, [a.update, where, ...andClauses(model, where)]),
                     where,
                   );
                 }
@@ -227,6 +229,16 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
                   reject(
                     `${model.name}.${key} is encrypted: ordering by ciphertext is meaningless`,
                   );
+                }
+              }
+            }
+            // Randomized ciphertexts of equal values differ: distinct would keep duplicates.
+            const distinct = typeof a.distinct === "string" ? [a.distinct] : a.distinct;
+            if (Array.isArray(distinct)) {
+              for (const key of distinct) {
+                const spec = typeof key === "string" ? model.encrypted[key] : undefined;
+                if (spec !== undefined && spec.mode !== "deterministic") {
+                  reject(`${model.name}.${key} is encrypted: distinct cannot compare ciphertext`);
                 }
               }
             }

@@ -134,6 +134,12 @@ export function describeFieldEncryption(
       );
       await expect(prisma.user.findMany({ orderBy: { name: "asc" } })).rejects.toThrow(/ordering/);
       await expect(
+        prisma.user.findMany({ where: { tenantId: "t1" }, distinct: ["name"] }),
+      ).rejects.toThrow(/User.name is encrypted: distinct cannot compare ciphertext/);
+      await expect(
+        prisma.user.findMany({ where: { tenantId: "t1" }, distinct: "name" }),
+      ).rejects.toThrow(/distinct/);
+      await expect(
         prisma.user.findMany({ where: { tenantId: "t1", phoneIndex: "x" } }),
       ).rejects.toThrow(/blind index/);
       expect(await prisma.user.count({ where: { name: null } })).toBe(0);

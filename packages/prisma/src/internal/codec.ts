@@ -247,13 +247,14 @@ export class Codec {
   async where(model: ModelDescriptor, where: Json, inherited: Ctx | undefined): Promise<void> {
     let ctx: Ctx | undefined;
     const resolve = () => {
-      ctx ??= this.requireContext(model, [where, ...andClauses(where)], inherited);
+      ctx ??= this.requireContext(model, [where, ...andClauses(model, where)], inherited);
       return ctx;
     };
     for (const key of Object.keys(where)) {
       const value = where[key];
       if (key === "AND" || key === "OR" || key === "NOT") {
-        const ctxHere = this.context(model, [where, ...andClauses(where)], inherited) ?? inherited;
+        const ctxHere =
+          this.context(model, [where, ...andClauses(model, where)], inherited) ?? inherited;
         for (const clause of Array.isArray(value) ? value : [value]) {
           if (isObject(clause)) await this.where(model, clause, ctxHere);
         }
@@ -278,7 +279,7 @@ export class Codec {
         const targetModel = this.model(target);
         if (targetModel === undefined) continue;
         const parentCtx =
-          this.context(model, [where, ...andClauses(where)], inherited) ?? inherited;
+          this.context(model, [where, ...andClauses(model, where)], inherited) ?? inherited;
         const filters = ["some", "every", "none", "is", "isNot"].filter((f) => f in value);
         if (filters.length === 0) await this.where(targetModel, value, parentCtx);
         for (const f of filters) {
@@ -396,11 +397,19 @@ export class Codec {
   async relationWheres(model: ModelDescriptor, args: Json, ctx: Ctx | undefined): Promise<void> {
     for (const container of [args.select, args.include]) {
       if (!isObject(container)) continue;
+      // Filtered relation counts (`_count: { select: { posts: { where } } }`) filter too.
+      const counted = isObject(container._count) ? container._count.select : undefined;
       for (const [relation, target] of Object.entries(model.relations)) {
         const targetModel = this.model(target);
+        if (targetModel === undefined) continue;
+        const count = isObject(counted) ? counted[relation] : undefined;
+        if (isObject(count) && isObject(count.where)) {
+          await this.where(targetModel, count.where, ctx);
+        }
         const nested = container[relation];
-        if (targetModel === undefined || !isObject(nested)) continue;
+        if (!isObject(nested)) continue;
         if (isObject(nested.where)) await this.where(targetModel, nested.where, ctx);
+        if (isObject(nested.cursor)) await this.where(targetModel, nested.cursor, ctx);
         await this.relationWheres(targetModel, nested, ctx);
       }
     }
@@ -568,15 +577,17 @@ function isCompoundUnique(model: ModelDescriptor, key: string, value: unknown): 
 }
 
 /** Clauses whose equalities constrain the whole where: AND members and compound uniques. */
-export function andClauses(where: Json): Json[] {
+export function andClauses(model: ModelDescriptor, where: Json): Json[] {
   const out: Json[] = [];
   const and = where.AND;
   if (Array.isArray(and)) out.push(...and.filter(isObject));
   else if (isObject(and)) out.push(and);
+  // A to-one relation filter in its short form (`author: { tenantId, email }`) looks like a
+  // compound unique but constrains another model: its tenant is not this row's.
   for (const [key, value] of Object.entries(where)) {
-    if (key === "AND" || key === "OR" || key === "NOT" || !isObject(value)) continue;
-    const keys = Object.keys(value);
-    if (keys.length > 1 && keys.every((k) => !FILTER_KEYS.has(k))) out.push(value);
+    if (key !== "AND" && key !== "OR" && key !== "NOT" && isCompoundUnique(model, key, value)) {
+      out.push(value);
+    }
   }
   return out;
 }

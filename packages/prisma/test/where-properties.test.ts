@@ -1,0 +1,1391 @@
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createKms, type Kms, runWithEncryptionContext, ValidationError } from "@kms/core";
+import { retainSqliteHandle } from "@kms/keystore-sqlite";
+import { PrismaBetterSqlite3 } from "@prisma/adapter-better-sqlite3";
+import Database from "better-sqlite3";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { fieldEncryption } from "../src/index.ts";
+import { openSqlite, schemaText, type TestDatabase } from "./backends.ts";
+import { PrismaClient } from "./generated/client.ts";
+
+// Property tests of the `where` rewriting, as seeded random loops: fast-check is not a
+// devDependency of this package. Every case derives its own PRNG from (SEED, property, case), so
+// a failure message's seed and case index reproduce it alone:
+//   WHERE_PROPERTIES_SEED=<seed> npx vitest run test/where-properties.test.ts
+
+const SEED = Number(process.env.WHERE_PROPERTIES_SEED ?? 20_260_601);
+const here = dirname(fileURLToPath(import.meta.url));
+
+/** mulberry32: tiny and deterministic, which is all a reproducible case needs. */
+class Rng {
+  #state: number;
+  constructor(...seeds: number[]) {
+    let h = 0x811c9dc5;
+    for (const s of seeds) h = Math.imul(h ^ s, 0x01000193) >>> 0;
+    this.#state = h;
+  }
+  next(): number {
+    this.#state = (this.#state + 0x6d2b79f5) >>> 0;
+    let t = this.#state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+  chance(p: number): boolean {
+    return this.next() < p;
+  }
+  pick<T>(items: readonly T[]): T {
+    const item = items[this.int(items.length)];
+    if (item === undefined) throw new Error("pick from an empty list");
+    return item;
+  }
+  some<T>(items: readonly T[], max: number): T[] {
+    return Array.from({ length: this.int(max + 1) }, () => this.pick(items));
+  }
+}
+
+type Where = { [key: string]: unknown };
+
+function isPlainObject(v: unknown): v is Where {
+  return typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
+}
+
+function extendClient(base: PrismaClient, kms: Kms, keyId: string) {
+  return base.$extends(fieldEncryption({ kms, keyId, schema: schemaText }));
+}
+type Extended = ReturnType<typeof extendClient>;
+
+const PREFIX = "kms1:";
+const LONE_SURROGATE = "\uD83D";
+/** A surrogate without its pair: not Unicode text, which the engine refuses to encrypt. */
+const LONE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** The phone column's blind index normalization (`normalize: "trim,lowercase"` in the schema). */
+const normalizePhone = (v: string): string => v.trim().toLowerCase();
+
+// ---------------------------------------------------------------------------------------------
+// Reference semantics: SQL's three-valued logic over the plaintext rows, as SQLite evaluates
+// Prisma's filters (LIKE folds ASCII case; comparisons are binary). The blind-indexed phone
+// compares normalized values, which is the documented meaning of a blind-index lookup.
+// ---------------------------------------------------------------------------------------------
+
+interface Row {
+  id: number;
+  tenantId: string;
+  email: string;
+  name: string | null;
+  phone: string | null;
+  plain: string | null;
+}
+
+type Tri = boolean | null;
+const and3 = (a: Tri, b: Tri): Tri =>
+  a === false || b === false ? false : a === null || b === null ? null : true;
+const or3 = (a: Tri, b: Tri): Tri =>
+  a === true || b === true ? true : a === null || b === null ? null : false;
+const not3 = (a: Tri): Tri => (a === null ? null : !a);
+
+const asciiLower = (s: string): string => s.replace(/[A-Z]/g, (c) => c.toLowerCase());
+
+type Cell = string | number | null;
+
+function evalFilter(cell: Cell, filter: unknown, key: (v: string) => string): Tri {
+  const same = (v: unknown): Tri => {
+    if (cell === null) return null;
+    if (typeof cell === "number") return cell === v;
+    return typeof v === "string" && key(cell) === key(v);
+  };
+  const order = (v: unknown, test: (c: number) => boolean): Tri => {
+    if (cell === null) return null;
+    if (typeof cell === "number" && typeof v === "number") return test(cell - v);
+    if (typeof cell === "string" && typeof v === "string") {
+      return test(cell < v ? -1 : cell > v ? 1 : 0);
+    }
+    throw new Error(`unmodelled comparison ${String(cell)} ~ ${String(v)}`);
+  };
+  const like = (v: unknown, test: (c: string, v: string) => boolean): Tri => {
+    if (cell === null) return null;
+    if (typeof cell !== "string" || typeof v !== "string") throw new Error("unmodelled LIKE");
+    return test(asciiLower(cell), asciiLower(v));
+  };
+  if (filter === null) return cell === null;
+  if (!isPlainObject(filter)) return same(filter);
+  let out: Tri = true;
+  for (const [op, v] of Object.entries(filter)) {
+    let r: Tri;
+    switch (op) {
+      case "equals":
+        r = v === null ? cell === null : same(v);
+        break;
+      case "in":
+      case "notIn": {
+        const list = v as unknown[];
+        if (list.length === 0) r = op === "notIn";
+        else if (cell === null) r = null;
+        else r = list.some((item) => same(item) === true) === (op === "in");
+        break;
+      }
+      case "not":
+        r =
+          v === null ? cell !== null : not3(isPlainObject(v) ? evalFilter(cell, v, key) : same(v));
+        break;
+      case "contains":
+        r = like(v, (c, s) => c.includes(s));
+        break;
+      case "startsWith":
+        r = like(v, (c, s) => c.startsWith(s));
+        break;
+      case "endsWith":
+        r = like(v, (c, s) => c.endsWith(s));
+        break;
+      case "lt":
+        r = order(v, (c) => c < 0);
+        break;
+      case "lte":
+        r = order(v, (c) => c <= 0);
+        break;
+      case "gt":
+        r = order(v, (c) => c > 0);
+        break;
+      case "gte":
+        r = order(v, (c) => c >= 0);
+        break;
+      default:
+        throw new Error(`unmodelled filter ${op}`);
+    }
+    out = and3(out, r);
+  }
+  return out;
+}
+
+const identity = (v: string): string => v;
+
+function evalWhere(row: Row, where: Where): Tri {
+  let out: Tri = true;
+  for (const [key, value] of Object.entries(where)) {
+    let r: Tri;
+    const clauses = (Array.isArray(value) ? value : [value]) as Where[];
+    if (key === "AND") r = clauses.reduce<Tri>((acc, c) => and3(acc, evalWhere(row, c)), true);
+    else if (key === "OR") r = clauses.reduce<Tri>((acc, c) => or3(acc, evalWhere(row, c)), false);
+    else if (key === "NOT") {
+      r = clauses.reduce<Tri>((acc, c) => and3(acc, not3(evalWhere(row, c))), true);
+    } else if (key === "id" || key === "tenantId" || key === "email" || key === "name") {
+      r = evalFilter(row[key], value, identity);
+    } else if (key === "phone") r = evalFilter(row.phone, value, normalizePhone);
+    // Only a null check reaches here; the index is null exactly when the phone is.
+    else if (key === "phoneIndex" && value === null) r = row.phone === null;
+    else throw new Error(`unmodelled where key ${key}`);
+    out = and3(out, r);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the extension must do with a where: the documented rules, not its code. `must` holds
+// the fields whose filter has to be refused; `may` those it may refuse without being wrong
+// (a null check it does not recognise, or a context this model of the rules does not see).
+// ---------------------------------------------------------------------------------------------
+
+interface Verdict {
+  readonly must: Set<string>;
+  readonly may: Set<string>;
+}
+
+const SCALAR_OPS = new Set(["equals", "in", "notIn", "not"]);
+
+/** The tenant an object pins by equality (`tenantId: "t1"` or `{ equals: "t1" }`). */
+function pinnedTenant(where: Where): string | undefined {
+  const v = where.tenantId;
+  if (typeof v === "string") return v;
+  if (isPlainObject(v) && typeof v.equals === "string") return v.equals;
+  return undefined;
+}
+
+/**
+ * The context of an object's filters: its own pinned tenant or one of its AND members', else the
+ * enclosing object's. Sound because the enclosing object is a conjunction that contains it, so
+ * rows outside that tenant fail the enclosing object whatever this one evaluates to.
+ */
+function contextOf(where: Where, inherited: string | undefined): string | undefined {
+  const and = where.AND;
+  const members = Array.isArray(and) ? (and as Where[]) : isPlainObject(and) ? [and] : [];
+  for (const source of [where, ...members]) {
+    const t = pinnedTenant(source);
+    if (t !== undefined) return t;
+  }
+  return inherited;
+}
+
+function leaves(filter: unknown): unknown[] {
+  if (Array.isArray(filter)) return filter.flatMap(leaves);
+  if (isPlainObject(filter)) return Object.values(filter).flatMap(leaves);
+  return [filter];
+}
+
+function judgeEncrypted(
+  field: "email" | "name" | "phone",
+  filter: unknown,
+  context: string | undefined,
+  verdict: Verdict,
+): void {
+  const all = leaves(filter);
+  if (all.some((v) => typeof v === "string" && LONE.test(v))) verdict.must.add(field);
+  if (isPlainObject(filter)) {
+    for (const [op, v] of Object.entries(filter)) {
+      if (!SCALAR_OPS.has(op)) verdict.must.add(field);
+      if (op === "not" && isPlainObject(v) && Object.keys(v).some((k) => k !== "equals")) {
+        verdict.must.add(field);
+      }
+    }
+  }
+  const topLevelNulls = isPlainObject(filter)
+    ? Object.values(filter).every((v) => v === null)
+    : filter === null;
+  if (topLevelNulls) return;
+  const onlyNulls = all.every((v) => v === null);
+  if (field === "name") {
+    // A randomized column cannot be compared; a nested null check may be refused as well.
+    (onlyNulls ? verdict.may : verdict.must).add(field);
+    return;
+  }
+  if (field === "email" && all.some((v) => typeof v === "string" && v.startsWith(PREFIX))) {
+    verdict.must.add(field);
+  }
+  if (context === undefined) verdict.may.add("tenantId");
+}
+
+function judgeWhere(where: Where, inherited: string | undefined, verdict: Verdict): void {
+  const context = contextOf(where, inherited);
+  for (const [key, value] of Object.entries(where)) {
+    if (key === "AND" || key === "OR" || key === "NOT") {
+      for (const clause of (Array.isArray(value) ? value : [value]) as Where[]) {
+        judgeWhere(clause, context, verdict);
+      }
+    } else if (key === "phoneIndex") {
+      (value === null ? verdict.may : verdict.must).add(key);
+    } else if (key === "email" || key === "name" || key === "phone") {
+      judgeEncrypted(key, value, context, verdict);
+    }
+  }
+}
+
+const MESSAGE_NAMES: Record<string, RegExp> = {
+  email: /User\.email\b|"email"/,
+  name: /User\.name\b|"name"/,
+  phone: /User\.phone\b|"phone(Index)?"/,
+  phoneIndex: /User\.phoneIndex\b|"phoneIndex"/,
+  tenantId: /\btenantId\b/,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Random rows and wheres.
+// ---------------------------------------------------------------------------------------------
+
+const TENANTS = ["t1", "t2", "T1"];
+const EMAILS = [
+  "alice@example.com",
+  "Alice@Example.com",
+  "bob@example.com",
+  " bob@example.com",
+  "carol@x.y",
+  "émile@exämple.fr",
+  "😀@x.y",
+  "",
+  "t1",
+];
+const PHONES = ["+1 555 0100", "  +1 555 0100 ", "+1 555 0101", "ABC-def", "abc-DEF", "İx", "t2"];
+const NAMES = ["Alice", "alice", "Bob", "😀", "t1"];
+const EXTRA = ["nobody", "kms1:AAAA", "kms1:", "KMS1:abc", " ", "alice", "example"];
+const TENANT_VALUES = [...TENANTS, "t", "T", "1", "t3", "", "kms1:x"];
+
+function genRows(rng: Rng): Omit<Row, "id">[] {
+  const rows: Omit<Row, "id">[] = [];
+  for (const tenantId of TENANTS) {
+    for (const email of EMAILS) {
+      if (!rng.chance(0.7)) continue;
+      rows.push({
+        tenantId,
+        email,
+        name: rng.chance(0.3) ? null : rng.pick(NAMES),
+        phone: rng.chance(0.3) ? null : rng.pick(PHONES),
+        plain: null,
+      });
+    }
+  }
+  // Creation order decides ids; shuffle so ids do not follow tenants.
+  for (let i = rows.length - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    [rows[i], rows[j]] = [rows[j] as Omit<Row, "id">, rows[i] as Omit<Row, "id">];
+  }
+  return rows;
+}
+
+const STRING_OPS = ["contains", "startsWith", "endsWith", "lt", "gt", "gte", "lte"] as const;
+const REFUSED_OPS = [...STRING_OPS, "mode", "search"] as const;
+
+function genTenantFilter(rng: Rng, pin: boolean): unknown {
+  const value = () => rng.pick(TENANT_VALUES);
+  if (pin) return rng.chance(0.5) ? rng.pick(TENANTS) : { equals: rng.pick(TENANTS) };
+  if (rng.chance(0.3)) return value();
+  const ops = ["equals", "in", "notIn", "not", ...STRING_OPS];
+  const filter: Where = {};
+  for (let n = 1 + rng.int(2); n > 0; n--) {
+    const op = rng.pick(ops);
+    if (op === "in" || op === "notIn") filter[op] = rng.some(TENANT_VALUES, 3);
+    else if (op === "not") {
+      filter.not = rng.chance(0.6) ? value() : { [rng.pick(STRING_OPS)]: value() };
+    } else filter[op] = value();
+  }
+  return filter;
+}
+
+/**
+ * Half the cases are wild (any operator, any value); the others keep to what the extension
+ * serves, so that enough of them reach the database and compare results.
+ */
+interface Style {
+  readonly wild: boolean;
+  readonly ciphertext: string;
+}
+
+function genEncryptedValue(rng: Rng, field: "email" | "name" | "phone", style: Style) {
+  if (style.wild && rng.chance(0.04)) return `x${LONE_SURROGATE}`;
+  if (style.wild && rng.chance(0.06)) return style.ciphertext;
+  const pool = field === "email" ? EMAILS : field === "phone" ? PHONES : NAMES;
+  return rng.chance(0.75) ? rng.pick(pool) : rng.pick(EXTRA);
+}
+
+function genEncryptedFilter(rng: Rng, field: "email" | "name" | "phone", style: Style) {
+  const nullable = field !== "email";
+  const value = () => genEncryptedValue(rng, field, style);
+  const maybeNull = () => (nullable && rng.chance(0.2) ? null : value());
+  if (nullable && rng.chance(0.1)) return null;
+  if (field === "name" && !style.wild) return rng.pick([null, { not: null }, { equals: null }]);
+  if (rng.chance(0.35)) return value();
+  const filter: Where = {};
+  for (let n = 1 + rng.int(2); n > 0; n--) {
+    if (style.wild && rng.chance(0.3)) {
+      const op = rng.pick(REFUSED_OPS);
+      filter[op] = op === "mode" ? rng.pick(["insensitive", "default"]) : value();
+      continue;
+    }
+    const op = rng.pick(["equals", "in", "notIn", "not"]);
+    if (op === "in" || op === "notIn") {
+      filter[op] = Array.from({ length: rng.int(4) }, value);
+    } else if (op === "not") {
+      const shape = rng.int(style.wild ? 10 : 8);
+      filter.not =
+        shape < 6
+          ? maybeNull()
+          : shape < 8
+            ? { equals: maybeNull() }
+            : { [rng.pick(["in", "contains", "mode"])]: [value()] };
+    } else filter[op] = maybeNull();
+  }
+  return filter;
+}
+
+function genIdFilter(rng: Rng, count: number): unknown {
+  const id = () => 1 + rng.int(count + 2);
+  if (rng.chance(0.3)) return id();
+  const op = rng.pick(["in", "notIn", "lt", "gt", "not"]);
+  return { [op]: op === "in" || op === "notIn" ? Array.from({ length: rng.int(4) }, id) : id() };
+}
+
+function genWhere(rng: Rng, depth: number, rowCount: number, style: Style): Where {
+  const where: Where = {};
+  const keys = ["tenantId", "email", "email", "phone", "phone", "name", "id"];
+  if (depth < 3) keys.push("AND", "OR", "NOT", "AND", "OR", "NOT");
+  if (style.wild && rng.chance(0.05)) keys.push("phoneIndex");
+  // Most cases pin a tenant, so that lookups on encrypted fields have their context.
+  const pin = depth === 0 ? (style.wild ? 0.6 : 0.9) : 0.25;
+  if (rng.chance(pin)) where.tenantId = genTenantFilter(rng, true);
+  // Never an empty clause: Prisma drops `{}` inside OR/NOT, a quirk of Prisma, not of the
+  // extension, that the reference semantics would have to copy.
+  const size = 1 + rng.int(depth === 0 ? 3 : 2);
+  for (let i = 0; i < size; i++) {
+    const key = rng.pick(keys);
+    if (key === "tenantId") where.tenantId = genTenantFilter(rng, false);
+    else if (key === "email" || key === "name" || key === "phone") {
+      where[key] = genEncryptedFilter(rng, key, style);
+    } else if (key === "id") where.id = genIdFilter(rng, rowCount);
+    else if (key === "phoneIndex") where.phoneIndex = rng.chance(0.2) ? null : rng.pick(PHONES);
+    else {
+      const clause = () => genWhere(rng, depth + 1, rowCount, style);
+      const n = rng.int(3);
+      where[key] =
+        key !== "OR" && rng.chance(0.3) ? clause() : Array.from({ length: n + 1 }, clause);
+    }
+  }
+  return where;
+}
+
+/** The plaintext copy's where: blind-index lookups compare normalized values. */
+function mirrorWhere(where: Where): Where {
+  // One conjunct per key, since `phoneIndex` and `phone` both become `phone` there.
+  const conjuncts = Object.entries(where).map(([key, value]): Where => {
+    if (key === "AND" || key === "OR" || key === "NOT") {
+      return {
+        [key]: Array.isArray(value)
+          ? (value as Where[]).map(mirrorWhere)
+          : mirrorWhere(value as Where),
+      };
+    }
+    if (key === "phone") return { phone: mapStrings(value, normalizePhone) };
+    if (key === "phoneIndex") return { phone: value };
+    return { [key]: value };
+  });
+  return { AND: conjuncts };
+}
+
+function mapStrings(value: unknown, f: (s: string) => string): unknown {
+  if (typeof value === "string") return f(value);
+  if (Array.isArray(value)) return value.map((v) => mapStrings(v, f));
+  if (isPlainObject(value)) {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, mapStrings(v, f)]));
+  }
+  return value;
+}
+
+const show = (v: unknown): string =>
+  JSON.stringify(v, (_k, x: unknown) => (x instanceof Uint8Array ? `<bytes:${x.length}>` : x));
+
+// ---------------------------------------------------------------------------------------------
+// A SQLite database built as openSqlite builds it, whose driver adapter records every statement
+// and bound argument (what actually reaches the database), with Prisma's query log beside it.
+// ---------------------------------------------------------------------------------------------
+
+type DriverAdapter = Awaited<ReturnType<PrismaBetterSqlite3["connect"]>>;
+type SqlQuery = Parameters<DriverAdapter["queryRaw"]>[0];
+
+interface Recorded {
+  readonly sql: string;
+  readonly args: readonly unknown[];
+}
+
+function recording<T extends object>(target: T, log: Recorded[]): T {
+  return new Proxy(target, {
+    get(t, prop) {
+      const value: unknown = Reflect.get(t, prop, t);
+      if (typeof value !== "function") return value;
+      if (prop === "queryRaw" || prop === "executeRaw") {
+        return (query: SqlQuery) => {
+          log.push({ sql: query.sql, args: query.args });
+          return (value as (q: SqlQuery) => Promise<unknown>).call(t, query);
+        };
+      }
+      if (prop === "executeScript") {
+        return (script: string) => {
+          log.push({ sql: script, args: [] });
+          return (value as (s: string) => Promise<unknown>).call(t, script);
+        };
+      }
+      if (prop === "startTransaction") {
+        // Statements inside a transaction go through the transaction object.
+        return async (...args: unknown[]) => {
+          const tx = (await (value as (...a: unknown[]) => Promise<object>).apply(t, args)) as T;
+          return recording(tx, log);
+        };
+      }
+      return (value as (...a: unknown[]) => unknown).bind(t);
+    },
+  });
+}
+
+class RecordingSqliteAdapter extends PrismaBetterSqlite3 {
+  readonly log: Recorded[] = [];
+  override async connect(): ReturnType<PrismaBetterSqlite3["connect"]> {
+    const adapter = retainSqliteHandle(await super.connect());
+    return recording(adapter, this.log);
+  }
+}
+
+interface RecordingDatabase {
+  readonly base: PrismaClient;
+  readonly driver: Recorded[];
+  /** Prisma's `query` log events: the statement and its parameters as Prisma reports them. */
+  readonly events: Recorded[];
+  close(): Promise<void>;
+}
+
+async function openRecordingSqlite(): Promise<RecordingDatabase> {
+  const dir = mkdtempSync(join(tmpdir(), "kms-prisma-where-"));
+  const file = join(dir, "test.db");
+  const db = retainSqliteHandle(new Database(file));
+  db.exec(readFileSync(join(here, "prisma", "sqlite.sql"), "utf8"));
+  const adapter = new RecordingSqliteAdapter({ url: `file:${file}` });
+  const base = new PrismaClient({ adapter, log: [{ emit: "event", level: "query" }] });
+  const events: Recorded[] = [];
+  base.$on("query", (e) => {
+    events.push({ sql: e.query, args: [e.params] });
+  });
+  return {
+    base,
+    driver: adapter.log,
+    events,
+    async close() {
+      await base.$disconnect();
+      db.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Recorded statements or arguments that carry one of the plaintexts. */
+function leaks(recorded: readonly Recorded[], secrets: readonly (string | number)[]): string[] {
+  const out: string[] = [];
+  for (const { sql, args } of recorded) {
+    for (const arg of [sql, ...args]) {
+      const text =
+        typeof arg === "string"
+          ? arg
+          : arg instanceof Uint8Array
+            ? Buffer.from(arg).toString("utf8")
+            : undefined;
+      for (const secret of secrets) {
+        const hit =
+          typeof secret === "number"
+            ? arg === secret || (text?.includes(String(secret)) ?? false)
+            : (text?.includes(secret) ?? false);
+        if (hit) out.push(`${show(secret)} in ${show(arg)} (${sql.slice(0, 80)})`);
+      }
+    }
+  }
+  return out;
+}
+
+type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
+
+async function attempt(run: () => Promise<unknown>): Promise<Outcome> {
+  try {
+    return { ok: true, value: await run() };
+  } catch (error) {
+    return { ok: false, error };
+  }
+}
+
+function describeError(error: unknown): string {
+  return error instanceof Error ? `${error.constructor.name}: ${error.message}` : String(error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property 1: a random where either gives the plaintext answer or is a ValidationError naming
+// the field it cannot serve.
+// ---------------------------------------------------------------------------------------------
+
+describe("where on encrypted fields: the plaintext answer or a ValidationError", () => {
+  const CASES = 400;
+  let db: TestDatabase;
+  let mirror: TestDatabase;
+  let prisma: Extended;
+  let rows: Row[];
+  let ciphertext: string;
+  let snapshot: Awaited<ReturnType<PrismaClient["user"]["findMany"]>>;
+
+  beforeAll(async () => {
+    db = await openSqlite();
+    mirror = await openSqlite();
+    const kms = await createKms();
+    const keyId = (await kms.createKey()).keyMetadata.keyId;
+    prisma = extendClient(db.prisma, kms, keyId);
+    const generated = genRows(new Rng(SEED, 1, -1));
+    for (const row of generated) await prisma.user.create({ data: row });
+    rows = (await prisma.user.findMany({ orderBy: { id: "asc" } })).map(pickRow);
+    expect(rows.map(({ id: _, ...rest }) => rest)).toEqual(generated);
+    // The plaintext copy answers the same wheres in SQLite itself, to check the reference
+    // semantics above against the database rather than trusting them.
+    await mirror.prisma.user.createMany({
+      data: rows.map((r) => ({ ...r, phone: r.phone === null ? null : normalizePhone(r.phone) })),
+    });
+    snapshot = await db.prisma.user.findMany({ orderBy: { id: "asc" } });
+    ciphertext = (snapshot[0] as { email: string }).email;
+  });
+  afterAll(async () => {
+    await db?.close();
+    await mirror?.close();
+  });
+
+  function pickRow(r: Row): Row {
+    return {
+      id: r.id,
+      tenantId: r.tenantId,
+      email: r.email,
+      name: r.name,
+      phone: r.phone,
+      plain: r.plain,
+    };
+  }
+
+  async function restore(): Promise<void> {
+    await db.prisma.user.deleteMany();
+    await db.prisma.user.createMany({ data: snapshot });
+  }
+
+  test(`${CASES} random wheres through findMany, count, updateMany and deleteMany`, async () => {
+    const tally = { succeeded: 0, refused: 0, rewrote: 0 };
+    for (let i = 0; i < CASES; i++) {
+      const rng = new Rng(SEED, 1, i);
+      const where = genWhere(rng, 0, rows.length, { wild: rng.chance(0.5), ciphertext });
+      const operation = rng.pick(["findMany", "count", "updateMany", "deleteMany"] as const);
+      const marker = `marker-${i}`;
+      const newName = rng.chance(0.3) ? `renamed ${i} 😀` : undefined;
+      const label = `seed ${SEED} case ${i}: ${operation} where ${show(where)}${
+        newName === undefined ? "" : ` data.name ${show(newName)}`
+      }`;
+
+      const verdict: Verdict = { must: new Set(), may: new Set() };
+      judgeWhere(where, undefined, verdict);
+      if (
+        operation === "updateMany" &&
+        newName !== undefined &&
+        contextOf(where, undefined) === undefined
+      ) {
+        verdict.must.add("tenantId");
+      }
+      // Filters the extension must refuse have no reference answer to compute.
+      const expected =
+        verdict.must.size === 0
+          ? rows.filter((r) => evalWhere(r, where) === true).map((r) => r.id)
+          : [];
+      if (verdict.must.size === 0) {
+        const reference = await mirror.prisma.user.findMany({
+          where: mirrorWhere(where) as never,
+          select: { id: true },
+          orderBy: { id: "asc" },
+        });
+        expect(
+          reference.map((r) => r.id),
+          `reference semantics disagree with SQLite: ${label}`,
+        ).toEqual(expected);
+      }
+
+      const outcome = await attempt(async () => {
+        switch (operation) {
+          case "findMany":
+            return prisma.user.findMany({ where: where as never, orderBy: { id: "asc" } });
+          case "count":
+            return prisma.user.count({ where: where as never });
+          case "updateMany":
+            return prisma.user.updateMany({
+              where: where as never,
+              data: newName === undefined ? { plain: marker } : { plain: marker, name: newName },
+            });
+          case "deleteMany":
+            return prisma.user.deleteMany({ where: where as never });
+        }
+      });
+
+      if (!outcome.ok) {
+        tally.refused++;
+        const message = describeError(outcome.error);
+        expect(
+          outcome.error,
+          `expected a ValidationError, got ${message}: ${label}`,
+        ).toBeInstanceOf(ValidationError);
+        const blamed = [...verdict.must, ...verdict.may];
+        expect(
+          blamed.some((f) => MESSAGE_NAMES[f]?.test(message)),
+          `refused, but naming none of [${blamed.join(", ")}]: ${message}: ${label}`,
+        ).toBe(true);
+        continue;
+      }
+      tally.succeeded++;
+      if (/"(email|phone)":/.test(JSON.stringify(where)) && expected.length > 0) tally.rewrote++;
+      expect([...verdict.must], `accepted a where it must refuse: ${label}`).toEqual([]);
+      const byId = new Map(rows.map((r) => [r.id, r]));
+      switch (operation) {
+        case "findMany":
+          expect((outcome.value as Row[]).map(pickRow), label).toEqual(
+            expected.map((id) => byId.get(id)),
+          );
+          break;
+        case "count":
+          expect(outcome.value, label).toBe(expected.length);
+          break;
+        case "updateMany": {
+          expect(outcome.value, label).toEqual({ count: expected.length });
+          const after = (await prisma.user.findMany({ orderBy: { id: "asc" } })).map(pickRow);
+          const hit = new Set(expected);
+          expect(after, label).toEqual(
+            rows.map((r) =>
+              hit.has(r.id)
+                ? { ...r, plain: marker, ...(newName === undefined ? {} : { name: newName }) }
+                : r,
+            ),
+          );
+          if (expected.length > 0) await restore();
+          break;
+        }
+        case "deleteMany": {
+          expect(outcome.value, label).toEqual({ count: expected.length });
+          const left = await db.prisma.user.findMany({
+            select: { id: true },
+            orderBy: { id: "asc" },
+          });
+          const gone = new Set(expected);
+          expect(
+            left.map((r) => r.id),
+            label,
+          ).toEqual(rows.filter((r) => !gone.has(r.id)).map((r) => r.id));
+          if (expected.length > 0) await restore();
+          break;
+        }
+      }
+    }
+    // Both sides of the property must be exercised, and lookups on encrypted fields must find rows.
+    expect(tally.succeeded).toBeGreaterThan(CASES / 4);
+    expect(tally.refused).toBeGreaterThan(CASES / 4);
+    expect(tally.rewrote).toBeGreaterThan(CASES / 20);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Property 2: whatever the extension is asked to write or look up, the plaintext of an
+// encrypted field is in no statement or bound argument that reaches the database.
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Plaintexts that cannot turn up by chance: "§" is outside base64url and outside every other
+ * value these tests write, so a hit inside ciphertext or a data key row is never a coincidence.
+ */
+function secretText(rng: Rng, serial: number): string {
+  const chars = [..."abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 @._-éü😀"];
+  let s = "§";
+  for (let n = 4 + rng.int(10); n > 0; n--) s += rng.pick(chars);
+  return `${s}§${serial}`;
+}
+
+interface KnownUser {
+  readonly id: number;
+  readonly tenantId: string;
+  email: string;
+  /** Posts hold a foreign key: such a user cannot be deleted. */
+  hasPosts: boolean;
+}
+
+type DelegateName = "user" | "post" | "comment";
+type DelegateOperation =
+  | "findMany"
+  | "findFirst"
+  | "findUnique"
+  | "count"
+  | "create"
+  | "createManyAndReturn"
+  | "update"
+  | "updateMany"
+  | "upsert"
+  | "delete"
+  | "deleteMany";
+
+/** One entry point for every generated call: the arguments are built as data, not typed code. */
+function call(
+  prisma: Extended,
+  model: DelegateName,
+  operation: DelegateOperation,
+  args: Where,
+): Promise<unknown> {
+  const delegate = prisma[model] as unknown as Record<
+    DelegateOperation,
+    (args: Where) => Promise<unknown>
+  >;
+  return delegate[operation](args);
+}
+
+describe("no plaintext of an encrypted field reaches the database", () => {
+  const OPERATIONS = 300;
+  let rec: RecordingDatabase;
+  let prisma: Extended;
+
+  beforeAll(async () => {
+    rec = await openRecordingSqlite();
+    const kms = await createKms();
+    const keyId = (await kms.createKey()).keyMetadata.keyId;
+    prisma = extendClient(rec.base, kms, keyId);
+  });
+  afterAll(async () => {
+    await rec?.close();
+  });
+
+  test(`${OPERATIONS} random creates, updates, upserts, finds and deletes`, async () => {
+    const secrets: (string | number)[] = [];
+    const users: KnownUser[] = [];
+    let serial = 0;
+    const tally = { ok: 0, refused: 0 };
+    for (let i = 0; i < OPERATIONS; i++) {
+      const rng = new Rng(SEED, 2, i);
+      const text = (): string => {
+        const s = secretText(rng, serial++);
+        secrets.push(s);
+        return s;
+      };
+      const score = (): number => {
+        // A fractional part: its decimal form holds a "." that no id or key row carries.
+        const n = Number(`${700_000 + serial++}.${125 + rng.int(800)}`);
+        secrets.push(n);
+        return n;
+      };
+      const bytes = (): Uint8Array => Buffer.from(text(), "utf8");
+      const tenantId = rng.pick(["t1", "t2"]);
+      const user = users.length > 0 && rng.chance(0.85) ? rng.pick(users) : undefined;
+      /** An email to look up: a stored one (of `user`) or a fresh plaintext. */
+      const lookup = (): string => (user !== undefined && rng.chance(0.6) ? user.email : text());
+      const set = <T>(v: T): T | { set: T } => (rng.chance(0.3) ? { set: v } : v);
+      const userData = (t: string): Where => {
+        const data: Where = { tenantId: t, email: text() };
+        if (rng.chance(0.6)) data.name = rng.chance(0.1) ? null : text();
+        if (rng.chance(0.6)) data.phone = rng.chance(0.1) ? null : text();
+        if (rng.chance(0.3)) data.profile = { note: text(), n: [text()] };
+        if (rng.chance(0.3)) data.score = score();
+        if (rng.chance(0.2)) data.avatar = bytes();
+        return data;
+      };
+      const postData = (t: string): Where => {
+        const data: Where = { tenantId: t, title: "title", body: text() };
+        if (rng.chance(0.3)) {
+          const when = new Date(1_000_000_000_000 + serial++ * 1_001);
+          secrets.push(when.toISOString(), when.getTime());
+          data.publishedAt = when;
+        }
+        return data;
+      };
+      const emailFilter = (): unknown => {
+        switch (rng.int(6)) {
+          case 0:
+            return lookup();
+          case 1:
+            return { equals: lookup() };
+          case 2:
+            return { in: Array.from({ length: 1 + rng.int(3) }, lookup) };
+          case 3:
+            return { notIn: Array.from({ length: 1 + rng.int(3) }, lookup) };
+          case 4:
+            return { not: lookup() };
+          default:
+            return { not: { equals: lookup() } };
+        }
+      };
+      const lookupWhere = (t: string): Where => {
+        const where: Where = { tenantId: t };
+        if (rng.chance(0.8)) where.email = emailFilter();
+        if (rng.chance(0.4)) where.phone = rng.chance(0.5) ? text() : { in: [text(), text()] };
+        const wrap = rng.int(4);
+        if (wrap === 1) return { tenantId: t, AND: [where] };
+        if (wrap === 2) return { tenantId: t, OR: [where, { email: emailFilter() }] };
+        if (wrap === 3) return { tenantId: t, NOT: { email: emailFilter() }, AND: where };
+        return where;
+      };
+      const owner = user ?? { tenantId, email: text() };
+      const unique = (): Where => ({
+        tenantId_email: { tenantId: owner.tenantId, email: owner.email },
+      });
+
+      let label: string;
+      let run: () => Promise<unknown>;
+      let after: (value: unknown) => void = () => {};
+      /** Whether the extension must refuse the call, may refuse it, or must serve it. */
+      let refusal: "must" | "may" | "never" = "never";
+      const kind = rng.pick([
+        "create",
+        "createMany",
+        "update",
+        "updateMany",
+        "upsert",
+        "find",
+        "find",
+        "find",
+        "findUnique",
+        "cursor",
+        "relation",
+        "relationCount",
+        "refused",
+        "delete",
+      ] as const);
+      switch (kind) {
+        case "create": {
+          const data = userData(tenantId);
+          const withPosts = rng.chance(0.4);
+          if (withPosts) data.posts = { create: [postData(tenantId), postData(tenantId)] };
+          label = `user.create ${show(data)}`;
+          run = () => call(prisma, "user", "create", { data });
+          after = (v) => {
+            const { id } = v as { id: number };
+            users.push({ id, tenantId, email: data.email as string, hasPosts: withPosts });
+          };
+          break;
+        }
+        case "createMany": {
+          const data = Array.from({ length: 1 + rng.int(3) }, () => userData(tenantId));
+          label = `user.createManyAndReturn ${show(data)}`;
+          run = () => call(prisma, "user", "createManyAndReturn", { data });
+          after = (v) => {
+            for (const row of v as { id: number; email: string }[]) {
+              users.push({ id: row.id, tenantId, email: row.email, hasPosts: false });
+            }
+          };
+          break;
+        }
+        case "update": {
+          if (user === undefined) continue;
+          const data: Where = {};
+          const email = rng.chance(0.3) ? text() : undefined;
+          if (email !== undefined) data.email = set(email);
+          if (rng.chance(0.7)) data.name = set(text());
+          if (rng.chance(0.5)) data.phone = set(text());
+          if (rng.chance(0.3)) data.score = set(score());
+          if (rng.chance(0.3)) {
+            data.posts = rng.chance(0.5)
+              ? { create: postData(user.tenantId) }
+              : { updateMany: { where: { tenantId: user.tenantId }, data: { body: text() } } };
+          }
+          const where = rng.chance(0.5)
+            ? { id: user.id }
+            : rng.chance(0.5)
+              ? unique()
+              : { id: user.id, tenantId: user.tenantId, email: user.email };
+          label = `user.update ${show({ where, data })}`;
+          run = () => call(prisma, "user", "update", { where, data });
+          after = () => {
+            if (email !== undefined) user.email = email;
+            if (isPlainObject(data.posts) && "create" in data.posts) user.hasPosts = true;
+          };
+          break;
+        }
+        case "updateMany": {
+          const where = lookupWhere(user?.tenantId ?? tenantId);
+          const data = { name: text(), phone: text() };
+          label = `user.updateMany ${show({ where, data })}`;
+          run = () => call(prisma, "user", "updateMany", { where, data });
+          break;
+        }
+        case "upsert": {
+          const create = { ...userData(owner.tenantId), email: owner.email };
+          const update = { name: text() };
+          label = `user.upsert ${show({ where: unique(), create, update })}`;
+          run = () => call(prisma, "user", "upsert", { where: unique(), create, update });
+          after = (v) => {
+            const { id } = v as { id: number };
+            if (!users.some((u) => u.id === id)) {
+              users.push({ id, tenantId: owner.tenantId, email: owner.email, hasPosts: false });
+            }
+          };
+          break;
+        }
+        case "find": {
+          const where = lookupWhere(user?.tenantId ?? tenantId);
+          const operation = rng.pick(["findMany", "findFirst", "count"] as const);
+          label = `user.${operation} ${show({ where })}`;
+          run = () => call(prisma, "user", operation, { where });
+          break;
+        }
+        case "findUnique": {
+          const where =
+            rng.chance(0.5) || user === undefined
+              ? unique()
+              : { id: user.id, tenantId: user.tenantId, email: lookup() };
+          label = `user.findUnique ${show({ where })}`;
+          run = () => call(prisma, "user", "findUnique", { where });
+          break;
+        }
+        case "cursor": {
+          const args = {
+            where: { tenantId: owner.tenantId },
+            cursor: unique(),
+            take: 2,
+            orderBy: { id: "asc" },
+          };
+          label = `user.findMany ${show(args)}`;
+          // A cursor is a unique where: served by rewriting it, or refused, but never a miss.
+          refusal = "may";
+          run = () => call(prisma, "user", "findMany", args);
+          after = (v) => {
+            const page = (v as { id: number }[]).map((r) => r.id);
+            expect(page[0], `cursor page: ${label}`).toBe(user?.id);
+          };
+          break;
+        }
+        case "relation": {
+          const t = owner.tenantId;
+          const args = rng.chance(0.5)
+            ? { where: { tenantId: t, author: { is: { tenantId: t, email: emailFilter() } } } }
+            : {
+                where: { tenantId: t },
+                include: { posts: { where: { author: { email: emailFilter() } } } },
+              };
+          label = `${"include" in args ? "user" : "post"}.findMany ${show(args)}`;
+          run = () => call(prisma, "include" in args ? "user" : "post", "findMany", args);
+          break;
+        }
+        case "relationCount": {
+          // A filtered relation count is a where on the related model, like include's.
+          const args = {
+            where: { tenantId: owner.tenantId },
+            select: { id: true, _count: { select: { posts: { where: { body: text() } } } } },
+          };
+          label = `user.findMany ${show(args)}`;
+          refusal = "must";
+          run = () => call(prisma, "user", "findMany", args);
+          break;
+        }
+        case "refused": {
+          const where = rng.chance(0.5)
+            ? { tenantId, email: { [rng.pick(STRING_OPS)]: text() } }
+            : { tenantId, OR: [{ name: text() }, { phone: { contains: text() } }] };
+          label = `user.findMany ${show({ where })}`;
+          refusal = "must";
+          run = () => call(prisma, "user", "findMany", { where });
+          break;
+        }
+        case "delete": {
+          const victim = users.find(
+            (u) => !u.hasPosts && u.tenantId === (user?.tenantId ?? tenantId),
+          );
+          if (victim === undefined) continue;
+          const where = rng.chance(0.5)
+            ? { tenantId_email: { tenantId: victim.tenantId, email: victim.email } }
+            : { tenantId: victim.tenantId, email: { in: [victim.email, text()] } };
+          const operation = "tenantId_email" in where ? "delete" : "deleteMany";
+          label = `user.${operation} ${show({ where })}`;
+          run = () => call(prisma, "user", operation, { where });
+          after = () => {
+            users.splice(users.indexOf(victim), 1);
+          };
+          break;
+        }
+      }
+
+      const driverBefore = rec.driver.length;
+      const eventsBefore = rec.events.length;
+      const outcome = await attempt(run);
+      const where = `seed ${SEED} operation ${i}: ${label}`;
+      expect(leaks(rec.driver.slice(driverBefore), secrets), `driver: ${where}`).toEqual([]);
+      expect(leaks(rec.events.slice(eventsBefore), secrets), `query log: ${where}`).toEqual([]);
+      if (outcome.ok) {
+        tally.ok++;
+        expect(refusal, `accepted a call it must refuse: ${where}`).not.toBe("must");
+        after(outcome.value);
+      } else {
+        tally.refused++;
+        expect(
+          outcome.error,
+          `expected a ValidationError, got ${describeError(outcome.error)}: ${where}`,
+        ).toBeInstanceOf(ValidationError);
+        expect(refusal, `refused (${describeError(outcome.error)}): ${where}`).not.toBe("never");
+      }
+    }
+    // The recording must have seen the traffic, or the absence of leaks proves nothing.
+    expect(rec.driver.length).toBeGreaterThan(OPERATIONS);
+    expect(rec.events.length).toBeGreaterThan(OPERATIONS / 2);
+    expect(tally.ok).toBeGreaterThan(OPERATIONS / 2);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Property 3: a randomized field (neither deterministic nor blind-indexed) is refused in a where
+// with any operator and any non-null value, wherever the where sits, before anything runs.
+// ---------------------------------------------------------------------------------------------
+
+interface RandomizedField {
+  readonly model: "User" | "Post" | "Comment";
+  readonly field: string;
+  value(rng: Rng, text: () => string): unknown;
+}
+
+const RANDOMIZED: readonly RandomizedField[] = [
+  { model: "User", field: "name", value: (_rng, text) => text() },
+  {
+    model: "User",
+    field: "profile",
+    value: (rng, text) => (rng.chance(0.5) ? text() : 700_000.5 + rng.int(100)),
+  },
+  {
+    model: "User",
+    field: "score",
+    value: (rng, text) => (rng.chance(0.5) ? 700_000.5 + rng.int(100) : text()),
+  },
+  { model: "User", field: "avatar", value: (_rng, text) => Buffer.from(text()) },
+  { model: "Post", field: "body", value: (_rng, text) => text() },
+  {
+    model: "Post",
+    field: "publishedAt",
+    value: (rng, text) => (rng.chance(0.5) ? new Date(1_000_000_000_000 + rng.int(1e6)) : text()),
+  },
+  { model: "Comment", field: "text", value: (_rng, text) => text() },
+];
+
+const ALL_OPS = ["equals", "in", "notIn", "not", ...REFUSED_OPS] as const;
+
+describe("randomized fields are refused in any where", () => {
+  const CASES = 300;
+  let rec: RecordingDatabase;
+  let prisma: Extended;
+
+  beforeAll(async () => {
+    rec = await openRecordingSqlite();
+    const kms = await createKms();
+    const keyId = (await kms.createKey()).keyMetadata.keyId;
+    prisma = extendClient(rec.base, kms, keyId);
+    // Rows to find, so a filter that slipped through would have something to match or miss.
+    const user = await prisma.user.create({
+      data: {
+        tenantId: "t1",
+        email: "a@x",
+        name: "Ann",
+        posts: { create: { tenantId: "t1", title: "p", body: "body" } },
+      },
+      include: { posts: true },
+    });
+    // Awaited inside the scope: Prisma queries are lazy and run when awaited.
+    await runWithEncryptionContext({ tenantId: "t1" }, async () =>
+      prisma.comment.create({ data: { text: "hello", postId: user.posts[0]?.id as number } }),
+    );
+  });
+  afterAll(async () => {
+    await rec?.close();
+  });
+
+  function genFilter(rng: Rng, target: RandomizedField, text: () => string): unknown {
+    const value = () => target.value(rng, text);
+    if (rng.chance(0.25)) return value();
+    const filter: Where = {};
+    const ops = 1 + rng.int(2);
+    for (let n = 0; n < ops; n++) {
+      const op = rng.pick(ALL_OPS);
+      if (op === "in" || op === "notIn") filter[op] = Array.from({ length: 1 + rng.int(3) }, value);
+      else if (op === "mode") filter.mode = rng.pick(["insensitive", "default"]);
+      else if (op === "not") {
+        filter.not = rng.pick([value(), { equals: value() }, { contains: value() }]);
+      } else filter[op] = value();
+    }
+    // A null check beside a comparison is still a comparison.
+    if (rng.chance(0.2)) filter[rng.pick(["equals", "not"])] = null;
+    if (Object.values(filter).every((v) => v === null)) filter.in = [value()];
+    return filter;
+  }
+
+  /** Buries the filter under AND/OR/NOT, beside a pinned tenant where the model has one. */
+  function nest(rng: Rng, model: RandomizedField["model"], where: Where): Where {
+    let out = where;
+    for (let depth = rng.int(3); depth > 0; depth--) {
+      const key = rng.pick(["AND", "OR", "NOT"]);
+      out = { [key]: rng.chance(0.5) || key === "OR" ? [out] : out };
+    }
+    if (model !== "Comment" && rng.chance(0.6)) out = { tenantId: "t1", ...out };
+    return out;
+  }
+
+  interface Placement {
+    readonly model: DelegateName;
+    readonly operations: readonly DelegateOperation[];
+    readonly args: Where;
+  }
+
+  /** Where the filter on `model` sits in a query, possibly on another model. */
+  function place(rng: Rng, model: RandomizedField["model"], where: Where): Placement {
+    const wheres: readonly DelegateOperation[] = [
+      "findMany",
+      "findFirst",
+      "count",
+      "updateMany",
+      "deleteMany",
+    ];
+    const reads: readonly DelegateOperation[] = ["findMany", "findFirst"];
+    const data = (m: DelegateName): Where =>
+      m === "user" ? { plain: "p" } : m === "post" ? { title: "p" } : {};
+    const direct = (m: DelegateName): Placement => ({
+      model: m,
+      operations: wheres,
+      args: { where, data: data(m) },
+    });
+    const options: Record<RandomizedField["model"], (() => Placement)[]> = {
+      User: [
+        () => direct("user"),
+        () => ({
+          model: "post",
+          operations: wheres,
+          args: {
+            where: { author: rng.chance(0.5) ? where : { [rng.pick(["is", "isNot"])]: where } },
+            data: data("post"),
+          },
+        }),
+      ],
+      Post: [
+        () => direct("post"),
+        () => ({
+          model: "user",
+          operations: wheres,
+          args: {
+            where: { posts: { [rng.pick(["some", "every", "none"])]: where } },
+            data: data("user"),
+          },
+        }),
+        () => ({
+          model: "user",
+          operations: reads,
+          args: { [rng.pick(["include", "select"])]: { posts: { where } } },
+        }),
+        () => ({
+          model: "user",
+          operations: reads,
+          args: { select: { id: true, _count: { select: { posts: { where } } } } },
+        }),
+      ],
+      Comment: [
+        () => direct("comment"),
+        () => ({
+          model: "post",
+          operations: wheres,
+          args: {
+            where: { comments: { [rng.pick(["some", "every", "none"])]: where } },
+            data: data("post"),
+          },
+        }),
+        () => ({
+          model: "user",
+          operations: wheres,
+          args: { where: { posts: { some: { comments: { some: where } } } }, data: data("user") },
+        }),
+        () => ({
+          model: "post",
+          operations: reads,
+          args: { include: { comments: { where } } },
+        }),
+        () => ({
+          model: "post",
+          operations: reads,
+          args: { select: { id: true, _count: { select: { comments: { where } } } } },
+        }),
+      ],
+    };
+    return rng.pick(options[model])();
+  }
+
+  test(`${CASES} random filters on randomized fields, anywhere in a query`, async () => {
+    let serial = 0;
+    for (let i = 0; i < CASES; i++) {
+      const rng = new Rng(SEED, 3, i);
+      const secrets: (string | number)[] = [];
+      const text = (): string => {
+        const s = secretText(rng, serial++);
+        secrets.push(s);
+        return s;
+      };
+      const target = rng.pick(RANDOMIZED);
+      const where = nest(rng, target.model, { [target.field]: genFilter(rng, target, text) });
+      const placed = place(rng, target.model, where);
+      const operation = rng.pick(placed.operations);
+      const args: Where = { ...placed.args };
+      // Only the writes take data.
+      if (operation !== "updateMany") delete args.data;
+      const label = `seed ${SEED} case ${i}: ${placed.model}.${operation} ${show(args)}`;
+      const before = rec.driver.length;
+      // Comments bind to the ambient context, which must not be what stops the query.
+      const outcome = await attempt(() =>
+        runWithEncryptionContext({ tenantId: "t1" }, async () =>
+          call(prisma, placed.model, operation, args),
+        ),
+      );
+      expect(
+        outcome.ok,
+        `accepted a filter on randomized ${target.model}.${target.field}: ${label}`,
+      ).toBe(false);
+      if (outcome.ok) continue;
+      const message = describeError(outcome.error);
+      expect(outcome.error, `expected a ValidationError, got ${message}: ${label}`).toBeInstanceOf(
+        ValidationError,
+      );
+      expect(message, label).toMatch(new RegExp(`\\b${target.model}\\.${target.field}\\b`));
+      expect(
+        rec.driver.slice(before).map((r) => r.sql),
+        `a refused query still reached the database: ${label}`,
+      ).toEqual([]);
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Minimal counterexamples, kept as regressions: each fails until the extension handles it.
+// ---------------------------------------------------------------------------------------------
+
+describe("regressions: counterexamples to the properties", () => {
+  let rec: RecordingDatabase;
+  let prisma: Extended;
+
+  beforeAll(async () => {
+    rec = await openRecordingSqlite();
+    const kms = await createKms();
+    const keyId = (await kms.createKey()).keyMetadata.keyId;
+    prisma = extendClient(rec.base, kms, keyId);
+  });
+  afterAll(async () => {
+    await rec?.close();
+  });
+
+  // Found by properties 2 and 3: `_count: { select: { posts: { where } } }` is a where on Post
+  // that the extension never walks (it walks include/select relations only).
+  test("a filtered relation count is refused like include's where, before reaching the database", async () => {
+    const body = "§secret body§";
+    await prisma.user.create({
+      data: {
+        tenantId: "t1",
+        email: "a@x",
+        posts: { create: { tenantId: "t1", title: "p", body } },
+      },
+    });
+    const before = rec.driver.length;
+    const outcome = await attempt(() =>
+      prisma.user.findMany({
+        where: { tenantId: "t1" },
+        select: { id: true, _count: { select: { posts: { where: { body } } } } },
+      }),
+    );
+    expect(leaks(rec.driver.slice(before), [body])).toEqual([]);
+    expect(outcome.ok ? outcome.value : outcome.error).toBeInstanceOf(ValidationError);
+    expect(outcome.ok ? "" : describeError(outcome.error)).toMatch(/\bPost\.body\b/);
+  });
+
+  // Found by property 2: `cursor` is a unique where the extension never rewrites.
+  test("a cursor on a unique with an encrypted field is rewritten (or refused), never sent in clear", async () => {
+    const email = "§cursor@example.com§";
+    const user = await prisma.user.create({ data: { tenantId: "t2", email } });
+    const before = rec.driver.length;
+    const outcome = await attempt(() =>
+      prisma.user.findMany({
+        where: { tenantId: "t2" },
+        cursor: { tenantId_email: { tenantId: "t2", email } },
+        take: 1,
+      }),
+    );
+    expect(leaks(rec.driver.slice(before), [email])).toEqual([]);
+    if (outcome.ok) expect((outcome.value as { id: number }[]).map((r) => r.id)).toEqual([user.id]);
+    else expect(outcome.error).toBeInstanceOf(ValidationError);
+  });
+
+  // Found while checking how property 1's contexts are resolved: a to-one relation filter
+  // written in shorthand (`author: { tenantId, email }`) counts as an AND clause of the post
+  // itself, so the author's tenant becomes the context the post's new values are sealed under.
+  test("a write's context never comes from a relation filter", async () => {
+    const author = await prisma.user.create({ data: { tenantId: "t2", email: "author@x" } });
+    const post = await prisma.post.create({
+      data: { tenantId: "t1", title: "p", body: "old", authorId: author.id },
+    });
+    const outcome = await attempt(() =>
+      prisma.post.updateMany({
+        where: { author: { tenantId: "t2", email: "author@x" } },
+        data: { body: "new" },
+      }),
+    );
+    if (!outcome.ok) {
+      // Refusing (no tenant of the post in the where) is as good as sealing it right.
+      expect(outcome.error).toBeInstanceOf(ValidationError);
+      return;
+    }
+    const read = await attempt(() => prisma.post.findUniqueOrThrow({ where: { id: post.id } }));
+    expect(read.ok ? read.value : describeError(read.error)).toMatchObject({ body: "new" });
+  });
+});
