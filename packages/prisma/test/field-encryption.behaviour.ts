@@ -143,6 +143,16 @@ export function describeFieldEncryption(
         prisma.user.findMany({ where: { tenantId: "t1", phoneIndex: "x" } }),
       ).rejects.toThrow(/blind index/);
       expect(await prisma.user.count({ where: { name: null } })).toBe(0);
+      // As in Prisma, `undefined` means "no filter", on encrypted fields too (JavaScript callers
+      // build such wheres from optional query parameters; the types here forbid it).
+      const all = await prisma.user.count({ where: { tenantId: "t1" } });
+      const unset = (where: object) => where as { tenantId: string };
+      expect(await prisma.user.count({ where: unset({ tenantId: "t1", email: undefined }) })).toBe(
+        all,
+      );
+      expect(
+        await prisma.user.count({ where: unset({ tenantId: "t1", email: { equals: undefined } }) }),
+      ).toBe(all);
     });
 
     test("a ciphertext copied to another row, tenant or column does not decrypt", async () => {

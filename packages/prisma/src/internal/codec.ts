@@ -298,7 +298,8 @@ export class Codec {
     resolve: () => Ctx,
   ): Promise<void> {
     const value = where[field];
-    if (value === null) return;
+    // Prisma reads `undefined` as "no filter" (`where: { email: undefined }` matches everything).
+    if (value === null || value === undefined) return;
     const filter: Json = isObject(value) ? value : { equals: value };
     for (const op of Object.keys(filter)) {
       if (!SCALAR_FILTERS.has(op)) {
@@ -307,6 +308,7 @@ export class Codec {
         );
       }
     }
+    for (const op of Object.keys(filter)) if (filter[op] === undefined) delete filter[op];
     const onlyNulls = Object.values(filter).every((v) => v === null);
     if (onlyNulls) return;
     const index = Object.entries(model.blindIndexes).find(([, i]) => i.of === field);
