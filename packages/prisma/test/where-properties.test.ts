@@ -797,16 +797,21 @@ function call(
   return delegate[operation](args);
 }
 
+/** A recording database with a freshly keyed, extended client on it. */
+async function openRecordingClient(): Promise<{ rec: RecordingDatabase; prisma: Extended }> {
+  const rec = await openRecordingSqlite();
+  const kms = await createKms();
+  const keyId = (await kms.createKey()).keyMetadata.keyId;
+  return { rec, prisma: extendClient(rec.base, kms, keyId) };
+}
+
 describe("no plaintext of an encrypted field reaches the database", () => {
   const OPERATIONS = 300;
   let rec: RecordingDatabase;
   let prisma: Extended;
 
   beforeAll(async () => {
-    rec = await openRecordingSqlite();
-    const kms = await createKms();
-    const keyId = (await kms.createKey()).keyMetadata.keyId;
-    prisma = extendClient(rec.base, kms, keyId);
+    ({ rec, prisma } = await openRecordingClient());
   });
   afterAll(async () => {
     await rec?.close();
@@ -1126,10 +1131,7 @@ describe("randomized fields are refused in any where", () => {
   let prisma: Extended;
 
   beforeAll(async () => {
-    rec = await openRecordingSqlite();
-    const kms = await createKms();
-    const keyId = (await kms.createKey()).keyMetadata.keyId;
-    prisma = extendClient(rec.base, kms, keyId);
+    ({ rec, prisma } = await openRecordingClient());
     // Rows to find, so a filter that slipped through would have something to match or miss.
     const user = await prisma.user.create({
       data: {
@@ -1309,7 +1311,7 @@ describe("randomized fields are refused in any where", () => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// Minimal counterexamples, kept as regressions: each fails until the extension handles it.
+// Minimal counterexamples, kept as regressions: each failed before the extension handled it.
 // ---------------------------------------------------------------------------------------------
 
 describe("regressions: counterexamples to the properties", () => {
@@ -1317,10 +1319,7 @@ describe("regressions: counterexamples to the properties", () => {
   let prisma: Extended;
 
   beforeAll(async () => {
-    rec = await openRecordingSqlite();
-    const kms = await createKms();
-    const keyId = (await kms.createKey()).keyMetadata.keyId;
-    prisma = extendClient(rec.base, kms, keyId);
+    ({ rec, prisma } = await openRecordingClient());
   });
   afterAll(async () => {
     await rec?.close();

@@ -456,11 +456,10 @@ describe("audit trail (JSONL) tamper detection: properties", () => {
   });
 
   /**
-   * Regression case for the counterexample the line-deletion property finds (kept minimal): the
-   * facade anchors verification at whatever event the sink returns first (kms.ts `audit.verify`
-   * passes `from` when the first sequence is not 0, to accept MemoryAuditSink's capped window),
-   * so a JSONL file whose first lines were removed verifies as ok. verifyAuditLog from genesis
-   * reports it.
+   * Regression case for the counterexample the line-deletion property found (kept minimal): the
+   * facade anchored verification at whatever event the sink returned first (meant only for
+   * MemoryAuditSink's capped window), so a JSONL file whose first lines were removed verified as
+   * ok. Only a sink that `keepsWindow` may start mid-chain now.
    */
   test("regression: deleting the first line of a JSONL trail is reported by kms.audit.verify()", async () => {
     const trail = await buildTrail([{ kind: "describeKey", key: 0 }]);
