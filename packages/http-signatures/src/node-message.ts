@@ -8,7 +8,7 @@ import { computeContentDigest, type DigestAlgorithm } from "./content-digest.ts"
 import { fieldLines, type RequestMessage } from "./message.ts";
 import { PROBLEM_CONTENT_TYPE, responseSigningProblem } from "./problem.ts";
 import { type SignatureFields, type SignOptions, signMessageEagerly } from "./sign.ts";
-import type { ComponentSpec } from "./signature-base.ts";
+import { type ComponentSpec, recordTarget } from "./signature-base.ts";
 
 /** The parts of a Node / Express / Fastify request that the target URI and fields come from. */
 export interface NodeRequestLike {
@@ -35,8 +35,47 @@ export function nodeRequestMessage(req: NodeRequestLike, body?: Uint8Array): Req
   const protocol = req.protocol ?? (tls ? "https" : "http");
   const rawHost = req.headers.host;
   const host = (Array.isArray(rawHost) ? rawHost[0] : rawHost) ?? "localhost";
-  const url = `${protocol}://${host}${req.originalUrl ?? req.url ?? "/"}`;
-  return { method: req.method ?? "GET", url, headers: req.headersDistinct ?? req.headers, body };
+  const target = req.originalUrl ?? req.url ?? "/";
+  const url = `${protocol}://${host}${target}`;
+  const message: RequestMessage = {
+    method: req.method ?? "GET",
+    url,
+    headers: req.headersDistinct ?? req.headers,
+    body,
+  };
+  recordTarget(message, parseTarget(url, host, target));
+  return message;
+}
+
+// RFC 3986 host (IP literal, IPv4 or reg-name) and optional port: nothing that ends the authority.
+const HOST = /^(?:\[[0-9A-Za-z:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?$/;
+
+/**
+ * The target URL, or why it cannot be verified. The signature must cover the path the server
+ * routes on (`originalUrl`), but a URL parser removes dot segments (also `%2e`), turns `\` into
+ * `/`, drops tabs and newlines, and takes a Host such as `example.com/admin` as part of the path:
+ * a signature over `/orders/1` would then verify for `/admin/x/../../orders/1`. Percent-encoding
+ * differences (`'` against `%27`) decode to the same route and are left to the parser.
+ */
+function parseTarget(url: string, host: string, target: string): URL | string {
+  if (!HOST.test(host)) return "the Host header is not a host[:port]";
+  if (!target.startsWith("/")) return "the request target is not in origin form";
+  const query = target.indexOf("?");
+  const path = query === -1 ? target : target.slice(0, query);
+  if (/[\\\t\n\r]/.test(path) || path.split("/").some(isDotSegment)) {
+    return "the request path has dot segments or characters a URL parser rewrites, so it cannot be matched to the route";
+  }
+  try {
+    return new URL(url);
+  } catch {
+    return "the request target is not a valid URI";
+  }
+}
+
+function isDotSegment(segment: string): boolean {
+  if (segment.length === 0 || segment.length > 6) return false;
+  const s = segment.toLowerCase().replaceAll("%2e", ".");
+  return s === "." || s === "..";
 }
 
 export interface ResponseSigningOptions extends Omit<SignOptions, "components" | "request"> {

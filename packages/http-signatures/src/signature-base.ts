@@ -149,7 +149,22 @@ function componentError(id: Item, rule: string): ValidationError {
 // One parse per message: verifying a request and signing its response both derive from it.
 const parsedUrls = new RecentCache<RequestMessage, URL>(16);
 
+// Messages whose target cannot be matched to what the server routes on (see nodeRequestMessage):
+// only bad requests get an entry, so the map stays empty in normal traffic.
+const unverifiableTargets = new WeakMap<RequestMessage, string>();
+
+/**
+ * Records a request message's parsed target URL, or why its target must not be verified: every
+ * derived component of the message then fails with that reason.
+ */
+export function recordTarget(message: RequestMessage, target: URL | string): void {
+  if (typeof target === "string") unverifiableTargets.set(message, target);
+  else parsedUrls.set(message, target);
+}
+
 function targetUrl(id: Item, message: RequestMessage): URL {
+  const problem = unverifiableTargets.get(message);
+  if (problem !== undefined) throw componentError(id, problem);
   if (message.url instanceof URL) return message.url;
   let url = parsedUrls.get(message);
   if (url === undefined) {
