@@ -107,6 +107,12 @@ interface Pending {
   readonly end: (this: ServerResponse, chunk: Buffer | string, callback?: Callback) => void;
   readonly chunks: Buffer[];
   ending: boolean;
+  /** Set just before the response's own `end` runs: from then on Node may write the head. */
+  sending: boolean;
+  /** HEAD, 204 or 304: the buffered body is empty by definition, not by length. */
+  noBody: boolean;
+  readonly writeHead: ServerResponse["writeHead"];
+  readonly flushHeaders: ServerResponse["flushHeaders"];
 }
 
 const PENDING = Symbol("kms.responseSigning");
@@ -142,6 +148,59 @@ function bufferedWrite(
   cb?: Callback,
 ): boolean {
   return write(this[PENDING] as Pending, chunk, encoding, cb);
+}
+
+/**
+ * `writeHead` would send the status line and headers before the signature exists: its status,
+ * message and headers are applied to the response instead, and sent with the signed head.
+ */
+function heldWriteHead(
+  this: SigningResponse,
+  statusCode: number,
+  ...rest: unknown[]
+): SigningResponse {
+  return holdHead(this, this[PENDING] as Pending, statusCode, rest);
+}
+
+function heldFlushHeaders(this: SigningResponse): void {
+  flushHeld(this, this[PENDING] as Pending);
+}
+
+function holdHead(
+  res: ServerResponse,
+  pending: Pending,
+  statusCode: number,
+  rest: unknown[],
+): SigningResponse {
+  if (pending.sending) {
+    return (pending.writeHead as (...args: unknown[]) => SigningResponse).call(
+      res,
+      statusCode,
+      ...rest,
+    );
+  }
+  res.statusCode = statusCode;
+  let headers = rest[0];
+  if (typeof headers === "string") {
+    res.statusMessage = headers;
+    headers = rest[1];
+  }
+  if (Array.isArray(headers)) {
+    // Node's flat form: [name, value, name, value, …].
+    for (let i = 0; i + 1 < headers.length; i += 2) {
+      res.setHeader(String(headers[i]), headers[i + 1] as string | string[]);
+    }
+  } else if (headers !== null && typeof headers === "object") {
+    for (const [name, value] of Object.entries(headers)) {
+      if (value !== undefined) res.setHeader(name, value as string | string[] | number);
+    }
+  }
+  return res as SigningResponse;
+}
+
+function flushHeld(res: ServerResponse, pending: Pending): void {
+  // Nothing may leave before the signature: the head goes out with the signed response.
+  if (pending.sending) pending.flushHeaders.call(res);
 }
 
 function bufferedEnd(
@@ -229,10 +288,17 @@ function send(
     res.setHeader("signature-input", fields.signatureInput);
     res.setHeader("signature", fields.signature);
     // Express has set it already (as a string) for the same bytes: only a stale value is rewritten.
+    // A HEAD (or 204/304) response keeps the length the handler set (RFC 9110 §8.6).
     const length = res.getHeader("content-length");
-    if (length !== undefined && length !== body.length && length !== String(body.length)) {
+    if (
+      !pending.noBody &&
+      length !== undefined &&
+      length !== body.length &&
+      length !== String(body.length)
+    ) {
       res.setHeader("content-length", body.length);
     }
+    pending.sending = true;
     pending.end.call(res, body, callback);
   } catch (error) {
     answerUnsigned(res, pending, error);
@@ -240,6 +306,13 @@ function send(
 }
 
 function answerUnsigned(res: ServerResponse, pending: Pending, error: unknown): void {
+  // Once the head is out nothing can be corrected: close the connection rather than throw
+  // (in a promise callback a throw would be an unhandled rejection, fatal to the process).
+  if (res.headersSent) {
+    res.destroy(error instanceof Error ? error : undefined);
+    return;
+  }
+  pending.sending = true;
   res.removeHeader("content-digest");
   res.removeHeader("signature-input");
   res.removeHeader("signature");
@@ -259,6 +332,7 @@ function sign(
   const { request, verifiedLabel } = pending.binding();
   const digest = options.digest ?? DEFAULT_DIGEST;
   const noBody = request.method === "HEAD" || res.statusCode === 204 || res.statusCode === 304;
+  pending.noBody = noBody;
   if (digest !== false && !noBody && !res.hasHeader("content-digest")) {
     res.setHeader("content-digest", computeContentDigest(body, digest));
   }
@@ -299,14 +373,20 @@ export function signNodeResponse(
     options,
     binding,
     end: res.end as Pending["end"],
+    writeHead: res.writeHead,
+    flushHeaders: res.flushHeaders,
     chunks: [],
     ending: false,
+    sending: false,
+    noBody: false,
   };
   if (target[PENDING] === undefined) {
     // Shared functions rather than per-response closures; the state rides on the response.
     target[PENDING] = pending;
     res.write = bufferedWrite as typeof res.write;
     res.end = bufferedEnd as typeof res.end;
+    res.writeHead = heldWriteHead as typeof res.writeHead;
+    res.flushHeaders = heldFlushHeaders;
     return;
   }
   // A second signer on the same response wraps the first one's methods with its own state.
@@ -314,4 +394,7 @@ export function signNodeResponse(
     write(pending, chunk, encoding, cb)) as typeof res.write;
   res.end = ((chunk?: Chunk | Callback, encoding?: BufferEncoding | Callback, cb?: Callback) =>
     end(res, pending, chunk, encoding, cb)) as typeof res.end;
+  res.writeHead = ((statusCode: number, ...rest: unknown[]) =>
+    holdHead(res, pending, statusCode, rest)) as typeof res.writeHead;
+  res.flushHeaders = () => flushHeld(res, pending);
 }
