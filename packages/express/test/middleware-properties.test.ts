@@ -9,6 +9,7 @@
  * Cases come from a seeded PRNG (fast-check is not a dependency of this package): set
  * KMS_PROPERTY_SEED to replay another run; every reported counterexample names its seed and case.
  */
+
 import type { IncomingHttpHeaders, IncomingMessage, Server } from "node:http";
 import http from "node:http";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -29,6 +30,7 @@ import {
   type VerificationResult,
   verifyMessage,
 } from "@kms/http-signatures";
+import { mulberry32 } from "@kms/tooling/random";
 import express, { type NextFunction, type Request, type Response } from "express";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -72,18 +74,10 @@ const DOCUMENTED_CHECKS: Readonly<Record<VerificationCheck, true>> = {
 
 /** mulberry32: tiny and well spread; one seed reproduces a whole case. */
 class Random {
-  #state: number;
+  readonly next: () => number;
 
   constructor(seed: number) {
-    this.#state = seed >>> 0;
-  }
-
-  next(): number {
-    this.#state = (this.#state + 0x6d2b79f5) >>> 0;
-    let t = this.#state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+    this.next = mulberry32(seed);
   }
 
   int(min: number, max: number): number {

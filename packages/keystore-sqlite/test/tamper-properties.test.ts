@@ -12,6 +12,7 @@
  * Every check runs on a fresh Kms over a copy of one prepared file: the HSM caches unwrapped
  * material per key version, and a Kms that unwrapped before the tampering would not notice it.
  */
+
 import { createDecipheriv, createPrivateKey, randomBytes } from "node:crypto";
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -25,20 +26,14 @@ import {
   type KmsErrorCode,
 } from "@kms/core";
 import { ManualClock } from "@kms/core/testing";
+import { mulberry32 } from "@kms/tooling/random";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { retainSqliteHandle, SqliteKeyStore } from "../src/index.ts";
 
-/** mulberry32: small, fast, and good enough to pick rows, offsets and operations. */
+/** Seeded choices of rows, offsets and operations. */
 function prng(seed: number) {
-  let state = seed >>> 0;
-  const next = (): number => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
   const int = (n: number): number => Math.floor(next() * n);
   const pick = <T>(items: readonly T[]): T => items[int(items.length)]!;
   return { int, pick };

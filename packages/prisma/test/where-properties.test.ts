@@ -4,6 +4,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createKms, type Kms, runWithEncryptionContext, ValidationError } from "@kms/core";
 import { retainSqliteHandle } from "@kms/keystore-sqlite";
+import { mulberry32 } from "@kms/tooling/random";
 import { PrismaBetterSqlite3 } from "@prisma/adapter-better-sqlite3";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
@@ -21,18 +22,11 @@ const here = dirname(fileURLToPath(import.meta.url));
 
 /** mulberry32: tiny and deterministic, which is all a reproducible case needs. */
 class Rng {
-  #state: number;
+  readonly next: () => number;
   constructor(...seeds: number[]) {
     let h = 0x811c9dc5;
     for (const s of seeds) h = Math.imul(h ^ s, 0x01000193) >>> 0;
-    this.#state = h;
-  }
-  next(): number {
-    this.#state = (this.#state + 0x6d2b79f5) >>> 0;
-    let t = this.#state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    this.next = mulberry32(h);
   }
   int(n: number): number {
     return Math.floor(this.next() * n);
