@@ -68,6 +68,18 @@ class WhereRewriter {
 
   async where(metadata: EntityMetadata, where: Where): Promise<Where> {
     const d = describe(metadata);
+    if (this.#context !== undefined) {
+      // The option would win over the where's own equality: the rows of one tenant would be
+      // looked up with another tenant's keys, and a contradiction would go unnoticed.
+      const own = equalities(where);
+      for (const [key, value] of Object.entries(this.#context)) {
+        if (own[key] !== undefined && String(own[key]) !== value) {
+          throw new ValidationError(
+            `"context" gives ${key} = ${JSON.stringify(value)} but the where has ${key} = ${JSON.stringify(String(own[key]))}`,
+          );
+        }
+      }
+    }
     const out: Where = {};
     for (const [key, value] of Object.entries(where)) {
       if (d?.blindIndexes.has(key)) {
@@ -77,7 +89,13 @@ class WhereRewriter {
       }
       const spec = d?.byProperty.get(key);
       if (d !== undefined && spec !== undefined) {
-        if (value === undefined) continue;
+        // Dropping the key would drop the condition: a lookup with a missing value would then
+        // match every row (of every tenant).
+        if (value === undefined) {
+          throw new ValidationError(
+            `${d.model}.${key} is undefined: pass a value, null or IsNull() to look it up`,
+          );
+        }
         if (spec.mode !== "deterministic" && spec.blindIndex === undefined) {
           throw new ValidationError(
             `${d.model}.${key} is randomized: equality lookups need deterministic: true or a blindIndex`,
@@ -109,13 +127,20 @@ class WhereRewriter {
     if (value instanceof FindOperator) {
       switch (value.type) {
         case "equal":
-          return Equal(await this.#seal(d, spec, context, value.value));
+          return value.value === null
+            ? value
+            : Equal(await this.#seal(d, spec, context, value.value));
         case "in": {
           const values: unknown = value.value;
           if (!Array.isArray(values)) {
             throw new ValidationError(`${d.model}.${spec.property}: In() expects an array`);
           }
-          return In(await Promise.all(values.map((v) => this.#seal(d, spec, context, v))));
+          // SQL's IN never matches NULL; a sealed null would be some value's blind index.
+          return In(
+            await Promise.all(
+              values.map((v) => (v === null ? null : this.#seal(d, spec, context, v))),
+            ),
+          );
         }
         case "not": {
           const inner: unknown = value.child ?? value.value;

@@ -401,7 +401,15 @@ export class TypeormFieldEncryption {
         field: spec.property,
         context: readContext(d, spec, entity),
       };
-      const value = this.engine.decryptIfCached(binding, spec, stored);
+      let value: unknown;
+      try {
+        value = this.engine.decryptIfCached(binding, spec, stored);
+      } catch (error) {
+        // A batch this entity already joined is awaited by nobody once the hook throws:
+        // its rejection would be unhandled (fatal under Node's defaults).
+        batch?.done.catch(() => undefined);
+        return Promise.reject(error);
+      }
       if (value !== undefined) {
         entity[spec.property] = value;
         continue;
