@@ -143,6 +143,9 @@ export function describeFieldEncryption(
         prisma.user.findMany({ where: { tenantId: "t1", phoneIndex: "x" } }),
       ).rejects.toThrow(/blind index/);
       expect(await prisma.user.count({ where: { name: null } })).toBe(0);
+      await expect(
+        prisma.user.count({ where: { tenantId: "t1", phone: 5 as unknown as string } }),
+      ).rejects.toThrow(/User.phone is a string: got number/);
       // As in Prisma, `undefined` means "no filter", on encrypted fields too (JavaScript callers
       // build such wheres from optional query parameters; the types here forbid it).
       const all = await prisma.user.count({ where: { tenantId: "t1" } });

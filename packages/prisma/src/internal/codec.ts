@@ -321,6 +321,11 @@ export class Codec {
     const seal = async (v: unknown): Promise<unknown> => {
       if (v === null) return null;
       if (spec.mode === "deterministic") return this.encryptValue(model, field, spec, ctx, v);
+      // A blind index hashes any JSON value, so a number looked up on a string field would
+      // silently match nothing where a plain column would refuse it.
+      if (spec.type === "string" && typeof v !== "string") {
+        reject(`${model.name}.${field} is a string: got ${typeof v} in the filter`);
+      }
       const [column, bidx] = index as [string, ModelDescriptor["blindIndexes"][string]];
       return this.engine.blindIndex(
         { model: model.name, field: column, context: ctx },
