@@ -4,7 +4,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createKms, type Kms, runWithEncryptionContext, ValidationError } from "@kms/core";
 import { retainSqliteHandle } from "@kms/keystore-sqlite";
-import { mulberry32 } from "@kms/tooling/random";
+import { SeededRandom as Rng } from "@kms/tooling/random";
 import { PrismaBetterSqlite3 } from "@prisma/adapter-better-sqlite3";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
@@ -19,30 +19,6 @@ import { PrismaClient } from "./generated/client.ts";
 
 const SEED = Number(process.env.WHERE_PROPERTIES_SEED ?? 20_260_601);
 const here = dirname(fileURLToPath(import.meta.url));
-
-/** mulberry32: tiny and deterministic, which is all a reproducible case needs. */
-class Rng {
-  readonly next: () => number;
-  constructor(...seeds: number[]) {
-    let h = 0x811c9dc5;
-    for (const s of seeds) h = Math.imul(h ^ s, 0x01000193) >>> 0;
-    this.next = mulberry32(h);
-  }
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-  pick<T>(items: readonly T[]): T {
-    const item = items[this.int(items.length)];
-    if (item === undefined) throw new Error("pick from an empty list");
-    return item;
-  }
-  some<T>(items: readonly T[], max: number): T[] {
-    return Array.from({ length: this.int(max + 1) }, () => this.pick(items));
-  }
-}
 
 type Where = { [key: string]: unknown };
 

@@ -1,4 +1,4 @@
-import { mulberry32 } from "@kms/tooling/random";
+import { SeededRandom as Rng } from "@kms/tooling/random";
 import "reflect-metadata";
 import { inspect } from "node:util";
 import {
@@ -55,27 +55,6 @@ import { Note, Post, User } from "./entities.ts";
 //   WHERE_PROPERTIES_SEED=<seed> npx vitest run test/where-properties.test.ts
 
 const SEED = Number(process.env.WHERE_PROPERTIES_SEED ?? 20_261_205);
-
-/** Seeded choices: a failing case is reproduced from its seeds alone. */
-class Rng {
-  readonly next: () => number;
-  constructor(...seeds: number[]) {
-    let h = 0x811c9dc5;
-    for (const s of seeds) h = Math.imul(h ^ s, 0x01000193) >>> 0;
-    this.next = mulberry32(h);
-  }
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-  pick<T>(items: readonly T[]): T {
-    const item = items[this.int(items.length)];
-    if (item === undefined) throw new Error("pick from an empty list");
-    return item;
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Plaintext twins of User and Post in a database of their own: the same wheres run there, to
