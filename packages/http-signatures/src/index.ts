@@ -99,6 +99,7 @@ export {
 } from "./structured-fields.ts";
 export {
   type KeyLookupContext,
+  VERIFICATION_CHECKS,
   type VerificationCheck,
   type VerificationPolicy,
   type VerificationResult,

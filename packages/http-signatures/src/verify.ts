@@ -31,23 +31,27 @@ import {
   serializeParameters,
 } from "./structured-fields.ts";
 
+/** Every check a verification can fail at (for metrics, dashboards and tests). */
+export const VERIFICATION_CHECKS = [
+  "signature-missing",
+  "signature-malformed",
+  "label",
+  "tag",
+  "algorithm",
+  "components",
+  "created",
+  "expires",
+  "max-age",
+  "keyid",
+  "key",
+  "signature",
+  "content-digest",
+  "nonce",
+  "replay",
+] as const;
+
 /** Which check a failed verification stopped at; stable, for problem+json bodies and metrics. */
-export type VerificationCheck =
-  | "signature-missing"
-  | "signature-malformed"
-  | "label"
-  | "tag"
-  | "algorithm"
-  | "components"
-  | "created"
-  | "expires"
-  | "max-age"
-  | "keyid"
-  | "key"
-  | "signature"
-  | "content-digest"
-  | "nonce"
-  | "replay";
+export type VerificationCheck = (typeof VERIFICATION_CHECKS)[number];
 
 export type VerificationResult =
   | {

@@ -33,22 +33,26 @@ export interface DecryptPolicy {
   readonly signature?: "required" | "forbidden" | "allowed";
 }
 
-export function maxEncryptedDataKeys(policy: DecryptPolicy | undefined): number {
+/**
+ * Validates the policy's limits and returns the key-count limit, which the header parser needs
+ * before the policy itself can be applied (copies are counted as they are read).
+ * @throws ValidationException for a limit out of range.
+ */
+export function validateDecryptPolicy(policy: DecryptPolicy | undefined): number {
   const max = policy?.maxEncryptedDataKeys ?? DEFAULT_MAX_ENCRYPTED_DATA_KEYS;
   if (!Number.isInteger(max) || max < 1 || max > 0xffff) {
     throw new ValidationError('"policy.maxEncryptedDataKeys" must be an integer in 1–65535');
   }
-  return max;
-}
-
-/** @throws ValidationException for a maxFrameLength outside 1 B – 16 MiB. */
-export function assertDecryptPolicy(policy: DecryptPolicy | undefined): void {
-  const max = policy?.maxFrameLength;
-  if (max !== undefined && (!Number.isInteger(max) || max < 1 || max > MAX_FRAME_LENGTH)) {
+  const frames = policy?.maxFrameLength;
+  if (
+    frames !== undefined &&
+    (!Number.isInteger(frames) || frames < 1 || frames > MAX_FRAME_LENGTH)
+  ) {
     throw new ValidationError(
       `"policy.maxFrameLength" must be an integer in 1–${MAX_FRAME_LENGTH}`,
     );
   }
+  return max;
 }
 
 /**

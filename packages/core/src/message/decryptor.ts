@@ -9,7 +9,7 @@ import { ValidationError } from "../errors.ts";
 import { assertObject } from "../internal/assert.ts";
 import { withEncodedContext } from "../keyring/keyring.ts";
 import { ByteQueue } from "./byte-queue.ts";
-import { applyDecryptPolicy, assertDecryptPolicy, maxEncryptedDataKeys } from "./decrypt-policy.ts";
+import { applyDecryptPolicy, validateDecryptPolicy } from "./decrypt-policy.ts";
 import {
   deriveMessageKey,
   FINAL_FRAME_MARKER,
@@ -53,8 +53,7 @@ export class MessageDecryptor {
       throw new ValidationError('"keyring" expected a Keyring');
     }
     this.#options = options;
-    this.#maxEdks = maxEncryptedDataKeys(options.policy);
-    assertDecryptPolicy(options.policy);
+    this.#maxEdks = validateDecryptPolicy(options.policy);
   }
 
   /** The authenticated header, once parsed. */
