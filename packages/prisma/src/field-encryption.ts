@@ -179,10 +179,12 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
                   let ctx = codec.context(model, [a.data, where, ...andClauses(model, where)]);
                   if (ctx === undefined && operation === "update" && needsContext(model, a.data)) {
                     // The row's own context columns, read in the same transaction as the write
-                    // (an update with empty data is a locking read of the unique row).
+                    // (an update with empty data is a locking read of the unique row). The where
+                    // is the rewritten one: a branch pinning its own tenant may look up an
+                    // encrypted field, whose plaintext must not reach the database.
                     const select = Object.fromEntries(model.context.fromRow.map((k) => [k, true]));
                     const row = (await query({
-                      where: args.where,
+                      where: a.where,
                       data: {},
                       select,
                     } as typeof args)) as Json;

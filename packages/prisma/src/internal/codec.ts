@@ -70,7 +70,11 @@ export class Codec {
     return this.models[name];
   }
 
-  /** Context for a row from its data, then where, then the enclosing row, then the scope. */
+  /**
+   * Context for a row from its data, then where, then the enclosing row, then the scope. Only
+   * an exact equality pins a context column (see `pinnedValue`): a looser filter on it is
+   * skipped, so the context comes from elsewhere or is missing.
+   */
   context(
     model: ModelDescriptor,
     sources: readonly (Json | undefined)[],
@@ -81,7 +85,7 @@ export class Codec {
       let value: unknown;
       for (const source of sources) {
         if (source === undefined) continue;
-        value = scalarEquality(source[key]);
+        value = pinnedValue(source[key]);
         if (value !== undefined) break;
       }
       if (value === undefined) value = inherited?.[key];
@@ -113,8 +117,19 @@ export class Codec {
   ): Ctx {
     const ctx = this.context(model, sources, inherited);
     if (ctx === undefined) {
+      const loose = model.context.fromRow.find((key) =>
+        sources.some((source) => {
+          const value = source?.[key];
+          return value !== undefined && value !== null && pinnedValue(value) === undefined;
+        }),
+      );
+      if (loose !== undefined) {
+        reject(
+          `${model.name} binds encrypted fields to ${model.context.fromRow.join(", ")}: the filter on ${model.name}.${loose} is not an exact equality (mode "insensitive", contains, in, not, a range…) and can match rows of other ${loose} values, so it cannot choose their keys; give ${loose} as a plain value or { equals } in where, or in the data`,
+        );
+      }
       reject(
-        `${model.name} binds encrypted fields to ${model.context.fromRow.join(", ")}: include it in the data or as an equality in where`,
+        `${model.name} binds encrypted fields to ${model.context.fromRow.join(", ")}: include it in the data or as an exact equality in where (a plain value or { equals })`,
       );
     }
     return ctx;
@@ -485,7 +500,7 @@ export class Codec {
     if (fromRow.length !== 1 || inherited !== undefined) {
       return this.context(model, [row], inherited);
     }
-    const raw = scalarEquality(row[fromRow[0] as string]);
+    const raw = row[fromRow[0] as string];
     if (typeof raw !== "string") return this.context(model, [row], inherited);
     let byValue = jobs.contexts.get(model);
     if (byValue === undefined) {
@@ -542,10 +557,44 @@ export interface Strip {
   readonly relations: Record<string, Strip>;
 }
 
-function scalarEquality(value: unknown): unknown {
+/**
+ * Filters that only narrow what `equals` matches, so beside it the column still holds exactly
+ * the `equals` value. `mode` is not one of them: `mode: "insensitive"` (PostgreSQL) loosens
+ * `equals` itself, so that `{ equals: "acme" }` matches "ACME" rows too.
+ */
+const NARROWING_FILTERS = new Set([
+  "equals",
+  "in",
+  "notIn",
+  "not",
+  "lt",
+  "lte",
+  "gt",
+  "gte",
+  "contains",
+  "startsWith",
+  "endsWith",
+]);
+
+/**
+ * The value a context column is pinned to by one data or where entry: a plain value, update
+ * data's `{ set }`, or a where's `{ equals }` compared exactly. Anything else (`mode:
+ * "insensitive"`, `contains`, `in`, `not`, a range, a field reference) admits rows whose column
+ * holds another value, whose encrypted values are bound to that other value: it pins nothing.
+ */
+function pinnedValue(value: unknown): unknown {
   if (value === undefined || value === null) return undefined;
-  if (isObject(value)) return value.equals ?? value.set;
-  return value;
+  if (!isObject(value)) return value;
+  if ("set" in value) return Object.keys(value).length === 1 ? (value.set ?? undefined) : undefined;
+  const literal = value.equals;
+  if (typeof literal !== "string" && typeof literal !== "number" && typeof literal !== "bigint") {
+    return undefined;
+  }
+  for (const op of Object.keys(value)) {
+    if (op === "mode" && value.mode === "default") continue;
+    if (!NARROWING_FILTERS.has(op)) return undefined;
+  }
+  return literal;
 }
 
 const FILTER_KEYS = new Set([
