@@ -5,6 +5,7 @@ import {
   ValidationError,
 } from "@kms/core";
 import { Column, type ColumnType, type ValueTransformer } from "typeorm";
+import { installQueryGuards } from "./internal/query-guards.ts";
 import { Sealed } from "./internal/sealed.ts";
 
 /** Where a column's encryption context comes from (the same vocabulary as @kms/prisma). */
@@ -73,7 +74,10 @@ export interface EncryptedColumnSpec {
 /**
  * A plaintext value that reached an encrypted column outside the subscriber (a plain value in
  * a find, a listener-less query builder). It carries no way to print the value; the subscriber's
- * beforeQuery hook refuses any query that would send one to the database.
+ * beforeQuery hook refuses any query that would send one to the database. Turning it into a
+ * string or a number throws too: TypeORM pastes some operands into the SQL text itself (a
+ * `Raw("…")` string is one), and "[object Object]" there would reach the database as a bad
+ * statement instead of a clear refusal.
  */
 export class UnsealedValue {
   readonly model: string;
@@ -85,6 +89,18 @@ export class UnsealedValue {
   }
 
   toJSON(): never {
+    throw unsealedError(this);
+  }
+
+  toString(): never {
+    throw unsealedError(this);
+  }
+
+  valueOf(): never {
+    throw unsealedError(this);
+  }
+
+  [Symbol.toPrimitive](): never {
     throw unsealedError(this);
   }
 }
@@ -102,17 +118,28 @@ function fail(where: string, rule: string): never {
   throw new ValidationError(`${where}: ${rule}`);
 }
 
-function transformerFor(model: string, property: string): ValueTransformer {
-  return {
-    to(value: unknown): unknown {
-      if (value === null || value === undefined) return value;
-      if (value instanceof Sealed) return value.stored;
-      return new UnsealedValue(model, property);
-    },
-    from(value: unknown): unknown {
-      return value;
-    },
-  };
+/**
+ * The value transformer of an encrypted column. Its class tells the query guards that an
+ * operand is about to meet an encrypted column, and which one.
+ */
+export class EncryptedColumnTransformer implements ValueTransformer {
+  readonly model: string;
+  readonly property: string;
+
+  constructor(model: string, property: string) {
+    this.model = model;
+    this.property = property;
+  }
+
+  to(value: unknown): unknown {
+    if (value === null || value === undefined) return value;
+    if (value instanceof Sealed) return value.stored;
+    return new UnsealedValue(this.model, this.property);
+  }
+
+  from(value: unknown): unknown {
+    return value;
+  }
 }
 
 function stringList(where: string, name: string, value: unknown): readonly string[] {
@@ -201,8 +228,9 @@ export function EncryptedColumn(options: EncryptedColumnOptions = {}): PropertyD
       nullable: options.nullable === true,
       unique: options.unique === true,
       ...(options.name === undefined ? {} : { name: options.name }),
-      transformer: transformerFor(owner.name, property),
+      transformer: new EncryptedColumnTransformer(owner.name, property),
     })(target, property);
+    installQueryGuards();
   };
 }
 

@@ -5,7 +5,17 @@ import {
   runWithEncryptionContext,
   ValidationError,
 } from "@kms/core";
-import { type DataSource, In, IsNull, Like, Not, type Repository } from "typeorm";
+import {
+  And,
+  type DataSource,
+  type EntitySubscriberInterface,
+  In,
+  IsNull,
+  Like,
+  Not,
+  Raw,
+  type Repository,
+} from "typeorm";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import {
   encryptedParameter,
@@ -274,6 +284,167 @@ export function describeEncryptedColumns(
       expect(
         await users.countBy(await encryptedWhere(users, { tenantId: "t2", phone: "+1 555 0100" })),
       ).toBe(0);
+    });
+
+    /** Every statement TypeORM sends from now on (a subscriber sees them before the driver). */
+    const recordQueries = () => {
+      const queries: { query: string; parameters: unknown[] }[] = [];
+      (ds.subscribers as EntitySubscriberInterface[]).push({
+        beforeQuery(event) {
+          queries.push({
+            query: event.query,
+            parameters: [...((event.parameters as unknown[]) ?? [])],
+          });
+        },
+      });
+      return queries;
+    };
+
+    const byPhone = async (tenantId: string, phone: string) =>
+      (await users.findBy(await encryptedWhere(users, { tenantId, phone }))).map((u) => u.id);
+
+    test("Raw on an encrypted column is refused before any statement, naming the column", async () => {
+      await users.save(alice());
+      const secret = "raw-secret@example.com";
+      const queries = recordQueries();
+      const attempts = [
+        () => users.findBy({ email: Raw((alias) => `${alias} = :v`, { v: secret }) }),
+        () => users.findBy({ phone: Raw(`'${secret}'`) }),
+        () =>
+          users.findBy({
+            tenantId: "t1",
+            email: Not(Raw((alias) => `${alias} = :v`, { v: secret })),
+          }),
+        () => users.countBy({ profile: And(Raw((alias) => `${alias} <> :v`, { v: secret })) }),
+        () =>
+          users.update(
+            { email: Raw((alias) => `${alias} = :v`, { v: secret }) },
+            { tenantId: "t2" },
+          ),
+        () => users.delete({ phone: Raw(`'${secret}'`) }),
+      ];
+      for (const run of attempts) {
+        const error = await run().then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(error).toBeInstanceOf(ValidationError);
+        const message = (error as Error).message;
+        expect(message).toMatch(/^User\.(email|phone|profile) is encrypted: Raw\(\)/);
+        expect(message).toContain("encryptedWhere()");
+        expect(message).not.toContain(secret);
+      }
+      expect(queries).toEqual([]);
+      // Raw on a plaintext column is TypeORM's as before.
+      expect(await users.countBy({ tenantId: Raw((alias) => `${alias} = :t`, { t: "t1" }) })).toBe(
+        1,
+      );
+      expect((await users.findOneByOrFail({ tenantId: "t1" })).email).toBe("alice@example.com");
+    });
+
+    // Conflicts on the (deterministic, unique) email: PostgreSQL leaves a generated id out of
+    // the INSERT, so an upsert on "id" never conflicts there.
+    test("upsert recomputes the blind index, on conflict and on insert", async () => {
+      const a = await users.save(alice());
+      await users.upsert(Object.assign(alice(), { phone: "+1 555 0222" }), ["email"]);
+      expect((await users.findOneByOrFail({ id: a.id })).phone).toBe("+1 555 0222");
+      expect(await byPhone("t1", "+1 555 0222")).toEqual([a.id]);
+      expect(await byPhone("t1", "+1 555 0100")).toEqual([]);
+      await users.upsert(Object.assign(alice(), { phone: null }), ["email"]);
+      expect((await rawUser(a.id)).phoneIndex).toBeNull();
+      expect(await users.count()).toBe(1);
+      const bob = Object.assign(alice(), { email: "bob@example.com", phone: "+1 555 0333" });
+      await users.upsert(bob, ["email"]);
+      const b = await users.findOneByOrFail(
+        await encryptedWhere(users, { tenantId: "t1", email: "bob@example.com" }),
+      );
+      expect(await byPhone("t1", "+1 555 0333")).toEqual([b.id]);
+      // A QueryBuilder upsert that overwrites the phone gets its index overwritten too.
+      await users
+        .createQueryBuilder()
+        .insert()
+        .into(User)
+        .values(Object.assign(alice(), { email: "bob@example.com", phone: "+1 555 0444" }))
+        .orUpdate(["phone"], ["email"])
+        .execute();
+      expect(await byPhone("t1", "+1 555 0444")).toEqual([b.id]);
+      expect(await byPhone("t1", "+1 555 0333")).toEqual([]);
+      expect(await users.count()).toBe(2);
+    });
+
+    test("moving a row to another context without its encrypted columns is refused", async () => {
+      const a = await users.save(alice());
+      const bound =
+        /^User\.tenantId is part of the encryption context of User\.phone, User\.profile\b/;
+      const queries = recordQueries();
+      await expect(
+        users.upsert({ id: a.id, tenantId: "t2", email: "alice@example.com" }, ["id"]),
+      ).rejects.toThrow(bound);
+      await expect(
+        users.upsert({ tenantId: "t2", email: "alice@example.com", phone: null }, ["email"]),
+      ).rejects.toThrow(
+        /^User\.tenantId is part of the encryption context of User\.profile: an upsert that changes it/,
+      );
+      expect(queries).toEqual([]);
+      await expect(users.update(a.id, { tenantId: "t2" })).rejects.toThrow(
+        /^User\.tenantId is part of the encryption context of User\.email, User\.phone, User\.profile: an update that changes it must write them too/,
+      );
+      await expect(users.update(a.id, { tenantId: "t2", email: "a@x" })).rejects.toThrow(bound);
+      await expect(users.save({ id: a.id, tenantId: "t2" })).rejects.toBeInstanceOf(
+        ValidationError,
+      );
+      await expect(
+        users
+          .createQueryBuilder()
+          .update(User)
+          .set({ tenantId: () => "'t2'" })
+          .where("id = :id", { id: a.id })
+          .execute(),
+      ).rejects.toBeInstanceOf(ValidationError);
+      expect(queries.filter((q) => /^\s*UPDATE|^\s*INSERT/i.test(q.query))).toEqual([]);
+      const unchanged = await users.findOneByOrFail({ id: a.id });
+      expect(unchanged).toMatchObject({
+        tenantId: "t1",
+        email: "alice@example.com",
+        phone: "+1 555 0100",
+        profile: { likes: ["tea"], age: 7 },
+      });
+      // The tenant given only to seal a value (unchanged) is the documented way to update.
+      await users.update(a.id, { tenantId: "t1", email: "alice@new.example" });
+      // A loaded entity carries every column: save() reseals them all under the new tenant.
+      const loaded = await users.findOneByOrFail({ id: a.id });
+      loaded.tenantId = "t2";
+      await users.save(loaded);
+      expect(await users.findOneByOrFail({ id: a.id })).toMatchObject({
+        tenantId: "t2",
+        email: "alice@new.example",
+        phone: "+1 555 0100",
+        profile: { likes: ["tea"], age: 7 },
+      });
+      expect(await byPhone("t2", "+1 555 0100")).toEqual([a.id]);
+      // Columns that hold nothing have nothing to reseal.
+      const empty: User = Object.assign(alice(), {
+        email: "bob@example.com",
+        phone: null,
+        profile: null,
+      });
+      const b = await users.save(empty);
+      await users.update(b.id, { tenantId: "t3", email: "bob@example.com" });
+      expect((await users.findOneByOrFail({ id: b.id })).email).toBe("bob@example.com");
+      // An upsert that writes every bound column may overwrite the tenant.
+      await users.upsert(
+        Object.assign(alice(), {
+          tenantId: "t2",
+          email: "alice@new.example",
+          phone: "+1 555 0999",
+        }),
+        ["email"],
+      );
+      expect(await users.findOneByOrFail({ id: a.id })).toMatchObject({
+        tenantId: "t2",
+        email: "alice@new.example",
+        phone: "+1 555 0999",
+      });
     });
 
     test("unsupported operators and plain values on encrypted columns fail clearly", async () => {

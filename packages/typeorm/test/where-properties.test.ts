@@ -41,6 +41,7 @@ import {
   TypeORMError,
 } from "typeorm";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { UnsealedValue } from "../src/encrypted-column.ts";
 import {
   encryptedParameter,
   encryptedWhere,
@@ -935,8 +936,7 @@ function secretsIn(ops: readonly Op[]): string[] {
 // and its plaintext never reaches the database.
 // ---------------------------------------------------------------------------------------------
 
-// Operation kinds of the write property, including the known limitations it leaves out of the
-// draw (their cases stay below, ready for when the limitation is fixed).
+// Operation kinds of the write property.
 type WriteKind =
   | "save"
   | "insert"
@@ -1370,8 +1370,7 @@ describe("no plaintext of an encrypted column reaches the database", () => {
         "saveLoaded",
         "savePost",
         "saveWithRelations",
-        // "upsert" is left out: the stale blind index after an upsert is a known limitation
-        // (README), pinned by a test.fails below until the subscriber can reach the update list.
+        "upsert",
         "transaction",
         "delete",
         "lookup",
@@ -1717,8 +1716,8 @@ describe("no plaintext of an encrypted column reaches the database", () => {
             "builderWhere",
             "updateCriteria",
             "deleteCriteria",
-            // Raw in a plain find bypasses the column's transformer: a known limitation (README),
-            // pinned by a test.fails below.
+            "findByRaw",
+            "findByRawSql",
           ] as const);
           expectation = "refuse";
           refuseNames = /\bUser\.(email|phone|profile)\b/;
@@ -2126,9 +2125,8 @@ describe("regressions: counterexamples to the properties", () => {
   });
 
   // Property 2: Repository.upsert computes its ON CONFLICT ... DO UPDATE SET list from the
-  // entity before beforeInsert adds the index, so the phone is replaced and its index is not.
-  // Known limitation (README): fails today. `test.fails` turns into a failure once it is fixed.
-  test.fails("upsert over an existing row recomputes the blind index", async () => {
+  // entity before beforeInsert adds the index, so the phone was replaced and its index was not.
+  test("upsert over an existing row recomputes the blind index", async () => {
     const saved = await users.save(user("rc", "§c@x", "§111"));
     await users.upsert(Object.assign(user("rc", "§c2@x", "§333"), { id: saved.id }), ["id"]);
     expect((await users.findOneByOrFail({ id: saved.id })).phone).toBe("§333");
@@ -2180,16 +2178,31 @@ describe("regressions: counterexamples to the properties", () => {
     else expect(outcome.error).toBeInstanceOf(ValidationError);
   });
 
-  // Property 2: Raw on an encrypted column in a plain find is not refused: with parameters the
-  // plaintext is sent and silently matches nothing; as SQL text it fails with QueryFailedError.
-  // Known limitation (README): fails today. `test.fails` turns into a failure once it is fixed.
-  test.fails("Raw on an encrypted column is refused and sends no plaintext", async () => {
+  // Property 2: Raw on an encrypted column in a plain find was not refused: with parameters the
+  // plaintext was sent and silently matched nothing; as SQL text it failed with QueryFailedError.
+  test("Raw on an encrypted column is refused and sends no plaintext", async () => {
     const secret = "§raw secret§";
     for (const operator of [Raw((alias) => `${alias} = :v`, { v: secret }), Raw(`'${secret}'`)]) {
       const before = db.log.length;
       const outcome = await attempt(() => users.findBy({ email: operator }));
       expect(leaks(db.log.slice(before), [secret])).toEqual([]);
       expect(outcome.ok ? "answered" : describeError(outcome.error)).toMatch(/^ValidationError/);
+    }
+  });
+
+  // TypeORM pastes some operands into the SQL text itself; a plaintext stand-in that printed as
+  // "[object Object]" there reached the database as a broken statement instead of a refusal.
+  test("a plaintext stand-in refuses to become a string or a number", () => {
+    const unsealed = new UnsealedValue("User", "email");
+    for (const convert of [
+      () => String(unsealed),
+      () => `${unsealed}`,
+      () => Number(unsealed),
+      () => `${unsealed.valueOf()}`,
+      () => JSON.stringify([unsealed]),
+    ]) {
+      expect(convert).toThrow(ValidationError);
+      expect(convert).toThrow(/^User\.email is encrypted: .*encryptedWhere\(\)/);
     }
   });
 });
