@@ -1,9 +1,16 @@
 import { aliasArn } from "../arn.ts";
 import { InvalidAliasNameError, NotFoundError, ValidationError } from "../errors.ts";
 import { assertObject } from "../internal/assert.ts";
-import { checkKeyState, getKey, type KmsContext, resolveKeyId } from "../internal/key-access.ts";
+import {
+  checkKeyState,
+  destroyKey,
+  getKey,
+  isDeletionDue,
+  type KmsContext,
+  resolveKeyId,
+} from "../internal/key-access.ts";
 import { pageRequest, toPage } from "../internal/pagination.ts";
-import type { StoredKey } from "../keystore/key-store.ts";
+import type { StoredAlias, StoredKey } from "../keystore/key-store.ts";
 import type { AliasRequest, ListAliasesRequest, ListAliasesResponse } from "../types.ts";
 
 const ALIAS_NAME = /^alias\/[a-zA-Z0-9:/_-]+$/;
@@ -39,9 +46,43 @@ async function resolveTarget(ctx: KmsContext, target: unknown): Promise<string> 
   return resolveKeyId(ctx, target, "targetKeyId");
 }
 
+/**
+ * The alias, unless the key it points to is past its deletion window: that key is destroyed
+ * here, with its aliases, as on any use of the key (getKey). Without this, the alias of a key
+ * deleted while nothing used it would still be listed, hold its name, and move or delete as
+ * if the key were alive, until runMaintenance() ran.
+ */
+async function liveAlias(ctx: KmsContext, aliasName: string): Promise<StoredAlias | undefined> {
+  const alias = await ctx.store.getAlias(aliasName);
+  if (alias === undefined) return undefined;
+  const key = await ctx.store.getKey(alias.targetKeyId);
+  if (key === undefined || !isDeletionDue(ctx, key)) return alias;
+  await destroyKey(ctx, key);
+  // Re-read: another writer may have cancelled the deletion first, keeping key and alias.
+  return ctx.store.getAlias(aliasName);
+}
+
+/** Destroys the keys past their deletion window that `aliases` point to; true if any was. */
+async function destroyExpiredTargets(
+  ctx: KmsContext,
+  aliases: readonly StoredAlias[],
+): Promise<boolean> {
+  let destroyed = false;
+  for (const keyId of new Set(aliases.map((a) => a.targetKeyId))) {
+    const key = await ctx.store.getKey(keyId);
+    if (key !== undefined && isDeletionDue(ctx, key)) {
+      await destroyKey(ctx, key);
+      destroyed = true;
+    }
+  }
+  return destroyed;
+}
+
 export async function createAlias(ctx: KmsContext, request: AliasRequest): Promise<void> {
   assertObject("request", request);
   const aliasName = validateAliasName(request.aliasName);
+  // Frees the name if it belongs to a key whose deletion window has passed.
+  await liveAlias(ctx, aliasName);
   const key = await getKey(ctx, await resolveTarget(ctx, request.targetKeyId));
   checkKeyState(ctx, key, "createAlias");
   const now = ctx.clock.now();
@@ -56,7 +97,7 @@ export async function createAlias(ctx: KmsContext, request: AliasRequest): Promi
 export async function updateAlias(ctx: KmsContext, request: AliasRequest): Promise<void> {
   assertObject("request", request);
   const aliasName = validateAliasName(request.aliasName);
-  const current = await ctx.store.getAlias(aliasName);
+  const current = await liveAlias(ctx, aliasName);
   if (current === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
   // AWS authorizes UpdateAlias on the key the alias points to now as well as on the new one:
   // a caller allowed on its own key must not take over an alias of a key it cannot touch.
@@ -78,7 +119,7 @@ export async function updateAlias(ctx: KmsContext, request: AliasRequest): Promi
 export async function deleteAlias(ctx: KmsContext, request: { aliasName: string }): Promise<void> {
   assertObject("request", request);
   const aliasName = validateAliasName(request.aliasName);
-  const current = await ctx.store.getAlias(aliasName);
+  const current = await liveAlias(ctx, aliasName);
   if (current === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
   // AWS authorizes DeleteAlias on the key the alias points to.
   await currentTarget(ctx, current.targetKeyId);
@@ -104,11 +145,16 @@ export async function listAliases(
   const targetKeyId =
     request.keyId === undefined ? undefined : await resolveTarget(ctx, request.keyId);
   if (targetKeyId !== undefined) await getKey(ctx, targetKeyId);
-  const found = await ctx.store.listAliases({
-    limit: limit + 1,
-    ...(after !== undefined ? { after } : {}),
-    ...(targetKeyId !== undefined ? { targetKeyId } : {}),
-  });
+  const query = () =>
+    ctx.store.listAliases({
+      limit: limit + 1,
+      ...(after !== undefined ? { after } : {}),
+      ...(targetKeyId !== undefined ? { targetKeyId } : {}),
+    });
+  let found = await query();
+  // Aliases of keys past their deletion window go with their keys; each pass destroys one or
+  // more keys, so this ends.
+  while (await destroyExpiredTargets(ctx, found)) found = await query();
   const page = toPage(found, limit, (a) => a.aliasName);
   return {
     aliases: page.items.map((a) => ({
