@@ -63,6 +63,7 @@ const DET_SALT = encoder.encode("kms1 deterministic");
 const BIDX_SALT = encoder.encode("kms1 blind index");
 const STABLE_ID_PREFIX = encoder.encode("kms1 stable data key");
 const MAX_DERIVED_KEYS = 4096;
+const MAX_DURABLE_KEYS = 4096;
 const NO_USE: DataKeyUsage = { messages: 0, bytes: 0 };
 let engines = 0;
 
@@ -106,6 +107,8 @@ export class FieldDataKeys {
   readonly #scopedStable = new Map<string, Promise<StableKey>>();
   /** Transaction scope → the write cache keys (durable form) of keys created inside it. */
   readonly #scopedWrites = new Map<string, Set<string>>();
+  /** ctxKey → KMS key id → write cache key (see #durableKey). */
+  readonly #durableKeys = new Map<string, Map<string, string>>();
 
   constructor(options: FieldDataKeysOptions) {
     this.#kms = options.kms;
@@ -128,8 +131,30 @@ export class FieldDataKeys {
     bytes: number,
     transactionScope: string | undefined,
   ): Materials | undefined {
-    const durableKey = `${this.#writePrefix}${this.#selectKey(context)}\u0000${ctxKey}`;
+    const durableKey = this.#durableKey(this.#selectKey(context), ctxKey);
     return this.#cachedWrite(durableKey, { messages: 1, bytes }, transactionScope);
+  }
+
+  /**
+   * The write cache key of (KMS key, context), kept once built: a key string made afresh per
+   * value would be flattened and hashed by every cache lookup, which cost as much as the
+   * lookup itself; a kept one carries its hash and matches the cache's own key by identity.
+   */
+  #durableKey(keyId: string, ctxKey: string): string {
+    let byKeyId = this.#durableKeys.get(ctxKey);
+    let key = byKeyId?.get(keyId);
+    if (key !== undefined) return key;
+    if (byKeyId === undefined) {
+      // Bounded: contexts may be attacker-chosen (tenant ids from requests).
+      if (this.#durableKeys.size >= MAX_DURABLE_KEYS) this.#durableKeys.clear();
+      byKeyId = new Map();
+      this.#durableKeys.set(ctxKey, byKeyId);
+    }
+    // A key selector may pick among many KMS keys for one context (rotation): bound that too.
+    if (byKeyId.size >= MAX_DURABLE_KEYS) byKeyId.clear();
+    key = `${this.#writePrefix}${keyId}\u0000${ctxKey}`;
+    byKeyId.set(keyId, key);
+    return key;
   }
 
   /** The engine's own write key, else (inside a transaction) the one made in that scope. */
@@ -249,7 +274,7 @@ export class FieldDataKeys {
     transactionScope?: string,
   ): Promise<Materials> {
     const keyId = this.#selectKey(context);
-    const durableKey = `${this.#writePrefix}${keyId}\u0000${ctxKey}`;
+    const durableKey = this.#durableKey(keyId, ctxKey);
     const usage = { messages: 1, bytes };
     if (transactionScope !== undefined) {
       const cached = this.#cachedWrite(durableKey, usage, transactionScope);

@@ -7,6 +7,7 @@ import { KmsInternalError, ValidationError } from "../errors.ts";
 import { gcmOpen, gcmSealInto } from "../hsm/aes-gcm.ts";
 import { fillRandom } from "../hsm/random.ts";
 import { assertInteger } from "../internal/assert.ts";
+import { publicBuffer } from "../internal/public-bytes.ts";
 import type { KmsLike } from "../kms-like.ts";
 import type { EncryptionContext } from "../types.ts";
 import { contextKey, encodeBinding, type FieldBinding } from "./binding.ts";
@@ -264,7 +265,11 @@ export class FieldEncryptionEngine {
       aad.set(binding, HEADER_LENGTH);
       materials.aads.set(binding, aad);
     }
-    const out = new Uint8Array(plaintext.length + RANDOMIZED_OVERHEAD - 1);
+    // Ciphertext is public, so it may share a slab with other ciphertext: an ArrayBuffer of its
+    // own per value cost more than the cipher on small values.
+    const size = plaintext.length + RANDOMIZED_OVERHEAD - 1;
+    const slab = publicBuffer(size);
+    const out = new Uint8Array(slab.buffer, slab.byteOffset, size);
     out.set(materials.header, 0);
     fillRandom(out, HEADER_LENGTH, IV_LENGTH);
     gcmSealInto(
