@@ -1,11 +1,23 @@
 #!/usr/bin/env node
 // The `kms` command: everything happens in runCli, so tests can run the same code in-process.
-import { runCli } from "./run-cli.ts";
+import { invalidUtf8Argument } from "./internal/raw-argv.ts";
+import { usageText } from "./internal/usage.ts";
+import { EXIT_USAGE, runCli } from "./run-cli.ts";
 
-process.exitCode = await runCli(process.argv.slice(2), {
-  stdout: process.stdout,
-  stderr: process.stderr,
-  stdin: process.stdin,
-  env: process.env,
-  cwd: process.cwd(),
-});
+const argv = process.argv.slice(2);
+const undecodable = invalidUtf8Argument(argv);
+if (undecodable !== undefined) {
+  // runCli only sees the decoded strings, where the damage is no longer visible.
+  process.stderr.write(
+    `kms: argument ${undecodable} is not valid UTF-8 (it would be read as U+FFFD)\n\n${usageText()}`,
+  );
+  process.exitCode = EXIT_USAGE;
+} else {
+  process.exitCode = await runCli(argv, {
+    stdout: process.stdout,
+    stderr: process.stderr,
+    stdin: process.stdin,
+    env: process.env,
+    cwd: process.cwd(),
+  });
+}

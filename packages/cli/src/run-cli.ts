@@ -1,7 +1,7 @@
 import { parseArgs } from "node:util";
 import { isKmsError, type Kms } from "@kms/core";
 import type { CliIo } from "./cli-io.ts";
-import { stringOption } from "./internal/args.ts";
+import { checkOptionTokens, checkWellFormed, stringOption } from "./internal/args.ts";
 import type { Command, CommandContext } from "./internal/command.ts";
 import { DATA_COMMANDS } from "./internal/data-commands.ts";
 import { initCommand } from "./internal/init-command.ts";
@@ -61,6 +61,7 @@ async function execute(
 ): Promise<number> {
   let command: string | undefined;
   try {
+    checkWellFormed(argv);
     const at = commandIndex(argv);
     command = at === -1 ? undefined : argv[at];
     if (command === "help" || (command === undefined && wantsHelp(argv))) {
@@ -70,17 +71,20 @@ async function execute(
     if (command === undefined) throw new UsageError("no command given");
     const definition = COMMANDS[command];
     if (definition === undefined) throw new UsageError(`unknown command "${command}"`);
+    const options = { ...GLOBAL_OPTIONS, ...definition.options };
     const parsed = parseArgs({
       args: argv.filter((_, i) => i !== at),
-      options: { ...GLOBAL_OPTIONS, ...definition.options },
+      options,
       allowPositionals: true,
       allowNegative: true,
       strict: true,
+      tokens: true,
     });
     if (parsed.values.help === true) {
       io.stdout.write(usageText(command));
       return EXIT_OK;
     }
+    checkOptionTokens(parsed.tokens, options, command);
     const expected = definition.positionals;
     if (parsed.positionals.length !== expected.length) {
       throw new UsageError(
@@ -133,27 +137,44 @@ function wantsHelp(argv: readonly string[]): boolean {
 
 function report(io: CliIo, error: unknown, command: string | undefined): number {
   if (error instanceof UsageError) {
-    io.stderr.write(`kms: ${error.message}\n\n${usageText(error.command)}`);
+    io.stderr.write(`kms: ${oneLine(error.message)}\n\n${usageText(error.command)}`);
     return EXIT_USAGE;
   }
   // parseArgs' own errors (unknown flag, missing value) are usage errors too.
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code === "string" && code.startsWith("ERR_PARSE_ARGS_")) {
-    io.stderr.write(`kms: ${(error as Error).message}\n\n${usageText(command)}`);
+    // Its hints ("Did you forget…", "To specify…") come on lines of their own.
+    const message = (error as Error).message.split("\n").join(" ");
+    io.stderr.write(`kms: ${oneLine(message)}\n\n${usageText(command)}`);
     return EXIT_USAGE;
   }
   if (isKmsError(error)) {
-    io.stderr.write(`${error.awsExceptionName}: ${error.message}\n`);
+    io.stderr.write(`${error.awsExceptionName}: ${oneLine(error.message)}\n`);
     // An internal failure's detail is in its cause (a store or file-system error).
     if (error.awsExceptionName === "KMSInternalException" && error.cause instanceof Error) {
-      io.stderr.write(`  caused by ${error.cause.name}: ${error.cause.message}\n`);
+      io.stderr.write(`  caused by ${error.cause.name}: ${oneLine(error.cause.message)}\n`);
     }
     return EXIT_FAILED;
   }
   if (error instanceof Error) {
-    io.stderr.write(`${error.name}: ${error.message}\n`);
+    io.stderr.write(`${error.name}: ${oneLine(error.message)}\n`);
     return EXIT_FAILED;
   }
-  io.stderr.write(`Error: ${String(error)}\n`);
+  io.stderr.write(`Error: ${oneLine(String(error))}\n`);
   return EXIT_FAILED;
+}
+
+/**
+ * A message as one line, so a script reading stderr sees one line per failure. Messages quote
+ * arguments and paths, which may hold newlines or terminal escapes: those are shown escaped
+ * (`\n`, `\u001b`) rather than obeyed.
+ */
+function oneLine(message: string): string {
+  return message.replace(/[\p{Cc}\u2028\u2029]/gu, (c) => CONTROL_ESCAPES[c] ?? unicodeEscape(c));
+}
+
+const CONTROL_ESCAPES: Readonly<Record<string, string>> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+
+function unicodeEscape(c: string): string {
+  return `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`;
 }

@@ -1,3 +1,4 @@
+import type { ParseArgsOptionsConfig } from "node:util";
 import type { EncryptionContext } from "@kms/core";
 import { UsageError } from "./usage.ts";
 
@@ -64,4 +65,59 @@ export function contextOption(
     context[key] = pair.slice(at + 1);
   }
   return context;
+}
+
+/**
+ * Refuses arguments that have no UTF-8 form. Only a caller of `runCli` can pass them (the OS
+ * hands the bin decoded bytes), and every file-system and encoding layer below would replace a
+ * lone surrogate with U+FFFD: `--out "a\ud800"` would write `a\ufffd` and report success.
+ */
+export function checkWellFormed(argv: readonly unknown[]): void {
+  argv.forEach((arg, i) => {
+    if (typeof arg !== "string") {
+      throw new UsageError(`argument ${i + 1} expected a string, got ${typeof arg}`);
+    }
+    if (!(arg as unknown as { isWellFormed(): boolean }).isWellFormed()) {
+      throw new UsageError(
+        `argument ${i + 1} is not well-formed Unicode (a lone surrogate has no UTF-8 form)`,
+      );
+    }
+  });
+}
+
+/** What `parseArgs({ tokens: true })` reports for each option occurrence. */
+interface OptionToken {
+  readonly kind: string;
+  readonly name?: string;
+  readonly value?: string | undefined;
+}
+
+/** Options whose empty value means something (an empty description). */
+const EMPTY_ALLOWED: ReadonlySet<string> = new Set(["description"]);
+
+/**
+ * The rules parseArgs does not enforce. A single-valued option given twice keeps only its last
+ * value, so `--key A --key B` would encrypt under B alone while the user may expect both. An
+ * empty value would fall back to a default (`--data-dir ""` → ./.kms) or reach the KMS as a
+ * validation error about some other argument name.
+ */
+export function checkOptionTokens(
+  tokens: readonly OptionToken[],
+  options: ParseArgsOptionsConfig,
+  command: string,
+): void {
+  const seen = new Set<string>();
+  for (const token of tokens) {
+    if (token.kind !== "option" || token.name === undefined) continue;
+    const option = options[token.name];
+    if (option?.type !== "string") continue;
+    if (token.value === "" && !EMPTY_ALLOWED.has(token.name)) {
+      throw new UsageError(`${command}: --${token.name} expected a value, got ""`, command);
+    }
+    if (option.multiple === true) continue;
+    if (seen.has(token.name)) {
+      throw new UsageError(`${command}: --${token.name} given more than once`, command);
+    }
+    seen.add(token.name);
+  }
 }

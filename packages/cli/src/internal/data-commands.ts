@@ -1,3 +1,4 @@
+import { statSync } from "node:fs";
 import { stat } from "node:fs/promises";
 import { resolve } from "node:path";
 import {
@@ -32,10 +33,26 @@ function paths(ctx: CommandContext): { input: string; output: string } {
   const output = requiredOption(ctx.values, "out", ctx.command);
   const at = (p: string): string => (p === "-" ? p : resolve(ctx.io.cwd, p));
   const result = { input: at(input), output: at(output) };
-  if (result.input !== "-" && result.input === result.output) {
+  if (result.input !== "-" && (result.input === result.output || sameFile(result))) {
     throw new UsageError(`${ctx.command}: --in and --out name the same file`, ctx.command);
   }
   return result;
+}
+
+/**
+ * Whether both paths reach one file through a symbolic or hard link. Comparing the strings alone
+ * let `--in link --out target` replace the input with its own ciphertext (or plaintext).
+ */
+function sameFile({ input, output }: { input: string; output: string }): boolean {
+  if (output === "-") return false;
+  try {
+    const a = statSync(input, { throwIfNoEntry: false });
+    const b = statSync(output, { throwIfNoEntry: false });
+    return a !== undefined && b !== undefined && a.dev === b.dev && a.ino === b.ino;
+  } catch {
+    // Unreadable or not a path (ENOTDIR, EACCES): the transfer itself reports it.
+    return false;
+  }
 }
 
 /**
