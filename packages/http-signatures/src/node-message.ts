@@ -5,6 +5,7 @@
  */
 import type { ServerResponse } from "node:http";
 import { computeContentDigest, type DigestAlgorithm } from "./content-digest.ts";
+import { receivedTarget } from "./internal/request-target.ts";
 import { fieldLines, type RequestMessage } from "./message.ts";
 import { PROBLEM_CONTENT_TYPE, responseSigningProblem } from "./problem.ts";
 import { type SignatureFields, type SignOptions, signMessageEagerly } from "./sign.ts";
@@ -26,56 +27,32 @@ export interface NodeRequestLike {
 }
 
 /**
- * The neutral message view of an incoming request. The target URI is rebuilt from the
- * protocol, the Host header and the original URL (behind a proxy that rewrites them, configure
- * the framework's trust-proxy setting, or the signer's `@target-uri` will not match).
+ * The neutral message view of an incoming request. For an origin-form target (`/orders/42`)
+ * the target URI is rebuilt from the protocol, the Host header and the original URL (behind a
+ * proxy that rewrites them, configure the framework's trust-proxy setting, or the signer's
+ * `@target-uri` will not match); an absolute-form target (`http://a.example/orders/42`) is the
+ * target URI itself, and must agree with Host and the protocol. A target the router could see
+ * differently from the URL parser (dot segments, backslashes, a Host with a path, a fragment, a
+ * non-canonical host…) is recorded as unverifiable: every derived component then fails.
  */
 export function nodeRequestMessage(req: NodeRequestLike, body?: Uint8Array): RequestMessage {
   const tls = (req.socket as { encrypted?: unknown } | null | undefined)?.encrypted === true;
   const protocol = req.protocol ?? (tls ? "https" : "http");
   const rawHost = req.headers.host;
-  const host = (Array.isArray(rawHost) ? rawHost[0] : rawHost) ?? "localhost";
-  const target = req.originalUrl ?? req.url ?? "/";
-  const url = `${protocol}://${host}${target}`;
+  const host = Array.isArray(rawHost) ? rawHost[0] : rawHost;
+  const { url, parsed, absoluteForm } = receivedTarget(
+    protocol,
+    host,
+    req.originalUrl ?? req.url ?? "/",
+  );
   const message: RequestMessage = {
     method: req.method ?? "GET",
     url,
     headers: req.headersDistinct ?? req.headers,
     body,
   };
-  recordTarget(message, parseTarget(url, host, target));
+  recordTarget(message, parsed, absoluteForm);
   return message;
-}
-
-// RFC 3986 host (IP literal, IPv4 or reg-name) and optional port: nothing that ends the authority.
-const HOST = /^(?:\[[0-9A-Za-z:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?$/;
-
-/**
- * The target URL, or why it cannot be verified. The signature must cover the path the server
- * routes on (`originalUrl`), but a URL parser removes dot segments (also `%2e`), turns `\` into
- * `/`, drops tabs and newlines, and takes a Host such as `example.com/admin` as part of the path:
- * a signature over `/orders/1` would then verify for `/admin/x/../../orders/1`. Percent-encoding
- * differences (`'` against `%27`) decode to the same route and are left to the parser.
- */
-function parseTarget(url: string, host: string, target: string): URL | string {
-  if (!HOST.test(host)) return "the Host header is not a host[:port]";
-  if (!target.startsWith("/")) return "the request target is not in origin form";
-  const query = target.indexOf("?");
-  const path = query === -1 ? target : target.slice(0, query);
-  if (/[\\\t\n\r]/.test(path) || path.split("/").some(isDotSegment)) {
-    return "the request path has dot segments or characters a URL parser rewrites, so it cannot be matched to the route";
-  }
-  try {
-    return new URL(url);
-  } catch {
-    return "the request target is not a valid URI";
-  }
-}
-
-function isDotSegment(segment: string): boolean {
-  if (segment.length === 0 || segment.length > 6) return false;
-  const s = segment.toLowerCase().replaceAll("%2e", ".");
-  return s === "." || s === "..";
 }
 
 export interface ResponseSigningOptions extends Omit<SignOptions, "components" | "request"> {

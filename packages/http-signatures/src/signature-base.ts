@@ -153,13 +153,23 @@ const parsedUrls = new RecentCache<RequestMessage, URL>(16);
 // only bad requests get an entry, so the map stays empty in normal traffic.
 const unverifiableTargets = new WeakMap<RequestMessage, string>();
 
+// Request targets received in absolute form: RFC 9421 §2.2.5 makes `@request-target` the
+// absolute URI then, not path and query.
+const absoluteFormTargets = new WeakMap<RequestMessage, string>();
+
 /**
  * Records a request message's parsed target URL, or why its target must not be verified: every
- * derived component of the message then fails with that reason.
+ * derived component of the message then fails with that reason. `absoluteForm` is the
+ * request-target as received when it was in absolute form.
  */
-export function recordTarget(message: RequestMessage, target: URL | string): void {
+export function recordTarget(
+  message: RequestMessage,
+  target: URL | string,
+  absoluteForm?: string,
+): void {
   if (typeof target === "string") unverifiableTargets.set(message, target);
   else parsedUrls.set(message, target);
+  if (absoluteForm !== undefined) absoluteFormTargets.set(message, absoluteForm);
 }
 
 function targetUrl(id: Item, message: RequestMessage): URL {
@@ -249,7 +259,7 @@ export function componentValues(
       case "@scheme":
         return [url.protocol.slice(0, -1).toLowerCase()];
       case "@request-target":
-        return [`${url.pathname}${url.search}`];
+        return [absoluteFormTargets.get(message) ?? `${url.pathname}${url.search}`];
       case "@path":
         return [url.pathname === "" ? "/" : url.pathname];
       case "@query":

@@ -1,0 +1,184 @@
+/**
+ * The target URI of a request as a Node server received it (RFC 9112 §3.2–3.3), or why it
+ * cannot be verified. A signature must cover what the server routes on, but the routers parse
+ * the target with other rules than the WHATWG parser that derives the components: that parser
+ * removes dot segments (also `%2e`), turns `\` into `/`, drops tabs and newlines, decodes and
+ * re-encodes hosts, and takes a Host such as `example.com/admin` as part of the path. A
+ * signature over `/orders/1` would then verify for `/admin/x/../../orders/1`. Every such target
+ * is refused here instead of being normalized into another one.
+ */
+
+/** What the request message is built from: its target URI, and the parsed URL or the refusal. */
+export interface ReceivedTarget {
+  readonly url: string;
+  readonly parsed: URL | string;
+  /** The request-target as received, when it was in absolute form. */
+  readonly absoluteForm?: string;
+}
+
+// RFC 3986 host (IP literal, IPv4 or reg-name) and optional port: nothing that ends the authority.
+const AUTHORITY = /^(\[[0-9A-Za-z:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::([0-9]*))?$/;
+
+// Node's legacy `url.parse`, which Express's router applies to an absolute-form target, ends the
+// host at any other character and routes the rest of the authority as path (`a.example;x/y`
+// routes `;x/y`), and drops a host over 255 characters, so absolute-form authorities are held to
+// DNS names and IP literals of that length.
+const ABSOLUTE_AUTHORITY = /^(?:\[[0-9A-Fa-f:.]{1,253}\]|[A-Za-z0-9._-]{1,255})(?::[0-9]+)?$/;
+
+const ABSOLUTE_FORM = /^(https?):\/\/([^/?#]*)(.*)$/is;
+
+// RFC 3986 path characters (pchar and "/") without `'`: the legacy parser escapes `'` to `%27`
+// in the path (the router then sees `/a%27b`) while the WHATWG parser keeps it, and it escapes
+// the characters RFC 3986 forbids anyway (`"`, `{`, `|`, …). On this set both give the path
+// as sent.
+const ABSOLUTE_PATH = /^(?:[A-Za-z0-9\-._~!$&()*+,;=:@/]|%[0-9A-Fa-f]{2})*$/;
+// Both parsers escape `'` in the query alike, so `@query` matches what `req.query` decodes.
+const ABSOLUTE_QUERY = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*$/;
+
+const REWRITTEN_PATH =
+  "the request path has dot segments or characters a URL parser rewrites, so it cannot be matched to the route";
+
+/**
+ * The target of a request received with `target` as its request-target, `host` as its Host
+ * field and `protocol` as the scheme of the connection (honouring trust-proxy settings).
+ *
+ * Origin form (`/orders/42?x=1`): the URI is `protocol://Host target`.
+ * Absolute form (`http://a.example/orders/42`, RFC 9112 §3.2.2): the URI is the target as sent;
+ * its authority replaces Host, so a Host that differs from it (which RFC 9112 §3.2 forbids a
+ * client to send) is refused, because frameworks still answer `req.hostname` from Host and the
+ * signature would cover an authority the application never sees. A scheme that differs from
+ * the connection's is refused for the same reason (`req.protocol`, `req.secure`).
+ * Asterisk form (`OPTIONS *`) and authority form (`CONNECT host:port`) have no path to route on
+ * and are refused.
+ */
+export function receivedTarget(
+  protocol: string,
+  host: string | undefined,
+  target: string,
+): ReceivedTarget {
+  if (target.startsWith("/")) {
+    const authority = host ?? "localhost";
+    const url = `${protocol}://${authority}${target}`;
+    return { url, parsed: parseOriginForm(protocol, authority, target, url) };
+  }
+  const absolute = ABSOLUTE_FORM.exec(target);
+  if (absolute === null) {
+    return {
+      url: `${protocol}://${host ?? "localhost"}${target}`,
+      parsed:
+        "the request target is in neither origin form nor absolute form with an http or https scheme",
+    };
+  }
+  const [, scheme = "", authority = "", rest = ""] = absolute;
+  return {
+    url: target,
+    parsed: parseAbsoluteForm(protocol, host, target, scheme, authority, rest),
+    absoluteForm: target,
+  };
+}
+
+function parseOriginForm(
+  protocol: string,
+  host: string,
+  target: string,
+  url: string,
+): URL | string {
+  const hostProblem = authorityProblem(protocol, host, "the Host header");
+  if (hostProblem !== undefined) return hostProblem;
+  if (target.includes("#")) return "the request target has a fragment";
+  const query = target.indexOf("?");
+  const path = query === -1 ? target : target.slice(0, query);
+  if (/[\\\t\n\r]/.test(path) || path.split("/").some(isDotSegment)) return REWRITTEN_PATH;
+  try {
+    return new URL(url);
+  } catch {
+    return "the request target is not a valid URI";
+  }
+}
+
+function parseAbsoluteForm(
+  protocol: string,
+  host: string | undefined,
+  target: string,
+  scheme: string,
+  authority: string,
+  rest: string,
+): URL | string {
+  if (scheme.toLowerCase() !== protocol.toLowerCase()) {
+    return "the request target's scheme differs from the connection's protocol";
+  }
+  if (authority.includes("@")) return "the request target has userinfo";
+  if (!ABSOLUTE_AUTHORITY.test(authority)) {
+    return "the request target's authority is not a DNS name or IP literal with an optional port";
+  }
+  const authorityIssue = authorityProblem(scheme, authority, "the request target's authority");
+  if (authorityIssue !== undefined) return authorityIssue;
+  // Hosts are case-insensitive (RFC 3986 §3.2.2); anything else a client sends differently in
+  // the two places is a client error or a rewrite on the way.
+  if (host === undefined || host.toLowerCase() !== authority.toLowerCase()) {
+    return "the Host header differs from the request target's authority (RFC 9112 §3.2)";
+  }
+  if (rest.includes("#")) return "the request target has a fragment";
+  const query = rest.indexOf("?");
+  const path = query === -1 ? rest : rest.slice(0, query);
+  if (!ABSOLUTE_PATH.test(path) || path.split("/").some(isDotSegment)) return REWRITTEN_PATH;
+  if (query !== -1 && !ABSOLUTE_QUERY.test(rest.slice(query + 1))) {
+    return "the request query has characters outside RFC 3986";
+  }
+  let url: URL;
+  try {
+    url = new URL(target);
+  } catch {
+    return "the request target is not a valid URI";
+  }
+  // The rules above are meant to leave the path exactly as sent; checked, not assumed.
+  if (url.pathname !== (path === "" ? "/" : path)) return REWRITTEN_PATH;
+  return url;
+}
+
+/**
+ * Why `authority` (host[:port]) cannot be verified, if it cannot: not a host, a port that is
+ * not 1–65535 in plain decimal, or a host the URL parser would rewrite (percent-decoded,
+ * `2130706433` read as `127.0.0.1`, IPv6 compressed), which would make a signature over one
+ * authority verify for another spelling that the application sees as a different host.
+ */
+function authorityProblem(scheme: string, authority: string, what: string): string | undefined {
+  // A server sees few distinct hosts: the URL parse below is done once per accepted one.
+  const key = `${scheme}://${authority}`;
+  if (acceptedAuthorities.has(key)) return undefined;
+  const problem = uncachedAuthorityProblem(scheme, authority, what);
+  // Bounded, and refusals are not kept: the Host field is the client's choice.
+  if (problem === undefined && acceptedAuthorities.size < 64) acceptedAuthorities.add(key);
+  return problem;
+}
+
+const acceptedAuthorities = new Set<string>();
+
+function uncachedAuthorityProblem(
+  scheme: string,
+  authority: string,
+  what: string,
+): string | undefined {
+  const match = AUTHORITY.exec(authority);
+  if (match === null) return `${what} is not a host[:port]`;
+  const [, hostPart = "", port] = match;
+  if (port !== undefined && (!/^[1-9][0-9]{0,4}$/.test(port) || Number(port) > 65_535)) {
+    return `${what} has a port that is not a decimal number from 1 to 65535`;
+  }
+  let hostname: string;
+  try {
+    hostname = new URL(`${scheme}://${authority}/`).hostname;
+  } catch {
+    return `${what} is not a valid host`;
+  }
+  if (hostname !== hostPart.toLowerCase()) {
+    return `${what} is not in the canonical form a URL parser keeps`;
+  }
+  return undefined;
+}
+
+function isDotSegment(segment: string): boolean {
+  if (segment.length === 0 || segment.length > 6) return false;
+  const s = segment.toLowerCase().replaceAll("%2e", ".");
+  return s === "." || s === "..";
+}
