@@ -1,4 +1,4 @@
-import type { IncomingMessage } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { ValidationError } from "@kms/core";
 import {
   type ResponseBinding,
@@ -11,15 +11,17 @@ import {
   Inject,
   Injectable,
   type NestInterceptor,
+  StreamableFile,
 } from "@nestjs/common";
 import { Reflector } from "@nestjs/core";
-import type { Observable } from "rxjs";
+import { map, type Observable } from "rxjs";
 import {
   httpObjects,
   keptRawBody,
   type PlatformRequest,
   platformRequestMessage,
 } from "./internal/http.ts";
+import { asServerFault } from "./internal/server-fault.ts";
 import { SIGN_RESPONSE_METADATA } from "./kms.constants.ts";
 import { KMS_MODULE_OPTIONS } from "./kms.module-definition.ts";
 import type { KmsModuleOptions, ResponseSigningPolicy } from "./kms-module.options.ts";
@@ -47,14 +49,45 @@ export class SignResponseInterceptor implements NestInterceptor {
   }
 
   /**
-   * @throws ValidationException when no signer is configured for the route.
+   * @throws KMSInternalException (a `ValidationException` in `cause`) when no signer is
+   * configured for the route: a server fault, answered 500 even by `KmsExceptionFilter`.
    */
   intercept(execution: ExecutionContext, next: CallHandler): Observable<unknown> {
     if (execution.getType() !== "http") return next.handle();
-    const options = this.optionsFor(execution);
+    let options: ResponseSigningOptions;
+    try {
+      options = this.optionsFor(execution);
+    } catch (error) {
+      throw asServerFault(error, "response signing setup");
+    }
     const { request, incoming, response } = httpObjects(execution);
     signNodeResponse(response, options, () => this.binding(request, incoming));
-    return next.handle();
+    return next
+      .handle()
+      .pipe(
+        map((value: unknown) =>
+          value instanceof StreamableFile ? this.heldStreamFile(value, response) : value,
+        ),
+      );
+  }
+
+  /**
+   * A `StreamableFile` whose stream fails after some of it was read: the response is held for
+   * signing, so Nest sees no headers sent and answers 400 with `send`, which would be appended
+   * to the bytes already held — a signed 400 carrying part of the file. Once the stream has
+   * been read the connection is closed instead, as Nest does when an unsigned answer has
+   * started; a stream that fails before any data keeps the file's own error handler.
+   */
+  protected heldStreamFile(file: StreamableFile, response: ServerResponse): StreamableFile {
+    const handle = file.errorHandler;
+    return file.setErrorHandler((error, res) => {
+      if (!file.getStream().readableDidRead) {
+        handle(error, res);
+        return;
+      }
+      file.errorLogger(error);
+      response.destroy();
+    });
   }
 
   /** The route's signing options: module defaults, then class and method decorators. */

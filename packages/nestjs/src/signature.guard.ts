@@ -24,6 +24,7 @@ import {
   platformRequestMessage,
   readRawBody,
 } from "./internal/http.ts";
+import { asServerFault } from "./internal/server-fault.ts";
 import {
   KMS_NONCE_STORE,
   REQUIRE_SIGNATURE_METADATA,
@@ -59,8 +60,10 @@ const DEFAULT_BODY_LIMIT = 1024 * 1024;
  * before the handler: per-route policy from `@RequireSignature(...)` over the module's
  * `signature` defaults. A failure throws a 401 problem+json naming the failed check
  * (`https://kms.dev/problems/signature/<check>`), so nothing reaches the handler. Errors from
- * key lookup or the KMS propagate (500 by default), so an outage is not reported as a forged
- * request. Subclass it and override the `protected` hooks (`resolveKey`, `policyFor`,
+ * key lookup or the KMS propagate as a 500, so an outage is not reported as a forged request:
+ * a `KmsError` among them (a disabled key, a missing `keyLookup`) is re-thrown as
+ * `KMSInternalException` with the original in `cause`, which `KmsExceptionFilter` answers
+ * with an opaque 500 rather than as a client fault. Subclass it and override the `protected` hooks (`resolveKey`, `policyFor`,
  * `requestMessage`, `rejection`).
  */
 @Injectable()
@@ -102,7 +105,12 @@ export class SignatureGuard implements CanActivate {
       keyLookup: (keyId, context) =>
         this.resolveKey(keyId, { ...context, kms: this.kmsService.kms, execution }, policy),
     };
-    const result = await verifyMessage(message, verificationPolicy);
+    let result: VerificationResult;
+    try {
+      result = await verifyMessage(message, verificationPolicy);
+    } catch (error) {
+      throw asServerFault(error, "signature verification");
+    }
     if (!result.ok) throw this.rejection(result, execution);
     verified.set(request, result);
     return true;
