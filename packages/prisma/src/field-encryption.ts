@@ -178,6 +178,13 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
                   const where = (a.where as Json | undefined) ?? {};
                   let ctx = codec.context(model, [a.data, where, ...andClauses(model, where)]);
                   if (ctx === undefined && operation === "update" && needsContext(model, a.data)) {
+                    // A batch takes one statement per call: a second one (the read below) goes
+                    // out with a later call, outside this batch's transaction.
+                    if (tx?.kind === "batch") {
+                      reject(
+                        `${model.name} binds encrypted fields to ${model.context.fromRow.join(", ")}: inside a batch $transaction an update cannot read its row's first; give ${model.context.fromRow.join(", ")} as an exact equality in where`,
+                      );
+                    }
                     // The row's own context columns, read in the same transaction as the write
                     // (an update with empty data is a locking read of the unique row). The where
                     // is the rewritten one: a branch pinning its own tenant may look up an
@@ -244,7 +251,7 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
                 }
               }
             }
-            await codec.relationWheres(model, a, whereCtx);
+            await codec.relationWheres(model, a);
             const strip = codec.prepareRead(model, a);
             const result = await query(a as typeof args);
             if (

@@ -277,7 +277,12 @@ export function describeFieldEncryption(
         where: { id: user.id },
         data: {
           posts: {
-            update: { where: { id: user.posts[1]?.id as number }, data: { body: "edited body" } },
+            // A post's tenant is its own (it may differ from its author's): the nested where
+            // pins it.
+            update: {
+              where: { id: user.posts[1]?.id as number, tenantId: "t1" },
+              data: { body: "edited body" },
+            },
             create: { tenantId: "t1", title: "three", body: "third body" },
           },
         },
@@ -301,10 +306,16 @@ export function describeFieldEncryption(
         include: { author: true },
       });
       expect(post?.author.name).toBe("Alice Liddell");
+      // The author's tenant is its own, not the post's: the relation filter pins it.
       const filtered = await prisma.post.findMany({
-        where: { tenantId: "t1", author: { is: { email: "alice@example.com" } } },
+        where: { tenantId: "t1", author: { is: { tenantId: "t1", email: "alice@example.com" } } },
       });
       expect(filtered).toHaveLength(3);
+      await expect(
+        prisma.post.findMany({
+          where: { tenantId: "t1", author: { is: { email: "alice@example.com" } } },
+        }),
+      ).rejects.toThrow(/User binds encrypted fields to tenantId/);
     });
 
     test("models bound to the ambient context need it and are bound to it", async () => {

@@ -67,7 +67,11 @@ describe("typed inputs", () => {
 
     const post = await prisma.post.update({
       where: { id: updated.posts[1]?.id ?? 0, tenantId: "t1" },
-      data: { publishedAt: new Date(3), author: { update: { score: 4 } } },
+      data: {
+        publishedAt: new Date(3),
+        // The author's tenant is its own, not the post's: the nested where pins it.
+        author: { update: { where: { tenantId: "t1" }, data: { score: 4 } } },
+      },
       include: { author: true },
     });
     expect(post.publishedAt).toEqual(new Date(3));

@@ -1,20 +1,21 @@
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { createKms, type Kms, runWithEncryptionContext, ValidationError } from "@kms/core";
-import { retainSqliteHandle } from "@kms/keystore-sqlite";
-import { databaseTarget } from "@kms/tooling/databases";
+import { createKms, runWithEncryptionContext, ValidationError } from "@kms/core";
 import { SeededRandom as Rng } from "@kms/tooling/random";
-import { PrismaBetterSqlite3 } from "@prisma/adapter-better-sqlite3";
-import { PrismaPg } from "@prisma/adapter-pg";
-import Database from "better-sqlite3";
-import pg from "pg";
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from "vitest";
-import { fieldEncryption } from "../src/index.ts";
-import { openPostgres, openSqlite, schemaText, type TestDatabase } from "./backends.ts";
-import { PrismaClient } from "./generated/client.ts";
-import { PrismaClient as PgPrismaClient } from "./generated-pg/client.ts";
+import type { TestDatabase } from "./backends.ts";
+import type { PrismaClient } from "./generated/client.ts";
+import {
+  attempt,
+  BACKENDS,
+  describeError,
+  type Extended,
+  extendClient,
+  leaks,
+  openRecordingClient,
+  type PropertyBackend,
+  type RecordingDatabase,
+  secretText,
+  show,
+} from "./recording.ts";
 
 // Property tests of the `where` rewriting, as seeded random loops: fast-check is not a
 // devDependency of this package. Every case derives its own PRNG from (SEED, property, case), so
@@ -22,18 +23,12 @@ import { PrismaClient as PgPrismaClient } from "./generated-pg/client.ts";
 //   WHERE_PROPERTIES_SEED=<seed> npx vitest run test/where-properties.test.ts
 
 const SEED = Number(process.env.WHERE_PROPERTIES_SEED ?? 20_260_601);
-const here = dirname(fileURLToPath(import.meta.url));
 
 type Where = { [key: string]: unknown };
 
 function isPlainObject(v: unknown): v is Where {
   return typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
 }
-
-function extendClient(base: PrismaClient, kms: Kms, keyId: string) {
-  return base.$extends(fieldEncryption({ kms, keyId, schema: schemaText }));
-}
-type Extended = ReturnType<typeof extendClient>;
 
 const PREFIX = "kms1:";
 const LONE_SURROGATE = "\uD83D";
@@ -512,192 +507,6 @@ function mapStrings(value: unknown, f: (s: string) => string): unknown {
   return value;
 }
 
-const show = (v: unknown): string =>
-  JSON.stringify(v, (_k, x: unknown) => (x instanceof Uint8Array ? `<bytes:${x.length}>` : x));
-
-// ---------------------------------------------------------------------------------------------
-// A SQLite database built as openSqlite builds it, whose driver adapter records every statement
-// and bound argument (what actually reaches the database), with Prisma's query log beside it.
-// ---------------------------------------------------------------------------------------------
-
-type DriverAdapter = Awaited<ReturnType<PrismaBetterSqlite3["connect"]>>;
-type SqlQuery = Parameters<DriverAdapter["queryRaw"]>[0];
-
-interface Recorded {
-  readonly sql: string;
-  readonly args: readonly unknown[];
-}
-
-function recording<T extends object>(target: T, log: Recorded[]): T {
-  return new Proxy(target, {
-    get(t, prop) {
-      const value: unknown = Reflect.get(t, prop, t);
-      if (typeof value !== "function") return value;
-      if (prop === "queryRaw" || prop === "executeRaw") {
-        return (query: SqlQuery) => {
-          log.push({ sql: query.sql, args: query.args });
-          return (value as (q: SqlQuery) => Promise<unknown>).call(t, query);
-        };
-      }
-      if (prop === "executeScript") {
-        return (script: string) => {
-          log.push({ sql: script, args: [] });
-          return (value as (s: string) => Promise<unknown>).call(t, script);
-        };
-      }
-      if (prop === "startTransaction") {
-        // Statements inside a transaction go through the transaction object.
-        return async (...args: unknown[]) => {
-          const tx = (await (value as (...a: unknown[]) => Promise<object>).apply(t, args)) as T;
-          return recording(tx, log);
-        };
-      }
-      return (value as (...a: unknown[]) => unknown).bind(t);
-    },
-  });
-}
-
-class RecordingSqliteAdapter extends PrismaBetterSqlite3 {
-  readonly log: Recorded[] = [];
-  override async connect(): ReturnType<PrismaBetterSqlite3["connect"]> {
-    const adapter = retainSqliteHandle(await super.connect());
-    return recording(adapter, this.log);
-  }
-}
-
-interface RecordingDatabase {
-  readonly base: PrismaClient;
-  readonly driver: Recorded[];
-  /** Prisma's `query` log events: the statement and its parameters as Prisma reports them. */
-  readonly events: Recorded[];
-  close(): Promise<void>;
-}
-
-async function openRecordingSqlite(): Promise<RecordingDatabase> {
-  const dir = mkdtempSync(join(tmpdir(), "kms-prisma-where-"));
-  const file = join(dir, "test.db");
-  const db = retainSqliteHandle(new Database(file));
-  db.exec(readFileSync(join(here, "prisma", "sqlite.sql"), "utf8"));
-  const adapter = new RecordingSqliteAdapter({ url: `file:${file}` });
-  const base = new PrismaClient({ adapter, log: [{ emit: "event", level: "query" }] });
-  const events: Recorded[] = [];
-  base.$on("query", (e) => {
-    events.push({ sql: e.query, args: [e.params] });
-  });
-  return {
-    base,
-    driver: adapter.log,
-    events,
-    async close() {
-      await base.$disconnect();
-      db.close();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
-class RecordingPgAdapter extends PrismaPg {
-  readonly log: Recorded[] = [];
-  override async connect(): ReturnType<PrismaPg["connect"]> {
-    return recording(await super.connect(), this.log);
-  }
-}
-
-/** A fresh schema with the test tables, as openPostgres makes it, behind a recording adapter. */
-async function openRecordingPostgres(url: string): Promise<RecordingDatabase> {
-  const schema = `kms_prisma_where_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
-  const admin = new pg.Client({ connectionString: url });
-  await admin.connect();
-  await admin.query(`CREATE SCHEMA "${schema}"`);
-  await admin.query(`SET search_path TO "${schema}"`);
-  await admin.query(readFileSync(join(here, "prisma", "postgres.sql"), "utf8"));
-  const adapter = new RecordingPgAdapter({ connectionString: url }, { schema });
-  // The PostgreSQL client of the same models, typed as the SQLite one (as backends.ts does).
-  const client = new PgPrismaClient({ adapter, log: [{ emit: "event", level: "query" }] });
-  const events: Recorded[] = [];
-  client.$on("query", (e) => {
-    events.push({ sql: e.query, args: [e.params] });
-  });
-  const base = client as unknown as PrismaClient;
-  return {
-    base,
-    driver: adapter.log,
-    events,
-    async close() {
-      await base.$disconnect();
-      await admin.query(`DROP SCHEMA "${schema}" CASCADE`);
-      await admin.end();
-    },
-  };
-}
-
-interface PropertyBackend extends Semantics {
-  readonly name: string;
-  /** Why the backend's suite is skipped (no server configured), or undefined. */
-  readonly skipReason: string | undefined;
-  /** The backend takes `mode: "insensitive"`; SQLite's filters have none. */
-  readonly mode: boolean;
-  openRecording(): Promise<RecordingDatabase>;
-  openPlain(): Promise<TestDatabase>;
-}
-
-const postgres = databaseTarget("postgres");
-const BACKENDS: readonly PropertyBackend[] = [
-  {
-    name: "SQLite",
-    skipReason: undefined,
-    likeFoldsCase: true,
-    mode: false,
-    openRecording: openRecordingSqlite,
-    openPlain: openSqlite,
-  },
-  {
-    name: "PostgreSQL",
-    skipReason: postgres.skipReason,
-    likeFoldsCase: false,
-    mode: true,
-    openRecording: () => openRecordingPostgres(postgres.url as string),
-    openPlain: () => openPostgres(postgres.url as string),
-  },
-];
-
-/** Recorded statements or arguments that carry one of the plaintexts. */
-function leaks(recorded: readonly Recorded[], secrets: readonly (string | number)[]): string[] {
-  const out: string[] = [];
-  for (const { sql, args } of recorded) {
-    for (const arg of [sql, ...args]) {
-      const text =
-        typeof arg === "string"
-          ? arg
-          : arg instanceof Uint8Array
-            ? Buffer.from(arg).toString("utf8")
-            : undefined;
-      for (const secret of secrets) {
-        const hit =
-          typeof secret === "number"
-            ? arg === secret || (text?.includes(String(secret)) ?? false)
-            : (text?.includes(secret) ?? false);
-        if (hit) out.push(`${show(secret)} in ${show(arg)} (${sql.slice(0, 80)})`);
-      }
-    }
-  }
-  return out;
-}
-
-type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
-
-async function attempt(run: () => Promise<unknown>): Promise<Outcome> {
-  try {
-    return { ok: true, value: await run() };
-  } catch (error) {
-    return { ok: false, error };
-  }
-}
-
-function describeError(error: unknown): string {
-  return error instanceof Error ? `${error.constructor.name}: ${error.message}` : String(error);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Property 1: a random where either gives the plaintext answer or is a ValidationError naming
 // the field it cannot serve; a write through it seals each row under that row's own context;
@@ -963,17 +772,6 @@ for (const backend of BACKENDS) {
 // encrypted field is in no statement or bound argument that reaches the database.
 // ---------------------------------------------------------------------------------------------
 
-/**
- * Plaintexts that cannot turn up by chance: "§" is outside base64url and outside every other
- * value these tests write, so a hit inside ciphertext or a data key row is never a coincidence.
- */
-function secretText(rng: Rng, serial: number): string {
-  const chars = [..."abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 @._-éü😀"];
-  let s = "§";
-  for (let n = 4 + rng.int(10); n > 0; n--) s += rng.pick(chars);
-  return `${s}§${serial}`;
-}
-
 interface KnownUser {
   readonly id: number;
   readonly tenantId: string;
@@ -1010,298 +808,302 @@ function call(
   return delegate[operation](args);
 }
 
-/** A recording database with a freshly keyed, extended client on it. */
-async function openRecordingClient(): Promise<{ rec: RecordingDatabase; prisma: Extended }> {
-  const rec = await openRecordingSqlite();
-  const kms = await createKms();
-  const keyId = (await kms.createKey()).keyMetadata.keyId;
-  return { rec, prisma: extendClient(rec.base, kms, keyId) };
-}
+for (const backend of BACKENDS) {
+  describe.skipIf(backend.skipReason !== undefined)(
+    `no plaintext of an encrypted field reaches the database (${backend.name})`,
+    () => {
+      const OPERATIONS = 300;
+      let rec: RecordingDatabase;
+      let prisma: Extended;
 
-describe("no plaintext of an encrypted field reaches the database", () => {
-  const OPERATIONS = 300;
-  let rec: RecordingDatabase;
-  let prisma: Extended;
-
-  beforeAll(async () => {
-    ({ rec, prisma } = await openRecordingClient());
-  });
-  afterAll(async () => {
-    await rec?.close();
-  });
-
-  test(`${OPERATIONS} random creates, updates, upserts, finds and deletes`, async () => {
-    const secrets: (string | number)[] = [];
-    const users: KnownUser[] = [];
-    let serial = 0;
-    const tally = { ok: 0, refused: 0 };
-    for (let i = 0; i < OPERATIONS; i++) {
-      const rng = new Rng(SEED, 2, i);
-      const text = (): string => {
-        const s = secretText(rng, serial++);
-        secrets.push(s);
-        return s;
-      };
-      const score = (): number => {
-        // A fractional part: its decimal form holds a "." that no id or key row carries.
-        const n = Number(`${700_000 + serial++}.${125 + rng.int(800)}`);
-        secrets.push(n);
-        return n;
-      };
-      const bytes = (): Uint8Array => Buffer.from(text(), "utf8");
-      const tenantId = rng.pick(["t1", "t2"]);
-      const user = users.length > 0 && rng.chance(0.85) ? rng.pick(users) : undefined;
-      /** An email to look up: a stored one (of `user`) or a fresh plaintext. */
-      const lookup = (): string => (user !== undefined && rng.chance(0.6) ? user.email : text());
-      const set = <T>(v: T): T | { set: T } => (rng.chance(0.3) ? { set: v } : v);
-      const userData = (t: string): Where => {
-        const data: Where = { tenantId: t, email: text() };
-        if (rng.chance(0.6)) data.name = rng.chance(0.1) ? null : text();
-        if (rng.chance(0.6)) data.phone = rng.chance(0.1) ? null : text();
-        if (rng.chance(0.3)) data.profile = { note: text(), n: [text()] };
-        if (rng.chance(0.3)) data.score = score();
-        if (rng.chance(0.2)) data.avatar = bytes();
-        return data;
-      };
-      const postData = (t: string): Where => {
-        const data: Where = { tenantId: t, title: "title", body: text() };
-        if (rng.chance(0.3)) {
-          const when = new Date(1_000_000_000_000 + serial++ * 1_001);
-          secrets.push(when.toISOString(), when.getTime());
-          data.publishedAt = when;
-        }
-        return data;
-      };
-      const emailFilter = (): unknown => {
-        switch (rng.int(6)) {
-          case 0:
-            return lookup();
-          case 1:
-            return { equals: lookup() };
-          case 2:
-            return { in: Array.from({ length: 1 + rng.int(3) }, lookup) };
-          case 3:
-            return { notIn: Array.from({ length: 1 + rng.int(3) }, lookup) };
-          case 4:
-            return { not: lookup() };
-          default:
-            return { not: { equals: lookup() } };
-        }
-      };
-      const lookupWhere = (t: string): Where => {
-        const where: Where = { tenantId: t };
-        if (rng.chance(0.8)) where.email = emailFilter();
-        if (rng.chance(0.4)) where.phone = rng.chance(0.5) ? text() : { in: [text(), text()] };
-        const wrap = rng.int(4);
-        if (wrap === 1) return { tenantId: t, AND: [where] };
-        if (wrap === 2) return { tenantId: t, OR: [where, { email: emailFilter() }] };
-        if (wrap === 3) return { tenantId: t, NOT: { email: emailFilter() }, AND: where };
-        return where;
-      };
-      const owner = user ?? { tenantId, email: text() };
-      const unique = (): Where => ({
-        tenantId_email: { tenantId: owner.tenantId, email: owner.email },
+      beforeAll(async () => {
+        ({ rec, prisma } = await openRecordingClient(backend));
+      });
+      afterAll(async () => {
+        await rec?.close();
       });
 
-      let label: string;
-      let run: () => Promise<unknown>;
-      let after: (value: unknown) => void = () => {};
-      /** Whether the extension must refuse the call, may refuse it, or must serve it. */
-      let refusal: "must" | "may" | "never" = "never";
-      const kind = rng.pick([
-        "create",
-        "createMany",
-        "update",
-        "updateMany",
-        "upsert",
-        "find",
-        "find",
-        "find",
-        "findUnique",
-        "cursor",
-        "relation",
-        "relationCount",
-        "refused",
-        "delete",
-      ] as const);
-      switch (kind) {
-        case "create": {
-          const data = userData(tenantId);
-          const withPosts = rng.chance(0.4);
-          if (withPosts) data.posts = { create: [postData(tenantId), postData(tenantId)] };
-          label = `user.create ${show(data)}`;
-          run = () => call(prisma, "user", "create", { data });
-          after = (v) => {
-            const { id } = v as { id: number };
-            users.push({ id, tenantId, email: data.email as string, hasPosts: withPosts });
+      test(`${OPERATIONS} random creates, updates, upserts, finds and deletes`, async () => {
+        const secrets: (string | number)[] = [];
+        const users: KnownUser[] = [];
+        let serial = 0;
+        const tally = { ok: 0, refused: 0 };
+        for (let i = 0; i < OPERATIONS; i++) {
+          const rng = new Rng(SEED, 2, i);
+          const text = (): string => {
+            const s = secretText(rng, serial++);
+            secrets.push(s);
+            return s;
           };
-          break;
-        }
-        case "createMany": {
-          const data = Array.from({ length: 1 + rng.int(3) }, () => userData(tenantId));
-          label = `user.createManyAndReturn ${show(data)}`;
-          run = () => call(prisma, "user", "createManyAndReturn", { data });
-          after = (v) => {
-            for (const row of v as { id: number; email: string }[]) {
-              users.push({ id: row.id, tenantId, email: row.email, hasPosts: false });
+          const score = (): number => {
+            // A fractional part: its decimal form holds a "." that no id or key row carries.
+            const n = Number(`${700_000 + serial++}.${125 + rng.int(800)}`);
+            secrets.push(n);
+            return n;
+          };
+          const bytes = (): Uint8Array => Buffer.from(text(), "utf8");
+          const tenantId = rng.pick(["t1", "t2"]);
+          const user = users.length > 0 && rng.chance(0.85) ? rng.pick(users) : undefined;
+          /** An email to look up: a stored one (of `user`) or a fresh plaintext. */
+          const lookup = (): string =>
+            user !== undefined && rng.chance(0.6) ? user.email : text();
+          const set = <T>(v: T): T | { set: T } => (rng.chance(0.3) ? { set: v } : v);
+          const userData = (t: string): Where => {
+            const data: Where = { tenantId: t, email: text() };
+            if (rng.chance(0.6)) data.name = rng.chance(0.1) ? null : text();
+            if (rng.chance(0.6)) data.phone = rng.chance(0.1) ? null : text();
+            if (rng.chance(0.3)) data.profile = { note: text(), n: [text()] };
+            if (rng.chance(0.3)) data.score = score();
+            if (rng.chance(0.2)) data.avatar = bytes();
+            return data;
+          };
+          const postData = (t: string): Where => {
+            const data: Where = { tenantId: t, title: "title", body: text() };
+            if (rng.chance(0.3)) {
+              const when = new Date(1_000_000_000_000 + serial++ * 1_001);
+              secrets.push(when.toISOString(), when.getTime());
+              data.publishedAt = when;
+            }
+            return data;
+          };
+          const emailFilter = (): unknown => {
+            switch (rng.int(6)) {
+              case 0:
+                return lookup();
+              case 1:
+                return { equals: lookup() };
+              case 2:
+                return { in: Array.from({ length: 1 + rng.int(3) }, lookup) };
+              case 3:
+                return { notIn: Array.from({ length: 1 + rng.int(3) }, lookup) };
+              case 4:
+                return { not: lookup() };
+              default:
+                return { not: { equals: lookup() } };
             }
           };
-          break;
-        }
-        case "update": {
-          if (user === undefined) continue;
-          const data: Where = {};
-          const email = rng.chance(0.3) ? text() : undefined;
-          if (email !== undefined) data.email = set(email);
-          if (rng.chance(0.7)) data.name = set(text());
-          if (rng.chance(0.5)) data.phone = set(text());
-          if (rng.chance(0.3)) data.score = set(score());
-          if (rng.chance(0.3)) {
-            data.posts = rng.chance(0.5)
-              ? { create: postData(user.tenantId) }
-              : { updateMany: { where: { tenantId: user.tenantId }, data: { body: text() } } };
-          }
-          const where = rng.chance(0.5)
-            ? { id: user.id }
-            : rng.chance(0.5)
-              ? unique()
-              : { id: user.id, tenantId: user.tenantId, email: user.email };
-          label = `user.update ${show({ where, data })}`;
-          run = () => call(prisma, "user", "update", { where, data });
-          after = () => {
-            if (email !== undefined) user.email = email;
-            if (isPlainObject(data.posts) && "create" in data.posts) user.hasPosts = true;
+          const lookupWhere = (t: string): Where => {
+            const where: Where = { tenantId: t };
+            if (rng.chance(0.8)) where.email = emailFilter();
+            if (rng.chance(0.4)) where.phone = rng.chance(0.5) ? text() : { in: [text(), text()] };
+            const wrap = rng.int(4);
+            if (wrap === 1) return { tenantId: t, AND: [where] };
+            if (wrap === 2) return { tenantId: t, OR: [where, { email: emailFilter() }] };
+            if (wrap === 3) return { tenantId: t, NOT: { email: emailFilter() }, AND: where };
+            return where;
           };
-          break;
-        }
-        case "updateMany": {
-          const where = lookupWhere(user?.tenantId ?? tenantId);
-          const data = { name: text(), phone: text() };
-          label = `user.updateMany ${show({ where, data })}`;
-          run = () => call(prisma, "user", "updateMany", { where, data });
-          break;
-        }
-        case "upsert": {
-          const create = { ...userData(owner.tenantId), email: owner.email };
-          const update = { name: text() };
-          label = `user.upsert ${show({ where: unique(), create, update })}`;
-          run = () => call(prisma, "user", "upsert", { where: unique(), create, update });
-          after = (v) => {
-            const { id } = v as { id: number };
-            if (!users.some((u) => u.id === id)) {
-              users.push({ id, tenantId: owner.tenantId, email: owner.email, hasPosts: false });
-            }
-          };
-          break;
-        }
-        case "find": {
-          const where = lookupWhere(user?.tenantId ?? tenantId);
-          const operation = rng.pick(["findMany", "findFirst", "count"] as const);
-          label = `user.${operation} ${show({ where })}`;
-          run = () => call(prisma, "user", operation, { where });
-          break;
-        }
-        case "findUnique": {
-          const where =
-            rng.chance(0.5) || user === undefined
-              ? unique()
-              : { id: user.id, tenantId: user.tenantId, email: lookup() };
-          label = `user.findUnique ${show({ where })}`;
-          run = () => call(prisma, "user", "findUnique", { where });
-          break;
-        }
-        case "cursor": {
-          const args = {
-            where: { tenantId: owner.tenantId },
-            cursor: unique(),
-            take: 2,
-            orderBy: { id: "asc" },
-          };
-          label = `user.findMany ${show(args)}`;
-          // A cursor is a unique where: served by rewriting it, or refused, but never a miss.
-          refusal = "may";
-          run = () => call(prisma, "user", "findMany", args);
-          after = (v) => {
-            const page = (v as { id: number }[]).map((r) => r.id);
-            expect(page[0], `cursor page: ${label}`).toBe(user?.id);
-          };
-          break;
-        }
-        case "relation": {
-          const t = owner.tenantId;
-          const args = rng.chance(0.5)
-            ? { where: { tenantId: t, author: { is: { tenantId: t, email: emailFilter() } } } }
-            : {
-                where: { tenantId: t },
-                include: { posts: { where: { author: { email: emailFilter() } } } },
-              };
-          label = `${"include" in args ? "user" : "post"}.findMany ${show(args)}`;
-          run = () => call(prisma, "include" in args ? "user" : "post", "findMany", args);
-          break;
-        }
-        case "relationCount": {
-          // A filtered relation count is a where on the related model, like include's.
-          const args = {
-            where: { tenantId: owner.tenantId },
-            select: { id: true, _count: { select: { posts: { where: { body: text() } } } } },
-          };
-          label = `user.findMany ${show(args)}`;
-          refusal = "must";
-          run = () => call(prisma, "user", "findMany", args);
-          break;
-        }
-        case "refused": {
-          const where = rng.chance(0.5)
-            ? { tenantId, email: { [rng.pick(STRING_OPS)]: text() } }
-            : { tenantId, OR: [{ name: text() }, { phone: { contains: text() } }] };
-          label = `user.findMany ${show({ where })}`;
-          refusal = "must";
-          run = () => call(prisma, "user", "findMany", { where });
-          break;
-        }
-        case "delete": {
-          const victim = users.find(
-            (u) => !u.hasPosts && u.tenantId === (user?.tenantId ?? tenantId),
-          );
-          if (victim === undefined) continue;
-          const where = rng.chance(0.5)
-            ? { tenantId_email: { tenantId: victim.tenantId, email: victim.email } }
-            : { tenantId: victim.tenantId, email: { in: [victim.email, text()] } };
-          const operation = "tenantId_email" in where ? "delete" : "deleteMany";
-          label = `user.${operation} ${show({ where })}`;
-          run = () => call(prisma, "user", operation, { where });
-          after = () => {
-            users.splice(users.indexOf(victim), 1);
-          };
-          break;
-        }
-      }
+          const owner = user ?? { tenantId, email: text() };
+          const unique = (): Where => ({
+            tenantId_email: { tenantId: owner.tenantId, email: owner.email },
+          });
 
-      const driverBefore = rec.driver.length;
-      const eventsBefore = rec.events.length;
-      const outcome = await attempt(run);
-      const where = `seed ${SEED} operation ${i}: ${label}`;
-      expect(leaks(rec.driver.slice(driverBefore), secrets), `driver: ${where}`).toEqual([]);
-      expect(leaks(rec.events.slice(eventsBefore), secrets), `query log: ${where}`).toEqual([]);
-      if (outcome.ok) {
-        tally.ok++;
-        expect(refusal, `accepted a call it must refuse: ${where}`).not.toBe("must");
-        after(outcome.value);
-      } else {
-        tally.refused++;
-        expect(
-          outcome.error,
-          `expected a ValidationError, got ${describeError(outcome.error)}: ${where}`,
-        ).toBeInstanceOf(ValidationError);
-        expect(refusal, `refused (${describeError(outcome.error)}): ${where}`).not.toBe("never");
-      }
-    }
-    // The recording must have seen the traffic, or the absence of leaks proves nothing.
-    expect(rec.driver.length).toBeGreaterThan(OPERATIONS);
-    expect(rec.events.length).toBeGreaterThan(OPERATIONS / 2);
-    expect(tally.ok).toBeGreaterThan(OPERATIONS / 2);
-  });
-});
+          let label: string;
+          let run: () => Promise<unknown>;
+          let after: (value: unknown) => void = () => {};
+          /** Whether the extension must refuse the call, may refuse it, or must serve it. */
+          let refusal: "must" | "may" | "never" = "never";
+          const kind = rng.pick([
+            "create",
+            "createMany",
+            "update",
+            "updateMany",
+            "upsert",
+            "find",
+            "find",
+            "find",
+            "findUnique",
+            "cursor",
+            "relation",
+            "relationCount",
+            "refused",
+            "delete",
+          ] as const);
+          switch (kind) {
+            case "create": {
+              const data = userData(tenantId);
+              const withPosts = rng.chance(0.4);
+              if (withPosts) data.posts = { create: [postData(tenantId), postData(tenantId)] };
+              label = `user.create ${show(data)}`;
+              run = () => call(prisma, "user", "create", { data });
+              after = (v) => {
+                const { id } = v as { id: number };
+                users.push({ id, tenantId, email: data.email as string, hasPosts: withPosts });
+              };
+              break;
+            }
+            case "createMany": {
+              const data = Array.from({ length: 1 + rng.int(3) }, () => userData(tenantId));
+              label = `user.createManyAndReturn ${show(data)}`;
+              run = () => call(prisma, "user", "createManyAndReturn", { data });
+              after = (v) => {
+                for (const row of v as { id: number; email: string }[]) {
+                  users.push({ id: row.id, tenantId, email: row.email, hasPosts: false });
+                }
+              };
+              break;
+            }
+            case "update": {
+              if (user === undefined) continue;
+              const data: Where = {};
+              const email = rng.chance(0.3) ? text() : undefined;
+              if (email !== undefined) data.email = set(email);
+              if (rng.chance(0.7)) data.name = set(text());
+              if (rng.chance(0.5)) data.phone = set(text());
+              if (rng.chance(0.3)) data.score = set(score());
+              if (rng.chance(0.3)) {
+                data.posts = rng.chance(0.5)
+                  ? { create: postData(user.tenantId) }
+                  : { updateMany: { where: { tenantId: user.tenantId }, data: { body: text() } } };
+              }
+              const where = rng.chance(0.5)
+                ? { id: user.id }
+                : rng.chance(0.5)
+                  ? unique()
+                  : { id: user.id, tenantId: user.tenantId, email: user.email };
+              label = `user.update ${show({ where, data })}`;
+              run = () => call(prisma, "user", "update", { where, data });
+              after = () => {
+                if (email !== undefined) user.email = email;
+                if (isPlainObject(data.posts) && "create" in data.posts) user.hasPosts = true;
+              };
+              break;
+            }
+            case "updateMany": {
+              const where = lookupWhere(user?.tenantId ?? tenantId);
+              const data = { name: text(), phone: text() };
+              label = `user.updateMany ${show({ where, data })}`;
+              run = () => call(prisma, "user", "updateMany", { where, data });
+              break;
+            }
+            case "upsert": {
+              const create = { ...userData(owner.tenantId), email: owner.email };
+              const update = { name: text() };
+              label = `user.upsert ${show({ where: unique(), create, update })}`;
+              run = () => call(prisma, "user", "upsert", { where: unique(), create, update });
+              after = (v) => {
+                const { id } = v as { id: number };
+                if (!users.some((u) => u.id === id)) {
+                  users.push({ id, tenantId: owner.tenantId, email: owner.email, hasPosts: false });
+                }
+              };
+              break;
+            }
+            case "find": {
+              const where = lookupWhere(user?.tenantId ?? tenantId);
+              const operation = rng.pick(["findMany", "findFirst", "count"] as const);
+              label = `user.${operation} ${show({ where })}`;
+              run = () => call(prisma, "user", operation, { where });
+              break;
+            }
+            case "findUnique": {
+              const where =
+                rng.chance(0.5) || user === undefined
+                  ? unique()
+                  : { id: user.id, tenantId: user.tenantId, email: lookup() };
+              label = `user.findUnique ${show({ where })}`;
+              run = () => call(prisma, "user", "findUnique", { where });
+              break;
+            }
+            case "cursor": {
+              const args = {
+                where: { tenantId: owner.tenantId },
+                cursor: unique(),
+                take: 2,
+                orderBy: { id: "asc" },
+              };
+              label = `user.findMany ${show(args)}`;
+              // A cursor is a unique where: served by rewriting it, or refused, but never a miss.
+              refusal = "may";
+              run = () => call(prisma, "user", "findMany", args);
+              after = (v) => {
+                const page = (v as { id: number }[]).map((r) => r.id);
+                expect(page[0], `cursor page: ${label}`).toBe(user?.id);
+              };
+              break;
+            }
+            case "relation": {
+              const t = owner.tenantId;
+              // A lookup across a relation needs the related rows' own tenant inside the filter:
+              // the post's (or the including user's) tenant is not the author's.
+              const pinned = rng.chance(0.7);
+              const author = pinned
+                ? { tenantId: t, email: emailFilter() }
+                : { email: emailFilter() };
+              if (!pinned) refusal = "must";
+              const args = rng.chance(0.5)
+                ? { where: { tenantId: t, author: { is: author } } }
+                : { where: { tenantId: t }, include: { posts: { where: { author } } } };
+              label = `${"include" in args ? "user" : "post"}.findMany ${show(args)}`;
+              run = () => call(prisma, "include" in args ? "user" : "post", "findMany", args);
+              break;
+            }
+            case "relationCount": {
+              // A filtered relation count is a where on the related model, like include's.
+              const args = {
+                where: { tenantId: owner.tenantId },
+                select: { id: true, _count: { select: { posts: { where: { body: text() } } } } },
+              };
+              label = `user.findMany ${show(args)}`;
+              refusal = "must";
+              run = () => call(prisma, "user", "findMany", args);
+              break;
+            }
+            case "refused": {
+              const where = rng.chance(0.5)
+                ? { tenantId, email: { [rng.pick(STRING_OPS)]: text() } }
+                : { tenantId, OR: [{ name: text() }, { phone: { contains: text() } }] };
+              label = `user.findMany ${show({ where })}`;
+              refusal = "must";
+              run = () => call(prisma, "user", "findMany", { where });
+              break;
+            }
+            case "delete": {
+              const victim = users.find(
+                (u) => !u.hasPosts && u.tenantId === (user?.tenantId ?? tenantId),
+              );
+              if (victim === undefined) continue;
+              const where = rng.chance(0.5)
+                ? { tenantId_email: { tenantId: victim.tenantId, email: victim.email } }
+                : { tenantId: victim.tenantId, email: { in: [victim.email, text()] } };
+              const operation = "tenantId_email" in where ? "delete" : "deleteMany";
+              label = `user.${operation} ${show({ where })}`;
+              run = () => call(prisma, "user", operation, { where });
+              after = () => {
+                users.splice(users.indexOf(victim), 1);
+              };
+              break;
+            }
+          }
+
+          const driverBefore = rec.driver.length;
+          const eventsBefore = rec.events.length;
+          const outcome = await attempt(run);
+          const where = `${backend.name} seed ${SEED} operation ${i}: ${label}`;
+          expect(leaks(rec.driver.slice(driverBefore), secrets), `driver: ${where}`).toEqual([]);
+          expect(leaks(rec.events.slice(eventsBefore), secrets), `query log: ${where}`).toEqual([]);
+          if (outcome.ok) {
+            tally.ok++;
+            expect(refusal, `accepted a call it must refuse: ${where}`).not.toBe("must");
+            after(outcome.value);
+          } else {
+            tally.refused++;
+            expect(
+              outcome.error,
+              `expected a ValidationError, got ${describeError(outcome.error)}: ${where}`,
+            ).toBeInstanceOf(ValidationError);
+            expect(refusal, `refused (${describeError(outcome.error)}): ${where}`).not.toBe(
+              "never",
+            );
+          }
+        }
+        // The recording must have seen the traffic, or the absence of leaks proves nothing.
+        expect(rec.driver.length).toBeGreaterThan(OPERATIONS);
+        expect(rec.events.length).toBeGreaterThan(OPERATIONS / 2);
+        expect(tally.ok).toBeGreaterThan(OPERATIONS / 2);
+      });
+    },
+  );
+}
 
 // ---------------------------------------------------------------------------------------------
 // Property 3: a randomized field (neither deterministic nor blind-indexed) is refused in a where
@@ -1706,18 +1508,26 @@ describe.skipIf(pgBackend.skipReason !== undefined)(
       expect(await rowsOpen()).toBe("every row opens");
     });
 
-    test("a nested write under it inherits the parent row's tenant", async () => {
+    // A nested write's rows keep their own tenant (a user's posts may be another tenant's), so
+    // neither the parent's tenant nor the loose filter chooses their keys.
+    test("a nested write under it is refused, and no row changes", async () => {
       await prisma.post.create({
         data: { tenantId: "ACME", title: "t", body: "old", authorId: upper.id },
       });
-      await prisma.user.update({
-        where: { id: upper.id },
-        data: {
-          posts: { updateMany: { where: { tenantId: insensitive }, data: { body: "new" } } },
-        },
-      });
+      const outcome = await attempt(() =>
+        prisma.user.update({
+          where: { id: upper.id },
+          data: {
+            posts: { updateMany: { where: { tenantId: insensitive }, data: { body: "new" } } },
+          },
+        }),
+      );
+      expect(outcome.ok ? outcome.value : outcome.error).toBeInstanceOf(ValidationError);
+      expect(outcome.ok ? "" : describeError(outcome.error)).toMatch(
+        /Post\.tenantId is not an exact equality/,
+      );
       const read = await attempt(() => prisma.post.findMany());
-      expect(read.ok ? read.value : describeError(read.error)).toMatchObject([{ body: "new" }]);
+      expect(read.ok ? read.value : describeError(read.error)).toMatchObject([{ body: "old" }]);
     });
 
     test("where the context is not needed it is only a filter", async () => {

@@ -212,49 +212,49 @@ export class Codec {
     }
   }
 
+  /**
+   * Nested writes of a related model. Rows that already exist (nested update, updateMany,
+   * upsert's update, the wheres of connect and the like) hold their own context columns, which
+   * need not equal the parent's (a post of tenant t2 under an author of t1): their context
+   * comes from the nested data or an exact equality in the nested where, never from the
+   * parent. Only a created row takes the parent's context when its data has none, as a
+   * relation whose foreign key includes the context column sets it.
+   */
   async nestedWrites(model: ModelDescriptor, ops: Json, parent: Ctx | undefined): Promise<void> {
     const each = async (value: unknown, fn: (item: Json) => Promise<void>) => {
       for (const item of Array.isArray(value) ? value : [value]) if (isObject(item)) await fn(item);
     };
     const create = (item: Json) => this.writeData(model, item, this.context(model, [item], parent));
+    const update = async (data: Json, where: Json | undefined) => {
+      const sources = where === undefined ? [data] : [data, where, ...andClauses(model, where)];
+      await this.writeData(model, data, this.context(model, sources), where ?? {});
+    };
     await each(ops.create, create);
     if (isObject(ops.createMany)) await each(ops.createMany.data, create);
     await each(ops.connectOrCreate, async (item) => {
-      if (isObject(item.where)) await this.where(model, item.where, parent);
+      if (isObject(item.where)) await this.where(model, item.where, undefined);
       if (isObject(item.create)) await create(item.create);
     });
     await each(ops.upsert, async (item) => {
-      if (isObject(item.where)) await this.where(model, item.where, parent);
+      const where = isObject(item.where) ? item.where : undefined;
+      if (where !== undefined) await this.where(model, where, undefined);
       if (isObject(item.create)) await create(item.create);
-      if (isObject(item.update)) {
-        await this.writeData(
-          model,
-          item.update,
-          this.context(model, [item.update, item.where as Json], parent),
-          item.where as Json,
-        );
-      }
+      if (isObject(item.update)) await update(item.update, where);
     });
     await each(ops.update, async (item) => {
       // To-one: the data itself (or { where, data }); to-many: { where, data }.
       const data = isObject(item.data) ? item.data : item;
       const where = isObject(item.where) ? item.where : undefined;
-      if (where !== undefined) await this.where(model, where, parent);
-      await this.writeData(model, data, this.context(model, [data, where], parent), where ?? {});
+      if (where !== undefined) await this.where(model, where, undefined);
+      await update(data, where);
     });
     await each(ops.updateMany, async (item) => {
       const where = isObject(item.where) ? item.where : undefined;
-      if (where !== undefined) await this.where(model, where, parent);
-      if (isObject(item.data))
-        await this.writeData(
-          model,
-          item.data,
-          this.context(model, [item.data, where], parent),
-          where ?? {},
-        );
+      if (where !== undefined) await this.where(model, where, undefined);
+      if (isObject(item.data)) await update(item.data, where);
     });
     for (const key of ["connect", "disconnect", "set", "delete", "deleteMany"]) {
-      await each(ops[key], (item) => this.where(model, item, parent));
+      await each(ops[key], (item) => this.where(model, item, undefined));
     }
   }
 
@@ -289,17 +289,17 @@ export class Codec {
         await this.where(model, value, this.context(model, [value, where], inherited) ?? inherited);
         continue;
       }
+      // A related row's context is its own (an author of t1 may write posts of t2): a lookup
+      // in a relation filter needs the related model's context pinned inside that filter.
       const target = model.relations[key];
       if (target !== undefined && isObject(value)) {
         const targetModel = this.model(target);
         if (targetModel === undefined) continue;
-        const parentCtx =
-          this.context(model, [where, ...andClauses(model, where)], inherited) ?? inherited;
         const filters = ["some", "every", "none", "is", "isNot"].filter((f) => f in value);
-        if (filters.length === 0) await this.where(targetModel, value, parentCtx);
+        if (filters.length === 0) await this.where(targetModel, value, undefined);
         for (const f of filters) {
           const inner = value[f];
-          if (isObject(inner)) await this.where(targetModel, inner, parentCtx);
+          if (isObject(inner)) await this.where(targetModel, inner, undefined);
         }
       }
     }
@@ -416,7 +416,8 @@ export class Codec {
     return strip;
   }
 
-  async relationWheres(model: ModelDescriptor, args: Json, ctx: Ctx | undefined): Promise<void> {
+  /** Rewrites the wheres of included relations, each in the related rows' own context. */
+  async relationWheres(model: ModelDescriptor, args: Json): Promise<void> {
     for (const container of [args.select, args.include]) {
       if (!isObject(container)) continue;
       // Filtered relation counts (`_count: { select: { posts: { where } } }`) filter too.
@@ -426,13 +427,13 @@ export class Codec {
         if (targetModel === undefined) continue;
         const count = isObject(counted) ? counted[relation] : undefined;
         if (isObject(count) && isObject(count.where)) {
-          await this.where(targetModel, count.where, ctx);
+          await this.where(targetModel, count.where, undefined);
         }
         const nested = container[relation];
         if (!isObject(nested)) continue;
-        if (isObject(nested.where)) await this.where(targetModel, nested.where, ctx);
-        if (isObject(nested.cursor)) await this.where(targetModel, nested.cursor, ctx);
-        await this.relationWheres(targetModel, nested, ctx);
+        if (isObject(nested.where)) await this.where(targetModel, nested.where, undefined);
+        if (isObject(nested.cursor)) await this.where(targetModel, nested.cursor, undefined);
+        await this.relationWheres(targetModel, nested);
       }
     }
   }
