@@ -251,8 +251,6 @@ for (const backend of BACKENDS) {
           };
           const kind = rng.pick(["single", "single", "single", "single", "itx", "batch"] as const);
           const rollback = kind !== "single" && rng.chance(0.5);
-          const omitEmail =
-            kind === "itx" && rollback && STABLE_KEY_ROLLBACK_BUG && backend.name === "SQLite";
           const draw = (inTransaction: boolean): Operation =>
             drawOperation(rng, model, {
               text,
@@ -260,7 +258,6 @@ for (const backend of BACKENDS) {
               tenant,
               inTransaction,
               batch: kind === "batch",
-              omitEmail,
             });
           const driverBefore = rec.driver.length;
           const eventsBefore = rec.events.length;
@@ -298,7 +295,6 @@ for (const backend of BACKENDS) {
                       tenant,
                       inTransaction: true,
                       batch: false,
-                      omitEmail,
                     })
                   : draw(true);
               const alone = op.expect(next.copy());
@@ -384,16 +380,6 @@ for (const backend of BACKENDS) {
 
 class RollBack extends Error {}
 
-/**
- * @kms/core's engine caches stable (deterministic) data keys by id outside transaction scopes,
- * and a stable key's id is derived from (KMS key, context): after a rolled-back transaction
- * that created a tenant's stable key and decrypted a value under it, the key made again has
- * the same id and the cache serves the rolled-back material (pinned below with `test.fails`).
- * While that holds, an interactive transaction that the property rolls back on SQLite reads no
- * deterministic email back (`omit: { email: true }`).
- */
-const STABLE_KEY_ROLLBACK_BUG = true;
-
 function judge(
   expected: Expected,
   outcome: Awaited<ReturnType<typeof attempt>>,
@@ -431,11 +417,7 @@ interface Draw {
   readonly inTransaction: boolean;
   /** In a batch `$transaction`, where an update cannot first read its row's tenant. */
   readonly batch: boolean;
-  /** Leave the deterministic email out of results (see STABLE_KEY_ROLLBACK_BUG). */
-  readonly omitEmail: boolean;
 }
-
-const omitted = (d: Draw): Json => (d.omitEmail ? { omit: { email: true } } : {});
 
 const BATCH_REFUSAL = /inside a batch \$transaction/;
 
@@ -496,7 +478,6 @@ function createUserOperation(rng: Rng, model: Reference, tenantId: string, d: Dr
   const args = {
     data,
     include: { posts: { orderBy: { id: "asc" } } },
-    ...omitted(d),
   };
   let id = 0;
   return {
@@ -623,7 +604,7 @@ function drawOperation(rng: Rng, model: Reference, d: Draw): Operation {
         { id: u.id, tenantId },
         { tenantId_email: { tenantId, email: u.email } },
       ]);
-      const args = { where, data, ...omitted(d) };
+      const args = { where, data };
       return {
         label: `user.update ${show(args)}`,
         run: (client) => client.user.update(args as never),
@@ -675,7 +656,6 @@ function drawOperation(rng: Rng, model: Reference, d: Draw): Operation {
         where: { tenantId_email: { tenantId, email } },
         create,
         update,
-        ...omitted(d),
       };
       let id = 0;
       return {
@@ -842,7 +822,7 @@ function nestedPostWrites(
   const name = rng.chance(0.4) ? d.text() : undefined;
   const data: Json = { posts: nested, ...(name === undefined ? {} : { name: { set: name } }) };
   const where = rng.chance(0.5) ? { id: user.id } : { id: user.id, tenantId: user.tenantId };
-  const args = { where, data, include: { posts: { orderBy: { id: "asc" } } }, ...omitted(d) };
+  const args = { where, data, include: { posts: { orderBy: { id: "asc" } } } };
   return {
     label: `user.update ${show(args)}`,
     run: (client) => client.user.update(args as never),
@@ -1094,27 +1074,24 @@ for (const backend of BACKENDS) {
         expect([after.name, after.plain]).toEqual(["before", null]);
       });
 
-      // Bug in @kms/core (see STABLE_KEY_ROLLBACK_BUG): only SQLite rolls the data key row back
-      // with the transaction. Remove `.fails` (and the workaround) once core drops the stable
-      // keys a rolled-back scope loaded by id.
-      test
-        .runIf(backend.name === "SQLite")
-        .fails(
-          "a tenant's stable data key made again after a rolled-back transaction opens what it sealed",
-          async () => {
-            const rolled = await attempt(() =>
-              prisma.$transaction(async (tx) => {
-                await tx.user.create({ data: { tenantId: "fresh", email: "§a@fresh§" } });
-                throw new RollBack();
-              }),
-            );
-            expect(rolled.ok ? "committed" : rolled.error).toBeInstanceOf(RollBack);
-            const created = await prisma.$transaction(async (tx) =>
-              tx.user.create({ data: { tenantId: "fresh", email: "§b@fresh§" } }),
-            );
-            expect(created.email).toBe("§b@fresh§");
-          },
-        );
+      // Only SQLite rolls the data key row back with the transaction (regression: core served
+      // the rolled-back key cached under the stable key's id).
+      test.runIf(backend.name === "SQLite")(
+        "a tenant's stable data key made again after a rolled-back transaction opens what it sealed",
+        async () => {
+          const rolled = await attempt(() =>
+            prisma.$transaction(async (tx) => {
+              await tx.user.create({ data: { tenantId: "fresh", email: "§a@fresh§" } });
+              throw new RollBack();
+            }),
+          );
+          expect(rolled.ok ? "committed" : rolled.error).toBeInstanceOf(RollBack);
+          const created = await prisma.$transaction(async (tx) =>
+            tx.user.create({ data: { tenantId: "fresh", email: "§b@fresh§" } }),
+          );
+          expect(created.email).toBe("§b@fresh§");
+        },
+      );
     },
   );
 }

@@ -217,7 +217,16 @@ export class FieldDataKeys {
     for (const [inScope, pending] of [...this.#scopedStable]) {
       if (!inScope.startsWith(prefix)) continue;
       this.#scopedStable.delete(inScope);
-      if (!committed) continue;
+      if (!committed) {
+        // The key's row is gone, but its id is derived from (KMS key, context): the next key
+        // made for them has the same id, so anything cached under that id would serve the
+        // rolled-back material. Already settled, so this runs before the caller goes on.
+        pending.then(
+          (stable) => this.#forgetStable(stable.id),
+          () => {},
+        );
+        continue;
+      }
       const scope = inScope.slice(prefix.length);
       // Only a key that was found or created: a failed load leaves nothing behind.
       pending.then(
@@ -228,6 +237,12 @@ export class FieldDataKeys {
         () => {},
       );
     }
+  }
+
+  #forgetStable(id: string): void {
+    this.#stableById.delete(id);
+    this.#stableReady.delete(id);
+    this.#records.delete(id);
   }
 
   /** Forgets every data key: the cache's entries (all of them, if shared) and the stable keys. */
