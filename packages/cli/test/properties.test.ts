@@ -517,9 +517,8 @@ describe("argument parsing", () => {
     expect(partials(ws.dir)).toEqual([]);
   });
 
-  // @kms/core's KmsKeyring refuses key ids over 2048 characters with a message that names only
-  // non-emptiness (packages/core/src/keyring/kms-keyring.ts), against "messages name the rule".
-  test.fails("a --key over 2048 characters names the length rule", async () => {
+  // Regression: core's KmsKeyring named only non-emptiness when refusing a long key id.
+  test("a --key over 2048 characters names the length rule", async () => {
     const result = await kms("long key", [
       "encrypt",
       "--key",

@@ -42,7 +42,7 @@ export class KmsKeyring implements Keyring {
   readonly #grantTokens: readonly string[] | undefined;
   readonly #callOptions: CallOptions | undefined;
 
-  /** @throws ValidationException when `kms` is missing or a key id is not a non-empty string. */
+  /** @throws ValidationException when `kms` is missing or a key id is not a string of 1 to 2048 characters. */
   constructor(options: KmsKeyringOptions) {
     const kms = options?.kms as KmsLike | undefined;
     if (typeof kms?.generateDataKey !== "function" || typeof kms.decrypt !== "function") {
@@ -53,7 +53,7 @@ export class KmsKeyring implements Keyring {
     }
     for (const id of options.keyIds) {
       if (typeof id !== "string" || id.length === 0 || id.length > 2048) {
-        throw new ValidationError('"keyIds" entries must be non-empty strings');
+        throw new ValidationError('"keyIds" entries must be strings of 1 to 2048 characters');
       }
     }
     this.#kms = kms;
