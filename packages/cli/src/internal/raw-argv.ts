@@ -1,3 +1,4 @@
+import { isUtf8 } from "node:buffer";
 import { readFileSync } from "node:fs";
 
 /**
@@ -27,7 +28,10 @@ export function invalidUtf8Argument(argv: readonly string[]): number | undefined
   const raw = entries.slice(-argv.length);
   if (raw.length !== argv.length) return undefined;
   for (let i = 0; i < argv.length; i += 1) {
-    if (!Buffer.from(argv[i] as string, "utf8").equals(raw[i] as Buffer)) return i + 1;
+    // Only bytes that are not UTF-8 count: anything that rewrites the process title also
+    // rewrites /proc/self/cmdline, and must not turn valid arguments into usage errors.
+    const bytes = raw[i] as Buffer;
+    if (!isUtf8(bytes) && !Buffer.from(argv[i] as string, "utf8").equals(bytes)) return i + 1;
   }
   return undefined;
 }
