@@ -13,8 +13,6 @@
  */
 
 import "reflect-metadata";
-import type { IncomingHttpHeaders, IncomingMessage } from "node:http";
-import http from "node:http";
 import { Readable } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
@@ -54,7 +52,27 @@ import {
   type VerificationResult,
   verifyMessage,
 } from "@kms/http-signatures";
-import { mulberry32 } from "@kms/tooling/random";
+import {
+  ALNUM,
+  attemptRaw,
+  CaseRandom,
+  describeRequest,
+  FIELD_CHARS,
+  Findings,
+  fieldRecord,
+  type HeaderPair,
+  LATIN1_HIGH,
+  LOWER_ALNUM,
+  marker,
+  PATH_CHARS,
+  type RawRequest,
+  type RawResponse,
+  sendRaw,
+  caseRandom as sharedCaseRandom,
+  stripOws,
+  TENANT_CHARS,
+  VISIBLE_CHARS,
+} from "@kms/tooling/http-properties";
 import {
   All,
   type CanActivate,
@@ -100,186 +118,11 @@ const TENANT_RULE = /^[A-Za-z0-9._:-]{1,128}$/;
 
 const DOCUMENTED_CHECKS: ReadonlySet<string> = new Set(VERIFICATION_CHECKS);
 
-// --- seeded randomness ---------------------------------------------------------------------
-
-/** mulberry32: tiny and well spread; one seed reproduces a whole case. */
-class Random {
-  readonly next: () => number;
-
-  constructor(seed: number) {
-    this.next = mulberry32(seed);
-  }
-
-  int(min: number, max: number): number {
-    return min + Math.floor(this.next() * (max - min + 1));
-  }
-
-  bool(p = 0.5): boolean {
-    return this.next() < p;
-  }
-
-  pick<T>(items: readonly T[]): T {
-    const value = items[this.int(0, items.length - 1)];
-    if (value === undefined) throw new Error("pick from an empty list");
-    return value;
-  }
-
-  string(alphabet: string, min: number, max: number): string {
-    let out = "";
-    for (let n = this.int(min, max); n > 0; n--) out += alphabet[this.int(0, alphabet.length - 1)];
-    return out;
-  }
-
-  bytes(min: number, max: number): Buffer {
-    const out = Buffer.alloc(this.int(min, max));
-    for (let i = 0; i < out.length; i++) out[i] = this.int(0, 255);
-    return out;
-  }
-}
-
-/** An independent stream per (property, case), so one case replays without the others. */
-const caseRandom = (property: number, index: number): Random =>
-  new Random(SEED ^ Math.imul(property * 65_536 + index + 1, 0x9e3779b1));
-
-const range = (from: number, to: number): string =>
-  String.fromCharCode(...Array.from({ length: to - from + 1 }, (_, i) => from + i));
-const LOWER_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789";
-const ALNUM = `ABCDEFGHIJKLMNOPQRSTUVWXYZ${LOWER_ALNUM}`;
-const TENANT_CHARS = `${ALNUM}._:-`;
-const LATIN1_HIGH = range(0x80, 0xff);
-// Everything Node lets a field value carry on the wire: HTAB, SP, visible ASCII and obs-text.
-const FIELD_CHARS = `\t${range(0x20, 0x7e)}${LATIN1_HIGH}`;
-const VISIBLE_CHARS = `${range(0x21, 0x7e)}${LATIN1_HIGH}`;
-// Path characters the WHATWG parser leaves alone (no percent-encoding, no backslash).
-const PATH_CHARS = `${ALNUM}-_~!$&'()*+,;=:@`;
-
-/** A token that cannot occur in any answer by chance. */
-const marker = (r: Random): string => `zq${r.string(LOWER_ALNUM, 14, 14)}`;
-
-const stripOws = (value: string): string => value.replace(/^[ \t]+|[ \t]+$/g, "");
-
-// --- raw HTTP --------------------------------------------------------------------------------
-
-type HeaderPair = readonly [name: string, value: string];
-
-interface RawRequest {
-  readonly method: string;
-  readonly path: string;
-  readonly headers: readonly HeaderPair[];
-  readonly body?: Buffer | undefined;
-  /** Transfer-Encoding: chunked, written in pieces, instead of Content-Length. */
-  readonly chunked?: boolean | undefined;
-}
-
-interface RawResponse {
-  readonly status: number;
-  readonly headers: IncomingHttpHeaders;
-  readonly distinct: IncomingMessage["headersDistinct"];
-  readonly body: Buffer;
-}
-
-/** Sends exactly the given field lines (duplicates and latin1 bytes included), no agent. */
-function send(port: number, request: RawRequest): Promise<RawResponse> {
-  const headers: string[] = [];
-  for (const [name, value] of request.headers) headers.push(name, value);
-  const body = request.body;
-  if (body !== undefined) {
-    headers.push(
-      ...(request.chunked
-        ? ["transfer-encoding", "chunked"]
-        : ["content-length", `${body.length}`]),
-    );
-  }
-  return new Promise((resolve, reject) => {
-    const req = http.request({
-      host: "127.0.0.1",
-      port,
-      method: request.method,
-      path: request.path,
-      headers,
-      setHost: false,
-      agent: false,
-    });
-    req.on("error", reject);
-    // A response that never ends is a finding (a hung client), not a test timeout.
-    req.setTimeout(ANSWER_TIMEOUT_MS, () => req.destroy(new Error("no answer within the timeout")));
-    req.on("response", (res) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (chunk: Buffer) => chunks.push(chunk));
-      res.on("error", reject);
-      res.on("end", () =>
-        resolve({
-          status: res.statusCode ?? 0,
-          headers: res.headers,
-          distinct: res.headersDistinct,
-          body: Buffer.concat(chunks),
-        }),
-      );
-    });
-    if (body !== undefined && request.chunked) {
-      const cut = Math.floor(body.length / 2);
-      if (cut > 0) req.write(body.subarray(0, cut));
-      req.end(body.subarray(cut));
-    } else {
-      req.end(body);
-    }
-  });
-}
-
-/** The outcome of a send, connection failures included: they are findings, not test errors. */
-async function attempt(
-  port: number,
-  request: RawRequest,
-): Promise<RawResponse | { readonly error: string }> {
-  try {
-    return await send(port, request);
-  } catch (error) {
-    return { error: String(error) };
-  }
-}
-
-function fieldRecord(pairs: readonly HeaderPair[]): Record<string, string[]> {
-  const out: Record<string, string[]> = {};
-  for (const [name, value] of pairs) {
-    const key = name.toLowerCase();
-    out[key] = [...(out[key] ?? []), value];
-  }
-  return out;
-}
-
-/** What a client shows when reporting a case: values cut short, bytes escaped. */
-function describeRequest(request: RawRequest): string {
-  const cut = (s: string): string => (s.length > 80 ? `${s.slice(0, 80)}…(${s.length})` : s);
-  return JSON.stringify({
-    method: request.method,
-    path: cut(request.path),
-    headers: request.headers.map(([n, v]) => `${n}: ${cut(v)}`),
-    body: request.body === undefined ? undefined : cut(request.body.toString("latin1")),
-    chunked: request.chunked,
-  }).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
-}
-
-/**
- * Collects property violations by kind, so one run reports every failing kind (with its first
- * counterexample) rather than stopping at the first case.
- */
-class Findings {
-  readonly #kinds = new Map<string, { count: number; first: string }>();
-
-  add(kind: string, counterexample: string): void {
-    const known = this.#kinds.get(kind);
-    if (known === undefined) this.#kinds.set(kind, { count: 1, first: counterexample });
-    else known.count++;
-  }
-
-  expectNone(property: string): void {
-    const report = [...this.#kinds]
-      .map(([kind, { count, first }]) => `■ ${kind} (×${count}), first:\n${first}`)
-      .join("\n\n");
-    expect(this.#kinds.size, `${property}, seed ${SEED}:\n\n${report}`).toBe(0);
-  }
-}
-
+const caseRandom = (property: number, index: number): CaseRandom =>
+  sharedCaseRandom(SEED, property, index);
+const send = (port: number, request: RawRequest): Promise<RawResponse> =>
+  sendRaw(port, request, ANSWER_TIMEOUT_MS);
+const attempt = (port: number, request: RawRequest) => attemptRaw(port, request, ANSWER_TIMEOUT_MS);
 /** Runs `cases` cases `width` at a time, so continuations of different cases interleave. */
 async function inWaves(
   cases: number,
@@ -556,7 +399,7 @@ const GENERIC_CODES: ReadonlySet<string> = new Set([
   "IncorrectKeyException",
 ]);
 
-function syntheticKmsError(r: Random, mark: string): SyntheticKmsError {
+function syntheticKmsError(r: CaseRandom, mark: string): SyntheticKmsError {
   // A cause below the error may hold anything (a driver error, key bytes): never sent.
   const keyBytes = r.bytes(32, 32);
   const cause = new Error(
@@ -605,7 +448,7 @@ function syntheticKmsError(r: Random, mark: string): SyntheticKmsError {
 }
 
 /** A real KMS call that fails, after encrypting a marked plaintext that must not be sent. */
-async function realKmsFailure(r: Random, mark: string): Promise<never> {
+async function realKmsFailure(r: CaseRandom, mark: string): Promise<never> {
   const plaintext = Buffer.from(`${mark}-plaintext`);
   const context = { tenant: `t-${mark}` };
   const { ciphertextBlob } = await kms.encrypt({
@@ -639,12 +482,12 @@ async function realKmsFailure(r: Random, mark: string): Promise<never> {
   throw new Error("the KMS call was expected to fail");
 }
 
-function textOf(r: Random, mark: string): string {
+function textOf(r: CaseRandom, mark: string): string {
   return `${mark} ${r.string(`${ALNUM} é€🙂\n"<>`, 0, 120)}`;
 }
 
 /** A readable of the seeded chunks (the first one marked); `fails`: it errors instead of ending. */
-function chunkStream(r: Random, mark: string, fails = false): Readable {
+function chunkStream(r: CaseRandom, mark: string, fails = false): Readable {
   const chunks = [
     Buffer.from(textOf(r, mark)),
     ...Array.from({ length: r.int(0, 4) }, () =>
@@ -680,7 +523,7 @@ function outcomeController(mount: string, signing: ResponseSigningPolicy): Type<
       @Res({ passthrough: true }) res: ExpressResponse,
     ): Promise<unknown> {
       reached.add(caseId(req));
-      const r = new Random(Number(seed));
+      const r = new CaseRandom(Number(seed));
       const kmsFault = (): KmsError => syntheticKmsError(r, mark).error;
       switch (outcome) {
         case "object":
@@ -745,7 +588,7 @@ function outcomeController(mount: string, signing: ResponseSigningPolicy): Type<
       @Res() res: ExpressResponse,
     ): void {
       reached.add(caseId(req));
-      const r = new Random(Number(seed));
+      const r = new CaseRandom(Number(seed));
       switch (outcome) {
         case "res-json":
           res.status(r.pick([200, 201, 409])).json({ mark });
@@ -926,7 +769,7 @@ function tenantOf(lines: readonly string[]): string | undefined {
   return TENANT_RULE.test(value) ? value : undefined;
 }
 
-function tenantCase(r: Random): TenantCase {
+function tenantCase(r: CaseRandom): TenantCase {
   const valid = (min: number, max: number): string => r.string(TENANT_CHARS, min, max);
   switch (r.int(0, 11)) {
     case 0:
@@ -1039,7 +882,7 @@ const FRAGMENTS = [
   "==",
 ];
 
-function junkField(r: Random): string {
+function junkField(r: CaseRandom): string {
   if (r.bool(0.05)) return r.string(FIELD_CHARS, 200, 1500);
   let out = "";
   for (let n = r.int(0, 14); n > 0; n--) {
@@ -1049,7 +892,7 @@ function junkField(r: Random): string {
 }
 
 /** Signature fields that parse, so the checks after parsing are reached too. */
-function wellFormedPair(r: Random, now: number): { input: string; signature: string } {
+function wellFormedPair(r: CaseRandom, now: number): { input: string; signature: string } {
   const label = r.pick(["sig1", "sig1", "sig1", "sig2", "a"]);
   const ids = Array.from({ length: r.int(0, 5) }, () => r.pick(COMPONENT_IDS));
   let params = "";
@@ -1068,7 +911,7 @@ function wellFormedPair(r: Random, now: number): { input: string; signature: str
   };
 }
 
-function randomPath(r: Random): string {
+function randomPath(r: CaseRandom): string {
   const segments = Array.from({ length: r.int(1, 4) }, () => {
     // A segment of dots only is a dot-segment, which property 2 covers on its own.
     const s = r.string(PATH_CHARS, 1, 10);
@@ -1077,7 +920,7 @@ function randomPath(r: Random): string {
   return `/r/${segments.join("/")}`;
 }
 
-function randomQuery(r: Random): string {
+function randomQuery(r: CaseRandom): string {
   if (r.bool(0.4)) return "";
   const pairs = Array.from(
     { length: r.int(0, 4) },
@@ -1313,7 +1156,7 @@ interface SignedCase {
   readonly json: boolean;
 }
 
-async function signedCase(r: Random, id: string): Promise<SignedCase> {
+async function signedCase(r: CaseRandom, id: string): Promise<SignedCase> {
   const json = r.bool(0.3);
   const method = r.pick(SIGNED_METHODS);
   const segments = Array.from({ length: r.int(2, 4) }, () => r.string(`${ALNUM}-_~`, 1, 8));
@@ -1371,7 +1214,7 @@ const replaceHeader = (
   );
 
 /** One char replaced, inserted or deleted at a random position at or after `from`. */
-function charMutation(r: Random, text: string, from: number, alphabet: string): string {
+function charMutation(r: CaseRandom, text: string, from: number, alphabet: string): string {
   for (;;) {
     const at = r.int(from, text.length);
     const ch = r.pick([...alphabet]);
@@ -1395,7 +1238,7 @@ function editInput(request: RawRequest, edit: (input: string) => string): RawReq
 }
 
 /** The signed request changed in one respect; every one of them must be refused. */
-function mutate(r: Random, base: SignedCase, kind: MutationKind): RawRequest {
+function mutate(r: CaseRandom, base: SignedCase, kind: MutationKind): RawRequest {
   const { request } = base;
   const [pathPart = "", queryPart] = request.path.split("?") as [string, string | undefined];
   const query = queryPart === undefined ? "" : `?${queryPart}`;
@@ -1592,7 +1435,7 @@ describe("@VerifySignature + @Signed on arbitrary requests (property-based)", ()
     "answers every failing request with a documented problem+json and never runs the handler",
     async () => {
       const CASES = 300;
-      const findings = new Findings();
+      const findings = new Findings(SEED);
       const counts = new Map<string, number>();
       await inWaves(CASES, 20, async (index) => {
         const c = await fuzzCase(index);
@@ -1633,7 +1476,7 @@ describe("@VerifySignature + @Signed on arbitrary requests (property-based)", ()
     "refuses a signed request changed in any one respect, and signs the answer to the unchanged one",
     async () => {
       const CASES = 225;
-      const findings = new Findings();
+      const findings = new Findings(SEED);
       await inWaves(CASES, 15, async (index) => {
         const r = caseRandom(2, index);
         const base = await signedCase(r, `p2-${index}`);
@@ -1702,7 +1545,7 @@ describe("KmsContextInterceptor and @EncryptionContext() under interleaved reque
     "gives each handler exactly its own request's tenant, or refuses it as documented",
     async () => {
       const CASES = 300;
-      const findings = new Findings();
+      const findings = new Findings(SEED);
       let served = 0;
       let refused = 0;
       await inWaves(CASES, 100, async (index) => {
@@ -1817,7 +1660,7 @@ describe("@Signed over arbitrary handler outcomes (property-based)", () => {
     "sends a response that verifies against its request, or 500 problem+json when signing fails — never an unsigned success, never a KMS secret",
     async () => {
       const CASES = 352;
-      const findings = new Findings();
+      const findings = new Findings(SEED);
       const outcomesSeen = new Map<string, number>();
       await inWaves(CASES, 16, async (index) => {
         const r = caseRandom(4, index);
@@ -1870,7 +1713,7 @@ describe("@Signed over arbitrary handler outcomes (property-based)", () => {
         if (["error", "reject", "kms-real"].includes(outcome)) secrets.push(mark);
         let kmsError: KmsError | undefined;
         if (outcome === "kms-error" || outcome === "kms-error-async") {
-          const synthetic = syntheticKmsError(new Random(seed), mark);
+          const synthetic = syntheticKmsError(new CaseRandom(seed), mark);
           kmsError = synthetic.error;
           secrets.push(...synthetic.secrets);
         }
@@ -1972,7 +1815,7 @@ describe("server-side faults around the guard and the interceptor (property-base
     "answers an opaque 500, never a 401 or a client-fault 4xx, when the KMS, the key lookup or the configuration fails",
     async () => {
       const CASES = 120;
-      const findings = new Findings();
+      const findings = new Findings(SEED);
       const kinds = [
         "kms-disabled",
         "kms-missing",
@@ -2050,7 +1893,7 @@ describe("replays in flight (property-based)", () => {
     "lets exactly one of several concurrent copies of a signed request through",
     async () => {
       const CASES = 40;
-      const findings = new Findings();
+      const findings = new Findings(SEED);
       await inWaves(CASES, 8, async (index) => {
         const r = caseRandom(6, index);
         const base = await signedCase(r, `p6-${index}`);
