@@ -563,7 +563,7 @@ export interface Strip {
  * the `equals` value. `mode` is not one of them: `mode: "insensitive"` (PostgreSQL) loosens
  * `equals` itself, so that `{ equals: "acme" }` matches "ACME" rows too.
  */
-const NARROWING_FILTERS = new Set([
+const NARROWING_FILTERS = [
   "equals",
   "in",
   "notIn",
@@ -575,7 +575,8 @@ const NARROWING_FILTERS = new Set([
   "contains",
   "startsWith",
   "endsWith",
-]);
+] as const;
+const NARROWING = new Set<string>(NARROWING_FILTERS);
 
 /**
  * The value a context column is pinned to by one data or where entry: a plain value, update
@@ -593,23 +594,13 @@ function pinnedValue(value: unknown): unknown {
   }
   for (const op of Object.keys(value)) {
     if (op === "mode" && value.mode === "default") continue;
-    if (!NARROWING_FILTERS.has(op)) return undefined;
+    if (!NARROWING.has(op)) return undefined;
   }
   return literal;
 }
 
-const FILTER_KEYS = new Set([
-  "equals",
-  "in",
-  "notIn",
-  "not",
-  "lt",
-  "lte",
-  "gt",
-  "gte",
-  "contains",
-  "startsWith",
-  "endsWith",
+const FILTER_KEYS = new Set<string>([
+  ...NARROWING_FILTERS,
   "mode",
   "search",
   "has",
