@@ -197,3 +197,186 @@ export class Findings {
     expect(this.#kinds.size, `${property}, seed ${this.#seed}:\n\n${report}`).toBe(0);
   }
 }
+
+// The default tenant resolver's rule: the oracle for "a valid tenant".
+export const TENANT_RULE = /^[A-Za-z0-9._:-]{1,128}$/;
+
+// --- generators ----------------------------------------------------------------------------
+
+export interface TenantCase {
+  readonly label: string;
+  /** Field lines of the tenant header, in order (none: the header is absent). */
+  readonly lines: readonly string[];
+}
+
+/** The tenant the documented rule takes from these lines, or undefined for a refusal. */
+export function tenantOf(lines: readonly string[]): string | undefined {
+  // Repeated lines reach the application joined with ", ", which no valid tenant contains.
+  if (lines.length !== 1) return undefined;
+  const value = stripOws(lines[0] as string);
+  return TENANT_RULE.test(value) ? value : undefined;
+}
+
+export function tenantCase(r: CaseRandom): TenantCase {
+  const valid = (min: number, max: number): string => r.string(TENANT_CHARS, min, max);
+  switch (r.int(0, 11)) {
+    case 0:
+      return { label: "missing", lines: [] };
+    case 1:
+      return { label: "empty", lines: [""] };
+    case 2:
+      return { label: "valid", lines: [valid(1, 24)] };
+    case 3:
+      return { label: "valid, 128 chars", lines: [valid(128, 128)] };
+    case 4:
+      return { label: "too long", lines: [valid(129, 4000)] };
+    case 5:
+      return {
+        label: "latin1",
+        lines: [`${valid(0, 8)}${r.string(LATIN1_HIGH, 1, 3)}${valid(0, 8)}`],
+      };
+    case 6:
+      return {
+        label: "separators",
+        lines: [
+          `${valid(0, 6)}${r.pick([",", '"', ";", " ", ", ", "\t", "=", "/"])}${valid(1, 6)}`,
+        ],
+      };
+    case 7:
+      return { label: "duplicated", lines: [valid(1, 12), valid(1, 12)] };
+    case 8:
+      return {
+        label: "OWS around",
+        lines: [`${r.pick([" ", "\t", " \t"])}${valid(1, 16)}${r.pick(["", " ", "\t "])}`],
+      };
+    case 9:
+      return { label: "random bytes", lines: [r.string(FIELD_CHARS, 0, 60)] };
+    case 10:
+      return { label: "whitespace only", lines: [r.pick([" ", "\t", "  \t "])] };
+    default:
+      return {
+        label: "valid with separators",
+        lines: [`${valid(1, 4)}:${valid(1, 4)}.${valid(1, 4)}`],
+      };
+  }
+}
+
+export const METHODS = [
+  "GET",
+  "POST",
+  "PUT",
+  "PATCH",
+  "DELETE",
+  "OPTIONS",
+  "HEAD",
+  "PROPFIND",
+  "SEARCH",
+  "PURGE",
+];
+
+export const COMPONENT_IDS = [
+  '"@method"',
+  '"@target-uri"',
+  '"@authority"',
+  '"@path"',
+  '"@query"',
+  '"@query-param";name="q"',
+  '"@status"',
+  '"@signature-params"',
+  '"@method";req',
+  '"content-digest"',
+  '"content-type"',
+  '"content-type";sf',
+  '"x-tenant-id"',
+  '"x-tenant-id";bs',
+  '"x-secret"',
+  '"x-absent"',
+  '"signature";key="sig1"',
+];
+
+export const FRAGMENTS = [
+  "sig1",
+  "sig1=",
+  "sig2=",
+  "=",
+  "(",
+  ")",
+  "()",
+  '"@method"',
+  '"@target-uri"',
+  '"x-tenant-id"',
+  ";created=",
+  ";expires=",
+  ";keyid=",
+  '"client-1"',
+  ";nonce=",
+  ";alg=",
+  ":",
+  "::",
+  ":AAAA:",
+  ",",
+  ", ",
+  '"',
+  "\\",
+  "?1",
+  "*",
+  "\t",
+  "é",
+  "ÿ",
+  "1.5",
+  "-1",
+  "9999999999999999",
+  ";",
+  "==",
+];
+
+export function junkField(r: CaseRandom): string {
+  if (r.bool(0.05)) return r.string(FIELD_CHARS, 200, 1500);
+  let out = "";
+  for (let n = r.int(0, 14); n > 0; n--) {
+    out += r.bool(0.7) ? r.pick(FRAGMENTS) : r.string(FIELD_CHARS, 1, 5);
+  }
+  return out;
+}
+
+/** Signature fields that parse, so the checks after parsing are reached too. */
+export function wellFormedPair(r: CaseRandom, now: number): { input: string; signature: string } {
+  const label = r.pick(["sig1", "sig1", "sig1", "sig2", "a"]);
+  const ids = Array.from({ length: r.int(0, 5) }, () => r.pick(COMPONENT_IDS));
+  let params = "";
+  if (r.bool(0.9)) params += `;created=${r.pick([now, now - 5, now - 100_000, now + 1000])}`;
+  if (r.bool(0.2)) params += `;expires=${r.pick([now + 60, now - 600])}`;
+  if (r.bool(0.7)) params += `;nonce="${r.string(ALNUM, 1, 16)}"`;
+  if (r.bool(0.85)) {
+    params += `;keyid="${r.pick(["client-1", "client-async", "client-kms", "nobody"])}"`;
+  }
+  if (r.bool(0.1)) params += `;alg="${r.pick(["hmac-sha256", "ed25519", "rot13"])}"`;
+  if (r.bool(0.1)) params += ';tag="t"';
+  const signatureLabel = r.bool(0.9) ? label : r.pick(["sig1", "sig2"]);
+  return {
+    input: `${label}=(${ids.join(" ")})${params}`,
+    signature: `${signatureLabel}=:${r.bytes(0, 48).toString("base64")}:`,
+  };
+}
+
+/** `invalidEscapes`: some segments start with a `%` escape that is not hex. */
+export function randomPath(r: CaseRandom, invalidEscapes = true): string {
+  const segments = Array.from({ length: r.int(1, 4) }, () => {
+    // A segment of dots only is a dot-segment, which property 2 covers on its own.
+    const s = r.string(PATH_CHARS, 1, 10);
+    return r.bool(0.1)
+      ? `%${r.string(invalidEscapes ? "0123456789ABCDEFabcdefzZ" : "0123456789ABCDEFabcdef", 2, 2)}${s}`
+      : s;
+  });
+  return `/r/${segments.join("/")}`;
+}
+
+export function randomQuery(r: CaseRandom): string {
+  if (r.bool(0.4)) return "";
+  const pairs = Array.from(
+    { length: r.int(0, 4) },
+    () =>
+      `${r.string(`${ALNUM}%/?:@`, 0, 6)}${r.bool(0.8) ? "=" : ""}${r.string(`${ALNUM}%/?:@,;'`, 0, 10)}`,
+  );
+  return `?${pairs.join(r.pick(["&", "&&", ";"]))}`;
+}
