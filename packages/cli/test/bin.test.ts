@@ -70,4 +70,4 @@ it("the bin creates a key, encrypts and decrypts a file and a pipe", () => {
   const usage = kms(["encrypt", "--bogus"]);
   expect(usage.status).toBe(2);
   expect(usage.stderr).toContain("Usage: kms encrypt");
-});
+}, 120_000); // five spawns of a cold node process: slow on a loaded machine
