@@ -33,19 +33,23 @@ import {
   ALNUM,
   attemptRaw,
   CaseRandom,
+  charMutation,
   describeRequest,
   FIELD_CHARS,
   Findings,
   fieldRecord,
   type HeaderPair,
+  INPUT_MUTATIONS,
   junkField,
   METHODS,
   marker,
+  mutateInput,
   PATH_CHARS,
   type RawRequest,
   type RawResponse,
   randomPath,
   randomQuery,
+  replaceHeader,
   sendRaw,
   caseRandom as sharedCaseRandom,
   stripOws,
@@ -569,6 +573,7 @@ const MUTATIONS = [
   "signature",
   "dot-segment",
   "host-prefix",
+  ...INPUT_MUTATIONS,
 ] as const;
 type MutationKind = (typeof MUTATIONS)[number];
 
@@ -621,37 +626,19 @@ async function signedCase(r: CaseRandom, id: string, port: number): Promise<Sign
   return { id, request: { method, path, headers, body, chunked: r.bool(0.2) }, tenant, json };
 }
 
-const replaceHeader = (
-  headers: readonly HeaderPair[],
-  name: string,
-  value: string | undefined,
-): HeaderPair[] =>
-  headers.flatMap(([n, v]): HeaderPair[] =>
-    n !== name ? [[n, v]] : value === undefined ? [] : [[n, value]],
-  );
-
-/** One char replaced, inserted or deleted at a random position at or after `from`. */
-function charMutation(r: CaseRandom, text: string, from: number, alphabet: string): string {
-  for (;;) {
-    const at = r.int(from, text.length);
-    const ch = r.pick([...alphabet]);
-    const op = r.int(0, 2);
-    const out =
-      op === 0 && at < text.length
-        ? text.slice(0, at) + ch + text.slice(at + 1)
-        : op === 1 || at >= text.length
-          ? text.slice(0, at) + ch + text.slice(at)
-          : text.slice(0, at) + text.slice(at + 1);
-    if (out !== text) return out;
-  }
-}
-
 /** The signed request changed in one respect; every one of them must be refused. */
 function mutate(r: CaseRandom, base: SignedCase, kind: MutationKind, port: number): RawRequest {
   const { request } = base;
   const [pathPart = "", queryPart] = request.path.split("?") as [string, string | undefined];
   const query = queryPart === undefined ? "" : `?${queryPart}`;
   switch (kind) {
+    case "created":
+    case "expires":
+    case "keyid":
+    case "alg":
+    case "nonce":
+    case "components":
+      return mutateInput(r, request, kind);
     case "method":
       return { ...request, method: r.pick(SIGNED_METHODS.filter((m) => m !== request.method)) };
     case "path":
