@@ -54,10 +54,7 @@ async function resolveTarget(ctx: KmsContext, target: unknown): Promise<string> 
  */
 async function liveAlias(ctx: KmsContext, aliasName: string): Promise<StoredAlias | undefined> {
   const alias = await ctx.store.getAlias(aliasName);
-  if (alias === undefined) return undefined;
-  const key = await ctx.store.getKey(alias.targetKeyId);
-  if (key === undefined || !isDeletionDue(ctx, key)) return alias;
-  await destroyKey(ctx, key);
+  if (alias === undefined || !(await destroyExpiredTargets(ctx, [alias]))) return alias;
   // Re-read: another writer may have cancelled the deletion first, keeping key and alias.
   return ctx.store.getAlias(aliasName);
 }
