@@ -166,6 +166,7 @@ export {
   type KeyVersionSnapshot,
   SNAPSHOT_FORMAT,
 } from "./keystore/snapshot.ts";
+export { parseStoredGrants, parseStoredTags } from "./keystore/stored-json.ts";
 export { type AuditTrail, createKms, Kms, type KmsOptions } from "./kms.ts";
 export type { KmsLike } from "./kms-like.ts";
 export type { DecryptPolicy } from "./message/decrypt-policy.ts";

@@ -1,5 +1,6 @@
 import {
-  KmsInternalError,
+  parseStoredGrants,
+  parseStoredTags,
   type StoredAlias,
   type StoredKey,
   type StoredKeyVersion,
@@ -45,8 +46,6 @@ export interface KeyVersionRow {
   v_wrapped_material: Buffer | null;
   v_public_key: Buffer | null;
 }
-
-type StoredGrant = NonNullable<StoredKey["grants"]>[number];
 
 export interface AliasRow {
   alias_name: string;
@@ -145,76 +144,6 @@ function versionFromRow(row: KeyVersionRow): StoredKeyVersion {
   });
 }
 
-/**
- * A key row's tags or grants column, parsed and checked against StoredKey's types. The store is
- * the only writer of these columns, so junk there means someone else wrote them: it is refused
- * as a store failure naming the key, instead of surfacing as a bare SyntaxError or TypeError, or
- * as a record whose fields are not what StoredKey promises.
- */
-function jsonColumn<T>(
-  row: KeyVersionRow,
-  column: "tags" | "grants",
-  text: string,
-  valid: (value: unknown) => value is T,
-): T {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (error) {
-    throw new KmsInternalError(`key ${row.key_id}: the stored ${column} are not valid JSON`, {
-      cause: error,
-    });
-  }
-  if (!valid(value)) {
-    throw new KmsInternalError(
-      `key ${row.key_id}: the stored ${column} do not have the expected shape`,
-    );
-  }
-  return value;
-}
-
-const isString = (value: unknown): value is string => typeof value === "string";
-const isRecord = (value: unknown): value is Record<string, unknown> =>
-  typeof value === "object" && value !== null && !Array.isArray(value);
-const isOptional = (value: unknown, check: (v: unknown) => boolean): boolean =>
-  value === undefined || check(value);
-const isStringRecord = (value: unknown): boolean =>
-  isRecord(value) && Object.values(value).every(isString);
-
-type StoredTag = StoredKey["tags"][number];
-
-function isTags(value: unknown): value is StoredTag[] {
-  return (
-    Array.isArray(value) &&
-    value.every((t) => isRecord(t) && isString(t.tagKey) && isString(t.tagValue))
-  );
-}
-
-function isGrants(value: unknown): value is StoredGrant[] {
-  return (
-    Array.isArray(value) &&
-    value.every(
-      (g) =>
-        isRecord(g) &&
-        isString(g.grantId) &&
-        isString(g.granteePrincipal) &&
-        isString(g.issuingPrincipal) &&
-        Array.isArray(g.operations) &&
-        g.operations.every(isString) &&
-        typeof g.createdAt === "number" &&
-        isOptional(g.name, isString) &&
-        isOptional(g.retiringPrincipal, isString) &&
-        isOptional(
-          g.constraints,
-          (c) =>
-            isRecord(c) &&
-            isOptional(c.encryptionContextEquals, isStringRecord) &&
-            isOptional(c.encryptionContextSubset, isStringRecord),
-        ),
-    )
-  );
-}
-
 function deepFreeze<T>(value: T): T {
   if (value !== null && typeof value === "object") {
     for (const inner of Object.values(value)) deepFreeze(inner);
@@ -228,7 +157,7 @@ function deepFreeze<T>(value: T): T {
  * indistinguishable from the one written (exactOptionalPropertyTypes, and the conformance suite).
  */
 function keyFromRow(row: KeyVersionRow, versions: StoredKeyVersion[]): StoredKey {
-  const tags = jsonColumn(row, "tags", row.tags, isTags).map((t) =>
+  const tags = parseStoredTags(row.key_id, row.tags).map((t) =>
     Object.freeze({ tagKey: t.tagKey, tagValue: t.tagValue }),
   );
   return Object.freeze({
@@ -255,7 +184,7 @@ function keyFromRow(row: KeyVersionRow, versions: StoredKeyVersion[]): StoredKey
     ...(row.policy === null ? {} : { policy: row.policy }),
     ...(row.grants === null
       ? {}
-      : { grants: deepFreeze(jsonColumn(row, "grants", row.grants, isGrants)) }),
+      : { grants: deepFreeze(parseStoredGrants(row.key_id, row.grants)) }),
     versions: Object.freeze(versions),
     currentVersion: row.current_version,
   });

@@ -1,4 +1,10 @@
-import type { StoredAlias, StoredGrant, StoredKey, StoredKeyVersion } from "@kms/core";
+import {
+  parseStoredGrants,
+  parseStoredTags,
+  type StoredAlias,
+  type StoredKey,
+  type StoredKeyVersion,
+} from "@kms/core";
 
 /** A row of kms_keys as better-sqlite3 returns it. */
 export interface KeyRow {
@@ -114,7 +120,7 @@ export function versionFromRow(row: VersionRow): StoredKeyVersion {
 }
 
 export function keyFromRows(row: KeyRow, versions: readonly VersionRow[]): StoredKey {
-  const tags = (JSON.parse(row.tags) as { tagKey: string; tagValue: string }[]).map((t) =>
+  const tags = parseStoredTags(row.key_id, row.tags).map((t) =>
     Object.freeze({ tagKey: t.tagKey, tagValue: t.tagValue }),
   );
   return Object.freeze({
@@ -141,7 +147,7 @@ export function keyFromRows(row: KeyRow, versions: readonly VersionRow[]): Store
     ...(row.policy === null ? {} : { policy: row.policy }),
     ...(row.grants === null || row.grants === undefined
       ? {}
-      : { grants: Object.freeze(JSON.parse(row.grants) as StoredGrant[]) }),
+      : { grants: Object.freeze(parseStoredGrants(row.key_id, row.grants)) }),
     versions: Object.freeze(versions.map(versionFromRow)),
     currentVersion: row.current_version,
   });
