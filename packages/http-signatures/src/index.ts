@@ -76,6 +76,7 @@ export {
   type BareItem,
   Decimal,
   type Dictionary,
+  type DictionaryParseOptions,
   type InnerList,
   type Item,
   isInnerList,

@@ -92,10 +92,19 @@ function normalizedFields(headers: HeaderSource): NormalizedFields {
 }
 
 /**
+ * Fields where a repeated key fails the parse. RFC 8941 lets the last member win, but a
+ * Signature-Input or Signature naming a label twice (in one line or across lines) is ambiguous:
+ * an intermediary that takes the first member and a verifier that takes the last check
+ * different signatures over the same message (RFC 9421 §3.2, §7). No honest signer emits one.
+ */
+const UNIQUE_KEY_FIELDS: ReadonlySet<string> = new Set(["signature-input", "signature"]);
+
+/**
  * The field's lines parsed as one dictionary, cached with the normalized fields (so verifying a
  * request and signing its response parse its Signature field once). Callers must not mutate
  * the result; copy it first.
- * @throws ValidationException when the field is not a valid dictionary.
+ * @throws ValidationException when the field is not a valid dictionary, or when Signature-Input
+ * or Signature repeats a label.
  */
 export function fieldDictionary(headers: HeaderSource, name: string): Dictionary | undefined {
   const fields = normalizedFields(headers);
@@ -103,7 +112,9 @@ export function fieldDictionary(headers: HeaderSource, name: string): Dictionary
   if (lines === undefined) return undefined;
   let dict = fields.dictionaries?.get(name);
   if (dict === undefined) {
-    dict = parseDictionary(lines.length === 1 ? (lines[0] as string) : lines.join(", "));
+    dict = parseDictionary(lines.length === 1 ? (lines[0] as string) : lines.join(", "), {
+      rejectDuplicateKeys: UNIQUE_KEY_FIELDS.has(name),
+    });
     fields.dictionaries ??= new Map();
     fields.dictionaries.set(name, dict);
   }

@@ -65,7 +65,16 @@ const LABEL = /^[a-z*][a-z0-9_\-.*]*$/;
 const EMPTY: Dictionary = new Map();
 
 function existingDictionary(message: HttpMessage, name: string): Dictionary {
-  return fieldDictionary(message.headers, name) ?? EMPTY;
+  try {
+    return fieldDictionary(message.headers, name) ?? EMPTY;
+  } catch (error) {
+    // The new field is the old one re-serialized plus a member: from an unparsable or ambiguous
+    // field that would silently drop a signature or pass the ambiguity on.
+    throw new ValidationError(
+      `the message's ${name} field must be a dictionary with unique labels to add a signature`,
+      { cause: error },
+    );
+  }
 }
 
 /** `dict` with `label=member` appended, serialized (the label is known to be new). */
@@ -78,8 +87,9 @@ function appendMember(dict: Dictionary, label: string, member: string): string {
 /**
  * Signs `message` and returns Signature-Input and Signature values that keep any signatures
  * already on the message (multiple labels).
- * @throws ValidationException for a bad label, a duplicate label, or a component the message
- * lacks; errors from the signer (KMS errors) propagate.
+ * @throws ValidationException for a bad label, a label already on the message, an existing
+ * Signature-Input or Signature that does not parse or repeats a label, or a component the
+ * message lacks; errors from the signer (KMS errors) propagate.
  */
 export async function signMessage(
   message: HttpMessage,

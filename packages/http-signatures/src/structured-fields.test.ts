@@ -47,6 +47,20 @@ describe("structured fields (RFC 8941)", () => {
     expect(serializeDictionary(parseDictionary("a=1, b=2, a=3"))).toBe("a=3, b=2");
   });
 
+  it("with rejectDuplicateKeys, refuses a repeated key and keeps everything else as is", () => {
+    const strict = { rejectDuplicateKeys: true };
+    expect(() => parseDictionary("a=1, b=2, a=3", strict)).toThrow(ValidationError);
+    expect(() => parseDictionary("a=1, b=2, a=3", strict)).toThrow(
+      /repeated dictionary key at offset 10/,
+    );
+    // A bare key (boolean true) repeats its key just the same.
+    expect(() => parseDictionary("a, a;p=1", strict)).toThrow(ValidationError);
+    // Keys are compared exactly: prefixes and parameters named like a key are not repeats.
+    expect(serializeDictionary(parseDictionary("a=1, ab=2, b=(1);a=3", strict))).toBe(
+      "a=1, ab=2, b=(1);a=3",
+    );
+  });
+
   it("parses lists with inner lists and tolerates OWS around commas", () => {
     expect(serializeList(parseList('("a" "b");x=1 ,\tc'))).toBe('("a" "b");x=1, c');
   });
@@ -75,7 +89,9 @@ describe("structured fields (RFC 8941)", () => {
     const input = fc.oneof(fc.string(), fc.string({ unit: alphabet, maxLength: 60 }));
     fc.assert(
       fc.property(input, (text) => {
-        for (const parse of [parseDictionary, parseList, parseItem]) {
+        const strictDictionary = (value: string) =>
+          parseDictionary(value, { rejectDuplicateKeys: true });
+        for (const parse of [parseDictionary, strictDictionary, parseList, parseItem]) {
           try {
             const value = parse(text);
             // Whatever parses must serialize and parse back to the same serialization.
@@ -109,6 +125,29 @@ describe("structured fields (RFC 8941)", () => {
         const dict = new Map(Object.entries(obj));
         const text = serializeDictionary(dict);
         expect(serializeDictionary(parseDictionary(text))).toBe(text);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("rejectDuplicateKeys refuses exactly the dictionaries that repeat a key", () => {
+    const key = fc.constantFrom("a", "b", "sig1", "sig2");
+    const value = fc.constantFrom("1", ":AAAA:", '("@method");created=1', "?0", "");
+    const members = fc.array(fc.tuple(key, value), { minLength: 1, maxLength: 5 });
+    fc.assert(
+      fc.property(members, (list) => {
+        const text = list.map(([k, v]) => (v === "" ? k : `${k}=${v}`)).join(", ");
+        const repeats = new Set(list.map(([k]) => k)).size !== list.length;
+        const lenient = serializeDictionary(parseDictionary(text));
+        let strict: string | undefined;
+        try {
+          strict = serializeDictionary(parseDictionary(text, { rejectDuplicateKeys: true }));
+        } catch (error) {
+          expect(error).toBeInstanceOf(ValidationError);
+        }
+        expect(strict === undefined).toBe(repeats);
+        // What the strict parse accepts, it reads exactly as RFC 8941 does.
+        if (strict !== undefined) expect(strict).toBe(lenient);
       }),
       { numRuns: 500 },
     );

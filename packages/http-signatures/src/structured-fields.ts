@@ -107,10 +107,12 @@ class Parser {
     return value;
   }
 
-  parseDictionary(): Dictionary {
+  parseDictionary(rejectDuplicateKeys: boolean): Dictionary {
     const dict: Dictionary = new Map();
     while (!this.done()) {
+      const keyAt = this.pos;
       const key = this.parseKey();
+      if (rejectDuplicateKeys && dict.has(key)) fail("repeated dictionary key", this.input, keyAt);
       let member: Member;
       if (this.peek() === "=") {
         this.pos++;
@@ -301,13 +303,22 @@ class Parser {
   }
 }
 
+export interface DictionaryParseOptions {
+  /**
+   * Fail on a repeated key instead of letting the last member win (RFC 8941 §4.2.2). For fields
+   * where a repeat is ambiguous between parsers, such as Signature-Input and Signature.
+   */
+  readonly rejectDuplicateKeys?: boolean;
+}
+
 /**
  * Parses a Dictionary field value (e.g. Signature-Input, Signature, Content-Digest).
- * @throws ValidationException when the value is not a valid RFC 8941 dictionary.
+ * @throws ValidationException when the value is not a valid RFC 8941 dictionary, or repeats a
+ * key and `options.rejectDuplicateKeys` is set.
  */
-export function parseDictionary(value: string): Dictionary {
+export function parseDictionary(value: string, options: DictionaryParseOptions = {}): Dictionary {
   const p = new Parser(value);
-  return p.parseTop(() => p.parseDictionary());
+  return p.parseTop(() => p.parseDictionary(options.rejectDuplicateKeys === true));
 }
 
 /**

@@ -432,8 +432,9 @@ const stripOws = (value: string): string => value.replace(/^[ \t]+|[ \t]+$/g, ""
  */
 function signedPart(inputs: string, signatures: string): string | undefined {
   try {
-    const input = parseDictionary(inputs).get("sig1");
-    const signature = parseDictionary(signatures).get("sig1");
+    // Strict like the verifier: a repeated label leaves nothing fixed, so it must fail.
+    const input = parseDictionary(inputs, { rejectDuplicateKeys: true }).get("sig1");
+    const signature = parseDictionary(signatures, { rejectDuplicateKeys: true }).get("sig1");
     if (input === undefined || !isInnerList(input)) return undefined;
     if (signature === undefined || isInnerList(signature)) return undefined;
     return `${serializeInnerList(input)} ${serializeBareItem(signature.value)}`;
