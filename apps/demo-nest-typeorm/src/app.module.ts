@@ -7,12 +7,13 @@ import {
 import { defaultKmsContext, KmsModule, KmsService } from "@kms/nestjs";
 import { fieldEncryption } from "@kms/typeorm";
 import { type DynamicModule, Module } from "@nestjs/common";
-import { APP_GUARD } from "@nestjs/core";
+import { APP_FILTER, APP_GUARD } from "@nestjs/core";
 import { TypeOrmModule, type TypeOrmModuleOptions } from "@nestjs/typeorm";
 import { DataSource, type DataSourceOptions } from "typeorm";
 import { AdminController } from "./admin.controller.ts";
 import type { DemoConfig } from "./config.ts";
 import { DemoAuthGuard } from "./demo-auth.guard.ts";
+import { HttpProblemsFilter } from "./http-problems.filter.ts";
 import { openKms, WEBHOOK_KEY_ALIAS, WEBHOOK_KEY_ID } from "./kms.ts";
 import { Patient } from "./patient.entity.ts";
 import { PatientsController } from "./patients.controller.ts";
@@ -113,6 +114,7 @@ export class AppModule {
       providers: [
         { provide: DEMO_CONFIG, useValue: config },
         { provide: APP_GUARD, useClass: DemoAuthGuard },
+        { provide: APP_FILTER, useClass: HttpProblemsFilter },
         TenantKeys,
         PatientsService,
         WebhookSender,

@@ -1,6 +1,13 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { createKms, isKmsError, type Kms, NotFoundError, RootKeySource } from "@kms/core";
+import {
+  createKms,
+  isKmsError,
+  type Kms,
+  NotFoundError,
+  RootKeyError,
+  RootKeySource,
+} from "@kms/core";
 import { SqliteKeyStore } from "@kms/keystore-sqlite";
 
 /** The HMAC key that signs webhooks; its RFC 9421 `keyid` is {@link WEBHOOK_KEY_ID}. */
@@ -19,7 +26,16 @@ export async function openKms(dataDir: string): Promise<Kms> {
     process.env.KMS_ROOT_KEY !== undefined
       ? RootKeySource.fromEnv("KMS_ROOT_KEY")
       : RootKeySource.devFile(join(dataDir, "root.key"));
-  const kms = await createKms({ store, rootKey });
+  const kms = await createKms({ store, rootKey }).catch(async (error: unknown) => {
+    await store.close();
+    // Keys from a release before record seals: the demo's data is disposable, so starting over
+    // beats sealing it as it is (unsealedRecords: "seal", a step for real stores).
+    throw error instanceof RootKeyError && error.message.includes("unsealedRecords")
+      ? new Error(`${dataDir} holds keys of an earlier release of this demo; delete it`, {
+          cause: error,
+        })
+      : error;
+  });
   await ensureKey(kms, WEBHOOK_KEY_ALIAS, () =>
     kms.createKey({
       keySpec: "HMAC_256",

@@ -3,6 +3,19 @@ import { Column, CreateDateColumn, Entity, Index, PrimaryGeneratedColumn } from 
 
 /** Every encrypted value is bound to the tenant of the request that wrote it (ambient scope). */
 const TENANT_SCOPE = { fromScope: ["tenant"] };
+/**
+ * Values never looked up are bound to their row as well, so a ciphertext copied to another
+ * patient of the same clinic (someone with write access to the database moving a note) fails
+ * to decrypt instead of showing up as that patient's. The lookup columns (ssn, name) cannot be:
+ * an equality lookup needs one key per clinic, not per row; `identity` covers them.
+ */
+const ROW_SCOPE = { fromRow: ["recordId"], fromScope: ["tenant"] };
+
+/** The lookup values of a patient, sealed again under the row's binding. */
+export interface PatientIdentity {
+  readonly ssn: string;
+  readonly name: string;
+}
 
 /** Free-form measurements; stored as one encrypted JSON value. */
 export type Vitals = Record<string, unknown>;
@@ -18,6 +31,13 @@ export class Patient {
   tenantId: string;
 
   /**
+   * A random UUID chosen before the insert (the generated `id` is not known yet), to bind the
+   * note and vitals to this row.
+   */
+  @Column({ type: "varchar", length: 36, unique: true })
+  recordId: string;
+
+  /**
    * Deterministic (AES-SIV): equal SSNs of one tenant have equal ciphertexts, so `WHERE ssn = ?`
    * and the unique constraint work. Another tenant's equal SSN encrypts differently.
    */
@@ -31,11 +51,19 @@ export class Patient {
   })
   name: string;
 
-  @EncryptedColumn({ nullable: true, context: TENANT_SCOPE })
+  @EncryptedColumn({ nullable: true, context: ROW_SCOPE })
   note: string | null;
 
-  @EncryptedColumn({ type: "json", nullable: true, context: TENANT_SCOPE })
+  @EncryptedColumn({ type: "json", nullable: true, context: ROW_SCOPE })
   vitals: Vitals | null;
+
+  /**
+   * The SSN and name again, bound to this row: `ssn` and `name` are bound to the clinic only, so
+   * another patient's values copied over them would decrypt. PatientsService refuses a row whose
+   * `ssn` or `name` differs from this copy.
+   */
+  @EncryptedColumn({ type: "json", context: ROW_SCOPE })
+  identity: PatientIdentity;
 
   @CreateDateColumn()
   createdAt: Date;

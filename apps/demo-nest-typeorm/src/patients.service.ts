@@ -1,8 +1,10 @@
+import { randomUUID } from "node:crypto";
+import { InvalidCiphertextError } from "@kms/core";
 import { encryptedWhere } from "@kms/typeorm";
 import { Inject, Injectable } from "@nestjs/common";
 import { InjectRepository } from "@nestjs/typeorm";
 import { QueryFailedError, type Repository } from "typeorm";
-import { Patient, type Vitals } from "./patient.entity.ts";
+import { Patient, type PatientIdentity, type Vitals } from "./patient.entity.ts";
 import { conflict, notFound } from "./problems.ts";
 import { TenantKeys } from "./tenant-keys.service.ts";
 
@@ -36,6 +38,21 @@ export function viewOf(p: Patient): PatientView {
   };
 }
 
+/**
+ * The row as loaded, if its lookup values are its own. `ssn` and `name` are bound to the clinic
+ * only (lookups need that), so a database writer can move them between patients of one clinic
+ * and they still decrypt; `identity`, bound to the row, would not follow. Answered like any
+ * other tampered value: InvalidCiphertextException, generic.
+ * @throws InvalidCiphertextException when `ssn` or `name` differs from the row's `identity`.
+ */
+function untampered(patient: Patient): Patient {
+  const identity = patient.identity as Partial<PatientIdentity> | null;
+  if (identity?.ssn !== patient.ssn || identity?.name !== patient.name) {
+    throw new InvalidCiphertextError("a stored value does not belong to its row");
+  }
+  return patient;
+}
+
 function isUniqueViolation(error: unknown): boolean {
   if (!(error instanceof QueryFailedError)) return false;
   const driver = error.driverError as { code?: unknown };
@@ -63,7 +80,14 @@ export class PatientsService {
   async create(tenantId: string, input: NewPatient): Promise<Patient> {
     await this.#keys.ensure(tenantId);
     try {
-      return await this.#patients.save(this.#patients.create({ tenantId, ...input }));
+      return await this.#patients.save(
+        this.#patients.create({
+          tenantId,
+          recordId: randomUUID(),
+          identity: { ssn: input.ssn, name: input.name },
+          ...input,
+        }),
+      );
     } catch (error) {
       // Deterministic encryption makes the unique constraint on ssn work per clinic.
       if (isUniqueViolation(error)) throw conflict("a patient with this ssn already exists");
@@ -75,7 +99,7 @@ export class PatientsService {
   async find(tenantId: string, filter: { ssn?: string; name?: string }): Promise<Patient[]> {
     await this.#keys.ensure(tenantId);
     const where = await encryptedWhere(this.#patients, { tenantId, ...filter });
-    return this.#patients.find({ where, order: { id: "ASC" } });
+    return (await this.#patients.find({ where, order: { id: "ASC" } })).map(untampered);
   }
 
   /**
@@ -86,6 +110,6 @@ export class PatientsService {
   async byId(id: number): Promise<Patient> {
     const patient = await this.#patients.findOneBy({ id });
     if (patient === null) throw notFound(`no patient ${id}`);
-    return patient;
+    return untampered(patient);
   }
 }
