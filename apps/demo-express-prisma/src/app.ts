@@ -35,7 +35,18 @@ function idOf(req: Request): number {
   return id;
 }
 
+const FIELDS: ReadonlySet<string> = new Set(["ssn", "name", "note", "vitals"]);
+
 function patientData(body: PatientInput, partial: boolean) {
+  // A field the API does not take (`tenantId`, `id`, `__proto__`…) is refused rather than
+  // dropped, so a client never believes it chose the clinic or the row.
+  const unknown = Object.keys(body).find((key) => !FIELDS.has(key));
+  if (unknown !== undefined) {
+    throw new HttpError(
+      400,
+      `unknown field ${JSON.stringify(unknown.slice(0, 40))}: a patient has ssn, name, note and vitals`,
+    );
+  }
   const data: { ssn?: string; name?: string; note?: string | null; vitals?: unknown } = {};
   if (body.ssn !== undefined || !partial) {
     if (typeof body.ssn !== "string" || !SSN.test(body.ssn))
@@ -63,6 +74,26 @@ function patientData(body: PatientInput, partial: boolean) {
   return data;
 }
 
+/** What express.json reports, by its error `type`, in words that echo nothing of the request. */
+const BODY_ERRORS: Readonly<Record<string, string>> = {
+  "entity.parse.failed": "body must be JSON",
+  "entity.too.large": "body: at most 64kb",
+  "charset.unsupported": "body: charset must be utf-8",
+  "encoding.unsupported": "body: content-encoding must be identity, gzip, deflate or br",
+};
+
+/**
+ * The body parser's own errors (http-errors: `expose` is set for 4xx). Without this they fell
+ * through to 500: an oversized body, an unknown charset or encoding, a corrupt gzip stream.
+ */
+function isClientBodyError(
+  error: unknown,
+): error is { readonly status: number; readonly type?: string } {
+  if (typeof error !== "object" || error === null) return false;
+  const { status, expose } = error as { status?: unknown; expose?: unknown };
+  return expose === true && typeof status === "number" && status >= 400 && status < 500;
+}
+
 const PUBLIC = { id: true, ssn: true, name: true, note: true, vitals: true } as const;
 
 /**
@@ -76,11 +107,12 @@ export function createApp(options: { readonly db: RecordsDb; readonly kms: Kms }
   app.use(express.json({ limit: "64kb" }));
 
   // The clinic's KMS key exists before its first value is written; the request then runs
-  // inside an encryption-context scope (the ambient context @kms/prisma can bind to).
+  // inside an encryption-context scope whose `clinic` every Patient value is bound to
+  // (schema.prisma), beside the row's own tenantId.
   app.use("/patients", (req: Request, _res: Response, next: NextFunction) => {
     const tenantId = tenantOf(req);
     ensureTenantKey(kms, tenantId).then(
-      () => runWithEncryptionContext({ tenantId }, () => next()),
+      () => runWithEncryptionContext({ clinic: tenantId }, () => next()),
       next,
     );
   });
@@ -164,8 +196,10 @@ export function createApp(options: { readonly db: RecordsDb; readonly kms: Kms }
       });
     } else if ((error as { code?: unknown }).code === "P2002") {
       res.status(409).json({ error: "a patient with this ssn already exists in this clinic" });
-    } else if ((error as { type?: unknown }).type === "entity.parse.failed") {
-      res.status(400).json({ error: "body must be JSON" });
+    } else if (isClientBodyError(error)) {
+      res
+        .status(error.status)
+        .json({ error: BODY_ERRORS[error.type ?? ""] ?? "body cannot be read" });
     } else {
       res.status(500).json({ error: "internal error" });
     }

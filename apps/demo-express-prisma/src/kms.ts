@@ -1,6 +1,6 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { createKms, type Kms, RootKeySource } from "@kms/core";
+import { createKms, type Kms, RootKeyError, RootKeySource } from "@kms/core";
 import { SqliteKeyStore } from "@kms/keystore-sqlite";
 
 /**
@@ -14,5 +14,18 @@ export async function openKms(dataDir: string): Promise<Kms> {
     process.env.KMS_ROOT_KEY !== undefined
       ? RootKeySource.fromEnv("KMS_ROOT_KEY")
       : RootKeySource.devFile(join(dataDir, "root.key"));
-  return createKms({ store, rootKey });
+  try {
+    return await createKms({ store, rootKey });
+  } catch (error) {
+    await store.close();
+    // A data dir left by a release before record seals: the demo's data is disposable, and
+    // sealing it as it is (unsealedRecords: "seal") is a step for real stores, not for a demo.
+    if (error instanceof RootKeyError && error.message.includes("unsealedRecords")) {
+      throw new Error(
+        `${dataDir} was written by an earlier release of this demo; delete it to start over`,
+        { cause: error },
+      );
+    }
+    throw error;
+  }
 }

@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
+  AlreadyExistsError,
   type EncryptionContext,
   FieldEncryptionEngine,
   isKmsError,
@@ -21,16 +22,44 @@ export function tenantKeyAlias(tenantId: string): string {
   return `alias/demo-clinic/${tenantId}`;
 }
 
-/** Creates the clinic's KMS key on first use. */
-export async function ensureTenantKey(kms: Kms, tenantId: string): Promise<string> {
+/** First-use key creation in flight, per KMS and clinic: concurrent first requests share it. */
+const creating = new WeakMap<Kms, Map<string, Promise<string>>>();
+
+/**
+ * Creates the clinic's KMS key on first use. Concurrent first requests of one clinic used to
+ * race: each created a key, all but one failed to claim the alias (a 500 for the client) and
+ * left an orphan key behind.
+ */
+export function ensureTenantKey(kms: Kms, tenantId: string): Promise<string> {
+  let inFlight = creating.get(kms);
+  if (inFlight === undefined) {
+    inFlight = new Map();
+    creating.set(kms, inFlight);
+  }
+  const pending = inFlight.get(tenantId);
+  if (pending !== undefined) return pending;
+  const created = describeOrCreate(kms, tenantId).finally(() => inFlight.delete(tenantId));
+  inFlight.set(tenantId, created);
+  return created;
+}
+
+async function describeOrCreate(kms: Kms, tenantId: string): Promise<string> {
   const aliasName = tenantKeyAlias(tenantId);
   try {
     return (await kms.describeKey({ keyId: aliasName })).keyMetadata.keyId;
   } catch (error) {
     if (!(isKmsError(error) && error instanceof NotFoundError)) throw error;
-    const { keyMetadata } = await kms.createKey({ description: `patient records of ${tenantId}` });
+  }
+  const { keyMetadata } = await kms.createKey({ description: `patient records of ${tenantId}` });
+  try {
     await kms.createAlias({ aliasName, targetKeyId: keyMetadata.keyId });
     return keyMetadata.keyId;
+  } catch (error) {
+    if (!(isKmsError(error) && error instanceof AlreadyExistsError)) throw error;
+    // Another process sharing the key store claimed the alias first: use its key, and retire
+    // ours, which encrypted nothing.
+    await kms.scheduleKeyDeletion({ keyId: keyMetadata.keyId, pendingWindowInDays: 7 });
+    return (await kms.describeKey({ keyId: aliasName })).keyMetadata.keyId;
   }
 }
 

@@ -1,0 +1,919 @@
+/**
+ * The demo attacked the way a security reviewer would: over real HTTP (fetch, and raw sockets
+ * for bytes fetch refuses to send) and at the database with the raw driver. Every assertion
+ * here fails if the protection it names is missing. The app signs and verifies nothing over
+ * HTTP, so there is no replay or tamper surface beyond stored values.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import type { Server } from "node:http";
+import { type AddressInfo, connect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  InvalidCiphertextError,
+  type Kms,
+  NotFoundError,
+  runWithEncryptionContext,
+} from "@kms/core";
+import { retainSqliteHandle } from "@kms/keystore-sqlite";
+import { databaseTarget } from "@kms/tooling/databases";
+import Database from "better-sqlite3";
+import pg from "pg";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from "vitest";
+import { createApp } from "../src/app.ts";
+import { type DemoDatabase, openDatabase } from "../src/database.ts";
+import { openKms } from "../src/kms.ts";
+import { ensureTenantKey, type RecordsDb, recordsClient, tenantKeyAlias } from "../src/records.ts";
+
+const postgres = databaseTarget("postgres");
+const backends: [string, string | undefined, boolean][] = [
+  ["SQLite", undefined, false],
+  ["PostgreSQL", postgres.url, postgres.skipReason !== undefined],
+];
+
+const A = "clinic-a";
+const B = "clinic-b";
+
+interface PatientInput {
+  readonly ssn: string;
+  readonly name: string;
+  readonly note: string;
+  readonly vitals: { readonly bp: string; readonly marker: string };
+}
+
+// Distinctive plaintexts, so that a byte scan finding one cannot be a coincidence.
+const ann: PatientInput = {
+  ssn: "401-11-1111",
+  name: "Ann Alphaclinic",
+  note: "alpha-note: penicillin allergy",
+  vitals: { bp: "121/81", marker: "alpha-vitals-ann" },
+};
+const amy: PatientInput = {
+  ssn: "402-22-2222",
+  name: "Amy Alphaclinic",
+  note: "alpha-note: asthma since 2019",
+  vitals: { bp: "111/71", marker: "alpha-vitals-amy" },
+};
+const bob: PatientInput = {
+  ssn: "503-33-3333",
+  name: "Bob Bravoclinic",
+  note: "bravo-note: confidential diagnosis",
+  vitals: { bp: "131/91", marker: "bravo-vitals-bob" },
+};
+
+/** Every plaintext of a patient as it could appear in bytes or in a response. */
+function secretsOf(patient: PatientInput): string[] {
+  return [
+    patient.ssn,
+    patient.ssn.replaceAll("-", ""),
+    patient.name,
+    patient.note,
+    patient.vitals.bp,
+    patient.vitals.marker,
+  ];
+}
+
+/** The error body the app documents: `{ error }`, plus `code` for KMS errors. */
+interface Problem {
+  readonly error: string;
+  readonly code?: string;
+}
+
+const UNDECRYPTABLE: Problem = {
+  error: "stored records cannot be decrypted",
+  code: "InvalidCiphertextException",
+};
+const NOT_IN_CLINIC: Problem = { error: "no such patient in this clinic" };
+
+interface Reply {
+  readonly status: number;
+  readonly contentType: string;
+  readonly text: string;
+}
+
+function json<T>(reply: Reply): T {
+  return JSON.parse(reply.text) as T;
+}
+
+/** What every error response must look like: JSON, documented shape, no stack, no internals. */
+function expectProblem(reply: Reply, status: number, error?: RegExp | string): Problem {
+  expect(reply.status, reply.text).toBe(status);
+  expect(reply.contentType).toMatch(/^application\/json/);
+  const body = json<Problem>(reply);
+  expect(Object.keys(body).every((key) => key === "error" || key === "code")).toBe(true);
+  expect(typeof body.error).toBe("string");
+  if (error !== undefined) expect(body.error).toMatch(error);
+  expectNoInternals(reply.text);
+  return body;
+}
+
+function expectNoInternals(text: string): void {
+  // Stack frames, source paths, driver and ORM internals.
+  expect(text).not.toMatch(
+    /\n\s+at |\.ts:\d+|node_modules|Prisma|SQLITE|sqlite3|pg_|SELECT |Error:/,
+  );
+}
+
+function expectNoLeak(reply: Reply, patients: readonly PatientInput[]): void {
+  for (const secret of patients.flatMap(secretsOf)) {
+    expect(reply.text, `response leaks "${secret}"`).not.toContain(secret);
+  }
+}
+
+type Column = "tenantId" | "ssn" | "name" | "note" | "vitals";
+type StoredRow = Record<Column, string | null> & { id: number };
+
+/** The database as an attacker with write access sees it: the raw driver, no extension. */
+interface RawDb {
+  row(id: number): Promise<StoredRow>;
+  set(id: number, column: Column, value: string | null): Promise<void>;
+  /** Runs SQL with $1… placeholders on either database. */
+  query(sql: string, params?: readonly unknown[]): Promise<Record<string, unknown>[]>;
+  /** Every stored row of the app's tables, as text (bytes as latin1), for scanning. */
+  dump(): Promise<string>;
+  close(): Promise<void>;
+}
+
+async function openRaw(
+  url: string | undefined,
+  sqlitePath: string,
+  schema: string,
+): Promise<RawDb> {
+  let run: (sql: string, params: readonly unknown[]) => Promise<Record<string, unknown>[]>;
+  let close: () => Promise<void>;
+  if (url === undefined) {
+    // Kept reachable: see the better-sqlite3 note in the README.
+    const db = retainSqliteHandle(new Database(sqlitePath));
+    run = async (sql, params) => {
+      const statement = db.prepare(sql.replace(/\$\d+/g, "?"));
+      if (statement.reader) return statement.all(...params) as Record<string, unknown>[];
+      statement.run(...params);
+      return [];
+    };
+    close = async () => {
+      db.close();
+    };
+  } else {
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    await client.query(`SET search_path TO "${schema}"`);
+    run = async (sql, params) => (await client.query(sql, [...params])).rows;
+    close = () => client.end();
+  }
+  const text = (value: unknown): string =>
+    Buffer.isBuffer(value) || value instanceof Uint8Array
+      ? Buffer.from(value).toString("latin1")
+      : String(value);
+  return {
+    async row(id) {
+      const [row] = await run(`SELECT * FROM "Patient" WHERE "id" = $1`, [id]);
+      if (row === undefined) throw new Error(`no Patient row ${id}`);
+      return row as unknown as StoredRow;
+    },
+    async set(id, column, value) {
+      await run(`UPDATE "Patient" SET "${column}" = $1 WHERE "id" = $2`, [value, id]);
+    },
+    query: (sql, params = []) => run(sql, params),
+    async dump() {
+      const rows = [
+        ...(await run(`SELECT * FROM "Patient"`, [])),
+        ...(await run(`SELECT * FROM "KmsDataKey"`, [])),
+      ];
+      return rows.map((row) => Object.values(row).map(text).join("\u0000")).join("\n");
+    },
+    close,
+  };
+}
+
+/** Sends bytes fetch would refuse (control characters, raw UTF-8, repeated headers). */
+function rawHttp(port: number, request: Buffer): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1");
+    const chunks: Buffer[] = [];
+    socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+    socket.on("error", reject);
+    socket.on("close", () => {
+      const response = Buffer.concat(chunks).toString("utf8");
+      const [head = "", ...rest] = response.split("\r\n\r\n");
+      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1] ?? Number.NaN);
+      const contentType = /\r\ncontent-type: ([^\r\n]*)/i.exec(head)?.[1] ?? "";
+      resolve({ status, contentType, text: rest.join("\r\n\r\n") });
+    });
+    socket.end(request);
+  });
+}
+
+describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip) => {
+  let dir: string;
+  let database: DemoDatabase;
+  let raw: RawDb;
+  let kms: Kms;
+  let db: RecordsDb;
+  let engine: ReturnType<typeof recordsClient>["engine"];
+  let server: Server;
+  let port: number;
+  let schema: string;
+  let savedRootKey: string | undefined;
+
+  beforeAll(() => {
+    // The production root key path (src/kms.ts), not the development key file.
+    savedRootKey = process.env.KMS_ROOT_KEY;
+    process.env.KMS_ROOT_KEY = randomBytes(32).toString("hex");
+  });
+  afterAll(() => {
+    if (savedRootKey === undefined) delete process.env.KMS_ROOT_KEY;
+    else process.env.KMS_ROOT_KEY = savedRootKey;
+  });
+
+  beforeEach(async () => {
+    if (skip) return;
+    dir = mkdtempSync(join(tmpdir(), "demo-express-prisma-adversarial-"));
+    schema = `demo_adv_${process.pid}_${randomBytes(4).toString("hex")}`;
+    database = await openDatabase({
+      url,
+      sqlitePath: join(dir, "records.db"),
+      postgresSchema: schema,
+    });
+    raw = await openRaw(url, join(dir, "records.db"), schema);
+    kms = await openKms(dir);
+    const client = recordsClient(database.base, kms);
+    db = client.db;
+    engine = client.engine;
+    server = createApp({ db, kms }).listen(0, "127.0.0.1");
+    await new Promise((resolve) => server.once("listening", resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+  afterEach(async () => {
+    if (skip) return;
+    await new Promise((resolve) => server.close(resolve));
+    await raw.close();
+    await database.close();
+    await kms.close();
+    rmSync(dir, { recursive: true, force: true });
+    if (url !== undefined) {
+      const admin = new pg.Client({ connectionString: url });
+      await admin.connect();
+      await admin.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      await admin.end();
+    }
+  });
+
+  async function call(
+    tenant: string | undefined,
+    method: string,
+    path: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<Reply> {
+    const all: Record<string, string> = { ...headers };
+    if (tenant !== undefined) all["x-tenant-id"] = tenant;
+    if (body !== undefined && all["content-type"] === undefined) {
+      all["content-type"] = "application/json";
+    }
+    const response = await fetch(`http://127.0.0.1:${port}${path}`, {
+      method,
+      headers: all,
+      ...(body === undefined
+        ? {}
+        : {
+            body:
+              typeof body === "string" || body instanceof Uint8Array ? body : JSON.stringify(body),
+          }),
+    });
+    return {
+      status: response.status,
+      contentType: response.headers.get("content-type") ?? "",
+      text: await response.text(),
+    };
+  }
+
+  async function create(tenant: string, patient: PatientInput): Promise<number> {
+    const reply = await call(tenant, "POST", "/patients", patient);
+    expect(reply.status, reply.text).toBe(201);
+    return json<{ id: number }>(reply).id;
+  }
+
+  async function seed(): Promise<{ annId: number; amyId: number; bobId: number }> {
+    return {
+      annId: await create(A, ann),
+      amyId: await create(A, amy),
+      bobId: await create(B, bob),
+    };
+  }
+
+  const asReturned = (id: number, patient: PatientInput) => ({ id, ...patient });
+
+  describe("tenant isolation", () => {
+    test.skipIf(skip)(
+      "clinic A cannot read, list, look up, update or delete clinic B's patients",
+      async () => {
+        const { annId, amyId, bobId } = await seed();
+        const before = await raw.row(bobId);
+        const replies: Reply[] = [];
+        const attack = async (method: string, path: string, body?: unknown) => {
+          const reply = await call(A, method, path, body);
+          replies.push(reply);
+          return reply;
+        };
+
+        expect(expectProblem(await attack("GET", `/patients/${bobId}`), 404)).toEqual(
+          NOT_IN_CLINIC,
+        );
+        expect(
+          expectProblem(
+            await attack("PATCH", `/patients/${bobId}`, { note: "overwritten by A" }),
+            404,
+          ),
+        ).toEqual(NOT_IN_CLINIC);
+        expect(
+          expectProblem(await attack("PATCH", `/patients/${bobId}`, { ssn: "999-99-9999" }), 404),
+        ).toEqual(NOT_IN_CLINIC);
+        expect(expectProblem(await attack("DELETE", `/patients/${bobId}`), 404)).toEqual(
+          NOT_IN_CLINIC,
+        );
+
+        const list = await attack("GET", "/patients");
+        expect(list.status).toBe(200);
+        expect(json(list)).toEqual([asReturned(annId, ann), asReturned(amyId, amy)]);
+        const lookup = await attack("GET", `/patients?ssn=${bob.ssn}`);
+        expect(lookup.status).toBe(200);
+        expect(json(lookup)).toEqual([]);
+
+        // Walking every id: only A's own rows answer.
+        const found: number[] = [];
+        for (let id = 1; id <= bobId + 3; id++) {
+          const reply = await attack("GET", `/patients/${id}`);
+          if (reply.status === 200) found.push(id);
+          else expectProblem(reply, 404);
+        }
+        expect(found).toEqual([annId, amyId]);
+
+        for (const reply of replies) expectNoLeak(reply, [bob]);
+        // B's row is untouched, byte for byte, and still B's.
+        expect(await raw.row(bobId)).toEqual(before);
+        expect(json(await call(B, "GET", `/patients/${bobId}`))).toEqual(asReturned(bobId, bob));
+      },
+    );
+
+    test.skipIf(skip)(
+      "the same SSN in two clinics: no cross-clinic 409 and no shared ciphertext",
+      async () => {
+        const bobId = await create(B, bob);
+        // A 409 here would tell clinic A that clinic B has a patient with this SSN.
+        const twinId = await create(A, { ...ann, ssn: bob.ssn });
+        expect((await raw.row(twinId)).ssn).not.toBe((await raw.row(bobId)).ssn);
+        const asA = await call(A, "GET", `/patients?ssn=${bob.ssn}`);
+        expect(json(asA)).toEqual([asReturned(twinId, { ...ann, ssn: bob.ssn })]);
+        expectNoLeak(asA, [{ ...bob, ssn: "none" }]);
+        expect(json(await call(B, "GET", `/patients?ssn=${bob.ssn}`))).toEqual([
+          asReturned(bobId, bob),
+        ]);
+      },
+    );
+
+    test.skipIf(skip)("body fields cannot choose the clinic or the row", async () => {
+      const { annId, bobId } = await seed();
+      const rows = await raw.query(`SELECT COUNT(*) AS n FROM "Patient"`);
+      const smuggled: [string, string, Record<string, unknown>][] = [
+        ["POST", "/patients", { ...ann, ssn: "401-99-9999", tenantId: B }],
+        ["POST", "/patients", { ...ann, ssn: "401-99-9999", id: bobId }],
+        ["PATCH", `/patients/${annId}`, { tenantId: B }],
+        ["PATCH", `/patients/${annId}`, { note: "x", id: bobId }],
+      ];
+      for (const [method, path, body] of smuggled) {
+        const reply = await call(A, method, path, body);
+        expectProblem(reply, 400, /unknown field/);
+      }
+      expect(await raw.query(`SELECT COUNT(*) AS n FROM "Patient"`)).toEqual(rows);
+      expect((await raw.row(annId)).tenantId).toBe(A);
+      expect(json(await call(B, "GET", "/patients"))).toEqual([asReturned(bobId, bob)]);
+    });
+
+    test.skipIf(skip)(
+      "a query that forgets the clinic filter still cannot decrypt another clinic's rows",
+      async () => {
+        const { annId, bobId } = await seed();
+        // What a route with a missing `tenantId` in its where would run, in clinic A's request
+        // scope (the one the app's middleware sets up). Prisma queries start when awaited, so
+        // the await is inside the scope, as in a route handler.
+        const asA = <T>(query: () => PromiseLike<T>): Promise<T> =>
+          runWithEncryptionContext({ clinic: A }, async () => await query());
+        const forgetful = asA(() =>
+          db.patient.findFirst({ where: { id: bobId }, select: { id: true, note: true } }),
+        );
+        await expect(forgetful).rejects.toBeInstanceOf(InvalidCiphertextError);
+        const listAll = asA(() => db.patient.findMany({ select: { id: true, name: true } }));
+        await expect(listAll).rejects.toBeInstanceOf(InvalidCiphertextError);
+        // The same query for the clinic's own row works: the scope is what binds, not luck.
+        const own = await asA(() =>
+          db.patient.findFirst({ where: { id: annId }, select: { note: true } }),
+        );
+        expect(own).toEqual({ note: ann.note });
+      },
+    );
+
+    test.skipIf(skip)(
+      "a stolen ciphertext posted as plaintext is refused, not stored",
+      async () => {
+        const { bobId } = await seed();
+        const stolen = await raw.row(bobId);
+        for (const field of ["name", "note"] as const) {
+          const reply = await call(A, "POST", "/patients", {
+            ...amy,
+            ssn: "402-99-9999",
+            [field]: stolen[field],
+          });
+          expectProblem(reply, 400, /already holds ciphertext/);
+          expectNoLeak(reply, [bob]);
+        }
+        expect(json<unknown[]>(await call(A, "GET", "/patients"))).toHaveLength(2);
+      },
+    );
+  });
+
+  describe("stored values moved at the database", () => {
+    /** A's view of the row after the move: the documented 500, nothing decrypted. */
+    async function expectUndecryptable(tenant: string, id: number, victims: PatientInput[]) {
+      const one = await call(tenant, "GET", `/patients/${id}`);
+      expect(expectProblem(one, 500)).toEqual(UNDECRYPTABLE);
+      expectNoLeak(one, victims);
+      const list = await call(tenant, "GET", "/patients");
+      expect(expectProblem(list, 500)).toEqual(UNDECRYPTABLE);
+      expectNoLeak(list, victims);
+    }
+
+    const columns = ["ssn", "name", "note", "vitals"] as const;
+
+    test.skipIf(skip).each(columns)(
+      "%s copied from clinic B's row into clinic A's row fails for A, B unaffected",
+      async (column) => {
+        const { amyId, bobId } = await seed();
+        await raw.set(amyId, column, (await raw.row(bobId))[column]);
+        await expectUndecryptable(A, amyId, [bob]);
+        const lookup = await call(A, "GET", `/patients?ssn=${bob.ssn}`);
+        expect(json(lookup)).toEqual([]);
+        expect(json(await call(B, "GET", `/patients/${bobId}`))).toEqual(asReturned(bobId, bob));
+      },
+    );
+
+    const crossColumn: [Column, Column][] = [
+      ["note", "name"],
+      ["name", "note"],
+      ["vitals", "note"],
+      ["note", "vitals"],
+      ["ssn", "note"],
+      ["note", "ssn"],
+    ];
+    test.skipIf(skip).each(crossColumn)(
+      "%s copied into %s of the same row fails",
+      async (from, to) => {
+        const { annId } = await seed();
+        await raw.set(annId, to, (await raw.row(annId))[from]);
+        await expectUndecryptable(A, annId, [ann, amy]);
+      },
+    );
+
+    // BUG (library, @kms/core field engine, FORMAT.md §6.2): a field value binds model, field
+    // and tenant but not the row, so a randomized value copied to another row of the same
+    // clinic decrypts there and the API returns the source row's plaintext under the target
+    // row's id. docs/DESIGN.md promises "a ciphertext moved to another row … fails to decrypt";
+    // FORMAT.md documents the opposite as a deliberate limit. The app cannot close it: the
+    // context is per model, and binding the row id would also bind the SSN (breaking lookups).
+    test.skipIf(skip).fails.each(["name", "note", "vitals"] as const)(
+      "%s copied to another row of the same clinic fails (row identity not bound)",
+      async (column) => {
+        const { annId, amyId } = await seed();
+        await raw.set(amyId, column, (await raw.row(annId))[column]);
+        const reply = await call(A, "GET", `/patients/${amyId}`);
+        expect(expectProblem(reply, 500)).toEqual(UNDECRYPTABLE);
+      },
+    );
+
+    test.skipIf(skip)(
+      "an SSN copied to another row of the same clinic is refused by the unique index",
+      async () => {
+        const { annId, amyId } = await seed();
+        const copy = raw.set(amyId, "ssn", (await raw.row(annId)).ssn);
+        await expect(copy).rejects.toThrow(/unique/i);
+        expect(json(await call(A, "GET", `/patients?ssn=${ann.ssn}`))).toEqual([
+          asReturned(annId, ann),
+        ]);
+      },
+    );
+
+    test.skipIf(skip)(
+      "a row whose tenant column is edited to another clinic is not readable there",
+      async () => {
+        const { annId, amyId, bobId } = await seed();
+        await raw.set(annId, "tenantId", B);
+        // B now finds the row (its filter matches) but cannot decrypt any of it.
+        await expectUndecryptable(B, annId, [ann]);
+        const lookup = await call(B, "GET", `/patients?ssn=${ann.ssn}`);
+        expect(lookup.status).toBe(200);
+        expect(json(lookup)).toEqual([]);
+        expectProblem(await call(A, "GET", `/patients/${annId}`), 404);
+        expect(json(await call(A, "GET", "/patients"))).toEqual([asReturned(amyId, amy)]);
+
+        // The attacker also relabels A's data keys as B's: they stay wrapped under A's KMS
+        // key and A's context, so nothing unwraps, from the cache or from the KMS.
+        const bKey = (
+          await raw.query(`SELECT "kmsKeyId" FROM "KmsDataKey" WHERE "encryptionContext" LIKE $1`, [
+            `%${B}%`,
+          ])
+        )[0]?.kmsKeyId;
+        expect(typeof bKey).toBe("string");
+        const relabel = await raw.query(
+          `SELECT "id", "encryptionContext" FROM "KmsDataKey" WHERE "encryptionContext" LIKE $1`,
+          [`%${A}%`],
+        );
+        expect(relabel.length).toBeGreaterThan(0);
+        for (const key of relabel) {
+          await raw.query(
+            `UPDATE "KmsDataKey" SET "encryptionContext" = $1, "kmsKeyId" = $2 WHERE "id" = $3`,
+            [String(key.encryptionContext).replaceAll(A, B), bKey, key.id],
+          );
+        }
+        await expectUndecryptable(B, annId, [ann]);
+        engine.clearCache();
+        await expectUndecryptable(B, annId, [ann]);
+        // B's own patient is still readable by its own id.
+        expect(json(await call(B, "GET", `/patients/${bobId}`))).toEqual(asReturned(bobId, bob));
+      },
+    );
+
+    test.skipIf(skip)(
+      "tampered, truncated, foreign and plaintext values all fail with one generic error",
+      async () => {
+        const { annId, amyId } = await seed();
+        const note = String((await raw.row(annId)).note);
+        const flip = (text: string, at: number) =>
+          text.slice(0, at) + (text[at] === "A" ? "B" : "A") + text.slice(at + 1);
+        const bad = [
+          flip(note, note.length - 3), // the tag
+          flip(note, 10), // the data key id
+          flip(note, 30), // the IV
+          note.slice(0, -4),
+          note.slice(0, 20),
+          "kms1:",
+          "kms1:!!!not-base64!!!",
+          "plain text the attacker wrote",
+          "",
+        ];
+        const bodies = new Set<string>();
+        for (const value of bad) {
+          await raw.set(amyId, "note", value);
+          const reply = await call(A, "GET", `/patients/${amyId}`);
+          expect(expectProblem(reply, 500)).toEqual(UNDECRYPTABLE);
+          expectNoLeak(reply, [ann, amy]);
+          bodies.add(reply.text);
+        }
+        // One body for every failure: the response is no oracle on what was wrong.
+        expect(bodies.size).toBe(1);
+        expect(json(await call(A, "GET", `/patients/${annId}`))).toEqual(asReturned(annId, ann));
+      },
+    );
+
+    test.skipIf(skip)("a deleted data key leaves values unreadable, never garbage", async () => {
+      const { annId } = await seed();
+      await raw.query(`DELETE FROM "KmsDataKey"`);
+      engine.clearCache();
+      const reply = await call(A, "GET", `/patients/${annId}`);
+      expect(expectProblem(reply, 500)).toEqual(UNDECRYPTABLE);
+      expectNoLeak(reply, [ann]);
+    });
+  });
+
+  describe("hostile input", () => {
+    const methods: [string, (id: number) => string, unknown][] = [
+      ["GET", () => "/patients", undefined],
+      ["GET", () => `/patients?ssn=${ann.ssn}`, undefined],
+      ["POST", () => "/patients", { ...bob, ssn: "599-99-9999" }],
+      ["GET", (id) => `/patients/${id}`, undefined],
+      ["PATCH", (id) => `/patients/${id}`, { note: "changed by a forged tenant" }],
+      ["DELETE", (id) => `/patients/${id}`, undefined],
+    ];
+
+    async function aliases(): Promise<string[]> {
+      return (await kms.listAliases({ limit: 100 })).aliases.map((a) => a.aliasName).sort();
+    }
+
+    test.skipIf(skip)(
+      "tenant headers that are missing, empty, overlong or not a plain clinic id get 400 and change nothing",
+      async () => {
+        const annId = await create(A, ann);
+        const keysBefore = await aliases();
+        const rowsBefore = await raw.dump();
+        const tenants: (string | undefined)[] = [
+          undefined,
+          "",
+          "   ",
+          "a".repeat(41),
+          `${A}${"a".repeat(33)}`,
+          "a".repeat(8_000),
+          "Clinic-A",
+          "CLINIC-A",
+          `${A},${B}`,
+          `${A}, ${B}`,
+          `${A}=1`,
+          `tenantId=${A}`,
+          "-clinic",
+          "clinic_a",
+          "clinic.a",
+          "clinic a",
+          "clinic\ta",
+          `${A};${B}`,
+          "*",
+          "%",
+          `../${A}`,
+          `${A}/x`,
+          tenantKeyAlias(A),
+          "%63linic-a",
+          `${A}%00`,
+          "clinic-\u00e4", // latin1, the only non-ASCII fetch will send
+        ];
+        for (const tenant of tenants) {
+          for (const [method, path, body] of methods) {
+            const reply = await call(tenant, method, path(annId), body);
+            expectProblem(reply, 400, /^x-tenant-id header: /);
+            expectNoLeak(reply, [ann]);
+          }
+        }
+        expect(await aliases()).toEqual(keysBefore);
+        expect(await raw.dump()).toEqual(rowsBefore);
+      },
+    );
+
+    test.skipIf(skip)(
+      "control characters, Unicode look-alikes and repeated tenant headers (raw bytes) get 400",
+      async () => {
+        const annId = await create(A, ann);
+        const keysBefore = await aliases();
+        const header = (value: Buffer) => Buffer.concat([Buffer.from("x-tenant-id: "), value]);
+        const utf8 = (text: string) => header(Buffer.from(text, "utf8"));
+        const variants: [string, Buffer][] = [
+          ["NUL", header(Buffer.from("clinic-a\u0000", "latin1"))],
+          ["SOH", header(Buffer.from("clinic-\u0001a", "latin1"))],
+          ["ESC sequence", header(Buffer.from("clinic-a\u001b[0m", "latin1"))],
+          ["DEL", header(Buffer.from("clinic-a\u007f", "latin1"))],
+          ["vertical tab", header(Buffer.from("clinic\u000ba", "latin1"))],
+          ["bare CR", header(Buffer.from("clinic-a\rx", "latin1"))],
+          ["Cyrillic i", utf8("cl\u0456nic-a")],
+          ["Cyrillic a", utf8("clinic-\u0430")],
+          ["fullwidth c", utf8("\uff43linic-a")],
+          ["zero-width space", utf8("clinic-a\u200b")],
+          ["Unicode hyphen", utf8("clinic\u2010a")],
+          ["non-breaking hyphen", utf8("clinic\u2011a")],
+          ["right-to-left override", utf8("\u202eclinic-a")],
+          ["lone 0xFF byte", header(Buffer.from([0x63, 0x6c, 0xff]))],
+          ["two headers", Buffer.from(`x-tenant-id: ${A}\r\nx-tenant-id: ${B}`)],
+          ["two equal headers", Buffer.from(`x-tenant-id: ${A}\r\nx-tenant-id: ${A}`)],
+        ];
+        for (const [label, line] of variants) {
+          for (const path of [`/patients/${annId}`, "/patients"]) {
+            const request = Buffer.concat([
+              Buffer.from(`GET ${path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n`),
+              line,
+              Buffer.from("\r\n\r\n"),
+            ]);
+            const reply = await rawHttp(port, request);
+            expect(reply.status, label).toBe(400);
+            // Node's parser answers some with an empty 400; the app answers the rest.
+            if (reply.text !== "") expectProblem(reply, 400, /^x-tenant-id header: /);
+            expectNoLeak(reply, [ann]);
+          }
+        }
+        expect(await aliases()).toEqual(keysBefore);
+      },
+    );
+
+    test.skipIf(skip)("bodies that are not a patient get 400 naming the rule", async () => {
+      const annId = await create(A, ann);
+      const valid = { ...amy };
+      const cases: [string, string | Record<string, unknown>, RegExp][] = [
+        ["invalid JSON", "{not json", /JSON/],
+        ["truncated JSON", '{"ssn": "402-22-2222", "name": "Am', /JSON/],
+        ["JSON null", "null", /JSON/],
+        ["JSON string", '"a patient"', /JSON/],
+        ["JSON number", "42", /JSON/],
+        ["JSON array", "[]", /ssn/],
+        ["array of a patient", JSON.stringify([valid]), /ssn/],
+        ["empty object", {}, /ssn/],
+        ["ssn a number", { ...valid, ssn: 402222222 }, /ssn/],
+        ["ssn an array", { ...valid, ssn: [valid.ssn] }, /ssn/],
+        ["ssn an operator", { ...valid, ssn: { not: valid.ssn } }, /ssn/],
+        ["ssn with a newline", { ...valid, ssn: `${valid.ssn}\n` }, /ssn/],
+        ["ssn of fullwidth digits", { ...valid, ssn: "４０２-２２-２２２２" }, /ssn/],
+        ["name empty", { ...valid, name: "" }, /name/],
+        ["name too long", { ...valid, name: "x".repeat(201) }, /name/],
+        ["name an object", { ...valid, name: { set: "x" } }, /name/],
+        ["name null", { ...valid, name: null }, /name/],
+        ["note a number", { ...valid, note: 1 }, /note/],
+        ["note too long", { ...valid, note: "x".repeat(10_001) }, /note/],
+        ["vitals an array", { ...valid, vitals: [1] }, /vitals/],
+        ["vitals a string", { ...valid, vitals: "{}" }, /vitals/],
+        ["vitals null", { ...valid, vitals: null }, /vitals/],
+        ["unknown field", { ...valid, admin: true }, /unknown field/],
+        [
+          "prototype key",
+          `{"__proto__": {"tenantId": "${B}"}, "ssn": "402-22-2222", "name": "Amy"}`,
+          /unknown field/,
+        ],
+        ["constructor key", { ...valid, constructor: { prototype: {} } }, /unknown field/],
+      ];
+      for (const [label, body, rule] of cases) {
+        for (const [method, path] of [
+          ["POST", "/patients"],
+          ["PATCH", `/patients/${annId}`],
+        ] as const) {
+          // PATCH takes any subset: only a broken field or body is an error there.
+          if (method === "PATCH" && (label === "empty object" || label.startsWith("JSON array"))) {
+            continue;
+          }
+          if (method === "PATCH" && label === "array of a patient") continue;
+          const reply = await call(A, method, path, body);
+          expect(reply.status, `${method} ${label}`).toBe(400);
+          expectProblem(reply, 400, rule);
+        }
+      }
+      expect(json(await call(A, "GET", "/patients"))).toEqual([asReturned(annId, ann)]);
+    });
+
+    test.skipIf(skip)("a body over the limit gets 413, not a 500", async () => {
+      const reply = await call(A, "POST", "/patients", { ...amy, note: "x".repeat(70_000) });
+      expectProblem(reply, 413, /64kb|too large/);
+      const patch = await call(A, "PATCH", "/patients/1", { vitals: { pad: "y".repeat(100_000) } });
+      expectProblem(patch, 413, /64kb|too large/);
+    });
+
+    test.skipIf(skip)(
+      "a body in an unsupported charset or encoding gets 415, a broken one 400",
+      async () => {
+        const body = JSON.stringify(amy);
+        expectProblem(
+          await call(A, "POST", "/patients", body, {
+            "content-type": "application/json; charset=latin1",
+          }),
+          415,
+          /charset/,
+        );
+        expectProblem(
+          await call(A, "POST", "/patients", body, { "content-encoding": "x-hostile" }),
+          415,
+          /encoding/,
+        );
+        expectProblem(
+          await call(A, "POST", "/patients", body, { "content-encoding": "gzip" }),
+          400,
+        );
+        // Not JSON by its content type: never parsed, so it is simply not a patient.
+        expectProblem(
+          await call(A, "POST", "/patients", body, { "content-type": "text/plain" }),
+          400,
+          /ssn/,
+        );
+        expect(json(await call(A, "GET", "/patients"))).toEqual([]);
+      },
+    );
+
+    test.skipIf(skip)("ids and queries that are not what the route expects get 400", async () => {
+      await create(A, ann);
+      for (const id of [
+        "0",
+        "-1",
+        "1.5",
+        "1e400",
+        "9007199254740993",
+        "abc",
+        "%00",
+        "1%20OR%201%3D1",
+        "1'--",
+      ]) {
+        for (const method of ["GET", "PATCH", "DELETE"]) {
+          const reply = await call(
+            A,
+            method,
+            `/patients/${id}`,
+            method === "PATCH" ? { note: "x" } : undefined,
+          );
+          expectProblem(reply, 400, /id/);
+        }
+      }
+      for (const query of [
+        `ssn=${ann.ssn}&ssn=${ann.ssn}`,
+        "ssn=",
+        "ssn=401-11-111",
+        `ssn=${ann.ssn}%0A`,
+        "ssn=%27%20OR%201%3D1--",
+      ]) {
+        expectProblem(await call(A, "GET", `/patients?${query}`), 400, /ssn/);
+      }
+      // The query parser builds no objects, so an operator is just an ignored parameter.
+      const operator = await call(A, "GET", "/patients?ssn[not]=000-00-0000");
+      expect(operator.status).toBe(200);
+    });
+
+    test.skipIf(skip)(
+      "racing first-use key creation: every caller gets the one key, none fails",
+      async () => {
+        // Over HTTP the race is a matter of timing; here every caller reads "no key" first.
+        const ids = await Promise.allSettled(
+          Array.from({ length: 6 }, () => ensureTenantKey(kms, "clinic-race")),
+        );
+        const keys = (await kms.listKeys({ limit: 100 })).keys;
+        expect(keys).toHaveLength(1);
+        expect(ids).toEqual(ids.map(() => ({ status: "fulfilled", value: keys[0]?.keyId })));
+      },
+    );
+
+    test.skipIf(skip)(
+      "a clinic key another process created first wins; the loser's key is retired",
+      async () => {
+        const winner = await ensureTenantKey(kms, "clinic-race");
+        // This process read the store just before the other one claimed the alias.
+        let stale = true;
+        const late = new Proxy(kms, {
+          get(target, property, receiver) {
+            if (property === "describeKey" && stale) {
+              stale = false;
+              return () => Promise.reject(new NotFoundError("alias not found"));
+            }
+            const value: unknown = Reflect.get(target, property, receiver);
+            return typeof value === "function" ? value.bind(target) : value;
+          },
+        });
+        expect(await ensureTenantKey(late, "clinic-race")).toBe(winner);
+        const states = await Promise.all(
+          (await kms.listKeys({ limit: 100 })).keys.map(
+            async (k) => (await kms.describeKey({ keyId: k.keyId })).keyMetadata,
+          ),
+        );
+        expect(states.map((k) => [k.keyId === winner, k.keyState]).sort()).toEqual([
+          [false, "PendingDeletion"],
+          [true, "Enabled"],
+        ]);
+      },
+    );
+
+    test.skipIf(skip)(
+      "concurrent first requests of a new clinic all succeed on one key",
+      async () => {
+        const patients = Array.from({ length: 6 }, (_, i) => ({
+          ...ann,
+          ssn: `700-00-000${i}`,
+        }));
+        const replies = await Promise.all(
+          patients.map((p) => call("clinic-new", "POST", "/patients", p)),
+        );
+        expect(replies.map((r) => r.status)).toEqual(patients.map(() => 201));
+        expect(json<unknown[]>(await call("clinic-new", "GET", "/patients"))).toHaveLength(6);
+        const keys = await kms.listKeys({ limit: 100 });
+        expect(keys.keys).toHaveLength(1);
+      },
+    );
+  });
+
+  describe("values at rest", () => {
+    test.skipIf(skip)(
+      "after the attacks no plaintext is in the database, its files or the key store",
+      async () => {
+        const { annId, amyId, bobId } = await seed();
+        // Updates, deletes, attacks and moves all go through the same files.
+        const patched = {
+          ...amy,
+          note: "alpha-note: patched diagnosis",
+          vitals: { bp: "99/60", marker: "alpha-vitals-patched" },
+        };
+        await call(A, "PATCH", `/patients/${amyId}`, {
+          note: patched.note,
+          vitals: patched.vitals,
+        });
+        await call(A, "PATCH", `/patients/${bobId}`, { note: "overwritten by A" });
+        await call(A, "DELETE", `/patients/${annId}`);
+        await call(A, "GET", `/patients?ssn=${bob.ssn}`);
+        await call(B, "GET", `/patients?ssn=${ann.ssn}`);
+        await raw.set(amyId, "vitals", (await raw.row(bobId)).vitals);
+        await call(A, "GET", `/patients/${amyId}`);
+
+        const secrets = [ann, amy, patched, bob].flatMap(secretsOf);
+        secrets.push("overwritten by A");
+        const files = readdirSync(dir);
+        expect(files).toContain("kms.db");
+        const stored = await raw.dump();
+        // The scans see real data: tenant ids and aliases are stored in the clear.
+        expect(stored).toContain(A);
+        const bytes = files.map((file) => ({ file, bytes: readFileSync(join(dir, file)) }));
+        expect(Buffer.concat(bytes.map((b) => b.bytes)).includes(tenantKeyAlias(A))).toBe(true);
+        if (url === undefined) {
+          expect(bytes.find((b) => b.file === "records.db")?.bytes.includes(A)).toBe(true);
+        }
+        for (const secret of secrets) {
+          expect(stored, `"${secret}" stored in the clear`).not.toContain(secret);
+          for (const { file, bytes: content } of bytes) {
+            expect(content.includes(secret), `"${secret}" in ${file}`).toBe(false);
+          }
+        }
+      },
+    );
+  });
+});
