@@ -82,10 +82,13 @@ export interface EncryptedColumnSpec {
 export class UnsealedValue {
   readonly model: string;
   readonly property: string;
+  /** Set when `property` is the blind index column of this encrypted property. */
+  readonly indexOf: string | undefined;
 
-  constructor(model: string, property: string) {
+  constructor(model: string, property: string, indexOf?: string) {
     this.model = model;
     this.property = property;
+    this.indexOf = indexOf;
   }
 
   toJSON(): never {
@@ -106,6 +109,11 @@ export class UnsealedValue {
 }
 
 export function unsealedError(value: UnsealedValue): ValidationError {
+  if (value.indexOf !== undefined) {
+    return new ValidationError(
+      `${value.model}.${value.property} is the blind index of ${value.model}.${value.indexOf}: a value given for it would reach the query as plaintext; look ${value.indexOf} up with encryptedWhere() (or compare encryptedParameter() in a QueryBuilder condition)`,
+    );
+  }
   return new ValidationError(
     `${value.model}.${value.property} is encrypted: a plaintext value reached a query; write through repository/entity-manager methods with listeners on, and look values up with encryptedWhere()`,
   );
@@ -135,6 +143,37 @@ export class EncryptedColumnTransformer implements ValueTransformer {
     if (value === null || value === undefined) return value;
     if (value instanceof Sealed) return value.stored;
     return new UnsealedValue(this.model, this.property);
+  }
+
+  from(value: unknown): unknown {
+    return value;
+  }
+}
+
+/**
+ * The value transformer of a blind index column. The column holds an HMAC, but it is an
+ * ordinary string column to TypeORM: without this, a plain value or an operator written against
+ * it (`findBy({ phoneIndex: "+1 555…" })`, `Raw`, `Like`) would go to the database and its
+ * logs as the plaintext it was meant to hide. Only indexes computed by the subscriber or by
+ * `encryptedWhere` (sealed) pass; the query guards refuse anything else before the query runs.
+ */
+export class BlindIndexTransformer implements ValueTransformer {
+  readonly model: string;
+  /** The index column's property. */
+  readonly property: string;
+  /** The encrypted property it indexes. */
+  readonly indexOf: string;
+
+  constructor(model: string, property: string, indexOf: string) {
+    this.model = model;
+    this.property = property;
+    this.indexOf = indexOf;
+  }
+
+  to(value: unknown): unknown {
+    if (value === null || value === undefined) return value;
+    if (value instanceof Sealed) return value.stored;
+    return new UnsealedValue(this.model, this.property, this.indexOf);
   }
 
   from(value: unknown): unknown {
@@ -192,10 +231,13 @@ export function EncryptedColumn(options: EncryptedColumnOptions = {}): PropertyD
         bytes,
         normalize: normalize as readonly BlindIndexNormalization[],
       });
-      Column({ type: String, length: 64, nullable: true, unique: b.unique === true })(
-        target,
-        column,
-      );
+      Column({
+        type: String,
+        length: 64,
+        nullable: true,
+        unique: b.unique === true,
+        transformer: new BlindIndexTransformer(owner.name, column, property),
+      })(target, column);
     }
     const context = Object.freeze({
       fromRow: stringList(where, "context.fromRow", options.context?.fromRow),

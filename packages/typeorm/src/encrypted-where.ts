@@ -12,6 +12,7 @@ import {
 import type { EncryptedColumnSpec } from "./encrypted-column.ts";
 import { encryptionOf, type TypeormFieldEncryption } from "./field-encryption.ts";
 import { contextFor, describe, type EntityDescriptor } from "./internal/entity-descriptor.ts";
+import { Sealed } from "./internal/sealed.ts";
 
 export interface EncryptedWhereOptions {
   /**
@@ -170,10 +171,12 @@ class WhereRewriter {
   ): Promise<unknown> {
     const dataSource = this.#repository.manager.connection;
     const queryRunner = this.#repository.manager.queryRunner;
-    return this.#encryption.run<unknown>(dataSource, queryRunner, (options) =>
+    // Sealed, as the index column's transformer accepts nothing else (a bare string there could
+    // be the plaintext it hides).
+    return this.#encryption.run<unknown>(dataSource, queryRunner, async (options) =>
       spec.mode === "deterministic"
         ? this.#encryption.seal(d.model, spec, context, value, options)
-        : this.#encryption.blindIndex(d.model, spec, context, value, options),
+        : new Sealed(await this.#encryption.blindIndex(d.model, spec, context, value, options)),
     );
   }
 }
@@ -222,7 +225,9 @@ export async function encryptedWhere<T extends ObjectLiteral>(
  * The stored form of one lookup value, for hand-written QueryBuilder conditions:
  * `qb.where("u.emailIndex = :e", { e: await encryptedParameter(repo, "email", "a@b.c") })`.
  * Returns the deterministic ciphertext, or the blind index (compare it with the index column).
- * @throws ValidationException as `encryptedWhere`.
+ * Only for condition strings: an object where (`findBy({ emailIndex: … })`) refuses a bare
+ * string on a blind index column; give the property to `encryptedWhere` there.
+ * @throws ValidationException as `encryptedWhere`, and when `value` is null or an operator.
  */
 export async function encryptedParameter<T extends ObjectLiteral>(
   repository: Repository<T>,
@@ -243,6 +248,8 @@ export async function encryptedParameter<T extends ObjectLiteral>(
     options,
   );
   const out = Object.values(where)[0] as unknown;
-  if (typeof out === "string") return out;
-  return (out as { stored: string | Uint8Array }).stored;
+  if (out instanceof Sealed) return out.stored;
+  throw new ValidationError(
+    `"value" of ${d.model}.${property} must be a single value (not null or an operator)`,
+  );
 }

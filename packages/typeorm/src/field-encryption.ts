@@ -28,6 +28,7 @@ import type { EncryptedColumnSpec } from "./encrypted-column.ts";
 import { UnsealedValue, unsealedError } from "./encrypted-column.ts";
 import { contextFor, describe, type EntityDescriptor } from "./internal/entity-descriptor.ts";
 import { managerScope } from "./internal/manager-scope.ts";
+import { expressionError } from "./internal/query-guards.ts";
 import { Sealed } from "./internal/sealed.ts";
 import { type DataKeyRow, dataKeyEntity, TypeormDataKeyStore } from "./typeorm-data-key-store.ts";
 
@@ -228,6 +229,11 @@ export class TypeormFieldEncryption {
     fallback: Row | undefined,
   ): Promise<void> | undefined {
     const present = d.columns.filter((c) => entity[c.property] !== undefined);
+    for (const spec of present) {
+      // `increment`/`decrement` and `set({ column: () => "…" })` hand TypeORM SQL to splice in:
+      // arithmetic or string functions on a ciphertext would destroy it.
+      if (typeof entity[spec.property] === "function") throw expressionError(d, spec.property);
+    }
     for (const column of d.blindIndexes.keys()) {
       const source = d.blindIndexes.get(column) as string;
       if (entity[column] !== undefined && entity[source] === undefined) {
@@ -238,7 +244,10 @@ export class TypeormFieldEncryption {
     }
     if (present.length === 0) return undefined;
     const snapshot = new Map<string, unknown>();
-    for (const spec of present) snapshot.set(spec.property, entity[spec.property]);
+    for (const spec of present) {
+      snapshot.set(spec.property, entity[spec.property]);
+      if (spec.blindIndex !== undefined) snapshot.set(spec.blindIndex.column, COMPUTED_INDEX);
+    }
     this.#snapshots.set(entity, snapshot);
     if (queryRunner !== undefined) {
       let set = this.#pending.get(queryRunner);
@@ -263,12 +272,8 @@ export class TypeormFieldEncryption {
         try {
           entity[spec.property] = await this.seal(d.model, spec, context, value, options);
           if (spec.blindIndex !== undefined) {
-            entity[spec.blindIndex.column] = await this.blindIndex(
-              d.model,
-              spec,
-              context,
-              value,
-              options,
+            entity[spec.blindIndex.column] = new Sealed(
+              await this.blindIndex(d.model, spec, context, value, options),
             );
           }
         } finally {
@@ -354,7 +359,14 @@ export class TypeormFieldEncryption {
     if (snapshot === undefined) return;
     this.#snapshots.delete(entity);
     if (queryRunner !== undefined) this.#pending.get(queryRunner)?.delete(entity);
-    for (const [property, value] of snapshot) (entity as Row)[property] = value;
+    for (const [property, value] of snapshot) {
+      if (value !== COMPUTED_INDEX) (entity as Row)[property] = value;
+      else {
+        // The caller sees the index as the string the database holds, as after a load.
+        const index = (entity as Row)[property];
+        if (index instanceof Sealed) (entity as Row)[property] = index.stored;
+      }
+    }
   }
 
   /** Restores every object a failed or rolled-back operation left holding ciphertext. */
@@ -480,6 +492,9 @@ function readContext(d: EntityDescriptor, spec: EncryptedColumnSpec, row: Row): 
 }
 
 const NO_OPTIONS: EncryptCallOptions = Object.freeze({});
+
+/** Marks a blind index column in a snapshot: restore() unwraps it instead of putting a value back. */
+const COMPUTED_INDEX: unique symbol = Symbol("computed blind index");
 
 /** A value that already is ciphertext was written through the base path: never seal it twice. */
 function refuseCiphertext(model: string, spec: EncryptedColumnSpec, value: unknown): void {

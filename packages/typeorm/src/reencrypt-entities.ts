@@ -105,12 +105,14 @@ export async function reencryptEntities<T extends ObjectLiteral>(
           if (value === undefined || value === null) continue;
           set[spec.property] = new Sealed(value);
           if (spec.blindIndex !== undefined && plaintexts[spec.property] !== undefined) {
-            set[spec.blindIndex.column] = await encryption.blindIndex(
-              d.model,
-              spec,
-              row.context,
-              plaintexts[spec.property],
-              {},
+            set[spec.blindIndex.column] = new Sealed(
+              await encryption.blindIndex(
+                d.model,
+                spec,
+                row.context,
+                plaintexts[spec.property],
+                {},
+              ),
             );
           }
         }

@@ -8,17 +8,30 @@ import {
 import type Database from "better-sqlite3";
 import mysql from "mysql2/promise";
 import pg from "pg";
-import { DataSource, type DataSourceOptions } from "typeorm";
+import { DataSource, type DataSourceOptions, type Logger } from "typeorm";
 import type { TypeormFieldEncryption } from "../src/index.ts";
 import { Note, Post, User } from "./entities.ts";
 
 export const ENTITIES = [User, Post, Note];
 
+/** What some suites add to a DataSource: their own entities, a logger that records statements. */
+export interface ConnectOptions {
+  readonly entities?: readonly (new () => object)[];
+  readonly logger?: Logger;
+}
+
+function extraOptions(extra: ConnectOptions | undefined) {
+  return {
+    entities: [...ENTITIES, ...(extra?.entities ?? [])],
+    ...(extra?.logger === undefined ? {} : { logger: extra.logger }),
+  };
+}
+
 /** A fresh database for one test, plus raw driver access that bypasses TypeORM. */
 export interface TestDatabase {
   readonly kind: "sqlite" | "postgres" | "mariadb";
   /** A DataSource on this database with `encryption`'s subscriber and tables. */
-  connect(encryption: TypeormFieldEncryption): Promise<DataSource>;
+  connect(encryption: TypeormFieldEncryption, extra?: ConnectOptions): Promise<DataSource>;
   /** Runs SQL with the driver directly (`?` placeholders, rewritten for PostgreSQL). */
   raw(sql: string, params?: unknown[]): Promise<Record<string, unknown>[]>;
   /** Quotes an identifier for raw SQL. */
@@ -39,11 +52,13 @@ export async function openSqlite(): Promise<TestDatabase> {
   let first: DataSource | undefined;
   return {
     kind: "sqlite",
-    async connect(encryption) {
+    async connect(encryption, extra) {
+      const options = extraOptions(extra);
       const ds = new DataSource({
         type: "better-sqlite3",
         database: file,
-        entities: [...ENTITIES, ...encryption.entities],
+        ...options,
+        entities: [...options.entities, ...encryption.entities],
         subscribers: [encryption.subscriber],
         synchronize: true,
       } as DataSourceOptions);
@@ -79,12 +94,14 @@ export async function openPostgres(url: string): Promise<TestDatabase> {
   const sources: DataSource[] = [];
   return {
     kind: "postgres",
-    async connect(encryption) {
+    async connect(encryption, extra) {
+      const options = extraOptions(extra);
       const ds = new DataSource({
         type: "postgres",
         url,
         schema,
-        entities: [...ENTITIES, ...encryption.entities],
+        ...options,
+        entities: [...options.entities, ...encryption.entities],
         subscribers: [encryption.subscriber],
         synchronize: true,
       });
@@ -114,7 +131,8 @@ export async function openMariadb(url: string): Promise<TestDatabase> {
   const sources: DataSource[] = [];
   return {
     kind: "mariadb",
-    async connect(encryption) {
+    async connect(encryption, extra) {
+      const options = extraOptions(extra);
       const ds = new DataSource({
         type: "mariadb",
         host: base.hostname,
@@ -122,7 +140,8 @@ export async function openMariadb(url: string): Promise<TestDatabase> {
         username: decodeURIComponent(base.username),
         password: decodeURIComponent(base.password),
         database,
-        entities: [...ENTITIES, ...encryption.entities],
+        ...options,
+        entities: [...options.entities, ...encryption.entities],
         subscribers: [encryption.subscriber],
         synchronize: true,
       });

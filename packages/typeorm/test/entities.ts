@@ -2,6 +2,7 @@ import "reflect-metadata";
 import {
   Column,
   type ColumnType,
+  DeleteDateColumn,
   Entity,
   ManyToOne,
   OneToMany,
@@ -72,4 +73,40 @@ export class Note {
 
   @EncryptedColumn({ deterministic: true, nullable: true })
   code: string | null;
+}
+
+/**
+ * Every encrypted column nullable, so that a row can hold nothing bound to its tenant; a unique
+ * deterministic column for upserts; a plain counter for increment(); soft deletes.
+ */
+@Entity("kms_cards")
+export class Card {
+  @PrimaryGeneratedColumn()
+  id: number;
+
+  @Column({ type: String, length: 64 })
+  tenantId: string;
+
+  @EncryptedColumn({
+    deterministic: true,
+    unique: true,
+    nullable: true,
+    context: { fromRow: ["tenantId"] },
+  })
+  holder: string | null;
+
+  @EncryptedColumn({
+    nullable: true,
+    blindIndex: { column: "panIndex" },
+    context: { fromRow: ["tenantId"] },
+  })
+  pan: string | null;
+
+  panIndex?: string | null;
+
+  @Column({ type: "int", default: 0 })
+  uses: number;
+
+  @DeleteDateColumn({ nullable: true })
+  deletedAt: Date | null;
 }

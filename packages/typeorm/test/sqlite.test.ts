@@ -1,4 +1,6 @@
 import { openSqlite } from "./backends.ts";
 import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
+import { describeQueryPaths } from "./query-paths.behaviour.ts";
 
 describeEncryptedColumns("SQLite (better-sqlite3)", openSqlite);
+describeQueryPaths("SQLite (better-sqlite3)", openSqlite);

@@ -4,20 +4,28 @@ import {
   FindOperator,
   InsertQueryBuilder,
   type ObjectLiteral,
+  QueryBuilder,
+  type QueryRunner,
   SelectQueryBuilder,
   UpdateQueryBuilder,
   type UpdateResult,
   type ValueTransformer,
 } from "typeorm";
-import { EncryptedColumnTransformer } from "../encrypted-column.ts";
+import {
+  BlindIndexTransformer,
+  EncryptedColumnTransformer,
+  UnsealedValue,
+  unsealedError,
+} from "../encrypted-column.ts";
 import { describe, type EntityDescriptor } from "./entity-descriptor.ts";
 
-// Three TypeORM code paths decide what reaches the database before any subscriber hook runs,
+// Four TypeORM code paths decide what reaches the database before any subscriber hook runs,
 // and no hook sees their inputs: a `Raw` find operator hands its parameters to the query
-// without ever calling the column's transformer; `upsert` fixes its ON CONFLICT update list
-// before beforeInsert computes blind indexes; an UPDATE's where is out of beforeUpdate's
-// reach. The guards below wrap those three methods. Each acts only when an encrypted column
-// is involved and otherwise calls TypeORM's own method unchanged.
+// without ever calling the column's transformer; every other operand becomes a query
+// parameter, which TypeORM's logger prints before the beforeQuery hook can refuse it; `upsert`
+// fixes its ON CONFLICT update list before beforeInsert computes blind indexes; an UPDATE's
+// where is out of beforeUpdate's reach. The guards below wrap those four methods. Each acts
+// only when an encrypted column is involved and otherwise calls TypeORM's own method unchanged.
 
 const INSTALLED = Symbol.for("@kms/typeorm.queryGuards");
 
@@ -26,11 +34,13 @@ export function installQueryGuards(): void {
   const marker = FindOperator as unknown as Record<symbol, boolean>;
   if (marker[INSTALLED] === true) return;
   const findOperator = FindOperator.prototype;
+  const queryBuilder = QueryBuilder.prototype as unknown as ParameterFactory;
   const insertBuilder = InsertQueryBuilder.prototype;
   const updateBuilder = UpdateQueryBuilder.prototype;
   // A TypeORM release that renames these would otherwise switch a guard off in silence.
   for (const [owner, name] of [
     [findOperator, "transformValue"],
+    [queryBuilder, "createParameter"],
     [insertBuilder, "orUpdate"],
     [updateBuilder, "execute"],
   ] as const) {
@@ -51,6 +61,19 @@ export function installQueryGuards(): void {
     transformValue.call(this, transformer);
   };
 
+  // The column transformers turn a plaintext operand into an UnsealedValue stand-in (they
+  // cannot throw: TypeORM also runs them on loaded values to find changed columns). Refusing the
+  // stand-in here, while the statement is built, comes before the logger's line and the
+  // beforeQuery hook; beforeQuery still refuses one that arrives some other way.
+  const createParameter = queryBuilder.createParameter;
+  queryBuilder.createParameter = function guardedCreateParameter(
+    this: ParameterFactory,
+    value: unknown,
+  ): string {
+    if (value instanceof UnsealedValue) throw unsealedError(value);
+    return createParameter.call(this, value);
+  };
+
   const orUpdate = insertBuilder.orUpdate;
   insertBuilder.orUpdate = function guardedOrUpdate(
     this: InsertQueryBuilder<ObjectLiteral>,
@@ -62,12 +85,17 @@ export function installQueryGuards(): void {
   };
 
   const execute = updateBuilder.execute;
-  updateBuilder.execute = async function guardedExecute(
+  updateBuilder.execute = function guardedExecute(
     this: UpdateQueryBuilder<ObjectLiteral>,
   ): Promise<UpdateResult> {
-    await refuseStrandedContext(this);
-    return execute.call(this);
+    refuseExpressions(this);
+    return executeWithContextGuard(this, () => execute.call(this));
   };
+}
+
+/** `QueryBuilder.createParameter`, protected in TypeORM's typings. */
+interface ParameterFactory {
+  createParameter(value: unknown): string;
 }
 
 /**
@@ -77,6 +105,11 @@ export function installQueryGuards(): void {
 function refuseRaw(transformer: ValueTransformer | ValueTransformer[]): void {
   const list = Array.isArray(transformer) ? transformer : [transformer];
   for (const t of list) {
+    if (t instanceof BlindIndexTransformer) {
+      throw new ValidationError(
+        `${t.model}.${t.property} is the blind index of ${t.model}.${t.indexOf}: Raw() would send its SQL and parameters as plaintext; look ${t.indexOf} up with encryptedWhere() (or compare encryptedParameter() in a QueryBuilder condition)`,
+      );
+    }
     if (t instanceof EncryptedColumnTransformer) {
       throw new ValidationError(
         `${t.model}.${t.property} is encrypted: Raw() would send its SQL and parameters as plaintext; look values up with encryptedWhere() (or compare encryptedParameter() in a QueryBuilder condition)`,
@@ -134,18 +167,54 @@ function completeUpsert(builder: InsertQueryBuilder<ObjectLiteral>): void {
 }
 
 /**
+ * `increment`, `decrement` and `set({ column: () => "…" })` splice SQL into the SET list:
+ * arithmetic or string functions on a ciphertext destroy it, and SQL that writes a blind index
+ * writes a value nobody computed. The subscriber refuses these too, but only when listeners run.
+ */
+function refuseExpressions(builder: UpdateQueryBuilder<ObjectLiteral>): void {
+  const found = descriptorOf(builder);
+  const values: unknown = builder.expressionMap.valuesSet;
+  if (found === undefined || values === null || typeof values !== "object") return;
+  const { d } = found;
+  const set = values as Record<string, unknown>;
+  for (const spec of d.columns) {
+    if (typeof set[spec.property] === "function") throw expressionError(d, spec.property);
+  }
+  for (const column of d.blindIndexes.keys()) {
+    if (typeof set[column] === "function") {
+      throw new ValidationError(
+        `${d.model}.${column} is a blind index: it is computed, not written (increment, decrement and set(() => …) are refused)`,
+      );
+    }
+  }
+}
+
+export function expressionError(d: EntityDescriptor, property: string): ValidationError {
+  return new ValidationError(
+    `${d.model}.${property} is encrypted: a SQL expression cannot run on ciphertext (increment, decrement and set(() => …) are refused); write a value`,
+  );
+}
+
+/** The rows an UPDATE must not touch, as SQL on the update's table, with its parameters. */
+interface StrandedCheck {
+  readonly d: EntityDescriptor;
+  readonly stranded: ReadonlyMap<string, readonly string[]>;
+  /** True for a row that holds a bound column and a context value other than the new one. */
+  readonly condition: string;
+  readonly parameters: Readonly<Record<string, unknown>>;
+}
+
+/**
  * An UPDATE that sets a `fromRow` context column without the encrypted columns it binds:
  * allowed only while no row it matches holds one of those columns under another value (the
- * usual `update(id, { tenantId, email })`, where the tenant is there to seal the email). One
- * SELECT with the update's own where tells; it runs on the update's query runner, inside its
- * transaction when there is one.
+ * usual `update(id, { tenantId, email })`, where the tenant is there to seal the email).
  */
-async function refuseStrandedContext(builder: UpdateQueryBuilder<ObjectLiteral>): Promise<void> {
+function strandedCheck(builder: UpdateQueryBuilder<ObjectLiteral>): StrandedCheck | undefined {
   const found = descriptorOf(builder);
-  if (found === undefined) return;
+  if (found === undefined) return undefined;
   const { metadata, d } = found;
   const values: unknown = builder.expressionMap.valuesSet;
-  if (values === null || typeof values !== "object") return;
+  if (values === null || typeof values !== "object") return undefined;
   const set = values as Record<string, unknown>;
   const stranded = new Map<string, string[]>();
   for (const spec of d.columns) {
@@ -155,9 +224,9 @@ async function refuseStrandedContext(builder: UpdateQueryBuilder<ObjectLiteral>)
       stranded.set(key, [...(stranded.get(key) ?? []), spec.property]);
     }
   }
-  if (stranded.size === 0) return;
-  const probe = selectWhere(builder).select("1", "kms_stranded").limit(1);
+  if (stranded.size === 0) return undefined;
   const changed: string[] = [];
+  const parameters: Record<string, unknown> = {};
   let n = 0;
   for (const [key, properties] of stranded) {
     const value = set[key];
@@ -172,11 +241,90 @@ async function refuseStrandedContext(builder: UpdateQueryBuilder<ObjectLiteral>)
       value === null
         ? `${keyColumn} IS NOT NULL`
         : `(${keyColumn} IS NULL OR ${keyColumn} <> :${parameter})`;
-    if (value !== null) probe.setParameter(parameter, value);
+    if (value !== null) parameters[parameter] = value;
     changed.push(`(${differs} AND (${held}))`);
   }
-  probe.andWhere(`(${changed.join(" OR ")})`);
-  if ((await probe.getRawOne()) !== undefined) throw strandedError(d, stranded, "update");
+  return { d, stranded, condition: `(${changed.join(" OR ")})`, parameters };
+}
+
+/** Drivers whose SELECT … FOR UPDATE reads the newest committed row versions. */
+const LOCKING_READS = new Set(["postgres", "cockroachdb", "mysql", "mariadb", "aurora-mysql"]);
+
+/**
+ * Runs an UPDATE under the context-column check, atomically:
+ * 1. a SELECT with the update's where finds a row the update would strand: refused before any
+ *    write (the usual case, and the clear error);
+ * 2. the UPDATE itself carries `AND NOT (<stranded>)`: the database re-checks the condition on
+ *    the row version it writes, under its own row lock, so a row that a concurrent writer bound
+ *    after step 1 is never rewritten, on any isolation level;
+ * 3. the same SELECT, after the UPDATE and in the same transaction (a locking read where the
+ *    driver has one, which sees the newest versions even under REPEATABLE READ), finds any row
+ *    step 2 left out: refused, and a transaction opened here is rolled back, so the update is
+ *    all or nothing.
+ * Steps 2–3 run in the caller's transaction, or in one opened here on the builder's runner.
+ */
+async function executeWithContextGuard(
+  builder: UpdateQueryBuilder<ObjectLiteral>,
+  execute: () => Promise<UpdateResult>,
+): Promise<UpdateResult> {
+  const check = strandedCheck(builder);
+  if (check === undefined) return execute();
+  const given = (builder as unknown as { queryRunner?: QueryRunner }).queryRunner;
+  const runner = given ?? builder.connection.createQueryRunner();
+  builder.setQueryRunner(runner);
+  let opened = false;
+  try {
+    if (await findsStranded(builder, check, false)) {
+      throw strandedError(check.d, check.stranded, "update");
+    }
+    if (!runner.isTransactionActive) {
+      await runner.startTransaction();
+      opened = true;
+    }
+    const map = builder.expressionMap;
+    const extra = map.extraAppendedAndWhereCondition;
+    map.extraAppendedAndWhereCondition = both(extra, `NOT ${check.condition}`);
+    builder.setParameters(check.parameters);
+    let result: UpdateResult;
+    try {
+      result = await execute();
+    } finally {
+      map.extraAppendedAndWhereCondition = extra;
+    }
+    const locking = LOCKING_READS.has(builder.connection.driver.options.type);
+    if (await findsStranded(builder, check, locking)) {
+      throw strandedError(check.d, check.stranded, "concurrent");
+    }
+    if (opened) await runner.commitTransaction();
+    return result;
+  } catch (error) {
+    if (opened && runner.isTransactionActive) {
+      await runner.rollbackTransaction().catch(() => undefined);
+    }
+    throw error;
+  } finally {
+    builder.setQueryRunner(given as QueryRunner);
+    if (given === undefined) await runner.release();
+  }
+}
+
+function both(first: string, second: string): string {
+  return first === "" ? second : `(${first}) AND (${second})`;
+}
+
+/** Whether a row the update's where matches is one the update would strand. */
+async function findsStranded(
+  builder: UpdateQueryBuilder<ObjectLiteral>,
+  check: StrandedCheck,
+  lock: boolean,
+): Promise<boolean> {
+  const probe = selectWhere(builder).select("1", "kms_stranded").limit(1);
+  const map = probe.expressionMap;
+  // Appended after the where as a whole: `andWhere` would bind to its last `orWhere` only.
+  map.extraAppendedAndWhereCondition = both(map.extraAppendedAndWhereCondition, check.condition);
+  probe.setParameters(check.parameters);
+  if (lock) probe.setLock("pessimistic_write");
+  return (await probe.getRawOne()) !== undefined;
 }
 
 /** A SELECT from the update's table, with its where, parameters and query runner. */
@@ -196,10 +344,15 @@ function selectWhere(
 function strandedError(
   d: EntityDescriptor,
   stranded: ReadonlyMap<string, readonly string[]>,
-  operation: "update" | "upsert",
+  operation: "update" | "upsert" | "concurrent",
 ): ValidationError {
   const [key, properties] = [...stranded][0] as [string, readonly string[]];
   const bound = [...new Set(properties)].map((p) => `${d.model}.${p}`).join(", ");
+  if (operation === "concurrent") {
+    return new ValidationError(
+      `${d.model}.${key} is part of the encryption context of ${bound}: a concurrent write stored one of them in a row this update matched, after it was checked; the update did not change that row (and was rolled back if it opened its own transaction); retry it`,
+    );
+  }
   const remedy =
     operation === "upsert"
       ? `give them in every upserted entity, or make ${key} a conflict path`
