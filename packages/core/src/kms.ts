@@ -1,4 +1,4 @@
-import { DEFAULT_IDENTITY, type KmsIdentity } from "./arn.ts";
+import { DEFAULT_IDENTITY, type KmsIdentity, keyArn } from "./arn.ts";
 import { type AuditHead, type AuditLogVerification, verifyAuditLog } from "./audit/audit-chain.ts";
 import type { AuditEvent, AuditReadOptions, AuditSink } from "./audit/audit-sink.ts";
 import type { KeyLastUsage } from "./audit/auditor.ts";
@@ -16,6 +16,12 @@ import {
 } from "./internal/key-access.ts";
 import type { KeyStore } from "./keystore/key-store.ts";
 import { MemoryKeyStore } from "./keystore/memory-key-store.ts";
+import {
+  assertSealedStore,
+  SealedKeyStore,
+  sealUnsealedRecords,
+  type UnsealedRecordsMode,
+} from "./keystore/sealed-key-store.ts";
 import * as aliases from "./operations/aliases.ts";
 import * as asymmetric from "./operations/asymmetric.ts";
 import * as dataKeyPair from "./operations/data-key-pair.ts";
@@ -122,6 +128,15 @@ export interface KmsOptions {
    * hash-chained event costs about as much as the AES-GCM call of a small encrypt.
    */
   readonly audit?: AuditSink | AuditOptions | false;
+  /**
+   * Records without a record seal (docs/FORMAT.md §4.1), as releases before seals wrote them.
+   * `"refuse"` (default): opening fails with a RootKeyError when the first page of keys or
+   * aliases holds one, and any such record read later is refused like a tampered one.
+   * `"seal"`: every unsealed key and alias is sealed once while opening, trusting it as it is
+   * then (one `SealRecord` audit event each). Set it for one start after upgrading, then remove
+   * it. Records that have a seal are never resealed: a failing one stays refused.
+   */
+  readonly unsealedRecords?: UnsealedRecordsMode;
 }
 
 /**
@@ -533,6 +548,9 @@ export class Kms {
   /**
    * Gives `granteePrincipal` the listed operations on a key, optionally only for matching
    * encryption contexts. The same `name` with the same fields returns the same grant.
+   * ValidationException also when an operation is one the key cannot perform (Sign on a
+   * symmetric key, …), when the operations are CreateGrant alone, or when constraints are given
+   * on a key other than a symmetric encryption key, name both kinds at once, or name neither.
    * @throws ValidationException, NotFoundException, DisabledException, LimitExceededException,
    *   AccessDeniedException, DryRunOperationException.
    */
@@ -682,11 +700,20 @@ function assertExplainRequest(
 }
 
 /**
- * Creates a KMS. With no options: an in-memory store under a fresh random root key.
- * @throws RootKeyError when a durable store is given without a root key, or with the wrong one.
+ * Creates a KMS. With no options: an in-memory store under a fresh random root key. Every
+ * record the KMS reads from the store is checked against its record seal (docs/FORMAT.md §4.1).
+ * @throws RootKeyError when a durable store is given without a root key, or with the wrong one,
+ *   or when the store holds records without a seal and `unsealedRecords` is not `"seal"`.
+ *   ValidationError for a malformed option.
  */
 export async function createKms(options: KmsOptions = {}): Promise<Kms> {
   const store = options.store ?? new MemoryKeyStore();
+  const unsealed = options.unsealedRecords ?? "refuse";
+  if (unsealed !== "refuse" && unsealed !== "seal") {
+    throw new ValidationError(
+      `"unsealedRecords" expected "refuse" or "seal", got ${String(options.unsealedRecords)}`,
+    );
+  }
   let source: RootKeySource;
   if (options.rootKey instanceof Uint8Array) source = RootKeySource.fromBytes(options.rootKey);
   else if (options.rootKey !== undefined) source = options.rootKey;
@@ -711,5 +738,24 @@ export async function createKms(options: KmsOptions = {}): Promise<Kms> {
     ),
   });
   const guard = new CallGuard(identity, options);
-  return new Kms({ store, hsm, clock: options.clock ?? systemClock, identity }, guard);
+  const clock = options.clock ?? systemClock;
+  const keyName = (keyId: string): string => `key ${keyArn(identity, keyId)}`;
+  // Every read and write of the Kms goes through the seals; only the one-time upgrade below
+  // writes through the raw store.
+  const sealed = new SealedKeyStore(store, hsm, { keyName });
+  if (unsealed === "seal") {
+    await sealUnsealedRecords(store, sealed, (record) =>
+      record.kind === "key"
+        ? guard.recordInternal("sealRecord", { keyId: record.key.keyId }, clock.now(), [record.key])
+        : guard.recordInternal(
+            "sealRecord",
+            { aliasName: record.alias.aliasName, targetKeyId: record.alias.targetKeyId },
+            clock.now(),
+            [],
+          ),
+    );
+  } else {
+    await assertSealedStore(store, keyName);
+  }
+  return new Kms({ store: sealed, hsm, clock, identity }, guard);
 }

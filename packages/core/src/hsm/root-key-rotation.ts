@@ -11,9 +11,19 @@
  *    new key as the old one's successor; new material is wrapped under the new key from then on);
  * 3. run `rotateRootKey({ store, from: old, to: new })`;
  * 4. drop `unwrapRootKeys`: the old key is retired and the store refuses it from then on.
+ *
+ * Record seals (docs/FORMAT.md §4.1) move with the material: each record is verified under the
+ * root key its seal names and re-sealed under the new one in the same write.
  */
 import { KeyStoreConflictError, NotFoundError, RootKeyError, ValidationError } from "../errors.ts";
 import type { KeyStore, StoredKey, StoredKeyVersion } from "../keystore/key-store.ts";
+import { sealRootKeyId } from "../keystore/record-seal.ts";
+import {
+  assertSealedStore,
+  SealedKeyStore,
+  sealUnsealedRecords,
+  type UnsealedRecordsMode,
+} from "../keystore/sealed-key-store.ts";
 import { RootKeySource } from "./root-key.ts";
 import { ROOT_KEY_SETTINGS, SoftwareHsm, wrappingRootKeyId } from "./software-hsm.ts";
 
@@ -41,6 +51,11 @@ export interface RotateRootKeyOptions {
    * @defaultValue 100
    */
   readonly pageSize?: number;
+  /**
+   * Records without a record seal, as in `KmsOptions.unsealedRecords`: `"refuse"` (default)
+   * fails before anything is written; `"seal"` seals them first (under the new root key).
+   */
+  readonly unsealedRecords?: UnsealedRecordsMode;
 }
 
 export interface RootKeyRotationResult {
@@ -86,12 +101,18 @@ async function* pages(
 
 /**
  * Re-wraps one key's versions under the HSM's root key by compare-and-set, re-reading on
- * conflict. Returns how many versions it re-wrapped (0 when the key was already done or is gone).
+ * conflict; `store` is the sealed view, so the record is verified on read and re-sealed under
+ * the new root key on write. Returns how many versions it re-wrapped (0 when the key was
+ * already done or is gone; a key whose material was done but whose seal was not is rewritten).
  */
-async function rewrapKey(hsm: SoftwareHsm, store: KeyStore, keyId: string): Promise<number> {
+async function rewrapKey(
+  hsm: SoftwareHsm,
+  store: SealedKeyStore,
+  keyId: string,
+): Promise<{ rewritten: boolean; versions: number }> {
   for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
     const current = await store.getKey(keyId);
-    if (current === undefined) return 0;
+    if (current === undefined) return { rewritten: false, versions: 0 };
     let changed = 0;
     const versions = current.versions.map((v): StoredKeyVersion => {
       const rewrapped = hsm.rewrapMaterial({
@@ -103,12 +124,14 @@ async function rewrapKey(hsm: SoftwareHsm, store: KeyStore, keyId: string): Prom
       changed++;
       return { ...v, wrappedMaterial: rewrapped };
     });
-    if (changed === 0) return 0;
+    if (changed === 0 && sealRootKeyId(current.seal) === hsm.rootKeyId) {
+      return { rewritten: false, versions: 0 };
+    }
     try {
       await store.updateKey({ ...current, versions, revision: current.revision + 1 });
-      return changed;
+      return { rewritten: true, versions: changed };
     } catch (error) {
-      if (error instanceof NotFoundError) return 0;
+      if (error instanceof NotFoundError) return { rewritten: false, versions: 0 };
       if (!(error instanceof KeyStoreConflictError)) throw error;
     }
   }
@@ -124,7 +147,8 @@ async function rewrapKey(hsm: SoftwareHsm, store: KeyStore, keyId: string): Prom
  * re-wraps material that instances still on `from` created during the run.
  *
  * @throws RootKeyError when `to` is neither the store's root key nor the declared successor of
- * `from`, or material is wrapped under a root key that is neither. ValidationError for a bad
+ * `from`, material is wrapped under a root key that is neither, a record fails its seal, or the
+ * store holds unsealed records and `unsealedRecords` is not `"seal"`. ValidationError for a bad
  * pageSize. KeyStoreConflictError when a key changes too often to re-wrap. Whatever
  * `onProgress` throws.
  */
@@ -133,6 +157,12 @@ export async function rotateRootKey(options: RotateRootKeyOptions): Promise<Root
   const pageSize = options.pageSize ?? 100;
   if (!Number.isSafeInteger(pageSize) || pageSize < 1 || pageSize > 1000) {
     throw new ValidationError(`"pageSize" expected an integer 1–1000, got ${String(pageSize)}`);
+  }
+  const unsealed = options.unsealedRecords ?? "refuse";
+  if (unsealed !== "refuse" && unsealed !== "seal") {
+    throw new ValidationError(
+      `"unsealedRecords" expected "refuse" or "seal", got ${String(options.unsealedRecords)}`,
+    );
   }
   // Opening with `to` as the root key and `from` for unwrapping declares `to` the successor of
   // `from` if no instance has yet, and refuses a `to` that the store's history does not allow.
@@ -148,6 +178,9 @@ export async function rotateRootKey(options: RotateRootKeyOptions): Promise<Root
       `root key ${toId} is not the successor of root key ${fromId} in key store ${store.description}`,
     );
   }
+  const sealed = new SealedKeyStore(store, hsm);
+  if (unsealed === "seal") await sealUnsealedRecords(store, sealed);
+  else await assertSealedStore(store, (keyId) => `key ${keyId}`);
 
   // Resume after the last completed page.
   let page = 0;
@@ -170,11 +203,9 @@ export async function rotateRootKey(options: RotateRootKeyOptions): Promise<Root
   let rewrittenKeys = 0;
   let rewrappedVersions = 0;
   const rewrap = async (keyId: string): Promise<void> => {
-    const versions = await rewrapKey(hsm, store, keyId);
-    if (versions > 0) {
-      rewrittenKeys++;
-      rewrappedVersions += versions;
-    }
+    const { rewritten, versions } = await rewrapKey(hsm, sealed, keyId);
+    if (rewritten) rewrittenKeys++;
+    rewrappedVersions += versions;
   };
 
   for await (const keys of pages(store, pageSize, after)) {
@@ -191,9 +222,23 @@ export async function rotateRootKey(options: RotateRootKeyOptions): Promise<Root
   // `from` by an instance that had not switched yet. Reads only, unless something is left.
   for await (const keys of pages(store, 1000, undefined)) {
     for (const key of keys) {
-      const stale = key.versions.some((v) => wrappingRootKeyId(v.wrappedMaterial) !== toId);
+      const stale =
+        sealRootKeyId(key.seal) !== toId ||
+        key.versions.some((v) => wrappingRootKeyId(v.wrappedMaterial) !== toId);
       if (stale) await rewrap(key.keyId);
     }
+  }
+  // Aliases hold no material, only a seal: re-seal those still under another root key.
+  for (let cursor: string | undefined; ; ) {
+    const page = await store.listAliases({
+      limit: 1000,
+      ...(cursor === undefined ? {} : { after: cursor }),
+    });
+    for (const alias of page) {
+      if (sealRootKeyId(alias.seal) !== toId) await sealed.resealAlias(alias.aliasName);
+    }
+    if (page.length < 1000) break;
+    cursor = page[page.length - 1]!.aliasName;
   }
   await store.putSettingIfAbsent(ROOT_KEY_SETTINGS.retired(fromId), toId);
   return {

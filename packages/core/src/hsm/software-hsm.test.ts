@@ -5,6 +5,7 @@ import { parseBlob } from "../envelope/ciphertext-blob.ts";
 import { InvalidCiphertextError, RootKeyError } from "../errors.ts";
 import type { StoredKey } from "../keystore/key-store.ts";
 import { MemoryKeyStore } from "../keystore/memory-key-store.ts";
+import { SealedKeyStore } from "../keystore/sealed-key-store.ts";
 import { createKms } from "../kms.ts";
 import { RootKeySource } from "./root-key.ts";
 import { SoftwareHsm } from "./software-hsm.ts";
@@ -36,18 +37,28 @@ async function twoKeys() {
   return { root, store, kms, a, b, ciphertextBlob, plaintext };
 }
 
+/**
+ * Swaps one version's wrapped material and seals the record again with the root key, as only a
+ * writer holding the root key could: without that, the record seal (FORMAT §4.1) refuses the
+ * edit before any unwrap, and these tests would not reach the wrap AAD (§4.3) they check.
+ */
 async function replaceVersion(
   store: MemoryKeyStore,
+  root: Uint8Array,
   keyId: string,
   index: number,
   wrapped: Uint8Array,
 ) {
+  const sealed = new SealedKeyStore(
+    store,
+    await SoftwareHsm.open(RootKeySource.fromBytes(Uint8Array.from(root)), store),
+  );
   const key = (await store.getKey(keyId))!;
   const versions = key.versions.map((v, i) =>
     i === index ? { ...v, wrappedMaterial: wrapped } : v,
   );
   const updated: StoredKey = { ...key, revision: key.revision + 1, versions };
-  await store.updateKey(updated);
+  await sealed.updateKey(updated);
 }
 
 describe("SoftwareHsm serialization", () => {
@@ -100,7 +111,7 @@ describe("wrapped key material (docs/FORMAT.md §4)", () => {
   it("material copied into another key's record fails to unwrap (error, not garbage)", async () => {
     const { root, store, a, b, ciphertextBlob } = await twoKeys();
     const fromA = (await store.getKey(a))!.versions[0]!.wrappedMaterial;
-    await replaceVersion(store, b, 0, fromA);
+    await replaceVersion(store, root, b, 0, fromA);
     // A fresh Kms: the first one has b's material cached from encrypt.
     const fresh = await createKms({ store, rootKey: Uint8Array.from(root) });
     const error = await fresh.decrypt({ ciphertextBlob }).catch((e) => e);
@@ -118,7 +129,7 @@ describe("wrapped key material (docs/FORMAT.md §4)", () => {
     const plaintext = encoder.encode("under v2");
     const { ciphertextBlob } = await kms.encrypt({ keyId: b, plaintext });
     const v1 = (await store.getKey(b))!.versions[0]!.wrappedMaterial;
-    await replaceVersion(store, b, 1, v1);
+    await replaceVersion(store, root, b, 1, v1);
     const fresh = await createKms({ store, rootKey: Uint8Array.from(root) });
     await expect(fresh.decrypt({ ciphertextBlob })).rejects.toBeInstanceOf(RootKeyError);
   });
@@ -129,11 +140,11 @@ describe("wrapped key material (docs/FORMAT.md §4)", () => {
     for (const bit of [0, 8, 70, 9 * 8 + 3, 21 * 8 + 100, original.length * 8 - 1]) {
       const tampered = Uint8Array.from(original);
       tampered[bit >> 3]! ^= 1 << (bit & 7);
-      await replaceVersion(store, b, 0, tampered);
+      await replaceVersion(store, root, b, 0, tampered);
       const fresh = await createKms({ store, rootKey: Uint8Array.from(root) });
       await expect(fresh.decrypt({ ciphertextBlob })).rejects.toBeInstanceOf(RootKeyError);
     }
-    await replaceVersion(store, b, 0, original);
+    await replaceVersion(store, root, b, 0, original);
     const fresh = await createKms({ store, rootKey: Uint8Array.from(root) });
     await expect(fresh.decrypt({ ciphertextBlob })).resolves.toBeDefined();
   });
@@ -144,7 +155,7 @@ describe("wrapped key material (docs/FORMAT.md §4)", () => {
       RootKeySource.fromBytes(randomBytes(32)),
       new MemoryKeyStore(),
     );
-    await replaceVersion(store, b, 0, other.wrapMaterial(b, 1, randomBytes(32)));
+    await replaceVersion(store, root, b, 0, other.wrapMaterial(b, 1, randomBytes(32)));
     const fresh = await createKms({ store, rootKey: Uint8Array.from(root) });
     await expect(fresh.decrypt({ ciphertextBlob })).rejects.toThrow(
       /wrapped under another root key/,

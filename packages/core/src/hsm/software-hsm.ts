@@ -1,4 +1,11 @@
-import { createHmac, randomFillSync } from "node:crypto";
+import {
+  createHmac,
+  createSecretKey,
+  hkdfSync,
+  type KeyObject,
+  randomFillSync,
+  timingSafeEqual,
+} from "node:crypto";
 import {
   BLOB_HEADER_LENGTH,
   IV_LENGTH,
@@ -88,6 +95,22 @@ async function loadRoot(source: RootKeySource, store: KeyStore): Promise<Uint8Ar
   return root;
 }
 
+/** HKDF info of the record-seal MAC key (docs/FORMAT.md §4.1). */
+const RECORD_SEAL_INFO = "kms/record-seal/v1";
+const RECORD_SEAL_MAC_LENGTH = 32;
+
+/** The record-seal MAC key of a root key: HKDF-SHA256, empty salt (FORMAT §4.1). */
+function deriveRecordSealKey(root: Uint8Array): KeyObject {
+  const derived = new Uint8Array(
+    hkdfSync("sha256", root, new Uint8Array(0), RECORD_SEAL_INFO, RECORD_SEAL_MAC_LENGTH),
+  );
+  try {
+    return createSecretKey(derived);
+  } finally {
+    derived.fill(0);
+  }
+}
+
 function computeRootKeyId(root: Uint8Array): Uint8Array {
   return createHmac("sha256", root)
     .update("kms/root-key-id/v1")
@@ -107,15 +130,18 @@ export class SoftwareHsm {
   /** Unwrap-only root keys by id (hex). */
   readonly #unwrapOnly = new Map<string, AesKey>();
   readonly #unwrapped = new Map<string, UnwrappedKey>();
+  /** Record-seal MAC keys by root key id (hex): the root key's and each unwrap-only key's. */
+  readonly #sealKeys = new Map<string, KeyObject>();
 
   private constructor(root: Uint8Array, unwrapOnly: readonly Uint8Array[]) {
     this.#rootKeyId = computeRootKeyId(root);
+    // Derived before importAesKey, which wipes the bytes it imports.
+    this.#sealKeys.set(Buffer.from(this.#rootKeyId).toString("hex"), deriveRecordSealKey(root));
     this.#root = importAesKey(root);
     for (const other of unwrapOnly) {
-      this.#unwrapOnly.set(
-        Buffer.from(computeRootKeyId(other)).toString("hex"),
-        importAesKey(other),
-      );
+      const id = Buffer.from(computeRootKeyId(other)).toString("hex");
+      if (!this.#sealKeys.has(id)) this.#sealKeys.set(id, deriveRecordSealKey(other));
+      this.#unwrapOnly.set(id, importAesKey(other));
     }
   }
 
@@ -254,6 +280,27 @@ export class SoftwareHsm {
     } finally {
       material.fill(0);
     }
+  }
+
+  /**
+   * HMAC-SHA256 of a record-seal input (docs/FORMAT.md §4.1) under the current root key's seal
+   * key; the seal names `rootKeyId`. Only the MAC leaves the HSM, never the key.
+   */
+  recordSealMac(input: Uint8Array): Uint8Array {
+    const key = this.#sealKeys.get(this.rootKeyId)!;
+    return new Uint8Array(createHmac("sha256", key).update(input).digest());
+  }
+
+  /**
+   * Checks a record-seal MAC, in constant time, under the seal key of the root key the seal
+   * names: the current root key or an unwrap-only one (so records stay readable during a
+   * root-key rotation). Undefined when this HSM holds no root key with that id.
+   */
+  verifyRecordSealMac(rootKeyId: string, input: Uint8Array, mac: Uint8Array): boolean | undefined {
+    const key = this.#sealKeys.get(rootKeyId);
+    if (key === undefined) return undefined;
+    const expected = createHmac("sha256", key).update(input).digest();
+    return mac.length === expected.length && timingSafeEqual(expected, mac);
   }
 
   #aesKey(ref: MaterialRef): UnwrappedKey {

@@ -51,6 +51,13 @@ export interface StoredKey {
   /** Ascending by version; never empty for a usable key. */
   readonly versions: readonly StoredKeyVersion[];
   readonly currentVersion: number;
+  /**
+   * Integrity seal the Kms computes over every other field but `revision` (docs/FORMAT.md
+   * §4.1), so metadata edited in the store is refused on load. Opaque ASCII text of at most
+   * 256 characters: stores persist it verbatim and never interpret it. Absent on records
+   * written before 0.x seals existed (see `KmsOptions.unsealedRecords`).
+   */
+  readonly seal?: string;
 }
 
 /** A grant: permission for one principal to perform some operations on one key. */
@@ -76,6 +83,8 @@ export interface StoredAlias {
   readonly targetKeyId: string;
   readonly createdAt: number;
   readonly updatedAt: number;
+  /** Integrity seal over the other fields, as `StoredKey.seal`; stores persist it verbatim. */
+  readonly seal?: string;
 }
 
 export interface ListOptions {
@@ -112,8 +121,17 @@ export interface KeyStore {
   ): Promise<readonly StoredAlias[]>;
   /** @throws AlreadyExistsError when the name is taken. */
   createAlias(alias: StoredAlias): Promise<void>;
-  /** @throws NotFoundError when the alias does not exist. */
-  updateAlias(aliasName: string, targetKeyId: string, updatedAt: number): Promise<void>;
+  /**
+   * Points an alias at another key; `seal` replaces the stored seal (absent: the alias is
+   * stored without one).
+   * @throws NotFoundError when the alias does not exist.
+   */
+  updateAlias(
+    aliasName: string,
+    targetKeyId: string,
+    updatedAt: number,
+    seal?: string,
+  ): Promise<void>;
   /** @throws NotFoundError when the alias does not exist. */
   deleteAlias(aliasName: string): Promise<void>;
   getSetting(name: string): Promise<string | undefined>;

@@ -1,5 +1,6 @@
 import { AlreadyExistsError, KeyStoreConflictError, NotFoundError } from "../errors.ts";
 import type { KeyStore, ListOptions, StoredAlias, StoredKey } from "./key-store.ts";
+import { deepFreeze } from "./stored-json.ts";
 
 function page<T>(sorted: readonly T[], id: (item: T) => string, options: ListOptions): T[] {
   const out: T[] = [];
@@ -17,6 +18,7 @@ function freezeKey(key: StoredKey): StoredKey {
     rotation: Object.freeze({ ...key.rotation }),
     tags: Object.freeze(key.tags.map((t) => Object.freeze({ ...t }))),
     versions: Object.freeze(key.versions.map((v) => Object.freeze({ ...v }))),
+    ...(key.grants === undefined ? {} : { grants: deepFreeze(structuredClone(key.grants)) }),
   });
 }
 
@@ -86,10 +88,19 @@ export class MemoryKeyStore implements KeyStore {
     this.#aliases.set(alias.aliasName, Object.freeze({ ...alias }));
   }
 
-  async updateAlias(aliasName: string, targetKeyId: string, updatedAt: number): Promise<void> {
+  async updateAlias(
+    aliasName: string,
+    targetKeyId: string,
+    updatedAt: number,
+    seal?: string,
+  ): Promise<void> {
     const current = this.#aliases.get(aliasName);
     if (current === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
-    this.#aliases.set(aliasName, Object.freeze({ ...current, targetKeyId, updatedAt }));
+    const { seal: _previous, ...rest } = current;
+    this.#aliases.set(
+      aliasName,
+      Object.freeze({ ...rest, targetKeyId, updatedAt, ...(seal === undefined ? {} : { seal }) }),
+    );
   }
 
   async deleteAlias(aliasName: string): Promise<void> {

@@ -131,9 +131,15 @@ function parseVersion(value: unknown, path: string): StoredKeyVersion {
   } as StoredKeyVersion;
 }
 
+/** Seals travel verbatim (FORMAT §4.1): checked only for being text, verified when opened. */
+function optionalSeal(value: unknown, path: string): { seal?: string } {
+  return value === undefined ? {} : { seal: str(value, path) };
+}
+
 function parseKey(value: unknown, path: string): StoredKey {
   if (!isRecord(value)) fail(path, "expected an object");
   str(value.keyId, `${path}.keyId`);
+  optionalSeal(value.seal, `${path}.seal`);
   int(value.revision, `${path}.revision`);
   int(value.currentVersion, `${path}.currentVersion`);
   for (const name of ["description", "keySpec", "keyUsage", "origin", "keyState"]) {
@@ -158,13 +164,16 @@ function parseAlias(value: unknown, path: string): StoredAlias {
     targetKeyId: str(value.targetKeyId, `${path}.targetKeyId`),
     createdAt: int(value.createdAt, `${path}.createdAt`),
     updatedAt: int(value.updatedAt, `${path}.updatedAt`),
+    ...optionalSeal(value.seal, `${path}.seal`),
   };
 }
 
 /**
  * Restores a snapshot into an empty store of any kind. Open the KMS on the target afterwards
  * with the same root key: the snapshot carries the root key history, so any other key is
- * refused as it would be on the original store.
+ * refused as it would be on the original store. Record seals are restored verbatim (they do not
+ * cover `revision`, which restarts at 1), so a record edited in the snapshot is refused when
+ * the KMS reads it.
  *
  * @throws ValidationError when `snapshot` is malformed (checked before anything is written),
  * AlreadyExistsError when the target store already holds keys, aliases or a different root key

@@ -14,9 +14,22 @@ export function parseStoredTags(keyId: string, text: string): StoredTag[] {
   return parseColumn(keyId, "tags", text, isTags);
 }
 
-/** A key's stored grants column. @throws KMSInternalException when it is not valid grants JSON. */
+/**
+ * A key's stored grants column, deeply frozen (the seal check remembers verified records by
+ * identity, which holds only for records nothing can change in place).
+ * @throws KMSInternalException when it is not valid grants JSON.
+ */
 export function parseStoredGrants(keyId: string, text: string): StoredGrant[] {
-  return parseColumn(keyId, "grants", text, isGrants);
+  return deepFreeze(parseColumn(keyId, "grants", text, isGrants));
+}
+
+/** Freezes a JSON value and everything in it; returns it. */
+export function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === "object") {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
 }
 
 function parseColumn<T>(

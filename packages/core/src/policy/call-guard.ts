@@ -11,6 +11,7 @@ import { MemoryAuditSink } from "../audit/memory-audit-sink.ts";
 import { parseBlob } from "../envelope/ciphertext-blob.ts";
 import { DryRunOperationError, ValidationError } from "../errors.ts";
 import { type KmsContext, resolveKeyId } from "../internal/key-access.ts";
+import type { StoredKey } from "../keystore/key-store.ts";
 import { validateGrantTokens } from "../operations/grants.ts";
 import type { CallOptions } from "../types.ts";
 import {
@@ -206,6 +207,22 @@ export class CallGuard {
       message: d.decision.message,
     }));
     return { allowed: decisions.length > 0 && decisions.every((d) => d.allowed), decisions };
+  }
+
+  /**
+   * Records work the KMS does on its own rather than for a caller (sealing records left
+   * unsealed by an earlier release, while opening), as the default principal.
+   */
+  recordInternal(
+    operation: string,
+    request: Readonly<Record<string, string>>,
+    now: number,
+    keys: readonly StoredKey[],
+  ): Promise<void> {
+    if (!this.auditing) return RECORDED;
+    const call = this.begin(operation, request, undefined, now);
+    for (const key of keys) call.keys.set(key.keyId, key);
+    return this.record(call, { response: request });
   }
 
   /** Records the call; rejects (fail-closed) when the event could not be written. */

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { InvalidCiphertextError } from "../errors.ts";
+import { InvalidCiphertextError, RootKeyError } from "../errors.ts";
 import type { KeyStore, StoredAlias, StoredKey } from "../keystore/key-store.ts";
 import { createKms, type Kms } from "../kms.ts";
 import type { EncryptionContext } from "../types.ts";
@@ -101,7 +101,8 @@ export function describeGoldenVectors(name: string, open: () => Promise<OpenedKe
     }
 
     beforeAll(async () => {
-      kms = await createKms({ store: await openLoaded(), rootKey });
+      // v1 predates record seals (FORMAT §4.1): its records are sealed once, as on an upgrade.
+      kms = await createKms({ store: await openLoaded(), rootKey, unsealedRecords: "seal" });
     });
     afterAll(async () => {
       for (const cleanup of cleanups) await cleanup();
@@ -165,6 +166,24 @@ export function describeGoldenVectors(name: string, open: () => Promise<OpenedKe
       await expect(
         kms.decrypt({ ciphertextBlob: aliased.ciphertextBlob, keyId: "alias/golden" }),
       ).resolves.toBeDefined();
+    });
+
+    it("an unsealed v1 store is refused without unsealedRecords, naming the option", async () => {
+      const opening = createKms({ store: await openLoaded(), rootKey });
+      await expect(opening).rejects.toBeInstanceOf(RootKeyError);
+      await expect(opening).rejects.toThrow(/unsealedRecords: "seal"/);
+    });
+
+    it("once sealed, the v1 store opens and decrypts without unsealedRecords", async () => {
+      const store = await openLoaded();
+      await createKms({ store, rootKey, unsealedRecords: "seal" });
+      const reopened = await createKms({ store, rootKey });
+      const aliased = ciphertexts.find((c) => c.name.startsWith("aliased"))!;
+      const { plaintext } = await reopened.decrypt({
+        ciphertextBlob: aliased.ciphertextBlob,
+        keyId: "alias/golden",
+      });
+      expect(Buffer.from(plaintext).equals(Buffer.from(aliased.plaintext))).toBe(true);
     });
 
     it("the snapshot refuses a different root key", async () => {

@@ -756,6 +756,151 @@ export function describeKeyStoreConformance(
       });
     });
 
+    describe("integrity seals: kept verbatim, absent stays absent", () => {
+      // Seals are opaque to stores; these look like what the Kms writes, plus the extremes of
+      // the contract (every printable ASCII character, the 256-character maximum).
+      const SEAL_A = `v1.${"0123456789abcdef".repeat(4)}`;
+      const SEAL_B = `v1.${"fedcba9876543210".repeat(4)}`;
+      const SEAL_LONGEST = Array.from({ length: 256 }, (_, i) =>
+        String.fromCharCode(0x20 + (i % 95)),
+      ).join("");
+
+      it("round-trips a key's seal through createKey, getKey and listKeys", async () => {
+        const key = makeKey("k-sealed", { seal: SEAL_A });
+        const longest = makeKey("k-sealed-long", { seal: SEAL_LONGEST });
+        await store.createKey(key);
+        await store.createKey(longest);
+        expect((await store.getKey("k-sealed"))?.seal).toBe(SEAL_A);
+        expectSameKey(await store.getKey("k-sealed"), key);
+        expect((await store.getKey("k-sealed-long"))?.seal).toBe(SEAL_LONGEST);
+        const listed = await store.listKeys({ limit: 10 });
+        expect(listed.map((k) => k.seal)).toStrictEqual([SEAL_A, SEAL_LONGEST]);
+        expectSameKey(listed[0], key);
+        expectSameKey(listed[1], longest);
+      });
+
+      it("leaves a key without a seal without one (no undefined or null property)", async () => {
+        await store.createKey(makeKey("k-bare"));
+        await store.createKey(makeKey("k-sealed", { seal: SEAL_A }));
+        expect(await store.getKey("k-bare")).not.toHaveProperty("seal");
+        const listed = await store.listKeys({ limit: 10 });
+        expect(listed[0]?.keyId).toBe("k-bare");
+        expect(listed[0]).not.toHaveProperty("seal");
+        expect(listed[1]?.seal).toBe(SEAL_A);
+      });
+
+      it("keeps an empty seal as an empty string, apart from an absent one", async () => {
+        await store.createKey(makeKey("k-empty-seal", { seal: "" }));
+        const stored = await store.getKey("k-empty-seal");
+        expect(stored).toHaveProperty("seal", "");
+      });
+
+      it("replaces, adds and removes a key's seal with updateKey", async () => {
+        const key = makeKey("k-u", { seal: SEAL_A });
+        await store.createKey(key);
+        expect((await store.getKey("k-u"))?.seal).toBe(SEAL_A);
+
+        const resealed = next(key, { description: "two", seal: SEAL_B });
+        await store.updateKey(resealed);
+        expect((await store.getKey("k-u"))?.seal).toBe(SEAL_B);
+        expectSameKey((await store.listKeys({ limit: 1 }))[0], resealed);
+
+        const unsealed = next(omit(resealed, "seal") as StoredKey);
+        await store.updateKey(unsealed);
+        expect(await store.getKey("k-u")).not.toHaveProperty("seal");
+        expect((await store.listKeys({ limit: 1 }))[0]).not.toHaveProperty("seal");
+
+        // A record from before seals existed gains one on its next write.
+        const sealedAgain = next(unsealed, { seal: SEAL_A });
+        await store.updateKey(sealedAgain);
+        expectSameKey(await store.getKey("k-u"), sealedAgain);
+      });
+
+      it("keeps the stored seal when an update loses the compare-and-set", async () => {
+        const key = makeKey("k-cas", { seal: SEAL_A });
+        await store.createKey(key);
+        const winner = next(key, { seal: SEAL_B });
+        await store.updateKey(winner);
+        await expect(store.updateKey(next(key, { seal: SEAL_LONGEST }))).rejects.toBeInstanceOf(
+          KeyStoreConflictError,
+        );
+        await expect(store.updateKey(next(omit(key, "seal") as StoredKey))).rejects.toBeInstanceOf(
+          KeyStoreConflictError,
+        );
+        expectSameKey(await store.getKey("k-cas"), winner);
+      });
+
+      it("round-trips an alias's seal through createAlias, getAlias and listAliases", async () => {
+        await store.createKey(makeKey("k-a"));
+        const sealed: StoredAlias = { ...makeAlias("alias/sealed", "k-a"), seal: SEAL_A };
+        const longest: StoredAlias = {
+          ...makeAlias("alias/sealed-long", "k-a"),
+          seal: SEAL_LONGEST,
+        };
+        await store.createAlias(sealed);
+        await store.createAlias(longest);
+        await store.createAlias(makeAlias("alias/unsealed", "k-a"));
+        expect(await store.getAlias("alias/sealed")).toStrictEqual(sealed);
+        expect(await store.getAlias("alias/sealed-long")).toStrictEqual(longest);
+        expect(await store.getAlias("alias/unsealed")).toStrictEqual(
+          makeAlias("alias/unsealed", "k-a"),
+        );
+        expect(await store.getAlias("alias/unsealed")).not.toHaveProperty("seal");
+        const expected = [sealed, longest, makeAlias("alias/unsealed", "k-a")];
+        expect(await store.listAliases({ limit: 10 })).toStrictEqual(expected);
+        expect(await store.listAliases({ limit: 10, targetKeyId: "k-a" })).toStrictEqual(expected);
+        expect(await store.listAliases({ after: "alias/sealed", limit: 1 })).toStrictEqual([
+          longest,
+        ]);
+      });
+
+      it("replaces an alias's seal with the one updateAlias gives, and clears it when none is given", async () => {
+        await store.createKey(makeKey("k-a"));
+        await store.createKey(makeKey("k-b"));
+        await store.createAlias({ ...makeAlias("alias/x", "k-a"), seal: SEAL_A });
+        await store.createAlias({ ...makeAlias("alias/other", "k-a"), seal: SEAL_A });
+        // Read first, so a store that caches aliases has the old record cached.
+        expect((await store.getAlias("alias/x"))?.seal).toBe(SEAL_A);
+
+        await store.updateAlias("alias/x", "k-b", T0 + DAY, SEAL_B);
+        const resealed = {
+          aliasName: "alias/x",
+          targetKeyId: "k-b",
+          createdAt: T0,
+          updatedAt: T0 + DAY,
+          seal: SEAL_B,
+        };
+        expect(await store.getAlias("alias/x")).toStrictEqual(resealed);
+        expect(await store.listAliases({ limit: 10, targetKeyId: "k-b" })).toStrictEqual([
+          resealed,
+        ]);
+
+        await store.updateAlias("alias/x", "k-a", T0 + 2 * DAY);
+        const cleared = makeAlias("alias/x", "k-a");
+        const expectedCleared = { ...cleared, updatedAt: T0 + 2 * DAY };
+        expect(await store.getAlias("alias/x")).toStrictEqual(expectedCleared);
+        expect(await store.getAlias("alias/x")).not.toHaveProperty("seal");
+        expect(await store.listAliases({ after: "alias/other", limit: 10 })).toStrictEqual([
+          expectedCleared,
+        ]);
+
+        // An alias from before seals existed gains one on its next update.
+        await store.updateAlias("alias/x", "k-b", T0 + 3 * DAY, SEAL_LONGEST);
+        expect((await store.getAlias("alias/x"))?.seal).toBe(SEAL_LONGEST);
+
+        // Updating one alias never touches another's seal.
+        expect((await store.getAlias("alias/other"))?.seal).toBe(SEAL_A);
+      });
+
+      it("creates nothing when updateAlias with a seal names a missing alias", async () => {
+        await expect(store.updateAlias("alias/none", "k-a", T0, SEAL_A)).rejects.toBeInstanceOf(
+          NotFoundError,
+        );
+        expect(await store.getAlias("alias/none")).toBeUndefined();
+        expect(await store.listAliases({ limit: 10 })).toStrictEqual([]);
+      });
+    });
+
     describe("settings", () => {
       it("returns undefined for a setting never written", async () => {
         expect(await store.getSetting("root-key-check")).toBeUndefined();

@@ -19,6 +19,7 @@ import {
   MemoryKeyStore,
   type SigningAlgorithm,
 } from "../../src/index.ts";
+import { SealedKeyStore } from "../../src/keystore/sealed-key-store.ts";
 
 export interface ImportingKms {
   readonly kms: Kms;
@@ -43,13 +44,15 @@ export async function importingKms(): Promise<ImportingKms> {
   const store = new MemoryKeyStore();
   const kms = await createKms({ store, rootKey: root });
   const hsm = await SoftwareHsm.open(RootKeySource.fromBytes(root), store);
+  // Sealed with the shared root key (FORMAT §4.1), as the Kms's own createKey would seal it.
+  const sealed = new SealedKeyStore(store, hsm);
   async function store_(
     keyId: string,
     spec: KeySpec,
     usage: KeyUsage,
     wrapped: { wrappedMaterial: Uint8Array; publicKey?: Uint8Array },
   ): Promise<string> {
-    await store.createKey({
+    await sealed.createKey({
       keyId,
       revision: 1,
       createdAt: Date.now(),

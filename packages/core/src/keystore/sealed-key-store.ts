@@ -1,0 +1,405 @@
+/**
+ * Record seals (docs/FORMAT.md §4.1): a KeyStore decorator that seals every key and alias record
+ * it writes with a MAC under the root key, and refuses every record it reads whose seal is
+ * missing, malformed, under a root key the HSM does not hold, wrong, or (keys only) older than
+ * one this process already saw. The Kms talks to the store only through it, so a store writer
+ * without the root key cannot re-enable a key, cancel a deletion, grant itself access or
+ * repoint an alias: the record is refused with a RootKeyError instead of obeyed.
+ */
+import { KeyStoreConflictError, NotFoundError, RootKeyError } from "../errors.ts";
+import type { SoftwareHsm } from "../hsm/software-hsm.ts";
+import type { KeyStore, ListOptions, StoredAlias, StoredKey } from "./key-store.ts";
+import {
+  canonicalAliasRecord,
+  canonicalKeyRecord,
+  formatSeal,
+  parseSeal,
+  type SealedRecordKind,
+  sealCounter,
+  sealInput,
+} from "./record-seal.ts";
+
+/** What to do with records that carry no seal (written by a release before record seals). */
+export type UnsealedRecordsMode = "refuse" | "seal";
+
+export interface SealedKeyStoreOptions {
+  /** How messages name a key (the Kms passes its ARN); default `key <id>`. */
+  readonly keyName?: (keyId: string) => string;
+}
+
+/** The highest seal counter this process verified or wrote for a key, and when (a tick). */
+interface Floor {
+  readonly counter: number;
+  readonly tick: number;
+}
+
+/**
+ * Last verified record per key: when a key is read again unchanged (same seal, same canonical
+ * bytes), the HMAC is skipped. The canonical bytes are still recomputed and compared on every
+ * read, so any change to the record is verified in full. Bounded, oldest entry evicted first.
+ */
+const VERIFIED_CACHE_SIZE = 4096;
+
+/**
+ * Whether nothing in a key record can change in place: then having verified this very object
+ * once is as good as verifying it again. Stores that cache records hand out the same frozen
+ * object on every read, so the common read costs a few isFrozen calls instead of rebuilding the
+ * canonical JSON. (The bytes of a version cannot be frozen; only code inside this process could
+ * change them, and wrapped material is authenticated again when it is unwrapped.)
+ */
+function isDeeplyFrozen(key: StoredKey): boolean {
+  if (
+    !Object.isFrozen(key) ||
+    !Object.isFrozen(key.rotation) ||
+    !Object.isFrozen(key.tags) ||
+    !Object.isFrozen(key.versions)
+  ) {
+    return false;
+  }
+  for (const tag of key.tags) if (!Object.isFrozen(tag)) return false;
+  for (const version of key.versions) if (!Object.isFrozen(version)) return false;
+  if (key.grants === undefined) return true;
+  if (!Object.isFrozen(key.grants)) return false;
+  for (const grant of key.grants) {
+    if (!Object.isFrozen(grant) || !Object.isFrozen(grant.operations)) return false;
+    const c = grant.constraints;
+    if (c === undefined) continue;
+    if (!Object.isFrozen(c)) return false;
+    if (c.encryptionContextEquals !== undefined && !Object.isFrozen(c.encryptionContextEquals)) {
+      return false;
+    }
+    if (c.encryptionContextSubset !== undefined && !Object.isFrozen(c.encryptionContextSubset)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+const UPGRADE_HINT =
+  'if the store was written by a release without record seals, open it once with unsealedRecords: "seal"';
+
+export class SealedKeyStore implements KeyStore {
+  readonly #raw: KeyStore;
+  readonly #hsm: SoftwareHsm;
+  readonly #keyName: (keyId: string) => string;
+  readonly #floors = new Map<string, Floor>();
+  #tick = 0;
+  readonly #verified = new Map<string, { readonly seal: string; readonly canonical: string }>();
+  /** Deeply frozen records verified as these very objects, with their seal counter. */
+  readonly #verifiedObjects = new WeakMap<StoredKey | StoredAlias, number>();
+
+  constructor(raw: KeyStore, hsm: SoftwareHsm, options: SealedKeyStoreOptions = {}) {
+    this.#raw = raw;
+    this.#hsm = hsm;
+    this.#keyName = options.keyName ?? ((keyId) => `key ${keyId}`);
+  }
+
+  get description(): string {
+    return this.#raw.description;
+  }
+
+  // ---- keys ----
+
+  async getKey(keyId: string): Promise<StoredKey | undefined> {
+    const since = this.#tick;
+    const key = await this.#raw.getKey(keyId);
+    if (key !== undefined) this.#verifyKey(key, since);
+    return key;
+  }
+
+  async listKeys(options: ListOptions): Promise<readonly StoredKey[]> {
+    const since = this.#tick;
+    const page = await this.#raw.listKeys(options);
+    // Fail closed: one bad record fails the page, rather than a page that silently skips it.
+    for (const key of page) this.#verifyKey(key, since);
+    return page;
+  }
+
+  async createKey(key: StoredKey): Promise<void> {
+    const sealed = this.sealKey(key, 1);
+    await this.#raw.createKey(sealed);
+    this.#raise(key.keyId, 1);
+  }
+
+  async updateKey(key: StoredKey): Promise<void> {
+    // `key` is the record read (and verified) plus the change, so it still carries the seal it
+    // replaces; the floor covers callers that built a record without one.
+    const counter =
+      Math.max(sealCounter(key.seal) ?? 0, this.#floors.get(key.keyId)?.counter ?? 0) + 1;
+    await this.#raw.updateKey(this.sealKey(key, counter));
+    this.#raise(key.keyId, counter);
+  }
+
+  deleteKey(keyId: string, revision: number): Promise<void> {
+    this.#verified.delete(keyId);
+    return this.#raw.deleteKey(keyId, revision);
+  }
+
+  // ---- aliases ----
+
+  async getAlias(aliasName: string): Promise<StoredAlias | undefined> {
+    const alias = await this.#raw.getAlias(aliasName);
+    if (alias !== undefined) this.#verifyAlias(alias);
+    return alias;
+  }
+
+  async listAliases(
+    options: ListOptions & { readonly targetKeyId?: string },
+  ): Promise<readonly StoredAlias[]> {
+    const page = await this.#raw.listAliases(options);
+    for (const alias of page) this.#verifyAlias(alias);
+    return page;
+  }
+
+  createAlias(alias: StoredAlias): Promise<void> {
+    return this.#raw.createAlias(this.sealAlias(alias, 1));
+  }
+
+  /**
+   * The seal covers createdAt, which updateAlias does not receive: it comes from the current
+   * record, verified first. (Aliases have no compare-and-set; should the alias be deleted and
+   * re-created between this read and the write, the write seals the old createdAt and the alias
+   * is refused on its next read rather than trusted.)
+   */
+  async updateAlias(aliasName: string, targetKeyId: string, updatedAt: number): Promise<void> {
+    const current = await this.getAlias(aliasName);
+    if (current === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
+    const counter = (sealCounter(current.seal) ?? 0) + 1;
+    const { seal } = this.sealAlias({ ...current, targetKeyId, updatedAt }, counter);
+    return this.#raw.updateAlias(aliasName, targetKeyId, updatedAt, seal);
+  }
+
+  deleteAlias(aliasName: string): Promise<void> {
+    return this.#raw.deleteAlias(aliasName);
+  }
+
+  /** Verifies an alias and seals it again, unchanged, under the current root key. */
+  async resealAlias(aliasName: string): Promise<void> {
+    const current = await this.getAlias(aliasName);
+    if (current === undefined) return;
+    try {
+      await this.updateAlias(aliasName, current.targetKeyId, current.updatedAt);
+    } catch (error) {
+      if (!(error instanceof NotFoundError)) throw error;
+    }
+  }
+
+  // ---- pass-through ----
+
+  getSetting(name: string): Promise<string | undefined> {
+    return this.#raw.getSetting(name);
+  }
+
+  putSettingIfAbsent(name: string, value: string): Promise<string> {
+    return this.#raw.putSettingIfAbsent(name, value);
+  }
+
+  close(): Promise<void> {
+    return this.#raw.close();
+  }
+
+  // ---- sealing ----
+
+  /** `key` with a fresh seal under the current root key and `counter`. */
+  sealKey(key: StoredKey, counter: number): StoredKey {
+    return { ...key, seal: this.#seal("key", counter, canonicalKeyRecord(key)) };
+  }
+
+  /** `alias` with a fresh seal under the current root key and `counter`. */
+  sealAlias(alias: StoredAlias, counter: number): StoredAlias {
+    return { ...alias, seal: this.#seal("alias", counter, canonicalAliasRecord(alias)) };
+  }
+
+  #seal(kind: SealedRecordKind, counter: number, canonical: string): string {
+    const mac = this.#hsm.recordSealMac(sealInput(kind, counter, canonical));
+    return formatSeal(this.#hsm.rootKeyId, counter, mac);
+  }
+
+  /**
+   * Raises a key's floor. `tick` moves only when a floor rises, so reads in flight can tell
+   * whether the floor they compare against was set before they were issued.
+   */
+  #raise(keyId: string, counter: number): void {
+    const floor = this.#floors.get(keyId);
+    if (floor !== undefined && floor.counter >= counter) return;
+    this.#floors.set(keyId, { counter, tick: ++this.#tick });
+  }
+
+  #verifyKey(key: StoredKey, since: number): void {
+    let counter = this.#verifiedObjects.get(key);
+    if (counter === undefined || !isDeeplyFrozen(key)) {
+      counter = this.#check("key", key.seal, canonicalKeyRecord(key), key.keyId, () =>
+        this.#keyName(key.keyId),
+      );
+      if (isDeeplyFrozen(key)) this.#verifiedObjects.set(key, counter);
+    }
+    const floor = this.#floors.get(key.keyId);
+    // A floor raised after this read was issued may be newer than what the store could answer
+    // (a concurrent write of ours landing while the read was in flight): only a floor that was
+    // in place before the read is a lower bound for it.
+    if (floor !== undefined && counter < floor.counter && floor.tick <= since) {
+      throw new RootKeyError(
+        `${this.#keyName(key.keyId)} in key store ${this.description} was rolled back to an ` +
+          `older sealed record (seal counter ${counter}, this process saw ${floor.counter}); ` +
+          "the store was altered or mixed with another",
+      );
+    }
+    this.#raise(key.keyId, counter);
+  }
+
+  #verifyAlias(alias: StoredAlias): void {
+    // An alias's fields are all primitives: a frozen alias cannot change.
+    if (this.#verifiedObjects.has(alias) && Object.isFrozen(alias)) return;
+    const counter = this.#check(
+      "alias",
+      alias.seal,
+      canonicalAliasRecord(alias),
+      undefined,
+      () => `alias ${alias.aliasName}`,
+    );
+    if (Object.isFrozen(alias)) this.#verifiedObjects.set(alias, counter);
+  }
+
+  /** Verifies a seal over `canonical`; returns its counter. @throws RootKeyError. */
+  #check(
+    kind: SealedRecordKind,
+    seal: string | undefined,
+    canonical: string,
+    memoKey: string | undefined,
+    name: () => string,
+  ): number {
+    const refuse = (why: string): never => {
+      throw new RootKeyError(
+        `${name()} in key store ${this.description} ${why}; the store was altered or mixed ` +
+          "with another",
+      );
+    };
+    if (typeof seal !== "string") {
+      throw new RootKeyError(
+        `${name()} in key store ${this.description} has no record seal: ${UPGRADE_HINT}; ` +
+          "otherwise the store was altered",
+      );
+    }
+    const parsed = parseSeal(seal);
+    if (parsed === undefined) return refuse("has a malformed record seal");
+    if (memoKey !== undefined) {
+      const memo = this.#verified.get(memoKey);
+      if (memo !== undefined && memo.seal === seal && memo.canonical === canonical) {
+        return parsed.counter;
+      }
+    }
+    const valid = this.#hsm.verifyRecordSealMac(
+      parsed.rootKeyId,
+      sealInput(kind, parsed.counter, canonical),
+      parsed.mac,
+    );
+    if (valid === undefined) {
+      return refuse(`is sealed under root key ${parsed.rootKeyId}, which this KMS does not hold`);
+    }
+    if (!valid) return refuse("does not match its record seal");
+    if (memoKey !== undefined) {
+      this.#verified.delete(memoKey);
+      if (this.#verified.size >= VERIFIED_CACHE_SIZE) {
+        this.#verified.delete(this.#verified.keys().next().value!);
+      }
+      this.#verified.set(memoKey, { seal, canonical });
+    }
+    return parsed.counter;
+  }
+}
+
+/** A record left unsealed by an earlier release, reported by {@link sealUnsealedRecords}. */
+export type SealedRecord =
+  | { readonly kind: "key"; readonly key: StoredKey }
+  | { readonly kind: "alias"; readonly alias: StoredAlias };
+
+const PAGE = 100;
+const MAX_WRITE_ATTEMPTS = 32;
+
+/**
+ * Fails fast when the first page of keys or aliases holds a record without a seal: a store
+ * written by a release before record seals (which writes no record with one), or one whose
+ * seals were stripped. Only the first page, so that opening a large store stays cheap; every
+ * later read checks its records anyway.
+ * @throws RootKeyError naming the `unsealedRecords: "seal"` option.
+ */
+export async function assertSealedStore(
+  raw: KeyStore,
+  keyName: (keyId: string) => string,
+): Promise<void> {
+  const key = (await raw.listKeys({ limit: PAGE })).find((k) => k.seal === undefined);
+  const alias =
+    key === undefined
+      ? (await raw.listAliases({ limit: PAGE })).find((a) => a.seal === undefined)
+      : undefined;
+  if (key === undefined && alias === undefined) return;
+  const what = key !== undefined ? keyName(key.keyId) : `alias ${alias!.aliasName}`;
+  throw new RootKeyError(
+    `key store ${raw.description} holds records without a record seal (${what}): ` +
+      `${UPGRADE_HINT} (then remove the option); otherwise the store was altered`,
+  );
+}
+
+/**
+ * Seals every key and alias that has no seal, once, under the current root key (counter 1),
+ * writing through the raw store by compare-and-set for keys. A record that has a seal is never
+ * touched, whether or not it verifies: a failing seal stays refused. This trusts the unsealed
+ * records as they are now (trust on first use). Calls `onSealed` after each record it sealed.
+ */
+export async function sealUnsealedRecords(
+  raw: KeyStore,
+  sealed: SealedKeyStore,
+  onSealed: (record: SealedRecord) => Promise<void> | void = () => {},
+): Promise<void> {
+  for (let after: string | undefined; ; ) {
+    const page = await raw.listKeys({ limit: PAGE, ...(after === undefined ? {} : { after }) });
+    for (const key of page) {
+      if (key.seal === undefined && (await sealKeyRecord(raw, sealed, key))) {
+        await onSealed({ kind: "key", key });
+      }
+    }
+    if (page.length < PAGE) break;
+    after = page[page.length - 1]!.keyId;
+  }
+  for (let after: string | undefined; ; ) {
+    const page = await raw.listAliases({ limit: PAGE, ...(after === undefined ? {} : { after }) });
+    for (const listed of page) {
+      if (listed.seal !== undefined) continue;
+      // Re-read right before writing: aliases have no compare-and-set, so this narrows the
+      // window in which an update by another instance could be overwritten with old values.
+      const alias = await raw.getAlias(listed.aliasName);
+      if (alias === undefined || alias.seal !== undefined) continue;
+      const { seal } = sealed.sealAlias(alias, 1);
+      try {
+        await raw.updateAlias(alias.aliasName, alias.targetKeyId, alias.updatedAt, seal);
+      } catch (error) {
+        if (error instanceof NotFoundError) continue;
+        throw error;
+      }
+      await onSealed({ kind: "alias", alias });
+    }
+    if (page.length < PAGE) break;
+    after = page[page.length - 1]!.aliasName;
+  }
+}
+
+/** Seals one unsealed key by compare-and-set; false when it is gone or got a seal meanwhile. */
+async function sealKeyRecord(
+  raw: KeyStore,
+  sealed: SealedKeyStore,
+  listed: StoredKey,
+): Promise<boolean> {
+  let key: StoredKey | undefined = listed;
+  for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
+    if (key === undefined || key.seal !== undefined) return false;
+    try {
+      await raw.updateKey({ ...sealed.sealKey(key, 1), revision: key.revision + 1 });
+      return true;
+    } catch (error) {
+      if (error instanceof NotFoundError) return false;
+      if (!(error instanceof KeyStoreConflictError)) throw error;
+    }
+    key = await raw.getKey(listed.keyId);
+  }
+  throw new KeyStoreConflictError(`key ${listed.keyId} is being changed too often to seal`);
+}
