@@ -1,5 +1,7 @@
 import { keyArn } from "../arn.ts";
+import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import {
+  AccessDeniedError,
   DryRunOperationError,
   InvalidGrantIdError,
   InvalidGrantTokenError,
@@ -18,31 +20,19 @@ import {
 } from "../internal/key-access.ts";
 import { pageRequest, toPage } from "../internal/pagination.ts";
 import type { StoredGrant, StoredKey } from "../keystore/key-store.ts";
-import { grantConstraintsHold } from "../policy/evaluate.ts";
+import { authorizationRequest, keyPolicyOf } from "../policy/authorizer.ts";
+import { type Decision, evaluate, grantConstraintsHold } from "../policy/evaluate.ts";
 import type { EncryptionContext, KeyIdRequest, Page, PageRequest } from "../types.ts";
+import {
+  assertConstraintSize,
+  assertConstraintsFitKey,
+  assertGrantOperationsFitKey,
+  GRANT_OPERATIONS,
+  type GrantOperation,
+} from "./grant-operations.ts";
 import { accessDenied, policyAllows } from "./policies.ts";
 
-/** The operations a grant can allow (AWS's list). */
-export const GRANT_OPERATIONS = [
-  "Decrypt",
-  "Encrypt",
-  "GenerateDataKey",
-  "GenerateDataKeyPair",
-  "GenerateDataKeyPairWithoutPlaintext",
-  "GenerateDataKeyWithoutPlaintext",
-  "ReEncryptFrom",
-  "ReEncryptTo",
-  "Sign",
-  "Verify",
-  "GetPublicKey",
-  "CreateGrant",
-  "RetireGrant",
-  "DescribeKey",
-  "GenerateMac",
-  "VerifyMac",
-  "DeriveSharedSecret",
-] as const;
-export type GrantOperation = (typeof GRANT_OPERATIONS)[number];
+export { GRANT_OPERATIONS, type GrantOperation } from "./grant-operations.ts";
 
 export const MAX_GRANTS_PER_KEY = 50000;
 export const MAX_GRANT_TOKENS = 10;
@@ -164,12 +154,19 @@ function plainObject(name: string, value: unknown): Record<string, unknown> {
 
 function contextArg(name: string, value: unknown): EncryptionContext {
   const obj = plainObject(name, value);
-  for (const [k, v] of Object.entries(obj)) {
-    if (typeof v !== "string") throw new ValidationError(`"${name}.${k}" must be a string`);
-  }
+  // The rules an encryption context follows (string values, no empty key, well-formed Unicode:
+  // stores write UTF-8, so a lone surrogate would come back as another constraint).
+  encodeEncryptionContext(obj as EncryptionContext, name);
+  assertConstraintSize(name, obj as EncryptionContext);
   return obj as EncryptionContext;
 }
 
+/**
+ * A constraints object must hold exactly one constraint. Both at once: AWS answers "More than
+ * one constraint supplied" (ValidationException), even when one of them is empty. None at all
+ * is refused too (beyond AWS): `{ encryptionContextSubset: undefined }` from a missing variable
+ * would otherwise become an unconstrained grant without a word.
+ */
 function constraintsArg(value: unknown): StoredGrant["constraints"] | undefined {
   if (value === undefined) return undefined;
   const c = plainObject("constraints", value);
@@ -186,11 +183,16 @@ function constraintsArg(value: unknown): StoredGrant["constraints"] | undefined 
     c.encryptionContextSubset === undefined
       ? undefined
       : contextArg("constraints.encryptionContextSubset", c.encryptionContextSubset);
-  if (equals === undefined && subset === undefined) return undefined;
-  return {
-    ...(equals !== undefined ? { encryptionContextEquals: equals } : {}),
-    ...(subset !== undefined ? { encryptionContextSubset: subset } : {}),
-  };
+  if (equals !== undefined && subset !== undefined) {
+    throw new ValidationError(
+      `"constraints" may hold encryptionContextEquals or encryptionContextSubset, not both`,
+    );
+  }
+  if (equals !== undefined) return { encryptionContextEquals: equals };
+  if (subset !== undefined) return { encryptionContextSubset: subset };
+  throw new ValidationError(
+    `"constraints" must hold encryptionContextEquals or encryptionContextSubset; omit "constraints" for a grant without constraints`,
+  );
 }
 
 function operationsArg(value: unknown): string[] {
@@ -205,7 +207,13 @@ function operationsArg(value: unknown): string[] {
     }
     return op as string;
   });
-  return [...new Set(ops)];
+  const unique = [...new Set(ops)];
+  // AWS: "Grants must not contain only the CreateGrant operation" — such a grant could only
+  // hand on CreateGrant itself, which is refused again, so it would allow nothing.
+  if (unique.length === 1 && unique[0] === "CreateGrant") {
+    throw new ValidationError(`"operations" must hold an operation besides CreateGrant`);
+  }
+  return unique;
 }
 
 const sameList = (a: readonly string[], b: readonly string[]): boolean =>
@@ -277,7 +285,13 @@ function toEntry(ctx: KmsContext, key: StoredKey, g: StoredGrant): GrantListEntr
   };
 }
 
-/** @throws ValidationException, NotFoundException, DisabledException, LimitExceededException, DryRunOperationException. */
+/**
+ * Creates a grant. The operations must be ones the key supports (see grant-operations.ts), not
+ * CreateGrant alone; constraints only on symmetric encryption keys, one constraint per grant.
+ * Grants stored before these checks existed are kept and evaluated as before.
+ * @throws ValidationException, NotFoundException, DisabledException, KMSInvalidStateException,
+ * AccessDeniedException, LimitExceededException, DryRunOperationException.
+ */
 export async function createGrant(
   ctx: KmsContext,
   request: CreateGrantRequest,
@@ -303,6 +317,11 @@ export async function createGrant(
     ...(constraints !== undefined ? { constraints } : {}),
   };
   const loaded = await loadKey(ctx, request.keyId, "createGrant");
+  // After authorization, so a caller without kms:CreateGrant learns nothing of the key's spec.
+  assertGrantOperationsFitKey(loaded.keySpec, loaded.keyUsage, operations);
+  if (constraints !== undefined) {
+    assertConstraintsFitKey(loaded.keySpec, loaded.keyUsage, operations);
+  }
   checkDelegation(ctx, loaded, { ...fields, grantId: "", createdAt: 0 });
   if (request.dryRun === true) {
     throw new DryRunOperationError("the request would have succeeded, but dryRun was set");
@@ -390,9 +409,22 @@ function removeGrant(key: StoredKey, grantId: string): StoredGrant[] {
   return grants.filter((g) => g.grantId !== grantId);
 }
 
+/** The key policy's explicit Deny of `action` for this call, if it has one. */
+function explicitDeny(ctx: KmsContext, key: StoredKey, action: string): Decision | undefined {
+  const call = ctx.call;
+  if (call === undefined || !call.settings.enabled) return undefined;
+  const decision = evaluate(
+    keyPolicyOf(key, call.settings.identity),
+    [],
+    authorizationRequest(call, action, key, "single"),
+  );
+  return decision.reason === "explicit-deny" ? decision : undefined;
+}
+
 /**
  * Retires a grant: allowed for its retiring principal, its grantee when the grant includes
- * RetireGrant, or whoever the key policy allows kms:RetireGrant.
+ * RetireGrant, or whoever the key policy allows kms:RetireGrant — unless a statement of the key
+ * policy explicitly denies the caller kms:RetireGrant, which wins over all three.
  * @throws InvalidGrantTokenException, InvalidGrantIdException, NotFoundException, AccessDeniedException.
  */
 export async function retireGrant(ctx: KmsContext, request: RetireGrantRequest): Promise<void> {
@@ -416,6 +448,10 @@ export async function retireGrant(ctx: KmsContext, request: RetireGrantRequest):
   if (grant === undefined)
     throw new NotFoundError(`grant ${grantId} does not exist on key ${keyId}`);
   const principal = ctx.call?.principal;
+  // AWS: an explicit Deny on kms:RetireGrant in an IAM policy stops even the grant's own
+  // retiring principal. With no IAM here the key policy stands in for it, so its Deny does too.
+  const denied = explicitDeny(ctx, current, "kms:RetireGrant");
+  if (denied !== undefined) throw new AccessDeniedError(denied.message);
   const mayRetire =
     principal === undefined ||
     grant.retiringPrincipal === principal ||

@@ -2,13 +2,22 @@ import {
   AccessDeniedError,
   createKms,
   DryRunOperationError,
+  GRANT_OPERATIONS,
+  type GrantOperation,
   InvalidGrantTokenError,
+  InvalidKeyUsageError,
+  type KeySpec,
+  type KeyUsage,
   type Kms,
+  MemoryKeyStore,
   NotFoundError,
+  parseStoredGrants,
+  type StoredGrant,
   ValidationError,
 } from "@kms/core";
 import { ManualClock } from "@kms/core/testing";
-import { beforeEach, describe, expect, test } from "vitest";
+import fc from "fast-check";
+import { beforeAll, beforeEach, describe, expect, test } from "vitest";
 
 const ALICE = "arn:aws:iam::111122223333:user/alice";
 const BOB = "arn:aws:iam::111122223333:user/bob";
@@ -328,5 +337,489 @@ describe("listing and tokens", () => {
     await a.createGrant({ keyId: id, granteePrincipal: ALICE, operations: ["Encrypt"] });
     const b = await createKms({ store, rootKey });
     await expect(b.encrypt({ keyId: id, plaintext }, as(ALICE))).resolves.toBeDefined();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// CreateGrant validation against the key (AWS: "Grant operations", "Grant constraints")
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The reference, written out from AWS's docs rather than taken from the code: the grant
+ * operations each kind of key supports. DescribeKey, CreateGrant and RetireGrant: any key.
+ */
+const ANY_KEY: readonly GrantOperation[] = ["CreateGrant", "RetireGrant", "DescribeKey"];
+const SUPPORTED: Record<
+  "symmetric" | "asymmetric-encryption" | "signing" | "hmac" | "key-agreement",
+  readonly GrantOperation[]
+> = {
+  symmetric: [
+    "Encrypt",
+    "Decrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
+    "ReEncryptFrom",
+    "ReEncryptTo",
+  ],
+  "asymmetric-encryption": ["Encrypt", "Decrypt", "ReEncryptFrom", "ReEncryptTo", "GetPublicKey"],
+  signing: ["Sign", "Verify", "GetPublicKey"],
+  hmac: ["GenerateMac", "VerifyMac"],
+  "key-agreement": ["DeriveSharedSecret", "GetPublicKey"],
+};
+type KeyKind = keyof typeof SUPPORTED;
+
+/** Every keySpec × keyUsage pair CreateKey accepts. */
+const KEY_TYPES: readonly (readonly [KeySpec, KeyUsage, KeyKind])[] = [
+  ["SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", "symmetric"],
+  ["HMAC_224", "GENERATE_VERIFY_MAC", "hmac"],
+  ["HMAC_256", "GENERATE_VERIFY_MAC", "hmac"],
+  ["HMAC_384", "GENERATE_VERIFY_MAC", "hmac"],
+  ["HMAC_512", "GENERATE_VERIFY_MAC", "hmac"],
+  ["RSA_2048", "ENCRYPT_DECRYPT", "asymmetric-encryption"],
+  ["RSA_2048", "SIGN_VERIFY", "signing"],
+  ["RSA_3072", "ENCRYPT_DECRYPT", "asymmetric-encryption"],
+  ["RSA_3072", "SIGN_VERIFY", "signing"],
+  ["RSA_4096", "ENCRYPT_DECRYPT", "asymmetric-encryption"],
+  ["RSA_4096", "SIGN_VERIFY", "signing"],
+  ["ECC_NIST_P256", "SIGN_VERIFY", "signing"],
+  ["ECC_NIST_P256", "KEY_AGREEMENT", "key-agreement"],
+  ["ECC_NIST_P384", "SIGN_VERIFY", "signing"],
+  ["ECC_NIST_P384", "KEY_AGREEMENT", "key-agreement"],
+  ["ECC_NIST_P521", "SIGN_VERIFY", "signing"],
+  ["ECC_NIST_P521", "KEY_AGREEMENT", "key-agreement"],
+  ["ECC_SECG_P256K1", "SIGN_VERIFY", "signing"],
+  ["ECC_NIST_EDWARDS25519", "SIGN_VERIFY", "signing"],
+  ["ML_DSA_44", "SIGN_VERIFY", "signing"],
+  ["ML_DSA_65", "SIGN_VERIFY", "signing"],
+  ["ML_DSA_87", "SIGN_VERIFY", "signing"],
+];
+
+const supports = (kind: KeyKind, op: GrantOperation): boolean =>
+  ANY_KEY.includes(op) || SUPPORTED[kind].includes(op);
+
+/** CreateGrant alone is refused on every key, so it is tried together with DescribeKey. */
+const withPartner = (op: GrantOperation): GrantOperation[] =>
+  op === "CreateGrant" ? ["CreateGrant", "DescribeKey"] : [op];
+
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+
+describe("createGrant refuses operations the key does not support (ValidationException)", () => {
+  // One Kms and one key per type for the whole table: RSA_4096 key generation is slow.
+  let shared: Kms;
+  const keys = new Map<string, string>();
+  const keyOf = async (spec: KeySpec, usage: KeyUsage): Promise<string> => {
+    const id = `${spec}/${usage}`;
+    let keyId = keys.get(id);
+    if (keyId === undefined) {
+      keyId = (await shared.createKey({ keySpec: spec, keyUsage: usage })).keyMetadata.keyId;
+      keys.set(id, keyId);
+    }
+    return keyId;
+  };
+  beforeAll(async () => {
+    shared = await createKms({ clock: new ManualClock() });
+  });
+
+  describe.each(KEY_TYPES)("%s %s", (spec, usage, kind) => {
+    test.each([...GRANT_OPERATIONS])("%s", async (op) => {
+      const id = await keyOf(spec, usage);
+      const created = shared.createGrant({
+        keyId: id,
+        granteePrincipal: ALICE,
+        operations: withPartner(op),
+      });
+      if (supports(kind, op)) {
+        await expect(created).resolves.toMatchObject({ grantId: expect.any(String) });
+      } else {
+        const error = await created.then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(error).toBeInstanceOf(ValidationError);
+        expect((error as ValidationError).code).toBe("ValidationException");
+        expect((error as Error).message).toMatch(
+          new RegExp(
+            `^"operations" ${op} is not supported by a ${spec} key with key usage ${usage}; `,
+          ),
+        );
+      }
+    });
+  });
+
+  test("a grant mixing supported and unsupported operations is refused whole, naming only the unsupported", async () => {
+    const id = await keyOf("ECC_NIST_P256", "SIGN_VERIFY");
+    const before = (await shared.listGrants({ keyId: id, limit: 100 })).grants.length;
+    const refused = shared.createGrant({
+      keyId: id,
+      granteePrincipal: BOB,
+      operations: ["Sign", "Encrypt", "Verify", "GenerateMac"],
+    });
+    await expect(refused).rejects.toThrow(
+      /^"operations" Encrypt, GenerateMac are not supported by a ECC_NIST_P256 key with key usage SIGN_VERIFY; a grant for it may allow Sign, Verify, GetPublicKey, CreateGrant, RetireGrant, DescribeKey$/,
+    );
+    expect((await shared.listGrants({ keyId: id, limit: 100 })).grants).toHaveLength(before);
+  });
+
+  test("property: a grant is created exactly when every operation is supported and it is not CreateGrant alone", async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom(
+          ...KEY_TYPES.filter(([spec]) => spec !== "RSA_3072" && spec !== "RSA_4096"),
+        ),
+        fc.subarray([...GRANT_OPERATIONS], { minLength: 1 }),
+        async ([spec, usage, kind], operations) => {
+          const id = await keyOf(spec, usage);
+          const before = (await shared.listGrants({ keyId: id, limit: 100 })).grants.length;
+          const valid =
+            operations.every((op) => supports(kind, op)) &&
+            !(operations.length === 1 && operations[0] === "CreateGrant");
+          const outcome = await shared
+            .createGrant({ keyId: id, granteePrincipal: BOB, operations })
+            .then(
+              () => "created",
+              (e: unknown) => (e instanceof ValidationError ? "refused" : e),
+            );
+          expect(outcome).toBe(valid ? "created" : "refused");
+          const after = (await shared.listGrants({ keyId: id, limit: 100 })).grants.length;
+          expect(after).toBe(valid ? before + 1 : before);
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+});
+
+describe("createGrant: which operations, and who learns what", () => {
+  test("CreateGrant alone is refused (AWS: grants must not contain only CreateGrant)", async () => {
+    await expect(
+      kms.createGrant({ keyId, granteePrincipal: ALICE, operations: ["CreateGrant"] }),
+    ).rejects.toThrow(/^"operations" must hold an operation besides CreateGrant$/);
+    await expect(
+      kms.createGrant({
+        keyId,
+        granteePrincipal: ALICE,
+        operations: ["CreateGrant", "CreateGrant"],
+      }),
+    ).rejects.toBeInstanceOf(ValidationError);
+    await expect(
+      kms.createGrant({ keyId, granteePrincipal: ALICE, operations: ["CreateGrant", "Decrypt"] }),
+    ).resolves.toBeDefined();
+  });
+
+  test("dryRun reports the invalid operation, not DryRunOperation", async () => {
+    await expect(
+      kms.createGrant({ keyId, granteePrincipal: ALICE, operations: ["Sign"], dryRun: true }),
+    ).rejects.toBeInstanceOf(ValidationError);
+  });
+
+  test("a caller without kms:CreateGrant is denied before the key's spec is checked", async () => {
+    const refused = kms.createGrant(
+      { keyId, granteePrincipal: BOB, operations: ["Sign"] },
+      as(ALICE),
+    );
+    await expect(refused).rejects.toBeInstanceOf(AccessDeniedError);
+    await expect(refused).rejects.not.toThrow(/SYMMETRIC_DEFAULT/);
+  });
+
+  test("a grantee with CreateGrant cannot hand on an operation the key does not support", async () => {
+    const sign = (await kms.createKey({ keySpec: "ECC_NIST_P256", keyUsage: "SIGN_VERIFY" }))
+      .keyMetadata.keyId;
+    await kms.createGrant({
+      keyId: sign,
+      granteePrincipal: ALICE,
+      operations: ["Sign", "CreateGrant"],
+    });
+    await expect(
+      kms.createGrant({ keyId: sign, granteePrincipal: BOB, operations: ["Sign"] }, as(ALICE)),
+    ).resolves.toBeDefined();
+    await expect(
+      kms.createGrant({ keyId: sign, granteePrincipal: BOB, operations: ["Encrypt"] }, as(ALICE)),
+    ).rejects.toBeInstanceOf(ValidationError);
+  });
+});
+
+describe("createGrant constraints", () => {
+  const tenant = { encryptionContextSubset: { tenant: "a" } };
+
+  // RSA_3072 and RSA_4096 behave as RSA_2048 here and are slow to generate.
+  test.each(
+    KEY_TYPES.filter(
+      ([spec, , kind]) => kind !== "symmetric" && spec !== "RSA_3072" && spec !== "RSA_4096",
+    ),
+  )("refused on a %s %s key, even with DescribeKey alone", async (spec, usage, kind) => {
+    const id = (await kms.createKey({ keySpec: spec, keyUsage: usage })).keyMetadata.keyId;
+    for (const operations of [[...SUPPORTED[kind]], ["DescribeKey" as const]]) {
+      const refused = kms.createGrant({
+        keyId: id,
+        granteePrincipal: ALICE,
+        operations,
+        constraints: { encryptionContextEquals: { tenant: "secret-tenant" } },
+      });
+      await expect(refused).rejects.toBeInstanceOf(ValidationError);
+      await expect(refused).rejects.toThrow(
+        new RegExp(
+          `^"constraints" are not supported on a ${spec} key with key usage ${usage}: its operations${
+            operations[0] === "DescribeKey"
+              ? ""
+              : ` \\(${escapeRegExp(SUPPORTED[kind].join(", "))}\\)`
+          } take no encryption context`,
+        ),
+      );
+      // The message names the rule, never the constraint's values.
+      await expect(refused).rejects.not.toThrow(/secret-tenant/);
+    }
+    // Without constraints the same grant is fine.
+    await expect(
+      kms.createGrant({ keyId: id, granteePrincipal: ALICE, operations: ["DescribeKey"] }),
+    ).resolves.toBeDefined();
+    expect((await kms.listGrants({ keyId: id })).grants).toHaveLength(1);
+  });
+
+  test("accepted on a symmetric key with every operation, including DescribeKey, RetireGrant and CreateGrant", async () => {
+    await expect(
+      kms.createGrant({
+        keyId,
+        granteePrincipal: ALICE,
+        operations: [...SUPPORTED.symmetric, ...ANY_KEY],
+        constraints: tenant,
+      }),
+    ).resolves.toBeDefined();
+  });
+
+  test("Equals and Subset together are refused (AWS: more than one constraint), even an empty one", async () => {
+    for (const constraints of [
+      { encryptionContextEquals: { tenant: "a" }, encryptionContextSubset: { tenant: "a" } },
+      { encryptionContextEquals: {}, encryptionContextSubset: { tenant: "a" } },
+    ]) {
+      await expect(
+        kms.createGrant({ keyId, granteePrincipal: ALICE, operations: ["Encrypt"], constraints }),
+      ).rejects.toThrow(
+        /^"constraints" may hold encryptionContextEquals or encryptionContextSubset, not both$/,
+      );
+    }
+    expect((await kms.listGrants({ keyId })).grants).toHaveLength(0);
+  });
+
+  test("a constraints object without a constraint is refused rather than granting without one", async () => {
+    for (const constraints of [{}, { encryptionContextSubset: undefined }]) {
+      await expect(
+        kms.createGrant({
+          keyId,
+          granteePrincipal: ALICE,
+          operations: ["Encrypt"],
+          constraints: constraints as never,
+        }),
+      ).rejects.toThrow(
+        /^"constraints" must hold encryptionContextEquals or encryptionContextSubset/,
+      );
+    }
+    expect((await kms.listGrants({ keyId })).grants).toHaveLength(0);
+  });
+
+  test("an empty Equals admits only calls without an encryption context", async () => {
+    await kms.createGrant({
+      keyId,
+      granteePrincipal: ALICE,
+      operations: ["Encrypt"],
+      constraints: { encryptionContextEquals: {} },
+    });
+    await expect(kms.encrypt({ keyId, plaintext }, as(ALICE))).resolves.toBeDefined();
+    await expect(
+      kms.encrypt({ keyId, plaintext, encryptionContext: { tenant: "a" } }, as(ALICE)),
+    ).rejects.toBeInstanceOf(AccessDeniedError);
+  });
+
+  const pairs = (n: number, valueLength = 1) =>
+    Object.fromEntries(Array.from({ length: n }, (_, i) => [`k${i}`, "v".repeat(valueLength)]));
+
+  test.each<[string, unknown, RegExp]>([
+    ["a number value", { tenant: 7 }, /value for key "tenant" must be a string/],
+    ["a null value", { tenant: null }, /value for key "tenant" must be a string/],
+    ["an empty key", { "": "secret-value" }, /keys must not be empty/],
+    ["a lone surrogate in a key", { "t\uD800": "a" }, /well-formed Unicode/],
+    ["a lone surrogate in a value", { tenant: "secret\uDC00" }, /well-formed Unicode/],
+    ["an array", ["tenant"], /expected an object, got/],
+    ["a Map", new Map([["tenant", "a"]]), /must be a plain object/],
+    ["9 pairs", pairs(9), /may hold at most 8 pairs, got 9/],
+    [
+      "385 characters",
+      { tenant: "x".repeat(379) },
+      /at most 384 characters of keys and values, got 385/,
+    ],
+  ])("refuses a constraint with %s, naming the argument", async (_name, context, message) => {
+    for (const which of ["encryptionContextEquals", "encryptionContextSubset"] as const) {
+      const refused = kms.createGrant({
+        keyId,
+        granteePrincipal: ALICE,
+        operations: ["Encrypt"],
+        constraints: { [which]: context } as never,
+      });
+      await expect(refused).rejects.toBeInstanceOf(ValidationError);
+      await expect(refused).rejects.toThrow(message);
+      await expect(refused).rejects.toThrow(new RegExp(`"constraints\\.${which}`));
+      await expect(refused).rejects.not.toThrow(/secret/);
+    }
+    expect((await kms.listGrants({ keyId })).grants).toHaveLength(0);
+  });
+
+  test("AWS's limits themselves are accepted: 8 pairs, 384 characters (a non-BMP character counts once)", async () => {
+    for (const context of [pairs(8), { tenant: "x".repeat(378) }, { t: "😀".repeat(383) }]) {
+      await expect(
+        kms.createGrant({
+          keyId,
+          granteePrincipal: ALICE,
+          operations: ["Encrypt"],
+          constraints: { encryptionContextSubset: context },
+        }),
+      ).resolves.toBeDefined();
+    }
+  });
+});
+
+describe("grants stored before these checks still load and keep their meaning", () => {
+  const LEGACY_ID = (n: number) => String(n).repeat(64).slice(0, 64);
+  const legacy = (n: number, fields: Partial<StoredGrant>): StoredGrant => ({
+    grantId: LEGACY_ID(n),
+    granteePrincipal: ALICE,
+    issuingPrincipal: "",
+    operations: ["Sign"],
+    createdAt: 0,
+    ...fields,
+  });
+
+  /**
+   * Writes grants into a key record as a release before these checks (and before record seals)
+   * stored them, then opens the store the way such an upgrade does: `unsealedRecords: "seal"`.
+   */
+  async function storeWith(
+    spec: KeySpec,
+    usage: KeyUsage,
+    grants: readonly StoredGrant[],
+  ): Promise<{ kms: Kms; keyId: string }> {
+    const store = new MemoryKeyStore();
+    const rootKey = globalThis.crypto.getRandomValues(new Uint8Array(32));
+    const writer = await createKms({ store, rootKey });
+    const id = (await writer.createKey({ keySpec: spec, keyUsage: usage })).keyMetadata.keyId;
+    const { seal: _seal, ...record } = (await store.getKey(id))!;
+    await store.updateKey({ ...record, grants, revision: record.revision + 1 });
+    return { kms: await createKms({ store, rootKey, unsealedRecords: "seal" }), keyId: id };
+  }
+
+  test("the stored-JSON check accepts them (it checks shape, not the key's operations)", () => {
+    const grants = [
+      legacy(1, {}),
+      legacy(2, {
+        constraints: { encryptionContextEquals: { a: "1" }, encryptionContextSubset: { b: "2" } },
+      }),
+    ];
+    expect(parseStoredGrants("k", JSON.stringify(grants))).toEqual(grants);
+  });
+
+  test("an unsupported operation stays listed, retirable and revocable, and authorizes nothing usable", async () => {
+    const { kms: k, keyId: id } = await storeWith("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", [
+      legacy(1, { operations: ["Sign", "Encrypt"], retiringPrincipal: RETIRER }),
+      legacy(2, { operations: ["GenerateMac"] }),
+    ]);
+    const listed = await k.listGrants({ keyId: id });
+    expect(listed.grants.map((g) => g.operations)).toEqual([["Sign", "Encrypt"], ["GenerateMac"]]);
+    // Its supported operation works as before; the other fails as the operation itself does.
+    await expect(k.encrypt({ keyId: id, plaintext }, as(ALICE))).resolves.toBeDefined();
+    await expect(
+      k.sign({ keyId: id, message: plaintext, signingAlgorithm: "ECDSA_SHA_256" }, as(ALICE)),
+    ).rejects.toBeInstanceOf(InvalidKeyUsageError);
+    // Recreating it is refused now; the stored one is untouched.
+    await expect(
+      k.createGrant({ keyId: id, granteePrincipal: ALICE, operations: ["Sign", "Encrypt"] }),
+    ).rejects.toBeInstanceOf(ValidationError);
+    await k.retireGrant({ keyId: id, grantId: LEGACY_ID(1) }, as(RETIRER));
+    await k.revokeGrant({ keyId: id, grantId: LEGACY_ID(2) });
+    expect((await k.listGrants({ keyId: id })).grants).toHaveLength(0);
+  });
+
+  test("a constraint on an asymmetric key is not applied, as AWS treats operations without a context", async () => {
+    const { kms: k, keyId: id } = await storeWith("ECC_NIST_P256", "SIGN_VERIFY", [
+      legacy(1, { operations: ["Sign"], constraints: { encryptionContextEquals: { t: "a" } } }),
+    ]);
+    await expect(
+      k.sign({ keyId: id, message: plaintext, signingAlgorithm: "ECDSA_SHA_256" }, as(ALICE)),
+    ).resolves.toBeDefined();
+    expect((await k.listGrants({ keyId: id })).grants[0]?.constraints).toEqual({
+      encryptionContextEquals: { t: "a" },
+    });
+  });
+
+  test("a grant holding both constraints admits only contexts that satisfy both", async () => {
+    const { kms: k, keyId: id } = await storeWith("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT", [
+      legacy(1, {
+        operations: ["Encrypt"],
+        constraints: {
+          encryptionContextEquals: { tenant: "a", row: "7" },
+          encryptionContextSubset: { tenant: "a" },
+        },
+      }),
+    ]);
+    const enc = (encryptionContext: Record<string, string>) =>
+      k.encrypt({ keyId: id, plaintext, encryptionContext }, as(ALICE));
+    await expect(enc({ tenant: "a", row: "7" })).resolves.toBeDefined();
+    await expect(enc({ tenant: "a" })).rejects.toBeInstanceOf(AccessDeniedError);
+    await expect(enc({ tenant: "b", row: "7" })).rejects.toBeInstanceOf(AccessDeniedError);
+  });
+});
+
+describe("retireGrant and an explicit Deny", () => {
+  const denyRetire = (principal: string) =>
+    JSON.stringify({
+      Version: "2012-10-17",
+      Statement: [
+        {
+          Sid: "Admin",
+          Effect: "Allow",
+          Principal: { AWS: "arn:aws:iam::000000000000:root" },
+          Action: "kms:*",
+          Resource: "*",
+        },
+        {
+          Sid: "NoRetiring",
+          Effect: "Deny",
+          Principal: { AWS: principal },
+          Action: "kms:RetireGrant",
+          Resource: "*",
+        },
+      ],
+    });
+
+  test("a key-policy Deny of kms:RetireGrant stops the grant's own retiring principal", async () => {
+    const { grantToken, grantId } = await kms.createGrant({
+      keyId,
+      granteePrincipal: ALICE,
+      retiringPrincipal: RETIRER,
+      operations: ["Encrypt"],
+    });
+    await kms.putKeyPolicy({ keyId, policy: denyRetire(RETIRER) });
+    const refused = kms.retireGrant({ grantToken }, as(RETIRER));
+    await expect(refused).rejects.toBeInstanceOf(AccessDeniedError);
+    await expect(refused).rejects.toThrow(/explicitly denied by statement \d+ \("NoRetiring"\)/);
+    await expect(
+      kms.retireGrant({ keyId, grantId, dryRun: true }, as(RETIRER)),
+    ).rejects.toBeInstanceOf(AccessDeniedError);
+    expect((await kms.listGrants({ keyId })).grants).toHaveLength(1);
+    await expect(kms.encrypt({ keyId, plaintext }, as(ALICE))).resolves.toBeDefined();
+  });
+
+  test("and the grantee whose grant includes RetireGrant", async () => {
+    const { grantId } = await kms.createGrant({
+      keyId,
+      granteePrincipal: ALICE,
+      operations: ["Encrypt", "RetireGrant"],
+    });
+    await kms.putKeyPolicy({ keyId, policy: denyRetire(ALICE) });
+    await expect(kms.retireGrant({ keyId, grantId }, as(ALICE))).rejects.toBeInstanceOf(
+      AccessDeniedError,
+    );
+    // A Deny naming someone else changes nothing for her.
+    await kms.putKeyPolicy({ keyId, policy: denyRetire(BOB) });
+    await expect(kms.retireGrant({ keyId, grantId }, as(ALICE))).resolves.toBeUndefined();
   });
 });

@@ -1228,10 +1228,13 @@ class Run {
       expected = ["NotFoundException", "InvalidGrantIdException"];
     }
     if (expected.length === 0 && command.t === "retireGrant") {
+      // An explicit Deny of kms:RetireGrant wins even over the grant's own retiring principal.
+      const decision = policyDecision(key.policy, principal, "kms:RetireGrant", undefined);
       const mayRetire =
-        grant.retiring === principal ||
-        (grant.grantee === principal && grant.operations.includes("RetireGrant")) ||
-        policyDecision(key.policy, principal, "kms:RetireGrant", undefined) === "allow";
+        decision !== "deny" &&
+        (grant.retiring === principal ||
+          (grant.grantee === principal && grant.operations.includes("RetireGrant")) ||
+          decision === "allow");
       if (!mayRetire) expected = ["AccessDeniedException"];
     }
     expected = dryRunOutcome(command.dryRun, expected.length === 0 ? undefined : expected);
