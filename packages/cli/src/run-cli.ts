@@ -7,12 +7,19 @@ import { DATA_COMMANDS } from "./internal/data-commands.ts";
 import { initCommand } from "./internal/init-command.ts";
 import { KEY_COMMANDS } from "./internal/key-commands.ts";
 import { dataDirOf, openKms, resolveRootKey } from "./internal/open-kms.ts";
+import {
+  isUnsealedRecordsError,
+  SEAL_COMMAND,
+  sealCommand,
+  unsealedRecordsHint,
+} from "./internal/seal-command.ts";
 import { UsageError, usageText } from "./internal/usage.ts";
 
 const COMMANDS: Readonly<Record<string, Command>> = {
   init: initCommand,
   ...KEY_COMMANDS,
   ...DATA_COMMANDS,
+  [SEAL_COMMAND]: sealCommand,
 };
 
 const GLOBAL_OPTIONS = {
@@ -60,6 +67,7 @@ async function execute(
   opened: { kms?: Promise<Kms> },
 ): Promise<number> {
   let command: string | undefined;
+  let dataDir: string | undefined;
   try {
     checkWellFormed(argv);
     const at = commandIndex(argv);
@@ -95,25 +103,30 @@ async function execute(
       );
     }
     const values = parsed.values;
-    const dataDir = dataDirOf(io, stringOption(values, "data-dir"));
+    const dir = dataDirOf(io, stringOption(values, "data-dir"));
+    dataDir = dir;
     const principal = stringOption(values, "principal");
     const ctx: CommandContext = {
       io,
       command,
       values,
       positionals: parsed.positionals,
-      dataDir,
+      dataDir: dir,
       callOptions: principal === undefined ? {} : { principal },
       kms: () => {
         opened.kms ??= (async () =>
-          openKms(dataDir, resolveRootKey(io, dataDir, stringOption(values, "root-key-file"))))();
+          openKms(
+            dir,
+            resolveRootKey(io, dir, stringOption(values, "root-key-file")),
+            definition.sealsUnsealedRecords === true ? { unsealedRecords: "seal" } : {},
+          ))();
         return opened.kms;
       },
     };
     await definition.run(ctx);
     return EXIT_OK;
   } catch (error) {
-    return report(io, error, command);
+    return report(io, error, command, dataDir);
   }
 }
 
@@ -135,7 +148,7 @@ function wantsHelp(argv: readonly string[]): boolean {
   return argv.includes("--help") || argv.includes("-h");
 }
 
-function report(io: CliIo, error: unknown, command: string | undefined): number {
+function report(io: CliIo, error: unknown, command: string | undefined, dataDir?: string): number {
   if (error instanceof UsageError) {
     io.stderr.write(`kms: ${oneLine(error.message)}\n\n${usageText(error.command)}`);
     return EXIT_USAGE;
@@ -153,6 +166,9 @@ function report(io: CliIo, error: unknown, command: string | undefined): number 
     // An internal failure's detail is in its cause (a store or file-system error).
     if (error.awsExceptionName === "KMSInternalException" && error.cause instanceof Error) {
       io.stderr.write(`  caused by ${error.cause.name}: ${oneLine(error.cause.message)}\n`);
+    }
+    if (dataDir !== undefined && isUnsealedRecordsError(error)) {
+      io.stderr.write(`  ${oneLine(unsealedRecordsHint(dataDir))}\n`);
     }
     return EXIT_FAILED;
   }

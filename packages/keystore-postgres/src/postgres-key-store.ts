@@ -267,6 +267,7 @@ export class PostgresKeyStore implements KeyStore {
           alias.targetKeyId,
           alias.createdAt,
           alias.updatedAt,
+          alias.seal ?? null,
         ]);
         if (rowCount === 0) throw new AlreadyExistsError(`alias ${alias.aliasName} already exists`);
       });
@@ -275,14 +276,22 @@ export class PostgresKeyStore implements KeyStore {
     }
   }
 
-  async updateAlias(aliasName: string, targetKeyId: string, updatedAt: number): Promise<void> {
+  async updateAlias(
+    aliasName: string,
+    targetKeyId: string,
+    updatedAt: number,
+    seal?: string,
+  ): Promise<void> {
     this.#checkOpen();
     try {
       await this.#transaction("updateAlias", async (client) => {
+        // No seal given means the alias is stored without one (KeyStore.updateAlias), so a
+        // seal computed over the previous target can never outlive it.
         const { rowCount } = await client.query(this.#sql.updateAlias, [
           aliasName,
           targetKeyId,
           updatedAt,
+          seal ?? null,
         ]);
         if (rowCount === 0) throw new NotFoundError(`alias ${aliasName} does not exist`);
       });
@@ -434,9 +443,10 @@ function statements(schema: string, lockTimeoutMs: number) {
       WHERE ($1::text IS NULL OR alias_name > $1::text)
         AND ($2::text IS NULL OR target_key_id = $2::text)
       ORDER BY alias_name LIMIT $3`,
-    insertAlias: `INSERT INTO ${s}.kms_aliases (alias_name, target_key_id, created_at, updated_at)
-      VALUES ($1, $2, $3, $4) ON CONFLICT (alias_name) DO NOTHING`,
-    updateAlias: `UPDATE ${s}.kms_aliases SET target_key_id = $2, updated_at = $3
+    insertAlias: `INSERT INTO ${s}.kms_aliases (alias_name, target_key_id, created_at, updated_at,
+        seal)
+      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (alias_name) DO NOTHING`,
+    updateAlias: `UPDATE ${s}.kms_aliases SET target_key_id = $2, updated_at = $3, seal = $4
       WHERE alias_name = $1`,
     deleteAlias: `DELETE FROM ${s}.kms_aliases WHERE alias_name = $1`,
     getSetting: `SELECT value FROM ${s}.kms_settings WHERE name = $1`,

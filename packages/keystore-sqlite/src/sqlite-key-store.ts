@@ -130,8 +130,8 @@ export class SqliteKeyStore implements KeyStore {
   readonly #listKeysAfter: Database.Statement<[string, number], KeyRow>;
   readonly #versionsInRange: Database.Statement<[string, string], VersionRow>;
   readonly #selectAlias: Database.Statement<[string], AliasRow>;
-  readonly #insertAlias: Database.Statement<[string, string, number, number]>;
-  readonly #updateAliasStmt: Database.Statement<[string, number, string]>;
+  readonly #insertAlias: Database.Statement<[string, string, number, number, string | null]>;
+  readonly #updateAliasStmt: Database.Statement<[string, number, string | null, string]>;
   readonly #deleteAliasStmt: Database.Statement<[string]>;
   /** Indexed by (after given ? 1 : 0) + (targetKeyId given ? 2 : 0); see the constructor. */
   readonly #listAliases: readonly Database.Statement<unknown[], AliasRow>[];
@@ -163,11 +163,11 @@ export class SqliteKeyStore implements KeyStore {
       INSERT INTO kms_keys (key_id, revision, created_at, description, key_spec, key_usage,
         origin, multi_region, key_state, deletion_date, pending_window_in_days, rotation_enabled,
         rotation_period_in_days, next_rotation_at, on_demand_rotations, tags, policy,
-        current_version, grants)
+        current_version, grants, seal)
       VALUES (@key_id, @revision, @created_at, @description, @key_spec, @key_usage, @origin,
         @multi_region, @key_state, @deletion_date, @pending_window_in_days, @rotation_enabled,
         @rotation_period_in_days, @next_rotation_at, @on_demand_rotations, @tags, @policy,
-        @current_version, @grants)`,
+        @current_version, @grants, @seal)`,
     );
     this.#updateKey = prepare(
       db,
@@ -178,7 +178,8 @@ export class SqliteKeyStore implements KeyStore {
         deletion_date = @deletion_date, pending_window_in_days = @pending_window_in_days,
         rotation_enabled = @rotation_enabled, rotation_period_in_days = @rotation_period_in_days,
         next_rotation_at = @next_rotation_at, on_demand_rotations = @on_demand_rotations,
-        tags = @tags, policy = @policy, current_version = @current_version, grants = @grants
+        tags = @tags, policy = @policy, current_version = @current_version, grants = @grants,
+        seal = @seal
       WHERE key_id = @key_id`,
     );
     // Versions are immutable in practice, so an update usually only appends one; the WHERE
@@ -219,11 +220,11 @@ export class SqliteKeyStore implements KeyStore {
     this.#selectAlias = prepare(db, "SELECT * FROM kms_aliases WHERE alias_name = ?");
     this.#insertAlias = prepare(
       db,
-      "INSERT INTO kms_aliases (alias_name, target_key_id, created_at, updated_at) VALUES (?, ?, ?, ?)",
+      "INSERT INTO kms_aliases (alias_name, target_key_id, created_at, updated_at, seal) VALUES (?, ?, ?, ?, ?)",
     );
     this.#updateAliasStmt = prepare(
       db,
-      "UPDATE kms_aliases SET target_key_id = ?, updated_at = ? WHERE alias_name = ?",
+      "UPDATE kms_aliases SET target_key_id = ?, updated_at = ?, seal = ? WHERE alias_name = ?",
     );
     this.#deleteAliasStmt = prepare(db, "DELETE FROM kms_aliases WHERE alias_name = ?");
     // Four plain statements instead of one with "? IS NULL OR ...", which would stop SQLite
@@ -441,16 +442,31 @@ export class SqliteKeyStore implements KeyStore {
         if (this.#selectAlias.get(alias.aliasName) !== undefined) {
           throw new AlreadyExistsError(`alias ${alias.aliasName} already exists`);
         }
-        this.#insertAlias.run(alias.aliasName, alias.targetKeyId, alias.createdAt, alias.updatedAt);
+        this.#insertAlias.run(
+          alias.aliasName,
+          alias.targetKeyId,
+          alias.createdAt,
+          alias.updatedAt,
+          alias.seal ?? null,
+        );
       });
       this.#aliasCache.delete(alias.aliasName);
     });
   }
 
-  async updateAlias(aliasName: string, targetKeyId: string, updatedAt: number): Promise<void> {
+  async updateAlias(
+    aliasName: string,
+    targetKeyId: string,
+    updatedAt: number,
+    seal?: string,
+  ): Promise<void> {
     this.#guard("updateAlias", () => {
       this.#write(() => {
-        if (this.#updateAliasStmt.run(targetKeyId, updatedAt, aliasName).changes === 0) {
+        // No seal given means the alias is stored without one (KeyStore.updateAlias), so a
+        // seal computed over the previous target can never outlive it.
+        if (
+          this.#updateAliasStmt.run(targetKeyId, updatedAt, seal ?? null, aliasName).changes === 0
+        ) {
           throw new NotFoundError(`alias ${aliasName} does not exist`);
         }
       });

@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { SqliteKeyStore } from "../src/index.ts";
 import { prepare, retain } from "../src/internal/retain.ts";
 import { makeKey, next } from "./fixtures/keys.ts";
+import { RELEASED_MIGRATIONS } from "./fixtures/old-schemas.ts";
 
 /** A raw connection for inspecting the file; retained for the reason in retain.ts. */
 function rawDatabase(path: string): Database.Database {
@@ -95,7 +96,7 @@ describe("SqliteKeyStore", () => {
       expect(await second.putSettingIfAbsent("root-key-check", "other")).toBe("abc");
     });
 
-    it("stores material as BLOBs in a WAL-mode file at the current schema version (2: grants)", async () => {
+    it("stores material as BLOBs in a WAL-mode file at the current schema version (3: seals)", async () => {
       const store = open();
       await store.createKey(
         makeKey("k-1", {
@@ -113,7 +114,7 @@ describe("SqliteKeyStore", () => {
       const raw = rawDatabase(path);
       toClose.push(raw);
       expect(scalar(raw, "PRAGMA journal_mode")).toBe("wal");
-      expect(scalar(raw, "PRAGMA user_version")).toBe(2);
+      expect(scalar(raw, "PRAGMA user_version")).toBe(3);
       expect(scalar(raw, "SELECT typeof(wrapped_material) FROM kms_key_versions")).toBe("blob");
       expect(scalar(raw, "SELECT typeof(public_key) FROM kms_key_versions")).toBe("blob");
       expect(scalar(raw, "SELECT length(wrapped_material) FROM kms_key_versions")).toBe(3);
@@ -141,6 +142,115 @@ describe("SqliteKeyStore", () => {
       expect(scalar(db, "PRAGMA synchronous")).toBe(1);
       await store.close();
     });
+  });
+
+  describe("migrating files written by earlier versions", () => {
+    /**
+     * A file as an earlier release left it: the first `version` migrations, and rows written
+     * with only the columns that release knew about.
+     */
+    function writeOldFile(version: 1 | 2): void {
+      const raw = rawDatabase(path);
+      try {
+        for (const sql of RELEASED_MIGRATIONS.slice(0, version)) raw.exec(sql);
+        raw.exec(`PRAGMA user_version = ${version}`);
+        raw
+          .prepare(
+            `INSERT INTO kms_keys (key_id, revision, created_at, description, key_spec, key_usage,
+               origin, multi_region, key_state, rotation_enabled, rotation_period_in_days,
+               next_rotation_at, on_demand_rotations, tags, policy, current_version
+               ${version >= 2 ? ", grants" : ""})
+             VALUES ('k-old', 4, 1, 'old key', 'SYMMETRIC_DEFAULT', 'ENCRYPT_DECRYPT', 'AWS_KMS',
+               0, 'Enabled', 1, 90, 7, 0, '[{"tagKey":"env","tagValue":"prod"}]',
+               '{"Version":"2012-10-17"}', 1
+               ${version >= 2 ? `, '[{"grantId":"g-1","granteePrincipal":"alice","issuingPrincipal":"root","operations":["Decrypt"],"createdAt":2}]'` : ""})`,
+          )
+          .run();
+        raw
+          .prepare(
+            `INSERT INTO kms_key_versions (key_id, version, created_at, key_material_id,
+               wrapped_material) VALUES ('k-old', 1, 1, '01', ?)`,
+          )
+          .run(Buffer.from([0x00, 0xff, 0x10]));
+        raw.exec(`
+          INSERT INTO kms_aliases (alias_name, target_key_id, created_at, updated_at)
+            VALUES ('alias/old', 'k-old', 3, 4);
+          INSERT INTO kms_settings (name, value) VALUES ('root-key-check', 'check');
+        `);
+      } finally {
+        raw.close();
+      }
+    }
+
+    const oldKey = (grants: boolean) =>
+      makeKey("k-old", {
+        revision: 4,
+        createdAt: 1,
+        description: "old key",
+        rotation: { enabled: true, periodInDays: 90, nextRotationAt: 7, onDemandRotations: 0 },
+        tags: [{ tagKey: "env", tagValue: "prod" }],
+        policy: '{"Version":"2012-10-17"}',
+        ...(grants
+          ? {
+              grants: [
+                {
+                  grantId: "g-1",
+                  granteePrincipal: "alice",
+                  issuingPrincipal: "root",
+                  operations: ["Decrypt"],
+                  createdAt: 2,
+                },
+              ],
+            }
+          : {}),
+        versions: [
+          {
+            version: 1,
+            createdAt: 1,
+            keyMaterialId: "01",
+            wrappedMaterial: Uint8Array.from([0x00, 0xff, 0x10]),
+          },
+        ],
+      });
+    const oldAlias = { aliasName: "alias/old", targetKeyId: "k-old", createdAt: 3, updatedAt: 4 };
+
+    for (const version of [2, 1] as const) {
+      it(`upgrades a schema version ${version} file in place: rows kept, unsealed, and sealable afterwards`, async () => {
+        writeOldFile(version);
+        const store = open();
+
+        const raw = rawDatabase(path);
+        toClose.push(raw);
+        expect(scalar(raw, "PRAGMA user_version")).toBe(3);
+        expect(scalar(raw, "SELECT count(*) FROM kms_keys WHERE seal IS NULL")).toBe(1);
+        expect(scalar(raw, "SELECT count(*) FROM kms_aliases WHERE seal IS NULL")).toBe(1);
+
+        const key = await store.getKey("k-old");
+        expect(key).toStrictEqual(oldKey(version >= 2));
+        expect(key).not.toHaveProperty("seal");
+        expect(await store.listKeys({ limit: 10 })).toStrictEqual([oldKey(version >= 2)]);
+        expect(await store.getAlias("alias/old")).toStrictEqual(oldAlias);
+        expect(await store.listAliases({ limit: 10 })).toStrictEqual([oldAlias]);
+        expect(await store.getSetting("root-key-check")).toBe("check");
+
+        // What KmsOptions.unsealedRecords "seal" does: write each record back with a seal.
+        await store.updateKey(next(key!, { seal: "seal-k" }));
+        await store.updateAlias("alias/old", "k-old", 5, "seal-a");
+        await store.close();
+
+        const reopened = open();
+        expect(await reopened.getKey("k-old")).toStrictEqual(
+          next(oldKey(version >= 2), { seal: "seal-k" }),
+        );
+        expect(await reopened.getAlias("alias/old")).toStrictEqual({
+          ...oldAlias,
+          updatedAt: 5,
+          seal: "seal-a",
+        });
+        expect(scalar(raw, "SELECT seal FROM kms_keys")).toBe("seal-k");
+        expect(scalar(raw, "SELECT seal FROM kms_aliases")).toBe("seal-a");
+      });
+    }
   });
 
   describe("cache invalidation across connections (PRAGMA data_version)", () => {

@@ -19,6 +19,11 @@ export interface Command {
   readonly options: ParseArgsOptionsConfig;
   /** Names of the positional arguments, all required. */
   readonly positionals: readonly string[];
+  /**
+   * Open the KMS with `unsealedRecords: "seal"`. Only the upgrade command sets it: in any
+   * command run routinely it would also seal records whose seals someone stripped.
+   */
+  readonly sealsUnsealedRecords?: boolean;
   run(ctx: CommandContext): Promise<void>;
 }
 

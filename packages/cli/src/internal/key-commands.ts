@@ -36,7 +36,7 @@ const createKey: Command = {
 };
 
 /** Every entry of a paged list call, following `nextMarker` to the last page. */
-async function allPages<P extends Page, T>(
+export async function allPages<P extends Page, T>(
   list: (request: PageRequest) => Promise<P>,
   entries: (page: P) => readonly T[],
 ): Promise<T[]> {

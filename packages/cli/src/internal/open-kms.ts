@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { createKms, type Kms, RootKeySource } from "@kms/core";
+import { createKms, type Kms, type KmsOptions, RootKeySource } from "@kms/core";
 import { SqliteAuditSink, SqliteKeyStore } from "@kms/keystore-sqlite";
 import type { CliIo } from "../cli-io.ts";
 import { UsageError } from "./usage.ts";
@@ -41,16 +41,21 @@ export function resolveRootKey(
 
 /**
  * Opens the KMS on `<dataDir>/kms.db`, with the audit trail in the same file so every CLI call
- * leaves a durable, hash-chained record.
+ * leaves a durable, hash-chained record. `unsealedRecords` stays at core's default ("refuse")
+ * for every command but `kms seal-unsealed-records`.
  */
-export async function openKms(dataDir: string, rootKey: RootKeySource): Promise<Kms> {
+export async function openKms(
+  dataDir: string,
+  rootKey: RootKeySource,
+  options: Pick<KmsOptions, "unsealedRecords"> = {},
+): Promise<Kms> {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const path = join(dataDir, DATABASE_FILE);
   const store = SqliteKeyStore.open({ path });
   let audit: SqliteAuditSink | undefined;
   try {
     audit = new SqliteAuditSink({ path });
-    return await createKms({ store, rootKey, audit });
+    return await createKms({ store, rootKey, audit, ...options });
   } catch (error) {
     await audit?.close().catch(() => undefined);
     await store.close().catch(() => undefined);

@@ -26,6 +26,7 @@ export const SYNOPSES: Readonly<Record<string, string>> = {
   "cancel-key-deletion": "kms cancel-key-deletion <keyId>",
   "disable-key": "kms disable-key <keyId>",
   "enable-key": "kms enable-key <keyId>",
+  "seal-unsealed-records": "kms seal-unsealed-records",
   encrypt:
     "kms encrypt --key <keyId|alias> --in <file|-> --out <file|-> [--context k=v ...] [--frame-size <bytes>] [--[no-]progress]",
   decrypt:

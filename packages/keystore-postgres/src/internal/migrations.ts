@@ -117,6 +117,15 @@ const MIGRATIONS: readonly ((s: string, channel: string) => string)[] = [
   );
   INSERT INTO ${s}.kms_audit_head (sequence, hash) VALUES (-1, '${"0".repeat(64)}');
   `,
+  // 3: integrity seals the Kms computes over each record (StoredKey.seal, StoredAlias.seal),
+  // stored verbatim. NULL for rows written before seals existed: the Kms decides what an
+  // unsealed record means (KmsOptions.unsealedRecords), so the store keeps "none" apart from
+  // any text. Nullable without a default, so PostgreSQL adds the columns without rewriting
+  // the tables. The change triggers already fire on every row write, seal included.
+  (s) => `
+  ALTER TABLE ${s}.kms_keys ADD COLUMN seal text;
+  ALTER TABLE ${s}.kms_aliases ADD COLUMN seal text;
+  `,
 ];
 
 /** The schema version this build writes and understands. */

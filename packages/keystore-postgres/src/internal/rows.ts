@@ -39,6 +39,8 @@ export interface KeyVersionRow {
   policy: string | null;
   grants: string | null;
   current_version: number;
+  /** NULL when the key has no seal (and in rows from before migration 3). */
+  seal: string | null;
   v_version: number | null;
   v_created_at: number | null;
   v_rotation_type: string | null;
@@ -52,6 +54,8 @@ export interface AliasRow {
   target_key_id: string;
   created_at: number;
   updated_at: number;
+  /** NULL when the alias has no seal (and in rows from before migration 3). */
+  seal: string | null;
 }
 
 /** Columns of kms_keys, in the order of {@link keyParams}. */
@@ -75,6 +79,7 @@ export const KEY_COLUMNS = [
   "policy",
   "grants",
   "current_version",
+  "seal",
 ] as const;
 
 /** The SELECT list that pairs each key row with its versions (see {@link keysFromRows}). */
@@ -108,6 +113,7 @@ export function keyParams(key: StoredKey): unknown[] {
     key.policy ?? null,
     key.grants === undefined ? null : JSON.stringify(key.grants),
     key.currentVersion,
+    key.seal ?? null,
   ];
 }
 
@@ -187,6 +193,7 @@ function keyFromRow(row: KeyVersionRow, versions: StoredKeyVersion[]): StoredKey
       : { grants: deepFreeze(parseStoredGrants(row.key_id, row.grants)) }),
     versions: Object.freeze(versions),
     currentVersion: row.current_version,
+    ...(row.seal === null ? {} : { seal: row.seal }),
   });
 }
 
@@ -211,5 +218,6 @@ export function aliasFromRow(row: AliasRow): StoredAlias {
     targetKeyId: row.target_key_id,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
+    ...(row.seal === null ? {} : { seal: row.seal }),
   });
 }

@@ -62,6 +62,14 @@ const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE kms_keys ADD COLUMN grants TEXT;
   `,
+  // 3: integrity seals the Kms computes over each record (StoredKey.seal, StoredAlias.seal),
+  // stored verbatim. NULL for rows written before seals existed: the Kms decides what an
+  // unsealed record means (KmsOptions.unsealedRecords), so the store must keep "none" apart
+  // from any text.
+  `
+  ALTER TABLE kms_keys ADD COLUMN seal TEXT;
+  ALTER TABLE kms_aliases ADD COLUMN seal TEXT;
+  `,
 ];
 
 /** The schema version this build writes and understands. */

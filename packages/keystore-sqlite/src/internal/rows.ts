@@ -28,6 +28,8 @@ export interface KeyRow {
   current_version: number;
   /** JSON array of grants; NULL when the key has none (and in rows from before migration 2). */
   grants: string | null;
+  /** NULL when the key has no seal (and in rows from before migration 3). */
+  seal: string | null;
 }
 
 export interface VersionRow {
@@ -45,6 +47,8 @@ export interface AliasRow {
   target_key_id: string;
   created_at: number;
   updated_at: number;
+  /** NULL when the alias has no seal (and in rows from before migration 3). */
+  seal: string | null;
 }
 
 /**
@@ -84,6 +88,7 @@ export function keyParams(key: StoredKey): Record<string, string | number | null
     policy: key.policy ?? null,
     current_version: key.currentVersion,
     grants: key.grants === undefined ? null : JSON.stringify(key.grants),
+    seal: key.seal ?? null,
   };
 }
 
@@ -150,6 +155,7 @@ export function keyFromRows(row: KeyRow, versions: readonly VersionRow[]): Store
       : { grants: Object.freeze(parseStoredGrants(row.key_id, row.grants)) }),
     versions: Object.freeze(versions.map(versionFromRow)),
     currentVersion: row.current_version,
+    ...(row.seal === null ? {} : { seal: row.seal }),
   });
 }
 
@@ -159,5 +165,6 @@ export function aliasFromRow(row: AliasRow): StoredAlias {
     targetKeyId: row.target_key_id,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
+    ...(row.seal === null ? {} : { seal: row.seal }),
   });
 }
