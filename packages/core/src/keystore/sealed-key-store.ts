@@ -27,7 +27,17 @@ export interface SealedKeyStoreOptions {
   readonly keyName?: (keyId: string) => string;
 }
 
-/** The highest seal counter this process verified or wrote for a key, and when (a tick). */
+/**
+ * Where an alias's floor is kept: per incarnation (name and creation time, both sealed), since
+ * an alias deleted and created again, by any instance, starts over at counter 1. So an older
+ * record of the same incarnation (an earlier target) is refused; one of an earlier incarnation
+ * is not told apart from a re-creation.
+ */
+function aliasFloorId(alias: StoredAlias): string {
+  return `${alias.aliasName}\u0000${alias.createdAt}`;
+}
+
+/** The highest seal counter this process verified or wrote for a record, and when (a tick). */
 interface Floor {
   readonly counter: number;
   readonly tick: number;
@@ -138,21 +148,24 @@ export class SealedKeyStore implements KeyStore {
   // ---- aliases ----
 
   async getAlias(aliasName: string): Promise<StoredAlias | undefined> {
+    const since = this.#tick;
     const alias = await this.#raw.getAlias(aliasName);
-    if (alias !== undefined) this.#verifyAlias(alias);
+    if (alias !== undefined) this.#verifyAlias(alias, since);
     return alias;
   }
 
   async listAliases(
     options: ListOptions & { readonly targetKeyId?: string },
   ): Promise<readonly StoredAlias[]> {
+    const since = this.#tick;
     const page = await this.#raw.listAliases(options);
-    for (const alias of page) this.#verifyAlias(alias);
+    for (const alias of page) this.#verifyAlias(alias, since);
     return page;
   }
 
-  createAlias(alias: StoredAlias): Promise<void> {
-    return this.#raw.createAlias(this.sealAlias(alias, 1));
+  async createAlias(alias: StoredAlias): Promise<void> {
+    await this.#raw.createAlias(this.sealAlias(alias, 1));
+    this.#raise(aliasFloorId(alias), 1);
   }
 
   /**
@@ -166,7 +179,8 @@ export class SealedKeyStore implements KeyStore {
     if (current === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
     const counter = (sealCounter(current.seal) ?? 0) + 1;
     const { seal } = this.sealAlias({ ...current, targetKeyId, updatedAt }, counter);
-    return this.#raw.updateAlias(aliasName, targetKeyId, updatedAt, seal);
+    await this.#raw.updateAlias(aliasName, targetKeyId, updatedAt, seal);
+    this.#raise(aliasFloorId(current), counter);
   }
 
   deleteAlias(aliasName: string): Promise<void> {
@@ -216,13 +230,31 @@ export class SealedKeyStore implements KeyStore {
   }
 
   /**
-   * Raises a key's floor. `tick` moves only when a floor rises, so reads in flight can tell
+   * Raises a record's floor. `tick` moves only when a floor rises, so reads in flight can tell
    * whether the floor they compare against was set before they were issued.
    */
-  #raise(keyId: string, counter: number): void {
-    const floor = this.#floors.get(keyId);
+  #raise(floorId: string, counter: number): void {
+    const floor = this.#floors.get(floorId);
     if (floor !== undefined && floor.counter >= counter) return;
-    this.#floors.set(keyId, { counter, tick: ++this.#tick });
+    this.#floors.set(floorId, { counter, tick: ++this.#tick });
+  }
+
+  /**
+   * Refuses a record older than one this process saw, then raises the floor to it. A floor
+   * raised after this read was issued may be newer than what the store could answer (a
+   * concurrent write of ours landing while the read was in flight): only a floor that was in
+   * place before the read is a lower bound for it.
+   */
+  #checkFloor(floorId: string, counter: number, since: number, name: () => string): void {
+    const floor = this.#floors.get(floorId);
+    if (floor !== undefined && counter < floor.counter && floor.tick <= since) {
+      throw new RootKeyError(
+        `${name()} in key store ${this.description} was rolled back to an older sealed record ` +
+          `(seal counter ${counter}, this process saw ${floor.counter}); the store was altered ` +
+          "or mixed with another",
+      );
+    }
+    this.#raise(floorId, counter);
   }
 
   #verifyKey(key: StoredKey, since: number): void {
@@ -233,31 +265,18 @@ export class SealedKeyStore implements KeyStore {
       );
       if (isDeeplyFrozen(key)) this.#verifiedObjects.set(key, counter);
     }
-    const floor = this.#floors.get(key.keyId);
-    // A floor raised after this read was issued may be newer than what the store could answer
-    // (a concurrent write of ours landing while the read was in flight): only a floor that was
-    // in place before the read is a lower bound for it.
-    if (floor !== undefined && counter < floor.counter && floor.tick <= since) {
-      throw new RootKeyError(
-        `${this.#keyName(key.keyId)} in key store ${this.description} was rolled back to an ` +
-          `older sealed record (seal counter ${counter}, this process saw ${floor.counter}); ` +
-          "the store was altered or mixed with another",
-      );
-    }
-    this.#raise(key.keyId, counter);
+    this.#checkFloor(key.keyId, counter, since, () => this.#keyName(key.keyId));
   }
 
-  #verifyAlias(alias: StoredAlias): void {
+  #verifyAlias(alias: StoredAlias, since: number): void {
+    const name = () => `alias ${alias.aliasName}`;
     // An alias's fields are all primitives: a frozen alias cannot change.
-    if (this.#verifiedObjects.has(alias) && Object.isFrozen(alias)) return;
-    const counter = this.#check(
-      "alias",
-      alias.seal,
-      canonicalAliasRecord(alias),
-      undefined,
-      () => `alias ${alias.aliasName}`,
-    );
-    if (Object.isFrozen(alias)) this.#verifiedObjects.set(alias, counter);
+    let counter = this.#verifiedObjects.get(alias);
+    if (counter === undefined || !Object.isFrozen(alias)) {
+      counter = this.#check("alias", alias.seal, canonicalAliasRecord(alias), undefined, name);
+      if (Object.isFrozen(alias)) this.#verifiedObjects.set(alias, counter);
+    }
+    this.#checkFloor(aliasFloorId(alias), counter, since, name);
   }
 
   /** Verifies a seal over `canonical`; returns its counter. @throws RootKeyError. */

@@ -660,13 +660,33 @@ describe("aliases", () => {
     await expectBystanderWorks(f);
   });
 
-  it("LIMIT: an alias's own older sealed record (its previous target) is accepted, even in the same process", async () => {
+  it("an alias's own older sealed record (its previous target) is refused in the same process", async () => {
     const f = await fixture();
     const before = (await f.store.getAlias("alias/full"))!;
     await f.kms.encrypt({ keyId: "alias/full", plaintext });
     await f.kms.updateAlias({ aliasName: "alias/full", targetKeyId: f.keys.bystander.keyId });
     await f.store.updateAlias(before.aliasName, before.targetKeyId, before.updatedAt, before.seal);
-    // Aliases have no rollback floor (FORMAT §4.1, "What seals do not protect"): only keys do.
+    const error = await refusal(f.kms.encrypt({ keyId: "alias/full", plaintext }));
+    expect(error.message).toContain("alias alias/full");
+    expect(error.message).toContain("rolled back");
+    // A fresh process has no floor and accepts it (FORMAT §4.1, "What seals do not protect").
+    const fresh = await createKms({ store: f.store, rootKey: Uint8Array.from(ROOT) });
+    const { keyId } = await fresh.encrypt({ keyId: "alias/full", plaintext });
+    expect(keyId).toBe(f.keys.full.arn);
+  });
+
+  it("an alias deleted and created again (by another instance) is not mistaken for a rollback", async () => {
+    const f = await fixture();
+    await f.kms.updateAlias({ aliasName: "alias/full", targetKeyId: f.keys.bystander.keyId });
+    await f.kms.encrypt({ keyId: "alias/full", plaintext });
+    const other = await createKms({
+      store: f.store,
+      rootKey: Uint8Array.from(ROOT),
+      clock: f.clock,
+    });
+    await other.deleteAlias({ aliasName: "alias/full" });
+    f.clock.advance(1);
+    await other.createAlias({ aliasName: "alias/full", targetKeyId: f.keys.full.keyId });
     const { keyId } = await f.kms.encrypt({ keyId: "alias/full", plaintext });
     expect(keyId).toBe(f.keys.full.arn);
   });
