@@ -21,7 +21,6 @@ import {
   isObject,
   type Json,
   lowerFirst,
-  needsContext,
   READS,
   reject,
   type Strip,
@@ -176,41 +175,49 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
               case "updateManyAndReturn":
                 if (isObject(a.data)) {
                   const where = (a.where as Json | undefined) ?? {};
-                  let ctx = codec.context(model, [a.data, where, ...andClauses(model, where)]);
-                  if (ctx === undefined && operation === "update" && needsContext(model, a.data)) {
+                  const sources = [a.data, where, ...andClauses(model, where)];
+                  let ctx = codec.context(model, sources);
+                  const rowSources: Json[] = [];
+                  const unpinned =
+                    operation === "update"
+                      ? codec.unpinnedColumns(model, a.data, ctx, sources)
+                      : [];
+                  if (unpinned.length > 0) {
                     // A batch takes one statement per call: a second one (the read below) goes
                     // out with a later call, outside this batch's transaction.
                     if (tx?.kind === "batch") {
                       reject(
-                        `${model.name} binds encrypted fields to ${model.context.fromRow.join(", ")}: inside a batch $transaction an update cannot read its row's first; give ${model.context.fromRow.join(", ")} as an exact equality in where`,
+                        `${model.name} binds encrypted fields to ${unpinned.join(", ")}: inside a batch $transaction an update cannot read its row's first; give ${unpinned.join(", ")} as an exact equality in where`,
                       );
                     }
                     // The row's own context columns, read in the same transaction as the write
                     // (an update with empty data is a locking read of the unique row). The where
                     // is the rewritten one: a branch pinning its own tenant may look up an
                     // encrypted field, whose plaintext must not reach the database.
-                    const select = Object.fromEntries(model.context.fromRow.map((k) => [k, true]));
+                    const select = Object.fromEntries(unpinned.map((k) => [k, true]));
                     const row = (await query({
                       where: a.where,
                       data: {},
                       select,
                     } as typeof args)) as Json;
-                    ctx = codec.context(model, [row]);
+                    ctx ??= codec.context(model, [row]);
+                    rowSources.push(row);
                   }
-                  await codec.writeData(model, a.data, ctx, where);
+                  await codec.writeData(model, a.data, ctx, where, rowSources);
                 }
                 break;
               case "upsert":
-                if (isObject(a.create))
+                if (isObject(a.create)) {
+                  const where = (a.where as Json | undefined) ?? {};
+                  const whereSources = [where, ...andClauses(model, where)];
                   await codec.writeData(
                     model,
                     a.create,
-                    codec.context(model, [
-                      a.create,
-                      a.where as Json,
-                      ...andClauses(model, (a.where as Json) ?? {}),
-                    ]),
+                    codec.context(model, [a.create, ...whereSources]),
+                    undefined,
+                    whereSources,
                   );
+                }
                 if (isObject(a.update)) {
                   const where = (a.where as Json | undefined) ?? {};
                   await codec.writeData(

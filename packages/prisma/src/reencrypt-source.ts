@@ -22,6 +22,13 @@ export interface PrismaReencryptSourceOptions {
   readonly engine: FieldEncryptionEngine;
   /** A unique, ordered column to page by; default "id". */
   readonly cursorField?: string;
+  /**
+   * The encrypted fields this source reads and writes; default all of the model's. A job binds
+   * one context per row, so fields that add their own (`@kms.context(recordId)` on the field)
+   * and fields that do not are re-encrypted by separate jobs, each given its fields here and
+   * the same fields as `reencryptFields`' `fields`.
+   */
+  readonly fields?: readonly string[];
 }
 
 /**
@@ -29,8 +36,9 @@ export interface PrismaReencryptSourceOptions {
  * writes each row with `updateMany({ where: { id, …old values } })`, so a row the application
  * changed in between is left alone (reported as a conflict) instead of overwritten. Blind
  * indexes of re-encrypted fields are recomputed in the same write.
- * @throws ValidationException when the model binds values to the ambient scope (the job has
- *   no request to take it from) or has no encrypted fields.
+ * @throws ValidationException when the model or a field binds values to the ambient scope (the
+ *   job has no request to take it from), when it has no encrypted fields, or when `fields`
+ *   names a field that is not encrypted or mixes fields of different contexts.
  */
 export function prismaReencryptSource(options: PrismaReencryptSourceOptions): ReencryptSource {
   const { delegate, model, engine } = options;
@@ -43,8 +51,32 @@ export function prismaReencryptSource(options: PrismaReencryptSourceOptions): Re
   if (model.encryptedNames.length === 0) {
     throw new ValidationError(`${model.name} has no encrypted fields`);
   }
+  const fields = options.fields ?? model.encryptedNames;
+  const specs = fields.map((f) => {
+    const spec = model.encrypted[f];
+    if (spec === undefined) throw new ValidationError(`${model.name}.${f} is not encrypted`);
+    if (spec.context.fromScope.length > 0) {
+      throw new ValidationError(
+        `${model.name}.${f} binds values to the ambient context: re-encrypt it inside runWithEncryptionContext with your own source`,
+      );
+    }
+    return spec;
+  });
+  const own = specs[0]?.context;
+  if (own === undefined) throw new ValidationError(`"fields" must name at least one field`);
+  if (specs.some((spec) => spec.context !== own)) {
+    const groups = new Map<unknown, string[]>();
+    for (const f of fields) {
+      const key = model.encrypted[f]?.context;
+      groups.set(key, [...(groups.get(key) ?? []), f]);
+    }
+    throw new ValidationError(
+      `${model.name}: its fields are bound to different row columns, so re-encrypt them in one job per group with "fields": ${[...groups.values()].map((g) => `[${g.join(", ")}]`).join(", ")}`,
+    );
+  }
+  const contextColumns = [...model.context.fromRow, ...own.fromRow];
   const select: Record<string, true> = { [cursorField]: true };
-  for (const f of [...model.context.fromRow, ...model.encryptedNames]) select[f] = true;
+  for (const f of [...contextColumns, ...fields]) select[f] = true;
   return {
     async fetchBatch(cursor, limit) {
       const rows = await delegate.findMany({
@@ -55,16 +87,16 @@ export function prismaReencryptSource(options: PrismaReencryptSourceOptions): Re
       });
       return rows.map((row): ReencryptRow => {
         const context: Record<string, string> = {};
-        for (const key of model.context.fromRow) context[key] = String(row[key]);
+        for (const key of contextColumns) context[key] = String(row[key]);
         const values: Record<string, StoredFieldValue> = {};
-        for (const f of model.encryptedNames) values[f] = (row[f] ?? null) as StoredFieldValue;
+        for (const f of fields) values[f] = (row[f] ?? null) as StoredFieldValue;
         return { cursor: row[cursorField] as string | number | bigint, context, values };
       });
     },
     async compareAndSet(row, next, plaintexts: Readonly<Record<string, FieldValue>>) {
       const where: Record<string, unknown> = { [cursorField]: row.cursor };
       const data: Record<string, unknown> = {};
-      for (const f of model.encryptedNames) {
+      for (const f of fields) {
         where[f] = row.values[f] ?? null;
         if (next[f] !== undefined && next[f] !== row.values[f]) data[f] = next[f];
       }

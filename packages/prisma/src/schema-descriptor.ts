@@ -14,6 +14,12 @@ export interface EncryptedFieldDescriptor {
   readonly type: FieldValueType;
   /** How the column stores ciphertext: String columns hold `kms1:…` text. */
   readonly storage: "text" | "bytes";
+  /**
+   * Context this field adds to its model's (`@kms.context(recordId)` on the field): its values
+   * are bound to the model's pairs plus these. Empty lists when it adds none; fields adding the
+   * same keys share one object.
+   */
+  readonly context: ModelContextDescriptor;
 }
 
 export interface BlindIndexDescriptor {
@@ -38,6 +44,8 @@ export interface ModelDescriptor {
   /** Relation field → target model name. */
   readonly relations: Readonly<Record<string, string>>;
   readonly context: ModelContextDescriptor;
+  /** Every column some value is bound to: the model's `fromRow`, then the fields' own. */
+  readonly contextColumns: readonly string[];
   /** Keys of `encrypted` and `relations`, precomputed for the per-row read path. */
   readonly encryptedNames: readonly string[];
   readonly relationNames: readonly string[];
@@ -59,6 +67,11 @@ export interface ModelConfig {
          * `type`, results are typed `T | null` instead of `T`.
          */
         readonly optional?: boolean;
+        /**
+         * Context added to the model's for this field alone: `{ fromRow: ["recordId"] }` binds
+         * its values to their row, which the model's context (shared with lookup fields) cannot.
+         */
+        readonly context?: Partial<ModelContextDescriptor>;
       }
     >
   >;
@@ -78,8 +91,21 @@ export interface ModelConfig {
 
 const NORMALIZATIONS = ["lowercase", "trim", "nfkc"] as const;
 
+const NO_CONTEXT: ModelContextDescriptor = Object.freeze({
+  fromRow: Object.freeze([]),
+  fromScope: Object.freeze([]),
+});
+
 function fail(where: string, rule: string): never {
   throw new ValidationError(`${where}: ${rule}`);
+}
+
+function contextKeys(where: string, name: string, keys: unknown): readonly string[] {
+  if (keys === undefined) return [];
+  if (!Array.isArray(keys) || !keys.every((k) => typeof k === "string" && k !== "")) {
+    fail(where, `${name} must be a list of non-empty column or key names`);
+  }
+  return keys as string[];
 }
 
 type EncryptedConfig = NonNullable<ModelConfig["encrypted"]>[string];
@@ -121,6 +147,17 @@ export function defineModels<const Models extends Readonly<Record<string, ModelC
 ): TypedSchemaDescriptor<FieldTypesOf<Models>> {
   const out: Record<string, ModelDescriptor> = {};
   for (const [name, config] of Object.entries(models)) {
+    const modelContext = Object.freeze({
+      fromRow: Object.freeze([
+        ...contextKeys(`model "${name}"`, "context.fromRow", config.context?.fromRow),
+      ]),
+      fromScope: Object.freeze([
+        ...contextKeys(`model "${name}"`, "context.fromScope", config.context?.fromScope),
+      ]),
+    });
+    // Fields adding the same keys share one descriptor, so a result row builds their context
+    // once for all of them.
+    const fieldContexts = new Map<string, ModelContextDescriptor>();
     const encrypted: Record<string, EncryptedFieldDescriptor> = {};
     const fields: Readonly<Record<string, EncryptedConfig>> = config.encrypted ?? {};
     for (const [field, spec] of Object.entries(fields)) {
@@ -138,7 +175,22 @@ export function defineModels<const Models extends Readonly<Record<string, ModelC
       if (spec.optional !== undefined && typeof spec.optional !== "boolean") {
         fail(where, `optional must be a boolean`);
       }
-      encrypted[field] = Object.freeze({ mode, type, storage });
+      const context = fieldContext(where, modelContext, spec.context, fieldContexts);
+      encrypted[field] = Object.freeze({ mode, type, storage, context });
+    }
+    const contextColumns = [...modelContext.fromRow];
+    for (const spec of Object.values(encrypted)) {
+      for (const key of spec.context.fromRow) {
+        if (!contextColumns.includes(key)) contextColumns.push(key);
+      }
+    }
+    for (const column of contextColumns) {
+      if (encrypted[column] !== undefined) {
+        fail(
+          `model "${name}"`,
+          `context column "${column}" is itself encrypted: values are bound to what the column holds in the clear`,
+        );
+      }
     }
     const blindIndexes: Record<string, BlindIndexDescriptor> = {};
     for (const [column, spec] of Object.entries(config.blindIndexes ?? {})) {
@@ -164,13 +216,45 @@ export function defineModels<const Models extends Readonly<Record<string, ModelC
       relations: Object.freeze({ ...(config.relations ?? {}) }),
       encryptedNames: Object.freeze(Object.keys(encrypted)),
       relationNames: Object.freeze(Object.keys(config.relations ?? {})),
-      context: Object.freeze({
-        fromRow: Object.freeze([...(config.context?.fromRow ?? [])]),
-        fromScope: Object.freeze([...(config.context?.fromScope ?? [])]),
-      }),
+      context: modelContext,
+      contextColumns: Object.freeze(contextColumns),
     });
   }
   return Object.freeze(out);
+}
+
+/** A field's own context keys, checked against its model's and shared between equal ones. */
+function fieldContext(
+  where: string,
+  model: ModelContextDescriptor,
+  config: Partial<ModelContextDescriptor> | undefined,
+  shared: Map<string, ModelContextDescriptor>,
+): ModelContextDescriptor {
+  if (config === undefined) return NO_CONTEXT;
+  const fromRow = contextKeys(where, "context.fromRow", config.fromRow);
+  const fromScope = contextKeys(where, "context.fromScope", config.fromScope);
+  for (const [keys, own, kind] of [
+    [fromRow, model.fromRow, "column"],
+    [fromScope, model.fromScope, "scope key"],
+  ] as const) {
+    for (const [i, key] of keys.entries()) {
+      if (own.includes(key)) {
+        fail(where, `context ${kind} "${key}" is already in the model's context`);
+      }
+      if (keys.indexOf(key) !== i) fail(where, `context ${kind} "${key}" is listed twice`);
+    }
+  }
+  if (fromRow.length === 0 && fromScope.length === 0) return NO_CONTEXT;
+  const key = JSON.stringify([fromRow, fromScope]);
+  let context = shared.get(key);
+  if (context === undefined) {
+    context = Object.freeze({
+      fromRow: Object.freeze([...fromRow]),
+      fromScope: Object.freeze([...fromScope]),
+    });
+    shared.set(key, context);
+  }
+  return context;
 }
 
 interface Annotation {
@@ -237,28 +321,50 @@ export function configFromAnnotations(
     const encrypted: Record<string, EncryptedConfig> = {};
     const blindIndexes: Record<string, BlindIndexConfig> = {};
     const relations: Record<string, string> = {};
-    const fromRow: string[] = [];
-    const fromScope: string[] = [];
-    for (const a of parseAnnotations(model.doc, `model "${name}"`)) {
+    const columns = new Set(model.fields.filter((f) => !modelNames.has(f.type)).map((f) => f.name));
+    // `@kms.context(tenantId)`, `(scope: clinic)`, `(row: a b)`: the same grammar on a model and
+    // on an encrypted field; the columns it names must be the model's own scalar fields.
+    const readContext = (where: string, annotations: readonly Annotation[]) => {
+      const fromRow: string[] = [];
+      const fromScope: string[] = [];
+      for (const a of annotations) {
+        fromRow.push(...a.positional);
+        if (a.named.scope !== undefined) fromScope.push(...a.named.scope.split(/\s+/));
+        if (a.named.row !== undefined) fromRow.push(...a.named.row.split(/\s+/));
+        const other = Object.keys(a.named).find((k) => k !== "scope" && k !== "row");
+        if (other !== undefined)
+          fail(where, `@kms.context takes columns, row: and scope:, not ${other}:`);
+      }
+      for (const column of fromRow) {
+        if (!columns.has(column)) {
+          fail(where, `@kms.context names "${column}", which is not a column of ${name}`);
+        }
+      }
+      return { fromRow, fromScope };
+    };
+    const modelAnnotations = parseAnnotations(model.doc, `model "${name}"`);
+    for (const a of modelAnnotations) {
       if (a.name !== "context") fail(`model "${name}"`, `only @kms.context applies to a model`);
-      fromRow.push(...a.positional);
-      if (a.named.scope !== undefined) fromScope.push(...a.named.scope.split(/\s+/));
-      if (a.named.row !== undefined) fromRow.push(...a.named.row.split(/\s+/));
     }
+    const { fromRow, fromScope } = readContext(`model "${name}"`, modelAnnotations);
     for (const field of model.fields) {
       const where = `model "${name}" field "${field.name}"`;
       if (modelNames.has(field.type)) relations[field.name] = field.type;
-      for (const a of parseAnnotations(field.doc, where)) {
+      const annotations = parseAnnotations(field.doc, where);
+      const contextAnnotations = annotations.filter((a) => a.name === "context");
+      for (const a of annotations) {
         if (a.name === "encrypted") {
           if (field.type !== "String" && field.type !== "Bytes")
             fail(where, `only String and Bytes columns can be encrypted`);
           const mode = a.positional.includes("deterministic") ? "deterministic" : "randomized";
           const declared = a.named.type as FieldValueType | undefined;
+          const context = readContext(where, contextAnnotations);
           encrypted[field.name] = {
             mode,
             storage: field.type === "Bytes" ? "bytes" : "text",
             ...(declared === undefined ? {} : { type: declared }),
             ...(field.optional ? { optional: true } : {}),
+            ...(contextAnnotations.length === 0 ? {} : { context }),
           };
         } else if (a.name === "blindIndex") {
           if (field.type !== "String") fail(where, `a blind index column must be a String`);
@@ -273,9 +379,13 @@ export function configFromAnnotations(
             ...(bytes === undefined ? {} : { bytes }),
             ...(normalize === undefined ? {} : { normalize }),
           };
-        } else {
-          fail(where, `@kms.context applies to models, not fields`);
         }
+      }
+      if (contextAnnotations.length > 0 && encrypted[field.name] === undefined) {
+        fail(
+          where,
+          `@kms.context on a field adds to the context of its encrypted values: it needs @kms.encrypted on the same field`,
+        );
       }
     }
     configs[name] = { encrypted, blindIndexes, relations, context: { fromRow, fromScope } };
@@ -330,7 +440,8 @@ function readModels(schema: string): AnnotatedModel[] {
  * - on a model: `@kms.context(tenantId)` (row column) and `@kms.context(scope: tenantId)`;
  * - on a field: `@kms.encrypted`, `@kms.encrypted(deterministic)`,
  *   `@kms.encrypted(type: json)`; `@kms.blindIndex(of: email, bytes: 16,
- *   normalize: "trim,lowercase")`.
+ *   normalize: "trim,lowercase")`; beside `@kms.encrypted`, `@kms.context(recordId)` (and
+ *   `scope:`) adds to the model's context for that field alone.
  * @throws ValidationException naming the model and field of a malformed annotation.
  */
 export function parseSchema(schema: string): SchemaDescriptor {

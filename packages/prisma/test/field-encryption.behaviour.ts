@@ -175,8 +175,8 @@ export function describeFieldEncryption(
       await expect(prisma.user.findUnique({ where: { id: c.id } })).rejects.toBeInstanceOf(
         InvalidCiphertextError,
       );
-      // Same tenant, same column, other row: bound to tenant, model and field — by design it
-      // reads (row identity is not part of the binding; see README caveats).
+      // Same tenant, same column, other row: `name` is bound to tenant, model and field only, so
+      // the copy would read; a field bound to its row is tested in field-context.behaviour.ts.
       expect((await prisma.user.findUnique({ where: { id: a.id } }))?.name).toBe("Alice Liddell");
     });
 

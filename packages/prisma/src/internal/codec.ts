@@ -8,6 +8,7 @@ import {
 } from "@kms/core";
 import type {
   EncryptedFieldDescriptor,
+  ModelContextDescriptor,
   ModelDescriptor,
   SchemaDescriptor,
 } from "../schema-descriptor.ts";
@@ -82,18 +83,9 @@ export class Codec {
   ): Ctx | undefined {
     const ctx: Ctx = {};
     for (const key of model.context.fromRow) {
-      let value: unknown;
-      for (const source of sources) {
-        if (source === undefined) continue;
-        value = pinnedValue(source[key]);
-        if (value !== undefined) break;
-      }
-      if (value === undefined) value = inherited?.[key];
+      const value = pickColumn(model, key, sources, inherited);
       if (value === undefined) return undefined;
-      if (typeof value !== "string" && typeof value !== "number" && typeof value !== "bigint") {
-        reject(`${model.name}.${key} must be a string or number to bind encrypted values`);
-      }
-      ctx[key] = String(value);
+      ctx[key] = value;
     }
     if (model.context.fromScope.length > 0) {
       const scope = currentEncryptionContext();
@@ -135,6 +127,114 @@ export class Codec {
     return ctx;
   }
 
+  /**
+   * The context of one field: the model's `base` plus the columns and scope keys the field adds
+   * (`@kms.context(recordId)` on it). Those come from the field's own row only (`sources`, and
+   * `inherited` from an enclosing clause of the same where), never from a parent row: a row's
+   * identity is its own. Undefined when a column is not given.
+   */
+  fieldContext(
+    model: ModelDescriptor,
+    field: string,
+    own: ModelContextDescriptor,
+    base: Ctx,
+    sources: readonly (Json | undefined)[],
+    inherited?: Ctx,
+  ): Ctx | undefined {
+    if (own.fromRow.length === 0 && own.fromScope.length === 0) return base;
+    const ctx: Ctx = { ...base };
+    for (const key of own.fromRow) {
+      const value = pickColumn(model, key, sources, inherited);
+      if (value === undefined) return undefined;
+      ctx[key] = value;
+    }
+    if (own.fromScope.length > 0) {
+      const scope = currentEncryptionContext();
+      for (const key of own.fromScope) {
+        const value = scope?.[key];
+        if (value === undefined) {
+          reject(
+            `${model.name}.${field} binds its values to the ambient context key "${key}": run the query inside runWithEncryptionContext`,
+          );
+        }
+        ctx[key] = value;
+      }
+    }
+    return ctx;
+  }
+
+  requireFieldContext(
+    model: ModelDescriptor,
+    field: string,
+    own: ModelContextDescriptor,
+    base: Ctx,
+    sources: readonly (Json | undefined)[],
+    inherited?: Ctx,
+  ): Ctx {
+    const ctx = this.fieldContext(model, field, own, base, sources, inherited);
+    if (ctx !== undefined) return ctx;
+    const missing = own.fromRow.filter(
+      (k) => pickColumn(model, k, sources, inherited) === undefined,
+    );
+    const loose = missing.find((key) =>
+      sources.some((source) => {
+        const value = source?.[key];
+        return value !== undefined && value !== null && pinnedValue(value) === undefined;
+      }),
+    );
+    if (loose !== undefined) {
+      reject(
+        `${model.name}.${field} binds its values to ${own.fromRow.join(", ")}: the filter on ${model.name}.${loose} is not an exact equality (mode "insensitive", contains, in, not, a range…) and can match rows of other ${loose} values; give ${loose} as a plain value or { equals } in where, or in the data`,
+      );
+    }
+    reject(
+      `${model.name}.${field} binds its values to ${own.fromRow.join(", ")}: include ${missing.join(", ")} in the data or as an exact equality in where (a plain value or { equals }); a nested write never takes it from the parent row`,
+    );
+  }
+
+  /**
+   * The context an enclosing where clause hands its AND/OR/NOT branches and compound uniques:
+   * the model's context if it pins one, and whatever it pins of the fields' own columns.
+   */
+  clauseContext(
+    model: ModelDescriptor,
+    sources: readonly (Json | undefined)[],
+    inherited: Ctx | undefined,
+  ): Ctx | undefined {
+    const ctx = this.context(model, sources, inherited) ?? inherited;
+    if (model.contextColumns.length === model.context.fromRow.length) return ctx;
+    const out: Ctx = { ...ctx };
+    for (const key of model.contextColumns) {
+      if (model.context.fromRow.includes(key)) continue;
+      const value = pickColumn(model, key, sources, inherited);
+      if (value !== undefined) out[key] = value;
+    }
+    return out;
+  }
+
+  /**
+   * Context columns an `update` of `data` needs and neither `data` nor the where pins: the
+   * model's when `ctx` is missing, and those of the fields written that add their own. An
+   * `update` reads them from its row first.
+   */
+  unpinnedColumns(
+    model: ModelDescriptor,
+    data: Json,
+    ctx: Ctx | undefined,
+    sources: readonly (Json | undefined)[],
+  ): string[] {
+    const out = ctx === undefined && needsContext(model, data) ? [...model.context.fromRow] : [];
+    for (const [field, spec] of Object.entries(model.encrypted)) {
+      if (!(field in data)) continue;
+      for (const key of spec.context.fromRow) {
+        if (!out.includes(key) && pickColumn(model, key, sources, undefined) === undefined) {
+          out.push(key);
+        }
+      }
+    }
+    return out;
+  }
+
   async encryptValue(
     model: ModelDescriptor,
     field: string,
@@ -152,12 +252,17 @@ export class Codec {
       : this.engine.encrypt(binding, spec, value, this.options);
   }
 
-  /** Encrypts a write's data in place, walking nested writes of related models. */
+  /**
+   * Encrypts a write's data in place, walking nested writes of related models. `where` is an
+   * update's; `rowSources` hold more of the row's own columns (the row an update read first,
+   * the where of an upsert's create), read for the columns fields add to the context.
+   */
   async writeData(
     model: ModelDescriptor,
     data: Json,
     ctx: Ctx | undefined,
     where?: Json,
+    rowSources: readonly Json[] = [],
   ): Promise<void> {
     for (const column of Object.keys(model.blindIndexes)) {
       if (column in data)
@@ -174,9 +279,33 @@ export class Codec {
         `${model.name}: changing ${model.context.fromRow.join(", ")} would orphan encrypted values bound to it; rewrite every encrypted field in the same update`,
       );
     }
+    if (where !== undefined) {
+      const changed = model.contextColumns.filter((k) => k in data);
+      const orphans = Object.entries(model.encrypted)
+        .filter(
+          ([f, spec]) => !(f in data) && spec.context.fromRow.some((k) => changed.includes(k)),
+        )
+        .map(([f]) => f);
+      if (orphans.length > 0) {
+        reject(
+          `${model.name}: changing ${changed.join(", ")} would orphan the values of ${orphans.join(", ")} bound to it; rewrite ${orphans.join(", ")} in the same update`,
+        );
+      }
+    }
+    const sources =
+      where === undefined
+        ? [data, ...rowSources]
+        : [data, where, ...andClauses(model, where), ...rowSources];
+    let modelCtx = ctx;
+    const fieldCtxs = new Map<ModelContextDescriptor, Ctx>();
     for (const field of encryptedKeys) {
       const spec = model.encrypted[field] as EncryptedFieldDescriptor;
-      const rowCtx = ctx ?? this.requireContext(model, [data, where]);
+      modelCtx ??= this.requireContext(model, [data, where]);
+      let rowCtx = fieldCtxs.get(spec.context);
+      if (rowCtx === undefined) {
+        rowCtx = this.requireFieldContext(model, field, spec.context, modelCtx, sources);
+        fieldCtxs.set(spec.context, rowCtx);
+      }
       let value = data[field];
       // `{ set }` is Prisma's update form; a JSON field's own value may be any object, so only
       // an object whose sole key is "set" is unwrapped there.
@@ -268,8 +397,7 @@ export class Codec {
     for (const key of Object.keys(where)) {
       const value = where[key];
       if (key === "AND" || key === "OR" || key === "NOT") {
-        const ctxHere =
-          this.context(model, [where, ...andClauses(model, where)], inherited) ?? inherited;
+        const ctxHere = this.clauseContext(model, [where, ...andClauses(model, where)], inherited);
         for (const clause of Array.isArray(value) ? value : [value]) {
           if (isObject(clause)) await this.where(model, clause, ctxHere);
         }
@@ -282,11 +410,20 @@ export class Codec {
       }
       const spec = model.encrypted[key];
       if (spec !== undefined) {
-        await this.rewriteFilter(model, key, spec, where, resolve);
+        const resolveField = () =>
+          this.requireFieldContext(
+            model,
+            key,
+            spec.context,
+            resolve(),
+            [where, ...andClauses(model, where)],
+            inherited,
+          );
+        await this.rewriteFilter(model, key, spec, where, resolveField);
         continue;
       }
       if (isCompoundUnique(model, key, value)) {
-        await this.where(model, value, this.context(model, [value, where], inherited) ?? inherited);
+        await this.where(model, value, this.clauseContext(model, [value, where], inherited));
         continue;
       }
       // A related row's context is its own (an author of t1 may write posts of t2): a lookup
@@ -381,19 +518,24 @@ export class Codec {
     const strip: Strip = { columns: [], relations: {} };
     const select = args.select;
     if (isObject(select)) {
-      const wantsEncrypted = Object.keys(model.encrypted).some((f) => select[f] === true);
-      if (wantsEncrypted) {
-        for (const key of model.context.fromRow) {
-          if (select[key] !== true) {
-            select[key] = true;
-            strip.columns.push(key);
-          }
+      const wanted = model.encryptedNames.filter((f) => select[f] === true);
+      const needed =
+        wanted.length === 0
+          ? []
+          : [
+              ...model.context.fromRow,
+              ...wanted.flatMap((f) => model.encrypted[f]?.context.fromRow ?? []),
+            ];
+      for (const key of needed) {
+        if (select[key] !== true) {
+          select[key] = true;
+          strip.columns.push(key);
         }
       }
     }
     const omit = args.omit;
     if (isObject(omit)) {
-      for (const key of model.context.fromRow) {
+      for (const key of model.contextColumns) {
         if (omit[key] === true) {
           delete omit[key];
           strip.columns.push(key);
@@ -451,6 +593,7 @@ export class Codec {
   ): void {
     if (!isObject(row)) return;
     let ctx: Ctx | undefined;
+    let fieldCtxs: Map<ModelContextDescriptor, Ctx> | undefined;
     for (const field of model.encryptedNames) {
       const stored = row[field];
       if (stored === undefined || stored === null) continue;
@@ -463,7 +606,23 @@ export class Codec {
         }
       }
       const spec = model.encrypted[field] as EncryptedFieldDescriptor;
-      const binding = { model: model.name, field, context: ctx };
+      let fieldCtx = ctx;
+      if (spec.context.fromRow.length > 0 || spec.context.fromScope.length > 0) {
+        fieldCtxs ??= new Map();
+        let own = fieldCtxs.get(spec.context);
+        if (own === undefined) {
+          // The row's own columns only: `inherited` is a parent row's context.
+          own = this.fieldContext(model, field, spec.context, ctx, [row]);
+          if (own === undefined) {
+            reject(
+              `${model.name}: cannot decrypt ${field} without ${spec.context.fromRow.join(", ")} in the result`,
+            );
+          }
+          fieldCtxs.set(spec.context, Object.freeze(own));
+        }
+        fieldCtx = own;
+      }
+      const binding = { model: model.name, field, context: fieldCtx };
       const value = this.engine.decryptIfCached(binding, spec, stored as string | Uint8Array);
       if (value !== undefined) {
         row[field] = value;
@@ -556,6 +715,30 @@ export function needsContext(model: ModelDescriptor, data: Json): boolean {
 export interface Strip {
   readonly columns: string[];
   readonly relations: Record<string, Strip>;
+}
+
+/**
+ * A context column's value from the first source that pins it exactly, else `inherited`'s, as
+ * the string the context holds; undefined when none gives it.
+ */
+function pickColumn(
+  model: ModelDescriptor,
+  key: string,
+  sources: readonly (Json | undefined)[],
+  inherited: Ctx | undefined,
+): string | undefined {
+  let value: unknown;
+  for (const source of sources) {
+    if (source === undefined) continue;
+    value = pinnedValue(source[key]);
+    if (value !== undefined) break;
+  }
+  if (value === undefined) value = inherited?.[key];
+  if (value === undefined) return undefined;
+  if (typeof value !== "string" && typeof value !== "number" && typeof value !== "bigint") {
+    reject(`${model.name}.${key} must be a string or number to bind encrypted values`);
+  }
+  return String(value);
 }
 
 /**

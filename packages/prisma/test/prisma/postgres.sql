@@ -24,6 +24,18 @@ CREATE TABLE "Comment" (
   "text" TEXT NOT NULL,
   "postId" INTEGER NOT NULL REFERENCES "Post" ("id") ON DELETE RESTRICT ON UPDATE CASCADE
 );
+CREATE TABLE "Chart" (
+  "id" SERIAL PRIMARY KEY,
+  "tenantId" TEXT NOT NULL,
+  "recordId" TEXT NOT NULL,
+  "ssn" TEXT NOT NULL,
+  "name" TEXT,
+  "note" TEXT,
+  "vitals" TEXT,
+  "ownerId" INTEGER REFERENCES "User" ("id") ON DELETE SET NULL ON UPDATE CASCADE
+);
+CREATE UNIQUE INDEX "Chart_recordId_key" ON "Chart"("recordId");
+CREATE UNIQUE INDEX "Chart_tenantId_ssn_key" ON "Chart"("tenantId", "ssn");
 CREATE TABLE "Audit" (
   "id" SERIAL PRIMARY KEY,
   "message" TEXT NOT NULL

@@ -26,6 +26,18 @@ CREATE TABLE "Comment" (
   "postId" INTEGER NOT NULL,
   CONSTRAINT "Comment_postId_fkey" FOREIGN KEY ("postId") REFERENCES "Post" ("id") ON DELETE RESTRICT ON UPDATE CASCADE
 );
+CREATE TABLE "Chart" (
+  "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+  "tenantId" TEXT NOT NULL,
+  "recordId" TEXT NOT NULL,
+  "ssn" TEXT NOT NULL,
+  "name" TEXT,
+  "note" TEXT,
+  "vitals" TEXT,
+  "ownerId" INTEGER REFERENCES "User" ("id") ON DELETE SET NULL ON UPDATE CASCADE
+);
+CREATE UNIQUE INDEX "Chart_recordId_key" ON "Chart"("recordId");
+CREATE UNIQUE INDEX "Chart_tenantId_ssn_key" ON "Chart"("tenantId", "ssn");
 CREATE TABLE "Audit" (
   "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
   "message" TEXT NOT NULL
