@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { isKmsError, type Kms, runWithEncryptionContext } from "@kms/core";
 import express, { type NextFunction, type Request, type Response } from "express";
 import { ensureTenantKey, type RecordsDb } from "./records.ts";
@@ -123,6 +124,8 @@ export function createApp(options: { readonly db: RecordsDb; readonly kms: Kms }
     const created = await db.patient.create({
       data: {
         tenantId,
+        // Name, note and vitals are bound to it, so it must be known before the insert.
+        recordId: randomUUID(),
         ssn: data.ssn as string,
         name: data.name as string,
         note: data.note ?? null,
@@ -159,13 +162,12 @@ export function createApp(options: { readonly db: RecordsDb; readonly kms: Kms }
   app.patch("/patients/{:id}", async (req, res) => {
     const tenantId = tenantOf(req);
     const data = patientData(req.body ?? {}, true);
-    const result = await db.patient.updateMany({
+    // `update`, not `updateMany`: name, note and vitals are bound to the row's recordId, which
+    // the extension reads from the one matching row before it writes (updateMany would need
+    // recordId in its where).
+    const patient = await db.patient.update({
       where: { id: idOf(req), tenantId },
       data: data as { ssn?: string; name?: string; note?: string | null; vitals?: string | null },
-    });
-    if (result.count === 0) throw new HttpError(404, "no such patient in this clinic");
-    const patient = await db.patient.findFirst({
-      where: { id: idOf(req), tenantId },
       select: PUBLIC,
     });
     res.json(patient);
@@ -194,6 +196,9 @@ export function createApp(options: { readonly db: RecordsDb; readonly kms: Kms }
         error: status === 400 ? error.message : "stored records cannot be decrypted",
         code: error.code,
       });
+    } else if ((error as { code?: unknown }).code === "P2025") {
+      // update's "record not found": no such id in this clinic.
+      res.status(404).json({ error: "no such patient in this clinic" });
     } else if ((error as { code?: unknown }).code === "P2002") {
       res.status(409).json({ error: "a patient with this ssn already exists in this clinic" });
     } else if (isClientBodyError(error)) {

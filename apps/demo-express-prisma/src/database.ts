@@ -23,6 +23,16 @@ export interface DemoDatabase {
   close(): Promise<void>;
 }
 
+/**
+ * `CREATE TABLE IF NOT EXISTS` keeps a Patient table from before `recordId`; its values are
+ * bound without one, so the demo starts over rather than migrate them.
+ */
+function refuseOldTable(where: string): never {
+  throw new Error(
+    `the Patient table in ${where} predates the recordId column: drop it (or use a fresh DEMO_DATA_DIR) and run again`,
+  );
+}
+
 /** Opens PostgreSQL when `url` is a postgres:// URL, else SQLite at `sqlitePath`. */
 export async function openDatabase(options: {
   readonly url?: string | undefined;
@@ -39,6 +49,11 @@ async function openSqlite(path: string): Promise<DemoDatabase> {
   retainSqliteStatements();
   const raw = new Database(path);
   retainHandle(raw);
+  const columns = raw.prepare(`PRAGMA table_info("Patient")`).all() as { name: string }[];
+  if (columns.length > 0 && !columns.some((c) => c.name === "recordId")) {
+    raw.close();
+    refuseOldTable(path);
+  }
   raw.exec(readFileSync(join(prismaDir, "sqlite.sql"), "utf8"));
   const base = new PrismaClient({ adapter: new PrismaBetterSqlite3({ url: `file:${path}` }) });
   return {
@@ -64,6 +79,14 @@ async function openPostgres(url: string, schema: string): Promise<DemoDatabase> 
   await raw.connect();
   await raw.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`);
   await raw.query(`SET search_path TO "${schema}"`);
+  const { rows: columns } = await raw.query(
+    `SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'Patient'`,
+    [schema],
+  );
+  if (columns.length > 0 && !columns.some((c) => c.column_name === "recordId")) {
+    await raw.end();
+    refuseOldTable(`schema "${schema}"`);
+  }
   await raw.query(readFileSync(join(prismaDir, "postgres.sql"), "utf8"));
   // Same models generated for the postgresql provider; the API is identical.
   const base = new PostgresPrismaClient({

@@ -46,10 +46,14 @@ export async function walkthrough(
       note: "Allergic to penicillin.",
       vitals: { bp: "120/80", pulse: 64 },
     });
-    await call(clinicA, "POST", "/patients", { ssn: "987-65-4321", name: "Bob Example" });
+    const bob = await call(clinicA, "POST", "/patients", {
+      ssn: "987-65-4321",
+      name: "Bob Example",
+    });
     const cy = await call(clinicB, "POST", "/patients", { ssn: "123-45-6789", name: "Cy Other" });
     show(`POST /patients as ${clinicA} → ${ann.status}`, ann.body);
     const annId = (ann.body as { id: number }).id;
+    const bobId = (bob.body as { id: number }).id;
     const cyId = (cy.body as { id: number }).id;
     show(
       "What the database stores for that row (read with the driver):",
@@ -72,6 +76,14 @@ export async function walkthrough(
       `${clinicA}'s encrypted name copied into ${clinicB}'s row, then GET as ${clinicB} → ${tampered.status}`,
       tampered.body,
     );
+    const bobName = (await database.storedPatient(bobId))?.name;
+    await database.overwriteStored(bobId, "name", (await database.storedPatient(annId))?.name);
+    const moved = await call(clinicA, "GET", `/patients/${bobId}`);
+    show(
+      `Ann's encrypted name copied into Bob's row of the same clinic (bound to each row's recordId), then GET → ${moved.status}`,
+      moved.body,
+    );
+    await database.overwriteStored(bobId, "name", bobName);
     await call(clinicB, "DELETE", `/patients/${cyId}`);
     await call(clinicB, "POST", "/patients", { ssn: "555-55-5555", name: "Dee Other" });
     await kms.scheduleKeyDeletion({ keyId: tenantKeyAlias(clinicB), pendingWindowInDays: 7 });

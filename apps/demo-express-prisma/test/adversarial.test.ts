@@ -474,14 +474,10 @@ describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip
       },
     );
 
-    // BUG (library, @kms/core field engine, FORMAT.md §6.2): a field value binds model, field
-    // and tenant but not the row, so a randomized value copied to another row of the same
-    // clinic decrypts there and the API returns the source row's plaintext under the target
-    // row's id. docs/DESIGN.md promises "a ciphertext moved to another row … fails to decrypt";
-    // FORMAT.md documents the opposite as a deliberate limit. The app cannot close it: the
-    // context is per model, and binding the row id would also bind the SSN (breaking lookups).
-    test.skipIf(skip).fails.each(["name", "note", "vitals"] as const)(
-      "%s copied to another row of the same clinic fails (row identity not bound)",
+    // Name, note and vitals are bound to the row's recordId (`@kms.context(recordId)` on each
+    // field), so a value moved to another patient of the same clinic does not decrypt there.
+    test.skipIf(skip).each(["name", "note", "vitals"] as const)(
+      "%s copied to another row of the same clinic fails (bound to the row's recordId)",
       async (column) => {
         const { annId, amyId } = await seed();
         await raw.set(amyId, column, (await raw.row(annId))[column]);
