@@ -8,7 +8,7 @@ import type {
   PageRequest,
 } from "@kms/core";
 import { integerOption, stringOption } from "./args.ts";
-import { type Command, printJson } from "./command.ts";
+import { type Command, type CommandContext, printJson } from "./command.ts";
 
 const createKey: Command = {
   options: {
@@ -36,7 +36,7 @@ const createKey: Command = {
 };
 
 /** Every entry of a paged list call, following `nextMarker` to the last page. */
-export async function allPages<P extends Page, T>(
+async function allPages<P extends Page, T>(
   list: (request: PageRequest) => Promise<P>,
   entries: (page: P) => readonly T[],
 ): Promise<T[]> {
@@ -50,19 +50,25 @@ export async function allPages<P extends Page, T>(
   return all;
 }
 
+/** Every key and every alias, each page read (and so each record's seal checked) through the KMS. */
+export async function listEverything(ctx: CommandContext) {
+  const kms = await ctx.kms();
+  const keys = await allPages(
+    (request) => kms.listKeys(request, ctx.callOptions),
+    (page) => page.keys,
+  );
+  const aliases = await allPages(
+    (request) => kms.listAliases(request, ctx.callOptions),
+    (page) => page.aliases,
+  );
+  return { keys, aliases };
+}
+
 const listKeys: Command = {
   options: {},
   positionals: [],
   async run(ctx) {
-    const kms = await ctx.kms();
-    const keys = await allPages(
-      (request) => kms.listKeys(request, ctx.callOptions),
-      (page) => page.keys,
-    );
-    const aliases = await allPages(
-      (request) => kms.listAliases(request, ctx.callOptions),
-      (page) => page.aliases,
-    );
+    const { keys, aliases } = await listEverything(ctx);
     printJson(ctx.io, {
       keys: keys.map((key) => ({
         ...key,

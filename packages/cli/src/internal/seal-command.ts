@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { isKmsError } from "@kms/core";
 import { type Command, printJson } from "./command.ts";
-import { allPages } from "./key-commands.ts";
+import { listEverything } from "./key-commands.ts";
 import { DATABASE_FILE } from "./open-kms.ts";
 
 export const SEAL_COMMAND = "seal-unsealed-records";
@@ -18,15 +18,7 @@ export const sealCommand: Command = {
   positionals: [],
   sealsUnsealedRecords: true,
   async run(ctx) {
-    const kms = await ctx.kms();
-    const keys = await allPages(
-      (request) => kms.listKeys(request, ctx.callOptions),
-      (page) => page.keys,
-    );
-    const aliases = await allPages(
-      (request) => kms.listAliases(request, ctx.callOptions),
-      (page) => page.aliases,
-    );
+    const { keys, aliases } = await listEverything(ctx);
     printJson(ctx.io, {
       dataDir: ctx.dataDir,
       database: join(ctx.dataDir, DATABASE_FILE),

@@ -12,7 +12,6 @@ import {
   type Kms,
   MemoryAuditSink,
   MemoryKeyStore,
-  RootKeyError,
   rotateRootKey,
   type StoredAlias,
   type StoredKey,
@@ -20,6 +19,7 @@ import {
 } from "@kms/core";
 import { describe, expect, it } from "vitest";
 import { parseSeal, sealRootKeyId } from "../../src/keystore/record-seal.ts";
+import { refusal } from "./refusal.ts";
 
 const OLD = Uint8Array.from({ length: 32 }, (_, i) => 0x10 + i);
 const NEW = Uint8Array.from({ length: 32 }, (_, i) => 0x80 + i);
@@ -44,15 +44,6 @@ async function allKeys(store: KeyStore): Promise<readonly StoredKey[]> {
 
 async function allAliases(store: KeyStore): Promise<readonly StoredAlias[]> {
   return store.listAliases({ limit: 1000 });
-}
-
-async function refusal(action: Promise<unknown>): Promise<RootKeyError> {
-  const error = await action.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(RootKeyError);
-  return error as RootKeyError;
 }
 
 interface Populated {

@@ -12,7 +12,7 @@ import {
   createKms,
   type Kms,
   MemoryKeyStore,
-  RootKeyError,
+  type RootKeyError,
   RootKeySource,
   type StoredAlias,
   type StoredKey,
@@ -27,6 +27,7 @@ import {
   parseSeal,
 } from "../../src/keystore/record-seal.ts";
 import { SealedKeyStore } from "../../src/keystore/sealed-key-store.ts";
+import { refusal } from "./refusal.ts";
 
 const ROOT = Uint8Array.from({ length: 32 }, (_, i) => 0x40 + i);
 const MALLORY = "arn:aws:iam::111122223333:user/mallory";
@@ -84,15 +85,6 @@ async function edit(
 /** Puts `record` back as the key's current record (any seal it carries included). */
 async function putBack(store: MemoryKeyStore, record: StoredKey): Promise<void> {
   await edit(store, record.keyId, () => record);
-}
-
-async function refusal(action: Promise<unknown>): Promise<RootKeyError> {
-  const error = await action.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(RootKeyError);
-  return error as RootKeyError;
 }
 
 interface Fixture {
