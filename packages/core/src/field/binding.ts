@@ -12,6 +12,37 @@ export interface FieldBinding {
   readonly model: string;
   readonly field: string;
   readonly context: EncryptionContext;
+  /**
+   * The pairs of `context` that choose the value's data key and that the KMS wraps it under
+   * (where key policies and grants can test them); the other pairs are bound into the value
+   * only (FORMAT §6.2). Absent: all of `context`. For a per-row identifier, so that a value
+   * copied to another row fails while the rows of a tenant share one data key instead of one
+   * per row. Every pair must appear in `context` with the same value.
+   */
+  readonly keyContext?: EncryptionContext;
+}
+
+/**
+ * The context that chooses the data key of `binding`, and its cache key (`ctxKey`, the key of
+ * the whole context, when they are the same).
+ * @throws ValidationException when `keyContext` is not a part of `context`.
+ */
+export function keyContextOf(
+  binding: FieldBinding,
+  ctxKey: string,
+): { readonly context: EncryptionContext; readonly ctxKey: string } {
+  const keyContext = binding.keyContext;
+  if (keyContext === undefined || keyContext === binding.context) {
+    return { context: binding.context, ctxKey };
+  }
+  for (const name of Object.keys(keyContext)) {
+    if (binding.context[name] !== keyContext[name]) {
+      throw new ValidationError(
+        `"keyContext" of ${binding.model}.${binding.field} must be a part of its context: "${name}" differs`,
+      );
+    }
+  }
+  return { context: keyContext, ctxKey: contextKey(keyContext) };
 }
 
 const encoder = new TextEncoder();

@@ -613,3 +613,78 @@ describe("FieldEncryptionEngine", () => {
     ).toThrow(/KmsLike/);
   });
 });
+
+describe("keyContext: pairs bound into the value but not into its data key", () => {
+  const row = (recordId: string, tenantId = "a"): FieldBinding => ({
+    model: "Patient",
+    field: "note",
+    context: { tenantId, recordId },
+    keyContext: { tenantId },
+  });
+  const dataKeyId = (value: Uint8Array) => Buffer.from(value.subarray(1, 17)).toString("hex");
+
+  test("rows of a tenant share one data key, yet a value copied to another row fails", async () => {
+    const { engine, counted, store } = await setup();
+    const one = await engine.encrypt(row("r1"), STRING, "one");
+    const two = await engine.encrypt(row("r2"), STRING, "two");
+    const det1 = await engine.encrypt(row("r1"), DET, "same");
+    const det2 = await engine.encrypt(row("r2"), DET, "same");
+    expect(dataKeyId(one)).toBe(dataKeyId(two));
+    expect(dataKeyId(det1)).toBe(dataKeyId(det2));
+    // One randomized and one stable data key for the tenant, however many rows.
+    expect(counted.calls.generateDataKey).toBe(2);
+    const record = await store.get(dataKeyId(one));
+    expect(record?.encryptionContext).toEqual({ tenantId: "a" });
+    // Deterministic values still depend on the whole binding, the row included.
+    expect(Buffer.from(det1).equals(Buffer.from(det2))).toBe(false);
+    expect(await engine.decrypt(row("r1"), STRING, one)).toBe("one");
+    expect(await engine.decrypt(row("r2"), DET, det2)).toBe("same");
+    for (const [value, spec] of [
+      [one, STRING],
+      [det1, DET],
+    ] as const) {
+      await expect(engine.decrypt(row("r2"), spec, value)).rejects.toBeInstanceOf(
+        InvalidCiphertextError,
+      );
+      // Nor in another tenant, where the KMS refuses the data key's context too.
+      await expect(engine.decrypt(row("r1", "b"), spec, value)).rejects.toBeInstanceOf(
+        InvalidCiphertextError,
+      );
+    }
+  });
+
+  test("a process that never wrote reads the rows with one KMS decrypt per data key", async () => {
+    const { engine, make, counted } = await setup();
+    const values = await Promise.all(
+      ["r1", "r2", "r3", "r4"].map((id) => engine.encrypt(row(id), STRING, id)),
+    );
+    const reader = make();
+    const before = counted.calls.decrypt ?? 0;
+    const read = await reader.decryptMany(
+      values.map((stored, i) => ({ binding: row(`r${i + 1}`), spec: STRING, stored })),
+    );
+    expect(read).toEqual(["r1", "r2", "r3", "r4"]);
+    expect((counted.calls.decrypt ?? 0) - before).toBe(1);
+  });
+
+  test("values written with the row in the data key's context still decrypt (binding unchanged)", async () => {
+    const { engine } = await setup();
+    const { keyContext: _, ...whole } = row("r1");
+    const before = await engine.encrypt(whole, STRING, "written before keyContext");
+    expect(await engine.decrypt(row("r1"), STRING, before)).toBe("written before keyContext");
+    await expect(engine.decrypt(row("r2"), STRING, before)).rejects.toBeInstanceOf(
+      InvalidCiphertextError,
+    );
+  });
+
+  test("a keyContext that is not a part of the context is refused before any KMS call", async () => {
+    const { engine, counted } = await setup();
+    for (const keyContext of [{ tenantId: "b" }, { other: "x" }]) {
+      const binding = { ...row("r1"), keyContext };
+      await expect(engine.encrypt(binding, STRING, "x")).rejects.toBeInstanceOf(ValidationError);
+      await expect(engine.encrypt(binding, DET, "x")).rejects.toThrow(/keyContext/);
+      await expect(engine.blindIndex(binding, {}, "x")).rejects.toThrow(/keyContext/);
+    }
+    expect(counted.calls.generateDataKey).toBe(0);
+  });
+});

@@ -10,7 +10,7 @@ import { assertInteger } from "../internal/assert.ts";
 import { publicBuffer } from "../internal/public-bytes.ts";
 import type { KmsLike } from "../kms-like.ts";
 import type { EncryptionContext } from "../types.ts";
-import { contextKey, encodeBinding, type FieldBinding } from "./binding.ts";
+import { contextKey, encodeBinding, type FieldBinding, keyContextOf } from "./binding.ts";
 import type { DataKeyStore } from "./data-key-store.ts";
 import {
   FieldDataKeys,
@@ -239,17 +239,18 @@ export class FieldEncryptionEngine {
     const plaintext = encodeFieldValue(binding.field, spec.type, value);
     const ctxKey = contextKey(binding.context);
     const aad = encodeBinding(binding, ctxKey);
+    const keyed = keyContextOf(binding, ctxKey);
     if (spec.mode === "deterministic") {
       const stable = await this.#keys.stableForScope(
-        binding.context,
-        ctxKey,
+        keyed.context,
+        keyed.ctxKey,
         options?.transactionScope,
       );
       return this.#sealDeterministic(stable, binding, ctxKey, aad, plaintext);
     }
     const materials = await this.#keys.materialsFor(
-      binding.context,
-      ctxKey,
+      keyed.context,
+      keyed.ctxKey,
       plaintext.length,
       options?.transactionScope,
     );
@@ -299,10 +300,11 @@ export class FieldEncryptionEngine {
   ): Uint8Array | undefined {
     if (spec.mode === "deterministic") return undefined;
     const ctxKey = contextKey(binding.context);
+    const keyed = keyContextOf(binding, ctxKey);
     const plaintext = encodeFieldValue(binding.field, spec.type, value);
     const materials = this.#keys.cachedMaterials(
-      binding.context,
-      ctxKey,
+      keyed.context,
+      keyed.ctxKey,
       plaintext.length,
       options?.transactionScope,
     );
@@ -560,9 +562,10 @@ export class FieldEncryptionEngine {
       input = encodeFieldValue(binding.field, "json", value);
     }
     const ctxKey = contextKey(binding.context);
+    const keyed = keyContextOf(binding, ctxKey);
     const stable = await this.#keys.stableForScope(
-      binding.context,
-      ctxKey,
+      keyed.context,
+      keyed.ctxKey,
       options?.transactionScope,
     );
     const key = this.#keys.derive(stable, "b", binding, ctxKey);

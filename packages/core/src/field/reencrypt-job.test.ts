@@ -22,7 +22,7 @@ interface Row {
 /** An in-memory table with the paging and compare-and-set a database adapter provides. */
 function tableSource(
   rows: Row[],
-  hooks: { beforeWrite?: (row: Row) => void } = {},
+  hooks: { beforeWrite?: (row: Row) => void; bindRow?: boolean } = {},
 ): ReencryptSource {
   return {
     async fetchBatch(cursor, limit) {
@@ -31,7 +31,13 @@ function tableSource(
         .slice(0, limit)
         .map((r) => ({
           cursor: r.id,
-          context: { tenantId: r.tenantId } as EncryptionContext,
+          // With bindRow the row's id is bound into each value but not into its data key.
+          ...(hooks.bindRow === true
+            ? {
+                context: { tenantId: r.tenantId, rowId: String(r.id) } as EncryptionContext,
+                keyContext: { tenantId: r.tenantId } as EncryptionContext,
+              }
+            : { context: { tenantId: r.tenantId } as EncryptionContext }),
           values: { secret: r.secret, age: r.age },
         }));
     },
@@ -118,6 +124,40 @@ describe("reencryptFields", () => {
       fields,
     });
     expect(again.reencrypted).toBe(0);
+  });
+
+  test("rows bound by keyContext: one data key per tenant, values bound to their row, idempotent", async () => {
+    const { oldKey, engine } = await setup();
+    const legacy = engine(oldKey, true);
+    const rows: Row[] = Array.from({ length: 6 }, (_, i) => ({
+      id: i + 1,
+      tenantId: i % 2 === 0 ? "a" : "b",
+      secret: `secret ${i}`,
+      age: String(30 + i),
+    }));
+    const source = tableSource(rows, { bindRow: true });
+    const job = { engine: legacy, source, model: "Person", fields };
+    expect((await reencryptFields(job)).reencrypted).toBe(6);
+    const dataKeyIds = new Set(
+      rows.flatMap((r) => [r.secret, r.age]).map((v) => String(v).slice(0, 27)),
+    );
+    // Per tenant one randomized and one stable data key, not one per row.
+    expect(dataKeyIds.size).toBe(4);
+    // The stable key the job compares against is the tenant's: a second run changes nothing.
+    expect((await reencryptFields(job)).reencrypted).toBe(0);
+    const strict = engine(oldKey);
+    const at = (row: Row, field: string) => ({
+      model: "Person",
+      field,
+      context: { tenantId: row.tenantId, rowId: String(row.id) },
+    });
+    const [first, , third] = rows as [Row, Row, Row];
+    expect(
+      await strict.decryptText(at(first, "secret"), fields.secret, first.secret as string),
+    ).toBe("secret 0");
+    await expect(
+      strict.decryptText(at(third, "secret"), fields.secret, first.secret as string),
+    ).rejects.toBeInstanceOf(InvalidCiphertextError);
   });
 
   test("moves values from an old KMS key to the new one; a concurrent write wins", async () => {

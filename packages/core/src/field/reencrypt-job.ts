@@ -15,6 +15,8 @@ export interface ReencryptRow {
   readonly cursor: string | number | bigint;
   /** The row's context values (tenant, …), as the adapter binds them. */
   readonly context: EncryptionContext;
+  /** The part of `context` that chooses the data keys (`FieldBinding.keyContext`); default all. */
+  readonly keyContext?: EncryptionContext;
   readonly values: Readonly<Record<string, StoredFieldValue>>;
 }
 
@@ -106,7 +108,7 @@ export async function reencryptFields(options: ReencryptOptions): Promise<Reencr
     if (rows.length === 0) break;
     let { reencrypted, conflicts } = state;
     for (const row of rows) {
-      const current = await engine.currentKeys(row.context);
+      const current = await engine.currentKeys(row.keyContext ?? row.context);
       const next: Record<string, StoredFieldValue> = {};
       const plaintexts: Record<string, FieldValue> = {};
       let changed = false;
@@ -114,7 +116,12 @@ export async function reencryptFields(options: ReencryptOptions): Promise<Reencr
         const stored = row.values[field];
         if (stored === null || stored === undefined) continue;
         const info = await engine.inspect(stored);
-        const binding = { model, field, context: row.context };
+        const binding = {
+          model,
+          field,
+          context: row.context,
+          ...(row.keyContext === undefined ? {} : { keyContext: row.keyContext }),
+        };
         const plain = info.legacy
           ? legacyValue(stored, spec)
           : typeof stored === "string"
