@@ -6,10 +6,12 @@ const TENANT_SCOPE = { fromScope: ["tenant"] };
 /**
  * Values never looked up are bound to their row as well, so a ciphertext copied to another
  * patient of the same clinic (someone with write access to the database moving a note) fails
- * to decrypt instead of showing up as that patient's. The lookup columns (ssn, name) cannot be:
- * an equality lookup needs one key per clinic, not per row; `identity` covers them.
+ * to decrypt instead of showing up as that patient's. `rowIdentity` binds the recordId into
+ * each value only: the data key stays the clinic's (one KMS call per clinic, not per patient,
+ * and the KMS sees the clinic alone). The lookup columns (ssn, name) cannot be bound to the row:
+ * an equality lookup has no recordId to give; `identity` covers them.
  */
-const ROW_SCOPE = { fromRow: ["recordId"], fromScope: ["tenant"] };
+const ROW_SCOPE = { fromScope: ["tenant"], rowIdentity: ["recordId"] };
 
 /** The lookup values of a patient, sealed again under the row's binding. */
 export interface PatientIdentity {

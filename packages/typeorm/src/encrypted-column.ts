@@ -14,6 +14,13 @@ export interface EncryptedColumnContext {
   readonly fromRow?: readonly string[];
   /** Context keys read from the ambient scope (`runWithEncryptionContext`). */
   readonly fromScope?: readonly string[];
+  /**
+   * Context keys read from the entity like `fromRow`, but bound into each value only, not into
+   * its data key: the data key (and the KMS encryption context it is wrapped under) stays per
+   * `fromRow`/`fromScope` context, e.g. one per tenant, while a value copied to another row still
+   * fails to decrypt. For an immutable id set before the insert, such as a client-chosen UUID.
+   */
+  readonly rowIdentity?: readonly string[];
 }
 
 export interface BlindIndexOptions {
@@ -68,7 +75,11 @@ export interface EncryptedColumnSpec {
         readonly normalize: readonly BlindIndexNormalization[];
       }
     | undefined;
-  readonly context: { readonly fromRow: readonly string[]; readonly fromScope: readonly string[] };
+  readonly context: {
+    readonly fromRow: readonly string[];
+    readonly fromScope: readonly string[];
+    readonly rowIdentity: readonly string[];
+  };
 }
 
 /**
@@ -242,7 +253,17 @@ export function EncryptedColumn(options: EncryptedColumnOptions = {}): PropertyD
     const context = Object.freeze({
       fromRow: stringList(where, "context.fromRow", options.context?.fromRow),
       fromScope: stringList(where, "context.fromScope", options.context?.fromScope),
+      rowIdentity: stringList(where, "context.rowIdentity", options.context?.rowIdentity),
     });
+    for (const key of context.rowIdentity) {
+      // Both lists would set the same context key, and the key could not be both in the data
+      // key's context and out of it.
+      for (const list of ["fromRow", "fromScope"] as const) {
+        if (context[list].includes(key)) {
+          fail(where, `"${key}" is in both context.${list} and context.rowIdentity`);
+        }
+      }
+    }
     const spec: EncryptedColumnSpec = Object.freeze({
       property,
       mode,

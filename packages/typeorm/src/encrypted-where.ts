@@ -35,7 +35,7 @@ function isPlainObject(value: unknown): value is Where {
   );
 }
 
-/** The where's own equalities, as a row, to read `fromRow` context keys from. */
+/** The where's own equalities, as a row, to read `fromRow` and `rowIdentity` context keys from. */
 function equalities(where: Where): Where {
   const out: Where = {};
   for (const [key, value] of Object.entries(where)) {

@@ -26,7 +26,13 @@ import {
 } from "typeorm";
 import type { EncryptedColumnSpec } from "./encrypted-column.ts";
 import { UnsealedValue, unsealedError } from "./encrypted-column.ts";
-import { contextFor, describe, type EntityDescriptor } from "./internal/entity-descriptor.ts";
+import {
+  bindingFor,
+  contextFor,
+  describe,
+  type EntityDescriptor,
+  keyContextFor,
+} from "./internal/entity-descriptor.ts";
 import { managerScope } from "./internal/manager-scope.ts";
 import { expressionError } from "./internal/query-guards.ts";
 import { Sealed } from "./internal/sealed.ts";
@@ -164,7 +170,7 @@ export class TypeormFieldEncryption {
     options: EncryptCallOptions,
   ): Promise<Sealed> {
     refuseCiphertext(model, spec, value);
-    const binding = { model, field: spec.property, context };
+    const binding = bindingFor(model, spec.property, spec, context);
     return new Sealed(
       spec.storage === "text"
         ? await this.engine.encryptText(binding, spec, value, options)
@@ -183,7 +189,12 @@ export class TypeormFieldEncryption {
     const index = spec.blindIndex;
     if (index === undefined)
       throw new ValidationError(`${model}.${spec.property} has no blind index`);
-    return this.engine.blindIndex({ model, field: index.column, context }, index, value, options);
+    return this.engine.blindIndex(
+      bindingFor(model, index.column, spec, context),
+      index,
+      value,
+      options,
+    );
   }
 
   /** Decrypts one stored value. @internal */
@@ -193,7 +204,7 @@ export class TypeormFieldEncryption {
     context: EncryptionContext,
     stored: unknown,
   ): Promise<FieldValue> {
-    const binding = { model, field: spec.property, context };
+    const binding = bindingFor(model, spec.property, spec, context);
     return typeof stored === "string"
       ? this.engine.decryptText(binding, spec, stored)
       : this.engine.decrypt(binding, spec, stored as Uint8Array);
@@ -304,11 +315,12 @@ export class TypeormFieldEncryption {
       }
       if (spec.blindIndex !== undefined || spec.mode === "deterministic") return false;
       refuseCiphertext(d.model, spec, value);
-      const binding = {
-        model: d.model,
-        field: spec.property,
-        context: contextFor(d.model, spec, entity, fallback),
-      };
+      const binding = bindingFor(
+        d.model,
+        spec.property,
+        spec,
+        contextFor(d.model, spec, entity, fallback),
+      );
       const stored =
         spec.storage === "text"
           ? this.engine.encryptTextIfCached(binding, spec, value, options)
@@ -322,8 +334,9 @@ export class TypeormFieldEncryption {
   /**
    * Inside a transaction scope the engine keeps no in-flight record of the data key it is
    * creating, so a burst (save() of many entities broadcasts every beforeInsert at once) would
-   * create one data key per value. The first value of each (scope, mode, context) goes alone;
-   * the others wait for it and then find its key cached.
+   * create one data key per value. The first value of each (scope, mode, data key context)
+   * goes alone; the others wait for it and then find its key cached. The data key context, not
+   * the whole one: rows told apart only by their `rowIdentity` share the key.
    */
   async #enterScope(
     options: EncryptCallOptions,
@@ -337,7 +350,8 @@ export class TypeormFieldEncryption {
       gates = new Map();
       this.#gates.set(scope, gates);
     }
-    const key = `${spec.mode}\u0000${spec.blindIndex === undefined ? "" : "b"}\u0000${JSON.stringify(Object.entries(context).sort())}`;
+    const keyContext = keyContextFor(spec, context);
+    const key = `${spec.mode}\u0000${spec.blindIndex === undefined ? "" : "b"}\u0000${JSON.stringify(Object.entries(keyContext).sort())}`;
     const gate = gates.get(key);
     if (gate !== undefined) {
       await gate;
@@ -408,11 +422,7 @@ export class TypeormFieldEncryption {
     for (const spec of d.columns) {
       const stored = entity[spec.property] as string | Uint8Array | null | undefined;
       if (stored === undefined || stored === null) continue;
-      const binding = {
-        model: d.model,
-        field: spec.property,
-        context: readContext(d, spec, entity),
-      };
+      const binding = bindingFor(d.model, spec.property, spec, readContext(d, spec, entity));
       let value: unknown;
       try {
         value = this.engine.decryptIfCached(binding, spec, stored);
@@ -472,8 +482,10 @@ const sharedContexts = new WeakMap<EncryptedColumnSpec, Map<string, EncryptionCo
  * engine's binding caches hit without rebuilding the context per value.
  */
 function readContext(d: EntityDescriptor, spec: EncryptedColumnSpec, row: Row): EncryptionContext {
-  const { fromRow, fromScope } = spec.context;
-  if (fromRow.length !== 1 || fromScope.length !== 0) return contextFor(d.model, spec, row);
+  const { fromRow, fromScope, rowIdentity } = spec.context;
+  if (fromRow.length !== 1 || fromScope.length !== 0 || rowIdentity.length !== 0) {
+    return contextFor(d.model, spec, row);
+  }
   const raw = row[fromRow[0] as string];
   if (typeof raw !== "string" && typeof raw !== "number") return contextFor(d.model, spec, row);
   const key = String(raw);

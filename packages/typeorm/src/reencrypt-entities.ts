@@ -11,7 +11,7 @@ import {
 import type { DataSource, EntityTarget, ObjectLiteral } from "typeorm";
 import type { EncryptedColumnSpec } from "./encrypted-column.ts";
 import { encryptionOf } from "./field-encryption.ts";
-import { contextFor, describe } from "./internal/entity-descriptor.ts";
+import { contextFor, describe, keyContextFor, rowKeysOf } from "./internal/entity-descriptor.ts";
 import { Sealed } from "./internal/sealed.ts";
 
 export type ReencryptEntitiesOptions = Pick<
@@ -57,7 +57,8 @@ export async function reencryptEntities<T extends ObjectLiteral>(
   }
   let total: ReencryptCheckpoint | undefined;
   for (const specs of groups.values()) {
-    const contextKeys = specs[0]?.context.fromRow ?? [];
+    const spec = specs[0] as EncryptedColumnSpec;
+    const contextKeys = rowKeysOf(spec);
     const fields: ReencryptOptions["fields"] = Object.fromEntries(
       specs.map((s) => [s.property, { type: s.type, mode: s.mode, storage: s.storage }]),
     );
@@ -86,10 +87,13 @@ export async function reencryptEntities<T extends ObjectLiteral>(
           specs.forEach((s, i) => {
             values[s.property] = (r[`v${i}`] ?? null) as StoredFieldValue;
           });
-          const spec = specs[0] as EncryptedColumnSpec;
+          const context = contextFor(d.model, spec, row, undefined, options.context);
           return {
             cursor: r.pk as string | number | bigint,
-            context: contextFor(d.model, spec, row, undefined, options.context),
+            context,
+            ...(spec.context.rowIdentity.length === 0
+              ? {}
+              : { keyContext: keyContextFor(spec, context) }),
             values,
           };
         });

@@ -2,8 +2,10 @@ import { databaseTarget } from "@kms/tooling/databases";
 import { openMariadb } from "./backends.ts";
 import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
 import { describeQueryPaths } from "./query-paths.behaviour.ts";
+import { describeRowIdentity } from "./row-identity.behaviour.ts";
 
 const { url, skipReason } = databaseTarget("mariadb");
 
 describeEncryptedColumns("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
 describeQueryPaths("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
+describeRowIdentity("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);

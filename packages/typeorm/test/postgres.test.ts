@@ -3,8 +3,10 @@ import { databaseTarget } from "@kms/tooling/databases";
 import { openPostgres } from "./backends.ts";
 import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
 import { describeQueryPaths } from "./query-paths.behaviour.ts";
+import { describeRowIdentity } from "./row-identity.behaviour.ts";
 
 const { url, skipReason } = databaseTarget("postgres");
 
 describeEncryptedColumns("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
 describeQueryPaths("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
+describeRowIdentity("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);

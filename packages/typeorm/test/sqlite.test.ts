@@ -1,6 +1,8 @@
 import { openSqlite } from "./backends.ts";
 import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
 import { describeQueryPaths } from "./query-paths.behaviour.ts";
+import { describeRowIdentity } from "./row-identity.behaviour.ts";
 
 describeEncryptedColumns("SQLite (better-sqlite3)", openSqlite);
 describeQueryPaths("SQLite (better-sqlite3)", openSqlite);
+describeRowIdentity("SQLite (better-sqlite3)", openSqlite);

@@ -1,4 +1,9 @@
-import { currentEncryptionContext, type EncryptionContext, ValidationError } from "@kms/core";
+import {
+  currentEncryptionContext,
+  type EncryptionContext,
+  type FieldBinding,
+  ValidationError,
+} from "@kms/core";
 import type { EntityMetadata } from "typeorm";
 import { type EncryptedColumnSpec, encryptedSpecsOf } from "../encrypted-column.ts";
 
@@ -40,8 +45,9 @@ export function describe(metadata: EntityMetadata): EntityDescriptor | undefined
 type Row = Readonly<Record<string, unknown>>;
 
 /**
- * The binding context of `spec` for a row: `fromRow` keys from the row (then `fallback`, the
- * stored row on updates), `fromScope` keys from the ambient scope; `override` wins over both.
+ * The binding context of `spec` for a row: `fromRow` and `rowIdentity` keys from the row (then
+ * `fallback`, the stored row on updates), `fromScope` keys from the ambient scope; `override`
+ * wins over both.
  * @throws ValidationException naming the missing key.
  */
 export function contextFor(
@@ -51,23 +57,25 @@ export function contextFor(
   fallback?: Row,
   override?: EncryptionContext,
 ): EncryptionContext {
-  const { fromRow, fromScope } = spec.context;
-  if (fromRow.length === 0 && fromScope.length === 0) return EMPTY;
+  const { fromRow, fromScope, rowIdentity } = spec.context;
+  if (fromRow.length === 0 && fromScope.length === 0 && rowIdentity.length === 0) return EMPTY;
   const ctx: Record<string, string> = {};
-  for (const key of fromRow) {
-    let value = override?.[key] ?? row?.[key];
-    if (value === undefined || value === null) value = fallback?.[key];
-    if (value === undefined || value === null) {
-      throw new ValidationError(
-        `${model}.${spec.property} is bound to ${model}.${key}: include it in the entity, the update or the lookup`,
-      );
+  for (const keys of [fromRow, rowIdentity]) {
+    for (const key of keys) {
+      let value = override?.[key] ?? row?.[key];
+      if (value === undefined || value === null) value = fallback?.[key];
+      if (value === undefined || value === null) {
+        throw new ValidationError(
+          `${model}.${spec.property} is bound to ${model}.${key}: include it in the entity, the update or the lookup`,
+        );
+      }
+      if (typeof value !== "string" && typeof value !== "number" && typeof value !== "bigint") {
+        throw new ValidationError(
+          `${model}.${key} must be a string or number to bind encrypted values`,
+        );
+      }
+      ctx[key] = String(value);
     }
-    if (typeof value !== "string" && typeof value !== "number" && typeof value !== "bigint") {
-      throw new ValidationError(
-        `${model}.${key} must be a string or number to bind encrypted values`,
-      );
-    }
-    ctx[key] = String(value);
   }
   if (fromScope.length > 0) {
     const scope = currentEncryptionContext();
@@ -82,6 +90,42 @@ export function contextFor(
     }
   }
   return ctx;
+}
+
+/** The row properties a context of `spec` is read from: `fromRow`, then `rowIdentity`. */
+export function rowKeysOf(spec: EncryptedColumnSpec): readonly string[] {
+  const { fromRow, rowIdentity } = spec.context;
+  return rowIdentity.length === 0 ? fromRow : [...fromRow, ...rowIdentity];
+}
+
+/**
+ * The binding of `property` under `context` (a `contextFor` of `spec`): without `rowIdentity`
+ * the whole context chooses the data key; with it, the `keyContext` leaves the row identity out,
+ * so it is bound into the value but the rows of one tenant share a data key.
+ */
+export function bindingFor(
+  model: string,
+  property: string,
+  spec: EncryptedColumnSpec,
+  context: EncryptionContext,
+): FieldBinding {
+  const { rowIdentity } = spec.context;
+  if (rowIdentity.length === 0) return { model, field: property, context };
+  return { model, field: property, context, keyContext: keyContextFor(spec, context) };
+}
+
+/** `context` without the `rowIdentity` pairs of `spec`: the context of its data key. */
+export function keyContextFor(
+  spec: EncryptedColumnSpec,
+  context: EncryptionContext,
+): EncryptionContext {
+  const { rowIdentity } = spec.context;
+  if (rowIdentity.length === 0) return context;
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(context)) {
+    if (!rowIdentity.includes(key)) out[key] = value;
+  }
+  return out;
 }
 
 const EMPTY: EncryptionContext = Object.freeze({});

@@ -17,7 +17,7 @@ import {
   UnsealedValue,
   unsealedError,
 } from "../encrypted-column.ts";
-import { describe, type EntityDescriptor } from "./entity-descriptor.ts";
+import { describe, type EntityDescriptor, rowKeysOf } from "./entity-descriptor.ts";
 
 // Four TypeORM code paths decide what reaches the database before any subscriber hook runs,
 // and no hook sees their inputs: a `Raw` find operator hands its parameters to the query
@@ -155,7 +155,7 @@ function completeUpsert(builder: InsertQueryBuilder<ObjectLiteral>): void {
       if (index !== undefined && !overwrite.includes(index)) overwrite.push(index);
       continue;
     }
-    for (const key of spec.context.fromRow) {
+    for (const key of rowKeysOf(spec)) {
       const keyColumn = databaseName(metadata, key);
       if (keyColumn === undefined || !overwrite.includes(keyColumn) || conflict.includes(keyColumn))
         continue;
@@ -205,9 +205,9 @@ interface StrandedCheck {
 }
 
 /**
- * An UPDATE that sets a `fromRow` context column without the encrypted columns it binds:
- * allowed only while no row it matches holds one of those columns under another value (the
- * usual `update(id, { tenantId, email })`, where the tenant is there to seal the email).
+ * An UPDATE that sets a `fromRow` or `rowIdentity` context column without the encrypted columns
+ * it binds: allowed only while no row it matches holds one of those columns under another value
+ * (the usual `update(id, { tenantId, email })`, where the tenant is there to seal the email).
  */
 function strandedCheck(builder: UpdateQueryBuilder<ObjectLiteral>): StrandedCheck | undefined {
   const found = descriptorOf(builder);
@@ -219,7 +219,7 @@ function strandedCheck(builder: UpdateQueryBuilder<ObjectLiteral>): StrandedChec
   const stranded = new Map<string, string[]>();
   for (const spec of d.columns) {
     if (set[spec.property] !== undefined) continue;
-    for (const key of spec.context.fromRow) {
+    for (const key of rowKeysOf(spec)) {
       if (set[key] === undefined) continue;
       stranded.set(key, [...(stranded.get(key) ?? []), spec.property]);
     }
