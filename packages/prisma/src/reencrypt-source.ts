@@ -26,7 +26,8 @@ export interface PrismaReencryptSourceOptions {
    * The encrypted fields this source reads and writes; default all of the model's. A job binds
    * one context per row, so fields that add their own (`@kms.context(recordId)` on the field)
    * and fields that do not are re-encrypted by separate jobs, each given its fields here and
-   * the same fields as `reencryptFields`' `fields`.
+   * the same fields as `reencryptFields`' `fields`. Both jobs use the same data keys (those of
+   * the model's context): a field's own pairs are bound into its values only.
    */
   readonly fields?: readonly string[];
 }
@@ -75,6 +76,8 @@ export function prismaReencryptSource(options: PrismaReencryptSourceOptions): Re
     );
   }
   const contextColumns = [...model.context.fromRow, ...own.fromRow];
+  // The model's pairs choose the data keys of fields that add their own (see the codec).
+  const keyed = own.fromRow.length > 0;
   const select: Record<string, true> = { [cursorField]: true };
   for (const f of [...contextColumns, ...fields]) select[f] = true;
   return {
@@ -90,7 +93,11 @@ export function prismaReencryptSource(options: PrismaReencryptSourceOptions): Re
         for (const key of contextColumns) context[key] = String(row[key]);
         const values: Record<string, StoredFieldValue> = {};
         for (const f of fields) values[f] = (row[f] ?? null) as StoredFieldValue;
-        return { cursor: row[cursorField] as string | number | bigint, context, values };
+        const cursor = row[cursorField] as string | number | bigint;
+        if (!keyed) return { cursor, context, values };
+        const keyContext: Record<string, string> = {};
+        for (const key of model.context.fromRow) keyContext[key] = context[key] as string;
+        return { cursor, context, keyContext, values };
       });
     },
     async compareAndSet(row, next, plaintexts: Readonly<Record<string, FieldValue>>) {
@@ -107,7 +114,14 @@ export function prismaReencryptSource(options: PrismaReencryptSourceOptions): Re
           plain === undefined || plain === null
             ? null
             : await engine.blindIndex(
-                { model: model.name, field: column, context: row.context },
+                row.keyContext === undefined
+                  ? { model: model.name, field: column, context: row.context }
+                  : {
+                      model: model.name,
+                      field: column,
+                      context: row.context,
+                      keyContext: row.keyContext,
+                    },
                 index,
                 plain,
               );

@@ -1,14 +1,17 @@
 import {
   createKms,
   FieldEncryptionEngine,
+  type FieldSpec,
   InvalidCiphertextError,
   type Kms,
+  type KmsLike,
   reencryptFields,
   ValidationError,
 } from "@kms/core";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import {
   defineModels,
+  type EncryptedFieldDescriptor,
   fieldEncryption,
   type ModelDescriptor,
   PrismaDataKeyStore,
@@ -46,6 +49,35 @@ const schemas: [string, string | SchemaDescriptor][] = [
 
 const vitals = { bp: "120/80", pulse: 64 } as unknown as string;
 
+/** Counts the calls a KMS gets, so that tests can see how many data keys are made and unwrapped. */
+function counting(kms: Kms): KmsLike & { readonly calls: Record<string, number> } {
+  const calls: Record<string, number> = {};
+  const count = (name: string) => {
+    calls[name] = (calls[name] ?? 0) + 1;
+  };
+  return {
+    calls,
+    encrypt: (r, o) => kms.encrypt(r, o),
+    decrypt: (r, o) => {
+      count("decrypt");
+      return kms.decrypt(r, o);
+    },
+    generateDataKey: (r, o) => {
+      count("generateDataKey");
+      return kms.generateDataKey(r, o);
+    },
+    generateDataKeyWithoutPlaintext: (r, o) => {
+      count("generateDataKeyWithoutPlaintext");
+      return kms.generateDataKeyWithoutPlaintext(r, o);
+    },
+    sign: (r, o) => kms.sign(r, o),
+    verify: (r, o) => kms.verify(r, o),
+    generateMac: (r, o) => kms.generateMac(r, o),
+    verifyMac: (r, o) => kms.verifyMac(r, o),
+    getPublicKey: (r, o) => kms.getPublicKey(r, o),
+  };
+}
+
 /** Per-field context (`@kms.context(recordId)` on a field); run once per backend. */
 export function describeFieldContext(
   name: string,
@@ -66,8 +98,21 @@ export function describeFieldContext(
       await db.close();
     });
 
-    const extend = (schema: string | SchemaDescriptor) =>
-      db.prisma.$extends(fieldEncryption({ kms, keyId, schema }));
+    const extend = (schema: string | SchemaDescriptor, client: KmsLike = kms) =>
+      db.prisma.$extends(fieldEncryption({ kms: client, keyId, schema }));
+    /** The rows of the data key table: the context each data key is wrapped under, and its use. */
+    const dataKeys = async () =>
+      (await db.prisma.kmsDataKey.findMany())
+        .map((k) => ({ context: JSON.parse(k.encryptionContext) as unknown, purpose: k.purpose }))
+        .sort((a, b) => JSON.stringify(a).localeCompare(JSON.stringify(b)));
+    /** The context of the data key a stored value is under, read back through the data key table. */
+    const dataKeyContextOf = async (stored: unknown) => {
+      const store = new PrismaDataKeyStore(db.prisma.kmsDataKey);
+      const engine = new FieldEncryptionEngine({ kms, keyId, dataKeyStore: store });
+      const info = await engine.inspect(stored as string);
+      if (info.legacy) throw new Error("expected ciphertext");
+      return (await store.get(info.dataKeyId))?.encryptionContext;
+    };
 
     describe.each(schemas)("described by %s", (_label, schema) => {
       let prisma: ReturnType<typeof extend>;
@@ -320,6 +365,219 @@ export function describeFieldContext(
       );
     });
 
+    describe("data keys: a field's own pairs are bound into its values, not into its data key", () => {
+      const row = (tenantId: string, recordId: string) => ({
+        tenantId,
+        recordId,
+        ssn: recordId,
+        name: `name of ${recordId}`,
+        note: `note of ${recordId}`,
+        vitals,
+      });
+
+      test("the rows of a tenant share one data key; a cold reader unwraps it once", async () => {
+        const writer = counting(kms);
+        const prisma = extend(schemaText, writer);
+        for (const id of ["k-1", "k-2", "k-3"]) await prisma.chart.create({ data: row("t1", id) });
+        await prisma.chart.createMany({ data: [row("t1", "k-4"), row("t1", "k-5")] });
+        // One randomized data key (name, note and vitals) and one stable (ssn) for the tenant,
+        // however many rows; neither is wrapped under a recordId.
+        expect(await dataKeys()).toEqual([
+          { context: { tenantId: "t1" }, purpose: "randomized" },
+          { context: { tenantId: "t1" }, purpose: "stable" },
+        ]);
+        expect(
+          (writer.calls.generateDataKey ?? 0) + (writer.calls.generateDataKeyWithoutPlaintext ?? 0),
+        ).toBe(2);
+
+        const reader = counting(kms);
+        const cold = extend(schemaText, reader);
+        const read = await cold.chart.findMany({
+          select: { note: true, vitals: true, name: true },
+          orderBy: { id: "asc" },
+        });
+        expect(read.map((r) => r.note)).toEqual(
+          ["k-1", "k-2", "k-3", "k-4", "k-5"].map((id) => `note of ${id}`),
+        );
+        expect(read.every((r) => JSON.stringify(r.vitals) === JSON.stringify(vitals))).toBe(true);
+        expect(reader.calls.decrypt).toBe(1);
+      });
+
+      test("a value copied to another row of its tenant, or to another tenant, does not decrypt", async () => {
+        const prisma = extend(schemaText);
+        const a = await prisma.chart.create({ data: row("t1", "c-a") });
+        const b = await prisma.chart.create({ data: row("t1", "c-b") });
+        const c = await prisma.chart.create({ data: row("t2", "c-c") });
+        const [rawA, rawB] = [await db.raw("Chart", a.id), await db.raw("Chart", b.id)];
+        // The same data key under both rows: the row binding alone refuses the copy.
+        expect(await dataKeyContextOf(rawA.note)).toEqual({ tenantId: "t1" });
+        expect(await dataKeyContextOf(rawB.note)).toEqual({ tenantId: "t1" });
+        const cold = () => extend(schemaText);
+        for (const field of ["note", "vitals"] as const) {
+          for (const target of [b, c]) {
+            const before = (await db.raw("Chart", target.id))[field];
+            await db.rawSet("Chart", target.id, field, rawA[field]);
+            await expect(
+              cold().chart.findUnique({ where: { id: target.id }, select: { [field]: true } }),
+            ).rejects.toBeInstanceOf(InvalidCiphertextError);
+            await db.rawSet("Chart", target.id, field, before);
+          }
+        }
+        // The row itself moved to another tenant, its recordId kept: refused too.
+        await db.rawSet("Chart", a.id, "tenantId", "t2");
+        await expect(
+          cold().chart.findUnique({ where: { id: a.id }, select: { note: true } }),
+        ).rejects.toBeInstanceOf(InvalidCiphertextError);
+        expect(
+          (await cold().chart.findUnique({ where: { id: b.id }, select: { note: true } }))?.note,
+        ).toBe("note of c-b");
+      });
+
+      test("values written with the row in their data key's context still read", async () => {
+        const prisma = extend(schemaText);
+        const old = await prisma.chart.create({
+          data: { ...row("t1", "o-1"), note: "placeholder" },
+        });
+        const other = await prisma.chart.create({ data: row("t1", "o-2") });
+        // What the extension wrote before fields had a separate key context: the whole binding,
+        // recordId included, chose the data key.
+        const engine = new FieldEncryptionEngine({
+          kms,
+          keyId,
+          dataKeyStore: new PrismaDataKeyStore(db.prisma.kmsDataKey),
+        });
+        const model = parsed.Chart as ModelDescriptor;
+        const context = { tenantId: "t1", recordId: "o-1" };
+        for (const [field, value] of [
+          ["note", "written before"],
+          ["vitals", vitals],
+        ] as const) {
+          const stored = await engine.encryptText(
+            { model: "Chart", field, context },
+            model.encrypted[field] as FieldSpec,
+            value,
+          );
+          await db.rawSet("Chart", old.id, field, stored);
+        }
+        const stored = (await db.raw("Chart", old.id)).note;
+        expect(await dataKeyContextOf(stored)).toEqual(context);
+
+        const cold = extend(schemaText);
+        expect(
+          await cold.chart.findUnique({
+            where: { id: old.id },
+            select: { note: true, vitals: true },
+          }),
+        ).toEqual({ note: "written before", vitals });
+        // Still bound to its row.
+        await db.rawSet("Chart", other.id, "note", stored);
+        await expect(
+          cold.chart.findUnique({ where: { id: other.id }, select: { note: true } }),
+        ).rejects.toBeInstanceOf(InvalidCiphertextError);
+        // Rewritten through the extension, it moves to the tenant's data key.
+        await cold.chart.update({ where: { id: old.id }, data: { note: "rewritten" } });
+        expect(await dataKeyContextOf((await db.raw("Chart", old.id)).note)).toEqual({
+          tenantId: "t1",
+        });
+        expect((await cold.chart.findUnique({ where: { id: old.id } }))?.note).toBe("rewritten");
+      });
+
+      test("a row-bound deterministic value written before is found again once re-encrypted", async () => {
+        const rowBound = defineModels({
+          Chart: {
+            encrypted: { ssn: { mode: "deterministic", context: { fromRow: ["recordId"] } } },
+            context: { fromRow: ["tenantId"] },
+          },
+        });
+        const model = rowBound.Chart as ModelDescriptor;
+        const schema = { ...parsed, Chart: model };
+        const prisma = extend(schema);
+        const chart = await prisma.chart.create({
+          data: { tenantId: "t1", recordId: "w-1", ssn: "placeholder" },
+        });
+        const engine = new FieldEncryptionEngine({
+          kms,
+          keyId,
+          dataKeyStore: new PrismaDataKeyStore(db.prisma.kmsDataKey),
+        });
+        const before = await engine.encryptText(
+          { model: "Chart", field: "ssn", context: { tenantId: "t1", recordId: "w-1" } },
+          model.encrypted.ssn as FieldSpec,
+          "123",
+        );
+        await db.rawSet("Chart", chart.id, "ssn", before);
+        const where = { tenantId: "t1", recordId: "w-1", ssn: "123" };
+        // It reads, but an equality lookup seals "123" under the tenant's stable key now.
+        expect((await prisma.chart.findUnique({ where: { id: chart.id } }))?.ssn).toBe("123");
+        expect(await prisma.chart.count({ where })).toBe(0);
+        const done = await reencryptFields({
+          engine,
+          source: prismaReencryptSource({
+            delegate: db.prisma.chart as never,
+            model,
+            engine,
+            fields: ["ssn"],
+          }),
+          model: "Chart",
+          fields: { ssn: model.encrypted.ssn as EncryptedFieldDescriptor },
+        });
+        expect(done).toMatchObject({ scanned: 1, reencrypted: 1 });
+        expect(await prisma.chart.count({ where })).toBe(1);
+      });
+
+      test("lookups on row-bound deterministic fields and blind indexes use the tenant's stable key", async () => {
+        const rowBound = defineModels({
+          Chart: {
+            encrypted: { ssn: { mode: "deterministic", context: { fromRow: ["recordId"] } } },
+            context: { fromRow: ["tenantId"] },
+          },
+          User: {
+            encrypted: {
+              email: { mode: "deterministic" },
+              phone: { context: { fromRow: ["plain"] } },
+            },
+            blindIndexes: { phoneIndex: { of: "phone" } },
+            context: { fromRow: ["tenantId"] },
+          },
+        });
+        const prisma = extend({
+          ...parsed,
+          Chart: rowBound.Chart as ModelDescriptor,
+          User: rowBound.User as ModelDescriptor,
+        });
+        for (const id of ["1", "2"]) {
+          await prisma.chart.create({ data: { tenantId: "t1", recordId: `l-${id}`, ssn: "same" } });
+          await prisma.user.create({
+            data: { tenantId: "t1", email: `u${id}@x`, plain: `p-${id}`, phone: "555" },
+          });
+        }
+        expect(await dataKeys()).toEqual([
+          { context: { tenantId: "t1" }, purpose: "randomized" },
+          { context: { tenantId: "t1" }, purpose: "stable" },
+        ]);
+        const cold = extend({
+          ...parsed,
+          Chart: rowBound.Chart as ModelDescriptor,
+          User: rowBound.User as ModelDescriptor,
+        });
+        expect(
+          await cold.chart.count({ where: { tenantId: "t1", recordId: "l-2", ssn: "same" } }),
+        ).toBe(1);
+        const found = await cold.user.findMany({
+          where: { tenantId: "t1", plain: "p-2", phone: "555" },
+          select: { email: true },
+        });
+        expect(found).toEqual([{ email: "u2@x" }]);
+        // The lookups made no stable key of a row's own.
+        expect(await dataKeys()).toHaveLength(2);
+        // Equal values of two rows still differ: the row is in what they are derived from.
+        const users = await db.prisma.user.findMany({ orderBy: { id: "asc" } });
+        expect(users[0]?.phoneIndex).not.toBe(users[1]?.phoneIndex);
+        const charts = await db.prisma.chart.findMany({ orderBy: { id: "asc" } });
+        expect(charts[0]?.ssn).not.toBe(charts[1]?.ssn);
+      });
+    });
+
     test("re-encryption runs one job per context group", async () => {
       const prisma = extend(schemaText);
       await prisma.chart.createMany({
@@ -361,10 +619,11 @@ export function describeFieldContext(
         ["1", "a", "one", null],
         ["2", "b", "two", vitals],
       ]);
-      const info = await engine.inspect(
-        (await db.raw("Chart", rows[1]?.id as number)).note as string,
-      );
+      const note = (await db.raw("Chart", rows[1]?.id as number)).note as string;
+      const info = await engine.inspect(note);
       expect(info).toMatchObject({ kmsKeyId: expect.stringContaining(newKey) });
+      // The job re-encrypts row-bound fields under the tenant's data key, not one of the row's.
+      expect(await dataKeyContextOf(note)).toEqual({ tenantId: "t2" });
     });
   });
 }

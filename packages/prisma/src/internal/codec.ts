@@ -3,6 +3,7 @@ import {
   type DecryptItem,
   type EncryptCallOptions,
   FIELD_TEXT_PREFIX,
+  type FieldBinding,
   type FieldEncryptionEngine,
   ValidationError,
 } from "@kms/core";
@@ -20,6 +21,8 @@ import type {
  */
 export type Json = Record<string, unknown>;
 export type Ctx = Record<string, string>;
+/** What a field's values are bound to (`context`) and what chooses their data key. */
+type FieldCtx = Pick<FieldBinding, "context" | "keyContext">;
 
 export const READS = new Set([
   "findUnique",
@@ -239,14 +242,14 @@ export class Codec {
     model: ModelDescriptor,
     field: string,
     spec: EncryptedFieldDescriptor,
-    ctx: Ctx,
+    bound: FieldCtx,
     value: unknown,
   ): Promise<unknown> {
     if (value === null) return null;
     if (typeof value === "string" && value.startsWith(FIELD_TEXT_PREFIX)) {
       reject(`${model.name}.${field} already holds ciphertext: refusing to encrypt it twice`);
     }
-    const binding = { model: model.name, field, context: ctx };
+    const binding = bindingOf(model, field, bound);
     return spec.storage === "text"
       ? this.engine.encryptText(binding, spec, value, this.options)
       : this.engine.encrypt(binding, spec, value, this.options);
@@ -297,14 +300,15 @@ export class Codec {
         ? [data, ...rowSources]
         : [data, where, ...andClauses(model, where), ...rowSources];
     let modelCtx = ctx;
-    const fieldCtxs = new Map<ModelContextDescriptor, Ctx>();
+    const fieldCtxs = new Map<ModelContextDescriptor, FieldCtx>();
     for (const field of encryptedKeys) {
       const spec = model.encrypted[field] as EncryptedFieldDescriptor;
       modelCtx ??= this.requireContext(model, [data, where]);
-      let rowCtx = fieldCtxs.get(spec.context);
-      if (rowCtx === undefined) {
-        rowCtx = this.requireFieldContext(model, field, spec.context, modelCtx, sources);
-        fieldCtxs.set(spec.context, rowCtx);
+      let bound = fieldCtxs.get(spec.context);
+      if (bound === undefined) {
+        const rowCtx = this.requireFieldContext(model, field, spec.context, modelCtx, sources);
+        bound = boundTo(spec, rowCtx, modelCtx);
+        fieldCtxs.set(spec.context, bound);
       }
       let value = data[field];
       // `{ set }` is Prisma's update form; a JSON field's own value may be any object, so only
@@ -317,7 +321,7 @@ export class Codec {
       else if (isObject(value) && spec.type !== "json" && spec.type !== "decimal") {
         reject(`${model.name}.${field} is encrypted: only plain values or { set } can be written`);
       }
-      const sealed = await this.encryptValue(model, field, spec, rowCtx, value);
+      const sealed = await this.encryptValue(model, field, spec, bound, value);
       data[field] = wrapped ? { set: sealed } : sealed;
       for (const [column, index] of Object.entries(model.blindIndexes)) {
         if (index.of !== field) continue;
@@ -325,7 +329,7 @@ export class Codec {
           value === null
             ? null
             : await this.engine.blindIndex(
-                { model: model.name, field: column, context: rowCtx },
+                bindingOf(model, column, bound),
                 index,
                 value,
                 this.options,
@@ -410,15 +414,18 @@ export class Codec {
       }
       const spec = model.encrypted[key];
       if (spec !== undefined) {
-        const resolveField = () =>
-          this.requireFieldContext(
+        const resolveField = (): FieldCtx => {
+          const modelCtx = resolve();
+          const rowCtx = this.requireFieldContext(
             model,
             key,
             spec.context,
-            resolve(),
+            modelCtx,
             [where, ...andClauses(model, where)],
             inherited,
           );
+          return boundTo(spec, rowCtx, modelCtx);
+        };
         await this.rewriteFilter(model, key, spec, where, resolveField);
         continue;
       }
@@ -447,7 +454,7 @@ export class Codec {
     field: string,
     spec: EncryptedFieldDescriptor,
     where: Json,
-    resolve: () => Ctx,
+    resolve: () => FieldCtx,
   ): Promise<void> {
     const value = where[field];
     // Prisma reads `undefined` as "no filter" (`where: { email: undefined }` matches everything).
@@ -469,22 +476,17 @@ export class Codec {
         `${model.name}.${field} is randomized: equality lookups need @kms.encrypted(deterministic) or a @kms.blindIndex`,
       );
     }
-    const ctx = resolve();
+    const bound = resolve();
     const seal = async (v: unknown): Promise<unknown> => {
       if (v === null) return null;
-      if (spec.mode === "deterministic") return this.encryptValue(model, field, spec, ctx, v);
+      if (spec.mode === "deterministic") return this.encryptValue(model, field, spec, bound, v);
       // A blind index hashes any JSON value, so a number looked up on a string field would
       // silently match nothing where a plain column would refuse it.
       if (spec.type === "string" && typeof v !== "string") {
         reject(`${model.name}.${field} is a string: got ${typeof v} in the filter`);
       }
       const [column, bidx] = index as [string, ModelDescriptor["blindIndexes"][string]];
-      return this.engine.blindIndex(
-        { model: model.name, field: column, context: ctx },
-        bidx,
-        v,
-        this.options,
-      );
+      return this.engine.blindIndex(bindingOf(model, column, bound), bidx, v, this.options);
     };
     const out: Json = {};
     for (const [op, v] of Object.entries(filter)) {
@@ -606,8 +608,10 @@ export class Codec {
         }
       }
       const spec = model.encrypted[field] as EncryptedFieldDescriptor;
-      let fieldCtx = ctx;
-      if (spec.context.fromRow.length > 0 || spec.context.fromScope.length > 0) {
+      let binding: FieldBinding;
+      if (!hasOwnContext(spec)) {
+        binding = { model: model.name, field, context: ctx };
+      } else {
         fieldCtxs ??= new Map();
         let own = fieldCtxs.get(spec.context);
         if (own === undefined) {
@@ -620,9 +624,10 @@ export class Codec {
           }
           fieldCtxs.set(spec.context, Object.freeze(own));
         }
-        fieldCtx = own;
+        // Decryption finds the data key from the value and ignores keyContext; it is given so
+        // that the binding reads as the one the value was written with.
+        binding = { model: model.name, field, context: own, keyContext: ctx };
       }
-      const binding = { model: model.name, field, context: fieldCtx };
       const value = this.engine.decryptIfCached(binding, spec, stored as string | Uint8Array);
       if (value !== undefined) {
         row[field] = value;
@@ -704,6 +709,28 @@ interface DecryptJobs {
   readonly strips: [Json, readonly string[]][];
   /** Contexts of this result by model and (single) context value. */
   readonly contexts: Map<ModelDescriptor, Map<string, Ctx>>;
+}
+
+/** Whether `spec` adds pairs of its own (`@kms.context(recordId)` on the field) to its model's. */
+function hasOwnContext(spec: EncryptedFieldDescriptor): boolean {
+  return spec.context.fromRow.length > 0 || spec.context.fromScope.length > 0;
+}
+
+/**
+ * A field's binding context from its full context and its model's. The pairs a field adds are
+ * bound into its values only, and its data keys are chosen by the model's pairs: a per-row
+ * `recordId` then costs no data key, KMS call or data-key row per row, while a value copied to
+ * another row still fails to decrypt.
+ */
+function boundTo(spec: EncryptedFieldDescriptor, context: Ctx, modelCtx: Ctx): FieldCtx {
+  return hasOwnContext(spec) ? { context, keyContext: modelCtx } : { context };
+}
+
+/** The binding of `field` (an encrypted field or one of its blind index columns). */
+function bindingOf(model: ModelDescriptor, field: string, bound: FieldCtx): FieldBinding {
+  return bound.keyContext === undefined
+    ? { model: model.name, field, context: bound.context }
+    : { model: model.name, field, context: bound.context, keyContext: bound.keyContext };
 }
 
 /** Whether writing `data` encrypts anything (directly or in nested writes). */
