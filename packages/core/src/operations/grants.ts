@@ -422,6 +422,43 @@ function explicitDeny(ctx: KmsContext, key: StoredKey, action: string): Decision
 }
 
 /**
+ * The grant a retireGrant request names, for `kms.explain`: its key (a grant token carries
+ * the key id) and grant id. Undefined parts when the request does not name them usably.
+ */
+export function retireGrantTarget(request: Readonly<Record<string, unknown>>): {
+  readonly keyId?: string;
+  readonly grantId?: string;
+} {
+  if (typeof request.grantToken === "string") {
+    try {
+      return decodeGrantToken(request.grantToken);
+    } catch {
+      return {};
+    }
+  }
+  return typeof request.grantId === "string" ? { grantId: request.grantId } : {};
+}
+
+/**
+ * What lets `principal` retire the grant beyond the key policy and the grant's own
+ * operations: being its retiring principal. Undefined when it is not.
+ */
+export function retiringPrincipalDecision(
+  key: StoredKey,
+  grantId: string | undefined,
+  principal: string,
+): Decision | undefined {
+  const grant = key.grants?.find((g) => g.grantId === grantId);
+  if (grant === undefined || grant.retiringPrincipal !== principal) return undefined;
+  return {
+    allowed: true,
+    reason: "grant-allow",
+    grantId: grant.grantId,
+    message: `${principal} is the retiring principal of grant ${grant.grantId}`,
+  };
+}
+
+/**
  * Retires a grant: allowed for its retiring principal, its grantee when the grant includes
  * RetireGrant, or whoever the key policy allows kms:RetireGrant — unless a statement of the key
  * policy explicitly denies the caller kms:RetireGrant, which wins over all three.

@@ -12,7 +12,11 @@ import { parseBlob } from "../envelope/ciphertext-blob.ts";
 import { DryRunOperationError, ValidationError } from "../errors.ts";
 import { type KmsContext, resolveKeyId } from "../internal/key-access.ts";
 import type { StoredKey } from "../keystore/key-store.ts";
-import { validateGrantTokens } from "../operations/grants.ts";
+import {
+  retireGrantTarget,
+  retiringPrincipalDecision,
+  validateGrantTokens,
+} from "../operations/grants.ts";
 import type { CallOptions } from "../types.ts";
 import {
   ACCOUNT_LEVEL_OPERATIONS,
@@ -158,6 +162,10 @@ export class CallGuard {
       for (const name of ["keyId", "destinationKeyId", "sourceKeyId", "targetKeyId"]) {
         if (request[name] !== undefined) ids.add(await resolveKeyId(base, request[name], name));
       }
+      // RetireGrant is also open to the grant's retiring principal (see retireGrant), and a
+      // grant token names the key by itself.
+      const retiring = call.operation === "retireGrant" ? retireGrantTarget(request) : undefined;
+      if (retiring?.keyId !== undefined) ids.add(retiring.keyId);
       if (request.ciphertextBlob instanceof Uint8Array && request.sourceKeyId === undefined) {
         try {
           ids.add(parseBlob(request.ciphertextBlob).keyId);
@@ -183,11 +191,15 @@ export class CallGuard {
                 (a) => a.aliasName,
               )
             : undefined;
-          const decision = evaluate(
+          let decision = evaluate(
             policy,
             key.grants ?? [],
             authorizationRequest(probe, action, key, role, aliases),
           );
+          if (retiring !== undefined && !decision.allowed && decision.reason !== "explicit-deny") {
+            decision =
+              retiringPrincipalDecision(key, retiring.grantId, probe.principal) ?? decision;
+          }
           probe.decisions.push({
             action,
             resource: authorizationRequest(probe, action, key, role).resource,

@@ -822,4 +822,37 @@ describe("retireGrant and an explicit Deny", () => {
     await kms.putKeyPolicy({ keyId, policy: denyRetire(BOB) });
     await expect(kms.retireGrant({ keyId, grantId }, as(ALICE))).resolves.toBeUndefined();
   });
+
+  test("kms.explain answers retireGrant as retireGrant decides it, by grant id or token", async () => {
+    const { grantToken, grantId } = await kms.createGrant({
+      keyId,
+      granteePrincipal: ALICE,
+      retiringPrincipal: RETIRER,
+      operations: ["Encrypt"],
+    });
+    const explain = (principal: string, request: object) =>
+      kms.explain({ operation: "retireGrant", request, as: as(principal) });
+    const actual = (principal: string) =>
+      kms.retireGrant({ keyId, grantId, dryRun: true }, as(principal)).then(
+        () => true,
+        (e: unknown) => !(e instanceof AccessDeniedError),
+      );
+    for (const request of [{ keyId, grantId }, { grantToken }]) {
+      const byRetirer = await explain(RETIRER, request);
+      expect(byRetirer.allowed).toBe(true);
+      expect(byRetirer.decisions[0]).toMatchObject({ reason: "grant-allow", grantId });
+      // The grantee without RetireGrant in the grant, and a stranger, may not.
+      expect((await explain(ALICE, request)).allowed).toBe(false);
+      expect((await explain(BOB, request)).allowed).toBe(false);
+    }
+    for (const principal of [RETIRER, ALICE, BOB]) {
+      expect((await explain(principal, { keyId, grantId })).allowed).toBe(await actual(principal));
+    }
+    // An explicit Deny wins over the retiring principal, in explain as in the call.
+    await kms.putKeyPolicy({ keyId, policy: denyRetire(RETIRER) });
+    const denied = await explain(RETIRER, { grantToken });
+    expect(denied.allowed).toBe(false);
+    expect(denied.decisions[0]?.reason).toBe("explicit-deny");
+    expect(await actual(RETIRER)).toBe(false);
+  });
 });
