@@ -1,5 +1,6 @@
 import { databaseTarget } from "@kms/tooling/databases";
 import { openMariadb } from "./backends.ts";
+import { describeContextColumns } from "./context-columns.behaviour.ts";
 import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
 import { describeQueryPaths } from "./query-paths.behaviour.ts";
 import { describeRowIdentity } from "./row-identity.behaviour.ts";
@@ -9,3 +10,4 @@ const { url, skipReason } = databaseTarget("mariadb");
 describeEncryptedColumns("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
 describeQueryPaths("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
 describeRowIdentity("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
+describeContextColumns("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);

@@ -1,6 +1,7 @@
 import "./use-bytea.ts";
 import { databaseTarget } from "@kms/tooling/databases";
 import { openPostgres } from "./backends.ts";
+import { describeContextColumns } from "./context-columns.behaviour.ts";
 import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
 import { describeQueryPaths } from "./query-paths.behaviour.ts";
 import { describeRowIdentity } from "./row-identity.behaviour.ts";
@@ -10,3 +11,4 @@ const { url, skipReason } = databaseTarget("postgres");
 describeEncryptedColumns("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
 describeQueryPaths("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
 describeRowIdentity("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
+describeContextColumns("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);

@@ -1,4 +1,5 @@
 import { openSqlite } from "./backends.ts";
+import { describeContextColumns } from "./context-columns.behaviour.ts";
 import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
 import { describeQueryPaths } from "./query-paths.behaviour.ts";
 import { describeRowIdentity } from "./row-identity.behaviour.ts";
@@ -6,3 +7,4 @@ import { describeRowIdentity } from "./row-identity.behaviour.ts";
 describeEncryptedColumns("SQLite (better-sqlite3)", openSqlite);
 describeQueryPaths("SQLite (better-sqlite3)", openSqlite);
 describeRowIdentity("SQLite (better-sqlite3)", openSqlite);
+describeContextColumns("SQLite (better-sqlite3)", openSqlite);

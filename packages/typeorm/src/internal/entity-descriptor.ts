@@ -32,6 +32,7 @@ export function describe(metadata: EntityMetadata): EntityDescriptor | undefined
   const blindIndexes = new Map<string, string>();
   for (const c of columns)
     if (c.blindIndex !== undefined) blindIndexes.set(c.blindIndex.column, c.property);
+  for (const c of columns) checkContextColumns(metadata, c, byProperty, blindIndexes);
   const descriptor: EntityDescriptor = Object.freeze({
     model: metadata.name,
     columns,
@@ -40,6 +41,52 @@ export function describe(metadata: EntityMetadata): EntityDescriptor | undefined
   });
   descriptors.set(metadata, descriptor);
   return descriptor;
+}
+
+/**
+ * Refuses a `fromRow`/`rowIdentity` name that cannot hold the context in the clear: without this
+ * a typo reads `undefined` and only fails at the first write, far from the decorator. The same
+ * rules as @kms/prisma's schema descriptor, so a binding means the same in both adapters.
+ * @throws ValidationException naming the entity, the encrypted property and the column.
+ */
+function checkContextColumns(
+  metadata: EntityMetadata,
+  spec: EncryptedColumnSpec,
+  encrypted: ReadonlyMap<string, EncryptedColumnSpec>,
+  blindIndexes: ReadonlyMap<string, string>,
+): void {
+  const model = metadata.name;
+  const allowed = `name a property declared with @Column (or @PrimaryColumn) on ${model}, not encrypted and not a blind index`;
+  for (const list of ["fromRow", "rowIdentity"] as const) {
+    for (const key of spec.context[list]) {
+      const where = `${model}.${spec.property}: context.${list} names "${key}"`;
+      const refuse = (why: string): never => {
+        throw new ValidationError(`${where}, ${why}; ${allowed}`);
+      };
+      if (encrypted.has(key)) {
+        refuse(`which is itself encrypted: values are bound to what the column holds in the clear`);
+      }
+      const indexed = blindIndexes.get(key);
+      if (indexed !== undefined) {
+        refuse(
+          `which is the blind index of ${model}.${indexed}: it is computed while values are sealed, so it cannot bind them`,
+        );
+      }
+      // Context values are read from the entity's own top-level properties: an embedded column
+      // sits under its embed's property, and a relation's join column created by TypeORM
+      // (virtual) has no property of its own.
+      const column = metadata.columns.find(
+        (c) => c.propertyPath === key && !c.isVirtual && !c.isVirtualProperty,
+      );
+      if (column !== undefined) continue;
+      if (metadata.findRelationWithPropertyPath(key) !== undefined) {
+        refuse(
+          `which is a relation of ${model}, not a column: declare its join column as a @Column beside it and name that`,
+        );
+      }
+      refuse(`which is not a column of ${model}`);
+    }
+  }
 }
 
 type Row = Readonly<Record<string, unknown>>;
