@@ -161,3 +161,13 @@ export async function openMariadb(url: string): Promise<TestDatabase> {
     },
   };
 }
+
+/** The error of `run`, thrown or rejected (a QueryBuilder refuses while it is being built). */
+export async function failure(run: () => Promise<unknown>): Promise<unknown> {
+  return Promise.resolve()
+    .then(run)
+    .then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+}

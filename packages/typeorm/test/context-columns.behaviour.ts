@@ -12,6 +12,7 @@ import {
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { EncryptedColumn, encryptedWhere, fieldEncryption } from "../src/index.ts";
 import type { TestDatabase } from "./backends.ts";
+import { failure } from "./backends.ts";
 
 @Entity("kms_ctx_tenants")
 class Tenant {
@@ -155,16 +156,6 @@ function counting(kms: Kms): { kms: Kms; calls: string[] } {
     },
   });
   return { kms: counted, calls };
-}
-
-/** The error of `run`, thrown or rejected. */
-async function failure(run: () => Promise<unknown>): Promise<unknown> {
-  return Promise.resolve()
-    .then(run)
-    .then(
-      () => undefined,
-      (error: unknown) => error,
-    );
 }
 
 /** Statements that touch a table: anything but transaction control. */

@@ -28,6 +28,7 @@ import {
   type TypeormFieldEncryption,
 } from "../src/index.ts";
 import type { TestDatabase } from "./backends.ts";
+import { failure } from "./backends.ts";
 import { Card, Note, Post, User } from "./entities.ts";
 
 interface Logged {
@@ -64,16 +65,6 @@ function leaks(lines: readonly Logged[], secret: string): string[] {
       ({ sql, params }) => sql.includes(secret) || inspect(params, { depth: 6 }).includes(secret),
     )
     .map(({ sql, params }) => `${sql.slice(0, 120)} ${inspect(params)}`);
-}
-
-/** The error of `run`, thrown or rejected (a QueryBuilder refuses while it is being built). */
-async function failure(run: () => Promise<unknown>): Promise<unknown> {
-  return Promise.resolve()
-    .then(run)
-    .then(
-      () => undefined,
-      (error: unknown) => error,
-    );
 }
 
 /**

@@ -3,7 +3,6 @@
  * written before seals (`unsealedRecords`), root-key rotation, and snapshot export/restore.
  * Tampering with single records: record-seal.test.ts.
  */
-import { createHmac } from "node:crypto";
 import {
   createKms,
   exportKeyStore,
@@ -19,19 +18,11 @@ import {
 } from "@kms/core";
 import { describe, expect, it } from "vitest";
 import { parseSeal, sealRootKeyId } from "../../src/keystore/record-seal.ts";
-import { refusal } from "./refusal.ts";
+import { refusal, rootKeyIdOf } from "./seal-test-support.ts";
 
 const OLD = Uint8Array.from({ length: 32 }, (_, i) => 0x10 + i);
 const NEW = Uint8Array.from({ length: 32 }, (_, i) => 0x80 + i);
 const plaintext = new TextEncoder().encode("sealed across upgrades");
-
-function rootKeyIdOf(root: Uint8Array): string {
-  return createHmac("sha256", root)
-    .update("kms/root-key-id/v1")
-    .digest()
-    .subarray(0, 8)
-    .toString("hex");
-}
 
 function omitSeal<T extends { readonly seal?: string }>(record: T): Omit<T, "seal"> {
   const { seal: _seal, ...rest } = record;

@@ -27,21 +27,13 @@ import {
   parseSeal,
 } from "../../src/keystore/record-seal.ts";
 import { SealedKeyStore } from "../../src/keystore/sealed-key-store.ts";
-import { refusal } from "./refusal.ts";
+import { refusal, rootKeyIdOf } from "./seal-test-support.ts";
 
 const ROOT = Uint8Array.from({ length: 32 }, (_, i) => 0x40 + i);
 const MALLORY = "arn:aws:iam::111122223333:user/mallory";
 const plaintext = new TextEncoder().encode("sealed records");
 
 // ---- an independent implementation of FORMAT §4.1, node:crypto only ----
-
-function rootKeyIdOf(root: Uint8Array): string {
-  return createHmac("sha256", root)
-    .update("kms/root-key-id/v1")
-    .digest()
-    .subarray(0, 8)
-    .toString("hex");
-}
 
 function sealKeyOf(root: Uint8Array): Buffer {
   return Buffer.from(hkdfSync("sha256", root, new Uint8Array(0), "kms/record-seal/v1", 32));

@@ -1,3 +1,4 @@
+import { createHmac } from "node:crypto";
 import { RootKeyError } from "@kms/core";
 import { expect } from "vitest";
 
@@ -9,4 +10,13 @@ export async function refusal(action: Promise<unknown>): Promise<RootKeyError> {
   );
   expect(error).toBeInstanceOf(RootKeyError);
   return error as RootKeyError;
+}
+
+/** The public id of a root key (FORMAT §4 item 1), computed independently with node:crypto. */
+export function rootKeyIdOf(root: Uint8Array): string {
+  return createHmac("sha256", root)
+    .update("kms/root-key-id/v1")
+    .digest()
+    .subarray(0, 8)
+    .toString("hex");
 }
