@@ -41,7 +41,8 @@ export type ContentDigestResult =
 
 /**
  * Checks a Content-Digest field value against the raw body. Every digest in an accepted
- * algorithm must match (constant-time); a field with only unknown algorithms fails.
+ * algorithm must match (constant-time); a field with only unknown algorithms, or that names an
+ * algorithm twice, fails.
  */
 export function verifyContentDigest(
   fieldValue: string,
@@ -50,9 +51,14 @@ export function verifyContentDigest(
 ): ContentDigestResult {
   let dict: ReturnType<typeof parseDictionary>;
   try {
-    dict = parseDictionary(fieldValue);
+    // One algorithm twice is refused, not read last-wins as RFC 8941 would: a proxy that checks
+    // the first sha-256 and this check of the last would each pass a different body (RFC 9530 §2).
+    dict = parseDictionary(fieldValue, { rejectDuplicateKeys: true });
   } catch {
-    return { ok: false, reason: "Content-Digest is not a valid structured dictionary" };
+    return {
+      ok: false,
+      reason: "Content-Digest is not a valid structured dictionary with one digest per algorithm",
+    };
   }
   const checked: DigestAlgorithm[] = [];
   for (const [name, member] of dict) {

@@ -3,7 +3,11 @@
  * framework layer (Express, Nest, fetch) builds one of these; nothing here knows about them.
  */
 import { RecentCache } from "./internal/recent-cache.ts";
-import { type Dictionary, parseDictionary } from "./structured-fields.ts";
+import {
+  type Dictionary,
+  type DictionaryParseOptions,
+  parseDictionary,
+} from "./structured-fields.ts";
 
 /**
  * Header fields in any of the usual shapes: a WHATWG `Headers`, Node's `headersDistinct`
@@ -91,20 +95,44 @@ function normalizedFields(headers: HeaderSource): NormalizedFields {
   return fields;
 }
 
+const SIGNATURE_FIELD: DictionaryParseOptions = {
+  rejectDuplicateKeys: true,
+  rejectDuplicateParameters: true,
+};
+const DIGEST_FIELD: DictionaryParseOptions = { rejectDuplicateKeys: true };
+const LENIENT: DictionaryParseOptions = {};
+
 /**
- * Fields where a repeated key fails the parse. RFC 8941 lets the last member win, but a
- * Signature-Input or Signature naming a label twice (in one line or across lines) is ambiguous:
- * an intermediary that takes the first member and a verifier that takes the last check
- * different signatures over the same message (RFC 9421 §3.2, §7). No honest signer emits one.
+ * Fields parsed stricter than RFC 8941, which lets the last of repeated keys win, in
+ * dictionaries and in parameter lists alike. In these fields a repeat is ambiguous: an
+ * intermediary that takes the first occurrence and a verifier that takes the last read
+ * different things from one message, and no honest sender emits one.
+ * - Signature-Input and Signature: a repeated label means two signatures (RFC 9421 §3.2, §7);
+ *   a repeated parameter means two `keyid`s, `created`s or `alg`s for one signature, or two
+ *   `key`s on one component identifier. Signature's member parameters are covered when a later
+ *   signer signs `"signature";key=…` (RFC 9421 §4.3), so they get the same rule.
+ * - Content-Digest and Repr-Digest: one algorithm with two digests, only one of which a
+ *   `;key="sha-256"` component would cover (RFC 9530 §2, §3).
  */
-const UNIQUE_KEY_FIELDS: ReadonlySet<string> = new Set(["signature-input", "signature"]);
+const STRICT_FIELDS: ReadonlyMap<string, DictionaryParseOptions> = new Map([
+  ["signature-input", SIGNATURE_FIELD],
+  ["signature", SIGNATURE_FIELD],
+  ["content-digest", DIGEST_FIELD],
+  ["repr-digest", DIGEST_FIELD],
+]);
+
+/** How to parse the dictionary field `name` (lower case): see STRICT_FIELDS. */
+export function dictionaryParseOptions(name: string): DictionaryParseOptions {
+  return STRICT_FIELDS.get(name) ?? LENIENT;
+}
 
 /**
  * The field's lines parsed as one dictionary, cached with the normalized fields (so verifying a
  * request and signing its response parse its Signature field once). Callers must not mutate
  * the result; copy it first.
- * @throws ValidationException when the field is not a valid dictionary, or when Signature-Input
- * or Signature repeats a label.
+ * @throws ValidationException when the field is not a valid dictionary, or repeats what
+ * `dictionaryParseOptions(name)` refuses (a label or parameter of Signature-Input or Signature,
+ * an algorithm of Content-Digest or Repr-Digest).
  */
 export function fieldDictionary(headers: HeaderSource, name: string): Dictionary | undefined {
   const fields = normalizedFields(headers);
@@ -112,9 +140,10 @@ export function fieldDictionary(headers: HeaderSource, name: string): Dictionary
   if (lines === undefined) return undefined;
   let dict = fields.dictionaries?.get(name);
   if (dict === undefined) {
-    dict = parseDictionary(lines.length === 1 ? (lines[0] as string) : lines.join(", "), {
-      rejectDuplicateKeys: UNIQUE_KEY_FIELDS.has(name),
-    });
+    dict = parseDictionary(
+      lines.length === 1 ? (lines[0] as string) : lines.join(", "),
+      dictionaryParseOptions(name),
+    );
     fields.dictionaries ??= new Map();
     fields.dictionaries.set(name, dict);
   }

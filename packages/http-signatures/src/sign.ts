@@ -71,7 +71,7 @@ function existingDictionary(message: HttpMessage, name: string): Dictionary {
     // The new field is the old one re-serialized plus a member: from an unparsable or ambiguous
     // field that would silently drop a signature or pass the ambiguity on.
     throw new ValidationError(
-      `the message's ${name} field must be a dictionary with unique labels to add a signature`,
+      `the message's ${name} field must be a dictionary with unique labels and parameters to add a signature`,
       { cause: error },
     );
   }
@@ -88,8 +88,8 @@ function appendMember(dict: Dictionary, label: string, member: string): string {
  * Signs `message` and returns Signature-Input and Signature values that keep any signatures
  * already on the message (multiple labels).
  * @throws ValidationException for a bad label, a label already on the message, an existing
- * Signature-Input or Signature that does not parse or repeats a label, or a component the
- * message lacks; errors from the signer (KMS errors) propagate.
+ * Signature-Input or Signature that does not parse or repeats a label or a member's parameter,
+ * or a component the message lacks; errors from the signer (KMS errors) propagate.
  */
 export async function signMessage(
   message: HttpMessage,

@@ -4,6 +4,7 @@
 import { ValidationError } from "@kms/core";
 import { RecentCache } from "./internal/recent-cache.ts";
 import {
+  dictionaryParseOptions,
   fieldDictionary,
   fieldLines,
   type HttpMessage,
@@ -17,6 +18,7 @@ import {
   isInnerList,
   item,
   type Parameters,
+  parseDictionary,
   parseStructuredField,
   type StructuredFieldType,
   serializeBareItem,
@@ -313,7 +315,13 @@ export function componentValues(
   if (type === undefined) {
     throw componentError(id, "structured type of the field is unknown; add it to structuredFields");
   }
-  return [serializeStructuredField(parseStructuredField(combined, type))];
+  // Held to the same rules as `;key` above: re-serializing keeps only the last of repeated keys,
+  // which would sign one reading of an ambiguous Signature or Content-Digest field.
+  const parsed =
+    type === "dictionary"
+      ? parseDictionary(combined, dictionaryParseOptions(name))
+      : parseStructuredField(combined, type);
+  return [serializeStructuredField(parsed)];
 }
 
 /**

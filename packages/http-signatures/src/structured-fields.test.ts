@@ -61,6 +61,29 @@ describe("structured fields (RFC 8941)", () => {
     );
   });
 
+  it("with rejectDuplicateParameters, refuses a key repeated within one parameter list", () => {
+    const strict = { rejectDuplicateParameters: true };
+    // Last wins by default, as RFC 8941 §4.2.3.2 says.
+    expect(serializeDictionary(parseDictionary("a=(1);k=1;k=2"))).toBe("a=(1);k=2");
+    expect(() => parseDictionary("a=(1);k=1;k=2", strict)).toThrow(
+      /repeated parameter key at offset 10/,
+    );
+    // On an item in an inner list, on a plain item, on a bare key, and with boolean values.
+    expect(() => parseDictionary('a=("x";sf;sf)', strict)).toThrow(ValidationError);
+    expect(() => parseDictionary('a=("x";key="a";key="b" "y")', strict)).toThrow(ValidationError);
+    expect(() => parseDictionary("a=:AAAA:;p;p=?0", strict)).toThrow(ValidationError);
+    expect(() => parseDictionary("a;p=1;p=1", strict)).toThrow(ValidationError);
+    // Different lists may share keys, and a parameter may share a dictionary key; repeated
+    // dictionary keys are a separate option.
+    const shared = 'a=("x";k=1 "y";k=1);k=1;a=2, b;k, k=1;a';
+    expect(serializeDictionary(parseDictionary(shared, strict))).toBe(
+      serializeDictionary(parseDictionary(shared)),
+    );
+    expect(() =>
+      parseDictionary("a=1, a=2", { rejectDuplicateKeys: true, rejectDuplicateParameters: true }),
+    ).toThrow(/repeated dictionary key/);
+  });
+
   it("parses lists with inner lists and tolerates OWS around commas", () => {
     expect(serializeList(parseList('("a" "b");x=1 ,\tc'))).toBe('("a" "b");x=1, c');
   });
@@ -90,7 +113,7 @@ describe("structured fields (RFC 8941)", () => {
     fc.assert(
       fc.property(input, (text) => {
         const strictDictionary = (value: string) =>
-          parseDictionary(value, { rejectDuplicateKeys: true });
+          parseDictionary(value, { rejectDuplicateKeys: true, rejectDuplicateParameters: true });
         for (const parse of [parseDictionary, strictDictionary, parseList, parseItem]) {
           try {
             const value = parse(text);
@@ -147,6 +170,40 @@ describe("structured fields (RFC 8941)", () => {
         }
         expect(strict === undefined).toBe(repeats);
         // What the strict parse accepts, it reads exactly as RFC 8941 does.
+        if (strict !== undefined) expect(strict).toBe(lenient);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("rejectDuplicateParameters refuses exactly the dictionaries that repeat a parameter", () => {
+    const paramKey = fc.constantFrom("keyid", "created", "sf", "key", "a");
+    const paramValue = fc.constantFrom('"k1"', "1", "?0", "", ":AAAA:");
+    const paramList = fc.array(fc.tuple(paramKey, paramValue), { maxLength: 3 });
+    const serialize = (list: readonly (readonly [string, string])[]): string =>
+      list.map(([k, v]) => (v === "" ? `;${k}` : `;${k}=${v}`)).join("");
+    const repeats = (list: readonly (readonly [string, string])[]): boolean =>
+      new Set(list.map(([k]) => k)).size !== list.length;
+    // A Signature-Input-like member: parameters on each identifier and on the inner list.
+    const member = fc.tuple(fc.array(paramList, { minLength: 1, maxLength: 3 }), paramList);
+    const members = fc.array(member, { minLength: 1, maxLength: 3 });
+    fc.assert(
+      fc.property(members, (list) => {
+        const text = list
+          .map(
+            ([items, params], i) =>
+              `sig${i}=(${items.map((p, j) => `"c${j}"${serialize(p)}`).join(" ")})${serialize(params)}`,
+          )
+          .join(", ");
+        const repeated = list.some(([items, params]) => repeats(params) || items.some(repeats));
+        const lenient = serializeDictionary(parseDictionary(text));
+        let strict: string | undefined;
+        try {
+          strict = serializeDictionary(parseDictionary(text, { rejectDuplicateParameters: true }));
+        } catch (error) {
+          expect(error).toBeInstanceOf(ValidationError);
+        }
+        expect(strict === undefined).toBe(repeated);
         if (strict !== undefined) expect(strict).toBe(lenient);
       }),
       { numRuns: 500 },

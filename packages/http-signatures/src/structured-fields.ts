@@ -76,6 +76,8 @@ const isKeyChar = (code: number): boolean => code < 128 && KEY_CHARS[code] === 1
 class Parser {
   readonly input: string;
   pos = 0;
+  /** Fail on a key repeated within one parameter list (see DictionaryParseOptions). */
+  rejectDuplicateParameters = false;
   constructor(input: string) {
     // RFC 8941 §4.2: fields are ASCII; anything else fails the whole parse.
     for (let i = 0; i < input.length; i++) {
@@ -177,7 +179,10 @@ class Parser {
     while (this.peek() === ";") {
       this.pos++;
       this.skipSp();
+      const keyAt = this.pos;
       const key = this.parseKey();
+      if (this.rejectDuplicateParameters && params.has(key))
+        fail("repeated parameter key", this.input, keyAt);
       let value: BareItem = true;
       if (this.peek() === "=") {
         this.pos++;
@@ -309,15 +314,24 @@ export interface DictionaryParseOptions {
    * where a repeat is ambiguous between parsers, such as Signature-Input and Signature.
    */
   readonly rejectDuplicateKeys?: boolean;
+  /**
+   * Fail on a key repeated within one parameter list (a member's, an inner list's, or an item's
+   * inside an inner list) instead of letting the last value win (RFC 8941 §4.2.3.2). Parameters
+   * of different items may share keys. For fields whose parameters decide what a signature
+   * means, such as Signature-Input's `keyid` or a component identifier's `key`.
+   */
+  readonly rejectDuplicateParameters?: boolean;
 }
 
 /**
  * Parses a Dictionary field value (e.g. Signature-Input, Signature, Content-Digest).
  * @throws ValidationException when the value is not a valid RFC 8941 dictionary, or repeats a
- * key and `options.rejectDuplicateKeys` is set.
+ * key and `options.rejectDuplicateKeys` is set, or repeats a key within one parameter list and
+ * `options.rejectDuplicateParameters` is set.
  */
 export function parseDictionary(value: string, options: DictionaryParseOptions = {}): Dictionary {
   const p = new Parser(value);
+  p.rejectDuplicateParameters = options.rejectDuplicateParameters === true;
   return p.parseTop(() => p.parseDictionary(options.rejectDuplicateKeys === true));
 }
 

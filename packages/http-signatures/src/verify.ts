@@ -183,7 +183,7 @@ export function verifyMessageEagerly(
   } catch (error) {
     return fail(
       "signature-malformed",
-      `Signature-Input or Signature is not a dictionary with unique labels: ${(error as Error).message}`,
+      `Signature-Input or Signature is not a dictionary with unique labels and parameters: ${(error as Error).message}`,
     );
   }
   if (inputs === undefined || signatures === undefined || inputs.size === 0) {

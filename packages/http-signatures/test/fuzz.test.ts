@@ -432,9 +432,11 @@ const stripOws = (value: string): string => value.replace(/^[ \t]+|[ \t]+$/g, ""
  */
 function signedPart(inputs: string, signatures: string): string | undefined {
   try {
-    // Strict like the verifier: a repeated label leaves nothing fixed, so it must fail.
-    const input = parseDictionary(inputs, { rejectDuplicateKeys: true }).get("sig1");
-    const signature = parseDictionary(signatures, { rejectDuplicateKeys: true }).get("sig1");
+    // Strict like the verifier: a repeated label or parameter leaves nothing fixed, so it must
+    // fail.
+    const strict = { rejectDuplicateKeys: true, rejectDuplicateParameters: true };
+    const input = parseDictionary(inputs, strict).get("sig1");
+    const signature = parseDictionary(signatures, strict).get("sig1");
     if (input === undefined || !isInnerList(input)) return undefined;
     if (signature === undefined || isInnerList(signature)) return undefined;
     return `${serializeInnerList(input)} ${serializeBareItem(signature.value)}`;
@@ -696,7 +698,8 @@ describe("Content-Digest robustness (property-based)", () => {
   ): DigestAlgorithm[] | undefined {
     let dict: ReturnType<typeof parseDictionary>;
     try {
-      dict = parseDictionary(field);
+      // RFC 9530 fields name each algorithm once; a repeat is ambiguous, so it must fail.
+      dict = parseDictionary(field, { rejectDuplicateKeys: true });
     } catch {
       return undefined;
     }
@@ -790,7 +793,10 @@ describe("responses bound to their request (;req), property-based", () => {
     // Only the request's sig1 Signature member is covered (with its parameters), not its input.
     const sig1Member = (field: string): string | undefined => {
       try {
-        const member = parseDictionary(field).get("sig1");
+        const member = parseDictionary(field, {
+          rejectDuplicateKeys: true,
+          rejectDuplicateParameters: true,
+        }).get("sig1");
         if (member === undefined) return undefined;
         return isInnerList(member) ? serializeInnerList(member) : serializeItem(member);
       } catch {
