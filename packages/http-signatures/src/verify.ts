@@ -281,6 +281,9 @@ function verifyLabel(
   if (digestRequired && !digestCovered) {
     return fail("components", 'signature must cover "content-digest"', label);
   }
+  // Covered in another form (`;sf`, `;key="sha-256"`), the field is still a claim about the
+  // body that the signer vouched for: check it, or the body could be swapped under it.
+  const digestClaimed = digestCovered || covered.some((id) => id.startsWith('"content-digest";'));
 
   const now = Math.floor((policy.now ?? Date.now)() / 1000);
   const skew = policy.clockSkewSeconds ?? 30;
@@ -312,7 +315,7 @@ function verifyLabel(
     signature: sigMember.value,
     params: params as Candidate["params"],
     covered,
-    digestChecked: digestCovered || digestRequired,
+    digestChecked: digestClaimed || digestRequired,
     message,
     request,
     policy,
