@@ -708,7 +708,7 @@ function assertExplainRequest(
  */
 export async function createKms(options: KmsOptions = {}): Promise<Kms> {
   const store = options.store ?? new MemoryKeyStore();
-  const unsealed = options.unsealedRecords ?? "refuse";
+  const unsealed = options.unsealedRecords === undefined ? "refuse" : options.unsealedRecords;
   if (unsealed !== "refuse" && unsealed !== "seal") {
     throw new ValidationError(
       `"unsealedRecords" expected "refuse" or "seal", got ${String(options.unsealedRecords)}`,

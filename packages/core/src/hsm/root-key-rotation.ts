@@ -158,7 +158,7 @@ export async function rotateRootKey(options: RotateRootKeyOptions): Promise<Root
   if (!Number.isSafeInteger(pageSize) || pageSize < 1 || pageSize > 1000) {
     throw new ValidationError(`"pageSize" expected an integer 1–1000, got ${String(pageSize)}`);
   }
-  const unsealed = options.unsealedRecords ?? "refuse";
+  const unsealed = options.unsealedRecords === undefined ? "refuse" : options.unsealedRecords;
   if (unsealed !== "refuse" && unsealed !== "seal") {
     throw new ValidationError(
       `"unsealedRecords" expected "refuse" or "seal", got ${String(options.unsealedRecords)}`,

@@ -185,7 +185,7 @@ describe("stores without seals (unsealedRecords)", () => {
   it("an invalid option value is a ValidationError, before anything is read or written", async () => {
     const p = await populated();
     await stripSeals(p.store);
-    for (const value of ["yes", "SEAL", "", true, 1]) {
+    for (const value of ["yes", "SEAL", "", true, 1, null]) {
       const opening = createKms({
         store: p.store,
         rootKey: Uint8Array.from(OLD),
@@ -259,7 +259,7 @@ describe("root-key rotation", () => {
     const error = await refusal(rotateRootKey({ store: p.store, from: OLD, to: NEW }));
     expect(error.message).toContain('unsealedRecords: "seal"');
     await expect(
-      rotateRootKey({ store: p.store, from: OLD, to: NEW, unsealedRecords: "maybe" as never }),
+      rotateRootKey({ store: p.store, from: OLD, to: NEW, unsealedRecords: null as never }),
     ).rejects.toBeInstanceOf(ValidationError);
 
     await rotateRootKey({ store: p.store, from: OLD, to: NEW, unsealedRecords: "seal" });
