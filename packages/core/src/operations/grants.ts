@@ -37,10 +37,19 @@ export { GRANT_OPERATIONS, type GrantOperation } from "./grant-operations.ts";
 export const MAX_GRANTS_PER_KEY = 50000;
 export const MAX_GRANT_TOKENS = 10;
 
-export interface GrantConstraints {
-  readonly encryptionContextEquals?: EncryptionContext;
-  readonly encryptionContextSubset?: EncryptionContext;
-}
+/**
+ * One encryption-context constraint per grant, as AWS KMS requires: `createGrant` refuses an
+ * object with both or neither, and the type says so too.
+ */
+export type GrantConstraints =
+  | {
+      readonly encryptionContextEquals: EncryptionContext;
+      readonly encryptionContextSubset?: never;
+    }
+  | {
+      readonly encryptionContextSubset: EncryptionContext;
+      readonly encryptionContextEquals?: never;
+    };
 
 export interface CreateGrantRequest extends KeyIdRequest {
   readonly granteePrincipal: string;
@@ -65,7 +74,8 @@ export interface GrantListEntry {
   readonly retiringPrincipal?: string;
   readonly issuingAccount: string;
   readonly operations: readonly string[];
-  readonly constraints?: GrantConstraints;
+  /** As stored: a grant created before the one-constraint rule may hold both constraints. */
+  readonly constraints?: StoredGrant["constraints"];
 }
 export interface ListGrantsRequest extends KeyIdRequest, PageRequest {
   readonly grantId?: string;

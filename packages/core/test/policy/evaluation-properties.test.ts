@@ -872,10 +872,9 @@ function admits(c: ConstraintSpec | undefined, context: Pairs): boolean {
 
 function toConstraints(c: ConstraintSpec | undefined): GrantConstraints | undefined {
   if (c === undefined) return undefined;
-  return {
-    ...(c.equals !== undefined ? { encryptionContextEquals: contextOf(c.equals) } : {}),
-    ...(c.subset !== undefined ? { encryptionContextSubset: contextOf(c.subset) } : {}),
-  };
+  if (c.equals !== undefined) return { encryptionContextEquals: contextOf(c.equals) };
+  if (c.subset !== undefined) return { encryptionContextSubset: contextOf(c.subset) };
+  throw new Error("a constraint spec holds one constraint");
 }
 
 const GRANT_KEYS = ["tenant", "Tenant", "TENANT", "region", "constructor", "__proto__"];

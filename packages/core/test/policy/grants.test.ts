@@ -3,6 +3,7 @@ import {
   createKms,
   DryRunOperationError,
   GRANT_OPERATIONS,
+  type GrantConstraints,
   type GrantOperation,
   InvalidGrantTokenError,
   InvalidKeyUsageError,
@@ -589,10 +590,11 @@ describe("createGrant constraints", () => {
   });
 
   test("Equals and Subset together are refused (AWS: more than one constraint), even an empty one", async () => {
+    // The GrantConstraints type refuses both at once; untyped callers reach the runtime check.
     for (const constraints of [
       { encryptionContextEquals: { tenant: "a" }, encryptionContextSubset: { tenant: "a" } },
       { encryptionContextEquals: {}, encryptionContextSubset: { tenant: "a" } },
-    ]) {
+    ] as unknown as GrantConstraints[]) {
       await expect(
         kms.createGrant({ keyId, granteePrincipal: ALICE, operations: ["Encrypt"], constraints }),
       ).rejects.toThrow(
@@ -616,6 +618,20 @@ describe("createGrant constraints", () => {
       );
     }
     expect((await kms.listGrants({ keyId })).grants).toHaveLength(0);
+  });
+
+  test("the GrantConstraints type admits exactly one constraint (checked by tsc)", () => {
+    const one: GrantConstraints[] = [
+      { encryptionContextEquals: { tenant: "a" } },
+      { encryptionContextSubset: { tenant: "a" } },
+    ];
+    // @ts-expect-error both constraints at once
+    const both: GrantConstraints = { encryptionContextEquals: {}, encryptionContextSubset: {} };
+    // @ts-expect-error neither constraint
+    const neither: GrantConstraints = {};
+    // @ts-expect-error an explicitly undefined constraint is not a constraint
+    const undefinedOne: GrantConstraints = { encryptionContextSubset: undefined };
+    expect([...one, both, neither, undefinedOne]).toHaveLength(5);
   });
 
   test("an empty Equals admits only calls without an encryption context", async () => {
