@@ -3,6 +3,7 @@ CREATE TABLE IF NOT EXISTS "Patient" (
   "tenantId" TEXT NOT NULL,
   "recordId" TEXT NOT NULL,
   "ssn" TEXT NOT NULL,
+  "ssnOfRecord" TEXT NOT NULL,
   "name" TEXT NOT NULL,
   "note" TEXT,
   "vitals" TEXT

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { isKmsError, type Kms, runWithEncryptionContext } from "@kms/core";
+import { InvalidCiphertextError, isKmsError, type Kms, runWithEncryptionContext } from "@kms/core";
 import express, { type NextFunction, type Request, type Response } from "express";
 import { ensureTenantKey, type RecordsDb } from "./records.ts";
 
@@ -95,7 +95,33 @@ function isClientBodyError(
   return expose === true && typeof status === "number" && status >= 400 && status < 500;
 }
 
-const PUBLIC = { id: true, ssn: true, name: true, note: true, vitals: true } as const;
+/** What a route selects: the returned fields, plus the row-bound SSN to check them against. */
+const LOADED = {
+  id: true,
+  ssn: true,
+  ssnOfRecord: true,
+  name: true,
+  note: true,
+  vitals: true,
+} as const;
+
+/**
+ * The patient as returned, if its SSN is its own. `ssn` is bound to the clinic only (lookups
+ * and the unique index need equal ciphertexts across rows), so a database writer can swap two
+ * patients' SSNs and both still decrypt; `ssnOfRecord` is bound to the row and does not follow.
+ * A mismatch is answered like any other stored value that does not belong where it is: the
+ * same generic InvalidCiphertextException, so the response does not say which check failed.
+ * @throws InvalidCiphertextException when `ssn` differs from the row's `ssnOfRecord`.
+ */
+function ownPatient<T extends { readonly ssn: string; readonly ssnOfRecord: string }>(
+  row: T,
+): Omit<T, "ssnOfRecord"> {
+  const { ssnOfRecord, ...patient } = row;
+  if (ssnOfRecord !== row.ssn) {
+    throw new InvalidCiphertextError("a stored value does not belong to its row");
+  }
+  return patient;
+}
 
 /**
  * A multi-tenant patient records API. The clinic comes from the `x-tenant-id` header; every
@@ -124,16 +150,18 @@ export function createApp(options: { readonly db: RecordsDb; readonly kms: Kms }
     const created = await db.patient.create({
       data: {
         tenantId,
-        // Name, note and vitals are bound to it, so it must be known before the insert.
+        // Name, note, vitals and ssnOfRecord are bound to it, so it must be known before the
+        // insert.
         recordId: randomUUID(),
         ssn: data.ssn as string,
+        ssnOfRecord: data.ssn as string,
         name: data.name as string,
         note: data.note ?? null,
         vitals: (data.vitals ?? null) as string | null,
       },
-      select: PUBLIC,
+      select: LOADED,
     });
-    res.status(201).json(created);
+    res.status(201).json(ownPatient(created));
   });
 
   app.get("/patients", async (req, res) => {
@@ -145,32 +173,37 @@ export function createApp(options: { readonly db: RecordsDb; readonly kms: Kms }
     const patients = await db.patient.findMany({
       where: ssn === undefined ? { tenantId } : { tenantId, ssn },
       orderBy: { id: "asc" },
-      select: PUBLIC,
+      select: LOADED,
     });
-    res.json(patients);
+    // One row that is not its own fails the whole list, as an undecryptable row does.
+    res.json(patients.map(ownPatient));
   });
 
   app.get("/patients/{:id}", async (req, res) => {
     const patient = await db.patient.findFirst({
       where: { id: idOf(req), tenantId: tenantOf(req) },
-      select: PUBLIC,
+      select: LOADED,
     });
     if (patient === null) throw new HttpError(404, "no such patient in this clinic");
-    res.json(patient);
+    res.json(ownPatient(patient));
   });
 
   app.patch("/patients/{:id}", async (req, res) => {
     const tenantId = tenantOf(req);
     const data = patientData(req.body ?? {}, true);
-    // `update`, not `updateMany`: name, note and vitals are bound to the row's recordId, which
-    // the extension reads from the one matching row before it writes (updateMany would need
-    // recordId in its where).
+    // `update`, not `updateMany`: name, note, vitals and ssnOfRecord are bound to the row's
+    // recordId, which the extension reads from the one matching row before it writes
+    // (updateMany would need recordId in its where).
     const patient = await db.patient.update({
       where: { id: idOf(req), tenantId },
-      data: data as { ssn?: string; name?: string; note?: string | null; vitals?: string | null },
-      select: PUBLIC,
+      data: {
+        ...(data as { ssn?: string; name?: string; note?: string | null; vitals?: string | null }),
+        // The row-bound copy follows every change of the SSN, or the row would be refused.
+        ...(data.ssn === undefined ? {} : { ssnOfRecord: data.ssn }),
+      },
+      select: LOADED,
     });
-    res.json(patient);
+    res.json(ownPatient(patient));
   });
 
   app.delete("/patients/{:id}", async (req, res) => {

@@ -19,17 +19,26 @@ export interface DemoDatabase {
   /** A Patient row as stored, read with the driver directly. */
   storedPatient(id: number): Promise<Record<string, unknown> | undefined>;
   /** Writes one stored column with the driver directly (to show tampering fails). */
-  overwriteStored(id: number, column: "name" | "note", value: unknown): Promise<void>;
+  overwriteStored(id: number, column: "ssn" | "name" | "note", value: unknown): Promise<void>;
   close(): Promise<void>;
 }
 
 /**
- * `CREATE TABLE IF NOT EXISTS` keeps a Patient table from before `recordId`; its values are
- * bound without one, so the demo starts over rather than migrate them.
+ * Columns added since the first release, oldest first. `CREATE TABLE IF NOT EXISTS` keeps a
+ * Patient table from before them: its values are bound without `recordId`, or its rows have no
+ * row-bound SSN to be checked against, so the demo starts over rather than migrate them.
  */
-function refuseOldTable(where: string): never {
-  throw new Error(
-    `the Patient table in ${where} predates the recordId column: drop it (or use a fresh DEMO_DATA_DIR) and run again`,
+const LATER_COLUMNS = ["recordId", "ssnOfRecord"] as const;
+
+/** The first later column an existing Patient table lacks; none when there is no table yet. */
+function missingColumn(existing: readonly string[]): string | undefined {
+  if (existing.length === 0) return undefined;
+  return LATER_COLUMNS.find((column) => !existing.includes(column));
+}
+
+function oldTable(where: string, column: string): Error {
+  return new Error(
+    `the Patient table in ${where} predates the ${column} column: drop it (or use a fresh DEMO_DATA_DIR) and run again`,
   );
 }
 
@@ -50,9 +59,10 @@ async function openSqlite(path: string): Promise<DemoDatabase> {
   const raw = new Database(path);
   retainHandle(raw);
   const columns = raw.prepare(`PRAGMA table_info("Patient")`).all() as { name: string }[];
-  if (columns.length > 0 && !columns.some((c) => c.name === "recordId")) {
+  const missing = missingColumn(columns.map((c) => c.name));
+  if (missing !== undefined) {
     raw.close();
-    refuseOldTable(path);
+    throw oldTable(path, missing);
   }
   raw.exec(readFileSync(join(prismaDir, "sqlite.sql"), "utf8"));
   const base = new PrismaClient({ adapter: new PrismaBetterSqlite3({ url: `file:${path}` }) });
@@ -83,9 +93,10 @@ async function openPostgres(url: string, schema: string): Promise<DemoDatabase> 
     `SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'Patient'`,
     [schema],
   );
-  if (columns.length > 0 && !columns.some((c) => c.column_name === "recordId")) {
+  const missing = missingColumn(columns.map((c: { column_name: string }) => c.column_name));
+  if (missing !== undefined) {
     await raw.end();
-    refuseOldTable(`schema "${schema}"`);
+    throw oldTable(`schema "${schema}"`, missing);
   }
   await raw.query(readFileSync(join(prismaDir, "postgres.sql"), "utf8"));
   // Same models generated for the postgresql provider; the API is identical.

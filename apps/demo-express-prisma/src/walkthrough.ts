@@ -84,6 +84,22 @@ export async function walkthrough(
       moved.body,
     );
     await database.overwriteStored(bobId, "name", bobName);
+    // The unique index on (tenantId, ssn) refuses two equal SSNs in a clinic even for a moment,
+    // so a writer swapping them parks one first.
+    const swapSsns = async (first: unknown, second: unknown) => {
+      await database.overwriteStored(bobId, "ssn", "parked");
+      await database.overwriteStored(annId, "ssn", first);
+      await database.overwriteStored(bobId, "ssn", second);
+    };
+    const annSsn = (await database.storedPatient(annId))?.ssn;
+    const bobSsn = (await database.storedPatient(bobId))?.ssn;
+    await swapSsns(bobSsn, annSsn);
+    const swapped = await call(clinicA, "GET", `/patients/${annId}`);
+    show(
+      `Ann's and Bob's encrypted SSNs swapped (both still decrypt, but each row's ssnOfRecord no longer matches), then GET → ${swapped.status}`,
+      swapped.body,
+    );
+    await swapSsns(annSsn, bobSsn);
     await call(clinicB, "DELETE", `/patients/${cyId}`);
     await call(clinicB, "POST", "/patients", { ssn: "555-55-5555", name: "Dee Other" });
     await kms.scheduleKeyDeletion({ keyId: tenantKeyAlias(clinicB), pendingWindowInDays: 7 });

@@ -121,7 +121,7 @@ function expectNoLeak(reply: Reply, patients: readonly PatientInput[]): void {
   }
 }
 
-type Column = "tenantId" | "ssn" | "name" | "note" | "vitals";
+type Column = "tenantId" | "ssn" | "ssnOfRecord" | "name" | "note" | "vitals";
 type StoredRow = Record<Column, string | null> & { id: number };
 
 /** The database as an attacker with write access sees it: the raw driver, no extension. */
@@ -380,6 +380,10 @@ describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip
         ["POST", "/patients", { ...ann, ssn: "401-99-9999", id: bobId }],
         ["PATCH", `/patients/${annId}`, { tenantId: B }],
         ["PATCH", `/patients/${annId}`, { note: "x", id: bobId }],
+        // The row-bound SSN is the app's to write: a client that set it could make a row
+        // unreadable, or agree with a swapped SSN.
+        ["POST", "/patients", { ...ann, ssn: "401-99-9999", ssnOfRecord: "401-99-9999" }],
+        ["PATCH", `/patients/${annId}`, { ssnOfRecord: bob.ssn }],
       ];
       for (const [method, path, body] of smuggled) {
         const reply = await call(A, method, path, body);
@@ -443,7 +447,7 @@ describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip
       expectNoLeak(list, victims);
     }
 
-    const columns = ["ssn", "name", "note", "vitals"] as const;
+    const columns = ["ssn", "ssnOfRecord", "name", "note", "vitals"] as const;
 
     test.skipIf(skip).each(columns)(
       "%s copied from clinic B's row into clinic A's row fails for A, B unaffected",
@@ -464,6 +468,8 @@ describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip
       ["note", "vitals"],
       ["ssn", "note"],
       ["note", "ssn"],
+      ["ssn", "ssnOfRecord"],
+      ["ssnOfRecord", "ssn"],
     ];
     test.skipIf(skip).each(crossColumn)(
       "%s copied into %s of the same row fails",
@@ -495,6 +501,124 @@ describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip
         expect(json(await call(A, "GET", `/patients?ssn=${ann.ssn}`))).toEqual([
           asReturned(annId, ann),
         ]);
+      },
+    );
+
+    /** Runs an extended-client query in a clinic's request scope, as a route handler does. */
+    const inClinic = <T>(tenant: string, query: () => PromiseLike<T>): Promise<T> =>
+      runWithEncryptionContext({ clinic: tenant }, async () => await query());
+
+    /**
+     * Swaps stored values of two rows as a database writer would. The unique index on
+     * (tenantId, ssn) refuses two equal SSNs at any moment, so each value is parked first.
+     */
+    async function swap(first: number, second: number, swapped: readonly Column[]) {
+      const [one, two] = [await raw.row(first), await raw.row(second)];
+      for (const column of swapped) {
+        await raw.set(first, column, "parked during the swap");
+        await raw.set(second, column, one[column]);
+        await raw.set(first, column, two[column]);
+      }
+      const [after1, after2] = [await raw.row(first), await raw.row(second)];
+      for (const column of swapped) {
+        expect([after1[column], after2[column]]).toEqual([two[column], one[column]]);
+      }
+    }
+
+    /** Every route that returns the clinic's patients answers the generic 500, leaking nothing. */
+    async function expectAllRoutesUndecryptable(ids: number[], victims: PatientInput[]) {
+      const replies = [
+        ...(await Promise.all(ids.map((id) => call(A, "GET", `/patients/${id}`)))),
+        await call(A, "GET", "/patients"),
+        ...(await Promise.all(victims.map((v) => call(A, "GET", `/patients?ssn=${v.ssn}`)))),
+      ];
+      for (const reply of replies) {
+        expect(expectProblem(reply, 500)).toEqual(UNDECRYPTABLE);
+        expectNoLeak(reply, victims);
+      }
+    }
+
+    // `ssn` is bound to the clinic only, so swapped SSNs both still decrypt: what refuses them
+    // is `ssnOfRecord`, the same SSN bound to the row, checked after every load.
+    test.skipIf(skip)(
+      "SSNs swapped between two patients of one clinic are refused on every route",
+      async () => {
+        const { annId, amyId, bobId } = await seed();
+        await swap(annId, amyId, ["ssn"]);
+        // The swap alone decrypts: the extension has nothing to object to.
+        expect(
+          await inClinic(A, () =>
+            db.patient.findFirst({ where: { id: annId, tenantId: A }, select: { ssn: true } }),
+          ),
+        ).toEqual({ ssn: amy.ssn });
+        await expectAllRoutesUndecryptable([annId, amyId], [ann, amy]);
+        // Another clinic is unaffected.
+        expect(json(await call(B, "GET", "/patients"))).toEqual([asReturned(bobId, bob)]);
+      },
+    );
+
+    test.skipIf(skip)(
+      "the row-bound SSN copied from another row of the clinic does not decrypt there",
+      async () => {
+        const { annId, amyId } = await seed();
+        await raw.set(amyId, "ssnOfRecord", (await raw.row(annId)).ssnOfRecord);
+        // Refused by its binding to recordId, before any comparison with `ssn`.
+        const copied = inClinic(A, () =>
+          db.patient.findFirst({
+            where: { id: amyId, tenantId: A },
+            select: { ssnOfRecord: true },
+          }),
+        );
+        await expect(copied).rejects.toBeInstanceOf(InvalidCiphertextError);
+        const reply = await call(A, "GET", `/patients/${amyId}`);
+        expect(expectProblem(reply, 500)).toEqual(UNDECRYPTABLE);
+        expectNoLeak(reply, [ann, amy]);
+        expect(json(await call(A, "GET", `/patients/${annId}`))).toEqual(asReturned(annId, ann));
+      },
+    );
+
+    test.skipIf(skip)(
+      "SSNs swapped together with their row-bound copies are refused on every route",
+      async () => {
+        const { annId, amyId } = await seed();
+        await swap(annId, amyId, ["ssn", "ssnOfRecord"]);
+        // The copies would agree with the swapped SSNs, but they do not decrypt in another row.
+        for (const id of [annId, amyId]) {
+          const moved = inClinic(A, () =>
+            db.patient.findFirst({ where: { id, tenantId: A }, select: { ssnOfRecord: true } }),
+          );
+          await expect(moved).rejects.toBeInstanceOf(InvalidCiphertextError);
+        }
+        await expectAllRoutesUndecryptable([annId, amyId], [ann, amy]);
+      },
+    );
+
+    test.skipIf(skip)(
+      "a PATCH of the SSN rewrites the row-bound copy: the row stays readable and is found by it",
+      async () => {
+        const { annId, amyId } = await seed();
+        const before = await raw.row(amyId);
+        const renumbered = { ...amy, ssn: "402-99-9999" };
+        const patched = await call(A, "PATCH", `/patients/${amyId}`, { ssn: renumbered.ssn });
+        expect(patched.status, patched.text).toBe(200);
+        expect(json(patched)).toEqual(asReturned(amyId, renumbered));
+        const after = await raw.row(amyId);
+        expect(after.ssnOfRecord).not.toBe(before.ssnOfRecord);
+        expect(after.ssnOfRecord).not.toContain(renumbered.ssn);
+        expect(json(await call(A, "GET", `/patients/${amyId}`))).toEqual(
+          asReturned(amyId, renumbered),
+        );
+        expect(json(await call(A, "GET", `/patients?ssn=${renumbered.ssn}`))).toEqual([
+          asReturned(amyId, renumbered),
+        ]);
+        expect(json(await call(A, "GET", `/patients?ssn=${amy.ssn}`))).toEqual([]);
+        expect(json(await call(A, "GET", "/patients"))).toEqual([
+          asReturned(annId, ann),
+          asReturned(amyId, renumbered),
+        ]);
+        // A PATCH that leaves the SSN alone leaves its copy alone.
+        await call(A, "PATCH", `/patients/${amyId}`, { note: "alpha-note: renumbered" });
+        expect((await raw.row(amyId)).ssnOfRecord).toBe(after.ssnOfRecord);
       },
     );
 

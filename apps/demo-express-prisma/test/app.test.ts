@@ -4,7 +4,9 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createKms, type Kms } from "@kms/core";
+import { retainSqliteHandle } from "@kms/keystore-sqlite";
 import { databaseTarget } from "@kms/tooling/databases";
+import Database from "better-sqlite3";
 import pg from "pg";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { createApp } from "../src/app.ts";
@@ -94,7 +96,7 @@ describe.each(backends)("demo records API on %s", (_name, url, skip) => {
     expect(created.status).toBe(201);
     expect(created.body).toEqual({ id: expect.any(Number), ...ann });
     const stored = (await database.storedPatient(created.body.id)) as Record<string, unknown>;
-    for (const column of ["ssn", "name", "note", "vitals"]) {
+    for (const column of ["ssn", "ssnOfRecord", "name", "note", "vitals"]) {
       expect(String(stored[column]).startsWith("kms1:"), column).toBe(true);
     }
     expect(JSON.stringify(stored)).not.toMatch(/Ann|123-45|Allergic|120\/80/);
@@ -164,6 +166,43 @@ describe.each(backends)("demo records API on %s", (_name, url, skip) => {
     },
   );
 
+  // Patient tables of earlier releases, which `CREATE TABLE IF NOT EXISTS` would keep.
+  const oldTables: [string, string][] = [
+    ["recordId", `"ssn" TEXT NOT NULL, "name" TEXT NOT NULL`],
+    ["ssnOfRecord", `"recordId" TEXT NOT NULL, "ssn" TEXT NOT NULL, "name" TEXT NOT NULL`],
+  ];
+  test.skipIf(skip).each(oldTables)(
+    "a Patient table from before %s is refused with a message to drop it",
+    async (column, columns) => {
+      const create = `CREATE TABLE "Patient" ("id" INTEGER PRIMARY KEY, "tenantId" TEXT NOT NULL, ${columns})`;
+      const refused = new RegExp(
+        `the Patient table in .* predates the ${column} column: drop it \\(or use a fresh DEMO_DATA_DIR\\)`,
+      );
+      if (url === undefined) {
+        const path = join(dir, "old.db");
+        const old = retainSqliteHandle(new Database(path));
+        old.exec(create);
+        old.close();
+        await expect(openDatabase({ url, sqlitePath: path })).rejects.toThrow(refused);
+        return;
+      }
+      const oldSchema = `${schema}_old`;
+      const admin = new pg.Client({ connectionString: url });
+      await admin.connect();
+      try {
+        await admin.query(`CREATE SCHEMA "${oldSchema}"`);
+        await admin.query(`SET search_path TO "${oldSchema}"`);
+        await admin.query(create);
+        await expect(
+          openDatabase({ url, sqlitePath: join(dir, "unused.db"), postgresSchema: oldSchema }),
+        ).rejects.toThrow(refused);
+      } finally {
+        await admin.query(`DROP SCHEMA IF EXISTS "${oldSchema}" CASCADE`);
+        await admin.end();
+      }
+    },
+  );
+
   test.skipIf(skip)(
     "the walkthrough prints what is stored beside what the API returns",
     async () => {
@@ -172,6 +211,10 @@ describe.each(backends)("demo records API on %s", (_name, url, skip) => {
       const text = lines.join("\n");
       expect(text).toContain('"name": "Ann Example"');
       expect(text).toMatch(/"name": "kms1:/);
+      expect(text).toMatch(/"ssnOfRecord": "kms1:/);
+      expect(text).toMatch(
+        /SSNs swapped .* → 500\n\{\n {2}"error": "stored records cannot be decrypted"/,
+      );
       expect(text).toMatch(/→ 404/);
       expect(text).toMatch(/InvalidCiphertextException/);
       expect(text).toMatch(/→ 410/);
