@@ -36,8 +36,13 @@ function missingColumn(existing: readonly string[]): string | undefined {
   return LATER_COLUMNS.find((column) => !existing.includes(column));
 }
 
+/** Data left by an earlier release of the demo: the message says what to delete. */
+export class StaleDemoDataError extends Error {
+  override readonly name = "StaleDemoDataError";
+}
+
 function oldTable(where: string, column: string): Error {
-  return new Error(
+  return new StaleDemoDataError(
     `the Patient table in ${where} predates the ${column} column: drop it (or use a fresh DEMO_DATA_DIR) and run again`,
   );
 }

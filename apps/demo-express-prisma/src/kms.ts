@@ -2,6 +2,7 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { createKms, type Kms, RootKeyError, RootKeySource } from "@kms/core";
 import { SqliteKeyStore } from "@kms/keystore-sqlite";
+import { StaleDemoDataError } from "./database.ts";
 
 /**
  * The demo's KMS: keys in `<dataDir>/kms.db`, wrapped under the root key from KMS_ROOT_KEY, or
@@ -21,7 +22,7 @@ export async function openKms(dataDir: string): Promise<Kms> {
     // A data dir left by a release before record seals: the demo's data is disposable, and
     // sealing it as it is (unsealedRecords: "seal") is a step for real stores, not for a demo.
     if (error instanceof RootKeyError && error.message.includes("unsealedRecords")) {
-      throw new Error(
+      throw new StaleDemoDataError(
         `${dataDir} was written by an earlier release of this demo; delete it to start over`,
         { cause: error },
       );
