@@ -1,5 +1,6 @@
 /**
- * RFC 9530 Content-Digest over the raw body bytes.
+ * RFC 9530 Content-Digest over the raw body bytes, and Repr-Digest where the body is the whole
+ * representation.
  */
 import { hash, timingSafeEqual } from "node:crypto";
 import { ValidationError } from "@kms/core";
@@ -49,6 +50,23 @@ export function verifyContentDigest(
   body: Uint8Array,
   accept: readonly DigestAlgorithm[] = DIGEST_ALGORITHMS,
 ): ContentDigestResult {
+  return verifyDigestField("Content-Digest", fieldValue, body, accept);
+}
+
+/** The RFC 9530 integrity fields whose value can be a digest of the body, as reasons name them. */
+export type DigestFieldName = "Content-Digest" | "Repr-Digest";
+
+/**
+ * `verifyContentDigest` for either integrity field: the rules are the same, and `field` only
+ * names it in the reason. A Repr-Digest is a digest of the body only when the body is the whole
+ * representation; the caller decides that (see `verify.ts`).
+ */
+export function verifyDigestField(
+  field: DigestFieldName,
+  fieldValue: string,
+  body: Uint8Array,
+  accept: readonly DigestAlgorithm[] = DIGEST_ALGORITHMS,
+): ContentDigestResult {
   let dict: ReturnType<typeof parseDictionary>;
   try {
     // One algorithm twice is refused, not read last-wins as RFC 8941 would: a proxy that checks
@@ -57,7 +75,7 @@ export function verifyContentDigest(
   } catch {
     return {
       ok: false,
-      reason: "Content-Digest is not a valid structured dictionary with one digest per algorithm",
+      reason: `${field} is not a valid structured dictionary with one digest per algorithm`,
     };
   }
   const checked: DigestAlgorithm[] = [];
@@ -65,18 +83,18 @@ export function verifyContentDigest(
     if (!(accept as readonly string[]).includes(name)) continue;
     const alg = name as DigestAlgorithm;
     if (isInnerList(member) || !(member.value instanceof Uint8Array)) {
-      return { ok: false, reason: `Content-Digest ${alg} must be a byte sequence` };
+      return { ok: false, reason: `${field} ${alg} must be a byte sequence` };
     }
     const expected = hash(NODE_HASH[alg], body, "buffer");
     if (member.value.length !== expected.length || !timingSafeEqual(expected, member.value)) {
-      return { ok: false, reason: `Content-Digest ${alg} does not match the body` };
+      return { ok: false, reason: `${field} ${alg} does not match the body` };
     }
     checked.push(alg);
   }
   if (checked.length === 0) {
     return {
       ok: false,
-      reason: `Content-Digest has none of the accepted algorithms (${accept.join(", ")})`,
+      reason: `${field} has none of the accepted algorithms (${accept.join(", ")})`,
     };
   }
   return { ok: true, algorithms: checked };

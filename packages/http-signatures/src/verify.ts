@@ -7,7 +7,7 @@ import {
   type MessageVerifier,
   type SignatureAlgorithm,
 } from "./algorithms.ts";
-import { type DigestAlgorithm, verifyContentDigest } from "./content-digest.ts";
+import { type DigestAlgorithm, verifyDigestField } from "./content-digest.ts";
 import {
   fieldDictionary,
   fieldLines,
@@ -46,6 +46,7 @@ export const VERIFICATION_CHECKS = [
   "key",
   "signature",
   "content-digest",
+  "repr-digest",
   "nonce",
   "replay",
 ] as const;
@@ -108,6 +109,14 @@ export interface VerificationPolicy extends SignatureBaseOptions {
    * (default) checks one when the signature covers it. The raw body must be supplied.
    */
   readonly contentDigest?: "required" | "if-present";
+  /**
+   * Repr-Digest: "required" makes a covered Repr-Digest mandatory; "if-present" (default)
+   * checks one when the signature covers it. Either way it is checked against the raw body only
+   * when the message carries the whole representation (not a 206, a Content-Range, a response to
+   * HEAD, a 1xx, 204 or 304): otherwise it describes data the message does not carry.
+   */
+  readonly reprDigest?: "required" | "if-present";
+  /** Digest algorithms accepted in Content-Digest and Repr-Digest; default sha-256 and sha-512. */
   readonly digestAlgorithms?: readonly DigestAlgorithm[];
   /** Milliseconds since the epoch; injectable for tests. */
   readonly now?: () => number;
@@ -120,6 +129,15 @@ const fail = (check: VerificationCheck, detail: string, label?: string): Failure
 
 const isPromise = <T>(value: T | Promise<T>): value is Promise<T> =>
   typeof (value as { then?: unknown } | undefined)?.then === "function";
+
+/**
+ * Whether the signature covers this message's own `field`, in any form (plain, `;sf`, `;key`,
+ * `;bs`). A `;req` form covers the request's field, a claim about the request's body, which is
+ * checked when the request is verified, not against this response's body.
+ */
+function coversOwnField(list: InnerList, field: string): boolean {
+  return list.items.some((id) => id.value === field && id.params.get("req") !== true);
+}
 
 /** The serialized identifiers of the inner list, or undefined when one is not a string. */
 function coveredIdentifiers(list: InnerList): string[] | undefined {
@@ -223,6 +241,7 @@ interface Candidate {
   readonly params: SignatureParameters & { readonly keyid: string };
   readonly covered: readonly string[];
   readonly digestChecked: boolean;
+  readonly reprDigestChecked: boolean;
   readonly message: HttpMessage;
   readonly request: RequestMessage | undefined;
   readonly policy: VerificationPolicy;
@@ -283,7 +302,11 @@ function verifyLabel(
   }
   // Covered in another form (`;sf`, `;key="sha-256"`), the field is still a claim about the
   // body that the signer vouched for: check it, or the body could be swapped under it.
-  const digestClaimed = digestCovered || covered.some((id) => id.startsWith('"content-digest";'));
+  const digestClaimed = coversOwnField(input, "content-digest");
+  const reprRequired = policy.reprDigest === "required";
+  if (reprRequired && !covered.includes('"repr-digest"')) {
+    return fail("components", 'signature must cover "repr-digest"', label);
+  }
 
   const now = Math.floor((policy.now ?? Date.now)() / 1000);
   const skew = policy.clockSkewSeconds ?? 30;
@@ -316,6 +339,7 @@ function verifyLabel(
     params: params as Candidate["params"],
     covered,
     digestChecked: digestClaimed || digestRequired,
+    reprDigestChecked: reprRequired || coversOwnField(input, "repr-digest"),
     message,
     request,
     policy,
@@ -385,12 +409,17 @@ function afterSignature(
     if (message.body === undefined) {
       return fail("content-digest", "the raw body is needed to check Content-Digest", label);
     }
-    const digest = verifyContentDigest(
+    const digest = verifyDigestField(
+      "Content-Digest",
       (field ?? []).join(", "),
       message.body,
       policy.digestAlgorithms,
     );
     if (!digest.ok) return fail("content-digest", digest.reason, label);
+  }
+  if (candidate.reprDigestChecked) {
+    const failure = checkReprDigest(candidate);
+    if (failure !== undefined) return failure;
   }
 
   // Nonces are recorded only for signatures that verified, so forged requests cannot burn them.
@@ -406,6 +435,60 @@ function afterSignature(
       );
   }
   return accepted(candidate, verifier);
+}
+
+/** RFC 9110 §6.4.1: these responses never carry content, whatever representation they describe. */
+const hasNoContent = (status: number): boolean => status < 200 || status === 204 || status === 304;
+
+/** A status whose body is not the whole representation, when the signer vouches for it. */
+const isPartialStatus = (status: number): boolean => status === 206 || hasNoContent(status);
+
+/**
+ * Whether the body is known not to be the whole selected representation: a Content-Range, a
+ * response to HEAD, or a 206, 1xx, 204 or 304 status. Status and Content-Range count only when
+ * the signature covers them, or an intermediary could turn a 200 into a 206, or add a
+ * Content-Range, to have the check skipped. The request a response answers is the caller's
+ * own, so its method is taken as given.
+ */
+function isPartial({ input, message, request }: Candidate): boolean {
+  if (coversOwnField(input, "content-range") && fieldLines(message.headers).has("content-range")) {
+    return true;
+  }
+  if (isRequestMessage(message)) return false;
+  if (request?.method === "HEAD") return true;
+  return coversOwnField(input, "@status") && isPartialStatus(message.status);
+}
+
+/**
+ * Repr-Digest is over the selected representation data (content codings included) and
+ * Content-Digest over the content (RFC 9530 §2, §3). When the message carries the whole
+ * representation the two are the same bytes, so a covered Repr-Digest must match the body as a
+ * Content-Digest would; a partial or bodiless message says nothing the body can confirm.
+ */
+function checkReprDigest(candidate: Candidate): Failure | undefined {
+  const { label, message, policy } = candidate;
+  if (isPartial(candidate)) return undefined;
+  if (message.body === undefined) {
+    return fail("repr-digest", "the raw body is needed to check Repr-Digest", label);
+  }
+  const field = fieldLines(message.headers).get("repr-digest");
+  const digest = verifyDigestField(
+    "Repr-Digest",
+    (field ?? []).join(", "),
+    message.body,
+    policy.digestAlgorithms,
+  );
+  if (digest.ok) return undefined;
+  const unsignedPartial =
+    fieldLines(message.headers).has("content-range") ||
+    (!isRequestMessage(message) && isPartialStatus(message.status));
+  return fail(
+    "repr-digest",
+    unsignedPartial
+      ? `${digest.reason} (a partial status or Content-Range exempts it only when the signature covers "@status" or "content-range")`
+      : digest.reason,
+    label,
+  );
 }
 
 function accepted(candidate: Candidate, verifier: MessageVerifier): VerificationResult {
