@@ -1,0 +1,8 @@
+export { createKmsServer } from "./kms-server.ts";
+export type { CredentialLookup, KmsServerOptions, ServerCredential } from "./options.ts";
+export {
+  createKmsRequestHandler,
+  DEFAULT_CLOCK_SKEW_SECONDS,
+  DEFAULT_MAX_BODY_BYTES,
+  type KmsRequestHandler,
+} from "./request-handler.ts";

@@ -1,0 +1,338 @@
+import { randomUUID } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import {
+  type CallOptions,
+  isKmsError,
+  type Kms,
+  KmsInternalError,
+  ValidationError,
+} from "@kms/core";
+import { readBody } from "./internal/body.ts";
+import { isLoopback } from "./internal/loopback.ts";
+import { OPERATIONS, UNSUPPORTED_OPERATIONS } from "./internal/operations.ts";
+import { ProtocolError } from "./internal/protocol-error.ts";
+import { RequestHeaders } from "./internal/request-headers.ts";
+import { decode, encode } from "./internal/shapes.ts";
+import { verifySignature } from "./internal/sigv4.ts";
+import type { CredentialLookup, KmsServerOptions, ServerCredential } from "./options.ts";
+
+/** A node:http request listener; also usable as Express middleware (it never calls `next`). */
+export type KmsRequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
+
+/**
+ * 256 KiB. The largest legitimate request is a CreateKey or PutKeyPolicy whose 32 KiB policy is
+ * written entirely in JSON `\uXXXX` escapes (6 bytes per character, 192 KiB), plus tags; a
+ * Decrypt with ten 8 KiB grant tokens, a 6 KiB ciphertext and an 8 KiB context stays below
+ * 150 KiB. ImportKeyMaterial, the one AWS operation with larger bodies, is not served.
+ */
+export const DEFAULT_MAX_BODY_BYTES = 256 * 1024;
+/** AWS's tolerance for X-Amz-Date. */
+export const DEFAULT_CLOCK_SKEW_SECONDS = 300;
+
+const CONTENT_TYPE = "application/x-amz-json-1.1";
+const UNREAD_BODY_GRACE_MS = 2000;
+const TARGET_PREFIX = "TrentService.";
+
+interface Settings {
+  readonly kms: Kms;
+  readonly lookup: (accessKeyId: string) => Promise<ServerCredential | undefined>;
+  readonly region: string;
+  readonly maxBodyBytes: number;
+  readonly clockSkewMs: number;
+  readonly now: () => number;
+  readonly insecureHttp: boolean;
+}
+
+function assertCredential(where: string, value: unknown): ServerCredential {
+  const c = value as Partial<ServerCredential> | null;
+  if (
+    typeof c !== "object" ||
+    c === null ||
+    typeof c.secretAccessKey !== "string" ||
+    c.secretAccessKey.length === 0 ||
+    typeof c.principal !== "string" ||
+    c.principal.length === 0
+  ) {
+    // Names the access key id, never the secret.
+    throw new ValidationError(
+      `${where} must be { secretAccessKey, principal } with two non-empty strings`,
+    );
+  }
+  return { secretAccessKey: c.secretAccessKey, principal: c.principal };
+}
+
+function lookupOf(credentials: KmsServerOptions["credentials"]): Settings["lookup"] {
+  if (typeof credentials === "function") {
+    const find: CredentialLookup = credentials;
+    return async (accessKeyId) => {
+      const found = await find(accessKeyId);
+      if (found === undefined) return undefined;
+      try {
+        return assertCredential("a looked-up credential", found);
+      } catch (error) {
+        // The operator's lookup is at fault, not the client: an internal error (500).
+        throw new KmsInternalError("the credentials lookup returned a malformed credential", {
+          cause: error,
+        });
+      }
+    };
+  }
+  if (typeof credentials !== "object" || credentials === null) {
+    throw new ValidationError(
+      `"credentials" expected an object of access key id → credential, or a lookup function`,
+    );
+  }
+  // A Map of copies: later edits to the caller's object change nothing, and access key ids
+  // such as "constructor" or "__proto__" can never resolve to something inherited.
+  const table = new Map<string, ServerCredential>();
+  for (const [accessKeyId, credential] of Object.entries(credentials)) {
+    if (accessKeyId.length === 0 || accessKeyId.includes("/")) {
+      throw new ValidationError(`"credentials" has an access key id that is empty or holds "/"`);
+    }
+    table.set(accessKeyId, assertCredential(`"credentials.${accessKeyId}"`, credential));
+  }
+  return async (accessKeyId) => table.get(accessKeyId);
+}
+
+function positive(name: string, value: number | undefined, fallback: number, max: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number" || !Number.isFinite(value) || value < 0 || value > max) {
+    throw new ValidationError(`"${name}" must be a number between 0 and ${max}, got ${value}`);
+  }
+  return value;
+}
+
+/** @throws ValidationError for a malformed option. */
+export function resolveSettings(options: KmsServerOptions): Settings {
+  if (typeof options !== "object" || options === null) {
+    throw new ValidationError(`"options" expected an object`);
+  }
+  const { kms } = options;
+  if (typeof kms !== "object" || kms === null || typeof kms.encrypt !== "function") {
+    throw new ValidationError(`"kms" expected a Kms (createKms)`);
+  }
+  const region = options.region ?? kms.identity.region;
+  if (typeof region !== "string" || !/^[a-z0-9-]{1,64}$/.test(region)) {
+    throw new ValidationError(`"region" must be 1–64 lowercase letters, digits and "-"`);
+  }
+  const maxBodyBytes = positive(
+    "maxBodyBytes",
+    options.maxBodyBytes,
+    DEFAULT_MAX_BODY_BYTES,
+    2 ** 26,
+  );
+  if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 2) {
+    throw new ValidationError(`"maxBodyBytes" must be an integer of at least 2`);
+  }
+  const clockSkewSeconds = positive(
+    "clockSkewSeconds",
+    options.clockSkewSeconds,
+    DEFAULT_CLOCK_SKEW_SECONDS,
+    3600,
+  );
+  if (options.now !== undefined && typeof options.now !== "function") {
+    throw new ValidationError(`"now" expected a function returning milliseconds`);
+  }
+  if (options.insecureHttp !== undefined && typeof options.insecureHttp !== "boolean") {
+    throw new ValidationError(`"insecureHttp" expected a boolean`);
+  }
+  return {
+    kms,
+    lookup: lookupOf(options.credentials),
+    region,
+    maxBodyBytes,
+    clockSkewMs: clockSkewSeconds * 1000,
+    now: options.now ?? Date.now,
+    insecureHttp: options.insecureHttp === true,
+  };
+}
+
+/**
+ * A request listener that serves the AWS KMS JSON 1.1 protocol on `POST /`: the AWS SDK
+ * (`new KMSClient({ endpoint, region, credentials })`) and the AWS CLI talk to it unchanged.
+ * Every request must carry a SigV4 Authorization header made with one of `credentials`; the call
+ * then runs on `kms` as that credential's principal, with the client's address as source IP and
+ * the response's x-amzn-RequestId as request id, so policies, grants and the audit trail see it.
+ * @throws ValidationError for a malformed option.
+ */
+export function createKmsRequestHandler(options: KmsServerOptions): KmsRequestHandler {
+  const settings = resolveSettings(options);
+  return (req, res) => {
+    void handle(settings, req, res);
+  };
+}
+
+async function handle(s: Settings, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const requestId = randomUUID();
+  try {
+    const body = await serve(s, req, requestId);
+    send(res, requestId, 200, body);
+  } catch (error) {
+    sendError(res, req, requestId, error);
+  }
+}
+
+async function serve(s: Settings, req: IncomingMessage, requestId: string): Promise<string> {
+  if (!s.insecureHttp && !isSecureTransport(req.socket)) {
+    throw new ProtocolError(
+      "AccessDeniedException",
+      "plain HTTP is served on loopback addresses and unix sockets only: use TLS, or set " +
+        "insecureHttp on the server",
+      { bodyUnread: true },
+    );
+  }
+  const headers = new RequestHeaders(req.rawHeaders);
+  // Express strips its mount path from req.url and keeps the original, which is what was signed.
+  const url = req.url ?? "";
+  const signedUrl = (req as { originalUrl?: unknown }).originalUrl;
+  const rawUrl = typeof signedUrl === "string" ? signedUrl : url;
+  const path = url.split("?", 1)[0];
+  if (req.method !== "POST" || path !== "/") {
+    throw new ProtocolError(
+      "UnknownOperationException",
+      "the AWS KMS JSON protocol is served on POST / only",
+      { bodyUnread: true },
+    );
+  }
+  const mediaType = (headers.one("content-type") ?? "").split(";", 1)[0]!.trim().toLowerCase();
+  if (mediaType !== CONTENT_TYPE) {
+    throw new ProtocolError(
+      "UnknownOperationException",
+      `the Content-Type must be ${CONTENT_TYPE}`,
+      { bodyUnread: true },
+    );
+  }
+  const target = headers.one("x-amz-target") ?? "";
+  const name = target.startsWith(TARGET_PREFIX) ? target.slice(TARGET_PREFIX.length) : "";
+  const operation = OPERATIONS.get(name);
+  if (operation === undefined) {
+    if (UNSUPPORTED_OPERATIONS.has(name)) {
+      throw new ProtocolError(
+        "UnsupportedOperationException",
+        `${name} is not supported by this server`,
+        { bodyUnread: true },
+      );
+    }
+    throw new ProtocolError(
+      "UnknownOperationException",
+      "X-Amz-Target does not name an operation of TrentService",
+      { bodyUnread: true },
+    );
+  }
+
+  const body = await readBody(req, s.maxBodyBytes);
+  try {
+    const query = rawUrl.indexOf("?");
+    const caller = await verifySignature(
+      {
+        method: req.method,
+        rawPath: query < 0 ? rawUrl : rawUrl.slice(0, query),
+        rawQuery: query < 0 ? "" : rawUrl.slice(query + 1),
+        headers,
+        body,
+      },
+      { region: s.region, clockSkewMs: s.clockSkewMs, now: s.now, lookup: s.lookup },
+    );
+
+    let json: unknown;
+    try {
+      json = JSON.parse(body.toString("utf8"));
+    } catch {
+      throw new ProtocolError("SerializationException", "the request body is not valid JSON");
+    }
+    const request = decode(operation.input, json);
+    const options: CallOptions = {
+      principal: caller.principal,
+      requestId,
+      ...(req.socket.remoteAddress !== undefined ? { sourceIp: req.socket.remoteAddress } : {}),
+    };
+    let response: unknown;
+    try {
+      response = await operation.call(s.kms, request, options);
+    } finally {
+      wipe(request);
+    }
+    if (operation.output === undefined) return "{}";
+    try {
+      return JSON.stringify(encode(operation.output, response));
+    } finally {
+      // Plaintext, data keys, private keys and shared secrets: their bytes go no further.
+      wipe(response);
+    }
+  } finally {
+    body.fill(0);
+  }
+}
+
+/** Zeroes the top-level byte arrays of a request or response once they have been used. */
+function wipe(value: unknown): void {
+  if (typeof value !== "object" || value === null) return;
+  for (const v of Object.values(value)) if (v instanceof Uint8Array) v.fill(0);
+}
+
+function isSecureTransport(socket: Socket): boolean {
+  if ((socket as { encrypted?: unknown }).encrypted === true) return true;
+  const local = socket.localAddress;
+  // No local IP address: a unix socket (or a socket already gone, which serves nothing).
+  return local === undefined || local === "" || isLoopback(local);
+}
+
+function send(
+  res: ServerResponse,
+  requestId: string,
+  status: number,
+  body: string,
+  extra: Readonly<Record<string, string>> = {},
+): void {
+  if (res.headersSent || res.writableEnded) return;
+  res.writeHead(status, {
+    "Content-Type": CONTENT_TYPE,
+    "Content-Length": Buffer.byteLength(body),
+    "x-amzn-RequestId": requestId,
+    // Responses carry plaintext and data keys: no cache along the way may keep one.
+    "Cache-Control": "no-store",
+    ...extra,
+  });
+  res.end(body);
+}
+
+function sendError(
+  res: ServerResponse,
+  req: IncomingMessage,
+  requestId: string,
+  error: unknown,
+): void {
+  let code: string;
+  let status: number;
+  let message: string;
+  let bodyUnread = false;
+  if (error instanceof ProtocolError) {
+    ({ code, status, message } = error);
+    bodyUnread = error.bodyUnread;
+  } else if (isKmsError(error) && error.clientFault) {
+    code = error.code;
+    status = 400;
+    message = error.message;
+  } else {
+    // Internal failures (store down, root key problems, bugs) say nothing about the server's
+    // insides; the request id finds the call in the audit trail.
+    code = "KMSInternalException";
+    status = 500;
+    message = `The request was rejected because of an internal error (request ${requestId}).`;
+  }
+  if (bodyUnread) {
+    // The rest of the body is discarded as it arrives (never stored), so that the client, still
+    // sending, reads this answer instead of a reset connection. One that is still sending two
+    // seconds later is cut off.
+    req.resume();
+    res.once("finish", () => {
+      setTimeout(() => {
+        if (!req.complete) req.socket.destroy();
+      }, UNREAD_BODY_GRACE_MS).unref();
+    });
+  }
+  send(res, requestId, status, JSON.stringify({ __type: code, message }), {
+    "x-amzn-ErrorType": code,
+  });
+}

@@ -1,0 +1,283 @@
+/**
+ * Transport safety: responses carry plaintext and keys, so without TLS nothing is served on a
+ * non-loopback address unless insecureHttp says so.
+ */
+import { readFileSync } from "node:fs";
+import * as http from "node:http";
+import * as https from "node:https";
+import * as net from "node:net";
+import { networkInterfaces, tmpdir } from "node:os";
+import { join } from "node:path";
+import { CreateKeyCommand, DecryptCommand, EncryptCommand, KMSClient } from "@aws-sdk/client-kms";
+import { createKms, type Kms, ValidationError } from "@kms/core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createKmsRequestHandler, createKmsServer, type KmsServerOptions } from "../src/index.ts";
+import { isLoopback } from "../src/internal/loopback.ts";
+import { ALICE, REGION } from "./support/harness.ts";
+
+const fixture = (name: string): Buffer =>
+  readFileSync(new URL(`./fixtures/${name}`, import.meta.url));
+
+/** A non-loopback IPv4 address of this machine, if it has one. */
+const EXTERNAL = Object.values(networkInterfaces())
+  .flat()
+  .find((a) => a !== undefined && a.family === "IPv4" && !a.internal)?.address;
+
+let kms: Kms;
+let options: KmsServerOptions;
+beforeAll(async () => {
+  kms = await createKms({ region: REGION, account: "111122223333" });
+  options = {
+    kms,
+    credentials: {
+      [ALICE.accessKeyId]: { secretAccessKey: ALICE.secretAccessKey, principal: ALICE.principal },
+    },
+  };
+});
+afterAll(async () => {
+  await kms.close();
+});
+
+type Outcome =
+  | { listening: true; port: number }
+  | { listening: false; error: Error; callbackRan: boolean };
+
+function listen(server: net.Server, ...args: unknown[]): Promise<Outcome> {
+  return new Promise((resolve) => {
+    let callbackRan = false;
+    server.once("error", (error) => resolve({ listening: false, error, callbackRan }));
+    (server.listen as (...a: unknown[]) => void)(...args, () => {
+      callbackRan = true;
+      resolve({ listening: true, port: (server.address() as net.AddressInfo).port });
+    });
+  });
+}
+
+function close(server: net.Server): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) resolve();
+    else server.close(() => resolve());
+  });
+}
+
+/** POST / with no signature: a served request answers MissingAuthenticationTokenException. */
+function unsigned(
+  target: { host: string; port: number } | { socketPath: string },
+): Promise<{ status: number; type: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      {
+        ...target,
+        method: "POST",
+        path: "/",
+        headers: {
+          "content-type": "application/x-amz-json-1.1",
+          "x-amz-target": "TrentService.GenerateRandom",
+        },
+      },
+      (res) => {
+        let body = "";
+        res.on("data", (c: Buffer) => {
+          body += c.toString();
+        });
+        res.on("end", () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            type: (JSON.parse(body) as { __type: string }).__type,
+          }),
+        );
+      },
+    );
+    req.on("error", reject);
+    req.end("{}");
+  });
+}
+
+function connects(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, host);
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+describe("createKmsServer without TLS", () => {
+  it("serves on loopback", async () => {
+    const server = createKmsServer(options);
+    const outcome = await listen(server, 0, "127.0.0.1");
+    expect(outcome.listening).toBe(true);
+    const port = (outcome as { port: number }).port;
+    const client = new KMSClient({
+      endpoint: `http://127.0.0.1:${port}`,
+      region: REGION,
+      credentials: ALICE,
+      maxAttempts: 1,
+    });
+    const { KeyMetadata } = await client.send(new CreateKeyCommand({}));
+    expect(KeyMetadata!.KeyId).toBeTypeOf("string");
+    client.destroy();
+    await close(server);
+  });
+
+  it.each([
+    ["all interfaces", [0]],
+    ["0.0.0.0", [0, "0.0.0.0"]],
+    ["::", [0, "::"]],
+    ...(EXTERNAL !== undefined
+      ? [[`the external address ${EXTERNAL}`, [0, EXTERNAL]] as [string, unknown[]]]
+      : []),
+  ] as [string, unknown[]][])(
+    "refuses to listen on %s: error event, no callback, nothing accepted",
+    async (_what, args) => {
+      const server = createKmsServer(options);
+      const outcome = await listen(server, ...args);
+      expect(outcome.listening).toBe(false);
+      const { error, callbackRan } = outcome as Extract<Outcome, { listening: false }>;
+      expect(error).toBeInstanceOf(ValidationError);
+      expect(error.message).toContain("refuses to listen without TLS");
+      expect(callbackRan).toBe(false);
+      await new Promise((r) => setImmediate(r));
+      expect(server.listening).toBe(false);
+      const port = Number(/port (\d+)/.exec(error.message)![1]);
+      expect(await connects("127.0.0.1", port)).toBe(false);
+    },
+  );
+
+  it("serves on a unix socket", async () => {
+    const socketPath = join(tmpdir(), `kms-server-${process.pid}-${Date.now()}.sock`);
+    const server = createKmsServer(options);
+    expect((await listen(server, socketPath)).listening).toBe(true);
+    expect(await unsigned({ socketPath })).toEqual({
+      status: 400,
+      type: "MissingAuthenticationTokenException",
+    });
+    await close(server);
+  });
+
+  it("listens anywhere with insecureHttp: true", async () => {
+    const server = createKmsServer({ ...options, insecureHttp: true });
+    const outcome = await listen(server, 0, "0.0.0.0");
+    expect(outcome.listening).toBe(true);
+    const port = (outcome as { port: number }).port;
+    if (EXTERNAL !== undefined) {
+      expect(await unsigned({ host: EXTERNAL, port })).toEqual({
+        status: 400,
+        type: "MissingAuthenticationTokenException",
+      });
+    }
+    await close(server);
+  });
+
+  it("bounds how long a request may take", () => {
+    const server = createKmsServer(options);
+    expect(server.requestTimeout).toBe(30_000);
+    expect(server.headersTimeout).toBe(10_000);
+  });
+});
+
+describe.skipIf(EXTERNAL === undefined)(
+  "createKmsRequestHandler on a server of the user's own",
+  () => {
+    it("refuses plain-HTTP requests that arrive on a non-loopback address", async () => {
+      const server = http.createServer(createKmsRequestHandler(options));
+      const { port } = (await listen(server, 0, "0.0.0.0")) as { port: number };
+      expect(await unsigned({ host: "127.0.0.1", port })).toEqual({
+        status: 400,
+        type: "MissingAuthenticationTokenException",
+      });
+      expect(await unsigned({ host: EXTERNAL!, port })).toEqual({
+        status: 400,
+        type: "AccessDeniedException",
+      });
+      await close(server);
+      const open = http.createServer(createKmsRequestHandler({ ...options, insecureHttp: true }));
+      const { port: openPort } = (await listen(open, 0, "0.0.0.0")) as { port: number };
+      expect(await unsigned({ host: EXTERNAL!, port: openPort })).toEqual({
+        status: 400,
+        type: "MissingAuthenticationTokenException",
+      });
+      await close(open);
+    });
+  },
+);
+
+describe("createKmsServer with TLS", () => {
+  it("listens on any address and serves the SDK over HTTPS", async () => {
+    const server = createKmsServer({
+      ...options,
+      tls: { key: fixture("localhost-key.pem"), cert: fixture("localhost-cert.pem") },
+    });
+    expect(server).toBeInstanceOf(https.Server);
+    const outcome = await listen(server, 0, "0.0.0.0");
+    expect(outcome.listening).toBe(true);
+    const port = (outcome as { port: number }).port;
+    const agent = new https.Agent({ ca: fixture("localhost-cert.pem") });
+    const client = new KMSClient({
+      endpoint: `https://localhost:${port}`,
+      region: REGION,
+      credentials: ALICE,
+      maxAttempts: 1,
+      requestHandler: { httpsAgent: agent },
+    });
+    const keyId = (await client.send(new CreateKeyCommand({}))).KeyMetadata!.KeyId!;
+    const enc = await client.send(
+      new EncryptCommand({
+        KeyId: keyId,
+        Plaintext: Buffer.from("over tls"),
+        EncryptionContext: { K: "v" },
+      }),
+    );
+    const dec = await client.send(
+      new DecryptCommand({ CiphertextBlob: enc.CiphertextBlob!, EncryptionContext: { K: "v" } }),
+    );
+    expect(Buffer.from(dec.Plaintext!).toString()).toBe("over tls");
+    if (EXTERNAL !== undefined) {
+      // The handler's own check lets TLS through on any address.
+      const external = new KMSClient({
+        endpoint: `https://${EXTERNAL}:${port}`,
+        region: REGION,
+        credentials: ALICE,
+        maxAttempts: 1,
+        requestHandler: {
+          httpsAgent: new https.Agent({
+            ca: fixture("localhost-cert.pem"),
+            checkServerIdentity: () => undefined,
+          }),
+        },
+      });
+      expect((await external.send(new CreateKeyCommand({}))).KeyMetadata).toBeDefined();
+      external.destroy();
+    }
+    client.destroy();
+    agent.destroy();
+    server.closeAllConnections();
+    await close(server);
+  });
+});
+
+describe("isLoopback", () => {
+  it.each([
+    ["127.0.0.1", true],
+    ["127.255.0.9", true],
+    ["::1", true],
+    ["0:0:0:0:0:0:0:1", true],
+    ["::0001", true],
+    ["::ffff:127.0.0.1", true],
+    ["::FFFF:127.0.0.1", true],
+    ["0.0.0.0", false],
+    ["::", false],
+    ["10.0.0.1", false],
+    ["128.0.0.1", false],
+    ["::ffff:10.0.0.1", false],
+    ["::2", false],
+    ["1::1", false],
+    ["fe80::1", false],
+    ["localhost", false],
+    ["", false],
+  ])("%s → %s", (address, expected) => {
+    expect(isLoopback(address)).toBe(expected);
+  });
+});
