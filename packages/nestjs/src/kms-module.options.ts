@@ -41,7 +41,7 @@ export type ResponseSigningPolicy = Partial<ResponseSigningOptions>;
 
 export interface KmsModuleOptions {
   /**
-   * The KMS to use: the in-process `Kms` or any `KmsLike` (server client, AWS SDK wrapper).
+   * The KMS to use: the in-process `Kms` or any `KmsLike` (`awsKms` from @kms/aws: AWS KMS or @kms/server).
    * When absent the module creates one with `createKms(kmsOptions)`.
    */
   readonly kms?: KmsLike;

@@ -15,7 +15,7 @@ import {
 export const KMS_PROVIDER_ID = "kms";
 
 export interface KmsKeyringOptions {
-  /** Anything with encrypt / decrypt / generateDataKey: the in-process Kms, an AWS SDK wrapper. */
+  /** Anything with encrypt / decrypt / generateDataKey: the in-process Kms, `awsKms` (@kms/aws). */
   readonly kms: KmsLike;
   /**
    * Key ids, ARNs or aliases. The first generates the data key, each other one wraps a copy. On

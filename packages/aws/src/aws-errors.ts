@@ -1,0 +1,113 @@
+import {
+  AccessDeniedError,
+  AlreadyExistsError,
+  ConflictError,
+  DisabledError,
+  DryRunOperationError,
+  IncorrectKeyError,
+  InvalidAliasNameError,
+  InvalidArnError,
+  InvalidCiphertextError,
+  InvalidGrantIdError,
+  InvalidGrantTokenError,
+  InvalidKeyUsageError,
+  InvalidMacError,
+  InvalidMarkerError,
+  InvalidSignatureError,
+  InvalidStateError,
+  isKmsError,
+  type KmsError,
+  type KmsErrorCode,
+  KmsInternalError,
+  LimitExceededError,
+  MalformedPolicyDocumentError,
+  NotFoundError,
+  TagError,
+  UnsupportedOperationError,
+  ValidationError,
+} from "@kms/core";
+
+type KmsErrorClass = new (message: string, options?: { readonly cause?: unknown }) => KmsError;
+
+/**
+ * The AWS exception names that core has a class for. RootKeyError and KeyStoreConflictError are
+ * codes of core's own storage layer, not AWS exceptions: an endpoint naming them is reporting
+ * its own internal failure, which is what KmsInternalError already says. Typed as a complete
+ * table so that a code added to core fails the build here until it is mapped or excluded.
+ */
+const ERROR_CLASSES: {
+  readonly [C in Exclude<KmsErrorCode, "RootKeyError" | "KeyStoreConflictError">]: KmsErrorClass;
+} = {
+  AccessDeniedException: AccessDeniedError,
+  AlreadyExistsException: AlreadyExistsError,
+  ConflictException: ConflictError,
+  DisabledException: DisabledError,
+  DryRunOperationException: DryRunOperationError,
+  IncorrectKeyException: IncorrectKeyError,
+  InvalidAliasNameException: InvalidAliasNameError,
+  InvalidArnException: InvalidArnError,
+  InvalidCiphertextException: InvalidCiphertextError,
+  InvalidGrantIdException: InvalidGrantIdError,
+  InvalidGrantTokenException: InvalidGrantTokenError,
+  InvalidKeyUsageException: InvalidKeyUsageError,
+  InvalidMarkerException: InvalidMarkerError,
+  KMSInternalException: KmsInternalError,
+  KMSInvalidMacException: InvalidMacError,
+  KMSInvalidSignatureException: InvalidSignatureError,
+  KMSInvalidStateException: InvalidStateError,
+  LimitExceededException: LimitExceededError,
+  MalformedPolicyDocumentException: MalformedPolicyDocumentError,
+  NotFoundException: NotFoundError,
+  TagException: TagError,
+  UnsupportedOperationException: UnsupportedOperationError,
+  ValidationException: ValidationError,
+};
+
+/** What the SDK throws for an error response: a ServiceException named after `__type`. */
+interface ServiceException extends Error {
+  readonly $fault: "client" | "server";
+}
+
+// Structural rather than `instanceof KMSServiceException`: with the SDK as a peer dependency
+// the application's copy and the one this package resolves need not be the same module.
+function isServiceException(error: unknown): error is ServiceException {
+  if (!(error instanceof Error)) return false;
+  const fault: unknown = (error as { $fault?: unknown }).$fault;
+  return fault === "client" || fault === "server";
+}
+
+/**
+ * Turns what `KMSClient.send` threw into @kms/core's error hierarchy, for code that calls the SDK
+ * directly and wants the same errors as `awsKms`. The original error is always `cause` (its
+ * `$metadata.requestId` finds the call in CloudTrail).
+ *
+ * - An AWS exception core has a class for (NotFoundException, DisabledException,
+ *   KMSInvalidStateException, InvalidCiphertextException, AccessDeniedException,
+ *   ValidationException, KMSInvalidSignatureException, …) becomes that class, with the same
+ *   `code` and AWS's message.
+ * - Any other AWS exception (DependencyTimeoutException, KeyUnavailableException,
+ *   CustomKeyStore*, ThrottlingException, …) becomes KmsInternalError whose message names it.
+ * - Anything else (network, credentials, an unreadable response) becomes KmsInternalError
+ *   naming only the error's class: such messages can quote response bytes.
+ * @param operation The AWS operation name, for messages (e.g. "Decrypt").
+ */
+export function toKmsError(error: unknown, operation = "request"): KmsError {
+  if (isKmsError(error)) return error;
+  if (isServiceException(error)) {
+    const name = error.name;
+    if (Object.hasOwn(ERROR_CLASSES, name)) {
+      const ErrorClass = ERROR_CLASSES[name as keyof typeof ERROR_CLASSES];
+      return new ErrorClass(error.message, { cause: error });
+    }
+    // These are AWS-side faults or quotas the caller cannot fix by changing the request, and
+    // the SDK has already retried the retryable ones; one class keeps adapters' handling
+    // (isKmsError, clientFault false → an opaque 500) unchanged.
+    return new KmsInternalError(`AWS KMS ${operation} failed with ${name}: ${error.message}`, {
+      cause: error,
+    });
+  }
+  const kind = error instanceof Error ? error.name : typeof error;
+  return new KmsInternalError(`AWS KMS ${operation} could not be completed (${kind}); see cause`, {
+    cause: error,
+  });
+}

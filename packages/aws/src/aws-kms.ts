@@ -1,0 +1,506 @@
+import {
+  DecryptCommand,
+  EncryptCommand,
+  GenerateDataKeyCommand,
+  GenerateDataKeyWithoutPlaintextCommand,
+  GenerateMacCommand,
+  GetPublicKeyCommand,
+  type KMSClient,
+  SignCommand,
+  VerifyCommand,
+  VerifyMacCommand,
+} from "@aws-sdk/client-kms";
+import {
+  type CallOptions,
+  type DecryptRequest,
+  type DecryptResponse,
+  type EncryptionAlgorithm,
+  type EncryptionContext,
+  type EncryptRequest,
+  type EncryptResponse,
+  type GenerateDataKeyRequest,
+  type GenerateDataKeyResponse,
+  type GenerateDataKeyWithoutPlaintextResponse,
+  type GenerateMacRequest,
+  type GenerateMacResponse,
+  type GetPublicKeyRequest,
+  type GetPublicKeyResponse,
+  InvalidMacError,
+  InvalidSignatureError,
+  KEY_SPEC_TABLE,
+  type KeyAgreementAlgorithm,
+  type KeySpec,
+  type KeyUsage,
+  KmsInternalError,
+  type KmsLike,
+  type MacAlgorithm,
+  type SigningAlgorithm,
+  type SignRequest,
+  type SignResponse,
+  ValidationError,
+  type VerifyMacRequest,
+  type VerifyMacResponse,
+  type VerifyRequest,
+  type VerifyResponse,
+} from "@kms/core";
+import { toKmsError } from "./aws-errors.ts";
+import {
+  bytes,
+  flag,
+  knownMembers,
+  type Members,
+  oneOf,
+  optionalText,
+  secretBytes,
+  text,
+} from "./internal/output.ts";
+
+export interface AwsKmsOptions {
+  /**
+   * Milliseconds one call may take in all, including the SDK's retries and credential
+   * resolution; past it the request is aborted and the call fails with KmsInternalError.
+   * Default: none (the client's own `requestHandler` timeouts and `maxAttempts` apply).
+   */
+  readonly timeoutMs?: number;
+}
+
+const ENCRYPTION_ALGORITHMS: Members<EncryptionAlgorithm> = {
+  SYMMETRIC_DEFAULT: true,
+  RSAES_OAEP_SHA_1: true,
+  RSAES_OAEP_SHA_256: true,
+};
+const SIGNING_ALGORITHMS: Members<SigningAlgorithm> = {
+  RSASSA_PSS_SHA_256: true,
+  RSASSA_PSS_SHA_384: true,
+  RSASSA_PSS_SHA_512: true,
+  RSASSA_PKCS1_V1_5_SHA_256: true,
+  RSASSA_PKCS1_V1_5_SHA_384: true,
+  RSASSA_PKCS1_V1_5_SHA_512: true,
+  ECDSA_SHA_256: true,
+  ECDSA_SHA_384: true,
+  ECDSA_SHA_512: true,
+  ED25519_SHA_512: true,
+  ED25519_PH_SHA_512: true,
+  ML_DSA_SHAKE_256: true,
+};
+const MAC_ALGORITHMS: Members<MacAlgorithm> = {
+  HMAC_SHA_224: true,
+  HMAC_SHA_256: true,
+  HMAC_SHA_384: true,
+  HMAC_SHA_512: true,
+};
+const KEY_AGREEMENT_ALGORITHMS: Members<KeyAgreementAlgorithm> = { ECDH: true };
+const KEY_USAGES: Members<KeyUsage> = {
+  ENCRYPT_DECRYPT: true,
+  SIGN_VERIFY: true,
+  GENERATE_VERIFY_MAC: true,
+  KEY_AGREEMENT: true,
+};
+const KEY_SPECS: Members<KeySpec> = Object.fromEntries(
+  Object.keys(KEY_SPEC_TABLE).map((spec) => [spec, true]),
+) as Members<KeySpec>;
+
+const DATA_KEY_BYTES = { AES_128: 16, AES_256: 32 } as const;
+
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+interface SendOptions {
+  readonly abortSignal?: AbortSignal;
+}
+
+function assertRequest(request: unknown): void {
+  if (request === null || typeof request !== "object") {
+    throw new ValidationError(`"request" expected an object, got ${describe(request)}`);
+  }
+}
+
+function describe(value: unknown): string {
+  return value === null ? "null" : typeof value;
+}
+
+// The SDK models take mutable arrays and records; copies also keep the caller's objects out of
+// the SDK's hands. Encryption context keys are user data and are copied verbatim.
+function context(value: EncryptionContext | undefined): Record<string, string> | undefined {
+  return value === undefined ? undefined : { ...value };
+}
+
+function list<T>(value: readonly T[] | undefined): T[] | undefined {
+  return value === undefined ? undefined : [...value];
+}
+
+/**
+ * A {@link KmsLike} over `@aws-sdk/client-kms`: each method sends the matching AWS KMS command
+ * through the given client, so every @kms adapter (field encryption, keyrings, HTTP signatures)
+ * runs against AWS KMS or any endpoint speaking its protocol.
+ *
+ * Calls run as whoever the client's credentials are. `CallOptions` are accepted for the
+ * interface and ignored: `principal` cannot be chosen per call (AWS authenticates the signed
+ * request), and AWS KMS has no input for `requestId`, `sourceIp` or `viaService`; AWS assigns its
+ * own request id (in the SDK error's `$metadata` for failures, and in CloudTrail).
+ *
+ * Errors are @kms/core's classes (see {@link toKmsError}); a response lacking a member core's
+ * response type requires fails with KmsInternalError.
+ */
+export class AwsKms implements KmsLike {
+  readonly #client: KMSClient;
+  readonly #timeoutMs: number | undefined;
+
+  /** @throws ValidationException when `client` has no `send` or `timeoutMs` is not 1–2^31-1. */
+  constructor(client: KMSClient, options: AwsKmsOptions = {}) {
+    if (typeof (client as Partial<KMSClient> | null)?.send !== "function") {
+      throw new ValidationError(`"client" expected a KMSClient (an object with send)`);
+    }
+    if (options === null || typeof options !== "object") {
+      throw new ValidationError(`"options" expected an object, got ${describe(options)}`);
+    }
+    const { timeoutMs } = options;
+    if (
+      timeoutMs !== undefined &&
+      (!Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > MAX_TIMEOUT_MS)
+    ) {
+      throw new ValidationError(
+        `"timeoutMs" must be an integer from 1 to ${MAX_TIMEOUT_MS}, got ${String(timeoutMs)}`,
+      );
+    }
+    this.#client = client;
+    this.#timeoutMs = timeoutMs;
+  }
+
+  /**
+   * AWS KMS Encrypt.
+   * @throws NotFoundException, DisabledException, KMSInvalidStateException,
+   *   InvalidKeyUsageException, InvalidGrantTokenException, AccessDeniedException,
+   *   ValidationException, DryRunOperationException, KMSInternalException.
+   */
+  async encrypt(request: EncryptRequest, _options?: CallOptions): Promise<EncryptResponse> {
+    assertRequest(request);
+    const op = "Encrypt";
+    const out = await this.#call(op, (o) =>
+      this.#client.send(
+        new EncryptCommand({
+          KeyId: request.keyId,
+          Plaintext: request.plaintext,
+          EncryptionContext: context(request.encryptionContext),
+          EncryptionAlgorithm: request.encryptionAlgorithm,
+          GrantTokens: list(request.grantTokens),
+          DryRun: request.dryRun,
+        }),
+        o,
+      ),
+    );
+    return {
+      ciphertextBlob: bytes(op, out, "CiphertextBlob"),
+      keyId: text(op, out, "KeyId"),
+      encryptionAlgorithm: oneOf(op, out, "EncryptionAlgorithm", ENCRYPTION_ALGORITHMS),
+    };
+  }
+
+  /**
+   * AWS KMS Decrypt.
+   * @throws InvalidCiphertextException, IncorrectKeyException, NotFoundException,
+   *   DisabledException, KMSInvalidStateException, InvalidKeyUsageException,
+   *   InvalidGrantTokenException, AccessDeniedException, ValidationException,
+   *   DryRunOperationException, KMSInternalException.
+   */
+  async decrypt(request: DecryptRequest, _options?: CallOptions): Promise<DecryptResponse> {
+    assertRequest(request);
+    const op = "Decrypt";
+    const out = await this.#call(op, (o) =>
+      this.#client.send(
+        new DecryptCommand({
+          CiphertextBlob: request.ciphertextBlob,
+          EncryptionContext: context(request.encryptionContext),
+          KeyId: request.keyId,
+          EncryptionAlgorithm: request.encryptionAlgorithm,
+          GrantTokens: list(request.grantTokens),
+          DryRun: request.dryRun,
+        }),
+        o,
+      ),
+    );
+    const keyId = text(op, out, "KeyId");
+    const encryptionAlgorithm = oneOf(op, out, "EncryptionAlgorithm", ENCRYPTION_ALGORITHMS);
+    const keyMaterialId = optionalText(op, out, "KeyMaterialId");
+    // Last, so that a malformed response fails before the plaintext is copied anywhere.
+    const plaintext = secretBytes(op, out, "Plaintext");
+    return {
+      plaintext,
+      keyId,
+      encryptionAlgorithm,
+      ...(keyMaterialId === undefined ? {} : { keyMaterialId }),
+    };
+  }
+
+  /**
+   * AWS KMS GenerateDataKey.
+   * @throws KMSInternalException also when the data key is not the requested length; and as
+   *   encrypt.
+   */
+  async generateDataKey(
+    request: GenerateDataKeyRequest,
+    _options?: CallOptions,
+  ): Promise<GenerateDataKeyResponse> {
+    assertRequest(request);
+    const op = "GenerateDataKey";
+    const out = await this.#call(op, (o) =>
+      this.#client.send(
+        new GenerateDataKeyCommand({
+          KeyId: request.keyId,
+          KeySpec: request.keySpec,
+          NumberOfBytes: request.numberOfBytes,
+          EncryptionContext: context(request.encryptionContext),
+          GrantTokens: list(request.grantTokens),
+          DryRun: request.dryRun,
+        }),
+        o,
+      ),
+    );
+    const ciphertextBlob = bytes(op, out, "CiphertextBlob");
+    const keyId = text(op, out, "KeyId");
+    const plaintext = secretBytes(op, out, "Plaintext");
+    const expected =
+      request.numberOfBytes ??
+      (request.keySpec === undefined ? undefined : DATA_KEY_BYTES[request.keySpec]);
+    // A short key from a faulty or hostile endpoint would silently weaken everything sealed
+    // under it; AWS never answers with another length.
+    if (expected !== undefined && plaintext.length !== expected) {
+      const got = plaintext.length;
+      plaintext.fill(0);
+      throw new KmsInternalError(
+        `AWS KMS ${op} returned a ${got}-byte data key; ${expected} bytes were requested`,
+      );
+    }
+    return { ciphertextBlob, plaintext, keyId };
+  }
+
+  /** AWS KMS GenerateDataKeyWithoutPlaintext. @throws as encrypt. */
+  async generateDataKeyWithoutPlaintext(
+    request: GenerateDataKeyRequest,
+    _options?: CallOptions,
+  ): Promise<GenerateDataKeyWithoutPlaintextResponse> {
+    assertRequest(request);
+    const op = "GenerateDataKeyWithoutPlaintext";
+    const out = await this.#call(op, (o) =>
+      this.#client.send(
+        new GenerateDataKeyWithoutPlaintextCommand({
+          KeyId: request.keyId,
+          KeySpec: request.keySpec,
+          NumberOfBytes: request.numberOfBytes,
+          EncryptionContext: context(request.encryptionContext),
+          GrantTokens: list(request.grantTokens),
+          DryRun: request.dryRun,
+        }),
+        o,
+      ),
+    );
+    return { ciphertextBlob: bytes(op, out, "CiphertextBlob"), keyId: text(op, out, "KeyId") };
+  }
+
+  /**
+   * AWS KMS Sign. ECDSA signatures are DER, as AWS returns them.
+   * @throws InvalidKeyUsageException, ValidationException, NotFoundException, DisabledException,
+   *   KMSInvalidStateException, AccessDeniedException, KMSInternalException.
+   */
+  async sign(request: SignRequest, _options?: CallOptions): Promise<SignResponse> {
+    assertRequest(request);
+    const op = "Sign";
+    const out = await this.#call(op, (o) =>
+      this.#client.send(
+        new SignCommand({
+          KeyId: request.keyId,
+          Message: request.message,
+          MessageType: request.messageType,
+          SigningAlgorithm: request.signingAlgorithm,
+          GrantTokens: list(request.grantTokens),
+        }),
+        o,
+      ),
+    );
+    return {
+      keyId: text(op, out, "KeyId"),
+      signature: bytes(op, out, "Signature"),
+      signingAlgorithm: oneOf(op, out, "SigningAlgorithm", SIGNING_ALGORITHMS),
+    };
+  }
+
+  /**
+   * AWS KMS Verify. As in AWS and core, an invalid signature throws rather than returning
+   * `signatureValid: false`; an endpoint that answers false is treated the same way.
+   * @throws KMSInvalidSignatureException when the signature does not verify, and as sign.
+   */
+  async verify(request: VerifyRequest, _options?: CallOptions): Promise<VerifyResponse> {
+    assertRequest(request);
+    const op = "Verify";
+    const out = await this.#call(op, (o) =>
+      this.#client.send(
+        new VerifyCommand({
+          KeyId: request.keyId,
+          Message: request.message,
+          MessageType: request.messageType,
+          Signature: request.signature,
+          SigningAlgorithm: request.signingAlgorithm,
+          GrantTokens: list(request.grantTokens),
+        }),
+        o,
+      ),
+    );
+    if (!flag(op, out, "SignatureValid")) {
+      throw new InvalidSignatureError("the signature is not valid for this message");
+    }
+    return {
+      keyId: text(op, out, "KeyId"),
+      signatureValid: true,
+      signingAlgorithm: oneOf(op, out, "SigningAlgorithm", SIGNING_ALGORITHMS),
+    };
+  }
+
+  /**
+   * AWS KMS GenerateMac.
+   * @throws InvalidKeyUsageException, ValidationException, NotFoundException, DisabledException,
+   *   KMSInvalidStateException, AccessDeniedException, KMSInternalException.
+   */
+  async generateMac(
+    request: GenerateMacRequest,
+    _options?: CallOptions,
+  ): Promise<GenerateMacResponse> {
+    assertRequest(request);
+    const op = "GenerateMac";
+    const out = await this.#call(op, (o) =>
+      this.#client.send(
+        new GenerateMacCommand({
+          KeyId: request.keyId,
+          Message: request.message,
+          MacAlgorithm: request.macAlgorithm,
+          GrantTokens: list(request.grantTokens),
+        }),
+        o,
+      ),
+    );
+    return {
+      keyId: text(op, out, "KeyId"),
+      mac: bytes(op, out, "Mac"),
+      macAlgorithm: oneOf(op, out, "MacAlgorithm", MAC_ALGORITHMS),
+    };
+  }
+
+  /**
+   * AWS KMS VerifyMac. A mismatch throws, as in AWS and core; so does an endpoint answering
+   * `MacValid: false`.
+   * @throws KMSInvalidMacException when the MAC does not match, and as generateMac.
+   */
+  async verifyMac(request: VerifyMacRequest, _options?: CallOptions): Promise<VerifyMacResponse> {
+    assertRequest(request);
+    const op = "VerifyMac";
+    const out = await this.#call(op, (o) =>
+      this.#client.send(
+        new VerifyMacCommand({
+          KeyId: request.keyId,
+          Message: request.message,
+          MacAlgorithm: request.macAlgorithm,
+          Mac: request.mac,
+          GrantTokens: list(request.grantTokens),
+        }),
+        o,
+      ),
+    );
+    if (!flag(op, out, "MacValid")) {
+      throw new InvalidMacError("the MAC is not valid for this message");
+    }
+    return {
+      keyId: text(op, out, "KeyId"),
+      macValid: true,
+      macAlgorithm: oneOf(op, out, "MacAlgorithm", MAC_ALGORITHMS),
+    };
+  }
+
+  /**
+   * AWS KMS GetPublicKey. Algorithm lists keep only the algorithms core knows.
+   * @throws UnsupportedOperationException for symmetric and HMAC keys; KMSInternalException
+   *   for a key spec or usage core does not know (SM2, ML-KEM); and the key-state errors.
+   */
+  async getPublicKey(
+    request: GetPublicKeyRequest,
+    _options?: CallOptions,
+  ): Promise<GetPublicKeyResponse> {
+    assertRequest(request);
+    const op = "GetPublicKey";
+    const out = await this.#call(op, (o) =>
+      this.#client.send(
+        new GetPublicKeyCommand({ KeyId: request.keyId, GrantTokens: list(request.grantTokens) }),
+        o,
+      ),
+    );
+    const keySpec = oneOf(op, out, "KeySpec", KEY_SPECS);
+    const encryptionAlgorithms = knownMembers(
+      op,
+      out,
+      "EncryptionAlgorithms",
+      ENCRYPTION_ALGORITHMS,
+    );
+    const signingAlgorithms = knownMembers(op, out, "SigningAlgorithms", SIGNING_ALGORITHMS);
+    const keyAgreementAlgorithms = knownMembers(
+      op,
+      out,
+      "KeyAgreementAlgorithms",
+      KEY_AGREEMENT_ALGORITHMS,
+    );
+    return {
+      keyId: text(op, out, "KeyId"),
+      publicKey: bytes(op, out, "PublicKey"),
+      // The deprecated member's enumeration stops before the newer key specs (Ed25519, ML-DSA),
+      // so it may be absent; AWS defines it as equal to KeySpec.
+      customerMasterKeySpec:
+        out.CustomerMasterKeySpec === undefined
+          ? keySpec
+          : oneOf(op, out, "CustomerMasterKeySpec", KEY_SPECS),
+      keySpec,
+      keyUsage: oneOf(op, out, "KeyUsage", KEY_USAGES),
+      ...(encryptionAlgorithms === undefined ? {} : { encryptionAlgorithms }),
+      ...(signingAlgorithms === undefined ? {} : { signingAlgorithms }),
+      ...(keyAgreementAlgorithms === undefined ? {} : { keyAgreementAlgorithms }),
+    };
+  }
+
+  /** Sends one command, bounded by `timeoutMs`, with every failure mapped to a KmsError. */
+  async #call<T>(operation: string, send: (options: SendOptions) => Promise<T>): Promise<T> {
+    const timeoutMs = this.#timeoutMs;
+    if (timeoutMs === undefined) {
+      try {
+        return await send({});
+      } catch (error) {
+        throw toKmsError(error, operation);
+      }
+    }
+    const controller = new AbortController();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    // Raced as well as passed to the SDK, so the deadline holds even where a request handler or
+    // credential provider does not observe the signal.
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const error = new KmsInternalError(
+          `AWS KMS ${operation} did not complete within ${timeoutMs} ms`,
+        );
+        controller.abort(error);
+        reject(error);
+      }, timeoutMs);
+    });
+    try {
+      return await Promise.race([send({ abortSignal: controller.signal }), deadline]);
+    } catch (error) {
+      throw controller.signal.aborted ? controller.signal.reason : toKmsError(error, operation);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+/**
+ * Wraps a `KMSClient` (or the aggregated `KMS` client) as a {@link KmsLike}.
+ * @example
+ *   const kms = awsKms(new KMSClient({ region: "eu-west-1" }));
+ *   const engine = new FieldEncryptionEngine({ kms, dataKeyStore, keyId: "alias/app" });
+ * @throws ValidationException when `client` is not a client or `options` are invalid.
+ */
+export function awsKms(client: KMSClient, options?: AwsKmsOptions): AwsKms {
+  return new AwsKms(client, options);
+}

@@ -1,0 +1,132 @@
+/**
+ * Reading SDK outputs into @kms/core's response types. Every SDK output member is optional in
+ * its TypeScript model, while core's responses promise most of them: a member that is absent,
+ * of the wrong type or outside core's enumerations means the endpoint is not answering as AWS
+ * KMS does, and the call fails here with KmsInternalError instead of handing `undefined` on.
+ * Messages name the operation and the member, never a value: outputs carry plaintext and keys.
+ */
+import { KmsInternalError } from "@kms/core";
+
+/** The member names of `T` whose (defined) values are of type `V`. */
+type MembersOf<T, V> = {
+  [K in keyof T]-?: [NonNullable<T[K]>] extends [V] ? K : never;
+}[keyof T] &
+  string;
+
+function missing(operation: string, member: string): KmsInternalError {
+  return new KmsInternalError(`AWS KMS ${operation} response lacks "${member}"`);
+}
+
+function mistyped(operation: string, member: string, expected: string): KmsInternalError {
+  return new KmsInternalError(
+    `AWS KMS ${operation} response member "${member}" is not ${expected}`,
+  );
+}
+
+export function text<T extends object>(
+  operation: string,
+  output: T,
+  member: MembersOf<T, string>,
+): string {
+  const value: unknown = output[member];
+  if (value === undefined || value === null) throw missing(operation, member);
+  if (typeof value !== "string") throw mistyped(operation, member, "a string");
+  return value;
+}
+
+export function optionalText<T extends object>(
+  operation: string,
+  output: T,
+  member: MembersOf<T, string>,
+): string | undefined {
+  return output[member] === undefined ? undefined : text(operation, output, member);
+}
+
+export function flag<T extends object>(
+  operation: string,
+  output: T,
+  member: MembersOf<T, boolean>,
+): boolean {
+  const value: unknown = output[member];
+  if (value === undefined || value === null) throw missing(operation, member);
+  if (typeof value !== "boolean") throw mistyped(operation, member, "a boolean");
+  return value;
+}
+
+function sdkBytes<T extends object>(
+  operation: string,
+  output: T,
+  member: MembersOf<T, Uint8Array>,
+): Uint8Array {
+  const value: unknown = output[member];
+  if (value === undefined || value === null) throw missing(operation, member);
+  if (!(value instanceof Uint8Array)) throw mistyped(operation, member, "a blob");
+  return value;
+}
+
+/**
+ * A blob, copied: the SDK decodes base64 into views of a shared pool buffer, so `.buffer` of
+ * its arrays exposes other decoded bytes; core's responses own their bytes.
+ */
+export function bytes<T extends object>(
+  operation: string,
+  output: T,
+  member: MembersOf<T, Uint8Array>,
+): Uint8Array {
+  return sdkBytes(operation, output, member).slice();
+}
+
+/**
+ * A secret blob (plaintext, data key), copied out of the SDK's pooled view, which is then
+ * zeroed so that the copy handed to the caller is the only one a wipe has to reach.
+ */
+export function secretBytes<T extends object>(
+  operation: string,
+  output: T,
+  member: MembersOf<T, Uint8Array>,
+): Uint8Array {
+  const view = sdkBytes(operation, output, member);
+  const copy = view.slice();
+  view.fill(0);
+  return copy;
+}
+
+/** An enumeration of core's, as a table so that the compiler checks it is complete. */
+export type Members<U extends string> = Readonly<Record<U, true>>;
+
+export function isMember<U extends string>(table: Members<U>, value: unknown): value is U {
+  return typeof value === "string" && Object.hasOwn(table, value);
+}
+
+/** A scalar enumeration member: a value core does not know is a failure. */
+export function oneOf<T extends object, U extends string>(
+  operation: string,
+  output: T,
+  member: MembersOf<T, string>,
+  table: Members<U>,
+): U {
+  const value = text(operation, output, member);
+  if (!isMember(table, value)) {
+    throw new KmsInternalError(
+      `AWS KMS ${operation} response member "${member}" has a value @kms/core does not know`,
+    );
+  }
+  return value;
+}
+
+/**
+ * A list of enumeration members, or undefined when absent. Values core does not know are
+ * dropped: these lists describe what a key supports, and AWS adds algorithms over time; a
+ * caller of core can only ask for the algorithms core knows anyway.
+ */
+export function knownMembers<T extends object, U extends string>(
+  operation: string,
+  output: T,
+  member: MembersOf<T, readonly string[]>,
+  table: Members<U>,
+): U[] | undefined {
+  const value: unknown = output[member];
+  if (value === undefined || value === null) return undefined;
+  if (!Array.isArray(value)) throw mistyped(operation, member, "a list");
+  return value.filter((entry): entry is U => isMember(table, entry));
+}

@@ -1,0 +1,414 @@
+/**
+ * Error mapping and malformed answers, from canned AWS responses through the real SDK.
+ */
+import {
+  AccessDeniedError,
+  AlreadyExistsError,
+  ConflictError,
+  DisabledError,
+  DryRunOperationError,
+  IncorrectKeyError,
+  InvalidAliasNameError,
+  InvalidArnError,
+  InvalidCiphertextError,
+  InvalidGrantIdError,
+  InvalidGrantTokenError,
+  InvalidKeyUsageError,
+  InvalidMacError,
+  InvalidMarkerError,
+  InvalidSignatureError,
+  InvalidStateError,
+  isKmsError,
+  type KmsError,
+  KmsInternalError,
+  LimitExceededError,
+  MalformedPolicyDocumentError,
+  NotFoundError,
+  TagError,
+  UnsupportedOperationError,
+  ValidationError,
+} from "@kms/core";
+import { describe, expect, it } from "vitest";
+import { type AwsKms, awsKms, toKmsError } from "../src/index.ts";
+import { type Answer, awsError, b64, StubEndpoint } from "./stub-endpoint.ts";
+
+const KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+const SECRET = new Uint8Array(32).fill(0xa7);
+
+/** An AwsKms whose endpoint gives `answer` to every call. */
+function answering(answer: Answer | ((body: Readonly<Record<string, unknown>>) => Answer)): {
+  kms: AwsKms;
+  stub: StubEndpoint;
+} {
+  const stub = new StubEndpoint();
+  stub.answer = (call) => (typeof answer === "function" ? answer(call.body) : answer);
+  return { kms: awsKms(stub.client()), stub };
+}
+
+async function failure(promise: Promise<unknown>): Promise<KmsError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  if (!isKmsError(error)) throw new Error(`expected a KmsError, got ${String(error)}`);
+  return error;
+}
+
+const encryptCall = (kms: AwsKms) => kms.encrypt({ keyId: "alias/app", plaintext: SECRET });
+
+describe("AWS exceptions core has a class for", () => {
+  it.each([
+    ["AccessDeniedException", AccessDeniedError],
+    ["AlreadyExistsException", AlreadyExistsError],
+    ["ConflictException", ConflictError],
+    ["DisabledException", DisabledError],
+    ["DryRunOperationException", DryRunOperationError],
+    ["IncorrectKeyException", IncorrectKeyError],
+    ["InvalidAliasNameException", InvalidAliasNameError],
+    ["InvalidArnException", InvalidArnError],
+    ["InvalidCiphertextException", InvalidCiphertextError],
+    ["InvalidGrantIdException", InvalidGrantIdError],
+    ["InvalidGrantTokenException", InvalidGrantTokenError],
+    ["InvalidKeyUsageException", InvalidKeyUsageError],
+    ["InvalidMarkerException", InvalidMarkerError],
+    ["KMSInternalException", KmsInternalError],
+    ["KMSInvalidMacException", InvalidMacError],
+    ["KMSInvalidSignatureException", InvalidSignatureError],
+    ["KMSInvalidStateException", InvalidStateError],
+    ["LimitExceededException", LimitExceededError],
+    ["MalformedPolicyDocumentException", MalformedPolicyDocumentError],
+    ["NotFoundException", NotFoundError],
+    ["TagException", TagError],
+    ["UnsupportedOperationException", UnsupportedOperationError],
+    ["ValidationException", ValidationError],
+  ] as const)("%s → %o", async (type, ErrorClass) => {
+    const message = `AWS says: ${type} for alias/app`;
+    const status = type === "KMSInternalException" ? 500 : 400;
+    const error = await failure(encryptCall(answering(awsError(type, message, status)).kms));
+    expect(error).toBeInstanceOf(ErrorClass);
+    expect(error.code).toBe(type);
+    expect(error.message).toBe(message);
+    expect(isKmsError(error)).toBe(true);
+    const cause = error.cause as Error & { $metadata: { httpStatusCode: number } };
+    expect(cause).toBeInstanceOf(Error);
+    expect(cause.name).toBe(type);
+    expect(cause.message).toBe(message);
+    expect(cause.$metadata.httpStatusCode).toBe(status);
+  });
+
+  it("reads the exception name from a namespaced __type without the header", async () => {
+    const answer: Answer = {
+      status: 400,
+      body: { __type: "com.amazonaws.kms#NotFoundException", message: "Key 'x' does not exist" },
+    };
+    const error = await failure(encryptCall(answering(answer).kms));
+    expect(error).toBeInstanceOf(NotFoundError);
+    expect(error.message).toBe("Key 'x' does not exist");
+  });
+});
+
+describe("AWS exceptions core has no class for", () => {
+  // Faults on AWS's side or quotas the caller cannot fix by changing the request, after the
+  // SDK's own retries; and names that are core's internal codes, not AWS exceptions.
+  it.each([
+    ["DependencyTimeoutException", 500],
+    ["KeyUnavailableException", 500],
+    ["CustomKeyStoreInvalidStateException", 400],
+    ["XksProxyUriUnreachableException", 400],
+    ["ThrottlingException", 400],
+    ["RootKeyError", 500],
+    ["KeyStoreConflictError", 500],
+    ["constructor", 400],
+    ["toString", 400],
+  ])("%s → KmsInternalError naming it", async (type, status) => {
+    const error = await failure(encryptCall(answering(awsError(type, "try later", status)).kms));
+    expect(error).toBeInstanceOf(KmsInternalError);
+    expect(error.code).toBe("KMSInternalException");
+    expect(error.clientFault).toBe(false);
+    expect(error.message).toBe(`AWS KMS Encrypt failed with ${type}: try later`);
+    expect((error.cause as Error).name).toBe(type);
+  });
+
+  it("a transport failure → KmsInternalError naming only its class, the original as cause", async () => {
+    const stub = new StubEndpoint();
+    stub.answer = () => {
+      throw Object.assign(new Error("connect ECONNREFUSED 10.0.0.1:443"), { code: "ECONNREFUSED" });
+    };
+    const error = await failure(encryptCall(awsKms(stub.client())));
+    expect(error).toBeInstanceOf(KmsInternalError);
+    expect(error.message).toBe("AWS KMS Encrypt could not be completed (Error); see cause");
+    expect((error.cause as Error).message).toMatch(/ECONNREFUSED/);
+  });
+
+  it("an unparseable response with a data key in it: the message carries none of it", async () => {
+    const truncated = `{"KeyId":"${KEY_ARN}","Plaintext":"${b64(SECRET)}","CiphertextBlob":"AQ`;
+    const { kms } = answering({ status: 200, body: truncated });
+    const error = await failure(kms.generateDataKey({ keyId: "alias/app", keySpec: "AES_256" }));
+    expect(error).toBeInstanceOf(KmsInternalError);
+    expect(error.message).toBe(
+      "AWS KMS GenerateDataKey could not be completed (SyntaxError); see cause",
+    );
+  });
+});
+
+describe("toKmsError", () => {
+  it("returns KmsErrors as they are and wraps non-errors", () => {
+    const own = new NotFoundError("gone");
+    expect(toKmsError(own)).toBe(own);
+    const wrapped = toKmsError("boom", "Sign");
+    expect(wrapped).toBeInstanceOf(KmsInternalError);
+    expect(wrapped.message).toBe("AWS KMS Sign could not be completed (string); see cause");
+    expect(wrapped.cause).toBe("boom");
+  });
+
+  it("maps an SDK-shaped exception by its name", () => {
+    const sdk = Object.assign(new Error("Key is disabled"), {
+      name: "DisabledException",
+      $fault: "client",
+    });
+    const mapped = toKmsError(sdk, "Decrypt");
+    expect(mapped).toBeInstanceOf(DisabledError);
+    expect(mapped.cause).toBe(sdk);
+  });
+});
+
+const ENCRYPT_OK = {
+  CiphertextBlob: b64(SECRET),
+  KeyId: KEY_ARN,
+  EncryptionAlgorithm: "SYMMETRIC_DEFAULT",
+};
+const DECRYPT_OK = { ...ENCRYPT_OK, Plaintext: b64(SECRET), KeyMaterialId: "m-1" };
+const DATA_KEY_OK = { CiphertextBlob: b64(SECRET), Plaintext: b64(SECRET), KeyId: KEY_ARN };
+const SIGN_OK = { KeyId: KEY_ARN, Signature: b64(SECRET), SigningAlgorithm: "ECDSA_SHA_256" };
+const VERIFY_OK = { KeyId: KEY_ARN, SignatureValid: true, SigningAlgorithm: "ECDSA_SHA_256" };
+const MAC_OK = { KeyId: KEY_ARN, Mac: b64(SECRET), MacAlgorithm: "HMAC_SHA_256" };
+const VERIFY_MAC_OK = { KeyId: KEY_ARN, MacValid: true, MacAlgorithm: "HMAC_SHA_256" };
+const PUBLIC_KEY_OK = {
+  KeyId: KEY_ARN,
+  PublicKey: b64(SECRET),
+  CustomerMasterKeySpec: "ECC_NIST_P256",
+  KeySpec: "ECC_NIST_P256",
+  KeyUsage: "SIGN_VERIFY",
+  SigningAlgorithms: ["ECDSA_SHA_256"],
+};
+
+const message = new Uint8Array([1, 2, 3]);
+type Call = (kms: AwsKms) => Promise<unknown>;
+const CALLS: Record<string, [Call, Record<string, unknown>]> = {
+  Encrypt: [encryptCall, ENCRYPT_OK],
+  Decrypt: [(kms) => kms.decrypt({ ciphertextBlob: SECRET }), DECRYPT_OK],
+  GenerateDataKey: [(kms) => kms.generateDataKey({ keyId: "k", keySpec: "AES_256" }), DATA_KEY_OK],
+  GenerateDataKeyWithoutPlaintext: [
+    (kms) => kms.generateDataKeyWithoutPlaintext({ keyId: "k", keySpec: "AES_256" }),
+    { CiphertextBlob: b64(SECRET), KeyId: KEY_ARN },
+  ],
+  Sign: [(kms) => kms.sign({ keyId: "k", message, signingAlgorithm: "ECDSA_SHA_256" }), SIGN_OK],
+  Verify: [
+    (kms) =>
+      kms.verify({ keyId: "k", message, signature: message, signingAlgorithm: "ECDSA_SHA_256" }),
+    VERIFY_OK,
+  ],
+  GenerateMac: [
+    (kms) => kms.generateMac({ keyId: "k", message, macAlgorithm: "HMAC_SHA_256" }),
+    MAC_OK,
+  ],
+  VerifyMac: [
+    (kms) => kms.verifyMac({ keyId: "k", message, mac: message, macAlgorithm: "HMAC_SHA_256" }),
+    VERIFY_MAC_OK,
+  ],
+  GetPublicKey: [(kms) => kms.getPublicKey({ keyId: "k" }), PUBLIC_KEY_OK],
+};
+
+// Every member a core response requires, per operation (KeyMaterialId and the algorithm
+// lists are optional in core; CustomerMasterKeySpec falls back to KeySpec).
+const REQUIRED: [string, string][] = Object.entries({
+  Encrypt: ["CiphertextBlob", "KeyId", "EncryptionAlgorithm"],
+  Decrypt: ["Plaintext", "KeyId", "EncryptionAlgorithm"],
+  GenerateDataKey: ["CiphertextBlob", "Plaintext", "KeyId"],
+  GenerateDataKeyWithoutPlaintext: ["CiphertextBlob", "KeyId"],
+  Sign: ["KeyId", "Signature", "SigningAlgorithm"],
+  Verify: ["KeyId", "SignatureValid", "SigningAlgorithm"],
+  GenerateMac: ["KeyId", "Mac", "MacAlgorithm"],
+  VerifyMac: ["KeyId", "MacValid", "MacAlgorithm"],
+  GetPublicKey: ["KeyId", "PublicKey", "KeySpec", "KeyUsage"],
+}).flatMap(([operation, members]) =>
+  members.map((member): [string, string] => [operation, member]),
+);
+
+describe("malformed answers", () => {
+  it.each(Object.keys(CALLS))("%s: the complete canned answer is accepted", async (operation) => {
+    const [call, ok] = CALLS[operation]!;
+    const { kms, stub } = answering({ status: 200, body: ok });
+    await expect(call(kms)).resolves.toBeDefined();
+    expect(stub.last.operation).toBe(operation);
+  });
+
+  it.each(REQUIRED)("%s without %s → KmsInternalError naming it", async (operation, member) => {
+    const [call, ok] = CALLS[operation]!;
+    const { [member]: _dropped, ...body } = ok;
+    const error = await failure(call(answering({ status: 200, body }).kms));
+    expect(error).toBeInstanceOf(KmsInternalError);
+    expect(error.message).toBe(`AWS KMS ${operation} response lacks "${member}"`);
+    // The response may hold a plaintext or data key: it is not kept as the cause.
+    expect(error.cause).toBeUndefined();
+    expect(error.message).not.toContain(b64(SECRET));
+  });
+
+  it("a scalar algorithm core does not know → KmsInternalError", async () => {
+    const { kms } = answering({
+      status: 200,
+      body: { ...ENCRYPT_OK, EncryptionAlgorithm: "SM2PKE" },
+    });
+    const error = await failure(encryptCall(kms));
+    expect(error).toBeInstanceOf(KmsInternalError);
+    expect(error.message).toBe(
+      'AWS KMS Encrypt response member "EncryptionAlgorithm" has a value @kms/core does not know',
+    );
+  });
+
+  it("a key spec core does not know → KmsInternalError", async () => {
+    const body = { ...PUBLIC_KEY_OK, KeySpec: "SM2", CustomerMasterKeySpec: "SM2" };
+    const error = await failure(answering({ status: 200, body }).kms.getPublicKey({ keyId: "k" }));
+    expect(error).toBeInstanceOf(KmsInternalError);
+    expect(error.message).toMatch(/"KeySpec" has a value @kms\/core does not know/);
+  });
+
+  it("getPublicKey keeps the algorithms core knows and fills the deprecated spec", async () => {
+    const { CustomerMasterKeySpec: _absent, ...rest } = PUBLIC_KEY_OK;
+    const body = {
+      ...rest,
+      KeySpec: "ECC_NIST_EDWARDS25519",
+      SigningAlgorithms: ["ED25519_SHA_512", "FUTURE_ALGORITHM", "ED25519_PH_SHA_512"],
+    };
+    const response = await answering({ status: 200, body }).kms.getPublicKey({ keyId: "k" });
+    expect(response).toStrictEqual({
+      keyId: KEY_ARN,
+      publicKey: SECRET,
+      customerMasterKeySpec: "ECC_NIST_EDWARDS25519",
+      keySpec: "ECC_NIST_EDWARDS25519",
+      keyUsage: "SIGN_VERIFY",
+      signingAlgorithms: ["ED25519_SHA_512", "ED25519_PH_SHA_512"],
+    });
+  });
+
+  it("a member of the wrong type → KmsInternalError", async () => {
+    const { kms } = answering({ status: 200, body: { ...VERIFY_OK, SignatureValid: "true" } });
+    const error = await failure(CALLS.Verify![0](kms));
+    expect(error).toBeInstanceOf(KmsInternalError);
+    expect(error.message).toBe('AWS KMS Verify response member "SignatureValid" is not a boolean');
+  });
+
+  it("SignatureValid false is an invalid signature, never a success", async () => {
+    const { kms } = answering({ status: 200, body: { ...VERIFY_OK, SignatureValid: false } });
+    const error = await failure(CALLS.Verify![0](kms));
+    expect(error).toBeInstanceOf(InvalidSignatureError);
+  });
+
+  it("MacValid false is an invalid MAC, never a success", async () => {
+    const { kms } = answering({ status: 200, body: { ...VERIFY_MAC_OK, MacValid: false } });
+    const error = await failure(CALLS.VerifyMac![0](kms));
+    expect(error).toBeInstanceOf(InvalidMacError);
+  });
+
+  it.each([
+    [{ keySpec: "AES_256" as const }, 16],
+    [{ keySpec: "AES_128" as const }, 32],
+    [{ numberOfBytes: 48 }, 32],
+  ])("a data key of the wrong length for %o → KmsInternalError", async (size, got) => {
+    const body = { ...DATA_KEY_OK, Plaintext: b64(SECRET.subarray(0, got)) };
+    const error = await failure(
+      answering({ status: 200, body }).kms.generateDataKey({ keyId: "k", ...size }),
+    );
+    expect(error).toBeInstanceOf(KmsInternalError);
+    expect(error.message).toMatch(new RegExp(`returned a ${got}-byte data key`));
+  });
+});
+
+describe("junk input", () => {
+  const methods = [
+    "encrypt",
+    "decrypt",
+    "generateDataKey",
+    "generateDataKeyWithoutPlaintext",
+    "sign",
+    "verify",
+    "generateMac",
+    "verifyMac",
+    "getPublicKey",
+  ] as const;
+
+  it.each(methods)(
+    "%s refuses a request that is not an object, before any call",
+    async (method) => {
+      const { kms, stub } = answering({ status: 200, body: {} });
+      for (const junk of [undefined, null, 7, "req"]) {
+        const call = kms[method] as (request: unknown) => Promise<unknown>;
+        const error = await failure(call.call(kms, junk));
+        expect(error).toBeInstanceOf(ValidationError);
+        expect(error.message).toMatch(/^"request" expected an object/);
+      }
+      expect(stub.calls).toHaveLength(0);
+    },
+  );
+
+  it.each([
+    [undefined, {}],
+    [null, {}],
+    [{}, {}],
+    [{ send: "no" }, {}],
+  ])("awsKms(%o) refuses a non-client", (client, options) => {
+    expect(() => awsKms(client as never, options)).toThrow(ValidationError);
+  });
+
+  it.each([0, -1, 1.5, Number.NaN, 2 ** 31, "100"])("timeoutMs %o is refused", (timeoutMs) => {
+    const client = new StubEndpoint().client();
+    expect(() => awsKms(client, { timeoutMs: timeoutMs as number })).toThrow(
+      /"timeoutMs" must be an integer from 1 to 2147483647/,
+    );
+  });
+});
+
+describe("timeoutMs", () => {
+  it("aborts the request and fails with KmsInternalError at the deadline", async () => {
+    const stub = new StubEndpoint();
+    let sawAbort = false;
+    stub.answer = (_call, signal) =>
+      new Promise<Answer>((_, reject) => {
+        signal?.addEventListener("abort", () => {
+          sawAbort = true;
+          reject(Object.assign(new Error("Request aborted"), { name: "AbortError" }));
+        });
+      });
+    const started = performance.now();
+    const error = await failure(encryptCall(awsKms(stub.client(), { timeoutMs: 50 })));
+    expect(error).toBeInstanceOf(KmsInternalError);
+    expect(error.message).toBe("AWS KMS Encrypt did not complete within 50 ms");
+    expect(sawAbort).toBe(true);
+    expect(performance.now() - started).toBeLessThan(2000);
+  });
+
+  it("holds even when the transport ignores the abort signal", async () => {
+    const stub = new StubEndpoint();
+    let release: (answer: Answer) => void = () => {};
+    stub.answer = () =>
+      new Promise<Answer>((resolve) => {
+        release = resolve;
+      });
+    const error = await failure(encryptCall(awsKms(stub.client(), { timeoutMs: 30 })));
+    expect(error.message).toBe("AWS KMS Encrypt did not complete within 30 ms");
+    release({ status: 200, body: ENCRYPT_OK });
+  });
+
+  it("does not touch calls that finish in time, nor their errors", async () => {
+    const stub = new StubEndpoint();
+    stub.answer = (call) =>
+      call.body.KeyId === "missing"
+        ? awsError("NotFoundException", "no such key")
+        : { status: 200, body: ENCRYPT_OK };
+    const kms = awsKms(stub.client(), { timeoutMs: 5000 });
+    await expect(encryptCall(kms)).resolves.toMatchObject({ keyId: KEY_ARN });
+    await expect(kms.encrypt({ keyId: "missing", plaintext: SECRET })).rejects.toBeInstanceOf(
+      NotFoundError,
+    );
+  });
+});

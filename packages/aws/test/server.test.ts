@@ -1,0 +1,240 @@
+/**
+ * The whole remote path with nothing stubbed: the adapters' KmsLike is awsKms over a real
+ * KMSClient, which signs with SigV4 and talks HTTP to @kms/server, which runs the calls on an
+ * in-process Kms as the access key's principal. What the wire carries is AWS's own protocol.
+ */
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { KMSClient } from "@aws-sdk/client-kms";
+import {
+  AccessDeniedError,
+  createKms,
+  DisabledError,
+  decryptMessage,
+  encryptMessage,
+  type FieldBinding,
+  FieldEncryptionEngine,
+  InvalidCiphertextError,
+  InvalidMacError,
+  isKmsError,
+  type Kms,
+  KmsKeyring,
+  MemoryDataKeyStore,
+  NotFoundError,
+} from "@kms/core";
+import {
+  createKmsSigner,
+  createKmsVerifier,
+  signRequest,
+  verifyMessage,
+} from "@kms/http-signatures";
+import { createKmsServer } from "@kms/server";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type AwsKms, awsKms } from "../src/index.ts";
+
+const APP = "arn:aws:iam::000000000000:role/app";
+const AUDITOR = "arn:aws:iam::000000000000:role/auditor";
+const SECRETS = {
+  AKIAAPP0000000000001: "app-secret-0123456789abcdefghij",
+  AKIAAUDITOR000000001: "auditor-secret-0123456789abcdefgh",
+};
+
+let kms: Kms;
+let server: Server;
+let endpoint: string;
+
+function remote(accessKeyId: keyof typeof SECRETS): AwsKms {
+  return awsKms(
+    new KMSClient({
+      endpoint,
+      region: kms.identity.region,
+      credentials: { accessKeyId, secretAccessKey: SECRETS[accessKeyId] },
+      maxAttempts: 1,
+    }),
+  );
+}
+
+beforeAll(async () => {
+  kms = await createKms();
+  server = createKmsServer({
+    kms,
+    credentials: {
+      AKIAAPP0000000000001: { secretAccessKey: SECRETS.AKIAAPP0000000000001, principal: APP },
+      AKIAAUDITOR000000001: {
+        secretAccessKey: SECRETS.AKIAAUDITOR000000001,
+        principal: AUDITOR,
+      },
+    },
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+afterAll(async () => {
+  await new Promise((resolve) => server.close(resolve));
+  await kms.close();
+});
+
+/** A key whose policy lets the auditor do nothing but DescribeKey: explicit deny wins. */
+async function appOnlyKey(options: Parameters<Kms["createKey"]>[0] = {}): Promise<string> {
+  const { keyMetadata } = await kms.createKey(options);
+  await kms.putKeyPolicy({
+    keyId: keyMetadata.keyId,
+    policy: JSON.stringify({
+      Version: "2012-10-17",
+      Statement: [
+        {
+          Effect: "Allow",
+          Principal: { AWS: "arn:aws:iam::000000000000:root" },
+          Action: "kms:*",
+          Resource: "*",
+        },
+        {
+          Effect: "Deny",
+          Principal: { AWS: AUDITOR },
+          NotAction: "kms:DescribeKey",
+          Resource: "*",
+        },
+      ],
+    }),
+  });
+  return keyMetadata.keyId;
+}
+
+describe("FieldEncryptionEngine over the wire", () => {
+  const binding: FieldBinding = { model: "Patient", field: "ssn", context: { TenantId: "acme" } };
+  const spec = { type: "string" } as const;
+
+  it("writes and reads back through a cold engine; another tenant's context is refused", async () => {
+    const keyId = await appOnlyKey();
+    const dataKeyStore = new MemoryDataKeyStore();
+    const writer = new FieldEncryptionEngine({
+      kms: remote("AKIAAPP0000000000001"),
+      keyId,
+      dataKeyStore,
+    });
+    const stored = await writer.encrypt(binding, spec, "078-05-1120");
+
+    const reader = new FieldEncryptionEngine({
+      kms: remote("AKIAAPP0000000000001"),
+      keyId,
+      dataKeyStore,
+    });
+    expect(await reader.decrypt(binding, spec, stored)).toBe("078-05-1120");
+    await expect(
+      reader.decrypt({ ...binding, context: { TenantId: "ACME" } }, spec, stored),
+    ).rejects.toBeInstanceOf(InvalidCiphertextError);
+
+    // The audit trail of the server's KMS names the verified caller of each data-key call.
+    const events = await kms.audit.events();
+    const dataKeyCalls = events.filter(
+      (e) => e.eventName === "GenerateDataKey" || e.eventName === "Decrypt",
+    );
+    expect(dataKeyCalls.length).toBeGreaterThanOrEqual(2);
+    expect(new Set(dataKeyCalls.map((e) => e.userIdentity.arn))).toEqual(new Set([APP]));
+  });
+
+  it("a principal the key policy denies gets AccessDeniedError, a KmsError like any other", async () => {
+    const keyId = await appOnlyKey();
+    const dataKeyStore = new MemoryDataKeyStore();
+    const writer = new FieldEncryptionEngine({
+      kms: remote("AKIAAPP0000000000001"),
+      keyId,
+      dataKeyStore,
+    });
+    const stored = await writer.encrypt(binding, spec, "078-05-1120");
+
+    const auditor = new FieldEncryptionEngine({
+      kms: remote("AKIAAUDITOR000000001"),
+      keyId,
+      dataKeyStore,
+    });
+    const denied = await auditor.decrypt(binding, spec, stored).catch((error: unknown) => error);
+    expect(denied).toBeInstanceOf(AccessDeniedError);
+    expect(isKmsError(denied) && denied.code).toBe("AccessDeniedException");
+    await expect(auditor.encrypt(binding, spec, "x")).rejects.toBeInstanceOf(AccessDeniedError);
+  });
+
+  it("a disabled key, and an unknown one, fail with their own errors", async () => {
+    const keyId = await appOnlyKey();
+    await kms.disableKey({ keyId });
+    const engine = new FieldEncryptionEngine({
+      kms: remote("AKIAAPP0000000000001"),
+      keyId,
+      dataKeyStore: new MemoryDataKeyStore(),
+    });
+    await expect(engine.encrypt(binding, spec, "x")).rejects.toBeInstanceOf(DisabledError);
+    const unknown = new FieldEncryptionEngine({
+      kms: remote("AKIAAPP0000000000001"),
+      keyId: "alias/nowhere",
+      dataKeyStore: new MemoryDataKeyStore(),
+    });
+    await expect(unknown.encrypt(binding, spec, "x")).rejects.toBeInstanceOf(NotFoundError);
+  });
+});
+
+describe("the message format and HTTP signatures over the wire", () => {
+  it("a KmsKeyring message under two keys opens with either", async () => {
+    const first = await appOnlyKey();
+    const second = await appOnlyKey();
+    const plaintext = new TextEncoder().encode("nightly export");
+    const message = await encryptMessage(plaintext, {
+      keyring: new KmsKeyring({ kms: remote("AKIAAPP0000000000001"), keyIds: [first, second] }),
+      encryptionContext: { Purpose: "export" },
+    });
+    await kms.disableKey({ keyId: first });
+    const opened = await decryptMessage(message, {
+      keyring: new KmsKeyring({ kms: remote("AKIAAPP0000000000001"), keyIds: [first, second] }),
+    });
+    expect(new TextDecoder().decode(opened.plaintext)).toBe("nightly export");
+    await kms.disableKey({ keyId: second });
+    await expect(
+      decryptMessage(message, {
+        keyring: new KmsKeyring({ kms: remote("AKIAAPP0000000000001"), keyIds: [first, second] }),
+      }),
+    ).rejects.toThrow();
+  });
+
+  it("an HMAC-signed request verifies through the server; a forged MAC does not", async () => {
+    const keyId = await appOnlyKey({ keySpec: "HMAC_256", keyUsage: "GENERATE_VERIFY_MAC" });
+    const api = remote("AKIAAPP0000000000001");
+    const request = {
+      method: "POST",
+      url: "https://billing.internal/hooks/paid",
+      headers: { "content-type": "application/json" },
+      body: '{"id":7}',
+    };
+    const added = await signRequest(request, {
+      signer: createKmsSigner({
+        kms: api,
+        keyId,
+        algorithm: "hmac-sha256",
+        publishedKeyId: "hooks",
+      }),
+    });
+    const verifier = createKmsVerifier({ kms: api, keyId, algorithm: "hmac-sha256" });
+    const policy = {
+      keyLookup: (id: string) => (id === "hooks" ? verifier : undefined),
+      contentDigest: "required" as const,
+    };
+    const received = {
+      ...request,
+      headers: { ...request.headers, ...added },
+      body: new TextEncoder().encode(request.body),
+    };
+    expect((await verifyMessage(received, policy)).ok).toBe(true);
+
+    const forged = { ...received, body: new TextEncoder().encode('{"id":8}') };
+    expect(await verifyMessage(forged, policy)).toMatchObject({
+      ok: false,
+      check: "content-digest",
+    });
+    await expect(
+      api.verifyMac({
+        keyId,
+        macAlgorithm: "HMAC_SHA_256",
+        message: new Uint8Array([1]),
+        mac: new Uint8Array(32),
+      }),
+    ).rejects.toBeInstanceOf(InvalidMacError);
+  });
+});
