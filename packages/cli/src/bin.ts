@@ -13,7 +13,22 @@ if (undecodable !== undefined) {
   );
   process.exitCode = EXIT_USAGE;
 } else {
+  // A command that reads `signal` (`kms serve`) stops on the first SIGINT or SIGTERM and then
+  // closes the KMS, flushing the audit trail; a second signal ends the process at once. For
+  // every other command the signal is raised again, so it ends the process as it always did.
+  const stop = new AbortController();
+  let stoppable = false;
+  for (const name of ["SIGINT", "SIGTERM"] as const) {
+    process.once(name, () => {
+      if (stoppable) stop.abort();
+      else process.kill(process.pid, name);
+    });
+  }
   process.exitCode = await runCli(argv, {
+    get signal() {
+      stoppable = true;
+      return stop.signal;
+    },
     stdout: process.stdout,
     stderr: process.stderr,
     stdin: process.stdin,

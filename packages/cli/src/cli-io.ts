@@ -16,4 +16,9 @@ export interface CliIo {
   readonly env: Readonly<Record<string, string | undefined>>;
   /** Relative paths resolve against it. */
   readonly cwd: string;
+  /**
+   * Stops a long-running command (`serve`) when aborted; the binary aborts it on SIGINT and
+   * SIGTERM. Without it, `serve` runs until the process ends.
+   */
+  readonly signal?: AbortSignal;
 }

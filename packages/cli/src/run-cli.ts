@@ -13,6 +13,7 @@ import {
   sealCommand,
   unsealedRecordsHint,
 } from "./internal/seal-command.ts";
+import { serveCommand } from "./internal/serve-command.ts";
 import { UsageError, usageText } from "./internal/usage.ts";
 
 const COMMANDS: Readonly<Record<string, Command>> = {
@@ -20,6 +21,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   ...KEY_COMMANDS,
   ...DATA_COMMANDS,
   [SEAL_COMMAND]: sealCommand,
+  serve: serveCommand,
 };
 
 const GLOBAL_OPTIONS = {

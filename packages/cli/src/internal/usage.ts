@@ -29,6 +29,8 @@ export const SYNOPSES: Readonly<Record<string, string>> = {
   "seal-unsealed-records": "kms seal-unsealed-records",
   encrypt:
     "kms encrypt --key <keyId|alias> --in <file|-> --out <file|-> [--context k=v ...] [--frame-size <bytes>] [--[no-]progress]",
+  serve:
+    "kms serve --credentials <file> [--host <address>] [--port <port>] [--tls-cert <file> --tls-key <file>] [--insecure-http]",
   decrypt:
     "kms decrypt --in <file|-> --out <file|-> [--context k=v ...] [--require-context k=v ...] [--allow-key <keyId|alias> ...] [--max-frame-size <bytes>] [--[no-]progress]",
 };

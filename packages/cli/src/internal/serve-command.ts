@@ -1,0 +1,172 @@
+import { readFile, stat } from "node:fs/promises";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { resolve } from "node:path";
+import { createKmsServer, type ServerCredential } from "@kms/server";
+import { booleanOption, integerOption, requiredOption, stringOption } from "./args.ts";
+import type { Command, CommandContext } from "./command.ts";
+import { UsageError } from "./usage.ts";
+
+const SERVE_OPTIONS = {
+  credentials: { type: "string" },
+  host: { type: "string" },
+  port: { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  "insecure-http": { type: "boolean" },
+} as const;
+
+export const DEFAULT_SERVE_PORT = 4599;
+
+/** Shorter secrets are refused: SigV4 is only as strong as the shared secret. */
+const MIN_SECRET_LENGTH = 20;
+
+/** A credentials file that cannot be used; the message never quotes the file's contents. */
+export class CredentialsFileError extends Error {
+  override readonly name = "CredentialsFileError";
+}
+
+/**
+ * Reads `{ "<access key id>": { "secretAccessKey": "…", "principal": "arn:…" } }`. The file
+ * holds the secrets every client signs with, so one that others can read is refused, as ssh
+ * refuses such a private key.
+ */
+export async function readCredentialsFile(
+  path: string,
+): Promise<Readonly<Record<string, ServerCredential>>> {
+  const info = await stat(path).catch((error: NodeJS.ErrnoException) => {
+    throw new CredentialsFileError(`cannot read the credentials file ${path} (${error.code})`);
+  });
+  if (process.platform !== "win32" && (info.mode & 0o077) !== 0) {
+    throw new CredentialsFileError(
+      `the credentials file ${path} can be read by other users (mode ${(info.mode & 0o777).toString(8)}): chmod 600 it`,
+    );
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(path, "utf8"));
+  } catch {
+    // JSON.parse quotes the text around the error, which may be a secret.
+    throw new CredentialsFileError(`the credentials file ${path} is not valid JSON`);
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
+    throw new CredentialsFileError(
+      `the credentials file ${path} must hold an object of access key id → { secretAccessKey, principal }`,
+    );
+  }
+  const credentials: Record<string, ServerCredential> = {};
+  for (const [accessKeyId, entry] of Object.entries(parsed)) {
+    if (!/^[A-Z0-9]{16,128}$/.test(accessKeyId)) {
+      throw new CredentialsFileError(
+        `${path}: access key ids are 16 to 128 upper-case letters and digits (AWS's form); one is not`,
+      );
+    }
+    const { secretAccessKey, principal } = (entry ?? {}) as Record<string, unknown>;
+    if (typeof secretAccessKey !== "string" || secretAccessKey.length < MIN_SECRET_LENGTH) {
+      throw new CredentialsFileError(
+        `${path}: the secretAccessKey of ${accessKeyId} must be a string of at least ${MIN_SECRET_LENGTH} characters`,
+      );
+    }
+    if (typeof principal !== "string" || !principal.startsWith("arn:")) {
+      throw new CredentialsFileError(
+        `${path}: the principal of ${accessKeyId} must be an ARN (arn:aws:iam::<account>:role/<name>, …)`,
+      );
+    }
+    credentials[accessKeyId] = { secretAccessKey, principal };
+  }
+  if (Object.keys(credentials).length === 0) {
+    throw new CredentialsFileError(`the credentials file ${path} holds no access key`);
+  }
+  return credentials;
+}
+
+/** The TLS files' paths: both or neither. */
+function tlsPaths(ctx: CommandContext): { cert: string; key: string } | undefined {
+  const cert = stringOption(ctx.values, "tls-cert");
+  const key = stringOption(ctx.values, "tls-key");
+  if (cert === undefined && key === undefined) return undefined;
+  if (cert === undefined || key === undefined) {
+    throw new UsageError("serve: --tls-cert and --tls-key go together", "serve");
+  }
+  return { cert: resolve(ctx.io.cwd, cert), key: resolve(ctx.io.cwd, key) };
+}
+
+function listen(server: Server, port: number, host: string): Promise<AddressInfo> {
+  return new Promise((done, fail) => {
+    server.once("error", fail);
+    server.listen(port, host, () => {
+      server.off("error", fail);
+      done(server.address() as AddressInfo);
+    });
+  });
+}
+
+function close(server: Server): Promise<void> {
+  return new Promise((done) => {
+    // Requests in flight finish (each is bounded by the server's request timeout); idle
+    // keep-alive connections would otherwise hold close() open until their clients hang up.
+    server.close(() => done());
+    server.closeIdleConnections();
+  });
+}
+
+function aborted(signal: AbortSignal | undefined): Promise<void> {
+  if (signal === undefined) return new Promise(() => undefined);
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((done) => signal.addEventListener("abort", () => done(), { once: true }));
+}
+
+/**
+ * `kms serve`: the data dir's KMS behind the AWS KMS JSON protocol (@kms/server), for the AWS
+ * SDK and CLI; runs until the CLI's signal is aborted (SIGINT or SIGTERM for the binary), then
+ * stops accepting requests, finishes the ones in flight, and the KMS is closed by runCli.
+ */
+export const serveCommand: Command = {
+  options: SERVE_OPTIONS,
+  positionals: [],
+  async run(ctx) {
+    if (ctx.callOptions.principal !== undefined) {
+      throw new UsageError(
+        "serve: --principal does not apply: each access key in --credentials has its own principal",
+        "serve",
+      );
+    }
+    // The command line is checked whole before any file is read.
+    const credentialsPath = resolve(ctx.io.cwd, requiredOption(ctx.values, "credentials", "serve"));
+    const host = stringOption(ctx.values, "host") ?? "127.0.0.1";
+    const port = integerOption(ctx.values, "port", "serve") ?? DEFAULT_SERVE_PORT;
+    if (port > 65_535) throw new UsageError(`serve: --port ${port} is not a TCP port`, "serve");
+    const tlsFiles = tlsPaths(ctx);
+    const credentials = await readCredentialsFile(credentialsPath);
+    const tls =
+      tlsFiles === undefined
+        ? undefined
+        : { cert: await readFile(tlsFiles.cert), key: await readFile(tlsFiles.key) };
+    const kms = await ctx.kms();
+    const { account, region } = kms.identity;
+    for (const [accessKeyId, { principal }] of Object.entries(credentials)) {
+      // Default key policies allow the KMS's own account and nobody else (docs/POLICY.md).
+      if (principal.split(":")[4] !== account) {
+        ctx.io.stderr.write(
+          `kms: warning: the principal of ${accessKeyId} is not in this KMS's account ${account}: ` +
+            "keys with the default policy allow it nothing\n",
+        );
+      }
+    }
+    const server = createKmsServer({
+      kms,
+      credentials,
+      ...(tls === undefined ? {} : { tls }),
+      ...(booleanOption(ctx.values, "insecure-http") === true ? { insecureHttp: true } : {}),
+    });
+    const address = await listen(server, port, host);
+    const shown = address.family === "IPv6" ? `[${address.address}]` : address.address;
+    ctx.io.stdout.write(
+      `kms: serving the AWS KMS API at ${tls === undefined ? "http" : "https"}://${shown}:${address.port} ` +
+        `(region ${region}, account ${account}, ${Object.keys(credentials).length} access keys)\n`,
+    );
+    // Read only here: reading it tells the binary that this command handles SIGINT itself.
+    await aborted(ctx.io.signal);
+    await close(server);
+  },
+};

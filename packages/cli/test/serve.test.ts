@@ -1,0 +1,303 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { chmodSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { Readable } from "node:stream";
+import { fileURLToPath } from "node:url";
+import {
+  CreateKeyCommand,
+  DecryptCommand,
+  EncryptCommand,
+  KMSClient,
+  KMSInvalidStateException,
+  ScheduleKeyDeletionCommand,
+} from "@aws-sdk/client-kms";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { CliOutput } from "../src/cli-io.ts";
+import { runCli } from "../src/index.ts";
+import { Collector, run, workspace } from "./helpers.ts";
+
+const ACCESS_KEY = "AKIASERVETEST0000001";
+const SECRET = "serve-test-secret-0123456789abcdef";
+const PRINCIPAL = "arn:aws:iam::000000000000:role/app";
+const CREDENTIALS = JSON.stringify({
+  [ACCESS_KEY]: { secretAccessKey: SECRET, principal: PRINCIPAL },
+});
+
+let ws: ReturnType<typeof workspace>;
+beforeEach(() => {
+  ws = workspace();
+});
+afterEach(() => ws.dispose());
+
+function credentialsFile(content = CREDENTIALS, mode = 0o600): string {
+  const path = join(ws.dir, "credentials.json");
+  writeFileSync(path, content);
+  chmodSync(path, mode);
+  return path;
+}
+
+async function until<T>(probe: () => T | undefined, what: string): Promise<T> {
+  for (let waited = 0; waited < 10_000; waited += 10) {
+    const value = probe();
+    if (value !== undefined) return value;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+const LISTENING = /at (https?:\/\/\S+) \(region (\S+), account 000000000000, (\d+) access keys\)/;
+
+/** Runs `kms serve` in-process until `stop` aborts its signal. */
+async function serve(extra: readonly string[] = [], credentials?: unknown) {
+  credentialsFile(credentials === undefined ? CREDENTIALS : JSON.stringify(credentials));
+  const stdout = new Collector();
+  const stderr = new Collector();
+  const stop = new AbortController();
+  let exited: number | undefined;
+  const done = runCli(["serve", "--credentials", "credentials.json", "--port", "0", ...extra], {
+    stdout: stdout as CliOutput,
+    stderr: stderr as CliOutput,
+    stdin: Readable.from([]),
+    env: ws.env,
+    cwd: ws.dir,
+    signal: stop.signal,
+  }).then((code) => {
+    exited = code;
+    return code;
+  });
+  const match = await until(() => {
+    if (exited !== undefined) throw new Error(`serve exited ${exited}: ${stderr.text()}`);
+    return LISTENING.exec(stdout.text()) ?? undefined;
+  }, "the listening line");
+  const [, url = "", region = "", keys = ""] = match;
+  const client = (secretAccessKey = SECRET) =>
+    new KMSClient({
+      endpoint: url,
+      region,
+      credentials: { accessKeyId: ACCESS_KEY, secretAccessKey },
+      maxAttempts: 1,
+    });
+  return {
+    url,
+    keys: Number(keys),
+    client,
+    stderr,
+    stop: () => {
+      stop.abort();
+      return done;
+    },
+  };
+}
+
+describe("kms serve", () => {
+  it("serves the data dir's KMS to the AWS SDK, as the credentials' principal, until stopped", async () => {
+    const server = await serve();
+    expect(server.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(server.keys).toBe(1);
+    const client = server.client();
+    const { KeyMetadata } = await client.send(new CreateKeyCommand({ Description: "served" }));
+    const keyId = KeyMetadata?.KeyId as string;
+    const context = { Tenant: "t1", tenant: "T1" };
+    const encrypted = await client.send(
+      new EncryptCommand({
+        KeyId: keyId,
+        Plaintext: Buffer.from("over the wire"),
+        EncryptionContext: context,
+      }),
+    );
+    const decrypted = await client.send(
+      new DecryptCommand({
+        CiphertextBlob: encrypted.CiphertextBlob,
+        EncryptionContext: context,
+      }),
+    );
+    expect(Buffer.from(decrypted.Plaintext ?? []).toString()).toBe("over the wire");
+    await expect(
+      client.send(
+        new DecryptCommand({
+          CiphertextBlob: encrypted.CiphertextBlob,
+          EncryptionContext: { Tenant: "t1", tenant: "t1" },
+        }),
+      ),
+    ).rejects.toMatchObject({ name: "InvalidCiphertextException" });
+
+    // A client with the wrong secret is refused, and the server keeps serving.
+    await expect(
+      server.client("serve-test-secret-WRONG-0123456789").send(new CreateKeyCommand({})),
+    ).rejects.toMatchObject({ $metadata: { httpStatusCode: 400 } });
+    await client.send(new ScheduleKeyDeletionCommand({ KeyId: keyId, PendingWindowInDays: 7 }));
+    await expect(
+      client.send(new EncryptCommand({ KeyId: keyId, Plaintext: Buffer.from("x") })),
+    ).rejects.toBeInstanceOf(KMSInvalidStateException);
+
+    expect(await server.stop()).toBe(0);
+    expect(server.stderr.text()).toBe("");
+    await expect(client.send(new CreateKeyCommand({}))).rejects.toThrow();
+
+    // The same data dir, through the CLI: the key the SDK created is there, pending deletion,
+    // and the key policy's audit trail is not needed to see it was created by the served KMS.
+    const described = await run(["describe-key", keyId], { cwd: ws.dir, env: ws.env });
+    expect(described.code).toBe(0);
+    expect(JSON.parse(described.out)).toMatchObject({
+      keyId,
+      description: "served",
+      keyState: "PendingDeletion",
+    });
+  });
+
+  it.each([
+    ["no --credentials", ["serve"], /--credentials is required/],
+    ["--tls-cert alone", ["serve", "--credentials", "c", "--tls-cert", "cert.pem"], /go together/],
+    ["a port out of range", ["serve", "--credentials", "c", "--port", "70000"], /not a TCP port/],
+    [
+      "--principal",
+      ["serve", "--credentials", "c", "--principal", PRINCIPAL],
+      /--principal does not apply/,
+    ],
+  ])("a usage error: %s", async (_name, argv, message) => {
+    const result = await run(argv, { cwd: ws.dir, env: ws.env });
+    expect(result.code).toBe(2);
+    expect(result.err).toMatch(message);
+  });
+
+  it.each([
+    [
+      "readable by others",
+      CREDENTIALS,
+      0o644,
+      /can be read by other users \(mode 644\): chmod 600/,
+    ],
+    ["not JSON", `{"${ACCESS_KEY}": {"secretAccessKey": "${SECRET}"`, 0o600, /is not valid JSON/],
+    ["an array", "[]", 0o600, /must hold an object/],
+    ["empty", "{}", 0o600, /holds no access key/],
+    [
+      "a short secret",
+      JSON.stringify({ [ACCESS_KEY]: { secretAccessKey: "short", principal: PRINCIPAL } }),
+      0o600,
+      /at least 20 characters/,
+    ],
+    [
+      "a principal that is not an ARN",
+      JSON.stringify({ [ACCESS_KEY]: { secretAccessKey: SECRET, principal: "app" } }),
+      0o600,
+      /must be an ARN/,
+    ],
+    [
+      "a malformed access key id",
+      JSON.stringify({ "akia lower": { secretAccessKey: SECRET, principal: PRINCIPAL } }),
+      0o600,
+      /access key ids are 16 to 128 upper-case letters and digits/,
+    ],
+  ])(
+    "a credentials file %s is refused, and no secret is shown",
+    async (_name, content, mode, message) => {
+      credentialsFile(content, mode);
+      const result = await run(["serve", "--credentials", "credentials.json", "--port", "0"], {
+        cwd: ws.dir,
+        env: ws.env,
+      });
+      expect(result.code).toBe(1);
+      expect(result.err).toMatch(message);
+      expect(result.err).not.toContain(SECRET);
+      expect(result.err).not.toContain("short");
+    },
+  );
+
+  it("warns about a principal outside the KMS's account, whom default key policies deny", async () => {
+    const foreign = "arn:aws:iam::111122223333:role/elsewhere";
+    const server = await serve([], {
+      [ACCESS_KEY]: { secretAccessKey: SECRET, principal: foreign },
+    });
+    expect(server.stderr.text()).toBe(
+      `kms: warning: the principal of ${ACCESS_KEY} is not in this KMS's account 000000000000: keys with the default policy allow it nothing\n`,
+    );
+    await expect(server.client().send(new CreateKeyCommand({}))).rejects.toMatchObject({
+      name: "AccessDeniedException",
+    });
+    expect(await server.stop()).toBe(0);
+  });
+
+  it("a missing credentials file is refused", async () => {
+    const result = await run(["serve", "--credentials", "nowhere.json"], {
+      cwd: ws.dir,
+      env: ws.env,
+    });
+    expect(result.code).toBe(1);
+    expect(result.err).toMatch(/cannot read the credentials file .*nowhere\.json \(ENOENT\)/);
+  });
+
+  it("plain HTTP on a non-loopback address is refused unless --insecure-http", async () => {
+    credentialsFile();
+    const refused = await run(
+      ["serve", "--credentials", "credentials.json", "--port", "0", "--host", "0.0.0.0"],
+      { cwd: ws.dir, env: ws.env },
+    );
+    expect(refused.code).toBe(1);
+    expect(refused.err).toMatch(/refuses to listen without TLS on 0\.0\.0\.0/);
+
+    const allowed = await serve(["--host", "0.0.0.0", "--insecure-http"]);
+    expect(allowed.url).toMatch(/^http:\/\/0\.0\.0\.0:\d+$/);
+    expect(await allowed.stop()).toBe(0);
+  });
+
+  it("a port in use fails with the address error", async () => {
+    const first = await serve();
+    const port = new URL(first.url).port;
+    const second = await run(["serve", "--credentials", "credentials.json", "--port", port], {
+      cwd: ws.dir,
+      env: ws.env,
+    });
+    expect(second.code).toBe(1);
+    expect(second.err).toMatch(/EADDRINUSE/);
+    expect(await first.stop()).toBe(0);
+  });
+});
+
+describe("the kms binary and signals", () => {
+  const packageDir = join(dirname(fileURLToPath(import.meta.url)), "..");
+  const bin = join(
+    packageDir,
+    (JSON.parse(readFileSync(join(packageDir, "package.json"), "utf8")) as { bin: { kms: string } })
+      .bin.kms,
+  );
+
+  function spawnKms(args: readonly string[]): { child: ChildProcess; out: () => string } {
+    const child = spawn(process.execPath, [bin, ...args], {
+      cwd: ws.dir,
+      env: { PATH: process.env.PATH ?? "", KMS_ROOT_KEY: ws.rootKey.toString("hex") },
+    });
+    let out = "";
+    child.stdout?.on("data", (chunk: Buffer) => {
+      out += chunk.toString("utf8");
+    });
+    return { child, out: () => out };
+  }
+
+  function exit(child: ChildProcess): Promise<{ code: number | null; signal: string | null }> {
+    return new Promise((resolve) =>
+      child.once("exit", (code, signal) => resolve({ code, signal })),
+    );
+  }
+
+  it("serve stops cleanly on SIGINT and SIGTERM, exit code 0", async () => {
+    credentialsFile();
+    for (const signal of ["SIGINT", "SIGTERM"] as const) {
+      const kms = spawnKms(["serve", "--credentials", "credentials.json", "--port", "0"]);
+      const exited = exit(kms.child);
+      await until(() => (LISTENING.test(kms.out()) ? true : undefined), "serve to listen");
+      kms.child.kill(signal);
+      expect(await exited).toEqual({ code: 0, signal: null });
+    }
+  });
+
+  it("any other command still ends on SIGINT (the signal is not swallowed)", async () => {
+    const created = await run(["create-key"], { cwd: ws.dir, env: ws.env });
+    const { keyId } = JSON.parse(created.out) as { keyId: string };
+    // Waits for stdin that never ends, as `kms encrypt --in -` at a terminal would.
+    const kms = spawnKms(["encrypt", "--key", keyId, "--in", "-", "--out", "out.kms"]);
+    const exited = exit(kms.child);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    kms.child.kill("SIGINT");
+    expect(await exited).toEqual({ code: null, signal: "SIGINT" });
+  });
+});
