@@ -9,12 +9,17 @@ import {
   ValidationError,
 } from "@kms/core";
 import { readBody } from "./internal/body.ts";
+import { parseJsonBody } from "./internal/json-body.ts";
 import { isLoopback } from "./internal/loopback.ts";
 import { OPERATIONS, UNSUPPORTED_OPERATIONS } from "./internal/operations.ts";
 import { ProtocolError } from "./internal/protocol-error.ts";
 import { RequestHeaders } from "./internal/request-headers.ts";
 import { decode, encode } from "./internal/shapes.ts";
-import { verifySignature } from "./internal/sigv4.ts";
+import {
+  checkSignatureClaim,
+  MAX_ACCESS_KEY_ID_LENGTH,
+  verifySignature,
+} from "./internal/sigv4.ts";
 import type { CredentialLookup, KmsServerOptions, ServerCredential } from "./options.ts";
 
 /** A node:http request listener; also usable as Express middleware (it never calls `next`). */
@@ -87,8 +92,17 @@ function lookupOf(credentials: KmsServerOptions["credentials"]): Settings["looku
   // such as "constructor" or "__proto__" can never resolve to something inherited.
   const table = new Map<string, ServerCredential>();
   for (const [accessKeyId, credential] of Object.entries(credentials)) {
-    if (accessKeyId.length === 0 || accessKeyId.includes("/")) {
-      throw new ValidationError(`"credentials" has an access key id that is empty or holds "/"`);
+    // No request can name such an id (the Authorization header splits on "/" and ",", and longer
+    // ids are refused unread): the key would be configured yet never work.
+    if (
+      accessKeyId.length === 0 ||
+      accessKeyId.length > MAX_ACCESS_KEY_ID_LENGTH ||
+      /[/,]/.test(accessKeyId)
+    ) {
+      throw new ValidationError(
+        `"credentials" has an access key id that is empty, longer than ${MAX_ACCESS_KEY_ID_LENGTH} ` +
+          `characters, or holds "/" or ","`,
+      );
     }
     table.set(accessKeyId, assertCredential(`"credentials.${accessKeyId}"`, credential));
   }
@@ -179,7 +193,6 @@ async function serve(s: Settings, req: IncomingMessage, requestId: string): Prom
       "AccessDeniedException",
       "plain HTTP is served on loopback addresses and unix sockets only: use TLS, or set " +
         "insecureHttp on the server",
-      { bodyUnread: true },
     );
   }
   const headers = new RequestHeaders(req.rawHeaders);
@@ -192,7 +205,6 @@ async function serve(s: Settings, req: IncomingMessage, requestId: string): Prom
     throw new ProtocolError(
       "UnknownOperationException",
       "the AWS KMS JSON protocol is served on POST / only",
-      { bodyUnread: true },
     );
   }
   const mediaType = (headers.one("content-type") ?? "").split(";", 1)[0]!.trim().toLowerCase();
@@ -200,7 +212,6 @@ async function serve(s: Settings, req: IncomingMessage, requestId: string): Prom
     throw new ProtocolError(
       "UnknownOperationException",
       `the Content-Type must be ${CONTENT_TYPE}`,
-      { bodyUnread: true },
     );
   }
   const target = headers.one("x-amz-target") ?? "";
@@ -211,37 +222,31 @@ async function serve(s: Settings, req: IncomingMessage, requestId: string): Prom
       throw new ProtocolError(
         "UnsupportedOperationException",
         `${name} is not supported by this server`,
-        { bodyUnread: true },
       );
     }
     throw new ProtocolError(
       "UnknownOperationException",
       "X-Amz-Target does not name an operation of TrentService",
-      { bodyUnread: true },
     );
   }
 
+  const query = rawUrl.indexOf("?");
+  // Before the body: a client that cannot name a known access key is answered from its headers,
+  // and only callers with a known key id can make the server hold up to maxBodyBytes.
+  const claim = await checkSignatureClaim(
+    {
+      method: req.method,
+      rawPath: query < 0 ? rawUrl : rawUrl.slice(0, query),
+      rawQuery: query < 0 ? "" : rawUrl.slice(query + 1),
+      headers,
+    },
+    { region: s.region, clockSkewMs: s.clockSkewMs, now: s.now, lookup: s.lookup },
+  );
   const body = await readBody(req, s.maxBodyBytes);
   try {
-    const query = rawUrl.indexOf("?");
-    const caller = await verifySignature(
-      {
-        method: req.method,
-        rawPath: query < 0 ? rawUrl : rawUrl.slice(0, query),
-        rawQuery: query < 0 ? "" : rawUrl.slice(query + 1),
-        headers,
-        body,
-      },
-      { region: s.region, clockSkewMs: s.clockSkewMs, now: s.now, lookup: s.lookup },
-    );
+    const caller = verifySignature(claim, body);
 
-    let json: unknown;
-    try {
-      json = JSON.parse(body.toString("utf8"));
-    } catch {
-      throw new ProtocolError("SerializationException", "the request body is not valid JSON");
-    }
-    const request = decode(operation.input, json);
+    const request = decode(operation.input, parseJsonBody(body));
     const options: CallOptions = {
       principal: caller.principal,
       requestId,
@@ -306,10 +311,8 @@ function sendError(
   let code: string;
   let status: number;
   let message: string;
-  let bodyUnread = false;
   if (error instanceof ProtocolError) {
     ({ code, status, message } = error);
-    bodyUnread = error.bodyUnread;
   } else if (isKmsError(error) && error.clientFault) {
     code = error.code;
     status = 400;
@@ -321,7 +324,9 @@ function sendError(
     status = 500;
     message = `The request was rejected because of an internal error (request ${requestId}).`;
   }
-  if (bodyUnread) {
+  // Refused before all of the body arrived (by routing, the headers' signature checks or the size
+  // limit), or the client went away.
+  if (!req.complete) {
     // The rest of the body is discarded as it arrives (never stored), so that the client, still
     // sending, reads this answer instead of a reset connection. One that is still sending two
     // seconds later is cut off.

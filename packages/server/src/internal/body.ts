@@ -5,7 +5,6 @@ function tooLarge(maxBytes: number): ProtocolError {
   return new ProtocolError(
     "RequestEntityTooLargeException",
     `the request body exceeds the limit of ${maxBytes} bytes`,
-    { bodyUnread: true },
   );
 }
 
@@ -25,6 +24,13 @@ export function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer
         "KMSInternalException",
         "the request body was consumed before the KMS handler ran: mount it before body parsers",
       ),
+    );
+  }
+  if (req.destroyed) {
+    // The client went away while the headers were checked: "close" has already been emitted and
+    // would never settle the promise below.
+    return Promise.reject(
+      new ProtocolError("SerializationException", "the request body could not be read"),
     );
   }
   const declared = req.headers["content-length"];

@@ -31,14 +31,11 @@ const STATUS: Readonly<Record<ProtocolErrorCode, number>> = {
 export class ProtocolError extends Error {
   readonly code: ProtocolErrorCode;
   readonly status: number;
-  /** Raised before the body was read in full: what is left of it is still on the connection. */
-  readonly bodyUnread: boolean;
 
-  constructor(code: ProtocolErrorCode, message: string, options: { bodyUnread?: boolean } = {}) {
+  constructor(code: ProtocolErrorCode, message: string) {
     super(message);
     this.code = code;
     this.status = STATUS[code];
-    this.bodyUnread = options.bodyUnread ?? false;
   }
 
   override get name(): string {

@@ -71,7 +71,14 @@ function quote(name: string): string {
   return JSON.stringify(name.length > 64 ? `${name.slice(0, 64)}…` : name);
 }
 
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+/**
+ * Canonical base64 (RFC 4648 §4, with padding): the character before `==` may carry only 2 data
+ * bits and the one before `=` only 4, so their unused low bits must be zero (RFC 4648 §3.5).
+ * Node's decoder drops those bits, and "AB==" would read as the same byte as "AA==": each byte
+ * string would have several spellings that a signature, a log or a cache tells apart.
+ */
+const BASE64 =
+  /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$/;
 
 /**
  * JSON → the core request object.

@@ -25,17 +25,22 @@ export const REQUIRED_SIGNED_HEADERS: readonly string[] = [
   "x-amz-target",
 ];
 
+/**
+ * AWS's bound on access key ids (IAM: 16–128 characters). An id past it is refused before the
+ * credentials lookup runs, so a lookup function never receives a huge attacker-chosen string.
+ */
+export const MAX_ACCESS_KEY_ID_LENGTH = 128;
+
 /** Query parameters of presigned (query-string) authentication, which is not supported. */
 const PRESIGN_PARAMETERS = ["x-amz-algorithm", "x-amz-credential", "x-amz-signature"];
 
-export interface SignedRequest {
+export interface RequestHead {
   readonly method: string;
   /** Path as received, percent-encoded as the client sent it, without the query. */
   readonly rawPath: string;
   /** Query as received, without the `?`; empty when there is none. */
   readonly rawQuery: string;
   readonly headers: RequestHeaders;
-  readonly body: Uint8Array;
 }
 
 export interface VerifierSettings {
@@ -60,18 +65,28 @@ interface ParsedAuthorization {
   readonly signature: string;
 }
 
+/** What the headers alone establish: a well-formed, current claim by a known access key. */
+export interface SignatureClaim {
+  readonly head: RequestHead;
+  readonly auth: ParsedAuthorization;
+  readonly amzDate: string;
+  readonly query: readonly [string, string][];
+  readonly credential: ServerCredential;
+}
+
 /**
- * Verifies the request's SigV4 signature and returns who signed it.
+ * Every check of the request's SigV4 signature that needs no body: run before the body is read,
+ * so that a client without a known access key id is answered from its headers and never makes
+ * the server hold a body. `verifySignature` finishes the check once the body is in.
  * @throws ProtocolError: MissingAuthenticationTokenException (no Authorization header),
  *   IncompleteSignatureException (malformed header, missing X-Amz-Date, presigned URL),
  *   UnrecognizedClientException (unknown access key id, any X-Amz-Security-Token),
- *   InvalidSignatureException (wrong scope, stale or future date, unsigned required header,
- *   body hash mismatch, wrong signature).
+ *   InvalidSignatureException (wrong scope, stale or future date, unsigned required header).
  */
-export async function verifySignature(
-  request: SignedRequest,
+export async function checkSignatureClaim(
+  request: RequestHead,
   settings: VerifierSettings,
-): Promise<VerifiedCaller> {
+): Promise<SignatureClaim> {
   const { headers } = request;
   const query = parseQuery(request.rawQuery);
   if (query.some(([name]) => PRESIGN_PARAMETERS.includes(name.toLowerCase()))) {
@@ -162,8 +177,18 @@ export async function verifySignature(
   if (credential === undefined) {
     throw new ProtocolError("UnrecognizedClientException", MESSAGES.unknownKey);
   }
+  return { head: request, auth, amzDate, query, credential };
+}
 
-  const payloadHash = sha256Hex(request.body);
+/**
+ * Finishes what `checkSignatureClaim` began: the body's hash, then the signature, and returns who
+ * signed the request.
+ * @throws ProtocolError InvalidSignatureException (body hash mismatch, wrong signature).
+ */
+export function verifySignature(claim: SignatureClaim, body: Uint8Array): VerifiedCaller {
+  const { head: request, auth, amzDate, query, credential } = claim;
+  const { headers } = request;
+  const payloadHash = sha256Hex(body);
   const declaredHash = headers.one("x-amz-content-sha256");
   if (declaredHash !== undefined && declaredHash !== payloadHash) {
     throw new ProtocolError(
@@ -222,7 +247,11 @@ export function parseAuthorization(value: string): ParsedAuthorization {
     throw incomplete("requires the 'Credential', 'SignedHeaders' and 'Signature' parameters");
   }
   const scope = credential.split("/");
-  if (scope.length !== 5 || scope.some((s) => s.length === 0) || scope[0]!.length > 128) {
+  if (
+    scope.length !== 5 ||
+    scope.some((s) => s.length === 0) ||
+    scope[0]!.length > MAX_ACCESS_KEY_ID_LENGTH
+  ) {
     throw incomplete(
       "'Credential' must be <access key id>/<yyyymmdd>/<region>/<service>/aws4_request",
     );

@@ -1,0 +1,82 @@
+import { ProtocolError } from "./protocol-error.ts";
+
+/**
+ * `fatal`: Buffer#toString reads each invalid UTF-8 sequence as U+FFFD, so that bodies with
+ * different bytes (and signatures) would carry one meaning. `ignoreBOM`: a byte order mark is
+ * kept in the text, for JSON.parse to refuse (RFC 8259 §8.1: senders must not add one).
+ */
+const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+function serialization(message: string): ProtocolError {
+  return new ProtocolError("SerializationException", message);
+}
+
+/**
+ * The request body as JSON text → value: UTF-8 only, and no object naming a member twice.
+ * @throws ProtocolError SerializationException.
+ */
+export function parseJsonBody(body: Uint8Array): unknown {
+  let text: string;
+  try {
+    text = UTF8.decode(body);
+  } catch {
+    throw serialization("the request body is not valid UTF-8");
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw serialization("the request body is not valid JSON");
+  }
+  // JSON.parse keeps the last of two equal names, other readers (a proxy, a log pipeline, another
+  // SDK) the first: they would disagree on which key, context or policy a signed request named.
+  const repeated = repeatedName(text);
+  if (repeated !== undefined) {
+    const shown = repeated.length > 64 ? `${repeated.slice(0, 64)}…` : repeated;
+    throw serialization(
+      `the request body names ${JSON.stringify(shown)} more than once in an object`,
+    );
+  }
+  return json;
+}
+
+/**
+ * The first member name that some object of `text` holds twice, compared after unescaping
+ * (`"a"` and `"\u0061"` are one name). `text` must be valid JSON: only its strings, brackets and
+ * commas are looked at.
+ */
+function repeatedName(text: string): string | undefined {
+  // One entry per open object (the names seen in it) or array (null).
+  const open: (Set<string> | null)[] = [];
+  let nameNext = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      let end = i + 1;
+      while (text.charCodeAt(end) !== 0x22) end += text.charCodeAt(end) === 0x5c /* \ */ ? 2 : 1;
+      const names = open.at(-1);
+      if (nameNext && names) {
+        const literal = text.slice(i, end + 1);
+        const name = literal.includes("\\")
+          ? (JSON.parse(literal) as string)
+          : literal.slice(1, -1);
+        if (names.has(name)) return name;
+        names.add(name);
+        nameNext = false;
+      }
+      i = end;
+    } else if (c === 0x7b /* { */) {
+      open.push(new Set());
+      nameNext = true;
+    } else if (c === 0x5b /* [ */) {
+      open.push(null);
+      nameNext = false;
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      open.pop();
+      nameNext = false;
+    } else if (c === 0x2c /* , */) {
+      nameNext = open.at(-1) != null;
+    }
+  }
+  return undefined;
+}
