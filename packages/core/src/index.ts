@@ -21,7 +21,7 @@ export type {
   UnchainedAuditEvent,
 } from "./audit/audit-sink.ts";
 export { GENESIS_HASH } from "./audit/audit-sink.ts";
-export type { KeyLastUsage } from "./audit/auditor.ts";
+export type { KeyLastUsage, KeyLastUsageOperation } from "./audit/auditor.ts";
 export { JsonlAuditSink, type JsonlAuditSinkOptions } from "./audit/jsonl-audit-sink.ts";
 export { MemoryAuditSink, type MemoryAuditSinkOptions } from "./audit/memory-audit-sink.ts";
 export {
@@ -167,7 +167,13 @@ export {
   SNAPSHOT_FORMAT,
 } from "./keystore/snapshot.ts";
 export { parseStoredGrants, parseStoredTags } from "./keystore/stored-json.ts";
-export { type AuditTrail, createKms, Kms, type KmsOptions } from "./kms.ts";
+export {
+  type AuditTrail,
+  createKms,
+  type GetKeyLastUsageResponse,
+  Kms,
+  type KmsOptions,
+} from "./kms.ts";
 export type { KmsLike } from "./kms-like.ts";
 export type { DecryptPolicy } from "./message/decrypt-policy.ts";
 export {

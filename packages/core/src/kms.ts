@@ -615,19 +615,26 @@ export class Kms {
   }
 
   /**
-   * When the key was last used for a cryptographic operation, from the audit trail.
-   * @throws NotFoundException, AccessDeniedException.
+   * When the key was last used for a successful cryptographic operation, from the audit trail
+   * (AWS's GetKeyLastUsage). `trackingStartDate` is the later of the key's creation and the
+   * oldest event the trail was read from: without `keyLastUsage`, the key was not used since
+   * then. It is absent with `audit: false`, which tracks nothing.
+   * @throws NotFoundException, AccessDeniedException (needs kms:GetKeyLastUsage).
    */
-  getKeyLastUsage(
-    request: KeyIdRequest,
-    options?: CallOptions,
-  ): Promise<{ keyId: string; keyLastUsage?: KeyLastUsage }> {
+  getKeyLastUsage(request: KeyIdRequest, options?: CallOptions): Promise<GetKeyLastUsageResponse> {
     return this.#run("getKeyLastUsage", request, options, async (ctx) => {
-      const key = await keys.describeKey(ctx, { keyId: request?.keyId });
-      const usage = await this.#guard.auditor.lastUsage(key.keyMetadata.arn);
+      const { keyMetadata } = await keys.describeKey(ctx, { keyId: request?.keyId });
+      const created = keyMetadata.creationDate;
+      const { usage, trackingStart } = await this.#guard.auditor.lastUsage(keyMetadata.arn);
+      // An empty trail starts with this call's own event.
+      const since = trackingStart?.getTime() ?? ctx.call?.now ?? ctx.clock.now();
       return {
-        keyId: key.keyMetadata.arn,
+        keyId: keyMetadata.arn,
         ...(usage !== undefined ? { keyLastUsage: usage } : {}),
+        ...(this.#guard.auditing
+          ? { trackingStartDate: new Date(Math.max(since, created.getTime())) }
+          : {}),
+        keyCreationDate: created,
       };
     });
   }
@@ -667,6 +674,20 @@ export class Kms {
   [Symbol.for("nodejs.util.inspect.custom")](): string {
     return `Kms { store: ${this.#ctx.store.description}, account: ${this.#ctx.identity.account} }`;
   }
+}
+
+/** AWS's GetKeyLastUsageResponse, camelCased. */
+export interface GetKeyLastUsageResponse {
+  /** The key's ARN. */
+  readonly keyId: string;
+  /** Absent when the trail holds no successful cryptographic use since `trackingStartDate`. */
+  readonly keyLastUsage?: KeyLastUsage;
+  /**
+   * From when uses are known: the later of `keyCreationDate` and the oldest audit event read.
+   * Absent when auditing is off (`audit: false`).
+   */
+  readonly trackingStartDate?: Date;
+  readonly keyCreationDate: Date;
 }
 
 /** Read access to a Kms's audit trail. */

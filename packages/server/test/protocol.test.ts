@@ -95,7 +95,7 @@ describe("routing", () => {
     expect(res.json.__type).toBe("UnknownOperationException");
   });
 
-  it.each(["ImportKeyMaterial", "GetKeyLastUsage", "ReplicateKey", "CreateCustomKeyStore"])(
+  it.each(["ImportKeyMaterial", "Decapsulate", "ReplicateKey", "CreateCustomKeyStore"])(
     "answers the AWS operation %s with UnsupportedOperationException",
     async (name) => {
       const res = await call("{}", `TrentService.${name}`);

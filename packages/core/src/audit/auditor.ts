@@ -30,27 +30,59 @@ interface Pending {
   readonly reject: (error: unknown) => void;
 }
 
+/**
+ * AWS's KeyLastUsageTrackingOperation values: the operations that count as using a key. Core
+ * serves no Encapsulate or Decapsulate (ML-KEM), so those two never occur here; they are listed
+ * so that the type is AWS's.
+ */
+const KEY_LAST_USAGE_OPERATIONS = [
+  "Decapsulate",
+  "Decrypt",
+  "DeriveSharedSecret",
+  "Encapsulate",
+  "Encrypt",
+  "GenerateDataKey",
+  "GenerateDataKeyPair",
+  "GenerateDataKeyPairWithoutPlaintext",
+  "GenerateDataKeyWithoutPlaintext",
+  "GenerateMac",
+  "ReEncrypt",
+  "Sign",
+  "Verify",
+  "VerifyMac",
+] as const;
+
+/** An operation getKeyLastUsage reports (AWS's KeyLastUsageTrackingOperation). */
+export type KeyLastUsageOperation = (typeof KEY_LAST_USAGE_OPERATIONS)[number];
+
+const USAGE_EVENTS: ReadonlySet<string> = new Set(KEY_LAST_USAGE_OPERATIONS);
+
+function isUsageEvent(eventName: string): eventName is KeyLastUsageOperation {
+  return USAGE_EVENTS.has(eventName);
+}
+
+/** The last successful cryptographic use of a key, from its audit event (AWS's KeyLastUsageData). */
 export interface KeyLastUsage {
+  readonly operation: KeyLastUsageOperation;
+  /** The event's `eventTime`. */
   readonly timestamp: Date;
-  readonly operation: string;
+  /** The event's `eventID` (AWS: the CloudTrail event id). */
+  readonly cloudTrailEventId: string;
+  /** The event's `requestID`: the call's `CallOptions.requestId`, or the UUID core chose. */
+  readonly kmsRequestId: string;
+  /** @deprecated Use `cloudTrailEventId` (same value); kept for one release. */
   readonly eventId: string;
 }
 
-/** Operations that count as "using" a key for getKeyLastUsage (AWS: cryptographic ones). */
-const USAGE_EVENTS = new Set([
-  "Encrypt",
-  "Decrypt",
-  "ReEncrypt",
-  "GenerateDataKey",
-  "GenerateDataKeyWithoutPlaintext",
-  "GenerateDataKeyPair",
-  "GenerateDataKeyPairWithoutPlaintext",
-  "Sign",
-  "Verify",
-  "GenerateMac",
-  "VerifyMac",
-  "DeriveSharedSecret",
-]);
+/** What the trail tells about one key (see {@link Auditor.lastUsage}). */
+export interface KeyUsageRecord {
+  readonly usage: KeyLastUsage | undefined;
+  /**
+   * Time of the oldest event the answer was read from: uses before it are unknown. Undefined
+   * while no event has been seen (an empty trail).
+   */
+  readonly trackingStart: Date | undefined;
+}
 
 export class Auditor {
   readonly sink: AuditSink;
@@ -63,6 +95,8 @@ export class Auditor {
   /** Single writer: the chain head. Shared chain: the head after this Auditor's last batch. */
   #head: { sequence: number; hash: string } | undefined;
   #usage: Map<string, KeyLastUsage> | undefined;
+  /** Epoch ms of the oldest event noted in #usage. */
+  #trackingStart: number | undefined;
   /** Shared chain: the newest sequence whose usage is in #usage (others write too). */
   #usageSeen = -1;
 
@@ -169,35 +203,60 @@ export class Auditor {
   }
 
   #noteUsage(event: AuditEvent): void {
-    if (this.#usage === undefined || event.errorCode !== undefined) return;
-    if (!USAGE_EVENTS.has(event.eventName)) return;
+    if (this.#usage === undefined) return;
+    // The oldest by time, not the first noted: a write may be noted before the initial read ends.
+    const time = Date.parse(event.eventTime);
+    if (this.#trackingStart === undefined || time < this.#trackingStart) this.#trackingStart = time;
+    if (event.errorCode !== undefined || !isUsageEvent(event.eventName)) return;
     for (const r of event.resources) {
       this.#usage.set(r.ARN, {
-        timestamp: new Date(event.eventTime),
         operation: event.eventName,
+        timestamp: new Date(event.eventTime),
+        cloudTrailEventId: event.eventID,
+        kmsRequestId: event.requestID,
         eventId: event.eventID,
       });
     }
   }
 
-  /** Last successful cryptographic use of a key (by ARN), from the trail. */
-  async lastUsage(keyArn: string): Promise<KeyLastUsage | undefined> {
+  /**
+   * Last successful cryptographic use of a key (by ARN), from the trail, and since when the trail
+   * is known: from the oldest event this Auditor has read or written, which for a sink that drops
+   * old events (a capped MemoryAuditSink) can be later than the key's first use.
+   */
+  async lastUsage(keyArn: string): Promise<KeyUsageRecord> {
     if (this.sharedChain) {
       // Other writers use keys too: catch up with everything appended since the last look.
       this.#usage ??= new Map<string, KeyLastUsage>();
       const fresh = await this.sink.read({ after: this.#usageSeen });
+      const first = fresh[0];
+      if (first !== undefined && this.#usageSeen >= 0 && first.sequence > this.#usageSeen + 1) {
+        // The sink dropped events this Auditor never read: a newer use may have been among them,
+        // so what is known no longer says which use was the last. Start over from what is held.
+        this.#usage.clear();
+        this.#trackingStart = undefined;
+      }
       for (const event of fresh) {
         this.#noteUsage(event);
         if (event.sequence > this.#usageSeen) this.#usageSeen = event.sequence;
       }
-      return this.#usage.get(keyArn);
+      return this.#record(keyArn);
     }
     if (this.#usage === undefined) {
       const usage = new Map<string, KeyLastUsage>();
       this.#usage = usage;
       for (const event of await this.sink.read()) this.#noteUsage(event);
     }
-    return this.#usage.get(keyArn);
+    return this.#record(keyArn);
+  }
+
+  /** Copies, so that a caller changing a returned Date does not change what the next call sees. */
+  #record(keyArn: string): KeyUsageRecord {
+    const usage = this.#usage?.get(keyArn);
+    return {
+      usage: usage === undefined ? undefined : { ...usage, timestamp: new Date(usage.timestamp) },
+      trackingStart: this.#trackingStart === undefined ? undefined : new Date(this.#trackingStart),
+    };
   }
 
   async close(): Promise<void> {

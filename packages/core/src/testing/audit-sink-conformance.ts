@@ -313,7 +313,12 @@ export function describeAuditSinkConformance(
         const { ciphertextBlob } = await b.encrypt({ keyId, plaintext });
         await b.decrypt({ ciphertextBlob });
         const usage = (await a.getKeyLastUsage({ keyId })).keyLastUsage;
-        expect(usage?.operation).toBe("Decrypt");
+        const decrypted = (await b.audit.events()).filter((e) => e.eventName === "Decrypt");
+        expect(usage).toMatchObject({
+          operation: "Decrypt",
+          cloudTrailEventId: decrypted[0]?.eventID,
+          kmsRequestId: decrypted[0]?.requestID,
+        });
       });
     });
   });

@@ -11,6 +11,7 @@ import {
   JsonlAuditSink,
   KmsInternalError,
   MemoryAuditSink,
+  MemoryKeyStore,
   verifyAuditLog,
 } from "@kms/core";
 import { ManualClock } from "@kms/core/testing";
@@ -61,18 +62,202 @@ describe("every call produces an event", () => {
     expect(failed.errorCode).toBe("InvalidCiphertextException");
     expect(verifyAuditLog(events)).toMatchObject({ ok: true, count: 4 });
   });
+});
 
-  test("getKeyLastUsage comes from the trail", async () => {
+describe("getKeyLastUsage", () => {
+  const DAY = 86_400_000;
+
+  test("an unused key: no keyLastUsage, tracked since its creation", async () => {
     const { kms, keyId } = await trail();
-    expect((await kms.getKeyLastUsage({ keyId })).keyLastUsage).toBeUndefined();
+    const created = (await kms.describeKey({ keyId })).keyMetadata.creationDate;
+    const response = await kms.getKeyLastUsage({ keyId });
+    expect(response).toEqual({
+      keyId: expect.stringMatching(new RegExp(`:key/${keyId}$`)),
+      keyCreationDate: created,
+      trackingStartDate: created,
+    });
+  });
+
+  test("the last successful use, in AWS's shape, from its audit event", async () => {
+    const clock = new ManualClock();
+    const sink = new MemoryAuditSink();
+    const kms = await createKms({ clock, audit: sink });
+    const keyId = (await kms.createKey()).keyMetadata.keyId;
+    clock.advance(60_000);
+    await kms.encrypt({ keyId, plaintext }, { requestId: "req-encrypt" });
+    const event = sink.events.find((e) => e.eventName === "Encrypt")!;
+    const { keyLastUsage } = await kms.getKeyLastUsage({ keyId });
+    expect(keyLastUsage).toEqual({
+      operation: "Encrypt",
+      timestamp: new Date(clock.now()),
+      cloudTrailEventId: event.eventID,
+      kmsRequestId: "req-encrypt",
+      eventId: event.eventID,
+    });
+    // Without a requestId of the caller's, the one core chose and recorded.
+    await kms.generateDataKey({ keyId, keySpec: "AES_256" });
+    const generated = sink.events.find((e) => e.eventName === "GenerateDataKey")!;
+    expect((await kms.getKeyLastUsage({ keyId })).keyLastUsage).toMatchObject({
+      operation: "GenerateDataKey",
+      cloudTrailEventId: generated.eventID,
+      kmsRequestId: generated.requestID,
+    });
+    expect(generated.requestID).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  test("denied and failed calls are not uses", async () => {
+    const { kms, keyId } = await trail();
     await kms.encrypt({ keyId, plaintext });
-    const usage = await kms.getKeyLastUsage({ keyId });
-    expect(usage.keyLastUsage).toMatchObject({ operation: "Encrypt" });
+    const usage = (await kms.getKeyLastUsage({ keyId })).keyLastUsage;
+    expect(usage).toMatchObject({ operation: "Encrypt" });
     await expect(kms.encrypt({ keyId, plaintext }, { principal: ALICE })).rejects.toBeDefined();
-    // A denied call is not a use.
-    expect((await kms.getKeyLastUsage({ keyId })).keyLastUsage?.eventId).toBe(
-      usage.keyLastUsage?.eventId,
-    );
+    await expect(kms.decrypt({ ciphertextBlob: new Uint8Array(64), keyId })).rejects.toBeDefined();
+    expect((await kms.getKeyLastUsage({ keyId })).keyLastUsage).toEqual(usage);
+  });
+
+  test("ReEncrypt is a use of both keys, with one event id", async () => {
+    const { kms, keyId } = await trail();
+    const other = (await kms.createKey()).keyMetadata.keyId;
+    const { ciphertextBlob } = await kms.encrypt({ keyId, plaintext });
+    await kms.reEncrypt({ ciphertextBlob, destinationKeyId: other });
+    const from = (await kms.getKeyLastUsage({ keyId })).keyLastUsage;
+    const to = (await kms.getKeyLastUsage({ keyId: other })).keyLastUsage;
+    expect(from?.operation).toBe("ReEncrypt");
+    expect(to).toEqual(from);
+  });
+
+  test("a returned timestamp is the caller's own copy", async () => {
+    const { kms, keyId } = await trail();
+    await kms.encrypt({ keyId, plaintext });
+    const first = (await kms.getKeyLastUsage({ keyId })).keyLastUsage!;
+    const at = first.timestamp.getTime();
+    first.timestamp.setTime(0);
+    expect((await kms.getKeyLastUsage({ keyId })).keyLastUsage?.timestamp.getTime()).toBe(at);
+  });
+
+  test("a key older than the trail is tracked from the trail's oldest event", async () => {
+    const clock = new ManualClock();
+    const store = new MemoryKeyStore();
+    const rootKey = new Uint8Array(32).fill(3);
+    const before = await createKms({ store, rootKey, clock });
+    const keyId = (await before.createKey()).keyMetadata.keyId;
+    const created = new Date(clock.now());
+    clock.advance(DAY);
+    // A new trail: its first event is this call's own, so tracking starts now.
+    const fresh = await createKms({ store, rootKey, clock, audit: new MemoryAuditSink() });
+    expect(await fresh.getKeyLastUsage({ keyId })).toMatchObject({
+      keyCreationDate: created,
+      trackingStartDate: new Date(clock.now()),
+    });
+    const trackedFrom = clock.now();
+    clock.advance(DAY);
+    const again = await fresh.getKeyLastUsage({ keyId });
+    expect(again.keyLastUsage).toBeUndefined();
+    expect(again.trackingStartDate).toEqual(new Date(trackedFrom));
+    expect(again.keyCreationDate).toEqual(created);
+  });
+
+  test("a restarted KMS reads usage and tracking start back from a JSONL trail", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "kms-usage-"));
+    try {
+      const path = join(dir, "audit.jsonl");
+      const clock = new ManualClock();
+      const store = new MemoryKeyStore();
+      const rootKey = new Uint8Array(32).fill(4);
+      const a = await createKms({ store, rootKey, clock, audit: new JsonlAuditSink(path) });
+      const started = new Date(clock.now());
+      await a.generateRandom({ numberOfBytes: 8 });
+      clock.advance(DAY);
+      const keyId = (await a.createKey()).keyMetadata.keyId;
+      clock.advance(DAY);
+      await a.sign({
+        keyId: (await a.createKey({ keySpec: "ECC_NIST_P256", keyUsage: "SIGN_VERIFY" }))
+          .keyMetadata.keyId,
+        message: plaintext,
+        signingAlgorithm: "ECDSA_SHA_256",
+      });
+      await a.encrypt({ keyId, plaintext }, { requestId: "req-before-restart" });
+      const used = await a.getKeyLastUsage({ keyId });
+      await a.close();
+      clock.advance(DAY);
+      const b = await createKms({ store, rootKey, clock, audit: new JsonlAuditSink(path) });
+      const read = await b.getKeyLastUsage({ keyId });
+      expect(read.keyLastUsage).toEqual(used.keyLastUsage);
+      expect(read.keyLastUsage?.kmsRequestId).toBe("req-before-restart");
+      // The key is younger than the trail: tracked from its creation.
+      expect(read.trackingStartDate).toEqual(read.keyCreationDate);
+      expect(read.trackingStartDate!.getTime()).toBeGreaterThan(started.getTime());
+      await b.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("a capped trail: usage outlives its event, but uses dropped unread restart tracking", async () => {
+    const clock = new ManualClock();
+    const kms = await createKms({ clock, audit: new MemoryAuditSink({ maxEvents: 2 }) });
+    const created = new Date(clock.now());
+    const keyId = (await kms.createKey()).keyMetadata.keyId;
+    clock.advance(1000);
+    const { ciphertextBlob } = await kms.encrypt({ keyId, plaintext });
+    const encrypted = (await kms.getKeyLastUsage({ keyId })).keyLastUsage;
+    expect(encrypted?.operation).toBe("Encrypt");
+    // The Encrypt event leaves the window after it was read: still known, tracking unchanged.
+    await kms.generateRandom({ numberOfBytes: 8 });
+    expect(await kms.getKeyLastUsage({ keyId })).toMatchObject({
+      keyLastUsage: encrypted,
+      trackingStartDate: created,
+    });
+    // A Decrypt whose event is dropped before any read: the Encrypt is no longer the last use,
+    // so nothing is claimed before the oldest event held.
+    clock.advance(1000);
+    await kms.decrypt({ ciphertextBlob });
+    clock.advance(1000);
+    const oldestHeld = new Date(clock.now());
+    await kms.generateRandom({ numberOfBytes: 8 });
+    await kms.generateRandom({ numberOfBytes: 8 });
+    const after = await kms.getKeyLastUsage({ keyId });
+    expect(after.keyLastUsage).toBeUndefined();
+    expect(after.trackingStartDate).toEqual(oldestHeld);
+  });
+
+  test("audit: false tracks nothing: no usage and no trackingStartDate", async () => {
+    const kms = await createKms({ audit: false });
+    const { keyMetadata } = await kms.createKey();
+    await kms.encrypt({ keyId: keyMetadata.keyId, plaintext });
+    expect(await kms.getKeyLastUsage({ keyId: keyMetadata.keyId })).toEqual({
+      keyId: keyMetadata.arn,
+      keyCreationDate: keyMetadata.creationDate,
+    });
+  });
+
+  test("needs kms:GetKeyLastUsage on the key, not kms:DescribeKey", async () => {
+    const admin = "arn:aws:iam::111122223333:user/admin";
+    // No account-root statement, which would allow every principal of the account.
+    const kms = await createKms({ account: "111122223333", principal: admin });
+    const policy = (action: string) =>
+      JSON.stringify({
+        Version: "2012-10-17",
+        Statement: [
+          { Effect: "Allow", Principal: { AWS: admin }, Action: "kms:*", Resource: "*" },
+          { Effect: "Allow", Principal: { AWS: ALICE }, Action: action, Resource: "*" },
+        ],
+      });
+    const describeOnly = (await kms.createKey({ policy: policy("kms:DescribeKey") })).keyMetadata;
+    const usageOnly = (await kms.createKey({ policy: policy("kms:GetKeyLastUsage") })).keyMetadata;
+    await expect(
+      kms.getKeyLastUsage({ keyId: describeOnly.keyId }, { principal: ALICE }),
+    ).rejects.toBeInstanceOf(AccessDeniedError);
+    await expect(
+      kms.getKeyLastUsage({ keyId: usageOnly.keyId }, { principal: ALICE }),
+    ).resolves.toMatchObject({ keyId: usageOnly.arn });
+  });
+
+  test("an unknown key is NotFoundException", async () => {
+    const { kms } = await trail();
+    await expect(
+      kms.getKeyLastUsage({ keyId: "1234abcd-12ab-34cd-56ef-1234567890ab" }),
+    ).rejects.toMatchObject({ code: "NotFoundException" });
   });
 });
 

@@ -693,6 +693,33 @@ export const OPERATIONS: ReadonlyMap<string, OperationSpec> = new Map<string, Op
       (kms, r, o) => kms.revokeGrant(req(r), o),
     ),
   ],
+
+  // Audit
+  [
+    "GetKeyLastUsage",
+    op(
+      keyIdOnly("GetKeyLastUsageRequest"),
+      structure("GetKeyLastUsageResponse", [
+        keyId,
+        m(
+          "KeyLastUsage",
+          structure("KeyLastUsageData", [
+            m("Operation", string),
+            m("Timestamp", timestamp),
+            m("CloudTrailEventId", string),
+            m("KmsRequestId", string),
+          ]),
+        ),
+        m("TrackingStartDate", timestamp),
+        m("KeyCreationDate", timestamp),
+      ]),
+      async (kms, r, o) => {
+        const response = await kms.getKeyLastUsage(req(r), o);
+        // AWS answers an empty KeyLastUsage, not none, for a key unused since tracking began.
+        return { ...response, keyLastUsage: response.keyLastUsage ?? {} };
+      },
+    ),
+  ],
 ]);
 
 /**
@@ -709,7 +736,6 @@ export const UNSUPPORTED_OPERATIONS: ReadonlySet<string> = new Set([
   "DescribeCustomKeyStores",
   "DisconnectCustomKeyStore",
   "Encapsulate",
-  "GetKeyLastUsage",
   "GetParametersForImport",
   "ImportKeyMaterial",
   "ReplicateKey",
