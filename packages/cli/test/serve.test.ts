@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { chmodSync, readFileSync, writeFileSync } from "node:fs";
+import * as https from "node:https";
 import { dirname, join } from "node:path";
 import { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
@@ -238,6 +239,39 @@ describe("kms serve", () => {
     const allowed = await serve(["--host", "0.0.0.0", "--insecure-http"]);
     expect(allowed.url).toMatch(/^http:\/\/0\.0\.0\.0:\d+$/);
     expect(await allowed.stop()).toBe(0);
+  });
+
+  it("--tls-cert and --tls-key serve HTTPS, on any address", async () => {
+    const fixtures = join(dirname(fileURLToPath(import.meta.url)), "../../server/test/fixtures");
+    const server = await serve([
+      "--host",
+      "0.0.0.0",
+      "--tls-cert",
+      join(fixtures, "localhost-cert.pem"),
+      "--tls-key",
+      join(fixtures, "localhost-key.pem"),
+    ]);
+    expect(server.url).toMatch(/^https:\/\/0\.0\.0\.0:\d+$/);
+    const client = new KMSClient({
+      endpoint: `https://localhost:${new URL(server.url).port}`,
+      region: "local",
+      credentials: { accessKeyId: ACCESS_KEY, secretAccessKey: SECRET },
+      maxAttempts: 1,
+      requestHandler: {
+        httpsAgent: new https.Agent({ ca: readFileSync(join(fixtures, "localhost-cert.pem")) }),
+      },
+    });
+    const { KeyMetadata } = await client.send(new CreateKeyCommand({}));
+    expect(KeyMetadata?.KeyState).toBe("Enabled");
+    // A client that does not trust the certificate gets nowhere.
+    const untrusting = new KMSClient({
+      endpoint: `https://localhost:${new URL(server.url).port}`,
+      region: "local",
+      credentials: { accessKeyId: ACCESS_KEY, secretAccessKey: SECRET },
+      maxAttempts: 1,
+    });
+    await expect(untrusting.send(new CreateKeyCommand({}))).rejects.toThrow(/certificate/i);
+    expect(await server.stop()).toBe(0);
   });
 
   it("a port in use fails with the address error", async () => {
