@@ -423,6 +423,31 @@ describe("what error bodies never carry", () => {
 });
 
 describe("a credentials lookup function", () => {
+  it("a rotated secret takes effect at once: the old one is refused, the new one works", async () => {
+    // Derived signing keys are cached per secret and day; a rotation must not be masked by them.
+    let secret: string = ALICE.secretAccessKey;
+    const served = await startHarness({
+      credentials: (accessKeyId: string) =>
+        accessKeyId === ALICE.accessKeyId
+          ? { secretAccessKey: secret, principal: ALICE.principal }
+          : undefined,
+    });
+    try {
+      const old = served.client(ALICE);
+      const random = () => new GenerateRandomCommand({ NumberOfBytes: 2 });
+      expect((await old.send(random())).Plaintext).toHaveLength(2);
+      secret = `${ALICE.secretAccessKey}-rotated`;
+      expect((await failure(old.send(random()))).name).toBe("InvalidSignatureException");
+      const rotated = served.client({ accessKeyId: ALICE.accessKeyId, secretAccessKey: secret });
+      expect((await rotated.send(random())).Plaintext).toHaveLength(2);
+      secret = ALICE.secretAccessKey;
+      expect((await failure(rotated.send(random()))).name).toBe("InvalidSignatureException");
+      expect((await old.send(random())).Plaintext).toHaveLength(2);
+    } finally {
+      await served.close();
+    }
+  });
+
   it("resolves keys at call time, and its failures are the server's (500), not the client's", async () => {
     let revoked = false;
     const lookup = async (accessKeyId: string) => {

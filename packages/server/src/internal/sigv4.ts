@@ -4,7 +4,13 @@
  * (docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html) as the AWS SDK for
  * JavaScript computes them for non-S3 services. Only node:crypto is used.
  */
-import { createHash, createHmac, timingSafeEqual } from "node:crypto";
+import {
+  createHash,
+  createHmac,
+  createSecretKey,
+  type KeyObject,
+  timingSafeEqual,
+} from "node:crypto";
 import type { ServerCredential } from "../options.ts";
 import { MESSAGES, ProtocolError } from "./protocol-error.ts";
 import type { RequestHeaders } from "./request-headers.ts";
@@ -385,14 +391,37 @@ export function stringToSign(amzDate: string, scope: string, canonical: string):
   return [ALGORITHM, amzDate, scope, sha256Hex(canonical)].join("\n");
 }
 
-export function signingKey(secret: string, date: string, region: string, service: string): Buffer {
-  const kDate = hmac(`AWS4${secret}`, date);
-  const kRegion = hmac(kDate, region);
-  const kService = hmac(kRegion, service);
-  return hmac(kService, TERMINATOR);
+/**
+ * Derived signing keys by secret, date, region and service. Deriving one is four HMACs with
+ * Buffer keys (about 30 µs on Node 24, an eighth of the server's time per request) and it
+ * changes once a day per secret, so it is kept, as the AWS SDK's signer keeps it on its side.
+ * Keyed by the secret itself, so a rotated secret simply misses; bounded, oldest dropped first.
+ */
+const signingKeys = new Map<string, KeyObject>();
+const SIGNING_KEY_CACHE_SIZE = 256;
+
+export function signingKey(
+  secret: string,
+  date: string,
+  region: string,
+  service: string,
+): KeyObject {
+  const id = `${date}\n${region}\n${service}\n${secret}`;
+  let key = signingKeys.get(id);
+  if (key === undefined) {
+    const kDate = hmac(`AWS4${secret}`, date);
+    const kRegion = hmac(kDate, region);
+    const kService = hmac(kRegion, service);
+    key = createSecretKey(hmac(kService, TERMINATOR));
+    if (signingKeys.size >= SIGNING_KEY_CACHE_SIZE) {
+      signingKeys.delete(signingKeys.keys().next().value as string);
+    }
+    signingKeys.set(id, key);
+  }
+  return key;
 }
 
-export function hmac(key: string | Uint8Array, data: string): Buffer {
+export function hmac(key: string | Uint8Array | KeyObject, data: string): Buffer {
   return createHmac("sha256", key).update(data, "utf8").digest();
 }
 
