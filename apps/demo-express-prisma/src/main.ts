@@ -7,24 +7,21 @@ import { walkthrough } from "./walkthrough.ts";
 
 const mode = process.argv[2] ?? "walkthrough";
 const dataDir = resolve(process.env.DEMO_DATA_DIR ?? ".demo-data");
-// Stale data from an earlier release is the user's to delete: say so, without a stack trace.
-const { kms, database } = await Promise.resolve()
-  .then(async () => {
-    const kms = await openKms(dataDir);
-    const database = await openDatabase({
-      url: process.env.DATABASE_URL,
-      sqlitePath: join(dataDir, "records.db"),
-    }).catch(async (error: unknown) => {
-      await kms.close();
-      throw error;
-    });
-    return { kms, database };
-  })
-  .catch((error: unknown) => {
-    if (!(error instanceof StaleDemoDataError)) throw error;
-    console.error(error.message);
-    process.exit(1);
-  });
+/** Stale data from an earlier release is the user's to delete: say so, without a stack trace. */
+function exitIfStale(error: unknown): never {
+  if (!(error instanceof StaleDemoDataError)) throw error;
+  console.error(error.message);
+  process.exit(1);
+}
+
+const kms = await openKms(dataDir).catch(exitIfStale);
+const database = await openDatabase({
+  url: process.env.DATABASE_URL,
+  sqlitePath: join(dataDir, "records.db"),
+}).catch(async (error: unknown) => {
+  await kms.close();
+  return exitIfStale(error);
+});
 
 if (mode === "serve") {
   const { db } = recordsClient(database.base, kms);
