@@ -74,6 +74,11 @@ export interface KeyLastUsage {
   readonly eventId: string;
 }
 
+interface NotedUsage {
+  readonly usage: KeyLastUsage;
+  readonly sequence: number;
+}
+
 /** What the trail tells about one key (see {@link Auditor.lastUsage}). */
 export interface KeyUsageRecord {
   readonly usage: KeyLastUsage | undefined;
@@ -94,9 +99,12 @@ export class Auditor {
   #writing = false;
   /** Single writer: the chain head. Shared chain: the head after this Auditor's last batch. */
   #head: { sequence: number; hash: string } | undefined;
-  #usage: Map<string, KeyLastUsage> | undefined;
+  /** Each key's newest use by ARN, with the sequence of its event. */
+  #usage: Map<string, NotedUsage> | undefined;
   /** Epoch ms of the oldest event noted in #usage. */
   #trackingStart: number | undefined;
+  /** Single writer: the one read of the whole trail that fills #usage. */
+  #usageLoaded: Promise<void> | undefined;
   /** Shared chain: the newest sequence whose usage is in #usage (others write too). */
   #usageSeen = -1;
 
@@ -209,12 +217,19 @@ export class Auditor {
     if (this.#trackingStart === undefined || time < this.#trackingStart) this.#trackingStart = time;
     if (event.errorCode !== undefined || !isUsageEvent(event.eventName)) return;
     for (const r of event.resources) {
+      // Writes are noted as they land, so an initial read that was in flight during one may
+      // bring older uses of the same key afterwards: they must not replace the newer one.
+      const known = this.#usage.get(r.ARN);
+      if (known !== undefined && known.sequence >= event.sequence) continue;
       this.#usage.set(r.ARN, {
-        operation: event.eventName,
-        timestamp: new Date(event.eventTime),
-        cloudTrailEventId: event.eventID,
-        kmsRequestId: event.requestID,
-        eventId: event.eventID,
+        sequence: event.sequence,
+        usage: {
+          operation: event.eventName,
+          timestamp: new Date(event.eventTime),
+          cloudTrailEventId: event.eventID,
+          kmsRequestId: event.requestID,
+          eventId: event.eventID,
+        },
       });
     }
   }
@@ -227,7 +242,7 @@ export class Auditor {
   async lastUsage(keyArn: string): Promise<KeyUsageRecord> {
     if (this.sharedChain) {
       // Other writers use keys too: catch up with everything appended since the last look.
-      this.#usage ??= new Map<string, KeyLastUsage>();
+      this.#usage ??= new Map<string, NotedUsage>();
       const fresh = await this.sink.read({ after: this.#usageSeen });
       const first = fresh[0];
       if (first !== undefined && this.#usageSeen >= 0 && first.sequence > this.#usageSeen + 1) {
@@ -242,17 +257,29 @@ export class Auditor {
       }
       return this.#record(keyArn);
     }
-    if (this.#usage === undefined) {
-      const usage = new Map<string, KeyLastUsage>();
-      this.#usage = usage;
-      for (const event of await this.sink.read()) this.#noteUsage(event);
-    }
+    // Concurrent first calls share one read: answering from the map while it is being filled
+    // would report a used key as unused.
+    this.#usageLoaded ??= this.#loadUsage();
+    await this.#usageLoaded;
     return this.#record(keyArn);
+  }
+
+  async #loadUsage(): Promise<void> {
+    // Set before the read, so that writes landing during it are noted too.
+    this.#usage = new Map<string, NotedUsage>();
+    try {
+      for (const event of await this.sink.read()) this.#noteUsage(event);
+    } catch (error) {
+      this.#usage = undefined;
+      this.#trackingStart = undefined;
+      this.#usageLoaded = undefined;
+      throw error;
+    }
   }
 
   /** Copies, so that a caller changing a returned Date does not change what the next call sees. */
   #record(keyArn: string): KeyUsageRecord {
-    const usage = this.#usage?.get(keyArn);
+    const usage = this.#usage?.get(keyArn)?.usage;
     return {
       usage: usage === undefined ? undefined : { ...usage, timestamp: new Date(usage.timestamp) },
       trackingStart: this.#trackingStart === undefined ? undefined : new Date(this.#trackingStart),

@@ -253,6 +253,98 @@ describe("getKeyLastUsage", () => {
     ).resolves.toMatchObject({ keyId: usageOnly.arn });
   });
 
+  describe("a single-writer trail read while calls land", () => {
+    /** A sink without appendAndChain whose reads can be held open after taking their snapshot. */
+    class HeldReadSink implements AuditSink {
+      readonly description = "held-read";
+      readonly events: AuditEvent[] = [];
+      #gate: Promise<void> | undefined;
+      #open: (() => void) | undefined;
+      #started: (() => void) | undefined;
+      failNextRead = false;
+
+      /** Holds the next reads until `release`; resolves once one of them has started. */
+      hold(): Promise<void> {
+        this.#gate = new Promise((resolve) => {
+          this.#open = resolve;
+        });
+        return new Promise((resolve) => {
+          this.#started = resolve;
+        });
+      }
+
+      release(): void {
+        this.#open?.();
+        this.#gate = undefined;
+      }
+
+      async write(events: readonly AuditEvent[]): Promise<void> {
+        this.events.push(...structuredClone(events));
+      }
+
+      async read(): Promise<readonly AuditEvent[]> {
+        if (this.failNextRead) {
+          this.failNextRead = false;
+          throw new Error("trail unavailable");
+        }
+        const snapshot = structuredClone(this.events);
+        this.#started?.();
+        await this.#gate;
+        return snapshot;
+      }
+
+      async last(): Promise<AuditEvent | undefined> {
+        return structuredClone(this.events.at(-1));
+      }
+
+      async close(): Promise<void> {}
+    }
+
+    async function heldTrail() {
+      const sink = new HeldReadSink();
+      const kms = await createKms({ clock: new ManualClock(), audit: sink });
+      const keyId = (await kms.createKey()).keyMetadata.keyId;
+      return { sink, kms, keyId };
+    }
+
+    test("a use written during the first read is not replaced by the older one it returns", async () => {
+      const { sink, kms, keyId } = await heldTrail();
+      await kms.encrypt({ keyId, plaintext }, { requestId: "older" });
+      const started = sink.hold();
+      const asked = kms.getKeyLastUsage({ keyId });
+      await started;
+      await kms.encrypt({ keyId, plaintext }, { requestId: "newer" });
+      sink.release();
+      expect((await asked).keyLastUsage?.kmsRequestId).toBe("newer");
+      expect((await kms.getKeyLastUsage({ keyId })).keyLastUsage?.kmsRequestId).toBe("newer");
+    });
+
+    test("a second call during the first read waits for it instead of answering unused", async () => {
+      const { sink, kms, keyId } = await heldTrail();
+      await kms.encrypt({ keyId, plaintext }, { requestId: "the-use" });
+      const started = sink.hold();
+      const first = kms.getKeyLastUsage({ keyId });
+      await started;
+      let secondSettled = false;
+      const second = kms.getKeyLastUsage({ keyId }).finally(() => {
+        secondSettled = true;
+      });
+      // Give the second call every chance to answer early from the half-filled map.
+      for (let i = 0; i < 50 && !secondSettled; i++) await new Promise((r) => setImmediate(r));
+      sink.release();
+      expect((await second).keyLastUsage?.kmsRequestId).toBe("the-use");
+      expect((await first).keyLastUsage?.kmsRequestId).toBe("the-use");
+    });
+
+    test("a failed first read is retried by the next call", async () => {
+      const { sink, kms, keyId } = await heldTrail();
+      await kms.encrypt({ keyId, plaintext }, { requestId: "the-use" });
+      sink.failNextRead = true;
+      await expect(kms.getKeyLastUsage({ keyId })).rejects.toBeInstanceOf(KmsInternalError);
+      expect((await kms.getKeyLastUsage({ keyId })).keyLastUsage?.kmsRequestId).toBe("the-use");
+    });
+  });
+
   test("an unknown key is NotFoundException", async () => {
     const { kms } = await trail();
     await expect(
