@@ -24,8 +24,13 @@ const STATUS: Partial<Record<KmsErrorCode, number>> = {
   LimitExceededException: 429,
 };
 
-/** Decryption failures stay generic (no oracle telling "wrong tenant" from "altered"). */
+/**
+ * Decryption failures stay generic (no oracle telling "wrong tenant" from "altered"). So do
+ * denials: their message names the server's principal, the key ARN and the policy statement
+ * that denied, which is the operator's business (it is in the audit trail), not the client's.
+ */
 const GENERIC_DETAIL: Partial<Record<KmsErrorCode, string>> = {
+  AccessDeniedException: "the key management service denied an operation this request needs",
   InvalidCiphertextException:
     "the ciphertext cannot be decrypted in this request's encryption context " +
     "(it belongs to another tenant or context, or it was altered)",

@@ -402,8 +402,10 @@ const KMS_STATUS: Record<string, number> = {
   KMSInvalidStateException: 409,
   LimitExceededException: 429,
 };
-// Decryption failures answer a fixed text; the error's own message is not an oracle to hand out.
+// Decryption failures and denials answer a fixed text: the error's own message is an oracle, or
+// names the server's principal, key ARN and policy statement.
 const GENERIC_CODES: ReadonlySet<string> = new Set([
+  "AccessDeniedException",
   "InvalidCiphertextException",
   "IncorrectKeyException",
 ]);
@@ -1522,7 +1524,7 @@ describe("@Signed over arbitrary handler outcomes (property-based)", () => {
               if (problem.status !== res.status) wrong.push(`body status ${problem.status}`);
               if (typeof problem.detail !== "string") wrong.push(`detail ${problem.detail}`);
               // A client fault's message names an argument and a rule: it is the detail, except
-              // for decryption failures, whose detail is fixed so it cannot serve as an oracle.
+              // for decryption failures and denials, whose detail is fixed (GENERIC_CODES).
               if (kmsError?.clientFault === true) {
                 const own = problem.detail === kmsError.message;
                 if (GENERIC_CODES.has(kmsError.code) === own) {
