@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
-import { InvalidCiphertextError, isKmsError, type Kms, runWithEncryptionContext } from "@kms/core";
+import { InvalidCiphertextError, isKmsError, runWithEncryptionContext } from "@kms/core";
 import express, { type NextFunction, type Request, type Response } from "express";
+import type { KeyAdmin } from "./kms.ts";
 import { ensureTenantKey, type RecordsDb } from "./records.ts";
 
 const TENANT = /^[a-z0-9][a-z0-9-]{0,39}$/;
@@ -128,7 +129,10 @@ function ownPatient<T extends { readonly ssn: string; readonly ssnOfRecord: stri
  * query filters on it, and every encrypted value is bound to it, so one clinic's request can
  * never read another clinic's rows even if a query forgot the filter.
  */
-export function createApp(options: { readonly db: RecordsDb; readonly kms: Kms }): express.Express {
+export function createApp(options: {
+  readonly db: RecordsDb;
+  readonly kms: KeyAdmin;
+}): express.Express {
   const { db, kms } = options;
   const app = express();
   app.use(express.json({ limit: "64kb" }));

@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { retainSqliteHandle as retainHandle, retainSqliteStatements } from "@kms/keystore-sqlite";
@@ -61,6 +61,8 @@ export async function openDatabase(options: {
 
 async function openSqlite(path: string): Promise<DemoDatabase> {
   retainSqliteStatements();
+  // The in-process KMS used to create the data dir first; against a KMS server nothing else does.
+  mkdirSync(dirname(path), { recursive: true });
   const raw = new Database(path);
   retainHandle(raw);
   const columns = raw.prepare(`PRAGMA table_info("Patient")`).all() as { name: string }[];

@@ -6,11 +6,12 @@ import {
   type EncryptionContext,
   FieldEncryptionEngine,
   isKmsError,
-  type Kms,
+  type KmsLike,
   NotFoundError,
 } from "@kms/core";
 import { fieldEncryption, PrismaDataKeyStore } from "@kms/prisma";
 import type { PrismaClient } from "./generated/sqlite/client.ts";
+import type { KeyAdmin } from "./kms.ts";
 
 const schema = readFileSync(
   join(dirname(fileURLToPath(import.meta.url)), "..", "prisma", "schema.prisma"),
@@ -23,14 +24,14 @@ export function tenantKeyAlias(tenantId: string): string {
 }
 
 /** First-use key creation in flight, per KMS and clinic: concurrent first requests share it. */
-const creating = new WeakMap<Kms, Map<string, Promise<string>>>();
+const creating = new WeakMap<KeyAdmin, Map<string, Promise<string>>>();
 
 /**
  * Creates the clinic's KMS key on first use. Concurrent first requests of one clinic used to
  * race: each created a key, all but one failed to claim the alias (a 500 for the client) and
  * left an orphan key behind.
  */
-export function ensureTenantKey(kms: Kms, tenantId: string): Promise<string> {
+export function ensureTenantKey(kms: KeyAdmin, tenantId: string): Promise<string> {
   let inFlight = creating.get(kms);
   if (inFlight === undefined) {
     inFlight = new Map();
@@ -43,7 +44,7 @@ export function ensureTenantKey(kms: Kms, tenantId: string): Promise<string> {
   return created;
 }
 
-async function describeOrCreate(kms: Kms, tenantId: string): Promise<string> {
+async function describeOrCreate(kms: KeyAdmin, tenantId: string): Promise<string> {
   const aliasName = tenantKeyAlias(tenantId);
   try {
     return (await kms.describeKey({ keyId: aliasName })).keyMetadata.keyId;
@@ -64,10 +65,19 @@ async function describeOrCreate(kms: Kms, tenantId: string): Promise<string> {
 }
 
 /**
+ * Crypto-shreds a clinic: its key is scheduled for deletion, so none of its records decrypts
+ * any more. By key id: AWS KMS's ScheduleKeyDeletion takes no alias.
+ */
+export async function scheduleTenantKeyDeletion(kms: KeyAdmin, tenantId: string): Promise<void> {
+  const { keyMetadata } = await kms.describeKey({ keyId: tenantKeyAlias(tenantId) });
+  await kms.scheduleKeyDeletion({ keyId: keyMetadata.keyId, pendingWindowInDays: 7 });
+}
+
+/**
  * The only client the application uses: the base client extended with field encryption. The
  * engine is kept so that the app can drop cached data keys after a key deletion.
  */
-export function recordsClient(base: PrismaClient, kms: Kms) {
+export function recordsClient(base: PrismaClient, kms: KmsLike) {
   const engine = new FieldEncryptionEngine({
     kms,
     keyId: (context: EncryptionContext) => tenantKeyAlias(context.tenantId ?? "unknown"),

@@ -1,9 +1,14 @@
 import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
-import type { Kms } from "@kms/core";
 import { createApp } from "./app.ts";
 import type { DemoDatabase } from "./database.ts";
-import { recordsClient, tenantKeyAlias } from "./records.ts";
+import type { DemoKms } from "./kms.ts";
+import { recordsClient, scheduleTenantKeyDeletion } from "./records.ts";
+
+/** The walkthrough cannot go on: a step every later one needs failed (the message says which). */
+export class WalkthroughStoppedError extends Error {
+  override readonly name = "WalkthroughStoppedError";
+}
 
 /**
  * A scripted walk through the API: what the API returns beside what the database stores,
@@ -11,11 +16,11 @@ import { recordsClient, tenantKeyAlias } from "./records.ts";
  */
 export async function walkthrough(
   database: DemoDatabase,
-  kms: Kms,
+  kms: DemoKms,
   log: (line: string) => void,
 ): Promise<void> {
-  const { db, engine } = recordsClient(database.base, kms);
-  const server = createApp({ db, kms }).listen(0, "127.0.0.1");
+  const { db, engine } = recordsClient(database.base, kms.crypto);
+  const server = createApp({ db, kms: kms.keys }).listen(0, "127.0.0.1");
   await new Promise((resolve) => server.once("listening", resolve));
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const run = randomBytes(2).toString("hex");
@@ -39,6 +44,7 @@ export async function walkthrough(
   const show = (label: string, value: unknown) =>
     log(`${label}\n${JSON.stringify(value, null, 2)}\n`);
   try {
+    log(`KMS: ${kms.description}`);
     log(`Database: ${database.kind}; clinics ${clinicA} and ${clinicB}, one KMS key each.\n`);
     const ann = await call(clinicA, "POST", "/patients", {
       ssn: "123-45-6789",
@@ -51,6 +57,14 @@ export async function walkthrough(
       name: "Bob Example",
     });
     const cy = await call(clinicB, "POST", "/patients", { ssn: "123-45-6789", name: "Cy Other" });
+    // Every later step reads these rows; without them it would print a page of failures.
+    const failed = [ann, bob, cy].find((created) => created.status !== 201);
+    if (failed !== undefined) {
+      show(`POST /patients → ${failed.status}`, failed.body);
+      throw new WalkthroughStoppedError(
+        `the walkthrough stopped: creating a patient answered ${failed.status}; check the KMS (${kms.description})`,
+      );
+    }
     show(`POST /patients as ${clinicA} → ${ann.status}`, ann.body);
     const annId = (ann.body as { id: number }).id;
     const bobId = (bob.body as { id: number }).id;
@@ -102,7 +116,7 @@ export async function walkthrough(
     await swapSsns(annSsn, bobSsn);
     await call(clinicB, "DELETE", `/patients/${cyId}`);
     await call(clinicB, "POST", "/patients", { ssn: "555-55-5555", name: "Dee Other" });
-    await kms.scheduleKeyDeletion({ keyId: tenantKeyAlias(clinicB), pendingWindowInDays: 7 });
+    await scheduleTenantKeyDeletion(kms.keys, clinicB);
     engine.clearCache();
     const shredded = await call(clinicB, "GET", "/patients");
     show(

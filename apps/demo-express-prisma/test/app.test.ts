@@ -11,6 +11,7 @@ import pg from "pg";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { createApp } from "../src/app.ts";
 import { type DemoDatabase, openDatabase } from "../src/database.ts";
+import { inProcessKms } from "../src/kms.ts";
 import { recordsClient, tenantKeyAlias } from "../src/records.ts";
 import { walkthrough } from "../src/walkthrough.ts";
 
@@ -207,8 +208,11 @@ describe.each(backends)("demo records API on %s", (_name, url, skip) => {
     "the walkthrough prints what is stored beside what the API returns",
     async () => {
       const lines: string[] = [];
-      await walkthrough(database, kms, (line) => lines.push(line));
+      await walkthrough(database, inProcessKms(kms, "in-process (memory)"), (line) =>
+        lines.push(line),
+      );
       const text = lines.join("\n");
+      expect(lines[0]).toBe("KMS: in-process (memory)");
       expect(text).toContain('"name": "Ann Example"');
       expect(text).toMatch(/"name": "kms1:/);
       expect(text).toMatch(/"ssnOfRecord": "kms1:/);
