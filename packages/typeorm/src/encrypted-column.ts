@@ -131,6 +131,7 @@ export function unsealedError(value: UnsealedValue): ValidationError {
 }
 
 const registry = new Map<object, Map<string, EncryptedColumnSpec>>();
+const BASE64URL = /^[A-Za-z0-9_-]+$/;
 const NORMALIZATIONS: readonly string[] = ["lowercase", "trim", "nfkc"];
 
 function fail(where: string, rule: string): never {
@@ -175,16 +176,30 @@ export class BlindIndexTransformer implements ValueTransformer {
   /** The encrypted property it indexes. */
   readonly indexOf: string;
 
-  constructor(model: string, property: string, indexOf: string) {
+  /** The last index string given to `to()` and the stand-in returned for it. */
+  #last: { readonly index: string; readonly standIn: UnsealedValue } | undefined;
+  readonly #indexLength: number;
+
+  constructor(model: string, property: string, indexOf: string, bytes = 16) {
     this.model = model;
     this.property = property;
     this.indexOf = indexOf;
+    this.#indexLength = Math.ceil((bytes * 4) / 3);
   }
 
   to(value: unknown): unknown {
     if (value === null || value === undefined) return value;
     if (value instanceof Sealed) return value.stored;
-    return new UnsealedValue(this.model, this.property, this.indexOf);
+    // TypeORM's change detection compares to(stored index) with to(index on the entity), one
+    // call after the other: equal strings must give the same stand-in, or an index loaded
+    // without the property it indexes would always look changed and save() would try to write
+    // it. Only strings shaped like an index are remembered, never a plaintext given by mistake.
+    if (typeof value === "string" && this.#last?.index === value) return this.#last.standIn;
+    const standIn = new UnsealedValue(this.model, this.property, this.indexOf);
+    if (typeof value === "string" && value.length === this.#indexLength && BASE64URL.test(value)) {
+      this.#last = { index: value, standIn };
+    }
+    return standIn;
   }
 
   from(value: unknown): unknown {
@@ -247,7 +262,7 @@ export function EncryptedColumn(options: EncryptedColumnOptions = {}): PropertyD
         length: 64,
         nullable: true,
         unique: b.unique === true,
-        transformer: new BlindIndexTransformer(owner.name, column, property),
+        transformer: new BlindIndexTransformer(owner.name, column, property, bytes),
       })(target, column);
     }
     const context = Object.freeze({

@@ -6,6 +6,7 @@ import {
   type EncryptCallOptions,
   type EncryptionContext,
   FIELD_TEXT_PREFIX,
+  type FieldBinding,
   FieldEncryptionEngine,
   type FieldValue,
   type KmsLike,
@@ -82,6 +83,8 @@ export class TypeormFieldEncryption {
   readonly #pending = new WeakMap<QueryRunner, Set<object>>();
   readonly #gates = new Map<string, Map<string, Promise<void>>>();
   readonly #loadBatches = new WeakMap<object, LoadBatch>();
+  /** Blind indexes as loaded on entities whose select left out the indexed property. */
+  readonly #loadedIndexes = new WeakMap<object, Map<string, unknown>>();
 
   constructor(options: FieldEncryptionOptions) {
     if (options === null || typeof options !== "object") {
@@ -117,6 +120,28 @@ export class TypeormFieldEncryption {
   install(dataSource: DataSource): void {
     if (encryptionOf(dataSource, false) === this) return;
     (dataSource.subscribers as EntitySubscriberInterface[]).push(new this.subscriber());
+  }
+
+  /**
+   * Checks, at startup, what the first use of each entity would otherwise check: that
+   * `dataSource` has this encryption's subscriber, and that every `fromRow`/`rowIdentity` name
+   * of its encrypted columns is a plain column of the entity. Call it after
+   * `dataSource.initialize()`; it makes no query and no KMS call.
+   * @throws ValidationException when the DataSource is not initialized or lacks the subscriber,
+   *   or naming the entity, the encrypted property and the context name that is refused.
+   */
+  check(dataSource: DataSource): void {
+    if (!dataSource.isInitialized) {
+      throw new ValidationError(
+        `the DataSource is not initialized: call check() after dataSource.initialize(), which builds the entity metadata it reads`,
+      );
+    }
+    if (encryptionOf(dataSource) !== this) {
+      throw new ValidationError(
+        `the DataSource's field encryption subscriber belongs to another fieldEncryption(...) than the one checked`,
+      );
+    }
+    for (const metadata of dataSource.entityMetadatas) describe(metadata);
   }
 
   /**
@@ -245,16 +270,22 @@ export class TypeormFieldEncryption {
       // arithmetic or string functions on a ciphertext would destroy it.
       if (typeof entity[spec.property] === "function") throw expressionError(d, spec.property);
     }
-    for (const column of d.blindIndexes.keys()) {
-      const source = d.blindIndexes.get(column) as string;
-      if (entity[column] !== undefined && entity[source] === undefined) {
-        throw new ValidationError(
-          `${d.model}.${column} is a blind index: it is computed, not written`,
-        );
+    const snapshot = new Map<string, unknown>();
+    if (fallback !== undefined && present.length < d.columns.length) {
+      // After an UPDATE, TypeORM sets every nullable property the entity left undefined to null
+      // on the caller's object (typeorm#4910): a second save() of a partially selected entity
+      // would then write null over the stored values. Restored to undefined, they stay unwritten.
+      for (const spec of d.columns) {
+        if (entity[spec.property] !== undefined) continue;
+        snapshot.set(spec.property, undefined);
+        const index = spec.blindIndex?.column;
+        if (index !== undefined && entity[index] === undefined) snapshot.set(index, undefined);
       }
     }
-    if (present.length === 0) return undefined;
-    const snapshot = new Map<string, unknown>();
+    for (const [column, value] of this.#keepStoredIndexes(d, entity, fallback) ?? []) {
+      snapshot.set(column, value);
+    }
+    if (present.length === 0 && snapshot.size === 0) return undefined;
     for (const spec of present) {
       snapshot.set(spec.property, entity[spec.property]);
       if (spec.blindIndex !== undefined) snapshot.set(spec.blindIndex.column, COMPUTED_INDEX);
@@ -292,6 +323,45 @@ export class TypeormFieldEncryption {
         }
       }
     });
+  }
+
+  /**
+   * A blind index on the entity without the value it indexes: an entity loaded with a partial
+   * `select` (`{ id, panIndex, uses }`). Nothing here can recompute it, and the row may have
+   * changed since the load, so an index equal to the one loaded (or the one stored) is left out
+   * of the write and put back on the object afterwards. Any other index is refused, as is an
+   * index on an insert or in an update's value set: it would be written without its value.
+   * @returns the indexes taken off the entity, to restore; undefined when there are none.
+   * @throws ValidationException naming the index and the property to set instead.
+   */
+  #keepStoredIndexes(
+    d: EntityDescriptor,
+    entity: Row,
+    stored: Row | undefined,
+  ): Map<string, unknown> | undefined {
+    let kept: Map<string, unknown> | undefined;
+    for (const [column, source] of d.blindIndexes) {
+      const value = entity[column];
+      if (value === undefined || entity[source] !== undefined) continue;
+      if (stored === undefined) {
+        throw new ValidationError(
+          `${d.model}.${column} is a blind index: it is computed, not written`,
+        );
+      }
+      const loaded = this.#loadedIndexes.get(entity);
+      const unchanged =
+        (loaded !== undefined && loaded.get(column) === value) || stored[column] === value;
+      if (!unchanged) {
+        throw new ValidationError(
+          `${d.model}.${column} is the blind index of ${d.model}.${source}: it is computed from ${source}, not written, and the value given differs from the one loaded; set ${source} instead (select it, or assign it) and the index follows`,
+        );
+      }
+      kept ??= new Map();
+      kept.set(column, value);
+    }
+    // Taken off only once every index passed: a refusal leaves the caller's object as it was.
+    for (const column of kept?.keys() ?? []) entity[column] = undefined;
+    return kept;
   }
 
   /**
@@ -418,13 +488,15 @@ export class TypeormFieldEncryption {
     d: EntityDescriptor,
     entity: Row,
   ): Promise<void> | undefined {
+    if (d.blindIndexes.size > 0) this.#recordLoadedIndexes(d, entity);
     let batch: LoadBatch | undefined;
     for (const spec of d.columns) {
       const stored = entity[spec.property] as string | Uint8Array | null | undefined;
       if (stored === undefined || stored === null) continue;
-      const binding = bindingFor(d.model, spec.property, spec, readContext(d, spec, entity));
       let value: unknown;
+      let binding: FieldBinding;
       try {
+        binding = bindingFor(d.model, spec.property, spec, readContext(d, spec, entity));
         value = this.engine.decryptIfCached(binding, spec, stored);
       } catch (error) {
         // A batch this entity already joined is awaited by nobody once the hook throws:
@@ -442,6 +514,20 @@ export class TypeormFieldEncryption {
       batch.items.push({ binding, spec, stored });
     }
     return batch?.done;
+  }
+
+  /**
+   * Remembers the blind indexes of a partial load (index selected, indexed property not), so
+   * that a save can tell the index as loaded, left out of the write, from one the caller set.
+   */
+  #recordLoadedIndexes(d: EntityDescriptor, entity: Row): void {
+    let loaded: Map<string, unknown> | undefined;
+    for (const [column, source] of d.blindIndexes) {
+      if (entity[column] === undefined || entity[source] !== undefined) continue;
+      loaded ??= new Map();
+      loaded.set(column, entity[column]);
+    }
+    if (loaded !== undefined) this.#loadedIndexes.set(entity, loaded);
   }
 
   /** The open batch of `queryRunner`'s current load, flushed once the broadcast loop ends. */
@@ -484,10 +570,10 @@ const sharedContexts = new WeakMap<EncryptedColumnSpec, Map<string, EncryptionCo
 function readContext(d: EntityDescriptor, spec: EncryptedColumnSpec, row: Row): EncryptionContext {
   const { fromRow, fromScope, rowIdentity } = spec.context;
   if (fromRow.length !== 1 || fromScope.length !== 0 || rowIdentity.length !== 0) {
-    return contextFor(d.model, spec, row);
+    return loadedContext(d, spec, row);
   }
   const raw = row[fromRow[0] as string];
-  if (typeof raw !== "string" && typeof raw !== "number") return contextFor(d.model, spec, row);
+  if (typeof raw !== "string" && typeof raw !== "number") return loadedContext(d, spec, row);
   const key = String(raw);
   let byValue = sharedContexts.get(spec);
   if (byValue === undefined) {
@@ -501,6 +587,27 @@ function readContext(d: EntityDescriptor, spec: EncryptedColumnSpec, row: Row): 
     byValue.set(key, ctx);
   }
   return ctx;
+}
+
+/**
+ * `contextFor` for a loaded row, whose context columns a partial `select` may have left out:
+ * the error then says what to select rather than what to write.
+ * @throws ValidationException naming the context column.
+ */
+function loadedContext(
+  d: EntityDescriptor,
+  spec: EncryptedColumnSpec,
+  row: Row,
+): EncryptionContext {
+  for (const keys of [spec.context.fromRow, spec.context.rowIdentity]) {
+    for (const key of keys) {
+      if (row[key] !== undefined) continue;
+      throw new ValidationError(
+        `${d.model}.${spec.property} is bound to ${d.model}.${key}, which the loaded row lacks: a find that selects ${spec.property} must select ${key} too`,
+      );
+    }
+  }
+  return contextFor(d.model, spec, row);
 }
 
 const NO_OPTIONS: EncryptCallOptions = Object.freeze({});
@@ -576,6 +683,9 @@ class EncryptionSubscriber implements EntitySubscriberInterface {
   }
 
   afterTransactionCommit(event: { queryRunner: QueryRunner }): void {
+    // An entity still pending here had no afterUpdate: its save wrote nothing once the blind
+    // indexes kept as stored were left out, and they are still off the caller's object.
+    if (!event.queryRunner.isTransactionActive) this.owner.restorePending(event.queryRunner);
     this.owner.endTransaction(event.queryRunner, "commit");
   }
 

@@ -1,7 +1,7 @@
 import { createKms, type Kms, ValidationError } from "@kms/core";
 import {
   Column,
-  type DataSource,
+  DataSource,
   Entity,
   JoinColumn,
   type Logger,
@@ -275,6 +275,34 @@ export function describeContextColumns(
         expect((where as Error).message).toMatch(message);
         expect(calls).toEqual([]);
       });
+    });
+
+    test("check() refuses each of them at startup, before any statement or KMS call", async () => {
+      for (const { entity, message } of refusals) {
+        const encryption = fieldEncryption({ kms: await createKms(), keyId: "unused" });
+        const single = await db.connect(encryption, { entities: [Tenant, entity], logger });
+        logger.statements.length = 0;
+        const error = await failure(async () => encryption.check(single));
+        expect(error).toBeInstanceOf(ValidationError);
+        expect((error as Error).message).toMatch(message);
+        expect(logger.statements).toEqual([]);
+      }
+      expect(calls).toEqual([]);
+    });
+
+    test("check() passes a valid configuration and refuses a DataSource it cannot check", async () => {
+      const encryption = fieldEncryption({ kms: await createKms(), keyId: "unused" });
+      const valid = await db.connect(encryption, { entities: [Tenant, BoundToJoinColumn] });
+      expect(encryption.check(valid)).toBeUndefined();
+      // The subscriber in `valid` is another encryption's.
+      const other = fieldEncryption({ kms: await createKms(), keyId: "unused" });
+      expect(() => other.check(valid)).toThrow(
+        /^the DataSource's field encryption subscriber belongs to another fieldEncryption/,
+      );
+      const uninitialized = new DataSource({ type: "better-sqlite3", database: ":memory:" });
+      expect(() => encryption.check(uninitialized)).toThrow(
+        /^the DataSource is not initialized: call check\(\) after dataSource\.initialize\(\)/,
+      );
     });
 
     test("a relation's join column declared as a @Column binds the values", async () => {

@@ -2,6 +2,7 @@ import { databaseTarget } from "@kms/tooling/databases";
 import { openMariadb } from "./backends.ts";
 import { describeContextColumns } from "./context-columns.behaviour.ts";
 import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
+import { describePartialSelect } from "./partial-select.behaviour.ts";
 import { describeQueryPaths } from "./query-paths.behaviour.ts";
 import { describeRowIdentity } from "./row-identity.behaviour.ts";
 
@@ -11,3 +12,4 @@ describeEncryptedColumns("MariaDB (mysql2)", () => openMariadb(url as string), s
 describeQueryPaths("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
 describeRowIdentity("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
 describeContextColumns("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
+describePartialSelect("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);

@@ -3,6 +3,7 @@ import { databaseTarget } from "@kms/tooling/databases";
 import { openPostgres } from "./backends.ts";
 import { describeContextColumns } from "./context-columns.behaviour.ts";
 import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
+import { describePartialSelect } from "./partial-select.behaviour.ts";
 import { describeQueryPaths } from "./query-paths.behaviour.ts";
 import { describeRowIdentity } from "./row-identity.behaviour.ts";
 
@@ -12,3 +13,4 @@ describeEncryptedColumns("PostgreSQL (pg)", () => openPostgres(url as string), s
 describeQueryPaths("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
 describeRowIdentity("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
 describeContextColumns("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
+describePartialSelect("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
