@@ -56,15 +56,37 @@ export function verifyContentDigest(
 /** The RFC 9530 integrity fields whose value can be a digest of the body, as reasons name them. */
 export type DigestFieldName = "Content-Digest" | "Repr-Digest";
 
+/** The checksum of one body in an algorithm; see `bodyChecksums`. */
+export type BodyChecksum = (alg: DigestAlgorithm) => Uint8Array;
+
+/**
+ * The checksums of `body`, each computed on first use and then reused: a verification that
+ * checks Content-Digest and Repr-Digest against the same body hashes it once per algorithm.
+ * Scoped to one verification by its caller, so nothing outlives the message.
+ */
+export function bodyChecksums(body: Uint8Array): BodyChecksum {
+  let done: Map<DigestAlgorithm, Uint8Array> | undefined;
+  return (alg) => {
+    let checksum = done?.get(alg);
+    if (checksum === undefined) {
+      checksum = hash(NODE_HASH[alg], body, "buffer");
+      done ??= new Map();
+      done.set(alg, checksum);
+    }
+    return checksum;
+  };
+}
+
 /**
  * `verifyContentDigest` for either integrity field: the rules are the same, and `field` only
  * names it in the reason. A Repr-Digest is a digest of the body only when the body is the whole
- * representation; the caller decides that (see `verify.ts`).
+ * representation; the caller decides that (see `verify.ts`). `body` may be a `bodyChecksums`
+ * of it, to share the hashing with another field's check.
  */
 export function verifyDigestField(
   field: DigestFieldName,
   fieldValue: string,
-  body: Uint8Array,
+  body: Uint8Array | BodyChecksum,
   accept: readonly DigestAlgorithm[] = DIGEST_ALGORITHMS,
 ): ContentDigestResult {
   let dict: ReturnType<typeof parseDictionary>;
@@ -85,7 +107,7 @@ export function verifyDigestField(
     if (isInnerList(member) || !(member.value instanceof Uint8Array)) {
       return { ok: false, reason: `${field} ${alg} must be a byte sequence` };
     }
-    const expected = hash(NODE_HASH[alg], body, "buffer");
+    const expected = typeof body === "function" ? body(alg) : hash(NODE_HASH[alg], body, "buffer");
     if (member.value.length !== expected.length || !timingSafeEqual(expected, member.value)) {
       return { ok: false, reason: `${field} ${alg} does not match the body` };
     }

@@ -67,6 +67,36 @@ const ECDSA_SIZE: Partial<Record<SignatureAlgorithm, number>> = {
   "ecdsa-p384-sha384": 48,
 };
 
+/** AWS KMS's bound on a RAW message (Sign, Verify, GenerateMac, VerifyMac), which ours keeps. */
+const MAX_RAW_MESSAGE = 4096;
+
+/**
+ * The lengths a valid signature can have where the algorithm fixes them: an HMAC-SHA-256 tag,
+ * an Ed25519 signature, and RSA signatures for the key specs a KMS offers (RSA_2048, RSA_3072,
+ * RSA_4096). ECDSA is checked as r||s before its DER conversion.
+ */
+const SIGNATURE_LENGTHS: Partial<Record<SignatureAlgorithm, readonly number[]>> = {
+  "hmac-sha256": [32],
+  ed25519: [64],
+  "rsa-pss-sha512": [256, 384, 512],
+  "rsa-v1_5-sha256": [256, 384, 512],
+};
+
+/**
+ * Whether the KMS would refuse the request as malformed (ValidationException) rather than
+ * answer it: both inputs come from the message being verified, so a client could otherwise
+ * turn its bad signature into an error that reads as a KMS outage. No such request can verify.
+ */
+function unverifiable(
+  algorithm: SignatureAlgorithm,
+  message: Uint8Array,
+  signature: Uint8Array,
+): boolean {
+  if (message.length === 0 || message.length > MAX_RAW_MESSAGE) return true;
+  const lengths = SIGNATURE_LENGTHS[algorithm];
+  return lengths !== undefined && !lengths.includes(signature.length);
+}
+
 export interface KmsKeyOptions {
   /** A client with the KMS signing surface (e.g. the in-process `Kms`). */
   readonly kms: KmsSignatureApi;
@@ -123,8 +153,10 @@ export function createKmsSigner(options: KmsKeyOptions): MessageSigner {
 }
 
 /**
- * Verifies with a KMS key (VerifyMac / Verify). A mismatch answers false; other KMS errors
- * (missing or disabled key) propagate so they are not mistaken for a bad signature.
+ * Verifies with a KMS key (VerifyMac / Verify). A mismatch answers false, and so does a request
+ * the KMS would refuse as malformed without looking at the key (a signature base over 4096
+ * bytes, or a signature of a length the algorithm cannot produce); other KMS errors (missing or
+ * disabled key) propagate so they are not mistaken for a bad signature.
  * @throws ValidationException for an unknown algorithm or empty key id.
  */
 export function createKmsVerifier(options: KmsKeyOptions): MessageVerifier {
@@ -134,6 +166,7 @@ export function createKmsVerifier(options: KmsKeyOptions): MessageVerifier {
     return {
       algorithm,
       verify: async (message, mac) => {
+        if (unverifiable(algorithm, message, mac)) return false;
         try {
           return (await kms.verifyMac({ keyId, message, mac, macAlgorithm: "HMAC_SHA_256" }))
             .macValid;
@@ -149,6 +182,7 @@ export function createKmsVerifier(options: KmsKeyOptions): MessageVerifier {
   return {
     algorithm,
     verify: async (message, raw) => {
+      if (unverifiable(algorithm, message, raw)) return false;
       let signature = raw;
       if (size !== undefined) {
         if (raw.length !== size * 2) return false;

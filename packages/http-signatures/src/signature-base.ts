@@ -198,6 +198,33 @@ function encodeQueryPart(value: string): string {
   );
 }
 
+interface QueryParams {
+  /** The `search` they were parsed from: a caller's URL object can be changed in place. */
+  readonly search: string;
+  readonly values: ReadonlyMap<string, readonly string[]>;
+}
+
+// One parse per URL: a signature covering many `@query-param`s would otherwise re-parse the
+// whole query for each, quadratic in the size of a hostile request.
+const parsedQueries = new RecentCache<URL, QueryParams>(16);
+
+/** The re-encoded values of the query parameter `name`, in order. */
+function queryParamValues(url: URL, name: string): readonly string[] {
+  const search = url.search;
+  let parsed = parsedQueries.get(url);
+  if (parsed?.search !== search) {
+    const values = new Map<string, string[]>();
+    for (const [key, value] of new URLSearchParams(search)) {
+      const list = values.get(key);
+      if (list === undefined) values.set(key, [encodeQueryPart(value)]);
+      else list.push(encodeQueryPart(value));
+    }
+    parsed = { search, values };
+    parsedQueries.set(url, parsed);
+  }
+  return parsed.values.get(name) ?? [];
+}
+
 const COMPONENT_PARAMS = new Set(["sf", "key", "bs", "req", "name", "tr"]);
 const FIELD_ONLY_PARAMS = ["sf", "key", "bs"] as const;
 
@@ -269,11 +296,9 @@ export function componentValues(
       case "@query-param": {
         const wanted = params.get("name");
         if (typeof wanted !== "string") throw componentError(id, 'needs a string ;name="…"');
-        const values = new URLSearchParams(url.search)
-          .getAll(wanted)
-          .map((v) => encodeQueryPart(v));
+        const values = queryParamValues(url, wanted);
         if (values.length === 0) throw componentError(id, "parameter is absent from the query");
-        return values;
+        return [...values];
       }
       default:
         throw componentError(id, "unknown derived component");
@@ -291,17 +316,17 @@ export function componentValues(
   if (bs) {
     return [
       lines
-        .map((line) =>
-          serializeBareItem(new Uint8Array(Buffer.from(trimFieldValue(line), "latin1"))),
-        )
+        .map((line) => serializeBareItem(new Uint8Array(fieldLineBytes(id, trimFieldValue(line)))))
         .join(", "),
     ];
   }
   const combined =
     lines.length === 1 ? trimFieldValue(lines[0] as string) : lines.map(trimFieldValue).join(", ");
   if (!sf && key === undefined) return [combined];
+  // Own properties only: a covered "constructor" or "__proto__" must not find Object.prototype's.
+  const extra = options.structuredFields;
   const type =
-    options.structuredFields?.[name] ??
+    (extra !== undefined && Object.hasOwn(extra, name) ? extra[name] : undefined) ??
     (Object.hasOwn(KNOWN_STRUCTURED_FIELDS, name) ? KNOWN_STRUCTURED_FIELDS[name] : undefined);
   if (key !== undefined) {
     if (typeof key !== "string") throw componentError(id, ";key must be a string");
@@ -322,6 +347,20 @@ export function componentValues(
       ? parseDictionary(combined, dictionaryParseOptions(name))
       : parseStructuredField(combined, type);
   return [serializeStructuredField(parsed)];
+}
+
+/**
+ * A field line's bytes, as HTTP parsers hand them over: one character per byte (latin1). A
+ * character above U+00FF came from a header source that decoded the bytes otherwise; latin1
+ * encoding would keep only its low byte, so `;bs` would vouch for "a" and accept "š" (U+0161).
+ */
+function fieldLineBytes(id: Item, line: string): Buffer {
+  for (let i = 0; i < line.length; i++) {
+    if (line.charCodeAt(i) > 0xff) {
+      throw componentError(id, "a field line has a character above U+00FF, not a byte");
+    }
+  }
+  return Buffer.from(line, "latin1");
 }
 
 /**
@@ -400,10 +439,13 @@ export function signatureBase(
   options: SignatureBaseOptions,
 ): string {
   let base = "";
+  // A set, not indexOf: a hostile Signature-Input may list many thousands of identifiers.
+  const seen = new Set<string>();
   for (let i = 0; i < items.length; i++) {
     const id = items[i] as Item;
     const serialized = identifiers[i] as string;
-    if (identifiers.indexOf(serialized) !== i) throw componentError(id, "is covered twice");
+    if (seen.has(serialized)) throw componentError(id, "is covered twice");
+    seen.add(serialized);
     for (const value of componentValues(id, source, options)) {
       if (value.includes("\n") || value.includes("\r")) {
         throw componentError(id, "value contains a line break");

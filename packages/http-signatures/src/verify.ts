@@ -7,7 +7,12 @@ import {
   type MessageVerifier,
   type SignatureAlgorithm,
 } from "./algorithms.ts";
-import { type DigestAlgorithm, verifyDigestField } from "./content-digest.ts";
+import {
+  type BodyChecksum,
+  bodyChecksums,
+  type DigestAlgorithm,
+  verifyDigestField,
+} from "./content-digest.ts";
 import {
   fieldDictionary,
   fieldLines,
@@ -106,7 +111,11 @@ export interface VerificationPolicy extends SignatureBaseOptions {
   readonly requireNonce?: boolean;
   /**
    * Content-Digest: "required" makes a covered, matching digest mandatory; "if-present"
-   * (default) checks one when the signature covers it. The raw body must be supplied.
+   * (default) checks one when the signature covers it. The raw body must be supplied, except
+   * for a response without content by definition (one answering HEAD, or a 1xx, 204 or 304 whose
+   * `@status` the signature covers): its content is empty, and a covered Content-Digest must be
+   * the digest of empty content. "required" does not ask such a response for a Content-Digest
+   * unless it was given a non-empty body.
    */
   readonly contentDigest?: "required" | "if-present";
   /**
@@ -242,6 +251,8 @@ interface Candidate {
   readonly covered: readonly string[];
   readonly digestChecked: boolean;
   readonly reprDigestChecked: boolean;
+  /** The message is a response without content by definition; see `hasNoContentByDefinition`. */
+  readonly noContent: boolean;
   readonly message: HttpMessage;
   readonly request: RequestMessage | undefined;
   readonly policy: VerificationPolicy;
@@ -295,7 +306,12 @@ function verifyLabel(
       if (!covered.includes(id)) return fail("components", `signature must cover ${id}`, label);
     }
   }
-  const digestRequired = policy.contentDigest === "required";
+  const noContent = hasNoContentByDefinition(input, message, request);
+  // A digest of content that HTTP framing rules out vouches for nothing (our own signer omits it
+  // there); a body supplied anyway is still held to "required".
+  const digestRequired =
+    policy.contentDigest === "required" &&
+    !(noContent && (message.body === undefined || message.body.length === 0));
   const digestCovered = covered.includes('"content-digest"');
   if (digestRequired && !digestCovered) {
     return fail("components", 'signature must cover "content-digest"', label);
@@ -340,6 +356,7 @@ function verifyLabel(
     covered,
     digestChecked: digestClaimed || digestRequired,
     reprDigestChecked: reprRequired || coversOwnField(input, "repr-digest"),
+    noContent,
     message,
     request,
     policy,
@@ -404,21 +421,30 @@ function afterSignature(
   const { label, params, message, policy, now, skew, maxAge } = candidate;
   if (!valid) return fail("signature", "signature does not match the signature base", label);
 
+  // The content is empty in a response without content by definition (RFC 9530 Appendix B.2),
+  // so no raw body is needed to know it. Such a response's Repr-Digest is never checked.
+  const content = message.body ?? (candidate.noContent ? NO_CONTENT : undefined);
+  // Shared by both checks, so a body under Content-Digest and Repr-Digest is hashed once per
+  // algorithm.
+  const checksums =
+    content !== undefined && (candidate.digestChecked || candidate.reprDigestChecked)
+      ? bodyChecksums(content)
+      : undefined;
   if (candidate.digestChecked) {
-    const field = fieldLines(message.headers).get("content-digest");
-    if (message.body === undefined) {
+    if (checksums === undefined) {
       return fail("content-digest", "the raw body is needed to check Content-Digest", label);
     }
+    const field = fieldLines(message.headers).get("content-digest");
     const digest = verifyDigestField(
       "Content-Digest",
       (field ?? []).join(", "),
-      message.body,
+      checksums,
       policy.digestAlgorithms,
     );
     if (!digest.ok) return fail("content-digest", digest.reason, label);
   }
   if (candidate.reprDigestChecked) {
-    const failure = checkReprDigest(candidate);
+    const failure = checkReprDigest(candidate, checksums);
     if (failure !== undefined) return failure;
   }
 
@@ -443,20 +469,37 @@ const hasNoContent = (status: number): boolean => status < 200 || status === 204
 /** A status whose body is not the whole representation, when the signer vouches for it. */
 const isPartialStatus = (status: number): boolean => status === 206 || hasNoContent(status);
 
+/** The content of a response without content by definition. */
+const NO_CONTENT = new Uint8Array(0);
+
+/**
+ * Whether the message is a response that carries no content by definition: one to HEAD, or a
+ * 1xx, 204 or 304. The status counts only when the signature covers `@status`, or an
+ * intermediary could relabel a 200 as 204 to have its body go unchecked. The request a response
+ * answers is the caller's own, so its method is taken as given.
+ */
+function hasNoContentByDefinition(
+  input: InnerList,
+  message: HttpMessage,
+  request: RequestMessage | undefined,
+): boolean {
+  if (isRequestMessage(message)) return false;
+  if (request?.method === "HEAD") return true;
+  return coversOwnField(input, "@status") && hasNoContent(message.status);
+}
+
 /**
  * Whether the body is known not to be the whole selected representation: a Content-Range, a
- * response to HEAD, or a 206, 1xx, 204 or 304 status. Status and Content-Range count only when
+ * response without content by definition, or a 206. Status and Content-Range count only when
  * the signature covers them, or an intermediary could turn a 200 into a 206, or add a
- * Content-Range, to have the check skipped. The request a response answers is the caller's
- * own, so its method is taken as given.
+ * Content-Range, to have the check skipped.
  */
-function isPartial({ input, message, request }: Candidate): boolean {
+function isPartial({ input, message, noContent }: Candidate): boolean {
   if (coversOwnField(input, "content-range") && fieldLines(message.headers).has("content-range")) {
     return true;
   }
   if (isRequestMessage(message)) return false;
-  if (request?.method === "HEAD") return true;
-  return coversOwnField(input, "@status") && isPartialStatus(message.status);
+  return noContent || (coversOwnField(input, "@status") && message.status === 206);
 }
 
 /**
@@ -465,17 +508,20 @@ function isPartial({ input, message, request }: Candidate): boolean {
  * representation the two are the same bytes, so a covered Repr-Digest must match the body as a
  * Content-Digest would; a partial or bodiless message says nothing the body can confirm.
  */
-function checkReprDigest(candidate: Candidate): Failure | undefined {
+function checkReprDigest(
+  candidate: Candidate,
+  checksums: BodyChecksum | undefined,
+): Failure | undefined {
   const { label, message, policy } = candidate;
   if (isPartial(candidate)) return undefined;
-  if (message.body === undefined) {
+  if (checksums === undefined) {
     return fail("repr-digest", "the raw body is needed to check Repr-Digest", label);
   }
   const field = fieldLines(message.headers).get("repr-digest");
   const digest = verifyDigestField(
     "Repr-Digest",
     (field ?? []).join(", "),
-    message.body,
+    checksums,
     policy.digestAlgorithms,
   );
   if (digest.ok) return undefined;

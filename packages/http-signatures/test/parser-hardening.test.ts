@@ -1,0 +1,174 @@
+/**
+ * What a hostile Signature-Input can make the verifier do: many identifiers must cost work in
+ * proportion to the input (one query parse, duplicates found by a set), `;bs` must not map two
+ * different field values to the same bytes, and component names must not reach
+ * Object.prototype through the `structuredFields` option.
+ */
+import { ValidationError } from "@kms/core";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import {
+  type ComponentSpec,
+  componentValues,
+  createHmacSigner,
+  createHmacVerifier,
+  type HttpMessage,
+  item,
+  type RequestMessage,
+  signMessage,
+  type VerificationPolicy,
+  type VerificationResult,
+  verifyMessage,
+  verifyMessageEagerly,
+} from "../src/index.ts";
+
+const SECRET = new Uint8Array(32).fill(0x77);
+const T0 = 1_700_000_000_000;
+const signer = createHmacSigner(SECRET, { keyId: "k1" });
+const policy: VerificationPolicy = {
+  keyLookup: (id) => (id === "k1" ? createHmacVerifier(SECRET) : undefined),
+  now: () => T0,
+};
+
+async function signed<M extends HttpMessage>(
+  message: M,
+  components: readonly ComponentSpec[],
+): Promise<M> {
+  const fields = await signMessage(message, { signer, components, now: () => T0 });
+  return {
+    ...message,
+    headers: {
+      ...(message.headers as Record<string, string>),
+      "signature-input": fields.signatureInput,
+      signature: fields.signature,
+    },
+  };
+}
+
+async function verifyBoth(
+  message: HttpMessage,
+  p: VerificationPolicy = policy,
+): Promise<VerificationResult[]> {
+  return [await verifyMessage(message, p), await verifyMessageEagerly(message, p)];
+}
+
+describe("a signature covering many @query-param components", () => {
+  afterEach(() => {
+    vi.unstubAllGlobals();
+  });
+
+  const names = Array.from({ length: 200 }, (_, i) => `p${i}`);
+  const url = `https://api.test/search?${names.map((n, i) => `${n}=${i}`).join("&")}&p7=again`;
+  const components = names.map((name) => ({ component: "@query-param", name }));
+
+  it("parses the query once, not once per component", async () => {
+    const message = await signed({ method: "GET", url, headers: {} }, components);
+    let parses = 0;
+    class CountingSearchParams extends URLSearchParams {
+      constructor(init?: ConstructorParameters<typeof URLSearchParams>[0]) {
+        super(init);
+        parses++;
+      }
+    }
+    vi.stubGlobal("URLSearchParams", CountingSearchParams);
+    expect(await verifyMessage(message, policy)).toMatchObject({ ok: true });
+    expect(parses).toBe(1);
+  });
+
+  it("keeps every value of a repeated parameter, in order", async () => {
+    const message: RequestMessage = { method: "GET", url, headers: {} };
+    expect(componentValues(item("@query-param", { name: "p7" }), { message })).toEqual([
+      "7",
+      "again",
+    ]);
+  });
+
+  it("reads a URL object changed in place afresh", async () => {
+    const target = new URL("https://api.test/search?a=1");
+    const message = await signed({ method: "GET", url: target, headers: {} }, [
+      { component: "@query-param", name: "a" },
+    ]);
+    expect(await verifyMessage(message, policy)).toMatchObject({ ok: true });
+    target.search = "?a=2";
+    for (const result of await verifyBoth(message)) {
+      expect(result).toMatchObject({ ok: false, check: "signature" });
+    }
+  });
+});
+
+describe("a Signature-Input listing many identifiers", () => {
+  it("still finds an identifier covered twice, however far apart", async () => {
+    const headers: Record<string, string> = {};
+    for (let i = 0; i < 1000; i++) headers[`h${i}`] = String(i);
+    const ids = Object.keys(headers).map((name) => `"${name}"`);
+    const input = `sig1=(${ids.join(" ")} "h0");created=${T0 / 1000};keyid="k1"`;
+    const message: RequestMessage = {
+      method: "GET",
+      url: "https://api.test/",
+      headers: { ...headers, "signature-input": input, signature: "sig1=:AAAA:" },
+    };
+    for (const result of await verifyBoth(message)) {
+      expect(result).toEqual({
+        ok: false,
+        check: "components",
+        detail: 'component "h0": is covered twice',
+        label: "sig1",
+      });
+    }
+  });
+});
+
+describe(";bs over a header source that did not hand over bytes", () => {
+  const request: RequestMessage = {
+    method: "GET",
+    url: "https://api.test/",
+    headers: { "x-tag": "a" },
+  };
+  const components: ComponentSpec[] = ["@method", { component: "x-tag", bs: true }];
+
+  it("refuses a character above U+00FF instead of keeping its low byte", async () => {
+    const message = await signed(request, components);
+    expect(await verifyMessage(message, policy)).toMatchObject({ ok: true });
+    // "š" is U+0161: latin1 encoding would keep 0x61, the "a" that was signed.
+    const swapped = {
+      ...message,
+      headers: { ...(message.headers as Record<string, string>), "x-tag": "\u0161" },
+    };
+    for (const result of await verifyBoth(swapped)) {
+      expect(result).toEqual({
+        ok: false,
+        check: "components",
+        detail: 'component "x-tag";bs: a field line has a character above U+00FF, not a byte',
+        label: "sig1",
+      });
+    }
+    await expect(signed(swapped, components)).rejects.toThrow(ValidationError);
+  });
+
+  it("still wraps latin1 characters (obs-text) as their byte", () => {
+    const message: RequestMessage = { ...request, headers: { "x-tag": "\u00e9" } };
+    expect(componentValues(item("x-tag", { bs: true }), { message })).toEqual([":6Q==:"]);
+  });
+});
+
+describe("component names that are Object.prototype properties", () => {
+  it("are not given a structured type by an empty structuredFields option", () => {
+    const message: RequestMessage = {
+      method: "GET",
+      url: "https://api.test/",
+      headers: { constructor: "a" },
+    };
+    for (const name of ["constructor", "__proto__"]) {
+      const withField: RequestMessage = { ...message, headers: { [name]: "a" } };
+      expect(() =>
+        componentValues(item(name, { sf: true }), { message: withField }, { structuredFields: {} }),
+      ).toThrow(`component "${name}";sf: structured type of the field is unknown`);
+    }
+    expect(
+      componentValues(
+        item("constructor", { sf: true }),
+        { message },
+        { structuredFields: { constructor: "item" as const } },
+      ),
+    ).toEqual(["a"]);
+  });
+});
