@@ -93,6 +93,12 @@ export interface VerificationPolicy extends SignatureBaseOptions {
   readonly requiredComponents?: readonly ComponentSpec[];
   /** Only this label is considered; default any label on the message. */
   readonly label?: string;
+  /**
+   * Without `label`, a message carrying more signatures than this fails (`signature-malformed`)
+   * before any key lookup: each one tried costs a lookup and a verification, with a KMS verifier
+   * a KMS call, and a sender needs few. Default 8.
+   */
+  readonly maxSignatures?: number;
   /** Accepted algorithms; default every supported one. */
   readonly algorithms?: readonly SignatureAlgorithm[];
   /** Reject signatures whose `created` is older than this; default 300 s. */
@@ -223,8 +229,20 @@ export function verifyMessageEagerly(
     const [label] = inputs.keys();
     return verifyLabel(label as string, inputs, signatures, message, policy, request);
   }
+  const most = policy.maxSignatures ?? DEFAULT_MAX_SIGNATURES;
+  if (!Number.isSafeInteger(most) || most < 1) {
+    throw new ValidationError(`"maxSignatures" must be a positive integer, got ${String(most)}`);
+  }
+  if (inputs.size > most) {
+    return fail(
+      "signature-malformed",
+      `the message carries ${inputs.size} signatures; at most ${most} are tried without policy.label`,
+    );
+  }
   return verifyEachLabel(inputs, signatures, message, policy, request);
 }
+
+const DEFAULT_MAX_SIGNATURES = 8;
 
 async function verifyEachLabel(
   inputs: Dictionary,

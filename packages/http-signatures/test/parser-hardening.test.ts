@@ -172,3 +172,84 @@ describe("component names that are Object.prototype properties", () => {
     ).toEqual(["a"]);
   });
 });
+
+describe("a message carrying many signatures", () => {
+  const request: RequestMessage = {
+    method: "POST",
+    url: "https://api.test/orders",
+    headers: { "content-type": "application/json" },
+  };
+
+  /** `count` signatures, the valid one (by k1) last, the others under unknown keys. */
+  async function manySigned(count: number): Promise<RequestMessage> {
+    const valid = await signed(request, ["@method", "@target-uri"]);
+    const headers = valid.headers as Record<string, string>;
+    const input = headers["signature-input"] as string;
+    const signature = headers.signature as string;
+    const decoys = Array.from({ length: count - 1 }, (_, i) => i);
+    return {
+      ...request,
+      headers: {
+        ...(request.headers as Record<string, string>),
+        "signature-input": [
+          ...decoys.map((i) =>
+            input.replace(/^sig1=/, `d${i}=`).replace('keyid="k1"', `keyid="x${i}"`),
+          ),
+          input,
+        ].join(", "),
+        signature: [...decoys.map((i) => signature.replace(/^sig1=/, `d${i}=`)), signature].join(
+          ", ",
+        ),
+      },
+    };
+  }
+
+  it("tries up to maxSignatures (default 8), each with its own key lookup", async () => {
+    const lookups: string[] = [];
+    const counting: VerificationPolicy = {
+      ...policy,
+      keyLookup: (id) => {
+        lookups.push(id);
+        return id === "k1" ? createHmacVerifier(SECRET) : undefined;
+      },
+    };
+    const eight = await manySigned(8);
+    expect(await verifyMessage(eight, counting)).toMatchObject({ ok: true, label: "sig1" });
+    expect(lookups).toHaveLength(8);
+  });
+
+  it("fails a message with more before any key lookup, whatever it carries", async () => {
+    let lookups = 0;
+    const counting: VerificationPolicy = {
+      ...policy,
+      keyLookup: (id) => {
+        lookups++;
+        return id === "k1" ? createHmacVerifier(SECRET) : undefined;
+      },
+    };
+    for (const result of await verifyBoth(await manySigned(9), counting)) {
+      expect(result).toMatchObject({
+        ok: false,
+        check: "signature-malformed",
+        detail: "the message carries 9 signatures; at most 8 are tried without policy.label",
+      });
+    }
+    expect(lookups).toBe(0);
+    // Raised, it lets them through; naming the label needs no limit at all.
+    expect(
+      await verifyMessage(await manySigned(9), { ...counting, maxSignatures: 9 }),
+    ).toMatchObject({ ok: true });
+    expect(await verifyMessage(await manySigned(40), { ...counting, label: "sig1" })).toMatchObject(
+      { ok: true, label: "sig1" },
+    );
+  });
+
+  it("refuses a maxSignatures that is not a positive integer", async () => {
+    const two = await manySigned(2);
+    for (const maxSignatures of [0, -1, 1.5, Number.NaN]) {
+      await expect(verifyMessage(two, { ...policy, maxSignatures })).rejects.toBeInstanceOf(
+        ValidationError,
+      );
+    }
+  });
+});
