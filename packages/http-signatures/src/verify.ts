@@ -364,6 +364,16 @@ function verifyLabel(
   if (requireNonce && params.nonce === undefined) {
     return fail("nonce", "nonce parameter is required", label);
   }
+  if (
+    params.nonce !== undefined &&
+    policy.nonceStore !== undefined &&
+    params.created === undefined &&
+    params.expires === undefined
+  ) {
+    // Such a signature is accepted forever, and a nonce can be remembered only for a while:
+    // once forgotten, the message could be replayed.
+    return fail("created", "created or expires is required for replay protection", label);
+  }
 
   if (params.keyid === undefined) return fail("keyid", "keyid parameter is required", label);
   const candidate: Candidate = {
@@ -468,10 +478,13 @@ function afterSignature(
 
   // Nonces are recorded only for signatures that verified, so forged requests cannot burn them.
   if (params.nonce !== undefined && policy.nonceStore !== undefined) {
-    const lifetime =
-      params.expires !== undefined
-        ? params.expires + skew - now
-        : (params.created ?? now) + maxAge + skew - now;
+    // Kept for as long as the signature could still be accepted: until the earlier of its
+    // expiry and the end of its max age (at least one exists, checked above).
+    const acceptedUntil = Math.min(
+      params.expires === undefined ? Number.POSITIVE_INFINITY : params.expires + skew,
+      params.created === undefined ? Number.POSITIVE_INFINITY : params.created + maxAge + skew,
+    );
+    const lifetime = acceptedUntil - now;
     return policy.nonceStore
       .checkAndStore(`${params.keyid}\u0000${params.nonce}`, Math.max(lifetime, 1) * 1000)
       .then((fresh) =>

@@ -155,6 +155,43 @@ describe("verifyMessage policy", () => {
     expect(await verifyMessage(message, p)).toMatchObject({ ok: false, check: "max-age" });
   });
 
+  it("refuses a nonce that would outlive its memory: no created and no expires", async () => {
+    let now = T0 + 1000;
+    const nonceStore = new MemoryNonceStore({ now: () => now });
+    const message = await signed({ nonce: true, created: false });
+    const p = policy({ nonceStore, requireCreated: false, now: () => now });
+    // Accepted forever, a signature could be replayed once its nonce is forgotten.
+    expect(await verifyMessage(message, p)).toMatchObject({
+      ok: false,
+      check: "created",
+      detail: "created or expires is required for replay protection",
+    });
+    now += 400_000;
+    expect(await verifyMessage(message, p)).toMatchObject({ ok: false, check: "created" });
+    expect(nonceStore.size).toBe(0);
+    // Without a nonce store nothing is promised, and the policy allows it.
+    expect((await verifyMessage(message, policy({ requireCreated: false }))).ok).toBe(true);
+  });
+
+  it("remembers a nonce until the earlier of expires and the end of max-age", async () => {
+    const ttls: number[] = [];
+    const nonceStore = {
+      checkAndStore: async (_nonce: string, ttlMs: number) => {
+        ttls.push(ttlMs);
+        return true;
+      },
+    };
+    const p = policy({ nonceStore, maxAgeSeconds: 300, clockSkewSeconds: 30 });
+    // now is 1 s after created: max-age ends first (300 + 30 − 1 s), not expires (3600 + 30 − 1 s).
+    expect((await verifyMessage(await signed({ nonce: true, expiresIn: 3600 }), p)).ok).toBe(true);
+    // An expiry before the end of max-age: kept until then (60 + 30 − 1 s).
+    expect((await verifyMessage(await signed({ nonce: true, expiresIn: 60 }), p)).ok).toBe(true);
+    // Only expires: its end.
+    const noCreated = await signed({ nonce: true, created: false, expiresIn: 60 });
+    expect((await verifyMessage(noCreated, { ...p, requireCreated: false })).ok).toBe(true);
+    expect(ttls).toEqual([329_000, 89_000, 89_000]);
+  });
+
   it("does not burn nonces for forged signatures", async () => {
     const nonceStore = new MemoryNonceStore();
     const message = await signed({ nonce: "n-1" });
