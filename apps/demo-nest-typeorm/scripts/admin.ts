@@ -4,23 +4,33 @@
  *   pnpm --filter @kms/demo-nest-typeorm admin shred clinic-b     # schedule key deletion
  *   pnpm --filter @kms/demo-nest-typeorm admin restore clinic-b   # cancel it
  *
- * It opens the demo's key store (DEMO_DATA_DIR, default .data) to sign with the HMAC key, which
- * never leaves the KMS; PORT as for the server (3000).
+ * It opens the demo's KMS as the server does (the key store in DEMO_DATA_DIR, default .data, or
+ * the KMS server of KMS_ENDPOINT) to sign with the HMAC key, which never leaves the KMS; PORT as
+ * for the server (3000).
  */
-import { resolve } from "node:path";
 import { createKmsSigner, signRequest } from "@kms/http-signatures";
-import { openKms, WEBHOOK_KEY_ALIAS, WEBHOOK_KEY_ID } from "../src/kms.ts";
+import { configFromEnv } from "../src/config.ts";
+import { openDemoKms, WEBHOOK_KEY_ALIAS, WEBHOOK_KEY_ID } from "../src/kms.ts";
+import { KmsEndpointError } from "../src/remote-kms.ts";
 
 const [action, clinic] = process.argv.slice(2);
 if ((action !== "shred" && action !== "restore") || clinic === undefined) {
   console.error("usage: admin shred|restore <clinic>");
   process.exit(2);
 }
-const kms = await openKms(resolve(process.env.DEMO_DATA_DIR ?? ".data"));
-const base = `http://127.0.0.1:${process.env.PORT ?? 3000}/admin/clinics/${clinic}/key`;
+let config: ReturnType<typeof configFromEnv>;
+try {
+  config = configFromEnv();
+} catch (error) {
+  if (!(error instanceof KmsEndpointError)) throw error;
+  console.error(error.message);
+  process.exit(1);
+}
+const kms = await openDemoKms(config);
+const base = `http://127.0.0.1:${config.port}/admin/clinics/${clinic}/key`;
 const [method, url] = action === "shred" ? ["DELETE", base] : ["POST", `${base}/restore`];
 const signer = createKmsSigner({
-  kms,
+  kms: kms.crypto,
   keyId: WEBHOOK_KEY_ALIAS,
   algorithm: "hmac-sha256",
   publishedKeyId: WEBHOOK_KEY_ID,

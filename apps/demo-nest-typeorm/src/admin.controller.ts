@@ -1,10 +1,12 @@
-import { KmsService, VerifySignature } from "@kms/nestjs";
+import { VerifySignature } from "@kms/nestjs";
 import { encryptionOf } from "@kms/typeorm";
 import { Controller, Delete, HttpCode, Inject, Param, Post } from "@nestjs/common";
 import { InjectDataSource } from "@nestjs/typeorm";
 import type { DataSource } from "typeorm";
+import type { DemoKms, KeyAdmin } from "./kms.ts";
 import { invalidInput } from "./problems.ts";
 import { tenantKeyAlias } from "./tenant-keys.service.ts";
+import { DEMO_KMS } from "./tokens.ts";
 
 const CLINIC = /^[a-z0-9][a-z0-9-]{0,39}$/;
 
@@ -26,20 +28,26 @@ function clinicOf(clinic: string): string {
   algorithms: ["hmac-sha256"],
 })
 export class AdminController {
-  readonly #kms: KmsService;
+  readonly #keys: KeyAdmin;
   readonly #dataSource: DataSource;
 
-  constructor(@Inject(KmsService) kms: KmsService, @InjectDataSource() dataSource: DataSource) {
-    this.#kms = kms;
+  constructor(@Inject(DEMO_KMS) kms: DemoKms, @InjectDataSource() dataSource: DataSource) {
+    this.#keys = kms.keys;
     this.#dataSource = dataSource;
+  }
+
+  /** The clinic's key id: AWS KMS's ScheduleKeyDeletion and CancelKeyDeletion take no alias. */
+  async #keyIdOf(clinic: string): Promise<string> {
+    const alias = tenantKeyAlias(clinicOf(clinic));
+    return (await this.#keys.describeKey({ keyId: alias })).keyMetadata.keyId;
   }
 
   @Delete(":clinic/key")
   async shred(
     @Param("clinic") clinic: string,
   ): Promise<{ clinic: string; keyState: string; deletionDate: string }> {
-    const result = await this.#kms.core.scheduleKeyDeletion({
-      keyId: tenantKeyAlias(clinicOf(clinic)),
+    const result = await this.#keys.scheduleKeyDeletion({
+      keyId: await this.#keyIdOf(clinic),
       pendingWindowInDays: 7,
     });
     // Data keys already unwrapped stay usable in the engine's cache until dropped.
@@ -50,11 +58,11 @@ export class AdminController {
   @Post(":clinic/key/restore")
   @HttpCode(200)
   async restore(@Param("clinic") clinic: string): Promise<{ clinic: string; keyState: string }> {
-    const kms = this.#kms.core;
-    const keyId = tenantKeyAlias(clinicOf(clinic));
+    const keys = this.#keys;
+    const keyId = await this.#keyIdOf(clinic);
     // Cancelling leaves the key Disabled (AWS semantics): enable it again.
-    await kms.cancelKeyDeletion({ keyId });
-    await kms.enableKey({ keyId });
-    return { clinic, keyState: (await kms.describeKey({ keyId })).keyMetadata.keyState };
+    await keys.cancelKeyDeletion({ keyId });
+    await keys.enableKey({ keyId });
+    return { clinic, keyState: (await keys.describeKey({ keyId })).keyMetadata.keyState };
   }
 }

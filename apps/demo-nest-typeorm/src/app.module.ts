@@ -5,7 +5,7 @@ import {
   retainSqliteStatements as retainSqliteHandles,
 } from "@kms/keystore-sqlite";
 import { defaultKmsContext, KmsModule, KmsService } from "@kms/nestjs";
-import { fieldEncryption } from "@kms/typeorm";
+import { encryptionOf, fieldEncryption } from "@kms/typeorm";
 import { type DynamicModule, Module } from "@nestjs/common";
 import { APP_FILTER, APP_GUARD } from "@nestjs/core";
 import { TypeOrmModule, type TypeOrmModuleOptions } from "@nestjs/typeorm";
@@ -13,13 +13,14 @@ import { DataSource, type DataSourceOptions } from "typeorm";
 import { AdminController } from "./admin.controller.ts";
 import type { DemoConfig } from "./config.ts";
 import { DemoAuthGuard } from "./demo-auth.guard.ts";
+import { DemoKmsModule } from "./demo-kms.module.ts";
 import { HttpProblemsFilter } from "./http-problems.filter.ts";
-import { openKms, WEBHOOK_KEY_ALIAS, WEBHOOK_KEY_ID } from "./kms.ts";
+import { type DemoKms, WEBHOOK_KEY_ALIAS, WEBHOOK_KEY_ID } from "./kms.ts";
 import { Patient } from "./patient.entity.ts";
 import { PatientsController } from "./patients.controller.ts";
 import { PatientsService } from "./patients.service.ts";
 import { TenantKeys, tenantKeyAlias } from "./tenant-keys.service.ts";
-import { DEMO_CONFIG } from "./tokens.ts";
+import { DEMO_CONFIG, DEMO_KMS } from "./tokens.ts";
 import { WebhookEvent } from "./webhook-event.entity.ts";
 import { WebhookSender } from "./webhook-sender.service.ts";
 import { WebhooksController } from "./webhooks.controller.ts";
@@ -42,20 +43,24 @@ function databaseOptions(config: DemoConfig): DataSourceOptions {
 }
 
 /**
- * The demo application: KmsModule (KMS, signature guard, response signing, tenant context,
- * KMS errors → problem+json) and TypeORM wired through @nestjs/typeorm with @kms/typeorm's
- * subscriber, so that every patient column is encrypted under its clinic's KMS key.
+ * The demo application: KmsModule (the demo's KMS, in-process or a server's, with signature
+ * guard, response signing, tenant context, KMS errors → problem+json) and TypeORM wired
+ * through @nestjs/typeorm with @kms/typeorm's subscriber, so that every patient column is
+ * encrypted under its clinic's KMS key.
  */
 @Module({})
 export class AppModule {
-  static forRoot(config: DemoConfig): DynamicModule {
+  static forRoot(config: DemoConfig, kms: DemoKms): DynamicModule {
     return {
       module: AppModule,
       imports: [
+        DemoKmsModule.forRoot(kms),
         KmsModule.forRootAsync({
           mapKmsErrors: true,
-          useFactory: async () => {
-            const kms = await openKms(config.dataDir);
+          inject: [DEMO_KMS],
+          // The in-process Kms or the server's: both sign and verify MACs, so the webhook
+          // signatures below do not tell them apart. DemoKmsModule closes it.
+          useFactory: ({ crypto: kms }: DemoKms) => {
             const verifier = createKmsVerifier({
               kms,
               keyId: WEBHOOK_KEY_ALIAS,
@@ -63,7 +68,6 @@ export class AppModule {
             });
             return {
               kms,
-              closeOnDestroy: true,
               signature: {
                 keyLookup: (keyId) => (keyId === WEBHOOK_KEY_ID ? verifier : undefined),
               },
@@ -105,6 +109,8 @@ export class AppModule {
             if (options === undefined) throw new Error("TypeORM options missing");
             const dataSource = await new DataSource(options).initialize();
             retainHandle(dataSource);
+            // A misnamed context column fails here, at start, not at a clinic's first request.
+            encryptionOf(dataSource).check(dataSource);
             return dataSource;
           },
         }),

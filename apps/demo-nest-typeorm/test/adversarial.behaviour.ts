@@ -1,6 +1,7 @@
 import "reflect-metadata";
 import { existsSync, readFileSync } from "node:fs";
 import { connect } from "node:net";
+import type { Kms } from "@kms/core";
 import {
   computeContentDigest,
   createKmsSigner,
@@ -133,6 +134,11 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
       grace: 0,
       edsger: 0,
     };
+
+    /** The core Kms holding the demo's keys: the app's own, or the KMS server's. */
+    function keyStore(): Kms {
+      return backend.kmsServer?.kms ?? app.get(KmsService).core;
+    }
 
     async function call(
       method: string,
@@ -595,9 +601,8 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
           headers: hook.headers,
         });
         expect(shred.status).toBe(401);
-        const keyState = (
-          await app.get(KmsService).core.describeKey({ keyId: "alias/demo-clinic/clinic-b" })
-        ).keyMetadata.keyState;
+        const keyState = (await keyStore().describeKey({ keyId: "alias/demo-clinic/clinic-b" }))
+          .keyMetadata.keyState;
         expect(keyState).toBe("Enabled");
       });
 
@@ -629,7 +634,7 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
           "algorithm",
         );
 
-        const kms = app.get(KmsService).core;
+        const kms = keyStore();
         // An asymmetric key of this very KMS, published under the webhook keyid.
         const ecc = (await kms.createKey({ keySpec: "ECC_NIST_P256", keyUsage: "SIGN_VERIFY" }))
           .keyMetadata.keyId;
@@ -845,7 +850,7 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
           expect(res.status).toBeLessThan(500);
           expectNothingLeaked(res.text);
         }
-        const kms = app.get(KmsService).core;
+        const kms = keyStore();
         const aliases = (await kms.listAliases({})).aliases.map((a) => a.aliasName);
         expect(aliases.filter((a) => a.startsWith("alias/demo-clinic/")).sort()).toEqual([
           "alias/demo-clinic/caaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",

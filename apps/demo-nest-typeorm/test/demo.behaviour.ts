@@ -5,8 +5,9 @@ import { KmsService } from "@kms/nestjs";
 import type { INestApplication } from "@nestjs/common";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { WEBHOOK_KEY_ALIAS, WEBHOOK_KEY_ID } from "../src/kms.ts";
+import { type DemoKms, WEBHOOK_KEY_ALIAS, WEBHOOK_KEY_ID } from "../src/kms.ts";
 import { createApp } from "../src/server.ts";
+import { DEMO_KMS } from "../src/tokens.ts";
 import type { Backend } from "./backends.ts";
 
 const ADA = {
@@ -207,9 +208,9 @@ export function describeDemo(label: string, open: () => Promise<Backend>): void 
       });
 
       it("wraps each clinic's data keys under that clinic's own KMS key", async () => {
-        const kms = app.get(KmsService).core;
+        const admin = app.get<DemoKms>(DEMO_KMS).keys;
         const arnOf = async (tenant: string) =>
-          (await kms.describeKey({ keyId: `alias/demo-clinic/${tenant}` })).keyMetadata.arn;
+          (await admin.describeKey({ keyId: `alias/demo-clinic/${tenant}` })).keyMetadata.arn;
         const expected: Record<string, string> = {
           "clinic-a": await arnOf("clinic-a"),
           "clinic-b": await arnOf("clinic-b"),
