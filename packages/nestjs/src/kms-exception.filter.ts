@@ -6,6 +6,7 @@ import {
   type ExceptionFilter,
   Inject,
   Injectable,
+  Logger,
 } from "@nestjs/common";
 import { HttpAdapterHost } from "@nestjs/core";
 
@@ -26,11 +27,16 @@ const STATUS: Partial<Record<KmsErrorCode, number>> = {
 
 /**
  * Decryption failures stay generic (no oracle telling "wrong tenant" from "altered"). So do
- * denials: their message names the server's principal, the key ARN and the policy statement
- * that denied, which is the operator's business (it is in the audit trail), not the client's.
+ * denials and key states: their messages name the server's principal, key ARNs or aliases and
+ * the policy statement that denied, which are the operator's business (in the audit trail), not
+ * the client's.
  */
 const GENERIC_DETAIL: Partial<Record<KmsErrorCode, string>> = {
   AccessDeniedException: "the key management service denied an operation this request needs",
+  NotFoundException: "a key this request needs does not exist",
+  DisabledException: "a key this request needs is disabled",
+  KMSInvalidStateException:
+    "a key this request needs is not in a state that allows this operation (for example, pending deletion)",
   InvalidCiphertextException:
     "the ciphertext cannot be decrypted in this request's encryption context " +
     "(it belongs to another tenant or context, or it was altered)",
@@ -57,16 +63,33 @@ export function kmsErrorProblem(error: KmsError): ProblemDetails {
   };
 }
 
+/** The fault's stack, then the name and message of each cause (the store or driver error). */
+function describeFault(error: KmsError): string {
+  const lines = [error.stack ?? `${error.name}: ${error.message}`];
+  let cause: unknown = error.cause;
+  for (let depth = 0; cause !== undefined && depth < 4; depth++) {
+    lines.push(
+      cause instanceof Error
+        ? `caused by ${cause.name}: ${cause.message}`
+        : "caused by a non-Error",
+    );
+    cause = cause instanceof Error ? cause.cause : undefined;
+  }
+  return lines.join("\n");
+}
+
 /**
  * Maps `KmsError`s thrown by handlers to `application/problem+json` (e.g.
  * `InvalidCiphertextException` → 403, `NotFoundException` → 404, internal faults → 500 with an
- * opaque body). Opt in: `KmsModule.forRoot({ mapKmsErrors: true, … })`, `@UseFilters(...)`,
- * or `app.useGlobalFilters(...)`.
+ * opaque body, their stack and causes logged through Nest's `Logger`). Opt in:
+ * `KmsModule.forRoot({ mapKmsErrors: true, … })`, `@UseFilters(...)`, or
+ * `app.useGlobalFilters(...)`.
  */
 @Catch(KmsError)
 @Injectable()
 export class KmsExceptionFilter implements ExceptionFilter<KmsError> {
   readonly #adapterHost: HttpAdapterHost;
+  readonly #logger = new Logger("KmsExceptionFilter");
 
   constructor(@Inject(HttpAdapterHost) adapterHost: HttpAdapterHost) {
     this.#adapterHost = adapterHost;
@@ -77,6 +100,9 @@ export class KmsExceptionFilter implements ExceptionFilter<KmsError> {
     const adapter = this.#adapterHost.httpAdapter;
     const response: unknown = host.switchToHttp().getResponse();
     const problem = this.toProblem(exception);
+    // The opaque answer tells the client to look in the server logs: this is what it finds.
+    // KMS errors carry no key material or plaintext in their messages or causes.
+    if (!exception.clientFault) this.#logger.error(describeFault(exception));
     adapter.setHeader(response, "content-type", PROBLEM_CONTENT_TYPE);
     adapter.reply(response, problem, problem.status);
   }

@@ -1,6 +1,18 @@
-import { AccessDeniedError, createKms, type KmsError } from "@kms/core";
-import { kmsErrorProblem } from "@kms/nestjs";
-import { describe, expect, it } from "vitest";
+import "reflect-metadata";
+import {
+  AccessDeniedError,
+  createKms,
+  InvalidStateError,
+  type KmsError,
+  KmsInternalError,
+  NotFoundError,
+} from "@kms/core";
+import { Controller, Get, type INestApplication, type LoggerService } from "@nestjs/common";
+import { Test } from "@nestjs/testing";
+import request from "supertest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { KmsModule, kmsErrorProblem } from "../src/index.ts";
+import { listen } from "./helpers.ts";
 
 const ACCOUNT = "111122223333";
 const ADMIN = `arn:aws:iam::${ACCOUNT}:user/admin`;
@@ -56,5 +68,93 @@ describe("kmsErrorProblem", () => {
     for (const internal of [SERVICE, keyArn, ACCOUNT, "NoEncryptForRecordsService"]) {
       expect(sent).not.toContain(internal);
     }
+  });
+});
+
+/** Records what Nest logs, by level. */
+class RecordingLogger implements LoggerService {
+  readonly errors: string[] = [];
+  log(): void {}
+  warn(): void {}
+  error(message: unknown, ...rest: unknown[]): void {
+    this.errors.push([message, ...rest].map(String).join("\n"));
+  }
+}
+
+const KEY_ALIAS = "alias/clinic-keys/acme-internal";
+
+@Controller()
+class FailingController {
+  @Get("internal")
+  internal(): never {
+    throw new KmsInternalError("the key store could not be read", {
+      cause: new Error("SQLITE_BUSY: database is locked"),
+    });
+  }
+
+  @Get("missing")
+  missing(): never {
+    throw new NotFoundError(`${KEY_ALIAS} is not a known alias`);
+  }
+
+  @Get("pending")
+  pending(): never {
+    throw new InvalidStateError(
+      `arn:aws:kms:local:000000000000:key/${"1".repeat(8)}-1111-4111-8111-111111111111 is pending deletion`,
+    );
+  }
+}
+
+describe("KmsExceptionFilter over HTTP", () => {
+  let app: INestApplication;
+  let origin: string;
+  const logger = new RecordingLogger();
+
+  beforeAll(async () => {
+    const kms = await createKms();
+    const moduleRef = await Test.createTestingModule({
+      imports: [KmsModule.forRoot({ kms, mapKmsErrors: true, closeOnDestroy: true })],
+      controllers: [FailingController],
+    }).compile();
+    app = moduleRef.createNestApplication({ logger });
+    origin = await listen(app);
+  });
+  afterAll(async () => {
+    await app.close();
+  });
+
+  it("logs an internal fault with its cause, and sends none of it", async () => {
+    const res = await request(origin).get("/internal");
+    expect(res.status).toBe(500);
+    expect(JSON.parse(res.text)).toMatchObject({
+      type: "https://kms.dev/problems/kms/internal",
+      detail: "the key management service failed; see the server logs",
+    });
+    expect(res.text).not.toContain("key store");
+    expect(res.text).not.toContain("SQLITE_BUSY");
+    const logged = logger.errors.find((line) => line.includes("the key store could not be read"));
+    expect(logged).toBeDefined();
+    expect(logged).toContain("KmsInternalError");
+    expect(logged).toContain("caused by Error: SQLITE_BUSY: database is locked");
+  });
+
+  it("answers key states with fixed details that name no key, and logs nothing for them", async () => {
+    const before = logger.errors.length;
+    const missing = await request(origin).get("/missing");
+    expect(missing.status).toBe(404);
+    expect(JSON.parse(missing.text)).toMatchObject({
+      code: "NotFoundException",
+      detail: "a key this request needs does not exist",
+    });
+    expect(missing.text).not.toContain(KEY_ALIAS);
+    const pending = await request(origin).get("/pending");
+    expect(pending.status).toBe(409);
+    expect(JSON.parse(pending.text)).toMatchObject({
+      code: "KMSInvalidStateException",
+      detail:
+        "a key this request needs is not in a state that allows this operation (for example, pending deletion)",
+    });
+    expect(pending.text).not.toContain("arn:aws:kms");
+    expect(logger.errors.length).toBe(before);
   });
 });

@@ -402,10 +402,13 @@ const KMS_STATUS: Record<string, number> = {
   KMSInvalidStateException: 409,
   LimitExceededException: 429,
 };
-// Decryption failures and denials answer a fixed text: the error's own message is an oracle, or
-// names the server's principal, key ARN and policy statement.
+// Decryption failures, denials and key states answer a fixed text: the error's own message is
+// an oracle, or names the server's principal, key ARNs and aliases and policy statement.
 const GENERIC_CODES: ReadonlySet<string> = new Set([
   "AccessDeniedException",
+  "NotFoundException",
+  "DisabledException",
+  "KMSInvalidStateException",
   "InvalidCiphertextException",
   "IncorrectKeyException",
 ]);
@@ -1524,7 +1527,7 @@ describe("@Signed over arbitrary handler outcomes (property-based)", () => {
               if (problem.status !== res.status) wrong.push(`body status ${problem.status}`);
               if (typeof problem.detail !== "string") wrong.push(`detail ${problem.detail}`);
               // A client fault's message names an argument and a rule: it is the detail, except
-              // for decryption failures and denials, whose detail is fixed (GENERIC_CODES).
+              // for the codes in GENERIC_CODES, whose detail is fixed.
               if (kmsError?.clientFault === true) {
                 const own = problem.detail === kmsError.message;
                 if (GENERIC_CODES.has(kmsError.code) === own) {
