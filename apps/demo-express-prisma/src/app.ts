@@ -222,6 +222,9 @@ export function createApp(options: {
     if (error instanceof HttpError) {
       res.status(error.status).json({ error: error.message });
     } else if (isKmsError(error)) {
+      // The answer stays generic, so the operator needs the fault itself (an unreachable KMS
+      // server, a refused signature); client faults are in the KMS's audit trail.
+      if (!error.clientFault) console.error("KMS fault:", error);
       // Decryption failures stay generic; a clinic whose key is gone gets 410.
       const status =
         error.code === "ValidationException"
@@ -243,6 +246,7 @@ export function createApp(options: {
         .status(error.status)
         .json({ error: BODY_ERRORS[error.type ?? ""] ?? "body cannot be read" });
     } else {
+      console.error("internal error:", error);
       res.status(500).json({ error: "internal error" });
     }
   });

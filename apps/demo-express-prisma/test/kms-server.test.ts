@@ -359,11 +359,12 @@ describe("the demo pointed at a KMS server", () => {
     }
   });
 
-  test("a wrong AWS_REGION is refused by the server and answered as an opaque 500", async () => {
+  test("a wrong AWS_REGION is refused by the server and answered as an opaque 500, logged here", async () => {
     vi.stubEnv("AWS_REGION", "eu-west-1");
     const demoKms = await openDemoKms(dir);
     const database = await openDatabase({ sqlitePath: join(dir, "records.db") });
     const demo = await serveDemo(demoKms, database);
+    const logged = vi.spyOn(console, "error").mockImplementation(() => {});
     try {
       const response = await fetch(demo.url, { headers: { "x-tenant-id": "clinic-a" } });
       expect(response.status).toBe(500);
@@ -371,7 +372,13 @@ describe("the demo pointed at a KMS server", () => {
         error: "stored records cannot be decrypted",
         code: "KMSInternalException",
       });
+      // The client learns nothing; the operator's log names the fault.
+      expect(logged).toHaveBeenCalledWith(
+        "KMS fault:",
+        expect.objectContaining({ code: "KMSInternalException" }),
+      );
     } finally {
+      logged.mockRestore();
       await demo.close();
       await database.close();
       await demoKms.close();
