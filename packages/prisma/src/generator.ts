@@ -7,7 +7,13 @@ import { dirname, join } from "node:path";
 // A CommonJS package whose named exports Node's ESM loader cannot detect.
 import generatorHelper from "@prisma/generator-helper";
 import { schemaModuleSource } from "./internal/schema-module.ts";
-import { type AnnotatedModel, configFromAnnotations } from "./schema-descriptor.ts";
+import {
+  type AnnotatedModel,
+  annotatedColumns,
+  checkColumns,
+  configFromAnnotations,
+  defineModels,
+} from "./schema-descriptor.ts";
 
 generatorHelper.generatorHandler({
   onManifest: () => ({ prettyName: "@kms/prisma field types", defaultOutput: "./kms" }),
@@ -22,6 +28,10 @@ generatorHelper.generatorHandler({
         doc: (field.documentation ?? "").split("\n"),
       })),
     }));
+    const configs = configFromAnnotations(models);
+    // The checks `parseSchema` runs when it loads the schema, so a bad annotation fails
+    // `prisma generate` rather than the application importing the module.
+    checkColumns(defineModels(configs), annotatedColumns(models));
     const output = options.generator.output?.value;
     if (output === null || output === undefined) throw new Error(`kms-prisma-types: no output`);
     // `output` names a directory (like prisma-client's) or, ending in .ts, the file itself.
@@ -30,10 +40,7 @@ generatorHelper.generatorHandler({
     mkdirSync(dirname(file), { recursive: true });
     writeFileSync(
       file,
-      schemaModuleSource(
-        configFromAnnotations(models),
-        typeof importFrom === "string" ? importFrom : undefined,
-      ),
+      schemaModuleSource(configs, typeof importFrom === "string" ? importFrom : undefined),
     );
   },
 });

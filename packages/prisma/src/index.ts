@@ -23,9 +23,11 @@ export {
 } from "./reencrypt-source.ts";
 export {
   type BlindIndexDescriptor,
+  type DefineModelsOptions,
   defineModels,
   type EncryptedFieldDescriptor,
   type FieldTypesOf,
+  type GeneratedPrismaNamespace,
   type ModelConfig,
   type ModelContextDescriptor,
   type ModelDescriptor,

@@ -89,6 +89,28 @@ export interface ModelConfig {
   readonly context?: Partial<ModelContextDescriptor>;
 }
 
+/**
+ * The generated client's `Prisma` namespace (`import { Prisma } from "./generated/prisma/client"`,
+ * or `…/browser`). Of it only `ModelName` and the `<Model>ScalarFieldEnum` objects are read: the
+ * public generated values that list the models and each model's scalar fields at runtime.
+ */
+export interface GeneratedPrismaNamespace {
+  readonly ModelName: Readonly<Record<string, string>>;
+}
+
+export interface DefineModelsOptions {
+  /**
+   * Check the configuration against the generated client when it is defined, as schema text is
+   * checked when it is loaded: every model must be one of the client's, and every encrypted
+   * field, blind index column and context column (`context.fromRow`, the model's or a field's)
+   * one of its model's scalar fields; a relation must name a model.
+   */
+  readonly checkAgainst?: GeneratedPrismaNamespace;
+}
+
+/** Each model's scalar fields (its columns), by model name. */
+export type ModelColumns = ReadonlyMap<string, ReadonlySet<string>>;
+
 const NORMALIZATIONS = ["lowercase", "trim", "nfkc"] as const;
 
 const NO_CONTEXT: ModelContextDescriptor = Object.freeze({
@@ -140,11 +162,18 @@ export type FieldTypesOf<Models> = {
 /**
  * Builds a descriptor from typed configuration. Its type carries the configuration's field type
  * map (`FieldTypesOf`), so passing it as `schema` types the extended client's results.
- * @throws ValidationException when a type, mode, normalization or blind index source is invalid.
+ * With `{ checkAgainst: Prisma }` (the generated client's namespace) it also refuses what schema
+ * text refuses when loaded: an unknown model, or a column that is not a scalar field of its model.
+ * @throws ValidationException when a type, mode, normalization or blind index source is invalid,
+ *   when a context column is itself encrypted, or (with `checkAgainst`) when a model or column is
+ *   not in the generated client.
  */
 export function defineModels<const Models extends Readonly<Record<string, ModelConfig>>>(
   models: Models,
+  options?: DefineModelsOptions,
 ): TypedSchemaDescriptor<FieldTypesOf<Models>> {
+  // Read before building, so a malformed namespace is named even when the models are fine.
+  const columns = namespaceColumns(options);
   const out: Record<string, ModelDescriptor> = {};
   for (const [name, config] of Object.entries(models)) {
     const modelContext = Object.freeze({
@@ -220,7 +249,76 @@ export function defineModels<const Models extends Readonly<Record<string, ModelC
       contextColumns: Object.freeze(contextColumns),
     });
   }
-  return Object.freeze(out);
+  const descriptor = Object.freeze(out);
+  if (columns !== undefined) checkColumns(descriptor, columns);
+  return descriptor;
+}
+
+/**
+ * The models and columns a descriptor names, checked against its schema's: the one place these
+ * rules live, run on the columns read from schema text (`parseSchema`, the type generator) and on
+ * those of the generated client (`defineModels(…, { checkAgainst })`).
+ * @throws ValidationException naming the model, and the field, blind index or relation.
+ */
+export function checkColumns(models: SchemaDescriptor, columns: ModelColumns): void {
+  for (const model of Object.values(models)) {
+    const where = `model "${model.name}"`;
+    const own = columns.get(model.name);
+    if (own === undefined) fail(where, `not a model of the Prisma schema`);
+    const notColumn = `not a column of ${model.name}`;
+    for (const column of model.context.fromRow) {
+      if (!own.has(column)) fail(where, `context column "${column}" is ${notColumn}`);
+    }
+    for (const [field, spec] of Object.entries(model.encrypted)) {
+      const fieldWhere = `${where} field "${field}"`;
+      if (!own.has(field)) fail(fieldWhere, notColumn);
+      for (const column of spec.context.fromRow) {
+        if (!own.has(column)) fail(fieldWhere, `context column "${column}" is ${notColumn}`);
+      }
+    }
+    for (const column of Object.keys(model.blindIndexes)) {
+      if (!own.has(column)) fail(`${where} blind index "${column}"`, notColumn);
+    }
+    for (const [relation, target] of Object.entries(model.relations)) {
+      if (!columns.has(target)) {
+        fail(`${where} relation "${relation}"`, `"${target}" is not a model of the Prisma schema`);
+      }
+    }
+  }
+}
+
+function isRecord(v: unknown): v is Readonly<Record<string, unknown>> {
+  return typeof v === "object" && v !== null;
+}
+
+/** The columns listed by the generated namespace given as `checkAgainst`, if one is given. */
+function namespaceColumns(options: DefineModelsOptions | undefined): ModelColumns | undefined {
+  if (options === undefined) return undefined;
+  if (!isRecord(options)) throw new ValidationError(`defineModels options expected an object`);
+  if (!("checkAgainst" in options)) return undefined;
+  const namespace: unknown = options.checkAgainst;
+  const expected = `"checkAgainst" expected the generated client's Prisma namespace (import { Prisma } from "./generated/prisma/client")`;
+  if (!isRecord(namespace) || !isRecord(namespace.ModelName)) {
+    throw new ValidationError(`${expected}: it has no ModelName`);
+  }
+  const columns = new Map<string, ReadonlySet<string>>();
+  for (const model of Object.values(namespace.ModelName)) {
+    if (typeof model !== "string") {
+      throw new ValidationError(`${expected}: ModelName holds a non-string`);
+    }
+    // Prisma names the enum after the model with its first letter capitalized: `model users`
+    // gives `UsersScalarFieldEnum`.
+    const name = `${model.charAt(0).toUpperCase()}${model.slice(1)}ScalarFieldEnum`;
+    const fields = namespace[name];
+    if (!isRecord(fields)) {
+      throw new ValidationError(`${expected}: it has no ${name} for model "${model}"`);
+    }
+    columns.set(
+      model,
+      new Set(Object.values(fields).filter((f): f is string => typeof f === "string")),
+    );
+  }
+  return columns;
 }
 
 /** A field's own context keys, checked against its model's and shared between equal ones. */
@@ -321,9 +419,8 @@ export function configFromAnnotations(
     const encrypted: Record<string, EncryptedConfig> = {};
     const blindIndexes: Record<string, BlindIndexConfig> = {};
     const relations: Record<string, string> = {};
-    const columns = new Set(model.fields.filter((f) => !modelNames.has(f.type)).map((f) => f.name));
     // `@kms.context(tenantId)`, `(scope: clinic)`, `(row: a b)`: the same grammar on a model and
-    // on an encrypted field; the columns it names must be the model's own scalar fields.
+    // on an encrypted field; `checkColumns` checks that the columns it names are the model's own.
     const readContext = (where: string, annotations: readonly Annotation[]) => {
       const fromRow: string[] = [];
       const fromScope: string[] = [];
@@ -334,11 +431,6 @@ export function configFromAnnotations(
         const other = Object.keys(a.named).find((k) => k !== "scope" && k !== "row");
         if (other !== undefined)
           fail(where, `@kms.context takes columns, row: and scope:, not ${other}:`);
-      }
-      for (const column of fromRow) {
-        if (!columns.has(column)) {
-          fail(where, `@kms.context names "${column}", which is not a column of ${name}`);
-        }
       }
       return { fromRow, fromScope };
     };
@@ -391,6 +483,17 @@ export function configFromAnnotations(
     configs[name] = { encrypted, blindIndexes, relations, context: { fromRow, fromScope } };
   }
   return configs;
+}
+
+/** The scalar fields of annotated models: every field whose type is not a model. */
+export function annotatedColumns(models: readonly AnnotatedModel[]): ModelColumns {
+  const modelNames = new Set(models.map((m) => m.name));
+  return new Map(
+    models.map((m) => [
+      m.name,
+      new Set(m.fields.filter((f) => !modelNames.has(f.type)).map((f) => f.name)),
+    ]),
+  );
 }
 
 /** The models of a schema.prisma text with their `///` lines; other blocks are skipped. */
@@ -446,5 +549,8 @@ function readModels(schema: string): AnnotatedModel[] {
  */
 export function parseSchema(schema: string): SchemaDescriptor {
   if (typeof schema !== "string") throw new ValidationError(`"schema" expected a string`);
-  return defineModels(configFromAnnotations(readModels(schema)));
+  const models = readModels(schema);
+  const descriptor = defineModels(configFromAnnotations(models));
+  checkColumns(descriptor, annotatedColumns(models));
+  return descriptor;
 }

@@ -38,12 +38,12 @@ describe("per-field context: the descriptor", () => {
     [
       "an unknown column on a field",
       () => parseSchema(chartSchema("/// @kms.encrypted @kms.context(recordID)\n  note String")),
-      /model "Chart" field "note": @kms.context names "recordID", which is not a column of Chart/,
+      /model "Chart" field "note": context column "recordID" is not a column of Chart/,
     ],
     [
       "an unknown column on the model",
       () => parseSchema(chartSchema("note String", "/// @kms.context(tenant)")),
-      /model "Chart": @kms.context names "tenant", which is not a column of Chart/,
+      /model "Chart": context column "tenant" is not a column of Chart/,
     ],
     [
       "an encrypted context column (annotations)",
