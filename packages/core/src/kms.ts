@@ -647,8 +647,10 @@ export class Kms {
       events: (options) => auditor.sink.read(options),
       head: () => auditor.head(),
       verify: async () => {
-        const events = await auditor.sink.read();
+        // Head first: events appended between the two reads then extend past the head instead
+        // of leaving the head past the events, which would read as truncation.
         const head = await auditor.head();
+        const events = await auditor.sink.read();
         const first = events[0];
         // Only a sink that drops old events by design may start mid-chain: for any other,
         // a trail that does not start at sequence 0 has lost its oldest events.

@@ -176,8 +176,12 @@ export function verifyAuditLog(
         `the log ends at sequence ${last?.sequence ?? -1} but the recorded head is ${head.sequence}: events were removed from the end`,
       );
     }
-    if (last.sequence === head.sequence && last.hash !== head.hash) {
-      return bad(events.length - 1, "edited", "the last event does not match the recorded head");
+    // The chain may go on past the head (events appended since it was read), but the event at
+    // the head's position must still be the one it recorded, or the tail was rewritten.
+    const atHead = head.sequence - (options.from?.sequence ?? 0);
+    const recorded = events[atHead] as AuditEvent | undefined;
+    if (recorded !== undefined && recorded.hash !== head.hash) {
+      return bad(atHead, "edited", `event ${atHead} does not match the recorded head`);
     }
   }
   const last = events[events.length - 1] as AuditEvent | undefined;

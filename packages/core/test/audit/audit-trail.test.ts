@@ -343,6 +343,17 @@ describe("getKeyLastUsage", () => {
       await expect(kms.getKeyLastUsage({ keyId })).rejects.toBeInstanceOf(KmsInternalError);
       expect((await kms.getKeyLastUsage({ keyId })).keyLastUsage?.kmsRequestId).toBe("the-use");
     });
+
+    test("verify() holds when an event is appended while it reads the trail", async () => {
+      const { sink, kms, keyId } = await heldTrail();
+      const started = sink.hold();
+      const verdict = kms.audit.verify();
+      await started;
+      await kms.encrypt({ keyId, plaintext });
+      sink.release();
+      expect(await verdict).toMatchObject({ ok: true });
+      expect(await kms.audit.verify()).toMatchObject({ ok: true });
+    });
   });
 
   test("an unknown key is NotFoundException", async () => {
@@ -477,6 +488,21 @@ describe("hash chain", () => {
       index: events.length - 1,
     });
     expect(verifyAuditLog([], { expectedHead: head })).toMatchObject({ ok: false, index: 0 });
+  });
+
+  test("a chain that goes on past the head must still hold the head's event", () => {
+    const middle = events[1]!;
+    const head = { sequence: middle.sequence, hash: middle.hash };
+    expect(verifyAuditLog(events, { expectedHead: head })).toMatchObject({ ok: true });
+    // A tail rewritten from the head's position on is a valid chain by itself.
+    expect(
+      verifyAuditLog(events, { expectedHead: { sequence: middle.sequence, hash: "0".repeat(64) } }),
+    ).toMatchObject({ ok: false, problem: "edited", index: 1 });
+    const windowed = verifyAuditLog(events.slice(1), {
+      from: { sequence: middle.sequence, prevHash: middle.prevHash },
+      expectedHead: { sequence: middle.sequence, hash: "0".repeat(64) },
+    });
+    expect(windowed).toMatchObject({ ok: false, problem: "edited", index: 0 });
   });
 
   test("garbage is reported, never thrown", () => {
