@@ -5,4 +5,4 @@ export {
   type ProgressBarOptions,
   type ProgressOutput,
 } from "./progress-bar.ts";
-export { EXIT_FAILED, EXIT_OK, EXIT_USAGE, runCli } from "./run-cli.ts";
+export { EXIT_AUDIT_BROKEN, EXIT_FAILED, EXIT_OK, EXIT_USAGE, runCli } from "./run-cli.ts";

@@ -2,6 +2,12 @@ import { parseArgs } from "node:util";
 import { isKmsError, type Kms } from "@kms/core";
 import type { CliIo } from "./cli-io.ts";
 import { checkOptionTokens, checkWellFormed, stringOption } from "./internal/args.ts";
+import {
+  AUDIT_COMMANDS,
+  AUDIT_GROUP,
+  AuditChainBrokenError,
+  LAST_USED_COMMANDS,
+} from "./internal/audit-commands.ts";
 import type { Command, CommandContext } from "./internal/command.ts";
 import { DATA_COMMANDS } from "./internal/data-commands.ts";
 import { initCommand } from "./internal/init-command.ts";
@@ -22,7 +28,15 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   ...DATA_COMMANDS,
   [SEAL_COMMAND]: sealCommand,
   serve: serveCommand,
+  ...LAST_USED_COMMANDS,
+  // Subcommands are keyed by their full name, as the usage text and error messages show it.
+  ...Object.fromEntries(
+    Object.entries(AUDIT_COMMANDS).map(([name, command]) => [`${AUDIT_GROUP} ${name}`, command]),
+  ),
 };
+
+/** Commands that take a subcommand, e.g. `kms audit list`. */
+const GROUPS: ReadonlySet<string> = new Set([AUDIT_GROUP]);
 
 const GLOBAL_OPTIONS = {
   "data-dir": { type: "string" },
@@ -36,10 +50,14 @@ const GLOBAL_VALUE_FLAGS: readonly string[] = Object.entries(GLOBAL_OPTIONS)
   .filter(([, option]) => option.type === "string")
   .map(([name]) => `--${name}`);
 
-/** Exit codes: success, a failed operation, a mistake on the command line. */
+/**
+ * Exit codes: success, a failed operation, a mistake on the command line, and an audit trail
+ * whose hash chain does not hold (`kms audit verify`), kept apart from failing to check it.
+ */
 export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
 export const EXIT_USAGE = 2;
+export const EXIT_AUDIT_BROKEN = 3;
 
 /**
  * Runs one `kms` command line (`argv` without the node and script paths) and returns its exit
@@ -75,15 +93,36 @@ async function execute(
     const at = commandIndex(argv);
     command = at === -1 ? undefined : argv[at];
     if (command === "help" || (command === undefined && wantsHelp(argv))) {
-      io.stdout.write(usageText(at === -1 ? undefined : argv[at + 1]));
+      const topic = argv[at + 1];
+      const sub = topic !== undefined && GROUPS.has(topic) ? argv[at + 2] : undefined;
+      io.stdout.write(
+        usageText(at === -1 ? undefined : sub === undefined ? topic : `${topic} ${sub}`),
+      );
       return EXIT_OK;
     }
     if (command === undefined) throw new UsageError("no command given");
+    let subAt = -1;
+    if (GROUPS.has(command)) {
+      const group = command;
+      const rest = commandIndex(argv.slice(at + 1));
+      if (rest === -1) {
+        if (wantsHelp(argv)) {
+          io.stdout.write(usageText(group));
+          return EXIT_OK;
+        }
+        throw new UsageError(`${group}: missing subcommand`, group);
+      }
+      subAt = at + 1 + rest;
+      command = `${group} ${argv[subAt]}`;
+      if (COMMANDS[command] === undefined) {
+        throw new UsageError(`${group}: unknown subcommand "${argv[subAt]}"`, group);
+      }
+    }
     const definition = COMMANDS[command];
     if (definition === undefined) throw new UsageError(`unknown command "${command}"`);
     const options = { ...GLOBAL_OPTIONS, ...definition.options };
     const parsed = parseArgs({
-      args: argv.filter((_, i) => i !== at),
+      args: argv.filter((_, i) => i !== at && i !== subAt),
       options,
       allowPositionals: true,
       allowNegative: true,
@@ -151,6 +190,10 @@ function wantsHelp(argv: readonly string[]): boolean {
 }
 
 function report(io: CliIo, error: unknown, command: string | undefined, dataDir?: string): number {
+  if (error instanceof AuditChainBrokenError) {
+    io.stderr.write(`${error.name}: ${oneLine(error.message)}\n`);
+    return EXIT_AUDIT_BROKEN;
+  }
   if (error instanceof UsageError) {
     io.stderr.write(`kms: ${oneLine(error.message)}\n\n${usageText(error.command)}`);
     return EXIT_USAGE;

@@ -27,6 +27,10 @@ export const SYNOPSES: Readonly<Record<string, string>> = {
   "disable-key": "kms disable-key <keyId>",
   "enable-key": "kms enable-key <keyId>",
   "seal-unsealed-records": "kms seal-unsealed-records",
+  "last-used": "kms last-used <keyId|alias>",
+  "audit list":
+    "kms audit list [--key <keyId|alias|ARN>] [--since <ISO time>] [--after <sequence>] [--limit <n, default 100>]",
+  "audit verify": "kms audit verify",
   encrypt:
     "kms encrypt --key <keyId|alias> --in <file|-> --out <file|-> [--context k=v ...] [--frame-size <bytes>] [--[no-]progress]",
   serve:
@@ -38,6 +42,12 @@ export const SYNOPSES: Readonly<Record<string, string>> = {
 export function usageText(command?: string): string {
   const synopsis = command === undefined ? undefined : SYNOPSES[command];
   if (synopsis !== undefined) return `Usage: ${synopsis}\n\n${GLOBAL}\n`;
+  // A command group (`audit`): each of its subcommands.
+  const group = Object.entries(SYNOPSES).filter(([name]) => name.startsWith(`${command} `));
+  if (group.length > 0) {
+    const lines = group.map(([, line]) => `  ${line}`).join("\n");
+    return `Usage: kms ${command} <subcommand>\n\nSubcommands:\n${lines}\n\n${GLOBAL}\n`;
+  }
   return `Usage: kms <command> [options]\n\nCommands:\n${Object.values(SYNOPSES)
     .map((line) => `  ${line}`)
     .join("\n")}\n\n${GLOBAL}\n`;

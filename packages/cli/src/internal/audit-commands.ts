@@ -1,0 +1,273 @@
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { type AuditEvent, type AuditLogVerification, type Kms, verifyAuditLog } from "@kms/core";
+import type { CliIo } from "../cli-io.ts";
+import { integerOption, stringOption } from "./args.ts";
+import { type Command, type CommandContext, printJson } from "./command.ts";
+import { DATABASE_FILE } from "./open-kms.ts";
+import { UsageError } from "./usage.ts";
+
+/** The command that groups the audit subcommands: `kms audit list`, `kms audit verify`. */
+export const AUDIT_GROUP = "audit";
+
+/** Events printed by `kms audit list` without `--limit`. */
+export const DEFAULT_AUDIT_LIMIT = 100;
+
+/** Events read from the sink at a time while filtering, so a long trail is never held whole. */
+const READ_CHUNK = 1000;
+
+/**
+ * Thrown by `kms audit verify` when the chain does not hold; runCli exits with
+ * EXIT_AUDIT_BROKEN. The message says where the chain breaks, never what the events contain.
+ */
+export class AuditChainBrokenError extends Error {
+  override readonly name = "AuditChainBroken";
+}
+
+/**
+ * The audit commands only read: run on a mistyped `--data-dir`, opening the KMS would create an
+ * empty store there, and `verify` would then vouch for a trail of zero events.
+ */
+function requireDatabase(ctx: CommandContext): void {
+  const path = join(ctx.dataDir, DATABASE_FILE);
+  if (!existsSync(path)) {
+    throw new Error(`no key store at ${path}: check --data-dir (or KMS_DATA_DIR)`);
+  }
+}
+
+/**
+ * `kms audit verify`: the whole chain against the head the store recorded. Done here rather than
+ * with `kms.audit.verify()` to report a row that is not even JSON as a broken chain, and the
+ * sequence where the chain breaks. Head first, as core does: an event another process (a
+ * `kms serve` on the same data dir) appends meanwhile must not read as truncation.
+ */
+const auditVerify: Command = {
+  options: {},
+  positionals: [],
+  async run(ctx) {
+    if (ctx.callOptions.principal !== undefined) {
+      throw new UsageError(
+        "audit verify: --principal does not apply: the trail is read directly, not through a KMS call",
+        ctx.command,
+      );
+    }
+    requireDatabase(ctx);
+    const kms = await ctx.kms();
+    // The CLI's sink (SQLite) keeps every event, so the chain must start at sequence 0.
+    const head = await kms.audit.head();
+    const trail = await readTrail(kms);
+    const events = trail.events ?? [];
+    const result =
+      trail.unreadable ?? verifyAuditLog(events, head === undefined ? {} : { expectedHead: head });
+    if (result.ok) {
+      printJson(ctx.io, { ok: true, events: result.count, head: result.head ?? null });
+      return;
+    }
+    const at = brokenAt(result, events);
+    printJson(ctx.io, { ok: false, ...at, problem: result.problem, message: result.message });
+    const sequence = at.sequence === undefined ? "" : ` (sequence ${at.sequence})`;
+    throw new AuditChainBrokenError(
+      `the audit trail is broken at event ${at.index}${sequence}: ${result.message}`,
+    );
+  },
+};
+
+/**
+ * Every event, or the verdict on a row the sink cannot even parse: the SQLite sink stores each
+ * event as JSON text and throws the parser's SyntaxError for a row that is not JSON, which would
+ * leave a tampered trail reported as a plain failure (exit 1) instead of a broken chain.
+ */
+async function readTrail(kms: Kms): Promise<{
+  readonly events?: readonly AuditEvent[];
+  readonly unreadable?: Extract<AuditLogVerification, { ok: false }>;
+}> {
+  try {
+    return { events: await kms.audit.events() };
+  } catch (error) {
+    if (!(error instanceof SyntaxError)) throw error;
+  }
+  // Only on this failure path: one row at a time, to find the first that does not parse.
+  let index = 0;
+  let after = -1;
+  for (;;) {
+    let next: readonly AuditEvent[];
+    try {
+      next = await kms.audit.events({ after, limit: 1 });
+    } catch (error) {
+      if (!(error instanceof SyntaxError)) throw error;
+      return {
+        unreadable: {
+          ok: false,
+          index,
+          problem: "malformed",
+          message: `event ${index} is not an audit event: its stored text is not JSON`,
+        },
+      };
+    }
+    const event = next[0];
+    // Every row parsed one at a time: the whole read failed for some other reason.
+    if (event === undefined) throw new Error("the audit trail could not be read");
+    index += 1;
+    after = event.sequence;
+  }
+}
+
+/** Where verification failed: the index, and the sequence the event there claims, if any. */
+function brokenAt(
+  result: Extract<AuditLogVerification, { ok: false }>,
+  events: readonly AuditEvent[],
+): { index: number; sequence?: number } {
+  const claimed = (events[result.index] as Partial<AuditEvent> | undefined)?.sequence;
+  return Number.isSafeInteger(claimed)
+    ? { index: result.index, sequence: claimed as number }
+    : { index: result.index };
+}
+
+/**
+ * `kms audit list`: events as JSON lines, oldest first, as the sink stores them. The listing is
+ * the trail up to its head when the command started, so the DescribeKey call that resolves
+ * `--key` (recorded like any call) shows up in the next listing, not in this one.
+ */
+const auditList: Command = {
+  options: {
+    key: { type: "string" },
+    since: { type: "string" },
+    limit: { type: "string" },
+    after: { type: "string" },
+  },
+  positionals: [],
+  async run(ctx) {
+    const limit = integerOption(ctx.values, "limit", ctx.command) ?? DEFAULT_AUDIT_LIMIT;
+    if (limit < 1) {
+      throw new UsageError(
+        `${ctx.command}: --limit expected at least 1, got ${limit}`,
+        ctx.command,
+      );
+    }
+    const after = integerOption(ctx.values, "after", ctx.command) ?? -1;
+    const since = sinceOption(ctx);
+    const keyName = stringOption(ctx.values, "key");
+    requireDatabase(ctx);
+    const kms = await ctx.kms();
+    const head = await kms.audit.head();
+    const keyArn = keyName === undefined ? undefined : await resolveKeyArn(kms, ctx, keyName);
+    if (head === undefined) return;
+    const matches = (event: AuditEvent): boolean =>
+      (since === undefined || Date.parse(event.eventTime) >= since) &&
+      (keyArn === undefined || event.resources.some((r) => r.ARN === keyArn));
+
+    let printed = 0;
+    let lastPrinted = after;
+    let readFrom = after;
+    for (;;) {
+      const chunk = await kms.audit.events({ after: readFrom, limit: READ_CHUNK });
+      for (const event of chunk) {
+        if (event.sequence > head.sequence) return;
+        if (!matches(event)) continue;
+        if (printed === limit) {
+          ctx.io.stderr.write(
+            `kms: more events follow; continue with --after ${lastPrinted} (the last line's sequence)\n`,
+          );
+          return;
+        }
+        await writeLine(ctx.io, `${JSON.stringify(event)}\n`);
+        printed += 1;
+        lastPrinted = event.sequence;
+      }
+      const end = chunk[chunk.length - 1];
+      if (end === undefined || chunk.length < READ_CHUNK) return;
+      readFrom = end.sequence;
+    }
+  },
+};
+
+/** `--key` as the key's ARN, which is what events name in `resources`. */
+async function resolveKeyArn(kms: Kms, ctx: CommandContext, keyId: string): Promise<string> {
+  const { keyMetadata } = await kms.describeKey({ keyId }, ctx.callOptions);
+  return keyMetadata.arn;
+}
+
+const ISO_TIME =
+  /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,3})?)?(Z|[+-]\d{2}:\d{2}))?$/;
+
+/**
+ * `--since` as epoch milliseconds. Only ISO 8601 with a zone (or a bare date, UTC midnight):
+ * `Date.parse` alone reads "1" as the year 2001, rolls 2024-02-30 over into March, and reads a
+ * time without a zone in whatever zone the machine is in.
+ */
+function sinceOption(ctx: CommandContext): number | undefined {
+  const text = stringOption(ctx.values, "since");
+  if (text === undefined) return undefined;
+  const parts = ISO_TIME.exec(text);
+  const time = parts === null ? Number.NaN : Date.parse(text);
+  if (parts === null || Number.isNaN(time) || !isCalendarDate(parts)) {
+    throw new UsageError(
+      `${ctx.command}: --since expected an ISO 8601 time (2026-01-31 or 2026-01-31T12:00:00Z), got "${text}"`,
+      ctx.command,
+    );
+  }
+  return time;
+}
+
+function isCalendarDate(parts: RegExpExecArray): boolean {
+  const [year, month, day, hour, minute, second] = parts.slice(1, 7).map((p) => Number(p ?? 0));
+  const date = new Date(Date.UTC(year ?? 0, (month ?? 0) - 1, day ?? 0));
+  return (
+    date.getUTCMonth() === (month ?? 0) - 1 &&
+    date.getUTCDate() === day &&
+    (hour ?? 0) <= 23 &&
+    (minute ?? 0) <= 59 &&
+    (second ?? 0) <= 59
+  );
+}
+
+/** Writes one line, waiting when the reader is slower, so a long listing is not buffered whole. */
+async function writeLine(io: CliIo, line: string): Promise<void> {
+  if (io.stdout.write(line)) return;
+  await new Promise<void>((resolve) => io.stdout.once("drain", () => resolve()));
+}
+
+/**
+ * `kms last-used <keyId|alias>`: AWS's GetKeyLastUsage, itself an audited call (it never counts
+ * as a use). The deprecated `eventId` (same value as `cloudTrailEventId`) is left out so that
+ * scripts do not come to depend on it.
+ */
+const lastUsed: Command = {
+  options: {},
+  positionals: ["keyId|alias"],
+  async run(ctx) {
+    const kms = await ctx.kms();
+    const response = await kms.getKeyLastUsage(
+      { keyId: ctx.positionals[0] as string },
+      ctx.callOptions,
+    );
+    const usage = response.keyLastUsage;
+    printJson(ctx.io, {
+      keyId: response.keyId,
+      ...(usage === undefined
+        ? {}
+        : {
+            keyLastUsage: {
+              operation: usage.operation,
+              timestamp: usage.timestamp,
+              cloudTrailEventId: usage.cloudTrailEventId,
+              kmsRequestId: usage.kmsRequestId,
+            },
+          }),
+      ...(response.trackingStartDate === undefined
+        ? {}
+        : { trackingStartDate: response.trackingStartDate }),
+      keyCreationDate: response.keyCreationDate,
+    });
+  },
+};
+
+/** The subcommands of `kms audit`, by name. */
+export const AUDIT_COMMANDS: Readonly<Record<string, Command>> = {
+  list: auditList,
+  verify: auditVerify,
+};
+
+export const LAST_USED_COMMANDS: Readonly<Record<string, Command>> = {
+  "last-used": lastUsed,
+};

@@ -1,0 +1,385 @@
+import { existsSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import type { AuditEvent, UnchainedAuditEvent } from "@kms/core";
+import { SqliteAuditSink } from "@kms/keystore-sqlite";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { EXIT_AUDIT_BROKEN } from "../src/index.ts";
+import { type RunResult, run, workspace } from "./helpers.ts";
+
+let ws: ReturnType<typeof workspace>;
+beforeEach(() => {
+  ws = workspace();
+});
+afterEach(() => {
+  vi.useRealTimers();
+  vi.restoreAllMocks();
+  ws.dispose();
+});
+
+function kms(argv: readonly string[]): Promise<RunResult> {
+  return run(argv, { cwd: ws.dir, env: ws.env });
+}
+
+/** The SQLite key store's audit table (`kms_audit_events`), read or edited with the raw driver. */
+function withDatabase<T>(use: (db: DatabaseSync) => T): T {
+  const db = new DatabaseSync(join(ws.dir, ".kms", "kms.db"));
+  try {
+    return use(db);
+  } finally {
+    db.close();
+  }
+}
+
+function storedEvents(): AuditEvent[] {
+  return withDatabase((db) =>
+    (
+      db.prepare("SELECT event FROM kms_audit_events ORDER BY sequence").all() as {
+        event: string;
+      }[]
+    ).map((row) => JSON.parse(row.event) as AuditEvent),
+  );
+}
+
+function lines(result: RunResult): AuditEvent[] {
+  expect(result.out.endsWith("\n") || result.out === "").toBe(true);
+  return result.out
+    .split("\n")
+    .filter((line) => line !== "")
+    .map((line) => JSON.parse(line) as AuditEvent);
+}
+
+interface Key {
+  readonly keyId: string;
+  readonly arn: string;
+}
+
+/** Two keys, an alias for the first, and a file encrypted under it and decrypted again. */
+async function populate(): Promise<{ a: Key; b: Key }> {
+  const a = JSON.parse((await kms(["create-key", "--description", "a"])).out) as Key;
+  const b = JSON.parse((await kms(["create-key", "--description", "b"])).out) as Key;
+  expect((await kms(["create-alias", "alias/a", a.keyId])).code).toBe(0);
+  writeFileSync(join(ws.dir, "plain.txt"), "SECRET-PLAINTEXT-42");
+  const encrypted = await kms(["encrypt", "--key", "alias/a", "--in", "plain.txt", "--out", "c"]);
+  expect(encrypted.code).toBe(0);
+  expect((await kms(["decrypt", "--in", "c", "--out", "back.txt"])).code).toBe(0);
+  return { a, b };
+}
+
+describe("kms audit list", () => {
+  it("prints every event as one JSON line, exactly as stored, and records nothing itself", async () => {
+    await populate();
+    const stored = storedEvents();
+    const listed = await kms(["audit", "list"]);
+    expect(listed.code).toBe(0);
+    expect(listed.err).toBe("");
+    expect(listed.out.split("\n")).toHaveLength(stored.length + 1);
+    expect(lines(listed)).toStrictEqual(stored);
+    expect(listed.out).not.toContain("SECRET-PLAINTEXT-42");
+    // Reading the trail is not a KMS call: the trail is unchanged.
+    expect(storedEvents()).toStrictEqual(stored);
+  });
+
+  it("--key keeps the events naming the key's ARN; an alias is resolved first", async () => {
+    const { a, b } = await populate();
+    const expected = storedEvents().filter((e) => e.resources.some((r) => r.ARN === a.arn));
+    // `kms encrypt` asks for a data key, `kms decrypt` has it decrypted.
+    const uses = ["CreateAlias", "GenerateDataKey", "Decrypt"];
+    expect(expected.map((e) => e.eventName)).toStrictEqual(uses);
+    const forA = await kms(["audit", "list", "--key", "alias/a"]);
+    expect(forA.code).toBe(0);
+    expect(lines(forA)).toStrictEqual(expected);
+
+    // The lookup was a DescribeKey of its own, recorded after the listing it served.
+    const again = lines(await kms(["audit", "list", "--key", a.arn]));
+    expect(again.map((e) => e.eventName)).toStrictEqual([...uses, "DescribeKey"]);
+
+    const forB = lines(await kms(["audit", "list", "--key", b.keyId]));
+    expect(forB).toStrictEqual([]);
+  });
+
+  it("--since keeps events at or after the time, with its zone", async () => {
+    // Only Date is faked: the clock each event's eventTime comes from.
+    vi.useFakeTimers({ toFake: ["Date"] });
+    for (const time of ["2026-03-01T09:00:00Z", "2026-03-01T10:00:00Z", "2026-03-02T10:00:00Z"]) {
+      vi.setSystemTime(new Date(time));
+      expect((await kms(["create-key", "--description", time])).code).toBe(0);
+    }
+    vi.useRealTimers();
+    const stored = storedEvents();
+    expect(stored.map((e) => e.eventTime)).toStrictEqual([
+      "2026-03-01T09:00:00.000Z",
+      "2026-03-01T10:00:00.000Z",
+      "2026-03-02T10:00:00.000Z",
+    ]);
+    const since = async (time: string) => lines(await kms(["audit", "list", "--since", time]));
+    expect(await since("2026-03-01T10:00:00Z")).toStrictEqual(stored.slice(1));
+    expect(await since("2026-03-01T10:00:00.001Z")).toStrictEqual(stored.slice(2));
+    expect(await since("2026-03-01T12:00:00+02:00")).toStrictEqual(stored.slice(1));
+    expect(await since("2026-03-01T11:00:00+02:00")).toStrictEqual(stored);
+    expect(await since("2026-03-02")).toStrictEqual(stored.slice(2));
+    expect(await since("2026-03-03")).toStrictEqual([]);
+  });
+
+  it("pages with --limit and --after, saying on stderr where to continue", async () => {
+    await populate();
+    const stored = storedEvents();
+    expect(stored.length).toBeGreaterThan(4);
+    const first = await kms(["audit", "list", "--limit", "2"]);
+    expect(first.code).toBe(0);
+    const page = lines(first);
+    expect(page).toStrictEqual(stored.slice(0, 2));
+    expect(first.err).toBe(
+      "kms: more events follow; continue with --after 1 (the last line's sequence)\n",
+    );
+    const rest = await kms(["audit", "list", "--after", "1"]);
+    expect(lines(rest)).toStrictEqual(stored.slice(2));
+    expect(rest.err).toBe("");
+    // The last page, exactly full: nothing follows, so no hint.
+    const last = await kms(["audit", "list", "--after", "1", "--limit", String(stored.length - 2)]);
+    expect(lines(last)).toStrictEqual(stored.slice(2));
+    expect(last.err).toBe("");
+  });
+
+  it("the default limit is 100 events", async () => {
+    expect((await kms(["create-key"])).code).toBe(0);
+    for (let i = 0; i < 102; i += 1) expect((await kms(["list-keys"])).code).toBe(0);
+    const listed = await kms(["audit", "list"]);
+    expect(lines(listed).map((e) => e.sequence)).toStrictEqual([...Array(100).keys()]);
+    expect(listed.err).toContain("--after 99");
+  });
+
+  it("an unknown --key is NotFoundException (exit 1)", async () => {
+    await populate();
+    const missing = await kms(["audit", "list", "--key", "alias/nope"]);
+    expect(missing.code).toBe(1);
+    expect(missing.out).toBe("");
+    expect(missing.err).toMatch(/^NotFoundException: /);
+  });
+
+  it.each([
+    ["--limit 0", ["--limit", "0"], "--limit expected at least 1, got 0"],
+    ["--limit ten", ["--limit", "ten"], '--limit expected a whole number, got "ten"'],
+    ["--after -1", ["--after=-1"], '--after expected a whole number, got "-1"'],
+    ["--since yesterday", ["--since", "yesterday"], "--since expected an ISO 8601 time"],
+    ["--since 1", ["--since", "1"], "--since expected an ISO 8601 time"],
+    ["--since 2024-02-30", ["--since", "2024-02-30"], "--since expected an ISO 8601 time"],
+    ["--since without zone", ["--since", "2024-02-01T10:00"], "--since expected an ISO 8601 time"],
+  ])("%s is a usage error (exit 2)", async (_name, flags, message) => {
+    await populate();
+    const result = await kms(["audit", "list", ...flags]);
+    expect(result.code).toBe(2);
+    expect(result.out).toBe("");
+    expect(result.err).toContain(`kms: audit list: ${message}`);
+    expect(result.err).toContain("\n\nUsage: kms audit list ");
+  });
+});
+
+describe("kms audit verify", () => {
+  it("an untouched trail: ok, the number of events and the head; records nothing itself", async () => {
+    await populate();
+    const stored = storedEvents();
+    const last = stored[stored.length - 1] as AuditEvent;
+    const verified = await kms(["audit", "verify"]);
+    expect(verified.err).toBe("");
+    expect(verified.code).toBe(0);
+    expect(JSON.parse(verified.out)).toStrictEqual({
+      ok: true,
+      events: stored.length,
+      head: { sequence: last.sequence, hash: last.hash },
+    });
+    expect(storedEvents()).toStrictEqual(stored);
+  });
+
+  it(`an edited event: exit ${EXIT_AUDIT_BROKEN}, naming its index and sequence, not its contents`, async () => {
+    await populate();
+    const marker = `TAMPERED-${"x".repeat(4096)}`;
+    withDatabase((db) => {
+      const row = db.prepare("SELECT event FROM kms_audit_events WHERE sequence = 2").get() as {
+        event: string;
+      };
+      const event = JSON.parse(row.event) as Record<string, unknown>;
+      event.sourceIPAddress = marker;
+      db.prepare("UPDATE kms_audit_events SET event = ? WHERE sequence = 2").run(
+        JSON.stringify(event),
+      );
+    });
+    const verified = await kms(["audit", "verify"]);
+    expect(verified.code).toBe(EXIT_AUDIT_BROKEN);
+    expect(EXIT_AUDIT_BROKEN).toBe(3);
+    expect(JSON.parse(verified.out)).toStrictEqual({
+      ok: false,
+      index: 2,
+      sequence: 2,
+      problem: "edited",
+      message: "event 2 was modified: its hash does not match its content",
+    });
+    expect(verified.err).toBe(
+      "AuditChainBroken: the audit trail is broken at event 2 (sequence 2): event 2 was modified: its hash does not match its content\n",
+    );
+    expect(verified.out + verified.err).not.toContain("TAMPERED");
+  });
+
+  it(`events deleted from the end: exit ${EXIT_AUDIT_BROKEN}, truncation against the recorded head`, async () => {
+    await populate();
+    const stored = storedEvents();
+    const head = stored.length - 1;
+    withDatabase((db) =>
+      db.prepare("DELETE FROM kms_audit_events WHERE sequence >= ?").run(head - 1),
+    );
+    const verified = await kms(["audit", "verify"]);
+    expect(verified.code).toBe(EXIT_AUDIT_BROKEN);
+    const message = `the log ends at sequence ${head - 2} but the recorded head is ${head}: events were removed from the end`;
+    expect(JSON.parse(verified.out)).toStrictEqual({
+      ok: false,
+      index: head - 1,
+      problem: "truncated",
+      message,
+    });
+    expect(verified.err).toBe(
+      `AuditChainBroken: the audit trail is broken at event ${head - 1}: ${message}\n`,
+    );
+  });
+
+  it(`a row that is not JSON: exit ${EXIT_AUDIT_BROKEN}, malformed at its index`, async () => {
+    await populate();
+    withDatabase((db) =>
+      db.prepare("UPDATE kms_audit_events SET event = 'SECRET-GARBAGE' WHERE sequence = 3").run(),
+    );
+    const verified = await kms(["audit", "verify"]);
+    expect(verified.code).toBe(EXIT_AUDIT_BROKEN);
+    expect(JSON.parse(verified.out)).toStrictEqual({
+      ok: false,
+      index: 3,
+      problem: "malformed",
+      message: "event 3 is not an audit event: its stored text is not JSON",
+    });
+    expect(verified.err).toMatch(/^AuditChainBroken: the audit trail is broken at event 3: /);
+    expect(verified.out + verified.err).not.toContain("SECRET-GARBAGE");
+  });
+
+  it("an event another process appends while it reads is not taken for truncation", async () => {
+    await populate();
+    const read = SqliteAuditSink.prototype.read;
+    let appended = false;
+    vi.spyOn(SqliteAuditSink.prototype, "read").mockImplementation(async function (
+      this: SqliteAuditSink,
+      options,
+    ) {
+      const events = await read.call(this, options);
+      if (!appended) {
+        appended = true;
+        // What a `kms serve` on the same data dir does between the two reads.
+        const { sequence: _s, prevHash: _p, hash: _h, ...unchained } = events[0] as AuditEvent;
+        const next: UnchainedAuditEvent = { ...unchained, eventID: crypto.randomUUID() };
+        await this.appendAndChain([next]);
+      }
+      return events;
+    });
+    const verified = await kms(["audit", "verify"]);
+    expect(appended).toBe(true);
+    expect(verified.err).toBe("");
+    expect(verified.code).toBe(0);
+    expect(JSON.parse(verified.out)).toMatchObject({ ok: true });
+  });
+
+  it("--principal does not apply (exit 2); a missing data dir is not created (exit 1)", async () => {
+    await populate();
+    const principal = await kms([
+      "audit",
+      "verify",
+      "--principal",
+      "arn:aws:iam::000000000000:user/alice",
+    ]);
+    expect(principal.code).toBe(2);
+    expect(principal.err).toMatch(/^kms: audit verify: --principal does not apply/);
+    for (const sub of ["verify", "list"]) {
+      const elsewhere = await kms(["--data-dir", "typo", "audit", sub]);
+      expect(elsewhere.code, sub).toBe(1);
+      expect(elsewhere.out).toBe("");
+      expect(elsewhere.err).toBe(
+        `Error: no key store at ${join(ws.dir, "typo", "kms.db")}: check --data-dir (or KMS_DATA_DIR)\n`,
+      );
+      expect(existsSync(join(ws.dir, "typo"))).toBe(false);
+    }
+  });
+});
+
+describe("kms audit: the command line", () => {
+  it.each([
+    [
+      "no subcommand",
+      ["audit"],
+      /^kms: audit: missing subcommand\n\nUsage: kms audit <subcommand>/,
+    ],
+    ["an unknown subcommand", ["audit", "show"], /^kms: audit: unknown subcommand "show"\n\n/],
+    ["a list option on verify", ["audit", "verify", "--limit", "3"], /^kms: .*--limit/],
+    ["an extra argument", ["audit", "verify", "now"], /^kms: audit verify: unexpected argument/],
+  ])("%s is a usage error", async (_name, argv, message) => {
+    const result = await kms(argv);
+    expect(result.code).toBe(2);
+    expect(result.err).toMatch(message);
+    expect(existsSync(join(ws.dir, ".kms"))).toBe(false);
+  });
+
+  it("help lists the subcommands", async () => {
+    for (const argv of [
+      ["help", "audit"],
+      ["audit", "--help"],
+    ]) {
+      const help = await kms(argv);
+      expect(help.code).toBe(0);
+      expect(help.out).toMatch(/^Usage: kms audit <subcommand>\n/);
+      expect(help.out).not.toContain("kms encrypt");
+      expect(help.out).toContain("  kms audit list [--key <keyId|alias|ARN>]");
+      expect(help.out).toContain("  kms audit verify\n");
+    }
+    const one = await kms(["help", "audit", "verify"]);
+    expect(one.out).toMatch(/^Usage: kms audit verify\n/);
+    const flag = await kms(["audit", "list", "--help"]);
+    expect(flag.out).toMatch(/^Usage: kms audit list /);
+    expect((await kms(["--help"])).out).toContain("kms last-used <keyId|alias>");
+  });
+});
+
+describe("kms last-used", () => {
+  it("reports no use before an encrypt and its GenerateDataKey after it, with ISO dates", async () => {
+    const created = JSON.parse((await kms(["create-key"])).out) as Key & { creationDate: string };
+    expect((await kms(["create-alias", "alias/a", created.keyId])).code).toBe(0);
+    const before = await kms(["last-used", "alias/a"]);
+    expect(before.code).toBe(0);
+    expect(JSON.parse(before.out)).toStrictEqual({
+      keyId: created.arn,
+      trackingStartDate: created.creationDate,
+      keyCreationDate: created.creationDate,
+    });
+
+    writeFileSync(join(ws.dir, "plain.txt"), "hello");
+    expect(
+      (await kms(["encrypt", "--key", created.keyId, "--in", "plain.txt", "--out", "c"])).code,
+    ).toBe(0);
+    // `kms encrypt` envelope-encrypts: its use of the key is GenerateDataKey.
+    const encrypt = storedEvents().find((e) => e.eventName === "GenerateDataKey") as AuditEvent;
+    const after = await kms(["last-used", created.keyId]);
+    expect(after.code).toBe(0);
+    expect(JSON.parse(after.out)).toStrictEqual({
+      keyId: created.arn,
+      keyLastUsage: {
+        operation: "GenerateDataKey",
+        timestamp: encrypt.eventTime,
+        cloudTrailEventId: encrypt.eventID,
+        kmsRequestId: encrypt.requestID,
+      },
+      trackingStartDate: created.creationDate,
+      keyCreationDate: created.creationDate,
+    });
+    // It is a KMS call of its own, recorded like any other (and never a use).
+    expect(storedEvents().filter((e) => e.eventName === "GetKeyLastUsage")).toHaveLength(2);
+  });
+
+  it("an unknown key is NotFoundException (exit 1)", async () => {
+    const missing = await kms(["last-used", "alias/nope"]);
+    expect(missing.code).toBe(1);
+    expect(missing.err).toMatch(/^NotFoundException: /);
+  });
+});
