@@ -234,6 +234,9 @@ export async function signRequest(
   request: Request | RequestLike,
   options: SignRequestOptions,
 ): Promise<Record<string, string>> {
+  if (typeof request?.method !== "string") {
+    throw new ValidationError('"method" must be a string such as "POST"');
+  }
   const headers = new Headers(request.headers as HeadersInitLike | undefined);
   const body = await bodyBytes(request);
   const added: Record<string, string> = {};

@@ -144,6 +144,9 @@ export interface ComponentSource {
   readonly request?: RequestMessage | undefined;
 }
 
+/** RFC 9110 `method = token`: one or more tchar. */
+const METHOD_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
 function componentError(id: Item, rule: string): ValidationError {
   return new ValidationError(`component ${serializeItem(id)}: ${rule}`);
 }
@@ -277,6 +280,11 @@ export function componentValues(
     if (name === "@method") {
       // Still refuses a message whose URL is not absolute, as every other derived component.
       targetUrl(id, message);
+      // A method from untyped code may be anything (undefined, "", "GET /x"): name the method
+      // rather than fail later on a value that is not a string, or sign a method no server has.
+      if (typeof message.method !== "string" || !METHOD_TOKEN.test(message.method)) {
+        throw componentError(id, "the method must be an HTTP token (RFC 9110 §9.1)");
+      }
       return [message.method];
     }
     const url = targetUrl(id, message);

@@ -5,6 +5,7 @@ import {
   createHmacSigner,
   createHmacVerifier,
   createSignedFetch,
+  type RequestLike,
   signMessage,
   signRequest,
   verifyMessage,
@@ -94,5 +95,45 @@ describe("signMessage with a reused components array", () => {
     expect(second.base).toBe(
       '"@method": GET\n"@path": /x\n"@signature-params": ("@method" "@path");created=1;keyid="svc-a"',
     );
+  });
+});
+
+describe("the method", () => {
+  it("missing from untyped code is a ValidationError, not a TypeError", async () => {
+    const untyped = { url: "https://b.test/x" } as unknown as RequestLike;
+    await expect(signRequest(untyped, { signer })).rejects.toThrow(ValidationError);
+    await expect(signRequest(untyped, { signer })).rejects.toThrow('"method" must be a string');
+  });
+
+  it.each([
+    ["a line break", 'GET\n"@authority": evil.test'],
+    ["empty", ""],
+    ["a space", "GET /x"],
+    ["missing", undefined],
+  ])("that is not an HTTP token (%s) is refused by name", async (_, method) => {
+    const message = { method, url: "https://b.test/x", headers: new Headers() };
+    await expect(
+      signMessage(message as { method: string; url: string; headers: Headers }, {
+        signer,
+        components: ["@method"],
+      }),
+    ).rejects.toThrow("the method must be an HTTP token");
+  });
+
+  it("with a line break fails verification instead of being signed over", async () => {
+    const url = "https://b.test/x";
+    const fields = await signMessage(
+      { method: "GET", url, headers: new Headers() },
+      { signer, components: ["@method"] },
+    );
+    const headers = new Headers({
+      "signature-input": fields.signatureInput,
+      signature: fields.signature,
+    });
+    const result = await verifyMessage(
+      { method: 'GET\n"@authority": evil.test', url, headers },
+      { ...policy, contentDigest: "if-present", requiredComponents: ["@method"] },
+    );
+    expect(result).toMatchObject({ ok: false, check: "components" });
   });
 });
