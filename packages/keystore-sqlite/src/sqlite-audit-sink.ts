@@ -114,7 +114,7 @@ export class SqliteAuditSink implements AuditSink {
       .transaction(() => {
         if (this.#head.get() !== undefined) return;
         const text = this.#last.get();
-        const last = text === undefined ? undefined : (JSON.parse(text) as AuditEvent);
+        const last = text === undefined ? undefined : this.#parse(text);
         this.#moveHead.run(last?.sequence ?? -1, last?.hash ?? GENESIS_HASH);
       })
       .immediate();
@@ -180,13 +180,27 @@ export class SqliteAuditSink implements AuditSink {
   async read(options: AuditReadOptions = {}): Promise<readonly AuditEvent[]> {
     this.#check();
     const rows = this.#readAfter.all(options.after ?? -1, options.limit ?? -1);
-    return rows.map((text) => JSON.parse(text) as AuditEvent);
+    return rows.map((text) => this.#parse(text));
   }
 
   async last(): Promise<AuditEvent | undefined> {
     this.#check();
     const text = this.#last.get();
-    return text === undefined ? undefined : (JSON.parse(text) as AuditEvent);
+    return text === undefined ? undefined : this.#parse(text);
+  }
+
+  /**
+   * As the other sinks: a row that is not even JSON cannot be returned for verifyAuditLog to
+   * report, so it is a KMSInternalException whose cause is the parser's SyntaxError.
+   */
+  #parse(text: string): AuditEvent {
+    try {
+      return JSON.parse(text) as AuditEvent;
+    } catch (error) {
+      throw new KmsInternalError(`${this.description}: a stored event is not JSON`, {
+        cause: error,
+      });
+    }
   }
 
   async close(): Promise<void> {

@@ -105,6 +105,29 @@ describe("SqliteAuditSink", () => {
     expect(verifyAuditLog(rows.map((r) => JSON.parse(r)))).toMatchObject({ ok: false, index: 3 });
   });
 
+  test("a stored event that is not JSON is KMSInternalException, not a bare SyntaxError", async () => {
+    const path = join(dir, "audit.db");
+    const sink = new SqliteAuditSink({ path });
+    const kms = await createKms({ audit: sink });
+    await kms.generateRandom({ numberOfBytes: 4 });
+    await kms.generateRandom({ numberOfBytes: 4 });
+    const db = retainSqliteHandle(new Database(path));
+    db.prepare("UPDATE kms_audit_events SET event = '{not json' WHERE sequence = 1").run();
+    db.close();
+    for (const read of [() => sink.read(), () => sink.last(), () => kms.audit.verify()]) {
+      const error = await read().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(KmsInternalError);
+      expect((error as KmsInternalError).cause).toBeInstanceOf(SyntaxError);
+      expect((error as Error).message).toContain("a stored event is not JSON");
+    }
+    // The rows before it still read.
+    expect(await sink.read({ limit: 1 })).toHaveLength(1);
+    await kms.close();
+  });
+
   test("a forked chain (same sequence written twice) fails the write", async () => {
     const path = join(dir, "audit.db");
     const sink = new SqliteAuditSink({ path });

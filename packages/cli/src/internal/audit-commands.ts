@@ -1,6 +1,12 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { type AuditEvent, type AuditLogVerification, type Kms, verifyAuditLog } from "@kms/core";
+import {
+  type AuditEvent,
+  type AuditLogVerification,
+  type Kms,
+  KmsInternalError,
+  verifyAuditLog,
+} from "@kms/core";
 import type { CliIo } from "../cli-io.ts";
 import { integerOption, stringOption } from "./args.ts";
 import { type Command, type CommandContext, printJson } from "./command.ts";
@@ -74,8 +80,9 @@ const auditVerify: Command = {
 
 /**
  * Every event, or the verdict on a row the sink cannot even parse: the SQLite sink stores each
- * event as JSON text and throws the parser's SyntaxError for a row that is not JSON, which would
- * leave a tampered trail reported as a plain failure (exit 1) instead of a broken chain.
+ * event as JSON text and refuses a row that is not JSON (KMSInternalException caused by the
+ * parser's SyntaxError), which would leave a tampered trail reported as a plain failure (exit 1)
+ * instead of a broken chain.
  */
 async function readTrail(kms: Kms): Promise<{
   readonly events?: readonly AuditEvent[];
@@ -84,7 +91,7 @@ async function readTrail(kms: Kms): Promise<{
   try {
     return { events: await kms.audit.events() };
   } catch (error) {
-    if (!(error instanceof SyntaxError)) throw error;
+    if (!isUnparsableEvent(error)) throw error;
   }
   // Only on this failure path: one row at a time, to find the first that does not parse.
   let index = 0;
@@ -94,7 +101,7 @@ async function readTrail(kms: Kms): Promise<{
     try {
       next = await kms.audit.events({ after, limit: 1 });
     } catch (error) {
-      if (!(error instanceof SyntaxError)) throw error;
+      if (!isUnparsableEvent(error)) throw error;
       return {
         unreadable: {
           ok: false,
@@ -110,6 +117,14 @@ async function readTrail(kms: Kms): Promise<{
     index += 1;
     after = event.sequence;
   }
+}
+
+/** A sink's refusal of a stored event that is not JSON; other read failures are not verdicts. */
+function isUnparsableEvent(error: unknown): boolean {
+  return (
+    error instanceof SyntaxError ||
+    (error instanceof KmsInternalError && error.cause instanceof SyntaxError)
+  );
 }
 
 /** Where verification failed: the index, and the sequence the event there claims, if any. */

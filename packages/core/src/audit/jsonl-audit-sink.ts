@@ -80,8 +80,10 @@ export class JsonlAuditSink implements AuditSink {
       if (line.trim() === "") continue;
       try {
         events.push(JSON.parse(line) as AuditEvent);
-      } catch {
-        throw new KmsInternalError(`audit sink ${this.description}: line ${i + 1} is not JSON`);
+      } catch (error) {
+        throw new KmsInternalError(`audit sink ${this.description}: line ${i + 1} is not JSON`, {
+          cause: error,
+        });
       }
     }
     return events;

@@ -523,6 +523,18 @@ describe("sinks", () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  test("JSONL: a line that is not JSON is KMSInternalException caused by the parser's error", async () => {
+    const path = join(dir, "audit.jsonl");
+    await writeFile(path, "{not json\n");
+    const error = await new JsonlAuditSink(path).read().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(KmsInternalError);
+    expect((error as Error).message).toContain("line 1 is not JSON");
+    expect((error as Error).cause).toBeInstanceOf(SyntaxError);
+  });
+
   test("JSONL: events land in the file, and a restarted KMS continues the chain", async () => {
     const path = join(dir, "audit.jsonl");
     const store = new (await import("@kms/core")).MemoryKeyStore();
