@@ -13,6 +13,8 @@ import { DATA_COMMANDS } from "./internal/data-commands.ts";
 import { initCommand } from "./internal/init-command.ts";
 import { KEY_COMMANDS } from "./internal/key-commands.ts";
 import { dataDirOf, openKms, resolveRootKey } from "./internal/open-kms.ts";
+import { POLICY_COMMANDS } from "./internal/policy-commands.ts";
+import { ROTATION_COMMANDS } from "./internal/rotation-commands.ts";
 import {
   isUnsealedRecordsError,
   SEAL_COMMAND,
@@ -25,6 +27,8 @@ import { UsageError, usageText } from "./internal/usage.ts";
 const COMMANDS: Readonly<Record<string, Command>> = {
   init: initCommand,
   ...KEY_COMMANDS,
+  ...ROTATION_COMMANDS,
+  ...POLICY_COMMANDS,
   ...DATA_COMMANDS,
   [SEAL_COMMAND]: sealCommand,
   serve: serveCommand,

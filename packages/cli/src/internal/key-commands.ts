@@ -36,7 +36,7 @@ const createKey: Command = {
 };
 
 /** Every entry of a paged list call, following `nextMarker` to the last page. */
-async function allPages<P extends Page, T>(
+export async function allPages<P extends Page, T>(
   list: (request: PageRequest) => Promise<P>,
   entries: (page: P) => readonly T[],
 ): Promise<T[]> {
@@ -102,6 +102,48 @@ const createAlias: Command = {
   },
 };
 
+const updateAlias: Command = {
+  options: {},
+  positionals: ["alias", "keyId"],
+  async run(ctx) {
+    const [aliasName, targetKeyId] = ctx.positionals as [string, string];
+    const kms = await ctx.kms();
+    await kms.updateAlias({ aliasName, targetKeyId }, ctx.callOptions);
+    printJson(ctx.io, { aliasName, targetKeyId });
+  },
+};
+
+const deleteAlias: Command = {
+  options: {},
+  positionals: ["alias"],
+  async run(ctx) {
+    const aliasName = ctx.positionals[0] as string;
+    const kms = await ctx.kms();
+    await kms.deleteAlias({ aliasName }, ctx.callOptions);
+    printJson(ctx.io, { aliasName });
+  },
+};
+
+const listAliases: Command = {
+  options: { key: { type: "string" } },
+  positionals: [],
+  async run(ctx) {
+    const key = stringOption(ctx.values, "key");
+    const kms = await ctx.kms();
+    // ListAliases takes a key id or ARN only; resolving `--key` first lets it name an alias too.
+    const keyId =
+      key === undefined
+        ? undefined
+        : (await kms.describeKey({ keyId: key }, ctx.callOptions)).keyMetadata.keyId;
+    const aliases = await allPages(
+      (request) =>
+        kms.listAliases({ ...request, ...(keyId === undefined ? {} : { keyId }) }, ctx.callOptions),
+      (page) => page.aliases,
+    );
+    printJson(ctx.io, { aliases });
+  },
+};
+
 const scheduleKeyDeletion: Command = {
   options: { days: { type: "string" } },
   positionals: ["keyId"],
@@ -141,6 +183,9 @@ export const KEY_COMMANDS: Readonly<Record<string, Command>> = {
   "list-keys": listKeys,
   "describe-key": describeKey,
   "create-alias": createAlias,
+  "update-alias": updateAlias,
+  "delete-alias": deleteAlias,
+  "list-aliases": listAliases,
   "schedule-key-deletion": scheduleKeyDeletion,
   // AWS leaves a key whose deletion was cancelled disabled; printing the state says so.
   "cancel-key-deletion": changeState((kms, request, options) =>
