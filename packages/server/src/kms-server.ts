@@ -13,6 +13,11 @@ import { createKmsRequestHandler } from "./request-handler.ts";
  */
 const REQUEST_TIMEOUT_MS = 30_000;
 const HEADERS_TIMEOUT_MS = 10_000;
+/**
+ * How often node looks for connections past those bounds. At its default, 30 s, a client that
+ * trickles its headers would hold the connection for up to 40 s rather than 10.
+ */
+const TIMEOUT_CHECK_INTERVAL_MS = 1_000;
 
 /**
  * An HTTP server (HTTPS with `tls`) serving the AWS KMS JSON protocol; call `listen` on it.
@@ -29,7 +34,11 @@ export function createKmsServer(
 export function createKmsServer(options: KmsServerOptions): http.Server;
 export function createKmsServer(options: KmsServerOptions): http.Server {
   const handler = createKmsRequestHandler(options);
-  const timeouts = { requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS };
+  const timeouts = {
+    requestTimeout: REQUEST_TIMEOUT_MS,
+    headersTimeout: HEADERS_TIMEOUT_MS,
+    connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS,
+  };
   if (options.tls !== undefined) {
     if (typeof options.tls !== "object" || options.tls === null) {
       throw new ValidationError(`"tls" expected https.ServerOptions (key, cert, …)`);

@@ -234,6 +234,8 @@ describe("JSON: one body, one meaning", () => {
     ["2^64", "18446744073709551616"],
     ["1e400 (Infinity to JSON.parse)", "1e400"],
     ["a fraction", "4.5"],
+    ["a fraction that JSON.parse rounds to 4", "4.0000000000000001"],
+    ["a fraction that JSON.parse rounds to 0", "1e-400"],
     ["a string", '"4"'],
   ])("refuses %s as an integer, in NumberOfBytes and in Limit", async (_what, number) => {
     expectSerialization(

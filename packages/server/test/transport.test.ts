@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createKmsRequestHandler, createKmsServer, type KmsServerOptions } from "../src/index.ts";
 import { isLoopback } from "../src/internal/loopback.ts";
 import { ALICE, REGION } from "./support/harness.ts";
+import { signedHeaders } from "./support/signed-call.ts";
 
 const fixture = (name: string): Buffer =>
   readFileSync(new URL(`./fixtures/${name}`, import.meta.url));
@@ -176,6 +177,53 @@ describe("createKmsServer without TLS", () => {
     expect(server.requestTimeout).toBe(30_000);
     expect(server.headersTimeout).toBe(10_000);
   });
+
+  // Node enforces these bounds only when it next checks its connections (every 30 s unless told
+  // otherwise), so a bound shorter than that interval used to hold for 30 s instead.
+  it.each([
+    // A header name that keeps growing: well-formed so far, never finished.
+    ["its headers", (): string => "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX", "X"],
+    [
+      "the body of an authenticated request",
+      (port: number): string =>
+        `POST / HTTP/1.1\r\n${signedHeaders(
+          port,
+          REGION,
+          "TrentService.GenerateRandom",
+          " ".repeat(1000),
+        )
+          .map(([name, value]) => `${name}: ${value}\r\n`)
+          .join("")}\r\n`,
+      " ",
+    ],
+  ] as const)(
+    "cuts off a client that trickles %s once the bound passes",
+    async (_what, head, byte) => {
+      const server = createKmsServer(options);
+      server.headersTimeout = 500;
+      server.requestTimeout = 1000;
+      const { port } = (await listen(server, 0, "127.0.0.1")) as { port: number };
+      const socket = net.connect(port, "127.0.0.1");
+      socket.on("error", () => {});
+      let received = "";
+      socket.on("data", (chunk: Buffer) => {
+        received += chunk.toString("latin1");
+      });
+      const started = Date.now();
+      socket.write(head(port));
+      // A byte every 100 ms: never idle, never done.
+      const trickle = setInterval(() => socket.write(byte), 100);
+      const closedAfter = await new Promise<number>((resolve) => {
+        socket.once("close", () => resolve(Date.now() - started));
+        setTimeout(() => resolve(Number.POSITIVE_INFINITY), 4000);
+      });
+      clearInterval(trickle);
+      socket.destroy();
+      await close(server);
+      expect(received).toMatch(/^HTTP\/1\.1 408 /);
+      expect(closedAfter).toBeLessThan(3000);
+    },
+  );
 });
 
 describe.skipIf(EXTERNAL === undefined)(

@@ -24,9 +24,14 @@ export function parseJsonBody(body: Uint8Array): unknown {
   }
   let json: unknown;
   try {
-    json = JSON.parse(text);
-  } catch {
-    throw serialization("the request body is not valid JSON");
+    json = JSON.parse(text, integersExactly);
+  } catch (error) {
+    // A reviver runs recursively: a body nested thousands deep exhausts the stack.
+    throw serialization(
+      error instanceof RangeError
+        ? "the request body is nested too deeply"
+        : "the request body is not valid JSON",
+    );
   }
   // JSON.parse keeps the last of two equal names, other readers (a proxy, a log pipeline, another
   // SDK) the first: they would disagree on which key, context or policy a signed request named.
@@ -38,6 +43,29 @@ export function parseJsonBody(body: Uint8Array): unknown {
     );
   }
   return json;
+}
+
+/**
+ * JSON.parse rounds `4.0000000000000001` to 4, which a reader that keeps decimals (a proxy, a
+ * log pipeline, another SDK) sees as a fraction. A number whose text is not an integer but which
+ * parsed to one becomes NaN, so that an integer member refuses it as it refuses `4.5`; every
+ * other number is left as parsed.
+ */
+function integersExactly(_key: string, value: unknown, context?: { source?: string }): unknown {
+  if (typeof value !== "number" || !Number.isInteger(value) || context?.source === undefined) {
+    return value;
+  }
+  return isIntegerText(context.source) ? value : Number.NaN;
+}
+
+/** Whether a JSON number token denotes an integer exactly: `4.0` and `0.4e1` do, `4.01` not. */
+function isIntegerText(source: string): boolean {
+  const m = /^-?(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/.exec(source);
+  if (m === null) return false;
+  const digits = m[1]! + (m[2] ?? "");
+  // Where the decimal point falls in `digits` once the exponent is applied.
+  const point = m[1]!.length + Number(m[3] ?? 0);
+  return /^0*$/.test(digits.slice(Math.max(point, 0)));
 }
 
 /**
