@@ -52,10 +52,11 @@ export function defaultKmsContext(
   options: KmsContextOptions = {},
 ): RequestKmsContext | undefined {
   const user = (req as MaybeUser).user;
-  const fromUser = typeof user?.tenantId === "string" ? user.tenantId : undefined;
-  // An authenticated user's tenant wins over a header the client controls.
-  const tenant = fromUser ?? req.get(options.tenantHeader ?? "x-tenant-id");
-  if (tenant === undefined || !TENANT.test(tenant)) return undefined;
+  // An authenticated user's tenant wins over a header the client controls, also when it is not
+  // a usable string (a number, null): falling back to the header would let the client pick it.
+  const tenant =
+    user?.tenantId !== undefined ? user.tenantId : req.get(options.tenantHeader ?? "x-tenant-id");
+  if (typeof tenant !== "string" || !TENANT.test(tenant)) return undefined;
   const requestId = req.get("x-request-id");
   return {
     encryptionContext: { [options.tenantKey ?? "tenant"]: tenant },

@@ -11,10 +11,24 @@ const EMPTY = new Uint8Array(0);
 /**
  * Pass as the `verify` option of `express.json()`, `express.raw()`, `express.text()` or
  * `express.urlencoded()` so `verifySignature` sees the bytes the parser consumed:
- * `app.use(express.json({ verify: captureRawBody }))`.
+ * `app.use(express.json({ verify: captureRawBody }))`. A body sent with a Content-Encoding is
+ * not captured: the parser shows it decoded, and Content-Digest covers the encoded bytes.
  */
 export function captureRawBody(req: IncomingMessage, _res: unknown, buffer: Buffer): void {
-  requestState(req).rawBody = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+  const state = requestState(req);
+  // body-parser reads a missing or empty Content-Encoding as identity and refuses codings it
+  // cannot undo, so any other value here means `buffer` is the decoded content (RFC 9530 §2).
+  const coding = req.headers["content-encoding"];
+  if (coding !== undefined && coding !== "" && coding.toLowerCase() !== "identity") {
+    state.bodyDecoded = true;
+    return;
+  }
+  state.rawBody = new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+}
+
+/** Whether a body parser decoded the body's Content-Encoding, so its raw bytes are gone. */
+export function bodyDecoded(req: IncomingMessage): boolean {
+  return existingRequestState(req)?.bodyDecoded === true;
 }
 
 /** The captured raw body of `req`, or undefined when nothing captured it. */
@@ -43,11 +57,16 @@ export function knownRawBody(req: IncomingMessage): Uint8Array | undefined {
  * The raw body: the captured one, or — when no parser has consumed the stream — read from the
  * stream now (and remembered). A body parser placed after this will then see an empty stream.
  * @throws ValidationException when the body exceeds `limit` bytes or the stream was consumed
- * by a parser that did not capture it.
+ * by a parser that did not capture it or that decoded its Content-Encoding.
  */
 export async function readRawBody(req: IncomingMessage, limit: number): Promise<Uint8Array> {
   const captured = existingRequestState(req)?.rawBody;
   if (captured !== undefined) return captured;
+  if (bodyDecoded(req)) {
+    throw new ValidationError(
+      '"body" was decoded from its Content-Encoding by the body parser; the bytes as sent are gone',
+    );
+  }
   if (req.readableDidRead) {
     throw new ValidationError(
       '"body" was consumed without captureRawBody; pass { verify: captureRawBody } to the body parser',

@@ -5,6 +5,8 @@ import type { VerifiedSignature } from "./verify-signature.ts";
 /** What the middleware remembers about one request. */
 export interface RequestState {
   rawBody?: Uint8Array;
+  /** A body parser undid the body's Content-Encoding: the bytes digests cover are gone. */
+  bodyDecoded?: boolean;
   message?: RequestMessage;
   verified?: VerifiedSignature;
   context?: RequestKmsContext;

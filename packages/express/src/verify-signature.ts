@@ -7,7 +7,7 @@ import {
 } from "@kms/http-signatures";
 import type { NextFunction, Request, RequestHandler, Response } from "express";
 import { PROBLEM_TYPE_BASE, sendProblem } from "./problem.ts";
-import { knownRawBody, readRawBody } from "./raw-body.ts";
+import { bodyDecoded, knownRawBody, readRawBody } from "./raw-body.ts";
 import { requestMessage } from "./request-message.ts";
 import { existingRequestState, requestState } from "./request-state.ts";
 
@@ -52,7 +52,7 @@ export function verifySignature(policy: VerifySignatureOptions): RequestHandler 
     req: Request,
     res: Response,
     next: NextFunction,
-    body: Uint8Array,
+    body: Uint8Array | undefined,
   ): Promise<void> | undefined => {
     const result = verifyMessageEagerly(requestMessage(req, body), policy);
     if ("then" in result) return result.then((settled) => conclude(req, res, next, settled));
@@ -82,6 +82,8 @@ export function verifySignature(policy: VerifySignatureOptions): RequestHandler 
   return (req, res, next) => {
     // A body-less or already captured request needs no stream read, and no extra await.
     const body = knownRawBody(req);
-    return body === undefined ? readThenVerify(req, res, next) : verify(req, res, next, body);
+    if (body !== undefined) return verify(req, res, next, body);
+    // Checked without a body: only a signature whose digest needs the encoded bytes then fails.
+    return bodyDecoded(req) ? verify(req, res, next, undefined) : readThenVerify(req, res, next);
   };
 }

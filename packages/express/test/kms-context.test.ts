@@ -116,4 +116,28 @@ describe("kmsContext", () => {
     expect(JSON.parse(other.text)).toMatchObject({ detail: "InvalidCiphertextException" });
     expect(other.text).not.toContain("b-only");
   });
+
+  // A user store with numeric tenant ids (or a user with tenantId: null) used to fall back to
+  // the x-tenant-id header, so the client picked the tenant whose data it could decrypt.
+  it.each([
+    ["a number", 7],
+    ["null", null],
+    ["an object", { id: "acme" }],
+  ])("refuses a user whose tenantId is %s, whatever the header names", async (_n, tenantId) => {
+    let handled = false;
+    const app = express();
+    app.use((req, _res, next) => {
+      (req as unknown as { user: object }).user = { id: "u1", tenantId };
+      next();
+    });
+    app.use(kmsContext());
+    app.get("/context", (_req, res) => {
+      handled = true;
+      res.json({ context: currentEncryptionContext() });
+    });
+    const res = await request(app).get("/context").set("x-tenant-id", "acme");
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.text).type).toBe("https://kms.dev/problems/context/tenant-missing");
+    expect(handled).toBe(false);
+  });
 });

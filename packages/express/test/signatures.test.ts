@@ -1,6 +1,8 @@
 import { randomBytes } from "node:crypto";
-import type { Server } from "node:http";
+import { request as httpRequest, type Server } from "node:http";
+import { gzipSync } from "node:zlib";
 import {
+  computeContentDigest,
   createHmacSigner,
   createHmacVerifier,
   MemoryNonceStore,
@@ -160,5 +162,105 @@ describe("verifySignature + signResponse on Express 5", () => {
         reqMessage,
       ),
     ).toMatchObject({ ok: false, check: "content-digest" });
+  });
+});
+
+describe("compressed request bodies (Content-Encoding)", () => {
+  const json = '{"amount":10}';
+  const gzipped = new Uint8Array(gzipSync(json));
+  const verifier = {
+    keyLookup: policy.keyLookup,
+    requiredComponents: policy.requiredComponents,
+    contentDigest: "if-present" as const,
+  };
+
+  // One app per placement of the body parser; the handler reports what it was given.
+  async function serve(parserFirst: boolean) {
+    const app = express();
+    if (parserFirst) app.use(express.json({ verify: captureRawBody }));
+    app.use(verifySignature(verifier));
+    app.post("/in", (req, res) => {
+      res.json({ raw: rawBodyOf(req)?.length ?? null, body: req.body ?? null });
+    });
+    return listen(app);
+  }
+
+  // supertest re-encodes a Buffer sent as JSON, so the bytes go out through node:http as given.
+  function post(origin: string, headers: Record<string, string>, body: Uint8Array) {
+    return new Promise<{ status: number; json: Record<string, unknown> }>((resolve, reject) => {
+      const req = httpRequest(`${origin}/in`, { method: "POST", headers }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (chunk: Buffer) => chunks.push(chunk));
+        res.on("end", () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            json: JSON.parse(Buffer.concat(chunks).toString("utf8")),
+          }),
+        );
+      });
+      req.on("error", reject);
+      req.end(body);
+    });
+  }
+
+  async function signedGzip(origin: string, contentDigest: string | undefined) {
+    const fields: Record<string, string> = {
+      "content-type": "application/json",
+      "content-encoding": "gzip",
+    };
+    if (contentDigest !== undefined) fields["content-digest"] = contentDigest;
+    const signed = await signRequest(
+      { method: "POST", url: `${origin}/in`, headers: fields, body: gzipped },
+      {
+        signer: client,
+        components:
+          contentDigest === undefined
+            ? ["@method", "@target-uri"]
+            : ["@method", "@target-uri", "content-digest"],
+      },
+    );
+    return { ...fields, ...signed };
+  }
+
+  // The parser hands captureRawBody the decoded JSON, which used to be checked against a
+  // Content-Digest that RFC 9530 §2 defines over the gzip bytes: a digest of the decoded text
+  // verified, and an honest client's digest was reported as a tampered body.
+  it("does not check a Content-Digest against the body a parser decoded", async () => {
+    const { server, origin } = await serve(true);
+    try {
+      const overDecoded = computeContentDigest(new TextEncoder().encode(json), ["sha-256"]);
+      const decoded = await post(origin, await signedGzip(origin, overDecoded), gzipped);
+      expect(decoded.status).toBe(401);
+      expect(decoded.json).toMatchObject({ check: "content-digest" });
+
+      const overSent = computeContentDigest(gzipped, ["sha-256"]);
+      const sent = await post(origin, await signedGzip(origin, overSent), gzipped);
+      expect(sent.status).toBe(401);
+      expect(sent.json).toMatchObject({ check: "content-digest" });
+      expect(String(sent.json.detail)).toMatch(/raw body is needed/);
+    } finally {
+      await close(server);
+    }
+  });
+
+  it("still verifies a signature that covers no digest, behind the parser", async () => {
+    const { server, origin } = await serve(true);
+    try {
+      const res = await post(origin, await signedGzip(origin, undefined), gzipped);
+      expect(res).toEqual({ status: 200, json: { raw: null, body: { amount: 10 } } });
+    } finally {
+      await close(server);
+    }
+  });
+
+  it("verifies the digest of the bytes as sent when it reads the body itself", async () => {
+    const { server, origin } = await serve(false);
+    try {
+      const digest = computeContentDigest(gzipped, ["sha-256"]);
+      const res = await post(origin, await signedGzip(origin, digest), gzipped);
+      expect(res).toEqual({ status: 200, json: { raw: gzipped.length, body: null } });
+    } finally {
+      await close(server);
+    }
   });
 });
