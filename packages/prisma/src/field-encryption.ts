@@ -20,6 +20,7 @@ import {
   clone,
   isObject,
   type Json,
+  keysWithin,
   lowerFirst,
   READS,
   reject,
@@ -229,15 +230,28 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
                 }
                 break;
               case "aggregate":
-              case "groupBy":
+              case "groupBy": {
+                // The where and cursor were rewritten above: a lookup there compares ciphertext
+                // for equality, as findMany's does. Everywhere else (by, _count, _sum, _avg, _min,
+                // _max, having, orderBy) a field is grouped or computed over. Only names count:
+                // a string value equal to a field's name does not use the field.
+                const named = new Set<string>();
+                for (const [key, value] of Object.entries(a)) {
+                  if (key === "by") {
+                    for (const f of [value].flat()) if (typeof f === "string") named.add(f);
+                  } else if (key !== "where" && key !== "cursor") {
+                    keysWithin(value, named);
+                  }
+                }
                 for (const key of Object.keys(model.encrypted)) {
-                  if (JSON.stringify(a).includes(`"${key}"`)) {
+                  if (named.has(key)) {
                     reject(
                       `${model.name}.${key} is encrypted: ${operation} cannot compute over ciphertext`,
                     );
                   }
                 }
                 break;
+              }
             }
             if (isObject(a.orderBy) || Array.isArray(a.orderBy)) {
               for (const key of Object.keys(model.encrypted)) {
@@ -259,7 +273,9 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
               }
             }
             await codec.relationWheres(model, a);
-            const strip = codec.prepareRead(model, a);
+            // A count's select names the columns whose non-null values it counts: it reads no
+            // value, so it needs no context column (an added one would be counted and returned).
+            const strip = operation === "count" ? undefined : codec.prepareRead(model, a);
             const result = await query(a as typeof args);
             if (
               READS.has(operation) ||

@@ -3,6 +3,7 @@ import {
   FieldEncryptionEngine,
   InvalidCiphertextError,
   type Kms,
+  MemoryDataKeyStore,
   type ReencryptCheckpoint,
   reencryptFields,
   runWithEncryptionContext,
@@ -10,6 +11,7 @@ import {
 } from "@kms/core";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import {
+  defineModels,
   type FieldEncryptionOptions,
   fieldEncryption,
   type ModelDescriptor,
@@ -18,6 +20,7 @@ import {
   prismaReencryptSource,
 } from "../src/index.ts";
 import { schemaText, type TestDatabase } from "./backends.ts";
+import { Prisma } from "./generated/client.ts";
 
 const PREFIX = "kms1:";
 
@@ -198,6 +201,144 @@ export function describeFieldEncryption(
       await expect(
         prisma.user.update({ where: { id: a.id }, data: { name: stored } }),
       ).rejects.toThrow(/already holds ciphertext/);
+    });
+
+    test("a key holding undefined in write data writes nothing, as in Prisma", async () => {
+      // JavaScript callers spread optional inputs (`{ ...form }`); the types here forbid it.
+      const unset = <T>(data: object) => data as T;
+      type UserData = Parameters<typeof prisma.user.update>[0]["data"];
+      const a = await prisma.user.create({
+        data: unset({ tenantId: "t1", email: "a@x", name: undefined, phone: undefined }),
+      });
+      expect([a.name, a.phone, a.phoneIndex]).toEqual([null, null, null]);
+      await prisma.user.update({ where: { id: a.id }, data: { name: "Ann" } });
+      const kept = await prisma.user.update({
+        where: { id: a.id },
+        data: unset<UserData>({ name: undefined, plain: "p1" }),
+      });
+      expect([kept.name, kept.plain]).toEqual(["Ann", "p1"]);
+      // Not a change of the context column, so nothing to orphan.
+      const same = await prisma.user.update({
+        where: { id: a.id },
+        data: unset<UserData>({ tenantId: undefined, plain: "p2" }),
+      });
+      expect([same.tenantId, same.name, same.plain]).toEqual(["t1", "Ann", "p2"]);
+      // Nothing to encrypt: no need to read the row's tenant first, so a batch takes it too.
+      const [batched] = await prisma.$transaction([
+        prisma.user.update({
+          where: { id: a.id },
+          data: unset<UserData>({ name: undefined, plain: "p3" }),
+        }),
+      ]);
+      expect([batched.name, batched.plain]).toEqual(["Ann", "p3"]);
+      expect(String((await db.raw("User", a.id)).name).startsWith(PREFIX)).toBe(true);
+      // The same for a column a field is bound to (`note` and `vitals` to `recordId`).
+      const chart = await prisma.chart.create({
+        data: { tenantId: "t1", recordId: "r1", ssn: "1", note: "N", vitals: "{}" },
+      });
+      const [updated] = await prisma.$transaction([
+        prisma.chart.update({
+          where: { id: chart.id, tenantId: "t1" },
+          data: unset<Parameters<typeof prisma.chart.update>[0]["data"]>({
+            recordId: undefined,
+            note: undefined,
+            name: "Chart",
+          }),
+        }),
+      ]);
+      expect([updated.recordId, updated.note, updated.name]).toEqual(["r1", "N", "Chart"]);
+      // A bound field left undefined is not rewritten: moving its row column still orphans it.
+      await expect(
+        prisma.chart.update({
+          where: { id: chart.id, tenantId: "t1" },
+          data: unset<Parameters<typeof prisma.chart.update>[0]["data"]>({
+            recordId: "r2",
+            note: undefined,
+            vitals: "{}",
+          }),
+        }),
+      ).rejects.toThrow(/changing recordId would orphan the values of note bound to it/);
+    });
+
+    test("a Prisma.Decimal looks up a deterministic decimal field as a value", async () => {
+      const decimals = extend({
+        schema: defineModels({
+          User: {
+            encrypted: { plain: { mode: "deterministic", type: "decimal" } },
+            context: { fromRow: ["tenantId"] },
+          },
+        }),
+      });
+      const a = await decimals.user.create({
+        data: { tenantId: "t1", email: "a@x", plain: new Prisma.Decimal("1.5") as never },
+      });
+      await decimals.user.create({ data: { tenantId: "t1", email: "b@x", plain: "2.5" } });
+      const where = { tenantId: "t1", plain: new Prisma.Decimal("1.5") as never };
+      expect((await decimals.user.findMany({ where })).map((u) => u.id)).toEqual([a.id]);
+      expect(String((await db.raw("User", a.id)).plain).startsWith(PREFIX)).toBe(true);
+    });
+
+    test("aggregate and groupBy take lookups in where; computing over encrypted fields is refused", async () => {
+      await prisma.user.create({ data: { ...alice, score: 3 as unknown as string } });
+      await prisma.user.create({ data: { tenantId: "t1", email: "b@x", name: "B" } });
+      const where = { tenantId: "t1", email: alice.email };
+      expect(await prisma.user.aggregate({ where, _count: true })).toEqual({ _count: 1 });
+      expect(
+        await prisma.user.groupBy({ by: ["tenantId"], where, _count: { _all: true } }),
+      ).toEqual([{ tenantId: "t1", _count: { _all: 1 } }]);
+      // A value that happens to spell an encrypted field's name is only a value.
+      expect(await prisma.user.aggregate({ where: { plain: "email" }, _count: true })).toEqual({
+        _count: 0,
+      });
+      const refused = /User\.(email|name|score) is encrypted: (aggregate|groupBy) cannot compute/;
+      await expect(prisma.user.groupBy({ by: ["email"] })).rejects.toThrow(refused);
+      await expect(prisma.user.aggregate({ _max: { name: true } })).rejects.toThrow(refused);
+      await expect(prisma.user.aggregate({ _count: { email: true } })).rejects.toThrow(refused);
+      await expect(
+        prisma.user.groupBy({ by: ["tenantId"], having: { score: { _max: { gt: "1" } } } }),
+      ).rejects.toThrow(refused);
+      await expect(
+        prisma.user.groupBy({ by: ["tenantId"], orderBy: { _count: { name: "asc" } } }),
+      ).rejects.toThrow(refused);
+    });
+
+    test("aggregate over a model with a BigInt column takes BigInt values", async () => {
+      // KmsDataKey is the test schema's one model with a BigInt column; here it is an encrypted
+      // model and data keys live in memory.
+      const keys = extend({
+        schema: defineModels({
+          KmsDataKey: { encrypted: { purpose: {} }, context: { fromRow: ["kmsKeyId"] } },
+        }),
+        dataKeyModel: "Audit",
+        dataKeyStore: new MemoryDataKeyStore(),
+      });
+      const row = {
+        kmsKeyId: "k1",
+        wrappedKey: new Uint8Array(1),
+        encryptionContext: "{}",
+        purpose: "p",
+      };
+      await keys.kmsDataKey.create({ data: { ...row, id: "a", createdAt: 5n } });
+      await keys.kmsDataKey.create({ data: { ...row, id: "b", createdAt: 9n } });
+      expect(await keys.kmsDataKey.aggregate({ where: { createdAt: 5n }, _count: true })).toEqual({
+        _count: 1,
+      });
+      expect(
+        await keys.kmsDataKey.groupBy({
+          by: ["kmsKeyId"],
+          having: { createdAt: { _sum: { gt: 10n } } },
+          _count: { _all: true },
+        }),
+      ).toEqual([{ kmsKeyId: "k1", _count: { _all: 2 } }]);
+    });
+
+    test("count with select counts what was selected, nothing more", async () => {
+      await prisma.user.create({ data: alice });
+      await prisma.user.create({ data: { tenantId: "t1", email: "b@x" } });
+      expect(await prisma.user.count({ select: { _all: true, name: true } })).toEqual({
+        _all: 2,
+        name: 1,
+      });
     });
 
     test("bulk writes, updates, upserts and deletes", async () => {

@@ -43,6 +43,12 @@ export function isObject(v: unknown): v is Json {
   );
 }
 
+/** An object literal (`{ … }` or `Object.create(null)`), not an instance of a class. */
+function isLiteral(v: object): boolean {
+  const proto: unknown = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
 export function lowerFirst(s: string): string {
   return s.charAt(0).toLowerCase() + s.slice(1);
 }
@@ -228,7 +234,7 @@ export class Codec {
   ): string[] {
     const out = ctx === undefined && needsContext(model, data) ? [...model.context.fromRow] : [];
     for (const [field, spec] of Object.entries(model.encrypted)) {
-      if (!(field in data)) continue;
+      if (data[field] === undefined) continue;
       for (const key of spec.context.fromRow) {
         if (!out.includes(key) && pickColumn(model, key, sources, undefined) === undefined) {
           out.push(key);
@@ -271,8 +277,10 @@ export class Codec {
       if (column in data)
         reject(`${model.name}.${column} is a blind index: it is computed, not written`);
     }
-    const touchesContext = model.context.fromRow.some((k) => k in data);
-    const encryptedKeys = Object.keys(model.encrypted).filter((k) => k in data);
+    // As in Prisma, a key holding `undefined` writes nothing (`{ ...input }` with optional
+    // fields left out): it neither changes a context column nor needs a value encrypted.
+    const touchesContext = model.context.fromRow.some((k) => data[k] !== undefined);
+    const encryptedKeys = Object.keys(model.encrypted).filter((k) => data[k] !== undefined);
     if (
       touchesContext &&
       where !== undefined &&
@@ -283,10 +291,11 @@ export class Codec {
       );
     }
     if (where !== undefined) {
-      const changed = model.contextColumns.filter((k) => k in data);
+      const changed = model.contextColumns.filter((k) => data[k] !== undefined);
       const orphans = Object.entries(model.encrypted)
         .filter(
-          ([f, spec]) => !(f in data) && spec.context.fromRow.some((k) => changed.includes(k)),
+          ([f, spec]) =>
+            data[f] === undefined && spec.context.fromRow.some((k) => changed.includes(k)),
         )
         .map(([f]) => f);
       if (orphans.length > 0) {
@@ -459,7 +468,9 @@ export class Codec {
     const value = where[field];
     // Prisma reads `undefined` as "no filter" (`where: { email: undefined }` matches everything).
     if (value === null || value === undefined) return;
-    const filter: Json = isObject(value) ? value : { equals: value };
+    // A filter is an object literal; an instance (Prisma's Decimal) is a value to look up.
+    const isFilter = isObject(value) && isLiteral(value);
+    const filter: Json = isFilter ? value : { equals: value };
     for (const op of Object.keys(filter)) {
       if (!SCALAR_FILTERS.has(op)) {
         reject(
@@ -506,7 +517,7 @@ export class Codec {
       }
     }
     // A bare value stays bare: compound unique inputs accept no filter objects.
-    const rewritten = isObject(value) ? out : out.equals;
+    const rewritten = isFilter ? out : out.equals;
     if (spec.mode === "deterministic") {
       where[field] = rewritten;
     } else {
@@ -736,7 +747,9 @@ function bindingOf(model: ModelDescriptor, field: string, bound: FieldCtx): Fiel
 /** Whether writing `data` encrypts anything (directly or in nested writes). */
 export function needsContext(model: ModelDescriptor, data: Json): boolean {
   if (model.context.fromRow.length === 0) return false;
-  return Object.keys(data).some((k) => k in model.encrypted || k in model.relations);
+  return Object.keys(data).some(
+    (k) => data[k] !== undefined && (k in model.encrypted || k in model.relations),
+  );
 }
 
 export interface Strip {
@@ -848,6 +861,18 @@ export function andClauses(model: ModelDescriptor, where: Json): Json[] {
     }
   }
   return out;
+}
+
+/** Adds the keys of every object within `value` (through arrays and nested objects) to `into`. */
+export function keysWithin(value: unknown, into: Set<string>): void {
+  if (Array.isArray(value)) {
+    for (const item of value) keysWithin(item, into);
+  } else if (isObject(value)) {
+    for (const [key, inner] of Object.entries(value)) {
+      into.add(key);
+      keysWithin(inner, into);
+    }
+  }
 }
 
 /** Deep copy of the parts of args we rewrite, so the caller's objects are never mutated. */
