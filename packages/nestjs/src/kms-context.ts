@@ -71,9 +71,13 @@ export function defaultKmsContext(
   const user = (
     typeof request.user === "object" && request.user !== null ? request.user : {}
   ) as MaybeUser;
-  const fromUser = typeof user.tenantId === "string" ? user.tenantId : undefined;
-  const tenant = fromUser ?? header(request, options.tenantHeader ?? "x-tenant-id");
-  if (tenant === undefined || !TENANT.test(tenant)) return undefined;
+  // A user's tenant wins also when it is not a usable string (a number, null): falling back to
+  // the header would let the client pick the tenant.
+  const tenant =
+    user.tenantId !== undefined
+      ? user.tenantId
+      : header(request, options.tenantHeader ?? "x-tenant-id");
+  if (typeof tenant !== "string" || !TENANT.test(tenant)) return undefined;
   const principal =
     typeof user.id === "string" ? user.id : typeof user.sub === "string" ? user.sub : undefined;
   const pattern = typeof request.route?.path === "string" ? request.route.path : request.path;
