@@ -75,7 +75,10 @@ export function encodeEncryptionContext(
 export function decodeEncryptionContext(bytes: Uint8Array): Record<string, string> {
   const out: Record<string, string> = {};
   if (bytes.length === 0) return out;
-  const decoder = new TextDecoder("utf-8", { fatal: true });
+  // ignoreBOM: a leading U+FEFF is part of the key or value; stripping it would decode two
+  // distinct encodings ("a" and "\uFEFFa") to one key, so the context read back would no longer
+  // be the one the bytes bind.
+  const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const need = (offset: number, n: number): void => {
     if (offset + n > bytes.length) throw new ValidationError("encryption context is truncated");

@@ -3,7 +3,9 @@
  * is an AccessDeniedError naming the rule: the message may be perfectly valid, the caller's
  * policy refuses it. (Authentication failures are InvalidCiphertextError instead.)
  */
+import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import { AccessDeniedError, ValidationError } from "../errors.ts";
+import { assertObject, assertOneOf } from "../internal/assert.ts";
 import type { EncryptedDataKey } from "../keyring/keyring.ts";
 import { KMS_PROVIDER_ID } from "../keyring/kms-keyring.ts";
 import type { EncryptionContext } from "../types.ts";
@@ -34,11 +36,23 @@ export interface DecryptPolicy {
 }
 
 /**
- * Validates the policy's limits and returns the key-count limit, which the header parser needs
- * before the policy itself can be applied (copies are counted as they are read).
- * @throws ValidationException for a limit out of range.
+ * Validates the policy and returns the key-count limit, which the header parser needs before the
+ * policy itself can be applied (copies are counted as they are read).
+ * @throws ValidationException for a limit out of range or a rule of the wrong shape.
  */
 export function validateDecryptPolicy(policy: DecryptPolicy | undefined): number {
+  if (policy !== undefined) {
+    // A malformed rule must refuse, never quietly not apply: a misspelt `signature` would allow
+    // signed and unsigned messages alike, and `allowedKeyNames` given as one string would match
+    // any name that is a substring of it (String#includes).
+    assertObject("policy", policy);
+    assertStrings("policy.allowedKeyIds", policy.allowedKeyIds);
+    assertStrings("policy.allowedKeyNames", policy.allowedKeyNames);
+    encodeEncryptionContext(policy.requiredEncryptionContext, "policy.requiredEncryptionContext");
+    if (policy.signature !== undefined) {
+      assertOneOf("policy.signature", policy.signature, ["required", "forbidden", "allowed"]);
+    }
+  }
   const max = policy?.maxEncryptedDataKeys ?? DEFAULT_MAX_ENCRYPTED_DATA_KEYS;
   if (!Number.isInteger(max) || max < 1 || max > 0xffff) {
     throw new ValidationError('"policy.maxEncryptedDataKeys" must be an integer in 1–65535');
@@ -100,4 +114,11 @@ export function applyDecryptPolicy(
     );
   }
   return allowed;
+}
+
+function assertStrings(name: string, value: unknown): void {
+  if (value === undefined) return;
+  if (!Array.isArray(value) || !value.every((entry) => typeof entry === "string")) {
+    throw new ValidationError(`"${name}" expected an array of strings`);
+  }
 }

@@ -5,8 +5,9 @@
  */
 import { createDecipheriv, type KeyObject, timingSafeEqual, type Verify } from "node:crypto";
 import { dataKeyCacheKey } from "../caching/data-key-cache.ts";
+import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import { ValidationError } from "../errors.ts";
-import { assertObject } from "../internal/assert.ts";
+import { assertBytes, assertObject } from "../internal/assert.ts";
 import { withEncodedContext } from "../keyring/keyring.ts";
 import { ByteQueue } from "./byte-queue.ts";
 import { applyDecryptPolicy, validateDecryptPolicy } from "./decrypt-policy.ts";
@@ -52,6 +53,9 @@ export class MessageDecryptor {
     if (typeof options.keyring?.decryptDataKey !== "function") {
       throw new ValidationError('"keyring" expected a Keyring');
     }
+    // Validated like an encryption context: a Map or class instance has no own pairs and would
+    // be compared as the empty context, accepting any message that carries none.
+    encodeEncryptionContext(options.encryptionContext);
     this.#options = options;
     this.#maxEdks = validateDecryptPolicy(options.policy);
   }
@@ -75,9 +79,11 @@ export class MessageDecryptor {
   /**
    * Consumes message bytes and returns the plaintext of every frame that completed and verified.
    * @throws InvalidCiphertextException for any malformed or unauthentic input;
-   *   AccessDeniedException for a decrypt-policy violation.
+   *   AccessDeniedException for a decrypt-policy violation; ValidationException for a chunk that
+   *   is not a Uint8Array.
    */
   async update(chunk: Uint8Array): Promise<Uint8Array[]> {
+    assertBytes("chunk", chunk, 0, Number.MAX_SAFE_INTEGER);
     if (this.#state === "failed") throw invalidMessage();
     try {
       if (this.#state === "header") {
@@ -225,9 +231,10 @@ export class MessageDecryptor {
 
   /**
    * Synchronous variant for callers that already passed the header (the frame loop).
-   * @throws InvalidCiphertextException as `update`.
+   * @throws InvalidCiphertextException, ValidationException as `update`.
    */
   updateSync(chunk: Uint8Array): Uint8Array[] | undefined {
+    assertBytes("chunk", chunk, 0, Number.MAX_SAFE_INTEGER);
     if (this.#state === "header" || this.#state === "failed") return undefined;
     try {
       this.#queue.push(chunk);

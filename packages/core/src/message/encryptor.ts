@@ -10,7 +10,7 @@ import { dataKeyCacheKey } from "../caching/data-key-cache.ts";
 import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import { ValidationError } from "../errors.ts";
 import { randomBytes } from "../hsm/random.ts";
-import { assertInteger, assertObject } from "../internal/assert.ts";
+import { assertBytes, assertInteger, assertObject } from "../internal/assert.ts";
 import { publicBuffer } from "../internal/public-bytes.ts";
 import {
   DATA_KEY_LENGTH,
@@ -106,9 +106,13 @@ export class MessageEncryptor {
   /**
    * Encrypts a chunk; returns the message bytes now complete (the header first, then whole
    * frames). A frame is held back until more plaintext arrives, as it may be the final one.
-   * @throws ValidationException after `final()`, or beyond a declared plaintextLength.
+   * @throws ValidationException for a chunk that is not a Uint8Array, after `final()`, or beyond a
+   *   declared plaintextLength.
    */
   update(chunk: Uint8Array): Uint8Array[] {
+    // Web streams pass whatever was written: an ArrayBuffer has no length, and would otherwise
+    // be encrypted as nothing at all.
+    assertBytes("chunk", chunk, 0, Number.MAX_SAFE_INTEGER);
     if (this.#finished) throw new ValidationError("the message is already finished");
     this.#plaintextLength += chunk.length;
     if (this.#declaredLength !== undefined && this.#plaintextLength > this.#declaredLength) {

@@ -258,7 +258,9 @@ export function parseHeader(
   };
 }
 
-const UTF8 = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM: a leading U+FEFF stays in the provider id or info, so a header reads back exactly
+// as the keyring wrote it (one encoding per header).
+const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 const KEY_SCHEDULE_LABEL = "KMSMSG1 KEYS";
 /** HKDF info per suite id, built once: "KMSMSG1 KEYS" || suite id (u16 BE). */

@@ -3,8 +3,10 @@ import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { beforeAll, describe, expect, it } from "vitest";
 import {
   AccessDeniedError,
+  createDecryptStream,
   createKms,
   decryptMessage,
+  decryptTransformStream,
   encryptMessage,
   InvalidCiphertextError,
   type Kms,
@@ -354,6 +356,42 @@ describe("decrypt policy (violations are AccessDeniedError)", () => {
     ).rejects.toBeInstanceOf(ValidationError);
   });
 
+  it.each([
+    ["a null policy", { policy: null }],
+    ["a misspelt signature rule", { policy: { signature: "Required" } }],
+    [
+      "allowedKeyNames as one string (would match substrings)",
+      { policy: { allowedKeyNames: "test/offline-2" } },
+    ],
+    ["allowedKeyIds as one string", { policy: { allowedKeyIds: "alias/msg-a" } }],
+    ["allowedKeyIds with a non-string", { policy: { allowedKeyIds: [1] } }],
+    [
+      "requiredEncryptionContext as a Map",
+      { policy: { requiredEncryptionContext: new Map([["tenant", "globex"]]) } },
+    ],
+    [
+      "requiredEncryptionContext with a non-string value",
+      { policy: { requiredEncryptionContext: { tenant: 1 } } },
+    ],
+    ["an expected context of null", { encryptionContext: null }],
+    ["an expected context as a Map", { encryptionContext: new Map([["tenant", "acme"]]) }],
+  ])("rejects %s with ValidationError before any keyring call", async (_name, extra) => {
+    let unwraps = 0;
+    const counting = {
+      identity: raw.identity,
+      encryptDataKey: raw.encryptDataKey.bind(raw),
+      decryptDataKey: (...args: Parameters<typeof raw.decryptDataKey>) => {
+        unwraps++;
+        return raw.decryptDataKey(...args);
+      },
+    };
+    const options = { keyring: counting, ...(extra as object) };
+    await expect(decryptMessage(message, options)).rejects.toBeInstanceOf(ValidationError);
+    expect(() => createDecryptStream(options)).toThrow(ValidationError);
+    expect(() => decryptTransformStream(options)).toThrow(ValidationError);
+    expect(unwraps).toBe(0);
+  });
+
   it("never calls KMS for a message the policy refuses", async () => {
     let calls = 0;
     const counting = {
@@ -371,6 +409,52 @@ describe("decrypt policy (violations are AccessDeniedError)", () => {
       }),
     ).rejects.toBeInstanceOf(AccessDeniedError);
     expect(calls).toBe(0);
+  });
+});
+
+describe("U+FEFF at the start of a header string is content, not a byte-order mark (FORMAT §2.6)", () => {
+  it("a context key that differs only by a leading U+FEFF is a different key", async () => {
+    const raw = aesKeyring("bom");
+    const message = await encryptMessage(plaintext, {
+      keyring: raw,
+      encryptionContext: { tenant: "acme", "\uFEFFtenant": "globex" },
+    });
+    const out = await decryptMessage(message, { keyring: raw });
+    expect(out.encryptionContext).toEqual({ tenant: "acme", "\uFEFFtenant": "globex" });
+    // Read as a byte-order mark, the second pair would overwrite the first.
+    await expect(
+      decryptMessage(message, {
+        keyring: raw,
+        policy: { requiredEncryptionContext: { tenant: "globex" } },
+      }),
+    ).rejects.toBeInstanceOf(AccessDeniedError);
+    await expect(
+      decryptMessage(message, { keyring: raw, encryptionContext: { tenant: "globex" } }),
+    ).rejects.toBeInstanceOf(InvalidCiphertextError);
+  });
+
+  it("round-trips such contexts through KMS and such key names through a raw keyring", async () => {
+    const bomContext = { "\uFEFFtenant": "\uFEFFacme" };
+    const viaKms = new KmsKeyring({ kms, keyIds: [keyA] });
+    const message = await encryptMessage(plaintext, {
+      keyring: viaKms,
+      encryptionContext: bomContext,
+    });
+    const out = await decryptMessage(message, { keyring: viaKms, encryptionContext: bomContext });
+    expect(out.encryptionContext).toEqual(bomContext);
+    const raw = new RawAesKeyring({
+      keyNamespace: "\uFEFFtest",
+      keyName: "\uFEFFbom",
+      wrappingKey: randomBytes(32),
+    });
+    const rawMessage = await encryptMessage(plaintext, { keyring: raw });
+    const rawOut = await decryptMessage(rawMessage, {
+      keyring: raw,
+      policy: { allowedKeyNames: ["\uFEFFtest/\uFEFFbom"] },
+    });
+    expect(rawOut.encryptedDataKeys).toEqual([
+      { providerId: "\uFEFFtest", providerInfo: "\uFEFFbom" },
+    ]);
   });
 });
 

@@ -10,6 +10,7 @@ import {
   encryptMessage,
   encryptTransformStream,
   type MessageSuite,
+  ValidationError,
 } from "../../src/index.ts";
 import { aesKeyring, split, throughNode, throughWeb } from "./helpers.ts";
 
@@ -120,6 +121,32 @@ describe.each([
     const out = await decryptMessage(message, { keyring, encryptionContext: context });
     expect(out.suite).toBe(suite);
     expect(out.encryptionContext["kms-message:public-key"]).toMatch(/^[A-Za-z0-9+/]+=*$/);
+  });
+});
+
+describe("web streams take Uint8Array chunks only", () => {
+  const junk = [
+    ["an ArrayBuffer", new Uint8Array([1, 2, 3]).buffer],
+    ["a string", "abc"],
+  ] as const;
+
+  it.each(junk)(
+    "the encrypt stream fails on %s instead of encrypting nothing",
+    async (_n, chunk) => {
+      await expect(
+        throughWeb(encryptTransformStream({ keyring }), [chunk as unknown as Uint8Array]),
+      ).rejects.toBeInstanceOf(ValidationError);
+    },
+  );
+
+  it.each(junk)("the decrypt stream fails on %s with ValidationError", async (_n, chunk) => {
+    const message = await encryptMessage(randomBytes(100), { keyring });
+    // Before the header (the keyring is not called yet) and after it.
+    for (const chunks of [[chunk], [message.subarray(0, message.length - 1), chunk]]) {
+      await expect(
+        throughWeb(decryptTransformStream({ keyring }), chunks as unknown as Uint8Array[]),
+      ).rejects.toBeInstanceOf(ValidationError);
+    }
   });
 });
 
