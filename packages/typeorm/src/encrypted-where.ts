@@ -213,6 +213,9 @@ export async function encryptedWhere<T extends ObjectLiteral>(
   );
   const metadata = repository.metadata;
   if (Array.isArray(where)) {
+    if (!where.every(isPlainObject)) {
+      throw new ValidationError(`"where" expected an object or an array of objects`);
+    }
     return (await Promise.all(
       where.map((w) => rewriter.where(metadata, w as Where)),
     )) as FindOptionsWhere<T>[];

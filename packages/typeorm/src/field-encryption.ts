@@ -658,10 +658,18 @@ class EncryptionSubscriber implements EntitySubscriberInterface {
   }
 
   beforeUpdate(event: UpdateEvent<Row>): Promise<void> | undefined {
-    const d = describeEvent(event.metadata);
     const entity = event.entity as Row | undefined;
-    if (d === undefined || entity === undefined) return undefined;
+    if (entity === undefined) return undefined;
     const fallback = event.databaseEntity as Row | undefined;
+    // The row stays the entity it was inserted as, whichever repository updates it.
+    const d = describeEvent(
+      fallback === undefined ? event.metadata : rowMetadata(event.metadata, fallback),
+    );
+    if (d === undefined) return undefined;
+    if (fallback === undefined && hasChildEntities(event.metadata)) {
+      const written = d.columns.find((c) => entity[c.property] !== undefined);
+      if (written !== undefined) return Promise.reject(inheritedUpdateError(d, written.property));
+    }
     return this.owner.sealEntity(event.connection, event.queryRunner, d, entity, fallback);
   }
 
@@ -671,7 +679,7 @@ class EncryptionSubscriber implements EntitySubscriberInterface {
 
   afterLoad(entity: Row, event?: LoadEvent<Row>): Promise<void> | undefined {
     if (event === undefined) return undefined;
-    const d = describeEvent(event.metadata);
+    const d = describeEvent(rowMetadata(event.metadata, entity));
     if (d === undefined) return undefined;
     return this.owner.openEntity(event.connection, event.queryRunner, d, entity);
   }
@@ -697,6 +705,35 @@ class EncryptionSubscriber implements EntitySubscriberInterface {
 
 function describeEvent(metadata: EntityMetadata | undefined): EntityDescriptor | undefined {
   return metadata === undefined ? undefined : describe(metadata);
+}
+
+/** Single-table inheritance: entities below `metadata` share its table. */
+function hasChildEntities(metadata: EntityMetadata | undefined): metadata is EntityMetadata {
+  return metadata?.inheritancePattern === "STI" && metadata.childEntityMetadatas.length > 0;
+}
+
+/**
+ * The entity a loaded `row` is, where it shares a table with its parent (single-table
+ * inheritance). Its values are bound to that entity's name, as they were sealed when it was
+ * inserted; a row read or updated through the parent's metadata (`parentRepository.find()`, a
+ * relation to the parent, `save()` of a plain object) would otherwise be opened or sealed under
+ * the parent's name, and a child's own encrypted columns would be left as ciphertext.
+ */
+function rowMetadata(
+  metadata: EntityMetadata | undefined,
+  row: object,
+): EntityMetadata | undefined {
+  return hasChildEntities(metadata) ? metadata.findInheritanceMetadata(row) : metadata;
+}
+
+/**
+ * An UPDATE through an entity with child entities, without a loaded row: its rows may be any of
+ * them, and a value sealed under the wrong entity's name would never decrypt again.
+ */
+function inheritedUpdateError(d: EntityDescriptor, property: string): ValidationError {
+  return new ValidationError(
+    `${d.model}.${property} is encrypted and ${d.model} has child entities (single-table inheritance): an update through ${d.model} cannot tell which entity each row is, and values are bound to it; update through the child entity's repository, or load the entity and save() it`,
+  );
 }
 
 /**

@@ -25,8 +25,8 @@ import {
   reencryptEntities,
   type TypeormFieldEncryption,
 } from "../src/index.ts";
-import type { TestDatabase } from "./backends.ts";
-import { Note, Post, User } from "./entities.ts";
+import { failure, type TestDatabase } from "./backends.ts";
+import { Account, Note, Post, SavingsAccount, User } from "./entities.ts";
 
 const PREFIX = "kms1:";
 
@@ -171,6 +171,61 @@ export function describeEncryptedColumns(
         a.id,
       ]);
       await expect(users.findOneBy({ id: a.id })).rejects.toBeInstanceOf(InvalidCiphertextError);
+    });
+
+    test("single-table inheritance: rows read through the parent open as the entity they are; a parent update cannot seal them", async () => {
+      const inherited = await db.connect(fieldEncryption({ kms, keyId }), {
+        entities: [Account, SavingsAccount],
+      });
+      const accounts = inherited.getRepository(Account);
+      const savingsAccounts = inherited.getRepository(SavingsAccount);
+      const savings = await savingsAccounts.save(
+        Object.assign(new SavingsAccount(), { tenantId: "t1", holder: "Alice", iban: "DE00 1234" }),
+      );
+      const plain = await accounts.save(
+        Object.assign(new Account(), { tenantId: "t1", holder: "Bob" }),
+      );
+
+      // TypeORM's INSERT through the parent stores a parent row, whatever the object's class.
+      const insertedId = (
+        await accounts.insert(
+          Object.assign(new SavingsAccount(), { tenantId: "t1", holder: "Dave" }),
+        )
+      ).identifiers[0]?.id;
+
+      const [child, parent, inserted] = await accounts.find({ order: { id: "ASC" } });
+      expect(child).toBeInstanceOf(SavingsAccount);
+      expect({ holder: child?.holder, iban: (child as SavingsAccount).iban }).toEqual({
+        holder: "Alice",
+        iban: "DE00 1234",
+      });
+      expect({ id: parent?.id, holder: parent?.holder }).toEqual({ id: plain.id, holder: "Bob" });
+      expect({ id: inserted?.id, holder: inserted?.holder }).toEqual({
+        id: insertedId,
+        holder: "Dave",
+      });
+
+      // Sealed as an Account, the child row's holder would never decrypt as a SavingsAccount's.
+      const rawHolder = async () =>
+        (
+          await db.raw(
+            `SELECT ${db.q("holder")} FROM ${db.q("kms_accounts")} WHERE ${db.q("id")} = ?`,
+            [savings.id],
+          )
+        )[0]?.holder;
+      const before = await rawHolder();
+      const error = await failure(() =>
+        accounts.update({ id: savings.id }, { tenantId: "t1", holder: "Mallory" }),
+      );
+      expect(error).toBeInstanceOf(ValidationError);
+      expect((error as Error).message).toMatch(
+        /^Account\.holder is encrypted and Account has child entities/,
+      );
+      expect(await rawHolder()).toBe(before);
+
+      // save() through the parent loads the row first: it is sealed as what it is.
+      await accounts.save({ id: savings.id, tenantId: "t1", holder: "Carol" });
+      expect((await savingsAccounts.findOneByOrFail({ id: savings.id })).holder).toBe("Carol");
     });
 
     test("a cold cache loads a result with one KMS decrypt per distinct data key", async () => {

@@ -1,5 +1,6 @@
 import "reflect-metadata";
 import {
+  ChildEntity,
   Column,
   type ColumnType,
   DeleteDateColumn,
@@ -8,6 +9,7 @@ import {
   OneToMany,
   PrimaryGeneratedColumn,
   type Relation,
+  TableInheritance,
 } from "typeorm";
 import { EncryptedColumn } from "../src/index.ts";
 
@@ -109,4 +111,24 @@ export class Card {
 
   @DeleteDateColumn({ nullable: true })
   deletedAt: Date | null;
+}
+
+/** Single-table inheritance: accounts of every kind share one table, told apart by `kind`. */
+@Entity("kms_accounts")
+@TableInheritance({ column: { type: String, length: 32, name: "kind" } })
+export class Account {
+  @PrimaryGeneratedColumn()
+  id: number;
+
+  @Column({ type: String, length: 64 })
+  tenantId: string;
+
+  @EncryptedColumn({ nullable: true, context: { fromRow: ["tenantId"] } })
+  holder: string | null;
+}
+
+@ChildEntity("savings")
+export class SavingsAccount extends Account {
+  @EncryptedColumn({ nullable: true, context: { fromRow: ["tenantId"] } })
+  iban: string | null;
 }

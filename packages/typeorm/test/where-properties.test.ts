@@ -2190,6 +2190,17 @@ describe("regressions: counterexamples to the properties", () => {
     }
   });
 
+  // Found by a junk-input table: an array where was rewritten element by element without a
+  // check, so a null element crashed with a TypeError and a string became `{ 0: "t", … }`.
+  test("an array where with an element that is not an object is a ValidationError", async () => {
+    for (const where of [[null], [undefined], ["tenantId"], [{ tenantId: "rg" }, 7]]) {
+      const outcome = await attempt(() => encryptedWhere(users, where as FindOptionsWhere<User>[]));
+      expect(outcome.ok ? "answered" : describeError(outcome.error), inspect(where)).toMatch(
+        /^ValidationError: "where" expected an object or an array of objects/,
+      );
+    }
+  });
+
   // TypeORM pastes some operands into the SQL text itself; a plaintext stand-in that printed as
   // "[object Object]" there reached the database as a broken statement instead of a refusal.
   test("a plaintext stand-in refuses to become a string or a number", () => {
