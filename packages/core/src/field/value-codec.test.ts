@@ -37,6 +37,17 @@ describe("field value codec (FORMAT §6.3)", () => {
     );
   });
 
+  test("a json value that serializes to nothing is refused when written, not unreadable later", () => {
+    for (const value of [{ toJSON: () => undefined }, { toJSON: () => () => 1 }]) {
+      expect(() => encodeFieldValue("doc", "json", value)).toThrow(
+        '"doc" is declared as json but serializes to nothing',
+      );
+    }
+    // A toJSON with a value keeps working.
+    const dated = { toJSON: () => "2026-12-06" };
+    expect(decodeFieldValue("json", encodeFieldValue("doc", "json", dated))).toBe("2026-12-06");
+  });
+
   test("text form round-trips any bytes", () => {
     fc.assert(
       fc.property(fc.uint8Array(), (bytes) => {

@@ -132,13 +132,18 @@ export function encodeFieldValue(field: string, type: FieldValueType, value: unk
       if (value === undefined || typeof value === "function" || typeof value === "symbol") {
         throw typeError(field, type, value);
       }
-      let text: string;
+      let text: string | undefined;
       try {
         text = JSON.stringify(value);
       } catch (cause) {
         throw new ValidationError(`"${field}" is declared as json but is not serializable`, {
           cause,
         });
+      }
+      // A toJSON() that returns undefined serializes to nothing: stored, it would be an empty
+      // text that no read can parse back.
+      if (text === undefined) {
+        throw new ValidationError(`"${field}" is declared as json but serializes to nothing`);
       }
       return tagged(TAGS.json, text);
     }
