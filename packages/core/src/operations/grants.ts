@@ -450,8 +450,8 @@ export function retireGrantTarget(request: Readonly<Record<string, unknown>>): {
 }
 
 /**
- * What lets `principal` retire the grant beyond the key policy and the grant's own
- * operations: being its retiring principal. Undefined when it is not.
+ * What lets `principal` retire the grant beyond the key policy: being its retiring principal,
+ * or its grantee when it includes RetireGrant. Undefined when neither.
  */
 export function retiringPrincipalDecision(
   key: StoredKey,
@@ -459,12 +459,19 @@ export function retiringPrincipalDecision(
   principal: string,
 ): Decision | undefined {
   const grant = key.grants?.find((g) => g.grantId === grantId);
-  if (grant === undefined || grant.retiringPrincipal !== principal) return undefined;
+  if (grant === undefined) return undefined;
+  const role =
+    grant.retiringPrincipal === principal
+      ? "the retiring principal"
+      : grant.granteePrincipal === principal && grant.operations.includes("RetireGrant")
+        ? "the grantee, with RetireGrant,"
+        : undefined;
+  if (role === undefined) return undefined;
   return {
     allowed: true,
     reason: "grant-allow",
     grantId: grant.grantId,
-    message: `${principal} is the retiring principal of grant ${grant.grantId}`,
+    message: `${principal} is ${role} of grant ${grant.grantId}`,
   };
 }
 

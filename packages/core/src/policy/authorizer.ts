@@ -111,7 +111,9 @@ function lookupTag(
 ): string | undefined {
   const lower = name.toLowerCase();
   if (Array.isArray(tags)) {
-    return (tags as readonly { tagKey: string; tagValue: string }[]).find(
+    // The last: a request repeating a tag key stores its last value (validateTags), so that is
+    // the one a condition must judge, not an earlier decoy.
+    return (tags as readonly { tagKey: string; tagValue: string }[]).findLast(
       (t) => t.tagKey.toLowerCase() === lower,
     )?.tagValue;
   }

@@ -191,9 +191,11 @@ export class CallGuard {
                 (a) => a.aliasName,
               )
             : undefined;
+          // RetireGrant is not granted by any grant of the caller, only by the named one
+          // (retiringPrincipalDecision), as retireGrant itself decides.
           let decision = evaluate(
             policy,
-            key.grants ?? [],
+            retiring !== undefined ? [] : (key.grants ?? []),
             authorizationRequest(probe, action, key, role, aliases),
           );
           if (retiring !== undefined && !decision.allowed && decision.reason !== "explicit-deny") {

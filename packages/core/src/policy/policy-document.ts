@@ -263,11 +263,70 @@ function resourcePatterns(
   return { notResources: list, ...(templates ? { notResourceTemplates: templates } : {}) };
 }
 
+interface JsonFrame {
+  readonly path: string;
+  /** Keys seen so far; undefined for an array. */
+  readonly keys: Set<string> | undefined;
+  index: number;
+  key: string;
+  expectKey: boolean;
+}
+
 /**
- * Parses and validates a key policy document.
+ * The JSON path of the first key that `text` (valid JSON) repeats within one object. JSON.parse
+ * keeps only the last, so a reader and the evaluator would disagree on what the policy says.
+ */
+function repeatedKeyPath(text: string): string | undefined {
+  const stack: JsonFrame[] = [];
+  const valuePath = (): string => {
+    const top = stack.at(-1);
+    if (top === undefined) return "$";
+    return top.keys !== undefined ? member(top.path, top.key) : `${top.path}[${top.index}]`;
+  };
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    const top = stack.at(-1);
+    if (c === "{" || c === "[") {
+      const keys = c === "{" ? new Set<string>() : undefined;
+      stack.push({ path: valuePath(), keys, index: 0, key: "", expectKey: c === "{" });
+    } else if (c === "}" || c === "]") {
+      stack.pop();
+    } else if (c === "," && top !== undefined) {
+      if (top.keys !== undefined) top.expectKey = true;
+      else top.index++;
+    } else if (c === '"') {
+      const start = i;
+      for (i++; text[i] !== '"'; i++) if (text[i] === "\\") i++;
+      if (top?.keys !== undefined && top.expectKey) {
+        // Decoded, so that "\u0045ffect" and "Effect" are the same key, as JSON.parse sees them.
+        const key = JSON.parse(text.slice(start, i + 1)) as string;
+        if (top.keys.has(key)) return member(top.path, key);
+        top.keys.add(key);
+        top.key = key;
+        top.expectKey = false;
+      }
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Parses and validates a key policy document. A key repeated within one JSON object is refused:
+ * `"Effect": "Deny", …, "Effect": "Allow"` would otherwise silently mean Allow.
  * @throws MalformedPolicyDocumentException naming the path of the first bad element.
  */
 export function parsePolicy(text: unknown): PolicyDocument {
+  const document = parseDocument(text);
+  const repeated = repeatedKeyPath(text as string);
+  if (repeated !== undefined) fail(repeated, "is repeated; JSON.parse would keep only the last");
+  return document;
+}
+
+/**
+ * parsePolicy without the repeated-key check, for policies already stored: one an earlier
+ * release accepted must stay usable, if only to replace it.
+ */
+function parseDocument(text: unknown): PolicyDocument {
   if (typeof text !== "string") fail("$", "must be a JSON string");
   if (text.trim().length === 0) fail("$", "must not be empty");
   if (Buffer.byteLength(text, "utf8") > MAX_KEY_POLICY_BYTES) {
@@ -314,11 +373,14 @@ export function parsePolicy(text: unknown): PolicyDocument {
 const cache = new Map<string, PolicyDocument>();
 const CACHE_LIMIT = 256;
 
-/** parsePolicy with a small cache: a key's policy is parsed once, not on every call. */
+/**
+ * A stored policy, parsed with a small cache: a key's policy is parsed once, not on every call.
+ * No repeated-key check (see parseDocument): new documents went through parsePolicy.
+ */
 export function parsePolicyCached(text: string): PolicyDocument {
   const hit = cache.get(text);
   if (hit !== undefined) return hit;
-  const parsed = parsePolicy(text);
+  const parsed = parseDocument(text);
   if (cache.size >= CACHE_LIMIT) cache.delete(cache.keys().next().value as string);
   cache.set(text, parsed);
   return parsed;

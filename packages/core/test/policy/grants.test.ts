@@ -864,6 +864,19 @@ describe("retireGrant and an explicit Deny", () => {
     for (const principal of [RETIRER, ALICE, BOB]) {
       expect((await explain(principal, { keyId, grantId })).allowed).toBe(await actual(principal));
     }
+    // RetireGrant in Bob's own grant lets him retire that grant, not Alice's.
+    const { grantId: bobsGrant } = await kms.createGrant({
+      keyId,
+      granteePrincipal: BOB,
+      operations: ["Encrypt", "RetireGrant"],
+    });
+    expect((await explain(BOB, { keyId, grantId })).allowed).toBe(false);
+    expect(await actual(BOB)).toBe(false);
+    expect((await explain(BOB, { keyId, grantId: bobsGrant })).decisions[0]).toMatchObject({
+      allowed: true,
+      reason: "grant-allow",
+      grantId: bobsGrant,
+    });
     // An explicit Deny wins over the retiring principal, in explain as in the call.
     await kms.putKeyPolicy({ keyId, policy: denyRetire(RETIRER) });
     const denied = await explain(RETIRER, { grantToken });

@@ -140,6 +140,20 @@ describe("putKeyPolicy", () => {
     await expect(kms.createKey({ policy: "{}" })).rejects.toThrow("$.Statement is required");
   });
 
+  test("a policy repeating a JSON key is refused, not read as its last occurrence", async () => {
+    // Reads as a Deny for Alice; JSON.parse alone would make it an Allow.
+    const repeated = `{"Version":"2012-10-17","Statement":[${JSON.stringify(ADMIN)},{"Effect":"Deny","Principal":{"AWS":"${ALICE}"},"Action":"kms:Encrypt","Resource":"*","Effect":"Allow"}]}`;
+    await expect(kms.putKeyPolicy({ keyId, policy: repeated })).rejects.toThrow(
+      MalformedPolicyDocumentError,
+    );
+    await expect(kms.createKey({ policy: repeated })).rejects.toThrow(
+      "$.Statement[1].Effect is repeated",
+    );
+    await expect(kms.encrypt({ keyId, plaintext }, as(ALICE))).rejects.toBeInstanceOf(
+      AccessDeniedError,
+    );
+  });
+
   test("only a caller allowed kms:PutKeyPolicy may change the policy", async () => {
     await expect(
       kms.putKeyPolicy({ keyId, policy: policy(ADMIN) }, as(ALICE)),
@@ -290,6 +304,34 @@ describe("encryption-context conditions", () => {
         as(ALICE),
       ),
     ).rejects.toBeInstanceOf(AccessDeniedError);
+  });
+});
+
+describe("request tag conditions", () => {
+  test("a tag key repeated in one request is judged by the value that is stored, the last", async () => {
+    await kms.putKeyPolicy({
+      keyId,
+      policy: policy(ADMIN, {
+        Sid: "OwnTagOnly",
+        Effect: "Deny",
+        Principal: "*",
+        Action: "kms:TagResource",
+        Resource: "*",
+        Condition: { StringNotEquals: { "aws:RequestTag/owner": "${aws:username}" } },
+      }),
+    });
+    const decoyFirst = [
+      { tagKey: "owner", tagValue: "carol" },
+      { tagKey: "owner", tagValue: "mallory" },
+    ];
+    await expect(
+      kms.tagResource({ keyId, tags: decoyFirst }, as(LOCAL_USER)),
+    ).rejects.toBeInstanceOf(AccessDeniedError);
+    expect((await kms.listResourceTags({ keyId })).tags).toEqual([]);
+    await kms.tagResource({ keyId, tags: [...decoyFirst].reverse() }, as(LOCAL_USER));
+    expect((await kms.listResourceTags({ keyId })).tags).toEqual([
+      { tagKey: "owner", tagValue: "carol" },
+    ]);
   });
 });
 

@@ -148,6 +148,58 @@ describe("parsePolicy", () => {
   });
 });
 
+describe("a key repeated within one JSON object is refused (JSON.parse keeps only the last)", () => {
+  const allow = `"Principal":"*","Action":"kms:*","Resource":"*"`;
+  test.each([
+    [
+      "Effect: Deny then Allow",
+      `{"Version":"2012-10-17","Statement":[{"Effect":"Allow",${allow}},{"Effect":"Deny",${allow},"Effect":"Allow"}]}`,
+      "$.Statement[1].Effect is repeated",
+    ],
+    [
+      "a second condition block under the same operator",
+      `{"Version":"2012-10-17","Statement":{"Effect":"Allow",${allow},"Condition":{"StringEquals":{"kms:EncryptionContext:tenant":"a"},"StringEquals":{"kms:CallerAccount":"000000000000"}}}}`,
+      "$.Statement.Condition.StringEquals is repeated",
+    ],
+    [
+      "the same condition key twice",
+      `{"Version":"2012-10-17","Statement":{"Effect":"Allow",${allow},"Condition":{"StringEquals":{"aws:PrincipalArn":"x","aws:PrincipalArn":"y"}}}}`,
+      `$.Statement.Condition.StringEquals["aws:PrincipalArn"] is repeated`,
+    ],
+    [
+      "Statement twice",
+      `{"Version":"2012-10-17","Statement":{"Effect":"Deny",${allow}},"Statement":{"Effect":"Allow",${allow}}}`,
+      "$.Statement is repeated",
+    ],
+    [
+      "a key spelled with a JSON escape",
+      `{"Version":"2012-10-17","Statement":{"Effect":"Deny",${allow},"\\u0045ffect":"Allow"}}`,
+      "$.Statement.Effect is repeated",
+    ],
+  ])("%s", (_name, text, message) => {
+    expect(() => parsePolicy(text)).toThrow(MalformedPolicyDocumentError);
+    expect(() => parsePolicy(text)).toThrow(message);
+  });
+
+  test("the same key in different objects, and braces, commas, quotes in strings, are not repeats", () => {
+    fc.assert(
+      fc.property(
+        fc.dictionary(fc.string({ minLength: 1, maxLength: 12 }), fc.string({ maxLength: 12 }), {
+          minKeys: 1,
+          maxKeys: 4,
+        }),
+        (pairs) => {
+          const statement = { ...ok, Condition: { StringEquals: pairs } };
+          // 2008-10-17: `${` in the generated strings is text, not a policy variable.
+          const text = JSON.stringify({ Version: "2008-10-17", Statement: [statement, statement] });
+          expect(parsePolicy(text).statements).toHaveLength(2);
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+});
+
 describe("fuzz: no input crashes the parser", () => {
   const outcome = (input: unknown): void => {
     try {
