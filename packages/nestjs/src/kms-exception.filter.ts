@@ -27,9 +27,9 @@ const STATUS: Partial<Record<KmsErrorCode, number>> = {
 
 /**
  * Decryption failures stay generic (no oracle telling "wrong tenant" from "altered"). So do
- * denials and key states: their messages name the server's principal, key ARNs or aliases and
- * the policy statement that denied, which are the operator's business (in the audit trail), not
- * the client's.
+ * denials, key states and key usage: their messages name the server's principal, key ARNs or
+ * aliases and the policy statement that denied, which are the operator's business (in the audit
+ * trail), not the client's.
  */
 const GENERIC_DETAIL: Partial<Record<KmsErrorCode, string>> = {
   AccessDeniedException: "the key management service denied an operation this request needs",
@@ -41,6 +41,9 @@ const GENERIC_DETAIL: Partial<Record<KmsErrorCode, string>> = {
     "the ciphertext cannot be decrypted in this request's encryption context " +
     "(it belongs to another tenant or context, or it was altered)",
   IncorrectKeyException: "the ciphertext was not encrypted under the requested key",
+  InvalidKeyUsageException: "a key this request needs does not allow this operation",
+  UnsupportedOperationException:
+    "a key this request needs does not support this operation in its current state or type",
 };
 
 /** The problem+json body for a KMS error: status by code, internal faults kept opaque. */

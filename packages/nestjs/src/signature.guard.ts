@@ -88,10 +88,7 @@ export class SignatureGuard implements CanActivate {
   async canActivate(execution: ExecutionContext): Promise<boolean> {
     // Only HTTP requests carry signatures; fail closed elsewhere.
     if (execution.getType() !== "http") return false;
-    const targets = [execution.getHandler(), execution.getClass()];
-    if (this.reflector.getAllAndOverride<boolean>(SKIP_SIGNATURE_METADATA, targets) === true) {
-      return true;
-    }
+    if (this.skipped(execution)) return true;
     const { request, incoming } = httpObjects(execution);
     // The guard may be bound twice (app-wide and by @RequireSignature): verify once, or the
     // second pass would see its own nonce as a replay.
@@ -114,6 +111,25 @@ export class SignatureGuard implements CanActivate {
     if (!result.ok) throw this.rejection(result, execution);
     verified.set(request, result);
     return true;
+  }
+
+  /**
+   * The decorator nearest the handler decides: a method's `@SkipSignature()` exempts it from its
+   * controller's requirement, and a method's `@RequireSignature()` is enforced even under its
+   * controller's `@SkipSignature()`.
+   */
+  private skipped(execution: ExecutionContext): boolean {
+    const handler = execution.getHandler();
+    if (this.reflector.get<boolean | undefined>(SKIP_SIGNATURE_METADATA, handler) === true) {
+      return true;
+    }
+    if (this.reflector.get<unknown>(REQUIRE_SIGNATURE_METADATA, handler) !== undefined) {
+      return false;
+    }
+    return (
+      this.reflector.get<boolean | undefined>(SKIP_SIGNATURE_METADATA, execution.getClass()) ===
+      true
+    );
   }
 
   /** The route's policy: module `signature` defaults, then class and method decorators. */

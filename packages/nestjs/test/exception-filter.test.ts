@@ -6,12 +6,13 @@ import {
   type KmsError,
   KmsInternalError,
   NotFoundError,
+  UnsupportedOperationError,
 } from "@kms/core";
-import { Controller, Get, type INestApplication, type LoggerService } from "@nestjs/common";
+import { Controller, Get, type INestApplication, Inject, type LoggerService } from "@nestjs/common";
 import { Test } from "@nestjs/testing";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { KmsModule, kmsErrorProblem } from "../src/index.ts";
+import { KmsModule, KmsService, kmsErrorProblem } from "../src/index.ts";
 import { listen } from "./helpers.ts";
 
 const ACCOUNT = "111122223333";
@@ -71,6 +72,28 @@ describe("kmsErrorProblem", () => {
   });
 });
 
+describe("kmsErrorProblem for key usage", () => {
+  it("answers an unsupported operation with a fixed detail that names no key or account", async () => {
+    const kms = await createKms({ account: ACCOUNT });
+    try {
+      const { keyMetadata } = await kms.createKey({});
+      const error = await kms.getPublicKey({ keyId: keyMetadata.keyId }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      if (!(error instanceof UnsupportedOperationError)) throw new Error("expected a refusal");
+      expect(error.message).toContain(keyMetadata.arn);
+      const problem = kmsErrorProblem(error);
+      expect(problem).toMatchObject({ status: 400, code: "UnsupportedOperationException" });
+      const sent = JSON.stringify(problem);
+      expect(sent).not.toContain(keyMetadata.arn);
+      expect(sent).not.toContain(ACCOUNT);
+    } finally {
+      await kms.close();
+    }
+  });
+});
+
 /** Records what Nest logs, by level. */
 class RecordingLogger implements LoggerService {
   readonly errors: string[] = [];
@@ -85,6 +108,18 @@ const KEY_ALIAS = "alias/clinic-keys/acme-internal";
 
 @Controller()
 class FailingController {
+  constructor(@Inject(KmsService) private readonly kms: KmsService) {}
+
+  // Core names the key's ARN (and so the account) in the message: for the operator only.
+  @Get("wrong-usage")
+  async wrongUsage(): Promise<unknown> {
+    const { keyMetadata } = await this.kms.core.createKey({
+      keySpec: "HMAC_256",
+      keyUsage: "GENERATE_VERIFY_MAC",
+    });
+    return this.kms.kms.encrypt({ keyId: keyMetadata.keyId, plaintext: new Uint8Array([1]) });
+  }
+
   @Get("internal")
   internal(): never {
     throw new KmsInternalError("the key store could not be read", {
@@ -111,7 +146,7 @@ describe("KmsExceptionFilter over HTTP", () => {
   const logger = new RecordingLogger();
 
   beforeAll(async () => {
-    const kms = await createKms();
+    const kms = await createKms({ account: ACCOUNT });
     const moduleRef = await Test.createTestingModule({
       imports: [KmsModule.forRoot({ kms, mapKmsErrors: true, closeOnDestroy: true })],
       controllers: [FailingController],
@@ -136,6 +171,17 @@ describe("KmsExceptionFilter over HTTP", () => {
     expect(logged).toBeDefined();
     expect(logged).toContain("KmsInternalError");
     expect(logged).toContain("caused by Error: SQLITE_BUSY: database is locked");
+  });
+
+  it("answers a wrong key usage with a fixed detail that names no key or account", async () => {
+    const res = await request(origin).get("/wrong-usage");
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.text)).toMatchObject({
+      code: "InvalidKeyUsageException",
+      detail: "a key this request needs does not allow this operation",
+    });
+    expect(res.text).not.toContain("arn:aws:kms");
+    expect(res.text).not.toContain(ACCOUNT);
   });
 
   it("answers key states with fixed details that name no key, and logs nothing for them", async () => {

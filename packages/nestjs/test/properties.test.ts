@@ -402,7 +402,7 @@ const KMS_STATUS: Record<string, number> = {
   KMSInvalidStateException: 409,
   LimitExceededException: 429,
 };
-// Decryption failures, denials and key states answer a fixed text: the error's own message is
+// Decryption failures, denials, key states and key usage answer a fixed text: the error's own message is
 // an oracle, or names the server's principal, key ARNs and aliases and policy statement.
 const GENERIC_CODES: ReadonlySet<string> = new Set([
   "AccessDeniedException",
@@ -411,6 +411,8 @@ const GENERIC_CODES: ReadonlySet<string> = new Set([
   "KMSInvalidStateException",
   "InvalidCiphertextException",
   "IncorrectKeyException",
+  "InvalidKeyUsageException",
+  "UnsupportedOperationException",
 ]);
 
 function syntheticKmsError(r: CaseRandom, mark: string): SyntheticKmsError {

@@ -96,6 +96,18 @@ class PartnerController {
   }
 }
 
+// Open by default, with one route that demands a signature: the method's decorator decides.
+@Controller("open")
+@SkipSignature()
+class OpenController {
+  @Post("transfer")
+  @RequireSignature()
+  transfer(): string {
+    handled.push("transfer");
+    return "moved";
+  }
+}
+
 let app: INestApplication;
 let origin: string;
 
@@ -111,7 +123,7 @@ beforeAll(async () => {
         responseSigning: { signer: createHmacSigner(serverSecret, { keyId: "server" }) },
       }),
     ],
-    controllers: [OrdersController, PartnerController],
+    controllers: [OrdersController, PartnerController, OpenController],
     providers: [PartnerSignatureGuard],
   }).compile();
   app = moduleRef.createNestApplication({ rawBody: true });
@@ -248,6 +260,16 @@ describe("SignatureGuard", () => {
     const res = await request(origin).post("/health").send();
     expect(res.status).toBe(201);
     expect(res.text).toBe("up");
+  });
+
+  it("enforces a method's @RequireSignature under its controller's @SkipSignature", async () => {
+    const before = handled.length;
+    expectProblem(await request(origin).post("/open/transfer").send(), "signature-missing");
+    expect(handled.length).toBe(before);
+    const sent = await signed("/open/transfer", "{}");
+    const ok = await request(origin).post("/open/transfer").set(sent.headers).send(sent.body);
+    expect(ok.status).toBe(201);
+    expect(handled.at(-1)).toBe("transfer");
   });
 
   it("lets a subclass resolve keys through the protected resolveKey hook", async () => {
