@@ -125,6 +125,7 @@ export {
   type SoftwareHsmOptions,
   wrappingRootKeyId,
 } from "./hsm/software-hsm.ts";
+export { findRepeatedJsonName } from "./internal/json-names.ts";
 export {
   DATA_KEY_PAIR_SPECS,
   KEY_SPEC_TABLE,

@@ -4,6 +4,7 @@
  * the JSON path of the bad element (`$.Statement[1].Condition.StringEquals`).
  */
 import { MalformedPolicyDocumentError } from "../errors.ts";
+import { findRepeatedJsonName, jsonMemberPath } from "../internal/json-names.ts";
 import { type ConditionOperator, parseConditionOperator } from "./conditions.ts";
 import { type PolicyValue, parseTemplate } from "./variables.ts";
 
@@ -79,12 +80,6 @@ function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
-function member(path: string, key: string): string {
-  return /^[A-Za-z_][A-Za-z0-9_]*$/.test(key)
-    ? `${path}.${key}`
-    : `${path}[${JSON.stringify(key)}]`;
-}
-
 /** A string or a non-empty array of strings (AWS accepts both). */
 function stringList(path: string, value: unknown): string[] {
   if (typeof value === "string") return [value];
@@ -116,14 +111,17 @@ function principalSet(path: string, value: unknown): PrincipalSet {
   let aws: string[] = [];
   let service: string[] = [];
   for (const key of keys) {
-    const list = stringList(member(path, key), value[key]);
+    const list = stringList(jsonMemberPath(path, key), value[key]);
     list.forEach((p, i) => {
-      if (p.length === 0) fail(`${member(path, key)}[${i}]`, "must not be empty");
+      if (p.length === 0) fail(`${jsonMemberPath(path, key)}[${i}]`, "must not be empty");
     });
     if (key === "AWS") aws = list;
     else if (key === "Service") service = list;
     else if (key !== "Federated" && key !== "CanonicalUser") {
-      fail(member(path, key), `is not a principal type (AWS, Service, Federated, CanonicalUser)`);
+      fail(
+        jsonMemberPath(path, key),
+        `is not a principal type (AWS, Service, Federated, CanonicalUser)`,
+      );
     }
   }
   return principalSetOf(aws.includes("*"), aws, service);
@@ -154,14 +152,14 @@ function conditionBlock(path: string, value: unknown, variables: boolean): Condi
   if (!isObject(value)) fail(path, "must be an object of condition operators");
   const clauses: ConditionClause[] = [];
   for (const [operatorText, block] of Object.entries(value)) {
-    const opPath = member(path, operatorText);
+    const opPath = jsonMemberPath(path, operatorText);
     const operator = parseConditionOperator(operatorText);
     if (operator === undefined) fail(opPath, "is not a condition operator");
     if (!isObject(block) || Object.keys(block).length === 0) {
       fail(opPath, "must be a non-empty object of condition keys");
     }
     for (const [key, raw] of Object.entries(block)) {
-      const keyPath = member(opPath, key);
+      const keyPath = jsonMemberPath(opPath, key);
       if (key.length === 0 || key.length > 256) fail(keyPath, "is not a condition key");
       const list = Array.isArray(raw) ? raw : [raw];
       if (list.length === 0) fail(keyPath, "must have at least one value");
@@ -206,7 +204,7 @@ function statement(
 ): PolicyStatement {
   if (!isObject(value)) fail(path, "must be an object");
   for (const key of Object.keys(value)) {
-    if (!STATEMENT_KEYS.has(key)) fail(member(path, key), "is not a statement element");
+    if (!STATEMENT_KEYS.has(key)) fail(jsonMemberPath(path, key), "is not a statement element");
   }
   const s = value;
   let sid: string | undefined;
@@ -263,53 +261,6 @@ function resourcePatterns(
   return { notResources: list, ...(templates ? { notResourceTemplates: templates } : {}) };
 }
 
-interface JsonFrame {
-  readonly path: string;
-  /** Keys seen so far; undefined for an array. */
-  readonly keys: Set<string> | undefined;
-  index: number;
-  key: string;
-  expectKey: boolean;
-}
-
-/**
- * The JSON path of the first key that `text` (valid JSON) repeats within one object. JSON.parse
- * keeps only the last, so a reader and the evaluator would disagree on what the policy says.
- */
-function repeatedKeyPath(text: string): string | undefined {
-  const stack: JsonFrame[] = [];
-  const valuePath = (): string => {
-    const top = stack.at(-1);
-    if (top === undefined) return "$";
-    return top.keys !== undefined ? member(top.path, top.key) : `${top.path}[${top.index}]`;
-  };
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    const top = stack.at(-1);
-    if (c === "{" || c === "[") {
-      const keys = c === "{" ? new Set<string>() : undefined;
-      stack.push({ path: valuePath(), keys, index: 0, key: "", expectKey: c === "{" });
-    } else if (c === "}" || c === "]") {
-      stack.pop();
-    } else if (c === "," && top !== undefined) {
-      if (top.keys !== undefined) top.expectKey = true;
-      else top.index++;
-    } else if (c === '"') {
-      const start = i;
-      for (i++; text[i] !== '"'; i++) if (text[i] === "\\") i++;
-      if (top?.keys !== undefined && top.expectKey) {
-        // Decoded, so that "\u0045ffect" and "Effect" are the same key, as JSON.parse sees them.
-        const key = JSON.parse(text.slice(start, i + 1)) as string;
-        if (top.keys.has(key)) return member(top.path, key);
-        top.keys.add(key);
-        top.key = key;
-        top.expectKey = false;
-      }
-    }
-  }
-  return undefined;
-}
-
 /**
  * Parses and validates a key policy document. A key repeated within one JSON object is refused:
  * `"Effect": "Deny", …, "Effect": "Allow"` would otherwise silently mean Allow.
@@ -317,8 +268,10 @@ function repeatedKeyPath(text: string): string | undefined {
  */
 export function parsePolicy(text: unknown): PolicyDocument {
   const document = parseDocument(text);
-  const repeated = repeatedKeyPath(text as string);
-  if (repeated !== undefined) fail(repeated, "is repeated; JSON.parse would keep only the last");
+  const repeated = findRepeatedJsonName(text as string);
+  if (repeated !== undefined) {
+    fail(repeated.path, "is repeated; JSON.parse would keep only the last");
+  }
   return document;
 }
 
@@ -341,7 +294,7 @@ function parseDocument(text: unknown): PolicyDocument {
   if (!isObject(json)) fail("$", "must be a JSON object");
   for (const key of Object.keys(json)) {
     if (key !== "Version" && key !== "Id" && key !== "Statement") {
-      fail(member("$", key), "is not a policy element (Version, Id, Statement)");
+      fail(jsonMemberPath("$", key), "is not a policy element (Version, Id, Statement)");
     }
   }
   const version = json.Version ?? "2008-10-17";

@@ -1,3 +1,4 @@
+import { findRepeatedJsonName } from "@kms/core";
 import { ProtocolError } from "./protocol-error.ts";
 
 /**
@@ -35,7 +36,7 @@ export function parseJsonBody(body: Uint8Array): unknown {
   }
   // JSON.parse keeps the last of two equal names, other readers (a proxy, a log pipeline, another
   // SDK) the first: they would disagree on which key, context or policy a signed request named.
-  const repeated = repeatedName(text);
+  const repeated = findRepeatedJsonName(text)?.name;
   if (repeated !== undefined) {
     const shown = repeated.length > 64 ? `${repeated.slice(0, 64)}…` : repeated;
     throw serialization(
@@ -66,45 +67,4 @@ function isIntegerText(source: string): boolean {
   // Where the decimal point falls in `digits` once the exponent is applied.
   const point = m[1]!.length + Number(m[3] ?? 0);
   return /^0*$/.test(digits.slice(Math.max(point, 0)));
-}
-
-/**
- * The first member name that some object of `text` holds twice, compared after unescaping
- * (`"a"` and `"\u0061"` are one name). `text` must be valid JSON: only its strings, brackets and
- * commas are looked at.
- */
-function repeatedName(text: string): string | undefined {
-  // One entry per open object (the names seen in it) or array (null).
-  const open: (Set<string> | null)[] = [];
-  let nameNext = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 0x22 /* " */) {
-      let end = i + 1;
-      while (text.charCodeAt(end) !== 0x22) end += text.charCodeAt(end) === 0x5c /* \ */ ? 2 : 1;
-      const names = open.at(-1);
-      if (nameNext && names) {
-        const literal = text.slice(i, end + 1);
-        const name = literal.includes("\\")
-          ? (JSON.parse(literal) as string)
-          : literal.slice(1, -1);
-        if (names.has(name)) return name;
-        names.add(name);
-        nameNext = false;
-      }
-      i = end;
-    } else if (c === 0x7b /* { */) {
-      open.push(new Set());
-      nameNext = true;
-    } else if (c === 0x5b /* [ */) {
-      open.push(null);
-      nameNext = false;
-    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
-      open.pop();
-      nameNext = false;
-    } else if (c === 0x2c /* , */) {
-      nameNext = open.at(-1) != null;
-    }
-  }
-  return undefined;
 }
