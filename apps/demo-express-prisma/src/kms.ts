@@ -8,7 +8,7 @@ import { remoteKms } from "./remote-kms.ts";
 /**
  * The key-management calls the demo makes, narrowed to what it reads of their answers: the
  * middleware provisions a clinic's key on first use (describe, create, name), the walkthrough
- * retires one. Core's `Kms` is one; remote-kms.ts sends them to a KMS server with the AWS SDK.
+ * retires one. Core's `Kms` is one; @kms/aws's `AwsKms` (remote-kms.ts) the other.
  * Every failure is a `KmsError` (`NotFoundError`, `AlreadyExistsError`, …) either way.
  */
 export interface KeyAdmin {

@@ -1,14 +1,6 @@
-import {
-  CreateAliasCommand,
-  CreateKeyCommand,
-  DescribeKeyCommand,
-  type KeyMetadata,
-  KMSClient,
-  ScheduleKeyDeletionCommand,
-} from "@aws-sdk/client-kms";
-import { awsKms, toKmsError } from "@kms/aws";
-import { KmsInternalError } from "@kms/core";
-import type { DemoKms, KeyAdmin } from "./kms.ts";
+import { KMSClient } from "@aws-sdk/client-kms";
+import { awsKms } from "@kms/aws";
+import type { DemoKms } from "./kms.ts";
 
 /**
  * The region `kms serve` signs for when AWS_REGION is not set: core's default identity. A
@@ -21,74 +13,10 @@ export class KmsEndpointError extends Error {
   override readonly name = "KmsEndpointError";
 }
 
-/** One SDK call, with the SDK's errors turned into core's, as `awsKms` does for the data plane. */
-async function send<T>(operation: string, call: () => Promise<T>): Promise<T> {
-  try {
-    return await call();
-  } catch (error) {
-    throw toKmsError(error, operation);
-  }
-}
-
-function keyIdOf(operation: string, metadata: KeyMetadata | undefined): string {
-  if (typeof metadata?.KeyId !== "string") {
-    throw new KmsInternalError(`AWS KMS ${operation} answered without KeyMetadata.KeyId`);
-  }
-  return metadata.KeyId;
-}
-
-/**
- * The demo's key management through the AWS SDK, so it works against `kms serve`, @kms/server
- * or AWS KMS alike. @kms/aws covers the data plane only; its `toKmsError` gives these calls
- * the same errors, which the key provisioning in records.ts tells apart.
- */
-class SdkKeyAdmin implements KeyAdmin {
-  readonly #client: KMSClient;
-
-  constructor(client: KMSClient) {
-    this.#client = client;
-  }
-
-  async describeKey(request: { keyId: string }): Promise<{ keyMetadata: { keyId: string } }> {
-    const { KeyMetadata } = await send("DescribeKey", () =>
-      this.#client.send(new DescribeKeyCommand({ KeyId: request.keyId })),
-    );
-    return { keyMetadata: { keyId: keyIdOf("DescribeKey", KeyMetadata) } };
-  }
-
-  async createKey(request: { description: string }): Promise<{ keyMetadata: { keyId: string } }> {
-    const { KeyMetadata } = await send("CreateKey", () =>
-      this.#client.send(new CreateKeyCommand({ Description: request.description })),
-    );
-    return { keyMetadata: { keyId: keyIdOf("CreateKey", KeyMetadata) } };
-  }
-
-  async createAlias(request: { aliasName: string; targetKeyId: string }): Promise<void> {
-    await send("CreateAlias", () =>
-      this.#client.send(
-        new CreateAliasCommand({ AliasName: request.aliasName, TargetKeyId: request.targetKeyId }),
-      ),
-    );
-  }
-
-  async scheduleKeyDeletion(request: {
-    keyId: string;
-    pendingWindowInDays: number;
-  }): Promise<void> {
-    await send("ScheduleKeyDeletion", () =>
-      this.#client.send(
-        new ScheduleKeyDeletionCommand({
-          KeyId: request.keyId,
-          PendingWindowInDays: request.pendingWindowInDays,
-        }),
-      ),
-    );
-  }
-}
-
 /**
  * The KMS server at `endpoint` (`kms serve`, @kms/server, or AWS KMS itself), through one
- * `KMSClient`: the data plane with `awsKms`, key management with the SDK's commands. The
+ * `KMSClient`: `awsKms` serves the data plane and the demo's key management alike, with core's
+ * errors, which the key provisioning in records.ts tells apart. The
  * region is AWS_REGION, else the one `kms serve` uses; the SDK reads the access key from
  * AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY itself.
  * @throws KmsEndpointError when the endpoint is not an http(s) URL or the access key is not set.
@@ -109,9 +37,10 @@ export function remoteKms(endpoint: string): DemoKms {
   }
   const region = process.env.AWS_REGION || DEFAULT_SERVER_REGION;
   const client = new KMSClient({ endpoint, region });
+  const kms = awsKms(client);
   return {
-    crypto: awsKms(client),
-    keys: new SdkKeyAdmin(client),
+    crypto: kms,
+    keys: kms,
     description: `KMS server at ${endpoint} (region ${region}), as ${process.env.AWS_ACCESS_KEY_ID}`,
     async close() {
       client.destroy();

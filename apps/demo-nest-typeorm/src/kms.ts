@@ -29,7 +29,7 @@ export interface DemoKeyMetadata {
 /**
  * The key-management calls the demo makes, narrowed to what it reads of their answers: keys
  * provisioned on first use (describe, create, name), a clinic's key scheduled for deletion and
- * restored. Core's `Kms` is one; remote-kms.ts sends them to a KMS server with the AWS SDK.
+ * restored. Core's `Kms` is one; @kms/aws's `AwsKms` (remote-kms.ts) the other.
  * Every failure is a `KmsError` (`NotFoundError`, `AlreadyExistsError`, …) either way.
  */
 export interface KeyAdmin {

@@ -1,16 +1,6 @@
-import {
-  CancelKeyDeletionCommand,
-  CreateAliasCommand,
-  CreateKeyCommand,
-  DescribeKeyCommand,
-  EnableKeyCommand,
-  type KeyMetadata,
-  KMSClient,
-  ScheduleKeyDeletionCommand,
-} from "@aws-sdk/client-kms";
-import { awsKms, toKmsError } from "@kms/aws";
-import { KmsInternalError } from "@kms/core";
-import type { DemoKeyMetadata, DemoKms, KeyAdmin } from "./kms.ts";
+import { KMSClient } from "@aws-sdk/client-kms";
+import { awsKms } from "@kms/aws";
+import type { DemoKms } from "./kms.ts";
 
 /**
  * The region `kms serve` signs for when AWS_REGION is not set: core's default identity. A
@@ -63,102 +53,6 @@ export function remoteKmsConfigFromEnv(env: NodeJS.ProcessEnv): RemoteKmsConfig 
   };
 }
 
-/** One SDK call, with the SDK's errors turned into core's, as `awsKms` does for the data plane. */
-async function send<T>(operation: string, call: () => Promise<T>): Promise<T> {
-  try {
-    return await call();
-  } catch (error) {
-    throw toKmsError(error, operation);
-  }
-}
-
-function metadataOf(operation: string, metadata: KeyMetadata | undefined): DemoKeyMetadata {
-  const { KeyId: keyId, Arn: arn, KeyState: keyState } = metadata ?? {};
-  if (typeof keyId !== "string" || typeof arn !== "string" || typeof keyState !== "string") {
-    throw new KmsInternalError(
-      `AWS KMS ${operation} answered without KeyMetadata.KeyId, Arn or KeyState`,
-    );
-  }
-  return { keyId, arn, keyState };
-}
-
-/**
- * The demo's key management through the AWS SDK, so it works against `kms serve`, @kms/server
- * or AWS KMS alike. @kms/aws covers the data plane only; its `toKmsError` gives these calls
- * the same errors as the in-process KMS, which ensureKey and the API's problem+json rely on.
- */
-class SdkKeyAdmin implements KeyAdmin {
-  readonly #client: KMSClient;
-
-  constructor(client: KMSClient) {
-    this.#client = client;
-  }
-
-  async describeKey(request: { keyId: string }): Promise<{ keyMetadata: DemoKeyMetadata }> {
-    const { KeyMetadata } = await send("DescribeKey", () =>
-      this.#client.send(new DescribeKeyCommand({ KeyId: request.keyId })),
-    );
-    return { keyMetadata: metadataOf("DescribeKey", KeyMetadata) };
-  }
-
-  async createKey(request: {
-    description: string;
-    keySpec?: "HMAC_256";
-    keyUsage?: "GENERATE_VERIFY_MAC";
-  }): Promise<{ keyMetadata: DemoKeyMetadata }> {
-    const { KeyMetadata } = await send("CreateKey", () =>
-      this.#client.send(
-        new CreateKeyCommand({
-          Description: request.description,
-          KeySpec: request.keySpec,
-          KeyUsage: request.keyUsage,
-        }),
-      ),
-    );
-    return { keyMetadata: metadataOf("CreateKey", KeyMetadata) };
-  }
-
-  async createAlias(request: { aliasName: string; targetKeyId: string }): Promise<void> {
-    await send("CreateAlias", () =>
-      this.#client.send(
-        new CreateAliasCommand({ AliasName: request.aliasName, TargetKeyId: request.targetKeyId }),
-      ),
-    );
-  }
-
-  async scheduleKeyDeletion(request: {
-    keyId: string;
-    pendingWindowInDays: number;
-  }): Promise<{ keyState: string; deletionDate: Date }> {
-    const { KeyState, DeletionDate } = await send("ScheduleKeyDeletion", () =>
-      this.#client.send(
-        new ScheduleKeyDeletionCommand({
-          KeyId: request.keyId,
-          PendingWindowInDays: request.pendingWindowInDays,
-        }),
-      ),
-    );
-    if (typeof KeyState !== "string" || !(DeletionDate instanceof Date)) {
-      throw new KmsInternalError(
-        "AWS KMS ScheduleKeyDeletion answered without KeyState or DeletionDate",
-      );
-    }
-    return { keyState: KeyState, deletionDate: DeletionDate };
-  }
-
-  async cancelKeyDeletion(request: { keyId: string }): Promise<void> {
-    await send("CancelKeyDeletion", () =>
-      this.#client.send(new CancelKeyDeletionCommand({ KeyId: request.keyId })),
-    );
-  }
-
-  async enableKey(request: { keyId: string }): Promise<void> {
-    await send("EnableKey", () =>
-      this.#client.send(new EnableKeyCommand({ KeyId: request.keyId })),
-    );
-  }
-}
-
 /** Which server, region and access key, in words: never the secret. */
 export function remoteKmsDescription(config: RemoteKmsConfig): string {
   return `KMS server at ${config.endpoint} (region ${config.region}), as ${config.accessKeyId}`;
@@ -166,15 +60,17 @@ export function remoteKmsDescription(config: RemoteKmsConfig): string {
 
 /**
  * The KMS server of `config` (`kms serve`, @kms/server, or AWS KMS itself), through one
- * `KMSClient` signing with the configured access key: the data plane with `awsKms`, key
- * management with the SDK's commands. No key store is opened and nothing is written locally.
+ * `KMSClient` signing with the configured access key: `awsKms` serves both the data plane and
+ * the key management the demo does, with core's errors, which ensureKey and the API's
+ * problem+json rely on. No key store is opened and nothing is written locally.
  */
 export function remoteKms(config: RemoteKmsConfig): DemoKms {
   const { endpoint, region, accessKeyId, secretAccessKey } = config;
   const client = new KMSClient({ endpoint, region, credentials: { accessKeyId, secretAccessKey } });
+  const kms = awsKms(client);
   return {
-    crypto: awsKms(client),
-    keys: new SdkKeyAdmin(client),
+    crypto: kms,
+    keys: kms,
     description: remoteKmsDescription(config),
     async close() {
       client.destroy();

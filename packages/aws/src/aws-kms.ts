@@ -1,11 +1,18 @@
 import {
+  CancelKeyDeletionCommand,
+  CreateAliasCommand,
+  CreateKeyCommand,
   DecryptCommand,
+  DescribeKeyCommand,
+  EnableKeyCommand,
   EncryptCommand,
   GenerateDataKeyCommand,
   GenerateDataKeyWithoutPlaintextCommand,
   GenerateMacCommand,
   GetPublicKeyCommand,
   type KMSClient,
+  ScheduleKeyDeletionCommand,
+  type KeyMetadata as SdkKeyMetadata,
   SignCommand,
   VerifyCommand,
   VerifyMacCommand,
@@ -46,6 +53,7 @@ import {
 import { toKmsError } from "./aws-errors.ts";
 import {
   bytes,
+  date,
   flag,
   knownMembers,
   type Members,
@@ -126,6 +134,36 @@ function context(value: EncryptionContext | undefined): Record<string, string> |
 
 function list<T>(value: readonly T[] | undefined): T[] | undefined {
   return value === undefined ? undefined : [...value];
+}
+
+/**
+ * What the key-management calls of {@link AwsKms} read of AWS's KeyMetadata: enough to find, name,
+ * shred and restore a key. `keyState` is AWS's, which has states core does not (`Creating`,
+ * `Unavailable`, …).
+ */
+export interface AwsKeyMetadata {
+  readonly keyId: string;
+  readonly arn: string;
+  readonly keyState: string;
+  readonly enabled: boolean;
+  readonly description: string;
+  readonly deletionDate?: Date;
+}
+
+function keyMetadataOf(operation: string, metadata: SdkKeyMetadata | undefined): AwsKeyMetadata {
+  if (metadata === undefined || metadata === null) {
+    throw new KmsInternalError(`AWS KMS ${operation} response lacks "KeyMetadata"`);
+  }
+  const deletionDate =
+    metadata.DeletionDate === undefined ? undefined : date(operation, metadata, "DeletionDate");
+  return {
+    keyId: text(operation, metadata, "KeyId"),
+    arn: text(operation, metadata, "Arn"),
+    keyState: text(operation, metadata, "KeyState"),
+    enabled: flag(operation, metadata, "Enabled"),
+    description: optionalText(operation, metadata, "Description") ?? "",
+    ...(deletionDate === undefined ? {} : { deletionDate }),
+  };
 }
 
 /**
@@ -459,6 +497,115 @@ export class AwsKms implements KmsLike {
       ...(signingAlgorithms === undefined ? {} : { signingAlgorithms }),
       ...(keyAgreementAlgorithms === undefined ? {} : { keyAgreementAlgorithms }),
     };
+  }
+
+  /**
+   * AWS KMS DescribeKey (key id, key ARN, alias name or alias ARN).
+   * @throws NotFoundException, AccessDeniedException, KMSInternalException.
+   */
+  async describeKey(request: { readonly keyId: string }): Promise<{ keyMetadata: AwsKeyMetadata }> {
+    assertRequest(request);
+    const op = "DescribeKey";
+    const out = await this.#call(op, (o) =>
+      this.#client.send(new DescribeKeyCommand({ KeyId: request.keyId }), o),
+    );
+    return { keyMetadata: keyMetadataOf(op, out.KeyMetadata) };
+  }
+
+  /**
+   * AWS KMS CreateKey, with the caller's default key policy.
+   * @throws ValidationException, LimitExceededException, AccessDeniedException,
+   *   KMSInternalException.
+   */
+  async createKey(
+    request: {
+      readonly description?: string;
+      readonly keySpec?: KeySpec;
+      readonly keyUsage?: KeyUsage;
+    } = {},
+  ): Promise<{ keyMetadata: AwsKeyMetadata }> {
+    assertRequest(request);
+    const op = "CreateKey";
+    const out = await this.#call(op, (o) =>
+      this.#client.send(
+        new CreateKeyCommand({
+          Description: request.description,
+          KeySpec: request.keySpec,
+          KeyUsage: request.keyUsage,
+        }),
+        o,
+      ),
+    );
+    return { keyMetadata: keyMetadataOf(op, out.KeyMetadata) };
+  }
+
+  /**
+   * AWS KMS CreateAlias.
+   * @throws AlreadyExistsException, NotFoundException, ValidationException,
+   *   AccessDeniedException, KMSInternalException.
+   */
+  async createAlias(request: {
+    readonly aliasName: string;
+    readonly targetKeyId: string;
+  }): Promise<void> {
+    assertRequest(request);
+    await this.#call("CreateAlias", (o) =>
+      this.#client.send(
+        new CreateAliasCommand({ AliasName: request.aliasName, TargetKeyId: request.targetKeyId }),
+        o,
+      ),
+    );
+  }
+
+  /**
+   * AWS KMS ScheduleKeyDeletion. AWS takes a key id or ARN here, not an alias.
+   * @throws NotFoundException, KMSInvalidStateException, ValidationException,
+   *   AccessDeniedException, KMSInternalException.
+   */
+  async scheduleKeyDeletion(request: {
+    readonly keyId: string;
+    readonly pendingWindowInDays?: number;
+  }): Promise<{ keyId: string; keyState: string; deletionDate: Date }> {
+    assertRequest(request);
+    const op = "ScheduleKeyDeletion";
+    const out = await this.#call(op, (o) =>
+      this.#client.send(
+        new ScheduleKeyDeletionCommand({
+          KeyId: request.keyId,
+          PendingWindowInDays: request.pendingWindowInDays,
+        }),
+        o,
+      ),
+    );
+    return {
+      keyId: text(op, out, "KeyId"),
+      keyState: text(op, out, "KeyState"),
+      deletionDate: date(op, out, "DeletionDate"),
+    };
+  }
+
+  /**
+   * AWS KMS CancelKeyDeletion; the key is left Disabled, as in AWS.
+   * @throws NotFoundException, KMSInvalidStateException, AccessDeniedException,
+   *   KMSInternalException.
+   */
+  async cancelKeyDeletion(request: { readonly keyId: string }): Promise<void> {
+    assertRequest(request);
+    await this.#call("CancelKeyDeletion", (o) =>
+      this.#client.send(new CancelKeyDeletionCommand({ KeyId: request.keyId }), o),
+    );
+  }
+
+  /**
+   * AWS KMS EnableKey.
+   * @throws NotFoundException, KMSInvalidStateException, AccessDeniedException,
+   *   KMSInternalException.
+   */
+  async enableKey(request: { readonly keyId: string }): Promise<void> {
+    assertRequest(request);
+    await this.#call("EnableKey", (o) =>
+      this.#client.send(new EnableKeyCommand({ KeyId: request.keyId }), o),
+    );
   }
 
   /** Sends one command, bounded by `timeoutMs`, with every failure mapped to a KmsError. */

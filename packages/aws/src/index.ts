@@ -1,2 +1,2 @@
 export { toKmsError } from "./aws-errors.ts";
-export { AwsKms, type AwsKmsOptions, awsKms } from "./aws-kms.ts";
+export { type AwsKeyMetadata, AwsKms, type AwsKmsOptions, awsKms } from "./aws-kms.ts";

@@ -8,6 +8,7 @@ import type { AddressInfo } from "node:net";
 import { KMSClient } from "@aws-sdk/client-kms";
 import {
   AccessDeniedError,
+  AlreadyExistsError,
   createKms,
   DisabledError,
   decryptMessage,
@@ -18,6 +19,7 @@ import {
   InvalidMacError,
   isKmsError,
   type Kms,
+  KmsInternalError,
   KmsKeyring,
   MemoryDataKeyStore,
   NotFoundError,
@@ -236,5 +238,73 @@ describe("the message format and HTTP signatures over the wire", () => {
         mac: new Uint8Array(32),
       }),
     ).rejects.toBeInstanceOf(InvalidMacError);
+  });
+});
+
+describe("key management over the wire", () => {
+  it("creates, names, describes, shreds and restores a key; answers in core's errors", async () => {
+    const app = remote("AKIAAPP0000000000001");
+    const { keyMetadata } = await app.createKey({ description: "clinic a" });
+    expect(keyMetadata).toMatchObject({
+      keyState: "Enabled",
+      enabled: true,
+      description: "clinic a",
+    });
+    expect(keyMetadata.arn).toMatch(new RegExp(`:key/${keyMetadata.keyId}$`));
+
+    const aliasName = `alias/over-the-wire-${keyMetadata.keyId.slice(0, 8)}`;
+    await app.createAlias({ aliasName, targetKeyId: keyMetadata.keyId });
+    expect((await app.describeKey({ keyId: aliasName })).keyMetadata.keyId).toBe(keyMetadata.keyId);
+    await expect(
+      app.createAlias({ aliasName, targetKeyId: keyMetadata.keyId }),
+    ).rejects.toBeInstanceOf(AlreadyExistsError);
+
+    const scheduled = await app.scheduleKeyDeletion({
+      keyId: keyMetadata.keyId,
+      pendingWindowInDays: 7,
+    });
+    expect(scheduled).toMatchObject({ keyId: keyMetadata.arn, keyState: "PendingDeletion" });
+    expect(scheduled.deletionDate).toBeInstanceOf(Date);
+    const pending = (await app.describeKey({ keyId: keyMetadata.keyId })).keyMetadata;
+    expect(pending).toMatchObject({ keyState: "PendingDeletion", enabled: false });
+    expect(pending.deletionDate?.getTime()).toBe(scheduled.deletionDate.getTime());
+
+    await app.cancelKeyDeletion({ keyId: keyMetadata.keyId });
+    expect((await kms.describeKey({ keyId: keyMetadata.keyId })).keyMetadata.keyState).toBe(
+      "Disabled",
+    );
+    await app.enableKey({ keyId: keyMetadata.keyId });
+    expect((await app.describeKey({ keyId: keyMetadata.keyId })).keyMetadata.keyState).toBe(
+      "Enabled",
+    );
+    await expect(app.describeKey({ keyId: "alias/none" })).rejects.toBeInstanceOf(NotFoundError);
+  });
+
+  it("a principal the key policy denies gets AccessDeniedError, and nothing changes", async () => {
+    const keyId = await appOnlyKey();
+    const auditor = remote("AKIAAUDITOR000000001");
+    await expect(
+      auditor.scheduleKeyDeletion({ keyId, pendingWindowInDays: 7 }),
+    ).rejects.toBeInstanceOf(AccessDeniedError);
+    expect((await kms.describeKey({ keyId })).keyMetadata.keyState).toBe("Enabled");
+  });
+});
+
+describe("key management answers that are not AWS KMS's", () => {
+  const answering = (output: object) =>
+    awsKms({ send: async () => output } as unknown as KMSClient);
+
+  it("a DescribeKey without KeyMetadata or its members is KmsInternalError", async () => {
+    for (const output of [{}, { KeyMetadata: { KeyId: "k", Arn: "a", Enabled: true } }]) {
+      await expect(answering(output).describeKey({ keyId: "k" })).rejects.toBeInstanceOf(
+        KmsInternalError,
+      );
+    }
+  });
+
+  it("a ScheduleKeyDeletion without a DeletionDate is KmsInternalError", async () => {
+    await expect(
+      answering({ KeyId: "k", KeyState: "PendingDeletion" }).scheduleKeyDeletion({ keyId: "k" }),
+    ).rejects.toBeInstanceOf(KmsInternalError);
   });
 });

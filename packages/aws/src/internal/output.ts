@@ -130,3 +130,16 @@ export function knownMembers<T extends object, U extends string>(
   if (!Array.isArray(value)) throw mistyped(operation, member, "a list");
   return value.filter((entry): entry is U => isMember(table, entry));
 }
+
+export function date<T extends object>(
+  operation: string,
+  output: T,
+  member: MembersOf<T, Date>,
+): Date {
+  const value: unknown = output[member];
+  if (value === undefined || value === null) throw missing(operation, member);
+  if (!(value instanceof Date) || Number.isNaN(value.getTime())) {
+    throw mistyped(operation, member, "a date");
+  }
+  return value;
+}
