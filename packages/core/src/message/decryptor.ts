@@ -37,7 +37,11 @@ export class MessageDecryptor {
   readonly #options: DecryptStreamOptions;
   readonly #maxEdks: number;
   #state: State = "header";
+  /** Header bytes received so far: the first `#headerFill` bytes of a buffer grown by doubling. */
   #headerBytes: Uint8Array = new Uint8Array(0);
+  #headerFill = 0;
+  /** How many bytes the header holds at least, as of the last parse. */
+  #headerNeeded = 0;
   readonly #queue = new ByteQueue();
   #header: MessageHeader | undefined;
   #key: KeyObject | undefined;
@@ -111,7 +115,7 @@ export class MessageDecryptor {
     if (this.#state !== "header") throw new ValidationError("decryptWhole must be the only call");
     try {
       const parsed = parseHeader(message, this.#maxEdks);
-      if (parsed === undefined) throw invalidMessage();
+      if (parsed.header === undefined) throw invalidMessage();
       await this.#openHeader(parsed.header);
       this.#header = parsed.header;
       this.#state = "body";
@@ -262,15 +266,23 @@ export class MessageDecryptor {
   }
 
   async #readHeader(chunk: Uint8Array): Promise<void> {
-    const bytes =
-      this.#headerBytes.length === 0 ? chunk : Buffer.concat([this.#headerBytes, chunk]);
+    let bytes: Uint8Array;
+    if (this.#headerFill === 0) {
+      bytes = chunk;
+    } else {
+      this.#appendHeaderBytes(chunk);
+      if (this.#headerFill < this.#headerNeeded) return;
+      bytes = this.#headerBytes.subarray(0, this.#headerFill);
+    }
     const parsed = parseHeader(bytes, this.#maxEdks);
-    if (parsed === undefined) {
+    if (parsed.header === undefined) {
+      this.#headerNeeded = parsed.needed;
       // Copy: the caller may reuse its chunk buffer once we return.
-      this.#headerBytes = bytes === chunk ? new Uint8Array(chunk) : bytes;
+      if (bytes === chunk) this.#appendHeaderBytes(chunk);
       return;
     }
     this.#headerBytes = new Uint8Array(0);
+    this.#headerFill = 0;
     const header = parsed.header;
     // Like every stream consumer, the queue keeps views of input chunks until it consumes them
     // (callers must not reuse a chunk's buffer after writing it).
@@ -279,6 +291,20 @@ export class MessageDecryptor {
     this.#header = header;
     this.#state = "body";
     this.#options.onHeader?.(this.info!);
+  }
+
+  /** Appends to the header buffer, doubling its capacity, so a header in small chunks is copied O(1) times per byte. */
+  #appendHeaderBytes(chunk: Uint8Array): void {
+    const fill = this.#headerFill;
+    if (fill + chunk.length > this.#headerBytes.length) {
+      const grown = new Uint8Array(
+        Math.max(fill + chunk.length, this.#headerNeeded, 2 * fill, 256),
+      );
+      grown.set(this.#headerBytes.subarray(0, fill));
+      this.#headerBytes = grown;
+    }
+    this.#headerBytes.set(chunk, fill);
+    this.#headerFill = fill + chunk.length;
   }
 
   async #openHeader(header: MessageHeader): Promise<void> {

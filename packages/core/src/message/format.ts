@@ -170,31 +170,35 @@ export function encodeHeader(fields: HeaderFields, key: KeyObject): Buffer {
   return out;
 }
 
+/** A parsed header and its length, or how many bytes the header needs at least. */
+export type HeaderParse =
+  | { readonly header: MessageHeader; readonly length: number }
+  | { readonly header: undefined; readonly needed: number };
+
 /**
- * Parses a header from the start of `bytes`. Returns undefined when more bytes are needed, so a
- * stream can call it again as data arrives. Nothing in the result is authenticated yet.
+ * Parses a header from the start of `bytes`. When more bytes are needed it says how many the
+ * header holds at least (a bound that grows as length fields are read), so a stream calls it
+ * again only once that many arrived, not once per chunk. Nothing in the result is authenticated.
  * @throws InvalidCiphertextException for a malformed header; AccessDeniedException when it
  *   carries more than `maxEncryptedDataKeys` copies (checked before they are read).
  */
-export function parseHeader(
-  bytes: Uint8Array,
-  maxEncryptedDataKeys: number,
-): { header: MessageHeader; length: number } | undefined {
+export function parseHeader(bytes: Uint8Array, maxEncryptedDataKeys: number): HeaderParse {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   let at = 0;
   const have = (n: number): boolean => at + n <= bytes.length;
-  if (!have(3)) return undefined;
+  const short = (n: number): HeaderParse => ({ header: undefined, needed: at + n });
+  if (!have(3)) return short(3);
   if (bytes[0] !== MESSAGE_FORMAT_VERSION) throw invalidMessage();
   const suiteId = view.getUint16(1);
   const suite = SUITES.find((s) => s.id === suiteId);
   if (suite === undefined) throw invalidMessage();
   at = 3;
-  if (!have(MESSAGE_ID_LENGTH + 2)) return undefined;
+  if (!have(MESSAGE_ID_LENGTH + 2)) return short(MESSAGE_ID_LENGTH + 2);
   const messageId = bytes.subarray(at, at + MESSAGE_ID_LENGTH);
   at += MESSAGE_ID_LENGTH;
   const contextLength = view.getUint16(at);
   at += 2;
-  if (!have(contextLength + 2)) return undefined;
+  if (!have(contextLength + 2)) return short(contextLength + 2);
   const encryptionContextBytes = bytes.subarray(at, at + contextLength);
   at += contextLength;
   const count = view.getUint16(at);
@@ -205,29 +209,39 @@ export function parseHeader(
       `the message carries ${count} encrypted data keys; the decrypt policy allows at most ${maxEncryptedDataKeys}`,
     );
   }
-  const encryptedDataKeys: EncryptedDataKey[] = [];
-  const decoder = UTF8;
+  // Lengths first, without decoding or allocating: a stream calls this again as bytes arrive,
+  // and each incomplete call then costs a walk over the length fields, not over the bytes.
+  const firstKey = at;
   for (let i = 0; i < count; i++) {
-    const parts: Uint8Array[] = [];
     for (let p = 0; p < 3; p++) {
-      if (!have(2)) return undefined;
+      if (!have(2)) return short(2);
       const n = view.getUint16(at);
       at += 2;
-      if (!have(n)) return undefined;
-      parts.push(bytes.subarray(at, at + n));
+      if (!have(n)) return short(n);
       at += n;
     }
-    try {
-      encryptedDataKeys.push({
-        providerId: decoder.decode(parts[0]),
-        providerInfo: decoder.decode(parts[1]),
-        ciphertext: parts[2]!,
-      });
-    } catch (cause) {
-      throw invalidMessage(cause);
-    }
   }
-  if (!have(4 + COMMITMENT_LENGTH + TAG_LENGTH)) return undefined;
+  if (!have(4 + COMMITMENT_LENGTH + TAG_LENGTH)) return short(4 + COMMITMENT_LENGTH + TAG_LENGTH);
+  const keysEnd = at;
+  const encryptedDataKeys: EncryptedDataKey[] = [];
+  at = firstKey;
+  const part = (): Uint8Array => {
+    const n = view.getUint16(at);
+    at += 2 + n;
+    return bytes.subarray(at - n, at);
+  };
+  try {
+    for (let i = 0; i < count; i++) {
+      encryptedDataKeys.push({
+        providerId: UTF8.decode(part()),
+        providerInfo: UTF8.decode(part()),
+        ciphertext: part(),
+      });
+    }
+  } catch (cause) {
+    throw invalidMessage(cause);
+  }
+  at = keysEnd;
   const frameLength = view.getUint32(at);
   at += 4;
   if (frameLength === 0 || frameLength > MAX_FRAME_LENGTH) throw invalidMessage();
