@@ -63,6 +63,9 @@ const ERROR_CLASSES: {
   ValidationException: ValidationError,
 };
 
+/** The message the SDK gives an exception whose response had none. */
+const SDK_NO_MESSAGE = "UnknownError";
+
 /** What the SDK throws for an error response: a ServiceException named after `__type`. */
 interface ServiceException extends Error {
   readonly $fault: "client" | "server";
@@ -84,7 +87,7 @@ function isServiceException(error: unknown): error is ServiceException {
  * - An AWS exception core has a class for (NotFoundException, DisabledException,
  *   KMSInvalidStateException, InvalidCiphertextException, AccessDeniedException,
  *   ValidationException, KMSInvalidSignatureException, …) becomes that class, with the same
- *   `code` and AWS's message.
+ *   `code` and AWS's message, or `AWS KMS <operation> failed with <name>` when AWS sent none.
  * - Any other AWS exception (DependencyTimeoutException, KeyUnavailableException,
  *   CustomKeyStore*, ThrottlingException, …) becomes KmsInternalError whose message names it.
  * - Anything else (network, credentials, an unreadable response) becomes KmsInternalError
@@ -95,14 +98,19 @@ export function toKmsError(error: unknown, operation = "request"): KmsError {
   if (isKmsError(error)) return error;
   if (isServiceException(error)) {
     const name = error.name;
+    const failed = `AWS KMS ${operation} failed with ${name}`;
+    // AWS sends some exceptions without a message (InvalidCiphertextException,
+    // KMSInvalidSignatureException), and the SDK fills in its placeholder.
+    const message =
+      error.message === SDK_NO_MESSAGE || error.message === "" ? undefined : error.message;
     if (Object.hasOwn(ERROR_CLASSES, name)) {
       const ErrorClass = ERROR_CLASSES[name as keyof typeof ERROR_CLASSES];
-      return new ErrorClass(error.message, { cause: error });
+      return new ErrorClass(message ?? failed, { cause: error });
     }
     // These are AWS-side faults or quotas the caller cannot fix by changing the request, and
     // the SDK has already retried the retryable ones; one class keeps adapters' handling
     // (isKmsError, clientFault false → an opaque 500) unchanged.
-    return new KmsInternalError(`AWS KMS ${operation} failed with ${name}: ${error.message}`, {
+    return new KmsInternalError(message === undefined ? failed : `${failed}: ${message}`, {
       cause: error,
     });
   }

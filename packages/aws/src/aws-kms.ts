@@ -22,7 +22,6 @@ import {
   type DecryptRequest,
   type DecryptResponse,
   type EncryptionAlgorithm,
-  type EncryptionContext,
   type EncryptRequest,
   type EncryptResponse,
   type GenerateDataKeyRequest,
@@ -51,6 +50,7 @@ import {
   type VerifyResponse,
 } from "@kms/core";
 import { toKmsError } from "./aws-errors.ts";
+import { assertRequest, blob, context, describe, grantTokens } from "./internal/input.ts";
 import {
   bytes,
   date,
@@ -59,8 +59,8 @@ import {
   type Members,
   oneOf,
   optionalText,
-  secretBytes,
   text,
+  wipe,
 } from "./internal/output.ts";
 
 export interface AwsKmsOptions {
@@ -116,26 +116,6 @@ interface SendOptions {
   readonly abortSignal?: AbortSignal;
 }
 
-function assertRequest(request: unknown): void {
-  if (request === null || typeof request !== "object") {
-    throw new ValidationError(`"request" expected an object, got ${describe(request)}`);
-  }
-}
-
-function describe(value: unknown): string {
-  return value === null ? "null" : typeof value;
-}
-
-// The SDK models take mutable arrays and records; copies also keep the caller's objects out of
-// the SDK's hands. Encryption context keys are user data and are copied verbatim.
-function context(value: EncryptionContext | undefined): Record<string, string> | undefined {
-  return value === undefined ? undefined : { ...value };
-}
-
-function list<T>(value: readonly T[] | undefined): T[] | undefined {
-  return value === undefined ? undefined : [...value];
-}
-
 /**
  * What the key-management calls of {@link AwsKms} read of AWS's KeyMetadata: enough to find, name,
  * shred and restore a key. `keyState` is AWS's, which has states core does not (`Creating`,
@@ -177,7 +157,9 @@ function keyMetadataOf(operation: string, metadata: SdkKeyMetadata | undefined):
  * own request id (in the SDK error's `$metadata` for failures, and in CloudTrail).
  *
  * Errors are @kms/core's classes (see {@link toKmsError}); a response lacking a member core's
- * response type requires fails with KmsInternalError.
+ * response type requires fails with KmsInternalError. Request members the SDK's serializer would
+ * alter (an encryption context pair whose value is not a string, a blob that is not a
+ * Uint8Array, a grant token that is not a string) are refused first with ValidationException.
  */
 export class AwsKms implements KmsLike {
   readonly #client: KMSClient;
@@ -217,10 +199,10 @@ export class AwsKms implements KmsLike {
       this.#client.send(
         new EncryptCommand({
           KeyId: request.keyId,
-          Plaintext: request.plaintext,
+          Plaintext: blob("plaintext", request.plaintext),
           EncryptionContext: context(request.encryptionContext),
           EncryptionAlgorithm: request.encryptionAlgorithm,
-          GrantTokens: list(request.grantTokens),
+          GrantTokens: grantTokens(request.grantTokens),
           DryRun: request.dryRun,
         }),
         o,
@@ -246,27 +228,31 @@ export class AwsKms implements KmsLike {
     const out = await this.#call(op, (o) =>
       this.#client.send(
         new DecryptCommand({
-          CiphertextBlob: request.ciphertextBlob,
+          CiphertextBlob: blob("ciphertextBlob", request.ciphertextBlob),
           EncryptionContext: context(request.encryptionContext),
           KeyId: request.keyId,
           EncryptionAlgorithm: request.encryptionAlgorithm,
-          GrantTokens: list(request.grantTokens),
+          GrantTokens: grantTokens(request.grantTokens),
           DryRun: request.dryRun,
         }),
         o,
       ),
     );
-    const keyId = text(op, out, "KeyId");
-    const encryptionAlgorithm = oneOf(op, out, "EncryptionAlgorithm", ENCRYPTION_ALGORITHMS);
-    const keyMaterialId = optionalText(op, out, "KeyMaterialId");
-    // Last, so that a malformed response fails before the plaintext is copied anywhere.
-    const plaintext = secretBytes(op, out, "Plaintext");
-    return {
-      plaintext,
-      keyId,
-      encryptionAlgorithm,
-      ...(keyMaterialId === undefined ? {} : { keyMaterialId }),
-    };
+    try {
+      const keyId = text(op, out, "KeyId");
+      const encryptionAlgorithm = oneOf(op, out, "EncryptionAlgorithm", ENCRYPTION_ALGORITHMS);
+      const keyMaterialId = optionalText(op, out, "KeyMaterialId");
+      // Last, so that a malformed response fails before the plaintext is copied anywhere.
+      const plaintext = bytes(op, out, "Plaintext");
+      return {
+        plaintext,
+        keyId,
+        encryptionAlgorithm,
+        ...(keyMaterialId === undefined ? {} : { keyMaterialId }),
+      };
+    } finally {
+      wipe(out, "Plaintext");
+    }
   }
 
   /**
@@ -287,28 +273,32 @@ export class AwsKms implements KmsLike {
           KeySpec: request.keySpec,
           NumberOfBytes: request.numberOfBytes,
           EncryptionContext: context(request.encryptionContext),
-          GrantTokens: list(request.grantTokens),
+          GrantTokens: grantTokens(request.grantTokens),
           DryRun: request.dryRun,
         }),
         o,
       ),
     );
-    const ciphertextBlob = bytes(op, out, "CiphertextBlob");
-    const keyId = text(op, out, "KeyId");
-    const plaintext = secretBytes(op, out, "Plaintext");
-    const expected =
-      request.numberOfBytes ??
-      (request.keySpec === undefined ? undefined : DATA_KEY_BYTES[request.keySpec]);
-    // A short key from a faulty or hostile endpoint would silently weaken everything sealed
-    // under it; AWS never answers with another length.
-    if (expected !== undefined && plaintext.length !== expected) {
-      const got = plaintext.length;
-      plaintext.fill(0);
-      throw new KmsInternalError(
-        `AWS KMS ${op} returned a ${got}-byte data key; ${expected} bytes were requested`,
-      );
+    try {
+      const ciphertextBlob = bytes(op, out, "CiphertextBlob");
+      const keyId = text(op, out, "KeyId");
+      const plaintext = bytes(op, out, "Plaintext");
+      const expected =
+        request.numberOfBytes ??
+        (request.keySpec === undefined ? undefined : DATA_KEY_BYTES[request.keySpec]);
+      // A short key from a faulty or hostile endpoint would silently weaken everything sealed
+      // under it; AWS never answers with another length.
+      if (expected !== undefined && plaintext.length !== expected) {
+        const got = plaintext.length;
+        plaintext.fill(0);
+        throw new KmsInternalError(
+          `AWS KMS ${op} returned a ${got}-byte data key; ${expected} bytes were requested`,
+        );
+      }
+      return { ciphertextBlob, plaintext, keyId };
+    } finally {
+      wipe(out, "Plaintext");
     }
-    return { ciphertextBlob, plaintext, keyId };
   }
 
   /** AWS KMS GenerateDataKeyWithoutPlaintext. @throws as encrypt. */
@@ -325,7 +315,7 @@ export class AwsKms implements KmsLike {
           KeySpec: request.keySpec,
           NumberOfBytes: request.numberOfBytes,
           EncryptionContext: context(request.encryptionContext),
-          GrantTokens: list(request.grantTokens),
+          GrantTokens: grantTokens(request.grantTokens),
           DryRun: request.dryRun,
         }),
         o,
@@ -346,10 +336,10 @@ export class AwsKms implements KmsLike {
       this.#client.send(
         new SignCommand({
           KeyId: request.keyId,
-          Message: request.message,
+          Message: blob("message", request.message),
           MessageType: request.messageType,
           SigningAlgorithm: request.signingAlgorithm,
-          GrantTokens: list(request.grantTokens),
+          GrantTokens: grantTokens(request.grantTokens),
         }),
         o,
       ),
@@ -373,11 +363,11 @@ export class AwsKms implements KmsLike {
       this.#client.send(
         new VerifyCommand({
           KeyId: request.keyId,
-          Message: request.message,
+          Message: blob("message", request.message),
           MessageType: request.messageType,
-          Signature: request.signature,
+          Signature: blob("signature", request.signature),
           SigningAlgorithm: request.signingAlgorithm,
-          GrantTokens: list(request.grantTokens),
+          GrantTokens: grantTokens(request.grantTokens),
         }),
         o,
       ),
@@ -407,9 +397,9 @@ export class AwsKms implements KmsLike {
       this.#client.send(
         new GenerateMacCommand({
           KeyId: request.keyId,
-          Message: request.message,
+          Message: blob("message", request.message),
           MacAlgorithm: request.macAlgorithm,
-          GrantTokens: list(request.grantTokens),
+          GrantTokens: grantTokens(request.grantTokens),
         }),
         o,
       ),
@@ -433,10 +423,10 @@ export class AwsKms implements KmsLike {
       this.#client.send(
         new VerifyMacCommand({
           KeyId: request.keyId,
-          Message: request.message,
+          Message: blob("message", request.message),
           MacAlgorithm: request.macAlgorithm,
-          Mac: request.mac,
-          GrantTokens: list(request.grantTokens),
+          Mac: blob("mac", request.mac),
+          GrantTokens: grantTokens(request.grantTokens),
         }),
         o,
       ),
@@ -464,7 +454,10 @@ export class AwsKms implements KmsLike {
     const op = "GetPublicKey";
     const out = await this.#call(op, (o) =>
       this.#client.send(
-        new GetPublicKeyCommand({ KeyId: request.keyId, GrantTokens: list(request.grantTokens) }),
+        new GetPublicKeyCommand({
+          KeyId: request.keyId,
+          GrantTokens: grantTokens(request.grantTokens),
+        }),
         o,
       ),
     );
@@ -631,10 +624,19 @@ export class AwsKms implements KmsLike {
         reject(error);
       }, timeoutMs);
     });
+    let sent: Promise<T> | undefined;
     try {
-      return await Promise.race([send({ abortSignal: controller.signal }), deadline]);
+      sent = send({ abortSignal: controller.signal });
+      return await Promise.race([sent, deadline]);
     } catch (error) {
-      throw controller.signal.aborted ? controller.signal.reason : toKmsError(error, operation);
+      if (!controller.signal.aborted) throw toKmsError(error, operation);
+      // An answer that still arrives is dropped: its plaintext or data key is wiped, as it
+      // would have been in time.
+      sent?.then(
+        (output) => wipe(output, "Plaintext"),
+        () => {},
+      );
+      throw controller.signal.reason;
     } finally {
       clearTimeout(timer);
     }

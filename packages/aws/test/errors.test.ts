@@ -1,6 +1,8 @@
 /**
  * Error mapping and malformed answers, from canned AWS responses through the real SDK.
  */
+
+import type { KMSClient } from "@aws-sdk/client-kms";
 import {
   AccessDeniedError,
   AlreadyExistsError,
@@ -105,6 +107,26 @@ describe("AWS exceptions core has a class for", () => {
     expect(error).toBeInstanceOf(NotFoundError);
     expect(error.message).toBe("Key 'x' does not exist");
   });
+});
+
+describe("AWS exceptions without a message", () => {
+  // AWS answers a failed decryption with {"__type":"InvalidCiphertextException"} and nothing
+  // else; the SDK then gives the exception its placeholder message "UnknownError".
+  it.each([
+    ["InvalidCiphertextException", InvalidCiphertextError, 400],
+    ["KMSInvalidSignatureException", InvalidSignatureError, 400],
+    ["ThrottlingException", KmsInternalError, 400],
+    ["DependencyTimeoutException", KmsInternalError, 503],
+  ] as const)(
+    "%s → the message names the operation and the exception",
+    async (type, ErrorClass, status) => {
+      const { kms } = answering({ status, body: { __type: type } });
+      const error = await failure(kms.decrypt({ ciphertextBlob: SECRET }));
+      expect(error).toBeInstanceOf(ErrorClass);
+      expect(error.message).toBe(`AWS KMS Decrypt failed with ${type}`);
+      expect((error.cause as Error).name).toBe(type);
+    },
+  );
 });
 
 describe("AWS exceptions core has no class for", () => {
@@ -321,6 +343,111 @@ describe("malformed answers", () => {
     );
     expect(error).toBeInstanceOf(KmsInternalError);
     expect(error.message).toMatch(new RegExp(`returned a ${got}-byte data key`));
+  });
+});
+
+/** The outputs the SDK hands back, as the client's middleware sees them. */
+function sdkOutputs(client: KMSClient): Record<string, unknown>[] {
+  const outputs: Record<string, unknown>[] = [];
+  client.middlewareStack.add(
+    (next) => async (args) => {
+      const result = await next(args);
+      outputs.push(result.output as unknown as Record<string, unknown>);
+      return result;
+    },
+    { step: "initialize", name: "sdkOutputs" },
+  );
+  return outputs;
+}
+
+const zeroed = (value: unknown): boolean =>
+  value instanceof Uint8Array && value.length > 0 && value.every((byte) => byte === 0);
+
+describe("the SDK's copy of a plaintext or data key", () => {
+  const cases: [string, (kms: AwsKms) => Promise<unknown>, Record<string, unknown>][] = [
+    ["Decrypt", CALLS.Decrypt![0], DECRYPT_OK],
+    ["GenerateDataKey", CALLS.GenerateDataKey![0], DATA_KEY_OK],
+  ];
+
+  it.each(cases)("%s: is zeroed after a good answer", async (_, call, ok) => {
+    const stub = new StubEndpoint();
+    stub.answer = () => ({ status: 200, body: ok });
+    const client = stub.client();
+    const outputs = sdkOutputs(client);
+    const response = (await call(awsKms(client))) as { plaintext: Uint8Array };
+    expect(response.plaintext).toEqual(SECRET);
+    expect(zeroed(outputs[0]?.Plaintext)).toBe(true);
+  });
+
+  it.each(
+    cases.flatMap(([operation, call, ok]) =>
+      REQUIRED.filter(([op, member]) => op === operation && member !== "Plaintext").map(
+        ([, member]): [string, string, typeof call, Record<string, unknown>] => [
+          operation,
+          member,
+          call,
+          ok,
+        ],
+      ),
+    ),
+  )("%s without %s: is zeroed too", async (_, member, call, ok) => {
+    const { [member]: _dropped, ...body } = ok;
+    const stub = new StubEndpoint();
+    stub.answer = () => ({ status: 200, body });
+    const client = stub.client();
+    const outputs = sdkOutputs(client);
+    await expect(call(awsKms(client))).rejects.toBeInstanceOf(KmsInternalError);
+    expect(zeroed(outputs[0]?.Plaintext)).toBe(true);
+  });
+
+  it("as Buffers (a mocked client, an SDK with a custom base64Decoder): the caller's copy is not zeroed", async () => {
+    // Buffer#slice is a view: a "copy" made with it was zeroed with the SDK's, and the caller
+    // sealed data under an all-zero data key.
+    const client = {
+      send: async () => ({
+        CiphertextBlob: Buffer.from(SECRET),
+        Plaintext: Buffer.from(SECRET),
+        KeyId: KEY_ARN,
+        EncryptionAlgorithm: "SYMMETRIC_DEFAULT",
+      }),
+    };
+    const kms = awsKms(client as unknown as KMSClient);
+    for (const response of [
+      await kms.generateDataKey({ keyId: "k", keySpec: "AES_256" }),
+      await kms.decrypt({ ciphertextBlob: SECRET }),
+    ]) {
+      expect(response.plaintext).toEqual(SECRET);
+      expect(response.plaintext.constructor).toBe(Uint8Array);
+      expect(response.plaintext.buffer.byteLength).toBe(SECRET.length);
+    }
+  });
+
+  it("a data key of the wrong length: is zeroed too", async () => {
+    const stub = new StubEndpoint();
+    stub.answer = () => ({
+      status: 200,
+      body: { ...DATA_KEY_OK, Plaintext: b64(SECRET.subarray(0, 16)) },
+    });
+    const client = stub.client();
+    const outputs = sdkOutputs(client);
+    await expect(CALLS.GenerateDataKey![0](awsKms(client))).rejects.toThrow(/16-byte data key/);
+    expect(zeroed(outputs[0]?.Plaintext)).toBe(true);
+  });
+
+  it("an answer arriving after timeoutMs: is zeroed when it arrives", async () => {
+    const stub = new StubEndpoint();
+    let release: (answer: Answer) => void = () => {};
+    stub.answer = () =>
+      new Promise<Answer>((resolve) => {
+        release = resolve;
+      });
+    const client = stub.client();
+    const outputs = sdkOutputs(client);
+    const error = await failure(CALLS.Decrypt![0](awsKms(client, { timeoutMs: 20 })));
+    expect(error.message).toBe("AWS KMS Decrypt did not complete within 20 ms");
+    release({ status: 200, body: DECRYPT_OK });
+    await expect.poll(() => outputs.length).toBe(1);
+    await expect.poll(() => zeroed(outputs[0]?.Plaintext)).toBe(true);
   });
 });
 

@@ -66,29 +66,28 @@ function sdkBytes<T extends object>(
 
 /**
  * A blob, copied: the SDK decodes base64 into views of a shared pool buffer, so `.buffer` of
- * its arrays exposes other decoded bytes; core's responses own their bytes.
+ * its arrays exposes other decoded bytes; core's responses own their bytes. `new Uint8Array`
+ * rather than `.slice()`: a Buffer (from a mocked client or a custom `base64Decoder`) slices
+ * into a view of the same memory, which {@link wipe} would then zero under the caller.
  */
 export function bytes<T extends object>(
   operation: string,
   output: T,
   member: MembersOf<T, Uint8Array>,
 ): Uint8Array {
-  return sdkBytes(operation, output, member).slice();
+  return new Uint8Array(sdkBytes(operation, output, member));
 }
 
 /**
- * A secret blob (plaintext, data key), copied out of the SDK's pooled view, which is then
- * zeroed so that the copy handed to the caller is the only one a wipe has to reach.
+ * Zeroes the SDK's copy of a secret blob (plaintext, data key), when the output has one: it is a
+ * view of a shared pool buffer that outlives the call. Run whatever the outcome, a malformed or
+ * late answer included, so that the copy handed to the caller is the only one a wipe has to
+ * reach.
  */
-export function secretBytes<T extends object>(
-  operation: string,
-  output: T,
-  member: MembersOf<T, Uint8Array>,
-): Uint8Array {
-  const view = sdkBytes(operation, output, member);
-  const copy = view.slice();
-  view.fill(0);
-  return copy;
+export function wipe(output: unknown, member: string): void {
+  if (output === null || typeof output !== "object") return;
+  const value: unknown = (output as Record<string, unknown>)[member];
+  if (value instanceof Uint8Array) value.fill(0);
 }
 
 /** An enumeration of core's, as a table so that the compiler checks it is complete. */
