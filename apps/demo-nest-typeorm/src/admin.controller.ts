@@ -45,14 +45,16 @@ export class AdminController {
   @Delete(":clinic/key")
   async shred(
     @Param("clinic") clinic: string,
-  ): Promise<{ clinic: string; keyState: string; deletionDate: string }> {
+  ): Promise<{ clinic: string; keyState: string; deletionDate: string | null }> {
     const result = await this.#keys.scheduleKeyDeletion({
       keyId: await this.#keyIdOf(clinic),
       pendingWindowInDays: 7,
     });
     // Data keys already unwrapped stay usable in the engine's cache until dropped.
     encryptionOf(this.#dataSource).engine.clearCache();
-    return { clinic, keyState: result.keyState, deletionDate: result.deletionDate.toISOString() };
+    // AWS gives no date while a multi-Region key's replicas are being deleted.
+    const deletionDate = result.deletionDate?.toISOString() ?? null;
+    return { clinic, keyState: result.keyState, deletionDate };
   }
 
   @Post(":clinic/key/restore")

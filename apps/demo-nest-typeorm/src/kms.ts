@@ -43,7 +43,7 @@ export interface KeyAdmin {
   scheduleKeyDeletion(request: {
     keyId: string;
     pendingWindowInDays: number;
-  }): Promise<{ keyState: string; deletionDate: Date }>;
+  }): Promise<{ keyState: string; deletionDate?: Date }>;
   cancelKeyDeletion(request: { keyId: string }): Promise<unknown>;
   enableKey(request: { keyId: string }): Promise<unknown>;
 }

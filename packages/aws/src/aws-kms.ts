@@ -551,14 +551,16 @@ export class AwsKms implements KmsLike {
   }
 
   /**
-   * AWS KMS ScheduleKeyDeletion. AWS takes a key id or ARN here, not an alias.
+   * AWS KMS ScheduleKeyDeletion. AWS takes a key id or ARN here, not an alias. `deletionDate` is
+   * absent when AWS sends none: a multi-Region primary key with replicas is first
+   * `PendingReplicaDeletion`, and its date is set once the replicas are gone.
    * @throws NotFoundException, KMSInvalidStateException, ValidationException,
    *   AccessDeniedException, KMSInternalException.
    */
   async scheduleKeyDeletion(request: {
     readonly keyId: string;
     readonly pendingWindowInDays?: number;
-  }): Promise<{ keyId: string; keyState: string; deletionDate: Date }> {
+  }): Promise<{ keyId: string; keyState: string; deletionDate?: Date }> {
     assertRequest(request);
     const op = "ScheduleKeyDeletion";
     const out = await this.#call(op, (o) =>
@@ -570,10 +572,11 @@ export class AwsKms implements KmsLike {
         o,
       ),
     );
+    const deletionDate = out.DeletionDate === undefined ? undefined : date(op, out, "DeletionDate");
     return {
       keyId: text(op, out, "KeyId"),
       keyState: text(op, out, "KeyState"),
-      deletionDate: date(op, out, "DeletionDate"),
+      ...(deletionDate === undefined ? {} : { deletionDate }),
     };
   }
 

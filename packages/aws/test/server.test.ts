@@ -267,7 +267,7 @@ describe("key management over the wire", () => {
     expect(scheduled.deletionDate).toBeInstanceOf(Date);
     const pending = (await app.describeKey({ keyId: keyMetadata.keyId })).keyMetadata;
     expect(pending).toMatchObject({ keyState: "PendingDeletion", enabled: false });
-    expect(pending.deletionDate?.getTime()).toBe(scheduled.deletionDate.getTime());
+    expect(pending.deletionDate?.getTime()).toBe(scheduled.deletionDate?.getTime());
 
     await app.cancelKeyDeletion({ keyId: keyMetadata.keyId });
     expect((await kms.describeKey({ keyId: keyMetadata.keyId })).keyMetadata.keyState).toBe(
@@ -302,9 +302,33 @@ describe("key management answers that are not AWS KMS's", () => {
     }
   });
 
-  it("a ScheduleKeyDeletion without a DeletionDate is KmsInternalError", async () => {
+  it("a ScheduleKeyDeletion without KeyId or KeyState is KmsInternalError", async () => {
+    for (const output of [{ KeyState: "PendingDeletion" }, { KeyId: "k" }]) {
+      await expect(answering(output).scheduleKeyDeletion({ keyId: "k" })).rejects.toBeInstanceOf(
+        KmsInternalError,
+      );
+    }
+  });
+
+  it("a multi-Region primary with replicas: scheduled, with no deletionDate (AWS sends none)", async () => {
+    const scheduled = await answering({
+      KeyId: "arn:aws:kms:eu-west-1:111122223333:key/mrk-1",
+      KeyState: "PendingReplicaDeletion",
+      PendingWindowInDays: 7,
+    }).scheduleKeyDeletion({ keyId: "mrk-1" });
+    expect(scheduled).toEqual({
+      keyId: "arn:aws:kms:eu-west-1:111122223333:key/mrk-1",
+      keyState: "PendingReplicaDeletion",
+    });
+  });
+
+  it("a DeletionDate that is not a date is KmsInternalError", async () => {
     await expect(
-      answering({ KeyId: "k", KeyState: "PendingDeletion" }).scheduleKeyDeletion({ keyId: "k" }),
+      answering({
+        KeyId: "k",
+        KeyState: "PendingDeletion",
+        DeletionDate: "soon",
+      }).scheduleKeyDeletion({ keyId: "k" }),
     ).rejects.toBeInstanceOf(KmsInternalError);
   });
 });
