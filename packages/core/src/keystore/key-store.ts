@@ -90,6 +90,7 @@ export interface StoredAlias {
 export interface ListOptions {
   /** Exclusive lower bound (the last id of the previous page). */
   readonly after?: string;
+  /** At most this many items; 0 lists none. */
   readonly limit: number;
 }
 

@@ -5,9 +5,9 @@ import { deepFreeze } from "./stored-json.ts";
 function page<T>(sorted: readonly T[], id: (item: T) => string, options: ListOptions): T[] {
   const out: T[] = [];
   for (const item of sorted) {
+    if (out.length >= options.limit) break;
     if (options.after !== undefined && id(item) <= options.after) continue;
     out.push(item);
-    if (out.length >= options.limit) break;
   }
   return out;
 }

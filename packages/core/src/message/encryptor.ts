@@ -160,6 +160,16 @@ export class MessageEncryptor {
     return out;
   }
 
+  /**
+   * Ends the message without finishing it (a stream destroyed, cancelled or failed): the
+   * plaintext held back for the next frame is zeroed, and later calls are refused.
+   */
+  abort(): void {
+    this.#finished = true;
+    this.#pending?.fill(0);
+    this.#pendingLength = 0;
+  }
+
   #finish(last: Uint8Array): Uint8Array[] {
     this.#finished = true;
     const out = this.#takeHeader();

@@ -9,7 +9,8 @@ import type { DecryptStreamOptions, EncryptStreamOptions } from "./options.ts";
 
 /**
  * A Transform from plaintext to message bytes. The keyring is called on the first write (or at
- * the end, for an empty input); its errors surface as the stream's error.
+ * the end, for an empty input); its errors surface as the stream's error. Destroyed before its
+ * end, it zeroes the plaintext it held back for the next frame.
  * @throws ValidationException (as a stream error) for bad options.
  */
 export function createEncryptStream(options: EncryptStreamOptions): Transform {
@@ -44,6 +45,14 @@ export function createEncryptStream(options: EncryptStreamOptions): Transform {
         },
         (error: unknown) => callback(error as Error),
       );
+    },
+    destroy(error, callback) {
+      // Also runs after a normal end, when there is nothing left to zero.
+      encryptor?.then(
+        (e) => e.abort(),
+        () => {},
+      );
+      callback(error);
     },
   });
 }

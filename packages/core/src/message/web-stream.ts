@@ -7,7 +7,8 @@ import { MessageEncryptor } from "./encryptor.ts";
 import type { DecryptStreamOptions, EncryptStreamOptions } from "./options.ts";
 
 /**
- * Encrypts a plaintext byte stream into a message.
+ * Encrypts a plaintext byte stream into a message. Aborted, cancelled or failed before its end,
+ * it zeroes the plaintext it held back for the next frame.
  * @throws ValidationException (as a stream error) for bad options; keyring errors likewise.
  */
 export function encryptTransformStream(
@@ -18,13 +19,30 @@ export function encryptTransformStream(
     encryptor ??= MessageEncryptor.create(options);
     return encryptor;
   };
+  const abort = (): void => {
+    encryptor?.then(
+      (e) => e.abort(),
+      () => {},
+    );
+  };
   return new TransformStream<Uint8Array, Uint8Array>({
     async transform(chunk, controller) {
-      for (const part of (await ready()).update(chunk)) controller.enqueue(part);
+      try {
+        for (const part of (await ready()).update(chunk)) controller.enqueue(part);
+      } catch (error) {
+        abort();
+        throw error;
+      }
     },
     async flush(controller) {
-      for (const part of (await ready()).final()) controller.enqueue(part);
+      try {
+        for (const part of (await ready()).final()) controller.enqueue(part);
+      } catch (error) {
+        abort();
+        throw error;
+      }
     },
+    cancel: abort,
   });
 }
 

@@ -267,6 +267,9 @@ export function describeKeyStoreConformance(
           "k-e",
         ]);
         expect(ids(await store.listKeys({ limit: 1 }))).toStrictEqual(["k-a"]);
+        expect(await store.listKeys({ limit: 0 })).toStrictEqual([]);
+        await store.createAlias(makeAlias("alias/zero", "k-a"));
+        expect(await store.listAliases({ limit: 0 })).toStrictEqual([]);
       });
 
       it("lists full records, not summaries", async () => {
