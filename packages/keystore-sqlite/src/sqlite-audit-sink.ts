@@ -6,17 +6,22 @@ import {
   assertExtendsAuditHead,
   chainAuditEvents,
   GENESIS_HASH,
+  isKmsError,
   KmsInternalError,
   type UnchainedAuditEvent,
   ValidationError,
 } from "@kms/core";
 import Database from "better-sqlite3";
+import { createPrivateFile } from "./internal/private-file.ts";
 import { prepare, retain } from "./internal/retain.ts";
 
 /** Options of {@link SqliteAuditSink}: a file path, or a database the caller opened. */
 export type SqliteAuditSinkOptions =
   | {
-      /** Database file (may be the key store's own file), created if missing. */
+      /**
+       * Database file (may be the key store's own file), created if missing (mode 0600; an
+       * existing file keeps its mode).
+       */
       readonly path: string;
       readonly database?: never;
     }
@@ -41,8 +46,9 @@ interface HeadRow {
  * processes on the same file therefore write one contiguous chain; either every event of a
  * batch is stored or none. `write` (pre-chained events) refuses events that do not extend the
  * head, so no writer can fork the chain.
- * @throws KMSInternalException when SQLite fails (cause attached), when written events do not
- * extend the head, or when the sink is closed.
+ * @throws KMSInternalException when SQLite fails (cause attached; the constructor too, e.g. for
+ * a file that is not a database), when written events do not extend the head, when the sink is
+ * closed, or when a caller's database is inside a transaction the sink did not start.
  */
 export class SqliteAuditSink implements AuditSink {
   readonly description: string;
@@ -71,53 +77,65 @@ export class SqliteAuditSink implements AuditSink {
         throw new ValidationError(`"path" must be a non-empty string`);
       }
       try {
+        createPrivateFile(options.path);
         this.#db = retain(new Database(options.path));
       } catch (error) {
         throw new KmsInternalError(`cannot open audit database ${options.path}`, { cause: error });
       }
       this.#ownsDatabase = true;
       this.description = `sqlite:${options.path}#kms_audit_events`;
-      this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000");
     }
-    this.#db.exec(`
-      CREATE TABLE IF NOT EXISTS kms_audit_events (
-        sequence INTEGER NOT NULL PRIMARY KEY,
-        event    TEXT    NOT NULL
-      ) STRICT;
-      CREATE TABLE IF NOT EXISTS kms_audit_head (
-        singleton INTEGER NOT NULL PRIMARY KEY CHECK (singleton = 1),
-        sequence  INTEGER NOT NULL,
-        hash      TEXT    NOT NULL
-      ) STRICT`);
-    this.#insert = prepare(
-      this.#db,
-      "INSERT INTO kms_audit_events (sequence, event) VALUES (?, ?)",
-    );
-    this.#readAfter = prepare<[number, number], string>(
-      this.#db,
-      "SELECT event FROM kms_audit_events WHERE sequence > ? ORDER BY sequence LIMIT ?",
-    ).pluck();
-    this.#last = prepare<[], string>(
-      this.#db,
-      "SELECT event FROM kms_audit_events ORDER BY sequence DESC LIMIT 1",
-    ).pluck();
-    this.#head = prepare<[], HeadRow>(
-      this.#db,
-      "SELECT sequence, hash FROM kms_audit_head WHERE singleton = 1",
-    );
-    this.#moveHead = prepare(
-      this.#db,
-      "INSERT INTO kms_audit_head (singleton, sequence, hash) VALUES (1, ?, ?) ON CONFLICT (singleton) DO UPDATE SET sequence = excluded.sequence, hash = excluded.hash",
-    );
-    // Files written before the head table existed: the head starts at their last event.
-    this.#db
-      .transaction(() => {
-        if (this.#head.get() !== undefined) return;
-        const text = this.#last.get();
-        const last = text === undefined ? undefined : this.#parse(text);
-        this.#moveHead.run(last?.sequence ?? -1, last?.hash ?? GENESIS_HASH);
-      })
-      .immediate();
+    try {
+      if (this.#ownsDatabase)
+        this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000");
+      this.#db.exec(`
+        CREATE TABLE IF NOT EXISTS kms_audit_events (
+          sequence INTEGER NOT NULL PRIMARY KEY,
+          event    TEXT    NOT NULL
+        ) STRICT;
+        CREATE TABLE IF NOT EXISTS kms_audit_head (
+          singleton INTEGER NOT NULL PRIMARY KEY CHECK (singleton = 1),
+          sequence  INTEGER NOT NULL,
+          hash      TEXT    NOT NULL
+        ) STRICT`);
+      this.#insert = prepare(
+        this.#db,
+        "INSERT INTO kms_audit_events (sequence, event) VALUES (?, ?)",
+      );
+      this.#readAfter = prepare<[number, number], string>(
+        this.#db,
+        "SELECT event FROM kms_audit_events WHERE sequence > ? ORDER BY sequence LIMIT ?",
+      ).pluck();
+      this.#last = prepare<[], string>(
+        this.#db,
+        "SELECT event FROM kms_audit_events ORDER BY sequence DESC LIMIT 1",
+      ).pluck();
+      // A caller's database may have safeIntegers on; a BigInt head would break chaining (and
+      // JSON) from the second event on. Sequences stay far below 2^53.
+      this.#head = prepare<[], HeadRow>(
+        this.#db,
+        "SELECT sequence, hash FROM kms_audit_head WHERE singleton = 1",
+      ).safeIntegers(false);
+      this.#moveHead = prepare(
+        this.#db,
+        "INSERT INTO kms_audit_head (singleton, sequence, hash) VALUES (1, ?, ?) ON CONFLICT (singleton) DO UPDATE SET sequence = excluded.sequence, hash = excluded.hash",
+      );
+      // Files written before the head table existed: the head starts at their last event.
+      this.#db
+        .transaction(() => {
+          if (this.#head.get() !== undefined) return;
+          const text = this.#last.get();
+          const last = text === undefined ? undefined : this.#parse(text);
+          this.#moveHead.run(last?.sequence ?? -1, last?.hash ?? GENESIS_HASH);
+        })
+        .immediate();
+    } catch (error) {
+      if (this.#ownsDatabase && this.#db.open) this.#db.close();
+      if (isKmsError(error)) throw error;
+      throw new KmsInternalError(`cannot open the audit trail ${this.description}`, {
+        cause: error,
+      });
+    }
     const append = this.#db.transaction(
       (chain: (head: AuditHead | undefined) => readonly AuditEvent[]) => {
         const row = this.#head.get();
@@ -131,7 +149,17 @@ export class SqliteAuditSink implements AuditSink {
         return chained;
       },
     );
-    this.#append = (chain) => append.immediate(chain);
+    this.#append = (chain) => {
+      // Inside a transaction its owner began on a shared connection, better-sqlite3 would use a
+      // savepoint: the events would be acknowledged, then vanish with a rollback, head and all,
+      // leaving an intact-looking chain without them.
+      if (this.#db.inTransaction) {
+        throw new KmsInternalError(
+          `${this.description}: the database connection is inside a transaction the audit sink did not start`,
+        );
+      }
+      return append.immediate(chain);
+    };
   }
 
   #check(): void {
@@ -158,7 +186,7 @@ export class SqliteAuditSink implements AuditSink {
   /** The head recorded in `kms_audit_head`; undefined while the trail is empty. */
   async chainHead(): Promise<AuditHead | undefined> {
     this.#check();
-    const row = this.#head.get();
+    const row = this.#query("read the head", () => this.#head.get());
     return row === undefined || row.sequence < 0
       ? undefined
       : { sequence: row.sequence, hash: row.hash };
@@ -179,14 +207,27 @@ export class SqliteAuditSink implements AuditSink {
 
   async read(options: AuditReadOptions = {}): Promise<readonly AuditEvent[]> {
     this.#check();
-    const rows = this.#readAfter.all(options.after ?? -1, options.limit ?? -1);
+    const rows = this.#query("read", () =>
+      this.#readAfter.all(options.after ?? -1, options.limit ?? -1),
+    );
     return rows.map((text) => this.#parse(text));
   }
 
   async last(): Promise<AuditEvent | undefined> {
     this.#check();
-    const text = this.#last.get();
+    const text = this.#query("read the last event", () => this.#last.get());
     return text === undefined ? undefined : this.#parse(text);
+  }
+
+  /** Runs a read statement; a driver error becomes KMSInternalException with it as cause. */
+  #query<T>(operation: string, fn: () => T): T {
+    try {
+      return fn();
+    } catch (error) {
+      throw new KmsInternalError(`audit sink ${this.description} could not ${operation}`, {
+        cause: error,
+      });
+    }
   }
 
   /**

@@ -12,6 +12,7 @@ import {
 } from "@kms/core";
 import Database from "better-sqlite3";
 import { migrate } from "./internal/migrations.ts";
+import { createPrivateFile } from "./internal/private-file.ts";
 import { prepare, retain } from "./internal/retain.ts";
 import {
   type AliasRow,
@@ -28,7 +29,8 @@ export type SqliteSynchronous = "EXTRA" | "FULL" | "NORMAL";
 
 interface CommonOptions {
   /**
-   * How long a write waits for another connection's write lock before failing, in ms.
+   * How long a write waits for another connection's write lock before failing, in ms (at most
+   * 2147483647, SQLite's limit).
    * @defaultValue 5000
    */
   readonly busyTimeoutMs?: number;
@@ -51,7 +53,10 @@ interface CommonOptions {
 export type SqliteKeyStoreOptions = CommonOptions &
   (
     | {
-        /** Database file, created if missing. The store closes it on `close()`. */
+        /**
+         * Database file, created if missing (mode 0600; an existing file keeps its mode). The
+         * store closes it on `close()`.
+         */
         readonly path: string;
         readonly database?: never;
       }
@@ -67,12 +72,48 @@ export type SqliteKeyStoreOptions = CommonOptions &
 
 const SYNCHRONOUS: readonly SqliteSynchronous[] = ["EXTRA", "FULL", "NORMAL"];
 
-function checkCount(name: string, value: number | undefined, fallback: number): number {
+/** SQLite keeps busy_timeout in a C int; a larger value would wrap around. */
+const MAX_BUSY_TIMEOUT_MS = 2_147_483_647;
+
+function checkCount(
+  name: string,
+  value: number | undefined,
+  fallback: number,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
   if (value === undefined) return fallback;
-  if (!Number.isSafeInteger(value) || value < 0) {
-    throw new ValidationError(`"${name}" expected a non-negative integer, got ${String(value)}`);
+  if (!Number.isSafeInteger(value) || value < 0 || value > max) {
+    throw new ValidationError(
+      `"${name}" expected an integer from 0 to ${max}, got ${String(value)}`,
+    );
   }
   return value;
+}
+
+/**
+ * Committed key-store writes per connection, shared by every store opened on it. PRAGMA
+ * data_version ignores a connection's own commits, so without this a store would keep serving
+ * cached records that another store on the same `database` has since rotated, disabled or
+ * deleted.
+ */
+const writesByConnection = new WeakMap<Database.Database, { count: number }>();
+
+function writeCounter(db: Database.Database): { count: number } {
+  let counter = writesByConnection.get(db);
+  if (counter === undefined) {
+    counter = { count: 0 };
+    writesByConnection.set(db, counter);
+  }
+  return counter;
+}
+
+/** A transaction opened on a shared connection by its owner would swallow the store's writes. */
+function refuseOuterTransaction(db: Database.Database, label: string): void {
+  if (db.inTransaction) {
+    throw new KmsInternalError(
+      `${label}: the database connection is inside a transaction the key store did not start; a write there would commit or roll back with it, so the store does not write`,
+    );
+  }
 }
 
 /** Keeps at most `limit` entries, evicting the least recently used. */
@@ -112,7 +153,9 @@ export class SqliteKeyStore implements KeyStore {
   readonly #cacheSize: number;
   readonly #keyCache = new Map<string, StoredKey>();
   readonly #aliasCache = new Map<string, StoredAlias>();
+  readonly #writes: { count: number };
   #dataVersion: number;
+  #writesSeen: number;
   #closed = false;
 
   readonly #dataVersionStmt: Database.Statement<[], number>;
@@ -126,6 +169,7 @@ export class SqliteKeyStore implements KeyStore {
   readonly #deleteVersions: Database.Statement<[string]>;
   readonly #deleteKeyRow: Database.Statement<[string]>;
   readonly #deleteAliasesOf: Database.Statement<[string]>;
+  readonly #truncateWal: Database.Statement<[]>;
   readonly #listKeysFirst: Database.Statement<[number], KeyRow>;
   readonly #listKeysAfter: Database.Statement<[string, number], KeyRow>;
   readonly #versionsInRange: Database.Statement<[string, string], VersionRow>;
@@ -208,6 +252,7 @@ export class SqliteKeyStore implements KeyStore {
     this.#deleteVersions = prepare(db, "DELETE FROM kms_key_versions WHERE key_id = ?");
     this.#deleteKeyRow = prepare(db, "DELETE FROM kms_keys WHERE key_id = ?");
     this.#deleteAliasesOf = prepare(db, "DELETE FROM kms_aliases WHERE target_key_id = ?");
+    this.#truncateWal = prepare(db, "PRAGMA wal_checkpoint(TRUNCATE)");
     this.#listKeysFirst = prepare(db, "SELECT * FROM kms_keys ORDER BY key_id LIMIT ?");
     this.#listKeysAfter = prepare(
       db,
@@ -265,6 +310,8 @@ export class SqliteKeyStore implements KeyStore {
     }
 
     this.#inTransaction = db.transaction((fn: () => unknown) => fn());
+    this.#writes = writeCounter(db);
+    this.#writesSeen = this.#writes.count;
     this.#dataVersion = this.#dataVersionStmt.get()!;
   }
 
@@ -277,10 +324,19 @@ export class SqliteKeyStore implements KeyStore {
    *
    * @throws ValidationError when an option is out of range or neither/both of path and
    * database are given. KmsInternalError when the file cannot be opened, is not a database, does
-   * not support WAL, or was written by a newer version of this package.
+   * not support WAL, was written by a newer version of this package, or the given database is
+   * inside a transaction.
    */
   static open(options: SqliteKeyStoreOptions): SqliteKeyStore {
-    const busyTimeoutMs = checkCount("busyTimeoutMs", options.busyTimeoutMs, 5_000);
+    if (typeof options !== "object" || options === null) {
+      throw new ValidationError('"options" expected { path } or { database }');
+    }
+    const busyTimeoutMs = checkCount(
+      "busyTimeoutMs",
+      options.busyTimeoutMs,
+      5_000,
+      MAX_BUSY_TIMEOUT_MS,
+    );
     const cacheSize = checkCount("cacheSize", options.cacheSize, 1_000);
     const synchronous = options.synchronous ?? "FULL";
     if (!SYNCHRONOUS.includes(synchronous)) {
@@ -300,7 +356,9 @@ export class SqliteKeyStore implements KeyStore {
     const label = hasPath ? `sqlite:${options.path}` : `sqlite:${options.database!.name}`;
     let db: Database.Database | undefined;
     try {
+      if (hasPath) createPrivateFile(options.path!);
       db = retain(options.database ?? new Database(options.path!, { timeout: busyTimeoutMs }));
+      refuseOuterTransaction(db, label);
       db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
       // WAL lets readers (the encrypt hot path, in any process) run while a writer commits,
       // and makes a commit one sequential append to the -wal file.
@@ -314,6 +372,11 @@ export class SqliteKeyStore implements KeyStore {
       // under it undecryptable forever, and key writes are rare next to reads, so one fsync
       // per write is the right price.
       db.exec(`PRAGMA synchronous = ${synchronous}; PRAGMA foreign_keys = ON`);
+      // A destroyed key's wrapped material must not stay readable in freed pages, where whoever
+      // later holds the file and the root key (which the other keys still need) could recover
+      // the key: secure_delete zeroes deleted content (docs/THREAT-MODEL.md, "Destroyed means
+      // gone"). deleteKey then also empties the WAL, whose older frames still hold it.
+      db.exec("PRAGMA secure_delete = ON");
       migrate(db, label);
       return new SqliteKeyStore(db, !hasDatabase, cacheSize);
     } catch (error) {
@@ -402,6 +465,7 @@ export class SqliteKeyStore implements KeyStore {
         this.#deleteVersions.run(keyId);
         this.#deleteKeyRow.run(keyId);
       });
+      this.#dropWal();
       this.#keyCache.delete(keyId);
       for (const [name, alias] of this.#aliasCache) {
         if (alias.targetKeyId === keyId) this.#aliasCache.delete(name);
@@ -517,14 +581,17 @@ export class SqliteKeyStore implements KeyStore {
    * committed to the file since this connection last asked, and stays put for this
    * connection's own commits. Checking it costs one tiny statement, far less than decoding a
    * key row and its versions, so the encrypt hot path reads from memory yet sees another
-   * process's rotation or deletion on its very next call. Our own writes invalidate their
-   * entries directly. Checking before reading (not after) is what keeps this safe: an entry
-   * read after the check is at least as new as the version the check saw.
+   * process's rotation or deletion on its very next call. Commits on this connection, by this
+   * store or another store opened on the same `database`, move the connection's write counter
+   * instead (writesByConnection). Checking before reading (not after) is what keeps this safe:
+   * an entry read after the check is at least as new as the version the check saw.
    */
   #syncCache(): void {
     const current = this.#dataVersionStmt.get()!;
-    if (current !== this.#dataVersion) {
+    const writes = this.#writes.count;
+    if (current !== this.#dataVersion || writes !== this.#writesSeen) {
       this.#dataVersion = current;
+      this.#writesSeen = writes;
       this.#keyCache.clear();
       this.#aliasCache.clear();
     }
@@ -534,9 +601,32 @@ export class SqliteKeyStore implements KeyStore {
    * BEGIN IMMEDIATE takes the write lock up front (waiting up to busy_timeout). A deferred
    * transaction would read under a shared lock and could then fail to upgrade with
    * SQLITE_BUSY without waiting, or, worse, base its compare-and-set on a stale snapshot.
+   * Inside a transaction someone else began on a shared connection, better-sqlite3 would run
+   * `fn` in a savepoint instead: no write lock up front, and a write that resolves yet vanishes
+   * when that transaction rolls back. Hence the refusal.
    */
   #write<T>(fn: () => T): T {
-    return this.#inTransaction.immediate(fn) as T;
+    refuseOuterTransaction(this.#db, this.description);
+    const result = this.#inTransaction.immediate(fn) as T;
+    this.#writes.count++;
+    return result;
+  }
+
+  /**
+   * Checkpoints the WAL into the database file and truncates it, so the frames that still hold
+   * a destroyed key's rows leave the disk with the delete (secure_delete has zeroed them in the
+   * pages the checkpoint copies). Best effort, after the delete committed: while a reader on
+   * another connection still uses the WAL the checkpoint cannot finish (it returns busy rather
+   * than failing), and the frames are then overwritten when SQLite next restarts the WAL or
+   * removed when the last connection closes. The delete itself has succeeded either way, so no
+   * error from here may fail the call.
+   */
+  #dropWal(): void {
+    try {
+      this.#truncateWal.get();
+    } catch {
+      // See above: best effort by design.
+    }
   }
 
   /**

@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -136,6 +136,74 @@ describe("SqliteAuditSink", () => {
     const [first] = await sink.read();
     await expect(sink.write([first!])).rejects.toBeInstanceOf(KmsInternalError);
     expect(await sink.read()).toHaveLength(1);
+    await kms.close();
+  });
+
+  test("keeps chaining on a caller's database that reads integers as BigInt", async () => {
+    const database = retainSqliteHandle(new Database(join(dir, "safe.db")));
+    database.defaultSafeIntegers(true);
+    const sink = new SqliteAuditSink({ database });
+    const kms = await createKms({ audit: sink });
+    for (let i = 0; i < 3; i++) await kms.generateRandom({ numberOfBytes: 4 });
+    expect(await sink.chainHead()).toMatchObject({ sequence: 2 });
+    expect(await kms.audit.verify()).toMatchObject({ ok: true, count: 3 });
+    await kms.close();
+    database.close();
+  });
+
+  test("fails with KMSInternalException, not a driver error, on a file that is not a database or a database closed under it", async () => {
+    const junk = join(dir, "junk.db");
+    await writeFile(junk, "definitely not sqlite ".repeat(100));
+    const opening = (() => {
+      try {
+        return new SqliteAuditSink({ path: junk });
+      } catch (error) {
+        return error;
+      }
+    })();
+    expect(opening).toBeInstanceOf(KmsInternalError);
+    expect((opening as Error).cause).toBeInstanceOf(Database.SqliteError);
+
+    const database = retainSqliteHandle(new Database(join(dir, "closed.db")));
+    const sink = new SqliteAuditSink({ database });
+    database.close();
+    for (const call of [() => sink.read(), () => sink.last(), () => sink.chainHead()]) {
+      await expect(call()).rejects.toBeInstanceOf(KmsInternalError);
+    }
+  });
+
+  test("refuses to append inside a transaction the connection's owner began, so no acknowledged event rolls back", async () => {
+    const database = retainSqliteHandle(new Database(join(dir, "shared.db")));
+    const sink = new SqliteAuditSink({ database });
+    const kms = await createKms({ audit: sink });
+    await kms.generateRandom({ numberOfBytes: 4 });
+    database.exec("BEGIN");
+    try {
+      await expect(kms.generateRandom({ numberOfBytes: 4 })).rejects.toBeInstanceOf(
+        KmsInternalError,
+      );
+    } finally {
+      database.exec("ROLLBACK");
+    }
+    // Had the event gone into the owner's transaction, the rollback would have removed it and the
+    // head with it: a shorter chain that still verifies.
+    await kms.generateRandom({ numberOfBytes: 4 });
+    expect((await sink.read()).map((e) => e.eventName)).toEqual([
+      "GenerateRandom",
+      "GenerateRandom",
+    ]);
+    await kms.close();
+    database.close();
+  });
+
+  test("creates its own file readable by the owner only (0600)", async () => {
+    const path = join(dir, "private.db");
+    const sink = new SqliteAuditSink({ path });
+    const kms = await createKms({ audit: sink });
+    await kms.generateRandom({ numberOfBytes: 4 });
+    for (const file of [path, `${path}-wal`, `${path}-shm`]) {
+      expect(((await stat(file)).mode & 0o777).toString(8), file).toBe("600");
+    }
     await kms.close();
   });
 

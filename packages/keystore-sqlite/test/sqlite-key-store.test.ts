@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KmsInternalError, ValidationError } from "@kms/core";
@@ -313,6 +313,127 @@ describe("SqliteKeyStore", () => {
     });
   });
 
+  describe("stores sharing one connection", () => {
+    it("sees another store's update, deletion and alias change on the same database at once", async () => {
+      // PRAGMA data_version ignores the connection's own commits, so it cannot tell these apart.
+      const db = rawDatabase(path);
+      toClose.push(db);
+      const reader = SqliteKeyStore.open({ database: db });
+      const writer = SqliteKeyStore.open({ database: db });
+      const key = makeKey("k-1");
+      await writer.createKey(key);
+      await writer.createKey(makeKey("k-2"));
+      await writer.createAlias({
+        aliasName: "alias/a",
+        targetKeyId: "k-1",
+        createdAt: 1,
+        updatedAt: 1,
+      });
+      expect((await reader.getKey("k-1"))?.keyState).toBe("Enabled");
+      expect((await reader.getAlias("alias/a"))?.targetKeyId).toBe("k-1");
+
+      await writer.updateKey(next(key, { keyState: "Disabled" }));
+      expect((await reader.getKey("k-1"))?.keyState).toBe("Disabled");
+      await writer.updateAlias("alias/a", "k-2", 2);
+      expect((await reader.getAlias("alias/a"))?.targetKeyId).toBe("k-2");
+      await writer.deleteKey("k-1", 2);
+      expect(await reader.getKey("k-1")).toBeUndefined();
+    });
+
+    it("refuses to write inside a transaction the connection's owner began, so no acknowledged write rolls back", async () => {
+      const db = rawDatabase(path);
+      toClose.push(db);
+      const store = SqliteKeyStore.open({ database: db });
+      await store.createKey(makeKey("k-1"));
+      db.exec("BEGIN");
+      try {
+        for (const write of [
+          () => store.createKey(makeKey("k-2")),
+          () => store.updateKey(next(makeKey("k-1"))),
+          () => store.deleteKey("k-1", 1),
+          () =>
+            store.createAlias({
+              aliasName: "alias/a",
+              targetKeyId: "k-1",
+              createdAt: 1,
+              updatedAt: 1,
+            }),
+          () => store.putSettingIfAbsent("s", "v"),
+        ]) {
+          const failure = await write().catch((error: unknown) => error);
+          expect(failure).toBeInstanceOf(KmsInternalError);
+          expect((failure as Error).message).toMatch(/inside a transaction/);
+        }
+        // Reads go on.
+        expect((await store.getKey("k-1"))?.revision).toBe(1);
+      } finally {
+        db.exec("ROLLBACK");
+      }
+      await store.createKey(makeKey("k-2"));
+      expect(scalar(db, "SELECT count(*) FROM kms_keys")).toBe(2);
+      // Opening (which may migrate) is refused the same way.
+      db.exec("BEGIN");
+      try {
+        expect(() => SqliteKeyStore.open({ database: db })).toThrow(/inside a transaction/);
+      } finally {
+        db.exec("ROLLBACK");
+      }
+    });
+  });
+
+  describe("files on disk", () => {
+    it("creates a new database, its WAL and its shared-memory file readable by the owner only (0600)", async () => {
+      const store = open();
+      await store.createKey(makeKey("k-1"));
+      for (const file of [path, `${path}-wal`, `${path}-shm`]) {
+        expect(((await stat(file)).mode & 0o777).toString(8), file).toBe("600");
+      }
+    });
+
+    it("leaves the mode of an existing file as its owner set it", async () => {
+      await writeFile(path, "");
+      await chmod(path, 0o640);
+      const store = open();
+      await store.createKey(makeKey("k-1"));
+      expect(((await stat(path)).mode & 0o777).toString(8)).toBe("640");
+    });
+
+    it("leaves no copy of a destroyed key's wrapped material in the database file or its WAL", async () => {
+      const marker = Buffer.from("destroyed-key-material-marker-5f3a9c");
+      const small = new Uint8Array(marker);
+      // Larger than a page, so it lives in overflow pages that the delete frees.
+      const large = Uint8Array.from({ length: 9_000 }, (_, i) => (i * 131 + 7) & 0xff);
+      large.set(marker, 4_500);
+      const material = (wrappedMaterial: Uint8Array) => [
+        { version: 1, createdAt: 1, keyMaterialId: "01", wrappedMaterial },
+      ];
+      const store = open();
+      await store.createKey(makeKey("k-small", { versions: material(small) }));
+      await store.createKey(makeKey("k-large", { versions: material(large) }));
+      await store.createKey(makeKey("k-kept", { description: "kept" }));
+      // A second connection that has read the file, as another process would have.
+      const other = rawDatabase(path);
+      toClose.push(other);
+      expect(scalar(other, "SELECT count(*) FROM kms_keys")).toBe(3);
+
+      const files = async (): Promise<Buffer> =>
+        Buffer.concat(
+          await Promise.all(
+            [path, `${path}-wal`].map((f) => readFile(f).catch(() => Buffer.alloc(0))),
+          ),
+        );
+      expect((await files()).indexOf(marker)).toBeGreaterThan(-1); // the scan sees real content
+
+      await store.deleteKey("k-small", 1);
+      await store.deleteKey("k-large", 1);
+      expect((await files()).indexOf(marker), "while open").toBe(-1);
+      expect((await store.getKey("k-kept"))?.description).toBe("kept");
+      await store.close();
+      other.close();
+      expect((await files()).indexOf(marker), "after close").toBe(-1);
+    });
+  });
+
   describe("locking", () => {
     it("fails a write with KmsInternalError (SQLITE_BUSY) while another connection holds the write lock, and reads go on", async () => {
       const store = open({ busyTimeoutMs: 50 });
@@ -337,11 +458,17 @@ describe("SqliteKeyStore", () => {
   describe("errors", () => {
     it("rejects bad options with ValidationError", () => {
       const bad: unknown[] = [
+        null,
+        undefined,
+        "keys.db",
         {},
         { path: "" },
         { path, database: rawDatabase(":memory:") },
         { path, busyTimeoutMs: -1 },
         { path, busyTimeoutMs: 1.5 },
+        // SQLite keeps busy_timeout in a C int: 2^32 would wrap to 0 and fail every contended write.
+        { path, busyTimeoutMs: 2 ** 31 },
+        { database: rawDatabase(":memory:"), busyTimeoutMs: 2 ** 32 },
         { path, cacheSize: Number.NaN },
         { path, synchronous: "OFF" },
       ];
