@@ -44,6 +44,7 @@ export type ContentDigestResult =
  * Checks a Content-Digest field value against the raw body. Every digest in an accepted
  * algorithm must match (constant-time); a field with only unknown algorithms, or that names an
  * algorithm twice, fails.
+ * @throws ValidationException when `accept` names an algorithm other than sha-256 and sha-512.
  */
 export function verifyContentDigest(
   fieldValue: string,
@@ -89,6 +90,15 @@ export function verifyDigestField(
   body: Uint8Array | BodyChecksum,
   accept: readonly DigestAlgorithm[] = DIGEST_ALGORITHMS,
 ): ContentDigestResult {
+  for (const alg of accept) {
+    // From configuration that the type does not reach: without a hash of its own, a field
+    // naming it would otherwise fail with a TypeError from node:crypto.
+    if (!Object.hasOwn(NODE_HASH, alg)) {
+      throw new ValidationError(
+        `"digestAlgorithms" (or "accept") entries must be sha-256 or sha-512, got ${JSON.stringify(alg)}`,
+      );
+    }
+  }
   let dict: ReturnType<typeof parseDictionary>;
   try {
     // One algorithm twice is refused, not read last-wins as RFC 8941 would: a proxy that checks

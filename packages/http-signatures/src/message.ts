@@ -48,14 +48,36 @@ interface NormalizedFields {
 }
 
 // Recent header objects only (see RecentCache for why not a WeakMap): enough for one request's
-// verification and its response's signing, also with a few requests interleaved.
+// verification and its response's signing, also with a few requests interleaved. Keyed by
+// identity, so it cannot see a header set on the object since: each signing and verification
+// reads the headers it is given afresh (`readFieldsAfresh`), and is then served from here.
 const fieldCache = new RecentCache<object, NormalizedFields>(16);
 
 const isString = (value: unknown): value is string => typeof value === "string";
 
-/** Normalizes any header shape to field lines keyed by lower-case name. */
+/** Normalizes any header shape to field lines keyed by lower-case name, as they are now. */
 export function fieldLines(headers: HeaderSource): FieldLines {
+  readFieldsAfresh(headers);
   return normalizedFields(headers).lines;
+}
+
+/**
+ * `fieldLines` as last read in this operation: one signing or verification reads each field
+ * once, so a header changed meanwhile cannot make the base and a later check disagree.
+ * @internal
+ */
+export function cachedFieldLines(headers: HeaderSource): FieldLines {
+  return normalizedFields(headers).lines;
+}
+
+/**
+ * Forgets what was read from `headers`, at the start of an operation: a caller may have set
+ * fields on the same object since (a second signature added to a message, a client reusing
+ * one headers object for the next request), and those must be seen.
+ * @internal
+ */
+export function readFieldsAfresh(headers: HeaderSource): void {
+  fieldCache.delete(headers);
 }
 
 function normalizedFields(headers: HeaderSource): NormalizedFields {

@@ -4,6 +4,11 @@
  */
 import { ValidationError } from "@kms/core";
 
+/**
+ * One replay domain: every verifier given the same store accepts a `keyid` + nonce once between
+ * them. Verifiers that should each accept a message once (a gateway and the service behind it)
+ * need a store each (for Redis, a `prefix` each); instances of one service share one.
+ */
 export interface NonceStore {
   /**
    * Records `nonce` for `ttlMs` milliseconds. Resolves true when it was not seen before (the

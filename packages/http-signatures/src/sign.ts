@@ -10,6 +10,7 @@ import {
   type HttpMessage,
   isRequestMessage,
   type RequestMessage,
+  readFieldsAfresh,
 } from "./message.ts";
 import {
   type ComponentSpec,
@@ -146,6 +147,10 @@ export function signMessageEagerly(
         ? options.nonce
         : undefined;
   const keyid = options.keyId ?? options.signer.keyId;
+  // A caller adding a second signature sets the first one's fields on the same headers object.
+  // The request a response answers is read as it was verified (its fields are still cached), so
+  // a server signing its response does not parse the request's Signature twice.
+  readFieldsAfresh(message.headers);
   const inputs = existingDictionary(message, "signature-input");
   const signatures = existingDictionary(message, "signature");
   if (inputs.has(label) || signatures.has(label)) {
@@ -227,7 +232,10 @@ async function bodyBytes(request: Request | RequestLike): Promise<Uint8Array | u
 
 /**
  * Signs an outgoing request. Returns the headers to add (Content-Digest when there is a body,
- * Signature-Input, Signature); the request itself is not modified.
+ * Signature-Input, Signature); the request itself is not modified. The method of a `Request` is
+ * signed as fetch sends it (fetch upper-cases only DELETE, GET, HEAD, OPTIONS, POST and PUT, so
+ * `patch` goes out as `patch`); the method of a plain object is upper-cased, as Node's http
+ * client sends it.
  * @throws ValidationException as for `signMessage`; signer errors propagate.
  */
 export async function signRequest(
@@ -237,6 +245,20 @@ export async function signRequest(
   if (typeof request?.method !== "string") {
     throw new ValidationError('"method" must be a string such as "POST"');
   }
+  const isFetchRequest = typeof Request !== "undefined" && request instanceof Request;
+  return signOutgoing(
+    isFetchRequest ? request.method : request.method.toUpperCase(),
+    request,
+    options,
+  );
+}
+
+/** `signRequest` with the method as it will be sent. */
+async function signOutgoing(
+  method: string,
+  request: Request | RequestLike,
+  options: SignRequestOptions,
+): Promise<Record<string, string>> {
   const headers = new Headers(request.headers as HeadersInitLike | undefined);
   const body = await bodyBytes(request);
   const added: Record<string, string> = {};
@@ -250,7 +272,7 @@ export async function signRequest(
       (c) => c.startsWith("@") || headers.has(c),
     );
   const fields = await signMessage(
-    { method: request.method.toUpperCase(), url: request.url, headers, body },
+    { method, url: request.url, headers, body },
     { ...options, components },
   );
   added["signature-input"] = fields.signatureInput;
@@ -274,7 +296,8 @@ export function createSignedFetch(options: SignedFetchOptions): typeof fetch {
     const request = new Request(input, init);
     const body = request.body === null ? undefined : new Uint8Array(await request.arrayBuffer());
     const prepared = { method: request.method, url: request.url, headers: request.headers, body };
-    const added = await signRequest(prepared, options);
+    // `request.method` is what `inner` sends (fetch's normalization is already applied).
+    const added = await signOutgoing(request.method, prepared, options);
     const headers = new Headers(request.headers);
     for (const [name, value] of Object.entries(added)) headers.set(name, value);
     return inner(request.url, {

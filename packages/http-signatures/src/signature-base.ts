@@ -4,12 +4,13 @@
 import { ValidationError } from "@kms/core";
 import { RecentCache } from "./internal/recent-cache.ts";
 import {
+  cachedFieldLines,
   dictionaryParseOptions,
   fieldDictionary,
-  fieldLines,
   type HttpMessage,
   isRequestMessage,
   type RequestMessage,
+  readFieldsAfresh,
 } from "./message.ts";
 import {
   type BareItem,
@@ -44,7 +45,10 @@ export type ComponentSpec =
       readonly bs?: boolean;
       /** Take the component from the request a response answers (`;req`). */
       readonly req?: boolean;
-      /** The query parameter name for `@query-param`. */
+      /**
+       * The query parameter name for `@query-param`, percent-encoded as RFC 9421 §2.2.8 encodes
+       * names and values (`a%20b` for `a b` or `a+b`; plain letters and digits stay as they are).
+       */
       readonly name?: string;
     };
 
@@ -193,6 +197,23 @@ function targetUrl(id: Item, message: RequestMessage): URL {
   return url;
 }
 
+/**
+ * The target URI of a request to `url` (RFC 9110 §7.1): what is sent, so without a fragment
+ * (`new Request(url).url` keeps one, fetch does not send it) and without userinfo, which a
+ * sender must not put in a target URI (RFC 9110 §4.2.4) and which would put a password in the
+ * signature base.
+ */
+function targetUri(url: URL): string {
+  if (url.hash === "" && url.username === "" && url.password === "" && !url.href.endsWith("#")) {
+    return url.href;
+  }
+  const sent = new URL(url.href);
+  sent.hash = "";
+  sent.username = "";
+  sent.password = "";
+  return sent.href;
+}
+
 // The application/x-www-form-urlencoded parser, then RFC 9421 §2.2.8's re-encoding.
 function encodeQueryPart(value: string): string {
   return encodeURIComponent(value).replace(
@@ -211,13 +232,19 @@ interface QueryParams {
 // whole query for each, quadratic in the size of a hostile request.
 const parsedQueries = new RecentCache<URL, QueryParams>(16);
 
-/** The re-encoded values of the query parameter `name`, in order. */
+/**
+ * The re-encoded values of the query parameter whose re-encoded name is `name`, in order.
+ * RFC 9421 §2.2.8 puts the name in the identifier in the same encoded form as the values
+ * (`"@query-param";name="fa%C3%A7ade%22%3A%20"`). Matched against the decoded names instead, a
+ * signature over `a%20b` would cover the parameter sent as `a%2520b`, and leave `a b` free.
+ */
 function queryParamValues(url: URL, name: string): readonly string[] {
   const search = url.search;
   let parsed = parsedQueries.get(url);
   if (parsed?.search !== search) {
     const values = new Map<string, string[]>();
-    for (const [key, value] of new URLSearchParams(search)) {
+    for (const [decoded, value] of new URLSearchParams(search)) {
+      const key = encodeQueryPart(decoded);
       const list = values.get(key);
       if (list === undefined) values.set(key, [encodeQueryPart(value)]);
       else list.push(encodeQueryPart(value));
@@ -228,11 +255,21 @@ function queryParamValues(url: URL, name: string): readonly string[] {
   return parsed.values.get(name) ?? [];
 }
 
+/** What `encodeQueryPart` can produce: unreserved characters and upper-case escapes. */
+const ENCODED_NAME = /^(?:[A-Za-z0-9\-._~]|%[0-9A-F]{2})*$/;
+
 const COMPONENT_PARAMS = new Set(["sf", "key", "bs", "req", "name", "tr"]);
 const FIELD_ONLY_PARAMS = ["sf", "key", "bs"] as const;
 
+/** Forgets what was read from the headers of `source`'s messages (see `readFieldsAfresh`). */
+function readSourceAfresh(source: ComponentSource): void {
+  readFieldsAfresh(source.message.headers);
+  if (source.request !== undefined) readFieldsAfresh(source.request.headers);
+}
+
 /**
- * The component values of one identifier (several for a repeated `@query-param`).
+ * The component values of one identifier (several for a repeated `@query-param`), from the
+ * message's headers as they are now.
  * @throws ValidationException naming the component when it cannot be derived from the message.
  */
 export function componentValues(
@@ -240,6 +277,12 @@ export function componentValues(
   source: ComponentSource,
   options: SignatureBaseOptions = {},
 ): string[] {
+  readSourceAfresh(source);
+  return derivedValues(id, source, options);
+}
+
+/** `componentValues` within one operation, which read the headers afresh when it began. */
+function derivedValues(id: Item, source: ComponentSource, options: SignatureBaseOptions): string[] {
   const name = id.value;
   if (typeof name !== "string") throw componentError(id, "identifier must be a string");
   const params = id.params;
@@ -290,7 +333,7 @@ export function componentValues(
     const url = targetUrl(id, message);
     switch (name) {
       case "@target-uri":
-        return [url.href];
+        return [targetUri(url)];
       case "@authority":
         return [url.host.toLowerCase()];
       case "@scheme":
@@ -305,7 +348,14 @@ export function componentValues(
         const wanted = params.get("name");
         if (typeof wanted !== "string") throw componentError(id, 'needs a string ;name="…"');
         const values = queryParamValues(url, wanted);
-        if (values.length === 0) throw componentError(id, "parameter is absent from the query");
+        if (values.length === 0) {
+          throw componentError(
+            id,
+            ENCODED_NAME.test(wanted)
+              ? "parameter is absent from the query"
+              : "the name must be given encoded as RFC 9421 §2.2.8 says (a space as %20)",
+          );
+        }
         return [...values];
       }
       default:
@@ -314,7 +364,7 @@ export function componentValues(
   }
 
   if (params.has("name")) throw componentError(id, ";name applies only to @query-param");
-  const lines = fieldLines(message.headers).get(name);
+  const lines = cachedFieldLines(message.headers).get(name);
   if (lines === undefined) throw componentError(id, "field is absent from the message");
   const bs = params.get("bs") === true;
   const sf = params.get("sf") === true;
@@ -425,6 +475,7 @@ export function createSignatureBase(
   source: ComponentSource,
   options: SignatureBaseOptions = {},
 ): string {
+  readSourceAfresh(source);
   return signatureBase(
     signatureParams.items,
     signatureParams.items.map(serializeItem),
@@ -454,7 +505,7 @@ export function signatureBase(
     const serialized = identifiers[i] as string;
     if (seen.has(serialized)) throw componentError(id, "is covered twice");
     seen.add(serialized);
-    for (const value of componentValues(id, source, options)) {
+    for (const value of derivedValues(id, source, options)) {
       if (value.includes("\n") || value.includes("\r")) {
         throw componentError(id, "value contains a line break");
       }

@@ -14,11 +14,12 @@ import {
   verifyDigestField,
 } from "./content-digest.ts";
 import {
+  cachedFieldLines,
   fieldDictionary,
-  fieldLines,
   type HttpMessage,
   isRequestMessage,
   type RequestMessage,
+  readFieldsAfresh,
 } from "./message.ts";
 import type { NonceStore } from "./nonce-store.ts";
 import {
@@ -84,11 +85,11 @@ export interface KeyLookupContext {
 }
 
 export interface VerificationPolicy extends SignatureBaseOptions {
-  /** Resolves the `keyid` to a verifier; undefined means unknown key. */
+  /** Resolves the `keyid` to a verifier; undefined or null means unknown key (check `key`). */
   readonly keyLookup: (
     keyId: string,
     context: KeyLookupContext,
-  ) => MessageVerifier | undefined | Promise<MessageVerifier | undefined>;
+  ) => MessageVerifier | null | undefined | Promise<MessageVerifier | null | undefined>;
   /** Components every accepted signature must cover (e.g. `@method`, `content-digest`). */
   readonly requiredComponents?: readonly ComponentSpec[];
   /** Only this label is considered; default any label on the message. */
@@ -111,7 +112,10 @@ export interface VerificationPolicy extends SignatureBaseOptions {
   readonly requireExpires?: boolean;
   /** Require this `tag` value (application profile). */
   readonly tag?: string;
-  /** Replay protection: nonces are remembered here. */
+  /**
+   * Replay protection: nonces are remembered here, per `keyid` (not per label, which is not
+   * signed). The store is the replay domain: see `NonceStore`.
+   */
   readonly nonceStore?: NonceStore;
   /** Require a `nonce` parameter; default true when nonceStore is set. */
   readonly requireNonce?: boolean;
@@ -208,6 +212,10 @@ export function verifyMessageEagerly(
   policy: VerificationPolicy,
   request?: RequestMessage,
 ): VerificationResult | Promise<VerificationResult> {
+  // The request too: a client that reuses one headers object for its next request must bind a
+  // response to that request, not to the one it verified a response for before.
+  readFieldsAfresh(message.headers);
+  if (request !== undefined) readFieldsAfresh(request.headers);
   let inputs: Dictionary | undefined;
   let signatures: Dictionary | undefined;
   try {
@@ -401,11 +409,14 @@ function verifyLabel(
 
 function checkSignature(
   candidate: Candidate,
-  verifier: MessageVerifier | undefined,
+  verifier: MessageVerifier | null | undefined,
 ): VerificationResult | Promise<VerificationResult> {
   const { label, input, covered, params, message, request, policy } = candidate;
   const allowed = policy.algorithms;
-  if (verifier === undefined) return fail("key", "keyid is not a known key", label);
+  // A lookup backed by a map or a database answers null as often as undefined for "no such key".
+  if (verifier === undefined || verifier === null) {
+    return fail("key", "keyid is not a known key", label);
+  }
   if (params.alg !== undefined && params.alg !== verifier.algorithm) {
     return fail("algorithm", "alg does not match the key's algorithm", label);
   }
@@ -462,7 +473,7 @@ function afterSignature(
     if (checksums === undefined) {
       return fail("content-digest", "the raw body is needed to check Content-Digest", label);
     }
-    const field = fieldLines(message.headers).get("content-digest");
+    const field = cachedFieldLines(message.headers).get("content-digest");
     const digest = verifyDigestField(
       "Content-Digest",
       (field ?? []).join(", "),
@@ -479,12 +490,15 @@ function afterSignature(
   // Nonces are recorded only for signatures that verified, so forged requests cannot burn them.
   if (params.nonce !== undefined && policy.nonceStore !== undefined) {
     // Kept for as long as the signature could still be accepted: until the earlier of its
-    // expiry and the end of its max age (at least one exists, checked above).
+    // expiry and the end of its max age (at least one exists, checked above). Both checks
+    // compare whole seconds, so a signature is still accepted throughout the second
+    // `acceptedUntil`: the nonce must outlive its end, not its start, or it could be replayed in
+    // that last second. `now` is rounded down, so this keeps it up to a second longer still.
     const acceptedUntil = Math.min(
       params.expires === undefined ? Number.POSITIVE_INFINITY : params.expires + skew,
       params.created === undefined ? Number.POSITIVE_INFINITY : params.created + maxAge + skew,
     );
-    const lifetime = acceptedUntil - now;
+    const lifetime = acceptedUntil + 1 - now;
     return policy.nonceStore
       .checkAndStore(`${params.keyid}\u0000${params.nonce}`, Math.max(lifetime, 1) * 1000)
       .then((fresh) =>
@@ -526,7 +540,10 @@ function hasNoContentByDefinition(
  * Content-Range, to have the check skipped.
  */
 function isPartial({ input, message, noContent }: Candidate): boolean {
-  if (coversOwnField(input, "content-range") && fieldLines(message.headers).has("content-range")) {
+  if (
+    coversOwnField(input, "content-range") &&
+    cachedFieldLines(message.headers).has("content-range")
+  ) {
     return true;
   }
   if (isRequestMessage(message)) return false;
@@ -548,7 +565,7 @@ function checkReprDigest(
   if (checksums === undefined) {
     return fail("repr-digest", "the raw body is needed to check Repr-Digest", label);
   }
-  const field = fieldLines(message.headers).get("repr-digest");
+  const field = cachedFieldLines(message.headers).get("repr-digest");
   const digest = verifyDigestField(
     "Repr-Digest",
     (field ?? []).join(", "),
@@ -557,7 +574,7 @@ function checkReprDigest(
   );
   if (digest.ok) return undefined;
   const unsignedPartial =
-    fieldLines(message.headers).has("content-range") ||
+    cachedFieldLines(message.headers).has("content-range") ||
     (!isRequestMessage(message) && isPartialStatus(message.status));
   return fail(
     "repr-digest",

@@ -452,9 +452,13 @@ const show = (text: string): string =>
     (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
   );
 
+/** Whether `a` and `b` are one target URI: a fragment is never sent (RFC 9110 §7.1). */
 function sameUrl(a: string, b: string): boolean {
   try {
-    return new URL(a).href === new URL(b).href;
+    const [x, y] = [new URL(a), new URL(b)];
+    x.hash = "";
+    y.hash = "";
+    return x.href === y.href;
   } catch {
     return false;
   }

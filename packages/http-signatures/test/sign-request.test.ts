@@ -137,3 +137,60 @@ describe("the method", () => {
     expect(result).toMatchObject({ ok: false, check: "components" });
   });
 });
+
+describe("what goes on the wire is what is signed", () => {
+  /** A receiver that verifies what a server gets: the method as sent, no fragment. */
+  const wire = (seen: Request[]) =>
+    (async (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
+      const req = new Request(input, init);
+      seen.push(req);
+      const url = new URL(req.url);
+      url.hash = "";
+      const body = new Uint8Array(await req.arrayBuffer());
+      const result = await verifyMessage(
+        { method: req.method, url: url.href, headers: req.headers, body },
+        { ...policy, contentDigest: "if-present" },
+      );
+      return new Response(JSON.stringify(result), { status: result.ok ? 200 : 401 });
+    }) as typeof fetch;
+
+  it("signs a method fetch does not upper-case (patch) as fetch sends it", async () => {
+    const seen: Request[] = [];
+    const signedFetch = createSignedFetch({ signer, fetch: wire(seen) });
+    const response = await signedFetch("https://b.test/x", { method: "patch", body: "hi" });
+    expect(seen[0]?.method).toBe("patch");
+    expect(response.status).toBe(200);
+    const added = await signRequest(new Request("https://b.test/x", { method: "patch" }), {
+      signer,
+    });
+    const result = await verifyMessage(
+      { method: "patch", url: "https://b.test/x", headers: added },
+      { ...policy, contentDigest: "if-present" },
+    );
+    expect(result.ok).toBe(true);
+  });
+
+  it("leaves the fragment out of @target-uri: it is not sent", async () => {
+    const seen: Request[] = [];
+    const signedFetch = createSignedFetch({ signer, fetch: wire(seen) });
+    const response = await signedFetch("https://b.test/x?y=1#top", { method: "POST", body: "hi" });
+    expect(response.status).toBe(200);
+    const fields = await signMessage(
+      { method: "GET", url: "https://b.test/x#", headers: {} },
+      { signer, components: ["@target-uri"], created: 1 },
+    );
+    expect(fields.base.split("\n")[0]).toBe('"@target-uri": https://b.test/x');
+  });
+
+  it("leaves userinfo out of @target-uri, so no password reaches the signature base", async () => {
+    const fields = await signMessage(
+      { method: "GET", url: "https://user:secret@b.test/x?y=1", headers: {} },
+      { signer, components: ["@target-uri", "@authority"], created: 1 },
+    );
+    expect(fields.base).not.toContain("secret");
+    expect(fields.base.split("\n").slice(0, 2)).toEqual([
+      '"@target-uri": https://b.test/x?y=1',
+      '"@authority": b.test',
+    ]);
+  });
+});

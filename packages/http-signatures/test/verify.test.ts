@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { ValidationError } from "@kms/core";
 import { describe, expect, it } from "vitest";
 import {
   computeContentDigest,
@@ -9,6 +10,7 @@ import {
   type SignOptions,
   signMessage,
   type VerificationPolicy,
+  verifyContentDigest,
   verifyMessage,
 } from "../src/index.ts";
 
@@ -182,14 +184,71 @@ describe("verifyMessage policy", () => {
       },
     };
     const p = policy({ nonceStore, maxAgeSeconds: 300, clockSkewSeconds: 30 });
-    // now is 1 s after created: max-age ends first (300 + 30 − 1 s), not expires (3600 + 30 − 1 s).
+    // now is 1 s after created: max-age ends first, not expires. The checks compare whole
+    // seconds, so the signature is accepted to the end of second created + 330: 300 + 30 − 1 + 1 s.
     expect((await verifyMessage(await signed({ nonce: true, expiresIn: 3600 }), p)).ok).toBe(true);
-    // An expiry before the end of max-age: kept until then (60 + 30 − 1 s).
+    // An expiry before the end of max-age: kept until then (60 + 30 − 1 + 1 s).
     expect((await verifyMessage(await signed({ nonce: true, expiresIn: 60 }), p)).ok).toBe(true);
     // Only expires: its end.
     const noCreated = await signed({ nonce: true, created: false, expiresIn: 60 });
     expect((await verifyMessage(noCreated, { ...p, requireCreated: false })).ok).toBe(true);
-    expect(ttls).toEqual([329_000, 89_000, 89_000]);
+    expect(ttls).toEqual([330_000, 90_000, 90_000]);
+  });
+
+  it.each([
+    ["the end of max-age", {}, "max-age"],
+    ["expires", { expiresIn: 60 }, "expires"],
+  ] as const)(
+    "remembers a nonce to the last instant %s still accepts",
+    async (_name, extra, check) => {
+      const created = T0 / 1000;
+      const lastSecond = "expiresIn" in extra ? created + 60 + 30 : created + 300 + 30;
+      // Verified first at a fraction of a second, as real clocks are.
+      let now = T0 + 1_100;
+      const nonceStore = new MemoryNonceStore({ now: () => now });
+      const message = await signed({ nonce: "n-edge", ...extra });
+      const p = policy({ nonceStore, now: () => now, maxAgeSeconds: 300, clockSkewSeconds: 30 });
+      expect((await verifyMessage(message, p)).ok).toBe(true);
+      // The checks compare whole seconds: the signature is accepted until the second after
+      // `lastSecond` begins, and a replay until then must still be caught.
+      for (const at of [lastSecond * 1000, lastSecond * 1000 + 500, lastSecond * 1000 + 999]) {
+        now = at;
+        expect(await verifyMessage(message, p)).toMatchObject({ ok: false, check: "replay" });
+      }
+      now = (lastSecond + 1) * 1000;
+      expect(await verifyMessage(message, p)).toMatchObject({ ok: false, check });
+    },
+  );
+
+  it("keeps one replay domain per nonce store, whatever the label", async () => {
+    // The label is not signed: a replay under another label is the same signature.
+    const nonceStore = new MemoryNonceStore();
+    const message = await signed({ nonce: "n-label" });
+    expect((await verifyMessage(message, policy({ nonceStore }))).ok).toBe(true);
+    const headers = message.headers as Record<string, string>;
+    const relabelled = {
+      ...message,
+      headers: {
+        ...headers,
+        "signature-input": headers["signature-input"]!.replace(/^sig1=/, "other="),
+        signature: headers.signature!.replace(/^sig1=/, "other="),
+      },
+    };
+    expect(await verifyMessage(relabelled, policy({ nonceStore }))).toMatchObject({
+      ok: false,
+      check: "replay",
+      label: "other",
+    });
+    // Two verifiers that should each accept the message once (a gateway and the service
+    // behind it) need a store each; a shared one sees the second as the replay it is.
+    const gateway = new MemoryNonceStore();
+    const service = new MemoryNonceStore();
+    expect((await verifyMessage(message, policy({ nonceStore: gateway }))).ok).toBe(true);
+    expect((await verifyMessage(message, policy({ nonceStore: service }))).ok).toBe(true);
+    expect(await verifyMessage(message, policy({ nonceStore: service }))).toMatchObject({
+      ok: false,
+      check: "replay",
+    });
   });
 
   it("does not burn nonces for forged signatures", async () => {
@@ -222,6 +281,20 @@ describe("verifyMessage policy", () => {
     await expect(signMessage(message, { signer, label: "a", components: [] })).rejects.toThrow(
       /already used/,
     );
+  });
+
+  it.each([
+    ["null", () => null],
+    ["a promise of null", async () => null],
+    ["a promise of undefined", async () => undefined],
+  ])("answers `key` when the key lookup returns %s", async (_name, keyLookup) => {
+    const result = await verifyMessage(await signed(), policy({ keyLookup }));
+    expect(result).toEqual({
+      ok: false,
+      check: "key",
+      detail: "keyid is not a known key",
+      label: "sig1",
+    });
   });
 
   it("propagates key lookup failures instead of calling them bad signatures", async () => {
@@ -275,4 +348,20 @@ describe("MemoryNonceStore", () => {
     expect(await store.checkAndStore("b", 60_000)).toBe(true);
     expect(await store.checkAndStore("c", 60_000)).toBe(false);
   });
+});
+
+describe("digest algorithms from configuration", () => {
+  it.each(["md5", "SHA-256", "constructor"])(
+    "refuses %s as a ValidationError naming the option, not a TypeError",
+    async (alg) => {
+      const accept = [alg] as never;
+      const field = `${alg.toLowerCase()}=:AAAA:`;
+      expect(() => verifyContentDigest(field, body, accept)).toThrow(ValidationError);
+      expect(() => verifyContentDigest(field, body, accept)).toThrow(/"digestAlgorithms"/);
+      const message = await signed({}, { ...request, headers: { "content-digest": field } });
+      await expect(verifyMessage(message, policy({ digestAlgorithms: accept }))).rejects.toThrow(
+        ValidationError,
+      );
+    },
+  );
 });

@@ -22,6 +22,17 @@ export class RecentCache<K extends object, V> {
     return undefined;
   }
 
+  /** Forgets `key`, so the next `get` misses. */
+  delete(key: K): void {
+    const keys = this.#keys;
+    for (let i = 0; i < keys.length; i++) {
+      if (keys[i] === key) {
+        keys[i] = undefined;
+        this.#values[i] = undefined;
+      }
+    }
+  }
+
   set(key: K, value: V): void {
     const i = this.#next;
     this.#keys[i] = key;

@@ -1,0 +1,104 @@
+/**
+ * `@query-param` names: RFC 9421 §2.2.8 names a parameter in the identifier by its encoded name,
+ * the same re-encoding the values get.
+ */
+import { randomBytes } from "node:crypto";
+import { createSigner, httpbis } from "http-message-signatures";
+import { describe, expect, it } from "vitest";
+import {
+  componentValues,
+  createHmacSigner,
+  createHmacVerifier,
+  item,
+  type RequestMessage,
+  signMessage,
+  verifyMessage,
+} from "../src/index.ts";
+
+const secret = randomBytes(32);
+const signer = createHmacSigner(secret, { keyId: "k1" });
+const T0 = 1_700_000_000_000;
+const policy = {
+  keyLookup: () => createHmacVerifier(secret),
+  now: () => T0,
+  requiredComponents: [{ component: "@query-param", name: "a%20b" }],
+};
+
+const values = (url: string, name: string): string[] =>
+  componentValues(item("@query-param", { name }), {
+    message: { method: "GET", url, headers: {} },
+  });
+
+async function signedFor(url: string, name: string): Promise<RequestMessage> {
+  const message: RequestMessage = { method: "GET", url, headers: {} };
+  const fields = await signMessage(message, {
+    signer,
+    components: ["@method", { component: "@query-param", name }],
+    now: () => T0,
+  });
+  return {
+    ...message,
+    headers: { "signature-input": fields.signatureInput, signature: fields.signature },
+  };
+}
+
+describe('"@query-param";name is the encoded name (RFC 9421 §2.2.8)', () => {
+  it("derives the RFC's own example", () => {
+    const url =
+      "https://www.example.com/parameters?var=this%20is%20a%20big%0Amultiline%20value&bar=with+plus+whitespace&fa%C3%A7ade%22%3A%20=something";
+    expect(values(url, "fa%C3%A7ade%22%3A%20")).toEqual(["something"]);
+    expect(values(url, "bar")).toEqual(["with%20plus%20whitespace"]);
+  });
+
+  it("finds a parameter however the sender spelled its name", () => {
+    for (const query of ["a%20b=1", "a+b=1", "a b=1"]) {
+      expect(values(`https://a.test/?${query}`, "a%20b")).toEqual(["1"]);
+    }
+  });
+
+  /** Signed by the independent `http-message-signatures`, which follows the RFC here. */
+  async function signedElsewhere(url: string): Promise<RequestMessage> {
+    const signed = await httpbis.signMessage(
+      {
+        key: createSigner(secret, "hmac-sha256", "k1"),
+        fields: ["@method", '"@query-param";name="a%20b"'],
+        params: ["keyid", "created"],
+        paramValues: { created: new Date(T0) },
+      },
+      { method: "GET", url, headers: {} },
+    );
+    return { method: "GET", url, headers: signed.headers as Record<string, string> };
+  }
+
+  it("verifies what http-message-signatures signs for a name with a space", async () => {
+    const message = await signedElsewhere("https://a.test/p?a%20b=1&c=2");
+    expect(await verifyMessage(message, policy)).toMatchObject({
+      ok: true,
+      covered: ['"@method"', '"@query-param";name="a%20b"'],
+    });
+  });
+
+  it("does not let a double-encoded name stand in for the signed parameter", async () => {
+    // The signer vouched for `a b` = 1. Changed to 2, with the old value moved to a parameter
+    // the application reads as `a%20b`, the signed line must no longer be derivable.
+    const message = await signedElsewhere("https://a.test/p?a%20b=1");
+    for (const url of ["https://a.test/p?a%20b=2&a%2520b=1", "https://a.test/p?a%2520b=1"]) {
+      expect((await verifyMessage({ ...message, url }, policy)).ok).toBe(false);
+    }
+    // Our own signer names the parameter the same way.
+    const ours = await signedFor("https://a.test/p?a+b=1", "a%20b");
+    expect((await verifyMessage(ours, policy)).ok).toBe(true);
+    expect(
+      await verifyMessage({ ...ours, url: "https://a.test/p?a%20b=2&a%2520b=1" }, policy),
+    ).toMatchObject({ ok: false, check: "signature" });
+  });
+
+  it("says how to write a name given decoded", async () => {
+    await expect(signedFor("https://a.test/p?a%20b=1", "a b")).rejects.toThrow(
+      /must be given encoded as RFC 9421 §2\.2\.8 says/,
+    );
+    await expect(signedFor("https://a.test/p?x=1", "y")).rejects.toThrow(
+      /parameter is absent from the query/,
+    );
+  });
+});
