@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { type EncryptionContext, runWithEncryptionContext } from "@kms/core";
 import type { Request, RequestHandler } from "express";
+import { callbackError } from "./internal/callback-error.ts";
 import { PROBLEM_TYPE_BASE, sendProblem } from "./problem.ts";
 import { existingRequestState, requestState } from "./request-state.ts";
 
@@ -24,11 +25,12 @@ export interface KmsContextOptions {
   /**
    * Builds the context from the request. Default: tenant from `tenantHeader` or
    * `req.user.tenantId`, principal from `req.user.id`, request id from `x-request-id` or random.
-   * Return undefined to refuse the request (answered 400 problem+json).
+   * Return undefined (or null) to refuse the request (answered 400 problem+json). What it
+   * throws goes to `next(error)`, a value that is not an Error as a `KmsInternalError`.
    */
   readonly resolve?: (
     req: Request,
-  ) => RequestKmsContext | undefined | Promise<RequestKmsContext | undefined>;
+  ) => RequestKmsContext | null | undefined | Promise<RequestKmsContext | null | undefined>;
   /** Header naming the tenant for the default resolver; default `x-tenant-id`. */
   readonly tenantHeader?: string;
   /** Encryption context key the tenant is stored under; default `tenant`. */
@@ -76,14 +78,14 @@ export function defaultKmsContext(
 export function kmsContext(options: KmsContextOptions = {}): RequestHandler {
   const resolve = options.resolve ?? ((req: Request) => defaultKmsContext(req, options));
   return async (req, res, next) => {
-    let context: RequestKmsContext | undefined;
+    let context: RequestKmsContext | null | undefined;
     try {
       context = await resolve(req);
     } catch (error) {
-      next(error);
+      next(callbackError(error, '"resolve"'));
       return;
     }
-    if (context === undefined) {
+    if (context === undefined || context === null) {
       sendProblem(res, {
         type: `${PROBLEM_TYPE_BASE}context/tenant-missing`,
         title: "No tenant for this request",

@@ -6,10 +6,13 @@ import {
   verifyMessageEagerly,
 } from "@kms/http-signatures";
 import type { NextFunction, Request, RequestHandler, Response } from "express";
+import { callbackError } from "./internal/callback-error.ts";
 import { PROBLEM_TYPE_BASE, sendProblem } from "./problem.ts";
 import { bodyDecoded, knownRawBody, readRawBody } from "./raw-body.ts";
 import { requestMessage } from "./request-message.ts";
 import { existingRequestState, requestState } from "./request-state.ts";
+
+const VERIFICATION_CALLBACKS = "keyLookup, the verifier or the nonce store";
 
 export type VerifiedSignature = Extract<VerificationResult, { ok: true }>;
 
@@ -28,7 +31,9 @@ export interface VerifySignatureOptions extends VerificationPolicy {
  * answers 401 `application/problem+json` naming the failed check, and the handler never runs.
  * Needs the raw body: put `express.json({ verify: captureRawBody })` (or raw/text/urlencoded)
  * before it, or no parser at all.
- * Errors from key lookup or the KMS go to `next(error)`; an unusable body answers 400.
+ * Errors from key lookup or the KMS go to `next(error)`, a thrown value that is not an Error
+ * as a `KmsInternalError` with that value as `cause` (Express would read `undefined` or
+ * `"route"` as leave to run the handler); an unusable body answers 400.
  */
 export function verifySignature(policy: VerifySignatureOptions): RequestHandler {
   const limit = policy.bodyLimit ?? 1024 * 1024;
@@ -54,8 +59,19 @@ export function verifySignature(policy: VerifySignatureOptions): RequestHandler 
     next: NextFunction,
     body: Uint8Array | undefined,
   ): Promise<void> | undefined => {
-    const result = verifyMessageEagerly(requestMessage(req, body), policy);
-    if ("then" in result) return result.then((settled) => conclude(req, res, next, settled));
+    let result: VerificationResult | Promise<VerificationResult>;
+    try {
+      result = verifyMessageEagerly(requestMessage(req, body), policy);
+    } catch (error) {
+      next(callbackError(error, VERIFICATION_CALLBACKS));
+      return undefined;
+    }
+    if ("then" in result) {
+      return result.then(
+        (settled) => conclude(req, res, next, settled),
+        (error: unknown) => next(callbackError(error, VERIFICATION_CALLBACKS)),
+      );
+    }
     conclude(req, res, next, result);
     return undefined;
   };
@@ -78,7 +94,6 @@ export function verifySignature(policy: VerifySignatureOptions): RequestHandler 
     }
     await verify(req, res, next, body);
   };
-  // Express 5 passes a rejected promise (key lookup or KMS failure) to next(error).
   return (req, res, next) => {
     // A body-less or already captured request needs no stream read, and no extra await.
     const body = knownRawBody(req);
