@@ -8,12 +8,13 @@ import {
   isKmsError,
   KmsInternalError,
   type UnchainedAuditEvent,
-  ValidationError,
 } from "@kms/core";
 import type pg from "pg";
 import {
+  BEGIN,
   hostOf,
   lockTimeoutOption,
+  optionsObject,
   pgCode,
   poolOption,
   schemaOption,
@@ -97,14 +98,13 @@ export class PostgresAuditSink implements AuditSink {
    *   audit: await PostgresAuditSink.open({ pool }),
    * });
    *
-   * @throws ValidationError when the schema name is invalid or neither/both of pool and
-   * connectionString are given. KmsInternalError when the database cannot be reached or its
-   * schema was written by a newer version of this package.
+   * @throws ValidationError when `options` is not an object, the schema name is invalid, `pool`
+   * is not a pg.Pool, or neither/both of pool and connectionString are given. KmsInternalError
+   * when the database cannot be reached or its schema was written by a newer version of this
+   * package.
    */
   static async open(options: PostgresAuditSinkOptions): Promise<PostgresAuditSink> {
-    if (typeof options !== "object" || options === null) {
-      throw new ValidationError('"options" expected { connectionString } or { pool }');
-    }
+    optionsObject(options);
     const schema = schemaOption(options.schema);
     const lockTimeoutMs = lockTimeoutOption(options.lockTimeoutMs);
     const { pool, ownsPool } = poolOption(options);
@@ -256,7 +256,7 @@ export class PostgresAuditSink implements AuditSink {
 function statements(schema: string, lockTimeoutMs: number) {
   const s = quoteIdent(schema);
   return {
-    beginAndLockHead: `BEGIN; ${setLockTimeout(lockTimeoutMs)}; SELECT sequence, hash FROM ${s}.kms_audit_head FOR UPDATE`,
+    beginAndLockHead: `${BEGIN}; ${setLockTimeout(lockTimeoutMs)}; SELECT sequence, hash FROM ${s}.kms_audit_head FOR UPDATE`,
     // A data-modifying CTE runs whether or not it is referenced: one round trip for both.
     insertAndMoveHead: `
       WITH inserted AS (

@@ -12,9 +12,12 @@ import {
 import type pg from "pg";
 import { ChangeFeed } from "./internal/change-feed.ts";
 import {
+  BEGIN,
+  booleanOption,
   hostOf,
   integerOption,
   lockTimeoutOption,
+  optionsObject,
   pgCode,
   poolOption,
   schemaOption,
@@ -25,11 +28,15 @@ import { channelOf, migrate, quoteIdent } from "./internal/migrations.ts";
 import {
   type AliasRow,
   aliasFromRow,
+  assertStorableKey,
+  assertStorableText,
+  isStorableText,
   KEY_COLUMNS,
   KEY_VERSION_SELECT,
   type KeyVersionRow,
   keyParams,
   keysFromRows,
+  listBound,
   TYPES,
   versionArrays,
 } from "./internal/rows.ts";
@@ -101,8 +108,11 @@ export type PostgresKeyStoreOptions = CommonOptions &
  * invalidate by LISTEN/NOTIFY, with a change-counter poll as the safety net: a cached record
  * is never more than `maxStalenessMs` behind the database.
  *
- * Methods behave as documented on {@link KeyStore}.
+ * Methods behave as documented on {@link KeyStore}. Text a text column cannot hold exactly
+ * (U+0000, lone surrogates) is never sent: no stored id or name can equal it, so lookups find
+ * nothing, and writes of it are refused.
  * @throws AlreadyExistsError, NotFoundError, KeyStoreConflictError as KeyStore documents;
+ * ValidationError when a record to write holds such text (the message names the field);
  * KmsInternalError when PostgreSQL fails (cause attached) or the store is closed.
  */
 export class PostgresKeyStore implements KeyStore {
@@ -135,20 +145,22 @@ export class PostgresKeyStore implements KeyStore {
    * const store = await PostgresKeyStore.open({ connectionString: process.env.DATABASE_URL! });
    * const kms = await createKms({ store, rootKey: RootKeySource.fromEnv() });
    *
-   * @throws ValidationError when an option is out of range or neither/both of pool and
-   * connectionString are given. KmsInternalError when the database cannot be reached or its
-   * schema was written by a newer version of this package.
+   * @throws ValidationError when `options` is not an object, an option is out of range or of
+   * the wrong type, or neither/both of pool and connectionString are given. KmsInternalError
+   * when the database cannot be reached or its schema was written by a newer version of this
+   * package.
    */
   static async open(options: PostgresKeyStoreOptions): Promise<PostgresKeyStore> {
+    optionsObject(options);
     const schema = schemaOption(options.schema);
     const maxStalenessMs = integerOption("maxStalenessMs", options.maxStalenessMs, 1_000, 2);
     const cacheSize = integerOption("cacheSize", options.cacheSize, 1_000);
     const lockTimeoutMs = lockTimeoutOption(options.lockTimeoutMs);
+    const listen = booleanOption("listen", options.listen, true);
     const { pool, ownsPool } = poolOption(options);
     const where = hostOf(pool.options);
     const description = `postgres:${where}/${schema}`;
-    const listenConfig: pg.ClientConfig | undefined =
-      options.listen === false ? undefined : { ...pool.options };
+    const listenConfig: pg.ClientConfig | undefined = listen ? { ...pool.options } : undefined;
     const feed = new ChangeFeed({
       pool,
       listenConfig,
@@ -174,6 +186,9 @@ export class PostgresKeyStore implements KeyStore {
 
   async getKey(keyId: string): Promise<StoredKey | undefined> {
     this.#checkOpen();
+    // No stored id can hold U+0000 or a lone surrogate; sent as is, the one fails with 22021
+    // and the other would be looked up as U+FFFD.
+    if (!isStorableText(keyId)) return undefined;
     const hit = this.#feed.key(keyId);
     if (hit !== undefined) return hit;
     const generation = this.#feed.generation;
@@ -187,7 +202,7 @@ export class PostgresKeyStore implements KeyStore {
   async listKeys(options: ListOptions): Promise<readonly StoredKey[]> {
     this.#checkOpen();
     const rows = await this.#query<KeyVersionRow>("listKeys", this.#sql.listKeys, [
-      options.after ?? null,
+      listBound(options.after),
       options.limit,
     ]);
     return keysFromRows(rows);
@@ -195,6 +210,7 @@ export class PostgresKeyStore implements KeyStore {
 
   async createKey(key: StoredKey): Promise<void> {
     this.#checkOpen();
+    assertStorableKey(key);
     await this.#transaction("createKey", async (client) => {
       const inserted = await client.query(this.#sql.insertKey, keyParams(key));
       if (inserted.rowCount === 0) throw new AlreadyExistsError(`key ${key.keyId} already exists`);
@@ -205,6 +221,8 @@ export class PostgresKeyStore implements KeyStore {
 
   async updateKey(key: StoredKey): Promise<void> {
     this.#checkOpen();
+    if (!isStorableText(key.keyId)) throw new NotFoundError(`key ${key.keyId} does not exist`);
+    assertStorableKey(key);
     try {
       await this.#transaction("updateKey", async (client) => {
         const updated = await client.query(this.#sql.updateKey, keyParams(key));
@@ -223,20 +241,27 @@ export class PostgresKeyStore implements KeyStore {
 
   async deleteKey(keyId: string, revision: number): Promise<void> {
     this.#checkOpen();
+    if (!isStorableText(keyId)) throw new NotFoundError(`key ${keyId} does not exist`);
+    let aliases: readonly { alias_name: string }[] = [];
     try {
       await this.#transaction("deleteKey", async (client) => {
         const deleted = await client.query(this.#sql.deleteKey, [keyId, revision]);
         if (deleted.rowCount === 0) throw await this.#whyNot(client, keyId);
         // Versions go by ON DELETE CASCADE; aliases in the same transaction.
-        await client.query(this.#sql.deleteAliasesOf, [keyId]);
+        ({ rows: aliases } = await client.query<{ alias_name: string }>(this.#sql.deleteAliasesOf, [
+          keyId,
+        ]));
       });
     } finally {
       this.#feed.invalidateKey(keyId);
+      // This instance may have cached them; their notifications come later, or never.
+      for (const { alias_name } of aliases) this.#feed.invalidateAlias(alias_name);
     }
   }
 
   async getAlias(aliasName: string): Promise<StoredAlias | undefined> {
     this.#checkOpen();
+    if (!isStorableText(aliasName)) return undefined;
     const hit = this.#feed.alias(aliasName);
     if (hit !== undefined) return hit;
     const generation = this.#feed.generation;
@@ -250,8 +275,9 @@ export class PostgresKeyStore implements KeyStore {
     options: ListOptions & { readonly targetKeyId?: string },
   ): Promise<readonly StoredAlias[]> {
     this.#checkOpen();
+    if (options.targetKeyId !== undefined && !isStorableText(options.targetKeyId)) return [];
     const rows = await this.#query<AliasRow>("listAliases", this.#sql.listAliases, [
-      options.after ?? null,
+      listBound(options.after),
       options.targetKeyId ?? null,
       options.limit,
     ]);
@@ -260,6 +286,9 @@ export class PostgresKeyStore implements KeyStore {
 
   async createAlias(alias: StoredAlias): Promise<void> {
     this.#checkOpen();
+    assertStorableText("aliasName", alias.aliasName);
+    assertStorableText("targetKeyId", alias.targetKeyId);
+    assertStorableText("seal", alias.seal);
     try {
       await this.#transaction("createAlias", async (client) => {
         const { rowCount } = await client.query(this.#sql.insertAlias, [
@@ -283,6 +312,9 @@ export class PostgresKeyStore implements KeyStore {
     seal?: string,
   ): Promise<void> {
     this.#checkOpen();
+    if (!isStorableText(aliasName)) throw new NotFoundError(`alias ${aliasName} does not exist`);
+    assertStorableText("targetKeyId", targetKeyId);
+    assertStorableText("seal", seal);
     try {
       await this.#transaction("updateAlias", async (client) => {
         // No seal given means the alias is stored without one (KeyStore.updateAlias), so a
@@ -302,6 +334,7 @@ export class PostgresKeyStore implements KeyStore {
 
   async deleteAlias(aliasName: string): Promise<void> {
     this.#checkOpen();
+    if (!isStorableText(aliasName)) throw new NotFoundError(`alias ${aliasName} does not exist`);
     try {
       await this.#transaction("deleteAlias", async (client) => {
         const { rowCount } = await client.query(this.#sql.deleteAlias, [aliasName]);
@@ -314,12 +347,15 @@ export class PostgresKeyStore implements KeyStore {
 
   async getSetting(name: string): Promise<string | undefined> {
     this.#checkOpen();
+    if (!isStorableText(name)) return undefined;
     const rows = await this.#query<{ value: string }>("getSetting", this.#sql.getSetting, [name]);
     return rows[0]?.value;
   }
 
   async putSettingIfAbsent(name: string, value: string): Promise<string> {
     this.#checkOpen();
+    assertStorableText("name", name);
+    assertStorableText("value", value);
     // Two statements, not one: under READ COMMITTED a single INSERT … ON CONFLICT DO NOTHING
     // that lost a race could not see the winner's row in its own snapshot.
     await this.#query("putSettingIfAbsent", this.#sql.insertSetting, [name, value]);
@@ -415,7 +451,7 @@ function statements(schema: string, lockTimeoutMs: number) {
             ORDER BY key_id LIMIT $2) k
       LEFT JOIN ${s}.kms_key_versions v ON v.key_id = k.key_id
       ORDER BY k.key_id, v.version`,
-    begin: `BEGIN; ${setLockTimeout(lockTimeoutMs)}; SELECT 1 FROM ${s}.kms_changes FOR UPDATE`,
+    begin: `${BEGIN}; ${setLockTimeout(lockTimeoutMs)}; SELECT 1 FROM ${s}.kms_changes FOR UPDATE`,
     keyExists: `SELECT 1 FROM ${s}.kms_keys WHERE key_id = $1`,
     insertKey: `INSERT INTO ${s}.kms_keys (${columns}) VALUES (${placeholders})
       ON CONFLICT (key_id) DO NOTHING`,
@@ -437,7 +473,7 @@ function statements(schema: string, lockTimeoutMs: number) {
     deleteStaleVersions: `DELETE FROM ${s}.kms_key_versions
       WHERE key_id = $1 AND NOT (version = ANY ($2::integer[]))`,
     deleteKey: `DELETE FROM ${s}.kms_keys WHERE key_id = $1 AND revision = $2`,
-    deleteAliasesOf: `DELETE FROM ${s}.kms_aliases WHERE target_key_id = $1`,
+    deleteAliasesOf: `DELETE FROM ${s}.kms_aliases WHERE target_key_id = $1 RETURNING alias_name`,
     getAlias: `SELECT * FROM ${s}.kms_aliases WHERE alias_name = $1`,
     listAliases: `SELECT * FROM ${s}.kms_aliases
       WHERE ($1::text IS NULL OR alias_name > $1::text)

@@ -89,6 +89,50 @@ describe.skipIf(target.skipReason !== undefined)("PostgresKeyStore cache across 
     expect(keyReads.length).toBeLessThanOrEqual(2);
   });
 
+  it("deleteKey drops the aliases of the key this instance has cached, at once", async () => {
+    const schema = randomSchema("stale");
+    cleanups.push(() => dropSchema(schema));
+    // No notification and no poll for a minute: only the store's own invalidation can help.
+    const store = await PostgresKeyStore.open({
+      connectionString: target.url!,
+      schema,
+      listen: false,
+      maxStalenessMs: 60_000,
+    });
+    cleanups.push(() => store.close());
+    const key = {
+      keyId: "k-1",
+      revision: 1,
+      createdAt: 1,
+      description: "",
+      keySpec: "SYMMETRIC_DEFAULT",
+      keyUsage: "ENCRYPT_DECRYPT",
+      origin: "AWS_KMS",
+      multiRegion: false,
+      keyState: "Enabled",
+      rotation: { enabled: false, periodInDays: 365, onDemandRotations: 0 },
+      tags: [],
+      versions: [
+        { version: 1, createdAt: 1, keyMaterialId: "01", wrappedMaterial: new Uint8Array(8) },
+      ],
+      currentVersion: 1,
+    } as const;
+    await store.createKey(key);
+    await store.createKey({ ...key, keyId: "k-2" });
+    for (const [aliasName, targetKeyId] of [
+      ["alias/one", "k-1"],
+      ["alias/two", "k-1"],
+      ["alias/other", "k-2"],
+    ] as const) {
+      await store.createAlias({ aliasName, targetKeyId, createdAt: 1, updatedAt: 1 });
+      expect(await store.getAlias(aliasName)).toMatchObject({ targetKeyId }); // now cached
+    }
+    await store.deleteKey("k-1", 1);
+    expect(await store.getAlias("alias/one")).toBeUndefined();
+    expect(await store.getAlias("alias/two")).toBeUndefined();
+    expect(await store.getAlias("alias/other")).toMatchObject({ targetKeyId: "k-2" });
+  });
+
   it("sees a rotation by another instance and encrypts under the new version", async () => {
     const { a, b } = await twoInstances(true);
     const keyId = (await a.createKey()).keyMetadata.keyId;

@@ -153,9 +153,14 @@ export class ChangeFeed {
     if (subject.startsWith("k:")) this.invalidateKey(subject.slice(2));
     else if (subject.startsWith("a:")) this.invalidateAlias(subject.slice(2));
     else this.#clear();
-    // Notifications arrive in commit order, and commits bump the counter in that order, so
-    // having seen n means every change up to n has been applied.
-    if (Number.isSafeInteger(counter) && counter > this.#seen) this.#seen = counter;
+    if (!Number.isSafeInteger(counter) || (this.#seen >= 0 && counter <= this.#seen)) return;
+    // Every committed change bumps the counter by one and notifies, in commit order, so on one
+    // connection n follows n - 1. Any other n, or any n while #seen is unknown (a new LISTEN
+    // connection), means changes committed that this cache never heard of: the ones made while
+    // no connection was listening. Taking n as seen without clearing would let the next poll,
+    // reading n too, keep records those changes made stale, and serve them without bound.
+    if (counter !== this.#seen + 1 || this.#seen < 0) this.#clear();
+    this.#seen = counter;
   }
 
   async #connectListener(): Promise<void> {

@@ -27,6 +27,17 @@ export function pgCode(error: unknown): string {
 }
 
 /**
+ * The options argument of `open`.
+ * @throws ValidationError when it is not an object.
+ */
+export function optionsObject<T>(options: T): T {
+  if (typeof options !== "object" || options === null) {
+    throw new ValidationError('"options" expected { connectionString } or { pool }');
+  }
+  return options;
+}
+
+/**
  * The schema option, defaulting to "kms".
  * @throws ValidationError when it is not a safe unquoted identifier.
  */
@@ -54,7 +65,18 @@ export function poolOption(options: {
   if (hasPool === hasUrl) {
     throw new ValidationError('expected exactly one of "pool" and "connectionString"');
   }
-  if (hasPool) return { pool: options.pool!, ownsPool: false };
+  if (hasPool) {
+    const pool = options.pool as Partial<pg.Pool> | null;
+    if (
+      typeof pool !== "object" ||
+      pool === null ||
+      typeof pool.connect !== "function" ||
+      typeof pool.options !== "object"
+    ) {
+      throw new ValidationError('"pool" expected a pg.Pool');
+    }
+    return { pool: pool as pg.Pool, ownsPool: false };
+  }
   if (typeof options.connectionString !== "string" || !options.connectionString) {
     throw new ValidationError('"connectionString" expected a non-empty string');
   }
@@ -86,6 +108,18 @@ export function integerOption(
 }
 
 /**
+ * A boolean option, `fallback` when absent.
+ * @throws ValidationError otherwise.
+ */
+export function booleanOption(name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== "boolean") {
+    throw new ValidationError(`"${name}" expected a boolean, got ${typeof value}`);
+  }
+  return value;
+}
+
+/**
  * The `lockTimeoutMs` option, default 10 s: how long a write transaction waits for the lock
  * that serializes writers (the change counter, the audit head) before it fails. Without it, one
  * stuck transaction — a client paused mid-transaction, a manual `SELECT … FOR UPDATE` left
@@ -96,6 +130,15 @@ export function integerOption(
 export function lockTimeoutOption(value: unknown): number {
   return integerOption("lockTimeoutMs", value, 10_000, 0, 2_147_483_647);
 }
+
+/**
+ * Starts every transaction of the store, the audit sink and the migrations. The isolation level
+ * is explicit because the compare-and-set writes, the queue on the writers' lock and the
+ * migration check all rely on READ COMMITTED re-reading rows committed while they waited: under
+ * a database or role default of REPEATABLE READ or SERIALIZABLE, every writer that queued behind
+ * another would fail with 40001 instead.
+ */
+export const BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED";
 
 /** Applies the validated timeout to the current transaction only (no pooled-session leak). */
 export function setLockTimeout(ms: number): string {

@@ -1,5 +1,6 @@
 import { KmsInternalError } from "@kms/core";
 import type pg from "pg";
+import { BEGIN } from "./connection.ts";
 
 /** Quotes a schema name that {@link checkSchemaName} accepted. */
 export function quoteIdent(name: string): string {
@@ -136,9 +137,11 @@ const LOCK_CLASS = 0x6b6d_7301;
 
 /**
  * Brings `schema` up to SCHEMA_VERSION, creating it if needed. Everything, the version check
- * included, runs in one transaction after pg_advisory_xact_lock, so instances starting together
- * apply each migration exactly once and a failed migration leaves nothing half-applied (DDL is
- * transactional in PostgreSQL).
+ * included, runs in one READ COMMITTED transaction after pg_advisory_xact_lock, so instances
+ * starting together apply each migration exactly once (the version is read after the lock, from
+ * a snapshot that sees the previous holder's commit) and a failed migration leaves nothing
+ * half-applied (DDL is transactional in PostgreSQL). A schema that is already current is only
+ * read, so a role with USAGE on the schema and DML on its tables can open it.
  * @throws KmsInternalError when the schema was written by a newer version of this package.
  */
 export async function migrate(pool: pg.Pool, schema: string, description: string): Promise<void> {
@@ -146,16 +149,25 @@ export async function migrate(pool: pg.Pool, schema: string, description: string
   const client = await pool.connect();
   let broken: Error | undefined;
   try {
-    await client.query("BEGIN");
+    await client.query(BEGIN);
     try {
       await client.query("SELECT pg_advisory_xact_lock($1, hashtext($2))", [LOCK_CLASS, schema]);
-      await client.query(`CREATE SCHEMA IF NOT EXISTS ${s}`);
-      await client.query(
-        `CREATE TABLE IF NOT EXISTS ${s}.kms_schema_migrations (
-           version    integer     NOT NULL PRIMARY KEY,
-           applied_at timestamptz NOT NULL DEFAULT now()
-         )`,
+      // DDL only for what is missing: CREATE … IF NOT EXISTS checks the CREATE privilege before
+      // it looks, so it would refuse a role that was granted only USAGE and DML on a schema
+      // that is already up to date.
+      const found = await client.query<{ schema: boolean; migrations: boolean }>(
+        `SELECT to_regnamespace($1) IS NOT NULL AS schema, to_regclass($2) IS NOT NULL AS migrations`,
+        [s, `${s}.kms_schema_migrations`],
       );
+      if (!found.rows[0]!.schema) await client.query(`CREATE SCHEMA IF NOT EXISTS ${s}`);
+      if (!found.rows[0]!.migrations) {
+        await client.query(
+          `CREATE TABLE IF NOT EXISTS ${s}.kms_schema_migrations (
+             version    integer     NOT NULL PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+           )`,
+        );
+      }
       const { rows } = await client.query<{ version: number | null }>(
         `SELECT max(version) AS version FROM ${s}.kms_schema_migrations`,
       );

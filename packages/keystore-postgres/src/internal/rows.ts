@@ -4,6 +4,7 @@ import {
   type StoredAlias,
   type StoredKey,
   type StoredKeyVersion,
+  ValidationError,
 } from "@kms/core";
 import pg from "pg";
 
@@ -17,6 +18,64 @@ export const TYPES: pg.CustomTypesConfig = {
       ? (value: string) => Number(value)
       : pg.types.getTypeParser(oid, format as "text")) as pg.CustomTypesConfig["getTypeParser"],
 };
+
+/**
+ * What PostgreSQL text cannot hold exactly: U+0000, which it rejects (22021), and lone
+ * surrogates, which the driver's UTF-8 encoding silently turns into U+FFFD.
+ */
+const UNSTORABLE = /[\0\p{Cs}]/u;
+
+/** Whether a text column holds `value` exactly, so no stored id or name can equal anything else. */
+export function isStorableText(value: string): boolean {
+  return !UNSTORABLE.test(value);
+}
+
+/**
+ * Refuses text a column would reject or change, as the caller's error rather than
+ * KMSInternalException, and so that no record is ever stored other than as given. The value
+ * stays out of the message.
+ * @throws ValidationError naming the field.
+ */
+export function assertStorableText(field: string, value: string | undefined): void {
+  if (value !== undefined && UNSTORABLE.test(value)) {
+    throw new ValidationError(
+      `"${field}" cannot be stored in PostgreSQL text: it contains U+0000 or a lone surrogate`,
+    );
+  }
+}
+
+/**
+ * Every text field of a key that goes to a text column as is (tags and grants go as JSON, which
+ * escapes both).
+ * @throws ValidationError naming the first field that cannot be stored.
+ */
+export function assertStorableKey(key: StoredKey): void {
+  const fields: [string, string | undefined][] = [
+    ["keyId", key.keyId],
+    ["description", key.description],
+    ["keySpec", key.keySpec],
+    ["keyUsage", key.keyUsage],
+    ["origin", key.origin],
+    ["keyState", key.keyState],
+    ["policy", key.policy],
+    ["seal", key.seal],
+  ];
+  key.versions.forEach((v, i) => {
+    fields.push([`versions[${i}].keyMaterialId`, v.keyMaterialId]);
+    fields.push([`versions[${i}].rotationType`, v.rotationType]);
+  });
+  for (const [field, value] of fields) assertStorableText(field, value);
+}
+
+/**
+ * A list's `after` bound as a text parameter. No stored id or name contains U+0000, so those
+ * after "ab\0…" are exactly those after "ab" (a marker decoded from base64 can hold one).
+ */
+export function listBound(after: string | undefined): string | null {
+  if (after === undefined) return null;
+  const nul = after.indexOf("\0");
+  return nul === -1 ? after : after.slice(0, nul);
+}
 
 /** A row of kms_keys joined with one of its versions (v_* columns; null when none). */
 export interface KeyVersionRow {
