@@ -2,7 +2,7 @@
 // The `kms` command: everything happens in runCli, so tests can run the same code in-process.
 import { invalidUtf8Argument } from "./internal/raw-argv.ts";
 import { usageText } from "./internal/usage.ts";
-import { EXIT_USAGE, runCli } from "./run-cli.ts";
+import { EXIT_OK, EXIT_USAGE, runCli } from "./run-cli.ts";
 
 const argv = process.argv.slice(2);
 const undecodable = invalidUtf8Argument(argv);
@@ -13,18 +13,24 @@ if (undecodable !== undefined) {
   );
   process.exitCode = EXIT_USAGE;
 } else {
-  // A command that reads `signal` (`kms serve`) stops on the first SIGINT or SIGTERM and then
-  // closes the KMS, flushing the audit trail; a second signal ends the process at once. For
-  // every other command the signal is raised again, so it ends the process as it always did.
+  // A command that reads `signal` (`kms serve`; `encrypt` and `decrypt` once they transfer data)
+  // stops on the first SIGINT or SIGTERM and then closes the KMS, flushing the audit trail;
+  // a second signal ends the process at once. For every other command the signal is raised
+  // again, so it ends the process as it always did.
   const stop = new AbortController();
   let stoppable = false;
+  let received: NodeJS.Signals | undefined;
   for (const name of ["SIGINT", "SIGTERM"] as const) {
     process.once(name, () => {
-      if (stoppable) stop.abort();
-      else process.kill(process.pid, name);
+      if (!stoppable) {
+        process.kill(process.pid, name);
+        return;
+      }
+      received = name;
+      stop.abort();
     });
   }
-  process.exitCode = await runCli(argv, {
+  const code = await runCli(argv, {
     get signal() {
       stoppable = true;
       return stop.signal;
@@ -35,4 +41,9 @@ if (undecodable !== undefined) {
     env: process.env,
     cwd: process.cwd(),
   });
+  process.exitCode = code;
+  // An encrypt or decrypt the signal stopped has removed its partial output: now it ends by
+  // that signal (exit status 128 + n), as a command the signal ends at once does. `serve`
+  // stopped cleanly exits 0: a signal is how it is meant to stop.
+  if (received !== undefined && code !== EXIT_OK) process.kill(process.pid, received);
 }

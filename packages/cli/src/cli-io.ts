@@ -17,8 +17,10 @@ export interface CliIo {
   /** Relative paths resolve against it. */
   readonly cwd: string;
   /**
-   * Stops a long-running command (`serve`) when aborted; the binary aborts it on SIGINT and
-   * SIGTERM. Without it, `serve` runs until the process ends.
+   * Stops a long-running command when aborted; the binary aborts it on SIGINT and SIGTERM.
+   * `serve` stops cleanly (exit 0); `encrypt` and `decrypt` fail (`Interrupted`, exit 1),
+   * destroying their input stream (`stdin` for `--in -`) and removing their partial output file.
+   * Without it, `serve` runs until the process ends.
    */
   readonly signal?: AbortSignal;
 }

@@ -8,7 +8,7 @@ import {
   AuditChainBrokenError,
   LAST_USED_COMMANDS,
 } from "./internal/audit-commands.ts";
-import type { Command, CommandContext } from "./internal/command.ts";
+import { type Command, type CommandContext, writeOut } from "./internal/command.ts";
 import { DATA_COMMANDS } from "./internal/data-commands.ts";
 import { initCommand } from "./internal/init-command.ts";
 import { KEY_COMMANDS } from "./internal/key-commands.ts";
@@ -70,6 +70,23 @@ export const EXIT_AUDIT_BROKEN = 3;
  * Never throws; never writes key material or data keys.
  */
 export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
+  // A failed write is also emitted as an `error` event, which with no listener ends the process
+  // with a stack trace (`kms list-keys | head -c 1`). Stdout's failures reach the command through
+  // its writes (writeOut) and fail it; stderr's are dropped, as there is nowhere left to say so.
+  const ignore = (): void => undefined;
+  io.stdout.on("error", ignore);
+  io.stderr.on("error", ignore);
+  try {
+    return await runAndClose(argv, io);
+  } finally {
+    // The event follows the write's callback by a tick or two: it must still find the listener.
+    await new Promise((resolve) => setImmediate(resolve));
+    io.stdout.off("error", ignore);
+    io.stderr.off("error", ignore);
+  }
+}
+
+async function runAndClose(argv: readonly string[], io: CliIo): Promise<number> {
   const opened: { kms?: Promise<Kms> } = {};
   const code = await execute(argv, io, opened);
   if (opened.kms === undefined) return code;
@@ -99,7 +116,8 @@ async function execute(
     if (command === "help" || (command === undefined && wantsHelp(argv))) {
       const topic = argv[at + 1];
       const sub = topic !== undefined && GROUPS.has(topic) ? argv[at + 2] : undefined;
-      io.stdout.write(
+      await writeOut(
+        io,
         usageText(at === -1 ? undefined : sub === undefined ? topic : `${topic} ${sub}`),
       );
       return EXIT_OK;
@@ -111,7 +129,7 @@ async function execute(
       const rest = commandIndex(argv.slice(at + 1));
       if (rest === -1) {
         if (wantsHelp(argv)) {
-          io.stdout.write(usageText(group));
+          await writeOut(io, usageText(group));
           return EXIT_OK;
         }
         throw new UsageError(`${group}: missing subcommand`, group);
@@ -134,7 +152,7 @@ async function execute(
       tokens: true,
     });
     if (parsed.values.help === true) {
-      io.stdout.write(usageText(command));
+      await writeOut(io, usageText(command));
       return EXIT_OK;
     }
     checkOptionTokens(parsed.tokens, options, command);

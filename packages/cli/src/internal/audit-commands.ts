@@ -7,9 +7,8 @@ import {
   KmsInternalError,
   verifyAuditLog,
 } from "@kms/core";
-import type { CliIo } from "../cli-io.ts";
 import { integerOption, stringOption } from "./args.ts";
-import { type Command, type CommandContext, printJson } from "./command.ts";
+import { type Command, type CommandContext, printJson, writeOut } from "./command.ts";
 import { DATABASE_FILE } from "./open-kms.ts";
 import { UsageError } from "./usage.ts";
 
@@ -66,11 +65,18 @@ const auditVerify: Command = {
     const result =
       trail.unreadable ?? verifyAuditLog(events, head === undefined ? {} : { expectedHead: head });
     if (result.ok) {
-      printJson(ctx.io, { ok: true, events: result.count, head: result.head ?? null });
+      await printJson(ctx.io, { ok: true, events: result.count, head: result.head ?? null });
       return;
     }
     const at = brokenAt(result, events);
-    printJson(ctx.io, { ok: false, ...at, problem: result.problem, message: result.message });
+    // The verdict is the exit code and the stderr line: output that cannot be written must not
+    // turn a broken chain into a plain failure (exit 1).
+    await printJson(ctx.io, {
+      ok: false,
+      ...at,
+      problem: result.problem,
+      message: result.message,
+    }).catch(() => undefined);
     const sequence = at.sequence === undefined ? "" : ` (sequence ${at.sequence})`;
     throw new AuditChainBrokenError(
       `the audit trail is broken at event ${at.index}${sequence}: ${result.message}`,
@@ -185,7 +191,7 @@ const auditList: Command = {
           );
           return;
         }
-        await writeLine(ctx.io, `${JSON.stringify(event)}\n`);
+        await writeOut(ctx.io, `${JSON.stringify(event)}\n`);
         printed += 1;
         lastPrinted = event.sequence;
       }
@@ -236,12 +242,6 @@ function isCalendarDate(parts: RegExpExecArray): boolean {
   );
 }
 
-/** Writes one line, waiting when the reader is slower, so a long listing is not buffered whole. */
-async function writeLine(io: CliIo, line: string): Promise<void> {
-  if (io.stdout.write(line)) return;
-  await new Promise<void>((resolve) => io.stdout.once("drain", () => resolve()));
-}
-
 /**
  * `kms last-used <keyId|alias>`: AWS's GetKeyLastUsage, itself an audited call (it never counts
  * as a use). The deprecated `eventId` (same value as `cloudTrailEventId`) is left out so that
@@ -257,7 +257,7 @@ const lastUsed: Command = {
       ctx.callOptions,
     );
     const usage = response.keyLastUsage;
-    printJson(ctx.io, {
+    await printJson(ctx.io, {
       keyId: response.keyId,
       ...(usage === undefined
         ? {}

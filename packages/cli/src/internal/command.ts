@@ -27,6 +27,19 @@ export interface Command {
   run(ctx: CommandContext): Promise<void>;
 }
 
-export function printJson(io: CliIo, value: unknown): void {
-  io.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+/** Prints `value` as pretty JSON on stdout; see {@link writeOut}. */
+export function printJson(io: CliIo, value: unknown): Promise<void> {
+  return writeOut(io, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+/**
+ * Writes `text` to stdout and resolves once the stream has taken it, or rejects with the
+ * stream's error, so output that could not be written (the reader went away: EPIPE; a full disk:
+ * ENOSPC) fails the command, exit 1, instead of crashing the process or exiting 0. Waiting for
+ * each write also keeps a long listing from piling up in memory when the reader is slower.
+ */
+export function writeOut(io: CliIo, text: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    io.stdout.write(text, (error) => (error ? reject(error) : resolve()));
+  });
 }

@@ -51,7 +51,7 @@ export const initCommand: Command = {
     }
     const kms = await openKms(dataDir, source);
     await kms.close();
-    printJson(io, {
+    await printJson(io, {
       dataDir,
       database: join(dataDir, DATABASE_FILE),
       rootKey: source.description,

@@ -31,7 +31,7 @@ const createKey: Command = {
       },
       ctx.callOptions,
     );
-    printJson(ctx.io, keyMetadata);
+    await printJson(ctx.io, keyMetadata);
   },
 };
 
@@ -69,7 +69,7 @@ const listKeys: Command = {
   positionals: [],
   async run(ctx) {
     const { keys, aliases } = await listEverything(ctx);
-    printJson(ctx.io, {
+    await printJson(ctx.io, {
       keys: keys.map((key) => ({
         ...key,
         aliases: aliases.filter((a) => a.targetKeyId === key.keyId).map((a) => a.aliasName),
@@ -87,7 +87,7 @@ const describeKey: Command = {
       { keyId: ctx.positionals[0] as string },
       ctx.callOptions,
     );
-    printJson(ctx.io, keyMetadata);
+    await printJson(ctx.io, keyMetadata);
   },
 };
 
@@ -98,7 +98,7 @@ const createAlias: Command = {
     const [aliasName, targetKeyId] = ctx.positionals as [string, string];
     const kms = await ctx.kms();
     await kms.createAlias({ aliasName, targetKeyId }, ctx.callOptions);
-    printJson(ctx.io, { aliasName, targetKeyId });
+    await printJson(ctx.io, { aliasName, targetKeyId });
   },
 };
 
@@ -109,7 +109,7 @@ const updateAlias: Command = {
     const [aliasName, targetKeyId] = ctx.positionals as [string, string];
     const kms = await ctx.kms();
     await kms.updateAlias({ aliasName, targetKeyId }, ctx.callOptions);
-    printJson(ctx.io, { aliasName, targetKeyId });
+    await printJson(ctx.io, { aliasName, targetKeyId });
   },
 };
 
@@ -120,7 +120,7 @@ const deleteAlias: Command = {
     const aliasName = ctx.positionals[0] as string;
     const kms = await ctx.kms();
     await kms.deleteAlias({ aliasName }, ctx.callOptions);
-    printJson(ctx.io, { aliasName });
+    await printJson(ctx.io, { aliasName });
   },
 };
 
@@ -140,7 +140,7 @@ const listAliases: Command = {
         kms.listAliases({ ...request, ...(keyId === undefined ? {} : { keyId }) }, ctx.callOptions),
       (page) => page.aliases,
     );
-    printJson(ctx.io, { aliases });
+    await printJson(ctx.io, { aliases });
   },
 };
 
@@ -157,7 +157,7 @@ const scheduleKeyDeletion: Command = {
       },
       ctx.callOptions,
     );
-    printJson(ctx.io, result);
+    await printJson(ctx.io, result);
   },
 };
 
@@ -173,7 +173,7 @@ function changeState(
       const keyId = ctx.positionals[0] as string;
       await change(kms, { keyId }, ctx.callOptions);
       const { keyMetadata } = await kms.describeKey({ keyId }, ctx.callOptions);
-      printJson(ctx.io, { keyId: keyMetadata.keyId, keyState: keyMetadata.keyState });
+      await printJson(ctx.io, { keyId: keyMetadata.keyId, keyState: keyMetadata.keyState });
     },
   };
 }

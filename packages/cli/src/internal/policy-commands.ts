@@ -25,7 +25,7 @@ const getKeyPolicy: Command = {
       { keyId: ctx.positionals[0] as string },
       ctx.callOptions,
     );
-    printJson(ctx.io, policyDocument(policy));
+    await printJson(ctx.io, policyDocument(policy));
   },
 };
 
@@ -69,7 +69,7 @@ const putKeyPolicy: Command = {
     // would lock the caller out of changing it again.
     await kms.putKeyPolicy({ keyId, policy }, ctx.callOptions);
     // No read-back: the new policy may deny the caller GetKeyPolicy or DescribeKey.
-    printJson(ctx.io, { keyId, policyName: KEY_POLICY_NAME });
+    await printJson(ctx.io, { keyId, policyName: KEY_POLICY_NAME });
   },
 };
 

@@ -8,7 +8,7 @@ import { allPages } from "./key-commands.ts";
  */
 async function printRotationStatus(ctx: CommandContext, keyId: string): Promise<void> {
   const kms = await ctx.kms();
-  printJson(ctx.io, await kms.getKeyRotationStatus({ keyId }, ctx.callOptions));
+  await printJson(ctx.io, await kms.getKeyRotationStatus({ keyId }, ctx.callOptions));
 }
 
 const enableKeyRotation: Command = {
@@ -50,7 +50,7 @@ const rotateKey: Command = {
   positionals: ["keyId|alias"],
   async run(ctx) {
     const kms = await ctx.kms();
-    printJson(
+    await printJson(
       ctx.io,
       await kms.rotateKeyOnDemand({ keyId: ctx.positionals[0] as string }, ctx.callOptions),
     );
@@ -67,7 +67,7 @@ const listKeyRotations: Command = {
       (request) => kms.listKeyRotations({ ...request, keyId }, ctx.callOptions),
       (page) => page.rotations,
     );
-    printJson(ctx.io, { rotations });
+    await printJson(ctx.io, { rotations });
   },
 };
 

@@ -19,7 +19,7 @@ export const sealCommand: Command = {
   sealsUnsealedRecords: true,
   async run(ctx) {
     const { keys, aliases } = await listEverything(ctx);
-    printJson(ctx.io, {
+    await printJson(ctx.io, {
       dataDir: ctx.dataDir,
       database: join(ctx.dataDir, DATABASE_FILE),
       verified: { keys: keys.length, aliases: aliases.length },

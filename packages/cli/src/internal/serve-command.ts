@@ -4,7 +4,7 @@ import type { AddressInfo } from "node:net";
 import { resolve } from "node:path";
 import { createKmsServer, type ServerCredential } from "@kms/server";
 import { booleanOption, integerOption, requiredOption, stringOption } from "./args.ts";
-import type { Command, CommandContext } from "./command.ts";
+import { type Command, type CommandContext, writeOut } from "./command.ts";
 import { UsageError } from "./usage.ts";
 
 const SERVE_OPTIONS = {
@@ -161,12 +161,16 @@ export const serveCommand: Command = {
     });
     const address = await listen(server, port, host);
     const shown = address.family === "IPv6" ? `[${address.address}]` : address.address;
-    ctx.io.stdout.write(
-      `kms: serving the AWS KMS API at ${tls === undefined ? "http" : "https"}://${shown}:${address.port} ` +
-        `(region ${region}, account ${account}, ${Object.keys(credentials).length} access keys)\n`,
-    );
-    // Read only here: reading it tells the binary that this command handles SIGINT itself.
-    await aborted(ctx.io.signal);
-    await close(server);
+    try {
+      await writeOut(
+        ctx.io,
+        `kms: serving the AWS KMS API at ${tls === undefined ? "http" : "https"}://${shown}:${address.port} ` +
+          `(region ${region}, account ${account}, ${Object.keys(credentials).length} access keys)\n`,
+      );
+      // Read only here: reading it tells the binary that this command handles SIGINT itself.
+      await aborted(ctx.io.signal);
+    } finally {
+      await close(server);
+    }
   },
 };

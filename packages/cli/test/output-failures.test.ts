@@ -1,0 +1,87 @@
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { Readable, Writable } from "node:stream";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { CliOutput } from "../src/cli-io.ts";
+import { EXIT_FAILED, runCli } from "../src/index.ts";
+import { Collector, run, workspace } from "./helpers.ts";
+
+const ws = workspace();
+const opts = { cwd: ws.dir, env: ws.env };
+beforeAll(async () => {
+  expect((await run(["create-key"], opts)).code).toBe(0);
+});
+afterAll(() => ws.dispose());
+
+/** A stdout whose every write fails as a closed pipe or a full disk does. */
+class FailingOutput extends Writable {
+  writes = 0;
+  readonly code: "EPIPE" | "ENOSPC";
+
+  constructor(code: "EPIPE" | "ENOSPC") {
+    super();
+    this.code = code;
+  }
+
+  override _write(_chunk: Buffer, _encoding: BufferEncoding, callback: (e: Error) => void): void {
+    this.writes += 1;
+    const message =
+      this.code === "EPIPE" ? "write EPIPE" : "ENOSPC: no space left on device, write";
+    callback(Object.assign(new Error(message), { code: this.code }));
+  }
+}
+
+describe("a stdout that cannot be written", () => {
+  it.each(
+    [
+      ["list-keys"],
+      ["audit", "list"],
+      ["audit", "verify"],
+      ["help"],
+      ["create-key", "--description", "lost output"],
+    ].map((argv) => ({ name: argv.join(" "), argv })),
+  )("kms $name: exit 1 with one error line, not a crash or exit 0", async ({ argv }) => {
+    for (const code of ["EPIPE", "ENOSPC"] as const) {
+      const stdout = new FailingOutput(code);
+      const stderr = new Collector();
+      const exit = await Promise.race([
+        runCli(argv, {
+          stdout: stdout as CliOutput,
+          stderr: stderr as CliOutput,
+          stdin: Readable.from([]),
+          env: ws.env,
+          cwd: ws.dir,
+        }),
+        // Regression: `audit list` waited for a `drain` that never comes.
+        new Promise((resolve) => setTimeout(() => resolve("still running"), 5_000)),
+      ]);
+      expect(exit, `${argv.join(" ")}, ${code}`).toBe(EXIT_FAILED);
+      expect(stderr.text()).toMatch(new RegExp(`^Error: (write )?${code}\\b[^\\n]*\\n$`));
+      // It stops at the first failed write instead of writing on into the void.
+      expect(stdout.writes).toBe(1);
+    }
+  });
+
+  it("the bin: a reader that goes away ends it with exit 1 and one line, no stack trace", async () => {
+    const packageDir = join(dirname(fileURLToPath(import.meta.url)), "..");
+    const pkg = JSON.parse(readFileSync(join(packageDir, "package.json"), "utf8")) as {
+      bin: { kms: string };
+    };
+    const child = spawn(process.execPath, [join(packageDir, pkg.bin.kms), "list-keys"], {
+      cwd: ws.dir,
+      env: { PATH: process.env.PATH ?? "", KMS_ROOT_KEY: ws.rootKey.toString("hex") },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    // `kms list-keys | head -c 0`: the pipe is closed before the command writes.
+    child.stdout.destroy();
+    let stderr = "";
+    child.stderr.on("data", (chunk: Buffer) => {
+      stderr += chunk.toString("utf8");
+    });
+    const status = await new Promise<number | null>((resolve) => child.once("close", resolve));
+    expect(stderr).toBe("Error: write EPIPE\n");
+    expect(status).toBe(EXIT_FAILED);
+  }, 60_000);
+});
