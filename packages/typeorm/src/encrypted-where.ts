@@ -9,9 +9,14 @@ import {
   type ObjectLiteral,
   type Repository,
 } from "typeorm";
-import type { EncryptedColumnSpec } from "./encrypted-column.ts";
 import { encryptionOf, type TypeormFieldEncryption } from "./field-encryption.ts";
-import { contextFor, describe, type EntityDescriptor } from "./internal/entity-descriptor.ts";
+import {
+  type BlindIndexField,
+  contextFor,
+  describe,
+  type EncryptedField,
+  type EntityDescriptor,
+} from "./internal/entity-descriptor.ts";
 import { Sealed } from "./internal/sealed.ts";
 
 export interface EncryptedWhereOptions {
@@ -69,10 +74,10 @@ class WhereRewriter {
 
   async where(metadata: EntityMetadata, where: Where): Promise<Where> {
     const d = describe(metadata);
+    const own = equalities(where);
     if (this.#context !== undefined) {
       // The option would win over the where's own equality: the rows of one tenant would be
       // looked up with another tenant's keys, and a contradiction would go unnoticed.
-      const own = equalities(where);
       for (const [key, value] of Object.entries(this.#context)) {
         if (own[key] !== undefined && String(own[key]) !== value) {
           throw new ValidationError(
@@ -81,36 +86,57 @@ class WhereRewriter {
         }
       }
     }
+    return this.#rewrite(metadata, d, where, own, "");
+  }
+
+  /**
+   * `where` at the property path `prefix` of the entity: the entity's where itself, or the
+   * object given for one of its embeddeds (`{ address: { street } }`), whose encrypted columns
+   * are bound to the entity's own context columns, the equalities in `row`.
+   */
+  async #rewrite(
+    metadata: EntityMetadata,
+    d: EntityDescriptor | undefined,
+    where: Where,
+    row: Where,
+    prefix: string,
+  ): Promise<Where> {
     const out: Where = {};
     for (const [key, value] of Object.entries(where)) {
-      if (d?.blindIndexes.has(key)) {
+      const path = `${prefix}${key}`;
+      const indexed = d?.blindIndexes.get(path);
+      if (d !== undefined && indexed !== undefined) {
         throw new ValidationError(
-          `${d.model}.${key} is a blind index: look up ${d.blindIndexes.get(key)} instead`,
+          `${d.model}.${path} is a blind index: look up ${indexed.path} instead`,
         );
       }
-      const spec = d?.byProperty.get(key);
-      if (d !== undefined && spec !== undefined) {
+      const f = d?.byPath.get(path);
+      if (d !== undefined && f !== undefined) {
         // Dropping the key would drop the condition: a lookup with a missing value would then
         // match every row (of every tenant).
         if (value === undefined) {
           throw new ValidationError(
-            `${d.model}.${key} is undefined: pass a value, null or IsNull() to look it up`,
+            `${d.model}.${path} is undefined: pass a value, null or IsNull() to look it up`,
           );
         }
-        if (spec.mode !== "deterministic" && spec.blindIndex === undefined) {
+        if (f.spec.mode !== "deterministic" && f.index === undefined) {
           throw new ValidationError(
-            `${d.model}.${key} is randomized: equality lookups need deterministic: true or a blindIndex`,
+            `${d.model}.${path} is randomized: equality lookups need deterministic: true or a blindIndex`,
           );
         }
-        const context = contextFor(d.model, spec, equalities(where), undefined, this.#context);
-        const rewritten = await this.#value(d, spec, context, value);
-        if (spec.mode === "deterministic") out[key] = rewritten;
-        else out[(spec.blindIndex as { column: string }).column] = rewritten;
+        const context = contextFor(d.model, f, row, undefined, this.#context);
+        const rewritten = await this.#value(d, f, context, value);
+        if (f.spec.mode === "deterministic") out[key] = rewritten;
+        else out[(f.index as BlindIndexField).property] = rewritten;
         continue;
       }
-      const relation = metadata.findRelationWithPropertyPath(key);
+      const relation = metadata.findRelationWithPropertyPath(path);
       if (relation !== undefined && isPlainObject(value)) {
         out[key] = await this.where(relation.inverseEntityMetadata, value);
+        continue;
+      }
+      if (isPlainObject(value) && metadata.hasEmbeddedWithPropertyPath(path)) {
+        out[key] = await this.#rewrite(metadata, d, value, row, `${path}.`);
         continue;
       }
       out[key] = value;
@@ -120,7 +146,7 @@ class WhereRewriter {
 
   async #value(
     d: EntityDescriptor,
-    spec: EncryptedColumnSpec,
+    f: EncryptedField,
     context: EncryptionContext,
     value: unknown,
   ): Promise<unknown> {
@@ -128,44 +154,42 @@ class WhereRewriter {
     if (value instanceof FindOperator) {
       switch (value.type) {
         case "equal":
-          return value.value === null
-            ? value
-            : Equal(await this.#seal(d, spec, context, value.value));
+          return value.value === null ? value : Equal(await this.#seal(d, f, context, value.value));
         case "in": {
           const values: unknown = value.value;
           if (!Array.isArray(values)) {
-            throw new ValidationError(`${d.model}.${spec.property}: In() expects an array`);
+            throw new ValidationError(`${d.model}.${f.path}: In() expects an array`);
           }
           // SQL's IN never matches NULL; a sealed null would be some value's blind index.
           return In(
             await Promise.all(
-              values.map((v) => (v === null ? null : this.#seal(d, spec, context, v))),
+              values.map((v) => (v === null ? null : this.#seal(d, f, context, v))),
             ),
           );
         }
         case "not": {
           const inner: unknown = value.child ?? value.value;
-          return Not(await this.#value(d, spec, context, inner));
+          return Not(await this.#value(d, f, context, inner));
         }
         case "isNull":
           return value;
         default:
           throw new ValidationError(
-            `${d.model}.${spec.property} is encrypted: the "${value.type}" operator cannot run on ciphertext (use a value, Equal, In, Not or IsNull)`,
+            `${d.model}.${f.path} is encrypted: the "${value.type}" operator cannot run on ciphertext (use a value, Equal, In, Not or IsNull)`,
           );
       }
     }
-    if (isPlainObject(value) && spec.type !== "json") {
+    if (isPlainObject(value) && f.spec.type !== "json") {
       throw new ValidationError(
-        `${d.model}.${spec.property} is encrypted: expected a value or an operator`,
+        `${d.model}.${f.path} is encrypted: expected a value or an operator`,
       );
     }
-    return this.#seal(d, spec, context, value);
+    return this.#seal(d, f, context, value);
   }
 
   #seal(
     d: EntityDescriptor,
-    spec: EncryptedColumnSpec,
+    f: EncryptedField,
     context: EncryptionContext,
     value: unknown,
   ): Promise<unknown> {
@@ -174,9 +198,9 @@ class WhereRewriter {
     // Sealed, as the index column's transformer accepts nothing else (a bare string there could
     // be the plaintext it hides).
     return this.#encryption.run<unknown>(dataSource, queryRunner, async (options) =>
-      spec.mode === "deterministic"
-        ? this.#encryption.seal(d.model, spec, context, value, options)
-        : new Sealed(await this.#encryption.blindIndex(d.model, spec, context, value, options)),
+      f.spec.mode === "deterministic"
+        ? this.#encryption.seal(d.model, f, context, value, options)
+        : new Sealed(await this.#encryption.blindIndex(d.model, f, context, value, options)),
     );
   }
 }
@@ -229,28 +253,28 @@ export async function encryptedWhere<T extends ObjectLiteral>(
  * `qb.where("u.emailIndex = :e", { e: await encryptedParameter(repo, "email", "a@b.c") })`.
  * Returns the deterministic ciphertext, or the blind index (compare it with the index column).
  * Only for condition strings: an object where (`findBy({ emailIndex: … })`) refuses a bare
- * string on a blind index column; give the property to `encryptedWhere` there.
+ * string on a blind index column; give the property to `encryptedWhere` there. A column of an
+ * embedded class is named by its property path (`"address.street"`).
  * @throws ValidationException as `encryptedWhere`, and when `value` is null or an operator.
  */
 export async function encryptedParameter<T extends ObjectLiteral>(
   repository: Repository<T>,
-  property: keyof T & string,
+  property: (keyof T & string) | `${keyof T & string}.${string}`,
   value: unknown,
   options: EncryptedWhereOptions = {},
 ): Promise<string | Uint8Array> {
   const d = describe(repository.metadata);
-  const spec = d?.byProperty.get(property);
-  if (d === undefined || spec === undefined) {
+  if (d === undefined || !d.byPath.has(property)) {
     throw new ValidationError(
       `"${property}" is not an encrypted property of ${repository.metadata.name}`,
     );
   }
-  const where = await encryptedWhere(
-    repository,
-    { [property]: value } as FindOptionsWhere<T>,
-    options,
-  );
-  const out = Object.values(where)[0] as unknown;
+  // `{ address: { street: value } }` for "address.street".
+  const where = property
+    .split(".")
+    .reduceRight<unknown>((inner, name) => ({ [name]: inner }), value) as FindOptionsWhere<T>;
+  let out: unknown = await encryptedWhere(repository, where, options);
+  while (isPlainObject(out) && !(out instanceof Sealed)) out = Object.values(out)[0];
   if (out instanceof Sealed) return out.stored;
   throw new ValidationError(
     `"value" of ${d.model}.${property} must be a single value (not null or an operator)`,

@@ -23,16 +23,24 @@ import {
   type InsertEvent,
   type LoadEvent,
   type QueryRunner,
+  type RecoverEvent,
+  type SoftRemoveEvent,
   type UpdateEvent,
 } from "typeorm";
 import type { EncryptedColumnSpec } from "./encrypted-column.ts";
 import { UnsealedValue, unsealedError } from "./encrypted-column.ts";
 import {
+  type BlindIndexField,
   bindingFor,
   contextFor,
   describe,
+  type EncryptedField,
   type EntityDescriptor,
+  holderAt,
+  holderOf,
+  indexIn,
   keyContextFor,
+  valueIn,
 } from "./internal/entity-descriptor.ts";
 import { managerScope } from "./internal/manager-scope.ts";
 import { expressionError } from "./internal/query-guards.ts";
@@ -58,6 +66,15 @@ export interface FieldEncryptionOptions {
 
 type Row = Record<string, unknown>;
 
+/**
+ * What restore() puts back after a write, by property path: the plaintext of a sealed value,
+ * `undefined` for a value the caller did not give, an index as loaded, or COMPUTED_INDEX.
+ */
+type Snapshot = Map<
+  string,
+  { readonly embedded: readonly string[]; readonly property: string; readonly value: unknown }
+>;
+
 /** Drivers with one connection: a data key written during a transaction belongs to it. */
 const SINGLE_CONNECTION = new Set(["better-sqlite3", "sqlite", "sqljs", "capacitor", "cordova"]);
 
@@ -79,12 +96,14 @@ export class TypeormFieldEncryption {
     QueryRunner,
     EncryptCallOptions & { transactionScope: string }
   >();
-  readonly #snapshots = new WeakMap<object, Map<string, unknown>>();
+  readonly #snapshots = new WeakMap<object, Snapshot>();
   readonly #pending = new WeakMap<QueryRunner, Set<object>>();
   readonly #gates = new Map<string, Map<string, Promise<void>>>();
   readonly #loadBatches = new WeakMap<object, LoadBatch>();
   /** Blind indexes as loaded on entities whose select left out the indexed property. */
   readonly #loadedIndexes = new WeakMap<object, Map<string, unknown>>();
+  /** Embedded objects holding values being sealed, and the entity being written with each. */
+  readonly #holders = new WeakMap<object, object>();
 
   constructor(options: FieldEncryptionOptions) {
     if (options === null || typeof options !== "object") {
@@ -189,13 +208,14 @@ export class TypeormFieldEncryption {
   /** Encrypts one value for storage (text or bytes form). @internal */
   async seal(
     model: string,
-    spec: EncryptedColumnSpec,
+    f: EncryptedField,
     context: EncryptionContext,
     value: unknown,
     options: EncryptCallOptions,
   ): Promise<Sealed> {
-    refuseCiphertext(model, spec, value);
-    const binding = bindingFor(model, spec.property, spec, context);
+    refuseCiphertext(model, f, value);
+    const { spec } = f;
+    const binding = bindingFor(model, f.field, spec, context);
     return new Sealed(
       spec.storage === "text"
         ? await this.engine.encryptText(binding, spec, value, options)
@@ -203,19 +223,20 @@ export class TypeormFieldEncryption {
     );
   }
 
-  /** The blind index of `value` for `spec`'s index column. @internal */
+  /** The blind index of `value` for `f`'s index column. @internal */
   blindIndex(
     model: string,
-    spec: EncryptedColumnSpec,
+    f: EncryptedField,
     context: EncryptionContext,
     value: unknown,
     options: EncryptCallOptions,
   ): Promise<string> {
-    const index = spec.blindIndex;
-    if (index === undefined)
-      throw new ValidationError(`${model}.${spec.property} has no blind index`);
+    const index = f.spec.blindIndex;
+    if (index === undefined || f.index === undefined) {
+      throw new ValidationError(`${model}.${f.path} has no blind index`);
+    }
     return this.engine.blindIndex(
-      bindingFor(model, index.column, spec, context),
+      bindingFor(model, f.index.field, f.spec, context),
       index,
       value,
       options,
@@ -225,14 +246,14 @@ export class TypeormFieldEncryption {
   /** Decrypts one stored value. @internal */
   open(
     model: string,
-    spec: EncryptedColumnSpec,
+    f: EncryptedField,
     context: EncryptionContext,
     stored: unknown,
   ): Promise<FieldValue> {
-    const binding = bindingFor(model, spec.property, spec, context);
+    const binding = bindingFor(model, f.field, f.spec, context);
     return typeof stored === "string"
-      ? this.engine.decryptText(binding, spec, stored)
-      : this.engine.decrypt(binding, spec, stored as Uint8Array);
+      ? this.engine.decryptText(binding, f.spec, stored)
+      : this.engine.decrypt(binding, f.spec, stored as Uint8Array);
   }
 
   /**
@@ -264,65 +285,90 @@ export class TypeormFieldEncryption {
     entity: Row,
     fallback: Row | undefined,
   ): Promise<void> | undefined {
-    const present = d.columns.filter((c) => entity[c.property] !== undefined);
-    for (const spec of present) {
+    const present = d.columns.filter((f) => valueIn(f, entity) !== undefined);
+    for (const f of present) {
       // `increment`/`decrement` and `set({ column: () => "…" })` hand TypeORM SQL to splice in:
       // arithmetic or string functions on a ciphertext would destroy it.
-      if (typeof entity[spec.property] === "function") throw expressionError(d, spec.property);
+      if (typeof valueIn(f, entity) === "function") throw expressionError(d, f.path);
     }
-    const snapshot = new Map<string, unknown>();
-    if (fallback !== undefined && present.length < d.columns.length) {
-      // After an UPDATE, TypeORM sets every nullable property the entity left undefined to null
-      // on the caller's object (typeorm#4910): a second save() of a partially selected entity
-      // would then write null over the stored values. Restored to undefined, they stay unwritten.
-      for (const spec of d.columns) {
-        if (entity[spec.property] !== undefined) continue;
-        snapshot.set(spec.property, undefined);
-        const index = spec.blindIndex?.column;
-        if (index !== undefined && entity[index] === undefined) snapshot.set(index, undefined);
-      }
-    }
-    for (const [column, value] of this.#keepStoredIndexes(d, entity, fallback) ?? []) {
-      snapshot.set(column, value);
+    this.#claimEmbeddeds(d, entity, present);
+    const snapshot: Snapshot =
+      fallback !== undefined && present.length < d.columns.length
+        ? unselected(d, entity)
+        : new Map();
+    const keep = (f: EncryptedField, path: string, property: string, value: unknown) =>
+      snapshot.set(path, { embedded: f.embedded, property, value });
+    for (const [f, value] of this.#keepStoredIndexes(d, entity, fallback) ?? []) {
+      const index = f.index as BlindIndexField;
+      keep(f, index.path, index.property, value);
     }
     if (present.length === 0 && snapshot.size === 0) return undefined;
-    for (const spec of present) {
-      snapshot.set(spec.property, entity[spec.property]);
-      if (spec.blindIndex !== undefined) snapshot.set(spec.blindIndex.column, COMPUTED_INDEX);
+    for (const f of present) {
+      keep(f, f.path, f.spec.property, valueIn(f, entity));
+      if (f.index !== undefined) keep(f, f.index.path, f.index.property, COMPUTED_INDEX);
     }
-    this.#snapshots.set(entity, snapshot);
-    if (queryRunner !== undefined) {
-      let set = this.#pending.get(queryRunner);
-      if (set === undefined) {
-        set = new Set();
-        this.#pending.set(queryRunner, set);
-      }
-      set.add(entity);
-    }
+    this.#remember(entity, snapshot, queryRunner);
     const callOptions = this.#callOptions(dataSource, queryRunner);
     if (this.#sealCached(d, entity, fallback, present, callOptions)) return undefined;
     return this.run(dataSource, queryRunner, async (options) => {
-      for (const spec of present) {
-        const value = entity[spec.property];
+      // A failed write restores the caller's object at once (another entity's hook rejected,
+      // the transaction rolled back) while this may still be sealing: what it seals after that
+      // is dropped, or the object would keep ciphertext.
+      const current = () => this.#snapshots.get(entity) === snapshot;
+      for (const f of present) {
+        const holder = holderOf(f, entity) as Row;
+        const value = holder[f.spec.property];
         if (value instanceof Sealed) continue;
         if (value === null) {
-          if (spec.blindIndex !== undefined) entity[spec.blindIndex.column] = null;
+          if (f.index !== undefined) holder[f.index.property] = null;
           continue;
         }
-        const context = contextFor(d.model, spec, entity, fallback);
-        const release = await this.#enterScope(options, spec, context);
+        const context = contextFor(d.model, f, entity, fallback);
+        const release = await this.#enterScope(options, f.spec, context);
         try {
-          entity[spec.property] = await this.seal(d.model, spec, context, value, options);
-          if (spec.blindIndex !== undefined) {
-            entity[spec.blindIndex.column] = new Sealed(
-              await this.blindIndex(d.model, spec, context, value, options),
-            );
-          }
+          const sealed = await this.seal(d.model, f, context, value, options);
+          const index =
+            f.index === undefined
+              ? undefined
+              : new Sealed(await this.blindIndex(d.model, f, context, value, options));
+          if (!current()) return;
+          holder[f.spec.property] = sealed;
+          if (f.index !== undefined) holder[f.index.property] = index;
         } finally {
           release?.();
         }
       }
     });
+  }
+
+  /**
+   * Refuses an embedded object that holds values of two rows, or of two embedded properties of
+   * one row, while they are written (`p2.address = p1.address`, then `save([p1, p2])`): the
+   * values are sealed in place, so both would be written with one ciphertext, bound to one of
+   * the rows only, and the other row's would never decrypt.
+   * @throws ValidationException naming the embedded property.
+   */
+  #claimEmbeddeds(d: EntityDescriptor, entity: Row, present: readonly EncryptedField[]): void {
+    const own = new Map<object, string>();
+    for (const f of present) {
+      if (f.embedded.length === 0) continue;
+      const holder = holderOf(f, entity) as Row;
+      const path = f.embedded.join(".");
+      const twin = own.get(holder);
+      if (twin !== undefined && twin !== path) {
+        throw new ValidationError(
+          `${d.model}.${path} and ${d.model}.${twin} are one object holding encrypted values: values are encrypted in place and bound to their column, so give each embedded property its own object`,
+        );
+      }
+      const claim = this.#holders.get(holder);
+      if (claim !== undefined && claim !== entity && this.#snapshots.has(claim)) {
+        throw new ValidationError(
+          `${d.model}.${path} is also the embedded object of another entity being written, and holds encrypted values: values are encrypted in place and bound to their row, so give each entity its own object`,
+        );
+      }
+      own.set(holder, path);
+    }
+    for (const holder of own.keys()) this.#holders.set(holder, entity);
   }
 
   /**
@@ -338,11 +384,11 @@ export class TypeormFieldEncryption {
     d: EntityDescriptor,
     entity: Row,
     stored: Row | undefined,
-  ): Map<string, unknown> | undefined {
-    let kept: Map<string, unknown> | undefined;
-    for (const [column, source] of d.blindIndexes) {
-      const value = entity[column];
-      if (value === undefined || entity[source] !== undefined) continue;
+  ): Map<EncryptedField, unknown> | undefined {
+    let kept: Map<EncryptedField, unknown> | undefined;
+    for (const [column, f] of d.blindIndexes) {
+      const value = indexIn(f, entity);
+      if (value === undefined || valueIn(f, entity) !== undefined) continue;
       if (stored === undefined) {
         throw new ValidationError(
           `${d.model}.${column} is a blind index: it is computed, not written`,
@@ -350,17 +396,19 @@ export class TypeormFieldEncryption {
       }
       const loaded = this.#loadedIndexes.get(entity);
       const unchanged =
-        (loaded !== undefined && loaded.get(column) === value) || stored[column] === value;
+        (loaded !== undefined && loaded.get(column) === value) || indexIn(f, stored) === value;
       if (!unchanged) {
         throw new ValidationError(
-          `${d.model}.${column} is the blind index of ${d.model}.${source}: it is computed from ${source}, not written, and the value given differs from the one loaded; set ${source} instead (select it, or assign it) and the index follows`,
+          `${d.model}.${column} is the blind index of ${d.model}.${f.path}: it is computed from ${f.path}, not written, and the value given differs from the one loaded; set ${f.path} instead (select it, or assign it) and the index follows`,
         );
       }
       kept ??= new Map();
-      kept.set(column, value);
+      kept.set(f, value);
     }
     // Taken off only once every index passed: a refusal leaves the caller's object as it was.
-    for (const column of kept?.keys() ?? []) entity[column] = undefined;
+    for (const f of kept?.keys() ?? []) {
+      (holderOf(f, entity) as Row)[(f.index as BlindIndexField).property] = undefined;
+    }
     return kept;
   }
 
@@ -373,30 +421,27 @@ export class TypeormFieldEncryption {
     d: EntityDescriptor,
     entity: Row,
     fallback: Row | undefined,
-    present: readonly EncryptedColumnSpec[],
+    present: readonly EncryptedField[],
     options: EncryptCallOptions,
   ): boolean {
-    for (const spec of present) {
-      const value = entity[spec.property];
+    for (const f of present) {
+      const { spec } = f;
+      const holder = holderOf(f, entity) as Row;
+      const value = holder[spec.property];
       if (value instanceof Sealed) continue;
       if (value === null) {
-        if (spec.blindIndex !== undefined) entity[spec.blindIndex.column] = null;
+        if (f.index !== undefined) holder[f.index.property] = null;
         continue;
       }
-      if (spec.blindIndex !== undefined || spec.mode === "deterministic") return false;
-      refuseCiphertext(d.model, spec, value);
-      const binding = bindingFor(
-        d.model,
-        spec.property,
-        spec,
-        contextFor(d.model, spec, entity, fallback),
-      );
+      if (f.index !== undefined || spec.mode === "deterministic") return false;
+      refuseCiphertext(d.model, f, value);
+      const binding = bindingFor(d.model, f.field, spec, contextFor(d.model, f, entity, fallback));
       const stored =
         spec.storage === "text"
           ? this.engine.encryptTextIfCached(binding, spec, value, options)
           : this.engine.encryptIfCached(binding, spec, value, options);
       if (stored === undefined) return false;
-      entity[spec.property] = new Sealed(stored);
+      holder[spec.property] = new Sealed(stored);
     }
     return true;
   }
@@ -437,18 +482,44 @@ export class TypeormFieldEncryption {
     return release;
   }
 
+  /**
+   * Before a soft remove or a recover of a loaded entity, which writes no encrypted column:
+   * remembers the encrypted columns and indexes it left undefined (a partial `select`), which
+   * TypeORM sets to null on the object afterwards, so that restore() puts them back to
+   * undefined and a later save() does not write null over them.
+   */
+  keepUnselected(d: EntityDescriptor, entity: Row, queryRunner: QueryRunner | undefined): void {
+    const snapshot = unselected(d, entity);
+    if (snapshot.size > 0) this.#remember(entity, snapshot, queryRunner);
+  }
+
+  /** Keeps what restore() puts back on `entity`, also after a failure on `queryRunner`. */
+  #remember(entity: Row, snapshot: Snapshot, queryRunner: QueryRunner | undefined): void {
+    this.#snapshots.set(entity, snapshot);
+    if (queryRunner === undefined) return;
+    let set = this.#pending.get(queryRunner);
+    if (set === undefined) {
+      set = new Set();
+      this.#pending.set(queryRunner, set);
+    }
+    set.add(entity);
+  }
+
   /** Puts the plaintext back on the caller's object after a write. */
   restore(entity: object, queryRunner?: QueryRunner): void {
     const snapshot = this.#snapshots.get(entity);
     if (snapshot === undefined) return;
     this.#snapshots.delete(entity);
     if (queryRunner !== undefined) this.#pending.get(queryRunner)?.delete(entity);
-    for (const [property, value] of snapshot) {
-      if (value !== COMPUTED_INDEX) (entity as Row)[property] = value;
+    for (const { embedded, property, value } of snapshot.values()) {
+      // Looked up again: TypeORM may have created an embedded object absent before the write.
+      const holder = holderAt(entity as Row, embedded);
+      if (holder === undefined) continue;
+      if (value !== COMPUTED_INDEX) holder[property] = value;
       else {
         // The caller sees the index as the string the database holds, as after a load.
-        const index = (entity as Row)[property];
-        if (index instanceof Sealed) (entity as Row)[property] = index.stored;
+        const index = holder[property];
+        if (index instanceof Sealed) holder[property] = index.stored;
       }
     }
   }
@@ -490,14 +561,15 @@ export class TypeormFieldEncryption {
   ): Promise<void> | undefined {
     if (d.blindIndexes.size > 0) this.#recordLoadedIndexes(d, entity);
     let batch: LoadBatch | undefined;
-    for (const spec of d.columns) {
-      const stored = entity[spec.property] as string | Uint8Array | null | undefined;
-      if (stored === undefined || stored === null) continue;
+    for (const f of d.columns) {
+      const holder = holderOf(f, entity);
+      const stored = holder?.[f.spec.property] as string | Uint8Array | null | undefined;
+      if (holder === undefined || stored === undefined || stored === null) continue;
       let value: unknown;
       let binding: FieldBinding;
       try {
-        binding = bindingFor(d.model, spec.property, spec, readContext(d, spec, entity));
-        value = this.engine.decryptIfCached(binding, spec, stored);
+        binding = bindingFor(d.model, f.field, f.spec, readContext(d, f, entity));
+        value = this.engine.decryptIfCached(binding, f.spec, stored);
       } catch (error) {
         // A batch this entity already joined is awaited by nobody once the hook throws:
         // its rejection would be unhandled (fatal under Node's defaults).
@@ -505,13 +577,13 @@ export class TypeormFieldEncryption {
         return Promise.reject(error);
       }
       if (value !== undefined) {
-        entity[spec.property] = value;
+        holder[f.spec.property] = value;
         continue;
       }
       batch ??= this.#loadBatch(dataSource, queryRunner);
-      batch.rows.push(entity);
-      batch.properties.push(spec.property);
-      batch.items.push({ binding, spec, stored });
+      batch.rows.push(holder);
+      batch.properties.push(f.spec.property);
+      batch.items.push({ binding, spec: f.spec, stored });
     }
     return batch?.done;
   }
@@ -522,10 +594,11 @@ export class TypeormFieldEncryption {
    */
   #recordLoadedIndexes(d: EntityDescriptor, entity: Row): void {
     let loaded: Map<string, unknown> | undefined;
-    for (const [column, source] of d.blindIndexes) {
-      if (entity[column] === undefined || entity[source] !== undefined) continue;
+    for (const [column, f] of d.blindIndexes) {
+      const index = indexIn(f, entity);
+      if (index === undefined || valueIn(f, entity) !== undefined) continue;
       loaded ??= new Map();
-      loaded.set(column, entity[column]);
+      loaded.set(column, index);
     }
     if (loaded !== undefined) this.#loadedIndexes.set(entity, loaded);
   }
@@ -558,31 +631,54 @@ interface LoadBatch {
   done: Promise<void>;
 }
 
-/** Most-recently-built contexts per column spec for single-column row contexts, bounded. */
+/**
+ * The encrypted columns and blind indexes `entity` leaves undefined, to be put back to undefined
+ * after a write: TypeORM sets every nullable property an UPDATE (or soft remove, or recover)
+ * left undefined to null on the caller's object (typeorm#4910), creating an embedded object
+ * that was absent, and a second save() of a partially selected entity would then write null
+ * over the stored values.
+ */
+function unselected(d: EntityDescriptor, entity: Row): Snapshot {
+  const snapshot: Snapshot = new Map();
+  for (const f of d.columns) {
+    if (valueIn(f, entity) !== undefined) continue;
+    snapshot.set(f.path, { embedded: f.embedded, property: f.spec.property, value: undefined });
+    if (f.index !== undefined && indexIn(f, entity) === undefined) {
+      snapshot.set(f.index.path, {
+        embedded: f.embedded,
+        property: f.index.property,
+        value: undefined,
+      });
+    }
+  }
+  return snapshot;
+}
+
+/** Most-recently-built contexts per column for single-column row contexts, bounded. */
 const MAX_SHARED_CONTEXTS = 1024;
-const sharedContexts = new WeakMap<EncryptedColumnSpec, Map<string, EncryptionContext>>();
+const sharedContexts = new WeakMap<EncryptedField, Map<string, EncryptionContext>>();
 
 /**
  * `contextFor` for a loaded row. When the context is one row column and nothing from the
  * ambient scope, equal values share one frozen context object across rows and queries, so the
  * engine's binding caches hit without rebuilding the context per value.
  */
-function readContext(d: EntityDescriptor, spec: EncryptedColumnSpec, row: Row): EncryptionContext {
-  const { fromRow, fromScope, rowIdentity } = spec.context;
+function readContext(d: EntityDescriptor, f: EncryptedField, row: Row): EncryptionContext {
+  const { fromRow, fromScope, rowIdentity } = f.spec.context;
   if (fromRow.length !== 1 || fromScope.length !== 0 || rowIdentity.length !== 0) {
-    return loadedContext(d, spec, row);
+    return loadedContext(d, f, row);
   }
   const raw = row[fromRow[0] as string];
-  if (typeof raw !== "string" && typeof raw !== "number") return loadedContext(d, spec, row);
+  if (typeof raw !== "string" && typeof raw !== "number") return loadedContext(d, f, row);
   const key = String(raw);
-  let byValue = sharedContexts.get(spec);
+  let byValue = sharedContexts.get(f);
   if (byValue === undefined) {
     byValue = new Map();
-    sharedContexts.set(spec, byValue);
+    sharedContexts.set(f, byValue);
   }
   let ctx = byValue.get(key);
   if (ctx === undefined) {
-    ctx = Object.freeze(contextFor(d.model, spec, row));
+    ctx = Object.freeze(contextFor(d.model, f, row));
     if (byValue.size >= MAX_SHARED_CONTEXTS) byValue.clear();
     byValue.set(key, ctx);
   }
@@ -594,20 +690,16 @@ function readContext(d: EntityDescriptor, spec: EncryptedColumnSpec, row: Row): 
  * the error then says what to select rather than what to write.
  * @throws ValidationException naming the context column.
  */
-function loadedContext(
-  d: EntityDescriptor,
-  spec: EncryptedColumnSpec,
-  row: Row,
-): EncryptionContext {
-  for (const keys of [spec.context.fromRow, spec.context.rowIdentity]) {
+function loadedContext(d: EntityDescriptor, f: EncryptedField, row: Row): EncryptionContext {
+  for (const keys of [f.spec.context.fromRow, f.spec.context.rowIdentity]) {
     for (const key of keys) {
       if (row[key] !== undefined) continue;
       throw new ValidationError(
-        `${d.model}.${spec.property} is bound to ${d.model}.${key}, which the loaded row lacks: a find that selects ${spec.property} must select ${key} too`,
+        `${d.model}.${f.path} is bound to ${d.model}.${key}, which the loaded row lacks: a find that selects ${f.path} must select ${key} too`,
       );
     }
   }
-  return contextFor(d.model, spec, row);
+  return contextFor(d.model, f, row);
 }
 
 const NO_OPTIONS: EncryptCallOptions = Object.freeze({});
@@ -616,10 +708,10 @@ const NO_OPTIONS: EncryptCallOptions = Object.freeze({});
 const COMPUTED_INDEX: unique symbol = Symbol("computed blind index");
 
 /** A value that already is ciphertext was written through the base path: never seal it twice. */
-function refuseCiphertext(model: string, spec: EncryptedColumnSpec, value: unknown): void {
+function refuseCiphertext(model: string, f: EncryptedField, value: unknown): void {
   if (typeof value === "string" && value.startsWith(FIELD_TEXT_PREFIX)) {
     throw new ValidationError(
-      `${model}.${spec.property} already holds ciphertext: refusing to encrypt it twice`,
+      `${model}.${f.path} already holds ciphertext: refusing to encrypt it twice`,
     );
   }
 }
@@ -667,14 +759,38 @@ class EncryptionSubscriber implements EntitySubscriberInterface {
     );
     if (d === undefined) return undefined;
     if (fallback === undefined && hasChildEntities(event.metadata)) {
-      const written = d.columns.find((c) => entity[c.property] !== undefined);
-      if (written !== undefined) return Promise.reject(inheritedUpdateError(d, written.property));
+      const written = d.columns.find((f) => valueIn(f, entity) !== undefined);
+      if (written !== undefined) return Promise.reject(inheritedUpdateError(d, written.path));
     }
     return this.owner.sealEntity(event.connection, event.queryRunner, d, entity, fallback);
   }
 
   afterUpdate(event: UpdateEvent<Row>): void {
     if (event.entity !== undefined) this.owner.restore(event.entity as Row, event.queryRunner);
+  }
+
+  beforeSoftRemove(event: SoftRemoveEvent<Row>): void {
+    this.#keepUnselected(event);
+  }
+
+  afterSoftRemove(event: SoftRemoveEvent<Row>): void {
+    if (event.entity !== undefined) this.owner.restore(event.entity, event.queryRunner);
+  }
+
+  beforeRecover(event: RecoverEvent<Row>): void {
+    this.#keepUnselected(event);
+  }
+
+  afterRecover(event: RecoverEvent<Row>): void {
+    if (event.entity !== undefined) this.owner.restore(event.entity, event.queryRunner);
+  }
+
+  /** A soft remove or recover of a loaded entity (`softDelete` by criteria has no entity). */
+  #keepUnselected(event: SoftRemoveEvent<Row> | RecoverEvent<Row>): void {
+    const entity = event.entity;
+    if (entity === undefined || entity === null) return;
+    const d = describeEvent(rowMetadata(event.metadata, entity));
+    if (d !== undefined) this.owner.keepUnselected(d, entity, event.queryRunner);
   }
 
   afterLoad(entity: Row, event?: LoadEvent<Row>): Promise<void> | undefined {

@@ -9,9 +9,14 @@ import {
   ValidationError,
 } from "@kms/core";
 import type { DataSource, EntityTarget, ObjectLiteral } from "typeorm";
-import type { EncryptedColumnSpec } from "./encrypted-column.ts";
 import { encryptionOf } from "./field-encryption.ts";
-import { contextFor, describe, keyContextFor, rowKeysOf } from "./internal/entity-descriptor.ts";
+import {
+  contextFor,
+  describe,
+  type EncryptedField,
+  keyContextFor,
+  rowKeysOf,
+} from "./internal/entity-descriptor.ts";
 import { Sealed } from "./internal/sealed.ts";
 
 export type ReencryptEntitiesOptions = Pick<
@@ -50,25 +55,30 @@ export async function reencryptEntities<T extends ObjectLiteral>(
     );
   }
   // One job per distinct context configuration: a row's context is per job.
-  const groups = new Map<string, EncryptedColumnSpec[]>();
-  for (const spec of d.columns) {
-    const key = JSON.stringify(spec.context);
-    groups.set(key, [...(groups.get(key) ?? []), spec]);
+  const groups = new Map<string, EncryptedField[]>();
+  for (const f of d.columns) {
+    const key = JSON.stringify(f.spec.context);
+    groups.set(key, [...(groups.get(key) ?? []), f]);
   }
   let total: ReencryptCheckpoint | undefined;
-  for (const specs of groups.values()) {
-    const spec = specs[0] as EncryptedColumnSpec;
+  for (const group of groups.values()) {
+    const first = group[0] as EncryptedField;
+    const spec = first.spec;
     const contextKeys = rowKeysOf(spec);
+    // Keyed by binding field: the property, or an embedded column's database name.
     const fields: ReencryptOptions["fields"] = Object.fromEntries(
-      specs.map((s) => [s.property, { type: s.type, mode: s.mode, storage: s.storage }]),
+      group.map((s) => [
+        s.field,
+        { type: s.spec.type, mode: s.spec.mode, storage: s.spec.storage },
+      ]),
     );
     const pkPath = `t.${pk.propertyPath}`;
     const esc = (name: string) => dataSource.driver.escape(name);
     const source: ReencryptOptions["source"] = {
       fetchBatch: async (cursor: Cursor, limit: number) => {
         let qb = dataSource.createQueryBuilder().from(metadata.target, "t").select(pkPath, "pk");
-        specs.forEach((s, i) => {
-          qb = qb.addSelect(`t.${s.property}`, `v${i}`);
+        group.forEach((s, i) => {
+          qb = qb.addSelect(`t.${s.path}`, `v${i}`);
         });
         contextKeys.forEach((k, i) => {
           qb = qb.addSelect(`t.${k}`, `c${i}`);
@@ -84,10 +94,10 @@ export async function reencryptEntities<T extends ObjectLiteral>(
             row[k] = r[`c${i}`];
           });
           const values: Record<string, StoredFieldValue> = {};
-          specs.forEach((s, i) => {
-            values[s.property] = (r[`v${i}`] ?? null) as StoredFieldValue;
+          group.forEach((s, i) => {
+            values[s.field] = (r[`v${i}`] ?? null) as StoredFieldValue;
           });
-          const context = contextFor(d.model, spec, row, undefined, options.context);
+          const context = contextFor(d.model, first, row, undefined, options.context);
           return {
             cursor: r.pk as string | number | bigint,
             context,
@@ -104,19 +114,15 @@ export async function reencryptEntities<T extends ObjectLiteral>(
         plaintexts: Readonly<Record<string, FieldValue>>,
       ) => {
         const set: Record<string, unknown> = {};
-        for (const spec of specs) {
-          const value = next[spec.property];
+        for (const f of group) {
+          const value = next[f.field];
           if (value === undefined || value === null) continue;
-          set[spec.property] = new Sealed(value);
-          if (spec.blindIndex !== undefined && plaintexts[spec.property] !== undefined) {
-            set[spec.blindIndex.column] = new Sealed(
-              await encryption.blindIndex(
-                d.model,
-                spec,
-                row.context,
-                plaintexts[spec.property],
-                {},
-              ),
+          // An embedded column is set as UpdateQueryBuilder takes it: `{ address: { street } }`.
+          const holder = holderIn(set, f.embedded);
+          holder[f.spec.property] = new Sealed(value);
+          if (f.index !== undefined && plaintexts[f.field] !== undefined) {
+            holder[f.index.property] = new Sealed(
+              await encryption.blindIndex(d.model, f, row.context, plaintexts[f.field], {}),
             );
           }
         }
@@ -125,11 +131,9 @@ export async function reencryptEntities<T extends ObjectLiteral>(
           .update(metadata.target)
           .set(set)
           .where(`${esc(pk.databaseName)} = :pk`, { pk: row.cursor });
-        specs.forEach((s, i) => {
-          const old = row.values[s.property];
-          const column = esc(
-            metadata.findColumnWithPropertyPath(s.property)?.databaseName ?? s.property,
-          );
+        group.forEach((s, i) => {
+          const old = row.values[s.field];
+          const column = esc(s.databaseName);
           qb =
             old === null || old === undefined
               ? qb.andWhere(`${column} IS NULL`)
@@ -165,4 +169,14 @@ export async function reencryptEntities<T extends ObjectLiteral>(
           };
   }
   return total as ReencryptCheckpoint;
+}
+
+/** The object at `names` in `set`, created as plain objects on the way. */
+function holderIn(set: Record<string, unknown>, names: readonly string[]): Record<string, unknown> {
+  let holder = set;
+  for (const name of names) {
+    holder[name] ??= {};
+    holder = holder[name] as Record<string, unknown>;
+  }
+  return holder;
 }

@@ -1,7 +1,10 @@
 import {
   createKms,
+  type DataKeyRecord,
+  type DataKeyStore,
   InvalidCiphertextError,
   type Kms,
+  MemoryDataKeyStore,
   runWithEncryptionContext,
   ValidationError,
 } from "@kms/core";
@@ -549,6 +552,39 @@ export function describeEncryptedColumns(
       const dup = Object.assign(alice(), { tenantId: "t9" });
       await expect(users.insert(dup)).rejects.toThrow();
       expect(dup.email).toBe("alice@example.com");
+    });
+
+    test("a failed save restores plaintext on every entity, also one whose values were still being sealed", async () => {
+      // A data key store that holds the first write: the first entity is still being sealed
+      // when the second one's hook rejects and the save is rolled back.
+      const store = new MemoryDataKeyStore();
+      let release: () => void = () => {};
+      const gate = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      let held: Promise<unknown> | undefined;
+      const heldStore: DataKeyStore = {
+        get: (id) => store.get(id),
+        insert: (record) => {
+          held ??= gate.then(() => store.insert(record));
+          return held as Promise<DataKeyRecord>;
+        },
+      };
+      const slow = await connect({ dataKeyStore: heldStore });
+      const repo = slow.ds.getRepository(User);
+      const ok = alice();
+      const bad = Object.assign(alice(), { tenantId: undefined, email: "bob@example.com" });
+      await expect(repo.save([ok, bad])).rejects.toThrow(/^User\.email is bound to User\.tenantId/);
+      expect(held).toBeDefined();
+      release();
+      await held;
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(ok).toMatchObject({ email: "alice@example.com", phone: "+1 555 0100" });
+      expect(ok.profile).toEqual({ likes: ["tea"], age: 7 });
+      expect(await repo.count()).toBe(0);
+      // Saved again, it is sealed afresh.
+      await repo.save(ok);
+      expect((await repo.findOneByOrFail({ id: ok.id })).email).toBe("alice@example.com");
     });
 
     test("ciphertexts use the shared field format and @kms/prisma's binding (model, field, context)", async () => {

@@ -132,3 +132,79 @@ export class SavingsAccount extends Account {
   @EncryptedColumn({ nullable: true, context: { fromRow: ["tenantId"] } })
   iban: string | null;
 }
+
+/** Nested inside Address: an encrypted column two embeddeds deep. */
+export class Geo {
+  @EncryptedColumn({ type: "json", nullable: true, context: { fromRow: ["tenantId"] } })
+  point: { lat: number; lng: number } | null;
+
+  @Column({ type: "int", nullable: true })
+  floor: number | null;
+}
+
+/** Embedded twice in Person: its encrypted columns are bound to each embedding's column. */
+export class Address {
+  @EncryptedColumn({ deterministic: true, nullable: true, context: { fromRow: ["tenantId"] } })
+  street: string | null;
+
+  @EncryptedColumn({
+    nullable: true,
+    blindIndex: { column: "zipIndex", normalize: ["trim"] },
+    context: { fromRow: ["tenantId"] },
+  })
+  zip: string | null;
+
+  zipIndex?: string | null;
+
+  @Column({ type: String, length: 64, nullable: true })
+  city: string | null;
+
+  @Column(() => Geo)
+  geo: Geo;
+}
+
+/** Encrypted columns in embedded classes: `homeStreet`, `officeStreet`, `homeGeoPoint`, … */
+@Entity("kms_people")
+export class Person {
+  @PrimaryGeneratedColumn()
+  id: number;
+
+  @Column({ type: String, length: 64 })
+  tenantId: string;
+
+  /** For upserts: PostgreSQL leaves a generated id out of the INSERT. */
+  @Column({ type: String, length: 64, unique: true })
+  handle: string;
+
+  @Column(() => Address)
+  home: Address;
+
+  @Column(() => Address, { prefix: "office" })
+  work: Address;
+
+  @Column({ type: "int", default: 0 })
+  visits: number;
+
+  @OneToMany(
+    () => Visit,
+    (visit) => visit.person,
+  )
+  visitList: Relation<Visit[]>;
+}
+
+/** A row whose save cascades to a (partially loaded) Person. */
+@Entity("kms_visits")
+export class Visit {
+  @PrimaryGeneratedColumn()
+  id: number;
+
+  @Column({ type: "int", default: 0 })
+  minutes: number;
+
+  @ManyToOne(
+    () => Person,
+    (person) => person.visitList,
+    { cascade: true },
+  )
+  person: Relation<Person>;
+}

@@ -1,6 +1,7 @@
 import { databaseTarget } from "@kms/tooling/databases";
 import { openMariadb } from "./backends.ts";
 import { describeContextColumns } from "./context-columns.behaviour.ts";
+import { describeEmbeddedColumns } from "./embedded-columns.behaviour.ts";
 import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
 import { describePartialSelect } from "./partial-select.behaviour.ts";
 import { describeQueryPaths } from "./query-paths.behaviour.ts";
@@ -13,3 +14,4 @@ describeQueryPaths("MariaDB (mysql2)", () => openMariadb(url as string), skipRea
 describeRowIdentity("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
 describeContextColumns("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
 describePartialSelect("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
+describeEmbeddedColumns("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);

@@ -242,6 +242,39 @@ export function describePartialSelect(
       expect([full.holder, full.pan]).toEqual(["Ada", "4111 1111"]);
     });
 
+    test("soft remove and recover of a partially selected entity, then save, leave the unselected columns as stored", async () => {
+      // softRemove and recover set the nullable properties they left undefined to null on the
+      // object too; the next save would write those nulls over the encrypted values.
+      const c = await card();
+      const before = await stored(c.id);
+      const partial = await cards.findOneOrFail({
+        select: { id: true, uses: true },
+        where: { id: c.id },
+      });
+      await cards.softRemove(partial);
+      expect([partial.holder, partial.pan, partial.panIndex]).toEqual([
+        undefined,
+        undefined,
+        undefined,
+      ]);
+      await cards.recover(partial);
+      expect([partial.holder, partial.pan, partial.panIndex]).toEqual([
+        undefined,
+        undefined,
+        undefined,
+      ]);
+      partial.uses = 4;
+      await cards.save(partial);
+      expect(await stored(c.id)).toEqual({ ...before, uses: 4 });
+      const full = await cards.findOneByOrFail({ id: c.id });
+      expect([full.holder, full.pan]).toEqual(["Ada", "4111 1111"]);
+      expect(await byPan("4111 1111")).toEqual([c.id]);
+      // A loaded entity keeps its values through both.
+      await cards.softRemove(full);
+      await cards.recover(full);
+      expect([full.holder, full.pan]).toEqual(["Ada", "4111 1111"]);
+    });
+
     test("an encrypted column selected without its context column is refused at load, naming the column to select", async () => {
       const c = await card();
       const error = await failure(() =>

@@ -2,6 +2,7 @@ import "./use-bytea.ts";
 import { databaseTarget } from "@kms/tooling/databases";
 import { openPostgres } from "./backends.ts";
 import { describeContextColumns } from "./context-columns.behaviour.ts";
+import { describeEmbeddedColumns } from "./embedded-columns.behaviour.ts";
 import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
 import { describePartialSelect } from "./partial-select.behaviour.ts";
 import { describeQueryPaths } from "./query-paths.behaviour.ts";
@@ -14,3 +15,4 @@ describeQueryPaths("PostgreSQL (pg)", () => openPostgres(url as string), skipRea
 describeRowIdentity("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
 describeContextColumns("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
 describePartialSelect("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
+describeEmbeddedColumns("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);

@@ -1,5 +1,6 @@
 import { openSqlite } from "./backends.ts";
 import { describeContextColumns } from "./context-columns.behaviour.ts";
+import { describeEmbeddedColumns } from "./embedded-columns.behaviour.ts";
 import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
 import { describePartialSelect } from "./partial-select.behaviour.ts";
 import { describeQueryPaths } from "./query-paths.behaviour.ts";
@@ -10,3 +11,4 @@ describeQueryPaths("SQLite (better-sqlite3)", openSqlite);
 describeRowIdentity("SQLite (better-sqlite3)", openSqlite);
 describeContextColumns("SQLite (better-sqlite3)", openSqlite);
 describePartialSelect("SQLite (better-sqlite3)", openSqlite);
+describeEmbeddedColumns("SQLite (better-sqlite3)", openSqlite);

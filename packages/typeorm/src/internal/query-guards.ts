@@ -17,7 +17,14 @@ import {
   UnsealedValue,
   unsealedError,
 } from "../encrypted-column.ts";
-import { describe, type EntityDescriptor, rowKeysOf } from "./entity-descriptor.ts";
+import {
+  describe,
+  type EncryptedField,
+  type EntityDescriptor,
+  indexIn,
+  rowKeysOf,
+  valueIn,
+} from "./entity-descriptor.ts";
 
 // Four TypeORM code paths decide what reaches the database before any subscriber hook runs,
 // and no hook sees their inputs: a `Raw` find operator hands its parameters to the query
@@ -119,7 +126,7 @@ function refuseRaw(transformer: ValueTransformer | ValueTransformer[]): void {
 }
 
 function databaseName(metadata: EntityMetadata, property: string): string | undefined {
-  return metadata.findColumnWithPropertyName(property)?.databaseName;
+  return metadata.findColumnWithPropertyPath(property)?.databaseName;
 }
 
 function descriptorOf(
@@ -147,19 +154,17 @@ function completeUpsert(builder: InsertQueryBuilder<ObjectLiteral>): void {
   // A conflict column holds the same value in the old row and the new one.
   const conflict = Array.isArray(onUpdate.conflict) ? onUpdate.conflict : [];
   const stranded = new Map<string, string[]>();
-  for (const spec of d.columns) {
-    const column = databaseName(metadata, spec.property);
-    if (column !== undefined && overwrite.includes(column)) {
-      const index =
-        spec.blindIndex === undefined ? undefined : databaseName(metadata, spec.blindIndex.column);
+  for (const f of d.columns) {
+    if (overwrite.includes(f.databaseName)) {
+      const index = f.index?.databaseName;
       if (index !== undefined && !overwrite.includes(index)) overwrite.push(index);
       continue;
     }
-    for (const key of rowKeysOf(spec)) {
+    for (const key of rowKeysOf(f.spec)) {
       const keyColumn = databaseName(metadata, key);
       if (keyColumn === undefined || !overwrite.includes(keyColumn) || conflict.includes(keyColumn))
         continue;
-      stranded.set(key, [...(stranded.get(key) ?? []), spec.property]);
+      stranded.set(key, [...(stranded.get(key) ?? []), f.path]);
     }
   }
   if (stranded.size > 0) throw strandedError(d, stranded, "upsert");
@@ -177,11 +182,11 @@ function refuseExpressions(builder: UpdateQueryBuilder<ObjectLiteral>): void {
   if (found === undefined || values === null || typeof values !== "object") return;
   const { d } = found;
   const set = values as Record<string, unknown>;
-  for (const spec of d.columns) {
-    if (typeof set[spec.property] === "function") throw expressionError(d, spec.property);
+  for (const f of d.columns) {
+    if (typeof valueIn(f, set) === "function") throw expressionError(d, f.path);
   }
-  for (const column of d.blindIndexes.keys()) {
-    if (typeof set[column] === "function") {
+  for (const [column, f] of d.blindIndexes) {
+    if (typeof indexIn(f, set) === "function") {
       throw new ValidationError(
         `${d.model}.${column} is a blind index: it is computed, not written (increment, decrement and set(() => …) are refused)`,
       );
@@ -216,26 +221,27 @@ function strandedCheck(builder: UpdateQueryBuilder<ObjectLiteral>): StrandedChec
   const values: unknown = builder.expressionMap.valuesSet;
   if (values === null || typeof values !== "object") return undefined;
   const set = values as Record<string, unknown>;
-  const stranded = new Map<string, string[]>();
-  for (const spec of d.columns) {
-    if (set[spec.property] !== undefined) continue;
-    for (const key of rowKeysOf(spec)) {
+  const bound = new Map<string, EncryptedField[]>();
+  for (const f of d.columns) {
+    if (valueIn(f, set) !== undefined) continue;
+    for (const key of rowKeysOf(f.spec)) {
       if (set[key] === undefined) continue;
-      stranded.set(key, [...(stranded.get(key) ?? []), spec.property]);
+      bound.set(key, [...(bound.get(key) ?? []), f]);
     }
   }
+  const stranded = new Map([...bound].map(([key, fields]) => [key, fields.map((f) => f.path)]));
   if (stranded.size === 0) return undefined;
   const changed: string[] = [];
   const parameters: Record<string, unknown> = {};
   let n = 0;
-  for (const [key, properties] of stranded) {
+  for (const [key, fields] of bound) {
     const value = set[key];
     // A SQL expression (`() => "…"`) gives no value to compare before the update runs.
-    if (typeof value === "function") throw strandedError(d, new Map([[key, properties]]), "update");
+    if (typeof value === "function") {
+      throw strandedError(d, new Map([[key, fields.map((f) => f.path)]]), "update");
+    }
     const keyColumn = builder.escape(databaseName(metadata, key) ?? key);
-    const held = properties
-      .map((p) => `${builder.escape(databaseName(metadata, p) ?? p)} IS NOT NULL`)
-      .join(" OR ");
+    const held = fields.map((f) => `${builder.escape(f.databaseName)} IS NOT NULL`).join(" OR ");
     const parameter = `kms_context_${n++}`;
     const differs =
       value === null
