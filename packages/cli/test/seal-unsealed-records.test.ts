@@ -27,6 +27,7 @@ function makeDataDirOld(): void {
   const db = database();
   try {
     db.exec(`
+      DROP TABLE kms_store_changes;
       ALTER TABLE kms_keys DROP COLUMN seal;
       ALTER TABLE kms_aliases DROP COLUMN seal;
       PRAGMA user_version = 2;

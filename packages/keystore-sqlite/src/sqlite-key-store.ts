@@ -156,9 +156,12 @@ export class SqliteKeyStore implements KeyStore {
   readonly #writes: { count: number };
   #dataVersion: number;
   #writesSeen: number;
+  #changesSeen: number;
   #closed = false;
 
   readonly #dataVersionStmt: Database.Statement<[], number>;
+  readonly #changesStmt: Database.Statement<[], number>;
+  readonly #bumpChanges: Database.Statement<[]>;
   readonly #selectKey: Database.Statement<[string], KeyRow>;
   readonly #selectVersions: Database.Statement<[string], VersionRow>;
   readonly #selectRevision: Database.Statement<[string], number>;
@@ -192,6 +195,14 @@ export class SqliteKeyStore implements KeyStore {
 
     // Statements are prepared once; the hot path (getKey on a cache hit) runs one of them.
     this.#dataVersionStmt = prepare<[], number>(db, "PRAGMA data_version").pluck();
+    this.#changesStmt = prepare<[], number>(
+      db,
+      "SELECT counter FROM kms_store_changes WHERE singleton = 1",
+    ).pluck();
+    this.#bumpChanges = prepare(
+      db,
+      "UPDATE kms_store_changes SET counter = counter + 1 WHERE singleton = 1",
+    );
     this.#selectKey = prepare(db, "SELECT * FROM kms_keys WHERE key_id = ?");
     this.#selectVersions = prepare(
       db,
@@ -297,6 +308,7 @@ export class SqliteKeyStore implements KeyStore {
     // A caller-supplied database may have safeIntegers on; our columns all fit in a double.
     for (const stmt of [
       this.#dataVersionStmt,
+      this.#changesStmt,
       this.#selectKey,
       this.#selectVersions,
       this.#selectRevision,
@@ -313,6 +325,7 @@ export class SqliteKeyStore implements KeyStore {
     this.#writes = writeCounter(db);
     this.#writesSeen = this.#writes.count;
     this.#dataVersion = this.#dataVersionStmt.get()!;
+    this.#changesSeen = this.#changesStmt.get()!;
   }
 
   /**
@@ -589,12 +602,16 @@ export class SqliteKeyStore implements KeyStore {
   #syncCache(): void {
     const current = this.#dataVersionStmt.get()!;
     const writes = this.#writes.count;
-    if (current !== this.#dataVersion || writes !== this.#writesSeen) {
-      this.#dataVersion = current;
-      this.#writesSeen = writes;
-      this.#keyCache.clear();
-      this.#aliasCache.clear();
-    }
+    if (current === this.#dataVersion && writes === this.#writesSeen) return;
+    this.#dataVersion = current;
+    this.#writesSeen = writes;
+    // Something committed, but maybe not to the key store: an audit sink in the same file
+    // commits on every audited call, and clearing for those would make every call a miss.
+    const changes = this.#changesStmt.get()!;
+    if (changes === this.#changesSeen) return;
+    this.#changesSeen = changes;
+    this.#keyCache.clear();
+    this.#aliasCache.clear();
   }
 
   /**
@@ -607,7 +624,12 @@ export class SqliteKeyStore implements KeyStore {
    */
   #write<T>(fn: () => T): T {
     refuseOuterTransaction(this.#db, this.description);
-    const result = this.#inTransaction.immediate(fn) as T;
+    const result = this.#inTransaction.immediate(() => {
+      const done = fn();
+      // In the same transaction: a reader that sees the write's rows sees the bump too.
+      this.#bumpChanges.run();
+      return done;
+    }) as T;
     this.#writes.count++;
     return result;
   }

@@ -96,7 +96,7 @@ describe("SqliteKeyStore", () => {
       expect(await second.putSettingIfAbsent("root-key-check", "other")).toBe("abc");
     });
 
-    it("stores material as BLOBs in a WAL-mode file at the current schema version (3: seals)", async () => {
+    it("stores material as BLOBs in a WAL-mode file at the current schema version (4: change counter)", async () => {
       const store = open();
       await store.createKey(
         makeKey("k-1", {
@@ -114,7 +114,8 @@ describe("SqliteKeyStore", () => {
       const raw = rawDatabase(path);
       toClose.push(raw);
       expect(scalar(raw, "PRAGMA journal_mode")).toBe("wal");
-      expect(scalar(raw, "PRAGMA user_version")).toBe(3);
+      expect(scalar(raw, "PRAGMA user_version")).toBe(4);
+      expect(scalar(raw, "SELECT counter FROM kms_store_changes")).toBe(1);
       expect(scalar(raw, "SELECT typeof(wrapped_material) FROM kms_key_versions")).toBe("blob");
       expect(scalar(raw, "SELECT typeof(public_key) FROM kms_key_versions")).toBe("blob");
       expect(scalar(raw, "SELECT length(wrapped_material) FROM kms_key_versions")).toBe(3);
@@ -149,7 +150,7 @@ describe("SqliteKeyStore", () => {
      * A file as an earlier release left it: the first `version` migrations, and rows written
      * with only the columns that release knew about.
      */
-    function writeOldFile(version: 1 | 2): void {
+    function writeOldFile(version: 1 | 2 | 3): void {
       const raw = rawDatabase(path);
       try {
         for (const sql of RELEASED_MIGRATIONS.slice(0, version)) raw.exec(sql);
@@ -214,14 +215,14 @@ describe("SqliteKeyStore", () => {
       });
     const oldAlias = { aliasName: "alias/old", targetKeyId: "k-old", createdAt: 3, updatedAt: 4 };
 
-    for (const version of [2, 1] as const) {
-      it(`upgrades a schema version ${version} file in place: rows kept, unsealed, and sealable afterwards`, async () => {
+    for (const version of [3, 2, 1] as const) {
+      it(`upgrades a schema version ${version} file in place: rows kept, unsealed, sealable afterwards, and its writes counted`, async () => {
         writeOldFile(version);
         const store = open();
 
         const raw = rawDatabase(path);
         toClose.push(raw);
-        expect(scalar(raw, "PRAGMA user_version")).toBe(3);
+        expect(scalar(raw, "PRAGMA user_version")).toBe(4);
         expect(scalar(raw, "SELECT count(*) FROM kms_keys WHERE seal IS NULL")).toBe(1);
         expect(scalar(raw, "SELECT count(*) FROM kms_aliases WHERE seal IS NULL")).toBe(1);
 
@@ -249,6 +250,7 @@ describe("SqliteKeyStore", () => {
         });
         expect(scalar(raw, "SELECT seal FROM kms_keys")).toBe("seal-k");
         expect(scalar(raw, "SELECT seal FROM kms_aliases")).toBe("seal-a");
+        expect(scalar(raw, "SELECT counter FROM kms_store_changes")).toBe(2);
       });
     }
   });
@@ -280,6 +282,25 @@ describe("SqliteKeyStore", () => {
 
       await writer.deleteKey("k-1", 2);
       expect(await reader.getKey("k-1")).toBeUndefined();
+    });
+
+    it("keeps its cache across commits to the file that are not key-store writes", async () => {
+      // An audit sink or the application's own tables in the same file commit on every call;
+      // data_version moves for those too, and clearing on it made every read a miss.
+      const reader = open();
+      const writer = open();
+      await writer.createKey(makeKey("k-1", { description: "v1" }));
+      const cached = await reader.getKey("k-1");
+      const app = rawDatabase(path);
+      toClose.push(app);
+      app.exec("CREATE TABLE app_orders (id INTEGER PRIMARY KEY, total INTEGER)");
+      for (let i = 0; i < 3; i++) {
+        prepare(app, "INSERT INTO app_orders (total) VALUES (?)").run(i);
+        expect(await reader.getKey("k-1")).toBe(cached);
+      }
+      const key = (await writer.getKey("k-1"))!;
+      await writer.updateKey(next(key, { description: "v2" }));
+      expect((await reader.getKey("k-1"))?.description).toBe("v2");
     });
 
     it("sees its own writes at once", async () => {

@@ -70,6 +70,17 @@ const MIGRATIONS: readonly string[] = [
   ALTER TABLE kms_keys ADD COLUMN seal TEXT;
   ALTER TABLE kms_aliases ADD COLUMN seal TEXT;
   `,
+  // 4: a counter every key-store write bumps in its transaction. PRAGMA data_version moves on
+  // any commit to the file, an audit event in the same file included, so a store that cleared
+  // its cache on data_version alone missed it on every audited call; it now clears only when
+  // this counter moved. A file at this version is refused by releases that would not bump it.
+  `
+  CREATE TABLE kms_store_changes (
+    singleton INTEGER NOT NULL PRIMARY KEY CHECK (singleton = 1),
+    counter   INTEGER NOT NULL
+  ) STRICT;
+  INSERT INTO kms_store_changes (singleton, counter) VALUES (1, 0);
+  `,
 ];
 
 /** The schema version this build writes and understands. */
