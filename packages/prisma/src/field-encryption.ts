@@ -27,7 +27,13 @@ import {
   type Strip,
 } from "./internal/codec.ts";
 import { PrismaDataKeyStore } from "./prisma-data-key-store.ts";
-import { type ModelDescriptor, parseSchema, type SchemaDescriptor } from "./schema-descriptor.ts";
+import {
+  type ColumnType,
+  checkColumnTypes,
+  type ModelDescriptor,
+  parseSchema,
+  type SchemaDescriptor,
+} from "./schema-descriptor.ts";
 
 type TransactionMethod = (this: unknown, ...args: unknown[]) => Promise<unknown>;
 
@@ -86,6 +92,9 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
     throw new ValidationError(`"${dataKeyModel}" holds data keys and cannot have encrypted fields`);
   }
   const extension = Prisma.defineExtension((client) => {
+    // Only the client knows its columns' types (`checkAgainst` lists names): a configuration
+    // that puts ciphertext in an enum or Int column is refused here, before any query.
+    checkColumnTypes(models, (model, column) => columnTypeOf(client, model, column));
     const store =
       options.dataKeyStore ??
       new PrismaDataKeyStore(
@@ -253,25 +262,7 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
                 break;
               }
             }
-            if (isObject(a.orderBy) || Array.isArray(a.orderBy)) {
-              for (const key of Object.keys(model.encrypted)) {
-                if (JSON.stringify(a.orderBy).includes(`"${key}"`)) {
-                  reject(
-                    `${model.name}.${key} is encrypted: ordering by ciphertext is meaningless`,
-                  );
-                }
-              }
-            }
-            // Randomized ciphertexts of equal values differ: distinct would keep duplicates.
-            const distinct = typeof a.distinct === "string" ? [a.distinct] : a.distinct;
-            if (Array.isArray(distinct)) {
-              for (const key of distinct) {
-                const spec = typeof key === "string" ? model.encrypted[key] : undefined;
-                if (spec !== undefined && spec.mode !== "deterministic") {
-                  reject(`${model.name}.${key} is encrypted: distinct cannot compare ciphertext`);
-                }
-              }
-            }
+            codec.refuseCiphertextOrder(model, a);
             await codec.relationWheres(model, a);
             // A count's select names the columns whose non-null values it counts: it reads no
             // value, so it needs no context column (an added one would be counted and returned).
@@ -309,4 +300,16 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
   });
   // The declared result types are carried by the return type alone (see field-types.ts).
   return extension as unknown as FieldEncryptionExtension<Map, Client>;
+}
+
+/**
+ * A column's type from the client's field references (`prisma.user.fields.email`, the public
+ * FieldRef with `typeName` and `isList`); undefined for a model or column the client lacks.
+ */
+function columnTypeOf(client: unknown, model: string, column: string): ColumnType | undefined {
+  const delegate = isObject(client) ? client[lowerFirst(model)] : undefined;
+  const fields = isObject(delegate) ? delegate.fields : undefined;
+  const ref = isObject(fields) ? fields[column] : undefined;
+  if (!isObject(ref) || typeof ref.typeName !== "string") return undefined;
+  return { typeName: ref.typeName, isList: ref.isList === true };
 }

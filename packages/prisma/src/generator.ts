@@ -25,7 +25,9 @@ generatorHelper.generatorHandler({
         name: field.name,
         type: field.type,
         optional: !field.isRequired,
+        list: field.isList,
         doc: (field.documentation ?? "").split("\n"),
+        ...(field.relationFromFields === undefined ? {} : { foreignKey: field.relationFromFields }),
       })),
     }));
     const configs = configFromAnnotations(models);

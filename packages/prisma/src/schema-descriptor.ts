@@ -43,6 +43,12 @@ export interface ModelDescriptor {
   readonly blindIndexes: Readonly<Record<string, BlindIndexDescriptor>>;
   /** Relation field → target model name. */
   readonly relations: Readonly<Record<string, string>>;
+  /**
+   * Relation field → the columns of this model that hold its foreign key (`@relation(fields:
+   * […])`), for the relations that have one on this side. Writing such a relation (`connect`…)
+   * writes those columns.
+   */
+  readonly foreignKeys: Readonly<Record<string, readonly string[]>>;
   readonly context: ModelContextDescriptor;
   /** Every column some value is bound to: the model's `fromRow`, then the fields' own. */
   readonly contextColumns: readonly string[];
@@ -86,6 +92,12 @@ export interface ModelConfig {
     >
   >;
   readonly relations?: Readonly<Record<string, string>>;
+  /**
+   * Relation field (one of `relations`) → the columns of this model its `@relation(fields: […])`
+   * names. Needed where a context column is also a foreign key: a relation write that changes
+   * it (`tenant: { connect }`) is then refused, as it would orphan the values bound to it.
+   */
+  readonly foreignKeys?: Readonly<Record<string, readonly string[]>>;
   readonly context?: Partial<ModelContextDescriptor>;
 }
 
@@ -102,8 +114,9 @@ export interface DefineModelsOptions {
   /**
    * Check the configuration against the generated client when it is defined, as schema text is
    * checked when it is loaded: every model must be one of the client's, and every encrypted
-   * field, blind index column and context column (`context.fromRow`, the model's or a field's)
-   * one of its model's scalar fields; a relation must name a model.
+   * field, blind index column, context column (`context.fromRow`, the model's or a field's) and
+   * foreign key column one of its model's scalar fields; a relation must name a model. The
+   * namespace lists no types: column types are checked when the extension is applied.
    */
   readonly checkAgainst?: GeneratedPrismaNamespace;
 }
@@ -165,8 +178,8 @@ export type FieldTypesOf<Models> = {
  * With `{ checkAgainst: Prisma }` (the generated client's namespace) it also refuses what schema
  * text refuses when loaded: an unknown model, or a column that is not a scalar field of its model.
  * @throws ValidationException when a type, mode, normalization or blind index source is invalid,
- *   when a context column is itself encrypted, or (with `checkAgainst`) when a model or column is
- *   not in the generated client.
+ *   when a context column is itself encrypted, when a foreign key's relation is not in
+ *   `relations`, or (with `checkAgainst`) when a model or column is not in the generated client.
  */
 export function defineModels<const Models extends Readonly<Record<string, ModelConfig>>>(
   models: Models,
@@ -238,11 +251,20 @@ export function defineModels<const Models extends Readonly<Record<string, ModelC
         normalize: Object.freeze([...(spec.normalize ?? [])]),
       });
     }
+    const foreignKeys: Record<string, readonly string[]> = {};
+    for (const [relation, columns] of Object.entries(config.foreignKeys ?? {})) {
+      const where = `model "${name}" relation "${relation}"`;
+      if (config.relations?.[relation] === undefined) {
+        fail(where, `a foreign key needs the relation in "relations"`);
+      }
+      foreignKeys[relation] = Object.freeze([...contextKeys(where, "foreignKeys", columns)]);
+    }
     out[name] = Object.freeze({
       name,
       encrypted: Object.freeze(encrypted),
       blindIndexes: Object.freeze(blindIndexes),
       relations: Object.freeze({ ...(config.relations ?? {}) }),
+      foreignKeys: Object.freeze(foreignKeys),
       encryptedNames: Object.freeze(Object.keys(encrypted)),
       relationNames: Object.freeze(Object.keys(config.relations ?? {})),
       context: modelContext,
@@ -283,6 +305,65 @@ export function checkColumns(models: SchemaDescriptor, columns: ModelColumns): v
       if (!columns.has(target)) {
         fail(`${where} relation "${relation}"`, `"${target}" is not a model of the Prisma schema`);
       }
+    }
+    for (const [relation, foreignKey] of Object.entries(model.foreignKeys)) {
+      for (const column of foreignKey) {
+        if (!own.has(column)) {
+          fail(`${where} relation "${relation}"`, `foreign key column "${column}" is ${notColumn}`);
+        }
+      }
+    }
+  }
+}
+
+/** A column's type as the generated client gives it (`prisma.user.fields.email`, a FieldRef). */
+export interface ColumnType {
+  /** `String`, `Bytes`, `Int`…, or an enum's name. */
+  readonly typeName: string;
+  readonly isList: boolean;
+}
+
+const NOT_ENCRYPTABLE = "only String and Bytes columns can be encrypted";
+const NOT_BLIND_INDEX = "a blind index column must be a String";
+
+/** Why a column of `type` cannot hold an encrypted field's ciphertext, or undefined if it can. */
+function encryptedColumnRule(type: string, isList: boolean): string | undefined {
+  return (type === "String" || type === "Bytes") && !isList ? undefined : NOT_ENCRYPTABLE;
+}
+
+/** Why a column of `type` cannot hold a blind index (base64url text), or undefined if it can. */
+function blindIndexColumnRule(type: string, isList: boolean): string | undefined {
+  return type === "String" && !isList ? undefined : NOT_BLIND_INDEX;
+}
+
+/**
+ * The column types a descriptor needs, checked against those of its client: an encrypted field's
+ * column holds its ciphertext (a String column for text storage, Bytes for bytes), a blind index
+ * column base64url text. Schema text and the type generator apply the same rules to the schema's
+ * own types. `columnType` gives undefined for a column it does not know, which is not checked
+ * here (`checkColumns` is).
+ * @throws ValidationException naming the model and field.
+ */
+export function checkColumnTypes(
+  models: SchemaDescriptor,
+  columnType: (model: string, column: string) => ColumnType | undefined,
+): void {
+  for (const model of Object.values(models)) {
+    for (const [field, spec] of Object.entries(model.encrypted)) {
+      const column = columnType(model.name, field);
+      if (column === undefined) continue;
+      const where = `model "${model.name}" field "${field}"`;
+      const rule = encryptedColumnRule(column.typeName, column.isList);
+      if (rule !== undefined) fail(where, rule);
+      const needed = spec.storage === "bytes" ? "Bytes" : "String";
+      if (column.typeName !== needed) {
+        fail(where, `storage "${spec.storage}" needs a ${needed} column, not ${column.typeName}`);
+      }
+    }
+    for (const index of Object.keys(model.blindIndexes)) {
+      const column = columnType(model.name, index);
+      const rule = column && blindIndexColumnRule(column.typeName, column.isList);
+      if (rule !== undefined) fail(`model "${model.name}" field "${index}"`, rule);
     }
   }
 }
@@ -394,8 +475,12 @@ export interface AnnotatedField {
   readonly type: string;
   /** `String?`: the column may hold null. */
   readonly optional: boolean;
+  /** `String[]`: a list column. */
+  readonly list?: boolean;
   /** The field's `///` lines, without the slashes. */
   readonly doc: readonly string[];
+  /** For a relation field, the columns its `@relation(fields: […])` names (none: the other side). */
+  readonly foreignKey?: readonly string[];
 }
 
 export interface AnnotatedModel {
@@ -419,6 +504,7 @@ export function configFromAnnotations(
     const encrypted: Record<string, EncryptedConfig> = {};
     const blindIndexes: Record<string, BlindIndexConfig> = {};
     const relations: Record<string, string> = {};
+    const foreignKeys: Record<string, readonly string[]> = {};
     // `@kms.context(tenantId)`, `(scope: clinic)`, `(row: a b)`: the same grammar on a model and
     // on an encrypted field; `checkColumns` checks that the columns it names are the model's own.
     const readContext = (where: string, annotations: readonly Annotation[]) => {
@@ -441,13 +527,18 @@ export function configFromAnnotations(
     const { fromRow, fromScope } = readContext(`model "${name}"`, modelAnnotations);
     for (const field of model.fields) {
       const where = `model "${name}" field "${field.name}"`;
-      if (modelNames.has(field.type)) relations[field.name] = field.type;
+      if (modelNames.has(field.type)) {
+        relations[field.name] = field.type;
+        if (field.foreignKey !== undefined && field.foreignKey.length > 0) {
+          foreignKeys[field.name] = [...field.foreignKey];
+        }
+      }
       const annotations = parseAnnotations(field.doc, where);
       const contextAnnotations = annotations.filter((a) => a.name === "context");
       for (const a of annotations) {
         if (a.name === "encrypted") {
-          if (field.type !== "String" && field.type !== "Bytes")
-            fail(where, `only String and Bytes columns can be encrypted`);
+          const rule = encryptedColumnRule(field.type, field.list === true);
+          if (rule !== undefined) fail(where, rule);
           const mode = a.positional.includes("deterministic") ? "deterministic" : "randomized";
           const declared = a.named.type as FieldValueType | undefined;
           const context = readContext(where, contextAnnotations);
@@ -459,7 +550,8 @@ export function configFromAnnotations(
             ...(contextAnnotations.length === 0 ? {} : { context }),
           };
         } else if (a.name === "blindIndex") {
-          if (field.type !== "String") fail(where, `a blind index column must be a String`);
+          const rule = blindIndexColumnRule(field.type, field.list === true);
+          if (rule !== undefined) fail(where, rule);
           const of = a.named.of ?? a.positional[0];
           if (of === undefined) fail(where, `@kms.blindIndex needs "of: <field>"`);
           const bytes = a.named.bytes === undefined ? undefined : Number(a.named.bytes);
@@ -480,7 +572,13 @@ export function configFromAnnotations(
         );
       }
     }
-    configs[name] = { encrypted, blindIndexes, relations, context: { fromRow, fromScope } };
+    configs[name] = {
+      encrypted,
+      blindIndexes,
+      relations,
+      ...(Object.keys(foreignKeys).length === 0 ? {} : { foreignKeys }),
+      context: { fromRow, fromScope },
+    };
   }
   return configs;
 }
@@ -522,16 +620,30 @@ function readModels(schema: string): AnnotatedModel[] {
       doc = [];
       continue;
     }
-    const field = /^(\w+)\s+(\w+)(\[\])?(\?)?/.exec(line.replace(/\/\/.*$/, ""));
+    const code = line.replace(/\/\/.*$/, "");
+    const field = /^(\w+)\s+(\w+)(\[\])?(\?)?/.exec(code);
     if (field !== null && !line.startsWith("@@")) {
-      const [, name, type, , optional] = field as unknown as [
+      const [, name, type, list, optional] = field as unknown as [
         string,
         string,
         string,
         unknown,
         unknown,
       ];
-      current.fields.push({ name, type, optional: optional !== undefined, doc });
+      // `@relation(fields: [tenantId], references: [id])`: the columns holding the foreign key.
+      const fields = /@relation\([^)]*\bfields\s*:\s*\[([^\]]*)\]/.exec(code)?.[1];
+      const foreignKey = fields
+        ?.split(",")
+        .map((f) => f.trim())
+        .filter((f) => f !== "");
+      current.fields.push({
+        name,
+        type,
+        optional: optional !== undefined,
+        ...(list === undefined ? {} : { list: true }),
+        doc,
+        ...(foreignKey === undefined ? {} : { foreignKey }),
+      });
     }
     doc = [];
   }

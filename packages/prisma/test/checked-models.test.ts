@@ -117,6 +117,11 @@ const refusedConfigOnly: [string, Readonly<Record<string, ModelConfig>>, string]
     { Chart: { ...chart, relations: { owner: "Usr" } } },
     'model "Chart" relation "owner": "Usr" is not a model of the Prisma schema',
   ],
+  [
+    "an unknown foreign key column",
+    { Chart: { ...chart, foreignKeys: { owner: ["ownerID"] } } },
+    'model "Chart" relation "owner": foreign key column "ownerID" is not a column of Chart',
+  ],
 ];
 
 describe("defineModels checked against the generated client (checkAgainst)", () => {
@@ -182,6 +187,136 @@ describe("defineModels checked against the generated client (checkAgainst)", () 
       defineModels({ Chart: chart }, "Prisma" as unknown as Parameters<typeof defineModels>[1]),
     ).toThrow(/defineModels options expected an object/);
   });
+});
+
+/**
+ * Columns of the wrong type for what the configuration puts in them. `checkAgainst` reads names
+ * only (the namespace lists no types), so these pass `defineModels` and are refused when the
+ * extension is applied, from the types the generated client gives its columns.
+ */
+const wrongColumnTypes: [string, Readonly<Record<string, ModelConfig>>, string][] = [
+  [
+    "an encrypted enum column",
+    { Invoice: { encrypted: { status: {} }, context: { fromRow: ["tenantId"] } } },
+    'model "Invoice" field "status": only String and Bytes columns can be encrypted',
+  ],
+  [
+    "an encrypted Int column",
+    { Audit: { encrypted: { id: {} } } },
+    'model "Audit" field "id": only String and Bytes columns can be encrypted',
+  ],
+  [
+    "a Bytes column with text storage",
+    { User: { encrypted: { avatar: {} }, context: { fromRow: ["tenantId"] } } },
+    'model "User" field "avatar": storage "text" needs a String column, not Bytes',
+  ],
+  [
+    "a String column with bytes storage",
+    { User: { encrypted: { name: { storage: "bytes" } }, context: { fromRow: ["tenantId"] } } },
+    'model "User" field "name": storage "bytes" needs a Bytes column, not String',
+  ],
+  [
+    "a blind index in a Bytes column",
+    {
+      User: {
+        encrypted: { name: {} },
+        blindIndexes: { avatar: { of: "name" } },
+        context: { fromRow: ["tenantId"] },
+      },
+    },
+    'model "User" field "avatar": a blind index column must be a String',
+  ],
+];
+
+describe("foreign keys", () => {
+  test("schema text reads them from @relation(fields: […]) on the side that holds them", () => {
+    const parsed = parseSchema(`model Tenant {
+  id       String    @id
+  invoices Invoice[]
+}
+
+/// @kms.context(tenantId)
+model Invoice {
+  id       Int    @id
+  tenantId String
+  region   String
+  tenant   Tenant @relation("billing", fields: [tenantId, region], references: [id, region]) // the owner
+  /// @kms.encrypted
+  memo     String
+}`);
+    expect(parsed.Invoice?.foreignKeys).toEqual({ tenant: ["tenantId", "region"] });
+    expect(parsed.Tenant?.foreignKeys).toEqual({});
+  });
+
+  const invalid: [string, ModelConfig, string][] = [
+    [
+      "a foreign key of a relation not in relations",
+      { foreignKeys: { owner: ["ownerId"] } },
+      'model "Chart" relation "owner": a foreign key needs the relation in "relations"',
+    ],
+    [
+      "a foreign key that is not a list of columns",
+      { relations: { owner: "User" }, foreignKeys: { owner: "ownerId" as unknown as string[] } },
+      'model "Chart" relation "owner": foreignKeys must be a list of non-empty column or key names',
+    ],
+  ];
+  test.each(invalid)("defineModels refuses %s", (_label, config, message) => {
+    expect(refusal(() => defineModels({ Chart: config }))).toBe(message);
+  });
+});
+
+describe("column types", () => {
+  test("schema text refuses columns of other types, lists included, with the same messages", () => {
+    const enumSchema = `enum InvoiceStatus {
+  OPEN
+  PAID
+}
+
+/// @kms.context(tenantId)
+model Invoice {
+  id       Int           @id
+  tenantId String
+  /// @kms.encrypted
+  status   InvoiceStatus
+}`;
+    expect(refusal(() => parseSchema(enumSchema))).toBe(wrongColumnTypes[0]?.[2]);
+    expect(refusal(() => parseSchema(chartSchema("/// @kms.encrypted\n  tags String[]")))).toBe(
+      'model "Chart" field "tags": only String and Bytes columns can be encrypted',
+    );
+    expect(
+      refusal(() =>
+        parseSchema(
+          chartSchema(
+            "/// @kms.encrypted\n  note String\n  /// @kms.blindIndex(of: note)\n  noteIdx String[]",
+          ),
+        ),
+      ),
+    ).toBe('model "Chart" field "noteIdx": a blind index column must be a String');
+  });
+
+  test.each(wrongColumnTypes)(
+    "%s passes checkAgainst and is refused when the extension is applied, before any query",
+    async (_label, models, message) => {
+      const schema = checked(models);
+      let queries = 0;
+      const base = new PrismaClient({
+        adapter: new PrismaBetterSqlite3({ url: "file:/nonexistent/kms-prisma/never.db" }),
+      }).$extends({
+        query: {
+          $allOperations({ args, query }) {
+            queries += 1;
+            return query(args);
+          },
+        },
+      });
+      const kms = await createKms();
+      const { keyMetadata } = await kms.createKey();
+      expect(
+        refusal(() => base.$extends(fieldEncryption({ kms, keyId: keyMetadata.keyId, schema }))),
+      ).toBe(message);
+      expect(queries).toBe(0);
+    },
+  );
 });
 
 describe("checked at startup, on SQLite", () => {

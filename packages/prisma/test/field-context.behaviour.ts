@@ -34,6 +34,7 @@ export const typed = defineModels({
       vitals: { type: "json", context: { fromRow: ["recordId"] } },
     },
     relations: { owner: "User" },
+    foreignKeys: { owner: ["ownerId"] },
     context: { fromRow: ["tenantId"] },
   },
 });

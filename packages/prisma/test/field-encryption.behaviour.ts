@@ -459,6 +459,266 @@ export function describeFieldEncryption(
       ).rejects.toThrow(/User binds encrypted fields to tenantId/);
     });
 
+    test("ordering or distinct over ciphertext is refused in relations as at the top", async () => {
+      const user = await prisma.user.create({
+        data: { ...alice, posts: { create: { tenantId: "t1", title: "a", body: "first body" } } },
+        include: { posts: true },
+      });
+      const post = user.posts[0] as { id: number };
+      const ordering = (field: string) =>
+        new RegExp(`${field} is encrypted: ordering by ciphertext is meaningless`);
+      const distinct = (field: string) =>
+        new RegExp(`${field} is encrypted: distinct cannot compare ciphertext`);
+      const refused: [() => Promise<unknown>, RegExp][] = [
+        // Ordering included rows.
+        [
+          () => prisma.user.findMany({ include: { posts: { orderBy: { body: "asc" } } } }),
+          ordering("Post.body"),
+        ],
+        [
+          () =>
+            prisma.user.findMany({
+              select: { posts: { orderBy: [{ title: "asc" }, { body: "desc" }] } },
+            }),
+          ordering("Post.body"),
+        ],
+        [
+          () =>
+            prisma.user.findMany({
+              include: { posts: { include: { comments: { orderBy: { text: "asc" } } } } },
+            }),
+          ordering("Comment.text"),
+        ],
+        [
+          () =>
+            prisma.user.findUnique({ where: { id: user.id } }).posts({ orderBy: { body: "asc" } }),
+          ordering("Post.body"),
+        ],
+        // Ordering by a related row's field, at the top and in an include.
+        [
+          () => prisma.post.findMany({ orderBy: { author: { name: "asc" } } }),
+          ordering("User.name"),
+        ],
+        [
+          () =>
+            prisma.post.findMany({
+              orderBy: [{ id: "asc" }, { author: { phone: { sort: "asc", nulls: "last" } } }],
+            }),
+          ordering("User.phone"),
+        ],
+        [() => prisma.user.findMany({ orderBy: { email: "asc" } }), ordering("User.email")],
+        [
+          () => prisma.chart.findMany({ orderBy: { owner: { email: "desc" } } }),
+          ordering("User.email"),
+        ],
+        [
+          () => prisma.post.aggregate({ orderBy: { author: { name: "asc" } }, _count: true }),
+          ordering("User.name"),
+        ],
+        [
+          () =>
+            prisma.user.findMany({
+              include: { posts: { orderBy: { author: { profile: "asc" } } } },
+            }),
+          ordering("User.profile"),
+        ],
+        // Distinct over included rows.
+        [
+          () => prisma.user.findMany({ select: { posts: { distinct: ["body"] } } }),
+          distinct("Post.body"),
+        ],
+        [
+          () => prisma.user.findMany({ include: { posts: { distinct: "body" } } }),
+          distinct("Post.body"),
+        ],
+        [
+          () => prisma.user.findMany({ include: { charts: { distinct: ["note"] } } }),
+          distinct("Chart.note"),
+        ],
+        // A cursor is a lookup: on a randomized field it is refused as a where is.
+        [
+          () =>
+            prisma.user.findMany({
+              include: { posts: { cursor: { id: post.id, body: "first body" } } },
+            }),
+          /Post.body is randomized/,
+        ],
+        [
+          () => prisma.post.findMany({ cursor: { id: post.id, body: "first body" } }),
+          /Post.body is randomized/,
+        ],
+      ];
+      for (const [run, message] of refused) {
+        await expect(run(), String(run)).rejects.toThrow(message);
+      }
+      // Ordering by plain columns, by a relation's count, and distinct over a deterministic
+      // field still work.
+      const ordered = await prisma.user.findMany({
+        where: { tenantId: "t1" },
+        orderBy: { posts: { _count: "desc" } },
+        include: {
+          posts: { orderBy: [{ title: "asc" }, { author: { tenantId: "asc" } }] },
+          charts: { distinct: ["ssn"] },
+        },
+      });
+      expect(ordered[0]?.posts.map((p) => p.body)).toEqual(["first body"]);
+      expect(
+        (await prisma.post.findMany({ orderBy: { author: { plain: "asc" } } })).map((p) => p.body),
+      ).toEqual(["first body"]);
+    });
+
+    test("fields named like filter operators are fields inside a compound unique", async () => {
+      await db.prisma.tenant.create({ data: { id: "t1", name: "One" } });
+      const invoice = await prisma.invoice.create({
+        data: { tenantId: "t1", memo: "memo", in: "IN-1", equals: "EQ-1" },
+      });
+      const stored = await db.raw("Invoice", invoice.id);
+      expect(String(stored.in).startsWith(PREFIX)).toBe(true);
+      expect(String(stored.equals).startsWith(PREFIX)).toBe(true);
+      // `tenantId_in` mixes a column and a field named "in"; `in_equals` holds nothing but
+      // fields named like operators.
+      const byTenantIn = await prisma.invoice.findUnique({
+        where: { tenantId_in: { tenantId: "t1", in: "IN-1" } },
+      });
+      expect(byTenantIn?.memo).toBe("memo");
+      const byInEquals = await prisma.invoice.findUnique({
+        where: { in_equals: { equals: "EQ-1", in: "IN-1" }, tenantId: "t1" },
+      });
+      expect(byInEquals?.memo).toBe("memo");
+      // The compound unique pins the tenant for an update of an encrypted field.
+      const updated = await prisma.invoice.update({
+        where: { tenantId_in: { tenantId: "t1", in: "IN-1" } },
+        data: { memo: "edited" },
+      });
+      expect(updated.memo).toBe("edited");
+      // The same operators on a field are still a filter.
+      expect(
+        await prisma.invoice.count({
+          where: {
+            tenantId: "t1",
+            id: { in: [invoice.id], not: 0 },
+            in: { in: ["IN-1"] },
+            equals: { equals: "EQ-1", not: "x" },
+          },
+        }),
+      ).toBe(1);
+    });
+
+    test("a relation write that would change a context column is refused", async () => {
+      await db.prisma.tenant.createMany({
+        data: [
+          { id: "t1", name: "One" },
+          { id: "t2", name: "Two" },
+        ],
+      });
+      const invoice = await prisma.invoice.create({
+        data: { tenantId: "t1", memo: "secret memo", in: "IN-1" },
+      });
+      const where = { id: invoice.id };
+      const own = /Invoice\.tenant: "(connect|connectOrCreate|create)" would change tenantId/;
+      const back =
+        /Tenant\.invoices: "(connect|connectOrCreate|set)" would move Invoice rows to another tenantId/;
+      const refused: [() => Promise<unknown>, RegExp][] = [
+        [() => prisma.invoice.update({ where, data: { tenant: { connect: { id: "t2" } } } }), own],
+        [
+          () =>
+            prisma.invoice.update({
+              where,
+              data: {
+                memo: "rewritten",
+                tenant: {
+                  connectOrCreate: { where: { id: "t3" }, create: { id: "t3", name: "Three" } },
+                },
+              },
+            }),
+          own,
+        ],
+        [
+          () =>
+            prisma.invoice.update({
+              where,
+              data: { tenant: { create: { id: "t4", name: "Four" } } },
+            }),
+          own,
+        ],
+        [
+          () =>
+            prisma.invoice.upsert({
+              where,
+              create: { tenantId: "t1" },
+              update: { tenant: { connect: { id: "t2" } } },
+            }),
+          own,
+        ],
+        [
+          () =>
+            prisma.tenant.update({
+              where: { id: "t2" },
+              data: { invoices: { connect: { id: invoice.id } } },
+            }),
+          back,
+        ],
+        [
+          () => prisma.tenant.update({ where: { id: "t2" }, data: { invoices: { set: [where] } } }),
+          back,
+        ],
+        [
+          () =>
+            prisma.tenant.create({
+              data: {
+                id: "t5",
+                name: "Five",
+                invoices: { connectOrCreate: { where, create: { memo: "new" } } },
+              },
+            }),
+          back,
+        ],
+      ];
+      for (const [run, message] of refused) {
+        await expect(run(), String(run)).rejects.toThrow(message);
+      }
+      // A nested create takes its foreign key from Prisma, where the extension cannot see it.
+      await expect(
+        prisma.tenant.create({
+          data: { id: "t6", name: "Six", invoices: { create: { memo: "m" } } },
+        }),
+      ).rejects.toThrow(/Invoice binds encrypted fields to tenantId/);
+      const read = await prisma.invoice.findUniqueOrThrow({ where });
+      expect([read.tenantId, read.memo]).toEqual(["t1", "secret memo"]);
+      // Writing the column itself re-encrypts, as for any context column: every field bound to
+      // it must be rewritten in the same update.
+      await expect(prisma.invoice.update({ where, data: { tenantId: "t2" } })).rejects.toThrow(
+        /orphan/,
+      );
+      const moved = await prisma.invoice.update({
+        where,
+        data: { tenantId: "t2", memo: "secret memo", in: "IN-1", equals: null },
+      });
+      expect([moved.tenantId, moved.memo]).toEqual(["t2", "secret memo"]);
+      expect(
+        (
+          await prisma.invoice.findUnique({
+            where: { tenantId_in: { tenantId: "t2", in: "IN-1" } },
+          })
+        )?.memo,
+      ).toBe("secret memo");
+      // Writes through the relation that leave the foreign key alone still work.
+      const renamed = await prisma.invoice.update({
+        where,
+        data: { tenant: { update: { name: "Two, renamed" } } },
+        include: { tenant: true },
+      });
+      expect([renamed.tenant.name, renamed.memo]).toEqual(["Two, renamed", "secret memo"]);
+      const tenant = await prisma.tenant.update({
+        where: { id: "t2" },
+        data: {
+          invoices: { update: { where: { id: invoice.id, tenantId: "t2" }, data: { memo: "m2" } } },
+        },
+        include: { invoices: true },
+      });
+      expect(tenant.invoices.map((i) => i.memo)).toEqual(["m2"]);
+    });
+
     test("models bound to the ambient context need it and are bound to it", async () => {
       const user = await prisma.user.create({ data: { tenantId: "t1", email: "a@x" } });
       const post = await prisma.post.create({

@@ -277,6 +277,7 @@ export class Codec {
       if (column in data)
         reject(`${model.name}.${column} is a blind index: it is computed, not written`);
     }
+    refuseRelinking(model, data, where !== undefined);
     // As in Prisma, a key holding `undefined` writes nothing (`{ ...input }` with optional
     // fields left out): it neither changes a context column nor needs a value encrypted.
     const touchesContext = model.context.fromRow.some((k) => data[k] !== undefined);
@@ -350,6 +351,9 @@ export class Codec {
       if (!isObject(nested)) continue;
       const targetModel = this.model(target);
       if (targetModel === undefined) continue;
+      if (model.foreignKeys[relation] === undefined) {
+        refuseMoving(model, relation, targetModel, nested);
+      }
       await this.nestedWrites(targetModel, nested, ctx);
     }
   }
@@ -571,6 +575,57 @@ export class Codec {
     return strip;
   }
 
+  /**
+   * Refuses ordering and distinct over ciphertext wherever a query asks for them: its own
+   * `orderBy` (a related row's fields too: `orderBy: { author: { name } }`) and `distinct`, and
+   * those of the relations it includes or selects, at any depth. Ordering by any encrypted field
+   * is meaningless; distinct only on a randomized one, whose equal values differ.
+   */
+  refuseCiphertextOrder(model: ModelDescriptor, args: Json): void {
+    if (args.orderBy !== undefined) this.refuseOrderBy(model, args.orderBy);
+    const distinct = typeof args.distinct === "string" ? [args.distinct] : args.distinct;
+    if (Array.isArray(distinct)) {
+      for (const key of distinct) {
+        const spec = typeof key === "string" ? ownValue(model.encrypted, key) : undefined;
+        if (spec !== undefined && spec.mode !== "deterministic") {
+          reject(`${model.name}.${key} is encrypted: distinct cannot compare ciphertext`);
+        }
+      }
+    }
+    for (const container of [args.select, args.include]) {
+      if (!isObject(container)) continue;
+      for (const [relation, target] of Object.entries(model.relations)) {
+        const nested = container[relation];
+        const targetModel = this.model(target);
+        if (isObject(nested) && targetModel !== undefined) {
+          this.refuseCiphertextOrder(targetModel, nested);
+        }
+      }
+    }
+  }
+
+  /** One `orderBy` (an object or a list of them) of `model`, through ordering by relations. */
+  refuseOrderBy(model: ModelDescriptor, orderBy: unknown): void {
+    for (const item of Array.isArray(orderBy) ? orderBy : [orderBy]) {
+      if (!isObject(item)) continue;
+      for (const [key, value] of Object.entries(item)) {
+        if (value === undefined) continue;
+        // `_relevance: { fields, search, sort }` (full-text search) ranks the fields' text.
+        const fields = key === "_relevance" && isObject(value) ? [value.fields].flat() : [key];
+        for (const field of fields) {
+          if (typeof field === "string" && ownValue(model.encrypted, field) !== undefined) {
+            reject(`${model.name}.${field} is encrypted: ordering by ciphertext is meaningless`);
+          }
+        }
+        // `author: { name: "asc" }` orders by the related row's field; `posts: { _count }` by a
+        // count, which no field of Post is called.
+        const target = ownValue(model.relations, key);
+        const targetModel = target === undefined ? undefined : this.model(target);
+        if (targetModel !== undefined) this.refuseOrderBy(targetModel, value);
+      }
+    }
+  }
+
   /** Rewrites the wheres of included relations, each in the related rows' own context. */
   async relationWheres(model: ModelDescriptor, args: Json): Promise<void> {
     for (const container of [args.select, args.include]) {
@@ -752,6 +807,84 @@ export function needsContext(model: ModelDescriptor, data: Json): boolean {
   );
 }
 
+/** `record[key]` if it is the record's own (not `toString` or `constructor` of its prototype). */
+function ownValue<T>(record: Readonly<Record<string, T>>, key: string): T | undefined {
+  return Object.hasOwn(record, key) ? record[key] : undefined;
+}
+
+/** The encrypted fields of `model` whose values are bound to one of `columns`. */
+function fieldsBoundTo(model: ModelDescriptor, columns: readonly string[]): string[] {
+  const modelWide = columns.some((c) => model.context.fromRow.includes(c));
+  return Object.entries(model.encrypted)
+    .filter(([, spec]) => modelWide || spec.context.fromRow.some((c) => columns.includes(c)))
+    .map(([field]) => field);
+}
+
+/** The columns among `columns` that encrypted values of `model` are bound to. */
+function boundColumns(model: ModelDescriptor, columns: readonly string[]): string[] {
+  return columns.filter(
+    (c) => model.contextColumns.includes(c) && fieldsBoundTo(model, [c]).length > 0,
+  );
+}
+
+/** Writes to a relation that point the row at another related row: they set its foreign key. */
+const RELINKING = ["connect", "connectOrCreate", "create", "disconnect", "delete"];
+/** Writes to a relation whose foreign key is the related rows': they set theirs. */
+const MOVING = ["connect", "connectOrCreate", "set", "disconnect"];
+
+/** The first of `ops` that `nested` asks for (a to-one `disconnect: false` asks for nothing). */
+function firstWrite(nested: Json, ops: readonly string[]): string | undefined {
+  return ops.find((op) => nested[op] !== undefined && nested[op] !== false);
+}
+
+/**
+ * A relation write that sets a context column through its foreign key (`tenant: { connect }`
+ * where `tenantId` is the foreign key) would bind the row to another context while its values
+ * stay sealed under the old one (or, on a create, under the context the extension chose without
+ * seeing the column), so they would no longer decrypt. Refused in an update, and in a create
+ * that writes values bound to the column; the column itself, in the data, is handled as usual.
+ */
+function refuseRelinking(model: ModelDescriptor, data: Json, update: boolean): void {
+  for (const [relation, foreignKey] of Object.entries(model.foreignKeys)) {
+    const nested = data[relation];
+    if (!isObject(nested)) continue;
+    const columns = boundColumns(model, foreignKey);
+    if (columns.length === 0) continue;
+    const fields = fieldsBoundTo(model, columns);
+    if (!update && !fields.some((f) => data[f] !== undefined)) continue;
+    const op = firstWrite(nested, RELINKING);
+    if (op === undefined) continue;
+    reject(
+      `${model.name}.${relation}: "${op}" would change ${columns.join(", ")} without re-encrypting the values bound to it (${fields.join(", ")}), which would no longer decrypt; write ${columns.join(", ")} itself in the data, with ${fields.join(", ")} in the same write`,
+    );
+  }
+}
+
+/**
+ * The other side of `refuseRelinking`: a write through `relation` of `model` (`tenant.update({
+ * data: { invoices: { connect } } })`) that sets the related rows' foreign key, when that
+ * includes a column their values are bound to, moves existing rows to another context without
+ * re-encrypting them. Which of the related model's relations back to `model` is the pair of
+ * `relation` is not recorded, so any of them with such a foreign key counts.
+ */
+function refuseMoving(
+  model: ModelDescriptor,
+  relation: string,
+  target: ModelDescriptor,
+  nested: Json,
+): void {
+  const op = firstWrite(nested, MOVING);
+  if (op === undefined) return;
+  const columns = Object.entries(target.foreignKeys)
+    .filter(([back]) => target.relations[back] === model.name)
+    .flatMap(([, foreignKey]) => boundColumns(target, foreignKey));
+  if (columns.length === 0) return;
+  const fields = fieldsBoundTo(target, columns);
+  reject(
+    `${model.name}.${relation}: "${op}" would move ${target.name} rows to another ${columns.join(", ")} without re-encrypting the values bound to it (${fields.join(", ")}), which would no longer decrypt; update each ${target.name}'s ${columns.join(", ")} itself, with ${fields.join(", ")} in the same update`,
+  );
+}
+
 export interface Strip {
   readonly columns: string[];
   readonly relations: Record<string, Strip>;
@@ -837,14 +970,38 @@ const FILTER_KEYS = new Set<string>([
   "isNot",
   "path",
   "string_contains",
+  "string_starts_with",
+  "string_ends_with",
   "array_contains",
+  "array_starts_with",
+  "array_ends_with",
 ]);
 
-/** `tenantId_email: { tenantId, email }`: a compound unique input, whose keys are fields. */
+/**
+ * `tenantId_email: { tenantId, email }`: a compound unique input, whose keys are fields. A filter
+ * holds nothing but operators, so one key that is no operator makes a compound unique. Fields
+ * may be named like operators (`in`, `not`): when every key spells one, the input is a compound
+ * unique only under Prisma's default name, its fields joined by "_" (`in_not`), which no field
+ * can have beside it.
+ */
 function isCompoundUnique(model: ModelDescriptor, key: string, value: unknown): value is Json {
   if (!isObject(value) || key in model.relations || key in model.encrypted) return false;
   const keys = Object.keys(value);
-  return keys.length > 1 && keys.every((k) => !FILTER_KEYS.has(k));
+  if (keys.length < 2) return false;
+  return keys.some((k) => !FILTER_KEYS.has(k)) || isJoinOf(key, keys);
+}
+
+/** Whether `name` is all of `parts`, in some order, joined by "_". */
+function isJoinOf(name: string, parts: readonly string[]): boolean {
+  if (parts.length === 1) return name === parts[0];
+  return parts.some(
+    (part, i) =>
+      name.startsWith(`${part}_`) &&
+      isJoinOf(
+        name.slice(part.length + 1),
+        parts.filter((_, j) => j !== i),
+      ),
+  );
 }
 
 /** Clauses whose equalities constrain the whole where: AND members and compound uniques. */

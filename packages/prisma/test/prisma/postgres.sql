@@ -36,6 +36,21 @@ CREATE TABLE "Chart" (
 );
 CREATE UNIQUE INDEX "Chart_recordId_key" ON "Chart"("recordId");
 CREATE UNIQUE INDEX "Chart_tenantId_ssn_key" ON "Chart"("tenantId", "ssn");
+CREATE TYPE "InvoiceStatus" AS ENUM ('OPEN', 'PAID');
+CREATE TABLE "Tenant" (
+  "id" TEXT PRIMARY KEY,
+  "name" TEXT NOT NULL
+);
+CREATE TABLE "Invoice" (
+  "id" SERIAL PRIMARY KEY,
+  "tenantId" TEXT NOT NULL REFERENCES "Tenant" ("id") ON DELETE RESTRICT ON UPDATE CASCADE,
+  "memo" TEXT,
+  "in" TEXT,
+  "equals" TEXT,
+  "status" "InvoiceStatus" NOT NULL DEFAULT 'OPEN'
+);
+CREATE UNIQUE INDEX "Invoice_tenantId_in_key" ON "Invoice"("tenantId", "in");
+CREATE UNIQUE INDEX "Invoice_in_equals_key" ON "Invoice"("in", "equals");
 CREATE TABLE "Audit" (
   "id" SERIAL PRIMARY KEY,
   "message" TEXT NOT NULL

@@ -38,6 +38,21 @@ CREATE TABLE "Chart" (
 );
 CREATE UNIQUE INDEX "Chart_recordId_key" ON "Chart"("recordId");
 CREATE UNIQUE INDEX "Chart_tenantId_ssn_key" ON "Chart"("tenantId", "ssn");
+CREATE TABLE "Tenant" (
+  "id" TEXT NOT NULL PRIMARY KEY,
+  "name" TEXT NOT NULL
+);
+CREATE TABLE "Invoice" (
+  "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+  "tenantId" TEXT NOT NULL,
+  "memo" TEXT,
+  "in" TEXT,
+  "equals" TEXT,
+  "status" TEXT NOT NULL DEFAULT 'OPEN',
+  CONSTRAINT "Invoice_tenantId_fkey" FOREIGN KEY ("tenantId") REFERENCES "Tenant" ("id") ON DELETE RESTRICT ON UPDATE CASCADE
+);
+CREATE UNIQUE INDEX "Invoice_tenantId_in_key" ON "Invoice"("tenantId", "in");
+CREATE UNIQUE INDEX "Invoice_in_equals_key" ON "Invoice"("in", "equals");
 CREATE TABLE "Audit" (
   "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
   "message" TEXT NOT NULL
