@@ -8,6 +8,7 @@ import {
 } from "@nestjs/common";
 import { Observable } from "rxjs";
 import { httpObjects } from "./internal/http.ts";
+import { asError } from "./internal/server-fault.ts";
 import { KMS_MODULE_OPTIONS } from "./kms.module-definition.ts";
 import {
   defaultKmsContext,
@@ -25,8 +26,10 @@ import { ProblemDetailsException } from "./problem-details.exception.ts";
  * the handler inside it: `currentEncryptionContext()` from @kms/core — and so the field engine
  * and ORM adapters — sees the tenant's context in the handler and everything it awaits. A
  * request without a usable tenant is answered 400 problem+json (unless `context.required` is
- * false). Bind it app-wide (`{ provide: APP_INTERCEPTOR, useClass: KmsContextInterceptor }`) or
- * per controller (`@UseInterceptors(KmsContextInterceptor)`).
+ * false). What `setup` throws propagates to Nest's exception layer, a value that is not an
+ * Error as a `KMSInternalException` with that value in `cause`. Bind it app-wide
+ * (`{ provide: APP_INTERCEPTOR, useClass: KmsContextInterceptor }`) or per controller
+ * (`@UseInterceptors(KmsContextInterceptor)`).
  */
 @Injectable()
 export class KmsContextInterceptor implements NestInterceptor {
@@ -39,8 +42,13 @@ export class KmsContextInterceptor implements NestInterceptor {
   async intercept(execution: ExecutionContext, next: CallHandler): Promise<Observable<unknown>> {
     if (execution.getType() !== "http") return next.handle();
     const { request, response } = httpObjects(execution);
-    const context = await this.resolveContext(request, execution);
-    if (context === undefined) {
+    let context: RequestKmsContext | null | undefined;
+    try {
+      context = await this.resolveContext(request, execution);
+    } catch (error) {
+      throw asError(error, "the KMS context setup");
+    }
+    if (context === undefined || context === null) {
       if (this.options.required === false) return next.handle();
       throw this.missingContext();
     }
@@ -53,11 +61,14 @@ export class KmsContextInterceptor implements NestInterceptor {
     );
   }
 
-  /** Builds the context; default `options.setup` or `defaultKmsContext`. Override to extend. */
+  /**
+   * Builds the context; default `options.setup` or `defaultKmsContext`. Override to extend.
+   * Undefined or null: the request has no context.
+   */
   protected resolveContext(
     request: KmsContextRequest,
     execution: ExecutionContext,
-  ): RequestKmsContext | undefined | Promise<RequestKmsContext | undefined> {
+  ): RequestKmsContext | null | undefined | Promise<RequestKmsContext | null | undefined> {
     return this.options.setup !== undefined
       ? this.options.setup(request, execution)
       : defaultKmsContext(request, this.options);

@@ -27,12 +27,13 @@ export interface KmsContextOptions {
   /**
    * Builds the context from the request, like nestjs-cls's `setup`. Runs after guards, so an
    * authentication guard's `req.user` is there. Default `defaultKmsContext`. Return undefined
-   * when the request has no usable tenant.
+   * (or null) when the request has no usable tenant. A thrown value that is not an Error
+   * reaches Nest's exception layer as a `KMSInternalException`.
    */
   readonly setup?: (
     request: KmsContextRequest,
     execution: ExecutionContext,
-  ) => RequestKmsContext | undefined | Promise<RequestKmsContext | undefined>;
+  ) => RequestKmsContext | null | undefined | Promise<RequestKmsContext | null | undefined>;
   /** Header naming the tenant for the default setup; default `x-tenant-id`. */
   readonly tenantHeader?: string;
   /** Encryption context key the tenant is stored under; default `tenant`. */

@@ -22,11 +22,14 @@ export interface SignatureKeyContext extends KeyLookupContext {
  */
 export interface SignaturePolicy
   extends Partial<Omit<VerificationPolicy, "keyLookup" | "nonceStore">> {
-  /** Verifier for a `keyid`, or undefined for an unknown key. */
+  /**
+   * Verifier for a `keyid`, or undefined (or null) for an unknown key. What it throws
+   * propagates as a 500, a value that is not an Error as a `KMSInternalException`.
+   */
   readonly keyLookup?: (
     keyId: string,
     context: SignatureKeyContext,
-  ) => MessageVerifier | undefined | Promise<MessageVerifier | undefined>;
+  ) => MessageVerifier | null | undefined | Promise<MessageVerifier | null | undefined>;
   /**
    * Replay protection. Default: one in-memory store per module (`MemoryNonceStore`), which
    * makes the `nonce` parameter required. `false` turns replay protection off.

@@ -43,6 +43,40 @@ export type VerifiedSignature = Extract<VerificationResult, { ok: true }>;
 
 const verified = new WeakMap<object, VerifiedSignature>();
 
+/** Per request: the guard classes that accepted it, and the nonces their checks recorded. */
+interface RequestVerification {
+  /** Their constructors: the class decides the keys and policy a guard verifies with. */
+  readonly guards: Set<object>;
+  readonly nonces: Set<string>;
+}
+
+const verifications = new WeakMap<object, RequestVerification>();
+
+function verificationOf(request: object): RequestVerification {
+  let state = verifications.get(request);
+  if (state === undefined) {
+    state = { guards: new Set(), nonces: new Set() };
+    verifications.set(request, state);
+  }
+  return state;
+}
+
+/**
+ * `store` as one more guard on the same request sees it: a nonce that this request's earlier
+ * verification recorded is the request's own, not a replay. Every other nonce goes to `store`.
+ * A replayed request still meets the earlier guard, which finds its nonce in the store.
+ */
+function withRequestNonces(store: NonceStore, recorded: Set<string>): NonceStore {
+  return {
+    checkAndStore: async (nonce, ttlMs) => {
+      if (recorded.has(nonce)) return true;
+      const fresh = await store.checkAndStore(nonce, ttlMs);
+      if (fresh) recorded.add(nonce);
+      return fresh;
+    },
+  };
+}
+
 /** The signature `SignatureGuard` accepted for this request, if any. */
 export function verifiedSignatureOf(request: object): VerifiedSignature | undefined {
   return verified.get(request);
@@ -63,8 +97,11 @@ const DEFAULT_BODY_LIMIT = 1024 * 1024;
  * key lookup or the KMS propagate as a 500, so an outage is not reported as a forged request:
  * a `KmsError` among them (a disabled key, a missing `keyLookup`) is re-thrown as
  * `KMSInternalException` with the original in `cause`, which `KmsExceptionFilter` answers
- * with an opaque 500 rather than as a client fault. Subclass it and override the `protected` hooks (`resolveKey`, `policyFor`,
- * `requestMessage`, `rejection`).
+ * with an opaque 500 rather than as a client fault; so is a thrown value that is not an Error.
+ * Subclass it and override the `protected` hooks (`resolveKey`, `policyFor`,
+ * `requestMessage`, `rejection`). Bound twice on a route, one guard class verifies once; a
+ * subclass next to it verifies again with its own hooks (the request's nonce is not a replay
+ * to it).
  */
 @Injectable()
 export class SignatureGuard implements CanActivate {
@@ -90,15 +127,21 @@ export class SignatureGuard implements CanActivate {
     if (execution.getType() !== "http") return false;
     if (this.skipped(execution)) return true;
     const { request, incoming } = httpObjects(execution);
-    // The guard may be bound twice (app-wide and by @RequireSignature): verify once, or the
-    // second pass would see its own nonce as a replay.
-    if (verified.has(request)) return true;
+    // The same guard may be bound twice (app-wide and by @RequireSignature): it verifies once.
+    // Another guard class (a subclass with its own keys or policy) verifies for itself, or its
+    // checks would be skipped whenever an app-wide guard accepted the request first.
+    const state = verificationOf(request);
+    const guard: object = this.constructor;
+    if (state.guards.has(guard)) return true;
     const policy = this.policyFor(execution);
     const body = await this.rawBody(request, incoming, policy.bodyLimit ?? DEFAULT_BODY_LIMIT);
     const message = this.requestMessage(request, incoming, body);
-    const { keyLookup: _, bodyLimit: __, ...rest } = policy;
+    const { keyLookup: _, bodyLimit: __, nonceStore, ...rest } = policy;
     const verificationPolicy: VerificationPolicy = {
       ...rest,
+      ...(nonceStore !== undefined
+        ? { nonceStore: withRequestNonces(nonceStore, state.nonces) }
+        : {}),
       keyLookup: (keyId, context) =>
         this.resolveKey(keyId, { ...context, kms: this.kmsService.kms, execution }, policy),
     };
@@ -110,6 +153,7 @@ export class SignatureGuard implements CanActivate {
     }
     if (!result.ok) throw this.rejection(result, execution);
     verified.set(request, result);
+    state.guards.add(guard);
     return true;
   }
 
@@ -145,7 +189,7 @@ export class SignatureGuard implements CanActivate {
   }
 
   /**
-   * The verifier for `keyId`; default the policy's `keyLookup`.
+   * The verifier for `keyId` (undefined or null: unknown key); default the policy's `keyLookup`.
    * @throws ValidationException when no `keyLookup` is configured (a setup error, not a bad
    * request).
    */
@@ -153,7 +197,7 @@ export class SignatureGuard implements CanActivate {
     keyId: string,
     context: SignatureKeyContext,
     policy: EffectiveSignaturePolicy,
-  ): MessageVerifier | undefined | Promise<MessageVerifier | undefined> {
+  ): MessageVerifier | null | undefined | Promise<MessageVerifier | null | undefined> {
     if (policy.keyLookup === undefined) {
       throw new ValidationError(
         '"keyLookup" is not configured: set signature.keyLookup in KmsModule options, pass it ' +

@@ -7,13 +7,17 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { ValidationError } from "@kms/core";
 import { nodeRequestMessage, type RequestMessage } from "@kms/http-signatures";
 import type { ExecutionContext } from "@nestjs/common";
+import { targetSource } from "./request-target.ts";
 
 /** The platform request as the layers read it (Express fields; Fastify has most of them). */
 export interface PlatformRequest {
   readonly method?: string;
   readonly url?: string;
   readonly originalUrl?: string;
+  /** `http` or `https`; a trusted X-Forwarded-Proto under the platform's trust-proxy setting. */
   readonly protocol?: string;
+  /** Express 5 / Fastify: `host[:port]`; a trusted X-Forwarded-Host likewise. */
+  readonly host?: string;
   readonly path?: string;
   readonly headers: IncomingMessage["headers"];
   readonly route?: { readonly path?: unknown };
@@ -38,24 +42,16 @@ export function httpObjects(execution: ExecutionContext): {
   };
 }
 
-/** The neutral message view of the request (target URI from protocol, Host, original URL). */
+/**
+ * The neutral message view of the request: target URI from the scheme and host the platform
+ * answers (its trust-proxy setting decides whether X-Forwarded-* count) and the original URL.
+ */
 export function platformRequestMessage(
   request: PlatformRequest,
   incoming: IncomingMessage,
   body: Uint8Array | undefined,
 ): RequestMessage {
-  return nodeRequestMessage(
-    {
-      method: request.method ?? incoming.method,
-      url: incoming.url,
-      originalUrl: request.originalUrl,
-      protocol: request.protocol,
-      headers: incoming.headers,
-      headersDistinct: incoming.headersDistinct,
-      socket: incoming.socket,
-    },
-    body,
-  );
+  return nodeRequestMessage(targetSource(request, incoming), body);
 }
 
 const EMPTY = new Uint8Array(0);
