@@ -50,10 +50,8 @@ export {
   signatureProblem,
 } from "./problem.ts";
 export {
-  createSignedFetch,
   type RequestLike,
   type SignatureFields,
-  type SignedFetchOptions,
   type SignOptions,
   type SignRequestOptions,
   serializeSignatureParams,
@@ -72,6 +70,11 @@ export {
   type SignatureParameters,
   signatureParamsList,
 } from "./signature-base.ts";
+export {
+  type CrossOriginRedirectRule,
+  createSignedFetch,
+  type SignedFetchOptions,
+} from "./signed-fetch.ts";
 export {
   type BareItem,
   Decimal,

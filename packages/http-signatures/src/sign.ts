@@ -201,7 +201,6 @@ export function serializeSignatureParams(
 // --- outgoing requests (fetch / undici / webhooks) -------------------------------------
 
 type HeadersInitLike = ConstructorParameters<typeof Headers>[0];
-type FetchInput = Parameters<typeof fetch>[0];
 
 export interface RequestLike {
   readonly method: string;
@@ -253,8 +252,11 @@ export async function signRequest(
   );
 }
 
-/** `signRequest` with the method as it will be sent. */
-async function signOutgoing(
+/**
+ * `signRequest` with the method as it will be sent.
+ * @internal
+ */
+export async function signOutgoing(
   method: string,
   request: Request | RequestLike,
   options: SignRequestOptions,
@@ -278,35 +280,4 @@ async function signOutgoing(
   added["signature-input"] = fields.signatureInput;
   added.signature = fields.signature;
   return added;
-}
-
-export interface SignedFetchOptions extends SignRequestOptions {
-  /** The fetch to wrap (undici's or a test double); default globalThis.fetch. */
-  readonly fetch?: typeof fetch;
-}
-
-/**
- * A fetch that signs every request before sending it, so two services (or a webhook sender)
- * talk signed without touching each call site.
- * @throws ValidationException from signing; network errors propagate from fetch.
- */
-export function createSignedFetch(options: SignedFetchOptions): typeof fetch {
-  const inner = options.fetch ?? globalThis.fetch;
-  const signed = async (input: FetchInput, init?: RequestInit): Promise<Response> => {
-    const request = new Request(input, init);
-    const body = request.body === null ? undefined : new Uint8Array(await request.arrayBuffer());
-    const prepared = { method: request.method, url: request.url, headers: request.headers, body };
-    // `request.method` is what `inner` sends (fetch's normalization is already applied).
-    const added = await signOutgoing(request.method, prepared, options);
-    const headers = new Headers(request.headers);
-    for (const [name, value] of Object.entries(added)) headers.set(name, value);
-    return inner(request.url, {
-      method: request.method,
-      headers,
-      ...(body !== undefined ? { body } : {}),
-      redirect: request.redirect,
-      signal: request.signal,
-    });
-  };
-  return signed as typeof fetch;
 }
