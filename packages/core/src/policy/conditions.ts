@@ -25,14 +25,23 @@ export interface ConditionOperator {
   evaluate(requestValues: readonly string[] | undefined, policyValues: readonly string[]): boolean;
 }
 
+/** Any UTF-16 surrogate: the string holds a character that takes two code units. */
+const SURROGATE = /[\uD800-\uDFFF]/;
+
+/** The characters of `text`, as code points when it has any outside the BMP. */
+function characters(text: string): string | readonly string[] {
+  return SURROGATE.test(text) ? Array.from(text) : text;
+}
+
 /**
  * Glob with `*` (any run) and `?` (one character), as StringLike / ArnLike use. A character
- * after GLOB_ESCAPE is literal (resolved policy variables and `${*}` put it there).
+ * after GLOB_ESCAPE is literal (resolved policy variables and `${*}` put it there). Characters
+ * are code points: `?` matches an emoji whole, and no pattern matches half of one.
  */
 export function globMatch(pattern: string, value: string, ignoreCase = false): boolean {
   if (pattern === "*") return true;
-  const p = ignoreCase ? pattern.toLowerCase() : pattern;
-  const v = ignoreCase ? value.toLowerCase() : value;
+  const p = characters(ignoreCase ? pattern.toLowerCase() : pattern);
+  const v = characters(ignoreCase ? value.toLowerCase() : value);
   // Iterative matcher with backtracking to the last `*`: linear-ish, no regex (no ReDoS).
   let pi = 0;
   let vi = 0;

@@ -178,6 +178,24 @@ const ROWS: Row[] = [
     false,
   ],
   [
+    "StringLike ? matches one character outside the BMP (two UTF-16 units)",
+    { StringLike: { "kms:EncryptionContext:path": "v?" } },
+    ec({ path: "v\u{1F510}" }),
+    true,
+  ],
+  [
+    "StringLike ?? does not match one character outside the BMP",
+    { StringLike: { "kms:EncryptionContext:path": "v??" } },
+    ec({ path: "v\u{1F510}" }),
+    false,
+  ],
+  [
+    "StringLike ? never matches half of a character outside the BMP",
+    { StringLike: { "kms:EncryptionContext:path": "?\uDD10" } },
+    ec({ path: "\u{1F510}" }),
+    false,
+  ],
+  [
     "StringNotLike",
     { StringNotLike: { "kms:EncryptionContext:path": "admin/*" } },
     ec({ path: "admin/x" }),
