@@ -719,6 +719,172 @@ export function describeFieldEncryption(
       expect(tenant.invoices.map((i) => i.memo)).toEqual(["m2"]);
     });
 
+    test("a context column set to null binds no values: every write that would seal under it is refused", async () => {
+      const user = await prisma.user.create({ data: { tenantId: "t1", email: "a@x" } });
+      const draft = await prisma.draft.create({
+        data: { tenantId: "t1", threadId: "th1", body: "secret", reply: "re", authorId: user.id },
+      });
+      // The where pins threadId too: each write below is refused for its null column alone.
+      const where = { id: draft.id, tenantId: "t1", threadId: "th1" };
+      const cleared = { tenantId: null, body: "x", reply: null };
+      const refused: (() => Promise<unknown>)[] = [
+        () => prisma.draft.create({ data: { tenantId: null, body: "x" } }),
+        () => prisma.draft.update({ where, data: cleared }),
+        // Without the tenant in where: refused before the row is read (or found missing).
+        () =>
+          prisma.draft.update({
+            where: { id: draft.id },
+            data: { tenantId: { set: null }, body: { set: "x" }, reply: null },
+          }),
+        () => prisma.draft.update({ where: { id: 999_999 }, data: cleared }),
+        // A field's own context column: `reply` is bound to threadId.
+        () => prisma.draft.update({ where, data: { threadId: null, reply: "x" } }),
+        () =>
+          prisma.draft.updateMany({ where: { tenantId: "t1", threadId: "th1" }, data: cleared }),
+        () => prisma.draft.upsert({ where, create: { tenantId: "t1" }, update: cleared }),
+        () =>
+          prisma.draft.upsert({
+            where: { id: 999_999, tenantId: "t1" },
+            create: { tenantId: null, body: "x" },
+            update: {},
+          }),
+        () =>
+          prisma.user.update({
+            where: { id: user.id },
+            data: { drafts: { update: { where, data: cleared } } },
+          }),
+        () =>
+          prisma.user.update({
+            where: { id: user.id },
+            data: {
+              drafts: { updateMany: { where: { tenantId: "t1", threadId: "th1" }, data: cleared } },
+            },
+          }),
+        () =>
+          prisma.user.upsert({
+            where: { id: user.id },
+            create: { tenantId: "t1", email: "b@x" },
+            update: { drafts: { update: { where, data: cleared } } },
+          }),
+        () =>
+          prisma.user.update({
+            where: { id: user.id },
+            data: {
+              drafts: { upsert: { where, create: { tenantId: null, body: "x" }, update: cleared } },
+            },
+          }),
+        // A nested create does not fall back on its parent's tenant when its own is null.
+        () =>
+          prisma.user.update({
+            where: { id: user.id, tenantId: "t1" },
+            data: { drafts: { create: { tenantId: null, body: "x" } } },
+          }),
+      ];
+      for (const run of refused) {
+        const error = await run().then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(error, String(run)).toBeInstanceOf(ValidationError);
+        expect((error as Error).message, String(run)).toMatch(
+          /Draft: (tenantId|threadId) set to null cannot bind encrypted values/,
+        );
+      }
+      expect(await prisma.draft.findMany()).toEqual([
+        expect.objectContaining({ tenantId: "t1", threadId: "th1", body: "secret", reply: "re" }),
+      ]);
+      // Clearing the fields with the column needs no context and leaves a readable row. A row
+      // created inside it takes no tenant from it: it gives its own.
+      const bareData = { tenantId: null, threadId: null, body: null, reply: { set: null } };
+      await expect(
+        prisma.draft.update({
+          where,
+          data: { ...bareData, revisions: { create: { body: "x" } } },
+        }),
+      ).rejects.toThrow(/Draft binds encrypted fields to tenantId: include it in the data/);
+      const bare = await prisma.draft.update({
+        where: { id: draft.id },
+        data: { ...bareData, revisions: { create: { tenantId: "t1", body: "kept" } } },
+        include: { revisions: true },
+      });
+      expect(bare).toMatchObject({ tenantId: null, body: null, reply: null });
+      expect(bare.revisions).toMatchObject([{ tenantId: "t1", body: "kept" }]);
+      const revision = bare.revisions[0]?.id as number;
+      expect(await prisma.draft.findUniqueOrThrow({ where: { id: revision } })).toMatchObject({
+        body: "kept",
+      });
+      const fresh = await prisma.draft.create({ data: { tenantId: null, body: null } });
+      expect(await prisma.draft.findUniqueOrThrow({ where: { id: fresh.id } })).toMatchObject({
+        tenantId: null,
+        body: null,
+      });
+      // Giving the row a tenant again seals under it.
+      await prisma.draft.update({
+        where: { id: draft.id },
+        data: { tenantId: "t2", threadId: "th2", body: "again", reply: "re2" },
+      });
+      expect(await prisma.draft.findUniqueOrThrow({ where: { id: draft.id } })).toMatchObject({
+        tenantId: "t2",
+        body: "again",
+        reply: "re2",
+      });
+    });
+
+    test("moving a row to a new context seals its values under the new one, on every path", async () => {
+      const user = await prisma.user.create({ data: { tenantId: "t1", email: "a@x" } });
+      const draft = await prisma.draft.create({
+        data: { tenantId: "t1", threadId: "th1", body: "b1", reply: "r1", authorId: user.id },
+      });
+      const read = async () => {
+        const row = await prisma.draft.findUniqueOrThrow({ where: { id: draft.id } });
+        return [row.tenantId, row.threadId, row.body, row.reply];
+      };
+      await prisma.draft.update({
+        where: { id: draft.id, tenantId: "t1", threadId: "th1" },
+        data: { tenantId: "t2", threadId: "th2", body: "b2", reply: "r2" },
+      });
+      expect(await read()).toEqual(["t2", "th2", "b2", "r2"]);
+      // The row's old tenant is read first, but the data's new one binds the values.
+      await prisma.draft.update({
+        where: { id: draft.id },
+        data: { tenantId: { set: "t3" }, threadId: "th3", body: "b3", reply: "r3" },
+      });
+      expect(await read()).toEqual(["t3", "th3", "b3", "r3"]);
+      await prisma.draft.updateMany({
+        where: { tenantId: "t3", threadId: "th3" },
+        data: { tenantId: "t4", body: "b4", reply: "r4" },
+      });
+      expect(await read()).toEqual(["t4", "th3", "b4", "r4"]);
+      await prisma.draft.upsert({
+        where: { id: draft.id, tenantId: "t4" },
+        create: { tenantId: "t4" },
+        update: { tenantId: "t5", threadId: "th5", body: "b5", reply: "r5" },
+      });
+      expect(await read()).toEqual(["t5", "th5", "b5", "r5"]);
+      await prisma.user.upsert({
+        where: { id: user.id },
+        create: { tenantId: "t1", email: "b@x" },
+        update: {
+          drafts: {
+            update: {
+              where: { id: draft.id, tenantId: "t5" },
+              data: { tenantId: "t6", threadId: "th6", body: "b6", reply: "r6" },
+            },
+          },
+        },
+      });
+      expect(await read()).toEqual(["t6", "th6", "b6", "r6"]);
+      // An upsert's create is bound to its own tenant, not to the where's.
+      const created = await prisma.draft.upsert({
+        where: { id: 999_999, tenantId: "t1" },
+        create: { tenantId: "t7", threadId: "th7", body: "b7", reply: "r7" },
+        update: {},
+      });
+      expect(
+        await prisma.draft.findUniqueOrThrow({ where: { id: created.id, tenantId: "t7" } }),
+      ).toMatchObject({ body: "b7", reply: "r7" });
+    });
+
     test("models bound to the ambient context need it and are bound to it", async () => {
       const user = await prisma.user.create({ data: { tenantId: "t1", email: "a@x" } });
       const post = await prisma.post.create({

@@ -224,7 +224,9 @@ export class Codec {
   /**
    * Context columns an `update` of `data` needs and neither `data` nor the where pins: the
    * model's when `ctx` is missing, and those of the fields written that add their own. An
-   * `update` reads them from its row first.
+   * `update` reads them from its row first. Nothing is read for a field written null (it is
+   * stored under no context), nor for a column `data` sets to null: the row's old value is not
+   * its context any more (see `writeData`).
    */
   unpinnedColumns(
     model: ModelDescriptor,
@@ -232,11 +234,18 @@ export class Codec {
     ctx: Ctx | undefined,
     sources: readonly (Json | undefined)[],
   ): string[] {
-    const out = ctx === undefined && needsContext(model, data) ? [...model.context.fromRow] : [];
+    const out =
+      ctx === undefined && needsContext(model, data)
+        ? model.context.fromRow.filter((k) => !writesNull(data[k]))
+        : [];
     for (const [field, spec] of Object.entries(model.encrypted)) {
-      if (data[field] === undefined) continue;
+      if (data[field] === undefined || writesNull(data[field])) continue;
       for (const key of spec.context.fromRow) {
-        if (!out.includes(key) && pickColumn(model, key, sources, undefined) === undefined) {
+        if (
+          !out.includes(key) &&
+          !writesNull(data[key]) &&
+          pickColumn(model, key, sources, undefined) === undefined
+        ) {
           out.push(key);
         }
       }
@@ -305,6 +314,21 @@ export class Codec {
         );
       }
     }
+    // A context column set to null leaves the row no context (a read finds none in it, and a
+    // create without one is refused): `pickColumn` would take the where's value, the row's old
+    // one or a parent's instead, and seal values under a context the row no longer holds. Only
+    // null can be written to the fields bound to it.
+    const nulled = model.contextColumns.filter((k) => writesNull(data[k]));
+    const sealedUnderNull = fieldsBoundTo(model, nulled).filter(
+      (f) => data[f] !== undefined && !writesNull(data[f]),
+    );
+    if (sealedUnderNull.length > 0) {
+      const columns = nulled.join(", ");
+      const fields = sealedUnderNull.join(", ");
+      reject(
+        `${model.name}: ${columns} set to null cannot bind encrypted values (a context column that is null binds none, and the row would no longer decrypt); write null to ${fields} too, or give ${columns} a value`,
+      );
+    }
     const sources =
       where === undefined
         ? [data, ...rowSources]
@@ -313,13 +337,6 @@ export class Codec {
     const fieldCtxs = new Map<ModelContextDescriptor, FieldCtx>();
     for (const field of encryptedKeys) {
       const spec = model.encrypted[field] as EncryptedFieldDescriptor;
-      modelCtx ??= this.requireContext(model, [data, where]);
-      let bound = fieldCtxs.get(spec.context);
-      if (bound === undefined) {
-        const rowCtx = this.requireFieldContext(model, field, spec.context, modelCtx, sources);
-        bound = boundTo(spec, rowCtx, modelCtx);
-        fieldCtxs.set(spec.context, bound);
-      }
       let value = data[field];
       // `{ set }` is Prisma's update form; a JSON field's own value may be any object, so only
       // an object whose sole key is "set" is unwrapped there.
@@ -331,19 +348,28 @@ export class Codec {
       else if (isObject(value) && spec.type !== "json" && spec.type !== "decimal") {
         reject(`${model.name}.${field} is encrypted: only plain values or { set } can be written`);
       }
+      const indexes = Object.entries(model.blindIndexes).filter(([, index]) => index.of === field);
+      // Null is stored as null, under no context: a row without one may clear its fields.
+      if (value === null) {
+        for (const [column] of indexes) data[column] = null;
+        continue;
+      }
+      modelCtx ??= this.requireContext(model, [data, where]);
+      let bound = fieldCtxs.get(spec.context);
+      if (bound === undefined) {
+        const rowCtx = this.requireFieldContext(model, field, spec.context, modelCtx, sources);
+        bound = boundTo(spec, rowCtx, modelCtx);
+        fieldCtxs.set(spec.context, bound);
+      }
       const sealed = await this.encryptValue(model, field, spec, bound, value);
       data[field] = wrapped ? { set: sealed } : sealed;
-      for (const [column, index] of Object.entries(model.blindIndexes)) {
-        if (index.of !== field) continue;
-        data[column] =
-          value === null
-            ? null
-            : await this.engine.blindIndex(
-                bindingOf(model, column, bound),
-                index,
-                value,
-                this.options,
-              );
+      for (const [column, index] of indexes) {
+        data[column] = await this.engine.blindIndex(
+          bindingOf(model, column, bound),
+          index,
+          value,
+          this.options,
+        );
       }
     }
     for (const [relation, target] of Object.entries(model.relations)) {
@@ -354,7 +380,9 @@ export class Codec {
       if (model.foreignKeys[relation] === undefined) {
         refuseMoving(model, relation, targetModel, nested);
       }
-      await this.nestedWrites(targetModel, nested, ctx);
+      // A created row takes its parent's context only if the parent keeps one.
+      const parentCtx = model.context.fromRow.some((k) => nulled.includes(k)) ? undefined : ctx;
+      await this.nestedWrites(targetModel, nested, parentCtx);
     }
   }
 
@@ -799,11 +827,20 @@ function bindingOf(model: ModelDescriptor, field: string, bound: FieldCtx): Fiel
     : { model: model.name, field, context: bound.context, keyContext: bound.keyContext };
 }
 
-/** Whether writing `data` encrypts anything (directly or in nested writes). */
+/** Whether writing `data` encrypts anything (directly or in nested writes); null is not. */
 export function needsContext(model: ModelDescriptor, data: Json): boolean {
   if (model.context.fromRow.length === 0) return false;
-  return Object.keys(data).some(
-    (k) => data[k] !== undefined && (k in model.encrypted || k in model.relations),
+  return Object.keys(data).some((k) => {
+    const value = data[k];
+    if (value === undefined) return false;
+    return k in model.encrypted ? !writesNull(value) : k in model.relations;
+  });
+}
+
+/** Whether write data sets a column to null: `null` or Prisma's update form `{ set: null }`. */
+function writesNull(value: unknown): boolean {
+  return (
+    value === null || (isObject(value) && Object.keys(value).length === 1 && value.set === null)
   );
 }
 

@@ -36,6 +36,15 @@ CREATE TABLE "Chart" (
 );
 CREATE UNIQUE INDEX "Chart_recordId_key" ON "Chart"("recordId");
 CREATE UNIQUE INDEX "Chart_tenantId_ssn_key" ON "Chart"("tenantId", "ssn");
+CREATE TABLE "Draft" (
+  "id" SERIAL PRIMARY KEY,
+  "tenantId" TEXT,
+  "threadId" TEXT,
+  "body" TEXT,
+  "reply" TEXT,
+  "authorId" INTEGER REFERENCES "User" ("id") ON DELETE SET NULL ON UPDATE CASCADE,
+  "parentId" INTEGER REFERENCES "Draft" ("id") ON DELETE SET NULL ON UPDATE CASCADE
+);
 CREATE TYPE "InvoiceStatus" AS ENUM ('OPEN', 'PAID');
 CREATE TABLE "Tenant" (
   "id" TEXT PRIMARY KEY,

@@ -38,6 +38,15 @@ CREATE TABLE "Chart" (
 );
 CREATE UNIQUE INDEX "Chart_recordId_key" ON "Chart"("recordId");
 CREATE UNIQUE INDEX "Chart_tenantId_ssn_key" ON "Chart"("tenantId", "ssn");
+CREATE TABLE "Draft" (
+  "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+  "tenantId" TEXT,
+  "threadId" TEXT,
+  "body" TEXT,
+  "reply" TEXT,
+  "authorId" INTEGER REFERENCES "User" ("id") ON DELETE SET NULL ON UPDATE CASCADE,
+  "parentId" INTEGER REFERENCES "Draft" ("id") ON DELETE SET NULL ON UPDATE CASCADE
+);
 CREATE TABLE "Tenant" (
   "id" TEXT NOT NULL PRIMARY KEY,
   "name" TEXT NOT NULL
