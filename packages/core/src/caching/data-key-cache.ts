@@ -22,7 +22,11 @@ export interface CachedDataKey {
 export interface DataKeyCacheOptions {
   /** Entries kept at most; the least recently used goes first. Default 100. */
   readonly capacity?: number;
-  /** An entry older than this is never returned. Required: there is no safe default. */
+  /**
+   * An entry older than this is never returned, and is dropped (its key zeroed) by the next use of
+   * the cache at most `maxAgeMs` later; `clear()` drops everything at once. A clock that moves
+   * backwards expires every entry. Required: there is no safe default.
+   */
   readonly maxAgeMs: number;
   /** Messages (or fields) one data key may protect. Default 2^32. */
   readonly maxMessages?: number;
@@ -70,6 +74,8 @@ export class DataKeyCache {
   readonly #entries = new Map<string, Entry>();
   /** The most recently used entry: using it again needs no LRU reordering (the hot path). */
   #newest: Entry | undefined;
+  /** When expired entries were last swept out (see {@link DataKeyCacheOptions.maxAgeMs}). */
+  #sweptAt: number;
   #hits = 0;
   #misses = 0;
 
@@ -85,6 +91,7 @@ export class DataKeyCache {
       Number.MAX_SAFE_INTEGER,
     );
     this.#clock = options.clock ?? systemClock;
+    this.#sweptAt = this.#clock.now();
   }
 
   /** The time source of `maxAgeMs`. */
@@ -121,14 +128,15 @@ export class DataKeyCache {
   }
 
   #charge(key: string, usage: DataKeyUsage): Entry | undefined {
+    const now = this.#clock.now();
+    this.#sweepExpired(now);
     const entry = this.#entries.get(key);
     if (entry === undefined) {
       this.#misses++;
       return undefined;
     }
-    const expired = this.#clock.now() - entry.createdAt >= this.maxAgeMs;
     if (
-      expired ||
+      this.#expired(entry, now) ||
       entry.messages + usage.messages > this.maxMessages ||
       entry.bytes + usage.bytes > this.maxBytes
     ) {
@@ -165,12 +173,14 @@ export class DataKeyCache {
       prepared?.release?.();
       return;
     }
+    const now = this.#clock.now();
+    this.#sweepExpired(now);
     const existing = this.#entries.get(key);
     if (existing !== undefined) this.#evict(key, existing);
     const entry: Entry = {
       value: value === undefined ? undefined : copy(value),
       prepared,
-      createdAt: this.#clock.now(),
+      createdAt: now,
       messages: usage.messages,
       bytes: usage.bytes,
     };
@@ -205,6 +215,28 @@ export class DataKeyCache {
   /** Drops every entry, zeroing the keys. */
   clear(): void {
     for (const [key, entry] of [...this.#entries]) this.#evict(key, entry);
+  }
+
+  /**
+   * An entry past its age, or created "after" now: a wall clock set back must not stretch an
+   * entry's life by the size of the step.
+   */
+  #expired(entry: Entry, now: number): boolean {
+    const age = now - entry.createdAt;
+    return age >= this.maxAgeMs || age < 0;
+  }
+
+  /**
+   * Drops every expired entry, at most once per `maxAgeMs` (amortised: O(size) per `maxAgeMs`),
+   * so a key nobody asks for again does not stay in memory until capacity pushes it out.
+   */
+  #sweepExpired(now: number): void {
+    if (now - this.#sweptAt < this.maxAgeMs && now >= this.#sweptAt) return;
+    this.#sweptAt = now;
+    // Deleting the current entry while iterating a Map is well defined.
+    for (const [key, entry] of this.#entries) {
+      if (this.#expired(entry, now)) this.#evict(key, entry);
+    }
   }
 
   #evict(key: string, entry: Entry): void {

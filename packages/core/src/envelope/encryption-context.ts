@@ -31,6 +31,10 @@ export function encodeEncryptionContext(
   }
   const keys = Object.keys(context);
   if (keys.length === 0) return EMPTY;
+  // Each value is read once: an accessor (or Proxy) answering differently on a second read must
+  // not make the bytes written differ from the bytes sized and validated, which would leave
+  // uninitialised memory in, or overrun, the buffer below.
+  const pairs: [string, string][] = [];
   let size = 2;
   let ascii = true;
   for (const key of keys) {
@@ -52,29 +56,40 @@ export function encodeEncryptionContext(
         `"${argument}" must encode to at most ${MAX_ENCRYPTION_CONTEXT_BYTES} bytes`,
       );
     }
+    pairs.push([key, value]);
   }
   // For ASCII keys, JS string order is UTF-8 byte order; otherwise compare the encoded bytes
-  // (UTF-16 code-unit order differs from it for characters beyond U+FFFF).
-  if (ascii) keys.sort();
-  else keys.sort((a, b) => Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8")));
+  // (UTF-16 code-unit order differs from it for characters beyond U+FFFF). Keys are distinct.
+  if (ascii) pairs.sort(([a], [b]) => (a < b ? -1 : 1));
+  else pairs.sort(([a], [b]) => Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8")));
   const out = Buffer.allocUnsafeSlow(size);
-  out.writeUInt16BE(keys.length, 0);
+  out.writeUInt16BE(pairs.length, 0);
   let offset = 2;
-  for (const key of keys) {
+  for (const [key, value] of pairs) {
     const k = out.write(key, offset + 2, "utf8");
     out.writeUInt16BE(k, offset);
     offset += 2 + k;
-    const v = out.write((context as Record<string, string>)[key]!, offset + 2, "utf8");
+    const v = out.write(value, offset + 2, "utf8");
     out.writeUInt16BE(v, offset);
     offset += 2 + v;
   }
   return new Uint8Array(out.buffer, out.byteOffset, size);
 }
 
-/** Decodes a canonical encoding back into a context (used by formats that carry the context). */
+/**
+ * Decodes a canonical encoding back into a context (used by formats that carry the context).
+ * @throws ValidationError for anything the encoder would not write: truncation, trailing bytes,
+ * no pairs, an empty key, keys out of order or repeated, invalid UTF-8, more than 8192 bytes.
+ */
 export function decodeEncryptionContext(bytes: Uint8Array): Record<string, string> {
   const out: Record<string, string> = {};
   if (bytes.length === 0) return out;
+  // Only what the encoder can write (§2.4, §2.5), so decoding then encoding gives the same bytes.
+  if (bytes.length > MAX_ENCRYPTION_CONTEXT_BYTES) {
+    throw new ValidationError(
+      `encryption context is longer than ${MAX_ENCRYPTION_CONTEXT_BYTES} bytes`,
+    );
+  }
   // ignoreBOM: a leading U+FEFF is part of the key or value; stripping it would decode two
   // distinct encodings ("a" and "\uFEFFa") to one key, so the context read back would no longer
   // be the one the bytes bind.
@@ -90,6 +105,7 @@ export function decodeEncryptionContext(bytes: Uint8Array): Record<string, strin
   for (let i = 0; i < count; i++) {
     need(offset, 2);
     const kLen = view.getUint16(offset);
+    if (kLen === 0) throw new ValidationError("encryption context has an empty key");
     need(offset + 2, kLen);
     const k = bytes.subarray(offset + 2, offset + 2 + kLen);
     offset += 2 + kLen;

@@ -46,8 +46,9 @@ export interface DecryptDataKeyRequest {
  */
 export interface Keyring {
   /**
-   * Unique per keyring instance and configuration; the data-key cache keys entries by it, so two
-   * keyrings never share a cached key.
+   * The data-key cache keys entries by it, so two keyrings share cached keys only when their
+   * identities are equal. Make it unique per instance, or equal only for keyrings that hold the
+   * same keys and are authorized alike (KmsKeyring: same client, keys, caller and grant tokens).
    */
   readonly identity: string;
   /**

@@ -24,8 +24,13 @@ export interface KmsKeyringOptions {
    * whichever KMS key made a copy (decrypt only).
    */
   readonly keyIds: readonly string[];
+  /** Passed to every KMS call; part of the keyring's identity (they change what KMS allows). */
   readonly grantTokens?: readonly string[];
-  /** Principal and request id passed to every KMS call. */
+  /**
+   * Principal and request id passed to every KMS call. Everything but `requestId` is part of the
+   * keyring's identity, so a shared DataKeyCache never hands one caller a data key that KMS
+   * released to another. Copied at construction.
+   */
   readonly callOptions?: CallOptions;
 }
 
@@ -58,15 +63,23 @@ export class KmsKeyring implements Keyring {
     }
     this.#kms = kms;
     this.keyIds = [...options.keyIds];
-    this.#grantTokens = options.grantTokens;
-    this.#callOptions = options.callOptions;
+    this.#grantTokens = options.grantTokens === undefined ? undefined : [...options.grantTokens];
+    this.#callOptions =
+      options.callOptions === undefined ? undefined : Object.freeze({ ...options.callOptions });
     // A per-client number keeps two Kms instances holding the same key id apart in the cache.
     let client = instances.get(kms);
     if (client === undefined) {
       client = nextKeyringInstance();
       instances.set(kms, client);
     }
-    this.identity = `kms#${client}:${JSON.stringify(this.keyIds)}`;
+    // Keyrings over one client with the same keys share cached data keys only when KMS would
+    // answer them alike: same principal, source, service and grant tokens. The request id only
+    // correlates logs, so caching across one caller's requests keeps working.
+    const { requestId: _correlationOnly, ...caller } = this.#callOptions ?? {};
+    const authorization = Object.entries(caller)
+      .filter(([, value]) => value !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    this.identity = `kms#${client}:${JSON.stringify([this.keyIds, authorization, this.#grantTokens ?? null])}`;
   }
 
   /** @throws ValidationException for a discovery keyring; KMS errors from the calls. */
@@ -84,6 +97,7 @@ export class KmsKeyring implements Keyring {
         this.#callOptions,
       );
       if (generated.plaintext.length !== DATA_KEY_LENGTH) {
+        generated.plaintext.fill(0);
         throw new ValidationError(`KMS returned a data key that is not ${DATA_KEY_LENGTH} bytes`);
       }
       dataKey = generated.plaintext;
@@ -117,14 +131,20 @@ export class KmsKeyring implements Keyring {
    *    an alias ARN) in configuration order: one KMS Decrypt per (copy, alias) pair, pinned to
    *    the alias, which KMS resolves and refuses when it names another key. Aliases cannot be
    *    matched locally, so a keyring with `a` aliases may spend up to `a` calls per copy.
-   * A discovery keyring (no key ids) tries each KMS copy once, unpinned. It stops at the first
-   * success; single-call failures (wrong key, disabled key, unreachable KMS) only move on.
+   * A discovery keyring (no key ids) tries each KMS copy once, pinned to the copy's provider
+   * info. It stops at the first success; single-call failures (wrong key, disabled key,
+   * unreachable KMS) only move on.
+   *
+   * Provider info is unauthenticated until the data key is known (whoever made the message
+   * chose it), and the decrypt policy's `allowedKeyIds` filters on it. So a KMS answer counts
+   * only when the key KMS reports equals the copy's provider info, as in the AWS Encryption
+   * SDK: a copy made under one key and labelled with another never opens.
    */
   async decryptDataKey(request: DecryptDataKeyRequest): Promise<Uint8Array | undefined> {
     const copies = request.encryptedDataKeys.filter((edk) => edk.providerId === KMS_PROVIDER_ID);
     if (this.keyIds.length === 0) {
       for (const edk of copies) {
-        const key = await this.#tryDecrypt(edk, request, undefined);
+        const key = await this.#tryDecrypt(edk, request, edk.providerInfo);
         if (key !== undefined) return key;
       }
       return undefined;
@@ -151,18 +171,20 @@ export class KmsKeyring implements Keyring {
   async #tryDecrypt(
     edk: EncryptedDataKey,
     request: DecryptDataKeyRequest,
-    keyId: string | undefined,
+    keyId: string,
   ): Promise<Uint8Array | undefined> {
     try {
       const opened = await this.#kms.decrypt(
         this.#withGrants({
           ciphertextBlob: edk.ciphertext,
           encryptionContext: request.encryptionContext,
-          ...(keyId === undefined ? {} : { keyId }),
+          keyId,
         }),
         this.#callOptions,
       );
-      if (opened.plaintext.length === DATA_KEY_LENGTH) return opened.plaintext;
+      if (opened.keyId === edk.providerInfo && opened.plaintext.length === DATA_KEY_LENGTH) {
+        return opened.plaintext;
+      }
       opened.plaintext.fill(0);
     } catch {
       // Another key or another copy may still succeed; the caller reports the failure.

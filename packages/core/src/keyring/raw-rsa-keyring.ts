@@ -19,7 +19,7 @@ import {
 import { assertKeyName, type RawKeyName } from "./raw-aes-keyring.ts";
 
 export interface RawRsaKeyringOptions extends RawKeyName {
-  /** Wraps data keys (PEM or KeyObject); derived from `privateKey` when absent. */
+  /** Wraps data keys (PEM or KeyObject); derived from `privateKey` when absent, else its public half. */
   readonly publicKey?: KeyObject | string;
   /** Unwraps data keys (PEM or KeyObject); absent = encrypt-only keyring. */
   readonly privateKey?: KeyObject | string;
@@ -37,7 +37,10 @@ export class RawRsaKeyring implements Keyring {
   readonly #publicKey: KeyObject | undefined;
   readonly #privateKey: KeyObject | undefined;
 
-  /** @throws ValidationException when neither key is given, a key is not RSA, or names are bad. */
+  /**
+   * @throws ValidationException when neither key is given, a key is not RSA, the two keys are not
+   * one pair, or names are bad.
+   */
   constructor(options: RawRsaKeyringOptions) {
     assertKeyName(options);
     try {
@@ -73,6 +76,15 @@ export class RawRsaKeyring implements Keyring {
       if ((key?.asymmetricKeyDetails?.modulusLength ?? 2048) < 2048) {
         throw new ValidationError('"publicKey"/"privateKey" must have a modulus of ≥ 2048 bits');
       }
+    }
+    // Given both, they must be one pair: otherwise every copy this keyring makes is one it
+    // cannot open, which surfaces only when the copy is needed (the escrow case).
+    if (
+      options.publicKey !== undefined &&
+      this.#privateKey !== undefined &&
+      !this.#publicKey.equals(createPublicKey(this.#privateKey))
+    ) {
+      throw new ValidationError('"publicKey" is not the public half of "privateKey"');
     }
     this.keyNamespace = options.keyNamespace;
     this.keyName = options.keyName;
