@@ -112,7 +112,12 @@ export {
   type FieldValueType,
   type JsonValue,
 } from "./field/value-codec.ts";
-export { type PassphraseOptions, ROOT_KEY_LENGTH, RootKeySource } from "./hsm/root-key.ts";
+export {
+  type PassphraseOptions,
+  ROOT_KEY_LENGTH,
+  type RootKeyFileOptions,
+  RootKeySource,
+} from "./hsm/root-key.ts";
 export {
   type RootKeyRotationProgress,
   type RootKeyRotationResult,

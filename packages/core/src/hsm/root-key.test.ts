@@ -1,12 +1,22 @@
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, describe, expect, it, vi } from "vitest";
 import { RootKeyError } from "../errors.ts";
 import { MemoryKeyStore } from "../keystore/memory-key-store.ts";
 import { createKms } from "../kms.ts";
-import { ROOT_KEY_LENGTH, RootKeySource } from "./root-key.ts";
+import { MAX_ROOT_KEY_FILE_BYTES, ROOT_KEY_LENGTH, RootKeySource } from "./root-key.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "kms-root-key-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -146,6 +156,71 @@ describe("RootKeySource.fromFile", () => {
   });
 });
 
+describe("RootKeySource.fromFile: bounded read", () => {
+  const posix = process.platform !== "win32";
+
+  it("reads a key with whitespace around it up to the bound, and refuses one byte more", async () => {
+    const root = randomBytes(ROOT_KEY_LENGTH);
+    const seeded = await seededStore(root);
+    const hex = root.toString("hex");
+    const atBound = join(dir, "at-bound.key");
+    writeFileSync(atBound, `${hex}\n${" ".repeat(MAX_ROOT_KEY_FILE_BYTES - hex.length - 1)}`);
+    expect(statSync(atBound).size).toBe(MAX_ROOT_KEY_FILE_BYTES);
+    await expectReopens(RootKeySource.fromFile(atBound), seeded);
+
+    // The key in it is valid; the file is refused for its length alone.
+    const over = join(dir, "over-bound.key");
+    writeFileSync(over, `${hex}\n${" ".repeat(MAX_ROOT_KEY_FILE_BYTES - hex.length)}`);
+    const error = await createKms({ rootKey: RootKeySource.fromFile(over) }).catch((e) => e);
+    expect(error).toBeInstanceOf(RootKeyError);
+    expect(error.message).toBe(
+      `root key file ${over} holds more than 1024 bytes: it must hold only 64 hex digits or base64 of 32 bytes`,
+    );
+  });
+
+  it.runIf(existsSync("/dev/zero"))(
+    "refuses an endless file (/dev/zero) without reading it whole",
+    async () => {
+      await expect(createKms({ rootKey: RootKeySource.fromFile("/dev/zero") })).rejects.toThrow(
+        /holds more than 1024 bytes/,
+      );
+    },
+  );
+
+  it.runIf(posix)("reads a FIFO (a process substitution) to its end", async () => {
+    const root = randomBytes(ROOT_KEY_LENGTH);
+    const seeded = await seededStore(root);
+    const fifo = join(dir, "root.fifo");
+    execFileSync("mkfifo", [fifo]);
+    await Promise.all([
+      expectReopens(RootKeySource.fromFile(fifo), seeded),
+      writeFile(fifo, `${root.toString("hex")}\n`),
+    ]);
+  });
+
+  it.runIf(posix)(
+    "requirePrivateMode refuses a key file others can read; off by default",
+    async () => {
+      const root = randomBytes(ROOT_KEY_LENGTH);
+      const seeded = await seededStore(root);
+      const file = join(dir, "shared.key");
+      writeFileSync(file, root.toString("hex"));
+      chmodSync(file, 0o644);
+      await expectReopens(RootKeySource.fromFile(file), seeded);
+      const error = await createKms({
+        store: seeded.store,
+        rootKey: RootKeySource.fromFile(file, { requirePrivateMode: true }),
+      }).catch((e) => e);
+      expect(error).toBeInstanceOf(RootKeyError);
+      expect(error.message).toBe(
+        `root key file ${file} is open to other users (mode 644): chmod 600 it`,
+      );
+      chmodSync(file, 0o600);
+      await expectReopens(RootKeySource.fromFile(file, { requirePrivateMode: true }), seeded);
+    },
+  );
+});
+
 describe.each(["scrypt", "argon2id"] as const)("RootKeySource.fromPassphrase (%s)", (kdf) => {
   const passphrase = "a long enough passphrase";
 
@@ -229,6 +304,16 @@ describe("RootKeySource.devFile", () => {
     expect(warn).toHaveBeenCalledTimes(1);
     expect(readFileSync(path, "utf8")).toBe(text);
     expect([...(await second.decrypt({ ciphertextBlob })).plaintext]).toEqual([1, 2, 3]);
+  });
+});
+
+describe("RootKeySource.devFile: bounded read", () => {
+  it("refuses an existing key file longer than the bound, even with a valid key in it", async () => {
+    const path = join(dir, "long-dev.key");
+    writeFileSync(path, `${randomBytes(ROOT_KEY_LENGTH).toString("hex")}${"\n".repeat(2000)}`);
+    await expect(createKms({ rootKey: RootKeySource.devFile(path) })).rejects.toThrow(
+      /holds more than 1024 bytes/,
+    );
   });
 });
 

@@ -1,5 +1,6 @@
 import { randomFillSync, scryptSync } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { type FileHandle, open } from "node:fs/promises";
 import { dirname } from "node:path";
 import { argon2id } from "@noble/hashes/argon2.js";
 import { RootKeyError } from "../errors.ts";
@@ -31,6 +32,59 @@ function parseKeyText(text: string, where: string): Uint8Array {
     );
   }
   return new Uint8Array(bytes);
+}
+
+/**
+ * The most a root key file may hold: 64 hex digits (the longest encoding) with room for
+ * surrounding whitespace. One byte more is read, so a longer or endless file (`/dev/zero`) is
+ * refused without being read whole.
+ */
+export const MAX_ROOT_KEY_FILE_BYTES = 1024;
+
+export interface RootKeyFileOptions {
+  /**
+   * Refuse a key file that group or other users can read, write or execute (any of mode 0077),
+   * as ssh refuses such a private key. Default false. Checked on POSIX systems only; Windows
+   * has no such mode bits.
+   */
+  readonly requirePrivateMode?: boolean;
+}
+
+/** Reads at most {@link MAX_ROOT_KEY_FILE_BYTES} (+1) of `path` and parses the key in it. */
+async function readKeyFile(path: string, requirePrivateMode: boolean): Promise<Uint8Array> {
+  const buffer = Buffer.alloc(MAX_ROOT_KEY_FILE_BYTES + 1);
+  try {
+    let handle: FileHandle | undefined;
+    let length = 0;
+    let mode = 0;
+    try {
+      handle = await open(path, "r");
+      mode = (await handle.stat()).mode;
+      // A pipe or device may return less than asked before its end: read until full or EOF.
+      while (length < buffer.length) {
+        const { bytesRead } = await handle.read(buffer, length, buffer.length - length);
+        if (bytesRead === 0) break;
+        length += bytesRead;
+      }
+    } catch (cause) {
+      throw new RootKeyError(`cannot read root key file ${path}`, { cause });
+    } finally {
+      await handle?.close().catch(() => undefined);
+    }
+    if (requirePrivateMode && process.platform !== "win32" && (mode & 0o077) !== 0) {
+      throw new RootKeyError(
+        `root key file ${path} is open to other users (mode ${(mode & 0o777).toString(8)}): chmod 600 it`,
+      );
+    }
+    if (length > MAX_ROOT_KEY_FILE_BYTES) {
+      throw new RootKeyError(
+        `root key file ${path} holds more than ${MAX_ROOT_KEY_FILE_BYTES} bytes: it must hold only 64 hex digits or base64 of ${ROOT_KEY_LENGTH} bytes`,
+      );
+    }
+    return parseKeyText(buffer.toString("utf8", 0, length), `file ${path}`);
+  } finally {
+    buffer.fill(0);
+  }
 }
 
 export interface PassphraseOptions {
@@ -105,19 +159,17 @@ export const RootKeySource = {
     };
   },
 
-  /** A file holding 64 hex digits or base64 (e.g. a mounted secret). */
-  fromFile(path: string): RootKeySource {
+  /**
+   * A file holding 64 hex digits or base64 (e.g. a mounted secret), at most 1 KiB with
+   * surrounding whitespace; read when the key is loaded. A FIFO or `<(…)` works too.
+   * @throws RootKeyError (on load) for a file that cannot be read, is longer, holds no valid
+   *   key, or, with `requirePrivateMode`, is open to other users.
+   */
+  fromFile(path: string, options: RootKeyFileOptions = {}): RootKeySource {
+    const requirePrivateMode = options.requirePrivateMode === true;
     return {
       description: `file ${path}`,
-      load: async () => {
-        let text: string;
-        try {
-          text = readFileSync(path, "utf8");
-        } catch (cause) {
-          throw new RootKeyError(`cannot read root key file ${path}`, { cause });
-        }
-        return parseKeyText(text, `file ${path}`);
-      },
+      load: () => readKeyFile(path, requirePrivateMode),
     };
   },
 
@@ -167,7 +219,7 @@ export const RootKeySource = {
           );
         }
         chmodSync(path, 0o600);
-        return parseKeyText(readFileSync(path, "utf8"), `file ${path}`);
+        return readKeyFile(path, false);
       },
     };
   },
