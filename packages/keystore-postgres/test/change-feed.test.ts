@@ -1,25 +1,11 @@
-import type { StoredKey } from "@kms/core";
 import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import { PostgresKeyStore } from "../src/index.ts";
 import { ChangeFeed } from "../src/internal/change-feed.ts";
 import { dropSchema, randomSchema, target } from "./fixtures/database.ts";
+import { storedKey } from "./fixtures/stored-key.ts";
 
-const KEY: StoredKey = {
-  keyId: "k",
-  revision: 1,
-  createdAt: 1,
-  description: "old",
-  keySpec: "SYMMETRIC_DEFAULT",
-  keyUsage: "ENCRYPT_DECRYPT",
-  origin: "AWS_KMS",
-  multiRegion: false,
-  keyState: "Enabled",
-  rotation: { enabled: false, periodInDays: 365, onDemandRotations: 0 },
-  tags: [],
-  versions: [{ version: 1, createdAt: 1, keyMaterialId: "01", wrappedMaterial: new Uint8Array(8) }],
-  currentVersion: 1,
-};
+const KEY = storedKey("k", { description: "old" });
 
 async function until(condition: () => boolean, what: string): Promise<void> {
   const started = Date.now();

@@ -3,6 +3,7 @@ import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import { PostgresKeyStore } from "../src/index.ts";
 import { dropSchema, randomSchema, target } from "./fixtures/database.ts";
+import { storedKey } from "./fixtures/stored-key.ts";
 
 const ROOT = new Uint8Array(32).fill(4);
 const MAX_STALENESS_MS = 1_000;
@@ -100,23 +101,7 @@ describe.skipIf(target.skipReason !== undefined)("PostgresKeyStore cache across 
       maxStalenessMs: 60_000,
     });
     cleanups.push(() => store.close());
-    const key = {
-      keyId: "k-1",
-      revision: 1,
-      createdAt: 1,
-      description: "",
-      keySpec: "SYMMETRIC_DEFAULT",
-      keyUsage: "ENCRYPT_DECRYPT",
-      origin: "AWS_KMS",
-      multiRegion: false,
-      keyState: "Enabled",
-      rotation: { enabled: false, periodInDays: 365, onDemandRotations: 0 },
-      tags: [],
-      versions: [
-        { version: 1, createdAt: 1, keyMaterialId: "01", wrappedMaterial: new Uint8Array(8) },
-      ],
-      currentVersion: 1,
-    } as const;
+    const key = storedKey("k-1");
     await store.createKey(key);
     await store.createKey({ ...key, keyId: "k-2" });
     for (const [aliasName, targetKeyId] of [

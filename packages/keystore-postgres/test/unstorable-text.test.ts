@@ -9,28 +9,11 @@ import {
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { PostgresKeyStore } from "../src/index.ts";
 import { dropSchema, randomSchema, target } from "./fixtures/database.ts";
+import { storedKey } from "./fixtures/stored-key.ts";
 
 const ROOT = new Uint8Array(32).fill(9);
 
-function key(keyId: string): StoredKey {
-  return {
-    keyId,
-    revision: 1,
-    createdAt: 1,
-    description: "",
-    keySpec: "SYMMETRIC_DEFAULT",
-    keyUsage: "ENCRYPT_DECRYPT",
-    origin: "AWS_KMS",
-    multiRegion: false,
-    keyState: "Enabled",
-    rotation: { enabled: false, periodInDays: 365, onDemandRotations: 0 },
-    tags: [],
-    versions: [
-      { version: 1, createdAt: 1, keyMaterialId: "01", wrappedMaterial: new Uint8Array(8) },
-    ],
-    currentVersion: 1,
-  };
-}
+const key = (keyId: string): StoredKey => storedKey(keyId);
 
 function alias(aliasName: string, targetKeyId = "k-a"): StoredAlias {
   return { aliasName, targetKeyId, createdAt: 1, updatedAt: 1 };
