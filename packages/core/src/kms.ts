@@ -172,6 +172,7 @@ export class Kms {
     let outcome: { response: T } | { error: unknown };
     try {
       this.#guard.before(call);
+      assertDryRunSupported(operation, request);
       const response = await body(this.#guard.context(this.#ctx, call));
       this.#guard.after(call, response);
       outcome = { response };
@@ -701,6 +702,42 @@ export interface AuditTrail {
   head(): Promise<AuditHead | undefined>;
   /** Verifies the events in the sink against the hash chain and the current head. */
   verify(): Promise<AuditLogVerification>;
+}
+
+/**
+ * The operations that take `dryRun`, as in AWS KMS. They change nothing whether or not it is
+ * set (the grant operations stop before their write), so the pipeline can answer
+ * DryRunOperationException after the body ran.
+ */
+const DRY_RUN_OPERATIONS: ReadonlySet<string> = new Set([
+  "encrypt",
+  "decrypt",
+  "reEncrypt",
+  "generateDataKey",
+  "generateDataKeyWithoutPlaintext",
+  "generateDataKeyPair",
+  "generateDataKeyPairWithoutPlaintext",
+  "sign",
+  "verify",
+  "generateMac",
+  "verifyMac",
+  "deriveSharedSecret",
+  "createGrant",
+  "retireGrant",
+  "revokeGrant",
+]);
+
+/**
+ * Refuses `dryRun: true` on an operation without a dry run. Without this the operation would
+ * run for real (schedule a deletion, create a key…) and then answer DryRunOperationException,
+ * telling the caller that nothing happened.
+ * @throws ValidationError.
+ */
+function assertDryRunSupported(operation: string, request: unknown): void {
+  if (DRY_RUN_OPERATIONS.has(operation)) return;
+  if ((request as { dryRun?: unknown } | null | undefined)?.dryRun === true) {
+    throw new ValidationError(`"dryRun" is not supported by ${operation}; nothing was done`);
+  }
 }
 
 function assertExplainRequest(

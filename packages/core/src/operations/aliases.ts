@@ -9,7 +9,8 @@ import {
   type KmsContext,
   resolveKeyId,
 } from "../internal/key-access.ts";
-import { pageRequest, toPage } from "../internal/pagination.ts";
+import { pageLimit, pageMarker, toPage } from "../internal/pagination.ts";
+import { KEY_SPEC_TABLE } from "../key-specs.ts";
 import type { StoredAlias, StoredKey } from "../keystore/key-store.ts";
 import type { AliasRequest, ListAliasesRequest, ListAliasesResponse } from "../types.ts";
 
@@ -103,14 +104,21 @@ export async function updateAlias(ctx: KmsContext, request: AliasRequest): Promi
   checkKeyState(ctx, key, "updateAlias");
   if (
     previous !== undefined &&
-    (previous.keyUsage !== key.keyUsage || previous.keySpec !== key.keySpec)
+    (previous.keyUsage !== key.keyUsage || keyType(previous) !== keyType(key))
   ) {
-    // AWS requires the same key type and usage so that code using the alias keeps working.
+    // AWS requires the same key type and usage so that code using the alias keeps working; the
+    // key spec may change (RSA_2048 to RSA_4096, HMAC_256 to HMAC_512…).
     throw new ValidationError(
-      `alias ${aliasName} points to a ${previous.keySpec}/${previous.keyUsage} key and cannot be moved to a ${key.keySpec}/${key.keyUsage} key`,
+      `alias ${aliasName} points to a ${keyType(previous)} ${previous.keyUsage} key and cannot be moved to a ${keyType(key)} ${key.keyUsage} key`,
     );
   }
   await ctx.store.updateAlias(aliasName, key.keyId, ctx.clock.now());
+}
+
+/** AWS's key types for UpdateAlias: symmetric, asymmetric or HMAC. */
+function keyType(key: StoredKey): "symmetric" | "asymmetric" | "HMAC" {
+  const { family } = KEY_SPEC_TABLE[key.keySpec];
+  return family === "SYMMETRIC" ? "symmetric" : family === "HMAC" ? "HMAC" : "asymmetric";
 }
 
 export async function deleteAlias(ctx: KmsContext, request: { aliasName: string }): Promise<void> {
@@ -138,10 +146,13 @@ export async function listAliases(
   ctx: KmsContext,
   request: ListAliasesRequest = {},
 ): Promise<ListAliasesResponse> {
-  const { limit, after } = pageRequest(request, { max: 100, default: 50 });
+  const limit = pageLimit(request, { max: 100, default: 50 });
   const targetKeyId =
     request.keyId === undefined ? undefined : await resolveTarget(ctx, request.keyId);
   if (targetKeyId !== undefined) await getKey(ctx, targetKeyId);
+  // A marker lists on from where it was made: the same listing, all aliases or one key's.
+  const scope = targetKeyId === undefined ? "listAliases" : `listAliases ${targetKeyId}`;
+  const after = pageMarker(request, scope);
   const query = () =>
     ctx.store.listAliases({
       limit: limit + 1,
@@ -152,7 +163,7 @@ export async function listAliases(
   // Aliases of keys past their deletion window go with their keys; each pass destroys one or
   // more keys, so this ends.
   while (await destroyExpiredTargets(ctx, found)) found = await query();
-  const page = toPage(found, limit, (a) => a.aliasName);
+  const page = toPage(found, limit, (a) => a.aliasName, scope);
   return {
     aliases: page.items.map((a) => ({
       aliasName: a.aliasName,

@@ -264,11 +264,16 @@ export async function encrypt(ctx: KmsContext, request: EncryptRequest): Promise
 
 /**
  * RSA-OAEP decryption. AWS requires the keyId for asymmetric ciphertexts (they carry no key
- * reference); any decryption failure is the generic InvalidCiphertextException.
+ * reference); any decryption failure is the generic InvalidCiphertextException. `operation` is
+ * the key-state row: reEncrypt opens its source under reEncryptSource.
  * @throws ValidationException (missing keyId), InvalidCiphertextException,
  *   InvalidKeyUsageException, and the key-state errors.
  */
-export async function decrypt(ctx: KmsContext, request: DecryptRequest): Promise<DecryptResponse> {
+export async function decrypt(
+  ctx: KmsContext,
+  request: DecryptRequest,
+  operation: KeyStateOperation = "decrypt",
+): Promise<DecryptResponse> {
   assertObject("request", request);
   const algorithm = assertOneOf(
     "encryptionAlgorithm",
@@ -280,7 +285,7 @@ export async function decrypt(ctx: KmsContext, request: DecryptRequest): Promise
     throw new ValidationError(`"keyId" is required to decrypt with ${algorithm}`);
   }
   assertNoContext(request.encryptionContext, algorithm);
-  const key = await rsaEncryptionKey(ctx, request.keyId, "decrypt");
+  const key = await rsaEncryptionKey(ctx, request.keyId, operation);
   const version = currentVersion(key);
   const plaintext = asymmetricHsm(ctx.hsm).decrypt(
     materialRef(key, version),

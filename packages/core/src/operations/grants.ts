@@ -12,13 +12,15 @@ import {
 import { randomBytes } from "../hsm/random.ts";
 import { assertObject, assertString } from "../internal/assert.ts";
 import {
+  destroyKey,
   getKey,
+  isDeletionDue,
   type KmsContext,
   loadKey,
   resolveKeyId,
   updateKey,
 } from "../internal/key-access.ts";
-import { pageRequest, toPage } from "../internal/pagination.ts";
+import { pageLimit, pageMarker, pageRequest, toPage } from "../internal/pagination.ts";
 import type { StoredGrant, StoredKey } from "../keystore/key-store.ts";
 import { authorizationRequest, keyPolicyOf } from "../policy/authorizer.ts";
 import { type Decision, evaluate, grantConstraintsHold } from "../policy/evaluate.ts";
@@ -362,15 +364,17 @@ export async function listGrants(
   request: ListGrantsRequest,
 ): Promise<ListGrantsResponse> {
   assertObject("request", request);
-  const { limit, after } = pageRequest(request, { max: 100, default: 50 });
+  const limit = pageLimit(request, { max: 100, default: 50 });
   const key = await loadKey(ctx, request.keyId, "listGrants");
+  const scope = `listGrants ${key.keyId}`;
+  const after = pageMarker(request, scope);
   let grants = [...(key.grants ?? [])].sort((a, b) => (a.grantId < b.grantId ? -1 : 1));
   if (request.grantId !== undefined) grants = grants.filter((g) => g.grantId === request.grantId);
   if (request.granteePrincipal !== undefined) {
     grants = grants.filter((g) => g.granteePrincipal === request.granteePrincipal);
   }
   if (after !== undefined) grants = grants.filter((g) => g.grantId > after);
-  const page = toPage(grants.slice(0, limit + 1), limit, (g) => g.grantId);
+  const page = toPage(grants.slice(0, limit + 1), limit, (g) => g.grantId, scope);
   return {
     grants: page.items.map((g) => toEntry(ctx, key, g)),
     truncated: page.truncated,
@@ -385,12 +389,17 @@ export async function listRetirableGrants(
 ): Promise<ListGrantsResponse> {
   assertObject("request", request);
   const principal = principalArg("retiringPrincipal", request.retiringPrincipal);
-  const { limit, after } = pageRequest(request, { max: 100, default: 50 });
+  const { limit, after } = pageRequest(request, { max: 100, default: 50 }, "listRetirableGrants");
   const found: { key: StoredKey; grant: StoredGrant }[] = [];
   let cursor: string | undefined;
   for (;;) {
     const keys = await ctx.store.listKeys({ limit: 100, ...(cursor ? { after: cursor } : {}) });
     for (const key of keys) {
+      // A key past its deletion window is gone, and its grants with it.
+      if (isDeletionDue(ctx, key)) {
+        await destroyKey(ctx, key);
+        continue;
+      }
       for (const grant of key.grants ?? []) {
         if (grant.retiringPrincipal === principal) found.push({ key, grant });
       }
@@ -403,7 +412,7 @@ export async function listRetirableGrants(
   const sorted = found
     .sort((a, b) => (id(a) < id(b) ? -1 : 1))
     .filter((f) => after === undefined || id(f) > after);
-  const page = toPage(sorted.slice(0, limit + 1), limit, id);
+  const page = toPage(sorted.slice(0, limit + 1), limit, id, "listRetirableGrants");
   return {
     grants: page.items.map((f) => toEntry(ctx, f.key, f.grant)),
     truncated: page.truncated,

@@ -10,7 +10,9 @@ import {
   assertString,
 } from "../internal/assert.ts";
 import {
+  destroyKey,
   getKey,
+  isDeletionDue,
   type KmsContext,
   loadKey,
   newKeyMaterialId,
@@ -128,17 +130,31 @@ export async function listKeys(
   ctx: KmsContext,
   request: PageRequest = {},
 ): Promise<ListKeysResponse> {
-  const { limit, after } = pageRequest(request);
-  const found = await ctx.store.listKeys({
-    limit: limit + 1,
-    ...(after !== undefined ? { after } : {}),
-  });
-  const page = toPage(found, limit, (k) => k.keyId);
+  const { limit, after } = pageRequest(request, undefined, "listKeys");
+  const query = () =>
+    ctx.store.listKeys({ limit: limit + 1, ...(after !== undefined ? { after } : {}) });
+  let found = await query();
+  // A key past its deletion window is gone, as describeKey says: destroy it rather than list
+  // it. Each pass destroys one or more keys, so this ends.
+  while (await destroyExpired(ctx, found)) found = await query();
+  const page = toPage(found, limit, (k) => k.keyId, "listKeys");
   return {
     keys: page.items.map((k) => ({ keyId: k.keyId, keyArn: keyArn(ctx.identity, k.keyId) })),
     truncated: page.truncated,
     ...(page.nextMarker !== undefined ? { nextMarker: page.nextMarker } : {}),
   };
+}
+
+/** Destroys the keys among `keys` whose deletion window has passed; true if any was. */
+async function destroyExpired(ctx: KmsContext, keys: readonly StoredKey[]): Promise<boolean> {
+  let destroyed = false;
+  for (const key of keys) {
+    if (isDeletionDue(ctx, key)) {
+      await destroyKey(ctx, key);
+      destroyed = true;
+    }
+  }
+  return destroyed;
 }
 
 export async function updateKeyDescription(

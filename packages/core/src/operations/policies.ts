@@ -2,7 +2,7 @@ import { keyArn } from "../arn.ts";
 import { AccessDeniedError, MalformedPolicyDocumentError, ValidationError } from "../errors.ts";
 import { assertBoolean, assertObject } from "../internal/assert.ts";
 import { type KmsContext, loadKey, resolveKeyId, updateKey } from "../internal/key-access.ts";
-import { pageRequest } from "../internal/pagination.ts";
+import { pageLimit, pageMarker } from "../internal/pagination.ts";
 import type { StoredKey } from "../keystore/key-store.ts";
 import { authorizationRequest, type CallState, keyPolicyOf } from "../policy/authorizer.ts";
 import { evaluate } from "../policy/evaluate.ts";
@@ -103,8 +103,10 @@ export async function listKeyPolicies(
   request: ListKeyPoliciesRequest,
 ): Promise<ListKeyPoliciesResponse> {
   assertObject("request", request);
-  pageRequest(request, { max: 1000, default: 100 });
-  await loadKey(ctx, request.keyId, "listKeyPolicies");
+  pageLimit(request, { max: 1000, default: 100 });
+  const key = await loadKey(ctx, request.keyId, "listKeyPolicies");
+  // One policy fits every page, so no marker was ever issued for this listing.
+  pageMarker(request, `listKeyPolicies ${key.keyId}`);
   return { policyNames: [KEY_POLICY_NAME], truncated: false };
 }
 

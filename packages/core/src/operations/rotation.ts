@@ -1,6 +1,6 @@
 import { keyArn } from "../arn.ts";
 import { DAY_MS } from "../clock.ts";
-import { LimitExceededError, UnsupportedOperationError } from "../errors.ts";
+import { InvalidMarkerError, LimitExceededError, UnsupportedOperationError } from "../errors.ts";
 import { assertInteger, assertObject } from "../internal/assert.ts";
 import {
   type KmsContext,
@@ -9,7 +9,7 @@ import {
   rotatedFields,
   updateKey,
 } from "../internal/key-access.ts";
-import { pageRequest, toPage } from "../internal/pagination.ts";
+import { pageLimit, pageMarker, toPage } from "../internal/pagination.ts";
 import type { StoredKey } from "../keystore/key-store.ts";
 import type {
   EnableKeyRotationRequest,
@@ -113,14 +113,19 @@ export async function listKeyRotations(
   request: ListKeyRotationsRequest,
 ): Promise<ListKeyRotationsResponse> {
   assertObject("request", request);
-  const { limit, after } = pageRequest(request);
+  const limit = pageLimit(request);
   const key = await loadKey(ctx, request.keyId, "listKeyRotations");
   assertRotatable(ctx, key, "listKeyRotations");
   // The original material is not a rotation; the marker is the last version number returned.
+  const scope = `listKeyRotations ${key.keyId}`;
+  const after = pageMarker(request, scope);
+  if (after !== undefined && !/^[1-9]\d{0,8}$/.test(after)) {
+    throw new InvalidMarkerError(`"marker" is not a marker returned by this operation`);
+  }
   const rotations = key.versions
     .filter((v) => v.rotationType !== undefined)
-    .filter((v) => after === undefined || v.version > Number.parseInt(after, 10));
-  const page = toPage(rotations.slice(0, limit + 1), limit, (v) => String(v.version));
+    .filter((v) => after === undefined || v.version > Number(after));
+  const page = toPage(rotations.slice(0, limit + 1), limit, (v) => String(v.version), scope);
   const arn = keyArn(ctx.identity, key.keyId);
   return {
     rotations: page.items.map((v) => ({

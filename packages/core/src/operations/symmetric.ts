@@ -2,6 +2,7 @@ import { keyArn } from "../arn.ts";
 import { invalidCiphertext, parseBlob } from "../envelope/ciphertext-blob.ts";
 import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import {
+  AccessDeniedError,
   IncorrectKeyError,
   InvalidKeyUsageError,
   NotFoundError,
@@ -20,6 +21,8 @@ import {
 } from "../internal/key-access.ts";
 import type { KeyStateOperation } from "../key-state-table.ts";
 import type { StoredKey } from "../keystore/key-store.ts";
+import { authorizationRequest, keyPolicyOf, usesResourceAliases } from "../policy/authorizer.ts";
+import { evaluate } from "../policy/evaluate.ts";
 import type {
   DecryptRequest,
   DecryptResponse,
@@ -243,14 +246,18 @@ async function reEncryptWithRsa(
   request: ReEncryptRequest,
 ): Promise<ReEncryptResponse> {
   const source = isRsaEncryptionAlgorithm(request.sourceEncryptionAlgorithm)
-    ? await rsaDecrypt(ctx, {
-        ciphertextBlob: request.ciphertextBlob,
-        ...(request.sourceKeyId !== undefined ? { keyId: request.sourceKeyId } : {}),
-        ...(request.sourceEncryptionContext !== undefined
-          ? { encryptionContext: request.sourceEncryptionContext }
-          : {}),
-        encryptionAlgorithm: request.sourceEncryptionAlgorithm!,
-      })
+    ? await rsaDecrypt(
+        rsaSourceContext(ctx),
+        {
+          ciphertextBlob: request.ciphertextBlob,
+          ...(request.sourceKeyId !== undefined ? { keyId: request.sourceKeyId } : {}),
+          ...(request.sourceEncryptionContext !== undefined
+            ? { encryptionContext: request.sourceEncryptionContext }
+            : {}),
+          encryptionAlgorithm: request.sourceEncryptionAlgorithm!,
+        },
+        "reEncryptSource",
+      )
     : await openSymmetricSource(ctx, request);
   try {
     const destinationRequest: EncryptRequest = {
@@ -276,6 +283,36 @@ async function reEncryptWithRsa(
   } finally {
     source.plaintext.fill(0);
   }
+}
+
+/**
+ * The context for ReEncrypt's RSA source key, which authorizes it for kms:ReEncryptFrom. The
+ * call pipeline tells a reEncrypt's source key from its destination by the key id a symmetric
+ * ciphertext carries; an RSA ciphertext carries none, so it would ask the source key for
+ * kms:ReEncryptTo, and a principal allowed only to re-encrypt *to* an RSA key could move that
+ * key's ciphertexts under a key of its own and decrypt them there.
+ */
+function rsaSourceContext(ctx: KmsContext): KmsContext {
+  const call = ctx.call;
+  if (call === undefined || ctx.authorize === undefined) return ctx;
+  return {
+    ...ctx,
+    authorize: async (key) => {
+      call.keys.set(key.keyId, key);
+      if (!call.settings.enabled) return;
+      const policy = keyPolicyOf(key, call.settings.identity);
+      const aliases = usesResourceAliases(policy)
+        ? (await ctx.store.listAliases({ limit: 100, targetKeyId: key.keyId })).map(
+            (a) => a.aliasName,
+          )
+        : undefined;
+      const action = "kms:ReEncryptFrom";
+      const asked = authorizationRequest(call, action, key, "source", aliases);
+      const decision = evaluate(policy, key.grants ?? [], asked);
+      call.decisions.push({ action, resource: asked.resource, decision });
+      if (!decision.allowed) throw new AccessDeniedError(decision.message);
+    },
+  };
 }
 
 function dataKeyLength(request: GenerateDataKeyRequest): number {

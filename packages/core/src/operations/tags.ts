@@ -1,7 +1,7 @@
 import { TagError } from "../errors.ts";
 import { assertObject } from "../internal/assert.ts";
 import { type KmsContext, loadKey, resolveKeyId, updateKey } from "../internal/key-access.ts";
-import { pageRequest, toPage } from "../internal/pagination.ts";
+import { pageLimit, pageMarker, toPage } from "../internal/pagination.ts";
 import { isWellFormed } from "../internal/unicode.ts";
 import type {
   ListResourceTagsRequest,
@@ -72,11 +72,13 @@ export async function listResourceTags(
   request: ListResourceTagsRequest,
 ): Promise<ListResourceTagsResponse> {
   assertObject("request", request);
-  const { limit, after } = pageRequest(request, { max: 50, default: 50 });
+  const limit = pageLimit(request, { max: 50, default: 50 });
   const key = await loadKey(ctx, request.keyId, "listResourceTags");
+  const scope = `listResourceTags ${key.keyId}`;
+  const after = pageMarker(request, scope);
   const sorted = [...key.tags].sort((a, b) => (a.tagKey < b.tagKey ? -1 : 1));
   const remaining = after === undefined ? sorted : sorted.filter((t) => t.tagKey > after);
-  const page = toPage(remaining.slice(0, limit + 1), limit, (t) => t.tagKey);
+  const page = toPage(remaining.slice(0, limit + 1), limit, (t) => t.tagKey, scope);
   return {
     tags: page.items,
     truncated: page.truncated,

@@ -12,6 +12,8 @@ let keyId: string;
 let ciphertextBlob: Uint8Array;
 let grantId: string;
 let grantToken: string;
+/** A marker each listing issued: a marker is valid only for the listing that made it. */
+let markers: Record<string, string> = {};
 const ROOT = "arn:aws:iam::000000000000:root";
 const POLICY = JSON.stringify({
   Version: "2012-10-17",
@@ -30,6 +32,33 @@ beforeEach(async () => {
     retiringPrincipal: ROOT,
     operations: ["Encrypt"],
   }));
+  // A second item of each kind, so every listing pages at limit 1 and issues a marker.
+  await kms.createKey();
+  await kms.createAlias({ aliasName: "alias/junk-2", targetKeyId: keyId });
+  await kms.rotateKeyOnDemand({ keyId });
+  await kms.rotateKeyOnDemand({ keyId });
+  await kms.tagResource({
+    keyId,
+    tags: [
+      { tagKey: "t1", tagValue: "1" },
+      { tagKey: "t2", tagValue: "2" },
+    ],
+  });
+  await kms.createGrant({
+    keyId,
+    granteePrincipal: "arn:aws:iam::000000000000:user/grantee",
+    retiringPrincipal: ROOT,
+    operations: ["Decrypt"],
+  });
+  const next = (page: { nextMarker?: string }): string => page.nextMarker!;
+  markers = {
+    listKeys: next(await kms.listKeys({ limit: 1 })),
+    listAliases: next(await kms.listAliases({ keyId, limit: 1 })),
+    listKeyRotations: next(await kms.listKeyRotations({ keyId, limit: 1 })),
+    listResourceTags: next(await kms.listResourceTags({ keyId, limit: 1 })),
+    listGrants: next(await kms.listGrants({ keyId, limit: 1 })),
+    listRetirableGrants: next(await kms.listRetirableGrants({ retiringPrincipal: ROOT, limit: 1 })),
+  };
 });
 
 /** Values that are not a request object at all. */
@@ -85,7 +114,7 @@ const VALID: Record<string, () => Record<string, unknown>> = {
     policy: POLICY,
   }),
   describeKey: () => ({ keyId }),
-  listKeys: () => ({ limit: 10, marker: "YQ" }),
+  listKeys: () => ({ limit: 10, marker: markers.listKeys! }),
   updateKeyDescription: () => ({ keyId, description: "d" }),
   enableKey: () => ({ keyId }),
   disableKey: () => ({ keyId }),
@@ -94,12 +123,12 @@ const VALID: Record<string, () => Record<string, unknown>> = {
   createAlias: () => ({ aliasName: "alias/new-one", targetKeyId: keyId }),
   updateAlias: () => ({ aliasName: "alias/junk", targetKeyId: keyId }),
   deleteAlias: () => ({ aliasName: "alias/junk" }),
-  listAliases: () => ({ keyId, limit: 10, marker: "YQ" }),
+  listAliases: () => ({ keyId, limit: 10, marker: markers.listAliases! }),
   enableKeyRotation: () => ({ keyId, rotationPeriodInDays: 100 }),
   disableKeyRotation: () => ({ keyId }),
   getKeyRotationStatus: () => ({ keyId }),
   rotateKeyOnDemand: () => ({ keyId }),
-  listKeyRotations: () => ({ keyId, limit: 10, marker: "YQ" }),
+  listKeyRotations: () => ({ keyId, limit: 10, marker: markers.listKeyRotations! }),
   encrypt: () => ({
     keyId,
     plaintext: new Uint8Array([1]),
@@ -126,7 +155,7 @@ const VALID: Record<string, () => Record<string, unknown>> = {
   generateRandom: () => ({ numberOfBytes: 16 }),
   tagResource: () => ({ keyId, tags: [{ tagKey: "a", tagValue: "b" }] }),
   untagResource: () => ({ keyId, tagKeys: ["a"] }),
-  listResourceTags: () => ({ keyId, limit: 10, marker: "YQ" }),
+  listResourceTags: () => ({ keyId, limit: 10, marker: markers.listResourceTags! }),
   putKeyPolicy: () => ({
     keyId,
     policyName: "default",
@@ -134,7 +163,8 @@ const VALID: Record<string, () => Record<string, unknown>> = {
     bypassPolicyLockoutSafetyCheck: false,
   }),
   getKeyPolicy: () => ({ keyId, policyName: "default" }),
-  listKeyPolicies: () => ({ keyId, limit: 10, marker: "YQ" }),
+  // One policy always fits a page: this listing issues no marker, so none is valid.
+  listKeyPolicies: () => ({ keyId, limit: 10 }),
   createGrant: () => ({
     keyId,
     granteePrincipal: "arn:aws:iam::000000000000:user/bob",
@@ -143,8 +173,12 @@ const VALID: Record<string, () => Record<string, unknown>> = {
     constraints: { encryptionContextSubset: { a: "b" } },
     name: "n",
   }),
-  listGrants: () => ({ keyId, limit: 10, marker: "YQ" }),
-  listRetirableGrants: () => ({ retiringPrincipal: ROOT, limit: 10, marker: "YQ" }),
+  listGrants: () => ({ keyId, limit: 10, marker: markers.listGrants! }),
+  listRetirableGrants: () => ({
+    retiringPrincipal: ROOT,
+    limit: 10,
+    marker: markers.listRetirableGrants!,
+  }),
   retireGrant: () => ({ grantToken }),
   revokeGrant: () => ({ keyId, grantId }),
   explain: () => ({ operation: "encrypt", request: { keyId } }),
