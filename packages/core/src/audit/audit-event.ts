@@ -57,7 +57,19 @@ export function redact(value: unknown, depth = 0): AuditJsonValue | undefined {
   for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
     if (SECRET_FIELDS.has(k.toLowerCase())) continue;
     const copied = redact(v, depth + 1);
-    if (copied !== undefined) out[k] = copied;
+    if (copied === undefined) continue;
+    if (k === "__proto__") {
+      // Assigning would set out's prototype (or do nothing) and leave the member out of the
+      // event: an encryption-context key "__proto__" (parsed from JSON) went unrecorded.
+      Object.defineProperty(out, k, {
+        value: copied,
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+    } else {
+      out[k] = copied;
+    }
   }
   return out;
 }

@@ -160,10 +160,29 @@ function specInfo(spec: KeySpec): KeySpecInfo {
 }
 
 function exportDer(pair: { publicKey: KeyObject; privateKey: KeyObject }): DerKeyPair {
-  return {
-    privateKey: new Uint8Array(pair.privateKey.export({ format: "der", type: "pkcs8" })),
-    publicKey: new Uint8Array(pair.publicKey.export({ format: "der", type: "spki" })),
-  };
+  const der = pair.privateKey.export({ format: "der", type: "pkcs8" });
+  try {
+    return {
+      privateKey: new Uint8Array(der),
+      publicKey: new Uint8Array(pair.publicKey.export({ format: "der", type: "spki" })),
+    };
+  } finally {
+    // Copied above; the export itself would otherwise stay in the heap until overwritten.
+    der.fill(0);
+  }
+}
+
+/**
+ * node:crypto wants a Buffer; `Buffer.from(bytes)` copies small inputs into Node's shared pool,
+ * where nothing would ever wipe them. Passes a copy to `use` and wipes it afterwards.
+ */
+function withBufferCopy<T>(material: Uint8Array, use: (copy: Buffer) => T): T {
+  const copy = Buffer.from(material);
+  try {
+    return use(copy);
+  } finally {
+    copy.fill(0);
+  }
 }
 
 /**
@@ -191,7 +210,13 @@ export async function generateDerKeyPair(spec: KeySpec): Promise<DerKeyPair> {
 
 function base64UrlBytes(value: string | undefined): Uint8Array {
   if (value === undefined) throw new KmsInternalError("key export lacks a component");
-  return new Uint8Array(Buffer.from(value, "base64url"));
+  // Decoded into Node's shared pool: copied out, then wiped (this decodes private scalars too).
+  const decoded = Buffer.from(value, "base64url");
+  try {
+    return new Uint8Array(decoded);
+  } finally {
+    decoded.fill(0);
+  }
 }
 
 /** Uncompressed SEC1 point (EC) or the 32-byte key (Ed25519) from a public KeyObject. */
@@ -287,7 +312,9 @@ export class AsymmetricHsm {
     const info = specInfo(spec);
     let key: KeyObject;
     try {
-      key = createPrivateKey({ key: Buffer.from(material), format: "der", type: "pkcs8" });
+      key = withBufferCopy(material, (der) =>
+        createPrivateKey({ key: der, format: "der", type: "pkcs8" }),
+      );
     } catch (error) {
       throw new ValidationError(`${spec} material must be a PKCS#8 DER private key`, {
         cause: error,
@@ -319,11 +346,13 @@ export class AsymmetricHsm {
         const { secretKey } = pair;
         const spki = mlDsaSpki(info.mlDsa!, pair.publicKey);
         const key = nodeHasMlDsa()
-          ? createPrivateKey({
-              key: Buffer.from(material),
-              format: "raw-seed",
-              asymmetricKeyType: info.mlDsa!,
-            } as unknown as Parameters<typeof createPrivateKey>[0])
+          ? withBufferCopy(material, (seed) =>
+              createPrivateKey({
+                key: seed,
+                format: "raw-seed",
+                asymmetricKeyType: info.mlDsa!,
+              } as unknown as Parameters<typeof createPrivateKey>[0]),
+            )
           : undefined;
         loaded = { kind: "mlDsa", secretKey, key, spki };
       } else {

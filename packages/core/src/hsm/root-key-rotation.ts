@@ -170,7 +170,9 @@ export async function rotateRootKey(options: RotateRootKeyOptions): Promise<Root
     unwrapRootKeys: [toSource(options.from)],
   });
   const toId = hsm.rootKeyId;
-  const fromId = hsm.unwrapRootKeyIds[0]!;
+  // A finished rotation has retired `from`, and the HSM then no longer holds it: running again
+  // only re-seals what is left (nothing, unless someone put records under `from` back).
+  const fromId = hsm.unwrapRootKeyIds[0] ?? hsm.retiredUnwrapRootKeyIds[0]!;
   if (fromId === toId) throw new RootKeyError("from and to are the same root key");
   const successor = await store.getSetting(ROOT_KEY_SETTINGS.successor(fromId));
   if (successor !== toId) {

@@ -49,7 +49,9 @@ export interface SoftwareHsmOptions {
   /**
    * Further root keys used only to unwrap material, never to wrap it: the previous root key
    * while a root-key rotation re-wraps the store (see root-key-rotation.ts), or the next one on
-   * instances that must read material wrapped by instances already switched to it.
+   * instances that must read material wrapped by instances already switched to it. A key the
+   * store records as retired (a finished rotation) is ignored: nothing wrapped or sealed under
+   * it is accepted any more.
    */
   readonly unwrapRootKeys?: readonly RootKeySource[];
 }
@@ -132,6 +134,8 @@ export class SoftwareHsm {
   readonly #unwrapped = new Map<string, UnwrappedKey>();
   /** Record-seal MAC keys by root key id (hex): the root key's and each unwrap-only key's. */
   readonly #sealKeys = new Map<string, KeyObject>();
+  /** Unwrap-only root keys given to open() but retired in the store, so not held. */
+  readonly #retiredUnwrapOnly: string[] = [];
 
   private constructor(root: Uint8Array, unwrapOnly: readonly Uint8Array[]) {
     this.#rootKeyId = computeRootKeyId(root);
@@ -193,7 +197,24 @@ export class SoftwareHsm {
         );
       }
     }
+    // A retired root key is gone for unwrapping and seals too, not only as the root key: after
+    // a rotation (often made because the old key may have leaked) an instance still configured
+    // with it must not accept material wrapped or records sealed under it.
+    for (const other of [...hsm.#unwrapOnly.keys()]) {
+      if ((await store.getSetting(ROOT_KEY_SETTINGS.retired(other))) === undefined) continue;
+      hsm.#unwrapOnly.delete(other);
+      if (other !== id) hsm.#sealKeys.delete(other);
+      hsm.#retiredUnwrapOnly.push(other);
+    }
     return hsm;
+  }
+
+  /**
+   * Fingerprints of unwrap-only root keys that {@link SoftwareHsm.open} dropped because the
+   * store records them as retired: they neither unwrap material nor verify seals.
+   */
+  get retiredUnwrapRootKeyIds(): readonly string[] {
+    return [...this.#retiredUnwrapOnly];
   }
 
   /** Fingerprints of the unwrap-only root keys (see SoftwareHsmOptions). */

@@ -113,7 +113,16 @@ export class SealedKeyStore implements KeyStore {
   async getKey(keyId: string): Promise<StoredKey | undefined> {
     const since = this.#tick;
     const key = await this.#raw.getKey(keyId);
-    if (key !== undefined) this.#verifyKey(key, since);
+    if (key === undefined) return undefined;
+    // The seal binds the record to its own key id, not to the row it was found in: a store that
+    // keeps records as documents under a key of its own could hand out another key's record.
+    if (key.keyId !== keyId) {
+      throw new RootKeyError(
+        `${this.#keyName(keyId)} in key store ${this.description} holds the record of ` +
+          `another key (${key.keyId}); the store was altered or mixed with another`,
+      );
+    }
+    this.#verifyKey(key, since);
     return key;
   }
 
@@ -150,7 +159,15 @@ export class SealedKeyStore implements KeyStore {
   async getAlias(aliasName: string): Promise<StoredAlias | undefined> {
     const since = this.#tick;
     const alias = await this.#raw.getAlias(aliasName);
-    if (alias !== undefined) this.#verifyAlias(alias, since);
+    if (alias === undefined) return undefined;
+    // As for keys: another alias's record, found under this name, would repoint this alias.
+    if (alias.aliasName !== aliasName) {
+      throw new RootKeyError(
+        `alias ${aliasName} in key store ${this.description} holds the record of ` +
+          `another alias (${alias.aliasName}); the store was altered or mixed with another`,
+      );
+    }
+    this.#verifyAlias(alias, since);
     return alias;
   }
 
@@ -163,9 +180,16 @@ export class SealedKeyStore implements KeyStore {
     return page;
   }
 
+  /**
+   * Counter 1, or one more than this process saw for the same incarnation: an alias deleted and
+   * created again within the same millisecond has the same name and createdAt as before, so
+   * counting from 1 again would read as a rollback of the record it replaces.
+   */
   async createAlias(alias: StoredAlias): Promise<void> {
-    await this.#raw.createAlias(this.sealAlias(alias, 1));
-    this.#raise(aliasFloorId(alias), 1);
+    const floorId = aliasFloorId(alias);
+    const counter = (this.#floors.get(floorId)?.counter ?? 0) + 1;
+    await this.#raw.createAlias(this.sealAlias(alias, counter));
+    this.#raise(floorId, counter);
   }
 
   /**
