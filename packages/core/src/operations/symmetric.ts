@@ -2,7 +2,6 @@ import { keyArn } from "../arn.ts";
 import { invalidCiphertext, parseBlob } from "../envelope/ciphertext-blob.ts";
 import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import {
-  AccessDeniedError,
   IncorrectKeyError,
   InvalidKeyUsageError,
   NotFoundError,
@@ -21,8 +20,7 @@ import {
 } from "../internal/key-access.ts";
 import type { KeyStateOperation } from "../key-state-table.ts";
 import type { StoredKey } from "../keystore/key-store.ts";
-import { authorizationRequest, keyPolicyOf, usesResourceAliases } from "../policy/authorizer.ts";
-import { evaluate } from "../policy/evaluate.ts";
+import { authorizeKey } from "../policy/authorizer.ts";
 import type {
   DecryptRequest,
   DecryptResponse,
@@ -297,23 +295,11 @@ function rsaSourceContext(ctx: KmsContext): KmsContext {
   if (call === undefined || ctx.authorize === undefined) return ctx;
   return {
     ...ctx,
-    authorize: async (key) => {
-      call.keys.set(key.keyId, key);
-      if (!call.settings.enabled) return;
-      const policy = keyPolicyOf(key, call.settings.identity);
-      const aliases = usesResourceAliases(policy)
-        ? (await ctx.store.listAliases({ limit: 100, targetKeyId: key.keyId })).map(
-            (a) => a.aliasName,
-          )
-        : undefined;
-      const action = "kms:ReEncryptFrom";
-      const asked = authorizationRequest(call, action, key, "source", aliases);
-      const decision = evaluate(policy, key.grants ?? [], asked);
-      call.decisions.push({ action, resource: asked.resource, decision });
-      if (!decision.allowed) throw new AccessDeniedError(decision.message);
-    },
+    authorize: (key) => authorizeKey(call, ctx.store, key, RSA_SOURCE_ACTIONS),
   };
 }
+
+const RSA_SOURCE_ACTIONS = [["kms:ReEncryptFrom", "source"]] as const;
 
 function dataKeyLength(request: GenerateDataKeyRequest): number {
   if ((request.keySpec === undefined) === (request.numberOfBytes === undefined)) {

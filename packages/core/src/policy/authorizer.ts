@@ -329,11 +329,16 @@ function deny(decision: Decision): never {
   throw new AccessDeniedError(decision.message);
 }
 
-/** Evaluates and records; throws AccessDeniedError on a deny. */
+/**
+ * Evaluates and records; throws AccessDeniedError on a deny. `actions` defaults to what the call
+ * needs of the key as far as the request tells (actionsFor); a caller that knows the key's role
+ * better (ReEncrypt's RSA source, which its ciphertext does not name) passes them.
+ */
 export async function authorizeKey(
   call: CallState,
   store: KeyStore,
   key: StoredKey,
+  actions: readonly (readonly [string, KeyRole])[] = actionsFor(call, key),
 ): Promise<void> {
   call.keys.set(key.keyId, key);
   // RetireGrant is authorized by the grant itself (retiring principal), see retireGrant.
@@ -345,7 +350,7 @@ export async function authorizeKey(
     aliases = found.map((a) => a.aliasName);
   }
   const resource = keyArn(call.settings.identity, key.keyId);
-  for (const [action, role] of actionsFor(call, key)) {
+  for (const [action, role] of actions) {
     const done = call.decisions.find((d) => d.action === action && d.resource === resource);
     if (done !== undefined) {
       if (!done.decision.allowed) deny(done.decision);

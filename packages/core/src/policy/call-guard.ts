@@ -12,6 +12,7 @@ import { parseBlob } from "../envelope/ciphertext-blob.ts";
 import { DryRunOperationError, ValidationError } from "../errors.ts";
 import { type KmsContext, resolveKeyId } from "../internal/key-access.ts";
 import type { StoredKey } from "../keystore/key-store.ts";
+import { isRsaEncryptionAlgorithm } from "../operations/asymmetric.ts";
 import {
   retireGrantTarget,
   retiringPrincipalDecision,
@@ -26,6 +27,7 @@ import {
   authorizeKey,
   type CallState,
   defaultAccountPolicy,
+  type KeyRole,
   keyPolicyOf,
   type PolicySettings,
   principalAccountOf,
@@ -159,9 +161,19 @@ export class CallGuard {
     } else {
       const request = (call.request ?? {}) as Record<string, unknown>;
       const ids = new Set<string>();
+      const resolved = new Map<string, string>();
       for (const name of ["keyId", "destinationKeyId", "sourceKeyId", "targetKeyId"]) {
-        if (request[name] !== undefined) ids.add(await resolveKeyId(base, request[name], name));
+        if (request[name] === undefined) continue;
+        const id = await resolveKeyId(base, request[name], name);
+        resolved.set(name, id);
+        ids.add(id);
       }
+      // ReEncrypt's RSA source, which its ciphertext does not name: as reEncrypt authorizes it.
+      const rsaSource =
+        call.operation === "reEncrypt" &&
+        isRsaEncryptionAlgorithm(request.sourceEncryptionAlgorithm)
+          ? resolved.get("sourceKeyId")
+          : undefined;
       // RetireGrant is also open to the grant's retiring principal (see retireGrant), and a
       // grant token names the key by itself.
       const retiring = call.operation === "retireGrant" ? retireGrantTarget(request) : undefined;
@@ -183,7 +195,16 @@ export class CallGuard {
         if (key === undefined) continue;
         call.keys.set(keyId, key);
         const policy = keyPolicyOf(key, settings.identity);
-        for (const [action, role] of actionsFor(probe, key)) {
+        const actions: (readonly [string, KeyRole])[] =
+          keyId !== rsaSource
+            ? actionsFor(probe, key)
+            : [
+                ["kms:ReEncryptFrom", "source"],
+                ...(resolved.get("destinationKeyId") === keyId
+                  ? [["kms:ReEncryptTo", "destination"] as const]
+                  : []),
+              ];
+        for (const [action, role] of actions) {
           const aliases = policy.statements.some((s) =>
             s.conditions.some((c) => c.key.toLowerCase() === "kms:resourcealiases"),
           )

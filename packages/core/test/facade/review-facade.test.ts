@@ -148,6 +148,46 @@ describe("reEncrypt from an RSA key", () => {
     await expect(reEncrypt({ principal: EVE })).resolves.toBeDefined();
   });
 
+  test("explain asks the RSA source for ReEncryptFrom and the destination for ReEncryptTo", async () => {
+    await kms.putKeyPolicy({ keyId: rsa, policy: policy(ADMIN, allowEve("kms:ReEncryptFrom")) });
+    const explained = await kms.explain({
+      operation: "reEncrypt",
+      request: {
+        ciphertextBlob,
+        sourceKeyId: rsa,
+        sourceEncryptionAlgorithm: ALGORITHM,
+        destinationKeyId: destination,
+      },
+      as: { principal: EVE },
+    });
+    const byAction = explained.decisions.map((d) => [
+      d.action,
+      d.resource.split("/")[1],
+      d.allowed,
+    ]);
+    expect(byAction.sort()).toEqual([
+      ["kms:ReEncryptFrom", rsa, true],
+      ["kms:ReEncryptTo", destination, true],
+    ]);
+    expect(explained.allowed).toBe(true);
+    // Re-encrypting an RSA key's ciphertext to that same key asks it for both.
+    const toItself = await kms.explain({
+      operation: "reEncrypt",
+      request: {
+        ciphertextBlob,
+        sourceKeyId: rsa,
+        sourceEncryptionAlgorithm: ALGORITHM,
+        destinationKeyId: rsa,
+        destinationEncryptionAlgorithm: ALGORITHM,
+      },
+      as: { principal: EVE },
+    });
+    expect(toItself.decisions.map((d) => [d.action, d.allowed])).toEqual([
+      ["kms:ReEncryptFrom", true],
+      ["kms:ReEncryptTo", false],
+    ]);
+  });
+
   test("a source pending deletion still re-encrypts (AWS key-state footnote 10)", async () => {
     await kms.scheduleKeyDeletion({ keyId: rsa, pendingWindowInDays: 7 });
     await expect(reEncrypt()).resolves.toBeDefined();
