@@ -104,6 +104,8 @@ export class TypeormFieldEncryption {
   readonly #loadedIndexes = new WeakMap<object, Map<string, unknown>>();
   /** Embedded objects holding values being sealed, and the entity being written with each. */
   readonly #holders = new WeakMap<object, object>();
+  /** The entities of the broadcast of before-write hooks running on a query runner (or DataSource). */
+  readonly #broadcasts = new WeakMap<object, Set<object>>();
 
   constructor(options: FieldEncryptionOptions) {
     if (options === null || typeof options !== "object") {
@@ -269,13 +271,48 @@ export class TypeormFieldEncryption {
     entity: Row,
     fallback: Row | undefined,
   ): Promise<void> | undefined {
+    const broadcast = this.#broadcast(queryRunner ?? dataSource);
+    broadcast.add(entity);
     try {
-      return this.#sealEntity(dataSource, queryRunner, d, entity, fallback);
+      return this.#sealEntity(dataSource, queryRunner, d, entity, fallback)?.catch(
+        (error: unknown) => {
+          this.#abandon(broadcast, queryRunner);
+          throw error;
+        },
+      );
     } catch (error) {
+      this.#abandon(broadcast, queryRunner);
       // As before this had a synchronous path: TypeORM sees a rejected hook, not a throw in
       // the middle of its broadcast loop.
       return Promise.reject(error);
     }
+  }
+
+  /**
+   * The entities whose before-write hooks TypeORM is calling in one synchronous loop on
+   * `owner` (the entities of one save, insert or upsert): the set is closed once the loop ends.
+   */
+  #broadcast(owner: object): Set<object> {
+    const open = this.#broadcasts.get(owner);
+    if (open !== undefined) return open;
+    const broadcast = new Set<object>();
+    this.#broadcasts.set(owner, broadcast);
+    queueMicrotask(() => {
+      if (this.#broadcasts.get(owner) === broadcast) this.#broadcasts.delete(owner);
+    });
+    return broadcast;
+  }
+
+  /**
+   * One hook of a write failed: TypeORM gives the write up without a query, and without a
+   * rollback (which restores) when it runs outside a transaction (insert, upsert, a save with
+   * `transaction: false`). Every entity of the write is restored here, once the hooks after
+   * this one in the loop have run too; what their sealing still in flight seals is dropped.
+   */
+  #abandon(broadcast: Set<object>, queryRunner: QueryRunner | undefined): void {
+    queueMicrotask(() => {
+      for (const entity of broadcast) this.restore(entity, queryRunner);
+    });
   }
 
   #sealEntity(
@@ -292,6 +329,7 @@ export class TypeormFieldEncryption {
       if (typeof valueIn(f, entity) === "function") throw expressionError(d, f.path);
     }
     this.#claimEmbeddeds(d, entity, present);
+    const values = plaintextsOf(d, entity, present, this.#snapshots.get(entity));
     const snapshot: Snapshot =
       fallback !== undefined && present.length < d.columns.length
         ? unselected(d, entity)
@@ -304,21 +342,21 @@ export class TypeormFieldEncryption {
     }
     if (present.length === 0 && snapshot.size === 0) return undefined;
     for (const f of present) {
-      keep(f, f.path, f.spec.property, valueIn(f, entity));
+      keep(f, f.path, f.spec.property, values.get(f));
       if (f.index !== undefined) keep(f, f.index.path, f.index.property, COMPUTED_INDEX);
     }
     this.#remember(entity, snapshot, queryRunner);
     const callOptions = this.#callOptions(dataSource, queryRunner);
-    if (this.#sealCached(d, entity, fallback, present, callOptions)) return undefined;
+    const done = new Set<EncryptedField>();
+    if (this.#sealCached(d, entity, fallback, values, done, callOptions)) return undefined;
     return this.run(dataSource, queryRunner, async (options) => {
       // A failed write restores the caller's object at once (another entity's hook rejected,
       // the transaction rolled back) while this may still be sealing: what it seals after that
       // is dropped, or the object would keep ciphertext.
       const current = () => this.#snapshots.get(entity) === snapshot;
-      for (const f of present) {
+      for (const [f, value] of values) {
+        if (done.has(f)) continue;
         const holder = holderOf(f, entity) as Row;
-        const value = holder[f.spec.property];
-        if (value instanceof Sealed) continue;
         if (value === null) {
           if (f.index !== undefined) holder[f.index.property] = null;
           continue;
@@ -413,24 +451,24 @@ export class TypeormFieldEncryption {
   }
 
   /**
-   * Seals, in place, the values whose data key is cached; true when none is left for the
-   * asynchronous path. A value needing a new data key, a deterministic value or a blind index
-   * stops it there (the asynchronous path skips what is already sealed).
+   * Seals, in place, the values whose data key is cached, adding them to `done`; true when
+   * none is left for the asynchronous path. A value needing a new data key, a deterministic
+   * value or a blind index stops it there.
    */
   #sealCached(
     d: EntityDescriptor,
     entity: Row,
     fallback: Row | undefined,
-    present: readonly EncryptedField[],
+    values: ReadonlyMap<EncryptedField, unknown>,
+    done: Set<EncryptedField>,
     options: EncryptCallOptions,
   ): boolean {
-    for (const f of present) {
+    for (const [f, value] of values) {
       const { spec } = f;
       const holder = holderOf(f, entity) as Row;
-      const value = holder[spec.property];
-      if (value instanceof Sealed) continue;
       if (value === null) {
         if (f.index !== undefined) holder[f.index.property] = null;
+        done.add(f);
         continue;
       }
       if (f.index !== undefined || spec.mode === "deterministic") return false;
@@ -442,6 +480,7 @@ export class TypeormFieldEncryption {
           : this.engine.encryptIfCached(binding, spec, value, options);
       if (stored === undefined) return false;
       holder[spec.property] = new Sealed(stored);
+      done.add(f);
     }
     return true;
   }
@@ -629,6 +668,36 @@ interface LoadBatch {
   readonly properties: string[];
   readonly items: DecryptItem[];
   done: Promise<void>;
+}
+
+/**
+ * The plaintext of each value `present` on `entity`. A value found sealed was sealed in place
+ * by an earlier write of the same object that has not put it back: a concurrent save, or one
+ * that failed where nothing restored it. That ciphertext is bound to the context the object had
+ * then, and this write's snapshot would put it back as if it were the caller's value: it is
+ * sealed again from the plaintext kept by that write (`previous`).
+ * @throws ValidationException when that plaintext is unknown.
+ */
+function plaintextsOf(
+  d: EntityDescriptor,
+  entity: Row,
+  present: readonly EncryptedField[],
+  previous: Snapshot | undefined,
+): Map<EncryptedField, unknown> {
+  const values = new Map<EncryptedField, unknown>();
+  for (const f of present) {
+    let value = valueIn(f, entity);
+    if (value instanceof Sealed) {
+      value = previous?.get(f.path)?.value;
+      if (value === undefined || value === COMPUTED_INDEX || value instanceof Sealed) {
+        throw new ValidationError(
+          `${d.model}.${f.path} holds a value sealed for another write of this object, whose plaintext is gone: assign the value again`,
+        );
+      }
+    }
+    values.set(f, value);
+  }
+  return values;
 }
 
 /**

@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { type DataKeyRecord, type DataKeyStore, MemoryDataKeyStore } from "@kms/core";
 import {
   retainSqliteHandle as retain,
   retainSqliteStatements as retainSqliteHandles,
@@ -170,4 +171,42 @@ export async function failure(run: () => Promise<unknown>): Promise<unknown> {
       () => undefined,
       (error: unknown) => error,
     );
+}
+
+/**
+ * A data key store that holds the first data key written until `release()`: the entity sealed
+ * with it is still in flight while the rest of the write goes on (and fails).
+ */
+export function holdFirstDataKey(): {
+  readonly store: DataKeyStore;
+  /** Waits for the first data key to be written, lets it through, waits for what awaited it. */
+  release(): Promise<void>;
+} {
+  const memory = new MemoryDataKeyStore();
+  let open: () => void = () => {};
+  const gate = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  let reach: () => void = () => {};
+  const reached = new Promise<void>((resolve) => {
+    reach = resolve;
+  });
+  let held: Promise<DataKeyRecord> | undefined;
+  return {
+    store: {
+      get: (id) => memory.get(id),
+      insert: (record) => {
+        if (held !== undefined) return memory.insert(record);
+        reach();
+        held = gate.then(() => memory.insert(record));
+        return held;
+      },
+    },
+    async release() {
+      await reached;
+      open();
+      await held;
+      await new Promise((resolve) => setImmediate(resolve));
+    },
+  };
 }

@@ -19,7 +19,7 @@ import {
   reencryptEntities,
   type TypeormFieldEncryption,
 } from "../src/index.ts";
-import { failure, type TestDatabase } from "./backends.ts";
+import { failure, holdFirstDataKey, type TestDatabase } from "./backends.ts";
 import { Address, Geo, Person, Visit } from "./entities.ts";
 
 const PREFIX = "kms1:";
@@ -405,6 +405,35 @@ export function describeEmbeddedColumns(
       await people.save(a);
       await people.save(b);
       expect((await people.findOneByOrFail({ id: b.id })).home.street).toBe("1 Main St");
+    });
+
+    test("an insert refused for a shared embedded object leaves plaintext on the entity sealed before it; inserted one by one, each row opens", async () => {
+      // No transaction to roll back: the first entity is still being sealed when the second
+      // one's hook refuses the shared object.
+      const hold = holdFirstDataKey();
+      const e = fieldEncryption({ kms, keyId, dataKeyStore: hold.store });
+      const slow = (await db.connect(e, { entities: [Person, Visit] })).getRepository(Person);
+      const a = person("ada");
+      const b = Object.assign(person("bob", "t2"), { home: a.home });
+      await expect(slow.insert([a, b])).rejects.toThrow(
+        /^Person\.home is also the embedded object of another entity being written/,
+      );
+      await hold.release();
+      expect(a.home).toMatchObject({ street: "1 Main St", zip: "12345" });
+      expect(a.home.geo.point).toEqual({ lat: 1.5, lng: -2 });
+      expect(a.work).toMatchObject({ street: "9 Dock Rd", zip: "67890" });
+      expect(await slow.count()).toBe(0);
+      await slow.insert(a);
+      await slow.insert(b);
+      for (const [p, tenantId] of [
+        [a, "t1"],
+        [b, "t2"],
+      ] as const) {
+        expect(await slow.findOneByOrFail({ id: p.id })).toMatchObject({
+          tenantId,
+          home: { street: "1 Main St", zip: "12345", geo: { point: { lat: 1.5, lng: -2 } } },
+        });
+      }
     });
 
     test("a tenant move without the embedded values, and SQL expressions on them, are refused", async () => {

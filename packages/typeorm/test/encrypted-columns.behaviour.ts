@@ -1,10 +1,7 @@
 import {
   createKms,
-  type DataKeyRecord,
-  type DataKeyStore,
   InvalidCiphertextError,
   type Kms,
-  MemoryDataKeyStore,
   runWithEncryptionContext,
   ValidationError,
 } from "@kms/core";
@@ -28,7 +25,7 @@ import {
   reencryptEntities,
   type TypeormFieldEncryption,
 } from "../src/index.ts";
-import { failure, type TestDatabase } from "./backends.ts";
+import { failure, holdFirstDataKey, type TestDatabase } from "./backends.ts";
 import { Account, Note, Post, SavingsAccount, User } from "./entities.ts";
 
 const PREFIX = "kms1:";
@@ -555,36 +552,96 @@ export function describeEncryptedColumns(
     });
 
     test("a failed save restores plaintext on every entity, also one whose values were still being sealed", async () => {
-      // A data key store that holds the first write: the first entity is still being sealed
-      // when the second one's hook rejects and the save is rolled back.
-      const store = new MemoryDataKeyStore();
-      let release: () => void = () => {};
-      const gate = new Promise<void>((resolve) => {
-        release = resolve;
-      });
-      let held: Promise<unknown> | undefined;
-      const heldStore: DataKeyStore = {
-        get: (id) => store.get(id),
-        insert: (record) => {
-          held ??= gate.then(() => store.insert(record));
-          return held as Promise<DataKeyRecord>;
-        },
-      };
-      const slow = await connect({ dataKeyStore: heldStore });
+      // The first entity is still being sealed when the second one's hook rejects and the save
+      // is rolled back.
+      const hold = holdFirstDataKey();
+      const slow = await connect({ dataKeyStore: hold.store });
       const repo = slow.ds.getRepository(User);
       const ok = alice();
       const bad = Object.assign(alice(), { tenantId: undefined, email: "bob@example.com" });
       await expect(repo.save([ok, bad])).rejects.toThrow(/^User\.email is bound to User\.tenantId/);
-      expect(held).toBeDefined();
-      release();
-      await held;
-      await new Promise((resolve) => setImmediate(resolve));
+      await hold.release();
       expect(ok).toMatchObject({ email: "alice@example.com", phone: "+1 555 0100" });
       expect(ok.profile).toEqual({ likes: ["tea"], age: 7 });
       expect(await repo.count()).toBe(0);
       // Saved again, it is sealed afresh.
       await repo.save(ok);
       expect((await repo.findOneByOrFail({ id: ok.id })).email).toBe("alice@example.com");
+    });
+
+    test.each(["insert", "upsert", "save without a transaction"] as const)(
+      "a failed %s of several entities restores plaintext on every entity: no rollback does it",
+      async (how) => {
+        const hold = holdFirstDataKey();
+        const slow = await connect({ dataKeyStore: hold.store });
+        const repo = slow.ds.getRepository(User);
+        const ok = alice();
+        const bad = Object.assign(alice(), { tenantId: undefined, email: "bob@example.com" });
+        const write = {
+          insert: () => repo.insert([ok, bad]),
+          upsert: () => repo.upsert([ok, bad], ["email"]),
+          "save without a transaction": () => repo.save([ok, bad], { transaction: false }),
+        }[how];
+        await expect(write()).rejects.toThrow(/^User\.email is bound to User\.tenantId/);
+        await hold.release();
+        expect(ok).toMatchObject({ email: "alice@example.com", phone: "+1 555 0100" });
+        expect(ok.profile).toEqual({ likes: ["tea"], age: 7 });
+        expect(ok.avatar).toEqual(alice().avatar);
+        expect(await repo.count()).toBe(0);
+        // Written again under another tenant, its values are sealed afresh and bound to it.
+        ok.tenantId = "t2";
+        await repo.save(ok);
+        expect(await repo.findOneByOrFail({ id: ok.id })).toMatchObject({
+          tenantId: "t2",
+          email: "alice@example.com",
+          phone: "+1 555 0100",
+        });
+      },
+    );
+
+    test("an insert refused by another subscriber's hook: the next write of the object seals its values afresh, bound to its context", async () => {
+      const ok = alice();
+      const bad = Object.assign(alice(), { email: "bob@example.com" });
+      // Refuses once `ok` holds ciphertext; nothing rolls back an insert, and this subscriber
+      // is not the encryption's, so `ok` keeps its sealed values for now.
+      (ds.subscribers as EntitySubscriberInterface[]).push({
+        listenTo: () => User,
+        async beforeInsert(event) {
+          if (event.entity !== bad) return;
+          while (typeof ok.email === "string") await new Promise((r) => setImmediate(r));
+          throw new Error("refused by another subscriber");
+        },
+      });
+      await expect(users.insert([ok, bad])).rejects.toThrow("refused by another subscriber");
+      ok.tenantId = "t2";
+      await users.insert(ok);
+      expect(ok).toMatchObject({ email: "alice@example.com", phone: "+1 555 0100" });
+      expect(await users.findOneByOrFail({ id: ok.id })).toMatchObject({
+        tenantId: "t2",
+        email: "alice@example.com",
+        phone: "+1 555 0100",
+        profile: { likes: ["tea"], age: 7 },
+      });
+    });
+
+    test("two concurrent saves of one object leave its plaintext on it, and the next save seals afresh", async () => {
+      const user = await users.save(alice());
+      const loaded = await users.findOneByOrFail({ id: user.id });
+      loaded.email = "alicia@example.com";
+      loaded.phone = "+1 555 0199";
+      // Either may be refused (the values are sealed in place); neither leaves ciphertext behind.
+      await Promise.allSettled([users.save(loaded), users.save(loaded)]);
+      expect(loaded).toMatchObject({ email: "alicia@example.com", phone: "+1 555 0199" });
+      expect(loaded.profile).toEqual({ likes: ["tea"], age: 7 });
+      // A value sealed for one of them and left on the object would be written as it is, bound
+      // to the old tenant.
+      loaded.tenantId = "t2";
+      await users.save(loaded);
+      expect(await users.findOneByOrFail({ id: user.id })).toMatchObject({
+        tenantId: "t2",
+        email: "alicia@example.com",
+        phone: "+1 555 0199",
+      });
     });
 
     test("ciphertexts use the shared field format and @kms/prisma's binding (model, field, context)", async () => {
