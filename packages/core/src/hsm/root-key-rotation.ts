@@ -171,7 +171,8 @@ export async function rotateRootKey(options: RotateRootKeyOptions): Promise<Root
   });
   const toId = hsm.rootKeyId;
   // A finished rotation has retired `from`, and the HSM then no longer holds it: running again
-  // only re-seals what is left (nothing, unless someone put records under `from` back).
+  // finds nothing left to do. A record put back under `from` (a forgery, or a write by an
+  // instance still on `from`) is refused like on any read, never re-sealed as genuine.
   const fromId = hsm.unwrapRootKeyIds[0] ?? hsm.retiredUnwrapRootKeyIds[0]!;
   if (fromId === toId) throw new RootKeyError("from and to are the same root key");
   const successor = await store.getSetting(ROOT_KEY_SETTINGS.successor(fromId));

@@ -71,8 +71,8 @@ export function pageMarker(request: PageRequest | undefined, scope: string): str
 
 /**
  * Builds a page from `limit + 1` fetched items: the extra item only says that more exist.
- * The marker is the last returned id with the listing's `scope` (the operation, and the key or
- * principal it lists for), encoded so callers treat it as opaque.
+ * The marker is the last returned id with the listing's `scope` (the operation, and the key it
+ * lists for), encoded so callers treat it as opaque.
  */
 export function toPage<T>(
   items: readonly T[],

@@ -1,4 +1,5 @@
 import { ValidationError } from "../errors.ts";
+import { assertObject, describe } from "../internal/assert.ts";
 import type { KmsLike } from "../kms-like.ts";
 import type { CallOptions } from "../types.ts";
 import {
@@ -47,7 +48,11 @@ export class KmsKeyring implements Keyring {
   readonly #grantTokens: readonly string[] | undefined;
   readonly #callOptions: CallOptions | undefined;
 
-  /** @throws ValidationException when `kms` is missing or a key id is not a string of 1 to 2048 characters. */
+  /**
+   * @throws ValidationException when `kms` is missing, a key id is not a string of 1 to 2048
+   * characters, `grantTokens` is not an array of strings, or `callOptions` is not an object of
+   * strings.
+   */
   constructor(options: KmsKeyringOptions) {
     const kms = options?.kms as KmsLike | undefined;
     if (typeof kms?.generateDataKey !== "function" || typeof kms.decrypt !== "function") {
@@ -63,9 +68,8 @@ export class KmsKeyring implements Keyring {
     }
     this.#kms = kms;
     this.keyIds = [...options.keyIds];
-    this.#grantTokens = options.grantTokens === undefined ? undefined : [...options.grantTokens];
-    this.#callOptions =
-      options.callOptions === undefined ? undefined : Object.freeze({ ...options.callOptions });
+    this.#grantTokens = grantTokensArg(options.grantTokens);
+    this.#callOptions = callOptionsArg(options.callOptions);
     // A per-client number keeps two Kms instances holding the same key id apart in the cache.
     let client = instances.get(kms);
     if (client === undefined) {
@@ -197,6 +201,30 @@ export class KmsKeyring implements Keyring {
       ? request
       : { ...request, grantTokens: this.#grantTokens };
   }
+}
+
+/**
+ * A copy of `grantTokens`, checked: they become part of the identity, which must neither throw
+ * nor let two different lists serialize alike (a string would otherwise spread into characters).
+ */
+function grantTokensArg(value: unknown): readonly string[] | undefined {
+  if (value === undefined) return undefined;
+  if (!Array.isArray(value) || !value.every((token) => typeof token === "string")) {
+    throw new ValidationError(`"grantTokens" expected an array of strings, got ${describe(value)}`);
+  }
+  return [...value];
+}
+
+/** A frozen copy of `callOptions`, whose values (part of the identity) must be strings. */
+function callOptionsArg(value: unknown): CallOptions | undefined {
+  if (value === undefined) return undefined;
+  const copy = { ...assertObject("callOptions", value) };
+  for (const [name, field] of Object.entries(copy)) {
+    if (field !== undefined && typeof field !== "string") {
+      throw new ValidationError(`"callOptions.${name}" expected a string, got ${describe(field)}`);
+    }
+  }
+  return Object.freeze(copy) as CallOptions;
 }
 
 /** Whether configured `id` (key id or key ARN) names the key that made a copy under `arn`. */

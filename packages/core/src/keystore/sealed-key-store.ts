@@ -176,7 +176,19 @@ export class SealedKeyStore implements KeyStore {
   ): Promise<readonly StoredAlias[]> {
     const since = this.#tick;
     const page = await this.#raw.listAliases(options);
-    for (const alias of page) this.#verifyAlias(alias, since);
+    const target = options.targetKeyId;
+    for (const alias of page) {
+      // As for getAlias: a store that indexes records apart from their documents could list
+      // another key's alias for this one, and kms:ResourceAliases would then count it.
+      if (target !== undefined && alias.targetKeyId !== target) {
+        throw new RootKeyError(
+          `alias ${alias.aliasName} in key store ${this.description} was listed among the ` +
+            `aliases of ${this.#keyName(target)} but points to ${alias.targetKeyId}; the store ` +
+            "was altered or mixed with another",
+        );
+      }
+      this.#verifyAlias(alias, since);
+    }
     return page;
   }
 

@@ -201,6 +201,21 @@ describe("KmsKeyring identity separates callers, so a shared DataKeyCache never 
     expect(keyring.identity).toBe(identity);
     await expect(encryptMessage(plaintext, { keyring })).resolves.toBeInstanceOf(Uint8Array);
   });
+
+  it.each([
+    ["grant tokens that are not an array", { grantTokens: 5 }],
+    ["grant tokens given as one string (would spread into characters)", { grantTokens: "tok" }],
+    ["a grant token that is not a string", { grantTokens: [1] }],
+    ["call options that are not an object", { callOptions: "carol" }],
+    ["a principal JSON cannot serialize", { callOptions: { principal: 1n } }],
+    ["a principal that is not a string", { callOptions: { principal: 7 } }],
+  ])("refuses %s with a ValidationError, as junk input anywhere in core", (_, junk) => {
+    // The identity is built from these: it must neither throw a raw TypeError nor let two
+    // different values serialize alike.
+    expect(() => new KmsKeyring({ kms, keyIds: [keyA], ...junk } as never)).toThrow(
+      ValidationError,
+    );
+  });
 });
 
 describe("KmsKeyring never leaves a refused data key in memory", () => {

@@ -4,7 +4,9 @@
  * still accepted for unwrapping and seals.
  */
 import {
+  AccessDeniedError,
   createKms,
+  type ListOptions,
   MemoryKeyStore,
   rotateRootKey,
   type StoredAlias,
@@ -32,6 +34,8 @@ const plaintext = new TextEncoder().encode("review");
 class DocumentKeyStore extends MemoryKeyStore {
   readonly #keys = new Map<string, StoredKey>();
   readonly #aliases = new Map<string, StoredAlias>();
+  /** Extra entries of the by-target index: key id → alias names listed for it. */
+  readonly #targetIndex = new Map<string, string[]>();
 
   async plantKey(under: string, from: string): Promise<void> {
     this.#keys.set(under, (await super.getKey(from))!);
@@ -39,6 +43,21 @@ class DocumentKeyStore extends MemoryKeyStore {
 
   async plantAlias(under: string, from: string): Promise<void> {
     this.#aliases.set(under, (await super.getAlias(from))!);
+  }
+
+  /** Lists alias `from`'s record among the aliases of key `keyId`, as a forged index entry. */
+  indexAlias(keyId: string, from: string): void {
+    this.#targetIndex.set(keyId, [...(this.#targetIndex.get(keyId) ?? []), from]);
+  }
+
+  override async listAliases(
+    options: ListOptions & { readonly targetKeyId?: string },
+  ): Promise<readonly StoredAlias[]> {
+    const listed = [...(await super.listAliases(options))];
+    const extra =
+      options.targetKeyId === undefined ? [] : this.#targetIndex.get(options.targetKeyId);
+    for (const name of extra ?? []) listed.push((await super.getAlias(name))!);
+    return listed.sort((a, b) => (a.aliasName < b.aliasName ? -1 : 1));
   }
 
   override async getKey(keyId: string): Promise<StoredKey | undefined> {
@@ -106,6 +125,54 @@ describe("a record found under another record's name", () => {
     expect(error.message).toContain(prod);
     expect(error.message).toContain(mallorys);
     await refusal(fresh.describeKey({ keyId: prod }));
+  });
+});
+
+describe("an alias listed for a key it does not point to", () => {
+  // A key policy that lets Mallory use whichever key carries an alias under her prefix (the
+  // attribute-based pattern kms:ResourceAliases exists for).
+  const aliasPolicy = JSON.stringify({
+    Version: "2012-10-17",
+    Statement: [
+      {
+        Sid: "Admin",
+        Effect: "Allow",
+        Principal: { AWS: "arn:aws:iam::000000000000:root" },
+        Action: "kms:*",
+        Resource: "*",
+      },
+      {
+        Sid: "ByAlias",
+        Effect: "Allow",
+        Principal: { AWS: MALLORY },
+        Action: ["kms:Encrypt", "kms:Decrypt"],
+        Resource: "*",
+        Condition: { "ForAnyValue:StringLike": { "kms:ResourceAliases": "alias/mallory/*" } },
+      },
+    ],
+  });
+
+  it("is refused, not counted among the key's aliases by kms:ResourceAliases", async () => {
+    const store = new DocumentKeyStore();
+    const kms = await createKms({ store, rootKey: Uint8Array.from(ROOT) });
+    const payroll = (await kms.createKey({ policy: aliasPolicy })).keyMetadata.keyId;
+    const mallorys = (await kms.createKey({ policy: aliasPolicy })).keyMetadata.keyId;
+    await kms.createAlias({ aliasName: "alias/mallory/own", targetKeyId: mallorys });
+    const asMallory = { principal: MALLORY };
+    const denied = await kms.encrypt({ keyId: payroll, plaintext }, asMallory).catch((e) => e);
+    expect(denied).toBeInstanceOf(AccessDeniedError);
+
+    // Mallory, who can write the database, adds her alias's record to payroll's index entries.
+    store.indexAlias(payroll, "alias/mallory/own");
+    const fresh = await createKms({ store, rootKey: Uint8Array.from(ROOT) });
+    const error = await refusal(fresh.encrypt({ keyId: payroll, plaintext }, asMallory));
+    expect(error.message).toContain("alias/mallory/own");
+    await refusal(fresh.listAliases({ keyId: payroll }));
+    // Her own key, and listing every alias, are unaffected.
+    await fresh.encrypt({ keyId: mallorys, plaintext }, asMallory);
+    expect((await fresh.listAliases()).aliases.map((a) => a.aliasName)).toContain(
+      "alias/mallory/own",
+    );
   });
 });
 
