@@ -93,8 +93,9 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
   }
   const extension = Prisma.defineExtension((client) => {
     // Only the client knows its columns' types (`checkAgainst` lists names): a configuration
-    // that puts ciphertext in an enum or Int column is refused here, before any query.
-    checkColumnTypes(models, (model, column) => columnTypeOf(client, model, column));
+    // that puts ciphertext in an enum or Int column, or names a column the model lacks, is
+    // refused here, before any query.
+    checkColumnTypes(models, (model) => columnsOf(client, model));
     const store =
       options.dataKeyStore ??
       new PrismaDataKeyStore(
@@ -217,16 +218,11 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
                 }
                 break;
               case "upsert":
+                // The created row holds its `create` data only: Prisma copies nothing from the
+                // where into it, so a tenant or recordId given only there would seal values under
+                // a column the row leaves null (or at its default), where they never decrypt.
                 if (isObject(a.create)) {
-                  const where = (a.where as Json | undefined) ?? {};
-                  const whereSources = [where, ...andClauses(model, where)];
-                  await codec.writeData(
-                    model,
-                    a.create,
-                    codec.context(model, [a.create, ...whereSources]),
-                    undefined,
-                    whereSources,
-                  );
+                  await codec.writeData(model, a.create, codec.context(model, [a.create]));
                 }
                 if (isObject(a.update)) {
                   const where = (a.where as Json | undefined) ?? {};
@@ -303,13 +299,21 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
 }
 
 /**
- * A column's type from the client's field references (`prisma.user.fields.email`, the public
- * FieldRef with `typeName` and `isList`); undefined for a model or column the client lacks.
+ * A model's columns from the client's field references (`prisma.user.fields.email`, the public
+ * FieldRef with `typeName` and `isList`, one for each scalar field): the type of a column, or
+ * undefined for a name that is none. Undefined for a model the client lacks.
  */
-function columnTypeOf(client: unknown, model: string, column: string): ColumnType | undefined {
+function columnsOf(
+  client: unknown,
+  model: string,
+): ((column: string) => ColumnType | undefined) | undefined {
   const delegate = isObject(client) ? client[lowerFirst(model)] : undefined;
   const fields = isObject(delegate) ? delegate.fields : undefined;
-  const ref = isObject(fields) ? fields[column] : undefined;
-  if (!isObject(ref) || typeof ref.typeName !== "string") return undefined;
-  return { typeName: ref.typeName, isList: ref.isList === true };
+  if (!isObject(fields)) return undefined;
+  return (column) => {
+    // A prototype's member (`toString`) is a function, not a FieldRef.
+    const ref = fields[column];
+    if (!isObject(ref) || typeof ref.typeName !== "string") return undefined;
+    return { typeName: ref.typeName, isList: ref.isList === true };
+  };
 }

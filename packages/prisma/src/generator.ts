@@ -28,6 +28,7 @@ generatorHelper.generatorHandler({
         list: field.isList,
         doc: (field.documentation ?? "").split("\n"),
         ...(field.relationFromFields === undefined ? {} : { foreignKey: field.relationFromFields }),
+        ...(typeof field.relationName === "string" ? { relationName: field.relationName } : {}),
       })),
     }));
     const configs = configFromAnnotations(models);

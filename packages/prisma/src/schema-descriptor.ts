@@ -49,6 +49,13 @@ export interface ModelDescriptor {
    * writes those columns.
    */
   readonly foreignKeys: Readonly<Record<string, readonly string[]>>;
+  /**
+   * Relation field → the name of its relation (`@relation("Watchers")`, by default the two model
+   * names in alphabetical order joined by "To": `InvoiceToTenant`), which the field on the other
+   * side shares. It tells which relation back holds the foreign key a write on this side sets;
+   * a relation without one is paired with any relation back to its model.
+   */
+  readonly links: Readonly<Record<string, string>>;
   readonly context: ModelContextDescriptor;
   /** Every column some value is bound to: the model's `fromRow`, then the fields' own. */
   readonly contextColumns: readonly string[];
@@ -98,6 +105,15 @@ export interface ModelConfig {
    * it (`tenant: { connect }`) is then refused, as it would orphan the values bound to it.
    */
   readonly foreignKeys?: Readonly<Record<string, readonly string[]>>;
+  /**
+   * Relation field (one of `relations`) → the name of its relation, the same on both sides
+   * (`@relation("Watchers")`, by default the two model names in alphabetical order joined by
+   * "To"). Pairs a relation with the one back: without it, a write through a relation whose
+   * foreign key is on the other side is checked against every relation back to this model, so
+   * with a second relation between the two models (an implicit many-to-many beside a foreign
+   * key that is a context column) a write through either is refused.
+   */
+  readonly links?: Readonly<Record<string, string>>;
   readonly context?: Partial<ModelContextDescriptor>;
 }
 
@@ -259,12 +275,22 @@ export function defineModels<const Models extends Readonly<Record<string, ModelC
       }
       foreignKeys[relation] = Object.freeze([...contextKeys(where, "foreignKeys", columns)]);
     }
+    const links: Record<string, string> = {};
+    for (const [relation, link] of Object.entries(config.links ?? {})) {
+      const where = `model "${name}" relation "${relation}"`;
+      if (config.relations?.[relation] === undefined) {
+        fail(where, `a link needs the relation in "relations"`);
+      }
+      if (typeof link !== "string" || link === "") fail(where, `links must name relations`);
+      links[relation] = link;
+    }
     out[name] = Object.freeze({
       name,
       encrypted: Object.freeze(encrypted),
       blindIndexes: Object.freeze(blindIndexes),
       relations: Object.freeze({ ...(config.relations ?? {}) }),
       foreignKeys: Object.freeze(foreignKeys),
+      links: Object.freeze(links),
       encryptedNames: Object.freeze(Object.keys(encrypted)),
       relationNames: Object.freeze(Object.keys(config.relations ?? {})),
       context: modelContext,
@@ -287,30 +313,36 @@ export function checkColumns(models: SchemaDescriptor, columns: ModelColumns): v
     const where = `model "${model.name}"`;
     const own = columns.get(model.name);
     if (own === undefined) fail(where, `not a model of the Prisma schema`);
-    const notColumn = `not a column of ${model.name}`;
-    for (const column of model.context.fromRow) {
-      if (!own.has(column)) fail(where, `context column "${column}" is ${notColumn}`);
-    }
-    for (const [field, spec] of Object.entries(model.encrypted)) {
-      const fieldWhere = `${where} field "${field}"`;
-      if (!own.has(field)) fail(fieldWhere, notColumn);
-      for (const column of spec.context.fromRow) {
-        if (!own.has(column)) fail(fieldWhere, `context column "${column}" is ${notColumn}`);
-      }
-    }
-    for (const column of Object.keys(model.blindIndexes)) {
-      if (!own.has(column)) fail(`${where} blind index "${column}"`, notColumn);
-    }
+    checkModelColumns(model, (column) => own.has(column));
     for (const [relation, target] of Object.entries(model.relations)) {
       if (!columns.has(target)) {
         fail(`${where} relation "${relation}"`, `"${target}" is not a model of the Prisma schema`);
       }
     }
-    for (const [relation, foreignKey] of Object.entries(model.foreignKeys)) {
-      for (const column of foreignKey) {
-        if (!own.has(column)) {
-          fail(`${where} relation "${relation}"`, `foreign key column "${column}" is ${notColumn}`);
-        }
+  }
+}
+
+/** Every column `model` names (context, encrypted, blind index, foreign key) is one of `has`. */
+function checkModelColumns(model: ModelDescriptor, has: (column: string) => boolean): void {
+  const where = `model "${model.name}"`;
+  const notColumn = `not a column of ${model.name}`;
+  for (const column of model.context.fromRow) {
+    if (!has(column)) fail(where, `context column "${column}" is ${notColumn}`);
+  }
+  for (const [field, spec] of Object.entries(model.encrypted)) {
+    const fieldWhere = `${where} field "${field}"`;
+    if (!has(field)) fail(fieldWhere, notColumn);
+    for (const column of spec.context.fromRow) {
+      if (!has(column)) fail(fieldWhere, `context column "${column}" is ${notColumn}`);
+    }
+  }
+  for (const column of Object.keys(model.blindIndexes)) {
+    if (!has(column)) fail(`${where} blind index "${column}"`, notColumn);
+  }
+  for (const [relation, foreignKey] of Object.entries(model.foreignKeys)) {
+    for (const column of foreignKey) {
+      if (!has(column)) {
+        fail(`${where} relation "${relation}"`, `foreign key column "${column}" is ${notColumn}`);
       }
     }
   }
@@ -337,21 +369,26 @@ function blindIndexColumnRule(type: string, isList: boolean): string | undefined
 }
 
 /**
- * The column types a descriptor needs, checked against those of its client: an encrypted field's
- * column holds its ciphertext (a String column for text storage, Bytes for bytes), a blind index
+ * The columns a descriptor names and the types it needs, checked against those of its client:
+ * every column it names must be one of its model's scalar fields (a misspelt encrypted field
+ * would be written in plaintext; a relation field holds no value), an encrypted field's column
+ * holds its ciphertext (a String column for text storage, Bytes for bytes), a blind index
  * column base64url text. Schema text and the type generator apply the same rules to the schema's
- * own types. `columnType` gives undefined for a column it does not know, which is not checked
- * here (`checkColumns` is).
+ * own types. `columnsOf` gives a model's columns by name, or undefined for a model the client
+ * lacks, which is not checked here (`checkColumns` with `checkAgainst` is).
  * @throws ValidationException naming the model and field.
  */
 export function checkColumnTypes(
   models: SchemaDescriptor,
-  columnType: (model: string, column: string) => ColumnType | undefined,
+  columnsOf: (model: string) => ((column: string) => ColumnType | undefined) | undefined,
 ): void {
   for (const model of Object.values(models)) {
+    const columnType = columnsOf(model.name);
+    if (columnType === undefined) continue;
+    checkModelColumns(model, (column) => columnType(column) !== undefined);
+    // Every column named is the client's from here on.
     for (const [field, spec] of Object.entries(model.encrypted)) {
-      const column = columnType(model.name, field);
-      if (column === undefined) continue;
+      const column = columnType(field) as ColumnType;
       const where = `model "${model.name}" field "${field}"`;
       const rule = encryptedColumnRule(column.typeName, column.isList);
       if (rule !== undefined) fail(where, rule);
@@ -361,8 +398,8 @@ export function checkColumnTypes(
       }
     }
     for (const index of Object.keys(model.blindIndexes)) {
-      const column = columnType(model.name, index);
-      const rule = column && blindIndexColumnRule(column.typeName, column.isList);
+      const column = columnType(index) as ColumnType;
+      const rule = blindIndexColumnRule(column.typeName, column.isList);
       if (rule !== undefined) fail(`model "${model.name}" field "${index}"`, rule);
     }
   }
@@ -481,6 +518,8 @@ export interface AnnotatedField {
   readonly doc: readonly string[];
   /** For a relation field, the columns its `@relation(fields: […])` names (none: the other side). */
   readonly foreignKey?: readonly string[];
+  /** For a relation field, the name of its relation (explicit or Prisma's default). */
+  readonly relationName?: string;
 }
 
 export interface AnnotatedModel {
@@ -505,6 +544,7 @@ export function configFromAnnotations(
     const blindIndexes: Record<string, BlindIndexConfig> = {};
     const relations: Record<string, string> = {};
     const foreignKeys: Record<string, readonly string[]> = {};
+    const links: Record<string, string> = {};
     // `@kms.context(tenantId)`, `(scope: clinic)`, `(row: a b)`: the same grammar on a model and
     // on an encrypted field; `checkColumns` checks that the columns it names are the model's own.
     const readContext = (where: string, annotations: readonly Annotation[]) => {
@@ -532,6 +572,7 @@ export function configFromAnnotations(
         if (field.foreignKey !== undefined && field.foreignKey.length > 0) {
           foreignKeys[field.name] = [...field.foreignKey];
         }
+        if (field.relationName !== undefined) links[field.name] = field.relationName;
       }
       const annotations = parseAnnotations(field.doc, where);
       const contextAnnotations = annotations.filter((a) => a.name === "context");
@@ -577,6 +618,7 @@ export function configFromAnnotations(
       blindIndexes,
       relations,
       ...(Object.keys(foreignKeys).length === 0 ? {} : { foreignKeys }),
+      ...(Object.keys(links).length === 0 ? {} : { links }),
       context: { fromRow, fromScope },
     };
   }
@@ -596,6 +638,9 @@ export function annotatedColumns(models: readonly AnnotatedModel[]): ModelColumn
 
 /** The models of a schema.prisma text with their `///` lines; other blocks are skipped. */
 function readModels(schema: string): AnnotatedModel[] {
+  const modelNames = new Set(
+    [...schema.matchAll(/^\s*model\s+(\w+)\s*\{/gm)].map((m) => m[1] as string),
+  );
   const models: AnnotatedModel[] = [];
   let doc: string[] = [];
   let current: { name: string; doc: string[]; fields: AnnotatedField[] } | undefined;
@@ -636,6 +681,13 @@ function readModels(schema: string): AnnotatedModel[] {
         ?.split(",")
         .map((f) => f.trim())
         .filter((f) => f !== "");
+      // `@relation("Watchers", …)` or `@relation(name: "Watchers", …)`; Prisma's default is the
+      // two model names in order joined by "To".
+      const args = /@relation\(([^)]*)\)/.exec(code)?.[1] ?? "";
+      const named = (/^\s*"([^"]*)"/.exec(args) ?? /\bname\s*:\s*"([^"]*)"/.exec(args))?.[1];
+      const relationName = !modelNames.has(type)
+        ? undefined
+        : (named ?? [current.name, type].sort().join("To"));
       current.fields.push({
         name,
         type,
@@ -643,6 +695,7 @@ function readModels(schema: string): AnnotatedModel[] {
         ...(list === undefined ? {} : { list: true }),
         doc,
         ...(foreignKey === undefined ? {} : { foreignKey }),
+        ...(relationName === undefined ? {} : { relationName }),
       });
     }
     doc = [];

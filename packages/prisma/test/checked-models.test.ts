@@ -2,9 +2,10 @@ import { createKms, ValidationError } from "@kms/core";
 import { PrismaBetterSqlite3 } from "@prisma/adapter-better-sqlite3";
 import { describe, expect, test } from "vitest";
 import { defineModels, fieldEncryption, type ModelConfig, parseSchema } from "../src/index.ts";
-import { sqliteTest } from "./backends.ts";
+import { schemaText, sqliteTest } from "./backends.ts";
 import { Prisma as BrowserPrisma } from "./generated/browser.ts";
 import { Prisma, PrismaClient } from "./generated/client.ts";
+import { kmsSchema } from "./generated/kms/kms-schema.ts";
 
 /** The test schema's Chart model (test/prisma/schema.prisma), as typed configuration. */
 const chart = {
@@ -248,7 +249,62 @@ model Invoice {
     expect(parsed.Tenant?.foreignKeys).toEqual({});
   });
 
+  test("schema text names each relation as Prisma does, so each side finds its pair", () => {
+    const parsed = parseSchema(`model Tenant {
+  id       String    @id
+  invoices Invoice[]
+  watching Invoice[] @relation("Watchers")
+  billed   Invoice[] @relation(name: "Billing")
+}
+
+/// @kms.context(tenantId)
+model Invoice {
+  id         Int      @id
+  tenantId   String
+  tenant     Tenant   @relation(fields: [tenantId], references: [id])
+  billedToId String?
+  billedTo   Tenant?  @relation(fields: [billedToId], references: [id], name: "Billing")
+  watchers   Tenant[] @relation("Watchers")
+  parentId   Int?
+  parent     Invoice? @relation("Revisions", fields: [parentId], references: [id])
+  revisions  Invoice[] @relation("Revisions")
+  /// @kms.encrypted
+  memo       String
+}`);
+    expect(parsed.Tenant?.links).toEqual({
+      invoices: "InvoiceToTenant",
+      watching: "Watchers",
+      billed: "Billing",
+    });
+    expect(parsed.Invoice?.links).toEqual({
+      tenant: "InvoiceToTenant",
+      billedTo: "Billing",
+      watchers: "Watchers",
+      parent: "Revisions",
+      revisions: "Revisions",
+    });
+    // The generator reads Prisma's own names: the test schema's agree with schema text's.
+    const fromText = parseSchema(schemaText);
+    for (const [name, model] of Object.entries(kmsSchema)) {
+      expect(model.links, name).toEqual(fromText[name]?.links);
+    }
+    expect(kmsSchema.Tenant?.links).toEqual({
+      invoices: "InvoiceToTenant",
+      watching: "InvoiceWatchers",
+    });
+  });
+
   const invalid: [string, ModelConfig, string][] = [
+    [
+      "a link of a relation not in relations",
+      { links: { owner: "ChartToUser" } },
+      'model "Chart" relation "owner": a link needs the relation in "relations"',
+    ],
+    [
+      "a link that is not a name",
+      { relations: { owner: "User" }, links: { owner: "" } },
+      'model "Chart" relation "owner": links must name relations',
+    ],
     [
       "a foreign key of a relation not in relations",
       { foreignKeys: { owner: ["ownerId"] } },
@@ -294,27 +350,54 @@ model Invoice {
     ).toBe('model "Chart" field "noteIdx": a blind index column must be a String');
   });
 
+  /** The refusal of applying the extension with `schema`, checked to come before any query. */
+  async function refusedWhenApplied(schema: ReturnType<typeof defineModels>): Promise<string> {
+    let queries = 0;
+    const base = new PrismaClient({
+      adapter: new PrismaBetterSqlite3({ url: "file:/nonexistent/kms-prisma/never.db" }),
+    }).$extends({
+      query: {
+        $allOperations({ args, query }) {
+          queries += 1;
+          return query(args);
+        },
+      },
+    });
+    const kms = await createKms();
+    const { keyMetadata } = await kms.createKey();
+    const message = refusal(() =>
+      base.$extends(fieldEncryption({ kms, keyId: keyMetadata.keyId, schema })),
+    );
+    expect(queries).toBe(0);
+    return message;
+  }
+
   test.each(wrongColumnTypes)(
     "%s passes checkAgainst and is refused when the extension is applied, before any query",
     async (_label, models, message) => {
-      const schema = checked(models);
-      let queries = 0;
-      const base = new PrismaClient({
-        adapter: new PrismaBetterSqlite3({ url: "file:/nonexistent/kms-prisma/never.db" }),
-      }).$extends({
-        query: {
-          $allOperations({ args, query }) {
-            queries += 1;
-            return query(args);
-          },
-        },
-      });
-      const kms = await createKms();
-      const { keyMetadata } = await kms.createKey();
-      expect(
-        refusal(() => base.$extends(fieldEncryption({ kms, keyId: keyMetadata.keyId, schema }))),
-      ).toBe(message);
-      expect(queries).toBe(0);
+      expect(await refusedWhenApplied(checked(models))).toBe(message);
+    },
+  );
+
+  // Unchecked, `defineModels` cannot see the columns; the client's field references can. A
+  // misspelt encrypted field would otherwise be written in plaintext, and a relation field holds
+  // no value to encrypt.
+  const unknownColumns: (readonly [string, Readonly<Record<string, ModelConfig>>, string])[] = [
+    [
+      "a relation field as an encrypted field",
+      { Chart: { ...chart, encrypted: { ...chart.encrypted, owner: {} } } },
+      'model "Chart" field "owner": not a column of Chart',
+    ],
+    ...refusedConfigOnly.filter(([, , message]) => message.includes("not a column")),
+    ...refusedAsInSchemaText
+      .filter(([, , , message]) => message.includes("not a column"))
+      .map(([label, models, , message]) => [label, models, message] as const),
+  ];
+  test.each(unknownColumns)(
+    "%s, unchecked by defineModels, is refused when the extension is applied",
+    async (_label, models, message) => {
+      expect(() => defineModels(models)).not.toThrow();
+      expect(await refusedWhenApplied(defineModels(models))).toBe(message);
     },
   );
 });

@@ -35,6 +35,7 @@ export const typed = defineModels({
     },
     relations: { owner: "User" },
     foreignKeys: { owner: ["ownerId"] },
+    links: { owner: "ChartToUser" },
     context: { fromRow: ["tenantId"] },
   },
 });

@@ -18,6 +18,7 @@ import {
   PrismaDataKeyStore,
   parseSchema,
   prismaReencryptSource,
+  type SchemaDescriptor,
 } from "../src/index.ts";
 import { schemaText, type TestDatabase } from "./backends.ts";
 import { Prisma } from "./generated/client.ts";
@@ -719,6 +720,211 @@ export function describeFieldEncryption(
       expect(tenant.invoices.map((i) => i.memo)).toEqual(["m2"]);
     });
 
+    test("a relation write that changes a context column goes through when every value bound to it is written null", async () => {
+      await db.prisma.tenant.createMany({
+        data: [
+          { id: "t1", name: "One" },
+          { id: "t2", name: "Two" },
+        ],
+      });
+      // A create whose bound values are all null seals nothing: the foreign key may set the
+      // column (a form sends null for its empty fields).
+      const created = await prisma.invoice.create({
+        data: { tenant: { connect: { id: "t1" } }, memo: null, in: null },
+      });
+      expect(created).toMatchObject({ tenantId: "t1", memo: null, in: null });
+      const invoice = await prisma.invoice.create({
+        data: { tenantId: "t1", memo: "secret memo", in: "IN-1", equals: "EQ-1" },
+      });
+      const where = { id: invoice.id, tenantId: "t1" };
+      // Values left as they are, or written, would stay sealed under the old tenant.
+      const refused: (() => Promise<unknown>)[] = [
+        () =>
+          prisma.invoice.update({
+            where,
+            data: { tenant: { connect: { id: "t2" } }, memo: null, in: null },
+          }),
+        () =>
+          prisma.invoice.update({
+            where,
+            data: { tenant: { connect: { id: "t2" } }, memo: "m", in: null, equals: null },
+          }),
+        () => prisma.invoice.create({ data: { tenant: { connect: { id: "t1" } }, memo: "m" } }),
+      ];
+      for (const run of refused) {
+        await expect(run(), String(run)).rejects.toThrow(
+          /Invoice\.tenant: "connect" would change tenantId without re-encrypting/,
+        );
+      }
+      // Clearing every one of them leaves nothing to orphan, as writing the column itself does.
+      const moved = await prisma.invoice.update({
+        where,
+        data: { tenant: { connect: { id: "t2" } }, memo: null, in: { set: null }, equals: null },
+      });
+      expect(moved).toMatchObject({ tenantId: "t2", memo: null, in: null, equals: null });
+      // A line created in the same write takes no tenant from the invoice's where: the
+      // connect changes it.
+      await expect(
+        prisma.invoice.update({
+          where: { id: invoice.id, tenantId: "t2" },
+          data: {
+            tenant: { connect: { id: "t1" } },
+            memo: null,
+            in: null,
+            equals: null,
+            lines: { create: { number: 1, text: "line" } },
+          },
+        }),
+      ).rejects.toThrow(/InvoiceLine binds encrypted fields to tenantId/);
+      expect(await db.prisma.invoiceLine.count()).toBe(0);
+    });
+
+    test("a nullable foreign key that is a context column is disconnected as the column is set to null", async () => {
+      // Drafts bound to their author: `authorId` is the context column and the foreign key of
+      // the optional `author` relation.
+      const byAuthor: SchemaDescriptor = {
+        ...parseSchema(schemaText),
+        ...defineModels({
+          Draft: {
+            encrypted: { body: {} },
+            relations: { author: "User", parent: "Draft", revisions: "Draft" },
+            foreignKeys: { author: ["authorId"], parent: ["parentId"] },
+            context: { fromRow: ["authorId"] },
+          },
+        }),
+      };
+      const bound = extend({ schema: byAuthor });
+      const user = await bound.user.create({ data: { tenantId: "t1", email: "a@x" } });
+      const draft = await bound.draft.create({ data: { authorId: user.id, body: "secret" } });
+      const where = { id: draft.id, authorId: user.id };
+      await expect(
+        bound.draft.update({ where, data: { author: { disconnect: true } } }),
+      ).rejects.toThrow(/Draft\.author: "disconnect" would change authorId/);
+      await expect(
+        bound.draft.update({ where, data: { author: { disconnect: true }, body: "x" } }),
+      ).rejects.toThrow(/Draft\.author: "disconnect" would change authorId/);
+      expect(await bound.draft.findUniqueOrThrow({ where: { id: draft.id } })).toMatchObject({
+        authorId: user.id,
+        body: "secret",
+      });
+      const cleared = await bound.draft.update({
+        where,
+        data: { author: { disconnect: true }, body: null },
+      });
+      expect(cleared).toMatchObject({ authorId: null, body: null });
+    });
+
+    test("a nested create takes from its parent only the context columns its foreign key holds", async () => {
+      const user = await prisma.user.create({ data: { tenantId: "t1", email: "a@x" } });
+      const draft = await prisma.draft.create({
+        data: { tenantId: "t1", body: "kept", authorId: user.id },
+      });
+      // A draft's tenant is no part of its foreign key to its author or its parent: created
+      // through either, it would hold no tenant and values sealed under the parent's.
+      const refused: (() => Promise<unknown>)[] = [
+        () =>
+          prisma.user.update({
+            where: { id: user.id, tenantId: "t1" },
+            data: { drafts: { create: { body: "x" } } },
+          }),
+        () =>
+          prisma.user.update({
+            where: { id: user.id, tenantId: "t1" },
+            data: { drafts: { createMany: { data: [{ body: "x" }] } } },
+          }),
+        () =>
+          prisma.user.update({
+            where: { id: user.id, tenantId: "t1" },
+            data: {
+              drafts: { connectOrCreate: { where: { id: 999_999 }, create: { body: "x" } } },
+            },
+          }),
+        () =>
+          prisma.user.create({
+            data: { tenantId: "t1", email: "b@x", drafts: { create: { body: "x" } } },
+          }),
+        () =>
+          prisma.draft.update({
+            where: { id: draft.id, tenantId: "t1" },
+            data: { revisions: { create: { body: "x" } } },
+          }),
+      ];
+      for (const run of refused) {
+        const error = await run().then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(error, String(run)).toBeInstanceOf(ValidationError);
+        expect((error as Error).message, String(run)).toMatch(
+          /Draft binds encrypted fields to tenantId: include it in the data/,
+        );
+      }
+      expect(await db.prisma.draft.count()).toBe(1);
+      // With its own tenant, or with nothing to seal, it is created.
+      const revised = await prisma.draft.update({
+        where: { id: draft.id, tenantId: "t1" },
+        data: { revisions: { create: [{ tenantId: "t1", body: "rev" }, { body: null }] } },
+        include: { revisions: { orderBy: { id: "asc" } } },
+      });
+      expect(revised.revisions).toMatchObject([
+        { tenantId: "t1", body: "rev" },
+        { tenantId: null, body: null },
+      ]);
+      // An invoice line's tenant is part of its foreign key to the invoice: Prisma sets it from
+      // the invoice, so the line takes the invoice's tenant.
+      await db.prisma.tenant.create({ data: { id: "t1", name: "One" } });
+      const invoice = await prisma.invoice.create({
+        data: { tenantId: "t1", memo: "m", lines: { create: { number: 1, text: "first line" } } },
+      });
+      await prisma.invoice.update({
+        where: { tenantId_id: { tenantId: "t1", id: invoice.id } },
+        data: { lines: { createMany: { data: [{ number: 2, text: "second line" }] } } },
+      });
+      const lines = await prisma.invoiceLine.findMany({ orderBy: { number: "asc" } });
+      expect(lines.map((l) => [l.tenantId, l.text])).toEqual([
+        ["t1", "first line"],
+        ["t1", "second line"],
+      ]);
+      expect(String((await db.prisma.invoiceLine.findFirstOrThrow()).text)).toMatch(/^kms1:/);
+    });
+
+    test("writes through an implicit many-to-many are not taken for moves through a foreign key", async () => {
+      await db.prisma.tenant.createMany({
+        data: [
+          { id: "t1", name: "One" },
+          { id: "t2", name: "Two" },
+        ],
+      });
+      const invoice = await prisma.invoice.create({
+        data: { tenantId: "t1", memo: "secret memo" },
+      });
+      // `watching` and `tenant.invoices` both join tenants to invoices; only the latter sets an
+      // invoice's `tenantId`.
+      await prisma.tenant.update({
+        where: { id: "t2" },
+        data: { watching: { connect: { id: invoice.id } } },
+      });
+      await prisma.tenant.update({
+        where: { id: "t1" },
+        data: { watching: { set: [{ id: invoice.id }] } },
+      });
+      await prisma.tenant.update({
+        where: { id: "t1" },
+        data: { watching: { disconnect: { id: invoice.id } } },
+      });
+      const watched = await prisma.tenant.findUniqueOrThrow({
+        where: { id: "t2" },
+        include: { watching: true },
+      });
+      expect(watched.watching.map((i) => [i.tenantId, i.memo])).toEqual([["t1", "secret memo"]]);
+      await expect(
+        prisma.tenant.update({
+          where: { id: "t2" },
+          data: { invoices: { connect: { id: invoice.id } } },
+        }),
+      ).rejects.toThrow(/Tenant\.invoices: "connect" would move Invoice rows to another tenantId/);
+    });
+
     test("a context column set to null binds no values: every write that would seal under it is refused", async () => {
       const user = await prisma.user.create({ data: { tenantId: "t1", email: "a@x" } });
       const draft = await prisma.draft.create({
@@ -883,6 +1089,58 @@ export function describeFieldEncryption(
       expect(
         await prisma.draft.findUniqueOrThrow({ where: { id: created.id, tenantId: "t7" } }),
       ).toMatchObject({ body: "b7", reply: "r7" });
+    });
+
+    test("an upsert's create is bound to its own data only: Prisma copies nothing from the where", async () => {
+      // The where pins tenant and thread, but the created row holds neither (both columns are
+      // nullable): values sealed under the where's would never decrypt, not even in the
+      // upsert's own result.
+      const refused: [() => Promise<unknown>, RegExp][] = [
+        [
+          () =>
+            prisma.draft.upsert({
+              where: { id: 999_999, tenantId: "t1" },
+              create: { body: "x" },
+              update: {},
+            }),
+          /Draft binds encrypted fields to tenantId: include it in the data/,
+        ],
+        [
+          () =>
+            prisma.draft.upsert({
+              where: { id: 999_999, tenantId: "t1", threadId: "th1" },
+              create: { tenantId: "t1", reply: "x" },
+              update: {},
+            }),
+          /Draft\.reply binds its values to threadId: include threadId in the data/,
+        ],
+      ];
+      for (const [run, message] of refused) {
+        const error = await run().then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(error, String(run)).toBeInstanceOf(ValidationError);
+        expect((error as Error).message, String(run)).toMatch(message);
+      }
+      expect(await db.prisma.draft.count()).toBe(0);
+      // The where still gives the update's context; the create gives its own.
+      const created = await prisma.draft.upsert({
+        where: { id: 999_999, tenantId: "t1", threadId: "th1" },
+        create: { tenantId: "t2", threadId: "th2", body: "b", reply: "r" },
+        update: { body: "never" },
+      });
+      expect(await prisma.draft.findUniqueOrThrow({ where: { id: created.id } })).toMatchObject({
+        tenantId: "t2",
+        body: "b",
+        reply: "r",
+      });
+      const updated = await prisma.draft.upsert({
+        where: { id: created.id, tenantId: "t2", threadId: "th2" },
+        create: { tenantId: "t9" },
+        update: { body: "b2", reply: "r2" },
+      });
+      expect(updated).toMatchObject({ tenantId: "t2", body: "b2", reply: "r2" });
     });
 
     test("models bound to the ambient context need it and are bound to it", async () => {

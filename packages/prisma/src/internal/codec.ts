@@ -272,8 +272,9 @@ export class Codec {
 
   /**
    * Encrypts a write's data in place, walking nested writes of related models. `where` is an
-   * update's; `rowSources` hold more of the row's own columns (the row an update read first,
-   * the where of an upsert's create), read for the columns fields add to the context.
+   * update's; `rowSources` hold more of the row's own columns (the row an update read first),
+   * read for the columns fields add to the context. A create has only its data: a row is
+   * created with what the data holds, never with the columns of a where beside it.
    */
   async writeData(
     model: ModelDescriptor,
@@ -286,7 +287,8 @@ export class Codec {
       if (column in data)
         reject(`${model.name}.${column} is a blind index: it is computed, not written`);
     }
-    refuseRelinking(model, data, where !== undefined);
+    // Columns a relation write sets through their foreign key, where that is let through.
+    const relinked = refuseRelinking(model, data, where !== undefined);
     // As in Prisma, a key holding `undefined` writes nothing (`{ ...input }` with optional
     // fields left out): it neither changes a context column nor needs a value encrypted.
     const touchesContext = model.context.fromRow.some((k) => data[k] !== undefined);
@@ -380,9 +382,15 @@ export class Codec {
       if (model.foreignKeys[relation] === undefined) {
         refuseMoving(model, relation, targetModel, nested);
       }
-      // A created row takes its parent's context only if the parent keeps one.
-      const parentCtx = model.context.fromRow.some((k) => nulled.includes(k)) ? undefined : ctx;
-      await this.nestedWrites(targetModel, nested, parentCtx);
+      // A created row takes its parent's context only if the parent keeps it.
+      const parentCtx = model.context.fromRow.some((k) => nulled.includes(k) || relinked.has(k))
+        ? undefined
+        : ctx;
+      await this.nestedWrites(
+        targetModel,
+        nested,
+        inheritedContext(model, relation, targetModel, parentCtx),
+      );
     }
   }
 
@@ -844,6 +852,32 @@ function writesNull(value: unknown): boolean {
   );
 }
 
+/**
+ * What a row created through `relation` of `model` takes from its parent's context `ctx`: the
+ * columns Prisma fills in from the parent, those of the created row's foreign key back to `model`
+ * (`@relation(fields: [tenantId, invoiceId], references: [tenantId, id])`). A column that key
+ * does not hold stays as the data leaves it, null or its default, and values sealed under the
+ * parent's value would not decrypt in the row: such a column must be in the created row's data.
+ * When the foreign key is the parent's (`author: { create }` from a post) none is taken; when
+ * neither side records one (a `defineModels` configuration without `foreignKeys`), all of them.
+ */
+function inheritedContext(
+  model: ModelDescriptor,
+  relation: string,
+  target: ModelDescriptor,
+  ctx: Ctx | undefined,
+): Ctx | undefined {
+  if (ctx === undefined || model.foreignKeys[relation] !== undefined) return undefined;
+  const keys = keysBack(model, relation, target);
+  // Neither a foreign key back nor the relation's name: a configuration that records neither.
+  if (keys.length === 0 && model.links[relation] === undefined) return ctx;
+  const out: Ctx = {};
+  for (const [key, value] of Object.entries(ctx)) {
+    if (keys.some((foreignKey) => foreignKey.includes(key))) out[key] = value;
+  }
+  return out;
+}
+
 /** `record[key]` if it is the record's own (not `toString` or `constructor` of its prototype). */
 function ownValue<T>(record: Readonly<Record<string, T>>, key: string): T | undefined {
   return Object.hasOwn(record, key) ? record[key] : undefined;
@@ -880,29 +914,65 @@ function firstWrite(nested: Json, ops: readonly string[]): string | undefined {
  * stay sealed under the old one (or, on a create, under the context the extension chose without
  * seeing the column), so they would no longer decrypt. Refused in an update, and in a create
  * that writes values bound to the column; the column itself, in the data, is handled as usual.
+ * Null values are sealed under nothing: an update that writes null to every field bound to the
+ * column (as when it writes the column itself to null) and a create whose values bound to it are
+ * all null leave nothing to orphan, and go through. Returns the columns such writes set.
  */
-function refuseRelinking(model: ModelDescriptor, data: Json, update: boolean): void {
+function refuseRelinking(model: ModelDescriptor, data: Json, update: boolean): Set<string> {
+  const relinked = new Set<string>();
   for (const [relation, foreignKey] of Object.entries(model.foreignKeys)) {
     const nested = data[relation];
     if (!isObject(nested)) continue;
     const columns = boundColumns(model, foreignKey);
     if (columns.length === 0) continue;
-    const fields = fieldsBoundTo(model, columns);
-    if (!update && !fields.some((f) => data[f] !== undefined)) continue;
     const op = firstWrite(nested, RELINKING);
     if (op === undefined) continue;
-    reject(
-      `${model.name}.${relation}: "${op}" would change ${columns.join(", ")} without re-encrypting the values bound to it (${fields.join(", ")}), which would no longer decrypt; write ${columns.join(", ")} itself in the data, with ${fields.join(", ")} in the same write`,
-    );
+    const fields = fieldsBoundTo(model, columns);
+    // A value written here would be sealed without the new column; in an update, one left
+    // alone stays sealed under the old.
+    const orphaned = fields.filter((f) => (data[f] === undefined ? update : !writesNull(data[f])));
+    if (orphaned.length > 0) {
+      reject(
+        `${model.name}.${relation}: "${op}" would change ${columns.join(", ")} without re-encrypting the values bound to it (${fields.join(", ")}), which would no longer decrypt; write ${columns.join(", ")} itself in the data, with ${fields.join(", ")} in the same write, or write null to ${fields.join(", ")}`,
+      );
+    }
+    for (const column of columns) relinked.add(column);
   }
+  return relinked;
+}
+
+/**
+ * The foreign keys of `target` that a write through `relation` of `model` may set: those of
+ * every relation back to `model` but the ones whose name (`links`) pairs them with another of
+ * `model`'s relations. An implicit many-to-many beside a foreign key (`watching` beside
+ * `invoices`) sets none: its keys are in a table of Prisma's.
+ */
+function keysBack(
+  model: ModelDescriptor,
+  relation: string,
+  target: ModelDescriptor,
+): (readonly string[])[] {
+  const link = model.links[relation];
+  const others = new Set(
+    Object.keys(model.relations)
+      .filter((r) => r !== relation && model.relations[r] === target.name)
+      .map((r) => model.links[r]),
+  );
+  return Object.entries(target.foreignKeys)
+    .filter(([back]) => target.relations[back] === model.name)
+    .filter(([back]) => {
+      const name = target.links[back];
+      return name === undefined || name === link || !others.has(name);
+    })
+    .map(([, foreignKey]) => foreignKey);
 }
 
 /**
  * The other side of `refuseRelinking`: a write through `relation` of `model` (`tenant.update({
  * data: { invoices: { connect } } })`) that sets the related rows' foreign key, when that
  * includes a column their values are bound to, moves existing rows to another context without
- * re-encrypting them. Which of the related model's relations back to `model` is the pair of
- * `relation` is not recorded, so any of them with such a foreign key counts.
+ * re-encrypting them. The relation back is the one with the same name (`links`); without names,
+ * any relation back to `model` with such a foreign key counts.
  */
 function refuseMoving(
   model: ModelDescriptor,
@@ -912,9 +982,7 @@ function refuseMoving(
 ): void {
   const op = firstWrite(nested, MOVING);
   if (op === undefined) return;
-  const columns = Object.entries(target.foreignKeys)
-    .filter(([back]) => target.relations[back] === model.name)
-    .flatMap(([, foreignKey]) => boundColumns(target, foreignKey));
+  const columns = keysBack(model, relation, target).flatMap((key) => boundColumns(target, key));
   if (columns.length === 0) return;
   const fields = fieldsBoundTo(target, columns);
   reject(

@@ -60,6 +60,21 @@ CREATE TABLE "Invoice" (
 );
 CREATE UNIQUE INDEX "Invoice_tenantId_in_key" ON "Invoice"("tenantId", "in");
 CREATE UNIQUE INDEX "Invoice_in_equals_key" ON "Invoice"("in", "equals");
+CREATE UNIQUE INDEX "Invoice_tenantId_id_key" ON "Invoice"("tenantId", "id");
+CREATE TABLE "InvoiceLine" (
+  "tenantId" TEXT NOT NULL,
+  "number" INTEGER NOT NULL,
+  "invoiceId" INTEGER NOT NULL,
+  "text" TEXT,
+  PRIMARY KEY ("tenantId", "number"),
+  FOREIGN KEY ("tenantId", "invoiceId") REFERENCES "Invoice" ("tenantId", "id") ON DELETE RESTRICT ON UPDATE CASCADE
+);
+CREATE TABLE "_InvoiceWatchers" (
+  "A" INTEGER NOT NULL REFERENCES "Invoice" ("id") ON DELETE CASCADE ON UPDATE CASCADE,
+  "B" TEXT NOT NULL REFERENCES "Tenant" ("id") ON DELETE CASCADE ON UPDATE CASCADE,
+  PRIMARY KEY ("A", "B")
+);
+CREATE INDEX "_InvoiceWatchers_B_index" ON "_InvoiceWatchers"("B");
 CREATE TABLE "Audit" (
   "id" SERIAL PRIMARY KEY,
   "message" TEXT NOT NULL

@@ -62,6 +62,23 @@ CREATE TABLE "Invoice" (
 );
 CREATE UNIQUE INDEX "Invoice_tenantId_in_key" ON "Invoice"("tenantId", "in");
 CREATE UNIQUE INDEX "Invoice_in_equals_key" ON "Invoice"("in", "equals");
+CREATE UNIQUE INDEX "Invoice_tenantId_id_key" ON "Invoice"("tenantId", "id");
+CREATE TABLE "InvoiceLine" (
+  "tenantId" TEXT NOT NULL,
+  "number" INTEGER NOT NULL,
+  "invoiceId" INTEGER NOT NULL,
+  "text" TEXT,
+  PRIMARY KEY ("tenantId", "number"),
+  CONSTRAINT "InvoiceLine_tenantId_invoiceId_fkey" FOREIGN KEY ("tenantId", "invoiceId") REFERENCES "Invoice" ("tenantId", "id") ON DELETE RESTRICT ON UPDATE CASCADE
+);
+CREATE TABLE "_InvoiceWatchers" (
+  "A" INTEGER NOT NULL,
+  "B" TEXT NOT NULL,
+  CONSTRAINT "_InvoiceWatchers_A_fkey" FOREIGN KEY ("A") REFERENCES "Invoice" ("id") ON DELETE CASCADE ON UPDATE CASCADE,
+  CONSTRAINT "_InvoiceWatchers_B_fkey" FOREIGN KEY ("B") REFERENCES "Tenant" ("id") ON DELETE CASCADE ON UPDATE CASCADE
+);
+CREATE UNIQUE INDEX "_InvoiceWatchers_AB_unique" ON "_InvoiceWatchers"("A", "B");
+CREATE INDEX "_InvoiceWatchers_B_index" ON "_InvoiceWatchers"("B");
 CREATE TABLE "Audit" (
   "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
   "message" TEXT NOT NULL
