@@ -51,8 +51,9 @@ interface CommonOptions {
   /**
    * Longest time a record cached by this instance may lag behind a change another instance
    * committed, in ms. Changes normally arrive within milliseconds by LISTEN/NOTIFY; the change
-   * counter is polled every `maxStalenessMs / 2` in case a notification was missed, and cached
-   * records are not served at all while that poll has not succeeded for `maxStalenessMs`.
+   * counter is polled every `maxStalenessMs / 2` (at most 2^31 - 1 ms, Node's longest timer)
+   * in case a notification was missed, and cached records are not served at all while that
+   * poll has not succeeded for `maxStalenessMs`.
    * @defaultValue 1000
    */
   readonly maxStalenessMs?: number;

@@ -1,9 +1,10 @@
 import { randomBytes } from "node:crypto";
-import { createKms } from "@kms/core";
+import { createKms, KmsInternalError } from "@kms/core";
 import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import { PostgresAuditSink, PostgresKeyStore } from "../src/index.ts";
 import { dropSchema, randomSchema, target } from "./fixtures/database.ts";
+import { MIGRATIONS_TABLE, RELEASED_MIGRATIONS } from "./fixtures/old-schemas.ts";
 
 const ROOT = new Uint8Array(32).fill(8);
 
@@ -67,6 +68,49 @@ describe.skipIf(target.skipReason !== undefined)("the privileges PostgresKeyStor
       `GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "${schema}" TO ${app.name}`,
     );
     await useAs(app.url, schema);
+  });
+
+  it("a role with only USAGE and DML on a schema that needs a migration is told so, and nothing changes", async () => {
+    const client = await admin();
+    const schema = randomSchema("priv");
+    cleanups.push(() => dropSchema(schema));
+    // The schema as the release at version 2 left it (no seal columns).
+    const s = `"${schema}"`;
+    await client.query(`CREATE SCHEMA ${s}`);
+    await client.query(MIGRATIONS_TABLE(s));
+    for (const [i, migration] of RELEASED_MIGRATIONS.slice(0, 2).entries()) {
+      await client.query(migration(s, `kms_${schema}`));
+      await client.query(`INSERT INTO ${s}.kms_schema_migrations (version) VALUES ($1)`, [i + 1]);
+    }
+    const app = await role(client);
+    await client.query(`GRANT USAGE ON SCHEMA ${s} TO ${app.name}`);
+    await client.query(
+      `GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ${s} TO ${app.name}`,
+    );
+
+    for (const open of [
+      () => PostgresKeyStore.open({ connectionString: app.url, schema }),
+      () => PostgresAuditSink.open({ connectionString: app.url, schema }),
+    ]) {
+      const failure = await open().then(
+        async (opened) => {
+          await opened.close();
+          return undefined;
+        },
+        (error: unknown) => error,
+      );
+      expect(failure).toBeInstanceOf(KmsInternalError);
+      const message = (failure as Error).message;
+      // Which migration, from which version, the SQLSTATE, and what to do about it.
+      expect(message).toMatch(/schema version 2/);
+      expect(message).toMatch(/migration 3/);
+      expect(message).toMatch(/42501/);
+      expect(message).toMatch(/owner/);
+    }
+    const { rows } = await client.query<{ version: number }>(
+      `SELECT max(version) AS version FROM ${s}.kms_schema_migrations`,
+    );
+    expect(rows[0]!.version).toBe(2);
   });
 
   it("a role that owns an empty schema, without CREATE on the database, creates its tables", async () => {

@@ -90,6 +90,29 @@ describe.skipIf(target.skipReason !== undefined)("PostgresKeyStore cache across 
     expect(keyReads.length).toBeLessThanOrEqual(2);
   });
 
+  it("polls no more often than maxStalenessMs / 2 when that is longer than a timer can wait", async () => {
+    // setInterval caps its delay at 2^31 - 1 ms and, past that, fires every millisecond.
+    const schema = randomSchema("stale");
+    cleanups.push(() => dropSchema(schema));
+    const pool = new pg.Pool({ connectionString: target.url! });
+    cleanups.push(() => pool.end());
+    let polls = 0;
+    const query = pool.query.bind(pool);
+    pool.query = ((config: unknown, ...rest: unknown[]) => {
+      if ((config as { text?: string } | undefined)?.text?.startsWith("SELECT counter")) polls++;
+      return (query as (...args: unknown[]) => unknown)(config, ...rest);
+    }) as typeof pool.query;
+    const store = await PostgresKeyStore.open({
+      pool,
+      schema,
+      maxStalenessMs: Number.MAX_SAFE_INTEGER,
+    });
+    cleanups.push(() => store.close());
+    const afterOpen = polls;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(polls - afterOpen).toBe(0);
+  });
+
   it("deleteKey drops the aliases of the key this instance has cached, at once", async () => {
     const schema = randomSchema("stale");
     cleanups.push(() => dropSchema(schema));

@@ -47,8 +47,9 @@ interface HeadRow {
  * batch is stored or none. `write` (pre-chained events) refuses events that do not extend the
  * head, so no writer can fork the chain.
  * @throws KMSInternalException when SQLite fails (cause attached; the constructor too, e.g. for
- * a file that is not a database), when written events do not extend the head, when the sink is
- * closed, or when a caller's database is inside a transaction the sink did not start.
+ * a file that is not a database, or a `path` that is a symbolic link to nothing), when written
+ * events do not extend the head, when the sink is closed, or when a caller's database is inside
+ * a transaction the sink did not start.
  */
 export class SqliteAuditSink implements AuditSink {
   readonly description: string;
@@ -80,6 +81,7 @@ export class SqliteAuditSink implements AuditSink {
         createPrivateFile(options.path);
         this.#db = retain(new Database(options.path));
       } catch (error) {
+        if (isKmsError(error)) throw error;
         throw new KmsInternalError(`cannot open audit database ${options.path}`, { cause: error });
       }
       this.#ownsDatabase = true;

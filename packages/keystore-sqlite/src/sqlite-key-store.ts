@@ -75,6 +75,13 @@ const SYNCHRONOUS: readonly SqliteSynchronous[] = ["EXTRA", "FULL", "NORMAL"];
 /** SQLite keeps busy_timeout in a C int; a larger value would wrap around. */
 const MAX_BUSY_TIMEOUT_MS = 2_147_483_647;
 
+/**
+ * Longest wait of deleteKey's WAL checkpoint for other connections' readers and writers. While
+ * it waits, SQLite holds off every other connection's writer, and the whole process, as
+ * better-sqlite3 is synchronous; long enough for the short transactions of other processes.
+ */
+const CHECKPOINT_WAIT_MS = 100;
+
 function checkCount(
   name: string,
   value: number | undefined,
@@ -173,6 +180,7 @@ export class SqliteKeyStore implements KeyStore {
   readonly #deleteKeyRow: Database.Statement<[string]>;
   readonly #deleteAliasesOf: Database.Statement<[string]>;
   readonly #truncateWal: Database.Statement<[]>;
+  readonly #busyTimeoutStmt: Database.Statement<[], number>;
   readonly #listKeysFirst: Database.Statement<[number], KeyRow>;
   readonly #listKeysAfter: Database.Statement<[string, number], KeyRow>;
   readonly #versionsInRange: Database.Statement<[string, string], VersionRow>;
@@ -264,6 +272,7 @@ export class SqliteKeyStore implements KeyStore {
     this.#deleteKeyRow = prepare(db, "DELETE FROM kms_keys WHERE key_id = ?");
     this.#deleteAliasesOf = prepare(db, "DELETE FROM kms_aliases WHERE target_key_id = ?");
     this.#truncateWal = prepare(db, "PRAGMA wal_checkpoint(TRUNCATE)");
+    this.#busyTimeoutStmt = prepare<[], number>(db, "PRAGMA busy_timeout").pluck();
     this.#listKeysFirst = prepare(db, "SELECT * FROM kms_keys ORDER BY key_id LIMIT ?");
     this.#listKeysAfter = prepare(
       db,
@@ -308,6 +317,7 @@ export class SqliteKeyStore implements KeyStore {
     // A caller-supplied database may have safeIntegers on; our columns all fit in a double.
     for (const stmt of [
       this.#dataVersionStmt,
+      this.#busyTimeoutStmt,
       this.#changesStmt,
       this.#selectKey,
       this.#selectVersions,
@@ -337,8 +347,8 @@ export class SqliteKeyStore implements KeyStore {
    *
    * @throws ValidationError when an option is out of range or neither/both of path and
    * database are given. KmsInternalError when the file cannot be opened, is not a database, does
-   * not support WAL, was written by a newer version of this package, or the given database is
-   * inside a transaction.
+   * not support WAL, was written by a newer version of this package, `path` is a symbolic link
+   * to nothing, or the given database is inside a transaction.
    */
   static open(options: SqliteKeyStoreOptions): SqliteKeyStore {
     if (typeof options !== "object" || options === null) {
@@ -640,12 +650,22 @@ export class SqliteKeyStore implements KeyStore {
    * pages the checkpoint copies). Best effort, after the delete committed: while a reader on
    * another connection still uses the WAL the checkpoint cannot finish (it returns busy rather
    * than failing), and the frames are then overwritten when SQLite next restarts the WAL or
-   * removed when the last connection closes. The delete itself has succeeded either way, so no
-   * error from here may fail the call.
+   * removed when the last connection closes. It waits for that reader at most
+   * CHECKPOINT_WAIT_MS, not busyTimeoutMs: a pending checkpoint holds off every other
+   * connection's writer, which may fail with SQLITE_BUSY after its own timeout, and a reader
+   * that keeps its transaction open (a backup, a replication tool, another connection of this
+   * process) would never let it finish anyway. The delete itself has succeeded either way, so
+   * no error from here may fail the call.
    */
   #dropWal(): void {
     try {
-      this.#truncateWal.get();
+      const busyTimeout = this.#busyTimeoutStmt.get()!;
+      this.#db.exec(`PRAGMA busy_timeout = ${Math.min(busyTimeout, CHECKPOINT_WAIT_MS)}`);
+      try {
+        this.#truncateWal.get();
+      } finally {
+        this.#db.exec(`PRAGMA busy_timeout = ${busyTimeout}`);
+      }
     } catch {
       // See above: best effort by design.
     }

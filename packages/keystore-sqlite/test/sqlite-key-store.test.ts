@@ -1,10 +1,10 @@
-import { chmod, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, lstat, mkdtemp, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KmsInternalError, ValidationError } from "@kms/core";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { SqliteKeyStore } from "../src/index.ts";
+import { SqliteAuditSink, SqliteKeyStore } from "../src/index.ts";
 import { prepare, retain } from "../src/internal/retain.ts";
 import { makeKey, next } from "./fixtures/keys.ts";
 import { RELEASED_MIGRATIONS } from "./fixtures/old-schemas.ts";
@@ -419,6 +419,33 @@ describe("SqliteKeyStore", () => {
       expect(((await stat(path)).mode & 0o777).toString(8)).toBe("640");
     });
 
+    it("refuses a path that is a symbolic link to nothing, where SQLite would create the target world-readable", async () => {
+      // O_EXCL does not follow the link, so the private file was never created; SQLite then
+      // followed it and created the target with the default mode (0644 less the umask).
+      const elsewhere = join(dir, "elsewhere.db");
+      await symlink(elsewhere, path);
+      for (const openIt of [
+        () => SqliteKeyStore.open({ path }),
+        () => new SqliteAuditSink({ path }),
+      ]) {
+        let failure: unknown;
+        try {
+          toClose.push(openIt());
+        } catch (error) {
+          failure = error;
+        }
+        expect(failure).toBeInstanceOf(KmsInternalError);
+        expect((failure as Error).message).toMatch(/symbolic link/);
+      }
+      await expect(lstat(elsewhere)).rejects.toMatchObject({ code: "ENOENT" });
+      // A link to a file that exists is opened as before, and the file keeps its mode.
+      await writeFile(elsewhere, "");
+      await chmod(elsewhere, 0o600);
+      const store = open();
+      await store.createKey(makeKey("k-1"));
+      expect(((await stat(elsewhere)).mode & 0o777).toString(8)).toBe("600");
+    });
+
     it("leaves no copy of a destroyed key's wrapped material in the database file or its WAL", async () => {
       const marker = Buffer.from("destroyed-key-material-marker-5f3a9c");
       const small = new Uint8Array(marker);
@@ -456,6 +483,31 @@ describe("SqliteKeyStore", () => {
   });
 
   describe("locking", () => {
+    it("ends deleteKey's WAL checkpoint soon when another connection's read holds the WAL, instead of waiting busyTimeoutMs", async () => {
+      // While the checkpoint waits, SQLite also holds off every other connection's writer, so
+      // waiting the full busyTimeoutMs (5 s by default) stalled this process and failed other
+      // processes' writes with SQLITE_BUSY; the destroyed key's frames stay in the WAL either way.
+      const db = rawDatabase(path);
+      toClose.push(db);
+      const store = SqliteKeyStore.open({ database: db, busyTimeoutMs: 10_000 });
+      await store.createKey(makeKey("k-1"));
+      await store.createKey(makeKey("k-2"));
+      const reader = rawDatabase(path);
+      toClose.push(reader);
+      reader.exec("BEGIN");
+      try {
+        expect(scalar(reader, "SELECT count(*) FROM kms_keys")).toBe(2);
+        const started = performance.now();
+        await store.deleteKey("k-1", 1);
+        expect(performance.now() - started).toBeLessThan(5_000);
+        expect(await store.getKey("k-1")).toBeUndefined();
+      } finally {
+        reader.exec("COMMIT");
+      }
+      // The connection keeps the busy timeout it was opened with.
+      expect(scalar(db, "PRAGMA busy_timeout")).toBe(10_000);
+    }, 30_000);
+
     it("fails a write with KmsInternalError (SQLITE_BUSY) while another connection holds the write lock, and reads go on", async () => {
       const store = open({ busyTimeoutMs: 50 });
       const key = makeKey("k-1");

@@ -13,6 +13,9 @@ export interface ChangeFeedOptions {
   readonly cacheSize: number;
 }
 
+/** The longest delay setTimeout and setInterval accept. */
+const MAX_TIMER_MS = 2_147_483_647;
+
 /** Keeps at most `limit` entries, evicting the least recently used. */
 function remember<V>(cache: Map<string, V>, limit: number, id: string, value: V): void {
   if (limit === 0) return;
@@ -64,7 +67,11 @@ export class ChangeFeed {
   async start(): Promise<void> {
     await this.#connectListener();
     await this.poll();
-    const interval = Math.max(1, Math.floor(this.#options.maxStalenessMs / 2));
+    // Node fires a longer setInterval every millisecond instead (TimeoutOverflowWarning).
+    const interval = Math.min(
+      MAX_TIMER_MS,
+      Math.max(1, Math.floor(this.#options.maxStalenessMs / 2)),
+    );
     this.#timer = setInterval(() => void this.poll(), interval);
     this.#timer.unref();
   }

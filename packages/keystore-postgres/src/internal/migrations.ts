@@ -1,6 +1,6 @@
 import { KmsInternalError } from "@kms/core";
 import type pg from "pg";
-import { BEGIN } from "./connection.ts";
+import { BEGIN, pgCode } from "./connection.ts";
 
 /** Quotes a schema name that {@link checkSchemaName} accepted. */
 export function quoteIdent(name: string): string {
@@ -142,7 +142,8 @@ const LOCK_CLASS = 0x6b6d_7301;
  * a snapshot that sees the previous holder's commit) and a failed migration leaves nothing
  * half-applied (DDL is transactional in PostgreSQL). A schema that is already current is only
  * read, so a role with USAGE on the schema and DML on its tables can open it.
- * @throws KmsInternalError when the schema was written by a newer version of this package.
+ * @throws KmsInternalError when the schema was written by a newer version of this package, or a
+ * migration fails (the message names it; for a role that may not alter the tables, it says so).
  */
 export async function migrate(pool: pg.Pool, schema: string, description: string): Promise<void> {
   const s = quoteIdent(schema);
@@ -178,8 +179,14 @@ export async function migrate(pool: pg.Pool, schema: string, description: string
         );
       }
       for (let v = current; v < SCHEMA_VERSION; v++) {
-        await client.query(MIGRATIONS[v]!(s, channelOf(schema)));
-        await client.query(`INSERT INTO ${s}.kms_schema_migrations (version) VALUES ($1)`, [v + 1]);
+        try {
+          await client.query(MIGRATIONS[v]!(s, channelOf(schema)));
+          await client.query(`INSERT INTO ${s}.kms_schema_migrations (version) VALUES ($1)`, [
+            v + 1,
+          ]);
+        } catch (error) {
+          throw migrationFailure(description, current, v + 1, error);
+        }
       }
       await client.query("COMMIT");
     } catch (error) {
@@ -191,4 +198,28 @@ export async function migrate(pool: pg.Pool, schema: string, description: string
   } finally {
     client.release(broken);
   }
+}
+
+/** PostgreSQL's insufficient_privilege. */
+const INSUFFICIENT_PRIVILEGE = "42501";
+
+/**
+ * The error of a migration that failed. A role granted only USAGE and DML, enough to use a
+ * current schema, meets a pending migration as "must be owner of table kms_keys": the message
+ * says what the schema lacks and who can apply it.
+ */
+function migrationFailure(
+  description: string,
+  current: number,
+  failed: number,
+  error: unknown,
+): KmsInternalError {
+  const privilege =
+    (error as { code?: unknown } | undefined)?.code === INSUFFICIENT_PRIVILEGE
+      ? "; this role may use a current schema but not alter it: open it once as the owner of the schema's tables, then again as this role"
+      : "";
+  return new KmsInternalError(
+    `${description}: schema version ${current} needs migration ${failed} of ${SCHEMA_VERSION}, which failed (${pgCode(error)})${privilege}`,
+    { cause: error },
+  );
 }
