@@ -20,16 +20,19 @@ if (undecodable !== undefined) {
   const stop = new AbortController();
   let stoppable = false;
   let received: NodeJS.Signals | undefined;
-  for (const name of ["SIGINT", "SIGTERM"] as const) {
-    process.once(name, () => {
-      if (!stoppable) {
-        process.kill(process.pid, name);
-        return;
-      }
-      received = name;
-      stop.abort();
-    });
-  }
+  const signals = ["SIGINT", "SIGTERM"] as const;
+  // Both listeners go on the first signal, so that the second ends the process whichever it is
+  // (SIGINT, then SIGTERM from a supervisor, was swallowed).
+  const onSignal = (name: NodeJS.Signals): void => {
+    for (const each of signals) process.off(each, onSignal);
+    if (!stoppable) {
+      process.kill(process.pid, name);
+      return;
+    }
+    received = name;
+    stop.abort();
+  };
+  for (const name of signals) process.on(name, onSignal);
   const code = await runCli(argv, {
     get signal() {
       stoppable = true;
@@ -42,6 +45,10 @@ if (undecodable !== undefined) {
     cwd: process.cwd(),
   });
   process.exitCode = code;
+  // Nothing is left to stop: a signal while the process winds down (a FIFO `--out` whose reader
+  // never came holds it open) ends it at once, instead of aborting what already ended. The
+  // listeners stay: one taken off here could lose a signal already caught but not yet handled.
+  stoppable = false;
   // An encrypt or decrypt the signal stopped has removed its partial output: now it ends by
   // that signal (exit status 128 + n), as a command the signal ends at once does. `serve`
   // stopped cleanly exits 0: a signal is how it is meant to stop.

@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { PassThrough } from "node:stream";
+import { PassThrough, Readable, Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CliOutput } from "../src/cli-io.ts";
@@ -74,6 +74,8 @@ describe("an encrypt or decrypt stopped part-way", () => {
       stdin.end();
       await exit;
       expect(code).toBe(EXIT_FAILED);
+      // As CliIo.signal documents: the input stream is torn down with the transfer.
+      expect(stdin.destroyed).toBe(true);
       expect(stderr.text()).toMatch(
         /^Interrupted: (en|de)crypt: stopped before the end of the input; --out was left as it was\n$/m,
       );
@@ -81,6 +83,33 @@ describe("an encrypt or decrypt stopped part-way", () => {
       expect(existsSync(join(ws.dir, args[args.length - 1] as string))).toBe(false);
     },
   );
+
+  it("io.signal stops a transfer whose input was all read while stdout takes nothing (regression: it waited for the reader)", async () => {
+    const small = await run(["encrypt", "--key", keyId, "--in", "-", "--out", "-"], {
+      ...opts,
+      stdin: plaintext(10_000),
+    });
+    const stderr = new Collector();
+    const stop = new AbortController();
+    // A reader that never reads: the first write is never taken.
+    const stalled = new Writable({ highWaterMark: 1, write: () => undefined });
+    const exit = runCli(["decrypt", "--in", "-", "--out", "-"], {
+      stdout: stalled as CliOutput,
+      stderr: stderr as CliOutput,
+      stdin: Readable.from([small.stdout]),
+      env: ws.env,
+      cwd: ws.dir,
+      signal: stop.signal,
+    });
+    await until(() => stalled.writableLength > 0, "output to be written");
+    stop.abort();
+    const code = await Promise.race([
+      exit,
+      new Promise((resolve) => setTimeout(() => resolve("still running"), 5_000)),
+    ]);
+    expect(code).toBe(EXIT_FAILED);
+    expect(stderr.text()).toBe("Interrupted: decrypt: stopped before the end of the input\n");
+  });
 
   it("the bin: SIGINT leaves no plaintext file behind and still ends the process by the signal", async () => {
     const packageDir = join(dirname(fileURLToPath(import.meta.url)), "..");

@@ -1,17 +1,26 @@
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { Readable, Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CliOutput } from "../src/cli-io.ts";
 import { EXIT_FAILED, runCli } from "../src/index.ts";
-import { Collector, run, workspace } from "./helpers.ts";
+import { Collector, plaintext, run, workspace } from "./helpers.ts";
 
 const ws = workspace();
 const opts = { cwd: ws.dir, env: ws.env };
+let keyId: string;
 beforeAll(async () => {
-  expect((await run(["create-key"], opts)).code).toBe(0);
+  const created = await run(["create-key"], opts);
+  expect(created.code).toBe(0);
+  keyId = JSON.parse(created.out).keyId;
+  writeFileSync(join(ws.dir, "small"), plaintext(10_000));
+  const sealed = await run(
+    ["encrypt", "--key", keyId, "--in", "small", "--out", "small.kms"],
+    opts,
+  );
+  expect(sealed.code).toBe(0);
 });
 afterAll(() => ws.dispose());
 
@@ -30,6 +39,14 @@ class FailingOutput extends Writable {
     const message =
       this.code === "EPIPE" ? "write EPIPE" : "ENOSPC: no space left on device, write";
     callback(Object.assign(new Error(message), { code: this.code }));
+  }
+}
+
+/** A stdout that takes each write and fails it a little later, as a pipe whose reader went away. */
+class LateFailingOutput extends Writable {
+  override _write(_chunk: Buffer, _encoding: BufferEncoding, callback: (e: Error) => void): void {
+    const error = Object.assign(new Error("write EPIPE"), { code: "EPIPE" });
+    setTimeout(() => callback(error), 50);
   }
 }
 
@@ -63,6 +80,25 @@ describe("a stdout that cannot be written", () => {
       expect(stdout.writes).toBe(1);
     }
   });
+
+  it.each([
+    ["decrypt", () => ["decrypt", "--in", "small.kms", "--out", "-"]],
+    ["encrypt", () => ["encrypt", "--key", keyId, "--in", "small", "--out", "-"]],
+  ] as const)(
+    "%s --out -: a write that fails after the input ended fails the command (regression: exit 0, the output's end lost)",
+    async (_, argv) => {
+      const stderr = new Collector();
+      const exit = await runCli(argv(), {
+        stdout: new LateFailingOutput() as CliOutput,
+        stderr: stderr as CliOutput,
+        stdin: Readable.from([]),
+        env: ws.env,
+        cwd: ws.dir,
+      });
+      expect(exit).toBe(EXIT_FAILED);
+      expect(stderr.text()).toBe("Error: write EPIPE\n");
+    },
+  );
 
   it("the bin: a reader that goes away ends it with exit 1 and one line, no stack trace", async () => {
     const packageDir = join(dirname(fileURLToPath(import.meta.url)), "..");

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { chmodSync, readFileSync, writeFileSync } from "node:fs";
 import * as https from "node:https";
+import { connect } from "node:net";
 import { dirname, join } from "node:path";
 import { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
@@ -323,6 +324,35 @@ describe("the kms binary and signals", () => {
       expect(await exited).toEqual({ code: 0, signal: null });
     }
   });
+
+  it("a second signal ends serve at once whichever it is (regression: SIGTERM after SIGINT waited for requests in flight)", async () => {
+    credentialsFile();
+    const kms = spawnKms(["serve", "--credentials", "credentials.json", "--port", "0"]);
+    const exited = exit(kms.child);
+    const url = new URL(await until(() => LISTENING.exec(kms.out())?.[1], "serve to listen"));
+    // A request in flight, half its body sent: stopping waits for it (up to the request timeout).
+    const socket = connect(Number(url.port), url.hostname);
+    socket.on("error", () => undefined);
+    try {
+      await new Promise((resolve) => socket.once("connect", resolve));
+      socket.write(
+        `POST / HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/x-amz-json-1.1\r\n` +
+          "Content-Length: 100\r\n\r\n{",
+      );
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      kms.child.kill("SIGINT");
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      kms.child.kill("SIGTERM");
+      const result = await Promise.race([
+        exited,
+        new Promise((resolve) => setTimeout(() => resolve("still running"), 5_000)),
+      ]);
+      expect(result).toEqual({ code: null, signal: "SIGTERM" });
+    } finally {
+      socket.destroy();
+      kms.child.kill("SIGKILL");
+    }
+  }, 60_000);
 
   it("any other command still ends on SIGINT (the signal is not swallowed)", async () => {
     const created = await run(["create-key"], { cwd: ws.dir, env: ws.env });

@@ -1,6 +1,17 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { closeSync, lstatSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import {
+  closeSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { createServer } from "node:net";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { plaintext, run, workspace } from "./helpers.ts";
 
@@ -21,6 +32,30 @@ function mkfifo(name: string): string {
   const path = join(ws.dir, name);
   execFileSync("mkfifo", [path]);
   return path;
+}
+
+const packageDir = join(dirname(fileURLToPath(import.meta.url)), "..");
+const BIN = join(
+  packageDir,
+  (JSON.parse(readFileSync(join(packageDir, "package.json"), "utf8")) as { bin: { kms: string } })
+    .bin.kms,
+);
+const BIN_ENV = () => ({ PATH: process.env.PATH ?? "", KMS_ROOT_KEY: ws.rootKey.toString("hex") });
+
+/** How the `kms` bin exits; its stderr is gathered into `stderr.text`. */
+function exitOf(child: ChildProcess, stderr: { text: string }): Promise<unknown> {
+  child.stderr?.on("data", (chunk: Buffer) => {
+    stderr.text += chunk.toString("utf8");
+  });
+  return new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
+}
+
+/** What `exited` settles to, or "still running" after 10 s. */
+function within(exited: Promise<unknown>): Promise<unknown> {
+  return Promise.race([
+    exited,
+    new Promise((resolve) => setTimeout(() => resolve("still running"), 10_000)),
+  ]);
 }
 
 /** Resolves when the child exits; the child is killed (by its pid) if the test ends first. */
@@ -85,4 +120,108 @@ describe.skipIf(process.platform === "win32")("--in and --out naming special fil
       expect(readdirSync(ws.dir).filter((name) => name.endsWith(".partial"))).toEqual([]);
     },
   );
+
+  it.skipIf(process.platform !== "linux")(
+    "--out /dev/stdout with stdout a file writes at the shell's offset (regression: appended, so the shell's next write overwrote the plaintext's start)",
+    async () => {
+      // `exec > log` in a script, or a group: one descriptor, shared by every command in it.
+      const script =
+        '{ printf HEAD; "$0" "$1" decrypt --in data.kms --out /dev/stdout; printf TAIL; } > grouped.out';
+      const shell = spawn("sh", ["-c", script, process.execPath, BIN], {
+        cwd: ws.dir,
+        env: BIN_ENV(),
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+      let stderr = "";
+      shell.stderr?.on("data", (chunk: Buffer) => {
+        stderr += chunk.toString("utf8");
+      });
+      const status = await new Promise((resolve) => shell.once("close", resolve));
+      expect(stderr).toBe("");
+      expect(status).toBe(0);
+      const written = readFileSync(join(ws.dir, "grouped.out"));
+      expect(written.equals(Buffer.concat([Buffer.from("HEAD"), data, Buffer.from("TAIL")]))).toBe(
+        true,
+      );
+    },
+    60_000,
+  );
+
+  it.skipIf(process.platform !== "linux")(
+    "a relative link in a linked directory is read from where it really is (regression: `..` taken from the name given, the descriptor missed and the link replaced)",
+    async () => {
+      // linked/out -> ../fd, where linked -> real/sub: ../fd is real/fd -> /dev/fd/<n>.
+      const target = join(ws.dir, "through-relative-link");
+      const fd = openSync(target, "w", 0o600);
+      try {
+        mkdirSync(join(ws.dir, "real", "sub"), { recursive: true });
+        symlinkSync(`/dev/fd/${fd}`, join(ws.dir, "real", "fd"));
+        symlinkSync("../fd", join(ws.dir, "real", "sub", "out"));
+        symlinkSync(join(ws.dir, "real", "sub"), join(ws.dir, "linked"));
+        const dec = await run(["decrypt", "--in", "data.kms", "--out", "linked/out"], opts);
+        expect(dec.err).toBe("");
+        expect(dec.code).toBe(0);
+        expect(dec.out).toBe("");
+      } finally {
+        closeSync(fd);
+      }
+      expect(lstatSync(join(ws.dir, "real", "sub", "out")).isSymbolicLink()).toBe(true);
+      expect(readFileSync(target).equals(data)).toBe(true);
+    },
+  );
+
+  it("a socket at --out is refused by the system (ENXIO), neither replaced nor written", async () => {
+    const path = join(ws.dir, "out.sock");
+    const server = createServer().listen(path);
+    await new Promise((resolve) => server.once("listening", resolve));
+    try {
+      const dec = await run(["decrypt", "--in", "data.kms", "--out", path], opts);
+      expect(dec.err).toBe(`Error: ENXIO: no such device or address, open '${path}'\n`);
+      expect(dec.code).toBe(1);
+      expect(lstatSync(path).isSocket()).toBe(true);
+    } finally {
+      server.close();
+    }
+  });
+
+  it("the bin: a missing --in fails at once, before a FIFO --out waits for its reader", async () => {
+    const fifo = mkfifo("unread-1.fifo");
+    const child = spawn(process.execPath, [BIN, "decrypt", "--in", "missing.kms", "--out", fifo], {
+      cwd: ws.dir,
+      env: BIN_ENV(),
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    const stderr = { text: "" };
+    try {
+      expect(await within(exitOf(child, stderr))).toEqual({ code: 1, signal: null });
+      expect(stderr.text).toMatch(
+        /^Error: ENOENT: no such file or directory, stat .*missing\.kms'\n$/,
+      );
+    } finally {
+      child.kill("SIGKILL");
+    }
+  }, 60_000);
+
+  it("the bin: a signal once the command has failed ends the process (regression: swallowed while a FIFO --out waited for its reader)", async () => {
+    writeFileSync(join(ws.dir, "garbage.kms"), "not a message");
+    const fifo = mkfifo("unread-2.fifo");
+    const child = spawn(process.execPath, [BIN, "decrypt", "--in", "garbage.kms", "--out", fifo], {
+      cwd: ws.dir,
+      env: BIN_ENV(),
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    const stderr = { text: "" };
+    try {
+      const exited = exitOf(child, stderr);
+      // The command has ended; the open of the FIFO, waiting for a reader, holds the process.
+      for (let waited = 0; !stderr.text.includes("\n") && waited < 20_000; waited += 20) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      expect(stderr.text).toMatch(/^InvalidCiphertextException: /);
+      child.kill("SIGINT");
+      expect(await within(exited)).toEqual({ code: null, signal: "SIGINT" });
+    } finally {
+      child.kill("SIGKILL");
+    }
+  }, 60_000);
 });

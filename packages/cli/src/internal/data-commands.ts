@@ -1,7 +1,7 @@
-import { createReadStream, createWriteStream, statSync } from "node:fs";
+import { createWriteStream, statSync, writeFile } from "node:fs";
 import { readlink, realpath, stat } from "node:fs/promises";
-import { dirname, resolve } from "node:path";
-import type { Readable } from "node:stream";
+import { basename, dirname, join, resolve } from "node:path";
+import { Writable } from "node:stream";
 import { finished } from "node:stream/promises";
 import {
   type DecryptPolicy,
@@ -64,52 +64,78 @@ class InterruptedError extends Error {
 
 /** The ends of a transfer as core's file functions take them. */
 interface Ends {
-  readonly in: NodeJS.ReadableStream;
+  readonly in: string | NodeJS.ReadableStream;
   readonly out: string | NodeJS.WritableStream;
   readonly onProgress: (progress: FileProgress) => void;
+  readonly signal?: AbortSignal;
 }
 
 /**
- * Whether `--out` is written through like `-` rather than replaced: an existing FIFO, device or
- * socket (`/dev/null`, a named pipe, `>(…)`, `/dev/stdout` on a pipe or terminal), or a name for
- * one of this process's file descriptors (`/dev/stdout`, `/dev/fd/3`), whatever it is open on.
+ * How `--out` is written through like `-` rather than replaced: an existing FIFO, device or
+ * socket (`/dev/null`, a named pipe, `>(…)`, `/dev/stdout` on a pipe or terminal; a socket
+ * refuses the open, ENXIO), or a name for one of the process's file descriptors (`/dev/stdout`,
+ * `/dev/fd/3`), whatever it is open on.
  * The temporary file and rename that make a regular `--out` appear whole would put a file where
  * the FIFO or device node was, its reader waiting in vain, and with stdout redirected to a file
  * would replace the `/dev/stdout` link itself: as root, for every process after.
+ *
+ * `{ fd }`: this process's stdin, stdout or stderr open on a regular file, written through that
+ * descriptor, at its offset, as the shell's own writes to it are (`{ …; kms decrypt --out
+ * /dev/stdout; echo end; } > log`: opened anew, appending, `end` overwrote the first bytes).
+ * `{ path }`: anything else, opened anew, appending. Undefined: a regular file or a new path,
+ * for core to replace.
  */
-async function writesThrough(path: string): Promise<boolean> {
+async function writesThrough(
+  path: string,
+): Promise<{ readonly fd: number } | { readonly path: string } | undefined> {
   const info = await stat(path).catch(() => undefined);
-  if (info !== undefined && !info.isFile() && !info.isDirectory()) return true;
-  return isDescriptorLink(path);
+  const descriptor = await descriptorOf(path);
+  // Only 0–2 are surely the caller's: a higher one may be the key store's database, which plaintext
+  // written at the descriptor's offset (0: SQLite writes by position) would overwrite.
+  if (descriptor?.pid === process.pid && descriptor.fd <= 2 && info?.isFile() === true) {
+    return { fd: descriptor.fd };
+  }
+  const special = info !== undefined && !info.isFile() && !info.isDirectory();
+  return special || descriptor !== undefined ? { path } : undefined;
 }
 
-/** `/proc/<pid>/fd`, `/proc/<pid>/task/<tid>/fd`: where `/dev/fd` and `/proc/self/fd` lead. */
-const DESCRIPTOR_DIR = /^\/proc\/\d+(?:\/task\/\d+)?\/fd$/;
+/** `/proc/<pid>/fd/<n>`, `/proc/<pid>/task/<tid>/fd/<n>`: where `/dev/fd/<n>` leads on Linux. */
+const DESCRIPTOR = /^\/proc\/(\d+)(?:\/task\/\d+)?\/fd\/(\d+)$/;
 
-/** Whether `path`, or a symbolic link it leads through, is an entry of a /proc `fd` directory. */
-async function isDescriptorLink(path: string): Promise<boolean> {
+/** The process and descriptor whose /proc entry `path` is, or a symbolic link it leads through. */
+async function descriptorOf(path: string): Promise<{ pid: number; fd: number } | undefined> {
   let current = path;
   // Each hop is one symbolic link; the kernel gives up after 40, /dev/stdout takes one.
   for (let hops = 0; hops < 40; hops += 1) {
     const dir = await realpath(dirname(current)).catch(() => undefined);
-    if (dir !== undefined && DESCRIPTOR_DIR.test(dir)) return true;
+    if (dir === undefined) return undefined;
+    const match = DESCRIPTOR.exec(join(dir, basename(current)));
+    if (match !== null) return { pid: Number(match[1]), fd: Number(match[2]) };
     const target = await readlink(current).catch(() => undefined);
-    if (target === undefined) return false;
-    current = resolve(dirname(current), target);
+    if (target === undefined) return undefined;
+    // Relative to the directory the link really is in, as the kernel reads it (`..` included).
+    current = resolve(dir, target);
   }
-  return false;
+  return undefined;
+}
+
+/**
+ * A stream of our own for core to write into and leave open, each chunk handed to `write`: core's
+ * pipeline leaves listeners on the stream it is given, and reports a write that fails after the
+ * last chunk went in to nobody, so `kms decrypt --out - | slow-reader` exited 0 when the reader
+ * went away with the end of the output unread.
+ */
+function relay(write: (chunk: Buffer, done: (error?: Error | null) => void) => void): Writable {
+  return new Writable({ write: (chunk: Buffer, _encoding, done) => write(chunk, done) });
 }
 
 /**
  * Runs core's file function with a progress bar, whose line ends whether the operation succeeded
  * or not; `-` stands for stdin or stdout. Resolves to its result and the bytes now at `--out`,
- * or undefined when `--out` was written as a stream (`-`, or see {@link writesThrough}).
- *
- * The input is opened here, not by core: core takes a path's size from `stat`, which is 0 for a
- * FIFO, `/dev/stdin` or `<(…)`, so encrypt refused their first byte as past the declared
- * plaintext length; and a stream of its own is what lets `io.signal` stop the transfer. Core
- * then removes the partial output file, instead of leaving `<out>.<random>.partial` (on decrypt,
- * verified plaintext of a message never finished) behind as the killed process did.
+ * or undefined when `--out` was written as a stream (`-`, or see {@link writesThrough}), once
+ * everything written there was taken. `io.signal` stops it: core then removes the partial output
+ * file, instead of leaving `<out>.<random>.partial` (on decrypt, verified plaintext of a message
+ * never finished) behind as the killed process did.
  */
 async function transfer<R>(
   ctx: CommandContext,
@@ -119,14 +145,16 @@ async function transfer<R>(
 ): Promise<{ result: R; outputBytes: number | undefined }> {
   // Read only here: reading it tells the binary that this command handles SIGINT itself.
   const signal = ctx.io.signal;
-  const total =
-    input === "-" ? undefined : await stat(input).then((s) => (s.isFile() ? s.size : undefined));
-  const special = output !== "-" && (await writesThrough(output));
-  const where = output === "-" || special ? "" : "; --out was left as it was";
+  // Core checks the input too, but only after the FIFO at `--out` has been opened, which waits for
+  // a reader: with none, a missing `--in` held the process until one came.
+  if (input !== "-") await stat(input);
+  const through = output === "-" ? undefined : await writesThrough(output);
+  const where = output === "-" || through !== undefined ? "" : "; --out was left as it was";
   const interrupted = new InterruptedError(
     `${ctx.command}: stopped before the end of the input${where}`,
   );
-  if (signal?.aborted === true) throw interrupted;
+  const stopped = (): boolean => signal?.aborted === true;
+  if (stopped()) throw interrupted;
   const flag = booleanOption(ctx.values, "progress");
   const bar = createProgressBar({
     label: ctx.command,
@@ -134,37 +162,38 @@ async function transfer<R>(
     output: ctx.io.stderr,
     show: flag === true ? "always" : flag === false ? "never" : "auto",
   });
-  // Created together with nothing awaited before core pipes them, which reports their errors.
-  const source: NodeJS.ReadableStream = input === "-" ? ctx.io.stdin : createReadStream(input);
-  // Appending, never truncating: through /dev/stdout to a file, after what the file holds.
-  const sink = special ? createWriteStream(output, { flags: "a" }) : undefined;
-  // Core's pipeline then fails with this error, and removes its temporary file.
-  const stop = (): void => void (source as Readable).destroy(interrupted);
+  const { stdout } = ctx.io;
+  const sink =
+    output === "-"
+      ? relay((chunk, done) => stdout.write(chunk, done))
+      : through === undefined
+        ? undefined
+        : "fd" in through
+          ? relay((chunk, done) => writeFile(through.fd, chunk, done))
+          : createWriteStream(through.path, { flags: "a" });
+  // An open that fails before core pipes into it (ENXIO: a socket) is reported from `errored`.
   const ignore = (): void => undefined;
-  source.on("error", ignore);
-  signal?.addEventListener("abort", stop, { once: true });
+  sink?.on("error", ignore);
   try {
     const result = await run({
-      in: source,
-      out: output === "-" ? ctx.io.stdout : (sink ?? output),
-      onProgress: (progress) => bar.update(progress.bytesRead, total),
+      in: input === "-" ? ctx.io.stdin : input,
+      out: sink ?? output,
+      onProgress: bar.file,
+      ...(signal === undefined ? {} : { signal }),
     });
     if (sink !== undefined) {
       // Core leaves a stream it was given open; this one is ours to close.
       sink.end();
-      await finished(sink);
+      await finished(sink, signal === undefined ? {} : { signal });
     }
     bar.finish("done");
     // What goes through a stream may be what the process's stdout is: no summary after it.
-    const outputBytes = output === "-" || special ? undefined : (await stat(output)).size;
+    const outputBytes = sink === undefined ? (await stat(output)).size : undefined;
     return { result, outputBytes };
   } catch (error) {
     sink?.destroy();
     bar.finish("failed");
-    throw error;
-  } finally {
-    signal?.removeEventListener("abort", stop);
-    source.off("error", ignore);
+    throw stopped() ? interrupted : (sink?.errored ?? error);
   }
 }
 
