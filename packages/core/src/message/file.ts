@@ -9,7 +9,7 @@
 import { randomBytes } from "node:crypto";
 import { createReadStream, type Stats } from "node:fs";
 import { open, rename, stat, unlink } from "node:fs/promises";
-import { type Readable, Transform } from "node:stream";
+import { type Readable, Transform, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { ValidationError } from "../errors.ts";
 import { createDecryptStream, createEncryptStream } from "./node-stream.ts";
@@ -156,6 +156,28 @@ function abortable<T>(work: Promise<T>, signal: AbortSignal | undefined): Promis
   });
 }
 
+/**
+ * A writable that passes each chunk to the caller's `out` and takes the next only once `out`
+ * accepted it, so a transfer ends when `out` has taken everything and a write that fails late
+ * (a reader that went away: EPIPE) fails the call. Piping into `out` itself would leave the
+ * pipeline's listeners on a long-lived stream such as stdout after every call, and finish
+ * before `out` reported how its last writes went. `out` is never ended or destroyed here.
+ */
+function relayInto(out: NodeJS.WritableStream): { stream: Writable; release(): void } {
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      out.write(chunk, (error?: Error | null) => callback(error ?? undefined));
+    },
+  });
+  // Until released, an error event of `out` (whose write callback also gets it) must not be
+  // left without a listener, which would make it an uncaught exception.
+  const failed = (error: Error): void => {
+    stream.destroy(error);
+  };
+  out.on("error", failed);
+  return { stream, release: () => out.off("error", failed) };
+}
+
 async function run(
   input: string | NodeJS.ReadableStream,
   out: string | NodeJS.WritableStream,
@@ -175,7 +197,12 @@ async function run(
   const aborts = signal === undefined ? {} : { signal };
   if (typeof out !== "string") {
     const source = typeof input === "string" ? createReadStream(input) : input;
-    await abortable(pipeline(source, counter, transform, out, { end: false, ...aborts }), signal);
+    const relay = relayInto(out);
+    try {
+      await abortable(pipeline(source, counter, transform, relay.stream, aborts), signal);
+    } finally {
+      relay.release();
+    }
     return bytesRead;
   }
   const temporary = `${out}.${randomBytes(6).toString("hex")}.partial`;

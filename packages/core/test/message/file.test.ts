@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 import { lstat, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { PassThrough, Readable } from "node:stream";
+import { PassThrough, Readable, Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   decryptFile,
@@ -254,5 +254,57 @@ describe("output file mode", () => {
   it.runIf(posix)("is 0600 for the decrypted plaintext (and the ciphertext)", async () => {
     expect((await stat(join(dir, "plain.bin.kms"))).mode & 0o777).toBe(0o600);
     expect((await stat(join(dir, "plain.out"))).mode & 0o777).toBe(0o600);
+  });
+});
+
+describe("a stream output", () => {
+  const keyring = aesKeyring("relay");
+  const payload = new Uint8Array(50_000).fill(1);
+
+  it("fails the call when the stream fails a write, even after the input ended", async () => {
+    let writes = 0;
+    const out = new Writable({
+      write(_chunk, _encoding, callback) {
+        writes += 1;
+        // The reader goes away while the last frames are still on their way.
+        setTimeout(
+          () =>
+            callback(
+              writes > 2 ? Object.assign(new Error("write EPIPE"), { code: "EPIPE" }) : null,
+            ),
+          5,
+        );
+      },
+    });
+    out.on("error", () => {});
+    const error = await encryptFile({
+      in: Readable.from([payload]),
+      out,
+      keyring,
+      frameLength: 4096,
+    }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: "EPIPE" });
+  });
+
+  it("returns once the stream took every byte, and leaves no listener on it", async () => {
+    const taken: Buffer[] = [];
+    const out = new Writable({
+      highWaterMark: 1,
+      write(chunk: Buffer, _encoding, callback) {
+        setTimeout(() => {
+          taken.push(chunk);
+          callback();
+        }, 1);
+      },
+    });
+    const before = out.eventNames().map((name) => [name, out.listenerCount(name)]);
+    for (let i = 0; i < 3; i++) {
+      taken.length = 0;
+      await encryptFile({ in: Readable.from([payload]), out, keyring, frameLength: 4096 });
+      const message = Buffer.concat(taken);
+      expect((await decryptMessage(message, { keyring })).plaintext).toEqual(payload);
+    }
+    expect(out.eventNames().map((name) => [name, out.listenerCount(name)])).toEqual(before);
+    expect(out.writableEnded).toBe(false);
   });
 });
