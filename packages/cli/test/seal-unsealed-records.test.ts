@@ -26,6 +26,10 @@ function database(): DatabaseSync {
 function makeDataDirOld(): void {
   const db = database();
   try {
+    const triggers = db
+      .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'kms_%'")
+      .all() as { name: string }[];
+    for (const { name } of triggers) db.exec(`DROP TRIGGER ${name}`);
     db.exec(`
       DROP TABLE kms_store_changes;
       ALTER TABLE kms_keys DROP COLUMN seal;

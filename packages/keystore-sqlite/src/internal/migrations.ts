@@ -70,16 +70,28 @@ const MIGRATIONS: readonly string[] = [
   ALTER TABLE kms_keys ADD COLUMN seal TEXT;
   ALTER TABLE kms_aliases ADD COLUMN seal TEXT;
   `,
-  // 4: a counter every key-store write bumps in its transaction. PRAGMA data_version moves on
-  // any commit to the file, an audit event in the same file included, so a store that cleared
-  // its cache on data_version alone missed it on every audited call; it now clears only when
-  // this counter moved. A file at this version is refused by releases that would not bump it.
+  // 4: a counter that moves with every write to the key-store tables, by triggers, whoever
+  // writes: this store, a process of an earlier release that had the file open when it was
+  // migrated, a repair script. PRAGMA data_version moves on any commit to the file, an audit
+  // event in the same file included, so a store that cleared its cache on data_version alone
+  // missed it on every audited call; it now clears only when this counter moved.
   `
   CREATE TABLE kms_store_changes (
     singleton INTEGER NOT NULL PRIMARY KEY CHECK (singleton = 1),
     counter   INTEGER NOT NULL
   ) STRICT;
   INSERT INTO kms_store_changes (singleton, counter) VALUES (1, 0);
+${["kms_keys", "kms_key_versions", "kms_aliases"]
+  .flatMap((table) =>
+    ["INSERT", "UPDATE", "DELETE"].map(
+      (event) => `
+  CREATE TRIGGER ${table}_${event.toLowerCase()}_counted AFTER ${event} ON ${table}
+  BEGIN
+    UPDATE kms_store_changes SET counter = counter + 1 WHERE singleton = 1;
+  END;`,
+    ),
+  )
+  .join("")}
   `,
 ];
 
