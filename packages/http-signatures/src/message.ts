@@ -41,7 +41,13 @@ export function isRequestMessage(message: HttpMessage): message is RequestMessag
 /** Field lines by lower-cased name, each line kept apart (needed for `;bs`). */
 export type FieldLines = ReadonlyMap<string, readonly string[]>;
 
-interface NormalizedFields {
+/**
+ * A message's fields as one signing or verification read them. The operation holds this object
+ * to its end, so every check in it sees the same fields, whatever happens to the headers object
+ * (or to the cache) meanwhile.
+ * @internal
+ */
+export interface ReadFields {
   readonly lines: FieldLines;
   /** Dictionary fields parsed so far (Signature-Input, Signature), by name. */
   dictionaries: Map<string, Dictionary> | undefined;
@@ -50,37 +56,38 @@ interface NormalizedFields {
 // Recent header objects only (see RecentCache for why not a WeakMap): enough for one request's
 // verification and its response's signing, also with a few requests interleaved. Keyed by
 // identity, so it cannot see a header set on the object since: each signing and verification
-// reads the headers it is given afresh (`readFieldsAfresh`), and is then served from here.
-const fieldCache = new RecentCache<object, NormalizedFields>(16);
+// reads the headers it is given afresh (`readFields`) and keeps what it read, and a later
+// operation may start from here (`cachedFields`).
+const fieldCache = new RecentCache<object, ReadFields>(16);
 
 const isString = (value: unknown): value is string => typeof value === "string";
 
 /** Normalizes any header shape to field lines keyed by lower-case name, as they are now. */
 export function fieldLines(headers: HeaderSource): FieldLines {
-  readFieldsAfresh(headers);
-  return normalizedFields(headers).lines;
+  return readFields(headers).lines;
 }
 
 /**
- * `fieldLines` as last read in this operation: one signing or verification reads each field
- * once, so a header changed meanwhile cannot make the base and a later check disagree.
- * @internal
- */
-export function cachedFieldLines(headers: HeaderSource): FieldLines {
-  return normalizedFields(headers).lines;
-}
-
-/**
- * Forgets what was read from `headers`, at the start of an operation: a caller may have set
+ * The fields of `headers` as they are now, at the start of an operation: a caller may have set
  * fields on the same object since (a second signature added to a message, a client reusing
  * one headers object for the next request), and those must be seen.
  * @internal
  */
-export function readFieldsAfresh(headers: HeaderSource): void {
+export function readFields(headers: HeaderSource): ReadFields {
   fieldCache.delete(headers);
+  return normalizedFields(headers);
 }
 
-function normalizedFields(headers: HeaderSource): NormalizedFields {
+/**
+ * The fields of `headers` as an earlier operation read them, if they are still cached; as they
+ * are now otherwise. For the request a server's response answers: read as it was verified.
+ * @internal
+ */
+export function cachedFields(headers: HeaderSource): ReadFields {
+  return normalizedFields(headers);
+}
+
+function normalizedFields(headers: HeaderSource): ReadFields {
   const cached = fieldCache.get(headers);
   if (cached !== undefined) return cached;
   const out = new Map<string, readonly string[]>();
@@ -112,7 +119,7 @@ function normalizedFields(headers: HeaderSource): NormalizedFields {
       out.set(key, list === undefined ? lines : [...list, ...lines]);
     }
   }
-  const fields: NormalizedFields = { lines: out, dictionaries: undefined };
+  const fields: ReadFields = { lines: out, dictionaries: undefined };
   fieldCache.set(headers, fields);
   return fields;
 }
@@ -149,15 +156,15 @@ export function dictionaryParseOptions(name: string): DictionaryParseOptions {
 }
 
 /**
- * The field's lines parsed as one dictionary, cached with the normalized fields (so verifying a
- * request and signing its response parse its Signature field once). Callers must not mutate
- * the result; copy it first.
+ * The field's lines parsed as one dictionary, kept with the fields read (so verifying a request
+ * and signing its response parse its Signature field once). Callers must not mutate the result;
+ * copy it first.
  * @throws ValidationException when the field is not a valid dictionary, or repeats what
  * `dictionaryParseOptions(name)` refuses (a label or parameter of Signature-Input or Signature,
  * an algorithm of Content-Digest or Repr-Digest).
+ * @internal
  */
-export function fieldDictionary(headers: HeaderSource, name: string): Dictionary | undefined {
-  const fields = normalizedFields(headers);
+export function fieldDictionary(fields: ReadFields, name: string): Dictionary | undefined {
   const lines = fields.lines.get(name);
   if (lines === undefined) return undefined;
   let dict = fields.dictionaries?.get(name);

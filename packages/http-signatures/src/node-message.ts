@@ -6,7 +6,7 @@
 import type { ServerResponse } from "node:http";
 import { computeContentDigest, type DigestAlgorithm } from "./content-digest.ts";
 import { receivedTarget } from "./internal/request-target.ts";
-import { cachedFieldLines, type RequestMessage } from "./message.ts";
+import { cachedFields, type RequestMessage } from "./message.ts";
 import { PROBLEM_CONTENT_TYPE, responseSigningProblem } from "./problem.ts";
 import { type SignatureFields, type SignOptions, signMessageEagerly } from "./sign.ts";
 import { type ComponentSpec, recordTarget } from "./signature-base.ts";
@@ -320,16 +320,18 @@ function sign(
     if (res.hasHeader("content-type")) defaults.push("content-type");
     if (res.hasHeader("content-digest")) defaults.push("content-digest");
     defaults.push(METHOD_OF_REQUEST, TARGET_OF_REQUEST);
-    if (verifiedLabel !== undefined && cachedFieldLines(request.headers).has("signature")) {
+    if (verifiedLabel !== undefined && cachedFields(request.headers).lines.has("signature")) {
       defaults.push(requestSignatureSpec(verifiedLabel));
     }
     components = defaults;
   }
+  // The request as verified: its fields (and parsed Signature) are still cached.
   return signMessageEagerly(
     { status: res.statusCode, headers, body },
     options,
     components,
     request,
+    true,
   );
 }
 

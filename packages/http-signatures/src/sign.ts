@@ -6,11 +6,13 @@ import { ValidationError } from "@kms/core";
 import type { MessageSigner } from "./algorithms.ts";
 import { computeContentDigest, type DigestAlgorithm } from "./content-digest.ts";
 import {
+  cachedFields,
   fieldDictionary,
   type HttpMessage,
   isRequestMessage,
+  type ReadFields,
   type RequestMessage,
-  readFieldsAfresh,
+  readFields,
 } from "./message.ts";
 import {
   type ComponentSpec,
@@ -65,9 +67,9 @@ const LABEL = /^[a-z*][a-z0-9_\-.*]*$/;
 
 const EMPTY: Dictionary = new Map();
 
-function existingDictionary(message: HttpMessage, name: string): Dictionary {
+function existingDictionary(fields: ReadFields, name: string): Dictionary {
   try {
-    return fieldDictionary(message.headers, name) ?? EMPTY;
+    return fieldDictionary(fields, name) ?? EMPTY;
   } catch (error) {
     // The new field is the old one re-serialized plus a member: from an unparsable or ambiguous
     // field that would silently drop a signature or pass the ambiguity on.
@@ -119,7 +121,11 @@ const DEFAULT_LABEL = "sig1";
 /**
  * `signMessage` that returns the fields directly when the signer offers `signSync`, and a
  * promise otherwise (KMS signers). `components` and `request` are separate arguments, so a
- * caller with per-message values need not copy the options.
+ * caller with per-message values need not copy the options. The request's fields are read as
+ * they are now, as `verifyMessage(response, policy, request)` reads them; with
+ * `requestAsVerified`, as its verification read them if they are still cached (a server's
+ * response to a request whose Node `headersDistinct` do not change), so a server does not
+ * parse the request's Signature twice.
  * @throws (synchronously, or as a rejection) what `signMessage` rejects with.
  * @internal
  */
@@ -128,6 +134,7 @@ export function signMessageEagerly(
   options: Omit<SignOptions, "components" | "request">,
   components: readonly ComponentSpec[],
   request: RequestMessage | undefined,
+  requestAsVerified = false,
 ): SignatureFields | Promise<SignatureFields> {
   const label = options.label ?? DEFAULT_LABEL;
   if (label !== DEFAULT_LABEL && !LABEL.test(label))
@@ -147,12 +154,17 @@ export function signMessageEagerly(
         ? options.nonce
         : undefined;
   const keyid = options.keyId ?? options.signer.keyId;
-  // A caller adding a second signature sets the first one's fields on the same headers object.
-  // The request a response answers is read as it was verified (its fields are still cached), so
-  // a server signing its response does not parse the request's Signature twice.
-  readFieldsAfresh(message.headers);
-  const inputs = existingDictionary(message, "signature-input");
-  const signatures = existingDictionary(message, "signature");
+  // A caller adding a second signature sets the first one's fields on the same headers object:
+  // read as they are now, and held for the whole call.
+  const source = { message, request: isRequestMessage(message) ? undefined : request };
+  // The request first: reading the message may evict the oldest cache entry.
+  const requestFields =
+    source.request === undefined
+      ? undefined
+      : (requestAsVerified ? cachedFields : readFields)(source.request.headers);
+  const read = { message: readFields(message.headers), request: requestFields };
+  const inputs = existingDictionary(read.message, "signature-input");
+  const signatures = existingDictionary(read.message, "signature");
   if (inputs.has(label) || signatures.has(label)) {
     throw new ValidationError(`"label" ${label} is already used by a signature on the message`);
   }
@@ -174,8 +186,9 @@ export function signMessageEagerly(
     covered.items,
     covered.identifiers,
     serializedParams,
-    { message, request: isRequestMessage(message) ? undefined : request },
+    source,
     options,
+    read,
   );
   const bytes = Buffer.from(base, "utf8");
   const fields = (signature: Uint8Array): SignatureFields => ({

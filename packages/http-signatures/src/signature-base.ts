@@ -4,13 +4,13 @@
 import { ValidationError } from "@kms/core";
 import { RecentCache } from "./internal/recent-cache.ts";
 import {
-  cachedFieldLines,
   dictionaryParseOptions,
   fieldDictionary,
   type HttpMessage,
   isRequestMessage,
+  type ReadFields,
   type RequestMessage,
-  readFieldsAfresh,
+  readFields,
 } from "./message.ts";
 import {
   type BareItem,
@@ -148,6 +148,16 @@ export interface ComponentSource {
   readonly request?: RequestMessage | undefined;
 }
 
+/**
+ * The fields of a `ComponentSource`'s messages as one operation read them (`request` when the
+ * source has a request).
+ * @internal
+ */
+export interface SourceFields {
+  readonly message: ReadFields;
+  readonly request: ReadFields | undefined;
+}
+
 /** RFC 9110 `method = token`: one or more tchar. */
 const METHOD_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
@@ -233,7 +243,8 @@ interface QueryParams {
 const parsedQueries = new RecentCache<URL, QueryParams>(16);
 
 /**
- * The re-encoded values of the query parameter whose re-encoded name is `name`, in order.
+ * The re-encoded values of the query parameter whose re-encoded name is `name` (in any spelling
+ * of that encoded name, see `canonicalName`), in order.
  * RFC 9421 §2.2.8 puts the name in the identifier in the same encoded form as the values
  * (`"@query-param";name="fa%C3%A7ade%22%3A%20"`). Matched against the decoded names instead, a
  * signature over `a%20b` would cover the parameter sent as `a%2520b`, and leave `a b` free.
@@ -252,19 +263,37 @@ function queryParamValues(url: URL, name: string): readonly string[] {
     parsed = { search, values };
     parsedQueries.set(url, parsed);
   }
-  return parsed.values.get(name) ?? [];
+  return parsed.values.get(canonicalName(name)) ?? [];
 }
 
-/** What `encodeQueryPart` can produce: unreserved characters and upper-case escapes. */
-const ENCODED_NAME = /^(?:[A-Za-z0-9\-._~]|%[0-9A-F]{2})*$/;
+/** An encoded name: unreserved characters and escapes, hex digits in either case. */
+const ENCODED_NAME = /^(?:[A-Za-z0-9\-._~]|%[0-9A-Fa-f]{2})*$/;
+
+/**
+ * `name` as `encodeQueryPart` spells it. RFC 3986 §2.1 and §6.2.2 make `%2b` and `%2B` one
+ * escape and `%61` the letter `a`; another implementation may pass a name on as its user wrote
+ * it. Decoding and re-encoding keeps each name apart from any other (`a%2520b` stays the name
+ * `a%20b`); a name that is not in encoded form is left as it is, and so never found.
+ */
+function canonicalName(name: string): string {
+  if (!name.includes("%") || !ENCODED_NAME.test(name)) return name;
+  try {
+    return encodeQueryPart(decodeURIComponent(name));
+  } catch {
+    // Escapes that are not UTF-8 (`%FF`): the parser reads them as U+FFFD, never as this name.
+    return name;
+  }
+}
 
 const COMPONENT_PARAMS = new Set(["sf", "key", "bs", "req", "name", "tr"]);
 const FIELD_ONLY_PARAMS = ["sf", "key", "bs"] as const;
 
-/** Forgets what was read from the headers of `source`'s messages (see `readFieldsAfresh`). */
-function readSourceAfresh(source: ComponentSource): void {
-  readFieldsAfresh(source.message.headers);
-  if (source.request !== undefined) readFieldsAfresh(source.request.headers);
+/** The fields of `source`'s messages as they are now (see `readFields`). */
+function readSource(source: ComponentSource): SourceFields {
+  return {
+    message: readFields(source.message.headers),
+    request: source.request === undefined ? undefined : readFields(source.request.headers),
+  };
 }
 
 /**
@@ -277,12 +306,16 @@ export function componentValues(
   source: ComponentSource,
   options: SignatureBaseOptions = {},
 ): string[] {
-  readSourceAfresh(source);
-  return derivedValues(id, source, options);
+  return derivedValues(id, source, options, readSource(source));
 }
 
-/** `componentValues` within one operation, which read the headers afresh when it began. */
-function derivedValues(id: Item, source: ComponentSource, options: SignatureBaseOptions): string[] {
+/** `componentValues` within one operation, from the fields it read when it began. */
+function derivedValues(
+  id: Item,
+  source: ComponentSource,
+  options: SignatureBaseOptions,
+  read: SourceFields,
+): string[] {
   const name = id.value;
   if (typeof name !== "string") throw componentError(id, "identifier must be a string");
   const params = id.params;
@@ -295,11 +328,13 @@ function derivedValues(id: Item, source: ComponentSource, options: SignatureBase
     if (params.has("tr")) throw componentError(id, "trailer fields (;tr) are not supported");
   }
   let message: HttpMessage = source.message;
+  let fields: ReadFields | undefined = read.message;
   if (hasParams && params.get("req") === true) {
     if (isRequestMessage(source.message) || source.request === undefined) {
       throw componentError(id, ";req needs a response signed in the context of its request");
     }
     message = source.request;
+    fields = read.request;
   }
 
   if (name.charCodeAt(0) === 0x40 /* @ */) {
@@ -364,7 +399,9 @@ function derivedValues(id: Item, source: ComponentSource, options: SignatureBase
   }
 
   if (params.has("name")) throw componentError(id, ";name applies only to @query-param");
-  const lines = cachedFieldLines(message.headers).get(name);
+  // Only a source given without its request's fields could leave them unread: read them now.
+  fields ??= readFields(message.headers);
+  const lines = fields.lines.get(name);
   if (lines === undefined) throw componentError(id, "field is absent from the message");
   const bs = params.get("bs") === true;
   const sf = params.get("sf") === true;
@@ -391,7 +428,7 @@ function derivedValues(id: Item, source: ComponentSource, options: SignatureBase
     if (type !== undefined && type !== "dictionary")
       throw componentError(id, "field is not a dictionary");
     // Cached per field: the request's Signature is parsed by verification already.
-    const member = fieldDictionary(message.headers, name)?.get(key);
+    const member = fieldDictionary(fields, name)?.get(key);
     if (member === undefined) throw componentError(id, "dictionary has no such key");
     return [isInnerList(member) ? serializeInnerList(member) : serializeItem(member)];
   }
@@ -475,13 +512,13 @@ export function createSignatureBase(
   source: ComponentSource,
   options: SignatureBaseOptions = {},
 ): string {
-  readSourceAfresh(source);
   return signatureBase(
     signatureParams.items,
     signatureParams.items.map(serializeItem),
     serializeInnerList(signatureParams),
     source,
     options,
+    readSource(source),
   );
 }
 
@@ -496,6 +533,7 @@ export function signatureBase(
   serializedParams: string,
   source: ComponentSource,
   options: SignatureBaseOptions,
+  read: SourceFields,
 ): string {
   let base = "";
   // A set, not indexOf: a hostile Signature-Input may list many thousands of identifiers.
@@ -505,7 +543,7 @@ export function signatureBase(
     const serialized = identifiers[i] as string;
     if (seen.has(serialized)) throw componentError(id, "is covered twice");
     seen.add(serialized);
-    for (const value of derivedValues(id, source, options)) {
+    for (const value of derivedValues(id, source, options, read)) {
       if (value.includes("\n") || value.includes("\r")) {
         throw componentError(id, "value contains a line break");
       }

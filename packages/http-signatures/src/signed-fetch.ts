@@ -65,6 +65,22 @@ const ORIGIN_CREDENTIAL_FIELDS = [
 /** Signatures made for the first URL, which the caller may have set: never carried on. */
 const SIGNATURE_FIELDS = ["signature", "signature-input"] as const;
 
+/** Outside printable ASCII: a Location sent as raw bytes, not percent-encoded. */
+const NOT_ENCODED = /[^\x20-\x7e]/;
+
+/**
+ * A Location field as fetch reads it. Field values reach JavaScript one byte per character
+ * (Latin-1); a server that sends a non-ASCII URL unencoded sends UTF-8, so fetch decodes such a
+ * value as UTF-8 first (undici's `responseLocationURL`). Taken as Latin-1, `/café` would become
+ * `/cafÃ©` and the next hop would go to `/caf%C3%83%C2%A9`, not where fetch goes.
+ */
+function locationText(location: string): string {
+  if (!NOT_ENCODED.test(location)) return location;
+  const bytes = new Uint8Array(location.length);
+  for (let i = 0; i < location.length; i++) bytes[i] = location.charCodeAt(i) & 0xff;
+  return new TextDecoder().decode(bytes);
+}
+
 function crossOriginRule(
   option: SignedFetchOptions["allowCrossOriginRedirect"],
 ): CrossOriginRedirectRule {
@@ -92,7 +108,7 @@ function nextHop(
   if (location === null) return undefined;
   let url: URL;
   try {
-    url = new URL(location, hop.url);
+    url = new URL(locationText(location), hop.url);
   } catch (cause) {
     throw new TypeError(`signed fetch: the redirect's Location is not a URL`, { cause });
   }

@@ -14,12 +14,11 @@ import {
   verifyDigestField,
 } from "./content-digest.ts";
 import {
-  cachedFieldLines,
   fieldDictionary,
   type HttpMessage,
   isRequestMessage,
   type RequestMessage,
-  readFieldsAfresh,
+  readFields,
 } from "./message.ts";
 import type { NonceStore } from "./nonce-store.ts";
 import {
@@ -27,6 +26,7 @@ import {
   resolveComponent,
   type SignatureBaseOptions,
   type SignatureParameters,
+  type SourceFields,
   signatureBase,
 } from "./signature-base.ts";
 import {
@@ -212,15 +212,19 @@ export function verifyMessageEagerly(
   policy: VerificationPolicy,
   request?: RequestMessage,
 ): VerificationResult | Promise<VerificationResult> {
+  // Read as they are now, and held until the end (an async key lookup or verifier included).
   // The request too: a client that reuses one headers object for its next request must bind a
   // response to that request, not to the one it verified a response for before.
-  readFieldsAfresh(message.headers);
-  if (request !== undefined) readFieldsAfresh(request.headers);
+  const read: SourceFields = {
+    message: readFields(message.headers),
+    request:
+      request === undefined || isRequestMessage(message) ? undefined : readFields(request.headers),
+  };
   let inputs: Dictionary | undefined;
   let signatures: Dictionary | undefined;
   try {
-    inputs = fieldDictionary(message.headers, "signature-input");
-    signatures = fieldDictionary(message.headers, "signature");
+    inputs = fieldDictionary(read.message, "signature-input");
+    signatures = fieldDictionary(read.message, "signature");
   } catch (error) {
     return fail(
       "signature-malformed",
@@ -231,11 +235,11 @@ export function verifyMessageEagerly(
     return fail("signature-missing", "the message has no Signature-Input and Signature fields");
   }
   if (policy.label !== undefined) {
-    return verifyLabel(policy.label, inputs, signatures, message, policy, request);
+    return verifyLabel(policy.label, inputs, signatures, message, policy, request, read);
   }
   if (inputs.size === 1) {
     const [label] = inputs.keys();
-    return verifyLabel(label as string, inputs, signatures, message, policy, request);
+    return verifyLabel(label as string, inputs, signatures, message, policy, request, read);
   }
   const most = policy.maxSignatures ?? DEFAULT_MAX_SIGNATURES;
   if (!Number.isSafeInteger(most) || most < 1) {
@@ -247,7 +251,7 @@ export function verifyMessageEagerly(
       `the message carries ${inputs.size} signatures; at most ${most} are tried without policy.label`,
     );
   }
-  return verifyEachLabel(inputs, signatures, message, policy, request);
+  return verifyEachLabel(inputs, signatures, message, policy, request, read);
 }
 
 const DEFAULT_MAX_SIGNATURES = 8;
@@ -258,10 +262,11 @@ async function verifyEachLabel(
   message: HttpMessage,
   policy: VerificationPolicy,
   request: RequestMessage | undefined,
+  read: SourceFields,
 ): Promise<VerificationResult> {
   let first: Failure | undefined;
   for (const label of inputs.keys()) {
-    const result = await verifyLabel(label, inputs, signatures, message, policy, request);
+    const result = await verifyLabel(label, inputs, signatures, message, policy, request, read);
     if (result.ok) return result;
     first ??= result;
   }
@@ -281,6 +286,8 @@ interface Candidate {
   readonly noContent: boolean;
   readonly message: HttpMessage;
   readonly request: RequestMessage | undefined;
+  /** The fields of both, as this verification read them at its start. */
+  readonly read: SourceFields;
   readonly policy: VerificationPolicy;
   readonly now: number;
   readonly skew: number;
@@ -294,6 +301,7 @@ function verifyLabel(
   message: HttpMessage,
   policy: VerificationPolicy,
   request: RequestMessage | undefined,
+  read: SourceFields,
 ): VerificationResult | Promise<VerificationResult> {
   const input = inputs.get(label);
   const sigMember = signatures.get(label);
@@ -395,6 +403,7 @@ function verifyLabel(
     noContent,
     message,
     request,
+    read,
     policy,
     now,
     skew,
@@ -438,6 +447,7 @@ function checkSignature(
       `(${covered.join(" ")})${serializeParameters(input.params)}`,
       { message, request: isRequestMessage(message) ? undefined : request },
       policy,
+      candidate.read,
     );
   } catch (error) {
     if (error instanceof ValidationError) return fail("components", error.message, label);
@@ -473,7 +483,7 @@ function afterSignature(
     if (checksums === undefined) {
       return fail("content-digest", "the raw body is needed to check Content-Digest", label);
     }
-    const field = cachedFieldLines(message.headers).get("content-digest");
+    const field = candidate.read.message.lines.get("content-digest");
     const digest = verifyDigestField(
       "Content-Digest",
       (field ?? []).join(", "),
@@ -539,11 +549,8 @@ function hasNoContentByDefinition(
  * the signature covers them, or an intermediary could turn a 200 into a 206, or add a
  * Content-Range, to have the check skipped.
  */
-function isPartial({ input, message, noContent }: Candidate): boolean {
-  if (
-    coversOwnField(input, "content-range") &&
-    cachedFieldLines(message.headers).has("content-range")
-  ) {
+function isPartial({ input, message, read, noContent }: Candidate): boolean {
+  if (coversOwnField(input, "content-range") && read.message.lines.has("content-range")) {
     return true;
   }
   if (isRequestMessage(message)) return false;
@@ -565,7 +572,7 @@ function checkReprDigest(
   if (checksums === undefined) {
     return fail("repr-digest", "the raw body is needed to check Repr-Digest", label);
   }
-  const field = cachedFieldLines(message.headers).get("repr-digest");
+  const field = candidate.read.message.lines.get("repr-digest");
   const digest = verifyDigestField(
     "Repr-Digest",
     (field ?? []).join(", "),
@@ -574,7 +581,7 @@ function checkReprDigest(
   );
   if (digest.ok) return undefined;
   const unsignedPartial =
-    cachedFieldLines(message.headers).has("content-range") ||
+    candidate.read.message.lines.has("content-range") ||
     (!isRequestMessage(message) && isPartialStatus(message.status));
   return fail(
     "repr-digest",

@@ -87,6 +87,51 @@ describe("a headers object reused across calls", () => {
     expect((await verifyMessage(secondResponse, policy, second)).ok).toBe(true);
   });
 
+  it("signs a response over its request's fields as they are when the call starts", async () => {
+    // A request read by an earlier call (here, its verification), then changed.
+    const requestHeaders: Record<string, string> = { "x-a": "1" };
+    const request: RequestMessage = {
+      method: "GET",
+      url: "https://a.test/",
+      headers: requestHeaders,
+    };
+    const signed = await signMessage(request, { signer, components: ["x-a"], now: () => T0 });
+    requestHeaders["signature-input"] = signed.signatureInput;
+    requestHeaders.signature = signed.signature;
+    expect((await verifyMessage(request, policy)).ok).toBe(true);
+    requestHeaders["x-a"] = "2";
+    const fields = await signMessage(
+      { status: 200, headers: {} },
+      { signer, request, components: ["@status", { component: "x-a", req: true }], now: () => T0 },
+    );
+    expect(fields.base).toContain('"x-a";req: 2\n');
+    // Verifying the response reads the request afresh: the two agree.
+    const response = {
+      status: 200,
+      headers: { "signature-input": fields.signatureInput, signature: fields.signature },
+    };
+    expect((await verifyMessage(response, policy, request)).ok).toBe(true);
+  });
+
+  it("holds the fields it read for the whole call, through an async key lookup", async () => {
+    const headers: Record<string, string> = { "x-a": "1" };
+    const message: RequestMessage = { method: "GET", url: "https://a.test/", headers };
+    const signed = await signMessage(message, { signer, components: ["x-a"], now: () => T0 });
+    headers["signature-input"] = signed.signatureInput;
+    headers.signature = signed.signature;
+    const result = await verifyMessage(message, {
+      ...policy,
+      keyLookup: async () => {
+        // Meanwhile the object changes, and a busy server reads other requests' headers.
+        headers["x-a"] = "2";
+        for (let i = 0; i < 32; i++) fieldLines({ "x-other": String(i) });
+        return createHmacVerifier(secret);
+      },
+    });
+    // The call started with x-a: 1, as signed; without a load it would see nothing else.
+    expect(result).toMatchObject({ ok: true });
+  });
+
   it("derives component values and field lines from the headers as they are now", () => {
     const headers: Record<string, string> = { "x-a": "1" };
     const message: RequestMessage = { method: "GET", url: "https://a.test/", headers };

@@ -93,6 +93,50 @@ describe('"@query-param";name is the encoded name (RFC 9421 §2.2.8)', () => {
     ).toMatchObject({ ok: false, check: "signature" });
   });
 
+  it("reads escapes as RFC 3986 §2.1 does: hex digits in either case, unreserved characters escaped or not", () => {
+    // `a%2bb` and `a%2Bb` are one encoded name (`a+b`), and `%61` is `a`.
+    expect(values("https://a.test/?a%2Bb=1&a+b=2", "a%2bb")).toEqual(["1"]);
+    expect(values("https://a.test/?a=1", "%61")).toEqual(["1"]);
+    expect(values("https://a.test/?%7E=1", "%7e")).toEqual(["1"]);
+    // Still no stand-in: `a%2520b` is the name `a%20b`, not `a b`.
+    expect(() => values("https://a.test/?a%2520b=1", "a%20b")).toThrow(/absent from the query/);
+    expect(values("https://a.test/?a%2520b=1", "a%2520b")).toEqual(["1"]);
+  });
+
+  it("verifies what http-message-signatures signs for a name with a lower-case escape", async () => {
+    const url = "https://a.test/p?a%2Bb=1&c=2";
+    const signed = await httpbis.signMessage(
+      {
+        key: createSigner(secret, "hmac-sha256", "k1"),
+        fields: ["@method", '"@query-param";name="a%2bb"'],
+        params: ["keyid", "created"],
+        paramValues: { created: new Date(T0) },
+      },
+      { method: "GET", url, headers: {} },
+    );
+    const message = { method: "GET", url, headers: signed.headers as Record<string, string> };
+    expect(
+      await verifyMessage(message, {
+        ...policy,
+        requiredComponents: [{ component: "@query-param", name: "a%2bb" }],
+      }),
+    ).toMatchObject({ ok: true });
+    // Our own signer takes the name so spelled too, and signs it as given.
+    const ours = await signedFor(url, "a%2bb");
+    expect((ours.headers as Record<string, string>)["signature-input"]).toContain(
+      '"@query-param";name="a%2bb"',
+    );
+    expect((await verifyMessage(ours, policy)).ok).toBe(false); // policy wants a%20b
+    expect(
+      (
+        await verifyMessage(ours, {
+          ...policy,
+          requiredComponents: [{ component: "@query-param", name: "a%2bb" }],
+        })
+      ).ok,
+    ).toBe(true);
+  });
+
   it("says how to write a name given decoded", async () => {
     await expect(signedFor("https://a.test/p?a%20b=1", "a b")).rejects.toThrow(
       /must be given encoded as RFC 9421 §2\.2\.8 says/,

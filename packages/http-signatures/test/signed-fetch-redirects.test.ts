@@ -297,6 +297,22 @@ describe("a redirect fetch would not follow", () => {
     ).rejects.toThrow(message);
   });
 
+  it("reads a Location sent as raw UTF-8 as fetch reads it", async () => {
+    // Not valid in a field value, but sent: fetch takes the bytes as UTF-8, not as Latin-1.
+    const raw = Buffer.from("/café?q=é").toString("latin1");
+    const origin = await listen((path) => (path === "/a" ? redirect(302, raw) : OK));
+    const response = await signedFetch()(`${origin.origin}/a`);
+    const plain = await fetch(`${origin.origin}/a`);
+    expect(response.url).toBe(`${origin.origin}/caf%C3%A9?q=%C3%A9`);
+    expect(response.url).toBe(plain.url);
+    expect(origin.received.map((r) => [r.path, r.verification.ok])).toEqual([
+      ["/a", true],
+      ["/caf%C3%A9?q=%C3%A9", true],
+      ["/a", false],
+      ["/caf%C3%A9?q=%C3%A9", false],
+    ]);
+  });
+
   it("is not a redirect without a Location, nor with status 300 or 304", async () => {
     const origin = await listen((path) =>
       path === "/none" ? { status: 302 } : redirect(Number(path.slice(1)), "/b"),
