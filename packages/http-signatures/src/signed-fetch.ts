@@ -140,6 +140,27 @@ function nextHop(
   return { method: "GET", url, headers, body: undefined };
 }
 
+/** The caller's fetch options other than those each hop sets itself. */
+type PassedOptions = Omit<RequestInit, "method" | "headers" | "body" | "redirect" | "signal">;
+
+/**
+ * What `init` holds besides the request itself (`credentials`, `keepalive`, an undici
+ * `dispatcher` for a proxy or agent…), passed on to the wrapped fetch on every hop: the
+ * `Request` the wrapper builds from `init` keeps only what the Fetch standard defines.
+ */
+function passedOptions(init: RequestInit | undefined): PassedOptions {
+  if (init === undefined) return {};
+  const {
+    method: _method,
+    headers: _headers,
+    body: _body,
+    redirect: _redirect,
+    signal: _signal,
+    ...rest
+  } = init;
+  return rest;
+}
+
 /** Releases a redirect's connection; its body is not read. */
 async function discard(response: Response): Promise<void> {
   await response.body?.cancel().catch(() => undefined);
@@ -169,6 +190,7 @@ export function createSignedFetch(options: SignedFetchOptions): typeof fetch {
     hop: Hop,
     redirect: Request["redirect"],
     signal: AbortSignal,
+    passed: PassedOptions,
   ): Promise<Response> => {
     const { method, url, body } = hop;
     // `method` is what `inner` sends (fetch's normalization is already applied).
@@ -180,6 +202,7 @@ export function createSignedFetch(options: SignedFetchOptions): typeof fetch {
     const headers = new Headers(hop.headers);
     for (const [name, value] of Object.entries(added)) headers.set(name, value);
     return inner(url.href, {
+      ...passed,
       method,
       headers,
       ...(body !== undefined ? { body } : {}),
@@ -197,9 +220,12 @@ export function createSignedFetch(options: SignedFetchOptions): typeof fetch {
       headers: new Headers(request.headers),
       body,
     };
-    if (request.redirect !== "follow") return send(hop, request.redirect, request.signal);
+    const passed = passedOptions(init);
+    if (request.redirect !== "follow") {
+      return send(hop, request.redirect, request.signal, passed);
+    }
     for (let redirects = 0; ; redirects++) {
-      const response = await send(hop, "manual", request.signal);
+      const response = await send(hop, "manual", request.signal, passed);
       let next: Hop | undefined;
       try {
         next = nextHop(response, hop, redirects, allowCrossOrigin);

@@ -82,6 +82,33 @@ describe("createSignedFetch", () => {
   });
 });
 
+describe("createSignedFetch and the caller's other fetch options", () => {
+  it("passes them (an undici dispatcher, keepalive, credentials) to the wrapped fetch on every hop", async () => {
+    const dispatcher = { name: "proxy agent" };
+    const inits: Record<string, unknown>[] = [];
+    const inner = (async (_input: string, init: RequestInit) => {
+      inits.push(init as Record<string, unknown>);
+      return inits.length === 1
+        ? new Response(null, { status: 307, headers: { location: "/next" } })
+        : new Response("done", { status: 200 });
+    }) as typeof fetch;
+    const signedFetch = createSignedFetch({ signer, fetch: inner });
+    const response = await signedFetch("https://b.test/first", {
+      method: "POST",
+      body: "hi",
+      keepalive: true,
+      credentials: "omit",
+      dispatcher,
+    } as unknown as RequestInit);
+    expect(await response.text()).toBe("done");
+    expect(inits).toHaveLength(2);
+    for (const init of inits) {
+      expect(init).toMatchObject({ dispatcher, keepalive: true, credentials: "omit" });
+      expect((init.headers as Headers).get("signature")).toMatch(/^sig1=:/);
+    }
+  });
+});
+
 describe("signMessage with a reused components array", () => {
   // Component specs are memoized; an array reused after a change in place must cover its new entries.
   it("covers what the array holds at each call", async () => {
