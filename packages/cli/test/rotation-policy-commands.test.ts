@@ -71,6 +71,10 @@ describe("usage errors exit 2 before opening the store", () => {
     ["put-key-policy without --policy", ["put-key-policy", "k"]],
     ["put-key-policy without a key", ["put-key-policy", "--policy", "p.json"]],
     [
+      "put-key-policy with a value for the lockout flag",
+      ["put-key-policy", "k", "--policy", "p.json", "--bypass-policy-lockout-safety-check=yes"],
+    ],
+    [
       "put-key-policy with --policy twice",
       ["put-key-policy", "k", "--policy", "a", "--policy", "b"],
     ],
@@ -266,6 +270,28 @@ describe("key policies", () => {
       /^Error: put-key-policy: the policy in latin1.json is not UTF-8 text\n$/,
     );
     expect(await ok(["get-key-policy", keyId])).toEqual(before);
+  });
+
+  it("--bypass-policy-lockout-safety-check sets a policy that locks the caller out, as AWS's flag", async () => {
+    const { keyId } = await createKey();
+    const onlyAlice = writePolicy("only-alice.json", {
+      Version: "2012-10-17",
+      Statement: [{ Effect: "Allow", Principal: { AWS: ALICE }, Action: "kms:*", Resource: "*" }],
+    });
+    expect(
+      await ok([
+        "put-key-policy",
+        keyId,
+        "--policy",
+        onlyAlice,
+        "--bypass-policy-lockout-safety-check",
+      ]),
+    ).toEqual({ keyId, policyName: "default" });
+    // The account that set it can no longer read or change it; Alice can.
+    await failed(["get-key-policy", keyId], /^AccessDeniedException: /);
+    expect(await ok(["get-key-policy", keyId, "--principal", ALICE])).toMatchObject({
+      Statement: [{ Principal: { AWS: ALICE } }],
+    });
   });
 
   it("stops reading a policy past the KMS's size limit and lets the KMS refuse it", async () => {

@@ -1,7 +1,7 @@
 import { createReadStream } from "node:fs";
 import { resolve } from "node:path";
 import { KEY_POLICY_NAME, MAX_KEY_POLICY_BYTES } from "@kms/core";
-import { requiredOption } from "./args.ts";
+import { booleanOption, requiredOption } from "./args.ts";
 import { type Command, type CommandContext, printJson } from "./command.ts";
 
 /**
@@ -59,15 +59,22 @@ async function readPolicy(ctx: CommandContext): Promise<string> {
 }
 
 const putKeyPolicy: Command = {
-  options: { policy: { type: "string" } },
+  options: {
+    policy: { type: "string" },
+    "bypass-policy-lockout-safety-check": { type: "boolean" },
+  },
   positionals: ["keyId|alias"],
   async run(ctx) {
     const keyId = ctx.positionals[0] as string;
     const policy = await readPolicy(ctx);
+    const bypass = booleanOption(ctx.values, "bypass-policy-lockout-safety-check") === true;
     const kms = await ctx.kms();
     // The KMS validates the document (MalformedPolicyDocumentException) and refuses one that
-    // would lock the caller out of changing it again.
-    await kms.putKeyPolicy({ keyId, policy }, ctx.callOptions);
+    // would lock the caller out of changing it again, unless told to (as AWS's flag of the name).
+    await kms.putKeyPolicy(
+      { keyId, policy, ...(bypass ? { bypassPolicyLockoutSafetyCheck: true } : {}) },
+      ctx.callOptions,
+    );
     // No read-back: the new policy may deny the caller GetKeyPolicy or DescribeKey.
     await printJson(ctx.io, { keyId, policyName: KEY_POLICY_NAME });
   },
