@@ -90,9 +90,11 @@ describe("kms audit list", () => {
     expect(forA.code).toBe(0);
     expect(lines(forA)).toStrictEqual(expected);
 
-    // The lookup was a DescribeKey of its own, recorded after the listing it served.
+    // The alias lookup was a DescribeKey of its own, recorded after the listing it served; a
+    // key id or ARN is matched without one.
     const again = lines(await kms(["audit", "list", "--key", a.arn]));
     expect(again.map((e) => e.eventName)).toStrictEqual([...uses, "DescribeKey"]);
+    expect(lines(await kms(["audit", "list", "--key", a.keyId]))).toStrictEqual(again);
 
     const forB = lines(await kms(["audit", "list", "--key", b.keyId]));
     expect(forB).toStrictEqual([]);
@@ -149,7 +151,26 @@ describe("kms audit list", () => {
     expect(listed.err).toContain("--after 99");
   });
 
-  it("an unknown --key is NotFoundException (exit 1)", async () => {
+  it("--key lists the history of a key that has since been deleted", async () => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    vi.setSystemTime(new Date("2026-03-01T09:00:00Z"));
+    const { a } = await populate();
+    const history = storedEvents().filter((e) => e.resources.some((r) => r.ARN === a.arn));
+    expect((await kms(["schedule-key-deletion", a.keyId, "--days", "7"])).code).toBe(0);
+    vi.setSystemTime(new Date("2026-03-09T09:00:00Z"));
+    // Past its window the key is destroyed on the next access.
+    expect((await kms(["describe-key", a.keyId])).code).toBe(1);
+    vi.useRealTimers();
+    for (const name of [a.keyId, a.arn]) {
+      const listed = await kms(["audit", "list", "--key", name]);
+      expect(listed.code).toBe(0);
+      const events = lines(listed);
+      expect(events.slice(0, history.length)).toStrictEqual(history);
+      expect(events.map((e) => e.eventName)).toContain("ScheduleKeyDeletion");
+    }
+  });
+
+  it("an unknown alias as --key is NotFoundException (exit 1)", async () => {
     await populate();
     const missing = await kms(["audit", "list", "--key", "alias/nope"]);
     expect(missing.code).toBe(1);

@@ -146,8 +146,8 @@ function brokenAt(
 
 /**
  * `kms audit list`: events as JSON lines, oldest first, as the sink stores them. The listing is
- * the trail up to its head when the command started, so the DescribeKey call that resolves
- * `--key` (recorded like any call) shows up in the next listing, not in this one.
+ * the trail up to its head when the command started, so the DescribeKey call that resolves an
+ * alias given as `--key` (recorded like any call) shows up in the next listing, not in this one.
  */
 const auditList: Command = {
   options: {
@@ -171,11 +171,11 @@ const auditList: Command = {
     requireDatabase(ctx);
     const kms = await ctx.kms();
     const head = await kms.audit.head();
-    const keyArn = keyName === undefined ? undefined : await resolveKeyArn(kms, ctx, keyName);
+    const namesKey = keyName === undefined ? undefined : await keyMatcher(kms, ctx, keyName);
     if (head === undefined) return;
     const matches = (event: AuditEvent): boolean =>
       (since === undefined || Date.parse(event.eventTime) >= since) &&
-      (keyArn === undefined || event.resources.some((r) => r.ARN === keyArn));
+      (namesKey === undefined || event.resources.some((r) => namesKey(r.ARN)));
 
     let printed = 0;
     let lastPrinted = after;
@@ -202,10 +202,23 @@ const auditList: Command = {
   },
 };
 
-/** `--key` as the key's ARN, which is what events name in `resources`. */
-async function resolveKeyArn(kms: Kms, ctx: CommandContext, keyId: string): Promise<string> {
-  const { keyMetadata } = await kms.describeKey({ keyId }, ctx.callOptions);
-  return keyMetadata.arn;
+/**
+ * Which resource ARNs `--key` names. A key id or key ARN is matched as it is, so the history of
+ * a key that has since been deleted (whose trail an auditor wants most) can still be listed;
+ * only an alias is resolved, through DescribeKey, to the key it points to now.
+ */
+async function keyMatcher(
+  kms: Kms,
+  ctx: CommandContext,
+  name: string,
+): Promise<(arn: string) => boolean> {
+  if (name.startsWith("alias/") || name.includes(":alias/")) {
+    const { keyMetadata } = await kms.describeKey({ keyId: name }, ctx.callOptions);
+    return (arn) => arn === keyMetadata.arn;
+  }
+  if (name.startsWith("arn:")) return (arn) => arn === name;
+  const suffix = `:key/${name}`;
+  return (arn) => arn.endsWith(suffix);
 }
 
 const ISO_TIME =
