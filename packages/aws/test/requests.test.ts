@@ -110,6 +110,38 @@ describe("encryption context", () => {
       }),
     ).rejects.toThrow();
   });
+
+  // The check read each value once and the copy read it again, so an accessor or Proxy
+  // answering "acme" then undefined passed as a string and reached the SDK as undefined, which
+  // it dropped: the ciphertext was bound to no tenant at all.
+  it.each([
+    [
+      "an accessor",
+      () => {
+        let reads = 0;
+        return Object.defineProperty({}, "TenantId", {
+          enumerable: true,
+          get: () => (reads++ === 0 ? "acme" : undefined),
+        });
+      },
+    ],
+    [
+      "a Proxy",
+      () => {
+        let reads = 0;
+        return new Proxy({ TenantId: "acme" } as Record<string, unknown>, {
+          get: (target, key) => (reads++ === 0 ? target[key as string] : undefined),
+        });
+      },
+    ],
+  ])("%s is read once: the pair that was checked is the pair sent", async (_, make) => {
+    await kms.encrypt({
+      keyId,
+      plaintext: new Uint8Array([1]),
+      encryptionContext: make() as Record<string, string>,
+    });
+    expect(stub.last.body.EncryptionContext).toEqual({ TenantId: "acme" });
+  });
 });
 
 describe("blobs", () => {

@@ -28,7 +28,8 @@ export function assertRequest(request: unknown): void {
  * An encryption context, copied (the SDK models take mutable records). As in core, only a plain
  * object of string values: a `null` or `undefined` value would be dropped from the wire, and a
  * Map or class instance has no own pairs, so either would encrypt under less context than the
- * caller wrote. Keys are user data and are copied verbatim, `__proto__` included.
+ * caller wrote. Each value is read once. Keys are user data and are copied verbatim, `__proto__`
+ * included.
  */
 export function context(value: EncryptionContext | undefined): Record<string, string> | undefined {
   if (value === undefined) return undefined;
@@ -37,12 +38,17 @@ export function context(value: EncryptionContext | undefined): Record<string, st
   if (proto !== Object.prototype && proto !== null) {
     throw new ValidationError(`"encryptionContext" expected an object of string pairs`);
   }
-  for (const [key, pair] of Object.entries(value)) {
+  // One read of each value, checked and copied from that snapshot: re-reading (a spread after
+  // the check) lets an accessor or Proxy answer a string to the check and `undefined` to the
+  // copy, which the SDK then drops from the wire.
+  const pairs = Object.entries(value);
+  for (const [key, pair] of pairs) {
     if (typeof pair !== "string") {
       throw new ValidationError(`"encryptionContext" value for key "${key}" must be a string`);
     }
   }
-  return { ...value };
+  // fromEntries defines own properties, so a `__proto__` key stays a pair.
+  return Object.fromEntries(pairs) as Record<string, string>;
 }
 
 /** Grant tokens, copied: an array of strings (the SDK drops `null` items). */
