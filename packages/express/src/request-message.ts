@@ -43,9 +43,13 @@ function targetSource(req: Request): NodeRequestLike {
   const hostForwarded = forwardedHost !== undefined && host !== req.headers.host;
   const connection = (req.socket as { encrypted?: unknown }).encrypted === true ? "https" : "http";
   const protoForwarded = forwardedProto !== undefined && protocol !== connection;
-  if (!hostForwarded && !protoForwarded) return req;
+  // A trusted list's first entry is the client's even when it repeats what the connection or
+  // Host says ("http, https" behind a TLS proxy), so a trusted list is refused whatever it holds.
   const listed =
-    (hostForwarded && isList(forwardedHost)) || (protoForwarded && isList(forwardedProto));
+    trustsPeer(req) &&
+    ((forwardedHost !== undefined && isList(forwardedHost)) ||
+      (forwardedProto !== undefined && isList(forwardedProto)));
+  if (!hostForwarded && !protoForwarded && !listed) return req;
   return {
     method: req.method,
     originalUrl: req.originalUrl,
@@ -53,6 +57,17 @@ function targetSource(req: Request): NodeRequestLike {
     headers: { host: listed ? UNVERIFIABLE_HOST : host },
     headersDistinct: req.headersDistinct,
   };
+}
+
+/**
+ * Whether Express reads X-Forwarded-* for this request: the `trust proxy` decision for the
+ * nearest peer, as `req.protocol` and `req.host` make it. Unknown (no Express app): trusted,
+ * which can only refuse a list, never accept one.
+ */
+function trustsPeer(req: Request): boolean {
+  const trust: unknown = req.app?.get("trust proxy fn");
+  if (typeof trust !== "function") return true;
+  return trust(req.socket.remoteAddress, 0) === true;
 }
 
 /** Node joins repeated X-Forwarded-* lines with ", ", so a list is a comma in one value. */

@@ -139,4 +139,25 @@ describe("verifySignature behind a reverse proxy", () => {
     expect(res.status, res.text).toBe(401);
     expect(JSON.parse(res.text)).toMatchObject({ check: "components" });
   });
+
+  // The client's first entry may equal what the connection or Host says: Express then answers
+  // a value the client wrote all the same (the proxy's own "https" comes last).
+  it.each([
+    [
+      "an X-Forwarded-Proto list whose first entry is the connection's scheme",
+      "http://api.example.com/orders/7?x=1",
+      { "x-forwarded-host": "api.example.com", "x-forwarded-proto": "http, https" },
+    ],
+    [
+      "an X-Forwarded-Host list whose first entry is the Host field",
+      "https://127.0.0.1/orders/7?x=1",
+      { host: "127.0.0.1", "x-forwarded-host": "127.0.0.1, api.example.com" },
+    ],
+  ])("refuses the derived components for %s", async (_name, url, fields) => {
+    const res = await request(trusted.origin)
+      .get("/orders/7?x=1")
+      .set({ "x-forwarded-proto": "https", ...(await signed(url)), ...fields });
+    expect(res.status, res.text).toBe(401);
+    expect(JSON.parse(res.text)).toMatchObject({ check: "components" });
+  });
 });

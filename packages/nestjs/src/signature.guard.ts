@@ -47,7 +47,13 @@ const verified = new WeakMap<object, VerifiedSignature>();
 interface RequestVerification {
   /** Their constructors: the class decides the keys and policy a guard verifies with. */
   readonly guards: Set<object>;
-  readonly nonces: Set<string>;
+  /**
+   * Per nonce store, the nonces this request's checks recorded in it. A nonce recorded in
+   * another store is no proof for this one: a subclass with its own store (a shared Redis store
+   * next to an instance's memory) must still record it there, or a replay to another instance
+   * would meet neither.
+   */
+  readonly nonces: WeakMap<NonceStore, Set<string>>;
 }
 
 const verifications = new WeakMap<object, RequestVerification>();
@@ -55,7 +61,7 @@ const verifications = new WeakMap<object, RequestVerification>();
 function verificationOf(request: object): RequestVerification {
   let state = verifications.get(request);
   if (state === undefined) {
-    state = { guards: new Set(), nonces: new Set() };
+    state = { guards: new Set(), nonces: new WeakMap() };
     verifications.set(request, state);
   }
   return state;
@@ -63,15 +69,22 @@ function verificationOf(request: object): RequestVerification {
 
 /**
  * `store` as one more guard on the same request sees it: a nonce that this request's earlier
- * verification recorded is the request's own, not a replay. Every other nonce goes to `store`.
- * A replayed request still meets the earlier guard, which finds its nonce in the store.
+ * verification recorded in this same store is the request's own, not a replay. Every other
+ * nonce (one recorded only in another guard's store included) goes to `store`. A replayed
+ * request still meets the earlier guard, which finds its nonce in the store.
  */
-function withRequestNonces(store: NonceStore, recorded: Set<string>): NonceStore {
+function withRequestNonces(store: NonceStore, state: RequestVerification): NonceStore {
+  let recorded = state.nonces.get(store);
+  if (recorded === undefined) {
+    recorded = new Set();
+    state.nonces.set(store, recorded);
+  }
+  const own = recorded;
   return {
     checkAndStore: async (nonce, ttlMs) => {
-      if (recorded.has(nonce)) return true;
+      if (own.has(nonce)) return true;
       const fresh = await store.checkAndStore(nonce, ttlMs);
-      if (fresh) recorded.add(nonce);
+      if (fresh) own.add(nonce);
       return fresh;
     },
   };
@@ -139,9 +152,7 @@ export class SignatureGuard implements CanActivate {
     const { keyLookup: _, bodyLimit: __, nonceStore, ...rest } = policy;
     const verificationPolicy: VerificationPolicy = {
       ...rest,
-      ...(nonceStore !== undefined
-        ? { nonceStore: withRequestNonces(nonceStore, state.nonces) }
-        : {}),
+      ...(nonceStore !== undefined ? { nonceStore: withRequestNonces(nonceStore, state) } : {}),
       keyLookup: (keyId, context) =>
         this.resolveKey(keyId, { ...context, kms: this.kmsService.kms, execution }, policy),
     };

@@ -8,16 +8,23 @@ import "reflect-metadata";
 import {
   createHmacSigner,
   createHmacVerifier,
+  MemoryNonceStore,
   type MessageSigner,
   type MessageVerifier,
   signRequest,
 } from "@kms/http-signatures";
-import { Controller, Get, type INestApplication, UseGuards } from "@nestjs/common";
+import {
+  Controller,
+  type ExecutionContext,
+  Get,
+  type INestApplication,
+  UseGuards,
+} from "@nestjs/common";
 import { APP_GUARD } from "@nestjs/core";
 import { Test } from "@nestjs/testing";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { KmsModule, SignatureGuard } from "../src/index.ts";
+import { type EffectiveSignaturePolicy, KmsModule, SignatureGuard } from "../src/index.ts";
 import { listen } from "./helpers.ts";
 
 const clientSecret = Buffer.alloc(32, 0x63);
@@ -86,6 +93,63 @@ describe("an app-wide SignatureGuard next to a controller's subclass", () => {
     // … but the same request sent again is.
     const replay = await request(origin).get("/partner").set(headers);
     expect(replay.status).toBe(401);
+    expect(JSON.parse(replay.text)).toMatchObject({ check: "replay" });
+  });
+});
+
+describe("a subclass whose nonce store is not the app-wide guard's", () => {
+  /** The app-wide guard's store: this instance's memory, empty again on another instance. */
+  let instanceStore = new MemoryNonceStore();
+  /** The subclass's store, shared by every instance (as a Redis store would be). */
+  const sharedStore = new MemoryNonceStore();
+
+  class SharedNonceGuard extends SignatureGuard {
+    protected override policyFor(execution: ExecutionContext): EffectiveSignaturePolicy {
+      return { ...super.policyFor(execution), nonceStore: sharedStore };
+    }
+  }
+
+  @Controller("shared")
+  @UseGuards(SharedNonceGuard)
+  class SharedController {
+    @Get()
+    receive(): string {
+      return "shared";
+    }
+  }
+
+  let sharedApp: INestApplication;
+  let sharedOrigin: string;
+  beforeAll(async () => {
+    const moduleRef = await Test.createTestingModule({
+      imports: [
+        KmsModule.forRoot({
+          signature: {
+            keyLookup: (id) => registry.get(id),
+            nonceStore: { checkAndStore: (nonce, ttl) => instanceStore.checkAndStore(nonce, ttl) },
+          },
+        }),
+      ],
+      controllers: [SharedController],
+      providers: [SharedNonceGuard, { provide: APP_GUARD, useClass: SignatureGuard }],
+    }).compile();
+    sharedApp = moduleRef.createNestApplication();
+    sharedOrigin = await listen(sharedApp);
+  });
+  afterAll(() => sharedApp.close());
+
+  it("records the request's nonce in the subclass's own store, so a replay elsewhere meets it", async () => {
+    const headers = await signRequest(
+      { method: "GET", url: `${sharedOrigin}/shared`, headers: {} },
+      { signer: client, nonce: true },
+    );
+    const ok = await request(sharedOrigin).get("/shared").set(headers);
+    expect(ok.status, ok.text).toBe(200);
+    expect(sharedStore.size).toBe(1);
+    // Replayed to another instance: its app-wide guard has not seen the nonce, the shared store has.
+    instanceStore = new MemoryNonceStore();
+    const replay = await request(sharedOrigin).get("/shared").set(headers);
+    expect(replay.status, replay.text).toBe(401);
     expect(JSON.parse(replay.text)).toMatchObject({ check: "replay" });
   });
 });

@@ -159,6 +159,27 @@ describe("SignatureGuard behind a reverse proxy (Express trust proxy)", () => {
     },
   );
 
+  // Express answers the first entry even when it repeats the connection's scheme or the Host
+  // field; the proxy's own value, last, is then not what the target is built from.
+  it.each([
+    [
+      "an X-Forwarded-Proto list whose first entry is the connection's scheme",
+      "http://api.example.com/orders/7?x=1",
+      { "x-forwarded-host": "api.example.com", "x-forwarded-proto": "http, https" },
+    ],
+    [
+      "an X-Forwarded-Host list whose first entry is the Host field",
+      "https://127.0.0.1/orders/7?x=1",
+      { host: "127.0.0.1", "x-forwarded-host": "127.0.0.1, api.example.com" },
+    ],
+  ])("refuses the derived components for %s", async (_name, url, fields) => {
+    const res = await request(trusted.origin)
+      .get("/orders/7?x=1")
+      .set({ "x-forwarded-proto": "https", ...(await signed(url)), ...fields });
+    expect(res.status, res.text).toBe(401);
+    expect(JSON.parse(res.text)).toMatchObject({ check: "components" });
+  });
+
   it("accepts a list whose last entry, the one the trusted proxy appended, Express answers", async () => {
     const res = await request(trusted.origin)
       .get("/orders/7?x=1")

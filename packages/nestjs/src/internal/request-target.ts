@@ -19,6 +19,8 @@ export interface TargetFields {
   readonly protocol?: string | undefined;
   /** `host[:port]`, a trusted X-Forwarded-Host included. */
   readonly host?: string | undefined;
+  /** Express's application, whose `trust proxy fn` setting decides `protocol` and `host`. */
+  readonly app?: unknown;
 }
 
 /** Not a host[:port]: every component derived from the target is then refused (401). */
@@ -52,13 +54,36 @@ export function targetSource(fields: TargetFields, incoming: IncomingMessage): N
   const connection = tls ? "https" : "http";
   const protocol = fields.protocol ?? connection;
   const host = typeof fields.host === "string" ? fields.host : incoming.headers.host;
-  const hostForwarded = forwardedHost !== undefined && host !== incoming.headers.host;
-  const protoForwarded = forwardedProto !== undefined && protocol !== connection;
+  // Express answers a trusted list's first entry, the client's, even when it repeats what the
+  // connection or Host says ("http, https" behind a TLS proxy): such a list is checked too.
+  const trusted = expressTrustsPeer(fields, incoming);
+  const hostForwarded =
+    forwardedHost !== undefined &&
+    (host !== incoming.headers.host || (trusted && isList(forwardedHost)));
+  const protoForwarded =
+    forwardedProto !== undefined &&
+    (protocol !== connection || (trusted && isList(forwardedProto)));
   if (!hostForwarded && !protoForwarded) return own;
   const unverifiable =
     (hostForwarded && !isLastEntry(forwardedHost, host)) ||
     (protoForwarded && !isLastEntry(forwardedProto, protocol));
   return { ...own, protocol, headers: { host: unverifiable ? UNVERIFIABLE_HOST : host } };
+}
+
+/**
+ * Whether Express's `trust proxy` setting trusts the nearest peer, as `req.protocol` and
+ * `req.host` decide it; false on other platforms (Fastify answers a list's last entry).
+ */
+function expressTrustsPeer(fields: TargetFields, incoming: IncomingMessage): boolean {
+  const app = fields.app as { get?: (setting: string) => unknown } | null | undefined;
+  const trust = typeof app?.get === "function" ? app.get("trust proxy fn") : undefined;
+  return typeof trust === "function" && trust(incoming.socket?.remoteAddress, 0) === true;
+}
+
+function isList(field: string | readonly string[]): boolean {
+  return typeof field === "string"
+    ? field.includes(",")
+    : field.length > 1 || isList(field[0] ?? "");
 }
 
 /** Node joins repeated X-Forwarded-* lines with ", ", so the last entry follows the last comma. */
