@@ -8,6 +8,9 @@ const MAX_MARKER_LENGTH = 1024;
 /** Separates a marker's scope from the id it resumes after; never part of a scope. */
 const SCOPE_END = "\u0000";
 
+/** What a marker of `scope` starts with, before the id it resumes after. */
+const scopePrefix = (scope: string): string => (scope === "" ? "" : `${scope}${SCOPE_END}`);
+
 export interface PageBounds {
   readonly max: number;
   readonly default: number;
@@ -62,7 +65,7 @@ export function pageMarker(request: PageRequest | undefined, scope: string): str
   // Only the exact encoding toPage produces is a marker; anything else would page from an
   // arbitrary (or, for invalid UTF-8, mangled) position instead of failing.
   if (Buffer.from(decoded, "utf8").toString("base64url") !== request.marker) throw refuse();
-  const prefix = scope === "" ? "" : `${scope}${SCOPE_END}`;
+  const prefix = scopePrefix(scope);
   if (!decoded.startsWith(prefix)) throw refuse();
   const after = decoded.slice(prefix.length);
   if (after.length === 0) throw refuse();
@@ -83,10 +86,9 @@ export function toPage<T>(
   if (items.length <= limit) return { items: [...items], truncated: false };
   const kept = items.slice(0, limit);
   const last = kept[kept.length - 1]!;
-  const prefix = scope === "" ? "" : `${scope}${SCOPE_END}`;
   return {
     items: kept,
     truncated: true,
-    nextMarker: Buffer.from(`${prefix}${id(last)}`, "utf8").toString("base64url"),
+    nextMarker: Buffer.from(`${scopePrefix(scope)}${id(last)}`, "utf8").toString("base64url"),
   };
 }

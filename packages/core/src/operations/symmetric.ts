@@ -20,7 +20,7 @@ import {
 } from "../internal/key-access.ts";
 import type { KeyStateOperation } from "../key-state-table.ts";
 import type { StoredKey } from "../keystore/key-store.ts";
-import { authorizeKey } from "../policy/authorizer.ts";
+import { authorizeKey, RSA_REENCRYPT_SOURCE_ACTIONS } from "../policy/authorizer.ts";
 import type {
   DecryptRequest,
   DecryptResponse,
@@ -295,11 +295,9 @@ function rsaSourceContext(ctx: KmsContext): KmsContext {
   if (call === undefined || ctx.authorize === undefined) return ctx;
   return {
     ...ctx,
-    authorize: (key) => authorizeKey(call, ctx.store, key, RSA_SOURCE_ACTIONS),
+    authorize: (key) => authorizeKey(call, ctx.store, key, RSA_REENCRYPT_SOURCE_ACTIONS),
   };
 }
-
-const RSA_SOURCE_ACTIONS = [["kms:ReEncryptFrom", "source"]] as const;
 
 function dataKeyLength(request: GenerateDataKeyRequest): number {
   if ((request.keySpec === undefined) === (request.numberOfBytes === undefined)) {

@@ -318,6 +318,14 @@ export function actionsFor(call: CallState, key: StoredKey): [string, KeyRole][]
   return actions;
 }
 
+/**
+ * What ReEncrypt needs of an RSA source key. Its ciphertext names no key, so actionsFor would
+ * take it for a destination and ask kms:ReEncryptTo; reEncrypt (and explain) pass these instead.
+ */
+export const RSA_REENCRYPT_SOURCE_ACTIONS: readonly (readonly [string, KeyRole])[] = [
+  ["kms:ReEncryptFrom", "source"],
+];
+
 /** An alias could name the source key too, so it needs ReEncryptTo as well (conservative). */
 function mayBeDestination(call: CallState, key: StoredKey): boolean {
   const destination = stringField(call.request, "destinationKeyId");

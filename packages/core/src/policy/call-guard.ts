@@ -31,6 +31,7 @@ import {
   keyPolicyOf,
   type PolicySettings,
   principalAccountOf,
+  RSA_REENCRYPT_SOURCE_ACTIONS,
 } from "./authorizer.ts";
 import { evaluate } from "./evaluate.ts";
 import { parsePolicy } from "./policy-document.ts";
@@ -199,7 +200,7 @@ export class CallGuard {
           keyId !== rsaSource
             ? actionsFor(probe, key)
             : [
-                ["kms:ReEncryptFrom", "source"],
+                ...RSA_REENCRYPT_SOURCE_ACTIONS,
                 ...(resolved.get("destinationKeyId") === keyId
                   ? [["kms:ReEncryptTo", "destination"] as const]
                   : []),
