@@ -120,16 +120,6 @@ async function descriptorOf(path: string): Promise<{ pid: number; fd: number } |
 }
 
 /**
- * A stream of our own for core to write into and leave open, each chunk handed to `write`: core's
- * pipeline leaves listeners on the stream it is given, and reports a write that fails after the
- * last chunk went in to nobody, so `kms decrypt --out - | slow-reader` exited 0 when the reader
- * went away with the end of the output unread.
- */
-function relay(write: (chunk: Buffer, done: (error?: Error | null) => void) => void): Writable {
-  return new Writable({ write: (chunk: Buffer, _encoding, done) => write(chunk, done) });
-}
-
-/**
  * Runs core's file function with a progress bar, whose line ends whether the operation succeeded
  * or not; `-` stands for stdin or stdout. Resolves to its result and the bytes now at `--out`,
  * or undefined when `--out` was written as a stream (`-`, or see {@link writesThrough}), once
@@ -162,22 +152,23 @@ async function transfer<R>(
     output: ctx.io.stderr,
     show: flag === true ? "always" : flag === false ? "never" : "auto",
   });
-  const { stdout } = ctx.io;
+  // A stream of our own on a path written through, for the CLI to end once core is done with it
+  // (core writes into a stream it is given, waiting for each write's callback, and leaves it open).
   const sink =
-    output === "-"
-      ? relay((chunk, done) => stdout.write(chunk, done))
-      : through === undefined
-        ? undefined
-        : "fd" in through
-          ? relay((chunk, done) => writeFile(through.fd, chunk, done))
-          : createWriteStream(through.path, { flags: "a" });
+    through === undefined
+      ? undefined
+      : "fd" in through
+        ? new Writable({
+            write: (chunk: Buffer, _encoding, done) => writeFile(through.fd, chunk, done),
+          })
+        : createWriteStream(through.path, { flags: "a" });
   // An open that fails before core pipes into it (ENXIO: a socket) is reported from `errored`.
   const ignore = (): void => undefined;
   sink?.on("error", ignore);
   try {
     const result = await run({
       in: input === "-" ? ctx.io.stdin : input,
-      out: sink ?? output,
+      out: output === "-" ? ctx.io.stdout : (sink ?? output),
       onProgress: bar.file,
       ...(signal === undefined ? {} : { signal }),
     });
@@ -188,7 +179,8 @@ async function transfer<R>(
     }
     bar.finish("done");
     // What goes through a stream may be what the process's stdout is: no summary after it.
-    const outputBytes = sink === undefined ? (await stat(output)).size : undefined;
+    const streamed = output === "-" || sink !== undefined;
+    const outputBytes = streamed ? undefined : (await stat(output)).size;
     return { result, outputBytes };
   } catch (error) {
     sink?.destroy();
