@@ -51,8 +51,16 @@ export function platformRequestMessage(
   incoming: IncomingMessage,
   body: Uint8Array | undefined,
 ): RequestMessage {
-  return nodeRequestMessage(targetSource(request, incoming), body);
+  // The guard and the response-signing interceptor share one view (as @kms/express does), so
+  // the target is rebuilt and its URL parsed once per request.
+  const known = messages.get(request);
+  if (known !== undefined && known.body === body) return known;
+  const message = nodeRequestMessage(targetSource(request, incoming), body);
+  messages.set(request, message);
+  return message;
 }
+
+const messages = new WeakMap<PlatformRequest, RequestMessage>();
 
 const EMPTY = new Uint8Array(0);
 
