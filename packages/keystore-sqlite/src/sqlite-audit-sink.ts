@@ -12,6 +12,7 @@ import {
   ValidationError,
 } from "@kms/core";
 import Database from "better-sqlite3";
+import { refuseOuterTransaction } from "./internal/outer-transaction.ts";
 import { createPrivateFile } from "./internal/private-file.ts";
 import { prepare, retain } from "./internal/retain.ts";
 
@@ -152,14 +153,9 @@ export class SqliteAuditSink implements AuditSink {
       },
     );
     this.#append = (chain) => {
-      // Inside a transaction its owner began on a shared connection, better-sqlite3 would use a
-      // savepoint: the events would be acknowledged, then vanish with a rollback, head and all,
-      // leaving an intact-looking chain without them.
-      if (this.#db.inTransaction) {
-        throw new KmsInternalError(
-          `${this.description}: the database connection is inside a transaction the audit sink did not start`,
-        );
-      }
+      // Events acknowledged inside the owner's transaction would vanish with a rollback, head
+      // and all, leaving an intact-looking chain without them.
+      refuseOuterTransaction(this.#db, this.description, "audit sink");
       return append.immediate(chain);
     };
   }
@@ -198,13 +194,7 @@ export class SqliteAuditSink implements AuditSink {
     operation: string,
     chain: (head: AuditHead | undefined) => readonly AuditEvent[],
   ): readonly AuditEvent[] {
-    try {
-      return this.#append(chain);
-    } catch (error) {
-      throw new KmsInternalError(`audit sink ${this.description} could not ${operation}`, {
-        cause: error,
-      });
-    }
+    return this.#query(operation, () => this.#append(chain));
   }
 
   async read(options: AuditReadOptions = {}): Promise<readonly AuditEvent[]> {
@@ -221,7 +211,7 @@ export class SqliteAuditSink implements AuditSink {
     return text === undefined ? undefined : this.#parse(text);
   }
 
-  /** Runs a read statement; a driver error becomes KMSInternalException with it as cause. */
+  /** Runs a statement; a driver error becomes KMSInternalException with it as cause. */
   #query<T>(operation: string, fn: () => T): T {
     try {
       return fn();

@@ -12,6 +12,7 @@ import {
 } from "@kms/core";
 import Database from "better-sqlite3";
 import { migrate } from "./internal/migrations.ts";
+import { refuseOuterTransaction } from "./internal/outer-transaction.ts";
 import { createPrivateFile } from "./internal/private-file.ts";
 import { prepare, retain } from "./internal/retain.ts";
 import {
@@ -112,15 +113,6 @@ function writeCounter(db: Database.Database): { count: number } {
     writesByConnection.set(db, counter);
   }
   return counter;
-}
-
-/** A transaction opened on a shared connection by its owner would swallow the store's writes. */
-function refuseOuterTransaction(db: Database.Database, label: string): void {
-  if (db.inTransaction) {
-    throw new KmsInternalError(
-      `${label}: the database connection is inside a transaction the key store did not start; a write there would commit or roll back with it, so the store does not write`,
-    );
-  }
 }
 
 /** Keeps at most `limit` entries, evicting the least recently used. */
@@ -376,7 +368,7 @@ export class SqliteKeyStore implements KeyStore {
     try {
       if (hasPath) createPrivateFile(options.path!);
       db = retain(options.database ?? new Database(options.path!, { timeout: busyTimeoutMs }));
-      refuseOuterTransaction(db, label);
+      refuseOuterTransaction(db, label, "key store");
       db.exec(`PRAGMA busy_timeout = ${busyTimeoutMs}`);
       // WAL lets readers (the encrypt hot path, in any process) run while a writer commits,
       // and makes a commit one sequential append to the -wal file.
@@ -628,7 +620,7 @@ export class SqliteKeyStore implements KeyStore {
    * when that transaction rolls back. Hence the refusal.
    */
   #write<T>(fn: () => T): T {
-    refuseOuterTransaction(this.#db, this.description);
+    refuseOuterTransaction(this.#db, this.description, "key store");
     // The tables' triggers move kms_store_changes in the same transaction (migration 4).
     const result = this.#inTransaction.immediate(fn) as T;
     this.#writes.count++;
