@@ -229,8 +229,7 @@ function strandedCheck(builder: UpdateQueryBuilder<ObjectLiteral>): StrandedChec
       bound.set(key, [...(bound.get(key) ?? []), f]);
     }
   }
-  const stranded = new Map([...bound].map(([key, fields]) => [key, fields.map((f) => f.path)]));
-  if (stranded.size === 0) return undefined;
+  if (bound.size === 0) return undefined;
   const changed: string[] = [];
   const parameters: Record<string, unknown> = {};
   let n = 0;
@@ -250,6 +249,7 @@ function strandedCheck(builder: UpdateQueryBuilder<ObjectLiteral>): StrandedChec
     if (value !== null) parameters[parameter] = value;
     changed.push(`(${differs} AND (${held}))`);
   }
+  const stranded = new Map([...bound].map(([key, fields]) => [key, fields.map((f) => f.path)]));
   return { d, stranded, condition: `(${changed.join(" OR ")})`, parameters };
 }
 
