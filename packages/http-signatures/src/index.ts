@@ -42,6 +42,7 @@ export {
   signNodeResponse,
 } from "./node-message.ts";
 export { MemoryNonceStore, type MemoryNonceStoreOptions, type NonceStore } from "./nonce-store.ts";
+export { type PlatformIncoming, type PlatformTarget, platformRequest } from "./platform-request.ts";
 export {
   PROBLEM_CONTENT_TYPE,
   PROBLEM_TYPE_BASE,

@@ -5,9 +5,8 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { ValidationError } from "@kms/core";
-import { nodeRequestMessage, type RequestMessage } from "@kms/http-signatures";
+import { nodeRequestMessage, platformRequest, type RequestMessage } from "@kms/http-signatures";
 import type { ExecutionContext } from "@nestjs/common";
-import { targetSource } from "./request-target.ts";
 
 /** The platform request as the layers read it (Express fields; Fastify has most of them). */
 export interface PlatformRequest {
@@ -55,7 +54,7 @@ export function platformRequestMessage(
   // the target is rebuilt and its URL parsed once per request.
   const known = messages.get(request);
   if (known !== undefined && known.body === body) return known;
-  const message = nodeRequestMessage(targetSource(request, incoming), body);
+  const message = nodeRequestMessage(platformRequest(request, incoming), body);
   messages.set(request, message);
   return message;
 }

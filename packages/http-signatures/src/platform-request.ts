@@ -1,19 +1,18 @@
 /**
- * Where the target URI (`@target-uri`, `@authority`, `@scheme`…) comes from: the scheme and
- * host the platform gives the application, so a reverse proxy is trusted exactly when the
- * platform trusts it. Express 5 (`req.protocol`, `req.host`) and Fastify (`request.protocol`,
- * `request.host`) read X-Forwarded-Proto and X-Forwarded-Host only when their trust-proxy
- * setting trusts the peer, and the connection and the Host field otherwise.
- *
- * Framework-neutral, and would sit best in @kms/http-signatures beside `nodeRequestMessage`
- * (shared with @kms/express, whose `request-message.ts` applies the same rule).
+ * Where the target URI (`@target-uri`, `@authority`, `@scheme`…) of a received request comes
+ * from: the scheme and host the web framework gives the application, so a reverse proxy is
+ * trusted exactly when the framework trusts it. Express 5 (`req.protocol`, `req.host`) and
+ * Fastify (`request.protocol`, `request.host`) read X-Forwarded-Proto and X-Forwarded-Host only
+ * when their trust-proxy setting trusts the peer, and the connection and the Host field
+ * otherwise. Shared by @kms/express and @kms/nestjs so both apply one rule.
  */
 import type { IncomingMessage } from "node:http";
-import type { NodeRequestLike } from "@kms/http-signatures";
+import type { NodeRequestLike } from "./node-message.ts";
 
-/** The platform request fields the target is taken from. */
-export interface TargetFields {
+/** What the framework answers about the request (Express and Fastify name them alike). */
+export interface PlatformTarget {
   readonly method?: string | undefined;
+  /** Express: the URL before mounting stripped a prefix. */
   readonly originalUrl?: string | undefined;
   /** `http` or `https`, a trusted X-Forwarded-Proto included. */
   readonly protocol?: string | undefined;
@@ -23,26 +22,35 @@ export interface TargetFields {
   readonly app?: unknown;
 }
 
+/** The Node request under the framework's (Express's is the same object; Fastify's `.raw`). */
+export type PlatformIncoming = Pick<
+  IncomingMessage,
+  "method" | "url" | "headers" | "headersDistinct" | "socket"
+>;
+
 /** Not a host[:port]: every component derived from the target is then refused (401). */
 const UNVERIFIABLE_HOST = "forwarded value not written by the trusted proxy";
 
 /**
- * The request as `nodeRequestMessage` reads it. When the platform answers a forwarded scheme or
- * host, the target is built from it; the header fields a signature covers stay the request's
- * own (`headersDistinct`), Host included.
+ * The request as `nodeRequestMessage` reads it. When the framework answers a forwarded scheme
+ * or host, the target is built from it; the header fields a signature covers stay the
+ * request's own (`headersDistinct`), Host included.
  *
  * A forwarded value is accepted only when it is the last entry of its field: a proxy that
- * appends puts the client's own value first and its own last, and the platform trusts only
+ * appends puts the client's own value first and its own last, and the framework trusts only
  * that last hop. Fastify answers the last entry; Express answers the first, so under Express a
  * list whose first entry differs from its last makes the target unverifiable rather than
  * letting a signature made for another service verify here.
  */
-export function targetSource(fields: TargetFields, incoming: IncomingMessage): NodeRequestLike {
+export function platformRequest(
+  platform: PlatformTarget,
+  incoming: PlatformIncoming,
+): NodeRequestLike {
   const own: NodeRequestLike = {
-    method: fields.method ?? incoming.method,
+    method: platform.method ?? incoming.method,
     url: incoming.url,
-    originalUrl: fields.originalUrl,
-    protocol: fields.protocol,
+    originalUrl: platform.originalUrl,
+    protocol: platform.protocol,
     headers: incoming.headers,
     headersDistinct: incoming.headersDistinct,
     socket: incoming.socket,
@@ -52,11 +60,11 @@ export function targetSource(fields: TargetFields, incoming: IncomingMessage): N
   if (forwardedHost === undefined && forwardedProto === undefined) return own;
   const tls = (incoming.socket as { encrypted?: unknown } | null)?.encrypted === true;
   const connection = tls ? "https" : "http";
-  const protocol = fields.protocol ?? connection;
-  const host = typeof fields.host === "string" ? fields.host : incoming.headers.host;
+  const protocol = platform.protocol ?? connection;
+  const host = typeof platform.host === "string" ? platform.host : incoming.headers.host;
   // Express answers a trusted list's first entry, the client's, even when it repeats what the
   // connection or Host says ("http, https" behind a TLS proxy): such a list is checked too.
-  const trusted = expressTrustsPeer(fields, incoming);
+  const trusted = expressTrustsPeer(platform, incoming);
   const hostForwarded =
     forwardedHost !== undefined &&
     (host !== incoming.headers.host || (trusted && isList(forwardedHost)));
@@ -74,8 +82,8 @@ export function targetSource(fields: TargetFields, incoming: IncomingMessage): N
  * Whether Express's `trust proxy` setting trusts the nearest peer, as `req.protocol` and
  * `req.host` decide it; false on other platforms (Fastify answers a list's last entry).
  */
-function expressTrustsPeer(fields: TargetFields, incoming: IncomingMessage): boolean {
-  const app = fields.app as { get?: (setting: string) => unknown } | null | undefined;
+function expressTrustsPeer(platform: PlatformTarget, incoming: PlatformIncoming): boolean {
+  const app = platform.app as { get?: (setting: string) => unknown } | null | undefined;
   const trust = typeof app?.get === "function" ? app.get("trust proxy fn") : undefined;
   return typeof trust === "function" && trust(incoming.socket?.remoteAddress, 0) === true;
 }
