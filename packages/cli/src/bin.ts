@@ -4,6 +4,14 @@ import { invalidUtf8Argument } from "./internal/raw-argv.ts";
 import { usageText } from "./internal/usage.ts";
 import { EXIT_OK, EXIT_USAGE, runCli } from "./run-cli.ts";
 
+// A write to a pipe whose reader is gone also emits `error`, which with no listener ends the
+// process with a stack trace and exit status 1. runCli listens while it runs; these cover the
+// bin's own writes and errors that surface after runCli returned. The writes themselves still
+// fail (stdout's fail the command; see runCli).
+const ignoreWriteError = (): void => undefined;
+process.stdout.on("error", ignoreWriteError);
+process.stderr.on("error", ignoreWriteError);
+
 const argv = process.argv.slice(2);
 const undecodable = invalidUtf8Argument(argv);
 if (undecodable !== undefined) {

@@ -5,7 +5,7 @@ import { Readable, Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CliOutput } from "../src/cli-io.ts";
-import { EXIT_FAILED, runCli } from "../src/index.ts";
+import { EXIT_FAILED, EXIT_USAGE, runCli } from "../src/index.ts";
 import { Collector, plaintext, run, workspace } from "./helpers.ts";
 
 const ws = workspace();
@@ -101,11 +101,7 @@ describe("a stdout that cannot be written", () => {
   );
 
   it("the bin: a reader that goes away ends it with exit 1 and one line, no stack trace", async () => {
-    const packageDir = join(dirname(fileURLToPath(import.meta.url)), "..");
-    const pkg = JSON.parse(readFileSync(join(packageDir, "package.json"), "utf8")) as {
-      bin: { kms: string };
-    };
-    const child = spawn(process.execPath, [join(packageDir, pkg.bin.kms), "list-keys"], {
+    const child = spawn(process.execPath, [binPath(), "list-keys"], {
       cwd: ws.dir,
       env: { PATH: process.env.PATH ?? "", KMS_ROOT_KEY: ws.rootKey.toString("hex") },
       stdio: ["ignore", "pipe", "pipe"],
@@ -120,4 +116,36 @@ describe("a stdout that cannot be written", () => {
     expect(stderr).toBe("Error: write EPIPE\n");
     expect(status).toBe(EXIT_FAILED);
   }, 60_000);
+
+  // The bin refuses an argument that is not UTF-8 before runCli, which listens for write
+  // errors, runs: with stderr's reader gone, the failed write ended the process with an
+  // unhandled `error` event (exit 1) instead of the usage status.
+  it("the bin: a usage error whose stderr reader is gone still exits 2", async () => {
+    const child = spawn(
+      "/bin/sh",
+      [
+        "-c",
+        `exec "$0" "$1" encrypt --context "k=$(printf 'caf\\351')"`,
+        process.execPath,
+        binPath(),
+      ],
+      { cwd: ws.dir, env: { PATH: process.env.PATH ?? "" }, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    child.stderr.destroy();
+    let stdout = "";
+    child.stdout.on("data", (chunk: Buffer) => {
+      stdout += chunk.toString("utf8");
+    });
+    const status = await new Promise<number | null>((resolve) => child.once("close", resolve));
+    expect(stdout).toBe("");
+    expect(status).toBe(EXIT_USAGE);
+  }, 60_000);
 });
+
+function binPath(): string {
+  const packageDir = join(dirname(fileURLToPath(import.meta.url)), "..");
+  const pkg = JSON.parse(readFileSync(join(packageDir, "package.json"), "utf8")) as {
+    bin: { kms: string };
+  };
+  return join(packageDir, pkg.bin.kms);
+}
