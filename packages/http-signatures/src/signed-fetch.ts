@@ -184,6 +184,11 @@ async function discard(response: Response): Promise<void> {
  */
 export function createSignedFetch(options: SignedFetchOptions): typeof fetch {
   const inner = options.fetch ?? globalThis.fetch;
+  // One nonce string would go out on every request and every redirect hop, and a verifier
+  // with a nonce store refuses each after the first: the signer draws them (`nonce: true`).
+  if (typeof options.nonce === "string") {
+    throw new ValidationError('"nonce" must be true or omitted: a fixed nonce would be reused');
+  }
   const allowCrossOrigin = crossOriginRule(options.allowCrossOriginRedirect);
 
   const send = async (

@@ -157,6 +157,12 @@ describe("a redirect to another origin", () => {
   });
 });
 
+describe("a nonce", () => {
+  it("given as a fixed string is a ValidationError: every request and hop would reuse it", () => {
+    expect(() => signedFetch({ nonce: "n-1" })).toThrow(/"nonce" must be true or omitted/);
+  });
+});
+
 describe("a redirect within the origin", () => {
   it("is signed anew for the new path, and verifies there", async () => {
     const origin = await listen((path) => (path === "/old" ? redirect(308, "/new") : OK));
