@@ -1,4 +1,4 @@
-import { ValidationError } from "../errors.ts";
+import { isKmsError, KmsInternalError, ValidationError } from "../errors.ts";
 import { assertObject, describe } from "../internal/assert.ts";
 import type { KmsLike } from "../kms-like.ts";
 import type { CallOptions } from "../types.ts";
@@ -36,6 +36,12 @@ export interface KmsKeyringOptions {
 }
 
 const instances = new WeakMap<object, number>();
+
+/** What the KMS calls of one `decryptDataKey` met besides refusals. */
+interface Attempts {
+  /** The first failure that was not a refusal of the request (boxed: `throw undefined`). */
+  outage: { readonly error: unknown } | undefined;
+}
 
 /**
  * Wraps data keys under KMS keys through any {@link KmsLike}. The message's encryption context is
@@ -137,7 +143,12 @@ export class KmsKeyring implements Keyring {
    *    matched locally, so a keyring with `a` aliases may spend up to `a` calls per copy.
    * A discovery keyring (no key ids) tries each KMS copy once, pinned to the copy's provider
    * info. It stops at the first success; single-call failures (wrong key, disabled key,
-   * unreachable KMS) only move on.
+   * unreachable KMS) only move on. When no copy opens and a call failed for a reason that is
+   * not the request's (a KMS server fault, a network error), that failure is thrown rather
+   * than answering "no key here": the message then fails as an outage, which a retry may
+   * mend, not as an invalid message.
+   * @throws the first KMS server fault (`clientFault` false, as is) or other thrown value (as
+   *   a `KmsInternalError` with it in `cause`) when no copy opened.
    *
    * Provider info is unauthenticated until the data key is known (whoever made the message
    * chose it), and the decrypt policy's `allowedKeyIds` filters on it. So a KMS answer counts
@@ -145,10 +156,25 @@ export class KmsKeyring implements Keyring {
    * SDK: a copy made under one key and labelled with another never opens.
    */
   async decryptDataKey(request: DecryptDataKeyRequest): Promise<Uint8Array | undefined> {
+    const attempts: Attempts = { outage: undefined };
+    const key = await this.#decryptAny(request, attempts);
+    if (key !== undefined || attempts.outage === undefined) return key;
+    const { error } = attempts.outage;
+    throw isKmsError(error)
+      ? error
+      : new KmsInternalError("KMS Decrypt of a data key could not be completed; see cause", {
+          cause: error,
+        });
+  }
+
+  async #decryptAny(
+    request: DecryptDataKeyRequest,
+    attempts: Attempts,
+  ): Promise<Uint8Array | undefined> {
     const copies = request.encryptedDataKeys.filter((edk) => edk.providerId === KMS_PROVIDER_ID);
     if (this.keyIds.length === 0) {
       for (const edk of copies) {
-        const key = await this.#tryDecrypt(edk, request, edk.providerInfo);
+        const key = await this.#tryDecrypt(edk, request, edk.providerInfo, attempts);
         if (key !== undefined) return key;
       }
       return undefined;
@@ -156,7 +182,7 @@ export class KmsKeyring implements Keyring {
     const unmatched: EncryptedDataKey[] = [];
     for (const edk of copies) {
       if (this.keyIds.some((id) => matchesKey(id, edk.providerInfo))) {
-        const key = await this.#tryDecrypt(edk, request, edk.providerInfo);
+        const key = await this.#tryDecrypt(edk, request, edk.providerInfo, attempts);
         if (key !== undefined) return key;
       } else {
         unmatched.push(edk);
@@ -165,7 +191,7 @@ export class KmsKeyring implements Keyring {
     const aliases = this.keyIds.filter(isAlias);
     for (const edk of unmatched) {
       for (const alias of aliases) {
-        const key = await this.#tryDecrypt(edk, request, alias);
+        const key = await this.#tryDecrypt(edk, request, alias, attempts);
         if (key !== undefined) return key;
       }
     }
@@ -176,6 +202,7 @@ export class KmsKeyring implements Keyring {
     edk: EncryptedDataKey,
     request: DecryptDataKeyRequest,
     keyId: string,
+    attempts: Attempts,
   ): Promise<Uint8Array | undefined> {
     try {
       const opened = await this.#kms.decrypt(
@@ -190,8 +217,10 @@ export class KmsKeyring implements Keyring {
         return opened.plaintext;
       }
       opened.plaintext.fill(0);
-    } catch {
-      // Another key or another copy may still succeed; the caller reports the failure.
+    } catch (error) {
+      // Another key or another copy may still succeed. A refusal of this request (wrong key,
+      // disabled, denied, tampered) is the copy's own; anything else is kept to report.
+      if (!(isKmsError(error) && error.clientFault)) attempts.outage ??= { error };
     }
     return undefined;
   }

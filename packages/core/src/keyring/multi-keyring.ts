@@ -53,16 +53,24 @@ export class MultiKeyring implements Keyring {
     return { dataKey, encryptedDataKeys };
   }
 
+  /**
+   * The first data key a keyring (generator first, then children in order) unwraps. A keyring
+   * that throws (say, its KMS is unreachable) must not hide one that works, so the others are
+   * still tried; when none unwraps, the first thrown error is re-thrown, so that an outage is
+   * not reported as an invalid message.
+   */
   async decryptDataKey(request: DecryptDataKeyRequest): Promise<Uint8Array | undefined> {
     const all = this.generator === undefined ? this.children : [this.generator, ...this.children];
+    let failure: { readonly error: unknown } | undefined;
     for (const keyring of all) {
       try {
         const key = await keyring.decryptDataKey(request);
         if (key !== undefined) return key;
-      } catch {
-        // A failing keyring (say, KMS unreachable) must not hide one that works.
+      } catch (error) {
+        failure ??= { error };
       }
     }
+    if (failure !== undefined) throw failure.error;
     return undefined;
   }
 }

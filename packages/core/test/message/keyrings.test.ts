@@ -10,6 +10,7 @@ import {
   encryptMessage,
   InvalidCiphertextError,
   type Kms,
+  KmsInternalError,
   KmsKeyring,
   type KmsLike,
   MultiKeyring,
@@ -107,6 +108,42 @@ describe("KmsKeyring", () => {
     const message = await encryptMessage(plaintext, { keyring, encryptionContext: context });
     await roundTrip(message, keyring);
     expect(calls).toEqual(["generateDataKey", "encrypt", "decrypt"]);
+  });
+
+  it("reports an unreachable KMS as the outage it is, not as an invalid message", async () => {
+    const message = await encryptMessage(plaintext, {
+      keyring: new KmsKeyring({ kms, keyIds: [keyA, keyB] }),
+      encryptionContext: context,
+    });
+    const over = (decrypt: KmsLike["decrypt"]): KmsLike =>
+      ({
+        encrypt: (r, o) => kms.encrypt(r, o),
+        generateDataKey: (r, o) => kms.generateDataKey(r, o),
+        decrypt,
+      }) as Pick<KmsLike, "encrypt" | "decrypt" | "generateDataKey"> as KmsLike;
+    const failing = (error: unknown): KmsLike => over(() => Promise.reject(error));
+    const internal = new KmsInternalError("AWS KMS Decrypt failed with ServiceUnavailable");
+    await expect(
+      decryptMessage(message, { keyring: new KmsKeyring({ kms: failing(internal), keyIds: [] }) }),
+    ).rejects.toBe(internal);
+    const network = new TypeError("fetch failed");
+    const thrown = await decryptMessage(message, {
+      keyring: new KmsKeyring({ kms: failing(network), keyIds: [keyA] }),
+    }).catch((error: unknown) => error);
+    expect(thrown).toBeInstanceOf(KmsInternalError);
+    expect((thrown as KmsInternalError).cause).toBe(network);
+
+    // One copy's outage does not hide another copy that opens.
+    let calls = 0;
+    const flaky = over((r, o) => (++calls === 1 ? Promise.reject(internal) : kms.decrypt(r, o)));
+    await roundTrip(message, new KmsKeyring({ kms: flaky, keyIds: [keyA, keyB] }));
+    expect(calls).toBe(2);
+
+    // Refusals stay generic: the copy is simply not this keyring's.
+    const denied = failing(new AccessDeniedError("not allowed"));
+    await expect(
+      decryptMessage(message, { keyring: new KmsKeyring({ kms: denied, keyIds: [] }) }),
+    ).rejects.toBeInstanceOf(InvalidCiphertextError);
   });
 
   it("tries every configured alias, in order, for a copy it cannot match by id", async () => {
@@ -249,7 +286,7 @@ describe("MultiKeyring", () => {
     expect(out.encryptedDataKeys.map((e) => e.providerId)).toEqual(["kms", "test"]);
   });
 
-  it("keeps trying after a child that throws", async () => {
+  it("keeps trying after a child that throws, and re-throws its error when none opens", async () => {
     const raw = aesKeyring("r");
     const broken = {
       identity: "broken",
@@ -258,6 +295,8 @@ describe("MultiKeyring", () => {
     };
     const message = await encryptMessage(plaintext, { keyring: raw, encryptionContext: context });
     await roundTrip(message, new MultiKeyring({ children: [broken, raw] }));
+    const onlyBroken = new MultiKeyring({ children: [aesKeyring("other"), broken] });
+    await expect(decryptMessage(message, { keyring: onlyBroken })).rejects.toThrow("down");
     expect(() => new MultiKeyring({})).toThrow(ValidationError);
     await expect(
       encryptMessage(plaintext, { keyring: new MultiKeyring({ children: [raw] }) }),
