@@ -71,7 +71,15 @@ function lookupOf(credentials: KmsServerOptions["credentials"]): Settings["looku
   if (typeof credentials === "function") {
     const find: CredentialLookup = credentials;
     return async (accessKeyId) => {
-      const found = await find(accessKeyId);
+      let found: ServerCredential | undefined;
+      try {
+        found = await find(accessKeyId);
+      } catch (error) {
+        // Whatever the lookup throws is the operator's failure, never the client's: a KmsError
+        // with a client fault (a ValidationError from the directory it reads, say) would
+        // otherwise answer 400 with the lookup's own message.
+        throw new KmsInternalError("the credentials lookup failed", { cause: error });
+      }
       if (found === undefined) return undefined;
       try {
         return assertCredential("a looked-up credential", found);
@@ -83,9 +91,15 @@ function lookupOf(credentials: KmsServerOptions["credentials"]): Settings["looku
       }
     };
   }
-  if (typeof credentials !== "object" || credentials === null) {
+  // A Map (or an array) has no entries Object.entries can see: the server would start with no
+  // access keys at all and refuse every caller as unknown, rather than fail here.
+  const proto =
+    typeof credentials === "object" && credentials !== null
+      ? Object.getPrototypeOf(credentials)
+      : undefined;
+  if (proto !== Object.prototype && proto !== null) {
     throw new ValidationError(
-      `"credentials" expected an object of access key id → credential, or a lookup function`,
+      `"credentials" expected a plain object of access key id → credential (not a Map), or a lookup function`,
     );
   }
   // A Map of copies: later edits to the caller's object change nothing, and access key ids
@@ -112,7 +126,9 @@ function lookupOf(credentials: KmsServerOptions["credentials"]): Settings["looku
 function positive(name: string, value: number | undefined, fallback: number, max: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== "number" || !Number.isFinite(value) || value < 0 || value > max) {
-    throw new ValidationError(`"${name}" must be a number between 0 and ${max}, got ${value}`);
+    // `${value}` itself throws for a Symbol: name the type of anything that is not a number.
+    const got = typeof value === "number" ? String(value) : typeof value;
+    throw new ValidationError(`"${name}" must be a number between 0 and ${max}, got ${got}`);
   }
   return value;
 }
@@ -126,7 +142,7 @@ export function resolveSettings(options: KmsServerOptions): Settings {
   if (typeof kms !== "object" || kms === null || typeof kms.encrypt !== "function") {
     throw new ValidationError(`"kms" expected a Kms (createKms)`);
   }
-  const region = options.region ?? kms.identity.region;
+  const region = options.region ?? (kms.identity as Kms["identity"] | undefined)?.region;
   if (typeof region !== "string" || !/^[a-z0-9-]{1,64}$/.test(region)) {
     throw new ValidationError(`"region" must be 1–64 lowercase letters, digits and "-"`);
   }
@@ -207,11 +223,11 @@ async function serve(s: Settings, req: IncomingMessage, requestId: string): Prom
       "the AWS KMS JSON protocol is served on POST / only",
     );
   }
-  const mediaType = (headers.one("content-type") ?? "").split(";", 1)[0]!.trim().toLowerCase();
-  if (mediaType !== CONTENT_TYPE) {
+  const [mediaType = "", ...parameters] = (headers.one("content-type") ?? "").split(";");
+  if (mediaType.trim().toLowerCase() !== CONTENT_TYPE || !parameters.every(isUtf8OrNotCharset)) {
     throw new ProtocolError(
       "UnknownOperationException",
-      `the Content-Type must be ${CONTENT_TYPE}`,
+      `the Content-Type must be ${CONTENT_TYPE}, with no charset but utf-8`,
     );
   }
   const target = headers.one("x-amz-target") ?? "";
@@ -268,6 +284,22 @@ async function serve(s: Settings, req: IncomingMessage, requestId: string): Prom
   } finally {
     body.fill(0);
   }
+}
+
+/**
+ * The body is read as UTF-8 whatever the request says. A proxy, a firewall or a log pipeline that
+ * honours `charset=utf-16` would read other members than the server acts on, so any charset but
+ * UTF-8 is refused rather than ignored.
+ */
+function isUtf8OrNotCharset(parameter: string): boolean {
+  const eq = parameter.indexOf("=");
+  if (eq < 0 || parameter.slice(0, eq).trim().toLowerCase() !== "charset") return true;
+  const value = parameter
+    .slice(eq + 1)
+    .trim()
+    .toLowerCase()
+    .replace(/^"(.*)"$/, "$1");
+  return value === "utf-8" || value === "utf8";
 }
 
 /** Zeroes the top-level byte arrays of a request or response once they have been used. */

@@ -264,6 +264,48 @@ describe("JSON: one body, one meaning", () => {
     expect(res.json.message).toContain("limit");
   });
 
+  it.each([
+    ["a description", "CreateKey", '{"Description":"a\\ud800"}', "CreateKeyRequest.Description"],
+    [
+      "a tag key",
+      "CreateKey",
+      '{"Tags":[{"TagKey":"\\udfff","TagValue":"v"}]}',
+      "CreateKeyRequest.Tags[0].TagKey",
+    ],
+    ["a key id", "DescribeKey", '{"KeyId":"alias/\\udbff"}', "DescribeKeyRequest.KeyId"],
+    [
+      "a list item",
+      "DescribeKey",
+      '{"KeyId":"k","GrantTokens":["\\ud800"]}',
+      "DescribeKeyRequest.GrantTokens[0]",
+    ],
+    [
+      "a context key",
+      "GenerateDataKey",
+      '{"KeyId":"k","NumberOfBytes":1,"EncryptionContext":{"\\ud800":"v"}}',
+      "GenerateDataKeyRequest.EncryptionContext keys",
+    ],
+    [
+      "a context value",
+      "Decrypt",
+      '{"CiphertextBlob":"AAAA","EncryptionContext":{"k":"\\udc00"}}',
+      "DecryptRequest.EncryptionContext values",
+    ],
+  ])(
+    "refuses a lone surrogate in %s: UTF-8 would read it as U+FFFD",
+    async (_what, op, body, at) => {
+      expectSerialization(await call(op, body), body, at);
+    },
+  );
+
+  it("accepts a surrogate pair, escaped or not: it is one character", async () => {
+    for (const text of ["\\ud83d\\ude00", "\u{1F600}"]) {
+      const res = await call("CreateKey", `{"Description":"${text}"}`);
+      expect(res.status, res.body).toBe(200);
+      expect((res.json.KeyMetadata as { Description: string }).Description).toBe("\u{1F600}");
+    }
+  });
+
   it("keeps a __proto__ context key as data, and binds the ciphertext to it", async () => {
     const body = `{"KeyId":"${keyId}","Plaintext":"AAAA","EncryptionContext":{"__proto__":"x"}}`;
     const encrypted = await call("Encrypt", body);

@@ -40,7 +40,7 @@ import {
   VerifyCommand,
   VerifyMacCommand,
 } from "@aws-sdk/client-kms";
-import { type Kms, KmsInternalError } from "@kms/core";
+import { type Kms, KmsInternalError, ValidationError } from "@kms/core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ALICE, BOB, type Harness, REGION, startHarness } from "./support/harness.ts";
 
@@ -453,6 +453,10 @@ describe("a credentials lookup function", () => {
     const lookup = async (accessKeyId: string) => {
       if (accessKeyId === "AKIABROKEN") return { secretAccessKey: "", principal: "x" };
       if (accessKeyId === "AKIATHROWS") throw new Error("directory unreachable");
+      // A KmsError with a client fault is still the lookup's failure, not the caller's.
+      if (accessKeyId === "AKIAREFUSED") {
+        throw new ValidationError("directory ldap://dir.internal refused the bind");
+      }
       if (accessKeyId === ALICE.accessKeyId && !revoked) {
         return { secretAccessKey: ALICE.secretAccessKey, principal: ALICE.principal };
       }
@@ -468,13 +472,14 @@ describe("a credentials lookup function", () => {
       expect(
         (await failure(client.send(new GenerateRandomCommand({ NumberOfBytes: 2 })))).name,
       ).toBe("UnrecognizedClientException");
-      for (const accessKeyId of ["AKIABROKEN", "AKIATHROWS"]) {
+      for (const accessKeyId of ["AKIABROKEN", "AKIATHROWS", "AKIAREFUSED"]) {
         const e = await failure(
           served
             .client({ accessKeyId, secretAccessKey: "s" })
             .send(new GenerateRandomCommand({ NumberOfBytes: 2 })),
         );
         expect(e).toBeInstanceOf(KMSInternalException);
+        expect(e.$metadata.httpStatusCode).toBe(500);
         expect(e.message).not.toContain("directory");
       }
     } finally {

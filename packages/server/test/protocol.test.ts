@@ -70,6 +70,15 @@ describe("routing", () => {
     ["PUT /", "PUT", "/", "application/x-amz-json-1.1"],
     ["a JSON content type", "POST", "/", "application/json"],
     ["the JSON 1.0 content type", "POST", "/", "application/x-amz-json-1.0"],
+    // The body is read as UTF-8 only: a reader that honoured the charset would see other members.
+    ["a UTF-16 charset", "POST", "/", "application/x-amz-json-1.1; charset=utf-16"],
+    ["a Latin-1 charset", "POST", "/", "application/x-amz-json-1.1;charset=ISO-8859-1"],
+    [
+      "a UTF-8 charset then another",
+      "POST",
+      "/",
+      "application/x-amz-json-1.1; charset=utf-8; charset=utf-7",
+    ],
   ])("refuses %s with UnknownOperationException", async (_what, method, target, contentType) => {
     const body = '{"NumberOfBytes":4}';
     const res = await rawRequest(h.port, {
@@ -82,6 +91,20 @@ describe("routing", () => {
     expect(res.json.__type).toBe("UnknownOperationException");
     expect(res.headers["x-amzn-errortype"]).toBe("UnknownOperationException");
     expect(res.headers["x-amzn-requestid"]).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it.each([
+    "application/x-amz-json-1.1; charset=utf-8",
+    'Application/X-Amz-Json-1.1 ; Charset="UTF-8"',
+    "application/x-amz-json-1.1; version=1",
+    "application/x-amz-json-1.1;charset=utf8",
+  ])("accepts the content type %s", async (contentType) => {
+    const body = '{"NumberOfBytes":4}';
+    const res = await rawRequest(h.port, {
+      headers: signed(body, "TrentService.GenerateRandom", contentType),
+      body,
+    });
+    expect(res.status).toBe(200);
   });
 
   it.each([

@@ -19,6 +19,7 @@ import {
 } from "../src/internal/sigv4.ts";
 import { ALICE, BOB, type Harness, REGION, startHarness } from "./support/harness.ts";
 import { amzDate, type HeaderList, rawRequest, sign } from "./support/raw-http.ts";
+import { signedCall } from "./support/signed-call.ts";
 
 const NOW = Date.UTC(2026, 0, 15, 12, 0, 0);
 const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
@@ -279,6 +280,20 @@ describe("hand-built requests", () => {
     expect(future.json.__type).toBe("InvalidSignatureException");
     expect(future.json.message).toMatch(/^Signature not yet current: /);
   });
+
+  it.each([Number.NaN, undefined, "1768478400000"])(
+    "fails closed when the server's clock returns %s: no date passes unchecked",
+    async (reading) => {
+      const broken = await startHarness({ now: () => reading as number });
+      try {
+        const res = await signedCall(broken.port, REGION, "GenerateRandom", BODY);
+        expect(res.status).toBe(500);
+        expect(res.json.__type).toBe("KMSInternalException");
+      } finally {
+        await broken.close();
+      }
+    },
+  );
 
   it.each(["AKIAUNKNOWN00000000", "constructor", "__proto__", "toString"])(
     "refuses the unknown access key id %s",

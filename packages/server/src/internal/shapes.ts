@@ -81,6 +81,18 @@ const BASE64 =
   /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$/;
 
 /**
+ * JSON admits `\ud800`, a lone surrogate, which is no Unicode text: every UTF-8 encoder (a
+ * key store's driver, a log pipeline, core's context encoding) writes it as U+FFFD, so
+ * `"\ud800"` and `"\udbff"` would name one tag, alias or context key once stored or signed.
+ */
+function wellFormed(value: string, path: string): string {
+  if (!(value as unknown as { isWellFormed(): boolean }).isWellFormed()) {
+    throw serialization(`${path} must be well-formed Unicode (no lone surrogates)`);
+  }
+  return value;
+}
+
+/**
  * JSON → the core request object.
  * @throws ProtocolError SerializationException (wrong JSON type, bad base64, a member the shape
  *   does not have), UnsupportedOperationException (a member AWS has and this server does not).
@@ -125,7 +137,7 @@ function decodeValue(shape: Shape, value: unknown, path: string): unknown {
   switch (shape.type) {
     case "string":
       if (typeof value !== "string") throw serialization(`${path} expected a string`);
-      return value;
+      return wellFormed(value, path);
     case "integer":
       if (typeof value !== "number" || !Number.isSafeInteger(value)) {
         throw serialization(`${path} expected an integer`);
@@ -152,8 +164,10 @@ function decodeValue(shape: Shape, value: unknown, path: string): unknown {
     case "stringMap": {
       if (!isPlainObject(value)) throw serialization(`${path} expected a JSON object`);
       const entries = Object.entries(value);
-      for (const [, v] of entries) {
+      for (const [k, v] of entries) {
         if (typeof v !== "string") throw serialization(`${path} values must be strings`);
+        wellFormed(k, `${path} keys`);
+        wellFormed(v, `${path} values`);
       }
       return Object.fromEntries(entries);
     }

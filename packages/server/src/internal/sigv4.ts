@@ -11,6 +11,7 @@ import {
   type KeyObject,
   timingSafeEqual,
 } from "node:crypto";
+import { KmsInternalError } from "@kms/core";
 import type { ServerCredential } from "../options.ts";
 import { MESSAGES, ProtocolError } from "./protocol-error.ts";
 import type { RequestHeaders } from "./request-headers.ts";
@@ -164,6 +165,10 @@ export async function checkSignatureClaim(
   }
 
   const now = settings.now();
+  // NaN compares false both ways: a clock that returns no number would admit any date.
+  if (typeof now !== "number" || !Number.isFinite(now)) {
+    throw new KmsInternalError("the server's clock (now) did not return milliseconds");
+  }
   if (signedAt < now - settings.clockSkewMs) {
     throw new ProtocolError(
       "InvalidSignatureException",

@@ -1,0 +1,58 @@
+/**
+ * Junk options for both public entry points: each is refused with ValidationError when the
+ * handler or server is made, never with a TypeError, and never accepted to fail later.
+ */
+import { createKms, type Kms, ValidationError } from "@kms/core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createKmsRequestHandler, createKmsServer, type KmsServerOptions } from "../src/index.ts";
+import { ALICE, REGION } from "./support/harness.ts";
+
+let kms: Kms;
+beforeAll(async () => {
+  kms = await createKms({ region: REGION, account: "111122223333" });
+});
+afterAll(async () => {
+  await kms.close();
+});
+
+const credential = { secretAccessKey: ALICE.secretAccessKey, principal: ALICE.principal };
+
+describe.each([
+  ["createKmsRequestHandler", createKmsRequestHandler],
+  ["createKmsServer", createKmsServer],
+] as const)("%s", (_name, create) => {
+  const make = (options: Record<string, unknown>) => () =>
+    create({
+      kms,
+      credentials: { [ALICE.accessKeyId]: credential },
+      ...options,
+    } as unknown as KmsServerOptions);
+
+  it.each([
+    // A Map's entries are invisible to Object.entries: the server would know no access key.
+    ["credentials as a Map", { credentials: new Map([[ALICE.accessKeyId, credential]]) }],
+    ["credentials as an array", { credentials: [credential] }],
+    ["a credential that is null", { credentials: { [ALICE.accessKeyId]: null } }],
+    ["a Symbol maxBodyBytes", { maxBodyBytes: Symbol("big") }],
+    ["a Symbol clockSkewSeconds", { clockSkewSeconds: Symbol("skew") }],
+    ["a string maxBodyBytes", { maxBodyBytes: "4096" }],
+    ["a bigint maxBodyBytes", { maxBodyBytes: 4096n }],
+    ["a kms without identity", { kms: { encrypt: (): undefined => undefined } }],
+    [
+      "a kms with a null identity",
+      { kms: { encrypt: (): undefined => undefined, identity: null } },
+    ],
+    ["a numeric region", { region: 5 }],
+    ["a now that is not a function", { now: 5 }],
+    ["a string insecureHttp", { insecureHttp: "yes" }],
+  ])("refuses %s with ValidationError", (_what, options) => {
+    expect(make(options)).toThrow(ValidationError);
+  });
+
+  it("accepts credentials in an object without a prototype", () => {
+    const credentials = Object.assign(Object.create(null) as object, {
+      [ALICE.accessKeyId]: credential,
+    });
+    expect(make({ credentials })).not.toThrow();
+  });
+});
