@@ -165,7 +165,9 @@ function plainObject(name: string, value: unknown): Record<string, unknown> {
 }
 
 function contextArg(name: string, value: unknown): EncryptionContext {
-  const obj = plainObject(name, value);
+  // A copy, checked and stored: the caller's object may change while createGrant awaits the
+  // store, and the grant must hold the constraint that was checked (and delegation compared).
+  const obj = { ...plainObject(name, value) };
   // The rules an encryption context follows (string values, no empty key, well-formed Unicode:
   // stores write UTF-8, so a lone surrogate would come back as another constraint).
   encodeEncryptionContext(obj as EncryptionContext, name);

@@ -77,11 +77,13 @@ export async function putKeyPolicy(ctx: KmsContext, request: PutKeyPolicyRequest
     request.bypassPolicyLockoutSafetyCheck === undefined
       ? false
       : assertBoolean("bypassPolicyLockoutSafetyCheck", request.bypassPolicyLockoutSafetyCheck);
-  const document = parsePolicy(request.policy);
+  // Read once: the text stored is the text checked, whatever a getter answers the second time.
+  const text: unknown = request.policy;
+  const document = parsePolicy(text);
   const keyId = await resolveKeyId(ctx, request.keyId);
   await updateKey(ctx, keyId, "putKeyPolicy", (key) => {
     checkLockout(ctx.call, document, key, bypass);
-    return { policy: request.policy };
+    return { policy: text as string };
   });
 }
 

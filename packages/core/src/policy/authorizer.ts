@@ -4,7 +4,7 @@
  * `explain`. Condition key values are extracted generically from the request object, so
  * operations added later (sign, verify, generateMac…) get kms:SigningAlgorithm etc. for free.
  */
-import { type KmsIdentity, keyArn } from "../arn.ts";
+import { type KmsIdentity, keyArn, parseKeyReference } from "../arn.ts";
 import { parseBlob } from "../envelope/ciphertext-blob.ts";
 import { AccessDeniedError } from "../errors.ts";
 import type { KeyStore, StoredKey } from "../keystore/key-store.ts";
@@ -97,6 +97,37 @@ function contextField(request: unknown, name: string): Record<string, string> | 
   return value as Record<string, string>;
 }
 
+/** The context of CreateGrant's constraint (createGrant refuses a request with both). */
+function constraintContext(request: unknown): Record<string, string> | undefined {
+  const constraints = field(request, "constraints");
+  return (
+    contextField(constraints, "encryptionContextEquals") ??
+    contextField(constraints, "encryptionContextSubset")
+  );
+}
+
+/**
+ * aws:TagKeys: the tag keys the request names (CreateKey and TagResource: its tags'
+ * keys; UntagResource: its tagKeys). Undefined for requests naming none.
+ */
+function requestTagKeys(request: unknown): readonly string[] | undefined {
+  const tags = field(request, "tags");
+  const keys = Array.isArray(tags)
+    ? tags.map((t) => field(t, "tagKey"))
+    : field(request, "tagKeys");
+  return Array.isArray(keys) ? keys.filter((k): k is string => typeof k === "string") : undefined;
+}
+
+/** The key id a key reference names directly (key id or key ARN); undefined for aliases. */
+function keyIdOf(identity: KmsIdentity, reference: unknown): string | undefined {
+  try {
+    const ref = parseKeyReference(identity, reference);
+    return ref.kind === "key" ? ref.keyId : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Alias named by the request, as an alias name (alias ARNs reduced to `alias/...`). */
 function requestAlias(value: string | undefined): string | undefined {
   if (value === undefined) return undefined;
@@ -143,7 +174,12 @@ export function authorizationRequest(
       : role === "destination"
         ? "destinationEncryptionContext"
         : "encryptionContext";
-  const encryptionContext = contextField(request, contextName);
+  // CreateGrant's encryption context is its constraint's, as in AWS: a policy bounds with
+  // kms:EncryptionContext:<key> and kms:EncryptionContextKeys the grants a caller may create.
+  const encryptionContext =
+    call.operation === "createGrant"
+      ? constraintContext(request)
+      : contextField(request, contextName);
   const keyIdArgument =
     role === "source" ? "sourceKeyId" : role === "destination" ? "destinationKeyId" : "keyId";
   const algorithmName =
@@ -158,6 +194,18 @@ export function authorizationRequest(
     v === undefined ? undefined : [v];
   const bool = (v: unknown): readonly string[] | undefined =>
     typeof v === "boolean" ? [String(v)] : undefined;
+
+  /**
+   * CreateKey's value for a property of the key it creates: the request's, or the default
+   * createKey applies when it is omitted (AWS evaluates the default too, so omitting keySpec
+   * cannot step around a Deny on SYMMETRIC_DEFAULT). A value of the wrong type has none;
+   * createKey refuses it.
+   */
+  const created = (given: unknown, fallback: string | boolean): readonly string[] | undefined => {
+    if (call.operation !== "createKey") return undefined;
+    const value = given ?? fallback;
+    return typeof value === "string" || typeof value === "boolean" ? [String(value)] : undefined;
+  };
 
   const values = (lower: string, original: string): readonly string[] | undefined => {
     if (lower.startsWith("kms:encryptioncontext:")) {
@@ -184,6 +232,8 @@ export function authorizationRequest(
     switch (lower) {
       case "kms:encryptioncontextkeys":
         return encryptionContext === undefined ? undefined : Object.keys(encryptionContext);
+      case "aws:tagkeys":
+        return requestTagKeys(request);
       case "kms:calleraccount":
       case "aws:principalaccount":
         return [call.principalAccount];
@@ -205,16 +255,46 @@ export function authorizationRequest(
       case "kms:resourcealiases":
         return resourceAliases;
       case "kms:keyspec":
-        return one(key?.keySpec ?? stringField(request, "keySpec"));
+      case "kms:customermasterkeyspec":
+        return key !== undefined
+          ? [key.keySpec]
+          : created(
+              field(request, "keySpec") ?? field(request, "customerMasterKeySpec"),
+              "SYMMETRIC_DEFAULT",
+            );
       case "kms:keyusage":
-        return one(key?.keyUsage ?? stringField(request, "keyUsage"));
+      case "kms:customermasterkeyusage":
+        return key !== undefined
+          ? [key.keyUsage]
+          : created(field(request, "keyUsage"), "ENCRYPT_DECRYPT");
       case "kms:keyorigin":
-        return one(key?.origin ?? stringField(request, "origin"));
+        return key !== undefined ? [key.origin] : created(field(request, "origin"), "AWS_KMS");
       case "kms:multiregion":
-        return key === undefined ? bool(field(request, "multiRegion")) : [String(key.multiRegion)];
+        return key !== undefined
+          ? [String(key.multiRegion)]
+          : created(field(request, "multiRegion"), false);
       case "kms:encryptionalgorithm": {
         const given = stringField(request, algorithmName);
         return one(given ?? (takesEncryptionContext ? "SYMMETRIC_DEFAULT" : undefined));
+      }
+      case "kms:messagetype":
+        // Sign and Verify only; RAW when omitted, as AWS answers for a parameter's default.
+        return call.operation === "sign" || call.operation === "verify"
+          ? one(stringField(request, "messageType") ?? "RAW")
+          : undefined;
+      case "kms:reencryptonsamekey": {
+        if (call.operation !== "reEncrypt") return undefined;
+        // The role's own key is resolved; the other side only when named by id or key ARN. An
+        // alias there reads as another key: false, which no Allow for `true` can be widened by.
+        const source =
+          role === "source"
+            ? key?.keyId
+            : (blobKeyId(request) ?? keyIdOf(settings.identity, field(request, "sourceKeyId")));
+        const destination =
+          role === "destination"
+            ? key?.keyId
+            : keyIdOf(settings.identity, field(request, "destinationKeyId"));
+        return [String(source !== undefined && source === destination)];
       }
       case "kms:signingalgorithm":
         return one(stringField(request, "signingAlgorithm"));
@@ -295,6 +375,24 @@ export function usesResourceAliases(policy: PolicyDocument): boolean {
   return uses;
 }
 
+/**
+ * Every alias of the key, page after page: a key may have more aliases than one page holds,
+ * and a Deny on kms:ResourceAliases must see the one past the first page too.
+ */
+export async function resourceAliasesOf(store: KeyStore, keyId: string): Promise<string[]> {
+  const names: string[] = [];
+  for (;;) {
+    const after = names.at(-1);
+    const page = await store.listAliases({
+      limit: 100,
+      targetKeyId: keyId,
+      ...(after !== undefined ? { after } : {}),
+    });
+    for (const alias of page) names.push(alias.aliasName);
+    if (page.length < 100) return names;
+  }
+}
+
 /** Source key id named by a reEncrypt ciphertext, if the blob parses. */
 function blobKeyId(request: unknown): string | undefined {
   const blob = field(request, "ciphertextBlob");
@@ -353,10 +451,7 @@ export async function authorizeKey(
   if (!call.settings.enabled || call.operation === "retireGrant") return;
   const policy = keyPolicyOf(key, call.settings.identity);
   let aliases: readonly string[] | undefined;
-  if (usesResourceAliases(policy)) {
-    const found = await store.listAliases({ limit: 100, targetKeyId: key.keyId });
-    aliases = found.map((a) => a.aliasName);
-  }
+  if (usesResourceAliases(policy)) aliases = await resourceAliasesOf(store, key.keyId);
   const resource = keyArn(call.settings.identity, key.keyId);
   for (const [action, role] of actions) {
     const done = call.decisions.find((d) => d.action === action && d.resource === resource);

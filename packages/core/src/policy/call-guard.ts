@@ -32,6 +32,8 @@ import {
   type PolicySettings,
   principalAccountOf,
   RSA_REENCRYPT_SOURCE_ACTIONS,
+  resourceAliasesOf,
+  usesResourceAliases,
 } from "./authorizer.ts";
 import { evaluate } from "./evaluate.ts";
 import { parsePolicy } from "./policy-document.ts";
@@ -206,12 +208,8 @@ export class CallGuard {
                   : []),
               ];
         for (const [action, role] of actions) {
-          const aliases = policy.statements.some((s) =>
-            s.conditions.some((c) => c.key.toLowerCase() === "kms:resourcealiases"),
-          )
-            ? (await base.store.listAliases({ limit: 100, targetKeyId: keyId })).map(
-                (a) => a.aliasName,
-              )
+          const aliases = usesResourceAliases(policy)
+            ? await resourceAliasesOf(base.store, keyId)
             : undefined;
           // RetireGrant is not granted by any grant of the caller, only by the named one
           // (retiringPrincipalDecision), as retireGrant itself decides.

@@ -74,12 +74,27 @@ function parseNumber(value: string): number | undefined {
   return Number.isFinite(n) ? n : undefined;
 }
 
-/** ISO-8601 dates or epoch seconds, as IAM accepts. */
+const ISO_DATE =
+  /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$/i;
+
+/**
+ * ISO-8601 dates or epoch seconds, as IAM accepts. A time without an offset is UTC, as in IAM:
+ * Date.parse would read it in the process's time zone, so a policy would mean another instant
+ * on each server. Dates that do not exist (2026-02-30) are refused, not rolled over.
+ */
 function parseDate(value: string): number | undefined {
   if (/^\d+$/.test(value)) return Number(value) * 1000;
-  if (!/^\d{4}-\d{2}-\d{2}/.test(value)) return undefined;
-  const t = Date.parse(value);
-  return Number.isNaN(t) ? undefined : t;
+  const m = ISO_DATE.exec(value);
+  if (m === null) return undefined;
+  const [, year, month, day, hour = "00", minute = "00", second = "00", fraction = ""] = m;
+  const offset = m[8]?.toUpperCase() ?? "Z";
+  const t = Date.parse(`${year}-${month}-${day}T${hour}:${minute}:${second}${fraction}${offset}`);
+  if (Number.isNaN(t)) return undefined;
+  // Date.parse accepts 2026-02-30 as March 2: the calendar date must survive the round trip.
+  const civil = new Date(Date.UTC(Number(year), Number(month) - 1, Number(day)));
+  return civil.getUTCDate() === Number(day) && civil.getUTCMonth() === Number(month) - 1
+    ? t
+    : undefined;
 }
 
 function arnMatch(pattern: string, value: string): boolean {

@@ -148,7 +148,19 @@ function templatesOf(
   });
 }
 
-function conditionBlock(path: string, value: unknown, variables: boolean): ConditionClause[] {
+/**
+ * Single-valued keys AWS refuses under ForAllValues (OverlyPermissiveCondition): the set
+ * operator is true for a request without the key, so `ForAllValues:StringEquals
+ * kms:EncryptionContext:tenant` would allow calls with no tenant at all.
+ */
+const SINGLE_VALUED = /^(kms:encryptioncontext:|aws:requesttag\/)/i;
+
+function conditionBlock(
+  path: string,
+  value: unknown,
+  variables: boolean,
+  strict: boolean,
+): ConditionClause[] {
   if (!isObject(value)) fail(path, "must be an object of condition operators");
   const clauses: ConditionClause[] = [];
   for (const [operatorText, block] of Object.entries(value)) {
@@ -161,6 +173,12 @@ function conditionBlock(path: string, value: unknown, variables: boolean): Condi
     for (const [key, raw] of Object.entries(block)) {
       const keyPath = jsonMemberPath(opPath, key);
       if (key.length === 0 || key.length > 256) fail(keyPath, "is not a condition key");
+      if (strict && operator.set === "ForAllValues" && SINGLE_VALUED.test(key)) {
+        fail(
+          keyPath,
+          "is single-valued: ForAllValues would match requests without it (AWS: OverlyPermissiveCondition); remove ForAllValues",
+        );
+      }
       const list = Array.isArray(raw) ? raw : [raw];
       if (list.length === 0) fail(keyPath, "must have at least one value");
       const values = list.map((item, i) => {
@@ -201,6 +219,7 @@ function statement(
   value: unknown,
   index: number,
   variables: boolean,
+  strict: boolean,
 ): PolicyStatement {
   if (!isObject(value)) fail(path, "must be an object");
   for (const key of Object.keys(value)) {
@@ -237,7 +256,9 @@ function statement(
       : { notActions: actionList(`${path}.NotAction`, s.NotAction) }),
     ...resourcePatterns(path, s.Resource, s.NotResource, variables),
     conditions:
-      s.Condition === undefined ? [] : conditionBlock(`${path}.Condition`, s.Condition, variables),
+      s.Condition === undefined
+        ? []
+        : conditionBlock(`${path}.Condition`, s.Condition, variables, strict),
   };
 }
 
@@ -267,7 +288,7 @@ function resourcePatterns(
  * @throws MalformedPolicyDocumentException naming the path of the first bad element.
  */
 export function parsePolicy(text: unknown): PolicyDocument {
-  const document = parseDocument(text);
+  const document = parseDocument(text, true);
   const repeated = findRepeatedJsonName(text as string);
   if (repeated !== undefined) {
     fail(repeated.path, "is repeated; JSON.parse would keep only the last");
@@ -277,9 +298,10 @@ export function parsePolicy(text: unknown): PolicyDocument {
 
 /**
  * parsePolicy without the repeated-key check, for policies already stored: one an earlier
- * release accepted must stay usable, if only to replace it.
+ * release accepted must stay usable, if only to replace it. `strict` adds the checks later
+ * releases made for new documents (ForAllValues with a single-valued key).
  */
-function parseDocument(text: unknown): PolicyDocument {
+function parseDocument(text: unknown, strict = false): PolicyDocument {
   if (typeof text !== "string") fail("$", "must be a JSON string");
   if (text.trim().length === 0) fail("$", "must not be empty");
   if (Buffer.byteLength(text, "utf8") > MAX_KEY_POLICY_BYTES) {
@@ -312,6 +334,7 @@ function parseDocument(text: unknown): PolicyDocument {
       s,
       i,
       version === "2012-10-17",
+      strict,
     ),
   );
   const sids = new Set<string>();
