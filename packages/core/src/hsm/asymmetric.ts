@@ -208,15 +208,22 @@ export async function generateDerKeyPair(spec: KeySpec): Promise<DerKeyPair> {
   }
 }
 
+/**
+ * A secret node:crypto returned as a Buffer, copied into a plain Uint8Array; the Buffer is wiped,
+ * since nothing else would clear the secret from it before its memory is reused.
+ */
+function copySecret(secret: Buffer): Uint8Array {
+  try {
+    return new Uint8Array(secret);
+  } finally {
+    secret.fill(0);
+  }
+}
+
 function base64UrlBytes(value: string | undefined): Uint8Array {
   if (value === undefined) throw new KmsInternalError("key export lacks a component");
   // Decoded into Node's shared pool: copied out, then wiped (this decodes private scalars too).
-  const decoded = Buffer.from(value, "base64url");
-  try {
-    return new Uint8Array(decoded);
-  } finally {
-    decoded.fill(0);
-  }
+  return copySecret(Buffer.from(value, "base64url"));
 }
 
 /** Uncompressed SEC1 point (EC) or the 32-byte key (Ed25519) from a public KeyObject. */
@@ -363,7 +370,7 @@ export class AsymmetricHsm {
     }
     if (this.#private.size >= MAX_CACHED_VERSIONS) {
       const oldest = this.#private.keys().next().value;
-      if (oldest !== undefined) this.#private.delete(oldest);
+      if (oldest !== undefined) this.#dropPrivate(oldest);
     }
     this.#private.set(cacheKey, loaded);
     return loaded;
@@ -516,6 +523,9 @@ export class AsymmetricHsm {
         case "RSA":
           if (messageType === "DIGEST") {
             if (algorithm.startsWith("RSASSA_PSS")) return false;
+            // RFC 8017 §8.2.2 step 1. publicDecrypt would read a shorter signature as the same
+            // integer, so one signature would have several accepted encodings.
+            if (signature.length !== info.modulusBits! / 8) return false;
             const recovered = publicDecrypt(
               { key, padding: constants.RSA_PKCS1_PADDING },
               signature,
@@ -566,7 +576,7 @@ export class AsymmetricHsm {
   decrypt(ref: MaterialRef, spec: KeySpec, hash: HashName, ciphertext: Uint8Array): Uint8Array {
     const { key } = this.#keyObject(ref, spec);
     try {
-      return new Uint8Array(
+      return copySecret(
         privateDecrypt(
           { key, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: hash },
           ciphertext,
@@ -598,7 +608,7 @@ export class AsymmetricHsm {
       throw new ValidationError(`"publicKey" must be an ${curve} public key to agree with ${spec}`);
     }
     const { key } = this.#keyObject(ref, spec);
-    return new Uint8Array(diffieHellman({ privateKey: key, publicKey: peer }));
+    return copySecret(diffieHellman({ privateKey: key, publicKey: peer }));
   }
 
   generateMac(ref: MaterialRef, spec: KeySpec, hash: HashName, message: Uint8Array): Uint8Array {
@@ -621,11 +631,27 @@ export class AsymmetricHsm {
     return expected.length === mac.length && timingSafeEqual(expected, mac);
   }
 
+  /**
+   * Drops a cached private key, wiping the raw secrets it holds for @noble (a KeyObject cannot
+   * be wiped): dropping the reference alone would leave them in the heap for as long as the
+   * garbage collector pleases, also after their key is destroyed.
+   */
+  #dropPrivate(cacheKey: string): void {
+    const loaded = this.#private.get(cacheKey);
+    this.#private.delete(cacheKey);
+    if (loaded?.kind === "keyObject") loaded.scalar?.fill(0);
+    if (loaded?.kind === "mlDsa") loaded.secretKey.fill(0);
+  }
+
   /** Drops cached keys of a destroyed key. */
   forget(keyId: string): void {
-    for (const cache of [this.#private, this.#public]) {
+    const prefix = `${keyId}#`;
+    for (const cacheKey of [...this.#private.keys()]) {
+      if (cacheKey.startsWith(prefix)) this.#dropPrivate(cacheKey);
+    }
+    for (const cache of [this.#public, this.#authentic]) {
       for (const cacheKey of cache.keys()) {
-        if (cacheKey.startsWith(`${keyId}#`)) cache.delete(cacheKey);
+        if (cacheKey.startsWith(prefix)) cache.delete(cacheKey);
       }
     }
   }

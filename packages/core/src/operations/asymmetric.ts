@@ -1,4 +1,5 @@
 import { keyArn } from "../arn.ts";
+import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import {
   InvalidKeyUsageError,
   InvalidSignatureError,
@@ -24,6 +25,7 @@ import type {
   DecryptResponse,
   DeriveSharedSecretRequest,
   DeriveSharedSecretResponse,
+  EncryptionContext,
   EncryptRequest,
   EncryptResponse,
   GetPublicKeyRequest,
@@ -151,8 +153,11 @@ export async function sign(ctx: KmsContext, request: SignRequest): Promise<SignR
  * @throws InvalidSignatureException when the signature does not verify, and as sign.
  */
 export async function verify(ctx: KmsContext, request: VerifyRequest): Promise<VerifyResponse> {
-  const checked = await checkSigning(ctx, request, "verify");
+  assertObject("request", request);
+  // Checked before the key is read, as every other argument is: a malformed signature is a
+  // ValidationError whether or not the key exists or is enabled.
   const signature = assertBytes("signature", request.signature, 1, MAX_SIGNATURE_BYTES);
+  const checked = await checkSigning(ctx, request, "verify");
   const { key, version } = checked;
   const valid = asymmetricHsm(ctx.hsm).verify(
     key.keyId,
@@ -204,9 +209,13 @@ export async function getPublicKey(
   };
 }
 
-/** Asymmetric ciphertexts cannot bind an encryption context (AWS rejects one). */
-function assertNoContext(context: unknown, algorithm: string): void {
-  if (context !== undefined && (typeof context !== "object" || Object.keys(context ?? {}).length)) {
+/**
+ * Asymmetric ciphertexts cannot bind an encryption context (AWS rejects one). Checked by the
+ * symmetric path's own rules, so that a value it would refuse (null, a Map of pairs) is not
+ * taken here as "no context" while the caller believes the pairs are bound.
+ */
+function assertNoContext(context: EncryptionContext | undefined, algorithm: string): void {
+  if (encodeEncryptionContext(context).length > 0) {
     throw new ValidationError(`"encryptionContext" is not supported with ${algorithm}`);
   }
 }

@@ -57,8 +57,14 @@ export async function tagResource(ctx: KmsContext, request: TagResourceRequest):
 
 export async function untagResource(ctx: KmsContext, request: UntagResourceRequest): Promise<void> {
   assertObject("request", request);
-  if (!Array.isArray(request.tagKeys) || request.tagKeys.some((k) => typeof k !== "string")) {
+  if (!Array.isArray(request.tagKeys)) {
     throw new TagError(`"tagKeys" expected an array of strings`);
+  }
+  // The same rule as a tag's key when it is added: a key no tag can have is a caller's mistake.
+  for (const [i, tagKey] of request.tagKeys.entries()) {
+    if (typeof tagKey !== "string" || tagKey.length < 1 || tagKey.length > 128) {
+      throw new TagError(`"tagKeys[${i}]" must be a string of 1–128 characters`);
+    }
   }
   const remove = new Set(request.tagKeys);
   const keyId = await resolveKeyId(ctx, request.keyId);
