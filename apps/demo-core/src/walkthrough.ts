@@ -1,7 +1,7 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { createKms, isKmsError, RootKeySource } from "@kms/core";
-import { SqliteKeyStore } from "@kms/keystore-sqlite";
+import { SqliteAuditSink, SqliteKeyStore } from "@kms/keystore-sqlite";
 
 const text = new TextEncoder();
 const untext = new TextDecoder();
@@ -16,13 +16,17 @@ function failure(error: unknown): string {
 /**
  * The main demo: a key's life on the durable embedded store — create, encrypt with an
  * encryption context, rotate, decrypt the old ciphertext, see the context and key-state rules
- * refuse what they must, and schedule deletion.
+ * refuse what they must, schedule deletion, and read it all back from the audit trail.
  */
 export async function walkthrough(folder: string, print: Print): Promise<void> {
   mkdirSync(folder, { recursive: true });
-  const store = SqliteKeyStore.open({ path: join(folder, "keys.db") });
+  const path = join(folder, "keys.db");
+  const store = SqliteKeyStore.open({ path });
   const kms = await createKms({
     store,
+    // The default trail lives in memory and dies with the process; this one is kept (and
+    // hash-chained) in the key store's file, across runs.
+    audit: new SqliteAuditSink({ path }),
     // Development only: a root key created next to the store. Production passes fromEnv/fromFile.
     rootKey: RootKeySource.devFile(join(folder, "root.key")),
   });
@@ -95,11 +99,27 @@ export async function walkthrough(folder: string, print: Print): Promise<void> {
     );
     await kms.cancelKeyDeletion({ keyId });
     const { keyMetadata: after } = await kms.describeKey({ keyId });
-    print(`8. cancelled the deletion: the key is ${after.keyState}, its ciphertexts are safe`);
+    // As in AWS KMS, a cancelled deletion leaves the key Disabled until it is enabled again.
+    print(
+      `8. cancelled the deletion: the key is ${after.keyState} (enable it to use it again), its ciphertexts are safe`,
+    );
 
     const { keys } = await kms.listKeys();
     print(
       `9. the store in ${folder} now holds ${keys.length} key(s); run the demo again to add more`,
+    );
+
+    const verified = await kms.audit.verify();
+    const trail = verified.ok
+      ? `${verified.count} event(s), hash chain intact`
+      : `hash chain BROKEN at event ${verified.index} (${verified.problem})`;
+    // Refused calls are recorded too, with their error code (never the plaintext).
+    const refused = (await kms.audit.events())
+      .filter((event) => event.errorCode !== undefined)
+      .filter((event) => event.resources.some((resource) => resource.ARN === keyMetadata.arn))
+      .map((event) => `${event.eventName} ${event.errorCode}`);
+    print(
+      `10. the audit trail in ${path}: ${trail}; this key's refused calls: ${refused.join(", ")}`,
     );
   } finally {
     await kms.close();

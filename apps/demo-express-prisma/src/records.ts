@@ -8,6 +8,7 @@ import {
   isKmsError,
   type KmsLike,
   NotFoundError,
+  ValidationError,
 } from "@kms/core";
 import { fieldEncryption, PrismaDataKeyStore } from "@kms/prisma";
 import type { PrismaClient } from "./generated/sqlite/client.ts";
@@ -21,6 +22,20 @@ const schema = readFileSync(
 /** One KMS key per clinic, so deleting a clinic's key crypto-shreds that clinic only. */
 export function tenantKeyAlias(tenantId: string): string {
   return `alias/demo-clinic/${tenantId}`;
+}
+
+/**
+ * The KMS key for a value, from its encryption context: its clinic's. No fallback key: a
+ * context without `tenantId` is refused rather than encrypted under some shared key (a clinic
+ * may well be called "unknown").
+ * @throws ValidationException when the context has no tenantId.
+ */
+export function clinicKeyId(context: EncryptionContext): string {
+  const { tenantId } = context;
+  if (tenantId === undefined || tenantId === "") {
+    throw new ValidationError(`"tenantId" expected in the encryption context`);
+  }
+  return tenantKeyAlias(tenantId);
 }
 
 /** First-use key creation in flight, per KMS and clinic: concurrent first requests share it. */
@@ -80,10 +95,11 @@ export async function scheduleTenantKeyDeletion(kms: KeyAdmin, tenantId: string)
 export function recordsClient(base: PrismaClient, kms: KmsLike) {
   const engine = new FieldEncryptionEngine({
     kms,
-    keyId: (context: EncryptionContext) => tenantKeyAlias(context.tenantId ?? "unknown"),
+    keyId: clinicKeyId,
     dataKeyStore: new PrismaDataKeyStore(base.kmsDataKey),
   });
-  const db = base.$extends(fieldEncryption({ kms, keyId: "unused", schema, engine }));
+  // With `engine` given, the extension encrypts through it; kms and keyId are the engine's.
+  const db = base.$extends(fieldEncryption({ kms, keyId: clinicKeyId, schema, engine }));
   return { db, engine };
 }
 

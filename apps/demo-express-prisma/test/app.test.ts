@@ -12,7 +12,7 @@ import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { createApp } from "../src/app.ts";
 import { type DemoDatabase, openDatabase } from "../src/database.ts";
 import { inProcessKms } from "../src/kms.ts";
-import { recordsClient, tenantKeyAlias } from "../src/records.ts";
+import { clinicKeyId, recordsClient, tenantKeyAlias } from "../src/records.ts";
 import { walkthrough } from "../src/walkthrough.ts";
 
 const postgres = databaseTarget("postgres");
@@ -50,6 +50,7 @@ describe.each(backends)("demo records API on %s", (_name, url, skip) => {
     if (skip) return;
     await new Promise((resolve) => server.close(resolve));
     await database.close();
+    await kms.close();
     rmSync(dir, { recursive: true, force: true });
     if (url !== undefined) {
       const admin = new pg.Client({ connectionString: url });
@@ -211,17 +212,54 @@ describe.each(backends)("demo records API on %s", (_name, url, skip) => {
       await walkthrough(database, inProcessKms(kms, "in-process (memory)"), (line) =>
         lines.push(line),
       );
-      const text = lines.join("\n");
       expect(lines[0]).toBe("KMS: in-process (memory)");
-      expect(text).toContain('"name": "Ann Example"');
-      expect(text).toMatch(/"name": "kms1:/);
-      expect(text).toMatch(/"ssnOfRecord": "kms1:/);
-      expect(text).toMatch(
-        /SSNs swapped .* → 500\n\{\n {2}"error": "stored records cannot be decrypted"/,
+      // Each step is its title, then the JSON it shows: every step's own answer is checked,
+      // so that one step's refusal cannot stand in for another's.
+      const step = (title: RegExp): unknown => {
+        const entry = lines.find((line) => title.test(line.split("\n")[0] ?? ""));
+        if (entry === undefined) throw new Error(`no step ${title}`);
+        return JSON.parse(entry.slice(entry.indexOf("\n") + 1));
+      };
+      const refused = (code: string) => ({ error: "stored records cannot be decrypted", code });
+      expect(step(/^POST \/patients as clinic-a-\w+ → 201$/)).toMatchObject({
+        name: "Ann Example",
+        ssn: "123-45-6789",
+      });
+      const stored = step(/^What the database stores/) as Record<string, unknown>;
+      for (const column of ["ssn", "ssnOfRecord", "name", "note", "vitals"]) {
+        expect(String(stored[column]), column).toMatch(/^kms1:/);
+      }
+      expect(step(/^GET \/patients\/\d+ as clinic-b-\w+ → 404$/)).toEqual({
+        error: "no such patient in this clinic",
+      });
+      expect(step(/^clinic-a-\w+'s encrypted name copied into .* → 500$/)).toEqual(
+        refused("InvalidCiphertextException"),
       );
-      expect(text).toMatch(/→ 404/);
-      expect(text).toMatch(/InvalidCiphertextException/);
-      expect(text).toMatch(/→ 410/);
+      expect(step(/^Ann's encrypted name copied into Bob's row .* → 500$/)).toEqual(
+        refused("InvalidCiphertextException"),
+      );
+      expect(step(/^Ann's and Bob's encrypted SSNs swapped .* → 500$/)).toEqual(
+        refused("InvalidCiphertextException"),
+      );
+      expect(step(/^clinic-b-\w+'s KMS key scheduled for deletion .* → 410$/)).toEqual(
+        refused("KMSInvalidStateException"),
+      );
+      // Bob's name and both SSNs, put back after the tampering, read as before.
+      expect(step(/^…while clinic-a-\w+ still reads its records → 200$/)).toMatchObject([
+        { name: "Ann Example", ssn: "123-45-6789" },
+        { name: "Bob Example", ssn: "987-65-4321" },
+      ]);
     },
   );
+});
+
+test("a value whose context names no clinic gets no key, rather than a shared one", () => {
+  expect(clinicKeyId({ tenantId: "clinic-a", clinic: "clinic-a" })).toBe(
+    tenantKeyAlias("clinic-a"),
+  );
+  for (const context of [{}, { clinic: "clinic-a" }, { tenantId: "" }]) {
+    expect(() => clinicKeyId(context), JSON.stringify(context)).toThrow(
+      expect.objectContaining({ code: "ValidationException" }),
+    );
+  }
 });

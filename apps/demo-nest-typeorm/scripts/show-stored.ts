@@ -7,7 +7,8 @@ import { join, resolve } from "node:path";
 import Database from "better-sqlite3";
 import pg from "pg";
 
-const SQL = 'SELECT id, "tenantId", ssn, "nameIndex", name, note, vitals FROM patients ORDER BY id';
+const SQL =
+  'SELECT id, "tenantId", ssn, "nameIndex", name, note, vitals, identity FROM patients ORDER BY id';
 
 async function rows(): Promise<Record<string, unknown>[]> {
   const url = process.env.DATABASE_URL;
@@ -29,7 +30,7 @@ async function rows(): Promise<Record<string, unknown>[]> {
 
 for (const row of await rows()) {
   console.log(`patient ${row.id} (${row.tenantId})`);
-  for (const column of ["ssn", "nameIndex", "name", "note", "vitals"]) {
+  for (const column of ["ssn", "nameIndex", "name", "note", "vitals", "identity"]) {
     console.log(`  ${column.padEnd(9)} ${String(row[column])}`);
   }
 }

@@ -1,9 +1,10 @@
+import { createKmsVerifier } from "@kms/http-signatures";
 import { VerifySignature } from "@kms/nestjs";
 import { encryptionOf } from "@kms/typeorm";
 import { Controller, Delete, HttpCode, Inject, Param, Post } from "@nestjs/common";
 import { InjectDataSource } from "@nestjs/typeorm";
 import type { DataSource } from "typeorm";
-import type { DemoKms, KeyAdmin } from "./kms.ts";
+import { ADMIN_KEY_ALIAS, ADMIN_KEY_ID, type DemoKms, type KeyAdmin } from "./kms.ts";
 import { invalidInput } from "./problems.ts";
 import { tenantKeyAlias } from "./tenant-keys.service.ts";
 import { DEMO_KMS } from "./tokens.ts";
@@ -18,14 +19,19 @@ function clinicOf(clinic: string): string {
 /**
  * Crypto-shredding: scheduling deletion of one clinic's KMS key makes that clinic's records
  * unreadable (409 `KMSInvalidStateException`) at once, and nobody else's; cancelling within the
- * window brings them back. Administrative calls must be signed with the demo's HMAC key
- * (`scripts/admin.ts` does it), like the webhooks.
+ * window brings them back. Administrative calls must be signed with the demo's admin HMAC key
+ * (`scripts/admin.ts` does it); the webhook key, which every webhook peer holds, is refused here.
  */
 @Controller("admin/clinics")
 @VerifySignature({
   requiredComponents: ["@method", "@target-uri"],
   requireExpires: true,
   algorithms: ["hmac-sha256"],
+  // Replaces the module's lookup (the webhook key) for these routes.
+  keyLookup: (keyId, { kms }) =>
+    keyId === ADMIN_KEY_ID
+      ? createKmsVerifier({ kms, keyId: ADMIN_KEY_ALIAS, algorithm: "hmac-sha256" })
+      : undefined,
 })
 export class AdminController {
   readonly #keys: KeyAdmin;

@@ -18,6 +18,13 @@ import { remoteKms, remoteKmsDescription } from "./remote-kms.ts";
 export const WEBHOOK_KEY_ALIAS = "alias/demo-webhooks";
 /** The name senders publish in `keyid`: never the KMS key id itself. */
 export const WEBHOOK_KEY_ID = "demo-webhooks";
+/**
+ * The HMAC key that signs administrative calls (crypto-shredding a clinic), published as
+ * {@link ADMIN_KEY_ID}. Not the webhook key: whoever sends or receives webhooks holds that one,
+ * and must not be able to shred a clinic with it.
+ */
+export const ADMIN_KEY_ALIAS = "alias/demo-admin";
+export const ADMIN_KEY_ID = "demo-admin";
 
 /** What the demo reads of a key's metadata. */
 export interface DemoKeyMetadata {
@@ -61,21 +68,21 @@ export interface DemoKms {
 
 /**
  * The demo's KMS: the KMS server of `config.kms` when KMS_ENDPOINT set it (see remote-kms.ts),
- * else {@link openKms} in this process; either way with the webhook HMAC key provisioned.
+ * else {@link openKms} in this process; either way with the webhook and admin HMAC keys
+ * provisioned.
  */
 export async function openDemoKms(config: DemoConfig): Promise<DemoKms> {
   const kms =
     config.kms !== undefined
       ? remoteKms(config.kms)
       : inProcessKms(await openKms(config.dataDir), kmsDescription(config));
-  try {
-    await ensureKey(kms.keys, WEBHOOK_KEY_ALIAS, () =>
-      kms.keys.createKey({
-        keySpec: "HMAC_256",
-        keyUsage: "GENERATE_VERIFY_MAC",
-        description: "signs the demo's webhooks (RFC 9421 hmac-sha256)",
-      }),
+  const hmacKey = (aliasName: string, description: string) =>
+    ensureKey(kms.keys, aliasName, () =>
+      kms.keys.createKey({ keySpec: "HMAC_256", keyUsage: "GENERATE_VERIFY_MAC", description }),
     );
+  try {
+    await hmacKey(WEBHOOK_KEY_ALIAS, "signs the demo's webhooks (RFC 9421 hmac-sha256)");
+    await hmacKey(ADMIN_KEY_ALIAS, "signs the demo's admin calls (RFC 9421 hmac-sha256)");
   } catch (error) {
     await kms.close();
     throw error;

@@ -1,11 +1,22 @@
 import "reflect-metadata";
+import { execFile, execFileSync } from "node:child_process";
+import { once } from "node:events";
+import { type AddressInfo, createServer } from "node:net";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { createKms } from "@kms/core";
 import { createKmsSigner, signRequest, verifyMessage } from "@kms/http-signatures";
 import { KmsService } from "@kms/nestjs";
 import type { INestApplication } from "@nestjs/common";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type DemoKms, WEBHOOK_KEY_ALIAS, WEBHOOK_KEY_ID } from "../src/kms.ts";
+import {
+  ADMIN_KEY_ALIAS,
+  ADMIN_KEY_ID,
+  type DemoKms,
+  WEBHOOK_KEY_ALIAS,
+  WEBHOOK_KEY_ID,
+} from "../src/kms.ts";
 import { createApp } from "../src/server.ts";
 import { DEMO_KMS } from "../src/tokens.ts";
 import type { Backend } from "./backends.ts";
@@ -38,6 +49,12 @@ const PLAINTEXTS = [
 ];
 
 const json = { "content-type": "application/json" };
+
+const execFileAsync = promisify(execFile);
+/** `pnpm --filter @kms/demo-nest-typeorm admin`. */
+const ADMIN_SCRIPT = fileURLToPath(new URL("../scripts/admin.ts", import.meta.url));
+/** `pnpm --filter @kms/demo-nest-typeorm stored`. */
+const STORED_SCRIPT = fileURLToPath(new URL("../scripts/show-stored.ts", import.meta.url));
 
 function expectProblem(res: request.Response, status: number, type: string): void {
   expect(res.status).toBe(status);
@@ -195,7 +212,7 @@ export function describeDemo(label: string, open: () => Promise<Backend>): void 
         const dump = JSON.stringify(rows);
         for (const secret of PLAINTEXTS) expect(dump).not.toContain(secret);
         for (const row of rows) {
-          for (const column of ["ssn", "name", "note", "vitals"]) {
+          for (const column of ["ssn", "name", "note", "vitals", "identity"]) {
             const stored = row[column];
             if (stored === null) continue;
             expect(stored).toMatch(/^kms1:[A-Za-z0-9_-]+$/);
@@ -205,6 +222,28 @@ export function describeDemo(label: string, open: () => Promise<Backend>): void 
         const [ada, , grace] = rows;
         // Equal SSNs of two clinics: different ciphertexts (different keys and context).
         expect(ada?.ssn).not.toBe(grace?.ssn);
+      });
+
+      it("`pnpm stored` prints every encrypted column as the driver reads it", () => {
+        const { dataDir, databaseUrl } = backend.config;
+        const env = { ...process.env, DEMO_DATA_DIR: dataDir, DATABASE_URL: databaseUrl ?? "" };
+        const printed = execFileSync(process.execPath, [STORED_SCRIPT], { env, encoding: "utf8" });
+        for (const [key, tenant] of [
+          ["ada", "clinic-a"],
+          ["alan", "clinic-a"],
+          ["grace", "clinic-b"],
+        ] as const) {
+          expect(printed).toContain(`patient ${ids[key]} (${tenant})`);
+        }
+        for (const column of ["ssn", "name", "note", "identity"]) {
+          const values = [...printed.matchAll(new RegExp(`^ {2}${column} +(.*)$`, "gm"))];
+          expect(
+            values.map((match) => match[1]),
+            column,
+          ).toHaveLength(3);
+          for (const [, value] of values) expect(value, column).toMatch(/^(kms1:\S+|null)$/);
+        }
+        for (const secret of PLAINTEXTS) expect(printed).not.toContain(secret);
       });
 
       it("wraps each clinic's data keys under that clinic's own KMS key", async () => {
@@ -406,13 +445,17 @@ export function describeDemo(label: string, open: () => Promise<Backend>): void 
     });
 
     describe("crypto-shredding (signed admin calls)", () => {
-      async function admin(method: "DELETE" | "POST", path: string): Promise<request.Response> {
+      async function admin(
+        method: "DELETE" | "POST",
+        path: string,
+        key: { alias: string; id: string } = { alias: ADMIN_KEY_ALIAS, id: ADMIN_KEY_ID },
+      ): Promise<request.Response> {
         const url = `${origin}${path}`;
         const signer = createKmsSigner({
           kms: app.get(KmsService).kms,
-          keyId: WEBHOOK_KEY_ALIAS,
+          keyId: key.alias,
           algorithm: "hmac-sha256",
-          publishedKeyId: WEBHOOK_KEY_ID,
+          publishedKeyId: key.id,
         });
         const headers = await signRequest(
           { method, url, headers: {} },
@@ -423,9 +466,76 @@ export function describeDemo(label: string, open: () => Promise<Backend>): void 
           : request(origin).post(path).set(headers);
       }
 
+      /** `pnpm --filter @kms/demo-nest-typeorm admin …` on PORT `port`, with this app's KMS. */
+      async function adminScript(port: string, ...args: string[]) {
+        const { dataDir, databaseUrl, kms } = backend.config;
+        const env: NodeJS.ProcessEnv = { ...process.env, DEMO_DATA_DIR: dataDir, PORT: port };
+        delete env.KMS_ROOT_KEY;
+        if (databaseUrl !== undefined) env.DATABASE_URL = databaseUrl;
+        if (kms !== undefined) {
+          env.KMS_ENDPOINT = kms.endpoint;
+          env.AWS_REGION = kms.region;
+          env.AWS_ACCESS_KEY_ID = kms.accessKeyId;
+          env.AWS_SECRET_ACCESS_KEY = kms.secretAccessKey;
+        }
+        // Asynchronous: the script's request is answered by this very process.
+        return execFileAsync(process.execPath, [ADMIN_SCRIPT, ...args], { env }).then(
+          ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+          (error: { code: number; stdout: string; stderr: string }) => error,
+        );
+      }
+
+      it("`pnpm admin shred|restore` signs the same calls from the command line", async () => {
+        const port = new URL(origin).port;
+        const shred = await adminScript(port, "shred", "clinic-b");
+        expect(shred).toMatchObject({ code: 0, stderr: "" });
+        expect(shred.stdout).toMatch(/^200 \{"clinic":"clinic-b","keyState":"PendingDeletion",/);
+        expectProblem(
+          await request(origin).get("/patients").set("x-tenant-id", "clinic-b"),
+          409,
+          "kms/KMSInvalidStateException",
+        );
+        const restore = await adminScript(port, "restore", "clinic-b");
+        expect(restore).toMatchObject({ code: 0, stderr: "" });
+        expect(restore.stdout).toBe('200 {"clinic":"clinic-b","keyState":"Enabled"}\n');
+        const back = await request(origin).get("/patients").set("x-tenant-id", "clinic-b");
+        expect(back.status).toBe(200);
+      });
+
+      it("`pnpm admin` with no demo on PORT says so and exits 1, without a stack", async () => {
+        // A port that was free a moment ago: nothing answers there.
+        const probe = createServer().listen(0, "127.0.0.1");
+        await once(probe, "listening");
+        const { port } = probe.address() as AddressInfo;
+        await new Promise((resolve) => probe.close(resolve));
+        const result = await adminScript(String(port), "shred", "clinic-b");
+        expect(result.code).toBe(1);
+        expect(result.stderr).toMatch(
+          new RegExp(`^admin: no demo answered at http://127\\.0\\.0\\.1:${port}/admin/`),
+        );
+        expect(result.stderr).not.toMatch(/\n\s+at /);
+        const b = await request(origin).get("/patients").set("x-tenant-id", "clinic-b");
+        expect(b.status).toBe(200);
+      });
+
       it("refuses an unsigned admin call", async () => {
         const res = await request(origin).delete("/admin/clinics/clinic-b/key");
         expectProblem(res, 401, "signature/signature-missing");
+        const list = await request(origin).get("/patients").set("x-tenant-id", "clinic-b");
+        expect(list.status).toBe(200);
+      });
+
+      it("refuses an admin call signed with the webhook key, which every webhook peer holds", async () => {
+        const webhookKey = { alias: WEBHOOK_KEY_ALIAS, id: WEBHOOK_KEY_ID };
+        const res = await admin("DELETE", "/admin/clinics/clinic-b/key", webhookKey);
+        expect(res.status).toBe(401);
+        expect(JSON.parse(res.text)).toMatchObject({ status: 401 });
+        // Nor may the admin key pass for the webhook key (published under its name).
+        const posing = await admin("DELETE", "/admin/clinics/clinic-b/key", {
+          alias: ADMIN_KEY_ALIAS,
+          id: WEBHOOK_KEY_ID,
+        });
+        expect(posing.status).toBe(401);
         const list = await request(origin).get("/patients").set("x-tenant-id", "clinic-b");
         expect(list.status).toBe(200);
       });

@@ -14,7 +14,14 @@ import { KmsService } from "@kms/nestjs";
 import type { INestApplication } from "@nestjs/common";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import { configFromEnv } from "../src/config.ts";
-import { type DemoKms, ensureKey, WEBHOOK_KEY_ALIAS, WEBHOOK_KEY_ID } from "../src/kms.ts";
+import {
+  ADMIN_KEY_ALIAS,
+  ADMIN_KEY_ID,
+  type DemoKms,
+  ensureKey,
+  WEBHOOK_KEY_ALIAS,
+  WEBHOOK_KEY_ID,
+} from "../src/kms.ts";
 import { KmsEndpointError, type RemoteKmsConfig, remoteKms } from "../src/remote-kms.ts";
 import { createApp } from "../src/server.ts";
 import { tenantKeyAlias } from "../src/tenant-keys.service.ts";
@@ -86,11 +93,13 @@ async function startDemo(backend: Backend): Promise<Demo> {
       const url = `${origin}${path}`;
       const headers: Record<string, string> =
         body === undefined ? {} : { "content-type": "application/json" };
+      // Admin routes take the admin key only; everything else signed here is a webhook.
+      const admin = path.startsWith("/admin/");
       const signer = createKmsSigner({
         kms: app.get(KmsService).kms,
-        keyId: WEBHOOK_KEY_ALIAS,
+        keyId: admin ? ADMIN_KEY_ALIAS : WEBHOOK_KEY_ALIAS,
         algorithm: "hmac-sha256",
-        publishedKeyId: WEBHOOK_KEY_ID,
+        publishedKeyId: admin ? ADMIN_KEY_ID : WEBHOOK_KEY_ID,
       });
       const added = await signRequest(
         { method, url, headers, ...(body === undefined ? {} : { body }) },
