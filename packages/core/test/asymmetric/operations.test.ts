@@ -212,6 +212,17 @@ describe("generateMac / verifyMac", () => {
     await expect(
       h.kms.verifyMac({ keyId, message, macAlgorithm: "HMAC_SHA_256", mac: mac.subarray(0, 16) }),
     ).rejects.toBeInstanceOf(InvalidMacError);
+    // Up to AWS's 6144-byte bound a MAC of another length is a mismatch, not invalid input.
+    for (const length of [65, 6144]) {
+      const long = new Uint8Array(length);
+      long.set(mac);
+      await expect(
+        h.kms.verifyMac({ keyId, message, macAlgorithm: "HMAC_SHA_256", mac: long }),
+      ).rejects.toBeInstanceOf(InvalidMacError);
+    }
+    await expect(
+      h.kms.verifyMac({ keyId, message, macAlgorithm: "HMAC_SHA_256", mac: new Uint8Array(6145) }),
+    ).rejects.toBeInstanceOf(ValidationError);
     await expect(
       h.kms.generateMac({ keyId, message, macAlgorithm: "HMAC_SHA_512" }),
     ).rejects.toBeInstanceOf(InvalidKeyUsageError);
