@@ -23,9 +23,17 @@ async function dataKeyPair(
   // The wrapping key is checked before generating, so a bad key costs no RSA key generation.
   const key = await encryptionKey(ctx, request.keyId, operation);
   const pair = await generateDerKeyPair(keyPairSpec);
-  return {
+  let privateKeyCiphertextBlob: Uint8Array;
+  try {
     // The same envelope as encrypt(): decrypt() with the same context returns the PKCS#8 DER.
-    privateKeyCiphertextBlob: seal(ctx, key, pair.privateKey, context),
+    privateKeyCiphertextBlob = seal(ctx, key, pair.privateKey, context);
+  } catch (error) {
+    // Nobody receives the private key: it must not stay behind in the heap.
+    pair.privateKey.fill(0);
+    throw error;
+  }
+  return {
+    privateKeyCiphertextBlob,
     privateKeyPlaintext: pair.privateKey,
     publicKey: pair.publicKey,
     keyId: keyArn(ctx.identity, key.keyId),
