@@ -198,8 +198,8 @@ export class Kms {
    */
   createKey(request: CreateKeyRequest = {}, options?: CallOptions): Promise<CreateKeyResponse> {
     return this.#run("createKey", request, options, (ctx) => {
-      policies.validateCreateKeyPolicy(ctx, request);
-      return keys.createKey(ctx, request);
+      const policy = policies.validateCreateKeyPolicy(ctx, request);
+      return keys.createKey(ctx, request, policy);
     });
   }
 

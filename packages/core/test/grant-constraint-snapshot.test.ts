@@ -59,3 +59,18 @@ test("putKeyPolicy stores the policy text it checked", async () => {
   await kms.putKeyPolicy(request);
   expect((await kms.getKeyPolicy({ keyId })).policy).toBe(checked);
 });
+
+test("createKey stores the policy text it checked", async () => {
+  const checked = (await kms.getKeyPolicy({ keyId })).policy;
+  let reads = 0;
+  const request = {
+    get policy(): string {
+      reads++;
+      return reads === 1
+        ? checked
+        : checked.replace(`"Effect": "Allow"`, `"Effect": "Deny", "Effect": "Allow"`);
+    },
+  };
+  const created = (await kms.createKey(request)).keyMetadata.keyId;
+  expect((await kms.getKeyPolicy({ keyId: created })).policy).toBe(checked);
+});

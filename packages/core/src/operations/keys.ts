@@ -47,9 +47,11 @@ const KEY_USAGES: readonly KeyUsage[] = [
 export const MAX_DESCRIPTION_LENGTH = 8192;
 export const MAX_POLICY_LENGTH = 131072;
 
+/** `policyText`: the request's policy as validateCreateKeyPolicy read and checked it. */
 export async function createKey(
   ctx: KmsContext,
-  request: CreateKeyRequest = {},
+  request: CreateKeyRequest,
+  policyText: unknown,
 ): Promise<CreateKeyResponse> {
   assertObject("request", request);
   const description =
@@ -80,8 +82,8 @@ export async function createKey(
     request.multiRegion === undefined ? false : assertBoolean("multiRegion", request.multiRegion);
   const tags = validateTags(request.tags ?? [], []);
   let policy: string | undefined;
-  if (request.policy !== undefined) {
-    policy = assertString("policy", request.policy, 1, MAX_POLICY_LENGTH);
+  if (policyText !== undefined) {
+    policy = assertString("policy", policyText, 1, MAX_POLICY_LENGTH);
   }
 
   const keyId = globalThis.crypto.randomUUID();

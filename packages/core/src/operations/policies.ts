@@ -60,14 +60,21 @@ export function checkLockout(
   }
 }
 
-/** Validates CreateKey's policy (malformed documents, lockout) before the key exists. */
-export function validateCreateKeyPolicy(ctx: KmsContext, request: CreateKeyRequest): void {
-  if (typeof request !== "object" || request === null || request.policy === undefined) return;
+/**
+ * Validates CreateKey's policy (malformed documents, lockout) before the key exists, and returns
+ * the text it checked: the request's `policy` is read once, so the key stores that same text
+ * whatever a getter would answer the second time.
+ */
+export function validateCreateKeyPolicy(ctx: KmsContext, request: CreateKeyRequest): unknown {
+  if (typeof request !== "object" || request === null) return undefined;
+  const text: unknown = request.policy;
+  if (text === undefined) return undefined;
   const bypass =
     request.bypassPolicyLockoutSafetyCheck === undefined
       ? false
       : assertBoolean("bypassPolicyLockoutSafetyCheck", request.bypassPolicyLockoutSafetyCheck);
-  checkLockout(ctx.call, parsePolicy(request.policy), undefined, bypass);
+  checkLockout(ctx.call, parsePolicy(text), undefined, bypass);
+  return text;
 }
 
 export async function putKeyPolicy(ctx: KmsContext, request: PutKeyPolicyRequest): Promise<void> {
