@@ -60,14 +60,25 @@ const frozenCache = new WeakMap<EncryptionContext, Map<string, Map<string, Uint8
 /**
  * Canonical, collision-free string form of a context, used as a cache key: each key and value
  * is preceded by its length, pairs sorted by key.
+ * @throws ValidationException when the context is not a plain object of strings: the key is
+ *   looked up before the context is encoded (and validated), so a Map (no own pairs) or the
+ *   number 1 would otherwise hit the entry of `{}` or of "1" and be bound as that.
  */
 export function contextKey(context: EncryptionContext): string {
+  const proto: unknown =
+    typeof context === "object" && context !== null ? Object.getPrototypeOf(context) : undefined;
+  if (proto !== Object.prototype && proto !== null) {
+    throw new ValidationError(`"context" expected an object of string pairs`);
+  }
   let out = "";
   const keys = Object.keys(context);
   if (keys.length > 1) keys.sort();
   for (const k of keys) {
-    const v = context[k] as string;
-    out += `${k.length}:${k}${String(v).length}:${v}`;
+    const v: unknown = context[k];
+    if (typeof v !== "string") {
+      throw new ValidationError(`"context" value for key "${k}" must be a string`);
+    }
+    out += `${k.length}:${k}${v.length}:${v}`;
   }
   return out;
 }

@@ -64,6 +64,9 @@ const BIDX_SALT = encoder.encode("kms1 blind index");
 const STABLE_ID_PREFIX = encoder.encode("kms1 stable data key");
 const MAX_DERIVED_KEYS = 4096;
 const MAX_DURABLE_KEYS = 4096;
+/** Data-key rows and stable keys kept per engine; the oldest go first (reloaded on demand). */
+const MAX_RECORDS = 4096;
+const MAX_STABLE_KEYS = 4096;
 const NO_USE: DataKeyUsage = { messages: 0, bytes: 0 };
 let engines = 0;
 
@@ -232,7 +235,7 @@ export class FieldDataKeys {
       pending.then(
         (stable) => {
           if (!this.#stableByScope.has(scope))
-            this.#stableByScope.set(scope, Promise.resolve(stable));
+            bounded(this.#stableByScope, scope, Promise.resolve(stable), MAX_STABLE_KEYS);
         },
         () => {},
       );
@@ -259,7 +262,10 @@ export class FieldDataKeys {
 
   /** Per-(data key, purpose, model, field, context) subkey; cached, bounded. */
   derive(stable: StableKey, purpose: "d" | "b", binding: FieldBinding, ctxKey: string): Uint8Array {
-    const cacheKey = `${purpose}\u0000${binding.model}\u0000${binding.field}\u0000${ctxKey}`;
+    // Length-prefixed like contextKey: names may hold NUL, and a separator alone would let
+    // ("a\0b", "c") and ("a", "b\0c") share one subkey (one blind-index key for two fields).
+    const { model, field } = binding;
+    const cacheKey = `${purpose}${model.length}:${model}${field.length}:${field}${ctxKey}`;
     let derived = this.#derived.get(stable);
     if (derived === undefined) {
       derived = new Map();
@@ -278,19 +284,21 @@ export class FieldDataKeys {
   }
 
   /**
-   * Writing materials charged with one value of `bytes`: a cached data key when one can take
-   * it, else a fresh one. Inside a transaction scope, a fresh key is cached under that scope
-   * only (its row may be rolled back).
+   * Writing materials charged with `messages` values (default one; none to learn which key new
+   * values get) of `bytes` in all: a cached data key when one can take them, else a fresh one.
+   * Inside a transaction scope, a fresh key is cached under that scope only (its row may be
+   * rolled back).
    */
   async materialsFor(
     context: EncryptionContext,
     ctxKey: string,
     bytes: number,
     transactionScope?: string,
+    messages = 1,
   ): Promise<Materials> {
     const keyId = this.#selectKey(context);
     const durableKey = this.#durableKey(keyId, ctxKey);
-    const usage = { messages: 1, bytes };
+    const usage = { messages, bytes };
     if (transactionScope !== undefined) {
       const cached = this.#cachedWrite(durableKey, usage, transactionScope);
       if (cached !== undefined) return cached;
@@ -404,26 +412,45 @@ export class FieldDataKeys {
     let pending = this.#records.get(id);
     if (pending === undefined) {
       pending = this.#store.get(id);
-      this.#records.set(id, pending);
+      // Bounded: every data key ever read would stay here otherwise, one per context per
+      // maxAgeMs for as long as the process runs.
+      bounded(this.#records, id, pending, MAX_RECORDS);
       // Forget misses so that a key inserted later by another process is found.
-      pending.then(
-        (r) => {
-          if (r === undefined) this.#records.delete(id);
-        },
-        () => this.#records.delete(id),
-      );
+      const settling = pending;
+      const forget = () => {
+        if (this.#records.get(id) === settling) this.#records.delete(id);
+      };
+      pending.then((r) => {
+        if (r === undefined) forget();
+      }, forget);
     }
     return pending;
   }
 
   async #unwrap(id: string, purpose: DataKeyRecord["purpose"]): Promise<Uint8Array> {
     const record = await this.record(id);
-    if (record === undefined || record.purpose !== purpose) throw generic();
+    if (record === undefined) throw generic();
+    return this.#unwrapRecord(record, purpose);
+  }
+
+  /**
+   * Every unwrap goes through here. The length matters most for stable keys: they feed HKDF,
+   * which takes any length, so a row wrapping a 1-byte key would make every deterministic value
+   * and blind index under it guessable.
+   */
+  async #unwrapRecord(
+    record: DataKeyRecord,
+    purpose: DataKeyRecord["purpose"],
+  ): Promise<Uint8Array> {
+    if (record.purpose !== purpose) throw generic();
     const { plaintext } = await this.#kms.decrypt({
       ciphertextBlob: record.wrappedKey,
       encryptionContext: record.encryptionContext,
     });
-    if (plaintext.length !== 32) throw generic();
+    if (plaintext.length !== 32) {
+      plaintext.fill(0);
+      throw generic();
+    }
     return plaintext;
   }
 
@@ -449,7 +476,8 @@ export class FieldDataKeys {
     }
     if (pending === undefined) {
       pending = this.#loadOrCreateStable(keyId, context);
-      this.#stableByScope.set(scope, pending);
+      // Bounded like the rest: contexts may be attacker-chosen (tenant ids from requests).
+      bounded(this.#stableByScope, scope, pending, MAX_STABLE_KEYS);
       pending.catch(() => this.#stableByScope.delete(scope));
     }
     return pending;
@@ -462,11 +490,13 @@ export class FieldDataKeys {
         if (record === undefined || record.purpose !== "stable") throw generic();
         return { id, raw: await this.#unwrap(id, "stable"), kmsKeyId: record.kmsKeyId };
       });
-      this.#stableById.set(id, pending);
+      bounded(this.#stableById, id, pending, MAX_STABLE_KEYS);
       const settling = pending;
       pending.then(
         (stable) => {
-          if (this.#stableById.get(id) === settling) this.#stableReady.set(id, stable);
+          if (this.#stableById.get(id) === settling) {
+            bounded(this.#stableReady, id, stable, MAX_STABLE_KEYS);
+          }
         },
         () => this.#stableById.delete(id),
       );
@@ -482,12 +512,7 @@ export class FieldDataKeys {
       if (inserted.mine !== undefined) return inserted.mine;
       record = inserted.record;
     }
-    if (record.purpose !== "stable") throw generic();
-    const { plaintext } = await this.#kms.decrypt({
-      ciphertextBlob: record.wrappedKey,
-      encryptionContext: record.encryptionContext,
-    });
-    return { id, raw: plaintext, kmsKeyId: record.kmsKeyId };
+    return { id, raw: await this.#unwrapRecord(record, "stable"), kmsKeyId: record.kmsKeyId };
   }
 
   /**
@@ -500,8 +525,8 @@ export class FieldDataKeys {
     const { mine } = await this.#insertStable(keyId, context, id);
     // Another writer stored its key first: use theirs.
     if (mine === undefined) return this.stableForId(id);
-    this.#stableById.set(id, Promise.resolve(mine));
-    this.#stableReady.set(id, mine);
+    bounded(this.#stableById, id, Promise.resolve(mine), MAX_STABLE_KEYS);
+    bounded(this.#stableReady, id, mine, MAX_STABLE_KEYS);
     return mine;
   }
 
@@ -552,14 +577,14 @@ function stableDataKeyId(keyId: string, context: EncryptionContext): Uint8Array 
 
 const MAX_SCOPED_ENTRIES = 256;
 
-/** Inserts into a map that forgets its oldest entries beyond MAX_SCOPED_ENTRIES. */
 /** A cache or map key private to one transaction scope. */
 function scopedKey(transactionScope: string, key: string): string {
   return `${transactionScope}\u0000${key}`;
 }
 
-function bounded<V>(map: Map<string, V>, key: string, value: V): void {
-  if (map.size >= MAX_SCOPED_ENTRIES) {
+/** Inserts into a map that forgets its oldest entries beyond `max`. */
+function bounded<V>(map: Map<string, V>, key: string, value: V, max = MAX_SCOPED_ENTRIES): void {
+  if (!map.has(key) && map.size >= max) {
     const oldest = map.keys().next();
     if (oldest.done !== true) map.delete(oldest.value);
   }

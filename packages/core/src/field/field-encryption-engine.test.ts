@@ -198,6 +198,31 @@ describe("FieldEncryptionEngine", () => {
     expect(await legacy.inspect("old plain value")).toEqual({ legacy: true });
   });
 
+  test("legacy plaintext is read as the declared type, never as raw text or bytes", async () => {
+    const { make } = await setup();
+    const legacy = make(true);
+    const NUM: FieldSpec = { type: "number" };
+    expect(await legacy.decryptText(tenantA, NUM, "42")).toBe(42);
+    expect(legacy.decryptIfCached(tenantA, { type: "boolean" }, "t")).toBe(true);
+    expect(await legacy.decrypt(tenantA, NUM, new TextEncoder().encode("7"))).toBe(7);
+    expect(
+      await legacy.decryptMany([
+        { binding: tenantA, spec: { type: "bigint" }, stored: "12" },
+        { binding: tenantA, spec: { type: "bytes" }, stored: "ab" },
+        { binding: tenantA, spec: { type: "json" }, stored: '{"a":1}' },
+      ]),
+    ).toEqual([12n, new TextEncoder().encode("ab"), { a: 1 }]);
+    // A plain value that is no text form of the type fails like any other bad value.
+    for (const stored of ["abc", ""]) {
+      await expect(legacy.decryptText(tenantA, NUM, stored)).rejects.toBeInstanceOf(
+        InvalidCiphertextError,
+      );
+    }
+    await expect(legacy.decryptText(tenantA, { type: "decimal" }, "1,5")).rejects.toBeInstanceOf(
+      InvalidCiphertextError,
+    );
+  });
+
   test("a restarted process reads everything with one KMS call per distinct data key", async () => {
     const { engine, make, counted, store } = await setup({ cache: { maxValues: 10 } });
     const texts: string[] = [];
@@ -526,6 +551,127 @@ describe("FieldEncryptionEngine", () => {
       ValidationError,
     );
   });
+
+  test("model and field names holding NUL never share a blind-index or deterministic key", async () => {
+    const { engine } = await setup();
+    const left = at("a\u0000b", "c", { tenantId: "a" });
+    const right = at("a", "b\u0000c", { tenantId: "a" });
+    expect(await engine.blindIndex(left, {}, "x")).not.toBe(
+      await engine.blindIndex(right, {}, "x"),
+    );
+    const sealed = await engine.encrypt(left, DET, "x");
+    expect(await engine.encrypt(right, DET, "x")).not.toEqual(sealed);
+  });
+
+  test("a context that is not a plain object of strings is refused, cached or not", async () => {
+    const { engine } = await setup();
+    // Warm every cache for the contexts the bad ones would alias.
+    await engine.encrypt(at("User", "email"), STRING, "v");
+    await engine.encrypt(at("User", "email", { tenantId: "1" }), STRING, "v");
+    await engine.encrypt(at("User", "email", { tenantId: "1" }), DET, "v");
+    const bad = [
+      new Map([["tenantId", "a"]]),
+      { tenantId: 1 },
+      { tenantId: ["1"] },
+    ] as unknown as EncryptionContext[];
+    for (const context of bad) {
+      const binding = at("User", "email", context);
+      expect(() => engine.encryptIfCached(binding, STRING, "v")).toThrow(ValidationError);
+      await expect(engine.encrypt(binding, STRING, "v")).rejects.toBeInstanceOf(ValidationError);
+      await expect(engine.encrypt(binding, DET, "v")).rejects.toBeInstanceOf(ValidationError);
+      await expect(engine.blindIndex(binding, {}, "v")).rejects.toBeInstanceOf(ValidationError);
+    }
+  });
+
+  test("a data key the KMS unwraps to other than 32 bytes is refused, inside a transaction too", async () => {
+    const { engine, kms, keyId, store } = await setup();
+    await engine.blindIndex(tenantA, {}, "x");
+    const text = await engine.encryptText(tenantA, DET, "x");
+    // A row swapped for one wrapping a short key (anyone with Encrypt on some key can make one).
+    const short: KmsLike = {
+      ...counting(kms),
+      decrypt: async (r, o) => {
+        const out = await kms.decrypt(r, o);
+        return { ...out, plaintext: out.plaintext.subarray(0, 1) };
+      },
+    };
+    const victim = new FieldEncryptionEngine({ kms: short, keyId, dataKeyStore: store });
+    await expect(
+      victim.blindIndex(tenantA, {}, "x", { transactionScope: "tx" }),
+    ).rejects.toBeInstanceOf(InvalidCiphertextError);
+    await expect(
+      victim.encrypt(tenantA, DET, "x", { transactionScope: "tx" }),
+    ).rejects.toBeInstanceOf(InvalidCiphertextError);
+    await expect(victim.blindIndex(tenantA, {}, "x")).rejects.toBeInstanceOf(
+      InvalidCiphertextError,
+    );
+    await expect(victim.decryptText(tenantA, DET, text)).rejects.toBeInstanceOf(
+      InvalidCiphertextError,
+    );
+  });
+
+  test("the data-key rows an engine remembers are bounded, oldest forgotten first", async () => {
+    const store = new MemoryDataKeyStore();
+    let gets = 0;
+    const counted: DataKeyStore = {
+      insert: (r) => store.insert(r),
+      get: (id) => {
+        gets += 1;
+        return store.get(id);
+      },
+    };
+    const { kms, keyId } = await setup();
+    const engine = new FieldEncryptionEngine({ kms, keyId, dataKeyStore: counted });
+    // inspect() needs the row only, so made-up rows and headers will do.
+    const value = (n: number) => {
+      const bytes = new Uint8Array(RANDOMIZED_OVERHEAD);
+      bytes[0] = 0xc1;
+      new DataView(bytes.buffer).setUint32(13, n);
+      return bytes;
+    };
+    const idOf = (n: number) => Buffer.from(value(n).subarray(1, 17)).toString("hex");
+    const rows = 4097;
+    for (let n = 0; n < rows; n++) {
+      await store.insert({
+        id: idOf(n),
+        kmsKeyId: "arn",
+        wrappedKey: new Uint8Array(1),
+        encryptionContext: {},
+        purpose: "randomized",
+        createdAt: n,
+      });
+    }
+    await engine.inspect(value(0));
+    await engine.inspect(value(0));
+    expect(gets).toBe(1);
+    for (let n = 1; n < rows; n++) await engine.inspect(value(n));
+    expect(gets).toBe(rows);
+    expect(await engine.inspect(value(0))).toMatchObject({ createdAt: 0 });
+    expect(gets).toBe(rows + 1);
+  });
+
+  test("the stable keys an engine remembers are bounded, oldest forgotten first", async () => {
+    const store = new MemoryDataKeyStore();
+    let gets = 0;
+    const counted: DataKeyStore = {
+      insert: (r) => store.insert(r),
+      get: (id) => {
+        gets += 1;
+        return store.get(id);
+      },
+    };
+    const { kms, keyId } = await setup();
+    const engine = new FieldEncryptionEngine({ kms, keyId, dataKeyStore: counted });
+    const tenant = (n: number) => at("User", "email", { tenantId: String(n) });
+    const first = await engine.blindIndex(tenant(0), {}, "x");
+    await engine.blindIndex(tenant(0), {}, "x");
+    const afterFirst = gets;
+    for (let n = 1; n <= 4096; n++) await engine.blindIndex(tenant(n), {}, "x");
+    const before = gets;
+    expect(await engine.blindIndex(tenant(0), {}, "x")).toBe(first);
+    expect(afterFirst).toBe(1);
+    expect(gets).toBeGreaterThan(before);
+  }, 30_000);
 
   test("keys created inside a transaction scope are not reused after it (rollback safety)", async () => {
     const kms = await createKms();

@@ -39,6 +39,7 @@ import {
   encodeFieldValue,
   type FieldValue,
   type FieldValueType,
+  parseLegacyValue,
 } from "./value-codec.ts";
 
 /** How a field is encrypted. */
@@ -99,8 +100,10 @@ export interface FieldEncryptionEngineOptions {
    */
   readonly dataKeyCache?: DataKeyCache;
   /**
-   * Accept stored values that are not ciphertext and return them as they are (migrations
-   * from plaintext columns). Off by default: a non-ciphertext value is an error.
+   * Accept stored values that are not ciphertext and return them as the declared type, parsed
+   * from their text form (migrations from plaintext columns; FORMAT §6.7). Off by default: a
+   * non-ciphertext value is an error. While on, anyone who can write the database can plant
+   * plain values.
    */
   readonly legacyPlaintext?: boolean;
   readonly clock?: Clock;
@@ -394,7 +397,7 @@ export class FieldEncryptionEngine {
     let bytes: Uint8Array;
     if (typeof stored === "string") {
       if (!isFieldCiphertextText(stored)) {
-        if (this.#legacyPlaintext) return stored;
+        if (this.#legacyPlaintext) return legacyValue(binding, spec, stored);
         throw generic();
       }
       bytes = fromFieldText(stored);
@@ -416,7 +419,7 @@ export class FieldEncryptionEngine {
     }
     // Text written by us always parses; anything else is not ours, even in legacy mode.
     if (typeof stored === "string" || !this.#legacyPlaintext) throw generic();
-    return stored;
+    return legacyValue(binding, spec, stored);
   }
 
   /**
@@ -478,7 +481,7 @@ export class FieldEncryptionEngine {
   ): Promise<FieldValue> {
     const parsed = parseFieldCiphertext(stored);
     if (parsed === undefined) {
-      if (this.#legacyPlaintext) return stored;
+      if (this.#legacyPlaintext) return legacyValue(binding, spec, stored);
       throw generic();
     }
     if (parsed.mode === "deterministic") {
@@ -602,15 +605,23 @@ export class FieldEncryptionEngine {
   }
 
   /**
-   * The KMS key ARN and stable data key id new values of `context` get, for rotation jobs.
+   * The KMS key ARN new randomized values of `context` get (that of the data key they are
+   * written under: after re-pointing an alias, call `clearCache()` first) and the stable data
+   * key id of new deterministic values, for rotation jobs.
    * @throws KMS errors when a data key cannot be generated.
    */
   async currentKeys(
     context: EncryptionContext,
   ): Promise<{ readonly kmsKeyId: string; readonly stableDataKeyId: string }> {
     const ctxKey = contextKey(context);
-    const stable = await this.#keys.stableForScope(context, ctxKey);
-    return { kmsKeyId: stable.kmsKeyId, stableDataKeyId: stable.id };
+    // Not the stable key's ARN: its id is derived from the key id as configured, so an alias
+    // re-pointed to a new KMS key keeps the stable key (and ARN) it had before.
+    const [materials, stable] = await Promise.all([
+      // Charged with nothing: with maxValues 1 a charged look would make a data key per row.
+      this.#keys.materialsFor(context, ctxKey, 0, undefined, 0),
+      this.#keys.stableForScope(context, ctxKey),
+    ]);
+    return { kmsKeyId: materials.kmsKeyId, stableDataKeyId: stable.id };
   }
 
   /**
@@ -651,6 +662,22 @@ export class FieldEncryptionEngine {
       throw new KmsInternalError("SIV length");
     plaintext.fill(0);
     return out;
+  }
+}
+
+/**
+ * A legacy plaintext value as its declared type, as a decrypted value would be: a planted or
+ * stale plain value never reaches the application as a string where a number is declared.
+ */
+function legacyValue(
+  binding: FieldBinding,
+  spec: FieldSpec,
+  stored: string | Uint8Array,
+): FieldValue {
+  try {
+    return parseLegacyValue(binding.field, spec.type, stored);
+  } catch {
+    throw generic();
   }
 }
 

@@ -11,6 +11,7 @@ import {
   reencryptFields,
   type StoredFieldValue,
 } from "./reencrypt-job.ts";
+import type { FieldValue } from "./value-codec.ts";
 
 interface Row {
   id: number;
@@ -202,6 +203,166 @@ describe("reencryptFields", () => {
         rows[1]?.secret as string,
       ),
     ).toBe("app wrote this");
+  });
+
+  test("rewrites values whose field changed mode, even under the current keys", async () => {
+    const { oldKey, engine } = await setup();
+    const current = engine(oldKey);
+    const b = (field: string) => ({ model: "Person", field, context: { tenantId: "a" } });
+    // Written before `age` became deterministic and `secret` randomized.
+    const rows: Row[] = [
+      {
+        id: 1,
+        tenantId: "a",
+        secret: await current.encryptText(
+          b("secret"),
+          { ...fields.secret, mode: "deterministic" },
+          "s",
+        ),
+        age: await current.encryptText(b("age"), { type: "number" }, 41),
+      },
+    ];
+    const result = await reencryptFields({
+      engine: current,
+      source: tableSource(rows),
+      model: "Person",
+      fields,
+    });
+    expect(result.reencrypted).toBe(1);
+    const [row] = rows as [Row];
+    expect(await current.inspect(row.secret as string)).toMatchObject({ mode: "randomized" });
+    expect(await current.inspect(row.age as string)).toMatchObject({ mode: "deterministic" });
+    expect(row.age).toBe(await current.encryptText(b("age"), fields.age, 41));
+    expect(await current.decryptText(b("secret"), fields.secret, row.secret as string)).toBe("s");
+  });
+
+  test.each([
+    ["age", "", "number"],
+    ["age", "forty", "number"],
+    ["flag", "yes", "boolean"],
+    ["flag", "", "boolean"],
+    ["big", "12abc", "bigint"],
+    ["big", "0x10", "bigint"],
+    ["doc", '{"card":"4111 1111"', "json"],
+    ["born", "someday", "date"],
+  ])("a legacy %s of %j is refused, and the error does not quote it", async (field, text, type) => {
+    const { oldKey, engine } = await setup();
+    const source: ReencryptSource = {
+      fetchBatch: async (cursor) =>
+        cursor === undefined ? [{ cursor: 1, context: {}, values: { [field]: text } }] : [],
+      compareAndSet: async () => {
+        throw new Error("must not write");
+      },
+    };
+    const error = await reencryptFields({
+      engine: engine(oldKey, true),
+      source,
+      model: "Person",
+      fields: { [field]: { type: type as "number", storage: "text" } },
+    }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ValidationError);
+    const seen = JSON.stringify(error, Object.getOwnPropertyNames(error));
+    if (text !== "") expect(seen).not.toContain(text);
+    expect((error as Error).cause).toBeUndefined();
+  });
+
+  test("legacy text forms are converted to the declared type", async () => {
+    const { oldKey, engine } = await setup();
+    const legacy = engine(oldKey, true);
+    const values: Record<string, StoredFieldValue> = {
+      n: " -1.5e3 ",
+      t: "t",
+      f: "FALSE",
+      big: "-12345678901234567890",
+      doc: '{"a":[1]}',
+      raw: new TextEncoder().encode("7"),
+    };
+    const specs = {
+      n: { type: "number", storage: "text" },
+      t: { type: "boolean", storage: "text" },
+      f: { type: "boolean", storage: "text" },
+      big: { type: "bigint", storage: "text" },
+      doc: { type: "json", storage: "text" },
+      raw: { type: "number", storage: "bytes" },
+    } as const;
+    let written: Readonly<Record<string, FieldValue>> = {};
+    await reencryptFields({
+      engine: legacy,
+      source: {
+        fetchBatch: async (cursor) =>
+          cursor === undefined ? [{ cursor: 1, context: {}, values }] : [],
+        compareAndSet: async (_row, _next, plaintexts) => {
+          written = plaintexts;
+          return true;
+        },
+      },
+      model: "Person",
+      fields: specs,
+    });
+    expect(written).toEqual({
+      n: -1500,
+      t: true,
+      f: false,
+      big: -12345678901234567890n,
+      doc: { a: [1] },
+      raw: 7,
+    });
+  });
+
+  test("an alias re-pointed to a new KMS key moves randomized values to it", async () => {
+    const kms = await createKms();
+    const oldKey = (await kms.createKey()).keyMetadata.keyId;
+    const newKey = (await kms.createKey()).keyMetadata.keyId;
+    await kms.createAlias({ aliasName: "alias/app", targetKeyId: oldKey });
+    const store = new MemoryDataKeyStore();
+    const engine = () =>
+      new FieldEncryptionEngine({ kms, dataKeyStore: store, keyId: "alias/app" });
+    const before = engine();
+    const b = (field: string) => ({ model: "Person", field, context: { tenantId: "a" } });
+    const rows: Row[] = [
+      {
+        id: 1,
+        tenantId: "a",
+        secret: await before.encryptText(b("secret"), fields.secret, "s"),
+        age: await before.encryptText(b("age"), fields.age, 5),
+      },
+    ];
+    await kms.updateAlias({ aliasName: "alias/app", targetKeyId: newKey });
+    const job = { engine: engine(), source: tableSource(rows), model: "Person", fields };
+    expect((await reencryptFields(job)).reencrypted).toBe(1);
+    const info = await job.engine.inspect((rows[0] as Row).secret as string);
+    expect(info).toMatchObject({ kmsKeyId: expect.stringContaining(newKey) });
+    // Idempotent: the next run finds nothing to do.
+    expect((await reencryptFields(job)).reencrypted).toBe(0);
+  });
+
+  test("a run with nothing to rewrite makes no data keys, even with maxValues 1", async () => {
+    const kms = await createKms();
+    const keyId = (await kms.createKey()).keyMetadata.keyId;
+    const store = new MemoryDataKeyStore();
+    const engine = new FieldEncryptionEngine({
+      kms,
+      dataKeyStore: store,
+      keyId,
+      cache: { maxValues: 1 },
+    });
+    const b = { model: "Person", field: "secret", context: { tenantId: "a" } };
+    const rows: Row[] = [];
+    for (let id = 1; id <= 3; id++) {
+      rows.push({
+        id,
+        tenantId: "a",
+        secret: await engine.encryptText(b, fields.secret, "s"),
+        age: null,
+      });
+    }
+    const job = { engine, source: tableSource(rows), model: "Person", fields };
+    expect((await reencryptFields(job)).reencrypted).toBe(0);
+    // One stable key and the write key the job looked at, not one per row.
+    const after = store.size;
+    expect((await reencryptFields(job)).reencrypted).toBe(0);
+    expect(store.size - after).toBeLessThanOrEqual(1);
+    expect(after).toBeLessThanOrEqual(3 + 2);
   });
 
   test("strict engines refuse legacy values; bad batch sizes are rejected", async () => {

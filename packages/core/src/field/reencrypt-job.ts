@@ -5,7 +5,7 @@ import type {
   FieldSpec,
   StoredValueInfo,
 } from "./field-encryption-engine.ts";
-import type { FieldValue } from "./value-codec.ts";
+import { type FieldValue, parseLegacyValue } from "./value-codec.ts";
 
 /** A stored value as the job sees it: the text or bytes form, or null (not encrypted). */
 export type StoredFieldValue = string | Uint8Array | null;
@@ -56,7 +56,8 @@ export interface ReencryptOptions {
   /**
    * Which values to rewrite. Default: legacy plaintext, values whose data key is wrapped
    * under another KMS key than the one the context now selects, and deterministic values
-   * whose stable data key is not the current one.
+   * whose stable data key is not the current one. Values in a mode other than their field's
+   * are rewritten whatever this returns.
    */
   readonly shouldReencrypt?: (
     info: StoredValueInfo,
@@ -86,8 +87,9 @@ function defaultPolicy(
  * so the job is safe while the application keeps writing, and the checkpoint it reports after
  * each batch lets an interrupted run resume. Runs with legacy plaintext reads need an engine
  * created with `legacyPlaintext: true`.
- * @throws ValidationException on bad options; InvalidCiphertextException when a stored value
- *   is neither ciphertext nor (with legacy reads) plaintext; KMS errors from the engine.
+ * @throws ValidationException on bad options or a legacy value that is no text form of its
+ *   field's type (FORMAT §6.7); InvalidCiphertextException when a stored value is neither
+ *   ciphertext nor (with legacy reads) plaintext; KMS errors from the engine.
  */
 export async function reencryptFields(options: ReencryptOptions): Promise<ReencryptCheckpoint> {
   const batchSize = options.batchSize ?? 100;
@@ -123,12 +125,16 @@ export async function reencryptFields(options: ReencryptOptions): Promise<Reencr
           ...(row.keyContext === undefined ? {} : { keyContext: row.keyContext }),
         };
         const plain = info.legacy
-          ? legacyValue(stored, spec)
+          ? parseLegacyValue(field, spec.type, stored)
           : typeof stored === "string"
             ? await engine.decryptText(binding, spec, stored)
             : await engine.decrypt(binding, spec, stored);
         plaintexts[field] = plain;
-        if (!policy(info, current)) {
+        // A field whose mode changed is rewritten whatever the policy says: a randomized value
+        // in a deterministic field is never found by equality lookups, and a deterministic one
+        // in a randomized field keeps leaking equality.
+        const modeChanged = !info.legacy && info.mode !== (spec.mode ?? "randomized");
+        if (!modeChanged && !policy(info, current)) {
           next[field] = stored;
           continue;
         }
@@ -148,26 +154,4 @@ export async function reencryptFields(options: ReencryptOptions): Promise<Reencr
     if (rows.length < batchSize) break;
   }
   return state;
-}
-
-/** A legacy plaintext column holds the value's natural text form; convert to the declared type. */
-function legacyValue(stored: string | Uint8Array, spec: FieldSpec): FieldValue {
-  if (stored instanceof Uint8Array)
-    return spec.type === "bytes" ? stored : new TextDecoder().decode(stored);
-  switch (spec.type) {
-    case "number":
-      return Number(stored);
-    case "boolean":
-      return stored === "true" || stored === "1";
-    case "date":
-      return new Date(stored);
-    case "bigint":
-      return BigInt(stored);
-    case "json":
-      return JSON.parse(stored) as FieldValue;
-    case "bytes":
-      return new TextEncoder().encode(stored);
-    default:
-      return stored;
-  }
 }

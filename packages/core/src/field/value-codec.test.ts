@@ -27,6 +27,38 @@ describe("field value codec (FORMAT §6.3)", () => {
     );
   });
 
+  test("every NaN encodes as the one canonical NaN; -0 keeps its sign", () => {
+    const raw = new DataView(new ArrayBuffer(8));
+    raw.setBigUint64(0, 0x7ff8_0000_0000_0001n);
+    const payloadNaN = raw.getFloat64(0);
+    expect(Number.isNaN(payloadNaN)).toBe(true);
+    const canonical = encodeFieldValue("f", "number", Number.NaN);
+    expect(Buffer.from(canonical).toString("hex")).toBe("037ff8000000000000");
+    expect(encodeFieldValue("f", "number", payloadNaN)).toEqual(canonical);
+    const negativeZero = decodeFieldValue("number", encodeFieldValue("f", "number", -0));
+    expect(Object.is(negativeZero, -0)).toBe(true);
+  });
+
+  test("a payload that does not parse fails without quoting it, also in the cause", () => {
+    const secret = '{"card":"4111 1111 1111 1111"';
+    const cases: [FieldValueType, Uint8Array][] = [
+      ["json", Uint8Array.of(0x08, ...new TextEncoder().encode(secret))],
+      ["bigint", Uint8Array.of(0x06, ...new TextEncoder().encode("4111x1111"))],
+    ];
+    for (const [type, plaintext] of cases) {
+      let error: unknown;
+      try {
+        decodeFieldValue(type, plaintext);
+      } catch (e) {
+        error = e;
+      }
+      expect(error).toBeInstanceOf(InvalidCiphertextError);
+      const err = error as Error;
+      const seen = `${err.message} ${String(err.cause)} ${(err.cause as Error | undefined)?.message}`;
+      expect(seen).not.toContain("4111");
+    }
+  });
+
   test("a value decoded under another declared type is InvalidCiphertext", () => {
     fc.assert(
       fc.property(fc.string(), (value) => {

@@ -95,7 +95,9 @@ export function encodeFieldValue(field: string, type: FieldValueType, value: unk
       if (typeof value !== "number") throw typeError(field, type, value);
       const out = new Uint8Array(9);
       out[0] = TAGS.number;
-      new DataView(out.buffer).setFloat64(1, value);
+      // setFloat64 keeps a NaN's payload bits, and JS can make NaNs with any of 2^52 payloads:
+      // one NaN, one encoding, or equal deterministic values would differ. -0 stays -0.
+      new DataView(out.buffer).setFloat64(1, Number.isNaN(value) ? Number.NaN : value);
       return out;
     }
     case "boolean": {
@@ -204,12 +206,79 @@ export function decodeFieldValue(type: FieldValueType, plaintext: Uint8Array): F
       case "json":
         return JSON.parse(decoder.decode(body)) as JsonValue;
     }
-  } catch (cause) {
-    throw new InvalidCiphertextError("field value is not valid ciphertext", { cause });
+  } catch {
+    // No cause: the parsers' messages quote the text they failed on, which is plaintext.
+    throw new InvalidCiphertextError("field value is not valid ciphertext");
   }
 }
 
 function fixed8(body: Uint8Array): DataView {
   if (body.length !== 8) throw new Error("expected 8 bytes");
   return new DataView(body.buffer, body.byteOffset, 8);
+}
+
+const LEGACY_NUMBER = /^\s*(?:[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?Infinity|NaN)\s*$/;
+const LEGACY_BIGINT = /^\s*-?\d+\s*$/;
+/** PostgreSQL prints booleans as t/f, MySQL stores 1/0. */
+const LEGACY_BOOLEANS = new Map([
+  ["true", true],
+  ["false", false],
+  ["t", true],
+  ["f", false],
+  ["1", true],
+  ["0", false],
+]);
+
+/**
+ * A legacy plaintext value (`legacyPlaintext`) as the declared type: a column migrated to
+ * ciphertext held the value's natural text form (or its bytes). Text that is not such a form is
+ * refused, not guessed at (`Number("")` is 0, "yes" is no boolean), and the error carries
+ * neither the text nor the parser's message, which quotes it.
+ * @throws ValidationException when `stored` is not a text form of `type`.
+ */
+export function parseLegacyValue(
+  field: string,
+  type: FieldValueType,
+  stored: string | Uint8Array,
+): FieldValue {
+  if (stored instanceof Uint8Array && type === "bytes") return stored;
+  const unparsable = () =>
+    new ValidationError(`legacy value of "${field}" is not a ${type} in text form`);
+  let text: string;
+  try {
+    text = typeof stored === "string" ? stored : decoder.decode(stored);
+  } catch {
+    throw unparsable();
+  }
+  switch (type) {
+    case "number":
+      if (!LEGACY_NUMBER.test(text)) throw unparsable();
+      return Number(text);
+    case "boolean": {
+      const value = LEGACY_BOOLEANS.get(text.trim().toLowerCase());
+      if (value === undefined) throw unparsable();
+      return value;
+    }
+    case "date": {
+      const date = new Date(text);
+      if (Number.isNaN(date.getTime())) throw unparsable();
+      return date;
+    }
+    case "bigint":
+      if (!LEGACY_BIGINT.test(text)) throw unparsable();
+      return BigInt(text.trim());
+    case "json":
+      try {
+        return JSON.parse(text) as FieldValue;
+      } catch {
+        throw unparsable();
+      }
+    case "decimal":
+      if (!DECIMAL.test(text)) throw unparsable();
+      return text;
+    case "bytes":
+      return encoder.encode(text);
+    case "string":
+      return text;
+  }
 }
