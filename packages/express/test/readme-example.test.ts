@@ -1,0 +1,108 @@
+// The README example, run as written (listening on a free port, plus a client), so the
+// documentation cannot rot.
+import type { Server } from "node:http";
+import { createKms } from "@kms/core";
+import {
+  createKmsSigner,
+  createKmsVerifier,
+  createSignedFetch,
+  MemoryNonceStore,
+  verifyMessage,
+} from "@kms/http-signatures";
+import express from "express";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { captureRawBody, kmsContext, signResponse, verifySignature } from "../src/index.ts";
+import { close, listen } from "./helpers.ts";
+
+const kms = await createKms();
+const { keyId } = (await kms.createKey({ keySpec: "HMAC_256", keyUsage: "GENERATE_VERIFY_MAC" }))
+  .keyMetadata;
+
+const app = express();
+app.use(express.json({ verify: captureRawBody })); // keep the raw bytes for Content-Digest
+app.use(
+  verifySignature({
+    keyLookup: (id) =>
+      id === "partner-a" ? createKmsVerifier({ kms, keyId, algorithm: "hmac-sha256" }) : undefined,
+    requiredComponents: ["@method", "@target-uri"],
+    contentDigest: "required",
+    nonceStore: new MemoryNonceStore(),
+  }),
+);
+app.use(signResponse({ signer: createKmsSigner({ kms, keyId, algorithm: "hmac-sha256" }) }));
+app.use(kmsContext()); // tenant from req.user.tenantId or the x-tenant-id header
+app.post("/orders", (_req, res) => res.json({ ok: true }));
+
+let server: Server;
+let origin: string;
+beforeAll(async () => {
+  ({ server, origin } = await listen(app));
+});
+afterAll(async () => {
+  await close(server);
+  await kms.close();
+});
+
+function client(capture: (headers: Headers) => void) {
+  return createSignedFetch({
+    signer: createKmsSigner({ kms, keyId, algorithm: "hmac-sha256", publishedKeyId: "partner-a" }),
+    nonce: true,
+    fetch: (input, init) => {
+      capture(new Headers(init?.headers));
+      return fetch(input, init);
+    },
+  });
+}
+
+const init = {
+  method: "POST",
+  headers: { "content-type": "application/json", "x-tenant-id": "acme" },
+  body: '{"note":"hi"}',
+};
+
+it("answers a signed request with a response signed for it", async () => {
+  let sent = new Headers();
+  const url = `${origin}/orders`;
+  const res = await client((h) => {
+    sent = h;
+  })(url, init);
+  const text = await res.text();
+  expect(res.status).toBe(200);
+  expect(JSON.parse(text)).toEqual({ ok: true });
+
+  sent.set("host", new URL(url).host);
+  const verified = await verifyMessage(
+    { status: res.status, headers: res.headers, body: new TextEncoder().encode(text) },
+    {
+      keyLookup: () => createKmsVerifier({ kms, keyId, algorithm: "hmac-sha256" }),
+      contentDigest: "required",
+      requiredComponents: [{ component: "signature", key: "sig1", req: true }],
+    },
+    { method: "POST", url, headers: sent },
+  );
+  expect(verified).toMatchObject({ ok: true });
+});
+
+it("refuses unsigned and replayed requests, and a signed one without a tenant", async () => {
+  const url = `${origin}/orders`;
+  const unsigned = await fetch(url, init);
+  expect(unsigned.status).toBe(401);
+  expect(unsigned.headers.get("content-type")).toMatch(/^application\/problem\+json/);
+
+  let sent = new Headers();
+  await client((h) => {
+    sent = h;
+  })(url, init);
+  const replay = await fetch(url, { ...init, headers: sent });
+  expect(replay.status).toBe(401);
+  expect(await replay.json()).toMatchObject({ type: expect.stringMatching(/\/replay$/) });
+
+  const noTenant = await client(() => {})(url, {
+    ...init,
+    headers: { "content-type": "application/json" },
+  });
+  expect(noTenant.status).toBe(400);
+  expect(await noTenant.json()).toMatchObject({
+    type: expect.stringMatching(/\/context\/tenant-missing$/),
+  });
+});
