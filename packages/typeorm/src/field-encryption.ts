@@ -36,10 +36,12 @@ import {
   describe,
   type EncryptedField,
   type EntityDescriptor,
+  type FieldRead,
   holderAt,
   holderOf,
   indexIn,
   keyContextFor,
+  readFields,
   valueIn,
 } from "./internal/entity-descriptor.ts";
 import { managerScope } from "./internal/manager-scope.ts";
@@ -322,41 +324,38 @@ export class TypeormFieldEncryption {
     entity: Row,
     fallback: Row | undefined,
   ): Promise<void> | undefined {
-    const present = d.columns.filter((f) => valueIn(f, entity) !== undefined);
-    for (const f of present) {
+    const reads = readFields(d, entity);
+    const present = reads.filter((r) => r.value !== undefined);
+    for (const { f, value } of present) {
       // `increment`/`decrement` and `set({ column: () => "…" })` hand TypeORM SQL to splice in:
       // arithmetic or string functions on a ciphertext would destroy it.
-      if (typeof valueIn(f, entity) === "function") throw expressionError(d, f.path);
+      if (typeof value === "function") throw expressionError(d, f.path);
     }
     this.#claimEmbeddeds(d, entity, present);
-    const values = plaintextsOf(d, entity, present, this.#snapshots.get(entity));
+    const values = plaintextsOf(d, present, this.#snapshots.get(entity));
     const snapshot: Snapshot =
-      fallback !== undefined && present.length < d.columns.length
-        ? unselected(d, entity)
-        : new Map();
+      fallback !== undefined && present.length < d.columns.length ? unselected(reads) : new Map();
     const keep = (f: EncryptedField, path: string, property: string, value: unknown) =>
       snapshot.set(path, { embedded: f.embedded, property, value });
-    for (const [f, value] of this.#keepStoredIndexes(d, entity, fallback) ?? []) {
+    for (const { f, index: value } of this.#keepStoredIndexes(d, entity, reads, fallback) ?? []) {
       const index = f.index as BlindIndexField;
       keep(f, index.path, index.property, value);
     }
     if (present.length === 0 && snapshot.size === 0) return undefined;
-    for (const f of present) {
-      keep(f, f.path, f.spec.property, values.get(f));
+    for (const { f, value } of values) {
+      keep(f, f.path, f.spec.property, value);
       if (f.index !== undefined) keep(f, f.index.path, f.index.property, COMPUTED_INDEX);
     }
     this.#remember(entity, snapshot, queryRunner);
     const callOptions = this.#callOptions(dataSource, queryRunner);
-    const done = new Set<EncryptedField>();
-    if (this.#sealCached(d, entity, fallback, values, done, callOptions)) return undefined;
+    const cached = this.#sealCached(d, entity, fallback, values, callOptions);
+    if (cached === values.length) return undefined;
     return this.run(dataSource, queryRunner, async (options) => {
       // A failed write restores the caller's object at once (another entity's hook rejected,
       // the transaction rolled back) while this may still be sealing: what it seals after that
       // is dropped, or the object would keep ciphertext.
       const current = () => this.#snapshots.get(entity) === snapshot;
-      for (const [f, value] of values) {
-        if (done.has(f)) continue;
-        const holder = holderOf(f, entity) as Row;
+      for (const { f, holder, value } of values.slice(cached)) {
         if (value === null) {
           if (f.index !== undefined) holder[f.index.property] = null;
           continue;
@@ -386,11 +385,11 @@ export class TypeormFieldEncryption {
    * the rows only, and the other row's would never decrypt.
    * @throws ValidationException naming the embedded property.
    */
-  #claimEmbeddeds(d: EntityDescriptor, entity: Row, present: readonly EncryptedField[]): void {
-    const own = new Map<object, string>();
-    for (const f of present) {
-      if (f.embedded.length === 0) continue;
-      const holder = holderOf(f, entity) as Row;
+  #claimEmbeddeds(d: EntityDescriptor, entity: Row, present: readonly FieldRead[]): void {
+    let own: Map<object, string> | undefined;
+    for (const { f, holder } of present) {
+      if (f.embedded.length === 0 || holder === undefined) continue;
+      own ??= new Map();
       const path = f.embedded.join(".");
       const twin = own.get(holder);
       if (twin !== undefined && twin !== path) {
@@ -406,7 +405,7 @@ export class TypeormFieldEncryption {
       }
       own.set(holder, path);
     }
-    for (const holder of own.keys()) this.#holders.set(holder, entity);
+    for (const holder of own?.keys() ?? []) this.#holders.set(holder, entity);
   }
 
   /**
@@ -415,18 +414,20 @@ export class TypeormFieldEncryption {
    * changed since the load, so an index equal to the one loaded (or the one stored) is left out
    * of the write and put back on the object afterwards. Any other index is refused, as is an
    * index on an insert or in an update's value set: it would be written without its value.
-   * @returns the indexes taken off the entity, to restore; undefined when there are none.
+   * @returns the reads whose index was taken off the entity, to restore; undefined when none was.
    * @throws ValidationException naming the index and the property to set instead.
    */
   #keepStoredIndexes(
     d: EntityDescriptor,
     entity: Row,
+    reads: readonly FieldRead[],
     stored: Row | undefined,
-  ): Map<EncryptedField, unknown> | undefined {
-    let kept: Map<EncryptedField, unknown> | undefined;
-    for (const [column, f] of d.blindIndexes) {
-      const value = indexIn(f, entity);
-      if (value === undefined || valueIn(f, entity) !== undefined) continue;
+  ): FieldRead[] | undefined {
+    let kept: FieldRead[] | undefined;
+    for (const read of reads) {
+      const { f, index: value } = read;
+      if (f.index === undefined || value === undefined || read.value !== undefined) continue;
+      const column = f.index.path;
       if (stored === undefined) {
         throw new ValidationError(
           `${d.model}.${column} is a blind index: it is computed, not written`,
@@ -440,49 +441,49 @@ export class TypeormFieldEncryption {
           `${d.model}.${column} is the blind index of ${d.model}.${f.path}: it is computed from ${f.path}, not written, and the value given differs from the one loaded; set ${f.path} instead (select it, or assign it) and the index follows`,
         );
       }
-      kept ??= new Map();
-      kept.set(f, value);
+      kept ??= [];
+      kept.push(read);
     }
     // Taken off only once every index passed: a refusal leaves the caller's object as it was.
-    for (const f of kept?.keys() ?? []) {
-      (holderOf(f, entity) as Row)[(f.index as BlindIndexField).property] = undefined;
+    for (const { f, holder } of kept ?? []) {
+      (holder as Row)[(f.index as BlindIndexField).property] = undefined;
     }
     return kept;
   }
 
   /**
-   * Seals, in place, the values whose data key is cached, adding them to `done`; true when
-   * none is left for the asynchronous path. A value needing a new data key, a deterministic
-   * value or a blind index stops it there.
+   * Seals, in place and in order, the values whose data key is cached, up to the first that
+   * needs a new data key, is deterministic or has a blind index.
+   * @returns how many were sealed: the rest take the asynchronous path.
    */
   #sealCached(
     d: EntityDescriptor,
     entity: Row,
     fallback: Row | undefined,
-    values: ReadonlyMap<EncryptedField, unknown>,
-    done: Set<EncryptedField>,
+    values: readonly Plaintext[],
     options: EncryptCallOptions,
-  ): boolean {
-    for (const [f, value] of values) {
+  ): number {
+    let sealed = 0;
+    for (const { f, holder, value } of values) {
       const { spec } = f;
-      const holder = holderOf(f, entity) as Row;
       if (value === null) {
         if (f.index !== undefined) holder[f.index.property] = null;
-        done.add(f);
+        sealed += 1;
         continue;
       }
-      if (f.index !== undefined || spec.mode === "deterministic") return false;
+      if (f.index !== undefined || spec.mode === "deterministic") return sealed;
       refuseCiphertext(d.model, f, value);
-      const binding = bindingFor(d.model, f.field, spec, contextFor(d.model, f, entity, fallback));
+      const binding =
+        f.binding ?? bindingFor(d.model, f.field, spec, contextFor(d.model, f, entity, fallback));
       const stored =
         spec.storage === "text"
           ? this.engine.encryptTextIfCached(binding, spec, value, options)
           : this.engine.encryptIfCached(binding, spec, value, options);
-      if (stored === undefined) return false;
+      if (stored === undefined) return sealed;
       holder[spec.property] = new Sealed(stored);
-      done.add(f);
+      sealed += 1;
     }
-    return true;
+    return sealed;
   }
 
   /**
@@ -528,7 +529,7 @@ export class TypeormFieldEncryption {
    * undefined and a later save() does not write null over them.
    */
   keepUnselected(d: EntityDescriptor, entity: Row, queryRunner: QueryRunner | undefined): void {
-    const snapshot = unselected(d, entity);
+    const snapshot = unselected(readFields(d, entity));
     if (snapshot.size > 0) this.#remember(entity, snapshot, queryRunner);
   }
 
@@ -607,7 +608,7 @@ export class TypeormFieldEncryption {
       let value: unknown;
       let binding: FieldBinding;
       try {
-        binding = bindingFor(d.model, f.field, f.spec, readContext(d, f, entity));
+        binding = readBinding(d, f, entity);
         value = this.engine.decryptIfCached(binding, f.spec, stored);
       } catch (error) {
         // A batch this entity already joined is awaited by nobody once the hook throws:
@@ -670,8 +671,15 @@ interface LoadBatch {
   done: Promise<void>;
 }
 
+/** A value to seal: its column, the object holding it and its plaintext. */
+interface Plaintext {
+  readonly f: EncryptedField;
+  readonly holder: Row;
+  readonly value: unknown;
+}
+
 /**
- * The plaintext of each value `present` on `entity`. A value found sealed was sealed in place
+ * The plaintext of each value `present` on the entity. A value found sealed was sealed in place
  * by an earlier write of the same object that has not put it back: a concurrent save, or one
  * that failed where nothing restored it. That ciphertext is bound to the context the object had
  * then, and this write's snapshot would put it back as if it were the caller's value: it is
@@ -680,13 +688,12 @@ interface LoadBatch {
  */
 function plaintextsOf(
   d: EntityDescriptor,
-  entity: Row,
-  present: readonly EncryptedField[],
+  present: readonly FieldRead[],
   previous: Snapshot | undefined,
-): Map<EncryptedField, unknown> {
-  const values = new Map<EncryptedField, unknown>();
-  for (const f of present) {
-    let value = valueIn(f, entity);
+): Plaintext[] {
+  const values: Plaintext[] = [];
+  for (const { f, holder, value: read } of present) {
+    let value = read;
     if (value instanceof Sealed) {
       value = previous?.get(f.path)?.value;
       if (value === undefined || value === COMPUTED_INDEX || value instanceof Sealed) {
@@ -695,7 +702,7 @@ function plaintextsOf(
         );
       }
     }
-    values.set(f, value);
+    values.push({ f, holder: holder as Row, value });
   }
   return values;
 }
@@ -707,12 +714,12 @@ function plaintextsOf(
  * that was absent, and a second save() of a partially selected entity would then write null
  * over the stored values.
  */
-function unselected(d: EntityDescriptor, entity: Row): Snapshot {
+function unselected(reads: readonly FieldRead[]): Snapshot {
   const snapshot: Snapshot = new Map();
-  for (const f of d.columns) {
-    if (valueIn(f, entity) !== undefined) continue;
+  for (const { f, value, index } of reads) {
+    if (value !== undefined) continue;
     snapshot.set(f.path, { embedded: f.embedded, property: f.spec.property, value: undefined });
-    if (f.index !== undefined && indexIn(f, entity) === undefined) {
+    if (f.index !== undefined && index === undefined) {
       snapshot.set(f.index.path, {
         embedded: f.embedded,
         property: f.index.property,
@@ -723,35 +730,41 @@ function unselected(d: EntityDescriptor, entity: Row): Snapshot {
   return snapshot;
 }
 
-/** Most-recently-built contexts per column for single-column row contexts, bounded. */
-const MAX_SHARED_CONTEXTS = 1024;
-const sharedContexts = new WeakMap<EncryptedField, Map<string, EncryptionContext>>();
+/** Most-recently-built bindings per column for single-column row contexts, bounded. */
+const MAX_SHARED_BINDINGS = 1024;
+const sharedBindings = new WeakMap<EncryptedField, Map<string, FieldBinding>>();
 
 /**
- * `contextFor` for a loaded row. When the context is one row column and nothing from the
- * ambient scope, equal values share one frozen context object across rows and queries, so the
- * engine's binding caches hit without rebuilding the context per value.
+ * The binding of `f`'s value in a loaded row. A column without context has one binding for
+ * every row; when the context is one row column and nothing from the ambient scope, equal
+ * values share one frozen binding (and context) across rows and queries: nothing is built per
+ * value, and the engine's binding caches hit.
  */
-function readContext(d: EntityDescriptor, f: EncryptedField, row: Row): EncryptionContext {
+function readBinding(d: EntityDescriptor, f: EncryptedField, row: Row): FieldBinding {
+  if (f.binding !== undefined) return f.binding;
   const { fromRow, fromScope, rowIdentity } = f.spec.context;
-  if (fromRow.length !== 1 || fromScope.length !== 0 || rowIdentity.length !== 0) {
-    return loadedContext(d, f, row);
+  const raw = fromRow.length === 1 ? row[fromRow[0] as string] : undefined;
+  if (
+    fromScope.length !== 0 ||
+    rowIdentity.length !== 0 ||
+    (typeof raw !== "string" && typeof raw !== "number")
+  ) {
+    return bindingFor(d.model, f.field, f.spec, loadedContext(d, f, row));
   }
-  const raw = row[fromRow[0] as string];
-  if (typeof raw !== "string" && typeof raw !== "number") return loadedContext(d, f, row);
   const key = String(raw);
-  let byValue = sharedContexts.get(f);
+  let byValue = sharedBindings.get(f);
   if (byValue === undefined) {
     byValue = new Map();
-    sharedContexts.set(f, byValue);
+    sharedBindings.set(f, byValue);
   }
-  let ctx = byValue.get(key);
-  if (ctx === undefined) {
-    ctx = Object.freeze(contextFor(d.model, f, row));
-    if (byValue.size >= MAX_SHARED_CONTEXTS) byValue.clear();
-    byValue.set(key, ctx);
+  let binding = byValue.get(key);
+  if (binding === undefined) {
+    const context = Object.freeze(contextFor(d.model, f, row));
+    binding = Object.freeze(bindingFor(d.model, f.field, f.spec, context));
+    if (byValue.size >= MAX_SHARED_BINDINGS) byValue.clear();
+    byValue.set(key, binding);
   }
-  return ctx;
+  return binding;
 }
 
 /**

@@ -624,6 +624,57 @@ export function describeEncryptedColumns(
       });
     });
 
+    test("a write reads each encrypted property once: a getter is asked for one value, which is checked, sealed and put back", async () => {
+      const subscriber = ds.subscribers.find((s) => s instanceof encryption.subscriber) as Record<
+        string,
+        (event: unknown) => unknown
+      >;
+      let counting = false;
+      for (const hook of ["beforeInsert", "beforeUpdate"]) {
+        const original = (subscriber[hook] as (event: unknown) => unknown).bind(subscriber);
+        // The values are read before the hook's first await: its synchronous part is counted.
+        subscriber[hook] = (event) => {
+          counting = true;
+          try {
+            return original(event);
+          } finally {
+            counting = false;
+          }
+        };
+      }
+      const user = alice();
+      const reads: Record<string, number> = {};
+      for (const property of ["email", "phone", "profile", "avatar"] as const) {
+        let value: unknown = user[property];
+        reads[property] = 0;
+        Object.defineProperty(user, property, {
+          enumerable: true,
+          configurable: true,
+          get() {
+            if (counting) reads[property] = (reads[property] ?? 0) + 1;
+            return value;
+          },
+          set(next: unknown) {
+            value = next;
+          },
+        });
+      }
+      const once = { email: 1, phone: 1, profile: 1, avatar: 1 };
+      await users.save(user);
+      expect(reads).toEqual(once);
+      expect(user).toMatchObject({ email: "alice@example.com", phone: "+1 555 0100" });
+      for (const property of Object.keys(reads)) reads[property] = 0;
+      user.phone = "+1 555 0199";
+      await users.save(user);
+      expect(reads).toEqual(once);
+      expect(user.phone).toBe("+1 555 0199");
+      expect(await users.findOneByOrFail({ id: user.id })).toMatchObject({
+        email: "alice@example.com",
+        phone: "+1 555 0199",
+        profile: { likes: ["tea"], age: 7 },
+      });
+    });
+
     test("two concurrent saves of one object leave its plaintext on it, and the next save seals afresh", async () => {
       const user = await users.save(alice());
       const loaded = await users.findOneByOrFail({ id: user.id });

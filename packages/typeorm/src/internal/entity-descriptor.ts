@@ -30,6 +30,11 @@ export interface EncryptedField {
   readonly field: string;
   readonly databaseName: string;
   readonly index: BlindIndexField | undefined;
+  /**
+   * The binding of every value of a column without context (no `fromRow`, `fromScope` or
+   * `rowIdentity`), built once; undefined when the binding depends on the row or the scope.
+   */
+  readonly binding: FieldBinding | undefined;
 }
 
 /** The blind index column of an encrypted field, in the same holder. */
@@ -96,6 +101,7 @@ function fieldsOf(metadata: EntityMetadata): EncryptedField[] {
         embedded: NONE,
         field: spec.property,
         databaseName: column?.databaseName ?? spec.property,
+        binding: staticBinding(metadata.name, spec.property, spec),
         index:
           indexProperty === undefined
             ? undefined
@@ -145,6 +151,7 @@ function embeddedField(
     embedded: Object.freeze([...embedded.parentPropertyNames]),
     field: value.databaseName,
     databaseName: value.databaseName,
+    binding: staticBinding(metadata.name, value.databaseName, spec),
     index:
       index === undefined
         ? undefined
@@ -158,6 +165,16 @@ function embeddedField(
 }
 
 const NONE: readonly string[] = Object.freeze([]);
+
+function staticBinding(
+  model: string,
+  field: string,
+  spec: EncryptedColumnSpec,
+): FieldBinding | undefined {
+  const { fromRow, fromScope, rowIdentity } = spec.context;
+  if (fromRow.length > 0 || fromScope.length > 0 || rowIdentity.length > 0) return undefined;
+  return Object.freeze({ model, field, context: EMPTY });
+}
 
 type Holder = Record<string, unknown>;
 
@@ -178,6 +195,35 @@ export function holderAt(row: Holder, names: readonly string[]): Holder | undefi
     holder = next as Holder;
   }
   return holder;
+}
+
+/** One encrypted column of a row as read by `readFields`. */
+export interface FieldRead {
+  readonly f: EncryptedField;
+  /** The object holding the value; undefined when an embedded object on the way is absent. */
+  readonly holder: Holder | undefined;
+  readonly value: unknown;
+  /** The blind index; undefined when `f` has none. */
+  readonly index: unknown;
+}
+
+/**
+ * Every encrypted column of `row` (and its blind index), each property read once: a getter or
+ * proxy could return another value on a second read, and a write must check, seal and
+ * remember one and the same value.
+ */
+export function readFields(d: EntityDescriptor, row: Holder): FieldRead[] {
+  const out: FieldRead[] = [];
+  for (const f of d.columns) {
+    const holder = holderOf(f, row);
+    out.push({
+      f,
+      holder,
+      value: holder?.[f.spec.property],
+      index: f.index === undefined ? undefined : holder?.[f.index.property],
+    });
+  }
+  return out;
 }
 
 /** `f`'s value in `row`; undefined when it or its embedded object is absent. */
