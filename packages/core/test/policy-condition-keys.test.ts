@@ -345,7 +345,9 @@ describe("ForAllValues with a single-valued key (AWS: OverlyPermissiveCondition)
 });
 
 describe("kms:ResourceAliases", () => {
-  test("a Deny on an alias sees it past the first page of the key's aliases", async () => {
+  // A key holds at most 50 aliases (LimitExceededError past that), and the authorizer reads
+  // every page of them, so the alias sorted last is seen however many sort before it.
+  test("a Deny on an alias sees it behind every other alias the key can hold", async () => {
     const keyId = await keyWith(
       policy(
         { Effect: "Allow", Action: "kms:Encrypt" },
@@ -360,7 +362,7 @@ describe("kms:ResourceAliases", () => {
     );
     await kms.encrypt({ keyId, plaintext }, as(ALICE));
     await kms.createAlias({ aliasName: "alias/zz-restricted", targetKeyId: keyId });
-    for (let i = 0; i < 100; i++) {
+    for (let i = 0; i < 49; i++) {
       await kms.createAlias({
         aliasName: `alias/a-${String(i).padStart(3, "0")}`,
         targetKeyId: keyId,

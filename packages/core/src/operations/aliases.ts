@@ -1,5 +1,10 @@
 import { aliasArn } from "../arn.ts";
-import { InvalidAliasNameError, NotFoundError, ValidationError } from "../errors.ts";
+import {
+  InvalidAliasNameError,
+  LimitExceededError,
+  NotFoundError,
+  ValidationError,
+} from "../errors.ts";
 import { assertObject } from "../internal/assert.ts";
 import {
   checkKeyState,
@@ -15,6 +20,12 @@ import type { StoredAlias, StoredKey } from "../keystore/key-store.ts";
 import type { AliasRequest, ListAliasesRequest, ListAliasesResponse } from "../types.ts";
 
 const ALIAS_NAME = /^alias\/[a-zA-Z0-9:/_-]+$/;
+
+/**
+ * AWS's quota of aliases per KMS key. Beyond bounding the store, it bounds the aliases a policy
+ * with kms:ResourceAliases reads on every call to the key.
+ */
+export const MAX_ALIASES_PER_KEY = 50;
 
 /**
  * AWS's alias naming rules: `alias/` then letters, digits, `/_-:`, at most 256 characters in
@@ -83,6 +94,7 @@ export async function createAlias(ctx: KmsContext, request: AliasRequest): Promi
   await liveAlias(ctx, aliasName);
   const key = await getKey(ctx, await resolveTarget(ctx, request.targetKeyId));
   checkKeyState(ctx, key, "createAlias");
+  await assertAliasRoom(ctx, key);
   const now = ctx.clock.now();
   await ctx.store.createAlias({
     aliasName,
@@ -112,7 +124,22 @@ export async function updateAlias(ctx: KmsContext, request: AliasRequest): Promi
       `alias ${aliasName} points to a ${keyType(previous)} ${previous.keyUsage} key and cannot be moved to a ${keyType(key)} ${key.keyUsage} key`,
     );
   }
+  if (key.keyId !== current.targetKeyId) await assertAliasRoom(ctx, key);
   await ctx.store.updateAlias(aliasName, key.keyId, ctx.clock.now());
+}
+
+/**
+ * @throws LimitExceededError when the key already has {@link MAX_ALIASES_PER_KEY} aliases.
+ * Checked before the write, so concurrent creations can pass it together, each at most once.
+ */
+async function assertAliasRoom(ctx: KmsContext, key: StoredKey): Promise<void> {
+  const aliases = await ctx.store.listAliases({
+    targetKeyId: key.keyId,
+    limit: MAX_ALIASES_PER_KEY,
+  });
+  if (aliases.length >= MAX_ALIASES_PER_KEY) {
+    throw new LimitExceededError(`a key can have at most ${MAX_ALIASES_PER_KEY} aliases`);
+  }
 }
 
 /** AWS's key types for UpdateAlias: symmetric, asymmetric or HMAC. */
