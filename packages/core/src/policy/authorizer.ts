@@ -154,11 +154,24 @@ function lookupTag(
   return undefined;
 }
 
+/** The context's values by lower-cased key; a key held in several cases has several values. */
+function foldKeys(context: Readonly<Record<string, string>>): Map<string, string[]> {
+  const folded = new Map<string, string[]>();
+  for (const [key, value] of Object.entries(context)) {
+    const lower = key.toLowerCase();
+    const list = folded.get(lower);
+    if (list === undefined) folded.set(lower, [value]);
+    else list.push(value);
+  }
+  return folded;
+}
+
 export type KeyRole = "single" | "source" | "destination";
 
 /**
  * Builds the request to evaluate for `action` on `key` (or on `*` when `key` is undefined).
- * Values are computed only when a condition asks for them.
+ * Values are computed only when a condition asks for them; the encryption context alone is
+ * indexed up front, to know whether it holds a key in several cases.
  */
 export function authorizationRequest(
   call: CallState,
@@ -207,14 +220,18 @@ export function authorizationRequest(
     return typeof value === "string" || typeof value === "boolean" ? [String(value)] : undefined;
   };
 
+  // kms:EncryptionContext:<key> names the context key in any case, as AWS reads the whole
+  // condition key name; only values are case-sensitive. A context may hold one key in several
+  // cases (`{ stage: "x", Stage: "y" }`): each value is one reading of the condition key, and
+  // evaluate tests a condition under every reading (Allow) or any (Deny). Own pairs only: a
+  // plain object also answers "constructor" or "toString" with what every object inherits.
+  const contextByKey = encryptionContext === undefined ? undefined : foldKeys(encryptionContext);
+  const ambiguousContext =
+    contextByKey !== undefined && [...contextByKey.values()].some((v) => v.length > 1);
+
   const values = (lower: string, original: string): readonly string[] | undefined => {
     if (lower.startsWith("kms:encryptioncontext:")) {
-      // The context key part is case-sensitive, as in AWS. Own pairs only: a plain object also
-      // answers "constructor" or "toString" with what every object inherits.
-      const name = original.slice("kms:encryptioncontext:".length);
-      return encryptionContext !== undefined && Object.hasOwn(encryptionContext, name)
-        ? one(encryptionContext[name])
-        : undefined;
+      return contextByKey?.get(lower.slice("kms:encryptioncontext:".length));
     }
     if (lower.startsWith("aws:principaltag/")) {
       const tags = Object.hasOwn(settings.principalTags, call.principal)
@@ -351,6 +368,17 @@ export function authorizationRequest(
     principalAccount: call.principalAccount,
     resource: key === undefined ? "*" : keyArn(settings.identity, key.keyId),
     conditionValues: (name) => values(name.toLowerCase(), name),
+    ...(ambiguousContext
+      ? {
+          conditionReadings: (name: string) => {
+            const lower = name.toLowerCase();
+            const all = lower.startsWith("kms:encryptioncontext:")
+              ? values(lower, name)
+              : undefined;
+            return all !== undefined && all.length > 1 ? all.map((v) => [v]) : undefined;
+          },
+        }
+      : {}),
     encryptionContext,
     takesEncryptionContext,
   };

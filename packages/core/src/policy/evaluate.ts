@@ -5,7 +5,7 @@
 import type { StoredGrant } from "../keystore/key-store.ts";
 import { globMatch } from "./conditions.ts";
 import type { PolicyDocument, PolicyStatement, PrincipalSet } from "./policy-document.ts";
-import { resolveValues } from "./variables.ts";
+import { resolveValues, variableKeys } from "./variables.ts";
 
 export interface AuthorizationRequest {
   /** `kms:Encrypt`, `kms:ReEncryptFrom`… */
@@ -19,6 +19,12 @@ export interface AuthorizationRequest {
   readonly resource: string;
   /** Condition key values: undefined when absent; condition key names are case-insensitive. */
   conditionValues(key: string): readonly string[] | undefined;
+  /**
+   * Set only when the request reads some single-valued key more than one way: the readings of
+   * `key` (each its values under one reading), or undefined when it has one reading. A context
+   * holding `stage` and `Stage` reads kms:EncryptionContext:stage as either value.
+   */
+  readonly conditionReadings?: (key: string) => readonly (readonly string[])[] | undefined;
   /** The request's encryption context (for grant constraints); undefined when none applies. */
   readonly encryptionContext: Readonly<Record<string, string>> | undefined;
   /** Whether the operation takes an encryption context (grant constraints apply only then). */
@@ -57,27 +63,79 @@ function principalIn(set: PrincipalSet, request: AuthorizationRequest): boolean 
   return request.principalAccount !== undefined && set.accounts.has(request.principalAccount);
 }
 
+type Lookup = (key: string) => readonly string[] | undefined;
+
+/** Most readings one statement element is tested under; past it, an Allow fails, a Deny holds. */
+const MAX_READINGS = 256;
+
+/**
+ * Whether `test` (one element of a statement: a condition, Resource, NotResource) holds for the
+ * request. `keys` lists the condition keys the element reads. A key the request reads several
+ * ways is tested each way: an Allow needs every reading, a Deny any, so adding a case-variant
+ * duplicate to the context neither widens an Allow nor steps around a Deny.
+ */
+function holds(
+  effect: "Allow" | "Deny",
+  request: AuthorizationRequest,
+  keys: () => readonly string[],
+  test: (lookup: Lookup) => boolean,
+): boolean {
+  const lookup: Lookup = (key) => request.conditionValues(key);
+  const readingsOf = request.conditionReadings;
+  if (readingsOf === undefined) return test(lookup);
+  let lookups = [lookup];
+  const seen = new Set<string>();
+  for (const key of keys()) {
+    const lower = key.toLowerCase();
+    if (seen.has(lower)) continue;
+    seen.add(lower);
+    const readings = readingsOf(key);
+    if (readings === undefined) continue;
+    if (lookups.length * readings.length > MAX_READINGS) return effect === "Deny";
+    lookups = lookups.flatMap((inner) =>
+      readings.map(
+        (reading): Lookup =>
+          (k) =>
+            k.toLowerCase() === lower ? reading : inner(k),
+      ),
+    );
+  }
+  return effect === "Allow" ? lookups.every(test) : lookups.some(test);
+}
+
 function statementApplies(s: PolicyStatement, request: AuthorizationRequest): boolean {
   if (s.principal !== undefined && !principalIn(s.principal, request)) return false;
   if (s.notPrincipal !== undefined && principalIn(s.notPrincipal, request)) return false;
   const action = request.actionLower;
   if (s.actions !== undefined && !s.actions.some((p) => globMatch(p, action))) return false;
   if (s.notActions?.some((p) => globMatch(p, action))) return false;
-  const lookup = (key: string) => request.conditionValues(key);
-  const resources = s.resourceTemplates
-    ? resolveValues(s.resourceTemplates, lookup, true)
-    : s.resources;
-  if (resources !== undefined && !resources.some((r) => globMatch(r, request.resource))) {
-    return false;
-  }
-  const notResources = s.notResourceTemplates
-    ? resolveValues(s.notResourceTemplates, lookup, true)
-    : s.notResources;
-  if (notResources?.some((r) => globMatch(r, request.resource))) return false;
+  const inResources = (lookup: Lookup): boolean => {
+    const resources = s.resourceTemplates
+      ? resolveValues(s.resourceTemplates, lookup, true)
+      : s.resources;
+    if (resources !== undefined && !resources.some((r) => globMatch(r, request.resource))) {
+      return false;
+    }
+    const notResources = s.notResourceTemplates
+      ? resolveValues(s.notResourceTemplates, lookup, true)
+      : s.notResources;
+    return !notResources?.some((r) => globMatch(r, request.resource));
+  };
+  const resourceKeys = () => [
+    ...variableKeys(s.resourceTemplates),
+    ...variableKeys(s.notResourceTemplates),
+  ];
+  if (!holds(s.effect, request, resourceKeys, inResources)) return false;
   return s.conditions.every((c) =>
-    c.operator.evaluate(
-      request.conditionValues(c.key),
-      c.templates ? resolveValues(c.templates, lookup, c.operator.glob) : c.values,
+    holds(
+      s.effect,
+      request,
+      () => [c.key, ...variableKeys(c.templates)],
+      (lookup) =>
+        c.operator.evaluate(
+          lookup(c.key),
+          c.templates ? resolveValues(c.templates, lookup, c.operator.glob) : c.values,
+        ),
     ),
   );
 }

@@ -42,7 +42,7 @@ export interface ConditionClause {
   /** As written, for explanations. */
   readonly operatorText: string;
   readonly operator: ConditionOperator;
-  /** As written (the kms:EncryptionContext:<key> key part is case-sensitive). */
+  /** As written; matched case-insensitively, the kms:EncryptionContext:<key> key part too. */
   readonly key: string;
   readonly values: readonly string[];
   /** The values with their policy variables, when any has one; resolved per request. */

@@ -133,6 +133,16 @@ function resolveTemplate(
   return out;
 }
 
+/** The condition keys the variables in `values` name. */
+export function variableKeys(values: readonly PolicyValue[] | undefined): string[] {
+  const keys: string[] = [];
+  for (const value of values ?? []) {
+    if (typeof value === "string") continue;
+    for (const part of value.parts) if ("key" in part) keys.push(part.key);
+  }
+  return keys;
+}
+
 /** Resolves a list of policy values, dropping those without a value. */
 export function resolveValues(
   values: readonly PolicyValue[],

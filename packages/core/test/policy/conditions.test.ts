@@ -215,10 +215,77 @@ const ROWS: Row[] = [
     true,
   ],
   [
-    "context key part is case-sensitive",
+    "context key part is case-insensitive (AWS: condition key names are)",
     { StringEquals: { "kms:EncryptionContext:Tenant": "a" } },
     ec({ tenant: "a" }),
+    true,
+  ],
+  [
+    "context values stay case-sensitive",
+    { StringEquals: { "kms:EncryptionContext:Tenant": "a" } },
+    ec({ tenant: "A" }),
     false,
+  ],
+  [
+    "Null sees a context key in another case",
+    { Null: { "kms:EncryptionContext:TENANT": "false" } },
+    ec({ tenant: "a" }),
+    true,
+  ],
+  [
+    "IfExists sees a context key in another case",
+    { StringEqualsIfExists: { "kms:EncryptionContext:Tenant": "a" } },
+    ec({ tenant: "b" }),
+    false,
+  ],
+  [
+    "kms:EncryptionContextKeys stays case-sensitive",
+    { "ForAnyValue:StringEquals": { "kms:EncryptionContextKeys": "Tenant" } },
+    ec({ tenant: "a" }),
+    false,
+  ],
+  // A key held in several cases: an Allow's condition must hold for every value.
+  [
+    "Allow: StringEquals with a case-variant duplicate holding another value",
+    { StringEquals: { "kms:EncryptionContext:tenant": "a" } },
+    ec({ tenant: "a", Tenant: "b" }),
+    false,
+  ],
+  [
+    "Allow: StringEquals when every case variant holds an allowed value",
+    { StringEquals: { "kms:EncryptionContext:tenant": ["a", "b"] } },
+    ec({ tenant: "a", TENANT: "b" }),
+    true,
+  ],
+  [
+    "Allow: StringNotEquals with a case-variant duplicate holding the excluded value",
+    { StringNotEquals: { "kms:EncryptionContext:tenant": "b" } },
+    ec({ tenant: "a", Tenant: "b" }),
+    false,
+  ],
+  [
+    "Allow: StringEqualsIfExists with a case-variant duplicate holding another value",
+    { StringEqualsIfExists: { "kms:EncryptionContext:tenant": "a" } },
+    ec({ tenant: "a", Tenant: "b" }),
+    false,
+  ],
+  [
+    "Allow: ForAnyValue on a single-valued key is tested per value too",
+    { "ForAnyValue:StringEquals": { "kms:EncryptionContext:tenant": "a" } },
+    ec({ Tenant: "b", tenant: "a" }),
+    false,
+  ],
+  [
+    "Allow: a variable naming a key held in several cases must match for every value",
+    { StringEquals: { "aws:PrincipalTag/Team": "${kms:EncryptionContext:team}" } },
+    ec({ team: "blue", Team: "red" }),
+    false,
+  ],
+  [
+    "Allow: a variable naming a key held in several cases, all values matching",
+    { StringEquals: { "aws:PrincipalTag/Team": "${kms:EncryptionContext:team}" } },
+    ec({ team: "blue", Team: "blue" }),
+    true,
   ],
   [
     "operator names are case-sensitive (unknown → malformed) is tested elsewhere; IfExists",
@@ -687,6 +754,113 @@ describe("condition operators and keys", () => {
     ]) {
       expect(keys).toContain(key);
     }
+  });
+});
+
+describe("kms:EncryptionContext:<key> with the key in several cases", () => {
+  /** Everything is allowed, but for what the Deny's condition catches. */
+  const denyWhen = (statement: Record<string, unknown>) => ({
+    Version: "2012-10-17",
+    Statement: [
+      { Effect: "Allow", Principal: "*", Action: "kms:*", Resource: "*" },
+      { Effect: "Deny", Principal: "*", Action: "kms:*", Resource: "*", ...statement },
+    ],
+  });
+  const allowWhen = (statement: Record<string, unknown>) => ({
+    Version: "2012-10-17",
+    Statement: [{ Effect: "Allow", Principal: "*", Action: "kms:*", Resource: "*", ...statement }],
+  });
+  const restricted = {
+    Condition: { StringEquals: { "kms:EncryptionContext:Stage": "Restricted" } },
+  };
+
+  test("a Deny on Stage catches a context spelling it stage", () => {
+    expect(decidePolicy(denyWhen(restricted), ec({ stage: "Restricted" }))).toBe(false);
+    expect(decidePolicy(denyWhen(restricted), ec({ STAGE: "Restricted" }))).toBe(false);
+    expect(decidePolicy(denyWhen(restricted), ec({ stage: "restricted" }))).toBe(true);
+  });
+
+  test.each([
+    ["the denied value second", { stage: "x", Stage: "Restricted" }],
+    ["the denied value first", { Stage: "Restricted", stage: "x" }],
+    ["three spellings", { stage: "x", sTaGe: "Restricted", STAGE: "y" }],
+  ])("a Deny holds when any spelling holds a value it catches: %s", (_name, context) => {
+    expect(decidePolicy(denyWhen(restricted), ec(context))).toBe(false);
+  });
+
+  test.each<[string, Record<string, unknown>, Record<string, string>, boolean]>([
+    [
+      "StringNotEquals catches the spelling that is not Public",
+      { StringNotEquals: { "kms:EncryptionContext:stage": "Public" } },
+      { stage: "Public", Stage: "Secret" },
+      false,
+    ],
+    [
+      "StringNotEquals lets through a context whose every spelling is Public",
+      { StringNotEquals: { "kms:EncryptionContext:stage": "Public" } },
+      { stage: "Public", Stage: "Public" },
+      true,
+    ],
+    [
+      "StringNotLike catches the spelling that does not match",
+      { StringNotLike: { "kms:EncryptionContext:stage": "pub*" } },
+      { stage: "public", STAGE: "secret" },
+      false,
+    ],
+    [
+      "StringEqualsIfExists catches the spelling holding the value",
+      { StringEqualsIfExists: { "kms:EncryptionContext:stage": "Restricted" } },
+      { stage: "x", Stage: "Restricted" },
+      false,
+    ],
+    [
+      "StringNotEqualsIfExists catches the spelling that is not Public",
+      { StringNotEqualsIfExists: { "kms:EncryptionContext:stage": "Public" } },
+      { stage: "Public", Stage: "Secret" },
+      false,
+    ],
+    [
+      "Null (deny without a stage) sees the key in another case",
+      { Null: { "kms:EncryptionContext:stage": "true" } },
+      { Stage: "x" },
+      true,
+    ],
+    [
+      "a variable naming the key: any spelling that differs from the principal's team",
+      { StringNotEquals: { "aws:PrincipalTag/Team": "${kms:EncryptionContext:team}" } },
+      { team: "blue", Team: "red" },
+      false,
+    ],
+  ])("Deny: %s", (_name, condition, context, allow) => {
+    expect(decidePolicy(denyWhen({ Condition: condition }), ec(context))).toBe(allow);
+  });
+
+  test("a Resource variable is read every way: a Deny on any, an Allow on all", () => {
+    const resource = `arn:aws:kms:local:000000000000:key/\${kms:EncryptionContext:k}`;
+    const context = ec({ k: "other", K: KEY.keyId });
+    expect(decidePolicy(denyWhen({ Resource: resource }), context)).toBe(false);
+    expect(decidePolicy(allowWhen({ Resource: resource }), context)).toBe(false);
+    const allowOutside = {
+      Version: "2012-10-17",
+      Statement: [{ Effect: "Allow", Principal: "*", Action: "kms:*", NotResource: resource }],
+    };
+    expect(decidePolicy(allowOutside, context)).toBe(false);
+    expect(decidePolicy(allowOutside, ec({ k: "a", K: "b" }))).toBe(true);
+  });
+
+  test("past 256 readings an Allow fails and a Deny holds, without testing each", () => {
+    // 2^9 spellings of a nine-letter key; 300 of them.
+    const context: Record<string, string> = {};
+    for (let i = 0; i < 300; i++) {
+      const name = [..."abcdefghi"].map((c, bit) => ((i >> bit) & 1 ? c.toUpperCase() : c));
+      context[name.join("")] = "v";
+    }
+    const condition = { Condition: { StringLike: { "kms:EncryptionContext:abcdefghi": "*" } } };
+    expect(decidePolicy(allowWhen(condition), ec(context))).toBe(false);
+    expect(decidePolicy(denyWhen(condition), ec(context))).toBe(false);
+    // Within the bound every reading is tested: all match `*`, so the Allow holds.
+    const few = Object.fromEntries(Object.entries(context).slice(0, 256));
+    expect(decidePolicy(allowWhen(condition), ec(few))).toBe(true);
   });
 });
 

@@ -405,27 +405,36 @@ function satisfiedConditions(r: Request): ConditionBlock[] {
     // A negated operator is true when the key is absent.
     { StringNotEquals: { "kms:EncryptionContext:tenant": "never-a-tenant" } },
   ];
+  // The context key part matches in any case; a key held in several cases (`tenant`, `Tenant`)
+  // has several values, and a Deny's condition holds when it holds for any of them.
+  const valuesOf = (key: string) =>
+    Object.entries(context)
+      .filter(([k]) => k.toLowerCase() === key.toLowerCase())
+      .map(([, v]) => v);
   for (const key of CONTEXT_KEYS) {
     const name = `kms:EncryptionContext:${key}`;
-    const value = Object.hasOwn(context, key) ? context[key] : undefined;
-    if (value === undefined) {
+    const values = valuesOf(key);
+    if (values.length === 0) {
       out.push({ Null: { [name]: "true" } }, { StringEqualsIfExists: { [name]: "x" } });
       continue;
     }
-    out.push(
-      { Null: { [name]: "false" } },
-      { StringEquals: { [name]: value } },
-      // Any string matches itself as a glob: `*` and `?` both match themselves.
-      { StringLike: { [name]: value } },
-      { StringEqualsIgnoreCase: { [name]: value.toUpperCase() } },
-    );
+    out.push({ Null: { [name]: "false" } });
+    for (const value of values) {
+      out.push(
+        { StringEquals: { [name]: value } },
+        // Any string matches itself as a glob: `*` and `?` both match themselves.
+        { StringLike: { [name]: value } },
+        { StringEqualsIgnoreCase: { [name]: value.toUpperCase() } },
+        { StringNotEquals: { [name]: `not ${value}` } },
+      );
+    }
   }
   const user = userName(r.principal);
   if (user === undefined) {
     out.push({ Null: { "aws:username": "true" } });
   } else {
     out.push({ StringEquals: { "aws:username": user } });
-    if (Object.hasOwn(context, "tenant") && context.tenant === user) {
+    if (valuesOf("tenant").includes(user)) {
       out.push({ StringLike: { "kms:EncryptionContext:tenant": "${aws:username}" } });
     }
   }
@@ -640,6 +649,72 @@ describe("monotonicity", () => {
             moreGrantsKeepWhatWasAllowed: true,
             aDenyAllowsOnlyWhatWasAllowed: true,
             withoutAnyAllowSourceNothingIsAllowed: true,
+          });
+        }),
+        { numRuns: 200 },
+      );
+    },
+    PROPERTY_TIMEOUT,
+  );
+});
+
+// ---------------------------------------------------------------------------------------------
+// 2b. A context key in another case neither widens an Allow nor steps around a Deny
+// ---------------------------------------------------------------------------------------------
+
+describe("case-variant context keys", () => {
+  /** Another spelling of `key` than any the context has, if one exists. */
+  const respell = (key: string, context: EncryptionContext): string | undefined =>
+    [key.toUpperCase(), key.toLowerCase(), key.charAt(0).toUpperCase() + key.slice(1)].find(
+      (k) => !Object.hasOwn(context, k),
+    );
+  // kms:EncryptionContextKeys is exact, as AWS: a policy on it may well allow more keys.
+  const readsKeyList = (st: Statement) =>
+    JSON.stringify(st.Condition ?? {}).includes("EncryptionContextKeys");
+  const scenarioArb = requestArb
+    .filter((r) => r.operation !== "describeKey" && Object.keys(r.context ?? {}).length > 0)
+    .chain((request) =>
+      fc.record({
+        request: fc.constant(request),
+        statements: fc.array(
+          statementArb.filter((st) => !readsKeyList(st)),
+          { minLength: 1, maxLength: 5 },
+        ),
+        // Not EncryptionContextSubset grants: any added pair may complete a subset, by design.
+        grants: fc.array(
+          grantArb([request.principal, ...PRINCIPALS]).filter(
+            (g) => g.constraints?.encryptionContextSubset === undefined,
+          ),
+          { maxLength: 2 },
+        ),
+        pick: fc.nat(),
+        at: fc.nat(),
+        value: fc.constantFrom(...TENANTS),
+      }),
+    )
+    .filter((s) => {
+      const keys = Object.keys(s.request.context ?? {});
+      return respell(keys[s.pick % keys.length]!, s.request.context ?? {}) !== undefined;
+    });
+
+  test(
+    "adding a pair whose key differs only in case from another never allows more",
+    async () => {
+      await fc.assert(
+        fc.asyncProperty(scenarioArb, async (s) => {
+          const context = s.request.context ?? {};
+          const keys = Object.keys(context);
+          const variant = respell(keys[s.pick % keys.length]!, context)!;
+          const widened: Request = {
+            ...s.request,
+            // Anywhere: which spelling comes first must not matter.
+            context: contextOf(insertAt(Object.entries(context), s.at, [variant, s.value])),
+          };
+          const before = await run([FILLER, ...s.statements], s.grants, s.request);
+          const after = await run([FILLER, ...s.statements], s.grants, widened);
+          expect({ variant, allowedWithVariant: after.allowed }).toEqual({
+            variant,
+            allowedWithVariant: after.allowed && before.allowed,
           });
         }),
         { numRuns: 200 },
