@@ -160,7 +160,7 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
             if (tx?.kind === "itx") {
               const transactionScope = `itx:${String(tx.id)}`;
               openScopes.getStore()?.add(transactionScope);
-              codec = new Codec(engine, models, { transactionScope });
+              codec = durable.withOptions({ transactionScope });
             }
             const a = clone(args ?? {}) as Json;
             if (isObject(a.where)) await codec.where(model, a.where, undefined);

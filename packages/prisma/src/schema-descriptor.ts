@@ -59,9 +59,30 @@ export interface ModelDescriptor {
   readonly context: ModelContextDescriptor;
   /** Every column some value is bound to: the model's `fromRow`, then the fields' own. */
   readonly contextColumns: readonly string[];
-  /** Keys of `encrypted` and `relations`, precomputed for the per-row read path. */
+  /** Keys of `encrypted`, `relations` and `blindIndexes`, precomputed for the per-row paths. */
   readonly encryptedNames: readonly string[];
   readonly relationNames: readonly string[];
+  readonly blindIndexNames: readonly string[];
+  /**
+   * Encrypted field → its blind index columns with their specs, in `blindIndexes` order (an
+   * empty list for a field without one): what a write or a lookup of the field computes.
+   */
+  readonly indexesOf: Readonly<
+    Record<string, readonly (readonly [column: string, index: BlindIndexDescriptor])[]>
+  >;
+  /**
+   * The relations whose foreign key (`foreignKeys`) holds columns that values are bound to, in
+   * `foreignKeys` order: a relation write there (`tenant: { connect }`) rebinds those values.
+   */
+  readonly boundForeignKeys: readonly BoundForeignKeyDescriptor[];
+}
+
+export interface BoundForeignKeyDescriptor {
+  readonly relation: string;
+  /** The columns of the relation's foreign key that some encrypted value is bound to. */
+  readonly columns: readonly string[];
+  /** The encrypted fields whose values are bound to one of `columns`. */
+  readonly fields: readonly string[];
 }
 
 export type SchemaDescriptor = Readonly<Record<string, ModelDescriptor>>;
@@ -284,6 +305,25 @@ export function defineModels<const Models extends Readonly<Record<string, ModelC
       if (typeof link !== "string" || link === "") fail(where, `links must name relations`);
       links[relation] = link;
     }
+    // What writes and lookups would otherwise derive from the model on every call.
+    const indexesOf: Record<string, (readonly [string, BlindIndexDescriptor])[]> = {};
+    for (const field of Object.keys(encrypted)) indexesOf[field] = [];
+    for (const [column, index] of Object.entries(blindIndexes)) {
+      indexesOf[index.of]?.push(Object.freeze([column, index] as const));
+    }
+    const bindings = { encrypted, context: modelContext, contextColumns };
+    const boundForeignKeys: BoundForeignKeyDescriptor[] = [];
+    for (const [relation, foreignKey] of Object.entries(foreignKeys)) {
+      const bound = boundColumns(bindings, foreignKey);
+      if (bound.length === 0) continue;
+      boundForeignKeys.push(
+        Object.freeze({
+          relation,
+          columns: Object.freeze(bound),
+          fields: Object.freeze(fieldsBoundTo(bindings, bound)),
+        }),
+      );
+    }
     out[name] = Object.freeze({
       name,
       encrypted: Object.freeze(encrypted),
@@ -293,6 +333,11 @@ export function defineModels<const Models extends Readonly<Record<string, ModelC
       links: Object.freeze(links),
       encryptedNames: Object.freeze(Object.keys(encrypted)),
       relationNames: Object.freeze(Object.keys(config.relations ?? {})),
+      blindIndexNames: Object.freeze(Object.keys(blindIndexes)),
+      indexesOf: Object.freeze(
+        Object.fromEntries(Object.entries(indexesOf).map(([f, list]) => [f, Object.freeze(list)])),
+      ),
+      boundForeignKeys: Object.freeze(boundForeignKeys),
       context: modelContext,
       contextColumns: Object.freeze(contextColumns),
     });
@@ -300,6 +345,25 @@ export function defineModels<const Models extends Readonly<Record<string, ModelC
   const descriptor = Object.freeze(out);
   if (columns !== undefined) checkColumns(descriptor, columns);
   return descriptor;
+}
+
+/** What of a model decides which values are bound to which columns. */
+type Bindings = Pick<ModelDescriptor, "encrypted" | "context" | "contextColumns">;
+
+/** The encrypted fields of `model` whose values are bound to one of `columns`. */
+export function fieldsBoundTo(model: Bindings, columns: readonly string[]): string[] {
+  if (columns.length === 0) return [];
+  const modelWide = columns.some((c) => model.context.fromRow.includes(c));
+  return Object.entries(model.encrypted)
+    .filter(([, spec]) => modelWide || spec.context.fromRow.some((c) => columns.includes(c)))
+    .map(([field]) => field);
+}
+
+/** The columns among `columns` that encrypted values of `model` are bound to. */
+export function boundColumns(model: Bindings, columns: readonly string[]): string[] {
+  return columns.filter(
+    (c) => model.contextColumns.includes(c) && fieldsBoundTo(model, [c]).length > 0,
+  );
 }
 
 /**

@@ -249,6 +249,29 @@ model Invoice {
     expect(parsed.Tenant?.foreignKeys).toEqual({});
   });
 
+  test("the descriptor works out once what writes derive from the model alone", () => {
+    const parsed = parseSchema(schemaText);
+    // Each encrypted field's blind index columns, for writes and lookups of the field.
+    expect(parsed.User?.blindIndexNames).toEqual(["phoneIndex"]);
+    expect(parsed.User?.indexesOf.phone).toEqual([
+      ["phoneIndex", { of: "phone", bytes: 12, normalize: ["trim", "lowercase"] }],
+    ]);
+    expect(parsed.User?.indexesOf.name).toEqual([]);
+    // The foreign keys holding a column values are bound to, with the fields bound to it: a
+    // relation write through one (`tenant: { connect }`) would rebind them.
+    expect(parsed.Invoice?.boundForeignKeys).toEqual([
+      { relation: "tenant", columns: ["tenantId"], fields: ["memo", "in", "equals"] },
+    ]);
+    expect(parsed.InvoiceLine?.boundForeignKeys).toEqual([
+      { relation: "invoice", columns: ["tenantId"], fields: ["text"] },
+    ]);
+    // A foreign key of columns no value is bound to, and a model without one, list none.
+    expect(parsed.Chart?.boundForeignKeys).toEqual([]);
+    expect(parsed.Tenant?.boundForeignKeys).toEqual([]);
+    expect(Object.isFrozen(parsed.Invoice?.boundForeignKeys[0])).toBe(true);
+    expect(Object.isFrozen(parsed.User?.indexesOf.phone)).toBe(true);
+  });
+
   test("schema text names each relation as Prisma does, so each side finds its pair", () => {
     const parsed = parseSchema(`model Tenant {
   id       String    @id

@@ -373,7 +373,7 @@ for (const backend of BACKENDS) {
         expect(tally.rollbacks).toBeGreaterThan(OPERATIONS / 40);
         expect(tally.mixed).toBeGreaterThan(OPERATIONS / 2);
         expect(model.posts.size).toBeGreaterThan(5);
-      }, 60_000);
+      }, 180_000);
     },
   );
 }

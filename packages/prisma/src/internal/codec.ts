@@ -7,11 +7,13 @@ import {
   type FieldEncryptionEngine,
   ValidationError,
 } from "@kms/core";
-import type {
-  EncryptedFieldDescriptor,
-  ModelContextDescriptor,
-  ModelDescriptor,
-  SchemaDescriptor,
+import {
+  boundColumns,
+  type EncryptedFieldDescriptor,
+  fieldsBoundTo,
+  type ModelContextDescriptor,
+  type ModelDescriptor,
+  type SchemaDescriptor,
 } from "../schema-descriptor.ts";
 
 /**
@@ -65,19 +67,32 @@ export class Codec {
   readonly engine: FieldEncryptionEngine;
   readonly models: SchemaDescriptor;
   readonly options: EncryptCallOptions;
+  readonly #related: ReadonlyMap<ModelDescriptor, readonly RelatedModel[]>;
 
   constructor(
     engine: FieldEncryptionEngine,
     models: SchemaDescriptor,
     options: EncryptCallOptions,
+    related: ReadonlyMap<ModelDescriptor, readonly RelatedModel[]> = relatedModels(models),
   ) {
     this.engine = engine;
     this.models = models;
     this.options = options;
+    this.#related = related;
+  }
+
+  /** The same schema (and its relations, worked out once) with other call options. */
+  withOptions(options: EncryptCallOptions): Codec {
+    return new Codec(this.engine, this.models, options, this.#related);
   }
 
   model(name: string): ModelDescriptor | undefined {
     return this.models[name];
+  }
+
+  /** The relations of `model` whose target is in the schema, in `relations` order. */
+  related(model: ModelDescriptor): readonly RelatedModel[] {
+    return this.#related.get(model) ?? relatedOf(model, this.models);
   }
 
   /**
@@ -238,9 +253,9 @@ export class Codec {
       ctx === undefined && needsContext(model, data)
         ? model.context.fromRow.filter((k) => !writesNull(data[k]))
         : [];
-    for (const [field, spec] of Object.entries(model.encrypted)) {
+    for (const field of model.encryptedNames) {
       if (data[field] === undefined || writesNull(data[field])) continue;
-      for (const key of spec.context.fromRow) {
+      for (const key of (model.encrypted[field] as EncryptedFieldDescriptor).context.fromRow) {
         if (
           !out.includes(key) &&
           !writesNull(data[key]) &&
@@ -283,7 +298,7 @@ export class Codec {
     where?: Json,
     rowSources: readonly Json[] = [],
   ): Promise<void> {
-    for (const column of Object.keys(model.blindIndexes)) {
+    for (const column of model.blindIndexNames) {
       if (column in data)
         reject(`${model.name}.${column} is a blind index: it is computed, not written`);
     }
@@ -292,11 +307,11 @@ export class Codec {
     // As in Prisma, a key holding `undefined` writes nothing (`{ ...input }` with optional
     // fields left out): it neither changes a context column nor needs a value encrypted.
     const touchesContext = model.context.fromRow.some((k) => data[k] !== undefined);
-    const encryptedKeys = Object.keys(model.encrypted).filter((k) => data[k] !== undefined);
+    const encryptedKeys = model.encryptedNames.filter((k) => data[k] !== undefined);
     if (
       touchesContext &&
       where !== undefined &&
-      encryptedKeys.length < Object.keys(model.encrypted).length
+      encryptedKeys.length < model.encryptedNames.length
     ) {
       reject(
         `${model.name}: changing ${model.context.fromRow.join(", ")} would orphan encrypted values bound to it; rewrite every encrypted field in the same update`,
@@ -304,12 +319,13 @@ export class Codec {
     }
     if (where !== undefined) {
       const changed = model.contextColumns.filter((k) => data[k] !== undefined);
-      const orphans = Object.entries(model.encrypted)
-        .filter(
-          ([f, spec]) =>
-            data[f] === undefined && spec.context.fromRow.some((k) => changed.includes(k)),
-        )
-        .map(([f]) => f);
+      const orphans = model.encryptedNames.filter(
+        (f) =>
+          data[f] === undefined &&
+          (model.encrypted[f] as EncryptedFieldDescriptor).context.fromRow.some((k) =>
+            changed.includes(k),
+          ),
+      );
       if (orphans.length > 0) {
         reject(
           `${model.name}: changing ${changed.join(", ")} would orphan the values of ${orphans.join(", ")} bound to it; rewrite ${orphans.join(", ")} in the same update`,
@@ -350,7 +366,7 @@ export class Codec {
       else if (isObject(value) && spec.type !== "json" && spec.type !== "decimal") {
         reject(`${model.name}.${field} is encrypted: only plain values or { set } can be written`);
       }
-      const indexes = Object.entries(model.blindIndexes).filter(([, index]) => index.of === field);
+      const indexes = model.indexesOf[field] ?? [];
       // Null is stored as null, under no context: a row without one may clear its fields.
       if (value === null) {
         for (const [column] of indexes) data[column] = null;
@@ -374,23 +390,15 @@ export class Codec {
         );
       }
     }
-    for (const [relation, target] of Object.entries(model.relations)) {
-      const nested = data[relation];
+    for (const related of this.related(model)) {
+      const nested = data[related.relation];
       if (!isObject(nested)) continue;
-      const targetModel = this.model(target);
-      if (targetModel === undefined) continue;
-      if (model.foreignKeys[relation] === undefined) {
-        refuseMoving(model, relation, targetModel, nested);
-      }
+      if (related.moves !== undefined) refuseMoving(model, related, nested);
       // A created row takes its parent's context only if the parent keeps it.
       const parentCtx = model.context.fromRow.some((k) => nulled.includes(k) || relinked.has(k))
         ? undefined
         : ctx;
-      await this.nestedWrites(
-        targetModel,
-        nested,
-        inheritedContext(model, relation, targetModel, parentCtx),
-      );
+      await this.nestedWrites(related.target, nested, inheritedContext(related, parentCtx));
     }
   }
 
@@ -521,7 +529,7 @@ export class Codec {
     for (const op of Object.keys(filter)) if (filter[op] === undefined) delete filter[op];
     const onlyNulls = Object.values(filter).every((v) => v === null);
     if (onlyNulls) return;
-    const index = Object.entries(model.blindIndexes).find(([, i]) => i.of === field);
+    const index = model.indexesOf[field]?.[0];
     if (spec.mode !== "deterministic" && index === undefined) {
       reject(
         `${model.name}.${field} is randomized: equality lookups need @kms.encrypted(deterministic) or a @kms.blindIndex`,
@@ -536,7 +544,7 @@ export class Codec {
       if (spec.type === "string" && typeof v !== "string") {
         reject(`${model.name}.${field} is a string: got ${typeof v} in the filter`);
       }
-      const [column, bidx] = index as [string, ModelDescriptor["blindIndexes"][string]];
+      const [column, bidx] = index as NonNullable<typeof index>;
       return this.engine.blindIndex(bindingOf(model, column, bound), bidx, v, this.options);
     };
     const out: Json = {};
@@ -562,7 +570,7 @@ export class Codec {
       where[field] = rewritten;
     } else {
       delete where[field];
-      where[(index as [string, unknown])[0]] = rewritten;
+      where[(index as NonNullable<typeof index>)[0]] = rewritten;
     }
   }
 
@@ -597,15 +605,9 @@ export class Codec {
     }
     for (const container of [args.select, args.include]) {
       if (!isObject(container)) continue;
-      for (const [relation, target] of Object.entries(model.relations)) {
-        const targetModel = this.model(target);
+      for (const { relation, target } of this.related(model)) {
         const nested = container[relation];
-        if (targetModel === undefined || nested === undefined || nested === false) continue;
-        if (nested === true) continue;
-        if (isObject(nested)) {
-          if (isObject(nested.where)) void 0;
-          strip.relations[relation] = this.prepareRead(targetModel, nested);
-        }
+        if (isObject(nested)) strip.relations[relation] = this.prepareRead(target, nested);
       }
     }
     return strip;
@@ -630,12 +632,9 @@ export class Codec {
     }
     for (const container of [args.select, args.include]) {
       if (!isObject(container)) continue;
-      for (const [relation, target] of Object.entries(model.relations)) {
+      for (const { relation, target } of this.related(model)) {
         const nested = container[relation];
-        const targetModel = this.model(target);
-        if (isObject(nested) && targetModel !== undefined) {
-          this.refuseCiphertextOrder(targetModel, nested);
-        }
+        if (isObject(nested)) this.refuseCiphertextOrder(target, nested);
       }
     }
   }
@@ -668,9 +667,7 @@ export class Codec {
       if (!isObject(container)) continue;
       // Filtered relation counts (`_count: { select: { posts: { where } } }`) filter too.
       const counted = isObject(container._count) ? container._count.select : undefined;
-      for (const [relation, target] of Object.entries(model.relations)) {
-        const targetModel = this.model(target);
-        if (targetModel === undefined) continue;
+      for (const { relation, target: targetModel } of this.related(model)) {
         const count = isObject(counted) ? counted[relation] : undefined;
         if (isObject(count) && isObject(count.where)) {
           await this.where(targetModel, count.where, undefined);
@@ -696,23 +693,23 @@ export class Codec {
     jobs: DecryptJobs,
   ): void {
     if (!isObject(row)) return;
-    let ctx: Ctx | undefined;
+    let shared: RowContext | undefined;
     let fieldCtxs: Map<ModelContextDescriptor, Ctx> | undefined;
-    for (const field of model.encryptedNames) {
+    const names = model.encryptedNames;
+    for (let i = 0; i < names.length; i++) {
+      const field = names[i] as string;
       const stored = row[field];
       if (stored === undefined || stored === null) continue;
-      if (ctx === undefined) {
-        ctx = this.rowContext(model, row, inherited, jobs);
-        if (ctx === undefined) {
-          reject(
-            `${model.name}: cannot decrypt without ${model.context.fromRow.join(", ")} in the result`,
-          );
-        }
-      }
+      shared ??=
+        this.rowContext(model, row, inherited, jobs) ??
+        reject(
+          `${model.name}: cannot decrypt without ${model.context.fromRow.join(", ")} in the result`,
+        );
+      const ctx = shared.ctx;
       const spec = model.encrypted[field] as EncryptedFieldDescriptor;
       let binding: FieldBinding;
       if (!hasOwnContext(spec)) {
-        binding = { model: model.name, field, context: ctx };
+        binding = shared.bindings[i] ??= { model: model.name, field, context: ctx };
       } else {
         fieldCtxs ??= new Map();
         let own = fieldCtxs.get(spec.context);
@@ -739,15 +736,18 @@ export class Codec {
         jobs.items.push({ binding, spec, stored: stored as string | Uint8Array });
       }
     }
-    for (const relation of model.relationNames) {
-      const value = row[relation];
-      const targetModel = this.model(model.relations[relation] as string);
-      if (value === undefined || value === null || targetModel === undefined) continue;
-      const nestedStrip = strip?.relations[relation];
-      if (Array.isArray(value)) {
-        for (const r of value) this.collectRow(targetModel, r, nestedStrip, ctx ?? inherited, jobs);
-      } else {
-        this.collectRow(targetModel, value, nestedStrip, ctx ?? inherited, jobs);
+    // Most models relate to none: no lookup of their relations per row.
+    if (model.relationNames.length > 0) {
+      const ctx = shared?.ctx ?? inherited;
+      for (const { relation, target } of this.related(model)) {
+        const value = row[relation];
+        if (value === undefined || value === null) continue;
+        const nestedStrip = strip?.relations[relation];
+        if (Array.isArray(value)) {
+          for (const r of value) this.collectRow(target, r, nestedStrip, ctx, jobs);
+        } else {
+          this.collectRow(target, value, nestedStrip, ctx, jobs);
+        }
       }
     }
     if (strip !== undefined && strip.columns.length > 0) jobs.strips.push([row, strip.columns]);
@@ -755,32 +755,37 @@ export class Codec {
 
   /**
    * `context(model, [row], inherited)`, shared between the rows of one result that have the
-   * same context values (usually all of them): one object, so the engine's binding caches hit.
+   * same context values (usually all of them) with the bindings built on it: one object, so
+   * the engine's binding caches hit, and no context or binding is built per row.
    */
   rowContext(
     model: ModelDescriptor,
     row: Json,
     inherited: Ctx | undefined,
     jobs: DecryptJobs,
-  ): Ctx | undefined {
-    const fromRow = model.context.fromRow;
-    if (fromRow.length !== 1 || inherited !== undefined) {
-      return this.context(model, [row], inherited);
+  ): RowContext | undefined {
+    const key = contextValuesKey(model.context.fromRow, row);
+    if (key === undefined) {
+      const ctx = this.context(model, [row], inherited);
+      return ctx === undefined ? undefined : { ctx, bindings: [] };
     }
-    const raw = row[fromRow[0] as string];
-    if (typeof raw !== "string") return this.context(model, [row], inherited);
-    let byValue = jobs.contexts.get(model);
-    if (byValue === undefined) {
-      byValue = new Map();
-      jobs.contexts.set(model, byValue);
+    const last = jobs.last;
+    if (last !== undefined && last.model === model && last.key === key) return last.shared;
+    let byKey = jobs.contexts.get(model);
+    if (byKey === undefined) {
+      byKey = new Map();
+      jobs.contexts.set(model, byKey);
     }
-    let ctx = byValue.get(raw);
-    if (ctx === undefined) {
-      ctx = this.context(model, [row], inherited);
+    let shared = byKey.get(key);
+    if (shared === undefined) {
+      // Every column is a string of the row: `inherited` is not read, and a context is found.
+      const ctx = this.context(model, [row], inherited) as Ctx;
       // Frozen: the engine then caches the binding encodings on the object itself.
-      if (ctx !== undefined) byValue.set(raw, Object.freeze(ctx));
+      shared = { ctx: Object.freeze(ctx), bindings: [] };
+      byKey.set(key, shared);
     }
-    return ctx;
+    jobs.last = { model, key, shared };
+    return shared;
   }
 
   async readResult(
@@ -788,7 +793,14 @@ export class Codec {
     result: unknown,
     strip: Strip | undefined,
   ): Promise<void> {
-    const jobs: DecryptJobs = { rows: [], fields: [], items: [], strips: [], contexts: new Map() };
+    const jobs: DecryptJobs = {
+      rows: [],
+      fields: [],
+      items: [],
+      strips: [],
+      contexts: new Map(),
+      last: undefined,
+    };
     if (Array.isArray(result)) {
       for (const row of result) this.collectRow(model, row, strip, undefined, jobs);
     } else {
@@ -809,8 +821,35 @@ interface DecryptJobs {
   readonly fields: string[];
   readonly items: DecryptItem[];
   readonly strips: [Json, readonly string[]][];
-  /** Contexts of this result by model and (single) context value. */
-  readonly contexts: Map<ModelDescriptor, Map<string, Ctx>>;
+  /** Contexts of this result by model and context values (`contextValuesKey`). */
+  readonly contexts: Map<ModelDescriptor, Map<string, RowContext>>;
+  /** The context found last: consecutive rows usually share it. */
+  last: { model: ModelDescriptor; key: string; shared: RowContext } | undefined;
+}
+
+/** A row's context, with the bindings of its model's fields that add none of their own. */
+interface RowContext {
+  readonly ctx: Ctx;
+  /** By the field's position in `encryptedNames`; built when first needed. */
+  readonly bindings: (FieldBinding | undefined)[];
+}
+
+/**
+ * A key for the values of the context columns `columns` in `row` when all of them are strings
+ * (rows with equal keys then have equal contexts whatever else surrounds them), else undefined.
+ */
+function contextValuesKey(columns: readonly string[], row: Json): string | undefined {
+  if (columns.length === 1) {
+    const value = row[columns[0] as string];
+    return typeof value === "string" ? value : undefined;
+  }
+  let key = "";
+  for (const column of columns) {
+    const value = row[column];
+    if (typeof value !== "string") return undefined;
+    key += `${value.length}:${value}`;
+  }
+  return key;
 }
 
 /** Whether `spec` adds pairs of its own (`@kms.context(recordId)` on the field) to its model's. */
@@ -861,19 +900,12 @@ function writesNull(value: unknown): boolean {
  * When the foreign key is the parent's (`author: { create }` from a post) none is taken; when
  * neither side records one (a `defineModels` configuration without `foreignKeys`), all of them.
  */
-function inheritedContext(
-  model: ModelDescriptor,
-  relation: string,
-  target: ModelDescriptor,
-  ctx: Ctx | undefined,
-): Ctx | undefined {
-  if (ctx === undefined || model.foreignKeys[relation] !== undefined) return undefined;
-  const keys = keysBack(model, relation, target);
-  // Neither a foreign key back nor the relation's name: a configuration that records neither.
-  if (keys.length === 0 && model.links[relation] === undefined) return ctx;
+function inheritedContext(related: RelatedModel, ctx: Ctx | undefined): Ctx | undefined {
+  if (ctx === undefined || related.takes === "none") return undefined;
+  if (related.takes === "all") return ctx;
   const out: Ctx = {};
   for (const [key, value] of Object.entries(ctx)) {
-    if (keys.some((foreignKey) => foreignKey.includes(key))) out[key] = value;
+    if (related.takes.has(key)) out[key] = value;
   }
   return out;
 }
@@ -881,21 +913,6 @@ function inheritedContext(
 /** `record[key]` if it is the record's own (not `toString` or `constructor` of its prototype). */
 function ownValue<T>(record: Readonly<Record<string, T>>, key: string): T | undefined {
   return Object.hasOwn(record, key) ? record[key] : undefined;
-}
-
-/** The encrypted fields of `model` whose values are bound to one of `columns`. */
-function fieldsBoundTo(model: ModelDescriptor, columns: readonly string[]): string[] {
-  const modelWide = columns.some((c) => model.context.fromRow.includes(c));
-  return Object.entries(model.encrypted)
-    .filter(([, spec]) => modelWide || spec.context.fromRow.some((c) => columns.includes(c)))
-    .map(([field]) => field);
-}
-
-/** The columns among `columns` that encrypted values of `model` are bound to. */
-function boundColumns(model: ModelDescriptor, columns: readonly string[]): string[] {
-  return columns.filter(
-    (c) => model.contextColumns.includes(c) && fieldsBoundTo(model, [c]).length > 0,
-  );
 }
 
 /** Writes to a relation that point the row at another related row: they set its foreign key. */
@@ -920,14 +937,11 @@ function firstWrite(nested: Json, ops: readonly string[]): string | undefined {
  */
 function refuseRelinking(model: ModelDescriptor, data: Json, update: boolean): Set<string> {
   const relinked = new Set<string>();
-  for (const [relation, foreignKey] of Object.entries(model.foreignKeys)) {
+  for (const { relation, columns, fields } of model.boundForeignKeys) {
     const nested = data[relation];
     if (!isObject(nested)) continue;
-    const columns = boundColumns(model, foreignKey);
-    if (columns.length === 0) continue;
     const op = firstWrite(nested, RELINKING);
     if (op === undefined) continue;
-    const fields = fieldsBoundTo(model, columns);
     // A value written here would be sealed without the new column; in an update, one left
     // alone stays sealed under the old.
     const orphaned = fields.filter((f) => (data[f] === undefined ? update : !writesNull(data[f])));
@@ -939,6 +953,67 @@ function refuseRelinking(model: ModelDescriptor, data: Json, update: boolean): S
     for (const column of columns) relinked.add(column);
   }
   return relinked;
+}
+
+/**
+ * A relation of a model whose target is in the schema, with what a write through it needs of
+ * that target. It spans two models, and a schema may be assembled from the descriptors of
+ * several `defineModels` calls, so it is worked out once per schema rather than stored in
+ * either descriptor.
+ */
+export interface RelatedModel {
+  readonly relation: string;
+  readonly target: ModelDescriptor;
+  /**
+   * What a row created through the relation takes of its parent's context (see
+   * `inheritedContext`): none when the foreign key is the parent's; all of it when neither a
+   * foreign key back nor the relation's name is recorded; else the columns of the foreign keys
+   * back (`keysBack`).
+   */
+  readonly takes: "none" | "all" | ReadonlySet<string>;
+  /**
+   * When the related rows hold the foreign key and it includes columns their values are bound
+   * to: those columns and the fields bound to them, which a `connect` would move (see
+   * `refuseMoving`).
+   */
+  readonly moves:
+    | { readonly columns: readonly string[]; readonly fields: readonly string[] }
+    | undefined;
+}
+
+/** `relatedOf` for every model of the schema. */
+export function relatedModels(
+  models: SchemaDescriptor,
+): ReadonlyMap<ModelDescriptor, readonly RelatedModel[]> {
+  return new Map(Object.values(models).map((model) => [model, relatedOf(model, models)]));
+}
+
+/** The relations of `model` whose target is one of `models`, in `relations` order. */
+function relatedOf(model: ModelDescriptor, models: SchemaDescriptor): readonly RelatedModel[] {
+  const out: RelatedModel[] = [];
+  for (const [relation, name] of Object.entries(model.relations)) {
+    const target = models[name];
+    if (target === undefined) continue;
+    if (model.foreignKeys[relation] !== undefined) {
+      out.push(Object.freeze({ relation, target, takes: "none", moves: undefined }));
+      continue;
+    }
+    const keys = keysBack(model, relation, target);
+    const columns = keys.flatMap((key) => boundColumns(target, key));
+    out.push(
+      Object.freeze({
+        relation,
+        target,
+        takes:
+          keys.length === 0 && model.links[relation] === undefined ? "all" : new Set(keys.flat()),
+        moves:
+          columns.length === 0
+            ? undefined
+            : Object.freeze({ columns, fields: fieldsBoundTo(target, columns) }),
+      }),
+    );
+  }
+  return Object.freeze(out);
 }
 
 /**
@@ -974,17 +1049,12 @@ function keysBack(
  * re-encrypting them. The relation back is the one with the same name (`links`); without names,
  * any relation back to `model` with such a foreign key counts.
  */
-function refuseMoving(
-  model: ModelDescriptor,
-  relation: string,
-  target: ModelDescriptor,
-  nested: Json,
-): void {
+function refuseMoving(model: ModelDescriptor, related: RelatedModel, nested: Json): void {
+  if (related.moves === undefined) return;
   const op = firstWrite(nested, MOVING);
   if (op === undefined) return;
-  const columns = keysBack(model, relation, target).flatMap((key) => boundColumns(target, key));
-  if (columns.length === 0) return;
-  const fields = fieldsBoundTo(target, columns);
+  const { relation, target } = related;
+  const { columns, fields } = related.moves;
   reject(
     `${model.name}.${relation}: "${op}" would move ${target.name} rows to another ${columns.join(", ")} without re-encrypting the values bound to it (${fields.join(", ")}), which would no longer decrypt; update each ${target.name}'s ${columns.join(", ")} itself, with ${fields.join(", ")} in the same update`,
   );
