@@ -9,6 +9,7 @@ import {
   MemoryNonceStore,
   verifyMessage,
 } from "@kms/http-signatures";
+import { readmeDrift } from "@kms/tooling/readme";
 import express from "express";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { captureRawBody, kmsContext, signResponse, verifySignature } from "../src/index.ts";
@@ -105,4 +106,19 @@ it("refuses unsigned and replayed requests, and a signed one without a tenant", 
   expect(await noTenant.json()).toMatchObject({
     type: expect.stringMatching(/\/context\/tenant-missing$/),
   });
+});
+
+it("is the README's example: a line changed on one side only fails here", () => {
+  const drift = readmeDrift({
+    readme: new URL("../README.md", import.meta.url),
+    test: new URL(import.meta.url),
+    pkg: "@kms/express",
+    blocks: 1,
+    adapted: [
+      // A free port; `_req` for the linter.,
+      'app.post("/orders", (req, res) => res.json({ ok: true }));',
+      "app.listen(3000);",
+    ],
+  });
+  expect(drift).toEqual([]);
 });

@@ -85,7 +85,9 @@ export function platformRequest(
 function expressTrustsPeer(platform: PlatformTarget, incoming: PlatformIncoming): boolean {
   const app = platform.app as { get?: (setting: string) => unknown } | null | undefined;
   const trust = typeof app?.get === "function" ? app.get("trust proxy fn") : undefined;
-  return typeof trust === "function" && trust(incoming.socket?.remoteAddress, 0) === true;
+  // Express reads the fields when the setting's answer is truthy (`!trust(…)`): a function of
+  // the application's own may answer an address or 1 rather than true.
+  return typeof trust === "function" && Boolean(trust(incoming.socket?.remoteAddress, 0));
 }
 
 function isList(field: string | readonly string[]): boolean {

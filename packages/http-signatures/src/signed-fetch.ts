@@ -14,7 +14,12 @@ type FetchInput = Parameters<typeof fetch>[0];
 /** Decides whether to follow a redirect from `from` to `target`, on another origin. */
 export type CrossOriginRedirectRule = (target: URL, from: URL) => boolean;
 
-export interface SignedFetchOptions extends SignRequestOptions {
+export interface SignedFetchOptions extends Omit<SignRequestOptions, "nonce"> {
+  /**
+   * true for a fresh random nonce on every request and redirect hop. No fixed string, unlike
+   * `signRequest`: each request would reuse it.
+   */
+  readonly nonce?: boolean;
   /** The fetch to wrap (undici's or a test double); default globalThis.fetch. */
   readonly fetch?: typeof fetch;
   /**

@@ -66,6 +66,19 @@ describe("platformRequest", () => {
     expect(() => new URL(nodeRequestMessage(view).url)).toThrow();
   });
 
+  // Express trusts the peer when the setting's answer is truthy, not only `true`.
+  it.each([
+    ["an address", "10.0.0.1"],
+    ["a count", 1],
+  ])("makes a list unverifiable when an app's trust proxy function answers %s", (_what, answer) => {
+    const request = incoming({ host: "h", "x-forwarded-host": "h, a.example" });
+    const app = {
+      get: (setting: string) => (setting === "trust proxy fn" ? () => answer : undefined),
+    };
+    const view = platformRequest({ protocol: "http", host: "h", app }, request);
+    expect(view.headers.host).toBe("forwarded value not written by the trusted proxy");
+  });
+
   it("accepts a trusted list whose first entry is also its last", () => {
     const request = incoming({
       host: "10.0.0.2",

@@ -1,5 +1,6 @@
 // The README example, run as written, so the documentation cannot rot.
 import { createKms } from "@kms/core";
+import { readmeDrift } from "@kms/tooling/readme";
 import { expect, it } from "vitest";
 import {
   createKmsSigner,
@@ -59,4 +60,19 @@ it("runs the README example: accepted once, a replay and a changed body refused"
   expect(tampered.status).toBe(401);
   expect(await tampered.text()).toMatch(/^content-digest: /);
   await kms.close();
+});
+
+it("is the README's example: a line changed on one side only fails here", () => {
+  const drift = readmeDrift({
+    readme: new URL("../README.md", import.meta.url),
+    test: new URL(import.meta.url),
+    pkg: "@kms/http-signatures",
+    blocks: 1,
+    adapted: [
+      // The test keeps what it sent, to replay it; it asserts the status rather than printing it.,
+      "fetch: async (input, init) => receive(new Request(input, init)),",
+      "console.log(res.status); // 204",
+    ],
+  });
+  expect(drift).toEqual([]);
 });

@@ -10,6 +10,7 @@ import {
   type KMSServiceException,
 } from "@aws-sdk/client-kms";
 import { createKms } from "@kms/core";
+import { readmeDrift } from "@kms/tooling/readme";
 import { afterAll, beforeAll, expect, it, vi } from "vitest";
 import { createKmsServer } from "../src/index.ts";
 
@@ -80,4 +81,23 @@ it("refuses a request signed for another region", async () => {
     .catch((e: unknown) => e)) as KMSServiceException;
   expect(error.name).toBe("InvalidSignatureException");
   expect(error.$metadata.httpStatusCode).toBe(400);
+});
+
+it("is the README's Quick start: a line changed on one side only fails here", () => {
+  const drift = readmeDrift({
+    readme: new URL("../README.md", import.meta.url),
+    test: new URL(import.meta.url),
+    pkg: "@kms/server",
+    blocks: 2,
+    adapted: [
+      // TLS files from the test fixtures, a free port, and a client per region (see above).,
+      'tls: { key: readFileSync("server-key.pem"), cert: readFileSync("server-cert.pem") },',
+      "server.listen(8443);",
+      "const client = new KMSClient({",
+      'endpoint: "https://kms.internal:8443",',
+      "const { CiphertextBlob } = await client.send(",
+      "const { Plaintext } = await client.send(",
+    ],
+  });
+  expect(drift).toEqual([]);
 });
