@@ -14,6 +14,7 @@ import {
 } from "@kms/core";
 import { createKmsSigner, createKmsVerifier } from "@kms/http-signatures";
 import { createKmsServer } from "@kms/server";
+import { readmeDrift } from "@kms/tooling/readme";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { awsKms } from "../src/index.ts";
 
@@ -92,4 +93,18 @@ it("runs the README example through a real KMSClient", async () => {
   const base = new TextEncoder().encode('"@method": POST');
   const verifier = createKmsVerifier({ kms, keyId: "alias/webhooks", algorithm: "hmac-sha256" });
   expect(await verifier.verify(base, await signer.sign(base))).toBe(true);
+});
+
+it("is the README's example: a line changed on one side only fails here", () => {
+  const drift = readmeDrift({
+    readme: new URL("../README.md", import.meta.url),
+    test: new URL(import.meta.url),
+    pkg: "@kms/aws",
+    blocks: 1,
+    adapted: [
+      // The client is pointed at the local @kms/server, with its credentials, instead of AWS.
+      'const kms = awsKms(new KMSClient({ region: "eu-west-1" }));',
+    ],
+  });
+  expect(drift).toEqual([]);
 });

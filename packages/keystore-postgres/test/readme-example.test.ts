@@ -2,6 +2,7 @@
 // documentation cannot rot.
 import { randomBytes } from "node:crypto";
 import { createKms, RootKeySource } from "@kms/core";
+import { readmeDrift } from "@kms/tooling/readme";
 import pg from "pg";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { PostgresAuditSink, PostgresKeyStore } from "../src/index.ts";
@@ -63,4 +64,22 @@ describe.skipIf(target.skipReason !== undefined)("README examples", () => {
     expect((await pool.query("SELECT 1 AS one")).rows).toEqual([{ one: 1 }]);
     await pool.end();
   });
+});
+
+it("is the README's example: a line changed on one side only fails here", () => {
+  const drift = readmeDrift({
+    readme: new URL("../README.md", import.meta.url),
+    test: new URL(import.meta.url),
+    pkg: "@kms/keystore-postgres",
+    blocks: 2,
+    adapted: [
+      // A schema per test (dropped afterwards) instead of "kms" or the default; the audit check
+      // asserts rather than prints.
+      'schema: "kms",',
+      "store: await PostgresKeyStore.open({ pool }),",
+      "audit: await PostgresAuditSink.open({ pool }), // options: { pool } | { connectionString }, schema, lockTimeoutMs",
+      "console.log(await kms.audit.verify()); // the whole shared trail, from any instance",
+    ],
+  });
+  expect(drift).toEqual([]);
 });

@@ -5,6 +5,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createKms, RootKeySource } from "@kms/core";
+import { readmeDrift } from "@kms/tooling/readme";
 import Database from "better-sqlite3";
 import { afterEach, beforeEach, expect, it, vi } from "vitest";
 import { retainSqliteHandle, SqliteAuditSink, SqliteKeyStore } from "../src/index.ts";
@@ -46,7 +47,8 @@ it("runs the Example: a key created, used, and still there after reopening", asy
 });
 
 it("opens a store on a database the caller opened, and leaves it open", async () => {
-  const db = retainSqliteHandle(new Database(join(dir, "app.db")));
+  const db = new Database(join(dir, "app.db"));
+  retainSqliteHandle(db); // see Caveats: a Database opened directly, on Node ≥ 24.19
   const store = SqliteKeyStore.open({ database: db });
   const kms = await createKms({ store, rootKey: RootKeySource.fromEnv("KMS_ROOT_KEY") });
   await kms.createKey({});
@@ -71,4 +73,22 @@ it("runs the audit trail example: one chain in the key file", async () => {
     });
     await kms.close(); // closes the store and the sink
   }
+});
+
+it("is the README's example: a line changed on one side only fails here", () => {
+  const drift = readmeDrift({
+    readme: new URL("../README.md", import.meta.url),
+    test: new URL(import.meta.url),
+    pkg: "@kms/keystore-sqlite",
+    blocks: 3,
+    adapted: [
+      // Files in a temporary directory instead of ./; the audit check asserts rather than prints.
+      'const store = SqliteKeyStore.open({ path: "./kms.db" });',
+      'const db = new Database("./app.db");',
+      'store: SqliteKeyStore.open({ path: "./kms.db" }),',
+      'audit: new SqliteAuditSink({ path: "./kms.db" }), // or { database } you opened; own file works too',
+      "console.log(await kms.audit.verify()); // { ok: true, count, head }",
+    ],
+  });
+  expect(drift).toEqual([]);
 });

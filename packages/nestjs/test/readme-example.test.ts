@@ -7,6 +7,7 @@ import {
   createSignedFetch,
   verifyMessage,
 } from "@kms/http-signatures";
+import { readmeDrift } from "@kms/tooling/readme";
 import { Body, Controller, type INestApplication, Inject, Module, Post } from "@nestjs/common";
 import { APP_INTERCEPTOR, NestFactory } from "@nestjs/core";
 import { afterAll, beforeAll, expect, it } from "vitest";
@@ -132,4 +133,19 @@ it("runs the README example end to end with a signing client", async () => {
   const unsigned = await fetch(url, init);
   expect(unsigned.status).toBe(401);
   expect(unsigned.headers.get("content-type")).toMatch(/^application\/problem\+json/);
+});
+
+it("is the README's example: a line changed on one side only fails here", () => {
+  const drift = readmeDrift({
+    readme: new URL("../README.md", import.meta.url),
+    test: new URL(import.meta.url),
+    pkg: "@kms/nestjs",
+    blocks: 1,
+    adapted: [
+      // Nest's logger off, and a free loopback port (test/helpers.ts) instead of 3000.
+      "const app = await NestFactory.create(AppModule, { rawBody: true });",
+      "await app.listen(3000);",
+    ],
+  });
+  expect(drift).toEqual([]);
 });
