@@ -3,7 +3,7 @@
  * getter may change while the call awaits the store, and the stored grant or policy must be the
  * one that was validated (and, for a delegated grant, compared with its parent).
  */
-import { createKms, type Kms, MemoryKeyStore, type StoredKey } from "@kms/core";
+import { AccessDeniedError, createKms, type Kms, MemoryKeyStore, type StoredKey } from "@kms/core";
 import { ManualClock } from "@kms/core/testing";
 import { beforeEach, expect, test } from "vitest";
 
@@ -73,4 +73,49 @@ test("createKey stores the policy text it checked", async () => {
   };
   const created = (await kms.createKey(request)).keyMetadata.keyId;
   expect((await kms.getKeyPolicy({ keyId: created })).policy).toBe(checked);
+});
+
+test("createGrant is authorized on the constraint and operations it stores, not on what the objects hold later", async () => {
+  const ALICE = "arn:aws:iam::111122223333:user/alice";
+  const root = "arn:aws:iam::000000000000:root";
+  await kms.putKeyPolicy({
+    keyId,
+    policy: JSON.stringify({
+      Version: "2012-10-17",
+      Statement: [
+        { Effect: "Allow", Principal: { AWS: root }, Action: "kms:*", Resource: "*" },
+        {
+          Effect: "Allow",
+          Principal: { AWS: ALICE },
+          Action: "kms:CreateGrant",
+          Resource: "*",
+          Condition: {
+            StringEquals: { "kms:EncryptionContext:tenant": "alice" },
+            "ForAllValues:StringEquals": { "kms:GrantOperations": ["Decrypt"] },
+          },
+        },
+      ],
+    }),
+  });
+  const subset: Record<string, string> = { tenant: "bob" };
+  const operations: ("Decrypt" | "Encrypt")[] = ["Decrypt", "Encrypt"];
+  // Checked and copied as bob's and Decrypt+Encrypt; by the time the policy is evaluated, the
+  // caller's objects say alice's and Decrypt only.
+  store.onRead = () => {
+    subset.tenant = "alice";
+    operations.length = 1;
+  };
+  await expect(
+    kms.createGrant(
+      {
+        keyId,
+        granteePrincipal: ALICE,
+        operations,
+        constraints: { encryptionContextSubset: subset },
+      },
+      { principal: ALICE },
+    ),
+  ).rejects.toBeInstanceOf(AccessDeniedError);
+  store.onRead = undefined;
+  expect((await kms.listGrants({ keyId })).grants).toEqual([]);
 });

@@ -183,6 +183,126 @@ describe("kms:ReEncryptOnSameKey", () => {
   });
 });
 
+describe("kms:ReEncryptOnSameKey with an alias on the other side", () => {
+  const denySameKey = policy(
+    { Effect: "Allow", Action: ["kms:Encrypt", "kms:ReEncrypt*"] },
+    {
+      Effect: "Deny",
+      Action: "kms:ReEncryptFrom",
+      Condition: { Bool: { "kms:ReEncryptOnSameKey": true } },
+    },
+  );
+
+  test("an alias naming the source key is the same key: a Deny for true applies, explain agrees", async () => {
+    const source = await keyWith(denySameKey);
+    await kms.createAlias({ aliasName: "alias/same", targetKeyId: source });
+    const { ciphertextBlob } = await kms.encrypt({ keyId: source, plaintext }, as(ALICE));
+    for (const destinationKeyId of [source, "alias/same"]) {
+      await expect(
+        kms.reEncrypt({ ciphertextBlob, destinationKeyId }, as(ALICE)),
+      ).rejects.toBeInstanceOf(AccessDeniedError);
+      const explained = await kms.explain({
+        operation: "reEncrypt",
+        request: { ciphertextBlob, destinationKeyId },
+        as: as(ALICE),
+      });
+      expect(explained.allowed).toBe(false);
+    }
+  });
+
+  test("an alias naming another key is another key: the Deny for true does not apply", async () => {
+    const source = await keyWith(denySameKey);
+    const other = await keyWith(denySameKey);
+    await kms.createAlias({ aliasName: "alias/other", targetKeyId: other });
+    const { ciphertextBlob } = await kms.encrypt({ keyId: source, plaintext }, as(ALICE));
+    await expect(
+      kms.reEncrypt({ ciphertextBlob, destinationKeyId: "alias/other" }, as(ALICE)),
+    ).resolves.toBeDefined();
+  });
+
+  test("a Deny of another key does not refuse an alias naming the same key", async () => {
+    const source = await keyWith(
+      policy(
+        { Effect: "Allow", Action: ["kms:Encrypt", "kms:ReEncrypt*"] },
+        {
+          Effect: "Deny",
+          Action: "kms:ReEncrypt*",
+          Condition: { Bool: { "kms:ReEncryptOnSameKey": false } },
+        },
+      ),
+    );
+    await kms.createAlias({ aliasName: "alias/self", targetKeyId: source });
+    const { ciphertextBlob } = await kms.encrypt({ keyId: source, plaintext }, as(ALICE));
+    await expect(
+      kms.reEncrypt({ ciphertextBlob, destinationKeyId: "alias/self" }, as(ALICE)),
+    ).resolves.toBeDefined();
+  });
+});
+
+describe("tag keys held in several cases (tag keys are case-sensitive, condition keys not)", () => {
+  const restricted = { tagKey: "Stage", tagValue: "Restricted" };
+  const open = { tagKey: "stage", tagValue: "open" };
+
+  test("a Deny on aws:RequestTag sees every spelling, whichever comes last", async () => {
+    const keyId = await keyWith(
+      policy(
+        { Effect: "Allow", Action: "kms:TagResource" },
+        {
+          Effect: "Deny",
+          Action: "kms:TagResource",
+          Condition: { StringEquals: { "aws:RequestTag/Stage": "Restricted" } },
+        },
+      ),
+    );
+    for (const tags of [
+      [restricted, open],
+      [open, restricted],
+    ]) {
+      await expect(kms.tagResource({ keyId, tags }, as(ALICE))).rejects.toBeInstanceOf(
+        AccessDeniedError,
+      );
+    }
+    await expect(kms.tagResource({ keyId, tags: [open] }, as(ALICE))).resolves.toBeUndefined();
+  });
+
+  test("a Deny on aws:ResourceTag sees every spelling; an Allow needs every one; explain agrees", async () => {
+    const denied = await keyWith(
+      policy(
+        { Effect: "Allow", Action: "kms:Encrypt" },
+        {
+          Effect: "Deny",
+          Action: "kms:Encrypt",
+          Condition: { StringEquals: { "aws:ResourceTag/Stage": "Restricted" } },
+        },
+      ),
+      { tags: [restricted, open] },
+    );
+    const allowedIfOpen = await keyWith(
+      policy({
+        Effect: "Allow",
+        Action: "kms:Encrypt",
+        Condition: { StringEquals: { "aws:ResourceTag/stage": "open" } },
+      }),
+      { tags: [restricted, open] },
+    );
+    for (const keyId of [denied, allowedIfOpen]) {
+      await expect(kms.encrypt({ keyId, plaintext }, as(ALICE))).rejects.toBeInstanceOf(
+        AccessDeniedError,
+      );
+      const explained = await kms.explain({
+        operation: "encrypt",
+        request: { keyId, plaintext },
+        as: as(ALICE),
+      });
+      expect(explained.allowed).toBe(false);
+    }
+    await kms.untagResource({ keyId: allowedIfOpen, tagKeys: ["Stage"] });
+    await expect(
+      kms.encrypt({ keyId: allowedIfOpen, plaintext }, as(ALICE)),
+    ).resolves.toBeDefined();
+  });
+});
+
 describe("CreateGrant: kms:EncryptionContext and kms:EncryptionContextKeys are the constraint's", () => {
   const tenantGrants = policy({
     Effect: "Allow",

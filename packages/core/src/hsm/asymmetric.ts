@@ -521,11 +521,12 @@ export class AsymmetricHsm {
           return dsa.verify(signature, message, raw);
         }
         case "RSA":
+          // RFC 8017 §8.2.2 and §8.1.2 step 1, for every RSA scheme and message type:
+          // publicDecrypt, and OpenSSL's PSS verification, read a shorter signature as the same
+          // integer, so one signature would have several accepted encodings.
+          if (signature.length !== info.modulusBits! / 8) return false;
           if (messageType === "DIGEST") {
             if (algorithm.startsWith("RSASSA_PSS")) return false;
-            // RFC 8017 §8.2.2 step 1. publicDecrypt would read a shorter signature as the same
-            // integer, so one signature would have several accepted encodings.
-            if (signature.length !== info.modulusBits! / 8) return false;
             const recovered = publicDecrypt(
               { key, padding: constants.RSA_PKCS1_PADDING },
               signature,

@@ -22,7 +22,7 @@ import {
 } from "../internal/key-access.ts";
 import { pageLimit, pageMarker, pageRequest, toPage } from "../internal/pagination.ts";
 import type { StoredGrant, StoredKey } from "../keystore/key-store.ts";
-import { authorizationRequest, keyPolicyOf } from "../policy/authorizer.ts";
+import { authorizationRequest, authorizeKey, keyPolicyOf } from "../policy/authorizer.ts";
 import { type Decision, evaluate, grantConstraintsHold } from "../policy/evaluate.ts";
 import type { EncryptionContext, KeyIdRequest, Page, PageRequest } from "../types.ts";
 import {
@@ -306,6 +306,19 @@ function toEntry(ctx: KmsContext, key: StoredKey, g: StoredGrant): GrantListEntr
  * @throws ValidationException, NotFoundException, DisabledException, KMSInvalidStateException,
  * AccessDeniedException, LimitExceededException, DryRunOperationException.
  */
+/**
+ * `ctx` authorizing the call as `checked`, the arguments as validated and copied, rather than
+ * the caller's request: its objects may change while the call awaits the store, and the policy
+ * (kms:EncryptionContext:<key>, kms:GrantOperations…) must judge the grant that is stored.
+ */
+function authorizingChecked(ctx: KmsContext, checked: Record<string, unknown>): KmsContext {
+  const call = ctx.call;
+  if (call === undefined || ctx.authorize === undefined) return ctx;
+  // Shares the call's decisions and keys, which the audit record reads.
+  const checkedCall = { ...call, request: checked };
+  return { ...ctx, authorize: (key) => authorizeKey(checkedCall, ctx.store, key) };
+}
+
 export async function createGrant(
   ctx: KmsContext,
   request: CreateGrantRequest,
@@ -330,7 +343,16 @@ export async function createGrant(
     operations,
     ...(constraints !== undefined ? { constraints } : {}),
   };
-  const loaded = await loadKey(ctx, request.keyId, "createGrant");
+  const keyIdArgument: unknown = request.keyId;
+  const loaded = await loadKey(
+    authorizingChecked(ctx, {
+      ...fields,
+      keyId: keyIdArgument,
+      ...(request.dryRun !== undefined ? { dryRun: request.dryRun } : {}),
+    }),
+    keyIdArgument,
+    "createGrant",
+  );
   // After authorization, so a caller without kms:CreateGrant learns nothing of the key's spec.
   assertGrantOperationsFitKey(loaded.keySpec, loaded.keyUsage, operations);
   if (constraints !== undefined) {

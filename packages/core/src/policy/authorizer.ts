@@ -136,6 +136,59 @@ function requestAlias(value: string | undefined): string | undefined {
   return value.startsWith("arn:") && at !== -1 ? value.slice(at + 1) : undefined;
 }
 
+/**
+ * The values of every tag whose key is `name` in some case, one per spelling (a spelling
+ * repeated in a request: its last value, the one stored). Tag keys are case-sensitive in KMS,
+ * so a key may hold `Stage` and `stage`; condition key names are not.
+ */
+function tagSpellings(tags: readonly unknown[], name: string): string[] {
+  const lower = name.toLowerCase();
+  const bySpelling = new Map<string, string>();
+  for (const t of tags) {
+    const tagKey = field(t, "tagKey");
+    const tagValue = field(t, "tagValue");
+    if (
+      typeof tagKey === "string" &&
+      typeof tagValue === "string" &&
+      tagKey.toLowerCase() === lower
+    ) {
+      bySpelling.set(tagKey, tagValue);
+    }
+  }
+  return [...bySpelling.values()];
+}
+
+/** hasCaseVariants for a context, allocating nothing for one whose keys are all lower case. */
+function contextHasCaseVariants(context: Readonly<Record<string, string>>): boolean {
+  for (const key in context) {
+    if (key !== key.toLowerCase() && Object.hasOwn(context, key)) {
+      return hasCaseVariants(Object.keys(context));
+    }
+  }
+  return false;
+}
+
+function tagsHaveCaseVariants(tags: readonly unknown[]): boolean {
+  return (
+    tags.length > 1 &&
+    hasCaseVariants(
+      tags.map((t) => field(t, "tagKey")).filter((k): k is string => typeof k === "string"),
+    )
+  );
+}
+
+const storedTagVariants = new WeakMap<StoredKey["tags"], boolean>();
+
+/** tagsHaveCaseVariants for a stored key, remembered per tag list (stores replace, never edit). */
+function storedTagsHaveCaseVariants(key: StoredKey): boolean {
+  let known = storedTagVariants.get(key.tags);
+  if (known === undefined) {
+    known = tagsHaveCaseVariants(key.tags);
+    storedTagVariants.set(key.tags, known);
+  }
+  return known;
+}
+
 function lookupTag(
   tags: Readonly<Record<string, string>> | readonly { tagKey: string; tagValue: string }[],
   name: string,
@@ -152,6 +205,17 @@ function lookupTag(
     if (k.toLowerCase() === lower) return v;
   }
   return undefined;
+}
+
+/**
+ * Whether two of `keys` differ only in case. Cheap for the usual keys: two keys that differ
+ * only in case cannot both be lower case.
+ */
+function hasCaseVariants(keys: readonly string[]): boolean {
+  let lowerOnly = true;
+  for (const key of keys) if (key !== key.toLowerCase()) lowerOnly = false;
+  if (lowerOnly) return false;
+  return new Set(keys.map((k) => k.toLowerCase())).size < new Set(keys).size;
 }
 
 /** The context's values by lower-cased key; a key held in several cases has several values. */
@@ -179,6 +243,7 @@ export function authorizationRequest(
   key: StoredKey | undefined,
   role: KeyRole,
   resourceAliases?: readonly string[],
+  reEncryptKeys?: ReEncryptKeys,
 ): AuthorizationRequest {
   const { request, settings } = call;
   const contextName =
@@ -225,13 +290,31 @@ export function authorizationRequest(
   // cases (`{ stage: "x", Stage: "y" }`): each value is one reading of the condition key, and
   // evaluate tests a condition under every reading (Allow) or any (Deny). Own pairs only: a
   // plain object also answers "constructor" or "toString" with what every object inherits.
-  const contextByKey = encryptionContext === undefined ? undefined : foldKeys(encryptionContext);
+  // Folded only when a key is held in several cases and a condition reads the context.
+  let contextByKey: Map<string, string[]> | undefined;
   const ambiguousContext =
-    contextByKey !== undefined && [...contextByKey.values()].some((v) => v.length > 1);
+    encryptionContext !== undefined && contextHasCaseVariants(encryptionContext);
+  const requestTags = field(request, "tags");
+  // Not remembered for a request: its caller may reuse and change the array.
+  const ambiguousTags =
+    (key !== undefined && storedTagsHaveCaseVariants(key)) ||
+    (Array.isArray(requestTags) && tagsHaveCaseVariants(requestTags));
 
   const values = (lower: string, original: string): readonly string[] | undefined => {
     if (lower.startsWith("kms:encryptioncontext:")) {
-      return contextByKey?.get(lower.slice("kms:encryptioncontext:".length));
+      if (encryptionContext === undefined) return undefined;
+      const name = lower.slice("kms:encryptioncontext:".length);
+      if (ambiguousContext) {
+        contextByKey ??= foldKeys(encryptionContext);
+        return contextByKey.get(name);
+      }
+      // One value at most: the key as the condition writes it, or in another case.
+      const written = original.slice("kms:encryptioncontext:".length);
+      if (Object.hasOwn(encryptionContext, written)) return [encryptionContext[written]!];
+      for (const k of Object.keys(encryptionContext)) {
+        if (k.toLowerCase() === name) return [encryptionContext[k]!];
+      }
+      return undefined;
     }
     if (lower.startsWith("aws:principaltag/")) {
       const tags = Object.hasOwn(settings.principalTags, call.principal)
@@ -301,16 +384,19 @@ export function authorizationRequest(
           : undefined;
       case "kms:reencryptonsamekey": {
         if (call.operation !== "reEncrypt") return undefined;
-        // The role's own key is resolved; the other side only when named by id or key ARN. An
-        // alias there reads as another key: false, which no Allow for `true` can be widened by.
+        // The role's own key is resolved; the other side as reEncryptKeys resolved it (aliases
+        // too), else only when named by id or key ARN.
         const source =
           role === "source"
             ? key?.keyId
-            : (blobKeyId(request) ?? keyIdOf(settings.identity, field(request, "sourceKeyId")));
+            : (reEncryptKeys?.source ??
+              blobKeyId(request) ??
+              keyIdOf(settings.identity, field(request, "sourceKeyId")));
         const destination =
           role === "destination"
             ? key?.keyId
-            : keyIdOf(settings.identity, field(request, "destinationKeyId"));
+            : (reEncryptKeys?.destination ??
+              keyIdOf(settings.identity, field(request, "destinationKeyId")));
         return [String(source !== undefined && source === destination)];
       }
       case "kms:signingalgorithm":
@@ -368,17 +454,23 @@ export function authorizationRequest(
     principalAccount: call.principalAccount,
     resource: key === undefined ? "*" : keyArn(settings.identity, key.keyId),
     conditionValues: (name) => values(name.toLowerCase(), name),
-    ...(ambiguousContext
-      ? {
-          conditionReadings: (name: string) => {
+    // Always present (undefined mostly): a spread here would cost every call a slow copy.
+    // A context key or tag key held in several cases is read once per spelling; evaluate
+    // tests a condition under every reading (Allow) or any (Deny).
+    conditionReadings:
+      ambiguousContext || ambiguousTags
+        ? (name: string) => {
             const lower = name.toLowerCase();
-            const all = lower.startsWith("kms:encryptioncontext:")
-              ? values(lower, name)
-              : undefined;
+            let all: readonly string[] | undefined;
+            if (lower.startsWith("kms:encryptioncontext:")) all = values(lower, name);
+            else if (lower.startsWith("aws:resourcetag/") && key !== undefined) {
+              all = tagSpellings(key.tags, name.slice(16));
+            } else if (lower.startsWith("aws:requesttag/") && Array.isArray(requestTags)) {
+              all = tagSpellings(requestTags, name.slice(15));
+            }
             return all !== undefined && all.length > 1 ? all.map((v) => [v]) : undefined;
-          },
-        }
-      : {}),
+          }
+        : undefined,
     encryptionContext,
     takesEncryptionContext,
   };
@@ -419,6 +511,47 @@ export async function resourceAliasesOf(store: KeyStore, keyId: string): Promise
     for (const alias of page) names.push(alias.aliasName);
     if (page.length < 100) return names;
   }
+}
+
+const sameKeyUse = new WeakMap<PolicyDocument, boolean>();
+
+/** Whether any condition reads kms:ReEncryptOnSameKey, computed once per policy. */
+export function usesReEncryptOnSameKey(policy: PolicyDocument): boolean {
+  let uses = sameKeyUse.get(policy);
+  if (uses === undefined) {
+    uses = policy.statements.some((s) =>
+      s.conditions.some((c) => c.key.toLowerCase() === "kms:reencryptonsamekey"),
+    );
+    sameKeyUse.set(policy, uses);
+  }
+  return uses;
+}
+
+/** ReEncrypt's source and destination key ids, as far as the request and the store tell. */
+export interface ReEncryptKeys {
+  readonly source: string | undefined;
+  readonly destination: string | undefined;
+}
+
+/**
+ * Resolves ReEncrypt's keys, aliases included, for kms:ReEncryptOnSameKey. An alias naming the
+ * source key is the same key, as in AWS: read as another key, it would step around a Deny for
+ * `true` (and trip one for `false`) on the key policy side that sees the alias unresolved.
+ */
+export async function reEncryptKeyIds(call: CallState, store: KeyStore): Promise<ReEncryptKeys> {
+  const resolve = async (reference: unknown): Promise<string | undefined> => {
+    let ref: ReturnType<typeof parseKeyReference>;
+    try {
+      ref = parseKeyReference(call.settings.identity, reference);
+    } catch {
+      return undefined;
+    }
+    return ref.kind === "key" ? ref.keyId : (await store.getAlias(ref.aliasName))?.targetKeyId;
+  };
+  return {
+    source: blobKeyId(call.request) ?? (await resolve(field(call.request, "sourceKeyId"))),
+    destination: await resolve(field(call.request, "destinationKeyId")),
+  };
 }
 
 /** Source key id named by a reEncrypt ciphertext, if the blob parses. */
@@ -480,6 +613,10 @@ export async function authorizeKey(
   const policy = keyPolicyOf(key, call.settings.identity);
   let aliases: readonly string[] | undefined;
   if (usesResourceAliases(policy)) aliases = await resourceAliasesOf(store, key.keyId);
+  const reEncryptKeys =
+    call.operation === "reEncrypt" && usesReEncryptOnSameKey(policy)
+      ? await reEncryptKeyIds(call, store)
+      : undefined;
   const resource = keyArn(call.settings.identity, key.keyId);
   for (const [action, role] of actions) {
     const done = call.decisions.find((d) => d.action === action && d.resource === resource);
@@ -490,7 +627,7 @@ export async function authorizeKey(
     const decision = evaluate(
       policy,
       key.grants ?? [],
-      authorizationRequest(call, action, key, role, aliases),
+      authorizationRequest(call, action, key, role, aliases, reEncryptKeys),
     );
     call.decisions.push({ action, resource, decision });
     if (!decision.allowed) deny(decision);

@@ -32,7 +32,9 @@ import {
   type PolicySettings,
   principalAccountOf,
   RSA_REENCRYPT_SOURCE_ACTIONS,
+  reEncryptKeyIds,
   resourceAliasesOf,
+  usesReEncryptOnSameKey,
   usesResourceAliases,
 } from "./authorizer.ts";
 import { evaluate } from "./evaluate.ts";
@@ -207,16 +209,20 @@ export class CallGuard {
                   ? [["kms:ReEncryptTo", "destination"] as const]
                   : []),
               ];
-        for (const [action, role] of actions) {
-          const aliases = usesResourceAliases(policy)
-            ? await resourceAliasesOf(base.store, keyId)
+        const aliases = usesResourceAliases(policy)
+          ? await resourceAliasesOf(base.store, keyId)
+          : undefined;
+        const reEncryptKeys =
+          call.operation === "reEncrypt" && usesReEncryptOnSameKey(policy)
+            ? await reEncryptKeyIds(probe, base.store)
             : undefined;
+        for (const [action, role] of actions) {
           // RetireGrant is not granted by any grant of the caller, only by the named one
           // (retiringPrincipalDecision), as retireGrant itself decides.
           let decision = evaluate(
             policy,
             retiring !== undefined ? [] : (key.grants ?? []),
-            authorizationRequest(probe, action, key, role, aliases),
+            authorizationRequest(probe, action, key, role, aliases, reEncryptKeys),
           );
           if (retiring !== undefined && !decision.allowed && decision.reason !== "explicit-deny") {
             decision =

@@ -4,7 +4,12 @@
  */
 import type { StoredGrant } from "../keystore/key-store.ts";
 import { globMatch } from "./conditions.ts";
-import type { PolicyDocument, PolicyStatement, PrincipalSet } from "./policy-document.ts";
+import type {
+  ConditionClause,
+  PolicyDocument,
+  PolicyStatement,
+  PrincipalSet,
+} from "./policy-document.ts";
 import { resolveValues, variableKeys } from "./variables.ts";
 
 export interface AuthorizationRequest {
@@ -22,9 +27,12 @@ export interface AuthorizationRequest {
   /**
    * Set only when the request reads some single-valued key more than one way: the readings of
    * `key` (each its values under one reading), or undefined when it has one reading. A context
-   * holding `stage` and `Stage` reads kms:EncryptionContext:stage as either value.
+   * holding `stage` and `Stage` reads kms:EncryptionContext:stage as either value; tags holding
+   * both spellings read aws:ResourceTag/stage or aws:RequestTag/stage likewise.
    */
-  readonly conditionReadings?: (key: string) => readonly (readonly string[])[] | undefined;
+  readonly conditionReadings?:
+    | ((key: string) => readonly (readonly string[])[] | undefined)
+    | undefined;
   /** The request's encryption context (for grant constraints); undefined when none applies. */
   readonly encryptionContext: Readonly<Record<string, string>> | undefined;
   /** Whether the operation takes an encryption context (grant constraints apply only then). */
@@ -76,16 +84,14 @@ const MAX_READINGS = 256;
  */
 function holds(
   effect: "Allow" | "Deny",
-  request: AuthorizationRequest,
-  keys: () => readonly string[],
+  readingsOf: NonNullable<AuthorizationRequest["conditionReadings"]>,
+  lookup: Lookup,
+  keys: readonly string[],
   test: (lookup: Lookup) => boolean,
 ): boolean {
-  const lookup: Lookup = (key) => request.conditionValues(key);
-  const readingsOf = request.conditionReadings;
-  if (readingsOf === undefined) return test(lookup);
   let lookups = [lookup];
   const seen = new Set<string>();
-  for (const key of keys()) {
+  for (const key of keys) {
     const lower = key.toLowerCase();
     if (seen.has(lower)) continue;
     seen.add(lower);
@@ -103,39 +109,54 @@ function holds(
   return effect === "Allow" ? lookups.every(test) : lookups.some(test);
 }
 
-function statementApplies(s: PolicyStatement, request: AuthorizationRequest): boolean {
+function inResources(s: PolicyStatement, resource: string, lookup: Lookup): boolean {
+  const resources = s.resourceTemplates
+    ? resolveValues(s.resourceTemplates, lookup, true)
+    : s.resources;
+  if (resources !== undefined && !resources.some((r) => globMatch(r, resource))) return false;
+  const notResources = s.notResourceTemplates
+    ? resolveValues(s.notResourceTemplates, lookup, true)
+    : s.notResources;
+  return !notResources?.some((r) => globMatch(r, resource));
+}
+
+function conditionHolds(c: ConditionClause, lookup: Lookup): boolean {
+  return c.operator.evaluate(
+    lookup(c.key),
+    c.templates ? resolveValues(c.templates, lookup, c.operator.glob) : c.values,
+  );
+}
+
+function statementApplies(
+  s: PolicyStatement,
+  request: AuthorizationRequest,
+  lookup: Lookup,
+): boolean {
   if (s.principal !== undefined && !principalIn(s.principal, request)) return false;
   if (s.notPrincipal !== undefined && principalIn(s.notPrincipal, request)) return false;
   const action = request.actionLower;
   if (s.actions !== undefined && !s.actions.some((p) => globMatch(p, action))) return false;
   if (s.notActions?.some((p) => globMatch(p, action))) return false;
-  const inResources = (lookup: Lookup): boolean => {
-    const resources = s.resourceTemplates
-      ? resolveValues(s.resourceTemplates, lookup, true)
-      : s.resources;
-    if (resources !== undefined && !resources.some((r) => globMatch(r, request.resource))) {
-      return false;
-    }
-    const notResources = s.notResourceTemplates
-      ? resolveValues(s.notResourceTemplates, lookup, true)
-      : s.notResources;
-    return !notResources?.some((r) => globMatch(r, request.resource));
-  };
-  const resourceKeys = () => [
+  const readingsOf = request.conditionReadings;
+  // Authorization runs on every call: a request read one way only (nearly all) allocates no
+  // closure per statement or condition.
+  if (readingsOf === undefined) {
+    if (!inResources(s, request.resource, lookup)) return false;
+    for (const c of s.conditions) if (!conditionHolds(c, lookup)) return false;
+    return true;
+  }
+  const resourceKeys = [
     ...variableKeys(s.resourceTemplates),
     ...variableKeys(s.notResourceTemplates),
   ];
-  if (!holds(s.effect, request, resourceKeys, inResources)) return false;
+  if (
+    !holds(s.effect, readingsOf, lookup, resourceKeys, (l) => inResources(s, request.resource, l))
+  ) {
+    return false;
+  }
   return s.conditions.every((c) =>
-    holds(
-      s.effect,
-      request,
-      () => [c.key, ...variableKeys(c.templates)],
-      (lookup) =>
-        c.operator.evaluate(
-          lookup(c.key),
-          c.templates ? resolveValues(c.templates, lookup, c.operator.glob) : c.values,
-        ),
+    holds(s.effect, readingsOf, lookup, [c.key, ...variableKeys(c.templates)], (l) =>
+      conditionHolds(c, l),
     ),
   );
 }
@@ -195,8 +216,9 @@ export function evaluate(
   request: AuthorizationRequest,
 ): Decision {
   let allow: PolicyStatement | undefined;
+  const lookup: Lookup = (key) => request.conditionValues(key);
   for (const s of policy.statements) {
-    if (!statementApplies(s, request)) continue;
+    if (!statementApplies(s, request, lookup)) continue;
     if (s.effect === "Deny") {
       return {
         allowed: false,
