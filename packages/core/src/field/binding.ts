@@ -58,6 +58,18 @@ let cached = 0;
 const frozenCache = new WeakMap<EncryptionContext, Map<string, Map<string, Uint8Array>>>();
 
 /**
+ * The context `contextKey` built last, as its pairs in `Object.keys` order and its key: rows of
+ * one result set or one tenant's writes repeat a context, and handing back the very string built
+ * before spares building it again, and spares the caches that look it up flattening and hashing a
+ * fresh copy. Replaced (never mutated) as a whole, so a getter that re-enters cannot tear it.
+ */
+let last: {
+  readonly names: readonly string[];
+  readonly values: readonly string[];
+  readonly key: string;
+} = { names: [], values: [], key: "" };
+
+/**
  * Canonical, collision-free string form of a context, used as a cache key: each key and value
  * is preceded by its length, pairs sorted by key.
  * @throws ValidationException when the context is not a plain object of strings: the key is
@@ -70,16 +82,41 @@ export function contextKey(context: EncryptionContext): string {
   if (proto !== Object.prototype && proto !== null) {
     throw new ValidationError(`"context" expected an object of string pairs`);
   }
-  let out = "";
-  const keys = Object.keys(context);
-  if (keys.length > 1) keys.sort();
-  for (const k of keys) {
+  const names = Object.keys(context);
+  const n = names.length;
+  const seen = last;
+  if (n === seen.names.length) {
+    let i = 0;
+    // Equal to a remembered string value means a string, so the type check holds as well.
+    while (i < n && names[i] === seen.names[i] && context[names[i] as string] === seen.values[i]) {
+      i++;
+    }
+    if (i === n) return seen.key;
+  }
+  // Each value read once: the key must describe exactly the values remembered with it.
+  const values: string[] = new Array(n);
+  for (let i = 0; i < n; i++) {
+    const k = names[i] as string;
     const v: unknown = context[k];
     if (typeof v !== "string") {
       throw new ValidationError(`"context" value for key "${k}" must be a string`);
     }
+    values[i] = v;
+  }
+  let order: number[] | undefined;
+  if (n > 1) {
+    order = Array.from(names.keys()).sort((a, b) =>
+      (names[a] as string) < (names[b] as string) ? -1 : 1,
+    );
+  }
+  let out = "";
+  for (let j = 0; j < n; j++) {
+    const i = order === undefined ? j : (order[j] as number);
+    const k = names[i] as string;
+    const v = values[i] as string;
     out += `${k.length}:${k}${v.length}:${v}`;
   }
+  last = { names, values, key: out };
   return out;
 }
 
@@ -105,37 +142,92 @@ function lengthPrefixed(argument: string, value: string): Uint8Array {
  * @throws ValidationException when a name is empty or too long or the context is malformed.
  */
 export function encodeBinding(binding: FieldBinding, ctxKey?: string): Uint8Array {
-  const context = binding.context;
+  const { context, model, field } = binding;
   // A frozen context cannot change, so its encodings can hang off the object itself: adapters
   // that share one frozen context across a result set skip building its key per value.
-  const frozen = Object.isFrozen(context) ? frozenCache.get(context) : undefined;
-  const own = frozen?.get(binding.model)?.get(binding.field);
-  if (own !== undefined) return own;
-  const out = encodeKeyed(binding, ctxKey ?? contextKey(context));
-  if (Object.isFrozen(context)) {
-    let models = frozenCache.get(context);
+  if (!Object.isFrozen(context))
+    return encodeKeyed(model, field, context, ctxKey ?? contextKey(context));
+  const seen = lastFrozen;
+  if (
+    seen !== undefined &&
+    seen.context === context &&
+    seen.model === model &&
+    seen.field === field
+  ) {
+    return seen.out;
+  }
+  let models = frozenCache.get(context);
+  let out = models?.get(model)?.get(field);
+  if (out === undefined) {
+    out = encodeKeyed(model, field, context, ctxKey ?? contextKey(context));
     if (models === undefined) {
       models = new Map();
       frozenCache.set(context, models);
     }
-    let fields = models.get(binding.model);
+    let fields = models.get(model);
     if (fields === undefined) {
       fields = new Map();
-      models.set(binding.model, fields);
+      models.set(model, fields);
     }
-    fields.set(binding.field, out);
+    fields.set(field, out);
   }
+  lastFrozen = { context, model, field, out };
   return out;
 }
 
-function encodeKeyed(binding: FieldBinding, ctxKey: string): Uint8Array {
+/** The frozen context `encodeBinding` answered for last: values of one column come in runs. */
+let lastFrozen:
+  | {
+      readonly context: EncryptionContext;
+      readonly model: string;
+      readonly field: string;
+      readonly out: Uint8Array;
+    }
+  | undefined;
+
+/** The encoding `encodeKeyed` returned last: values of one column come in runs. */
+let lastKeyed:
+  | {
+      readonly ctxKey: string;
+      readonly model: string;
+      readonly field: string;
+      readonly out: Uint8Array;
+    }
+  | undefined;
+
+function encodeKeyed(
+  modelName: string,
+  fieldName: string,
+  bindingContext: EncryptionContext,
+  ctxKey: string,
+): Uint8Array {
+  const seen = lastKeyed;
+  if (
+    seen !== undefined &&
+    seen.ctxKey === ctxKey &&
+    seen.model === modelName &&
+    seen.field === fieldName
+  ) {
+    return seen.out;
+  }
+  const out = encodeKeyedMiss(modelName, fieldName, bindingContext, ctxKey);
+  lastKeyed = { ctxKey, model: modelName, field: fieldName, out };
+  return out;
+}
+
+function encodeKeyedMiss(
+  modelName: string,
+  fieldName: string,
+  bindingContext: EncryptionContext,
+  ctxKey: string,
+): Uint8Array {
   const byModel = cache.get(ctxKey);
-  const byField = byModel?.get(binding.model);
-  const hit = byField?.get(binding.field);
+  const byField = byModel?.get(modelName);
+  const hit = byField?.get(fieldName);
   if (hit !== undefined) return hit;
-  const model = lengthPrefixed("model", binding.model);
-  const field = lengthPrefixed("field", binding.field);
-  const context = encodeEncryptionContext(binding.context, "context");
+  const model = lengthPrefixed("model", modelName);
+  const field = lengthPrefixed("field", fieldName);
+  const context = encodeEncryptionContext(bindingContext, "context");
   const out = new Uint8Array(model.length + field.length + context.length);
   out.set(model, 0);
   out.set(field, model.length);
@@ -149,12 +241,12 @@ function encodeKeyed(binding: FieldBinding, ctxKey: string): Uint8Array {
     models = new Map();
     cache.set(ctxKey, models);
   }
-  let fields = models.get(binding.model);
+  let fields = models.get(modelName);
   if (fields === undefined) {
     fields = new Map();
-    models.set(binding.model, fields);
+    models.set(modelName, fields);
   }
-  fields.set(binding.field, out);
+  fields.set(fieldName, out);
   cached += 1;
   return out;
 }

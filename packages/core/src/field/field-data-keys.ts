@@ -112,6 +112,10 @@ export class FieldDataKeys {
   readonly #scopedWrites = new Map<string, Set<string>>();
   /** ctxKey → KMS key id → write cache key (see #durableKey). */
   readonly #durableKeys = new Map<string, Map<string, string>>();
+  /** The (KMS key id, ctxKey) #durableKey answered last and its answer: writes come in runs. */
+  #lastDurable:
+    | { readonly keyId: string; readonly ctxKey: string; readonly key: string }
+    | undefined;
 
   constructor(options: FieldDataKeysOptions) {
     this.#kms = options.kms;
@@ -144,6 +148,14 @@ export class FieldDataKeys {
    * lookup itself; a kept one carries its hash and matches the cache's own key by identity.
    */
   #durableKey(keyId: string, ctxKey: string): string {
+    const seen = this.#lastDurable;
+    if (seen !== undefined && seen.keyId === keyId && seen.ctxKey === ctxKey) return seen.key;
+    const key = this.#durableKeyMiss(keyId, ctxKey);
+    this.#lastDurable = { keyId, ctxKey, key };
+    return key;
+  }
+
+  #durableKeyMiss(keyId: string, ctxKey: string): string {
     let byKeyId = this.#durableKeys.get(ctxKey);
     let key = byKeyId?.get(keyId);
     if (key !== undefined) return key;
@@ -173,9 +185,10 @@ export class FieldDataKeys {
 
   /**
    * The cached read key of a randomized value, found by its header (format byte and data key
-   * id, bytes 0–16), if the cache still holds it.
+   * id, bytes 0–16), if the cache still holds it. `now`, on the cache's clock, may be read once
+   * for a batch of values (the key's age is then checked against the batch's start).
    */
-  cachedReadKeyOf(stored: Uint8Array): LoadedKey | undefined {
+  cachedReadKeyOf(stored: Uint8Array, now?: number): LoadedKey | undefined {
     let loaded = this.#lastLoaded;
     if (loaded !== undefined) {
       const last = this.#lastHeader;
@@ -188,7 +201,7 @@ export class FieldDataKeys {
       if (
         loaded !== undefined &&
         !loaded.released &&
-        this.#cache.clock.now() - loaded.loadedAt < this.#cache.maxAgeMs
+        (now ?? this.#cache.clock.now()) - loaded.loadedAt < this.#cache.maxAgeMs
       ) {
         return loaded;
       }
@@ -198,6 +211,11 @@ export class FieldDataKeys {
     this.#lastHeader.set(stored.subarray(0, HEADER_LENGTH));
     this.#lastLoaded = loaded;
     return loaded;
+  }
+
+  /** Now on the cache's clock, for `cachedReadKeyOf`. */
+  now(): number {
+    return this.#cache.clock.now();
   }
 
   /** The stable data key `id` if it has been loaded. */

@@ -7,7 +7,6 @@ import { KmsInternalError, ValidationError } from "../errors.ts";
 import { gcmOpen, gcmSealInto } from "../hsm/aes-gcm.ts";
 import { fillRandom } from "../hsm/random.ts";
 import { assertInteger } from "../internal/assert.ts";
-import { publicBuffer } from "../internal/public-bytes.ts";
 import type { KmsLike } from "../kms-like.ts";
 import type { EncryptionContext } from "../types.ts";
 import { contextKey, encodeBinding, type FieldBinding, keyContextOf } from "./binding.ts";
@@ -19,6 +18,7 @@ import {
   type StableKey,
 } from "./field-data-keys.ts";
 import {
+  ciphertextBytes,
   DETERMINISTIC_OVERHEAD,
   type FieldCiphertextMode,
   FORMAT_DETERMINISTIC,
@@ -28,17 +28,21 @@ import {
   HEADER_LENGTH,
   hexOf,
   IV_LENGTH,
+  isCurrentRead,
   isFieldCiphertextText,
   parseFieldCiphertext,
   RANDOMIZED_OVERHEAD,
+  readFieldText,
   TAG_LENGTH,
   toFieldText,
 } from "./field-format.ts";
 import {
   decodeFieldValue,
   encodeFieldValue,
+  encodeFieldValueShared,
   type FieldValue,
   type FieldValueType,
+  isCurrentPlaintext,
   parseLegacyValue,
 } from "./value-codec.ts";
 
@@ -271,9 +275,7 @@ export class FieldEncryptionEngine {
     }
     // Ciphertext is public, so it may share a slab with other ciphertext: an ArrayBuffer of its
     // own per value cost more than the cipher on small values.
-    const size = plaintext.length + RANDOMIZED_OVERHEAD - 1;
-    const slab = publicBuffer(size);
-    const out = new Uint8Array(slab.buffer, slab.byteOffset, size);
+    const out = ciphertextBytes(plaintext.length + RANDOMIZED_OVERHEAD - 1);
     out.set(materials.header, 0);
     fillRandom(out, HEADER_LENGTH, IV_LENGTH);
     gcmSealInto(
@@ -302,20 +304,38 @@ export class FieldEncryptionEngine {
     options?: EncryptCallOptions,
   ): Uint8Array | undefined {
     if (spec.mode === "deterministic") return undefined;
-    const ctxKey = contextKey(binding.context);
-    const keyed = keyContextOf(binding, ctxKey);
-    const plaintext = encodeFieldValue(binding.field, spec.type, value);
-    const materials = this.#keys.cachedMaterials(
-      keyed.context,
-      keyed.ctxKey,
-      plaintext.length,
-      options?.transactionScope,
-    );
-    if (materials === undefined) {
+    const context = binding.context;
+    const ctxKey = contextKey(context);
+    // No key context (the common case): the whole context chooses the key, nothing to build.
+    const keyed = binding.keyContext === undefined ? undefined : keyContextOf(binding, ctxKey);
+    const { field } = binding;
+    const { type } = spec;
+    const plaintext = encodeFieldValueShared(field, type, value);
+    try {
+      const materials = this.#keys.cachedMaterials(
+        keyed === undefined ? context : keyed.context,
+        keyed === undefined ? ctxKey : keyed.ctxKey,
+        plaintext.length,
+        options?.transactionScope,
+      );
+      if (materials === undefined) {
+        plaintext.fill(0);
+        return undefined;
+      }
+      const encoded = encodeBinding(binding, ctxKey);
+      // A key selector or getter above that encrypted another value reused (and wiped) the
+      // shared plaintext: encode again, on a buffer of its own.
+      return this.#sealRandomized(
+        materials,
+        encoded,
+        isCurrentPlaintext(plaintext) ? plaintext : encodeFieldValue(field, type, value),
+      );
+    } catch (error) {
+      // The shared buffer outlives this call: a throwing selector or binding must not leave
+      // the value in it.
       plaintext.fill(0);
-      return undefined;
+      throw error;
     }
-    return this.#sealRandomized(materials, encodeBinding(binding, ctxKey), plaintext);
   }
 
   /** `encryptIfCached`, then the text form (`kms1:` + base64url). */
@@ -394,13 +414,24 @@ export class FieldEncryptionEngine {
     spec: FieldSpec,
     stored: string | Uint8Array,
   ): FieldValue | undefined {
+    return this.#decryptCached(binding, spec, stored, undefined);
+  }
+
+  /** `decryptIfCached`; `now` (the key cache's clock) may be read once for a batch. */
+  #decryptCached(
+    binding: FieldBinding,
+    spec: FieldSpec,
+    stored: string | Uint8Array,
+    now: number | undefined,
+  ): FieldValue | undefined {
     let bytes: Uint8Array;
     if (typeof stored === "string") {
       if (!isFieldCiphertextText(stored)) {
         if (this.#legacyPlaintext) return legacyValue(binding, spec, stored);
         throw generic();
       }
-      bytes = fromFieldText(stored);
+      // Shared scratch bytes: used before anything that may run caller code, or checked after.
+      bytes = readFieldText(stored);
     } else if (stored instanceof Uint8Array) {
       bytes = stored;
     } else {
@@ -408,14 +439,23 @@ export class FieldEncryptionEngine {
     }
     const format = bytes[0];
     if (format === FORMAT_RANDOMIZED && bytes.length >= RANDOMIZED_OVERHEAD) {
-      const loaded = this.#keys.cachedReadKeyOf(bytes);
+      const loaded = this.#keys.cachedReadKeyOf(bytes, now);
       if (loaded === undefined) return undefined;
-      return this.#openRandomized(loaded, encodeBinding(binding), spec, bytes);
+      const encoded = encodeBinding(binding);
+      // A getter of the binding that decrypted another text reused the scratch: read again.
+      if (!isCurrentRead(bytes)) bytes = fromFieldText(stored as string);
+      return this.#openRandomized(loaded, encoded, spec, bytes);
     }
     if (format === FORMAT_DETERMINISTIC && bytes.length >= DETERMINISTIC_OVERHEAD) {
       const stable = this.#keys.cachedStable(hexOf(bytes, 1, HEADER_LENGTH));
       if (stable === undefined) return undefined;
-      return this.#openDeterministic(stable, binding, spec, bytes);
+      // AES-SIV costs far more than a copy; its key derivation reads the binding.
+      return this.#openDeterministic(
+        stable,
+        binding,
+        spec,
+        typeof stored === "string" ? bytes.slice() : bytes,
+      );
     }
     // Text written by us always parses; anything else is not ours, even in legacy mode.
     if (typeof stored === "string" || !this.#legacyPlaintext) throw generic();
@@ -502,9 +542,11 @@ export class FieldEncryptionEngine {
   async decryptMany(items: readonly DecryptItem[]): Promise<FieldValue[]> {
     const out: FieldValue[] = new Array(items.length);
     const misses: number[] = [];
+    // Key age is checked against the batch's start: one clock read, not one per value.
+    const now = this.#keys.now();
     for (let i = 0; i < items.length; i++) {
       const item = items[i] as DecryptItem;
-      const value = this.decryptIfCached(item.binding, item.spec, item.stored);
+      const value = this.#decryptCached(item.binding, item.spec, item.stored, now);
       if (value === undefined) misses.push(i);
       else out[i] = value;
     }

@@ -83,10 +83,12 @@ function sextet(code: number): number {
   return 62; // "-"
 }
 
-/** @throws InvalidCiphertextException when `text` is not prefix + base64url. */
-export function fromFieldText(text: string): Uint8Array {
-  // Buffer's decoder skips junk silently (and folds non-Latin-1 characters onto ASCII ones): a
-  // strict check keeps one value one encoding.
+/**
+ * The checks of the text form: prefix, strict base64url alphabet, and one spelling per value.
+ * Buffer's decoder skips junk silently (and folds non-Latin-1 characters onto ASCII ones): a
+ * strict check keeps one value one encoding.
+ */
+function checkFieldText(text: string): void {
   const tail = (text.length - TEXT_PREFIX.length) % 4;
   if (tail === 1 || !FIELD_TEXT.test(text)) {
     throw new InvalidCiphertextError("field value is not valid ciphertext");
@@ -97,6 +99,58 @@ export function fromFieldText(text: string): Uint8Array {
   if (tail !== 0 && (sextet(text.charCodeAt(text.length - 1)) & (tail === 2 ? 0x0f : 0x03)) !== 0) {
     throw new InvalidCiphertextError("field value is not valid ciphertext");
   }
+}
+
+/** @throws InvalidCiphertextException when `text` is not prefix + base64url. */
+export function fromFieldText(text: string): Uint8Array {
+  checkFieldText(text);
   const buf = Buffer.from(text.slice(TEXT_PREFIX.length), "base64url");
   return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+/** Texts up to this length decode into the shared scratch buffer of readFieldText. */
+const SCRATCH_TEXT_LENGTH = 4096;
+const scratch = Buffer.alloc((SCRATCH_TEXT_LENGTH * 3) / 4);
+let current: Uint8Array | undefined;
+
+/**
+ * `fromFieldText` for a synchronous read path: small values decode into one buffer shared by
+ * every call, which spares an allocation (and its garbage) per value of a result set. The bytes
+ * hold their value until the next call: check `isCurrentRead` after anything that may run
+ * caller code (a getter may call back into the engine).
+ * @throws InvalidCiphertextException as `fromFieldText`.
+ */
+export function readFieldText(text: string): Uint8Array {
+  if (text.length > SCRATCH_TEXT_LENGTH) return fromFieldText(text);
+  checkFieldText(text);
+  const length = scratch.write(text.slice(TEXT_PREFIX.length), 0, "base64url");
+  current = new Uint8Array(scratch.buffer, scratch.byteOffset, length);
+  return current;
+}
+
+/** False when `bytes` came from readFieldText and a later call reused their buffer. */
+export function isCurrentRead(bytes: Uint8Array): boolean {
+  return bytes === current || bytes.buffer !== scratch.buffer;
+}
+
+const SLAB_SIZE = 8 * 1024;
+let slab = new ArrayBuffer(0);
+let used = 0;
+
+/**
+ * `size` zero-filled bytes for a new field ciphertext. Ciphertext is public, so small values are
+ * carved from slabs that hold field ciphertext and nothing else (as publicBuffer does for every
+ * public output, but a plain Uint8Array view: building a Buffer, then the view the engine
+ * returns, cost more than the cipher's own allocations on a small value).
+ */
+export function ciphertextBytes(size: number): Uint8Array {
+  if (size > SLAB_SIZE >>> 1) return new Uint8Array(size);
+  if (used + size > slab.byteLength) {
+    slab = new ArrayBuffer(SLAB_SIZE);
+    used = 0;
+  }
+  const out = new Uint8Array(slab, used, size);
+  // 8-byte alignment, so typed-array views over a value stay cheap.
+  used = (used + size + 7) & ~7;
+  return out;
 }

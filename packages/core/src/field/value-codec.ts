@@ -70,6 +70,49 @@ function utf8Plaintext(value: string): Uint8Array {
   return out;
 }
 
+/** Strings up to this many UTF-16 units encode into the scratch of encodeFieldValueShared. */
+const SCRATCH_UNITS = 1024;
+/** Memory of its own (Buffer.alloc never takes Node's shared pool); wiped after each use. */
+const scratch = Buffer.alloc(SCRATCH_UNITS * 3 + 1);
+let current: Uint8Array | undefined;
+
+/**
+ * `encodeFieldValue` for a caller that seals and wipes the plaintext before it returns: a short
+ * string, the common case, encodes into one buffer shared by every call, which spares an
+ * allocation per value and keeps the plaintext out of Node's shared Buffer pool. The bytes hold
+ * their value until the next call: check `isCurrentPlaintext` after anything that may run caller
+ * code (a key selector or a getter may encrypt another value).
+ * @throws ValidationException as `encodeFieldValue`.
+ */
+export function encodeFieldValueShared(
+  field: string,
+  type: FieldValueType,
+  value: unknown,
+): Uint8Array {
+  if (type !== "string" || typeof value !== "string" || value.length > SCRATCH_UNITS) {
+    return encodeFieldValue(field, type, value);
+  }
+  checkString(field, value);
+  scratch[0] = TAGS.string;
+  // UTF-8 takes at most 3 bytes per UTF-16 unit: the write cannot be cut short.
+  const length = scratch.write(value, 1, "utf8") + 1;
+  current = new Uint8Array(scratch.buffer, scratch.byteOffset, length);
+  return current;
+}
+
+/** False when `bytes` came from encodeFieldValueShared and a later call reused their buffer. */
+export function isCurrentPlaintext(bytes: Uint8Array): boolean {
+  return bytes === current || bytes.buffer !== scratch.buffer;
+}
+
+function checkString(field: string, value: string): void {
+  if (!isWellFormed(value)) {
+    throw new ValidationError(
+      `"${field}" string values must be well-formed Unicode (no lone surrogates)`,
+    );
+  }
+}
+
 /**
  * Serializes `value` as `tag || payload`.
  * @throws ValidationException when the value does not match the declared type.
@@ -78,11 +121,7 @@ export function encodeFieldValue(field: string, type: FieldValueType, value: unk
   switch (type) {
     case "string":
       if (typeof value !== "string") throw typeError(field, type, value);
-      if (!isWellFormed(value)) {
-        throw new ValidationError(
-          `"${field}" string values must be well-formed Unicode (no lone surrogates)`,
-        );
-      }
+      checkString(field, value);
       return utf8Plaintext(value);
     case "bytes": {
       if (!(value instanceof Uint8Array)) throw typeError(field, type, value);
