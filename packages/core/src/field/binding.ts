@@ -250,3 +250,19 @@ function encodeKeyedMiss(
   cached += 1;
   return out;
 }
+
+/**
+ * Whether `context` holds every pair of `keyContext` (own keys, same values). A data-key row is
+ * unwrapped with the context stored in it, which whoever writes the database chooses: a value
+ * opens only under a data key whose key context is part of the value's own context, so a key
+ * planted under another tenant's (or no) context in KMS cannot open, nor forge, this one's.
+ */
+export function holdsKeyContext(
+  context: EncryptionContext,
+  keyContext: Readonly<EncryptionContext>,
+): boolean {
+  for (const name in keyContext) {
+    if (!Object.hasOwn(context, name) || context[name] !== keyContext[name]) return false;
+  }
+  return true;
+}

@@ -34,6 +34,11 @@ export interface Materials extends PreparedDataKey {
 /** A decrypted data key for reading: the prepared form of an "r" entry of the DataKeyCache. */
 export interface LoadedKey extends PreparedDataKey {
   readonly key: AesKey;
+  /**
+   * The key context the data key is wrapped under (its data-key row's). A value opens under it
+   * only when its binding's context holds every one of these pairs (FORMAT §6.2).
+   */
+  readonly context: Readonly<EncryptionContext>;
   /** When the cache took it, on the cache's clock. */
   readonly loadedAt: number;
   /** header || binding per binding encoding (cached encodings are stable objects). */
@@ -47,6 +52,8 @@ export interface StableKey {
   readonly id: string;
   readonly raw: Uint8Array;
   readonly kmsKeyId: string;
+  /** As LoadedKey.context. */
+  readonly context: Readonly<EncryptionContext>;
 }
 
 export interface FieldDataKeysOptions {
@@ -393,13 +400,14 @@ export class FieldDataKeys {
       kmsKeyId: generated.keyId,
     };
     this.#cache.put(cacheKey, undefined, usage, materials);
-    this.#putReadKey(id, key);
+    this.#putReadKey(id, key, context);
     return materials;
   }
 
-  #putReadKey(id: string, key: AesKey): LoadedKey {
+  #putReadKey(id: string, key: AesKey, context: EncryptionContext): LoadedKey {
     const loaded: LoadedKey = {
       key,
+      context: Object.freeze({ ...context }),
       loadedAt: this.#cache.clock.now(),
       aads: new WeakMap(),
       released: false,
@@ -419,7 +427,7 @@ export class FieldDataKeys {
     let pending = this.#readKeysInFlight.get(id);
     if (pending === undefined) {
       pending = this.#unwrap(id, "randomized")
-        .then((raw) => this.#putReadKey(id, importAesKey(raw)))
+        .then(({ raw, context }) => this.#putReadKey(id, importAesKey(raw), context))
         .finally(() => this.#readKeysInFlight.delete(id));
       this.#readKeysInFlight.set(id, pending);
     }
@@ -445,10 +453,13 @@ export class FieldDataKeys {
     return pending;
   }
 
-  async #unwrap(id: string, purpose: DataKeyRecord["purpose"]): Promise<Uint8Array> {
+  async #unwrap(
+    id: string,
+    purpose: DataKeyRecord["purpose"],
+  ): Promise<{ raw: Uint8Array; context: EncryptionContext }> {
     const record = await this.record(id);
     if (record === undefined) throw generic();
-    return this.#unwrapRecord(record, purpose);
+    return { raw: await this.#unwrapRecord(record, purpose), context: record.encryptionContext };
   }
 
   /**
@@ -486,14 +497,16 @@ export class FieldDataKeys {
       const inScope = scopedKey(transactionScope, scope);
       let scoped = this.#scopedStable.get(inScope);
       if (scoped === undefined) {
-        scoped = this.#loadOrCreateStableUncached(keyId, context);
+        scoped = this.#loadOrCreateStableUncached(keyId, context).then((k) =>
+          ownStable(k, context),
+        );
         bounded(this.#scopedStable, inScope, scoped);
         scoped.catch(() => this.#scopedStable.delete(inScope));
       }
       return scoped;
     }
     if (pending === undefined) {
-      pending = this.#loadOrCreateStable(keyId, context);
+      pending = this.#loadOrCreateStable(keyId, context).then((k) => ownStable(k, context));
       // Bounded like the rest: contexts may be attacker-chosen (tenant ids from requests).
       bounded(this.#stableByScope, scope, pending, MAX_STABLE_KEYS);
       pending.catch(() => this.#stableByScope.delete(scope));
@@ -506,7 +519,8 @@ export class FieldDataKeys {
     if (pending === undefined) {
       pending = this.record(id).then(async (record) => {
         if (record === undefined || record.purpose !== "stable") throw generic();
-        return { id, raw: await this.#unwrap(id, "stable"), kmsKeyId: record.kmsKeyId };
+        const { raw, context } = await this.#unwrap(id, "stable");
+        return { id, raw, kmsKeyId: record.kmsKeyId, context: Object.freeze({ ...context }) };
       });
       bounded(this.#stableById, id, pending, MAX_STABLE_KEYS);
       const settling = pending;
@@ -530,7 +544,12 @@ export class FieldDataKeys {
       if (inserted.mine !== undefined) return inserted.mine;
       record = inserted.record;
     }
-    return { id, raw: await this.#unwrapRecord(record, "stable"), kmsKeyId: record.kmsKeyId };
+    return {
+      id,
+      raw: await this.#unwrapRecord(record, "stable"),
+      kmsKeyId: record.kmsKeyId,
+      context: Object.freeze({ ...record.encryptionContext }),
+    };
   }
 
   /**
@@ -574,7 +593,15 @@ export class FieldDataKeys {
       record.wrappedKey.length === generated.ciphertextBlob.length &&
       Buffer.from(record.wrappedKey).equals(Buffer.from(generated.ciphertextBlob))
     ) {
-      return { mine: { id, raw: generated.plaintext, kmsKeyId: generated.keyId }, record };
+      return {
+        mine: {
+          id,
+          raw: generated.plaintext,
+          kmsKeyId: generated.keyId,
+          context: Object.freeze({ ...context }),
+        },
+        record,
+      };
     }
     generated.plaintext.fill(0);
     return { record };
@@ -607,4 +634,23 @@ function bounded<V>(map: Map<string, V>, key: string, value: V, max = MAX_SCOPED
     if (oldest.done !== true) map.delete(oldest.value);
   }
   map.set(key, value);
+}
+
+/**
+ * The stable key found under the id of (KMS key, context) must be wrapped under that very
+ * context. Its id is derived, so whoever writes the data-key table can plant a row there first,
+ * wrapping a key they know under a context their KMS rights allow: writing deterministic values
+ * or blind indexes under it would let them read those. Such a row is refused, not used.
+ */
+function ownStable(stable: StableKey, context: EncryptionContext): StableKey {
+  const names = Object.keys(stable.context);
+  if (
+    names.length !== Object.keys(context).length ||
+    names.some((name) => !Object.hasOwn(context, name) || context[name] !== stable.context[name])
+  ) {
+    throw new KmsInternalError(
+      "the data-key row stored under this context's stable data key id is wrapped under another context",
+    );
+  }
+  return stable;
 }

@@ -9,7 +9,13 @@ import { fillRandom } from "../hsm/random.ts";
 import { assertInteger } from "../internal/assert.ts";
 import type { KmsLike } from "../kms-like.ts";
 import type { EncryptionContext } from "../types.ts";
-import { contextKey, encodeBinding, type FieldBinding, keyContextOf } from "./binding.ts";
+import {
+  contextKey,
+  encodeBinding,
+  type FieldBinding,
+  holdsKeyContext,
+  keyContextOf,
+} from "./binding.ts";
 import type { DataKeyStore } from "./data-key-store.ts";
 import {
   FieldDataKeys,
@@ -444,7 +450,7 @@ export class FieldEncryptionEngine {
       const encoded = encodeBinding(binding);
       // A getter of the binding that decrypted another text reused the scratch: read again.
       if (!isCurrentRead(bytes)) bytes = fromFieldText(stored as string);
-      return this.#openRandomized(loaded, encoded, spec, bytes);
+      return this.#openRandomized(loaded, encoded, binding.context, spec, bytes);
     }
     if (format === FORMAT_DETERMINISTIC && bytes.length >= DETERMINISTIC_OVERHEAD) {
       const stable = this.#keys.cachedStable(hexOf(bytes, 1, HEADER_LENGTH));
@@ -469,11 +475,14 @@ export class FieldEncryptionEngine {
   #openRandomized(
     loaded: LoadedKey,
     binding: Uint8Array,
+    context: EncryptionContext,
     spec: FieldSpec,
     stored: Uint8Array,
   ): FieldValue {
     let aad = loaded.aads.get(binding);
     if (aad === undefined) {
+      // Checked once per (data key, binding): a cached AAD means this binding passed.
+      if (!holdsKeyContext(context, loaded.context)) throw generic();
       aad = new Uint8Array(HEADER_LENGTH + binding.length);
       aad.set(stored.subarray(0, HEADER_LENGTH), 0);
       aad.set(binding, HEADER_LENGTH);
@@ -501,13 +510,14 @@ export class FieldEncryptionEngine {
   ): FieldValue {
     const ctxKey = contextKey(binding.context);
     const key = this.#keys.derive(stable, "d", binding, ctxKey);
+    // Encoded first: a binding that is no binding at all is an argument error, not a bad value.
+    const associated = encodeBinding(binding, ctxKey);
+    if (!holdsKeyContext(binding.context, stable.context)) throw generic();
     let plaintext: Uint8Array;
     try {
-      plaintext = aessiv(
-        key,
-        stored.subarray(0, HEADER_LENGTH),
-        encodeBinding(binding, ctxKey),
-      ).decrypt(stored.subarray(HEADER_LENGTH));
+      plaintext = aessiv(key, stored.subarray(0, HEADER_LENGTH), associated).decrypt(
+        stored.subarray(HEADER_LENGTH),
+      );
     } catch (cause) {
       throw generic(cause);
     }
@@ -529,7 +539,7 @@ export class FieldEncryptionEngine {
       return this.#openDeterministic(stable, binding, spec, stored);
     }
     const loaded = await this.#keys.readKey(parsed.dataKeyId);
-    return this.#openRandomized(loaded, encodeBinding(binding), spec, stored);
+    return this.#openRandomized(loaded, encodeBinding(binding), binding.context, spec, stored);
   }
 
   /**
@@ -576,6 +586,7 @@ export class FieldEncryptionEngine {
           ? this.#openRandomized(
               loaded.get(id) as LoadedKey,
               encodeBinding(item.binding),
+              item.binding.context,
               item.spec,
               bytes,
             )
