@@ -8,7 +8,7 @@ import { type AesKey, importAesKey } from "../hsm/aes-gcm.ts";
 import { randomBytes } from "../hsm/random.ts";
 import type { KmsLike } from "../kms-like.ts";
 import type { EncryptionContext } from "../types.ts";
-import { encodeBinding, type FieldBinding } from "./binding.ts";
+import { encodeBinding, type FieldBinding, holdsKeyContext } from "./binding.ts";
 import type { DataKeyRecord, DataKeyStore } from "./data-key-store.ts";
 import {
   DATA_KEY_ID_LENGTH,
@@ -643,10 +643,9 @@ function bounded<V>(map: Map<string, V>, key: string, value: V, max = MAX_SCOPED
  * or blind indexes under it would let them read those. Such a row is refused, not used.
  */
 function ownStable(stable: StableKey, context: EncryptionContext): StableKey {
-  const names = Object.keys(stable.context);
   if (
-    names.length !== Object.keys(context).length ||
-    names.some((name) => !Object.hasOwn(context, name) || context[name] !== stable.context[name])
+    Object.keys(stable.context).length !== Object.keys(context).length ||
+    !holdsKeyContext(context, stable.context)
   ) {
     throw new KmsInternalError(
       "the data-key row stored under this context's stable data key id is wrapped under another context",

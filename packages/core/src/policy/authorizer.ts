@@ -481,18 +481,22 @@ export function keyPolicyOf(key: StoredKey, identity: KmsIdentity): PolicyDocume
   return parsePolicyCached(key.policy ?? defaultKeyPolicy(identity.partition, identity.account));
 }
 
-const aliasUse = new WeakMap<PolicyDocument, boolean>();
+/** Condition keys whose values cost a store read, by policy: which of them it reads. */
+const keysRead = new WeakMap<PolicyDocument, ReadonlySet<string>>();
 
-/** Whether any condition needs kms:ResourceAliases (a store read), computed once per policy. */
-export function usesResourceAliases(policy: PolicyDocument): boolean {
-  let uses = aliasUse.get(policy);
-  if (uses === undefined) {
-    uses = policy.statements.some((s) =>
-      s.conditions.some((c) => c.key.toLowerCase() === "kms:resourcealiases"),
-    );
-    aliasUse.set(policy, uses);
+/** Whether any condition of `policy` reads `conditionKey` (lower case), computed once per policy. */
+function readsConditionKey(policy: PolicyDocument, conditionKey: string): boolean {
+  let read = keysRead.get(policy);
+  if (read === undefined) {
+    read = new Set(policy.statements.flatMap((s) => s.conditions.map((c) => c.key.toLowerCase())));
+    keysRead.set(policy, read);
   }
-  return uses;
+  return read.has(conditionKey);
+}
+
+/** Whether any condition needs kms:ResourceAliases (a store read). */
+export function usesResourceAliases(policy: PolicyDocument): boolean {
+  return readsConditionKey(policy, "kms:resourcealiases");
 }
 
 /**
@@ -513,18 +517,9 @@ export async function resourceAliasesOf(store: KeyStore, keyId: string): Promise
   }
 }
 
-const sameKeyUse = new WeakMap<PolicyDocument, boolean>();
-
-/** Whether any condition reads kms:ReEncryptOnSameKey, computed once per policy. */
+/** Whether any condition reads kms:ReEncryptOnSameKey (resolving an alias is a store read). */
 export function usesReEncryptOnSameKey(policy: PolicyDocument): boolean {
-  let uses = sameKeyUse.get(policy);
-  if (uses === undefined) {
-    uses = policy.statements.some((s) =>
-      s.conditions.some((c) => c.key.toLowerCase() === "kms:reencryptonsamekey"),
-    );
-    sameKeyUse.set(policy, uses);
-  }
-  return uses;
+  return readsConditionKey(policy, "kms:reencryptonsamekey");
 }
 
 /** ReEncrypt's source and destination key ids, as far as the request and the store tell. */
