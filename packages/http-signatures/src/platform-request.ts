@@ -61,7 +61,13 @@ export function platformRequest(
   const tls = (incoming.socket as { encrypted?: unknown } | null)?.encrypted === true;
   const connection = tls ? "https" : "http";
   const protocol = platform.protocol ?? connection;
-  const host = typeof platform.host === "string" ? platform.host : incoming.headers.host;
+  // Fastify answers "" for a request without Host (HTTP/1.0), Express undefined: either is the
+  // request's own missing Host, not a forwarded value, so an untrusted field changes nothing.
+  const host =
+    typeof platform.host === "string" &&
+    !(platform.host === "" && incoming.headers.host === undefined)
+      ? platform.host
+      : incoming.headers.host;
   // Express answers a trusted list's first entry, the client's, even when it repeats what the
   // connection or Host says ("http, https" behind a TLS proxy): such a list is checked too.
   const trusted = expressTrustsPeer(platform, incoming);

@@ -48,6 +48,14 @@ describe("platformRequest", () => {
     expect(targetOf(platform, request)).toBe("http://a.example/orders/7");
   });
 
+  // Fastify's request.host is "" when the request has no Host field (HTTP/1.0).
+  it("keeps the target of a request without Host whatever an untrusted X-Forwarded-Host says", () => {
+    const own = targetOf({ protocol: "http", host: "" }, incoming({}));
+    const request = incoming({ "x-forwarded-host": "evil.example" });
+    expect(targetOf({ protocol: "http", host: "" }, request)).toBe(own);
+    expect(own).toBe("http://localhost/orders/7");
+  });
+
   // Express answers a list's first entry, which the client wrote; the trusted proxy's is last.
   it.each([
     ["a host list", { "x-forwarded-host": "evil.example, a.example" }, "evil.example", "http"],

@@ -62,8 +62,9 @@ function header(request: KmsContextRequest, name: string): string | undefined {
 /**
  * The default setup: tenant from the authenticated `req.user.tenantId` (wins over the header
  * the client controls) or the tenant header, principal from `req.user.id` (or `sub`), route
- * from the matched route pattern, request id from `x-request-id` or a random UUID. Exported so
- * a custom `setup` can extend it.
+ * from the matched route pattern (Express `req.route.path`, Fastify
+ * `request.routeOptions.url`), request id from `x-request-id` or a random UUID. Exported so a
+ * custom `setup` can extend it.
  */
 export function defaultKmsContext(
   request: KmsContextRequest,
@@ -81,7 +82,14 @@ export function defaultKmsContext(
   if (typeof tenant !== "string" || !TENANT.test(tenant)) return undefined;
   const principal =
     typeof user.id === "string" ? user.id : typeof user.sub === "string" ? user.sub : undefined;
-  const pattern = typeof request.route?.path === "string" ? request.route.path : request.path;
+  // Express names the matched pattern in `route.path`, Fastify in `routeOptions.url`: never
+  // the URL itself, whose ids and query string would vary per request in the audit trail.
+  const pattern =
+    typeof request.route?.path === "string"
+      ? request.route.path
+      : typeof request.routeOptions?.url === "string"
+        ? request.routeOptions.url
+        : request.path;
   const requestId = header(request, "x-request-id");
   return {
     encryptionContext: { [options.tenantKey ?? "tenant"]: tenant },

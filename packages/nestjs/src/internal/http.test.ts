@@ -1,5 +1,5 @@
 /**
- * The target URI under `@nestjs/platform-fastify`, which this package's tests do not install:
+ * The target URI under `@nestjs/platform-fastify` (test/fastify.test.ts runs it over HTTP):
  * Nest hands the guard Fastify's request, whose `protocol` and `host` getters are modelled here
  * on Fastify 5's (`lib/request.js`, checked against fastify 5.12.8 under
  * @nestjs/platform-fastify 12.5.0). With `trustProxy` trusting the peer they answer the *last*

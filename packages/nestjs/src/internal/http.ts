@@ -19,7 +19,10 @@ export interface PlatformRequest {
   readonly host?: string;
   readonly path?: string;
   readonly headers: IncomingMessage["headers"];
+  /** Express: the matched route (`route.path` is its pattern). */
   readonly route?: { readonly path?: unknown };
+  /** Fastify: the matched route's options (`routeOptions.url` is its pattern). */
+  readonly routeOptions?: { readonly url?: unknown };
   readonly user?: unknown;
   /** Set by Nest when the app is created with `{ rawBody: true }`, or by the guard. */
   rawBody?: unknown;
@@ -85,7 +88,9 @@ export async function readRawBody(
   if (incoming.readableDidRead) {
     throw new ValidationError(
       '"body" was consumed by a body parser that kept no raw copy; create the app with ' +
-        "NestFactory.create(AppModule, { rawBody: true })",
+        "{ rawBody: true }: NestFactory.create(AppModule, { rawBody: true }), or " +
+        "NestFactory.create(AppModule, new FastifyAdapter(), { rawBody: true }) and " +
+        "app.useBodyParser(type) for each signed type other than JSON and forms",
     );
   }
   // RFC 9112 §6.3: a request with neither Content-Length nor Transfer-Encoding has no body.
