@@ -3,8 +3,8 @@ import { InvalidCiphertextError, isKmsError, runWithEncryptionContext } from "@k
 import express, { type NextFunction, type Request, type Response } from "express";
 import type { KeyAdmin } from "./kms.ts";
 import { ensureTenantKey, type RecordsDb } from "./records.ts";
+import type { TenantDirectory } from "./tenants.ts";
 
-const TENANT = /^[a-z0-9][a-z0-9-]{0,39}$/;
 const SSN = /^\d{3}-\d{2}-\d{4}$/;
 
 interface PatientInput {
@@ -22,11 +22,14 @@ class HttpError extends Error {
   }
 }
 
+/** The clinic each request authenticated as, set by the /patients middleware. */
+const authenticated = new WeakMap<Request, string>();
+
 function tenantOf(req: Request): string {
-  const tenant = req.header("x-tenant-id");
-  if (tenant === undefined || !TENANT.test(tenant)) {
-    throw new HttpError(400, "x-tenant-id header: 1–40 characters of a-z, 0-9 and -");
-  }
+  const tenant = authenticated.get(req);
+  // Every /patients route runs after the middleware that sets it or refuses the request.
+  if (tenant === undefined)
+    throw new Error("a /patients route ran without an authenticated clinic");
   return tenant;
 }
 
@@ -125,18 +128,30 @@ function ownPatient<T extends { readonly ssn: string; readonly ssnOfRecord: stri
 }
 
 /**
- * A multi-tenant patient records API. The clinic comes from the `x-tenant-id` header; every
- * query filters on it, and every encrypted value is bound to it, so one clinic's request can
- * never read another clinic's rows even if a query forgot the filter.
+ * A multi-tenant patient records API. The clinic is the one whose bearer token the request
+ * presents (`tenants`); every query filters on it, and every encrypted value is bound to it, so
+ * one clinic's request can never read another clinic's rows even if a query forgot the filter.
  */
 export function createApp(options: {
   readonly db: RecordsDb;
   readonly kms: KeyAdmin;
+  readonly tenants: TenantDirectory;
 }): express.Express {
-  const { db, kms } = options;
+  const { db, kms, tenants } = options;
   const app = express();
-  app.use(express.json({ limit: "64kb" }));
 
+  // Authenticated first: a request without its clinic's token gets neither its body parsed nor a
+  // KMS key created.
+  app.use("/patients", (req: Request, res: Response, next: NextFunction) => {
+    const tenantId = tenants.authenticate(req.headersDistinct.authorization);
+    if (tenantId === undefined) {
+      res.setHeader("www-authenticate", 'Bearer realm="patient-records"');
+      throw new HttpError(401, "authorization: send Authorization: Bearer <your clinic's token>");
+    }
+    authenticated.set(req, tenantId);
+    next();
+  });
+  app.use(express.json({ limit: "64kb" }));
   // The clinic's KMS key exists before its first value is written; the request then runs
   // inside an encryption-context scope whose `clinic` every Patient value is bound to
   // (schema.prisma), beside the row's own tenantId.

@@ -47,16 +47,36 @@ function oldTable(where: string, column: string): Error {
   );
 }
 
-/** Opens PostgreSQL when `url` is a postgres:// URL, else SQLite at `sqlitePath`. */
+/** DATABASE_URL names no database the demo can use; the message says why, without credentials. */
+export class DatabaseUrlError extends Error {
+  override readonly name = "DatabaseUrlError";
+}
+
+/** Where a database URL points, for messages: host, port and database, never the credentials. */
+function redacted(url: string): string {
+  const parsed = URL.parse(url);
+  return parsed === null ? "an unparseable URL" : `${parsed.host}${parsed.pathname}`;
+}
+
+/**
+ * PostgreSQL when `url` is a postgres:// or postgresql:// URL, SQLite at `sqlitePath` when it is
+ * unset or empty.
+ * @throws DatabaseUrlError when `url` is another kind of URL (it used to fall back to SQLite
+ *   silently) or its server cannot be reached.
+ */
 export async function openDatabase(options: {
   readonly url?: string | undefined;
   readonly sqlitePath: string;
   readonly postgresSchema?: string;
 }): Promise<DemoDatabase> {
-  if (options.url !== undefined && /^postgres(ql)?:/.test(options.url)) {
-    return openPostgres(options.url, options.postgresSchema ?? "public");
+  const { url } = options;
+  if (url === undefined || url === "") return openSqlite(options.sqlitePath);
+  if (!/^postgres(ql)?:\/\//.test(url)) {
+    throw new DatabaseUrlError(
+      `DATABASE_URL must be a postgres:// or postgresql:// URL; unset it to use SQLite (${options.sqlitePath})`,
+    );
   }
-  return openSqlite(options.sqlitePath);
+  return openPostgres(url, options.postgresSchema ?? "public");
 }
 
 async function openSqlite(path: string): Promise<DemoDatabase> {
@@ -92,8 +112,16 @@ async function openSqlite(path: string): Promise<DemoDatabase> {
 }
 
 async function openPostgres(url: string, schema: string): Promise<DemoDatabase> {
-  const raw = new pg.Client({ connectionString: url });
-  await raw.connect();
+  let raw: pg.Client;
+  try {
+    raw = new pg.Client({ connectionString: url });
+    await raw.connect();
+  } catch (error) {
+    throw new DatabaseUrlError(
+      `cannot connect to the PostgreSQL server of DATABASE_URL (${redacted(url)}): ${error instanceof Error ? error.message : String(error)}`,
+      { cause: error },
+    );
+  }
   await raw.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`);
   await raw.query(`SET search_path TO "${schema}"`);
   const { rows: columns } = await raw.query(

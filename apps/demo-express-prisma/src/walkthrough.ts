@@ -4,6 +4,7 @@ import { createApp } from "./app.ts";
 import type { DemoDatabase } from "./database.ts";
 import type { DemoKms } from "./kms.ts";
 import { recordsClient, scheduleTenantKeyDeletion } from "./records.ts";
+import { TenantDirectory } from "./tenants.ts";
 
 /** The walkthrough cannot go on: a step every later one needs failed (the message says which). */
 export class WalkthroughStoppedError extends Error {
@@ -12,25 +13,32 @@ export class WalkthroughStoppedError extends Error {
 
 /**
  * A scripted walk through the API: what the API returns beside what the database stores,
- * tenant isolation, tamper detection, and crypto-shredding one clinic.
+ * tenant isolation, tamper detection, and crypto-shredding one clinic. Its two clinics are new
+ * on every run (the last step shreds one), each with a random bearer token of its own.
  */
 export async function walkthrough(
   database: DemoDatabase,
   kms: DemoKms,
   log: (line: string) => void,
 ): Promise<void> {
-  const { db, engine } = recordsClient(database.base, kms.crypto);
-  const server = createApp({ db, kms: kms.keys }).listen(0, "127.0.0.1");
-  await new Promise((resolve) => server.once("listening", resolve));
-  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const run = randomBytes(2).toString("hex");
   const clinicA = `clinic-a-${run}`;
   const clinicB = `clinic-b-${run}`;
+  const tokens: Record<string, string> = {
+    [clinicA]: randomBytes(24).toString("base64url"),
+    [clinicB]: randomBytes(24).toString("base64url"),
+  };
+  const { db, engine } = recordsClient(database.base, kms.crypto);
+  const tenants = new TenantDirectory(tokens);
+  const server = createApp({ db, kms: kms.keys, tenants }).listen(0, "127.0.0.1");
+  await new Promise((resolve) => server.once("listening", resolve));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  /** A request with `tenant`'s token, or with `token` itself when it is no clinic's. */
   const call = async (tenant: string, method: string, path: string, body?: unknown) => {
     const response = await fetch(`${base}${path}`, {
       method,
       headers: {
-        "x-tenant-id": tenant,
+        authorization: `Bearer ${tokens[tenant] ?? tenant}`,
         ...(body === undefined ? {} : { "content-type": "application/json" }),
       },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
@@ -45,7 +53,9 @@ export async function walkthrough(
     log(`${label}\n${JSON.stringify(value, null, 2)}\n`);
   try {
     log(`KMS: ${kms.description}`);
-    log(`Database: ${database.kind}; clinics ${clinicA} and ${clinicB}, one KMS key each.\n`);
+    log(
+      `Database: ${database.kind}; clinics ${clinicA} and ${clinicB}, one KMS key and one bearer token each.\n`,
+    );
     const ann = await call(clinicA, "POST", "/patients", {
       ssn: "123-45-6789",
       name: "Ann Example",
@@ -83,6 +93,10 @@ export async function walkthrough(
     );
     const cross = await call(clinicB, "GET", `/patients/${annId}`);
     show(`GET /patients/${annId} as ${clinicB} → ${cross.status}`, cross.body);
+    // The clinic is the one the token belongs to: a request cannot name another clinic, nor
+    // one outside the list (which would otherwise get a KMS key of its own).
+    const stranger = await call(randomBytes(24).toString("base64url"), "GET", "/patients");
+    show(`GET /patients with a token of no clinic → ${stranger.status}`, stranger.body);
     const stolen = (await database.storedPatient(annId))?.name;
     await database.overwriteStored(cyId, "name", stolen);
     const tampered = await call(clinicB, "GET", `/patients/${cyId}`);

@@ -25,6 +25,7 @@ import { createApp } from "../src/app.ts";
 import { type DemoDatabase, openDatabase } from "../src/database.ts";
 import { openKms } from "../src/kms.ts";
 import { ensureTenantKey, type RecordsDb, recordsClient, tenantKeyAlias } from "../src/records.ts";
+import { bearer, CLINIC_TOKENS, TENANTS } from "./clinics.ts";
 
 const postgres = databaseTarget("postgres");
 const backends: [string, string | undefined, boolean][] = [
@@ -240,7 +241,7 @@ describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip
     const client = recordsClient(database.base, kms);
     db = client.db;
     engine = client.engine;
-    server = createApp({ db, kms }).listen(0, "127.0.0.1");
+    server = createApp({ db, kms, tenants: TENANTS }).listen(0, "127.0.0.1");
     await new Promise((resolve) => server.once("listening", resolve));
     port = (server.address() as AddressInfo).port;
   });
@@ -259,6 +260,7 @@ describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip
     }
   });
 
+  /** A request with `tenant`'s bearer token (none when undefined), plus `headers`. */
   async function call(
     tenant: string | undefined,
     method: string,
@@ -266,8 +268,10 @@ describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip
     body?: unknown,
     headers: Record<string, string> = {},
   ): Promise<Reply> {
-    const all: Record<string, string> = { ...headers };
-    if (tenant !== undefined) all["x-tenant-id"] = tenant;
+    const all: Record<string, string> = {
+      ...(tenant === undefined ? {} : { authorization: bearer(tenant) }),
+      ...headers,
+    };
     if (body !== undefined && all["content-type"] === undefined) {
       all["content-type"] = "application/json";
     }
@@ -718,76 +722,98 @@ describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip
       return (await kms.listAliases({ limit: 100 })).aliases.map((a) => a.aliasName).sort();
     }
 
+    const UNAUTHENTICATED = /^authorization: send Authorization: Bearer <your clinic's token>$/;
+
     test.skipIf(skip)(
-      "tenant headers that are missing, empty, overlong or not a plain clinic id get 400 and change nothing",
+      "requests without a clinic's own token get 401, create no KMS key and change nothing",
       async () => {
         const annId = await create(A, ann);
         const keysBefore = await aliases();
         const rowsBefore = await raw.dump();
-        const tenants: (string | undefined)[] = [
-          undefined,
-          "",
-          "   ",
-          "a".repeat(41),
-          `${A}${"a".repeat(33)}`,
-          "a".repeat(8_000),
-          "Clinic-A",
-          "CLINIC-A",
-          `${A},${B}`,
-          `${A}, ${B}`,
-          `${A}=1`,
-          `tenantId=${A}`,
-          "-clinic",
-          "clinic_a",
-          "clinic.a",
-          "clinic a",
-          "clinic\ta",
-          `${A};${B}`,
-          "*",
-          "%",
-          `../${A}`,
-          `${A}/x`,
-          tenantKeyAlias(A),
-          "%63linic-a",
-          `${A}%00`,
-          "clinic-\u00e4", // latin1, the only non-ASCII fetch will send
+        const tokenA = CLINIC_TOKENS[A] as string;
+        const headerSets: Record<string, string>[] = [
+          {},
+          // What used to choose the clinic: a name, an existing one or a new one.
+          { "x-tenant-id": A },
+          { "x-tenant-id": "clinic-unknown" },
+          { authorization: "" },
+          { authorization: "Bearer" },
+          { authorization: "Bearer " },
+          { authorization: tokenA },
+          { authorization: `Token ${tokenA}` },
+          { authorization: `Basic ${Buffer.from(`${A}:${tokenA}`).toString("base64")}` },
+          { authorization: `Bearer ${tokenA.slice(0, -1)}` },
+          { authorization: `Bearer ${tokenA}x` },
+          { authorization: `Bearer ${tokenA.toUpperCase()}` },
+          { authorization: `Bearer ${tokenA},${tokenA}` },
+          { authorization: `Bearer ${tokenA} ${tokenA}` },
+          { authorization: `Bearer ${A}` },
+          { authorization: `Bearer ${tenantKeyAlias(A)}` },
+          { authorization: `Bearer ${"a".repeat(8_000)}` },
+          { authorization: "Bearer not-the-token-of-any-clinic-at-all" },
         ];
-        for (const tenant of tenants) {
+        for (const headers of headerSets) {
           for (const [method, path, body] of methods) {
-            const reply = await call(tenant, method, path(annId), body);
-            expectProblem(reply, 400, /^x-tenant-id header: /);
+            const reply = await call(undefined, method, path(annId), body, headers);
+            expectProblem(reply, 401, UNAUTHENTICATED);
             expectNoLeak(reply, [ann]);
           }
         }
         expect(await aliases()).toEqual(keysBefore);
         expect(await raw.dump()).toEqual(rowsBefore);
+        // The scheme is case-insensitive (RFC 9110); the token is not.
+        const lower = await call(undefined, "GET", "/patients", undefined, {
+          authorization: `bearer ${tokenA}`,
+        });
+        expect(json(lower)).toEqual([asReturned(annId, ann)]);
       },
     );
 
     test.skipIf(skip)(
-      "control characters, Unicode look-alikes and repeated tenant headers (raw bytes) get 400",
+      "an unauthenticated request is answered 401 with a Bearer challenge, before its body is read",
+      async () => {
+        const reply = await fetch(`http://127.0.0.1:${port}/patients`, {
+          method: "POST",
+          headers: { "content-type": "application/json", "x-tenant-id": A },
+          body: "x".repeat(100_000),
+        });
+        expect(reply.status).toBe(401);
+        expect(reply.headers.get("www-authenticate")).toBe('Bearer realm="patient-records"');
+      },
+    );
+
+    test.skipIf(skip)(
+      "control characters, look-alikes and repeated Authorization headers (raw bytes) get 400 or 401",
       async () => {
         const annId = await create(A, ann);
         const keysBefore = await aliases();
-        const header = (value: Buffer) => Buffer.concat([Buffer.from("x-tenant-id: "), value]);
+        const tokenA = CLINIC_TOKENS[A] as string;
+        const header = (value: Buffer) =>
+          Buffer.concat([Buffer.from("authorization: Bearer "), value]);
         const utf8 = (text: string) => header(Buffer.from(text, "utf8"));
         const variants: [string, Buffer][] = [
-          ["NUL", header(Buffer.from("clinic-a\u0000", "latin1"))],
-          ["SOH", header(Buffer.from("clinic-\u0001a", "latin1"))],
-          ["ESC sequence", header(Buffer.from("clinic-a\u001b[0m", "latin1"))],
-          ["DEL", header(Buffer.from("clinic-a\u007f", "latin1"))],
-          ["vertical tab", header(Buffer.from("clinic\u000ba", "latin1"))],
-          ["bare CR", header(Buffer.from("clinic-a\rx", "latin1"))],
-          ["Cyrillic i", utf8("cl\u0456nic-a")],
-          ["Cyrillic a", utf8("clinic-\u0430")],
-          ["fullwidth c", utf8("\uff43linic-a")],
-          ["zero-width space", utf8("clinic-a\u200b")],
-          ["Unicode hyphen", utf8("clinic\u2010a")],
-          ["non-breaking hyphen", utf8("clinic\u2011a")],
-          ["right-to-left override", utf8("\u202eclinic-a")],
-          ["lone 0xFF byte", header(Buffer.from([0x63, 0x6c, 0xff]))],
-          ["two headers", Buffer.from(`x-tenant-id: ${A}\r\nx-tenant-id: ${B}`)],
-          ["two equal headers", Buffer.from(`x-tenant-id: ${A}\r\nx-tenant-id: ${A}`)],
+          ["NUL", header(Buffer.from(`${tokenA}\u0000`, "latin1"))],
+          ["SOH", header(Buffer.from(`${tokenA}\u0001`, "latin1"))],
+          ["ESC sequence", header(Buffer.from(`${tokenA}\u001b[0m`, "latin1"))],
+          ["DEL", header(Buffer.from(`${tokenA}\u007f`, "latin1"))],
+          ["vertical tab", header(Buffer.from(`${tokenA}\u000b`, "latin1"))],
+          ["bare CR", header(Buffer.from(`${tokenA}\rx`, "latin1"))],
+          ["Cyrillic a", utf8(tokenA.replace("a", "\u0430"))],
+          ["fullwidth t", utf8(tokenA.replace("t", "\uff54"))],
+          ["zero-width space", utf8(`${tokenA}\u200b`)],
+          ["right-to-left override", utf8(`\u202e${tokenA}`)],
+          ["lone 0xFF byte", header(Buffer.concat([Buffer.from(tokenA), Buffer.from([0xff])]))],
+          // Node keeps only the first Authorization field: the app refuses them all instead.
+          [
+            "two tokens",
+            Buffer.from(
+              `authorization: Bearer ${tokenA}\r\nauthorization: Bearer ${CLINIC_TOKENS[B]}`,
+            ),
+          ],
+          [
+            "two equal tokens",
+            Buffer.from(`authorization: Bearer ${tokenA}\r\nauthorization: Bearer ${tokenA}`),
+          ],
         ];
         for (const [label, line] of variants) {
           for (const path of [`/patients/${annId}`, "/patients"]) {
@@ -797,9 +823,9 @@ describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip
               Buffer.from("\r\n\r\n"),
             ]);
             const reply = await rawHttp(port, request);
-            expect(reply.status, label).toBe(400);
             // Node's parser answers some with an empty 400; the app answers the rest.
-            if (reply.text !== "") expectProblem(reply, 400, /^x-tenant-id header: /);
+            expect([400, 401], label).toContain(reply.status);
+            if (reply.text !== "") expectProblem(reply, 401, UNAUTHENTICATED);
             expectNoLeak(reply, [ann]);
           }
         }

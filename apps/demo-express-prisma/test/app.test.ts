@@ -14,6 +14,7 @@ import { type DemoDatabase, openDatabase } from "../src/database.ts";
 import { inProcessKms } from "../src/kms.ts";
 import { clinicKeyId, recordsClient, tenantKeyAlias } from "../src/records.ts";
 import { walkthrough } from "../src/walkthrough.ts";
+import { bearer, TENANTS } from "./clinics.ts";
 
 const postgres = databaseTarget("postgres");
 const backends: [string, string | undefined, boolean][] = [
@@ -42,7 +43,7 @@ describe.each(backends)("demo records API on %s", (_name, url, skip) => {
     kms = await createKms();
     const client = recordsClient(database.base, kms);
     engine = client.engine;
-    server = createApp({ db: client.db, kms }).listen(0, "127.0.0.1");
+    server = createApp({ db: client.db, kms, tenants: TENANTS }).listen(0, "127.0.0.1");
     await new Promise((resolve) => server.once("listening", resolve));
     base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   });
@@ -63,14 +64,15 @@ describe.each(backends)("demo records API on %s", (_name, url, skip) => {
   /** A JSON response body: the tests know the API's shapes. */
   type Body = { id: number; [key: string]: unknown } & Record<string, unknown>;
 
+  /** A request as `tenant` (its bearer token), or with `headers` alone. */
   async function call(
-    tenant: string | undefined,
+    tenant: string | { readonly headers: Record<string, string> },
     method: string,
     path: string,
     body?: unknown,
   ): Promise<{ status: number; body: Body }> {
-    const headers: Record<string, string> = {};
-    if (tenant !== undefined) headers["x-tenant-id"] = tenant;
+    const headers: Record<string, string> =
+      typeof tenant === "string" ? { authorization: bearer(tenant) } : { ...tenant.headers };
     if (body !== undefined) headers["content-type"] = "application/json";
     const response = await fetch(`${base}${path}`, {
       method,
@@ -134,9 +136,45 @@ describe.each(backends)("demo records API on %s", (_name, url, skip) => {
     expect((await call("clinic-a", "GET", `/patients/${a.body.id}`)).status).toBe(404);
   });
 
+  test.skipIf(skip)(
+    "a request without its clinic's token gets 401 and no KMS key is created",
+    async () => {
+      const unauthorized = {
+        status: 401,
+        body: { error: "authorization: send Authorization: Bearer <your clinic's token>" },
+      };
+      for (const headers of [
+        {},
+        // The header that used to choose the clinic chooses nothing now.
+        { "x-tenant-id": "clinic-a" },
+        { "x-tenant-id": "clinic-x" },
+        { authorization: "Bearer not-a-token-of-any-clinic" },
+        { authorization: `Basic ${Buffer.from("clinic-a:x").toString("base64")}` },
+      ]) {
+        expect(await call({ headers }, "GET", "/patients"), JSON.stringify(headers)).toEqual(
+          unauthorized,
+        );
+        expect(await call({ headers }, "POST", "/patients", ann)).toEqual(unauthorized);
+      }
+      expect((await kms.listKeys({ limit: 100 })).keys).toEqual([]);
+      // A clinic's own token works, whatever x-tenant-id says.
+      const own = await call(
+        { headers: { authorization: bearer("clinic-a"), "x-tenant-id": "clinic-b" } },
+        "POST",
+        "/patients",
+        ann,
+      );
+      expect(own.status).toBe(201);
+      expect((await call("clinic-a", "GET", "/patients")).body).toEqual([own.body]);
+      expect((await call("clinic-b", "GET", "/patients")).body).toEqual([]);
+      expect((await kms.listAliases({ limit: 100 })).aliases.map((a) => a.aliasName)).toEqual([
+        tenantKeyAlias("clinic-a"),
+        tenantKeyAlias("clinic-b"),
+      ]);
+    },
+  );
+
   test.skipIf(skip)("rejects bad input with 400", async () => {
-    expect((await call(undefined, "GET", "/patients")).status).toBe(400);
-    expect((await call("Bad Tenant!", "GET", "/patients")).status).toBe(400);
     expect((await call("clinic-a", "POST", "/patients", { ...ann, ssn: "123" })).status).toBe(400);
     expect((await call("clinic-a", "POST", "/patients", { ssn: ann.ssn })).status).toBe(400);
     expect((await call("clinic-a", "POST", "/patients", "{not json")).status).toBe(400);
@@ -231,6 +269,9 @@ describe.each(backends)("demo records API on %s", (_name, url, skip) => {
       }
       expect(step(/^GET \/patients\/\d+ as clinic-b-\w+ → 404$/)).toEqual({
         error: "no such patient in this clinic",
+      });
+      expect(step(/^GET \/patients with a token of no clinic → 401$/)).toEqual({
+        error: "authorization: send Authorization: Bearer <your clinic's token>",
       });
       expect(step(/^clinic-a-\w+'s encrypted name copied into .* → 500$/)).toEqual(
         refused("InvalidCiphertextException"),

@@ -22,6 +22,7 @@ import { type DemoKms, openDemoKms } from "../src/kms.ts";
 import { recordsClient, scheduleTenantKeyDeletion, tenantKeyAlias } from "../src/records.ts";
 import { KmsEndpointError } from "../src/remote-kms.ts";
 import { WalkthroughStoppedError, walkthrough } from "../src/walkthrough.ts";
+import { bearer, TENANTS } from "./clinics.ts";
 
 const appRoot = join(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -97,7 +98,7 @@ describe.each([
     database = await openDatabase({ sqlitePath: join(dir, "records.db") });
     const client = recordsClient(database.base, demoKms.crypto);
     engine = client.engine;
-    app = createApp({ db: client.db, kms: demoKms.keys }).listen(0, "127.0.0.1");
+    app = createApp({ db: client.db, kms: demoKms.keys, tenants: TENANTS }).listen(0, "127.0.0.1");
     await new Promise((resolve) => app.once("listening", resolve));
     base = `http://127.0.0.1:${(app.address() as AddressInfo).port}`;
   });
@@ -124,7 +125,7 @@ describe.each([
     const response = await fetch(`${base}${path}`, {
       method,
       headers: {
-        "x-tenant-id": tenant,
+        authorization: bearer(tenant),
         ...(body === undefined ? {} : { "content-type": "application/json" }),
       },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
@@ -243,7 +244,7 @@ describe("the demo pointed at a KMS server", () => {
     database: DemoDatabase,
   ): Promise<{ readonly url: string; close(): Promise<void> }> {
     const { db } = recordsClient(database.base, demoKms.crypto);
-    const server = createApp({ db, kms: demoKms.keys }).listen(0, "127.0.0.1");
+    const server = createApp({ db, kms: demoKms.keys, tenants: TENANTS }).listen(0, "127.0.0.1");
     await new Promise((resolve) => server.once("listening", resolve));
     return {
       url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/patients`,
@@ -258,7 +259,7 @@ describe("the demo pointed at a KMS server", () => {
       const first = await serveDemo(writer, database);
       const created = await fetch(first.url, {
         method: "POST",
-        headers: { "x-tenant-id": "clinic-a", "content-type": "application/json" },
+        headers: { authorization: bearer("clinic-a"), "content-type": "application/json" },
         body: JSON.stringify(ann),
       });
       await first.close();
@@ -269,7 +270,9 @@ describe("the demo pointed at a KMS server", () => {
       // Restarted, with a cold data-key cache: the data key is unwrapped by the server.
       const reader = await openDemoKms(dir);
       const second = await serveDemo(reader, database);
-      const read = await fetch(`${second.url}/${id}`, { headers: { "x-tenant-id": "clinic-a" } });
+      const read = await fetch(`${second.url}/${id}`, {
+        headers: { authorization: bearer("clinic-a") },
+      });
       await second.close();
       expect(await read.json()).toEqual({ id, ...ann });
 
@@ -366,7 +369,7 @@ describe("the demo pointed at a KMS server", () => {
     const demo = await serveDemo(demoKms, database);
     const logged = vi.spyOn(console, "error").mockImplementation(() => {});
     try {
-      const response = await fetch(demo.url, { headers: { "x-tenant-id": "clinic-a" } });
+      const response = await fetch(demo.url, { headers: { authorization: bearer("clinic-a") } });
       expect(response.status).toBe(500);
       expect(await response.json()).toEqual({
         error: "stored records cannot be decrypted",

@@ -9,9 +9,10 @@
  * for the server (3000).
  */
 import { createKmsSigner, signRequest } from "@kms/http-signatures";
-import { configFromEnv } from "../src/config.ts";
+import { configFromEnv, DemoConfigError } from "../src/config.ts";
 import { ADMIN_KEY_ALIAS, ADMIN_KEY_ID, openDemoKms } from "../src/kms.ts";
 import { KmsEndpointError } from "../src/remote-kms.ts";
+import { TenantConfigError } from "../src/tenants.ts";
 
 const [action, clinic] = process.argv.slice(2);
 if ((action !== "shred" && action !== "restore") || clinic === undefined) {
@@ -22,7 +23,15 @@ let config: ReturnType<typeof configFromEnv>;
 try {
   config = configFromEnv();
 } catch (error) {
-  if (!(error instanceof KmsEndpointError)) throw error;
+  if (
+    !(
+      error instanceof KmsEndpointError ||
+      error instanceof DemoConfigError ||
+      error instanceof TenantConfigError
+    )
+  ) {
+    throw error;
+  }
   console.error(error.message);
   process.exit(1);
 }

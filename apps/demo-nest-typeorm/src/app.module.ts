@@ -7,12 +7,11 @@ import {
 import { defaultKmsContext, KmsModule, KmsService } from "@kms/nestjs";
 import { encryptionOf, fieldEncryption } from "@kms/typeorm";
 import { type DynamicModule, Module } from "@nestjs/common";
-import { APP_FILTER, APP_GUARD } from "@nestjs/core";
+import { APP_FILTER } from "@nestjs/core";
 import { TypeOrmModule, type TypeOrmModuleOptions } from "@nestjs/typeorm";
 import { DataSource, type DataSourceOptions } from "typeorm";
 import { AdminController } from "./admin.controller.ts";
 import type { DemoConfig } from "./config.ts";
-import { DemoAuthGuard } from "./demo-auth.guard.ts";
 import { DemoKmsModule } from "./demo-kms.module.ts";
 import { HttpProblemsFilter } from "./http-problems.filter.ts";
 import { type DemoKms, WEBHOOK_KEY_ALIAS, WEBHOOK_KEY_ID } from "./kms.ts";
@@ -24,9 +23,6 @@ import { DEMO_CONFIG, DEMO_KMS } from "./tokens.ts";
 import { WebhookEvent } from "./webhook-event.entity.ts";
 import { WebhookSender } from "./webhook-sender.service.ts";
 import { WebhooksController } from "./webhooks.controller.ts";
-
-/** Clinic ids double as KMS alias suffixes: keep them to what an alias name accepts. */
-const CLINIC = /^[a-z0-9][a-z0-9-]{0,39}$/;
 
 function databaseOptions(config: DemoConfig): DataSourceOptions {
   if (config.databaseUrl !== undefined) {
@@ -80,10 +76,16 @@ export class AppModule {
                 }),
               },
               context: {
+                // The clinic DemoAuthGuard authenticated, and nothing else: the default setup
+                // would fall back to the x-tenant-id header, which any client can set.
                 setup: (req) => {
+                  const user = req.user as { tenantId?: unknown } | undefined;
+                  const tenant = user?.tenantId;
+                  if (typeof tenant !== "string" || !config.tenants.tenants.includes(tenant)) {
+                    return undefined;
+                  }
                   const context = defaultKmsContext(req);
-                  const tenant = context?.encryptionContext.tenant;
-                  return tenant !== undefined && CLINIC.test(tenant) ? context : undefined;
+                  return context?.encryptionContext.tenant === tenant ? context : undefined;
                 },
               },
             };
@@ -101,6 +103,9 @@ export class AppModule {
               ...databaseOptions(config),
               entities: [Patient, WebhookEvent, ...encryption.entities],
               subscribers: [encryption.subscriber],
+              // Fail at once: the database was reached before Nest started (server.ts), and ten
+              // retries three seconds apart would only print ten stack traces.
+              toRetry: () => false,
               // Demo only: a real deployment runs migrations.
               synchronize: true,
             };
@@ -119,7 +124,6 @@ export class AppModule {
       controllers: [PatientsController, WebhooksController, AdminController],
       providers: [
         { provide: DEMO_CONFIG, useValue: config },
-        { provide: APP_GUARD, useClass: DemoAuthGuard },
         { provide: APP_FILTER, useClass: HttpProblemsFilter },
         TenantKeys,
         PatientsService,

@@ -1,5 +1,16 @@
 import { EncryptionContext, KmsContextInterceptor } from "@kms/nestjs";
-import { Body, Controller, Get, Inject, Param, Post, Query, UseInterceptors } from "@nestjs/common";
+import {
+  Body,
+  Controller,
+  Get,
+  Inject,
+  Param,
+  Post,
+  Query,
+  UseGuards,
+  UseInterceptors,
+} from "@nestjs/common";
+import { DemoAuthGuard } from "./demo-auth.guard.ts";
 import type { Vitals } from "./patient.entity.ts";
 import { type NewPatient, PatientsService, type PatientView, viewOf } from "./patients.service.ts";
 import { invalidInput } from "./problems.ts";
@@ -33,18 +44,19 @@ function patientInput(body: PatientBody | undefined): NewPatient {
 }
 
 function tenantOf(context: Readonly<Record<string, string>> | undefined): string {
-  // KmsContextInterceptor answered 400 already when there is none; this keeps types honest.
+  // DemoAuthGuard answered 401 already when there is none; this keeps types honest.
   const tenant = context?.tenant;
-  if (tenant === undefined) throw invalidInput("x-tenant-id header required");
+  if (tenant === undefined) throw new Error("KmsContextInterceptor set no tenant on this route");
   return tenant;
 }
 
 /**
- * The clinic comes from the authenticated user or the `x-tenant-id` header
- * (`KmsContextInterceptor`, required here: no tenant → 400 problem+json), and every ORM read and
- * write below runs inside that clinic's encryption context.
+ * The clinic is the one whose bearer token the request sends (`DemoAuthGuard`: no valid token →
+ * 401 problem+json); `KmsContextInterceptor` makes it the request's encryption context, and every
+ * ORM read and write below runs inside it.
  */
 @Controller("patients")
+@UseGuards(DemoAuthGuard)
 @UseInterceptors(KmsContextInterceptor)
 export class PatientsController {
   readonly #patients: PatientsService;

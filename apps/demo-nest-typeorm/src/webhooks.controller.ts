@@ -1,7 +1,8 @@
 import { Signed, VerifySignature, verifiedSignatureOf } from "@kms/nestjs";
-import { Body, Controller, Get, HttpCode, Post, Req } from "@nestjs/common";
+import { Body, Controller, Get, HttpCode, Post, Req, UseGuards } from "@nestjs/common";
 import { InjectRepository } from "@nestjs/typeorm";
 import type { Repository } from "typeorm";
+import { authenticatedClinic, DemoAuthGuard } from "./demo-auth.guard.ts";
 import { invalidInput } from "./problems.ts";
 import { WebhookEvent } from "./webhook-event.entity.ts";
 
@@ -63,9 +64,17 @@ export class WebhooksController {
     return { received: saved.id };
   }
 
-  /** What the receiver accepted (no patient data: ids only). */
+  /**
+   * What the receiver accepted for the caller's clinic (no patient data: ids only). Behind the
+   * clinic's token like the patients: unauthenticated, it listed every clinic's name and
+   * patient ids to anyone.
+   */
   @Get("events")
-  events(): Promise<WebhookEvent[]> {
-    return this.#events.find({ order: { id: "ASC" } });
+  @UseGuards(DemoAuthGuard)
+  events(@Req() req: object): Promise<WebhookEvent[]> {
+    return this.#events.find({
+      where: { tenantId: authenticatedClinic(req) },
+      order: { id: "ASC" },
+    });
   }
 }

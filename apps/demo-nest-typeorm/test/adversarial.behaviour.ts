@@ -17,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WEBHOOK_KEY_ALIAS, WEBHOOK_KEY_ID } from "../src/kms.ts";
 import { createApp } from "../src/server.ts";
 import type { Backend } from "./backends.ts";
+import { bearer, CLINIC_TOKENS } from "./clinics.ts";
 
 /**
  * What an attacker tries against the running demo, over real HTTP, with the database driver in
@@ -146,7 +147,7 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
       options: { tenant?: string; headers?: Record<string, string>; body?: string | object } = {},
     ): Promise<Answer> {
       const headers: Record<string, string> = { ...options.headers };
-      if (options.tenant !== undefined) headers["x-tenant-id"] = options.tenant;
+      if (options.tenant !== undefined) headers.authorization = bearer(options.tenant);
       let body: string | undefined;
       if (typeof options.body === "string") body = options.body;
       else if (options.body !== undefined) {
@@ -269,10 +270,9 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
 
       it("refuses another clinic's row by id with a generic 403, whichever way the clinic is named", async () => {
         for (const headers of [
-          { "x-tenant-id": "clinic-b" },
-          { authorization: "Bearer mallory@clinic-b" },
-          // The authenticated clinic wins over a header naming the row's clinic.
-          { authorization: "Bearer mallory@clinic-b", "x-tenant-id": "clinic-a" },
+          { authorization: bearer("clinic-b") },
+          // The token's clinic, not a header naming the row's clinic.
+          { authorization: bearer("clinic-b"), "x-tenant-id": "clinic-a" },
         ]) {
           const res = await call("GET", `/patients/${ids.ada}`, { headers });
           const problem = expectProblem(res, 403, "kms/InvalidCiphertextException");
@@ -280,25 +280,35 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
         }
       });
 
-      it("refuses lookalike clinic names instead of mapping them onto a real clinic", async () => {
-        // Case, padding-like characters and separators: no normalization may turn them into clinic-a.
-        for (const tenant of [
-          "CLINIC-A",
-          "Clinic-a",
-          "clinic_a",
-          "clinic-a.",
-          "clinic-a,clinic-b",
-          "-clinic-a",
+      it("refuses look-alike tokens instead of mapping them onto a real clinic", async () => {
+        const token = CLINIC_TOKENS["clinic-a"] as string;
+        // Case, truncation, padding and separators: no normalization may turn them into clinic-a's.
+        for (const authorization of [
+          `Bearer ${token.toUpperCase()}`,
+          `Bearer ${token.slice(0, -1)}`,
+          `Bearer ${token}.`,
+          `Bearer ${token}=`,
+          `Bearer ${token},${CLINIC_TOKENS["clinic-b"]}`,
+          `Bearer -${token}`,
+          `Bearer  ${token} x`,
+          `Basic ${token}`,
+          token,
         ]) {
-          const res = await call("GET", "/patients", { tenant });
-          expectProblem(res, 400, "context/tenant-missing");
+          const res = await call("GET", "/patients", { headers: { authorization } });
+          expectProblem(res, 401, "demo/unauthenticated");
         }
-        // Two x-tenant-id fields (Node joins them): not the first, not the second, refused.
-        const twice = await rawExchange(
-          port,
-          "GET /patients HTTP/1.1\r\nHost: x\r\nConnection: close\r\nx-tenant-id: clinic-a\r\nx-tenant-id: clinic-b",
-        );
-        expectProblem(twice, 400, "context/tenant-missing");
+        // Two Authorization fields (Node keeps the first): refused, whichever comes first.
+        for (const [first, second] of [
+          ["clinic-a", "clinic-b"],
+          ["clinic-b", "clinic-a"],
+          ["clinic-a", "clinic-a"],
+        ] as const) {
+          const twice = await rawExchange(
+            port,
+            `GET /patients HTTP/1.1\r\nHost: x\r\nConnection: close\r\nauthorization: ${bearer(first)}\r\nauthorization: ${bearer(second)}`,
+          );
+          expectProblem(twice, 401, "demo/unauthenticated");
+        }
       });
 
       it("has no route that changes or deletes a patient: other clinics' writes change nothing", async () => {
@@ -805,46 +815,48 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
     });
 
     describe("hostile input", () => {
-      it("a missing, empty, overlong or odd clinic: 400 context/tenant-missing", async () => {
-        for (const tenant of [
-          undefined,
-          "",
-          " ",
-          "a".repeat(41),
-          "clinic a",
-          "clinic/../b",
-          "ｃlinic-a",
-          "é",
+      it("no token, another scheme, or a token of no clinic: 401, and no KMS key", async () => {
+        for (const headers of [
+          {},
+          { authorization: "" },
+          { authorization: "Bearer" },
+          { authorization: "Bearer " },
+          { authorization: `Bearer ${"t".repeat(8_000)}` },
+          // The clinic names that used to be headers, and the old stand-in's user@clinic.
+          { "x-tenant-id": "clinic-a" },
+          { "x-tenant-id": "clinic-new" },
+          { "x-tenant-id": `c${"a".repeat(39)}` },
+          { authorization: "Bearer nurse@clinic-a" },
+          { authorization: "Bearer x@" },
+          { authorization: "Bearer a@b@c" },
+          { authorization: "Bearer clinic-a" },
         ]) {
-          const headers: Record<string, string> = {};
-          if (tenant !== undefined) headers["x-tenant-id"] = tenant;
-          const res =
-            tenant !== undefined && /[^\x20-\x7e]/.test(tenant)
-              ? await rawExchange(
-                  port,
-                  `GET /patients HTTP/1.1\r\nHost: x\r\nConnection: close\r\nx-tenant-id: ${Buffer.from(tenant, "utf8").toString("latin1")}`,
-                )
-              : await call("GET", "/patients", { headers });
-          expectProblem(res, 400, "context/tenant-missing");
+          for (const [method, path] of [
+            ["GET", "/patients"],
+            ["POST", "/patients"],
+            ["GET", `/patients/${ids.ada}`],
+            ["GET", "/webhooks/events"],
+          ] as const) {
+            const res = await call(method, path, {
+              headers,
+              ...(method === "POST" ? { body: { ssn: "111-22-3333", name: "Mallory" } } : {}),
+            });
+            expectProblem(res, 401, "demo/unauthenticated");
+          }
         }
-        // 40 characters is the limit, not 41.
-        expect((await call("GET", "/patients", { tenant: `c${"a".repeat(39)}` })).status).toBe(200);
-        // Overlong or odd users: not authenticated, and no clinic from them.
-        for (const authorization of [
-          "Bearer x@",
-          `Bearer ${"u".repeat(65)}@clinic-a`,
-          "Bearer a@b@c",
-        ]) {
-          const res = await call("GET", "/patients", { headers: { authorization } });
-          expectProblem(res, 400, "context/tenant-missing");
-        }
+        const odd = await rawExchange(
+          port,
+          `GET /patients HTTP/1.1\r\nHost: x\r\nConnection: close\r\nauthorization: Bearer ${Buffer.from("ｃlinic-é-token-0123456789", "utf8").toString("latin1")}`,
+        );
+        expectProblem(odd, 401, "demo/unauthenticated");
       });
 
-      it("control characters in the clinic never reach the KMS: 4xx, no stack", async () => {
-        for (const value of ["clinic-a\x01", "clinic\x00a", "clinic-a\x7f", "clinic\ta"]) {
+      it("control characters in the token never reach the KMS: 4xx, no stack, no new key", async () => {
+        const token = CLINIC_TOKENS["clinic-a"] as string;
+        for (const value of [`${token}\x01`, `${token}\x00`, `${token}\x7f`, `${token}\tx`]) {
           const res = await rawExchange(
             port,
-            `GET /patients HTTP/1.1\r\nHost: x\r\nConnection: close\r\nx-tenant-id: ${value}`,
+            `GET /patients HTTP/1.1\r\nHost: x\r\nConnection: close\r\nauthorization: Bearer ${value}`,
           );
           expect(res.status).toBeGreaterThanOrEqual(400);
           expect(res.status).toBeLessThan(500);
@@ -852,8 +864,8 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
         }
         const kms = keyStore();
         const aliases = (await kms.listAliases({})).aliases.map((a) => a.aliasName);
+        // Only the clinics that sent their token: none for a name a request merely claimed.
         expect(aliases.filter((a) => a.startsWith("alias/demo-clinic/")).sort()).toEqual([
-          "alias/demo-clinic/caaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
           "alias/demo-clinic/clinic-a",
           "alias/demo-clinic/clinic-b",
         ]);
@@ -951,7 +963,7 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
       it("a body shorter than its Content-Length: 4xx, no stack", async () => {
         const res = await rawExchange(
           port,
-          "POST /patients HTTP/1.1\r\nHost: x\r\nConnection: close\r\nx-tenant-id: clinic-a\r\ncontent-type: application/json\r\ncontent-length: 10",
+          `POST /patients HTTP/1.1\r\nHost: x\r\nConnection: close\r\nauthorization: ${bearer("clinic-a")}\r\ncontent-type: application/json\r\ncontent-length: 10`,
           "{}",
         ).catch(() => ({ status: 400, headers: new Headers(), text: "" }));
         // The server may wait for the missing bytes and give up, or answer 400: never 5xx.

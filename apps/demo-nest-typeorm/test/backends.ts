@@ -10,6 +10,7 @@ import Database from "better-sqlite3";
 import pg from "pg";
 import type { DemoConfig } from "../src/config.ts";
 import { DEFAULT_SERVER_REGION } from "../src/remote-kms.ts";
+import { TENANTS } from "./clinics.ts";
 
 /** Where one test file's app keeps its records, and a way to read them around TypeORM. */
 export interface Backend {
@@ -91,7 +92,7 @@ export async function sqliteBackend(): Promise<Backend> {
   let db: Database.Database | undefined;
   let writable: Database.Database | undefined;
   return {
-    config: { dataDir, port: 0 },
+    config: { dataDir, port: 0, tenants: TENANTS },
     recordsFile,
     async raw(sql) {
       // Opened lazily: the app creates the file. Kept alive (retainSqliteStatements in @kms/keystore-sqlite).
@@ -121,7 +122,7 @@ export async function postgresBackend(url: string): Promise<Backend> {
   const client = new pg.Client({ connectionString: target.href });
   await client.connect();
   return {
-    config: { dataDir, port: 0, databaseUrl: target.href },
+    config: { dataDir, port: 0, databaseUrl: target.href, tenants: TENANTS },
     recordsFile: undefined,
     async raw(sql) {
       return (await client.query(sql)).rows as Record<string, unknown>[];

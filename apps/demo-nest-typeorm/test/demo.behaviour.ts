@@ -20,6 +20,7 @@ import {
 import { createApp } from "../src/server.ts";
 import { DEMO_KMS } from "../src/tokens.ts";
 import type { Backend } from "./backends.ts";
+import { bearer } from "./clinics.ts";
 
 const ADA = {
   ssn: "123-45-6789",
@@ -85,7 +86,7 @@ export function describeDemo(label: string, open: () => Promise<Backend>): void 
     async function create(tenant: string, body: object): Promise<request.Response> {
       return request(origin)
         .post("/patients")
-        .set({ ...json, "x-tenant-id": tenant })
+        .set({ ...json, authorization: bearer(tenant) })
         .send(body);
     }
 
@@ -104,26 +105,26 @@ export function describeDemo(label: string, open: () => Promise<Backend>): void 
       });
 
       it("lists only the requesting clinic's patients", async () => {
-        const a = await request(origin).get("/patients").set("x-tenant-id", "clinic-a");
+        const a = await request(origin).get("/patients").set("authorization", bearer("clinic-a"));
         expect(a.status).toBe(200);
         expect(a.body.map((p: { name: string }) => p.name)).toEqual([ADA.name, ALAN.name]);
-        const b = await request(origin).get("/patients").set("x-tenant-id", "clinic-b");
+        const b = await request(origin).get("/patients").set("authorization", bearer("clinic-b"));
         expect(b.body).toMatchObject([{ ...GRACE, id: ids.grace, tenantId: "clinic-b" }]);
       });
 
       it("finds a patient by SSN (deterministic) within the clinic only", async () => {
         const a = await request(origin)
           .get(`/patients?ssn=${ADA.ssn}`)
-          .set("x-tenant-id", "clinic-a");
+          .set("authorization", bearer("clinic-a"));
         expect(a.body).toMatchObject([{ id: ids.ada, ...ADA }]);
         // Same SSN, other clinic: its own patient, not Ada.
         const b = await request(origin)
           .get(`/patients?ssn=${ADA.ssn}`)
-          .set("x-tenant-id", "clinic-b");
+          .set("authorization", bearer("clinic-b"));
         expect(b.body).toMatchObject([{ id: ids.grace, name: GRACE.name }]);
         const none = await request(origin)
           .get(`/patients?ssn=${ALAN.ssn}`)
-          .set("x-tenant-id", "clinic-b");
+          .set("authorization", bearer("clinic-b"));
         expect(none.body).toEqual([]);
       });
 
@@ -131,19 +132,19 @@ export function describeDemo(label: string, open: () => Promise<Backend>): void 
         const res = await request(origin)
           .get("/patients")
           .query({ name: "  ADA lovelace " })
-          .set("x-tenant-id", "clinic-a");
+          .set("authorization", bearer("clinic-a"));
         expect(res.body).toMatchObject([{ id: ids.ada }]);
         const other = await request(origin)
           .get("/patients")
           .query({ name: "ada lovelace" })
-          .set("x-tenant-id", "clinic-b");
+          .set("authorization", bearer("clinic-b"));
         expect(other.body).toEqual([]);
       });
 
       it("reads its own patient by id", async () => {
         const res = await request(origin)
           .get(`/patients/${ids.ada}`)
-          .set("x-tenant-id", "clinic-a");
+          .set("authorization", bearer("clinic-a"));
         expect(res.status).toBe(200);
         expect(res.body).toMatchObject(ADA);
       });
@@ -153,33 +154,54 @@ export function describeDemo(label: string, open: () => Promise<Backend>): void 
         // database, and decryption in clinic B's context fails.
         const res = await request(origin)
           .get(`/patients/${ids.ada}`)
-          .set("x-tenant-id", "clinic-b");
+          .set("authorization", bearer("clinic-b"));
         expectProblem(res, 403, "kms/InvalidCiphertextException");
         for (const secret of PLAINTEXTS) expect(res.text).not.toContain(secret);
         const back = await request(origin)
           .get(`/patients/${ids.grace}`)
-          .set("x-tenant-id", "clinic-a");
+          .set("authorization", bearer("clinic-a"));
         expectProblem(back, 403, "kms/InvalidCiphertextException");
       });
 
-      it("takes the clinic of the authenticated user over the header", async () => {
+      it("takes the clinic of the token, whatever x-tenant-id says", async () => {
         const res = await request(origin)
           .get("/patients")
-          .set({ authorization: "Bearer nurse@clinic-b", "x-tenant-id": "clinic-a" });
+          .set({ authorization: bearer("clinic-b"), "x-tenant-id": "clinic-a" });
         expect(res.body.map((p: { name: string }) => p.name)).toEqual([GRACE.name]);
         const own = await request(origin)
           .get(`/patients/${ids.ada}`)
-          .set({ authorization: "Bearer nurse@clinic-b" });
+          .set({ authorization: bearer("clinic-b"), "x-tenant-id": "clinic-a" });
         expect(own.status).toBe(403);
       });
 
-      it("answers 400 problem+json without a usable clinic", async () => {
-        expectProblem(await request(origin).get("/patients"), 400, "context/tenant-missing");
-        expectProblem(
-          await request(origin).get("/patients").set("x-tenant-id", "Clinic.A"),
-          400,
-          "context/tenant-missing",
-        );
+      it("answers 401 problem+json without a clinic's token, and creates no KMS key", async () => {
+        const keys = backend.kmsServer?.kms ?? app.get(KmsService).core;
+        const aliases = async () => (await keys.listAliases({})).aliases.map((a) => a.aliasName);
+        const before = await aliases();
+        for (const headers of [
+          {},
+          // What used to choose the clinic, and the user format the old stand-in accepted.
+          { "x-tenant-id": "clinic-a" },
+          { "x-tenant-id": "clinic-new" },
+          { authorization: "Bearer nurse@clinic-a" },
+          { authorization: "Bearer not-a-token-of-any-clinic" },
+        ]) {
+          for (const res of [
+            await request(origin).get("/patients").set(headers),
+            await request(origin)
+              .post("/patients")
+              .set({ ...json, ...headers })
+              .send({ ...GRACE, ssn: "999-99-9999" }),
+            await request(origin).get(`/patients/${ids.ada}`).set(headers),
+            await request(origin).get("/webhooks/events").set(headers),
+          ]) {
+            expectProblem(res, 401, "demo/unauthenticated");
+            expect(res.headers["www-authenticate"]).toBe('Bearer realm="clinics"');
+            for (const secret of PLAINTEXTS) expect(res.text).not.toContain(secret);
+          }
+        }
+        expect(await aliases()).toEqual(before);
+        expect(before).not.toContain("alias/demo-clinic/clinic-new");
       });
 
       it("validates input and refuses a duplicate SSN in one clinic", async () => {
@@ -195,12 +217,12 @@ export function describeDemo(label: string, open: () => Promise<Backend>): void 
           "demo/conflict",
         );
         expectProblem(
-          await request(origin).get("/patients/abc").set("x-tenant-id", "clinic-a"),
+          await request(origin).get("/patients/abc").set("authorization", bearer("clinic-a")),
           400,
           "demo/invalid-input",
         );
         expectProblem(
-          await request(origin).get("/patients/999999").set("x-tenant-id", "clinic-a"),
+          await request(origin).get("/patients/999999").set("authorization", bearer("clinic-a")),
           404,
           "demo/not-found",
         );
@@ -299,8 +321,15 @@ export function describeDemo(label: string, open: () => Promise<Backend>): void 
         return { status: response.status, headers: response.headers, text: await response.text() };
       }
 
-      async function events(): Promise<{ patientId: number; tenantId: string }[]> {
-        return (await request(origin).get("/webhooks/events")).body;
+      /** The events the receiver accepted, as each clinic lists its own. */
+      async function events(): Promise<{ id: number; patientId: number; tenantId: string }[]> {
+        const of = async (tenant: string) =>
+          (await request(origin).get("/webhooks/events").set("authorization", bearer(tenant)))
+            .body as { id: number; patientId: number; tenantId: string }[];
+        const [a, b] = [await of("clinic-a"), await of("clinic-b")];
+        expect(new Set(a.map((e) => e.tenantId))).not.toContain("clinic-b");
+        expect(new Set(b.map((e) => e.tenantId))).not.toContain("clinic-a");
+        return [...a, ...b].sort((x, y) => x.id - y.id);
       }
 
       function expectRefused(
@@ -491,14 +520,16 @@ export function describeDemo(label: string, open: () => Promise<Backend>): void 
         expect(shred).toMatchObject({ code: 0, stderr: "" });
         expect(shred.stdout).toMatch(/^200 \{"clinic":"clinic-b","keyState":"PendingDeletion",/);
         expectProblem(
-          await request(origin).get("/patients").set("x-tenant-id", "clinic-b"),
+          await request(origin).get("/patients").set("authorization", bearer("clinic-b")),
           409,
           "kms/KMSInvalidStateException",
         );
         const restore = await adminScript(port, "restore", "clinic-b");
         expect(restore).toMatchObject({ code: 0, stderr: "" });
         expect(restore.stdout).toBe('200 {"clinic":"clinic-b","keyState":"Enabled"}\n');
-        const back = await request(origin).get("/patients").set("x-tenant-id", "clinic-b");
+        const back = await request(origin)
+          .get("/patients")
+          .set("authorization", bearer("clinic-b"));
         expect(back.status).toBe(200);
       });
 
@@ -514,14 +545,16 @@ export function describeDemo(label: string, open: () => Promise<Backend>): void 
           new RegExp(`^admin: no demo answered at http://127\\.0\\.0\\.1:${port}/admin/`),
         );
         expect(result.stderr).not.toMatch(/\n\s+at /);
-        const b = await request(origin).get("/patients").set("x-tenant-id", "clinic-b");
+        const b = await request(origin).get("/patients").set("authorization", bearer("clinic-b"));
         expect(b.status).toBe(200);
       });
 
       it("refuses an unsigned admin call", async () => {
         const res = await request(origin).delete("/admin/clinics/clinic-b/key");
         expectProblem(res, 401, "signature/signature-missing");
-        const list = await request(origin).get("/patients").set("x-tenant-id", "clinic-b");
+        const list = await request(origin)
+          .get("/patients")
+          .set("authorization", bearer("clinic-b"));
         expect(list.status).toBe(200);
       });
 
@@ -536,8 +569,31 @@ export function describeDemo(label: string, open: () => Promise<Backend>): void 
           id: WEBHOOK_KEY_ID,
         });
         expect(posing.status).toBe(401);
-        const list = await request(origin).get("/patients").set("x-tenant-id", "clinic-b");
+        const list = await request(origin)
+          .get("/patients")
+          .set("authorization", bearer("clinic-b"));
         expect(list.status).toBe(200);
+      });
+
+      it("refuses a replayed admin call (replay), before it reaches the KMS", async () => {
+        const path = "/admin/clinics/clinic-b/key";
+        const url = `${origin}${path}`;
+        const signer = createKmsSigner({
+          kms: app.get(KmsService).kms,
+          keyId: ADMIN_KEY_ALIAS,
+          algorithm: "hmac-sha256",
+          publishedKeyId: ADMIN_KEY_ID,
+        });
+        const headers = await signRequest(
+          { method: "DELETE", url, headers: {} },
+          { signer, nonce: true, expiresIn: 60 },
+        );
+        expect((await request(origin).delete(path).set(headers)).status).toBe(200);
+        expectProblem(await request(origin).delete(path).set(headers), 401, "signature/replay");
+        expect((await admin("POST", `${path}/restore`)).body).toEqual({
+          clinic: "clinic-b",
+          keyState: "Enabled",
+        });
       });
 
       it("makes one clinic's records unreadable, leaves the other's, and can be undone", async () => {
@@ -545,7 +601,7 @@ export function describeDemo(label: string, open: () => Promise<Backend>): void 
         expect(shred.status).toBe(200);
         expect(shred.body).toMatchObject({ clinic: "clinic-b", keyState: "PendingDeletion" });
 
-        const b = await request(origin).get("/patients").set("x-tenant-id", "clinic-b");
+        const b = await request(origin).get("/patients").set("authorization", bearer("clinic-b"));
         expectProblem(b, 409, "kms/KMSInvalidStateException");
         for (const secret of PLAINTEXTS) expect(b.text).not.toContain(secret);
         expectProblem(
@@ -553,13 +609,15 @@ export function describeDemo(label: string, open: () => Promise<Backend>): void 
           409,
           "kms/KMSInvalidStateException",
         );
-        const a = await request(origin).get("/patients").set("x-tenant-id", "clinic-a");
+        const a = await request(origin).get("/patients").set("authorization", bearer("clinic-a"));
         expect(a.status).toBe(200);
         expect(a.body.map((p: { name: string }) => p.name)).toEqual([ADA.name, ALAN.name]);
 
         const restore = await admin("POST", "/admin/clinics/clinic-b/key/restore");
         expect(restore.body).toEqual({ clinic: "clinic-b", keyState: "Enabled" });
-        const back = await request(origin).get("/patients").set("x-tenant-id", "clinic-b");
+        const back = await request(origin)
+          .get("/patients")
+          .set("authorization", bearer("clinic-b"));
         expect(back.status).toBe(200);
         expect(back.body.map((p: { name: string }) => p.name)).toContain(GRACE.name);
       });

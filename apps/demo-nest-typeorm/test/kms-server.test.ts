@@ -35,6 +35,7 @@ import {
   SECRET_ACCESS_KEY,
   sqliteBackend,
 } from "./backends.ts";
+import { bearer } from "./clinics.ts";
 import { describeDemo } from "./demo.behaviour.ts";
 
 describeDemo("demo-nest-typeorm on SQLite with a KMS server", onKmsServer(sqliteBackend));
@@ -76,7 +77,7 @@ async function startDemo(backend: Backend): Promise<Demo> {
       const response = await fetch(`${origin}${path}`, {
         method,
         headers: {
-          ...(options.tenant === undefined ? {} : { "x-tenant-id": options.tenant }),
+          ...(options.tenant === undefined ? {} : { authorization: bearer(options.tenant) }),
           ...(options.body === undefined ? {} : { "content-type": "application/json" }),
           ...options.headers,
         },
@@ -163,7 +164,7 @@ async function scenario(backend: Backend): Promise<[string, number, unknown][]> 
         body: event.replace('"patientId":9', '"patientId":8'),
       }),
     );
-    await step("events", demo.call("GET", "/webhooks/events"));
+    await step("events", demo.call("GET", "/webhooks/events", { tenant: "clinic-a" }));
 
     const shred = await demo.sign("DELETE", "/admin/clinics/clinic-b/key");
     await step("shred B", demo.call("DELETE", "/admin/clinics/clinic-b/key", shred));
@@ -380,7 +381,7 @@ describe("the demo pointed at a KMS server", () => {
           },
         },
       });
-      expect(await receiver.call("GET", "/webhooks/events")).toMatchObject({
+      expect(await receiver.call("GET", "/webhooks/events", { tenant: "clinic-a" })).toMatchObject({
         status: 200,
         body: [{ tenantId: "clinic-a", signatureKeyId: WEBHOOK_KEY_ID }],
       });
