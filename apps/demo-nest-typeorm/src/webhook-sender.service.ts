@@ -5,7 +5,7 @@ import {
   verifyMessage,
 } from "@kms/http-signatures";
 import { KmsService } from "@kms/nestjs";
-import { Inject, Injectable } from "@nestjs/common";
+import { Inject, Injectable, Logger } from "@nestjs/common";
 import { HttpAdapterHost } from "@nestjs/core";
 import type { DemoConfig } from "./config.ts";
 import { WEBHOOK_KEY_ALIAS, WEBHOOK_KEY_ID } from "./kms.ts";
@@ -44,6 +44,7 @@ export class WebhookSender {
   readonly #kms: KmsService;
   readonly #config: DemoConfig;
   readonly #adapterHost: HttpAdapterHost;
+  readonly #logger = new Logger(WebhookSender.name);
 
   constructor(
     @Inject(KmsService) kms: KmsService,
@@ -85,11 +86,16 @@ export class WebhookSender {
     try {
       response = await fetch(url, { method: "POST", headers: signed, body });
     } catch (error) {
+      // The cause names hosts and ports of the receiver's network: the operator's log gets it,
+      // the API client only learns that the delivery failed.
+      this.#logger.warn(
+        `webhook delivery to ${url} failed: ${String((error as Error).cause ?? error)}`,
+      );
       return {
         url,
         status: null,
         receiptVerified: false,
-        problem: String((error as Error).cause ?? error),
+        problem: "the receiver could not be reached",
       };
     }
     const answer = new Uint8Array(await response.arrayBuffer());
