@@ -297,8 +297,9 @@ function readSource(source: ComponentSource): SourceFields {
 }
 
 /**
- * The component values of one identifier (several for a repeated `@query-param`), from the
- * message's headers as they are now.
+ * The value of one identifier, from the message's headers as they are now: always exactly one
+ * (RFC 9421 §2.5 gives each covered component one line; a repeated `@query-param` is refused).
+ * An array because earlier versions gave one value per occurrence of a repeated parameter.
  * @throws ValidationException naming the component when it cannot be derived from the message.
  */
 export function componentValues(
@@ -306,16 +307,16 @@ export function componentValues(
   source: ComponentSource,
   options: SignatureBaseOptions = {},
 ): string[] {
-  return derivedValues(id, source, options, readSource(source));
+  return [derivedValue(id, source, options, readSource(source))];
 }
 
 /** `componentValues` within one operation, from the fields it read when it began. */
-function derivedValues(
+function derivedValue(
   id: Item,
   source: ComponentSource,
   options: SignatureBaseOptions,
   read: SourceFields,
-): string[] {
+): string {
   const name = id.value;
   if (typeof name !== "string") throw componentError(id, "identifier must be a string");
   const params = id.params;
@@ -351,7 +352,7 @@ function derivedValues(
       if (!Number.isInteger(message.status) || message.status < 100 || message.status > 999) {
         throw componentError(id, "status must be a three-digit integer");
       }
-      return [String(message.status)];
+      return String(message.status);
     }
     if (name === "@signature-params") throw componentError(id, "cannot be covered explicitly");
     if (!isRequestMessage(message)) throw componentError(id, "exists only in requests");
@@ -363,22 +364,22 @@ function derivedValues(
       if (typeof message.method !== "string" || !METHOD_TOKEN.test(message.method)) {
         throw componentError(id, "the method must be an HTTP token (RFC 9110 §9.1)");
       }
-      return [message.method];
+      return message.method;
     }
     const url = targetUrl(id, message);
     switch (name) {
       case "@target-uri":
-        return [targetUri(url)];
+        return targetUri(url);
       case "@authority":
-        return [url.host.toLowerCase()];
+        return url.host.toLowerCase();
       case "@scheme":
-        return [url.protocol.slice(0, -1).toLowerCase()];
+        return url.protocol.slice(0, -1).toLowerCase();
       case "@request-target":
-        return [absoluteFormTargets.get(message) ?? `${url.pathname}${url.search}`];
+        return absoluteFormTargets.get(message) ?? `${url.pathname}${url.search}`;
       case "@path":
-        return [url.pathname === "" ? "/" : url.pathname];
+        return url.pathname === "" ? "/" : url.pathname;
       case "@query":
-        return [url.search === "" ? "?" : url.search];
+        return url.search === "" ? "?" : url.search;
       case "@query-param": {
         const wanted = params.get("name");
         if (typeof wanted !== "string") throw componentError(id, 'needs a string ;name="…"');
@@ -391,7 +392,16 @@ function derivedValues(
               : "the name must be given encoded as RFC 9421 §2.2.8 says (a space as %20)",
           );
         }
-        return [...values];
+        // RFC 9421 §2.2.8: a repeated name must not be covered. Applications disagree on which
+        // occurrence `?a=1&a=2` means, so a signature over every one (or over one) would vouch
+        // for a value the application might not read; an appended `&a=2` must break it.
+        if (values.length > 1) {
+          throw componentError(
+            id,
+            "parameter name is repeated in the query; RFC 9421 §2.2.8 forbids covering it, cover @query instead",
+          );
+        }
+        return values[0] as string;
       }
       default:
         throw componentError(id, "unknown derived component");
@@ -409,15 +419,13 @@ function derivedValues(
   if (bs && (sf || key !== undefined))
     throw componentError(id, ";bs cannot be combined with ;sf or ;key");
   if (bs) {
-    return [
-      lines
-        .map((line) => serializeBareItem(new Uint8Array(fieldLineBytes(id, trimFieldValue(line)))))
-        .join(", "),
-    ];
+    return lines
+      .map((line) => serializeBareItem(new Uint8Array(fieldLineBytes(id, trimFieldValue(line)))))
+      .join(", ");
   }
   const combined =
     lines.length === 1 ? trimFieldValue(lines[0] as string) : lines.map(trimFieldValue).join(", ");
-  if (!sf && key === undefined) return [combined];
+  if (!sf && key === undefined) return combined;
   // Own properties only: a covered "constructor" or "__proto__" must not find Object.prototype's.
   const extra = options.structuredFields;
   const type =
@@ -430,7 +438,7 @@ function derivedValues(
     // Cached per field: the request's Signature is parsed by verification already.
     const member = fieldDictionary(fields, name)?.get(key);
     if (member === undefined) throw componentError(id, "dictionary has no such key");
-    return [isInnerList(member) ? serializeInnerList(member) : serializeItem(member)];
+    return isInnerList(member) ? serializeInnerList(member) : serializeItem(member);
   }
   if (type === undefined) {
     throw componentError(id, "structured type of the field is unknown; add it to structuredFields");
@@ -441,7 +449,7 @@ function derivedValues(
     type === "dictionary"
       ? parseDictionary(combined, dictionaryParseOptions(name))
       : parseStructuredField(combined, type);
-  return [serializeStructuredField(parsed)];
+  return serializeStructuredField(parsed);
 }
 
 /**
@@ -543,12 +551,11 @@ export function signatureBase(
     const serialized = identifiers[i] as string;
     if (seen.has(serialized)) throw componentError(id, "is covered twice");
     seen.add(serialized);
-    for (const value of derivedValues(id, source, options, read)) {
-      if (value.includes("\n") || value.includes("\r")) {
-        throw componentError(id, "value contains a line break");
-      }
-      base += `${serialized}: ${value}\n`;
+    const value = derivedValue(id, source, options, read);
+    if (value.includes("\n") || value.includes("\r")) {
+      throw componentError(id, "value contains a line break");
     }
+    base += `${serialized}: ${value}\n`;
   }
   return `${base}"@signature-params": ${serializedParams}`;
 }
