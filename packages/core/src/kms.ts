@@ -159,21 +159,22 @@ export class Kms {
   }
 
   /**
-   * The one pipeline every operation goes through. `body` receives the context for this call;
-   * authorization and auditing hook in here so that no operation can skip them.
+   * The one pipeline every operation goes through. `body` receives the context for this call
+   * and the call's snapshot of `request` (never the caller's object, which may change while the
+   * call awaits); authorization and auditing hook in here so that no operation can skip them.
    */
-  async #run<T>(
+  async #run<R, T>(
     operation: string,
-    request: unknown,
+    request: R,
     options: CallOptions | undefined,
-    body: (ctx: KmsContext) => Promise<T>,
+    body: (ctx: KmsContext, request: R) => Promise<T>,
   ): Promise<T> {
     const call = this.#guard.begin(operation, request, options, this.#ctx.clock.now());
     let outcome: { response: T } | { error: unknown };
     try {
       this.#guard.before(call);
-      assertDryRunSupported(operation, request);
-      const response = await body(this.#guard.context(this.#ctx, call));
+      assertDryRunSupported(operation, call.request);
+      const response = await body(this.#guard.context(this.#ctx, call), call.request as R);
       this.#guard.after(call, response);
       outcome = { response };
     } catch (error) {
@@ -197,37 +198,32 @@ export class Kms {
    * @throws ValidationException, TagException, UnsupportedOperationException.
    */
   createKey(request: CreateKeyRequest = {}, options?: CallOptions): Promise<CreateKeyResponse> {
-    return this.#run("createKey", request, options, (ctx) => {
-      const policy = policies.validateCreateKeyPolicy(ctx, request);
-      return keys.createKey(ctx, request, policy);
-    });
+    return this.#run("createKey", request, options, createKeyBody);
   }
 
   /** @throws NotFoundException, ValidationException. */
   describeKey(request: DescribeKeyRequest, options?: CallOptions): Promise<DescribeKeyResponse> {
-    return this.#run("describeKey", request, options, (ctx) => keys.describeKey(ctx, request));
+    return this.#run("describeKey", request, options, keys.describeKey);
   }
 
   /** Keys ordered by key id; `limit` 1–1000 (default 100). @throws InvalidMarkerException. */
   listKeys(request: PageRequest = {}, options?: CallOptions): Promise<ListKeysResponse> {
-    return this.#run("listKeys", request, options, (ctx) => keys.listKeys(ctx, request));
+    return this.#run("listKeys", request, options, keys.listKeys);
   }
 
   /** @throws NotFoundException, KMSInvalidStateException, ValidationException. */
   updateKeyDescription(request: UpdateKeyDescriptionRequest, options?: CallOptions): Promise<void> {
-    return this.#run("updateKeyDescription", request, options, (ctx) =>
-      keys.updateKeyDescription(ctx, request),
-    );
+    return this.#run("updateKeyDescription", request, options, keys.updateKeyDescription);
   }
 
   /** @throws NotFoundException, KMSInvalidStateException. */
   enableKey(request: KeyIdRequest, options?: CallOptions): Promise<void> {
-    return this.#run("enableKey", request, options, (ctx) => keys.enableKey(ctx, request));
+    return this.#run("enableKey", request, options, keys.enableKey);
   }
 
   /** @throws NotFoundException, KMSInvalidStateException. */
   disableKey(request: KeyIdRequest, options?: CallOptions): Promise<void> {
-    return this.#run("disableKey", request, options, (ctx) => keys.disableKey(ctx, request));
+    return this.#run("disableKey", request, options, keys.disableKey);
   }
 
   /**
@@ -239,31 +235,27 @@ export class Kms {
     request: ScheduleKeyDeletionRequest,
     options?: CallOptions,
   ): Promise<ScheduleKeyDeletionResponse> {
-    return this.#run("scheduleKeyDeletion", request, options, (ctx) =>
-      keys.scheduleKeyDeletion(ctx, request),
-    );
+    return this.#run("scheduleKeyDeletion", request, options, keys.scheduleKeyDeletion);
   }
 
   /** Cancels a scheduled deletion; the key becomes Disabled. @throws KMSInvalidStateException. */
   cancelKeyDeletion(request: KeyIdRequest, options?: CallOptions): Promise<{ keyId: string }> {
-    return this.#run("cancelKeyDeletion", request, options, (ctx) =>
-      keys.cancelKeyDeletion(ctx, request),
-    );
+    return this.#run("cancelKeyDeletion", request, options, keys.cancelKeyDeletion);
   }
 
   /** @throws AlreadyExistsException, InvalidAliasNameException, NotFoundException, KMSInvalidStateException. */
   createAlias(request: AliasRequest, options?: CallOptions): Promise<void> {
-    return this.#run("createAlias", request, options, (ctx) => aliases.createAlias(ctx, request));
+    return this.#run("createAlias", request, options, aliases.createAlias);
   }
 
   /** @throws NotFoundException, ValidationException, KMSInvalidStateException. */
   updateAlias(request: AliasRequest, options?: CallOptions): Promise<void> {
-    return this.#run("updateAlias", request, options, (ctx) => aliases.updateAlias(ctx, request));
+    return this.#run("updateAlias", request, options, aliases.updateAlias);
   }
 
   /** @throws NotFoundException, ValidationException. */
   deleteAlias(request: { aliasName: string }, options?: CallOptions): Promise<void> {
-    return this.#run("deleteAlias", request, options, (ctx) => aliases.deleteAlias(ctx, request));
+    return this.#run("deleteAlias", request, options, aliases.deleteAlias);
   }
 
   /** Aliases ordered by name; `limit` 1–100 (default 50). @throws InvalidMarkerException. */
@@ -271,7 +263,7 @@ export class Kms {
     request: ListAliasesRequest = {},
     options?: CallOptions,
   ): Promise<ListAliasesResponse> {
-    return this.#run("listAliases", request, options, (ctx) => aliases.listAliases(ctx, request));
+    return this.#run("listAliases", request, options, aliases.listAliases);
   }
 
   /**
@@ -279,16 +271,12 @@ export class Kms {
    * @throws DisabledException, KMSInvalidStateException, UnsupportedOperationException.
    */
   enableKeyRotation(request: EnableKeyRotationRequest, options?: CallOptions): Promise<void> {
-    return this.#run("enableKeyRotation", request, options, (ctx) =>
-      rotation.enableKeyRotation(ctx, request),
-    );
+    return this.#run("enableKeyRotation", request, options, rotation.enableKeyRotation);
   }
 
   /** @throws DisabledException, KMSInvalidStateException, UnsupportedOperationException. */
   disableKeyRotation(request: KeyIdRequest, options?: CallOptions): Promise<void> {
-    return this.#run("disableKeyRotation", request, options, (ctx) =>
-      rotation.disableKeyRotation(ctx, request),
-    );
+    return this.#run("disableKeyRotation", request, options, rotation.disableKeyRotation);
   }
 
   /** @throws NotFoundException, UnsupportedOperationException. */
@@ -296,9 +284,7 @@ export class Kms {
     request: KeyIdRequest,
     options?: CallOptions,
   ): Promise<GetKeyRotationStatusResponse> {
-    return this.#run("getKeyRotationStatus", request, options, (ctx) =>
-      rotation.getKeyRotationStatus(ctx, request),
-    );
+    return this.#run("getKeyRotationStatus", request, options, rotation.getKeyRotationStatus);
   }
 
   /**
@@ -309,9 +295,7 @@ export class Kms {
     request: KeyIdRequest,
     options?: CallOptions,
   ): Promise<RotateKeyOnDemandResponse> {
-    return this.#run("rotateKeyOnDemand", request, options, (ctx) =>
-      rotation.rotateKeyOnDemand(ctx, request),
-    );
+    return this.#run("rotateKeyOnDemand", request, options, rotation.rotateKeyOnDemand);
   }
 
   /** @throws NotFoundException, InvalidMarkerException, UnsupportedOperationException. */
@@ -319,9 +303,7 @@ export class Kms {
     request: ListKeyRotationsRequest,
     options?: CallOptions,
   ): Promise<ListKeyRotationsResponse> {
-    return this.#run("listKeyRotations", request, options, (ctx) =>
-      rotation.listKeyRotations(ctx, request),
-    );
+    return this.#run("listKeyRotations", request, options, rotation.listKeyRotations);
   }
 
   /**
@@ -330,7 +312,7 @@ export class Kms {
    *   InvalidKeyUsageException, ValidationException.
    */
   encrypt(request: EncryptRequest, options?: CallOptions): Promise<EncryptResponse> {
-    return this.#run("encrypt", request, options, (ctx) => symmetric.encrypt(ctx, request));
+    return this.#run("encrypt", request, options, symmetric.encrypt);
   }
 
   /**
@@ -339,7 +321,7 @@ export class Kms {
    *   DisabledException, KMSInvalidStateException, NotFoundException.
    */
   decrypt(request: DecryptRequest, options?: CallOptions): Promise<DecryptResponse> {
-    return this.#run("decrypt", request, options, (ctx) => symmetric.decrypt(ctx, request));
+    return this.#run("decrypt", request, options, symmetric.decrypt);
   }
 
   /**
@@ -347,7 +329,7 @@ export class Kms {
    * @throws as decrypt and encrypt.
    */
   reEncrypt(request: ReEncryptRequest, options?: CallOptions): Promise<ReEncryptResponse> {
-    return this.#run("reEncrypt", request, options, (ctx) => symmetric.reEncrypt(ctx, request));
+    return this.#run("reEncrypt", request, options, symmetric.reEncrypt);
   }
 
   /**
@@ -358,9 +340,7 @@ export class Kms {
     request: GenerateDataKeyRequest,
     options?: CallOptions,
   ): Promise<GenerateDataKeyResponse> {
-    return this.#run("generateDataKey", request, options, (ctx) =>
-      symmetric.generateDataKey(ctx, request),
-    );
+    return this.#run("generateDataKey", request, options, symmetric.generateDataKey);
   }
 
   /** As generateDataKey, returning only the encrypted copy. */
@@ -368,8 +348,11 @@ export class Kms {
     request: GenerateDataKeyRequest,
     options?: CallOptions,
   ): Promise<GenerateDataKeyWithoutPlaintextResponse> {
-    return this.#run("generateDataKeyWithoutPlaintext", request, options, (ctx) =>
-      symmetric.generateDataKeyWithoutPlaintext(ctx, request),
+    return this.#run(
+      "generateDataKeyWithoutPlaintext",
+      request,
+      options,
+      symmetric.generateDataKeyWithoutPlaintext,
     );
   }
 
@@ -378,7 +361,7 @@ export class Kms {
     request: GenerateRandomRequest,
     options?: CallOptions,
   ): Promise<GenerateRandomResponse> {
-    return this.#run("generateRandom", request, options, () => symmetric.generateRandom(request));
+    return this.#run("generateRandom", request, options, generateRandomBody);
   }
 
   /**
@@ -389,7 +372,7 @@ export class Kms {
    *   UnsupportedOperationException (RSASSA_PSS with DIGEST).
    */
   sign(request: SignRequest, options?: CallOptions): Promise<SignResponse> {
-    return this.#run("sign", request, options, (ctx) => asymmetric.sign(ctx, request));
+    return this.#run("sign", request, options, asymmetric.sign);
   }
 
   /**
@@ -397,7 +380,7 @@ export class Kms {
    * @throws KMSInvalidSignatureException, and as sign.
    */
   verify(request: VerifyRequest, options?: CallOptions): Promise<VerifyResponse> {
-    return this.#run("verify", request, options, (ctx) => asymmetric.verify(ctx, request));
+    return this.#run("verify", request, options, asymmetric.verify);
   }
 
   /**
@@ -406,9 +389,7 @@ export class Kms {
    *   DisabledException, KMSInvalidStateException.
    */
   getPublicKey(request: GetPublicKeyRequest, options?: CallOptions): Promise<GetPublicKeyResponse> {
-    return this.#run("getPublicKey", request, options, (ctx) =>
-      asymmetric.getPublicKey(ctx, request),
-    );
+    return this.#run("getPublicKey", request, options, asymmetric.getPublicKey);
   }
 
   /**
@@ -417,7 +398,7 @@ export class Kms {
    *   KMSInvalidStateException.
    */
   generateMac(request: GenerateMacRequest, options?: CallOptions): Promise<GenerateMacResponse> {
-    return this.#run("generateMac", request, options, (ctx) => mac.generateMac(ctx, request));
+    return this.#run("generateMac", request, options, mac.generateMac);
   }
 
   /**
@@ -425,7 +406,7 @@ export class Kms {
    * @throws KMSInvalidMacException, and as generateMac.
    */
   verifyMac(request: VerifyMacRequest, options?: CallOptions): Promise<VerifyMacResponse> {
-    return this.#run("verifyMac", request, options, (ctx) => mac.verifyMac(ctx, request));
+    return this.#run("verifyMac", request, options, mac.verifyMac);
   }
 
   /**
@@ -438,9 +419,7 @@ export class Kms {
     request: GenerateDataKeyPairRequest,
     options?: CallOptions,
   ): Promise<GenerateDataKeyPairResponse> {
-    return this.#run("generateDataKeyPair", request, options, (ctx) =>
-      dataKeyPair.generateDataKeyPair(ctx, request),
-    );
+    return this.#run("generateDataKeyPair", request, options, dataKeyPair.generateDataKeyPair);
   }
 
   /** As generateDataKeyPair, returning only the encrypted private key. */
@@ -448,8 +427,11 @@ export class Kms {
     request: GenerateDataKeyPairRequest,
     options?: CallOptions,
   ): Promise<GenerateDataKeyPairWithoutPlaintextResponse> {
-    return this.#run("generateDataKeyPairWithoutPlaintext", request, options, (ctx) =>
-      dataKeyPair.generateDataKeyPairWithoutPlaintext(ctx, request),
+    return this.#run(
+      "generateDataKeyPairWithoutPlaintext",
+      request,
+      options,
+      dataKeyPair.generateDataKeyPairWithoutPlaintext,
     );
   }
 
@@ -462,19 +444,17 @@ export class Kms {
     request: DeriveSharedSecretRequest,
     options?: CallOptions,
   ): Promise<DeriveSharedSecretResponse> {
-    return this.#run("deriveSharedSecret", request, options, (ctx) =>
-      asymmetric.deriveSharedSecret(ctx, request),
-    );
+    return this.#run("deriveSharedSecret", request, options, asymmetric.deriveSharedSecret);
   }
 
   /** @throws TagException, NotFoundException, KMSInvalidStateException. */
   tagResource(request: TagResourceRequest, options?: CallOptions): Promise<void> {
-    return this.#run("tagResource", request, options, (ctx) => tags.tagResource(ctx, request));
+    return this.#run("tagResource", request, options, tags.tagResource);
   }
 
   /** @throws TagException, NotFoundException, KMSInvalidStateException. */
   untagResource(request: UntagResourceRequest, options?: CallOptions): Promise<void> {
-    return this.#run("untagResource", request, options, (ctx) => tags.untagResource(ctx, request));
+    return this.#run("untagResource", request, options, tags.untagResource);
   }
 
   /** Tags ordered by key; `limit` 1–50 (default 50). */
@@ -482,9 +462,7 @@ export class Kms {
     request: ListResourceTagsRequest,
     options?: CallOptions,
   ): Promise<ListResourceTagsResponse> {
-    return this.#run("listResourceTags", request, options, (ctx) =>
-      tags.listResourceTags(ctx, request),
-    );
+    return this.#run("listResourceTags", request, options, tags.listResourceTags);
   }
 
   /**
@@ -521,9 +499,7 @@ export class Kms {
    * @throws MalformedPolicyDocumentException, NotFoundException, ValidationException, AccessDeniedException.
    */
   putKeyPolicy(request: policies.PutKeyPolicyRequest, options?: CallOptions): Promise<void> {
-    return this.#run("putKeyPolicy", request, options, (ctx) =>
-      policies.putKeyPolicy(ctx, request),
-    );
+    return this.#run("putKeyPolicy", request, options, policies.putKeyPolicy);
   }
 
   /** The key policy; AWS's default policy for keys created without one. @throws NotFoundException. */
@@ -531,9 +507,7 @@ export class Kms {
     request: policies.GetKeyPolicyRequest,
     options?: CallOptions,
   ): Promise<policies.GetKeyPolicyResponse> {
-    return this.#run("getKeyPolicy", request, options, (ctx) =>
-      policies.getKeyPolicy(ctx, request),
-    );
+    return this.#run("getKeyPolicy", request, options, policies.getKeyPolicy);
   }
 
   /** Always `["default"]`. @throws NotFoundException. */
@@ -541,9 +515,7 @@ export class Kms {
     request: policies.ListKeyPoliciesRequest,
     options?: CallOptions,
   ): Promise<policies.ListKeyPoliciesResponse> {
-    return this.#run("listKeyPolicies", request, options, (ctx) =>
-      policies.listKeyPolicies(ctx, request),
-    );
+    return this.#run("listKeyPolicies", request, options, policies.listKeyPolicies);
   }
 
   /**
@@ -559,7 +531,7 @@ export class Kms {
     request: grants.CreateGrantRequest,
     options?: CallOptions,
   ): Promise<grants.CreateGrantResponse> {
-    return this.#run("createGrant", request, options, (ctx) => grants.createGrant(ctx, request));
+    return this.#run("createGrant", request, options, grants.createGrant);
   }
 
   /** Grants of a key; `limit` 1–100 (default 50). @throws NotFoundException, InvalidMarkerException. */
@@ -567,7 +539,7 @@ export class Kms {
     request: grants.ListGrantsRequest,
     options?: CallOptions,
   ): Promise<grants.ListGrantsResponse> {
-    return this.#run("listGrants", request, options, (ctx) => grants.listGrants(ctx, request));
+    return this.#run("listGrants", request, options, grants.listGrants);
   }
 
   /** Grants that `retiringPrincipal` may retire, across keys. @throws InvalidMarkerException. */
@@ -575,19 +547,17 @@ export class Kms {
     request: grants.ListRetirableGrantsRequest,
     options?: CallOptions,
   ): Promise<grants.ListGrantsResponse> {
-    return this.#run("listRetirableGrants", request, options, (ctx) =>
-      grants.listRetirableGrants(ctx, request),
-    );
+    return this.#run("listRetirableGrants", request, options, grants.listRetirableGrants);
   }
 
   /** @throws InvalidGrantTokenException, InvalidGrantIdException, NotFoundException, AccessDeniedException, DryRunOperationException. */
   retireGrant(request: grants.RetireGrantRequest, options?: CallOptions): Promise<void> {
-    return this.#run("retireGrant", request, options, (ctx) => grants.retireGrant(ctx, request));
+    return this.#run("retireGrant", request, options, grants.retireGrant);
   }
 
   /** @throws InvalidGrantIdException, NotFoundException, AccessDeniedException, DryRunOperationException. */
   revokeGrant(request: grants.RevokeGrantRequest, options?: CallOptions): Promise<void> {
-    return this.#run("revokeGrant", request, options, (ctx) => grants.revokeGrant(ctx, request));
+    return this.#run("revokeGrant", request, options, grants.revokeGrant);
   }
 
   /**
@@ -605,9 +575,9 @@ export class Kms {
     },
     options?: CallOptions,
   ): Promise<ExplainResult> {
-    return this.#run("explain", request, options, (ctx) => {
-      const { operation, request: target } = assertExplainRequest(this, request);
-      const as = request.as === undefined ? options : assertObject("as", request.as);
+    return this.#run("explain", request, options, (ctx, r) => {
+      const { operation, request: target } = assertExplainRequest(this, r);
+      const as = r.as === undefined ? options : assertObject("as", r.as);
       return this.#guard.explain(
         ctx,
         this.#guard.begin(operation, target, as as CallOptions | undefined, ctx.clock.now()),
@@ -623,8 +593,8 @@ export class Kms {
    * @throws NotFoundException, AccessDeniedException (needs kms:GetKeyLastUsage).
    */
   getKeyLastUsage(request: KeyIdRequest, options?: CallOptions): Promise<GetKeyLastUsageResponse> {
-    return this.#run("getKeyLastUsage", request, options, async (ctx) => {
-      const { keyMetadata } = await keys.describeKey(ctx, { keyId: request?.keyId });
+    return this.#run("getKeyLastUsage", request, options, async (ctx, r) => {
+      const { keyMetadata } = await keys.describeKey(ctx, { keyId: r?.keyId });
       const created = keyMetadata.creationDate;
       const { usage, trackingStart } = await this.#guard.auditor.lastUsage(keyMetadata.arn);
       // An empty trail starts with this call's own event.
@@ -702,6 +672,18 @@ export interface AuditTrail {
   head(): Promise<AuditHead | undefined>;
   /** Verifies the events in the sink against the hash chain and the current head. */
   verify(): Promise<AuditLogVerification>;
+}
+
+function createKeyBody(ctx: KmsContext, request: CreateKeyRequest): Promise<CreateKeyResponse> {
+  const policy = policies.validateCreateKeyPolicy(ctx, request);
+  return keys.createKey(ctx, request, policy);
+}
+
+function generateRandomBody(
+  _ctx: KmsContext,
+  request: GenerateRandomRequest,
+): Promise<GenerateRandomResponse> {
+  return symmetric.generateRandom(request);
 }
 
 /**

@@ -1,7 +1,7 @@
 /**
- * What the facade's pipeline does around every operation: builds the call's state and context,
- * validates grant tokens, authorizes calls that have no key, applies dryRun, and records the
- * audit event once the operation settled.
+ * What the facade's pipeline does around every operation: snapshots the request, builds the
+ * call's state and context, validates grant tokens, authorizes calls that have no key, applies
+ * dryRun, and records the audit event once the operation settled.
  */
 import type { KmsIdentity } from "../arn.ts";
 import { buildAuditEvent } from "../audit/audit-event.ts";
@@ -54,6 +54,102 @@ export interface CallGuardOptions {
 
 const RECORDED: Promise<void> = Promise.resolve();
 
+/** How deep a request's plain objects and arrays may nest (the request itself is level 0). */
+export const MAX_REQUEST_DEPTH = 8;
+/** How many properties and array elements a request may hold in all, nested ones included. */
+export const MAX_REQUEST_VALUES = 10000;
+
+/** A call as begin() builds it: an unreadable request is raised by before(), and so audited. */
+interface GuardedCall extends CallState {
+  readonly unreadable: ValidationError | undefined;
+}
+
+/**
+ * The request as the call sees it from start to end: every own enumerable string-keyed
+ * property read exactly once, plain objects (prototype Object.prototype or null) and arrays
+ * copied recursively, anything else (bytes, Dates, class instances) kept by reference. Policy
+ * conditions, the operation and the audit event all read this copy, so a getter, a Proxy or a
+ * caller changing its objects while the call awaits cannot get one value authorized and another
+ * one used or recorded. The request object itself is copied whatever its prototype (its fields
+ * would otherwise escape the copy); bytes and non-objects are returned as they are, so the
+ * operations' own messages for them stay the same.
+ * @throws ValidationError when a getter or Proxy trap throws, or the request nests deeper than
+ *   MAX_REQUEST_DEPTH or holds more than MAX_REQUEST_VALUES values.
+ */
+export function snapshotRequest(request: unknown): unknown {
+  if (typeof request !== "object" || request === null || ArrayBuffer.isView(request)) {
+    return request;
+  }
+  const budget = { left: MAX_REQUEST_VALUES };
+  try {
+    return Array.isArray(request)
+      ? copyArray(request, 0, budget)
+      : copyRecord(request, Object.getPrototypeOf(request) === null, 0, budget);
+  } catch (error) {
+    if (error instanceof ValidationError) throw error;
+    throw new ValidationError(`"request" could not be read: a property getter or Proxy threw`, {
+      cause: error,
+    });
+  }
+}
+
+function copyValue(value: unknown, depth: number, budget: { left: number }): unknown {
+  if (typeof value !== "object" || value === null) return value;
+  if (Array.isArray(value)) return copyArray(value, depth, budget);
+  const proto: unknown = Object.getPrototypeOf(value);
+  if (proto === Object.prototype) return copyRecord(value, false, depth, budget);
+  if (proto === null) return copyRecord(value, true, depth, budget);
+  return value;
+}
+
+function copyRecord(
+  value: object,
+  nullProto: boolean,
+  depth: number,
+  budget: { left: number },
+): Record<string, unknown> {
+  if (depth > MAX_REQUEST_DEPTH) throw tooDeep();
+  const keys = Object.keys(value);
+  budget.left -= keys.length;
+  if (budget.left < 0) throw tooLarge();
+  const out: Record<string, unknown> = nullProto ? Object.create(null) : {};
+  for (const key of keys) {
+    const copied = copyValue((value as Record<string, unknown>)[key], depth + 1, budget);
+    if (key === "__proto__") {
+      // Assigning would set the copy's prototype instead (a context key parsed from JSON).
+      Object.defineProperty(out, key, {
+        value: copied,
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+    } else {
+      out[key] = copied;
+    }
+  }
+  return out;
+}
+
+function copyArray(value: readonly unknown[], depth: number, budget: { left: number }): unknown[] {
+  if (depth > MAX_REQUEST_DEPTH) throw tooDeep();
+  const length = value.length;
+  budget.left -= length;
+  if (budget.left < 0) throw tooLarge();
+  const out: unknown[] = [];
+  for (let i = 0; i < length; i++) out.push(copyValue(value[i], depth + 1, budget));
+  return out;
+}
+
+function tooDeep(): ValidationError {
+  return new ValidationError(`"request" must not nest deeper than ${MAX_REQUEST_DEPTH} levels`);
+}
+
+function tooLarge(): ValidationError {
+  return new ValidationError(
+    `"request" must not hold more than ${MAX_REQUEST_VALUES} properties and array elements`,
+  );
+}
+
 /** Default trail when none is configured: the newest 10 000 events in memory. */
 export const DEFAULT_MEMORY_AUDIT_EVENTS = 10000;
 
@@ -93,20 +189,33 @@ export class CallGuard {
     }
   }
 
+  /**
+   * Starts a call on a snapshot of `request` (snapshotRequest): `call.request` is what every
+   * later step reads, the operation's body included. Never throws for the request: an
+   * unreadable one is raised by before(), so that its rejection is audited.
+   */
   begin(
     operation: string,
     request: unknown,
     options: CallOptions | undefined,
     now: number,
   ): CallState {
+    let snapshot: unknown;
+    let unreadable: ValidationError | undefined;
+    try {
+      snapshot = snapshotRequest(request);
+    } catch (error) {
+      unreadable = error as ValidationError;
+    }
     const given: unknown = options?.principal ?? this.defaultPrincipal;
     // A bad principal is rejected in before(), so that the rejection is audited too.
     const principal = typeof given === "string" ? given.slice(0, 2049) : "(invalid principal)";
-    return {
+    const call: GuardedCall = {
       operation,
       principal,
       principalAccount: principalAccountOf(principal, this.settings.identity),
-      request,
+      request: snapshot,
+      unreadable,
       ...(typeof options?.sourceIp === "string" ? { sourceIp: options.sourceIp } : {}),
       ...(typeof options?.viaService === "string" ? { viaService: options.viaService } : {}),
       requestId: options?.requestId ?? globalThis.crypto.randomUUID(),
@@ -115,6 +224,7 @@ export class CallGuard {
       keys: new Map(),
       decisions: [],
     };
+    return call;
   }
 
   context(base: KmsContext, call: CallState): KmsContext {
@@ -123,6 +233,8 @@ export class CallGuard {
 
   /** Checks that run before the operation's body. */
   before(call: CallState): void {
+    const unreadable = (call as Partial<GuardedCall>).unreadable;
+    if (unreadable !== undefined) throw unreadable;
     if (
       call.principal === "(invalid principal)" ||
       call.principal.length === 0 ||
