@@ -71,8 +71,8 @@ interface GuardedCall extends CallState {
  * conditions, the operation and the audit event all read this copy, so a getter, a Proxy or a
  * caller changing its objects while the call awaits cannot get one value authorized and another
  * one used or recorded. The request object itself is copied whatever its prototype (its fields
- * would otherwise escape the copy); bytes and non-objects are returned as they are, so the
- * operations' own messages for them stay the same.
+ * would otherwise escape the copy), and so are the bytes of its `ciphertextBlob`; other bytes and
+ * non-objects are returned as they are, so the operations' own messages for them stay the same.
  * @throws ValidationError when a getter or Proxy trap throws, or the request nests deeper than
  *   MAX_REQUEST_DEPTH or holds more than MAX_REQUEST_VALUES values.
  */
@@ -82,9 +82,15 @@ export function snapshotRequest(request: unknown): unknown {
   }
   const budget = { left: MAX_REQUEST_VALUES };
   try {
-    return Array.isArray(request)
-      ? copyArray(request, 0, budget)
-      : copyRecord(request, Object.getPrototypeOf(request) === null, 0, budget);
+    if (Array.isArray(request)) return copyArray(request, 0, budget);
+    const copy = copyRecord(request, Object.getPrototypeOf(request) === null, 0, budget);
+    // A ciphertext's header is parsed more than once (the key it names decides whether
+    // reEncrypt needs ReEncryptFrom or ReEncryptTo on each key): a copy of its bytes, so that
+    // every parse reads what the call started with. It is not secret; plaintexts stay uncopied.
+    if (copy.ciphertextBlob instanceof Uint8Array) {
+      copy.ciphertextBlob = new Uint8Array(copy.ciphertextBlob);
+    }
+    return copy;
   } catch (error) {
     if (error instanceof ValidationError) throw error;
     throw new ValidationError(`"request" could not be read: a property getter or Proxy threw`, {

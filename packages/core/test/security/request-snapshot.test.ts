@@ -499,3 +499,30 @@ describe("(f) over-deep and oversized requests fail cleanly", () => {
     await expect(kms.decrypt({ ciphertextBlob, encryptionContext })).resolves.toBeDefined();
   });
 });
+
+describe("the ciphertext a call started with is the one it parses", () => {
+  for (const operation of ["decrypt", "reEncrypt"] as const) {
+    test(`${operation}: bytes overwritten while the call awaits change nothing`, async () => {
+      const source = await keyWith();
+      const destination = await keyWith();
+      const { ciphertextBlob } = await kms.encrypt({ keyId: source, plaintext });
+      const given = new Uint8Array(ciphertextBlob);
+      // The header's key id and the body, overwritten once the call reads its first key.
+      store.onRead = () => given.fill(0);
+      const call =
+        operation === "decrypt"
+          ? kms.decrypt({ ciphertextBlob: given })
+          : kms.reEncrypt({ ciphertextBlob: given, destinationKeyId: destination });
+      const outcome = await call;
+      store.onRead = undefined;
+      expect(given.every((byte) => byte === 0)).toBe(true);
+      const opened =
+        "plaintext" in outcome
+          ? outcome
+          : await kms.decrypt({ ciphertextBlob: outcome.ciphertextBlob });
+      expect(opened.plaintext).toEqual(plaintext);
+      const event = await lastEvent(kms);
+      expect(event.errorCode).toBeUndefined();
+    });
+  }
+});
