@@ -213,7 +213,26 @@ export class CallGuard {
     } catch (error) {
       unreadable = error as ValidationError;
     }
-    const given: unknown = options?.principal ?? this.defaultPrincipal;
+    // Each option is read once, like the request: a getter answering a string to a type check
+    // and something else to the use cannot put a non-string in the call.
+    let given: unknown;
+    let sourceIp: unknown;
+    let viaService: unknown;
+    let requestId: unknown;
+    try {
+      given = options?.principal;
+      sourceIp = options?.sourceIp;
+      viaService = options?.viaService;
+      requestId = options?.requestId;
+    } catch (cause) {
+      // Not the default principal: the audit event must not name someone the caller may not be.
+      given = false;
+      unreadable ??= new ValidationError(
+        `"options" could not be read: a property getter or Proxy threw`,
+        { cause },
+      );
+    }
+    given ??= this.defaultPrincipal;
     // A bad principal is rejected in before(), so that the rejection is audited too.
     const principal = typeof given === "string" ? given.slice(0, 2049) : "(invalid principal)";
     const call: GuardedCall = {
@@ -222,9 +241,9 @@ export class CallGuard {
       principalAccount: principalAccountOf(principal, this.settings.identity),
       request: snapshot,
       unreadable,
-      ...(typeof options?.sourceIp === "string" ? { sourceIp: options.sourceIp } : {}),
-      ...(typeof options?.viaService === "string" ? { viaService: options.viaService } : {}),
-      requestId: options?.requestId ?? globalThis.crypto.randomUUID(),
+      ...(typeof sourceIp === "string" ? { sourceIp } : {}),
+      ...(typeof viaService === "string" ? { viaService } : {}),
+      requestId: (requestId as string | undefined) ?? globalThis.crypto.randomUUID(),
       now,
       settings: this.settings,
       keys: new Map(),

@@ -526,3 +526,34 @@ describe("the ciphertext a call started with is the one it parses", () => {
     });
   }
 });
+
+describe("call options are read once too", () => {
+  test("a throwing options getter is an audited ValidationError naming no principal", async () => {
+    const keyId = await keyWith();
+    const options = {
+      get principal(): string {
+        throw new Error("boom");
+      },
+    };
+    await expect(kms.encrypt({ keyId, plaintext }, options)).rejects.toBeInstanceOf(
+      ValidationError,
+    );
+    const event = await lastEvent(kms);
+    expect(event.eventName).toBe("Encrypt");
+    expect(event.errorCode).toBe("ValidationException");
+    expect(event.userIdentity.arn).not.toBe(ROOT);
+  });
+
+  test("a sourceIp getter answering a string, then an object, records the string", async () => {
+    const keyId = await keyWith();
+    const next = sequence<unknown>(["203.0.113.7", { toString: () => "forged" }]);
+    const options = {
+      get sourceIp(): string {
+        return next() as string;
+      },
+    };
+    await kms.encrypt({ keyId, plaintext }, options);
+    expect(next.reads).toBe(1);
+    expect((await lastEvent(kms)).sourceIPAddress).toBe("203.0.113.7");
+  });
+});
