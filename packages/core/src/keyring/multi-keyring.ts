@@ -30,8 +30,12 @@ export class MultiKeyring implements Keyring {
     if (this.generator === undefined && this.children.length === 0) {
       throw new ValidationError('"generator" or "children" is required');
     }
-    const all = this.generator === undefined ? this.children : [this.generator, ...this.children];
-    this.identity = `multi(${all.map((k) => k.identity).join(",")})`;
+    // JSON, not a joined list: identities are free text, and "a,b" alone must not read as "a"
+    // then "b", nor a generator as a first child; a shared DataKeyCache keys entries by it.
+    this.identity = `multi:${JSON.stringify([
+      this.generator?.identity ?? null,
+      this.children.map((k) => k.identity),
+    ])}`;
   }
 
   /** @throws ValidationException without a generator and without a data key in the request. */

@@ -92,7 +92,9 @@ export class MessageDecryptor {
     try {
       if (this.#state === "header") {
         await this.#readHeader(chunk);
-        if (this.#state === "header") return [];
+        // Still reading the header, or aborted while the keyring was busy (the await may have
+        // changed the state, which the compiler's narrowing does not see).
+        if ((this.#state as State) !== "body") return [];
       } else {
         this.#queue.push(chunk);
       }
@@ -260,6 +262,15 @@ export class MessageDecryptor {
     }
   }
 
+  /**
+   * Stops a decryption whose consumer went away (a stream destroyed or cancelled): a keyring
+   * call still in flight then leads to no decryption, and later input is refused. Plaintext that
+   * nobody will read is not produced, so none is left in memory unzeroed.
+   */
+  abort(): void {
+    if (this.#state !== "done") this.#fail();
+  }
+
   #fail(): void {
     this.#state = "failed";
     this.#key = undefined;
@@ -288,6 +299,11 @@ export class MessageDecryptor {
     // (callers must not reuse a chunk's buffer after writing it).
     this.#queue.push(bytes.subarray(parsed.length));
     await this.#openHeader(header);
+    if (this.#state === "failed") {
+      // Aborted while the keyring was busy.
+      this.#key = undefined;
+      return;
+    }
     this.#header = header;
     this.#state = "body";
     this.#options.onHeader?.(this.info!);

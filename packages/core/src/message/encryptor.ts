@@ -285,7 +285,7 @@ async function planMessage(
     options.frameLength === undefined
       ? defaultFrameLength
       : assertInteger("frameLength", options.frameLength, 1, MAX_FRAME_LENGTH);
-  const context: Record<string, string> = { ...(options.encryptionContext ?? {}) };
+  const context = contextCopy(options.encryptionContext);
   for (const key in context) {
     if (key.startsWith(RESERVED_CONTEXT_PREFIX)) {
       throw new ValidationError(
@@ -316,6 +316,22 @@ async function planMessage(
 }
 
 const DEFAULT_SUITE_INFO = suiteByName(DEFAULT_SUITE);
+
+/**
+ * A copy of the caller's context, to which a signing suite adds its public key. Checked before
+ * copying, as `encodeEncryptionContext` checks: a spread makes `{}` of a Map or class instance
+ * (a message bound to no context at all) and index keys of a string or array.
+ * @throws ValidationException for anything but a plain (or null-prototype) object.
+ */
+function contextCopy(value: unknown): Record<string, string> {
+  if (value === undefined) return {};
+  const proto: unknown =
+    typeof value === "object" && value !== null ? Object.getPrototypeOf(value) : undefined;
+  if (proto !== Object.prototype && proto !== null) {
+    throw new ValidationError('"encryptionContext" expected an object of string pairs');
+  }
+  return { ...(value as Record<string, string>) };
+}
 
 // Scratch IV and AAD for the one-shot path: it fills and consumes them synchronously (no await
 // between patching and use), so one pair serves every message. Neither holds a secret.

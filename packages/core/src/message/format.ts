@@ -256,6 +256,7 @@ export function parseHeader(bytes: Uint8Array, maxEncryptedDataKeys: number): He
   } catch (cause) {
     throw invalidMessage(cause);
   }
+  if (!reservedKeysFit(encryptionContext, suite)) throw invalidMessage();
   return {
     header: {
       suite,
@@ -270,6 +271,23 @@ export function parseHeader(bytes: Uint8Array, maxEncryptedDataKeys: number): He
     },
     length: at,
   };
+}
+
+/**
+ * The encryptor writes exactly one reserved key, the public key of a signing suite (§5.8).
+ * Anything else under the prefix is refused before any unwrap: the exact-context check ignores
+ * reserved keys, and an unsigned message must not present a signer's public key to whoever
+ * reads `MessageInfo.encryptionContext`.
+ */
+function reservedKeysFit(context: Readonly<Record<string, string>>, suite: SuiteInfo): boolean {
+  const signed = suite.signature !== undefined;
+  if (signed && !Object.hasOwn(context, PUBLIC_KEY_CONTEXT_KEY)) return false;
+  for (const key of Object.keys(context)) {
+    if (key.startsWith(RESERVED_CONTEXT_PREFIX) && !(signed && key === PUBLIC_KEY_CONTEXT_KEY)) {
+      return false;
+    }
+  }
+  return true;
 }
 
 // ignoreBOM: a leading U+FEFF stays in the provider id or info, so a header reads back exactly

@@ -62,7 +62,7 @@ export function createEncryptStream(options: EncryptStreamOptions): Transform {
  * tag verifies. With a signing suite the signature is checked at the end: frames already pushed
  * are authentic (GCM) but not yet attributed to the signer until the stream ends without error
  * — see "Unauthenticated release" in docs/FORMAT.md §5.6. The `"header"` event carries the
- * authenticated MessageInfo.
+ * authenticated MessageInfo. Destroyed before its end, it decrypts nothing more.
  * @throws InvalidCiphertextException / AccessDeniedException as stream errors.
  */
 export function createDecryptStream(options: DecryptStreamOptions): Transform {
@@ -103,6 +103,12 @@ export function createDecryptStream(options: DecryptStreamOptions): Transform {
       } catch (error) {
         callback(error as Error);
       }
+    },
+    destroy(error, callback) {
+      // Destroyed while the keyring is busy: the frames behind the header are never decrypted
+      // (their plaintext would be dropped unread and unzeroed). A no-op after a normal end.
+      decryptor.abort();
+      callback(error);
     },
   });
   return stream;

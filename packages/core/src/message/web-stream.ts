@@ -48,7 +48,8 @@ export function encryptTransformStream(
 
 /**
  * Decrypts a message byte stream. Frames are enqueued only after their tag verifies; with a
- * signing suite, the signature is verified at the end (docs/FORMAT.md §5.6).
+ * signing suite, the signature is verified at the end (docs/FORMAT.md §5.6). Cancelled or
+ * aborted before its end, it decrypts nothing more.
  * @throws InvalidCiphertextException / AccessDeniedException as stream errors.
  */
 export function decryptTransformStream(
@@ -62,6 +63,10 @@ export function decryptTransformStream(
     },
     flush() {
       decryptor.final();
+    },
+    // Cancelled or aborted while the keyring is busy: decrypt nothing more (nobody would read it).
+    cancel() {
+      decryptor.abort();
     },
   });
 }
