@@ -311,22 +311,35 @@ export class PostgresKeyStore implements KeyStore {
     targetKeyId: string,
     updatedAt: number,
     seal?: string,
+    expectedSeal?: string | null,
   ): Promise<void> {
     this.#checkOpen();
     if (!isStorableText(aliasName)) throw new NotFoundError(`alias ${aliasName} does not exist`);
     assertStorableText("targetKeyId", targetKeyId);
     assertStorableText("seal", seal);
+    // A seal no text column can hold is stored nowhere: the compare fails like any other.
+    const comparable = typeof expectedSeal !== "string" || isStorableText(expectedSeal);
     try {
       await this.#transaction("updateAlias", async (client) => {
         // No seal given means the alias is stored without one (KeyStore.updateAlias), so a
-        // seal computed over the previous target can never outlive it.
-        const { rowCount } = await client.query(this.#sql.updateAlias, [
-          aliasName,
-          targetKeyId,
-          updatedAt,
-          seal ?? null,
-        ]);
-        if (rowCount === 0) throw new NotFoundError(`alias ${aliasName} does not exist`);
+        // seal computed over the previous target can never outlive it. The compare is in the
+        // UPDATE's WHERE clause, which READ COMMITTED re-checks against the row a concurrent
+        // writer committed: the compare and the write are one step.
+        const { rowCount } = comparable
+          ? await client.query(this.#sql.updateAlias, [
+              aliasName,
+              targetKeyId,
+              updatedAt,
+              seal ?? null,
+              expectedSeal !== undefined,
+              expectedSeal ?? null,
+            ])
+          : { rowCount: 0 };
+        if (rowCount === 0) {
+          const { rowCount: exists } = await client.query(this.#sql.aliasExists, [aliasName]);
+          if (exists === 0) throw new NotFoundError(`alias ${aliasName} does not exist`);
+          throw new KeyStoreConflictError(`alias ${aliasName} changed concurrently`);
+        }
       });
     } finally {
       this.#feed.invalidateAlias(aliasName);
@@ -484,7 +497,8 @@ function statements(schema: string, lockTimeoutMs: number) {
         seal)
       VALUES ($1, $2, $3, $4, $5) ON CONFLICT (alias_name) DO NOTHING`,
     updateAlias: `UPDATE ${s}.kms_aliases SET target_key_id = $2, updated_at = $3, seal = $4
-      WHERE alias_name = $1`,
+      WHERE alias_name = $1 AND (NOT $5::boolean OR seal IS NOT DISTINCT FROM $6::text)`,
+    aliasExists: `SELECT 1 FROM ${s}.kms_aliases WHERE alias_name = $1`,
     deleteAlias: `DELETE FROM ${s}.kms_aliases WHERE alias_name = $1`,
     getSetting: `SELECT value FROM ${s}.kms_settings WHERE name = $1`,
     insertSetting: `INSERT INTO ${s}.kms_settings (name, value) VALUES ($1, $2)

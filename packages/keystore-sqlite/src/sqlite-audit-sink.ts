@@ -89,8 +89,14 @@ export class SqliteAuditSink implements AuditSink {
       this.description = `sqlite:${options.path}#kms_audit_events`;
     }
     try {
-      if (this.#ownsDatabase)
-        this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000");
+      // synchronous is set, not left to the default: better-sqlite3 builds SQLite with
+      // SQLITE_DEFAULT_WAL_SYNCHRONOUS=1, so a connection that opens a file already in WAL mode
+      // starts at NORMAL, and a power cut could take acknowledged events with it.
+      if (this.#ownsDatabase) {
+        this.#db.exec(
+          "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000",
+        );
+      }
       this.#db.exec(`
         CREATE TABLE IF NOT EXISTS kms_audit_events (
           sequence INTEGER NOT NULL PRIMARY KEY,
@@ -227,13 +233,26 @@ export class SqliteAuditSink implements AuditSink {
    * report, so it is a KMSInternalException whose cause is the parser's SyntaxError.
    */
   #parse(text: string): AuditEvent {
+    let event: unknown;
     try {
-      return JSON.parse(text) as AuditEvent;
+      event = JSON.parse(text);
     } catch (error) {
       throw new KmsInternalError(`${this.description}: a stored event is not JSON`, {
         cause: error,
       });
     }
+    // The chain hashes the parsed event, so a row re-spelled to parse to the same event (a
+    // member given twice: JSON.parse keeps the last, other readers of the table the first)
+    // would verify. Only the text this sink writes is accepted.
+    if (JSON.stringify(event) !== text) {
+      // A SyntaxError as the cause, like a row that is not JSON: readers that tell a tampered
+      // row from a failed read (`kms audit verify`) go by it.
+      throw new KmsInternalError(
+        `${this.description}: the stored event ${describeRow(event)} is not the text this sink writes for it (a member given twice, or changed spacing or escapes)`,
+        { cause: new SyntaxError("not the JSON text this sink writes for the event") },
+      );
+    }
+    return event as AuditEvent;
   }
 
   async close(): Promise<void> {
@@ -241,4 +260,10 @@ export class SqliteAuditSink implements AuditSink {
     this.#closed = true;
     if (this.#ownsDatabase) this.#db.close();
   }
+}
+
+/** How messages name a stored event: by its sequence, when it has one. */
+function describeRow(event: unknown): string {
+  const sequence = (event as { sequence?: unknown } | null)?.sequence;
+  return typeof sequence === "number" ? `at sequence ${sequence}` : "(without a sequence)";
 }

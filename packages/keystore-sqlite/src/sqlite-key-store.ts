@@ -533,9 +533,18 @@ export class SqliteKeyStore implements KeyStore {
     targetKeyId: string,
     updatedAt: number,
     seal?: string,
+    expectedSeal?: string | null,
   ): Promise<void> {
     this.#guard("updateAlias", () => {
       this.#write(() => {
+        // Under BEGIN IMMEDIATE's write lock: the seal read here is the one the update replaces.
+        if (expectedSeal !== undefined) {
+          const row = this.#selectAlias.get(aliasName);
+          if (row === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
+          if (row.seal !== expectedSeal) {
+            throw new KeyStoreConflictError(`alias ${aliasName} changed concurrently`);
+          }
+        }
         // No seal given means the alias is stored without one (KeyStore.updateAlias), so a
         // seal computed over the previous target can never outlive it.
         if (

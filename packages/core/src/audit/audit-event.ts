@@ -31,13 +31,92 @@ const SECRET_FIELDS = new Set([
   "wrappedmaterial",
 ]);
 
+/**
+ * Fields whose members are named by the caller (an encryption context and the grant constraints
+ * that hold one): their names say nothing about secrecy, and the whole map is recorded, as AWS
+ * records it. Filtering them by SECRET_FIELDS left a context pair named "message" or
+ * "signature" out of the event, so a trail could not tell what a call was bound to.
+ */
+const CALLER_NAMED_MAPS = new Set([
+  "encryptioncontext",
+  "sourceencryptioncontext",
+  "destinationencryptioncontext",
+  "encryptioncontextequals",
+  "encryptioncontextsubset",
+]);
+
 const MAX_DEPTH = 6;
 
-/** Copies JSON-able, non-secret parts of a value. */
-export function redact(value: unknown, depth = 0): AuditJsonValue | undefined {
+/**
+ * Characters of text (member names and strings) one redacted request or response may put in an
+ * event. Far above any valid request (a 32 KiB policy, an 8 KiB description), but failed and
+ * refused calls are recorded with their requests too: without a bound, one call with a huge
+ * string wrote that string to the trail (a line too long to read back, a batch whose hashing or
+ * serialization failed for every call in it).
+ */
+const MAX_TEXT = 256 * 1024;
+
+/** The longest request id recorded as given. */
+const MAX_REQUEST_ID = 8 * 1024;
+
+/** The longest error message recorded as given (messages may quote names from the request). */
+const MAX_MESSAGE = 8 * 1024;
+
+interface Budget {
+  left: number;
+}
+
+/**
+ * Items of one array looked at: holes count too, so that an array claiming 2^32 - 1 elements
+ * costs no more than a short one.
+ */
+const MAX_ITEMS = 10_000;
+
+/** `text`, or as much of it as `budget` allows with a note of its length. */
+function bounded(text: string, budget: Budget): string {
+  if (text.length <= budget.left) {
+    budget.left -= text.length;
+    return text;
+  }
+  const kept = text.slice(0, Math.max(0, budget.left));
+  budget.left = 0;
+  return `${kept}…[truncated from ${text.length} characters]`;
+}
+
+/** Sets `out[key]`, also for "__proto__", which assignment would turn into a prototype change. */
+function setMember(out: Record<string, AuditJsonValue>, key: string, value: AuditJsonValue): void {
+  if (key === "__proto__") {
+    // Assigning would set out's prototype (or do nothing) and leave the member out of the
+    // event: an encryption-context key "__proto__" (parsed from JSON) went unrecorded.
+    Object.defineProperty(out, key, {
+      value,
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  } else {
+    out[key] = value;
+  }
+}
+
+/**
+ * Copies JSON-able, non-secret parts of a value, within `budget` characters of text (strings
+ * past it are cut with a note, members and items past it left out). `callerNamed`: the members
+ * of this object are named by the caller (see CALLER_NAMED_MAPS), so none is dropped for its
+ * name; their values are still filtered like any other.
+ */
+export function redact(
+  value: unknown,
+  depth = 0,
+  callerNamed = false,
+  budget: Budget = { left: MAX_TEXT },
+): AuditJsonValue | undefined {
+  // Every value costs one unit besides its text, so that no number of small values is free.
+  budget.left--;
   if (value === null) return null;
   switch (typeof value) {
     case "string":
+      return bounded(value, budget);
     case "boolean":
       return value;
     case "number":
@@ -51,25 +130,22 @@ export function redact(value: unknown, depth = 0): AuditJsonValue | undefined {
   if (value instanceof Date) return Number.isNaN(value.getTime()) ? null : value.toISOString();
   if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) return undefined;
   if (Array.isArray(value)) {
-    return value.map((v) => redact(v, depth + 1)).filter((v) => v !== undefined);
+    const items: AuditJsonValue[] = [];
+    const length = Math.min(value.length, MAX_ITEMS);
+    for (let i = 0; i < length && budget.left > 0; i++) {
+      const copied = redact(value[i], depth + 1, false, budget);
+      if (copied !== undefined) items.push(copied);
+    }
+    return items;
   }
   const out: Record<string, AuditJsonValue> = {};
   for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
-    if (SECRET_FIELDS.has(k.toLowerCase())) continue;
-    const copied = redact(v, depth + 1);
-    if (copied === undefined) continue;
-    if (k === "__proto__") {
-      // Assigning would set out's prototype (or do nothing) and leave the member out of the
-      // event: an encryption-context key "__proto__" (parsed from JSON) went unrecorded.
-      Object.defineProperty(out, k, {
-        value: copied,
-        enumerable: true,
-        writable: true,
-        configurable: true,
-      });
-    } else {
-      out[k] = copied;
-    }
+    if (budget.left <= 0) break;
+    const name = k.toLowerCase();
+    if (!callerNamed && SECRET_FIELDS.has(name)) continue;
+    const key = bounded(k, budget);
+    const copied = redact(v, depth + 1, !callerNamed && CALLER_NAMED_MAPS.has(name), budget);
+    if (copied !== undefined) setMember(out, key, copied);
   }
   return out;
 }
@@ -148,6 +224,17 @@ function additionalData(call: CallState, response: unknown): AuditJsonObject | u
   return Object.keys(data).length === 0 ? undefined : data;
 }
 
+/**
+ * The call's request id as the event records it. `CallOptions.requestId` comes from the caller
+ * untyped at runtime: a BigInt made hashing throw and failed every call of the group-commit
+ * batch, other callers' included, and an object with `toJSON` (a Date) was hashed as `{}` but
+ * stored as its JSON, so the event read back as edited and verification stopped there.
+ */
+function requestIdOf(call: CallState): string {
+  const id: unknown = call.requestId;
+  return typeof id === "string" ? bounded(id, { left: MAX_REQUEST_ID }) : "(invalid requestId)";
+}
+
 export function buildAuditEvent(
   call: CallState,
   outcome: { readonly response?: unknown; readonly error?: unknown },
@@ -170,10 +257,12 @@ export function buildAuditEvent(
     ...(error !== undefined
       ? {
           errorCode: isKmsError(error) ? error.code : "KMSInternalException",
-          errorMessage: isKmsError(error) ? error.message : "internal error",
+          errorMessage: isKmsError(error)
+            ? bounded(error.message, { left: MAX_MESSAGE })
+            : "internal error",
         }
       : {}),
-    requestID: call.requestId,
+    requestID: requestIdOf(call),
     readOnly: READ_ONLY.test(call.operation),
     resources: [...call.keys.keys()].map((keyId) => ({
       accountId: identity.account,

@@ -213,10 +213,15 @@ export class Auditor {
   #noteUsage(event: AuditEvent): void {
     if (this.#usage === undefined) return;
     // The oldest by time, not the first noted: a write may be noted before the initial read ends.
+    // Events come back from storage that others can write: a line that is not an event (which
+    // verification reports) must not break getKeyLastUsage or move trackingStart to NaN.
     const time = Date.parse(event.eventTime);
+    if (Number.isNaN(time)) return;
     if (this.#trackingStart === undefined || time < this.#trackingStart) this.#trackingStart = time;
     if (event.errorCode !== undefined || !isUsageEvent(event.eventName)) return;
+    if (!Array.isArray(event.resources)) return;
     for (const r of event.resources) {
+      if (typeof r?.ARN !== "string") continue;
       // Writes are noted as they land, so an initial read that was in flight during one may
       // bring older uses of the same key afterwards: they must not replace the newer one.
       const known = this.#usage.get(r.ARN);

@@ -11,7 +11,8 @@ import {
   readSync,
   writeSync,
 } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { type FileHandle, open } from "node:fs/promises";
+import { StringDecoder } from "node:string_decoder";
 import { KmsInternalError } from "../errors.ts";
 import type { AuditEvent, AuditReadOptions, AuditSink } from "./audit-sink.ts";
 
@@ -56,6 +57,39 @@ function endOfLastLine(fd: number, size: number): number {
     end = start;
   }
   return 0;
+}
+
+/** Reads exactly `bytes.length` bytes at `position` (fewer only at the end of the file). */
+async function readFully(file: FileHandle, bytes: Buffer, position: number): Promise<number> {
+  let offset = 0;
+  while (offset < bytes.length) {
+    const { bytesRead } = await file.read(bytes, offset, bytes.length - offset, position + offset);
+    if (bytesRead === 0) break;
+    offset += bytesRead;
+  }
+  return offset;
+}
+
+/** Offset just past the last newline before `end` in `file` (0 if none). */
+async function lineStart(file: FileHandle, end: number): Promise<number> {
+  const chunk = Buffer.alloc(Math.min(SCAN_CHUNK, end));
+  for (let stop = end; stop > 0; ) {
+    const from = Math.max(0, stop - chunk.length);
+    const read = await readFully(file, chunk.subarray(0, stop - from), from);
+    const at = chunk.subarray(0, read).lastIndexOf(0x0a);
+    if (at >= 0) return from + at + 1;
+    stop = from;
+  }
+  return 0;
+}
+
+/** One line of the file, without its newline. */
+interface Line {
+  readonly text: string;
+  /** How messages name it: "line 7", "the last line". */
+  readonly where: string;
+  /** False for text after the file's last newline. */
+  readonly terminated: boolean;
 }
 
 /**
@@ -149,45 +183,166 @@ export class JsonlAuditSink implements AuditSink {
     }
   }
 
-  async #all(): Promise<AuditEvent[]> {
-    let text: string;
+  /**
+   * The file's lines in order, read in chunks: the trail is never one string (V8 caps strings
+   * at 2^29 characters, and `readFile` refuses files over 2 GiB, so a trail past that size
+   * could not be read at all, and a restarted Kms could not find its head).
+   */
+  async *#lines(): AsyncGenerator<Line> {
+    let file: FileHandle;
     try {
-      text = await readFile(this.#path, "utf8");
+      file = await open(this.#path, "r");
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === "ENOENT") return [];
-      throw new KmsInternalError(`audit sink ${this.description} could not read`, {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return;
+      throw this.#readFailure(error);
+    }
+    try {
+      const chunk = Buffer.alloc(SCAN_CHUNK);
+      const decoder = new StringDecoder("utf8");
+      let pending = "";
+      let number = 0;
+      for (;;) {
+        let read: number;
+        try {
+          ({ bytesRead: read } = await file.read(chunk, 0, chunk.length, null));
+        } catch (error) {
+          throw this.#readFailure(error);
+        }
+        if (read === 0) break;
+        // Only the new text can hold a newline: pending has none left.
+        let end = pending.length;
+        pending += decoder.write(chunk.subarray(0, read));
+        let start = 0;
+        for (;;) {
+          end = pending.indexOf("\n", end);
+          if (end === -1) break;
+          number++;
+          yield { text: pending.slice(start, end), where: `line ${number}`, terminated: true };
+          start = ++end;
+        }
+        pending = pending.slice(start);
+      }
+      pending += decoder.end();
+      if (pending !== "") {
+        yield { text: pending, where: `line ${number + 1}`, terminated: false };
+      }
+    } finally {
+      await file.close().catch(() => {});
+    }
+  }
+
+  /**
+   * The event a line holds, or undefined for a line that holds none: a blank line, or text after
+   * the last newline that a write cut short (its call was never acknowledged; the next write
+   * cuts it off).
+   * @throws KMSInternalException for a line that is not JSON, not an object, or not the text
+   * this sink writes for the event it parses to.
+   */
+  #event(line: Line): AuditEvent | undefined {
+    if (line.text.trim() === "") return undefined;
+    if (!line.terminated && isTornLine(line.text)) return undefined;
+    let event: unknown;
+    try {
+      event = JSON.parse(line.text);
+    } catch (error) {
+      throw new KmsInternalError(`audit sink ${this.description}: ${line.where} is not JSON`, {
         cause: error,
       });
     }
-    const events: AuditEvent[] = [];
-    const lines = text.split("\n");
-    for (let i = 0; i < lines.length; i++) {
-      const line = lines[i]!;
-      if (line.trim() === "") continue;
-      // After the last newline: a write cut short by a crash or a full disk holds no event
-      // (its call was never acknowledged); the next write cuts it off.
-      if (i === lines.length - 1 && isTornLine(line)) continue;
-      try {
-        events.push(JSON.parse(line) as AuditEvent);
-      } catch (error) {
-        throw new KmsInternalError(`audit sink ${this.description}: line ${i + 1} is not JSON`, {
-          cause: error,
-        });
-      }
+    // A SyntaxError as the cause, like a line that is not JSON: readers that tell a tampered
+    // line from a failed read go by it.
+    if (typeof event !== "object" || event === null || Array.isArray(event)) {
+      throw new KmsInternalError(
+        `audit sink ${this.description}: ${line.where} is not an audit event`,
+        { cause: new SyntaxError("not a JSON object") },
+      );
     }
-    return events;
+    // The chain hashes the parsed event, so text that parses to the same event is no edit to
+    // the verifier: a member given twice (JSON.parse keeps the last, other readers of the file
+    // the first), other escapes, other spacing. Only the text this sink writes for the event is
+    // accepted (whitespace around it aside: a CR of a CRLF copy), so that every reader of the
+    // file sees what the chain covers.
+    if (JSON.stringify(event) !== line.text.trim()) {
+      throw new KmsInternalError(
+        `audit sink ${this.description}: ${line.where} is not the text this sink writes for the event it holds (a member given twice, or changed spacing or escapes)`,
+        { cause: new SyntaxError("not the JSON text this sink writes for the event") },
+      );
+    }
+    return event as AuditEvent;
   }
 
-  /** @throws KMSInternalException when the file cannot be read or holds a non-JSON line. */
+  #readFailure(error: unknown): KmsInternalError {
+    return new KmsInternalError(`audit sink ${this.description} could not read`, {
+      cause: error,
+    });
+  }
+
+  /**
+   * Every line's event in file order, with no `after`; otherwise those with `sequence > after`.
+   * A line without a numeric sequence is returned only in the first case, so that
+   * verification reports it rather than never seeing it.
+   * @throws KMSInternalException when the file cannot be read or a line is refused (#event).
+   */
   async read(options: AuditReadOptions = {}): Promise<readonly AuditEvent[]> {
-    const after = options.after ?? -1;
-    const found = (await this.#all()).filter((e) => e.sequence > after);
-    return options.limit === undefined ? found : found.slice(0, options.limit);
+    const { after, limit } = options;
+    const found: AuditEvent[] = [];
+    if (limit !== undefined && limit <= 0) return found;
+    for await (const line of this.#lines()) {
+      const event = this.#event(line);
+      if (event === undefined) continue;
+      if (after !== undefined && !(typeof event.sequence === "number" && event.sequence > after)) {
+        continue;
+      }
+      found.push(event);
+      if (limit !== undefined && found.length >= limit) break;
+    }
+    return found;
   }
 
+  /**
+   * The last event, read from the end of the file: a restarted Kms reads this to continue the
+   * chain, and it costs one line however long the trail is.
+   * @throws KMSInternalException when the file cannot be read or its last line is refused.
+   */
   async last(): Promise<AuditEvent | undefined> {
-    const all = await this.#all();
-    return all[all.length - 1];
+    let file: FileHandle;
+    try {
+      file = await open(this.#path, "r");
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw this.#readFailure(error);
+    }
+    try {
+      let end = (await file.stat()).size;
+      let terminated = false;
+      while (end > 0) {
+        const start = await lineStart(file, end);
+        const bytes = Buffer.alloc(end - start);
+        const read = await readFully(file, bytes, start);
+        const text = bytes.toString("utf8", 0, read);
+        const where = terminated ? "the last complete line" : "the last line";
+        const event = this.#event({ text, where, terminated });
+        if (event !== undefined) {
+          // The Kms continues the chain from it: from anything but an event it would start a
+          // second chain at sequence 0 in the middle of the file.
+          if (typeof event.sequence !== "number" || typeof event.hash !== "string") {
+            throw new KmsInternalError(
+              `audit sink ${this.description}: ${where} is not an audit event`,
+            );
+          }
+          return event;
+        }
+        // On to the line before, without the newline that ends it.
+        end = Math.max(0, start - 1);
+        terminated = true;
+      }
+      return undefined;
+    } catch (error) {
+      if (error instanceof KmsInternalError) throw error;
+      throw this.#readFailure(error);
+    } finally {
+      await file.close().catch(() => {});
+    }
   }
 
   async close(): Promise<void> {

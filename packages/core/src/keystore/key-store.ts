@@ -124,14 +124,21 @@ export interface KeyStore {
   createAlias(alias: StoredAlias): Promise<void>;
   /**
    * Points an alias at another key; `seal` replaces the stored seal (absent: the alias is
-   * stored without one).
-   * @throws NotFoundError when the alias does not exist.
+   * stored without one). With `expectedSeal`, the compare-and-set of aliases: the write happens
+   * only if the stored seal is still that one (`null`: the alias is still stored without one),
+   * checked and written as one atomic step, as updateKey checks its revision. The Kms always
+   * passes it, so that a write based on an older read of the alias (another instance moved it
+   * since) fails instead of replacing the newer record. A store that ignores it loses such
+   * updates, and the instance that wrote the newer record then refuses the alias as rolled back.
+   * @throws NotFoundError when the alias does not exist; KeyStoreConflictError when
+   * `expectedSeal` is given and the stored seal is another.
    */
   updateAlias(
     aliasName: string,
     targetKeyId: string,
     updatedAt: number,
     seal?: string,
+    expectedSeal?: string | null,
   ): Promise<void>;
   /** @throws NotFoundError when the alias does not exist. */
   deleteAlias(aliasName: string): Promise<void>;

@@ -93,9 +93,13 @@ export class MemoryKeyStore implements KeyStore {
     targetKeyId: string,
     updatedAt: number,
     seal?: string,
+    expectedSeal?: string | null,
   ): Promise<void> {
     const current = this.#aliases.get(aliasName);
     if (current === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
+    if (expectedSeal !== undefined && (current.seal ?? null) !== expectedSeal) {
+      throw new KeyStoreConflictError(`alias ${aliasName} changed concurrently`);
+    }
     const { seal: _previous, ...rest } = current;
     this.#aliases.set(
       aliasName,

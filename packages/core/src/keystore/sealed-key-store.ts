@@ -206,32 +206,54 @@ export class SealedKeyStore implements KeyStore {
 
   /**
    * The seal covers createdAt, which updateAlias does not receive: it comes from the current
-   * record, verified first. (Aliases have no compare-and-set; should the alias be deleted and
-   * re-created between this read and the write, the write seals the old createdAt and the alias
-   * is refused on its next read rather than trusted.)
+   * record, verified first. The write is a compare-and-set on that record's seal, so it fails
+   * with KeyStoreConflictError when the alias changed since it was read (moved by another
+   * instance, or deleted and created again): a write based on the older record would replace a
+   * newer one with a lower seal counter (refused as rolled back by whoever wrote the newer), or
+   * move the alias away from a key the caller was never authorized on.
    */
   async updateAlias(aliasName: string, targetKeyId: string, updatedAt: number): Promise<void> {
     const current = await this.getAlias(aliasName);
     if (current === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
-    const counter = (sealCounter(current.seal) ?? 0) + 1;
-    const { seal } = this.sealAlias({ ...current, targetKeyId, updatedAt }, counter);
-    await this.#raw.updateAlias(aliasName, targetKeyId, updatedAt, seal);
-    this.#raise(aliasFloorId(current), counter);
+    await this.#replaceAlias(current, targetKeyId, updatedAt);
   }
 
   deleteAlias(aliasName: string): Promise<void> {
     return this.#raw.deleteAlias(aliasName);
   }
 
-  /** Verifies an alias and seals it again, unchanged, under the current root key. */
+  /**
+   * Verifies an alias and seals it again, unchanged, under the current root key; read and
+   * written again when another writer changed it in between (never with the fields of the
+   * record it replaced).
+   */
   async resealAlias(aliasName: string): Promise<void> {
-    const current = await this.getAlias(aliasName);
-    if (current === undefined) return;
-    try {
-      await this.updateAlias(aliasName, current.targetKeyId, current.updatedAt);
-    } catch (error) {
-      if (!(error instanceof NotFoundError)) throw error;
+    for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
+      const current = await this.getAlias(aliasName);
+      if (current === undefined) return;
+      try {
+        await this.#replaceAlias(current, current.targetKeyId, current.updatedAt);
+        return;
+      } catch (error) {
+        if (error instanceof NotFoundError) return;
+        if (!(error instanceof KeyStoreConflictError)) throw error;
+      }
     }
+    throw new KeyStoreConflictError(`alias ${aliasName} is being changed too often to seal`);
+  }
+
+  /** Writes `current` with a new target and time, by compare-and-set on its seal. */
+  async #replaceAlias(current: StoredAlias, targetKeyId: string, updatedAt: number): Promise<void> {
+    const counter = (sealCounter(current.seal) ?? 0) + 1;
+    const { seal } = this.sealAlias({ ...current, targetKeyId, updatedAt }, counter);
+    await this.#raw.updateAlias(
+      current.aliasName,
+      targetKeyId,
+      updatedAt,
+      seal,
+      current.seal ?? null,
+    );
+    this.#raise(aliasFloorId(current), counter);
   }
 
   // ---- pass-through ----
@@ -420,15 +442,14 @@ export async function sealUnsealedRecords(
     const page = await raw.listAliases({ limit: PAGE, ...(after === undefined ? {} : { after }) });
     for (const listed of page) {
       if (listed.seal !== undefined) continue;
-      // Re-read right before writing: aliases have no compare-and-set, so this narrows the
-      // window in which an update by another instance could be overwritten with old values.
       const alias = await raw.getAlias(listed.aliasName);
       if (alias === undefined || alias.seal !== undefined) continue;
       const { seal } = sealed.sealAlias(alias, 1);
       try {
-        await raw.updateAlias(alias.aliasName, alias.targetKeyId, alias.updatedAt, seal);
+        // Only while still unsealed: an update by another instance meanwhile is not undone.
+        await raw.updateAlias(alias.aliasName, alias.targetKeyId, alias.updatedAt, seal, null);
       } catch (error) {
-        if (error instanceof NotFoundError) continue;
+        if (error instanceof NotFoundError || error instanceof KeyStoreConflictError) continue;
         throw error;
       }
       await onSealed({ kind: "alias", alias });

@@ -5,7 +5,14 @@
  */
 import { AlreadyExistsError, ValidationError } from "../errors.ts";
 import { ROOT_KEY_SETTINGS, rootKeyHistory } from "../hsm/software-hsm.ts";
-import type { KeyStore, StoredAlias, StoredKey, StoredKeyVersion } from "./key-store.ts";
+import type {
+  KeyStore,
+  StoredAlias,
+  StoredKey,
+  StoredKeyVersion,
+  StoredRotationSettings,
+} from "./key-store.ts";
+import { isGrants } from "./stored-json.ts";
 
 export const SNAPSHOT_FORMAT = "kms-keystore-snapshot/v1";
 
@@ -109,6 +116,20 @@ function int(value: unknown, path: string): number {
   return value as number;
 }
 
+function bool(value: unknown, path: string): boolean {
+  if (typeof value !== "boolean") fail(path, "expected a boolean");
+  return value;
+}
+
+/** `{ [name]: check(value) }`, or `{}` when the value is absent. */
+function optional<K extends string, T>(
+  name: K,
+  value: unknown,
+  check: (value: unknown) => T,
+): { [P in K]?: T } {
+  return (value === undefined ? {} : { [name]: check(value) }) as { [P in K]?: T };
+}
+
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 function bytesFrom(value: unknown, path: string): Uint8Array {
@@ -120,41 +141,85 @@ function bytesFrom(value: unknown, path: string): Uint8Array {
 function parseVersion(value: unknown, path: string): StoredKeyVersion {
   if (!isRecord(value)) fail(path, "expected an object");
   return {
-    ...value,
     version: int(value.version, `${path}.version`),
     createdAt: int(value.createdAt, `${path}.createdAt`),
+    ...optional("rotationType", value.rotationType, (v) => str(v, `${path}.rotationType`)),
     keyMaterialId: str(value.keyMaterialId, `${path}.keyMaterialId`),
     wrappedMaterial: bytesFrom(value.wrappedMaterial, `${path}.wrappedMaterial`),
-    ...(value.publicKey === undefined
-      ? {}
-      : { publicKey: bytesFrom(value.publicKey, `${path}.publicKey`) }),
+    ...optional("publicKey", value.publicKey, (v) => bytesFrom(v, `${path}.publicKey`)),
   } as StoredKeyVersion;
+}
+
+function parseRotation(value: unknown, path: string): StoredRotationSettings {
+  if (!isRecord(value)) fail(path, "expected an object");
+  return {
+    enabled: bool(value.enabled, `${path}.enabled`),
+    periodInDays: int(value.periodInDays, `${path}.periodInDays`),
+    ...optional("nextRotationAt", value.nextRotationAt, (v) => int(v, `${path}.nextRotationAt`)),
+    onDemandRotations: int(value.onDemandRotations, `${path}.onDemandRotations`),
+  };
+}
+
+function parseTags(value: unknown, path: string): StoredKey["tags"] {
+  if (!Array.isArray(value)) fail(path, "expected an array");
+  return value.map((tag, i) => {
+    if (!isRecord(tag)) fail(`${path}[${i}]`, "expected an object");
+    return {
+      tagKey: str(tag.tagKey, `${path}[${i}].tagKey`),
+      tagValue: str(tag.tagValue, `${path}[${i}].tagValue`),
+    };
+  });
+}
+
+/**
+ * Every field of a key record, checked for its type, and only those fields: the whole snapshot
+ * is checked before anything is written, so a record a store cannot hold (a date that is text,
+ * which SQLite's STRICT tables refuse) fails the import before its first key rather than
+ * after some of them, leaving a store that is neither empty nor whole.
+ */
+function parseKey(value: unknown, path: string): StoredKey {
+  if (!isRecord(value)) fail(path, "expected an object");
+  if (!Array.isArray(value.versions) || value.versions.length === 0) {
+    fail(`${path}.versions`, "expected a non-empty array");
+  }
+  const versions = value.versions.map((v, i) => parseVersion(v, `${path}.versions[${i}]`));
+  if (new Set(versions.map((v) => v.version)).size !== versions.length) {
+    fail(`${path}.versions`, "holds a version twice");
+  }
+  const currentVersion = int(value.currentVersion, `${path}.currentVersion`);
+  if (!versions.some((v) => v.version === currentVersion)) {
+    fail(`${path}.currentVersion`, "names no version of the key");
+  }
+  if (value.grants !== undefined && !isGrants(value.grants)) {
+    fail(`${path}.grants`, "expected a list of grants");
+  }
+  return {
+    keyId: str(value.keyId, `${path}.keyId`),
+    revision: int(value.revision, `${path}.revision`),
+    createdAt: int(value.createdAt, `${path}.createdAt`),
+    description: str(value.description, `${path}.description`),
+    keySpec: str(value.keySpec, `${path}.keySpec`) as StoredKey["keySpec"],
+    keyUsage: str(value.keyUsage, `${path}.keyUsage`) as StoredKey["keyUsage"],
+    origin: str(value.origin, `${path}.origin`) as StoredKey["origin"],
+    multiRegion: bool(value.multiRegion, `${path}.multiRegion`),
+    keyState: str(value.keyState, `${path}.keyState`) as StoredKey["keyState"],
+    ...optional("deletionDate", value.deletionDate, (v) => int(v, `${path}.deletionDate`)),
+    ...optional("pendingWindowInDays", value.pendingWindowInDays, (v) =>
+      int(v, `${path}.pendingWindowInDays`),
+    ),
+    rotation: parseRotation(value.rotation, `${path}.rotation`),
+    tags: parseTags(value.tags, `${path}.tags`),
+    ...optional("policy", value.policy, (v) => str(v, `${path}.policy`)),
+    ...(value.grants === undefined ? {} : { grants: value.grants }),
+    versions,
+    currentVersion,
+    ...optionalSeal(value.seal, `${path}.seal`),
+  };
 }
 
 /** Seals travel verbatim (FORMAT §4.1): checked only for being text, verified when opened. */
 function optionalSeal(value: unknown, path: string): { seal?: string } {
   return value === undefined ? {} : { seal: str(value, path) };
-}
-
-function parseKey(value: unknown, path: string): StoredKey {
-  if (!isRecord(value)) fail(path, "expected an object");
-  str(value.keyId, `${path}.keyId`);
-  optionalSeal(value.seal, `${path}.seal`);
-  int(value.revision, `${path}.revision`);
-  int(value.currentVersion, `${path}.currentVersion`);
-  for (const name of ["description", "keySpec", "keyUsage", "origin", "keyState"]) {
-    str(value[name], `${path}.${name}`);
-  }
-  if (!isRecord(value.rotation)) fail(`${path}.rotation`, "expected an object");
-  if (!Array.isArray(value.tags)) fail(`${path}.tags`, "expected an array");
-  if (!Array.isArray(value.versions) || value.versions.length === 0) {
-    fail(`${path}.versions`, "expected a non-empty array");
-  }
-  const versions = value.versions.map((v, i) => parseVersion(v, `${path}.versions[${i}]`));
-  if (!versions.some((v) => v.version === value.currentVersion)) {
-    fail(`${path}.currentVersion`, "names no version of the key");
-  }
-  return { ...value, versions } as unknown as StoredKey;
 }
 
 function parseAlias(value: unknown, path: string): StoredAlias {
@@ -192,8 +257,11 @@ export async function importKeyStore(store: KeyStore, snapshot: unknown): Promis
   const aliases = snapshot.aliases.map((a, i) => parseAlias(a, `aliases[${i}]`));
   const keyIds = new Set(keys.map((k) => k.keyId));
   if (keyIds.size !== keys.length) fail("keys", "holds a key id twice");
+  const aliasNames = new Set<string>();
   for (const [i, alias] of aliases.entries()) {
     if (!keyIds.has(alias.targetKeyId)) fail(`aliases[${i}].targetKeyId`, "names no key");
+    if (aliasNames.has(alias.aliasName)) fail(`aliases[${i}].aliasName`, "is given twice");
+    aliasNames.add(alias.aliasName);
   }
 
   if (

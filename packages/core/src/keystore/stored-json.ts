@@ -67,7 +67,8 @@ function isTags(value: unknown): value is StoredTag[] {
   );
 }
 
-function isGrants(value: unknown): value is StoredGrant[] {
+/** Whether `value` is a list of grants in the shape StoredGrant declares. */
+export function isGrants(value: unknown): value is StoredGrant[] {
   return (
     Array.isArray(value) &&
     value.every(
