@@ -895,6 +895,38 @@ export function describeKeyStoreConformance(
         expect((await store.getAlias("alias/other"))?.seal).toBe(SEAL_A);
       });
 
+      it("updates an alias only while its stored seal is expectedSeal (compare-and-set)", async () => {
+        await store.createKey(makeKey("k-a"));
+        await store.createKey(makeKey("k-b"));
+        await store.createAlias({ ...makeAlias("alias/x", "k-a"), seal: SEAL_A });
+        // Read first, so a store that caches aliases has the old record cached.
+        expect((await store.getAlias("alias/x"))?.seal).toBe(SEAL_A);
+
+        await store.updateAlias("alias/x", "k-b", T0 + DAY, SEAL_B, SEAL_A);
+        expect(await store.getAlias("alias/x")).toMatchObject({ targetKeyId: "k-b", seal: SEAL_B });
+
+        // A write based on the older read (seal A) loses, and changes nothing.
+        await expect(
+          store.updateAlias("alias/x", "k-a", T0 + 2 * DAY, SEAL_LONGEST, SEAL_A),
+        ).rejects.toBeInstanceOf(KeyStoreConflictError);
+        // null expects an alias stored without a seal; this one has one.
+        await expect(
+          store.updateAlias("alias/x", "k-a", T0 + 2 * DAY, SEAL_LONGEST, null),
+        ).rejects.toBeInstanceOf(KeyStoreConflictError);
+        expect(await store.getAlias("alias/x")).toMatchObject({
+          targetKeyId: "k-b",
+          updatedAt: T0 + DAY,
+          seal: SEAL_B,
+        });
+
+        await store.updateAlias("alias/x", "k-a", T0 + 3 * DAY, undefined, SEAL_B);
+        await store.updateAlias("alias/x", "k-b", T0 + 4 * DAY, SEAL_A, null);
+        expect(await store.getAlias("alias/x")).toMatchObject({ targetKeyId: "k-b", seal: SEAL_A });
+        await expect(
+          store.updateAlias("alias/none", "k-a", T0, SEAL_A, SEAL_B),
+        ).rejects.toBeInstanceOf(NotFoundError);
+      });
+
       it("creates nothing when updateAlias with a seal names a missing alias", async () => {
         await expect(store.updateAlias("alias/none", "k-a", T0, SEAL_A)).rejects.toBeInstanceOf(
           NotFoundError,
