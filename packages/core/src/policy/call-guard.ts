@@ -232,6 +232,10 @@ export class CallGuard {
         { cause },
       );
     }
+    if (requestId !== undefined && typeof requestId !== "string") {
+      // Refused (audited, as "(invalid requestId)"), not silently replaced by a random id.
+      unreadable ??= new ValidationError(`"requestId" must be a string`);
+    }
     given ??= this.defaultPrincipal;
     // A bad principal is rejected in before(), so that the rejection is audited too.
     const principal = typeof given === "string" ? given.slice(0, 2049) : "(invalid principal)";
