@@ -27,6 +27,9 @@ export interface Materials extends PreparedDataKey {
   readonly header: Uint8Array;
   /** header || binding per binding (cached binding encodings are stable objects). */
   readonly aads: WeakMap<Uint8Array, Uint8Array>;
+  /** The binding sealed last and its entry of `aads`: a column's values come in runs. */
+  lastBinding: Uint8Array | undefined;
+  lastAad: Uint8Array | undefined;
   readonly key: AesKey;
   readonly kmsKeyId: string;
 }
@@ -43,17 +46,27 @@ export interface LoadedKey extends PreparedDataKey {
   readonly loadedAt: number;
   /** header || binding per binding encoding (cached encodings are stable objects). */
   readonly aads: WeakMap<Uint8Array, Uint8Array>;
+  /** The binding opened last and its entry of `aads` (a binding that passed the key check). */
+  lastBinding: Uint8Array | undefined;
+  lastAad: Uint8Array | undefined;
   /** Set when the cache let go of the entry. */
   released: boolean;
 }
 
-/** The data key of (KMS key, context) behind deterministic values and blind indexes. */
+/**
+ * The data key of (KMS key, context) behind deterministic values and blind indexes. Its raw
+ * bytes (and the subkeys derived from them) are read only inside `FieldDataKeys.useStable`.
+ */
 export interface StableKey {
   readonly id: string;
   readonly raw: Uint8Array;
   readonly kmsKeyId: string;
   /** As LoadedKey.context. */
   readonly context: Readonly<EncryptionContext>;
+  /** `useStable` calls running on it (more than one when a caller's getter re-enters). */
+  holds: number;
+  /** Set by `clear()`: never used again, and zeroed as soon as no use holds it. */
+  dropped: boolean;
 }
 
 export interface FieldDataKeysOptions {
@@ -74,6 +87,8 @@ const MAX_DURABLE_KEYS = 4096;
 /** Data-key rows and stable keys kept per engine; the oldest go first (reloaded on demand). */
 const MAX_RECORDS = 4096;
 const MAX_STABLE_KEYS = 4096;
+/** Size of the live stable key set below which it is not swept for collected keys. */
+const MIN_LIVE_SWEEP = 1024;
 const NO_USE: DataKeyUsage = { messages: 0, bytes: 0 };
 let engines = 0;
 
@@ -117,6 +132,14 @@ export class FieldDataKeys {
   readonly #scopedStable = new Map<string, Promise<StableKey>>();
   /** Transaction scope → the write cache keys (durable form) of keys created inside it. */
   readonly #scopedWrites = new Map<string, Set<string>>();
+  /**
+   * Every stable key made since the last clear(), weakly: clear() must zero the ones any map or
+   * in-flight call still reaches, including keys that bounded maps forgot but a caller holds.
+   */
+  readonly #liveStable = new Set<WeakRef<StableKey>>();
+  #liveStableLimit = MIN_LIVE_SWEEP;
+  /** Counts clear() calls: a key loaded across one is dropped on arrival. */
+  #generation = 0;
   /** ctxKey → KMS key id → write cache key (see #durableKey). */
   readonly #durableKeys = new Map<string, Map<string, string>>();
   /** The (KMS key id, ctxKey) #durableKey answered last and its answer: writes come in runs. */
@@ -259,7 +282,8 @@ export class FieldDataKeys {
       // Only a key that was found or created: a failed load leaves nothing behind.
       pending.then(
         (stable) => {
-          if (!this.#stableByScope.has(scope))
+          // A clear() since the key was made dropped it: caching it would hand it out forever.
+          if (!stable.dropped && !this.#stableByScope.has(scope))
             bounded(this.#stableByScope, scope, Promise.resolve(stable), MAX_STABLE_KEYS);
         },
         () => {},
@@ -273,8 +297,16 @@ export class FieldDataKeys {
     this.#records.delete(id);
   }
 
-  /** Forgets every data key: the cache's entries (all of them, if shared) and the stable keys. */
+  /**
+   * Forgets every data key: the cache's entries (all of them, if shared; their key bytes are
+   * zeroed there, and this engine's own hold only KeyObjects, whose bytes were zeroed on import)
+   * and the stable keys, whose raw bytes and derived subkeys are zeroed — at once, or, for a key
+   * a `useStable` is running on, when that use returns. A key that a pending load delivers
+   * after this call is dropped on arrival: every value operation in flight loads its stable key
+   * again (`useStable` refuses dropped keys), none uses material cached before the call.
+   */
   clear(): void {
+    this.#generation += 1;
     this.#cache.clear();
     this.#lastLoaded = undefined;
     this.#stableByScope.clear();
@@ -283,9 +315,81 @@ export class FieldDataKeys {
     this.#records.clear();
     this.#scopedStable.clear();
     this.#scopedWrites.clear();
+    for (const ref of this.#liveStable) {
+      const stable = ref.deref();
+      if (stable !== undefined) this.#drop(stable);
+    }
+    this.#liveStable.clear();
+    this.#liveStableLimit = MIN_LIVE_SWEEP;
   }
 
-  /** Per-(data key, purpose, model, field, context) subkey; cached, bounded. */
+  /**
+   * Runs `use` on `stable` (the only place its raw bytes and subkeys are read), holding it so
+   * that a clear() during `use` — from a getter or key selector it calls — zeroes the key only
+   * after `use` returns. Returns undefined, without calling `use`, when the key was dropped
+   * since the caller got it: the caller then loads it again. `use` never returns undefined.
+   */
+  useStable<T>(stable: StableKey, use: (stable: StableKey) => T): T | undefined {
+    if (stable.dropped) return undefined;
+    stable.holds += 1;
+    try {
+      return use(stable);
+    } finally {
+      stable.holds -= 1;
+      if (stable.holds === 0 && stable.dropped) this.#zeroStable(stable);
+    }
+  }
+
+  /** A stable key made of freshly unwrapped or generated bytes, loaded since `generation`. */
+  #newStable(
+    id: string,
+    raw: Uint8Array,
+    kmsKeyId: string,
+    context: EncryptionContext,
+    generation: number,
+  ): StableKey {
+    const stable: StableKey = {
+      id,
+      raw,
+      kmsKeyId,
+      context: Object.freeze({ ...context }),
+      holds: 0,
+      dropped: false,
+    };
+    if (generation !== this.#generation) {
+      // Its load began before a clear(): the clear covers it too.
+      this.#drop(stable);
+      return stable;
+    }
+    if (this.#liveStable.size >= this.#liveStableLimit) {
+      // Amortised O(1): forget the references the GC has emptied and the dropped keys.
+      for (const ref of this.#liveStable) {
+        if (ref.deref()?.dropped !== false) this.#liveStable.delete(ref);
+      }
+      this.#liveStableLimit = Math.max(MIN_LIVE_SWEEP, 2 * this.#liveStable.size);
+    }
+    this.#liveStable.add(new WeakRef(stable));
+    return stable;
+  }
+
+  #drop(stable: StableKey): void {
+    if (stable.dropped) return;
+    stable.dropped = true;
+    if (stable.holds === 0) this.#zeroStable(stable);
+  }
+
+  #zeroStable(stable: StableKey): void {
+    stable.raw.fill(0);
+    const derived = this.#derived.get(stable);
+    if (derived === undefined) return;
+    for (const key of derived.values()) key.fill(0);
+    derived.clear();
+  }
+
+  /**
+   * Per-(data key, purpose, model, field, context) subkey; cached, bounded. Only inside
+   * `useStable` (the subkey is zeroed with its stable key).
+   */
   derive(stable: StableKey, purpose: "d" | "b", binding: FieldBinding, ctxKey: string): Uint8Array {
     // Length-prefixed like contextKey: names may hold NUL, and a separator alone would let
     // ("a\0b", "c") and ("a", "b\0c") share one subkey (one blind-index key for two fields).
@@ -396,6 +500,8 @@ export class FieldDataKeys {
       id,
       header,
       aads: new WeakMap(),
+      lastBinding: undefined,
+      lastAad: undefined,
       key,
       kmsKeyId: generated.keyId,
     };
@@ -410,6 +516,8 @@ export class FieldDataKeys {
       context: Object.freeze({ ...context }),
       loadedAt: this.#cache.clock.now(),
       aads: new WeakMap(),
+      lastBinding: undefined,
+      lastAad: undefined,
       released: false,
       release() {
         this.released = true;
@@ -483,6 +591,14 @@ export class FieldDataKeys {
     return plaintext;
   }
 
+  /**
+   * The id of the stable data key of `context` (the one `stableForScope` finds or creates),
+   * derived without touching the store or the KMS.
+   */
+  stableIdOf(context: EncryptionContext): string {
+    return hexOf(stableDataKeyId(this.#selectKey(context), context));
+  }
+
   stableForScope(
     context: EncryptionContext,
     ctxKey: string,
@@ -517,16 +633,17 @@ export class FieldDataKeys {
   stableForId(id: string): Promise<StableKey> {
     let pending = this.#stableById.get(id);
     if (pending === undefined) {
+      const generation = this.#generation;
       pending = this.record(id).then(async (record) => {
         if (record === undefined || record.purpose !== "stable") throw generic();
         const { raw, context } = await this.#unwrap(id, "stable");
-        return { id, raw, kmsKeyId: record.kmsKeyId, context: Object.freeze({ ...context }) };
+        return this.#newStable(id, raw, record.kmsKeyId, context, generation);
       });
       bounded(this.#stableById, id, pending, MAX_STABLE_KEYS);
       const settling = pending;
       pending.then(
         (stable) => {
-          if (this.#stableById.get(id) === settling) {
+          if (this.#stableById.get(id) === settling && !stable.dropped) {
             bounded(this.#stableReady, id, stable, MAX_STABLE_KEYS);
           }
         },
@@ -537,19 +654,16 @@ export class FieldDataKeys {
   }
 
   async #loadOrCreateStableUncached(keyId: string, context: EncryptionContext): Promise<StableKey> {
+    const generation = this.#generation;
     const id = hexOf(stableDataKeyId(keyId, context));
     let record = await this.#store.get(id);
     if (record === undefined) {
-      const inserted = await this.#insertStable(keyId, context, id);
+      const inserted = await this.#insertStable(keyId, context, id, generation);
       if (inserted.mine !== undefined) return inserted.mine;
       record = inserted.record;
     }
-    return {
-      id,
-      raw: await this.#unwrapRecord(record, "stable"),
-      kmsKeyId: record.kmsKeyId,
-      context: Object.freeze({ ...record.encryptionContext }),
-    };
+    const raw = await this.#unwrapRecord(record, "stable");
+    return this.#newStable(id, raw, record.kmsKeyId, record.encryptionContext, generation);
   }
 
   /**
@@ -557,11 +671,14 @@ export class FieldDataKeys {
    * finds the same one without coordination; the store's insert-if-absent settles races.
    */
   async #loadOrCreateStable(keyId: string, context: EncryptionContext): Promise<StableKey> {
+    const generation = this.#generation;
     const id = hexOf(stableDataKeyId(keyId, context));
     if ((await this.#store.get(id)) !== undefined) return this.stableForId(id);
-    const { mine } = await this.#insertStable(keyId, context, id);
+    const { mine } = await this.#insertStable(keyId, context, id, generation);
     // Another writer stored its key first: use theirs.
     if (mine === undefined) return this.stableForId(id);
+    // Made across a clear(): not cached (the caller loads it again).
+    if (mine.dropped) return mine;
     bounded(this.#stableById, id, Promise.resolve(mine), MAX_STABLE_KEYS);
     bounded(this.#stableReady, id, mine, MAX_STABLE_KEYS);
     return mine;
@@ -575,6 +692,7 @@ export class FieldDataKeys {
     keyId: string,
     context: EncryptionContext,
     id: string,
+    generation: number,
   ): Promise<{ mine?: StableKey; record: DataKeyRecord }> {
     const generated = await this.#kms.generateDataKey({
       keyId,
@@ -594,12 +712,7 @@ export class FieldDataKeys {
       Buffer.from(record.wrappedKey).equals(Buffer.from(generated.ciphertextBlob))
     ) {
       return {
-        mine: {
-          id,
-          raw: generated.plaintext,
-          kmsKeyId: generated.keyId,
-          context: Object.freeze({ ...context }),
-        },
+        mine: this.#newStable(id, generated.plaintext, generated.keyId, context, generation),
         record,
       };
     }

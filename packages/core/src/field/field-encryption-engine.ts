@@ -4,8 +4,7 @@ import { sha256 } from "@noble/hashes/sha2.js";
 import { DataKeyCache } from "../caching/data-key-cache.ts";
 import { type Clock, systemClock } from "../clock.ts";
 import { KmsInternalError, ValidationError } from "../errors.ts";
-import { gcmOpen, gcmSealInto } from "../hsm/aes-gcm.ts";
-import { fillRandom } from "../hsm/random.ts";
+import { gcmOpenFrom, gcmSealWithFreshIv } from "../hsm/aes-gcm.ts";
 import { assertInteger } from "../internal/assert.ts";
 import type { KmsLike } from "../kms-like.ts";
 import type { EncryptionContext } from "../types.ts";
@@ -33,19 +32,18 @@ import {
   invalidFieldCiphertext as generic,
   HEADER_LENGTH,
   hexOf,
-  IV_LENGTH,
   isCurrentRead,
   isFieldCiphertextText,
   parseFieldCiphertext,
   RANDOMIZED_OVERHEAD,
   readFieldText,
-  TAG_LENGTH,
   toFieldText,
 } from "./field-format.ts";
 import {
   decodeFieldValue,
   encodeFieldValue,
   encodeFieldValueShared,
+  encodeIndexValue,
   type FieldValue,
   type FieldValueType,
   isCurrentPlaintext,
@@ -254,12 +252,18 @@ export class FieldEncryptionEngine {
     const aad = encodeBinding(binding, ctxKey);
     const keyed = keyContextOf(binding, ctxKey);
     if (spec.mode === "deterministic") {
-      const stable = await this.#keys.stableForScope(
-        keyed.context,
-        keyed.ctxKey,
-        options?.transactionScope,
-      );
-      return this.#sealDeterministic(stable, binding, ctxKey, aad, plaintext);
+      // Again when clearCache() dropped the key meanwhile (see FieldDataKeys.useStable).
+      for (;;) {
+        const stable = await this.#keys.stableForScope(
+          keyed.context,
+          keyed.ctxKey,
+          options?.transactionScope,
+        );
+        const sealed = this.#keys.useStable(stable, (held) =>
+          this.#sealDeterministic(held, binding, ctxKey, aad, plaintext),
+        );
+        if (sealed !== undefined) return sealed;
+      }
     }
     const materials = await this.#keys.materialsFor(
       keyed.context,
@@ -272,26 +276,25 @@ export class FieldEncryptionEngine {
 
   #sealRandomized(materials: Materials, binding: Uint8Array, plaintext: Uint8Array): Uint8Array {
     // header || binding as one AAD buffer, cached per (data key, binding): one setAAD per value.
-    let aad = materials.aads.get(binding);
-    if (aad === undefined) {
-      aad = new Uint8Array(HEADER_LENGTH + binding.length);
-      aad.set(materials.header, 0);
-      aad.set(binding, HEADER_LENGTH);
-      materials.aads.set(binding, aad);
+    // The binding of the last value is checked first: a column's values come in runs.
+    let aad = materials.lastAad as Uint8Array;
+    if (materials.lastBinding !== binding) {
+      let found = materials.aads.get(binding);
+      if (found === undefined) {
+        found = new Uint8Array(HEADER_LENGTH + binding.length);
+        found.set(materials.header, 0);
+        found.set(binding, HEADER_LENGTH);
+        materials.aads.set(binding, found);
+      }
+      materials.lastBinding = binding;
+      materials.lastAad = aad = found;
     }
     // Ciphertext is public, so it may share a slab with other ciphertext: an ArrayBuffer of its
     // own per value cost more than the cipher on small values.
     const out = ciphertextBytes(plaintext.length + RANDOMIZED_OVERHEAD - 1);
     out.set(materials.header, 0);
-    fillRandom(out, HEADER_LENGTH, IV_LENGTH);
-    gcmSealInto(
-      materials.key,
-      out.subarray(HEADER_LENGTH, HEADER_LENGTH + IV_LENGTH),
-      aad,
-      plaintext,
-      out,
-      HEADER_LENGTH + IV_LENGTH,
-    );
+    // A fresh IV from the CSPRNG pool per value, drawn inside the seal (FORMAT §6.1).
+    gcmSealWithFreshIv(materials.key, aad, plaintext, out, HEADER_LENGTH);
     plaintext.fill(0);
     return out;
   }
@@ -331,11 +334,8 @@ export class FieldEncryptionEngine {
       const encoded = encodeBinding(binding, ctxKey);
       // A key selector or getter above that encrypted another value reused (and wiped) the
       // shared plaintext: encode again, on a buffer of its own.
-      return this.#sealRandomized(
-        materials,
-        encoded,
-        isCurrentPlaintext(plaintext) ? plaintext : encodeFieldValue(field, type, value),
-      );
+      const own = isCurrentPlaintext(plaintext) ? plaintext : encodeFieldValue(field, type, value);
+      return this.#sealRandomized(materials, encoded, own);
     } catch (error) {
       // The shared buffer outlives this call: a throwing selector or binding must not leave
       // the value in it.
@@ -456,11 +456,10 @@ export class FieldEncryptionEngine {
       const stable = this.#keys.cachedStable(hexOf(bytes, 1, HEADER_LENGTH));
       if (stable === undefined) return undefined;
       // AES-SIV costs far more than a copy; its key derivation reads the binding.
-      return this.#openDeterministic(
-        stable,
-        binding,
-        spec,
-        typeof stored === "string" ? bytes.slice() : bytes,
+      const own = typeof stored === "string" ? bytes.slice() : bytes;
+      // Undefined (a miss: the async path loads the key again) if clearCache() dropped it.
+      return this.#keys.useStable(stable, (held) =>
+        this.#openDeterministic(held, binding, spec, own),
       );
     }
     // Text written by us always parses; anything else is not ours, even in legacy mode.
@@ -479,26 +478,25 @@ export class FieldEncryptionEngine {
     spec: FieldSpec,
     stored: Uint8Array,
   ): FieldValue {
-    let aad = loaded.aads.get(binding);
-    if (aad === undefined) {
-      // Checked once per (data key, binding): a cached AAD means this binding passed.
-      if (!holdsKeyContext(context, loaded.context)) throw generic();
-      aad = new Uint8Array(HEADER_LENGTH + binding.length);
-      aad.set(stored.subarray(0, HEADER_LENGTH), 0);
-      aad.set(binding, HEADER_LENGTH);
-      loaded.aads.set(binding, aad);
+    let aad = loaded.lastAad as Uint8Array;
+    if (loaded.lastBinding !== binding) {
+      let found = loaded.aads.get(binding);
+      if (found === undefined) {
+        // Checked once per (data key, binding): a cached AAD means this binding passed.
+        if (!holdsKeyContext(context, loaded.context)) throw generic();
+        found = new Uint8Array(HEADER_LENGTH + binding.length);
+        found.set(stored.subarray(0, HEADER_LENGTH), 0);
+        found.set(binding, HEADER_LENGTH);
+        loaded.aads.set(binding, found);
+      }
+      loaded.lastBinding = binding;
+      loaded.lastAad = aad = found;
     }
-    const tagAt = stored.length - TAG_LENGTH;
-    const plaintext = gcmOpen(
-      loaded.key,
-      stored.subarray(HEADER_LENGTH, HEADER_LENGTH + IV_LENGTH),
-      aad,
-      stored.subarray(HEADER_LENGTH + IV_LENGTH, tagAt),
-      stored.subarray(tagAt),
-    );
+    const plaintext = gcmOpenFrom(loaded.key, aad, stored, HEADER_LENGTH);
     if (plaintext === undefined) throw generic();
     const value = decodeFieldValue(spec.type, plaintext);
-    plaintext.fill(0);
+    // Uint8Array's own fill: Buffer#fill validates its arguments in JS first.
+    wipe.call(plaintext, 0);
     return value;
   }
 
@@ -535,8 +533,13 @@ export class FieldEncryptionEngine {
       throw generic();
     }
     if (parsed.mode === "deterministic") {
-      const stable = await this.#keys.stableForId(parsed.dataKeyId);
-      return this.#openDeterministic(stable, binding, spec, stored);
+      for (;;) {
+        const stable = await this.#keys.stableForId(parsed.dataKeyId);
+        const value = this.#keys.useStable(stable, (held) =>
+          this.#openDeterministic(held, binding, spec, stored),
+        );
+        if (value !== undefined) return value;
+      }
     }
     const loaded = await this.#keys.readKey(parsed.dataKeyId);
     return this.#openRandomized(loaded, encodeBinding(binding), binding.context, spec, stored);
@@ -581,16 +584,22 @@ export class FieldEncryptionEngine {
       const item = items[i] as DecryptItem;
       const bytes = bytesOf(item.stored);
       const id = hexOf(bytes, 1, HEADER_LENGTH);
+      if (bytes[0] === FORMAT_RANDOMIZED) {
+        out[i] = this.#openRandomized(
+          loaded.get(id) as LoadedKey,
+          encodeBinding(item.binding),
+          item.binding.context,
+          item.spec,
+          bytes,
+        );
+        continue;
+      }
+      const value = this.#keys.useStable(stables.get(id) as StableKey, (held) =>
+        this.#openDeterministic(held, item.binding, item.spec, bytes),
+      );
+      // A getter of an earlier item called clearCache(): this one loads its key again.
       out[i] =
-        bytes[0] === FORMAT_RANDOMIZED
-          ? this.#openRandomized(
-              loaded.get(id) as LoadedKey,
-              encodeBinding(item.binding),
-              item.binding.context,
-              item.spec,
-              bytes,
-            )
-          : this.#openDeterministic(stables.get(id) as StableKey, item.binding, item.spec, bytes);
+        value !== undefined ? value : await this.#decryptSlow(item.binding, item.spec, bytes);
     }
     return out;
   }
@@ -598,8 +607,11 @@ export class FieldEncryptionEngine {
   /**
    * A keyed blind index of `value` for equality lookups in a separate column: HMAC-SHA256
    * under a key derived (HKDF) from a KMS-protected data key of the context, truncated, as
-   * base64url. `binding.field` names the index (usually the source field).
-   * @throws ValidationException when `spec.bytes` is outside 4–32.
+   * base64url. `binding.field` names the index (usually the source field). Strings are indexed
+   * as themselves (after `spec.normalize`), other values as their JSON text (FORMAT §6.5).
+   * @throws ValidationException when `spec.bytes` is outside 4–32, or when the value has no JSON
+   *   text of its own: NaN or ±Infinity anywhere in it, null or what serializes to null, what
+   *   serializes to nothing (undefined, functions, symbols), bigint, cycles.
    */
   async blindIndex(
     binding: FieldBinding,
@@ -615,18 +627,24 @@ export class FieldEncryptionEngine {
     if (typeof value === "string") {
       input = encodeFieldValue(binding.field, "string", normalize(value, spec.normalize));
     } else {
-      input = encodeFieldValue(binding.field, "json", value);
+      input = encodeIndexValue(binding.field, value);
     }
     const ctxKey = contextKey(binding.context);
     const keyed = keyContextOf(binding, ctxKey);
-    const stable = await this.#keys.stableForScope(
-      keyed.context,
-      keyed.ctxKey,
-      options?.transactionScope,
-    );
-    const key = this.#keys.derive(stable, "b", binding, ctxKey);
-    const mac = hmac(sha256, key, input);
-    return Buffer.from(mac.buffer, mac.byteOffset, length).toString("base64url");
+    for (;;) {
+      const stable = await this.#keys.stableForScope(
+        keyed.context,
+        keyed.ctxKey,
+        options?.transactionScope,
+      );
+      // Again when clearCache() dropped the key meanwhile (see FieldDataKeys.useStable).
+      const mac = this.#keys.useStable(stable, (held) =>
+        hmac(sha256, this.#keys.derive(held, "b", binding, ctxKey), input),
+      );
+      if (mac !== undefined) {
+        return Buffer.from(mac.buffer, mac.byteOffset, length).toString("base64url");
+      }
+    }
   }
 
   /**
@@ -660,25 +678,33 @@ export class FieldEncryptionEngine {
   /**
    * The KMS key ARN new randomized values of `context` get (that of the data key they are
    * written under: after re-pointing an alias, call `clearCache()` first) and the stable data
-   * key id of new deterministic values, for rotation jobs.
+   * key id of new deterministic values, for rotation jobs. That id is derived from the key id
+   * and the context (FORMAT §6.4), so with `loadStableKey: false` it is computed without
+   * creating or loading the stable data key: no KMS call and no data-key row for models that
+   * have no deterministic fields.
    * @throws KMS errors when a data key cannot be generated.
    */
   async currentKeys(
     context: EncryptionContext,
+    options?: { readonly loadStableKey?: boolean },
   ): Promise<{ readonly kmsKeyId: string; readonly stableDataKeyId: string }> {
     const ctxKey = contextKey(context);
     // Not the stable key's ARN: its id is derived from the key id as configured, so an alias
     // re-pointed to a new KMS key keeps the stable key (and ARN) it had before.
-    const [materials, stable] = await Promise.all([
+    const [materials, stableDataKeyId] = await Promise.all([
       // Charged with nothing: with maxValues 1 a charged look would make a data key per row.
       this.#keys.materialsFor(context, ctxKey, 0, undefined, 0),
-      this.#keys.stableForScope(context, ctxKey),
+      options?.loadStableKey === false
+        ? this.#keys.stableIdOf(context)
+        : this.#keys.stableForScope(context, ctxKey).then((stable) => stable.id),
     ]);
-    return { kmsKeyId: materials.kmsKeyId, stableDataKeyId: stable.id };
+    return { kmsKeyId: materials.kmsKeyId, stableDataKeyId };
   }
 
   /**
-   * Forgets every cached data key (plaintext and wrapped). Call after scheduling deletion of
+   * Forgets every cached data key (plaintext and wrapped) and zeroes the key bytes it held (a
+   * stable key that a value operation is using at that moment is zeroed when the operation
+   * ends; operations still waiting for a key load it again). Call after scheduling deletion of
    * a KMS key so that values under it stop decrypting in this process at once.
    */
   clearCache(): void {
@@ -733,6 +759,8 @@ function legacyValue(
     throw generic();
   }
 }
+
+const wipe = Uint8Array.prototype.fill;
 
 function normalize(value: string, how: BlindIndexSpec["normalize"]): string {
   if (how === undefined) return value;

@@ -1,8 +1,9 @@
 import { describe, expect, test } from "vitest";
 import { InvalidCiphertextError, ValidationError } from "../errors.ts";
 import { createKms } from "../kms.ts";
+import type { KmsLike } from "../kms-like.ts";
 import type { EncryptionContext } from "../types.ts";
-import { MemoryDataKeyStore } from "./data-key-store.ts";
+import { type DataKeyRecord, MemoryDataKeyStore } from "./data-key-store.ts";
 import { FieldEncryptionEngine } from "./field-encryption-engine.ts";
 import {
   type ReencryptCheckpoint,
@@ -363,6 +364,91 @@ describe("reencryptFields", () => {
     expect((await reencryptFields(job)).reencrypted).toBe(0);
     expect(store.size - after).toBeLessThanOrEqual(1);
     expect(after).toBeLessThanOrEqual(3 + 2);
+  });
+
+  test("a model without deterministic fields makes no stable data keys", async () => {
+    const kms = await createKms();
+    const oldKey = (await kms.createKey()).keyMetadata.keyId;
+    const newKey = (await kms.createKey()).keyMetadata.keyId;
+    let generated = 0;
+    const counting: KmsLike = {
+      ...kms,
+      decrypt: (r, o) => kms.decrypt(r, o),
+      generateDataKey: (r, o) => {
+        generated += 1;
+        return kms.generateDataKey(r, o);
+      },
+    } as KmsLike;
+    const inserted: DataKeyRecord["purpose"][] = [];
+    const memory = new MemoryDataKeyStore();
+    const store = {
+      insert: (record: DataKeyRecord) => {
+        inserted.push(record.purpose);
+        return memory.insert(record);
+      },
+      get: (id: string) => memory.get(id),
+    };
+    const engine = (keyId: string) =>
+      new FieldEncryptionEngine({
+        kms: counting,
+        dataKeyStore: store,
+        keyId,
+        legacyPlaintext: true,
+      });
+    const randomizedOnly = {
+      secret: { type: "string", storage: "text" },
+      age: { type: "number", storage: "bytes" },
+    } as const;
+    const b = (tenantId: string, field: string) => ({
+      model: "Person",
+      field,
+      context: { tenantId },
+    });
+    const before = engine(oldKey);
+    const rows: Row[] = [];
+    for (let id = 1; id <= 4; id++) {
+      const tenantId = id % 2 === 0 ? "a" : "b";
+      rows.push({
+        id,
+        tenantId,
+        // Half legacy plaintext, half under the old KMS key: both are rewritten.
+        secret:
+          id <= 2
+            ? `s${id}`
+            : await before.encryptText(b(tenantId, "secret"), randomizedOnly.secret, `s${id}`),
+        age: await before.encrypt(b(tenantId, "age"), randomizedOnly.age, id),
+      });
+    }
+    generated = 0;
+    inserted.length = 0;
+    let seenStableId: string | undefined;
+    const after = engine(newKey);
+    const result = await reencryptFields({
+      engine: after,
+      source: tableSource(rows),
+      model: "Person",
+      fields: randomizedOnly,
+      shouldReencrypt: (info, current) => {
+        seenStableId = current.stableDataKeyId;
+        return info.legacy || info.kmsKeyId !== current.kmsKeyId;
+      },
+    });
+    expect(result).toMatchObject({ scanned: 4, reencrypted: 4, conflicts: 0 });
+    // One randomized data key per tenant under the new KMS key, and nothing else.
+    expect(generated).toBe(2);
+    expect(inserted).toEqual(["randomized", "randomized"]);
+    // The policy still sees the id the tenant's stable key has (derived, not loaded).
+    expect(seenStableId).toBe((await after.currentKeys({ tenantId: "a" })).stableDataKeyId);
+    expect(inserted).toContain("stable");
+    for (const row of rows) {
+      expect(
+        await after.decryptText(
+          b(row.tenantId, "secret"),
+          randomizedOnly.secret,
+          row.secret as string,
+        ),
+      ).toBe(`s${row.id}`);
+    }
   });
 
   test("strict engines refuse legacy values; bad batch sizes are rejected", async () => {

@@ -98,6 +98,11 @@ export async function reencryptFields(options: ReencryptOptions): Promise<Reencr
   }
   const policy = options.shouldReencrypt ?? defaultPolicy;
   const { engine, source, model, fields } = options;
+  // The stable data key of a context is needed only to compare deterministic values against
+  // it; for any other model its id (derived, for the policy) is enough. Loading it anyway would
+  // cost a KMS GenerateDataKey and a data-key row per context that nothing ever uses. Blind
+  // indexes recomputed by the source load their key themselves, when a row is rewritten.
+  const loadStableKey = Object.values(fields).some((spec) => spec.mode === "deterministic");
   let state: ReencryptCheckpoint = options.resumeFrom ?? {
     cursor: undefined,
     scanned: 0,
@@ -110,7 +115,7 @@ export async function reencryptFields(options: ReencryptOptions): Promise<Reencr
     if (rows.length === 0) break;
     let { reencrypted, conflicts } = state;
     for (const row of rows) {
-      const current = await engine.currentKeys(row.keyContext ?? row.context);
+      const current = await engine.currentKeys(row.keyContext ?? row.context, { loadStableKey });
       const next: Record<string, StoredFieldValue> = {};
       const plaintexts: Record<string, FieldValue> = {};
       let changed = false;

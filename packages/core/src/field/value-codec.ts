@@ -191,6 +191,60 @@ export function encodeFieldValue(field: string, type: FieldValueType, value: unk
   }
 }
 
+/**
+ * The input of a blind index of a non-string value: the §6.3 `json` encoding (tag || JSON text),
+ * byte for byte, of the values JSON tells apart. An index matches equal inputs, so a value whose
+ * JSON text stands for others too is refused instead of colliding with them: NaN and ±Infinity
+ * (anywhere in the value: JSON writes them as null), null itself and anything that serializes to
+ * `null` (an invalid Date), and what serializes to nothing or not at all (undefined, functions,
+ * symbols, bigint, cycles).
+ * @throws ValidationException naming the field, never quoting the value.
+ */
+export function encodeIndexValue(field: string, value: unknown): Uint8Array {
+  const refuse = (rule: string, cause?: unknown) =>
+    new ValidationError(
+      `"${field}": a blind index ${rule}`,
+      cause === undefined ? undefined : { cause },
+    );
+  if (typeof value === "bigint") {
+    throw refuse("cannot take a bigint: JSON has no form for it (index its string form)");
+  }
+  let nonFinite = false;
+  let text: string | undefined;
+  try {
+    // The replacer sees each value after its toJSON() and returns it unchanged, so the text is
+    // exactly JSON.stringify(value) (indexes stored before this check keep matching).
+    text = JSON.stringify(value, (_key, v: unknown) => {
+      const n = v instanceof Number ? v.valueOf() : v;
+      if (typeof n === "number" && !Number.isFinite(n)) {
+        nonFinite = true;
+        throw new RangeError("non-finite number");
+      }
+      return v;
+    });
+  } catch (cause) {
+    if (nonFinite) {
+      throw refuse(
+        "cannot take NaN or ±Infinity: JSON writes them as null, so they would match each other and null",
+      );
+    }
+    // A bigint inside the value, a cycle, a throwing toJSON(). V8's messages for the first two
+    // name types and property names, never values.
+    throw refuse("value must be JSON-serializable", cause);
+  }
+  if (text === undefined) {
+    const got =
+      typeof value === "object" ? "an object whose toJSON() returns undefined" : typeof value;
+    throw refuse(`value must have a JSON form, got ${got}`);
+  }
+  if (text === "null") {
+    throw refuse(
+      "cannot take null or a value that serializes to null (such as an invalid Date): they would all match each other",
+    );
+  }
+  return tagged(TAGS.json, text);
+}
+
 function isDecimalLike(value: unknown): value is { toString(): string } {
   return (
     typeof value === "object" &&
@@ -219,14 +273,20 @@ export function decodeFieldValue(type: FieldValueType, plaintext: Uint8Array): F
   if (actual !== type) throw new InvalidCiphertextError("field value is not valid ciphertext");
   if (type === "string") {
     // Authenticated bytes that we encoded ourselves: Buffer's decoder is faster than a fatal
-    // TextDecoder and cannot meet invalid UTF-8 here. One view, no intermediate subarray.
+    // TextDecoder and cannot meet invalid UTF-8 here. A Buffer (the cipher's output) decodes a
+    // range without a view; anything else through one view, no intermediate subarray.
+    if (Buffer.isBuffer(plaintext)) return plaintext.toString("utf8", 1);
     return Buffer.from(
       plaintext.buffer,
       plaintext.byteOffset + 1,
       plaintext.byteLength - 1,
     ).toString("utf8");
   }
-  const body = plaintext.subarray(1);
+  // A plain view: Buffer#slice shares memory, and "bytes" must return a copy that outlives the
+  // caller's wipe of the plaintext.
+  const body = Buffer.isBuffer(plaintext)
+    ? new Uint8Array(plaintext.buffer, plaintext.byteOffset + 1, plaintext.byteLength - 1)
+    : plaintext.subarray(1);
   try {
     switch (type) {
       case "bytes":

@@ -1,7 +1,16 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { ValidationError } from "../errors.ts";
-import { GCM_TAG_LENGTH, gcmOpen, gcmSeal, gcmSealInto, importAesKey } from "./aes-gcm.ts";
+import {
+  GCM_IV_LENGTH,
+  GCM_TAG_LENGTH,
+  gcmOpen,
+  gcmOpenFrom,
+  gcmSeal,
+  gcmSealInto,
+  gcmSealWithFreshIv,
+  importAesKey,
+} from "./aes-gcm.ts";
 
 // Known-answer tests: test/vectors/README.md names the source of every vector.
 interface EncryptVector {
@@ -57,6 +66,15 @@ describe("AES-256-GCM known answers (NIST / McGrew–Viega)", () => {
       );
     });
 
+    it("gcmOpenFrom reads IV || ciphertext || tag at an offset, and rejects a flipped tag bit", () => {
+      const key = importAesKey(hex(v.key));
+      const sealed = hex(`a5a5a5${v.iv}${v.ct}${v.tag}`);
+      const opened = gcmOpenFrom(key, hex(v.aad), sealed, 3);
+      expect(opened && toHex(opened)).toBe(v.pt);
+      sealed[sealed.length - 1]! ^= 0x01;
+      expect(gcmOpenFrom(key, hex(v.aad), sealed, 3)).toBeUndefined();
+    });
+
     it("gcmOpen recovers the plaintext and rejects a flipped tag bit", () => {
       const key = importAesKey(hex(v.key));
       const opened = gcmOpen(key, hex(v.iv), hex(v.aad), hex(v.ct), hex(v.tag));
@@ -78,7 +96,52 @@ describe("AES-256-GCM known answers (NIST / McGrew–Viega)", () => {
       );
       if (v.fail) expect(opened).toBeUndefined();
       else expect(opened && toHex(opened)).toBe(v.pt);
+      const from = gcmOpenFrom(importAesKey(hex(v.key)), hex(v.aad), hex(v.iv + v.ct + v.tag), 0);
+      if (v.fail) expect(from).toBeUndefined();
+      else expect(from && toHex(from)).toBe(v.pt);
     });
+  });
+});
+
+describe("gcmSealWithFreshIv", () => {
+  const v = vectors.encrypt.find((e) => e.pt.length >= 64 && e.aad !== "")!;
+
+  it("writes IV || ciphertext || tag at an offset, touches nothing else, and opens", () => {
+    const key = importAesKey(hex(v.key));
+    const pt = hex(v.pt);
+    const size = GCM_IV_LENGTH + pt.length + GCM_TAG_LENGTH;
+    const out = new Uint8Array(5 + size + 3).fill(0xa5);
+    gcmSealWithFreshIv(key, hex(v.aad), pt, out, 5);
+    expect([...out.subarray(0, 5), ...out.subarray(5 + size)]).toEqual(new Array(8).fill(0xa5));
+    const iv = out.subarray(5, 5 + GCM_IV_LENGTH);
+    const opened = gcmOpen(
+      key,
+      iv,
+      hex(v.aad),
+      out.subarray(5 + GCM_IV_LENGTH, 5 + size - GCM_TAG_LENGTH),
+      out.subarray(5 + size - GCM_TAG_LENGTH, 5 + size),
+    );
+    expect(opened && toHex(opened)).toBe(v.pt);
+    expect(gcmOpenFrom(key, hex(v.aad), out.subarray(0, 5 + size), 5)).toEqual(Buffer.from(pt));
+  });
+
+  it("draws a new IV every call, across refills of the random pool", () => {
+    const key = importAesKey(hex(v.key));
+    const ivs = new Set<string>();
+    const out = new Uint8Array(GCM_IV_LENGTH + 1 + GCM_TAG_LENGTH);
+    // 16 KiB pools of 12-byte IVs: 4000 draws cross two refills.
+    for (let i = 0; i < 4000; i++) {
+      gcmSealWithFreshIv(key, new Uint8Array(0), Uint8Array.of(i & 0xff), out, 0);
+      ivs.add(toHex(out.subarray(0, GCM_IV_LENGTH)));
+    }
+    expect(ivs.size).toBe(4000);
+    expect(ivs.has("00".repeat(GCM_IV_LENGTH))).toBe(false);
+  });
+
+  it("gcmOpenFrom refuses input shorter than an IV and a tag", () => {
+    const key = importAesKey(hex(v.key));
+    expect(gcmOpenFrom(key, new Uint8Array(0), new Uint8Array(27), 0)).toBeUndefined();
+    expect(gcmOpenFrom(key, new Uint8Array(0), new Uint8Array(30), 3)).toBeUndefined();
   });
 });
 
