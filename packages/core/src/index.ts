@@ -20,7 +20,7 @@ export type {
   AuditUserIdentity,
   UnchainedAuditEvent,
 } from "./audit/audit-sink.ts";
-export { GENESIS_HASH } from "./audit/audit-sink.ts";
+export { GENESIS_HASH, parseStoredAuditEvent } from "./audit/audit-sink.ts";
 export type { KeyLastUsage, KeyLastUsageOperation } from "./audit/auditor.ts";
 export { JsonlAuditSink, type JsonlAuditSinkOptions } from "./audit/jsonl-audit-sink.ts";
 export { MemoryAuditSink, type MemoryAuditSinkOptions } from "./audit/memory-audit-sink.ts";

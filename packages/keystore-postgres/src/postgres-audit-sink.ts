@@ -7,6 +7,7 @@ import {
   chainAuditEvents,
   isKmsError,
   KmsInternalError,
+  parseStoredAuditEvent,
   type UnchainedAuditEvent,
 } from "@kms/core";
 import type pg from "pg";
@@ -222,27 +223,7 @@ export class PostgresAuditSink implements AuditSink {
   }
 
   #parse(text: string): AuditEvent {
-    let event: unknown;
-    try {
-      event = JSON.parse(text);
-    } catch (error) {
-      // verifyAuditLog reports edited rows; a row that is not even JSON cannot be returned.
-      throw new KmsInternalError(`${this.description}: a stored event is not JSON`, {
-        cause: error,
-      });
-    }
-    // The chain hashes the parsed event, so a row re-spelled to parse to the same event (a
-    // member given twice: JSON.parse keeps the last, other readers of the table may keep the
-    // first) would verify. Only the text this sink writes is accepted.
-    if (JSON.stringify(event) !== text) {
-      // A SyntaxError as the cause, like a row that is not JSON: readers that tell a tampered
-      // row from a failed read (`kms audit verify`) go by it.
-      throw new KmsInternalError(
-        `${this.description}: the stored event ${describeRow(event)} is not the text this sink writes for it (a member given twice, or changed spacing or escapes)`,
-        { cause: new SyntaxError("not the JSON text this sink writes for the event") },
-      );
-    }
-    return event as AuditEvent;
+    return parseStoredAuditEvent(text, this.description);
   }
 
   #checkOpen(): void {
@@ -281,10 +262,4 @@ function statements(schema: string, lockTimeoutMs: number) {
     last: `SELECT event FROM ${s}.kms_audit_events ORDER BY sequence DESC LIMIT 1`,
     head: `SELECT sequence, hash FROM ${s}.kms_audit_head`,
   };
-}
-
-/** How messages name a stored event: by its sequence, when it has one. */
-function describeRow(event: unknown): string {
-  const sequence = (event as { sequence?: unknown } | null)?.sequence;
-  return typeof sequence === "number" ? `at sequence ${sequence}` : "(without a sequence)";
 }

@@ -8,6 +8,7 @@ import {
   GENESIS_HASH,
   isKmsError,
   KmsInternalError,
+  parseStoredAuditEvent,
   type UnchainedAuditEvent,
   ValidationError,
 } from "@kms/core";
@@ -233,26 +234,7 @@ export class SqliteAuditSink implements AuditSink {
    * report, so it is a KMSInternalException whose cause is the parser's SyntaxError.
    */
   #parse(text: string): AuditEvent {
-    let event: unknown;
-    try {
-      event = JSON.parse(text);
-    } catch (error) {
-      throw new KmsInternalError(`${this.description}: a stored event is not JSON`, {
-        cause: error,
-      });
-    }
-    // The chain hashes the parsed event, so a row re-spelled to parse to the same event (a
-    // member given twice: JSON.parse keeps the last, other readers of the table the first)
-    // would verify. Only the text this sink writes is accepted.
-    if (JSON.stringify(event) !== text) {
-      // A SyntaxError as the cause, like a row that is not JSON: readers that tell a tampered
-      // row from a failed read (`kms audit verify`) go by it.
-      throw new KmsInternalError(
-        `${this.description}: the stored event ${describeRow(event)} is not the text this sink writes for it (a member given twice, or changed spacing or escapes)`,
-        { cause: new SyntaxError("not the JSON text this sink writes for the event") },
-      );
-    }
-    return event as AuditEvent;
+    return parseStoredAuditEvent(text, this.description);
   }
 
   async close(): Promise<void> {
@@ -260,10 +242,4 @@ export class SqliteAuditSink implements AuditSink {
     this.#closed = true;
     if (this.#ownsDatabase) this.#db.close();
   }
-}
-
-/** How messages name a stored event: by its sequence, when it has one. */
-function describeRow(event: unknown): string {
-  const sequence = (event as { sequence?: unknown } | null)?.sequence;
-  return typeof sequence === "number" ? `at sequence ${sequence}` : "(without a sequence)";
 }

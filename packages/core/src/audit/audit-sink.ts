@@ -7,6 +7,7 @@
  * (@kms/keystore-sqlite), PostgresAuditSink (@kms/keystore-postgres), and any database-backed
  * sink built on this interface.
  */
+import { KmsInternalError } from "../errors.ts";
 import type { AuditHead } from "./audit-chain.ts";
 
 /** A JSON value; audit events are plain JSON so that every sink can store them losslessly. */
@@ -136,3 +137,30 @@ export interface AuditSink {
 
 /** prevHash of the first event of a trail. */
 export const GENESIS_HASH = "0".repeat(64);
+
+/**
+ * The event a database sink stored as `text` (the JSON.stringify of the event, as written).
+ * The chain hashes the parsed event, so a row re-spelled to parse to the same event (a member
+ * given twice: JSON.parse keeps the last, other readers of the table may keep the first) would
+ * verify: only the exact text a sink writes is accepted.
+ * @throws KMSInternalException whose cause is a SyntaxError (readers such as `kms audit verify`
+ *   tell a tampered row from a failed read by it) for text that is not JSON or not that text.
+ */
+export function parseStoredAuditEvent(text: string, description: string): AuditEvent {
+  let event: unknown;
+  try {
+    event = JSON.parse(text);
+  } catch (error) {
+    // verifyAuditLog reports edited rows; a row that is not even JSON cannot be returned.
+    throw new KmsInternalError(`${description}: a stored event is not JSON`, { cause: error });
+  }
+  if (JSON.stringify(event) !== text) {
+    const sequence = (event as { sequence?: unknown } | null)?.sequence;
+    const row = typeof sequence === "number" ? `at sequence ${sequence}` : "(without a sequence)";
+    throw new KmsInternalError(
+      `${description}: the stored event ${row} is not the text this sink writes for it (a member given twice, or changed spacing or escapes)`,
+      { cause: new SyntaxError("not the JSON text this sink writes for the event") },
+    );
+  }
+  return event as AuditEvent;
+}
