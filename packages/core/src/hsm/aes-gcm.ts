@@ -1,4 +1,10 @@
-import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from "node:crypto";
+import {
+  createCipheriv,
+  createDecipheriv,
+  createSecretKey,
+  type DecipherGCM,
+  type KeyObject,
+} from "node:crypto";
 import { ValidationError } from "../errors.ts";
 import { fillRandom } from "./random.ts";
 
@@ -110,13 +116,22 @@ export function gcmOpen(
   decipher.setAuthTag(tag);
   if (aad.length > 0) decipher.setAAD(aad);
   if (moreAad !== undefined && moreAad.length > 0) decipher.setAAD(moreAad);
-  const body = decipher.update(ciphertext);
+  const opened = finishOpen(decipher, decipher.update(ciphertext));
+  return opened && new Uint8Array(opened.buffer, opened.byteOffset, opened.byteLength);
+}
+
+/**
+ * The plaintext once the tag verifies (`body` itself when final() adds nothing, the usual
+ * case); undefined, with `body` wiped, when it does not.
+ */
+function finishOpen(decipher: DecipherGCM, body: Buffer): Buffer | undefined {
   try {
     const tail = decipher.final();
-    if (tail.length === 0) return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
-    const out = new Uint8Array(body.length + tail.length);
+    if (tail.length === 0) return body;
+    const out = Buffer.alloc(body.length + tail.length);
     out.set(body);
     out.set(tail, body.length);
+    body.fill(0);
     return out;
   } catch {
     body.fill(0);
@@ -146,17 +161,5 @@ export function gcmOpenFrom(
   const decipher = createDecipheriv("aes-256-gcm", key, iv, { authTagLength: GCM_TAG_LENGTH });
   decipher.setAuthTag(tag);
   if (aad.length > 0) decipher.setAAD(aad);
-  const body = decipher.update(sealed.subarray(bodyAt, tagAt));
-  try {
-    const tail = decipher.final();
-    if (tail.length === 0) return body;
-    const out = Buffer.alloc(body.length + tail.length);
-    out.set(body);
-    out.set(tail, body.length);
-    body.fill(0);
-    return out;
-  } catch {
-    body.fill(0);
-    return undefined;
-  }
+  return finishOpen(decipher, decipher.update(sealed.subarray(bodyAt, tagAt)));
 }
