@@ -252,18 +252,10 @@ export class FieldEncryptionEngine {
     const aad = encodeBinding(binding, ctxKey);
     const keyed = keyContextOf(binding, ctxKey);
     if (spec.mode === "deterministic") {
-      // Again when clearCache() dropped the key meanwhile (see FieldDataKeys.useStable).
-      for (;;) {
-        const stable = await this.#keys.stableForScope(
-          keyed.context,
-          keyed.ctxKey,
-          options?.transactionScope,
-        );
-        const sealed = this.#keys.useStable(stable, (held) =>
-          this.#sealDeterministic(held, binding, ctxKey, aad, plaintext),
-        );
-        if (sealed !== undefined) return sealed;
-      }
+      return this.#keys.withStable(
+        () => this.#keys.stableForScope(keyed.context, keyed.ctxKey, options?.transactionScope),
+        (held) => this.#sealDeterministic(held, binding, ctxKey, aad, plaintext),
+      );
     }
     const materials = await this.#keys.materialsFor(
       keyed.context,
@@ -533,13 +525,10 @@ export class FieldEncryptionEngine {
       throw generic();
     }
     if (parsed.mode === "deterministic") {
-      for (;;) {
-        const stable = await this.#keys.stableForId(parsed.dataKeyId);
-        const value = this.#keys.useStable(stable, (held) =>
-          this.#openDeterministic(held, binding, spec, stored),
-        );
-        if (value !== undefined) return value;
-      }
+      return this.#keys.withStable(
+        () => this.#keys.stableForId(parsed.dataKeyId),
+        (held) => this.#openDeterministic(held, binding, spec, stored),
+      );
     }
     const loaded = await this.#keys.readKey(parsed.dataKeyId);
     return this.#openRandomized(loaded, encodeBinding(binding), binding.context, spec, stored);
@@ -631,20 +620,11 @@ export class FieldEncryptionEngine {
     }
     const ctxKey = contextKey(binding.context);
     const keyed = keyContextOf(binding, ctxKey);
-    for (;;) {
-      const stable = await this.#keys.stableForScope(
-        keyed.context,
-        keyed.ctxKey,
-        options?.transactionScope,
-      );
-      // Again when clearCache() dropped the key meanwhile (see FieldDataKeys.useStable).
-      const mac = this.#keys.useStable(stable, (held) =>
-        hmac(sha256, this.#keys.derive(held, "b", binding, ctxKey), input),
-      );
-      if (mac !== undefined) {
-        return Buffer.from(mac.buffer, mac.byteOffset, length).toString("base64url");
-      }
-    }
+    const mac = await this.#keys.withStable(
+      () => this.#keys.stableForScope(keyed.context, keyed.ctxKey, options?.transactionScope),
+      (held) => hmac(sha256, this.#keys.derive(held, "b", binding, ctxKey), input),
+    );
+    return Buffer.from(mac.buffer, mac.byteOffset, length).toString("base64url");
   }
 
   /**
