@@ -81,8 +81,10 @@ function isServiceException(error: unknown): error is ServiceException {
 
 /**
  * Turns what `KMSClient.send` threw into @kms/core's error hierarchy, for code that calls the SDK
- * directly and wants the same errors as `awsKms`. The original error is always `cause` (its
- * `$metadata.requestId` finds the call in CloudTrail).
+ * directly and wants the same errors as `awsKms`. The original error is `cause` (its
+ * `$metadata.requestId` finds the call in CloudTrail), except for an answer the SDK could not
+ * read: that error holds the answer, which may be a plaintext or data key, and `cause` is then an
+ * Error of the same name and `$metadata` without it.
  *
  * - An AWS exception core has a class for (NotFoundException, DisabledException,
  *   KMSInvalidStateException, InvalidCiphertextException, AccessDeniedException,
@@ -116,6 +118,30 @@ export function toKmsError(error: unknown, operation = "request"): KmsError {
   }
   const kind = error instanceof Error ? error.name : typeof error;
   return new KmsInternalError(`AWS KMS ${operation} could not be completed (${kind}); see cause`, {
-    cause: error,
+    cause: error instanceof Error && readingAnswer(error) ? withheld(error) : error,
   });
+}
+
+/**
+ * The SDK attaches the answer it failed to read to the error, hidden (`$response`, and for JSON
+ * `$responseBodyText`): a Decrypt's plaintext or a data key, in base64, when the answer was one.
+ */
+function readingAnswer(error: Error): boolean {
+  return Object.hasOwn(error, "$response") || Object.hasOwn(error, "$responseBodyText");
+}
+
+/**
+ * An error raised while reading an answer, without the answer: its class and `$metadata` (HTTP
+ * status, request id, attempts) are kept. Its message is not, since it can quote the answer too
+ * (V8's JSON.parse quotes the text around a fault: `Unexpected token 'p', ..."Plaintext":p6enp6en"...`),
+ * and loggers print a cause's message with the error's.
+ */
+function withheld(error: Error): Error {
+  const copy = new Error(
+    "the AWS KMS answer could not be read; the error's message and the answer are withheld, " +
+      "as they may hold plaintext or key material",
+  );
+  copy.name = error.name;
+  const metadata: unknown = (error as { $metadata?: unknown }).$metadata;
+  return metadata === undefined ? copy : Object.assign(copy, { $metadata: metadata });
 }

@@ -2,6 +2,7 @@
  * Error mapping and malformed answers, from canned AWS responses through the real SDK.
  */
 
+import { inspect } from "node:util";
 import type { KMSClient } from "@aws-sdk/client-kms";
 import {
   AccessDeniedError,
@@ -170,6 +171,61 @@ describe("AWS exceptions core has no class for", () => {
     expect(error.message).toBe(
       "AWS KMS GenerateDataKey could not be completed (SyntaxError); see cause",
     );
+  });
+});
+
+describe("an answer the SDK could not read", () => {
+  // A data key where a JSON string should be: V8's message quotes the text around the fault, and
+  // the SDK hides the whole answer on its error ($response, $responseBodyText).
+  const unquoted = `{"KeyId":"${KEY_ARN}","Plaintext":${b64(SECRET)},"CiphertextBlob":"AQ=="}`;
+
+  it("is not in the error, its cause, or anything they hold, hidden or not", async () => {
+    const stub = new StubEndpoint();
+    stub.answer = () => ({ status: 200, body: unquoted });
+    const client = stub.client();
+    // What the SDK threw, for the proof that it holds the key.
+    let thrown: unknown;
+    client.middlewareStack.add(
+      (next) => async (args) => {
+        try {
+          return await next(args);
+        } catch (e) {
+          thrown = e;
+          throw e;
+        }
+      },
+      { step: "initialize", name: "recordError" },
+    );
+    const error = await failure(
+      awsKms(client).generateDataKey({ keyId: "alias/app", keySpec: "AES_256" }),
+    );
+    const fragment = b64(SECRET).slice(0, 8);
+    const everything = (value: unknown): string =>
+      inspect(value, { showHidden: true, depth: Number.POSITIVE_INFINITY, getters: true });
+    expect(everything(thrown)).toContain(fragment);
+    expect(error).toBeInstanceOf(KmsInternalError);
+    expect(error.message).toBe(
+      "AWS KMS GenerateDataKey could not be completed (SyntaxError); see cause",
+    );
+    expect(everything(error)).not.toContain(fragment);
+    const cause = error.cause as Error & { $metadata?: { httpStatusCode?: number } };
+    expect(cause.name).toBe("SyntaxError");
+    expect(cause.$metadata?.httpStatusCode).toBe(200);
+  });
+
+  it("toKmsError withholds it too, and keeps every other error as it is", () => {
+    const unread = Object.defineProperty(
+      new SyntaxError(`..."Plaintext":p6enp6en"...`),
+      "$response",
+      {
+        value: { body: unquoted },
+      },
+    );
+    const mapped = toKmsError(unread, "Decrypt");
+    expect((mapped.cause as Error).name).toBe("SyntaxError");
+    expect(inspect(mapped, { showHidden: true, depth: 10 })).not.toContain("p6enp6en");
+    const network = Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" });
+    expect(toKmsError(network).cause).toBe(network);
   });
 });
 

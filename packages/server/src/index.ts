@@ -1,5 +1,10 @@
 export { createKmsServer } from "./kms-server.ts";
-export type { CredentialLookup, KmsServerOptions, ServerCredential } from "./options.ts";
+export type {
+  CredentialLookup,
+  KmsServerOptions,
+  RefusedRequest,
+  ServerCredential,
+} from "./options.ts";
 export {
   createKmsRequestHandler,
   DEFAULT_CLOCK_SKEW_SECONDS,

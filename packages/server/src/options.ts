@@ -17,6 +17,38 @@ export type CredentialLookup = (
   accessKeyId: string,
 ) => ServerCredential | undefined | Promise<ServerCredential | undefined>;
 
+/**
+ * A request the server answered without calling the `Kms`, so that no audit event records it:
+ * refused by routing, authentication, the size limit or the body's checks, or failed on the
+ * server's side before or after the call. It never holds the body, the signature or a secret.
+ */
+export interface RefusedRequest {
+  /** The response's `x-amzn-RequestId`. */
+  readonly requestId: string;
+  /** The error code answered (`__type`), e.g. `InvalidSignatureException`. */
+  readonly code: string;
+  /** The HTTP status answered. */
+  readonly status: number;
+  /** The message answered. */
+  readonly message: string;
+  /** The AWS KMS operation `X-Amz-Target` named, when it named one this server knows. */
+  readonly operation?: string;
+  /**
+   * The access key id a well-formed `Authorization` header claimed, as the client sent it: known
+   * or not, and whether or not the signature was then valid.
+   */
+  readonly accessKeyId?: string;
+  /** The principal of the access key, when the signature was verified. */
+  readonly principal?: string;
+  /** The TCP peer's address. */
+  readonly sourceIp?: string;
+  /**
+   * The failure behind a `KMSInternalException` (a credentials lookup that threw, say), which the
+   * client is not told; absent when the client's request was refused.
+   */
+  readonly cause?: unknown;
+}
+
 export interface KmsServerOptions {
   /** The KMS the calls run on (`createKms`). */
   readonly kms: Kms;
@@ -42,4 +74,11 @@ export interface KmsServerOptions {
    * at, any address but loopback or a unix socket unless this is true.
    */
   readonly insecureHttp?: boolean;
+  /**
+   * Called once for every request answered without reaching the `Kms` (which audits every call it
+   * receives), after the answer is sent: failed signatures, unknown access keys, malformed bodies,
+   * failures of a credentials lookup. Log or count them here; without it they leave no trace.
+   * What it throws or rejects with is ignored.
+   */
+  readonly onRefused?: (refusal: RefusedRequest) => void | Promise<void>;
 }

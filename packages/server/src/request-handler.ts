@@ -18,9 +18,15 @@ import { decode, encode } from "./internal/shapes.ts";
 import {
   checkSignatureClaim,
   MAX_ACCESS_KEY_ID_LENGTH,
+  parseAuthorization,
   verifySignature,
 } from "./internal/sigv4.ts";
-import type { CredentialLookup, KmsServerOptions, ServerCredential } from "./options.ts";
+import type {
+  CredentialLookup,
+  KmsServerOptions,
+  RefusedRequest,
+  ServerCredential,
+} from "./options.ts";
 
 /** A node:http request listener; also usable as Express middleware (it never calls `next`). */
 export type KmsRequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -38,6 +44,8 @@ export const DEFAULT_CLOCK_SKEW_SECONDS = 300;
 const CONTENT_TYPE = "application/x-amz-json-1.1";
 const UNREAD_BODY_GRACE_MS = 2000;
 const TARGET_PREFIX = "TrentService.";
+/** What @kms/core accepts as `CallOptions.principal`. */
+const MAX_PRINCIPAL_LENGTH = 2048;
 
 interface Settings {
   readonly kms: Kms;
@@ -47,6 +55,18 @@ interface Settings {
   readonly clockSkewMs: number;
   readonly now: () => number;
   readonly insecureHttp: boolean;
+  readonly onRefused: KmsServerOptions["onRefused"];
+}
+
+/** How far one request got, for the report of a refusal. */
+interface Progress {
+  /**
+   * "kms" while the Kms runs the call: a failure then is in its audit trail and is not reported
+   * again. Before, nothing recorded the request; after (encoding the answer), the trail says the
+   * call succeeded although the client got an error.
+   */
+  stage: "request" | "kms" | "response";
+  principal?: string;
 }
 
 function assertCredential(where: string, value: unknown): ServerCredential {
@@ -57,11 +77,15 @@ function assertCredential(where: string, value: unknown): ServerCredential {
     typeof c.secretAccessKey !== "string" ||
     c.secretAccessKey.length === 0 ||
     typeof c.principal !== "string" ||
-    c.principal.length === 0
+    c.principal.length === 0 ||
+    // Core refuses a longer principal on every call, as the caller's ValidationException (400):
+    // the operator's mistake would read as each client's.
+    c.principal.length > MAX_PRINCIPAL_LENGTH
   ) {
     // Names the access key id, never the secret.
     throw new ValidationError(
-      `${where} must be { secretAccessKey, principal } with two non-empty strings`,
+      `${where} must be { secretAccessKey, principal } with two non-empty strings, ` +
+        `the principal at most ${MAX_PRINCIPAL_LENGTH} characters`,
     );
   }
   return { secretAccessKey: c.secretAccessKey, principal: c.principal };
@@ -167,6 +191,9 @@ export function resolveSettings(options: KmsServerOptions): Settings {
   if (options.insecureHttp !== undefined && typeof options.insecureHttp !== "boolean") {
     throw new ValidationError(`"insecureHttp" expected a boolean`);
   }
+  if (options.onRefused !== undefined && typeof options.onRefused !== "function") {
+    throw new ValidationError(`"onRefused" expected a function`);
+  }
   return {
     kms,
     lookup: lookupOf(options.credentials),
@@ -175,6 +202,7 @@ export function resolveSettings(options: KmsServerOptions): Settings {
     clockSkewMs: clockSkewSeconds * 1000,
     now: options.now ?? Date.now,
     insecureHttp: options.insecureHttp === true,
+    onRefused: options.onRefused,
   };
 }
 
@@ -195,15 +223,22 @@ export function createKmsRequestHandler(options: KmsServerOptions): KmsRequestHa
 
 async function handle(s: Settings, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const requestId = randomUUID();
+  const progress: Progress = { stage: "request" };
   try {
-    const body = await serve(s, req, requestId);
+    const body = await serve(s, req, requestId, progress);
     send(res, requestId, 200, body);
   } catch (error) {
-    sendError(res, req, requestId, error);
+    const answer = sendError(res, req, requestId, error);
+    if (progress.stage !== "kms") reportRefusal(s, req, progress, { requestId, ...answer }, error);
   }
 }
 
-async function serve(s: Settings, req: IncomingMessage, requestId: string): Promise<string> {
+async function serve(
+  s: Settings,
+  req: IncomingMessage,
+  requestId: string,
+  progress: Progress,
+): Promise<string> {
   if (!s.insecureHttp && !isSecureTransport(req.socket)) {
     throw new ProtocolError(
       "AccessDeniedException",
@@ -261,6 +296,7 @@ async function serve(s: Settings, req: IncomingMessage, requestId: string): Prom
   const body = await readBody(req, s.maxBodyBytes);
   try {
     const caller = verifySignature(claim, body);
+    progress.principal = caller.principal;
 
     const request = decode(operation.input, parseJsonBody(body));
     const options: CallOptions = {
@@ -269,11 +305,13 @@ async function serve(s: Settings, req: IncomingMessage, requestId: string): Prom
       ...(req.socket.remoteAddress !== undefined ? { sourceIp: req.socket.remoteAddress } : {}),
     };
     let response: unknown;
+    progress.stage = "kms";
     try {
       response = await operation.call(s.kms, request, options);
     } finally {
       wipe(request);
     }
+    progress.stage = "response";
     if (operation.output === undefined) return "{}";
     try {
       return JSON.stringify(encode(operation.output, response));
@@ -334,12 +372,18 @@ function send(
   res.end(body);
 }
 
+interface ErrorAnswer {
+  readonly code: string;
+  readonly status: number;
+  readonly message: string;
+}
+
 function sendError(
   res: ServerResponse,
   req: IncomingMessage,
   requestId: string,
   error: unknown,
-): void {
+): ErrorAnswer {
   let code: string;
   let status: number;
   let message: string;
@@ -372,4 +416,56 @@ function sendError(
   send(res, requestId, status, JSON.stringify({ __type: code, message }), {
     "x-amzn-ErrorType": code,
   });
+  return { code, status, message };
+}
+
+/**
+ * Tells `onRefused` about a request the audit trail does not hold. What it needs of the headers is
+ * read again here, on the error path only, so that a served request pays nothing for it.
+ */
+function reportRefusal(
+  s: Settings,
+  req: IncomingMessage,
+  progress: Progress,
+  answer: ErrorAnswer & { readonly requestId: string },
+  error: unknown,
+): void {
+  const onRefused = s.onRefused;
+  if (onRefused === undefined) return;
+  const operation = knownOperation(req.headers["x-amz-target"]);
+  const accessKeyId = claimedAccessKeyId(req.headers.authorization);
+  const sourceIp = req.socket.remoteAddress;
+  const refusal: RefusedRequest = {
+    ...answer,
+    ...(operation !== undefined ? { operation } : {}),
+    ...(accessKeyId !== undefined ? { accessKeyId } : {}),
+    ...(progress.principal !== undefined ? { principal: progress.principal } : {}),
+    ...(sourceIp !== undefined ? { sourceIp } : {}),
+    ...(answer.status >= 500 ? { cause: error } : {}),
+  };
+  try {
+    const result: unknown = onRefused(refusal);
+    // An async hook that rejects would otherwise be an unhandled rejection, which ends the process.
+    if (typeof (result as { then?: unknown } | null)?.then === "function") {
+      Promise.resolve(result).catch(() => {});
+    }
+  } catch {
+    // The operator's hook; the answer has been sent and stays as it is.
+  }
+}
+
+/** The operation an X-Amz-Target names, only when it is one of AWS KMS's: never arbitrary text. */
+function knownOperation(target: string | string[] | undefined): string | undefined {
+  if (typeof target !== "string" || !target.startsWith(TARGET_PREFIX)) return undefined;
+  const name = target.slice(TARGET_PREFIX.length);
+  return OPERATIONS.has(name) || UNSUPPORTED_OPERATIONS.has(name) ? name : undefined;
+}
+
+function claimedAccessKeyId(authorization: string | undefined): string | undefined {
+  if (authorization === undefined) return undefined;
+  try {
+    return parseAuthorization(authorization).accessKeyId;
+  } catch {
+    return undefined;
+  }
 }

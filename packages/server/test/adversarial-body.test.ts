@@ -6,8 +6,10 @@
  */
 import { CreateKeyCommand, type KMSClient } from "@aws-sdk/client-kms";
 import fc from "fast-check";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { parseJsonBody } from "../src/internal/json-body.ts";
+import { OPERATIONS } from "../src/internal/operations.ts";
+import { decode } from "../src/internal/shapes.ts";
 import { ALICE, type Harness, REGION, startHarness } from "./support/harness.ts";
 import type { RawResponse } from "./support/raw-http.ts";
 import { signedCall } from "./support/signed-call.ts";
@@ -318,5 +320,33 @@ describe("JSON: one body, one meaning", () => {
       `{"CiphertextBlob":${blob},"EncryptionContext":{"__proto__":"x"}}`,
     );
     expect(withIt.status, withIt.body).toBe(200);
+  });
+});
+
+describe("the blobs of a body refused after they were decoded", () => {
+  it("are zeroed, as those of a served request are", () => {
+    const plaintext = "secret plaintext";
+    // Plain Uint8Arrays only: Buffer has a fill of its own, used on the decoder's pooled copy.
+    const zeroed: Uint8Array[] = [];
+    const fill = Uint8Array.prototype.fill;
+    const spy = vi.spyOn(Uint8Array.prototype, "fill").mockImplementation(function (
+      this: Uint8Array,
+      ...args: Parameters<typeof fill>
+    ) {
+      zeroed.push(this);
+      return fill.apply(this, args);
+    });
+    try {
+      // Plaintext is decoded first; KeyId, after it, refuses the body.
+      const body = { Plaintext: Buffer.from(plaintext).toString("base64"), KeyId: 5 };
+      expect(() => decode(OPERATIONS.get("Encrypt")!.input, body)).toThrow(
+        /EncryptRequest\.KeyId expected a string/,
+      );
+    } finally {
+      spy.mockRestore();
+    }
+    const copies = zeroed.filter((a) => !Buffer.isBuffer(a) && a.length === plaintext.length);
+    expect(copies).toHaveLength(1);
+    expect(copies[0]!.every((byte) => byte === 0)).toBe(true);
   });
 });

@@ -486,4 +486,19 @@ describe("a credentials lookup function", () => {
       await served.close();
     }
   });
+
+  it("a principal core would refuse is the lookup's failure (500), not the client's ValidationException", async () => {
+    const served = await startHarness({
+      credentials: () => ({ secretAccessKey: ALICE.secretAccessKey, principal: "p".repeat(2049) }),
+    });
+    try {
+      const e = await failure(
+        served.client(ALICE).send(new GenerateRandomCommand({ NumberOfBytes: 2 })),
+      );
+      expect(e).toBeInstanceOf(KMSInternalException);
+      expect(e.$metadata.httpStatusCode).toBe(500);
+    } finally {
+      await served.close();
+    }
+  });
 });

@@ -45,8 +45,21 @@ describe.each([
     ["a numeric region", { region: 5 }],
     ["a now that is not a function", { now: 5 }],
     ["a string insecureHttp", { insecureHttp: "yes" }],
+    ["an onRefused that is not a function", { onRefused: "console" }],
+    // Core refuses it on every call, as the client's ValidationException.
+    [
+      "a principal longer than core accepts",
+      { credentials: { [ALICE.accessKeyId]: { ...credential, principal: "p".repeat(2049) } } },
+    ],
   ])("refuses %s with ValidationError", (_what, options) => {
     expect(make(options)).toThrow(ValidationError);
+  });
+
+  it("accepts a principal of core's largest length", () => {
+    const principal = "p".repeat(2048);
+    expect(
+      make({ credentials: { [ALICE.accessKeyId]: { ...credential, principal } } }),
+    ).not.toThrow();
   });
 
   it("accepts credentials in an object without a prototype", () => {

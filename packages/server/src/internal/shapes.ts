@@ -104,30 +104,37 @@ export function decode(
 ): Record<string, unknown> {
   if (!isPlainObject(json)) throw serialization(`${path} expected a JSON object`);
   const entries: [string, unknown][] = [];
-  for (const [key, value] of Object.entries(json)) {
-    const member = shape.members.find((mb) => mb.wire === key);
-    if (member === undefined) {
-      throw serialization(`${quote(key)} is not a member of ${shape.name}`);
-    }
-    // null is how some clients write an absent member.
-    if (value === null) continue;
-    if (member.unsupported !== undefined) {
-      throw new ProtocolError(
-        "UnsupportedOperationException",
-        `${shape.name}.${key} is not supported by this server: ${member.unsupported}`,
-      );
-    }
-    const decoded = decodeValue(member.shape, value, `${path}.${key}`);
-    if (member.onlyValue !== undefined) {
-      if (decoded !== member.onlyValue) {
+  try {
+    for (const [key, value] of Object.entries(json)) {
+      const member = shape.members.find((mb) => mb.wire === key);
+      if (member === undefined) {
+        throw serialization(`${quote(key)} is not a member of ${shape.name}`);
+      }
+      // null is how some clients write an absent member.
+      if (value === null) continue;
+      if (member.unsupported !== undefined) {
         throw new ProtocolError(
           "UnsupportedOperationException",
-          `${shape.name}.${key}: only ${member.onlyValue} is supported by this server`,
+          `${shape.name}.${key} is not supported by this server: ${member.unsupported}`,
         );
       }
-      continue;
+      const decoded = decodeValue(member.shape, value, `${path}.${key}`);
+      if (member.onlyValue !== undefined) {
+        if (decoded !== member.onlyValue) {
+          throw new ProtocolError(
+            "UnsupportedOperationException",
+            `${shape.name}.${key}: only ${member.onlyValue} is supported by this server`,
+          );
+        }
+        continue;
+      }
+      entries.push([member.field, decoded]);
     }
-    entries.push([member.field, decoded]);
+  } catch (error) {
+    // The handler zeroes the blobs of a request it ran; those of one refused here (a Plaintext
+    // decoded before a later member failed) never reach it, and are zeroed now.
+    for (const [, decoded] of entries) if (decoded instanceof Uint8Array) decoded.fill(0);
+    throw error;
   }
   // fromEntries defines own properties: a "__proto__" key stays data, never a prototype.
   return Object.fromEntries(entries);
