@@ -141,6 +141,25 @@ describe("symmetric encrypt and decrypt", () => {
     expect(dryRun).toBeInstanceOf(DryRunOperationError);
   });
 
+  it("passes dryRun through for sign, verify, generateMac and verifyMac", async () => {
+    const message = bytes("dry run");
+    const sign = { keyId: keys.p256, message, signingAlgorithm: "ECDSA_SHA_256" } as const;
+    const { signature } = await kms.sign(sign);
+    const mac = { keyId: keys.hmac, message, macAlgorithm: "HMAC_SHA_256" } as const;
+    const { mac: tag } = await kms.generateMac(mac);
+    const calls = [
+      () => kms.sign({ ...sign, dryRun: true }),
+      () => kms.verify({ ...sign, signature, dryRun: true }),
+      () => kms.generateMac({ ...mac, dryRun: true }),
+      () => kms.verifyMac({ ...mac, mac: tag, dryRun: true }),
+    ];
+    for (const call of calls) {
+      // Without DryRun on the wire, AWS would sign or compute the MAC for real and answer it.
+      await expect(call()).rejects.toBeInstanceOf(DryRunOperationError);
+      expect(stub.last.body.DryRun).toBe(true);
+    }
+  });
+
   it("RSA-OAEP with an asymmetric key", async () => {
     const plaintext = bytes("wrapped secret");
     const encrypted = await kms.encrypt({

@@ -306,6 +306,8 @@ export interface SignRequest extends KeyIdRequest {
   readonly messageType?: MessageType;
   readonly signingAlgorithm: SigningAlgorithm;
   readonly grantTokens?: readonly string[];
+  /** Check authorization and validity only: DryRunOperationError when it would succeed. */
+  readonly dryRun?: boolean;
 }
 export interface SignResponse {
   /** The key's ARN. */
@@ -346,6 +348,8 @@ export interface GenerateMacRequest extends KeyIdRequest {
   readonly message: Uint8Array;
   readonly macAlgorithm: MacAlgorithm;
   readonly grantTokens?: readonly string[];
+  /** Check authorization and validity only: DryRunOperationError when it would succeed. */
+  readonly dryRun?: boolean;
 }
 export interface GenerateMacResponse {
   readonly keyId: string;
@@ -377,6 +381,8 @@ export interface GenerateDataKeyPairRequest extends KeyIdRequest {
   readonly keyPairSpec: DataKeyPairSpec;
   readonly encryptionContext?: EncryptionContext;
   readonly grantTokens?: readonly string[];
+  /** Check authorization and validity only: DryRunOperationError when it would succeed. */
+  readonly dryRun?: boolean;
 }
 export interface GenerateDataKeyPairWithoutPlaintextResponse {
   /** The PKCS#8 DER private key encrypted under the symmetric KMS key; decrypt() opens it. */
@@ -396,6 +402,8 @@ export interface DeriveSharedSecretRequest extends KeyIdRequest {
   /** The peer's public key, DER SubjectPublicKeyInfo on the same curve. */
   readonly publicKey: Uint8Array;
   readonly grantTokens?: readonly string[];
+  /** Check authorization and validity only: DryRunOperationError when it would succeed. */
+  readonly dryRun?: boolean;
 }
 export interface DeriveSharedSecretResponse {
   readonly keyId: string;
