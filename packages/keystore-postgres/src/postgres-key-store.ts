@@ -346,13 +346,27 @@ export class PostgresKeyStore implements KeyStore {
     }
   }
 
-  async deleteAlias(aliasName: string): Promise<void> {
+  async deleteAlias(aliasName: string, expectedSeal?: string | null): Promise<void> {
     this.#checkOpen();
     if (!isStorableText(aliasName)) throw new NotFoundError(`alias ${aliasName} does not exist`);
+    // As in updateAlias: a seal no text column can hold matches no stored alias.
+    const comparable = typeof expectedSeal !== "string" || isStorableText(expectedSeal);
     try {
       await this.#transaction("deleteAlias", async (client) => {
-        const { rowCount } = await client.query(this.#sql.deleteAlias, [aliasName]);
-        if (rowCount === 0) throw new NotFoundError(`alias ${aliasName} does not exist`);
+        // The compare is in the DELETE's WHERE clause, re-checked by READ COMMITTED against the
+        // row a concurrent writer committed, as in updateAlias.
+        const { rowCount } = comparable
+          ? await client.query(this.#sql.deleteAlias, [
+              aliasName,
+              expectedSeal !== undefined,
+              expectedSeal ?? null,
+            ])
+          : { rowCount: 0 };
+        if (rowCount === 0) {
+          const { rowCount: exists } = await client.query(this.#sql.aliasExists, [aliasName]);
+          if (exists === 0) throw new NotFoundError(`alias ${aliasName} does not exist`);
+          throw new KeyStoreConflictError(`alias ${aliasName} changed concurrently`);
+        }
       });
     } finally {
       this.#feed.invalidateAlias(aliasName);
@@ -499,7 +513,8 @@ function statements(schema: string, lockTimeoutMs: number) {
     updateAlias: `UPDATE ${s}.kms_aliases SET target_key_id = $2, updated_at = $3, seal = $4
       WHERE alias_name = $1 AND (NOT $5::boolean OR seal IS NOT DISTINCT FROM $6::text)`,
     aliasExists: `SELECT 1 FROM ${s}.kms_aliases WHERE alias_name = $1`,
-    deleteAlias: `DELETE FROM ${s}.kms_aliases WHERE alias_name = $1`,
+    deleteAlias: `DELETE FROM ${s}.kms_aliases
+      WHERE alias_name = $1 AND (NOT $2::boolean OR seal IS NOT DISTINCT FROM $3::text)`,
     getSetting: `SELECT value FROM ${s}.kms_settings WHERE name = $1`,
     insertSetting: `INSERT INTO ${s}.kms_settings (name, value) VALUES ($1, $2)
       ON CONFLICT (name) DO NOTHING`,

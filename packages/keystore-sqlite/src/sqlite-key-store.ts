@@ -557,9 +557,17 @@ export class SqliteKeyStore implements KeyStore {
     });
   }
 
-  async deleteAlias(aliasName: string): Promise<void> {
+  async deleteAlias(aliasName: string, expectedSeal?: string | null): Promise<void> {
     this.#guard("deleteAlias", () => {
       this.#write(() => {
+        // As in updateAlias: compared under the write lock, so nothing lands in between.
+        if (expectedSeal !== undefined) {
+          const row = this.#selectAlias.get(aliasName);
+          if (row === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
+          if (row.seal !== expectedSeal) {
+            throw new KeyStoreConflictError(`alias ${aliasName} changed concurrently`);
+          }
+        }
         if (this.#deleteAliasStmt.run(aliasName).changes === 0) {
           throw new NotFoundError(`alias ${aliasName} does not exist`);
         }

@@ -1,12 +1,15 @@
 /**
- * updateAlias as a compare-and-set on the stored seal (found in adversarial review: a write
- * based on an older read of an alias replaced a newer one, and the instance that wrote the newer
- * one then refused the alias as rolled back).
+ * updateAlias and deleteAlias as a compare-and-set on the stored seal (found in adversarial
+ * review: a write based on an older read of an alias replaced a newer one, and the instance that
+ * wrote the newer one then refused the alias as rolled back; a delete authorized on the key an
+ * alias pointed to when read deleted it after another instance had moved it to a key the caller
+ * had no rights on). The Kms retries a lost compare-and-set from a fresh, re-authorized read.
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
+  AccessDeniedError,
   createKms,
   type KeyStore,
   KeyStoreConflictError,
@@ -26,6 +29,71 @@ beforeEach(async () => {
 afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
+
+const ACCOUNT_ROOT = "arn:aws:iam::000000000000:root";
+const ALICE = "arn:aws:iam::111122223333:user/alice";
+const ALICE_MAY_DELETE_ALIASES = JSON.stringify({
+  Version: "2012-10-17",
+  Statement: [
+    { Effect: "Allow", Principal: { AWS: ACCOUNT_ROOT }, Action: "kms:*", Resource: "*" },
+    { Effect: "Allow", Principal: { AWS: ALICE }, Action: "kms:DeleteAlias", Resource: "*" },
+  ],
+});
+
+/**
+ * `raw` as another instance's store: its first `method` call waits at a gate (so the other
+ * instance can act in between), and every alias write's outcome is logged.
+ */
+function gated(raw: SqliteKeyStore, method: "updateAlias" | "deleteAlias") {
+  const writes: string[] = [];
+  let reached: () => void = () => {};
+  let release: () => void = () => {};
+  const atGate = new Promise<void>((r) => {
+    reached = r;
+  });
+  const open = new Promise<void>((r) => {
+    release = r;
+  });
+  let waiting = true;
+  const write = async (name: typeof method, run: () => Promise<void>): Promise<void> => {
+    if (name === method && waiting) {
+      waiting = false;
+      reached();
+      await open;
+    }
+    try {
+      await run();
+      writes.push(`${name}: ok`);
+    } catch (error) {
+      writes.push(`${name}: ${(error as Error).constructor.name}`);
+      throw error;
+    }
+  };
+  const store: KeyStore = {
+    description: raw.description,
+    getKey: (id) => raw.getKey(id),
+    listKeys: (o) => raw.listKeys(o),
+    createKey: (k) => raw.createKey(k),
+    updateKey: (k) => raw.updateKey(k),
+    deleteKey: (id, r) => raw.deleteKey(id, r),
+    getAlias: (n) => raw.getAlias(n),
+    listAliases: (o) => raw.listAliases(o),
+    createAlias: (x) => raw.createAlias(x),
+    updateAlias: (...args) => write("updateAlias", () => raw.updateAlias(...args)),
+    deleteAlias: (...args) => write("deleteAlias", () => raw.deleteAlias(...args)),
+    getSetting: (n) => raw.getSetting(n),
+    putSettingIfAbsent: (n, v) => raw.putSettingIfAbsent(n, v),
+    close: () => raw.close(),
+  };
+  return { store, writes, atGate, release: () => release() };
+}
+
+/** Settles `promise` into its rejection reason, or undefined when it fulfilled. */
+const reason = (promise: Promise<unknown>): Promise<unknown> =>
+  promise.then(
+    () => undefined,
+    (error: unknown) => error,
+  );
 
 const alias = (seal?: string): StoredAlias => ({
   aliasName: "alias/x",
@@ -62,7 +130,7 @@ describe("SqliteKeyStore.updateAlias with an expected seal", () => {
     await two.close();
   });
 
-  it("two Kms on one file: a late alias write based on an older read fails; both keep the alias", async () => {
+  it("two Kms on one file: a late alias write based on an older read loses, then is retried on the newer record", async () => {
     const path = join(dir, "kms.db");
     const b = await createKms({
       store: SqliteKeyStore.open({ path }),
@@ -74,48 +142,73 @@ describe("SqliteKeyStore.updateAlias with an expected seal", () => {
     const k3 = (await b.createKey()).keyMetadata.keyId;
     await b.createAlias({ aliasName: "alias/x", targetKeyId: k1 });
 
-    const raw = SqliteKeyStore.open({ path });
-    let reached: () => void = () => {};
-    let release: () => void = () => {};
-    const atGate = new Promise<void>((r) => {
-      reached = r;
-    });
-    const open = new Promise<void>((r) => {
-      release = r;
-    });
-    // A's store, whose alias writes wait at a gate: B moves the alias meanwhile.
-    const gated: KeyStore = {
-      description: raw.description,
-      getKey: (id) => raw.getKey(id),
-      listKeys: (o) => raw.listKeys(o),
-      createKey: (k) => raw.createKey(k),
-      updateKey: (k) => raw.updateKey(k),
-      deleteKey: (id, r) => raw.deleteKey(id, r),
-      getAlias: (n) => raw.getAlias(n),
-      listAliases: (o) => raw.listAliases(o),
-      createAlias: (x) => raw.createAlias(x),
-      async updateAlias(...args) {
-        reached();
-        await open;
-        return raw.updateAlias(...args);
-      },
-      deleteAlias: (n) => raw.deleteAlias(n),
-      getSetting: (n) => raw.getSetting(n),
-      putSettingIfAbsent: (n, v) => raw.putSettingIfAbsent(n, v),
-      close: () => raw.close(),
-    };
-    const a = await createKms({ store: gated, rootKey: ROOT, audit: false });
-    const late = a.updateAlias({ aliasName: "alias/x", targetKeyId: k3 }).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    await atGate;
+    const gate = gated(SqliteKeyStore.open({ path }), "updateAlias");
+    const a = await createKms({ store: gate.store, rootKey: ROOT, audit: false });
+    const late = reason(a.updateAlias({ aliasName: "alias/x", targetKeyId: k3 }));
+    await gate.atGate;
     await b.updateAlias({ aliasName: "alias/x", targetKeyId: k2 });
     await b.updateAlias({ aliasName: "alias/x", targetKeyId: k1 });
-    release();
-    expect(await late).toBeInstanceOf(KeyStoreConflictError);
-    expect((await b.describeKey({ keyId: "alias/x" })).keyMetadata.keyId).toBe(k1);
-    expect((await a.describeKey({ keyId: "alias/x" })).keyMetadata.keyId).toBe(k1);
+    gate.release();
+
+    expect(await late).toBeUndefined();
+    expect(gate.writes).toStrictEqual(["updateAlias: KeyStoreConflictError", "updateAlias: ok"]);
+    // Neither instance refuses the alias as rolled back.
+    expect((await b.describeKey({ keyId: "alias/x" })).keyMetadata.keyId).toBe(k3);
+    expect((await a.describeKey({ keyId: "alias/x" })).keyMetadata.keyId).toBe(k3);
+    await a.close();
+    await b.close();
+  });
+});
+
+describe("SqliteKeyStore.deleteAlias with an expected seal", () => {
+  it("deletes only over that seal (null: over none), across two connections", async () => {
+    const path = join(dir, "kms.db");
+    const one = SqliteKeyStore.open({ path });
+    const two = SqliteKeyStore.open({ path });
+    await one.createAlias(alias());
+    // `one` has the alias cached without a seal; `two` moves it and seals it.
+    expect(await one.getAlias("alias/x")).toStrictEqual(alias());
+    await two.updateAlias("alias/x", "k-b", T0 + 1, "seal-1", null);
+    await expect(one.deleteAlias("alias/x", null)).rejects.toBeInstanceOf(KeyStoreConflictError);
+    await expect(one.deleteAlias("alias/x", "seal-0")).rejects.toBeInstanceOf(
+      KeyStoreConflictError,
+    );
+    expect(await one.getAlias("alias/x")).toMatchObject({ targetKeyId: "k-b", seal: "seal-1" });
+    await one.deleteAlias("alias/x", "seal-1");
+    expect(await two.getAlias("alias/x")).toBeUndefined();
+    await expect(two.deleteAlias("alias/x", "seal-1")).rejects.toBeInstanceOf(NotFoundError);
+    // Without an expected seal: unconditional, as before.
+    await two.createAlias(alias("seal-2"));
+    await one.deleteAlias("alias/x");
+    expect(await two.getAlias("alias/x")).toBeUndefined();
+    await one.close();
+    await two.close();
+  });
+
+  it("two Kms on one file: an alias moved meanwhile to a key the caller may not touch is not deleted", async () => {
+    const path = join(dir, "kms.db");
+    const b = await createKms({
+      store: SqliteKeyStore.open({ path }),
+      rootKey: ROOT,
+      audit: false,
+    });
+    const mine = (await b.createKey({ policy: ALICE_MAY_DELETE_ALIASES })).keyMetadata.keyId;
+    const theirs = (await b.createKey()).keyMetadata.keyId;
+    await b.createAlias({ aliasName: "alias/app", targetKeyId: mine });
+
+    const gate = gated(SqliteKeyStore.open({ path }), "deleteAlias");
+    const a = await createKms({ store: gate.store, rootKey: ROOT, audit: false });
+    // A reads the alias on `mine`, where Alice may delete it; B moves it before A's delete.
+    const late = reason(a.deleteAlias({ aliasName: "alias/app" }, { principal: ALICE }));
+    await gate.atGate;
+    await b.updateAlias({ aliasName: "alias/app", targetKeyId: theirs });
+    gate.release();
+
+    // The delete based on the old record lost; the retry, authorized on `theirs`, is refused.
+    expect(await late).toBeInstanceOf(AccessDeniedError);
+    expect(gate.writes).toStrictEqual(["deleteAlias: KeyStoreConflictError"]);
+    expect((await b.describeKey({ keyId: "alias/app" })).keyMetadata.keyId).toBe(theirs);
+    expect((await a.describeKey({ keyId: "alias/app" })).keyMetadata.keyId).toBe(theirs);
     await a.close();
     await b.close();
   });

@@ -1,8 +1,9 @@
 /**
  * Persistence for keys and aliases. Records hold key material only wrapped under the root key;
- * a store never sees plaintext material. Every key write is a compare-and-set on `revision`, so
- * several processes (or instances on one PostgreSQL) never lose an update: the facade re-reads
- * and retries on KeyStoreConflictError.
+ * a store never sees plaintext material. Every key write is a compare-and-set on `revision`, and
+ * every alias update or delete the Kms makes one on the alias's seal, so several processes (or
+ * instances on one PostgreSQL) never lose an update: the facade re-reads, re-authorizes and
+ * retries on KeyStoreConflictError.
  */
 import type { KeySpec, KeyState, KeyUsage, OriginType, RotationType } from "../types.ts";
 
@@ -126,10 +127,15 @@ export interface KeyStore {
    * Points an alias at another key; `seal` replaces the stored seal (absent: the alias is
    * stored without one). With `expectedSeal`, the compare-and-set of aliases: the write happens
    * only if the stored seal is still that one (`null`: the alias is still stored without one),
-   * checked and written as one atomic step, as updateKey checks its revision. The Kms always
-   * passes it, so that a write based on an older read of the alias (another instance moved it
-   * since) fails instead of replacing the newer record. A store that ignores it loses such
-   * updates, and the instance that wrote the newer record then refuses the alias as rolled back.
+   * checked and written as one atomic step, as updateKey checks its revision. Absent, the write
+   * is unconditional (stores written before this parameter existed behave so).
+   *
+   * The Kms always passes the seal of the very alias record it authorized the call on, so that
+   * a write based on an older read of the alias (another instance moved, deleted or re-created
+   * it since) fails instead of replacing the newer record: the Kms then reads the alias again,
+   * authorizes again and retries. A store that ignores `expectedSeal` loses such updates, moves
+   * aliases away from keys the caller was never authorized on, and the instance that wrote the
+   * newer record then refuses the alias as rolled back.
    * @throws NotFoundError when the alias does not exist; KeyStoreConflictError when
    * `expectedSeal` is given and the stored seal is another.
    */
@@ -140,8 +146,16 @@ export interface KeyStore {
     seal?: string,
     expectedSeal?: string | null,
   ): Promise<void>;
-  /** @throws NotFoundError when the alias does not exist. */
-  deleteAlias(aliasName: string): Promise<void>;
+  /**
+   * Deletes an alias. `expectedSeal` is the compare-and-set, as in updateAlias: the alias is
+   * deleted only if its stored seal is still that one (`null`: stored without one), checked and
+   * deleted as one atomic step; absent, the delete is unconditional. The Kms always passes the
+   * seal of the alias it authorized DeleteAlias on, so that an alias another instance has since
+   * moved to a key the caller has no rights on is not deleted on the strength of the old key.
+   * @throws NotFoundError when the alias does not exist; KeyStoreConflictError when
+   * `expectedSeal` is given and the stored seal is another.
+   */
+  deleteAlias(aliasName: string, expectedSeal?: string | null): Promise<void>;
   getSetting(name: string): Promise<string | undefined>;
   /** Stores `value` unless a value exists; returns whichever value is stored afterwards. */
   putSettingIfAbsent(name: string, value: string): Promise<string>;

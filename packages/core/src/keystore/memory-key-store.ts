@@ -107,10 +107,13 @@ export class MemoryKeyStore implements KeyStore {
     );
   }
 
-  async deleteAlias(aliasName: string): Promise<void> {
-    if (!this.#aliases.delete(aliasName)) {
-      throw new NotFoundError(`alias ${aliasName} does not exist`);
+  async deleteAlias(aliasName: string, expectedSeal?: string | null): Promise<void> {
+    const current = this.#aliases.get(aliasName);
+    if (current === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
+    if (expectedSeal !== undefined && (current.seal ?? null) !== expectedSeal) {
+      throw new KeyStoreConflictError(`alias ${aliasName} changed concurrently`);
     }
+    this.#aliases.delete(aliasName);
   }
 
   async getSetting(name: string): Promise<string | undefined> {

@@ -206,20 +206,33 @@ export class SealedKeyStore implements KeyStore {
 
   /**
    * The seal covers createdAt, which updateAlias does not receive: it comes from the current
-   * record, verified first. The write is a compare-and-set on that record's seal, so it fails
-   * with KeyStoreConflictError when the alias changed since it was read (moved by another
-   * instance, or deleted and created again): a write based on the older record would replace a
-   * newer one with a lower seal counter (refused as rolled back by whoever wrote the newer), or
-   * move the alias away from a key the caller was never authorized on.
+   * record, verified first. `seal` is ignored: this store seals what it writes. The write is a
+   * compare-and-set on `expectedSeal`, the seal of the record the caller authorized the change
+   * on (absent: the record read here), so it fails with KeyStoreConflictError when the alias
+   * changed since the caller read it (moved by another instance, or deleted and created again),
+   * whether before this store reads it again or between that read and the write. A write based
+   * on the older record would replace a newer one with a lower seal counter (refused as rolled
+   * back by whoever wrote the newer), or move the alias away from a key the caller was never
+   * authorized on.
    */
-  async updateAlias(aliasName: string, targetKeyId: string, updatedAt: number): Promise<void> {
+  async updateAlias(
+    aliasName: string,
+    targetKeyId: string,
+    updatedAt: number,
+    _seal?: string,
+    expectedSeal?: string | null,
+  ): Promise<void> {
     const current = await this.getAlias(aliasName);
     if (current === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
+    if (expectedSeal !== undefined && (current.seal ?? null) !== expectedSeal) {
+      throw new KeyStoreConflictError(`alias ${aliasName} changed concurrently`);
+    }
     await this.#replaceAlias(current, targetKeyId, updatedAt);
   }
 
-  deleteAlias(aliasName: string): Promise<void> {
-    return this.#raw.deleteAlias(aliasName);
+  /** Passes `expectedSeal` on: the raw store deletes only the record the caller authorized. */
+  deleteAlias(aliasName: string, expectedSeal?: string | null): Promise<void> {
+    return this.#raw.deleteAlias(aliasName, expectedSeal);
   }
 
   /**

@@ -1,6 +1,8 @@
 import { aliasArn } from "../arn.ts";
 import {
   InvalidAliasNameError,
+  KeyStoreConflictError,
+  KmsInternalError,
   LimitExceededError,
   NotFoundError,
   ValidationError,
@@ -26,6 +28,9 @@ const ALIAS_NAME = /^alias\/[a-zA-Z0-9:/_-]+$/;
  * with kms:ResourceAliases reads on every call to the key.
  */
 export const MAX_ALIASES_PER_KEY = 50;
+
+/** Attempts at an alias write before giving up, as for key writes (internal/key-access.ts). */
+const MAX_WRITE_ATTEMPTS = 32;
 
 /**
  * AWS's alias naming rules: `alias/` then letters, digits, `/_-:`, at most 256 characters in
@@ -107,25 +112,34 @@ export async function createAlias(ctx: KmsContext, request: AliasRequest): Promi
 export async function updateAlias(ctx: KmsContext, request: AliasRequest): Promise<void> {
   assertObject("request", request);
   const aliasName = validateAliasName(request.aliasName);
-  const current = await liveAlias(ctx, aliasName);
-  if (current === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
-  // AWS authorizes UpdateAlias on the key the alias points to now as well as on the new one:
-  // a caller allowed on its own key must not take over an alias of a key it cannot touch.
-  const previous = await currentTarget(ctx, current.targetKeyId);
-  const key = await getKey(ctx, await resolveTarget(ctx, request.targetKeyId));
-  checkKeyState(ctx, key, "updateAlias");
-  if (
-    previous !== undefined &&
-    (previous.keyUsage !== key.keyUsage || keyType(previous) !== keyType(key))
-  ) {
-    // AWS requires the same key type and usage so that code using the alias keeps working; the
-    // key spec may change (RSA_2048 to RSA_4096, HMAC_256 to HMAC_512…).
-    throw new ValidationError(
-      `alias ${aliasName} points to a ${keyType(previous)} ${previous.keyUsage} key and cannot be moved to a ${keyType(key)} ${key.keyUsage} key`,
+  await retryOnConflict(aliasName, "update", async () => {
+    const current = await liveAlias(ctx, aliasName);
+    if (current === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
+    // AWS authorizes UpdateAlias on the key the alias points to now as well as on the new one:
+    // a caller allowed on its own key must not take over an alias of a key it cannot touch.
+    const previous = await currentTarget(ctx, current.targetKeyId);
+    const key = await getKey(ctx, await resolveTarget(ctx, request.targetKeyId));
+    checkKeyState(ctx, key, "updateAlias");
+    if (
+      previous !== undefined &&
+      (previous.keyUsage !== key.keyUsage || keyType(previous) !== keyType(key))
+    ) {
+      // AWS requires the same key type and usage so that code using the alias keeps working;
+      // the key spec may change (RSA_2048 to RSA_4096, HMAC_256 to HMAC_512…).
+      throw new ValidationError(
+        `alias ${aliasName} points to a ${keyType(previous)} ${previous.keyUsage} key and cannot be moved to a ${keyType(key)} ${key.keyUsage} key`,
+      );
+    }
+    if (key.keyId !== current.targetKeyId) await assertAliasRoom(ctx, key);
+    // Compare-and-set on the record authorized above, not on a later read of the alias.
+    await ctx.store.updateAlias(
+      aliasName,
+      key.keyId,
+      ctx.clock.now(),
+      undefined,
+      current.seal ?? null,
     );
-  }
-  if (key.keyId !== current.targetKeyId) await assertAliasRoom(ctx, key);
-  await ctx.store.updateAlias(aliasName, key.keyId, ctx.clock.now());
+  });
 }
 
 /**
@@ -151,11 +165,40 @@ function keyType(key: StoredKey): "symmetric" | "asymmetric" | "HMAC" {
 export async function deleteAlias(ctx: KmsContext, request: { aliasName: string }): Promise<void> {
   assertObject("request", request);
   const aliasName = validateAliasName(request.aliasName);
-  const current = await liveAlias(ctx, aliasName);
-  if (current === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
-  // AWS authorizes DeleteAlias on the key the alias points to.
-  await currentTarget(ctx, current.targetKeyId);
-  await ctx.store.deleteAlias(aliasName);
+  await retryOnConflict(aliasName, "delete", async () => {
+    const current = await liveAlias(ctx, aliasName);
+    if (current === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
+    // AWS authorizes DeleteAlias on the key the alias points to.
+    await currentTarget(ctx, current.targetKeyId);
+    // Compare-and-set: an alias moved meanwhile to a key the caller has no rights on stays.
+    await ctx.store.deleteAlias(aliasName, current.seal ?? null);
+  });
+}
+
+/**
+ * Runs one read–authorize–write of an alias until the store accepts its compare-and-set, as
+ * updateKey does for keys: a KeyStoreConflictError means another writer changed the alias after
+ * `attempt` read it, so the next attempt reads it again, authorizes the caller on the key it
+ * points to now and re-checks every rule. AWS has no conflict error for aliases; the outcome is
+ * that of the two calls run one after the other.
+ * @throws KmsInternalError when the alias keeps changing under every attempt.
+ */
+async function retryOnConflict(
+  aliasName: string,
+  verb: "update" | "delete",
+  attempt: () => Promise<void>,
+): Promise<void> {
+  let conflict: KeyStoreConflictError | undefined;
+  for (let i = 0; i < MAX_WRITE_ATTEMPTS; i++) {
+    try {
+      return await attempt();
+    } catch (error) {
+      if (!(error instanceof KeyStoreConflictError)) throw error;
+      conflict = error;
+    }
+  }
+  const message = `alias ${aliasName} is being changed too often to ${verb}; try again`;
+  throw new KmsInternalError(message, { cause: conflict });
 }
 
 /**

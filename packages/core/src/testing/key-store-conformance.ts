@@ -927,6 +927,54 @@ export function describeKeyStoreConformance(
         ).rejects.toBeInstanceOf(NotFoundError);
       });
 
+      it("deletes an alias only while its stored seal is expectedSeal (compare-and-set)", async () => {
+        await store.createKey(makeKey("k-a"));
+        await store.createKey(makeKey("k-b"));
+        await store.createAlias({ ...makeAlias("alias/x", "k-a"), seal: SEAL_A });
+        // Read first, so a store that caches aliases has the record cached.
+        expect((await store.getAlias("alias/x"))?.seal).toBe(SEAL_A);
+
+        // A delete based on another record loses, and deletes nothing.
+        await expect(store.deleteAlias("alias/x", SEAL_B)).rejects.toBeInstanceOf(
+          KeyStoreConflictError,
+        );
+        // null expects an alias stored without a seal; this one has one.
+        await expect(store.deleteAlias("alias/x", null)).rejects.toBeInstanceOf(
+          KeyStoreConflictError,
+        );
+        expect(await store.getAlias("alias/x")).toStrictEqual({
+          ...makeAlias("alias/x", "k-a"),
+          seal: SEAL_A,
+        });
+
+        // Another writer moves the alias: a delete based on the record read before it loses.
+        await store.updateAlias("alias/x", "k-b", T0 + DAY, SEAL_B, SEAL_A);
+        await expect(store.deleteAlias("alias/x", SEAL_A)).rejects.toBeInstanceOf(
+          KeyStoreConflictError,
+        );
+        const moved = { ...makeAlias("alias/x", "k-b"), updatedAt: T0 + DAY, seal: SEAL_B };
+        expect(await store.getAlias("alias/x")).toStrictEqual(moved);
+        expect(await store.listAliases({ limit: 10, targetKeyId: "k-b" })).toStrictEqual([moved]);
+
+        await store.deleteAlias("alias/x", SEAL_B);
+        expect(await store.getAlias("alias/x")).toBeUndefined();
+        expect(await store.listAliases({ limit: 10 })).toStrictEqual([]);
+        await expect(store.deleteAlias("alias/x", SEAL_B)).rejects.toBeInstanceOf(NotFoundError);
+        await expect(store.deleteAlias("alias/none", null)).rejects.toBeInstanceOf(NotFoundError);
+
+        // null matches an alias stored without a seal, and only that.
+        await store.createAlias(makeAlias("alias/bare", "k-a"));
+        await expect(store.deleteAlias("alias/bare", SEAL_A)).rejects.toBeInstanceOf(
+          KeyStoreConflictError,
+        );
+        expect(await store.getAlias("alias/bare")).toStrictEqual(makeAlias("alias/bare", "k-a"));
+        await store.deleteAlias("alias/bare", null);
+        expect(await store.getAlias("alias/bare")).toBeUndefined();
+        // Deleting an alias never touches its key.
+        expect(await store.getKey("k-a")).toBeDefined();
+        expect(await store.getKey("k-b")).toBeDefined();
+      });
+
       it("creates nothing when updateAlias with a seal names a missing alias", async () => {
         await expect(store.updateAlias("alias/none", "k-a", T0, SEAL_A)).rejects.toBeInstanceOf(
           NotFoundError,
@@ -1011,6 +1059,41 @@ export function describeKeyStoreConformance(
           );
           expect(await store.getKey("k-ud")).toBeUndefined();
           expect(await store.getAlias("alias/ud")).toBeUndefined();
+        }
+      });
+
+      it("lets exactly one of racing alias updates and a delete with one expected seal win", async () => {
+        const seal = `v1.${"0123456789abcdef".repeat(4)}`;
+        await store.createKey(makeKey("k-a"));
+        await store.createAlias({ ...makeAlias("alias/race", "k-a"), seal });
+        const writers = 6;
+        const updates = Array.from({ length: writers }, (_, i) =>
+          store.updateAlias("alias/race", `k-${i}`, T0 + 1 + i, `seal-${i}`, seal),
+        );
+        const { fulfilled, rejected } = await outcomes([
+          ...updates,
+          store.deleteAlias("alias/race", seal),
+        ]);
+        expect(fulfilled).toHaveLength(1);
+        expect(rejected).toHaveLength(writers);
+        const winner = fulfilled[0]!;
+        const stored = await store.getAlias("alias/race");
+        if (winner === writers) {
+          // The delete won: updates that came after it find no alias.
+          for (const r of rejected) {
+            const reason = r.reason;
+            expect(reason instanceof KeyStoreConflictError || reason instanceof NotFoundError).toBe(
+              true,
+            );
+          }
+          expect(stored).toBeUndefined();
+        } else {
+          for (const r of rejected) expect(r.reason).toBeInstanceOf(KeyStoreConflictError);
+          expect(stored).toStrictEqual({
+            ...makeAlias("alias/race", `k-${winner}`),
+            updatedAt: T0 + 1 + winner,
+            seal: `seal-${winner}`,
+          });
         }
       });
 

@@ -1,105 +1,249 @@
 /**
- * Two Kms instances on one store updating one alias (found in adversarial review). Aliases had
- * no compare-and-set: an update based on an older read landed over a newer one with a lower
- * seal counter, so the instance that had written the newer record refused the alias from then
- * on as "rolled back", and the late writer moved the alias away from a key it had never been
- * authorized on.
+ * Two Kms instances on one store changing one alias (found in adversarial review). Alias writes
+ * are a compare-and-set on the seal of the very record the call was authorized on:
+ * - without it, an update based on an older read landed over a newer one with a lower seal
+ *   counter, so the instance that had written the newer record refused the alias from then on
+ *   as "rolled back";
+ * - deleteAlias deleted whatever was stored, so an instance authorized on the key the alias
+ *   pointed to when it read it deleted an alias another instance had since moved to a key the
+ *   caller had no rights on;
+ * - updateAlias authorized on its own read, but the sealed store read the alias again and
+ *   compared against that second read: a move landing between the two was overwritten.
+ * A write that loses the compare-and-set is retried by the facade from a fresh read, authorized
+ * again, as key updates are.
  */
 import {
+  AccessDeniedError,
   createKms,
   type KeyStore,
   KeyStoreConflictError,
+  type Kms,
+  KmsInternalError,
   MemoryKeyStore,
-  type StoredAlias,
 } from "@kms/core";
-import { describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 
-const ROOT = Uint8Array.from({ length: 32 }, (_, i) => 0x91 + i);
+const ROOT_KEY = Uint8Array.from({ length: 32 }, (_, i) => 0x91 + i);
+const ACCOUNT_ROOT = "arn:aws:iam::000000000000:root";
+const ALICE = "arn:aws:iam::111122223333:user/alice";
+const asAlice = { principal: ALICE };
 
-/** `store`, with updateAlias held at a gate while `armed`, so a write can be made to land late. */
-function gated(store: KeyStore) {
-  let reached: () => void = () => {};
-  let release: () => void = () => {};
-  const atGate = new Promise<void>((r) => {
-    reached = r;
-  });
-  const open = new Promise<void>((r) => {
-    release = r;
-  });
-  const wrapper: KeyStore = {
-    description: store.description,
-    getKey: (id) => store.getKey(id),
-    listKeys: (o) => store.listKeys(o),
-    createKey: (k) => store.createKey(k),
-    updateKey: (k) => store.updateKey(k),
-    deleteKey: (id, r) => store.deleteKey(id, r),
-    getAlias: (n) => store.getAlias(n),
-    listAliases: (o) => store.listAliases(o),
-    createAlias: (a: StoredAlias) => store.createAlias(a),
-    async updateAlias(...args: Parameters<KeyStore["updateAlias"]>) {
-      reached();
-      await open;
-      return store.updateAlias(...args);
+/** A key policy that lets Alice manage aliases of the key; other keys keep the default policy. */
+const ALICE_MAY_MANAGE_ALIASES = JSON.stringify({
+  Version: "2012-10-17",
+  Statement: [
+    { Effect: "Allow", Principal: { AWS: ACCOUNT_ROOT }, Action: "kms:*", Resource: "*" },
+    {
+      Effect: "Allow",
+      Principal: { AWS: ALICE },
+      Action: ["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"],
+      Resource: "*",
     },
-    deleteAlias: (n) => store.deleteAlias(n),
-    getSetting: (n) => store.getSetting(n),
-    putSettingIfAbsent: (n, v) => store.putSettingIfAbsent(n, v),
-    close: () => store.close(),
+  ],
+});
+
+type AliasWrite = "updateAlias" | "deleteAlias";
+
+/**
+ * `shared` as a second instance sees it: can hold the nth call of a method at a gate (so another
+ * instance can act in between), and logs the outcome of every alias write that reaches `shared`.
+ */
+function interleaved(shared: KeyStore) {
+  const writes: string[] = [];
+  let held:
+    | { method: keyof KeyStore; remaining: number; reached: () => void; open: Promise<void> }
+    | undefined;
+  const pass = async <T>(method: keyof KeyStore, run: () => Promise<T>): Promise<T> => {
+    if (held?.method === method && --held.remaining === 0) {
+      const gate = held;
+      held = undefined;
+      gate.reached();
+      await gate.open;
+    }
+    return run();
   };
-  return { store: wrapper, atGate, release: () => release() };
+  const write = async (method: AliasWrite, run: () => Promise<void>): Promise<void> => {
+    try {
+      await pass(method, run);
+      writes.push(`${method}: ok`);
+    } catch (error) {
+      writes.push(`${method}: ${(error as Error).constructor.name}`);
+      throw error;
+    }
+  };
+  const store: KeyStore = {
+    description: shared.description,
+    getKey: (id) => pass("getKey", () => shared.getKey(id)),
+    listKeys: (o) => shared.listKeys(o),
+    createKey: (k) => shared.createKey(k),
+    updateKey: (k) => shared.updateKey(k),
+    deleteKey: (id, r) => shared.deleteKey(id, r),
+    getAlias: (n) => pass("getAlias", () => shared.getAlias(n)),
+    listAliases: (o) => shared.listAliases(o),
+    createAlias: (a) => shared.createAlias(a),
+    updateAlias: (...args) => write("updateAlias", () => shared.updateAlias(...args)),
+    deleteAlias: (...args) => write("deleteAlias", () => shared.deleteAlias(...args)),
+    getSetting: (n) => shared.getSetting(n),
+    putSettingIfAbsent: (n, v) => shared.putSettingIfAbsent(n, v),
+    close: () => shared.close(),
+  };
+  /** Holds the `nth` call of `method` from now on until `release()`. */
+  const hold = (method: keyof KeyStore, nth = 1) => {
+    let reached: () => void = () => {};
+    let release: () => void = () => {};
+    const atGate = new Promise<void>((r) => {
+      reached = r;
+    });
+    const open = new Promise<void>((r) => {
+      release = r;
+    });
+    held = { method, remaining: nth, reached, open };
+    return { atGate, release };
+  };
+  return { store, writes, hold };
 }
 
-describe("concurrent updateAlias on two instances", () => {
-  it("a late write based on an older record is refused; the newer instance keeps its alias", async () => {
-    const shared = new MemoryKeyStore();
-    const b = await createKms({ store: shared, rootKey: Uint8Array.from(ROOT), audit: false });
-    const k1 = (await b.createKey()).keyMetadata.keyId;
-    const k2 = (await b.createKey()).keyMetadata.keyId;
-    const k3 = (await b.createKey()).keyMetadata.keyId;
-    await b.createAlias({ aliasName: "alias/x", targetKeyId: k1 });
+/** Settles `promise` into its rejection reason, or undefined when it fulfilled. */
+const reason = (promise: Promise<unknown>): Promise<unknown> =>
+  promise.then(
+    () => undefined,
+    (error: unknown) => error,
+  );
 
-    const gate = gated(shared);
-    const a = await createKms({ store: gate.store, rootKey: Uint8Array.from(ROOT), audit: false });
-    // A reads the alias (on k1), is authorized on k1 and k3, and its write waits.
-    const late = a.updateAlias({ aliasName: "alias/x", targetKeyId: k3 }).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+let shared: MemoryKeyStore;
+let b: Kms;
+let a: Kms;
+let gated: ReturnType<typeof interleaved>;
+let mine: string;
+let mineToo: string;
+let theirs: string;
+
+beforeEach(async () => {
+  shared = new MemoryKeyStore();
+  b = await createKms({ store: shared, rootKey: Uint8Array.from(ROOT_KEY), audit: false });
+  mine = (await b.createKey({ policy: ALICE_MAY_MANAGE_ALIASES })).keyMetadata.keyId;
+  mineToo = (await b.createKey({ policy: ALICE_MAY_MANAGE_ALIASES })).keyMetadata.keyId;
+  theirs = (await b.createKey()).keyMetadata.keyId;
+  gated = interleaved(shared);
+  a = await createKms({ store: gated.store, rootKey: Uint8Array.from(ROOT_KEY), audit: false });
+});
+
+const targetOf = async (kms: Kms, aliasName: string): Promise<string> =>
+  (await kms.describeKey({ keyId: aliasName })).keyMetadata.keyId;
+
+describe("deleteAlias on two instances", () => {
+  it("does not delete an alias moved meanwhile to a key the caller has no rights on", async () => {
+    await b.createAlias({ aliasName: "alias/app", targetKeyId: mine });
+    // A reads the alias on `mine`, where Alice may delete it, and its delete waits.
+    const gate = gated.hold("deleteAlias");
+    const late = reason(a.deleteAlias({ aliasName: "alias/app" }, asAlice));
     await gate.atGate;
-    // Meanwhile B moves the alias twice.
-    await b.updateAlias({ aliasName: "alias/x", targetKeyId: k2 });
-    await b.updateAlias({ aliasName: "alias/x", targetKeyId: k1 });
+    await b.updateAlias({ aliasName: "alias/app", targetKeyId: theirs });
     gate.release();
 
-    expect(await late).toBeInstanceOf(KeyStoreConflictError);
-    // B still uses its alias, which points where B left it.
-    expect((await b.describeKey({ keyId: "alias/x" })).keyMetadata.keyId).toBe(k1);
-    expect((await a.describeKey({ keyId: "alias/x" })).keyMetadata.keyId).toBe(k1);
-    // A retried on a fresh read succeeds.
-    await a.updateAlias({ aliasName: "alias/x", targetKeyId: k3 });
-    expect((await b.describeKey({ keyId: "alias/x" })).keyMetadata.keyId).toBe(k3);
+    // The delete based on the old record lost; the retry, authorized on `theirs`, is refused.
+    expect(await late).toBeInstanceOf(AccessDeniedError);
+    expect(gated.writes).toStrictEqual(["deleteAlias: KeyStoreConflictError"]);
+    expect(await targetOf(b, "alias/app")).toBe(theirs);
+    expect(await targetOf(a, "alias/app")).toBe(theirs);
   });
 
-  it("an alias deleted and created again under the write is not overwritten", async () => {
-    const shared = new MemoryKeyStore();
-    const b = await createKms({ store: shared, rootKey: Uint8Array.from(ROOT), audit: false });
-    const k1 = (await b.createKey()).keyMetadata.keyId;
-    const k2 = (await b.createKey()).keyMetadata.keyId;
-    await b.createAlias({ aliasName: "alias/y", targetKeyId: k1 });
-    const gate = gated(shared);
-    const a = await createKms({ store: gate.store, rootKey: Uint8Array.from(ROOT), audit: false });
-    const late = a.updateAlias({ aliasName: "alias/y", targetKeyId: k2 }).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+  it("deletes the moved alias when the caller may delete it where it points now", async () => {
+    await b.createAlias({ aliasName: "alias/app", targetKeyId: mine });
+    const gate = gated.hold("deleteAlias");
+    const late = reason(a.deleteAlias({ aliasName: "alias/app" }, asAlice));
+    await gate.atGate;
+    await b.updateAlias({ aliasName: "alias/app", targetKeyId: mineToo });
+    gate.release();
+
+    expect(await late).toBeUndefined();
+    expect(gated.writes).toStrictEqual(["deleteAlias: KeyStoreConflictError", "deleteAlias: ok"]);
+    expect((await b.listAliases()).aliases).toStrictEqual([]);
+  });
+});
+
+describe("updateAlias on two instances", () => {
+  it("does not move an alias moved between the authorized read and the write", async () => {
+    await b.createAlias({ aliasName: "alias/app", targetKeyId: mine });
+    // A's first read of the alias is the one authorized (on `mine`); hold the next, which the
+    // sealed store makes to learn the fields it seals.
+    const gate = gated.hold("getAlias", 2);
+    const late = reason(a.updateAlias({ aliasName: "alias/app", targetKeyId: mineToo }, asAlice));
+    await gate.atGate;
+    await b.updateAlias({ aliasName: "alias/app", targetKeyId: theirs });
+    gate.release();
+
+    // Alice may not take the alias away from `theirs`: the write on B's record never happens.
+    expect(await late).toBeInstanceOf(AccessDeniedError);
+    expect(gated.writes).toStrictEqual([]);
+    expect(await targetOf(b, "alias/app")).toBe(theirs);
+    expect(await targetOf(a, "alias/app")).toBe(theirs);
+  });
+
+  it("refuses a late write; the retry, authorized again, lands after the newer record", async () => {
+    await b.createAlias({ aliasName: "alias/app", targetKeyId: mine });
+    const other = (await b.createKey({ policy: ALICE_MAY_MANAGE_ALIASES })).keyMetadata.keyId;
+    const gate = gated.hold("updateAlias");
+    const late = reason(a.updateAlias({ aliasName: "alias/app", targetKeyId: other }, asAlice));
+    await gate.atGate;
+    // B moves the alias twice, back to where A read it: only the seal tells the records apart.
+    await b.updateAlias({ aliasName: "alias/app", targetKeyId: mineToo });
+    await b.updateAlias({ aliasName: "alias/app", targetKeyId: mine });
+    gate.release();
+
+    expect(await late).toBeUndefined();
+    expect(gated.writes).toStrictEqual(["updateAlias: KeyStoreConflictError", "updateAlias: ok"]);
+    // Both instances read the result: no record with a lower seal counter replaced B's.
+    expect(await targetOf(b, "alias/app")).toBe(other);
+    expect(await targetOf(a, "alias/app")).toBe(other);
+    await b.updateAlias({ aliasName: "alias/app", targetKeyId: mine });
+    expect(await targetOf(a, "alias/app")).toBe(mine);
+  });
+
+  it("does not overwrite an alias deleted and created again under the write", async () => {
+    await b.createAlias({ aliasName: "alias/y", targetKeyId: mine });
+    const gate = gated.hold("updateAlias");
+    const late = reason(a.updateAlias({ aliasName: "alias/y", targetKeyId: mineToo }, asAlice));
     await gate.atGate;
     await b.deleteAlias({ aliasName: "alias/y" });
     await new Promise((r) => setTimeout(r, 2));
-    await b.createAlias({ aliasName: "alias/y", targetKeyId: k1 });
+    await b.createAlias({ aliasName: "alias/y", targetKeyId: theirs });
     gate.release();
-    expect(await late).toBeInstanceOf(KeyStoreConflictError);
-    // The re-created alias is intact (a write sealed over the old creation time was refused
-    // on every later read).
-    expect((await b.describeKey({ keyId: "alias/y" })).keyMetadata.keyId).toBe(k1);
+
+    expect(await late).toBeInstanceOf(AccessDeniedError);
+    expect(gated.writes).toStrictEqual(["updateAlias: KeyStoreConflictError"]);
+    // The re-created alias is intact (a write sealed over the old creation time would have been
+    // refused on every later read).
+    expect(await targetOf(b, "alias/y")).toBe(theirs);
+  });
+});
+
+describe("an alias that keeps changing", () => {
+  it("fails with KmsInternalError after bounded attempts and changes nothing", async () => {
+    await b.createAlias({ aliasName: "alias/busy", targetKeyId: mine });
+    const conflicting: KeyStore = {
+      ...gated.store,
+      updateAlias: async () => {
+        throw new KeyStoreConflictError("alias/busy changed concurrently");
+      },
+      deleteAlias: async () => {
+        throw new KeyStoreConflictError("alias/busy changed concurrently");
+      },
+    };
+    const c = await createKms({
+      store: conflicting,
+      rootKey: Uint8Array.from(ROOT_KEY),
+      audit: false,
+    });
+    for (const call of [
+      c.updateAlias({ aliasName: "alias/busy", targetKeyId: mineToo }),
+      c.deleteAlias({ aliasName: "alias/busy" }),
+    ]) {
+      const error = await reason(call);
+      expect(error).toBeInstanceOf(KmsInternalError);
+      expect((error as Error).message).toMatch(/alias\/busy is being changed too often/);
+      expect((error as Error).cause).toBeInstanceOf(KeyStoreConflictError);
+    }
+    expect(await targetOf(b, "alias/busy")).toBe(mine);
   });
 });
