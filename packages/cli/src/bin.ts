@@ -22,14 +22,16 @@ if (undecodable !== undefined) {
   process.exitCode = EXIT_USAGE;
 } else {
   // A command that reads `signal` (`kms serve`; `encrypt` and `decrypt` once they transfer data)
-  // stops on the first SIGINT or SIGTERM and then closes the KMS, flushing the audit trail;
-  // a second signal ends the process at once. For every other command the signal is raised
-  // again, so it ends the process as it always did.
+  // stops on the first SIGINT, SIGTERM or SIGHUP and then closes the KMS, flushing the audit
+  // trail; a second signal ends the process at once. For every other command the signal is
+  // raised again, so it ends the process as it always did. SIGHUP is the terminal or SSH session
+  // going away mid-decrypt: left to its default, it killed the process with the verified
+  // plaintext of an unfinished message in `<out>.<random>.partial`.
   const stop = new AbortController();
   let stoppable = false;
   let received: NodeJS.Signals | undefined;
-  const signals = ["SIGINT", "SIGTERM"] as const;
-  // Both listeners go on the first signal, so that the second ends the process whichever it is
+  const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+  // Every listener goes on the first signal, so that the second ends the process whichever it is
   // (SIGINT, then SIGTERM from a supervisor, was swallowed).
   const onSignal = (name: NodeJS.Signals): void => {
     for (const each of signals) process.off(each, onSignal);

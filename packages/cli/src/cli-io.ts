@@ -17,7 +17,7 @@ export interface CliIo {
   /** Relative paths resolve against it. */
   readonly cwd: string;
   /**
-   * Stops a long-running command when aborted; the binary aborts it on SIGINT and SIGTERM.
+   * Stops a long-running command when aborted; the binary aborts it on SIGINT, SIGTERM and SIGHUP.
    * `serve` stops cleanly (exit 0); `encrypt` and `decrypt` fail (`Interrupted`, exit 1),
    * destroying their input stream (`stdin` for `--in -`) and removing their partial output file.
    * Without it, `serve` runs until the process ends.

@@ -180,7 +180,15 @@ describe("decrypt refusals", () => {
 
   const decryptAllowing = (...keys: string[]) =>
     run(
-      ["decrypt", "--in", sealed, "--out", "allow.out", ...keys.flatMap((k) => ["--allow-key", k])],
+      [
+        "decrypt",
+        "--in",
+        sealed,
+        "--out",
+        "allow.out",
+        "--force",
+        ...keys.flatMap((k) => ["--allow-key", k]),
+      ],
       opts,
     );
 

@@ -111,37 +111,44 @@ describe("an encrypt or decrypt stopped part-way", () => {
     expect(stderr.text()).toBe("Interrupted: decrypt: stopped before the end of the input\n");
   });
 
-  it("the bin: SIGINT leaves no plaintext file behind and still ends the process by the signal", async () => {
-    const packageDir = join(dirname(fileURLToPath(import.meta.url)), "..");
-    const pkg = JSON.parse(readFileSync(join(packageDir, "package.json"), "utf8")) as {
-      bin: { kms: string };
-    };
-    const child = spawn(
-      process.execPath,
-      [join(packageDir, pkg.bin.kms), "decrypt", "--in", "-", "--out", "bin-stopped.out"],
-      {
-        cwd: ws.dir,
-        env: { PATH: process.env.PATH ?? "", KMS_ROOT_KEY: ws.rootKey.toString("hex") },
-        stdio: ["pipe", "ignore", "pipe"],
-      },
-    );
-    let stderr = "";
-    child.stderr.on("data", (chunk: Buffer) => {
-      stderr += chunk.toString("utf8");
-    });
-    const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
-      child.once("exit", (code, signal) => resolve({ code, signal })),
-    );
-    try {
-      child.stdin.write(sealed.subarray(0, sealed.length / 2));
-      await until(writing, "the bin to write plaintext");
-      child.kill("SIGINT");
-      expect(await exited).toEqual({ code: null, signal: "SIGINT" });
-    } finally {
-      child.kill("SIGKILL");
-    }
-    expect(stderr).toMatch(/^Interrupted: decrypt: stopped before the end of the input/m);
-    expect(partials()).toEqual([]);
-    expect(existsSync(join(ws.dir, "bin-stopped.out"))).toBe(false);
-  }, 60_000);
+  // SIGHUP: the terminal or SSH session closed mid-decrypt (regression: it killed the process and
+  // left the verified plaintext of an unfinished message in `<out>.<random>.partial`).
+  it.each(["SIGINT", "SIGTERM", "SIGHUP"] as const)(
+    "the bin: %s leaves no plaintext file behind and still ends the process by the signal",
+    async (signal) => {
+      const out = `bin-stopped-${signal}.out`;
+      const packageDir = join(dirname(fileURLToPath(import.meta.url)), "..");
+      const pkg = JSON.parse(readFileSync(join(packageDir, "package.json"), "utf8")) as {
+        bin: { kms: string };
+      };
+      const child = spawn(
+        process.execPath,
+        [join(packageDir, pkg.bin.kms), "decrypt", "--in", "-", "--out", out],
+        {
+          cwd: ws.dir,
+          env: { PATH: process.env.PATH ?? "", KMS_ROOT_KEY: ws.rootKey.toString("hex") },
+          stdio: ["pipe", "ignore", "pipe"],
+        },
+      );
+      let stderr = "";
+      child.stderr.on("data", (chunk: Buffer) => {
+        stderr += chunk.toString("utf8");
+      });
+      const exited = new Promise<{ code: number | null; signal: string | null }>((resolve) =>
+        child.once("exit", (code, signal) => resolve({ code, signal })),
+      );
+      try {
+        child.stdin.write(sealed.subarray(0, sealed.length / 2));
+        await until(writing, "the bin to write plaintext");
+        child.kill(signal);
+        expect(await exited).toEqual({ code: null, signal });
+      } finally {
+        child.kill("SIGKILL");
+      }
+      expect(stderr).toMatch(/^Interrupted: decrypt: stopped before the end of the input/m);
+      expect(partials()).toEqual([]);
+      expect(existsSync(join(ws.dir, out))).toBe(false);
+    },
+    60_000,
+  );
 });

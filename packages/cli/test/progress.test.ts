@@ -1,8 +1,15 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createProgressBar, type ProgressBarOptions, type ProgressOutput } from "../src/index.ts";
-import { plaintext, run, workspace } from "./helpers.ts";
+import type { CliOutput } from "../src/cli-io.ts";
+import {
+  createProgressBar,
+  type ProgressBarOptions,
+  type ProgressOutput,
+  runCli,
+} from "../src/index.ts";
+import { Collector, plaintext, run, workspace } from "./helpers.ts";
 
 /**
  * A bar on a fake output (a 120-column terminal unless told) with a manual clock at 0.
@@ -180,7 +187,7 @@ describe("the CLI's progress bar", () => {
 
   it("prints plain lines with --progress when stderr is not a terminal", async () => {
     const result = await run(
-      ["decrypt", "--in", "big.kms", "--out", "big.out", "--progress"],
+      ["decrypt", "--in", "big.kms", "--out", "big.out", "--force", "--progress"],
       opts,
     );
     expect(result.code).toBe(0);
@@ -190,7 +197,7 @@ describe("the CLI's progress bar", () => {
 
   it("--no-progress silences it on a terminal", async () => {
     const result = await run(
-      ["encrypt", "--key", keyId, "--in", "big", "--out", "big.kms", "--no-progress"],
+      ["encrypt", "--key", keyId, "--in", "big", "--out", "big.kms", "--force", "--no-progress"],
       { ...opts, ttyStderr: true },
     );
     expect(result.code).toBe(0);
@@ -199,10 +206,46 @@ describe("the CLI's progress bar", () => {
 
   it("ends the bar with a failed line before the error", async () => {
     const result = await run(
-      ["decrypt", "--in", "big.kms", "--out", "big.out", "--context", "a=b"],
+      ["decrypt", "--in", "big.kms", "--out", "big.out", "--force", "--context", "a=b"],
       { ...opts, ttyStderr: true },
     );
     expect(result.code).toBe(1);
     expect(result.err).toMatch(/decrypt: failed after .*\n(.|\n)*InvalidCiphertextException: /);
+  });
+
+  // Regression: `kms decrypt --in notes.kms --out -` in a terminal drew the bar on the same screen
+  // as the plaintext; each `\r…\x1b[K` redraw, and the final line, erased the line of text it
+  // landed on.
+  it("stays off when --out - is a terminal too, unless --progress asks for it", async () => {
+    const text = Buffer.from("line one\nline two, no newline at the end");
+    writeFileSync(join(ws.dir, "notes"), text);
+    const sealed = await run(
+      ["encrypt", "--key", keyId, "--in", "notes", "--out", "notes.kms"],
+      opts,
+    );
+    expect(sealed.code).toBe(0);
+    for (const [extra, bar] of [
+      [[], false],
+      [["--progress"], true],
+    ] as const) {
+      const stdout = new Collector(true);
+      const stderr = new Collector(true);
+      const code = await runCli(["decrypt", "--in", "notes.kms", "--out", "-", ...extra], {
+        stdout: stdout as CliOutput,
+        stderr: stderr as CliOutput,
+        stdin: Readable.from([]),
+        env: ws.env,
+        cwd: ws.dir,
+      });
+      expect(code).toBe(0);
+      expect(stdout.bytes().equals(text)).toBe(true);
+      expect(stderr.text().includes("decrypt: done"), extra.join(" ")).toBe(bar);
+    }
+    // Not a terminal: the data goes elsewhere, and the bar shows as before.
+    const piped = await run(["decrypt", "--in", "notes.kms", "--out", "-"], {
+      ...opts,
+      ttyStderr: true,
+    });
+    expect(piped.err).toContain("decrypt: done");
   });
 });

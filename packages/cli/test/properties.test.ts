@@ -582,11 +582,47 @@ describe("file handling", () => {
     expect(partials(ws.dir)).toEqual([]);
   });
 
-  it("an existing --out is replaced atomically by a new 0600 file (documented)", async () => {
+  // Regression: `kms decrypt --in backup.kms --out app.db` replaced the live file without a word.
+  it("an existing --out is refused without --force, before any KMS call, and left as it was", async () => {
     const output = fresh("exists.kms");
     writeFileSync(join(ws.dir, output), "old contents", { mode: 0o644 });
     const before = statSync(join(ws.dir, output));
-    const result = await encrypt("data", output);
+    const events = async (): Promise<number> =>
+      JSON.parse((await kms("audit verify", ["audit", "verify"])).out).events as number;
+    const eventsBefore = await events();
+    for (const argv of [
+      ["encrypt", "--key", keys[1]!.id, "--in", "data", "--out", output],
+      ["decrypt", "--in", "sealed.kms", "--out", output, "--allow-key", keys[1]!.alias],
+    ]) {
+      const result = await kms(`${argv[0]} → existing ${output}`, argv);
+      expect(result.code, argv[0]).toBe(2);
+      expect(result.err).toMatch(
+        new RegExp(`^kms: ${argv[0]}: --out \\S+/${output} exists: pass --force to replace it\n`),
+      );
+      expect(result.err).toContain("[--force]");
+    }
+    // Neither the KMS (no GenerateDataKey, no DescribeKey of --allow-key) nor the file was touched.
+    expect(await events()).toBe(eventsBefore);
+    const after = statSync(join(ws.dir, output));
+    expect([after.ino, after.mode & 0o777]).toEqual([before.ino, 0o644]);
+    expect(readFileSync(join(ws.dir, output), "utf8")).toBe("old contents");
+    expect(partials(ws.dir)).toEqual([]);
+  });
+
+  it("with --force, an existing --out is replaced atomically by a new 0600 file (documented)", async () => {
+    const output = fresh("exists.kms");
+    writeFileSync(join(ws.dir, output), "old contents", { mode: 0o644 });
+    const before = statSync(join(ws.dir, output));
+    const result = await kms(`encrypt → existing ${output}`, [
+      "encrypt",
+      "--key",
+      keys[1]!.id,
+      "--in",
+      "data",
+      "--out",
+      output,
+      "--force",
+    ]);
     expect(result.code).toBe(0);
     const after = statSync(join(ws.dir, output));
     expect(after.ino).not.toBe(before.ino);
@@ -596,7 +632,7 @@ describe("file handling", () => {
     expect(back.stdout.equals(messageData)).toBe(true);
   });
 
-  it("a symlink at --out is replaced by the file; its target is left alone (documented)", async () => {
+  it("a symlink at --out, dangling or not, needs --force; then it is replaced by the file and its target left alone (documented)", async () => {
     const target = secretData(300);
     writeFileSync(join(ws.dir, "link-target"), target);
     const link = fresh("out-link");
@@ -604,8 +640,21 @@ describe("file handling", () => {
     const dangling = fresh("dangling-link");
     symlinkSync("missing-target", join(ws.dir, dangling));
     for (const output of [link, dangling]) {
-      const result = await encrypt("data", output);
-      expect(result.code).toBe(0);
+      const refused = await encrypt("data", output);
+      expect(refused.code, output).toBe(2);
+      expect(refused.err, output).toContain(`${output} exists: pass --force`);
+      expect(lstatSync(join(ws.dir, output)).isSymbolicLink()).toBe(true);
+      const forced = await kms(`encrypt --force → ${output}`, [
+        "encrypt",
+        "--key",
+        keys[1]!.id,
+        "--in",
+        "data",
+        "--out",
+        output,
+        "--force",
+      ]);
+      expect(forced.code).toBe(0);
       expect(lstatSync(join(ws.dir, output)).isFile()).toBe(true);
     }
     expect(readFileSync(join(ws.dir, "link-target")).equals(target)).toBe(true);

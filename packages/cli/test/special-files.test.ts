@@ -1,11 +1,13 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import {
   closeSync,
+  existsSync,
   lstatSync,
   mkdirSync,
   openSync,
   readdirSync,
   readFileSync,
+  rmSync,
   symlinkSync,
   writeFileSync,
 } from "node:fs";
@@ -169,6 +171,46 @@ describe.skipIf(process.platform === "win32")("--in and --out naming special fil
       expect(readFileSync(target).equals(data)).toBe(true);
     },
   );
+
+  it("a FIFO at --out that is gone by the time it is opened is not created as a file (regression: plaintext landed in a new 0644 file, frame by frame)", async () => {
+    const fifo = mkfifo("vanishing.fifo");
+    // KMS_ROOT_KEY is read when the KMS opens: after --out was found to be a FIFO, before it is
+    // opened. Removing it there is the reader's cleanup (or anyone's) winning that race.
+    const env = {
+      get KMS_ROOT_KEY(): string {
+        rmSync(fifo, { force: true });
+        return ws.rootKey.toString("hex");
+      },
+    };
+    const dec = await run(["decrypt", "--in", "data.kms", "--out", fifo], { ...opts, env });
+    expect(dec.code).toBe(1);
+    expect(dec.err).toBe(`Error: ENOENT: no such file or directory, open '${fifo}'\n`);
+    expect(existsSync(fifo)).toBe(false);
+    expect(readdirSync(ws.dir).filter((name) => name.endsWith(".partial"))).toEqual([]);
+  });
+
+  it("the bin: --out - with stdout redirected onto --in is refused (regression: `>> x.kms` appended the plaintext to the message being read)", async () => {
+    writeFileSync(join(ws.dir, "self.kms"), readFileSync(join(ws.dir, "data.kms")));
+    writeFileSync(join(ws.dir, "self.data"), data);
+    for (const [file, argv] of [
+      ["self.kms", ["decrypt", "--in", "self.kms", "--out", "-"]],
+      ["self.data", ["encrypt", "--key", keyId, "--in", "self.data", "--out", "-"]],
+    ] as const) {
+      const before = readFileSync(join(ws.dir, file));
+      const script = 'file=$1; shift; "$@" >> "$file"';
+      const shell = spawn("sh", ["-c", script, "sh", file, process.execPath, BIN, ...argv], {
+        cwd: ws.dir,
+        env: BIN_ENV(),
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+      const stderr = { text: "" };
+      expect(await within(exitOf(shell, stderr))).toEqual({ code: 2, signal: null });
+      expect(stderr.text).toMatch(
+        new RegExp(`^kms: ${argv[0]}: --in and --out name the same file\n`),
+      );
+      expect(readFileSync(join(ws.dir, file)).equals(before)).toBe(true);
+    }
+  });
 
   it("a socket at --out is refused by the system (ENXIO), neither replaced nor written", async () => {
     const path = join(ws.dir, "out.sock");

@@ -1,5 +1,5 @@
-import { createWriteStream, statSync, writeFile } from "node:fs";
-import { readlink, realpath, stat } from "node:fs/promises";
+import { constants, createWriteStream, fstatSync, type Stats, statSync, writeFile } from "node:fs";
+import { lstat, readlink, realpath, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { Writable } from "node:stream";
 import { finished } from "node:stream/promises";
@@ -28,6 +28,7 @@ const IO_OPTIONS = {
   out: { type: "string" },
   context: { type: "string", multiple: true },
   progress: { type: "boolean" },
+  force: { type: "boolean" },
 } as const;
 
 function paths(ctx: CommandContext): { input: string; output: string } {
@@ -35,21 +36,25 @@ function paths(ctx: CommandContext): { input: string; output: string } {
   const output = requiredOption(ctx.values, "out", ctx.command);
   const at = (p: string): string => (p === "-" ? p : resolve(ctx.io.cwd, p));
   const result = { input: at(input), output: at(output) };
-  if (result.input !== "-" && (result.input === result.output || sameFile(result))) {
+  if (result.input !== "-" && (result.input === result.output || sameFile(ctx, result))) {
     throw new UsageError(`${ctx.command}: --in and --out name the same file`, ctx.command);
   }
   return result;
 }
 
 /**
- * Whether both paths reach one file through a symbolic or hard link. Comparing the strings alone
- * let `--in link --out target` replace the input with its own ciphertext (or plaintext).
+ * Whether both ends reach one file through a symbolic or hard link, or `--out -` through a
+ * stdout redirected to the input. Comparing the strings alone let `--in link --out target`
+ * replace the input with its own ciphertext (or plaintext), and `kms decrypt --in x.kms --out -
+ * >> x.kms` append the plaintext to the message it was reading (as `cat f >> f`, which cat refuses).
  */
-function sameFile({ input, output }: { input: string; output: string }): boolean {
-  if (output === "-") return false;
+function sameFile(
+  ctx: CommandContext,
+  { input, output }: { input: string; output: string },
+): boolean {
   try {
     const a = statSync(input, { throwIfNoEntry: false });
-    const b = statSync(output, { throwIfNoEntry: false });
+    const b = output === "-" ? stdoutStats(ctx) : statSync(output, { throwIfNoEntry: false });
     return a !== undefined && b !== undefined && a.dev === b.dev && a.ino === b.ino;
   } catch {
     // Unreadable or not a path (ENOTDIR, EACCES): the transfer itself reports it.
@@ -57,9 +62,58 @@ function sameFile({ input, output }: { input: string; output: string }): boolean
   }
 }
 
-/** Thrown into a transfer that `io.signal` stopped (SIGINT or SIGTERM, for the bin). */
+/** What the process's stdout is open on, when `io.stdout` is a stream on a descriptor. */
+function stdoutStats(ctx: CommandContext): Stats | undefined {
+  const fd = (ctx.io.stdout as { readonly fd?: unknown }).fd;
+  return typeof fd === "number" ? fstatSync(fd) : undefined;
+}
+
+/**
+ * Open for appending, never creating. `fs.open`, and so a write stream, takes numeric flags; the
+ * types only admit the string forms, none of which appends without O_CREAT.
+ */
+const APPEND_EXISTING = (constants.O_WRONLY | constants.O_APPEND) as unknown as string;
+
+/** Thrown into a transfer that `io.signal` stopped (SIGINT, SIGTERM or SIGHUP, for the bin). */
 class InterruptedError extends Error {
   override readonly name = "Interrupted";
+}
+
+/** How `--out` is written when it is not replaced: see {@link writesThrough}. */
+type Through = { readonly fd: number } | { readonly path: string };
+
+/** Both ends of a transfer, checked before the KMS is opened. */
+interface Files {
+  readonly input: string;
+  readonly output: string;
+  /** Undefined for `-` and for a file core replaces. */
+  readonly through: Through | undefined;
+}
+
+/**
+ * `--in` and `--out`, checked against the file system before any KMS call. A file core would
+ * replace at `--out` (a regular file, or a symbolic link, dangling or not) needs `--force`:
+ * `kms decrypt --in backup.kms --out app.db` silently replaced the live database with the
+ * backup. A directory is left to the rename to refuse (EISDIR), as `--force` cannot help there.
+ */
+async function transferFiles(
+  ctx: CommandContext,
+  { input, output }: { input: string; output: string },
+): Promise<Files> {
+  // Core checks the input too, but only after the FIFO at `--out` has been opened, which waits for
+  // a reader: with none, a missing `--in` held the process until one came.
+  if (input !== "-") await stat(input);
+  const through = output === "-" ? undefined : await writesThrough(output);
+  if (output !== "-" && through === undefined && booleanOption(ctx.values, "force") !== true) {
+    const existing = await lstat(output).catch(() => undefined);
+    if (existing !== undefined && !existing.isDirectory()) {
+      throw new UsageError(
+        `${ctx.command}: --out ${output} exists: pass --force to replace it`,
+        ctx.command,
+      );
+    }
+  }
+  return { input, output, through };
 }
 
 /** The ends of a transfer as core's file functions take them. */
@@ -85,9 +139,7 @@ interface Ends {
  * `{ path }`: anything else, opened anew, appending. Undefined: a regular file or a new path,
  * for core to replace.
  */
-async function writesThrough(
-  path: string,
-): Promise<{ readonly fd: number } | { readonly path: string } | undefined> {
+async function writesThrough(path: string): Promise<Through | undefined> {
   const info = await stat(path).catch(() => undefined);
   const descriptor = await descriptorOf(path);
   // Only 0–2 are surely the caller's: a higher one may be the key store's database, which plaintext
@@ -129,16 +181,11 @@ async function descriptorOf(path: string): Promise<{ pid: number; fd: number } |
  */
 async function transfer<R>(
   ctx: CommandContext,
-  input: string,
-  output: string,
+  { input, output, through }: Files,
   run: (ends: Ends) => Promise<R>,
 ): Promise<{ result: R; outputBytes: number | undefined }> {
   // Read only here: reading it tells the binary that this command handles SIGINT itself.
   const signal = ctx.io.signal;
-  // Core checks the input too, but only after the FIFO at `--out` has been opened, which waits for
-  // a reader: with none, a missing `--in` held the process until one came.
-  if (input !== "-") await stat(input);
-  const through = output === "-" ? undefined : await writesThrough(output);
   const where = output === "-" || through !== undefined ? "" : "; --out was left as it was";
   const interrupted = new InterruptedError(
     `${ctx.command}: stopped before the end of the input${where}`,
@@ -146,14 +193,19 @@ async function transfer<R>(
   const stopped = (): boolean => signal?.aborted === true;
   if (stopped()) throw interrupted;
   const flag = booleanOption(ctx.values, "progress");
+  // Data going to a terminal shares the screen with the bar, whose redraws (`\r…\x1b[K`) would
+  // erase the line of text they land on: only `--progress` draws it then.
+  const toTerminal = output === "-" && ctx.io.stdout.isTTY === true;
   const bar = createProgressBar({
     label: ctx.command,
     unit: "bytes",
     output: ctx.io.stderr,
-    show: flag === true ? "always" : flag === false ? "never" : "auto",
+    show: flag === true ? "always" : flag === false || toTerminal ? "never" : "auto",
   });
   // A stream of our own on a path written through, for the CLI to end once core is done with it
   // (core writes into a stream it is given, waiting for each write's callback, and leaves it open).
+  // Opened without O_CREAT: a FIFO or device that is gone by the open must not become a new
+  // regular file (mode 0666 less the umask) that plaintext is streamed into frame by frame.
   const sink =
     through === undefined
       ? undefined
@@ -161,7 +213,7 @@ async function transfer<R>(
         ? new Writable({
             write: (chunk: Buffer, _encoding, done) => writeFile(through.fd, chunk, done),
           })
-        : createWriteStream(through.path, { flags: "a" });
+        : createWriteStream(through.path, { flags: APPEND_EXISTING });
   // An open that fails before core pipes into it (ENXIO: a socket) is reported from `errored`.
   const ignore = (): void => undefined;
   sink?.on("error", ignore);
@@ -194,15 +246,16 @@ const encrypt: Command = {
   positionals: [],
   async run(ctx) {
     const key = requiredOption(ctx.values, "key", ctx.command);
-    const { input, output } = paths(ctx);
+    const named = paths(ctx);
     const context = contextOption(ctx.values, "context", ctx.command);
     const frameLength = integerOption(ctx.values, "frame-size", ctx.command);
-    if (output === "-" && ctx.io.stdout.isTTY === true) {
+    if (named.output === "-" && ctx.io.stdout.isTTY === true) {
       throw new UsageError("encrypt: refusing to write binary ciphertext to a terminal", "encrypt");
     }
+    const files = await transferFiles(ctx, named);
     const kms = await ctx.kms();
     const keyring = new KmsKeyring({ kms, keyIds: [key], callOptions: ctx.callOptions });
-    const { result, outputBytes } = await transfer(ctx, input, output, (ends) =>
+    const { result, outputBytes } = await transfer(ctx, files, (ends) =>
       encryptFile({
         ...ends,
         keyring,
@@ -212,7 +265,7 @@ const encrypt: Command = {
     );
     if (outputBytes !== undefined) {
       await printJson(ctx.io, {
-        out: output,
+        out: files.output,
         plaintextBytes: result.bytesRead,
         ciphertextBytes: outputBytes,
       });
@@ -229,13 +282,14 @@ const decrypt: Command = {
   },
   positionals: [],
   async run(ctx) {
-    const { input, output } = paths(ctx);
+    const named = paths(ctx);
     // --context is KMS Decrypt's exact match (a mismatch reads as a bad ciphertext);
     // --require-context only demands these pairs, and refuses with AccessDenied.
     const context = contextOption(ctx.values, "context", ctx.command);
     const required = contextOption(ctx.values, "require-context", ctx.command);
     const allowed = stringsOption(ctx.values, "allow-key");
     const maxFrameLength = integerOption(ctx.values, "max-frame-size", ctx.command);
+    const files = await transferFiles(ctx, named);
     const kms = await ctx.kms();
     // The policy compares key ARNs. Each --allow-key (key id, ARN, alias name or alias ARN) is
     // resolved by the KMS now, so an alias counts as the key it names and a typo fails here
@@ -251,7 +305,7 @@ const decrypt: Command = {
     };
     // Discovery: any KMS key may have made the copy; --allow-key narrows it through the policy.
     const keyring = new KmsKeyring({ kms, keyIds: [], callOptions: ctx.callOptions });
-    const { result, outputBytes } = await transfer(ctx, input, output, (ends) =>
+    const { result, outputBytes } = await transfer(ctx, files, (ends) =>
       decryptFile({
         ...ends,
         keyring,
@@ -262,7 +316,7 @@ const decrypt: Command = {
     if (outputBytes !== undefined) {
       const { bytesRead, info } = result;
       await printJson(ctx.io, {
-        out: output,
+        out: files.output,
         ciphertextBytes: bytesRead,
         plaintextBytes: outputBytes,
         messageId: Buffer.from(info.messageId).toString("hex"),

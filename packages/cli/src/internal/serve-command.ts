@@ -118,7 +118,7 @@ function aborted(signal: AbortSignal | undefined): Promise<void> {
 
 /**
  * `kms serve`: the data dir's KMS behind the AWS KMS JSON protocol (@kms/server), for the AWS
- * SDK and CLI; runs until the CLI's signal is aborted (SIGINT or SIGTERM for the binary), then
+ * SDK and CLI; runs until the CLI's signal is aborted (SIGINT, SIGTERM or SIGHUP for the binary), then
  * stops accepting requests, finishes the ones in flight, and the KMS is closed by runCli.
  */
 export const serveCommand: Command = {

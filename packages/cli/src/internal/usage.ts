@@ -42,11 +42,11 @@ export const SYNOPSES: Readonly<Record<string, string>> = {
     "kms audit list [--key <keyId|alias|ARN>] [--since <ISO time>] [--after <sequence>] [--limit <n, default 100>]",
   "audit verify": "kms audit verify",
   encrypt:
-    "kms encrypt --key <keyId|alias> --in <file|-> --out <file|-> [--context k=v ...] [--frame-size <bytes>] [--[no-]progress]",
+    "kms encrypt --key <keyId|alias> --in <file|-> --out <file|-> [--force] [--context k=v ...] [--frame-size <bytes>] [--[no-]progress]",
   serve:
     "kms serve --credentials <file> [--host <address>] [--port <port>] [--tls-cert <file> --tls-key <file>] [--insecure-http]",
   decrypt:
-    "kms decrypt --in <file|-> --out <file|-> [--context k=v ...] [--require-context k=v ...] [--allow-key <keyId|alias> ...] [--max-frame-size <bytes>] [--[no-]progress]",
+    "kms decrypt --in <file|-> --out <file|-> [--force] [--context k=v ...] [--require-context k=v ...] [--allow-key <keyId|alias> ...] [--max-frame-size <bytes>] [--[no-]progress]",
 };
 
 export function usageText(command?: string): string {
