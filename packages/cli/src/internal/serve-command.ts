@@ -2,7 +2,7 @@ import { readFile, stat } from "node:fs/promises";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { resolve } from "node:path";
-import { createKmsServer, type ServerCredential } from "@kms/server";
+import { createKmsServer, type RefusedRequest, type ServerCredential } from "@kms/server";
 import { booleanOption, integerOption, requiredOption, stringOption } from "./args.ts";
 import { type Command, type CommandContext, writeOut } from "./command.ts";
 import { UsageError } from "./usage.ts";
@@ -158,6 +158,11 @@ export const serveCommand: Command = {
       credentials,
       ...(tls === undefined ? {} : { tls }),
       ...(booleanOption(ctx.values, "insecure-http") === true ? { insecureHttp: true } : {}),
+      // The Kms audits every call it runs; a request refused before it (a bad signature, an
+      // unknown access key, a malformed body) would otherwise leave no trace for the operator.
+      onRefused: (refusal) => {
+        ctx.io.stderr.write(`${refusedLine(refusal)}\n`);
+      },
     });
     const address = await listen(server, port, host);
     const shown = address.family === "IPv6" ? `[${address.address}]` : address.address;
@@ -174,3 +179,19 @@ export const serveCommand: Command = {
     }
   },
 };
+
+/**
+ * One stderr line per refused request. JSON-quoted where the client chose the text (the access
+ * key id, the message that may repeat it), so a crafted value cannot forge a second line.
+ */
+function refusedLine(refusal: RefusedRequest): string {
+  const parts = [
+    `kms: refused ${refusal.requestId}`,
+    `${refusal.status} ${refusal.code}`,
+    ...(refusal.operation === undefined ? [] : [refusal.operation]),
+    ...(refusal.accessKeyId === undefined ? [] : [`key ${JSON.stringify(refusal.accessKeyId)}`]),
+    ...(refusal.principal === undefined ? [] : [`as ${refusal.principal}`]),
+    ...(refusal.sourceIp === undefined ? [] : [`from ${refusal.sourceIp}`]),
+  ];
+  return `${parts.join(" ")}: ${JSON.stringify(refusal.message)}`;
+}
