@@ -162,7 +162,13 @@ export function eventNameOf(operation: string): string {
   return operation.charAt(0).toUpperCase() + operation.slice(1);
 }
 
-const READ_ONLY = /^(list|describe|get|encrypt|decrypt|reEncrypt|generate|sign|verify|explain)/;
+/**
+ * Operations CloudTrail records as read-only: reads and cryptographic operations, which change
+ * no key. DeriveSharedSecret is one (AWS records it like Sign and Decrypt), and its response
+ * holds the shared secret, which the redaction drops anyway.
+ */
+const READ_ONLY =
+  /^(list|describe|get|encrypt|decrypt|reEncrypt|generate|sign|verify|deriveSharedSecret|explain)/;
 
 export function userIdentityOf(call: CallState): AuditUserIdentity {
   const p = call.principal;

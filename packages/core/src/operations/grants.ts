@@ -242,31 +242,35 @@ function sameGrantFields(a: StoredGrant, b: Omit<StoredGrant, "grantId" | "creat
   );
 }
 
-/** A grant that allowed CreateGrant may only hand on what it has (AWS's rule). */
+/**
+ * A grant that allowed CreateGrant may only hand on what it has (AWS's rule). Any one of the
+ * caller's CreateGrant grants may be the parent: authorization names the first that allows
+ * kms:CreateGrant, which need not be the one holding the operations asked for. Grants are not
+ * pooled: every operation and the constraint must come from the same parent.
+ */
 function checkDelegation(ctx: KmsContext, key: StoredKey, requested: StoredGrant): void {
-  const decision = ctx.call?.decisions.find(
+  const call = ctx.call;
+  const decision = call?.decisions.find(
     (d) => d.action === "kms:CreateGrant" && d.decision.reason === "grant-allow",
   );
-  if (decision === undefined) return;
-  const parent = key.grants?.find((g) => g.grantId === decision.decision.grantId);
-  if (parent === undefined) return;
+  if (call === undefined || decision === undefined) return;
+  const parents = (key.grants ?? []).filter(
+    (g) => g.granteePrincipal === call.principal && g.operations.includes("CreateGrant"),
+  );
+  const refusals = parents.map((parent) => delegationRefusal(parent, requested));
+  if (refusals.length === 0 || refusals.includes(undefined)) return;
+  const named = parents.findIndex((g) => g.grantId === decision.decision.grantId);
+  accessDenied(ctx, "kms:CreateGrant", key, refusals[Math.max(named, 0)] as string);
+}
+
+/** Why `parent` cannot be the parent of `requested`, or undefined when it can. */
+function delegationRefusal(parent: StoredGrant, requested: StoredGrant): string | undefined {
   const extra = requested.operations.filter((op) => !parent.operations.includes(op));
-  if (extra.length > 0) {
-    accessDenied(
-      ctx,
-      "kms:CreateGrant",
-      key,
-      `grant ${parent.grantId} does not allow ${extra.join(", ")}`,
-    );
-  }
+  if (extra.length > 0) return `grant ${parent.grantId} does not allow ${extra.join(", ")}`;
   if (!atLeastAsStrict(parent, requested.constraints)) {
-    accessDenied(
-      ctx,
-      "kms:CreateGrant",
-      key,
-      `grant ${parent.grantId} has encryption-context constraints the new grant does not keep`,
-    );
+    return `grant ${parent.grantId} has encryption-context constraints the new grant does not keep`;
   }
+  return undefined;
 }
 
 /**

@@ -96,3 +96,39 @@ describe("validateTags", () => {
     },
   );
 });
+
+describe("validateTags reads plain data only", () => {
+  test("refuses a class instance, whose getters could answer authorization and the write differently", () => {
+    class Flipping {
+      reads = 0;
+      get tagKey() {
+        return "env";
+      }
+      get tagValue() {
+        return this.reads++ === 0 ? "dev" : "prod";
+      }
+    }
+    const tag = new Flipping();
+    expect(() => validateTags([tag as unknown as Tag], [])).toThrow(TagError);
+    expect(() => validateTags([tag as unknown as Tag], [])).toThrow(
+      `"tags[0]" must be a plain object`,
+    );
+    expect(() => validateTags([new Date() as unknown as Tag], [])).toThrow(TagError);
+    expect(() => validateTags([["env", "dev"] as unknown as Tag], [])).toThrow(TagError);
+  });
+
+  test("accepts null-prototype objects and reads each field once", () => {
+    const bare = Object.assign(Object.create(null) as Tag, { tagKey: "a", tagValue: "1" });
+    expect(validateTags([bare], [])).toEqual([tag("a", "1")]);
+    let reads = 0;
+    const once = {
+      tagKey: "b",
+      get tagValue() {
+        reads++;
+        return reads === 1 ? "first" : "second";
+      },
+    };
+    expect(validateTags([once], [])).toEqual([tag("b", "first")]);
+    expect(reads).toBe(1);
+  });
+});

@@ -14,16 +14,29 @@ import type {
 export const MAX_TAGS_PER_KEY = 50;
 
 /**
+ * A plain object (prototype Object.prototype or null). The facade's request snapshot copies
+ * those, so their fields are the data authorization read; a class instance is kept by
+ * reference, and a getter on it could answer `aws:RequestTag` one value and the write another.
+ */
+function isPlainObject(value: unknown): value is Readonly<Record<string, unknown>> {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
+  const proto: unknown = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+/**
  * Merges `added` into `existing` under AWS's rules: keys 1–128 characters, values 0–256, the
- * `aws:` prefix reserved, a repeated key replaces the old value, at most 50 tags per key.
+ * `aws:` prefix reserved, a repeated key replaces the old value, at most 50 tags per key. Each
+ * tag must be a plain object whose tagKey and tagValue are read once (no class instances).
  * @throws TagError naming the offending tag.
  */
 export function validateTags(added: readonly Tag[], existing: readonly Tag[]): Tag[] {
   if (!Array.isArray(added)) throw new TagError(`"tags" expected an array of { tagKey, tagValue }`);
   const merged = new Map(existing.map((t) => [t.tagKey, t.tagValue]));
   for (const [i, tag] of added.entries()) {
-    if (typeof tag !== "object" || tag === null)
-      throw new TagError(`"tags[${i}]" must be an object`);
+    if (!isPlainObject(tag)) {
+      throw new TagError(`"tags[${i}]" must be a plain object { tagKey, tagValue }`);
+    }
     const { tagKey, tagValue } = tag;
     if (typeof tagKey !== "string" || tagKey.length < 1 || tagKey.length > 128) {
       throw new TagError(`"tags[${i}].tagKey" must be a string of 1–128 characters`);

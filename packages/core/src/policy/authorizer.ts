@@ -106,15 +106,38 @@ function constraintContext(request: unknown): Record<string, string> | undefined
   );
 }
 
+type TagPair = { readonly tagKey: string; readonly tagValue: string };
+
+/**
+ * The request's tags that validateTags would store: plain objects (the request snapshot's
+ * copies) with a string key and value. A class instance is left out rather than read: a getter
+ * on it could answer a condition one value and the write another (validateTags refuses it), and
+ * a tag that is not an object at all must fail as a TagError, not as a crash here.
+ */
+function requestTagPairs(tags: readonly unknown[]): TagPair[] {
+  const pairs: TagPair[] = [];
+  for (const t of tags) {
+    if (typeof t !== "object" || t === null) continue;
+    const proto: unknown = Object.getPrototypeOf(t);
+    if (proto !== Object.prototype && proto !== null) continue;
+    const { tagKey, tagValue } = t as Record<string, unknown>;
+    if (typeof tagKey === "string" && typeof tagValue === "string") {
+      pairs.push({ tagKey, tagValue });
+    }
+  }
+  return pairs;
+}
+
 /**
  * aws:TagKeys: the tag keys the request names (CreateKey and TagResource: its tags'
  * keys; UntagResource: its tagKeys). Undefined for requests naming none.
  */
-function requestTagKeys(request: unknown): readonly string[] | undefined {
-  const tags = field(request, "tags");
-  const keys = Array.isArray(tags)
-    ? tags.map((t) => field(t, "tagKey"))
-    : field(request, "tagKeys");
+function requestTagKeys(
+  request: unknown,
+  tags: readonly TagPair[] | undefined,
+): readonly string[] | undefined {
+  if (tags !== undefined) return tags.map((t) => t.tagKey);
+  const keys = field(request, "tagKeys");
   return Array.isArray(keys) ? keys.filter((k): k is string => typeof k === "string") : undefined;
 }
 
@@ -294,11 +317,12 @@ export function authorizationRequest(
   let contextByKey: Map<string, string[]> | undefined;
   const ambiguousContext =
     encryptionContext !== undefined && contextHasCaseVariants(encryptionContext);
-  const requestTags = field(request, "tags");
+  const tagsField = field(request, "tags");
+  const requestTags = Array.isArray(tagsField) ? requestTagPairs(tagsField) : undefined;
   // Not remembered for a request: its caller may reuse and change the array.
   const ambiguousTags =
     (key !== undefined && storedTagsHaveCaseVariants(key)) ||
-    (Array.isArray(requestTags) && tagsHaveCaseVariants(requestTags));
+    (requestTags !== undefined && tagsHaveCaseVariants(requestTags));
 
   const values = (lower: string, original: string): readonly string[] | undefined => {
     if (lower.startsWith("kms:encryptioncontext:")) {
@@ -326,14 +350,15 @@ export function authorizationRequest(
       return key === undefined ? undefined : one(lookupTag(key.tags, original.slice(16)));
     }
     if (lower.startsWith("aws:requesttag/")) {
-      const tags = field(request, "tags");
-      return Array.isArray(tags) ? one(lookupTag(tags, original.slice(15))) : undefined;
+      return requestTags === undefined
+        ? undefined
+        : one(lookupTag(requestTags, original.slice(15)));
     }
     switch (lower) {
       case "kms:encryptioncontextkeys":
         return encryptionContext === undefined ? undefined : Object.keys(encryptionContext);
       case "aws:tagkeys":
-        return requestTagKeys(request);
+        return requestTagKeys(request, requestTags);
       case "kms:calleraccount":
       case "aws:principalaccount":
         return [call.principalAccount];
@@ -465,7 +490,7 @@ export function authorizationRequest(
             if (lower.startsWith("kms:encryptioncontext:")) all = values(lower, name);
             else if (lower.startsWith("aws:resourcetag/") && key !== undefined) {
               all = tagSpellings(key.tags, name.slice(16));
-            } else if (lower.startsWith("aws:requesttag/") && Array.isArray(requestTags)) {
+            } else if (lower.startsWith("aws:requesttag/") && requestTags !== undefined) {
               all = tagSpellings(requestTags, name.slice(15));
             }
             return all !== undefined && all.length > 1 ? all.map((v) => [v]) : undefined;

@@ -71,6 +71,23 @@ function principalIn(set: PrincipalSet, request: AuthorizationRequest): boolean 
   return request.principalAccount !== undefined && set.accounts.has(request.principalAccount);
 }
 
+const ACCOUNT_ROOT = /^arn:[^:]+:iam::\d{12}:root$/;
+
+/**
+ * Whether `set` names the principal itself: `*`, its exact name, or (for an account root) its
+ * account. What a Deny's NotPrincipal exempts. AWS's own pattern lists the exempted user with
+ * its account ("Deny everyone but Bob" names Bob and the account root); read as every principal
+ * of the account, as principalIn reads it, that would exempt the whole account.
+ */
+function principalNamed(set: PrincipalSet, request: AuthorizationRequest): boolean {
+  if (set.any || set.names.has(request.principal)) return true;
+  return (
+    request.principalAccount !== undefined &&
+    set.accounts.has(request.principalAccount) &&
+    ACCOUNT_ROOT.test(request.principal)
+  );
+}
+
 type Lookup = (key: string) => readonly string[] | undefined;
 
 /** Most readings one statement element is tested under; past it, an Allow fails, a Deny holds. */
@@ -133,7 +150,15 @@ function statementApplies(
   lookup: Lookup,
 ): boolean {
   if (s.principal !== undefined && !principalIn(s.principal, request)) return false;
-  if (s.notPrincipal !== undefined && principalIn(s.notPrincipal, request)) return false;
+  if (s.notPrincipal !== undefined) {
+    // Exempt from a Deny only when named; out of a (legacy) Allow as soon as principalIn says
+    // so: in doubt, a Deny applies and an Allow does not.
+    const excluded =
+      s.effect === "Deny"
+        ? principalNamed(s.notPrincipal, request)
+        : principalIn(s.notPrincipal, request);
+    if (excluded) return false;
+  }
   const action = request.actionLower;
   if (s.actions !== undefined && !s.actions.some((p) => globMatch(p, action))) return false;
   if (s.notActions?.some((p) => globMatch(p, action))) return false;

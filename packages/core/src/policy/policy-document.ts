@@ -103,7 +103,7 @@ function actionList(path: string, value: unknown): string[] {
   });
 }
 
-function principalSet(path: string, value: unknown): PrincipalSet {
+function principalSet(path: string, value: unknown, strict: boolean): PrincipalSet {
   if (value === "*") return principalSetOf(true, [], []);
   if (!isObject(value)) fail(path, `must be "*" or an object with "AWS" or "Service"`);
   const keys = Object.keys(value);
@@ -113,7 +113,15 @@ function principalSet(path: string, value: unknown): PrincipalSet {
   for (const key of keys) {
     const list = stringList(jsonMemberPath(path, key), value[key]);
     list.forEach((p, i) => {
-      if (p.length === 0) fail(`${jsonMemberPath(path, key)}[${i}]`, "must not be empty");
+      const at = Array.isArray(value[key])
+        ? `${jsonMemberPath(path, key)}[${i}]`
+        : jsonMemberPath(path, key);
+      if (p.length === 0) fail(at, "must not be empty");
+      // Principals are matched by exact name, so a wildcard inside one would match no caller: a
+      // Deny naming `…:user/*` would deny nobody. AWS refuses such a principal as invalid.
+      if (strict && /[*?]/.test(p) && !(key === "AWS" && p === "*")) {
+        fail(at, `"${p}" is not a principal: the only wildcard is "*" or {"AWS": "*"}`);
+      }
     });
     if (key === "AWS") aws = list;
     else if (key === "Service") service = list;
@@ -155,6 +163,19 @@ function templatesOf(
  */
 const SINGLE_VALUED = /^(kms:encryptioncontext:|aws:requesttag\/)/i;
 
+/**
+ * Arn operators compare the six colon-separated parts of an ARN: a value with fewer parts (and
+ * no variable that could supply them) matches no request, so a Deny holding it would deny
+ * nothing and an ArnNot… Deny everything.
+ */
+function arnProblem(operator: ConditionOperator, values: readonly string[]): string | undefined {
+  if (!operator.base.startsWith("Arn")) return undefined;
+  const bad = values.find((v) => v !== "*" && !v.includes("${") && v.split(":").length < 6);
+  return bad === undefined
+    ? undefined
+    : `value "${bad}" is not an ARN (arn:partition:service:region:account:resource) or "*"`;
+}
+
 function conditionBlock(
   path: string,
   value: unknown,
@@ -194,7 +215,8 @@ function conditionBlock(
         variables,
         operator.takesVariables,
       );
-      const problem = operator.validate(values);
+      const problem =
+        operator.validate(values) ?? (strict ? arnProblem(operator, values) : undefined);
       if (problem !== undefined) fail(keyPath, problem);
       clauses.push({ operatorText, operator, key, values, ...(templates ? { templates } : {}) });
     }
@@ -238,6 +260,11 @@ function statement(
   if ((s.Principal === undefined) === (s.NotPrincipal === undefined)) {
     fail(path, `must have exactly one of "Principal" and "NotPrincipal"`);
   }
+  // AWS: "NotPrincipal must be used with Effect Deny". An Allow for everyone but the named
+  // principals would reach every other account too.
+  if (strict && s.NotPrincipal !== undefined && s.Effect === "Allow") {
+    fail(`${path}.NotPrincipal`, `may only be used with "Effect": "Deny"`);
+  }
   if ((s.Action === undefined) === (s.NotAction === undefined)) {
     fail(path, `must have exactly one of "Action" and "NotAction"`);
   }
@@ -249,12 +276,12 @@ function statement(
     ...(sid !== undefined ? { sid } : {}),
     effect: s.Effect,
     ...(s.Principal !== undefined
-      ? { principal: principalSet(`${path}.Principal`, s.Principal) }
-      : { notPrincipal: principalSet(`${path}.NotPrincipal`, s.NotPrincipal) }),
+      ? { principal: principalSet(`${path}.Principal`, s.Principal, strict) }
+      : { notPrincipal: principalSet(`${path}.NotPrincipal`, s.NotPrincipal, strict) }),
     ...(s.Action !== undefined
       ? { actions: actionList(`${path}.Action`, s.Action) }
       : { notActions: actionList(`${path}.NotAction`, s.NotAction) }),
-    ...resourcePatterns(path, s.Resource, s.NotResource, variables),
+    ...resourcePatterns(path, s.Resource, s.NotResource, variables, strict),
     conditions:
       s.Condition === undefined
         ? []
@@ -267,6 +294,7 @@ function resourcePatterns(
   resource: unknown,
   notResource: unknown,
   variables: boolean,
+  strict: boolean,
 ): Pick<
   PolicyStatement,
   "resources" | "notResources" | "resourceTemplates" | "notResourceTemplates"
@@ -275,6 +303,12 @@ function resourcePatterns(
   const list = stringList(`${path}.${element}`, resource ?? notResource);
   const at = (i: number) =>
     Array.isArray(resource ?? notResource) ? `${path}.${element}[${i}]` : `${path}.${element}`;
+  // An empty pattern matches no key: a Deny holding it would deny nothing.
+  if (strict) {
+    list.forEach((r, i) => {
+      if (r.length === 0) fail(at(i), "must not be empty");
+    });
+  }
   const templates = templatesOf(at, list, variables);
   if (resource !== undefined) {
     return { resources: list, ...(templates ? { resourceTemplates: templates } : {}) };

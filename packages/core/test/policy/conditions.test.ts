@@ -8,7 +8,11 @@ import {
   defaultAccountPolicy,
 } from "../../src/policy/authorizer.ts";
 import { evaluate } from "../../src/policy/evaluate.ts";
-import { parsePolicy } from "../../src/policy/policy-document.ts";
+import {
+  type PolicyDocument,
+  parsePolicy,
+  parsePolicyCached,
+} from "../../src/policy/policy-document.ts";
 
 /**
  * One row per operator and per condition key: a policy with a single Allow statement for
@@ -865,8 +869,7 @@ describe("kms:EncryptionContext:<key> with the key in several cases", () => {
 });
 
 describe("principals, actions and resources", () => {
-  const run = (statement: Record<string, unknown>, principal: string, action = "kms:Encrypt") => {
-    const policy = parsePolicy(JSON.stringify({ Version: "2012-10-17", Statement: [statement] }));
+  const allowed = (policy: PolicyDocument, principal: string, action = "kms:Encrypt") => {
     const call: CallState = {
       operation: "encrypt",
       principal,
@@ -885,6 +888,10 @@ describe("principals, actions and resources", () => {
     };
     return evaluate(policy, [], authorizationRequest(call, action, KEY, "single")).allowed;
   };
+  const document = (...statements: Record<string, unknown>[]) =>
+    JSON.stringify({ Version: "2012-10-17", Statement: statements });
+  const run = (statement: Record<string, unknown>, principal: string, action = "kms:Encrypt") =>
+    allowed(parsePolicy(document(statement)), principal, action);
   const base = { Effect: "Allow", Resource: "*", Action: "kms:*" };
 
   test.each([
@@ -905,15 +912,52 @@ describe("principals, actions and resources", () => {
     ],
     ["exact principal", { ...base, Principal: { AWS: [ALICE] } }, ALICE, true],
     ["service principal", { ...base, Principal: { Service: "billing" } }, "billing", true],
-    ["NotPrincipal excludes", { ...base, NotPrincipal: { AWS: ALICE } }, ALICE, false],
+  ])("%s", (_n, statement, principal, allow) => {
+    expect(run(statement, principal as string)).toBe(allow);
+  });
+
+  // NotPrincipal is for Deny only (AWS); under an Allow for everyone, a Deny for everyone but…
+  const denyAllBut = (notPrincipal: Record<string, unknown>, principal: string): boolean =>
+    allowed(
+      parsePolicy(
+        document(
+          { ...base, Principal: "*" },
+          { ...base, Effect: "Deny", NotPrincipal: notPrincipal },
+        ),
+      ),
+      principal,
+    );
+  const ALICE_ROOT = "arn:aws:iam::111122223333:root";
+
+  test.each([
+    ["NotPrincipal exempts the principal it names", { AWS: ALICE }, ALICE, true],
+    ["NotPrincipal denies the others", { AWS: "arn:aws:iam::1:user/x" }, ALICE, false],
     [
-      "NotPrincipal includes others",
-      { ...base, NotPrincipal: { AWS: "arn:aws:iam::1:user/x" } },
+      "AWS's pattern (the user and its account) exempts the user",
+      { AWS: [ALICE, ALICE_ROOT] },
       ALICE,
       true,
     ],
-  ])("%s", (_n, statement, principal, allow) => {
-    expect(run(statement, principal as string)).toBe(allow);
+    [
+      "…and not the other principals of that account",
+      { AWS: [ALICE, ALICE_ROOT] },
+      "arn:aws:iam::111122223333:user/mallory",
+      false,
+    ],
+    ["an account root alone does not exempt its users", { AWS: ALICE_ROOT }, ALICE, false],
+    ["…only the root itself", { AWS: ALICE_ROOT }, ALICE_ROOT, true],
+    ["a bare account id exempts the root", { AWS: "111122223333" }, ALICE_ROOT, true],
+    ["…and not its users", { AWS: "111122223333" }, ALICE, false],
+    ["NotPrincipal * exempts everyone", { AWS: "*" }, ALICE, true],
+  ])("%s", (_n, notPrincipal, principal, allow) => {
+    expect(denyAllBut(notPrincipal, principal)).toBe(allow);
+  });
+
+  test("a stored Allow with NotPrincipal (refused since) still excludes the account it names", () => {
+    // In doubt an Allow does not apply: the account's users stay excluded, as before.
+    const stored = parsePolicyCached(document({ ...base, NotPrincipal: { AWS: ALICE_ROOT } }));
+    expect(allowed(stored, ALICE)).toBe(false);
+    expect(allowed(stored, "arn:aws:iam::444455556666:user/x")).toBe(true);
   });
 
   test.each([

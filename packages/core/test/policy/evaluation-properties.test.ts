@@ -350,7 +350,10 @@ const statementArb: fc.Arbitrary<Statement> = fc
   })
   .map(({ effect, principal, action, resource, condition }) => ({
     Effect: effect,
-    ...principal,
+    // AWS (and parsePolicy) take NotPrincipal with Deny only.
+    ...(effect === "Allow" && "NotPrincipal" in principal
+      ? { Principal: principal.NotPrincipal }
+      : principal),
     ...action,
     ...resource,
     ...(condition !== undefined ? { Condition: condition } : {}),
@@ -607,7 +610,13 @@ describe("monotonicity", () => {
       statements: fc.array(statementArb, { minLength: 1, maxLength: 6 }),
       remove: fc.array(fc.boolean(), { minLength: 6, maxLength: 6 }),
       grants: fc.array(grantArb([request.principal, ...PRINCIPALS]), { maxLength: 2 }),
-      extraAllow: statementArb.map((st) => ({ ...st, Effect: "Allow" as const })),
+      extraAllow: statementArb.map(
+        ({ NotPrincipal, ...st }): Statement => ({
+          ...st,
+          ...(NotPrincipal !== undefined ? { Principal: NotPrincipal } : {}),
+          Effect: "Allow",
+        }),
+      ),
       extraDeny: statementArb.map((st) => ({ ...st, Effect: "Deny" as const })),
       extraGrant: grantArb([request.principal]),
       at: fc.nat(),
