@@ -276,7 +276,10 @@ export function buildAuditEvent(
       ARN: keyArn(identity, keyId),
     })),
     eventType: "AwsApiCall",
-    managementEvent: !READ_ONLY.test(call.operation),
+    // CloudTrail records every AWS KMS call, Decrypt and Sign included, as a management event
+    // (eventCategory Management, which trails can exclude as "AWS KMS events"): readOnly is what
+    // separates the data-plane reads.
+    managementEvent: true,
     recipientAccountId: identity.account,
     eventCategory: "Management",
     ...(extra !== undefined ? { additionalEventData: extra } : {}),

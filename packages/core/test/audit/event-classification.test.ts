@@ -48,5 +48,10 @@ describe("DeriveSharedSecret", () => {
     expect(classification(derived)).toStrictEqual(classification(last(sink, "Sign")));
     // A call that changes a key stays a write.
     expect(last(sink, "CreateKey").readOnly).toBe(false);
+    // Every AWS KMS call is a management event in CloudTrail, reads and writes alike.
+    for (const event of sink.events) {
+      expect(event.managementEvent).toBe(true);
+      expect(event.eventCategory).toBe("Management");
+    }
   });
 });
