@@ -3,6 +3,7 @@
  * carries one encrypted copy of its data key per wrapping key, and any one of them decrypts it.
  */
 import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
+import { isKmsError, type KmsError, KmsInternalError } from "../errors.ts";
 import type { EncryptionContext } from "../types.ts";
 
 /** Length of every data key: the message suites all use AES-256. */
@@ -98,4 +99,18 @@ export async function withEncodedContext<T>(
 /** The canonical encoding of `context` (docs/FORMAT.md §2), reusing a registered one. */
 export function encodedContext(context: EncryptionContext): Uint8Array {
   return encodedContexts.get(context) ?? encodeEncryptionContext(context);
+}
+
+/**
+ * What the message layer throws when a keyring call throws: a KmsError as it is (a KMS refusal
+ * or outage keeps its code), anything else — a custom keyring's TypeError, a driver's network
+ * error, a thrown string — as a KmsInternalError with it as the `cause`, so callers can rely on
+ * the error contract (`code`, `clientFault`) whatever keyring they were given.
+ */
+export function keyringFailure(
+  error: unknown,
+  call: "encryptDataKey" | "decryptDataKey",
+): KmsError {
+  if (isKmsError(error)) return error;
+  return new KmsInternalError(`the keyring's ${call} failed; see cause`, { cause: error });
 }

@@ -1,10 +1,12 @@
+import { timingSafeEqual } from "node:crypto";
 import { ValidationError } from "../errors.ts";
-import type {
-  DecryptDataKeyRequest,
-  EncryptDataKeyRequest,
-  EncryptDataKeyResult,
-  EncryptedDataKey,
-  Keyring,
+import {
+  DATA_KEY_LENGTH,
+  type DecryptDataKeyRequest,
+  type EncryptDataKeyRequest,
+  type EncryptDataKeyResult,
+  type EncryptedDataKey,
+  type Keyring,
 } from "./keyring.ts";
 
 export interface MultiKeyringOptions {
@@ -38,21 +40,53 @@ export class MultiKeyring implements Keyring {
     ])}`;
   }
 
-  /** @throws ValidationException without a generator and without a data key in the request. */
+  /**
+   * @throws ValidationException without a generator and without a data key in the request, for
+   *   a generator's data key that is not 32 bytes, or a child that wrapped another key than the
+   *   one it was given; a child's error as thrown. On any failure a data key the generator made
+   *   here is zeroed.
+   */
   async encryptDataKey(request: EncryptDataKeyRequest): Promise<EncryptDataKeyResult> {
     let dataKey = request.dataKey;
+    let generated: Uint8Array | undefined;
     const encryptedDataKeys: EncryptedDataKey[] = [];
-    if (this.generator !== undefined) {
-      const generated = await this.generator.encryptDataKey(request);
-      dataKey = generated.dataKey;
-      encryptedDataKeys.push(...generated.encryptedDataKeys);
-    }
-    if (dataKey === undefined) {
-      throw new ValidationError('MultiKeyring needs a "generator" to make a data key');
-    }
-    for (const child of this.children) {
-      const wrapped = await child.encryptDataKey({ ...request, dataKey });
-      encryptedDataKeys.push(...wrapped.encryptedDataKeys);
+    try {
+      if (this.generator !== undefined) {
+        const result = await this.generator.encryptDataKey(request);
+        const key: unknown = result?.dataKey;
+        if (!isDataKey(key)) {
+          if (key instanceof Uint8Array) key.fill(0);
+          throw new ValidationError(
+            `the MultiKeyring's generator must return a ${DATA_KEY_LENGTH}-byte data key`,
+          );
+        }
+        generated = key;
+        dataKey = key;
+        encryptedDataKeys.push(...result.encryptedDataKeys);
+      }
+      if (dataKey === undefined) {
+        throw new ValidationError('MultiKeyring needs a "generator" to make a data key');
+      }
+      for (const child of this.children) {
+        const wrapped = await child.encryptDataKey({ ...request, dataKey });
+        const key: unknown = wrapped?.dataKey;
+        if (key !== dataKey) {
+          // A child that ignored the key it was given wrapped one of its own: its copies would
+          // never decrypt the message, which surfaces only when they are needed (escrow).
+          const same = isDataKey(key) && timingSafeEqual(key, dataKey);
+          // The child's own copy, unless it is a view of the key itself.
+          if (key instanceof Uint8Array && key.buffer !== dataKey.buffer) key.fill(0);
+          if (!same) {
+            throw new ValidationError(
+              "a MultiKeyring child returned another data key than the one it was given to wrap",
+            );
+          }
+        }
+        encryptedDataKeys.push(...wrapped.encryptedDataKeys);
+      }
+    } catch (error) {
+      generated?.fill(0);
+      throw error;
     }
     return { dataKey, encryptedDataKeys };
   }
@@ -68,8 +102,10 @@ export class MultiKeyring implements Keyring {
     let failure: { readonly error: unknown } | undefined;
     for (const keyring of all) {
       try {
-        const key = await keyring.decryptDataKey(request);
-        if (key !== undefined) return key;
+        const key: unknown = await keyring.decryptDataKey(request);
+        if (isDataKey(key)) return key;
+        // Not a data key (a custom keyring's bug): zeroed, and the next keyring may still open.
+        if (key instanceof Uint8Array) key.fill(0);
       } catch (error) {
         failure ??= { error };
       }
@@ -77,4 +113,8 @@ export class MultiKeyring implements Keyring {
     if (failure !== undefined) throw failure.error;
     return undefined;
   }
+}
+
+function isDataKey(value: unknown): value is Uint8Array {
+  return value instanceof Uint8Array && value.length === DATA_KEY_LENGTH;
 }

@@ -2,6 +2,7 @@ import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } fro
 import { ValidationError } from "../errors.ts";
 import { randomBytes } from "../hsm/random.ts";
 import { assertBytes } from "../internal/assert.ts";
+import { isWellFormed } from "../internal/unicode.ts";
 import {
   DATA_KEY_LENGTH,
   type DecryptDataKeyRequest,
@@ -33,6 +34,11 @@ export function assertKeyName(options: RawKeyName): void {
     const value = options?.[name];
     if (typeof value !== "string" || value.length === 0 || Buffer.byteLength(value) > 1024) {
       throw new ValidationError(`"${name}" must be a non-empty string of at most 1024 bytes`);
+    }
+    // The header stores names as UTF-8, which turns a lone surrogate into U+FFFD: the name read
+    // back would not be this keyring's, and it could never open its own copies.
+    if (!isWellFormed(value)) {
+      throw new ValidationError(`"${name}" must be well-formed Unicode (no lone surrogates)`);
     }
   }
   if (options.keyNamespace === "kms") {

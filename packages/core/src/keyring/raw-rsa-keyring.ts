@@ -38,8 +38,8 @@ export class RawRsaKeyring implements Keyring {
   readonly #privateKey: KeyObject | undefined;
 
   /**
-   * @throws ValidationException when neither key is given, a key is not RSA, the two keys are not
-   * one pair, or names are bad.
+   * @throws ValidationException when neither key is given, a key is not RSA or is weak (see
+   * `assertStrongRsaKey`), the two keys are not one pair, or names are bad.
    */
   constructor(options: RawRsaKeyringOptions) {
     assertKeyName(options);
@@ -69,14 +69,9 @@ export class RawRsaKeyring implements Keyring {
     if (this.#publicKey === undefined) {
       throw new ValidationError('"publicKey" or "privateKey" is required');
     }
-    for (const key of [this.#publicKey, this.#privateKey]) {
-      if (key !== undefined && key.asymmetricKeyType !== "rsa") {
-        throw new ValidationError('"publicKey"/"privateKey" must be RSA keys');
-      }
-      if ((key?.asymmetricKeyDetails?.modulusLength ?? 2048) < 2048) {
-        throw new ValidationError('"publicKey"/"privateKey" must have a modulus of ≥ 2048 bits');
-      }
-    }
+    // The private key first: a public key derived from it would be named in its error otherwise.
+    if (this.#privateKey !== undefined) assertStrongRsaKey("privateKey", this.#privateKey);
+    assertStrongRsaKey("publicKey", this.#publicKey);
     // Given both, they must be one pair: otherwise every copy this keyring makes is one it
     // cannot open, which surfaces only when the copy is needed (the escrow case).
     if (
@@ -125,5 +120,37 @@ export class RawRsaKeyring implements Keyring {
       }
     }
     return undefined;
+  }
+}
+
+const MIN_MODULUS_BITS = 2048;
+const MIN_PUBLIC_EXPONENT = 65_537n;
+const MAX_PUBLIC_EXPONENT = 2n ** 256n;
+
+/**
+ * Refuses an RSA key that would wrap data keys weakly or uselessly, as NIST SP 800-56B / FIPS
+ * 186 do: a modulus under 2048 bits; a public exponent that is even (no private key can invert
+ * it, so no copy would ever open), below 65537 (e = 1 leaves the OAEP encoding — and so the data
+ * key — readable by anyone; e = 3 is the classic small-exponent hazard) or of 2^256 or more.
+ * A key whose details node cannot report is refused rather than assumed fine.
+ * @throws ValidationException naming the key and the rule.
+ */
+function assertStrongRsaKey(name: "publicKey" | "privateKey", key: KeyObject): void {
+  if (key.asymmetricKeyType !== "rsa") {
+    throw new ValidationError(
+      `"${name}" must be an RSA key (RSAES-OAEP), got ${key.asymmetricKeyType}`,
+    );
+  }
+  const bits = key.asymmetricKeyDetails?.modulusLength;
+  if (bits === undefined || bits < MIN_MODULUS_BITS) {
+    throw new ValidationError(
+      `"${name}" must have a modulus of at least ${MIN_MODULUS_BITS} bits, got ${bits}`,
+    );
+  }
+  const e = key.asymmetricKeyDetails?.publicExponent;
+  if (e === undefined || e < MIN_PUBLIC_EXPONENT || e >= MAX_PUBLIC_EXPONENT || e % 2n === 0n) {
+    throw new ValidationError(
+      `"${name}" must have an odd public exponent from 65537 to below 2^256, got ${e}`,
+    );
   }
 }

@@ -8,12 +8,13 @@ import { dataKeyCacheKey } from "../caching/data-key-cache.ts";
 import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import { ValidationError } from "../errors.ts";
 import { assertBytes, assertObject } from "../internal/assert.ts";
-import { withEncodedContext } from "../keyring/keyring.ts";
+import { DATA_KEY_LENGTH, keyringFailure, withEncodedContext } from "../keyring/keyring.ts";
 import { ByteQueue } from "./byte-queue.ts";
-import { applyDecryptPolicy, validateDecryptPolicy } from "./decrypt-policy.ts";
+import { DecryptRules } from "./decrypt-policy.ts";
 import {
   deriveMessageKey,
   FINAL_FRAME_MARKER,
+  HeaderParser,
   headerTag,
   IV_LENGTH,
   invalidMessage,
@@ -22,7 +23,6 @@ import {
   type MessageHeader,
   newFrameAad,
   PUBLIC_KEY_CONTEXT_KEY,
-  parseHeader,
   RESERVED_CONTEXT_PREFIX,
   setFrameAad,
   setFrameIv,
@@ -35,7 +35,8 @@ type State = "header" | "body" | "signature" | "done" | "failed";
 
 export class MessageDecryptor {
   readonly #options: DecryptStreamOptions;
-  readonly #maxEdks: number;
+  readonly #rules: DecryptRules;
+  readonly #parser: HeaderParser;
   #state: State = "header";
   /** Header bytes received so far: the first `#headerFill` bytes of a buffer grown by doubling. */
   #headerBytes: Uint8Array = new Uint8Array(0);
@@ -61,7 +62,23 @@ export class MessageDecryptor {
     // be compared as the empty context, accepting any message that carries none.
     encodeEncryptionContext(options.encryptionContext);
     this.#options = options;
-    this.#maxEdks = validateDecryptPolicy(options.policy);
+    const rules = new DecryptRules(options.policy);
+    this.#rules = rules;
+    const expected =
+      options.encryptionContext === undefined
+        ? undefined
+        : new Map(Object.entries(options.encryptionContext));
+    this.#parser = new HeaderParser({
+      maxEncryptedDataKeys: rules.maxEncryptedDataKeys,
+      suite: (suite) => rules.suite(suite),
+      context: (context) => {
+        // A wrong expected context is an invalid message (as KMS Decrypt), checked before the
+        // policy's required pairs; both before any copy of the data key is buffered.
+        if (expected !== undefined && !sameContext(expected, context)) throw invalidMessage();
+        rules.context(context);
+      },
+      frameLength: (frameLength) => rules.frameLength(frameLength),
+    });
   }
 
   /** The authenticated header, once parsed. */
@@ -116,7 +133,7 @@ export class MessageDecryptor {
   async decryptWhole(message: Uint8Array): Promise<Uint8Array> {
     if (this.#state !== "header") throw new ValidationError("decryptWhole must be the only call");
     try {
-      const parsed = parseHeader(message, this.#maxEdks);
+      const parsed = this.#parser.parse(message);
       if (parsed.header === undefined) throw invalidMessage();
       await this.#openHeader(parsed.header);
       this.#header = parsed.header;
@@ -285,7 +302,7 @@ export class MessageDecryptor {
       if (this.#headerFill < this.#headerNeeded) return;
       bytes = this.#headerBytes.subarray(0, this.#headerFill);
     }
-    const parsed = parseHeader(bytes, this.#maxEdks);
+    const parsed = this.#parser.parse(bytes);
     if (parsed.header === undefined) {
       this.#headerNeeded = parsed.needed;
       // Copy: the caller may reuse its chunk buffer once we return.
@@ -325,13 +342,7 @@ export class MessageDecryptor {
 
   async #openHeader(header: MessageHeader): Promise<void> {
     const options = this.#options;
-    if (
-      options.encryptionContext !== undefined &&
-      !sameContext(options.encryptionContext, header)
-    ) {
-      throw invalidMessage();
-    }
-    const edks = applyDecryptPolicy(options.policy, header);
+    const edks = this.#rules.allowedCopies(header.encryptedDataKeys);
     const cache = options.dataKeyCache;
     const cacheKey =
       cache === undefined
@@ -343,24 +354,32 @@ export class MessageDecryptor {
             suite: header.suite.id,
             encryptedDataKeys: edks,
           });
-    let dataKey =
+    let dataKey: unknown =
       cacheKey === undefined
         ? undefined
         : cache?.take(cacheKey, { messages: 0, bytes: 0 })?.dataKey;
     const fromCache = dataKey !== undefined;
     if (dataKey === undefined) {
-      dataKey = await withEncodedContext(
-        header.encryptionContext,
-        header.encryptionContextBytes,
-        () =>
-          options.keyring.decryptDataKey({
-            encryptedDataKeys: edks,
-            encryptionContext: header.encryptionContext,
-            suiteId: header.suite.id,
-          }),
-      );
+      try {
+        dataKey = await withEncodedContext(
+          header.encryptionContext,
+          header.encryptionContextBytes,
+          () =>
+            options.keyring.decryptDataKey({
+              encryptedDataKeys: edks,
+              encryptionContext: header.encryptionContext,
+              suiteId: header.suite.id,
+            }),
+        );
+      } catch (error) {
+        throw keyringFailure(error, "decryptDataKey");
+      }
     }
-    if (dataKey === undefined || dataKey.length !== 32) throw invalidMessage();
+    if (!(dataKey instanceof Uint8Array) || dataKey.length !== DATA_KEY_LENGTH) {
+      // A custom keyring's bug, or a copy it opened without authenticating it: never a key.
+      if (dataKey instanceof Uint8Array) dataKey.fill(0);
+      throw invalidMessage();
+    }
     const { key, commitment } = deriveMessageKey(dataKey, header.messageId, header.suite);
     // Key commitment first: a message crafted to decrypt under two data keys fails here.
     const expectedTag = headerTag(key, header.authenticated);
@@ -460,11 +479,11 @@ export class MessageDecryptor {
 }
 
 /** The caller's expected context must equal the stored one, ignoring the format's own keys. */
-function sameContext(expected: Readonly<Record<string, string>>, header: MessageHeader): boolean {
-  const stored = Object.entries(header.encryptionContext).filter(
-    ([key]) => !key.startsWith(RESERVED_CONTEXT_PREFIX),
-  );
-  const wanted = Object.entries(expected);
-  if (stored.length !== wanted.length) return false;
-  return stored.every(([key, value]) => Object.hasOwn(expected, key) && expected[key] === value);
+function sameContext(
+  expected: ReadonlyMap<string, string>,
+  stored: Readonly<Record<string, string>>,
+): boolean {
+  const pairs = Object.entries(stored).filter(([key]) => !key.startsWith(RESERVED_CONTEXT_PREFIX));
+  if (pairs.length !== expected.size) return false;
+  return pairs.every(([key, value]) => expected.get(key) === value);
 }

@@ -5,16 +5,19 @@
  * schedule) and produce identical bytes for the same inputs; only the keyring call is
  * asynchronous, the frame loops are synchronous.
  */
-import { createCipheriv, type KeyObject, type Sign } from "node:crypto";
+import { createCipheriv, type KeyObject } from "node:crypto";
 import { dataKeyCacheKey } from "../caching/data-key-cache.ts";
 import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import { ValidationError } from "../errors.ts";
 import { randomBytes } from "../hsm/random.ts";
 import { assertBytes, assertInteger, assertObject } from "../internal/assert.ts";
 import { publicBuffer } from "../internal/public-bytes.ts";
+import { isWellFormed } from "../internal/unicode.ts";
 import {
   DATA_KEY_LENGTH,
   type EncryptDataKeyResult,
+  type EncryptedDataKey,
+  keyringFailure,
   withEncodedContext,
 } from "../keyring/keyring.ts";
 import {
@@ -45,7 +48,12 @@ import {
   writeHeaderTag,
 } from "./format.ts";
 import type { EncryptMessageOptions, EncryptStreamOptions } from "./options.ts";
-import { generateSigningKey, newSigner, signatureFooter } from "./signature.ts";
+import {
+  generateSigningKey,
+  type MessageSigning,
+  newSigner,
+  signatureFooter,
+} from "./signature.ts";
 
 export class MessageEncryptor {
   readonly frameLength: number;
@@ -56,8 +64,7 @@ export class MessageEncryptor {
   #pendingLength = 0;
   #seq = 1;
   #header: Buffer | undefined;
-  #signer: Sign | undefined;
-  readonly #signingKey: KeyObject | undefined;
+  readonly #signing: MessageSigning | undefined;
   readonly #declaredLength: number | undefined;
   #plaintextLength = 0;
   #finished = false;
@@ -67,17 +74,16 @@ export class MessageEncryptor {
     key: KeyObject,
     messageId: Uint8Array,
     frameLength: number,
-    signing: { signer: Sign; key: KeyObject } | undefined,
+    signing: MessageSigning | undefined,
     declaredLength: number | undefined,
   ) {
     this.#header = header;
     this.#key = key;
     this.#aad = newFrameAad(messageId);
     this.frameLength = frameLength;
-    this.#signer = signing?.signer;
-    this.#signingKey = signing?.key;
+    this.#signing = signing;
     this.#declaredLength = declaredLength;
-    this.#signer?.update(header);
+    this.#signing?.signer.update(header);
   }
 
   /**
@@ -174,7 +180,7 @@ export class MessageEncryptor {
     this.#finished = true;
     const out = this.#takeHeader();
     this.#seal(KIND_FINAL, last, out);
-    if (this.#signer !== undefined) out.push(signatureFooter(this.#signer, this.#signingKey!));
+    if (this.#signing !== undefined) out.push(signatureFooter(this.#signing));
     return out;
   }
 
@@ -210,10 +216,11 @@ export class MessageEncryptor {
       prefix.writeUInt32BE(seq, 4);
       prefix.writeUInt32BE(plaintext.length, 8);
     }
-    if (this.#signer !== undefined) {
-      this.#signer.update(prefix);
-      this.#signer.update(ciphertext);
-      this.#signer.update(tag);
+    const signer = this.#signing?.signer;
+    if (signer !== undefined) {
+      signer.update(prefix);
+      signer.update(ciphertext);
+      signer.update(tag);
     }
     out.push(prefix, ciphertext, tag);
   }
@@ -242,24 +249,61 @@ async function dataKeyFor(
     const hit = cache.take(cacheKey, usage);
     if (hit !== undefined) return hit;
   }
-  const result = await withEncodedContext(context, contextBytes, () =>
-    options.keyring.encryptDataKey({ encryptionContext: context, suiteId: suite.id }),
-  );
-  if (!(result?.dataKey instanceof Uint8Array) || result.dataKey.length !== DATA_KEY_LENGTH) {
+  let result: EncryptDataKeyResult;
+  try {
+    result = await withEncodedContext(context, contextBytes, () =>
+      options.keyring.encryptDataKey({ encryptionContext: context, suiteId: suite.id }),
+    );
+  } catch (error) {
+    throw keyringFailure(error, "encryptDataKey");
+  }
+  const dataKey: unknown = result?.dataKey;
+  if (!(dataKey instanceof Uint8Array) || dataKey.length !== DATA_KEY_LENGTH) {
+    if (dataKey instanceof Uint8Array) dataKey.fill(0);
     throw new ValidationError(`the keyring must return a ${DATA_KEY_LENGTH}-byte data key`);
   }
-  if (!Array.isArray(result.encryptedDataKeys) || result.encryptedDataKeys.length === 0) {
-    throw new ValidationError("the keyring must return at least one encrypted data key");
+  const problem = encryptedDataKeysProblem(result.encryptedDataKeys);
+  if (problem !== undefined) {
+    dataKey.fill(0);
+    throw new ValidationError(`the keyring must return ${problem}`);
   }
   if (cacheable && cacheKey !== undefined) cache.put(cacheKey, result, usage);
   return result;
+}
+
+/**
+ * What is wrong with a keyring's copies, if anything. Checked here, not as the header is
+ * written, so that a custom keyring's bad output is a ValidationError naming the rule (not a
+ * TypeError from deep in the encoder), and the data key it came with is zeroed.
+ */
+function encryptedDataKeysProblem(copies: unknown): string | undefined {
+  if (!Array.isArray(copies) || copies.length === 0) {
+    return "at least one encrypted data key";
+  }
+  for (const copy of copies as unknown[]) {
+    const edk = copy as Partial<Record<keyof EncryptedDataKey, unknown>> | null;
+    if (
+      typeof edk !== "object" ||
+      edk === null ||
+      typeof edk.providerId !== "string" ||
+      typeof edk.providerInfo !== "string" ||
+      !(edk.ciphertext instanceof Uint8Array)
+    ) {
+      return "encrypted data keys of { providerId: string, providerInfo: string, ciphertext: Uint8Array }";
+    }
+    // Written as UTF-8, a lone surrogate would read back as U+FFFD: another key's name.
+    if (!isWellFormed(edk.providerId) || !isWellFormed(edk.providerInfo)) {
+      return "provider ids and infos of well-formed Unicode (no lone surrogates)";
+    }
+  }
+  return undefined;
 }
 
 /** Everything a message needs before its first byte: header fields, message key, signer. */
 interface MessagePlan {
   readonly fields: HeaderFields;
   readonly key: KeyObject;
-  readonly signing: { signer: Sign; key: KeyObject } | undefined;
+  readonly signing: MessageSigning | undefined;
 }
 
 /**
@@ -293,11 +337,11 @@ async function planMessage(
       );
     }
   }
-  let signing: { signer: Sign; key: KeyObject } | undefined;
+  let signing: MessageSigning | undefined;
   if (suite.signature !== undefined) {
     const pair = generateSigningKey(suite.signature);
     context[PUBLIC_KEY_CONTEXT_KEY] = pair.publicKey;
-    signing = { signer: newSigner(suite.signature), key: pair.privateKey };
+    signing = { signer: newSigner(suite.signature), key: pair.privateKey, spec: suite.signature };
   }
   const contextBytes = encodeEncryptionContext(context);
   const materials = await dataKeyFor(options, suite, context, contextBytes, declared);
@@ -390,7 +434,7 @@ export async function sealMessage(
   const view = new Uint8Array(out.buffer, out.byteOffset, size);
   if (plan.signing === undefined) return view;
   plan.signing.signer.update(view);
-  const footer = signatureFooter(plan.signing.signer, plan.signing.key);
+  const footer = signatureFooter(plan.signing);
   const signed = new Uint8Array(size + footer.length);
   signed.set(view, 0);
   signed.set(footer, size);

@@ -176,101 +176,148 @@ export type HeaderParse =
   | { readonly header: undefined; readonly needed: number };
 
 /**
- * Parses a header from the start of `bytes`. When more bytes are needed it says how many the
+ * Rules a decryptor applies to header fields the moment they are read (§5.6), so a stream is
+ * refused before the rest of a header it would refuse anyway is buffered. Each throws to refuse.
+ */
+export interface HeaderChecks {
+  /** Copies allowed; a larger count is refused before any copy is read. */
+  readonly maxEncryptedDataKeys: number;
+  /** Called once the suite id (byte 3) is read. */
+  suite?(suite: SuiteInfo): void;
+  /** Called once the encryption context is read and decoded, before any copy is read. */
+  context?(context: Readonly<Record<string, string>>): void;
+  /** Called once the frame length is read. */
+  frameLength?(frameLength: number): void;
+}
+
+/**
+ * Parses one header from bytes that arrive in pieces. Each call to `parse` passes the header's
+ * bytes received so far (the same prefix, grown); the parser resumes where the last call
+ * stopped, so a header in n pieces costs O(header) in all, not O(n × header), and calls each
+ * check as soon as its field is complete. When more bytes are needed it says how many the
  * header holds at least (a bound that grows as length fields are read), so a stream calls it
- * again only once that many arrived, not once per chunk. Nothing in the result is authenticated.
- * @throws InvalidCiphertextException for a malformed header; AccessDeniedException when it
- *   carries more than `maxEncryptedDataKeys` copies (checked before they are read).
+ * again only once that many arrived. Nothing in the result is authenticated.
+ */
+export class HeaderParser {
+  readonly #checks: HeaderChecks;
+  #suite: SuiteInfo | undefined;
+  #context: Record<string, string> | undefined;
+  /** Offset of the copy count, once the context was read. */
+  #countAt = 0;
+  #count = 0;
+  /** Offset of the next unread length field of the copies, and how many were walked. */
+  #at = 0;
+  #fields = 0;
+
+  constructor(checks: HeaderChecks) {
+    this.#checks = checks;
+  }
+
+  /**
+   * @throws InvalidCiphertextException for a malformed header; whatever a check throws
+   *   (AccessDeniedException for more than `maxEncryptedDataKeys` copies).
+   */
+  parse(bytes: Uint8Array): HeaderParse {
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const short = (end: number): HeaderParse | undefined =>
+      end > bytes.length ? { header: undefined, needed: end } : undefined;
+    if (this.#suite === undefined) {
+      const more = short(3);
+      if (more !== undefined) return more;
+      if (bytes[0] !== MESSAGE_FORMAT_VERSION) throw invalidMessage();
+      const suiteId = view.getUint16(1);
+      const suite = SUITES.find((s) => s.id === suiteId);
+      if (suite === undefined) throw invalidMessage();
+      this.#checks.suite?.(suite);
+      this.#suite = suite;
+    }
+    const suite = this.#suite;
+    if (this.#context === undefined) {
+      const contextAt = 3 + MESSAGE_ID_LENGTH + 2;
+      const more = short(contextAt) ?? short(contextAt + view.getUint16(contextAt - 2) + 2);
+      if (more !== undefined) return more;
+      const countAt = contextAt + view.getUint16(contextAt - 2);
+      let context: Record<string, string>;
+      try {
+        context = decodeEncryptionContext(bytes.subarray(contextAt, countAt));
+      } catch (cause) {
+        throw invalidMessage(cause);
+      }
+      if (!reservedKeysFit(context, suite)) throw invalidMessage();
+      this.#checks.context?.(context);
+      const count = view.getUint16(countAt);
+      if (count === 0) throw invalidMessage();
+      const max = this.#checks.maxEncryptedDataKeys;
+      if (count > max) {
+        throw new AccessDeniedError(
+          `the message carries ${count} encrypted data keys; the decrypt policy allows at most ${max}`,
+        );
+      }
+      this.#context = context;
+      this.#countAt = countAt;
+      this.#count = count;
+      this.#at = countAt + 2;
+    }
+    // Lengths first, without decoding or allocating: each copy has three length-prefixed fields.
+    while (this.#fields < 3 * this.#count) {
+      const more = short(this.#at + 2) ?? short(this.#at + 2 + view.getUint16(this.#at));
+      if (more !== undefined) return more;
+      this.#at += 2 + view.getUint16(this.#at);
+      this.#fields += 1;
+    }
+    let at = this.#at;
+    const more = short(at + 4 + COMMITMENT_LENGTH + TAG_LENGTH);
+    if (more !== undefined) return more;
+    const frameLength = view.getUint32(at);
+    if (frameLength === 0 || frameLength > MAX_FRAME_LENGTH) throw invalidMessage();
+    this.#checks.frameLength?.(frameLength);
+    at += 4;
+    const commitment = bytes.subarray(at, at + COMMITMENT_LENGTH);
+    at += COMMITMENT_LENGTH;
+    const authenticated = bytes.subarray(0, at);
+    const tag = bytes.subarray(at, at + TAG_LENGTH);
+    // Views into this call's bytes: earlier calls may have seen another (smaller) buffer.
+    let from = this.#countAt + 2;
+    const part = (): Uint8Array => {
+      const n = view.getUint16(from);
+      from += 2 + n;
+      return bytes.subarray(from - n, from);
+    };
+    const encryptedDataKeys: EncryptedDataKey[] = [];
+    try {
+      for (let i = 0; i < this.#count; i++) {
+        encryptedDataKeys.push({
+          providerId: UTF8.decode(part()),
+          providerInfo: UTF8.decode(part()),
+          ciphertext: part(),
+        });
+      }
+    } catch (cause) {
+      throw invalidMessage(cause);
+    }
+    return {
+      header: {
+        suite,
+        messageId: bytes.subarray(3, 3 + MESSAGE_ID_LENGTH),
+        encryptionContextBytes: bytes.subarray(3 + MESSAGE_ID_LENGTH + 2, this.#countAt),
+        encryptionContext: this.#context,
+        encryptedDataKeys,
+        frameLength,
+        commitment,
+        authenticated,
+        tag,
+      },
+      length: at + TAG_LENGTH,
+    };
+  }
+}
+
+/**
+ * Parses a header from the start of `bytes` in one call, with no checks but the copy count.
+ * @throws as `HeaderParser.parse`.
  */
 export function parseHeader(bytes: Uint8Array, maxEncryptedDataKeys: number): HeaderParse {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  let at = 0;
-  const have = (n: number): boolean => at + n <= bytes.length;
-  const short = (n: number): HeaderParse => ({ header: undefined, needed: at + n });
-  if (!have(3)) return short(3);
-  if (bytes[0] !== MESSAGE_FORMAT_VERSION) throw invalidMessage();
-  const suiteId = view.getUint16(1);
-  const suite = SUITES.find((s) => s.id === suiteId);
-  if (suite === undefined) throw invalidMessage();
-  at = 3;
-  if (!have(MESSAGE_ID_LENGTH + 2)) return short(MESSAGE_ID_LENGTH + 2);
-  const messageId = bytes.subarray(at, at + MESSAGE_ID_LENGTH);
-  at += MESSAGE_ID_LENGTH;
-  const contextLength = view.getUint16(at);
-  at += 2;
-  if (!have(contextLength + 2)) return short(contextLength + 2);
-  const encryptionContextBytes = bytes.subarray(at, at + contextLength);
-  at += contextLength;
-  const count = view.getUint16(at);
-  at += 2;
-  if (count === 0) throw invalidMessage();
-  if (count > maxEncryptedDataKeys) {
-    throw new AccessDeniedError(
-      `the message carries ${count} encrypted data keys; the decrypt policy allows at most ${maxEncryptedDataKeys}`,
-    );
-  }
-  // Lengths first, without decoding or allocating: a stream calls this again as bytes arrive,
-  // and each incomplete call then costs a walk over the length fields, not over the bytes.
-  const firstKey = at;
-  for (let i = 0; i < count; i++) {
-    for (let p = 0; p < 3; p++) {
-      if (!have(2)) return short(2);
-      const n = view.getUint16(at);
-      at += 2;
-      if (!have(n)) return short(n);
-      at += n;
-    }
-  }
-  if (!have(4 + COMMITMENT_LENGTH + TAG_LENGTH)) return short(4 + COMMITMENT_LENGTH + TAG_LENGTH);
-  const keysEnd = at;
-  const encryptedDataKeys: EncryptedDataKey[] = [];
-  at = firstKey;
-  const part = (): Uint8Array => {
-    const n = view.getUint16(at);
-    at += 2 + n;
-    return bytes.subarray(at - n, at);
-  };
-  try {
-    for (let i = 0; i < count; i++) {
-      encryptedDataKeys.push({
-        providerId: UTF8.decode(part()),
-        providerInfo: UTF8.decode(part()),
-        ciphertext: part(),
-      });
-    }
-  } catch (cause) {
-    throw invalidMessage(cause);
-  }
-  at = keysEnd;
-  const frameLength = view.getUint32(at);
-  at += 4;
-  if (frameLength === 0 || frameLength > MAX_FRAME_LENGTH) throw invalidMessage();
-  const commitment = bytes.subarray(at, at + COMMITMENT_LENGTH);
-  at += COMMITMENT_LENGTH;
-  const authenticated = bytes.subarray(0, at);
-  const tag = bytes.subarray(at, at + TAG_LENGTH);
-  at += TAG_LENGTH;
-  let encryptionContext: Record<string, string>;
-  try {
-    encryptionContext = decodeEncryptionContext(encryptionContextBytes);
-  } catch (cause) {
-    throw invalidMessage(cause);
-  }
-  if (!reservedKeysFit(encryptionContext, suite)) throw invalidMessage();
-  return {
-    header: {
-      suite,
-      messageId,
-      encryptionContextBytes,
-      encryptionContext,
-      encryptedDataKeys,
-      frameLength,
-      commitment,
-      authenticated,
-      tag,
-    },
-    length: at,
-  };
+  return new HeaderParser({ maxEncryptedDataKeys }).parse(bytes);
 }
 
 /**

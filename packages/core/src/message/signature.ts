@@ -18,6 +18,13 @@ import { invalidMessage, type SuiteInfo } from "./format.ts";
 
 type SignatureSpec = NonNullable<SuiteInfo["signature"]>;
 
+/** The signing state of one message being encrypted. */
+export interface MessageSigning {
+  readonly signer: Sign;
+  readonly key: KeyObject;
+  readonly spec: SignatureSpec;
+}
+
 const OPENSSL_CURVE = { "P-384": "secp384r1", "P-256": "prime256v1" } as const;
 
 export interface SigningKey {
@@ -78,12 +85,47 @@ export function newVerifier(spec: SignatureSpec): Verify {
   return createVerify(spec.hash);
 }
 
-/** Signature footer: u16 BE length || DER-encoded ECDSA signature. */
-export function signatureFooter(signer: Sign, key: KeyObject): Buffer {
-  const der = signer.sign({ key, dsaEncoding: "der" });
+/**
+ * Order n of each suite's curve. ECDSA is malleable: when (r, s) verifies, so does (r, n − s).
+ */
+const CURVE_ORDER: Readonly<Record<SignatureSpec["curve"], bigint>> = {
+  "P-256": 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n,
+  "P-384":
+    0xffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973n,
+};
+
+/**
+ * Signature footer: u16 BE length || DER-encoded ECDSA signature with low S (s ≤ n/2, §5.8).
+ * node:crypto signs with whichever S comes out (high half the time), so S is normalised here:
+ * every signature we write then has one canonical form. Decryption still accepts high S, which
+ * every message written before this normalisation may carry.
+ */
+export function signatureFooter({ signer, key, spec }: MessageSigning): Buffer {
+  const raw = signer.sign({ key, dsaEncoding: "ieee-p1363" });
+  const size = raw.length / 2;
+  const order = CURVE_ORDER[spec.curve];
+  let s = BigInt(`0x${raw.subarray(size).toString("hex")}`);
+  if (s > order >> 1n) s = order - s;
+  const r = derInteger(raw.subarray(0, size));
+  const sBytes = derInteger(Buffer.from(s.toString(16).padStart(2 * size, "0"), "hex"));
+  // At most 2 × (2 + 49) bytes for P-384, so the sequence length always fits one byte.
+  const der = Buffer.concat([Buffer.from([0x30, r.length + sBytes.length]), r, sBytes]);
   const out = publicBuffer(2 + der.length);
   out.writeUInt16BE(der.length, 0);
   der.copy(out, 2);
+  return out;
+}
+
+/** DER INTEGER of an unsigned big-endian value: minimal length, a 0x00 before a high bit. */
+function derInteger(value: Buffer): Buffer {
+  let start = 0;
+  while (start < value.length - 1 && value[start] === 0) start++;
+  const body = value.subarray(start);
+  const pad = body[0]! >= 0x80 ? 1 : 0;
+  const out = Buffer.alloc(2 + pad + body.length);
+  out[0] = 0x02;
+  out[1] = pad + body.length;
+  body.copy(out, 2 + pad);
   return out;
 }
 

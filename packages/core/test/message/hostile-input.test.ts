@@ -199,7 +199,8 @@ async function craft(
   }
   const signer = newSigner(suite.signature);
   signer.update(body);
-  const message = Buffer.concat([body, signatureFooter(signer, signing.privateKey)]);
+  const footer = signatureFooter({ signer, key: signing.privateKey, spec: suite.signature });
+  const message = Buffer.concat([body, footer]);
   return { message, keyring, unwraps: () => unwraps };
 }
 

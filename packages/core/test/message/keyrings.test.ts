@@ -296,7 +296,10 @@ describe("MultiKeyring", () => {
     const message = await encryptMessage(plaintext, { keyring: raw, encryptionContext: context });
     await roundTrip(message, new MultiKeyring({ children: [broken, raw] }));
     const onlyBroken = new MultiKeyring({ children: [aesKeyring("other"), broken] });
-    await expect(decryptMessage(message, { keyring: onlyBroken })).rejects.toThrow("down");
+    // Not a KmsError: wrapped as KmsInternalError (an outage, not an invalid message).
+    const error = await decryptMessage(message, { keyring: onlyBroken }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(KmsInternalError);
+    expect((error as KmsInternalError).cause).toEqual(new Error("down"));
     expect(() => new MultiKeyring({})).toThrow(ValidationError);
     await expect(
       encryptMessage(plaintext, { keyring: new MultiKeyring({ children: [raw] }) }),
