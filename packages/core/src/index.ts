@@ -152,7 +152,11 @@ export type {
 } from "./keyring/keyring.ts";
 export { KMS_PROVIDER_ID, KmsKeyring, type KmsKeyringOptions } from "./keyring/kms-keyring.ts";
 export { MultiKeyring, type MultiKeyringOptions } from "./keyring/multi-keyring.ts";
-export { RawAesKeyring, type RawAesKeyringOptions } from "./keyring/raw-aes-keyring.ts";
+export {
+  RawAesKeyring,
+  type RawAesKeyringOptions,
+  type RawKeyName,
+} from "./keyring/raw-aes-keyring.ts";
 export { RawRsaKeyring, type RawRsaKeyringOptions } from "./keyring/raw-rsa-keyring.ts";
 export type {
   KeyStore,
