@@ -1,9 +1,9 @@
 import { randomUUID } from "node:crypto";
 import { InvalidCiphertextError, isKmsError, runWithEncryptionContext } from "@kms/core";
+import { faultSummary, type TenantDirectory } from "@kms/demo-shared";
 import express, { type NextFunction, type Request, type Response } from "express";
 import type { KeyAdmin } from "./kms.ts";
 import { ensureTenantKey, type RecordsDb } from "./records.ts";
-import type { TenantDirectory } from "./tenants.ts";
 
 const SSN = /^\d{3}-\d{2}-\d{4}$/;
 
@@ -128,6 +128,21 @@ function ownPatient<T extends { readonly ssn: string; readonly ssnOfRecord: stri
 }
 
 /**
+ * Logs a fault whose answer is opaque, as one line that the answer's `x-request-id` points to.
+ * The line is `faultSummary`'s (classes, codes, KMS messages), never the error itself:
+ * `console.error(error)` prints its message, properties and causes, and a Prisma validation
+ * error's message repeats the query's arguments, plaintext included if it ever reached a client
+ * without the encryption extension.
+ * @returns the request id.
+ */
+function logFault(res: Response, what: string, error: unknown): string {
+  const requestId = randomUUID();
+  res.setHeader("x-request-id", requestId);
+  console.error(`${what} (request ${requestId}): ${faultSummary(error)}`);
+  return requestId;
+}
+
+/**
  * A multi-tenant patient records API. The clinic is the one whose bearer token the request
  * presents (`tenants`); every query filters on it, and every encrypted value is bound to it, so
  * one clinic's request can never read another clinic's rows even if a query forgot the filter.
@@ -239,7 +254,7 @@ export function createApp(options: {
     } else if (isKmsError(error)) {
       // The answer stays generic, so the operator needs the fault itself (an unreachable KMS
       // server, a refused signature); client faults are in the KMS's audit trail.
-      if (!error.clientFault) console.error("KMS fault:", error);
+      if (!error.clientFault) logFault(res, "KMS fault", error);
       // Decryption failures stay generic; a clinic whose key is gone gets 410.
       const status =
         error.code === "ValidationException"
@@ -261,8 +276,8 @@ export function createApp(options: {
         .status(error.status)
         .json({ error: BODY_ERRORS[error.type ?? ""] ?? "body cannot be read" });
     } else {
-      console.error("internal error:", error);
-      res.status(500).json({ error: "internal error" });
+      const requestId = logFault(res, "internal error", error);
+      res.status(500).json({ error: "internal error", requestId });
     }
   });
   return app;

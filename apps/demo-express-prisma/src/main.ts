@@ -2,6 +2,7 @@ import { once } from "node:events";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join, resolve } from "node:path";
+import { DEMO_TENANT_TOKENS, TenantConfigError, TenantDirectory } from "@kms/demo-shared";
 import { createApp } from "./app.ts";
 import {
   DatabaseUrlError,
@@ -12,7 +13,6 @@ import {
 import { type DemoKms, openDemoKms } from "./kms.ts";
 import { recordsClient } from "./records.ts";
 import { KmsEndpointError } from "./remote-kms.ts";
-import { DEMO_TENANT_TOKENS, TenantConfigError, TenantDirectory } from "./tenants.ts";
 import { WalkthroughStoppedError, walkthrough } from "./walkthrough.ts";
 
 /** How long `serve` waits for in-flight requests and connections to close once told to stop. */

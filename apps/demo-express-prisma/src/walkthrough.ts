@@ -1,10 +1,10 @@
 import { randomBytes } from "node:crypto";
 import type { AddressInfo } from "node:net";
+import { TenantDirectory } from "@kms/demo-shared";
 import { createApp } from "./app.ts";
 import type { DemoDatabase } from "./database.ts";
 import type { DemoKms } from "./kms.ts";
 import { recordsClient, scheduleTenantKeyDeletion } from "./records.ts";
-import { TenantDirectory } from "./tenants.ts";
 
 /** The walkthrough cannot go on: a step every later one needs failed (the message says which). */
 export class WalkthroughStoppedError extends Error {

@@ -16,6 +16,7 @@ import {
   NotFoundError,
   runWithEncryptionContext,
 } from "@kms/core";
+import { bearer, CLINIC_TOKENS, TENANTS } from "@kms/demo-shared/testing";
 import { retainSqliteHandle } from "@kms/keystore-sqlite";
 import { databaseTarget } from "@kms/tooling/databases";
 import Database from "better-sqlite3";
@@ -25,7 +26,6 @@ import { createApp } from "../src/app.ts";
 import { type DemoDatabase, openDatabase } from "../src/database.ts";
 import { openKms } from "../src/kms.ts";
 import { ensureTenantKey, type RecordsDb, recordsClient, tenantKeyAlias } from "../src/records.ts";
-import { bearer, CLINIC_TOKENS, TENANTS } from "./clinics.ts";
 
 const postgres = databaseTarget("postgres");
 const backends: [string, string | undefined, boolean][] = [
@@ -1009,10 +1009,10 @@ describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip
           ssn: `700-00-000${i}`,
         }));
         const replies = await Promise.all(
-          patients.map((p) => call("clinic-new", "POST", "/patients", p)),
+          patients.map((p) => call("clinic-c", "POST", "/patients", p)),
         );
         expect(replies.map((r) => r.status)).toEqual(patients.map(() => 201));
-        expect(json<unknown[]>(await call("clinic-new", "GET", "/patients"))).toHaveLength(6);
+        expect(json<unknown[]>(await call("clinic-c", "GET", "/patients"))).toHaveLength(6);
         const keys = await kms.listKeys({ limit: 100 });
         expect(keys.keys).toHaveLength(1);
       },

@@ -1,20 +1,23 @@
+import { once } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { inspect } from "node:util";
 import { createKms, type Kms } from "@kms/core";
+import { bearer, TENANTS } from "@kms/demo-shared/testing";
 import { retainSqliteHandle } from "@kms/keystore-sqlite";
 import { databaseTarget } from "@kms/tooling/databases";
 import Database from "better-sqlite3";
 import pg from "pg";
-import { afterEach, beforeEach, describe, expect, test } from "vitest";
+import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
 import { createApp } from "../src/app.ts";
 import { type DemoDatabase, openDatabase } from "../src/database.ts";
+import type { PrismaClient } from "../src/generated/sqlite/client.ts";
 import { inProcessKms } from "../src/kms.ts";
-import { clinicKeyId, recordsClient, tenantKeyAlias } from "../src/records.ts";
+import { clinicKeyId, type RecordsDb, recordsClient, tenantKeyAlias } from "../src/records.ts";
 import { walkthrough } from "../src/walkthrough.ts";
-import { bearer, TENANTS } from "./clinics.ts";
 
 const postgres = databaseTarget("postgres");
 const backends: [string, string | undefined, boolean][] = [
@@ -290,6 +293,64 @@ describe.each(backends)("demo records API on %s", (_name, url, skip) => {
         { name: "Ann Example", ssn: "123-45-6789" },
         { name: "Bob Example", ssn: "987-65-4321" },
       ]);
+    },
+  );
+
+  test.skipIf(skip)(
+    "an error whose message repeats a plaintext SSN reaches neither the answer nor the log",
+    async () => {
+      const ssn = "987-65-4320";
+      let thrown: unknown;
+      // The base client, without the encryption extension (the client a route might use by
+      // mistake): Prisma refuses `vitals` (an object, for a String column), and its validation
+      // error prints the whole `data` it was given, the SSN in plaintext.
+      const unencrypted = {
+        patient: {
+          create: (args: Parameters<PrismaClient["patient"]["create"]>[0]) =>
+            database.base.patient.create(args).catch((error: unknown) => {
+              thrown = error;
+              throw error;
+            }),
+        },
+      } as unknown as RecordsDb;
+      const faulty = createApp({ db: unencrypted, kms, tenants: TENANTS }).listen(0, "127.0.0.1");
+      await once(faulty, "listening");
+      const logged: unknown[][] = [];
+      const spies = (["error", "warn", "log", "info"] as const).map((level) =>
+        vi.spyOn(console, level).mockImplementation((...args: unknown[]) => {
+          logged.push(args);
+        }),
+      );
+      try {
+        const response = await fetch(
+          `http://127.0.0.1:${(faulty.address() as AddressInfo).port}/patients`,
+          {
+            method: "POST",
+            headers: { authorization: bearer("clinic-a"), "content-type": "application/json" },
+            body: JSON.stringify({ ...ann, ssn }),
+          },
+        );
+        const text = await response.text();
+        // The error did hold the plaintext: the assertions below are not vacuous.
+        expect((thrown as Error).constructor.name).toBe("PrismaClientValidationError");
+        expect((thrown as Error).message).toContain(ssn);
+        const written = inspect(logged, { depth: null });
+        for (const plaintext of [ssn, ann.name, ann.note]) {
+          expect(text).not.toContain(plaintext);
+          expect(written).not.toContain(plaintext);
+        }
+
+        expect(response.status).toBe(500);
+        const requestId = response.headers.get("x-request-id");
+        expect(requestId).toMatch(/^[0-9a-f-]{36}$/);
+        expect(JSON.parse(text)).toEqual({ error: "internal error", requestId });
+        expect(logged).toEqual([
+          [`internal error (request ${requestId}): PrismaClientValidationError`],
+        ]);
+      } finally {
+        for (const spy of spies) spy.mockRestore();
+        await new Promise((resolve) => faulty.close(resolve));
+      }
     },
   );
 });

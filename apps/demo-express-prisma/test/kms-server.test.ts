@@ -14,6 +14,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { createKms, type Kms } from "@kms/core";
+import { bearer, TENANTS } from "@kms/demo-shared/testing";
 import { createKmsServer } from "@kms/server";
 import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
 import { createApp } from "../src/app.ts";
@@ -22,7 +23,6 @@ import { type DemoKms, openDemoKms } from "../src/kms.ts";
 import { recordsClient, scheduleTenantKeyDeletion, tenantKeyAlias } from "../src/records.ts";
 import { KmsEndpointError } from "../src/remote-kms.ts";
 import { WalkthroughStoppedError, walkthrough } from "../src/walkthrough.ts";
-import { bearer, TENANTS } from "./clinics.ts";
 
 const appRoot = join(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -375,11 +375,19 @@ describe("the demo pointed at a KMS server", () => {
         error: "stored records cannot be decrypted",
         code: "KMSInternalException",
       });
-      // The client learns nothing; the operator's log names the fault.
-      expect(logged).toHaveBeenCalledWith(
-        "KMS fault:",
-        expect.objectContaining({ code: "KMSInternalException" }),
-      );
+      // The client learns nothing; the operator's log names the fault, under the answer's
+      // request id.
+      const requestId = response.headers.get("x-request-id");
+      expect(requestId).toMatch(/^[0-9a-f-]{36}$/);
+      expect(logged.mock.calls).toEqual([
+        [
+          expect.stringMatching(
+            new RegExp(
+              `^KMS fault \\(request ${requestId}\\): KmsInternalError KMSInternalException: AWS KMS DescribeKey failed with InvalidSignatureException: .*region`,
+            ),
+          ),
+        ],
+      ]);
     } finally {
       logged.mockRestore();
       await demo.close();

@@ -8,11 +8,11 @@
  * the KMS server of KMS_ENDPOINT) to sign with the admin key, which never leaves the KMS; PORT as
  * for the server (3000).
  */
+import { TenantConfigError } from "@kms/demo-shared";
 import { createKmsSigner, signRequest } from "@kms/http-signatures";
 import { configFromEnv, DemoConfigError } from "../src/config.ts";
 import { ADMIN_KEY_ALIAS, ADMIN_KEY_ID, openDemoKms } from "../src/kms.ts";
 import { KmsEndpointError } from "../src/remote-kms.ts";
-import { TenantConfigError } from "../src/tenants.ts";
 
 const [action, clinic] = process.argv.slice(2);
 if ((action !== "shred" && action !== "restore") || clinic === undefined) {

@@ -1,3 +1,4 @@
+import { CLINIC } from "@kms/demo-shared";
 import { createKmsVerifier } from "@kms/http-signatures";
 import { VerifySignature } from "@kms/nestjs";
 import { encryptionOf } from "@kms/typeorm";
@@ -8,8 +9,6 @@ import { ADMIN_KEY_ALIAS, ADMIN_KEY_ID, type DemoKms, type KeyAdmin } from "./km
 import { invalidInput } from "./problems.ts";
 import { tenantKeyAlias } from "./tenant-keys.service.ts";
 import { DEMO_KMS } from "./tokens.ts";
-
-const CLINIC = /^[a-z0-9][a-z0-9-]{0,39}$/;
 
 function clinicOf(clinic: string): string {
   if (!CLINIC.test(clinic)) throw invalidInput("clinic: 1–40 characters of a-z, 0-9 and -");

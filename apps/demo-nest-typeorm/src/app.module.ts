@@ -13,11 +13,11 @@ import { DataSource, type DataSourceOptions } from "typeorm";
 import { AdminController } from "./admin.controller.ts";
 import type { DemoConfig } from "./config.ts";
 import { DemoKmsModule } from "./demo-kms.module.ts";
-import { HttpProblemsFilter } from "./http-problems.filter.ts";
 import { type DemoKms, WEBHOOK_KEY_ALIAS, WEBHOOK_KEY_ID } from "./kms.ts";
 import { Patient } from "./patient.entity.ts";
 import { PatientsController } from "./patients.controller.ts";
 import { PatientsService } from "./patients.service.ts";
+import { ProblemsFilter } from "./problems.filter.ts";
 import { TenantKeys, tenantKeyAlias } from "./tenant-keys.service.ts";
 import { DEMO_CONFIG, DEMO_KMS } from "./tokens.ts";
 import { WebhookEvent } from "./webhook-event.entity.ts";
@@ -124,7 +124,7 @@ export class AppModule {
       controllers: [PatientsController, WebhooksController, AdminController],
       providers: [
         { provide: DEMO_CONFIG, useValue: config },
-        { provide: APP_FILTER, useClass: HttpProblemsFilter },
+        { provide: APP_FILTER, useClass: ProblemsFilter },
         TenantKeys,
         PatientsService,
         WebhookSender,

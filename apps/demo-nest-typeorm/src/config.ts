@@ -1,6 +1,6 @@
 import { resolve } from "node:path";
+import { TenantDirectory } from "@kms/demo-shared";
 import { type RemoteKmsConfig, remoteKmsConfigFromEnv } from "./remote-kms.ts";
-import { TenantDirectory } from "./tenants.ts";
 
 /** PORT or DATABASE_URL is not usable; the message says why, never with credentials. */
 export class DemoConfigError extends Error {

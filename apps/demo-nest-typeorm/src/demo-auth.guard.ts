@@ -1,7 +1,7 @@
+import type { TenantDirectory } from "@kms/demo-shared";
 import { ProblemDetailsException } from "@kms/nestjs";
 import { type CanActivate, type ExecutionContext, Inject, Injectable } from "@nestjs/common";
 import type { DemoConfig } from "./config.ts";
-import type { TenantDirectory } from "./tenants.ts";
 import { DEMO_CONFIG } from "./tokens.ts";
 
 /** Who a request authenticated as: its clinic's token, standing for the clinic's staff. */

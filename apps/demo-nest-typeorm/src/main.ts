@@ -1,9 +1,9 @@
 import { join } from "node:path";
 import { isKmsError } from "@kms/core";
+import { DEMO_TENANT_TOKENS, TenantConfigError } from "@kms/demo-shared";
 import { configFromEnv, type DemoConfig, DemoConfigError } from "./config.ts";
 import { type DemoKms, kmsDescription } from "./kms.ts";
 import { KmsEndpointError } from "./remote-kms.ts";
-import { DEMO_TENANT_TOKENS, TenantConfigError } from "./tenants.ts";
 import { DEMO_KMS } from "./tokens.ts";
 import { useBuiltDecoratedPackages } from "./workspace-builds.ts";
 

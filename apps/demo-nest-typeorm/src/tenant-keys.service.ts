@@ -1,7 +1,7 @@
+import type { TenantDirectory } from "@kms/demo-shared";
 import { Inject, Injectable } from "@nestjs/common";
 import type { DemoConfig } from "./config.ts";
 import { type DemoKms, ensureKey, type KeyAdmin } from "./kms.ts";
-import type { TenantDirectory } from "./tenants.ts";
 import { DEMO_CONFIG, DEMO_KMS } from "./tokens.ts";
 
 /** One KMS key per clinic, so scheduling its deletion crypto-shreds that clinic's rows only. */

@@ -2,6 +2,7 @@ import "reflect-metadata";
 import { existsSync, readFileSync } from "node:fs";
 import { connect } from "node:net";
 import type { Kms } from "@kms/core";
+import { bearer, CLINIC_TOKENS } from "@kms/demo-shared/testing";
 import {
   computeContentDigest,
   createKmsSigner,
@@ -17,7 +18,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WEBHOOK_KEY_ALIAS, WEBHOOK_KEY_ID } from "../src/kms.ts";
 import { createApp } from "../src/server.ts";
 import type { Backend } from "./backends.ts";
-import { bearer, CLINIC_TOKENS } from "./clinics.ts";
 
 /**
  * What an attacker tries against the running demo, over real HTTP, with the database driver in

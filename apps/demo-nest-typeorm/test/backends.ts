@@ -4,13 +4,13 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createKms, type Kms } from "@kms/core";
+import { TENANTS } from "@kms/demo-shared/testing";
 import { retainSqliteHandle as retainHandle } from "@kms/keystore-sqlite";
 import { createKmsServer } from "@kms/server";
 import Database from "better-sqlite3";
 import pg from "pg";
 import type { DemoConfig } from "../src/config.ts";
 import { DEFAULT_SERVER_REGION } from "../src/remote-kms.ts";
-import { TENANTS } from "./clinics.ts";
 
 /** Where one test file's app keeps its records, and a way to read them around TypeORM. */
 export interface Backend {

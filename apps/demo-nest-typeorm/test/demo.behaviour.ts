@@ -5,6 +5,7 @@ import { type AddressInfo, createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { createKms } from "@kms/core";
+import { bearer } from "@kms/demo-shared/testing";
 import { createKmsSigner, signRequest, verifyMessage } from "@kms/http-signatures";
 import { KmsService } from "@kms/nestjs";
 import type { INestApplication } from "@nestjs/common";
@@ -20,7 +21,6 @@ import {
 import { createApp } from "../src/server.ts";
 import { DEMO_KMS } from "../src/tokens.ts";
 import type { Backend } from "./backends.ts";
-import { bearer } from "./clinics.ts";
 
 const ADA = {
   ssn: "123-45-6789",

@@ -9,6 +9,7 @@ import "reflect-metadata";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { KmsInternalError } from "@kms/core";
+import { bearer } from "@kms/demo-shared/testing";
 import { createKmsSigner, signRequest } from "@kms/http-signatures";
 import { KmsService } from "@kms/nestjs";
 import type { INestApplication } from "@nestjs/common";
@@ -35,7 +36,6 @@ import {
   SECRET_ACCESS_KEY,
   sqliteBackend,
 } from "./backends.ts";
-import { bearer } from "./clinics.ts";
 import { describeDemo } from "./demo.behaviour.ts";
 
 describeDemo("demo-nest-typeorm on SQLite with a KMS server", onKmsServer(sqliteBackend));

@@ -3,18 +3,23 @@
  * demo tokens, a clean stop on SIGINT and SIGTERM, and configuration mistakes reported in one
  * line. The app is compiled first, as `start` does.
  */
-import { type ChildProcessWithoutNullStreams, execFileSync, spawn } from "node:child_process";
-import { once } from "node:events";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { DEMO_TENANT_TOKENS } from "@kms/demo-shared";
+import {
+  bannerOrigin,
+  type DemoProcess,
+  exitWithin,
+  STARTUP_MISTAKES,
+  STOP_BOUND_MS,
+  startDemo,
+} from "@kms/demo-shared/testing";
 import { afterEach, beforeAll, beforeEach, describe, expect, test } from "vitest";
-import { DEMO_TENANT_TOKENS } from "../src/tenants.ts";
 
 const appRoot = join(dirname(fileURLToPath(import.meta.url)), "..");
-/** A liveness bound, not a speed target: the process must stop, however slowly. */
-const STOP_BOUND_MS = 10_000;
 
 beforeAll(() => {
   execFileSync(join(appRoot, "node_modules", ".bin", "tsc"), ["-p", "tsconfig.build.json"], {
@@ -30,67 +35,13 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-interface Demo {
-  readonly child: ChildProcessWithoutNullStreams;
-  readonly output: { stdout: string; stderr: string };
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-function start(extra: Record<string, string> = {}): Demo {
-  const env: NodeJS.ProcessEnv = { ...process.env, DEMO_DATA_DIR: dir, PORT: "0" };
-  // Nothing inherited that would point the demo elsewhere.
-  for (const name of [
-    "KMS_ENDPOINT",
-    "KMS_ROOT_KEY",
-    "DATABASE_URL",
-    "DEMO_TENANTS",
-    "WEBHOOK_URL",
-  ]) {
-    delete env[name];
-  }
-  const child = spawn(process.execPath, ["dist/main.js"], {
-    cwd: appRoot,
-    env: { ...env, ...extra },
-  });
-  const output = { stdout: "", stderr: "" };
-  child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-    output.stdout += chunk;
-  });
-  child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
-    output.stderr += chunk;
-  });
-  const exited = once(child, "exit").then(([code, signal]) => ({
-    code: code as number | null,
-    signal: signal as NodeJS.Signals | null,
-  }));
-  return { child, output, exited };
+function start(env: Readonly<Record<string, string>> = {}): DemoProcess {
+  return startDemo({ cwd: appRoot, args: ["dist/main.js"], dataDir: dir, env });
 }
 
 /** The origin the banner names, once it is printed. */
-async function origin(demo: Demo): Promise<string> {
-  for (;;) {
-    const match = /^demo-nest-typeorm listening on (http:\/\/127\.0\.0\.1:\d+):/m.exec(
-      demo.output.stdout,
-    );
-    if (match?.[1] !== undefined) return match[1];
-    const stopped = await Promise.race([
-      demo.exited.then(() => true),
-      once(demo.child.stdout, "data").then(() => false),
-    ]);
-    if (stopped) throw new Error(`the demo exited early:\n${demo.output.stderr}`);
-  }
-}
-
-/** How the process ended, or "still running" after the liveness bound (then it is killed). */
-async function exitWithin(demo: Demo, ms: number) {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<"still running">((resolve) => {
-    timer = setTimeout(() => resolve("still running"), ms);
-  });
-  const result = await Promise.race([demo.exited, timeout]);
-  clearTimeout(timer);
-  if (result === "still running") demo.child.kill("SIGKILL");
-  return result;
+function origin(demo: DemoProcess): Promise<string> {
+  return bannerOrigin(demo, /^demo-nest-typeorm listening on (http:\/\/127\.0\.0\.1:\d+):/m);
 }
 
 describe("`node dist/main.js`", () => {
@@ -117,30 +68,9 @@ describe("`node dist/main.js`", () => {
     },
   );
 
-  const mistakes: [string, Record<string, string>, string][] = [
-    [
-      "a DATABASE_URL that is not PostgreSQL's",
-      { DATABASE_URL: "mysql://root:hunter2@127.0.0.1/records" },
-      "DATABASE_URL must be a postgres:// or postgresql:// URL; unset it to use SQLite",
-    ],
-    [
-      // Used to take some 30 s of retries, each logged with its stack.
-      "a PostgreSQL server that does not answer",
-      { DATABASE_URL: "postgres://demo:hunter2@127.0.0.1:1/records" },
-      "cannot connect to the PostgreSQL server of DATABASE_URL (127.0.0.1:1/records): ",
-    ],
-    [
-      "a DEMO_TENANTS token too short to be safe",
-      { DEMO_TENANTS: "clinic-a=hunter2" },
-      "DEMO_TENANTS: the token of clinic-a: 16–256 characters",
-    ],
-    [
-      "a PORT out of range",
-      { PORT: "70000" },
-      "PORT must be an integer from 0 to 65535, got 70000",
-    ],
-  ];
-  test.each(mistakes)(
+  // A PostgreSQL server that does not answer used to take some 30 s of retries, each logged with
+  // its stack.
+  test.each(STARTUP_MISTAKES)(
     "%s stops the start with one line, no stack and no secret",
     async (_, extra, message) => {
       const demo = start(extra);

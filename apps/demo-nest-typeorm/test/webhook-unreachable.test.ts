@@ -1,11 +1,11 @@
 import "reflect-metadata";
 import { type AddressInfo, createServer } from "node:net";
+import { bearer } from "@kms/demo-shared/testing";
 import type { INestApplication } from "@nestjs/common";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createApp } from "../src/server.ts";
 import { type Backend, sqliteBackend } from "./backends.ts";
-import { bearer } from "./clinics.ts";
 
 /** A loopback port that was free a moment ago: nothing listens there. */
 async function closedPort(): Promise<number> {

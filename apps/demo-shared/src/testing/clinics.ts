@@ -1,10 +1,10 @@
-import { TenantDirectory } from "../src/tenants.ts";
+import { TenantDirectory } from "../tenant-directory.ts";
 
-/** The clinics the tests' apps serve, with their bearer tokens. */
+/** The clinics the demos' tests serve, with their bearer tokens. */
 export const CLINIC_TOKENS: Readonly<Record<string, string>> = {
   "clinic-a": "test-token-clinic-a-0123456789abcdef",
   "clinic-b": "test-token-clinic-b-0123456789abcdef",
-  "clinic-new": "test-token-clinic-new-0123456789abcdef",
+  "clinic-c": "test-token-clinic-c-0123456789abcdef",
 };
 
 export const TENANTS = new TenantDirectory(CLINIC_TOKENS);

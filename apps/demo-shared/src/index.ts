@@ -1,0 +1,7 @@
+export { faultSummary } from "./fault-summary.ts";
+export {
+  CLINIC,
+  DEMO_TENANT_TOKENS,
+  TenantConfigError,
+  TenantDirectory,
+} from "./tenant-directory.ts";

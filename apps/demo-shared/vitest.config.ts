@@ -1,0 +1,4 @@
+import { vitestPreset } from "@kms/tooling/vitest-preset";
+import { defineConfig } from "vitest/config";
+
+export default defineConfig(vitestPreset("demo-shared"));
