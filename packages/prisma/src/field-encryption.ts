@@ -26,6 +26,7 @@ import {
   reject,
   type Strip,
 } from "./internal/codec.ts";
+import { RelationGuard } from "./internal/relation-guard.ts";
 import { PrismaDataKeyStore } from "./prisma-data-key-store.ts";
 import {
   type ColumnType,
@@ -65,7 +66,8 @@ export interface FieldEncryptionOptions<Map extends FieldTypeMap = {}> {
  * the way out: `prisma.$extends(fieldEncryption({ kms, keyId, schema }))`. Only the client it
  * returns encrypts; the base client reads and writes raw ciphertext.
  * @throws ValidationException (from queries) when a filter cannot run on ciphertext, when
- *   context values are missing, or when a value is already ciphertext; InvalidCiphertextException
+ *   context values are missing, when a value is already ciphertext, or when the query goes
+ *   through a relation the descriptor does not list; InvalidCiphertextException
  *   when a stored value does not decrypt (tampered, moved, or plaintext in strict mode).
  *
  * Typed results: the field type map `Map` (inferred from a typed descriptor passed as `schema`,
@@ -116,6 +118,10 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
           : { legacyPlaintext: options.legacyPlaintext }),
       });
     const durable = new Codec(engine, models, {});
+    const relations = new RelationGuard(models, (model) => {
+      const columnType = columnsOf(client, model);
+      return columnType === undefined ? undefined : (column) => columnType(column) !== undefined;
+    });
     // Interactive transactions: the query hook records each transaction's scope in the store of
     // the `$transaction` call that runs it, and that call ends the scopes once Prisma has
     // committed or rolled back, so keys made inside a committed transaction serve later writers.
@@ -148,6 +154,8 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
       query: {
         $allModels: {
           async $allOperations({ model: modelName, operation, args, query, ...rest }) {
+            // Before anything else: a model the descriptor leaves out is not walked at all.
+            relations.check(modelName, operation, args);
             const model = durable.model(modelName);
             if (model === undefined) return query(args);
             // Inside an interactive transaction the data key row may share the transaction
@@ -201,10 +209,10 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
                         `${model.name} binds encrypted fields to ${unpinned.join(", ")}: inside a batch $transaction an update cannot read its row's first; give ${unpinned.join(", ")} as an exact equality in where`,
                       );
                     }
-                    // The row's own context columns, read in the same transaction as the write
-                    // (an update with empty data is a locking read of the unique row). The where
-                    // is the rewritten one: a branch pinning its own tenant may look up an
-                    // encrypted field, whose plaintext must not reach the database.
+                    // The row's own context columns (an update with empty data reads the unique
+                    // row, locking it inside a transaction). The where is the rewritten one: a
+                    // branch pinning its own tenant may look up an encrypted field, whose
+                    // plaintext must not reach the database.
                     const select = Object.fromEntries(unpinned.map((k) => [k, true]));
                     const row = (await query({
                       where: a.where,
@@ -213,6 +221,13 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
                     } as typeof args)) as Json;
                     ctx ??= codec.context(model, [row]);
                     rowSources.push(row);
+                    // Outside a transaction the read and the write are two statements: the
+                    // write matches the row only while it still holds what was read, so a row
+                    // moved to another tenant in between fails the update (Prisma's "record not
+                    // found") instead of taking values sealed under the tenant it left.
+                    const pins = Object.fromEntries(unpinned.map((k) => [k, row[k]]));
+                    const and = (a.where as Json | undefined)?.AND;
+                    a.where = { ...(a.where as Json), AND: [and ?? [], pins].flat() };
                   }
                   await codec.writeData(model, a.data, ctx, where, rowSources);
                 }

@@ -39,7 +39,8 @@ export interface PrismaReencryptSourceOptions {
  * indexes of re-encrypted fields are recomputed in the same write.
  * @throws ValidationException when the model or a field binds values to the ambient scope (the
  *   job has no request to take it from), when it has no encrypted fields, or when `fields`
- *   names a field that is not encrypted or mixes fields of different contexts.
+ *   names a field that is not encrypted or mixes fields of different contexts; from
+ *   `fetchBatch`, when a row holds a value while a context column of it is null.
  */
 export function prismaReencryptSource(options: PrismaReencryptSourceOptions): ReencryptSource {
   const { delegate, model, engine } = options;
@@ -89,11 +90,21 @@ export function prismaReencryptSource(options: PrismaReencryptSourceOptions): Re
         select,
       });
       return rows.map((row): ReencryptRow => {
-        const context: Record<string, string> = {};
-        for (const key of contextColumns) context[key] = String(row[key]);
         const values: Record<string, StoredFieldValue> = {};
         for (const f of fields) values[f] = (row[f] ?? null) as StoredFieldValue;
         const cursor = row[cursorField] as string | number | bigint;
+        const context: Record<string, string> = {};
+        for (const key of contextColumns) {
+          const value = row[key];
+          // A null column binds no value (the extension never seals one there, nor reads one):
+          // sealed under the text "null", a value would open in a row whose column holds it.
+          if ((value === null || value === undefined) && fields.some((f) => values[f] !== null)) {
+            throw new ValidationError(
+              `${model.name} row ${String(cursor)}: ${key} is null, so its values of ${fields.join(", ")} cannot be bound to it; set ${key} or clear those values, then resume the job`,
+            );
+          }
+          context[key] = String(value);
+        }
         if (!keyed) return { cursor, context, values };
         const keyContext: Record<string, string> = {};
         for (const key of model.context.fromRow) keyContext[key] = context[key] as string;

@@ -119,6 +119,11 @@ export interface ModelConfig {
       }
     >
   >;
+  /**
+   * Relation field → the model it leads to. The extension follows listed relations only, and
+   * refuses a query through any other one (an include, a relation filter, a nested write): list
+   * every relation queries go through, also on models without encrypted fields.
+   */
   readonly relations?: Readonly<Record<string, string>>;
   /**
    * Relation field (one of `relations`) → the columns of this model its `@relation(fields: […])`

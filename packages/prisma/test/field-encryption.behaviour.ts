@@ -25,6 +25,10 @@ import { Prisma } from "./generated/client.ts";
 
 const PREFIX = "kms1:";
 
+/** An update's `data: {}`: the extension's read of a row's context columns before it writes. */
+const isEmptyData = (data: unknown) =>
+  typeof data === "object" && data !== null && Object.keys(data).length === 0;
+
 /** The behaviour every database must show; run once per backend. */
 export function describeFieldEncryption(
   name: string,
@@ -458,6 +462,101 @@ export function describeFieldEncryption(
           where: { tenantId: "t1", author: { is: { email: "alice@example.com" } } },
         }),
       ).rejects.toThrow(/User binds encrypted fields to tenantId/);
+    });
+
+    test("a relation its descriptor does not list is refused, never walked past", async () => {
+      const userConfig = {
+        encrypted: { email: { mode: "deterministic" as const }, name: {} },
+        context: { fromRow: ["tenantId"] },
+      };
+      // The encrypted model alone, as a hand-written configuration often starts.
+      const partial = extend({ schema: defineModels({ User: userConfig }) });
+      const user = await partial.user.create({
+        data: { tenantId: "t1", email: "alice@x", name: "Alice" },
+      });
+      await db.prisma.post.create({
+        data: { tenantId: "t1", title: "t", body: "b", authorId: user.id },
+      });
+      const unlisted = /Post\.author is not a column of Post nor a relation its descriptor lists/;
+      const attempts: Record<string, () => Promise<unknown>> = {
+        // Would return the author's ciphertext as its values.
+        include: () => partial.post.findMany({ include: { author: true } }),
+        select: () => partial.post.findMany({ select: { author: { select: { name: true } } } }),
+        fluent: () => partial.post.findFirst().author(),
+        // Would compare the plaintext with ciphertext, and send it to the database.
+        filter: () =>
+          partial.post.findMany({
+            where: { author: { is: { tenantId: "t1", email: "alice@x" } } },
+          }),
+        "filter in OR": () =>
+          partial.post.count({ where: { OR: [{ author: { tenantId: "t1", email: "alice@x" } }] } }),
+        "filtered relation count": () =>
+          partial.user.findMany({
+            select: { _count: { select: { posts: { where: { title: "t" } } } } },
+          }),
+        // Would store the plaintext.
+        "nested create": () =>
+          partial.post.create({
+            data: {
+              tenantId: "t1",
+              title: "t",
+              body: "b",
+              author: { create: { tenantId: "t1", email: "bob@x", name: "Plain Bob" } },
+            },
+          }),
+        "nested connect": () =>
+          partial.post.update({
+            where: { id: 1 },
+            data: { author: { connect: { tenantId_email: { tenantId: "t1", email: "alice@x" } } } },
+          }),
+      };
+      for (const [label, run] of Object.entries(attempts)) {
+        const message =
+          label === "filtered relation count" ? /User\.posts is not a column/ : unlisted;
+        await expect(run(), label).rejects.toThrow(message);
+        await expect(run(), label).rejects.toBeInstanceOf(ValidationError);
+      }
+      expect(await db.prisma.user.count()).toBe(1);
+      expect(String((await db.raw("Post", 1)).authorId)).toBe(String(user.id));
+      // What reads no value of the related rows still works: a bare relation count, a compound
+      // unique, the model's own columns.
+      expect(
+        await partial.user.findMany({ select: { id: true, _count: { select: { posts: true } } } }),
+      ).toEqual([{ id: user.id, _count: { posts: 1 } }]);
+      expect(
+        (
+          await partial.user.findUnique({
+            where: { tenantId_email: { tenantId: "t1", email: "alice@x" } },
+          })
+        )?.name,
+      ).toBe("Alice");
+      expect(await partial.post.count({ where: { tenantId: "t1" } })).toBe(1);
+      // Listed on both sides, the same queries encrypt, look up and decrypt.
+      const listed = extend({
+        schema: defineModels({
+          User: { ...userConfig, relations: { posts: "Post" } },
+          Post: { relations: { author: "User" } },
+        }),
+      });
+      const post = await listed.post.findFirstOrThrow({ include: { author: true } });
+      expect(post.author.name).toBe("Alice");
+      expect(await listed.post.findFirst().author()).toMatchObject({ name: "Alice" });
+      expect(
+        await listed.post.count({
+          where: { author: { is: { tenantId: "t1", email: "alice@x" } } },
+        }),
+      ).toBe(1);
+      const bob = await listed.post.create({
+        data: {
+          tenantId: "t1",
+          title: "t",
+          body: "b",
+          author: { create: { tenantId: "t1", email: "bob@x", name: "Plain Bob" } },
+        },
+        include: { author: true },
+      });
+      expect(bob.author.name).toBe("Plain Bob");
+      expect(String((await db.raw("User", bob.authorId)).name).startsWith(PREFIX)).toBe(true);
     });
 
     test("ordering or distinct over ciphertext is refused in relations as at the top", async () => {
@@ -1091,6 +1190,52 @@ export function describeFieldEncryption(
       ).toMatchObject({ body: "b7", reply: "r7" });
     });
 
+    test("an update that reads its row's tenant first writes only while the row still holds it", async () => {
+      const user = await prisma.user.create({
+        data: { tenantId: "t1", email: "a@x", name: "Ann", phone: "555" },
+      });
+      // Another writer moves the row to t2 (with every value, as the extension requires) right
+      // after the update has read its tenant. Query extensions run in the order they were
+      // applied: one applied after this one sees its queries, the read among them.
+      let moved = false;
+      const racing = db.prisma
+        .$extends(fieldEncryption({ kms, keyId, schema: schemaText }))
+        .$extends({
+          query: {
+            user: {
+              async update({ args, query }) {
+                const result = await query(args);
+                if (isEmptyData(args.data) && !moved) {
+                  moved = true;
+                  await prisma.user.update({
+                    where: { id: user.id },
+                    data: {
+                      ...{ tenantId: "t2", email: "a@x", name: "Ann", phone: "555" },
+                      ...{ profile: null, score: null, avatar: null },
+                    },
+                  });
+                }
+                return result;
+              },
+            },
+          },
+        });
+      await expect(
+        racing.user.update({ where: { id: user.id }, data: { name: "Ann B" } }),
+      ).rejects.toMatchObject({ code: "P2025" });
+      expect(moved).toBe(true);
+      // The row holds t2's values, none sealed under the tenant it left.
+      expect(await prisma.user.findUniqueOrThrow({ where: { id: user.id } })).toMatchObject({
+        tenantId: "t2",
+        name: "Ann",
+        phone: "555",
+      });
+      // Unraced, the same update reads the row's tenant and writes.
+      expect(
+        await racing.user.update({ where: { id: user.id }, data: { name: "Ann C" } }),
+      ).toMatchObject({ tenantId: "t2", name: "Ann C" });
+    });
+
     test("an upsert's create is bound to its own data only: Prisma copies nothing from the where", async () => {
       // The where pins tenant and thread, but the created row holds neither (both columns are
       // nullable): values sealed under the where's would never decrypt, not even in the
@@ -1313,6 +1458,45 @@ export function describeFieldEncryption(
       const after = db.prisma.$extends(fieldEncryption({ kms, keyId: newKey, schema: schemaText }));
       expect(await after.user.count({ where: { tenantId: "t1", email: "old1@x" } })).toBe(1);
       expect(await after.user.count({ where: { tenantId: "t1", phone: "111" } })).toBe(1);
+    });
+
+    test("rotation job: a row holding a value under a null context column is refused, not sealed under the text null", async () => {
+      const drafts = parseSchema(schemaText).Draft as ModelDescriptor;
+      const legacyEngine = new FieldEncryptionEngine({
+        kms,
+        keyId,
+        dataKeyStore: new PrismaDataKeyStore(db.prisma.kmsDataKey),
+        legacyPlaintext: true,
+      });
+      // Written in clear before encryption was adopted; a draft without a tenant and no value
+      // has nothing to bind and passes.
+      await db.prisma.draft.create({ data: { tenantId: "t1", body: "filed" } });
+      await db.prisma.draft.create({ data: { tenantId: null, body: null } });
+      const orphan = await db.prisma.draft.create({ data: { tenantId: null, body: "unfiled" } });
+      const run = () =>
+        reencryptFields({
+          engine: legacyEngine,
+          source: prismaReencryptSource({
+            delegate: db.prisma.draft as never,
+            model: drafts,
+            engine: legacyEngine,
+            fields: ["body"],
+          }),
+          model: "Draft",
+          fields: { body: drafts.encrypted.body as NonNullable<typeof drafts.encrypted.body> },
+        });
+      // Sealed under the text "null", the value would open in a row of a tenant called "null".
+      await expect(run()).rejects.toThrow(
+        new RegExp(
+          `^Draft row ${orphan.id}: tenantId is null, so its values of body cannot be bound`,
+        ),
+      );
+      expect((await db.raw("Draft", orphan.id)).body).toBe("unfiled");
+      await db.prisma.draft.update({ where: { id: orphan.id }, data: { body: null } });
+      expect(await run()).toMatchObject({ scanned: 3, reencrypted: 1 });
+      expect((await prisma.draft.findFirstOrThrow({ where: { tenantId: "t1" } })).body).toBe(
+        "filed",
+      );
     });
 
     test("deleting the KMS key crypto-shreds the rows", async () => {

@@ -57,6 +57,29 @@ function equalities(where: Where): Where {
   return out;
 }
 
+/**
+ * `null`, `IsNull()`, `Equal(null)`, `In([null, …])`, or `Not` of one of them: a condition that
+ * holds or fails by the column's nullness alone, whatever its values are sealed under.
+ */
+function checksNull(value: unknown): boolean {
+  if (value === null) return true;
+  if (!(value instanceof FindOperator)) return false;
+  switch (value.type) {
+    case "isNull":
+      return true;
+    case "equal":
+      return value.value === null;
+    case "in":
+      return (
+        Array.isArray(value.value) && value.value.length > 0 && value.value.every((v) => v === null)
+      );
+    case "not":
+      return checksNull(value.child ?? value.value);
+    default:
+      return false;
+  }
+}
+
 class WhereRewriter {
   readonly #encryption: TypeormFieldEncryption;
   readonly #repository: Repository<ObjectLiteral>;
@@ -118,6 +141,12 @@ class WhereRewriter {
           throw new ValidationError(
             `${d.model}.${path} is undefined: pass a value, null or IsNull() to look it up`,
           );
+        }
+        // A null check compares no value: as in a plain find, it needs no lookup mode and no
+        // context, and it stays on the column itself (null there exactly when the index is).
+        if (checksNull(value)) {
+          out[key] = value;
+          continue;
         }
         if (f.spec.mode !== "deterministic" && f.index === undefined) {
           throw new ValidationError(
@@ -209,10 +238,12 @@ class WhereRewriter {
  * Rewrites equality lookups on encrypted columns into what the database holds: deterministic
  * ciphertext, or the blind index column's value. Accepts plain values, `Equal`, `In`, `Not`
  * and `IsNull` (also inside relations); pass the result to `find*`, `findOneBy`, `update`,
- * `delete`, `count*` or `QueryBuilder.where(object)`.
- * @throws ValidationException when a column is randomized without a blind index, when an
- *   operator cannot run on ciphertext (Like, LessThan, Between, Raw…), when a context value is
- *   missing, or when the repository's DataSource has no field encryption subscriber.
+ * `delete`, `count*` or `QueryBuilder.where(object)`. A null check (`IsNull()`, `Not(IsNull())`…)
+ * reads no value: it is left as it is, on any encrypted column, without a context.
+ * @throws ValidationException when a column compared with a value is randomized without a blind
+ *   index, when an operator cannot run on ciphertext (Like, LessThan, Between, Raw…), when a
+ *   context value is missing, or when the repository's DataSource has no field encryption
+ *   subscriber.
  */
 export async function encryptedWhere<T extends ObjectLiteral>(
   repository: Repository<T>,

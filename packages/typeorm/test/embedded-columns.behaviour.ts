@@ -482,6 +482,35 @@ export function describeEmbeddedColumns(
       expect(await lookup({ tenantId: "t2", home: { zip: "12345" } })).toEqual([p.id]);
     });
 
+    test("an upsert with the context column as a conflict path leaves every stored row readable", async () => {
+      const p = await people.save(person("ada", "T1"));
+      const before = await stored(p.id);
+      // The conflict target (tenantId, handle) is no unique key of kms_people: PostgreSQL and
+      // SQLite refuse the statement. MariaDB's ON DUPLICATE KEY UPDATE takes the row of the
+      // `handle` key, whatever its tenant, and its collation takes "t1" for "T1": the tenant
+      // would be overwritten under the values the upsert does not write.
+      for (const tenantId of ["t1", "t2"]) {
+        const upsert = () =>
+          people.upsert({ tenantId, handle: "ada", home: { street: "2 Side St" } } as Person, [
+            "tenantId",
+            "handle",
+          ]);
+        const error = await failure(upsert);
+        expect(error, tenantId).toBeInstanceOf(Error);
+        if (db.kind === "mariadb") {
+          expect((error as Error).message).toMatch(
+            /^Person\.tenantId is part of the encryption context of Person\.home\.zip, .*: an upsert that changes it/,
+          );
+        }
+        expect(await stored(p.id)).toEqual(before);
+      }
+      expect(await people.findOneByOrFail({ id: p.id })).toMatchObject({
+        tenantId: "T1",
+        home: { street: "1 Main St", zip: "12345" },
+        work: { street: "9 Dock Rd" },
+      });
+    });
+
     test("upsert recomputes an embedded blind index, on conflict and on insert", async () => {
       const p = await people.save(person());
       await people.upsert(Object.assign(person(), { home: address("1 Main St", "11111") }), [

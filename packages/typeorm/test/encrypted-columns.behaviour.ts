@@ -9,6 +9,7 @@ import {
   And,
   type DataSource,
   type EntitySubscriberInterface,
+  type FindOptionsWhere,
   In,
   IsNull,
   Like,
@@ -341,6 +342,36 @@ export function describeEncryptedColumns(
       ).toBe(0);
     });
 
+    test("null checks pass through encryptedWhere as in a plain find: no lookup mode, no context", async () => {
+      const a = await users.save(alice());
+      const bob: User = Object.assign(alice(), {
+        email: "bob@example.com",
+        phone: null,
+        avatar: null,
+      });
+      const b = await users.save(bob);
+      const ids = async (where: FindOptionsWhere<User>) =>
+        (await users.findBy(await encryptedWhere(users, where))).map((u) => u.id).sort();
+      // `avatar` is randomized with no blind index, `phone` and `email` are bound to tenantId:
+      // none of that matters to a check that reads no value.
+      expect(await ids({ avatar: IsNull() })).toEqual([b.id]);
+      expect(await ids({ avatar: Not(IsNull()) })).toEqual([a.id]);
+      expect(await ids({ phone: IsNull() })).toEqual([b.id]);
+      expect(
+        await ids({ tenantId: "t1", email: "alice@example.com", avatar: Not(IsNull()) }),
+      ).toEqual([a.id]);
+      expect(await ids({ email: Not(IsNull()), phone: Not(IsNull()) })).toEqual([a.id]);
+      // SQL's IN and = never match NULL, with or without encryption.
+      expect(await ids({ phone: In([null]) as never })).toEqual([]);
+      // A value still needs its mode and its context.
+      await expect(encryptedWhere(users, { avatar: new Uint8Array(1) })).rejects.toThrow(
+        /User\.avatar is randomized/,
+      );
+      await expect(encryptedWhere(users, { phone: Not("+1 555 0100") })).rejects.toThrow(
+        /User\.phone is bound to User\.tenantId/,
+      );
+    });
+
     /** Every statement TypeORM sends from now on (a subscriber sees them before the driver). */
     const recordQueries = () => {
       const queries: { query: string; parameters: unknown[] }[] = [];
@@ -499,6 +530,22 @@ export function describeEncryptedColumns(
         tenantId: "t2",
         email: "alice@new.example",
         phone: "+1 555 0999",
+      });
+    });
+
+    test("a context value that differs only in case or trailing spaces is another context", async () => {
+      // MariaDB's default collation takes "t1" and "T1 " for "T1"; the values are bound to bytes.
+      const a = await users.save(Object.assign(alice(), { tenantId: "T1" }));
+      for (const tenantId of ["t1", "T1 "]) {
+        await expect(users.update(a.id, { tenantId }), tenantId).rejects.toThrow(
+          /^User\.tenantId is part of the encryption context of User\.email, User\.phone, User\.profile: an update that changes it/,
+        );
+      }
+      await users.update(a.id, { tenantId: "T1", email: "alice@new.example" });
+      expect(await users.findOneByOrFail({ id: a.id })).toMatchObject({
+        tenantId: "T1",
+        email: "alice@new.example",
+        phone: "+1 555 0100",
       });
     });
 

@@ -36,6 +36,12 @@ import {
 
 const INSTALLED = Symbol.for("@kms/typeorm.queryGuards");
 
+/**
+ * Drivers whose default collations compare text without case and trailing spaces (and whose
+ * upsert updates the row of any unique key, whatever the conflict target).
+ */
+const LOOSE_COLLATIONS = new Set(["mysql", "mariadb", "aurora-mysql"]);
+
 /** Installs the guards once per TypeORM module instance (idempotent). */
 export function installQueryGuards(): void {
   const marker = FindOperator as unknown as Record<symbol, boolean>;
@@ -151,8 +157,14 @@ function completeUpsert(builder: InsertQueryBuilder<ObjectLiteral>): void {
   if (found === undefined) return;
   const { metadata, d } = found;
   const overwrite = [...onUpdate.overwrite];
-  // A conflict column holds the same value in the old row and the new one.
-  const conflict = Array.isArray(onUpdate.conflict) ? onUpdate.conflict : [];
+  // A conflict column holds the same value in the old row and the new one, where the database
+  // matches rows on the conflict target, byte for byte. MariaDB and MySQL do neither: ON
+  // DUPLICATE KEY UPDATE fires on any unique key, under collations that take "T1" for "t1".
+  const conflict =
+    Array.isArray(onUpdate.conflict) &&
+    !LOOSE_COLLATIONS.has(builder.connection.driver.options.type)
+      ? onUpdate.conflict
+      : [];
   const stranded = new Map<string, string[]>();
   for (const f of d.columns) {
     if (overwrite.includes(f.databaseName)) {
@@ -245,12 +257,28 @@ function strandedCheck(builder: UpdateQueryBuilder<ObjectLiteral>): StrandedChec
     const differs =
       value === null
         ? `${keyColumn} IS NOT NULL`
-        : `(${keyColumn} IS NULL OR ${keyColumn} <> :${parameter})`;
+        : `(${keyColumn} IS NULL OR ${exactlyDiffer(builder, keyColumn, `:${parameter}`)})`;
     if (value !== null) parameters[parameter] = value;
     changed.push(`(${differs} AND (${held}))`);
   }
   const stranded = new Map([...bound].map(([key, fields]) => [key, fields.map((f) => f.path)]));
   return { d, stranded, condition: `(${changed.join(" OR ")})`, parameters };
+}
+
+/**
+ * SQL that is true when `column` and `value` differ by a single byte. A context value is bound
+ * into the values byte for byte, but MariaDB's and MySQL's default collations take "T1" and
+ * "t1 " for "t1": compared there with `<>`, a change of case or of trailing spaces would pass
+ * for no change and strand the values sealed under the old bytes.
+ */
+function exactlyDiffer(
+  builder: UpdateQueryBuilder<ObjectLiteral>,
+  column: string,
+  value: string,
+): string {
+  return LOOSE_COLLATIONS.has(builder.connection.driver.options.type)
+    ? `CAST(${column} AS BINARY) <> CAST(${value} AS BINARY)`
+    : `${column} <> ${value}`;
 }
 
 /** Drivers whose SELECT … FOR UPDATE reads the newest committed row versions. */

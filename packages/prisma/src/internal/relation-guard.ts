@@ -1,0 +1,164 @@
+import type { SchemaDescriptor } from "../schema-descriptor.ts";
+import { isObject, type Json, reject } from "./codec.ts";
+
+/** A model's column test from the client (`prisma.user.fields`); undefined for a model it lacks. */
+export type ColumnsOf = (model: string) => ((column: string) => boolean) | undefined;
+
+const LOGICAL = new Set(["AND", "OR", "NOT"]);
+const RELATION_FILTERS = ["some", "every", "none", "is", "isNot"];
+/** Nested writes whose items are rows to create (`createMany` holds them in `data`). */
+const CREATES = ["create", "connectOrCreate", "upsert"];
+/** Nested writes whose items are where inputs of the related model. */
+const WHERES = ["connect", "disconnect", "set", "delete", "deleteMany"];
+
+/**
+ * Refuses a query that goes through a relation its descriptor does not list. The extension
+ * follows only listed relations, and a model the descriptor leaves out lists none: through any
+ * other, a related model's encrypted fields would be written in plaintext by a nested write,
+ * compared as plaintext by a relation filter and returned as ciphertext by an include, all
+ * without an error. Schema text and the generator list every relation of every model, so this
+ * refuses only hand-written `defineModels` configurations that leave a relation out (or queries
+ * naming a field that does not exist, which Prisma would refuse anyway).
+ */
+export class RelationGuard {
+  readonly #models: SchemaDescriptor;
+  readonly #columnsOf: ColumnsOf;
+  readonly #columns = new Map<string, ((column: string) => boolean) | undefined>();
+
+  constructor(models: SchemaDescriptor, columnsOf: ColumnsOf) {
+    this.#models = models;
+    this.#columnsOf = columnsOf;
+  }
+
+  /** Checks one operation's arguments on `model`. @throws ValidationException */
+  check(model: string, operation: string, args: unknown): void {
+    if (!isObject(args)) return;
+    this.#args(model, args);
+    const data = operation === "upsert" ? [args.create, args.update] : [args.data];
+    for (const item of data.flat()) if (isObject(item)) this.#data(model, item);
+  }
+
+  #isColumn(model: string): ((column: string) => boolean) | undefined {
+    if (!this.#columns.has(model)) this.#columns.set(model, this.#columnsOf(model));
+    return this.#columns.get(model);
+  }
+
+  /**
+   * The model the relation `key` of `model` leads to, when the descriptor lists it; refuses a key
+   * that is neither a column nor a listed relation. Undefined for a column, or when the client does not
+   * know `model` (nothing to tell its columns from).
+   */
+  #target(model: string, key: string): string | undefined {
+    const isColumn = this.#isColumn(model);
+    if (isColumn === undefined || isColumn(key)) return undefined;
+    const relations = this.#models[model]?.relations;
+    const target =
+      relations !== undefined && Object.hasOwn(relations, key) ? relations[key] : undefined;
+    if (target !== undefined) return target;
+    const listed = this.#models[model] === undefined ? `list ${model} with` : "list";
+    reject(
+      `${model}.${key} is not a column of ${model} nor a relation its descriptor lists: ${listed} relations: { ${key}: "<its model>" } in defineModels; the extension follows listed relations only, and through another one a related model's encrypted fields would be written, compared and returned as they are`,
+    );
+  }
+
+  /** The parts of a read's arguments (top level, or a relation's in include/select). */
+  #args(model: string, args: Json): void {
+    if (isObject(args.where)) this.#where(model, args.where);
+    if (isObject(args.cursor)) this.#where(model, args.cursor);
+    for (const selection of [args.include, args.select]) {
+      if (isObject(selection)) this.#selection(model, selection);
+    }
+    if (args.orderBy !== undefined) this.#orderBy(model, args.orderBy);
+  }
+
+  #selection(model: string, selection: Json): void {
+    for (const [key, value] of Object.entries(selection)) {
+      if (value === undefined || value === false) continue;
+      if (key === "_count") {
+        // A bare count reads no value of the related rows; a filtered one compares them.
+        const counted = isObject(value) ? value.select : undefined;
+        if (!isObject(counted)) continue;
+        for (const [relation, count] of Object.entries(counted)) {
+          if (!isObject(count) || !isObject(count.where)) continue;
+          const target = this.#target(model, relation);
+          if (target !== undefined) this.#where(target, count.where);
+        }
+        continue;
+      }
+      // Field names start with a letter: `_all` (a count's select) names no relation.
+      if (key.startsWith("_")) continue;
+      const target = this.#target(model, key);
+      if (target !== undefined && isObject(value)) this.#args(target, value);
+    }
+  }
+
+  #where(model: string, where: Json): void {
+    for (const [key, value] of Object.entries(where)) {
+      if (LOGICAL.has(key)) {
+        for (const clause of [value].flat()) if (isObject(clause)) this.#where(model, clause);
+        continue;
+      }
+      // Only an object goes into the related rows (`author: null` reads none of their values).
+      if (!isObject(value) || this.#isCompoundUnique(model, value)) continue;
+      const target = this.#target(model, key);
+      if (target === undefined) continue;
+      const filters = RELATION_FILTERS.filter((f) => f in value);
+      if (filters.length === 0) this.#where(target, value);
+      for (const f of filters) {
+        const inner = value[f];
+        if (isObject(inner)) this.#where(target, inner);
+      }
+    }
+  }
+
+  /** `tenantId_email: { tenantId, email }`: two or more keys, every one a column of `model`. */
+  #isCompoundUnique(model: string, value: Json): boolean {
+    const isColumn = this.#isColumn(model);
+    const keys = Object.keys(value);
+    return isColumn !== undefined && keys.length >= 2 && keys.every((k) => isColumn(k));
+  }
+
+  #orderBy(model: string, orderBy: unknown): void {
+    for (const item of [orderBy].flat()) {
+      if (!isObject(item)) continue;
+      for (const [key, value] of Object.entries(item)) {
+        // `_count`, `_relevance` and the aggregates of groupBy name no relation.
+        if (!isObject(value) || key.startsWith("_")) continue;
+        const target = this.#target(model, key);
+        if (target !== undefined) this.#orderBy(target, value);
+      }
+    }
+  }
+
+  /** A row's write data, with the nested writes of its relations. */
+  #data(model: string, data: Json): void {
+    for (const [key, value] of Object.entries(data)) {
+      if (!isObject(value)) continue;
+      const target = this.#target(model, key);
+      if (target !== undefined) this.#nested(target, value);
+    }
+  }
+
+  #nested(model: string, ops: Json): void {
+    const each = (value: unknown, fn: (item: Json) => void) => {
+      for (const item of [value].flat()) if (isObject(item)) fn(item);
+    };
+    for (const op of CREATES) {
+      each(ops[op], (item) => {
+        if (op === "create") return this.#data(model, item);
+        if (isObject(item.where)) this.#where(model, item.where);
+        for (const data of [item.create, item.update]) if (isObject(data)) this.#data(model, data);
+      });
+    }
+    if (isObject(ops.createMany)) each(ops.createMany.data, (item) => this.#data(model, item));
+    for (const op of ["update", "updateMany"]) {
+      each(ops[op], (item) => {
+        // To-one `update` takes the data itself, or `{ where, data }`.
+        const data = isObject(item.data) ? item.data : op === "update" ? item : undefined;
+        if (isObject(item.where)) this.#where(model, item.where);
+        if (data !== undefined) this.#data(model, data);
+      });
+    }
+    for (const op of WHERES) each(ops[op], (item) => this.#where(model, item));
+  }
+}
