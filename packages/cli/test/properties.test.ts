@@ -632,6 +632,69 @@ describe("file handling", () => {
     expect(back.stdout.equals(messageData)).toBe(true);
   });
 
+  // Regression: the check at the start was all; a file created at --out while the transfer ran
+  // was replaced by the final rename.
+  it("a file created at --out during the transfer is refused as at the start, and left as it was", async () => {
+    /** `kms argv` reading `input` on stdin, someone else creating `output` as it is first read. */
+    async function racing(label: string, argv: string[], input: Buffer, output: string) {
+      let created = false;
+      const stdin = new Readable({
+        read() {
+          if (!created) {
+            created = true;
+            writeFileSync(join(ws.dir, output), "theirs", { flag: "wx" });
+            this.push(input);
+          }
+          this.push(null);
+        },
+      });
+      const stdout = new Collector();
+      const stderr = new Collector();
+      const code = await runCli(argv, {
+        stdout: stdout as CliOutput,
+        stderr: stderr as CliOutput,
+        stdin,
+        env: ws.env,
+        cwd: ws.dir,
+      });
+      expect(created, label).toBe(true);
+      const result = { code, stdout: stdout.bytes(), out: stdout.text(), err: stderr.text() };
+      expectShape(label, argv, result);
+      recorded.push({ label, result, stdoutIsData: false });
+      return result;
+    }
+    const events = async (): Promise<number> =>
+      JSON.parse((await kms("audit verify", ["audit", "verify"])).out).events as number;
+    for (const [argv, input] of [
+      [["encrypt", "--key", keys[1]!.id, "--in", "-"], messageData],
+      [["decrypt", "--in", "-", "--context", "tenant=a"], message],
+    ] as const) {
+      const output = fresh("raced");
+      const eventsBefore = await events();
+      const label = `${argv[0]} → ${output} created meanwhile`;
+      const result = await racing(label, [...argv, "--out", output], input, output);
+      // Past the check at the start: the KMS was called.
+      expect(await events(), label).toBeGreaterThan(eventsBefore);
+      expect(result.code, label).toBe(2);
+      expect(result.err).toMatch(
+        new RegExp(`^kms: ${argv[0]}: --out \\S+/${output} exists: pass --force to replace it\n`),
+      );
+      expect(readFileSync(join(ws.dir, output), "utf8")).toBe("theirs");
+      expect(partials(ws.dir)).toEqual([]);
+
+      const forced = fresh("raced-forced");
+      const replaced = await racing(
+        `${label}, --force`,
+        [...argv, "--out", forced, "--force"],
+        input,
+        forced,
+      );
+      expect(replaced.code, label).toBe(0);
+      expect(readFileSync(join(ws.dir, forced)).includes(Buffer.from("theirs"))).toBe(false);
+    }
+    expect(partials(ws.dir)).toEqual([]);
+  });
+
   it("a symlink at --out, dangling or not, needs --force; then it is replaced by the file and its target left alone (documented)", async () => {
     const target = secretData(300);
     writeFileSync(join(ws.dir, "link-target"), target);

@@ -4,6 +4,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { Writable } from "node:stream";
 import { finished } from "node:stream/promises";
 import {
+  AlreadyExistsError,
   type DecryptPolicy,
   decryptFile,
   encryptFile,
@@ -95,6 +96,7 @@ interface Files {
  * replace at `--out` (a regular file, or a symbolic link, dangling or not) needs `--force`:
  * `kms decrypt --in backup.kms --out app.db` silently replaced the live database with the
  * backup. A directory is left to the rename to refuse (EISDIR), as `--force` cannot help there.
+ * A file that appears at `--out` during the transfer is refused by core (`overwrite: false`).
  */
 async function transferFiles(
   ctx: CommandContext,
@@ -104,17 +106,17 @@ async function transferFiles(
   // a reader: with none, a missing `--in` held the process until one came.
   if (input !== "-") await stat(input);
   const through = output === "-" ? undefined : await writesThrough(output);
-  if (output !== "-" && through === undefined && booleanOption(ctx.values, "force") !== true) {
+  if (output !== "-" && through === undefined && !forced(ctx)) {
     const existing = await lstat(output).catch(() => undefined);
-    if (existing !== undefined && !existing.isDirectory()) {
-      throw new UsageError(
-        `${ctx.command}: --out ${output} exists: pass --force to replace it`,
-        ctx.command,
-      );
-    }
+    if (existing !== undefined && !existing.isDirectory()) throw outputExists(ctx, output);
   }
   return { input, output, through };
 }
+
+const forced = (ctx: CommandContext): boolean => booleanOption(ctx.values, "force") === true;
+
+const outputExists = (ctx: CommandContext, output: string): UsageError =>
+  new UsageError(`${ctx.command}: --out ${output} exists: pass --force to replace it`, ctx.command);
 
 /** The ends of a transfer as core's file functions take them. */
 interface Ends {
@@ -122,6 +124,8 @@ interface Ends {
   readonly out: string | NodeJS.WritableStream;
   readonly onProgress: (progress: FileProgress) => void;
   readonly signal?: AbortSignal;
+  /** False without `--force`: a file that appeared at `--out` since the start is not replaced. */
+  readonly overwrite: boolean;
 }
 
 /**
@@ -186,7 +190,9 @@ async function transfer<R>(
 ): Promise<{ result: R; outputBytes: number | undefined }> {
   // Read only here: reading it tells the binary that this command handles SIGINT itself.
   const signal = ctx.io.signal;
-  const where = output === "-" || through !== undefined ? "" : "; --out was left as it was";
+  // A file `--out`, which core writes beside and moves into place (rather than a stream).
+  const placed = output !== "-" && through === undefined;
+  const where = placed ? "; --out was left as it was" : "";
   const interrupted = new InterruptedError(
     `${ctx.command}: stopped before the end of the input${where}`,
   );
@@ -223,6 +229,7 @@ async function transfer<R>(
       out: output === "-" ? ctx.io.stdout : (sink ?? output),
       onProgress: bar.file,
       ...(signal === undefined ? {} : { signal }),
+      overwrite: forced(ctx),
     });
     if (sink !== undefined) {
       // Core leaves a stream it was given open; this one is ours to close.
@@ -237,7 +244,10 @@ async function transfer<R>(
   } catch (error) {
     sink?.destroy();
     bar.finish("failed");
-    throw stopped() ? interrupted : (sink?.errored ?? error);
+    if (stopped()) throw interrupted;
+    // What core refuses a file `--out` with when one appeared there during the transfer.
+    if (placed && error instanceof AlreadyExistsError) throw outputExists(ctx, output);
+    throw sink?.errored ?? error;
   }
 }
 

@@ -1,17 +1,19 @@
 /**
  * File entry points for a command line (`kms encrypt --in a --out a.kms`): stream a file (or
  * stdin) through the message engine to a file (or stdout) with a progress callback. A file
- * output is written to a temporary file beside `out` (created exclusively, mode 0600) and
- * renamed only when the whole message verified, so a failed or aborted decryption (including a
- * bad trailing signature) never leaves plaintext at `out`; a stream output receives each frame
- * once its tag verified.
+ * output is written to a temporary file beside `out` (created exclusively, mode 0600), flushed
+ * to disk, and moved into place only when the whole message verified, so a failed or aborted
+ * decryption (including a bad trailing signature) never leaves plaintext at `out`, and an `out`
+ * reported as written survives a power cut; a stream output receives each frame once its tag
+ * verified.
  */
 import { randomBytes } from "node:crypto";
 import { createReadStream, type Stats } from "node:fs";
-import { open, rename, stat, unlink } from "node:fs/promises";
+import { type FileHandle, link, lstat, open, rename, stat, unlink } from "node:fs/promises";
+import { dirname } from "node:path";
 import { type Readable, Transform, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { ValidationError } from "../errors.ts";
+import { AlreadyExistsError, ValidationError } from "../errors.ts";
 import { createDecryptStream, createEncryptStream } from "./node-stream.ts";
 import type { DecryptStreamOptions, EncryptStreamOptions, MessageInfo } from "./options.ts";
 
@@ -30,11 +32,22 @@ interface FileOptions {
   readonly in: string | NodeJS.ReadableStream;
   /**
    * Output path, replaced atomically on success by a file of mode 0600 (whatever the umask or
-   * the mode of the file it replaces); or a writable stream (e.g. stdout), which is written to
-   * but not ended — the caller owns it. A FIFO, device or socket at the path is refused, since
-   * the rename would replace it: pass a stream opened on it to write through it.
+   * the mode of the file it replaces), synced to disk with its directory entry before the call
+   * resolves; or a writable stream (e.g. stdout), which is written to but not ended — the caller
+   * owns it. A FIFO, device or socket at the path is refused, since the rename would replace it:
+   * pass a stream opened on it to write through it.
    */
   readonly out: string | NodeJS.WritableStream;
+  /**
+   * Whether a path `out` that exists is replaced (default `true`). With `false`, anything at
+   * `out` (a file, or a symbolic link, dangling or not) is refused with `AlreadyExistsError`,
+   * before the transfer and again as the finished file is moved into place, where no file that
+   * appeared meanwhile is replaced: the file is hard-linked at `out`, which fails if the name is
+   * taken, and the temporary name removed. Where the file system has no hard links, the finished
+   * file is copied into a new file created exclusively at `out` instead: still never replacing
+   * one, but a reader may see `out` while it is being filled. Ignored for a stream `out`.
+   */
+  readonly overwrite?: boolean;
   /** Called after each input chunk (at most once per 64 KiB read). */
   readonly onProgress?: (progress: FileProgress) => void;
   /**
@@ -61,32 +74,33 @@ export interface DecryptFileOptions
 /**
  * Encrypts the file at `in` into a message at `out`.
  * @throws ValidationException for bad paths or options (including an `out` that is not a
- *   regular file); `signal.reason` when aborted; file-system errors as thrown.
+ *   regular file); AlreadyExistsException for an existing `out` with `overwrite: false`;
+ *   `signal.reason` when aborted; file-system errors as thrown.
  */
 export async function encryptFile(options: EncryptFileOptions): Promise<{ bytesRead: number }> {
-  const { in: input, out, onProgress, signal, context, ...rest } = options;
-  const totalBytes = await checkEnds(input, out, signal);
+  const { in: input, out, onProgress, signal, overwrite, context, ...rest } = options;
+  const totalBytes = await checkEnds(input, out, signal, overwrite);
   const encrypt = createEncryptStream({
     ...rest,
     ...(context === undefined ? {} : { encryptionContext: context }),
     // A known size lets data-key caching (byte limits) apply.
     ...(totalBytes === undefined ? {} : { plaintextLength: totalBytes }),
   });
-  const bytesRead = await run(input, out, totalBytes, encrypt, onProgress, signal);
+  const bytesRead = await run(input, out, totalBytes, encrypt, onProgress, signal, overwrite);
   return { bytesRead };
 }
 
 /**
  * Decrypts the message at `in` into `out`. `out` appears only if the whole message verified.
  * @throws InvalidCiphertextException, AccessDeniedException as `decryptMessage`;
- *   ValidationException as `encryptFile`; `signal.reason` when aborted; file-system errors as
- *   thrown.
+ *   ValidationException and AlreadyExistsException as `encryptFile`; `signal.reason` when
+ *   aborted; file-system errors as thrown.
  */
 export async function decryptFile(
   options: DecryptFileOptions,
 ): Promise<{ bytesRead: number; info: MessageInfo }> {
-  const { in: input, out, onProgress, signal, context, ...rest } = options;
-  const totalBytes = await checkEnds(input, out, signal);
+  const { in: input, out, onProgress, signal, overwrite, context, ...rest } = options;
+  const totalBytes = await checkEnds(input, out, signal, overwrite);
   let info: MessageInfo | undefined;
   const decrypt = createDecryptStream({
     ...rest,
@@ -96,7 +110,7 @@ export async function decryptFile(
       rest.onHeader?.(header);
     },
   });
-  const bytesRead = await run(input, out, totalBytes, decrypt, onProgress, signal);
+  const bytesRead = await run(input, out, totalBytes, decrypt, onProgress, signal, overwrite);
   return { bytesRead, info: info! };
 }
 
@@ -112,6 +126,7 @@ async function checkEnds(
   input: unknown,
   out: unknown,
   signal: AbortSignal | undefined,
+  overwrite: unknown,
 ): Promise<number | undefined> {
   if (!isStream(out) && (typeof out !== "string" || out.length === 0)) {
     throw new ValidationError('"out" expected a file path or a writable stream');
@@ -122,6 +137,9 @@ async function checkEnds(
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw new ValidationError('"signal" expected an AbortSignal');
   }
+  if (overwrite !== undefined && typeof overwrite !== "boolean") {
+    throw new ValidationError('"overwrite" expected a boolean');
+  }
   signal?.throwIfAborted();
   if (typeof out === "string") {
     // A directory is left to the rename to refuse (EISDIR), as before.
@@ -130,6 +148,10 @@ async function checkEnds(
       throw new ValidationError(
         `"out" expected a regular file or a new path, got ${kind(existing)} at ${out}: pass a writable stream to write through it`,
       );
+    }
+    // Refused now rather than after the whole transfer; checked again as the file is moved in.
+    if (overwrite === false && (await lstat(out).catch(() => undefined))?.isDirectory() === false) {
+      throw taken(out);
     }
   }
   if (typeof input !== "string") return undefined;
@@ -185,6 +207,7 @@ async function run(
   transform: Transform,
   onProgress: ((progress: FileProgress) => void) | undefined,
   signal: AbortSignal | undefined,
+  overwrite: boolean | undefined,
 ): Promise<number> {
   let bytesRead = 0;
   const counter = new Transform({
@@ -213,12 +236,14 @@ async function run(
   try {
     // Made after the awaits above, so an error of its own (a missing file) has a listener.
     const source = typeof input === "string" ? createReadStream(input) : input;
+    // `flush`: fsync before the close. Without it a rename can reach the disk before the data
+    // does, and after a power cut `out` is empty or truncated (the plaintext maybe deleted by then).
     await abortable(
-      pipeline(source, counter, transform, handle.createWriteStream(), aborts),
+      pipeline(source, counter, transform, handle.createWriteStream({ flush: true }), aborts),
       signal,
     );
     signal?.throwIfAborted();
-    await rename(temporary, out);
+    await moveIntoPlace(temporary, out, overwrite !== false);
   } catch (error) {
     // Closed before the unlink (which a Windows file system refuses for an open file); the
     // write stream may be closing it too, and then this waits for that.
@@ -226,5 +251,94 @@ async function run(
     await unlink(temporary).catch(() => undefined);
     throw error;
   }
+  // The new name is an entry in the directory, itself written back to disk only when it is synced.
+  await syncDirectory(dirname(out));
   return bytesRead;
+}
+
+/** Codes of a `link` on a file system without hard links (FAT, exFAT, some network mounts). */
+const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDEV"]);
+
+/**
+ * Gives the finished file at `temporary` the name `out`. Replacing: one rename. Otherwise a
+ * hard link, which the kernel refuses (EEXIST) if anything holds the name by then, whatever
+ * appeared there since the check at the start; a rename would replace it.
+ */
+async function moveIntoPlace(temporary: string, out: string, replace: boolean): Promise<void> {
+  if (replace) return rename(temporary, out);
+  try {
+    await link(temporary, out);
+  } catch (error) {
+    if (!NO_HARD_LINKS.has(codeOf(error))) throw await refusal(error, temporary, out);
+    await copyExclusive(temporary, out).catch(async (failure: unknown) => {
+      throw await refusal(failure, temporary, out);
+    });
+  }
+  await unlink(temporary);
+}
+
+/**
+ * Copies `from` into a new file at `to`, created exclusively, and syncs it: no-clobber where
+ * hard links are not supported, at the cost of a window in which `to` is visible but not full.
+ * A copy that fails is removed.
+ */
+async function copyExclusive(from: string, to: string): Promise<void> {
+  const target = await open(to, "wx", 0o600);
+  try {
+    await target.writeFile(createReadStream(from));
+    await target.sync();
+  } catch (error) {
+    await target.close().catch(() => undefined);
+    await unlink(to).catch(() => undefined);
+    throw error;
+  }
+  await target.close();
+}
+
+/**
+ * An EEXIST from moving the file in as the `AlreadyExistsError` the start would have thrown, or
+ * for a directory the EISDIR that `rename` gives when replacing; any other error as it is.
+ */
+async function refusal(error: unknown, temporary: string, out: string): Promise<unknown> {
+  if (codeOf(error) !== "EEXIST") return error;
+  if ((await lstat(out).catch(() => undefined))?.isDirectory() !== true) return taken(out, error);
+  return Object.assign(
+    new Error(`EISDIR: illegal operation on a directory, link '${temporary}' -> '${out}'`),
+    { code: "EISDIR", syscall: "link", path: temporary, dest: out },
+  );
+}
+
+const taken = (out: string, cause?: unknown): AlreadyExistsError =>
+  new AlreadyExistsError(
+    `"out" expected a new path (overwrite: false), got an existing file at ${out}`,
+    cause === undefined ? undefined : { cause },
+  );
+
+/**
+ * Codes of a directory that cannot be synced, where the call succeeds without it: Windows cannot
+ * open a directory (EISDIR) nor sync one (EPERM); some file systems refuse the fsync (EINVAL,
+ * ENOTSUP); a directory one may write to but not read (EACCES, as a drop box) cannot be opened.
+ */
+const NO_DIRECTORY_SYNC = new Set(["EACCES", "EINVAL", "EISDIR", "ENOTSUP", "EPERM"]);
+
+async function syncDirectory(path: string): Promise<void> {
+  let directory: FileHandle;
+  try {
+    directory = await open(path, "r");
+  } catch (error) {
+    if (NO_DIRECTORY_SYNC.has(codeOf(error))) return;
+    throw error;
+  }
+  try {
+    await directory.sync();
+  } catch (error) {
+    if (!NO_DIRECTORY_SYNC.has(codeOf(error))) throw error;
+  } finally {
+    await directory.close();
+  }
+}
+
+function codeOf(error: unknown): string {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" ? code : "";
 }
