@@ -63,10 +63,20 @@ export interface StableKey {
   readonly kmsKeyId: string;
   /** As LoadedKey.context. */
   readonly context: Readonly<EncryptionContext>;
-  /** `useStable` calls running on it (more than one when a caller's getter re-enters). */
+  /**
+   * `useStable` calls running on it (more than one when a caller's getter re-enters), and
+   * batches holding it (`holdStable`).
+   */
   holds: number;
-  /** Set by `clear()`: never used again, and zeroed as soon as no use holds it. */
+  /** Never used again (cleared, rolled back, or zeroed): `useStable` refuses it. */
   dropped: boolean;
+  /**
+   * No longer the engine's (evicted, or a second copy of a key it holds): zeroed, and then
+   * dropped, as soon as no use holds it. Until then the uses holding it may go on.
+   */
+  retired: boolean;
+  /** Subkeys the bounded subkey set let go of while a use held the key: zeroed after it. */
+  stale: Uint8Array[] | undefined;
 }
 
 export interface FieldDataKeysOptions {
@@ -114,10 +124,21 @@ export class FieldDataKeys {
   readonly #readPrefix: string;
   readonly #materialsInFlight = new Map<string, Promise<Materials>>();
   readonly #readKeysInFlight = new Map<string, Promise<LoadedKey>>();
-  readonly #stableByScope = new Map<string, Promise<StableKey>>();
-  readonly #stableById = new Map<string, Promise<StableKey>>();
-  /** The settled entries of #stableById, for synchronous reads. */
+  /**
+   * The engine's stable keys by id (outside transactions), for synchronous reads too. A key
+   * leaves only by eviction, a rollback of its row or clear(), and is zeroed then — at once, or
+   * when the last use holding it returns.
+   */
   readonly #stableReady = new Map<string, StableKey>();
+  /** Loads of stable keys by id in flight; each becomes the engine's unless forgotten meanwhile. */
+  readonly #stableLoads = new Map<string, Promise<StableKey>>();
+  /**
+   * The key each scope (KMS key id, context) found, checked against the context: an index into
+   * #stableReady that owns nothing, so an entry counts only while its key is not retired.
+   */
+  readonly #stableByScope = new Map<string, StableKey>();
+  /** Finds or creates by scope in flight, outside transactions. */
+  readonly #stableLoadsByScope = new Map<string, Promise<StableKey>>();
   /**
    * The read key last found by header, so that a result set under one data key costs a
    * 16-byte comparison per value instead of a hex id and a cache lookup. It does not refresh
@@ -129,12 +150,17 @@ export class FieldDataKeys {
   /** Subkeys per stable key object: ids repeat when a rolled-back key is created again. */
   readonly #derived = new WeakMap<StableKey, Map<string, Uint8Array>>();
   readonly #records = new Map<string, Promise<DataKeyRecord | undefined>>();
+  /**
+   * Stable keys found or created inside a transaction scope, each owned by its entry: whoever
+   * removes an entry lets go of its key (eviction, endScope; clear() drops them all).
+   */
   readonly #scopedStable = new Map<string, Promise<StableKey>>();
   /** Transaction scope → the write cache keys (durable form) of keys created inside it. */
   readonly #scopedWrites = new Map<string, Set<string>>();
   /**
    * Every stable key made since the last clear(), weakly: clear() must zero the ones any map or
-   * in-flight call still reaches, including keys that bounded maps forgot but a caller holds.
+   * in-flight call still reaches, including keys between their load and a map, and retired
+   * keys a use still holds.
    */
   readonly #liveStable = new Set<WeakRef<StableKey>>();
   #liveStableLimit = MIN_LIVE_SWEEP;
@@ -268,40 +294,44 @@ export class FieldDataKeys {
     for (const [inScope, pending] of [...this.#scopedStable]) {
       if (!inScope.startsWith(prefix)) continue;
       this.#scopedStable.delete(inScope);
-      if (!committed) {
-        // The key's row is gone, but its id is derived from (KMS key, context): the next key
-        // made for them has the same id, so anything cached under that id would serve the
-        // rolled-back material. Already settled, so this runs before the caller goes on.
-        pending.then(
-          (stable) => this.#forgetStable(stable.id),
-          () => {},
-        );
-        continue;
-      }
       const scope = inScope.slice(prefix.length);
-      // Only a key that was found or created: a failed load leaves nothing behind.
+      // Already settled, as a rule, so this runs before the caller goes on. A failed load
+      // leaves nothing behind.
       pending.then(
-        (stable) => {
-          // A clear() since the key was made dropped it: caching it would hand it out forever.
-          if (!stable.dropped && !this.#stableByScope.has(scope))
-            bounded(this.#stableByScope, scope, Promise.resolve(stable), MAX_STABLE_KEYS);
-        },
+        (stable) => (committed ? this.#commitStable(scope, stable) : this.#rollBackStable(stable)),
         () => {},
       );
     }
   }
 
-  #forgetStable(id: string): void {
-    this.#stableById.delete(id);
-    this.#stableReady.delete(id);
-    this.#records.delete(id);
+  /** A transaction's key, its row now durable, becomes the engine's (unless it holds one). */
+  #commitStable(scope: string, stable: StableKey): void {
+    if (this.#adopt(stable) === stable && !stable.dropped) {
+      bounded(this.#stableByScope, scope, stable, MAX_STABLE_KEYS);
+    }
+  }
+
+  /**
+   * The key's row is gone, but its id is derived from (KMS key, context): the next key made for
+   * them has the same id, so anything held under that id could be the rolled-back material.
+   */
+  #rollBackStable(stable: StableKey): void {
+    this.#drop(stable);
+    // A load in flight may have read the rolled-back row: forgotten, it is dropped on arrival.
+    this.#stableLoads.delete(stable.id);
+    const held = this.#stableReady.get(stable.id);
+    if (held !== undefined) {
+      this.#stableReady.delete(stable.id);
+      this.#drop(held);
+    }
+    this.#records.delete(stable.id);
   }
 
   /**
    * Forgets every data key: the cache's entries (all of them, if shared; their key bytes are
    * zeroed there, and this engine's own hold only KeyObjects, whose bytes were zeroed on import)
    * and the stable keys, whose raw bytes and derived subkeys are zeroed — at once, or, for a key
-   * a `useStable` is running on, when that use returns. A key that a pending load delivers
+   * a use holds (`useStable`, a batch's `holdStable`), when that use returns. A key that a pending load delivers
    * after this call is dropped on arrival: every value operation in flight loads its stable key
    * again (`useStable` refuses dropped keys), none uses material cached before the call.
    */
@@ -309,9 +339,10 @@ export class FieldDataKeys {
     this.#generation += 1;
     this.#cache.clear();
     this.#lastLoaded = undefined;
-    this.#stableByScope.clear();
-    this.#stableById.clear();
     this.#stableReady.clear();
+    this.#stableLoads.clear();
+    this.#stableByScope.clear();
+    this.#stableLoadsByScope.clear();
     this.#records.clear();
     this.#scopedStable.clear();
     this.#scopedWrites.clear();
@@ -335,8 +366,26 @@ export class FieldDataKeys {
     try {
       return use(stable);
     } finally {
-      stable.holds -= 1;
-      if (stable.holds === 0 && stable.dropped) this.#zeroStable(stable);
+      this.releaseStable(stable);
+    }
+  }
+
+  /**
+   * Holds `stable` for a batch of `useStable` calls, so that a key evicted meanwhile still
+   * serves the batch and is zeroed only after it; false, holding nothing, when the key was
+   * dropped (the caller loads it again). Every true answer needs one `releaseStable`.
+   */
+  holdStable(stable: StableKey): boolean {
+    if (stable.dropped) return false;
+    stable.holds += 1;
+    return true;
+  }
+
+  releaseStable(stable: StableKey): void {
+    stable.holds -= 1;
+    if (stable.holds === 0 && (stable.retired || stable.stale !== undefined)) {
+      if (stable.retired) this.#zeroStable(stable);
+      else this.#zeroStale(stable);
     }
   }
 
@@ -366,6 +415,8 @@ export class FieldDataKeys {
       context: Object.freeze({ ...context }),
       holds: 0,
       dropped: false,
+      retired: false,
+      stale: undefined,
     };
     if (generation !== this.#generation) {
       // Its load began before a clear(): the clear covers it too.
@@ -383,23 +434,58 @@ export class FieldDataKeys {
     return stable;
   }
 
+  /** Lets go of `stable` and refuses it to new uses at once (clear(), a rollback). */
   #drop(stable: StableKey): void {
-    if (stable.dropped) return;
     stable.dropped = true;
+    this.#retire(stable);
+  }
+
+  /** Lets go of `stable`: zeroed now, or when the last use holding it returns. */
+  #retire(stable: StableKey): void {
+    if (stable.retired) return;
+    stable.retired = true;
     if (stable.holds === 0) this.#zeroStable(stable);
   }
 
   #zeroStable(stable: StableKey): void {
+    stable.dropped = true;
+    stable.retired = true;
     stable.raw.fill(0);
+    this.#zeroStale(stable);
     const derived = this.#derived.get(stable);
     if (derived === undefined) return;
     for (const key of derived.values()) key.fill(0);
     derived.clear();
   }
 
+  #zeroStale(stable: StableKey): void {
+    for (const key of stable.stale ?? []) key.fill(0);
+    stable.stale = undefined;
+  }
+
+  /**
+   * Makes `stable` the engine's key for its id and returns it; when the engine holds one for
+   * that id already (the same row, loaded twice), returns that one and retires `stable`. A key
+   * dropped since its load began (by a clear()) is returned as it is: its users load again.
+   */
+  #adopt(stable: StableKey): StableKey {
+    if (stable.dropped) return stable;
+    const held = this.#stableReady.get(stable.id);
+    if (held !== undefined) {
+      if (held !== stable) this.#retire(stable);
+      return held;
+    }
+    // Bounded like the rest: contexts may be attacker-chosen (tenant ids from requests). The
+    // oldest key goes, zeroed once no use holds it; its next use loads it again.
+    const evicted = bounded(this.#stableReady, stable.id, stable, MAX_STABLE_KEYS);
+    if (evicted !== undefined) this.#retire(evicted);
+    return stable;
+  }
+
   /**
    * Per-(data key, purpose, model, field, context) subkey; cached, bounded. Only inside
-   * `useStable` (the subkey is zeroed with its stable key).
+   * `useStable` (the subkey is zeroed with its stable key, or once the use returns when the
+   * bound lets go of it).
    */
   derive(stable: StableKey, purpose: "d" | "b", binding: FieldBinding, ctxKey: string): Uint8Array {
     // Length-prefixed like contextKey: names may hold NUL, and a separator alone would let
@@ -418,7 +504,13 @@ export class FieldDataKeys {
       purpose === "d"
         ? hkdf(sha256, stable.raw, DET_SALT, info, 64)
         : hkdf(sha256, stable.raw, BIDX_SALT, info, 32);
-    if (derived.size >= MAX_DERIVED_KEYS) derived.clear();
+    if (derived.size >= MAX_DERIVED_KEYS) {
+      // Not zeroed here: a use up the stack (a re-entrant getter's caller) may be reading one.
+      const stale = stable.stale ?? [];
+      for (const old of derived.values()) stale.push(old);
+      stable.stale = stale;
+      derived.clear();
+    }
     derived.set(cacheKey, key);
     return key;
   }
@@ -490,17 +582,22 @@ export class FieldDataKeys {
     });
     const idBytes = randomBytes(DATA_KEY_ID_LENGTH);
     const id = hexOf(idBytes);
-    const stored = await this.#store.insert({
-      id,
-      kmsKeyId: generated.keyId,
-      wrappedKey: generated.ciphertextBlob,
-      encryptionContext: { ...context },
-      purpose: "randomized",
-      createdAt: this.#clock.now(),
-    });
-    if (stored.kmsKeyId !== generated.keyId) {
+    try {
+      const stored = await this.#store.insert({
+        id,
+        kmsKeyId: generated.keyId,
+        wrappedKey: generated.ciphertextBlob,
+        encryptionContext: { ...context },
+        purpose: "randomized",
+        createdAt: this.#clock.now(),
+      });
+      if (stored.kmsKeyId !== generated.keyId) {
+        throw new KmsInternalError("data key id collision in the data key store");
+      }
+    } catch (error) {
+      // Nothing stored wraps it: it can never be used.
       generated.plaintext.fill(0);
-      throw new KmsInternalError("data key id collision in the data key store");
+      throw error;
     }
     const header = new Uint8Array(HEADER_LENGTH);
     header[0] = FORMAT_RANDOMIZED;
@@ -617,51 +714,89 @@ export class FieldDataKeys {
   ): Promise<StableKey> {
     const keyId = this.#selectKey(context);
     const scope = `${keyId}\u0000${ctxKey}`;
-    let pending = this.#stableByScope.get(scope);
-    if (pending === undefined && transactionScope !== undefined) {
-      // Inside a transaction: the key row may be rolled back, so nothing found or created here
-      // is cached beyond the transaction.
-      const inScope = scopedKey(transactionScope, scope);
-      let scoped = this.#scopedStable.get(inScope);
-      if (scoped === undefined) {
-        scoped = this.#loadOrCreateStableUncached(keyId, context).then((k) =>
-          ownStable(k, context),
-        );
-        bounded(this.#scopedStable, inScope, scoped);
-        scoped.catch(() => this.#scopedStable.delete(inScope));
+    const found = this.#stableByScope.get(scope);
+    if (found !== undefined && !found.retired) return Promise.resolve(found);
+    const pending = this.#stableLoadsByScope.get(scope);
+    if (pending !== undefined) return pending;
+    if (transactionScope !== undefined) {
+      return this.#scopedStableFor(keyId, context, scope, transactionScope);
+    }
+    const loading: Promise<StableKey> = this.#loadOrCreateStable(keyId, context).then((stable) => {
+      if (this.#stableLoadsByScope.get(scope) === loading) this.#stableLoadsByScope.delete(scope);
+      ownStable(stable, context);
+      if (!stable.retired) bounded(this.#stableByScope, scope, stable, MAX_STABLE_KEYS);
+      return stable;
+    });
+    this.#stableLoadsByScope.set(scope, loading);
+    loading.catch(() => {
+      if (this.#stableLoadsByScope.get(scope) === loading) this.#stableLoadsByScope.delete(scope);
+    });
+    return loading;
+  }
+
+  /**
+   * Inside a transaction: the key row may be rolled back, so nothing found or created here is
+   * the engine's before the transaction commits.
+   */
+  #scopedStableFor(
+    keyId: string,
+    context: EncryptionContext,
+    scope: string,
+    transactionScope: string,
+  ): Promise<StableKey> {
+    const inScope = scopedKey(transactionScope, scope);
+    const held = this.#scopedStable.get(inScope);
+    if (held !== undefined) return held;
+    const loading = this.#loadOrCreateStableUncached(keyId, context).then((stable) => {
+      try {
+        return ownStable(stable, context);
+      } catch (error) {
+        this.#drop(stable);
+        throw error;
       }
-      return scoped;
-    }
-    if (pending === undefined) {
-      pending = this.#loadOrCreateStable(keyId, context).then((k) => ownStable(k, context));
-      // Bounded like the rest: contexts may be attacker-chosen (tenant ids from requests).
-      bounded(this.#stableByScope, scope, pending, MAX_STABLE_KEYS);
-      pending.catch(() => this.#stableByScope.delete(scope));
-    }
-    return pending;
+    });
+    // Callers that never end their scopes leave entries that the bound lets go of.
+    const evicted = bounded(this.#scopedStable, inScope, loading);
+    evicted?.then(
+      (stable) => this.#retire(stable),
+      () => {},
+    );
+    loading.catch(() => {
+      if (this.#scopedStable.get(inScope) === loading) this.#scopedStable.delete(inScope);
+    });
+    return loading;
   }
 
   stableForId(id: string): Promise<StableKey> {
-    let pending = this.#stableById.get(id);
-    if (pending === undefined) {
-      const generation = this.#generation;
-      pending = this.record(id).then(async (record) => {
-        if (record === undefined || record.purpose !== "stable") throw generic();
-        const { raw, context } = await this.#unwrap(id, "stable");
-        return this.#newStable(id, raw, record.kmsKeyId, context, generation);
-      });
-      bounded(this.#stableById, id, pending, MAX_STABLE_KEYS);
-      const settling = pending;
-      pending.then(
-        (stable) => {
-          if (this.#stableById.get(id) === settling && !stable.dropped) {
-            bounded(this.#stableReady, id, stable, MAX_STABLE_KEYS);
-          }
-        },
-        () => this.#stableById.delete(id),
+    const ready = this.#stableReady.get(id);
+    if (ready !== undefined) return Promise.resolve(ready);
+    const pending = this.#stableLoads.get(id);
+    if (pending !== undefined) return pending;
+    const generation = this.#generation;
+    const loading: Promise<StableKey> = this.record(id).then(async (record) => {
+      if (record === undefined) throw generic();
+      const raw = await this.#unwrapRecord(record, "stable");
+      const stable = this.#newStable(
+        id,
+        raw,
+        record.kmsKeyId,
+        record.encryptionContext,
+        generation,
       );
-    }
-    return pending;
+      if (this.#stableLoads.get(id) !== loading) {
+        // Forgotten meanwhile (a rollback of its row, a clear()): never the engine's.
+        this.#drop(stable);
+        return stable;
+      }
+      this.#stableLoads.delete(id);
+      return this.#adopt(stable);
+    });
+    this.#stableLoads.set(id, loading);
+    // Only its own entry: a load started after this one was forgotten may hold the id now.
+    loading.catch(() => {
+      if (this.#stableLoads.get(id) === loading) this.#stableLoads.delete(id);
+    });
+    return loading;
   }
 
   async #loadOrCreateStableUncached(keyId: string, context: EncryptionContext): Promise<StableKey> {
@@ -687,12 +822,7 @@ export class FieldDataKeys {
     if ((await this.#store.get(id)) !== undefined) return this.stableForId(id);
     const { mine } = await this.#insertStable(keyId, context, id, generation);
     // Another writer stored its key first: use theirs.
-    if (mine === undefined) return this.stableForId(id);
-    // Made across a clear(): not cached (the caller loads it again).
-    if (mine.dropped) return mine;
-    bounded(this.#stableById, id, Promise.resolve(mine), MAX_STABLE_KEYS);
-    bounded(this.#stableReady, id, mine, MAX_STABLE_KEYS);
-    return mine;
+    return mine === undefined ? this.stableForId(id) : this.#adopt(mine);
   }
 
   /**
@@ -710,18 +840,26 @@ export class FieldDataKeys {
       keySpec: "AES_256",
       encryptionContext: context,
     });
-    const record = await this.#store.insert({
-      id,
-      kmsKeyId: generated.keyId,
-      wrappedKey: generated.ciphertextBlob,
-      encryptionContext: { ...context },
-      purpose: "stable",
-      createdAt: this.#clock.now(),
-    });
-    if (
-      record.wrappedKey.length === generated.ciphertextBlob.length &&
-      Buffer.from(record.wrappedKey).equals(Buffer.from(generated.ciphertextBlob))
-    ) {
+    let record: DataKeyRecord;
+    let stored: boolean;
+    try {
+      record = await this.#store.insert({
+        id,
+        kmsKeyId: generated.keyId,
+        wrappedKey: generated.ciphertextBlob,
+        encryptionContext: { ...context },
+        purpose: "stable",
+        createdAt: this.#clock.now(),
+      });
+      stored =
+        record.wrappedKey.length === generated.ciphertextBlob.length &&
+        Buffer.from(record.wrappedKey).equals(Buffer.from(generated.ciphertextBlob));
+    } catch (error) {
+      // Nothing stored wraps it: it can never be used.
+      generated.plaintext.fill(0);
+      throw error;
+    }
+    if (stored) {
       return {
         mine: this.#newStable(id, generated.plaintext, generated.keyId, context, generation),
         record,
@@ -751,13 +889,26 @@ function scopedKey(transactionScope: string, key: string): string {
   return `${transactionScope}\u0000${key}`;
 }
 
-/** Inserts into a map that forgets its oldest entries beyond `max`. */
-function bounded<V>(map: Map<string, V>, key: string, value: V, max = MAX_SCOPED_ENTRIES): void {
+/**
+ * Inserts into a map that forgets its oldest entry beyond `max`; returns the value forgotten,
+ * if any (the caller lets go of what it held).
+ */
+function bounded<V>(
+  map: Map<string, V>,
+  key: string,
+  value: V,
+  max = MAX_SCOPED_ENTRIES,
+): V | undefined {
+  let evicted: V | undefined;
   if (!map.has(key) && map.size >= max) {
-    const oldest = map.keys().next();
-    if (oldest.done !== true) map.delete(oldest.value);
+    const oldest = map.entries().next();
+    if (oldest.done !== true) {
+      map.delete(oldest.value[0]);
+      evicted = oldest.value[1];
+    }
   }
   map.set(key, value);
+  return evicted;
 }
 
 /**

@@ -564,33 +564,50 @@ export class FieldEncryptionEngine {
       (bytes[0] === FORMAT_RANDOMIZED ? readIds : stableIds).add(id);
     }
     const loaded = new Map<string, LoadedKey>();
+    // Held until the batch is done: a key the engine evicts meanwhile (more distinct keys than
+    // it keeps) still serves the batch, and is zeroed after it.
     const stables = new Map<string, StableKey>();
-    await Promise.all([
-      ...[...readIds].map(async (id) => loaded.set(id, await this.#keys.readKey(id))),
-      ...[...stableIds].map(async (id) => stables.set(id, await this.#keys.stableForId(id))),
-    ]);
-    for (const i of misses) {
-      const item = items[i] as DecryptItem;
-      const bytes = bytesOf(item.stored);
-      const id = hexOf(bytes, 1, HEADER_LENGTH);
-      if (bytes[0] === FORMAT_RANDOMIZED) {
-        out[i] = this.#openRandomized(
-          loaded.get(id) as LoadedKey,
-          encodeBinding(item.binding),
-          item.binding.context,
-          item.spec,
-          bytes,
-        );
-        continue;
+    let holding = true;
+    try {
+      await Promise.all([
+        ...[...readIds].map(async (id) => loaded.set(id, await this.#keys.readKey(id))),
+        ...[...stableIds].map(async (id) => {
+          const stable = await this.#keys.stableForId(id);
+          // Not once the batch has failed: nothing would release it.
+          if (holding && this.#keys.holdStable(stable)) stables.set(id, stable);
+        }),
+      ]);
+      for (const i of misses) {
+        const item = items[i] as DecryptItem;
+        const bytes = bytesOf(item.stored);
+        const id = hexOf(bytes, 1, HEADER_LENGTH);
+        if (bytes[0] === FORMAT_RANDOMIZED) {
+          out[i] = this.#openRandomized(
+            loaded.get(id) as LoadedKey,
+            encodeBinding(item.binding),
+            item.binding.context,
+            item.spec,
+            bytes,
+          );
+          continue;
+        }
+        const stable = stables.get(id);
+        const value =
+          stable === undefined
+            ? undefined
+            : this.#keys.useStable(stable, (held) =>
+                this.#openDeterministic(held, item.binding, item.spec, bytes),
+              );
+        // Dropped before the batch held it, or a getter of an earlier item called clearCache():
+        // this one loads its key again.
+        out[i] =
+          value !== undefined ? value : await this.#decryptSlow(item.binding, item.spec, bytes);
       }
-      const value = this.#keys.useStable(stables.get(id) as StableKey, (held) =>
-        this.#openDeterministic(held, item.binding, item.spec, bytes),
-      );
-      // A getter of an earlier item called clearCache(): this one loads its key again.
-      out[i] =
-        value !== undefined ? value : await this.#decryptSlow(item.binding, item.spec, bytes);
+      return out;
+    } finally {
+      holding = false;
+      for (const stable of stables.values()) this.#keys.releaseStable(stable);
     }
-    return out;
   }
 
   /**
