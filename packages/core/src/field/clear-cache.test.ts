@@ -43,13 +43,53 @@ function capturing(kms: Kms): { kms: KmsLike; plaintexts: Uint8Array[] } {
 
 const allZero = (bytes: Uint8Array) => bytes.every((b) => b === 0);
 
+/**
+ * The KMS, counting its calls; each Decrypt or GenerateDataKey waits, before it runs, for the
+ * next gate queued for its kind (none queued: it runs at once).
+ */
+function gated(kms: Kms) {
+  const calls = { decrypt: 0, generateDataKey: 0 };
+  const gates = { decrypt: [] as Promise<void>[], generateDataKey: [] as Promise<void>[] };
+  /** Holds back the next call of `kind`; the function returned lets it go. */
+  const hold = (kind: keyof typeof gates): (() => void) => {
+    let open = () => {};
+    gates[kind].push(new Promise<void>((resolve) => (open = resolve)));
+    return open;
+  };
+  const wrapped: KmsLike = {
+    ...capturing(kms).kms,
+    decrypt: async (r, o) => {
+      calls.decrypt += 1;
+      await gates.decrypt.shift();
+      return kms.decrypt(r, o);
+    },
+    generateDataKey: async (r, o) => {
+      calls.generateDataKey += 1;
+      await gates.generateDataKey.shift();
+      return kms.generateDataKey(r, o);
+    },
+  };
+  return { kms: wrapped, calls, hold };
+}
+
+/** Lets pending promise callbacks (the store's, the KMS's) run. */
+const settle = () => new Promise((resolve) => setImmediate(resolve));
+
 async function setup() {
   const kms = await createKms({ audit: false });
   const keyId = (await kms.createKey()).keyMetadata.keyId;
   const store = new MemoryDataKeyStore();
   const captured = capturing(kms);
   const engine = () => new FieldEncryptionEngine({ kms: captured.kms, dataKeyStore: store, keyId });
-  return { engine, plaintexts: captured.plaintexts };
+  /** An engine on the same store whose KMS calls the test holds back and counts. */
+  const gatedEngine = () => {
+    const held = gated(kms);
+    return {
+      ...held,
+      engine: new FieldEncryptionEngine({ kms: held.kms, dataKeyStore: store, keyId }),
+    };
+  };
+  return { engine, gatedEngine, plaintexts: captured.plaintexts };
 }
 
 const at = (tenantId: string, field = "email"): FieldBinding => ({
@@ -156,5 +196,79 @@ describe("clearCache", () => {
       victim.clearCache();
       expect(await pending).toEqual([expected, index, "v", ["v"]]);
     }
+  });
+
+  test("a read key whose unwrap began before clearCache() serves its waiting calls, is never cached, and is not joined after the clear", async () => {
+    const { engine, gatedEngine } = await setup();
+    const stored = await engine().encrypt(at("a"), RANDOM, "v");
+    const { engine: reader, calls, hold } = gatedEngine();
+
+    const letFirstGo = hold("decrypt");
+    const first = reader.decrypt(at("a"), RANDOM, stored);
+    await settle();
+    expect(calls.decrypt).toBe(1);
+    reader.clearCache();
+    letFirstGo();
+    // The call that waited for the key still gets its value ...
+    expect(await first).toBe("v");
+    // ... but the key is not the engine's: the next read unwraps it again.
+    expect(reader.decryptIfCached(at("a"), RANDOM, stored)).toBeUndefined();
+    expect(await reader.decrypt(at("a"), RANDOM, stored)).toBe("v");
+    expect(calls.decrypt).toBe(2);
+
+    // A read that starts after a clear never joins an unwrap that began before it.
+    reader.clearCache();
+    const letBeforeGo = hold("decrypt");
+    const before = reader.decrypt(at("a"), RANDOM, stored);
+    await settle();
+    reader.clearCache();
+    const letAfterGo = hold("decrypt");
+    const after = reader.decrypt(at("a"), RANDOM, stored);
+    await settle();
+    expect(calls.decrypt).toBe(4);
+    // The earlier unwrap ending leaves the later one in flight: a third read joins it.
+    letBeforeGo();
+    expect(await before).toBe("v");
+    const joining = reader.decrypt(at("a"), RANDOM, stored);
+    await settle();
+    expect(calls.decrypt).toBe(4);
+    letAfterGo();
+    expect(await Promise.all([after, joining])).toEqual(["v", "v"]);
+    // The unwrap that began after the clear is the engine's.
+    expect(reader.decryptIfCached(at("a"), RANDOM, stored)).toBe("v");
+  });
+
+  test("a write key generated across clearCache() serves its waiting call, is never cached, and is not joined after the clear", async () => {
+    const { engine, gatedEngine } = await setup();
+    const { engine: writer, calls, hold } = gatedEngine();
+    const keyIdOf = (value: Uint8Array) => Buffer.from(value.subarray(1, 17)).toString("hex");
+
+    const letBeforeGo = hold("generateDataKey");
+    const before = writer.encrypt(at("a"), RANDOM, "before");
+    await settle();
+    expect(calls.generateDataKey).toBe(1);
+    writer.clearCache();
+    const letAfterGo = hold("generateDataKey");
+    const after = writer.encrypt(at("a"), RANDOM, "after");
+    await settle();
+    // Its own data key: it did not wait for the one generated before the clear.
+    expect(calls.generateDataKey).toBe(2);
+    letBeforeGo();
+    const early = await before;
+    // The earlier key ending leaves the later one in flight: a third write joins it.
+    const joining = writer.encrypt(at("a"), RANDOM, "joining");
+    await settle();
+    expect(calls.generateDataKey).toBe(2);
+    letAfterGo();
+    const [late, joined] = await Promise.all([after, joining]);
+    expect(keyIdOf(joined)).toBe(keyIdOf(late));
+    expect(keyIdOf(early)).not.toBe(keyIdOf(late));
+    // The key generated before the clear serves neither writing nor reading afterwards.
+    expect(keyIdOf(await writer.encrypt(at("a"), RANDOM, "next"))).toBe(keyIdOf(late));
+    expect(writer.decryptIfCached(at("a"), RANDOM, early)).toBeUndefined();
+    expect(writer.decryptIfCached(at("a"), RANDOM, late)).toBe("after");
+    expect(calls.generateDataKey).toBe(2);
+    // It was stored all the same: the value written under it reads back.
+    expect(await engine().decrypt(at("a"), RANDOM, early)).toBe("before");
   });
 });

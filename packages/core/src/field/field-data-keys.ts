@@ -122,6 +122,10 @@ export class FieldDataKeys {
    */
   readonly #writePrefix: string;
   readonly #readPrefix: string;
+  /**
+   * Loads of randomized data keys in flight, shared by concurrent callers. clear() forgets them:
+   * a caller after it starts a load of its own, and a load that began before it caches nothing.
+   */
   readonly #materialsInFlight = new Map<string, Promise<Materials>>();
   readonly #readKeysInFlight = new Map<string, Promise<LoadedKey>>();
   /**
@@ -164,7 +168,10 @@ export class FieldDataKeys {
    */
   readonly #liveStable = new Set<WeakRef<StableKey>>();
   #liveStableLimit = MIN_LIVE_SWEEP;
-  /** Counts clear() calls: a key loaded across one is dropped on arrival. */
+  /**
+   * Counts clear() calls: a stable key loaded across one is dropped on arrival, a randomized one
+   * serves the calls that waited for it and is never cached.
+   */
   #generation = 0;
   /** ctxKey → KMS key id → write cache key (see #durableKey). */
   readonly #durableKeys = new Map<string, Map<string, string>>();
@@ -331,14 +338,18 @@ export class FieldDataKeys {
    * Forgets every data key: the cache's entries (all of them, if shared; their key bytes are
    * zeroed there, and this engine's own hold only KeyObjects, whose bytes were zeroed on import)
    * and the stable keys, whose raw bytes and derived subkeys are zeroed — at once, or, for a key
-   * a use holds (`useStable`, a batch's `holdStable`), when that use returns. A key that a pending load delivers
-   * after this call is dropped on arrival: every value operation in flight loads its stable key
-   * again (`useStable` refuses dropped keys), none uses material cached before the call.
+   * a use holds (`useStable`, a batch's `holdStable`), when that use returns. A stable key that a
+   * pending load delivers after this call is dropped on arrival: every value operation in flight
+   * loads its stable key again (`useStable` refuses dropped keys), none uses material cached
+   * before the call. A randomized key whose load began before the call serves only the
+   * operations already waiting for it and is never cached; later ones load their own.
    */
   clear(): void {
     this.#generation += 1;
     this.#cache.clear();
     this.#lastLoaded = undefined;
+    this.#materialsInFlight.clear();
+    this.#readKeysInFlight.clear();
     this.#stableReady.clear();
     this.#stableLoads.clear();
     this.#stableByScope.clear();
@@ -554,9 +565,17 @@ export class FieldDataKeys {
       if (cached !== undefined) return cached;
       const pending = this.#materialsInFlight.get(durableKey);
       if (pending === undefined) {
-        const fresh = this.#newMaterials(keyId, context, durableKey, usage).finally(() =>
-          this.#materialsInFlight.delete(durableKey),
-        );
+        const fresh: Promise<Materials> = this.#newMaterials(
+          keyId,
+          context,
+          durableKey,
+          usage,
+        ).finally(() => {
+          // Only its own entry: after a clear(), a later load may hold the key now.
+          if (this.#materialsInFlight.get(durableKey) === fresh) {
+            this.#materialsInFlight.delete(durableKey);
+          }
+        });
         this.#materialsInFlight.set(durableKey, fresh);
         return fresh;
       }
@@ -567,7 +586,8 @@ export class FieldDataKeys {
 
   /**
    * Generates a data key, stores it wrapped, and caches it for writing under `cacheKey`
-   * (charged with its first `usage`) and for reading back by id.
+   * (charged with its first `usage`) and for reading back by id — unless a clear() came
+   * meanwhile: then it serves only the calls that waited for it.
    */
   async #newMaterials(
     keyId: string,
@@ -575,6 +595,7 @@ export class FieldDataKeys {
     cacheKey: string,
     usage: DataKeyUsage,
   ): Promise<Materials> {
+    const generation = this.#generation;
     const generated = await this.#kms.generateDataKey({
       keyId,
       keySpec: "AES_256",
@@ -613,12 +634,15 @@ export class FieldDataKeys {
       key,
       kmsKeyId: generated.keyId,
     };
-    this.#cache.put(cacheKey, undefined, usage, materials);
-    this.#putReadKey(id, key, context);
+    if (generation === this.#generation) {
+      this.#cache.put(cacheKey, undefined, usage, materials);
+      this.#putReadKey(id, key, context, generation);
+    }
     return materials;
   }
 
-  #putReadKey(id: string, key: AesKey, context: EncryptionContext): LoadedKey {
+  /** Caches a read key, unless its load began before a clear() (`generation` is the load's). */
+  #putReadKey(id: string, key: AesKey, context: EncryptionContext, generation: number): LoadedKey {
     const loaded: LoadedKey = {
       key,
       context: Object.freeze({ ...context }),
@@ -631,6 +655,11 @@ export class FieldDataKeys {
         this.released = true;
       },
     };
+    if (generation !== this.#generation) {
+      // Not the cache's: it serves the calls that waited for it, then nothing.
+      loaded.released = true;
+      return loaded;
+    }
     // A key loaded again under an id (e.g. after its age ran out) replaces the remembered one.
     this.#lastLoaded = undefined;
     this.#cache.put(this.#readPrefix + id, undefined, NO_USE, loaded);
@@ -640,14 +669,17 @@ export class FieldDataKeys {
   readKey(id: string): Promise<LoadedKey> {
     const hit = this.#cache.use<LoadedKey>(this.#readPrefix + id, NO_USE);
     if (hit !== undefined) return Promise.resolve(hit);
-    let pending = this.#readKeysInFlight.get(id);
-    if (pending === undefined) {
-      pending = this.#unwrap(id, "randomized")
-        .then(({ raw, context }) => this.#putReadKey(id, importAesKey(raw), context))
-        .finally(() => this.#readKeysInFlight.delete(id));
-      this.#readKeysInFlight.set(id, pending);
-    }
-    return pending;
+    const pending = this.#readKeysInFlight.get(id);
+    if (pending !== undefined) return pending;
+    const generation = this.#generation;
+    const loading: Promise<LoadedKey> = this.#unwrap(id, "randomized")
+      .then(({ raw, context }) => this.#putReadKey(id, importAesKey(raw), context, generation))
+      .finally(() => {
+        // Only its own entry: after a clear(), a later load may hold the id now.
+        if (this.#readKeysInFlight.get(id) === loading) this.#readKeysInFlight.delete(id);
+      });
+    this.#readKeysInFlight.set(id, loading);
+    return loading;
   }
 
   record(id: string): Promise<DataKeyRecord | undefined> {

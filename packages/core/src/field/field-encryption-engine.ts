@@ -486,10 +486,13 @@ export class FieldEncryptionEngine {
     }
     const plaintext = gcmOpenFrom(loaded.key, aad, stored, HEADER_LENGTH);
     if (plaintext === undefined) throw generic();
-    const value = decodeFieldValue(spec.type, plaintext);
-    // Uint8Array's own fill: Buffer#fill validates its arguments in JS first.
-    wipe.call(plaintext, 0);
-    return value;
+    // A value of another type fails decoding: wiped all the same.
+    try {
+      return decodeFieldValue(spec.type, plaintext);
+    } finally {
+      // Uint8Array's own fill: Buffer#fill validates its arguments in JS first.
+      wipe.call(plaintext, 0);
+    }
   }
 
   #openDeterministic(
@@ -511,7 +514,12 @@ export class FieldEncryptionEngine {
     } catch (cause) {
       throw generic(cause);
     }
-    return decodeFieldValue(spec.type, plaintext);
+    // Decoding copies what it returns; a value of another type fails it and is wiped too.
+    try {
+      return decodeFieldValue(spec.type, plaintext);
+    } finally {
+      wipe.call(plaintext, 0);
+    }
   }
 
   async #decryptSlow(
@@ -701,7 +709,9 @@ export class FieldEncryptionEngine {
   /**
    * Forgets every cached data key (plaintext and wrapped) and zeroes the key bytes it held (a
    * stable key that a value operation is using at that moment is zeroed when the operation
-   * ends; operations still waiting for a key load it again). Call after scheduling deletion of
+   * ends; operations still waiting for a stable key load it again; a randomized data key still
+   * being generated or unwrapped serves the operations already waiting for it, and is not cached,
+   * so later ones get or unwrap their own). Call after scheduling deletion of
    * a KMS key so that values under it stop decrypting in this process at once.
    */
   clearCache(): void {

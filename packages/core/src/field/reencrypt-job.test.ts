@@ -451,6 +451,60 @@ describe("reencryptFields", () => {
     }
   });
 
+  test("rows with only nulls make no data keys, and the checkpoint still moves past them", async () => {
+    const kms = await createKms();
+    const keyId = (await kms.createKey()).keyMetadata.keyId;
+    const generatedFor: EncryptionContext[] = [];
+    const counting = {
+      ...kms,
+      decrypt: (r, o) => kms.decrypt(r, o),
+      generateDataKey: (r, o) => {
+        generatedFor.push(r.encryptionContext ?? {});
+        return kms.generateDataKey(r, o);
+      },
+    } as KmsLike;
+    const insertedFor: EncryptionContext[] = [];
+    const memory = new MemoryDataKeyStore();
+    const store = {
+      insert: (record: DataKeyRecord) => {
+        insertedFor.push(record.encryptionContext);
+        return memory.insert(record);
+      },
+      get: (id: string) => memory.get(id),
+    };
+    const engine = new FieldEncryptionEngine({
+      kms: counting,
+      dataKeyStore: store,
+      keyId,
+      legacyPlaintext: true,
+    });
+    // Each null row in a context of its own (say a throwaway tenant); one row with values.
+    const rows: Row[] = [
+      { id: 1, tenantId: "ghost-1", secret: null, age: null },
+      { id: 2, tenantId: "a", secret: "s", age: "7" },
+      { id: 3, tenantId: "ghost-3", secret: null, age: null },
+      { id: 4, tenantId: "ghost-4", secret: null, age: null },
+      { id: 5, tenantId: "ghost-5", secret: null, age: null },
+    ];
+    const progress: ReencryptCheckpoint[] = [];
+    const result = await reencryptFields({
+      engine,
+      source: tableSource(rows),
+      model: "Person",
+      fields,
+      batchSize: 2,
+      onProgress: (checkpoint) => {
+        progress.push(checkpoint);
+      },
+    });
+    expect(result).toEqual({ cursor: 5, scanned: 5, reencrypted: 1, conflicts: 0 });
+    // The last batch holds nothing but nulls: it is checkpointed all the same.
+    expect(progress.map((c) => c.cursor)).toEqual([2, 4, 5]);
+    // Tenant "a" alone got data keys (a randomized and a stable one), generated and stored.
+    expect(generatedFor).toEqual([{ tenantId: "a" }, { tenantId: "a" }]);
+    expect(insertedFor).toEqual([{ tenantId: "a" }, { tenantId: "a" }]);
+  });
+
   test("strict engines refuse legacy values; bad batch sizes are rejected", async () => {
     const { oldKey, engine } = await setup();
     const rows: Row[] = [{ id: 1, tenantId: "a", secret: "plain", age: null }];

@@ -115,13 +115,16 @@ export async function reencryptFields(options: ReencryptOptions): Promise<Reencr
     if (rows.length === 0) break;
     let { reencrypted, conflicts } = state;
     for (const row of rows) {
-      const current = await engine.currentKeys(row.keyContext ?? row.context, { loadStableKey });
+      // Resolved at the row's first value: a row of nulls needs no data key, and looking one up
+      // would make (and store) a data key for a context that may have nothing to encrypt.
+      let current: { readonly kmsKeyId: string; readonly stableDataKeyId: string } | undefined;
       const next: Record<string, StoredFieldValue> = {};
       const plaintexts: Record<string, FieldValue> = {};
       let changed = false;
       for (const [field, spec] of Object.entries(fields)) {
         const stored = row.values[field];
         if (stored === null || stored === undefined) continue;
+        current ??= await engine.currentKeys(row.keyContext ?? row.context, { loadStableKey });
         const info = await engine.inspect(stored);
         const binding = {
           model,
