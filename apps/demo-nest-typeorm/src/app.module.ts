@@ -76,8 +76,8 @@ export class AppModule {
                 }),
               },
               context: {
-                // The clinic DemoAuthGuard authenticated, and nothing else: the default setup
-                // would fall back to the x-tenant-id header, which any client can set.
+                // The clinic DemoAuthGuard authenticated, and only a clinic this demo knows: the
+                // default setup would take any tenant the user object names.
                 setup: (req) => {
                   const user = req.user as { tenantId?: unknown } | undefined;
                   const tenant = user?.tenantId;

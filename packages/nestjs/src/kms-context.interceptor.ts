@@ -76,12 +76,16 @@ export class KmsContextInterceptor implements NestInterceptor {
 
   /** The error for a request without a usable tenant. */
   protected missingContext(): Error {
-    const headerName = this.options.tenantHeader ?? "x-tenant-id";
+    const { tenantHeader } = this.options;
+    const source =
+      tenantHeader !== undefined
+        ? `header ${tenantHeader} or an authenticated user`
+        : "an authenticated user";
     return new ProblemDetailsException({
       type: `${PROBLEM_TYPE_BASE}context/tenant-missing`,
       title: "No tenant for this request",
       status: 400,
-      detail: `the request names no valid tenant (header ${headerName} or an authenticated user)`,
+      detail: `the request names no valid tenant (${source})`,
     });
   }
 }

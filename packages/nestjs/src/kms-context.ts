@@ -34,7 +34,12 @@ export interface KmsContextOptions {
     request: KmsContextRequest,
     execution: ExecutionContext,
   ) => RequestKmsContext | null | undefined | Promise<RequestKmsContext | null | undefined>;
-  /** Header naming the tenant for the default setup; default `x-tenant-id`. */
+  /**
+   * Header naming the tenant for the default setup when no authenticated user names one (e.g.
+   * `x-tenant-id`). Unset by default: the client writes this header, so the default setup reads
+   * it only when you opt in, behind something that vouches for it (a gateway that sets it after
+   * authenticating the caller, or a signature policy that covers it).
+   */
   readonly tenantHeader?: string;
   /** Encryption context key the tenant is stored under; default `tenant`. */
   readonly tenantKey?: string;
@@ -60,11 +65,11 @@ function header(request: KmsContextRequest, name: string): string | undefined {
 }
 
 /**
- * The default setup: tenant from the authenticated `req.user.tenantId` (wins over the header
- * the client controls) or the tenant header, principal from `req.user.id` (or `sub`), route
- * from the matched route pattern (Express `req.route.path`, Fastify
- * `request.routeOptions.url`), request id from `x-request-id` or a random UUID. Exported so a
- * custom `setup` can extend it.
+ * The default setup: tenant from the authenticated `req.user.tenantId`, or else from the
+ * `tenantHeader` when one is configured (never by default: the client controls it), principal
+ * from `req.user.id` (or `sub`), route from the matched route pattern (Express
+ * `req.route.path`, Fastify `request.routeOptions.url`), request id from `x-request-id` or a
+ * random UUID. Exported so a custom `setup` can extend it.
  */
 export function defaultKmsContext(
   request: KmsContextRequest,
@@ -78,7 +83,9 @@ export function defaultKmsContext(
   const tenant =
     user.tenantId !== undefined
       ? user.tenantId
-      : header(request, options.tenantHeader ?? "x-tenant-id");
+      : options.tenantHeader !== undefined
+        ? header(request, options.tenantHeader)
+        : undefined;
   if (typeof tenant !== "string" || !TENANT.test(tenant)) return undefined;
   const principal =
     typeof user.id === "string" ? user.id : typeof user.sub === "string" ? user.sub : undefined;

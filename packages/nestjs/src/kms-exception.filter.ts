@@ -66,16 +66,32 @@ export function kmsErrorProblem(error: KmsError): ProblemDetails {
   };
 }
 
-/** The fault's stack, then the name and message of each cause (the store or driver error). */
+/** A driver's error code (`SQLITE_BUSY`, `23505`, `ER_LOCK_DEADLOCK`); anything else is left out. */
+const DRIVER_CODE = /^[\w.-]{1,64}$/;
+
+/**
+ * One cause, for the log. A KMS error's message names an argument and a rule, never plaintext
+ * or key material (core's guarantee), so it is kept. Any other error's message is left out: a
+ * driver's or an ORM's can echo the statement and its values (a unique violation quoting the
+ * duplicate, a `QueryFailedError` carrying the query), which may be decrypted data. Its class
+ * and its code, which say what failed, remain.
+ */
+function describeCause(cause: unknown): string {
+  if (!(cause instanceof Error)) return "caused by a non-Error";
+  if (isKmsError(cause)) return `caused by ${cause.name}: ${cause.message}`;
+  const code: unknown = (cause as { code?: unknown }).code;
+  const shown = typeof code === "string" || typeof code === "number" ? String(code) : "";
+  return DRIVER_CODE.test(shown)
+    ? `caused by ${cause.name} (code ${shown}; message not logged)`
+    : `caused by ${cause.name} (message not logged)`;
+}
+
+/** The fault's stack, then each cause (the store or driver error) as `describeCause` puts it. */
 function describeFault(error: KmsError): string {
   const lines = [error.stack ?? `${error.name}: ${error.message}`];
   let cause: unknown = error.cause;
   for (let depth = 0; cause !== undefined && depth < 4; depth++) {
-    lines.push(
-      cause instanceof Error
-        ? `caused by ${cause.name}: ${cause.message}`
-        : "caused by a non-Error",
-    );
+    lines.push(describeCause(cause));
     cause = cause instanceof Error ? cause.cause : undefined;
   }
   return lines.join("\n");
@@ -104,7 +120,8 @@ export class KmsExceptionFilter implements ExceptionFilter<KmsError> {
     const response: unknown = host.switchToHttp().getResponse();
     const problem = this.toProblem(exception);
     // The opaque answer tells the client to look in the server logs: this is what it finds.
-    // KMS errors carry no key material or plaintext in their messages or causes.
+    // KMS errors carry no key material or plaintext in their messages; other causes are logged
+    // by class and code only.
     if (!exception.clientFault) this.#logger.error(describeFault(exception));
     adapter.setHeader(response, "content-type", PROBLEM_CONTENT_TYPE);
     adapter.reply(response, problem, problem.status);

@@ -6,17 +6,50 @@ function requestWith(user: unknown, headers: Record<string, string> = {}) {
   return { user, headers, method: "GET", url: "/records", path: "/records" };
 }
 
+const WITH_HEADER = { tenantHeader: "x-tenant-id" };
+
 describe("defaultKmsContext: the tenant", () => {
   it("comes from the authenticated user over the client's header", () => {
     const context = defaultKmsContext(
       requestWith({ id: "u1", tenantId: "acme" }, { "x-tenant-id": "victim" }),
+      WITH_HEADER,
     );
     expect(context?.encryptionContext).toEqual({ tenant: "acme" });
   });
 
-  it("comes from the header when no user names one", () => {
-    const context = defaultKmsContext(requestWith(undefined, { "x-tenant-id": "acme" }));
+  it("comes from the authenticated user when no header is configured", () => {
+    const context = defaultKmsContext(requestWith({ id: "u1", tenantId: "acme" }));
     expect(context?.encryptionContext).toEqual({ tenant: "acme" });
+    expect(context?.principal).toBe("u1");
+  });
+
+  it("is not taken from a client's x-tenant-id unless a tenantHeader is configured", () => {
+    const request = requestWith(undefined, { "x-tenant-id": "victim" });
+    expect(defaultKmsContext(request)).toBeUndefined();
+    expect(defaultKmsContext(request, {})).toBeUndefined();
+    // Nor from the header of another name, when that name is not the configured one.
+    expect(defaultKmsContext(request, { tenantHeader: "x-org" })).toBeUndefined();
+  });
+
+  it("comes from the configured header when no user names one", () => {
+    const context = defaultKmsContext(
+      requestWith(undefined, { "x-tenant-id": "acme" }),
+      WITH_HEADER,
+    );
+    expect(context?.encryptionContext).toEqual({ tenant: "acme" });
+  });
+
+  it("is read from the header the tenantHeader names, in any case", () => {
+    const request = requestWith(undefined, { "x-org": "acme", "x-tenant-id": "victim" });
+    const context = defaultKmsContext(request, { tenantHeader: "X-Org" });
+    expect(context?.encryptionContext).toEqual({ tenant: "acme" });
+  });
+
+  it("is stored under the tenantKey", () => {
+    const context = defaultKmsContext(requestWith({ id: "u1", tenantId: "acme" }), {
+      tenantKey: "org",
+    });
+    expect(context?.encryptionContext).toEqual({ org: "acme" });
   });
 
   it.each([
@@ -25,6 +58,6 @@ describe("defaultKmsContext: the tenant", () => {
     ["an object", { id: "acme" }],
   ])("is refused, not taken from the header, when the user's is %s", (_, tenantId) => {
     const request = requestWith({ id: "u1", tenantId }, { "x-tenant-id": "victim" });
-    expect(defaultKmsContext(request)).toBeUndefined();
+    expect(defaultKmsContext(request, WITH_HEADER)).toBeUndefined();
   });
 });

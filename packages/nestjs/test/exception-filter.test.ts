@@ -7,6 +7,7 @@ import {
   KmsInternalError,
   NotFoundError,
   UnsupportedOperationError,
+  ValidationError,
 } from "@kms/core";
 import { Controller, Get, type INestApplication, Inject, type LoggerService } from "@nestjs/common";
 import { Test } from "@nestjs/testing";
@@ -105,6 +106,14 @@ class RecordingLogger implements LoggerService {
 }
 
 const KEY_ALIAS = "alias/clinic-keys/acme-internal";
+const SECRET_VALUE = "078-05-1120";
+
+/** An error shaped like better-sqlite3's `SqliteError`: a class name, a code, a message. */
+function driverError(message: string, code: string | number): Error {
+  const error = new Error(message);
+  error.name = "SqliteError";
+  return Object.assign(error, { code });
+}
 
 @Controller()
 class FailingController {
@@ -123,7 +132,24 @@ class FailingController {
   @Get("internal")
   internal(): never {
     throw new KmsInternalError("the key store could not be read", {
-      cause: new Error("SQLITE_BUSY: database is locked"),
+      cause: driverError("SQLITE_BUSY: database is locked", "SQLITE_BUSY"),
+    });
+  }
+
+  // A driver's message can quote the statement's values, decrypted data among them.
+  @Get("echoing-driver")
+  echoingDriver(): never {
+    throw new KmsInternalError("the field engine could not store a value", {
+      cause: new ValidationError("the data key row for tenant acme is malformed", {
+        cause: driverError(`UNIQUE constraint failed: patients.ssn = '${SECRET_VALUE}'`, 2067),
+      }),
+    });
+  }
+
+  @Get("codeless-driver")
+  codelessDriver(): never {
+    throw new KmsInternalError("the key store could not be read", {
+      cause: new TypeError(`cannot read "${SECRET_VALUE}"`),
     });
   }
 
@@ -170,7 +196,29 @@ describe("KmsExceptionFilter over HTTP", () => {
     const logged = logger.errors.find((line) => line.includes("the key store could not be read"));
     expect(logged).toBeDefined();
     expect(logged).toContain("KmsInternalError");
-    expect(logged).toContain("caused by Error: SQLITE_BUSY: database is locked");
+    expect(logged).toContain("caused by SqliteError (code SQLITE_BUSY; message not logged)");
+    expect(logged).not.toContain("database is locked");
+  });
+
+  it("logs a KMS cause's message, and a driver cause's class and code but not its message", async () => {
+    const res = await request(origin).get("/echoing-driver");
+    expect(res.status).toBe(500);
+    const logged = logger.errors.find((line) => line.includes("could not store a value"));
+    expect(logged).toBeDefined();
+    expect(logged).toContain(
+      "caused by ValidationError: the data key row for tenant acme is malformed",
+    );
+    expect(logged).toContain("caused by SqliteError (code 2067; message not logged)");
+    expect(logged).not.toContain(SECRET_VALUE);
+    expect(logged).not.toContain("UNIQUE constraint");
+  });
+
+  it("logs a cause without a code by its class alone", async () => {
+    const res = await request(origin).get("/codeless-driver");
+    expect(res.status).toBe(500);
+    const logged = logger.errors.find((line) => line.includes("caused by TypeError"));
+    expect(logged).toContain("caused by TypeError (message not logged)");
+    expect(logged).not.toContain(SECRET_VALUE);
   });
 
   it("answers a wrong key usage with a fixed detail that names no key or account", async () => {

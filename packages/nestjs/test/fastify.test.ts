@@ -178,6 +178,7 @@ async function serve(
           requiredComponents: ["@method", "@target-uri"],
         },
         responseSigning: { signer: createHmacSigner(serverSecret, { keyId: "server" }) },
+        context: { tenantHeader: "x-tenant-id" },
       }),
     ],
     controllers: [FastifyController],

@@ -143,7 +143,10 @@ let kms: Kms;
 beforeAll(async () => {
   kms = await createKms();
   const moduleRef = await Test.createTestingModule({
-    imports: [KmsModule.forRoot({ kms, mapKmsErrors: true })],
+    // No authentication in these tests: the client names its tenant (opt-in).
+    imports: [
+      KmsModule.forRoot({ kms, mapKmsErrors: true, context: { tenantHeader: "x-tenant-id" } }),
+    ],
     controllers: [TenantController],
     providers: [
       SecretsRepository,

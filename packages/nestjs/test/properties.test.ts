@@ -733,6 +733,7 @@ beforeAll(async () => {
           bodyLimit: BODY_LIMIT,
         },
         responseSigning: { signer: serverSigner },
+        context: { tenantHeader: "x-tenant-id" },
       }),
     ],
     controllers: [

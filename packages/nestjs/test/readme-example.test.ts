@@ -1,4 +1,4 @@
-// The README example, run as written (plus a client), so the documentation cannot rot.
+// The README's examples, run as written (plus a client), so the documentation cannot rot.
 import "reflect-metadata";
 import { createKms, currentEncryptionContext, type Kms } from "@kms/core";
 import {
@@ -7,10 +7,29 @@ import {
   createSignedFetch,
   verifyMessage,
 } from "@kms/http-signatures";
+import { retainSqliteHandle, retainSqliteStatements } from "@kms/keystore-sqlite";
 import { readmeDrift } from "@kms/tooling/readme";
-import { Body, Controller, type INestApplication, Inject, Module, Post } from "@nestjs/common";
-import { APP_INTERCEPTOR, NestFactory } from "@nestjs/core";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { EncryptedColumn, encryptionOf, fieldEncryption } from "@kms/typeorm";
+import {
+  Body,
+  type CanActivate,
+  Controller,
+  type ExecutionContext,
+  Get,
+  type INestApplication,
+  Inject,
+  Injectable,
+  Module,
+  NotFoundException,
+  Param,
+  ParseIntPipe,
+  Post,
+} from "@nestjs/common";
+import { APP_GUARD, APP_INTERCEPTOR, NestFactory } from "@nestjs/core";
+import { InjectRepository, TypeOrmModule, type TypeOrmModuleOptions } from "@nestjs/typeorm";
+import request from "supertest";
+import { Column, DataSource, Entity, PrimaryGeneratedColumn, type Repository } from "typeorm";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   EncryptionContext,
   KmsContextInterceptor,
@@ -21,6 +40,10 @@ import {
 } from "../src/index.ts";
 import { listen } from "./helpers.ts";
 
+// better-sqlite3 12 on Node >= 24.19 aborts when a statement is collected at the wrong moment
+// (see retainSqliteStatements in @kms/keystore-sqlite); TypeORM's driver leaves statements to it.
+retainSqliteStatements();
+
 let hmacKeyId = "";
 let sharedKms: Kms;
 
@@ -29,7 +52,11 @@ class OrdersController {
   constructor(@Inject(KmsService) private readonly kms: KmsService) {}
 
   @Post()
-  @RequireSignature({ requiredComponents: ["@method", "@target-uri"], contentDigest: "required" })
+  // The partner's signature must cover x-tenant-id: the tenant is one the partner named.
+  @RequireSignature({
+    requiredComponents: ["@method", "@target-uri", "x-tenant-id"],
+    contentDigest: "required",
+  })
   @SignResponse()
   async create(@Body() body: { note: string }, @EncryptionContext() context: object) {
     const { ciphertextBlob } = await this.kms.kms.encrypt({
@@ -66,6 +93,8 @@ class OrdersController {
           responseSigning: {
             signer: createKmsSigner({ kms, keyId, algorithm: "hmac-sha256" }),
           },
+          // Opt in to the client-written header: every route here requires a signature over it.
+          context: { tenantHeader: "x-tenant-id" },
         };
       },
     }),
@@ -94,6 +123,7 @@ it("runs the README example end to end with a signing client", async () => {
       publishedKeyId: "partner-a",
     }),
     nonce: true,
+    components: ["@method", "@target-uri", "content-digest", "content-type", "x-tenant-id"],
     fetch: (input, init) => {
       sentHeaders = new Headers(init?.headers);
       return fetch(input, init);
@@ -133,14 +163,30 @@ it("runs the README example end to end with a signing client", async () => {
   const unsigned = await fetch(url, init);
   expect(unsigned.status).toBe(401);
   expect(unsigned.headers.get("content-type")).toMatch(/^application\/problem\+json/);
+
+  // So is one whose signature leaves the tenant header out: the client could change it.
+  const uncovered = createSignedFetch({
+    signer: createKmsSigner({
+      kms: sharedKms,
+      keyId: hmacKeyId,
+      algorithm: "hmac-sha256",
+      publishedKeyId: "partner-a",
+    }),
+    nonce: true,
+  });
+  const tenantUnsigned = await uncovered(url, init);
+  expect(tenantUnsigned.status).toBe(401);
+  expect(JSON.parse(await tenantUnsigned.text())).toMatchObject({
+    type: "https://kms.dev/problems/signature/components",
+  });
 });
 
-it("is the README's example: a line changed on one side only fails here", () => {
+it("is the README's examples: a line changed on one side only fails here", () => {
   const drift = readmeDrift({
     readme: new URL("../README.md", import.meta.url),
     test: new URL(import.meta.url),
     pkg: "@kms/nestjs",
-    blocks: 1,
+    blocks: 2,
     adapted: [
       // Nest's logger off, and a free loopback port (test/helpers.ts) instead of 3000.
       "const app = await NestFactory.create(AppModule, { rawBody: true });",
@@ -148,4 +194,165 @@ it("is the README's example: a line changed on one side only fails here", () => 
     ],
   });
   expect(drift).toEqual([]);
+});
+
+// "With TypeORM": the README's second example.
+
+/** Stands in for the app's authentication: a bearer "user:tenant" token becomes req.user. */
+@Injectable()
+class AuthGuard implements CanActivate {
+  canActivate(execution: ExecutionContext): boolean {
+    const req = execution
+      .switchToHttp()
+      .getRequest<{ headers: Record<string, string | undefined>; user?: object }>();
+    const auth = req.headers.authorization;
+    if (auth?.startsWith("Bearer ")) {
+      const [id, tenantId] = auth.slice(7).split(":");
+      req.user = { id, tenantId };
+    }
+    return true;
+  }
+}
+
+@Entity()
+class Note {
+  @PrimaryGeneratedColumn() id!: number;
+  @Column() tenantId!: string;
+  @EncryptedColumn({ context: { fromScope: ["tenant"] } }) text!: string;
+}
+
+@Controller("notes")
+class NotesController {
+  constructor(@InjectRepository(Note) private readonly notes: Repository<Note>) {}
+
+  @Post()
+  async create(@Body() body: { text: string }, @EncryptionContext() context: { tenant: string }) {
+    const note = Object.assign(new Note(), { tenantId: context.tenant, text: body.text });
+    return { id: (await this.notes.save(note)).id };
+  }
+
+  @Get()
+  list(@EncryptionContext() context: { tenant: string }) {
+    return this.notes.findBy({ tenantId: context.tenant });
+  }
+
+  @Get(":id")
+  async read(@Param("id", ParseIntPipe) id: number) {
+    const note = await this.notes.findOneBy({ id });
+    if (note === null) throw new NotFoundException();
+    return note;
+  }
+}
+
+const kms = await createKms();
+const { keyId } = (await kms.createKey({ description: "notes" })).keyMetadata;
+
+@Module({
+  imports: [
+    KmsModule.forRoot({ kms, mapKmsErrors: true }),
+    TypeOrmModule.forRootAsync({
+      inject: [KmsService],
+      useFactory: (service: KmsService): TypeOrmModuleOptions => {
+        const encryption = fieldEncryption({ kms: service.kms, keyId });
+        return {
+          type: "better-sqlite3",
+          database: ":memory:",
+          entities: [Note, ...encryption.entities],
+          subscribers: [encryption.subscriber],
+          synchronize: true,
+        };
+      },
+      dataSourceFactory: async (options) => {
+        if (options === undefined) throw new Error("TypeORM options missing");
+        const dataSource = await new DataSource(options).initialize();
+        encryptionOf(dataSource).check(dataSource);
+        return dataSource;
+      },
+    }),
+    TypeOrmModule.forFeature([Note]),
+  ],
+  controllers: [NotesController],
+  providers: [
+    { provide: APP_GUARD, useClass: AuthGuard },
+    { provide: APP_INTERCEPTOR, useClass: KmsContextInterceptor },
+  ],
+})
+class NotesModule {}
+
+/** What better-sqlite3 holds, read past TypeORM and its subscriber. */
+function storedNotes(dataSource: DataSource): { tenantId: string; text: string }[] {
+  const db = (
+    dataSource.driver as unknown as {
+      databaseConnection: { prepare(sql: string): { all(): unknown[] } };
+    }
+  ).databaseConnection;
+  return db.prepare('SELECT "tenantId", "text" FROM "note" ORDER BY "id"').all() as {
+    tenantId: string;
+    text: string;
+  }[];
+}
+
+describe("the README's TypeORM example", () => {
+  let notesApp: INestApplication;
+  let notes: string;
+  const as = (tenant: string) => ({ authorization: `Bearer ${tenant}-user:${tenant}` });
+
+  beforeAll(async () => {
+    notesApp = await NestFactory.create(NotesModule, { logger: false });
+    retainSqliteHandle(notesApp.get(DataSource));
+    notes = `${await listen(notesApp)}/notes`;
+  });
+  afterAll(async () => {
+    await notesApp?.close();
+    await kms.close();
+  });
+
+  it("reads a tenant's rows decrypted and refuses another tenant's row with 403 problem+json", async () => {
+    const write = async (tenant: string, text: string): Promise<number> => {
+      const res = await request(notes).post("").set(as(tenant)).send({ text });
+      expect(res.status).toBe(201);
+      return (res.body as { id: number }).id;
+    };
+    await write("tenant-a", "a's first note");
+    await write("tenant-a", "a's second note");
+    const bRow = await write("tenant-b", "b's private note");
+
+    // Stored encrypted: the database holds no plaintext.
+    const stored = storedNotes(notesApp.get(DataSource));
+    expect(stored.map((row) => row.tenantId)).toEqual(["tenant-a", "tenant-a", "tenant-b"]);
+    for (const row of stored) {
+      expect(row.text).toMatch(/^kms1:/);
+      expect(row.text).not.toContain("note");
+    }
+
+    const listed = await request(notes).get("").set(as("tenant-a"));
+    expect(listed.status).toBe(200);
+    expect((listed.body as Note[]).map((note) => note.text)).toEqual([
+      "a's first note",
+      "a's second note",
+    ]);
+
+    const own = await request(notes).get(`/${bRow}`).set(as("tenant-b"));
+    expect(own.status).toBe(200);
+    expect(own.body).toMatchObject({ tenantId: "tenant-b", text: "b's private note" });
+
+    const other = await request(notes).get(`/${bRow}`).set(as("tenant-a"));
+    expect(other.status).toBe(403);
+    expect(other.headers["content-type"]).toMatch(/^application\/problem\+json/);
+    expect(JSON.parse(other.text)).toMatchObject({
+      type: "https://kms.dev/problems/kms/InvalidCiphertextException",
+      status: 403,
+      code: "InvalidCiphertextException",
+    });
+    expect(other.text).not.toContain("private");
+    expect(other.text).not.toContain(stored[2]?.text);
+  });
+
+  it("names the tenant only through authentication: x-tenant-id alone is refused", async () => {
+    const res = await request(notes).get("").set("x-tenant-id", "tenant-a");
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.text)).toMatchObject({
+      type: "https://kms.dev/problems/context/tenant-missing",
+    });
+  });
 });
