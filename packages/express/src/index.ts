@@ -1,10 +1,16 @@
 export {
+  currentKmsContext,
   defaultKmsContext,
   type KmsContextOptions,
   kmsContext,
   kmsContextOf,
   type RequestKmsContext,
 } from "./kms-context.ts";
+export {
+  type KmsErrorHandlerOptions,
+  kmsErrorHandler,
+  kmsErrorProblem,
+} from "./kms-error-handler.ts";
 export { PROBLEM_TYPE_BASE, type ProblemDetails, sendProblem } from "./problem.ts";
 export { captureRawBody, rawBodyOf, readRawBody } from "./raw-body.ts";
 export { requestMessage } from "./request-message.ts";

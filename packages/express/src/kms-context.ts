@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from "node:async_hooks";
 import { randomUUID } from "node:crypto";
 import { type EncryptionContext, runWithEncryptionContext } from "@kms/core";
 import type { Request, RequestHandler } from "express";
@@ -15,7 +16,7 @@ export interface RequestKmsContext {
   readonly encryptionContext: EncryptionContext;
   /** Who is calling, for authorization and audit (user id, service name). */
   readonly principal: string | undefined;
-  /** The route pattern or path, for audit. */
+  /** The route pattern (`GET /notes/:id`) or, before routing, the path, for audit. */
   readonly route: string;
   /** Correlates audit events with the request. */
   readonly requestId: string;
@@ -23,32 +24,77 @@ export interface RequestKmsContext {
 
 export interface KmsContextOptions {
   /**
-   * Builds the context from the request. Default: tenant from `tenantHeader` or
-   * `req.user.tenantId`, principal from `req.user.id`, request id from `x-request-id` or random.
-   * Return undefined (or null) to refuse the request (answered 400 problem+json). What it
-   * throws goes to `next(error)`, a value that is not an Error as a `KmsInternalError`.
+   * Builds the context from the request. Default `defaultKmsContext`: tenant from
+   * `req.user.tenantId` (or `tenantHeader` when set), principal from `req.user.id` (or `sub`),
+   * request id from `x-request-id` or random. Return undefined (or null) to refuse the request
+   * (answered 400 problem+json). What it throws goes to `next(error)`, a value that is not an
+   * Error as a `KmsInternalError`.
    */
   readonly resolve?: (
     req: Request,
   ) => RequestKmsContext | null | undefined | Promise<RequestKmsContext | null | undefined>;
-  /** Header naming the tenant for the default resolver; default `x-tenant-id`. */
+  /**
+   * Header the default resolver takes the tenant from when no authenticated user names one.
+   * Unset by default: the client controls its headers, so a header naming the tenant lets any
+   * caller choose whose data it reads. Set it only where something the client cannot forge
+   * vouches for the header — a `verifySignature` whose `requiredComponents` include it, or a
+   * gateway that sets it after authenticating.
+   */
   readonly tenantHeader?: string;
   /** Encryption context key the tenant is stored under; default `tenant`. */
   readonly tenantKey?: string;
 }
+
+const storage = new AsyncLocalStorage<RequestKmsContext>();
 
 /** The context `kmsContext` built for this request. */
 export function kmsContextOf(req: Request): RequestKmsContext | undefined {
   return existingRequestState(req)?.context;
 }
 
+/**
+ * The context of the request being handled, anywhere below `kmsContext` and across awaits
+ * (the principal, route and request id for audit, which `currentEncryptionContext()` of
+ * @kms/core does not carry). Undefined outside a request scope.
+ */
+export function currentKmsContext(): RequestKmsContext | undefined {
+  return storage.getStore();
+}
+
 interface MaybeUser {
-  user?: { id?: unknown; tenantId?: unknown };
+  user?: { id?: unknown; sub?: unknown; tenantId?: unknown };
 }
 
 const TENANT = /^[A-Za-z0-9._:-]{1,128}$/;
+const REQUEST_ID = /^[\w.-]{1,128}$/;
 
-/** The default resolver; exported so custom resolvers can extend it. */
+/**
+ * `METHOD pattern` once Express has matched a route, like the Nest layer's route: the pattern
+ * keeps ids out of the audit trail. `kmsContext` mounted with `app.use` runs before routing,
+ * so the pattern is looked up when read, and kept per matched route (a router restores
+ * `baseUrl` on its way out).
+ */
+function routeOf(req: Request): () => string {
+  let matched: object | undefined;
+  let pattern = "";
+  return () => {
+    const route: unknown = req.route;
+    const path = (route as { path?: unknown } | undefined)?.path;
+    if (typeof path !== "string") return `${req.method} ${req.baseUrl}${req.path}`;
+    if (route !== matched) {
+      matched = route as object;
+      pattern = `${req.method} ${req.baseUrl}${path}`;
+    }
+    return pattern;
+  };
+}
+
+/**
+ * The default resolver; exported so custom resolvers can extend it. The tenant comes from the
+ * authenticated `req.user.tenantId`, or — only when `options.tenantHeader` is set and no user
+ * names a tenant — from that header. `route` is read lazily (see `RequestKmsContext.route`):
+ * a resolver that spreads this result copies the path it has at that moment.
+ */
 export function defaultKmsContext(
   req: Request,
   options: KmsContextOptions = {},
@@ -57,26 +103,38 @@ export function defaultKmsContext(
   // An authenticated user's tenant wins over a header the client controls, also when it is not
   // a usable string (a number, null): falling back to the header would let the client pick it.
   const tenant =
-    user?.tenantId !== undefined ? user.tenantId : req.get(options.tenantHeader ?? "x-tenant-id");
+    user?.tenantId !== undefined
+      ? user.tenantId
+      : options.tenantHeader !== undefined
+        ? req.get(options.tenantHeader)
+        : undefined;
   if (typeof tenant !== "string" || !TENANT.test(tenant)) return undefined;
   const requestId = req.get("x-request-id");
+  const route = routeOf(req);
   return {
     encryptionContext: { [options.tenantKey ?? "tenant"]: tenant },
-    principal: typeof user?.id === "string" ? user.id : undefined,
-    route: `${req.method} ${req.baseUrl}${req.path}`,
-    requestId:
-      requestId !== undefined && /^[\w.-]{1,128}$/.test(requestId) ? requestId : randomUUID(),
+    principal:
+      typeof user?.id === "string" ? user.id : typeof user?.sub === "string" ? user.sub : undefined,
+    get route() {
+      return route();
+    },
+    requestId: requestId !== undefined && REQUEST_ID.test(requestId) ? requestId : randomUUID(),
   };
 }
 
 /**
- * Runs the rest of the request inside an AsyncLocalStorage scope whose encryption context is
- * the request's (so `currentEncryptionContext()` from @kms/core, and the ORM adapters reading
- * it, bind data to the tenant without passing anything by hand). A request without a usable
- * tenant is answered 400 `application/problem+json` and goes no further.
+ * Runs the rest of the request inside an AsyncLocalStorage scope holding the request's context:
+ * `currentKmsContext()` returns it, and `currentEncryptionContext()` from @kms/core its
+ * encryption context — which the field engine and the ORM adapters read to bind data to the
+ * tenant without anything passed by hand. A request without a usable tenant is answered 400
+ * `application/problem+json` and goes no further.
  */
 export function kmsContext(options: KmsContextOptions = {}): RequestHandler {
   const resolve = options.resolve ?? ((req: Request) => defaultKmsContext(req, options));
+  const sources =
+    options.tenantHeader === undefined
+      ? "an authenticated user"
+      : `header ${options.tenantHeader} or an authenticated user`;
   return async (req, res, next) => {
     let context: RequestKmsContext | null | undefined;
     try {
@@ -90,12 +148,12 @@ export function kmsContext(options: KmsContextOptions = {}): RequestHandler {
         type: `${PROBLEM_TYPE_BASE}context/tenant-missing`,
         title: "No tenant for this request",
         status: 400,
-        detail: `the request names no valid tenant (header ${options.tenantHeader ?? "x-tenant-id"} or an authenticated user)`,
+        detail: `the request names no valid tenant (${sources})`,
       });
       return;
     }
     requestState(req).context = context;
     res.setHeader("x-request-id", context.requestId);
-    runWithEncryptionContext(context.encryptionContext, () => next());
+    storage.run(context, () => runWithEncryptionContext(context.encryptionContext, () => next()));
   };
 }

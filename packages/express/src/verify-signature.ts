@@ -6,7 +6,7 @@ import {
   verifyMessageEagerly,
 } from "@kms/http-signatures";
 import type { NextFunction, Request, RequestHandler, Response } from "express";
-import { callbackError } from "./internal/callback-error.ts";
+import { serverFault } from "./internal/callback-error.ts";
 import { PROBLEM_TYPE_BASE, sendProblem } from "./problem.ts";
 import { bodyDecoded, knownRawBody, readRawBody } from "./raw-body.ts";
 import { requestMessage } from "./request-message.ts";
@@ -31,9 +31,10 @@ export interface VerifySignatureOptions extends VerificationPolicy {
  * answers 401 `application/problem+json` naming the failed check, and the handler never runs.
  * Needs the raw body: put `express.json({ verify: captureRawBody })` (or raw/text/urlencoded)
  * before it, or no parser at all.
- * Errors from key lookup or the KMS go to `next(error)`, a thrown value that is not an Error
- * as a `KmsInternalError` with that value as `cause` (Express would read `undefined` or
- * `"route"` as leave to run the handler); an unusable body answers 400.
+ * Errors from key lookup or the KMS go to `next(error)`: a `KmsError` (a disabled or deleted
+ * verification key) and a thrown value that is not an Error as a `KmsInternalError` with the
+ * original as `cause` (the client cannot fix the server's keys, and Express would read
+ * `undefined` or `"route"` as leave to run the handler); an unusable body answers 400.
  */
 export function verifySignature(policy: VerifySignatureOptions): RequestHandler {
   const limit = policy.bodyLimit ?? 1024 * 1024;
@@ -63,13 +64,13 @@ export function verifySignature(policy: VerifySignatureOptions): RequestHandler 
     try {
       result = verifyMessageEagerly(requestMessage(req, body), policy);
     } catch (error) {
-      next(callbackError(error, VERIFICATION_CALLBACKS));
+      next(serverFault(error, VERIFICATION_CALLBACKS));
       return undefined;
     }
     if ("then" in result) {
       return result.then(
         (settled) => conclude(req, res, next, settled),
-        (error: unknown) => next(callbackError(error, VERIFICATION_CALLBACKS)),
+        (error: unknown) => next(serverFault(error, VERIFICATION_CALLBACKS)),
       );
     }
     conclude(req, res, next, result);

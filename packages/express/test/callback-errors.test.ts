@@ -3,7 +3,13 @@
  * falsy value passed to `next` as success and `"route"` / `"router"` as routing instructions,
  * so the middleware must hand the error handler an Error, never let the handler run.
  */
-import { createHmacSigner, type MessageVerifier, signRequest } from "@kms/http-signatures";
+import { createKms } from "@kms/core";
+import {
+  createHmacSigner,
+  createKmsVerifier,
+  type MessageVerifier,
+  signRequest,
+} from "@kms/http-signatures";
 import express, { type NextFunction, type Request, type Response } from "express";
 import request from "supertest";
 import { describe, expect, it } from "vitest";
@@ -41,7 +47,8 @@ async function answerOf(middleware: express.RequestHandler, headers: Record<stri
 async function signedHeaders(): Promise<Record<string, string>> {
   return signRequest(
     { method: "GET", url: "http://127.0.0.1/orders", headers: {} },
-    { signer, components: ["@method", "@path"] },
+    // What verifySignature requires by default; the key lookup runs before the base is compared.
+    { signer, components: ["@method", "@target-uri"] },
   );
 }
 
@@ -90,6 +97,36 @@ describe("verifySignature when a callback throws a value that is not an Error", 
     );
     expect(answer.status).toBe(401);
     expect(answer.body).toMatchObject({ check: "key", detail: "keyid is not a known key" });
+  });
+});
+
+describe("verifySignature when the KMS refuses the server's own verification key", () => {
+  // A disabled or deleted verification key is the server's fault: answered as the KMS error it
+  // is, kmsErrorHandler would tell the client 409 "a key this request needs is disabled".
+  it("hands the error handler an internal error with the KMS error as its cause", async () => {
+    const kms = await createKms();
+    try {
+      const { keyId } = (
+        await kms.createKey({ keySpec: "HMAC_256", keyUsage: "GENERATE_VERIFY_MAC" })
+      ).keyMetadata;
+      await kms.disableKey({ keyId });
+      const verifier = createKmsVerifier({ kms, keyId, algorithm: "hmac-sha256" });
+      const answer = await answerOf(
+        verifySignature({ keyLookup: () => verifier }),
+        await signedHeaders(),
+      );
+      expect(answer).toEqual({
+        status: 500,
+        body: {
+          error: true,
+          name: "KmsInternalError",
+          code: "KMSInternalException",
+          cause: expect.stringContaining("DisabledError"),
+        },
+      });
+    } finally {
+      await kms.close();
+    }
   });
 });
 

@@ -1,9 +1,17 @@
 import type { Server } from "node:http";
-import { createKms, currentEncryptionContext, InvalidCiphertextError, type Kms } from "@kms/core";
+import { createKms, currentEncryptionContext, type Kms } from "@kms/core";
+import type { Request } from "express";
 import express from "express";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { kmsContext, kmsContextOf } from "../src/index.ts";
+import {
+  currentKmsContext,
+  type KmsContextOptions,
+  kmsContext,
+  kmsContextOf,
+  kmsErrorHandler,
+  type RequestKmsContext,
+} from "../src/index.ts";
 import { close, listen } from "./helpers.ts";
 
 let kms: Kms;
@@ -25,7 +33,7 @@ beforeAll(async () => {
     }
     next();
   });
-  app.use(kmsContext());
+  app.use(kmsContext({ tenantHeader: "x-tenant-id" }));
   app.get("/context", async (req, res) => {
     await new Promise((resolve) => setTimeout(resolve, 5));
     res.json({ context: currentEncryptionContext(), principal: kmsContextOf(req)?.principal });
@@ -38,23 +46,15 @@ beforeAll(async () => {
     });
     res.json({ blob: Buffer.from(ciphertextBlob).toString("base64") });
   });
+  // No try/catch: the KMS error goes to kmsErrorHandler.
   app.post("/secrets/read", async (req, res) => {
-    try {
-      const { plaintext } = await kms.decrypt({
-        ciphertextBlob: new Uint8Array(Buffer.from(String(req.body.blob), "base64")),
-        encryptionContext: currentEncryptionContext() ?? {},
-      });
-      res.json({ secret: new TextDecoder().decode(plaintext) });
-    } catch (error) {
-      if (!(error instanceof InvalidCiphertextError)) throw error;
-      res
-        .status(403)
-        .type("application/problem+json")
-        .send(
-          JSON.stringify({ status: 403, title: "Not readable in this tenant", detail: error.code }),
-        );
-    }
+    const { plaintext } = await kms.decrypt({
+      ciphertextBlob: new Uint8Array(Buffer.from(String(req.body.blob), "base64")),
+      encryptionContext: currentEncryptionContext() ?? {},
+    });
+    res.json({ secret: new TextDecoder().decode(plaintext) });
   });
+  app.use(kmsErrorHandler());
   ({ server, origin } = await listen(app));
 });
 afterAll(async () => {
@@ -113,7 +113,11 @@ describe("kmsContext", () => {
       .set("x-tenant-id", "tenant-a")
       .send({ blob });
     expect(other.status).toBe(403);
-    expect(JSON.parse(other.text)).toMatchObject({ detail: "InvalidCiphertextException" });
+    expect(other.headers["content-type"]).toMatch(/^application\/problem\+json/);
+    expect(JSON.parse(other.text)).toMatchObject({
+      type: "https://kms.dev/problems/kms/InvalidCiphertextException",
+      code: "InvalidCiphertextException",
+    });
     expect(other.text).not.toContain("b-only");
   });
 
@@ -130,7 +134,7 @@ describe("kmsContext", () => {
       (req as unknown as { user: object }).user = { id: "u1", tenantId };
       next();
     });
-    app.use(kmsContext());
+    app.use(kmsContext({ tenantHeader: "x-tenant-id" }));
     app.get("/context", (_req, res) => {
       handled = true;
       res.json({ context: currentEncryptionContext() });
@@ -139,5 +143,144 @@ describe("kmsContext", () => {
     expect(res.status).toBe(400);
     expect(JSON.parse(res.text).type).toBe("https://kms.dev/problems/context/tenant-missing");
     expect(handled).toBe(false);
+  });
+});
+
+/** What a handler behind `kmsContext(options)` sees, from the request and from the scope. */
+async function seen(
+  options: KmsContextOptions,
+  headers: Record<string, string>,
+  user?: object,
+): Promise<{ status: number; body: Record<string, unknown>; requestId: unknown }> {
+  const app = express();
+  app.use((req, _res, next) => {
+    if (user !== undefined) (req as unknown as { user: object }).user = user;
+    next();
+  });
+  app.use(kmsContext(options));
+  app.get("/notes/:id", async (req, res) => {
+    await new Promise((resolve) => setTimeout(resolve, 1));
+    const scoped = currentKmsContext();
+    res.json({
+      encryptionContext: currentEncryptionContext(),
+      principal: scoped?.principal ?? null,
+      route: scoped?.route,
+      requestId: scoped?.requestId,
+      same: scoped === kmsContextOf(req),
+    });
+  });
+  const res = await request(app).get("/notes/7").set(headers);
+  return {
+    status: res.status,
+    body: res.body as Record<string, unknown>,
+    requestId: res.headers["x-request-id"],
+  };
+}
+
+describe("kmsContext: where the tenant comes from", () => {
+  // Any client can send x-tenant-id: trusted by default, it let an unauthenticated caller pick
+  // the tenant whose data the request decrypts.
+  it("ignores a tenant header unless tenantHeader is configured", async () => {
+    const res = await seen({}, { "x-tenant-id": "acme" });
+    expect(res.status).toBe(400);
+    expect(res.body).toMatchObject({
+      type: "https://kms.dev/problems/context/tenant-missing",
+      detail: "the request names no valid tenant (an authenticated user)",
+    });
+  });
+
+  it("takes the tenant from the configured header, under the configured key", async () => {
+    const options = { tenantHeader: "x-org", tenantKey: "org" };
+    const res = await seen(options, { "x-org": "acme", "x-tenant-id": "globex" });
+    expect(res.status).toBe(200);
+    expect(res.body.encryptionContext).toEqual({ org: "acme" });
+    const refused = await seen(options, { "x-tenant-id": "globex" });
+    expect(refused.status).toBe(400);
+    expect(refused.body.detail).toBe(
+      "the request names no valid tenant (header x-org or an authenticated user)",
+    );
+  });
+
+  it("takes the tenant and principal of an authenticated user, principal from sub too", async () => {
+    expect((await seen({}, {}, { id: "u1", tenantId: "acme" })).body).toMatchObject({
+      encryptionContext: { tenant: "acme" },
+      principal: "u1",
+    });
+    expect((await seen({}, {}, { sub: "svc-7", tenantId: "acme" })).body).toMatchObject({
+      principal: "svc-7",
+    });
+    expect((await seen({}, {}, { tenantId: "acme" })).body).toMatchObject({ principal: null });
+  });
+});
+
+describe("kmsContext: a custom resolve", () => {
+  it("puts what it returns in the request, the scope and the x-request-id header", async () => {
+    const resolve = async (req: Request): Promise<RequestKmsContext> => {
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      return {
+        encryptionContext: { tenant: String(req.get("x-gateway-tenant")), region: "eu" },
+        principal: "gateway",
+        route: "notes.read",
+        requestId: "gw-1",
+      };
+    };
+    const res = await seen({ resolve }, { "x-gateway-tenant": "acme", "x-request-id": "ignored" });
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({
+      encryptionContext: { tenant: "acme", region: "eu" },
+      principal: "gateway",
+      route: "notes.read",
+      requestId: "gw-1",
+      same: true,
+    });
+    expect(res.requestId).toBe("gw-1");
+  });
+});
+
+describe("kmsContext: route and request id", () => {
+  const user = { id: "u1", tenantId: "acme" };
+
+  it("reports the matched route pattern, not the path with its ids, as Nest does", async () => {
+    expect((await seen({}, {}, user)).body.route).toBe("GET /notes/:id");
+  });
+
+  it("reports the pattern under a router, and the path where no route matched", async () => {
+    const routes: string[] = [];
+    const app = express();
+    app.use((req, _res, next) => {
+      (req as unknown as { user: object }).user = user;
+      next();
+    });
+    app.use(kmsContext());
+    const api = express.Router();
+    api.get("/orders/:orderId", (_req, res) => {
+      routes.push(currentKmsContext()?.route ?? "");
+      res.end();
+    });
+    app.use("/api", api);
+    app.use((req, res) => {
+      routes.push(kmsContextOf(req)?.route ?? "");
+      res.sendStatus(404);
+    });
+    await request(app).get("/api/orders/42");
+    await request(app).get("/nowhere/42");
+    expect(routes).toEqual(["GET /api/orders/:orderId", "GET /nowhere/42"]);
+  });
+
+  it("echoes a well-formed x-request-id and replaces any other with a UUID", async () => {
+    const echoed = await seen({}, { "x-request-id": "req_1.a-b" }, user);
+    expect(echoed.body.requestId).toBe("req_1.a-b");
+    expect(echoed.requestId).toBe("req_1.a-b");
+    for (const bad of ["has space", "a".repeat(129), "semi;colon"]) {
+      const replaced = await seen({}, { "x-request-id": bad }, user);
+      expect(replaced.body.requestId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-/);
+      expect(replaced.requestId).toBe(replaced.body.requestId);
+    }
+  });
+
+  it("leaves no context outside the request", async () => {
+    await seen({}, {}, user);
+    expect(currentKmsContext()).toBeUndefined();
+    expect(currentEncryptionContext()).toBeUndefined();
   });
 });

@@ -350,7 +350,8 @@ beforeAll(async () => {
   verifyApp.use("/consumed", express.text({ type: () => true }));
   verifyApp.use(verifySignature(requestPolicy()));
   verifyApp.use(signResponse({ signer: serverSigner }));
-  verifyApp.use(kmsContext());
+  // The signed requests here cover x-tenant-id whenever they send it.
+  verifyApp.use(kmsContext({ tenantHeader: "x-tenant-id" }));
   verifyApp.use(echoHandler);
   ({ server: verifyServer } = await listen(verifyApp));
   verifyPort = portOf(verifyServer);
@@ -367,7 +368,7 @@ beforeAll(async () => {
     }
     next();
   });
-  contextApp.use(kmsContext());
+  contextApp.use(kmsContext({ tenantHeader: "x-tenant-id" }));
   contextApp.use(contextHandler);
   ({ server: contextServer } = await listen(contextApp));
   contextPort = portOf(contextServer);

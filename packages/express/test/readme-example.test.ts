@@ -12,7 +12,13 @@ import {
 import { readmeDrift } from "@kms/tooling/readme";
 import express from "express";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { captureRawBody, kmsContext, signResponse, verifySignature } from "../src/index.ts";
+import {
+  captureRawBody,
+  kmsContext,
+  kmsErrorHandler,
+  signResponse,
+  verifySignature,
+} from "../src/index.ts";
 import { close, listen } from "./helpers.ts";
 
 const kms = await createKms();
@@ -25,14 +31,15 @@ app.use(
   verifySignature({
     keyLookup: (id) =>
       id === "partner-a" ? createKmsVerifier({ kms, keyId, algorithm: "hmac-sha256" }) : undefined,
-    requiredComponents: ["@method", "@target-uri"],
+    requiredComponents: ["@method", "@target-uri", "x-tenant-id"], // the tenant is signed
     contentDigest: "required",
     nonceStore: new MemoryNonceStore(),
   }),
 );
 app.use(signResponse({ signer: createKmsSigner({ kms, keyId, algorithm: "hmac-sha256" }) }));
-app.use(kmsContext()); // tenant from req.user.tenantId or the x-tenant-id header
+app.use(kmsContext({ tenantHeader: "x-tenant-id" })); // trusted: the signature covers it
 app.post("/orders", (_req, res) => res.json({ ok: true }));
+app.use(kmsErrorHandler()); // after the routes: KmsErrors as problem+json
 
 let server: Server;
 let origin: string;
@@ -44,10 +51,16 @@ afterAll(async () => {
   await kms.close();
 });
 
-function client(capture: (headers: Headers) => void) {
+/** The partner's client; it signs its tenant header unless told to sign only the defaults. */
+function client(capture: (headers: Headers) => void, { signTenant = true } = {}) {
   return createSignedFetch({
     signer: createKmsSigner({ kms, keyId, algorithm: "hmac-sha256", publishedKeyId: "partner-a" }),
     nonce: true,
+    ...(signTenant
+      ? {
+          components: ["@method", "@target-uri", "content-digest", "content-type", "x-tenant-id"],
+        }
+      : {}),
     fetch: (input, init) => {
       capture(new Headers(init?.headers));
       return fetch(input, init);
@@ -84,7 +97,7 @@ it("answers a signed request with a response signed for it", async () => {
   expect(verified).toMatchObject({ ok: true });
 });
 
-it("refuses unsigned and replayed requests, and a signed one without a tenant", async () => {
+it("refuses unsigned and replayed requests, and one whose signature leaves the tenant out", async () => {
   const url = `${origin}/orders`;
   const unsigned = await fetch(url, init);
   expect(unsigned.status).toBe(401);
@@ -98,13 +111,12 @@ it("refuses unsigned and replayed requests, and a signed one without a tenant", 
   expect(replay.status).toBe(401);
   expect(await replay.json()).toMatchObject({ type: expect.stringMatching(/\/replay$/) });
 
-  const noTenant = await client(() => {})(url, {
-    ...init,
-    headers: { "content-type": "application/json" },
-  });
-  expect(noTenant.status).toBe(400);
-  expect(await noTenant.json()).toMatchObject({
-    type: expect.stringMatching(/\/context\/tenant-missing$/),
+  // Signed, but not its tenant: whoever relayed it could have set the header.
+  const unsignedTenant = await client(() => {}, { signTenant: false })(url, init);
+  expect(unsignedTenant.status).toBe(401);
+  expect(await unsignedTenant.json()).toMatchObject({
+    type: expect.stringMatching(/\/signature\/components$/),
+    detail: expect.stringContaining('"x-tenant-id"'),
   });
 });
 
