@@ -32,6 +32,13 @@ export interface Materials extends PreparedDataKey {
   lastAad: Uint8Array | undefined;
   readonly key: AesKey;
   readonly kmsKeyId: string;
+  /**
+   * Set by `retire`: the key seals nothing more (its cache entry is dropped at its next use),
+   * while values under it still open with its read entry.
+   */
+  retired: boolean;
+  /** Called by the cache when the entry leaves it: the key is then nobody's to retire. */
+  release(): void;
 }
 
 /** A decrypted data key for reading: the prepared form of an "r" entry of the DataKeyCache. */
@@ -175,6 +182,12 @@ export class FieldDataKeys {
   #generation = 0;
   /** ctxKey → KMS key id → write cache key (see #durableKey). */
   readonly #durableKeys = new Map<string, Map<string, string>>();
+  /**
+   * The write keys the cache holds, by data key id, so that `retire` finds them wherever they
+   * are cached (their own context, a transaction scope, a shared cache). Bounded by the cache:
+   * an entry leaves with its cache entry.
+   */
+  readonly #writing = new Map<string, Materials>();
   /** The (KMS key id, ctxKey) #durableKey answered last and its answer: writes come in runs. */
   #lastDurable:
     | { readonly keyId: string; readonly ctxKey: string; readonly key: string }
@@ -241,9 +254,33 @@ export class FieldDataKeys {
     usage: DataKeyUsage,
     transactionScope: string | undefined,
   ): Materials | undefined {
-    const durable = this.#cache.use<Materials>(durableKey, usage);
+    const durable = this.#usableWrite(durableKey, usage);
     if (durable !== undefined || transactionScope === undefined) return durable;
-    return this.#cache.use<Materials>(scopedKey(transactionScope, durableKey), usage);
+    return this.#usableWrite(scopedKey(transactionScope, durableKey), usage);
+  }
+
+  /** The write key cached under `cacheKey`, unless it was retired (its entry is dropped then). */
+  #usableWrite(cacheKey: string, usage: DataKeyUsage): Materials | undefined {
+    const materials = this.#cache.use<Materials>(cacheKey, usage);
+    if (materials === undefined || !materials.retired) return materials;
+    this.#cache.delete(cacheKey);
+    return undefined;
+  }
+
+  /**
+   * Writes that begin after this call seal nothing under the randomized data keys `ids`: the
+   * ones this engine writes with are dropped from its write cache (the next write makes a fresh
+   * key), while values under them still open. Only the engine that generated a data key ever
+   * writes with it, so ids this engine does not write with — other engines' keys, stable keys,
+   * unknown ids — need nothing and are passed over.
+   */
+  retire(ids: Iterable<string>): void {
+    for (const id of ids) {
+      const materials = this.#writing.get(id);
+      if (materials === undefined) continue;
+      materials.retired = true;
+      this.#writing.delete(id);
+    }
   }
 
   /**
@@ -561,7 +598,7 @@ export class FieldDataKeys {
       return fresh;
     }
     for (;;) {
-      const cached = this.#cache.use<Materials>(durableKey, usage);
+      const cached = this.#usableWrite(durableKey, usage);
       if (cached !== undefined) return cached;
       const pending = this.#materialsInFlight.get(durableKey);
       if (pending === undefined) {
@@ -625,6 +662,7 @@ export class FieldDataKeys {
     header.set(idBytes, 1);
     // The cache keeps only the imported key (importAesKey zeroes the plaintext bytes).
     const key = importAesKey(generated.plaintext);
+    const writing = this.#writing;
     const materials: Materials = {
       id,
       header,
@@ -633,8 +671,14 @@ export class FieldDataKeys {
       lastAad: undefined,
       key,
       kmsKeyId: generated.keyId,
+      retired: false,
+      release() {
+        if (writing.get(id) === materials) writing.delete(id);
+      },
     };
     if (generation === this.#generation) {
+      // Before the put: a first use that reaches a limit releases the entry inside it.
+      this.#writing.set(id, materials);
       this.#cache.put(cacheKey, undefined, usage, materials);
       this.#putReadKey(id, key, context, generation);
     }

@@ -15,7 +15,7 @@ import {
   holdsKeyContext,
   keyContextOf,
 } from "./binding.ts";
-import type { DataKeyStore } from "./data-key-store.ts";
+import { assertDataKeyId, type DataKeyStore } from "./data-key-store.ts";
 import {
   FieldDataKeys,
   type LoadedKey,
@@ -716,6 +716,31 @@ export class FieldEncryptionEngine {
    */
   clearCache(): void {
     this.#keys.clear();
+  }
+
+  /**
+   * Forced rotation of randomized data keys (one exposed, or older than a policy allows): writes
+   * that begin after this call never seal a value under any of `ids` — the engine drops them from
+   * its write cache and makes a fresh data key at the next write — while values under them still
+   * decrypt. `reencryptFields` retires the data key of every randomized value its policy selects,
+   * so that the values it rewrites land under another key; retire the ids before the job starts
+   * to keep this engine's other writers off them from the first row. Data keys rotate on their
+   * own at the cache limits (`maxAgeMs`, `maxValues`, `maxBytes`); this is for rotating sooner.
+   *
+   * Only the engine that generated a data key ever writes with it (other engines and processes
+   * only read it), so this affects this engine alone, and ids it does not write with (other
+   * engines' keys, unknown ids) need nothing. Stable data keys (deterministic values, blind
+   * indexes) cannot be retired: every engine must derive the same one for equality lookups to
+   * work, and a new one comes only with a new KMS key id (FORMAT §6.4, §6.7).
+   * @throws ValidationException when an id is not 32 lowercase hex characters (nothing is
+   *   retired then).
+   */
+  retireDataKeys(ids: Iterable<string>): void {
+    if (ids === null || typeof ids !== "object" || !(Symbol.iterator in ids)) {
+      throw new ValidationError(`"ids" must be an iterable of data key ids`);
+    }
+    const checked = Array.from(ids, assertDataKeyId);
+    this.#keys.retire(checked);
   }
 
   /**

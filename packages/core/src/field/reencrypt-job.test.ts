@@ -4,7 +4,7 @@ import { createKms } from "../kms.ts";
 import type { KmsLike } from "../kms-like.ts";
 import type { EncryptionContext } from "../types.ts";
 import { type DataKeyRecord, MemoryDataKeyStore } from "./data-key-store.ts";
-import { FieldEncryptionEngine } from "./field-encryption-engine.ts";
+import { FieldEncryptionEngine, type StoredValueInfo } from "./field-encryption-engine.ts";
 import {
   type ReencryptCheckpoint,
   type ReencryptRow,
@@ -526,5 +526,154 @@ describe("reencryptFields", () => {
       }),
     ).rejects.toBeInstanceOf(ValidationError);
     expect(rows[0]?.secret).toBe("plain");
+  });
+});
+
+describe("reencryptFields: forced rotation of data keys", () => {
+  const b = (tenantId: string, field: string) => ({
+    model: "Person",
+    field,
+    context: { tenantId },
+  });
+  const idOf = (stored: StoredFieldValue) => {
+    // Text form: "kms1:" + base64url(format byte || 16-byte data key id || …).
+    const bytes = Buffer.from((stored as string).slice(5), "base64url");
+    return bytes.subarray(1, 17).toString("hex");
+  };
+
+  /** Rows of tenants a and b under the data keys the engine is writing with right now. */
+  async function written(engine: FieldEncryptionEngine, count: number): Promise<Row[]> {
+    const rows: Row[] = [];
+    for (let id = 1; id <= count; id++) {
+      const tenantId = id % 2 === 0 ? "b" : "a";
+      rows.push({
+        id,
+        tenantId,
+        secret: await engine.encryptText(b(tenantId, "secret"), fields.secret, `s${id}`),
+        age: await engine.encryptText(b(tenantId, "age"), fields.age, id),
+      });
+    }
+    return rows;
+  }
+
+  test("values under a selected data key move to another one, even in the engine writing with it", async () => {
+    const { oldKey, engine } = await setup();
+    const app = engine(oldKey);
+    const rows = await written(app, 6);
+    const exposed = idOf(rows[0]?.secret as StoredFieldValue);
+    const tenantB = rows.filter((r) => r.tenantId === "b").map((r) => ({ ...r }));
+    const progress: ReencryptCheckpoint[] = [];
+    const abort = new AbortController();
+    const job = {
+      engine: app,
+      model: "Person",
+      fields,
+      batchSize: 2,
+      shouldReencrypt: (info: StoredValueInfo) => !info.legacy && info.dataKeyId === exposed,
+    };
+    await expect(
+      reencryptFields({
+        ...job,
+        source: tableSource(rows),
+        signal: abort.signal,
+        onProgress: (c) => {
+          progress.push(c);
+          abort.abort();
+        },
+      }),
+    ).rejects.toThrow();
+    expect(progress).toEqual([{ cursor: 2, scanned: 2, reencrypted: 1, conflicts: 0 }]);
+    const done = await reencryptFields({
+      ...job,
+      source: tableSource(rows),
+      resumeFrom: progress[0] as ReencryptCheckpoint,
+    });
+    expect(done).toEqual({ cursor: 6, scanned: 6, reencrypted: 3, conflicts: 0 });
+    for (const row of rows) {
+      expect(idOf(row.secret)).not.toBe(exposed);
+      expect(
+        await app.decryptText(b(row.tenantId, "secret"), fields.secret, row.secret as string),
+      ).toBe(`s${row.id}`);
+    }
+    // Tenant a's values now share one fresh key, not one per row.
+    expect(new Set(rows.filter((r) => r.tenantId === "a").map((r) => idOf(r.secret))).size).toBe(1);
+    // Values the policy did not select are untouched, and their key is still written with.
+    expect(rows.filter((r) => r.tenantId === "b")).toEqual(tenantB);
+    const bNow = await app.encryptText(b("b", "secret"), fields.secret, "new");
+    expect(idOf(bNow)).toBe(idOf(tenantB[0]?.secret as StoredFieldValue));
+    expect((await reencryptFields({ ...job, source: tableSource(rows) })).reencrypted).toBe(0);
+  });
+
+  test("the application's writes during the job do not bring the selected key back", async () => {
+    const { oldKey, engine } = await setup();
+    const app = engine(oldKey);
+    const rows = (await written(app, 4)).filter((r) => r.tenantId === "a");
+    const exposed = idOf(rows[0]?.secret as StoredFieldValue);
+    const ahead = rows[1] as Row;
+    const result = await reencryptFields({
+      engine: app,
+      source: tableSource(rows, {
+        beforeWrite: (row) => {
+          // While the job writes row 1, the application (same engine) updates a row ahead.
+          if (row.id === 1) {
+            ahead.secret = app.encryptTextIfCached(b("a", "secret"), fields.secret, "app") ?? null;
+          }
+        },
+      }),
+      model: "Person",
+      fields,
+      // One row per batch: the row ahead is read after the application wrote it.
+      batchSize: 1,
+      shouldReencrypt: (info) => !info.legacy && info.dataKeyId === exposed,
+    });
+    // The application's value was sealed synchronously, under the job's fresh key, and the job
+    // (whose policy does not select that key) left it alone.
+    expect(ahead.secret).not.toBeNull();
+    expect(idOf(ahead.secret)).not.toBe(exposed);
+    expect(result).toMatchObject({ scanned: 2, reencrypted: 1, conflicts: 0 });
+    expect(await app.decryptText(b("a", "secret"), fields.secret, ahead.secret as string)).toBe(
+      "app",
+    );
+    for (const row of rows) expect(idOf(row.secret)).not.toBe(exposed);
+  });
+
+  test("a policy selecting every value makes one key per context, not one per row", async () => {
+    const { oldKey, engine } = await setup();
+    const app = engine(oldKey);
+    const rows = await written(app, 6);
+    const before = new Set(rows.map((r) => idOf(r.secret)));
+    const result = await reencryptFields({
+      engine: app,
+      source: tableSource(rows),
+      model: "Person",
+      fields: { secret: fields.secret },
+      shouldReencrypt: () => true,
+    });
+    expect(result.reencrypted).toBe(6);
+    const after = new Set(rows.map((r) => idOf(r.secret)));
+    expect(after.size).toBe(2);
+    for (const id of after) expect(before.has(id)).toBe(false);
+  });
+
+  test("a deterministic value under the current stable key is left as it is", async () => {
+    const { oldKey, engine } = await setup();
+    const app = engine(oldKey);
+    const rows = await written(app, 2);
+    const copy = rows.map((r) => ({ ...r }));
+    const stable = idOf(rows[0]?.age as StoredFieldValue);
+    const result = await reencryptFields({
+      engine: app,
+      source: {
+        ...tableSource(rows),
+        compareAndSet: async () => {
+          throw new Error("must not write");
+        },
+      },
+      model: "Person",
+      fields: { age: fields.age },
+      shouldReencrypt: (info) => !info.legacy && info.dataKeyId === stable,
+    });
+    expect(result).toEqual({ cursor: 2, scanned: 2, reencrypted: 0, conflicts: 0 });
+    expect(rows).toEqual(copy);
   });
 });

@@ -57,7 +57,10 @@ export interface ReencryptOptions {
    * Which values to rewrite. Default: legacy plaintext, values whose data key is wrapped
    * under another KMS key than the one the context now selects, and deterministic values
    * whose stable data key is not the current one. Values in a mode other than their field's
-   * are rewritten whatever this returns.
+   * are rewritten whatever this returns. A randomized value it selects is rewritten under
+   * another data key: the job retires the value's data key in the engine first
+   * (`engine.retireDataKeys`), so selecting by `dataKeyId` or `createdAt` rotates data keys.
+   * A deterministic value under the current stable key comes out the same and is left as it is.
    */
   readonly shouldReencrypt?: (
     info: StoredValueInfo,
@@ -83,9 +86,9 @@ function defaultPolicy(
 
 /**
  * Re-encrypts a model's values in batches by cursor: legacy plaintext, values under an old
- * KMS key, or whatever `shouldReencrypt` selects. Each row is written with a compare-and-set,
- * so the job is safe while the application keeps writing, and the checkpoint it reports after
- * each batch lets an interrupted run resume. Runs with legacy plaintext reads need an engine
+ * KMS key, or whatever `shouldReencrypt` selects (values under a given data key, for one).
+ * Each row is written with a compare-and-set, so the job is safe while the application keeps
+ * writing, and the checkpoint it reports after each batch lets an interrupted run resume. Runs with legacy plaintext reads need an engine
  * created with `legacyPlaintext: true`.
  * @throws ValidationException on bad options or a legacy value that is no text form of its
  *   field's type (FORMAT §6.7); InvalidCiphertextException when a stored value is neither
@@ -142,15 +145,23 @@ export async function reencryptFields(options: ReencryptOptions): Promise<Reencr
         // in a deterministic field is never found by equality lookups, and a deterministic one
         // in a randomized field keeps leaking equality.
         const modeChanged = !info.legacy && info.mode !== (spec.mode ?? "randomized");
-        if (!modeChanged && !policy(info, current)) {
-          next[field] = stored;
-          continue;
+        if (!modeChanged) {
+          if (!policy(info, current)) {
+            next[field] = stored;
+            continue;
+          }
+          // The engine may be writing with this very key (it made it): rewritten under it, the
+          // value would be reported moved while it stays under the key the policy wants gone.
+          if (!info.legacy && info.mode === "randomized") engine.retireDataKeys([info.dataKeyId]);
         }
-        changed = true;
-        next[field] =
+        const rewritten =
           spec.storage === "text"
             ? await engine.encryptText(binding, spec, plain)
             : await engine.encrypt(binding, spec, plain);
+        // A deterministic value sealed again under its own stable key is the same value: a
+        // write of it would count as a rotation that moved nothing.
+        if (!sameStored(rewritten, stored)) changed = true;
+        next[field] = rewritten;
       }
       if (!changed) continue;
       if (await source.compareAndSet(row, next, plaintexts)) reencrypted += 1;
@@ -162,4 +173,9 @@ export async function reencryptFields(options: ReencryptOptions): Promise<Reencr
     if (rows.length < batchSize) break;
   }
   return state;
+}
+
+function sameStored(a: StoredFieldValue, b: StoredFieldValue): boolean {
+  if (typeof a === "string" || typeof b === "string" || a === null || b === null) return a === b;
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }
