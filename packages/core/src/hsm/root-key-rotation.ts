@@ -140,15 +140,17 @@ async function rewrapKey(
 
 /**
  * Re-wraps all key material in `store` from root key `from` to root key `to`, online and
- * resumably, then retires `from` (instances opened with it as their root key are refused).
- * Safe to run again: a finished rotation finds nothing left to do.
+ * resumably, then retires `from` (instances opened with it as their root key are refused) with
+ * a setting sealed under `from` (docs/FORMAT.md §4.2). Safe to run again: a finished rotation
+ * finds nothing left to do, and seals the retirement if an earlier release recorded it plain.
  *
  * Run it once every instance wraps under `to` (step 2 of the procedure above); a last sweep
  * re-wraps material that instances still on `from` created during the run.
  *
  * @throws RootKeyError when `to` is neither the store's root key nor the declared successor of
  * `from`, material is wrapped under a root key that is neither, a record fails its seal, or the
- * store holds unsealed records and `unsealedRecords` is not `"seal"`. ValidationError for a bad
+ * store holds unsealed records and `unsealedRecords` is not `"seal"`, or the retirement setting
+ * of `from` holds a value that does not verify (planted). ValidationError for a bad
  * pageSize. KeyStoreConflictError when a key changes too often to re-wrap. Whatever
  * `onProgress` throws.
  */
@@ -243,7 +245,7 @@ export async function rotateRootKey(options: RotateRootKeyOptions): Promise<Root
     if (page.length < 1000) break;
     cursor = page[page.length - 1]!.aliasName;
   }
-  await store.putSettingIfAbsent(ROOT_KEY_SETTINGS.retired(fromId), toId);
+  await hsm.recordRetirement(store, fromId, toId);
   return {
     fromRootKeyId: fromId,
     toRootKeyId: toId,

@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { randomBytes, scryptSync } from "node:crypto";
 import {
   chmodSync,
   existsSync,
@@ -280,6 +280,107 @@ describe("RootKeySource.fromPassphrase input checks", () => {
     expect(() => RootKeySource.fromPassphrase(12345678901234 as unknown as string)).toThrow(
       RootKeyError,
     );
+  });
+});
+
+describe("RootKeySource.fromPassphrase: stored parameters (FORMAT §4 item 4)", () => {
+  const passphrase = "a long enough passphrase";
+  const salt = Buffer.alloc(16, 1).toString("base64");
+
+  // The setting is not sealed: a store writer can plant it before the store's first use, and
+  // the stored parameters win over the source's. Weaker ones would make the passphrase cheap to
+  // guess offline (the stored root key id checks each guess); huge ones would exhaust the host.
+  const refused: readonly (readonly [string, string, RegExp])[] = [
+    [
+      "weak scrypt N",
+      JSON.stringify({ kdf: "scrypt", salt, n: 1024, r: 8, p: 1 }),
+      /"n" expected an integer 131072–1048576, got 1024/,
+    ],
+    [
+      "weak scrypt r",
+      JSON.stringify({ kdf: "scrypt", salt, n: 2 ** 17, r: 1, p: 1 }),
+      /"r" expected an integer 8–32, got 1/,
+    ],
+    [
+      "weak argon2id",
+      JSON.stringify({ kdf: "argon2id", salt, t: 1, m: 8, p: 1 }),
+      /"t" expected an integer 3–16, got 1/,
+    ],
+    [
+      "weak argon2id memory",
+      JSON.stringify({ kdf: "argon2id", salt, t: 3, m: 1024, p: 1 }),
+      /"m" expected an integer 65536–1048576, got 1024/,
+    ],
+    [
+      "another KDF",
+      JSON.stringify({ kdf: "pbkdf2", salt }),
+      /"kdf" expected "scrypt" or "argon2id", got "pbkdf2"/,
+    ],
+    ["no KDF", JSON.stringify({ salt }), /"kdf" expected/],
+    ["not JSON", "{kdf: scrypt}", /is not JSON/],
+    ["a JSON array", "[]", /is not a JSON object/],
+    [
+      "scrypt N not a power of two",
+      JSON.stringify({ kdf: "scrypt", salt, n: 2 ** 17 + 1 }),
+      /"n" expected a power of two/,
+    ],
+    [
+      "scrypt over 1 GiB",
+      JSON.stringify({ kdf: "scrypt", salt, n: 2 ** 20, r: 16 }),
+      /over 1073741824/,
+    ],
+    [
+      "argon2id with endless passes",
+      JSON.stringify({ kdf: "argon2id", salt, t: 1e9 }),
+      /"t" expected an integer 3–16/,
+    ],
+    [
+      "a fractional p",
+      JSON.stringify({ kdf: "scrypt", salt, p: 1.5 }),
+      /"p" expected an integer 1–16, got 1.5/,
+    ],
+    [
+      "a short salt",
+      JSON.stringify({ kdf: "scrypt", salt: "AAAAAAAAAAA=" }),
+      /"salt" expected 16–64 bytes, got 8/,
+    ],
+    [
+      "a salt that is not base64",
+      JSON.stringify({ kdf: "scrypt", salt: "not base64!" }),
+      /"salt" expected base64/,
+    ],
+    ["no salt", JSON.stringify({ kdf: "scrypt" }), /"salt" expected base64/],
+  ];
+
+  it.each(refused)(
+    "%s is a RootKeyError naming the setting, before any derivation",
+    async (_, text, rule) => {
+      const store = new MemoryKeyStore();
+      await store.putSettingIfAbsent("root-key-kdf", text);
+      const error = await RootKeySource.fromPassphrase(passphrase)
+        .load(store)
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(RootKeyError);
+      expect((error as Error).message).toMatch(/^setting root-key-kdf of key store memory /);
+      expect((error as Error).message).toMatch(rule);
+      expect((error as Error).message).not.toContain(passphrase);
+    },
+  );
+
+  it("parameters at the floors this library writes, or above, are used as stored", async () => {
+    const store = new MemoryKeyStore();
+    await store.putSettingIfAbsent(
+      "root-key-kdf",
+      JSON.stringify({ kdf: "scrypt", salt, n: 2 ** 18 }),
+    );
+    const key = await RootKeySource.fromPassphrase(passphrase).load(store);
+    const expected = scryptSync(passphrase, Buffer.alloc(16, 1), 32, {
+      N: 2 ** 18,
+      r: 8,
+      p: 1,
+      maxmem: 2 ** 29,
+    });
+    expect(Buffer.from(key).equals(expected)).toBe(true);
   });
 });
 

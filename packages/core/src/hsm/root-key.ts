@@ -22,16 +22,22 @@ export interface RootKeySource {
 
 function parseKeyText(text: string, where: string): Uint8Array {
   const trimmed = text.trim();
+  // Buffer.from(string) carves small results out of Node's shared pool, which every later
+  // Buffer.allocUnsafe of the process hands out again: the decoded key is copied out and wiped
+  // there, on success as on failure.
   const bytes = /^[0-9a-fA-F]{64}$/.test(trimmed)
     ? Buffer.from(trimmed, "hex")
     : Buffer.from(trimmed, "base64");
-  if (bytes.length !== ROOT_KEY_LENGTH) {
+  try {
+    if (bytes.length !== ROOT_KEY_LENGTH) {
+      throw new RootKeyError(
+        `root key from ${where} must be ${ROOT_KEY_LENGTH} bytes as 64 hex digits or base64`,
+      );
+    }
+    return new Uint8Array(bytes);
+  } finally {
     bytes.fill(0);
-    throw new RootKeyError(
-      `root key from ${where} must be ${ROOT_KEY_LENGTH} bytes as 64 hex digits or base64`,
-    );
   }
-  return new Uint8Array(bytes);
 }
 
 /**
@@ -92,6 +98,23 @@ export interface PassphraseOptions {
   readonly kdf?: "scrypt" | "argon2id";
 }
 
+/** Checked parameters to derive with (see parseKdfParameters). */
+type Kdf =
+  | {
+      readonly kdf: "scrypt";
+      readonly salt: string;
+      readonly n: number;
+      readonly r: number;
+      readonly p: number;
+    }
+  | {
+      readonly kdf: "argon2id";
+      readonly salt: string;
+      readonly t: number;
+      readonly m: number;
+      readonly p: number;
+    };
+
 interface KdfParameters {
   readonly kdf: "scrypt" | "argon2id";
   readonly salt: string;
@@ -106,24 +129,88 @@ interface KdfParameters {
 const SCRYPT = { n: 2 ** 17, r: 8, p: 1 } as const;
 const ARGON2ID = { t: 3, m: 65536, p: 1 } as const;
 
-function deriveFromPassphrase(passphrase: string, params: KdfParameters): Uint8Array {
+/**
+ * Bounds on stored KDF parameters. The floors are what this library writes: the setting is not
+ * sealed, so a store writer who plants weaker ones before the store's first use would get a
+ * root key cheap to guess the passphrase of (the stored root key id checks each guess). The
+ * ceilings keep planted ones from exhausting memory or time (1 GiB, argon2id 16 passes).
+ */
+const KDF_BOUNDS = {
+  scrypt: { n: [SCRYPT.n, 2 ** 20], r: [SCRYPT.r, 32], p: [SCRYPT.p, 16] },
+  argon2id: { t: [ARGON2ID.t, 16], m: [ARGON2ID.m, 2 ** 20], p: [ARGON2ID.p, 16] },
+} as const;
+const MAX_KDF_MEMORY = 2 ** 30;
+const SALT = { min: 16, max: 64 } as const;
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/**
+ * Checks the stored `root-key-kdf` setting (FORMAT §4 item 4); absent parameters take the
+ * defaults. Returns what to derive with.
+ * @throws RootKeyError naming the setting and the rule a value breaks.
+ */
+function parseKdfParameters(text: string, store: KeyStore): Kdf {
+  const refuse = (rule: string): never => {
+    throw new RootKeyError(
+      `setting root-key-kdf of key store ${store.description} ${rule}; the store was altered`,
+    );
+  };
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return refuse("is not JSON");
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return refuse("is not a JSON object");
+  }
+  const stored = value as Record<string, unknown>;
+  const kdf = stored.kdf;
+  if (kdf !== "scrypt" && kdf !== "argon2id") {
+    return refuse(`"kdf" expected "scrypt" or "argon2id", got ${JSON.stringify(kdf)}`);
+  }
+  const salt = stored.salt;
+  if (typeof salt !== "string" || !BASE64.test(salt)) return refuse('"salt" expected base64');
+  const saltLength = Buffer.byteLength(salt, "base64");
+  if (saltLength < SALT.min || saltLength > SALT.max) {
+    return refuse(`"salt" expected ${SALT.min}–${SALT.max} bytes, got ${saltLength}`);
+  }
+  const defaults: Readonly<Record<string, number>> = kdf === "scrypt" ? SCRYPT : ARGON2ID;
+  const bounds: Readonly<Record<string, readonly [number, number]>> = KDF_BOUNDS[kdf];
+  const numbers: Record<string, number> = {};
+  for (const [name, [min, max]] of Object.entries(bounds)) {
+    const given = stored[name] ?? defaults[name];
+    if (!Number.isSafeInteger(given) || (given as number) < min || (given as number) > max) {
+      return refuse(`"${name}" expected an integer ${min}–${max}, got ${JSON.stringify(given)}`);
+    }
+    numbers[name] = given as number;
+  }
+  const { n = 0, r = 0, p = 0, t = 0, m = 0 } = numbers;
+  if (kdf === "argon2id") return { kdf, salt, t, m, p };
+  if ((n & (n - 1)) !== 0) return refuse(`"n" expected a power of two, got ${n}`);
+  if (128 * n * r > MAX_KDF_MEMORY) {
+    return refuse(`"n" × "r" needs ${128 * n * r} bytes of memory, over ${MAX_KDF_MEMORY}`);
+  }
+  return { kdf, salt, n, r, p };
+}
+
+function deriveFromPassphrase(passphrase: string, params: Kdf): Uint8Array {
   const salt = Buffer.from(params.salt, "base64");
   if (params.kdf === "scrypt") {
-    const n = params.n ?? SCRYPT.n;
-    const r = params.r ?? SCRYPT.r;
-    return new Uint8Array(
-      scryptSync(passphrase.normalize("NFC"), salt, ROOT_KEY_LENGTH, {
-        N: n,
-        r,
-        p: params.p ?? SCRYPT.p,
-        maxmem: 256 * n * r,
-      }),
-    );
+    const { n, r, p } = params;
+    const derived = scryptSync(passphrase.normalize("NFC"), salt, ROOT_KEY_LENGTH, {
+      N: n,
+      r,
+      p,
+      maxmem: 256 * n * r,
+    });
+    // The Buffer itself, not a copy: the caller wipes what it is given, and a copy would leave
+    // this one holding the root key until the heap reuses it.
+    return new Uint8Array(derived.buffer, derived.byteOffset, derived.byteLength);
   }
   return argon2id(passphrase.normalize("NFC"), salt, {
-    t: params.t ?? ARGON2ID.t,
-    m: params.m ?? ARGON2ID.m,
-    p: params.p ?? ARGON2ID.p,
+    t: params.t,
+    m: params.m,
+    p: params.p,
     dkLen: ROOT_KEY_LENGTH,
   });
 }
@@ -191,7 +278,7 @@ export const RootKeySource = {
           ...(kdf === "scrypt" ? SCRYPT : ARGON2ID),
         };
         const stored = await store.putSettingIfAbsent("root-key-kdf", JSON.stringify(proposed));
-        return deriveFromPassphrase(passphrase, JSON.parse(stored) as KdfParameters);
+        return deriveFromPassphrase(passphrase, parseKdfParameters(stored, store));
       },
     };
   },
@@ -207,7 +294,9 @@ export const RootKeySource = {
         if (!existsSync(path)) {
           mkdirSync(dirname(path), { recursive: true });
           const fresh = randomFillSync(new Uint8Array(ROOT_KEY_LENGTH));
-          writeFileSync(path, `${Buffer.from(fresh).toString("hex")}\n`, {
+          // A view, not Buffer.from(fresh), which would copy the key into Node's shared pool.
+          const hex = Buffer.from(fresh.buffer, fresh.byteOffset, fresh.length).toString("hex");
+          writeFileSync(path, `${hex}\n`, {
             mode: 0o600,
             flag: "wx",
           });

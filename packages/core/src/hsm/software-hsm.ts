@@ -57,14 +57,17 @@ export interface SoftwareHsmOptions {
 }
 
 /**
- * Store settings that record the root key history. "root-key-id" is the store's first root key;
- * each rotation adds `root-key-successor/<old id>` = new id, and, once every piece of material
- * is re-wrapped, `root-key-retired/<old id>` = new id. Settings are write-once, so the history
- * only grows and every instance reads the same one.
+ * Store settings that record the root key history (docs/FORMAT.md §4.2). "root-key-id" is the
+ * store's first root key; each rotation adds `root-key-successor/<old id>` = new id, and, once
+ * every piece of material is re-wrapped, retires the old key: `root-key-retirement/<old id>`, a
+ * value MACed under the old key itself, and `root-key-retired/<old id>` = new id, the plain
+ * marker of earlier releases. Settings are write-once, so the history only grows and every
+ * instance reads the same one.
  */
 export const ROOT_KEY_SETTINGS = {
   first: "root-key-id",
   successor: (id: string): string => `root-key-successor/${id}`,
+  retirement: (id: string): string => `root-key-retirement/${id}`,
   retired: (id: string): string => `root-key-retired/${id}`,
 } as const;
 
@@ -120,6 +123,39 @@ function computeRootKeyId(root: Uint8Array): Uint8Array {
     .subarray(0, ROOT_KEY_ID_LENGTH);
 }
 
+/** A sealed retirement setting: `r1.<successor id>.<MAC, base64url without padding>`. */
+const RETIREMENT = /^r1\.([0-9a-f]{16})\.([A-Za-z0-9_-]{43})$/;
+
+/** What a retirement MAC covers (FORMAT §4.2): the retired root key's id and its successor's. */
+function retirementInput(retiredId: string, successorId: string): string {
+  return `kms/root-key-retirement/v1|${retiredId}|${successorId}`;
+}
+
+/**
+ * Whether a retirement of `retiredId` in favour of `successorId` is on record, judged by form
+ * alone (a sealed value naming that successor, or the plain marker of earlier releases): for
+ * instances that do not hold the retired key and so cannot check its MAC.
+ */
+async function retirementRecorded(
+  store: KeyStore,
+  retiredId: string,
+  successorId: string,
+): Promise<boolean> {
+  const sealed = await store.getSetting(ROOT_KEY_SETTINGS.retirement(retiredId));
+  if (sealed !== undefined && RETIREMENT.exec(sealed)?.[1] === successorId) return true;
+  return (await store.getSetting(ROOT_KEY_SETTINGS.retired(retiredId))) === successorId;
+}
+
+/**
+ * Reports a root-key setting that is not obeyed. A warning rather than an error: obeying it
+ * would let a store writer retire the live root key, and refusing to open over it would too.
+ */
+function warnIgnored(store: KeyStore, name: string, why: string): void {
+  process.emitWarning(`setting ${name} of key store ${store.description} ${why}; it is ignored`, {
+    code: "KMS_ROOT_KEY_SETTING_IGNORED",
+  });
+}
+
 /**
  * The software HSM: the only place where key material exists in plaintext, and then only in
  * memory as KeyObjects. It wraps new material under the root key for the store, unwraps it on
@@ -136,22 +172,34 @@ export class SoftwareHsm {
   readonly #sealKeys = new Map<string, KeyObject>();
   /** Unwrap-only root keys given to open() but retired in the store, so not held. */
   readonly #retiredUnwrapOnly: string[] = [];
+  /**
+   * Record-seal MAC keys of every root key given to open(), retired ones included: they check
+   * and write retirement settings (FORMAT §4.2), nothing else.
+   */
+  readonly #retirementKeys = new Map<string, KeyObject>();
 
   private constructor(root: Uint8Array, unwrapOnly: readonly Uint8Array[]) {
     this.#rootKeyId = computeRootKeyId(root);
     // Derived before importAesKey, which wipes the bytes it imports.
-    this.#sealKeys.set(Buffer.from(this.#rootKeyId).toString("hex"), deriveRecordSealKey(root));
+    const rootSealKey = deriveRecordSealKey(root);
+    this.#sealKeys.set(this.rootKeyId, rootSealKey);
+    this.#retirementKeys.set(this.rootKeyId, rootSealKey);
     this.#root = importAesKey(root);
     for (const other of unwrapOnly) {
       const id = Buffer.from(computeRootKeyId(other)).toString("hex");
-      if (!this.#sealKeys.has(id)) this.#sealKeys.set(id, deriveRecordSealKey(other));
+      if (!this.#sealKeys.has(id)) {
+        const sealKey = deriveRecordSealKey(other);
+        this.#sealKeys.set(id, sealKey);
+        this.#retirementKeys.set(id, sealKey);
+      }
       this.#unwrapOnly.set(id, importAesKey(other));
     }
   }
 
   /**
-   * Loads the root key and checks it against the one the store was first opened with.
-   * @throws RootKeyError when the source fails or the key does not match the store.
+   * Loads the root key and checks it against the store's root key history (FORMAT §4.2).
+   * @throws RootKeyError when the source fails, the key does not match the store, a rotation
+   *   retired it, or it would replace a root key whose own rotation has not finished.
    */
   static async open(
     source: RootKeySource,
@@ -181,6 +229,16 @@ export class SoftwareHsm {
             `${store.description} was created with (id ${head})`,
         );
       }
+      // One rotation at a time: material still under the key before `head` would be readable
+      // by no instance of the new key, and the next rotation could not re-wrap it.
+      const previous = history[history.length - 2];
+      if (previous !== undefined && !(await retirementRecorded(store, previous, head))) {
+        throw new RootKeyError(
+          `root key ${head} of key store ${store.description} cannot be replaced yet: the ` +
+            `rotation to it from root key ${previous} has not finished (run rotateRootKey ` +
+            "from that key to it first)",
+        );
+      }
       const successor = await store.putSettingIfAbsent(ROOT_KEY_SETTINGS.successor(head), id);
       if (successor !== id) {
         throw new RootKeyError(
@@ -188,25 +246,106 @@ export class SoftwareHsm {
             `${successor}, not by the root key from ${source.description} (id ${id})`,
         );
       }
-    } else if (id !== head) {
-      const retiredBy = await store.getSetting(ROOT_KEY_SETTINGS.retired(id));
-      if (retiredBy !== undefined) {
-        throw new RootKeyError(
-          `the root key from ${source.description} (id ${id}) was retired from key store ` +
-            `${store.description} by a rotation to root key ${retiredBy}`,
-        );
-      }
+      history.push(id);
+    }
+    // Checked wherever the key stands in the history: a store writer who deletes the successor
+    // setting makes a retired key the head again, and must not make it the root key again.
+    const retiredBy = await hsm.#retiredBy(store, id, history);
+    if (retiredBy !== undefined) {
+      throw new RootKeyError(
+        `the root key from ${source.description} (id ${id}) was retired from key store ` +
+          `${store.description} by a rotation to root key ${retiredBy}`,
+      );
     }
     // A retired root key is gone for unwrapping and seals too, not only as the root key: after
     // a rotation (often made because the old key may have leaked) an instance still configured
     // with it must not accept material wrapped or records sealed under it.
     for (const other of [...hsm.#unwrapOnly.keys()]) {
-      if ((await store.getSetting(ROOT_KEY_SETTINGS.retired(other))) === undefined) continue;
+      if ((await hsm.#retiredBy(store, other, history)) === undefined) continue;
       hsm.#unwrapOnly.delete(other);
       if (other !== id) hsm.#sealKeys.delete(other);
       hsm.#retiredUnwrapOnly.push(other);
     }
     return hsm;
+  }
+
+  /**
+   * The root key that retired root key `id` (one this HSM holds) in `store`, if any
+   * (FORMAT §4.2). A sealed retirement counts when its MAC verifies under `id` itself, so no
+   * one without that key can retire it. A plain marker of an earlier release carries no MAC: it
+   * counts only when it names the successor the history records and this HSM holds that key,
+   * so that a planted successor and marker naming a key nobody holds retire nothing.
+   */
+  async #retiredBy(
+    store: KeyStore,
+    id: string,
+    history: readonly string[],
+  ): Promise<string | undefined> {
+    const sealedName = ROOT_KEY_SETTINGS.retirement(id);
+    const sealed = await store.getSetting(sealedName);
+    if (sealed !== undefined) {
+      const by = this.#openRetirement(id, sealed);
+      if (by !== undefined) return by;
+      warnIgnored(store, sealedName, "does not verify under the root key it retires");
+    }
+    const plainName = ROOT_KEY_SETTINGS.retired(id);
+    const plain = await store.getSetting(plainName);
+    if (plain === undefined) return undefined;
+    const at = history.indexOf(id);
+    if (at >= 0 && history[at + 1] === plain && this.#retirementKeys.has(plain)) return plain;
+    warnIgnored(
+      store,
+      plainName,
+      "is an unsealed retirement this instance cannot confirm (it holds no successor the " +
+        "history records): if a rotation did retire this root key, run rotateRootKey from it " +
+        "to its successor again to seal the retirement",
+    );
+    return undefined;
+  }
+
+  /** The sealed retirement setting of `retiredId` in favour of `successorId` (FORMAT §4.2). */
+  #retirementValue(retiredId: string, successorId: string): string {
+    const key = this.#retirementKeys.get(retiredId);
+    if (key === undefined) {
+      throw new RootKeyError(`root key ${retiredId} is not held here, so it cannot be retired`);
+    }
+    const mac = createHmac("sha256", key).update(retirementInput(retiredId, successorId));
+    return `r1.${successorId}.${mac.digest("base64url")}`;
+  }
+
+  /** The successor a sealed retirement setting of `retiredId` names, if its MAC verifies. */
+  #openRetirement(retiredId: string, value: string): string | undefined {
+    const key = this.#retirementKeys.get(retiredId);
+    const match = RETIREMENT.exec(value);
+    if (key === undefined || match === null) return undefined;
+    const mac = Buffer.from(match[2]!, "base64url");
+    // One spelling per MAC, as for record seals: the unused low bits of the last digit are zero.
+    if (mac.length !== 32 || mac.toString("base64url") !== match[2]) return undefined;
+    const expected = createHmac("sha256", key)
+      .update(retirementInput(retiredId, match[1]!))
+      .digest();
+    return timingSafeEqual(expected, mac) ? match[1] : undefined;
+  }
+
+  /**
+   * Retires root key `retiredId` in favour of `successorId`, the last step of a root-key
+   * rotation: writes the retirement setting sealed under the retired key (which this HSM must
+   * hold, as unwrap-only or retired) and the plain marker that earlier releases read.
+   * @throws RootKeyError when this HSM does not hold the retired key, or the sealed setting
+   *   already holds a value that does not verify (written by someone else: delete it, run again).
+   */
+  async recordRetirement(store: KeyStore, retiredId: string, successorId: string): Promise<void> {
+    const value = this.#retirementValue(retiredId, successorId);
+    await store.putSettingIfAbsent(ROOT_KEY_SETTINGS.retired(retiredId), successorId);
+    const name = ROOT_KEY_SETTINGS.retirement(retiredId);
+    const stored = await store.putSettingIfAbsent(name, value);
+    if (stored !== value && this.#openRetirement(retiredId, stored) === undefined) {
+      throw new RootKeyError(
+        `setting ${name} of key store ${store.description} holds a value that does not ` +
+          "verify under the root key it retires, so the rotation cannot record the " +
+          "retirement: the store was altered; delete that setting and run the rotation again",
+      );
+    }
   }
 
   /**

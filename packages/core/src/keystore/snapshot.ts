@@ -30,7 +30,7 @@ export interface KeySnapshot extends Omit<StoredKey, "versions"> {
 /** Everything a KeyStore holds, JSON-serializable (`JSON.stringify` / `JSON.parse` safe). */
 export interface KeyStoreSnapshot {
   readonly format: typeof SNAPSHOT_FORMAT;
-  /** Store settings: the root key id and history, passphrase KDF parameters. */
+  /** Store settings: the root key id, history and retirements, passphrase KDF parameters. */
   readonly settings: Readonly<Record<string, string>>;
   readonly keys: readonly KeySnapshot[];
   readonly aliases: readonly StoredAlias[];
@@ -59,8 +59,11 @@ export async function exportKeyStore(store: KeyStore): Promise<KeyStoreSnapshot>
     settings[ROOT_KEY_SETTINGS.successor(history[i]!)] = history[i + 1]!;
   }
   for (const id of history) {
-    const retiredBy = await store.getSetting(ROOT_KEY_SETTINGS.retired(id));
-    if (retiredBy !== undefined) settings[ROOT_KEY_SETTINGS.retired(id)] = retiredBy;
+    // Verbatim, sealed or not: a restored store judges its retirements as the original does.
+    for (const name of [ROOT_KEY_SETTINGS.retirement(id), ROOT_KEY_SETTINGS.retired(id)]) {
+      const value = await store.getSetting(name);
+      if (value !== undefined) settings[name] = value;
+    }
   }
   for (const name of PLAIN_SETTINGS) {
     const value = await store.getSetting(name);
