@@ -17,10 +17,11 @@ import {
   fieldDictionary,
   type HttpMessage,
   isRequestMessage,
+  type ReadFields,
   type RequestMessage,
   readFields,
 } from "./message.ts";
-import type { NonceStore } from "./nonce-store.ts";
+import { MemoryNonceStore, type NonceStore } from "./nonce-store.ts";
 import {
   type ComponentSpec,
   resolveComponent,
@@ -90,7 +91,13 @@ export interface VerificationPolicy extends SignatureBaseOptions {
     keyId: string,
     context: KeyLookupContext,
   ) => MessageVerifier | null | undefined | Promise<MessageVerifier | null | undefined>;
-  /** Components every accepted signature must cover (e.g. `@method`, `content-digest`). */
+  /**
+   * Components every accepted signature must cover (e.g. `@method`, `content-digest`). Default:
+   * for a request `@method`, its target (`@target-uri`, or `@authority` with `@path` and
+   * `@query`, or `@authority` with `@request-target`) and, when it has content, `content-digest`;
+   * for a response `@status` and, when it has content, `content-digest`. A list replaces the
+   * default; `[]` accepts a signature whatever it covers, even nothing.
+   */
   readonly requiredComponents?: readonly ComponentSpec[];
   /** Only this label is considered; default any label on the message. */
   readonly label?: string;
@@ -114,10 +121,15 @@ export interface VerificationPolicy extends SignatureBaseOptions {
   readonly tag?: string;
   /**
    * Replay protection: nonces are remembered here, per `keyid` (not per label, which is not
-   * signed). The store is the replay domain: see `NonceStore`.
+   * signed). The store is the replay domain: see `NonceStore`. Default: a `MemoryNonceStore`
+   * belonging to this policy object (one process; build the policy once, not per message).
+   * `false` remembers no nonce, so a signed message can be replayed until it expires.
    */
-  readonly nonceStore?: NonceStore;
-  /** Require a `nonce` parameter; default true when nonceStore is set. */
+  readonly nonceStore?: NonceStore | false;
+  /**
+   * Require a `nonce` parameter; default true when `nonceStore` is set to a store, false with
+   * the default store (a signature without a nonce is then not protected against replay).
+   */
   readonly requireNonce?: boolean;
   /**
    * Content-Digest: "required" makes a covered, matching digest mandatory; "if-present"
@@ -202,7 +214,7 @@ export async function verifyMessage(
 
 /**
  * `verifyMessage` without a promise when none is needed: the result is returned directly when
- * the key lookup, the verifier (`verifySync`) and the absence of a nonce store let the whole
+ * the key lookup, the verifier (`verifySync`) and the absence of a nonce to record let the whole
  * check run synchronously (local secrets and public keys), and as a promise otherwise. For
  * middleware, where a deferred response costs measurable throughput.
  * @throws (synchronously, or as a rejection) what `verifyMessage` rejects with.
@@ -334,13 +346,16 @@ function verifyLabel(
     }
   }
 
-  if (policy.requiredComponents !== undefined) {
+  const noContent = hasNoContentByDefinition(input, message, request);
+  if (policy.requiredComponents === undefined) {
+    const missing = missingDefaultCoverage(covered, message, read.message, noContent);
+    if (missing !== undefined) return fail("components", missing, label);
+  } else {
     for (const spec of policy.requiredComponents) {
       const id = resolveComponent(spec).identifier;
       if (!covered.includes(id)) return fail("components", `signature must cover ${id}`, label);
     }
   }
-  const noContent = hasNoContentByDefinition(input, message, request);
   // A digest of content that HTTP framing rules out vouches for nothing (our own signer omits it
   // there); a body supplied anyway is still held to "required".
   const digestRequired =
@@ -376,13 +391,14 @@ function verifyLabel(
   } else if (now > params.expires + skew) {
     return fail("expires", "signature has expired", label);
   }
-  const requireNonce = policy.requireNonce ?? policy.nonceStore !== undefined;
+  const requireNonce =
+    policy.requireNonce ?? (policy.nonceStore !== undefined && policy.nonceStore !== false);
   if (requireNonce && params.nonce === undefined) {
     return fail("nonce", "nonce parameter is required", label);
   }
   if (
     params.nonce !== undefined &&
-    policy.nonceStore !== undefined &&
+    policy.nonceStore !== false &&
     params.created === undefined &&
     params.expires === undefined
   ) {
@@ -498,7 +514,8 @@ function afterSignature(
   }
 
   // Nonces are recorded only for signatures that verified, so forged requests cannot burn them.
-  if (params.nonce !== undefined && policy.nonceStore !== undefined) {
+  const nonceStore = params.nonce === undefined ? undefined : nonceStoreOf(policy);
+  if (nonceStore !== undefined) {
     // Kept for as long as the signature could still be accepted: until the earlier of its
     // expiry and the end of its max age (at least one exists, checked above). Both checks
     // compare whole seconds, so a signature is still accepted throughout the second
@@ -509,13 +526,75 @@ function afterSignature(
       params.created === undefined ? Number.POSITIVE_INFINITY : params.created + maxAge + skew,
     );
     const lifetime = acceptedUntil + 1 - now;
-    return policy.nonceStore
+    return nonceStore
       .checkAndStore(`${params.keyid}\u0000${params.nonce}`, Math.max(lifetime, 1) * 1000)
       .then((fresh) =>
         fresh ? accepted(candidate, verifier) : fail("replay", "nonce was already used", label),
       );
   }
   return accepted(candidate, verifier);
+}
+
+// One store per policy object, made when its first nonce arrives: middleware holds its policy
+// for its lifetime, so each middleware is its own replay domain, as a store passed to it would be.
+const defaultNonceStores = new WeakMap<VerificationPolicy, NonceStore>();
+
+/** The store that remembers the policy's nonces: its own, the default one, or none (`false`). */
+function nonceStoreOf(policy: VerificationPolicy): NonceStore | undefined {
+  const configured = policy.nonceStore;
+  if (configured !== undefined) return configured === false ? undefined : configured;
+  let store = defaultNonceStores.get(policy);
+  if (store === undefined) {
+    // On the policy's clock, so nonces expire when the policy stops accepting their signatures.
+    store = new MemoryNonceStore(policy.now === undefined ? {} : { now: policy.now });
+    defaultNonceStores.set(policy, store);
+  }
+  return store;
+}
+
+/**
+ * Whether the message carries content: its raw body when supplied, otherwise what its framing
+ * announces (a Content-Length other than 0, a Transfer-Encoding), except in a response without
+ * content by definition, whose Content-Length describes what a GET would get.
+ */
+function hasContent(message: HttpMessage, fields: ReadFields, noContent: boolean): boolean {
+  if (message.body !== undefined) return message.body.length > 0;
+  if (noContent) return false;
+  if (fields.lines.has("transfer-encoding")) return true;
+  const length = fields.lines.get("content-length");
+  return length?.some((value) => value.trim() !== "0") === true;
+}
+
+const TARGET_COVERAGE = '"@target-uri" (or "@authority" with "@path" and "@query")';
+
+/**
+ * What the default policy misses in `covered`, or undefined. A signature that covers less can be
+ * moved to another method, target or body (RFC 9421 §7.2.1): one over `()` made for
+ * `GET /harmless` verifies on `DELETE /accounts/7`. `@authority` with `@path` and `@query` is
+ * the target as RFC 9421 Appendix B.2.3 covers it, without `@scheme`, which an application
+ * answering on one scheme does not need signed.
+ */
+function missingDefaultCoverage(
+  covered: readonly string[],
+  message: HttpMessage,
+  fields: ReadFields,
+  noContent: boolean,
+): string | undefined {
+  if (isRequestMessage(message)) {
+    if (!covered.includes('"@method"')) return 'signature must cover "@method"';
+    const target =
+      covered.includes('"@target-uri"') ||
+      (covered.includes('"@authority"') &&
+        (covered.includes('"@request-target"') ||
+          (covered.includes('"@path"') && covered.includes('"@query"'))));
+    if (!target) return `signature must cover ${TARGET_COVERAGE}`;
+  } else if (!covered.includes('"@status"')) {
+    return 'signature must cover "@status"';
+  }
+  if (hasContent(message, fields, noContent) && !covered.includes('"content-digest"')) {
+    return 'signature must cover "content-digest": the message has content';
+  }
+  return undefined;
 }
 
 /** RFC 9110 §6.4.1: these responses never carry content, whatever representation they describe. */

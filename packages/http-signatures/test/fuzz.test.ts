@@ -47,7 +47,8 @@ const DOCUMENTED_CHECKS: ReadonlySet<string> = new Set(VERIFICATION_CHECKS);
 const hmacVerifier = createHmacVerifier(SECRET);
 const lookup = (id: string): MessageVerifier | undefined =>
   id === KEY_ID ? hmacVerifier : undefined;
-const basePolicy: VerificationPolicy = { keyLookup: lookup, now: () => T0 };
+// The properties are about parsing and checks, not about what a signature must cover.
+const basePolicy: VerificationPolicy = { keyLookup: lookup, now: () => T0, requiredComponents: [] };
 
 const b64 = (bytes: Uint8Array): string => Buffer.from(bytes).toString("base64");
 

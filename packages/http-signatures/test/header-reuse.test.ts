@@ -18,7 +18,12 @@ import {
 const secret = randomBytes(32);
 const signer = createHmacSigner(secret, { keyId: "k1" });
 const T0 = 1_700_000_000_000;
-const policy = { keyLookup: () => createHmacVerifier(secret), now: () => T0 };
+// About reading headers afresh, not about what a signature must cover.
+const policy = {
+  keyLookup: () => createHmacVerifier(secret),
+  now: () => T0,
+  requiredComponents: [],
+};
 
 describe("a headers object reused across calls", () => {
   it("keeps the first signature when a second is added to the same object", async () => {

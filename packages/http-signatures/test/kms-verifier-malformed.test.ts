@@ -48,7 +48,7 @@ describe.each(specs)("verifying through the KMS, %s", (algorithm) => {
     const message: RequestMessage = { method: "POST", url: "https://api.test/orders", headers };
     const fields = await signMessage(message, {
       signer: createKmsSigner({ kms, keyId, algorithm, publishedKeyId: "orders" }),
-      components: ["@method", ...Object.keys(headers)],
+      components: ["@method", "@target-uri", ...Object.keys(headers)],
       now: () => T0,
     });
     return {

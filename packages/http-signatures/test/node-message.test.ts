@@ -89,6 +89,9 @@ describe("signNodeResponse on a plain node:http server", () => {
     const request = nodeRequestMessage(lastRequest!);
     const response = { status: res.status, headers: res.headers, body };
     expect(await verifyMessage(response, policy, request)).toMatchObject({ ok: true });
+    // What it covers by default is what the default policy asks of a response.
+    const defaults = { keyLookup: () => createHmacVerifier(secret) };
+    expect(await verifyMessage(response, defaults, request)).toMatchObject({ ok: true });
     const elsewhere = { ...request, url: `${origin}/other` };
     expect(await verifyMessage(response, policy, elsewhere)).toMatchObject({
       ok: false,

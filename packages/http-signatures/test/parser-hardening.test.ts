@@ -25,6 +25,8 @@ const SECRET = new Uint8Array(32).fill(0x77);
 const T0 = 1_700_000_000_000;
 const signer = createHmacSigner(SECRET, { keyId: "k1" });
 const policy: VerificationPolicy = {
+  // About parsing, not about what a signature must cover: accept any coverage.
+  requiredComponents: [],
   keyLookup: (id) => (id === "k1" ? createHmacVerifier(SECRET) : undefined),
   now: () => T0,
 };

@@ -171,8 +171,14 @@ describe("verifyMessage policy", () => {
     now += 400_000;
     expect(await verifyMessage(message, p)).toMatchObject({ ok: false, check: "created" });
     expect(nonceStore.size).toBe(0);
+    // The default store is a store too.
+    expect(await verifyMessage(message, policy({ requireCreated: false }))).toMatchObject({
+      ok: false,
+      check: "created",
+    });
     // Without a nonce store nothing is promised, and the policy allows it.
-    expect((await verifyMessage(message, policy({ requireCreated: false }))).ok).toBe(true);
+    const unprotected = policy({ requireCreated: false, nonceStore: false });
+    expect((await verifyMessage(message, unprotected)).ok).toBe(true);
   });
 
   it("remembers a nonce until the earlier of expires and the end of max-age", async () => {
@@ -265,7 +271,7 @@ describe("verifyMessage policy", () => {
     const twice = await signMessage(once, {
       signer,
       label: "b",
-      components: ["@method"],
+      components: ["@method", "@target-uri", "content-digest"],
       now: () => T0,
     });
     const message = {
