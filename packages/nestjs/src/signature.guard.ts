@@ -97,7 +97,8 @@ export function verifiedSignatureOf(request: object): VerifiedSignature | undefi
 
 /** A route's effective policy: module defaults, then the class's, then the method's. */
 export interface EffectiveSignaturePolicy extends Omit<SignaturePolicy, "nonceStore"> {
-  readonly nonceStore?: NonceStore;
+  /** `false`: replay protection turned off for the route (no store at all, not a default one). */
+  readonly nonceStore?: NonceStore | false;
 }
 
 const DEFAULT_BODY_LIMIT = 1024 * 1024;
@@ -152,7 +153,13 @@ export class SignatureGuard implements CanActivate {
     const { keyLookup: _, bodyLimit: __, nonceStore, ...rest } = policy;
     const verificationPolicy: VerificationPolicy = {
       ...rest,
-      ...(nonceStore !== undefined ? { nonceStore: withRequestNonces(nonceStore, state) } : {}),
+      // Left out, @kms/http-signatures would make a default store, fresh for this per-request
+      // policy object and so protecting nothing: `false` is passed on as `false`.
+      ...(nonceStore === false
+        ? { nonceStore: false }
+        : nonceStore !== undefined
+          ? { nonceStore: withRequestNonces(nonceStore, state) }
+          : {}),
       keyLookup: (keyId, context) =>
         this.resolveKey(keyId, { ...context, kms: this.kmsService.kms, execution }, policy),
     };
@@ -195,7 +202,7 @@ export class SignatureGuard implements CanActivate {
     );
     const merged: SignaturePolicy = { ...this.options.signature, ...onClass, ...onMethod };
     const { nonceStore, ...rest } = merged;
-    const store = nonceStore === false ? undefined : (nonceStore ?? this.defaultNonceStore);
+    const store = nonceStore === false ? false : (nonceStore ?? this.defaultNonceStore);
     return store === undefined ? rest : { ...rest, nonceStore: store };
   }
 
