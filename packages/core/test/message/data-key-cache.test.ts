@@ -1,4 +1,4 @@
-/** DataKeyCache limits and its effect on KMS calls (docs/FORMAT.md §5.8). */
+/** DataKeyCache limits and its effect on KMS calls (docs/FORMAT.md §5.9). */
 import { randomBytes } from "node:crypto";
 import { beforeAll, describe, expect, it } from "vitest";
 import {
@@ -7,6 +7,7 @@ import {
   DataKeyCache,
   dataKeyCacheKey,
   decryptMessage,
+  encodeEncryptionContext,
   encryptMessage,
   type Kms,
   KmsKeyring,
@@ -70,33 +71,58 @@ describe("DataKeyCache with messages", () => {
     expect(Buffer.from(messages[0]!).equals(Buffer.from(messages[1]!))).toBe(false);
   });
 
-  it("never shares a key across contexts, keyrings or suites", async () => {
+  it("never shares a key across contexts or keyrings", async () => {
     const { keyring, calls } = countingKeyring();
     const other = countingKeyring();
     const cache = new DataKeyCache({ maxAgeMs: 60_000 });
-    await encryptMessage(small, {
-      keyring,
-      encryptionContext: { tenant: "a" },
-      dataKeyCache: cache,
-    });
-    await encryptMessage(small, {
-      keyring,
-      encryptionContext: { tenant: "b" },
-      dataKeyCache: cache,
-    });
-    await encryptMessage(small, {
-      keyring: other.keyring,
-      encryptionContext: { tenant: "a" },
-      dataKeyCache: cache,
-    });
-    await encryptMessage(small, {
-      keyring,
-      encryptionContext: { tenant: "a" },
-      dataKeyCache: cache,
-      suite: "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P256",
-    });
-    expect(calls.generateDataKey).toBe(3);
+    const encrypt = (by: KmsKeyring, tenant: string) =>
+      encryptMessage(small, { keyring: by, encryptionContext: { tenant }, dataKeyCache: cache });
+    await encrypt(keyring, "a");
+    await encrypt(keyring, "b");
+    await encrypt(other.keyring, "a");
+    expect(calls.generateDataKey).toBe(2);
     expect(other.calls.generateDataKey).toBe(1);
+    expect(cache.size).toBe(3);
+    // The same keyring and context do share: the misses above are separation, not a dead cache.
+    await encrypt(keyring, "a");
+    await encrypt(other.keyring, "a");
+    expect(calls.generateDataKey).toBe(2);
+    expect(other.calls.generateDataKey).toBe(1);
+  });
+
+  it("keys entries by suite, and signing suites neither take from nor fill the cache", async () => {
+    // Only one suite is unsigned, so no two messages can show separation by suite: the cache
+    // key itself must differ (FORMAT §5.9).
+    const { keyring, calls } = countingKeyring();
+    const parts = {
+      purpose: "encrypt",
+      keyringIdentity: keyring.identity,
+      encryptionContext: encodeEncryptionContext({ tenant: "a" }),
+    } as const;
+    const unsigned = dataKeyCacheKey({ ...parts, suite: 0x0001 });
+    for (const signed of [0x0002, 0x0003]) {
+      expect(dataKeyCacheKey({ ...parts, suite: signed })).not.toBe(unsigned);
+    }
+
+    const cache = new DataKeyCache({ maxAgeMs: 60_000 });
+    const options = { keyring, encryptionContext: { tenant: "a" }, dataKeyCache: cache };
+    await encryptMessage(small, options);
+    expect(cache.size).toBe(1);
+    const stats = cache.stats;
+    for (const suite of [
+      "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P256",
+      "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384",
+      "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P256",
+    ] as const) {
+      await encryptMessage(small, { ...options, suite });
+    }
+    // FORMAT §5.8: a fresh signing key per message is in the context, so no entry could ever
+    // match; the cache is not even consulted, and holds nothing from signed messages.
+    expect(calls.generateDataKey).toBe(4);
+    expect(cache.size).toBe(1);
+    expect(cache.stats).toEqual(stats);
+    await encryptMessage(small, options);
+    expect(calls.generateDataKey).toBe(4);
   });
 
   it("enforces maxMessages", async () => {
