@@ -335,15 +335,22 @@ export class PostgresKeyStore implements KeyStore {
               expectedSeal ?? null,
             ])
           : { rowCount: 0 };
-        if (rowCount === 0) {
-          const { rowCount: exists } = await client.query(this.#sql.aliasExists, [aliasName]);
-          if (exists === 0) throw new NotFoundError(`alias ${aliasName} does not exist`);
-          throw new KeyStoreConflictError(`alias ${aliasName} changed concurrently`);
-        }
+        if (rowCount === 0) await this.#refuseAliasWrite(client, aliasName);
       });
     } finally {
       this.#feed.invalidateAlias(aliasName);
     }
+  }
+
+  /**
+   * Why a compare-and-set write of an alias touched no row: the alias is gone, or its seal is no
+   * longer the expected one.
+   * @throws NotFoundError or KeyStoreConflictError, always.
+   */
+  async #refuseAliasWrite(client: pg.PoolClient, aliasName: string): Promise<never> {
+    const { rowCount: exists } = await client.query(this.#sql.aliasExists, [aliasName]);
+    if (exists === 0) throw new NotFoundError(`alias ${aliasName} does not exist`);
+    throw new KeyStoreConflictError(`alias ${aliasName} changed concurrently`);
   }
 
   async deleteAlias(aliasName: string, expectedSeal?: string | null): Promise<void> {
@@ -362,11 +369,7 @@ export class PostgresKeyStore implements KeyStore {
               expectedSeal ?? null,
             ])
           : { rowCount: 0 };
-        if (rowCount === 0) {
-          const { rowCount: exists } = await client.query(this.#sql.aliasExists, [aliasName]);
-          if (exists === 0) throw new NotFoundError(`alias ${aliasName} does not exist`);
-          throw new KeyStoreConflictError(`alias ${aliasName} changed concurrently`);
-        }
+        if (rowCount === 0) await this.#refuseAliasWrite(client, aliasName);
       });
     } finally {
       this.#feed.invalidateAlias(aliasName);
