@@ -9,6 +9,10 @@ import {
   ValidationError,
 } from "@kms/core";
 import { Prisma } from "@prisma/client/extension";
+// The runtime entry point the generated client imports and re-exports `Decimal` from as
+// `Prisma.Decimal`: resolved the same way, it is the same class (the browser entry point loads
+// another copy of it under Node).
+import { Decimal } from "@prisma/client/runtime/client";
 import type {
   FieldEncryptionExtension,
   FieldTypeMap,
@@ -117,7 +121,7 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
           ? {}
           : { legacyPlaintext: options.legacyPlaintext }),
       });
-    const durable = new Codec(engine, models, {});
+    const durable = new Codec(engine, models, {}, (text) => new Decimal(text));
     const relations = new RelationGuard(models, (model) => {
       const columnType = columnsOf(client, model);
       return columnType === undefined ? undefined : (column) => columnType(column) !== undefined;

@@ -1,5 +1,5 @@
 import type { FieldValueType, JsonValue } from "@kms/core";
-import type { Types } from "@prisma/client/runtime/client";
+import type { Decimal, Types } from "@prisma/client/runtime/client";
 import type { TypedModelOperations } from "./field-input-types.ts";
 import type { SchemaDescriptor } from "./schema-descriptor.ts";
 
@@ -20,8 +20,8 @@ export interface FieldResultTypes {
   boolean: boolean;
   date: Date;
   bigint: bigint;
-  /** Decimals are returned in their exact string form. */
-  decimal: string;
+  /** Prisma's Decimal (`Prisma.Decimal`, decimal.js), as for a Decimal column. */
+  decimal: Decimal;
   json: JsonValue;
 }
 

@@ -21,6 +21,10 @@ export const schemaText = readFileSync(join(here, "prisma", "schema.prisma"), "u
 /** A fresh database with the test schema, a base Prisma client on it, and raw driver access. */
 export interface TestDatabase {
   readonly prisma: PrismaClient;
+  /** Where the database is, for a second client on it (another ORM). */
+  readonly location:
+    | { readonly kind: "sqlite"; readonly file: string }
+    | { readonly kind: "postgres"; readonly url: string; readonly schema: string };
   /** Rows read with the driver directly, bypassing Prisma and the extension. */
   raw(table: string, id: number): Promise<Record<string, unknown>>;
   /** Writes a column with the driver directly (to simulate copying ciphertext around). */
@@ -47,6 +51,7 @@ export async function openSqlite(): Promise<TestDatabase> {
   const prisma = new PrismaClient({ adapter: new RetainingSqliteAdapter({ url: `file:${file}` }) });
   return {
     prisma,
+    location: { kind: "sqlite", file },
     async raw(table, id) {
       return db.prepare(`SELECT * FROM "${table}" WHERE "id" = ?`).get(id) as Record<
         string,
@@ -92,6 +97,7 @@ export async function openPostgres(url: string): Promise<TestDatabase> {
   }) as unknown as PrismaClient;
   return {
     prisma,
+    location: { kind: "postgres", url, schema },
     async raw(table, id) {
       const { rows } = await admin.query(`SELECT * FROM "${table}" WHERE "id" = $1`, [id]);
       return rows[0] as Record<string, unknown>;

@@ -283,6 +283,57 @@ export function describeFieldEncryption(
       expect(String((await db.raw("User", a.id)).plain).startsWith(PREFIX)).toBe(true);
     });
 
+    test("booleans and decimals are stored as ciphertext and returned as boolean and Prisma.Decimal", async () => {
+      const created = await prisma.ledger.create({
+        data: {
+          tenantId: "t1",
+          active: true as never,
+          verified: false as never,
+          balance: new Prisma.Decimal("1.50") as never,
+        },
+      });
+      const raw = await db.raw("Ledger", created.id);
+      for (const field of ["active", "verified", "balance"]) {
+        expect(String(raw[field]).startsWith(PREFIX), field).toBe(true);
+      }
+      const other = await prisma.ledger.create({
+        data: { tenantId: "t1", active: false as never, verified: true as never, balance: "-0.25" },
+      });
+      // Read warm (the data keys cached) and cold (a fresh engine, one decryptMany).
+      for (const client of [prisma, extend()]) {
+        const [first, second] = await client.ledger.findMany({
+          where: { tenantId: "t1" },
+          orderBy: { id: "asc" },
+        });
+        expect(first).toMatchObject({ id: created.id, active: true, verified: false });
+        expect(second).toMatchObject({ id: other.id, active: false, verified: true });
+        const balance = first?.balance as unknown;
+        expect(balance).toBeInstanceOf(Prisma.Decimal);
+        expect(String(balance)).toBe("1.5");
+        expect((balance as Prisma.Decimal).equals("1.50")).toBe(true);
+        expect(String(second?.balance)).toBe("-0.25");
+      }
+      expect(created.active).toBe(true);
+      expect(created.balance as unknown).toBeInstanceOf(Prisma.Decimal);
+      // A deterministic boolean is looked up by equality; false is a value, not "no filter".
+      const unverified = await prisma.ledger.findMany({
+        where: { tenantId: "t1", verified: false as never },
+      });
+      expect(unverified.map((l) => l.id)).toEqual([created.id]);
+      expect(
+        await prisma.ledger.count({ where: { tenantId: "t1", verified: { in: [true] as never } } }),
+      ).toBe(1);
+      const updated = await prisma.ledger.update({
+        where: { id: created.id },
+        data: { active: false as never, balance: 2.25 as never },
+      });
+      expect(updated).toMatchObject({ active: false });
+      expect(String(updated.balance)).toBe("2.25");
+      await expect(
+        prisma.ledger.create({ data: { tenantId: "t1", active: "yes" } }),
+      ).rejects.toBeInstanceOf(ValidationError);
+    });
+
     test("aggregate and groupBy take lookups in where; computing over encrypted fields is refused", async () => {
       await prisma.user.create({ data: { ...alice, score: 3 as unknown as string } });
       await prisma.user.create({ data: { tenantId: "t1", email: "b@x", name: "B" } });

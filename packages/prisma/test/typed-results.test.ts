@@ -3,7 +3,7 @@ import { describe, expect, expectTypeOf } from "vitest";
 import { defineModels, fieldEncryption, parseSchema } from "../src/index.ts";
 // `test` with the fixtures `db`, `kms` and `keyId`, each set up for the tests that name it.
 import { schemaText, sqliteTest as test } from "./backends.ts";
-import type { Prisma } from "./generated/client.ts";
+import { Prisma } from "./generated/client.ts";
 import { type KmsFieldTypes, kmsSchema } from "./generated/kms/kms-schema.ts";
 
 // The assertions that matter here are checked by `tsc` (the package typecheck covers test/);
@@ -15,6 +15,33 @@ describe("typed results", () => {
     expectTypeOf<KmsFieldTypes["User"]>().toEqualTypeOf<{ profile: "json?"; score: "number?" }>();
     expectTypeOf<KmsFieldTypes["Post"]>().toEqualTypeOf<{ publishedAt: "date?" }>();
     expectTypeOf<keyof KmsFieldTypes["Comment"]>().toEqualTypeOf<never>();
+    expectTypeOf<KmsFieldTypes["Ledger"]>().toEqualTypeOf<{
+      active: "boolean?";
+      verified: "boolean?";
+      balance: "decimal?";
+    }>();
+  });
+
+  test("booleans and decimals: boolean and Prisma.Decimal, in and out", async ({
+    db,
+    kms,
+    keyId,
+  }) => {
+    const prisma = db.prisma.$extends(fieldEncryption({ kms, keyId, schema: kmsSchema }));
+    const created = await prisma.ledger.create({
+      data: { tenantId: "t1", active: true, verified: false, balance: new Prisma.Decimal("1.50") },
+    });
+    expectTypeOf(created.active).toEqualTypeOf<boolean | null>();
+    expectTypeOf(created.balance).toEqualTypeOf<Prisma.Decimal | null>();
+    expect(created).toMatchObject({ active: true, verified: false });
+    expect(created.balance).toBeInstanceOf(Prisma.Decimal);
+    expect(created.balance?.eq("1.5")).toBe(true);
+    const found = await prisma.ledger.findFirstOrThrow({
+      where: { tenantId: "t1", verified: false },
+      select: { balance: true },
+    });
+    expectTypeOf(found).toEqualTypeOf<{ balance: Prisma.Decimal | null }>();
+    expect(found.balance?.plus(1).toString()).toBe("2.5");
   });
 
   test("results carry the declared JS types, nested and selected ones too", async ({

@@ -5,6 +5,7 @@ import {
   ValidationError,
 } from "@kms/core";
 import { Column, type ColumnType, type ValueTransformer } from "typeorm";
+import { typeBinaryColumnPerDriver } from "./internal/binary-column-type.ts";
 import { installQueryGuards } from "./internal/query-guards.ts";
 import { Sealed } from "./internal/sealed.ts";
 
@@ -56,8 +57,8 @@ export interface EncryptedColumnOptions {
   readonly length?: number;
   /**
    * Database type override. Defaults: "text" (randomized text), varchar(`length`)
-   * (deterministic or unique text), "blob" (bytes: SQLite, MariaDB). PostgreSQL bytes
-   * columns need `columnType: "bytea"`.
+   * (deterministic or unique text), and for bytes the driver's binary type, chosen when the
+   * DataSource builds its metadata: "blob" on SQLite and MariaDB/MySQL, "bytea" on PostgreSQL.
    */
   readonly columnType?: ColumnType;
 }
@@ -219,7 +220,8 @@ function stringList(where: string, name: string, value: unknown): readonly strin
  * Declares an encrypted column: the database column (text, varchar, blob or bytea), its blind
  * index column when asked for, and the field specification the subscriber from
  * `fieldEncryption()` uses to encrypt on insert/update and decrypt on load.
- * @throws ValidationException when an option is invalid (checked when the class is defined).
+ * @throws ValidationException when an option is invalid (checked when the class is defined), or
+ *   when this TypeORM lacks a method the query guards (or the bytes column type) wrap.
  */
 export function EncryptedColumn(options: EncryptedColumnOptions = {}): PropertyDecorator {
   return (target: object, propertyKey: string | symbol): void => {
@@ -300,13 +302,18 @@ export function EncryptedColumn(options: EncryptedColumnOptions = {}): PropertyD
         : mode === "deterministic" || options.unique === true
           ? String
           : "text");
+    const transformer = new EncryptedColumnTransformer(owner.name, property);
+    // "blob" stands in until a DataSource's driver is known (PostgreSQL has only "bytea").
+    if (storage === "bytes" && options.columnType === undefined) {
+      typeBinaryColumnPerDriver(transformer);
+    }
     Column({
       type: columnType,
       ...(columnType === String ? { length } : {}),
       nullable: options.nullable === true,
       unique: options.unique === true,
       ...(options.name === undefined ? {} : { name: options.name }),
-      transformer: new EncryptedColumnTransformer(owner.name, property),
+      transformer,
     })(target, property);
     installQueryGuards();
   };

@@ -47,7 +47,12 @@ import {
 import { managerScope } from "./internal/manager-scope.ts";
 import { expressionError } from "./internal/query-guards.ts";
 import { Sealed } from "./internal/sealed.ts";
-import { type DataKeyRow, dataKeyEntity, TypeormDataKeyStore } from "./typeorm-data-key-store.ts";
+import {
+  checkDataKeyEntity,
+  type DataKeyRow,
+  dataKeyEntity,
+  TypeormDataKeyStore,
+} from "./typeorm-data-key-store.ts";
 
 export interface FieldEncryptionOptions {
   readonly kms: KmsLike;
@@ -108,6 +113,8 @@ export class TypeormFieldEncryption {
   readonly #holders = new WeakMap<object, object>();
   /** The entities of the broadcast of before-write hooks running on a query runner (or DataSource). */
   readonly #broadcasts = new WeakMap<object, Set<object>>();
+  /** The data key entity the default store writes through; undefined with another store. */
+  readonly #dataKeyEntity: EntitySchema<DataKeyRow> | undefined;
 
   constructor(options: FieldEncryptionOptions) {
     if (options === null || typeof options !== "object") {
@@ -116,6 +123,7 @@ export class TypeormFieldEncryption {
     const entity =
       options.dataKeyStore === undefined ? dataKeyEntity(options.dataKeyTable) : undefined;
     this.entities = entity === undefined ? [] : [entity];
+    this.#dataKeyEntity = options.engine === undefined ? entity : undefined;
     this.engine =
       options.engine ??
       new FieldEncryptionEngine({
@@ -139,32 +147,54 @@ export class TypeormFieldEncryption {
     this.subscriber = KmsFieldEncryptionSubscriber;
   }
 
-  /** Adds the subscriber to an already created DataSource (instead of listing it in options). */
+  /**
+   * Adds the subscriber to a DataSource built elsewhere (instead of listing it in its
+   * `subscribers`), after `dataSource.initialize()`: initializing replaces the subscriber list.
+   * Its `entities` must already hold `this.entities` (the data key table): entities cannot be
+   * added to an initialized DataSource.
+   * @throws ValidationException when the DataSource is not initialized, lacks this encryption's
+   *   data key entity, or already has the subscriber of another `fieldEncryption(...)`.
+   */
   install(dataSource: DataSource): void {
-    if (encryptionOf(dataSource, false) === this) return;
+    requireInitialized(dataSource, "install()");
+    this.#checkDataKeyEntity(dataSource);
+    const installed = encryptionOf(dataSource, false);
+    if (installed === this) return;
+    if (installed !== undefined) {
+      throw new ValidationError(
+        `the DataSource already has the field encryption subscriber of another fieldEncryption(...): a DataSource takes one`,
+      );
+    }
     (dataSource.subscribers as EntitySubscriberInterface[]).push(new this.subscriber());
   }
 
   /**
    * Checks, at startup, what the first use of each entity would otherwise check: that
-   * `dataSource` has this encryption's subscriber, and that every `fromRow`/`rowIdentity` name
-   * of its encrypted columns is a plain column of the entity. Call it after
-   * `dataSource.initialize()`; it makes no query and no KMS call.
-   * @throws ValidationException when the DataSource is not initialized or lacks the subscriber,
-   *   or naming the entity, the encrypted property and the context name that is refused.
+   * `dataSource` has this encryption's subscriber and its data key entity (the first data key
+   * written would fail without it), and that every `fromRow`/`rowIdentity` name of its encrypted
+   * columns is a plain column of the entity. Call it after `dataSource.initialize()`; it makes
+   * no query and no KMS call.
+   * @throws ValidationException when the DataSource is not initialized, lacks the subscriber or
+   *   the data key entity, or naming the entity, the encrypted property and the context name
+   *   that is refused.
    */
   check(dataSource: DataSource): void {
-    if (!dataSource.isInitialized) {
-      throw new ValidationError(
-        `the DataSource is not initialized: call check() after dataSource.initialize(), which builds the entity metadata it reads`,
-      );
-    }
+    requireInitialized(dataSource, "check()");
     if (encryptionOf(dataSource) !== this) {
       throw new ValidationError(
         `the DataSource's field encryption subscriber belongs to another fieldEncryption(...) than the one checked`,
       );
     }
+    this.#checkDataKeyEntity(dataSource);
     for (const metadata of dataSource.entityMetadatas) describe(metadata);
+  }
+
+  /**
+   * The default data key store writes through the DataSource's metadata for `this.entities`:
+   * without it the first new data key fails deep inside TypeORM.
+   */
+  #checkDataKeyEntity(dataSource: DataSource): void {
+    if (this.#dataKeyEntity !== undefined) checkDataKeyEntity(dataSource, this.#dataKeyEntity);
   }
 
   /**
@@ -898,6 +928,15 @@ class EncryptionSubscriber implements EntitySubscriberInterface {
   afterTransactionRollback(event: { queryRunner: QueryRunner }): void {
     this.owner.restorePending(event.queryRunner);
     this.owner.endTransaction(event.queryRunner, "rollback");
+  }
+}
+
+/** @throws ValidationException when `dataSource` has no entity metadata yet. */
+function requireInitialized(dataSource: DataSource, call: string): void {
+  if (!dataSource.isInitialized) {
+    throw new ValidationError(
+      `the DataSource is not initialized: call ${call} after dataSource.initialize(), which builds the entity metadata it reads and replaces the subscriber list`,
+    );
   }
 }
 

@@ -4,8 +4,9 @@ import {
   type DataKeyStore,
   type EncryptionContext,
   KmsInternalError,
+  ValidationError,
 } from "@kms/core";
-import { EntitySchema } from "typeorm";
+import { type DataSource, EntitySchema } from "typeorm";
 import { managerScope } from "./internal/manager-scope.ts";
 
 /** A row of the data key table, as TypeORM sees it. */
@@ -40,6 +41,27 @@ export function dataKeyEntity(tableName = "kms_data_keys"): EntitySchema<DataKey
 }
 
 /**
+ * Checks that `dataSource` maps `entity` to its table: TypeORM finds an entity schema by its
+ * name ("KmsDataKey"), so another encryption's data key entity, on another table, would answer
+ * for it.
+ * @throws ValidationException when the DataSource has no such entity, or maps it elsewhere.
+ */
+export function checkDataKeyEntity(dataSource: DataSource, entity: EntitySchema<DataKeyRow>): void {
+  const table = entity.options.tableName as string;
+  const metadata = dataSource.hasMetadata(entity) ? dataSource.getMetadata(entity) : undefined;
+  if (metadata === undefined) {
+    throw new ValidationError(
+      `the DataSource has no entity for the data key table "${table}": list fieldEncryption(...).entities in its entities (or give fieldEncryption a dataKeyStore)`,
+    );
+  }
+  if (metadata.givenTableName !== table) {
+    throw new ValidationError(
+      `the DataSource's ${metadata.name} entity is the table "${String(metadata.givenTableName)}", not this encryption's data key table "${table}": list this fieldEncryption(...)'s entities instead`,
+    );
+  }
+}
+
+/**
  * A DataKeyStore in a table of the application's own database, so that the database and the
  * KMS are all a fresh process needs to read every encrypted value back. It reads and writes
  * through the entity manager of the operation in progress (see the README on transactions).
@@ -51,11 +73,15 @@ export class TypeormDataKeyStore implements DataKeyStore {
     this.#entity = entity;
   }
 
+  /** @throws ValidationException when the DataSource lacks the data key entity. */
   #manager() {
     const manager = managerScope.getStore();
     if (manager === undefined) {
       throw new KmsInternalError("the TypeORM data key store was used outside an operation");
     }
+    // A DataSource that `install()` or `check()` never saw: say what is missing rather than
+    // fail inside TypeORM.
+    checkDataKeyEntity(manager.connection, this.#entity);
     return manager;
   }
 

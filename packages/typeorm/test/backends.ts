@@ -9,8 +9,8 @@ import {
 import type Database from "better-sqlite3";
 import mysql from "mysql2/promise";
 import pg from "pg";
-import { DataSource, type DataSourceOptions, type Logger } from "typeorm";
-import type { TypeormFieldEncryption } from "../src/index.ts";
+import { DataSource, type DataSourceOptions, type EntitySchema, type Logger } from "typeorm";
+import type { DataKeyRow, TypeormFieldEncryption } from "../src/index.ts";
 import { Note, Post, User } from "./entities.ts";
 
 export const ENTITIES = [User, Post, Note];
@@ -19,11 +19,21 @@ export const ENTITIES = [User, Post, Note];
 export interface ConnectOptions {
   readonly entities?: readonly (new () => object)[];
   readonly logger?: Logger;
+  /** Leave the encryption's subscriber out (a DataSource built elsewhere, for `install()`). */
+  readonly withoutSubscriber?: boolean;
+  /** Data key entities listed instead of the encryption's own. */
+  readonly dataKeyEntities?: readonly EntitySchema<DataKeyRow>[];
 }
 
-function extraOptions(extra: ConnectOptions | undefined) {
+/** The entities, subscribers and logger of a DataSource for `encryption`. */
+function extraOptions(encryption: TypeormFieldEncryption, extra: ConnectOptions | undefined) {
   return {
-    entities: [...ENTITIES, ...(extra?.entities ?? [])],
+    entities: [
+      ...ENTITIES,
+      ...(extra?.entities ?? []),
+      ...(extra?.dataKeyEntities ?? encryption.entities),
+    ],
+    subscribers: extra?.withoutSubscriber === true ? [] : [encryption.subscriber],
     ...(extra?.logger === undefined ? {} : { logger: extra.logger }),
   };
 }
@@ -54,13 +64,10 @@ export async function openSqlite(): Promise<TestDatabase> {
   return {
     kind: "sqlite",
     async connect(encryption, extra) {
-      const options = extraOptions(extra);
       const ds = new DataSource({
         type: "better-sqlite3",
         database: file,
-        ...options,
-        entities: [...options.entities, ...encryption.entities],
-        subscribers: [encryption.subscriber],
+        ...extraOptions(encryption, extra),
         synchronize: true,
       } as DataSourceOptions);
       await ds.initialize();
@@ -96,14 +103,11 @@ export async function openPostgres(url: string): Promise<TestDatabase> {
   return {
     kind: "postgres",
     async connect(encryption, extra) {
-      const options = extraOptions(extra);
       const ds = new DataSource({
         type: "postgres",
         url,
         schema,
-        ...options,
-        entities: [...options.entities, ...encryption.entities],
-        subscribers: [encryption.subscriber],
+        ...extraOptions(encryption, extra),
         synchronize: true,
       });
       await ds.initialize();
@@ -133,7 +137,6 @@ export async function openMariadb(url: string): Promise<TestDatabase> {
   return {
     kind: "mariadb",
     async connect(encryption, extra) {
-      const options = extraOptions(extra);
       const ds = new DataSource({
         type: "mariadb",
         host: base.hostname,
@@ -141,9 +144,7 @@ export async function openMariadb(url: string): Promise<TestDatabase> {
         username: decodeURIComponent(base.username),
         password: decodeURIComponent(base.password),
         database,
-        ...options,
-        entities: [...options.entities, ...encryption.entities],
-        subscribers: [encryption.subscriber],
+        ...extraOptions(encryption, extra),
         synchronize: true,
       });
       await ds.initialize();

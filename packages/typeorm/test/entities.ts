@@ -2,7 +2,6 @@ import "reflect-metadata";
 import {
   ChildEntity,
   Column,
-  type ColumnType,
   DeleteDateColumn,
   Entity,
   ManyToOne,
@@ -12,8 +11,6 @@ import {
   TableInheritance,
 } from "typeorm";
 import { EncryptedColumn } from "../src/index.ts";
-
-const BYTES: ColumnType = process.env.KMS_TYPEORM_BYTES_TYPE === "bytea" ? "bytea" : "blob";
 
 @Entity("kms_users")
 export class User {
@@ -38,7 +35,7 @@ export class User {
   @EncryptedColumn({ type: "json", nullable: true, context: { fromRow: ["tenantId"] } })
   profile: { likes: string[]; age: number } | null;
 
-  @EncryptedColumn({ storage: "bytes", nullable: true, columnType: BYTES })
+  @EncryptedColumn({ storage: "bytes", nullable: true })
   avatar: Uint8Array | null;
 
   @OneToMany(

@@ -1,6 +1,7 @@
 import { databaseTarget } from "@kms/tooling/databases";
 import { openMariadb } from "./backends.ts";
 import { describeContextColumns } from "./context-columns.behaviour.ts";
+import { describeDataSourceSetup } from "./data-source-setup.behaviour.ts";
 import { describeEmbeddedColumns } from "./embedded-columns.behaviour.ts";
 import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
 import { describePartialSelect } from "./partial-select.behaviour.ts";
@@ -15,3 +16,4 @@ describeRowIdentity("MariaDB (mysql2)", () => openMariadb(url as string), skipRe
 describeContextColumns("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
 describePartialSelect("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
 describeEmbeddedColumns("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
+describeDataSourceSetup("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);

@@ -1,7 +1,7 @@
-import "./use-bytea.ts";
 import { databaseTarget } from "@kms/tooling/databases";
 import { openPostgres } from "./backends.ts";
 import { describeContextColumns } from "./context-columns.behaviour.ts";
+import { describeDataSourceSetup } from "./data-source-setup.behaviour.ts";
 import { describeEmbeddedColumns } from "./embedded-columns.behaviour.ts";
 import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
 import { describePartialSelect } from "./partial-select.behaviour.ts";
@@ -16,3 +16,4 @@ describeRowIdentity("PostgreSQL (pg)", () => openPostgres(url as string), skipRe
 describeContextColumns("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
 describePartialSelect("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
 describeEmbeddedColumns("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
+describeDataSourceSetup("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);

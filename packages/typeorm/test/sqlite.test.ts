@@ -1,5 +1,6 @@
 import { openSqlite } from "./backends.ts";
 import { describeContextColumns } from "./context-columns.behaviour.ts";
+import { describeDataSourceSetup } from "./data-source-setup.behaviour.ts";
 import { describeEmbeddedColumns } from "./embedded-columns.behaviour.ts";
 import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
 import { describePartialSelect } from "./partial-select.behaviour.ts";
@@ -12,3 +13,4 @@ describeRowIdentity("SQLite (better-sqlite3)", openSqlite);
 describeContextColumns("SQLite (better-sqlite3)", openSqlite);
 describePartialSelect("SQLite (better-sqlite3)", openSqlite);
 describeEmbeddedColumns("SQLite (better-sqlite3)", openSqlite);
+describeDataSourceSetup("SQLite (better-sqlite3)", openSqlite);

@@ -22,6 +22,8 @@ import {
  * included). Pure data manipulation on Prisma's argument objects; no Prisma import.
  */
 export type Json = Record<string, unknown>;
+/** Builds the value a decimal field returns (Prisma's Decimal) from the string the engine gives. */
+export type DecimalFactory = (text: string) => unknown;
 export type Ctx = Record<string, string>;
 /** What a field's values are bound to (`context`) and what chooses their data key. */
 type FieldCtx = Pick<FieldBinding, "context" | "keyContext">;
@@ -67,23 +69,27 @@ export class Codec {
   readonly engine: FieldEncryptionEngine;
   readonly models: SchemaDescriptor;
   readonly options: EncryptCallOptions;
+  /** What a decimal field's value is returned as, from its exact string form. */
+  readonly decimal: DecimalFactory;
   readonly #related: ReadonlyMap<ModelDescriptor, readonly RelatedModel[]>;
 
   constructor(
     engine: FieldEncryptionEngine,
     models: SchemaDescriptor,
     options: EncryptCallOptions,
+    decimal: DecimalFactory = (text) => text,
     related: ReadonlyMap<ModelDescriptor, readonly RelatedModel[]> = relatedModels(models),
   ) {
     this.engine = engine;
     this.models = models;
     this.options = options;
+    this.decimal = decimal;
     this.#related = related;
   }
 
   /** The same schema (and its relations, worked out once) with other call options. */
   withOptions(options: EncryptCallOptions): Codec {
-    return new Codec(this.engine, this.models, options, this.#related);
+    return new Codec(this.engine, this.models, options, this.decimal, this.#related);
   }
 
   model(name: string): ModelDescriptor | undefined {
@@ -729,7 +735,7 @@ export class Codec {
       }
       const value = this.engine.decryptIfCached(binding, spec, stored as string | Uint8Array);
       if (value !== undefined) {
-        row[field] = value;
+        row[field] = spec.type === "decimal" ? this.decimal(value as string) : value;
       } else {
         jobs.rows.push(row);
         jobs.fields.push(field);
@@ -809,7 +815,11 @@ export class Codec {
     if (jobs.items.length > 0) {
       const values = await this.engine.decryptMany(jobs.items);
       for (let i = 0; i < values.length; i++) {
-        (jobs.rows[i] as Json)[jobs.fields[i] as string] = values[i];
+        const value = values[i];
+        (jobs.rows[i] as Json)[jobs.fields[i] as string] =
+          (jobs.items[i] as DecryptItem).spec.type === "decimal"
+            ? this.decimal(value as string)
+            : value;
       }
     }
     for (const [row, columns] of jobs.strips) for (const column of columns) delete row[column];

@@ -75,6 +75,22 @@ CREATE TABLE "_InvoiceWatchers" (
   PRIMARY KEY ("A", "B")
 );
 CREATE INDEX "_InvoiceWatchers_B_index" ON "_InvoiceWatchers"("B");
+CREATE TABLE "Patient" (
+  "id" SERIAL PRIMARY KEY,
+  "tenantId" TEXT NOT NULL,
+  "ssn" TEXT NOT NULL,
+  "email" TEXT NOT NULL,
+  "emailIdx" TEXT,
+  "chart" TEXT
+);
+CREATE UNIQUE INDEX "Patient_tenantId_ssn_key" ON "Patient"("tenantId", "ssn");
+CREATE TABLE "Ledger" (
+  "id" SERIAL PRIMARY KEY,
+  "tenantId" TEXT NOT NULL,
+  "active" TEXT,
+  "verified" TEXT,
+  "balance" TEXT
+);
 CREATE TABLE "Audit" (
   "id" SERIAL PRIMARY KEY,
   "message" TEXT NOT NULL

@@ -79,6 +79,22 @@ CREATE TABLE "_InvoiceWatchers" (
 );
 CREATE UNIQUE INDEX "_InvoiceWatchers_AB_unique" ON "_InvoiceWatchers"("A", "B");
 CREATE INDEX "_InvoiceWatchers_B_index" ON "_InvoiceWatchers"("B");
+CREATE TABLE "Patient" (
+  "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+  "tenantId" TEXT NOT NULL,
+  "ssn" TEXT NOT NULL,
+  "email" TEXT NOT NULL,
+  "emailIdx" TEXT,
+  "chart" TEXT
+);
+CREATE UNIQUE INDEX "Patient_tenantId_ssn_key" ON "Patient"("tenantId", "ssn");
+CREATE TABLE "Ledger" (
+  "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+  "tenantId" TEXT NOT NULL,
+  "active" TEXT,
+  "verified" TEXT,
+  "balance" TEXT
+);
 CREATE TABLE "Audit" (
   "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
   "message" TEXT NOT NULL
