@@ -1,5 +1,5 @@
 /**
- * The optional trailing ECDSA signature (docs/FORMAT.md §5.5). The signer's public key travels
+ * The optional trailing ECDSA signature (docs/FORMAT.md §5.8). The signer's public key travels
  * in the encryption context as a base64 compressed point, so keyrings (and KMS) bind it to the
  * data key: whoever can only decrypt cannot re-sign a forged message under the same data key.
  */
@@ -51,12 +51,32 @@ export function generateSigningKey(spec: SignatureSpec): SigningKey {
   return { privateKey, publicKey: compressed.toString("base64") };
 }
 
-/** @throws InvalidCiphertextException when the context's public key is not a point on the curve. */
+/** Bytes of a SEC 1 compressed point: a `02`/`03` prefix, then x. */
+const COMPRESSED_POINT_LENGTH = { "P-384": 49, "P-256": 33 } as const;
+
+/**
+ * Reads the signer's public key from the context (§5.8), accepting only the one text the
+ * encryptor writes: standard padded base64 of a compressed point on the suite's curve. Node's
+ * base64 decoder skips characters outside the alphabet and takes base64url and missing padding,
+ * and OpenSSL takes any point form, so without these checks one key had many spellings and a
+ * reader comparing the context's text to a known signer's could be told "another signer".
+ *
+ * @throws InvalidCiphertextException when the text is not that spelling of a point on the curve.
+ */
 export function importVerifyingKey(spec: SignatureSpec, encoded: string | undefined): KeyObject {
   if (encoded === undefined) throw invalidMessage();
+  const compressed = Buffer.from(encoded, "base64");
+  if (
+    compressed.toString("base64") !== encoded ||
+    compressed.length !== COMPRESSED_POINT_LENGTH[spec.curve] ||
+    (compressed[0] !== 0x02 && compressed[0] !== 0x03)
+  ) {
+    throw invalidMessage();
+  }
   try {
+    // Decompressing finds y, so an x with no point on the curve (or x ≥ p) fails here.
     const point = ECDH.convertKey(
-      Buffer.from(encoded, "base64"),
+      compressed,
       OPENSSL_CURVE[spec.curve],
       undefined,
       undefined,

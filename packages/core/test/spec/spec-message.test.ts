@@ -467,22 +467,59 @@ describe("FORMAT §5: header rules a conforming reader applies", () => {
     expect(() => specParseHeader(message)).toThrow(SpecFormatError);
   });
 
-  it("accepts other spellings of the signer's public key, as §5.8 documents", async () => {
-    const spellings: Record<
-      string,
-      (p: { compressed: Uint8Array; uncompressed: Uint8Array }) => string
-    > = {
-      "unpadded base64": (p) => Buffer.from(p.compressed).toString("base64").replace(/=+$/, ""),
-      base64url: (p) => Buffer.from(p.compressed).toString("base64url"),
-      "a stray character": (p) => `${Buffer.from(p.compressed).toString("base64")}!`,
-      "an uncompressed point": (p) => Buffer.from(p.uncompressed).toString("base64"),
+  it("refuses every other spelling of the signer's public key (§5.8)", async () => {
+    type Point = { compressed: Uint8Array; uncompressed: Uint8Array };
+    const base64 = (bytes: Uint8Array) => Buffer.from(bytes).toString("base64");
+    // Hybrid form (SEC 1 2.3.3): the uncompressed point behind 06/07, the parity of y.
+    const hybrid = ({ uncompressed }: Point) =>
+      base64(Uint8Array.from([6 | (uncompressed.at(-1)! & 1), ...uncompressed.subarray(1)]));
+    // 49 bytes (P-384) end in "X==": the last character carries 4 bits that must be 0.
+    const trailingBits = ({ compressed }: Point) => {
+      const text = base64(compressed);
+      const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+      const last = alphabet[alphabet.indexOf(text.at(-3)!) | 1]!;
+      return `${text.slice(0, -3)}${last}==`;
     };
-    for (const [name, publicKeyText] of Object.entries(spellings)) {
-      const message = write({ suiteId: 2, publicKeyText });
-      const out = await read(message);
-      expect(out.plaintext.length, name).toBe(5);
-      // The spec-only reader holds to the written form.
-      expect(() => specDecryptMessage(message, withAes(freshKey)), name).toThrow(SpecFormatError);
+    const spellings: [string, number[], (p: Point) => string][] = [
+      ["unpadded base64", [2], (p) => base64(p.compressed).replace(/=+$/, "")],
+      ["base64url", [2, 3], (p) => Buffer.from(p.compressed).toString("base64url")],
+      ["a stray character", [2, 3], (p) => `${base64(p.compressed)}!`],
+      [
+        "a line break",
+        [2, 3],
+        (p) => `${base64(p.compressed).slice(0, 20)}\n${base64(p.compressed).slice(20)}`,
+      ],
+      ["non-zero padding bits", [2], trailingBits],
+      ["an uncompressed point", [2, 3], (p) => base64(p.uncompressed)],
+      ["a hybrid point", [2, 3], hybrid],
+    ];
+    for (const [name, suiteIds, spell] of spellings) {
+      for (const suiteId of suiteIds) {
+        // A random key's base64 may hold no "+" or "/", which base64url would leave alone.
+        let message: Uint8Array | undefined;
+        while (message === undefined) {
+          let differs = false;
+          const written = write({
+            suiteId,
+            publicKeyText: (p) => {
+              const text = spell(p);
+              differs = text !== base64(p.compressed);
+              return text;
+            },
+          });
+          if (differs) message = written;
+        }
+        const where = `${name}, suite ${suiteId}`;
+        await expect(read(message), where).rejects.toBeInstanceOf(InvalidCiphertextError);
+        expect(() => specDecryptMessage(message, withAes(freshKey)), where).toThrow(
+          SpecFormatError,
+        );
+      }
+    }
+    // The canonical spelling, written the same way, decrypts: the refusals above are the rule.
+    for (const suiteId of [2, 3]) {
+      const message = write({ suiteId, publicKeyText: (p) => base64(p.compressed) });
+      expect((await read(message)).plaintext.length).toBe(5);
     }
   });
 
