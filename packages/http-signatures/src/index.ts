@@ -18,6 +18,7 @@ export {
   type DigestAlgorithm,
   verifyContentDigest,
 } from "./content-digest.ts";
+export { describeKmsFault, kmsErrorProblem } from "./kms-error-problem.ts";
 export {
   createKmsPublicKeyVerifier,
   createKmsSigner,
