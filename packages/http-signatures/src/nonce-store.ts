@@ -20,7 +20,10 @@ export interface NonceStore {
 export interface MemoryNonceStoreOptions {
   /** Milliseconds since the epoch; injectable for tests. */
   readonly now?: () => number;
-  /** Upper bound on remembered nonces; beyond it new nonces are refused (fail closed). */
+  /**
+   * Upper bound on remembered nonces; beyond it new nonces are refused (fail closed) until some
+   * expire, which a full store looks for once a second.
+   */
   readonly maxEntries?: number;
 }
 
@@ -33,6 +36,7 @@ export class MemoryNonceStore implements NonceStore {
   readonly #now: () => number;
   readonly #maxEntries: number;
   #nextSweep = 0;
+  #lastSweep = Number.NEGATIVE_INFINITY;
 
   /** @throws ValidationException when maxEntries is not a positive integer. */
   constructor(options: MemoryNonceStoreOptions = {}) {
@@ -45,7 +49,13 @@ export class MemoryNonceStore implements NonceStore {
 
   async checkAndStore(nonce: string, ttlMs: number): Promise<boolean> {
     const now = this.#now();
-    if (now >= this.#nextSweep || this.#seen.size >= this.#maxEntries) this.#sweep(now);
+    // A sweep walks every entry (tens of milliseconds at a million, the event loop held): when
+    // full it runs at most once a second, not on each call, which would stall the process under
+    // the very load that filled it. Until some nonce expires, a sweep would free nothing anyway.
+    const full = this.#seen.size >= this.#maxEntries;
+    if (now >= this.#nextSweep || (full && now - this.#lastSweep >= FULL_SWEEP_INTERVAL_MS)) {
+      this.#sweep(now);
+    }
     const expiry = this.#seen.get(nonce);
     if (expiry !== undefined && expiry > now) return false;
     if (this.#seen.size >= this.#maxEntries) return false;
@@ -60,6 +70,10 @@ export class MemoryNonceStore implements NonceStore {
 
   #sweep(now: number): void {
     for (const [nonce, expiry] of this.#seen) if (expiry <= now) this.#seen.delete(nonce);
+    this.#lastSweep = now;
     this.#nextSweep = now + 10_000;
   }
 }
+
+/** How often a full store looks for expired nonces to make room. */
+const FULL_SWEEP_INTERVAL_MS = 1_000;

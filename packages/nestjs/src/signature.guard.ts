@@ -1,6 +1,7 @@
 import type { IncomingMessage } from "node:http";
 import { isKmsError, ValidationError } from "@kms/core";
 import {
+  MemoryNonceStore,
   type MessageVerifier,
   type NonceStore,
   PROBLEM_TYPE_BASE,
@@ -123,6 +124,8 @@ export class SignatureGuard implements CanActivate {
   protected readonly kmsService: KmsService;
   protected readonly options: KmsModuleOptions;
   protected readonly defaultNonceStore: NonceStore | undefined;
+  /** This guard's own store, for a policy that names none (see `canActivate`). */
+  #fallbackNonceStore: NonceStore | undefined;
 
   constructor(
     @Inject(Reflector) reflector: Reflector,
@@ -151,15 +154,14 @@ export class SignatureGuard implements CanActivate {
     const body = await this.rawBody(request, incoming, policy.bodyLimit ?? DEFAULT_BODY_LIMIT);
     const message = this.requestMessage(request, incoming, body);
     const { keyLookup: _, bodyLimit: __, nonceStore, ...rest } = policy;
+    // Left out, @kms/http-signatures would make a default store, fresh for this per-request
+    // policy object and so remembering nothing. A policy names none when the guard was built
+    // without the module's store (`new SignatureGuard(reflector, kms, options)`, a subclass's
+    // constructor passing three arguments): the guard then keeps one of its own.
+    const store = nonceStore ?? this.#ownNonceStore();
     const verificationPolicy: VerificationPolicy = {
       ...rest,
-      // Left out, @kms/http-signatures would make a default store, fresh for this per-request
-      // policy object and so protecting nothing: `false` is passed on as `false`.
-      ...(nonceStore === false
-        ? { nonceStore: false }
-        : nonceStore !== undefined
-          ? { nonceStore: withRequestNonces(nonceStore, state) }
-          : {}),
+      nonceStore: store === false ? false : withRequestNonces(store, state),
       keyLookup: (keyId, context) =>
         this.resolveKey(keyId, { ...context, kms: this.kmsService.kms, execution }, policy),
     };
@@ -173,6 +175,11 @@ export class SignatureGuard implements CanActivate {
     verified.set(request, result);
     state.guards.add(guard);
     return true;
+  }
+
+  #ownNonceStore(): NonceStore {
+    if (this.#fallbackNonceStore === undefined) this.#fallbackNonceStore = new MemoryNonceStore();
+    return this.#fallbackNonceStore;
   }
 
   /**
