@@ -105,6 +105,7 @@ export {
 } from "./structured-fields.ts";
 export {
   type KeyLookupContext,
+  MAX_NONCE_LENGTH,
   VERIFICATION_CHECKS,
   type VerificationCheck,
   type VerificationPolicy,

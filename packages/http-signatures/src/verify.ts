@@ -38,6 +38,9 @@ import {
   serializeParameters,
 } from "./structured-fields.ts";
 
+/** Longer nonces are refused (`nonce`): random nonces need a few dozen characters. */
+export const MAX_NONCE_LENGTH = 256;
+
 /** Every check a verification can fail at (for metrics, dashboards and tests). */
 export const VERIFICATION_CHECKS = [
   "signature-missing",
@@ -390,6 +393,11 @@ function verifyLabel(
       return fail("expires", "expires parameter is required", label);
   } else if (now > params.expires + skew) {
     return fail("expires", "signature has expired", label);
+  }
+  if (params.nonce !== undefined && params.nonce.length > MAX_NONCE_LENGTH) {
+    // Every nonce is remembered for the signature's lifetime: a signer sending 16 KB nonces
+    // would make the store hold gigabytes before its entry bound is reached.
+    return fail("nonce", `nonce is longer than ${MAX_NONCE_LENGTH} characters`, label);
   }
   const requireNonce =
     policy.requireNonce ?? (policy.nonceStore !== undefined && policy.nonceStore !== false);

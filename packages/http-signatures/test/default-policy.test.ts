@@ -10,6 +10,7 @@ import {
   createHmacSigner,
   createHmacVerifier,
   type HttpMessage,
+  MAX_NONCE_LENGTH,
   MemoryNonceStore,
   type RequestMessage,
   type ResponseMessage,
@@ -235,6 +236,18 @@ describe("default nonce store", () => {
     expect(nonceStore.size).toBe(1);
     expect(await verifyMessage(message, p)).toMatchObject({ ok: false, check: "replay" });
     expect(await verifyMessage(await signed(get, components), p)).toMatchObject({
+      ok: false,
+      check: "nonce",
+    });
+  });
+
+  it("refuses a nonce longer than MAX_NONCE_LENGTH, which every store would have to keep", async () => {
+    const p = policy();
+    const longest = await signed(get, components, { nonce: "n".repeat(MAX_NONCE_LENGTH) });
+    expect(await verifyMessage(longest, p)).toMatchObject({ ok: true });
+    const longer = await signed(get, components, { nonce: "n".repeat(MAX_NONCE_LENGTH + 1) });
+    expect(await verifyMessage(longer, p)).toMatchObject({ ok: false, check: "nonce" });
+    expect(await verifyMessage(longer, policy({ nonceStore: false }))).toMatchObject({
       ok: false,
       check: "nonce",
     });
