@@ -37,6 +37,33 @@ function engine(): FieldEncryptionEngine {
 
 const at = { model: "User", field: "emailIndex", context: { tenantId: "t1" } };
 
+/** decimal.js as Prisma's Decimal: methods on the prototype, toJSON() gives the decimal text. */
+class FakeDecimal {
+  readonly #text: string;
+  constructor(text: string) {
+    this.#text = text;
+  }
+  toFixed(): string {
+    return this.#text;
+  }
+  isNaN(): boolean {
+    return this.#text === "NaN";
+  }
+  toJSON(): string {
+    return this.#text;
+  }
+}
+const withoutPrototype = Object.assign(Object.create(null) as object, { b: [true], a: "x" });
+const throwingGetter = {
+  get a(): never {
+    throw new TypeError("getter failed");
+  },
+};
+const holey: unknown[] = [1];
+holey[2] = 3;
+const cyclic: { self?: unknown } = {};
+cyclic.self = [cyclic];
+
 describe("blind indexes of values", () => {
   // Computed by the engine before non-JSON values were refused; they must never change.
   test.each([
@@ -53,6 +80,17 @@ describe("blind indexes of values", () => {
     [[1, 2], "P7NKVzYVnb2IgUARB_I19Q", "P7NKVzYVnb2IgUARB_I19T67UcLX-LeoA2PwQpdJbvM"],
     [new Date(0), "61V1W0M7VwbwTSb0C-QYOg", "61V1W0M7VwbwTSb0C-QYOvOEJvZW95ZMqTmjJ7HxVO0"],
     [{ a: null }, "eTAK3xQYnyNx7UnjzbYZTw", "eTAK3xQYnyNx7UnjzbYZT15Hv3h02vDVRlJexdCCngU"],
+    [
+      new FakeDecimal("12.50"),
+      "GvV22ndUGborjHS06ltgSg",
+      "GvV22ndUGborjHS06ltgSubtwc5bhbFXGuLhrRKD1To",
+    ],
+    [withoutPrototype, "QuR27z5dYVQflfMLOqMa5w", "QuR27z5dYVQflfMLOqMa54h-KQWuSoSTPG2YVb25x3k"],
+    [
+      JSON.parse('{"__proto__":{"x":"\\ud800é"},"2":-0,"1":[]}') as unknown,
+      "aVz1h7daEMcsij2AfcClfw",
+      "aVz1h7daEMcsij2AfcClf-cdjrRQr-UPNGVfIakKKi4",
+    ],
   ])("%j keeps its index", async (value, short, full) => {
     const e = engine();
     expect(await e.blindIndex(at, {}, value)).toBe(short);
@@ -63,19 +101,30 @@ describe("blind indexes of values", () => {
     ["NaN", Number.NaN, /cannot take NaN or ±Infinity/],
     ["Infinity", Number.POSITIVE_INFINITY, /cannot take NaN or ±Infinity/],
     ["-Infinity", Number.NEGATIVE_INFINITY, /cannot take NaN or ±Infinity/],
-    ["a boxed NaN", new Number(Number.NaN), /cannot take NaN or ±Infinity/],
-    ["NaN inside an object", { a: Number.NaN }, /cannot take NaN or ±Infinity/],
+    ["a boxed NaN", new Number(Number.NaN), /cannot take an instance of Number/],
+    ["NaN inside an object", { a: Number.NaN }, /cannot take NaN or ±Infinity at \$\.a/],
     ["Infinity inside an array", [1, Number.POSITIVE_INFINITY], /cannot take NaN or ±Infinity/],
-    ["a toJSON() returning NaN", { toJSON: () => Number.NaN }, /cannot take NaN or ±Infinity/],
+    ["a toJSON() returning NaN", { toJSON: () => Number.NaN }, /cannot take a toJSON\(\) method/],
     ["null", null, /cannot take null/],
     ["an invalid Date", new Date(Number.NaN), /cannot take null/],
-    ["a toJSON() returning null", { toJSON: () => null }, /cannot take null/],
+    ["a toJSON() returning null", { toJSON: () => null }, /cannot take a toJSON\(\) method/],
     ["undefined", undefined, /must have a JSON form, got undefined/],
     ["a function", () => 1, /must have a JSON form, got function/],
     ["a symbol", Symbol("s"), /must have a JSON form, got symbol/],
-    ["a toJSON() returning undefined", { toJSON: () => undefined }, /must have a JSON form/],
+    ["a toJSON() returning undefined", { toJSON: () => undefined }, /a toJSON\(\) method/],
     ["a bigint", 10n, /cannot take a bigint/],
-    ["a bigint inside an object", { n: 10n }, /must be JSON-serializable/],
+    ["a bigint inside an object", { n: 10n }, /cannot take a bigint at \$\.n/],
+    ["an undefined member", { a: 1, b: undefined }, /cannot take undefined at \$\.b/],
+    ["an undefined element", [undefined], /cannot take undefined at \$\[0\]/],
+    ["an array hole", holey, /cannot take a hole at \$\[1\]/],
+    ["a Map", new Map([["k", "v"]]), /cannot take an instance of Map:/],
+    ["a Uint8Array", Uint8Array.of(1), /cannot take an instance of Uint8Array/],
+    ["a Buffer", Buffer.of(1), /cannot take an instance of Buffer/],
+    ["a Date inside an object", { d: new Date(0) }, /cannot take a Date at \$\.d/],
+    ["a decimal object inside an array", [new FakeDecimal("1")], /an instance of FakeDecimal/],
+    ["a decimal object that is NaN", new FakeDecimal("NaN"), /not a finite decimal/],
+    ["a cycle", cyclic, /cannot take a cycle at \$\.self\[0\]/],
+    ["a throwing getter", throwingGetter, /must be JSON-serializable/],
   ])("%s is refused, naming the field, before any KMS call", async (_name, value, message) => {
     let calls = 0;
     const counting = {
@@ -106,5 +155,38 @@ describe("blind indexes of values", () => {
     for (const value of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, null]) {
       await expect(e.blindIndex(at, {}, value)).rejects.toBeInstanceOf(ValidationError);
     }
+  });
+
+  test("a value JSON writes as another is refused, and that other keeps its index", async () => {
+    const e = engine();
+    const pairs: [unknown, unknown][] = [
+      [{ a: undefined }, {}],
+      [[undefined], [null]],
+      [new Map([["k", "v"]]), {}],
+      [new Set([1]), {}],
+      [Uint8Array.of(1), { "0": 1 }],
+      [Buffer.of(1), { type: "Buffer", data: [1] }],
+      [{ secret: 1, toJSON: () => ({ other: 2 }) }, { other: 2 }],
+      [{ at: new Date(0) }, { at: "1970-01-01T00:00:00.000Z" }],
+      [[new FakeDecimal("1.5")], ["1.5"]],
+      [Object.create({ inherited: 1 }) as object, {}],
+    ];
+    for (const [value, twin] of pairs) {
+      await expect(e.blindIndex(at, {}, value)).rejects.toBeInstanceOf(ValidationError);
+      expect(await e.blindIndex(at, {}, twin)).toMatch(/^[\w-]{22}$/);
+    }
+  });
+
+  test("-0 indexes as 0: JSON writes both as 0, and they are equal", async () => {
+    const e = engine();
+    expect(await e.blindIndex(at, {}, -0)).toBe(await e.blindIndex(at, {}, 0));
+    expect(await e.blindIndex(at, {}, [-0])).toBe(await e.blindIndex(at, {}, [0]));
+  });
+
+  test("a throwing getter's error is the cause", async () => {
+    const error = await engine()
+      .blindIndex(at, {}, throwingGetter)
+      .catch((caught: unknown) => caught);
+    expect((error as Error).cause).toBeInstanceOf(TypeError);
   });
 });

@@ -221,9 +221,11 @@ export class FieldEncryptionEngine {
 
   /**
    * Encrypts `value` for the column and context in `binding`.
-   * @throws ValidationException when the value does not match `spec.type` or the binding is
-   *   malformed; KMS errors (NotFoundException, DisabledException, KMSInvalidStateException,
-   *   AccessDeniedException) when a data key cannot be generated.
+   * @throws ValidationException when the value does not match `spec.type` (a `json` value must be
+   *   JSON data: no Map, Date, class instance, toJSON(), undefined member or element, NaN or
+   *   ±Infinity anywhere in it) or the binding is malformed; KMS errors (NotFoundException,
+   *   DisabledException, KMSInvalidStateException, AccessDeniedException) when a data key cannot
+   *   be generated.
    */
   encrypt(
     binding: FieldBinding,
@@ -623,9 +625,11 @@ export class FieldEncryptionEngine {
    * under a key derived (HKDF) from a KMS-protected data key of the context, truncated, as
    * base64url. `binding.field` names the index (usually the source field). Strings are indexed
    * as themselves (after `spec.normalize`), other values as their JSON text (FORMAT §6.5).
-   * @throws ValidationException when `spec.bytes` is outside 4–32, or when the value has no JSON
-   *   text of its own: NaN or ±Infinity anywhere in it, null or what serializes to null, what
-   *   serializes to nothing (undefined, functions, symbols), bigint, cycles.
+   * @throws ValidationException when `spec.bytes` is outside 4–32, or when the value's JSON text
+   *   stands for other values too: null, and anything that is not JSON data anywhere in the value
+   *   (NaN, ±Infinity, undefined, functions, symbols, bigints, holes, cycles, toJSON() methods,
+   *   Maps, Sets, typed arrays, class instances; a Date or decimal object is taken only as the
+   *   whole value). The message names the path (`$.a[0]`).
    */
   async blindIndex(
     binding: FieldBinding,

@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
-import { InvalidCiphertextError, isKmsError } from "../errors.ts";
+import { InvalidCiphertextError, isKmsError, ValidationError } from "../errors.ts";
 import { createKms } from "../kms.ts";
 import { MemoryDataKeyStore } from "./data-key-store.ts";
 import { FieldEncryptionEngine } from "./field-encryption-engine.ts";
@@ -69,15 +69,70 @@ describe("field value codec (FORMAT §6.3)", () => {
     );
   });
 
-  test("a json value that serializes to nothing is refused when written, not unreadable later", () => {
-    for (const value of [{ toJSON: () => undefined }, { toJSON: () => () => 1 }]) {
+  test("a json value is JSON data: what JSON.stringify would drop or rewrite is refused, not stored", () => {
+    const holey: unknown[] = [1];
+    holey[2] = 3;
+    const cyclic: Record<string, unknown> = {};
+    cyclic.again = cyclic;
+    const cases: [unknown, string][] = [
+      [new Map([["k", "v"]]), "an instance of Map: JSON writes only plain objects and arrays"],
+      [{ tags: new Set(["a"]) }, "an instance of Set at $.tags"],
+      [{ a: 1, gone: undefined }, "undefined at $.gone: JSON leaves the member out"],
+      [[undefined], "undefined at $[0]: JSON writes it as null"],
+      [holey, "a hole at $[1]"],
+      [Number.NaN, "NaN or ±Infinity: JSON writes them as null"],
+      [{ rate: Number.POSITIVE_INFINITY }, "NaN or ±Infinity at $.rate"],
+      [{ toJSON: () => undefined }, "a toJSON() method: JSON writes what it returns"],
+      [{ toJSON: () => "2026-12-06" }, "a toJSON() method"],
+      [new Date(0), "a Date: JSON writes it as a string"],
+      [{ at: new Date(0) }, "a Date at $.at"],
+      [Uint8Array.of(1), "an instance of Uint8Array"],
+      [{ n: 1n }, "a bigint at $.n"],
+      [cyclic, "a cycle at $.again"],
+    ];
+    for (const [value, rule] of cases) {
+      expect(() => encodeFieldValue("doc", "json", value)).toThrow(ValidationError);
       expect(() => encodeFieldValue("doc", "json", value)).toThrow(
-        '"doc" is declared as json but serializes to nothing',
+        `"doc" is declared as json but holds ${rule}`,
       );
     }
-    // A toJSON with a value keeps working.
-    const dated = { toJSON: () => "2026-12-06" };
-    expect(decodeFieldValue("json", encodeFieldValue("doc", "json", dated))).toBe("2026-12-06");
+  });
+
+  test("a json value keeps its bytes: JSON.stringify's text, null included", () => {
+    const bare = Object.assign(Object.create(null) as object, { b: [null, -0], a: "\ud800" });
+    for (const value of [null, 0, "x", [], {}, bare, { z: { y: [1.5, true, null] } }]) {
+      const encoded = encodeFieldValue("doc", "json", value);
+      expect(Buffer.from(encoded.subarray(1)).toString("utf8")).toBe(JSON.stringify(value));
+      expect(decodeFieldValue("json", encoded)).toEqual(JSON.parse(JSON.stringify(value)));
+    }
+  });
+
+  test("a Map in a json field is refused before any KMS call, in both modes", async () => {
+    let calls = 0;
+    const kms = await createKms();
+    const keyId = (await kms.createKey()).keyMetadata.keyId;
+    const counting = new Proxy(kms, {
+      get(target, name, receiver) {
+        const member = Reflect.get(target, name, receiver) as unknown;
+        if (typeof member !== "function") return member;
+        return (...args: unknown[]) => {
+          calls += 1;
+          return (member as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+    const engine = new FieldEncryptionEngine({
+      kms: counting,
+      keyId,
+      dataKeyStore: new MemoryDataKeyStore(),
+    });
+    const binding = { model: "M", field: "prefs", context: {} };
+    for (const mode of ["randomized", "deterministic"] as const) {
+      await expect(
+        engine.encrypt(binding, { type: "json", mode }, new Map([["theme", "dark"]])),
+      ).rejects.toThrow('"prefs" is declared as json but holds an instance of Map');
+    }
+    expect(calls).toBe(0);
   });
 
   test("text form round-trips any bytes", () => {

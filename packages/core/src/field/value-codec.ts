@@ -1,5 +1,6 @@
 import { InvalidCiphertextError, ValidationError } from "../errors.ts";
 import { isWellFormed } from "../internal/unicode.ts";
+import { jsonDataText, type NotJsonData } from "./json-data.ts";
 
 /**
  * The JS types a field can hold. The type travels as a 1-byte tag inside the plaintext (so it
@@ -173,18 +174,15 @@ export function encodeFieldValue(field: string, type: FieldValueType, value: unk
       if (value === undefined || typeof value === "function" || typeof value === "symbol") {
         throw typeError(field, type, value);
       }
-      let text: string | undefined;
-      try {
-        text = JSON.stringify(value);
-      } catch (cause) {
-        throw new ValidationError(`"${field}" is declared as json but is not serializable`, {
-          cause,
-        });
-      }
-      // A toJSON() that returns undefined serializes to nothing: stored, it would be an empty
-      // text that no read can parse back.
-      if (text === undefined) {
-        throw new ValidationError(`"${field}" is declared as json but serializes to nothing`);
+      // JSON data only: what JSON.stringify drops or rewrites (a Map, undefined members, NaN,
+      // a toJSON() result) would be stored as something else and lost without a word.
+      const text = readJsonData(
+        value,
+        (cause) =>
+          new ValidationError(`"${field}" is declared as json but is not serializable`, { cause }),
+      );
+      if (typeof text !== "string") {
+        throw new ValidationError(`"${field}" is declared as json but holds ${notJsonData(text)}`);
       }
       return tagged(TAGS.json, text);
     }
@@ -193,12 +191,14 @@ export function encodeFieldValue(field: string, type: FieldValueType, value: unk
 
 /**
  * The input of a blind index of a non-string value: the §6.3 `json` encoding (tag || JSON text),
- * byte for byte, of the values JSON tells apart. An index matches equal inputs, so a value whose
- * JSON text stands for others too is refused instead of colliding with them: NaN and ±Infinity
- * (anywhere in the value: JSON writes them as null), null itself and anything that serializes to
- * `null` (an invalid Date), and what serializes to nothing or not at all (undefined, functions,
- * symbols, bigint, cycles).
- * @throws ValidationException naming the field, never quoting the value.
+ * byte for byte, of JSON data. An index matches equal inputs, so a value whose JSON text stands
+ * for others too is refused instead of colliding with them: null itself, and anything that is
+ * not JSON data anywhere in the value (jsonDataText: NaN and ±Infinity, undefined, functions,
+ * symbols, bigints, array holes, cycles, toJSON() methods, Maps, Sets, typed arrays, Dates and
+ * other class instances). At the top only, a valid Date and a decimal object (decimal.js, as
+ * Prisma's Decimal) keep their index: their text is a JSON string, which no other input has
+ * (strings are indexed as themselves, tag 01). Inside a value they would match a string.
+ * @throws ValidationException naming the field and the path, never quoting the value.
  */
 export function encodeIndexValue(field: string, value: unknown): Uint8Array {
   const refuse = (rule: string, cause?: unknown) =>
@@ -209,40 +209,50 @@ export function encodeIndexValue(field: string, value: unknown): Uint8Array {
   if (typeof value === "bigint") {
     throw refuse("cannot take a bigint: JSON has no form for it (index its string form)");
   }
-  let nonFinite = false;
-  let text: string | undefined;
-  try {
-    // The replacer sees each value after its toJSON() and returns it unchanged, so the text is
-    // exactly JSON.stringify(value) (indexes stored before this check keep matching).
-    text = JSON.stringify(value, (_key, v: unknown) => {
-      const n = v instanceof Number ? v.valueOf() : v;
-      if (typeof n === "number" && !Number.isFinite(n)) {
-        nonFinite = true;
-        throw new RangeError("non-finite number");
-      }
-      return v;
-    });
-  } catch (cause) {
-    if (nonFinite) {
-      throw refuse(
-        "cannot take NaN or ±Infinity: JSON writes them as null, so they would match each other and null",
-      );
-    }
-    // A bigint inside the value, a cycle, a throwing toJSON(). V8's messages for the first two
-    // name types and property names, never values.
-    throw refuse("value must be JSON-serializable", cause);
+  if (value === undefined || typeof value === "function" || typeof value === "symbol") {
+    throw refuse(`value must have a JSON form, got ${typeof value}`);
   }
-  if (text === undefined) {
-    const got =
-      typeof value === "object" ? "an object whose toJSON() returns undefined" : typeof value;
-    throw refuse(`value must have a JSON form, got ${got}`);
-  }
-  if (text === "null") {
+  const isDate = value instanceof Date;
+  if (value === null || (isDate && Number.isNaN(value.getTime()))) {
     throw refuse(
       "cannot take null or a value that serializes to null (such as an invalid Date): they would all match each other",
     );
   }
+  if (isDate || isDecimalLike(value)) {
+    let text: string | undefined;
+    try {
+      text = JSON.stringify(value);
+    } catch (cause) {
+      // A decimal object's throwing toJSON(); its message is the library's, not the value.
+      throw refuse("value must be JSON-serializable", cause);
+    }
+    if (text?.startsWith('"') && (isDate || DECIMAL.test(text.slice(1, -1)))) {
+      return tagged(TAGS.json, text);
+    }
+    if (!isDate) {
+      throw refuse("cannot take a decimal object whose text is not a finite decimal");
+    }
+  }
+  const text = readJsonData(value, (cause) => refuse("value must be JSON-serializable", cause));
+  if (typeof text !== "string") throw refuse(`cannot take ${notJsonData(text)}`);
   return tagged(TAGS.json, text);
+}
+
+/** jsonDataText, with what a getter of the value throws turned into `wrap(cause)`. */
+function readJsonData(
+  value: unknown,
+  wrap: (cause: unknown) => ValidationError,
+): string | NotJsonData {
+  try {
+    return jsonDataText(value);
+  } catch (cause) {
+    throw wrap(cause);
+  }
+}
+
+/** "undefined at $.a: JSON leaves the member out"; no path for the value itself. */
+function notJsonData({ found, path, why }: NotJsonData): string {
+  return `${found}${path === "$" ? "" : ` at ${path}`}: ${why}`;
 }
 
 function isDecimalLike(value: unknown): value is { toString(): string } {

@@ -1,0 +1,151 @@
+import fc from "fast-check";
+import { describe, expect, test } from "vitest";
+import { jsonDataText, MAX_JSON_DEPTH, MAX_JSON_VALUES, type NotJsonData } from "./json-data.ts";
+
+/** JSON data as JSON.parse and object literals make it, with what JSON.stringify treats specially. */
+const jsonData: fc.Arbitrary<unknown> = fc.letrec<{ value: unknown }>((tie) => ({
+  value: fc.oneof(
+    { depthSize: "small" },
+    fc.constant(null),
+    fc.boolean(),
+    fc.double({ noNaN: true, noDefaultInfinity: true }),
+    fc.constantFrom(-0, 0, 1e21, 5e-324, -1.5e-7),
+    fc.string({ unit: "binary" }),
+    fc.array(tie("value"), { maxLength: 5 }),
+    fc.dictionary(
+      fc.oneof(
+        fc.string({ unit: "binary", maxLength: 6 }),
+        fc.constantFrom("__proto__", "toJSON", "0", "10", "2", "-1", "1.5", "constructor"),
+      ),
+      tie("value"),
+      { maxKeys: 5 },
+    ),
+  ),
+})).value;
+
+function refusal(value: unknown): NotJsonData {
+  const result = jsonDataText(value);
+  if (typeof result === "string") throw new Error(`accepted as ${result}`);
+  return result;
+}
+
+describe("JSON data (FORMAT §6.3, §6.5)", () => {
+  test("its text is JSON.stringify's, byte for byte", () => {
+    fc.assert(
+      fc.property(jsonData, (value) => {
+        expect(jsonDataText(value)).toBe(JSON.stringify(value));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  test("objects without a prototype, own __proto__ members and integer keys write as JSON.stringify does", () => {
+    const bare = Object.assign(Object.create(null) as object, { b: 1, 1: "x", a: [true] });
+    const parsed = JSON.parse('{"__proto__":{"x":1},"z":-0,"3":null,"1":"é\\ud800"}') as unknown;
+    for (const value of [bare, parsed, { nested: bare }, [parsed, -0]]) {
+      expect(jsonDataText(value)).toBe(JSON.stringify(value));
+    }
+  });
+
+  class Point {
+    x = 1;
+  }
+  const hole: unknown[] = [1];
+  hole[2] = 3;
+  const withSymbol = { a: 1, [Symbol("s")]: 2 };
+  const hidden = Object.defineProperty({ a: 1 }, "b", { value: 2, enumerable: false });
+  const cyclic: Record<string, unknown> = { a: { b: [] as unknown[] } };
+  ((cyclic.a as { b: unknown[] }).b as unknown[]).push(cyclic);
+
+  test.each<[string, unknown, Partial<NotJsonData>]>([
+    ["NaN", { n: Number.NaN }, { found: "NaN or ±Infinity", path: "$.n" }],
+    ["Infinity", [Number.NEGATIVE_INFINITY], { found: "NaN or ±Infinity", path: "$[0]" }],
+    [
+      "undefined member",
+      { a: undefined },
+      { found: "undefined", why: "JSON leaves the member out" },
+    ],
+    [
+      "undefined element",
+      [1, undefined],
+      { found: "undefined", path: "$[1]", why: "JSON writes it as null" },
+    ],
+    ["undefined itself", undefined, { found: "undefined", path: "$" }],
+    ["function member", { f: () => 1 }, { found: "a function", path: "$.f" }],
+    ["symbol element", [Symbol("s")], { found: "a symbol", path: "$[0]" }],
+    ["bigint", { n: [1n] }, { found: "a bigint", path: "$.n[0]" }],
+    ["hole", hole, { found: "a hole", path: "$[1]" }],
+    ["symbol key", withSymbol, { found: "a symbol-keyed member", path: "$" }],
+    ["non-enumerable member", hidden, { found: "a non-enumerable member", path: "$.b" }],
+    ["toJSON method", { a: { toJSON: () => 1 } }, { found: "a toJSON() method", path: "$.a" }],
+    ["Map", { m: new Map() }, { found: "an instance of Map", path: "$.m" }],
+    ["Set", new Set([1]), { found: "an instance of Set", path: "$" }],
+    ["Uint8Array", Uint8Array.of(1), { found: "an instance of Uint8Array" }],
+    ["Buffer", { b: Buffer.of(1) }, { found: "an instance of Buffer" }],
+    ["Date", { d: new Date(0) }, { found: "a Date", why: "JSON writes it as a string" }],
+    ["class instance", [new Point()], { found: "an instance of Point", path: "$[0]" }],
+    ["boxed number", new Number(1), { found: "an instance of Number" }],
+    ["boxed string", { s: new String("x") }, { found: "an instance of String" }],
+    ["inherited members", Object.create({ a: 1 }), { found: "an object with a custom prototype" }],
+    ["array subclass", new (class List extends Array {})(), { found: "an instance of List" }],
+    ["cycle", cyclic, { found: "a cycle", path: "$.a.b[0]" }],
+    [
+      "odd member name",
+      { "a b": { ["x".repeat(40)]: 0n } },
+      { path: `$["a b"]["${"x".repeat(32)}…"]` },
+    ],
+  ])("refuses %s, naming where", (_name, value, expected) => {
+    expect(refusal(value)).toMatchObject(expected);
+  });
+
+  test("a member name or a value never appears but in the path", () => {
+    const reason = refusal({ "4111 1111": { note: "secret", n: Number.NaN } });
+    expect(`${reason.found} ${reason.why}`).not.toMatch(/4111|secret/);
+    expect(reason.path).toBe('$["4111 1111"].n');
+  });
+
+  test(`takes ${MAX_JSON_DEPTH} levels of nesting and refuses one more, with a short path`, () => {
+    const nest = (levels: number) => {
+      let value: unknown = 0;
+      for (let i = 0; i < levels; i++) value = i % 2 === 0 ? [value] : { a: value };
+      return value;
+    };
+    expect(jsonDataText(nest(MAX_JSON_DEPTH))).toBe(JSON.stringify(nest(MAX_JSON_DEPTH)));
+    const reason = refusal(nest(MAX_JSON_DEPTH + 1));
+    expect(reason.found).toBe(`nesting deeper than ${MAX_JSON_DEPTH} levels`);
+    expect(reason.path.endsWith("…")).toBe(true);
+    expect(reason.path.length).toBeLessThan(100);
+  });
+
+  test(`takes ${MAX_JSON_VALUES} values and refuses more, also in a graph that shares one array`, () => {
+    const most = new Array<number>(MAX_JSON_VALUES - 1).fill(0);
+    expect(jsonDataText(most)).toHaveLength(2 * MAX_JSON_VALUES - 1);
+    expect(refusal([...most, 0]).found).toBe(`more than ${MAX_JSON_VALUES} values`);
+    // 2^40 values written out; JSON.stringify would run until the string is too long.
+    let shared: unknown = [1];
+    for (let i = 0; i < 40; i++) shared = [shared, shared];
+    expect(refusal(shared).found).toBe(`more than ${MAX_JSON_VALUES} values`);
+  });
+
+  test("reads each getter once, so that the text is what was checked", () => {
+    let reads = 0;
+    const value = {
+      get flip() {
+        reads += 1;
+        return reads === 1 ? "first" : undefined;
+      },
+    };
+    expect(jsonDataText(value)).toBe('{"flip":"first"}');
+    expect(reads).toBe(1);
+  });
+
+  test("lets what a getter throws through, for the caller to wrap", () => {
+    const boom = new Error("getter failed");
+    const value = {
+      get a(): never {
+        throw boom;
+      },
+    };
+    expect(() => jsonDataText(value)).toThrow(boom);
+  });
+});

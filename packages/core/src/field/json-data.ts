@@ -1,0 +1,210 @@
+/**
+ * JSON data: the values whose JSON text stands for them alone, so that reading the text back
+ * gives an equal value and no two different values share a text. `JSON.stringify` writes many
+ * other values too, by dropping or rewriting what JSON has no form for (`{ a: undefined }` as
+ * `{}`, a Map as `{}`, NaN as `null`, an object as what its `toJSON()` returns). A json field
+ * would lose those silently, and a deterministic value or a blind index would match values that
+ * differ. FORMAT §6.3, §6.5.
+ */
+
+/** Levels of nested objects and arrays; MySQL's JSON type stops at 100, V8's stack near 4000. */
+export const MAX_JSON_DEPTH = 512;
+/** Values (members, elements and the value itself); also ends a walk of a huge shared graph. */
+export const MAX_JSON_VALUES = 1_000_000;
+
+/** Why a value is not JSON data: what was found, where (`$`, `$.a[0]`) and what JSON does with it. */
+export interface NotJsonData {
+  readonly found: string;
+  readonly path: string;
+  readonly why: string;
+}
+
+/**
+ * The JSON text of `value`, byte for byte what `JSON.stringify(value)` writes, when `value` is
+ * JSON data: `null`, a boolean, a finite number (`-0` writes as `0`, as it is equal to it), a
+ * string, an array without holes, or a plain object (prototype `Object.prototype` or `null`)
+ * whose own members are all enumerable and string-keyed, each of them JSON data in turn, at
+ * most MAX_JSON_DEPTH levels deep and MAX_JSON_VALUES values in all. Getters are read once.
+ * @returns the text, or where and why `value` is not JSON data. Paths name members, never values.
+ * @throws what a getter of `value` throws.
+ */
+export function jsonDataText(value: unknown): string | NotJsonData {
+  try {
+    return new JsonWriter().write(value);
+  } catch (error) {
+    if (error instanceof Refusal) return error.reason();
+    throw error;
+  }
+}
+
+/** Where a value sits in its parent: what JSON does with undefined there differs. */
+type Slot = "top" | "element" | "member";
+
+/**
+ * Thrown inside the walk only, to leave it in one step; never escapes jsonDataText. Each
+ * object and array it passes on the way out adds the step to the member it was writing, so
+ * the walk keeps no path while it succeeds.
+ */
+class Refusal {
+  readonly found: string;
+  readonly why: string;
+  /** The path from the inside out. */
+  readonly steps: (string | number)[] = [];
+  /** Steps to keep from the outside: a cycle is named where it first closes. */
+  keep = Number.POSITIVE_INFINITY;
+  constructor(found: string, why: string) {
+    this.found = found;
+    this.why = why;
+  }
+
+  reason(): NotJsonData {
+    const path = this.steps.reverse().slice(0, this.keep);
+    return { found: this.found, path: pathText(path), why: this.why };
+  }
+}
+
+const isEnumerable = Object.prototype.propertyIsEnumerable;
+
+class JsonWriter {
+  #values = 0;
+  /** The objects and arrays being written, outermost first. */
+  readonly #open: object[] = [];
+
+  write(value: unknown, slot: Slot = "top"): string {
+    this.#values += 1;
+    if (this.#values > MAX_JSON_VALUES) {
+      throw new Refusal(
+        `more than ${MAX_JSON_VALUES} values`,
+        "too large to index or store as one",
+      );
+    }
+    switch (typeof value) {
+      case "string":
+        return JSON.stringify(value);
+      case "number":
+        if (!Number.isFinite(value))
+          throw new Refusal("NaN or ±Infinity", "JSON writes them as null");
+        // For a finite number JSON.stringify writes ToString(n), as String does.
+        return String(value);
+      case "boolean":
+        return value ? "true" : "false";
+      case "object":
+        if (value === null) return "null";
+        return Array.isArray(value) ? this.#array(value) : this.#object(value);
+      case "bigint":
+        throw new Refusal("a bigint", "JSON has no form for it");
+      default:
+        throw new Refusal(
+          value === undefined ? "undefined" : `a ${typeof value}`,
+          slot === "element"
+            ? "JSON writes it as null"
+            : slot === "member"
+              ? "JSON leaves the member out"
+              : "JSON has no form for it",
+        );
+    }
+  }
+
+  #array(array: readonly unknown[]): string {
+    this.#enter(array);
+    if (Object.getPrototypeOf(array) !== Array.prototype) refuseInstance(array);
+    let out = "[";
+    let i = 0;
+    try {
+      for (; i < array.length; i++) {
+        const item = array[i];
+        if (item === undefined && !(i in array)) {
+          throw new Refusal("a hole", "JSON writes it as null");
+        }
+        out += i === 0 ? this.write(item, "element") : `,${this.write(item, "element")}`;
+      }
+    } catch (error) {
+      if (error instanceof Refusal) error.steps.push(i);
+      throw error;
+    }
+    this.#open.pop();
+    return `${out}]`;
+  }
+
+  #object(object: object): string {
+    this.#enter(object);
+    const proto: unknown = Object.getPrototypeOf(object);
+    if (proto !== Object.prototype && proto !== null) refuseInstance(object);
+    if (typeof (object as { toJSON?: unknown }).toJSON === "function") {
+      throw new Refusal("a toJSON() method", "JSON writes what it returns instead of the object");
+    }
+    const keys = Object.keys(object);
+    if (Object.getOwnPropertySymbols(object).length > 0) {
+      throw new Refusal("a symbol-keyed member", "JSON leaves it out");
+    }
+    let key: string | undefined;
+    try {
+      if (Object.getOwnPropertyNames(object).length !== keys.length) {
+        key = Object.getOwnPropertyNames(object).find((k) => !isEnumerable.call(object, k));
+        throw new Refusal("a non-enumerable member", "JSON leaves it out");
+      }
+      let out = "{";
+      for (key of keys) {
+        const item = this.write((object as Record<string, unknown>)[key], "member");
+        out += `${out.length === 1 ? "" : ","}${JSON.stringify(key)}:${item}`;
+      }
+      this.#open.pop();
+      return `${out}}`;
+    } catch (error) {
+      if (error instanceof Refusal && key !== undefined) error.steps.push(key);
+      throw error;
+    }
+  }
+
+  #enter(container: object): void {
+    const open = this.#open;
+    if (open.length >= MAX_JSON_DEPTH) {
+      // A cycle nests without end: it is found here, and named where it first closes.
+      const closes = open.findIndex((o, i) => open.indexOf(o) < i);
+      if (closes === -1) {
+        throw new Refusal(
+          `nesting deeper than ${MAX_JSON_DEPTH} levels`,
+          "too deep to index or store",
+        );
+      }
+      const refusal = new Refusal("a cycle", "JSON cannot write it");
+      refusal.keep = closes;
+      throw refusal;
+    }
+    open.push(container);
+  }
+}
+
+function refuseInstance(object: object): never {
+  if (object instanceof Date) throw new Refusal("a Date", "JSON writes it as a string");
+  const name = constructorName(object);
+  throw new Refusal(
+    name === undefined ? "an object with a custom prototype" : `an instance of ${name}`,
+    "JSON writes only plain objects and arrays as themselves",
+  );
+}
+
+/** The name of a class is code, not data: it may appear in a message. */
+function constructorName(object: object): string | undefined {
+  const ctor: unknown = (Object.getPrototypeOf(object) as { constructor?: unknown } | null)
+    ?.constructor;
+  // An object literal's prototype is no class of its own: "custom prototype" says more.
+  const name = typeof ctor === "function" && ctor !== Object ? ctor.name : "";
+  return name === "" || name.length > 64 ? undefined : name;
+}
+
+const IDENTIFIER = /^[A-Za-z_$][\w$]{0,31}$/;
+
+/**
+ * `$`, `$.name`, `$[0]`, `$["odd key"]`; member names cut to 32 characters, and the path to
+ * its first 16 steps, which keeps a message short when a value is refused for its depth.
+ */
+function pathText(path: readonly (string | number)[]): string {
+  let out = "$";
+  for (const part of path.slice(0, 16)) {
+    if (typeof part === "number") out += `[${part}]`;
+    else if (IDENTIFIER.test(part)) out += `.${part}`;
+    else out += `[${JSON.stringify(part.length > 32 ? `${part.slice(0, 32)}…` : part)}]`;
+  }
+  return path.length > 16 ? `${out}…` : out;
+}
