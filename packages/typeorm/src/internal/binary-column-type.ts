@@ -8,13 +8,14 @@ import { type ColumnType, EntityMetadata } from "typeorm";
 // its columns exist and before TypeORM validates their types against the driver: a bytes column
 // declared without a `columnType` takes the driver's binary type there.
 
-const INSTALLED = Symbol.for("@kms/typeorm.binaryColumnType");
+// The set of transformers lives on TypeORM's EntityMetadata, beside the wrapper, not in this
+// module: when two copies of @kms/typeorm run against one TypeORM (two versions installed, dev
+// hot reload, a test runner's module isolation), only the first installs the wrapper, and the
+// columns of every later copy must land in the set that wrapper reads.
+const TRANSFORMERS = Symbol.for("@kms/typeorm.binaryColumnTransformers");
 
 /** Binary column types, in order of preference. */
 const BINARY_TYPES: readonly ColumnType[] = ["blob", "bytea"];
-
-/** The value transformers of the bytes columns whose type follows the driver. */
-const perDriver = new WeakSet<object>();
 
 interface PropertiesMapFactory {
   createPropertiesMap(this: EntityMetadata): unknown;
@@ -25,13 +26,14 @@ interface PropertiesMapFactory {
  * @throws ValidationException when this TypeORM lacks the method the type is set in.
  */
 export function typeBinaryColumnPerDriver(transformer: object): void {
-  installBinaryColumnType();
-  perDriver.add(transformer);
+  binaryColumnTransformers().add(transformer);
 }
 
-function installBinaryColumnType(): void {
-  const marker = EntityMetadata as unknown as Record<symbol, boolean>;
-  if (marker[INSTALLED] === true) return;
+/** The value transformers of the bytes columns whose type follows the driver. */
+function binaryColumnTransformers(): WeakSet<object> {
+  const slot = EntityMetadata as unknown as { [TRANSFORMERS]?: WeakSet<object> };
+  const installed = slot[TRANSFORMERS];
+  if (installed !== undefined) return installed;
   const metadata = EntityMetadata.prototype as unknown as PropertiesMapFactory;
   const createPropertiesMap = metadata.createPropertiesMap;
   if (typeof createPropertiesMap !== "function") {
@@ -39,7 +41,8 @@ function installBinaryColumnType(): void {
       `@kms/typeorm cannot choose the binary column type of bytes storage on this TypeORM version: createPropertiesMap() is missing (supported: typeorm ^1.1.1); give the column a columnType`,
     );
   }
-  marker[INSTALLED] = true;
+  const perDriver = new WeakSet<object>();
+  slot[TRANSFORMERS] = perDriver;
   metadata.createPropertiesMap = function typedCreatePropertiesMap(this: EntityMetadata) {
     const supported = this.dataSource.driver.supportedDataTypes;
     const type = BINARY_TYPES.find((t) => supported.includes(t));
@@ -51,4 +54,5 @@ function installBinaryColumnType(): void {
     }
     return createPropertiesMap.call(this);
   };
+  return perDriver;
 }
