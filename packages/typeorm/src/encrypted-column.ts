@@ -4,7 +4,7 @@ import {
   type FieldValueType,
   ValidationError,
 } from "@kms/core";
-import { Column, type ColumnType, type ValueTransformer } from "typeorm";
+import { Column, type ColumnType, EntityMetadata, type ValueTransformer } from "typeorm";
 import { typeBinaryColumnPerDriver } from "./internal/binary-column-type.ts";
 import { installQueryGuards } from "./internal/query-guards.ts";
 import { Sealed } from "./internal/sealed.ts";
@@ -83,6 +83,22 @@ export interface EncryptedColumnSpec {
   };
 }
 
+// Brands, not `instanceof`: the query guards are installed once per TypeORM, by the first copy of
+// @kms/typeorm loaded against it (two versions installed, dev hot reload, a test runner's module
+// isolation), and must recognise the stand-ins and transformers of every copy. `Symbol.for` gives
+// every copy the same keys.
+const UNSEALED_VALUE: unique symbol = Symbol.for("@kms/typeorm.unsealedValue");
+const ENCRYPTED_COLUMN: unique symbol = Symbol.for("@kms/typeorm.encryptedColumnTransformer");
+const BLIND_INDEX: unique symbol = Symbol.for("@kms/typeorm.blindIndexTransformer");
+
+function branded(value: unknown, brand: symbol): boolean {
+  return (
+    typeof value === "object" &&
+    value !== null &&
+    (value as Record<symbol, unknown>)[brand] === true
+  );
+}
+
 /**
  * A plaintext value that reached an encrypted column outside the subscriber (a plain value in
  * a find, a listener-less query builder). It carries no way to print the value; the subscriber's
@@ -103,6 +119,10 @@ export class UnsealedValue {
     this.indexOf = indexOf;
   }
 
+  get [UNSEALED_VALUE](): true {
+    return true;
+  }
+
   toJSON(): never {
     throw unsealedError(this);
   }
@@ -120,6 +140,11 @@ export class UnsealedValue {
   }
 }
 
+/** Whether `value` is an UnsealedValue of any loaded copy of @kms/typeorm. */
+export function isUnsealedValue(value: unknown): value is UnsealedValue {
+  return branded(value, UNSEALED_VALUE);
+}
+
 export function unsealedError(value: UnsealedValue): ValidationError {
   if (value.indexOf !== undefined) {
     return new ValidationError(
@@ -131,7 +156,20 @@ export function unsealedError(value: UnsealedValue): ValidationError {
   );
 }
 
-const registry = new Map<object, Map<string, EncryptedColumnSpec>>();
+// The specs live on TypeORM's EntityMetadata, beside the query guards, not in this module: the
+// guards of the first copy loaded must find the columns that every later copy declares. Every
+// copy reads the specs the others wrote: a field of EncryptedColumnSpec keeps its meaning.
+const SPECS = Symbol.for("@kms/typeorm.encryptedColumnSpecs");
+
+/** Encrypted properties by declaring class, shared by every copy of @kms/typeorm. */
+function registry(): WeakMap<object, Map<string, EncryptedColumnSpec>> {
+  const slot = EntityMetadata as unknown as {
+    [SPECS]?: WeakMap<object, Map<string, EncryptedColumnSpec>>;
+  };
+  slot[SPECS] ??= new WeakMap();
+  return slot[SPECS];
+}
+
 const BASE64URL = /^[A-Za-z0-9_-]+$/;
 const NORMALIZATIONS: readonly string[] = ["lowercase", "trim", "nfkc"];
 
@@ -140,7 +178,7 @@ function fail(where: string, rule: string): never {
 }
 
 /**
- * The value transformer of an encrypted column. Its class tells the query guards that an
+ * The value transformer of an encrypted column. Its brand tells the query guards that an
  * operand is about to meet an encrypted column, and which one.
  */
 export class EncryptedColumnTransformer implements ValueTransformer {
@@ -152,6 +190,10 @@ export class EncryptedColumnTransformer implements ValueTransformer {
     this.property = property;
   }
 
+  get [ENCRYPTED_COLUMN](): true {
+    return true;
+  }
+
   to(value: unknown): unknown {
     if (value === null || value === undefined) return value;
     if (value instanceof Sealed) return value.stored;
@@ -161,6 +203,13 @@ export class EncryptedColumnTransformer implements ValueTransformer {
   from(value: unknown): unknown {
     return value;
   }
+}
+
+/** Whether `transformer` is the EncryptedColumnTransformer of any loaded copy of @kms/typeorm. */
+export function isEncryptedColumnTransformer(
+  transformer: unknown,
+): transformer is Pick<EncryptedColumnTransformer, "model" | "property"> {
+  return branded(transformer, ENCRYPTED_COLUMN);
 }
 
 /**
@@ -188,6 +237,10 @@ export class BlindIndexTransformer implements ValueTransformer {
     this.#indexLength = Math.ceil((bytes * 4) / 3);
   }
 
+  get [BLIND_INDEX](): true {
+    return true;
+  }
+
   to(value: unknown): unknown {
     if (value === null || value === undefined) return value;
     if (value instanceof Sealed) return value.stored;
@@ -206,6 +259,13 @@ export class BlindIndexTransformer implements ValueTransformer {
   from(value: unknown): unknown {
     return value;
   }
+}
+
+/** Whether `transformer` is the BlindIndexTransformer of any loaded copy of @kms/typeorm. */
+export function isBlindIndexTransformer(
+  transformer: unknown,
+): transformer is Pick<BlindIndexTransformer, "model" | "property" | "indexOf"> {
+  return branded(transformer, BLIND_INDEX);
 }
 
 function stringList(where: string, name: string, value: unknown): readonly string[] {
@@ -289,10 +349,11 @@ export function EncryptedColumn(options: EncryptedColumnOptions = {}): PropertyD
       blindIndex,
       context,
     });
-    let specs = registry.get(owner);
+    const declared = registry();
+    let specs = declared.get(owner);
     if (specs === undefined) {
       specs = new Map();
-      registry.set(owner, specs);
+      declared.set(owner, specs);
     }
     specs.set(property, spec);
     const columnType: ColumnType =
@@ -328,8 +389,9 @@ export function encryptedSpecsOf(target: unknown): readonly EncryptedColumnSpec[
     chain.unshift(current);
     current = Object.getPrototypeOf(current);
   }
+  const specs = registry();
   for (const cls of chain) {
-    for (const [property, spec] of registry.get(cls) ?? []) out.set(property, spec);
+    for (const [property, spec] of specs.get(cls) ?? []) out.set(property, spec);
   }
   return [...out.values()];
 }

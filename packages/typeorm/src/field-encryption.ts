@@ -28,7 +28,7 @@ import {
   type UpdateEvent,
 } from "typeorm";
 import type { EncryptedColumnSpec } from "./encrypted-column.ts";
-import { UnsealedValue, unsealedError } from "./encrypted-column.ts";
+import { isUnsealedValue, unsealedError } from "./encrypted-column.ts";
 import {
   type BlindIndexField,
   bindingFor,
@@ -845,9 +845,8 @@ class EncryptionSubscriber implements EntitySubscriberInterface {
     const parameters: unknown = event.parameters;
     if (!Array.isArray(parameters)) return;
     for (const p of parameters) {
-      if (p instanceof UnsealedValue) throw unsealedError(p);
-      if (Array.isArray(p))
-        for (const q of p) if (q instanceof UnsealedValue) throw unsealedError(q);
+      if (isUnsealedValue(p)) throw unsealedError(p);
+      if (Array.isArray(p)) for (const q of p) if (isUnsealedValue(q)) throw unsealedError(q);
     }
   }
 

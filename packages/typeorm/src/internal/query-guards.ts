@@ -12,9 +12,9 @@ import {
   type ValueTransformer,
 } from "typeorm";
 import {
-  BlindIndexTransformer,
-  EncryptedColumnTransformer,
-  UnsealedValue,
+  isBlindIndexTransformer,
+  isEncryptedColumnTransformer,
+  isUnsealedValue,
   unsealedError,
 } from "../encrypted-column.ts";
 import {
@@ -33,6 +33,8 @@ import {
 // fixes its ON CONFLICT update list before beforeInsert computes blind indexes; an UPDATE's
 // where is out of beforeUpdate's reach. The guards below wrap those four methods. Each acts
 // only when an encrypted column is involved and otherwise calls TypeORM's own method unchanged.
+// Only the first copy of @kms/typeorm loaded against a TypeORM installs them, so they recognise
+// columns and operands by brand (see encrypted-column.ts), and find every copy's specs.
 
 const INSTALLED = Symbol.for("@kms/typeorm.queryGuards");
 
@@ -83,7 +85,7 @@ export function installQueryGuards(): void {
     this: ParameterFactory,
     value: unknown,
   ): string {
-    if (value instanceof UnsealedValue) throw unsealedError(value);
+    if (isUnsealedValue(value)) throw unsealedError(value);
     return createParameter.call(this, value);
   };
 
@@ -118,12 +120,12 @@ interface ParameterFactory {
 function refuseRaw(transformer: ValueTransformer | ValueTransformer[]): void {
   const list = Array.isArray(transformer) ? transformer : [transformer];
   for (const t of list) {
-    if (t instanceof BlindIndexTransformer) {
+    if (isBlindIndexTransformer(t)) {
       throw new ValidationError(
         `${t.model}.${t.property} is the blind index of ${t.model}.${t.indexOf}: Raw() would send its SQL and parameters as plaintext; look ${t.indexOf} up with encryptedWhere() (or compare encryptedParameter() in a QueryBuilder condition)`,
       );
     }
-    if (t instanceof EncryptedColumnTransformer) {
+    if (isEncryptedColumnTransformer(t)) {
       throw new ValidationError(
         `${t.model}.${t.property} is encrypted: Raw() would send its SQL and parameters as plaintext; look values up with encryptedWhere() (or compare encryptedParameter() in a QueryBuilder condition)`,
       );
