@@ -1,8 +1,17 @@
 import { randomUUID } from "node:crypto";
-import { InvalidCiphertextError, isKmsError, runWithEncryptionContext } from "@kms/core";
+import { InvalidCiphertextError, isKmsError } from "@kms/core";
 import { faultSummary, type TenantDirectory } from "@kms/demo-shared";
+import {
+  currentKmsContext,
+  kmsContext,
+  kmsContextOf,
+  kmsErrorHandler,
+  type RequestKmsContext,
+  sendProblem,
+} from "@kms/express";
 import express, { type NextFunction, type Request, type Response } from "express";
 import type { KeyAdmin } from "./kms.ts";
+import { clinicKmsProblem, demoProblem, internalProblem } from "./problems.ts";
 import { ensureTenantKey, type RecordsDb } from "./records.ts";
 
 const SSN = /^\d{3}-\d{2}-\d{4}$/;
@@ -25,12 +34,56 @@ class HttpError extends Error {
 /** The clinic each request authenticated as, set by the /patients middleware. */
 const authenticated = new WeakMap<Request, string>();
 
-function tenantOf(req: Request): string {
-  const tenant = authenticated.get(req);
-  // Every /patients route runs after the middleware that sets it or refuses the request.
-  if (tenant === undefined)
-    throw new Error("a /patients route ran without an authenticated clinic");
-  return tenant;
+/**
+ * `METHOD pattern` once Express has matched a route (`GET /patients/{:id}`: no patient id in
+ * the log), else the path, as @kms/express's default context reports it.
+ */
+function routeOf(req: Request): string {
+  const pattern: unknown = (req.route as { path?: unknown } | undefined)?.path;
+  return `${req.method} ${req.baseUrl}${typeof pattern === "string" ? pattern : req.path}`;
+}
+
+/**
+ * kmsContext's `resolve`: the clinic the request's bearer token authenticated, and nothing the
+ * client names (no tenant header: `tenantHeader` stays unset), bound into every Patient value as
+ * `clinic` (schema.prisma). The default resolver would read `req.user`, which this demo's
+ * bearer-token check does not set.
+ * @throws Error when the clinic was not authenticated first (a wiring mistake: 500).
+ */
+function clinicContext(req: Request): RequestKmsContext {
+  const clinic = authenticated.get(req);
+  if (clinic === undefined) throw new Error("kmsContext ran before the clinic was authenticated");
+  return {
+    encryptionContext: { clinic },
+    // A clinic's token is no KMS identity: the KMS calls run as the demo's own principal (with
+    // KMS_ENDPOINT, its access key's).
+    principal: undefined,
+    // Read when used: kmsContext runs before routing.
+    get route() {
+      return routeOf(req);
+    },
+    // Chosen here, not taken from the client's x-request-id as the default resolver does: a
+    // client could otherwise file its log line and audit events under another request's id.
+    requestId: randomUUID(),
+  };
+}
+
+/**
+ * The context kmsContext set up for the request being handled: its clinic (the one every query
+ * filters on and every value is bound to) and its request id.
+ * @throws Error outside a /patients request (a wiring mistake: 500).
+ */
+function requestContext(): { readonly clinic: string; readonly requestId: string } {
+  const context = currentKmsContext();
+  const clinic = context?.encryptionContext.clinic;
+  if (context === undefined || clinic === undefined) {
+    throw new Error("a /patients route ran outside its request's KMS context");
+  }
+  return { clinic, requestId: context.requestId };
+}
+
+function currentClinic(): string {
+  return requestContext().clinic;
 }
 
 function idOf(req: Request): number {
@@ -99,6 +152,13 @@ function isClientBodyError(
   return expose === true && typeof status === "number" && status >= 400 && status < 500;
 }
 
+/** A Prisma error's code (`P2002`…), if `error` has one. */
+function prismaCodeOf(error: unknown): unknown {
+  return typeof error === "object" && error !== null
+    ? (error as { code?: unknown }).code
+    : undefined;
+}
+
 /** What a route selects: the returned fields, plus the row-bound SSN to check them against. */
 const LOADED = {
   id: true,
@@ -128,18 +188,26 @@ function ownPatient<T extends { readonly ssn: string; readonly ssnOfRecord: stri
 }
 
 /**
- * Logs a fault whose answer is opaque, as one line that the answer's `x-request-id` points to.
- * The line is `faultSummary`'s (classes, codes, KMS messages), never the error itself:
- * `console.error(error)` prints its message, properties and causes, and a Prisma validation
- * error's message repeats the query's arguments, plaintext included if it ever reached a client
- * without the encryption extension.
- * @returns the request id.
+ * The answer to a fault that is neither the client's nor a KMS error (kmsErrorHandler answers
+ * those, and logs their faults): an opaque 500 naming the request id, and one log line under
+ * it, with the route pattern. The line is `faultSummary`'s (classes, codes, KMS messages), never
+ * the error itself: `console.error(error)` prints its message, properties and causes, and a
+ * Prisma validation error's message repeats the query's arguments, plaintext included if it
+ * ever reached a client without the encryption extension.
  */
-function logFault(res: Response, what: string, error: unknown): string {
-  const requestId = randomUUID();
+function internalError(error: unknown, req: Request, res: Response, next: NextFunction): void {
+  if (res.headersSent) {
+    next(error);
+    return;
+  }
+  // The request id kmsContext chose, already in the answer's x-request-id and in the KMS audit
+  // trail; a new one for a request that failed before it.
+  const context = kmsContextOf(req);
+  const requestId = context?.requestId ?? randomUUID();
+  const where = context === undefined ? "" : `, ${context.route}`;
+  console.error(`internal error (request ${requestId}${where}): ${faultSummary(error)}`);
   res.setHeader("x-request-id", requestId);
-  console.error(`${what} (request ${requestId}): ${faultSummary(error)}`);
-  return requestId;
+  sendProblem(res, internalProblem(requestId));
 }
 
 /**
@@ -167,19 +235,20 @@ export function createApp(options: {
     next();
   });
   app.use(express.json({ limit: "64kb" }));
-  // The clinic's KMS key exists before its first value is written; the request then runs
-  // inside an encryption-context scope whose `clinic` every Patient value is bound to
-  // (schema.prisma), beside the row's own tenantId.
-  app.use("/patients", (req: Request, _res: Response, next: NextFunction) => {
-    const tenantId = tenantOf(req);
-    ensureTenantKey(kms, tenantId).then(
-      () => runWithEncryptionContext({ clinic: tenantId }, () => next()),
-      next,
-    );
+  // The request's context, from its authenticated clinic: the rest of the request runs inside
+  // it, so the extension binds every Patient value to `clinic` (schema.prisma) beside the row's
+  // own tenantId, and currentKmsContext() names the clinic to the routes.
+  app.use("/patients", kmsContext({ resolve: clinicContext }));
+  // The clinic's KMS key exists before its first value is written. Its KMS calls carry the
+  // request id, so the audit trail names the request that made them (in process: the AWS API
+  // has no field to send it to a KMS server).
+  app.use("/patients", (_req: Request, _res: Response, next: NextFunction) => {
+    const { clinic, requestId } = requestContext();
+    ensureTenantKey(kms, clinic, { requestId }).then(() => next(), next);
   });
 
   app.post("/patients", async (req, res) => {
-    const tenantId = tenantOf(req);
+    const tenantId = currentClinic();
     const data = patientData(req.body ?? {}, false);
     const created = await db.patient.create({
       data: {
@@ -199,7 +268,7 @@ export function createApp(options: {
   });
 
   app.get("/patients", async (req, res) => {
-    const tenantId = tenantOf(req);
+    const tenantId = currentClinic();
     const ssn = req.query.ssn;
     if (ssn !== undefined && (typeof ssn !== "string" || !SSN.test(ssn))) {
       throw new HttpError(400, "ssn: ddd-dd-dddd");
@@ -215,7 +284,7 @@ export function createApp(options: {
 
   app.get("/patients/{:id}", async (req, res) => {
     const patient = await db.patient.findFirst({
-      where: { id: idOf(req), tenantId: tenantOf(req) },
+      where: { id: idOf(req), tenantId: currentClinic() },
       select: LOADED,
     });
     if (patient === null) throw new HttpError(404, "no such patient in this clinic");
@@ -223,7 +292,7 @@ export function createApp(options: {
   });
 
   app.patch("/patients/{:id}", async (req, res) => {
-    const tenantId = tenantOf(req);
+    const tenantId = currentClinic();
     const data = patientData(req.body ?? {}, true);
     // `update`, not `updateMany`: name, note, vitals and ssnOfRecord are bound to the row's
     // recordId, which the extension reads from the one matching row before it writes
@@ -242,43 +311,34 @@ export function createApp(options: {
 
   app.delete("/patients/{:id}", async (req, res) => {
     const result = await db.patient.deleteMany({
-      where: { id: idOf(req), tenantId: tenantOf(req) },
+      where: { id: idOf(req), tenantId: currentClinic() },
     });
     if (result.count === 0) throw new HttpError(404, "no such patient in this clinic");
     res.status(204).end();
   });
 
-  app.use((error: unknown, _req: Request, res: Response, _next: NextFunction) => {
+  // The demo's own failures as problem+json, like kmsErrorHandler's answers to KMS errors.
+  app.use((error: unknown, _req: Request, res: Response, next: NextFunction) => {
     if (error instanceof HttpError) {
-      res.status(error.status).json({ error: error.message });
+      sendProblem(res, demoProblem(error.status, error.message));
     } else if (isKmsError(error)) {
-      // The answer stays generic, so the operator needs the fault itself (an unreachable KMS
-      // server, a refused signature); client faults are in the KMS's audit trail.
-      if (!error.clientFault) logFault(res, "KMS fault", error);
-      // Decryption failures stay generic; a clinic whose key is gone gets 410.
-      const status =
-        error.code === "ValidationException"
-          ? 400
-          : error.code === "KMSInvalidStateException" || error.code === "DisabledException"
-            ? 410
-            : 500;
-      res.status(status).json({
-        error: status === 400 ? error.message : "stored records cannot be decrypted",
-        code: error.code,
-      });
-    } else if ((error as { code?: unknown }).code === "P2025") {
+      next(error);
+    } else if (prismaCodeOf(error) === "P2025") {
       // update's "record not found": no such id in this clinic.
-      res.status(404).json({ error: "no such patient in this clinic" });
-    } else if ((error as { code?: unknown }).code === "P2002") {
-      res.status(409).json({ error: "a patient with this ssn already exists in this clinic" });
+      sendProblem(res, demoProblem(404, "no such patient in this clinic"));
+    } else if (prismaCodeOf(error) === "P2002") {
+      sendProblem(res, demoProblem(409, "a patient with this ssn already exists in this clinic"));
     } else if (isClientBodyError(error)) {
-      res
-        .status(error.status)
-        .json({ error: BODY_ERRORS[error.type ?? ""] ?? "body cannot be read" });
+      const detail = BODY_ERRORS[error.type ?? ""] ?? "body cannot be read";
+      sendProblem(res, demoProblem(error.status, detail));
     } else {
-      const requestId = logFault(res, "internal error", error);
-      res.status(500).json({ error: "internal error", requestId });
+      next(error);
     }
   });
+  // KMS errors: a stored value that does not decrypt in this clinic's context 403 (one generic
+  // body, whichever check failed), a clinic whose key is gone 410, internal faults an opaque
+  // 500, logged with the request id.
+  app.use(kmsErrorHandler({ toProblem: clinicKmsProblem }));
+  app.use(internalError);
   return app;
 }

@@ -1,6 +1,13 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { createKms, type Kms, type KmsLike, RootKeyError, RootKeySource } from "@kms/core";
+import {
+  type CallOptions,
+  createKms,
+  type Kms,
+  type KmsLike,
+  RootKeyError,
+  RootKeySource,
+} from "@kms/core";
 import { SqliteKeyStore } from "@kms/keystore-sqlite";
 import { StaleDemoDataError } from "./database.ts";
 import { remoteKms } from "./remote-kms.ts";
@@ -12,11 +19,30 @@ import { remoteKms } from "./remote-kms.ts";
  * Every failure is a `KmsError` (`NotFoundError`, `AlreadyExistsError`, …) either way.
  */
 export interface KeyAdmin {
-  describeKey(request: { keyId: string }): Promise<{ keyMetadata: { keyId: string } }>;
-  createKey(request: { description: string }): Promise<{ keyMetadata: { keyId: string } }>;
-  createAlias(request: { aliasName: string; targetKeyId: string }): Promise<unknown>;
-  scheduleKeyDeletion(request: { keyId: string; pendingWindowInDays: number }): Promise<unknown>;
+  describeKey(
+    request: { keyId: string },
+    options?: KeyCallOptions,
+  ): Promise<{ keyMetadata: { keyId: string } }>;
+  createKey(
+    request: { description: string },
+    options?: KeyCallOptions,
+  ): Promise<{ keyMetadata: { keyId: string } }>;
+  createAlias(
+    request: { aliasName: string; targetKeyId: string },
+    options?: KeyCallOptions,
+  ): Promise<unknown>;
+  scheduleKeyDeletion(
+    request: { keyId: string; pendingWindowInDays: number },
+    options?: KeyCallOptions,
+  ): Promise<unknown>;
 }
+
+/**
+ * The request id a call's audit event records (core's `CallOptions.requestId`). @kms/aws's
+ * `AwsKms` takes no options: the AWS API has no field for it, and a KMS server's audit trail
+ * has ids of its own.
+ */
+export type KeyCallOptions = Pick<CallOptions, "requestId">;
 
 /** The KMS the demo talks to: in this process, or a KMS server (`kms serve`) over HTTP. */
 export interface DemoKms {

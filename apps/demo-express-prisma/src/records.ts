@@ -12,7 +12,7 @@ import {
 } from "@kms/core";
 import { fieldEncryption, PrismaDataKeyStore } from "@kms/prisma";
 import type { PrismaClient } from "./generated/sqlite/client.ts";
-import type { KeyAdmin } from "./kms.ts";
+import type { KeyAdmin, KeyCallOptions } from "./kms.ts";
 
 const schema = readFileSync(
   join(dirname(fileURLToPath(import.meta.url)), "..", "prisma", "schema.prisma"),
@@ -44,9 +44,14 @@ const creating = new WeakMap<KeyAdmin, Map<string, Promise<string>>>();
 /**
  * Creates the clinic's KMS key on first use. Concurrent first requests of one clinic used to
  * race: each created a key, all but one failed to claim the alias (a 500 for the client) and
- * left an orphan key behind.
+ * left an orphan key behind. `options` go with each KMS call: those of the request that started
+ * a creation, for the requests that join it.
  */
-export function ensureTenantKey(kms: KeyAdmin, tenantId: string): Promise<string> {
+export function ensureTenantKey(
+  kms: KeyAdmin,
+  tenantId: string,
+  options?: KeyCallOptions,
+): Promise<string> {
   let inFlight = creating.get(kms);
   if (inFlight === undefined) {
     inFlight = new Map();
@@ -54,28 +59,35 @@ export function ensureTenantKey(kms: KeyAdmin, tenantId: string): Promise<string
   }
   const pending = inFlight.get(tenantId);
   if (pending !== undefined) return pending;
-  const created = describeOrCreate(kms, tenantId).finally(() => inFlight.delete(tenantId));
+  const created = describeOrCreate(kms, tenantId, options).finally(() => inFlight.delete(tenantId));
   inFlight.set(tenantId, created);
   return created;
 }
 
-async function describeOrCreate(kms: KeyAdmin, tenantId: string): Promise<string> {
+async function describeOrCreate(
+  kms: KeyAdmin,
+  tenantId: string,
+  options: KeyCallOptions | undefined,
+): Promise<string> {
   const aliasName = tenantKeyAlias(tenantId);
   try {
-    return (await kms.describeKey({ keyId: aliasName })).keyMetadata.keyId;
+    return (await kms.describeKey({ keyId: aliasName }, options)).keyMetadata.keyId;
   } catch (error) {
     if (!(isKmsError(error) && error instanceof NotFoundError)) throw error;
   }
-  const { keyMetadata } = await kms.createKey({ description: `patient records of ${tenantId}` });
+  const { keyMetadata } = await kms.createKey(
+    { description: `patient records of ${tenantId}` },
+    options,
+  );
   try {
-    await kms.createAlias({ aliasName, targetKeyId: keyMetadata.keyId });
+    await kms.createAlias({ aliasName, targetKeyId: keyMetadata.keyId }, options);
     return keyMetadata.keyId;
   } catch (error) {
     if (!(isKmsError(error) && error instanceof AlreadyExistsError)) throw error;
     // Another process sharing the key store claimed the alias first: use its key, and retire
     // ours, which encrypted nothing.
-    await kms.scheduleKeyDeletion({ keyId: keyMetadata.keyId, pendingWindowInDays: 7 });
-    return (await kms.describeKey({ keyId: aliasName })).keyMetadata.keyId;
+    await kms.scheduleKeyDeletion({ keyId: keyMetadata.keyId, pendingWindowInDays: 7 }, options);
+    return (await kms.describeKey({ keyId: aliasName }, options)).keyMetadata.keyId;
   }
 }
 

@@ -26,6 +26,7 @@ import { createApp } from "../src/app.ts";
 import { type DemoDatabase, openDatabase } from "../src/database.ts";
 import { openKms } from "../src/kms.ts";
 import { ensureTenantKey, type RecordsDb, recordsClient, tenantKeyAlias } from "../src/records.ts";
+import { NOT_IN_CLINIC, type Problem, UNDECRYPTABLE } from "./problems.ts";
 
 const postgres = databaseTarget("postgres");
 const backends: [string, string | undefined, boolean][] = [
@@ -75,17 +76,7 @@ function secretsOf(patient: PatientInput): string[] {
   ];
 }
 
-/** The error body the app documents: `{ error }`, plus `code` for KMS errors. */
-interface Problem {
-  readonly error: string;
-  readonly code?: string;
-}
-
-const UNDECRYPTABLE: Problem = {
-  error: "stored records cannot be decrypted",
-  code: "InvalidCiphertextException",
-};
-const NOT_IN_CLINIC: Problem = { error: "no such patient in this clinic" };
+const PROBLEM_KEYS: ReadonlySet<string> = new Set(["type", "title", "status", "detail", "code"]);
 
 interface Reply {
   readonly status: number;
@@ -97,14 +88,16 @@ function json<T>(reply: Reply): T {
   return JSON.parse(reply.text) as T;
 }
 
-/** What every error response must look like: JSON, documented shape, no stack, no internals. */
-function expectProblem(reply: Reply, status: number, error?: RegExp | string): Problem {
+/** What every error response must look like: problem+json, documented shape, no internals. */
+function expectProblem(reply: Reply, status: number, detail?: RegExp | string): Problem {
   expect(reply.status, reply.text).toBe(status);
-  expect(reply.contentType).toMatch(/^application\/json/);
+  expect(reply.contentType).toMatch(/^application\/problem\+json/);
   const body = json<Problem>(reply);
-  expect(Object.keys(body).every((key) => key === "error" || key === "code")).toBe(true);
-  expect(typeof body.error).toBe("string");
-  if (error !== undefined) expect(body.error).toMatch(error);
+  expect(Object.keys(body).filter((key) => !PROBLEM_KEYS.has(key))).toEqual([]);
+  expect(body.status).toBe(status);
+  expect(body.type).toMatch(/^https:\/\/kms\.dev\/problems\/(demo|kms)\/\w+/);
+  expect(typeof body.detail).toBe("string");
+  if (detail !== undefined) expect(body.detail).toMatch(detail);
   expectNoInternals(reply.text);
   return body;
 }
@@ -441,13 +434,13 @@ describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip
   });
 
   describe("stored values moved at the database", () => {
-    /** A's view of the row after the move: the documented 500, nothing decrypted. */
+    /** A's view of the row after the move: the documented 403, nothing decrypted. */
     async function expectUndecryptable(tenant: string, id: number, victims: PatientInput[]) {
       const one = await call(tenant, "GET", `/patients/${id}`);
-      expect(expectProblem(one, 500)).toEqual(UNDECRYPTABLE);
+      expect(expectProblem(one, 403)).toEqual(UNDECRYPTABLE);
       expectNoLeak(one, victims);
       const list = await call(tenant, "GET", "/patients");
-      expect(expectProblem(list, 500)).toEqual(UNDECRYPTABLE);
+      expect(expectProblem(list, 403)).toEqual(UNDECRYPTABLE);
       expectNoLeak(list, victims);
     }
 
@@ -492,7 +485,7 @@ describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip
         const { annId, amyId } = await seed();
         await raw.set(amyId, column, (await raw.row(annId))[column]);
         const reply = await call(A, "GET", `/patients/${amyId}`);
-        expect(expectProblem(reply, 500)).toEqual(UNDECRYPTABLE);
+        expect(expectProblem(reply, 403)).toEqual(UNDECRYPTABLE);
       },
     );
 
@@ -529,7 +522,7 @@ describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip
       }
     }
 
-    /** Every route that returns the clinic's patients answers the generic 500, leaking nothing. */
+    /** Every route that returns the clinic's patients answers the generic 403, leaking nothing. */
     async function expectAllRoutesUndecryptable(ids: number[], victims: PatientInput[]) {
       const replies = [
         ...(await Promise.all(ids.map((id) => call(A, "GET", `/patients/${id}`)))),
@@ -537,7 +530,7 @@ describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip
         ...(await Promise.all(victims.map((v) => call(A, "GET", `/patients?ssn=${v.ssn}`)))),
       ];
       for (const reply of replies) {
-        expect(expectProblem(reply, 500)).toEqual(UNDECRYPTABLE);
+        expect(expectProblem(reply, 403)).toEqual(UNDECRYPTABLE);
         expectNoLeak(reply, victims);
       }
     }
@@ -575,7 +568,7 @@ describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip
         );
         await expect(copied).rejects.toBeInstanceOf(InvalidCiphertextError);
         const reply = await call(A, "GET", `/patients/${amyId}`);
-        expect(expectProblem(reply, 500)).toEqual(UNDECRYPTABLE);
+        expect(expectProblem(reply, 403)).toEqual(UNDECRYPTABLE);
         expectNoLeak(reply, [ann, amy]);
         expect(json(await call(A, "GET", `/patients/${annId}`))).toEqual(asReturned(annId, ann));
       },
@@ -688,7 +681,7 @@ describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip
         for (const value of bad) {
           await raw.set(amyId, "note", value);
           const reply = await call(A, "GET", `/patients/${amyId}`);
-          expect(expectProblem(reply, 500)).toEqual(UNDECRYPTABLE);
+          expect(expectProblem(reply, 403)).toEqual(UNDECRYPTABLE);
           expectNoLeak(reply, [ann, amy]);
           bodies.add(reply.text);
         }
@@ -703,7 +696,7 @@ describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip
       await raw.query(`DELETE FROM "KmsDataKey"`);
       engine.clearCache();
       const reply = await call(A, "GET", `/patients/${annId}`);
-      expect(expectProblem(reply, 500)).toEqual(UNDECRYPTABLE);
+      expect(expectProblem(reply, 403)).toEqual(UNDECRYPTABLE);
       expectNoLeak(reply, [ann]);
     });
   });

@@ -23,6 +23,7 @@ import { type DemoKms, openDemoKms } from "../src/kms.ts";
 import { recordsClient, scheduleTenantKeyDeletion, tenantKeyAlias } from "../src/records.ts";
 import { KmsEndpointError } from "../src/remote-kms.ts";
 import { WalkthroughStoppedError, walkthrough } from "../src/walkthrough.ts";
+import { KMS_FAULT, NOT_IN_CLINIC, SHREDDED, UNDECRYPTABLE } from "./problems.ts";
 
 const appRoot = join(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -33,13 +34,6 @@ const SECRET_ACCESS_KEY = "demo-records-secret-0123456789abcdef";
 
 const ann = { ssn: "401-11-1111", name: "Ann Alpha", note: "alpha-note", vitals: { bp: "121/81" } };
 const bob = { ssn: "503-33-3333", name: "Bob Bravo", note: "bravo-note", vitals: { bp: "131/91" } };
-
-const UNDECRYPTABLE = {
-  error: "stored records cannot be decrypted",
-  code: "InvalidCiphertextException",
-};
-const SHREDDED = { error: "stored records cannot be decrypted", code: "KMSInvalidStateException" };
-const NOT_IN_CLINIC = { error: "no such patient in this clinic" };
 
 type Body = { id: number } & Record<string, unknown>;
 
@@ -185,7 +179,7 @@ describe.each([
       (await database.storedPatient(a.body.id))?.name,
     );
     expect(await call("clinic-b", "GET", `/patients/${b.body.id}`)).toEqual({
-      status: 500,
+      status: 403,
       body: UNDECRYPTABLE,
     });
     expect((await call("clinic-a", "GET", "/patients")).body).toEqual([a.body]);
@@ -335,9 +329,7 @@ describe("the demo pointed at a KMS server", () => {
       expect((stopped as Error).message).toBe(
         `the walkthrough stopped: creating a patient answered 500; check the KMS (KMS server at ${kmsServer.endpoint} (region local), as ${ACCESS_KEY_ID})`,
       );
-      expect(lines.at(-1)).toBe(
-        `POST /patients → 500\n${JSON.stringify({ error: "stored records cannot be decrypted", code: "KMSInternalException" }, null, 2)}\n`,
-      );
+      expect(lines.at(-1)).toBe(`POST /patients → 500\n${JSON.stringify(KMS_FAULT, null, 2)}\n`);
     } finally {
       await database.close();
       await demoKms.close();
@@ -371,23 +363,21 @@ describe("the demo pointed at a KMS server", () => {
     try {
       const response = await fetch(demo.url, { headers: { authorization: bearer("clinic-a") } });
       expect(response.status).toBe(500);
-      expect(await response.json()).toEqual({
-        error: "stored records cannot be decrypted",
-        code: "KMSInternalException",
-      });
+      expect(await response.json()).toEqual(KMS_FAULT);
       // The client learns nothing; the operator's log names the fault, under the answer's
-      // request id.
+      // request id (kmsErrorHandler's log: the stack, then each cause), and no secret.
       const requestId = response.headers.get("x-request-id");
       expect(requestId).toMatch(/^[0-9a-f-]{36}$/);
       expect(logged.mock.calls).toEqual([
         [
           expect.stringMatching(
             new RegExp(
-              `^KMS fault \\(request ${requestId}\\): KmsInternalError KMSInternalException: AWS KMS DescribeKey failed with InvalidSignatureException: .*region`,
+              `^\\[request ${requestId}\\] KmsInternalError: AWS KMS DescribeKey failed with InvalidSignatureException: .*region`,
             ),
           ),
         ],
       ]);
+      expect(String(logged.mock.calls[0]?.[0])).not.toContain(SECRET_ACCESS_KEY);
     } finally {
       logged.mockRestore();
       await demo.close();
