@@ -4,7 +4,7 @@ import type { AuditEvent, AuditReadOptions, AuditSink } from "./audit/audit-sink
 import type { KeyLastUsage } from "./audit/auditor.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import { isKmsError, KmsInternalError, RootKeyError, ValidationError } from "./errors.ts";
-import { RootKeySource } from "./hsm/root-key.ts";
+import { RootKeySource, TransientRootKeys } from "./hsm/root-key.ts";
 import { SoftwareHsm } from "./hsm/software-hsm.ts";
 import { assertObject } from "./internal/assert.ts";
 import {
@@ -756,29 +756,33 @@ export async function createKms(options: KmsOptions = {}): Promise<Kms> {
       `"unsealedRecords" expected "refuse" or "seal", got ${String(options.unsealedRecords)}`,
     );
   }
-  let source: RootKeySource;
-  if (options.rootKey instanceof Uint8Array) source = RootKeySource.fromBytes(options.rootKey);
-  else if (options.rootKey !== undefined) source = options.rootKey;
-  else if (store instanceof MemoryKeyStore) source = RootKeySource.ephemeral();
-  else {
-    throw new RootKeyError(
-      `key store ${store.description} is durable and needs a root key: pass rootKey ` +
-        "(RootKeySource.fromEnv(), fromFile(), fromPassphrase(), or devFile() for development)",
-    );
-  }
   const identity: KmsIdentity = {
     partition: options.partition ?? DEFAULT_IDENTITY.partition,
     region: options.region ?? DEFAULT_IDENTITY.region,
     account: options.account ?? DEFAULT_IDENTITY.account,
   };
-  if (!/^\d{12}$/.test(identity.account)) {
-    throw new ValidationError(`"account" must be 12 digits, got ${identity.account}`);
+  // Root keys given as bytes are copied for the open only, and the copies wiped after it.
+  const transient = new TransientRootKeys();
+  let hsm: SoftwareHsm;
+  try {
+    let source: RootKeySource;
+    if (options.rootKey !== undefined) source = transient.source(options.rootKey);
+    else if (store instanceof MemoryKeyStore) source = RootKeySource.ephemeral();
+    else {
+      throw new RootKeyError(
+        `key store ${store.description} is durable and needs a root key: pass rootKey ` +
+          "(RootKeySource.fromEnv(), fromFile(), fromPassphrase(), or devFile() for development)",
+      );
+    }
+    if (!/^\d{12}$/.test(identity.account)) {
+      throw new ValidationError(`"account" must be 12 digits, got ${identity.account}`);
+    }
+    hsm = await SoftwareHsm.open(source, store, {
+      unwrapRootKeys: (options.unwrapRootKeys ?? []).map((k) => transient.source(k)),
+    });
+  } finally {
+    transient.wipe();
   }
-  const hsm = await SoftwareHsm.open(source, store, {
-    unwrapRootKeys: (options.unwrapRootKeys ?? []).map((k) =>
-      k instanceof Uint8Array ? RootKeySource.fromBytes(k) : k,
-    ),
-  });
   const guard = new CallGuard(identity, options);
   const clock = options.clock ?? systemClock;
   const keyName = (keyId: string): string => `key ${keyArn(identity, keyId)}`;

@@ -298,12 +298,11 @@ export class FieldDataKeys {
           break;
         }
       }
-      if (
-        loaded !== undefined &&
-        !loaded.released &&
-        (now ?? this.#cache.clock.now()) - loaded.loadedAt < this.#cache.maxAgeMs
-      ) {
-        return loaded;
+      if (loaded !== undefined && !loaded.released) {
+        // As the cache counts age: a key "loaded after now" (the clock was set back) is expired
+        // too, or it would serve for as long as the step.
+        const age = (now ?? this.#cache.clock.now()) - loaded.loadedAt;
+        if (age >= 0 && age < this.#cache.maxAgeMs) return loaded;
       }
     }
     loaded = this.#cache.use<LoadedKey>(this.#readPrefix + hexOf(stored, 1, HEADER_LENGTH), NO_USE);

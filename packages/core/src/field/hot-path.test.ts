@@ -208,3 +208,20 @@ describe("decryptMany", () => {
     expect(await engine.decryptMany(items)).toEqual(values);
   });
 });
+
+describe("the remembered read key", () => {
+  // Found in review: the shortcut checked only that a key was younger than maxAgeMs, so after the
+  // clock was set back it served the key for as long as the step, where the cache itself counts
+  // a key "loaded after now" as expired (DataKeyCache: a wall clock set back must not stretch an
+  // entry's life by the size of the step).
+  test("is not used after the clock is set back, as the cache would not use it", async () => {
+    const { engine, clock } = await setup();
+    const binding = { model: "User", field: "email", context: { tenantId: "a" } };
+    const stored = await engine.encryptText(binding, STRING, "v");
+    expect(engine.decryptIfCached(binding, STRING, stored)).toBe("v");
+    clock.advance(-10 * 60_000);
+    expect(engine.decryptIfCached(binding, STRING, stored)).toBeUndefined();
+    expect(await engine.decryptText(binding, STRING, stored)).toBe("v");
+    expect(engine.decryptIfCached(binding, STRING, stored)).toBe("v");
+  });
+});

@@ -24,7 +24,7 @@ import {
   sealUnsealedRecords,
   type UnsealedRecordsMode,
 } from "../keystore/sealed-key-store.ts";
-import { RootKeySource } from "./root-key.ts";
+import { type RootKeySource, TransientRootKeys } from "./root-key.ts";
 import { ROOT_KEY_SETTINGS, SoftwareHsm, wrappingRootKeyId } from "./software-hsm.ts";
 
 export interface RootKeyRotationProgress {
@@ -75,10 +75,6 @@ const MAX_WRITE_ATTEMPTS = 32;
 
 function checkpointName(toId: string, page: number): string {
   return `root-key-rotation/${toId}/page/${page}`;
-}
-
-function toSource(key: RootKeySource | Uint8Array): RootKeySource {
-  return key instanceof Uint8Array ? RootKeySource.fromBytes(key) : key;
 }
 
 async function* pages(
@@ -168,9 +164,16 @@ export async function rotateRootKey(options: RotateRootKeyOptions): Promise<Root
   }
   // Opening with `to` as the root key and `from` for unwrapping declares `to` the successor of
   // `from` if no instance has yet, and refuses a `to` that the store's history does not allow.
-  const hsm = await SoftwareHsm.open(toSource(options.to), store, {
-    unwrapRootKeys: [toSource(options.from)],
-  });
+  // Root keys given as bytes are copied for the open only, and the copies wiped after it.
+  const transient = new TransientRootKeys();
+  let hsm: SoftwareHsm;
+  try {
+    hsm = await SoftwareHsm.open(transient.source(options.to), store, {
+      unwrapRootKeys: [transient.source(options.from)],
+    });
+  } finally {
+    transient.wipe();
+  }
   const toId = hsm.rootKeyId;
   // A finished rotation has retired `from`, and the HSM then no longer holds it: running again
   // finds nothing left to do. A record put back under `from` (a forgery, or a write by an

@@ -215,6 +215,33 @@ function deriveFromPassphrase(passphrase: string, params: Kdf): Uint8Array {
   });
 }
 
+/**
+ * Root keys given as raw bytes to a call that opens the store once with them (`createKms`,
+ * `rotateRootKey`). Each is copied when `source` is called, as `RootKeySource.fromBytes` does,
+ * so the caller may wipe its own at once; unlike a fromBytes source, which keeps its copy for
+ * later loads, `wipe` zeroes these copies once the store is open (or failed to open), so no copy
+ * of the root key outlives the call unwiped.
+ */
+export class TransientRootKeys {
+  readonly #copies: Uint8Array[] = [];
+
+  /** `key` itself, or a source of a copy of its bytes (wiped by `wipe`). */
+  source(key: RootKeySource | Uint8Array): RootKeySource {
+    if (!(key instanceof Uint8Array)) return key;
+    if (key.length !== ROOT_KEY_LENGTH) {
+      throw new RootKeyError(`root key must be ${ROOT_KEY_LENGTH} bytes`);
+    }
+    const copy = Uint8Array.from(key);
+    this.#copies.push(copy);
+    return { description: "bytes", load: async () => Uint8Array.from(copy) };
+  }
+
+  wipe(): void {
+    for (const copy of this.#copies) copy.fill(0);
+    this.#copies.length = 0;
+  }
+}
+
 /** Factories for the supported root key sources. */
 export const RootKeySource = {
   /** Raw 32 bytes held by the application (copied; the caller may wipe its own). */

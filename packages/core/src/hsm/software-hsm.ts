@@ -95,6 +95,8 @@ export function wrappingRootKeyId(wrapped: Uint8Array): string | undefined {
 async function loadRoot(source: RootKeySource, store: KeyStore): Promise<Uint8Array> {
   const root = await source.load(store);
   if (!(root instanceof Uint8Array) || root.length !== ROOT_KEY_LENGTH) {
+    // A custom source's off-by-one key is still (most of) the root key: wiped like any other.
+    if (root instanceof Uint8Array) root.fill(0);
     throw new RootKeyError(`root key from ${source.description} must be ${ROOT_KEY_LENGTH} bytes`);
   }
   return root;

@@ -25,6 +25,8 @@ export interface AuthorizationRecord {
   readonly action: string;
   readonly resource: string;
   readonly decision: Decision;
+  /** The key record the decision was made on (its policy, grants and tags), if any. */
+  readonly key?: StoredKey;
 }
 
 /** What one call is: built by the facade for every operation. */
@@ -639,7 +641,11 @@ export async function authorizeKey(
       : undefined;
   const resource = keyArn(call.settings.identity, key.keyId);
   for (const [action, role] of actions) {
-    const done = call.decisions.find((d) => d.action === action && d.resource === resource);
+    // Decided once per action and key record: a call that reads the key again after another
+    // writer changed it (a retry after a lost compare-and-set) is decided on what it read last.
+    const done = call.decisions.find(
+      (d) => d.action === action && d.resource === resource && sameRecord(d.key, key),
+    );
     if (done !== undefined) {
       if (!done.decision.allowed) deny(done.decision);
       continue;
@@ -649,9 +655,17 @@ export async function authorizeKey(
       key.grants ?? [],
       authorizationRequest(call, action, key, role, aliases, reEncryptKeys),
     );
-    call.decisions.push({ action, resource, decision });
+    call.decisions.push({ action, resource, decision, key });
     if (!decision.allowed) deny(decision);
   }
+}
+
+/**
+ * Whether two reads of a key are the same record: the same object, or the same seal, which
+ * covers every field a decision reads and changes with every write (FORMAT §4.1).
+ */
+function sameRecord(decided: StoredKey | undefined, key: StoredKey): boolean {
+  return decided === key || (decided?.seal !== undefined && decided.seal === key.seal);
 }
 
 /** Authorizes a call without a key resource against the account policy. */

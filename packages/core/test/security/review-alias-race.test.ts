@@ -19,6 +19,7 @@ import {
   KeyStoreConflictError,
   type Kms,
   KmsInternalError,
+  MemoryAuditSink,
   MemoryKeyStore,
 } from "@kms/core";
 import { beforeEach, describe, expect, it } from "vitest";
@@ -76,7 +77,7 @@ function interleaved(shared: KeyStore) {
     getKey: (id) => pass("getKey", () => shared.getKey(id)),
     listKeys: (o) => shared.listKeys(o),
     createKey: (k) => shared.createKey(k),
-    updateKey: (k) => shared.updateKey(k),
+    updateKey: (k) => pass("updateKey", () => shared.updateKey(k)),
     deleteKey: (id, r) => shared.deleteKey(id, r),
     getAlias: (n) => pass("getAlias", () => shared.getAlias(n)),
     listAliases: (o) => shared.listAliases(o),
@@ -245,5 +246,87 @@ describe("an alias that keeps changing", () => {
       expect((error as Error).cause).toBeInstanceOf(KeyStoreConflictError);
     }
     expect(await targetOf(b, "alias/busy")).toBe(mine);
+  });
+});
+
+describe("a retry is authorized on the key as it is now", () => {
+  // Found in review: each call remembers its authorization decisions per action and key, so the
+  // retry after a lost compare-and-set reused the decision made on the first read of the key,
+  // even when the key it read again carried another policy. The write then landed after a
+  // policy change that, in the order the writes took effect, refused it.
+  const DEFAULT_POLICY = JSON.stringify({
+    Version: "2012-10-17",
+    Statement: [
+      { Effect: "Allow", Principal: { AWS: ACCOUNT_ROOT }, Action: "kms:*", Resource: "*" },
+    ],
+  });
+
+  it("deleteAlias: the key's policy changed and the alias was written meanwhile", async () => {
+    await b.createAlias({ aliasName: "alias/app", targetKeyId: mine });
+    const gate = gated.hold("deleteAlias");
+    const late = reason(a.deleteAlias({ aliasName: "alias/app" }, asAlice));
+    await gate.atGate;
+    // Alice loses her rights on `mine`; the alias is written again where it was.
+    await b.putKeyPolicy({ keyId: mine, policy: DEFAULT_POLICY });
+    await b.updateAlias({ aliasName: "alias/app", targetKeyId: mine });
+    gate.release();
+
+    expect(await late).toBeInstanceOf(AccessDeniedError);
+    expect(gated.writes).toStrictEqual(["deleteAlias: KeyStoreConflictError"]);
+    expect(await targetOf(b, "alias/app")).toBe(mine);
+  });
+
+  it("updateAlias: the new target's policy changed and the alias was written meanwhile", async () => {
+    await b.createAlias({ aliasName: "alias/app", targetKeyId: mine });
+    const gate = gated.hold("updateAlias");
+    const late = reason(a.updateAlias({ aliasName: "alias/app", targetKeyId: mineToo }, asAlice));
+    await gate.atGate;
+    await b.putKeyPolicy({ keyId: mineToo, policy: DEFAULT_POLICY });
+    await b.updateAlias({ aliasName: "alias/app", targetKeyId: mine });
+    gate.release();
+
+    expect(await late).toBeInstanceOf(AccessDeniedError);
+    expect(gated.writes).toStrictEqual(["updateAlias: KeyStoreConflictError"]);
+    expect(await targetOf(b, "alias/app")).toBe(mine);
+  });
+
+  it("a key update: the key's policy changed under the write", async () => {
+    const policy = JSON.parse(ALICE_MAY_MANAGE_ALIASES) as { Statement: { Action: unknown }[] };
+    policy.Statement[1]!.Action = "kms:UpdateKeyDescription";
+    const keyId = (await b.createKey({ policy: JSON.stringify(policy) })).keyMetadata.keyId;
+    const gate = gated.hold("updateKey");
+    const late = reason(a.updateKeyDescription({ keyId, description: "Alice's" }, asAlice));
+    await gate.atGate;
+    await b.putKeyPolicy({ keyId, policy: DEFAULT_POLICY });
+    gate.release();
+
+    expect(await late).toBeInstanceOf(AccessDeniedError);
+    expect((await b.describeKey({ keyId })).keyMetadata.description).toBe("");
+  });
+
+  it("one audit event per call, with the refusal and the decisions of both reads", async () => {
+    const sink = new MemoryAuditSink();
+    const audited = await createKms({
+      store: gated.store,
+      rootKey: Uint8Array.from(ROOT_KEY),
+      audit: sink,
+    });
+    await b.createAlias({ aliasName: "alias/app", targetKeyId: mine });
+    const gate = gated.hold("deleteAlias");
+    const late = reason(audited.deleteAlias({ aliasName: "alias/app" }, asAlice));
+    await gate.atGate;
+    await b.putKeyPolicy({ keyId: mine, policy: DEFAULT_POLICY });
+    await b.updateAlias({ aliasName: "alias/app", targetKeyId: mine });
+    gate.release();
+    expect(await late).toBeInstanceOf(AccessDeniedError);
+
+    const events = sink.events.filter((e) => e.eventName === "DeleteAlias");
+    expect(events).toHaveLength(1);
+    const [event] = events;
+    expect(event?.errorCode).toBe("AccessDeniedException");
+    expect(event?.additionalEventData?.authorization).toStrictEqual([
+      { action: "kms:DeleteAlias", decision: "policy-allow", statement: 1 },
+      { action: "kms:DeleteAlias", decision: "implicit-deny" },
+    ]);
   });
 });

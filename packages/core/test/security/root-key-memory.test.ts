@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, describe, expect, it, vi } from "vitest";
 import { RootKeySource } from "../../src/hsm/root-key.ts";
+import { rotateRootKey } from "../../src/hsm/root-key-rotation.ts";
 import { MemoryKeyStore } from "../../src/keystore/memory-key-store.ts";
 import { createKms } from "../../src/kms.ts";
 
@@ -103,5 +104,94 @@ describe("a passphrase root key", () => {
     await kms.createKey({});
     expect(scryptOutputs).toHaveLength(1);
     expect(scryptOutputs[0]!.every((b) => b === 0)).toBe(true);
+  });
+});
+
+/**
+ * Found in review: createKms and rotateRootKey turned root keys given as bytes into
+ * `RootKeySource.fromBytes` sources, whose private copy (kept for later loads) nothing wiped once
+ * the store was open; and a custom source's key of the wrong length was refused unwiped.
+ */
+describe("root keys given as bytes leave no unwiped copy behind", () => {
+  /** Every array `Uint8Array.from` makes while `run` runs that holds `key`'s bytes. */
+  async function copiesMadeDuring(key: Uint8Array, run: () => Promise<unknown>) {
+    const made: Uint8Array[] = [];
+    const from = Uint8Array.from.bind(Uint8Array) as (source: ArrayLike<number>) => Uint8Array;
+    vi.spyOn(Uint8Array, "from").mockImplementation(((source: ArrayLike<number>) => {
+      const out = from(source);
+      if (out.length === key.length && view(out).equals(view(key))) made.push(out);
+      return out;
+    }) as typeof Uint8Array.from);
+    const outcome = await run().then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    vi.restoreAllMocks();
+    return { made, outcome };
+  }
+
+  const zeroed = (copies: readonly Uint8Array[]) => copies.every((c) => c.every((b) => b === 0));
+
+  it("createKms, root key and unwrap-only key", async () => {
+    const root = secretKey(1);
+    const other = secretKey(2);
+    const store = new MemoryKeyStore();
+    // The caller's buffers are the caller's to wipe: made before looking.
+    const mine = { root: Uint8Array.from(root), other: Uint8Array.from(other) };
+    const { made, outcome } = await copiesMadeDuring(root, () =>
+      createKms({ store, rootKey: mine.root, unwrapRootKeys: [other], audit: false }),
+    );
+    expect(outcome).toBeUndefined();
+    expect(made.length).toBeGreaterThan(0);
+    expect(zeroed(made)).toBe(true);
+    const second = await copiesMadeDuring(other, () =>
+      createKms({ store, rootKey: root, unwrapRootKeys: [mine.other], audit: false }),
+    );
+    expect(second.made.length).toBeGreaterThan(0);
+    expect(zeroed(second.made)).toBe(true);
+  });
+
+  it("createKms that fails after copying the key (a bad account)", async () => {
+    const root = secretKey(3);
+    const { made, outcome } = await copiesMadeDuring(root, () =>
+      createKms({ rootKey: root, account: "12", audit: false }),
+    );
+    expect(outcome).toBeInstanceOf(Error);
+    expect(zeroed(made)).toBe(true);
+  });
+
+  it("rotateRootKey, both keys", async () => {
+    const from = secretKey(4);
+    const to = secretKey(5);
+    const store = new MemoryKeyStore();
+    const kms = await createKms({ store, rootKey: from, audit: false });
+    await kms.createKey({});
+    const run = () => rotateRootKey({ store, from, to });
+    const first = await copiesMadeDuring(from, run);
+    expect(first.outcome).toBeUndefined();
+    expect(first.made.length).toBeGreaterThan(0);
+    expect(zeroed(first.made)).toBe(true);
+    const again = await copiesMadeDuring(to, run);
+    expect(again.outcome).toBeUndefined();
+    expect(again.made.length).toBeGreaterThan(0);
+    expect(zeroed(again.made)).toBe(true);
+  });
+
+  it.each([31, 33])("a custom source's %i-byte key is wiped as it is refused", async (length) => {
+    const given: Uint8Array[] = [];
+    const source = (): RootKeySource => ({
+      description: "custom",
+      load: async () => {
+        const key = Uint8Array.from({ length }, (_, i) => 0x55 + i);
+        given.push(key);
+        return key;
+      },
+    });
+    await expect(createKms({ rootKey: source(), audit: false })).rejects.toThrow(/32 bytes/);
+    await expect(
+      createKms({ rootKey: secretKey(6), unwrapRootKeys: [source()], audit: false }),
+    ).rejects.toThrow(/32 bytes/);
+    expect(given).toHaveLength(2);
+    expect(zeroed(given)).toBe(true);
   });
 });

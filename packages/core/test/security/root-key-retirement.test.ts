@@ -311,3 +311,53 @@ describe("snapshots", () => {
     await expect(kms.decrypt({ ciphertextBlob: blob })).rejects.toThrow(/disabled/i);
   });
 });
+
+describe("what retirement settings do not protect against (FORMAT §4.2 items 5 and 6)", () => {
+  it("a store an earlier release rotated twice: only the last rotation can be sealed again", async () => {
+    captureWarnings();
+    const store = new EditableSettingsStore();
+    await (await createKms({ store, rootKey: bytes(OLD) })).createKey({});
+    await rotateRootKey({ store, from: bytes(OLD), to: bytes(NEW) });
+    await rotateRootKey({ store, from: bytes(NEW), to: bytes(NEXT) });
+    // As an earlier release left it: plain markers only.
+    store.settings.delete(`root-key-retirement/${OLD_ID}`);
+    store.settings.delete(`root-key-retirement/${NEW_ID}`);
+
+    const nextId = rootKeyIdOf(NEXT);
+    const first = await refusal(rotateRootKey({ store, from: bytes(OLD), to: bytes(NEW) }));
+    expect(first.message).toContain(`sealed under root key ${nextId}`);
+    await rotateRootKey({ store, from: bytes(NEW), to: bytes(NEXT) });
+    const second = await refusal(rotateRootKey({ store, from: bytes(OLD), to: bytes(NEW) }));
+    expect(second.message).toContain(`by a rotation to root key ${nextId}`);
+
+    // The first key stays unconfirmed: an instance holding only it opens, warned, and the key it
+    // creates is refused by the store's own instances.
+    const stale = await createKms({ store, rootKey: bytes(OLD) });
+    expect(warnings.join("\n")).toContain(`setting root-key-retired/${OLD_ID}`);
+    const planted = (await stale.createKey({})).keyMetadata.keyId;
+    const latest = await createKms({ store, rootKey: bytes(NEXT) });
+    const error = await refusal(latest.describeKey({ keyId: planted }));
+    expect(error.message).toContain(`sealed under root key ${OLD_ID}`);
+  });
+
+  it("deleting the last rotation's retirement settings refuses the next rotation until the plain marker is back", async () => {
+    const { store } = await rotated();
+    store.settings.delete(`root-key-retirement/${OLD_ID}`);
+    store.settings.delete(`root-key-retired/${OLD_ID}`);
+    const error = await refusal(
+      createKms({ store, rootKey: bytes(NEXT), unwrapRootKeys: [bytes(NEW)] }),
+    );
+    expect(error.message).toContain("has not finished");
+    await store.putSettingIfAbsent(`root-key-retired/${OLD_ID}`, NEW_ID);
+    await createKms({ store, rootKey: bytes(NEXT), unwrapRootKeys: [bytes(NEW)] });
+  });
+
+  it("rewriting root-key-id refuses every instance", async () => {
+    const { store } = await rotated();
+    store.settings.set("root-key-id", rootKeyIdOf(FOREIGN));
+    for (const rootKey of [NEW, OLD]) {
+      const error = await refusal(createKms({ store, rootKey: bytes(rootKey) }));
+      expect(error.message).toContain("is not the one key store");
+    }
+  });
+});
