@@ -250,22 +250,29 @@ export class FieldEncryptionEngine {
     options: EncryptCallOptions | undefined,
   ): Promise<Uint8Array> {
     const plaintext = encodeFieldValue(binding.field, spec.type, value);
-    const ctxKey = contextKey(binding.context);
-    const aad = encodeBinding(binding, ctxKey);
-    const keyed = keyContextOf(binding, ctxKey);
-    if (spec.mode === "deterministic") {
-      return this.#keys.withStable(
-        () => this.#keys.stableForScope(keyed.context, keyed.ctxKey, options?.transactionScope),
-        (held) => this.#sealDeterministic(held, binding, ctxKey, aad, plaintext),
+    try {
+      const ctxKey = contextKey(binding.context);
+      const aad = encodeBinding(binding, ctxKey);
+      const keyed = keyContextOf(binding, ctxKey);
+      if (spec.mode === "deterministic") {
+        return await this.#keys.withStable(
+          () => this.#keys.stableForScope(keyed.context, keyed.ctxKey, options?.transactionScope),
+          (held) => this.#sealDeterministic(held, binding, ctxKey, aad, plaintext),
+        );
+      }
+      const materials = await this.#keys.materialsFor(
+        keyed.context,
+        keyed.ctxKey,
+        plaintext.length,
+        options?.transactionScope,
       );
+      return this.#sealRandomized(materials, aad, plaintext);
+    } catch (error) {
+      // The seal wipes the encoded value; a KMS that cannot give a data key, or a malformed
+      // binding, must not leave it behind either.
+      plaintext.fill(0);
+      throw error;
     }
-    const materials = await this.#keys.materialsFor(
-      keyed.context,
-      keyed.ctxKey,
-      plaintext.length,
-      options?.transactionScope,
-    );
-    return this.#sealRandomized(materials, aad, plaintext);
   }
 
   #sealRandomized(materials: Materials, binding: Uint8Array, plaintext: Uint8Array): Uint8Array {
