@@ -1,10 +1,12 @@
 export {
   currentKmsContext,
+  type DefaultKmsContextOptions,
   defaultKmsContext,
   type KmsContextOptions,
   kmsContext,
   kmsContextOf,
   type RequestKmsContext,
+  routePattern,
 } from "./kms-context.ts";
 export {
   type KmsErrorHandlerOptions,

@@ -26,9 +26,10 @@ export interface KmsContextOptions {
   /**
    * Builds the context from the request. Default `defaultKmsContext`: tenant from
    * `req.user.tenantId` (or `tenantHeader` when set), principal from `req.user.id` (or `sub`),
-   * request id from `x-request-id` or random. Return undefined (or null) to refuse the request
-   * (answered 400 problem+json). What it throws goes to `next(error)`, a value that is not an
-   * Error as a `KmsInternalError`.
+   * request id from `x-request-id` or random. To take the tenant from your own authentication,
+   * return `defaultKmsContext(req, { tenant, … })`: `route` then stays the matched pattern.
+   * Return undefined (or null) to refuse the request (answered 400 problem+json). What it
+   * throws goes to `next(error)`, a value that is not an Error as a `KmsInternalError`.
    */
   readonly resolve?: (
     req: Request,
@@ -69,57 +70,91 @@ const TENANT = /^[A-Za-z0-9._:-]{1,128}$/;
 const REQUEST_ID = /^[\w.-]{1,128}$/;
 
 /**
- * `METHOD pattern` once Express has matched a route, like the Nest layer's route: the pattern
- * keeps ids out of the audit trail. `kmsContext` mounted with `app.use` runs before routing,
- * so the pattern is looked up when read, and kept per matched route (a router restores
- * `baseUrl` on its way out).
+ * `METHOD pattern` once Express has matched a route (`GET /notes/:id`, a router's mount path in
+ * front), as the Nest layer reports it: the pattern keeps ids out of the audit trail. Before
+ * routing, or where no route matched, `METHOD path` (`GET /nowhere/42`). It reads the request
+ * as it is now: `kmsContext` mounted with `app.use` runs before routing, so a context of your
+ * own should read it when used — `get route() { return routePattern(req); }` — as
+ * `defaultKmsContext` does. The pattern is kept per matched route, because a router restores
+ * `baseUrl` on its way out and a later read would lose its mount path.
  */
-function routeOf(req: Request): () => string {
-  let matched: object | undefined;
-  let pattern = "";
-  return () => {
-    const route: unknown = req.route;
-    const path = (route as { path?: unknown } | undefined)?.path;
-    if (typeof path !== "string") return `${req.method} ${req.baseUrl}${req.path}`;
-    if (route !== matched) {
-      matched = route as object;
-      pattern = `${req.method} ${req.baseUrl}${path}`;
-    }
-    return pattern;
-  };
+export function routePattern(req: Request): string {
+  const route: unknown = req.route;
+  const path = (route as { path?: unknown } | undefined)?.path;
+  if (typeof path !== "string") return `${req.method} ${req.baseUrl}${req.path}`;
+  const state = requestState(req);
+  const known = state.route;
+  if (known !== undefined && known.matched === route) return known.pattern;
+  const pattern = `${req.method} ${req.baseUrl}${path}`;
+  state.route = { matched: route as object, pattern };
+  return pattern;
+}
+
+/** Options of `defaultKmsContext`: where it looks, and what a resolver of your own knows. */
+export interface DefaultKmsContextOptions
+  extends Pick<KmsContextOptions, "tenantHeader" | "tenantKey"> {
+  /**
+   * The tenant, from your own authentication. When the property is present — even undefined —
+   * neither `req.user` nor `tenantHeader` is read: a request your authentication did not vouch
+   * for must not fall back to a tenant the client names. Refused (undefined returned) unless it
+   * is 1–128 characters of `A-Z a-z 0-9 . _ : -`, like any tenant.
+   */
+  readonly tenant?: string | undefined;
+  /** Who is calling. When the property is present — even undefined — `req.user` is not read. */
+  readonly principal?: string | undefined;
+  /** Entries bound beside the tenant's (`region`…); the tenant's own entry wins over these. */
+  readonly encryptionContext?: EncryptionContext;
+  /** The request id; default a well-formed `x-request-id` from the client, else a random UUID. */
+  readonly requestId?: string;
 }
 
 /**
- * The default resolver; exported so custom resolvers can extend it. The tenant comes from the
- * authenticated `req.user.tenantId`, or — only when `options.tenantHeader` is set and no user
- * names a tenant — from that header. `route` is read lazily (see `RequestKmsContext.route`):
- * a resolver that spreads this result copies the path it has at that moment.
+ * The default resolver, exported so resolvers of your own can build on it. The tenant comes
+ * from `options.tenant` when given, else the authenticated `req.user.tenantId`, else — only
+ * when `options.tenantHeader` is set — that header. `route` is `routePattern(req)` read when
+ * used, so pass what you know as options (`tenant`, `principal`, `encryptionContext`,
+ * `requestId`) rather than spreading the result: a spread copies `route` as it is at that
+ * moment, the path (`GET /notes/7`) when `kmsContext` runs before routing.
  */
 export function defaultKmsContext(
   req: Request,
-  options: KmsContextOptions = {},
+  options: DefaultKmsContextOptions = {},
 ): RequestKmsContext | undefined {
   const user = (req as MaybeUser).user;
   // An authenticated user's tenant wins over a header the client controls, also when it is not
   // a usable string (a number, null): falling back to the header would let the client pick it.
-  const tenant =
-    user?.tenantId !== undefined
-      ? user.tenantId
-      : options.tenantHeader !== undefined
-        ? req.get(options.tenantHeader)
-        : undefined;
+  const tenant: unknown =
+    "tenant" in options
+      ? options.tenant
+      : user?.tenantId !== undefined
+        ? user.tenantId
+        : options.tenantHeader !== undefined
+          ? req.get(options.tenantHeader)
+          : undefined;
   if (typeof tenant !== "string" || !TENANT.test(tenant)) return undefined;
-  const requestId = req.get("x-request-id");
-  const route = routeOf(req);
+  const principal =
+    "principal" in options
+      ? options.principal
+      : typeof user?.id === "string"
+        ? user.id
+        : typeof user?.sub === "string"
+          ? user.sub
+          : undefined;
+  const requestId = options.requestId ?? clientRequestId(req);
   return {
-    encryptionContext: { [options.tenantKey ?? "tenant"]: tenant },
-    principal:
-      typeof user?.id === "string" ? user.id : typeof user?.sub === "string" ? user.sub : undefined,
+    encryptionContext: { ...options.encryptionContext, [options.tenantKey ?? "tenant"]: tenant },
+    principal,
     get route() {
-      return route();
+      return routePattern(req);
     },
-    requestId: requestId !== undefined && REQUEST_ID.test(requestId) ? requestId : randomUUID(),
+    requestId,
   };
+}
+
+/** The client's `x-request-id` when well-formed, else a random UUID. */
+function clientRequestId(req: Request): string {
+  const sent = req.get("x-request-id");
+  return sent !== undefined && REQUEST_ID.test(sent) ? sent : randomUUID();
 }
 
 /**
@@ -130,7 +165,13 @@ export function defaultKmsContext(
  * `application/problem+json` and goes no further.
  */
 export function kmsContext(options: KmsContextOptions = {}): RequestHandler {
-  const resolve = options.resolve ?? ((req: Request) => defaultKmsContext(req, options));
+  // Only the options kmsContext takes: an options object that also carried defaultKmsContext's
+  // `tenant` (or `requestId`) would otherwise give every request that one tenant (or id).
+  const defaults: DefaultKmsContextOptions = {
+    ...(options.tenantHeader === undefined ? {} : { tenantHeader: options.tenantHeader }),
+    ...(options.tenantKey === undefined ? {} : { tenantKey: options.tenantKey }),
+  };
+  const resolve = options.resolve ?? ((req: Request) => defaultKmsContext(req, defaults));
   const sources =
     options.tenantHeader === undefined
       ? "an authenticated user"

@@ -10,6 +10,8 @@ export interface RequestState {
   message?: RequestMessage;
   verified?: VerifiedSignature;
   context?: RequestKmsContext;
+  /** The last route `routePattern` saw matched, and its pattern as read inside it. */
+  route?: { readonly matched: object; readonly pattern: string };
 }
 
 const STATE = Symbol("kms.express.request");

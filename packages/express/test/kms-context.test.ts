@@ -6,11 +6,13 @@ import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   currentKmsContext,
+  defaultKmsContext,
   type KmsContextOptions,
   kmsContext,
   kmsContextOf,
   kmsErrorHandler,
   type RequestKmsContext,
+  routePattern,
 } from "../src/index.ts";
 import { close, listen } from "./helpers.ts";
 
@@ -282,5 +284,154 @@ describe("kmsContext: route and request id", () => {
     await seen({}, {}, user);
     expect(currentKmsContext()).toBeUndefined();
     expect(currentEncryptionContext()).toBeUndefined();
+  });
+});
+
+// A resolver that takes the tenant from the application's own authentication used to have to
+// spread defaultKmsContext(req) — copying the path, since kmsContext runs before routing — or
+// write the route-pattern getter itself.
+describe("kmsContext: a resolver of your own, with the route pattern", () => {
+  const user = { id: "u1", tenantId: "acme" };
+
+  it("passes what it knows to defaultKmsContext, and route stays the pattern", async () => {
+    const resolve = (req: Request) =>
+      defaultKmsContext(req, {
+        tenant: req.get("x-authenticated-org"),
+        principal: "svc-notes",
+        encryptionContext: { region: "eu" },
+        requestId: "own-1",
+      });
+    const res = await seen({ resolve }, { "x-authenticated-org": "acme", "x-request-id": "x-9" });
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({
+      encryptionContext: { region: "eu", tenant: "acme" },
+      principal: "svc-notes",
+      route: "GET /notes/:id",
+      requestId: "own-1",
+      same: true,
+    });
+    expect(res.requestId).toBe("own-1");
+  });
+
+  it("keeps the other defaults: tenantKey, the principal of req.user, the x-request-id", async () => {
+    const resolve = (req: Request) =>
+      defaultKmsContext(req, { tenant: "globex", tenantKey: "org" });
+    const res = await seen({ resolve }, { "x-request-id": "req-7" }, user);
+    expect(res.body).toEqual({
+      encryptionContext: { org: "globex" },
+      principal: "u1",
+      route: "GET /notes/:id",
+      requestId: "req-7",
+      same: true,
+    });
+  });
+
+  it("binds the given tenant, never one from req.user, the header or encryptionContext", async () => {
+    const resolve = (req: Request) =>
+      defaultKmsContext(req, {
+        tenant: "globex",
+        tenantHeader: "x-tenant-id",
+        encryptionContext: { tenant: "acme", region: "eu" },
+      });
+    const res = await seen({ resolve }, { "x-tenant-id": "initech" }, user);
+    expect(res.body.encryptionContext).toEqual({ tenant: "globex", region: "eu" });
+  });
+
+  // `tenant: auth?.org` is undefined for a request the application did not authenticate: that
+  // must refuse it, not fall back to a tenant the client can name.
+  it.each([
+    ["undefined", undefined],
+    ["malformed", "bad tenant!"],
+    ["empty", ""],
+  ])("refuses the request when the given tenant is %s", async (_n, tenant) => {
+    let called = 0;
+    const resolve = (req: Request) => {
+      called++;
+      return defaultKmsContext(req, { tenant, tenantHeader: "x-tenant-id" });
+    };
+    const res = await seen({ resolve }, { "x-tenant-id": "acme" }, user);
+    expect(called).toBe(1);
+    expect(res.status).toBe(400);
+    expect(res.body.type).toBe("https://kms.dev/problems/context/tenant-missing");
+  });
+
+  it("reports no principal when told so, whatever req.user says", async () => {
+    const resolve = (req: Request) =>
+      defaultKmsContext(req, { tenant: "acme", principal: undefined });
+    expect((await seen({ resolve }, {}, user)).body.principal).toBeNull();
+  });
+
+  it("still accepts kmsContext's options, as before", async () => {
+    const options: KmsContextOptions = { tenantHeader: "x-org", tenantKey: "org" };
+    const resolve = (req: Request) => defaultKmsContext(req, options);
+    const res = await seen({ resolve }, { "x-org": "acme" });
+    expect(res.body).toMatchObject({ encryptionContext: { org: "acme" }, route: "GET /notes/:id" });
+  });
+
+  it("takes no tenant from kmsContext's own options, only from a resolver", async () => {
+    // Untyped callers (or an object shared with a resolver) can pass defaultKmsContext's options
+    // to kmsContext: they must not give every request one tenant.
+    const shared = { tenant: "acme", tenantHeader: "x-org" } as KmsContextOptions;
+    expect((await seen(shared, {})).status).toBe(400);
+    expect((await seen(shared, { "x-org": "globex" })).body.encryptionContext).toEqual({
+      tenant: "globex",
+    });
+  });
+
+  it("copies the path when it spreads defaultKmsContext(req), as documented", async () => {
+    const resolve = (req: Request) => {
+      const context = defaultKmsContext(req);
+      return context && { ...context, principal: "svc-notes" };
+    };
+    const res = await seen({ resolve }, {}, user);
+    expect(res.body).toMatchObject({ principal: "svc-notes", route: "GET /notes/7" });
+  });
+
+  it("reports the pattern through routePattern read in a getter, the path read at once", async () => {
+    const lazy = (req: Request): RequestKmsContext => ({
+      encryptionContext: { tenant: "acme" },
+      principal: undefined,
+      get route() {
+        return routePattern(req);
+      },
+      requestId: "own-2",
+    });
+    const eager = (req: Request): RequestKmsContext => ({ ...lazy(req), route: routePattern(req) });
+    expect((await seen({ resolve: lazy }, {})).body.route).toBe("GET /notes/:id");
+    expect((await seen({ resolve: eager }, {})).body.route).toBe("GET /notes/7");
+  });
+});
+
+describe("routePattern", () => {
+  it("keeps a router's mount path once read inside it, for error handlers after the router", async () => {
+    const seenRoutes: string[] = [];
+    const app = express();
+    const api = express.Router();
+    api.get("/orders/:orderId", (req) => {
+      seenRoutes.push(routePattern(req));
+      throw new Error("boom");
+    });
+    app.use("/api", api);
+    app.use((_error: unknown, req: Request, res: express.Response, _next: express.NextFunction) => {
+      seenRoutes.push(routePattern(req));
+      res.sendStatus(500);
+    });
+    expect((await request(app).get("/api/orders/42")).status).toBe(500);
+    expect(seenRoutes).toEqual(["GET /api/orders/:orderId", "GET /api/orders/:orderId"]);
+  });
+
+  it("is the path before routing and where no route matched", async () => {
+    const seenRoutes: string[] = [];
+    const app = express();
+    app.use("/api", (req, _res, next) => {
+      seenRoutes.push(routePattern(req));
+      next();
+    });
+    app.use((req, res) => {
+      seenRoutes.push(routePattern(req));
+      res.sendStatus(404);
+    });
+    await request(app).post("/api/orders/42");
+    expect(seenRoutes).toEqual(["POST /api/orders/42", "POST /api/orders/42"]);
   });
 });
