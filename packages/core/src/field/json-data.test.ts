@@ -1,3 +1,4 @@
+import { runInNewContext } from "node:vm";
 import fc from "fast-check";
 import { describe, expect, test } from "vitest";
 import { jsonDataText, MAX_JSON_DEPTH, MAX_JSON_VALUES, type NotJsonData } from "./json-data.ts";
@@ -125,6 +126,51 @@ describe("JSON data (FORMAT §6.3, §6.5)", () => {
     let shared: unknown = [1];
     for (let i = 0; i < 40; i++) shared = [shared, shared];
     expect(refusal(shared).found).toBe(`more than ${MAX_JSON_VALUES} values`);
+  });
+
+  test("refuses an array with a toJSON() method, which JSON.stringify writes as its result", () => {
+    const tagged = Object.assign([1, 2], { toJSON: () => "other" });
+    expect(JSON.stringify(tagged)).toBe('"other"');
+    expect(refusal({ list: tagged })).toMatchObject({ found: "a toJSON() method", path: "$.list" });
+  });
+
+  test("names a cycle where it closes, however wide the value around it", () => {
+    // An ORM entity with back-references: 50 posts, each naming its author.
+    const user: { name: string; posts: { title: string; author: unknown }[] } = {
+      name: "a",
+      posts: [],
+    };
+    for (let i = 0; i < 50; i++) user.posts.push({ title: `t${i}`, author: user });
+    expect(refusal(user)).toMatchObject({ found: "a cycle", path: "$.posts[0].author" });
+    const wide: Record<string, unknown> = Object.fromEntries(
+      Array.from({ length: 3000 }, (_, i) => [`k${i}`, i]),
+    );
+    wide.self = wide;
+    expect(refusal(wide)).toMatchObject({ found: "a cycle", path: "$.self" });
+  });
+
+  test("takes plain objects and arrays of another realm (a vm context), as before", () => {
+    const foreign = runInNewContext(
+      'JSON.parse(\'{ "a": [1, { "b": null }], "__proto__": [] }\')',
+    ) as unknown;
+    expect(foreign instanceof Object).toBe(false);
+    expect(jsonDataText(foreign)).toBe(JSON.stringify(foreign));
+    expect(jsonDataText(runInNewContext("[[]]"))).toBe("[[]]");
+    // Its class instances, Maps and toJSON() methods stay refused.
+    const refused = runInNewContext(`[
+      new (class Point { x = 1 })(),
+      new Map(),
+      { toJSON: () => 1 },
+      Object.assign([], { toJSON: () => 1 }),
+      Object.create({ constructor: function Object() {} }),
+    ]`) as unknown[];
+    expect(Array.from(refused, (value) => refusal(value).found)).toStrictEqual([
+      "an instance of Point",
+      "an instance of Map",
+      "a toJSON() method",
+      "a toJSON() method",
+      "an instance of Object",
+    ]);
   });
 
   test("reads each getter once, so that the text is what was checked", () => {

@@ -22,9 +22,10 @@ export interface NotJsonData {
 /**
  * The JSON text of `value`, byte for byte what `JSON.stringify(value)` writes, when `value` is
  * JSON data: `null`, a boolean, a finite number (`-0` writes as `0`, as it is equal to it), a
- * string, an array without holes, or a plain object (prototype `Object.prototype` or `null`)
- * whose own members are all enumerable and string-keyed, each of them JSON data in turn, at
- * most MAX_JSON_DEPTH levels deep and MAX_JSON_VALUES values in all. Getters are read once.
+ * string, an array without holes, or a plain object (prototype `Object.prototype`, of any
+ * realm, or `null`) whose own members are all enumerable and string-keyed, each of them JSON
+ * data in turn, at most MAX_JSON_DEPTH levels deep and MAX_JSON_VALUES values in all. Getters
+ * are read once.
  * @returns the text, or where and why `value` is not JSON data. Paths name members, never values.
  * @throws what a getter of `value` throws.
  */
@@ -50,15 +51,13 @@ class Refusal {
   readonly why: string;
   /** The path from the inside out. */
   readonly steps: (string | number)[] = [];
-  /** Steps to keep from the outside: a cycle is named where it first closes. */
-  keep = Number.POSITIVE_INFINITY;
   constructor(found: string, why: string) {
     this.found = found;
     this.why = why;
   }
 
   reason(): NotJsonData {
-    const path = this.steps.reverse().slice(0, this.keep);
+    const path = this.steps.reverse();
     return { found: this.found, path: pathText(path), why: this.why };
   }
 }
@@ -67,8 +66,8 @@ const isEnumerable = Object.prototype.propertyIsEnumerable;
 
 class JsonWriter {
   #values = 0;
-  /** The objects and arrays being written, outermost first. */
-  readonly #open: object[] = [];
+  /** The objects and arrays being written. */
+  readonly #open = new Set<object>();
 
   write(value: unknown, slot: Slot = "top"): string {
     this.#values += 1;
@@ -107,7 +106,9 @@ class JsonWriter {
 
   #array(array: readonly unknown[]): string {
     this.#enter(array);
-    if (Object.getPrototypeOf(array) !== Array.prototype) refuseInstance(array);
+    const proto: unknown = Object.getPrototypeOf(array);
+    if (proto !== Array.prototype && !isRealmPrototype(proto, "Array")) refuseInstance(array);
+    refuseToJson(array);
     let out = "[";
     let i = 0;
     try {
@@ -122,17 +123,17 @@ class JsonWriter {
       if (error instanceof Refusal) error.steps.push(i);
       throw error;
     }
-    this.#open.pop();
+    this.#open.delete(array);
     return `${out}]`;
   }
 
   #object(object: object): string {
     this.#enter(object);
     const proto: unknown = Object.getPrototypeOf(object);
-    if (proto !== Object.prototype && proto !== null) refuseInstance(object);
-    if (typeof (object as { toJSON?: unknown }).toJSON === "function") {
-      throw new Refusal("a toJSON() method", "JSON writes what it returns instead of the object");
+    if (proto !== Object.prototype && proto !== null && !isRealmPrototype(proto, "Object")) {
+      refuseInstance(object);
     }
+    refuseToJson(object);
     const keys = Object.keys(object);
     if (Object.getOwnPropertySymbols(object).length > 0) {
       throw new Refusal("a symbol-keyed member", "JSON leaves it out");
@@ -148,7 +149,7 @@ class JsonWriter {
         const item = this.write((object as Record<string, unknown>)[key], "member");
         out += `${out.length === 1 ? "" : ","}${JSON.stringify(key)}:${item}`;
       }
-      this.#open.pop();
+      this.#open.delete(object);
       return `${out}}`;
     } catch (error) {
       if (error instanceof Refusal && key !== undefined) error.steps.push(key);
@@ -157,22 +158,43 @@ class JsonWriter {
   }
 
   #enter(container: object): void {
-    const open = this.#open;
-    if (open.length >= MAX_JSON_DEPTH) {
-      // A cycle nests without end: it is found here, and named where it first closes.
-      const closes = open.findIndex((o, i) => open.indexOf(o) < i);
-      if (closes === -1) {
-        throw new Refusal(
-          `nesting deeper than ${MAX_JSON_DEPTH} levels`,
-          "too deep to index or store",
-        );
-      }
-      const refusal = new Refusal("a cycle", "JSON cannot write it");
-      refusal.keep = closes;
-      throw refusal;
+    // Found where it first closes, as JSON.stringify finds it: a walk that waited for the depth
+    // limit would write a wide cycle (an ORM entity and its back-references) up to a million
+    // values first, and name the size, not the cycle.
+    if (this.#open.has(container)) throw new Refusal("a cycle", "JSON cannot write it");
+    if (this.#open.size >= MAX_JSON_DEPTH) {
+      throw new Refusal(
+        `nesting deeper than ${MAX_JSON_DEPTH} levels`,
+        "too deep to index or store",
+      );
     }
-    open.push(container);
+    this.#open.add(container);
   }
+}
+
+/** JSON.stringify writes what a toJSON() returns, an array's as much as an object's. */
+function refuseToJson(container: object): void {
+  if (typeof (container as { toJSON?: unknown }).toJSON === "function") {
+    throw new Refusal("a toJSON() method", "JSON writes what it returns instead of the object");
+  }
+}
+
+/**
+ * Whether `proto` is Object.prototype or Array.prototype of another realm: a plain object or
+ * array made in a vm context, or by structuredClone under Jest, which JSON.stringify writes as
+ * itself and which was taken before. A class cannot pass for it: its constructor is not native.
+ */
+function isRealmPrototype(proto: unknown, name: "Object" | "Array"): boolean {
+  if (typeof proto !== "object" || proto === null) return false;
+  const ctor: unknown = Object.getOwnPropertyDescriptor(proto, "constructor")?.value;
+  if (typeof ctor !== "function" || (ctor as { prototype?: unknown }).prototype !== proto) {
+    return false;
+  }
+  const above: unknown = Object.getPrototypeOf(proto);
+  const parentOk = name === "Object" ? above === null : isRealmPrototype(above, "Object");
+  return (
+    parentOk && Function.prototype.toString.call(ctor) === `function ${name}() { [native code] }`
+  );
 }
 
 function refuseInstance(object: object): never {
