@@ -47,7 +47,13 @@ export class MemoryNonceStore implements NonceStore {
     }
   }
 
+  /** @throws ValidationException when `ttlMs` is not a number (NaN included). */
   async checkAndStore(nonce: string, ttlMs: number): Promise<boolean> {
+    // A NaN expiry is never later than now, nor ever swept: the nonce would be forgotten at once
+    // and its message accepted again and again.
+    if (typeof ttlMs !== "number" || Number.isNaN(ttlMs)) {
+      throw new ValidationError('"ttlMs" must be a number of milliseconds');
+    }
     const now = this.#now();
     // A sweep walks every entry (tens of milliseconds at a million, the event loop held): when
     // full it runs at most once a second, not on each call, which would stall the process under

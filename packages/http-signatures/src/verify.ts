@@ -205,7 +205,8 @@ function readParams(list: InnerList): SignatureParameters | string {
  * signature, or to a failure naming the check that failed (for the first candidate label when
  * none passes). `request` is the request a response answers (for `;req` components).
  * @throws errors thrown by `keyLookup`, the verifier or the nonce store (e.g. KMS outages), so
- * an infrastructure fault is never reported as a bad signature.
+ * an infrastructure fault is never reported as a bad signature; ValidationException when
+ * `maxAgeSeconds` or `clockSkewSeconds` is not a finite number of seconds, 0 or more.
  */
 export async function verifyMessage(
   message: HttpMessage,
@@ -227,6 +228,7 @@ export function verifyMessageEagerly(
   policy: VerificationPolicy,
   request?: RequestMessage,
 ): VerificationResult | Promise<VerificationResult> {
+  assertPolicySeconds(policy);
   // Read as they are now, and held until the end (an async key lookup or verifier included).
   // The request too: a client that reuses one headers object for its next request must bind a
   // response to that request, not to the one it verified a response for before.
@@ -270,6 +272,29 @@ export function verifyMessageEagerly(
 }
 
 const DEFAULT_MAX_SIGNATURES = 8;
+
+/**
+ * Checked before any message is read, so a misconfigured policy fails every request alike. A NaN
+ * (`Number(process.env.MAX_AGE)` of an unset variable) compares false with every number: no
+ * signature would be too old, from the future or expired, and each nonce would be remembered
+ * for NaN milliseconds — not at all, so every signed message could be replayed for ever.
+ * @throws ValidationException naming the option.
+ */
+function assertPolicySeconds(policy: VerificationPolicy): void {
+  // Two plain calls, no list: this runs on every verification.
+  assertSeconds("maxAgeSeconds", policy.maxAgeSeconds);
+  assertSeconds("clockSkewSeconds", policy.clockSkewSeconds);
+}
+
+function assertSeconds(name: string, value: unknown): void {
+  if (value === undefined) return;
+  if (typeof value !== "number" || !Number.isFinite(value) || value < 0) {
+    const got = typeof value === "number" ? String(value) : typeof value;
+    throw new ValidationError(
+      `"${name}" must be a finite number of seconds, 0 or more, got ${got}`,
+    );
+  }
+}
 
 async function verifyEachLabel(
   inputs: Dictionary,

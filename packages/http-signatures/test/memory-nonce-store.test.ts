@@ -52,3 +52,21 @@ describe("MemoryNonceStore when full", () => {
     expect(store.size).toBe(2);
   });
 });
+
+describe("MemoryNonceStore ttl", () => {
+  // A NaN expiry is never later than now and never swept: the nonce was forgotten at once, so
+  // the same nonce was accepted on every call.
+  it("refuses a NaN ttl rather than accepting the nonce again and again", async () => {
+    const store = new MemoryNonceStore();
+    await expect(store.checkAndStore("n", Number.NaN)).rejects.toMatchObject({
+      code: "ValidationException",
+      message: '"ttlMs" must be a number of milliseconds',
+    });
+    await expect(store.checkAndStore("n", Number.NaN)).rejects.toMatchObject({
+      code: "ValidationException",
+    });
+    expect(store.size).toBe(0);
+    expect(await store.checkAndStore("n", 1_000)).toBe(true);
+    expect(await store.checkAndStore("n", 1_000)).toBe(false);
+  });
+});
