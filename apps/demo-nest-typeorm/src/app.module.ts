@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { join } from "node:path";
 import { createKmsSigner, createKmsVerifier } from "@kms/http-signatures";
 import {
@@ -85,7 +86,12 @@ export class AppModule {
                     return undefined;
                   }
                   const context = defaultKmsContext(req);
-                  return context?.encryptionContext.tenant === tenant ? context : undefined;
+                  // The request id is the server's, never the client's x-request-id: it names the
+                  // request's log lines and KMS audit events, which a client must not file under
+                  // another request's id.
+                  return context?.encryptionContext.tenant === tenant
+                    ? { ...context, requestId: randomUUID() }
+                    : undefined;
                 },
               },
             };
