@@ -28,6 +28,7 @@ import {
   MemoryKeyStore,
 } from "../src/index.ts";
 import { goldenVectorsV1, loadGoldenSnapshot, ManualClock } from "../src/testing/index.ts";
+import { toJson } from "./vector-json.ts";
 
 const OUT = join(dirname(fileURLToPath(import.meta.url)), "..", "test", "golden", "fields-v1");
 
@@ -70,16 +71,6 @@ interface IndexVector {
   readonly spec: { readonly bytes?: number; readonly normalize?: BlindIndexNormalization[] };
   readonly value: TaggedValue;
   readonly index: string;
-}
-
-/** JSON with every Uint8Array as {"$base64": "..."} (the test's reviver reverses it). */
-function toJson(value: unknown): string {
-  return `${JSON.stringify(
-    value,
-    (_key, v: unknown) =>
-      v instanceof Uint8Array ? { $base64: Buffer.from(v).toString("base64") } : v,
-    2,
-  )}\n`;
 }
 
 function tag(value: unknown): TaggedValue {

@@ -13,20 +13,11 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createKms, type EncryptionContext, MemoryKeyStore } from "../src/index.ts";
 import { ManualClock } from "../src/testing/manual-clock.ts";
+import { toJson } from "./vector-json.ts";
 
 const OUT = join(dirname(fileURLToPath(import.meta.url)), "..", "test", "golden", "v1");
 // Test-only root key: it protects nothing but these vectors. Never use it anywhere else.
 const ROOT_KEY_HEX = "676f6c64656e2d766563746f72732d76312d746573742d6f6e6c792d6b65792e";
-
-/** JSON with every Uint8Array as {"$base64": "..."} (the test's reviver reverses it). */
-function toJson(value: unknown): string {
-  return `${JSON.stringify(
-    value,
-    (_key, v: unknown) =>
-      v instanceof Uint8Array ? { $base64: Buffer.from(v).toString("base64") } : v,
-    2,
-  )}\n`;
-}
 
 interface GoldenCiphertext {
   name: string;

@@ -23,6 +23,7 @@ import {
   RawAesKeyring,
   RawRsaKeyring,
 } from "../src/index.ts";
+import { toJson } from "./vector-json.ts";
 
 const OUT = join(dirname(fileURLToPath(import.meta.url)), "..", "test", "golden", "messages-v1");
 // Test-only wrapping key ("golden-message-vectors-v1-test!!"): it protects nothing but these
@@ -32,16 +33,6 @@ const AES_NAMES = { keyNamespace: "golden", keyName: "aes-1" } as const;
 const RSA_NAMES = { keyNamespace: "golden", keyName: "rsa-1" } as const;
 /** Small frames keep the files small while still crossing frame boundaries. */
 const FRAME = 64;
-
-/** JSON with every Uint8Array as {"$base64": "..."} (the test's reviver reverses it). */
-function toJson(value: unknown): string {
-  return `${JSON.stringify(
-    value,
-    (_key, v: unknown) =>
-      v instanceof Uint8Array ? { $base64: Buffer.from(v).toString("base64") } : v,
-    2,
-  )}\n`;
-}
 
 export interface MessageVector {
   name: string;
