@@ -408,8 +408,7 @@ export class FieldDataKeys {
    * since the caller got it: the caller then loads it again. `use` never returns undefined.
    */
   useStable<T>(stable: StableKey, use: (stable: StableKey) => T): T | undefined {
-    if (stable.dropped) return undefined;
-    stable.holds += 1;
+    if (!this.holdStable(stable)) return undefined;
     try {
       return use(stable);
     } finally {
@@ -430,10 +429,9 @@ export class FieldDataKeys {
 
   releaseStable(stable: StableKey): void {
     stable.holds -= 1;
-    if (stable.holds === 0 && (stable.retired || stable.stale !== undefined)) {
-      if (stable.retired) this.#zeroStable(stable);
-      else this.#zeroStale(stable);
-    }
+    if (stable.holds !== 0) return;
+    if (stable.retired) this.#zeroStable(stable);
+    else this.#zeroStale(stable);
   }
 
   /**

@@ -100,6 +100,8 @@ export async function reencryptFields(options: ReencryptOptions): Promise<Reencr
     throw new ValidationError(`"batchSize" must be an integer 1–10000, got ${batchSize}`);
   }
   const policy = options.shouldReencrypt ?? defaultPolicy;
+  // A data key retired once stays retired in the engine: each is retired at its first value.
+  const retired = new Set<string>();
   const { engine, source, model, fields } = options;
   // The stable data key of a context is needed only to compare deterministic values against
   // it; for any other model its id (derived, for the policy) is enough. Loading it anyway would
@@ -152,7 +154,10 @@ export async function reencryptFields(options: ReencryptOptions): Promise<Reencr
           }
           // The engine may be writing with this very key (it made it): rewritten under it, the
           // value would be reported moved while it stays under the key the policy wants gone.
-          if (!info.legacy && info.mode === "randomized") engine.retireDataKeys([info.dataKeyId]);
+          if (!info.legacy && info.mode === "randomized" && !retired.has(info.dataKeyId)) {
+            engine.retireDataKeys([info.dataKeyId]);
+            retired.add(info.dataKeyId);
+          }
         }
         const rewritten =
           spec.storage === "text"
@@ -177,5 +182,5 @@ export async function reencryptFields(options: ReencryptOptions): Promise<Reencr
 
 function sameStored(a: StoredFieldValue, b: StoredFieldValue): boolean {
   if (typeof a === "string" || typeof b === "string" || a === null || b === null) return a === b;
-  return a.length === b.length && a.every((byte, i) => byte === b[i]);
+  return Buffer.from(a.buffer, a.byteOffset, a.length).equals(b);
 }

@@ -292,11 +292,9 @@ export function decodeFieldValue(type: FieldValueType, plaintext: Uint8Array): F
       plaintext.byteLength - 1,
     ).toString("utf8");
   }
-  // A plain view: Buffer#slice shares memory, and "bytes" must return a copy that outlives the
-  // caller's wipe of the plaintext.
-  const body = Buffer.isBuffer(plaintext)
-    ? new Uint8Array(plaintext.buffer, plaintext.byteOffset + 1, plaintext.byteLength - 1)
-    : plaintext.subarray(1);
+  // A plain view even of a Buffer (the cipher's output): Buffer#slice shares memory, and "bytes"
+  // must return a copy that outlives the caller's wipe of the plaintext.
+  const body = new Uint8Array(plaintext.buffer, plaintext.byteOffset + 1, plaintext.byteLength - 1);
   try {
     switch (type) {
       case "bytes":
