@@ -35,7 +35,6 @@ export class MemoryNonceStore implements NonceStore {
   readonly #seen = new Map<string, number>();
   readonly #now: () => number;
   readonly #maxEntries: number;
-  #nextSweep = 0;
   #lastSweep = Number.NEGATIVE_INFINITY;
 
   /** @throws ValidationException when maxEntries is not a positive integer. */
@@ -59,9 +58,8 @@ export class MemoryNonceStore implements NonceStore {
     // full it runs at most once a second, not on each call, which would stall the process under
     // the very load that filled it. Until some nonce expires, a sweep would free nothing anyway.
     const full = this.#seen.size >= this.#maxEntries;
-    if (now >= this.#nextSweep || (full && now - this.#lastSweep >= FULL_SWEEP_INTERVAL_MS)) {
-      this.#sweep(now);
-    }
+    const interval = full ? FULL_SWEEP_INTERVAL_MS : SWEEP_INTERVAL_MS;
+    if (now - this.#lastSweep >= interval) this.#sweep(now);
     const expiry = this.#seen.get(nonce);
     if (expiry !== undefined && expiry > now) return false;
     if (this.#seen.size >= this.#maxEntries) return false;
@@ -77,9 +75,11 @@ export class MemoryNonceStore implements NonceStore {
   #sweep(now: number): void {
     for (const [nonce, expiry] of this.#seen) if (expiry <= now) this.#seen.delete(nonce);
     this.#lastSweep = now;
-    this.#nextSweep = now + 10_000;
   }
 }
+
+/** How often a store drops expired nonces. */
+const SWEEP_INTERVAL_MS = 10_000;
 
 /** How often a full store looks for expired nonces to make room. */
 const FULL_SWEEP_INTERVAL_MS = 1_000;
