@@ -72,6 +72,17 @@ export function assertObject(name: string, value: unknown): Record<string, unkno
   return value as Record<string, unknown>;
 }
 
+/**
+ * A plain object (prototype Object.prototype or null). The facade's request snapshot copies
+ * those, so their fields are the data authorization read; a class instance is kept by
+ * reference, and a getter on it could answer a policy condition one value and the write another.
+ */
+export function isPlainObject(value: unknown): value is Readonly<Record<string, unknown>> {
+  if (typeof value !== "object" || value === null) return false;
+  const proto: unknown = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
 /** Describes a bad value by type and size only: it may be a secret, so never by content. */
 export function describe(value: unknown): string {
   if (value === null) return "null";

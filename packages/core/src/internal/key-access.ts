@@ -33,7 +33,8 @@ export interface KmsContext {
   readonly authorize?: (key: StoredKey) => Promise<void>;
 }
 
-const MAX_WRITE_ATTEMPTS = 32;
+/** Attempts at a compare-and-set write (key or alias) before giving up. */
+export const MAX_WRITE_ATTEMPTS = 32;
 
 /** Resolves any accepted key reference form to a key id (aliases through the store). */
 export async function resolveKeyId(

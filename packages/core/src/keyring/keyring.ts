@@ -9,6 +9,11 @@ import type { EncryptionContext } from "../types.ts";
 /** Length of every data key: the message suites all use AES-256. */
 export const DATA_KEY_LENGTH = 32;
 
+/** Whether a keyring's answer is a data key at all: a custom keyring may return anything. */
+export function isDataKey(value: unknown): value is Uint8Array {
+  return value instanceof Uint8Array && value.length === DATA_KEY_LENGTH;
+}
+
 /** One wrapped copy of the data key, as stored in a message header. */
 export interface EncryptedDataKey {
   /** Who can unwrap it: `"kms"` for KMS keys, the key namespace for raw keyrings. */

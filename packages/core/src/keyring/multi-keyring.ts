@@ -6,6 +6,7 @@ import {
   type EncryptDataKeyRequest,
   type EncryptDataKeyResult,
   type EncryptedDataKey,
+  isDataKey,
   type Keyring,
 } from "./keyring.ts";
 
@@ -113,8 +114,4 @@ export class MultiKeyring implements Keyring {
     if (failure !== undefined) throw failure.error;
     return undefined;
   }
-}
-
-function isDataKey(value: unknown): value is Uint8Array {
-  return value instanceof Uint8Array && value.length === DATA_KEY_LENGTH;
 }

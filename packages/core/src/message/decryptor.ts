@@ -8,7 +8,7 @@ import { dataKeyCacheKey } from "../caching/data-key-cache.ts";
 import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import { ValidationError } from "../errors.ts";
 import { assertBytes, assertObject } from "../internal/assert.ts";
-import { DATA_KEY_LENGTH, keyringFailure, withEncodedContext } from "../keyring/keyring.ts";
+import { isDataKey, keyringFailure, withEncodedContext } from "../keyring/keyring.ts";
 import { ByteQueue } from "./byte-queue.ts";
 import { DecryptRules } from "./decrypt-policy.ts";
 import {
@@ -375,7 +375,7 @@ export class MessageDecryptor {
         throw keyringFailure(error, "decryptDataKey");
       }
     }
-    if (!(dataKey instanceof Uint8Array) || dataKey.length !== DATA_KEY_LENGTH) {
+    if (!isDataKey(dataKey)) {
       // A custom keyring's bug, or a copy it opened without authenticating it: never a key.
       if (dataKey instanceof Uint8Array) dataKey.fill(0);
       throw invalidMessage();

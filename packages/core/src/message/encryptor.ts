@@ -17,6 +17,7 @@ import {
   DATA_KEY_LENGTH,
   type EncryptDataKeyResult,
   type EncryptedDataKey,
+  isDataKey,
   keyringFailure,
   withEncodedContext,
 } from "../keyring/keyring.ts";
@@ -258,7 +259,7 @@ async function dataKeyFor(
     throw keyringFailure(error, "encryptDataKey");
   }
   const dataKey: unknown = result?.dataKey;
-  if (!(dataKey instanceof Uint8Array) || dataKey.length !== DATA_KEY_LENGTH) {
+  if (!isDataKey(dataKey)) {
     if (dataKey instanceof Uint8Array) dataKey.fill(0);
     throw new ValidationError(`the keyring must return a ${DATA_KEY_LENGTH}-byte data key`);
   }

@@ -14,6 +14,7 @@ import {
   getKey,
   isDeletionDue,
   type KmsContext,
+  MAX_WRITE_ATTEMPTS,
   resolveKeyId,
 } from "../internal/key-access.ts";
 import { pageLimit, pageMarker, toPage } from "../internal/pagination.ts";
@@ -28,9 +29,6 @@ const ALIAS_NAME = /^alias\/[a-zA-Z0-9:/_-]+$/;
  * with kms:ResourceAliases reads on every call to the key.
  */
 export const MAX_ALIASES_PER_KEY = 50;
-
-/** Attempts at an alias write before giving up, as for key writes (internal/key-access.ts). */
-const MAX_WRITE_ATTEMPTS = 32;
 
 /**
  * AWS's alias naming rules: `alias/` then letters, digits, `/_-:`, at most 256 characters in

@@ -1,5 +1,5 @@
 import { TagError } from "../errors.ts";
-import { assertObject } from "../internal/assert.ts";
+import { assertObject, isPlainObject } from "../internal/assert.ts";
 import { type KmsContext, loadKey, resolveKeyId, updateKey } from "../internal/key-access.ts";
 import { pageLimit, pageMarker, toPage } from "../internal/pagination.ts";
 import { isWellFormed } from "../internal/unicode.ts";
@@ -12,17 +12,6 @@ import type {
 } from "../types.ts";
 
 export const MAX_TAGS_PER_KEY = 50;
-
-/**
- * A plain object (prototype Object.prototype or null). The facade's request snapshot copies
- * those, so their fields are the data authorization read; a class instance is kept by
- * reference, and a getter on it could answer `aws:RequestTag` one value and the write another.
- */
-function isPlainObject(value: unknown): value is Readonly<Record<string, unknown>> {
-  if (typeof value !== "object" || value === null || Array.isArray(value)) return false;
-  const proto: unknown = Object.getPrototypeOf(value);
-  return proto === Object.prototype || proto === null;
-}
 
 /**
  * Merges `added` into `existing` under AWS's rules: keys 1–128 characters, values 0–256, the

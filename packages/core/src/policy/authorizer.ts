@@ -7,6 +7,7 @@
 import { type KmsIdentity, keyArn, parseKeyReference } from "../arn.ts";
 import { parseBlob } from "../envelope/ciphertext-blob.ts";
 import { AccessDeniedError } from "../errors.ts";
+import { isPlainObject } from "../internal/assert.ts";
 import type { KeyStore, StoredKey } from "../keystore/key-store.ts";
 import { type AuthorizationRequest, accountOf, type Decision, evaluate } from "./evaluate.ts";
 import { defaultKeyPolicy, type PolicyDocument, parsePolicyCached } from "./policy-document.ts";
@@ -119,10 +120,8 @@ type TagPair = { readonly tagKey: string; readonly tagValue: string };
 function requestTagPairs(tags: readonly unknown[]): TagPair[] {
   const pairs: TagPair[] = [];
   for (const t of tags) {
-    if (typeof t !== "object" || t === null) continue;
-    const proto: unknown = Object.getPrototypeOf(t);
-    if (proto !== Object.prototype && proto !== null) continue;
-    const { tagKey, tagValue } = t as Record<string, unknown>;
+    if (!isPlainObject(t)) continue;
+    const { tagKey, tagValue } = t;
     if (typeof tagKey === "string" && typeof tagValue === "string") {
       pairs.push({ tagKey, tagValue });
     }
