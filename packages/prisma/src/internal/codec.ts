@@ -5,6 +5,7 @@ import {
   FIELD_TEXT_PREFIX,
   type FieldBinding,
   type FieldEncryptionEngine,
+  type FieldSpec,
   ValidationError,
 } from "@kms/core";
 import {
@@ -735,7 +736,7 @@ export class Codec {
       }
       const value = this.engine.decryptIfCached(binding, spec, stored as string | Uint8Array);
       if (value !== undefined) {
-        row[field] = spec.type === "decimal" ? this.decimal(value as string) : value;
+        row[field] = this.#returned(spec, value);
       } else {
         jobs.rows.push(row);
         jobs.fields.push(field);
@@ -815,14 +816,18 @@ export class Codec {
     if (jobs.items.length > 0) {
       const values = await this.engine.decryptMany(jobs.items);
       for (let i = 0; i < values.length; i++) {
-        const value = values[i];
-        (jobs.rows[i] as Json)[jobs.fields[i] as string] =
-          (jobs.items[i] as DecryptItem).spec.type === "decimal"
-            ? this.decimal(value as string)
-            : value;
+        (jobs.rows[i] as Json)[jobs.fields[i] as string] = this.#returned(
+          (jobs.items[i] as DecryptItem).spec,
+          values[i],
+        );
       }
     }
     for (const [row, columns] of jobs.strips) for (const column of columns) delete row[column];
+  }
+
+  /** A decrypted value as a query returns it: a decimal field's as Prisma's Decimal. */
+  #returned(spec: FieldSpec, value: unknown): unknown {
+    return spec.type === "decimal" ? this.decimal(value as string) : value;
   }
 }
 
