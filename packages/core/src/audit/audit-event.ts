@@ -248,6 +248,7 @@ export function buildAuditEvent(
   const identity = call.settings.identity;
   const error = outcome.error;
   const extra = additionalData(call, outcome.response);
+  const readOnly = READ_ONLY.test(call.operation);
   return {
     eventVersion: "1.08",
     eventID: globalThis.crypto.randomUUID(),
@@ -258,8 +259,7 @@ export function buildAuditEvent(
     sourceIPAddress: call.sourceIp ?? null,
     userIdentity: userIdentityOf(call),
     requestParameters: redactObject(call.request),
-    responseElements:
-      error !== undefined || READ_ONLY.test(call.operation) ? null : redactObject(outcome.response),
+    responseElements: error !== undefined || readOnly ? null : redactObject(outcome.response),
     ...(error !== undefined
       ? {
           errorCode: isKmsError(error) ? error.code : "KMSInternalException",
@@ -269,7 +269,7 @@ export function buildAuditEvent(
         }
       : {}),
     requestID: requestIdOf(call),
-    readOnly: READ_ONLY.test(call.operation),
+    readOnly,
     resources: [...call.keys.keys()].map((keyId) => ({
       accountId: identity.account,
       type: "AWS::KMS::Key" as const,
