@@ -1,3 +1,4 @@
+import { BlockList, isIP } from "node:net";
 import {
   CancelKeyDeletionCommand,
   CreateAliasCommand,
@@ -70,6 +71,13 @@ export interface AwsKmsOptions {
    * Default: none (the client's own `requestHandler` timeouts and `maxAttempts` apply).
    */
   readonly timeoutMs?: number;
+  /**
+   * Send requests over plain `http://` to a host other than this machine. Default false: such a
+   * call fails with ValidationError before anything is sent, since plaintexts and data keys
+   * would cross the network unencrypted. Plain HTTP to loopback (`localhost`, 127.0.0.0/8,
+   * `::1`: a local KMS emulator, `kms serve` on the same host) is always allowed.
+   */
+  readonly allowInsecureEndpoint?: boolean;
 }
 
 const ENCRYPTION_ALGORITHMS: Members<EncryptionAlgorithm> = {
@@ -115,6 +123,60 @@ const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 interface SendOptions {
   readonly abortSignal?: AbortSignal;
 }
+
+/** What the build step of the SDK's middleware stack passes on: the HTTP request it built. */
+interface BuildArgs {
+  readonly request: unknown;
+}
+type BuildHandler = (args: BuildArgs) => Promise<unknown>;
+
+/**
+ * The one overload of a command's `middlewareStack.add` that {@link AwsKms} calls. Declared here
+ * because the SDK's middleware types live in @smithy/types, which this package does not depend
+ * on; the stack's other overloads (other steps) keep TypeScript from matching it structurally.
+ */
+interface BuildStep {
+  add(
+    middleware: (next: BuildHandler) => BuildHandler,
+    options: { readonly step: "build"; readonly name: string; readonly override: boolean },
+  ): void;
+}
+
+/** Addresses whose traffic never leaves the machine. */
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet("127.0.0.0", 8, "ipv4");
+LOOPBACK.addAddress("::1", "ipv6");
+
+/** `localhost`, or an address in 127.0.0.0/8 or `::1` (the SDK gives IPv6 in brackets). */
+function isLoopback(hostname: string): boolean {
+  const host = hostname.toLowerCase().replace(/^\[(.*)\]$/, "$1");
+  if (host === "localhost") return true;
+  const family = isIP(host);
+  return family !== 0 && LOOPBACK.check(host, family === 4 ? "ipv4" : "ipv6");
+}
+
+/**
+ * Refuses a request about to go out over plain HTTP to another machine. Run on the request the
+ * SDK built, so it sees the endpoint however it was configured (`endpoint`, AWS_ENDPOINT_URL_KMS
+ * or the shared config file, a custom endpoint provider), and before the signer, the retries and
+ * the HTTP handler: nothing is sent. The SDK resolves the endpoint only asynchronously, on the
+ * way to a send, so there is nothing to check in the constructor.
+ */
+const refuseCleartext: (next: BuildHandler) => BuildHandler = (next) => async (args) => {
+  const { protocol, hostname, port } = args.request as {
+    readonly protocol?: unknown;
+    readonly hostname?: unknown;
+    readonly port?: unknown;
+  };
+  // Node's HTTP handler uses TLS for "https:" only: anything else goes out in clear.
+  if (protocol === "https:" || (typeof hostname === "string" && isLoopback(hostname))) {
+    return next(args);
+  }
+  const where = `${String(protocol)}//${String(hostname)}${typeof port === "number" ? `:${port}` : ""}`;
+  throw new ValidationError(
+    `the KMSClient's endpoint ${where} is plain HTTP to another machine: plaintexts and data keys would cross the network unencrypted; use https://, or pass allowInsecureEndpoint: true to awsKms if the network is trusted`,
+  );
+};
 
 /**
  * What the key-management calls of {@link AwsKms} read of AWS's KeyMetadata: enough to find, name,
@@ -164,8 +226,12 @@ function keyMetadataOf(operation: string, metadata: SdkKeyMetadata | undefined):
 export class AwsKms implements KmsLike {
   readonly #client: KMSClient;
   readonly #timeoutMs: number | undefined;
+  readonly #allowInsecureEndpoint: boolean;
 
-  /** @throws ValidationException when `client` has no `send` or `timeoutMs` is not 1–2^31-1. */
+  /**
+   * @throws ValidationException when `client` has no `send`, `timeoutMs` is not 1–2^31-1 or
+   *   `allowInsecureEndpoint` is not a boolean.
+   */
   constructor(client: KMSClient, options: AwsKmsOptions = {}) {
     if (typeof (client as Partial<KMSClient> | null)?.send !== "function") {
       throw new ValidationError(`"client" expected a KMSClient (an object with send)`);
@@ -182,8 +248,27 @@ export class AwsKms implements KmsLike {
         `"timeoutMs" must be an integer from 1 to ${MAX_TIMEOUT_MS}, got ${String(timeoutMs)}`,
       );
     }
+    const { allowInsecureEndpoint } = options;
+    if (allowInsecureEndpoint !== undefined && typeof allowInsecureEndpoint !== "boolean") {
+      throw new ValidationError(
+        `"allowInsecureEndpoint" expected a boolean, got ${describe(allowInsecureEndpoint)}`,
+      );
+    }
     this.#client = client;
     this.#timeoutMs = timeoutMs;
+    this.#allowInsecureEndpoint = allowInsecureEndpoint === true;
+  }
+
+  /** `command`, refusing to go out in clear unless allowInsecureEndpoint (see refuseCleartext). */
+  #guard<C extends { readonly middlewareStack: object }>(command: C): C {
+    if (!this.#allowInsecureEndpoint) {
+      (command.middlewareStack as BuildStep).add(refuseCleartext, {
+        step: "build",
+        name: "kmsRefuseCleartextEndpoint",
+        override: true,
+      });
+    }
+    return command;
   }
 
   /**
@@ -197,14 +282,16 @@ export class AwsKms implements KmsLike {
     const op = "Encrypt";
     const out = await this.#call(op, (o) =>
       this.#client.send(
-        new EncryptCommand({
-          KeyId: request.keyId,
-          Plaintext: blob("plaintext", request.plaintext),
-          EncryptionContext: context(request.encryptionContext),
-          EncryptionAlgorithm: request.encryptionAlgorithm,
-          GrantTokens: grantTokens(request.grantTokens),
-          DryRun: request.dryRun,
-        }),
+        this.#guard(
+          new EncryptCommand({
+            KeyId: request.keyId,
+            Plaintext: blob("plaintext", request.plaintext),
+            EncryptionContext: context(request.encryptionContext),
+            EncryptionAlgorithm: request.encryptionAlgorithm,
+            GrantTokens: grantTokens(request.grantTokens),
+            DryRun: request.dryRun,
+          }),
+        ),
         o,
       ),
     );
@@ -227,14 +314,16 @@ export class AwsKms implements KmsLike {
     const op = "Decrypt";
     const out = await this.#call(op, (o) =>
       this.#client.send(
-        new DecryptCommand({
-          CiphertextBlob: blob("ciphertextBlob", request.ciphertextBlob),
-          EncryptionContext: context(request.encryptionContext),
-          KeyId: request.keyId,
-          EncryptionAlgorithm: request.encryptionAlgorithm,
-          GrantTokens: grantTokens(request.grantTokens),
-          DryRun: request.dryRun,
-        }),
+        this.#guard(
+          new DecryptCommand({
+            CiphertextBlob: blob("ciphertextBlob", request.ciphertextBlob),
+            EncryptionContext: context(request.encryptionContext),
+            KeyId: request.keyId,
+            EncryptionAlgorithm: request.encryptionAlgorithm,
+            GrantTokens: grantTokens(request.grantTokens),
+            DryRun: request.dryRun,
+          }),
+        ),
         o,
       ),
     );
@@ -268,14 +357,16 @@ export class AwsKms implements KmsLike {
     const op = "GenerateDataKey";
     const out = await this.#call(op, (o) =>
       this.#client.send(
-        new GenerateDataKeyCommand({
-          KeyId: request.keyId,
-          KeySpec: request.keySpec,
-          NumberOfBytes: request.numberOfBytes,
-          EncryptionContext: context(request.encryptionContext),
-          GrantTokens: grantTokens(request.grantTokens),
-          DryRun: request.dryRun,
-        }),
+        this.#guard(
+          new GenerateDataKeyCommand({
+            KeyId: request.keyId,
+            KeySpec: request.keySpec,
+            NumberOfBytes: request.numberOfBytes,
+            EncryptionContext: context(request.encryptionContext),
+            GrantTokens: grantTokens(request.grantTokens),
+            DryRun: request.dryRun,
+          }),
+        ),
         o,
       ),
     );
@@ -310,14 +401,16 @@ export class AwsKms implements KmsLike {
     const op = "GenerateDataKeyWithoutPlaintext";
     const out = await this.#call(op, (o) =>
       this.#client.send(
-        new GenerateDataKeyWithoutPlaintextCommand({
-          KeyId: request.keyId,
-          KeySpec: request.keySpec,
-          NumberOfBytes: request.numberOfBytes,
-          EncryptionContext: context(request.encryptionContext),
-          GrantTokens: grantTokens(request.grantTokens),
-          DryRun: request.dryRun,
-        }),
+        this.#guard(
+          new GenerateDataKeyWithoutPlaintextCommand({
+            KeyId: request.keyId,
+            KeySpec: request.keySpec,
+            NumberOfBytes: request.numberOfBytes,
+            EncryptionContext: context(request.encryptionContext),
+            GrantTokens: grantTokens(request.grantTokens),
+            DryRun: request.dryRun,
+          }),
+        ),
         o,
       ),
     );
@@ -334,14 +427,16 @@ export class AwsKms implements KmsLike {
     const op = "Sign";
     const out = await this.#call(op, (o) =>
       this.#client.send(
-        new SignCommand({
-          KeyId: request.keyId,
-          Message: blob("message", request.message),
-          MessageType: request.messageType,
-          SigningAlgorithm: request.signingAlgorithm,
-          GrantTokens: grantTokens(request.grantTokens),
-          DryRun: request.dryRun,
-        }),
+        this.#guard(
+          new SignCommand({
+            KeyId: request.keyId,
+            Message: blob("message", request.message),
+            MessageType: request.messageType,
+            SigningAlgorithm: request.signingAlgorithm,
+            GrantTokens: grantTokens(request.grantTokens),
+            DryRun: request.dryRun,
+          }),
+        ),
         o,
       ),
     );
@@ -362,15 +457,17 @@ export class AwsKms implements KmsLike {
     const op = "Verify";
     const out = await this.#call(op, (o) =>
       this.#client.send(
-        new VerifyCommand({
-          KeyId: request.keyId,
-          Message: blob("message", request.message),
-          MessageType: request.messageType,
-          Signature: blob("signature", request.signature),
-          SigningAlgorithm: request.signingAlgorithm,
-          GrantTokens: grantTokens(request.grantTokens),
-          DryRun: request.dryRun,
-        }),
+        this.#guard(
+          new VerifyCommand({
+            KeyId: request.keyId,
+            Message: blob("message", request.message),
+            MessageType: request.messageType,
+            Signature: blob("signature", request.signature),
+            SigningAlgorithm: request.signingAlgorithm,
+            GrantTokens: grantTokens(request.grantTokens),
+            DryRun: request.dryRun,
+          }),
+        ),
         o,
       ),
     );
@@ -397,13 +494,15 @@ export class AwsKms implements KmsLike {
     const op = "GenerateMac";
     const out = await this.#call(op, (o) =>
       this.#client.send(
-        new GenerateMacCommand({
-          KeyId: request.keyId,
-          Message: blob("message", request.message),
-          MacAlgorithm: request.macAlgorithm,
-          GrantTokens: grantTokens(request.grantTokens),
-          DryRun: request.dryRun,
-        }),
+        this.#guard(
+          new GenerateMacCommand({
+            KeyId: request.keyId,
+            Message: blob("message", request.message),
+            MacAlgorithm: request.macAlgorithm,
+            GrantTokens: grantTokens(request.grantTokens),
+            DryRun: request.dryRun,
+          }),
+        ),
         o,
       ),
     );
@@ -424,14 +523,16 @@ export class AwsKms implements KmsLike {
     const op = "VerifyMac";
     const out = await this.#call(op, (o) =>
       this.#client.send(
-        new VerifyMacCommand({
-          KeyId: request.keyId,
-          Message: blob("message", request.message),
-          MacAlgorithm: request.macAlgorithm,
-          Mac: blob("mac", request.mac),
-          GrantTokens: grantTokens(request.grantTokens),
-          DryRun: request.dryRun,
-        }),
+        this.#guard(
+          new VerifyMacCommand({
+            KeyId: request.keyId,
+            Message: blob("message", request.message),
+            MacAlgorithm: request.macAlgorithm,
+            Mac: blob("mac", request.mac),
+            GrantTokens: grantTokens(request.grantTokens),
+            DryRun: request.dryRun,
+          }),
+        ),
         o,
       ),
     );
@@ -458,10 +559,12 @@ export class AwsKms implements KmsLike {
     const op = "GetPublicKey";
     const out = await this.#call(op, (o) =>
       this.#client.send(
-        new GetPublicKeyCommand({
-          KeyId: request.keyId,
-          GrantTokens: grantTokens(request.grantTokens),
-        }),
+        this.#guard(
+          new GetPublicKeyCommand({
+            KeyId: request.keyId,
+            GrantTokens: grantTokens(request.grantTokens),
+          }),
+        ),
         o,
       ),
     );
@@ -504,7 +607,7 @@ export class AwsKms implements KmsLike {
     assertRequest(request);
     const op = "DescribeKey";
     const out = await this.#call(op, (o) =>
-      this.#client.send(new DescribeKeyCommand({ KeyId: request.keyId }), o),
+      this.#client.send(this.#guard(new DescribeKeyCommand({ KeyId: request.keyId })), o),
     );
     return { keyMetadata: keyMetadataOf(op, out.KeyMetadata) };
   }
@@ -525,11 +628,13 @@ export class AwsKms implements KmsLike {
     const op = "CreateKey";
     const out = await this.#call(op, (o) =>
       this.#client.send(
-        new CreateKeyCommand({
-          Description: request.description,
-          KeySpec: request.keySpec,
-          KeyUsage: request.keyUsage,
-        }),
+        this.#guard(
+          new CreateKeyCommand({
+            Description: request.description,
+            KeySpec: request.keySpec,
+            KeyUsage: request.keyUsage,
+          }),
+        ),
         o,
       ),
     );
@@ -548,7 +653,12 @@ export class AwsKms implements KmsLike {
     assertRequest(request);
     await this.#call("CreateAlias", (o) =>
       this.#client.send(
-        new CreateAliasCommand({ AliasName: request.aliasName, TargetKeyId: request.targetKeyId }),
+        this.#guard(
+          new CreateAliasCommand({
+            AliasName: request.aliasName,
+            TargetKeyId: request.targetKeyId,
+          }),
+        ),
         o,
       ),
     );
@@ -569,10 +679,12 @@ export class AwsKms implements KmsLike {
     const op = "ScheduleKeyDeletion";
     const out = await this.#call(op, (o) =>
       this.#client.send(
-        new ScheduleKeyDeletionCommand({
-          KeyId: request.keyId,
-          PendingWindowInDays: request.pendingWindowInDays,
-        }),
+        this.#guard(
+          new ScheduleKeyDeletionCommand({
+            KeyId: request.keyId,
+            PendingWindowInDays: request.pendingWindowInDays,
+          }),
+        ),
         o,
       ),
     );
@@ -592,7 +704,7 @@ export class AwsKms implements KmsLike {
   async cancelKeyDeletion(request: { readonly keyId: string }): Promise<void> {
     assertRequest(request);
     await this.#call("CancelKeyDeletion", (o) =>
-      this.#client.send(new CancelKeyDeletionCommand({ KeyId: request.keyId }), o),
+      this.#client.send(this.#guard(new CancelKeyDeletionCommand({ KeyId: request.keyId })), o),
     );
   }
 
@@ -604,7 +716,7 @@ export class AwsKms implements KmsLike {
   async enableKey(request: { readonly keyId: string }): Promise<void> {
     assertRequest(request);
     await this.#call("EnableKey", (o) =>
-      this.#client.send(new EnableKeyCommand({ KeyId: request.keyId }), o),
+      this.#client.send(this.#guard(new EnableKeyCommand({ KeyId: request.keyId })), o),
     );
   }
 
