@@ -1,7 +1,7 @@
 import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import type { AuditEvent, UnchainedAuditEvent } from "@kms/core";
+import { type AuditEvent, chainAuditEvents, type UnchainedAuditEvent } from "@kms/core";
 import { SqliteAuditSink } from "@kms/keystore-sqlite";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { EXIT_AUDIT_BROKEN } from "../src/index.ts";
@@ -326,6 +326,153 @@ describe("kms audit verify", () => {
   });
 });
 
+/** What someone who can write kms.db does after cutting the trail short: move the head to match. */
+function truncateWithHead(keep: number): void {
+  withDatabase((db) => {
+    db.prepare("DELETE FROM kms_audit_events WHERE sequence >= ?").run(keep);
+    const last = storedEvents().at(-1) as AuditEvent;
+    db.prepare("UPDATE kms_audit_head SET sequence = ?, hash = ? WHERE singleton = 1").run(
+      last.sequence,
+      last.hash,
+    );
+  });
+}
+
+describe("kms audit verify --head", () => {
+  async function pin(): Promise<{ sequence: number; hash: string }> {
+    const verified = await kms(["audit", "verify"]);
+    expect(verified.code).toBe(0);
+    return (JSON.parse(verified.out) as { head: { sequence: number; hash: string } }).head;
+  }
+
+  it("a head kept from an earlier verify is still in the grown trail: ok, and where it is", async () => {
+    await populate();
+    const kept = await pin();
+    await kms(["create-key", "--description", "later"]);
+    const stored = storedEvents();
+    expect(stored.length).toBeGreaterThan(kept.sequence + 1);
+    const last = stored.at(-1) as AuditEvent;
+    // Hex in upper case is the same hash.
+    for (const hash of [kept.hash, kept.hash.toUpperCase()]) {
+      const verified = await kms(["audit", "verify", "--head", hash]);
+      expect(verified.err).toBe("");
+      expect(verified.code).toBe(0);
+      expect(JSON.parse(verified.out)).toStrictEqual({
+        ok: true,
+        events: stored.length,
+        head: { sequence: last.sequence, hash: last.hash },
+        pinned: kept,
+      });
+    }
+    expect(storedEvents()).toStrictEqual(stored);
+  });
+
+  it(`a trail cut short before the pinned head, with the recorded head moved to match: exit ${EXIT_AUDIT_BROKEN}`, async () => {
+    await populate();
+    const kept = await pin();
+    truncateWithHead(kept.sequence - 1);
+    // Without --head the trail checks out against the head stored beside it: the gap --head closes.
+    expect((await kms(["audit", "verify"])).code).toBe(0);
+    const verified = await kms(["audit", "verify", "--head", kept.hash]);
+    expect(verified.code).toBe(EXIT_AUDIT_BROKEN);
+    const message = `no event has the pinned head hash ${kept.hash}: the trail was cut short before that event, or rewritten`;
+    expect(JSON.parse(verified.out)).toStrictEqual({
+      ok: false,
+      problem: "pinned-head-missing",
+      message,
+    });
+    expect(verified.err).toBe(`AuditChainBroken: the audit trail is broken: ${message}\n`);
+  });
+
+  it(`a trail rewritten and chained anew up to a new head: exit ${EXIT_AUDIT_BROKEN}`, async () => {
+    await populate();
+    const kept = await pin();
+    // Event 1 edited, and every event from it on hashed again, as a forger who knows the format would.
+    const forged = storedEvents().map(({ sequence: _s, prevHash: _p, hash: _h, ...rest }, i) =>
+      i === 1 ? { ...rest, sourceIPAddress: "203.0.113.9" } : rest,
+    );
+    const rechained = chainAuditEvents(undefined, forged as UnchainedAuditEvent[]);
+    const last = rechained.at(-1) as AuditEvent;
+    withDatabase((db) => {
+      for (const event of rechained) {
+        db.prepare("UPDATE kms_audit_events SET event = ? WHERE sequence = ?").run(
+          JSON.stringify(event),
+          event.sequence,
+        );
+      }
+      db.prepare("UPDATE kms_audit_head SET sequence = ?, hash = ? WHERE singleton = 1").run(
+        last.sequence,
+        last.hash,
+      );
+    });
+    expect((await kms(["audit", "verify"])).code).toBe(0);
+    const verified = await kms(["audit", "verify", "--head", kept.hash]);
+    expect(verified.code).toBe(EXIT_AUDIT_BROKEN);
+    expect(JSON.parse(verified.out)).toMatchObject({ ok: false, problem: "pinned-head-missing" });
+  });
+
+  it(`a hash no event ever had, or an empty trail: exit ${EXIT_AUDIT_BROKEN}`, async () => {
+    await kms(["init"]);
+    const unknown = "ab".repeat(32);
+    expect(storedEvents()).toStrictEqual([]);
+    const empty = await kms(["audit", "verify", "--head", unknown]);
+    expect(empty.code).toBe(EXIT_AUDIT_BROKEN);
+    expect(JSON.parse(empty.out)).toMatchObject({ ok: false, problem: "pinned-head-missing" });
+    await populate();
+    const other = await kms(["audit", "verify", "--head", unknown]);
+    expect(other.code).toBe(EXIT_AUDIT_BROKEN);
+    expect(other.err).toMatch(
+      /^AuditChainBroken: the audit trail is broken: no event has the pinned head hash (ab){32}: /,
+    );
+  });
+
+  it("a chain broken before the pinned head is reported as the break, where it is", async () => {
+    await populate();
+    const kept = await pin();
+    withDatabase((db) => db.prepare("DELETE FROM kms_audit_events WHERE sequence = 1").run());
+    const verified = await kms(["audit", "verify", "--head", kept.hash]);
+    expect(verified.code).toBe(EXIT_AUDIT_BROKEN);
+    expect(JSON.parse(verified.out)).toMatchObject({
+      ok: false,
+      index: 1,
+      sequence: 2,
+      problem: "deleted-or-reordered",
+    });
+  });
+
+  it.each([
+    ["not hex", "z".repeat(64)],
+    ["too short", "ab".repeat(31)],
+    ["too long", "ab".repeat(33)],
+    ["a sequence:hash pair", `4:${"ab".repeat(32)}`],
+  ])(
+    "a --head that is %s is a usage error (exit 2), before the store is opened",
+    async (_name, head) => {
+      const verified = await kms(["audit", "verify", "--head", head]);
+      expect(verified.code).toBe(2);
+      expect(verified.out).toBe("");
+      expect(verified.err).toMatch(
+        new RegExp(
+          `^kms: audit verify: --head expected an event hash \\(64 hex digits, the "head\\.hash" an earlier verify printed\\), got "${head}"\n\nUsage: kms audit verify \\[--head <hash>\\]`,
+        ),
+      );
+      expect(existsSync(join(ws.dir, ".kms"))).toBe(false);
+    },
+  );
+
+  it("an empty or repeated --head is a usage error (exit 2)", async () => {
+    const hash = "ab".repeat(32);
+    for (const argv of [
+      ["audit", "verify", "--head="],
+      ["audit", "verify", "--head", hash, "--head", hash],
+    ]) {
+      const verified = await kms(argv);
+      expect(verified.code).toBe(2);
+      expect(verified.err).toMatch(/^kms: audit verify: --head /);
+    }
+  });
+});
+
 describe("kms audit: the command line", () => {
   it.each([
     [
@@ -353,10 +500,10 @@ describe("kms audit: the command line", () => {
       expect(help.out).toMatch(/^Usage: kms audit <subcommand>\n/);
       expect(help.out).not.toContain("kms encrypt");
       expect(help.out).toContain("  kms audit list [--key <keyId|alias|ARN>]");
-      expect(help.out).toContain("  kms audit verify\n");
+      expect(help.out).toContain("  kms audit verify [--head <hash>]\n");
     }
     const one = await kms(["help", "audit", "verify"]);
-    expect(one.out).toMatch(/^Usage: kms audit verify\n/);
+    expect(one.out).toMatch(/^Usage: kms audit verify \[--head <hash>\]\n/);
     const flag = await kms(["audit", "list", "--help"]);
     expect(flag.out).toMatch(/^Usage: kms audit list /);
     expect((await kms(["--help"])).out).toContain("kms last-used <keyId|alias>");

@@ -40,14 +40,41 @@ function requireDatabase(ctx: CommandContext): void {
   }
 }
 
+/** An event hash as the chain writes it: SHA-256, in hex. */
+const EVENT_HASH = /^[0-9a-f]{64}$/;
+
 /**
- * `kms audit verify`: the whole chain against the head the store recorded. Done here rather than
- * with `kms.audit.verify()` to report a row that is not even JSON as a broken chain, and the
- * sequence where the chain breaks. Head first, as core does: an event another process (a
- * `kms serve` on the same data dir) appends meanwhile must not read as truncation.
+ * `--head <hash>`: the head hash an operator kept from an earlier `verify`, lower-cased (a hash
+ * copied from a tool that prints hex in upper case is the same hash).
+ */
+function pinnedHeadOption(ctx: CommandContext): string | undefined {
+  const text = stringOption(ctx.values, "head");
+  if (text === undefined) return undefined;
+  const hash = text.toLowerCase();
+  if (!EVENT_HASH.test(hash)) {
+    throw new UsageError(
+      `${ctx.command}: --head expected an event hash (64 hex digits, the "head.hash" an earlier verify printed), got "${text}"`,
+      ctx.command,
+    );
+  }
+  return hash;
+}
+
+/**
+ * `kms audit verify [--head <hash>]`: the whole chain against the head the store recorded. Done
+ * here rather than with `kms.audit.verify()` to report a row that is not even JSON as a broken
+ * chain, and the sequence where the chain breaks. Head first, as core does: an event another
+ * process (a `kms serve` on the same data dir) appends meanwhile must not read as truncation.
+ *
+ * The recorded head lives in the same file as the events, so whoever can rewrite one can rewrite
+ * both. `--head` checks against a head kept elsewhere instead: the event with that hash must
+ * still be in the chain. Each hash covers its event's sequence and the hash before it, so the
+ * event found is at the position it was pinned at and everything up to it is the trail that was
+ * pinned: with the chain verified from sequence 0 on to the recorded head, the old trail is a
+ * prefix of the current one.
  */
 const auditVerify: Command = {
-  options: {},
+  options: { head: { type: "string" } },
   positionals: [],
   async run(ctx) {
     if (ctx.callOptions.principal !== undefined) {
@@ -56,6 +83,7 @@ const auditVerify: Command = {
         ctx.command,
       );
     }
+    const pinned = pinnedHeadOption(ctx);
     requireDatabase(ctx);
     const kms = await ctx.kms();
     // The CLI's sink (SQLite) keeps every event, so the chain must start at sequence 0.
@@ -65,8 +93,22 @@ const auditVerify: Command = {
     const result =
       trail.unreadable ?? verifyAuditLog(events, head === undefined ? {} : { expectedHead: head });
     if (result.ok) {
-      await printJson(ctx.io, { ok: true, events: result.count, head: result.head ?? null });
-      return;
+      const kept = pinned === undefined ? undefined : events.find((e) => e.hash === pinned);
+      if (pinned === undefined || kept !== undefined) {
+        await printJson(ctx.io, {
+          ok: true,
+          events: result.count,
+          head: result.head ?? null,
+          ...(kept === undefined ? {} : { pinned: { sequence: kept.sequence, hash: kept.hash } }),
+        });
+        return;
+      }
+      // No position to name: the event is not there, whether cut off or rewritten.
+      const message = `no event has the pinned head hash ${pinned}: the trail was cut short before that event, or rewritten`;
+      await printJson(ctx.io, { ok: false, problem: "pinned-head-missing", message }).catch(
+        () => undefined,
+      );
+      throw new AuditChainBrokenError(`the audit trail is broken: ${message}`);
     }
     const at = brokenAt(result, events);
     // The verdict is the exit code and the stderr line: output that cannot be written must not

@@ -40,7 +40,7 @@ export const SYNOPSES: Readonly<Record<string, string>> = {
   "last-used": "kms last-used <keyId|alias>",
   "audit list":
     "kms audit list [--key <keyId|alias|ARN>] [--since <ISO time>] [--after <sequence>] [--limit <n, default 100>]",
-  "audit verify": "kms audit verify",
+  "audit verify": "kms audit verify [--head <hash>]",
   encrypt:
     "kms encrypt --key <keyId|alias> --in <file|-> --out <file|-> [--force] [--context k=v ...] [--frame-size <bytes>] [--[no-]progress]",
   serve:
