@@ -12,6 +12,7 @@ import { type Command, type CommandContext, writeOut } from "./internal/command.
 import { DATA_COMMANDS } from "./internal/data-commands.ts";
 import { initCommand } from "./internal/init-command.ts";
 import { KEY_COMMANDS } from "./internal/key-commands.ts";
+import { oneLine } from "./internal/one-line.ts";
 import { dataDirOf, openKms, resolveRootKey } from "./internal/open-kms.ts";
 import { POLICY_COMMANDS } from "./internal/policy-commands.ts";
 import { ROTATION_COMMANDS } from "./internal/rotation-commands.ts";
@@ -245,19 +246,4 @@ function report(io: CliIo, error: unknown, command: string | undefined, dataDir?
   }
   io.stderr.write(`Error: ${oneLine(String(error))}\n`);
   return EXIT_FAILED;
-}
-
-/**
- * A message as one line, so a script reading stderr sees one line per failure. Messages quote
- * arguments and paths, which may hold newlines or terminal escapes: those are shown escaped
- * (`\n`, `\u001b`) rather than obeyed.
- */
-function oneLine(message: string): string {
-  return message.replace(/[\p{Cc}\u2028\u2029]/gu, (c) => CONTROL_ESCAPES[c] ?? unicodeEscape(c));
-}
-
-const CONTROL_ESCAPES: Readonly<Record<string, string>> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
-
-function unicodeEscape(c: string): string {
-  return `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`;
 }

@@ -189,6 +189,28 @@ describe.skipIf(process.platform === "win32")("--in and --out naming special fil
     expect(readdirSync(ws.dir).filter((name) => name.endsWith(".partial"))).toEqual([]);
   });
 
+  it("a FIFO at --out replaced by a symbolic link before it is opened is not written through the link (regression: plaintext was appended to the link's target)", async () => {
+    const fifo = mkfifo("swapped.fifo");
+    const victim = join(ws.dir, "victim.txt");
+    writeFileSync(victim, "theirs\n");
+    // As in the test above, between the look at --out and its open: the FIFO's directory is
+    // writable by someone else, who puts a link to another file in its place.
+    const env = {
+      get KMS_ROOT_KEY(): string {
+        rmSync(fifo, { force: true });
+        symlinkSync(victim, fifo);
+        return ws.rootKey.toString("hex");
+      },
+    };
+    const dec = await run(["decrypt", "--in", "data.kms", "--out", fifo], { ...opts, env });
+    expect(dec.code).toBe(1);
+    expect(dec.err).toBe(
+      `Error: decrypt: --out ${fifo} was replaced while the command ran (it is no longer the file found at the start): nothing was written to it\n`,
+    );
+    expect(readFileSync(victim, "utf8")).toBe("theirs\n");
+    expect(readdirSync(ws.dir).filter((name) => name.endsWith(".partial"))).toEqual([]);
+  });
+
   it("the bin: --out - with stdout redirected onto --in is refused (regression: `>> x.kms` appended the plaintext to the message being read)", async () => {
     writeFileSync(join(ws.dir, "self.kms"), readFileSync(join(ws.dir, "data.kms")));
     writeFileSync(join(ws.dir, "self.data"), data);

@@ -1,4 +1,16 @@
-import { constants, createWriteStream, fstatSync, type Stats, statSync, writeFile } from "node:fs";
+import {
+  close,
+  constants,
+  createWriteStream,
+  fstat,
+  fstatSync,
+  open,
+  type Stats,
+  statSync,
+  write,
+  writeFile,
+  writev,
+} from "node:fs";
 import { lstat, readlink, realpath, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { Writable } from "node:stream";
@@ -80,8 +92,13 @@ class InterruptedError extends Error {
   override readonly name = "Interrupted";
 }
 
-/** How `--out` is written when it is not replaced: see {@link writesThrough}. */
-type Through = { readonly fd: number } | { readonly path: string };
+/**
+ * How `--out` is written when it is not replaced: see {@link writesThrough}. `found` is what was
+ * at `path` when it was looked at (device and inode), undefined when nothing could be stat'ed.
+ */
+type Through =
+  | { readonly fd: number }
+  | { readonly path: string; readonly found: Pick<Stats, "dev" | "ino"> | undefined };
 
 /** Both ends of a transfer, checked before the KMS is opened. */
 interface Files {
@@ -152,7 +169,7 @@ async function writesThrough(path: string): Promise<Through | undefined> {
     return { fd: descriptor.fd };
   }
   const special = info !== undefined && !info.isFile() && !info.isDirectory();
-  return special || descriptor !== undefined ? { path } : undefined;
+  return special || descriptor !== undefined ? { path, found: info } : undefined;
 }
 
 /** `/proc/<pid>/fd/<n>`, `/proc/<pid>/task/<tid>/fd/<n>`: where `/dev/fd/<n>` leads on Linux. */
@@ -219,7 +236,10 @@ async function transfer<R>(
         ? new Writable({
             write: (chunk: Buffer, _encoding, done) => writeFile(through.fd, chunk, done),
           })
-        : createWriteStream(through.path, { flags: APPEND_EXISTING });
+        : createWriteStream(through.path, {
+            flags: APPEND_EXISTING,
+            fs: openingOnly(through.found, replaced(ctx, through.path)),
+          });
   // An open that fails before core pipes into it (ENXIO: a socket) is reported from `errored`.
   const ignore = (): void => undefined;
   sink?.on("error", ignore);
@@ -250,6 +270,42 @@ async function transfer<R>(
     throw sink?.errored ?? error;
   }
 }
+
+/**
+ * What the write-through stream opens `--out` with: the file system's calls, but an open whose
+ * descriptor is not the file found at the start (another device and inode) is closed and fails
+ * with `changed`, before a byte is written. Between the look and the open, a FIFO or device at
+ * `--out` could be replaced by a regular file or a symbolic link to one, which the open (no
+ * O_CREAT, but following links) would then have appended the output to: plaintext, for a
+ * decrypt, added to whatever file the link named.
+ */
+function openingOnly(found: Pick<Stats, "dev" | "ino"> | undefined, changed: Error) {
+  return {
+    open(
+      path: string,
+      flags: number,
+      mode: number,
+      done: (error: Error | null, fd?: number) => void,
+    ): void {
+      open(path, flags, mode, (error, fd) => {
+        if (error !== null) return done(error);
+        fstat(fd, (statError, info) => {
+          const same = statError === null && found?.dev === info.dev && found.ino === info.ino;
+          if (same) return done(null, fd);
+          close(fd, () => done(statError ?? changed));
+        });
+      });
+    },
+    write,
+    writev,
+    close,
+  };
+}
+
+const replaced = (ctx: CommandContext, output: string): Error =>
+  new Error(
+    `${ctx.command}: --out ${output} was replaced while the command ran (it is no longer the file found at the start): nothing was written to it`,
+  );
 
 const encrypt: Command = {
   options: { ...IO_OPTIONS, key: { type: "string" }, "frame-size": { type: "string" } },

@@ -3,6 +3,7 @@ import { join, resolve } from "node:path";
 import { createKms, type Kms, type KmsOptions, RootKeySource } from "@kms/core";
 import { SqliteAuditSink, SqliteKeyStore } from "@kms/keystore-sqlite";
 import type { CliIo } from "../cli-io.ts";
+import { rootKeyFromFile } from "./root-key-file.ts";
 import { UsageError } from "./usage.ts";
 
 export const ROOT_KEY_ENV = "KMS_ROOT_KEY";
@@ -26,7 +27,7 @@ export function resolveRootKey(
   dataDir: string,
   rootKeyFile: string | undefined,
 ): RootKeySource {
-  if (rootKeyFile !== undefined) return RootKeySource.fromFile(resolve(io.cwd, rootKeyFile));
+  if (rootKeyFile !== undefined) return rootKeyFromFile(io, resolve(io.cwd, rootKeyFile));
   const fromEnv = io.env[ROOT_KEY_ENV];
   if (fromEnv !== undefined && fromEnv !== "") return RootKeySource.fromEnv(ROOT_KEY_ENV, io.env);
   const devFile = join(dataDir, DEV_ROOT_KEY_FILE);

@@ -1,4 +1,4 @@
-import { readFile, stat } from "node:fs/promises";
+import { open, readFile } from "node:fs/promises";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { resolve } from "node:path";
@@ -29,22 +29,31 @@ export class CredentialsFileError extends Error {
 /**
  * Reads `{ "<access key id>": { "secretAccessKey": "…", "principal": "arn:…" } }`. The file
  * holds the secrets every client signs with, so one that others can read is refused, as ssh
- * refuses such a private key.
+ * refuses such a private key. The mode is the opened file's, so that the file checked is the
+ * file read: a stat of the path and a second open of it could each find a different file.
  */
 export async function readCredentialsFile(
   path: string,
 ): Promise<Readonly<Record<string, ServerCredential>>> {
-  const info = await stat(path).catch((error: NodeJS.ErrnoException) => {
+  const cannotRead = (error: NodeJS.ErrnoException): never => {
     throw new CredentialsFileError(`cannot read the credentials file ${path} (${error.code})`);
-  });
-  if (process.platform !== "win32" && (info.mode & 0o077) !== 0) {
-    throw new CredentialsFileError(
-      `the credentials file ${path} can be read by other users (mode ${(info.mode & 0o777).toString(8)}): chmod 600 it`,
-    );
+  };
+  const handle = await open(path, "r").catch(cannotRead);
+  let text: string;
+  try {
+    const info = await handle.stat().catch(cannotRead);
+    if (process.platform !== "win32" && (info.mode & 0o077) !== 0) {
+      throw new CredentialsFileError(
+        `the credentials file ${path} can be read by other users (mode ${(info.mode & 0o777).toString(8)}): chmod 600 it`,
+      );
+    }
+    text = await handle.readFile("utf8").catch(cannotRead);
+  } finally {
+    await handle.close().catch(() => undefined);
   }
   let parsed: unknown;
   try {
-    parsed = JSON.parse(await readFile(path, "utf8"));
+    parsed = JSON.parse(text);
   } catch {
     // JSON.parse quotes the text around the error, which may be a secret.
     throw new CredentialsFileError(`the credentials file ${path} is not valid JSON`);
