@@ -244,6 +244,7 @@ export {
   type PolicyDocument,
   parsePolicy,
 } from "./policy/policy-document.ts";
+export { currentRequestId, runWithRequestId } from "./request-id-scope.ts";
 export type {
   AliasListEntry,
   AliasRequest,

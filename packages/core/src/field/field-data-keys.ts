@@ -7,7 +7,8 @@ import { KmsInternalError } from "../errors.ts";
 import { type AesKey, importAesKey } from "../hsm/aes-gcm.ts";
 import { randomBytes } from "../hsm/random.ts";
 import type { KmsLike } from "../kms-like.ts";
-import type { EncryptionContext } from "../types.ts";
+import { currentRequestId } from "../request-id-scope.ts";
+import type { CallOptions, EncryptionContext } from "../types.ts";
 import { encodeBinding, type FieldBinding, holdsKeyContext } from "./binding.ts";
 import type { DataKeyRecord, DataKeyStore } from "./data-key-store.ts";
 import {
@@ -630,11 +631,10 @@ export class FieldDataKeys {
     usage: DataKeyUsage,
   ): Promise<Materials> {
     const generation = this.#generation;
-    const generated = await this.#kms.generateDataKey({
-      keyId,
-      keySpec: "AES_256",
-      encryptionContext: context,
-    });
+    const generated = await this.#kms.generateDataKey(
+      { keyId, keySpec: "AES_256", encryptionContext: context },
+      kmsCallOptions(),
+    );
     const idBytes = randomBytes(DATA_KEY_ID_LENGTH);
     const id = hexOf(idBytes);
     try {
@@ -761,10 +761,10 @@ export class FieldDataKeys {
     purpose: DataKeyRecord["purpose"],
   ): Promise<Uint8Array> {
     if (record.purpose !== purpose) throw generic();
-    const { plaintext } = await this.#kms.decrypt({
-      ciphertextBlob: record.wrappedKey,
-      encryptionContext: record.encryptionContext,
-    });
+    const { plaintext } = await this.#kms.decrypt(
+      { ciphertextBlob: record.wrappedKey, encryptionContext: record.encryptionContext },
+      kmsCallOptions(),
+    );
     if (plaintext.length !== 32) {
       plaintext.fill(0);
       throw generic();
@@ -908,11 +908,10 @@ export class FieldDataKeys {
     id: string,
     generation: number,
   ): Promise<{ mine?: StableKey; record: DataKeyRecord }> {
-    const generated = await this.#kms.generateDataKey({
-      keyId,
-      keySpec: "AES_256",
-      encryptionContext: context,
-    });
+    const generated = await this.#kms.generateDataKey(
+      { keyId, keySpec: "AES_256", encryptionContext: context },
+      kmsCallOptions(),
+    );
     let record: DataKeyRecord;
     let stored: boolean;
     try {
@@ -941,6 +940,18 @@ export class FieldDataKeys {
     generated.plaintext.fill(0);
     return { record };
   }
+}
+
+/**
+ * The options of every KMS call of the engine: the ambient request id (runWithRequestId), read
+ * where the call is made. A load shared by concurrent callers runs in its first caller's scope,
+ * so its call carries that caller's id. No principal: a data key, once loaded, serves every
+ * caller of the engine, so naming one caller's principal would suggest an authorization per
+ * principal that the cache never makes.
+ */
+function kmsCallOptions(): CallOptions | undefined {
+  const requestId = currentRequestId();
+  return requestId === undefined ? undefined : { requestId };
 }
 
 /** First 16 bytes of SHA-256("kms1 stable data key" || u16 len || keyId || context encoding). */

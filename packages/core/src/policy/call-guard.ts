@@ -18,6 +18,7 @@ import {
   retiringPrincipalDecision,
   validateGrantTokens,
 } from "../operations/grants.ts";
+import { currentRequestId } from "../request-id-scope.ts";
 import type { CallOptions } from "../types.ts";
 import {
   ACCOUNT_LEVEL_OPERATIONS,
@@ -247,7 +248,10 @@ export class CallGuard {
       unreadable,
       ...(typeof sourceIp === "string" ? { sourceIp } : {}),
       ...(typeof viaService === "string" ? { viaService } : {}),
-      requestId: (requestId as string | undefined) ?? globalThis.crypto.randomUUID(),
+      // The caller's own id wins; else the request this call serves (runWithRequestId), which
+      // validated its id when the scope was entered.
+      requestId:
+        (requestId as string | undefined) ?? currentRequestId() ?? globalThis.crypto.randomUUID(),
       now,
       settings: this.settings,
       keys: new Map(),
