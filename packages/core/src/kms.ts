@@ -146,6 +146,8 @@ export interface KmsOptions {
 export class Kms {
   readonly #ctx: KmsContext;
   readonly #guard: CallGuard;
+  /** Set by close(): the closing, and from then on the refusal of every call. */
+  #closing: Promise<void> | undefined;
 
   /** Use `createKms`; the constructor expects an opened HSM. */
   constructor(ctx: KmsContext, guard: CallGuard = new CallGuard(ctx.identity)) {
@@ -169,6 +171,10 @@ export class Kms {
     options: CallOptions | undefined,
     body: (ctx: KmsContext, request: R) => Promise<T>,
   ): Promise<T> {
+    // Not audited: the trail was flushed and closed with the rest.
+    if (this.#closing !== undefined) {
+      throw new KmsInternalError(`${operation} failed: this Kms is closed`);
+    }
     const call = this.#guard.begin(operation, request, options, this.#ctx.clock.now());
     let outcome: { response: T } | { error: unknown };
     try {
@@ -634,10 +640,25 @@ export class Kms {
     };
   }
 
-  /** Flushes the audit trail, then closes its sink and the key store. */
-  async close(): Promise<void> {
-    await this.#guard.auditor.close();
-    return this.#ctx.store.close();
+  /**
+   * Flushes the audit trail, closes its sink and the key store, and releases every key the HSM
+   * holds in memory (root keys, record-seal keys, unwrapped key material; raw private secrets
+   * are zero-filled), even when closing the trail or the store fails. From the first close() on,
+   * every operation fails with KMSInternalException, unaudited (the trail is closed). Calling it
+   * again returns the first call's promise.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    try {
+      await this.#guard.auditor.close();
+      await this.#ctx.store.close();
+    } finally {
+      this.#ctx.hsm.close();
+    }
   }
 
   toJSON(): { kms: string; store: string } {

@@ -254,6 +254,7 @@ export class AsymmetricHsm {
 
   constructor(hsm: SoftwareHsm) {
     this.#hsm = hsm;
+    hsm.onClose(() => this.#clear());
   }
 
   /** Generates and wraps material for a key version of `spec`. */
@@ -293,10 +294,15 @@ export class AsymmetricHsm {
         // and known-answer tests import the RFC 4231 keys, whose lengths differ.
         if (material.length === 0) throw new ValidationError(`${spec} material must not be empty`);
         break;
-      case "ML_DSA":
+      case "ML_DSA": {
         if (material.length !== 32) throw new ValidationError(`${spec} seed must be 32 bytes`);
-        publicKey = mlDsaSpki(info.mlDsa!, ML_DSA[info.mlDsa!].keygen(material).publicKey);
+        const pair = ML_DSA[info.mlDsa!].keygen(material);
+        // Only the public key is wanted here: the expanded secret key is wiped, not left to the
+        // garbage collector (signing derives and caches its own, wiped by forget and close).
+        publicKey = mlDsaSpki(info.mlDsa!, pair.publicKey);
+        pair.secretKey.fill(0);
         break;
+      }
       case "RSA":
       case "ECC":
       case "ED25519": {
@@ -642,6 +648,13 @@ export class AsymmetricHsm {
     this.#private.delete(cacheKey);
     if (loaded?.kind === "keyObject") loaded.scalar?.fill(0);
     if (loaded?.kind === "mlDsa") loaded.secretKey.fill(0);
+  }
+
+  /** Drops every cached key, wiping raw secrets (when the SoftwareHsm closes). */
+  #clear(): void {
+    for (const cacheKey of [...this.#private.keys()]) this.#dropPrivate(cacheKey);
+    this.#public.clear();
+    this.#authentic.clear();
   }
 
   /** Drops cached keys of a destroyed key. */

@@ -16,6 +16,7 @@
  * root key its seal names and re-sealed under the new one in the same write.
  */
 import { KeyStoreConflictError, NotFoundError, RootKeyError, ValidationError } from "../errors.ts";
+import { retryOnConflict } from "../internal/compare-and-set.ts";
 import type { KeyStore, StoredKey, StoredKeyVersion } from "../keystore/key-store.ts";
 import { sealRootKeyId } from "../keystore/record-seal.ts";
 import {
@@ -71,8 +72,6 @@ export interface RootKeyRotationResult {
   readonly resumed: boolean;
 }
 
-const MAX_WRITE_ATTEMPTS = 32;
-
 function checkpointName(toId: string, page: number): string {
   return `root-key-rotation/${toId}/page/${page}`;
 }
@@ -101,37 +100,44 @@ async function* pages(
  * the new root key on write. Returns how many versions it re-wrapped (0 when the key was
  * already done or is gone; a key whose material was done but whose seal was not is rewritten).
  */
-async function rewrapKey(
+function rewrapKey(
   hsm: SoftwareHsm,
   store: SealedKeyStore,
   keyId: string,
 ): Promise<{ rewritten: boolean; versions: number }> {
-  for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
-    const current = await store.getKey(keyId);
-    if (current === undefined) return { rewritten: false, versions: 0 };
-    let changed = 0;
-    const versions = current.versions.map((v): StoredKeyVersion => {
-      const rewrapped = hsm.rewrapMaterial({
-        keyId,
-        version: v.version,
-        wrappedMaterial: v.wrappedMaterial,
+  return retryOnConflict(
+    async () => {
+      const current = await store.getKey(keyId);
+      if (current === undefined) return { rewritten: false, versions: 0 };
+      let changed = 0;
+      const versions = current.versions.map((v): StoredKeyVersion => {
+        const rewrapped = hsm.rewrapMaterial({
+          keyId,
+          version: v.version,
+          wrappedMaterial: v.wrappedMaterial,
+        });
+        if (rewrapped === undefined) return v;
+        changed++;
+        return { ...v, wrappedMaterial: rewrapped };
       });
-      if (rewrapped === undefined) return v;
-      changed++;
-      return { ...v, wrappedMaterial: rewrapped };
-    });
-    if (changed === 0 && sealRootKeyId(current.seal) === hsm.rootKeyId) {
-      return { rewritten: false, versions: 0 };
-    }
-    try {
-      await store.updateKey({ ...current, versions, revision: current.revision + 1 });
-      return { rewritten: true, versions: changed };
-    } catch (error) {
-      if (error instanceof NotFoundError) return { rewritten: false, versions: 0 };
-      if (!(error instanceof KeyStoreConflictError)) throw error;
-    }
-  }
-  throw new KeyStoreConflictError(`key ${keyId} is being changed too often to re-wrap; run again`);
+      if (changed === 0 && sealRootKeyId(current.seal) === hsm.rootKeyId) {
+        return { rewritten: false, versions: 0 };
+      }
+      try {
+        await store.updateKey({ ...current, versions, revision: current.revision + 1 });
+        return { rewritten: true, versions: changed };
+      } catch (error) {
+        if (error instanceof NotFoundError) return { rewritten: false, versions: 0 };
+        throw error;
+      }
+    },
+    {
+      exhausted: (cause) =>
+        new KeyStoreConflictError(`key ${keyId} is being changed too often to re-wrap; run again`, {
+          cause,
+        }),
+    },
+  );
 }
 
 /**
@@ -151,7 +157,7 @@ async function rewrapKey(
  * `onProgress` throws.
  */
 export async function rotateRootKey(options: RotateRootKeyOptions): Promise<RootKeyRotationResult> {
-  const { store, onProgress } = options;
+  const { store } = options;
   const pageSize = options.pageSize ?? 100;
   if (!Number.isSafeInteger(pageSize) || pageSize < 1 || pageSize > 1000) {
     throw new ValidationError(`"pageSize" expected an integer 1–1000, got ${String(pageSize)}`);
@@ -174,6 +180,22 @@ export async function rotateRootKey(options: RotateRootKeyOptions): Promise<Root
   } finally {
     transient.wipe();
   }
+  // The HSM holds both root keys: released (and its caches with them) however the run ends.
+  try {
+    return await rotateUnder(hsm, options, pageSize, unsealed);
+  } finally {
+    hsm.close();
+  }
+}
+
+/** rotateRootKey once the HSM holding `to` (root key) and `from` (unwrap-only) is open. */
+async function rotateUnder(
+  hsm: SoftwareHsm,
+  options: RotateRootKeyOptions,
+  pageSize: number,
+  unsealed: UnsealedRecordsMode,
+): Promise<RootKeyRotationResult> {
+  const { store, onProgress } = options;
   const toId = hsm.rootKeyId;
   // A finished rotation has retired `from`, and the HSM then no longer holds it: running again
   // finds nothing left to do. A record put back under `from` (a forgery, or a write by an

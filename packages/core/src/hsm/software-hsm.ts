@@ -14,7 +14,7 @@ import {
   TAG_LENGTH,
   writeBlobHeader,
 } from "../envelope/ciphertext-blob.ts";
-import { RootKeyError } from "../errors.ts";
+import { KmsInternalError, RootKeyError } from "../errors.ts";
 import type { KeyStore } from "../keystore/key-store.ts";
 import { type AesKey, gcmOpen, gcmSeal, gcmSealInto, importAesKey } from "./aes-gcm.ts";
 import { fillRandom, randomBytes } from "./random.ts";
@@ -165,37 +165,42 @@ function warnIgnored(store: KeyStore, name: string, why: string): void {
  * ciphertexts and results, never material.
  */
 export class SoftwareHsm {
-  readonly #root: AesKey;
+  /** Undefined once closed. */
+  #root: AesKey | undefined;
   readonly #rootKeyId: Uint8Array;
   /** Unwrap-only root keys by id (hex). */
   readonly #unwrapOnly = new Map<string, AesKey>();
   readonly #unwrapped = new Map<string, UnwrappedKey>();
-  /** Record-seal MAC keys by root key id (hex): the root key's and each unwrap-only key's. */
+  /**
+   * Record-seal MAC keys (FORMAT §4.1) by root key id (hex), of every root key given to open().
+   * Those of the root key and the unwrap-only keys seal and verify records (see #sealKey); those
+   * of unwrap-only keys the store records as retired only check and write retirement settings
+   * (FORMAT §4.2).
+   */
   readonly #sealKeys = new Map<string, KeyObject>();
   /** Unwrap-only root keys given to open() but retired in the store, so not held. */
   readonly #retiredUnwrapOnly: string[] = [];
-  /**
-   * Record-seal MAC keys of every root key given to open(), retired ones included: they check
-   * and write retirement settings (FORMAT §4.2), nothing else.
-   */
-  readonly #retirementKeys = new Map<string, KeyObject>();
+  /** What extensions (the asymmetric HSM) wipe of their own when this HSM closes. */
+  readonly #onClose: (() => void)[] = [];
 
   private constructor(root: Uint8Array, unwrapOnly: readonly Uint8Array[]) {
     this.#rootKeyId = computeRootKeyId(root);
     // Derived before importAesKey, which wipes the bytes it imports.
-    const rootSealKey = deriveRecordSealKey(root);
-    this.#sealKeys.set(this.rootKeyId, rootSealKey);
-    this.#retirementKeys.set(this.rootKeyId, rootSealKey);
+    this.#sealKeys.set(this.rootKeyId, deriveRecordSealKey(root));
     this.#root = importAesKey(root);
     for (const other of unwrapOnly) {
       const id = Buffer.from(computeRootKeyId(other)).toString("hex");
-      if (!this.#sealKeys.has(id)) {
-        const sealKey = deriveRecordSealKey(other);
-        this.#sealKeys.set(id, sealKey);
-        this.#retirementKeys.set(id, sealKey);
-      }
+      if (!this.#sealKeys.has(id)) this.#sealKeys.set(id, deriveRecordSealKey(other));
       this.#unwrapOnly.set(id, importAesKey(other));
     }
+  }
+
+  /**
+   * The seal key of root key `id` for records: the root key's, or an unwrap-only key's while it
+   * is held (a retired one verifies no record).
+   */
+  #sealKey(id: string): KeyObject | undefined {
+    return id === this.rootKeyId || this.#unwrapOnly.has(id) ? this.#sealKeys.get(id) : undefined;
   }
 
   /**
@@ -265,7 +270,6 @@ export class SoftwareHsm {
     for (const other of [...hsm.#unwrapOnly.keys()]) {
       if ((await hsm.#retiredBy(store, other, history)) === undefined) continue;
       hsm.#unwrapOnly.delete(other);
-      if (other !== id) hsm.#sealKeys.delete(other);
       hsm.#retiredUnwrapOnly.push(other);
     }
     return hsm;
@@ -294,7 +298,7 @@ export class SoftwareHsm {
     const plain = await store.getSetting(plainName);
     if (plain === undefined) return undefined;
     const at = history.indexOf(id);
-    if (at >= 0 && history[at + 1] === plain && this.#retirementKeys.has(plain)) return plain;
+    if (at >= 0 && history[at + 1] === plain && this.#sealKeys.has(plain)) return plain;
     warnIgnored(
       store,
       plainName,
@@ -307,7 +311,7 @@ export class SoftwareHsm {
 
   /** The sealed retirement setting of `retiredId` in favour of `successorId` (FORMAT §4.2). */
   #retirementValue(retiredId: string, successorId: string): string {
-    const key = this.#retirementKeys.get(retiredId);
+    const key = this.#sealKeys.get(retiredId);
     if (key === undefined) {
       throw new RootKeyError(`root key ${retiredId} is not held here, so it cannot be retired`);
     }
@@ -317,7 +321,7 @@ export class SoftwareHsm {
 
   /** The successor a sealed retirement setting of `retiredId` names, if its MAC verifies. */
   #openRetirement(retiredId: string, value: string): string | undefined {
-    const key = this.#retirementKeys.get(retiredId);
+    const key = this.#sealKeys.get(retiredId);
     const match = RETIREMENT.exec(value);
     if (key === undefined || match === null) return undefined;
     const mac = Buffer.from(match[2]!, "base64url");
@@ -381,7 +385,7 @@ export class SoftwareHsm {
   /** Wraps material under the root key (docs/FORMAT.md §4). Exposed for HSM extensions only. */
   wrapMaterial(keyId: string, version: number, material: Uint8Array): Uint8Array {
     const iv = randomBytes(IV_LENGTH);
-    const sealed = gcmSeal(this.#root, iv, wrapAad(keyId, version), material);
+    const sealed = gcmSeal(this.#rootKey(), iv, wrapAad(keyId, version), material);
     const out = new Uint8Array(WRAP_HEADER_LENGTH + IV_LENGTH + sealed.length);
     out[0] = WRAP_FORMAT_VERSION;
     out.set(this.#rootKeyId, 1);
@@ -402,7 +406,7 @@ export class SoftwareHsm {
     ) {
       throw new RootKeyError(`wrapped material of key ${ref.keyId} v${ref.version} is malformed`);
     }
-    let root = this.#root;
+    let root = this.#rootKey();
     if (Buffer.compare(w.subarray(1, WRAP_HEADER_LENGTH), this.#rootKeyId) !== 0) {
       const other = this.#unwrapOnly.get(
         Buffer.from(w.subarray(1, WRAP_HEADER_LENGTH)).toString("hex"),
@@ -449,7 +453,8 @@ export class SoftwareHsm {
    * key; the seal names `rootKeyId`. Only the MAC leaves the HSM, never the key.
    */
   recordSealMac(input: Uint8Array): Uint8Array {
-    const key = this.#sealKeys.get(this.rootKeyId)!;
+    this.#rootKey();
+    const key = this.#sealKey(this.rootKeyId)!;
     return new Uint8Array(createHmac("sha256", key).update(input).digest());
   }
 
@@ -459,7 +464,8 @@ export class SoftwareHsm {
    * root-key rotation). Undefined when this HSM holds no root key with that id.
    */
   verifyRecordSealMac(rootKeyId: string, input: Uint8Array, mac: Uint8Array): boolean | undefined {
-    const key = this.#sealKeys.get(rootKeyId);
+    this.#rootKey();
+    const key = this.#sealKey(rootKeyId);
     if (key === undefined) return undefined;
     const expected = createHmac("sha256", key).update(input).digest();
     return mac.length === expected.length && timingSafeEqual(expected, mac);
@@ -507,6 +513,44 @@ export class SoftwareHsm {
     const plaintext = gcmOpen(key, blob.iv, blob.header, blob.ciphertext, blob.tag, context);
     if (plaintext === undefined) throw invalidCiphertext();
     return plaintext;
+  }
+
+  /**
+   * Releases every key this HSM holds: the root key, the unwrap-only root keys, the record-seal
+   * keys, the unwrapped material it caches, and (through onClose) the asymmetric extension's,
+   * whose raw secrets are zero-filled. KeyObjects cannot be zero-filled from JavaScript: every
+   * reference to them is dropped, and node:crypto clears their memory when it frees them.
+   * Afterwards every operation that needs a key throws KmsInternalError. Idempotent.
+   */
+  close(): void {
+    if (this.#root === undefined) return;
+    this.#root = undefined;
+    for (const wipe of this.#onClose.splice(0)) wipe();
+    this.#unwrapped.clear();
+    this.#unwrapOnly.clear();
+    this.#sealKeys.clear();
+  }
+
+  /** Whether close() was called. */
+  get closed(): boolean {
+    return this.#root === undefined;
+  }
+
+  /**
+   * Registers what an HSM extension wipes of its own (cached private keys) when this HSM
+   * closes. Exposed for HSM extensions only.
+   */
+  onClose(wipe: () => void): void {
+    if (this.closed) wipe();
+    else this.#onClose.push(wipe);
+  }
+
+  /** @throws KmsInternalError once closed. */
+  #rootKey(): AesKey {
+    if (this.#root === undefined) {
+      throw new KmsInternalError("the HSM is closed (its Kms was closed): it holds no keys");
+    }
+    return this.#root;
   }
 
   /** Drops every cached version of a key (after it is destroyed). */

@@ -17,6 +17,7 @@ import { KEY_STATE_TABLE, type KeyStateOperation } from "../key-state-table.ts";
 import type { KeyStore, StoredKey, StoredKeyVersion } from "../keystore/key-store.ts";
 import type { CallState } from "../policy/authorizer.ts";
 import type { KeyMetadata, RotationType } from "../types.ts";
+import { retryOnConflict } from "./compare-and-set.ts";
 
 /** Everything an operation needs; built once per Kms. */
 export interface KmsContext {
@@ -32,9 +33,6 @@ export interface KmsContext {
    */
   readonly authorize?: (key: StoredKey) => Promise<void>;
 }
-
-/** Attempts at a compare-and-set write (key or alias) before giving up. */
-export const MAX_WRITE_ATTEMPTS = 32;
 
 /** Resolves any accepted key reference form to a key id (aliases through the store). */
 export async function resolveKeyId(
@@ -126,30 +124,44 @@ export async function destroyKey(ctx: KmsContext, key: StoredKey): Promise<void>
 /**
  * Read–modify–write with compare-and-set: re-reads and re-applies `change` until the store
  * accepts it, so concurrent writers (other processes, other instances) never lose an update.
- * `change` sees the latest record, re-checks the state rules, and returns the new fields.
+ *
+ * Every attempt decides on the record it writes: getKey authorizes the call on it (a decision
+ * is made per key record, so a record another writer changed is decided again, not by the
+ * decision made on an earlier read), then `authorize` runs what the operation decides beyond
+ * the key policy and grants (RetireGrant's retiring principal, CreateGrant's delegation rule),
+ * then the state rules, then `change`. The write is a compare-and-set on that record's
+ * revision, so a policy put, or a grant revoked, between the read and the write makes it lose,
+ * and the next attempt is refused as an up-front denial would be.
+ * @throws AccessDeniedError, the state errors of checkKeyState, whatever `authorize` and
+ *   `change` throw; KmsInternalError when the key keeps changing under every attempt.
  */
 export async function updateKey(
   ctx: KmsContext,
   keyId: string,
   operation: KeyStateOperation,
   change: (key: StoredKey) => Partial<Omit<StoredKey, "keyId" | "revision">>,
+  authorize?: (key: StoredKey) => void,
 ): Promise<StoredKey> {
-  for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
-    const current = await getKey(ctx, keyId);
-    checkKeyState(ctx, current, operation);
-    const next: StoredKey = { ...current, ...change(current), revision: current.revision + 1 };
-    // A change removes a field by setting it to undefined: spreading alone cannot delete one.
-    for (const [field, value] of Object.entries(next)) {
-      if (value === undefined) delete (next as unknown as Record<string, unknown>)[field];
-    }
-    try {
+  return retryOnConflict(
+    async () => {
+      const current = await getKey(ctx, keyId);
+      authorize?.(current);
+      checkKeyState(ctx, current, operation);
+      const next: StoredKey = { ...current, ...change(current), revision: current.revision + 1 };
+      // A change removes a field by setting it to undefined: spreading alone cannot delete one.
+      for (const [field, value] of Object.entries(next)) {
+        if (value === undefined) delete (next as unknown as Record<string, unknown>)[field];
+      }
       await ctx.store.updateKey(next);
       return next;
-    } catch (error) {
-      if (!(error instanceof KeyStoreConflictError)) throw error;
-    }
-  }
-  throw new KmsInternalError(`key ${keyId} is being changed too often to update; try again`);
+    },
+    {
+      exhausted: (cause) =>
+        new KmsInternalError(`key ${keyId} is being changed too often to update; try again`, {
+          cause,
+        }),
+    },
+  );
 }
 
 /** Adds a new backing key version and makes it current. */

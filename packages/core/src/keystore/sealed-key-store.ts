@@ -8,6 +8,7 @@
  */
 import { KeyStoreConflictError, NotFoundError, RootKeyError } from "../errors.ts";
 import type { SoftwareHsm } from "../hsm/software-hsm.ts";
+import { retryOnConflict } from "../internal/compare-and-set.ts";
 import type { KeyStore, ListOptions, StoredAlias, StoredKey } from "./key-store.ts";
 import {
   canonicalAliasRecord,
@@ -240,19 +241,24 @@ export class SealedKeyStore implements KeyStore {
    * written again when another writer changed it in between (never with the fields of the
    * record it replaced).
    */
-  async resealAlias(aliasName: string): Promise<void> {
-    for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
-      const current = await this.getAlias(aliasName);
-      if (current === undefined) return;
-      try {
-        await this.#replaceAlias(current, current.targetKeyId, current.updatedAt);
-        return;
-      } catch (error) {
-        if (error instanceof NotFoundError) return;
-        if (!(error instanceof KeyStoreConflictError)) throw error;
-      }
-    }
-    throw new KeyStoreConflictError(`alias ${aliasName} is being changed too often to seal`);
+  resealAlias(aliasName: string): Promise<void> {
+    return retryOnConflict(
+      async () => {
+        const current = await this.getAlias(aliasName);
+        if (current === undefined) return;
+        try {
+          await this.#replaceAlias(current, current.targetKeyId, current.updatedAt);
+        } catch (error) {
+          if (!(error instanceof NotFoundError)) throw error;
+        }
+      },
+      {
+        exhausted: (cause) =>
+          new KeyStoreConflictError(`alias ${aliasName} is being changed too often to seal`, {
+            cause,
+          }),
+      },
+    );
   }
 
   /** Writes `current` with a new target and time, by compare-and-set on its seal. */
@@ -404,7 +410,6 @@ export type SealedRecord =
   | { readonly kind: "alias"; readonly alias: StoredAlias };
 
 const PAGE = 100;
-const MAX_WRITE_ATTEMPTS = 32;
 
 /**
  * Fails fast when the first page of keys or aliases holds a record without a seal: a store
@@ -473,22 +478,25 @@ export async function sealUnsealedRecords(
 }
 
 /** Seals one unsealed key by compare-and-set; false when it is gone or got a seal meanwhile. */
-async function sealKeyRecord(
-  raw: KeyStore,
-  sealed: SealedKeyStore,
-  listed: StoredKey,
-): Promise<boolean> {
-  let key: StoredKey | undefined = listed;
-  for (let attempt = 0; attempt < MAX_WRITE_ATTEMPTS; attempt++) {
-    if (key === undefined || key.seal !== undefined) return false;
-    try {
-      await raw.updateKey({ ...sealed.sealKey(key, 1), revision: key.revision + 1 });
-      return true;
-    } catch (error) {
-      if (error instanceof NotFoundError) return false;
-      if (!(error instanceof KeyStoreConflictError)) throw error;
-    }
-    key = await raw.getKey(listed.keyId);
-  }
-  throw new KeyStoreConflictError(`key ${listed.keyId} is being changed too often to seal`);
+function sealKeyRecord(raw: KeyStore, sealed: SealedKeyStore, listed: StoredKey): Promise<boolean> {
+  return retryOnConflict(
+    async (attempt) => {
+      // The listed record first; after a lost write, the one stored now.
+      const key = attempt === 0 ? listed : await raw.getKey(listed.keyId);
+      if (key === undefined || key.seal !== undefined) return false;
+      try {
+        await raw.updateKey({ ...sealed.sealKey(key, 1), revision: key.revision + 1 });
+        return true;
+      } catch (error) {
+        if (error instanceof NotFoundError) return false;
+        throw error;
+      }
+    },
+    {
+      exhausted: (cause) =>
+        new KeyStoreConflictError(`key ${listed.keyId} is being changed too often to seal`, {
+          cause,
+        }),
+    },
+  );
 }

@@ -1,20 +1,19 @@
 import { aliasArn } from "../arn.ts";
 import {
   InvalidAliasNameError,
-  KeyStoreConflictError,
   KmsInternalError,
   LimitExceededError,
   NotFoundError,
   ValidationError,
 } from "../errors.ts";
 import { assertObject } from "../internal/assert.ts";
+import { retryOnConflict } from "../internal/compare-and-set.ts";
 import {
   checkKeyState,
   destroyKey,
   getKey,
   isDeletionDue,
   type KmsContext,
-  MAX_WRITE_ATTEMPTS,
   resolveKeyId,
 } from "../internal/key-access.ts";
 import { pageLimit, pageMarker, toPage } from "../internal/pagination.ts";
@@ -110,7 +109,7 @@ export async function createAlias(ctx: KmsContext, request: AliasRequest): Promi
 export async function updateAlias(ctx: KmsContext, request: AliasRequest): Promise<void> {
   assertObject("request", request);
   const aliasName = validateAliasName(request.aliasName);
-  await retryOnConflict(aliasName, "update", async () => {
+  await retryAliasWrite(aliasName, "update", async () => {
     const current = await liveAlias(ctx, aliasName);
     if (current === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
     // AWS authorizes UpdateAlias on the key the alias points to now as well as on the new one:
@@ -163,7 +162,7 @@ function keyType(key: StoredKey): "symmetric" | "asymmetric" | "HMAC" {
 export async function deleteAlias(ctx: KmsContext, request: { aliasName: string }): Promise<void> {
   assertObject("request", request);
   const aliasName = validateAliasName(request.aliasName);
-  await retryOnConflict(aliasName, "delete", async () => {
+  await retryAliasWrite(aliasName, "delete", async () => {
     const current = await liveAlias(ctx, aliasName);
     if (current === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
     // AWS authorizes DeleteAlias on the key the alias points to.
@@ -181,22 +180,17 @@ export async function deleteAlias(ctx: KmsContext, request: { aliasName: string 
  * that of the two calls run one after the other.
  * @throws KmsInternalError when the alias keeps changing under every attempt.
  */
-async function retryOnConflict(
+function retryAliasWrite(
   aliasName: string,
   verb: "update" | "delete",
   attempt: () => Promise<void>,
 ): Promise<void> {
-  let conflict: KeyStoreConflictError | undefined;
-  for (let i = 0; i < MAX_WRITE_ATTEMPTS; i++) {
-    try {
-      return await attempt();
-    } catch (error) {
-      if (!(error instanceof KeyStoreConflictError)) throw error;
-      conflict = error;
-    }
-  }
-  const message = `alias ${aliasName} is being changed too often to ${verb}; try again`;
-  throw new KmsInternalError(message, { cause: conflict });
+  return retryOnConflict(attempt, {
+    exhausted: (cause) =>
+      new KmsInternalError(`alias ${aliasName} is being changed too often to ${verb}; try again`, {
+        cause,
+      }),
+  });
 }
 
 /**

@@ -22,7 +22,12 @@ import {
 } from "../internal/key-access.ts";
 import { pageLimit, pageMarker, pageRequest, toPage } from "../internal/pagination.ts";
 import type { StoredGrant, StoredKey } from "../keystore/key-store.ts";
-import { authorizationRequest, authorizeKey, keyPolicyOf } from "../policy/authorizer.ts";
+import {
+  authorizationRequest,
+  authorizeKey,
+  decisionOn,
+  keyPolicyOf,
+} from "../policy/authorizer.ts";
 import { type Decision, evaluate, grantConstraintsHold } from "../policy/evaluate.ts";
 import type { EncryptionContext, KeyIdRequest, Page, PageRequest } from "../types.ts";
 import {
@@ -246,14 +251,15 @@ function sameGrantFields(a: StoredGrant, b: Omit<StoredGrant, "grantId" | "creat
  * A grant that allowed CreateGrant may only hand on what it has (AWS's rule). Any one of the
  * caller's CreateGrant grants may be the parent: authorization names the first that allows
  * kms:CreateGrant, which need not be the one holding the operations asked for. Grants are not
- * pooled: every operation and the constraint must come from the same parent.
+ * pooled: every operation and the constraint must come from the same parent. Judged on `key`,
+ * the record the grant is written to, by the decision made on that record: a retry after a lost
+ * write may find the parent revoked, or the caller allowed by the key policy instead.
  */
 function checkDelegation(ctx: KmsContext, key: StoredKey, requested: StoredGrant): void {
   const call = ctx.call;
-  const decision = call?.decisions.find(
-    (d) => d.action === "kms:CreateGrant" && d.decision.reason === "grant-allow",
-  );
-  if (call === undefined || decision === undefined) return;
+  if (call === undefined) return;
+  const decision = decisionOn(call, "kms:CreateGrant", key);
+  if (decision?.decision.reason !== "grant-allow") return;
   const parents = (key.grants ?? []).filter(
     (g) => g.granteePrincipal === call.principal && g.operations.includes("CreateGrant"),
   );
@@ -348,41 +354,47 @@ export async function createGrant(
     ...(constraints !== undefined ? { constraints } : {}),
   };
   const keyIdArgument: unknown = request.keyId;
-  const loaded = await loadKey(
-    authorizingChecked(ctx, {
-      ...fields,
-      keyId: keyIdArgument,
-      ...(request.dryRun !== undefined ? { dryRun: request.dryRun } : {}),
-    }),
-    keyIdArgument,
-    "createGrant",
-  );
+  const checked = authorizingChecked(ctx, {
+    ...fields,
+    keyId: keyIdArgument,
+    ...(request.dryRun !== undefined ? { dryRun: request.dryRun } : {}),
+  });
+  const loaded = await loadKey(checked, keyIdArgument, "createGrant");
   // After authorization, so a caller without kms:CreateGrant learns nothing of the key's spec.
   assertGrantOperationsFitKey(loaded.keySpec, loaded.keyUsage, operations);
   if (constraints !== undefined) {
     assertConstraintsFitKey(loaded.keySpec, loaded.keyUsage, operations);
   }
-  checkDelegation(ctx, loaded, { ...fields, grantId: "", createdAt: 0 });
+  const requested: StoredGrant = { ...fields, grantId: "", createdAt: 0 };
+  checkDelegation(ctx, loaded, requested);
   if (request.dryRun === true) {
     throw new DryRunOperationError("the request would have succeeded, but dryRun was set");
   }
   let grantId = "";
-  await updateKey(ctx, loaded.keyId, "createGrant", (key) => {
-    const grants = key.grants ?? [];
-    const existing =
-      name === undefined
-        ? undefined
-        : grants.find((g) => g.name === name && sameGrantFields(g, fields));
-    if (existing !== undefined) {
-      grantId = existing.grantId;
-      return {};
-    }
-    if (grants.length >= MAX_GRANTS_PER_KEY) {
-      throw new LimitExceededError(`a key can have at most ${MAX_GRANTS_PER_KEY} grants`);
-    }
-    grantId = Buffer.from(randomBytes(32)).toString("hex");
-    return { grants: [...grants, { ...fields, grantId, createdAt: ctx.clock.now() }] };
-  });
+  // Authorized again, delegation included, on whichever record the grant is written to.
+  const delegation = (key: StoredKey) => checkDelegation(ctx, key, requested);
+  await updateKey(
+    checked,
+    loaded.keyId,
+    "createGrant",
+    (key) => {
+      const grants = key.grants ?? [];
+      const existing =
+        name === undefined
+          ? undefined
+          : grants.find((g) => g.name === name && sameGrantFields(g, fields));
+      if (existing !== undefined) {
+        grantId = existing.grantId;
+        return {};
+      }
+      if (grants.length >= MAX_GRANTS_PER_KEY) {
+        throw new LimitExceededError(`a key can have at most ${MAX_GRANTS_PER_KEY} grants`);
+      }
+      grantId = Buffer.from(randomBytes(32)).toString("hex");
+      return { grants: [...grants, { ...fields, grantId, createdAt: ctx.clock.now() }] };
+    },
+    delegation,
+  );
   return { grantId, grantToken: encodeGrantToken(loaded.keyId, grantId) };
 }
 
@@ -535,31 +547,49 @@ export async function retireGrant(ctx: KmsContext, request: RetireGrantRequest):
   }
   if (!/^[0-9a-f]{64}$/.test(grantId)) throw new InvalidGrantIdError(`"grantId" is not a grant id`);
   const current = await getKey(ctx, keyId);
-  const grant = current.grants?.find((g) => g.grantId === grantId);
-  if (grant === undefined)
-    throw new NotFoundError(`grant ${grantId} does not exist on key ${keyId}`);
+  authorizeRetire(ctx, current, grantId);
+  if (request.dryRun === true) {
+    throw new DryRunOperationError("the request would have succeeded, but dryRun was set");
+  }
+  // Authorized again on whichever record the retirement is written to: a policy put or a
+  // retiring principal changed after the read above is obeyed, as it would be up front.
+  await updateKey(
+    ctx,
+    keyId,
+    "retireGrant",
+    (key) => ({ grants: removeGrant(key, grantId) }),
+    (key) => authorizeRetire(ctx, key, grantId),
+  );
+}
+
+/**
+ * Whether the caller may retire grant `grantId` of `key` (see retireGrant).
+ * @throws NotFoundError when the key has no such grant, AccessDeniedError when the caller may
+ *   not retire it.
+ */
+function authorizeRetire(ctx: KmsContext, key: StoredKey, grantId: string): void {
+  const grant = key.grants?.find((g) => g.grantId === grantId);
+  if (grant === undefined) {
+    throw new NotFoundError(`grant ${grantId} does not exist on key ${key.keyId}`);
+  }
   const principal = ctx.call?.principal;
   // AWS: an explicit Deny on kms:RetireGrant in an IAM policy stops even the grant's own
   // retiring principal. With no IAM here the key policy stands in for it, so its Deny does too.
-  const denied = explicitDeny(ctx, current, "kms:RetireGrant");
+  const denied = explicitDeny(ctx, key, "kms:RetireGrant");
   if (denied !== undefined) throw new AccessDeniedError(denied.message);
   const mayRetire =
     principal === undefined ||
     grant.retiringPrincipal === principal ||
     (grant.granteePrincipal === principal && grant.operations.includes("RetireGrant")) ||
-    policyAllows(ctx, current, "kms:RetireGrant");
+    policyAllows(ctx, key, "kms:RetireGrant");
   if (!mayRetire) {
     accessDenied(
       ctx,
       "kms:RetireGrant",
-      current,
+      key,
       "it is neither the retiring principal nor allowed by the key policy",
     );
   }
-  if (request.dryRun === true) {
-    throw new DryRunOperationError("the request would have succeeded, but dryRun was set");
-  }
-  await updateKey(ctx, keyId, "retireGrant", (key) => ({ grants: removeGrant(key, grantId) }));
 }
 
 /** @throws NotFoundException, InvalidGrantIdException, AccessDeniedException. */

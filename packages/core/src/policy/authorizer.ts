@@ -667,6 +667,22 @@ function sameRecord(decided: StoredKey | undefined, key: StoredKey): boolean {
   return decided === key || (decided?.seal !== undefined && decided.seal === key.seal);
 }
 
+/**
+ * The decision the call made for `action` on this very record of `key` (authorizeKey), if it
+ * made one. A call that read the key more than once (a retry after a lost compare-and-set) holds
+ * a decision per record; what it writes must follow the one made on the record it writes.
+ */
+export function decisionOn(
+  call: CallState,
+  action: string,
+  key: StoredKey,
+): AuthorizationRecord | undefined {
+  const resource = keyArn(call.settings.identity, key.keyId);
+  return call.decisions.findLast(
+    (d) => d.action === action && d.resource === resource && sameRecord(d.key, key),
+  );
+}
+
 /** Authorizes a call without a key resource against the account policy. */
 export function authorizeAccount(call: CallState): void {
   if (!call.settings.enabled) return;
