@@ -1,6 +1,11 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { randomUUID } from "node:crypto";
-import { type EncryptionContext, runWithEncryptionContext } from "@kms/core";
+import {
+  type EncryptionContext,
+  KmsInternalError,
+  runWithEncryptionContext,
+  runWithRequestId,
+} from "@kms/core";
 import type { Request, RequestHandler } from "express";
 import { callbackError } from "./internal/callback-error.ts";
 import { PROBLEM_TYPE_BASE, sendProblem } from "./problem.ts";
@@ -159,10 +164,12 @@ function clientRequestId(req: Request): string {
 
 /**
  * Runs the rest of the request inside an AsyncLocalStorage scope holding the request's context:
- * `currentKmsContext()` returns it, and `currentEncryptionContext()` from @kms/core its
+ * `currentKmsContext()` returns it, `currentEncryptionContext()` from @kms/core its
  * encryption context — which the field engine and the ORM adapters read to bind data to the
- * tenant without anything passed by hand. A request without a usable tenant is answered 400
- * `application/problem+json` and goes no further.
+ * tenant without anything passed by hand — and `currentRequestId()` from @kms/core its request
+ * id, which the in-process Kms records in the audit events of calls made below (the field
+ * engine's included) that pass no request id of their own. A request without a usable tenant
+ * is answered 400 `application/problem+json` and goes no further.
  */
 export function kmsContext(options: KmsContextOptions = {}): RequestHandler {
   // Only the options kmsContext takes: an options object that also carried defaultKmsContext's
@@ -193,8 +200,16 @@ export function kmsContext(options: KmsContextOptions = {}): RequestHandler {
       });
       return;
     }
+    if (typeof context.requestId !== "string") {
+      // A resolver's bug, not the client's: refused before anything runs with the context.
+      next(new KmsInternalError('"resolve" returned a context whose requestId is not a string'));
+      return;
+    }
     requestState(req).context = context;
     res.setHeader("x-request-id", context.requestId);
-    storage.run(context, () => runWithEncryptionContext(context.encryptionContext, () => next()));
+    // All three scopes are entered together, around next(): whatever runs below sees all or none.
+    runWithRequestId(context.requestId, () =>
+      storage.run(context, () => runWithEncryptionContext(context.encryptionContext, () => next())),
+    );
   };
 }

@@ -1,3 +1,4 @@
+import { KmsInternalError } from "@kms/core";
 import { PROBLEM_TYPE_BASE } from "@kms/http-signatures";
 import {
   type CallHandler,
@@ -24,7 +25,9 @@ import { ProblemDetailsException } from "./problem-details.exception.ts";
 /**
  * Builds the request's KMS context (encryption context, principal, route, request id) and runs
  * the handler inside it: `currentEncryptionContext()` from @kms/core — and so the field engine
- * and ORM adapters — sees the tenant's context in the handler and everything it awaits. A
+ * and ORM adapters — sees the tenant's context in the handler and everything it awaits, and
+ * `currentRequestId()` the request id, which the in-process Kms records in the audit events of
+ * calls made there without a request id of their own (the field engine's included). A
  * request without a usable tenant is answered 400 problem+json (unless `context.required` is
  * false). What `setup` throws propagates to Nest's exception layer, a value that is not an
  * Error as a `KMSInternalException` with that value in `cause`. Bind it app-wide
@@ -52,10 +55,15 @@ export class KmsContextInterceptor implements NestInterceptor {
       if (this.options.required === false) return next.handle();
       throw this.missingContext();
     }
+    if (typeof context.requestId !== "string") {
+      // A setup's bug, not the client's: refused (500) before the handler runs.
+      throw new KmsInternalError("the KMS context setup returned a requestId that is not a string");
+    }
     setKmsContext(request, context);
     if (!response.headersSent) response.setHeader("x-request-id", context.requestId);
     // Nest binds the handler's async scope when `handle()` is called, so both the call and
-    // the subscription happen inside the context: the handler and its awaits inherit it.
+    // the subscription happen inside the context (its request id included): the handler, its
+    // awaits and an Observable or stream it returns, subscribed to later, inherit it.
     return new Observable((subscriber) =>
       runWithKmsContext(context, () => next.handle().subscribe(subscriber)),
     );

@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { randomUUID } from "node:crypto";
-import { type EncryptionContext, runWithEncryptionContext } from "@kms/core";
+import { type EncryptionContext, runWithEncryptionContext, runWithRequestId } from "@kms/core";
 import type { ExecutionContext } from "@nestjs/common";
 import type { PlatformRequest } from "./internal/http.ts";
 
@@ -110,11 +110,18 @@ const storage = new AsyncLocalStorage<RequestKmsContext>();
 const byRequest = new WeakMap<object, RequestKmsContext>();
 
 /**
- * Runs `fn` with `context` as the current KMS context and its encryption context as core's
- * ambient one (`currentEncryptionContext()`), across awaits.
+ * Runs `fn` with `context` as the current KMS context, its encryption context as core's ambient
+ * one (`currentEncryptionContext()`) and its request id as core's ambient request id
+ * (`currentRequestId()`: the in-process Kms records it in the audit events of calls that pass
+ * no request id, the field engine's included), across awaits. The three are entered together,
+ * so whatever runs below sees all of them or none.
+ * @throws ValidationException when the request id is not a string or a context value is not
+ *   a string; `fn` does not run then.
  */
 export function runWithKmsContext<T>(context: RequestKmsContext, fn: () => T): T {
-  return storage.run(context, () => runWithEncryptionContext(context.encryptionContext, fn));
+  return runWithRequestId(context.requestId, () =>
+    storage.run(context, () => runWithEncryptionContext(context.encryptionContext, fn)),
+  );
 }
 
 /** The KMS context of the request being handled, anywhere below `KmsContextInterceptor`. */
