@@ -37,7 +37,9 @@ export interface PatientCreatedEvent {
 /**
  * Sends webhooks signed per RFC 9421 (hmac-sha256 under a KMS HMAC key that never leaves the
  * KMS, Content-Digest, a nonce, a 60 s expiry) and checks that the receiver's answer is signed
- * and bound to this very request, so both directions are authenticated.
+ * and bound to this very request, so both directions are authenticated. Redirects are not
+ * followed: fetch would re-send the signed request, signature and nonce included, to whatever
+ * origin the Location names, which could replay it to the receiver. A 3xx is a failed delivery.
  */
 @Injectable()
 export class WebhookSender {
@@ -84,7 +86,7 @@ export class WebhookSender {
     };
     let response: Response;
     try {
-      response = await fetch(url, { method: "POST", headers: signed, body });
+      response = await fetch(url, { method: "POST", headers: signed, body, redirect: "manual" });
     } catch (error) {
       // The cause names hosts and ports of the receiver's network: the operator's log gets it,
       // the API client only learns that the delivery failed.
@@ -96,6 +98,19 @@ export class WebhookSender {
         status: null,
         receiptVerified: false,
         problem: "the receiver could not be reached",
+      };
+    }
+    if (response.status >= 300 && response.status < 400) {
+      await response.body?.cancel();
+      // The Location is the receiver's business (and may name internal hosts): logged only.
+      this.#logger.warn(
+        `webhook delivery to ${url} answered ${response.status} to ${response.headers.get("location") ?? "no Location"}; not followed`,
+      );
+      return {
+        url,
+        status: response.status,
+        receiptVerified: false,
+        problem: "the receiver answered a redirect, which signed webhooks do not follow",
       };
     }
     const answer = new Uint8Array(await response.arrayBuffer());

@@ -44,7 +44,8 @@ export interface KmsContextOptions {
    * Unset by default: the client controls its headers, so a header naming the tenant lets any
    * caller choose whose data it reads. Set it only where something the client cannot forge
    * vouches for the header — a `verifySignature` whose `requiredComponents` include it, or a
-   * gateway that sets it after authenticating.
+   * gateway that sets it after authenticating. A signature proves only that some accepted key
+   * named the tenant: with several keys, bind each to its tenants in `resolve` (README).
    */
   readonly tenantHeader?: string;
   /** Encryption context key the tenant is stored under; default `tenant`. */

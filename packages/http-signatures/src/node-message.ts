@@ -4,6 +4,7 @@
  * framework layers share this code instead of each rebuilding it.
  */
 import type { ServerResponse } from "node:http";
+import { ValidationError } from "@kms/core";
 import { computeContentDigest, type DigestAlgorithm } from "./content-digest.ts";
 import { receivedTarget } from "./internal/request-target.ts";
 import { cachedFields, type RequestMessage } from "./message.ts";
@@ -33,14 +34,16 @@ export interface NodeRequestLike {
  * `@target-uri` will not match); an absolute-form target (`http://a.example/orders/42`) is the
  * target URI itself, and must agree with Host and the protocol. A target the router could see
  * differently from the URL parser (dot segments, backslashes, a Host with a path, a fragment, a
- * non-canonical host…) is recorded as unverifiable: every derived component then fails.
+ * non-canonical host…) is recorded as unverifiable: every derived component then fails. Without
+ * a Host field (HTTP/1.0) the authority is unknown: `@authority` and `@target-uri` fail, and
+ * `url` names a placeholder host that only the path and query are read from.
  */
 export function nodeRequestMessage(req: NodeRequestLike, body?: Uint8Array): RequestMessage {
   const tls = (req.socket as { encrypted?: unknown } | null | undefined)?.encrypted === true;
   const protocol = req.protocol ?? (tls ? "https" : "http");
   const rawHost = req.headers.host;
   const host = Array.isArray(rawHost) ? rawHost[0] : rawHost;
-  const { url, parsed, absoluteForm } = receivedTarget(
+  const { url, parsed, absoluteForm, authorityProblem } = receivedTarget(
     protocol,
     host,
     req.originalUrl ?? req.url ?? "/",
@@ -51,7 +54,7 @@ export function nodeRequestMessage(req: NodeRequestLike, body?: Uint8Array): Req
     headers: req.headersDistinct ?? req.headers,
     body,
   };
-  recordTarget(message, parsed, absoluteForm);
+  recordTarget(message, parsed, absoluteForm, authorityProblem);
   return message;
 }
 
@@ -88,6 +91,8 @@ interface Pending {
   sending: boolean;
   /** HEAD, 204 or 304: the buffered body is empty by definition, not by length. */
   noBody: boolean;
+  /** The Content-Encoding signed (lower case, "" for none); null while there is none to hold. */
+  signedCoding: string | null;
   readonly writeHead: ServerResponse["writeHead"];
   readonly flushHeaders: ServerResponse["flushHeaders"];
 }
@@ -150,11 +155,18 @@ function holdHead(
   rest: unknown[],
 ): SigningResponse {
   if (pending.sending) {
-    return (pending.writeHead as (...args: unknown[]) => SigningResponse).call(
+    const sent = (pending.writeHead as (...args: unknown[]) => SigningResponse).call(
       res,
       statusCode,
       ...rest,
     );
+    // A layer under this one may code the body as the head goes out: a compression middleware
+    // that the framework ran before the signer wrapped the response (any middleware under a
+    // Nest interceptor) sets Content-Encoding here. The head is stored but not yet written.
+    if (pending.signedCoding !== null && codingOf(res) !== pending.signedCoding) {
+      refuseRecoded(res, pending.signedCoding);
+    }
+    return sent;
   }
   res.statusCode = statusCode;
   let headers = rest[0];
@@ -275,11 +287,41 @@ function send(
     ) {
       res.setHeader("content-length", body.length);
     }
+    pending.signedCoding = codingOf(res);
     pending.sending = true;
     pending.end.call(res, body, callback);
   } catch (error) {
     answerUnsigned(res, pending, error);
   }
+}
+
+/** The response's Content-Encoding, lower case; "" for none or identity. */
+function codingOf(res: ServerResponse): string {
+  const value = res.getHeader("content-encoding");
+  if (value === undefined) return "";
+  const coding = (Array.isArray(value) ? value.join(", ") : String(value)).toLowerCase();
+  return coding === "identity" ? "" : coding;
+}
+
+let recodedWarned = false;
+
+/**
+ * The signature and Content-Digest cover the body before this coding, so the response would
+ * fail every verification: the connection is closed instead, before anything is written, as
+ * when a signer fails after the head has left. The body is in the coding layer's hands by now,
+ * so no 500 can be sent in its place. Warned once, since the cause is the application's setup.
+ */
+function refuseRecoded(res: ServerResponse, signed: string): void {
+  const message =
+    `a signed response was given Content-Encoding "${codingOf(res)}" after signing ` +
+    `(signed with ${signed === "" ? "none" : `"${signed}"`}): a compression layer runs after ` +
+    "the response signer; the connection was closed rather than send a signature that cannot " +
+    "verify";
+  if (!recodedWarned) {
+    recodedWarned = true;
+    process.emitWarning(message, { code: "KMS_SIGNED_RESPONSE_RECODED" });
+  }
+  res.destroy(new ValidationError(message));
 }
 
 function answerUnsigned(res: ServerResponse, pending: Pending, error: unknown): void {
@@ -290,6 +332,8 @@ function answerUnsigned(res: ServerResponse, pending: Pending, error: unknown): 
     return;
   }
   pending.sending = true;
+  // The problem is not signed: a compression layer may code it.
+  pending.signedCoding = null;
   res.removeHeader("content-digest");
   res.removeHeader("signature-input");
   res.removeHeader("signature");
@@ -358,6 +402,7 @@ export function signNodeResponse(
     ending: false,
     sending: false,
     noBody: false,
+    signedCoding: null,
   };
   if (target[PENDING] === undefined) {
     // Shared functions rather than per-response closures; the state rides on the response.

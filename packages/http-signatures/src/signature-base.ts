@@ -172,6 +172,10 @@ const parsedUrls = new RecentCache<RequestMessage, URL>(16);
 // only bad requests get an entry, so the map stays empty in normal traffic.
 const unverifiableTargets = new WeakMap<RequestMessage, string>();
 
+// Requests whose path is known but whose authority is not (no Host field): only the components
+// that name the authority fail, so a signature over `@method` and `@path` still verifies.
+const unknownAuthorities = new WeakMap<RequestMessage, string>();
+
 // Request targets received in absolute form: RFC 9421 §2.2.5 makes `@request-target` the
 // absolute URI then, not path and query.
 const absoluteFormTargets = new WeakMap<RequestMessage, string>();
@@ -179,16 +183,24 @@ const absoluteFormTargets = new WeakMap<RequestMessage, string>();
 /**
  * Records a request message's parsed target URL, or why its target must not be verified: every
  * derived component of the message then fails with that reason. `absoluteForm` is the
- * request-target as received when it was in absolute form.
+ * request-target as received when it was in absolute form; `authorityProblem` is why its
+ * authority is unknown, which fails `@authority` and `@target-uri` only.
  */
 export function recordTarget(
   message: RequestMessage,
   target: URL | string,
   absoluteForm?: string,
+  authorityProblem?: string,
 ): void {
   if (typeof target === "string") unverifiableTargets.set(message, target);
   else parsedUrls.set(message, target);
   if (absoluteForm !== undefined) absoluteFormTargets.set(message, absoluteForm);
+  if (authorityProblem !== undefined) unknownAuthorities.set(message, authorityProblem);
+}
+
+function knownAuthority(id: Item, message: RequestMessage): void {
+  const problem = unknownAuthorities.get(message);
+  if (problem !== undefined) throw componentError(id, problem);
 }
 
 function targetUrl(id: Item, message: RequestMessage): URL {
@@ -369,8 +381,10 @@ function derivedValue(
     const url = targetUrl(id, message);
     switch (name) {
       case "@target-uri":
+        knownAuthority(id, message);
         return targetUri(url);
       case "@authority":
+        knownAuthority(id, message);
         return url.host.toLowerCase();
       case "@scheme":
         return url.protocol.slice(0, -1).toLowerCase();

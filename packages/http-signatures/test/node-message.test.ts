@@ -8,6 +8,7 @@ import {
   nodeRequestMessage,
   responseSigningProblem,
   signatureProblem,
+  signMessage,
   signNodeResponse,
   verifyMessage,
 } from "../src/index.ts";
@@ -33,7 +34,20 @@ describe("nodeRequestMessage", () => {
       socket: { encrypted: true },
     });
     expect(tls).toMatchObject({ method: "GET", url: "https://h/x" });
-    expect(nodeRequestMessage({ url: "/x", headers: {} }).url).toBe("http://localhost/x");
+  });
+
+  // HTTP/1.0 without Host: the placeholder authority must not be signable or verifiable.
+  it("names no authority for a request without Host", async () => {
+    const message = nodeRequestMessage({ method: "GET", url: "/x", headers: {} });
+    const signer = createHmacSigner(new Uint8Array(32).fill(1), { keyId: "k" });
+    await expect(signMessage(message, { signer, components: ["@target-uri"] })).rejects.toThrow(
+      /no Host header/,
+    );
+    await expect(signMessage(message, { signer, components: ["@authority"] })).rejects.toThrow(
+      /no Host header/,
+    );
+    const { base } = await signMessage(message, { signer, components: ["@method", "@path"] });
+    expect(base).toContain('"@path": /x\n');
   });
 });
 

@@ -38,7 +38,9 @@ export interface KmsContextOptions {
    * Header naming the tenant for the default setup when no authenticated user names one (e.g.
    * `x-tenant-id`). Unset by default: the client writes this header, so the default setup reads
    * it only when you opt in, behind something that vouches for it (a gateway that sets it after
-   * authenticating the caller, or a signature policy that covers it).
+   * authenticating the caller, or a signature policy that covers it). A signature proves only
+   * that some accepted key named the tenant: with several keys, bind each to its tenants in
+   * `setup` (README).
    */
   readonly tenantHeader?: string;
   /** Encryption context key the tenant is stored under; default `tenant`. */

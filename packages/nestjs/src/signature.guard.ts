@@ -232,11 +232,14 @@ export class SignatureGuard implements CanActivate {
     return policy.keyLookup(keyId, context);
   }
 
-  /** The message view of the request that is verified. */
+  /**
+   * The message view of the request that is verified. `body` is undefined when a body parser
+   * decoded the request's Content-Encoding (see `rawBody`).
+   */
   protected requestMessage(
     request: PlatformRequest,
     incoming: IncomingMessage,
-    body: Uint8Array,
+    body: Uint8Array | undefined,
   ): RequestMessage {
     return platformRequestMessage(request, incoming, body);
   }
@@ -251,12 +254,16 @@ export class SignatureGuard implements CanActivate {
     });
   }
 
-  /** The raw body; an unusable one (consumed without a copy, too large) answers 400 / 413. */
+  /**
+   * The raw body; an unusable one (consumed without a copy, too large) answers 400 / 413.
+   * Undefined when a parser decoded its Content-Encoding: the request is then verified without
+   * it, so a signature whose Content-Digest must be checked fails (401 `content-digest`).
+   */
   protected async rawBody(
     request: PlatformRequest,
     incoming: IncomingMessage,
     limit: number,
-  ): Promise<Uint8Array> {
+  ): Promise<Uint8Array | undefined> {
     try {
       return await readRawBody(request, incoming, limit);
     } catch (error) {

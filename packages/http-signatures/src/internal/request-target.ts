@@ -14,7 +14,19 @@ export interface ReceivedTarget {
   readonly parsed: URL | string;
   /** The request-target as received, when it was in absolute form. */
   readonly absoluteForm?: string;
+  /**
+   * Why the authority is unknown although the path is not: an origin-form target without a Host
+   * field (HTTP/1.0). `url` then has a placeholder authority that only the path and query are
+   * read from; `@authority` and `@target-uri` fail with this reason.
+   */
+  readonly authorityProblem?: string;
 }
+
+// RFC 9112 §3.2 makes Host mandatory in HTTP/1.1; HTTP/1.0 may omit it. Any authority filled in
+// for it (Node's `localhost`, the server's own name) would let a signature made for that origin
+// verify on this server, so none is: only the components that do not name one are derived.
+const PLACEHOLDER_AUTHORITY = "localhost";
+const NO_HOST = "the request has no Host header, so its authority is unknown";
 
 // RFC 3986 host (IP literal, IPv4 or reg-name) and optional port: nothing that ends the authority.
 const AUTHORITY = /^(\[[0-9A-Za-z:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::([0-9]*))?$/;
@@ -42,7 +54,8 @@ const REWRITTEN_PATH =
  * The target of a request received with `target` as its request-target, `host` as its Host
  * field and `protocol` as the scheme of the connection (honouring trust-proxy settings).
  *
- * Origin form (`/orders/42?x=1`): the URI is `protocol://Host target`.
+ * Origin form (`/orders/42?x=1`): the URI is `protocol://Host target`; without Host its
+ * authority is unknown (see `authorityProblem`).
  * Absolute form (`http://a.example/orders/42`, RFC 9112 §3.2.2): the URI is the target as sent;
  * its authority replaces Host, so a Host that differs from it (which RFC 9112 §3.2 forbids a
  * client to send) is refused, because frameworks still answer `req.hostname` from Host and the
@@ -57,14 +70,15 @@ export function receivedTarget(
   target: string,
 ): ReceivedTarget {
   if (target.startsWith("/")) {
-    const authority = host ?? "localhost";
+    const authority = host ?? PLACEHOLDER_AUTHORITY;
     const url = `${protocol}://${authority}${target}`;
-    return { url, parsed: parseOriginForm(protocol, authority, target, url) };
+    const parsed = parseOriginForm(protocol, authority, target, url);
+    return host === undefined ? { url, parsed, authorityProblem: NO_HOST } : { url, parsed };
   }
   const absolute = ABSOLUTE_FORM.exec(target);
   if (absolute === null) {
     return {
-      url: `${protocol}://${host ?? "localhost"}${target}`,
+      url: `${protocol}://${host ?? PLACEHOLDER_AUTHORITY}${target}`,
       parsed:
         "the request target is in neither origin form nor absolute form with an http or https scheme",
     };

@@ -66,15 +66,37 @@ const messages = new WeakMap<PlatformRequest, RequestMessage>();
 
 const EMPTY = new Uint8Array(0);
 
-/** The raw body Nest kept (`rawBody: true`) or the guard read, if any. */
+// Bodies the guard read from the stream itself: the bytes as sent, whatever their coding.
+const readFromStream = new WeakMap<PlatformRequest, Uint8Array>();
+
+/**
+ * Whether the request's content is coded (gzip, deflate, br…). Nest's parsers (body-parser under
+ * Express) undo the coding before they keep `rawBody`, while Content-Digest covers the coded
+ * bytes (RFC 9530 §2): what they kept is then not the body as sent. body-parser reads a missing
+ * or empty field as identity, as @kms/express's `captureRawBody` does.
+ */
+function contentCoded(request: PlatformRequest): boolean {
+  const coding = request.headers["content-encoding"];
+  return coding !== undefined && coding !== "" && coding.toLowerCase() !== "identity";
+}
+
+/**
+ * The raw body as sent, when known: read by the guard, or kept by Nest (`rawBody: true`) for a
+ * body without a content coding (a coded one Nest keeps decoded, which no digest covers).
+ */
 export function keptRawBody(request: PlatformRequest): Uint8Array | undefined {
-  return request.rawBody instanceof Uint8Array ? request.rawBody : undefined;
+  const read = readFromStream.get(request);
+  if (read !== undefined) return read;
+  if (!(request.rawBody instanceof Uint8Array) || contentCoded(request)) return undefined;
+  return request.rawBody;
 }
 
 /**
  * The raw request body: the one Nest kept (`rawBody: true`), or — when no parser consumed the
  * stream (e.g. text/plain, which Nest does not parse) — read from the stream now and left in
- * `request.rawBody`.
+ * `request.rawBody`. Undefined when a parser decoded a Content-Encoding: the bytes as sent are
+ * gone, so only a signature whose digest needs them fails (401 `content-digest`), as in
+ * @kms/express.
  * @throws ValidationException when the body exceeds `limit` bytes or a parser consumed it
  * without keeping a raw copy.
  */
@@ -82,10 +104,11 @@ export async function readRawBody(
   request: PlatformRequest,
   incoming: IncomingMessage,
   limit: number,
-): Promise<Uint8Array> {
+): Promise<Uint8Array | undefined> {
   const kept = keptRawBody(request);
   if (kept !== undefined) return kept;
   if (incoming.readableDidRead) {
+    if (contentCoded(request)) return undefined;
     throw new ValidationError(
       '"body" was consumed by a body parser that kept no raw copy; create the app with ' +
         "{ rawBody: true }: NestFactory.create(AppModule, { rawBody: true }), or " +
@@ -110,5 +133,6 @@ export async function readRawBody(
   }
   const body = Buffer.concat(chunks);
   request.rawBody = body;
+  readFromStream.set(request, body);
   return body;
 }
