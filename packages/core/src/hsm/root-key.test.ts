@@ -179,11 +179,54 @@ describe("RootKeySource.fromFile: bounded read", () => {
   });
 
   it.runIf(existsSync("/dev/zero"))(
-    "refuses an endless file (/dev/zero) without reading it whole",
+    "refuses a directory or device by what it is, before reading it (/dev/zero never ends)",
     async () => {
-      await expect(createKms({ rootKey: RootKeySource.fromFile("/dev/zero") })).rejects.toThrow(
-        /holds more than 1024 bytes/,
+      for (const [path, kind] of [
+        ["/dev/zero", "a character device"],
+        ["/dev/null", "a character device"],
+        [dir, "a directory"],
+      ]) {
+        const error = await createKms({ rootKey: RootKeySource.fromFile(path as string) }).catch(
+          (e: unknown) => e,
+        );
+        expect(error).toBeInstanceOf(RootKeyError);
+        expect((error as Error).message).toBe(
+          `root key file ${path} is ${kind}, not a regular file or FIFO: put the key in a file (mode 0600)`,
+        );
+      }
+    },
+  );
+
+  it.runIf(posix)(
+    "onSharedMode hears of a key file open to others, once the key is read",
+    async () => {
+      const root = randomBytes(ROOT_KEY_LENGTH);
+      const seeded = await seededStore(root);
+      const shared = join(dir, "shared.key");
+      writeFileSync(shared, `${root.toString("hex")}\n`, { mode: 0o640 });
+      chmodSync(shared, 0o640);
+      const modes: number[] = [];
+      await expectReopens(
+        RootKeySource.fromFile(shared, { onSharedMode: (mode) => modes.push(mode & 0o777) }),
+        seeded,
       );
+      expect(modes).toEqual([0o640]);
+      const broken = join(dir, "shared-broken.key");
+      writeFileSync(broken, "not a key\n", { mode: 0o644 });
+      chmodSync(broken, 0o644);
+      const heard: number[] = [];
+      await expect(
+        createKms({
+          rootKey: RootKeySource.fromFile(broken, { onSharedMode: (m) => heard.push(m) }),
+        }),
+      ).rejects.toBeInstanceOf(RootKeyError);
+      expect(heard).toEqual([]);
+      chmodSync(shared, 0o600);
+      await expectReopens(
+        RootKeySource.fromFile(shared, { onSharedMode: (mode) => modes.push(mode) }),
+        seeded,
+      );
+      expect(modes).toEqual([0o640]);
     },
   );
 

@@ -1,6 +1,6 @@
 import { randomFillSync, scryptSync } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
-import { type FileHandle, open } from "node:fs/promises";
+import { chmodSync, constants, existsSync, mkdirSync, type Stats, writeFileSync } from "node:fs";
+import { type FileHandle, open, stat } from "node:fs/promises";
 import { dirname } from "node:path";
 import { argon2id } from "@noble/hashes/argon2.js";
 import { RootKeyError } from "../errors.ts";
@@ -54,30 +54,54 @@ export interface RootKeyFileOptions {
    * has no such mode bits.
    */
   readonly requirePrivateMode?: boolean;
+  /**
+   * Called with the file's mode when group or other users may access it (mode & 0077) and
+   * `requirePrivateMode` is off, after the key was read and parsed: a place to warn. POSIX only.
+   */
+  readonly onSharedMode?: (mode: number) => void;
 }
 
-/** Reads at most {@link MAX_ROOT_KEY_FILE_BYTES} (+1) of `path` and parses the key in it. */
-async function readKeyFile(path: string, requirePrivateMode: boolean): Promise<Uint8Array> {
+/**
+ * Never makes a terminal the process's controlling one. A regular file is opened without waiting
+ * (there is nothing to wait for); a FIFO is opened blocking, as `cat` would, so that a process
+ * substitution whose writer has not written yet is read rather than refused.
+ */
+const OPEN_FILE = constants.O_RDONLY | (constants.O_NONBLOCK ?? 0) | (constants.O_NOCTTY ?? 0);
+const OPEN_FIFO = constants.O_RDONLY | (constants.O_NOCTTY ?? 0);
+
+/**
+ * Reads at most {@link MAX_ROOT_KEY_FILE_BYTES} (+1) of `path` and parses the key in it. Only a
+ * regular file or a FIFO (`<(…)`) is opened: a directory, socket or device (`/dev/zero` never
+ * ends, `/dev/tty` reads the keyboard, opening some devices has effects of its own) is refused
+ * on the path, and again on the opened handle, which is what is read, so that a file swapped in
+ * between is refused too.
+ */
+async function readKeyFile(path: string, options: RootKeyFileOptions): Promise<Uint8Array> {
   const buffer = Buffer.alloc(MAX_ROOT_KEY_FILE_BYTES + 1);
   try {
     let handle: FileHandle | undefined;
     let length = 0;
     let mode = 0;
     try {
-      handle = await open(path, "r");
-      mode = (await handle.stat()).mode;
-      // A pipe or device may return less than asked before its end: read until full or EOF.
+      const fifo = keyFileKind(path, await stat(path)) === "fifo";
+      handle = await open(path, fifo ? OPEN_FIFO : OPEN_FILE);
+      const info = await handle.stat();
+      keyFileKind(path, info);
+      mode = info.mode;
+      // A pipe may return less than asked before its end: read until full or EOF.
       while (length < buffer.length) {
         const { bytesRead } = await handle.read(buffer, length, buffer.length - length);
         if (bytesRead === 0) break;
         length += bytesRead;
       }
     } catch (cause) {
+      if (cause instanceof RootKeyError) throw cause;
       throw new RootKeyError(`cannot read root key file ${path}`, { cause });
     } finally {
       await handle?.close().catch(() => undefined);
     }
-    if (requirePrivateMode && process.platform !== "win32" && (mode & 0o077) !== 0) {
+    const shared = process.platform !== "win32" && (mode & 0o077) !== 0;
+    if (shared && options.requirePrivateMode === true) {
       throw new RootKeyError(
         `root key file ${path} is open to other users (mode ${(mode & 0o777).toString(8)}): chmod 600 it`,
       );
@@ -87,10 +111,29 @@ async function readKeyFile(path: string, requirePrivateMode: boolean): Promise<U
         `root key file ${path} holds more than ${MAX_ROOT_KEY_FILE_BYTES} bytes: it must hold only 64 hex digits or base64 of ${ROOT_KEY_LENGTH} bytes`,
       );
     }
-    return parseKeyText(buffer.toString("utf8", 0, length), `file ${path}`);
+    const key = parseKeyText(buffer.toString("utf8", 0, length), `file ${path}`);
+    if (shared) options.onSharedMode?.(mode);
+    return key;
   } finally {
     buffer.fill(0);
   }
+}
+
+function keyFileKind(path: string, info: Stats): "file" | "fifo" {
+  if (info.isFile()) return "file";
+  if (info.isFIFO()) return "fifo";
+  const kind = info.isDirectory()
+    ? "a directory"
+    : info.isSocket()
+      ? "a socket"
+      : info.isCharacterDevice()
+        ? "a character device"
+        : info.isBlockDevice()
+          ? "a block device"
+          : "an unknown kind of file";
+  throw new RootKeyError(
+    `root key file ${path} is ${kind}, not a regular file or FIFO: put the key in a file (mode 0600)`,
+  );
 }
 
 export interface PassphraseOptions {
@@ -280,10 +323,13 @@ export const RootKeySource = {
    *   key, or, with `requirePrivateMode`, is open to other users.
    */
   fromFile(path: string, options: RootKeyFileOptions = {}): RootKeySource {
-    const requirePrivateMode = options.requirePrivateMode === true;
+    const checked = { ...options };
+    if (checked.onSharedMode !== undefined && typeof checked.onSharedMode !== "function") {
+      throw new RootKeyError(`"onSharedMode" must be a function`);
+    }
     return {
       description: `file ${path}`,
-      load: () => readKeyFile(path, requirePrivateMode),
+      load: () => readKeyFile(path, checked),
     };
   },
 
@@ -335,7 +381,7 @@ export const RootKeySource = {
           );
         }
         chmodSync(path, 0o600);
-        return readKeyFile(path, false);
+        return readKeyFile(path, {});
       },
     };
   },
