@@ -44,7 +44,12 @@ export function integerOption(
   return Number(text);
 }
 
-/** `k=v` pairs (split at the first "="), each key at most once. */
+/**
+ * `k=v` pairs (split at the first "="), each key at most once. Every key is kept as given,
+ * `__proto__` too: assigned, it would set the object's prototype instead, and the pair would be
+ * gone — from the message (`--context`) or from the policy (`--require-context`, then not
+ * applied).
+ */
 export function contextOption(
   values: ParsedValues,
   name: string,
@@ -62,7 +67,13 @@ export function contextOption(
     if (Object.hasOwn(context, key)) {
       throw new UsageError(`${command}: --${name} names "${key}" twice`, command);
     }
-    context[key] = pair.slice(at + 1);
+    // A plain object (core refuses other prototypes), with an own property whatever the key.
+    Object.defineProperty(context, key, {
+      value: pair.slice(at + 1),
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
   }
   return context;
 }

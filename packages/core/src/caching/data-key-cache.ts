@@ -9,11 +9,16 @@
  * under a per-engine prefix, so a key made for one context, keyring or engine is never handed to
  * another.
  */
+import { hash } from "node:crypto";
 import { type Clock, systemClock } from "../clock.ts";
 import { assertInteger } from "../internal/assert.ts";
 import type { EncryptedDataKey } from "../keyring/keyring.ts";
 
-/** What a cache entry holds: the plaintext data key and the encrypted copies that go with it. */
+/**
+ * What a cache entry holds: the plaintext data key and the encrypted copies that go with it
+ * (the copies an encryptor writes into each message; a decryptor, which only needs the key,
+ * stores none).
+ */
 export interface CachedDataKey {
   readonly dataKey: Uint8Array;
   readonly encryptedDataKeys: readonly EncryptedDataKey[];
@@ -168,7 +173,9 @@ export class DataKeyCache {
   /**
    * Stores a fresh data key, already charged with its first `usage`. Nothing is stored when that
    * first use alone reaches a limit (then `prepared` is released at once). The cache keeps its
-   * own copy of the key bytes, if given; `prepared`, if given, is what {@link use} returns for
+   * own copy of the key bytes and of each encrypted copy's ciphertext, if given, so an entry
+   * never holds on to the caller's memory (a view into a whole message would keep the message
+   * alive for `maxAgeMs`); `prepared`, if given, is what {@link use} returns for
    * the entry. A consumer that only ever uses the prepared form (the field engine's KeyObject)
    * passes no bytes, so no extra plaintext copy of the key lives in the cache.
    */
@@ -187,7 +194,7 @@ export class DataKeyCache {
     const existing = this.#entries.get(key);
     if (existing !== undefined) this.#evict(key, existing);
     const entry: Entry = {
-      value: value === undefined ? undefined : copy(value),
+      value: value === undefined ? undefined : own(value),
       prepared,
       createdAt: now,
       messages: usage.messages,
@@ -266,6 +273,18 @@ function copy(value: CachedDataKey): CachedDataKey {
   return { dataKey: new Uint8Array(value.dataKey), encryptedDataKeys: value.encryptedDataKeys };
 }
 
+/** A copy for the cache to keep: the key and every ciphertext in memory of their own. */
+function own(value: CachedDataKey): CachedDataKey {
+  return {
+    dataKey: new Uint8Array(value.dataKey),
+    encryptedDataKeys: value.encryptedDataKeys.map((edk) => ({
+      providerId: edk.providerId,
+      providerInfo: edk.providerInfo,
+      ciphertext: new Uint8Array(edk.ciphertext),
+    })),
+  };
+}
+
 /** What identifies a reusable data key. */
 export interface DataKeyCacheKeyParts {
   /** "encrypt" and "decrypt" entries never mix. */
@@ -281,23 +300,55 @@ export interface DataKeyCacheKeyParts {
 }
 
 /**
- * Builds a cache key: the parts, each length-prefixed, so no two distinct part lists can collide
- * by concatenation. Nothing in it is secret (identities, the public context, wrapped keys).
+ * Longest canonical context kept verbatim in an encrypt key (the caller's own contexts are short
+ * and this is the hot path); a longer one goes into the digest instead.
+ */
+const MAX_VERBATIM_CONTEXT = 256;
+
+/**
+ * Builds a cache key: purpose, keyring identity and suite, each length-prefixed, then either the
+ * context, length-prefixed (encrypt entries with a context of up to 256 bytes), or `#` and the
+ * SHA-256 (base64) of the length-prefixed context and encrypted data keys. No two distinct part
+ * lists give one key: the fields cannot run into each other, and the tail starts with a digit
+ * when it is a verbatim context, with `#` when it is a digest. Decrypt entries always take the digest: their context and copies are the
+ * message's, chosen by the sender (up to 64 KiB per field, 16 copies by default), and a key that
+ * embedded them would let each entry hold megabytes where the cache bounds entries, not bytes.
+ * Nothing in it is secret (identities, the public context, wrapped keys).
  */
 export function dataKeyCacheKey(parts: DataKeyCacheKeyParts): string {
   const field = (value: string): string => `${value.length}:${value}`;
-  let key =
-    field(parts.purpose) +
-    field(parts.keyringIdentity) +
-    field(view(parts.encryptionContext).toString("latin1")) +
-    field(String(parts.suite));
-  for (const edk of parts.encryptedDataKeys ?? []) {
-    key +=
-      field(edk.providerId) +
-      field(edk.providerInfo) +
-      field(view(edk.ciphertext).toString("base64"));
+  const head = field(parts.purpose) + field(parts.keyringIdentity) + field(String(parts.suite));
+  const context = parts.encryptionContext;
+  if (parts.encryptedDataKeys === undefined && context.length <= MAX_VERBATIM_CONTEXT) {
+    return head + field(view(context).toString("latin1"));
   }
-  return key;
+  return `${head}#${bindingDigest(context, parts.encryptedDataKeys)}`;
+}
+
+/**
+ * SHA-256 over the context and the copies, each field length-prefixed (u32), the copies after a
+ * count (0xffffffff for none given), and strings as UTF-16 code units, which any JS string has
+ * exactly (UTF-8 would write a lone surrogate as U+FFFD, making two provider ids one).
+ */
+function bindingDigest(context: Uint8Array, edks: readonly EncryptedDataKey[] | undefined): string {
+  let size = 8 + context.length;
+  for (const edk of edks ?? []) {
+    size += 12 + 2 * edk.providerId.length + 2 * edk.providerInfo.length + edk.ciphertext.length;
+  }
+  const out = Buffer.alloc(size);
+  let at = out.writeUInt32BE(context.length, 0);
+  out.set(context, at);
+  at = out.writeUInt32BE(edks === undefined ? 0xffffffff : edks.length, at + context.length);
+  for (const edk of edks ?? []) {
+    for (const text of [edk.providerId, edk.providerInfo]) {
+      at = out.writeUInt32BE(2 * text.length, at);
+      at += out.write(text, at, "utf16le");
+    }
+    at = out.writeUInt32BE(edk.ciphertext.length, at);
+    out.set(edk.ciphertext, at);
+    at += edk.ciphertext.length;
+  }
+  return hash("sha256", out, "base64");
 }
 
 /** A Buffer over the same memory (Buffer.from(uint8Array) would copy it first). */

@@ -92,7 +92,11 @@ export class KmsKeyring implements Keyring {
     this.identity = `kms#${client}:${JSON.stringify([this.keyIds, authorization, this.#grantTokens ?? null])}`;
   }
 
-  /** @throws ValidationException for a discovery keyring; KMS errors from the calls. */
+  /**
+   * @throws ValidationException for a discovery keyring; KMS errors from the calls. When a
+   *   later key's Encrypt fails, a data key this keyring generated is zeroed first (it will
+   *   never be used, and nobody else holds it).
+   */
   async encryptDataKey(request: EncryptDataKeyRequest): Promise<EncryptDataKeyResult> {
     const [generator, ...others] = this.keyIds;
     if (generator === undefined) {
@@ -119,16 +123,22 @@ export class KmsKeyring implements Keyring {
     } else {
       others.unshift(generator);
     }
-    for (const keyId of others) {
-      const wrapped = await this.#kms.encrypt(
-        this.#withGrants({ keyId, plaintext: dataKey, encryptionContext: context }),
-        this.#callOptions,
-      );
-      encryptedDataKeys.push({
-        providerId: KMS_PROVIDER_ID,
-        providerInfo: wrapped.keyId,
-        ciphertext: wrapped.ciphertextBlob,
-      });
+    try {
+      for (const keyId of others) {
+        const wrapped = await this.#kms.encrypt(
+          this.#withGrants({ keyId, plaintext: dataKey, encryptionContext: context }),
+          this.#callOptions,
+        );
+        encryptedDataKeys.push({
+          providerId: KMS_PROVIDER_ID,
+          providerInfo: wrapped.keyId,
+          ciphertext: wrapped.ciphertextBlob,
+        });
+      }
+    } catch (error) {
+      // A key the request brought is the caller's to zero (a MultiKeyring does).
+      if (dataKey !== request.dataKey) dataKey.fill(0);
+      throw error;
     }
     return { dataKey, encryptedDataKeys };
   }

@@ -44,7 +44,13 @@ export class MessageDecryptor {
   /** How many bytes the header holds at least, as of the last parse. */
   #headerNeeded = 0;
   readonly #queue = new ByteQueue();
-  #header: MessageHeader | undefined;
+  /**
+   * What the header said, once it authenticated. The parsed header itself is not kept: its
+   * fields are views into the caller's first chunk, which would stay in memory for the stream's
+   * life.
+   */
+  #info: MessageInfo | undefined;
+  #frameLength = 0;
   #key: KeyObject | undefined;
   readonly #iv = Buffer.alloc(IV_LENGTH);
   #aad: Buffer | undefined;
@@ -83,18 +89,24 @@ export class MessageDecryptor {
 
   /** The authenticated header, once parsed. */
   get info(): MessageInfo | undefined {
-    const h = this.#header;
-    if (h === undefined || this.#key === undefined) return undefined;
-    return {
-      suite: h.suite.name,
-      messageId: h.messageId,
-      encryptionContext: h.encryptionContext,
-      frameLength: h.frameLength,
-      encryptedDataKeys: h.encryptedDataKeys.map((e) => ({
+    return this.#key === undefined ? undefined : this.#info;
+  }
+
+  /** Keeps what the header said (not the header: see `#info`) and moves on to the frames. */
+  #accept(header: MessageHeader): void {
+    this.#info = {
+      suite: header.suite.name,
+      // The parser's own copy, not a view of the caller's bytes.
+      messageId: header.messageId,
+      encryptionContext: header.encryptionContext,
+      frameLength: header.frameLength,
+      encryptedDataKeys: header.encryptedDataKeys.map((e) => ({
         providerId: e.providerId,
         providerInfo: e.providerInfo,
       })),
     };
+    this.#frameLength = header.frameLength;
+    this.#state = "body";
   }
 
   /**
@@ -136,8 +148,7 @@ export class MessageDecryptor {
       const parsed = this.#parser.parse(message);
       if (parsed.header === undefined) throw invalidMessage();
       await this.#openHeader(parsed.header);
-      this.#header = parsed.header;
-      this.#state = "body";
+      this.#accept(parsed.header);
       this.#options.onHeader?.(this.info!);
       const plaintext = this.#openAll(message, parsed.length);
       this.#state = "done";
@@ -149,7 +160,7 @@ export class MessageDecryptor {
   }
 
   #openAll(message: Uint8Array, start: number): Uint8Array {
-    const frameLength = this.#header!.frameLength;
+    const frameLength = this.#frameLength;
     const view = Buffer.from(message.buffer, message.byteOffset, message.byteLength);
     // Pass 1: walk the framing (sequence numbers, final-frame length, exact end).
     let at = start;
@@ -321,8 +332,7 @@ export class MessageDecryptor {
       this.#key = undefined;
       return;
     }
-    this.#header = header;
-    this.#state = "body";
+    this.#accept(header);
     this.#options.onHeader?.(this.info!);
   }
 
@@ -391,7 +401,10 @@ export class MessageDecryptor {
       throw invalidMessage();
     }
     if (!fromCache && cache !== undefined && cacheKey !== undefined) {
-      cache.put(cacheKey, { dataKey, encryptedDataKeys: edks }, { messages: 0, bytes: 0 });
+      // Only the key: a decryptor never reads the copies back (the cache key already binds
+      // them), and the header's copies are views into the caller's message or first chunk,
+      // which the entry would otherwise keep in memory for maxAgeMs.
+      cache.put(cacheKey, { dataKey, encryptedDataKeys: [] }, { messages: 0, bytes: 0 });
     }
     dataKey.fill(0);
     const signature = header.suite.signature;
@@ -422,7 +435,7 @@ export class MessageDecryptor {
 
   #readFramesInto(out: Uint8Array[]): void {
     const queue = this.#queue;
-    const frameLength = this.#header!.frameLength;
+    const frameLength = this.#frameLength;
     while (this.#state === "body") {
       if (queue.length < 4) break;
       const marker = queue.peekUint32(0);

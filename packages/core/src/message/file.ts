@@ -10,7 +10,7 @@
 import { randomBytes } from "node:crypto";
 import { createReadStream, type Stats } from "node:fs";
 import { type FileHandle, link, lstat, open, rename, stat, unlink } from "node:fs/promises";
-import { dirname } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { type Readable, Transform, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { AlreadyExistsError, ValidationError } from "../errors.ts";
@@ -228,7 +228,7 @@ async function run(
     }
     return bytesRead;
   }
-  const temporary = `${out}.${randomBytes(6).toString("hex")}.partial`;
+  const temporary = temporaryPath(out);
   // Exclusive (O_EXCL): a file or symbolic link already at this name is neither followed nor
   // written, nor removed below: the call fails with EEXIST. Mode 0600: decrypt output is
   // plaintext, readable by nobody else while it is written.
@@ -254,6 +254,33 @@ async function run(
   // The new name is an entry in the directory, itself written back to disk only when it is synced.
   await syncDirectory(dirname(out));
   return bytesRead;
+}
+
+/**
+ * Longest file name, in bytes, of the usual file systems (ext4, XFS, Btrfs, APFS; NTFS counts
+ * 255 UTF-16 units, never more than the name's UTF-8 bytes).
+ */
+const MAX_NAME_BYTES = 255;
+
+/**
+ * `<out>.<12 hex>.partial`, in the directory of `out` (a rename across file systems would fail,
+ * and a link too), its name cut short at a character boundary so the whole fits
+ * {@link MAX_NAME_BYTES}: otherwise any `out` whose name is within 21 bytes of the limit, valid
+ * itself, could never be written.
+ */
+function temporaryPath(out: string): string {
+  const suffix = `.${randomBytes(6).toString("hex")}.partial`;
+  const name = basename(out);
+  const room = MAX_NAME_BYTES - suffix.length;
+  if (Buffer.byteLength(name) <= room) return `${out}${suffix}`;
+  let kept = 0;
+  let bytes = 0;
+  for (const char of name) {
+    bytes += Buffer.byteLength(char);
+    if (bytes > room) break;
+    kept += char.length;
+  }
+  return join(dirname(out), `${name.slice(0, kept)}${suffix}`);
 }
 
 /** Codes of a `link` on a file system without hard links (FAT, exFAT, some network mounts). */

@@ -298,7 +298,10 @@ export class HeaderParser {
     return {
       header: {
         suite,
-        messageId: bytes.subarray(3, 3 + MESSAGE_ID_LENGTH),
+        // A copy: it is handed to callers (MessageInfo), who may keep it after reusing their
+        // buffer. The other fields stay views of `bytes`: the decryptor reads them while it
+        // opens the header and keeps none.
+        messageId: new Uint8Array(bytes.subarray(3, 3 + MESSAGE_ID_LENGTH)),
         encryptionContextBytes: bytes.subarray(3 + MESSAGE_ID_LENGTH + 2, this.#countAt),
         encryptionContext: this.#context,
         encryptedDataKeys,
