@@ -44,6 +44,8 @@ import {
   encodeFieldValue,
   encodeFieldValueShared,
   encodeIndexValue,
+  encodeTypedIndexValue,
+  FIELD_VALUE_TYPES,
   type FieldValue,
   type FieldValueType,
   isCurrentPlaintext,
@@ -67,7 +69,19 @@ export type BlindIndexNormalization = "lowercase" | "trim" | "nfkc";
 export interface BlindIndexSpec {
   /** Bytes of HMAC-SHA256 kept, 4–32 (default 16). Fewer bytes: more false positives, less leak. */
   readonly bytes?: number;
+  /**
+   * Applied to strings, and with `type` to the text of a decimal or bigint (FORMAT §6.5). A
+   * function must return a string.
+   */
   readonly normalize?: readonly BlindIndexNormalization[] | ((value: string) => string);
+  /**
+   * The declared type of the field the index is of. With it, every form the field takes for one
+   * value gives one index (a decimal as `"1.5"`, `1.5` or `Prisma.Decimal("1.5")`), and a form
+   * the field refuses is refused here too. Without it, the index hashes the value as it comes:
+   * strings as themselves, anything else as its JSON text, so that `1.5` and `"1.5"` differ.
+   * The ORM adapters pass it.
+   */
+  readonly type?: FieldValueType;
 }
 
 /**
@@ -630,13 +644,17 @@ export class FieldEncryptionEngine {
   /**
    * A keyed blind index of `value` for equality lookups in a separate column: HMAC-SHA256
    * under a key derived (HKDF) from a KMS-protected data key of the context, truncated, as
-   * base64url. `binding.field` names the index (usually the source field). Strings are indexed
-   * as themselves (after `spec.normalize`), other values as their JSON text (FORMAT §6.5).
-   * @throws ValidationException when `spec.bytes` is outside 4–32, or when the value's JSON text
-   *   stands for other values too: null, and anything that is not JSON data anywhere in the value
-   *   (NaN, ±Infinity, undefined, functions, symbols, bigints, holes, cycles, toJSON() methods,
-   *   Maps, Sets, typed arrays, class instances; a Date or decimal object is taken only as the
-   *   whole value). The message names the path (`$.a[0]`).
+   * base64url. `binding.field` names the index (usually the index column). With `spec.type`
+   * (the source field's declared type) the value is first brought to one form per value, as
+   * the field's encoding reads it; without it, strings are indexed as themselves (after
+   * `spec.normalize`) and other values as their JSON text (FORMAT §6.5).
+   * @throws ValidationException when `spec.bytes` is outside 4–32; when `spec.type` is given and
+   *   the value is no form of it (a string for a date, a number for a string); or when the
+   *   value's JSON text stands for other values too: null, and anything that is not JSON data
+   *   anywhere in the value (NaN, ±Infinity, undefined, functions, symbols, bigints, holes, array
+   *   members other than elements, cycles, toJSON() methods, Maps, Sets, typed arrays, class
+   *   instances; untyped, a Date or decimal object is taken only as the whole value). The
+   *   message names the path (`$.a[0]`).
    */
   async blindIndex(
     binding: FieldBinding,
@@ -649,7 +667,16 @@ export class FieldEncryptionEngine {
       throw new ValidationError(`"bytes" of a blind index must be an integer 4–32, got ${length}`);
     }
     let input: Uint8Array;
-    if (typeof value === "string") {
+    if (spec.type !== undefined) {
+      if (!FIELD_VALUE_TYPES.includes(spec.type)) {
+        throw new ValidationError(
+          `"type" of a blind index must be one of ${FIELD_VALUE_TYPES.join(", ")}`,
+        );
+      }
+      input = encodeTypedIndexValue(binding.field, spec.type, value, (text) =>
+        normalize(text, spec.normalize),
+      );
+    } else if (typeof value === "string") {
       input = encodeFieldValue(binding.field, "string", normalize(value, spec.normalize));
     } else {
       input = encodeIndexValue(binding.field, value);

@@ -134,6 +134,69 @@ describe("JSON data (FORMAT §6.3, §6.5)", () => {
     expect(refusal({ list: tagged })).toMatchObject({ found: "a toJSON() method", path: "$.list" });
   });
 
+  test("refuses an array with members beside its elements, which JSON.stringify drops", () => {
+    const extra = Object.assign([1, 2], { extra: 3 });
+    expect(JSON.stringify(extra)).toBe("[1,2]");
+    expect(refusal(extra)).toStrictEqual({
+      found: "a member that is not an element",
+      path: "$.extra",
+      why: "JSON writes only an array's elements",
+    });
+    const symbolic = Object.assign([1], { [Symbol("s")]: 2 });
+    const match = /b/.exec("abc") as RegExpExecArray;
+    // Integer-like names that are no element: past 2^32 - 2, or not as String(i) writes them.
+    const past = Object.assign([1], { "4294967295": 2 });
+    const padded = Object.assign([1], { "01": 2 });
+    const holeAndExtra: unknown[] = Object.assign([1], { x: 1 });
+    holeAndExtra[2] = 3;
+    const cases: [unknown, Partial<NotJsonData>][] = [
+      [{ list: extra }, { path: "$.list.extra" }],
+      [[[0], extra], { path: "$[1].extra" }],
+      [{ s: symbolic }, { found: "a symbol-keyed member", path: "$.s" }],
+      [match, { found: "a member that is not an element", path: "$.index" }],
+      [past, { path: '$["4294967295"]' }],
+      [padded, { path: '$["01"]' }],
+      // A hole and an extra member as many own keys as the elements would have.
+      [holeAndExtra, { path: "$.x" }],
+    ];
+    for (const [value, expected] of cases) expect(refusal(value)).toMatchObject(expected);
+    // The same arrays without them are taken, and so is an element made non-enumerable, which
+    // JSON.stringify writes all the same.
+    expect(jsonDataText({ list: [1, 2] })).toBe('{"list":[1,2]}');
+    const quiet = Object.defineProperty([1, 2], 0, { value: 0, enumerable: false });
+    expect(jsonDataText(quiet)).toBe("[0,2]");
+    expect(JSON.stringify(quiet)).toBe("[0,2]");
+  });
+
+  test("refuses a hole even where Array.prototype holds an element that JSON.stringify would write", () => {
+    const holey: unknown[] = [1];
+    holey[2] = 3;
+    const proto = Array.prototype as unknown as Record<number, unknown>;
+    proto[1] = "inherited";
+    try {
+      expect(JSON.stringify(holey)).toBe('[1,"inherited",3]');
+      expect(refusal({ a: holey })).toMatchObject({ found: "a hole", path: "$.a[1]" });
+      expect(refusal(new Array(2))).toMatchObject({ found: "a hole", path: "$[0]" });
+    } finally {
+      delete proto[1];
+    }
+  });
+
+  test("refuses arrays whose prototype is not an Array.prototype", () => {
+    const bare = Object.setPrototypeOf([1], null) as unknown;
+    const asObject = Object.setPrototypeOf([1], Object.prototype) as unknown;
+    class Tagged extends Array<number> {}
+    const reasons = [bare, asObject, Tagged.from([1]), { nested: Tagged.of(1) }].map(
+      (value) => refusal(value).found,
+    );
+    expect(reasons).toStrictEqual([
+      "an object with a custom prototype",
+      "an object with a custom prototype",
+      "an instance of Tagged",
+      "an instance of Tagged",
+    ]);
+  });
+
   test("names a cycle where it closes, however wide the value around it", () => {
     // An ORM entity with back-references: 50 posts, each naming its author.
     const user: { name: string; posts: { title: string; author: unknown }[] } = {

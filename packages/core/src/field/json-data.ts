@@ -22,10 +22,10 @@ export interface NotJsonData {
 /**
  * The JSON text of `value`, byte for byte what `JSON.stringify(value)` writes, when `value` is
  * JSON data: `null`, a boolean, a finite number (`-0` writes as `0`, as it is equal to it), a
- * string, an array without holes, or a plain object (prototype `Object.prototype`, of any
- * realm, or `null`) whose own members are all enumerable and string-keyed, each of them JSON
- * data in turn, at most MAX_JSON_DEPTH levels deep and MAX_JSON_VALUES values in all. Getters
- * are read once.
+ * string, an array (prototype `Array.prototype`, of any realm) without holes and without members
+ * other than its elements, or a plain object (prototype `Object.prototype`, of any realm, or
+ * `null`) whose own members are all enumerable and string-keyed, each of them JSON data in turn,
+ * at most MAX_JSON_DEPTH levels deep and MAX_JSON_VALUES values in all. Getters are read once.
  * @returns the text, or where and why `value` is not JSON data. Paths name members, never values.
  * @throws what a getter of `value` throws.
  */
@@ -109,14 +109,12 @@ class JsonWriter {
     const proto: unknown = Object.getPrototypeOf(array);
     if (proto !== Array.prototype && !isRealmPrototype(proto, "Array")) refuseInstance(array);
     refuseToJson(array);
+    refuseNonElements(array);
     let out = "[";
     let i = 0;
     try {
       for (; i < array.length; i++) {
         const item = array[i];
-        if (item === undefined && !(i in array)) {
-          throw new Refusal("a hole", "JSON writes it as null");
-        }
         out += i === 0 ? this.write(item, "element") : `,${this.write(item, "element")}`;
       }
     } catch (error) {
@@ -177,6 +175,52 @@ function refuseToJson(container: object): void {
   if (typeof (container as { toJSON?: unknown }).toJSON === "function") {
     throw new Refusal("a toJSON() method", "JSON writes what it returns instead of the object");
   }
+}
+
+/**
+ * JSON.stringify writes an array's elements and nothing else: a member beside them (`list.extra
+ * = 1`, the `index` and `input` of a RegExp match, a symbol-keyed one) would be lost without a
+ * word, and the array would match the same array without it. Enumerable and symbol-keyed
+ * members only: Object.keys has a fast path for arrays, while listing non-enumerable members
+ * too (getOwnPropertyNames) costs ten times the walk of a long array, for members that no
+ * JSON.parse, literal or array method makes.
+ */
+function refuseNonElements(array: readonly unknown[]): void {
+  if (Object.getOwnPropertySymbols(array).length > 0) {
+    throw new Refusal("a symbol-keyed member", "JSON leaves it out");
+  }
+  const keys = Object.keys(array);
+  const { length } = array;
+  // Keys list the elements first, ascending, then the other members: with as many keys as
+  // elements and the last element's last among them, every element is there and nothing else.
+  if (keys.length === length && (length === 0 || keys[length - 1] === String(length - 1))) return;
+  for (const key of keys) {
+    if (!isElementKey(key, length)) {
+      throw refusalAt(
+        key,
+        new Refusal("a member that is not an element", "JSON writes only an array's elements"),
+      );
+    }
+  }
+  // Only elements, and fewer keys than `length`: a hole, or an element made non-enumerable (which
+  // JSON.stringify writes all the same). A hole is no own member; `i in array` would find an
+  // element of Array.prototype there, which JSON.stringify would write in its place.
+  for (let i = 0; i < length; i++) {
+    if (!Object.hasOwn(array, i)) {
+      throw refusalAt(i, new Refusal("a hole", "JSON writes it as null"));
+    }
+  }
+}
+
+function refusalAt(step: string | number, refusal: Refusal): Refusal {
+  refusal.steps.push(step);
+  return refusal;
+}
+
+/** `0`…`length - 1` as written by String(i): "01", "-0" and "1e3" name members, not elements. */
+function isElementKey(name: string, length: number): boolean {
+  const index = Number(name);
+  return Number.isInteger(index) && index >= 0 && index < length && String(index) === name;
 }
 
 /**

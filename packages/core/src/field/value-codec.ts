@@ -158,16 +158,8 @@ export function encodeFieldValue(field: string, type: FieldValueType, value: unk
       return tagged(TAGS.bigint, value.toString());
     }
     case "decimal": {
-      // Prisma's Decimal (decimal.js) and similar objects serialize losslessly via toString().
-      const text =
-        typeof value === "string"
-          ? value
-          : typeof value === "number" && Number.isFinite(value)
-            ? String(value)
-            : isDecimalLike(value)
-              ? value.toString()
-              : undefined;
-      if (text === undefined || !DECIMAL.test(text)) throw typeError(field, type, value);
+      const text = decimalText(value);
+      if (text === undefined) throw typeError(field, type, value);
       return tagged(TAGS.decimal, text);
     }
     case "json": {
@@ -236,6 +228,116 @@ export function encodeIndexValue(field: string, value: unknown): Uint8Array {
   const text = readJsonData(value, (cause) => refuse("value must be JSON-serializable", cause));
   if (typeof text !== "string") throw refuse(`cannot take ${notJsonData(text)}`);
   return tagged(TAGS.json, text);
+}
+
+/** What a blind index of a field of each type takes, for the message that refuses the rest. */
+const INDEX_TAKES: Record<FieldValueType, string> = {
+  string: "a string",
+  bytes: "a Uint8Array",
+  number: "a number",
+  boolean: "a boolean",
+  date: "a valid Date",
+  bigint: "a bigint",
+  decimal: "a decimal string, a finite number or a decimal object",
+  json: "JSON data",
+};
+
+/**
+ * The input of a blind index of a field declared `type` (FORMAT §6.5): the forms of one value
+ * that the field's encoding takes (§6.3) give one input, and forms that encode differently give
+ * different ones, as deterministic encryption does. What the field would refuse is refused, so
+ * that a lookup with it fails instead of silently matching nothing. The inputs are those an
+ * untyped index gives the form most values arrive in, so stored indexes keep matching:
+ * - string, and a json string: the string, normalized;
+ * - decimal: its §6.3 text (a string as written, a number as `String(n)`, a decimal object as
+ *   its `toString()`), normalized, as the string it is stored as;
+ * - bigint: its decimal digits, normalized, the string form an untyped index asked for;
+ * - number, boolean, json: the JSON text, as untyped (`-0` as `0`; NaN and ±Infinity refused);
+ * - date: a valid Date's `toISOString()` as a JSON string, as untyped (no other form);
+ * - bytes: tag `02` and the bytes (§6.3), which an untyped index refuses.
+ * @throws ValidationException naming the field and what its type takes, never quoting the value.
+ */
+export function encodeTypedIndexValue(
+  field: string,
+  type: FieldValueType,
+  value: unknown,
+  normalize: (text: string) => string,
+): Uint8Array {
+  const text = (raw: string) => encodeFieldValue(field, "string", normalize(raw));
+  const wrongType = (): ValidationError => {
+    const got =
+      value === null
+        ? "null"
+        : value instanceof Uint8Array
+          ? "Uint8Array"
+          : value instanceof Date
+            ? "a Date"
+            : typeof value === "string" && type === "decimal"
+              ? "a string outside the decimal grammar"
+              : typeof value;
+    return new ValidationError(
+      `"${field}": a blind index of a ${type} field takes ${INDEX_TAKES[type]}, got ${got}`,
+    );
+  };
+  switch (type) {
+    case "string":
+      if (typeof value !== "string") throw wrongType();
+      return text(value);
+    case "decimal": {
+      const decimal = decimalText(value);
+      if (decimal === undefined) throw wrongType();
+      return text(decimal);
+    }
+    case "bigint":
+      if (typeof value !== "bigint") throw wrongType();
+      return text(value.toString());
+    case "bytes":
+      if (!(value instanceof Uint8Array)) throw wrongType();
+      return encodeFieldValue(field, "bytes", value);
+    case "number":
+    case "boolean":
+      if (typeof value !== type) throw wrongType();
+      return encodeIndexValue(field, value);
+    case "date": {
+      const time = dateTime(value);
+      if (time === undefined) throw wrongType();
+      // The intrinsic, not the value's own toJSON() or toISOString(), which an object may replace.
+      return tagged(TAGS.json, JSON.stringify(new Date(time).toISOString()));
+    }
+    case "json":
+      if (typeof value === "string") return text(value);
+      // Untyped, a whole Date or decimal object is indexed; a json field stores neither.
+      if (value instanceof Date || isDecimalLike(value)) throw wrongType();
+      return encodeIndexValue(field, value);
+  }
+}
+
+/** The time of a valid Date, read by the intrinsic (an object may only inherit from Date). */
+function dateTime(value: unknown): number | undefined {
+  if (!(value instanceof Date)) return undefined;
+  try {
+    const time = Date.prototype.getTime.call(value);
+    return Number.isNaN(time) ? undefined : time;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A decimal's §6.3 text: a string as written, a finite number as `String(n)`, Prisma's Decimal
+ * (decimal.js) or a similar object as its `toString()`, which is lossless; undefined when that
+ * text is not in the decimal grammar.
+ */
+function decimalText(value: unknown): string | undefined {
+  const text =
+    typeof value === "string"
+      ? value
+      : typeof value === "number" && Number.isFinite(value)
+        ? String(value)
+        : isDecimalLike(value)
+          ? value.toString()
+          : undefined;
+  return text !== undefined && DECIMAL.test(text) ? text : undefined;
 }
 
 /** jsonDataText, with what a getter of the value throws turned into `wrap(cause)`. */
