@@ -111,6 +111,36 @@ entity(Ledger, {
   balance: EncryptedColumn({ type: "decimal", nullable: true, context: byTenant }),
 });
 
+/** Blind indexes of typed fields: each adapter passes its field's type to the engine. */
+class Payment {
+  declare id: number;
+  declare tenantId: string;
+  declare amount: string | number | null;
+  declare paidAt: Date | null;
+  declare ref: bigint | null;
+}
+entity(Payment, {
+  tenantId: Column({ type: String }),
+  amount: EncryptedColumn({
+    type: "decimal",
+    nullable: true,
+    blindIndex: { column: "amountIndex" },
+    context: byTenant,
+  }),
+  paidAt: EncryptedColumn({
+    type: "date",
+    nullable: true,
+    blindIndex: { column: "paidAtIndex" },
+    context: byTenant,
+  }),
+  ref: EncryptedColumn({
+    type: "bigint",
+    nullable: true,
+    blindIndex: { column: "refIndex" },
+    context: byTenant,
+  }),
+});
+
 const postgres = databaseTarget("postgres");
 describeInterop("SQLite", openSqlite);
 describeInterop("PostgreSQL", () => openPostgres(postgres.url as string), postgres.skipReason);
@@ -156,7 +186,7 @@ function describeInterop(
           dataKeyStore: new PrismaDataKeyStore(db.prisma.kmsDataKey),
         });
         const common = {
-          entities: [User, Chart, Comment, Ledger],
+          entities: [User, Chart, Comment, Ledger, Payment],
           subscribers: [encryption.subscriber],
           synchronize: false,
         };
@@ -291,6 +321,38 @@ function describeInterop(
         await expect(charts.findOneBy({ id: other.id })).rejects.toBeInstanceOf(
           InvalidCiphertextError,
         );
+      });
+
+      test("typed blind indexes agree: a value written in one form by one adapter is found in another by the other", async () => {
+        const prisma = prismaSide();
+        const paidAt = new Date("2026-03-01T12:00:00.000Z");
+        const fromPrisma = await prisma.payment.create({
+          data: {
+            tenantId: "t1",
+            amount: new Prisma.Decimal("1.50") as never,
+            paidAt: paidAt as never,
+            ref: (2n ** 70n) as never,
+          },
+        });
+        const { ds } = await typeormSide();
+        const payments = ds.getRepository(Payment);
+        const fromTypeorm = await payments.save(
+          Object.assign(new Payment(), { tenantId: "t1", amount: 2.5, paidAt: null, ref: null }),
+        );
+        const typeormIds = async (where: Record<string, unknown>) =>
+          (await payments.findBy(await encryptedWhere(payments, { tenantId: "t1", ...where }))).map(
+            (p) => p.id,
+          );
+        expect(await typeormIds({ amount: "1.5" })).toEqual([fromPrisma.id]);
+        expect(await typeormIds({ amount: 1.5 })).toEqual([fromPrisma.id]);
+        expect(await typeormIds({ paidAt: new Date(paidAt.getTime()) })).toEqual([fromPrisma.id]);
+        expect(await typeormIds({ ref: 2n ** 70n })).toEqual([fromPrisma.id]);
+        const prismaIds = async (where: Record<string, unknown>) =>
+          (await prisma.payment.findMany({ where: { tenantId: "t1", ...where } as never })).map(
+            (p) => p.id,
+          );
+        expect(await prismaIds({ amount: new Prisma.Decimal("2.5") })).toEqual([fromTypeorm.id]);
+        expect(await prismaIds({ amount: "2.5" })).toEqual([fromTypeorm.id]);
       });
 
       test("rows written with @kms/typeorm read, and are looked up, through @kms/prisma", async () => {

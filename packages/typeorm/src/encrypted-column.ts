@@ -74,6 +74,11 @@ export interface EncryptedColumnSpec {
         readonly column: string;
         readonly bytes: number;
         readonly normalize: readonly BlindIndexNormalization[];
+        /**
+         * The property's `type`, which the engine's `blindIndex` reads: each form of a value (a
+         * decimal as `"1.5"` or `1.5`) gives one index (FORMAT §6.5).
+         */
+        readonly type: FieldValueType;
       }
     | undefined;
   readonly context: {
@@ -318,6 +323,7 @@ export function EncryptedColumn(options: EncryptedColumnOptions = {}): PropertyD
         column,
         bytes,
         normalize: normalize as readonly BlindIndexNormalization[],
+        type,
       });
       Column({
         type: String,

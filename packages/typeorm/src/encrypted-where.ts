@@ -208,7 +208,8 @@ class WhereRewriter {
           );
       }
     }
-    if (isPlainObject(value) && f.spec.type !== "json") {
+    // A decimal may be an object (decimal.js), which the engine reads by its type.
+    if (isPlainObject(value) && f.spec.type !== "json" && f.spec.type !== "decimal") {
       throw new ValidationError(
         `${d.model}.${f.path} is encrypted: expected a value or an operator`,
       );

@@ -2,6 +2,7 @@ import {
   type DataKeyCache,
   type DataKeyCacheLimits,
   type DataKeyStore,
+  DETERMINISTIC_OVERHEAD,
   type DecryptItem,
   type EncryptCallOptions,
   type EncryptionContext,
@@ -9,7 +10,9 @@ import {
   type FieldBinding,
   FieldEncryptionEngine,
   type FieldValue,
+  InvalidCiphertextError,
   type KmsLike,
+  RANDOMIZED_OVERHEAD,
   type StoredValueInfo,
   ValidationError,
 } from "@kms/core";
@@ -103,6 +106,8 @@ export class TypeormFieldEncryption {
     QueryRunner,
     EncryptCallOptions & { transactionScope: string }
   >();
+  /** Transactions open on each query runner: 1, plus one per savepoint (nested transaction). */
+  readonly #depths = new WeakMap<QueryRunner, number>();
   readonly #snapshots = new WeakMap<object, Snapshot>();
   readonly #pending = new WeakMap<QueryRunner, Set<object>>();
   readonly #gates = new Map<string, Map<string, Promise<void>>>();
@@ -217,14 +222,25 @@ export class TypeormFieldEncryption {
 
   /** The engine options of a call on `queryRunner`: its transaction scope, if any. */
   #callOptions(dataSource: DataSource, queryRunner: QueryRunner | undefined): EncryptCallOptions {
-    if (!SINGLE_CONNECTION.has(dataSource.options.type)) return NO_OPTIONS;
-    const active = queryRunner?.isTransactionActive === true ? queryRunner : undefined;
-    if (active === undefined) return NO_OPTIONS;
-    let options = this.#transactions.get(active);
+    return this.#scopeOf(dataSource, queryRunner) ?? NO_OPTIONS;
+  }
+
+  /**
+   * The transaction scope of `queryRunner`'s open transaction, made on first use; none outside a
+   * transaction, and none on drivers with a pool, whose data key rows are written on a
+   * connection of their own and committed at once.
+   */
+  #scopeOf(
+    dataSource: DataSource,
+    queryRunner: QueryRunner | undefined,
+  ): (EncryptCallOptions & { transactionScope: string }) | undefined {
+    if (!SINGLE_CONNECTION.has(dataSource.options.type)) return undefined;
+    if (queryRunner?.isTransactionActive !== true) return undefined;
+    let options = this.#transactions.get(queryRunner);
     if (options === undefined) {
       transactionCounter += 1;
       options = { transactionScope: `typeorm-tx-${transactionCounter}` };
-      this.#transactions.set(active, options);
+      this.#transactions.set(queryRunner, options);
     }
     return options;
   }
@@ -248,6 +264,7 @@ export class TypeormFieldEncryption {
     options: EncryptCallOptions,
   ): Promise<Sealed> {
     refuseCiphertext(model, f, value);
+    if (hasFieldHeader(value)) await this.#refuseStoredBytes(model, f, value);
     const { spec } = f;
     const binding = bindingFor(model, f.field, spec, context);
     return new Sealed(
@@ -255,6 +272,25 @@ export class TypeormFieldEncryption {
         ? await this.engine.encryptText(binding, spec, value, options)
         : await this.engine.encrypt(binding, spec, value, options),
     );
+  }
+
+  /**
+   * Bytes that carry a field ciphertext header (FORMAT §6.1) whose data key is in the store are
+   * a value this engine wrote, read with listeners off: sealed again, the row would hold a
+   * ciphertext of a ciphertext. Other bytes with such a header are ordinary data that happens
+   * to start that way.
+   * @throws ValidationException when the data key exists.
+   */
+  async #refuseStoredBytes(model: string, f: EncryptedField, value: Uint8Array): Promise<void> {
+    let info: StoredValueInfo;
+    try {
+      info = await this.engine.inspect(value);
+    } catch (error) {
+      // Unknown data key: not a value of this store.
+      if (error instanceof InvalidCiphertextError) return;
+      throw error;
+    }
+    if (!info.legacy) throw ciphertextError(model, f);
   }
 
   /** The blind index of `value` for `f`'s index column. @internal */
@@ -503,6 +539,8 @@ export class TypeormFieldEncryption {
       }
       if (f.index !== undefined || spec.mode === "deterministic") return sealed;
       refuseCiphertext(d.model, f, value);
+      // Whether its data key exists is a store lookup: the asynchronous path makes it.
+      if (hasFieldHeader(value)) return sealed;
       const binding =
         f.binding ?? bindingFor(d.model, f.field, spec, contextFor(d.model, f, entity, fallback));
       const stored =
@@ -603,13 +641,38 @@ export class TypeormFieldEncryption {
   }
 
   /**
-   * The outermost transaction of `queryRunner` ended: the data keys it created become the
-   * engine's own after a commit (later transactions reuse them) and are dropped after a
-   * rollback.
+   * A transaction began on `queryRunner`, or, inside one, a savepoint (a nested `transaction()`,
+   * which TypeORM runs as SAVEPOINT / RELEASE / ROLLBACK TO): the engine learns of the savepoint,
+   * so that the data keys made inside it are dropped if it rolls back, as their rows are.
+   * @internal
+   */
+  startTransaction(dataSource: DataSource, queryRunner: QueryRunner): void {
+    const depth = (this.#depths.get(queryRunner) ?? 0) + 1;
+    this.#depths.set(queryRunner, depth);
+    if (depth === 1) return;
+    const scope = this.#scopeOf(dataSource, queryRunner)?.transactionScope;
+    if (scope !== undefined) this.engine.beginTransactionSavepoint(scope);
+  }
+
+  /**
+   * A transaction of `queryRunner` ended. A savepoint: its data keys belong to the transaction
+   * around it after a release, and are dropped after a rollback (a rollback whose savepoint the
+   * engine never saw begin drops every key of the transaction). The outermost transaction: the
+   * data keys it created become the engine's own after a commit (later transactions reuse
+   * them) and are dropped after a rollback.
+   * @internal
    */
   endTransaction(queryRunner: QueryRunner, outcome: "commit" | "rollback"): void {
-    if (queryRunner.isTransactionActive) return;
     const scope = this.#transactions.get(queryRunner)?.transactionScope;
+    if (queryRunner.isTransactionActive) {
+      this.#depths.set(queryRunner, Math.max(1, (this.#depths.get(queryRunner) ?? 1) - 1));
+      if (scope === undefined) return;
+      // The gates' first writers may have made keys that are now dropped.
+      if (outcome === "rollback") this.#gates.delete(scope);
+      this.engine.endTransactionSavepoint(scope, outcome === "commit" ? "release" : "rollback");
+      return;
+    }
+    this.#depths.delete(queryRunner);
     if (scope !== undefined) {
       this.#gates.delete(scope);
       this.engine.endTransactionScope(scope, outcome);
@@ -819,13 +882,33 @@ const NO_OPTIONS: EncryptCallOptions = Object.freeze({});
 /** Marks a blind index column in a snapshot: restore() unwraps it instead of putting a value back. */
 const COMPUTED_INDEX: unique symbol = Symbol("computed blind index");
 
-/** A value that already is ciphertext was written through the base path: never seal it twice. */
+/**
+ * A value that already is ciphertext was written through the base path: never seal it twice.
+ * Text carries the prefix; bytes are checked by `hasFieldHeader`, then against the store.
+ */
 function refuseCiphertext(model: string, f: EncryptedField, value: unknown): void {
   if (typeof value === "string" && value.startsWith(FIELD_TEXT_PREFIX)) {
-    throw new ValidationError(
-      `${model}.${f.path} already holds ciphertext: refusing to encrypt it twice`,
-    );
+    throw ciphertextError(model, f);
   }
+}
+
+function ciphertextError(model: string, f: EncryptedField): ValidationError {
+  return new ValidationError(
+    `${model}.${f.path} already holds ciphertext: refusing to encrypt it twice`,
+  );
+}
+
+/**
+ * Bytes laid out as a field ciphertext (FORMAT §6.1 item 1): format byte 0xC1 and at least
+ * RANDOMIZED_OVERHEAD bytes, or 0xC2 and at least DETERMINISTIC_OVERHEAD.
+ */
+function hasFieldHeader(value: unknown): value is Uint8Array {
+  if (!(value instanceof Uint8Array)) return false;
+  const format = value[0];
+  return (
+    (format === 0xc1 && value.length >= RANDOMIZED_OVERHEAD) ||
+    (format === 0xc2 && value.length >= DETERMINISTIC_OVERHEAD)
+  );
 }
 
 /**
@@ -915,6 +998,10 @@ class EncryptionSubscriber implements EntitySubscriberInterface {
     if (!event.success && !event.queryRunner.isTransactionActive) {
       this.owner.restorePending(event.queryRunner);
     }
+  }
+
+  afterTransactionStart(event: { connection: DataSource; queryRunner: QueryRunner }): void {
+    this.owner.startTransaction(event.connection, event.queryRunner);
   }
 
   afterTransactionCommit(event: { queryRunner: QueryRunner }): void {

@@ -16,5 +16,9 @@ export {
   fieldEncryption,
   TypeormFieldEncryption,
 } from "./field-encryption.ts";
-export { type ReencryptEntitiesOptions, reencryptEntities } from "./reencrypt-entities.ts";
+export {
+  type ReencryptEntitiesCheckpoint,
+  type ReencryptEntitiesOptions,
+  reencryptEntities,
+} from "./reencrypt-entities.ts";
 export { type DataKeyRow, dataKeyEntity, TypeormDataKeyStore } from "./typeorm-data-key-store.ts";

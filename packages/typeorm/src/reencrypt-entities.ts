@@ -1,174 +1,400 @@
 import {
+  currentEncryptionContext,
   type EncryptionContext,
   type FieldValue,
   type ReencryptCheckpoint,
   type ReencryptOptions,
   type ReencryptRow,
+  type ReencryptSource,
   reencryptFields,
   type StoredFieldValue,
   ValidationError,
 } from "@kms/core";
-import type { DataSource, EntityTarget, ObjectLiteral } from "typeorm";
-import { encryptionOf } from "./field-encryption.ts";
+import type {
+  DataSource,
+  EntityMetadata,
+  EntityTarget,
+  FindOptionsWhere,
+  ObjectLiteral,
+} from "typeorm";
+import { encryptionOf, type TypeormFieldEncryption } from "./field-encryption.ts";
 import {
   contextFor,
   describe,
   type EncryptedField,
+  type EntityDescriptor,
   keyContextFor,
   rowKeysOf,
 } from "./internal/entity-descriptor.ts";
+import { exactlyEqual } from "./internal/query-guards.ts";
 import { Sealed } from "./internal/sealed.ts";
 
-export type ReencryptEntitiesOptions = Pick<
+export type ReencryptEntitiesOptions<T extends ObjectLiteral = ObjectLiteral> = Pick<
   ReencryptOptions,
   "shouldReencrypt" | "batchSize" | "resumeFrom" | "onProgress" | "signal"
 > & {
-  /** Context values not stored in the row (`fromScope` keys), e.g. one tenant per run. */
+  /**
+   * The values of `fromScope` keys, which the rows do not hold (the ambient scope's otherwise).
+   * Every row the run reads is sealed and opened under them: give `where` to read only the rows
+   * of that scope.
+   */
   readonly context?: EncryptionContext;
+  /**
+   * Only the rows this where matches (TypeORM's find syntax, on plain columns), e.g. one tenant's
+   * rows. Required when a column is bound to `fromScope` keys; `{}` says that every row belongs
+   * to the run's scope.
+   */
+  readonly where?: FindOptionsWhere<T> | FindOptionsWhere<T>[];
 };
 
+/** A checkpoint of `reencryptEntities`. */
+export interface ReencryptEntitiesCheckpoint extends ReencryptCheckpoint {
+  /**
+   * Every encrypted column of every row up to `cursor` was processed. Checkpoints of versions
+   * that ran one pass per context configuration lack it: resumed from one of those, an entity
+   * with several configurations (or child entities) starts over.
+   */
+  readonly allColumns: true;
+}
+
 type Cursor = string | number | bigint | undefined;
+
+/** The encrypted columns of one entity that share a context configuration: one binding per row. */
+interface ColumnGroup {
+  readonly fields: readonly EncryptedField[];
+  /** The columns as core's job takes them, by binding field. */
+  readonly specs: ReencryptOptions["fields"];
+  /** The row properties the context is read from (`fromRow`, then `rowIdentity`). */
+  readonly contextKeys: readonly string[];
+}
+
+/** What a row of one entity (the entity migrated, or one of its child entities) is made of. */
+interface EntityPlan {
+  readonly metadata: EntityMetadata;
+  readonly d: EntityDescriptor;
+  readonly groups: readonly ColumnGroup[];
+}
 
 /**
  * Re-encrypts an entity's encrypted columns with core's rotation/migration job: legacy
  * plaintext (with `legacyPlaintext: true`), values under an old KMS key, deterministic values
- * under an old stable data key — recomputing blind indexes. Rows are written with a
- * compare-and-set on the old values, so the application may keep writing; the checkpoint lets
- * an interrupted run resume. Columns bound to the ambient scope need `options.context` (one
- * run per tenant).
+ * under an old stable data key — recomputing blind indexes. One pass reads the rows in primary
+ * key order and rewrites every encrypted column of each row, each as the entity the row is
+ * stored as (single-table inheritance: by its discriminator). Rows are written with a
+ * compare-and-set on the old values (byte for byte), so the application may keep writing; the
+ * checkpoint lets an interrupted run resume. Columns bound to the ambient scope need one run
+ * per scope: `options.context` gives the scope, `options.where` its rows.
  * @throws ValidationException when the entity has no encrypted column or a composite primary
- *   key; InvalidCiphertextException / KMS errors from the engine.
+ *   key, when a column is bound to `fromScope` keys and `where` or a scope value is missing,
+ *   when `context` names a row column, or when a row holding a value has a null context column;
+ *   InvalidCiphertextException / KMS errors from the engine.
  */
 export async function reencryptEntities<T extends ObjectLiteral>(
   dataSource: DataSource,
   entity: EntityTarget<T>,
-  options: ReencryptEntitiesOptions = {},
-): Promise<ReencryptCheckpoint> {
+  options: ReencryptEntitiesOptions<T> = {},
+): Promise<ReencryptEntitiesCheckpoint> {
   const encryption = encryptionOf(dataSource);
   const metadata = dataSource.getMetadata(entity);
-  const d = describe(metadata);
-  if (d === undefined) throw new ValidationError(`${metadata.name} has no encrypted column`);
+  const batchSize = options.batchSize ?? 100;
+  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 10_000) {
+    throw new ValidationError(`"batchSize" must be an integer 1–10000, got ${batchSize}`);
+  }
   const [pk, ...rest] = metadata.primaryColumns;
   if (pk === undefined || rest.length > 0) {
     throw new ValidationError(
       `${metadata.name}: reencryptEntities needs a single-column primary key`,
     );
   }
-  // One job per distinct context configuration: a row's context is per job.
-  const groups = new Map<string, EncryptedField[]>();
-  for (const f of d.columns) {
-    const key = JSON.stringify(f.spec.context);
-    groups.set(key, [...(groups.get(key) ?? []), f]);
+  const plans = plansOf(metadata);
+  if (plans.size === 0) throw new ValidationError(`${metadata.name} has no encrypted column`);
+  checkScope(plans, options);
+
+  const esc = (name: string) => dataSource.driver.escape(name);
+  const column = (databaseName: string) => `${esc("t")}.${esc(databaseName)}`;
+  const pkColumn = column(pk.databaseName);
+  // Each database column once, whichever entities of the table read it.
+  const aliases = new Map<string, string>();
+  const aliasOf = (databaseName: string) => {
+    let alias = aliases.get(databaseName);
+    if (alias === undefined) {
+      alias = `c${aliases.size}`;
+      aliases.set(databaseName, alias);
+    }
+    return alias;
+  };
+  for (const plan of plans.values()) {
+    for (const group of plan.groups) {
+      for (const f of group.fields) aliasOf(f.databaseName);
+      for (const key of group.contextKeys) aliasOf(databaseNameOf(plan.metadata, key));
+    }
   }
-  let total: ReencryptCheckpoint | undefined;
-  for (const group of groups.values()) {
-    const first = group[0] as EncryptedField;
-    const spec = first.spec;
-    const contextKeys = rowKeysOf(spec);
-    // Keyed by binding field: the property, or an embedded column's database name.
-    const fields: ReencryptOptions["fields"] = Object.fromEntries(
-      group.map((s) => [
-        s.field,
-        { type: s.spec.type, mode: s.spec.mode, storage: s.spec.storage },
-      ]),
-    );
-    const pkPath = `t.${pk.propertyPath}`;
-    const esc = (name: string) => dataSource.driver.escape(name);
-    const source: ReencryptOptions["source"] = {
-      fetchBatch: async (cursor: Cursor, limit: number) => {
-        let qb = dataSource.createQueryBuilder().from(metadata.target, "t").select(pkPath, "pk");
-        group.forEach((s, i) => {
-          qb = qb.addSelect(`t.${s.path}`, `v${i}`);
-        });
-        contextKeys.forEach((k, i) => {
-          qb = qb.addSelect(`t.${k}`, `c${i}`);
-        });
-        if (cursor !== undefined) qb = qb.where(`${pkPath} > :cursor`, { cursor });
-        const raw = await qb
-          .orderBy(pkPath, "ASC")
-          .limit(limit)
-          .getRawMany<Record<string, unknown>>();
-        return raw.map((r): ReencryptRow => {
-          const row: Record<string, unknown> = {};
-          contextKeys.forEach((k, i) => {
-            row[k] = r[`c${i}`];
-          });
-          const values: Record<string, StoredFieldValue> = {};
-          group.forEach((s, i) => {
-            values[s.field] = (r[`v${i}`] ?? null) as StoredFieldValue;
-          });
-          const context = contextFor(d.model, first, row, undefined, options.context);
-          return {
-            cursor: r.pk as string | number | bigint,
-            context,
-            ...(spec.context.rowIdentity.length === 0
-              ? {}
-              : { keyContext: keyContextFor(spec, context) }),
-            values,
-          };
-        });
-      },
-      compareAndSet: async (
-        row: ReencryptRow,
-        next: Readonly<Record<string, StoredFieldValue>>,
-        plaintexts: Readonly<Record<string, FieldValue>>,
-      ) => {
-        const set: Record<string, unknown> = {};
-        for (const f of group) {
-          const value = next[f.field];
-          if (value === undefined || value === null) continue;
-          // An embedded column is set as UpdateQueryBuilder takes it: `{ address: { street } }`.
-          const holder = holderIn(set, f.embedded);
-          holder[f.spec.property] = new Sealed(value);
-          if (f.index !== undefined && plaintexts[f.field] !== undefined) {
-            holder[f.index.property] = new Sealed(
-              await encryption.blindIndex(d.model, f, row.context, plaintexts[f.field], {}),
-            );
-          }
+  const discriminator = hasChildEntities(metadata) ? metadata.discriminatorColumn : undefined;
+  const where = options.where as FindOptionsWhere<ObjectLiteral> | undefined;
+
+  const fetchBatch = async (cursor: Cursor, limit: number) => {
+    let qb = dataSource.createQueryBuilder().from(metadata.target, "t").select(pkColumn, "pk");
+    if (discriminator !== undefined) qb = qb.addSelect(column(discriminator.databaseName), "kind");
+    for (const [databaseName, alias] of aliases) qb = qb.addSelect(column(databaseName), alias);
+    // TypeORM brackets the where (an array's branches too) before the cursor is added.
+    if (where !== undefined) qb = qb.where(where);
+    if (cursor !== undefined) qb = qb.andWhere(`${pkColumn} > :cursor`, { cursor });
+    return qb.orderBy(pkColumn, "ASC").limit(limit).getRawMany<Record<string, unknown>>();
+  };
+
+  // A checkpoint of a version that ran one pass per context configuration says nothing of the
+  // rows below its cursor in the other passes: those rows are read again (values already
+  // rewritten are left as they are).
+  const resumeFrom = options.resumeFrom;
+  const earlier =
+    resumeFrom !== undefined &&
+    (resumeFrom as Partial<ReencryptEntitiesCheckpoint>).allColumns !== true &&
+    (plans.size > 1 || (plans.get(metadata)?.groups.length ?? 0) > 1);
+  let state: ReencryptEntitiesCheckpoint =
+    resumeFrom === undefined || earlier
+      ? { cursor: undefined, scanned: 0, reencrypted: 0, conflicts: 0, allColumns: true }
+      : { ...resumeFrom, allColumns: true };
+
+  return encryption.run(dataSource, undefined, async () => {
+    for (;;) {
+      options.signal?.throwIfAborted();
+      const raw = await fetchBatch(state.cursor, batchSize);
+      if (raw.length === 0) break;
+      // One job of core's per entity and context configuration, over the rows of this batch.
+      const jobs = new Map<ColumnGroup, { plan: EntityPlan; rows: ReencryptRow[] }>();
+      for (const r of raw) {
+        const plan = planOf(plans, metadata, discriminator?.propertyName, r);
+        for (const group of plan.groups) {
+          const row = jobRow(plan, group, r, aliasOf, options.context);
+          if (row === undefined) continue;
+          const job = jobs.get(group) ?? { plan, rows: [] };
+          job.rows.push(row);
+          jobs.set(group, job);
         }
-        let qb = dataSource
-          .createQueryBuilder()
-          .update(metadata.target)
-          .set(set)
-          .where(`${esc(pk.databaseName)} = :pk`, { pk: row.cursor });
-        group.forEach((s, i) => {
-          const old = row.values[s.field];
-          const column = esc(s.databaseName);
-          qb =
-            old === null || old === undefined
-              ? qb.andWhere(`${column} IS NULL`)
-              : qb.andWhere(`${column} = :old${i}`, { [`old${i}`]: old });
+      }
+      const written = new Set<unknown>();
+      const conflicted = new Set<unknown>();
+      for (const [group, { plan, rows }] of jobs) {
+        const compareAndSet = compareAndSetOf(dataSource, encryption, plan, group);
+        await reencryptFields({
+          engine: encryption.engine,
+          source: {
+            fetchBatch: async (cursor) => (cursor === undefined ? rows : []),
+            compareAndSet: async (row, next, plaintexts) => {
+              const done = await compareAndSet(row, next, plaintexts);
+              (done ? written : conflicted).add(row.cursor);
+              return done;
+            },
+          },
+          model: plan.d.model,
+          fields: group.specs,
+          batchSize: rows.length,
+          ...(options.shouldReencrypt === undefined
+            ? {}
+            : { shouldReencrypt: options.shouldReencrypt }),
+          ...(options.signal === undefined ? {} : { signal: options.signal }),
         });
-        const result = await qb.callListeners(false).updateEntity(false).execute();
-        return result.affected === 1;
-      },
-    };
-    const checkpoint = await encryption.run(dataSource, undefined, () =>
-      reencryptFields({
-        engine: encryption.engine,
-        source,
-        model: d.model,
+      }
+      const last = raw[raw.length - 1] as Record<string, unknown>;
+      state = {
+        cursor: last.pk as string | number | bigint,
+        scanned: state.scanned + raw.length,
+        reencrypted: state.reencrypted + written.size,
+        conflicts: state.conflicts + conflicted.size,
+        allColumns: true,
+      };
+      await options.onProgress?.(state);
+      if (raw.length < batchSize) break;
+    }
+    return state;
+  });
+}
+
+/**
+ * The entities whose rows the table of `metadata` holds, with encrypted columns: the entity, and
+ * with single-table inheritance its child entities (each row is sealed as the one it is stored as).
+ */
+function plansOf(metadata: EntityMetadata): Map<EntityMetadata, EntityPlan> {
+  const plans = new Map<EntityMetadata, EntityPlan>();
+  const kinds = hasChildEntities(metadata)
+    ? [metadata, ...metadata.childEntityMetadatas]
+    : [metadata];
+  for (const kind of kinds) {
+    const d = describe(kind);
+    if (d === undefined) continue;
+    // One binding per row and context configuration.
+    const byContext = new Map<string, EncryptedField[]>();
+    for (const f of d.columns) {
+      const key = JSON.stringify(f.spec.context);
+      byContext.set(key, [...(byContext.get(key) ?? []), f]);
+    }
+    const groups = [...byContext.values()].map(
+      (fields): ColumnGroup => ({
         fields,
-        ...(options.shouldReencrypt === undefined
-          ? {}
-          : { shouldReencrypt: options.shouldReencrypt }),
-        ...(options.batchSize === undefined ? {} : { batchSize: options.batchSize }),
-        ...(options.resumeFrom === undefined ? {} : { resumeFrom: options.resumeFrom }),
-        ...(options.onProgress === undefined ? {} : { onProgress: options.onProgress }),
-        ...(options.signal === undefined ? {} : { signal: options.signal }),
+        specs: Object.fromEntries(
+          fields.map((f) => [
+            f.field,
+            { type: f.spec.type, mode: f.spec.mode, storage: f.spec.storage },
+          ]),
+        ),
+        contextKeys: rowKeysOf((fields[0] as EncryptedField).spec),
       }),
     );
-    total =
-      total === undefined
-        ? checkpoint
-        : {
-            cursor: checkpoint.cursor,
-            scanned: Math.max(total.scanned, checkpoint.scanned),
-            reencrypted: total.reencrypted + checkpoint.reencrypted,
-            conflicts: total.conflicts + checkpoint.conflicts,
-          };
+    plans.set(kind, { metadata: kind, d, groups });
   }
-  return total as ReencryptCheckpoint;
+  return plans;
+}
+
+function hasChildEntities(metadata: EntityMetadata): boolean {
+  return metadata.inheritancePattern === "STI" && metadata.childEntityMetadatas.length > 0;
+}
+
+/** The entity a fetched row is stored as, by its discriminator, as the subscriber reads it. */
+function planOf(
+  plans: ReadonlyMap<EntityMetadata, EntityPlan>,
+  metadata: EntityMetadata,
+  discriminator: string | undefined,
+  r: Readonly<Record<string, unknown>>,
+): EntityPlan {
+  const kind =
+    discriminator === undefined
+      ? metadata
+      : metadata.findInheritanceMetadata({ [discriminator]: r.kind });
+  // A child entity without encrypted columns of its own still has its parent's.
+  return (plans.get(kind) ?? plans.get(metadata)) as EntityPlan;
+}
+
+function databaseNameOf(metadata: EntityMetadata, property: string): string {
+  return metadata.findColumnWithPropertyPath(property)?.databaseName ?? property;
+}
+
+/**
+ * Refuses a run that would seal the rows of several scopes under one: a column bound to
+ * `fromScope` keys takes them from `options.context` (or the ambient scope) for every row read.
+ * @throws ValidationException naming the column and the key.
+ */
+function checkScope(
+  plans: ReadonlyMap<EntityMetadata, EntityPlan>,
+  options: ReencryptEntitiesOptions<ObjectLiteral>,
+): void {
+  const scope = currentEncryptionContext();
+  for (const { d } of plans.values()) {
+    for (const f of d.columns) {
+      for (const key of rowKeysOf(f.spec)) {
+        if (options.context?.[key] !== undefined) {
+          throw new ValidationError(
+            `"context" gives ${key}, which ${d.model}.${f.path} reads from each row (${d.model}.${key}): "context" is for fromScope keys only`,
+          );
+        }
+      }
+      for (const key of f.spec.context.fromScope) {
+        if (options.context?.[key] === undefined && scope?.[key] === undefined) {
+          throw new ValidationError(
+            `${d.model}.${f.path} is bound to the ambient context key "${key}": give its value in "context" (one run per scope)`,
+          );
+        }
+        if (options.where === undefined) {
+          throw new ValidationError(
+            `${d.model}.${f.path} is bound to the ambient context key "${key}": every row the run reads is sealed under one ${key}, so give "where" selecting that scope's rows (one run per scope), or where: {} when every row belongs to it`,
+          );
+        }
+      }
+    }
+  }
+}
+
+/**
+ * The row of one column group for core's job: undefined when the row holds none of its values,
+ * which then need no context (a row whose context column is null too is left alone).
+ * @throws ValidationException when a row holding a value has a null context column.
+ */
+function jobRow(
+  plan: EntityPlan,
+  group: ColumnGroup,
+  r: Readonly<Record<string, unknown>>,
+  aliasOf: (databaseName: string) => string,
+  scope: EncryptionContext | undefined,
+): ReencryptRow | undefined {
+  const values: Record<string, StoredFieldValue> = {};
+  let held = false;
+  for (const f of group.fields) {
+    const value = (r[aliasOf(f.databaseName)] ?? null) as StoredFieldValue;
+    values[f.field] = value;
+    if (value !== null) held = true;
+  }
+  if (!held) return undefined;
+  const { d, metadata } = plan;
+  const first = group.fields[0] as EncryptedField;
+  const row: Record<string, unknown> = {};
+  for (const key of group.contextKeys) {
+    const value = r[aliasOf(databaseNameOf(metadata, key))];
+    if (value === null || value === undefined) {
+      throw new ValidationError(
+        `${d.model}.${first.path} is bound to ${d.model}.${key}, which is null in the row ${String(r.pk)} while it holds a value: give the row its ${key} (or clear the value) and run again`,
+      );
+    }
+    row[key] = value;
+  }
+  const context = contextFor(d.model, first, row, undefined, scope);
+  return {
+    cursor: r.pk as string | number | bigint,
+    context,
+    ...(first.spec.context.rowIdentity.length === 0
+      ? {}
+      : { keyContext: keyContextFor(first.spec, context) }),
+    values,
+  };
+}
+
+/**
+ * Writes a group's new values (and blind indexes) where the row still holds the old ones, byte
+ * for byte: under MariaDB's and MySQL's collations `=` would take a concurrent write of "ALICE"
+ * for the "Alice" read, and the job would overwrite it.
+ */
+function compareAndSetOf(
+  dataSource: DataSource,
+  encryption: TypeormFieldEncryption,
+  plan: EntityPlan,
+  group: ColumnGroup,
+): ReencryptSource["compareAndSet"] {
+  const { d, metadata } = plan;
+  const esc = (name: string) => dataSource.driver.escape(name);
+  const type = dataSource.options.type;
+  const pk = metadata.primaryColumns[0] as EntityMetadata["primaryColumns"][number];
+  return async (
+    row: ReencryptRow,
+    next: Readonly<Record<string, StoredFieldValue>>,
+    plaintexts: Readonly<Record<string, FieldValue>>,
+  ) => {
+    const set: Record<string, unknown> = {};
+    for (const f of group.fields) {
+      const value = next[f.field];
+      if (value === undefined || value === null) continue;
+      // An embedded column is set as UpdateQueryBuilder takes it: `{ address: { street } }`.
+      const holder = holderIn(set, f.embedded);
+      holder[f.spec.property] = new Sealed(value);
+      if (f.index !== undefined && plaintexts[f.field] !== undefined) {
+        holder[f.index.property] = new Sealed(
+          await encryption.blindIndex(d.model, f, row.context, plaintexts[f.field], {}),
+        );
+      }
+    }
+    let qb = dataSource
+      .createQueryBuilder()
+      .update(metadata.target)
+      .set(set)
+      .where(`${esc(pk.databaseName)} = :pk`, { pk: row.cursor });
+    group.fields.forEach((f, i) => {
+      const old = row.values[f.field];
+      const column = esc(f.databaseName);
+      qb =
+        old === null || old === undefined
+          ? qb.andWhere(`${column} IS NULL`)
+          : qb.andWhere(exactlyEqual(type, column, `:old${i}`), { [`old${i}`]: old });
+    });
+    const result = await qb.callListeners(false).updateEntity(false).execute();
+    return result.affected === 1;
+  };
 }
 
 /** The object at `names` in `set`, created as plain objects on the way. */

@@ -115,8 +115,36 @@ class BoundToJoinColumn {
   note: string | null;
 }
 
+/** Context bound to a decimal column: the database writes the value with its own scale. */
+@Entity("kms_ctx_decimal")
+class BoundToDecimal {
+  @PrimaryGeneratedColumn()
+  id: number;
+
+  @Column({ type: "decimal", precision: 10, scale: 2 })
+  price: string;
+
+  @EncryptedColumn({ nullable: true, context: { fromRow: ["price"] } })
+  note: string | null;
+}
+
+/** Context bound to a timestamp column: read back as a Date, in the database's own form. */
+@Entity("kms_ctx_timestamp")
+class BoundToTimestamp {
+  @PrimaryGeneratedColumn()
+  id: number;
+
+  @Column({ type: Date })
+  at: Date;
+
+  @EncryptedColumn({ nullable: true, context: { rowIdentity: ["at"] } })
+  note: string | null;
+}
+
 const ENTITIES = [
   Tenant,
+  BoundToDecimal,
+  BoundToTimestamp,
   TypoRow,
   TypoIdentity,
   BoundToEncrypted,
@@ -246,6 +274,22 @@ export function describeContextColumns(
         row: { tenant: { id: 1 }, note: "n" },
         message:
           /^BoundToRelation\.note: context\.fromRow names "tenant", which is a relation of BoundToRelation, not a column: declare its join column as a @Column beside it and name that; /,
+      },
+      {
+        case: "a decimal column",
+        entity: BoundToDecimal,
+        seed: ["price", "1.50"],
+        row: { price: "1.5", note: "n" },
+        message:
+          /^BoundToDecimal\.note: context\.fromRow names "price", a (decimal|numeric) column: the database stores such values in a form of its own \(scale, exponent, rounding, time zone\), which a value bound as written would not match once read back; bind a string or integer column$/,
+      },
+      {
+        case: "a timestamp column",
+        entity: BoundToTimestamp,
+        seed: ["at", "2024-01-05 10:00:00"],
+        row: { at: "2024-01-05 10:00:00", note: "n" },
+        message:
+          /^BoundToTimestamp\.note: context\.rowIdentity names "at", a (datetime|timestamp without time zone) column: the database stores such values in a form of its own/,
       },
     ];
 

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import {
   createKms,
   InvalidCiphertextError,
@@ -798,6 +799,34 @@ export function describeEncryptedColumns(
       const reread = fresh.ds.getRepository(User);
       expect((await reread.findOneByOrFail({ id: saved.id })).email).toBe("alice@example.com");
       expect((await reread.findBy({ tenantId: "t6" })).map((u) => u.email).sort()).toHaveLength(15);
+    });
+
+    test("a value read with listeners off is refused when saved back, text or bytes: never encrypted twice", async () => {
+      const saved = await users.save(alice());
+      const raw = await users
+        .createQueryBuilder("u")
+        .callListeners(false)
+        .where("u.id = :id", { id: saved.id })
+        .getOneOrFail();
+      expect(String(raw.email)).toMatch(/^kms1:/);
+      // FORMAT §6.1: a bytes column holds the ciphertext itself, header first.
+      expect(raw.avatar?.[0]).toBe(0xc1);
+      for (const [property, write] of [
+        ["email", () => users.save({ id: saved.id, tenantId: "t1", email: raw.email })],
+        ["avatar", () => users.save({ id: saved.id, avatar: raw.avatar })],
+      ] as const) {
+        const error = await failure(write);
+        expect(error).toBeInstanceOf(ValidationError);
+        expect((error as Error).message).toBe(
+          `User.${property} already holds ciphertext: refusing to encrypt it twice`,
+        );
+      }
+      const read = async () => (await users.findOneByOrFail({ id: saved.id })).avatar;
+      expect(Buffer.from((await read()) as Uint8Array).toString()).toBe("AVATAR-BYTES");
+      // Bytes that only look like a header, under no data key of the store, are data.
+      const lookalike = Uint8Array.from([0xc1, ...randomBytes(60)]);
+      await users.save({ id: saved.id, avatar: lookalike });
+      expect(Buffer.from((await read()) as Uint8Array)).toEqual(Buffer.from(lookalike));
     });
 
     test("the migration job encrypts legacy plaintext and moves values off an old KMS key", async () => {

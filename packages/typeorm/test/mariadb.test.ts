@@ -1,11 +1,13 @@
 import { databaseTarget } from "@kms/tooling/databases";
 import { openMariadb } from "./backends.ts";
 import { describeContextColumns } from "./context-columns.behaviour.ts";
+import { describeContextValues } from "./context-values.behaviour.ts";
 import { describeDataSourceSetup } from "./data-source-setup.behaviour.ts";
 import { describeEmbeddedColumns } from "./embedded-columns.behaviour.ts";
 import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
 import { describePartialSelect } from "./partial-select.behaviour.ts";
 import { describeQueryPaths } from "./query-paths.behaviour.ts";
+import { describeReencryptEntities } from "./reencrypt-entities.behaviour.ts";
 import { describeRowIdentity } from "./row-identity.behaviour.ts";
 
 const { url, skipReason } = databaseTarget("mariadb");
@@ -17,3 +19,5 @@ describeContextColumns("MariaDB (mysql2)", () => openMariadb(url as string), ski
 describePartialSelect("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
 describeEmbeddedColumns("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
 describeDataSourceSetup("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
+describeContextValues("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
+describeReencryptEntities("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);

@@ -14,6 +14,7 @@ import {
   encryptedParameter,
   encryptedWhere,
   fieldEncryption,
+  reencryptEntities,
 } from "../src/index.ts";
 
 // better-sqlite3 12 on Node >= 24.19 (Caveats): TypeORM's driver leaves statements to the GC.
@@ -132,12 +133,69 @@ it("runs the Example: ciphertext stored, plaintext found through encryptedWhere"
   await dataSource.destroy();
 });
 
+it("runs the migration of a column bound to the scope: one run per tenant, each over its rows", async () => {
+  const kms = await createKms();
+  const oldKey = (await kms.createKey()).keyMetadata.keyId;
+  const newKey = (await kms.createKey()).keyMetadata.keyId;
+  const open = async (keyId: string) => {
+    const encryption = fieldEncryption({ kms, keyId });
+    const source = new DataSource({
+      type: "better-sqlite3",
+      database: join(dir, "migration.db"),
+      synchronize: true,
+      entities: [User, ...encryption.entities],
+      subscribers: [encryption.subscriber],
+    });
+    await source.initialize();
+    retainSqliteHandle(source);
+    return { encryption, source };
+  };
+  const before = await open(oldKey);
+  for (const tenant of ["t1", "t2"]) {
+    await runWithEncryptionContext({ tenant }, () =>
+      before.source.getRepository(User).save(
+        Object.assign(new User(), {
+          tenantId: tenant,
+          email: `a@${tenant}.example`,
+          phone: null,
+          profile: { age: 7 },
+        }),
+      ),
+    );
+  }
+  // Rotation to a new KMS key, as the README runs it.
+  const { encryption, source: dataSource } = await open(newKey);
+  for (const tenant of ["t1", "t2"]) {
+    await reencryptEntities(dataSource, User, { context: { tenant }, where: { tenantId: tenant } });
+  }
+  const rows: Record<string, string>[] = await dataSource.query(
+    `SELECT "email", "profile" FROM "user"`,
+  );
+  expect(rows).toHaveLength(2);
+  for (const row of rows) {
+    for (const column of ["email", "profile"]) {
+      expect(await encryption.inspect(dataSource, String(row[column]))).toMatchObject({
+        legacy: false,
+        kmsKeyId: expect.stringContaining(newKey),
+      });
+    }
+  }
+  for (const tenant of ["t1", "t2"]) {
+    const users = await runWithEncryptionContext({ tenant }, () =>
+      dataSource.getRepository(User).findBy({ tenantId: tenant }),
+    );
+    expect(users.map((u) => [u.email, u.profile])).toEqual([[`a@${tenant}.example`, { age: 7 }]]);
+  }
+  await before.source.destroy();
+  await dataSource.destroy();
+});
+
 it("is the README's examples: a line changed on one side only fails here", () => {
   const drift = readmeDrift({
     readme: new URL("../README.md", import.meta.url),
     test: new URL(import.meta.url),
     pkg: "@kms/typeorm",
-    blocks: 3,
+    blocks: 4,
     adapted: [
       // A temporary directory; the test's own entities listed too.
       'database: "app.db",',

@@ -273,7 +273,10 @@ export function describeRowIdentity(
       // Rotation to a new KMS key rewrites every value under one data key for the tenant.
       const newKey = (await kms.createKey()).keyMetadata.keyId;
       const rotated = await connect(Chart, { keyId: newKey });
-      const checkpoint = await reencryptEntities(rotated.ds, Chart, { context: { tenant: "a" } });
+      const checkpoint = await reencryptEntities(rotated.ds, Chart, {
+        context: { tenant: "a" },
+        where: { tenantId: "a" },
+      });
       expect(checkpoint).toMatchObject({ scanned: 3, reencrypted: 3, conflicts: 0 });
       const infos = await Promise.all(
         ["r1", "r2", "r3"].map(async (id) =>

@@ -1,10 +1,12 @@
 import { openSqlite } from "./backends.ts";
 import { describeContextColumns } from "./context-columns.behaviour.ts";
+import { describeContextValues } from "./context-values.behaviour.ts";
 import { describeDataSourceSetup } from "./data-source-setup.behaviour.ts";
 import { describeEmbeddedColumns } from "./embedded-columns.behaviour.ts";
 import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
 import { describePartialSelect } from "./partial-select.behaviour.ts";
 import { describeQueryPaths } from "./query-paths.behaviour.ts";
+import { describeReencryptEntities } from "./reencrypt-entities.behaviour.ts";
 import { describeRowIdentity } from "./row-identity.behaviour.ts";
 
 describeEncryptedColumns("SQLite (better-sqlite3)", openSqlite);
@@ -14,3 +16,5 @@ describeContextColumns("SQLite (better-sqlite3)", openSqlite);
 describePartialSelect("SQLite (better-sqlite3)", openSqlite);
 describeEmbeddedColumns("SQLite (better-sqlite3)", openSqlite);
 describeDataSourceSetup("SQLite (better-sqlite3)", openSqlite);
+describeContextValues("SQLite (better-sqlite3)", openSqlite);
+describeReencryptEntities("SQLite (better-sqlite3)", openSqlite);

@@ -35,7 +35,17 @@ export interface EncryptedField {
    * `rowIdentity`), built once; undefined when the binding depends on the row or the scope.
    */
   readonly binding: FieldBinding | undefined;
+  /** The stored form of each `fromRow`/`rowIdentity` value the database rewrites, by property. */
+  readonly contextForms: ReadonlyMap<string, ContextForm>;
 }
+
+/**
+ * The text a context column gives back once the database has stored `value`, where that differs
+ * from `String(value)`: a value is bound as written and opened as read, so both must be the text
+ * the database holds.
+ * @throws ValidationException when the database would store the value in a form not known here.
+ */
+export type ContextForm = (value: string | number | bigint) => string;
 
 /** The blind index column of an encrypted field, in the same holder. */
 export interface BlindIndexField {
@@ -62,20 +72,28 @@ const descriptors = new WeakMap<EntityMetadata, EntityDescriptor | null>();
 
 /**
  * The descriptor of `metadata`, or undefined when the entity has no encrypted column.
- * @throws ValidationException when a context name is refused (see checkContextColumns).
+ * @throws ValidationException when a context name is refused (see checkContextColumns), or the
+ *   type of its column (see contextFormOf).
  */
 export function describe(metadata: EntityMetadata): EntityDescriptor | undefined {
   const hit = descriptors.get(metadata);
   if (hit !== undefined) return hit ?? undefined;
-  const columns = fieldsOf(metadata);
-  if (columns.length === 0) {
+  const drafts = fieldsOf(metadata);
+  if (drafts.length === 0) {
     descriptors.set(metadata, null);
     return undefined;
   }
+  const draftPaths = new Map(drafts.map((f) => [f.path, f]));
+  const draftIndexes = new Map<string, DraftField>();
+  for (const f of drafts) if (f.index !== undefined) draftIndexes.set(f.index.path, f);
+  for (const f of drafts) checkContextColumns(metadata, f, draftPaths, draftIndexes);
+  const contextForms = contextFormsOf(metadata, drafts);
+  const columns: readonly EncryptedField[] = drafts.map((f) =>
+    Object.freeze({ ...f, contextForms }),
+  );
   const byPath = new Map(columns.map((f) => [f.path, f]));
   const blindIndexes = new Map<string, EncryptedField>();
   for (const f of columns) if (f.index !== undefined) blindIndexes.set(f.index.path, f);
-  for (const f of columns) checkContextColumns(metadata, f, byPath, blindIndexes);
   const descriptor: EntityDescriptor = Object.freeze({
     model: metadata.name,
     columns,
@@ -86,33 +104,34 @@ export function describe(metadata: EntityMetadata): EntityDescriptor | undefined
   return descriptor;
 }
 
+/** An EncryptedField before the entity's context columns are known. */
+type DraftField = Omit<EncryptedField, "contextForms">;
+
 /** The entity's own encrypted columns, then those of its embeddeds, nested ones included. */
-function fieldsOf(metadata: EntityMetadata): EncryptedField[] {
-  const out: EncryptedField[] = [];
+function fieldsOf(metadata: EntityMetadata): DraftField[] {
+  const out: DraftField[] = [];
   for (const spec of encryptedSpecsOf(metadata.target)) {
     const column = metadata.findColumnWithPropertyPath(spec.property);
     const indexProperty = spec.blindIndex?.column;
     const index =
       indexProperty === undefined ? undefined : metadata.findColumnWithPropertyPath(indexProperty);
-    out.push(
-      Object.freeze({
-        spec,
-        path: spec.property,
-        embedded: NONE,
-        field: spec.property,
-        databaseName: column?.databaseName ?? spec.property,
-        binding: staticBinding(metadata.name, spec.property, spec),
-        index:
-          indexProperty === undefined
-            ? undefined
-            : Object.freeze({
-                property: indexProperty,
-                path: indexProperty,
-                field: indexProperty,
-                databaseName: index?.databaseName ?? indexProperty,
-              }),
-      }),
-    );
+    out.push({
+      spec,
+      path: spec.property,
+      embedded: NONE,
+      field: spec.property,
+      databaseName: column?.databaseName ?? spec.property,
+      binding: staticBinding(metadata.name, spec.property, spec),
+      index:
+        indexProperty === undefined
+          ? undefined
+          : Object.freeze({
+              property: indexProperty,
+              path: indexProperty,
+              field: indexProperty,
+              databaseName: index?.databaseName ?? indexProperty,
+            }),
+    });
   }
   const visit = (embeddeds: readonly EmbeddedMetadata[]): void => {
     for (const embedded of embeddeds) {
@@ -129,7 +148,7 @@ function embeddedField(
   metadata: EntityMetadata,
   embedded: EmbeddedMetadata,
   spec: EncryptedColumnSpec,
-): EncryptedField {
+): DraftField {
   const where = `${metadata.name}.${embedded.propertyPath}.${spec.property}`;
   if (embedded.isArray) {
     throw new ValidationError(
@@ -145,7 +164,7 @@ function embeddedField(
   };
   const value = column(spec.property);
   const index = spec.blindIndex === undefined ? undefined : column(spec.blindIndex.column);
-  return Object.freeze({
+  return {
     spec,
     path: value.propertyPath,
     embedded: Object.freeze([...embedded.parentPropertyNames]),
@@ -161,7 +180,7 @@ function embeddedField(
             field: index.databaseName,
             databaseName: index.databaseName,
           }),
-  });
+  };
 }
 
 const NONE: readonly string[] = Object.freeze([]);
@@ -246,9 +265,9 @@ export function indexIn(f: EncryptedField, row: Holder): unknown {
  */
 function checkContextColumns(
   metadata: EntityMetadata,
-  f: EncryptedField,
-  encrypted: ReadonlyMap<string, EncryptedField>,
-  blindIndexes: ReadonlyMap<string, EncryptedField>,
+  f: DraftField,
+  encrypted: ReadonlyMap<string, DraftField>,
+  blindIndexes: ReadonlyMap<string, DraftField>,
 ): void {
   const model = metadata.name;
   const allowed = `name a property declared with @Column (or @PrimaryColumn) on ${model}, not encrypted and not a blind index`;
@@ -289,13 +308,155 @@ function checkContextColumns(
   }
 }
 
+/**
+ * The stored form of every `fromRow`/`rowIdentity` column the database rewrites, by property.
+ * @throws ValidationException naming the column when its type stores values in a form that
+ *   cannot be told from the value written.
+ */
+function contextFormsOf(
+  metadata: EntityMetadata,
+  fields: readonly DraftField[],
+): ReadonlyMap<string, ContextForm> {
+  const forms = new Map<string, ContextForm>();
+  const seen = new Set<string>();
+  for (const f of fields) {
+    for (const list of ["fromRow", "rowIdentity"] as const) {
+      for (const key of f.spec.context[list]) {
+        if (seen.has(key)) continue;
+        seen.add(key);
+        // checkContextColumns found it.
+        const column = metadata.columns.find(
+          (c) => c.propertyPath === key && !c.isVirtual && !c.isVirtualProperty,
+        ) as ColumnMetadata;
+        const form = contextFormOf(
+          metadata,
+          column,
+          `${metadata.name}.${f.path}: context.${list} names "${key}"`,
+        );
+        if (form !== undefined) forms.set(key, form);
+      }
+    }
+  }
+  return forms;
+}
+
+/** Column types whose stored text is the database's own: scale, exponent, rounding, time zone. */
+const REWRITTEN_TYPES = new Set([
+  "decimal",
+  "numeric",
+  "dec",
+  "fixed",
+  "money",
+  "float",
+  "float4",
+  "float8",
+  "double",
+  "double precision",
+  "real",
+  "date",
+  "time",
+  "time without time zone",
+  "time with time zone",
+  "timetz",
+  "datetime",
+  "timestamp",
+  "timestamp without time zone",
+  "timestamp with time zone",
+  "timestamptz",
+  "interval",
+  "year",
+]);
+
+const INTEGER_TYPES = new Set([
+  "int",
+  "integer",
+  "int2",
+  "int4",
+  "int8",
+  "tinyint",
+  "smallint",
+  "mediumint",
+  "bigint",
+]);
+
+const FIXED_LENGTH_TYPES = new Set(["char", "character", "nchar", "bpchar"]);
+
+/**
+ * How `column` stores a context value, where the database rewrites the text it is given:
+ * undefined when it keeps it as written.
+ * @throws ValidationException when no form can be told (decimal, floating-point, temporal types).
+ */
+function contextFormOf(
+  metadata: EntityMetadata,
+  column: ColumnMetadata,
+  where: string,
+): ContextForm | undefined {
+  const { driver, options } = metadata.connection;
+  const type = String(driver.normalizeType(column)).toLowerCase();
+  if (REWRITTEN_TYPES.has(type)) {
+    throw new ValidationError(
+      `${where}, a ${type} column: the database stores such values in a form of its own (scale, exponent, rounding, time zone), which a value bound as written would not match once read back; bind a string or integer column`,
+    );
+  }
+  const name = `${metadata.name}.${column.propertyPath}`;
+  if (INTEGER_TYPES.has(type)) return (value) => integerForm(name, value);
+  // PostgreSQL's uuid type, and MariaDB's from 10.7 (TypeORM's "uuid" is a varchar elsewhere),
+  // take any case and give back lowercase.
+  if (type === "uuid") return uuidForm;
+  if (FIXED_LENGTH_TYPES.has(type)) {
+    // PostgreSQL pads char(n) with spaces and gives the padding back; MariaDB and MySQL pad it
+    // and strip trailing spaces on the way out; SQLite keeps the text as written.
+    if (options.type === "postgres" || options.type === "cockroachdb") {
+      const length = Number(column.length) || 1;
+      return (value) => padded(String(value), length);
+    }
+    if (options.type === "mariadb" || options.type === "mysql" || options.type === "aurora-mysql") {
+      return (value) => String(value).replace(/ +$/u, "");
+    }
+  }
+  return undefined;
+}
+
+/**
+ * An integer as the database gives it back: leading zeros and `-0` dropped.
+ * @throws ValidationException for anything but an integer.
+ */
+function integerForm(name: string, value: string | number | bigint): string {
+  if (typeof value === "bigint") return value.toString();
+  const text = String(value);
+  // A number's text is what the driver sends; 1e21 or 1.5 would be stored as another integer.
+  if ((typeof value === "string" || Number.isInteger(value)) && /^-?[0-9]+$/u.test(text)) {
+    return BigInt(text).toString();
+  }
+  throw new ValidationError(
+    `${name} is an integer column bound into encrypted values: give it an integer (a number, a bigint or a string of decimal digits), which is what the database gives back`,
+  );
+}
+
+/** A UUID as PostgreSQL and MariaDB give it back: lowercase, 8-4-4-4-12 (other text as is). */
+function uuidForm(value: string | number | bigint): string {
+  const text = String(value);
+  const hex = text.replace(/^\{(.*)\}$/su, "$1").replaceAll("-", "");
+  if (!/^[0-9a-f]{32}$/iu.test(hex)) return text;
+  const h = hex.toLowerCase();
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/** PostgreSQL's char(n): trailing spaces are not significant, and it gives back n characters. */
+function padded(text: string, length: number): string {
+  const trimmed = text.replace(/ +$/u, "");
+  const characters = [...trimmed].length;
+  return characters >= length ? trimmed : trimmed + " ".repeat(length - characters);
+}
+
 type Row = Readonly<Record<string, unknown>>;
 
 /**
  * The binding context of `f` for a row: `fromRow` and `rowIdentity` keys from the row (then
- * `fallback`, the stored row on updates), `fromScope` keys from the ambient scope; `override`
- * wins over both.
- * @throws ValidationException naming the missing key.
+ * `fallback`, the stored row on updates, for a key the row leaves out), in the form the database
+ * stores them (`f.contextForms`); `fromScope` keys from the ambient scope; `override` wins over
+ * both.
+ * @throws ValidationException naming the missing or null key, or a value its column refuses.
  */
 export function contextFor(
   model: string,
@@ -310,10 +471,17 @@ export function contextFor(
   for (const keys of [fromRow, rowIdentity]) {
     for (const key of keys) {
       let value = override?.[key] ?? row?.[key];
-      if (value === undefined || value === null) value = fallback?.[key];
-      if (value === undefined || value === null) {
+      // Only a key left out falls back to the stored row: a null given is the row's new value,
+      // and a value sealed under the stored one would be bound to a context the row no longer has.
+      if (value === undefined) value = fallback?.[key];
+      if (value === undefined) {
         throw new ValidationError(
           `${model}.${f.path} is bound to ${model}.${key}: include it in the entity, the update or the lookup`,
+        );
+      }
+      if (value === null) {
+        throw new ValidationError(
+          `${model}.${f.path} is bound to ${model}.${key}, which is null: a value cannot be bound to a null context; give ${key} a value, or set ${f.path} to null`,
         );
       }
       if (typeof value !== "string" && typeof value !== "number" && typeof value !== "bigint") {
@@ -321,7 +489,8 @@ export function contextFor(
           `${model}.${key} must be a string or number to bind encrypted values`,
         );
       }
-      ctx[key] = String(value);
+      const form = f.contextForms.get(key);
+      ctx[key] = form === undefined ? String(value) : form(value);
     }
   }
   if (fromScope.length > 0) {

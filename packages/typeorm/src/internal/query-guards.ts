@@ -1,5 +1,6 @@
 import { ValidationError } from "@kms/core";
 import {
+  type DatabaseType,
   type EntityMetadata,
   FindOperator,
   InsertQueryBuilder,
@@ -42,7 +43,7 @@ const INSTALLED = Symbol.for("@kms/typeorm.queryGuards");
  * Drivers whose default collations compare text without case and trailing spaces (and whose
  * upsert updates the row of any unique key, whatever the conflict target).
  */
-const LOOSE_COLLATIONS = new Set(["mysql", "mariadb", "aurora-mysql"]);
+const LOOSE_COLLATIONS = new Set<DatabaseType>(["mysql", "mariadb", "aurora-mysql"]);
 
 /** Installs the guards once per TypeORM module instance (idempotent). */
 export function installQueryGuards(): void {
@@ -278,9 +279,26 @@ function exactlyDiffer(
   column: string,
   value: string,
 ): string {
-  return LOOSE_COLLATIONS.has(builder.connection.driver.options.type)
-    ? `CAST(${column} AS BINARY) <> CAST(${value} AS BINARY)`
-    : `${column} <> ${value}`;
+  return exactComparison(builder.connection.driver.options.type, column, "<>", value);
+}
+
+/**
+ * SQL that is true when `column` holds `value` byte for byte, on a database of `type`: `=`
+ * under MariaDB's and MySQL's default collations takes "Alice" for "ALICE" (see exactlyDiffer).
+ */
+export function exactlyEqual(type: DatabaseType, column: string, value: string): string {
+  return exactComparison(type, column, "=", value);
+}
+
+function exactComparison(
+  type: DatabaseType,
+  column: string,
+  operator: "=" | "<>",
+  value: string,
+): string {
+  return LOOSE_COLLATIONS.has(type)
+    ? `CAST(${column} AS BINARY) ${operator} CAST(${value} AS BINARY)`
+    : `${column} ${operator} ${value}`;
 }
 
 /** Drivers whose SELECT … FOR UPDATE reads the newest committed row versions. */
