@@ -72,6 +72,12 @@ export interface StableKey {
   /** As LoadedKey.context. */
   readonly context: Readonly<EncryptionContext>;
   /**
+   * When its bytes were unwrapped or generated, on the cache's clock: like a randomized key, it
+   * serves for `maxAgeMs` and is then unwrapped again, so that a KMS key disabled or scheduled
+   * for deletion stops its deterministic values and blind indexes too.
+   */
+  readonly loadedAt: number;
+  /**
    * `useStable` calls running on it (more than one when a caller's getter re-enters), and
    * batches holding it (`holdStable`).
    */
@@ -79,7 +85,7 @@ export interface StableKey {
   /** Never used again (cleared, rolled back, or zeroed): `useStable` refuses it. */
   dropped: boolean;
   /**
-   * No longer the engine's (evicted, or a second copy of a key it holds): zeroed, and then
+   * No longer the engine's (evicted, expired, or a second copy of a key it holds): zeroed, and then
    * dropped, as soon as no use holds it. Until then the uses holding it may go on.
    */
   retired: boolean;
@@ -94,6 +100,41 @@ export interface FieldDataKeysOptions {
   readonly clock: Clock;
   /** Randomized data keys, for writing and reading; possibly shared with other engines. */
   readonly cache: DataKeyCache;
+}
+
+/** A stable key found or created inside a transaction scope (see `#scopedStable`). */
+interface ScopedStable {
+  readonly loading: Promise<StableKey>;
+  /** The key, once the load has settled with one. */
+  stable: StableKey | undefined;
+}
+
+/**
+ * An open transaction scope: its savepoints, and the data keys made (stable ones: made or found)
+ * inside it with the savepoint level each was made at (0: the transaction itself), so that a
+ * rollback to a savepoint drops exactly the keys whose rows it took.
+ */
+interface TransactionState {
+  readonly scope: string;
+  /** Savepoints open: the level of the keys made now. */
+  depth: number;
+  /** Savepoint rollbacks so far: a key made across one checks that its row is still there. */
+  rollbacks: number;
+  /** Write cache key (durable form) → the deepest level and the ids of the keys made for it. */
+  readonly writes: Map<string, { level: number; readonly ids: string[] }>;
+  /** Stable data key id → the level it was first made or found at. */
+  readonly stable: Map<string, number>;
+}
+
+/** Records a randomized key made in `tx` for `durableKey` at the level `tx` is at now. */
+function recordWrite(tx: TransactionState, durableKey: string, id: string): void {
+  const made = tx.writes.get(durableKey);
+  if (made === undefined) {
+    tx.writes.set(durableKey, { level: tx.depth, ids: [id] });
+    return;
+  }
+  made.level = Math.max(made.level, tx.depth);
+  made.ids.push(id);
 }
 
 const encoder = new TextEncoder();
@@ -114,8 +155,9 @@ let engines = 0;
  * The data keys of a field engine (docs/FORMAT.md §6.1, §6.4): randomized keys for writing,
  * replaced at the cache limits, and decrypted keys for reading, by id — both held in a
  * DataKeyCache, which may be shared with the message layer and other engines; stable keys per
- * (KMS key, context) and their derived subkeys, held here (they are never replaced by limits:
- * equal values must keep encrypting equally). Every KMS call of the engine happens here, at
+ * (KMS key, context) and their derived subkeys, held here (never replaced by the value and byte
+ * limits: equal values must keep encrypting equally; past the cache's `maxAgeMs` the same key is
+ * unwrapped again, as a randomized read key is). Every KMS call of the engine happens here, at
  * most once per data key at a time (concurrent callers share the pending call).
  */
 export class FieldDataKeys {
@@ -138,7 +180,7 @@ export class FieldDataKeys {
   readonly #readKeysInFlight = new Map<string, Promise<LoadedKey>>();
   /**
    * The engine's stable keys by id (outside transactions), for synchronous reads too. A key
-   * leaves only by eviction, a rollback of its row or clear(), and is zeroed then — at once, or
+   * leaves by eviction, age, a rollback of its row or clear(), and is zeroed then — at once, or
    * when the last use holding it returns.
    */
   readonly #stableReady = new Map<string, StableKey>();
@@ -164,11 +206,14 @@ export class FieldDataKeys {
   readonly #records = new Map<string, Promise<DataKeyRecord | undefined>>();
   /**
    * Stable keys found or created inside a transaction scope, each owned by its entry: whoever
-   * removes an entry lets go of its key (eviction, endScope; clear() drops them all).
+   * removes an entry lets go of its key (eviction, age, endScope, a savepoint rollback; clear()
+   * drops them all).
    */
-  readonly #scopedStable = new Map<string, Promise<StableKey>>();
-  /** Transaction scope → the write cache keys (durable form) of keys created inside it. */
-  readonly #scopedWrites = new Map<string, Set<string>>();
+  readonly #scopedStable = new Map<string, ScopedStable>();
+  /** The open transaction scopes that made data keys or savepoints, by scope. */
+  readonly #transactions = new Map<string, TransactionState>();
+  /** When expired stable keys were last swept out, on the cache's clock. */
+  #stableSweptAt: number;
   /**
    * Every stable key made since the last clear(), weakly: clear() must zero the ones any map or
    * in-flight call still reaches, including keys between their load and a map, and retired
@@ -200,6 +245,7 @@ export class FieldDataKeys {
     this.#selectKey = options.keyId;
     this.#clock = options.clock;
     this.#cache = options.cache;
+    this.#stableSweptAt = options.cache.clock.now();
     engines += 1;
     this.#writePrefix = `field ${engines} w\u0000`;
     this.#readPrefix = `field ${engines} r\u0000`;
@@ -318,9 +364,49 @@ export class FieldDataKeys {
     return this.#cache.clock.now();
   }
 
-  /** The stable data key `id` if it has been loaded. */
-  cachedStable(id: string): StableKey | undefined {
-    return this.#stableReady.get(id);
+  /**
+   * The stable data key `id` if it has been loaded and is younger than `maxAgeMs` at `now` (on
+   * the cache's clock; read once for a batch, as for `cachedReadKeyOf`).
+   */
+  cachedStable(id: string, now = this.#cache.clock.now()): StableKey | undefined {
+    this.#sweepStable(now);
+    const stable = this.#stableReady.get(id);
+    if (stable === undefined || this.#fresh(stable, now)) return stable;
+    this.#expireStable(stable);
+    return undefined;
+  }
+
+  /**
+   * Whether `stable` may still serve at `now`: as the cache ages its entries, a key "loaded
+   * after now" (the clock was set back) has expired too.
+   */
+  #fresh(stable: StableKey, now: number): boolean {
+    const age = now - stable.loadedAt;
+    return age >= 0 && age < this.#cache.maxAgeMs;
+  }
+
+  /** The engine lets go of an expired key: zeroed once no use holds it, unwrapped again next. */
+  #expireStable(stable: StableKey): void {
+    if (this.#stableReady.get(stable.id) === stable) this.#stableReady.delete(stable.id);
+    this.#retire(stable);
+  }
+
+  /**
+   * Lets go of every expired stable key, at most once per `maxAgeMs` (as the cache sweeps its
+   * entries), so that a key nobody asks for again does not stay in memory past its age.
+   */
+  #sweepStable(now: number): void {
+    if (now - this.#stableSweptAt < this.#cache.maxAgeMs && now >= this.#stableSweptAt) return;
+    this.#stableSweptAt = now;
+    for (const stable of this.#stableReady.values()) {
+      if (!this.#fresh(stable, now)) this.#expireStable(stable);
+    }
+    for (const [inScope, entry] of this.#scopedStable) {
+      const stable = entry.stable;
+      if (stable === undefined || this.#fresh(stable, now)) continue;
+      this.#scopedStable.delete(inScope);
+      this.#retire(stable);
+    }
   }
 
   /**
@@ -329,23 +415,111 @@ export class FieldDataKeys {
    * none was made meanwhile) and serve writers outside it; on rollback they are dropped.
    */
   endScope(transactionScope: string, committed: boolean): void {
-    for (const durableKey of this.#scopedWrites.get(transactionScope) ?? []) {
-      const inScope = scopedKey(transactionScope, durableKey);
-      if (!committed || !this.#cache.move(inScope, durableKey)) this.#cache.delete(inScope);
+    const tx = this.#transactions.get(transactionScope);
+    if (tx !== undefined) {
+      this.#transactions.delete(transactionScope);
+      if (!committed) this.#dropFrom(tx, 0);
+      for (const durableKey of tx.writes.keys()) {
+        const inScope = scopedKey(transactionScope, durableKey);
+        if (!this.#cache.move(inScope, durableKey)) this.#cache.delete(inScope);
+      }
     }
-    this.#scopedWrites.delete(transactionScope);
     const prefix = scopedKey(transactionScope, "");
-    for (const [inScope, pending] of [...this.#scopedStable]) {
+    for (const [inScope, entry] of [...this.#scopedStable]) {
       if (!inScope.startsWith(prefix)) continue;
       this.#scopedStable.delete(inScope);
       const scope = inScope.slice(prefix.length);
       // Already settled, as a rule, so this runs before the caller goes on. A failed load
       // leaves nothing behind.
-      pending.then(
+      entry.loading.then(
         (stable) => (committed ? this.#commitStable(scope, stable) : this.#rollBackStable(stable)),
         () => {},
       );
     }
+  }
+
+  /**
+   * A savepoint (a nested transaction) began inside the transaction behind `transactionScope`:
+   * data keys made from now until it ends belong to it.
+   */
+  beginSavepoint(transactionScope: string): void {
+    this.#transaction(transactionScope).depth += 1;
+  }
+
+  /**
+   * The innermost savepoint of `transactionScope` ended. Released, its data keys belong to the
+   * level around it; rolled back, their rows went with it, so they are dropped (stable ones
+   * zeroed) at once. A rollback the engine saw no savepoint begin for drops every key of the
+   * scope: which rows it removed is unknown.
+   */
+  endSavepoint(transactionScope: string, committed: boolean): void {
+    const tx = this.#transaction(transactionScope);
+    const level = tx.depth;
+    tx.depth = Math.max(0, level - 1);
+    if (!committed) {
+      tx.rollbacks += 1;
+      this.#dropFrom(tx, level);
+      return;
+    }
+    for (const made of tx.writes.values()) if (made.level >= level) made.level = tx.depth;
+    for (const [id, at] of tx.stable) if (at >= level) tx.stable.set(id, tx.depth);
+  }
+
+  /** The state of an open transaction scope, made on first use. */
+  #transaction(transactionScope: string): TransactionState {
+    let tx = this.#transactions.get(transactionScope);
+    if (tx === undefined) {
+      tx = {
+        scope: transactionScope,
+        depth: 0,
+        rollbacks: 0,
+        writes: new Map(),
+        stable: new Map(),
+      };
+      // Callers that never end their scopes leave states that the bound lets go of. What a
+      // forgotten state made can no longer be dropped by a rollback, so it is dropped now.
+      const evicted = bounded(this.#transactions, transactionScope, tx);
+      if (evicted !== undefined) this.#dropFrom(evicted, 0);
+    }
+    return tx;
+  }
+
+  /**
+   * Drops what `tx` made at savepoint `level` or deeper (0: everything): their rows are gone, or
+   * may be. Stable keys it found rather than made go too; they are unwrapped again when needed.
+   */
+  #dropFrom(tx: TransactionState, level: number): void {
+    for (const [durableKey, made] of tx.writes) {
+      if (made.level < level) continue;
+      tx.writes.delete(durableKey);
+      this.#cache.delete(scopedKey(tx.scope, durableKey));
+      for (const id of made.ids) {
+        this.#cache.delete(this.#readPrefix + id);
+        this.#records.delete(id);
+      }
+    }
+    const gone = new Set<string>();
+    for (const [id, at] of tx.stable) {
+      if (at < level) continue;
+      tx.stable.delete(id);
+      gone.add(id);
+      this.#forgetStable(id);
+    }
+    const prefix = scopedKey(tx.scope, "");
+    for (const [inScope, entry] of this.#scopedStable) {
+      const stable = entry.stable;
+      if (!inScope.startsWith(prefix)) continue;
+      // In flight: checked against the rollback when it settles (TransactionState.rollbacks).
+      if (stable === undefined || (level !== 0 && !gone.has(stable.id))) continue;
+      this.#scopedStable.delete(inScope);
+      this.#rollBackStable(stable);
+    }
+  }
+
+  /** Records a stable key found or made in `tx` at the level it is at now (the lowest wins). */
+  #recordStable(tx: TransactionState, id: string): void {
+    const at = tx.stable.get(id);
+    if (at === undefined || at > tx.depth) tx.stable.set(id, tx.depth);
   }
 
   /** A transaction's key, its row now durable, becomes the engine's (unless it holds one). */
@@ -361,14 +535,19 @@ export class FieldDataKeys {
    */
   #rollBackStable(stable: StableKey): void {
     this.#drop(stable);
+    this.#forgetStable(stable.id);
+  }
+
+  /** Nothing held or loading under `id` is used again (see #rollBackStable). */
+  #forgetStable(id: string): void {
     // A load in flight may have read the rolled-back row: forgotten, it is dropped on arrival.
-    this.#stableLoads.delete(stable.id);
-    const held = this.#stableReady.get(stable.id);
+    this.#stableLoads.delete(id);
+    const held = this.#stableReady.get(id);
     if (held !== undefined) {
-      this.#stableReady.delete(stable.id);
+      this.#stableReady.delete(id);
       this.#drop(held);
     }
-    this.#records.delete(stable.id);
+    this.#records.delete(id);
   }
 
   /**
@@ -393,7 +572,7 @@ export class FieldDataKeys {
     this.#stableLoadsByScope.clear();
     this.#records.clear();
     this.#scopedStable.clear();
-    this.#scopedWrites.clear();
+    this.#transactions.clear();
     for (const ref of this.#liveStable) {
       const stable = ref.deref();
       if (stable !== undefined) this.#drop(stable);
@@ -459,6 +638,7 @@ export class FieldDataKeys {
       raw,
       kmsKeyId,
       context: Object.freeze({ ...context }),
+      loadedAt: this.#cache.clock.now(),
       holds: 0,
       dropped: false,
       retired: false,
@@ -511,15 +691,20 @@ export class FieldDataKeys {
 
   /**
    * Makes `stable` the engine's key for its id and returns it; when the engine holds one for
-   * that id already (the same row, loaded twice), returns that one and retires `stable`. A key
-   * dropped since its load began (by a clear()) is returned as it is: its users load again.
+   * that id already (the same row, loaded twice), returns that one and retires `stable`, unless
+   * the one held has expired (then `stable` replaces it). A key dropped since its load began (by
+   * a clear()) is returned as it is: its users load again.
    */
   #adopt(stable: StableKey): StableKey {
     if (stable.dropped) return stable;
     const held = this.#stableReady.get(stable.id);
     if (held !== undefined) {
-      if (held !== stable) this.#retire(stable);
-      return held;
+      if (held === stable) return held;
+      if (this.#fresh(held, this.#cache.clock.now())) {
+        this.#retire(stable);
+        return held;
+      }
+      this.#expireStable(held);
     }
     // Bounded like the rest: contexts may be attacker-chosen (tenant ids from requests). The
     // oldest key goes, zeroed once no use holds it; its next use loads it again.
@@ -580,20 +765,10 @@ export class FieldDataKeys {
     if (transactionScope !== undefined) {
       const cached = this.#cachedWrite(durableKey, usage, transactionScope);
       if (cached !== undefined) return cached;
-      const fresh = await this.#newMaterials(
-        keyId,
-        context,
-        scopedKey(transactionScope, durableKey),
-        usage,
-      );
-      let created = this.#scopedWrites.get(transactionScope);
-      if (created === undefined) {
-        created = new Set();
-        // Callers that never end their scopes leave entries that simply age out of the cache.
-        bounded(this.#scopedWrites, transactionScope, created);
-      }
-      created.add(durableKey);
-      return fresh;
+      return this.#newMaterials(keyId, context, scopedKey(transactionScope, durableKey), usage, {
+        tx: this.#transaction(transactionScope),
+        durableKey,
+      });
     }
     for (;;) {
       const cached = this.#usableWrite(durableKey, usage);
@@ -622,15 +797,20 @@ export class FieldDataKeys {
   /**
    * Generates a data key, stores it wrapped, and caches it for writing under `cacheKey`
    * (charged with its first `usage`) and for reading back by id — unless a clear() came
-   * meanwhile: then it serves only the calls that waited for it.
+   * meanwhile: then it serves only the calls that waited for it. Inside a transaction scope
+   * (`scoped`) it is recorded at the savepoint level its row is at, in the same synchronous step
+   * as the caching; a savepoint rolled back while it was being made may have taken its row, so
+   * the row is looked up again, and the key made anew when it is gone.
    */
   async #newMaterials(
     keyId: string,
     context: EncryptionContext,
     cacheKey: string,
     usage: DataKeyUsage,
+    scoped?: { readonly tx: TransactionState; readonly durableKey: string },
   ): Promise<Materials> {
     const generation = this.#generation;
+    let rollbacks = scoped?.tx.rollbacks;
     const generated = await this.#kms.generateDataKey(
       { keyId, keySpec: "AES_256", encryptionContext: context },
       kmsCallOptions(),
@@ -648,6 +828,13 @@ export class FieldDataKeys {
       });
       if (stored.kmsKeyId !== generated.keyId) {
         throw new KmsInternalError("data key id collision in the data key store");
+      }
+      while (scoped !== undefined && scoped.tx.rollbacks !== rollbacks) {
+        rollbacks = scoped.tx.rollbacks;
+        if ((await this.#store.get(id)) === undefined) {
+          generated.plaintext.fill(0);
+          return this.#newMaterials(keyId, context, cacheKey, usage, scoped);
+        }
       }
     } catch (error) {
       // Nothing stored wraps it: it can never be used.
@@ -678,6 +865,7 @@ export class FieldDataKeys {
       this.#writing.set(id, materials);
       this.#cache.put(cacheKey, undefined, usage, materials);
       this.#putReadKey(id, key, context, generation);
+      if (scoped !== undefined) recordWrite(scoped.tx, scoped.durableKey, id);
     }
     return materials;
   }
@@ -787,8 +975,13 @@ export class FieldDataKeys {
   ): Promise<StableKey> {
     const keyId = this.#selectKey(context);
     const scope = `${keyId}\u0000${ctxKey}`;
+    const now = this.#cache.clock.now();
+    this.#sweepStable(now);
     const found = this.#stableByScope.get(scope);
-    if (found !== undefined && !found.retired) return Promise.resolve(found);
+    if (found !== undefined && !found.retired) {
+      if (this.#fresh(found, now)) return Promise.resolve(found);
+      this.#expireStable(found);
+    }
     const pending = this.#stableLoadsByScope.get(scope);
     if (pending !== undefined) return pending;
     if (transactionScope !== undefined) {
@@ -819,29 +1012,77 @@ export class FieldDataKeys {
   ): Promise<StableKey> {
     const inScope = scopedKey(transactionScope, scope);
     const held = this.#scopedStable.get(inScope);
-    if (held !== undefined) return held;
-    const loading = this.#loadOrCreateStableUncached(keyId, context).then((stable) => {
-      try {
-        return ownStable(stable, context);
-      } catch (error) {
-        this.#drop(stable);
-        throw error;
-      }
-    });
-    // Callers that never end their scopes leave entries that the bound lets go of.
-    const evicted = bounded(this.#scopedStable, inScope, loading);
-    evicted?.then(
-      (stable) => this.#retire(stable),
-      () => {},
+    if (held !== undefined) {
+      const stable = held.stable;
+      // Still in flight, or settled and young enough.
+      if (stable === undefined) return held.loading;
+      if (!stable.retired && this.#fresh(stable, this.#cache.clock.now())) return held.loading;
+      this.#scopedStable.delete(inScope);
+      this.#retire(stable);
+    }
+    let entry: ScopedStable | undefined;
+    const loading = this.#loadScopedStable(
+      keyId,
+      context,
+      this.#transaction(transactionScope),
+      (stable) => {
+        if (entry !== undefined) entry.stable = stable;
+      },
     );
+    entry = { loading, stable: undefined };
+    // Callers that never end their scopes leave entries that the bound lets go of.
+    const evicted = bounded(this.#scopedStable, inScope, entry);
+    if (evicted !== undefined) {
+      evicted.loading.then(
+        (stable) => this.#retire(stable),
+        () => {},
+      );
+    }
     loading.catch(() => {
-      if (this.#scopedStable.get(inScope) === loading) this.#scopedStable.delete(inScope);
+      if (this.#scopedStable.get(inScope) === entry) this.#scopedStable.delete(inScope);
     });
     return loading;
   }
 
+  /**
+   * Finds or creates the stable key of (KMS key, context) for a scope entry, records it in `tx`
+   * at the savepoint level its row is at, and hands it to `settled` in the same synchronous
+   * step, so that no savepoint rollback falls between the two. A savepoint rolled back while
+   * the key was being found or made may have taken its row: the row is looked up again, and
+   * the key made anew when it is gone.
+   */
+  async #loadScopedStable(
+    keyId: string,
+    context: EncryptionContext,
+    tx: TransactionState,
+    settled: (stable: StableKey) => void,
+  ): Promise<StableKey> {
+    for (;;) {
+      let rollbacks = tx.rollbacks;
+      const stable = await this.#loadOrCreateStableUncached(keyId, context);
+      let survived = true;
+      while (survived && tx.rollbacks !== rollbacks) {
+        rollbacks = tx.rollbacks;
+        survived = (await this.#store.get(stable.id)) !== undefined;
+      }
+      if (!survived) {
+        this.#drop(stable);
+        continue;
+      }
+      try {
+        ownStable(stable, context);
+      } catch (error) {
+        this.#drop(stable);
+        throw error;
+      }
+      this.#recordStable(tx, stable.id);
+      settled(stable);
+      return stable;
+    }
+  }
+
   stableForId(id: string): Promise<StableKey> {
-    const ready = this.#stableReady.get(id);
+    const ready = this.cachedStable(id);
     if (ready !== undefined) return Promise.resolve(ready);
     const pending = this.#stableLoads.get(id);
     if (pending !== undefined) return pending;

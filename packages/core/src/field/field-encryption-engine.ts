@@ -91,7 +91,11 @@ export interface BlindIndexSpec {
  * or other engines.
  */
 export interface DataKeyCacheLimits {
-  /** Default 5 minutes. Also bounds how long a decrypted data key stays in memory. */
+  /**
+   * Default 5 minutes. Also bounds how long a decrypted data key stays in memory, stable ones
+   * (deterministic values, blind indexes) included: past it a key is unwrapped again through
+   * the KMS, which refuses once the KMS key is disabled or pending deletion.
+   */
   readonly maxAgeMs?: number;
   /** Values encrypted under one data key; default 2^24 (far below GCM's 2^32 random-IV bound). */
   readonly maxValues?: number;
@@ -138,7 +142,9 @@ export interface EncryptCallOptions {
    * insert (e.g. SQLite's single connection). Data keys created under a scope are used only
    * within that scope, so a rollback that drops the key row cannot leave later values pointing
    * at a key that no longer exists. Call `endTransactionScope` when the transaction ends so
-   * that, after a commit, those keys serve everyone.
+   * that, after a commit, those keys serve everyone, and report nested transactions (savepoints)
+   * with `beginTransactionSavepoint` / `endTransactionSavepoint`, so that a rollback to a
+   * savepoint drops the keys made since it.
    */
   readonly transactionScope?: string;
 }
@@ -468,7 +474,7 @@ export class FieldEncryptionEngine {
       return this.#openRandomized(loaded, encoded, binding.context, spec, bytes);
     }
     if (format === FORMAT_DETERMINISTIC && bytes.length >= DETERMINISTIC_OVERHEAD) {
-      const stable = this.#keys.cachedStable(hexOf(bytes, 1, HEADER_LENGTH));
+      const stable = this.#keys.cachedStable(hexOf(bytes, 1, HEADER_LENGTH), now);
       if (stable === undefined) return undefined;
       // AES-SIV costs far more than a copy; its key derivation reads the binding.
       const own = typeof stored === "string" ? bytes.slice() : bytes;
@@ -790,6 +796,26 @@ export class FieldEncryptionEngine {
    */
   endTransactionScope(transactionScope: string, outcome: "commit" | "rollback"): void {
     this.#keys.endScope(transactionScope, outcome === "commit");
+  }
+
+  /**
+   * Tells the engine that a savepoint (a nested transaction) began inside the transaction behind
+   * `transactionScope`: the data keys created from now until the matching
+   * `endTransactionSavepoint` belong to it. Savepoints nest; each call opens one more.
+   */
+  beginTransactionSavepoint(transactionScope: string): void {
+    this.#keys.beginSavepoint(transactionScope);
+  }
+
+  /**
+   * Tells the engine that the innermost savepoint of `transactionScope` ended. On "release" its
+   * data keys belong to the level around it (and, once the transaction commits, to everyone);
+   * on "rollback" their rows went with it, so they are dropped at once (stable keys zeroed), and
+   * the next write makes new ones. A rollback without a matching `beginTransactionSavepoint`
+   * drops every data key of the scope, as the engine cannot tell which rows it removed.
+   */
+  endTransactionSavepoint(transactionScope: string, outcome: "release" | "rollback"): void {
+    this.#keys.endSavepoint(transactionScope, outcome === "release");
   }
 
   #sealDeterministic(
