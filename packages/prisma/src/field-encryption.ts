@@ -22,6 +22,7 @@ import {
   andClauses,
   Codec,
   clone,
+  type GlobalOmit,
   isObject,
   type Json,
   keysWithin,
@@ -41,6 +42,20 @@ import {
 } from "./schema-descriptor.ts";
 
 type TransactionMethod = (this: unknown, ...args: unknown[]) => Promise<unknown>;
+
+/**
+ * One interactive `$transaction` call: a transaction, or a savepoint nested in one (Prisma 7
+ * runs `tx.$transaction` as a savepoint of `tx`'s transaction, under the same id).
+ */
+interface TransactionFrame {
+  /** The call this one is nested in; undefined for a transaction of its own. */
+  readonly parent: TransactionFrame | undefined;
+  /**
+   * The transaction scopes the call's queries ran under (one, as a rule): ended by a
+   * transaction, a savepoint begun in each by a nested call.
+   */
+  readonly scopes: Set<string>;
+}
 
 // biome-ignore lint/complexity/noBannedTypes: the empty map (no typed fields) is the default.
 export interface FieldEncryptionOptions<Map extends FieldTypeMap = {}> {
@@ -121,28 +136,62 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
           ? {}
           : { legacyPlaintext: options.legacyPlaintext }),
       });
-    const durable = new Codec(engine, models, {}, (text) => new Decimal(text));
+    const durable = new Codec(
+      engine,
+      models,
+      {},
+      (text) => new Decimal(text),
+      globalOmitOf(client),
+    );
     const relations = new RelationGuard(models, (model) => {
       const columnType = columnsOf(client, model);
       return columnType === undefined ? undefined : (column) => columnType(column) !== undefined;
     });
-    // Interactive transactions: the query hook records each transaction's scope in the store of
-    // the `$transaction` call that runs it, and that call ends the scopes once Prisma has
+    // Interactive transactions: the query hook records each transaction's scope in the frame
+    // of the `$transaction` call that runs it, and that call ends the scope once Prisma has
     // committed or rolled back, so keys made inside a committed transaction serve later writers.
-    const openScopes = new AsyncLocalStorage<Set<string>>();
+    // A `tx.$transaction` nested in it runs as a savepoint of the same transaction (same id):
+    // its frame reports the savepoint instead, so that its rollback drops the keys made inside
+    // it and its commit (a release) leaves them to the outer transaction's outcome.
+    const frames = new AsyncLocalStorage<TransactionFrame>();
+    /** The frame of each transaction client handed to a `$transaction` callback. */
+    const framesOfClients = new WeakMap<object, TransactionFrame>();
     const baseTransaction = (client as unknown as { $transaction: TransactionMethod }).$transaction;
+    const enter = (frame: TransactionFrame | undefined, transactionScope: string): void => {
+      if (frame === undefined || frame.scopes.has(transactionScope)) return;
+      // The savepoints around this one began first.
+      enter(frame.parent, transactionScope);
+      frame.scopes.add(transactionScope);
+      if (frame.parent !== undefined) engine.beginTransactionSavepoint(transactionScope);
+    };
     return client.$extends({
       name: "@kms/prisma",
       client: {
         $transaction(this: unknown, ...args: unknown[]): Promise<unknown> {
+          const callback = args[0];
           // The array form runs in one batch with no callback: nothing to scope.
-          if (typeof args[0] !== "function") return baseTransaction.apply(this, args);
-          const scopes = new Set<string>();
-          const end = (outcome: "commit" | "rollback"): void => {
-            for (const scope of scopes) engine.endTransactionScope(scope, outcome);
+          if (typeof callback !== "function") return baseTransaction.apply(this, args);
+          // Called on a transaction client (`tx.$transaction`): nested in that client's frame.
+          const parent =
+            typeof this === "object" && this !== null ? framesOfClients.get(this) : undefined;
+          const frame: TransactionFrame = { parent, scopes: new Set() };
+          const run = (tx: unknown): unknown => {
+            if (typeof tx === "object" && tx !== null) framesOfClients.set(tx, frame);
+            return (callback as (tx: unknown) => unknown)(tx);
           };
-          return openScopes
-            .run(scopes, () => baseTransaction.apply(this, args))
+          const end = (outcome: "commit" | "rollback"): void => {
+            for (const scope of frame.scopes) {
+              if (parent === undefined) engine.endTransactionScope(scope, outcome);
+              else {
+                engine.endTransactionSavepoint(
+                  scope,
+                  outcome === "commit" ? "release" : "rollback",
+                );
+              }
+            }
+          };
+          return frames
+            .run(frame, () => baseTransaction.apply(this, [run, ...args.slice(1)]))
             .then(
               (value) => {
                 end("commit");
@@ -171,7 +220,7 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
             let codec = durable;
             if (tx?.kind === "itx") {
               const transactionScope = `itx:${String(tx.id)}`;
-              openScopes.getStore()?.add(transactionScope);
+              enter(frames.getStore(), transactionScope);
               codec = durable.withOptions({ transactionScope });
             }
             const a = clone(args ?? {}) as Json;
@@ -279,19 +328,20 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
             }
             codec.refuseCiphertextOrder(model, a);
             await codec.relationWheres(model, a);
-            // A count's select names the columns whose non-null values it counts: it reads no
-            // value, so it needs no context column (an added one would be counted and returned).
-            const strip = operation === "count" ? undefined : codec.prepareRead(model, a);
-            const result = await query(a as typeof args);
-            if (
+            const returnsRows =
               READS.has(operation) ||
               operation === "create" ||
               operation === "update" ||
               operation === "upsert" ||
               operation === "delete" ||
               operation === "createManyAndReturn" ||
-              operation === "updateManyAndReturn"
-            ) {
+              operation === "updateManyAndReturn";
+            // A count's select names the columns whose non-null values it counts: it reads no
+            // value, so it needs no context column (an added one would be counted and returned).
+            const strip =
+              operation === "count" ? undefined : codec.prepareRead(model, a, returnsRows);
+            const result = await query(a as typeof args);
+            if (returnsRows) {
               // The fluent API (`user.findUnique(…).posts()`) hands the hook the related
               // records already unwrapped along dataPath ["select", "posts", …].
               const dataPath = (internal as { dataPath?: unknown } | undefined)?.dataPath;
@@ -315,6 +365,18 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
   });
   // The declared result types are carried by the return type alone (see field-types.ts).
   return extension as unknown as FieldEncryptionExtension<Map, Client>;
+}
+
+/**
+ * The client's `omit` option (`new PrismaClient({ omit: { user: { tenantId: true } } })`),
+ * which Prisma applies to every query returning rows after the query hook has seen its
+ * arguments: a context column it omits must be asked for back (`Codec.prepareRead`). Prisma 7
+ * keeps it on the client as `_globalOmit` and exposes it through no public API; a client without
+ * it omits nothing.
+ */
+function globalOmitOf(client: unknown): GlobalOmit {
+  const omit = isObject(client) ? client._globalOmit : undefined;
+  return isObject(omit) ? (omit as GlobalOmit) : {};
 }
 
 /**

@@ -1,5 +1,6 @@
 import { FIELD_VALUE_TYPES, type FieldValueType, ValidationError } from "@kms/core";
 import type { TypedSchemaDescriptor } from "./field-types.ts";
+import { readSchemaText } from "./internal/schema-text.ts";
 
 /**
  * The encryption-relevant shape of a Prisma schema, analysed once into an immutable
@@ -27,6 +28,11 @@ export interface BlindIndexDescriptor {
   readonly of: string;
   readonly bytes: number;
   readonly normalize: readonly ("lowercase" | "trim" | "nfkc")[];
+  /**
+   * The declared type of `of`, which the engine's `blindIndex` reads: each form of a value
+   * (a decimal as `"1.5"`, `1.5` or `Prisma.Decimal`) gives one index (FORMAT §6.5).
+   */
+  readonly type: FieldValueType;
 }
 
 export interface ModelContextDescriptor {
@@ -279,7 +285,8 @@ export function defineModels<const Models extends Readonly<Record<string, ModelC
     const blindIndexes: Record<string, BlindIndexDescriptor> = {};
     for (const [column, spec] of Object.entries(config.blindIndexes ?? {})) {
       const where = `model "${name}" blind index "${column}"`;
-      if (encrypted[spec.of] === undefined) fail(where, `"of" must name an encrypted field`);
+      const source = encrypted[spec.of];
+      if (source === undefined) fail(where, `"of" must name an encrypted field`);
       const bytes = spec.bytes ?? 16;
       if (!Number.isInteger(bytes) || bytes < 4 || bytes > 32) {
         fail(where, `bytes must be an integer 4–32`);
@@ -291,6 +298,7 @@ export function defineModels<const Models extends Readonly<Record<string, ModelC
         of: spec.of,
         bytes,
         normalize: Object.freeze([...(spec.normalize ?? [])]),
+        type: source.type,
       });
     }
     const foreignKeys: Record<string, readonly string[]> = {};
@@ -548,30 +556,105 @@ interface Annotation {
   readonly named: Readonly<Record<string, string>>;
 }
 
-const ANNOTATION = /@kms\.(\w+)(?:\(([^)]*)\))?/g;
+const ANNOTATION_NAMES = ["encrypted", "blindIndex", "context"];
+const ANNOTATION_NAME = /[A-Za-z_]\w*/y;
 
+/**
+ * The `@kms.name(arguments)` annotations of documentation lines. Text that does not read as
+ * one is refused, never skipped: an annotation misspelt, unclosed or with its arguments set
+ * apart would otherwise leave a field in plaintext or a model bound to nothing.
+ */
 function parseAnnotations(doc: readonly string[], where: string): Annotation[] {
   const out: Annotation[] = [];
   for (const line of doc) {
-    for (const match of line.matchAll(ANNOTATION)) {
-      const positional: string[] = [];
-      const named: Record<string, string> = {};
-      const body = match[2]?.trim() ?? "";
-      // Split on commas outside quotes: `normalize: "trim,lowercase"` is one argument.
-      const parts = body === "" ? [] : (body.match(/(?:[^,"]+|"[^"]*")+/g) ?? []);
-      for (const part of parts) {
-        const colon = part.indexOf(":");
-        const unquote = (s: string) => s.trim().replace(/^"(.*)"$/, "$1");
-        if (colon === -1) positional.push(unquote(part));
-        else named[part.slice(0, colon).trim()] = unquote(part.slice(colon + 1));
+    for (let at = line.indexOf("@kms."); at !== -1; at = line.indexOf("@kms.", at + 1)) {
+      ANNOTATION_NAME.lastIndex = at + 5;
+      const name = ANNOTATION_NAME.exec(line)?.[0];
+      if (name === undefined) fail(where, `"@kms." must be followed by an annotation name`);
+      if (!ANNOTATION_NAMES.includes(name)) fail(where, `unknown annotation @kms.${name}`);
+      const open = at + 5 + name.length;
+      if (line[open] !== "(") {
+        if (/^[\t ]+\(/.test(line.slice(open))) {
+          fail(where, `write the arguments of @kms.${name} right after its name: @kms.${name}(…)`);
+        }
+        out.push({ name, positional: [], named: {} });
+        continue;
       }
-      if (!["encrypted", "blindIndex", "context"].includes(match[1] as string)) {
-        fail(where, `unknown annotation @kms.${match[1]}`);
-      }
-      out.push({ name: match[1] as string, positional, named });
+      const { args, end } = annotationArguments(line, open, `${where}: @kms.${name}`);
+      out.push({ name, ...args });
+      at = end;
     }
   }
   return out;
+}
+
+/**
+ * The arguments in parentheses at `open`: comma-separated, each a value or `name: value`, a
+ * value in double quotes when it holds commas (`normalize: "trim,lowercase"`).
+ */
+function annotationArguments(
+  line: string,
+  open: number,
+  where: string,
+): { args: Pick<Annotation, "positional" | "named">; end: number } {
+  const parts: string[] = [];
+  let part = "";
+  let quoted = false;
+  let i = open + 1;
+  for (; i < line.length; i++) {
+    const c = line[i] as string;
+    if (c === '"') quoted = !quoted;
+    else if (!quoted && c === ")") break;
+    if (!quoted && c === ",") {
+      parts.push(part);
+      part = "";
+    } else {
+      part += c;
+    }
+  }
+  if (i >= line.length) fail(where, `"(" is not closed on its line`);
+  if (parts.length > 0 || part.trim() !== "") parts.push(part);
+  const positional: string[] = [];
+  const named: Record<string, string> = {};
+  const unquote = (s: string) => s.trim().replace(/^"(.*)"$/, "$1");
+  for (const raw of parts) {
+    if (raw.trim() === "") fail(where, `an argument is empty`);
+    const colon = raw.indexOf(":");
+    if (colon === -1 || raw.trimStart().startsWith('"')) {
+      positional.push(unquote(raw));
+      continue;
+    }
+    const key = raw.slice(0, colon).trim();
+    const value = unquote(raw.slice(colon + 1));
+    if (!/^\w+$/.test(key)) fail(where, `"${key}" is not an argument name`);
+    if (value === "") fail(where, `argument ${key}: has no value`);
+    if (Object.hasOwn(named, key)) fail(where, `argument ${key}: is given twice`);
+    named[key] = value;
+  }
+  return { args: { positional, named }, end: i };
+}
+
+/** Refuses the arguments of `a` that are not among `positional` values and `named` names. */
+function refuseUnknownArguments(
+  where: string,
+  a: Annotation,
+  positional: readonly string[] | "any",
+  named: readonly string[],
+): void {
+  if (positional !== "any") {
+    for (const value of a.positional) {
+      if (!positional.includes(value)) {
+        const takes = positional.length === 0 ? "no value" : positional.join(" or ");
+        fail(where, `@kms.${a.name} takes ${takes} without a name, not "${value}"`);
+      }
+    }
+  }
+  for (const key of Object.keys(a.named)) {
+    if (!named.includes(key)) {
+      const takes = named.length === 0 ? "no named argument" : named.map((n) => `${n}:`).join(", ");
+      fail(where, `@kms.${a.name} takes ${takes}, not ${key}:`);
+    }
+  }
 }
 
 /** A field as the annotation reader sees it (from schema text or from a generator's DMMF). */
@@ -620,12 +703,15 @@ export function configFromAnnotations(
       const fromRow: string[] = [];
       const fromScope: string[] = [];
       for (const a of annotations) {
-        fromRow.push(...a.positional);
-        if (a.named.scope !== undefined) fromScope.push(...a.named.scope.split(/\s+/));
-        if (a.named.row !== undefined) fromRow.push(...a.named.row.split(/\s+/));
         const other = Object.keys(a.named).find((k) => k !== "scope" && k !== "row");
         if (other !== undefined)
           fail(where, `@kms.context takes columns, row: and scope:, not ${other}:`);
+        if (a.positional.length === 0 && Object.keys(a.named).length === 0) {
+          fail(where, `@kms.context names no column or scope key`);
+        }
+        fromRow.push(...a.positional);
+        if (a.named.scope !== undefined) fromScope.push(...a.named.scope.split(/\s+/));
+        if (a.named.row !== undefined) fromRow.push(...a.named.row.split(/\s+/));
       }
       return { fromRow, fromScope };
     };
@@ -645,8 +731,17 @@ export function configFromAnnotations(
       }
       const annotations = parseAnnotations(field.doc, where);
       const contextAnnotations = annotations.filter((a) => a.name === "context");
+      for (const kind of ["encrypted", "blindIndex"]) {
+        if (annotations.filter((a) => a.name === kind).length > 1) {
+          fail(where, `@kms.${kind} is given twice`);
+        }
+      }
       for (const a of annotations) {
         if (a.name === "encrypted") {
+          refuseUnknownArguments(where, a, ["deterministic", "randomized"], ["type"]);
+          if (a.positional.length > 1) {
+            fail(where, `@kms.encrypted takes one mode, not ${a.positional.join(" and ")}`);
+          }
           const rule = encryptedColumnRule(field.type, field.list === true);
           if (rule !== undefined) fail(where, rule);
           const mode = a.positional.includes("deterministic") ? "deterministic" : "randomized";
@@ -660,18 +755,33 @@ export function configFromAnnotations(
             ...(contextAnnotations.length === 0 ? {} : { context }),
           };
         } else if (a.name === "blindIndex") {
+          refuseUnknownArguments(where, a, "any", ["of", "bytes", "normalize"]);
           const rule = blindIndexColumnRule(field.type, field.list === true);
           if (rule !== undefined) fail(where, rule);
+          if (a.positional.length + (a.named.of === undefined ? 0 : 1) > 1) {
+            fail(where, `@kms.blindIndex indexes one field: give it once, as "of: <field>"`);
+          }
           const of = a.named.of ?? a.positional[0];
           if (of === undefined) fail(where, `@kms.blindIndex needs "of: <field>"`);
+          if (a.named.bytes !== undefined && !/^\d+$/.test(a.named.bytes)) {
+            fail(where, `@kms.blindIndex bytes: must be a whole number, not "${a.named.bytes}"`);
+          }
           const bytes = a.named.bytes === undefined ? undefined : Number(a.named.bytes);
-          const normalize = a.named.normalize?.split(/[,\s]+/).filter((s) => s !== "") as
-            | ("lowercase" | "trim" | "nfkc")[]
-            | undefined;
+          const normalize = a.named.normalize?.split(/[,\s]+/).filter((s) => s !== "");
+          for (const n of normalize ?? []) {
+            if (!(NORMALIZATIONS as readonly string[]).includes(n)) {
+              fail(
+                where,
+                `@kms.blindIndex normalize: takes ${NORMALIZATIONS.join(", ")}, not "${n}"`,
+              );
+            }
+          }
           blindIndexes[field.name] = {
             of,
             ...(bytes === undefined ? {} : { bytes }),
-            ...(normalize === undefined ? {} : { normalize }),
+            ...(normalize === undefined
+              ? {}
+              : { normalize: normalize as ("lowercase" | "trim" | "nfkc")[] }),
           };
         }
       }
@@ -705,73 +815,6 @@ export function annotatedColumns(models: readonly AnnotatedModel[]): ModelColumn
   );
 }
 
-/** The models of a schema.prisma text with their `///` lines; other blocks are skipped. */
-function readModels(schema: string): AnnotatedModel[] {
-  const modelNames = new Set(
-    [...schema.matchAll(/^\s*model\s+(\w+)\s*\{/gm)].map((m) => m[1] as string),
-  );
-  const models: AnnotatedModel[] = [];
-  let doc: string[] = [];
-  let current: { name: string; doc: string[]; fields: AnnotatedField[] } | undefined;
-  for (const raw of schema.split(/\r?\n/)) {
-    const line = raw.trim();
-    if (line.startsWith("///")) {
-      doc.push(line.slice(3));
-      continue;
-    }
-    if (current === undefined) {
-      const m = /^model\s+(\w+)\s*\{/.exec(line);
-      if (m !== null) {
-        current = { name: m[1] as string, doc, fields: [] };
-      }
-      // Lines of datasource, generator and enum blocks only reset the pending doc comment.
-      doc = [];
-      continue;
-    }
-    if (line === "}") {
-      models.push(current);
-      current = undefined;
-      doc = [];
-      continue;
-    }
-    const code = line.replace(/\/\/.*$/, "");
-    const field = /^(\w+)\s+(\w+)(\[\])?(\?)?/.exec(code);
-    if (field !== null && !line.startsWith("@@")) {
-      const [, name, type, list, optional] = field as unknown as [
-        string,
-        string,
-        string,
-        unknown,
-        unknown,
-      ];
-      // `@relation(fields: [tenantId], references: [id])`: the columns holding the foreign key.
-      const fields = /@relation\([^)]*\bfields\s*:\s*\[([^\]]*)\]/.exec(code)?.[1];
-      const foreignKey = fields
-        ?.split(",")
-        .map((f) => f.trim())
-        .filter((f) => f !== "");
-      // `@relation("Watchers", …)` or `@relation(name: "Watchers", …)`; Prisma's default is the
-      // two model names in order joined by "To".
-      const args = /@relation\(([^)]*)\)/.exec(code)?.[1] ?? "";
-      const named = (/^\s*"([^"]*)"/.exec(args) ?? /\bname\s*:\s*"([^"]*)"/.exec(args))?.[1];
-      const relationName = !modelNames.has(type)
-        ? undefined
-        : (named ?? [current.name, type].sort().join("To"));
-      current.fields.push({
-        name,
-        type,
-        optional: optional !== undefined,
-        ...(list === undefined ? {} : { list: true }),
-        doc,
-        ...(foreignKey === undefined ? {} : { foreignKey }),
-        ...(relationName === undefined ? {} : { relationName }),
-      });
-    }
-    doc = [];
-  }
-  return models;
-}
-
 /**
  * Reads `/// @kms.…` annotations from a schema.prisma text:
  * - on a model: `@kms.context(tenantId)` (row column) and `@kms.context(scope: tenantId)`;
@@ -783,7 +826,7 @@ function readModels(schema: string): AnnotatedModel[] {
  */
 export function parseSchema(schema: string): SchemaDescriptor {
   if (typeof schema !== "string") throw new ValidationError(`"schema" expected a string`);
-  const models = readModels(schema);
+  const models = readSchemaText(schema);
   const descriptor = defineModels(configFromAnnotations(models));
   checkColumns(descriptor, annotatedColumns(models));
   return descriptor;

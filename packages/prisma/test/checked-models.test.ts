@@ -254,7 +254,7 @@ model Invoice {
     // Each encrypted field's blind index columns, for writes and lookups of the field.
     expect(parsed.User?.blindIndexNames).toEqual(["phoneIndex"]);
     expect(parsed.User?.indexesOf.phone).toEqual([
-      ["phoneIndex", { of: "phone", bytes: 12, normalize: ["trim", "lowercase"] }],
+      ["phoneIndex", { of: "phone", bytes: 12, normalize: ["trim", "lowercase"], type: "string" }],
     ]);
     expect(parsed.User?.indexesOf.name).toEqual([]);
     // The foreign keys holding a column values are bound to, with the fields bound to it: a

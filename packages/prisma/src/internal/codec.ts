@@ -6,6 +6,7 @@ import {
   type FieldBinding,
   type FieldEncryptionEngine,
   type FieldSpec,
+  InvalidCiphertextError,
   ValidationError,
 } from "@kms/core";
 import {
@@ -26,6 +27,8 @@ export type Json = Record<string, unknown>;
 /** Builds the value a decimal field returns (Prisma's Decimal) from the string the engine gives. */
 export type DecimalFactory = (text: string) => unknown;
 export type Ctx = Record<string, string>;
+/** `new PrismaClient({ omit: { user: { tenantId: true } } })`: model delegate → column → omitted. */
+export type GlobalOmit = Readonly<Record<string, Readonly<Record<string, unknown>>>>;
 /** What a field's values are bound to (`context`) and what chooses their data key. */
 type FieldCtx = Pick<FieldBinding, "context" | "keyContext">;
 
@@ -72,6 +75,8 @@ export class Codec {
   readonly options: EncryptCallOptions;
   /** What a decimal field's value is returned as, from its exact string form. */
   readonly decimal: DecimalFactory;
+  /** The client's `omit` option (`new PrismaClient({ omit })`), by model delegate name. */
+  readonly globalOmit: GlobalOmit;
   readonly #related: ReadonlyMap<ModelDescriptor, readonly RelatedModel[]>;
 
   constructor(
@@ -79,18 +84,27 @@ export class Codec {
     models: SchemaDescriptor,
     options: EncryptCallOptions,
     decimal: DecimalFactory = (text) => text,
+    globalOmit: GlobalOmit = {},
     related: ReadonlyMap<ModelDescriptor, readonly RelatedModel[]> = relatedModels(models),
   ) {
     this.engine = engine;
     this.models = models;
     this.options = options;
     this.decimal = decimal;
+    this.globalOmit = globalOmit;
     this.#related = related;
   }
 
   /** The same schema (and its relations, worked out once) with other call options. */
   withOptions(options: EncryptCallOptions): Codec {
-    return new Codec(this.engine, this.models, options, this.decimal, this.#related);
+    return new Codec(
+      this.engine,
+      this.models,
+      options,
+      this.decimal,
+      this.globalOmit,
+      this.#related,
+    );
   }
 
   model(name: string): ModelDescriptor | undefined {
@@ -256,6 +270,8 @@ export class Codec {
     ctx: Ctx | undefined,
     sources: readonly (Json | undefined)[],
   ): string[] {
+    // Before the row is read: a write this refuses must run no statement at all.
+    refuseComputedContext(model, data);
     const out =
       ctx === undefined && needsContext(model, data)
         ? model.context.fromRow.filter((k) => !writesNull(data[k]))
@@ -283,13 +299,32 @@ export class Codec {
     value: unknown,
   ): Promise<unknown> {
     if (value === null) return null;
-    if (typeof value === "string" && value.startsWith(FIELD_TEXT_PREFIX)) {
+    if (
+      (typeof value === "string" && value.startsWith(FIELD_TEXT_PREFIX)) ||
+      (value instanceof Uint8Array && (await this.#isCiphertext(value)))
+    ) {
       reject(`${model.name}.${field} already holds ciphertext: refusing to encrypt it twice`);
     }
     const binding = bindingOf(model, field, bound);
     return spec.storage === "text"
       ? this.engine.encryptText(binding, spec, value, this.options)
       : this.engine.encrypt(binding, spec, value, this.options);
+  }
+
+  /**
+   * Whether `bytes` are a field value of this engine: a FORMAT §6.1 header whose data key id
+   * names a key of the data-key store. Bytes carry no prefix as text does, and ordinary bytes
+   * may start like a header (one value in 128 starts with 0xC1 or 0xC2); the id of a key that
+   * exists is what they cannot match by chance. Only bytes shaped like a header cost a look-up.
+   */
+  async #isCiphertext(bytes: Uint8Array): Promise<boolean> {
+    try {
+      return !(await this.engine.inspect(bytes)).legacy;
+    } catch (error) {
+      // Not a header, or the id of no key: ordinary bytes.
+      if (error instanceof InvalidCiphertextError) return false;
+      throw error;
+    }
   }
 
   /**
@@ -309,6 +344,7 @@ export class Codec {
       if (column in data)
         reject(`${model.name}.${column} is a blind index: it is computed, not written`);
     }
+    const computed = refuseComputedContext(model, data);
     // Columns a relation write sets through their foreign key, where that is let through.
     const relinked = refuseRelinking(model, data, where !== undefined);
     // As in Prisma, a key holding `undefined` writes nothing (`{ ...input }` with optional
@@ -402,7 +438,9 @@ export class Codec {
       if (!isObject(nested)) continue;
       if (related.moves !== undefined) refuseMoving(model, related, nested);
       // A created row takes its parent's context only if the parent keeps it.
-      const parentCtx = model.context.fromRow.some((k) => nulled.includes(k) || relinked.has(k))
+      const parentCtx = model.context.fromRow.some(
+        (k) => nulled.includes(k) || relinked.has(k) || computed.includes(k),
+      )
         ? undefined
         : ctx;
       await this.nestedWrites(related.target, nested, inheritedContext(related, parentCtx));
@@ -534,7 +572,15 @@ export class Codec {
       }
     }
     for (const op of Object.keys(filter)) if (filter[op] === undefined) delete filter[op];
-    const onlyNulls = Object.values(filter).every((v) => v === null);
+    // `null`, `not: null` and `not: { equals: null }` test for null, which is stored as null.
+    const onlyNulls = Object.entries(filter).every(
+      ([op, v]) =>
+        v === null ||
+        (op === "not" &&
+          isObject(v) &&
+          Object.keys(v).length > 0 &&
+          Object.entries(v).every(([iop, iv]) => iop === "equals" && iv === null)),
+    );
     if (onlyNulls) return;
     const index = model.indexesOf[field]?.[0];
     if (spec.mode !== "deterministic" && index === undefined) {
@@ -581,8 +627,13 @@ export class Codec {
     }
   }
 
-  /** Makes sure context columns are read when encrypted ones are; returns what to strip. */
-  prepareRead(model: ModelDescriptor, args: Json): Strip {
+  /**
+   * Makes sure a result holds the context columns its values decrypt with, wherever the query's
+   * `select` or `omit`, or the client's global omit (`new PrismaClient({ omit })`), leaves them
+   * out; returns what to strip from the result afterwards, so that it has the shape asked for.
+   * `rows`: the operation returns rows, which Prisma shapes with the global omit.
+   */
+  prepareRead(model: ModelDescriptor, args: Json, rows = true): Strip {
     const strip: Strip = { columns: [], relations: {} };
     const select = args.select;
     if (isObject(select)) {
@@ -600,21 +651,33 @@ export class Codec {
           strip.columns.push(key);
         }
       }
-    }
-    const omit = args.omit;
-    if (isObject(omit)) {
+    } else if (model.encryptedNames.length > 0) {
+      const omit: Json = isObject(args.omit) ? args.omit : {};
+      const global = rows ? ownValue(this.globalOmit, lowerFirst(model.name)) : undefined;
       for (const key of model.contextColumns) {
-        if (omit[key] === true) {
-          delete omit[key];
+        // The query's own `omit: { tenantId: false }` overrides the client's.
+        if ((omit[key] ?? (isObject(global) ? global[key] : undefined)) === true) {
+          omit[key] = false;
           strip.columns.push(key);
         }
       }
+      if (strip.columns.length > 0) args.omit = omit;
     }
     for (const container of [args.select, args.include]) {
       if (!isObject(container)) continue;
       for (const { relation, target } of this.related(model)) {
         const nested = container[relation];
-        if (isObject(nested)) strip.relations[relation] = this.prepareRead(target, nested);
+        if (isObject(nested)) {
+          strip.relations[relation] = this.prepareRead(target, nested, rows);
+        } else if (nested === true) {
+          // `posts: true` reads the related rows' default shape, which the global omit cuts.
+          const shaped: Json = {};
+          const inner = this.prepareRead(target, shaped, rows);
+          if (Object.keys(shaped).length > 0) {
+            container[relation] = shaped;
+            strip.relations[relation] = inner;
+          }
+        }
       }
     }
     return strip;
@@ -904,6 +967,35 @@ function writesNull(value: unknown): boolean {
   return (
     value === null || (isObject(value) && Object.keys(value).length === 1 && value.set === null)
   );
+}
+
+/**
+ * Refuses a write of a context column that computes its new value from the old one
+ * (`{ increment: 1 }`, `decrement`, `multiply`, `divide`) when it writes a value bound to the
+ * column: no value the extension sees is the one the row will hold (the where and the row read
+ * first hold the old one), so the values would be sealed under the old value while the row
+ * moves to the new, never to decrypt again. Writing null binds nothing and passes; leaving the
+ * bound values as they are is refused as any change of the column is (see `writeData`).
+ * Returns the columns written that way.
+ */
+function refuseComputedContext(model: ModelDescriptor, data: Json): string[] {
+  const computed: string[] = [];
+  for (const column of model.contextColumns) {
+    const value = data[column];
+    // A plain value or Prisma's `{ set: value }` is the value the row will hold.
+    if (!isObject(value) || (Object.keys(value).length === 1 && "set" in value)) continue;
+    computed.push(column);
+    const sealed = fieldsBoundTo(model, [column]).filter(
+      (f) => data[f] !== undefined && !writesNull(data[f]),
+    );
+    if (sealed.length > 0) {
+      const ops = Object.keys(value).join(", ");
+      reject(
+        `${model.name}.${column} is written with { ${ops} }: the values of ${sealed.join(", ")} bound to it would be sealed under its old value while the row takes the new one, and would not decrypt; write ${column} as a plain value or { set: value }`,
+      );
+    }
+  }
+  return computed;
 }
 
 /**

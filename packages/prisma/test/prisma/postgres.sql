@@ -91,6 +91,16 @@ CREATE TABLE "Ledger" (
   "verified" TEXT,
   "balance" TEXT
 );
+CREATE TABLE "Payment" (
+  "id" SERIAL PRIMARY KEY,
+  "tenantId" TEXT NOT NULL,
+  "amount" TEXT,
+  "amountIndex" TEXT,
+  "paidAt" TEXT,
+  "paidAtIndex" TEXT,
+  "ref" TEXT,
+  "refIndex" TEXT
+);
 CREATE TABLE "Audit" (
   "id" SERIAL PRIMARY KEY,
   "message" TEXT NOT NULL

@@ -95,6 +95,16 @@ CREATE TABLE "Ledger" (
   "verified" TEXT,
   "balance" TEXT
 );
+CREATE TABLE "Payment" (
+  "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+  "tenantId" TEXT NOT NULL,
+  "amount" TEXT,
+  "amountIndex" TEXT,
+  "paidAt" TEXT,
+  "paidAtIndex" TEXT,
+  "ref" TEXT,
+  "refIndex" TEXT
+);
 CREATE TABLE "Audit" (
   "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
   "message" TEXT NOT NULL
