@@ -21,6 +21,7 @@ import type {
 import {
   andClauses,
   Codec,
+  type ColumnsOf,
   clone,
   type GlobalOmit,
   isObject,
@@ -136,17 +137,27 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
           ? {}
           : { legacyPlaintext: options.legacyPlaintext }),
       });
+    // Asked for every key of a query: one test per model.
+    const columnTests = new Map<string, ((column: string) => boolean) | undefined>();
+    const isColumnOf: ColumnsOf = (model) => {
+      if (!columnTests.has(model)) {
+        const columnType = columnsOf(client, model);
+        columnTests.set(
+          model,
+          columnType === undefined ? undefined : (column) => columnType(column) !== undefined,
+        );
+      }
+      return columnTests.get(model);
+    };
     const durable = new Codec(
       engine,
       models,
       {},
       (text) => new Decimal(text),
       globalOmitOf(client),
+      isColumnOf,
     );
-    const relations = new RelationGuard(models, (model) => {
-      const columnType = columnsOf(client, model);
-      return columnType === undefined ? undefined : (column) => columnType(column) !== undefined;
-    });
+    const relations = new RelationGuard(models, isColumnOf);
     // Interactive transactions: the query hook records each transaction's scope in the frame
     // of the `$transaction` call that runs it, and that call ends the scope once Prisma has
     // committed or rolled back, so keys made inside a committed transaction serve later writers.

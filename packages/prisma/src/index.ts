@@ -17,9 +17,11 @@ export type {
 } from "./field-types.ts";
 export { type DataKeyDelegate, PrismaDataKeyStore } from "./prisma-data-key-store.ts";
 export {
+  type PrismaReencryptSource,
   type PrismaReencryptSourceOptions,
   prismaReencryptSource,
   type ReencryptDelegate,
+  type ReencryptSkippedRow,
 } from "./reencrypt-source.ts";
 export {
   type BlindIndexDescriptor,

@@ -33,16 +33,45 @@ export interface PrismaReencryptSourceOptions {
 }
 
 /**
+ * A row the job left as it was because its new values would break a unique constraint: another
+ * row already holds them (see `PrismaReencryptSource.skipped`). Names the row, never a value.
+ */
+export interface ReencryptSkippedRow {
+  /** The row's `cursorField` value (its id). */
+  readonly cursor: string | number | bigint;
+  readonly reason: "unique-constraint";
+  /** The constraint, as the database names it: its columns, or else the index name. */
+  readonly constraint?: readonly string[] | string;
+}
+
+/** `prismaReencryptSource`'s source, with the rows it had to skip. */
+export interface PrismaReencryptSource extends ReencryptSource {
+  /**
+   * Rows whose new values another row already holds under a unique constraint, in the order met
+   * (each counts as a conflict in the job's checkpoint): during a move to a new KMS key, the
+   * application can write a duplicate of a deterministic value in its new form while the old
+   * row still holds the old form. Each needs a human to merge or remove one of the two rows;
+   * the next run then moves it. Read it in `onProgress` or when the job ends.
+   */
+  readonly skipped: readonly ReencryptSkippedRow[];
+}
+
+/**
  * A `ReencryptSource` over a Prisma model for `reencryptFields`: pages by `cursorField`, and
  * writes each row with `updateMany({ where: { id, …old values } })`, so a row the application
- * changed in between is left alone (reported as a conflict) instead of overwritten. Blind
- * indexes of re-encrypted fields are recomputed in the same write.
+ * changed in between is left alone (reported as a conflict) instead of overwritten. A row whose
+ * new values would break a unique constraint is left alone too, counted as a conflict and
+ * listed in `skipped`, and the job goes on. Blind indexes of re-encrypted fields are recomputed
+ * in the same write. Run it outside a transaction: on PostgreSQL the refused write would abort
+ * the transaction around it.
  * @throws ValidationException when the model or a field binds values to the ambient scope (the
  *   job has no request to take it from), when it has no encrypted fields, or when `fields`
  *   names a field that is not encrypted or mixes fields of different contexts; from
  *   `fetchBatch`, when a row holds a value while a context column of it is null.
  */
-export function prismaReencryptSource(options: PrismaReencryptSourceOptions): ReencryptSource {
+export function prismaReencryptSource(
+  options: PrismaReencryptSourceOptions,
+): PrismaReencryptSource {
   const { delegate, model, engine } = options;
   const cursorField = options.cursorField ?? "id";
   if (model.context.fromScope.length > 0) {
@@ -81,7 +110,9 @@ export function prismaReencryptSource(options: PrismaReencryptSourceOptions): Re
   const keyed = own.fromRow.length > 0;
   const select: Record<string, true> = { [cursorField]: true };
   for (const f of [...contextColumns, ...fields]) select[f] = true;
+  const skipped: ReencryptSkippedRow[] = [];
   return {
+    skipped,
     async fetchBatch(cursor, limit) {
       const rows = await delegate.findMany({
         where: cursor === undefined ? {} : { [cursorField]: { gt: cursor } },
@@ -137,8 +168,43 @@ export function prismaReencryptSource(options: PrismaReencryptSourceOptions): Re
                 plain,
               );
       }
-      const { count } = await delegate.updateMany({ where, data });
-      return count === 1;
+      try {
+        const { count } = await delegate.updateMany({ where, data });
+        return count === 1;
+      } catch (error) {
+        const violation = uniqueViolation(error);
+        if (violation === undefined) throw error;
+        // Every rerun would fail here again: the job would never finish.
+        skipped.push({ cursor: row.cursor, reason: "unique-constraint", ...violation });
+        return false;
+      }
     },
   };
+}
+
+/**
+ * Prisma's unique-constraint error (P2002), with the constraint's columns or index name when the
+ * database reports them; undefined for any other error. Only names are read: the database's
+ * message may quote the duplicate value.
+ */
+function uniqueViolation(error: unknown): Pick<ReencryptSkippedRow, "constraint"> | undefined {
+  if (!isRecord(error) || error.code !== "P2002") return undefined;
+  const meta = isRecord(error.meta) ? error.meta : {};
+  // Without a driver adapter Prisma gives `target`; with one, the adapter's `constraint`.
+  const adapterError = isRecord(meta.driverAdapterError) ? meta.driverAdapterError : {};
+  const cause = isRecord(adapterError.cause) ? adapterError.cause : {};
+  const constraint = isRecord(cause.constraint) ? cause.constraint : {};
+  for (const names of [meta.target, constraint.fields]) {
+    if (Array.isArray(names) && names.every((n) => typeof n === "string")) {
+      return { constraint: names };
+    }
+  }
+  for (const name of [meta.target, constraint.index]) {
+    if (typeof name === "string") return { constraint: name };
+  }
+  return {};
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null;
 }

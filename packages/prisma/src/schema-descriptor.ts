@@ -167,6 +167,26 @@ export interface DefineModelsOptions {
    * namespace lists no types: column types are checked when the extension is applied.
    */
   readonly checkAgainst?: GeneratedPrismaNamespace;
+  /**
+   * Every relation of every model is in `relations` (the `kms-prisma-types` generator's module
+   * says so; schema text always does). A query then names a field that is neither a column nor
+   * a listed relation only for a result field of another extension (`$extends({ result })`),
+   * which the extension lets through. Otherwise such a field might be a relation left out, and
+   * a query naming it is refused.
+   */
+  readonly listsEveryRelation?: boolean;
+}
+
+/** Models of descriptors that list every relation (`DefineModelsOptions.listsEveryRelation`). */
+const LISTING_EVERY_RELATION = new WeakSet<ModelDescriptor>();
+
+/**
+ * Whether `model` comes from a descriptor that lists every relation (schema text, the
+ * generator's module): a field it lists neither as a relation nor among the client's columns is
+ * then no relation.
+ */
+export function listsEveryRelation(model: ModelDescriptor): boolean {
+  return LISTING_EVERY_RELATION.has(model);
 }
 
 /** Each model's scalar fields (its columns), by model name. */
@@ -357,6 +377,8 @@ export function defineModels<const Models extends Readonly<Record<string, ModelC
   }
   const descriptor = Object.freeze(out);
   if (columns !== undefined) checkColumns(descriptor, columns);
+  if (listsEvery(options))
+    for (const model of Object.values(out)) LISTING_EVERY_RELATION.add(model);
   return descriptor;
 }
 
@@ -486,6 +508,14 @@ function isRecord(v: unknown): v is Readonly<Record<string, unknown>> {
   return typeof v === "object" && v !== null;
 }
 
+function listsEvery(options: DefineModelsOptions | undefined): boolean {
+  const value = isRecord(options) ? options.listsEveryRelation : undefined;
+  if (value !== undefined && typeof value !== "boolean") {
+    throw new ValidationError(`"listsEveryRelation" expected a boolean`);
+  }
+  return value === true;
+}
+
 /** The columns listed by the generated namespace given as `checkAgainst`, if one is given. */
 function namespaceColumns(options: DefineModelsOptions | undefined): ModelColumns | undefined {
   if (options === undefined) return undefined;
@@ -559,30 +589,49 @@ interface Annotation {
 const ANNOTATION_NAMES = ["encrypted", "blindIndex", "context"];
 const ANNOTATION_NAME = /[A-Za-z_]\w*/y;
 
+/** `@kms.` in any letter case: Prisma keeps the text, and only the exact form is an annotation. */
+const ANNOTATION_START = /@kms\./gi;
+
 /**
  * The `@kms.name(arguments)` annotations of documentation lines. Text that does not read as
- * one is refused, never skipped: an annotation misspelt, unclosed or with its arguments set
- * apart would otherwise leave a field in plaintext or a model bound to nothing.
+ * one is refused, never skipped: an annotation misspelt (in another letter case too), unclosed
+ * or with its arguments set apart would otherwise leave a field in plaintext or a model bound
+ * to nothing.
  */
 function parseAnnotations(doc: readonly string[], where: string): Annotation[] {
   const out: Annotation[] = [];
   for (const line of doc) {
-    for (let at = line.indexOf("@kms."); at !== -1; at = line.indexOf("@kms.", at + 1)) {
+    ANNOTATION_START.lastIndex = 0;
+    for (let found = ANNOTATION_START.exec(line); found !== null; ) {
+      const at = found.index;
+      // The next annotation is looked for after this one (and its arguments).
+      ANNOTATION_START.lastIndex = at + 1;
       ANNOTATION_NAME.lastIndex = at + 5;
       const name = ANNOTATION_NAME.exec(line)?.[0];
       if (name === undefined) fail(where, `"@kms." must be followed by an annotation name`);
-      if (!ANNOTATION_NAMES.includes(name)) fail(where, `unknown annotation @kms.${name}`);
+      const known = ANNOTATION_NAMES.find((n) => n.toLowerCase() === name.toLowerCase());
+      if (found[0] !== "@kms." || (known !== undefined && known !== name)) {
+        const written = `${found[0]}${name}`;
+        fail(
+          where,
+          known === undefined
+            ? `unknown annotation ${written}`
+            : `${written} is not an annotation (they are case-sensitive): write @kms.${known}`,
+        );
+      }
+      if (known === undefined) fail(where, `unknown annotation @kms.${name}`);
       const open = at + 5 + name.length;
       if (line[open] !== "(") {
         if (/^[\t ]+\(/.test(line.slice(open))) {
           fail(where, `write the arguments of @kms.${name} right after its name: @kms.${name}(…)`);
         }
         out.push({ name, positional: [], named: {} });
-        continue;
+      } else {
+        const { args, end } = annotationArguments(line, open, `${where}: @kms.${name}`);
+        out.push({ name, ...args });
+        ANNOTATION_START.lastIndex = end;
       }
-      const { args, end } = annotationArguments(line, open, `${where}: @kms.${name}`);
-      out.push({ name, ...args });
-      at = end;
+      found = ANNOTATION_START.exec(line);
     }
   }
   return out;
@@ -827,7 +876,7 @@ export function annotatedColumns(models: readonly AnnotatedModel[]): ModelColumn
 export function parseSchema(schema: string): SchemaDescriptor {
   if (typeof schema !== "string") throw new ValidationError(`"schema" expected a string`);
   const models = readSchemaText(schema);
-  const descriptor = defineModels(configFromAnnotations(models));
+  const descriptor = defineModels(configFromAnnotations(models), { listsEveryRelation: true });
   checkColumns(descriptor, annotatedColumns(models));
   return descriptor;
 }

@@ -99,6 +99,36 @@ const invalid: [string, string, RegExp][] = [
     /field "idx": @kms.blindIndex indexes one field/,
   ],
   [
+    "@kms. in capitals",
+    model("/// @KMS.encrypted\n  ssn String"),
+    /model "U" field "ssn": @KMS.encrypted is not an annotation \(they are case-sensitive\): write @kms.encrypted/,
+  ],
+  [
+    "@kms. capitalized, with arguments",
+    model("/// @Kms.encrypted(deterministic)\n  ssn String"),
+    /field "ssn": @Kms.encrypted is not an annotation .*: write @kms.encrypted/,
+  ],
+  [
+    "an annotation name in another case",
+    model("/// @kms.Encrypted\n  ssn String"),
+    /field "ssn": @kms.Encrypted is not an annotation .*: write @kms.encrypted/,
+  ],
+  [
+    "a blind index name in lower case",
+    model("/// @kms.encrypted\n  ssn String\n  /// @kms.blindindex(of: ssn)\n  idx String?"),
+    /field "idx": @kms.blindindex is not an annotation .*: write @kms.blindIndex/,
+  ],
+  [
+    "a model context in capitals, after a correct one",
+    model("/// @kms.encrypted\n  ssn String", "/// @kms.context(tenantId) @KMS.context(id)"),
+    /model "U": @KMS.context is not an annotation .*: write @kms.context/,
+  ],
+  [
+    "an unknown name behind @kms. in capitals",
+    model("/// @KMS.secret\n  ssn String"),
+    /field "ssn": unknown annotation @KMS.secret/,
+  ],
+  [
     "a context naming nothing",
     model("/// @kms.encrypted\n  ssn String", "/// @kms.context()"),
     /model "U": @kms.context names no column or scope key/,
@@ -125,6 +155,18 @@ describe("annotation arguments", () => {
         },
       ]),
     ).toThrow(/model "U" field "ssn": @kms.encrypted takes deterministic or randomized/);
+    expect(() =>
+      configFromAnnotations([
+        {
+          name: "U",
+          doc: [""],
+          fields: [
+            { name: "id", type: "Int", optional: false, doc: [""] },
+            { name: "ssn", type: "String", optional: false, doc: ["@KMS.encrypted"] },
+          ],
+        },
+      ]),
+    ).toThrow(/model "U" field "ssn": @KMS.encrypted is not an annotation/);
   });
 
   test("accepts every documented form", () => {

@@ -1511,6 +1511,55 @@ export function describeFieldEncryption(
       expect(await after.user.count({ where: { tenantId: "t1", phone: "111" } })).toBe(1);
     });
 
+    test("rotation job: a row whose new form another row already holds under a unique constraint is skipped and named, and the job finishes", async () => {
+      const descriptor = parseSchema(schemaText);
+      const model = descriptor.User as ModelDescriptor;
+      let current = keyId;
+      const engine = new FieldEncryptionEngine({
+        kms,
+        keyId: () => current,
+        dataKeyStore: new PrismaDataKeyStore(db.prisma.kmsDataKey),
+      });
+      const app = db.prisma.$extends(
+        fieldEncryption({ kms, keyId: () => current, schema: descriptor, engine }),
+      );
+      const old = await app.user.create({
+        data: { tenantId: "t1", email: "dup@x", name: "Old Dup" },
+      });
+      const other = await app.user.create({ data: { tenantId: "t1", email: "other@x" } });
+      // A new KMS key: while the job has not reached the old row, its lookups miss and the
+      // application creates the same email again, in the new form.
+      current = (await kms.createKey()).keyMetadata.keyId;
+      const duplicate = await app.user.create({
+        data: { tenantId: "t1", email: "dup@x", name: "New Dup" },
+      });
+      const source = prismaReencryptSource({ delegate: db.prisma.user as never, model, engine });
+      const run = () => reencryptFields({ engine, source, model: "User", fields: model.encrypted });
+      expect(await run()).toMatchObject({ scanned: 3, reencrypted: 1, conflicts: 1 });
+      expect(source.skipped).toEqual([
+        {
+          cursor: old.id,
+          reason: "unique-constraint",
+          constraint: expect.anything(),
+        },
+      ]);
+      const constraint = source.skipped[0]?.constraint;
+      expect([constraint].flat().join(" ")).toMatch(/email|User/);
+      // Row ids and constraint names only: no value, no ciphertext.
+      expect(JSON.stringify(source.skipped)).not.toMatch(/dup@x|Dup|kms1:/);
+      // The skipped row is left as it was and still reads; the other moved.
+      expect((await app.user.findUniqueOrThrow({ where: { id: old.id } })).name).toBe("Old Dup");
+      const keyOf = async (id: number) =>
+        (await engine.inspect((await db.raw("User", id)).email as string)) as { kmsKeyId: string };
+      expect((await keyOf(old.id)).kmsKeyId).toContain(keyId);
+      expect((await keyOf(other.id)).kmsKeyId).toContain(current);
+      // Once a human removes the duplicate, the next run moves the row.
+      await app.user.delete({ where: { id: duplicate.id } });
+      expect(await run()).toMatchObject({ reencrypted: 1, conflicts: 0 });
+      expect((await keyOf(old.id)).kmsKeyId).toContain(current);
+      expect(source.skipped).toHaveLength(1);
+    });
+
     test("rotation job: a row holding a value under a null context column is refused, not sealed under the text null", async () => {
       const drafts = parseSchema(schemaText).Draft as ModelDescriptor;
       const legacyEngine = new FieldEncryptionEngine({

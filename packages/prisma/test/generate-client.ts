@@ -6,6 +6,13 @@ import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
+/** What the `kms-prisma-types` generator's output depends on besides the schema. */
+export const GENERATOR_SOURCES = [
+  "src/generator.ts",
+  "src/internal/schema-module.ts",
+  "src/schema-descriptor.ts",
+];
+
 /**
  * Generates the test client into test/generated (gitignored) with Prisma's own CLI, offline:
  * a stub stands in for the schema engine binary that `prisma generate` does not actually use.
@@ -14,8 +21,11 @@ export function generateTestClient(
   schema = join(here, "prisma", "schema.prisma"),
   out = join(here, "generated"),
 ): void {
-  // Regenerate when the schema changed since the last run (the output is not committed).
-  const stamp = createHash("sha256").update(readFileSync(schema)).digest("hex");
+  // Regenerate when the schema, or the package's own generator, changed since the last run
+  // (the output is not committed).
+  const hash = createHash("sha256").update(readFileSync(schema));
+  for (const source of GENERATOR_SOURCES) hash.update(readFileSync(join(here, "..", source)));
+  const stamp = hash.digest("hex");
   const stampFile = join(out, ".schema-sha256");
   if (
     existsSync(join(out, "client.ts")) &&

@@ -8,6 +8,7 @@ import { SeededRandom as Rng } from "@kms/tooling/random";
 import { beforeAll, describe, expect, test } from "vitest";
 import { fieldEncryption, parseSchema, type SchemaDescriptor } from "../src/index.ts";
 import { readSchemaText } from "../src/internal/schema-text.ts";
+import { GENERATOR_SOURCES } from "./generate-client.ts";
 
 /**
  * Schema text and the `kms-prisma-types` generator must read the same annotations: one reads
@@ -236,9 +237,13 @@ let generated: SchemaDescriptor;
 function generateLayouts(): void {
   mkdirSync(out, { recursive: true });
   const schema = join(out, "schema.prisma");
-  const stamp = createHash("sha256").update(corpus).digest("hex");
+  const hash = createHash("sha256").update(corpus);
+  for (const source of GENERATOR_SOURCES) hash.update(readFileSync(join(here, "..", source)));
+  const stamp = hash.digest("hex");
   const stampFile = join(out, ".schema-sha256");
-  if (existsSync(stampFile) && readFileSync(stampFile, "utf8") === stamp) return;
+  // The outputs too: regenerating the test client (test/generated) removes them.
+  const outputs = [stampFile, join(out, "docs.json"), join(out, "kms", "kms-schema.ts")];
+  if (outputs.every((f) => existsSync(f)) && readFileSync(stampFile, "utf8") === stamp) return;
   writeFileSync(schema, corpus);
   copyFileSync(join(here, "prisma", "prisma.config.ts"), join(out, "prisma.config.ts"));
   const cli = join(here, "..", "node_modules", "prisma", "build", "index.js");
@@ -328,6 +333,17 @@ describe("annotations Prisma attaches to nothing are refused", () => {
     const text = strayed(layout(marker), marker, annotation);
     expect(() => parseSchema(text)).toThrow(ValidationError);
     expect(() => parseSchema(text)).toThrow(reason);
+  });
+
+  test("in any letter case: @KMS. where Prisma attaches it to nothing", () => {
+    for (const annotation of ["@KMS.encrypted", "@Kms.context(tenantId)", "@kMs.encrypted"]) {
+      const text = strayed(layout("STRAY6"), "STRAY6", annotation);
+      expect(() => parseSchema(text)).toThrow(/line 8 .*a \/\/ comment is no documentation/);
+    }
+    const afterBrace = `model A { // @KMS.context(tenantId)\n  id Int @id\n}`;
+    expect(() => parseSchema(afterBrace)).toThrow(/line 1 .*text after "\{" documents nothing/);
+    const unreadable = `model A {\n  id Int @id\n  + x String /// @Kms.encrypted\n}`;
+    expect(() => parseSchema(unreadable)).toThrow(/line 3 .*a line Prisma cannot read/);
   });
 
   test("inside a datasource or generator block, in a line Prisma cannot read", () => {

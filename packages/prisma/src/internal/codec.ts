@@ -27,6 +27,8 @@ export type Json = Record<string, unknown>;
 /** Builds the value a decimal field returns (Prisma's Decimal) from the string the engine gives. */
 export type DecimalFactory = (text: string) => unknown;
 export type Ctx = Record<string, string>;
+/** A model's column test from the client (`prisma.user.fields`); undefined for a model it lacks. */
+export type ColumnsOf = (model: string) => ((column: string) => boolean) | undefined;
 /** `new PrismaClient({ omit: { user: { tenantId: true } } })`: model delegate → column → omitted. */
 export type GlobalOmit = Readonly<Record<string, Readonly<Record<string, unknown>>>>;
 /** What a field's values are bound to (`context`) and what chooses their data key. */
@@ -77,6 +79,11 @@ export class Codec {
   readonly decimal: DecimalFactory;
   /** The client's `omit` option (`new PrismaClient({ omit })`), by model delegate name. */
   readonly globalOmit: GlobalOmit;
+  /**
+   * The client's columns of a model: a select key that is none of them nor a relation is a
+   * result field of another extension.
+   */
+  readonly columnsOf: ColumnsOf;
   readonly #related: ReadonlyMap<ModelDescriptor, readonly RelatedModel[]>;
 
   constructor(
@@ -85,6 +92,7 @@ export class Codec {
     options: EncryptCallOptions,
     decimal: DecimalFactory = (text) => text,
     globalOmit: GlobalOmit = {},
+    columnsOf: ColumnsOf = () => undefined,
     related: ReadonlyMap<ModelDescriptor, readonly RelatedModel[]> = relatedModels(models),
   ) {
     this.engine = engine;
@@ -92,6 +100,7 @@ export class Codec {
     this.options = options;
     this.decimal = decimal;
     this.globalOmit = globalOmit;
+    this.columnsOf = columnsOf;
     this.#related = related;
   }
 
@@ -103,6 +112,7 @@ export class Codec {
       options,
       this.decimal,
       this.globalOmit,
+      this.columnsOf,
       this.#related,
     );
   }
@@ -634,12 +644,18 @@ export class Codec {
    * `rows`: the operation returns rows, which Prisma shapes with the global omit.
    */
   prepareRead(model: ModelDescriptor, args: Json, rows = true): Strip {
-    const strip: Strip = { columns: [], relations: {} };
     const select = args.select;
+    // A result field of another extension (`$extends({ result })`): Prisma selects the columns
+    // it `needs` below this hook, encrypted ones among them, and computes it from this hook's
+    // result once decrypted. Which columns those are is not known here: every context column
+    // is selected, and hidden instead of removed, as the field may need one of them too.
+    const computed = isObject(select) && this.#selectsResultField(model, select);
+    const strip: Strip = { columns: [], relations: {}, hide: computed };
     if (isObject(select)) {
       const wanted = model.encryptedNames.filter((f) => select[f] === true);
-      const needed =
-        wanted.length === 0
+      const needed = computed
+        ? model.contextColumns
+        : wanted.length === 0
           ? []
           : [
               ...model.context.fromRow,
@@ -681,6 +697,18 @@ export class Codec {
       }
     }
     return strip;
+  }
+
+  /** Whether `select` names a key of `model` that is neither a column nor a relation. */
+  #selectsResultField(model: ModelDescriptor, select: Json): boolean {
+    if (model.encryptedNames.length === 0) return false;
+    const isColumn = this.columnsOf(model.name);
+    if (isColumn === undefined) return false;
+    for (const [key, value] of Object.entries(select)) {
+      if (value === undefined || value === false || key === "_count") continue;
+      if (!isColumn(key) && !Object.hasOwn(model.relations, key)) return true;
+    }
+    return false;
   }
 
   /**
@@ -820,7 +848,7 @@ export class Codec {
         }
       }
     }
-    if (strip !== undefined && strip.columns.length > 0) jobs.strips.push([row, strip.columns]);
+    if (strip !== undefined && strip.columns.length > 0) jobs.strips.push([row, strip]);
   }
 
   /**
@@ -885,7 +913,16 @@ export class Codec {
         );
       }
     }
-    for (const [row, columns] of jobs.strips) for (const column of columns) delete row[column];
+    for (const [row, { columns, hide }] of jobs.strips) {
+      for (const column of columns) {
+        if (!hide) delete row[column];
+        else if (Object.hasOwn(row, column)) {
+          // Left readable for a result field that needs it (Prisma checks that the row has
+          // it), but out of the row's keys, spread and JSON: the shape the select asked for.
+          Object.defineProperty(row, column, { value: row[column], enumerable: false });
+        }
+      }
+    }
   }
 
   /** A decrypted value as a query returns it: a decimal field's as Prisma's Decimal. */
@@ -898,7 +935,7 @@ interface DecryptJobs {
   readonly rows: Json[];
   readonly fields: string[];
   readonly items: DecryptItem[];
-  readonly strips: [Json, readonly string[]][];
+  readonly strips: [Json, Strip][];
   /** Contexts of this result by model and context values (`contextValuesKey`). */
   readonly contexts: Map<ModelDescriptor, Map<string, RowContext>>;
   /** The context found last: consecutive rows usually share it. */
@@ -1170,6 +1207,8 @@ function refuseMoving(model: ModelDescriptor, related: RelatedModel, nested: Jso
 export interface Strip {
   readonly columns: string[];
   readonly relations: Record<string, Strip>;
+  /** Make `columns` non-enumerable instead of removing them (see `prepareRead`). */
+  readonly hide: boolean;
 }
 
 /**

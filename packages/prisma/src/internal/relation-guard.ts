@@ -1,8 +1,5 @@
-import type { SchemaDescriptor } from "../schema-descriptor.ts";
-import { isObject, type Json, reject } from "./codec.ts";
-
-/** A model's column test from the client (`prisma.user.fields`); undefined for a model it lacks. */
-export type ColumnsOf = (model: string) => ((column: string) => boolean) | undefined;
+import { listsEveryRelation, type SchemaDescriptor } from "../schema-descriptor.ts";
+import { type ColumnsOf, isObject, type Json, reject } from "./codec.ts";
 
 const LOGICAL = new Set(["AND", "OR", "NOT"]);
 const RELATION_FILTERS = ["some", "every", "none", "is", "isNot"];
@@ -16,15 +13,16 @@ const WHERES = ["connect", "disconnect", "set", "delete", "deleteMany"];
  * follows only listed relations, and a model the descriptor leaves out lists none: through any
  * other, a related model's encrypted fields would be written in plaintext by a nested write,
  * compared as plaintext by a relation filter and returned as ciphertext by an include, all
- * without an error. Schema text and the generator list every relation of every model, so this
- * refuses only hand-written `defineModels` configurations that leave a relation out (or queries
- * naming a field that does not exist, which Prisma would refuse anyway).
+ * without an error. Schema text and the generator list every relation of every model: with
+ * them a field that is neither a column nor a listed relation is a result field of another
+ * extension (or does not exist, which Prisma refuses), and passes. So this refuses only with
+ * hand-written `defineModels` configurations, which may leave a relation out.
  */
 export class RelationGuard {
   readonly #models: SchemaDescriptor;
   readonly #columnsOf: ColumnsOf;
-  readonly #columns = new Map<string, ((column: string) => boolean) | undefined>();
 
+  /** `columnsOf`: cached by the caller, it is asked for every key of every query. */
   constructor(models: SchemaDescriptor, columnsOf: ColumnsOf) {
     this.#models = models;
     this.#columnsOf = columnsOf;
@@ -38,26 +36,24 @@ export class RelationGuard {
     for (const item of data.flat()) if (isObject(item)) this.#data(model, item);
   }
 
-  #isColumn(model: string): ((column: string) => boolean) | undefined {
-    if (!this.#columns.has(model)) this.#columns.set(model, this.#columnsOf(model));
-    return this.#columns.get(model);
-  }
-
   /**
    * The model the relation `key` of `model` leads to, when the descriptor lists it; refuses a key
-   * that is neither a column nor a listed relation. Undefined for a column, or when the client does not
-   * know `model` (nothing to tell its columns from).
+   * that is neither a column nor a listed relation, unless the descriptor lists every relation
+   * (the key is then a result field of another extension). Undefined for a column, or when the
+   * client does not know `model` (nothing to tell its columns from).
    */
   #target(model: string, key: string): string | undefined {
-    const isColumn = this.#isColumn(model);
+    const isColumn = this.#columnsOf(model);
     if (isColumn === undefined || isColumn(key)) return undefined;
-    const relations = this.#models[model]?.relations;
+    const descriptor = this.#models[model];
+    const relations = descriptor?.relations;
     const target =
       relations !== undefined && Object.hasOwn(relations, key) ? relations[key] : undefined;
     if (target !== undefined) return target;
-    const listed = this.#models[model] === undefined ? `list ${model} with` : "list";
+    if (descriptor !== undefined && listsEveryRelation(descriptor)) return undefined;
+    const listed = descriptor === undefined ? `list ${model} with` : "list";
     reject(
-      `${model}.${key} is not a column of ${model} nor a relation its descriptor lists: ${listed} relations: { ${key}: "<its model>" } in defineModels; the extension follows listed relations only, and through another one a related model's encrypted fields would be written, compared and returned as they are`,
+      `${model}.${key} is not a column of ${model} nor a relation its descriptor lists: ${listed} relations: { ${key}: "<its model>" } in defineModels; the extension follows listed relations only, and through another one a related model's encrypted fields would be written, compared and returned as they are. If ${key} is a result field of another extension, give defineModels every relation and { listsEveryRelation: true } (schema text and the generator's module do)`,
     );
   }
 
@@ -113,7 +109,7 @@ export class RelationGuard {
 
   /** `tenantId_email: { tenantId, email }`: two or more keys, every one a column of `model`. */
   #isCompoundUnique(model: string, value: Json): boolean {
-    const isColumn = this.#isColumn(model);
+    const isColumn = this.#columnsOf(model);
     const keys = Object.keys(value);
     return isColumn !== undefined && keys.length >= 2 && keys.every((k) => isColumn(k));
   }

@@ -15,7 +15,7 @@ import { defineModels, type FieldTypesOf } from ${JSON.stringify(importFrom)};
 const models = ${JSON.stringify(configs, null, 2)} as const;
 
 /** Pass as \`fieldEncryption({ schema: kmsSchema, … })\`: encrypts and types the annotated fields. */
-export const kmsSchema = defineModels(models);
+export const kmsSchema = defineModels(models, { listsEveryRelation: true });
 
 /** Model → field → declared type (\`"json?"\`: JSON in an optional column). */
 export type KmsFieldTypes = FieldTypesOf<typeof models>;

@@ -74,6 +74,14 @@ export function readSchemaText(schema: string): AnnotatedModel[] {
 const REPLACED = `another comment block follows it before anything it could document, and Prisma keeps only the last`;
 const DETACHED = `a blank line separates it from the block below, and Prisma attaches a comment only to the block right below it`;
 
+/**
+ * Whether text holds what reads as an annotation in any letter case: `@KMS.encrypted` is no
+ * annotation, and the annotation reader refuses it, rather than leave the field in plaintext.
+ */
+function holdsAnnotation(text: string): boolean {
+  return /@kms\./i.test(text);
+}
+
 function isModelKeyword(keyword: Keyword): boolean {
   // Views are models in the DMMF too (`previewFeatures = ["views"]`).
   return keyword === "model" || keyword === "view";
@@ -269,7 +277,7 @@ class SchemaReader {
     const strays = [
       ...this.#strays,
       ...this.#comments
-        .filter((c) => !c.attached && c.raw.includes("@kms."))
+        .filter((c) => !c.attached && holdsAnnotation(c.raw))
         .map((c) => ({
           line: c.line,
           raw: c.raw,
@@ -319,7 +327,7 @@ class SchemaReader {
     this.#pos = this.#lineEnd();
     if (!this.#newline()) return false;
     const rest = this.#src.slice(start + 1, this.#pos);
-    if (rest.includes("@kms.")) {
+    if (holdsAnnotation(rest)) {
       this.#strays.push({
         line: this.#lineOf(start),
         raw: rest,
@@ -490,7 +498,7 @@ class SchemaReader {
     this.#pos = end;
     this.#newline();
     const raw = this.#src.slice(start, end);
-    if (raw.includes("@kms.")) {
+    if (holdsAnnotation(raw)) {
       this.#strays.push({ line: this.#lineOf(start), raw, reason: INVALID });
     }
   }

@@ -1,0 +1,172 @@
+import { ValidationError } from "@kms/core";
+import { describe, expect } from "vitest";
+import { defineModels, fieldEncryption, parseSchema } from "../src/index.ts";
+// `test` with the fixtures `db`, `kms` and `keyId`, each set up for the tests that name it.
+import { schemaText, sqliteTest as test } from "./backends.ts";
+import { kmsSchema } from "./generated/kms/kms-schema.ts";
+
+/**
+ * Result fields of other extensions (`$extends({ result })`) named in a `select`: Prisma selects
+ * the columns a field `needs` below this extension's query hook and computes the field from the
+ * hook's result, so the hook must let the name through, decrypt what Prisma added and leave
+ * the row as the select shaped it, with whatever the field needs still there.
+ */
+/**
+ * A result as plain data: Prisma returns rows with result fields as proxies that carry a
+ * `util.inspect` symbol, which `toEqual` would compare.
+ */
+const plain = (value: unknown): unknown => JSON.parse(JSON.stringify(value));
+
+describe("result fields of other extensions in a select", () => {
+  const alice = { tenantId: "t1", email: "alice@x", name: "Alice" };
+
+  test("applied after the extension or before it, needing encrypted or context columns", async ({
+    db,
+    kms,
+    keyId,
+  }) => {
+    const seen: unknown[] = [];
+    const after = db.prisma.$extends(fieldEncryption({ kms, keyId, schema: schemaText })).$extends({
+      result: {
+        user: {
+          // An encrypted column: decrypted before the field is computed.
+          greeting: {
+            needs: { name: true },
+            compute: (u) => {
+              seen.push(u.name);
+              return `hi ${u.name}`;
+            },
+          },
+        },
+      },
+    });
+    const created = await after.user.create({ data: alice });
+    const greeted = await after.user.findMany({ select: { id: true, greeting: true } });
+    expect(plain(greeted)).toEqual([{ id: created.id, greeting: "hi Alice" }]);
+    expect(seen).toEqual(["Alice"]);
+    // The shape the select asked for: the context column read to decrypt is not part of it.
+    expect(Object.keys(greeted[0] as object)).toEqual(["id", "greeting"]);
+    expect(plain(await after.user.findFirst({ select: { greeting: true, name: true } }))).toEqual({
+      greeting: "hi Alice",
+      name: "Alice",
+    });
+    expect(
+      plain(await after.user.findFirst({ select: { greeting: true, tenantId: true } })),
+    ).toEqual({
+      greeting: "hi Alice",
+      tenantId: "t1",
+    });
+
+    // A context column as the need, from an extension applied before this one.
+    const before = db.prisma
+      .$extends({
+        result: {
+          user: { label: { needs: { tenantId: true }, compute: (u) => `of ${u.tenantId}` } },
+        },
+      })
+      .$extends(fieldEncryption({ kms, keyId, schema: schemaText }));
+    const labelled = await before.user.findMany({ select: { id: true, label: true, name: true } });
+    expect(plain(labelled)).toEqual([{ id: created.id, label: "of t1", name: "Alice" }]);
+    expect(Object.keys(labelled[0] as object).sort()).toEqual(["id", "label", "name"]);
+  });
+
+  test("a field needing a value bound to its row, and result fields of related rows", async ({
+    db,
+    kms,
+    keyId,
+  }) => {
+    const prisma = db.prisma
+      .$extends(fieldEncryption({ kms, keyId, schema: schemaText }))
+      .$extends({
+        result: {
+          chart: { noteLength: { needs: { note: true }, compute: (c) => c.note?.length ?? 0 } },
+          post: { teaser: { needs: { body: true }, compute: (p) => p.body.slice(0, 4) } },
+          user: { initial: { needs: { name: true }, compute: (u) => u.name?.charAt(0) } },
+        },
+      });
+    const user = await prisma.user.create({ data: alice });
+    // `note` is bound to the row's recordId besides its tenant: both are read to decrypt it.
+    await prisma.chart.create({
+      data: { tenantId: "t1", recordId: "r1", ssn: "123", note: "bound to r1" },
+    });
+    expect(plain(await prisma.chart.findMany({ select: { noteLength: true } }))).toEqual([
+      { noteLength: 11 },
+    ]);
+    await prisma.post.create({
+      data: { tenantId: "t1", title: "t", body: "secret body", authorId: user.id },
+    });
+    const posts = await prisma.post.findMany({
+      select: { title: true, teaser: true, author: { select: { initial: true } } },
+    });
+    expect(plain(posts)).toEqual([{ title: "t", teaser: "secr", author: { initial: "A" } }]);
+    const users = await prisma.user.findMany({
+      select: { initial: true, posts: { select: { teaser: true } } },
+    });
+    expect(plain(users)).toEqual([{ initial: "A", posts: [{ teaser: "secr" }] }]);
+    expect(Object.keys(users[0]?.posts[0] as object)).toEqual(["teaser"]);
+  });
+
+  test("the generator's descriptor lets them through; a hand-written one only when it lists every relation", async ({
+    db,
+    kms,
+    keyId,
+  }) => {
+    const result = {
+      result: {
+        user: {
+          greeting: {
+            needs: { name: true },
+            compute: (u: { name: string | null }) => `hi ${u.name}`,
+          },
+        },
+      },
+    };
+    const generated = db.prisma.$extends(fieldEncryption({ kms, keyId, schema: kmsSchema }));
+    await generated.user.create({ data: alice });
+    expect(
+      plain(await generated.$extends(result).user.findMany({ select: { greeting: true } })),
+    ).toEqual([{ greeting: "hi Alice" }]);
+
+    // A hand-written configuration may leave a relation out: a name it does not know may be one,
+    // which the extension would not walk into.
+    const config = { User: parseSchemaConfig() };
+    const handWritten = db.prisma
+      .$extends(fieldEncryption({ kms, keyId, schema: defineModels(config) }))
+      .$extends(result);
+    const refused = handWritten.user.findMany({ select: { greeting: true } });
+    await expect(refused).rejects.toThrow(ValidationError);
+    await expect(handWritten.user.findMany({ select: { greeting: true } })).rejects.toThrow(
+      /User\.greeting is not a column of User nor a relation its descriptor lists: .*give defineModels every relation and \{ listsEveryRelation: true \}/,
+    );
+    const listing = db.prisma
+      .$extends(
+        fieldEncryption({
+          kms,
+          keyId,
+          schema: defineModels(config, { listsEveryRelation: true }),
+        }),
+      )
+      .$extends(result);
+    expect(plain(await listing.user.findMany({ select: { greeting: true } }))).toEqual([
+      { greeting: "hi Alice" },
+    ]);
+    expect(() => defineModels(config, { listsEveryRelation: "yes" as never })).toThrow(
+      /"listsEveryRelation" expected a boolean/,
+    );
+  });
+});
+
+/** The User model of the test schema as a hand-written configuration, without its relations. */
+function parseSchemaConfig() {
+  const user = parseSchema(schemaText).User;
+  if (user === undefined) throw new Error("no User");
+  return {
+    encrypted: Object.fromEntries(
+      Object.entries(user.encrypted).map(([field, spec]) => [
+        field,
+        { mode: spec.mode, type: spec.type, storage: spec.storage },
+      ]),
+    ),
+    context: { fromRow: [...user.context.fromRow] },
+  };
+}
