@@ -26,10 +26,31 @@ interface PatientInput {
 
 class HttpError extends Error {
   readonly status: number;
-  constructor(status: number, message: string) {
+  /** The methods the path takes, for a 405's Allow header. */
+  readonly allow: readonly string[] | undefined;
+  constructor(status: number, message: string, allow?: readonly string[]) {
     super(message);
     this.status = status;
+    this.allow = allow;
   }
+}
+
+/**
+ * The answer to a method the path's routes do not take: 405 naming the ones they do, in the
+ * problem's detail and in Allow; OPTIONS gets Allow alone (204).
+ */
+function methodNotAllowed(allow: readonly string[]) {
+  return (req: Request, res: Response): void => {
+    if (req.method === "OPTIONS") {
+      res.setHeader("allow", [...allow, "OPTIONS"].join(", "));
+      res.status(204).end();
+      return;
+    }
+    throw new HttpError(405, `method ${req.method} not allowed here: ${allow.join(", ")}`, [
+      ...allow,
+      "OPTIONS",
+    ]);
+  };
 }
 
 /** The clinic each request authenticated as, set by the /patients middleware. */
@@ -76,14 +97,43 @@ function currentClinic(): string {
   return requestContext().clinic;
 }
 
-function idOf(req: Request): number {
-  const id = Number(req.params.id);
-  if (!Number.isSafeInteger(id) || id < 1)
-    throw new HttpError(400, "id must be a positive integer");
-  return id;
+/** A patient's public id: the row's recordId, a random UUID (RFC 9562 form). */
+const PATIENT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * The patient id of the path, in the lowercase form `randomUUID` writes. Patients are addressed
+ * by their random recordId, never by the autoincrement `id`: that one counts every clinic's
+ * patients, so a clinic comparing the ids of two of its own creations would learn how many the
+ * other clinics made in between. A malformed id never reaches the database.
+ */
+function idOf(req: Request): string {
+  const id = req.params.id;
+  if (typeof id !== "string" || !PATIENT_ID.test(id)) {
+    throw new HttpError(400, "id: a patient id (a UUID, as POST /patients returns it)");
+  }
+  return id.toLowerCase();
 }
 
 const FIELDS: ReadonlySet<string> = new Set(["ssn", "name", "note", "vitals"]);
+
+/**
+ * Levels of objects and arrays `vitals` may nest: measurements, not documents. A body within the
+ * 64 kB limit can nest some 30,000 levels, which recursive copies further down (Prisma's own)
+ * cannot take: it was answered 500.
+ */
+const MAX_VITALS_DEPTH = 32;
+
+/** Whether `value` nests objects or arrays deeper than `limit` levels; walked without recursion. */
+function nestsDeeperThan(value: unknown, limit: number): boolean {
+  const pending: [unknown, number][] = [[value, 1]];
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const [item, depth] = next;
+    if (typeof item !== "object" || item === null) continue;
+    if (depth > limit) return true;
+    for (const member of Object.values(item)) pending.push([member, depth + 1]);
+  }
+  return false;
+}
 
 function patientData(body: PatientInput, partial: boolean) {
   // A field the API does not take (`tenantId`, `id`, `__proto__`…) is refused rather than
@@ -117,6 +167,12 @@ function patientData(body: PatientInput, partial: boolean) {
     if (body.vitals === null || typeof body.vitals !== "object" || Array.isArray(body.vitals)) {
       throw new HttpError(400, "vitals: an object");
     }
+    if (nestsDeeperThan(body.vitals, MAX_VITALS_DEPTH)) {
+      throw new HttpError(
+        400,
+        `vitals: at most ${MAX_VITALS_DEPTH} levels of nested objects and arrays`,
+      );
+    }
     data.vitals = body.vitals;
   }
   return data;
@@ -127,7 +183,8 @@ const BODY_ERRORS: Readonly<Record<string, string>> = {
   "entity.parse.failed": "body must be JSON",
   "entity.too.large": "body: at most 64kb",
   "charset.unsupported": "body: charset must be utf-8",
-  "encoding.unsupported": "body: content-encoding must be identity, gzip, deflate or br",
+  // Every coding body-parser decompresses: zstd too, with the zlib of Node 24.
+  "encoding.unsupported": "body: content-encoding must be identity, gzip, deflate, br or zstd",
 };
 
 /**
@@ -149,9 +206,12 @@ function prismaCodeOf(error: unknown): unknown {
     : undefined;
 }
 
-/** What a route selects: the returned fields, plus the row-bound SSN to check them against. */
+/**
+ * What a route selects: the returned fields (`recordId` as the patient's `id`), plus the
+ * row-bound SSN to check them against.
+ */
 const LOADED = {
-  id: true,
+  recordId: true,
   ssn: true,
   ssnOfRecord: true,
   name: true,
@@ -160,21 +220,22 @@ const LOADED = {
 } as const;
 
 /**
- * The patient as returned, if its SSN is its own. `ssn` is bound to the clinic only (lookups
- * and the unique index need equal ciphertexts across rows), so a database writer can swap two
- * patients' SSNs and both still decrypt; `ssnOfRecord` is bound to the row and does not follow.
- * A mismatch is answered like any other stored value that does not belong where it is: the
- * same generic InvalidCiphertextException, so the response does not say which check failed.
+ * The patient as returned, its recordId as its `id`, if its SSN is its own. `ssn` is bound to
+ * the clinic only (lookups and the unique index need equal ciphertexts across rows), so a
+ * database writer can swap two patients' SSNs and both still decrypt; `ssnOfRecord` is bound to
+ * the row and does not follow. A mismatch is answered like any other stored value that does not
+ * belong where it is: the same generic InvalidCiphertextException, so the response does not say
+ * which check failed.
  * @throws InvalidCiphertextException when `ssn` differs from the row's `ssnOfRecord`.
  */
-function ownPatient<T extends { readonly ssn: string; readonly ssnOfRecord: string }>(
-  row: T,
-): Omit<T, "ssnOfRecord"> {
-  const { ssnOfRecord, ...patient } = row;
+function ownPatient<
+  T extends { readonly recordId: string; readonly ssn: string; readonly ssnOfRecord: string },
+>(row: T): { readonly id: string } & Omit<T, "recordId" | "ssnOfRecord"> {
+  const { recordId, ssnOfRecord, ...patient } = row;
   if (ssnOfRecord !== row.ssn) {
     throw new InvalidCiphertextError("a stored value does not belong to its row");
   }
-  return patient;
+  return { id: recordId, ...patient };
 }
 
 /**
@@ -274,7 +335,7 @@ export function createApp(options: {
 
   app.get("/patients/{:id}", async (req, res) => {
     const patient = await db.patient.findFirst({
-      where: { id: idOf(req), tenantId: currentClinic() },
+      where: { recordId: idOf(req), tenantId: currentClinic() },
       select: LOADED,
     });
     if (patient === null) throw new HttpError(404, "no such patient in this clinic");
@@ -284,11 +345,10 @@ export function createApp(options: {
   app.patch("/patients/{:id}", async (req, res) => {
     const tenantId = currentClinic();
     const data = patientData(req.body ?? {}, true);
-    // `update`, not `updateMany`: name, note, vitals and ssnOfRecord are bound to the row's
-    // recordId, which the extension reads from the one matching row before it writes
-    // (updateMany would need recordId in its where).
+    // `update`, by the unique recordId, which name, note, vitals and ssnOfRecord are bound to:
+    // the extension takes it from the where.
     const patient = await db.patient.update({
-      where: { id: idOf(req), tenantId },
+      where: { recordId: idOf(req), tenantId },
       data: {
         ...(data as { ssn?: string; name?: string; note?: string | null; vitals?: string | null }),
         // The row-bound copy follows every change of the SSN, or the row would be refused.
@@ -301,15 +361,24 @@ export function createApp(options: {
 
   app.delete("/patients/{:id}", async (req, res) => {
     const result = await db.patient.deleteMany({
-      where: { id: idOf(req), tenantId: currentClinic() },
+      where: { recordId: idOf(req), tenantId: currentClinic() },
     });
     if (result.count === 0) throw new HttpError(404, "no such patient in this clinic");
     res.status(204).end();
   });
 
+  // A method a route does not take, and a path no route serves: problem+json like every other
+  // error, where Express answered an HTML page ("Cannot PUT /patients/…").
+  app.all("/patients", methodNotAllowed(["GET", "HEAD", "POST"]));
+  app.all("/patients/{:id}", methodNotAllowed(["GET", "HEAD", "PATCH", "DELETE"]));
+  app.use(() => {
+    throw new HttpError(404, "no such route");
+  });
+
   // The demo's own failures as problem+json, like kmsErrorHandler's answers to KMS errors.
   app.use((error: unknown, _req: Request, res: Response, next: NextFunction) => {
     if (error instanceof HttpError) {
+      if (error.allow !== undefined) res.setHeader("allow", error.allow.join(", "));
       sendProblem(res, demoProblem(error.status, error.message));
     } else if (isKmsError(error)) {
       next(error);

@@ -16,10 +16,10 @@ export interface DemoDatabase {
   readonly kind: "sqlite" | "postgres";
   /** The base client: only ever passed to `$extends` (see records.ts). */
   readonly base: PrismaClient;
-  /** A Patient row as stored, read with the driver directly. */
-  storedPatient(id: number): Promise<Record<string, unknown> | undefined>;
+  /** A Patient row as stored, by its public id (recordId), read with the driver directly. */
+  storedPatient(id: string): Promise<Record<string, unknown> | undefined>;
   /** Writes one stored column with the driver directly (to show tampering fails). */
-  overwriteStored(id: number, column: "ssn" | "name" | "note", value: unknown): Promise<void>;
+  overwriteStored(id: string, column: "ssn" | "name" | "note", value: unknown): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -97,12 +97,12 @@ async function openSqlite(path: string): Promise<DemoDatabase> {
     kind: "sqlite",
     base,
     async storedPatient(id) {
-      return raw.prepare(`SELECT * FROM "Patient" WHERE "id" = ?`).get(id) as
+      return raw.prepare(`SELECT * FROM "Patient" WHERE "recordId" = ?`).get(id) as
         | Record<string, unknown>
         | undefined;
     },
     async overwriteStored(id, column, value) {
-      raw.prepare(`UPDATE "Patient" SET "${column}" = ? WHERE "id" = ?`).run(value, id);
+      raw.prepare(`UPDATE "Patient" SET "${column}" = ? WHERE "recordId" = ?`).run(value, id);
     },
     async close() {
       await base.$disconnect();
@@ -142,11 +142,11 @@ async function openPostgres(url: string, schema: string): Promise<DemoDatabase> 
     kind: "postgres",
     base,
     async storedPatient(id) {
-      const { rows } = await raw.query(`SELECT * FROM "Patient" WHERE "id" = $1`, [id]);
+      const { rows } = await raw.query(`SELECT * FROM "Patient" WHERE "recordId" = $1`, [id]);
       return rows[0] as Record<string, unknown> | undefined;
     },
     async overwriteStored(id, column, value) {
-      await raw.query(`UPDATE "Patient" SET "${column}" = $1 WHERE "id" = $2`, [value, id]);
+      await raw.query(`UPDATE "Patient" SET "${column}" = $1 WHERE "recordId" = $2`, [value, id]);
     },
     async close() {
       await base.$disconnect();

@@ -2,6 +2,7 @@ import { once } from "node:events";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join, resolve } from "node:path";
+import { RootKeyError } from "@kms/core";
 import { DEMO_TENANT_TOKENS, TenantConfigError, TenantDirectory } from "@kms/demo-shared";
 import { createApp } from "./app.ts";
 import {
@@ -20,8 +21,9 @@ const STOP_TIMEOUT_MS = 10_000;
 
 /**
  * Stale data from an earlier release is the user's to delete, a KMS_ENDPOINT without an access
- * key, a DATABASE_URL that is not PostgreSQL's or a malformed DEMO_TENANTS theirs to correct:
- * say so, without a stack trace.
+ * key, a DATABASE_URL that is not PostgreSQL's, a malformed DEMO_TENANTS or a KMS_ROOT_KEY that
+ * is malformed or not the one the key store was created with theirs to correct: say so, without
+ * a stack trace. A RootKeyError's message names the key's source and id, never the key.
  */
 function exitOnSetupError(error: unknown): never {
   if (
@@ -29,7 +31,8 @@ function exitOnSetupError(error: unknown): never {
       error instanceof StaleDemoDataError ||
       error instanceof KmsEndpointError ||
       error instanceof DatabaseUrlError ||
-      error instanceof TenantConfigError
+      error instanceof TenantConfigError ||
+      error instanceof RootKeyError
     )
   ) {
     throw error;

@@ -10,6 +10,7 @@ const KINDS: Readonly<Record<number, { readonly type: string; readonly title: st
   400: { type: "demo/invalid-input", title: "Invalid input" },
   401: { type: "demo/unauthenticated", title: "Unauthenticated" },
   404: { type: "demo/not-found", title: "Not found" },
+  405: { type: "demo/method-not-allowed", title: "Method not allowed" },
   409: { type: "demo/conflict", title: "Conflict" },
   413: { type: "demo/payload-too-large", title: "Payload too large" },
   415: { type: "demo/unsupported-media-type", title: "Unsupported media type" },

@@ -76,9 +76,9 @@ export async function walkthrough(
       );
     }
     show(`POST /patients as ${clinicA} → ${ann.status}`, ann.body);
-    const annId = (ann.body as { id: number }).id;
-    const bobId = (bob.body as { id: number }).id;
-    const cyId = (cy.body as { id: number }).id;
+    const annId = (ann.body as { id: string }).id;
+    const bobId = (bob.body as { id: string }).id;
+    const cyId = (cy.body as { id: string }).id;
     show(
       "What the database stores for that row (read with the driver):",
       await database.storedPatient(annId),

@@ -18,7 +18,7 @@ import type { PrismaClient } from "../src/generated/sqlite/client.ts";
 import { inProcessKms } from "../src/kms.ts";
 import { clinicKeyId, type RecordsDb, recordsClient, tenantKeyAlias } from "../src/records.ts";
 import { walkthrough } from "../src/walkthrough.ts";
-import { NOT_IN_CLINIC, SHREDDED, UNAUTHENTICATED, UNDECRYPTABLE } from "./problems.ts";
+import { NOT_IN_CLINIC, PATIENT_ID, SHREDDED, UNAUTHENTICATED, UNDECRYPTABLE } from "./problems.ts";
 
 const postgres = databaseTarget("postgres");
 const backends: [string, string | undefined, boolean][] = [
@@ -66,7 +66,7 @@ describe.each(backends)("demo records API on %s", (_name, url, skip) => {
   });
 
   /** A JSON response body: the tests know the API's shapes. */
-  type Body = { id: number; [key: string]: unknown } & Record<string, unknown>;
+  type Body = { id: string; [key: string]: unknown } & Record<string, unknown>;
 
   /** A request as `tenant` (its bearer token), or with `headers` alone. */
   async function call(
@@ -102,7 +102,7 @@ describe.each(backends)("demo records API on %s", (_name, url, skip) => {
   test.skipIf(skip)("stores ciphertext and returns plaintext", async () => {
     const created = await call("clinic-a", "POST", "/patients", ann);
     expect(created.status).toBe(201);
-    expect(created.body).toEqual({ id: expect.any(Number), ...ann });
+    expect(created.body).toEqual({ id: expect.stringMatching(PATIENT_ID), ...ann });
     const stored = (await database.storedPatient(created.body.id)) as Record<string, unknown>;
     for (const column of ["ssn", "ssnOfRecord", "name", "note", "vitals"]) {
       expect(String(stored[column]).startsWith("kms1:"), column).toBe(true);
@@ -264,7 +264,7 @@ describe.each(backends)("demo records API on %s", (_name, url, skip) => {
       for (const column of ["ssn", "ssnOfRecord", "name", "note", "vitals"]) {
         expect(String(stored[column]), column).toMatch(/^kms1:/);
       }
-      expect(step(/^GET \/patients\/\d+ as clinic-b-\w+ → 404$/)).toEqual(NOT_IN_CLINIC);
+      expect(step(/^GET \/patients\/[0-9a-f-]{36} as clinic-b-\w+ → 404$/)).toEqual(NOT_IN_CLINIC);
       expect(step(/^GET \/patients with a token of no clinic → 401$/)).toEqual(UNAUTHENTICATED);
       expect(step(/^clinic-a-\w+'s encrypted name copied into .* → 403$/)).toEqual(UNDECRYPTABLE);
       expect(step(/^Ann's encrypted name copied into Bob's row .* → 403$/)).toEqual(UNDECRYPTABLE);
@@ -397,7 +397,7 @@ describe.each(backends)("demo records API on %s", (_name, url, skip) => {
       const logged = vi.spyOn(console, "error").mockImplementation(() => {});
       try {
         const response = await fetch(
-          `http://127.0.0.1:${(faulty.address() as AddressInfo).port}/patients/4711`,
+          `http://127.0.0.1:${(faulty.address() as AddressInfo).port}/patients/00000000-0000-4000-8000-000000004711`,
           { headers: { authorization: bearer("clinic-a") } },
         );
         expect(response.status).toBe(500);

@@ -23,7 +23,7 @@ import { type DemoKms, openDemoKms } from "../src/kms.ts";
 import { recordsClient, scheduleTenantKeyDeletion, tenantKeyAlias } from "../src/records.ts";
 import { KmsEndpointError } from "../src/remote-kms.ts";
 import { WalkthroughStoppedError, walkthrough } from "../src/walkthrough.ts";
-import { KMS_FAULT, NOT_IN_CLINIC, SHREDDED, UNDECRYPTABLE } from "./problems.ts";
+import { KMS_FAULT, NOT_IN_CLINIC, PATIENT_ID, SHREDDED, UNDECRYPTABLE } from "./problems.ts";
 
 const appRoot = join(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -35,7 +35,7 @@ const SECRET_ACCESS_KEY = "demo-records-secret-0123456789abcdef";
 const ann = { ssn: "401-11-1111", name: "Ann Alpha", note: "alpha-note", vitals: { bp: "121/81" } };
 const bob = { ssn: "503-33-3333", name: "Bob Bravo", note: "bravo-note", vitals: { bp: "131/91" } };
 
-type Body = { id: number } & Record<string, unknown>;
+type Body = { id: string } & Record<string, unknown>;
 
 /** The KMS server the remote runs talk to: a core Kms behind @kms/server on 127.0.0.1. */
 interface KmsServer {
@@ -131,8 +131,8 @@ describe.each([
   test("two clinics' records are stored encrypted and read back", async () => {
     const a = await call("clinic-a", "POST", "/patients", ann);
     const b = await call("clinic-b", "POST", "/patients", bob);
-    expect(a).toEqual({ status: 201, body: { id: expect.any(Number), ...ann } });
-    expect(b).toEqual({ status: 201, body: { id: expect.any(Number), ...bob } });
+    expect(a).toEqual({ status: 201, body: { id: expect.stringMatching(PATIENT_ID), ...ann } });
+    expect(b).toEqual({ status: 201, body: { id: expect.stringMatching(PATIENT_ID), ...bob } });
     expect(await call("clinic-a", "GET", `/patients/${a.body.id}`)).toEqual({
       status: 200,
       body: a.body,
@@ -259,7 +259,7 @@ describe("the demo pointed at a KMS server", () => {
       await first.close();
       await writer.close();
       expect(created.status).toBe(201);
-      const { id } = (await created.json()) as { id: number };
+      const { id } = (await created.json()) as { id: string };
 
       // Restarted, with a cold data-key cache: the data key is unwrapped by the server.
       const reader = await openDemoKms(dir);

@@ -13,6 +13,9 @@ export interface Problem {
 
 const BASE = "https://kms.dev/problems/";
 
+/** A patient's public id: its random recordId, never the autoincrement row id. */
+export const PATIENT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
 export const UNAUTHENTICATED: Problem = {
   type: `${BASE}demo/unauthenticated`,
   title: "Unauthenticated",

@@ -3,10 +3,12 @@
  * demo tokens, loopback only, a clean stop on SIGINT and SIGTERM, and configuration mistakes
  * reported in one line.
  */
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { createKms, RootKeySource } from "@kms/core";
 import { DEMO_TENANT_TOKENS } from "@kms/demo-shared";
 import {
   bannerOrigin,
@@ -16,6 +18,7 @@ import {
   STOP_BOUND_MS,
   startDemo,
 } from "@kms/demo-shared/testing";
+import { SqliteKeyStore } from "@kms/keystore-sqlite";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 
 const appRoot = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -52,6 +55,7 @@ describe("`serve`", () => {
         body: JSON.stringify({ ssn: "123-45-6789", name: "Ann" }),
       });
       expect(created.status).toBe(201);
+      const { id } = (await created.json()) as { id: string };
       // fetch keeps that connection open: stopping must not wait for it.
       const refused = await fetch(`${base}/patients`, { headers: { "x-tenant-id": "clinic-a" } });
       expect(refused.status).toBe(401);
@@ -67,7 +71,7 @@ describe("`serve`", () => {
         headers: { authorization: `Bearer ${token}` },
       });
       expect(await read.json()).toEqual([
-        { id: 1, ssn: "123-45-6789", name: "Ann", note: null, vitals: null },
+        { id, ssn: "123-45-6789", name: "Ann", note: null, vitals: null },
       ]);
       again.child.kill("SIGTERM");
       expect(await exitWithin(again, STOP_BOUND_MS)).toEqual({ code: 0, signal: null });
@@ -88,6 +92,23 @@ describe("`serve`", () => {
     expect(own.status).toBe(200);
     demo.child.kill("SIGTERM");
     expect(await exitWithin(demo, STOP_BOUND_MS)).toEqual({ code: 0, signal: null });
+  });
+
+  test("a KMS_ROOT_KEY other than the key store's stops the start with one line", async () => {
+    const created = randomBytes(32);
+    const store = SqliteKeyStore.open({ path: join(dir, "kms.db") });
+    await (await createKms({ store, rootKey: RootKeySource.fromBytes(created) })).close();
+    const demo = start({ KMS_ROOT_KEY: randomBytes(32).toString("hex") });
+    expect(await exitWithin(demo, STOP_BOUND_MS)).toEqual({ code: 1, signal: null });
+    expect(demo.output.stderr).toMatch(
+      /^the root key from environment variable KMS_ROOT_KEY \(id \w+\) is not the one key store .* was created with \(id \w+\)\n$/,
+    );
+    expect(demo.output.stdout).toBe("");
+    // The right key still opens it.
+    const again = start({ KMS_ROOT_KEY: created.toString("hex") });
+    await origin(again);
+    again.child.kill("SIGTERM");
+    expect(await exitWithin(again, STOP_BOUND_MS)).toEqual({ code: 0, signal: null });
   });
 
   test.each(STARTUP_MISTAKES)(

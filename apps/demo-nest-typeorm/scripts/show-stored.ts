@@ -8,7 +8,7 @@ import Database from "better-sqlite3";
 import pg from "pg";
 
 const SQL =
-  'SELECT id, "tenantId", ssn, "nameIndex", name, note, vitals, identity FROM patients ORDER BY id';
+  'SELECT "recordId", "tenantId", ssn, "nameIndex", name, note, vitals, identity FROM patients ORDER BY id';
 
 async function rows(): Promise<Record<string, unknown>[]> {
   const url = process.env.DATABASE_URL;
@@ -29,7 +29,8 @@ async function rows(): Promise<Record<string, unknown>[]> {
 }
 
 for (const row of await rows()) {
-  console.log(`patient ${row.id} (${row.tenantId})`);
+  // recordId: the patient's id in the API.
+  console.log(`patient ${row.recordId} (${row.tenantId})`);
   for (const column of ["ssn", "nameIndex", "name", "note", "vitals", "identity"]) {
     console.log(`  ${column.padEnd(9)} ${String(row[column])}`);
   }

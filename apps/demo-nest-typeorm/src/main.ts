@@ -82,7 +82,7 @@ A request acts for the clinic whose bearer token it sends, and only for it:
   curl -s -X POST ${origin}/patients ${bearer(first)} -H 'content-type: application/json' \\
     -d '{"ssn":"123-45-6789","name":"Ada Lovelace","note":"allergic to penicillin","vitals":{"bpm":72}}'
   curl -s '${origin}/patients?ssn=123-45-6789' ${bearer(first)}
-  curl -s ${origin}/patients/1 ${bearer(second)}      # another clinic's row: 403
+  curl -s ${origin}/patients/<the id POST answered> ${bearer(second)}  # another clinic's row: 403
   curl -s ${origin}/webhooks/events ${bearer(first)}  # the clinic's signed webhooks received
 
   pnpm --filter @kms/demo-nest-typeorm stored                    # what the database holds

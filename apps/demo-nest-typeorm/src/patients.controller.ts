@@ -17,6 +17,8 @@ import { invalidInput } from "./problems.ts";
 import { type WebhookDelivery, WebhookSender } from "./webhook-sender.service.ts";
 
 const SSN = /^\d{3}-\d{2}-\d{4}$/;
+/** A patient's public id: its recordId, a random UUID (RFC 9562 form), in any letter case. */
+const PATIENT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 interface PatientBody {
   readonly ssn?: unknown;
@@ -81,7 +83,7 @@ export class PatientsController {
     const webhook = await this.#webhooks.send({
       event: "patient.created",
       tenantId,
-      patientId: patient.id,
+      patientId: patient.recordId,
     });
     return { ...viewOf(patient), webhook };
   }
@@ -106,10 +108,12 @@ export class PatientsController {
     return patients.map(viewOf);
   }
 
+  /** By the patient's public id: a malformed one never reaches the database (400). */
   @Get(":id")
   async get(@Param("id") id: string): Promise<PatientView> {
-    const n = Number(id);
-    if (!/^\d{1,15}$/.test(id) || n < 1) throw invalidInput("id must be a positive integer");
-    return viewOf(await this.#patients.byId(n));
+    if (!PATIENT_ID.test(id)) {
+      throw invalidInput("id: a patient id (a UUID, as POST /patients returns it)");
+    }
+    return viewOf(await this.#patients.byId(id.toLowerCase()));
   }
 }

@@ -15,9 +15,13 @@ export interface NewPatient {
   readonly vitals: Vitals | null;
 }
 
-/** What the API returns: the decrypted values, never the stored form. */
+/**
+ * What the API returns: the decrypted values, never the stored form. The patient's `id` is its
+ * random `recordId`: the autoincrement `id` column counts every clinic's patients, so a clinic
+ * comparing two of its own patients' ids would learn how many the others created in between.
+ */
 export interface PatientView {
-  readonly id: number;
+  readonly id: string;
   readonly tenantId: string;
   readonly ssn: string;
   readonly name: string;
@@ -28,7 +32,7 @@ export interface PatientView {
 
 export function viewOf(p: Patient): PatientView {
   return {
-    id: p.id,
+    id: p.recordId,
     tenantId: p.tenantId,
     ssn: p.ssn,
     name: p.name,
@@ -103,13 +107,14 @@ export class PatientsService {
   }
 
   /**
-   * One patient by id. Deliberately NOT filtered by tenant: this route stands for the query
-   * that forgot its `WHERE tenant_id = ?`. Another clinic's row comes back from the database,
-   * and decrypting it in this request's context fails (InvalidCiphertextException → 403).
+   * One patient by its public id (its recordId). Deliberately NOT filtered by tenant: this
+   * route stands for the query that forgot its `WHERE tenant_id = ?`. Another clinic's row comes
+   * back from the database, and decrypting it in this request's context fails
+   * (InvalidCiphertextException → 403).
    */
-  async byId(id: number): Promise<Patient> {
-    const patient = await this.#patients.findOneBy({ id });
-    if (patient === null) throw notFound(`no patient ${id}`);
+  async byId(recordId: string): Promise<Patient> {
+    const patient = await this.#patients.findOneBy({ recordId });
+    if (patient === null) throw notFound("no such patient");
     return untampered(patient);
   }
 }

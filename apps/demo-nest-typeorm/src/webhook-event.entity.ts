@@ -2,12 +2,17 @@ import { Column, CreateDateColumn, Entity, PrimaryGeneratedColumn } from "typeor
 
 /**
  * A webhook the receiver accepted, with what its signature proved. It carries no patient data
- * (the event names the patient by id only), so nothing here is encrypted.
+ * (the event names the patient by its public id only), so nothing here is encrypted.
  */
 @Entity("webhook_events")
 export class WebhookEvent {
+  /** Internal: it counts every clinic's events, so no answer shows it (`eventId` instead). */
   @PrimaryGeneratedColumn()
   id: number;
+
+  /** The event's public id, a random UUID: the receipt and the events list name it. */
+  @Column({ type: "varchar", length: 36, unique: true })
+  eventId: string;
 
   @Column({ type: "varchar", length: 60 })
   event: string;
@@ -15,8 +20,9 @@ export class WebhookEvent {
   @Column({ type: "varchar", length: 40 })
   tenantId: string;
 
-  @Column({ type: "integer" })
-  patientId: number;
+  /** The patient's public id (its recordId). */
+  @Column({ type: "varchar", length: 36 })
+  patientId: string;
 
   /** The `keyid` of the verified signature: which sender's key vouched for the body. */
   @Column({ type: "varchar", length: 100 })

@@ -31,7 +31,8 @@ export interface WebhookDelivery {
 export interface PatientCreatedEvent {
   readonly event: "patient.created";
   readonly tenantId: string;
-  readonly patientId: number;
+  /** The patient's public id (its recordId, a UUID). */
+  readonly patientId: string;
 }
 
 /**

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { Signed, VerifySignature, verifiedSignatureOf } from "@kms/nestjs";
 import { Body, Controller, Get, HttpCode, Post, Req, UseGuards } from "@nestjs/common";
 import { InjectRepository } from "@nestjs/typeorm";
@@ -7,12 +8,17 @@ import { invalidInput } from "./problems.ts";
 import { WebhookEvent } from "./webhook-event.entity.ts";
 
 const TENANT = /^[a-z0-9][a-z0-9-]{0,39}$/;
+/** A patient's public id, as PatientsController answers it: a lowercase UUID. */
+const PATIENT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 interface PatientCreatedBody {
   readonly event?: unknown;
   readonly tenantId?: unknown;
   readonly patientId?: unknown;
 }
+
+/** A received event as answered: `id` is its eventId, the row's own id stays internal. */
+export type WebhookEventView = { readonly id: string } & Omit<WebhookEvent, "id" | "eventId">;
 
 /**
  * The receiving side of the webhook. `@VerifySignature` (the module's `SignatureGuard`) refuses
@@ -39,42 +45,44 @@ export class WebhooksController {
   async patientCreated(
     @Body() body: PatientCreatedBody,
     @Req() req: object,
-  ): Promise<{ received: number }> {
+  ): Promise<{ received: string }> {
     if (body === null || typeof body !== "object" || body.event !== "patient.created") {
       throw invalidInput('event must be "patient.created"');
     }
     if (typeof body.tenantId !== "string" || !TENANT.test(body.tenantId)) {
       throw invalidInput("tenantId: 1–40 characters of a-z, 0-9 and -");
     }
-    if (!Number.isSafeInteger(body.patientId) || (body.patientId as number) < 1) {
-      throw invalidInput("patientId must be a positive integer");
+    if (typeof body.patientId !== "string" || !PATIENT_ID.test(body.patientId)) {
+      throw invalidInput("patientId: a patient id (a lowercase UUID)");
     }
     // Set by the guard: which key vouched for this body.
     const signature = verifiedSignatureOf(req);
     if (signature === undefined) throw new Error("SignatureGuard did not run on this route");
     const saved = await this.#events.save(
       this.#events.create({
+        eventId: randomUUID(),
         event: body.event,
         tenantId: body.tenantId,
-        patientId: body.patientId as number,
+        patientId: body.patientId,
         signatureKeyId: signature.keyId,
         signatureLabel: signature.label,
       }),
     );
-    return { received: saved.id };
+    return { received: saved.eventId };
   }
 
   /**
-   * What the receiver accepted for the caller's clinic (no patient data: ids only). Behind the
-   * clinic's token like the patients: unauthenticated, it listed every clinic's name and
-   * patient ids to anyone.
+   * What the receiver accepted for the caller's clinic (no patient data: ids only), oldest
+   * first, each named by its `eventId`. Behind the clinic's token like the patients:
+   * unauthenticated, it listed every clinic's name and patient ids to anyone.
    */
   @Get("events")
   @UseGuards(DemoAuthGuard)
-  events(@Req() req: object): Promise<WebhookEvent[]> {
-    return this.#events.find({
+  async events(@Req() req: object): Promise<WebhookEventView[]> {
+    const events = await this.#events.find({
       where: { tenantId: authenticatedClinic(req) },
       order: { id: "ASC" },
     });
+    return events.map(({ id: _, eventId, ...event }) => ({ id: eventId, ...event }));
   }
 }

@@ -1,4 +1,5 @@
 import "reflect-metadata";
+import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { connect } from "node:net";
 import type { Kms } from "@kms/core";
@@ -129,12 +130,11 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
     let app: INestApplication;
     let port: number;
     let origin: string;
-    const ids: Record<"ada" | "alan" | "grace" | "edsger", number> = {
-      ada: 0,
-      alan: 0,
-      grace: 0,
-      edsger: 0,
-    };
+    type Patient = "ada" | "alan" | "grace" | "edsger";
+    /** Each patient's id in the API: its recordId. */
+    const ids: Record<Patient, string> = { ada: "", alan: "", grace: "", edsger: "" };
+    /** Each patient's row id, which the attacks at the database use. */
+    const rows: Record<Patient, number> = { ada: 0, alan: 0, grace: 0, edsger: 0 };
 
     /** The core Kms holding the demo's keys: the app's own, or the KMS server's. */
     function keyStore(): Kms {
@@ -241,7 +241,9 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
       ] as const) {
         const res = await call("POST", "/patients", { tenant, body: patient });
         expect(res.status, res.text).toBe(201);
-        ids[key] = (bodyOf(res) as { id: number }).id;
+        ids[key] = (bodyOf(res) as { id: string }).id;
+        const [row] = await backend.raw(`SELECT id FROM patients WHERE "recordId" = '${ids[key]}'`);
+        rows[key] = Number(row?.id);
       }
     });
 
@@ -327,7 +329,7 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
 
       it("moving a row to another clinic in the database does not make it readable there", async () => {
         await withTampered(
-          [`UPDATE patients SET "tenantId" = 'clinic-b' WHERE id = ${ids.ada}`],
+          [`UPDATE patients SET "tenantId" = 'clinic-b' WHERE id = ${rows.ada}`],
           async () => {
             // Clinic B's list now contains Ada's row; its values are bound to clinic A.
             expectProblem(
@@ -342,7 +344,7 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
             );
             // Lookups in clinic B compute clinic B's SSN ciphertext: Grace, never Ada.
             const bySsn = await call("GET", `/patients?ssn=${ADA.ssn}`, { tenant: "clinic-b" });
-            expect((bodyOf(bySsn) as { id: number }[]).map((p) => p.id)).toEqual([ids.grace]);
+            expect((bodyOf(bySsn) as { id: string }[]).map((p) => p.id)).toEqual([ids.grace]);
             const byName = await call("GET", "/patients?name=Ada%20Lovelace", {
               tenant: "clinic-b",
             });
@@ -354,7 +356,7 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
       it("a ciphertext copied from another clinic's row is refused, never decrypted", async () => {
         // Grace (clinic B) shares Ada's SSN, so only the ciphertext tells them apart.
         for (const column of ["ssn", "name", "note"]) {
-          await withTampered(await copy(ids.grace, column, ids.ada), async () => {
+          await withTampered(await copy(rows.grace, column, rows.ada), async () => {
             const byId = await call("GET", `/patients/${ids.grace}`, { tenant: "clinic-b" });
             expectProblem(byId, 403, "kms/InvalidCiphertextException");
             const list = await call("GET", "/patients", { tenant: "clinic-b" });
@@ -362,7 +364,7 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
           });
         }
         // vitals: Grace has none, Edsger has some; copy Ada's over Edsger's.
-        await withTampered(await copy(ids.edsger, "vitals", ids.ada), async () => {
+        await withTampered(await copy(rows.edsger, "vitals", rows.ada), async () => {
           const byId = await call("GET", `/patients/${ids.edsger}`, { tenant: "clinic-b" });
           expectProblem(byId, 403, "kms/InvalidCiphertextException");
         });
@@ -376,7 +378,7 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
           ["vitals", "note"],
           ["note", "vitals"],
         ] as const) {
-          await withTampered(await copy(ids.ada, to, ids.ada, from), async () => {
+          await withTampered(await copy(rows.ada, to, rows.ada, from), async () => {
             const res = await call("GET", `/patients/${ids.ada}`, { tenant: "clinic-a" });
             expectProblem(res, 403, "kms/InvalidCiphertextException");
           });
@@ -387,37 +389,37 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
         // ssn and name are bound to the clinic only (lookups need that) and decrypt anywhere in
         // it; the row-bound identity copy gives them away. note and vitals are bound to the row.
         for (const column of ["ssn", "name", "note", "vitals", "identity"]) {
-          await withTampered(await copy(ids.alan, column, ids.ada), async () => {
+          await withTampered(await copy(rows.alan, column, rows.ada), async () => {
             const res = await call("GET", `/patients/${ids.alan}`, { tenant: "clinic-a" });
             expectProblem(res, 403, "kms/InvalidCiphertextException");
             const list = await call("GET", "/patients", { tenant: "clinic-a" });
             expectProblem(list, 403, "kms/InvalidCiphertextException");
           });
         }
-        // Everything bound to Ada's row moved over Alan's, row binding included: Alan's own
-        // ssn and name no longer match the identity that came along.
+        // Everything bound to Ada's row moved over Alan's, row binding included: Alan's row now
+        // answers to Ada's id, and Alan's own ssn and name no longer match the identity that
+        // came along.
         const moved: string[] = [];
         for (const column of ['"recordId"', "note", "vitals", "identity"]) {
-          moved.push(...(await copy(ids.alan, column, ids.ada)));
+          moved.push(...(await copy(rows.alan, column, rows.ada)));
         }
         await withTampered(moved, async () => {
-          const res = await call("GET", `/patients/${ids.alan}`, { tenant: "clinic-a" });
+          const res = await call("GET", `/patients/${ids.ada}`, { tenant: "clinic-a" });
           expectProblem(res, 403, "kms/InvalidCiphertextException");
         });
-        // The row binding itself edited.
+        // The row binding itself edited: the row answers to the new id, and decrypts under none.
+        const edited = "00000000-0000-4000-8000-000000000000";
         await withTampered(
-          [
-            `UPDATE patients SET "recordId" = '00000000-0000-4000-8000-000000000000' WHERE id = ${ids.ada}`,
-          ],
+          [`UPDATE patients SET "recordId" = '${edited}' WHERE id = ${rows.ada}`],
           async () => {
-            const res = await call("GET", `/patients/${ids.ada}`, { tenant: "clinic-a" });
+            const res = await call("GET", `/patients/${edited}`, { tenant: "clinic-a" });
             expectProblem(res, 403, "kms/InvalidCiphertextException");
           },
         );
       });
 
       it("a tampered, truncated, foreign or plaintext stored value is refused generically", async () => {
-        const [ada] = (await patientsRows()).filter((r) => r.id === ids.ada);
+        const [ada] = (await patientsRows()).filter((r) => Number(r.id) === rows.ada);
         const note = String(ada?.note);
         // One base64url character of the ciphertext changed (past the header: the tag or body).
         const flipped = `${note.slice(0, -5)}${note.at(-5) === "A" ? "B" : "A"}${note.slice(-4)}`;
@@ -429,7 +431,7 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
           "plain text note",
         ]) {
           await withTampered(
-            [`UPDATE patients SET note = '${stored}' WHERE id = ${ids.ada}`],
+            [`UPDATE patients SET note = '${stored}' WHERE id = ${rows.ada}`],
             async () => {
               const res = await call("GET", `/patients/${ids.ada}`, { tenant: "clinic-a" });
               expectProblem(res, 403, "kms/InvalidCiphertextException");
@@ -441,7 +443,6 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
 
     describe("signed webhooks", () => {
       const REQUIRED = ["@method", "@target-uri", "content-digest", "content-type"] as const;
-      let counter = 9000;
 
       function webhookSigner(): MessageSigner {
         return createKmsSigner({
@@ -470,7 +471,11 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
       ): Promise<Signed> {
         const body =
           options.body ??
-          JSON.stringify({ event: "patient.created", tenantId: "clinic-a", patientId: ++counter });
+          JSON.stringify({
+            event: "patient.created",
+            tenantId: "clinic-a",
+            patientId: randomUUID(),
+          });
         const method = options.method ?? "POST";
         const url = `${origin}${options.path ?? WEBHOOK_PATH}`;
         const headers = { ...json, ...options.headers };
@@ -520,11 +525,12 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
       });
 
       it("one byte of the body changed: content-digest", async () => {
+        const patientId = randomUUID();
         const message = await signed({
-          body: JSON.stringify({ event: "patient.created", tenantId: "clinic-a", patientId: 31 }),
+          body: JSON.stringify({ event: "patient.created", tenantId: "clinic-a", patientId }),
         });
         await expectRefused(
-          () => deliver({ ...message, body: message.body.replace(":31}", ":32}") }),
+          () => deliver({ ...message, body: message.body.replace(patientId, randomUUID()) }),
           "content-digest",
         );
         // A trailing space is one byte too (same JSON once parsed).
@@ -931,14 +937,19 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
           body: '{"ssn":"444-55-6666","name":"Proto","__proto__":{"tenantId":"clinic-b","polluted":1},"tenantId":"clinic-b","id":1}',
         });
         expect(res.status, res.text).toBe(201);
-        const created = bodyOf(res) as { id: number; tenantId: string };
+        const created = bodyOf(res) as { id: string; tenantId: string };
         // The body cannot choose the clinic or the id.
         expect(created.tenantId).toBe("clinic-a");
-        expect(created.id).not.toBe(1);
+        expect(created.id).toMatch(
+          /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/,
+        );
         expect(({} as { polluted?: unknown }).polluted).toBeUndefined();
-        const [row] = await backend.raw(`SELECT "tenantId" FROM patients WHERE id = ${created.id}`);
+        const [row] = await backend.raw(
+          `SELECT id, "tenantId" FROM patients WHERE "recordId" = '${created.id}'`,
+        );
         expect(row?.tenantId).toBe("clinic-a");
-        await backend.write(`DELETE FROM patients WHERE id = ${created.id}`);
+        expect(Number(row?.id)).not.toBe(1);
+        await backend.write(`DELETE FROM patients WHERE "recordId" = '${created.id}'`);
       });
 
       it("a huge body is refused with 413 problem+json, unparsed and unstored", async () => {
@@ -976,15 +987,25 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
       it("bad ids and query parameters: 400 demo/invalid-input", async () => {
         for (const id of [
           "0",
+          "1",
           "-1",
           "1e3",
           "0x10",
           "1.5",
+          // Past PostgreSQL's int4, which the row id is: that one used to answer 500.
+          "2147483648",
+          "9".repeat(15),
           "9".repeat(16),
           "%20",
           "1%00",
           "NaN",
           "Infinity",
+          ids.ada.replaceAll("-", ""),
+          `{${ids.ada}}`,
+          `${ids.ada}0`,
+          ids.ada.slice(1),
+          `${ids.ada}%00`,
+          `${ids.ada.slice(0, -1)}g`,
         ]) {
           expectProblem(
             await call("GET", `/patients/${id}`, { tenant: "clinic-a" }),
@@ -992,6 +1013,14 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
             "demo/invalid-input",
           );
         }
+        // A well-formed id of no patient is simply not found.
+        expectProblem(
+          await call("GET", "/patients/00000000-0000-4000-8000-000000000000", {
+            tenant: "clinic-a",
+          }),
+          404,
+          "demo/not-found",
+        );
         for (const query of [
           "ssn=123456789",
           "ssn=123-45-6789&ssn=987-65-4321",
@@ -1023,8 +1052,20 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
           JSON.stringify({ event: "patient.deleted", tenantId: "clinic-a", patientId: 1 }),
           JSON.stringify({ event: "patient.created", tenantId: "Clinic A", patientId: 1 }),
           JSON.stringify({ event: "patient.created", tenantId: "clinic-a", patientId: 0 }),
+          // A row id, as events used to name patients: the patient's id is its recordId.
+          JSON.stringify({ event: "patient.created", tenantId: "clinic-a", patientId: 1 }),
           JSON.stringify({ event: "patient.created", tenantId: "clinic-a", patientId: "1" }),
           JSON.stringify({ event: "patient.created", tenantId: "clinic-a", patientId: 1.5 }),
+          JSON.stringify({
+            event: "patient.created",
+            tenantId: "clinic-a",
+            patientId: randomUUID().toUpperCase(),
+          }),
+          JSON.stringify({
+            event: "patient.created",
+            tenantId: "clinic-a",
+            patientId: `${randomUUID()}0`,
+          }),
         ]) {
           const url = `${origin}${WEBHOOK_PATH}`;
           const added = await signRequest(

@@ -1,5 +1,6 @@
 import "reflect-metadata";
 import { execFile, execFileSync } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { once } from "node:events";
 import { type AddressInfo, createServer } from "node:net";
 import { fileURLToPath } from "node:url";
@@ -50,6 +51,8 @@ const PLAINTEXTS = [
 ];
 
 const json = { "content-type": "application/json" };
+/** The form of every id the API answers: a random UUID. */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 const execFileAsync = promisify(execFile);
 /** `pnpm --filter @kms/demo-nest-typeorm admin`. */
@@ -69,7 +72,7 @@ export function describeDemo(label: string, open: () => Promise<Backend>): void 
     let backend: Backend;
     let app: INestApplication;
     let origin: string;
-    const ids: Record<string, number> = {};
+    const ids: Record<string, string> = {};
 
     beforeAll(async () => {
       backend = await open();
@@ -222,10 +225,54 @@ export function describeDemo(label: string, open: () => Promise<Backend>): void 
           "demo/invalid-input",
         );
         expectProblem(
-          await request(origin).get("/patients/999999").set("authorization", bearer("clinic-a")),
+          await request(origin)
+            .get("/patients/00000000-0000-4000-8000-000000000000")
+            .set("authorization", bearer("clinic-a")),
           404,
           "demo/not-found",
         );
+      });
+
+      it("names each patient by its random recordId: no answer counts another clinic's patients", async () => {
+        // The autoincrement id counted every clinic's patients: the gap between two of clinic
+        // A's ids was the number clinic B created in between.
+        const rows = await backend.raw(
+          'SELECT id, "recordId", "tenantId" FROM patients ORDER BY id',
+        );
+        expect(rows.map((row) => row.recordId)).toEqual([ids.ada, ids.alan, ids.grace]);
+        for (const id of Object.values(ids)) expect(id).toMatch(UUID);
+        const answers = [
+          await request(origin).get("/patients").set("authorization", bearer("clinic-a")),
+          await request(origin)
+            .get(`/patients/${ids.alan}`)
+            .set("authorization", bearer("clinic-a")),
+          await request(origin)
+            .get(`/patients/${String(ids.alan).toUpperCase()}`)
+            .set("authorization", bearer("clinic-a")),
+        ];
+        for (const res of answers) {
+          expect(res.status).toBe(200);
+          for (const patient of [res.body].flat() as Record<string, unknown>[]) {
+            expect(Object.keys(patient).sort()).toEqual([
+              "createdAt",
+              "id",
+              "name",
+              "note",
+              "ssn",
+              "tenantId",
+              "vitals",
+            ]);
+            expect(patient.id).toMatch(UUID);
+          }
+        }
+        // The row ids address nothing, PostgreSQL's int4 overflow included (it answered 500).
+        for (const id of ["1", "2", "2147483648", "9".repeat(15), `${ids.alan}0`]) {
+          expectProblem(
+            await request(origin).get(`/patients/${id}`).set("authorization", bearer("clinic-a")),
+            400,
+            "demo/invalid-input",
+          );
+        }
       });
 
       it("never stores plaintext: the driver sees kms1: ciphertext only", async () => {
@@ -322,14 +369,15 @@ export function describeDemo(label: string, open: () => Promise<Backend>): void 
       }
 
       /** The events the receiver accepted, as each clinic lists its own. */
-      async function events(): Promise<{ id: number; patientId: number; tenantId: string }[]> {
+      /** The events the receiver accepted, as each clinic lists its own, clinic A's first. */
+      async function events(): Promise<{ id: string; patientId: string; tenantId: string }[]> {
         const of = async (tenant: string) =>
           (await request(origin).get("/webhooks/events").set("authorization", bearer(tenant)))
-            .body as { id: number; patientId: number; tenantId: string }[];
+            .body as { id: string; patientId: string; tenantId: string }[];
         const [a, b] = [await of("clinic-a"), await of("clinic-b")];
         expect(new Set(a.map((e) => e.tenantId))).not.toContain("clinic-b");
         expect(new Set(b.map((e) => e.tenantId))).not.toContain("clinic-a");
-        return [...a, ...b].sort((x, y) => x.id - y.id);
+        return [...a, ...b];
       }
 
       function expectRefused(
@@ -366,14 +414,38 @@ export function describeDemo(label: string, open: () => Promise<Backend>): void 
         expect(received.map((e) => e.patientId).sort()).toEqual(
           [ids.ada, ids.alan, ids.grace, res.body.id].sort(),
         );
+        // Each event is named by a random id of its own, never the row id counting every
+        // clinic's events.
+        for (const event of received) {
+          expect(event.id).toMatch(UUID);
+          expect(Object.keys(event).sort()).toEqual([
+            "event",
+            "id",
+            "patientId",
+            "receivedAt",
+            "signatureKeyId",
+            "signatureLabel",
+            "tenantId",
+          ]);
+        }
+        const stored = await backend.raw('SELECT "eventId" FROM webhook_events');
+        expect(stored.map((row) => row.eventId).sort()).toEqual(received.map((e) => e.id).sort());
       });
 
       it("accepts a correctly signed request and signs its answer, bound to that request", async () => {
         const message = await signed(
-          JSON.stringify({ event: "patient.created", tenantId: "clinic-a", patientId: 4242 }),
+          JSON.stringify({
+            event: "patient.created",
+            tenantId: "clinic-a",
+            patientId: randomUUID(),
+          }),
         );
         const res = await post(message);
         expect(res.status).toBe(200);
+        // The receipt names the event by its random id.
+        const { received } = JSON.parse(res.text) as { received: string };
+        expect(received).toMatch(UUID);
+        expect((await events()).map((event) => event.id)).toContain(received);
         const { createKmsVerifier } = await import("@kms/http-signatures");
         const kms = app.get(KmsService).kms;
         const policy = {
@@ -399,12 +471,13 @@ export function describeDemo(label: string, open: () => Promise<Backend>): void 
 
       it("refuses a tampered body with 401 and records nothing", async () => {
         const before = (await events()).length;
+        const patientId = randomUUID();
         const message = await signed(
-          JSON.stringify({ event: "patient.created", tenantId: "clinic-a", patientId: 1 }),
+          JSON.stringify({ event: "patient.created", tenantId: "clinic-a", patientId }),
         );
         const tampered = {
           ...message,
-          body: message.body.replace('"patientId":1', '"patientId":2'),
+          body: message.body.replace(patientId, randomUUID()),
         };
         expectRefused(await post(tampered), "content-digest");
         // Recomputing Content-Digest does not help: the signature covers it.
@@ -427,7 +500,7 @@ export function describeDemo(label: string, open: () => Promise<Backend>): void 
         const body = JSON.stringify({
           event: "patient.created",
           tenantId: "clinic-a",
-          patientId: 7,
+          patientId: randomUUID(),
         });
         expectRefused(
           await post({ url: `${origin}/webhooks/patient-created`, headers: json, body }),

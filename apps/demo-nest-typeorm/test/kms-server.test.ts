@@ -115,7 +115,9 @@ async function startDemo(backend: Backend): Promise<Demo> {
 function stable(value: unknown, origin: string): unknown {
   const text = JSON.stringify(value)
     .replaceAll(origin, "<origin>")
-    .replace(/key\/[0-9a-f-]{36}/g, "key/<id>");
+    .replace(/key\/[0-9a-f-]{36}/g, "key/<id>")
+    // Patients' and events' ids: random UUIDs.
+    .replace(/"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"/g, '"<uuid>"');
   return JSON.parse(text, (key, member) => (VOLATILE.has(key) ? "<volatile>" : member));
 }
 
@@ -129,13 +131,18 @@ async function scenario(backend: Backend): Promise<[string, number, unknown][]> 
   const step = async (label: string, answer: Promise<{ status: number; body: unknown }>) => {
     const { status, body } = await answer;
     steps.push([label, status, stable(body, demo.origin)]);
+    return body;
   };
   try {
-    await step("create in A", demo.call("POST", "/patients", { tenant: "clinic-a", body: ADA }));
+    const ada = await step(
+      "create in A",
+      demo.call("POST", "/patients", { tenant: "clinic-a", body: ADA }),
+    );
     await step("create in B", demo.call("POST", "/patients", { tenant: "clinic-b", body: GRACE }));
     await step("list A", demo.call("GET", "/patients", { tenant: "clinic-a" }));
     await step("B by SSN", demo.call("GET", `/patients?ssn=${ADA.ssn}`, { tenant: "clinic-b" }));
-    await step("A's row as B", demo.call("GET", "/patients/1", { tenant: "clinic-b" }));
+    const adaId = (ada as { id: string }).id;
+    await step("A's row as B", demo.call("GET", `/patients/${adaId}`, { tenant: "clinic-b" }));
 
     const rows = await backend.raw('SELECT ssn, name, note, vitals, "nameIndex" FROM patients');
     const dump = JSON.stringify(rows);
@@ -150,7 +157,11 @@ async function scenario(backend: Backend): Promise<[string, number, unknown][]> 
       },
     ]);
 
-    const event = JSON.stringify({ event: "patient.created", tenantId: "clinic-a", patientId: 9 });
+    const event = JSON.stringify({
+      event: "patient.created",
+      tenantId: "clinic-a",
+      patientId: adaId,
+    });
     const hook = await demo.sign("POST", "/webhooks/patient-created", event);
     await step(
       "signed webhook",
@@ -161,7 +172,7 @@ async function scenario(backend: Backend): Promise<[string, number, unknown][]> 
       "tampered webhook",
       demo.call("POST", "/webhooks/patient-created", {
         headers: forged.headers,
-        body: event.replace('"patientId":9', '"patientId":8'),
+        body: event.replace(adaId, "00000000-0000-4000-8000-000000000000"),
       }),
     );
     await step("events", demo.call("GET", "/webhooks/events", { tenant: "clinic-a" }));
@@ -293,7 +304,7 @@ describe("the demo pointed at a KMS server", () => {
       status: 201,
       body: { webhook: { status: 200, receiptVerified: true } },
     });
-    const { id } = created.body as { id: number };
+    const { id } = created.body as { id: string };
 
     // Restarted, with a cold data-key cache: the data key is unwrapped by the server.
     const second = await startDemo({ ...backend, config });

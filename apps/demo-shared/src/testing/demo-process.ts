@@ -115,4 +115,9 @@ export const STARTUP_MISTAKES: readonly (readonly [
     "DEMO_TENANTS: the token of clinic-a: 16–256 characters",
   ],
   ["a PORT out of range", { PORT: "70000" }, "PORT must be an integer from 0 to 65535, got 70000"],
+  [
+    "a KMS_ROOT_KEY that is no key",
+    { KMS_ROOT_KEY: "hunter2" },
+    "root key from environment variable KMS_ROOT_KEY must be 32 bytes as 64 hex digits or base64",
+  ],
 ];

@@ -1353,13 +1353,77 @@ export function keysWithin(value: unknown, into: Set<string>): void {
   }
 }
 
-/** Deep copy of the parts of args we rewrite, so the caller's objects are never mutated. */
+/** A container `clone` is copying, with the keys of its members still to copy. */
+interface CloneFrame {
+  readonly source: Json | readonly unknown[];
+  readonly copy: Json | unknown[];
+  /** Own enumerable keys, read when the container was reached; undefined for an array. */
+  readonly keys: readonly string[] | undefined;
+  next: number;
+}
+
+/** An empty copy of `value` when `clone` copies it (an array or a plain object), else undefined. */
+function emptyCopyOf(value: unknown): Json | unknown[] | undefined {
+  if (Array.isArray(value)) return new Array<unknown>(value.length);
+  if (isObject(value) && Object.getPrototypeOf(value) === Object.prototype) return {};
+  return undefined;
+}
+
+function cloneFrame(source: Json | readonly unknown[], copy: Json | unknown[]): CloneFrame {
+  return { source, copy, keys: Array.isArray(source) ? undefined : Object.keys(source), next: 0 };
+}
+
+/**
+ * Deep copy of the parts of args we rewrite, so the caller's objects are never mutated: arrays
+ * and plain objects are copied, anything else (a Date, a Decimal, bytes, a null-prototype
+ * object) is kept as it is. Iterative, so that a JSON value nested deeper than the call stack
+ * (a request body parsed into a Json field) is copied rather than ending in a RangeError.
+ * An own `__proto__` member, which JSON.parse makes, stays a member of the copy: assigned, it
+ * would become the copy's prototype, and the member would vanish from the data.
+ * @throws ValidationException when the arguments hold a cycle (an object inside itself).
+ */
 export function clone<T>(value: T): T {
-  if (Array.isArray(value)) return value.map(clone) as T;
-  if (isObject(value) && Object.getPrototypeOf(value) === Object.prototype) {
-    const out: Json = {};
-    for (const [k, v] of Object.entries(value)) out[k] = clone(v);
-    return out as T;
+  const root = emptyCopyOf(value);
+  if (root === undefined) return value;
+  const stack = [cloneFrame(value as Json | readonly unknown[], root)];
+  // The containers being copied, outermost first: one met again inside itself is a cycle.
+  const open = new Set<unknown>([value]);
+  for (let frame = stack[0]; frame !== undefined; frame = stack[stack.length - 1]) {
+    const { source, copy, keys } = frame;
+    const index = frame.next;
+    if (index === (keys === undefined ? (source as readonly unknown[]).length : keys.length)) {
+      stack.pop();
+      open.delete(source);
+      continue;
+    }
+    frame.next = index + 1;
+    let item: unknown;
+    if (keys === undefined) {
+      // A hole stays a hole, as Array.prototype.map leaves it.
+      if (!(index in source)) continue;
+      item = (source as readonly unknown[])[index];
+    } else {
+      item = (source as Json)[keys[index] as string];
+    }
+    const member = emptyCopyOf(item);
+    if (member !== undefined) {
+      if (open.has(item)) {
+        reject("the query's arguments hold a cycle: an object or array inside itself");
+      }
+      open.add(item);
+      stack.push(cloneFrame(item as Json | readonly unknown[], member));
+    }
+    const key = keys === undefined ? index : (keys[index] as string);
+    if (key === "__proto__") {
+      Object.defineProperty(copy, key, {
+        value: member ?? item,
+        writable: true,
+        enumerable: true,
+        configurable: true,
+      });
+    } else {
+      (copy as Record<string | number, unknown>)[key] = member ?? item;
+    }
   }
-  return value;
+  return root as T;
 }
