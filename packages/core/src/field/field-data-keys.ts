@@ -9,7 +9,7 @@ import { randomBytes } from "../hsm/random.ts";
 import type { KmsLike } from "../kms-like.ts";
 import { currentRequestId } from "../request-id-scope.ts";
 import type { CallOptions, EncryptionContext } from "../types.ts";
-import { encodeBinding, type FieldBinding, holdsKeyContext } from "./binding.ts";
+import { contextKey, encodeBinding, type FieldBinding, holdsKeyContext } from "./binding.ts";
 import type { DataKeyRecord, DataKeyStore } from "./data-key-store.ts";
 import {
   DATA_KEY_ID_LENGTH,
@@ -102,6 +102,26 @@ export interface FieldDataKeysOptions {
   readonly cache: DataKeyCache;
 }
 
+/**
+ * Whether the values asking for a data key may open under one wrapped under `keyContext` (the
+ * context its data-key row stores): checked before the KMS is asked to unwrap it.
+ */
+export type AdmitsKeyContext = (keyContext: Readonly<EncryptionContext>) => boolean;
+
+/** An unwrap in flight, with the context of the row it unwraps: a caller joins it only if admitted. */
+interface Unwrapping<T> {
+  readonly keyContext: Readonly<EncryptionContext>;
+  readonly loading: Promise<T>;
+}
+
+/** A stable data-key row whose KMS key is gone (see `#findStable`). */
+interface GoneStable {
+  readonly wrappedKey: Uint8Array;
+  readonly kmsKeyId: string;
+  /** What the KMS said when asked to unwrap it. */
+  readonly error: unknown;
+}
+
 /** A stable key found or created inside a transaction scope (see `#scopedStable`). */
 interface ScopedStable {
   readonly loading: Promise<StableKey>;
@@ -177,7 +197,7 @@ export class FieldDataKeys {
    * a caller after it starts a load of its own, and a load that began before it caches nothing.
    */
   readonly #materialsInFlight = new Map<string, Promise<Materials>>();
-  readonly #readKeysInFlight = new Map<string, Promise<LoadedKey>>();
+  readonly #readKeysInFlight = new Map<string, Unwrapping<LoadedKey>>();
   /**
    * The engine's stable keys by id (outside transactions), for synchronous reads too. A key
    * leaves by eviction, age, a rollback of its row or clear(), and is zeroed then — at once, or
@@ -185,7 +205,15 @@ export class FieldDataKeys {
    */
   readonly #stableReady = new Map<string, StableKey>();
   /** Loads of stable keys by id in flight; each becomes the engine's unless forgotten meanwhile. */
-  readonly #stableLoads = new Map<string, Promise<StableKey>>();
+  readonly #stableLoads = new Map<string, Unwrapping<StableKey>>();
+  /**
+   * Stable data-key rows found dead (their KMS key gone, a later generation in use), by id, with
+   * the wrapped key that was refused: the next find of the same scope passes over them without
+   * asking the KMS again. Bounded; emptied by clear().
+   */
+  readonly #goneStable = new Map<string, GoneStable>();
+  /** Counts #forgetStable calls: a stable row read across one is read again. */
+  #forgets = 0;
   /**
    * The key each scope (KMS key id, context) found, checked against the context: an index into
    * #stableReady that owns nothing, so an entry counts only while its key is not retired.
@@ -540,6 +568,7 @@ export class FieldDataKeys {
 
   /** Nothing held or loading under `id` is used again (see #rollBackStable). */
   #forgetStable(id: string): void {
+    this.#forgets += 1;
     // A load in flight may have read the rolled-back row: forgotten, it is dropped on arrival.
     this.#stableLoads.delete(id);
     const held = this.#stableReady.get(id);
@@ -568,6 +597,7 @@ export class FieldDataKeys {
     this.#readKeysInFlight.clear();
     this.#stableReady.clear();
     this.#stableLoads.clear();
+    this.#goneStable.clear();
     this.#stableByScope.clear();
     this.#stableLoadsByScope.clear();
     this.#records.clear();
@@ -895,20 +925,38 @@ export class FieldDataKeys {
     return loaded;
   }
 
-  readKey(id: string): Promise<LoadedKey> {
+  /**
+   * The read key of the randomized data key `id`. Its row is read first, and the KMS is asked
+   * to unwrap it only when `admits` the context the row stores (FORMAT §6.2): a value copied
+   * from another tenant's row fails with the generic error before any KMS call, so its request
+   * never uses that tenant's KMS key, nor learns from the KMS's answer in what state it is.
+   */
+  readKey(id: string, admits: AdmitsKeyContext): Promise<LoadedKey> {
     const hit = this.#cache.use<LoadedKey>(this.#readPrefix + id, NO_USE);
     if (hit !== undefined) return Promise.resolve(hit);
-    const pending = this.#readKeysInFlight.get(id);
-    if (pending !== undefined) return pending;
-    const generation = this.#generation;
-    const loading: Promise<LoadedKey> = this.#unwrap(id, "randomized")
-      .then(({ raw, context }) => this.#putReadKey(id, importAesKey(raw), context, generation))
-      .finally(() => {
-        // Only its own entry: after a clear(), a later load may hold the id now.
-        if (this.#readKeysInFlight.get(id) === loading) this.#readKeysInFlight.delete(id);
-      });
-    this.#readKeysInFlight.set(id, loading);
-    return loading;
+    return this.record(id).then((record) => {
+      if (record === undefined || !admits(record.encryptionContext)) throw generic();
+      const loaded = this.#cache.use<LoadedKey>(this.#readPrefix + id, NO_USE);
+      if (loaded !== undefined) return loaded;
+      const pending = this.#readKeysInFlight.get(id);
+      if (pending !== undefined) {
+        if (!admits(pending.keyContext)) throw generic();
+        return pending.loading;
+      }
+      const generation = this.#generation;
+      const loading: Promise<LoadedKey> = this.#unwrapRecord(record, "randomized")
+        .then((raw) =>
+          this.#putReadKey(id, importAesKey(raw), record.encryptionContext, generation),
+        )
+        .finally(() => {
+          // Only its own entry: after a clear(), a later load may hold the id now.
+          if (this.#readKeysInFlight.get(id)?.loading === loading) {
+            this.#readKeysInFlight.delete(id);
+          }
+        });
+      this.#readKeysInFlight.set(id, { keyContext: record.encryptionContext, loading });
+      return loading;
+    });
   }
 
   record(id: string): Promise<DataKeyRecord | undefined> {
@@ -930,15 +978,6 @@ export class FieldDataKeys {
     return pending;
   }
 
-  async #unwrap(
-    id: string,
-    purpose: DataKeyRecord["purpose"],
-  ): Promise<{ raw: Uint8Array; context: EncryptionContext }> {
-    const record = await this.record(id);
-    if (record === undefined) throw generic();
-    return { raw: await this.#unwrapRecord(record, purpose), context: record.encryptionContext };
-  }
-
   /**
    * Every unwrap goes through here. The length matters most for stable keys: they feed HKDF,
    * which takes any length, so a row wrapping a 1-byte key would make every deterministic value
@@ -949,10 +988,16 @@ export class FieldDataKeys {
     purpose: DataKeyRecord["purpose"],
   ): Promise<Uint8Array> {
     if (record.purpose !== purpose) throw generic();
-    const { plaintext } = await this.#kms.decrypt(
-      { ciphertextBlob: record.wrappedKey, encryptionContext: record.encryptionContext },
-      kmsCallOptions(),
-    );
+    let plaintext: Uint8Array;
+    try {
+      ({ plaintext } = await this.#kms.decrypt(
+        { ciphertextBlob: record.wrappedKey, encryptionContext: record.encryptionContext },
+        kmsCallOptions(),
+      ));
+    } catch (error) {
+      if (typeof error === "object" && error !== null) kmsRefusals.add(error);
+      throw error;
+    }
     if (plaintext.length !== 32) {
       plaintext.fill(0);
       throw generic();
@@ -962,10 +1007,15 @@ export class FieldDataKeys {
 
   /**
    * The id of the stable data key of `context` (the one `stableForScope` finds or creates),
-   * derived without touching the store or the KMS.
+   * without touching the store or the KMS: the one this engine found for it, if it holds one,
+   * else the id of generation 0 (derived; the one in use unless a KMS key of the context was
+   * deleted, FORMAT §6.4.5).
    */
   stableIdOf(context: EncryptionContext): string {
-    return hexOf(stableDataKeyId(this.#selectKey(context), context));
+    const keyId = this.#selectKey(context);
+    const found = this.#stableByScope.get(`${keyId}\u0000${contextKey(context)}`);
+    if (found !== undefined && !found.retired) return found.id;
+    return hexOf(stableDataKeyId(keyId, context, 0));
   }
 
   stableForScope(
@@ -1081,62 +1131,145 @@ export class FieldDataKeys {
     }
   }
 
-  stableForId(id: string): Promise<StableKey> {
+  /**
+   * The stable data key `id`, for reading a deterministic value (or for writing: see
+   * `#findStable`). As `readKey`, the KMS is asked to unwrap its row only when `admits` the
+   * context the row stores; otherwise the call fails with `refusal()` (default: the generic
+   * error) without any KMS call.
+   */
+  stableForId(
+    id: string,
+    admits: AdmitsKeyContext,
+    refusal: () => Error = generic,
+  ): Promise<StableKey> {
     const ready = this.cachedStable(id);
     if (ready !== undefined) return Promise.resolve(ready);
-    const pending = this.#stableLoads.get(id);
-    if (pending !== undefined) return pending;
-    const generation = this.#generation;
-    const loading: Promise<StableKey> = this.record(id).then(async (record) => {
+    const forgets = this.#forgets;
+    return this.record(id).then((record) => {
       if (record === undefined) throw generic();
-      const raw = await this.#unwrapRecord(record, "stable");
-      const stable = this.#newStable(
-        id,
-        raw,
-        record.kmsKeyId,
-        record.encryptionContext,
-        generation,
-      );
-      if (this.#stableLoads.get(id) !== loading) {
-        // Forgotten meanwhile (a rollback of its row, a clear()): never the engine's.
-        this.#drop(stable);
-        return stable;
+      // A row rolled back while it was read may be the one just read: read it again.
+      if (this.#forgets !== forgets) return this.stableForId(id, admits, refusal);
+      if (!admits(record.encryptionContext)) throw refusal();
+      const held = this.cachedStable(id);
+      if (held !== undefined) return held;
+      const pending = this.#stableLoads.get(id);
+      if (pending !== undefined) {
+        if (!admits(pending.keyContext)) throw refusal();
+        return pending.loading;
       }
-      this.#stableLoads.delete(id);
-      return this.#adopt(stable);
+      const generation = this.#generation;
+      const loading: Promise<StableKey> = this.#unwrapRecord(record, "stable").then((raw) => {
+        const stable = this.#newStable(
+          id,
+          raw,
+          record.kmsKeyId,
+          record.encryptionContext,
+          generation,
+        );
+        if (this.#stableLoads.get(id) !== entry) {
+          // Forgotten meanwhile (a rollback of its row, a clear()): never the engine's.
+          this.#drop(stable);
+          return stable;
+        }
+        this.#stableLoads.delete(id);
+        return this.#adopt(stable);
+      });
+      const entry: Unwrapping<StableKey> = { keyContext: record.encryptionContext, loading };
+      this.#stableLoads.set(id, entry);
+      // Only its own entry: a load started after this one was forgotten may hold the id now.
+      loading.catch(() => {
+        if (this.#stableLoads.get(id) === entry) this.#stableLoads.delete(id);
+      });
+      return loading;
     });
-    this.#stableLoads.set(id, loading);
-    // Only its own entry: a load started after this one was forgotten may hold the id now.
-    loading.catch(() => {
-      if (this.#stableLoads.get(id) === loading) this.#stableLoads.delete(id);
-    });
-    return loading;
   }
 
-  async #loadOrCreateStableUncached(keyId: string, context: EncryptionContext): Promise<StableKey> {
+  /** `#findStable` for a transaction scope: nothing it finds or makes is the engine's yet. */
+  #loadOrCreateStableUncached(keyId: string, context: EncryptionContext): Promise<StableKey> {
     const generation = this.#generation;
-    const id = hexOf(stableDataKeyId(keyId, context));
-    let record = await this.#store.get(id);
-    if (record === undefined) {
-      const inserted = await this.#insertStable(keyId, context, id, generation);
-      if (inserted.mine !== undefined) return inserted.mine;
-      record = inserted.record;
-    }
-    const raw = await this.#unwrapRecord(record, "stable");
-    return this.#newStable(id, raw, record.kmsKeyId, record.encryptionContext, generation);
+    return this.#findStable(
+      keyId,
+      context,
+      async (id, record) =>
+        this.#newStable(
+          id,
+          await this.#unwrapRecord(record, "stable"),
+          record.kmsKeyId,
+          record.encryptionContext,
+          generation,
+        ),
+      (mine) => mine,
+    );
+  }
+
+  /** `#findStable` outside transactions: what it finds or makes is the engine's. */
+  #loadOrCreateStable(keyId: string, context: EncryptionContext): Promise<StableKey> {
+    return this.#findStable(
+      keyId,
+      context,
+      (id) => this.stableForId(id, (stored) => sameContext(stored, context), foreignStableRow),
+      (mine) => this.#adopt(mine),
+    );
   }
 
   /**
-   * The stable data key of (KMS key, context) has an id derived from both, so every process
-   * finds the same one without coordination; the store's insert-if-absent settles races.
+   * Finds or creates the stable data key of (KMS key id, context). Its id is derived from both
+   * (FORMAT §6.1.3), so every process finds the same one without coordination; the store's
+   * insert-if-absent settles races (the first row wins, and every writer uses it).
+   *
+   * A row whose KMS key is gone for good (deleted, or lost with a KMS store that was reset) can
+   * never be unwrapped again, and a tenant whose key was re-created under the same alias would
+   * find it first forever. So the id carries a generation (§6.4.5): the row of generation n is
+   * passed over, and generation n + 1 found or created, when the KMS refuses to unwrap it with
+   * NotFoundException or InvalidCiphertextException (what a deleted key gives, in AWS and in the
+   * in-process Kms) and the key the configured key id now selects is another KMS key than the
+   * one the row names. A key disabled or pending deletion fails with another error and is never
+   * passed over (both can be undone); a broken row under the key still selected is not either.
+   * The rows passed over stay: their values stay unreadable (that is what deleting a key is for)
+   * and are never overwritten.
    */
-  async #loadOrCreateStable(keyId: string, context: EncryptionContext): Promise<StableKey> {
+  async #findStable(
+    keyId: string,
+    context: EncryptionContext,
+    open: (id: string, record: DataKeyRecord) => Promise<StableKey>,
+    adopt: (mine: StableKey) => StableKey,
+  ): Promise<StableKey> {
     const generation = this.#generation;
-    const id = hexOf(stableDataKeyId(keyId, context));
-    if ((await this.#store.get(id)) !== undefined) return this.stableForId(id);
-    const { mine } = await this.#insertStable(keyId, context, id, generation);
-    // Another writer stored its key first: use theirs.
-    return mine === undefined ? this.stableForId(id) : this.#adopt(mine);
+    let gone: GoneStable | undefined;
+    const passed: [string, GoneStable][] = [];
+    const found = (stable: StableKey): StableKey => {
+      for (const [id, dead] of passed) bounded(this.#goneStable, id, dead, MAX_STABLE_KEYS);
+      return stable;
+    };
+    for (let n = 0; n <= MAX_STABLE_GENERATION; n++) {
+      const id = hexOf(stableDataKeyId(keyId, context, n));
+      let record = await this.#store.get(id);
+      if (record === undefined) {
+        const inserted = await this.#insertStable(keyId, context, id, generation, gone);
+        if (inserted.mine !== undefined) return found(adopt(inserted.mine));
+        record = inserted.record;
+      }
+      // A later generation is made only under another KMS key than the one gone before it.
+      if (gone !== undefined && record.kmsKeyId === gone.kmsKeyId) throw gone.error;
+      // Before any KMS call: a row planted here under another context is never unwrapped.
+      if (!sameContext(record.encryptionContext, context)) throw foreignStableRow();
+      const known = this.#goneStable.get(id);
+      if (known !== undefined && sameBytes(known.wrappedKey, record.wrappedKey)) {
+        gone = known;
+        passed.push([id, known]);
+        continue;
+      }
+      try {
+        return found(await open(id, record));
+      } catch (error) {
+        if (!mayBeGone(error)) throw error;
+        gone = { wrappedKey: record.wrappedKey, kmsKeyId: record.kmsKeyId, error };
+        passed.push([id, gone]);
+      }
+    }
+    throw new KmsInternalError(
+      `the stable data key of this context was found gone in ${MAX_STABLE_GENERATION + 1} generations`,
+    );
   }
 
   /**
@@ -1148,11 +1281,18 @@ export class FieldDataKeys {
     context: EncryptionContext,
     id: string,
     generation: number,
+    gone: GoneStable | undefined,
   ): Promise<{ mine?: StableKey; record: DataKeyRecord }> {
     const generated = await this.#kms.generateDataKey(
       { keyId, keySpec: "AES_256", encryptionContext: context },
       kmsCallOptions(),
     );
+    if (gone !== undefined && generated.keyId === gone.kmsKeyId) {
+      // The key the row before names is the one still selected, and it works: that row is
+      // broken, its key not gone. Its error stands; no generation replaces a live key's row.
+      generated.plaintext.fill(0);
+      throw gone.error;
+    }
     let record: DataKeyRecord;
     let stored: boolean;
     try {
@@ -1195,17 +1335,65 @@ function kmsCallOptions(): CallOptions | undefined {
   return requestId === undefined ? undefined : { requestId };
 }
 
-/** First 16 bytes of SHA-256("kms1 stable data key" || u16 len || keyId || context encoding). */
-function stableDataKeyId(keyId: string, context: EncryptionContext): Uint8Array {
+/**
+ * First 16 bytes of SHA-256("kms1 stable data key" || u16 len || keyId || context encoding),
+ * followed, from generation 1 on, by u32 generation (FORMAT §6.1.3): generation 0 is the id
+ * every stable key had before generations existed. A context encoding is never a proper prefix
+ * of another (the empty one is no encoding's prefix followed by 4 more bytes either: a count of
+ * zero, or a pair in 4 bytes, is no encoding), so no generation's input is another's.
+ */
+function stableDataKeyId(
+  keyId: string,
+  context: EncryptionContext,
+  generation: number,
+): Uint8Array {
   const keyBytes = encoder.encode(keyId);
   const ctx = encodeEncryptionContext(context, "context");
-  const input = new Uint8Array(STABLE_ID_PREFIX.length + 2 + keyBytes.length + ctx.length);
+  const tail = generation === 0 ? 0 : 4;
+  const input = new Uint8Array(STABLE_ID_PREFIX.length + 2 + keyBytes.length + ctx.length + tail);
+  const view = new DataView(input.buffer);
   input.set(STABLE_ID_PREFIX, 0);
-  new DataView(input.buffer).setUint16(STABLE_ID_PREFIX.length, keyBytes.length);
+  view.setUint16(STABLE_ID_PREFIX.length, keyBytes.length);
   input.set(keyBytes, STABLE_ID_PREFIX.length + 2);
   input.set(ctx, STABLE_ID_PREFIX.length + 2 + keyBytes.length);
+  if (tail !== 0) view.setUint32(input.length - 4, generation);
   return sha256(input).subarray(0, DATA_KEY_ID_LENGTH);
 }
+
+/**
+ * Errors of the KMS's Decrypt of a data-key row (not the engine's own refusals, which are
+ * InvalidCiphertextErrors too): only these may say that a stable row's KMS key is gone.
+ */
+const kmsRefusals = new WeakSet<object>();
+
+/**
+ * What a Decrypt of a row whose KMS key is gone for good fails with: NotFoundException (AWS),
+ * or InvalidCiphertextException (the in-process Kms, for which a blob naming a key that does
+ * not exist is invalid ciphertext). By `code` (KmsError) or `name` (an AWS SDK error).
+ */
+function mayBeGone(error: unknown): boolean {
+  if (typeof error !== "object" || error === null || !kmsRefusals.has(error)) return false;
+  const { code, name } = error as { code?: unknown; name?: unknown };
+  const kind = typeof code === "string" ? code : name;
+  return kind === "NotFoundException" || kind === "InvalidCiphertextException";
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && Buffer.from(a).equals(Buffer.from(b));
+}
+
+/** Both contexts hold exactly the same pairs. */
+function sameContext(
+  stored: Readonly<EncryptionContext>,
+  context: Readonly<EncryptionContext>,
+): boolean {
+  return (
+    Object.keys(stored).length === Object.keys(context).length && holdsKeyContext(context, stored)
+  );
+}
+
+/** How many times a context's stable data key may be found gone before the engine gives up. */
+const MAX_STABLE_GENERATION = 32;
 
 const MAX_SCOPED_ENTRIES = 256;
 
@@ -1240,16 +1428,16 @@ function bounded<V>(
  * The stable key found under the id of (KMS key, context) must be wrapped under that very
  * context. Its id is derived, so whoever writes the data-key table can plant a row there first,
  * wrapping a key they know under a context their KMS rights allow: writing deterministic values
- * or blind indexes under it would let them read those. Such a row is refused, not used.
+ * or blind indexes under it would let them read those. Such a row is refused, not used — and
+ * refused before the KMS is asked to unwrap it (`#findStable`); this checks the key in hand.
  */
 function ownStable(stable: StableKey, context: EncryptionContext): StableKey {
-  if (
-    Object.keys(stable.context).length !== Object.keys(context).length ||
-    !holdsKeyContext(context, stable.context)
-  ) {
-    throw new KmsInternalError(
-      "the data-key row stored under this context's stable data key id is wrapped under another context",
-    );
-  }
+  if (!sameContext(stable.context, context)) throw foreignStableRow();
   return stable;
+}
+
+function foreignStableRow(): KmsInternalError {
+  return new KmsInternalError(
+    "the data-key row stored under this context's stable data key id is wrapped under another context",
+  );
 }

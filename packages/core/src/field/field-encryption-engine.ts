@@ -245,7 +245,10 @@ export class FieldEncryptionEngine {
    *   JSON data: no Map, Date, class instance, toJSON(), undefined member or element, NaN or
    *   ±Infinity anywhere in it) or the binding is malformed; KMS errors (NotFoundException,
    *   DisabledException, KMSInvalidStateException, AccessDeniedException) when a data key cannot
-   *   be generated.
+   *   be generated, or (deterministic mode) the stable data key cannot be unwrapped — a stable
+   *   key whose KMS key was deleted is replaced by its next generation when the key id now
+   *   selects another key (FORMAT §6.4 item 5), else NotFoundException; KMSInternalException
+   *   when the row under the context's stable data key id is wrapped under another context.
    */
   encrypt(
     binding: FieldBinding,
@@ -395,8 +398,9 @@ export class FieldEncryptionEngine {
   /**
    * Decrypts a stored value bound to `binding`.
    * @throws InvalidCiphertextException when the bytes are not ciphertext (unless legacy
-   *   plaintext is enabled), were tampered with, or belong to another model, field or context;
-   *   KMS errors when the data key cannot be unwrapped (e.g. its KMS key was deleted).
+   *   plaintext is enabled), were tampered with, or belong to another model, field or context
+   *   (the last before any KMS call: FORMAT §6.2); KMS errors when a data key of the value's own
+   *   context cannot be unwrapped (e.g. its KMS key was deleted).
    */
   decrypt(binding: FieldBinding, spec: FieldSpec, stored: Uint8Array): Promise<FieldValue> {
     // Fast path without an async frame: the data key is cached (the common case).
@@ -561,13 +565,19 @@ export class FieldEncryptionEngine {
       if (this.#legacyPlaintext) return legacyValue(binding, spec, stored);
       throw generic();
     }
+    // The value's context must hold the one its data key is wrapped under before the KMS is
+    // asked to unwrap that key (FORMAT §6.2.3): a value copied from another tenant's row fails
+    // alike whatever the state of that tenant's KMS key, which this request never uses.
+    const context = binding.context;
+    const admits = (keyContext: Readonly<EncryptionContext>) =>
+      holdsKeyContext(context, keyContext);
     if (parsed.mode === "deterministic") {
       return this.#keys.withStable(
-        () => this.#keys.stableForId(parsed.dataKeyId),
+        () => this.#keys.stableForId(parsed.dataKeyId, admits),
         (held) => this.#openDeterministic(held, binding, spec, stored),
       );
     }
-    const loaded = await this.#keys.readKey(parsed.dataKeyId);
+    const loaded = await this.#keys.readKey(parsed.dataKeyId, admits);
     return this.#openRandomized(loaded, encodeBinding(binding), binding.context, spec, stored);
   }
 
@@ -593,13 +603,27 @@ export class FieldEncryptionEngine {
     // Only ciphertext under an uncached key gets here: the header parses.
     const bytesOf = (stored: string | Uint8Array) =>
       typeof stored === "string" ? fromFieldText(stored) : stored;
-    const readIds = new Set<string>();
-    const stableIds = new Set<string>();
+    // Data key id → the contexts of the values under it: the KMS unwraps a key only when every
+    // one of them holds the context its row stores (as in #decryptSlow).
+    const readIds = new Map<string, Set<EncryptionContext>>();
+    const stableIds = new Map<string, Set<EncryptionContext>>();
     for (const i of misses) {
-      const bytes = bytesOf((items[i] as DecryptItem).stored);
+      const item = items[i] as DecryptItem;
+      const bytes = bytesOf(item.stored);
       const id = hexOf(bytes, 1, HEADER_LENGTH);
-      (bytes[0] === FORMAT_RANDOMIZED ? readIds : stableIds).add(id);
+      const ids = bytes[0] === FORMAT_RANDOMIZED ? readIds : stableIds;
+      let contexts = ids.get(id);
+      if (contexts === undefined) {
+        contexts = new Set();
+        ids.set(id, contexts);
+      }
+      contexts.add(item.binding.context);
     }
+    const admittedBy =
+      (contexts: ReadonlySet<EncryptionContext>) => (keyContext: Readonly<EncryptionContext>) => {
+        for (const context of contexts) if (!holdsKeyContext(context, keyContext)) return false;
+        return true;
+      };
     const loaded = new Map<string, LoadedKey>();
     // Held until the batch is done: a key the engine evicts meanwhile (more distinct keys than
     // it keeps) still serves the batch, and is zeroed after it.
@@ -607,9 +631,11 @@ export class FieldEncryptionEngine {
     let holding = true;
     try {
       await Promise.all([
-        ...[...readIds].map(async (id) => loaded.set(id, await this.#keys.readKey(id))),
-        ...[...stableIds].map(async (id) => {
-          const stable = await this.#keys.stableForId(id);
+        ...[...readIds].map(async ([id, contexts]) =>
+          loaded.set(id, await this.#keys.readKey(id, admittedBy(contexts))),
+        ),
+        ...[...stableIds].map(async ([id, contexts]) => {
+          const stable = await this.#keys.stableForId(id, admittedBy(contexts));
           // Not once the batch has failed: nothing would release it.
           if (holding && this.#keys.holdStable(stable)) stables.set(id, stable);
         }),
@@ -660,7 +686,8 @@ export class FieldEncryptionEngine {
    *   anywhere in the value (NaN, ±Infinity, undefined, functions, symbols, bigints, holes, array
    *   members other than elements, cycles, toJSON() methods, Maps, Sets, typed arrays, class
    *   instances; untyped, a Date or decimal object is taken only as the whole value). The
-   *   message names the path (`$.a[0]`).
+   *   message names the path (`$.a[0]`). KMS errors and KMSInternalException as `encrypt` in
+   *   deterministic mode (the index's key is derived from the same stable data key).
    */
   async blindIndex(
     binding: FieldBinding,
@@ -728,9 +755,10 @@ export class FieldEncryptionEngine {
    * The KMS key ARN new randomized values of `context` get (that of the data key they are
    * written under: after re-pointing an alias, call `clearCache()` first) and the stable data
    * key id of new deterministic values, for rotation jobs. That id is derived from the key id
-   * and the context (FORMAT §6.4), so with `loadStableKey: false` it is computed without
+   * and the context (FORMAT §6.1.3), so with `loadStableKey: false` it is computed without
    * creating or loading the stable data key: no KMS call and no data-key row for models that
-   * have no deterministic fields.
+   * have no deterministic fields (it is then the id of generation 0, unless this engine found a
+   * later one, FORMAT §6.4 item 5).
    * @throws KMS errors when a data key cannot be generated.
    */
   async currentKeys(
@@ -775,7 +803,8 @@ export class FieldEncryptionEngine {
    * only read it), so this affects this engine alone, and ids it does not write with (other
    * engines' keys, unknown ids) need nothing. Stable data keys (deterministic values, blind
    * indexes) cannot be retired: every engine must derive the same one for equality lookups to
-   * work, and a new one comes only with a new KMS key id (FORMAT §6.4, §6.7).
+   * work, and a new one comes only with a new KMS key id, or as the next generation once the
+   * KMS key of the current one was deleted (FORMAT §6.4, §6.7).
    * @throws ValidationException when an id is not 32 lowercase hex characters (nothing is
    *   retired then).
    */

@@ -21,6 +21,7 @@ import {
   MemoryDataKeyStore,
   ValidationError,
 } from "../../src/index.ts";
+import { ManualClock } from "../../src/testing/index.ts";
 import { sivOpen, sivSeal } from "./spec-aes-siv.ts";
 import { concat, SpecFormatError, specEncodeContext } from "./spec-context.ts";
 import {
@@ -239,6 +240,43 @@ describe("FORMAT §6 read with a spec-only decoder: values from FieldEncryptionE
     expect(specStableDataKeyId(keyId, context)).toBe(
       createHash("sha256").update(manual).digest().subarray(0, 16).toString("hex"),
     );
+  });
+
+  it("follows a stable key whose KMS key was deleted with generation 1 (§6.1.3, §6.4.5)", async () => {
+    const clock = new ManualClock();
+    const kms = await createKms({ audit: false, clock });
+    const first = (await kms.createKey()).keyMetadata.keyId;
+    await kms.createAlias({ aliasName: "alias/spec-generation", targetKeyId: first });
+    const store = new MemoryDataKeyStore();
+    const engine = () =>
+      new FieldEncryptionEngine({
+        kms,
+        keyId: "alias/spec-generation",
+        dataKeyStore: store,
+        clock,
+      });
+    const spec: FieldSpec = { type: "string", mode: "deterministic" };
+    const before = specParseFieldValue(await engine().encrypt(at, spec, "v"));
+    expect(before.dataKeyId).toBe(specStableDataKeyId("alias/spec-generation", at.context));
+    await kms.scheduleKeyDeletion({ keyId: first, pendingWindowInDays: 7 });
+    clock.advanceDays(8);
+    const next = (await kms.createKey()).keyMetadata.keyId;
+    await kms.createAlias({ aliasName: "alias/spec-generation", targetKeyId: next });
+    const after = specParseFieldValue(await engine().encrypt(at, spec, "v"));
+    expect(after.dataKeyId).toBe(specStableDataKeyId("alias/spec-generation", at.context, 1));
+    // Generation 1 appends u32 1 to generation 0's input.
+    const keyId = Buffer.from("alias/spec-generation");
+    const manual = concat(
+      Buffer.from("kms1 stable data key"),
+      Uint8Array.from([0, keyId.length]),
+      keyId,
+      specEncodeContext(at.context),
+      Uint8Array.from([0, 0, 0, 1]),
+    );
+    expect(after.dataKeyId).toBe(
+      createHash("sha256").update(manual).digest().subarray(0, 16).toString("hex"),
+    );
+    expect((await store.get(after.dataKeyId))?.kmsKeyId.endsWith(next)).toBe(true);
   });
 
   it("rebuilds the binding of §6.2 byte for byte", () => {

@@ -86,16 +86,24 @@ export function specBinding(model: string, field: string, context: SpecContext):
   );
 }
 
-/** §6.1.3 stable data key id, lowercase hex. */
-export function specStableDataKeyId(keyId: string, keyContext: SpecContext): string {
+/** §6.1.3 stable data key id of `generation` (§6.4.5; 0: the first), lowercase hex. */
+export function specStableDataKeyId(
+  keyId: string,
+  keyContext: SpecContext,
+  generation = 0,
+): string {
   const id = utf8(keyId);
-  const digest = createHash("sha256")
+  const hash = createHash("sha256")
     .update(utf8("kms1 stable data key"))
     .update(u16(id.length))
     .update(id)
-    .update(specEncodeContext(keyContext))
-    .digest();
-  return digest.subarray(0, 16).toString("hex");
+    .update(specEncodeContext(keyContext));
+  if (generation !== 0) {
+    const u32 = Buffer.alloc(4);
+    u32.writeUInt32BE(generation);
+    hash.update(u32);
+  }
+  return hash.digest().subarray(0, 16).toString("hex");
 }
 
 function hkdf(ikm: Uint8Array, salt: string, info: Uint8Array, length: number): Uint8Array {
