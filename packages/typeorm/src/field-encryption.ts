@@ -1,4 +1,5 @@
 import {
+  ConflictError,
   type DataKeyCache,
   type DataKeyCacheLimits,
   type DataKeyStore,
@@ -46,10 +47,11 @@ import {
   keyContextFor,
   readFields,
   valueIn,
+  writtenRow,
 } from "./internal/entity-descriptor.ts";
 import { managerScope } from "./internal/manager-scope.ts";
 import { expressionError } from "./internal/query-guards.ts";
-import { Sealed } from "./internal/sealed.ts";
+import { Sealed, type SealedBinding } from "./internal/sealed.ts";
 import {
   checkDataKeyEntity,
   type DataKeyRow,
@@ -88,12 +90,22 @@ type Snapshot = Map<
 /** Drivers with one connection: a data key written during a transaction belongs to it. */
 const SINGLE_CONNECTION = new Set(["better-sqlite3", "sqlite", "sqljs", "capacitor", "cordova"]);
 
+/**
+ * The one query runner of a single-connection driver (TypeORM's SQLite drivers hand every caller
+ * the same runner): whatever transaction is open on the connection is open on it.
+ */
+function sharedRunner(dataSource: DataSource): QueryRunner | undefined {
+  return (dataSource.driver as { queryRunner?: QueryRunner }).queryRunner;
+}
+
 let transactionCounter = 0;
 
 /**
- * Encrypted columns for one or more DataSources: the engine, the data key entity and the
- * subscriber that encrypts on insert/update and decrypts on load. Build it with
- * `fieldEncryption(options)`.
+ * Encrypted columns for a DataSource: the engine, the data key entity and the subscriber that
+ * encrypts on insert/update and decrypts on load. Build it with `fieldEncryption(options)`, one
+ * per DataSource: with the default data key store each database holds its own data key table
+ * while the engine's data key cache is one, so a second DataSource is refused (several
+ * DataSources can share one encryption only through a `dataKeyStore` they all read).
  */
 export class TypeormFieldEncryption {
   readonly engine: FieldEncryptionEngine;
@@ -120,6 +132,8 @@ export class TypeormFieldEncryption {
   readonly #broadcasts = new WeakMap<object, Set<object>>();
   /** The data key entity the default store writes through; undefined with another store. */
   readonly #dataKeyEntity: EntitySchema<DataKeyRow> | undefined;
+  /** The DataSource the default data key store serves, once one has used this encryption. */
+  #dataSource: DataSource | undefined;
 
   constructor(options: FieldEncryptionOptions) {
     if (options === null || typeof options !== "object") {
@@ -158,7 +172,8 @@ export class TypeormFieldEncryption {
    * Its `entities` must already hold `this.entities` (the data key table): entities cannot be
    * added to an initialized DataSource.
    * @throws ValidationException when the DataSource is not initialized, lacks this encryption's
-   *   data key entity, or already has the subscriber of another `fieldEncryption(...)`.
+   *   data key entity, already has the subscriber of another `fieldEncryption(...)`, or is not the
+   *   DataSource this encryption serves (see `#bind`).
    */
   install(dataSource: DataSource): void {
     requireInitialized(dataSource, "install()");
@@ -170,6 +185,7 @@ export class TypeormFieldEncryption {
         `the DataSource already has the field encryption subscriber of another fieldEncryption(...): a DataSource takes one`,
       );
     }
+    this.#bind(dataSource);
     (dataSource.subscribers as EntitySubscriberInterface[]).push(new this.subscriber());
   }
 
@@ -191,7 +207,25 @@ export class TypeormFieldEncryption {
       );
     }
     this.#checkDataKeyEntity(dataSource);
+    this.#bind(dataSource);
     for (const metadata of dataSource.entityMetadatas) describe(metadata);
+  }
+
+  /**
+   * Ties the encryption to the first DataSource that uses it, with the default data key store. The
+   * engine's cache is one for every DataSource, the data key table one per database: a data key
+   * made for a row of database A, then found in the cache for a row of database B, would leave B
+   * holding values whose data key row is only in A, unreadable by a fresh process.
+   * @throws ValidationException for another DataSource.
+   */
+  #bind(dataSource: DataSource): void {
+    if (this.#dataSource === dataSource || this.#dataKeyEntity === undefined) return;
+    if (this.#dataSource !== undefined) {
+      throw new ValidationError(
+        `this fieldEncryption(...) already serves another DataSource: its data key cache is shared while each database holds its own data key table, so a data key made for one would be used in the other without its row there; build one fieldEncryption(...) per DataSource (or give them a dataKeyStore they all read)`,
+      );
+    }
+    this.#dataSource = dataSource;
   }
 
   /**
@@ -203,21 +237,60 @@ export class TypeormFieldEncryption {
   }
 
   /**
-   * Runs `fn` with the data key store bound to the right connection: the caller's on
-   * single-connection drivers (inside its transaction, with a transaction scope so that keys
-   * created there never outlive a rollback), the DataSource's own pool otherwise.
+   * Runs `fn` with the data key store bound to the right connections. On single-connection
+   * drivers, the one connection, inside whatever transaction is open on it, with that
+   * transaction's scope (so that keys created there never outlive its rollback), whether or not
+   * the caller passed its runner; unless `scoped` is false (core's rotation job, whose engine
+   * calls take no scope), when a data key is written only outside any transaction. On drivers
+   * with a pool, data key rows are written through the DataSource's pool, committed at once, and
+   * read through the caller's connection (see TypeormDataKeyStore).
    * @internal
    */
   run<T>(
     dataSource: DataSource,
     queryRunner: QueryRunner | undefined,
     fn: (options: EncryptCallOptions) => Promise<T>,
+    scoped = true,
   ): Promise<T> {
-    const options = this.#callOptions(dataSource, queryRunner);
-    const manager = SINGLE_CONNECTION.has(dataSource.options.type)
-      ? (queryRunner?.manager ?? dataSource.manager)
-      : dataSource.manager;
-    return managerScope.run(manager, () => fn(options));
+    this.#bind(dataSource);
+    if (!SINGLE_CONNECTION.has(dataSource.options.type)) {
+      const read =
+        queryRunner !== undefined && !queryRunner.isReleased
+          ? queryRunner.manager
+          : dataSource.manager;
+      return managerScope.run({ read, write: dataSource.manager, beforeWrite: undefined }, () =>
+        fn(NO_OPTIONS),
+      );
+    }
+    const runner = queryRunner ?? sharedRunner(dataSource);
+    const options = scoped ? this.#callOptions(dataSource, runner) : NO_OPTIONS;
+    const manager = runner?.manager ?? dataSource.manager;
+    const scope = options.transactionScope;
+    return managerScope.run(
+      {
+        read: manager,
+        write: manager,
+        beforeWrite: () => this.#refuseOtherTransaction(dataSource, scope),
+      },
+      () => fn(options),
+    );
+  }
+
+  /**
+   * A data key row is about to be written on the one connection of a single-connection driver:
+   * it commits or rolls back with the transaction open there, if any. The engine was told
+   * `scope` (the transaction's, or none) when the call began; a transaction begun since (another
+   * request's, on the same connection) would take the row with it on rollback while the engine
+   * keeps the key for everyone.
+   * @throws ConflictException when a transaction other than the call's is open.
+   */
+  #refuseOtherTransaction(dataSource: DataSource, scope: string | undefined): void {
+    const runner = sharedRunner(dataSource);
+    if (runner?.isTransactionActive !== true) return;
+    if (scope !== undefined && this.#transactions.get(runner)?.transactionScope === scope) return;
+    throw new ConflictError(
+      `a data key cannot be stored now: SQLite has one connection, and a transaction this operation is not part of began on it (the key's row would be rolled back with it while the key stayed in use); retry once that transaction has ended`,
+    );
   }
 
   /** The engine options of a call on `queryRunner`: its transaction scope, if any. */
@@ -226,21 +299,25 @@ export class TypeormFieldEncryption {
   }
 
   /**
-   * The transaction scope of `queryRunner`'s open transaction, made on first use; none outside a
-   * transaction, and none on drivers with a pool, whose data key rows are written on a
-   * connection of their own and committed at once.
+   * The transaction scope of the transaction open on the connection, made on first use; none
+   * outside a transaction, and none on drivers with a pool, whose data key rows are written on a
+   * connection of their own and committed at once. On a single-connection driver every runner is
+   * the one connection's: a call that passes none (`encryptedWhere` on a repository of the
+   * DataSource, `inspect`) is in the transaction another caller opened there, and so are the
+   * data key rows it writes.
    */
   #scopeOf(
     dataSource: DataSource,
     queryRunner: QueryRunner | undefined,
   ): (EncryptCallOptions & { transactionScope: string }) | undefined {
     if (!SINGLE_CONNECTION.has(dataSource.options.type)) return undefined;
-    if (queryRunner?.isTransactionActive !== true) return undefined;
-    let options = this.#transactions.get(queryRunner);
+    const runner = queryRunner ?? sharedRunner(dataSource);
+    if (runner?.isTransactionActive !== true) return undefined;
+    let options = this.#transactions.get(runner);
     if (options === undefined) {
       transactionCounter += 1;
       options = { transactionScope: `typeorm-tx-${transactionCounter}` };
-      this.#transactions.set(queryRunner, options);
+      this.#transactions.set(runner, options);
     }
     return options;
   }
@@ -262,6 +339,7 @@ export class TypeormFieldEncryption {
     context: EncryptionContext,
     value: unknown,
     options: EncryptCallOptions,
+    bound?: SealedBinding,
   ): Promise<Sealed> {
     refuseCiphertext(model, f, value);
     if (hasFieldHeader(value)) await this.#refuseStoredBytes(model, f, value);
@@ -271,6 +349,7 @@ export class TypeormFieldEncryption {
       spec.storage === "text"
         ? await this.engine.encryptText(binding, spec, value, options)
         : await this.engine.encrypt(binding, spec, value, options),
+      bound,
     );
   }
 
@@ -338,11 +417,13 @@ export class TypeormFieldEncryption {
     d: EntityDescriptor,
     entity: Row,
     fallback: Row | undefined,
+    write: "insert" | "update",
   ): Promise<void> | undefined {
     const broadcast = this.#broadcast(queryRunner ?? dataSource);
     broadcast.add(entity);
     try {
-      return this.#sealEntity(dataSource, queryRunner, d, entity, fallback)?.catch(
+      this.#bind(dataSource);
+      return this.#sealEntity(dataSource, queryRunner, d, entity, fallback, write)?.catch(
         (error: unknown) => {
           this.#abandon(broadcast, queryRunner);
           throw error;
@@ -389,6 +470,7 @@ export class TypeormFieldEncryption {
     d: EntityDescriptor,
     entity: Row,
     fallback: Row | undefined,
+    write: "insert" | "update",
   ): Promise<void> | undefined {
     const reads = readFields(d, entity);
     const present = reads.filter((r) => r.value !== undefined);
@@ -413,8 +495,10 @@ export class TypeormFieldEncryption {
       if (f.index !== undefined) keep(f, f.index.path, f.index.property, COMPUTED_INDEX);
     }
     this.#remember(entity, snapshot, queryRunner);
+    // Context columns TypeORM leaves out of this statement bind what the row gets instead.
+    const row = writtenRow(d, entity, fallback, write);
     const callOptions = this.#callOptions(dataSource, queryRunner);
-    const cached = this.#sealCached(d, entity, fallback, values, callOptions);
+    const cached = this.#sealCached(d, row, fallback, values, callOptions);
     if (cached === values.length) return undefined;
     return this.run(dataSource, queryRunner, async (options) => {
       // A failed write restores the caller's object at once (another entity's hook rejected,
@@ -426,14 +510,15 @@ export class TypeormFieldEncryption {
           if (f.index !== undefined) holder[f.index.property] = null;
           continue;
         }
-        const context = contextFor(d.model, f, entity, fallback);
+        const context = contextFor(d.model, f, row, fallback);
+        const bound = sealedBinding(f, context, fallback);
         const release = await this.#enterScope(options, f.spec, context);
         try {
-          const sealed = await this.seal(d.model, f, context, value, options);
+          const sealed = await this.seal(d.model, f, context, value, options, bound);
           const index =
             f.index === undefined
               ? undefined
-              : new Sealed(await this.blindIndex(d.model, f, context, value, options));
+              : new Sealed(await this.blindIndex(d.model, f, context, value, options), bound);
           if (!current()) return;
           holder[f.spec.property] = sealed;
           if (f.index !== undefined) holder[f.index.property] = index;
@@ -519,12 +604,13 @@ export class TypeormFieldEncryption {
 
   /**
    * Seals, in place and in order, the values whose data key is cached, up to the first that
-   * needs a new data key, is deterministic or has a blind index.
+   * needs a new data key, is deterministic or has a blind index. `row` holds the context values
+   * (see writtenRow).
    * @returns how many were sealed: the rest take the asynchronous path.
    */
   #sealCached(
     d: EntityDescriptor,
-    entity: Row,
+    row: Row,
     fallback: Row | undefined,
     values: readonly Plaintext[],
     options: EncryptCallOptions,
@@ -542,13 +628,13 @@ export class TypeormFieldEncryption {
       // Whether its data key exists is a store lookup: the asynchronous path makes it.
       if (hasFieldHeader(value)) return sealed;
       const binding =
-        f.binding ?? bindingFor(d.model, f.field, spec, contextFor(d.model, f, entity, fallback));
+        f.binding ?? bindingFor(d.model, f.field, spec, contextFor(d.model, f, row, fallback));
       const stored =
         spec.storage === "text"
           ? this.engine.encryptTextIfCached(binding, spec, value, options)
           : this.engine.encryptIfCached(binding, spec, value, options);
       if (stored === undefined) return sealed;
-      holder[spec.property] = new Sealed(stored);
+      holder[spec.property] = new Sealed(stored, sealedBinding(f, binding.context, fallback));
       sealed += 1;
     }
     return sealed;
@@ -692,6 +778,13 @@ export class TypeormFieldEncryption {
     d: EntityDescriptor,
     entity: Row,
   ): Promise<void> | undefined {
+    if (this.#dataSource !== dataSource) {
+      try {
+        this.#bind(dataSource);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    }
     if (d.blindIndexes.size > 0) this.#recordLoadedIndexes(d, entity);
     let batch: LoadBatch | undefined;
     for (const f of d.columns) {
@@ -755,6 +848,18 @@ export class TypeormFieldEncryption {
     });
     return batch;
   }
+}
+
+/**
+ * What a value of `f` sealed under `context` records, for the query guards to check against
+ * what the statement writes (see query-guards.ts); undefined for a column bound to no row value.
+ */
+function sealedBinding(
+  f: EncryptedField,
+  context: EncryptionContext,
+  stored: Row | undefined,
+): SealedBinding | undefined {
+  return f.sealing === undefined ? undefined : { column: f.sealing, context, stored };
 }
 
 interface LoadBatch {
@@ -936,7 +1041,14 @@ class EncryptionSubscriber implements EntitySubscriberInterface {
   beforeInsert(event: InsertEvent<Row>): Promise<void> | undefined {
     const d = describeEvent(event.metadata);
     if (d === undefined || event.entity === undefined) return undefined;
-    return this.owner.sealEntity(event.connection, event.queryRunner, d, event.entity, undefined);
+    return this.owner.sealEntity(
+      event.connection,
+      event.queryRunner,
+      d,
+      event.entity,
+      undefined,
+      "insert",
+    );
   }
 
   afterInsert(event: InsertEvent<Row>): void {
@@ -956,7 +1068,14 @@ class EncryptionSubscriber implements EntitySubscriberInterface {
       const written = d.columns.find((f) => valueIn(f, entity) !== undefined);
       if (written !== undefined) return Promise.reject(inheritedUpdateError(d, written.path));
     }
-    return this.owner.sealEntity(event.connection, event.queryRunner, d, entity, fallback);
+    return this.owner.sealEntity(
+      event.connection,
+      event.queryRunner,
+      d,
+      entity,
+      fallback,
+      "update",
+    );
   }
 
   afterUpdate(event: UpdateEvent<Row>): void {

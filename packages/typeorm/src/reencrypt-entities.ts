@@ -155,59 +155,66 @@ export async function reencryptEntities<T extends ObjectLiteral>(
       ? { cursor: undefined, scanned: 0, reencrypted: 0, conflicts: 0, allColumns: true }
       : { ...resumeFrom, allColumns: true };
 
-  return encryption.run(dataSource, undefined, async () => {
-    for (;;) {
-      options.signal?.throwIfAborted();
-      const raw = await fetchBatch(state.cursor, batchSize);
-      if (raw.length === 0) break;
-      // One job of core's per entity and context configuration, over the rows of this batch.
-      const jobs = new Map<ColumnGroup, { plan: EntityPlan; rows: ReencryptRow[] }>();
-      for (const r of raw) {
-        const plan = planOf(plans, metadata, discriminator?.propertyName, r);
-        for (const group of plan.groups) {
-          const row = jobRow(plan, group, r, aliasOf, options.context);
-          if (row === undefined) continue;
-          const job = jobs.get(group) ?? { plan, rows: [] };
-          job.rows.push(row);
-          jobs.set(group, job);
+  // Unscoped: core's job gives the engine no transaction scope, so on SQLite a data key it makes
+  // is written only while no transaction is open on the one connection.
+  return encryption.run(
+    dataSource,
+    undefined,
+    async () => {
+      for (;;) {
+        options.signal?.throwIfAborted();
+        const raw = await fetchBatch(state.cursor, batchSize);
+        if (raw.length === 0) break;
+        // One job of core's per entity and context configuration, over the rows of this batch.
+        const jobs = new Map<ColumnGroup, { plan: EntityPlan; rows: ReencryptRow[] }>();
+        for (const r of raw) {
+          const plan = planOf(plans, metadata, discriminator?.propertyName, r);
+          for (const group of plan.groups) {
+            const row = jobRow(dataSource, plan, group, r, aliasOf, options.context);
+            if (row === undefined) continue;
+            const job = jobs.get(group) ?? { plan, rows: [] };
+            job.rows.push(row);
+            jobs.set(group, job);
+          }
         }
-      }
-      const written = new Set<unknown>();
-      const conflicted = new Set<unknown>();
-      for (const [group, { plan, rows }] of jobs) {
-        const compareAndSet = compareAndSetOf(dataSource, encryption, plan, group);
-        await reencryptFields({
-          engine: encryption.engine,
-          source: {
-            fetchBatch: async (cursor) => (cursor === undefined ? rows : []),
-            compareAndSet: async (row, next, plaintexts) => {
-              const done = await compareAndSet(row, next, plaintexts);
-              (done ? written : conflicted).add(row.cursor);
-              return done;
+        const written = new Set<unknown>();
+        const conflicted = new Set<unknown>();
+        for (const [group, { plan, rows }] of jobs) {
+          const compareAndSet = compareAndSetOf(dataSource, encryption, plan, group);
+          await reencryptFields({
+            engine: encryption.engine,
+            source: {
+              fetchBatch: async (cursor) => (cursor === undefined ? rows : []),
+              compareAndSet: async (row, next, plaintexts) => {
+                const done = await compareAndSet(row, next, plaintexts);
+                (done ? written : conflicted).add(row.cursor);
+                return done;
+              },
             },
-          },
-          model: plan.d.model,
-          fields: group.specs,
-          batchSize: rows.length,
-          ...(options.shouldReencrypt === undefined
-            ? {}
-            : { shouldReencrypt: options.shouldReencrypt }),
-          ...(options.signal === undefined ? {} : { signal: options.signal }),
-        });
+            model: plan.d.model,
+            fields: group.specs,
+            batchSize: rows.length,
+            ...(options.shouldReencrypt === undefined
+              ? {}
+              : { shouldReencrypt: options.shouldReencrypt }),
+            ...(options.signal === undefined ? {} : { signal: options.signal }),
+          });
+        }
+        const last = raw[raw.length - 1] as Record<string, unknown>;
+        state = {
+          cursor: last.pk as string | number | bigint,
+          scanned: state.scanned + raw.length,
+          reencrypted: state.reencrypted + written.size,
+          conflicts: state.conflicts + conflicted.size,
+          allColumns: true,
+        };
+        await options.onProgress?.(state);
+        if (raw.length < batchSize) break;
       }
-      const last = raw[raw.length - 1] as Record<string, unknown>;
-      state = {
-        cursor: last.pk as string | number | bigint,
-        scanned: state.scanned + raw.length,
-        reencrypted: state.reencrypted + written.size,
-        conflicts: state.conflicts + conflicted.size,
-        allColumns: true,
-      };
-      await options.onProgress?.(state);
-      if (raw.length < batchSize) break;
-    }
-    return state;
-  });
+      return state;
+    },
+    false,
+  );
 }
 
 /**
@@ -305,10 +312,13 @@ function checkScope(
 
 /**
  * The row of one column group for core's job: undefined when the row holds none of its values,
- * which then need no context (a row whose context column is null too is left alone).
+ * which then need no context (a row whose context column is null too is left alone). Context
+ * values are read as a load gives them to the subscriber: hydrated by the driver, through the
+ * column's value transformer.
  * @throws ValidationException when a row holding a value has a null context column.
  */
 function jobRow(
+  dataSource: DataSource,
   plan: EntityPlan,
   group: ColumnGroup,
   r: Readonly<Record<string, unknown>>,
@@ -327,7 +337,12 @@ function jobRow(
   const first = group.fields[0] as EncryptedField;
   const row: Record<string, unknown> = {};
   for (const key of group.contextKeys) {
-    const value = r[aliasOf(databaseNameOf(metadata, key))];
+    const column = metadata.findColumnWithPropertyPath(key);
+    const raw = r[aliasOf(databaseNameOf(metadata, key))];
+    const value =
+      column === undefined || raw === undefined
+        ? raw
+        : dataSource.driver.prepareHydratedValue(raw, column);
     if (value === null || value === undefined) {
       throw new ValidationError(
         `${d.model}.${first.path} is bound to ${d.model}.${key}, which is null in the row ${String(r.pk)} while it holds a value: give the row its ${key} (or clear the value) and run again`,

@@ -6,8 +6,8 @@ import {
   KmsInternalError,
   ValidationError,
 } from "@kms/core";
-import { type DataSource, EntitySchema } from "typeorm";
-import { managerScope } from "./internal/manager-scope.ts";
+import { type DataSource, type EntityManager, EntitySchema } from "typeorm";
+import { type DataKeyConnections, managerScope } from "./internal/manager-scope.ts";
 
 /** A row of the data key table, as TypeORM sees it. */
 export interface DataKeyRow {
@@ -63,8 +63,9 @@ export function checkDataKeyEntity(dataSource: DataSource, entity: EntitySchema<
 
 /**
  * A DataKeyStore in a table of the application's own database, so that the database and the
- * KMS are all a fresh process needs to read every encrypted value back. It reads and writes
- * through the entity manager of the operation in progress (see the README on transactions).
+ * KMS are all a fresh process needs to read every encrypted value back. It writes through the
+ * connection that keeps a key row's fate apart from the caller's transaction (the pool), and
+ * reads through the caller's own connection where it has one (see the README on transactions).
  */
 export class TypeormDataKeyStore implements DataKeyStore {
   readonly #entity: EntitySchema<DataKeyRow>;
@@ -74,23 +75,24 @@ export class TypeormDataKeyStore implements DataKeyStore {
   }
 
   /** @throws ValidationException when the DataSource lacks the data key entity. */
-  #manager() {
-    const manager = managerScope.getStore();
-    if (manager === undefined) {
+  #connections(): DataKeyConnections {
+    const connections = managerScope.getStore();
+    if (connections === undefined) {
       throw new KmsInternalError("the TypeORM data key store was used outside an operation");
     }
     // A DataSource that `install()` or `check()` never saw: say what is missing rather than
     // fail inside TypeORM.
-    checkDataKeyEntity(manager.connection, this.#entity);
-    return manager;
+    checkDataKeyEntity(connections.write.connection, this.#entity);
+    return connections;
   }
 
   async insert(record: DataKeyRecord): Promise<DataKeyRecord> {
     assertDataKeyId(record.id);
-    const manager = this.#manager();
+    const { write, beforeWrite } = this.#connections();
+    beforeWrite?.();
     try {
       // Insert-if-absent without an error, so that a PostgreSQL transaction is not aborted.
-      await manager
+      await write
         .createQueryBuilder()
         .insert()
         .into(this.#entity)
@@ -109,13 +111,23 @@ export class TypeormDataKeyStore implements DataKeyStore {
     } catch (cause) {
       throw new KmsInternalError("could not store a data key", { cause });
     }
-    const stored = await this.get(record.id);
+    const stored = await this.#read(write, record.id);
     if (stored === undefined) throw new KmsInternalError("could not store a data key");
     return stored;
   }
 
   async get(id: string): Promise<DataKeyRecord | undefined> {
-    const row = await this.#manager()
+    const { read, write } = this.#connections();
+    if (read === write) return this.#read(write, id);
+    // The caller's transaction may have begun before the row was committed (REPEATABLE READ
+    // snapshots, MariaDB's default), or be unable to run a statement: the pool reads the
+    // committed row then. A row seen there is committed: writes never go through the caller.
+    const row = await this.#read(read, id).catch(() => undefined);
+    return row ?? this.#read(write, id);
+  }
+
+  async #read(manager: EntityManager, id: string): Promise<DataKeyRecord | undefined> {
+    const row = await manager
       .createQueryBuilder()
       .select("k.id", "id")
       .addSelect("k.kmsKeyId", "kmsKeyId")

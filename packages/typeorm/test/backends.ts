@@ -23,6 +23,8 @@ export interface ConnectOptions {
   readonly withoutSubscriber?: boolean;
   /** Data key entities listed instead of the encryption's own. */
   readonly dataKeyEntities?: readonly EntitySchema<DataKeyRow>[];
+  /** Connection pool options (PostgreSQL and MariaDB; SQLite has one connection). */
+  readonly pool?: { readonly poolSize: number; readonly extra?: Record<string, unknown> };
 }
 
 /** The entities, subscribers and logger of a DataSource for `encryption`. */
@@ -108,6 +110,7 @@ export async function openPostgres(url: string): Promise<TestDatabase> {
         url,
         schema,
         ...extraOptions(encryption, extra),
+        ...extra?.pool,
         synchronize: true,
       });
       await ds.initialize();
@@ -145,6 +148,7 @@ export async function openMariadb(url: string): Promise<TestDatabase> {
         password: decodeURIComponent(base.password),
         database,
         ...extraOptions(encryption, extra),
+        ...extra?.pool,
         synchronize: true,
       });
       await ds.initialize();

@@ -2,6 +2,8 @@ import { databaseTarget } from "@kms/tooling/databases";
 import { openMariadb } from "./backends.ts";
 import { describeContextColumns } from "./context-columns.behaviour.ts";
 import { describeContextValues } from "./context-values.behaviour.ts";
+import { describeContextWrites } from "./context-writes.behaviour.ts";
+import { describeDataKeyConnections } from "./data-key-connections.behaviour.ts";
 import { describeDataSourceSetup } from "./data-source-setup.behaviour.ts";
 import { describeEmbeddedColumns } from "./embedded-columns.behaviour.ts";
 import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
@@ -21,3 +23,5 @@ describeEmbeddedColumns("MariaDB (mysql2)", () => openMariadb(url as string), sk
 describeDataSourceSetup("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
 describeContextValues("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
 describeReencryptEntities("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
+describeDataKeyConnections("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
+describeContextWrites("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);

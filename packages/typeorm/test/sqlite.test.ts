@@ -1,6 +1,8 @@
 import { openSqlite } from "./backends.ts";
 import { describeContextColumns } from "./context-columns.behaviour.ts";
 import { describeContextValues } from "./context-values.behaviour.ts";
+import { describeContextWrites } from "./context-writes.behaviour.ts";
+import { describeDataKeyConnections } from "./data-key-connections.behaviour.ts";
 import { describeDataSourceSetup } from "./data-source-setup.behaviour.ts";
 import { describeEmbeddedColumns } from "./embedded-columns.behaviour.ts";
 import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
@@ -18,3 +20,5 @@ describeEmbeddedColumns("SQLite (better-sqlite3)", openSqlite);
 describeDataSourceSetup("SQLite (better-sqlite3)", openSqlite);
 describeContextValues("SQLite (better-sqlite3)", openSqlite);
 describeReencryptEntities("SQLite (better-sqlite3)", openSqlite);
+describeDataKeyConnections("SQLite (better-sqlite3)", openSqlite);
+describeContextWrites("SQLite (better-sqlite3)", openSqlite);

@@ -6,6 +6,8 @@ import {
 } from "@kms/core";
 import type { EntityMetadata } from "typeorm";
 import { type EncryptedColumnSpec, encryptedSpecsOf } from "../encrypted-column.ts";
+import { type ContextForm, contextFormOf } from "./context-forms.ts";
+import type { SealedColumn } from "./sealed.ts";
 
 // Not exported by TypeORM's entry point.
 type ColumnMetadata = EntityMetadata["columns"][number];
@@ -37,15 +39,9 @@ export interface EncryptedField {
   readonly binding: FieldBinding | undefined;
   /** The stored form of each `fromRow`/`rowIdentity` value the database rewrites, by property. */
   readonly contextForms: ReadonlyMap<string, ContextForm>;
+  /** What a value sealed for this column records of its binding; undefined without row keys. */
+  readonly sealing: SealedColumn | undefined;
 }
-
-/**
- * The text a context column gives back once the database has stored `value`, where that differs
- * from `String(value)`: a value is bound as written and opened as read, so both must be the text
- * the database holds.
- * @throws ValidationException when the database would store the value in a form not known here.
- */
-export type ContextForm = (value: string | number | bigint) => string;
 
 /** The blind index column of an encrypted field, in the same holder. */
 export interface BlindIndexField {
@@ -66,6 +62,22 @@ export interface EntityDescriptor {
   readonly byPath: ReadonlyMap<string, EncryptedField>;
   /** Blind index property path → the field it indexes. */
   readonly blindIndexes: ReadonlyMap<string, EncryptedField>;
+  /** Every `fromRow`/`rowIdentity` property of the entity's encrypted columns. */
+  readonly contextKeys: readonly string[];
+  /** The context columns TypeORM leaves out of an INSERT or an UPDATE, by property. */
+  readonly fixedContext: ReadonlyMap<string, FixedContextColumn>;
+}
+
+/**
+ * A `fromRow`/`rowIdentity` column declared `insert: false` or `update: false`: TypeORM leaves it
+ * out of the INSERT (the row gets the column's default) or of the UPDATE (the row keeps its
+ * value), whatever the entity holds, so values are bound to what the row gets, not to the entity.
+ */
+export interface FixedContextColumn {
+  readonly insert: boolean;
+  readonly update: boolean;
+  /** The column's default when it is a literal the row gets on INSERT; undefined otherwise. */
+  readonly default: string | number | bigint | undefined;
 }
 
 const descriptors = new WeakMap<EntityMetadata, EntityDescriptor | null>();
@@ -88,24 +100,67 @@ export function describe(metadata: EntityMetadata): EntityDescriptor | undefined
   for (const f of drafts) if (f.index !== undefined) draftIndexes.set(f.index.path, f);
   for (const f of drafts) checkContextColumns(metadata, f, draftPaths, draftIndexes);
   const contextForms = contextFormsOf(metadata, drafts);
-  const columns: readonly EncryptedField[] = drafts.map((f) =>
-    Object.freeze({ ...f, contextForms }),
-  );
+  const formOf = (key: string, value: string | number | bigint): string => {
+    const form = contextForms.get(key);
+    return form === undefined ? String(value) : form(value);
+  };
+  const columns: readonly EncryptedField[] = drafts.map((f) => {
+    const keys = rowKeysOf(f.spec);
+    const sealing =
+      keys.length === 0
+        ? undefined
+        : Object.freeze({ model: metadata.name, path: f.path, keys, formOf });
+    return Object.freeze({ ...f, contextForms, sealing });
+  });
   const byPath = new Map(columns.map((f) => [f.path, f]));
   const blindIndexes = new Map<string, EncryptedField>();
   for (const f of columns) if (f.index !== undefined) blindIndexes.set(f.index.path, f);
+  const contextKeys = [...new Set(columns.flatMap((f) => rowKeysOf(f.spec)))];
   const descriptor: EntityDescriptor = Object.freeze({
     model: metadata.name,
     columns,
     byPath,
     blindIndexes,
+    contextKeys,
+    fixedContext: fixedContextOf(metadata, contextKeys),
   });
   descriptors.set(metadata, descriptor);
   return descriptor;
 }
 
 /** An EncryptedField before the entity's context columns are known. */
-type DraftField = Omit<EncryptedField, "contextForms">;
+type DraftField = Omit<EncryptedField, "contextForms" | "sealing">;
+
+/** The plain column of `metadata` a context name names (checkContextColumns found it). */
+function contextColumn(metadata: EntityMetadata, key: string): ColumnMetadata {
+  return metadata.columns.find(
+    (c) => c.propertyPath === key && !c.isVirtual && !c.isVirtualProperty,
+  ) as ColumnMetadata;
+}
+
+function fixedContextOf(
+  metadata: EntityMetadata,
+  keys: readonly string[],
+): ReadonlyMap<string, FixedContextColumn> {
+  const fixed = new Map<string, FixedContextColumn>();
+  for (const key of keys) {
+    const column = contextColumn(metadata, key);
+    if (column.isInsert && column.isUpdate) continue;
+    const value: unknown = column.default;
+    fixed.set(
+      key,
+      Object.freeze({
+        insert: column.isInsert,
+        update: column.isUpdate,
+        default:
+          typeof value === "string" || typeof value === "number" || typeof value === "bigint"
+            ? value
+            : undefined,
+      }),
+    );
+  }
+  return fixed;
+}
 
 /** The entity's own encrypted columns, then those of its embeddeds, nested ones included. */
 function fieldsOf(metadata: EntityMetadata): DraftField[] {
@@ -324,10 +379,7 @@ function contextFormsOf(
       for (const key of f.spec.context[list]) {
         if (seen.has(key)) continue;
         seen.add(key);
-        // checkContextColumns found it.
-        const column = metadata.columns.find(
-          (c) => c.propertyPath === key && !c.isVirtual && !c.isVirtualProperty,
-        ) as ColumnMetadata;
+        const column = contextColumn(metadata, key);
         const form = contextFormOf(
           metadata,
           column,
@@ -338,115 +390,6 @@ function contextFormsOf(
     }
   }
   return forms;
-}
-
-/** Column types whose stored text is the database's own: scale, exponent, rounding, time zone. */
-const REWRITTEN_TYPES = new Set([
-  "decimal",
-  "numeric",
-  "dec",
-  "fixed",
-  "money",
-  "float",
-  "float4",
-  "float8",
-  "double",
-  "double precision",
-  "real",
-  "date",
-  "time",
-  "time without time zone",
-  "time with time zone",
-  "timetz",
-  "datetime",
-  "timestamp",
-  "timestamp without time zone",
-  "timestamp with time zone",
-  "timestamptz",
-  "interval",
-  "year",
-]);
-
-const INTEGER_TYPES = new Set([
-  "int",
-  "integer",
-  "int2",
-  "int4",
-  "int8",
-  "tinyint",
-  "smallint",
-  "mediumint",
-  "bigint",
-]);
-
-const FIXED_LENGTH_TYPES = new Set(["char", "character", "nchar", "bpchar"]);
-
-/**
- * How `column` stores a context value, where the database rewrites the text it is given:
- * undefined when it keeps it as written.
- * @throws ValidationException when no form can be told (decimal, floating-point, temporal types).
- */
-function contextFormOf(
-  metadata: EntityMetadata,
-  column: ColumnMetadata,
-  where: string,
-): ContextForm | undefined {
-  const { driver, options } = metadata.connection;
-  const type = String(driver.normalizeType(column)).toLowerCase();
-  if (REWRITTEN_TYPES.has(type)) {
-    throw new ValidationError(
-      `${where}, a ${type} column: the database stores such values in a form of its own (scale, exponent, rounding, time zone), which a value bound as written would not match once read back; bind a string or integer column`,
-    );
-  }
-  const name = `${metadata.name}.${column.propertyPath}`;
-  if (INTEGER_TYPES.has(type)) return (value) => integerForm(name, value);
-  // PostgreSQL's uuid type, and MariaDB's from 10.7 (TypeORM's "uuid" is a varchar elsewhere),
-  // take any case and give back lowercase.
-  if (type === "uuid") return uuidForm;
-  if (FIXED_LENGTH_TYPES.has(type)) {
-    // PostgreSQL pads char(n) with spaces and gives the padding back; MariaDB and MySQL pad it
-    // and strip trailing spaces on the way out; SQLite keeps the text as written.
-    if (options.type === "postgres" || options.type === "cockroachdb") {
-      const length = Number(column.length) || 1;
-      return (value) => padded(String(value), length);
-    }
-    if (options.type === "mariadb" || options.type === "mysql" || options.type === "aurora-mysql") {
-      return (value) => String(value).replace(/ +$/u, "");
-    }
-  }
-  return undefined;
-}
-
-/**
- * An integer as the database gives it back: leading zeros and `-0` dropped.
- * @throws ValidationException for anything but an integer.
- */
-function integerForm(name: string, value: string | number | bigint): string {
-  if (typeof value === "bigint") return value.toString();
-  const text = String(value);
-  // A number's text is what the driver sends; 1e21 or 1.5 would be stored as another integer.
-  if ((typeof value === "string" || Number.isInteger(value)) && /^-?[0-9]+$/u.test(text)) {
-    return BigInt(text).toString();
-  }
-  throw new ValidationError(
-    `${name} is an integer column bound into encrypted values: give it an integer (a number, a bigint or a string of decimal digits), which is what the database gives back`,
-  );
-}
-
-/** A UUID as PostgreSQL and MariaDB give it back: lowercase, 8-4-4-4-12 (other text as is). */
-function uuidForm(value: string | number | bigint): string {
-  const text = String(value);
-  const hex = text.replace(/^\{(.*)\}$/su, "$1").replaceAll("-", "");
-  if (!/^[0-9a-f]{32}$/iu.test(hex)) return text;
-  const h = hex.toLowerCase();
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
-
-/** PostgreSQL's char(n): trailing spaces are not significant, and it gives back n characters. */
-function padded(text: string, length: number): string {
-  const trimmed = text.replace(/ +$/u, "");
-  const characters = [...trimmed].length;
-  return characters >= length ? trimmed : trimmed + " ".repeat(length - characters);
 }
 
 type Row = Readonly<Record<string, unknown>>;
@@ -506,6 +449,45 @@ export function contextFor(
     }
   }
   return ctx;
+}
+
+/**
+ * The row whose context values a write seals under: `row` itself, but for a context column that
+ * TypeORM leaves out of this statement, the value the row gets instead: on an INSERT, the
+ * column's literal default (`insert: false`); on an UPDATE of a loaded row (`stored`), the stored
+ * value (`update: false`). An UPDATE without the stored row (a QueryBuilder update) keeps the
+ * value set, which the query guards compare with the stored one.
+ * The key of an `insert: false` column without a literal default throws when a value bound to it
+ * is sealed (contextFor reads it).
+ */
+export function writtenRow(
+  d: EntityDescriptor,
+  row: Row,
+  stored: Row | undefined,
+  write: "insert" | "update",
+): Row {
+  if (d.fixedContext.size === 0) return row;
+  const out: Record<string, unknown> = {};
+  for (const key of d.contextKeys) {
+    const fixed = d.fixedContext.get(key);
+    if (fixed === undefined || (write === "insert" ? fixed.insert : fixed.update)) {
+      out[key] = row[key];
+    } else if (write === "update") {
+      out[key] = stored === undefined ? row[key] : stored[key];
+    } else if (fixed.default !== undefined) {
+      out[key] = fixed.default;
+    } else {
+      Object.defineProperty(out, key, {
+        enumerable: true,
+        get() {
+          throw new ValidationError(
+            `${d.model}.${key} is insert: false without a literal default: TypeORM leaves it out of the INSERT, so the value the row gets is not known while the values bound to it are encrypted; give the column a literal default, or insert the row without them and save() them once it exists`,
+          );
+        },
+      });
+    }
+  }
+  return out;
 }
 
 /** The row properties a context of `spec` is read from: `fromRow`, then `rowIdentity`. */

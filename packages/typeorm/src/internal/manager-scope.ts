@@ -1,11 +1,23 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import type { EntityManager } from "typeorm";
 
-/**
- * The entity manager data key rows are read and written through during one engine call. On
- * SQLite it is the caller's (there is one connection, so a data key created inside a
- * transaction belongs to it); on pooled drivers it is the DataSource's own manager, so data
- * keys commit independently of the application's transaction.
- */
-export const managerScope: AsyncLocalStorage<EntityManager> =
-  new AsyncLocalStorage<EntityManager>();
+/** The connections data key rows go through during one engine call. */
+export interface DataKeyConnections {
+  /**
+   * Reads data key rows: the caller's connection where it has one. A caller holding a pooled
+   * connection (a transaction, a find still loading) that waited for another one to read a key
+   * would wait forever once every connection of the pool is held that way.
+   */
+  readonly read: EntityManager;
+  /**
+   * Writes data key rows and reads back what it wrote: on pooled drivers the DataSource's own
+   * manager, so that a key commits at once, whatever becomes of the caller's transaction; on
+   * SQLite the one connection (see TypeormFieldEncryption.run).
+   */
+  readonly write: EntityManager;
+  /** Called before a data key row is written; throws when it must not be written now. */
+  readonly beforeWrite: (() => void) | undefined;
+}
+
+export const managerScope: AsyncLocalStorage<DataKeyConnections> =
+  new AsyncLocalStorage<DataKeyConnections>();

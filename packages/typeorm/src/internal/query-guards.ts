@@ -4,6 +4,7 @@ import {
   type EntityMetadata,
   FindOperator,
   InsertQueryBuilder,
+  type InsertResult,
   type ObjectLiteral,
   QueryBuilder,
   type QueryRunner,
@@ -26,16 +27,26 @@ import {
   rowKeysOf,
   valueIn,
 } from "./entity-descriptor.ts";
+import { sealedBindingOf } from "./sealed.ts";
+import {
+  type InsertInternals,
+  refuseMovedContext,
+  type UpdateInternals,
+} from "./written-context-check.ts";
 
-// Four TypeORM code paths decide what reaches the database before any subscriber hook runs,
-// and no hook sees their inputs: a `Raw` find operator hands its parameters to the query
-// without ever calling the column's transformer; every other operand becomes a query
-// parameter, which TypeORM's logger prints before the beforeQuery hook can refuse it; `upsert`
-// fixes its ON CONFLICT update list before beforeInsert computes blind indexes; an UPDATE's
-// where is out of beforeUpdate's reach. The guards below wrap those four methods. Each acts
-// only when an encrypted column is involved and otherwise calls TypeORM's own method unchanged.
-// Only the first copy of @kms/typeorm loaded against a TypeORM installs them, so they recognise
-// columns and operands by brand (see encrypted-column.ts), and find every copy's specs.
+// Some TypeORM code paths decide what reaches the database before any subscriber hook runs, or
+// after the last one, and no hook sees their inputs: a `Raw` find operator hands its parameters
+// to the query without ever calling the column's transformer; every other operand becomes a
+// query parameter, which TypeORM's logger prints before the beforeQuery hook can refuse it;
+// `upsert` fixes its ON CONFLICT update list before beforeInsert computes blind indexes; an
+// UPDATE's where is out of beforeUpdate's reach; an INSERT or UPDATE with listeners off sends SQL
+// expressions no hook sees; and what a statement finally writes is known only once every hook of
+// the write is done (an entity listener may change a context column after an `await`), when
+// TypeORM builds its VALUES or SET list. The guards below wrap those methods. Each acts only when
+// an encrypted column is involved and otherwise calls TypeORM's own method unchanged. Only the
+// first copy of @kms/typeorm loaded against a TypeORM installs them, so they recognise columns,
+// operands and sealed values by brand (see encrypted-column.ts, sealed.ts), and find every
+// copy's specs.
 
 const INSTALLED = Symbol.for("@kms/typeorm.queryGuards");
 
@@ -51,14 +62,20 @@ export function installQueryGuards(): void {
   if (marker[INSTALLED] === true) return;
   const findOperator = FindOperator.prototype;
   const queryBuilder = QueryBuilder.prototype as unknown as ParameterFactory;
-  const insertBuilder = InsertQueryBuilder.prototype;
-  const updateBuilder = UpdateQueryBuilder.prototype;
+  const insertBuilder = InsertQueryBuilder.prototype as InsertQueryBuilder<ObjectLiteral> &
+    InsertInternals;
+  const updateBuilder = UpdateQueryBuilder.prototype as UpdateQueryBuilder<ObjectLiteral> &
+    UpdateInternals;
   // A TypeORM release that renames these would otherwise switch a guard off in silence.
   for (const [owner, name] of [
     [findOperator, "transformValue"],
     [queryBuilder, "createParameter"],
     [insertBuilder, "orUpdate"],
+    [insertBuilder, "execute"],
+    [insertBuilder, "createValuesExpression"],
+    [insertBuilder, "getInsertedColumns"],
     [updateBuilder, "execute"],
+    [updateBuilder, "createUpdateExpression"],
   ] as const) {
     if (typeof (owner as unknown as Record<string, unknown>)[name] !== "function") {
       throw new ValidationError(
@@ -100,12 +117,44 @@ export function installQueryGuards(): void {
     return out;
   };
 
+  const insert = insertBuilder.execute;
+  insertBuilder.execute = function guardedInsert(
+    this: InsertQueryBuilder<ObjectLiteral>,
+  ): Promise<InsertResult> {
+    try {
+      refuseInsertExpressions(this);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return insert.call(this);
+  };
+
+  const createValuesExpression = insertBuilder.createValuesExpression;
+  insertBuilder.createValuesExpression = function guardedValues(
+    this: InsertQueryBuilder<ObjectLiteral> & InsertInternals,
+  ): string {
+    refuseMovedContext(this, "insert");
+    return createValuesExpression.call(this);
+  };
+
   const execute = updateBuilder.execute;
   updateBuilder.execute = function guardedExecute(
     this: UpdateQueryBuilder<ObjectLiteral>,
   ): Promise<UpdateResult> {
-    refuseExpressions(this);
+    try {
+      refuseExpressions(this);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return executeWithContextGuard(this, () => execute.call(this));
+  };
+
+  const createUpdateExpression = updateBuilder.createUpdateExpression;
+  updateBuilder.createUpdateExpression = function guardedSet(
+    this: UpdateQueryBuilder<ObjectLiteral> & UpdateInternals,
+  ): string {
+    refuseMovedContext(this, "update");
+    return createUpdateExpression.call(this);
   };
 }
 
@@ -113,6 +162,9 @@ export function installQueryGuards(): void {
 interface ParameterFactory {
   createParameter(value: unknown): string;
 }
+
+// Not exported by TypeORM's entry point.
+type ColumnMetadata = EntityMetadata["columns"][number];
 
 /**
  * `Raw` on an encrypted column: its SQL and parameters are the caller's, sent as given, and a
@@ -173,6 +225,13 @@ function completeUpsert(builder: InsertQueryBuilder<ObjectLiteral>): void {
     if (overwrite.includes(f.databaseName)) {
       const index = f.index?.databaseName;
       if (index !== undefined && !overwrite.includes(index)) overwrite.push(index);
+      for (const key of rowKeysOf(f.spec)) {
+        const keyColumn = metadata.findColumnWithPropertyPath(key);
+        if (keyColumn === undefined || overwrite.includes(keyColumn.databaseName)) continue;
+        if (!keptOnConflict(builder, metadata, d, keyColumn)) {
+          throw keptContextError(d, f.path, key, keyColumn.isUpdate);
+        }
+      }
       continue;
     }
     for (const key of rowKeysOf(f.spec)) {
@@ -187,6 +246,66 @@ function completeUpsert(builder: InsertQueryBuilder<ObjectLiteral>): void {
 }
 
 /**
+ * Whether every row an upsert can conflict with holds the upserted value of the context column
+ * `key` already, so that values sealed under it may overwrite the row's without writing `key`.
+ * On PostgreSQL and SQLite the conflict target decides the row, byte for byte: it pins `key`
+ * when it has `key`'s column, or a deterministic column or blind index bound to `key` (equal
+ * ciphertexts or indexes come from equal contexts). MariaDB and MySQL take the row of any unique
+ * key, comparing without case: each unique key must have such an encrypted column (`key`'s own
+ * column does not do, "T1" matching "t1"), or a generated column no upserted entity gives, which
+ * makes a fresh value that conflicts with no row.
+ */
+function keptOnConflict(
+  builder: InsertQueryBuilder<ObjectLiteral>,
+  metadata: EntityMetadata,
+  d: EntityDescriptor,
+  key: ColumnMetadata,
+): boolean {
+  const pinning = new Set<string>();
+  for (const f of d.columns) {
+    if (!rowKeysOf(f.spec).includes(key.propertyPath)) continue;
+    if (f.spec.mode === "deterministic") pinning.add(f.databaseName);
+    if (f.index !== undefined) pinning.add(f.index.databaseName);
+  }
+  const onUpdate = builder.expressionMap.onUpdate;
+  if (!LOOSE_COLLATIONS.has(builder.connection.driver.options.type)) {
+    pinning.add(key.databaseName);
+    const conflict = onUpdate?.conflict;
+    return Array.isArray(conflict) && conflict.some((name) => pinning.has(name));
+  }
+  const values: unknown = builder.expressionMap.valuesSet;
+  const sets = (Array.isArray(values) ? values : [values]).filter(
+    (set): set is ObjectLiteral => set !== null && typeof set === "object",
+  );
+  const fresh = (c: ColumnMetadata) =>
+    c.isGenerated && sets.every((set) => c.getEntityValue(set) === undefined);
+  const uniqueKeys = [
+    metadata.primaryColumns,
+    ...metadata.uniques.map((u) => u.columns),
+    ...metadata.indices.filter((i) => i.isUnique).map((i) => i.columns),
+  ];
+  return uniqueKeys.every(
+    (columns) => columns.some(fresh) || columns.some((c) => pinning.has(c.databaseName)),
+  );
+}
+
+/**
+ * An upsert that overwrites `path` but not its context column `key`: on conflict the row keeps
+ * the `key` it holds, while the value was sealed under the one upserted.
+ */
+function keptContextError(
+  d: EntityDescriptor,
+  path: string,
+  key: string,
+  updatable: boolean,
+): ValidationError {
+  const why = updatable ? "" : ` (${key} is update: false, which TypeORM's upsert leaves out)`;
+  return new ValidationError(
+    `${d.model}.${path} is bound to ${d.model}.${key}: an upsert that overwrites it must overwrite ${key} too${why}, unless its conflict target has ${key}, or a deterministic column or blind index bound to ${key} (on MariaDB/MySQL every unique key of the table must have such an encrypted column); on conflict the row keeps the ${key} it holds, and the value, encrypted under the one upserted, would not decrypt`,
+  );
+}
+
+/**
  * `increment`, `decrement` and `set({ column: () => "…" })` splice SQL into the SET list:
  * arithmetic or string functions on a ciphertext destroy it, and SQL that writes a blind index
  * writes a value nobody computed. The subscriber refuses these too, but only when listeners run.
@@ -195,15 +314,30 @@ function refuseExpressions(builder: UpdateQueryBuilder<ObjectLiteral>): void {
   const found = descriptorOf(builder);
   const values: unknown = builder.expressionMap.valuesSet;
   if (found === undefined || values === null || typeof values !== "object") return;
-  const { d } = found;
-  const set = values as Record<string, unknown>;
+  refuseExpressionsIn(found.d, values as Record<string, unknown>);
+}
+
+/**
+ * `values({ column: () => "…" })` splices SQL into the VALUES list: with listeners off nothing
+ * else sees it, and the column would store what the SQL gives, in the clear.
+ */
+function refuseInsertExpressions(builder: InsertQueryBuilder<ObjectLiteral>): void {
+  const found = descriptorOf(builder);
+  const values: unknown = builder.expressionMap.valuesSet;
+  if (found === undefined || values === null || typeof values !== "object") return;
+  for (const set of Array.isArray(values) ? values : [values]) {
+    if (set !== null && typeof set === "object") refuseExpressionsIn(found.d, set as Row);
+  }
+}
+
+function refuseExpressionsIn(d: EntityDescriptor, set: Row): void {
   for (const f of d.columns) {
     if (typeof valueIn(f, set) === "function") throw expressionError(d, f.path);
   }
   for (const [column, f] of d.blindIndexes) {
     if (typeof indexIn(f, set) === "function") {
       throw new ValidationError(
-        `${d.model}.${column} is a blind index: it is computed, not written (increment, decrement and set(() => …) are refused)`,
+        `${d.model}.${column} is a blind index: it is computed, not written (increment, decrement, set(() => …) and values(() => …) are refused)`,
       );
     }
   }
@@ -211,23 +345,33 @@ function refuseExpressions(builder: UpdateQueryBuilder<ObjectLiteral>): void {
 
 export function expressionError(d: EntityDescriptor, property: string): ValidationError {
   return new ValidationError(
-    `${d.model}.${property} is encrypted: a SQL expression cannot run on ciphertext (increment, decrement and set(() => …) are refused); write a value`,
+    `${d.model}.${property} is encrypted: a SQL expression cannot run on ciphertext (increment, decrement, set(() => …) and values(() => …) are refused); write a value`,
   );
 }
 
+type Row = Record<string, unknown>;
+
 /** The rows an UPDATE must not touch, as SQL on the update's table, with its parameters. */
 interface StrandedCheck {
-  readonly d: EntityDescriptor;
-  readonly stranded: ReadonlyMap<string, readonly string[]>;
-  /** True for a row that holds a bound column and a context value other than the new one. */
-  readonly condition: string;
+  /** Each kind of row refused, with the error that says why. */
+  readonly parts: readonly GuardedRows[];
   readonly parameters: Readonly<Record<string, unknown>>;
 }
 
+interface GuardedRows {
+  /** True for a row the update must not touch. */
+  readonly condition: string;
+  /** The refusal when a row matches before the update (`checked`) or after it (`concurrent`). */
+  readonly error: (when: "checked" | "concurrent") => ValidationError;
+}
+
 /**
- * An UPDATE that sets a `fromRow` or `rowIdentity` context column without the encrypted columns
- * it binds: allowed only while no row it matches holds one of those columns under another value
- * (the usual `update(id, { tenantId, email })`, where the tenant is there to seal the email).
+ * The rows an UPDATE that sets context columns must leave alone:
+ * - one that sets a `fromRow` or `rowIdentity` column without the encrypted columns it binds:
+ *   allowed only while no row it matches holds one of those columns under another value (the
+ *   usual `update(id, { tenantId, email })`, where the tenant is there to seal the email);
+ * - one that seals values under an `update: false` column, which TypeORM leaves out of the SET:
+ *   the values are sealed under the value given, so every row it matches must hold that value.
  */
 function strandedCheck(builder: UpdateQueryBuilder<ObjectLiteral>): StrandedCheck | undefined {
   const found = descriptorOf(builder);
@@ -237,35 +381,77 @@ function strandedCheck(builder: UpdateQueryBuilder<ObjectLiteral>): StrandedChec
   if (values === null || typeof values !== "object") return undefined;
   const set = values as Record<string, unknown>;
   const bound = new Map<string, EncryptedField[]>();
+  const sealed = new Map<string, EncryptedField[]>();
+  const add = (into: Map<string, EncryptedField[]>, key: string, f: EncryptedField) =>
+    into.set(key, [...(into.get(key) ?? []), f]);
   for (const f of d.columns) {
-    if (valueIn(f, set) !== undefined) continue;
+    const value = valueIn(f, set);
     for (const key of rowKeysOf(f.spec)) {
       if (set[key] === undefined) continue;
-      bound.set(key, [...(bound.get(key) ?? []), f]);
+      if (metadata.findColumnWithPropertyPath(key)?.isUpdate === false) {
+        // TypeORM leaves the column out of the SET: it changes nothing, but a value sealed
+        // under it must be sealed under what the row holds. save() of a loaded row sealed under
+        // the stored row (refuseMovedContext checks that, once the SET is built).
+        if (value !== undefined && value !== null && sealedBindingOf(value)?.stored === undefined) {
+          add(sealed, key, f);
+        }
+      } else if (value === undefined) {
+        add(bound, key, f);
+      }
     }
   }
-  if (bound.size === 0) return undefined;
-  const changed: string[] = [];
+  if (bound.size === 0 && sealed.size === 0) return undefined;
+  const parts: GuardedRows[] = [];
   const parameters: Record<string, unknown> = {};
   let n = 0;
-  for (const [key, fields] of bound) {
-    const value = set[key];
+  const differs = (key: string, value: unknown, fields: readonly EncryptedField[]) => {
     // A SQL expression (`() => "…"`) gives no value to compare before the update runs.
     if (typeof value === "function") {
       throw strandedError(d, new Map([[key, fields.map((f) => f.path)]]), "update");
     }
-    const keyColumn = builder.escape(databaseName(metadata, key) ?? key);
-    const held = fields.map((f) => `${builder.escape(f.databaseName)} IS NOT NULL`).join(" OR ");
+    const column = metadata.findColumnWithPropertyPath(key);
+    const keyColumn = builder.escape(column?.databaseName ?? key);
+    if (value === null) return `${keyColumn} IS NOT NULL`;
     const parameter = `kms_context_${n++}`;
-    const differs =
-      value === null
-        ? `${keyColumn} IS NOT NULL`
-        : `(${keyColumn} IS NULL OR ${exactlyDiffer(builder, keyColumn, `:${parameter}`)})`;
-    if (value !== null) parameters[parameter] = value;
-    changed.push(`(${differs} AND (${held}))`);
+    // Compared as the column stores it: through its value transformer, as TypeORM writes it.
+    parameters[parameter] =
+      column === undefined
+        ? value
+        : builder.connection.driver.preparePersistentValue(value, column);
+    return `(${keyColumn} IS NULL OR ${exactlyDiffer(builder, keyColumn, `:${parameter}`)})`;
+  };
+  for (const [key, fields] of bound) {
+    const held = fields.map((f) => `${builder.escape(f.databaseName)} IS NOT NULL`).join(" OR ");
+    const stranded = new Map([[key, fields.map((f) => f.path)]]);
+    parts.push({
+      condition: `(${differs(key, set[key], fields)} AND (${held}))`,
+      error: (when) => strandedError(d, stranded, when === "checked" ? "update" : "concurrent"),
+    });
   }
-  const stranded = new Map([...bound].map(([key, fields]) => [key, fields.map((f) => f.path)]));
-  return { d, stranded, condition: `(${changed.join(" OR ")})`, parameters };
+  for (const [key, fields] of sealed) {
+    parts.push({
+      condition: differs(key, set[key], fields),
+      error: (when) => fixedContextError(d, key, fields, when),
+    });
+  }
+  return { parts, parameters };
+}
+
+/** An UPDATE sealing values under an `update: false` column that a matched row holds otherwise. */
+function fixedContextError(
+  d: EntityDescriptor,
+  key: string,
+  fields: readonly EncryptedField[],
+  when: "checked" | "concurrent",
+): ValidationError {
+  const bound = [...new Set(fields.map((f) => `${d.model}.${f.path}`))].join(", ");
+  const outcome =
+    when === "checked"
+      ? "refused before any write"
+      : "changed by a concurrent write after it was checked; the update did not change that row (and was rolled back if it opened its own transaction)";
+  return new ValidationError(
+    `${d.model}.${key} is update: false: an update leaves it as each row holds it, so ${bound} would be encrypted under the ${key} given while a matched row holds another (${outcome}); give the value the row holds, or load the entity and save() it`,
+  );
 }
 
 /**
@@ -328,8 +514,10 @@ async function executeWithContextGuard(
   builder.setQueryRunner(runner);
   let opened = false;
   try {
-    if (await findsStranded(builder, check, false)) {
-      throw strandedError(check.d, check.stranded, "update");
+    for (const part of check.parts) {
+      if (await findsGuarded(builder, part.condition, check.parameters, false)) {
+        throw part.error("checked");
+      }
     }
     if (!runner.isTransactionActive) {
       await runner.startTransaction();
@@ -337,7 +525,8 @@ async function executeWithContextGuard(
     }
     const map = builder.expressionMap;
     const extra = map.extraAppendedAndWhereCondition;
-    map.extraAppendedAndWhereCondition = both(extra, `NOT ${check.condition}`);
+    const any = `(${check.parts.map((part) => part.condition).join(" OR ")})`;
+    map.extraAppendedAndWhereCondition = both(extra, `NOT ${any}`);
     builder.setParameters(check.parameters);
     let result: UpdateResult;
     try {
@@ -346,8 +535,10 @@ async function executeWithContextGuard(
       map.extraAppendedAndWhereCondition = extra;
     }
     const locking = LOCKING_READS.has(builder.connection.driver.options.type);
-    if (await findsStranded(builder, check, locking)) {
-      throw strandedError(check.d, check.stranded, "concurrent");
+    for (const part of check.parts) {
+      if (await findsGuarded(builder, part.condition, check.parameters, locking)) {
+        throw part.error("concurrent");
+      }
     }
     if (opened) await runner.commitTransaction();
     return result;
@@ -366,17 +557,18 @@ function both(first: string, second: string): string {
   return first === "" ? second : `(${first}) AND (${second})`;
 }
 
-/** Whether a row the update's where matches is one the update would strand. */
-async function findsStranded(
+/** Whether a row the update's where matches is one `condition` refuses. */
+async function findsGuarded(
   builder: UpdateQueryBuilder<ObjectLiteral>,
-  check: StrandedCheck,
+  condition: string,
+  parameters: Readonly<Record<string, unknown>>,
   lock: boolean,
 ): Promise<boolean> {
   const probe = selectWhere(builder).select("1", "kms_stranded").limit(1);
   const map = probe.expressionMap;
   // Appended after the where as a whole: `andWhere` would bind to its last `orWhere` only.
-  map.extraAppendedAndWhereCondition = both(map.extraAppendedAndWhereCondition, check.condition);
-  probe.setParameters(check.parameters);
+  map.extraAppendedAndWhereCondition = both(map.extraAppendedAndWhereCondition, condition);
+  probe.setParameters(parameters);
   if (lock) probe.setLock("pessimistic_write");
   return (await probe.getRawOne()) !== undefined;
 }
