@@ -15,6 +15,7 @@ export {
 } from "./kms-error-handler.ts";
 export { PROBLEM_TYPE_BASE, type ProblemDetails, sendProblem } from "./problem.ts";
 export { captureRawBody, rawBodyOf, readRawBody } from "./raw-body.ts";
+export { type RequestIdOptions, requestIdOf } from "./request-id.ts";
 export { requestMessage } from "./request-message.ts";
 export { type SignResponseOptions, signResponse } from "./sign-response.ts";
 export {

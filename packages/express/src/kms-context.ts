@@ -1,5 +1,4 @@
 import { AsyncLocalStorage } from "node:async_hooks";
-import { randomUUID } from "node:crypto";
 import {
   type EncryptionContext,
   KmsInternalError,
@@ -9,6 +8,7 @@ import {
 import type { Request, RequestHandler } from "express";
 import { callbackError } from "./internal/callback-error.ts";
 import { PROBLEM_TYPE_BASE, sendProblem } from "./problem.ts";
+import { type RequestIdOptions, requestIdOf } from "./request-id.ts";
 import { existingRequestState, requestState } from "./request-state.ts";
 
 /** What a request contributes to KMS calls made while it is handled. */
@@ -27,11 +27,12 @@ export interface RequestKmsContext {
   readonly requestId: string;
 }
 
-export interface KmsContextOptions {
+export interface KmsContextOptions extends RequestIdOptions {
   /**
    * Builds the context from the request. Default `defaultKmsContext`: tenant from
    * `req.user.tenantId` (or `tenantHeader` when set), principal from `req.user.id` (or `sub`),
-   * request id from `x-request-id` or random. To take the tenant from your own authentication,
+   * request id `requestIdOf(req)` (random; the client's `x-request-id` only with
+   * `trustRequestIdHeader`). To take the tenant from your own authentication,
    * return `defaultKmsContext(req, { tenant, … })`: `route` then stays the matched pattern.
    * Return undefined (or null) to refuse the request (answered 400 problem+json). What it
    * throws goes to `next(error)`, a value that is not an Error as a `KmsInternalError`.
@@ -73,7 +74,6 @@ interface MaybeUser {
 }
 
 const TENANT = /^[A-Za-z0-9._:-]{1,128}$/;
-const REQUEST_ID = /^[\w.-]{1,128}$/;
 
 /**
  * `METHOD pattern` once Express has matched a route (`GET /notes/:id`, a router's mount path in
@@ -98,7 +98,7 @@ export function routePattern(req: Request): string {
 
 /** Options of `defaultKmsContext`: where it looks, and what a resolver of your own knows. */
 export interface DefaultKmsContextOptions
-  extends Pick<KmsContextOptions, "tenantHeader" | "tenantKey"> {
+  extends Pick<KmsContextOptions, "tenantHeader" | "tenantKey" | "trustRequestIdHeader"> {
   /**
    * The tenant, from your own authentication. When the property is present — even undefined —
    * neither `req.user` nor `tenantHeader` is read: a request your authentication did not vouch
@@ -110,7 +110,10 @@ export interface DefaultKmsContextOptions
   readonly principal?: string | undefined;
   /** Entries bound beside the tenant's (`region`…); the tenant's own entry wins over these. */
   readonly encryptionContext?: EncryptionContext;
-  /** The request id; default a well-formed `x-request-id` from the client, else a random UUID. */
+  /**
+   * The request id; default `requestIdOf(req)`: the id `verifySignature` used if it ran, else a
+   * random UUID (with `trustRequestIdHeader`, a well-formed `x-request-id` from the client).
+   */
   readonly requestId?: string;
 }
 
@@ -146,7 +149,7 @@ export function defaultKmsContext(
         : typeof user?.sub === "string"
           ? user.sub
           : undefined;
-  const requestId = options.requestId ?? clientRequestId(req);
+  const requestId = options.requestId ?? requestIdOf(req, options);
   return {
     encryptionContext: { ...options.encryptionContext, [options.tenantKey ?? "tenant"]: tenant },
     principal,
@@ -155,12 +158,6 @@ export function defaultKmsContext(
     },
     requestId,
   };
-}
-
-/** The client's `x-request-id` when well-formed, else a random UUID. */
-function clientRequestId(req: Request): string {
-  const sent = req.get("x-request-id");
-  return sent !== undefined && REQUEST_ID.test(sent) ? sent : randomUUID();
 }
 
 /**
@@ -178,6 +175,9 @@ export function kmsContext(options: KmsContextOptions = {}): RequestHandler {
   const defaults: DefaultKmsContextOptions = {
     ...(options.tenantHeader === undefined ? {} : { tenantHeader: options.tenantHeader }),
     ...(options.tenantKey === undefined ? {} : { tenantKey: options.tenantKey }),
+    ...(options.trustRequestIdHeader === undefined
+      ? {}
+      : { trustRequestIdHeader: options.trustRequestIdHeader }),
   };
   const resolve = options.resolve ?? ((req: Request) => defaultKmsContext(req, defaults));
   const sources =

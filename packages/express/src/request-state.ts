@@ -10,6 +10,10 @@ export interface RequestState {
   message?: RequestMessage;
   verified?: VerifiedSignature;
   context?: RequestKmsContext;
+  /** The id the request's KMS calls are audited under, once decided (`requestIdOf`). */
+  requestId?: string;
+  /** Whether that id was decided trusting the client's `x-request-id`. */
+  requestIdTrusted?: boolean;
   /** The last route `routePattern` saw matched, and its pattern as read inside it. */
   route?: { readonly matched: object; readonly pattern: string };
 }

@@ -1,6 +1,8 @@
 import { type ResponseSigningOptions, signNodeResponse } from "@kms/http-signatures";
 import type { RequestHandler } from "express";
+import { kmsContextOf } from "./kms-context.ts";
 import { knownRawBody, rawBodyOf } from "./raw-body.ts";
+import { decidedRequestId } from "./request-id.ts";
 import { requestMessage } from "./request-message.ts";
 import { verifiedSignatureOf } from "./verify-signature.ts";
 
@@ -16,7 +18,8 @@ export type SignResponseOptions = ResponseSigningOptions;
  * Signs every response (RFC 9421), bound to the request it answers. The body is buffered until
  * `end` so the Content-Digest and signature cover exactly what is sent; streaming responses are
  * therefore held in memory. A signing failure (e.g. KMS unavailable) answers 500 unsigned
- * rather than sending an unsigned success.
+ * rather than sending an unsigned success. A KMS signer's call is audited under the request's id
+ * (`kmsContext`'s, or the one `verifySignature` used).
  */
 export function signResponse(options: SignResponseOptions): RequestHandler {
   return (req, res, next) => {
@@ -24,6 +27,8 @@ export function signResponse(options: SignResponseOptions): RequestHandler {
       // The same view verification used (and its parsed URL), body-less requests included.
       request: requestMessage(req, rawBodyOf(req) ?? knownRawBody(req)),
       verifiedLabel: verifiedSignatureOf(req)?.label,
+      // A KMS signer's call is audited under the request's id wherever the response ends.
+      requestId: kmsContextOf(req)?.requestId ?? decidedRequestId(req),
     }));
     next();
   };

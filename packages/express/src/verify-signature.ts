@@ -1,4 +1,4 @@
-import { isKmsError } from "@kms/core";
+import { isKmsError, runWithRequestId } from "@kms/core";
 import {
   signatureProblem,
   type VerificationPolicy,
@@ -9,6 +9,7 @@ import type { NextFunction, Request, RequestHandler, Response } from "express";
 import { serverFault } from "./internal/callback-error.ts";
 import { PROBLEM_TYPE_BASE, sendProblem } from "./problem.ts";
 import { bodyDecoded, knownRawBody, readRawBody } from "./raw-body.ts";
+import { type RequestIdOptions, requestIdOf } from "./request-id.ts";
 import { requestMessage } from "./request-message.ts";
 import { existingRequestState, requestState } from "./request-state.ts";
 
@@ -21,7 +22,7 @@ export function verifiedSignatureOf(req: Request): VerifiedSignature | undefined
   return existingRequestState(req)?.verified;
 }
 
-export interface VerifySignatureOptions extends VerificationPolicy {
+export interface VerifySignatureOptions extends VerificationPolicy, RequestIdOptions {
   /** Largest body read when no parser captured it; default 1 MiB. */
   readonly bodyLimit?: number;
 }
@@ -35,6 +36,9 @@ export interface VerifySignatureOptions extends VerificationPolicy {
  * verification key) and a thrown value that is not an Error as a `KmsInternalError` with the
  * original as `cause` (the client cannot fix the server's keys, and Express would read
  * `undefined` or `"route"` as leave to run the handler); an unusable body answers 400.
+ * The verification runs inside the request's id (`requestIdOf`, the one `kmsContext` uses;
+ * `trustRequestIdHeader` as there), so a KMS verifier's call is audited under it; the id is
+ * echoed in `x-request-id`, on a refusal too.
  */
 export function verifySignature(policy: VerifySignatureOptions): RequestHandler {
   const limit = policy.bodyLimit ?? 1024 * 1024;
@@ -62,7 +66,11 @@ export function verifySignature(policy: VerifySignatureOptions): RequestHandler 
   ): Promise<void> | undefined => {
     let result: VerificationResult | Promise<VerificationResult>;
     try {
-      result = verifyMessageEagerly(requestMessage(req, body), policy);
+      const requestId = requestIdOf(req, policy);
+      res.setHeader("x-request-id", requestId);
+      result = runWithRequestId(requestId, () =>
+        verifyMessageEagerly(requestMessage(req, body), policy),
+      );
     } catch (error) {
       next(serverFault(error, VERIFICATION_CALLBACKS));
       return undefined;

@@ -269,12 +269,25 @@ describe("kmsContext: route and request id", () => {
     expect(routes).toEqual(["GET /api/orders/:orderId", "GET /nowhere/42"]);
   });
 
-  it("echoes a well-formed x-request-id and replaces any other with a UUID", async () => {
-    const echoed = await seen({}, { "x-request-id": "req_1.a-b" }, user);
+  // The id files the request's KMS audit events: a client must not choose it unless trusted.
+  it("chooses the request id itself by default, whatever x-request-id the client sends", async () => {
+    const ids = new Set<string>();
+    for (const sent of ["req_1.a-b", "req_1.a-b", "has space"]) {
+      const res = await seen({}, { "x-request-id": sent }, user);
+      expect(res.body.requestId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-/);
+      expect(res.requestId).toBe(res.body.requestId);
+      ids.add(res.body.requestId as string);
+    }
+    expect(ids.size).toBe(3);
+  });
+
+  it("with trustRequestIdHeader, echoes a well-formed x-request-id and replaces any other", async () => {
+    const trusting = { trustRequestIdHeader: true };
+    const echoed = await seen(trusting, { "x-request-id": "req_1.a-b" }, user);
     expect(echoed.body.requestId).toBe("req_1.a-b");
     expect(echoed.requestId).toBe("req_1.a-b");
     for (const bad of ["has space", "a".repeat(129), "semi;colon"]) {
-      const replaced = await seen({}, { "x-request-id": bad }, user);
+      const replaced = await seen(trusting, { "x-request-id": bad }, user);
       expect(replaced.body.requestId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-/);
       expect(replaced.requestId).toBe(replaced.body.requestId);
     }
@@ -313,9 +326,9 @@ describe("kmsContext: a resolver of your own, with the route pattern", () => {
     expect(res.requestId).toBe("own-1");
   });
 
-  it("keeps the other defaults: tenantKey, the principal of req.user, the x-request-id", async () => {
+  it("keeps the other defaults: tenantKey, the principal of req.user, a trusted x-request-id", async () => {
     const resolve = (req: Request) =>
-      defaultKmsContext(req, { tenant: "globex", tenantKey: "org" });
+      defaultKmsContext(req, { tenant: "globex", tenantKey: "org", trustRequestIdHeader: true });
     const res = await seen({ resolve }, { "x-request-id": "req-7" }, user);
     expect(res.body).toEqual({
       encryptionContext: { org: "globex" },

@@ -150,7 +150,12 @@ describe("kmsErrorHandler", () => {
     expect(JSON.parse(res.text)).toEqual(kmsErrorProblem(fault));
     expect(res.text).not.toMatch(/SQLITE|key store|ann@/);
     expect(log).toHaveLength(1);
-    expect(log[0]).toMatch(/^\[request req-7\] KmsInternalError: the key store could not be read/);
+    // The server's id, the one the response names, not the client's.
+    const requestId = String(res.headers["x-request-id"]);
+    expect(requestId).not.toBe("req-7");
+    expect(log[0]).toMatch(
+      new RegExp(`^\\[request ${requestId}\\] KmsInternalError: the key store could not be read`),
+    );
     expect(log[0]).toContain('caused by ValidationError: "record" was refused by the store');
     expect(log[0]).toContain("caused by Error (code SQLITE_CONSTRAINT; message not logged)");
     expect(log[0]).not.toContain("ann@example.com");

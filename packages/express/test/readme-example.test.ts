@@ -25,6 +25,9 @@ const kms = await createKms();
 const { keyId } = (await kms.createKey({ keySpec: "HMAC_256", keyUsage: "GENERATE_VERIFY_MAC" }))
   .keyMetadata;
 
+// The README names its public host[:port]s; here the one the app listens on, once it does.
+const ownAuthorities: string[] = [];
+
 const app = express();
 app.use(express.json({ verify: captureRawBody })); // keep the raw bytes for Content-Digest
 app.use(
@@ -32,6 +35,7 @@ app.use(
     keyLookup: (id) =>
       id === "partner-a" ? createKmsVerifier({ kms, keyId, algorithm: "hmac-sha256" }) : undefined,
     requiredComponents: ["@method", "@target-uri", "x-tenant-id"], // the tenant is signed
+    authorities: ownAuthorities,
     contentDigest: "required",
     nonceStore: new MemoryNonceStore(),
   }),
@@ -45,6 +49,7 @@ let server: Server;
 let origin: string;
 beforeAll(async () => {
   ({ server, origin } = await listen(app));
+  ownAuthorities.push(new URL(origin).host);
 });
 afterAll(async () => {
   await close(server);
@@ -127,7 +132,8 @@ it("is the README's example: a line changed on one side only fails here", () => 
     pkg: "@kms/express",
     blocks: 1,
     adapted: [
-      // A free port; `_req` for the linter.,
+      // The authority the test listens on; a free port; `_req` for the linter.
+      'authorities: ["api.example.com", "api.example.com:8443"], // the host[:port]s of this server',
       'app.post("/orders", (req, res) => res.json({ ok: true }));',
       "app.listen(3000);",
     ],

@@ -1,6 +1,8 @@
 /**
  * The request id `kmsContext` computes reaches the audit events of KMS calls the field engine
- * makes while the request is handled: the handler passes no call options.
+ * makes while the request is handled: the handler passes no call options. The server chooses
+ * it; the client's x-request-id only with `trustRequestIdHeader`. `verifySignature`'s and
+ * `signResponse`'s KMS calls carry the same id.
  */
 import type { Server } from "node:http";
 import {
@@ -13,10 +15,17 @@ import {
   MemoryAuditSink,
   MemoryDataKeyStore,
 } from "@kms/core";
+import { createKmsSigner, createKmsVerifier, signRequest } from "@kms/http-signatures";
 import express from "express";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { kmsContext, kmsErrorHandler } from "../src/index.ts";
+import {
+  type KmsContextOptions,
+  kmsContext,
+  kmsErrorHandler,
+  signResponse,
+  verifySignature,
+} from "../src/index.ts";
 import { close, listen } from "./helpers.ts";
 
 const BODY: FieldSpec = { type: "string" };
@@ -27,6 +36,8 @@ let sink: MemoryAuditSink;
 let engine: FieldEncryptionEngine;
 let server: Server;
 let origin: string;
+let trustingServer: Server;
+let trustingOrigin: string;
 const rows = new Map<number, string>();
 
 /** The audit events (name, request id) recorded while `run` ran. */
@@ -38,18 +49,14 @@ async function eventsOf(run: () => Promise<unknown>) {
 
 const binding = () => ({ model: "Note", field: "body", context: currentEncryptionContext() ?? {} });
 
-beforeAll(async () => {
-  sink = new MemoryAuditSink();
-  kms = await createKms({ audit: sink });
-  const { keyId } = (await kms.createKey({})).keyMetadata;
-  engine = new FieldEncryptionEngine({ kms, keyId, dataKeyStore: new MemoryDataKeyStore() });
+function notesApp(options: KmsContextOptions) {
   const app = express();
   app.use(express.json());
   app.use((req, _res, next) => {
     (req as unknown as { user: object }).user = { id: "u1", tenantId: String(req.get("x-t")) };
     next();
   });
-  app.use(kmsContext());
+  app.use(kmsContext(options));
   app.post("/notes", async (req, res) => {
     const stored = await engine.encryptText(binding(), BODY, String(req.body.body));
     rows.set(rows.size + 1, stored);
@@ -62,18 +69,30 @@ beforeAll(async () => {
     res.json({ body: await engine.decryptText(binding(), BODY, stored) });
   });
   app.use(kmsErrorHandler({ log: () => {} }));
-  ({ server, origin } = await listen(app));
+  return app;
+}
+
+beforeAll(async () => {
+  sink = new MemoryAuditSink();
+  kms = await createKms({ audit: sink });
+  const { keyId } = (await kms.createKey({})).keyMetadata;
+  engine = new FieldEncryptionEngine({ kms, keyId, dataKeyStore: new MemoryDataKeyStore() });
+  ({ server, origin } = await listen(notesApp({})));
+  ({ server: trustingServer, origin: trustingOrigin } = await listen(
+    notesApp({ trustRequestIdHeader: true }),
+  ));
 });
 afterAll(async () => {
   await close(server);
+  await close(trustingServer);
   await kms.close();
 });
 
 describe("kmsContext: the request id in the audit trail", () => {
-  it("tags the field engine's GenerateDataKey and Decrypt with the request's x-request-id", async () => {
+  it("with trustRequestIdHeader, tags the field engine's calls with the client's x-request-id", async () => {
     let id = 0;
     const written = await eventsOf(async () => {
-      const res = await request(origin)
+      const res = await request(trustingOrigin)
         .post("/notes")
         .set({ "x-t": "acme", "x-request-id": "req-123" })
         .send({ body: "secret" });
@@ -84,7 +103,7 @@ describe("kmsContext: the request id in the audit trail", () => {
     expect(written).toEqual([{ eventName: "GenerateDataKey", requestID: "req-123" }]);
     engine.clearCache();
     const read = await eventsOf(async () => {
-      const res = await request(origin)
+      const res = await request(trustingOrigin)
         .get(`/notes/${id}`)
         .set({ "x-t": "acme", "x-request-id": "req-456" });
       expect(res.body).toEqual({ body: "secret" });
@@ -92,15 +111,29 @@ describe("kmsContext: the request id in the audit trail", () => {
     expect(read).toEqual([{ eventName: "Decrypt", requestID: "req-456" }]);
   });
 
-  it("without x-request-id, the events carry the id the response names", async () => {
-    let echoed: unknown;
-    const events = await eventsOf(async () => {
-      const res = await request(origin).post("/notes").set({ "x-t": "globex" }).send({ body: "b" });
-      echoed = res.headers["x-request-id"];
-    });
-    expect(echoed).toMatch(UUID);
-    expect(events).toEqual([{ eventName: "GenerateDataKey", requestID: echoed }]);
-  });
+  // A tenant each: a cached data key makes no call.
+  it.each([
+    ["without x-request-id", "globex", {}],
+    [
+      "by default, whatever x-request-id the client sends",
+      "initech",
+      { "x-request-id": "req-123" },
+    ],
+  ])(
+    "%s, the events carry the id the server chose and the response names",
+    async (_, tenant, sent) => {
+      let echoed: unknown;
+      const events = await eventsOf(async () => {
+        const res = await request(origin)
+          .post("/notes")
+          .set({ "x-t": tenant, ...sent })
+          .send({ body: "b" });
+        echoed = res.headers["x-request-id"];
+      });
+      expect(echoed).toMatch(UUID);
+      expect(events).toEqual([{ eventName: "GenerateDataKey", requestID: echoed }]);
+    },
+  );
 
   it("leaves no request id outside the request", async () => {
     await request(origin).post("/notes").set({ "x-t": "acme", "x-request-id": "req-9" }).send({});
@@ -129,5 +162,103 @@ describe("kmsContext: the request id in the audit trail", () => {
     expect(res.status).toBe(500);
     expect(res.headers["x-request-id"]).toBeUndefined();
     expect(ran).toBe(false);
+  });
+});
+
+// README order: verifySignature → signResponse → kmsContext. verifySignature runs before
+// kmsContext's scope, so its KMS call (VerifyMac) once had an id of its own.
+describe("verifySignature and signResponse: their KMS calls carry the request's id", () => {
+  let signedServer: Server;
+  let signedOrigin: string;
+  let macKeyId: string;
+
+  async function app(trustRequestIdHeader: boolean) {
+    const { keyId } = (
+      await kms.createKey({ keySpec: "HMAC_256", keyUsage: "GENERATE_VERIFY_MAC" })
+    ).keyMetadata;
+    macKeyId = keyId;
+    const signed = express();
+    signed.use(
+      verifySignature({
+        keyLookup: (id) =>
+          id === "partner"
+            ? createKmsVerifier({ kms, keyId, algorithm: "hmac-sha256" })
+            : undefined,
+        trustRequestIdHeader,
+      }),
+    );
+    signed.use(signResponse({ signer: createKmsSigner({ kms, keyId, algorithm: "hmac-sha256" }) }));
+    signed.use(kmsContext({ tenantHeader: "x-t", trustRequestIdHeader }));
+    signed.get("/x", (_req, res) => {
+      res.json({ ok: 1 });
+    });
+    return listen(signed);
+  }
+
+  afterAll(async () => {
+    if (signedServer !== undefined) await close(signedServer);
+  });
+
+  async function signedGet(headers: Record<string, string>) {
+    const url = `${signedOrigin}/x`;
+    const signer = createKmsSigner({
+      kms,
+      keyId: macKeyId,
+      algorithm: "hmac-sha256",
+      publishedKeyId: "partner",
+    });
+    const added = await signRequest({ method: "GET", url, headers }, { signer, nonce: true });
+    // The client's own signing is audited too; only the server's calls are looked at.
+    const before = sink.events.length;
+    const res = await fetch(url, { headers: { ...headers, ...added } });
+    await res.text();
+    const events = sink.events
+      .slice(before)
+      .map((e) => ({ eventName: e.eventName, requestID: e.requestID }));
+    return { res, events };
+  }
+
+  it("VerifyMac and GenerateMac are audited under the id the response names", async () => {
+    ({ server: signedServer, origin: signedOrigin } = await app(false));
+    const { res, events } = await signedGet({ "x-t": "acme", "x-request-id": "req-42" });
+    expect(res.status).toBe(200);
+    const echoed = res.headers.get("x-request-id");
+    expect(echoed).toMatch(UUID);
+    expect(events).toEqual([
+      { eventName: "VerifyMac", requestID: echoed },
+      { eventName: "GenerateMac", requestID: echoed },
+    ]);
+  });
+
+  it("a refused request's VerifyMac carries the id its 401 names", async () => {
+    const url = `${signedOrigin}/x`;
+    const signer = createKmsSigner({
+      kms,
+      keyId: macKeyId,
+      algorithm: "hmac-sha256",
+      publishedKeyId: "partner",
+    });
+    const added = await signRequest({ method: "GET", url }, { signer, nonce: true });
+    const before = sink.events.length;
+    // The signature covers GET; sent as HEAD, it fails.
+    const res = await fetch(url, { method: "HEAD", headers: added });
+    expect(res.status).toBe(401);
+    const echoed = res.headers.get("x-request-id");
+    expect(echoed).toMatch(UUID);
+    expect(sink.events.slice(before).map((e) => `${e.eventName}:${e.requestID}`)).toEqual([
+      `VerifyMac:${echoed}`,
+    ]);
+  });
+
+  it("with trustRequestIdHeader on both, the client's id", async () => {
+    await close(signedServer);
+    ({ server: signedServer, origin: signedOrigin } = await app(true));
+    const { res, events } = await signedGet({ "x-t": "acme", "x-request-id": "req-42" });
+    expect(res.status).toBe(200);
+    expect(res.headers.get("x-request-id")).toBe("req-42");
+    expect(events).toEqual([
+      { eventName: "VerifyMac", requestID: "req-42" },
+      { eventName: "GenerateMac", requestID: "req-42" },
+    ]);
   });
 });

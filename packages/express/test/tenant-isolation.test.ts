@@ -175,11 +175,13 @@ describe("tenant isolation through the ambient context", () => {
       .set(as("carol", "tenant-c"))
       .set("x-request-id", "req-42")
       .send({ body: "c" });
+    // The id the server chose and echoed: a client's x-request-id is not trusted by default.
+    expect(created.headers["x-request-id"]).not.toBe("req-42");
     expect(notes.audit.at(-1)).toEqual({
       op: "insert",
       principal: "carol",
       route: "POST /notes",
-      requestId: "req-42",
+      requestId: created.headers["x-request-id"],
     });
     await request(origin).get(`/notes/${created.body.id}`).set(as("carol", "tenant-c"));
     // The pattern, as the Nest layer reports it: no row id in the audit trail.

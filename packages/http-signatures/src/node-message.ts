@@ -4,13 +4,14 @@
  * framework layers share this code instead of each rebuilding it.
  */
 import type { ServerResponse } from "node:http";
-import { ValidationError } from "@kms/core";
+import type { Http2ServerResponse } from "node:http2";
+import { runWithRequestId, ValidationError } from "@kms/core";
 import { computeContentDigest, type DigestAlgorithm } from "./content-digest.ts";
 import { receivedTarget } from "./internal/request-target.ts";
 import { cachedFields, type RequestMessage } from "./message.ts";
 import { PROBLEM_CONTENT_TYPE, responseSigningProblem } from "./problem.ts";
 import { type SignatureFields, type SignOptions, signMessageEagerly } from "./sign.ts";
-import { type ComponentSpec, recordTarget } from "./signature-base.ts";
+import { type ComponentSpec, hasUnknownAuthority, recordTarget } from "./signature-base.ts";
 
 /** The parts of a Node / Express / Fastify request that the target URI and fields come from. */
 export interface NodeRequestLike {
@@ -18,7 +19,7 @@ export interface NodeRequestLike {
   readonly url?: string | undefined;
   /** Express: the URL before mounting stripped a prefix. Preferred over `url`. */
   readonly originalUrl?: string | undefined;
-  /** Express / Fastify: `http` or `https`, honouring their trust-proxy settings. */
+  /** Express / Fastify: `http` or `https`, honouring their trust-proxy setting. */
   readonly protocol?: string | undefined;
   readonly headers: Readonly<Record<string, string | readonly string[] | undefined>>;
   /** Node ≥ 18.3: one array entry per field line (needed for `;bs`). */
@@ -29,40 +30,70 @@ export interface NodeRequestLike {
 
 /**
  * The neutral message view of an incoming request. For an origin-form target (`/orders/42`)
- * the target URI is rebuilt from the protocol, the Host header and the original URL (behind a
+ * the target URI is rebuilt from the protocol, the authority and the original URL (behind a
  * proxy that rewrites them, configure the framework's trust-proxy setting, or the signer's
  * `@target-uri` will not match); an absolute-form target (`http://a.example/orders/42`) is the
- * target URI itself, and must agree with Host and the protocol. A target the router could see
- * differently from the URL parser (dot segments, backslashes, a Host with a path, a fragment, a
- * non-canonical host…) is recorded as unverifiable: every derived component then fails. Without
- * a Host field (HTTP/1.0) the authority is unknown: `@authority` and `@target-uri` fail, and
- * `url` names a placeholder host that only the path and query are read from.
+ * target URI itself, and must agree with Host and the protocol. The authority is the Host field,
+ * or over HTTP/2 (`node:http2` and its compatibility API) the `:authority` pseudo-header; one
+ * that names another authority than Host (RFC 9113 §8.3.1) makes the target unverifiable. A
+ * target the router could see differently from the URL parser (dot segments, backslashes, a
+ * Host with a path, a fragment, a non-canonical host…) is recorded as unverifiable: every
+ * derived component then fails. Without either (HTTP/1.0) the authority is unknown:
+ * `@authority` and `@target-uri` fail, and `url` names a placeholder host that only the path
+ * and query are read from. Which authorities the server answers to is the verification
+ * policy's `authorities`.
  */
 export function nodeRequestMessage(req: NodeRequestLike, body?: Uint8Array): RequestMessage {
   const tls = (req.socket as { encrypted?: unknown } | null | undefined)?.encrypted === true;
   const protocol = req.protocol ?? (tls ? "https" : "http");
-  const rawHost = req.headers.host;
-  const host = Array.isArray(rawHost) ? rawHost[0] : rawHost;
-  const { url, parsed, absoluteForm, authorityProblem } = receivedTarget(
-    protocol,
-    host,
-    req.originalUrl ?? req.url ?? "/",
-  );
+  const { host, conflict } = requestAuthority(req.headers);
+  const received = receivedTarget(protocol, host, req.originalUrl ?? req.url ?? "/");
   const message: RequestMessage = {
     method: req.method ?? "GET",
-    url,
+    url: received.url,
     headers: req.headersDistinct ?? req.headers,
     body,
   };
-  recordTarget(message, parsed, absoluteForm, authorityProblem);
+  recordTarget(
+    message,
+    conflict ?? received.parsed,
+    received.absoluteForm,
+    received.authorityProblem,
+  );
   return message;
+}
+
+const CONFLICTING_AUTHORITY =
+  "the Host header differs from the :authority pseudo-header (RFC 9113 §8.3.1)";
+
+/**
+ * The request's authority: its Host field or, over HTTP/2, its `:authority` (RFC 9113 §8.3.1:
+ * clients send that instead of Host). Node answers `:authority` first, Fastify Host first: when
+ * both are sent and differ, the target is refused rather than signed as either.
+ * @internal
+ */
+export function requestAuthority(headers: NodeRequestLike["headers"]): {
+  readonly host: string | undefined;
+  readonly conflict?: string;
+} {
+  const field = headers.host;
+  const host = typeof field === "string" ? field : field?.[0];
+  const pseudo = headers[":authority"];
+  const authority = typeof pseudo === "string" ? pseudo : pseudo?.[0];
+  if (authority === undefined) return { host };
+  if (host === undefined) return { host: authority };
+  return host.toLowerCase() === authority.toLowerCase()
+    ? { host }
+    : { host, conflict: CONFLICTING_AUTHORITY };
 }
 
 export interface ResponseSigningOptions extends Omit<SignOptions, "components" | "request"> {
   /**
    * Covered components. Default: `@status`, `content-type` and `content-digest` when present,
    * the request's `@method` and `@target-uri` (`;req`), and the request's verified signature
-   * (`"signature";key="<label>";req`) when one was accepted.
+   * (`"signature";key="<label>";req`) when one was accepted. A request received without an
+   * authority (HTTP/1.0 without Host, as load balancers' health checks send it) has no
+   * `@target-uri`: the response is then bound to its `@method`, `@path` and `@query` (`;req`).
    */
   readonly components?: readonly ComponentSpec[];
   /** Content-Digest algorithms for the response body; false for none. Default sha-256. */
@@ -74,6 +105,13 @@ export interface ResponseBinding {
   readonly request: RequestMessage;
   /** Label of the request signature that verification accepted, if any. */
   readonly verifiedLabel?: string | undefined;
+  /**
+   * The request's id: the response is signed inside `runWithRequestId(requestId, …)` from
+   * @kms/core, so a KMS signer's call is audited under the request it answers even when the
+   * response ends outside the request's scope (Nest writes its reply there). Default: the
+   * ambient request id where the response ends, if any.
+   */
+  readonly requestId?: string | undefined;
 }
 
 type Chunk = string | Uint8Array;
@@ -93,6 +131,11 @@ interface Pending {
   noBody: boolean;
   /** The Content-Encoding signed (lower case, "" for none); null while there is none to hold. */
   signedCoding: string | null;
+  /**
+   * The response's own `write`. HTTP/2's compatibility response writes its `end` chunk through
+   * `this.write`: once sending, writes go to it, or the signed body would be buffered again.
+   */
+  readonly write: ServerResponse["write"];
   readonly writeHead: ServerResponse["writeHead"];
   readonly flushHeaders: ServerResponse["flushHeaders"];
 }
@@ -104,6 +147,8 @@ const EMPTY_BODY = Buffer.alloc(0);
 const DEFAULT_DIGEST: readonly DigestAlgorithm[] = ["sha-256"];
 const METHOD_OF_REQUEST: ComponentSpec = { component: "@method", req: true };
 const TARGET_OF_REQUEST: ComponentSpec = { component: "@target-uri", req: true };
+const PATH_OF_REQUEST: ComponentSpec = { component: "@path", req: true };
+const QUERY_OF_REQUEST: ComponentSpec = { component: "@query", req: true };
 // One spec object per label, so the identifier memo in signMessage hits.
 const requestSignatureSpecs = new Map<string, ComponentSpec>();
 
@@ -129,7 +174,7 @@ function bufferedWrite(
   encoding?: BufferEncoding | Callback,
   cb?: Callback,
 ): boolean {
-  return write(this[PENDING] as Pending, chunk, encoding, cb);
+  return write(this, this[PENDING] as Pending, chunk, encoding, cb);
 }
 
 /**
@@ -175,16 +220,41 @@ function holdHead(
     headers = rest[1];
   }
   if (Array.isArray(headers)) {
-    // Node's flat form: [name, value, name, value, …].
-    for (let i = 0; i + 1 < headers.length; i += 2) {
-      res.setHeader(String(headers[i]), headers[i + 1] as string | string[]);
-    }
+    holdHeaderList(res, headers);
   } else if (headers !== null && typeof headers === "object") {
     for (const [name, value] of Object.entries(headers)) {
       if (value !== undefined) res.setHeader(name, value as string | string[] | number);
     }
   }
   return res as SigningResponse;
+}
+
+/**
+ * Node's flat form, `[name, value, name, value, …]`, applied as Node's own `writeHead` applies
+ * it: each name replaces what was set before, but a name given twice (two Set-Cookie) keeps
+ * both values, so every name is removed first and then each value appended.
+ */
+function holdHeaderList(res: ServerResponse, list: readonly unknown[]): void {
+  if (list.length % 2 !== 0) {
+    throw new TypeError("writeHead: a flat header array must have an even length (name, value…)");
+  }
+  // Node skips an empty name too.
+  for (let i = 0; i < list.length; i += 2) if (list[i]) res.removeHeader(String(list[i]));
+  for (let i = 0; i < list.length; i += 2) {
+    if (list[i]) appendHeader(res, String(list[i]), list[i + 1] as string | readonly string[]);
+  }
+}
+
+function appendHeader(res: ServerResponse, name: string, value: string | readonly string[]): void {
+  if (typeof res.appendHeader === "function") {
+    res.appendHeader(name, value);
+    return;
+  }
+  // A response object without appendHeader (older HTTP/2 compatibility responses).
+  const before = res.getHeader(name);
+  const added = typeof value === "string" ? [value] : [...value];
+  if (before === undefined) res.setHeader(name, added.length === 1 ? (added[0] as string) : added);
+  else res.setHeader(name, [...(Array.isArray(before) ? before : [String(before)]), ...added]);
 }
 
 function flushHeld(res: ServerResponse, pending: Pending): void {
@@ -202,11 +272,15 @@ function bufferedEnd(
 }
 
 function write(
+  res: ServerResponse,
   pending: Pending,
   chunk: Chunk,
   encoding?: BufferEncoding | Callback,
   cb?: Callback,
 ): boolean {
+  if (pending.sending) {
+    return (pending.write as (...args: unknown[]) => boolean).call(res, chunk, encoding, cb);
+  }
   pending.chunks.push(toBuffer(chunk, typeof encoding === "string" ? encoding : undefined));
   const callback = typeof encoding === "function" ? encoding : cb;
   callback?.();
@@ -350,7 +424,7 @@ function sign(
   body: Buffer,
 ): SignatureFields | Promise<SignatureFields> {
   const { options } = pending;
-  const { request, verifiedLabel } = pending.binding();
+  const { request, verifiedLabel, requestId } = pending.binding();
   const digest = options.digest ?? DEFAULT_DIGEST;
   const noBody = request.method === "HEAD" || res.statusCode === 204 || res.statusCode === 304;
   pending.noBody = noBody;
@@ -363,39 +437,50 @@ function sign(
     const defaults: ComponentSpec[] = ["@status"];
     if (res.hasHeader("content-type")) defaults.push("content-type");
     if (res.hasHeader("content-digest")) defaults.push("content-digest");
-    defaults.push(METHOD_OF_REQUEST, TARGET_OF_REQUEST);
+    // Without an authority there is no target URI to bind to; the path and query still name
+    // what was asked, and no authority is made up for it.
+    if (hasUnknownAuthority(request))
+      defaults.push(METHOD_OF_REQUEST, PATH_OF_REQUEST, QUERY_OF_REQUEST);
+    else defaults.push(METHOD_OF_REQUEST, TARGET_OF_REQUEST);
     if (verifiedLabel !== undefined && cachedFields(request.headers).lines.has("signature")) {
       defaults.push(requestSignatureSpec(verifiedLabel));
     }
     components = defaults;
   }
   // The request as verified: its fields (and parsed Signature) are still cached.
-  return signMessageEagerly(
-    { status: res.statusCode, headers, body },
-    options,
-    components,
-    request,
-    true,
-  );
+  const signing = (): SignatureFields | Promise<SignatureFields> =>
+    signMessageEagerly(
+      { status: res.statusCode, headers, body },
+      options,
+      components,
+      request,
+      true,
+    );
+  return requestId === undefined ? signing() : runWithRequestId(requestId, signing);
 }
 
 /**
- * Signs what is sent on `res` (RFC 9421), bound to the request it answers. Writes are buffered
- * until `end` so the Content-Digest and signature cover exactly the bytes sent; streamed
- * responses are therefore held in memory. A signing failure (e.g. KMS unavailable) answers 500
- * problem+json rather than sending an unsigned success. `binding` is called at `end`, so
- * verification that runs after this is installed is still seen.
+ * Signs what is sent on `response` (RFC 9421), bound to the request it answers: a `node:http`
+ * response or a `node:http2` compatibility one. Writes are buffered until `end` so the
+ * Content-Digest and signature cover exactly the bytes sent; streamed responses are therefore
+ * held in memory. A signing failure (e.g. KMS unavailable) answers 500 problem+json rather than
+ * sending an unsigned success. `binding` is called at `end`, so verification that runs after
+ * this is installed is still seen; its `requestId`, when given, is the ambient request id of
+ * the signing (a KMS signer's audit events).
  */
 export function signNodeResponse(
-  res: ServerResponse,
+  response: ServerResponse | Http2ServerResponse,
   options: ResponseSigningOptions,
   binding: () => ResponseBinding,
 ): void {
+  // HTTP/2's compatibility response has the same methods this replaces and calls.
+  const res = response as ServerResponse;
   const target = res as SigningResponse;
   const pending: Pending = {
     options,
     binding,
     end: res.end as Pending["end"],
+    write: res.write,
     writeHead: res.writeHead,
     flushHeaders: res.flushHeaders,
     chunks: [],
@@ -415,7 +500,7 @@ export function signNodeResponse(
   }
   // A second signer on the same response wraps the first one's methods with its own state.
   res.write = ((chunk: Chunk, encoding?: BufferEncoding | Callback, cb?: Callback) =>
-    write(pending, chunk, encoding, cb)) as typeof res.write;
+    write(res, pending, chunk, encoding, cb)) as typeof res.write;
   res.end = ((chunk?: Chunk | Callback, encoding?: BufferEncoding | Callback, cb?: Callback) =>
     end(res, pending, chunk, encoding, cb)) as typeof res.end;
   res.writeHead = ((statusCode: number, ...rest: unknown[]) =>

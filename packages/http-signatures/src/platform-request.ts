@@ -7,7 +7,7 @@
  * otherwise. Shared by @kms/express and @kms/nestjs so both apply one rule.
  */
 import type { IncomingMessage } from "node:http";
-import type { NodeRequestLike } from "./node-message.ts";
+import { type NodeRequestLike, requestAuthority } from "./node-message.ts";
 
 /** What the framework answers about the request (Express and Fastify name them alike). */
 export interface PlatformTarget {
@@ -61,19 +61,20 @@ export function platformRequest(
   const tls = (incoming.socket as { encrypted?: unknown } | null)?.encrypted === true;
   const connection = tls ? "https" : "http";
   const protocol = platform.protocol ?? connection;
+  // The request's own authority: Host, or HTTP/2's :authority, as Fastify answers without a
+  // forwarded value.
+  const ownHost = requestAuthority(incoming.headers).host;
   // Fastify answers "" for a request without Host (HTTP/1.0), Express undefined: either is the
   // request's own missing Host, not a forwarded value, so an untrusted field changes nothing.
   const host =
-    typeof platform.host === "string" &&
-    !(platform.host === "" && incoming.headers.host === undefined)
+    typeof platform.host === "string" && !(platform.host === "" && ownHost === undefined)
       ? platform.host
-      : incoming.headers.host;
+      : ownHost;
   // Express answers a trusted list's first entry, the client's, even when it repeats what the
   // connection or Host says ("http, https" behind a TLS proxy): such a list is checked too.
   const trusted = expressTrustsPeer(platform, incoming);
   const hostForwarded =
-    forwardedHost !== undefined &&
-    (host !== incoming.headers.host || (trusted && isList(forwardedHost)));
+    forwardedHost !== undefined && (host !== ownHost || (trusted && isList(forwardedHost)));
   const protoForwarded =
     forwardedProto !== undefined &&
     (protocol !== connection || (trusted && isList(forwardedProto)));

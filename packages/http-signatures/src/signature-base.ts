@@ -2,6 +2,7 @@
  * RFC 9421 §2: component identifiers, component values and the signature base.
  */
 import { ValidationError } from "@kms/core";
+import { isListedAuthority } from "./internal/authorities.ts";
 import { RecentCache } from "./internal/recent-cache.ts";
 import {
   dictionaryParseOptions,
@@ -140,6 +141,15 @@ export interface SignatureBaseOptions {
 }
 
 /**
+ * What verification adds to deriving components: the authorities the server answers to
+ * (`VerificationPolicy.authorities`, checked by `assertAuthorities` before use).
+ * @internal
+ */
+export interface DerivationOptions extends SignatureBaseOptions {
+  readonly authorities?: readonly string[] | undefined;
+}
+
+/**
  * What a component value is taken from: the message being signed, and for a response, the
  * request it answers (for `;req` components).
  */
@@ -201,6 +211,25 @@ export function recordTarget(
 function knownAuthority(id: Item, message: RequestMessage): void {
   const problem = unknownAuthorities.get(message);
   if (problem !== undefined) throw componentError(id, problem);
+}
+
+/**
+ * Whether the request was received without an authority (no Host field, HTTP/1.0): its
+ * `@authority` and `@target-uri` cannot be derived, while `@method`, `@path` and `@query` can.
+ * @internal
+ */
+export function hasUnknownAuthority(message: RequestMessage): boolean {
+  return unknownAuthorities.has(message);
+}
+
+const UNLISTED_AUTHORITY =
+  "the request's authority is not one this server answers to (policy.authorities)";
+
+/** Refuses an authority the verifying server does not answer to, when it lists them. */
+function listedAuthority(id: Item, url: URL, authorities: readonly string[] | undefined): void {
+  if (authorities !== undefined && !isListedAuthority(url, authorities)) {
+    throw componentError(id, UNLISTED_AUTHORITY);
+  }
 }
 
 function targetUrl(id: Item, message: RequestMessage): URL {
@@ -326,7 +355,7 @@ export function componentValues(
 function derivedValue(
   id: Item,
   source: ComponentSource,
-  options: SignatureBaseOptions,
+  options: DerivationOptions,
   read: SourceFields,
 ): string {
   const name = id.value;
@@ -379,17 +408,26 @@ function derivedValue(
       return message.method;
     }
     const url = targetUrl(id, message);
+    // The message's own authority, not a `;req` one: a response's verifier (the client) chose
+    // the request it sent, so `authorities` is about requests a server receives.
+    const authorities = message === source.message ? options.authorities : undefined;
     switch (name) {
       case "@target-uri":
         knownAuthority(id, message);
+        listedAuthority(id, url, authorities);
         return targetUri(url);
       case "@authority":
         knownAuthority(id, message);
+        listedAuthority(id, url, authorities);
         return url.host.toLowerCase();
       case "@scheme":
         return url.protocol.slice(0, -1).toLowerCase();
-      case "@request-target":
-        return absoluteFormTargets.get(message) ?? `${url.pathname}${url.search}`;
+      case "@request-target": {
+        // In absolute form the request target is the whole URI, its authority included.
+        const absolute = absoluteFormTargets.get(message);
+        if (absolute !== undefined) listedAuthority(id, url, authorities);
+        return absolute ?? `${url.pathname}${url.search}`;
+      }
       case "@path":
         return url.pathname === "" ? "/" : url.pathname;
       case "@query":
@@ -554,7 +592,7 @@ export function signatureBase(
   identifiers: readonly string[],
   serializedParams: string,
   source: ComponentSource,
-  options: SignatureBaseOptions,
+  options: DerivationOptions,
   read: SourceFields,
 ): string {
   let base = "";

@@ -13,6 +13,7 @@ import {
   type DigestAlgorithm,
   verifyDigestField,
 } from "./content-digest.ts";
+import { assertAuthorities } from "./internal/authorities.ts";
 import {
   fieldDictionary,
   type HttpMessage,
@@ -102,6 +103,19 @@ export interface VerificationPolicy extends SignatureBaseOptions {
    * default; `[]` accepts a signature whatever it covers, even nothing.
    */
   readonly requiredComponents?: readonly ComponentSpec[];
+  /**
+   * The authorities (`host[:port]`) this server answers to, e.g.
+   * `["api.example.com", "api.example.com:8443"]`. A request's authority is whatever its client
+   * names (the Host field, HTTP/2's `:authority`, a forwarded host the framework trusts), so
+   * without this list a covered `@authority` or `@target-uri` proves nothing about the receiving
+   * server: a signature made for another service that shares the key and has the same path
+   * verifies here when the client names that service. With it, a signature covering
+   * `@authority`, `@target-uri` (or an absolute-form `@request-target`) of an authority not
+   * listed fails as `components`. An entry without a port stands for the scheme's default
+   * port; hosts compare case-insensitively. Only requests are checked (not the `;req`
+   * components of a response, whose request the verifier sent itself). Default: not checked.
+   */
+  readonly authorities?: readonly string[];
   /** Only this label is considered; default any label on the message. */
   readonly label?: string;
   /**
@@ -206,7 +220,8 @@ function readParams(list: InnerList): SignatureParameters | string {
  * none passes). `request` is the request a response answers (for `;req` components).
  * @throws errors thrown by `keyLookup`, the verifier or the nonce store (e.g. KMS outages), so
  * an infrastructure fault is never reported as a bad signature; ValidationException when
- * `maxAgeSeconds` or `clockSkewSeconds` is not a finite number of seconds, 0 or more.
+ * `maxAgeSeconds` or `clockSkewSeconds` is not a finite number of seconds, 0 or more, or
+ * `authorities` is not a non-empty list of `host[:port]`.
  */
 export async function verifyMessage(
   message: HttpMessage,
@@ -228,7 +243,7 @@ export function verifyMessageEagerly(
   policy: VerificationPolicy,
   request?: RequestMessage,
 ): VerificationResult | Promise<VerificationResult> {
-  assertPolicySeconds(policy);
+  assertPolicy(policy);
   // Read as they are now, and held until the end (an async key lookup or verifier included).
   // The request too: a client that reuses one headers object for its next request must bind a
   // response to that request, not to the one it verified a response for before.
@@ -278,12 +293,15 @@ const DEFAULT_MAX_SIGNATURES = 8;
  * (`Number(process.env.MAX_AGE)` of an unset variable) compares false with every number: no
  * signature would be too old, from the future or expired, and each nonce would be remembered
  * for NaN milliseconds — not at all, so every signed message could be replayed for ever.
+ * An `authorities` list that is empty or has an entry that is not `host[:port]` would refuse
+ * every request as forged, or (an entry with a path) never match what was meant.
  * @throws ValidationException naming the option.
  */
-function assertPolicySeconds(policy: VerificationPolicy): void {
-  // Two plain calls, no list: this runs on every verification.
+function assertPolicy(policy: VerificationPolicy): void {
+  // Plain calls, no list: this runs on every verification.
   assertSeconds("maxAgeSeconds", policy.maxAgeSeconds);
   assertSeconds("clockSkewSeconds", policy.clockSkewSeconds);
+  assertAuthorities(policy.authorities);
 }
 
 function assertSeconds(name: string, value: unknown): void {

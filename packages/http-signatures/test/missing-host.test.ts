@@ -12,6 +12,7 @@ import {
   createHmacSigner,
   createHmacVerifier,
   nodeRequestMessage,
+  type RequestMessage,
   signNodeResponse,
   signRequest,
   type VerificationResult,
@@ -102,10 +103,13 @@ describe("a request received without Host", () => {
 describe("a response to a request received without Host", () => {
   let server: Server;
   let port: number;
+  let received: RequestMessage | undefined;
 
   beforeAll(async () => {
     server = createServer((req, res) => {
-      signNodeResponse(res, { signer }, () => ({ request: nodeRequestMessage(req) }));
+      const request = nodeRequestMessage(req);
+      received = request;
+      signNodeResponse(res, { signer }, () => ({ request }));
       res.end("hello");
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -113,11 +117,36 @@ describe("a response to a request received without Host", () => {
   });
   afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
-  // The default components bind the response to the request's @target-uri, which it lacks.
-  it("is not signed as an answer to http://localhost/…", async () => {
-    const response = await rawExchange(port, ["GET /x HTTP/1.0"]);
-    expect(response).toMatch(/^HTTP\/1\.1 500 /);
-    expect(response).not.toMatch(/^signature:/im);
-    expect(response).toContain("no Host header");
+  // A load balancer's health check (HAProxy's `option httpchk`: "GET /health HTTP/1.0"). The
+  // default components would bind the response to the request's @target-uri, which it lacks:
+  // it is bound to the request's method, path and query instead, and no authority is named.
+  it("is signed, bound to the request's @method, @path and @query", async () => {
+    const response = await rawExchange(port, ["GET /health?deep=1 HTTP/1.0"]);
+    expect(response).toMatch(/^HTTP\/1\.1 200 /);
+    const [head = "", body = ""] = response.split("\r\n\r\n");
+    expect(body).toBe("hello");
+    const headers: Record<string, string> = {};
+    for (const line of head.split("\r\n").slice(1)) {
+      const colon = line.indexOf(":");
+      headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim();
+    }
+    expect(headers["signature-input"]).toMatch(
+      /^sig1=\("@status" "content-digest" "@method";req "@path";req "@query";req\)/,
+    );
+    expect(headers["signature-input"]).not.toContain("@target-uri");
+    const verified = await verifyMessage(
+      { status: 200, headers, body: new TextEncoder().encode(body) },
+      {
+        keyLookup: () => createHmacVerifier(SECRET),
+        nonceStore: false,
+        requiredComponents: [
+          "@status",
+          { component: "@path", req: true },
+          { component: "@query", req: true },
+        ],
+      },
+      received,
+    );
+    expect(verified).toMatchObject({ ok: true });
   });
 });

@@ -21,6 +21,8 @@ it("runs the README example: accepted once, a replay and a changed body refused"
     keyLookup: (id) =>
       id === "orders" ? createKmsVerifier({ kms, keyId, algorithm: "hmac-sha256" }) : undefined,
     requiredComponents: ["@method", "@target-uri"],
+    // The host[:port]s this receiver answers to: a signature made for another one is refused.
+    authorities: ["billing.internal"],
     contentDigest: "required",
     nonceStore: new MemoryNonceStore(),
   };
@@ -59,6 +61,14 @@ it("runs the README example: accepted once, a replay and a changed body refused"
   const tampered = await receive(new Request(sent!, { body: '{"id":8}' }));
   expect(tampered.status).toBe(401);
   expect(await tampered.text()).toMatch(/^content-digest: /);
+
+  // Signed for another service that shares the key: refused here.
+  const elsewhere = await signedFetch("https://billing.staging.internal/hooks/paid", {
+    method: "POST",
+    body: '{"id":7}',
+  });
+  expect(elsewhere.status).toBe(401);
+  expect(await elsewhere.text()).toMatch(/^components: .*not one this server answers to/);
   await kms.close();
 });
 

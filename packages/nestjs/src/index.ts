@@ -15,6 +15,7 @@ export {
   type KmsContextRequest,
   kmsContextOf,
   type RequestKmsContext,
+  requestIdOf,
   runWithKmsContext,
 } from "./kms-context.ts";
 export { KmsExceptionFilter, kmsErrorProblem } from "./kms-exception.filter.ts";

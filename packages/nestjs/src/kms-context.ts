@@ -50,6 +50,14 @@ export interface KmsContextOptions {
    * handler runs without an encryption context.
    */
   readonly required?: boolean;
+  /**
+   * Take the request id from the client's `x-request-id` when it is well-formed (1–128
+   * characters of `A-Z a-z 0-9 _ . -`) instead of choosing one. Off by default: the id names
+   * the request's KMS audit events (the guard's verification and the response signing
+   * included), and a client that chooses it can file its calls under another request's id. Set
+   * it only where something the client cannot bypass (a gateway) sets the header.
+   */
+  readonly trustRequestIdHeader?: boolean;
 }
 
 const TENANT = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -70,8 +78,10 @@ function header(request: KmsContextRequest, name: string): string | undefined {
  * The default setup: tenant from the authenticated `req.user.tenantId`, or else from the
  * `tenantHeader` when one is configured (never by default: the client controls it), principal
  * from `req.user.id` (or `sub`), route from the matched route pattern (Express
- * `req.route.path`, Fastify `request.routeOptions.url`), request id from `x-request-id` or a
- * random UUID. Exported so a custom `setup` can extend it.
+ * `req.route.path`, Fastify `request.routeOptions.url`), request id `requestIdOf(request,
+ * options)`: the one `SignatureGuard` verified under, a random UUID, or with
+ * `trustRequestIdHeader` the client's well-formed `x-request-id`. Exported so a custom `setup`
+ * can extend it.
  */
 export function defaultKmsContext(
   request: KmsContextRequest,
@@ -99,13 +109,39 @@ export function defaultKmsContext(
       : typeof request.routeOptions?.url === "string"
         ? request.routeOptions.url
         : request.path;
-  const requestId = header(request, "x-request-id");
   return {
     encryptionContext: { [options.tenantKey ?? "tenant"]: tenant },
     principal,
     route: `${request.method ?? "GET"} ${pattern ?? request.url ?? "/"}`,
-    requestId: requestId !== undefined && REQUEST_ID.test(requestId) ? requestId : randomUUID(),
+    requestId: requestIdOf(request, options),
   };
+}
+
+const requestIds = new WeakMap<object, string>();
+
+/**
+ * The id under which the request's KMS calls are audited (and that `KmsContextInterceptor`
+ * echoes in `x-request-id`): a random UUID, or with `trustRequestIdHeader` the client's
+ * well-formed `x-request-id`. Decided once per request, by the first to ask (`SignatureGuard`
+ * before `KmsContextInterceptor`, both reading the module's `context` options), so the
+ * signature check's KMS call, the handler's and the response signing's carry the same id. A
+ * `setup` that builds its context by hand takes it from here too.
+ */
+export function requestIdOf(
+  request: KmsContextRequest,
+  options: Pick<KmsContextOptions, "trustRequestIdHeader"> = {},
+): string {
+  const known = requestIds.get(request);
+  if (known !== undefined) return known;
+  const sent = options.trustRequestIdHeader === true ? header(request, "x-request-id") : undefined;
+  const requestId = sent !== undefined && REQUEST_ID.test(sent) ? sent : randomUUID();
+  requestIds.set(request, requestId);
+  return requestId;
+}
+
+/** The request id decided for `request` so far, if any. @internal */
+export function decidedRequestId(request: object): string | undefined {
+  return requestIds.get(request);
 }
 
 const storage = new AsyncLocalStorage<RequestKmsContext>();

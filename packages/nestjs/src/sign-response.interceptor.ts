@@ -24,6 +24,7 @@ import {
 import { asServerFault } from "./internal/server-fault.ts";
 import { SIGN_RESPONSE_METADATA } from "./kms.constants.ts";
 import { KMS_MODULE_OPTIONS } from "./kms.module-definition.ts";
+import { decidedRequestId, kmsContextOf } from "./kms-context.ts";
 import type { KmsModuleOptions, ResponseSigningPolicy } from "./kms-module.options.ts";
 import { verifiedSignatureOf } from "./signature.guard.ts";
 
@@ -33,7 +34,9 @@ import { verifiedSignatureOf } from "./signature.guard.ts";
  * signature). Options: `@SignResponse(...)` over the module's `responseSigning`. The bytes
  * actually sent are signed (the Node response is buffered until it ends), so serializers,
  * exception filters and `@Res()` handlers are all covered. A signer failure answers 500
- * problem+json instead of an unsigned response.
+ * problem+json instead of an unsigned response. A KMS signer's call is audited under the
+ * request's id (its KMS context's, or the one `SignatureGuard` verified under), although Nest
+ * writes the reply after the handler's scope has ended.
  */
 @Injectable()
 export class SignResponseInterceptor implements NestInterceptor {
@@ -106,11 +109,15 @@ export class SignResponseInterceptor implements NestInterceptor {
     return { ...rest, signer };
   }
 
-  /** What the response is bound to: the request as received and its accepted signature. */
+  /**
+   * What the response is bound to: the request as received and its accepted signature; and the
+   * request id its signing is audited under.
+   */
   protected binding(request: PlatformRequest, incoming: IncomingMessage): ResponseBinding {
     return {
       request: platformRequestMessage(request, incoming, keptRawBody(request)),
       verifiedLabel: verifiedSignatureOf(request)?.label,
+      requestId: kmsContextOf(request)?.requestId ?? decidedRequestId(request),
     };
   }
 }

@@ -1,5 +1,5 @@
 import type { IncomingMessage } from "node:http";
-import { isKmsError, ValidationError } from "@kms/core";
+import { isKmsError, runWithRequestId, ValidationError } from "@kms/core";
 import {
   MemoryNonceStore,
   type MessageVerifier,
@@ -33,6 +33,7 @@ import {
 } from "./kms.constants.ts";
 import { KMS_MODULE_OPTIONS } from "./kms.module-definition.ts";
 import { KmsService } from "./kms.service.ts";
+import { requestIdOf } from "./kms-context.ts";
 import type {
   KmsModuleOptions,
   SignatureKeyContext,
@@ -113,6 +114,9 @@ const DEFAULT_BODY_LIMIT = 1024 * 1024;
  * a `KmsError` among them (a disabled key, a missing `keyLookup`) is re-thrown as
  * `KMSInternalException` with the original in `cause`, which `KmsExceptionFilter` answers
  * with an opaque 500 rather than as a client fault; so is a thrown value that is not an Error.
+ * The verification runs inside the request's id (`requestIdOf`, the one `KmsContextInterceptor`
+ * uses), so a KMS verifier's call is audited under it; the id is echoed in `x-request-id`, on a
+ * refusal too.
  * Subclass it and override the `protected` hooks (`resolveKey`, `policyFor`,
  * `requestMessage`, `rejection`). Bound twice on a route, one guard class verifies once; a
  * subclass next to it verifies again with its own hooks (the request's nonce is not a replay
@@ -143,7 +147,7 @@ export class SignatureGuard implements CanActivate {
     // Only HTTP requests carry signatures; fail closed elsewhere.
     if (execution.getType() !== "http") return false;
     if (this.skipped(execution)) return true;
-    const { request, incoming } = httpObjects(execution);
+    const { request, incoming, response } = httpObjects(execution);
     // The same guard may be bound twice (app-wide and by @RequireSignature): it verifies once.
     // Another guard class (a subclass with its own keys or policy) verifies for itself, or its
     // checks would be skipped whenever an app-wide guard accepted the request first.
@@ -165,9 +169,12 @@ export class SignatureGuard implements CanActivate {
       keyLookup: (keyId, context) =>
         this.resolveKey(keyId, { ...context, kms: this.kmsService.kms, execution }, policy),
     };
+    // The id the KMS context will have (the module's `context` options decide it).
+    const requestId = requestIdOf(request, this.options.context);
+    if (!response.headersSent) response.setHeader("x-request-id", requestId);
     let result: VerificationResult;
     try {
-      result = await verifyMessage(message, verificationPolicy);
+      result = await runWithRequestId(requestId, () => verifyMessage(message, verificationPolicy));
     } catch (error) {
       throw asServerFault(error, "signature verification");
     }

@@ -46,6 +46,8 @@ retainSqliteStatements();
 
 let hmacKeyId = "";
 let sharedKms: Kms;
+// The README names its public host[:port]s; here the one the app listens on, once it does.
+const ownAuthorities: string[] = [];
 
 @Controller("orders")
 class OrdersController {
@@ -89,6 +91,7 @@ class OrdersController {
               id === "partner-a"
                 ? createKmsVerifier({ kms, keyId, algorithm: "hmac-sha256" })
                 : undefined,
+            authorities: ownAuthorities,
           },
           responseSigning: {
             signer: createKmsSigner({ kms, keyId, algorithm: "hmac-sha256" }),
@@ -110,6 +113,7 @@ let origin: string;
 beforeAll(async () => {
   app = await NestFactory.create(AppModule, { rawBody: true, logger: false });
   origin = await listen(app);
+  ownAuthorities.push(new URL(origin).host);
 });
 afterAll(() => app.close());
 
@@ -188,7 +192,9 @@ it("is the README's examples: a line changed on one side only fails here", () =>
     pkg: "@kms/nestjs",
     blocks: 2,
     adapted: [
-      // Nest's logger off, and a free loopback port (test/helpers.ts) instead of 3000.
+      // The authority the test listens on; Nest's logger off, and a free loopback port
+      // (test/helpers.ts) instead of 3000.
+      'authorities: ["api.example.com", "api.example.com:8443"], // this server\'s host[:port]s',
       "const app = await NestFactory.create(AppModule, { rawBody: true });",
       "await app.listen(3000);",
     ],
