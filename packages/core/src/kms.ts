@@ -6,7 +6,7 @@ import { type Clock, systemClock } from "./clock.ts";
 import { isKmsError, KmsInternalError, RootKeyError, ValidationError } from "./errors.ts";
 import { RootKeySource, TransientRootKeys } from "./hsm/root-key.ts";
 import { SoftwareHsm } from "./hsm/software-hsm.ts";
-import { assertObject } from "./internal/assert.ts";
+import { assertInteger, assertObject } from "./internal/assert.ts";
 import {
   destroyKey,
   isDeletionDue,
@@ -137,6 +137,13 @@ export interface KmsOptions {
    * it. Records that have a seal are never resealed: a failing one stays refused.
    */
   readonly unsealedRecords?: UnsealedRecordsMode;
+  /**
+   * Most grants one key may hold: 1–50 000 (AWS's quota), default 1 000. Grants are stored with
+   * their key, so every write of a key (a grant created or retired, a tag, a rotation) costs
+   * time in proportion to its grants; createGrant past the limit fails with
+   * LimitExceededException. Grants already stored beyond it are kept.
+   */
+  readonly maxGrantsPerKey?: number;
 }
 
 /**
@@ -777,6 +784,10 @@ export async function createKms(options: KmsOptions = {}): Promise<Kms> {
       `"unsealedRecords" expected "refuse" or "seal", got ${String(options.unsealedRecords)}`,
     );
   }
+  const maxGrantsPerKey =
+    options.maxGrantsPerKey === undefined
+      ? undefined
+      : assertInteger("maxGrantsPerKey", options.maxGrantsPerKey, 1, grants.MAX_GRANTS_PER_KEY);
   const identity: KmsIdentity = {
     partition: options.partition ?? DEFAULT_IDENTITY.partition,
     region: options.region ?? DEFAULT_IDENTITY.region,
@@ -824,5 +835,14 @@ export async function createKms(options: KmsOptions = {}): Promise<Kms> {
   } else {
     await assertSealedStore(store, keyName);
   }
-  return new Kms({ store: sealed, hsm, clock, identity }, guard);
+  return new Kms(
+    {
+      store: sealed,
+      hsm,
+      clock,
+      identity,
+      ...(maxGrantsPerKey === undefined ? {} : { maxGrantsPerKey }),
+    },
+    guard,
+  );
 }

@@ -250,6 +250,10 @@ export interface ReEncryptResponse {
   readonly keyId: string;
   readonly sourceEncryptionAlgorithm: EncryptionAlgorithm;
   readonly destinationEncryptionAlgorithm: EncryptionAlgorithm;
+  /** The key material that had encrypted the data; present for a symmetric source (as AWS). */
+  readonly sourceKeyMaterialId?: string;
+  /** The key material that encrypted it again; present for a symmetric destination (as AWS). */
+  readonly destinationKeyMaterialId?: string;
 }
 
 export interface GenerateDataKeyRequest extends KeyIdRequest {
@@ -265,10 +269,14 @@ export interface GenerateDataKeyResponse {
   readonly ciphertextBlob: Uint8Array;
   readonly plaintext: Uint8Array;
   readonly keyId: string;
+  /** The key material that encrypted the data key (the key's current version). */
+  readonly keyMaterialId?: string;
 }
 export interface GenerateDataKeyWithoutPlaintextResponse {
   readonly ciphertextBlob: Uint8Array;
   readonly keyId: string;
+  /** The key material that encrypted the data key (the key's current version). */
+  readonly keyMaterialId?: string;
 }
 
 export interface GenerateRandomRequest {
@@ -391,6 +399,8 @@ export interface GenerateDataKeyPairWithoutPlaintextResponse {
   readonly publicKey: Uint8Array;
   readonly keyId: string;
   readonly keyPairSpec: DataKeyPairSpec;
+  /** The key material that encrypted the private key (the key's current version). */
+  readonly keyMaterialId?: string;
 }
 export interface GenerateDataKeyPairResponse extends GenerateDataKeyPairWithoutPlaintextResponse {
   /** PKCS#8 DER private key. */

@@ -7,6 +7,7 @@
 import { keyArn } from "../arn.ts";
 import { parseBlob } from "../envelope/ciphertext-blob.ts";
 import { isKmsError } from "../errors.ts";
+import { retireGrantTarget } from "../operations/grants.ts";
 import type { CallState } from "../policy/authorizer.ts";
 import type { AuditJsonObject, AuditJsonValue, AuditUserIdentity } from "./audit-sink.ts";
 import type { UnchainedAuditEvent } from "./auditor.ts";
@@ -55,6 +56,9 @@ const MAX_DEPTH = 6;
  * serialization failed for every call in it).
  */
 const MAX_TEXT = 256 * 1024;
+
+/** A grant id as createGrant makes them; anything else a token carries is not recorded. */
+const GRANT_ID = /^[0-9a-f]{64}$/;
 
 /** The longest request id recorded as given. */
 const MAX_REQUEST_ID = 8 * 1024;
@@ -190,7 +194,13 @@ export function userIdentityOf(call: CallState): AuditUserIdentity {
   };
 }
 
-function keyVersionOf(blob: unknown): number | undefined {
+/**
+ * The key version a symmetric ciphertext blob names. `algorithm` is the request's algorithm for
+ * that ciphertext: an asymmetric one (RSAES_OAEP_*) is raw RSA output with no header, whose
+ * bytes may happen to parse as one and name a version that means nothing.
+ */
+function keyVersionOf(blob: unknown, algorithm: unknown): number | undefined {
+  if (algorithm !== undefined && algorithm !== "SYMMETRIC_DEFAULT") return undefined;
   if (!(blob instanceof Uint8Array)) return undefined;
   try {
     return parseBlob(blob).keyVersion;
@@ -208,11 +218,30 @@ function additionalData(call: CallState, response: unknown): AuditJsonObject | u
   const req = (
     typeof call.request === "object" && call.request !== null ? call.request : {}
   ) as Record<string, unknown>;
-  const written = keyVersionOf(res.ciphertextBlob);
+  const reEncrypt = call.operation === "reEncrypt";
+  const written = keyVersionOf(
+    res.ciphertextBlob,
+    reEncrypt ? req.destinationEncryptionAlgorithm : req.encryptionAlgorithm,
+  );
   if (written !== undefined) data.keyVersion = written;
-  const read = keyVersionOf(req.ciphertextBlob);
+  const read = keyVersionOf(
+    req.ciphertextBlob,
+    reEncrypt ? req.sourceEncryptionAlgorithm : req.encryptionAlgorithm,
+  );
   if (read !== undefined) data.sourceKeyVersion = read;
   if (typeof res.keyMaterialId === "string") data.keyMaterialId = res.keyMaterialId;
+  if (typeof res.sourceKeyMaterialId === "string") {
+    data.sourceKeyMaterialId = res.sourceKeyMaterialId;
+  }
+  if (typeof res.destinationKeyMaterialId === "string") {
+    data.destinationKeyMaterialId = res.destinationKeyMaterialId;
+  }
+  if (call.operation === "retireGrant") {
+    // The grant token is secret and dropped from requestParameters; the grant id it names is
+    // not, and is what AWS records (additionalEventData.grantId).
+    const { grantId } = retireGrantTarget(req);
+    if (grantId !== undefined && GRANT_ID.test(grantId)) data.grantId = grantId;
+  }
   if (call.decisions.length > 0) {
     // Compact: the key ARNs are in `resources`; the action tells ReEncryptFrom from To.
     data.authorization = call.decisions.map((d) => ({

@@ -32,6 +32,8 @@ export interface KmsContext {
    * AccessDenied before state errors). Throws AccessDeniedError.
    */
   readonly authorize?: (key: StoredKey) => Promise<void>;
+  /** Most grants a key may hold (KmsOptions.maxGrantsPerKey); absent: the default. */
+  readonly maxGrantsPerKey?: number;
 }
 
 /** Resolves any accepted key reference form to a key id (aliases through the store). */

@@ -28,13 +28,8 @@ export interface SealedKeyStoreOptions {
   readonly keyName?: (keyId: string) => string;
 }
 
-/**
- * Where an alias's floor is kept: per incarnation (name and creation time, both sealed), since
- * an alias deleted and created again, by any instance, starts over at counter 1. So an older
- * record of the same incarnation (an earlier target) is refused; one of an earlier incarnation
- * is not told apart from a re-creation.
- */
-function aliasFloorId(alias: StoredAlias): string {
+/** An alias incarnation: its name and creation time (both sealed). */
+function incarnationOf(alias: StoredAlias): string {
   return `${alias.aliasName}\u0000${alias.createdAt}`;
 }
 
@@ -43,6 +38,25 @@ interface Floor {
   readonly counter: number;
   readonly tick: number;
 }
+
+/**
+ * An alias's floor: that of its latest incarnation seen (the highest createdAt), since an alias
+ * deleted and created again, by any instance, starts over at counter 1. So an older record of
+ * that incarnation (an earlier target) is refused; one of an earlier incarnation is not told
+ * apart from a re-creation, and leaves the floor as it is. One floor per name, not per
+ * incarnation: an alias created and deleted over and over costs no memory per cycle.
+ */
+interface AliasFloor extends Floor {
+  readonly createdAt: number;
+}
+
+/**
+ * Counters of alias incarnations this process deleted, newest last, for createAlias alone: an
+ * alias deleted and created again within the same millisecond is the same incarnation to other
+ * instances, which hold its old floor. Bounded: only a re-creation in the same millisecond as
+ * the deletion needs one.
+ */
+const DELETED_ALIAS_COUNTERS = 1024;
 
 /**
  * Last verified record per key: when a key is read again unchanged (same seal, same canonical
@@ -93,7 +107,11 @@ export class SealedKeyStore implements KeyStore {
   readonly #raw: KeyStore;
   readonly #hsm: SoftwareHsm;
   readonly #keyName: (keyId: string) => string;
-  readonly #floors = new Map<string, Floor>();
+  /** Floors of keys, by key id; dropped when this process deletes the key. */
+  readonly #keyFloors = new Map<string, Floor>();
+  /** Floors of aliases, by name; dropped when this process deletes the alias. */
+  readonly #aliasFloors = new Map<string, AliasFloor>();
+  readonly #deletedAliasCounters = new Map<string, number>();
   #tick = 0;
   readonly #verified = new Map<string, { readonly seal: string; readonly canonical: string }>();
   /** Deeply frozen records verified as these very objects, with their seal counter. */
@@ -107,6 +125,14 @@ export class SealedKeyStore implements KeyStore {
 
   get description(): string {
     return this.#raw.description;
+  }
+
+  /**
+   * How many rollback floors and counters of deleted aliases this store holds in memory (tests
+   * check that they stay bounded as keys and aliases come and go).
+   */
+  get retainedFloors(): number {
+    return this.#keyFloors.size + this.#aliasFloors.size + this.#deletedAliasCounters.size;
   }
 
   // ---- keys ----
@@ -138,21 +164,27 @@ export class SealedKeyStore implements KeyStore {
   async createKey(key: StoredKey): Promise<void> {
     const sealed = this.sealKey(key, 1);
     await this.#raw.createKey(sealed);
-    this.#raise(key.keyId, 1);
+    this.#raiseKey(key.keyId, 1);
   }
 
   async updateKey(key: StoredKey): Promise<void> {
     // `key` is the record read (and verified) plus the change, so it still carries the seal it
     // replaces; the floor covers callers that built a record without one.
     const counter =
-      Math.max(sealCounter(key.seal) ?? 0, this.#floors.get(key.keyId)?.counter ?? 0) + 1;
+      Math.max(sealCounter(key.seal) ?? 0, this.#keyFloors.get(key.keyId)?.counter ?? 0) + 1;
     await this.#raw.updateKey(this.sealKey(key, counter));
-    this.#raise(key.keyId, counter);
+    this.#raiseKey(key.keyId, counter);
   }
 
-  deleteKey(keyId: string, revision: number): Promise<void> {
+  /**
+   * Once the key is gone its floor goes too (key ids are never reused): a destroyed key's
+   * records are not protected from replay (FORMAT §4.1 item 9), and floors of every key ever
+   * destroyed would otherwise stay in memory for the life of the process.
+   */
+  async deleteKey(keyId: string, revision: number): Promise<void> {
     this.#verified.delete(keyId);
-    return this.#raw.deleteKey(keyId, revision);
+    await this.#raw.deleteKey(keyId, revision);
+    this.#keyFloors.delete(keyId);
   }
 
   // ---- aliases ----
@@ -199,10 +231,14 @@ export class SealedKeyStore implements KeyStore {
    * counting from 1 again would read as a rollback of the record it replaces.
    */
   async createAlias(alias: StoredAlias): Promise<void> {
-    const floorId = aliasFloorId(alias);
-    const counter = (this.#floors.get(floorId)?.counter ?? 0) + 1;
+    const floor = this.#aliasFloors.get(alias.aliasName);
+    const previous =
+      floor !== undefined && floor.createdAt === alias.createdAt
+        ? floor.counter
+        : (this.#deletedAliasCounters.get(incarnationOf(alias)) ?? 0);
+    const counter = previous + 1;
     await this.#raw.createAlias(this.sealAlias(alias, counter));
-    this.#raise(floorId, counter);
+    this.#raiseAlias(alias, counter);
   }
 
   /**
@@ -231,9 +267,22 @@ export class SealedKeyStore implements KeyStore {
     await this.#replaceAlias(current, targetKeyId, updatedAt);
   }
 
-  /** Passes `expectedSeal` on: the raw store deletes only the record the caller authorized. */
-  deleteAlias(aliasName: string, expectedSeal?: string | null): Promise<void> {
-    return this.#raw.deleteAlias(aliasName, expectedSeal);
+  /**
+   * Passes `expectedSeal` on: the raw store deletes only the record the caller authorized. Then
+   * drops the alias's floor (records of a deleted incarnation are not protected from replay,
+   * FORMAT §4.1 item 9), keeping only its counter for a re-creation in the same millisecond.
+   */
+  async deleteAlias(aliasName: string, expectedSeal?: string | null): Promise<void> {
+    await this.#raw.deleteAlias(aliasName, expectedSeal);
+    const floor = this.#aliasFloors.get(aliasName);
+    if (floor === undefined) return;
+    this.#aliasFloors.delete(aliasName);
+    const incarnation = `${aliasName}\u0000${floor.createdAt}`;
+    this.#deletedAliasCounters.delete(incarnation);
+    this.#deletedAliasCounters.set(incarnation, floor.counter);
+    if (this.#deletedAliasCounters.size > DELETED_ALIAS_COUNTERS) {
+      this.#deletedAliasCounters.delete(this.#deletedAliasCounters.keys().next().value!);
+    }
   }
 
   /**
@@ -272,7 +321,7 @@ export class SealedKeyStore implements KeyStore {
       seal,
       current.seal ?? null,
     );
-    this.#raise(aliasFloorId(current), counter);
+    this.#raiseAlias(current, counter);
   }
 
   // ---- pass-through ----
@@ -307,23 +356,39 @@ export class SealedKeyStore implements KeyStore {
   }
 
   /**
-   * Raises a record's floor. `tick` moves only when a floor rises, so reads in flight can tell
+   * Raises a key's floor. `tick` moves only when a floor rises, so reads in flight can tell
    * whether the floor they compare against was set before they were issued.
    */
-  #raise(floorId: string, counter: number): void {
-    const floor = this.#floors.get(floorId);
+  #raiseKey(keyId: string, counter: number): void {
+    const floor = this.#keyFloors.get(keyId);
     if (floor !== undefined && floor.counter >= counter) return;
-    this.#floors.set(floorId, { counter, tick: ++this.#tick });
+    this.#keyFloors.set(keyId, { counter, tick: ++this.#tick });
   }
 
   /**
-   * Refuses a record older than one this process saw, then raises the floor to it. A floor
-   * raised after this read was issued may be newer than what the store could answer (a
-   * concurrent write of ours landing while the read was in flight): only a floor that was in
-   * place before the read is a lower bound for it.
+   * Raises an alias's floor, or moves it to a newer incarnation; a record of an older
+   * incarnation leaves it as it is.
    */
-  #checkFloor(floorId: string, counter: number, since: number, name: () => string): void {
-    const floor = this.#floors.get(floorId);
+  #raiseAlias(alias: StoredAlias, counter: number): void {
+    const floor = this.#aliasFloors.get(alias.aliasName);
+    if (floor !== undefined) {
+      if (alias.createdAt < floor.createdAt) return;
+      if (alias.createdAt === floor.createdAt && floor.counter >= counter) return;
+    }
+    this.#aliasFloors.set(alias.aliasName, {
+      createdAt: alias.createdAt,
+      counter,
+      tick: ++this.#tick,
+    });
+  }
+
+  /**
+   * Refuses a record older than one this process saw. A floor raised after this read was
+   * issued may be newer than what the store could answer (a concurrent write of ours landing
+   * while the read was in flight): only a floor that was in place before the read is a lower
+   * bound for it.
+   */
+  #checkFloor(floor: Floor | undefined, counter: number, since: number, name: () => string): void {
     if (floor !== undefined && counter < floor.counter && floor.tick <= since) {
       throw new RootKeyError(
         `${name()} in key store ${this.description} was rolled back to an older sealed record ` +
@@ -331,29 +396,40 @@ export class SealedKeyStore implements KeyStore {
           "or mixed with another",
       );
     }
-    this.#raise(floorId, counter);
   }
 
   #verifyKey(key: StoredKey, since: number): void {
+    // Only deeply frozen records are remembered, and freezing cannot be undone: a remembered
+    // record is still the one verified, with no walk over its grants (a key may hold 50 000).
     let counter = this.#verifiedObjects.get(key);
-    if (counter === undefined || !isDeeplyFrozen(key)) {
+    if (counter === undefined) {
       counter = this.#check("key", key.seal, canonicalKeyRecord(key), key.keyId, () =>
         this.#keyName(key.keyId),
       );
       if (isDeeplyFrozen(key)) this.#verifiedObjects.set(key, counter);
     }
-    this.#checkFloor(key.keyId, counter, since, () => this.#keyName(key.keyId));
+    this.#checkFloor(this.#keyFloors.get(key.keyId), counter, since, () =>
+      this.#keyName(key.keyId),
+    );
+    this.#raiseKey(key.keyId, counter);
   }
 
   #verifyAlias(alias: StoredAlias, since: number): void {
     const name = () => `alias ${alias.aliasName}`;
     // An alias's fields are all primitives: a frozen alias cannot change.
     let counter = this.#verifiedObjects.get(alias);
-    if (counter === undefined || !Object.isFrozen(alias)) {
+    if (counter === undefined) {
       counter = this.#check("alias", alias.seal, canonicalAliasRecord(alias), undefined, name);
       if (Object.isFrozen(alias)) this.#verifiedObjects.set(alias, counter);
     }
-    this.#checkFloor(aliasFloorId(alias), counter, since, name);
+    const floor = this.#aliasFloors.get(alias.aliasName);
+    this.#checkFloor(
+      floor?.createdAt === alias.createdAt ? floor : undefined,
+      counter,
+      since,
+      name,
+    );
+    this.#raiseAlias(alias, counter);
   }
 
   /** Verifies a seal over `canonical`; returns its counter. @throws RootKeyError. */

@@ -2,7 +2,7 @@ import { keyArn } from "../arn.ts";
 import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import { generateDerKeyPair } from "../hsm/asymmetric.ts";
 import { assertObject, assertOneOf } from "../internal/assert.ts";
-import type { KmsContext } from "../internal/key-access.ts";
+import { currentVersion, type KmsContext } from "../internal/key-access.ts";
 import { DATA_KEY_PAIR_SPECS } from "../key-specs.ts";
 import type { KeyStateOperation } from "../key-state-table.ts";
 import type {
@@ -38,6 +38,7 @@ async function dataKeyPair(
     publicKey: pair.publicKey,
     keyId: keyArn(ctx.identity, key.keyId),
     keyPairSpec,
+    keyMaterialId: currentVersion(key).keyMaterialId,
   };
 }
 

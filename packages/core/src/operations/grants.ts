@@ -37,10 +37,18 @@ import {
   GRANT_OPERATIONS,
   type GrantOperation,
 } from "./grant-operations.ts";
-import { accessDenied, policyAllows } from "./policies.ts";
+import { accessDenied } from "./policies.ts";
 
 export { GRANT_OPERATIONS, type GrantOperation } from "./grant-operations.ts";
 
+/**
+ * Most grants a key may hold by default. Grants live on the key record, so every write of the
+ * key (createGrant, retireGrant, a tag, a rotation) seals and stores all of them again: a
+ * principal allowed CreateGrant on a shared key could otherwise make each such write cost
+ * hundreds of milliseconds of CPU. `KmsOptions.maxGrantsPerKey` raises it up to AWS's quota.
+ */
+export const DEFAULT_MAX_GRANTS_PER_KEY = 1000;
+/** AWS's quota of grants per KMS key: the most `maxGrantsPerKey` may be set to. */
 export const MAX_GRANTS_PER_KEY = 50000;
 export const MAX_GRANT_TOKENS = 10;
 
@@ -387,8 +395,11 @@ export async function createGrant(
         grantId = existing.grantId;
         return {};
       }
-      if (grants.length >= MAX_GRANTS_PER_KEY) {
-        throw new LimitExceededError(`a key can have at most ${MAX_GRANTS_PER_KEY} grants`);
+      const max = ctx.maxGrantsPerKey ?? DEFAULT_MAX_GRANTS_PER_KEY;
+      if (grants.length >= max) {
+        throw new LimitExceededError(
+          `a key can have at most ${max} grants (KmsOptions.maxGrantsPerKey); retire or revoke some first`,
+        );
       }
       grantId = Buffer.from(randomBytes(32)).toString("hex");
       return { grants: [...grants, { ...fields, grantId, createdAt: ctx.clock.now() }] };
@@ -398,7 +409,39 @@ export async function createGrant(
   return { grantId, grantToken: encodeGrantToken(loaded.keyId, grantId) };
 }
 
-/** Grants of a key, ordered by creation. `limit` 1–100 (default 50). */
+const byGrantId = (a: StoredGrant, b: StoredGrant): number =>
+  a.grantId < b.grantId ? -1 : a.grantId > b.grantId ? 1 : 0;
+
+const sortedGrantLists = new WeakMap<readonly StoredGrant[], readonly StoredGrant[]>();
+
+/**
+ * The key's grants ordered by grant id, sorted once per frozen grant list (stores that cache
+ * records hand out the same one on every read) rather than on every page of every listing.
+ */
+function grantsById(key: StoredKey): readonly StoredGrant[] {
+  const grants = key.grants ?? [];
+  if (!Object.isFrozen(grants)) return [...grants].sort(byGrantId);
+  let sorted = sortedGrantLists.get(grants);
+  if (sorted === undefined) {
+    sorted = Object.freeze([...grants].sort(byGrantId));
+    sortedGrantLists.set(grants, sorted);
+  }
+  return sorted;
+}
+
+/** The index of the first grant whose id sorts after `after` (binary search). */
+function firstAfter(sorted: readonly StoredGrant[], after: string): number {
+  let low = 0;
+  let high = sorted.length;
+  while (low < high) {
+    const mid = (low + high) >>> 1;
+    if (sorted[mid]!.grantId <= after) low = mid + 1;
+    else high = mid;
+  }
+  return low;
+}
+
+/** Grants of a key, ordered by grant id. `limit` 1–100 (default 50). */
 export async function listGrants(
   ctx: KmsContext,
   request: ListGrantsRequest,
@@ -408,13 +451,19 @@ export async function listGrants(
   const key = await loadKey(ctx, request.keyId, "listGrants");
   const scope = `listGrants ${key.keyId}`;
   const after = pageMarker(request, scope);
-  let grants = [...(key.grants ?? [])].sort((a, b) => (a.grantId < b.grantId ? -1 : 1));
-  if (request.grantId !== undefined) grants = grants.filter((g) => g.grantId === request.grantId);
-  if (request.granteePrincipal !== undefined) {
-    grants = grants.filter((g) => g.granteePrincipal === request.granteePrincipal);
+  const sorted = grantsById(key);
+  // One more than a page: the extra one only says that more exist.
+  const matches: StoredGrant[] = [];
+  for (let i = after === undefined ? 0 : firstAfter(sorted, after); i < sorted.length; i++) {
+    const g = sorted[i]!;
+    if (request.grantId !== undefined && g.grantId !== request.grantId) continue;
+    if (request.granteePrincipal !== undefined && g.granteePrincipal !== request.granteePrincipal) {
+      continue;
+    }
+    matches.push(g);
+    if (matches.length > limit) break;
   }
-  if (after !== undefined) grants = grants.filter((g) => g.grantId > after);
-  const page = toPage(grants.slice(0, limit + 1), limit, (g) => g.grantId, scope);
+  const page = toPage(matches, limit, (g) => g.grantId, scope);
   return {
     grants: page.items.map((g) => toEntry(ctx, key, g)),
     truncated: page.truncated,
@@ -422,7 +471,21 @@ export async function listGrants(
   };
 }
 
-/** Grants on any key of this KMS that `retiringPrincipal` may retire. */
+/** A grant found for listRetirableGrants, with its key; its marker is `<key id>/<grant id>`. */
+interface RetirableGrant {
+  readonly key: StoredKey;
+  readonly grant: StoredGrant;
+}
+
+const KEYS_PER_READ = 100;
+
+/**
+ * Grants on any key of this KMS that `retiringPrincipal` may retire, ordered by key id, then
+ * grant id. Keys are read in the store's key-id order (KeyStore.listKeys) from the marker's key
+ * on, and reading stops at the first key after which a page and one more are found: no grant of
+ * a later key can sort before them. A principal with fewer retirable grants than that still
+ * costs a read of every key after the marker.
+ */
 export async function listRetirableGrants(
   ctx: KmsContext,
   request: ListRetirableGrantsRequest,
@@ -430,29 +493,51 @@ export async function listRetirableGrants(
   assertObject("request", request);
   const principal = principalArg("retiringPrincipal", request.retiringPrincipal);
   const { limit, after } = pageRequest(request, { max: 100, default: 50 }, "listRetirableGrants");
-  const found: { key: StoredKey; grant: StoredGrant }[] = [];
-  let cursor: string | undefined;
-  for (;;) {
-    const keys = await ctx.store.listKeys({ limit: 100, ...(cursor ? { after: cursor } : {}) });
-    for (const key of keys) {
-      // A key past its deletion window is gone, and its grants with it.
-      if (isDeletionDue(ctx, key)) {
-        await destroyKey(ctx, key);
-        continue;
-      }
-      for (const grant of key.grants ?? []) {
-        if (grant.retiringPrincipal === principal) found.push({ key, grant });
-      }
+  // Key ids and grant ids hold no "/", so a marker splits at its last one.
+  const slash = after === undefined ? -1 : after.lastIndexOf("/");
+  const afterKey = after === undefined ? undefined : slash === -1 ? after : after.slice(0, slash);
+  const afterGrant = after === undefined || slash === -1 ? "" : after.slice(slash + 1);
+  const found: RetirableGrant[] = [];
+  /** Adds the key's retirable grants past the marker, in grant-id order. */
+  const collect = async (key: StoredKey): Promise<void> => {
+    // A key past its deletion window is gone, and its grants with it.
+    if (isDeletionDue(ctx, key)) {
+      await destroyKey(ctx, key);
+      return;
     }
-    if (keys.length < 100) break;
+    const sorted = grantsById(key);
+    for (
+      let i = key.keyId === afterKey ? firstAfter(sorted, afterGrant) : 0;
+      i < sorted.length;
+      i++
+    ) {
+      if (sorted[i]!.retiringPrincipal === principal) found.push({ key, grant: sorted[i]! });
+    }
+  };
+  // The marker's own key first: listKeys resumes after it, and it may hold more of the page.
+  if (afterKey !== undefined) {
+    const key = await ctx.store.getKey(afterKey);
+    if (key !== undefined) await collect(key);
+  }
+  let cursor = afterKey;
+  while (found.length <= limit) {
+    const keys = await ctx.store.listKeys({
+      limit: KEYS_PER_READ,
+      ...(cursor !== undefined ? { after: cursor } : {}),
+    });
+    for (const key of keys) {
+      await collect(key);
+      if (found.length > limit) break;
+    }
+    if (keys.length < KEYS_PER_READ) break;
     cursor = keys[keys.length - 1]!.keyId;
   }
-  const id = (f: { key: StoredKey; grant: StoredGrant }): string =>
-    `${f.key.keyId}/${f.grant.grantId}`;
-  const sorted = found
-    .sort((a, b) => (id(a) < id(b) ? -1 : 1))
-    .filter((f) => after === undefined || id(f) > after);
-  const page = toPage(sorted.slice(0, limit + 1), limit, id, "listRetirableGrants");
+  const page = toPage(
+    found.slice(0, limit + 1),
+    limit,
+    (f) => `${f.key.keyId}/${f.grant.grantId}`,
+    "listRetirableGrants",
+  );
   return {
     grants: page.items.map((f) => toEntry(ctx, f.key, f.grant)),
     truncated: page.truncated,
@@ -563,7 +648,9 @@ export async function retireGrant(ctx: KmsContext, request: RetireGrantRequest):
 }
 
 /**
- * Whether the caller may retire grant `grantId` of `key` (see retireGrant).
+ * Whether the caller may retire grant `grantId` of `key` (see retireGrant). The decision goes
+ * into the call's decisions, once per key record, so that the audit event records it as every
+ * other event records its own (authorizeKey does not decide RetireGrant).
  * @throws NotFoundError when the key has no such grant, AccessDeniedError when the caller may
  *   not retire it.
  */
@@ -572,24 +659,48 @@ function authorizeRetire(ctx: KmsContext, key: StoredKey, grantId: string): void
   if (grant === undefined) {
     throw new NotFoundError(`grant ${grantId} does not exist on key ${key.keyId}`);
   }
-  const principal = ctx.call?.principal;
-  // AWS: an explicit Deny on kms:RetireGrant in an IAM policy stops even the grant's own
-  // retiring principal. With no IAM here the key policy stands in for it, so its Deny does too.
-  const denied = explicitDeny(ctx, key, "kms:RetireGrant");
-  if (denied !== undefined) throw new AccessDeniedError(denied.message);
-  const mayRetire =
-    principal === undefined ||
-    grant.retiringPrincipal === principal ||
-    (grant.granteePrincipal === principal && grant.operations.includes("RetireGrant")) ||
-    policyAllows(ctx, key, "kms:RetireGrant");
-  if (!mayRetire) {
-    accessDenied(
-      ctx,
-      "kms:RetireGrant",
+  const call = ctx.call;
+  if (call === undefined || !call.settings.enabled) return;
+  const decision = retireDecision(ctx, call.principal, key, grantId);
+  if (decisionOn(call, "kms:RetireGrant", key) === undefined) {
+    call.decisions.push({
+      action: "kms:RetireGrant",
+      resource: keyArn(ctx.identity, key.keyId),
+      decision,
       key,
-      "it is neither the retiring principal nor allowed by the key policy",
-    );
+    });
   }
+  if (!decision.allowed) throw new AccessDeniedError(decision.message);
+}
+
+/**
+ * Who may retire a grant: its retiring principal, its grantee when it includes RetireGrant, or
+ * whoever the key policy allows kms:RetireGrant. AWS: an explicit Deny on kms:RetireGrant in an
+ * IAM policy stops even the grant's own retiring principal; with no IAM here the key policy
+ * stands in for it, so its Deny does too.
+ */
+function retireDecision(
+  ctx: KmsContext,
+  principal: string,
+  key: StoredKey,
+  grantId: string,
+): Decision {
+  const denied = explicitDeny(ctx, key, "kms:RetireGrant");
+  if (denied !== undefined) return denied;
+  const byGrant = retiringPrincipalDecision(key, grantId, principal);
+  if (byGrant !== undefined) return byGrant;
+  const call = ctx.call!;
+  const byPolicy = evaluate(
+    keyPolicyOf(key, call.settings.identity),
+    [],
+    authorizationRequest(call, "kms:RetireGrant", key, "single"),
+  );
+  if (byPolicy.allowed) return byPolicy;
+  return {
+    allowed: false,
+    reason: "implicit-deny",
+    message: `${principal} is not authorized to perform kms:RetireGrant on ${keyArn(ctx.identity, key.keyId)}: it is neither the retiring principal nor allowed by the key policy`,
+  };
 }
 
 /** @throws NotFoundException, InvalidGrantIdException, AccessDeniedException. */

@@ -85,15 +85,24 @@ export function seal(
 export async function encrypt(ctx: KmsContext, request: EncryptRequest): Promise<EncryptResponse> {
   assertObject("request", request);
   if (isRsaEncryptionAlgorithm(request.encryptionAlgorithm)) return rsaEncrypt(ctx, request);
+  return (await encryptSymmetric(ctx, request)).response;
+}
+
+/** encrypt under a symmetric key, and the key material used (AWS's Encrypt does not name it). */
+async function encryptSymmetric(
+  ctx: KmsContext,
+  request: EncryptRequest,
+): Promise<{ readonly response: EncryptResponse; readonly keyMaterialId: string }> {
   const plaintext = assertBytes("plaintext", request.plaintext, 1, MAX_PLAINTEXT_BYTES);
   assertAlgorithm("encryptionAlgorithm", request.encryptionAlgorithm);
   const context = encodeEncryptionContext(request.encryptionContext);
   const key = await encryptionKey(ctx, request.keyId, "encrypt");
-  return {
+  const response: EncryptResponse = {
     ciphertextBlob: seal(ctx, key, plaintext, context),
     keyId: keyArn(ctx.identity, key.keyId),
     encryptionAlgorithm: "SYMMETRIC_DEFAULT",
   };
+  return { response, keyMaterialId: currentVersion(key).keyMaterialId };
 }
 
 interface Opened {
@@ -206,6 +215,8 @@ export async function reEncrypt(
       keyId: keyArn(ctx.identity, destination.keyId),
       sourceEncryptionAlgorithm: "SYMMETRIC_DEFAULT",
       destinationEncryptionAlgorithm: "SYMMETRIC_DEFAULT",
+      sourceKeyMaterialId: opened.keyMaterialId,
+      destinationKeyMaterialId: currentVersion(destination).keyMaterialId,
     };
   } finally {
     // The plaintext never leaves reEncrypt.
@@ -217,7 +228,12 @@ export async function reEncrypt(
 async function openSymmetricSource(
   ctx: KmsContext,
   request: ReEncryptRequest,
-): Promise<{ plaintext: Uint8Array; keyId: string; encryptionAlgorithm: EncryptionAlgorithm }> {
+): Promise<{
+  plaintext: Uint8Array;
+  keyId: string;
+  encryptionAlgorithm: EncryptionAlgorithm;
+  keyMaterialId: string;
+}> {
   assertAlgorithm("sourceEncryptionAlgorithm", request.sourceEncryptionAlgorithm);
   const opened = await open(
     ctx,
@@ -231,6 +247,7 @@ async function openSymmetricSource(
     plaintext: opened.plaintext,
     keyId: keyArn(ctx.identity, opened.key.keyId),
     encryptionAlgorithm: "SYMMETRIC_DEFAULT",
+    keyMaterialId: opened.keyMaterialId,
   };
 }
 
@@ -243,7 +260,8 @@ async function reEncryptWithRsa(
   ctx: KmsContext,
   request: ReEncryptRequest,
 ): Promise<ReEncryptResponse> {
-  const source = isRsaEncryptionAlgorithm(request.sourceEncryptionAlgorithm)
+  const rsaSource = isRsaEncryptionAlgorithm(request.sourceEncryptionAlgorithm);
+  const source = rsaSource
     ? await rsaDecrypt(
         rsaSourceContext(ctx),
         {
@@ -268,15 +286,24 @@ async function reEncryptWithRsa(
         ? { encryptionAlgorithm: request.destinationEncryptionAlgorithm }
         : {}),
     };
-    const destination = isRsaEncryptionAlgorithm(request.destinationEncryptionAlgorithm)
-      ? await rsaEncrypt(ctx, destinationRequest)
-      : await encrypt(ctx, destinationRequest);
+    const { response: destination, keyMaterialId: destinationMaterial } = isRsaEncryptionAlgorithm(
+      request.destinationEncryptionAlgorithm,
+    )
+      ? { response: await rsaEncrypt(ctx, destinationRequest), keyMaterialId: undefined }
+      : await encryptSymmetric(ctx, destinationRequest);
+    // Material ids of symmetric sides only, as AWS: RSA key material has none to report here.
     return {
       ciphertextBlob: destination.ciphertextBlob,
       sourceKeyId: source.keyId,
       keyId: destination.keyId,
       sourceEncryptionAlgorithm: source.encryptionAlgorithm,
       destinationEncryptionAlgorithm: destination.encryptionAlgorithm,
+      ...(!rsaSource && source.keyMaterialId !== undefined
+        ? { sourceKeyMaterialId: source.keyMaterialId }
+        : {}),
+      ...(destinationMaterial !== undefined
+        ? { destinationKeyMaterialId: destinationMaterial }
+        : {}),
     };
   } finally {
     source.plaintext.fill(0);
@@ -322,6 +349,7 @@ export async function generateDataKey(
     ciphertextBlob: seal(ctx, key, plaintext, context),
     plaintext,
     keyId: keyArn(ctx.identity, key.keyId),
+    keyMaterialId: currentVersion(key).keyMaterialId,
   };
 }
 
@@ -338,6 +366,7 @@ export async function generateDataKeyWithoutPlaintext(
     return {
       ciphertextBlob: seal(ctx, key, plaintext, context),
       keyId: keyArn(ctx.identity, key.keyId),
+      keyMaterialId: currentVersion(key).keyMaterialId,
     };
   } finally {
     plaintext.fill(0);

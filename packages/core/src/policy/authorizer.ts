@@ -8,7 +8,7 @@ import { type KmsIdentity, keyArn, parseKeyReference } from "../arn.ts";
 import { parseBlob } from "../envelope/ciphertext-blob.ts";
 import { AccessDeniedError } from "../errors.ts";
 import { isPlainObject } from "../internal/assert.ts";
-import type { KeyStore, StoredKey } from "../keystore/key-store.ts";
+import type { KeyStore, StoredGrant, StoredKey } from "../keystore/key-store.ts";
 import { type AuthorizationRequest, accountOf, type Decision, evaluate } from "./evaluate.ts";
 import { defaultKeyPolicy, type PolicyDocument, parsePolicyCached } from "./policy-document.ts";
 
@@ -575,8 +575,16 @@ export async function reEncryptKeyIds(call: CallState, store: KeyStore): Promise
   };
 }
 
-/** Source key id named by a reEncrypt ciphertext, if the blob parses. */
+/**
+ * Source key id named by a reEncrypt ciphertext, if the source is symmetric and the blob
+ * parses. An asymmetric source's ciphertext (RSAES_OAEP_*) is raw RSA output that names no key:
+ * read as a blob header it would name whatever key its bytes happen to spell (an RSA
+ * ciphertext starting 01 01 is found in seconds with the public key), so the key comes from
+ * sourceKeyId instead, which AWS requires for an asymmetric source.
+ */
 function blobKeyId(request: unknown): string | undefined {
+  const algorithm = field(request, "sourceEncryptionAlgorithm");
+  if (algorithm !== undefined && algorithm !== "SYMMETRIC_DEFAULT") return undefined;
   const blob = field(request, "ciphertextBlob");
   if (!(blob instanceof Uint8Array)) return undefined;
   try {
@@ -651,12 +659,48 @@ export async function authorizeKey(
     }
     const decision = evaluate(
       policy,
-      key.grants ?? [],
+      grantsOf(key, call.principal),
       authorizationRequest(call, action, key, role, aliases, reEncryptKeys),
     );
     call.decisions.push({ action, resource, decision, key });
     if (!decision.allowed) deny(decision);
   }
+}
+
+const grantsByGrantee = new WeakMap<
+  readonly StoredGrant[],
+  ReadonlyMap<string, readonly StoredGrant[]>
+>();
+const NO_GRANTS: readonly StoredGrant[] = Object.freeze([]);
+
+/**
+ * The key's grants whose grantee is `principal`, in stored order: the only ones evaluate can
+ * match (a grant allows nothing to anyone else), so the deciding grant is the same. Indexed once
+ * per frozen grant list (stores that cache records hand out the same one on every read), so a
+ * call on a key with thousands of grants costs one lookup instead of a walk over all of them.
+ */
+export function grantsOf(key: StoredKey, principal: string): readonly StoredGrant[] {
+  const grants = key.grants;
+  if (grants === undefined || grants.length === 0) return NO_GRANTS;
+  // A list that is not frozen could change in place: filtered anew, never remembered.
+  if (!Object.isFrozen(grants)) return grants.filter((g) => g.granteePrincipal === principal);
+  let index = grantsByGrantee.get(grants);
+  if (index === undefined) {
+    const built = new Map<string, StoredGrant[]>();
+    for (const grant of grants) {
+      const list = built.get(grant.granteePrincipal);
+      if (list === undefined) built.set(grant.granteePrincipal, [grant]);
+      else list.push(grant);
+    }
+    index = built;
+    grantsByGrantee.set(grants, index);
+  }
+  const mine = index.get(principal) ?? NO_GRANTS;
+  // The list is frozen, its grants need not be: one changed in place since is never matched
+  // for a grantee it no longer names (a grant changed to name this one is missed: a denial).
+  return mine.every((g) => g.granteePrincipal === principal)
+    ? mine
+    : mine.filter((g) => g.granteePrincipal === principal);
 }
 
 /**

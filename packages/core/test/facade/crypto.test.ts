@@ -193,9 +193,11 @@ describe("reEncrypt", () => {
     expect(Object.keys(moved).sort()).toEqual([
       "ciphertextBlob",
       "destinationEncryptionAlgorithm",
+      "destinationKeyMaterialId",
       "keyId",
       "sourceEncryptionAlgorithm",
       "sourceKeyId",
+      "sourceKeyMaterialId",
     ]);
     expect(Buffer.from(moved.ciphertextBlob).includes(Buffer.from(plaintext))).toBe(false);
     expect(moved.sourceKeyId).toBe(keyArn);
@@ -310,7 +312,7 @@ describe("generateDataKey", () => {
       keySpec: "AES_128",
       encryptionContext: { a: "b" },
     });
-    expect(Object.keys(dataKey).sort()).toEqual(["ciphertextBlob", "keyId"]);
+    expect(Object.keys(dataKey).sort()).toEqual(["ciphertextBlob", "keyId", "keyMaterialId"]);
     expect(dataKey.keyId).toBe(keyArn);
     const { plaintext } = await kms.decrypt({
       ciphertextBlob: dataKey.ciphertextBlob,
