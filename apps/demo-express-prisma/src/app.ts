@@ -73,9 +73,6 @@ function clinicContext(req: Request): RequestKmsContext | undefined {
     // A clinic's token is no KMS identity: the KMS calls run as the demo's own principal (with
     // KMS_ENDPOINT, its access key's).
     principal: undefined,
-    // Chosen here, not taken from the client's x-request-id as the default resolver does: a
-    // client could otherwise file its log line and audit events under another request's id.
-    requestId: randomUUID(),
   });
 }
 

@@ -197,7 +197,9 @@ describe.each(backends)("demo records API on %s", (_name, url, skip) => {
       expect(tampered).toEqual({ status: 403, body: UNDECRYPTABLE });
       await call("clinic-b", "DELETE", `/patients/${b.body.id}`);
       await call("clinic-b", "POST", "/patients", { ...ann, name: "B2" });
-      await kms.scheduleKeyDeletion({ keyId: tenantKeyAlias("clinic-b"), pendingWindowInDays: 7 });
+      // ScheduleKeyDeletion takes a key id, not an alias (as in AWS).
+      const { keyMetadata } = await kms.describeKey({ keyId: tenantKeyAlias("clinic-b") });
+      await kms.scheduleKeyDeletion({ keyId: keyMetadata.keyId, pendingWindowInDays: 7 });
       engine.clearCache();
       expect(await call("clinic-b", "GET", "/patients")).toEqual({ status: 410, body: SHREDDED });
       expect((await call("clinic-a", "GET", "/patients")).body).toEqual([a.body]);

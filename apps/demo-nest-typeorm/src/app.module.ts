@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import { join } from "node:path";
 import { createKmsSigner, createKmsVerifier } from "@kms/http-signatures";
 import {
@@ -85,13 +84,11 @@ export class AppModule {
                   if (typeof tenant !== "string" || !config.tenants.tenants.includes(tenant)) {
                     return undefined;
                   }
+                  // The default request id is the server's (the client's x-request-id only
+                  // with trustRequestIdHeader), the one the webhook guard already used: a
+                  // client cannot file its log lines and audit events under another request's id.
                   const context = defaultKmsContext(req);
-                  // The request id is the server's, never the client's x-request-id: it names the
-                  // request's log lines and KMS audit events, which a client must not file under
-                  // another request's id.
-                  return context?.encryptionContext.tenant === tenant
-                    ? { ...context, requestId: randomUUID() }
-                    : undefined;
+                  return context?.encryptionContext.tenant === tenant ? context : undefined;
                 },
               },
             };
