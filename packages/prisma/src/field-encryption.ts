@@ -5,6 +5,7 @@ import {
   type DataKeyStore,
   type EncryptionContext,
   FieldEncryptionEngine,
+  type FieldEncryptionEngineOptions,
   type KmsLike,
   ValidationError,
 } from "@kms/core";
@@ -22,7 +23,9 @@ import {
   andClauses,
   Codec,
   type ColumnsOf,
+  CURSOR_UNIQUE,
   clone,
+  type FormChoice,
   type GlobalOmit,
   isObject,
   type Json,
@@ -75,8 +78,18 @@ export interface FieldEncryptionOptions<Map extends FieldTypeMap = {}> {
   readonly cache?: DataKeyCacheLimits;
   /** One DataKeyCache shared with encryptMessage or other engines; not with `cache`. */
   readonly dataKeyCache?: DataKeyCache;
-  /** Read unprefixed (legacy plaintext) values as they are, for migrations. Default false. */
+  /**
+   * Read unprefixed (legacy plaintext) values as they are, for migrations. Default false. While
+   * on, equality lookups also match the legacy rows, by the value itself, sent in clear.
+   */
   readonly legacyPlaintext?: boolean;
+  /**
+   * KMS keys whose deterministic values and blind indexes lookups still match until the
+   * migration ends (see the engine option of the same name and "Rotating keys and migrating
+   * plaintext" in the README). Set it on the application's client and on the job's engine while
+   * the job runs; remove it once the job has finished. Not with `engine` (give it to that engine).
+   */
+  readonly previousKeyIds?: FieldEncryptionEngineOptions["previousKeyIds"];
   /** Use an existing engine (shares its caches) instead of building one. */
   readonly engine?: FieldEncryptionEngine;
 }
@@ -136,6 +149,7 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
         ...(options.legacyPlaintext === undefined
           ? {}
           : { legacyPlaintext: options.legacyPlaintext }),
+        ...(options.previousKeyIds === undefined ? {} : { previousKeyIds: options.previousKeyIds }),
       });
     // Asked for every key of a query: one test per model.
     const columnTests = new Map<string, ((column: string) => boolean) | undefined>();
@@ -234,141 +248,150 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
               enter(frames.getStore(), transactionScope);
               codec = durable.withOptions({ transactionScope });
             }
-            const a = clone(args ?? {}) as Json;
-            if (isObject(a.where)) await codec.where(model, a.where, undefined);
-            const whereCtx = isObject(a.where)
-              ? codec.context(model, [a.where, ...andClauses(model, a.where)])
+            const args0 = clone(args ?? {}) as Json;
+            // A unique input takes one value: while a migration is under way a value may have
+            // several stored forms, and the query then runs with each in turn (`eachForm`).
+            const choices: FormChoice[] | undefined = UNIQUE_INPUTS.has(operation) ? [] : undefined;
+            if (isObject(args0.where)) await codec.where(model, args0.where, undefined, choices);
+            const whereCtx = isObject(args0.where)
+              ? codec.context(model, [args0.where, ...andClauses(model, args0.where)])
               : undefined;
             // A cursor is a unique filter: its encrypted fields are rewritten like the where's.
-            if (isObject(a.cursor)) await codec.where(model, a.cursor, whereCtx);
-            switch (operation) {
-              case "create":
-                if (isObject(a.data))
-                  await codec.writeData(model, a.data, codec.context(model, [a.data]));
-                break;
-              case "createMany":
-              case "createManyAndReturn":
-                for (const item of Array.isArray(a.data) ? a.data : [a.data]) {
-                  if (isObject(item))
-                    await codec.writeData(model, item, codec.context(model, [item]));
-                }
-                break;
-              case "update":
-              case "updateMany":
-              case "updateManyAndReturn":
-                if (isObject(a.data)) {
-                  const where = (a.where as Json | undefined) ?? {};
-                  const sources = [a.data, where, ...andClauses(model, where)];
-                  let ctx = codec.context(model, sources);
-                  const rowSources: Json[] = [];
-                  const unpinned =
-                    operation === "update"
-                      ? codec.unpinnedColumns(model, a.data, ctx, sources)
-                      : [];
-                  if (unpinned.length > 0) {
-                    // A batch takes one statement per call: a second one (the read below) goes
-                    // out with a later call, outside this batch's transaction.
-                    if (tx?.kind === "batch") {
-                      reject(
-                        `${model.name} binds encrypted fields to ${unpinned.join(", ")}: inside a batch $transaction an update cannot read its row's first; give ${unpinned.join(", ")} as an exact equality in where`,
-                      );
+            if (isObject(args0.cursor)) {
+              await codec.where(model, args0.cursor, whereCtx, CURSOR_UNIQUE);
+            }
+            const execute = async (a: Json): Promise<unknown> => {
+              switch (operation) {
+                case "create":
+                  if (isObject(a.data))
+                    await codec.writeData(model, a.data, codec.context(model, [a.data]));
+                  break;
+                case "createMany":
+                case "createManyAndReturn":
+                  for (const item of Array.isArray(a.data) ? a.data : [a.data]) {
+                    if (isObject(item))
+                      await codec.writeData(model, item, codec.context(model, [item]));
+                  }
+                  break;
+                case "update":
+                case "updateMany":
+                case "updateManyAndReturn":
+                  if (isObject(a.data)) {
+                    const where = (a.where as Json | undefined) ?? {};
+                    const sources = [a.data, where, ...andClauses(model, where)];
+                    let ctx = codec.context(model, sources);
+                    const rowSources: Json[] = [];
+                    const unpinned =
+                      operation === "update"
+                        ? codec.unpinnedColumns(model, a.data, ctx, sources)
+                        : [];
+                    if (unpinned.length > 0) {
+                      // A batch takes one statement per call: a second one (the read below) goes
+                      // out with a later call, outside this batch's transaction.
+                      if (tx?.kind === "batch") {
+                        reject(
+                          `${model.name} binds encrypted fields to ${unpinned.join(", ")}: inside a batch $transaction an update cannot read its row's first; give ${unpinned.join(", ")} as an exact equality in where`,
+                        );
+                      }
+                      // The row's own context columns (an update with empty data reads the unique
+                      // row, locking it inside a transaction). The where is the rewritten one: a
+                      // branch pinning its own tenant may look up an encrypted field, whose
+                      // plaintext must not reach the database.
+                      const select = Object.fromEntries(unpinned.map((k) => [k, true]));
+                      const row = (await query({
+                        where: a.where,
+                        data: {},
+                        select,
+                      } as typeof args)) as Json;
+                      ctx ??= codec.context(model, [row]);
+                      rowSources.push(row);
+                      // Outside a transaction the read and the write are two statements: the
+                      // write matches the row only while it still holds what was read, so a row
+                      // moved to another tenant in between fails the update (Prisma's "record not
+                      // found") instead of taking values sealed under the tenant it left.
+                      const pins = Object.fromEntries(unpinned.map((k) => [k, row[k]]));
+                      const and = (a.where as Json | undefined)?.AND;
+                      a.where = { ...(a.where as Json), AND: [and ?? [], pins].flat() };
                     }
-                    // The row's own context columns (an update with empty data reads the unique
-                    // row, locking it inside a transaction). The where is the rewritten one: a
-                    // branch pinning its own tenant may look up an encrypted field, whose
-                    // plaintext must not reach the database.
-                    const select = Object.fromEntries(unpinned.map((k) => [k, true]));
-                    const row = (await query({
-                      where: a.where,
-                      data: {},
-                      select,
-                    } as typeof args)) as Json;
-                    ctx ??= codec.context(model, [row]);
-                    rowSources.push(row);
-                    // Outside a transaction the read and the write are two statements: the
-                    // write matches the row only while it still holds what was read, so a row
-                    // moved to another tenant in between fails the update (Prisma's "record not
-                    // found") instead of taking values sealed under the tenant it left.
-                    const pins = Object.fromEntries(unpinned.map((k) => [k, row[k]]));
-                    const and = (a.where as Json | undefined)?.AND;
-                    a.where = { ...(a.where as Json), AND: [and ?? [], pins].flat() };
+                    await codec.writeData(model, a.data, ctx, where, rowSources);
                   }
-                  await codec.writeData(model, a.data, ctx, where, rowSources);
-                }
-                break;
-              case "upsert":
-                // The created row holds its `create` data only: Prisma copies nothing from the
-                // where into it, so a tenant or recordId given only there would seal values under
-                // a column the row leaves null (or at its default), where they never decrypt.
-                if (isObject(a.create)) {
-                  await codec.writeData(model, a.create, codec.context(model, [a.create]));
-                }
-                if (isObject(a.update)) {
-                  const where = (a.where as Json | undefined) ?? {};
-                  await codec.writeData(
-                    model,
-                    a.update,
-                    codec.context(model, [a.update, where, ...andClauses(model, where)]),
-                    where,
-                  );
-                }
-                break;
-              case "aggregate":
-              case "groupBy": {
-                // The where and cursor were rewritten above: a lookup there compares ciphertext
-                // for equality, as findMany's does. Everywhere else (by, _count, _sum, _avg, _min,
-                // _max, having, orderBy) a field is grouped or computed over. Only names count:
-                // a string value equal to a field's name does not use the field.
-                const named = new Set<string>();
-                for (const [key, value] of Object.entries(a)) {
-                  if (key === "by") {
-                    for (const f of [value].flat()) if (typeof f === "string") named.add(f);
-                  } else if (key !== "where" && key !== "cursor") {
-                    keysWithin(value, named);
+                  break;
+                case "upsert":
+                  // The created row holds its `create` data only: Prisma copies nothing from the
+                  // where into it, so a tenant or recordId given only there would seal values under
+                  // a column the row leaves null (or at its default), where they never decrypt.
+                  if (isObject(a.create)) {
+                    await codec.writeData(model, a.create, codec.context(model, [a.create]));
                   }
-                }
-                for (const key of Object.keys(model.encrypted)) {
-                  if (named.has(key)) {
-                    reject(
-                      `${model.name}.${key} is encrypted: ${operation} cannot compute over ciphertext`,
+                  if (isObject(a.update)) {
+                    const where = (a.where as Json | undefined) ?? {};
+                    await codec.writeData(
+                      model,
+                      a.update,
+                      codec.context(model, [a.update, where, ...andClauses(model, where)]),
+                      where,
                     );
                   }
-                }
-                break;
-              }
-            }
-            codec.refuseCiphertextOrder(model, a);
-            await codec.relationWheres(model, a);
-            const returnsRows =
-              READS.has(operation) ||
-              operation === "create" ||
-              operation === "update" ||
-              operation === "upsert" ||
-              operation === "delete" ||
-              operation === "createManyAndReturn" ||
-              operation === "updateManyAndReturn";
-            // A count's select names the columns whose non-null values it counts: it reads no
-            // value, so it needs no context column (an added one would be counted and returned).
-            const strip =
-              operation === "count" ? undefined : codec.prepareRead(model, a, returnsRows);
-            const result = await query(a as typeof args);
-            if (returnsRows) {
-              // The fluent API (`user.findUnique(…).posts()`) hands the hook the related
-              // records already unwrapped along dataPath ["select", "posts", …].
-              const dataPath = (internal as { dataPath?: unknown } | undefined)?.dataPath;
-              let target: ModelDescriptor | undefined = model;
-              let targetStrip: Strip | undefined = strip;
-              if (Array.isArray(dataPath)) {
-                for (let i = 1; i < dataPath.length && target !== undefined; i += 2) {
-                  const relation = String(dataPath[i]);
-                  const next: string | undefined = target.relations[relation];
-                  targetStrip = targetStrip?.relations[relation];
-                  target = next === undefined ? undefined : codec.model(next);
+                  break;
+                case "aggregate":
+                case "groupBy": {
+                  // The where and cursor were rewritten above: a lookup there compares ciphertext
+                  // for equality, as findMany's does. Everywhere else (by, _count, _sum, _avg, _min,
+                  // _max, having, orderBy) a field is grouped or computed over. Only names count:
+                  // a string value equal to a field's name does not use the field.
+                  const named = new Set<string>();
+                  for (const [key, value] of Object.entries(a)) {
+                    if (key === "by") {
+                      for (const f of [value].flat()) if (typeof f === "string") named.add(f);
+                    } else if (key !== "where" && key !== "cursor") {
+                      keysWithin(value, named);
+                    }
+                  }
+                  for (const key of Object.keys(model.encrypted)) {
+                    if (named.has(key)) {
+                      reject(
+                        `${model.name}.${key} is encrypted: ${operation} cannot compute over ciphertext`,
+                      );
+                    }
+                  }
+                  break;
                 }
               }
-              if (target !== undefined) await codec.readResult(target, result, targetStrip);
-            }
-            return result;
+              codec.refuseCiphertextOrder(model, a);
+              await codec.relationWheres(model, a);
+              const returnsRows =
+                READS.has(operation) ||
+                operation === "create" ||
+                operation === "update" ||
+                operation === "upsert" ||
+                operation === "delete" ||
+                operation === "createManyAndReturn" ||
+                operation === "updateManyAndReturn";
+              // A count's select names the columns whose non-null values it counts: it reads no
+              // value, so it needs no context column (an added one would be counted and returned).
+              const strip =
+                operation === "count" ? undefined : codec.prepareRead(model, a, returnsRows);
+              const result = await query(a as typeof args);
+              if (returnsRows) {
+                // The fluent API (`user.findUnique(…).posts()`) hands the hook the related
+                // records already unwrapped along dataPath ["select", "posts", …].
+                const dataPath = (internal as { dataPath?: unknown } | undefined)?.dataPath;
+                let target: ModelDescriptor | undefined = model;
+                let targetStrip: Strip | undefined = strip;
+                if (Array.isArray(dataPath)) {
+                  for (let i = 1; i < dataPath.length && target !== undefined; i += 2) {
+                    const relation = String(dataPath[i]);
+                    const next: string | undefined = target.relations[relation];
+                    targetStrip = targetStrip?.relations[relation];
+                    target = next === undefined ? undefined : codec.model(next);
+                  }
+                }
+                if (target !== undefined) await codec.readResult(target, result, targetStrip);
+              }
+              return result;
+            };
+            if (choices === undefined || choices.length === 0) return execute(args0);
+            return eachForm(operation, choices, args0, execute, (a) => query(a as typeof args), tx);
           },
         },
       },
@@ -408,4 +431,113 @@ function columnsOf(
     if (!isObject(ref) || typeof ref.typeName !== "string") return undefined;
     return { typeName: ref.typeName, isList: ref.isList === true };
   };
+}
+
+/** Operations whose where is a unique input (WhereUniqueInput). */
+const UNIQUE_INPUTS = new Set(["findUnique", "findUniqueOrThrow", "update", "delete", "upsert"]);
+/** Queries per unique lookup at most (every combination of the forms of its values). */
+const MAX_FORM_VARIANTS = 16;
+
+/** Prisma's "record not found" (P2025): what a unique lookup under a form that no row holds gives. */
+function notFound(error: unknown): boolean {
+  return (
+    typeof error === "object" && error !== null && (error as { code?: unknown }).code === "P2025"
+  );
+}
+
+/**
+ * Runs a query whose unique input has values with several stored forms (a migration under way:
+ * `previousKeyIds`, `legacyPlaintext`): once per combination of forms, the current forms first,
+ * until one finds its row. The job only ever moves a row from a previous form to the current
+ * one, so a row missed under the current form and then under its previous one (moved between
+ * the two) is found by one more try of the current forms. A findUnique then answers null; the
+ * others fail with Prisma's not-found error, as they would.
+ *
+ * An update first finds its row with a read (an update with empty data, which changes nothing)
+ * and then runs once: a failed update may have applied part of its nested writes, so it is never
+ * simply repeated. An upsert cannot be made right: the database's unique constraint compares
+ * only the form its create writes, so a row under another form would be missed and a second one
+ * created. It is refused, as is any such lookup inside a batch $transaction, where no query can
+ * be run again.
+ * @throws ValidationException for an upsert or a batch transaction, and with more than 16
+ *   combinations of forms.
+ */
+async function eachForm(
+  operation: string,
+  choices: readonly FormChoice[],
+  args: Json,
+  run: (args: Json) => Promise<unknown>,
+  query: (args: Json) => Promise<unknown>,
+  tx: { kind?: string } | undefined,
+): Promise<unknown> {
+  const names = [...new Set(choices.map((c) => c.name))].join(", ");
+  if (operation === "upsert") {
+    reject(
+      `${names}: an upsert on a unique key holding an encrypted value cannot run while a migration is under way (previousKeyIds, legacyPlaintext): the value has several stored forms and the database's unique constraint compares only the one the create writes, so a row the migration has not reached yet would be missed and a second one created; find the row with findUnique (which tries every form) and then update or create it, or finish the migration`,
+    );
+  }
+  if (tx?.kind === "batch") {
+    reject(
+      `${names}: inside a batch $transaction a lookup by a unique key cannot try the several stored forms its value has while a migration is under way (previousKeyIds, legacyPlaintext); use an interactive transaction, or look the row up by another key`,
+    );
+  }
+  let variants: number[][] = [[]];
+  for (const choice of choices) {
+    variants = variants.flatMap((v) => choice.forms.map((_, i) => [...v, i]));
+    if (variants.length > MAX_FORM_VARIANTS) {
+      reject(
+        `${names}: a unique lookup whose values have ${variants.length}+ combinations of stored forms would take as many queries; look the row up by fewer encrypted values`,
+      );
+    }
+  }
+  const use = (variant: readonly number[]) => {
+    choices.forEach((c, i) => {
+      c.holder[c.key] = c.forms[variant[i] as number];
+    });
+  };
+  const order = [...variants, variants[0] as number[]];
+  if (operation === "update") {
+    const field = (choices[0] as FormChoice).field;
+    const locate = async (): Promise<readonly number[]> => {
+      let missed: unknown;
+      for (const variant of order) {
+        use(variant);
+        try {
+          await query({ where: clone(args.where), data: {}, select: { [field]: true } });
+          return variant;
+        } catch (error) {
+          if (!notFound(error)) throw error;
+          missed = error;
+        }
+      }
+      throw missed;
+    };
+    let variant = await locate();
+    for (let tries = 1; ; tries++) {
+      use(variant);
+      try {
+        return await run(clone(args));
+      } catch (error) {
+        // Not found under the form just read: the job moved the row in between. Any other
+        // failure (not found in a nested write, whatever else) stands.
+        if (!notFound(error) || tries === 3) throw error;
+        const again = await locate();
+        if (again.every((i, n) => i === variant[n])) throw error;
+        variant = again;
+      }
+    }
+  }
+  let missed: unknown;
+  for (const variant of order) {
+    use(variant);
+    try {
+      const result = await run(clone(args));
+      if (result !== null || operation !== "findUnique") return result;
+    } catch (error) {
+      if (!notFound(error)) throw error;
+      missed = error;
+    }
+  }
+  if (operation === "findUnique") return null;
+  throw missed;
 }

@@ -5,6 +5,7 @@ import {
   FindOperator,
   type FindOptionsWhere,
   In,
+  IsNull,
   Not,
   type ObjectLiteral,
   type Repository,
@@ -28,6 +29,23 @@ export interface EncryptedWhereOptions {
 }
 
 type Where = Record<string, unknown>;
+
+/**
+ * What a lookup admits of the legacy plaintext rows of a blind-indexed property (matched on the
+ * property's own column, their index being null): an operator over the legacy forms, nothing
+ * (no value looked up can be a legacy value), or every non-null value (`Not` of nothing).
+ */
+const NO_LEGACY: unique symbol = Symbol("no legacy row");
+const ANY_LEGACY: unique symbol = Symbol("any legacy row");
+
+/** A lookup rewritten: on the column itself (deterministic) or the index, and on legacy rows. */
+interface Rewritten {
+  readonly main: unknown;
+  /** An operator or value over the legacy forms, NO_LEGACY or ANY_LEGACY. */
+  readonly legacy: unknown;
+  /** Whether some value looked up had a legacy form (only then do legacy rows need a branch). */
+  readonly withLegacy: boolean;
+}
 
 function isPlainObject(value: unknown): value is Where {
   return (
@@ -84,18 +102,27 @@ class WhereRewriter {
   readonly #encryption: TypeormFieldEncryption;
   readonly #repository: Repository<ObjectLiteral>;
   readonly #context: EncryptionContext | undefined;
+  /** The caller passed an array: the where may become several alternatives (OR). */
+  readonly #alternatives: boolean;
 
   constructor(
     encryption: TypeormFieldEncryption,
     repository: Repository<ObjectLiteral>,
     context: EncryptionContext | undefined,
+    alternatives: boolean,
   ) {
     this.#encryption = encryption;
     this.#repository = repository;
     this.#context = context;
+    this.#alternatives = alternatives;
   }
 
-  async where(metadata: EntityMetadata, where: Where): Promise<Where> {
+  /**
+   * The where rewritten, as alternatives (OR): one, unless a blind-indexed property is looked up
+   * while legacy plaintext rows may hold it (its index there is null: those rows are matched on
+   * the property's own column, in a second alternative).
+   */
+  async where(metadata: EntityMetadata, where: Where): Promise<Where[]> {
     const d = describe(metadata);
     const own = equalities(where);
     if (this.#context !== undefined) {
@@ -115,7 +142,8 @@ class WhereRewriter {
   /**
    * `where` at the property path `prefix` of the entity: the entity's where itself, or the
    * object given for one of its embeddeds (`{ address: { street } }`), whose encrypted columns
-   * are bound to the entity's own context columns, the equalities in `row`.
+   * are bound to the entity's own context columns, the equalities in `row`. Alternatives, as
+   * `where` returns them.
    */
   async #rewrite(
     metadata: EntityMetadata,
@@ -123,8 +151,15 @@ class WhereRewriter {
     where: Where,
     row: Where,
     prefix: string,
-  ): Promise<Where> {
-    const out: Where = {};
+  ): Promise<Where[]> {
+    let outs: Where[] = [{}];
+    // Each part is one or more alternatives for this key; several multiply the where's.
+    const put = (parts: readonly Where[]) => {
+      outs =
+        parts.length === 1
+          ? outs.map((out) => Object.assign(out, parts[0]))
+          : outs.flatMap((out) => parts.map((part) => ({ ...out, ...part })));
+    };
     for (const [key, value] of Object.entries(where)) {
       const path = `${prefix}${key}`;
       const indexed = d?.blindIndexes.get(path);
@@ -145,7 +180,7 @@ class WhereRewriter {
         // A null check compares no value: as in a plain find, it needs no lookup mode and no
         // context, and it stays on the column itself (null there exactly when the index is).
         if (checksNull(value)) {
-          out[key] = value;
+          put([{ [key]: value }]);
           continue;
         }
         if (f.spec.mode !== "deterministic" && f.index === undefined) {
@@ -155,53 +190,98 @@ class WhereRewriter {
         }
         const context = contextFor(d.model, f, row, undefined, this.#context);
         const rewritten = await this.#value(d, f, context, value);
-        if (f.spec.mode === "deterministic") out[key] = rewritten;
-        else out[(f.index as BlindIndexField).property] = rewritten;
+        if (f.spec.mode === "deterministic") {
+          put([{ [key]: rewritten.main }]);
+          continue;
+        }
+        const column = (f.index as BlindIndexField).property;
+        if (!rewritten.withLegacy) {
+          put([{ [column]: rewritten.main }]);
+          continue;
+        }
+        // Legacy rows have no index yet: they are matched on the property, by the value in clear.
+        const legacy = rewritten.legacy;
+        if (legacy !== NO_LEGACY && !this.#alternatives) {
+          throw new ValidationError(
+            `${d.model}.${path} is blind-indexed and legacy plaintext rows (legacyPlaintext) have no index yet: matching them takes a second alternative on ${path} itself; pass the where in an array, encryptedWhere(repository, [where]), or migrate the rows first`,
+          );
+        }
+        put(
+          legacy === NO_LEGACY
+            ? [{ [column]: rewritten.main }]
+            : [
+                { [column]: rewritten.main },
+                { [column]: IsNull(), [key]: legacy === ANY_LEGACY ? Not(IsNull()) : legacy },
+              ],
+        );
         continue;
       }
       const relation = metadata.findRelationWithPropertyPath(path);
       if (relation !== undefined && isPlainObject(value)) {
-        out[key] = await this.where(relation.inverseEntityMetadata, value);
+        const inner = await this.where(relation.inverseEntityMetadata, value);
+        put(inner.map((alternative) => ({ [key]: alternative })));
         continue;
       }
       if (isPlainObject(value) && metadata.hasEmbeddedWithPropertyPath(path)) {
-        out[key] = await this.#rewrite(metadata, d, value, row, `${path}.`);
+        const inner = await this.#rewrite(metadata, d, value, row, `${path}.`);
+        put(inner.map((alternative) => ({ [key]: alternative })));
         continue;
       }
-      out[key] = value;
+      put([{ [key]: value }]);
     }
-    return out;
+    return outs;
   }
 
+  /**
+   * A lookup of `f` (a value or an operator) as stored forms. Outside migrations a value has one
+   * form and keeps its shape (`Equal(v)` → `Equal(sealed)`); while one is under way it may have
+   * several (the current one, those under `previousKeyIds`, a legacy one), and becomes `In` of
+   * them: `In` the union of its values' forms, `Not` of either excludes them all.
+   */
   async #value(
     d: EntityDescriptor,
     f: EncryptedField,
     context: EncryptionContext,
     value: unknown,
-  ): Promise<unknown> {
-    if (value === null) return null;
+  ): Promise<Rewritten> {
+    if (value === null) return { main: null, legacy: NO_LEGACY, withLegacy: false };
     if (value instanceof FindOperator) {
       switch (value.type) {
         case "equal":
-          return value.value === null ? value : Equal(await this.#seal(d, f, context, value.value));
+          return value.value === null
+            ? { main: value, legacy: NO_LEGACY, withLegacy: false }
+            : this.#leaf(d, f, context, value.value, Equal);
         case "in": {
           const values: unknown = value.value;
           if (!Array.isArray(values)) {
             throw new ValidationError(`${d.model}.${f.path}: In() expects an array`);
           }
           // SQL's IN never matches NULL; a sealed null would be some value's blind index.
-          return In(
-            await Promise.all(
-              values.map((v) => (v === null ? null : this.#seal(d, f, context, v))),
+          const forms = await Promise.all(
+            values.map((v) =>
+              v === null ? { sealed: [null], legacy: [] } : this.#forms(d, f, context, v),
             ),
           );
+          const legacy = forms.flatMap((form) => form.legacy);
+          return {
+            main: In(forms.flatMap((form) => form.sealed)),
+            legacy: legacy.length === 0 ? NO_LEGACY : In(legacy),
+            withLegacy: legacy.length > 0,
+          };
         }
         case "not": {
           const inner: unknown = value.child ?? value.value;
-          return Not(await this.#value(d, f, context, inner));
+          const rewritten = await this.#value(d, f, context, inner);
+          const legacy = rewritten.legacy;
+          return {
+            main: Not(rewritten.main),
+            legacy:
+              legacy === NO_LEGACY ? ANY_LEGACY : legacy === ANY_LEGACY ? NO_LEGACY : Not(legacy),
+            withLegacy: rewritten.withLegacy,
+          };
         }
         case "isNull":
-          return value;
+          return { main: value, legacy: value, withLegacy: false };
         default:
           throw new ValidationError(
             `${d.model}.${f.path} is encrypted: the "${value.type}" operator cannot run on ciphertext (use a value, Equal, In, Not or IsNull)`,
@@ -214,37 +294,60 @@ class WhereRewriter {
         `${d.model}.${f.path} is encrypted: expected a value or an operator`,
       );
     }
-    return this.#seal(d, f, context, value);
+    return this.#leaf(d, f, context, value, (sealed) => sealed);
   }
 
-  #seal(
+  /** One value: its one form as `wrap` gives it, or `In` of its forms. */
+  async #leaf(
     d: EntityDescriptor,
     f: EncryptedField,
     context: EncryptionContext,
     value: unknown,
-  ): Promise<unknown> {
+    wrap: (sealed: unknown) => unknown,
+  ): Promise<Rewritten> {
+    const { sealed, legacy } = await this.#forms(d, f, context, value);
+    const match = (forms: readonly unknown[]) =>
+      forms.length === 1 ? wrap(forms[0]) : In(forms as unknown[]);
+    return {
+      main: match(sealed),
+      legacy: legacy.length === 0 ? NO_LEGACY : match(legacy),
+      withLegacy: legacy.length > 0,
+    };
+  }
+
+  #forms(
+    d: EntityDescriptor,
+    f: EncryptedField,
+    context: EncryptionContext,
+    value: unknown,
+  ): Promise<{ readonly sealed: readonly unknown[]; readonly legacy: readonly unknown[] }> {
     const dataSource = this.#repository.manager.connection;
     const queryRunner = this.#repository.manager.queryRunner;
-    // Sealed, as the index column's transformer accepts nothing else (a bare string there could
-    // be the plaintext it hides).
-    return this.#encryption.run<unknown>(dataSource, queryRunner, async (options) =>
-      f.spec.mode === "deterministic"
-        ? this.#encryption.seal(d.model, f, context, value, options)
-        : new Sealed(await this.#encryption.blindIndex(d.model, f, context, value, options)),
+    // Sealed, as the columns' transformers accept nothing else (a bare string there could be
+    // the plaintext it hides).
+    return this.#encryption.run(dataSource, queryRunner, (options) =>
+      this.#encryption.lookupForms(d.model, f, context, value, options),
     );
   }
 }
-
 /**
  * Rewrites equality lookups on encrypted columns into what the database holds: deterministic
  * ciphertext, or the blind index column's value. Accepts plain values, `Equal`, `In`, `Not`
  * and `IsNull` (also inside relations); pass the result to `find*`, `findOneBy`, `update`,
  * `delete`, `count*` or `QueryBuilder.where(object)`. A null check (`IsNull()`, `Not(IsNull())`…)
  * reads no value: it is left as it is, on any encrypted column, without a context.
+ *
+ * While a migration is under way (`previousKeyIds`, `legacyPlaintext`) a value may have several
+ * stored forms: a value or `Equal` becomes `In` of them, `In` the union of its values' forms,
+ * `Not` excludes them all. With `legacyPlaintext`, a lookup on a blind-indexed property must
+ * also match legacy rows, which have no index yet, on the property's own column (by the value in
+ * clear): that takes a second alternative (TypeORM's OR), so pass the where in an array
+ * (`encryptedWhere(repo, [where])`); an object where is refused then rather than missing them.
  * @throws ValidationException when a column compared with a value is randomized without a blind
  *   index, when an operator cannot run on ciphertext (Like, LessThan, Between, Raw…), when a
- *   context value is missing, or when the repository's DataSource has no field encryption
- *   subscriber.
+ *   context value is missing, when the repository's DataSource has no field encryption
+ *   subscriber, or when an object where looks up a blind-indexed property whose legacy rows
+ *   need an alternative of their own (see above).
  */
 export async function encryptedWhere<T extends ObjectLiteral>(
   repository: Repository<T>,
@@ -266,18 +369,18 @@ export async function encryptedWhere<T extends ObjectLiteral>(
     encryption,
     repository as unknown as Repository<ObjectLiteral>,
     options.context,
+    Array.isArray(where),
   );
   const metadata = repository.metadata;
   if (Array.isArray(where)) {
     if (!where.every(isPlainObject)) {
       throw new ValidationError(`"where" expected an object or an array of objects`);
     }
-    return (await Promise.all(
-      where.map((w) => rewriter.where(metadata, w as Where)),
-    )) as FindOptionsWhere<T>[];
+    const rewritten = await Promise.all(where.map((w) => rewriter.where(metadata, w as Where)));
+    return rewritten.flat() as FindOptionsWhere<T>[];
   }
   if (!isPlainObject(where)) throw new ValidationError(`"where" expected an object or an array`);
-  return (await rewriter.where(metadata, where)) as FindOptionsWhere<T>;
+  return (await rewriter.where(metadata, where))[0] as FindOptionsWhere<T>;
 }
 
 /**
@@ -286,8 +389,11 @@ export async function encryptedWhere<T extends ObjectLiteral>(
  * Returns the deterministic ciphertext, or the blind index (compare it with the index column).
  * Only for condition strings: an object where (`findBy({ emailIndex: … })`) refuses a bare
  * string on a blind index column; give the property to `encryptedWhere` there. A column of an
- * embedded class is named by its property path (`"address.street"`).
- * @throws ValidationException as `encryptedWhere`, and when `value` is null or an operator.
+ * embedded class is named by its property path (`"address.street"`). While a migration is under
+ * way a value may have several stored forms, which one parameter cannot carry: use
+ * `encryptedParameters` then (it works at any time).
+ * @throws ValidationException as `encryptedWhere`, when `value` is null or an operator, and when
+ *   the value has several stored forms (a migration under way).
  */
 export async function encryptedParameter<T extends ObjectLiteral>(
   repository: Repository<T>,
@@ -295,20 +401,70 @@ export async function encryptedParameter<T extends ObjectLiteral>(
   value: unknown,
   options: EncryptedWhereOptions = {},
 ): Promise<string | Uint8Array> {
+  const { forms, name, legacy } = await parameterForms(repository, property, value, options);
+  if (forms.length > 1 || legacy) {
+    throw new ValidationError(
+      `${name} has several stored forms while a migration is under way (previousKeyIds, legacyPlaintext): one parameter would miss the rows holding the others; compare all of them with encryptedParameters(), "… IN (:...values)"`,
+    );
+  }
+  return forms[0] as string | Uint8Array;
+}
+
+/**
+ * Every stored form of one lookup value, for hand-written QueryBuilder conditions that must find
+ * rows during a migration too (`previousKeyIds`, `legacyPlaintext`): the current form first, then
+ * the others, `qb.where("u.email IN (:...e)", { e: await encryptedParameters(repo, "email", v) })`.
+ * One form outside migrations. For a blind-indexed property these are its indexes (compare them
+ * with the index column): legacy plaintext rows have none yet and are not matched by them; look
+ * such a property up with `encryptedWhere` (`qb.where(await encryptedWhere(…))`), which matches
+ * them on the property's column.
+ * @throws ValidationException as `encryptedParameter`, but not for several forms.
+ */
+export async function encryptedParameters<T extends ObjectLiteral>(
+  repository: Repository<T>,
+  property: (keyof T & string) | `${keyof T & string}.${string}`,
+  value: unknown,
+  options: EncryptedWhereOptions = {},
+): Promise<(string | Uint8Array)[]> {
+  return (await parameterForms(repository, property, value, options)).forms;
+}
+
+/**
+ * The stored forms of `value` in the column `property` is compared on, through `encryptedWhere`
+ * (which reads the context from the where, the option or the scope); `legacy` when a
+ * blind-indexed value also has a legacy form (matched on another column).
+ */
+async function parameterForms<T extends ObjectLiteral>(
+  repository: Repository<T>,
+  property: string,
+  value: unknown,
+  options: EncryptedWhereOptions,
+): Promise<{ forms: (string | Uint8Array)[]; name: string; legacy: boolean }> {
   const d = describe(repository.metadata);
   if (d === undefined || !d.byPath.has(property)) {
     throw new ValidationError(
       `"${property}" is not an encrypted property of ${repository.metadata.name}`,
     );
   }
+  const name = `${d.model}.${property}`;
+  const single = () =>
+    new ValidationError(`"value" of ${name} must be a single value (not null or an operator)`);
+  if (value === null || value instanceof FindOperator) throw single();
   // `{ address: { street: value } }` for "address.street".
   const where = property
     .split(".")
-    .reduceRight<unknown>((inner, name) => ({ [name]: inner }), value) as FindOptionsWhere<T>;
-  let out: unknown = await encryptedWhere(repository, where, options);
+    .reduceRight<unknown>((inner, key) => ({ [key]: inner }), value) as FindOptionsWhere<T>;
+  const rewritten: unknown = await encryptedWhere(repository, [where], options);
+  // Two alternatives: the index, and legacy rows on the property's own column.
+  const legacy = Array.isArray(rewritten) && rewritten.length > 1;
+  let out: unknown = Array.isArray(rewritten) ? rewritten[0] : rewritten;
   while (isPlainObject(out) && !(out instanceof Sealed)) out = Object.values(out)[0];
-  if (out instanceof Sealed) return out.stored;
-  throw new ValidationError(
-    `"value" of ${d.model}.${property} must be a single value (not null or an operator)`,
-  );
+  if (out instanceof Sealed) return { forms: [out.stored], name, legacy };
+  if (out instanceof FindOperator && out.type === "in" && Array.isArray(out.value)) {
+    const values: unknown[] = out.value;
+    if (values.every((v) => v instanceof Sealed)) {
+      return { forms: values.map((v) => (v as Sealed).stored), name, legacy };
+    }
+  }
+  throw single();
 }

@@ -10,6 +10,7 @@ import {
   FIELD_TEXT_PREFIX,
   type FieldBinding,
   FieldEncryptionEngine,
+  type FieldEncryptionEngineOptions,
   type FieldValue,
   InvalidCiphertextError,
   type KmsLike,
@@ -70,8 +71,18 @@ export interface FieldEncryptionOptions {
   readonly cache?: DataKeyCacheLimits;
   /** One DataKeyCache shared with encryptMessage or other engines; not with `cache`. */
   readonly dataKeyCache?: DataKeyCache;
-  /** Read unprefixed (legacy plaintext) values as they are, for migrations. Default false. */
+  /**
+   * Read unprefixed (legacy plaintext) values as they are, for migrations. Default false. While
+   * on, `encryptedWhere` also matches the legacy rows, by the value itself, sent in clear.
+   */
   readonly legacyPlaintext?: boolean;
+  /**
+   * KMS keys whose deterministic values and blind indexes lookups still match until the
+   * migration ends (the engine option of the same name; README "Rotation and migration"): set
+   * it on the application's encryption and the job's while `reencryptEntities` moves values to
+   * `keyId`, and remove it once the job has finished. Not with `engine` (give it to that engine).
+   */
+  readonly previousKeyIds?: FieldEncryptionEngineOptions["previousKeyIds"];
   /** Use an existing engine (shares its caches, e.g. with @kms/prisma) instead of building one. */
   readonly engine?: FieldEncryptionEngine;
 }
@@ -155,6 +166,7 @@ export class TypeormFieldEncryption {
         ...(options.legacyPlaintext === undefined
           ? {}
           : { legacyPlaintext: options.legacyPlaintext }),
+        ...(options.previousKeyIds === undefined ? {} : { previousKeyIds: options.previousKeyIds }),
       });
     const owner = this;
     class KmsFieldEncryptionSubscriber extends EncryptionSubscriber {
@@ -370,6 +382,50 @@ export class TypeormFieldEncryption {
       throw error;
     }
     if (!info.legacy) throw ciphertextError(model, f);
+  }
+
+  /**
+   * Every stored form an equality lookup of `value` must match (engine `lookupForms`,
+   * `blindIndexForms`): deterministic ciphertexts (and, with legacyPlaintext, the legacy form in
+   * the same column), or blind indexes, the current one first; `legacy` holds the legacy form of
+   * a blind-indexed value, which legacy rows hold in the property's own column. @internal
+   */
+  async lookupForms(
+    model: string,
+    f: EncryptedField,
+    context: EncryptionContext,
+    value: unknown,
+    options: EncryptCallOptions,
+  ): Promise<{ readonly sealed: readonly Sealed[]; readonly legacy: readonly Sealed[] }> {
+    const { spec } = f;
+    const binding = bindingFor(model, f.field, spec, context);
+    if (spec.mode === "deterministic") {
+      refuseCiphertext(model, f, value);
+      if (hasFieldHeader(value)) await this.#refuseStoredBytes(model, f, value);
+      const forms =
+        spec.storage === "text"
+          ? await this.engine.lookupFormsText(binding, spec, value, options)
+          : await this.engine.lookupForms(binding, spec, value, options);
+      return { sealed: forms.map((form) => new Sealed(form)), legacy: [] };
+    }
+    const index = spec.blindIndex;
+    if (index === undefined || f.index === undefined) {
+      throw new ValidationError(`${model}.${f.path} has no blind index`);
+    }
+    const indexes = await this.engine.blindIndexForms(
+      bindingFor(model, f.index.field, spec, context),
+      index,
+      value,
+      options,
+    );
+    const legacy =
+      spec.storage === "text"
+        ? this.engine.legacyForm(binding, spec, value, "text")
+        : this.engine.legacyForm(binding, spec, value, "bytes");
+    return {
+      sealed: indexes.map((form) => new Sealed(form)),
+      legacy: legacy === undefined ? [] : [new Sealed(legacy)],
+    };
   }
 
   /** The blind index of `value` for `f`'s index column. @internal */

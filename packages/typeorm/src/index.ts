@@ -8,6 +8,7 @@ export {
 export {
   type EncryptedWhereOptions,
   encryptedParameter,
+  encryptedParameters,
   encryptedWhere,
 } from "./encrypted-where.ts";
 export {

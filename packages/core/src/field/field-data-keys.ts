@@ -1018,6 +1018,77 @@ export class FieldDataKeys {
     return hexOf(stableDataKeyId(keyId, context, 0));
   }
 
+  /** The KMS key id the configured selector chooses for `context`. */
+  keyIdOf(context: EncryptionContext): string {
+    return this.#selectKey(context);
+  }
+
+  /**
+   * The stable key of (`keyId`, context) if its row exists, for equality lookups of a key being
+   * migrated from (`previousKeyIds`): never creates one, as a key no value was written under has
+   * no values to match. Generations whose KMS key is gone for good are passed over as
+   * `#findStable` passes them (their values cannot be read, nor matched); undefined when no
+   * generation has a live row. Misses are not remembered: a row another process inserts later
+   * (an instance still writing under the old key) is found at the next lookup.
+   * @throws KMSInternalException when a row under the id is wrapped under another context; the
+   *   KMS's error when the key cannot be unwrapped for another reason (disabled, pending deletion).
+   */
+  async existingStable(
+    keyId: string,
+    context: EncryptionContext,
+    ctxKey: string,
+  ): Promise<StableKey | undefined> {
+    const scope = `${keyId}\u0000${ctxKey}`;
+    const now = this.#cache.clock.now();
+    this.#sweepStable(now);
+    const found = this.#stableByScope.get(scope);
+    if (found !== undefined && !found.retired) {
+      if (this.#fresh(found, now)) return found;
+      this.#expireStable(found);
+    }
+    for (let n = 0; n <= MAX_STABLE_GENERATION; n++) {
+      const id = hexOf(stableDataKeyId(keyId, context, n));
+      const record = await this.record(id);
+      if (record === undefined) return undefined;
+      // Before any KMS call, as on the write path: a planted row is never unwrapped.
+      if (!sameContext(record.encryptionContext, context)) throw foreignStableRow();
+      const known = this.#goneStable.get(id);
+      if (known !== undefined && sameBytes(known.wrappedKey, record.wrappedKey)) continue;
+      try {
+        const stable = await this.stableForId(
+          id,
+          (stored) => sameContext(stored, context),
+          foreignStableRow,
+        );
+        if (!stable.retired) bounded(this.#stableByScope, scope, stable, MAX_STABLE_KEYS);
+        return stable;
+      } catch (error) {
+        if (!mayBeGone(error)) throw error;
+        const gone = { wrappedKey: record.wrappedKey, kmsKeyId: record.kmsKeyId, error };
+        bounded(this.#goneStable, id, gone, MAX_STABLE_KEYS);
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * `useStable` on `existingStable`'s key, loading it again while a clear() drops it between
+   * the load and the use; undefined when there is no such key.
+   */
+  async withExistingStable<T>(
+    keyId: string,
+    context: EncryptionContext,
+    ctxKey: string,
+    use: (stable: StableKey) => T,
+  ): Promise<T | undefined> {
+    for (;;) {
+      const stable = await this.existingStable(keyId, context, ctxKey);
+      if (stable === undefined) return undefined;
+      const value = this.useStable(stable, use);
+      if (value !== undefined) return value;
+    }
+  }
+
   stableForScope(
     context: EncryptionContext,
     ctxKey: string,

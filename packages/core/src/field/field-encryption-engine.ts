@@ -49,6 +49,7 @@ import {
   type FieldValue,
   type FieldValueType,
   isCurrentPlaintext,
+  legacyFormOf,
   parseLegacyValue,
 } from "./value-codec.ts";
 
@@ -132,6 +133,20 @@ export interface FieldEncryptionEngineOptions {
    * plain values.
    */
   readonly legacyPlaintext?: boolean;
+  /**
+   * KMS keys whose deterministic values and blind indexes lookups still match until the
+   * migration ends: while the re-encryption job moves values from one key id to `keyId` (or from
+   * several), list the old ones here, on the application's engine and on the job's, so that
+   * `lookupForms` and `blindIndexForms` return the form under each of them too and rows the job
+   * has not reached yet stay findable. A function receives the key context, as `keyId` does.
+   * Only a previous key's existing stable data key is used (none is ever created for it: a context
+   * without one has no values under that key). Spell each id as `keyId` was spelled when the
+   * values were written (an alias and its key's ARN are different ids: FORMAT §6.1.3). Remove
+   * the option once the job has finished: every lookup then costs one form again (and each
+   * previous key one data-key row read per lookup of a context that has none). Randomized
+   * values need nothing: they are read under whatever key they name.
+   */
+  readonly previousKeyIds?: readonly string[] | ((context: EncryptionContext) => readonly string[]);
   readonly clock?: Clock;
 }
 
@@ -202,6 +217,8 @@ function engineCache(options: FieldEncryptionEngineOptions): DataKeyCache {
 export class FieldEncryptionEngine {
   readonly #legacyPlaintext: boolean;
   readonly #keys: FieldDataKeys;
+  /** `previousKeyIds` as a function of the key context; undefined when none are configured. */
+  readonly #previousKeyIds: ((context: EncryptionContext) => readonly string[]) | undefined;
 
   constructor(options: FieldEncryptionEngineOptions) {
     if (options === null || typeof options !== "object") {
@@ -232,6 +249,7 @@ export class FieldEncryptionEngine {
       cache: engineCache(options),
     });
     this.#legacyPlaintext = options.legacyPlaintext === true;
+    this.#previousKeyIds = previousKeySelector(options.previousKeyIds);
   }
 
   /** Whether non-ciphertext stored values are returned as they are. */
@@ -695,25 +713,7 @@ export class FieldEncryptionEngine {
     value: unknown,
     options?: EncryptCallOptions,
   ): Promise<string> {
-    const length = spec.bytes ?? 16;
-    if (!Number.isInteger(length) || length < 4 || length > 32) {
-      throw new ValidationError(`"bytes" of a blind index must be an integer 4–32, got ${length}`);
-    }
-    let input: Uint8Array;
-    if (spec.type !== undefined) {
-      if (!FIELD_VALUE_TYPES.includes(spec.type)) {
-        throw new ValidationError(
-          `"type" of a blind index must be one of ${FIELD_VALUE_TYPES.join(", ")}`,
-        );
-      }
-      input = encodeTypedIndexValue(binding.field, spec.type, value, (text) =>
-        normalize(text, spec.normalize),
-      );
-    } else if (typeof value === "string") {
-      input = encodeFieldValue(binding.field, "string", normalize(value, spec.normalize));
-    } else {
-      input = encodeIndexValue(binding.field, value);
-    }
+    const { input, length } = indexInput(binding, spec, value);
     const ctxKey = contextKey(binding.context);
     const keyed = keyContextOf(binding, ctxKey);
     const mac = await this.#keys.withStable(
@@ -721,6 +721,163 @@ export class FieldEncryptionEngine {
       (held) => hmac(sha256, this.#keys.derive(held, "b", binding, ctxKey), input),
     );
     return Buffer.from(mac.buffer, mac.byteOffset, length).toString("base64url");
+  }
+
+  /**
+   * Every blind index an equality lookup of `value` must match while a migration is under way:
+   * the index under the current key id first (`blindIndex`), then the index under each of
+   * `previousKeyIds` whose stable data key exists for the context. One index when no previous
+   * key ids are configured. Legacy plaintext rows have no index: match them on the indexed
+   * field itself with `legacyForm`.
+   * @throws as `blindIndex`; KMSInternalException when a previous key's stable row is wrapped
+   *   under another context; the KMS's error when a previous key's stable data key cannot be
+   *   unwrapped (disabled or pending deletion: rows under it would go unmatched; a key deleted
+   *   for good is passed over, its values being unreadable).
+   */
+  async blindIndexForms(
+    binding: FieldBinding,
+    spec: BlindIndexSpec,
+    value: unknown,
+    options?: EncryptCallOptions,
+  ): Promise<string[]> {
+    const current = await this.blindIndex(binding, spec, value, options);
+    const previous = this.#previousKeyIds;
+    if (previous === undefined) return [current];
+    const { input, length } = indexInput(binding, spec, value);
+    const ctxKey = contextKey(binding.context);
+    const keyed = keyContextOf(binding, ctxKey);
+    const out = [current];
+    for (const keyId of this.#previousOf(previous, keyed.context)) {
+      const mac = await this.#keys.withExistingStable(keyId, keyed.context, keyed.ctxKey, (held) =>
+        hmac(sha256, this.#keys.derive(held, "b", binding, ctxKey), input),
+      );
+      if (mac === undefined) continue;
+      const index = Buffer.from(mac.buffer, mac.byteOffset, length).toString("base64url");
+      if (!out.includes(index)) out.push(index);
+    }
+    return out;
+  }
+
+  /**
+   * Every stored form (bytes) an equality lookup of `value` in a deterministic field must match
+   * while a migration is under way: its ciphertext under the current key id first (`encrypt`),
+   * then under each of `previousKeyIds` whose stable data key exists for the context, then, with
+   * `legacyPlaintext`, the value as a legacy plaintext row holds it (`legacyForm`). That last
+   * form is the value itself: a lookup that uses it sends the value to the database in clear,
+   * as the legacy rows already hold it. One form when neither option is set.
+   * @throws ValidationException when `spec.mode` is not "deterministic", and as `encrypt`;
+   *   KMSInternalException and KMS errors for previous keys as `blindIndexForms`.
+   */
+  async lookupForms(
+    binding: FieldBinding,
+    spec: FieldSpec,
+    value: unknown,
+    options?: EncryptCallOptions,
+  ): Promise<Uint8Array[]> {
+    const out = await this.#sealedForms(binding, spec, value, options);
+    const legacy = this.legacyForm(binding, spec, value, "bytes");
+    if (legacy !== undefined) out.push(legacy);
+    return out;
+  }
+
+  /** `lookupForms` for String columns: the text forms (`kms1:` + base64url, then legacy text). */
+  async lookupFormsText(
+    binding: FieldBinding,
+    spec: FieldSpec,
+    value: unknown,
+    options?: EncryptCallOptions,
+  ): Promise<string[]> {
+    const sealed = await this.#sealedForms(binding, spec, value, options);
+    const out = sealed.map(toFieldText);
+    const legacy = this.legacyForm(binding, spec, value, "text");
+    if (legacy !== undefined) out.push(legacy);
+    return out;
+  }
+
+  /**
+   * With `legacyPlaintext`, the form a legacy plaintext row holds `value` in (FORMAT §6.7): its
+   * natural text form (a string as it is, `String(n)`, "true"/"false", a date's ISO string, a
+   * bigint's digits, a decimal's text, JSON text) or, for a Bytes column, that text's UTF-8
+   * bytes (a `bytes` field's own bytes). It is the value in clear: a lookup that compares it
+   * sends the value to the database as the legacy rows already hold it. Undefined without
+   * `legacyPlaintext`, and when that form would read as ciphertext (no legacy row can hold it).
+   * Legacy rows holding another spelling (" 42", "t", another date format) are not matched.
+   * @throws ValidationException when the value is not of `spec.type`.
+   */
+  legacyForm(
+    binding: FieldBinding,
+    spec: FieldSpec,
+    value: unknown,
+    storage: "text",
+  ): string | undefined;
+  legacyForm(
+    binding: FieldBinding,
+    spec: FieldSpec,
+    value: unknown,
+    storage: "bytes",
+  ): Uint8Array | undefined;
+  legacyForm(
+    binding: FieldBinding,
+    spec: FieldSpec,
+    value: unknown,
+    storage: "text" | "bytes",
+  ): string | Uint8Array | undefined {
+    if (!this.#legacyPlaintext) return undefined;
+    if (storage !== "text" && storage !== "bytes") {
+      throw new ValidationError(`"storage" must be "text" or "bytes"`);
+    }
+    return legacyFormOf(binding.field, spec.type, value, storage);
+  }
+
+  /** The deterministic ciphertexts of `value` under the current and the previous key ids. */
+  async #sealedForms(
+    binding: FieldBinding,
+    spec: FieldSpec,
+    value: unknown,
+    options: EncryptCallOptions | undefined,
+  ): Promise<Uint8Array[]> {
+    if (spec === null || typeof spec !== "object" || spec.mode !== "deterministic") {
+      throw new ValidationError(
+        `lookup forms are for deterministic fields: a randomized value matches nothing`,
+      );
+    }
+    const out = [await this.encrypt(binding, spec, value, options)];
+    const previous = this.#previousKeyIds;
+    if (previous === undefined) return out;
+    const ctxKey = contextKey(binding.context);
+    const aad = encodeBinding(binding, ctxKey);
+    const keyed = keyContextOf(binding, ctxKey);
+    for (const keyId of this.#previousOf(previous, keyed.context)) {
+      const sealed = await this.#keys.withExistingStable(
+        keyId,
+        keyed.context,
+        keyed.ctxKey,
+        (held) =>
+          // Encoded inside the use: the seal wipes it, and a use refused (a dropped key) runs again.
+          this.#sealDeterministic(
+            held,
+            binding,
+            ctxKey,
+            aad,
+            encodeFieldValue(binding.field, spec.type, value),
+          ),
+      );
+      if (sealed !== undefined && !out.some((form) => sameBytes(form, sealed))) out.push(sealed);
+    }
+    return out;
+  }
+
+  /** The previous key ids of a key context, without the one it selects now. */
+  #previousOf(
+    previous: (context: EncryptionContext) => readonly string[],
+    context: EncryptionContext,
+  ): string[] {
+    const ids = previous(context);
+    if (!Array.isArray(ids) || !ids.every((id) => typeof id === "string" && id.length > 0)) {
+      throw new ValidationError(`"previousKeyIds" must give an array of non-empty key ids`);
+    }
+    const current = this.#keys.keyIdOf(context);
+    return [...new Set(ids)].filter((id) => id !== current);
   }
 
   /**
@@ -886,6 +1043,56 @@ function legacyValue(
 }
 
 const wipe = Uint8Array.prototype.fill;
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && Buffer.from(a).equals(Buffer.from(b));
+}
+
+/** `previousKeyIds` as a function; undefined when none are configured (one lookup form). */
+function previousKeySelector(
+  option: FieldEncryptionEngineOptions["previousKeyIds"],
+): ((context: EncryptionContext) => readonly string[]) | undefined {
+  if (option === undefined) return undefined;
+  if (typeof option === "function") return option;
+  if (!Array.isArray(option) || !option.every((id) => typeof id === "string" && id.length > 0)) {
+    throw new ValidationError(
+      `"previousKeyIds" must be an array of non-empty key ids or a function of the context`,
+    );
+  }
+  if (option.length === 0) return undefined;
+  const ids = Object.freeze([...option]);
+  return () => ids;
+}
+
+/** The HMAC input and the kept length of a blind index (FORMAT §6.5). */
+function indexInput(
+  binding: FieldBinding,
+  spec: BlindIndexSpec,
+  value: unknown,
+): { readonly input: Uint8Array; readonly length: number } {
+  const length = spec.bytes ?? 16;
+  if (!Number.isInteger(length) || length < 4 || length > 32) {
+    throw new ValidationError(`"bytes" of a blind index must be an integer 4–32, got ${length}`);
+  }
+  if (spec.type !== undefined) {
+    if (!FIELD_VALUE_TYPES.includes(spec.type)) {
+      throw new ValidationError(
+        `"type" of a blind index must be one of ${FIELD_VALUE_TYPES.join(", ")}`,
+      );
+    }
+    const input = encodeTypedIndexValue(binding.field, spec.type, value, (text) =>
+      normalize(text, spec.normalize),
+    );
+    return { input, length };
+  }
+  if (typeof value === "string") {
+    return {
+      input: encodeFieldValue(binding.field, "string", normalize(value, spec.normalize)),
+      length,
+    };
+  }
+  return { input: encodeIndexValue(binding.field, value), length };
+}
 
 function normalize(value: string, how: BlindIndexSpec["normalize"]): string {
   if (how === undefined) return value;

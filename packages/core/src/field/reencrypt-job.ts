@@ -89,7 +89,10 @@ function defaultPolicy(
  * KMS key, or whatever `shouldReencrypt` selects (values under a given data key, for one).
  * Each row is written with a compare-and-set, so the job is safe while the application keeps
  * writing, and the checkpoint it reports after each batch lets an interrupted run resume. Runs with legacy plaintext reads need an engine
- * created with `legacyPlaintext: true`.
+ * created with `legacyPlaintext: true`. While values move to a new key id, equality lookups find
+ * the rows not yet moved only when the application's engine lists the old key ids in
+ * `previousKeyIds` (and, for legacy rows, has `legacyPlaintext`) until the job has finished
+ * (FORMAT §6.7).
  * @throws ValidationException on bad options or a legacy value that is no text form of its
  *   field's type (FORMAT §6.7); InvalidCiphertextException when a stored value is neither
  *   ciphertext nor (with legacy reads) plaintext; KMS errors from the engine.

@@ -1,5 +1,6 @@
 import { InvalidCiphertextError, ValidationError } from "../errors.ts";
 import { isWellFormed } from "../internal/unicode.ts";
+import { isFieldCiphertextText, parseFieldCiphertext } from "./field-format.ts";
 import { jsonDataText, type NotJsonData } from "./json-data.ts";
 
 /**
@@ -489,5 +490,56 @@ export function parseLegacyValue(
       return encoder.encode(text);
     case "string":
       return text;
+  }
+}
+
+/**
+ * The form a legacy plaintext row holds `value` in, for equality lookups during a migration
+ * (FORMAT §6.7): its natural text form, as `parseLegacyValue` reads it back — a string as it is,
+ * a number as `String(n)` (`-0` as "-0"), a boolean as "true"/"false", a date as its
+ * `toISOString()`, a bigint's digits, a decimal's §6.3 text, JSON text as the json type encodes
+ * it — and for Bytes columns that text's UTF-8 bytes (a `bytes` field's own bytes). One spelling
+ * per value: a legacy row holding another one ("t", " 42", another date format) is not matched.
+ * Undefined when that form would be read as ciphertext (text with the `kms1:` prefix, bytes
+ * with a §6.1 header), which no legacy row can hold; and for `bytes` values that are not
+ * well-formed UTF-8 in a String column.
+ * @throws ValidationException when the value is not of the declared type (as encodeFieldValue).
+ */
+export function legacyFormOf(
+  field: string,
+  type: FieldValueType,
+  value: unknown,
+  storage: "text" | "bytes",
+): string | Uint8Array | undefined {
+  // Validated (and, where the text is the payload, canonicalized) as the encryption would.
+  const encoded = encodeFieldValue(field, type, value);
+  try {
+    if (type === "bytes" && storage === "bytes") {
+      const bytes = encoded.slice(1);
+      return parseFieldCiphertext(bytes) === undefined ? bytes : undefined;
+    }
+    let text: string;
+    switch (type) {
+      case "number":
+        text = Object.is(value, -0) ? "-0" : String(value);
+        break;
+      case "boolean":
+        text = String(value);
+        break;
+      case "date":
+        text = (value as Date).toISOString();
+        break;
+      default:
+        try {
+          text = decoder.decode(encoded.subarray(1));
+        } catch {
+          return undefined;
+        }
+    }
+    if (storage === "text") return isFieldCiphertextText(text) ? undefined : text;
+    const bytes = encoder.encode(text);
+    return parseFieldCiphertext(bytes) === undefined ? bytes : undefined;
+  } finally {
+    encoded.fill(0);
   }
 }

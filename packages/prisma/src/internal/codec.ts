@@ -34,6 +34,48 @@ export type GlobalOmit = Readonly<Record<string, Readonly<Record<string, unknown
 /** What a field's values are bound to (`context`) and what chooses their data key. */
 type FieldCtx = Pick<FieldBinding, "context" | "keyContext">;
 
+/**
+ * An exact equality of a unique where (`findUnique`, `update`, `delete`, `upsert`) on a
+ * deterministic field whose value has several stored forms while a migration is under way
+ * (`previousKeyIds`, `legacyPlaintext`): a unique input takes one value, not `in`, so the query
+ * is run with `holder[key]` set to each form in turn (see field-encryption.ts).
+ */
+export interface FormChoice {
+  readonly holder: Json;
+  readonly key: string;
+  /** The current form first. */
+  readonly forms: readonly unknown[];
+  /** The field looked up (a column of the where's model). */
+  readonly field: string;
+  /** `Model.field`, for errors. */
+  readonly name: string;
+}
+
+/**
+ * How a where that is a unique input (Prisma's WhereUniqueInput) takes an exact equality on a
+ * deterministic field: collected as choices the caller runs in turn, or, where the query cannot
+ * be run again per form, refused when the value has several (`refuse` names the place).
+ */
+export type UniqueWhere = FormChoice[] | { readonly refuse: string };
+
+/** Unique inputs inside a write: the statement runs once, with one value per unique input. */
+const NESTED_UNIQUE: UniqueWhere = {
+  refuse:
+    "a nested write's unique input (connect, connectOrCreate, upsert, update, delete, disconnect or set)",
+};
+/** A cursor names one row; a cursor that matches none gives an empty page, not an error. */
+export const CURSOR_UNIQUE: UniqueWhere = { refuse: "a cursor" };
+/** A compound unique key met where no unique input was expected. */
+const COMPOUND_UNIQUE: UniqueWhere = { refuse: "a compound unique key" };
+
+/** The stored forms of one looked-up value: in the filtered column, and (blind index) legacy. */
+interface ValueForms {
+  /** Deterministic: every form of the field (legacy included); blind index: the indexes. */
+  readonly sealed: readonly unknown[];
+  /** Blind index with `legacyPlaintext`: the value as a legacy row holds it in the field. */
+  readonly legacy: readonly unknown[];
+}
+
 export const READS = new Set([
   "findUnique",
   "findUniqueOrThrow",
@@ -309,16 +351,39 @@ export class Codec {
     value: unknown,
   ): Promise<unknown> {
     if (value === null) return null;
+    await this.#refuseCiphertext(model, field, value);
+    const binding = bindingOf(model, field, bound);
+    return spec.storage === "text"
+      ? this.engine.encryptText(binding, spec, value, this.options)
+      : this.engine.encrypt(binding, spec, value, this.options);
+  }
+
+  /**
+   * Every stored form an equality lookup of `value` in a deterministic field must match: the
+   * current one first, then those of a migration under way (engine `previousKeyIds`, and with
+   * `legacyPlaintext` the value as a legacy row holds it). One form outside migrations.
+   */
+  async lookupForms(
+    model: ModelDescriptor,
+    field: string,
+    spec: EncryptedFieldDescriptor,
+    bound: FieldCtx,
+    value: unknown,
+  ): Promise<unknown[]> {
+    await this.#refuseCiphertext(model, field, value);
+    const binding = bindingOf(model, field, bound);
+    return spec.storage === "text"
+      ? this.engine.lookupFormsText(binding, spec, value, this.options)
+      : this.engine.lookupForms(binding, spec, value, this.options);
+  }
+
+  async #refuseCiphertext(model: ModelDescriptor, field: string, value: unknown): Promise<void> {
     if (
       (typeof value === "string" && value.startsWith(FIELD_TEXT_PREFIX)) ||
       (value instanceof Uint8Array && (await this.#isCiphertext(value)))
     ) {
       reject(`${model.name}.${field} already holds ciphertext: refusing to encrypt it twice`);
     }
-    const binding = bindingOf(model, field, bound);
-    return spec.storage === "text"
-      ? this.engine.encryptText(binding, spec, value, this.options)
-      : this.engine.encrypt(binding, spec, value, this.options);
   }
 
   /**
@@ -477,12 +542,12 @@ export class Codec {
     await each(ops.create, create);
     if (isObject(ops.createMany)) await each(ops.createMany.data, create);
     await each(ops.connectOrCreate, async (item) => {
-      if (isObject(item.where)) await this.where(model, item.where, undefined);
+      if (isObject(item.where)) await this.where(model, item.where, undefined, NESTED_UNIQUE);
       if (isObject(item.create)) await create(item.create);
     });
     await each(ops.upsert, async (item) => {
       const where = isObject(item.where) ? item.where : undefined;
-      if (where !== undefined) await this.where(model, where, undefined);
+      if (where !== undefined) await this.where(model, where, undefined, NESTED_UNIQUE);
       if (isObject(item.create)) await create(item.create);
       if (isObject(item.update)) await update(item.update, where);
     });
@@ -490,7 +555,7 @@ export class Codec {
       // To-one: the data itself (or { where, data }); to-many: { where, data }.
       const data = isObject(item.data) ? item.data : item;
       const where = isObject(item.where) ? item.where : undefined;
-      if (where !== undefined) await this.where(model, where, undefined);
+      if (where !== undefined) await this.where(model, where, undefined, NESTED_UNIQUE);
       await update(data, where);
     });
     await each(ops.updateMany, async (item) => {
@@ -498,13 +563,27 @@ export class Codec {
       if (where !== undefined) await this.where(model, where, undefined);
       if (isObject(item.data)) await update(item.data, where);
     });
-    for (const key of ["connect", "disconnect", "set", "delete", "deleteMany"]) {
-      await each(ops[key], (item) => this.where(model, item, undefined));
+    for (const key of ["connect", "disconnect", "set", "delete"]) {
+      await each(ops[key], (item) => this.where(model, item, undefined, NESTED_UNIQUE));
     }
+    await each(ops.deleteMany, (item) => this.where(model, item, undefined));
   }
 
-  /** Rewrites equality filters on encrypted fields; any other filter on them is an error. */
-  async where(model: ModelDescriptor, where: Json, inherited: Ctx | undefined): Promise<void> {
+  /**
+   * Rewrites equality filters on encrypted fields; any other filter on them is an error. With
+   * `unique`, `where` is a unique input: an exact equality on a deterministic field there (or in
+   * a compound unique key) keeps one value, and several stored forms go to `unique` (see
+   * UniqueWhere); elsewhere a value with several forms becomes `in` of them.
+   */
+  async where(
+    model: ModelDescriptor,
+    where: Json,
+    inherited: Ctx | undefined,
+    unique?: UniqueWhere,
+  ): Promise<void> {
+    // Conditions over two columns (a blind index and its field's legacy rows), added once the
+    // walk is done so that it never walks them.
+    const added: Json[] = [];
     let ctx: Ctx | undefined;
     const resolve = () => {
       ctx ??= this.requireContext(model, [where, ...andClauses(model, where)], inherited);
@@ -538,11 +617,13 @@ export class Codec {
           );
           return boundTo(spec, rowCtx, modelCtx);
         };
-        await this.rewriteFilter(model, key, spec, where, resolveField);
+        const clause = await this.rewriteFilter(model, key, spec, where, resolveField, unique);
+        if (clause !== undefined) added.push(clause);
         continue;
       }
       if (isCompoundUnique(model, key, value)) {
-        await this.where(model, value, this.clauseContext(model, [value, where], inherited));
+        const ctxHere = this.clauseContext(model, [value, where], inherited);
+        await this.where(model, value, ctxHere, unique ?? COMPOUND_UNIQUE);
         continue;
       }
       // A related row's context is its own (an author of t1 may write posts of t2): a lookup
@@ -559,18 +640,32 @@ export class Codec {
         }
       }
     }
+    if (added.length > 0) {
+      const and = where.AND;
+      where.AND = [...(and === undefined ? [] : Array.isArray(and) ? and : [and]), ...added];
+    }
   }
 
+  /**
+   * Rewrites the filter on the encrypted `field` in `where` to what the database holds; returns a
+   * condition to add to the where's AND when it spans two columns (a blind index whose field
+   * still holds legacy plaintext rows). Outside migrations a value has one stored form and the
+   * filter keeps its shape. While one is under way a value may have several (the current one,
+   * those under `previousKeyIds`, a legacy one): `equals` becomes `in` of them, `in` the union
+   * of its values' forms, `not` and `notIn` exclude every form; several positive filters keep
+   * the forms all of them admit. An exact equality of a unique input (`unique`) keeps one value.
+   */
   async rewriteFilter(
     model: ModelDescriptor,
     field: string,
     spec: EncryptedFieldDescriptor,
     where: Json,
     resolve: () => FieldCtx,
-  ): Promise<void> {
+    unique?: UniqueWhere,
+  ): Promise<Json | undefined> {
     const value = where[field];
     // Prisma reads `undefined` as "no filter" (`where: { email: undefined }` matches everything).
-    if (value === null || value === undefined) return;
+    if (value === null || value === undefined) return undefined;
     // A filter is an object literal; an instance (Prisma's Decimal) is a value to look up.
     const isFilter = isObject(value) && isLiteral(value);
     const filter: Json = isFilter ? value : { equals: value };
@@ -591,7 +686,7 @@ export class Codec {
           Object.keys(v).length > 0 &&
           Object.entries(v).every(([iop, iv]) => iop === "equals" && iv === null)),
     );
-    if (onlyNulls) return;
+    if (onlyNulls) return undefined;
     const index = model.indexesOf[field]?.[0];
     if (spec.mode !== "deterministic" && index === undefined) {
       reject(
@@ -599,42 +694,146 @@ export class Codec {
       );
     }
     const bound = resolve();
-    const seal = async (v: unknown): Promise<unknown> => {
-      if (v === null) return null;
-      if (spec.mode === "deterministic") return this.encryptValue(model, field, spec, bound, v);
+    const ops = Object.keys(filter);
+    if (
+      unique !== undefined &&
+      spec.mode === "deterministic" &&
+      ops.length === 1 &&
+      ops[0] === "equals" &&
+      filter.equals !== null
+    ) {
+      const forms = await this.lookupForms(model, field, spec, bound, filter.equals);
+      // A bare value stays bare: compound unique inputs accept no filter objects.
+      const holder = isFilter ? { equals: forms[0] } : where;
+      const key = isFilter ? "equals" : field;
+      if (isFilter) where[field] = holder;
+      else where[field] = forms[0];
+      if (forms.length > 1) {
+        const name = `${model.name}.${field}`;
+        if (!Array.isArray(unique)) {
+          reject(
+            `${name} is looked up by one exact value in ${unique.refuse}, but its value has several stored forms while a migration is under way (previousKeyIds, legacyPlaintext), and a unique input cannot try them in turn; look the row up first with findUnique or findFirst (which match every form) and use its id, or finish the migration`,
+          );
+        }
+        unique.push({ holder, key, forms, field, name });
+      }
+      return undefined;
+    }
+    const formsOf = async (v: unknown): Promise<ValueForms> => {
+      if (v === null) return { sealed: [null], legacy: [] };
+      if (spec.mode === "deterministic") {
+        return { sealed: await this.lookupForms(model, field, spec, bound, v), legacy: [] };
+      }
       // A blind index hashes any JSON value, so a number looked up on a string field would
       // silently match nothing where a plain column would refuse it.
       if (spec.type === "string" && typeof v !== "string") {
         reject(`${model.name}.${field} is a string: got ${typeof v} in the filter`);
       }
       const [column, bidx] = index as NonNullable<typeof index>;
-      return this.engine.blindIndex(bindingOf(model, column, bound), bidx, v, this.options);
+      const sealed = await this.engine.blindIndexForms(
+        bindingOf(model, column, bound),
+        bidx,
+        v,
+        this.options,
+      );
+      const legacy =
+        spec.storage === "text"
+          ? this.engine.legacyForm(bindingOf(model, field, bound), spec, v, "text")
+          : this.engine.legacyForm(bindingOf(model, field, bound), spec, v, "bytes");
+      return { sealed, legacy: legacy === undefined ? [] : [legacy] };
     };
-    const out: Json = {};
+    // Each operator with the forms of its values; `not: { equals }` as `not`.
+    const terms: { readonly op: string; readonly forms: readonly ValueForms[] }[] = [];
     for (const [op, v] of Object.entries(filter)) {
       if (op === "in" || op === "notIn") {
         if (!Array.isArray(v)) reject(`${model.name}.${field}: "${op}" expects an array`);
-        out[op] = await Promise.all(v.map(seal));
+        terms.push({ op, forms: await Promise.all(v.map(formsOf)) });
       } else if (op === "not" && isObject(v)) {
-        const inner: Json = {};
-        for (const [iop, iv] of Object.entries(v)) {
+        const inner = Object.entries(v);
+        for (const [iop] of inner) {
           if (iop !== "equals")
             reject(`${model.name}.${field}: only "not: { equals }" works on ciphertext`);
-          inner.equals = await seal(iv);
         }
-        out.not = inner;
+        terms.push({
+          op: "not:equals",
+          forms: await Promise.all(inner.map(([, iv]) => formsOf(iv))),
+        });
       } else {
-        out[op] = await seal(v);
+        terms.push({ op, forms: [await formsOf(v)] });
       }
     }
-    // A bare value stays bare: compound unique inputs accept no filter objects.
-    const rewritten = isFilter ? out : out.equals;
-    if (spec.mode === "deterministic") {
-      where[field] = rewritten;
-    } else {
-      delete where[field];
-      where[(index as NonNullable<typeof index>)[0]] = rewritten;
+    const single = terms.every((t) =>
+      t.forms.every((f) => f.sealed.length === 1 && f.legacy.length === 0),
+    );
+    if (single) {
+      const out: Json = {};
+      for (const { op, forms } of terms) {
+        const first = forms.map((f) => f.sealed[0]);
+        if (op === "in" || op === "notIn") out[op] = first;
+        else if (op === "not:equals") out.not = first.length === 0 ? {} : { equals: first[0] };
+        else out[op] = first[0];
+      }
+      // A bare value stays bare: compound unique inputs accept no filter objects.
+      const rewritten = isFilter ? out : out.equals;
+      if (spec.mode === "deterministic") {
+        where[field] = rewritten;
+      } else {
+        delete where[field];
+        where[(index as NonNullable<typeof index>)[0]] = rewritten;
+      }
+      return undefined;
     }
+    // A migration under way. Null tests stay on the field (null exactly when its index is, in
+    // migrated and legacy rows alike); values become the forms each operator admits.
+    const nulls: Json = {};
+    const positive: unknown[][] = [];
+    const positiveLegacy: unknown[][] = [];
+    const negative: unknown[] = [];
+    const negativeLegacy: unknown[] = [];
+    for (const { op, forms } of terms) {
+      const isNull =
+        forms.length === 1 && forms[0]?.sealed[0] === null && op !== "in" && op !== "notIn";
+      if (isNull) {
+        nulls[op === "not:equals" ? "not" : op] = op === "not:equals" ? { equals: null } : null;
+        continue;
+      }
+      const sealed = forms.flatMap((f) => f.sealed);
+      const legacy = forms.flatMap((f) => f.legacy);
+      if (op === "equals" || op === "in") {
+        positive.push(sealed);
+        positiveLegacy.push(legacy);
+      } else {
+        negative.push(...sealed);
+        negativeLegacy.push(...legacy);
+      }
+    }
+    const admits = (lists: readonly unknown[][], excluded: readonly unknown[]): Json => {
+      const out: Json = {};
+      if (lists.length > 0) out.in = intersection(lists);
+      if (excluded.length > 0) out.notIn = union(excluded);
+      return out;
+    };
+    const sealedFilter = admits(positive, negative);
+    if (spec.mode === "deterministic") {
+      where[field] = { ...nulls, ...sealedFilter };
+      return undefined;
+    }
+    const column = (index as NonNullable<typeof index>)[0];
+    if (Object.keys(nulls).length > 0) where[field] = nulls;
+    else delete where[field];
+    const hasLegacy = positiveLegacy.some((l) => l.length > 0) || negativeLegacy.length > 0;
+    if (!hasLegacy) {
+      where[column] = sealedFilter;
+      return undefined;
+    }
+    // Legacy rows have no index yet: they are matched on the field, by the value in clear.
+    return {
+      OR: [
+        { [column]: sealedFilter },
+        // Not null: a null field is no legacy value, and `not` never matches null.
+        { [column]: null, [field]: { not: null, ...admits(positiveLegacy, negativeLegacy) } },
+      ],
+    };
   }
 
   /**
@@ -773,7 +972,9 @@ export class Codec {
         const nested = container[relation];
         if (!isObject(nested)) continue;
         if (isObject(nested.where)) await this.where(targetModel, nested.where, undefined);
-        if (isObject(nested.cursor)) await this.where(targetModel, nested.cursor, undefined);
+        if (isObject(nested.cursor)) {
+          await this.where(targetModel, nested.cursor, undefined, CURSOR_UNIQUE);
+        }
         await this.relationWheres(targetModel, nested);
       }
     }
@@ -987,6 +1188,29 @@ function bindingOf(model: ModelDescriptor, field: string, bound: FieldCtx): Fiel
   return bound.keyContext === undefined
     ? { model: model.name, field, context: bound.context }
     : { model: model.name, field, context: bound.context, keyContext: bound.keyContext };
+}
+
+/** A stored form as a key: text as it is, bytes by their content. */
+function formKey(form: unknown): unknown {
+  return form instanceof Uint8Array ? `bytes:${Buffer.from(form).toString("hex")}` : form;
+}
+
+/** The forms every list holds, in the first list's order. */
+function intersection(lists: readonly (readonly unknown[])[]): unknown[] {
+  const [first = [], ...rest] = lists;
+  const sets = rest.map((list) => new Set(list.map(formKey)));
+  return union(first.filter((form) => sets.every((set) => set.has(formKey(form)))));
+}
+
+/** The forms without repeats, in order. */
+function union(forms: readonly unknown[]): unknown[] {
+  const seen = new Set<unknown>();
+  return forms.filter((form) => {
+    const key = formKey(form);
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
 }
 
 /** Whether writing `data` encrypts anything (directly or in nested writes); null is not. */
