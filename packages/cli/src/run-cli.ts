@@ -40,6 +40,10 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   ),
 };
 
+/** The command of that name; undefined for any other, `toString` and `__proto__` included. */
+const commandNamed = (name: string): Command | undefined =>
+  Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+
 /** Commands that take a subcommand, e.g. `kms audit list`. */
 const GROUPS: ReadonlySet<string> = new Set([AUDIT_GROUP]);
 
@@ -115,12 +119,21 @@ async function execute(
     const at = commandIndex(argv);
     command = at === -1 ? undefined : argv[at];
     if (command === "help" || (command === undefined && wantsHelp(argv))) {
-      const topic = argv[at + 1];
+      // A flag after `help` (`kms help --help`) asks for the global usage, as it always did.
+      const next = at === -1 ? undefined : argv[at + 1];
+      const topic = next?.startsWith("-") === true ? undefined : next;
       const sub = topic !== undefined && GROUPS.has(topic) ? argv[at + 2] : undefined;
-      await writeOut(
-        io,
-        usageText(at === -1 ? undefined : sub === undefined ? topic : `${topic} ${sub}`),
-      );
+      // An unknown topic is an unknown command, exit 2, as everywhere else; usageText would
+      // fall back to the global usage and the exit status say all was well.
+      const known = (name: string): boolean =>
+        name === "help" || GROUPS.has(name) || commandNamed(name) !== undefined;
+      if (topic !== undefined && !known(topic)) {
+        throw new UsageError(`help: unknown command "${topic}"`);
+      }
+      if (sub !== undefined && commandNamed(`${topic} ${sub}`) === undefined) {
+        throw new UsageError(`${topic}: unknown subcommand "${sub}"`, topic);
+      }
+      await writeOut(io, usageText(sub === undefined ? topic : `${topic} ${sub}`));
       return EXIT_OK;
     }
     if (command === undefined) throw new UsageError("no command given");
@@ -137,11 +150,11 @@ async function execute(
       }
       subAt = at + 1 + rest;
       command = `${group} ${argv[subAt]}`;
-      if (COMMANDS[command] === undefined) {
+      if (commandNamed(command) === undefined) {
         throw new UsageError(`${group}: unknown subcommand "${argv[subAt]}"`, group);
       }
     }
-    const definition = COMMANDS[command];
+    const definition = commandNamed(command);
     if (definition === undefined) throw new UsageError(`unknown command "${command}"`);
     const options = { ...GLOBAL_OPTIONS, ...definition.options };
     const parsed = parseArgs({

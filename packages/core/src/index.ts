@@ -192,6 +192,7 @@ export {
   type EncryptFileOptions,
   encryptFile,
   type FileProgress,
+  type FileResult,
 } from "./message/file.ts";
 export {
   DEFAULT_FRAME_LENGTH,

@@ -1,5 +1,6 @@
 import {
   close,
+  closeSync,
   constants,
   createWriteStream,
   fstat,
@@ -11,16 +12,18 @@ import {
   writeFile,
   writev,
 } from "node:fs";
-import { lstat, readlink, realpath, stat } from "node:fs/promises";
-import { basename, dirname, join, resolve } from "node:path";
+import { lstat, readdir, readlink, realpath, stat } from "node:fs/promises";
+import { basename, dirname, join, resolve, sep } from "node:path";
 import { Writable } from "node:stream";
 import { finished } from "node:stream/promises";
+import { isatty } from "node:tty";
 import {
   AlreadyExistsError,
   type DecryptPolicy,
   decryptFile,
   encryptFile,
   type FileProgress,
+  type FileResult,
   KMS_PROVIDER_ID,
   KmsKeyring,
   RESERVED_CONTEXT_PREFIX,
@@ -34,6 +37,7 @@ import {
   stringsOption,
 } from "./args.ts";
 import { type Command, type CommandContext, printJson } from "./command.ts";
+import { oneLine } from "./one-line.ts";
 import { UsageError } from "./usage.ts";
 
 const IO_OPTIONS = {
@@ -48,36 +52,58 @@ function paths(ctx: CommandContext): { input: string; output: string } {
   const input = requiredOption(ctx.values, "in", ctx.command);
   const output = requiredOption(ctx.values, "out", ctx.command);
   const at = (p: string): string => (p === "-" ? p : resolve(ctx.io.cwd, p));
+  // Resolving drops a trailing slash: `--out backups/` (a directory meant) wrote a file `backups`.
+  if (output !== "-" && (output.endsWith("/") || output.endsWith(sep))) {
+    const directory = statSync(at(output), { throwIfNoEntry: false })?.isDirectory() === true;
+    throw new UsageError(
+      `${ctx.command}: --out ${output} ${directory ? "is a directory" : "ends in a slash, which names a directory"}: --out names the file to write`,
+      ctx.command,
+    );
+  }
   const result = { input: at(input), output: at(output) };
-  if (result.input !== "-" && (result.input === result.output || sameFile(ctx, result))) {
+  if ((result.input !== "-" && result.input === result.output) || sameFile(ctx, result)) {
     throw new UsageError(`${ctx.command}: --in and --out name the same file`, ctx.command);
   }
   return result;
 }
 
 /**
- * Whether both ends reach one file through a symbolic or hard link, or `--out -` through a
- * stdout redirected to the input. Comparing the strings alone let `--in link --out target`
- * replace the input with its own ciphertext (or plaintext), and `kms decrypt --in x.kms --out -
- * >> x.kms` append the plaintext to the message it was reading (as `cat f >> f`, which cat refuses).
+ * Whether both ends reach one file, whatever names them: a symbolic or hard link, a stdout
+ * redirected onto the input (`--out -`, `/dev/stdout`), a stdin redirected from the output
+ * (`--in -`). Comparing the strings alone let `--in link --out target` replace the input with its
+ * own ciphertext (or plaintext); `kms decrypt --in x.kms --out - >> x.kms` append the plaintext
+ * to the message it was reading (as `cat f >> f`, which cat refuses); and `kms encrypt --in -
+ * --out - < f >> f` read its own output without end.
  */
 function sameFile(
   ctx: CommandContext,
   { input, output }: { input: string; output: string },
 ): boolean {
   try {
-    const a = statSync(input, { throwIfNoEntry: false });
-    const b = output === "-" ? stdoutStats(ctx) : statSync(output, { throwIfNoEntry: false });
-    return a !== undefined && b !== undefined && a.dev === b.dev && a.ino === b.ino;
+    const a = input === "-" ? stdinFile(ctx) : statSync(input, { throwIfNoEntry: false });
+    if (a === undefined) return false;
+    const b =
+      output === "-" ? descriptorStats(ctx.io.stdout) : statSync(output, { throwIfNoEntry: false });
+    return b !== undefined && a.dev === b.dev && a.ino === b.ino;
   } catch {
     // Unreadable or not a path (ENOTDIR, EACCES): the transfer itself reports it.
     return false;
   }
 }
 
-/** What the process's stdout is open on, when `io.stdout` is a stream on a descriptor. */
-function stdoutStats(ctx: CommandContext): Stats | undefined {
-  const fd = (ctx.io.stdout as { readonly fd?: unknown }).fd;
+/**
+ * What stdin is open on when it is a regular file or a disk (`< f`). A terminal or a socket is
+ * stdin and stdout at once in ordinary use (typing at the command; `socat`), and writing it
+ * does not change what is read.
+ */
+function stdinFile(ctx: CommandContext): Stats | undefined {
+  const info = descriptorStats(ctx.io.stdin);
+  return info?.isFile() === true || info?.isBlockDevice() === true ? info : undefined;
+}
+
+/** What a process stream (`io.stdin`, `io.stdout`) is open on, when it is one on a descriptor. */
+function descriptorStats(stream: object): Stats | undefined {
+  const fd = (stream as { readonly fd?: unknown }).fd;
   return typeof fd === "number" ? fstatSync(fd) : undefined;
 }
 
@@ -85,7 +111,10 @@ function stdoutStats(ctx: CommandContext): Stats | undefined {
  * Open for appending, never creating. `fs.open`, and so a write stream, takes numeric flags; the
  * types only admit the string forms, none of which appends without O_CREAT.
  */
-const APPEND_EXISTING = (constants.O_WRONLY | constants.O_APPEND) as unknown as string;
+const APPEND_EXISTING = (constants.O_WRONLY |
+  constants.O_APPEND |
+  // A terminal opened by name must not become the controlling terminal of a process without one.
+  (constants.O_NOCTTY ?? 0)) as unknown as string;
 
 /** Thrown into a transfer that `io.signal` stopped (SIGINT, SIGTERM or SIGHUP, for the bin). */
 class InterruptedError extends Error {
@@ -98,7 +127,7 @@ class InterruptedError extends Error {
  */
 type Through =
   | { readonly fd: number }
-  | { readonly path: string; readonly found: Pick<Stats, "dev" | "ino"> | undefined };
+  | { readonly path: string; readonly found: Stats | undefined };
 
 /** Both ends of a transfer, checked before the KMS is opened. */
 interface Files {
@@ -127,7 +156,44 @@ async function transferFiles(
     const existing = await lstat(output).catch(() => undefined);
     if (existing !== undefined && !existing.isDirectory()) throw outputExists(ctx, output);
   }
+  if (output !== "-" && through === undefined) {
+    for (const path of await partialsBeside(output)) {
+      ctx.io.stderr.write(
+        `kms: warning: ${oneLine(path)} was left by an encrypt or decrypt that did not finish (killed, or still running): it may hold plaintext; remove it\n`,
+      );
+    }
+  }
   return { input, output, through };
+}
+
+/** `.<12 hex>.partial`: what core appends to the name of a file `--out` while writing it. */
+const PARTIAL = /^(.*)\.[0-9a-f]{12}\.partial$/s;
+const SUFFIX_BYTES = ".0123456789ab.partial".length;
+/** The longest file name core makes its temporary names fit (bytes). */
+const MAX_NAME_BYTES = 255;
+
+/**
+ * The temporary files of earlier transfers to `output` still beside it. A process killed by
+ * SIGKILL (or the OOM killer, or a power cut) cannot remove its own, and on decrypt it holds
+ * verified plaintext of a message that never finished; nothing else would ever name it. For a
+ * name near the 255-byte limit core cuts the name short, so a prefix of it counts too.
+ */
+async function partialsBeside(output: string): Promise<string[]> {
+  const name = basename(output);
+  // An unreadable directory (a drop box one may only write to) is not searched.
+  const entries = await readdir(dirname(output)).catch(() => [] as string[]);
+  return entries
+    .filter((entry) => {
+      const prefix = PARTIAL.exec(entry)?.[1];
+      if (prefix === undefined || prefix.length === 0) return false;
+      if (prefix === name) return true;
+      // Cut short: only for a name too long to take the suffix, and at most 3 bytes short of
+      // the limit (a character is cut whole).
+      const cut = Buffer.byteLength(name) + SUFFIX_BYTES > MAX_NAME_BYTES;
+      return cut && name.startsWith(prefix) && Buffer.byteLength(entry) > MAX_NAME_BYTES - 4;
+    })
+    .sort()
+    .map((entry) => join(dirname(output), entry));
 }
 
 const forced = (ctx: CommandContext): boolean => booleanOption(ctx.values, "force") === true;
@@ -198,13 +264,29 @@ async function descriptorOf(path: string): Promise<{ pid: number; fd: number } |
  * or undefined when `--out` was written as a stream (`-`, or see {@link writesThrough}), once
  * everything written there was taken. `io.signal` stops it: core then removes the partial output
  * file, instead of leaving `<out>.<random>.partial` (on decrypt, verified plaintext of a message
- * never finished) behind as the killed process did.
+ * never finished) behind as the killed process did; one it cannot remove is named on stderr.
+ * `binary`: the output (ciphertext) is refused on a terminal, by whatever name it is reached.
  */
-async function transfer<R>(
+async function transfer<R extends FileResult>(
   ctx: CommandContext,
   { input, output, through }: Files,
+  { binary }: { readonly binary: boolean },
   run: (ends: Ends) => Promise<R>,
 ): Promise<{ result: R; outputBytes: number | undefined }> {
+  // A device is opened now, before the signal is read (a signal while a device holds the open
+  // ends the process as before the transfer): whether the output is a terminal is a property of
+  // the descriptor, not of its name (`/dev/stdout`, `/proc/self/fd/1`, `/dev/tty`, `/dev/pts/3`).
+  const device =
+    through !== undefined && "path" in through && through.found?.isCharacterDevice() === true
+      ? await openDevice(through.path, through.found, replaced(ctx, through.path))
+      : undefined;
+  // A regular file or a FIFO (the rest of what is written through) is never a terminal.
+  const terminal =
+    output === "-" ? ctx.io.stdout.isTTY === true : device !== undefined && isatty(device);
+  if (terminal && binary) {
+    if (device !== undefined) closeSync(device);
+    throw refusingTerminal(ctx);
+  }
   // Read only here: reading it tells the binary that this command handles SIGINT itself.
   const signal = ctx.io.signal;
   // A file `--out`, which core writes beside and moves into place (rather than a stream).
@@ -214,16 +296,23 @@ async function transfer<R>(
     `${ctx.command}: stopped before the end of the input${where}`,
   );
   const stopped = (): boolean => signal?.aborted === true;
-  if (stopped()) throw interrupted;
+  if (stopped()) {
+    if (device !== undefined) closeSync(device);
+    throw interrupted;
+  }
+  // Core rejects with the reason of the signal it is given, having named in it a partial output
+  // it could not remove: that reason is the error this command fails with.
+  const stop = new AbortController();
+  const forward = (): void => stop.abort(interrupted);
+  signal?.addEventListener("abort", forward, { once: true });
   const flag = booleanOption(ctx.values, "progress");
   // Data going to a terminal shares the screen with the bar, whose redraws (`\r…\x1b[K`) would
   // erase the line of text they land on: only `--progress` draws it then.
-  const toTerminal = output === "-" && ctx.io.stdout.isTTY === true;
   const bar = createProgressBar({
     label: ctx.command,
     unit: "bytes",
     output: ctx.io.stderr,
-    show: flag === true ? "always" : flag === false || toTerminal ? "never" : "auto",
+    show: flag === true ? "always" : flag === false || terminal ? "never" : "auto",
   });
   // A stream of our own on a path written through, for the CLI to end once core is done with it
   // (core writes into a stream it is given, waiting for each write's callback, and leaves it open).
@@ -236,10 +325,12 @@ async function transfer<R>(
         ? new Writable({
             write: (chunk: Buffer, _encoding, done) => writeFile(through.fd, chunk, done),
           })
-        : createWriteStream(through.path, {
-            flags: APPEND_EXISTING,
-            fs: openingOnly(through.found, replaced(ctx, through.path)),
-          });
+        : device !== undefined
+          ? createWriteStream(through.path, { fd: device })
+          : createWriteStream(through.path, {
+              flags: APPEND_EXISTING,
+              fs: openingOnly(through.found, replaced(ctx, through.path)),
+            });
   // An open that fails before core pipes into it (ENXIO: a socket) is reported from `errored`.
   const ignore = (): void => undefined;
   sink?.on("error", ignore);
@@ -248,15 +339,20 @@ async function transfer<R>(
       in: input === "-" ? ctx.io.stdin : input,
       out: output === "-" ? ctx.io.stdout : (sink ?? output),
       onProgress: bar.file,
-      ...(signal === undefined ? {} : { signal }),
+      ...(signal === undefined ? {} : { signal: stop.signal }),
       overwrite: forced(ctx),
     });
     if (sink !== undefined) {
       // Core leaves a stream it was given open; this one is ours to close.
       sink.end();
-      await finished(sink, signal === undefined ? {} : { signal });
+      await finished(sink, signal === undefined ? {} : { signal: stop.signal });
     }
     bar.finish("done");
+    if (result.leftover !== undefined) {
+      ctx.io.stderr.write(
+        `kms: warning: --out was written, but its temporary file ${oneLine(result.leftover)} could not be removed: a second name for the output; remove it\n`,
+      );
+    }
     // What goes through a stream may be what the process's stdout is: no summary after it.
     const streamed = output === "-" || sink !== undefined;
     const outputBytes = streamed ? undefined : (await stat(output)).size;
@@ -266,9 +362,34 @@ async function transfer<R>(
     bar.finish("failed");
     if (stopped()) throw interrupted;
     // What core refuses a file `--out` with when one appeared there during the transfer.
-    if (placed && error instanceof AlreadyExistsError) throw outputExists(ctx, output);
+    if (placed && error instanceof AlreadyExistsError) {
+      const refused = outputExists(ctx, output);
+      const left = (error as { readonly leftover?: unknown }).leftover;
+      if (typeof left !== "string") throw refused;
+      throw new UsageError(
+        `${refused.message}; the temporary file ${left} could not be removed: it holds the output; remove it`,
+        ctx.command,
+      );
+    }
     throw sink?.errored ?? error;
+  } finally {
+    signal?.removeEventListener("abort", forward);
   }
+}
+
+/**
+ * Opens the device at `path` for writing (appending, never creating), failing with `changed`
+ * if what is opened is not the file found at the start: see {@link openingOnly}.
+ */
+function openDevice(path: string, found: Stats, changed: Error): Promise<number> {
+  return new Promise((resolve, reject) => {
+    openingOnly(found, changed).open(
+      path,
+      APPEND_EXISTING as unknown as number,
+      0o666,
+      (error, fd) => (error === null ? resolve(fd as number) : reject(error)),
+    );
+  });
 }
 
 /**
@@ -302,6 +423,9 @@ function openingOnly(found: Pick<Stats, "dev" | "ino"> | undefined, changed: Err
   };
 }
 
+const refusingTerminal = (ctx: CommandContext): UsageError =>
+  new UsageError(`${ctx.command}: refusing to write binary ciphertext to a terminal`, ctx.command);
+
 const replaced = (ctx: CommandContext, output: string): Error =>
   new Error(
     `${ctx.command}: --out ${output} was replaced while the command ran (it is no longer the file found at the start): nothing was written to it`,
@@ -315,13 +439,12 @@ const encrypt: Command = {
     const named = paths(ctx);
     const context = contextOption(ctx.values, "context", ctx.command);
     const frameLength = integerOption(ctx.values, "frame-size", ctx.command);
-    if (named.output === "-" && ctx.io.stdout.isTTY === true) {
-      throw new UsageError("encrypt: refusing to write binary ciphertext to a terminal", "encrypt");
-    }
+    // Refused before the KMS is opened; an `--out` device is checked once opened (see transfer).
+    if (named.output === "-" && ctx.io.stdout.isTTY === true) throw refusingTerminal(ctx);
     const files = await transferFiles(ctx, named);
     const kms = await ctx.kms();
     const keyring = new KmsKeyring({ kms, keyIds: [key], callOptions: ctx.callOptions });
-    const { result, outputBytes } = await transfer(ctx, files, (ends) =>
+    const { result, outputBytes } = await transfer(ctx, files, { binary: true }, (ends) =>
       encryptFile({
         ...ends,
         keyring,
@@ -371,7 +494,7 @@ const decrypt: Command = {
     };
     // Discovery: any KMS key may have made the copy; --allow-key narrows it through the policy.
     const keyring = new KmsKeyring({ kms, keyIds: [], callOptions: ctx.callOptions });
-    const { result, outputBytes } = await transfer(ctx, files, (ends) =>
+    const { result, outputBytes } = await transfer(ctx, files, { binary: false }, (ends) =>
       decryptFile({
         ...ends,
         keyring,

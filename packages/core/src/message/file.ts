@@ -57,6 +57,21 @@ interface FileOptions {
   readonly signal?: AbortSignal;
 }
 
+/** What `encryptFile` and `decryptFile` resolve to (`decryptFile` adds the message's `info`). */
+export interface FileResult {
+  /** Input bytes read. */
+  readonly bytesRead: number;
+  /**
+   * Set when `out` is in place but the temporary file could not be removed afterwards (with
+   * `overwrite: false`, whose finished file is linked at `out` and then unlinked: an append-only
+   * directory, say): its path, a second name for the output (plaintext, for `decryptFile`) that
+   * the caller should remove or report. Never set for a stream `out`. A call that fails and
+   * cannot remove its temporary file says so in its error instead: the path at the end of the
+   * message and in the error's (non-enumerable) `leftover` property.
+   */
+  readonly leftover?: string;
+}
+
 export interface EncryptFileOptions
   extends FileOptions,
     Omit<EncryptStreamOptions, "encryptionContext" | "plaintextLength"> {
@@ -77,7 +92,7 @@ export interface DecryptFileOptions
  *   regular file); AlreadyExistsException for an existing `out` with `overwrite: false`;
  *   `signal.reason` when aborted; file-system errors as thrown.
  */
-export async function encryptFile(options: EncryptFileOptions): Promise<{ bytesRead: number }> {
+export async function encryptFile(options: EncryptFileOptions): Promise<FileResult> {
   const { in: input, out, onProgress, signal, overwrite, context, ...rest } = options;
   const totalBytes = await checkEnds(input, out, signal, overwrite);
   const encrypt = createEncryptStream({
@@ -86,8 +101,7 @@ export async function encryptFile(options: EncryptFileOptions): Promise<{ bytesR
     // A known size lets data-key caching (byte limits) apply.
     ...(totalBytes === undefined ? {} : { plaintextLength: totalBytes }),
   });
-  const bytesRead = await run(input, out, totalBytes, encrypt, onProgress, signal, overwrite);
-  return { bytesRead };
+  return run(input, out, totalBytes, encrypt, onProgress, signal, overwrite);
 }
 
 /**
@@ -98,7 +112,7 @@ export async function encryptFile(options: EncryptFileOptions): Promise<{ bytesR
  */
 export async function decryptFile(
   options: DecryptFileOptions,
-): Promise<{ bytesRead: number; info: MessageInfo }> {
+): Promise<FileResult & { info: MessageInfo }> {
   const { in: input, out, onProgress, signal, overwrite, context, ...rest } = options;
   const totalBytes = await checkEnds(input, out, signal, overwrite);
   let info: MessageInfo | undefined;
@@ -110,8 +124,8 @@ export async function decryptFile(
       rest.onHeader?.(header);
     },
   });
-  const bytesRead = await run(input, out, totalBytes, decrypt, onProgress, signal, overwrite);
-  return { bytesRead, info: info! };
+  const result = await run(input, out, totalBytes, decrypt, onProgress, signal, overwrite);
+  return { ...result, info: info! };
 }
 
 const isStream = (value: unknown): boolean =>
@@ -208,7 +222,7 @@ async function run(
   onProgress: ((progress: FileProgress) => void) | undefined,
   signal: AbortSignal | undefined,
   overwrite: boolean | undefined,
-): Promise<number> {
+): Promise<FileResult> {
   let bytesRead = 0;
   const counter = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
@@ -226,13 +240,14 @@ async function run(
     } finally {
       relay.release();
     }
-    return bytesRead;
+    return { bytesRead };
   }
   const temporary = temporaryPath(out);
   // Exclusive (O_EXCL): a file or symbolic link already at this name is neither followed nor
   // written, nor removed below: the call fails with EEXIST. Mode 0600: decrypt output is
   // plaintext, readable by nobody else while it is written.
   const handle = await open(temporary, "wx", 0o600);
+  let leftover: string | undefined;
   try {
     // Made after the awaits above, so an error of its own (a missing file) has a listener.
     const source = typeof input === "string" ? createReadStream(input) : input;
@@ -243,17 +258,50 @@ async function run(
       signal,
     );
     signal?.throwIfAborted();
-    await moveIntoPlace(temporary, out, overwrite !== false);
+    leftover = await moveIntoPlace(temporary, out, overwrite !== false);
   } catch (error) {
     // Closed before the unlink (which a Windows file system refuses for an open file); the
     // write stream may be closing it too, and then this waits for that.
     await handle.close().catch(() => undefined);
-    await unlink(temporary).catch(() => undefined);
-    throw error;
+    throw await discard(temporary, error);
   }
   // The new name is an entry in the directory, itself written back to disk only when it is synced.
   await syncDirectory(dirname(out));
-  return bytesRead;
+  return leftover === undefined ? { bytesRead } : { bytesRead, leftover };
+}
+
+/**
+ * Removes the temporary file of a call that failed, and returns the error to throw. A removal
+ * that fails (an append-only directory, a file system gone read-only) is not swallowed: the
+ * file may hold verified plaintext of a message that never finished, so the error names it
+ * (its path, never its contents) at the end of its message, and in a non-enumerable `leftover`
+ * property as `FileResult.leftover` does on success. A value thrown that is no Error object (an
+ * abort reason) cannot carry the path: a process warning names it instead.
+ */
+async function discard(temporary: string, error: unknown): Promise<unknown> {
+  const failure = await unlink(temporary).then(
+    () => undefined,
+    (reason: unknown) => reason,
+  );
+  if (failure === undefined || codeOf(failure) === "ENOENT") return error;
+  const why = codeOf(failure) || String(failure);
+  const note = `the temporary file ${temporary} could not be removed (${why}): it may hold part of the output (plaintext, for a decryption); remove it`;
+  if (error instanceof Error) {
+    try {
+      // Own properties: a DOMException (an abort reason) has only a getter for its message.
+      Object.defineProperties(error, {
+        message: { value: `${error.message}; ${note}`, configurable: true, writable: true },
+        leftover: { value: temporary, configurable: true },
+      });
+      return error;
+    } catch {
+      // A frozen error: the warning below says it.
+    }
+  }
+  process.emitWarning(`${note[0]?.toUpperCase()}${note.slice(1)}`, {
+    code: "KMS_PARTIAL_OUTPUT_LEFT",
+  });
+  return error;
 }
 
 /**
@@ -289,10 +337,19 @@ const NO_HARD_LINKS = new Set(["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EXDE
 /**
  * Gives the finished file at `temporary` the name `out`. Replacing: one rename. Otherwise a
  * hard link, which the kernel refuses (EEXIST) if anything holds the name by then, whatever
- * appeared there since the check at the start; a rename would replace it.
+ * appeared there since the check at the start; a rename would replace it. Resolves to the
+ * temporary path when `out` is in place but that name could not be removed afterwards: the
+ * call has done its work then, and failing it would tell the caller `out` was not written.
  */
-async function moveIntoPlace(temporary: string, out: string, replace: boolean): Promise<void> {
-  if (replace) return rename(temporary, out);
+async function moveIntoPlace(
+  temporary: string,
+  out: string,
+  replace: boolean,
+): Promise<string | undefined> {
+  if (replace) {
+    await rename(temporary, out);
+    return undefined;
+  }
   try {
     await link(temporary, out);
   } catch (error) {
@@ -301,7 +358,11 @@ async function moveIntoPlace(temporary: string, out: string, replace: boolean): 
       throw await refusal(failure, temporary, out);
     });
   }
-  await unlink(temporary);
+  const failure = await unlink(temporary).then(
+    () => undefined,
+    (reason: unknown) => reason,
+  );
+  return failure === undefined || codeOf(failure) === "ENOENT" ? undefined : temporary;
 }
 
 /**

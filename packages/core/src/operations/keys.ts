@@ -1,6 +1,6 @@
-import { keyArn } from "../arn.ts";
+import { keyArn, parseKeyReference } from "../arn.ts";
 import { DAY_MS } from "../clock.ts";
-import { UnsupportedOperationError, ValidationError } from "../errors.ts";
+import { NotFoundError, UnsupportedOperationError, ValidationError } from "../errors.ts";
 import { asymmetricHsm } from "../hsm/asymmetric.ts";
 import {
   assertBoolean,
@@ -169,18 +169,39 @@ export async function updateKeyDescription(
   await updateKey(ctx, keyId, "updateKeyDescription", () => ({ description }));
 }
 
+/**
+ * The key id that `reference` names directly: a key id or key ARN, never an alias. EnableKey,
+ * DisableKey, ScheduleKeyDeletion and CancelKeyDeletion take no alias in AWS, which answers one
+ * with NotFoundException: an alias re-pointed between the caller's look-up and the call (by
+ * anyone allowed to update it) would turn the call on another key, and a scheduled deletion
+ * ends with that key's ciphertexts gone for good.
+ * @throws ValidationError, NotFoundError.
+ */
+function directKeyId(ctx: KmsContext, reference: unknown, operation: string): string {
+  const ref = parseKeyReference(ctx.identity, reference);
+  if (ref.kind === "alias") {
+    throw new NotFoundError(
+      `Invalid keyId ${String(reference)}: ${operation} takes a key id or key ARN, not an alias`,
+    );
+  }
+  return ref.keyId;
+}
+
+/** @throws NotFoundError (also for an alias: see {@link directKeyId}), InvalidStateError. */
 export async function enableKey(ctx: KmsContext, request: KeyIdRequest): Promise<void> {
   assertObject("request", request);
-  const keyId = await resolveKeyId(ctx, request.keyId);
+  const keyId = directKeyId(ctx, request.keyId, "enableKey");
   await updateKey(ctx, keyId, "enableKey", () => ({ keyState: "Enabled" }));
 }
 
+/** @throws NotFoundError (also for an alias: see {@link directKeyId}), InvalidStateError. */
 export async function disableKey(ctx: KmsContext, request: KeyIdRequest): Promise<void> {
   assertObject("request", request);
-  const keyId = await resolveKeyId(ctx, request.keyId);
+  const keyId = directKeyId(ctx, request.keyId, "disableKey");
   await updateKey(ctx, keyId, "disableKey", () => ({ keyState: "Disabled" }));
 }
 
+/** @throws ValidationError, NotFoundError (also for an alias), InvalidStateError. */
 export async function scheduleKeyDeletion(
   ctx: KmsContext,
   request: ScheduleKeyDeletionRequest,
@@ -190,7 +211,7 @@ export async function scheduleKeyDeletion(
     request.pendingWindowInDays === undefined
       ? 30
       : assertInteger("pendingWindowInDays", request.pendingWindowInDays, 7, 30);
-  const keyId = await resolveKeyId(ctx, request.keyId);
+  const keyId = directKeyId(ctx, request.keyId, "scheduleKeyDeletion");
   const deletionDate = ctx.clock.now() + days * DAY_MS;
   const key = await updateKey(ctx, keyId, "scheduleKeyDeletion", () => ({
     keyState: "PendingDeletion",
@@ -205,12 +226,13 @@ export async function scheduleKeyDeletion(
   };
 }
 
+/** @throws NotFoundError (also for an alias), InvalidStateError. */
 export async function cancelKeyDeletion(
   ctx: KmsContext,
   request: KeyIdRequest,
 ): Promise<{ keyId: string }> {
   assertObject("request", request);
-  const keyId = await resolveKeyId(ctx, request.keyId);
+  const keyId = directKeyId(ctx, request.keyId, "cancelKeyDeletion");
   // updateKey merges the change into the record; undefined removes the deletion fields.
   await updateKey(
     ctx,

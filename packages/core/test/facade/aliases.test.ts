@@ -289,15 +289,33 @@ describe("key references", () => {
     },
   };
 
+  /** Taking a key id or key ARN only, as in AWS: see key-id-only.test.ts. */
+  const KEY_ID_ONLY = new Set(["disableKey/enableKey", "scheduleKeyDeletion/cancelKeyDeletion"]);
+  const byAlias = (form: Form): boolean => form === "alias name" || form === "alias ARN";
+
   const cases = Object.keys(OPERATIONS).flatMap((operation) =>
     FORMS.map((form) => ({ operation, form })),
   );
 
-  test.each(cases)("$operation accepts the $form", async ({ operation, form }) => {
-    // The alias points to `keyId`; `otherKeyId` exists so that a wrong resolution would show.
-    await kms.createAlias({ aliasName: "alias/ref", targetKeyId: keyId });
-    await OPERATIONS[operation]!(kms, reference(form, keyId), keyId);
-  });
+  test.each(cases.filter(({ operation, form }) => !(KEY_ID_ONLY.has(operation) && byAlias(form))))(
+    "$operation accepts the $form",
+    async ({ operation, form }) => {
+      // The alias points to `keyId`; `otherKeyId` exists so that a wrong resolution would show.
+      await kms.createAlias({ aliasName: "alias/ref", targetKeyId: keyId });
+      await OPERATIONS[operation]!(kms, reference(form, keyId), keyId);
+    },
+  );
+
+  test.each(cases.filter(({ operation, form }) => KEY_ID_ONLY.has(operation) && byAlias(form)))(
+    "$operation refuses the $form: NotFoundError, the key unchanged",
+    async ({ operation, form }) => {
+      await kms.createAlias({ aliasName: "alias/ref", targetKeyId: keyId });
+      await expect(
+        OPERATIONS[operation]!(kms, reference(form, keyId), keyId),
+      ).rejects.toBeInstanceOf(NotFoundError);
+      expect((await kms.describeKey({ keyId })).keyMetadata.keyState).toBe("Enabled");
+    },
+  );
 
   test.each([
     ["another account", `arn:aws:kms:local:111111111111:key/KEY`],

@@ -394,6 +394,12 @@ interface Ref {
   readonly fit: boolean;
 }
 
+/**
+ * EnableKey, DisableKey, ScheduleKeyDeletion and CancelKeyDeletion take a key id or key ARN
+ * only, as in AWS: an alias (name or ARN) is NotFoundException, whatever it points to.
+ */
+const byAlias = (ref: Ref): boolean => ref.form === "alias" || ref.form === "aliasArn";
+
 type Command =
   | { readonly t: "createKey"; readonly p: Principal; readonly kind: Kind }
   | { readonly t: "setEnabled"; readonly p: Principal; readonly k: Ref; readonly enable: boolean }
@@ -897,7 +903,9 @@ class Run {
       case "setEnabled": {
         const { arg, key } = this.resolve(command.k);
         const action = command.enable ? "kms:EnableKey" : "kms:DisableKey";
-        const expected = keyChecks(m, key, { principal: command.p, action, row: MANAGE }) ?? ["ok"];
+        const expected = byAlias(command.k)
+          ? ["NotFoundException"]
+          : (keyChecks(m, key, { principal: command.p, action, row: MANAGE }) ?? ["ok"]);
         const operation = command.enable ? "enableKey" : "disableKey";
         const r = await this.call(operation, command.p, expected, () =>
           this.kms[operation]({ keyId: arg }, { principal: command.p }),
@@ -913,11 +921,13 @@ class Run {
         const expected =
           command.days < 7 || command.days > 30
             ? ["ValidationException"]
-            : (keyChecks(m, key, {
-                principal: command.p,
-                action: "kms:ScheduleKeyDeletion",
-                row: MANAGE,
-              }) ?? ["ok"]);
+            : byAlias(command.k)
+              ? ["NotFoundException"]
+              : (keyChecks(m, key, {
+                  principal: command.p,
+                  action: "kms:ScheduleKeyDeletion",
+                  row: MANAGE,
+                }) ?? ["ok"]);
         const r = await this.call("scheduleKeyDeletion", command.p, expected, () =>
           this.kms.scheduleKeyDeletion(
             { keyId: arg, pendingWindowInDays: command.days },
@@ -933,11 +943,13 @@ class Run {
       }
       case "cancelDeletion": {
         const { arg, key } = this.resolve(command.k);
-        const expected = keyChecks(m, key, {
-          principal: command.p,
-          action: "kms:CancelKeyDeletion",
-          row: CANCEL,
-        }) ?? ["ok"];
+        const expected = byAlias(command.k)
+          ? ["NotFoundException"]
+          : (keyChecks(m, key, {
+              principal: command.p,
+              action: "kms:CancelKeyDeletion",
+              row: CANCEL,
+            }) ?? ["ok"]);
         const r = await this.call("cancelKeyDeletion", command.p, expected, () =>
           this.kms.cancelKeyDeletion({ keyId: arg }, { principal: command.p }),
         );
