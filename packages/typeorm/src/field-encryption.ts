@@ -19,6 +19,7 @@ import {
   ValidationError,
 } from "@kms/core";
 import {
+  type AfterQueryEvent,
   type BeforeQueryEvent,
   type DataSource,
   type EntityMetadata,
@@ -30,6 +31,8 @@ import {
   type QueryRunner,
   type RecoverEvent,
   type SoftRemoveEvent,
+  type TransactionCommitEvent,
+  type TransactionRollbackEvent,
   type UpdateEvent,
 } from "typeorm";
 import type { EncryptedColumnSpec } from "./encrypted-column.ts";
@@ -101,6 +104,20 @@ type Snapshot = Map<
 /** Drivers with one connection: a data key written during a transaction belongs to it. */
 const SINGLE_CONNECTION = new Set(["better-sqlite3", "sqlite", "sqljs", "capacitor", "cordova"]);
 
+/** Drivers whose SERIALIZABLE transactions read with locks (see TypeormDataKeyStore.get). */
+const MYSQL_FAMILY = new Set(["mysql", "mariadb", "aurora-mysql"]);
+
+const SET_ISOLATION =
+  /^\s*SET\s+(?:(SESSION|LOCAL|GLOBAL)\s+)?TRANSACTION\s+ISOLATION\s+LEVEL\s+([A-Za-z]+(?:[\s-]+[A-Za-z]+)?)/iu;
+
+/** "REPEATABLE-READ" (a server variable), "repeatable read" (SQL) → "REPEATABLE READ". */
+function isolationLevel(text: string): string {
+  return text
+    .trim()
+    .toUpperCase()
+    .replace(/[\s_-]+/gu, " ");
+}
+
 /**
  * The one query runner of a single-connection driver (TypeORM's SQLite drivers hand every caller
  * the same runner): whatever transaction is open on the connection is open on it.
@@ -131,20 +148,39 @@ export class TypeormFieldEncryption {
   >();
   /** Transactions open on each query runner: 1, plus one per savepoint (nested transaction). */
   readonly #depths = new WeakMap<QueryRunner, number>();
+  /** MySQL/MariaDB: the isolation level of a query runner's open transaction, when set for it. */
+  readonly #isolation = new WeakMap<QueryRunner, string>();
+  /** MySQL/MariaDB: the level `SET TRANSACTION ISOLATION LEVEL` set for the next transaction. */
+  readonly #nextIsolation = new WeakMap<QueryRunner, string>();
+  /** MySQL/MariaDB: the session's isolation level, as set or read on the query runner. */
+  readonly #sessionIsolation = new WeakMap<QueryRunner, string>();
   readonly #snapshots = new WeakMap<object, Snapshot>();
-  readonly #pending = new WeakMap<QueryRunner, Set<object>>();
+  /** The write that remembered each entity's snapshot. */
+  readonly #rememberedBy = new WeakMap<object, PendingWrite>();
+  /** The writes on each query runner with entities still to restore. */
+  readonly #pending = new WeakMap<QueryRunner, Set<PendingWrite>>();
+  /**
+   * Counts transaction and savepoint beginnings; `#levels` holds the count at which each open
+   * level of a query runner began, a PendingWrite the count when it began and last sealed.
+   */
+  #sequence = 0;
+  readonly #levels = new WeakMap<QueryRunner, number[]>();
+  /** Rollbacks on single-connection drivers so far (see #sealEntity). */
+  #rollbacks = 0;
   readonly #gates = new Map<string, Map<string, Promise<void>>>();
   readonly #loadBatches = new WeakMap<object, LoadBatch>();
   /** Blind indexes as loaded on entities whose select left out the indexed property. */
   readonly #loadedIndexes = new WeakMap<object, Map<string, unknown>>();
   /** Embedded objects holding values being sealed, and the entity being written with each. */
   readonly #holders = new WeakMap<object, object>();
-  /** The entities of the broadcast of before-write hooks running on a query runner (or DataSource). */
-  readonly #broadcasts = new WeakMap<object, Set<object>>();
+  /** The write whose before-write hooks are running on a query runner (or DataSource). */
+  readonly #broadcasts = new WeakMap<object, PendingWrite>();
   /** The data key entity the default store writes through; undefined with another store. */
   readonly #dataKeyEntity: EntitySchema<DataKeyRow> | undefined;
   /** The DataSource the default data key store serves, once one has used this encryption. */
   #dataSource: DataSource | undefined;
+  /** Its entity metadata when bound: initialize() builds them anew (see `#bind`). */
+  #boundMetadatas: readonly EntityMetadata[] | undefined;
 
   constructor(options: FieldEncryptionOptions) {
     if (options === null || typeof options !== "object") {
@@ -231,13 +267,22 @@ export class TypeormFieldEncryption {
    * @throws ValidationException for another DataSource.
    */
   #bind(dataSource: DataSource): void {
-    if (this.#dataSource === dataSource || this.#dataKeyEntity === undefined) return;
+    if (this.#dataKeyEntity === undefined) return;
+    if (this.#dataSource === dataSource) {
+      if (this.#boundMetadatas === dataSource.entityMetadatas) return;
+      // destroy() then initialize() again: the data key table may be new (dropSchema, a test
+      // setup, a migration), and a data key cached before would seal values whose row is gone.
+      this.#boundMetadatas = dataSource.entityMetadatas;
+      this.engine.clearCache();
+      return;
+    }
     if (this.#dataSource !== undefined) {
       throw new ValidationError(
         `this fieldEncryption(...) already serves another DataSource: its data key cache is shared while each database holds its own data key table, so a data key made for one would be used in the other without its row there; build one fieldEncryption(...) per DataSource (or give them a dataKeyStore they all read)`,
       );
     }
     this.#dataSource = dataSource;
+    this.#boundMetadatas = dataSource.entityMetadatas;
   }
 
   /**
@@ -266,12 +311,19 @@ export class TypeormFieldEncryption {
   ): Promise<T> {
     this.#bind(dataSource);
     if (!SINGLE_CONNECTION.has(dataSource.options.type)) {
-      const read =
-        queryRunner !== undefined && !queryRunner.isReleased
-          ? queryRunner.manager
-          : dataSource.manager;
-      return managerScope.run({ read, write: dataSource.manager, beforeWrite: undefined }, () =>
-        fn(NO_OPTIONS),
+      const own = queryRunner !== undefined && !queryRunner.isReleased ? queryRunner : undefined;
+      const readLocks =
+        own !== undefined && MYSQL_FAMILY.has(dataSource.options.type)
+          ? () => this.#serializable(dataSource, own)
+          : undefined;
+      return managerScope.run(
+        {
+          read: own?.manager ?? dataSource.manager,
+          write: dataSource.manager,
+          beforeWrite: undefined,
+          readLocks,
+        },
+        () => fn(NO_OPTIONS),
       );
     }
     const runner = queryRunner ?? sharedRunner(dataSource);
@@ -283,9 +335,60 @@ export class TypeormFieldEncryption {
         read: manager,
         write: manager,
         beforeWrite: () => this.#refuseOtherTransaction(dataSource, scope),
+        readLocks: undefined,
       },
       () => fn(options),
     );
+  }
+
+  /**
+   * Remembers an isolation level set on a MySQL or MariaDB connection: TypeORM's
+   * `transaction("SERIALIZABLE", …)` (and the DataSource's `isolationLevel`) send
+   * `SET TRANSACTION ISOLATION LEVEL …` for the next transaction, and nothing on the query runner
+   * says which level its transaction has. See `#serializable`.
+   * @internal
+   */
+  noteQuery(dataSource: DataSource, queryRunner: QueryRunner | undefined, query: unknown): void {
+    if (queryRunner === undefined || !MYSQL_FAMILY.has(dataSource.options.type)) return;
+    if (typeof query !== "string" || query.length > 120) return;
+    const set = SET_ISOLATION.exec(query);
+    if (set === null) return;
+    const level = isolationLevel(set[2] as string);
+    const scope = set[1]?.toUpperCase();
+    if (scope === undefined) this.#nextIsolation.set(queryRunner, level);
+    else if (scope !== "GLOBAL") this.#sessionIsolation.set(queryRunner, level);
+  }
+
+  /**
+   * Whether `queryRunner` is in a SERIALIZABLE transaction (MySQL, MariaDB), where every read is
+   * a locking one: the level set for it, or else the session's, asked of the server once per
+   * query runner (a read of a data key not in the cache, in a transaction).
+   */
+  async #serializable(dataSource: DataSource, queryRunner: QueryRunner): Promise<boolean> {
+    if (!queryRunner.isTransactionActive) return false;
+    let level = this.#isolation.get(queryRunner) ?? this.#sessionIsolation.get(queryRunner);
+    if (level === undefined) {
+      // MySQL 8 has only transaction_isolation, MariaDB before 11.1 and MySQL 5 only
+      // tx_isolation (TypeORM keeps the server's version as "10.11.9", "8.0.36").
+      const major = Number.parseInt(String(dataSource.driver.version ?? ""), 10);
+      const names =
+        major >= 10 || major === 5
+          ? ["tx_isolation", "transaction_isolation"]
+          : ["transaction_isolation", "tx_isolation"];
+      let read: unknown;
+      for (const name of names) {
+        try {
+          read = await queryRunner.query(`SELECT @@SESSION.${name} AS level`);
+          break;
+        } catch {
+          // An unknown variable: the other name.
+        }
+      }
+      const first = Array.isArray(read) ? (read[0] as { level?: unknown } | undefined) : undefined;
+      level = isolationLevel(String(first?.level ?? ""));
+      this.#sessionIsolation.set(queryRunner, level);
+    }
+    return level === "SERIALIZABLE";
   }
 
   /**
@@ -475,18 +578,33 @@ export class TypeormFieldEncryption {
     fallback: Row | undefined,
     write: "insert" | "update",
   ): Promise<void> | undefined {
-    const broadcast = this.#broadcast(queryRunner ?? dataSource);
-    broadcast.add(entity);
+    const broadcast = this.#broadcast(queryRunner ?? dataSource, queryRunner);
+    broadcast.entities.add(entity);
     try {
       this.#bind(dataSource);
-      return this.#sealEntity(dataSource, queryRunner, d, entity, fallback, write)?.catch(
+      const sealing = this.#sealEntity(
+        dataSource,
+        queryRunner,
+        d,
+        entity,
+        fallback,
+        write,
+        broadcast,
+      );
+      if (sealing === undefined) return undefined;
+      broadcast.sealing += 1;
+      return sealing.then(
+        () => {
+          broadcast.sealing -= 1;
+        },
         (error: unknown) => {
-          this.#abandon(broadcast, queryRunner);
+          broadcast.sealing -= 1;
+          this.#abandon(broadcast);
           throw error;
         },
       );
     } catch (error) {
-      this.#abandon(broadcast, queryRunner);
+      this.#abandon(broadcast);
       // As before this had a synchronous path: TypeORM sees a rejected hook, not a throw in
       // the middle of its broadcast loop.
       return Promise.reject(error);
@@ -494,13 +612,20 @@ export class TypeormFieldEncryption {
   }
 
   /**
-   * The entities whose before-write hooks TypeORM is calling in one synchronous loop on
-   * `owner` (the entities of one save, insert or upsert): the set is closed once the loop ends.
+   * The write whose before-write hooks TypeORM is calling in one synchronous loop on `owner`
+   * (the entities of one save, insert or upsert): closed once the loop ends.
    */
-  #broadcast(owner: object): Set<object> {
+  #broadcast(owner: object, queryRunner: QueryRunner | undefined): PendingWrite {
     const open = this.#broadcasts.get(owner);
     if (open !== undefined) return open;
-    const broadcast = new Set<object>();
+    const broadcast: PendingWrite = {
+      entities: new Set(),
+      remembered: new Set(),
+      runner: queryRunner,
+      began: this.#sequence,
+      sealed: this.#sequence,
+      sealing: 0,
+    };
     this.#broadcasts.set(owner, broadcast);
     queueMicrotask(() => {
       if (this.#broadcasts.get(owner) === broadcast) this.#broadcasts.delete(owner);
@@ -514,9 +639,9 @@ export class TypeormFieldEncryption {
    * `transaction: false`). Every entity of the write is restored here, once the hooks after
    * this one in the loop have run too; what their sealing still in flight seals is dropped.
    */
-  #abandon(broadcast: Set<object>, queryRunner: QueryRunner | undefined): void {
+  #abandon(broadcast: PendingWrite): void {
     queueMicrotask(() => {
-      for (const entity of broadcast) this.restore(entity, queryRunner);
+      for (const entity of broadcast.entities) this.restore(entity);
     });
   }
 
@@ -527,6 +652,7 @@ export class TypeormFieldEncryption {
     entity: Row,
     fallback: Row | undefined,
     write: "insert" | "update",
+    pending: PendingWrite,
   ): Promise<void> | undefined {
     const reads = readFields(d, entity);
     const present = reads.filter((r) => r.value !== undefined);
@@ -550,12 +676,14 @@ export class TypeormFieldEncryption {
       keep(f, f.path, f.spec.property, value);
       if (f.index !== undefined) keep(f, f.index.path, f.index.property, COMPUTED_INDEX);
     }
-    this.#remember(entity, snapshot, queryRunner);
+    this.#remember(entity, snapshot, pending);
     // Context columns TypeORM leaves out of this statement bind what the row gets instead.
     const row = writtenRow(d, entity, fallback, write);
     const callOptions = this.#callOptions(dataSource, queryRunner);
     const cached = this.#sealCached(d, row, fallback, values, callOptions);
+    if (cached > 0) pending.sealed = this.#sequence;
     if (cached === values.length) return undefined;
+    const shared = SINGLE_CONNECTION.has(dataSource.options.type);
     return this.run(dataSource, queryRunner, async (options) => {
       // A failed write restores the caller's object at once (another entity's hook rejected,
       // the transaction rolled back) while this may still be sealing: what it seals after that
@@ -570,14 +698,22 @@ export class TypeormFieldEncryption {
         const bound = sealedBinding(f, context, fallback);
         const release = await this.#enterScope(options, f.spec, context);
         try {
-          const sealed = await this.seal(d.model, f, context, value, options, bound);
-          const index =
-            f.index === undefined
-              ? undefined
-              : new Sealed(await this.blindIndex(d.model, f, context, value, options), bound);
-          if (!current()) return;
-          holder[f.spec.property] = sealed;
-          if (f.index !== undefined) holder[f.index.property] = index;
+          for (;;) {
+            const rollbacks = this.#rollbacks;
+            const sealed = await this.seal(d.model, f, context, value, options, bound);
+            const index =
+              f.index === undefined
+                ? undefined
+                : new Sealed(await this.blindIndex(d.model, f, context, value, options), bound);
+            if (!current()) return;
+            // On SQLite a savepoint of another request may have rolled back meanwhile, with
+            // the row of the data key just used (the engine drops the key): sealed again.
+            if (shared && rollbacks !== this.#rollbacks) continue;
+            holder[f.spec.property] = sealed;
+            if (f.index !== undefined) holder[f.index.property] = index;
+            pending.sealed = this.#sequence;
+            break;
+          }
         } finally {
           release?.();
         }
@@ -738,29 +874,57 @@ export class TypeormFieldEncryption {
    * TypeORM sets to null on the object afterwards, so that restore() puts them back to
    * undefined and a later save() does not write null over them.
    */
-  keepUnselected(d: EntityDescriptor, entity: Row, queryRunner: QueryRunner | undefined): void {
+  keepUnselected(
+    dataSource: DataSource,
+    d: EntityDescriptor,
+    entity: Row,
+    queryRunner: QueryRunner | undefined,
+  ): void {
     const snapshot = unselected(readFields(d, entity));
-    if (snapshot.size > 0) this.#remember(entity, snapshot, queryRunner);
+    if (snapshot.size === 0) return;
+    const pending = this.#broadcast(queryRunner ?? dataSource, queryRunner);
+    pending.entities.add(entity);
+    this.#remember(entity, snapshot, pending);
   }
 
-  /** Keeps what restore() puts back on `entity`, also after a failure on `queryRunner`. */
-  #remember(entity: Row, snapshot: Snapshot, queryRunner: QueryRunner | undefined): void {
+  /** Keeps what restore() puts back on `entity`, also after a failure of its write. */
+  #remember(entity: Row, snapshot: Snapshot, pending: PendingWrite): void {
     this.#snapshots.set(entity, snapshot);
+    // A write of the same object still in flight gives it up (see plaintextsOf).
+    this.#rememberedBy.get(entity)?.remembered.delete(entity);
+    this.#rememberedBy.set(entity, pending);
+    pending.remembered.add(entity);
+    const queryRunner = pending.runner;
     if (queryRunner === undefined) return;
     let set = this.#pending.get(queryRunner);
     if (set === undefined) {
       set = new Set();
       this.#pending.set(queryRunner, set);
     }
-    set.add(entity);
+    set.add(pending);
+    if (set.size > MAX_PENDING_WRITES) {
+      // SQLite's one query runner lives as long as the DataSource, and a write whose failed
+      // statement carried no ciphertext (its values were null) is never matched to it: such
+      // writes, holding nothing sealed, are forgotten rather than kept forever.
+      for (const idle of set) {
+        if (idle.sealing === 0 && !this.#holdsSealed(idle, () => true)) set.delete(idle);
+      }
+    }
   }
 
   /** Puts the plaintext back on the caller's object after a write. */
-  restore(entity: object, queryRunner?: QueryRunner): void {
+  restore(entity: object): void {
     const snapshot = this.#snapshots.get(entity);
     if (snapshot === undefined) return;
     this.#snapshots.delete(entity);
-    if (queryRunner !== undefined) this.#pending.get(queryRunner)?.delete(entity);
+    const pending = this.#rememberedBy.get(entity);
+    if (pending !== undefined) {
+      this.#rememberedBy.delete(entity);
+      pending.remembered.delete(entity);
+      if (pending.remembered.size === 0 && pending.runner !== undefined) {
+        this.#pending.get(pending.runner)?.delete(pending);
+      }
+    }
     for (const { embedded, property, value } of snapshot.values()) {
       // Looked up again: TypeORM may have created an embedded object absent before the write.
       const holder = holderAt(entity as Row, embedded);
@@ -774,12 +938,87 @@ export class TypeormFieldEncryption {
     }
   }
 
-  /** Restores every object a failed or rolled-back operation left holding ciphertext. */
-  restorePending(queryRunner: QueryRunner): void {
+  /**
+   * A statement failed outside a transaction, or a transaction (or savepoint) of `queryRunner`
+   * ended: restores every object left holding ciphertext by a write it took with it, or that had
+   * no after-write hook. A query runner of a pool serves one caller, and each of these events
+   * restores all its writes. The one query runner of a single-connection driver serves every
+   * caller at once (see `#ownWrites`).
+   * @internal
+   */
+  restorePending(
+    dataSource: DataSource,
+    queryRunner: QueryRunner,
+    event: "failed" | "commit" | "rollback",
+    parameters?: unknown,
+  ): void {
     const set = this.#pending.get(queryRunner);
+    if (event === "rollback" && SINGLE_CONNECTION.has(dataSource.options.type)) {
+      this.#rollbacks += 1;
+    }
     if (set === undefined) return;
-    this.#pending.delete(queryRunner);
-    for (const entity of set) this.restore(entity);
+    const writes =
+      queryRunner === sharedRunner(dataSource)
+        ? this.#ownWrites(set, queryRunner, event, parameters)
+        : [...set];
+    for (const pending of writes) {
+      set.delete(pending);
+      for (const entity of pending.remembered) this.restore(entity);
+    }
+  }
+
+  /**
+   * The writes of the one query runner of a single-connection driver that `event` concerns, where
+   * other callers' writes are in flight too (a request's save still waiting for the KMS while
+   * another request's transaction fails):
+   * - a statement that failed outside a transaction: the writes whose ciphertext it carried;
+   * - a rollback: the writes that began inside the transaction or savepoint rolled back, and
+   *   those that sealed a value while it was open: a data key made inside it, used by any write
+   *   on the connection, lost its row with it (the engine drops the key, and sealing in flight
+   *   then seals again: see #sealEntity);
+   * - the end of the outermost transaction by a commit: the writes that began inside it, are
+   *   done sealing and hold no ciphertext (a save whose UPDATE was left out: no after-write hook).
+   */
+  #ownWrites(
+    set: ReadonlySet<PendingWrite>,
+    queryRunner: QueryRunner,
+    event: "failed" | "commit" | "rollback",
+    parameters: unknown,
+  ): PendingWrite[] {
+    const out: PendingWrite[] = [];
+    if (event === "failed") {
+      const sent = sentValues(parameters);
+      if (sent.size === 0) return out;
+      for (const pending of set) {
+        if (this.#holdsSealed(pending, (stored) => sent.has(stored))) out.push(pending);
+      }
+      return out;
+    }
+    const levels = this.#levels.get(queryRunner);
+    const began = levels?.[levels.length - 1] ?? 0;
+    for (const pending of set) {
+      if (event === "rollback") {
+        if (pending.began >= began || pending.sealed >= began) out.push(pending);
+      } else if (
+        pending.began >= began &&
+        pending.sealing === 0 &&
+        !this.#holdsSealed(pending, () => true)
+      ) {
+        out.push(pending);
+      }
+    }
+    return out;
+  }
+
+  /** Whether an entity of `pending` holds a sealed value that `matches`. */
+  #holdsSealed(pending: PendingWrite, matches: (sent: string) => boolean): boolean {
+    for (const entity of pending.remembered) {
+      for (const { embedded, property } of this.#snapshots.get(entity)?.values() ?? []) {
+        const value = holderAt(entity as Row, embedded)?.[property];
+        if (value instanceof Sealed && matches(sentForm(value.stored))) return true;
+      }
+    }
+    return false;
   }
 
   /**
@@ -791,7 +1030,17 @@ export class TypeormFieldEncryption {
   startTransaction(dataSource: DataSource, queryRunner: QueryRunner): void {
     const depth = (this.#depths.get(queryRunner) ?? 0) + 1;
     this.#depths.set(queryRunner, depth);
-    if (depth === 1) return;
+    this.#sequence += 1;
+    const levels = this.#levels.get(queryRunner) ?? [];
+    levels.push(this.#sequence);
+    this.#levels.set(queryRunner, levels);
+    if (depth === 1) {
+      const level = this.#nextIsolation.get(queryRunner);
+      this.#nextIsolation.delete(queryRunner);
+      if (level === undefined) this.#isolation.delete(queryRunner);
+      else this.#isolation.set(queryRunner, level);
+      return;
+    }
     const scope = this.#scopeOf(dataSource, queryRunner)?.transactionScope;
     if (scope !== undefined) this.engine.beginTransactionSavepoint(scope);
   }
@@ -806,6 +1055,7 @@ export class TypeormFieldEncryption {
    */
   endTransaction(queryRunner: QueryRunner, outcome: "commit" | "rollback"): void {
     const scope = this.#transactions.get(queryRunner)?.transactionScope;
+    this.#levels.get(queryRunner)?.pop();
     if (queryRunner.isTransactionActive) {
       this.#depths.set(queryRunner, Math.max(1, (this.#depths.get(queryRunner) ?? 1) - 1));
       if (scope === undefined) return;
@@ -815,6 +1065,7 @@ export class TypeormFieldEncryption {
       return;
     }
     this.#depths.delete(queryRunner);
+    this.#isolation.delete(queryRunner);
     if (scope !== undefined) {
       this.#gates.delete(scope);
       this.engine.endTransactionScope(scope, outcome);
@@ -834,12 +1085,10 @@ export class TypeormFieldEncryption {
     d: EntityDescriptor,
     entity: Row,
   ): Promise<void> | undefined {
-    if (this.#dataSource !== dataSource) {
-      try {
-        this.#bind(dataSource);
-      } catch (error) {
-        return Promise.reject(error);
-      }
+    try {
+      this.#bind(dataSource);
+    } catch (error) {
+      return Promise.reject(error);
     }
     if (d.blindIndexes.size > 0) this.#recordLoadedIndexes(d, entity);
     let batch: LoadBatch | undefined;
@@ -916,6 +1165,44 @@ function sealedBinding(
   stored: Row | undefined,
 ): SealedBinding | undefined {
   return f.sealing === undefined ? undefined : { column: f.sealing, context, stored };
+}
+
+/** Writes pending on one query runner beyond which those holding nothing sealed are forgotten. */
+const MAX_PENDING_WRITES = 1024;
+
+/**
+ * The entities of one write: those whose before-write hooks TypeORM called in one synchronous
+ * loop (one save, insert, upsert, update, soft remove or recover), what is still to restore on
+ * them, and when it began and last sealed a value, on `#sequence` (see `#ownWrites`).
+ */
+interface PendingWrite {
+  readonly entities: Set<object>;
+  /** The entities holding a snapshot that restore() has not put back yet. */
+  readonly remembered: Set<object>;
+  readonly runner: QueryRunner | undefined;
+  readonly began: number;
+  sealed: number;
+  /** Entities of the write whose sealing is in flight. */
+  sealing: number;
+}
+
+/**
+ * The parameters of a statement, as sealed values are compared with them: text as is, bytes
+ * as base64 (the driver may have copied them into a Buffer).
+ */
+function sentValues(parameters: unknown): Set<string> {
+  const out = new Set<string>();
+  if (!Array.isArray(parameters)) return out;
+  for (const p of parameters) {
+    if (typeof p === "string" || p instanceof Uint8Array) out.add(sentForm(p));
+  }
+  return out;
+}
+
+function sentForm(value: string | Uint8Array): string {
+  return typeof value === "string"
+    ? value
+    : `\u0000${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString("base64")}`;
 }
 
 interface LoadBatch {
@@ -1086,6 +1373,7 @@ class EncryptionSubscriber implements EntitySubscriberInterface {
   }
 
   beforeQuery(event: BeforeQueryEvent): void {
+    this.owner.noteQuery(event.connection, event.queryRunner, event.query);
     const parameters: unknown = event.parameters;
     if (!Array.isArray(parameters)) return;
     for (const p of parameters) {
@@ -1108,7 +1396,7 @@ class EncryptionSubscriber implements EntitySubscriberInterface {
   }
 
   afterInsert(event: InsertEvent<Row>): void {
-    if (event.entity !== undefined) this.owner.restore(event.entity, event.queryRunner);
+    if (event.entity !== undefined) this.owner.restore(event.entity);
   }
 
   beforeUpdate(event: UpdateEvent<Row>): Promise<void> | undefined {
@@ -1135,7 +1423,7 @@ class EncryptionSubscriber implements EntitySubscriberInterface {
   }
 
   afterUpdate(event: UpdateEvent<Row>): void {
-    if (event.entity !== undefined) this.owner.restore(event.entity as Row, event.queryRunner);
+    if (event.entity !== undefined) this.owner.restore(event.entity as Row);
   }
 
   beforeSoftRemove(event: SoftRemoveEvent<Row>): void {
@@ -1143,7 +1431,7 @@ class EncryptionSubscriber implements EntitySubscriberInterface {
   }
 
   afterSoftRemove(event: SoftRemoveEvent<Row>): void {
-    if (event.entity !== undefined) this.owner.restore(event.entity, event.queryRunner);
+    if (event.entity !== undefined) this.owner.restore(event.entity);
   }
 
   beforeRecover(event: RecoverEvent<Row>): void {
@@ -1151,7 +1439,7 @@ class EncryptionSubscriber implements EntitySubscriberInterface {
   }
 
   afterRecover(event: RecoverEvent<Row>): void {
-    if (event.entity !== undefined) this.owner.restore(event.entity, event.queryRunner);
+    if (event.entity !== undefined) this.owner.restore(event.entity);
   }
 
   /** A soft remove or recover of a loaded entity (`softDelete` by criteria has no entity). */
@@ -1159,7 +1447,7 @@ class EncryptionSubscriber implements EntitySubscriberInterface {
     const entity = event.entity;
     if (entity === undefined || entity === null) return;
     const d = describeEvent(rowMetadata(event.metadata, entity));
-    if (d !== undefined) this.owner.keepUnselected(d, entity, event.queryRunner);
+    if (d !== undefined) this.owner.keepUnselected(event.connection, d, entity, event.queryRunner);
   }
 
   afterLoad(entity: Row, event?: LoadEvent<Row>): Promise<void> | undefined {
@@ -1169,9 +1457,9 @@ class EncryptionSubscriber implements EntitySubscriberInterface {
     return this.owner.openEntity(event.connection, event.queryRunner, d, entity);
   }
 
-  afterQuery(event: { success: boolean; queryRunner: QueryRunner }): void {
+  afterQuery(event: AfterQueryEvent): void {
     if (!event.success && !event.queryRunner.isTransactionActive) {
-      this.owner.restorePending(event.queryRunner);
+      this.owner.restorePending(event.connection, event.queryRunner, "failed", event.parameters);
     }
   }
 
@@ -1179,15 +1467,17 @@ class EncryptionSubscriber implements EntitySubscriberInterface {
     this.owner.startTransaction(event.connection, event.queryRunner);
   }
 
-  afterTransactionCommit(event: { queryRunner: QueryRunner }): void {
+  afterTransactionCommit(event: TransactionCommitEvent): void {
     // An entity still pending here had no afterUpdate: its save wrote nothing once the blind
     // indexes kept as stored were left out, and they are still off the caller's object.
-    if (!event.queryRunner.isTransactionActive) this.owner.restorePending(event.queryRunner);
+    if (!event.queryRunner.isTransactionActive) {
+      this.owner.restorePending(event.connection, event.queryRunner, "commit");
+    }
     this.owner.endTransaction(event.queryRunner, "commit");
   }
 
-  afterTransactionRollback(event: { queryRunner: QueryRunner }): void {
-    this.owner.restorePending(event.queryRunner);
+  afterTransactionRollback(event: TransactionRollbackEvent): void {
+    this.owner.restorePending(event.connection, event.queryRunner, "rollback");
     this.owner.endTransaction(event.queryRunner, "rollback");
   }
 }

@@ -117,8 +117,16 @@ export class TypeormDataKeyStore implements DataKeyStore {
   }
 
   async get(id: string): Promise<DataKeyRecord | undefined> {
-    const { read, write } = this.#connections();
+    const { read, write, readLocks } = this.#connections();
     if (read === write) return this.#read(write, id);
+    // Under SERIALIZABLE, MariaDB and MySQL make the caller's read a locking one: a key not found
+    // there (a stable key about to be made) leaves a gap lock on the table until the caller's
+    // transaction ends, and the key's insert through the pool would wait for it while the
+    // caller waits for the insert. The pool reads without locks; a caller holding the last
+    // pooled connection then waits for one, as before key reads moved to its connection.
+    if (readLocks !== undefined && (await readLocks().catch(() => false))) {
+      return this.#read(write, id);
+    }
     // The caller's transaction may have begun before the row was committed (REPEATABLE READ
     // snapshots, MariaDB's default), or be unable to run a statement: the pool reads the
     // committed row then. A row seen there is committed: writes never go through the caller.

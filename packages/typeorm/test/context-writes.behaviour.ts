@@ -11,7 +11,12 @@ import {
   type ValueTransformer,
 } from "typeorm";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
-import { EncryptedColumn, fieldEncryption, reencryptEntities } from "../src/index.ts";
+import {
+  EncryptedColumn,
+  encryptedWhere,
+  fieldEncryption,
+  reencryptEntities,
+} from "../src/index.ts";
 import { failure, type TestDatabase } from "./backends.ts";
 
 /** An immutable tenant: TypeORM leaves it out of every UPDATE. */
@@ -135,6 +140,57 @@ class ShortTenantDoc {
   secret: string | null;
 }
 
+/** A slug lower-cased on its way to the database: a load gives back `to(value)`. */
+const lowerCase: ValueTransformer = {
+  to: (value: unknown) => (typeof value === "string" ? value.toLowerCase() : value),
+  from: (value: unknown) => value,
+};
+
+@Entity("kms_cw_slug")
+class SlugDoc {
+  @PrimaryGeneratedColumn()
+  id: number;
+
+  @Column({ type: "varchar", length: 32, transformer: lowerCase })
+  tenant: string;
+
+  @EncryptedColumn({ nullable: true, context: { fromRow: ["tenant"] } })
+  secret: string | null;
+
+  @EncryptedColumn({ deterministic: true, nullable: true, context: { fromRow: ["tenant"] } })
+  handle: string | null;
+}
+
+/** A transformer whose load gives back what no context can hold. */
+@Entity("kms_cw_boxed_tenant")
+class BoxedTenantDoc {
+  @PrimaryGeneratedColumn()
+  id: number;
+
+  @Column({
+    type: "varchar",
+    length: 32,
+    transformer: { to: (value: unknown) => value, from: (value: unknown) => ({ value }) },
+  })
+  tenant: string;
+
+  @EncryptedColumn({ nullable: true, context: { fromRow: ["tenant"] } })
+  secret: string | null;
+}
+
+/** 64-bit ids (snowflakes) as context values. */
+@Entity("kms_cw_bigint_tenant")
+class BigTenantDoc {
+  @PrimaryColumn()
+  id: number;
+
+  @Column({ type: "bigint" })
+  tenantId: string;
+
+  @EncryptedColumn({ nullable: true, context: { fromRow: ["tenantId"] } })
+  secret: string | null;
+}
+
 /** An entity whose context column has `options`, in a table of its own. */
 function boundTo(table: string, options: ColumnOptions) {
   @Entity(`kms_cw_type_${table}`)
@@ -170,6 +226,9 @@ const ENTITIES = [
   AsyncListenerDoc,
   SyncListenerDoc,
   ShortTenantDoc,
+  SlugDoc,
+  BoxedTenantDoc,
+  BigTenantDoc,
 ];
 
 /**
@@ -417,6 +476,65 @@ export function describeContextWrites(
           expect.objectContaining({ context: "eu", secret: "s" }),
         ]);
       }
+    });
+
+    test("a normalizing value transformer: values are bound to what a load gives back", async () => {
+      const docs = ds.getRepository(SlugDoc);
+      const { id } = await docs.save({ tenant: "Acme", secret: "s1", handle: "h1" });
+      expect(await stored("kms_cw_slug", "tenant")).toEqual([{ v: "acme" }]);
+      expect(await freshRows(SlugDoc)).toEqual([
+        expect.objectContaining({ tenant: "acme", secret: "s1", handle: "h1" }),
+      ]);
+      // The lookup and the update guard read the tenant as the row holds it, too.
+      const where = await encryptedWhere(docs, { tenant: "ACME", handle: "h1" });
+      expect((await docs.findOneByOrFail(where)).secret).toBe("s1");
+      await docs.update(id, { tenant: "ACME" });
+      const moved = await failure(() => docs.update(id, { tenant: "Globex" }));
+      expect((moved as Error).message).toMatch(
+        /^SlugDoc\.tenant is part of the encryption context of SlugDoc\.secret, SlugDoc\.handle: an update that changes it must write them too/,
+      );
+      const loaded = await docs.findOneByOrFail({ id });
+      loaded.secret = "s2";
+      await docs.save(loaded);
+      await docs.update(id, { tenant: "Globex", secret: "s3", handle: "h3" });
+      await reencryptEntities(ds, SlugDoc, { shouldReencrypt: () => true });
+      expect(await freshRows(SlugDoc)).toEqual([
+        expect.objectContaining({ tenant: "globex", secret: "s3", handle: "h3" }),
+      ]);
+
+      const boxed = await failure(() =>
+        ds.getRepository(BoxedTenantDoc).save({ tenant: "acme", secret: "s1" }),
+      );
+      expect(boxed).toBeInstanceOf(ValidationError);
+      expect((boxed as Error).message).toMatch(
+        /^BoxedTenantDoc\.tenant is bound into encrypted values, and its value transformer gives back an object for the value given/,
+      );
+      expect(await stored("kms_cw_boxed_tenant", "id")).toEqual([]);
+    });
+
+    test("integer context values beyond 2^53 − 1: refused on SQLite, whose drivers read them back rounded", async () => {
+      const docs = ds.getRepository(BigTenantDoc);
+      const largest = String(Number.MAX_SAFE_INTEGER);
+      await docs.save({ id: 1, tenantId: largest, secret: "safe" });
+      const snowflake = "1234567890123456789";
+      for (const tenantId of [snowflake, `-${snowflake}`, "9007199254740992"]) {
+        const saved = await failure(() => docs.save({ id: 2, tenantId, secret: "big" }));
+        if (db.kind === "sqlite") {
+          expect(saved).toBeInstanceOf(ValidationError);
+          expect((saved as Error).message).toMatch(
+            /^BigTenantDoc\.tenantId is an integer column bound into encrypted values, and SQLite drivers read integers beyond ±9007199254740991 back as rounded numbers/,
+          );
+        } else {
+          expect(saved).toBeUndefined();
+          expect((await freshRows(BigTenantDoc))[1]).toEqual(
+            expect.objectContaining({ tenantId, secret: "big" }),
+          );
+        }
+      }
+      const [safe] = await freshRows(BigTenantDoc);
+      // better-sqlite3 gives a number back, PostgreSQL and MariaDB a string.
+      expect(String(safe?.tenantId)).toBe(largest);
+      expect(safe?.secret).toBe("safe");
     });
 
     test("varchar(n): trailing spaces beyond n are cut as the database cuts them, other characters refused", async () => {

@@ -1,5 +1,12 @@
 import { ConflictError, createKms, type Kms, MemoryDataKeyStore, ValidationError } from "@kms/core";
-import { Column, type DataSource, Entity, PrimaryGeneratedColumn } from "typeorm";
+import {
+  BeforeInsert,
+  Column,
+  type DataSource,
+  Entity,
+  PrimaryColumn,
+  PrimaryGeneratedColumn,
+} from "typeorm";
 import { afterEach, beforeEach, describe, expect, test } from "vitest";
 import {
   EncryptedColumn,
@@ -22,6 +29,50 @@ class Account {
 
   @EncryptedColumn({ nullable: true, context: { fromRow: ["tenantId"] } })
   secret: string | null;
+}
+
+/** A row whose insert a test can hold, once its values are sealed, until it says go. */
+@Entity("kms_dkc_memos")
+class Memo {
+  @PrimaryGeneratedColumn()
+  id: number;
+
+  @Column({ type: String, length: 64 })
+  tenantId: string;
+
+  @EncryptedColumn({ deterministic: true, nullable: true, context: { fromRow: ["tenantId"] } })
+  handle: string | null;
+
+  @EncryptedColumn({ nullable: true, context: { fromRow: ["tenantId"] } })
+  secret: string | null;
+
+  /** Not a column: the listener waits for it before the INSERT. */
+  hold?: Promise<void>;
+
+  @BeforeInsert()
+  async waitForHold(): Promise<void> {
+    await this.hold;
+  }
+}
+
+/** A randomized value with a blind index: sealing it takes two data keys, one after the other. */
+@Entity("kms_dkc_indexed_memos")
+class IndexedMemo {
+  @PrimaryGeneratedColumn()
+  id: number;
+
+  @Column({ type: String, length: 64 })
+  tenantId: string;
+
+  @EncryptedColumn({ nullable: true, blindIndex: {}, context: { fromRow: ["tenantId"] } })
+  secret: string | null;
+}
+
+/** A table without encrypted columns, for another request's failing statements. */
+@Entity("kms_dkc_taken")
+class Taken {
+  @PrimaryColumn()
+  id: number;
 }
 
 /** A promise and the function that settles it: one step of a test's choreography. */
@@ -64,6 +115,18 @@ function gatedKms(kms: Kms) {
       return { started: started.done, release: gate.fire };
     },
   };
+}
+
+/** mysql2's callback connection under a TypeORM query runner. */
+interface RawConnection {
+  query(sql: string, callback: (error: unknown) => void): void;
+}
+
+/** Runs `sql` on the connection itself, unseen by TypeORM and its subscribers. */
+function rawQuery(connection: RawConnection, sql: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    connection.query(sql, (error) => (error ? reject(error) : resolve()));
+  });
 }
 
 /**
@@ -219,6 +282,170 @@ export function describeDataKeyConnections(
       // Run again with no transaction open, it goes through.
       await reencryptEntities(ds, Account, { shouldReencrypt: () => true });
       expect((await freshRead()).map((r) => r.secret)).toEqual(["s1", "s2"]);
+    });
+
+    // Found in review: on SQLite every request shares one query runner, and any statement that
+    // failed there, or any transaction rolled back, put the plaintext back on the entities of
+    // every write in flight, whose INSERT then failed.
+    test("another request's failure does not fail a write still sealing", async () => {
+      const gated = gatedKms(kms);
+      const ds = await db.connect(fieldEncryption({ kms: gated.kms, keyId }), {
+        entities: [Account, Taken],
+      });
+      const accounts = ds.getRepository(Account);
+      await ds.getRepository(Taken).save({ id: 1 });
+      const failures = {
+        "a failed transaction": () =>
+          ds.transaction((m) => m.getRepository(Taken).insert({ id: 1 })),
+        "a failed insert": () => ds.getRepository(Taken).insert({ id: 1 }),
+        "a failed query": () => ds.query("SELECT missing FROM kms_dkc_no_such_table"),
+      };
+      const writes = {
+        save: (a: Partial<Account>) => accounts.save(a),
+        insert: (a: Partial<Account>) => accounts.insert(a),
+      };
+      const expected: string[] = [];
+      for (const [write, failing] of [
+        ["save", "a failed transaction"],
+        ["insert", "a failed insert"],
+        ["insert", "a failed query"],
+        ["save", "a failed query"],
+      ] as const) {
+        const tenantId = `t-${expected.length}`;
+        const held = gated.arm();
+        const pending = failure(() => writes[write]({ tenantId, handle: null, secret: tenantId }));
+        await held.started;
+        expect(await failure(failures[failing])).toBeInstanceOf(Error);
+        held.release();
+        expect(await pending, `${write} during ${failing}`).toBeUndefined();
+        expected.push(tenantId);
+      }
+      expect((await freshRead()).map((a) => a.secret)).toEqual(expected);
+    });
+
+    test("a data key made inside another request's savepoint that rolls back seals no committed value", async () => {
+      const gated = gatedKms(kms);
+      const ds = await db.connect(fieldEncryption({ kms: gated.kms, keyId }), {
+        entities: [Account, Memo],
+      });
+      const memos = ds.getRepository(Memo);
+      // Request A: its first value waits for the KMS (a new stable data key), its INSERT for `go`.
+      const go = signal();
+      const held = gated.arm();
+      const memo = Object.assign(new Memo(), {
+        tenantId: "t1",
+        handle: "a",
+        secret: "from A",
+        hold: go.done,
+      });
+      const a = failure(() => memos.save(memo));
+      await held.started;
+      // Request B opens its transaction meanwhile (on SQLite a savepoint in A's) and makes the
+      // randomized data key of t1 there.
+      const saved = signal();
+      const finish = signal();
+      const b = ds
+        .transaction(async (m) => {
+          await m.save(Memo, { tenantId: "t1", handle: null, secret: "from B" });
+          saved.fire();
+          await finish.done;
+          throw new Error("rollback");
+        })
+        .catch(() => undefined);
+      await saved.done;
+      // A goes on, and seals its secret under B's key, before B rolls back.
+      held.release();
+      for (let i = 0; i < 1_000 && typeof memo.secret === "string"; i++) {
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      finish.fire();
+      await b;
+      go.fire();
+      const outcome = await a;
+      const fresh = await db.connect(fieldEncryption({ kms, keyId }), { entities: [Memo] });
+      const rows = await fresh.getRepository(Memo).find();
+      if (db.kind === "sqlite") {
+        // B's key lost its row with B's savepoint: A's write is refused rather than committed
+        // unreadable, and the caller's object holds its plaintext again.
+        expect(outcome).toBeInstanceOf(Error);
+        expect(rows).toEqual([]);
+        expect(memo.secret).toBe("from A");
+        await memos.save(memo);
+      } else {
+        // B's key was committed through the pool: A is unaffected.
+        expect(outcome).toBeUndefined();
+      }
+      expect(
+        (await fresh.getRepository(Memo).find()).map((r) => [r.tenantId, r.handle, r.secret]),
+      ).toEqual([["t1", "a", "from A"]]);
+    });
+
+    test("a data key whose row another request's savepoint took, while a value was sealed with it, is not used", async () => {
+      const gated = gatedKms(kms);
+      const ds = await db.connect(fieldEncryption({ kms: gated.kms, keyId }), {
+        entities: [Account, IndexedMemo],
+      });
+      const memos = ds.getRepository(IndexedMemo);
+      // Request A: the randomized data key of t1 waits for the KMS.
+      const first = gated.arm();
+      const a = failure(() => memos.save({ tenantId: "t1", secret: "from A" }));
+      await first.started;
+      // Request B opens a transaction (on SQLite a savepoint in A's), in which A's key row is
+      // then written, and rolls it back while A waits for its blind index key.
+      const opened = signal();
+      const finish = signal();
+      const b = ds
+        .transaction(async (m) => {
+          await m.count(Account);
+          opened.fire();
+          await finish.done;
+          throw new Error("rollback");
+        })
+        .catch(() => undefined);
+      await opened.done;
+      const second = gated.arm();
+      first.release();
+      await second.started;
+      finish.fire();
+      await b;
+      second.release();
+      expect(await a).toBeUndefined();
+      const fresh = await db.connect(fieldEncryption({ kms, keyId }), { entities: [IndexedMemo] });
+      const rows = fresh.getRepository(IndexedMemo);
+      expect((await rows.find()).map((r) => r.secret)).toEqual(["from A"]);
+      expect(
+        await rows.countBy(await encryptedWhere(rows, { tenantId: "t1", secret: "from A" })),
+      ).toBe(1);
+    });
+
+    test("a SERIALIZABLE transaction makes a new stable data key without waiting on its own read", async () => {
+      const ds = await db.connect(fieldEncryption({ kms, keyId }), { entities: [Account] });
+      await ds.getRepository(Account).save({ tenantId: "t0", handle: "zed", secret: null });
+      // MariaDB's SERIALIZABLE makes every read a locking one: the transaction's own read of a
+      // data key not yet stored held a gap lock that the key's insert through the pool waited
+      // for (50 s, then a failure).
+      await ds.transaction("SERIALIZABLE", (m) =>
+        m.save(Account, { tenantId: "t1", handle: "a", secret: "s1" }),
+      );
+      if (db.kind === "mariadb") {
+        // The session's level, set on the connection without TypeORM: asked of the server.
+        const runner = ds.createQueryRunner();
+        await runner.connect();
+        const connection = (runner as unknown as { databaseConnection: RawConnection })
+          .databaseConnection;
+        await rawQuery(connection, "SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE");
+        try {
+          await runner.startTransaction();
+          await runner.manager.save(Account, { tenantId: "t2", handle: "b", secret: "s2" });
+          await runner.commitTransaction();
+        } finally {
+          await rawQuery(connection, "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ");
+          await runner.release();
+        }
+      }
+      expect((await freshRead()).map((r) => r.secret)).toEqual(
+        db.kind === "mariadb" ? [null, "s1", "s2"] : [null, "s1"],
+      );
     });
 
     test("one encryption refuses a second DataSource, whose data key table is another", async () => {

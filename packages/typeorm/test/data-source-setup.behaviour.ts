@@ -65,6 +65,24 @@ export function describeDataSourceSetup(
       return String(row?.t).toLowerCase();
     };
 
+    test("a DataSource destroyed and initialized again with dropSchema: no data key cached before is used", async () => {
+      const ds = await db.connect(fieldEncryption({ kms, keyId }));
+      await ds.getRepository(User).save(alice());
+      await ds.destroy();
+      // The same DataSource object, as test setups and dev reloads do: new tables, the data key
+      // table included.
+      ds.setOptions({ dropSchema: true });
+      await ds.initialize();
+      const bob = Object.assign(alice(), { email: "bob@example.com", phone: "+1 555 0101" });
+      await ds.getRepository(User).save(bob);
+      const fresh = await db.connect(fieldEncryption({ kms, keyId }));
+      const users = await fresh.getRepository(User).find();
+      expect(users.map((u) => [u.email, u.phone, u.profile])).toEqual([
+        ["bob@example.com", "+1 555 0101", { likes: ["tea"], age: 7 }],
+      ]);
+      expect(Buffer.from(users[0]?.avatar as Uint8Array).toString()).toBe("AVATAR-BYTES");
+    });
+
     test("a bytes column without columnType gets the driver's binary type: bytea on PostgreSQL, blob elsewhere", async () => {
       const encryption = fieldEncryption({ kms, keyId });
       const ds = await db.connect(encryption);

@@ -10,6 +10,7 @@ import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
 import { describePartialSelect } from "./partial-select.behaviour.ts";
 import { describeQueryPaths } from "./query-paths.behaviour.ts";
 import { describeReencryptEntities } from "./reencrypt-entities.behaviour.ts";
+import { describeRelationContext } from "./relation-context.behaviour.ts";
 import { describeRowIdentity } from "./row-identity.behaviour.ts";
 
 const { url, skipReason } = databaseTarget("mariadb");
@@ -25,3 +26,4 @@ describeContextValues("MariaDB (mysql2)", () => openMariadb(url as string), skip
 describeReencryptEntities("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
 describeDataKeyConnections("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
 describeContextWrites("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
+describeRelationContext("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);

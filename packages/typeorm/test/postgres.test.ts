@@ -10,6 +10,7 @@ import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
 import { describePartialSelect } from "./partial-select.behaviour.ts";
 import { describeQueryPaths } from "./query-paths.behaviour.ts";
 import { describeReencryptEntities } from "./reencrypt-entities.behaviour.ts";
+import { describeRelationContext } from "./relation-context.behaviour.ts";
 import { describeRowIdentity } from "./row-identity.behaviour.ts";
 
 const { url, skipReason } = databaseTarget("postgres");
@@ -25,3 +26,4 @@ describeContextValues("PostgreSQL (pg)", () => openPostgres(url as string), skip
 describeReencryptEntities("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
 describeDataKeyConnections("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
 describeContextWrites("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
+describeRelationContext("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);

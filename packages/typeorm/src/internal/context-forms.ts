@@ -1,5 +1,5 @@
 import { ValidationError } from "@kms/core";
-import type { EntityMetadata } from "typeorm";
+import type { EntityMetadata, ValueTransformer } from "typeorm";
 
 // Not exported by TypeORM's entry point.
 type ColumnMetadata = EntityMetadata["columns"][number];
@@ -89,13 +89,83 @@ const LENGTH_CHECKED = new Set(["postgres", "cockroachdb", "mysql", "mariadb", "
 const MYSQL_FAMILY = new Set(["mysql", "mariadb", "aurora-mysql"]);
 
 /**
- * How `column` stores a context value: undefined when it keeps the text it is given as it is.
- * An allow-list: integers, uuid, and text types whose rules are known here; every other type
- * (inet, macaddr, json, decimal, timestamps, MariaDB's enum…) may be stored in a form of the
- * database's own, which a value bound as written would not match once read back.
+ * SQLite drivers: they read an integer back as a JavaScript number (better-sqlite3 unless its
+ * safe integers are switched on by the application, sqlite3, sql.js), rounded beyond 2^53 − 1.
+ */
+const SQLITE_FAMILY = new Set([
+  "sqlite",
+  "better-sqlite3",
+  "sqljs",
+  "capacitor",
+  "cordova",
+  "expo",
+  "nativescript",
+  "react-native",
+]);
+
+/**
+ * How `column` stores a context value, as a load gives it back: undefined when it keeps the text
+ * it is given as it is. An allow-list: integers, uuid, and text types whose rules are known here;
+ * every other type (inet, macaddr, json, decimal, timestamps, MariaDB's enum…) may be stored in a
+ * form of the database's own, which a value bound as written would not match once read back. A
+ * column with a value transformer gives back `from(to(value))`, which a normalizing transformer
+ * (`to: (v) => v.toLowerCase()`) makes another value than the one written: that is the value
+ * bound, as a load reads it.
  * @throws ValidationException naming the column and its type when it is not on the list.
  */
 export function contextFormOf(
+  metadata: EntityMetadata,
+  column: ColumnMetadata,
+  where: string,
+): ContextForm | undefined {
+  const stored = storedFormOf(metadata, column, where);
+  const transformer = column.transformer;
+  if (transformer === undefined) return stored;
+  const name = `${metadata.name}.${column.propertyPath}`;
+  return (value) => {
+    const loaded = roundTrip(name, transformer, value);
+    return stored === undefined ? String(loaded) : stored(loaded);
+  };
+}
+
+/**
+ * `value` written through `transformer` and read back through it, as TypeORM applies a list of
+ * transformers: `to` in order, `from` in reverse.
+ * @throws ValidationException when a transformer throws, or what comes back is not a string or
+ *   number, which no context can hold.
+ */
+function roundTrip(
+  name: string,
+  transformer: ValueTransformer | ValueTransformer[],
+  value: string | number | bigint,
+): string | number | bigint {
+  const list = Array.isArray(transformer) ? transformer : [transformer];
+  let loaded: unknown;
+  try {
+    const written = list.reduce<unknown>((v, t) => t.to(v), value);
+    loaded = list.reduceRight<unknown>((v, t) => t.from(v), written);
+  } catch (cause) {
+    throw new ValidationError(
+      `${name} is bound into encrypted values, and its value transformer failed on the value given`,
+      { cause },
+    );
+  }
+  if (typeof loaded === "string" || typeof loaded === "number" || typeof loaded === "bigint") {
+    return loaded;
+  }
+  const what =
+    loaded === null || loaded === undefined
+      ? String(loaded)
+      : typeof loaded === "object"
+        ? "an object"
+        : `a ${typeof loaded}`;
+  throw new ValidationError(
+    `${name} is bound into encrypted values, and its value transformer gives back ${what} for the value given (from(to(value))): a context column must read back as a string or number`,
+  );
+}
+
+/** How `column` stores a context value, before any value transformer (see contextFormOf). */
+function storedFormOf(
   metadata: EntityMetadata,
   column: ColumnMetadata,
   where: string,
@@ -114,7 +184,10 @@ export function contextFormOf(
     );
   }
   const name = `${metadata.name}.${column.propertyPath}`;
-  if (INTEGER_TYPES.has(type)) return (value) => integerForm(name, value);
+  if (INTEGER_TYPES.has(type)) {
+    const exact = !SQLITE_FAMILY.has(options.type);
+    return (value) => integerForm(name, value, exact);
+  }
   // PostgreSQL's uuid type, and MariaDB's from 10.7 (TypeORM's "uuid" is a varchar elsewhere),
   // take any case and give back lowercase.
   if (type === "uuid") return uuidForm;
@@ -172,20 +245,36 @@ function fitted(name: string, type: string, length: number, text: string): strin
   );
 }
 
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
 /**
  * An integer as the database gives it back: leading zeros and `-0` dropped.
- * @throws ValidationException for anything but an integer.
+ * @param exact false where the driver reads integers back as numbers (SQLite's)
+ * @throws ValidationException for anything but an integer, and, where not `exact`, for one
+ *   beyond ±(2^53 − 1), which comes back rounded: a 64-bit id bound as written would never be
+ *   the one a load binds.
  */
-function integerForm(name: string, value: string | number | bigint): string {
-  if (typeof value === "bigint") return value.toString();
-  const text = String(value);
-  // A number's text is what the driver sends; 1e21 or 1.5 would be stored as another integer.
-  if ((typeof value === "string" || Number.isInteger(value)) && /^-?[0-9]+$/u.test(text)) {
-    return BigInt(text).toString();
+function integerForm(name: string, value: string | number | bigint, exact: boolean): string {
+  let integer: bigint | undefined;
+  if (typeof value === "bigint") integer = value;
+  else {
+    const text = String(value);
+    // A number's text is what the driver sends; 1e21 or 1.5 would be stored as another integer.
+    if ((typeof value === "string" || Number.isInteger(value)) && /^-?[0-9]+$/u.test(text)) {
+      integer = BigInt(text);
+    }
   }
-  throw new ValidationError(
-    `${name} is an integer column bound into encrypted values: give it an integer (a number, a bigint or a string of decimal digits), which is what the database gives back`,
-  );
+  if (integer === undefined) {
+    throw new ValidationError(
+      `${name} is an integer column bound into encrypted values: give it an integer (a number, a bigint or a string of decimal digits), which is what the database gives back`,
+    );
+  }
+  if (!exact && (integer > MAX_SAFE || integer < -MAX_SAFE)) {
+    throw new ValidationError(
+      `${name} is an integer column bound into encrypted values, and SQLite drivers read integers beyond ±${Number.MAX_SAFE_INTEGER} back as rounded numbers: the value given would not be the one a load binds; keep such ids in a text column`,
+    );
+  }
+  return integer.toString();
 }
 
 /** A UUID as PostgreSQL and MariaDB give it back: lowercase, 8-4-4-4-12 (other text as is). */

@@ -17,6 +17,11 @@ export interface DataKeyConnections {
   readonly write: EntityManager;
   /** Called before a data key row is written; throws when it must not be written now. */
   readonly beforeWrite: (() => void) | undefined;
+  /**
+   * Whether a read through `read` takes locks (a SERIALIZABLE transaction on MySQL or MariaDB);
+   * undefined when it never does.
+   */
+  readonly readLocks: (() => Promise<boolean>) | undefined;
 }
 
 export const managerScope: AsyncLocalStorage<DataKeyConnections> =

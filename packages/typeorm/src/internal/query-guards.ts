@@ -32,6 +32,8 @@ import {
   type InsertInternals,
   refuseMovedContext,
   type UpdateInternals,
+  writingRelation,
+  writtenValueOf,
 } from "./written-context-check.ts";
 
 // Some TypeORM code paths decide what reaches the database before any subscriber hook runs, or
@@ -380,6 +382,16 @@ function strandedCheck(builder: UpdateQueryBuilder<ObjectLiteral>): StrandedChec
   const values: unknown = builder.expressionMap.valuesSet;
   if (values === null || typeof values !== "object") return undefined;
   const set = values as Record<string, unknown>;
+  // What the SET writes to each context column: its property, or the relation whose join column
+  // it is (`update(id, { tenant: { id } })`, a cascade moving or orphaning a row).
+  const written = new Map<string, unknown>();
+  const relations = new Map<string, string>();
+  for (const key of d.contextKeys) {
+    const column = metadata.findColumnWithPropertyPath(key);
+    written.set(key, column === undefined ? set[key] : writtenValueOf(column, set));
+    const relation = writingRelation(column, set);
+    if (relation !== undefined) relations.set(key, relation);
+  }
   const bound = new Map<string, EncryptedField[]>();
   const sealed = new Map<string, EncryptedField[]>();
   const add = (into: Map<string, EncryptedField[]>, key: string, f: EncryptedField) =>
@@ -387,7 +399,7 @@ function strandedCheck(builder: UpdateQueryBuilder<ObjectLiteral>): StrandedChec
   for (const f of d.columns) {
     const value = valueIn(f, set);
     for (const key of rowKeysOf(f.spec)) {
-      if (set[key] === undefined) continue;
+      if (written.get(key) === undefined) continue;
       if (metadata.findColumnWithPropertyPath(key)?.isUpdate === false) {
         // TypeORM leaves the column out of the SET: it changes nothing, but a value sealed
         // under it must be sealed under what the row holds. save() of a loaded row sealed under
@@ -424,13 +436,19 @@ function strandedCheck(builder: UpdateQueryBuilder<ObjectLiteral>): StrandedChec
     const held = fields.map((f) => `${builder.escape(f.databaseName)} IS NOT NULL`).join(" OR ");
     const stranded = new Map([[key, fields.map((f) => f.path)]]);
     parts.push({
-      condition: `(${differs(key, set[key], fields)} AND (${held}))`,
-      error: (when) => strandedError(d, stranded, when === "checked" ? "update" : "concurrent"),
+      condition: `(${differs(key, written.get(key), fields)} AND (${held}))`,
+      error: (when) =>
+        strandedError(
+          d,
+          stranded,
+          when === "checked" ? "update" : "concurrent",
+          relations.get(key),
+        ),
     });
   }
   for (const [key, fields] of sealed) {
     parts.push({
-      condition: differs(key, set[key], fields),
+      condition: differs(key, written.get(key), fields),
       error: (when) => fixedContextError(d, key, fields, when),
     });
   }
@@ -591,9 +609,16 @@ function strandedError(
   d: EntityDescriptor,
   stranded: ReadonlyMap<string, readonly string[]>,
   operation: "update" | "upsert" | "concurrent",
+  relation?: string,
 ): ValidationError {
   const [key, properties] = [...stranded][0] as [string, readonly string[]];
   const bound = [...new Set(properties)].map((p) => `${d.model}.${p}`).join(", ");
+  // A cascade or an orphan removal from the other side of the relation, or an update that
+  // reassigns it: the caller never named the context column.
+  const through =
+    relation === undefined
+      ? ""
+      : ` (here through the relation ${d.model}.${relation}, whose join column it is: an update or save that reassigns it, or a cascade or orphan removal from the other side that moves the row or sets it to null)`;
   if (operation === "concurrent") {
     return new ValidationError(
       `${d.model}.${key} is part of the encryption context of ${bound}: a concurrent write stored one of them in a row this update matched, after it was checked; the update did not change that row (and was rolled back if it opened its own transaction); retry it`,
@@ -602,8 +627,10 @@ function strandedError(
   const remedy =
     operation === "upsert"
       ? `give them in every upserted entity, or make ${key} a conflict path`
-      : `load the entity and save() it with the new value, or set them in the same update`;
+      : relation === undefined
+        ? `load the entity and save() it with the new value, or set them in the same update`
+        : `load the entity and save() it with the new ${key} (and the relation), or set ${key} and them in the same update`;
   return new ValidationError(
-    `${d.model}.${key} is part of the encryption context of ${bound}: an ${operation} that changes it must write them too (${remedy}); their stored values would stop decrypting`,
+    `${d.model}.${key} is part of the encryption context of ${bound}: an ${operation} that changes it${through} must write them too (${remedy}); their stored values would stop decrypting`,
   );
 }

@@ -64,7 +64,7 @@ export function refuseMovedContext(
     const column = columnOf(key);
     if (column === undefined) return UNKNOWN;
     if (inserted !== undefined) {
-      const value = inserted.has(column) ? column.getEntityValue(set) : undefined;
+      const value = inserted.has(column) ? writtenValueOf(column, set) : undefined;
       if (value !== undefined) return value;
       // Left out of the VALUES: the row gets the column's default.
       const fallback: unknown = column.default;
@@ -74,7 +74,7 @@ export function refuseMovedContext(
         ? fallback
         : UNKNOWN;
     }
-    const value = column.isUpdate ? column.getEntityValue(set) : undefined;
+    const value = column.isUpdate ? writtenValueOf(column, set) : undefined;
     if (value !== undefined) return value;
     // Left out of the SET: the row keeps what it holds, known for save() of a loaded row; for a
     // QueryBuilder update of an `update: false` column, executeWithContextGuard compared it.
@@ -88,6 +88,12 @@ export function refuseMovedContext(
       const given = written(set, key, binding);
       if (given === UNCHECKED || bindsAs(binding, key, given)) continue;
       const { model, path } = binding.column;
+      const relation = writingRelation(columnOf(key), set);
+      if (relation !== undefined) {
+        throw new ValidationError(
+          `${model}.${path} was encrypted under ${model}.${key} as the entity holds it, while this ${write} stores in ${key} the key of the row the relation ${model}.${relation} names (${key} is its join column), or null: the relation was reassigned without ${key}, or a cascade from the other side moves or orphans the row; the ${write} is refused, as its values would not decrypt. Set ${key} to the new value as well (the values bound to it are then encrypted under it)`,
+        );
+      }
       throw new ValidationError(
         `${model}.${path} was encrypted under another ${model}.${key} than the one this ${write} stores: ${key} changed after the values were encrypted (an entity listener or subscriber that sets it after an await; set context columns before any await in @BeforeInsert/@BeforeUpdate), or the statement does not write it (insert: false, update: false, or an insert's column list without it); the ${write} is refused, as its values would not decrypt`,
       );
@@ -102,6 +108,33 @@ export function refuseMovedContext(
       if (f.index !== undefined) check(set as Row, holder[f.index.property]);
     }
   }
+}
+
+/**
+ * The value an INSERT or UPDATE of `set` writes to `column`: its property, or, for the join
+ * column of a relation declared beside it (`tenantId` beside `tenant`), what TypeORM takes from
+ * the relation: the related object's key (`tenant: { id }` wins over `tenantId`), null for a
+ * relation set to null or to a bare id (TypeORM writes NULL for both when the join column has a
+ * property of its own). Undefined when `set` gives neither.
+ */
+export function writtenValueOf(column: ColumnMetadata, set: Row): unknown {
+  const value = column.getEntityValue(set);
+  if (value !== undefined) return value;
+  const relation = column.relationMetadata;
+  if (relation === undefined || relation === null) return undefined;
+  return relation.getEntityValue(set) === undefined ? undefined : null;
+}
+
+/**
+ * The relation property of `set` that writes the join column `column` (a relation reassigned on
+ * a loaded entity, a cascade moving or orphaning a row from the other side: TypeORM's value set
+ * then holds the relation, and the join column's property only as TypeORM copied it there);
+ * undefined when `set` holds no such relation.
+ */
+export function writingRelation(column: ColumnMetadata | undefined, set: Row): string | undefined {
+  const relation = column?.relationMetadata;
+  if (relation === undefined || relation === null) return undefined;
+  return relation.getEntityValue(set) === undefined ? undefined : relation.propertyPath;
 }
 
 /** Whether `value`, written to the context column `key`, reads back as the text bound. */
