@@ -69,6 +69,11 @@ export interface StableKey {
   readonly id: string;
   readonly raw: Uint8Array;
   readonly kmsKeyId: string;
+  /**
+   * The wrapped key of the row it came from: a row found under its id later is the same key only
+   * if it holds these very bytes (the id is derived, so a rolled-back row's successor shares it).
+   */
+  readonly wrappedKey: Uint8Array;
   /** As LoadedKey.context. */
   readonly context: Readonly<EncryptionContext>;
   /**
@@ -117,9 +122,14 @@ interface Unwrapping<T> {
 /** A stable data-key row whose KMS key is gone (see `#findStable`). */
 interface GoneStable {
   readonly wrappedKey: Uint8Array;
-  readonly kmsKeyId: string;
+  readonly encryptionContext: Readonly<EncryptionContext>;
   /** What the KMS said when asked to unwrap it. */
   readonly error: unknown;
+  /**
+   * The KMS said the row names another KMS key than the one selected now (`#confirmGone`):
+   * only then may a later generation replace it.
+   */
+  confirmed: boolean;
 }
 
 /** A stable key found or created inside a transaction scope (see `#scopedStable`). */
@@ -660,6 +670,7 @@ export class FieldDataKeys {
     id: string,
     raw: Uint8Array,
     kmsKeyId: string,
+    wrappedKey: Uint8Array,
     context: EncryptionContext,
     generation: number,
   ): StableKey {
@@ -667,6 +678,7 @@ export class FieldDataKeys {
       id,
       raw,
       kmsKeyId,
+      wrappedKey: wrappedKey.slice(),
       context: Object.freeze({ ...context }),
       loadedAt: this.#cache.clock.now(),
       holds: 0,
@@ -1040,6 +1052,7 @@ export class FieldDataKeys {
   ): Promise<StableKey | undefined> {
     const scope = `${keyId}\u0000${ctxKey}`;
     const now = this.#cache.clock.now();
+    const generation = this.#generation;
     this.#sweepStable(now);
     const found = this.#stableByScope.get(scope);
     if (found !== undefined && !found.retired) {
@@ -1064,8 +1077,10 @@ export class FieldDataKeys {
         return stable;
       } catch (error) {
         if (!mayBeGone(error)) throw error;
-        const gone = { wrappedKey: record.wrappedKey, kmsKeyId: record.kmsKeyId, error };
-        bounded(this.#goneStable, id, gone, MAX_STABLE_KEYS);
+        // Passed over for this lookup, which creates nothing; not confirmed (no KMS question
+        // asked about it), so #findStable asks before it makes a generation to replace it.
+        const gone = goneRow(record, error, false);
+        if (generation === this.#generation) bounded(this.#goneStable, id, gone, MAX_STABLE_KEYS);
       }
     }
     return undefined;
@@ -1184,7 +1199,9 @@ export class FieldDataKeys {
       let survived = true;
       while (survived && tx.rollbacks !== rollbacks) {
         rollbacks = tx.rollbacks;
-        survived = (await this.#store.get(stable.id)) !== undefined;
+        // Not just "a row": another writer may have made the id's row anew with another key.
+        const row = await this.#store.get(stable.id);
+        survived = row !== undefined && sameBytes(row.wrappedKey, stable.wrappedKey);
       }
       if (!survived) {
         this.#drop(stable);
@@ -1234,6 +1251,7 @@ export class FieldDataKeys {
           id,
           raw,
           record.kmsKeyId,
+          record.wrappedKey,
           record.encryptionContext,
           generation,
         );
@@ -1266,6 +1284,7 @@ export class FieldDataKeys {
           id,
           await this.#unwrapRecord(record, "stable"),
           record.kmsKeyId,
+          record.wrappedKey,
           record.encryptionContext,
           generation,
         ),
@@ -1293,8 +1312,8 @@ export class FieldDataKeys {
    * find it first forever. So the id carries a generation (§6.4.5): the row of generation n is
    * passed over, and generation n + 1 found or created, when the KMS refuses to unwrap it with
    * NotFoundException or InvalidCiphertextException (what a deleted key gives, in AWS and in the
-   * in-process Kms) and the key the configured key id now selects is another KMS key than the
-   * one the row names. A key disabled or pending deletion fails with another error and is never
+   * in-process Kms) and the KMS confirms that the row's wrapped key names another KMS key than
+   * the one the configured key id now selects (`#confirmGone`; the row's columns decide nothing). A key disabled or pending deletion fails with another error and is never
    * passed over (both can be undone); a broken row under the key still selected is not either.
    * The rows passed over stay: their values stay unreadable (that is what deleting a key is for)
    * and are never overwritten.
@@ -1309,6 +1328,8 @@ export class FieldDataKeys {
     let gone: GoneStable | undefined;
     const passed: [string, GoneStable][] = [];
     const found = (stable: StableKey): StableKey => {
+      // Not across a clear(): it forgets dead rows too, including the ones this probe found.
+      if (generation !== this.#generation) return stable;
       for (const [id, dead] of passed) bounded(this.#goneStable, id, dead, MAX_STABLE_KEYS);
       return stable;
     };
@@ -1319,9 +1340,10 @@ export class FieldDataKeys {
         const inserted = await this.#insertStable(keyId, context, id, generation, gone);
         if (inserted.mine !== undefined) return found(adopt(inserted.mine));
         record = inserted.record;
+      } else if (gone !== undefined) {
+        // Made by another writer: it replaces the row before only if that row's key is gone.
+        await this.#confirmGone(gone, keyId);
       }
-      // A later generation is made only under another KMS key than the one gone before it.
-      if (gone !== undefined && record.kmsKeyId === gone.kmsKeyId) throw gone.error;
       // Before any KMS call: a row planted here under another context is never unwrapped.
       if (!sameContext(record.encryptionContext, context)) throw foreignStableRow();
       const known = this.#goneStable.get(id);
@@ -1334,13 +1356,39 @@ export class FieldDataKeys {
         return found(await open(id, record));
       } catch (error) {
         if (!mayBeGone(error)) throw error;
-        gone = { wrappedKey: record.wrappedKey, kmsKeyId: record.kmsKeyId, error };
+        gone = goneRow(record, error, false);
         passed.push([id, gone]);
       }
     }
     throw new KmsInternalError(
       `the stable data key of this context was found gone in ${MAX_STABLE_GENERATION + 1} generations`,
     );
+  }
+
+  /**
+   * Returns when the KMS says that `gone`'s wrapped key names another KMS key than `keyId` selects:
+   * asked to unwrap it under `keyId`, it answers IncorrectKeyException (the blob is another
+   * key's) or NotFoundException (the blob's key, or `keyId`'s, does not exist). The row's
+   * `kmsKeyId` column decides nothing: whoever writes the data-key table writes it too. Throws
+   * the row's own error otherwise (a broken row under the key still selected is not passed
+   * over: no generation replaces a live key's row). Marks `gone` confirmed when it returns.
+   */
+  async #confirmGone(gone: GoneStable, keyId: string): Promise<void> {
+    if (gone.confirmed) return;
+    try {
+      const { plaintext } = await this.#kms.decrypt(
+        { ciphertextBlob: gone.wrappedKey, encryptionContext: gone.encryptionContext, keyId },
+        kmsCallOptions(),
+      );
+      plaintext.fill(0);
+    } catch (error) {
+      const kind = kmsErrorKind(error);
+      if (kind === "IncorrectKeyException" || kind === "NotFoundException") {
+        gone.confirmed = true;
+        return;
+      }
+    }
+    throw gone.error;
   }
 
   /**
@@ -1358,11 +1406,15 @@ export class FieldDataKeys {
       { keyId, keySpec: "AES_256", encryptionContext: context },
       kmsCallOptions(),
     );
-    if (gone !== undefined && generated.keyId === gone.kmsKeyId) {
-      // The key the row before names is the one still selected, and it works: that row is
-      // broken, its key not gone. Its error stands; no generation replaces a live key's row.
-      generated.plaintext.fill(0);
-      throw gone.error;
+    if (gone !== undefined) {
+      // Asked about the key the KMS reports for the configured key id now. If that is the key
+      // the row before names, the key works and that row is broken: its error stands.
+      try {
+        await this.#confirmGone(gone, generated.keyId);
+      } catch (error) {
+        generated.plaintext.fill(0);
+        throw error;
+      }
     }
     let record: DataKeyRecord;
     let stored: boolean;
@@ -1385,7 +1437,14 @@ export class FieldDataKeys {
     }
     if (stored) {
       return {
-        mine: this.#newStable(id, generated.plaintext, generated.keyId, context, generation),
+        mine: this.#newStable(
+          id,
+          generated.plaintext,
+          generated.keyId,
+          generated.ciphertextBlob,
+          context,
+          generation,
+        ),
         record,
       };
     }
@@ -1444,9 +1503,25 @@ const kmsRefusals = new WeakSet<object>();
  */
 function mayBeGone(error: unknown): boolean {
   if (typeof error !== "object" || error === null || !kmsRefusals.has(error)) return false;
-  const { code, name } = error as { code?: unknown; name?: unknown };
-  const kind = typeof code === "string" ? code : name;
+  const kind = kmsErrorKind(error);
   return kind === "NotFoundException" || kind === "InvalidCiphertextException";
+}
+
+/** A KMS error's kind: `code` (KmsError) or `name` (an AWS SDK error). */
+function kmsErrorKind(error: unknown): unknown {
+  if (typeof error !== "object" || error === null) return undefined;
+  const { code, name } = error as { code?: unknown; name?: unknown };
+  return typeof code === "string" ? code : name;
+}
+
+/** A stable row found dead: refused by the KMS with `error`. */
+function goneRow(record: DataKeyRecord, error: unknown, confirmed: boolean): GoneStable {
+  return {
+    wrappedKey: record.wrappedKey,
+    encryptionContext: record.encryptionContext,
+    error,
+    confirmed,
+  };
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
