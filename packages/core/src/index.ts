@@ -95,6 +95,7 @@ export {
   DETERMINISTIC_OVERHEAD,
   type FieldCiphertextMode,
   isFieldCiphertextText,
+  mayCollateAsFieldCiphertextText,
   RANDOMIZED_OVERHEAD,
   TEXT_PREFIX as FIELD_TEXT_PREFIX,
 } from "./field/field-format.ts";

@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import {
+  ConflictError,
   type DataKeyCache,
   type DataKeyCacheLimits,
   type DataKeyStore,
@@ -391,7 +392,27 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
               return result;
             };
             if (choices === undefined || choices.length === 0) return execute(args0);
-            return eachForm(operation, choices, args0, execute, (a) => query(a as typeof args), tx);
+            // A delete's row is found by a read first: the same query, as a findUnique (the hook's
+            // second argument, Prisma's own request parameters, keeps it in the transaction).
+            const read = (a: Json): Promise<unknown> =>
+              (query as unknown as (a: unknown, params: unknown) => Promise<unknown>)(a, {
+                ...internal,
+                action: "findUnique",
+                clientMethod: `${lowerFirst(model.name)}.findUnique`,
+                dataPath: [],
+                unpacker: undefined,
+                argsMapper: undefined,
+              });
+            return eachForm(
+              model.name,
+              operation,
+              choices,
+              args0,
+              execute,
+              (a) => query(a as typeof args),
+              read,
+              tx,
+            );
           },
         },
       },
@@ -447,27 +468,37 @@ function notFound(error: unknown): boolean {
 
 /**
  * Runs a query whose unique input has values with several stored forms (a migration under way:
- * `previousKeyIds`, `legacyPlaintext`): once per combination of forms, the current forms first,
- * until one finds its row. The job only ever moves a row from a previous form to the current
- * one, so a row missed under the current form and then under its previous one (moved between
- * the two) is found by one more try of the current forms. A findUnique then answers null; the
- * others fail with Prisma's not-found error, as they would.
+ * `previousKeyIds`, `legacyPlaintext`): it looks for the row under every combination of forms,
+ * the current forms first. The job only ever moves a row from a previous form to the current
+ * one, so a row is found under one combination at most, and a row missed under the current form
+ * and then under its previous one (moved between the two) is found by one more try of the
+ * current forms. A findUnique then answers null; the others fail with Prisma's not-found error,
+ * as they would.
  *
- * An update first finds its row with a read (an update with empty data, which changes nothing)
- * and then runs once: a failed update may have applied part of its nested writes, so it is never
- * simply repeated. An upsert cannot be made right: the database's unique constraint compares
- * only the form its create writes, so a row under another form would be missed and a second one
- * created. It is refused, as is any such lookup inside a batch $transaction, where no query can
- * be run again.
+ * Rows found under two combinations are two rows: one created while the migration runs beside
+ * an old row holding the same value in its old form, which the unique constraint, comparing
+ * stored forms, let through. Picking either would hand one user's row to another (a signup
+ * shadowing an account not migrated yet), so the lookup fails with a ConflictError naming the
+ * fields, never the value.
+ *
+ * An update and a delete first find their row with a read (an update with empty data, which
+ * changes nothing; a findUnique) and then run once: a failed write may have applied part of its
+ * nested writes, so it is never simply repeated. An upsert cannot be made right: the database's
+ * unique constraint compares only the form its create writes, so a row under another form would
+ * be missed and a second one created. It is refused, as is any such lookup inside a batch
+ * $transaction, where no query can be run again.
+ * @throws ConflictException when rows hold the value under more than one combination of forms.
  * @throws ValidationException for an upsert or a batch transaction, and with more than 16
  *   combinations of forms.
  */
 async function eachForm(
+  modelName: string,
   operation: string,
   choices: readonly FormChoice[],
   args: Json,
   run: (args: Json) => Promise<unknown>,
   query: (args: Json) => Promise<unknown>,
+  read: (args: Json) => Promise<unknown>,
   tx: { kind?: string } | undefined,
 ): Promise<unknown> {
   const names = [...new Set(choices.map((c) => c.name))].join(", ");
@@ -495,24 +526,42 @@ async function eachForm(
       c.holder[c.key] = c.forms[variant[i] as number];
     });
   };
+  const duplicates = (): never => {
+    throw new ConflictError(
+      `${modelName}: more than one row holds the value looked up by ${names}, in different stored forms: a row written while the migration is under way (previousKeyIds, legacyPlaintext) beside one it has not reached yet; refusing to pick one — resolve the duplicate, then finish the migration`,
+    );
+  };
   const order = [...variants, variants[0] as number[]];
-  if (operation === "update") {
-    const field = (choices[0] as FormChoice).field;
-    const locate = async (): Promise<readonly number[]> => {
-      let missed: unknown;
-      for (const variant of order) {
-        use(variant);
-        try {
-          await query({ where: clone(args.where), data: {}, select: { [field]: true } });
-          return variant;
-        } catch (error) {
-          if (!notFound(error)) throw error;
-          missed = error;
+  const field = (choices[0] as FormChoice).field;
+  /** Whether a row holds the where under `variant`: null on not-found, the other errors thrown. */
+  const probe =
+    operation === "update"
+      ? async (): Promise<boolean> => {
+          try {
+            await query({ where: clone(args.where), data: {}, select: { [field]: true } });
+            return true;
+          } catch (error) {
+            if (!notFound(error)) throw error;
+            return false;
+          }
         }
+      : async (): Promise<boolean> =>
+          (await read({ where: clone(args.where), select: { [field]: true } })) !== null;
+  if (operation === "update" || operation === "delete") {
+    /** The one combination a row holds the value under; undefined when none does. */
+    const locate = async (): Promise<readonly number[] | undefined> => {
+      const found: (readonly number[])[] = [];
+      for (const variant of variants) {
+        use(variant);
+        if (await probe()) found.push(variant);
       }
-      throw missed;
+      if (found.length > 1) duplicates();
+      if (found.length === 1) return found[0];
+      use(variants[0] as number[]);
+      return (await probe()) ? variants[0] : undefined;
     };
-    let variant = await locate();
+    // No row under any form: the current one, for Prisma's own not-found error.
+    let variant = (await locate()) ?? (variants[0] as number[]);
     for (let tries = 1; ; tries++) {
       use(variant);
       try {
@@ -522,22 +571,29 @@ async function eachForm(
         // failure (not found in a nested write, whatever else) stands.
         if (!notFound(error) || tries === 3) throw error;
         const again = await locate();
-        if (again.every((i, n) => i === variant[n])) throw error;
+        if (again === undefined || again.every((i, n) => i === variant[n])) throw error;
         variant = again;
       }
     }
   }
+  // findUnique(OrThrow): each combination is itself the read.
+  let hit: { result: unknown } | undefined;
   let missed: unknown;
-  for (const variant of order) {
+  for (const [n, variant] of order.entries()) {
+    // The last try repeats the current forms for a row moved meanwhile: only when none was found.
+    if (n === variants.length && hit !== undefined) break;
     use(variant);
     try {
       const result = await run(clone(args));
-      if (result !== null || operation !== "findUnique") return result;
+      if (result === null) continue;
+      if (hit !== undefined) duplicates();
+      hit = { result };
     } catch (error) {
       if (!notFound(error)) throw error;
       missed = error;
     }
   }
+  if (hit !== undefined) return hit.result;
   if (operation === "findUnique") return null;
   throw missed;
 }

@@ -1,4 +1,5 @@
 import {
+  ConflictError,
   createKms,
   FieldEncryptionEngine,
   type Kms,
@@ -469,6 +470,93 @@ describe.each(backends)("lookups during a migration on %s", (_name, open, skip) 
           )?.id,
         ).toBe(1);
         expect(await during.user.count({ where: { tenantId: "t1", phone: "p" } })).toBe(1);
+      } finally {
+        await db.close();
+      }
+    },
+  );
+  test.skipIf(skip !== undefined)(
+    "a row created during the migration beside an unmigrated one holding the same value makes unique lookups refuse, not pick one",
+    async () => {
+      const db = await open();
+      try {
+        const kms = await createKms();
+        const keyId = (await kms.createKey()).keyMetadata.keyId;
+        const engine = new FieldEncryptionEngine({
+          kms,
+          keyId,
+          legacyPlaintext: true,
+          dataKeyStore: new PrismaDataKeyStore(db.prisma.kmsDataKey),
+        });
+        const prisma = db.prisma.$extends(fieldEncryption({ kms, keyId, schema: models, engine }));
+        // The legacy row, not migrated yet; the unique constraint compares stored forms, so a
+        // signup of the same address under its current form goes through.
+        await db.prisma.user.create({ data: { tenantId: "t1", email: "admin@x", name: "Real" } });
+        await prisma.user.create({ data: { tenantId: "t1", email: "admin@x", name: "Other" } });
+        const where = { tenantId_email: { tenantId: "t1", email: "admin@x" } };
+        const attempts = [
+          () => prisma.user.findUnique({ where }),
+          () => prisma.user.findUniqueOrThrow({ where }),
+          () => prisma.user.update({ where, data: { plain: "reset" } }),
+          () => prisma.user.delete({ where }),
+          () => prisma.$transaction((tx) => tx.user.delete({ where })),
+        ];
+        for (const attempt of attempts) {
+          const error = await attempt().then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+          expect(error).toBeInstanceOf(ConflictError);
+          expect((error as Error).message).toMatch(/^User: .*User\.email/);
+          expect((error as Error).message).not.toContain("admin@x");
+        }
+        // Nothing was written: both rows are as they were.
+        const rows = await db.prisma.user.findMany({ orderBy: { id: "asc" } });
+        expect(rows.map((r) => [r.id, r.plain])).toEqual([
+          [1, null],
+          [2, null],
+        ]);
+        // One row per value: every lookup works.
+        await prisma.user.create({ data: { tenantId: "t1", email: "solo@x", name: "Solo" } });
+        const solo = { tenantId_email: { tenantId: "t1", email: "solo@x" } };
+        expect((await prisma.user.findUnique({ where: solo }))?.name).toBe("Solo");
+        expect((await prisma.user.update({ where: solo, data: { plain: "p" } })).plain).toBe("p");
+        expect((await prisma.user.delete({ where: solo })).name).toBe("Solo");
+        await expect(prisma.user.delete({ where: solo })).rejects.toMatchObject({ code: "P2025" });
+      } finally {
+        await db.close();
+      }
+    },
+  );
+
+  test.skipIf(skip !== undefined)(
+    "a value spelling the kms1: prefix in another case or width is refused, never sent as legacy plaintext",
+    async () => {
+      const db = await open();
+      try {
+        const kms = await createKms();
+        const keyId = (await kms.createKey()).keyMetadata.keyId;
+        const engine = new FieldEncryptionEngine({
+          kms,
+          keyId,
+          legacyPlaintext: true,
+          dataKeyStore: new PrismaDataKeyStore(db.prisma.kmsDataKey),
+        });
+        const prisma = db.prisma.$extends(fieldEncryption({ kms, keyId, schema: models, engine }));
+        await prisma.user.create({ data: { tenantId: "t1", email: "victim@x" } });
+        const stored = String((await db.raw("User", 1)).email);
+        const rest = stored.slice("kms1:".length);
+        for (const probe of [`KMS1:${rest}`, `kMS1:${rest}`, `\uff4bms1:${rest}`]) {
+          await expect(
+            prisma.user.findUnique({ where: { tenantId_email: { tenantId: "t1", email: probe } } }),
+          ).rejects.toThrow(ValidationError);
+          await expect(
+            prisma.user.count({ where: { tenantId: "t1", email: { in: [probe] } } }),
+          ).rejects.toThrow(ValidationError);
+          await expect(
+            prisma.user.create({ data: { tenantId: "t1", email: probe } }),
+          ).rejects.toThrow(ValidationError);
+        }
       } finally {
         await db.close();
       }

@@ -250,7 +250,10 @@ function judgeEncrypted(
     (onlyNulls ? verdict.may : verdict.must).add(field);
     return;
   }
-  if (field === "email" && all.some((v) => typeof v === "string" && v.startsWith(PREFIX))) {
+  if (
+    field === "email" &&
+    all.some((v) => typeof v === "string" && v.toLowerCase().startsWith(PREFIX))
+  ) {
     verdict.must.add(field);
   }
   // Lookups seal their value under the row's context: without an exact one there is none to use.

@@ -7,13 +7,13 @@ import {
   type DecryptItem,
   type EncryptCallOptions,
   type EncryptionContext,
-  FIELD_TEXT_PREFIX,
   type FieldBinding,
   FieldEncryptionEngine,
   type FieldEncryptionEngineOptions,
   type FieldValue,
   InvalidCiphertextError,
   type KmsLike,
+  mayCollateAsFieldCiphertextText,
   RANDOMIZED_OVERHEAD,
   type StoredValueInfo,
   ValidationError,
@@ -1335,7 +1335,9 @@ const COMPUTED_INDEX: unique symbol = Symbol("computed blind index");
  * Text carries the prefix; bytes are checked by `hasFieldHeader`, then against the store.
  */
 function refuseCiphertext(model: string, f: EncryptedField, value: unknown): void {
-  if (typeof value === "string" && value.startsWith(FIELD_TEXT_PREFIX)) {
+  // Any case or width of the prefix: sent as a legacy lookup form, it could collate equal to a
+  // stored ciphertext (MySQL's case-insensitive collations) and return that row's plaintext.
+  if (typeof value === "string" && mayCollateAsFieldCiphertextText(value)) {
     throw ciphertextError(model, f);
   }
 }

@@ -274,4 +274,47 @@ describe.each(backends)("lookups during a migration on %s", (_name, open, skip) 
       }
     },
   );
+
+  test.skipIf(skip !== undefined)(
+    "a lookup value spelling a stored ciphertext's prefix in another case or width is refused, never sent as legacy plaintext",
+    async () => {
+      for (const legacyPlaintext of [true, false]) {
+        const db = await open();
+        try {
+          const kms = await createKms();
+          const keyId = (await kms.createKey()).keyMetadata.keyId;
+          const ds = await db.connect(fieldEncryption({ kms, keyId, legacyPlaintext }));
+          const users = ds.getRepository(User);
+          await users.save(Object.assign(new User(), { tenantId: "t1", email: "victim@x" }));
+          const [row] = await db.raw(`SELECT ${db.q("email")} FROM ${db.q("kms_users")}`);
+          const rest = String(row?.email).slice("kms1:".length);
+          for (const probe of [
+            `KMS1:${rest}`,
+            `Kms1:${rest}`,
+            `\uff2b\uff2d\uff33\uff11\uff1a${rest}`,
+          ]) {
+            await expect(encryptedWhere(users, { tenantId: "t1", email: probe })).rejects.toThrow(
+              ValidationError,
+            );
+            await expect(
+              encryptedWhere(users, { tenantId: "t1", email: In([probe]) }),
+            ).rejects.toThrow(ValidationError);
+            await expect(
+              users.save(Object.assign(new User(), { tenantId: "t1", email: probe })),
+            ).rejects.toThrow(ValidationError);
+          }
+          if (_name === "MariaDB") {
+            // Why: the column's case-insensitive collation matches the stored row.
+            const [hit] = await db.raw(
+              `SELECT COUNT(*) AS n FROM ${db.q("kms_users")} WHERE ${db.q("email")} = ?`,
+              [`KMS1:${rest}`],
+            );
+            expect(Number(hit?.n)).toBe(1);
+          }
+        } finally {
+          await db.close();
+        }
+      }
+    },
+  );
 });

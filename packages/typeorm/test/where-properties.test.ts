@@ -594,7 +594,10 @@ function judgeUser(where: UserWhere, context: string | undefined, verdict: Verdi
     }
     if (ops.some((o) => !SUPPORTED.has(o.k))) verdict.must.add(key);
     const literals = literalsIn(op);
-    if (key === "email" && literals.some((v) => typeof v === "string" && v.startsWith(PREFIX))) {
+    if (
+      key === "email" &&
+      literals.some((v) => typeof v === "string" && v.toLowerCase().startsWith(PREFIX))
+    ) {
       verdict.must.add(key);
     }
     // A null inside Equal/In has no ciphertext; refusing it is fair.

@@ -66,6 +66,28 @@ export function isFieldCiphertextText(text: string): boolean {
   return text.startsWith(TEXT_PREFIX);
 }
 
+/**
+ * True when a database comparing text under a case- or accent-insensitive collation (MySQL's and
+ * MariaDB's default `_ci` ones) may find `text` equal to a value starting with `kms1:`: the prefix
+ * in any case, width or accent, with characters such a collation ignores in between. Such text is
+ * refused wherever a value is refused as ciphertext, and never becomes a legacy lookup form: sent
+ * in clear, "KMS1:" + the rest of a leaked ciphertext would match the stored row and return its
+ * plaintext. Reading stays with `isFieldCiphertextText`: the engine writes the prefix one way.
+ */
+export function mayCollateAsFieldCiphertextText(text: string): boolean {
+  const head = text.slice(0, TEXT_PREFIX.length);
+  // Printable ASCII collates by case alone: the common case, decided without normalizing.
+  if (/^[\x20-\x7e]*$/.test(head)) {
+    return head.toLowerCase() === TEXT_PREFIX;
+  }
+  // Compatibility forms (fullwidth, Kelvin sign, long s) fold onto ASCII under NFKD; accents,
+  // zero-width and control characters are dropped, as collations ignore them.
+  const folded = text.normalize("NFKD").replace(COLLATION_IGNORED, "").toLowerCase();
+  return folded.startsWith(TEXT_PREFIX);
+}
+
+const COLLATION_IGNORED = /[\p{M}\p{Default_Ignorable_Code_Point}\p{Cc}\p{Cf}]/gu;
+
 export function toFieldText(bytes: Uint8Array): string {
   const { buffer, byteOffset, byteLength } = bytes;
   // A value carved from the current slab encodes through the slab's own Buffer: Buffer#toString

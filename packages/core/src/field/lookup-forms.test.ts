@@ -18,7 +18,7 @@ import {
   type FieldEncryptionEngineOptions,
   type FieldSpec,
 } from "./field-encryption-engine.ts";
-import { toFieldText } from "./field-format.ts";
+import { mayCollateAsFieldCiphertextText, toFieldText } from "./field-format.ts";
 
 const DET: FieldSpec = { type: "string", mode: "deterministic" };
 const INDEX: BlindIndexSpec = { type: "string", normalize: ["trim", "lowercase"] };
@@ -270,5 +270,48 @@ describe("legacy plaintext form", () => {
     const bytes: FieldSpec = { type: "bytes", mode: "deterministic" };
     expect(engine.legacyForm(at(), bytes, header, "bytes")).toBeUndefined();
     expect(() => engine.legacyForm(at(), DET, 1, "text")).toThrow(ValidationError);
+  });
+});
+
+describe("legacy forms under a case- or accent-insensitive collation", () => {
+  test("the prefix in another case, width or accent is no legacy form: it could match a stored ciphertext", async () => {
+    const kms = await createKms({ audit: false });
+    const keyId = (await kms.createKey()).keyMetadata.keyId;
+    const engine = new FieldEncryptionEngine({
+      kms,
+      keyId,
+      dataKeyStore: new MemoryDataKeyStore(),
+      legacyPlaintext: true,
+    });
+    const stored = await engine.encryptText(at(), DET, "victim@x");
+    const rest = stored.slice("kms1:".length);
+    const spellings = [
+      `KMS1:${rest}`,
+      `Kms1:${rest}`,
+      `kMs1:${rest}`,
+      `\uff4b\uff4d\uff53\uff11\uff1a${rest}`, // fullwidth
+      `\u212ams1:${rest}`, // Kelvin sign
+      `km\u017f1:${rest}`, // long s
+      `k\u200bms1:${rest}`, // zero-width space
+      `\u0301kms1:${rest}`, // a leading combining accent
+      `k\u0301ms1:${rest}`,
+      `\u0000kms1:${rest}`,
+    ];
+    for (const probe of spellings) {
+      expect(mayCollateAsFieldCiphertextText(probe), JSON.stringify(probe)).toBe(true);
+      expect(engine.legacyForm(at(), DET, probe, "text"), JSON.stringify(probe)).toBeUndefined();
+      const forms = await engine.lookupFormsText(at(), DET, probe);
+      expect(forms).toHaveLength(1);
+      expect(forms[0]?.startsWith("kms1:")).toBe(true);
+    }
+    // Ordinary values keep their legacy form, the k-words and non-ASCII ones included.
+    for (const value of ["kms1", "kms2:x", "kate@x", "kms 1:x", "ğkms1:", "", "k"]) {
+      expect(mayCollateAsFieldCiphertextText(value), value).toBe(false);
+      expect(engine.legacyForm(at(), DET, value, "text")).toBe(value);
+    }
+    // Bytes columns compare bytes: the text "KMS1:…" there is an ordinary legacy value.
+    expect(
+      Buffer.from(engine.legacyForm(at(), DET, `KMS1:${rest}`, "bytes") as Uint8Array).toString(),
+    ).toBe(`KMS1:${rest}`);
   });
 });

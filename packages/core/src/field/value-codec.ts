@@ -1,6 +1,6 @@
 import { InvalidCiphertextError, ValidationError } from "../errors.ts";
 import { isWellFormed } from "../internal/unicode.ts";
-import { isFieldCiphertextText, parseFieldCiphertext } from "./field-format.ts";
+import { mayCollateAsFieldCiphertextText, parseFieldCiphertext } from "./field-format.ts";
 import { jsonDataText, type NotJsonData } from "./json-data.ts";
 
 /**
@@ -501,7 +501,8 @@ export function parseLegacyValue(
  * it — and for Bytes columns that text's UTF-8 bytes (a `bytes` field's own bytes). One spelling
  * per value: a legacy row holding another one ("t", " 42", another date format) is not matched.
  * Undefined when that form would be read as ciphertext (text with the `kms1:` prefix, bytes
- * with a §6.1 header), which no legacy row can hold; and for `bytes` values that are not
+ * with a §6.1 header), which no legacy row can hold, or might collate equal to it (the prefix in
+ * another case, width or accent: `mayCollateAsFieldCiphertextText`); and for `bytes` values that are not
  * well-formed UTF-8 in a String column.
  * @throws ValidationException when the value is not of the declared type (as encodeFieldValue).
  */
@@ -536,7 +537,9 @@ export function legacyFormOf(
           return undefined;
         }
     }
-    if (storage === "text") return isFieldCiphertextText(text) ? undefined : text;
+    // Compared under the column's collation: a prefix in another case (or width, or accent)
+    // could match a stored ciphertext on MySQL.
+    if (storage === "text") return mayCollateAsFieldCiphertextText(text) ? undefined : text;
     const bytes = encoder.encode(text);
     return parseFieldCiphertext(bytes) === undefined ? bytes : undefined;
   } finally {

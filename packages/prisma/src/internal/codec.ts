@@ -2,11 +2,11 @@ import {
   currentEncryptionContext,
   type DecryptItem,
   type EncryptCallOptions,
-  FIELD_TEXT_PREFIX,
   type FieldBinding,
   type FieldEncryptionEngine,
   type FieldSpec,
   InvalidCiphertextError,
+  mayCollateAsFieldCiphertextText,
   ValidationError,
 } from "@kms/core";
 import {
@@ -379,7 +379,7 @@ export class Codec {
 
   async #refuseCiphertext(model: ModelDescriptor, field: string, value: unknown): Promise<void> {
     if (
-      (typeof value === "string" && value.startsWith(FIELD_TEXT_PREFIX)) ||
+      (typeof value === "string" && mayCollateAsFieldCiphertextText(value)) ||
       (value instanceof Uint8Array && (await this.#isCiphertext(value)))
     ) {
       reject(`${model.name}.${field} already holds ciphertext: refusing to encrypt it twice`);
