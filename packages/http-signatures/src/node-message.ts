@@ -241,20 +241,9 @@ function holdHeaderList(res: ServerResponse, list: readonly unknown[]): void {
   // Node skips an empty name too.
   for (let i = 0; i < list.length; i += 2) if (list[i]) res.removeHeader(String(list[i]));
   for (let i = 0; i < list.length; i += 2) {
-    if (list[i]) appendHeader(res, String(list[i]), list[i + 1] as string | readonly string[]);
+    // Node ≥ 20.12 (the engines floor is 22.12) has appendHeader on HTTP/2's response too.
+    if (list[i]) res.appendHeader(String(list[i]), list[i + 1] as string | readonly string[]);
   }
-}
-
-function appendHeader(res: ServerResponse, name: string, value: string | readonly string[]): void {
-  if (typeof res.appendHeader === "function") {
-    res.appendHeader(name, value);
-    return;
-  }
-  // A response object without appendHeader (older HTTP/2 compatibility responses).
-  const before = res.getHeader(name);
-  const added = typeof value === "string" ? [value] : [...value];
-  if (before === undefined) res.setHeader(name, added.length === 1 ? (added[0] as string) : added);
-  else res.setHeader(name, [...(Array.isArray(before) ? before : [String(before)]), ...added]);
 }
 
 function flushHeld(res: ServerResponse, pending: Pending): void {
@@ -439,9 +428,9 @@ function sign(
     if (res.hasHeader("content-digest")) defaults.push("content-digest");
     // Without an authority there is no target URI to bind to; the path and query still name
     // what was asked, and no authority is made up for it.
-    if (hasUnknownAuthority(request))
-      defaults.push(METHOD_OF_REQUEST, PATH_OF_REQUEST, QUERY_OF_REQUEST);
-    else defaults.push(METHOD_OF_REQUEST, TARGET_OF_REQUEST);
+    defaults.push(METHOD_OF_REQUEST);
+    if (hasUnknownAuthority(request)) defaults.push(PATH_OF_REQUEST, QUERY_OF_REQUEST);
+    else defaults.push(TARGET_OF_REQUEST);
     if (verifiedLabel !== undefined && cachedFields(request.headers).lines.has("signature")) {
       defaults.push(requestSignatureSpec(verifiedLabel));
     }
