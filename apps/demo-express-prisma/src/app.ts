@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { InvalidCiphertextError, isKmsError } from "@kms/core";
-import { faultSummary, type TenantDirectory } from "@kms/demo-shared";
+import { faultSummary, PATIENT_ID, type TenantDirectory } from "@kms/demo-shared";
 import {
   currentKmsContext,
   defaultKmsContext,
@@ -93,9 +93,6 @@ function requestContext(): { readonly clinic: string; readonly requestId: string
 function currentClinic(): string {
   return requestContext().clinic;
 }
-
-/** A patient's public id: the row's recordId, a random UUID (RFC 9562 form). */
-const PATIENT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * The patient id of the path, in the lowercase form `randomUUID` writes. Patients are addressed

@@ -1,3 +1,4 @@
+import { PATIENT_ID } from "@kms/demo-shared";
 import { EncryptionContext, KmsContextInterceptor } from "@kms/nestjs";
 import {
   Body,
@@ -17,8 +18,6 @@ import { invalidInput } from "./problems.ts";
 import { type WebhookDelivery, WebhookSender } from "./webhook-sender.service.ts";
 
 const SSN = /^\d{3}-\d{2}-\d{4}$/;
-/** A patient's public id: its recordId, a random UUID (RFC 9562 form), in any letter case. */
-const PATIENT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 interface PatientBody {
   readonly ssn?: unknown;

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { CLINIC, PATIENT_ID } from "@kms/demo-shared";
 import { Signed, VerifySignature, verifiedSignatureOf } from "@kms/nestjs";
 import { Body, Controller, Get, HttpCode, Post, Req, UseGuards } from "@nestjs/common";
 import { InjectRepository } from "@nestjs/typeorm";
@@ -6,10 +7,6 @@ import type { Repository } from "typeorm";
 import { authenticatedClinic, DemoAuthGuard } from "./demo-auth.guard.ts";
 import { invalidInput } from "./problems.ts";
 import { WebhookEvent } from "./webhook-event.entity.ts";
-
-const TENANT = /^[a-z0-9][a-z0-9-]{0,39}$/;
-/** A patient's public id, as PatientsController answers it: a lowercase UUID. */
-const PATIENT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 interface PatientCreatedBody {
   readonly event?: unknown;
@@ -49,10 +46,16 @@ export class WebhooksController {
     if (body === null || typeof body !== "object" || body.event !== "patient.created") {
       throw invalidInput('event must be "patient.created"');
     }
-    if (typeof body.tenantId !== "string" || !TENANT.test(body.tenantId)) {
+    if (typeof body.tenantId !== "string" || !CLINIC.test(body.tenantId)) {
       throw invalidInput("tenantId: 1–40 characters of a-z, 0-9 and -");
     }
-    if (typeof body.patientId !== "string" || !PATIENT_ID.test(body.patientId)) {
+    // As PatientsController answers it: lower case.
+    const { patientId } = body;
+    if (
+      typeof patientId !== "string" ||
+      !PATIENT_ID.test(patientId) ||
+      patientId !== patientId.toLowerCase()
+    ) {
       throw invalidInput("patientId: a patient id (a lowercase UUID)");
     }
     // Set by the guard: which key vouched for this body.
@@ -63,7 +66,7 @@ export class WebhooksController {
         eventId: randomUUID(),
         event: body.event,
         tenantId: body.tenantId,
-        patientId: body.patientId,
+        patientId,
         signatureKeyId: signature.keyId,
         signatureLabel: signature.label,
       }),

@@ -1,4 +1,5 @@
 export { faultSummary } from "./fault-summary.ts";
+export { PATIENT_ID } from "./patient-id.ts";
 export {
   CLINIC,
   DEMO_TENANT_TOKENS,

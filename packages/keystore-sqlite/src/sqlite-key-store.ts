@@ -538,13 +538,7 @@ export class SqliteKeyStore implements KeyStore {
     this.#guard("updateAlias", () => {
       this.#write(() => {
         // Under BEGIN IMMEDIATE's write lock: the seal read here is the one the update replaces.
-        if (expectedSeal !== undefined) {
-          const row = this.#selectAlias.get(aliasName);
-          if (row === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
-          if (row.seal !== expectedSeal) {
-            throw new KeyStoreConflictError(`alias ${aliasName} changed concurrently`);
-          }
-        }
+        this.#checkAliasSeal(aliasName, expectedSeal);
         // No seal given means the alias is stored without one (KeyStore.updateAlias), so a
         // seal computed over the previous target can never outlive it.
         if (
@@ -561,19 +555,28 @@ export class SqliteKeyStore implements KeyStore {
     this.#guard("deleteAlias", () => {
       this.#write(() => {
         // As in updateAlias: compared under the write lock, so nothing lands in between.
-        if (expectedSeal !== undefined) {
-          const row = this.#selectAlias.get(aliasName);
-          if (row === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
-          if (row.seal !== expectedSeal) {
-            throw new KeyStoreConflictError(`alias ${aliasName} changed concurrently`);
-          }
-        }
+        this.#checkAliasSeal(aliasName, expectedSeal);
         if (this.#deleteAliasStmt.run(aliasName).changes === 0) {
           throw new NotFoundError(`alias ${aliasName} does not exist`);
         }
       });
       this.#aliasCache.delete(aliasName);
     });
+  }
+
+  /**
+   * The compare of a compare-and-set alias write, to be called inside `#write`; nothing to
+   * compare when `expectedSeal` is undefined.
+   * @throws NotFoundError when the alias is gone, KeyStoreConflictError when its seal is not
+   *   `expectedSeal`.
+   */
+  #checkAliasSeal(aliasName: string, expectedSeal: string | null | undefined): void {
+    if (expectedSeal === undefined) return;
+    const row = this.#selectAlias.get(aliasName);
+    if (row === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
+    if (row.seal !== expectedSeal) {
+      throw new KeyStoreConflictError(`alias ${aliasName} changed concurrently`);
+    }
   }
 
   async getSetting(name: string): Promise<string | undefined> {
