@@ -37,6 +37,7 @@ import {
 } from "typeorm";
 import type { EncryptedColumnSpec } from "./encrypted-column.ts";
 import { isUnsealedValue, unsealedError } from "./encrypted-column.ts";
+import { MYSQL_FAMILY } from "./internal/drivers.ts";
 import {
   type BlindIndexField,
   bindingFor,
@@ -103,9 +104,6 @@ type Snapshot = Map<
 
 /** Drivers with one connection: a data key written during a transaction belongs to it. */
 const SINGLE_CONNECTION = new Set(["better-sqlite3", "sqlite", "sqljs", "capacitor", "cordova"]);
-
-/** Drivers whose SERIALIZABLE transactions read with locks (see TypeormDataKeyStore.get). */
-const MYSQL_FAMILY = new Set(["mysql", "mariadb", "aurora-mysql"]);
 
 const SET_ISOLATION =
   /^\s*SET\s+(?:(SESSION|LOCAL|GLOBAL)\s+)?TRANSACTION\s+ISOLATION\s+LEVEL\s+([A-Za-z]+(?:[\s-]+[A-Za-z]+)?)/iu;
@@ -312,6 +310,7 @@ export class TypeormFieldEncryption {
     this.#bind(dataSource);
     if (!SINGLE_CONNECTION.has(dataSource.options.type)) {
       const own = queryRunner !== undefined && !queryRunner.isReleased ? queryRunner : undefined;
+      // SERIALIZABLE transactions read with locks there (see TypeormDataKeyStore.get).
       const readLocks =
         own !== undefined && MYSQL_FAMILY.has(dataSource.options.type)
           ? () => this.#serializable(dataSource, own)

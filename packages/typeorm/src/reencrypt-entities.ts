@@ -23,6 +23,7 @@ import {
   describe,
   type EncryptedField,
   type EntityDescriptor,
+  hasChildEntities,
   keyContextFor,
   rowKeysOf,
 } from "./internal/entity-descriptor.ts";
@@ -252,10 +253,6 @@ function plansOf(metadata: EntityMetadata): Map<EntityMetadata, EntityPlan> {
   return plans;
 }
 
-function hasChildEntities(metadata: EntityMetadata): boolean {
-  return metadata.inheritancePattern === "STI" && metadata.childEntityMetadatas.length > 0;
-}
-
 /** The entity a fetched row is stored as, by its discriminator, as the subscriber reads it. */
 function planOf(
   plans: ReadonlyMap<EntityMetadata, EntityPlan>,
@@ -338,7 +335,7 @@ function jobRow(
   const row: Record<string, unknown> = {};
   for (const key of group.contextKeys) {
     const column = metadata.findColumnWithPropertyPath(key);
-    const raw = r[aliasOf(databaseNameOf(metadata, key))];
+    const raw = r[aliasOf(column?.databaseName ?? key)];
     const value =
       column === undefined || raw === undefined
         ? raw

@@ -1,5 +1,6 @@
 import { ValidationError } from "@kms/core";
 import type { EntityMetadata, ValueTransformer } from "typeorm";
+import { MYSQL_FAMILY } from "./drivers.ts";
 
 // Not exported by TypeORM's entry point.
 type ColumnMetadata = EntityMetadata["columns"][number];
@@ -86,7 +87,6 @@ const FIXED_LENGTH_TYPES = new Set(["char", "character", "nchar", "national char
 
 /** Drivers whose string columns enforce their length (the others store what they are given). */
 const LENGTH_CHECKED = new Set(["postgres", "cockroachdb", "mysql", "mariadb", "aurora-mysql"]);
-const MYSQL_FAMILY = new Set(["mysql", "mariadb", "aurora-mysql"]);
 
 /**
  * SQLite drivers: they read an integer back as a JavaScript number (better-sqlite3 unless its

@@ -37,9 +37,10 @@ export interface EncryptedField {
    * `rowIdentity`), built once; undefined when the binding depends on the row or the scope.
    */
   readonly binding: FieldBinding | undefined;
-  /** The stored form of each `fromRow`/`rowIdentity` value the database rewrites, by property. */
-  readonly contextForms: ReadonlyMap<string, ContextForm>;
-  /** What a value sealed for this column records of its binding; undefined without row keys. */
+  /**
+   * What a value sealed for this column records of its binding, with the stored form of each
+   * `fromRow`/`rowIdentity` value (`formOf`); undefined without row keys.
+   */
   readonly sealing: SealedColumn | undefined;
 }
 
@@ -110,7 +111,7 @@ export function describe(metadata: EntityMetadata): EntityDescriptor | undefined
       keys.length === 0
         ? undefined
         : Object.freeze({ model: metadata.name, path: f.path, keys, formOf });
-    return Object.freeze({ ...f, contextForms, sealing });
+    return Object.freeze({ ...f, sealing });
   });
   const byPath = new Map(columns.map((f) => [f.path, f]));
   const blindIndexes = new Map<string, EncryptedField>();
@@ -128,8 +129,21 @@ export function describe(metadata: EntityMetadata): EntityDescriptor | undefined
   return descriptor;
 }
 
+/** The default a row gets for `column` when an INSERT leaves it out, if it is a literal. */
+export function literalDefault(column: ColumnMetadata): string | number | bigint | undefined {
+  const value: unknown = column.default;
+  return typeof value === "string" || typeof value === "number" || typeof value === "bigint"
+    ? value
+    : undefined;
+}
+
+/** Whether rows of child entities share the table of `metadata` (single-table inheritance). */
+export function hasChildEntities(metadata: EntityMetadata): boolean {
+  return metadata.inheritancePattern === "STI" && metadata.childEntityMetadatas.length > 0;
+}
+
 /** An EncryptedField before the entity's context columns are known. */
-type DraftField = Omit<EncryptedField, "contextForms" | "sealing">;
+type DraftField = Omit<EncryptedField, "sealing">;
 
 /** The plain column of `metadata` a context name names (checkContextColumns found it). */
 function contextColumn(metadata: EntityMetadata, key: string): ColumnMetadata {
@@ -146,16 +160,12 @@ function fixedContextOf(
   for (const key of keys) {
     const column = contextColumn(metadata, key);
     if (column.isInsert && column.isUpdate) continue;
-    const value: unknown = column.default;
     fixed.set(
       key,
       Object.freeze({
         insert: column.isInsert,
         update: column.isUpdate,
-        default:
-          typeof value === "string" || typeof value === "number" || typeof value === "bigint"
-            ? value
-            : undefined,
+        default: literalDefault(column),
       }),
     );
   }
@@ -397,7 +407,7 @@ type Row = Readonly<Record<string, unknown>>;
 /**
  * The binding context of `f` for a row: `fromRow` and `rowIdentity` keys from the row (then
  * `fallback`, the stored row on updates, for a key the row leaves out), in the form the database
- * stores them (`f.contextForms`); `fromScope` keys from the ambient scope; `override` wins over
+ * stores them (`f.sealing.formOf`); `fromScope` keys from the ambient scope; `override` wins over
  * both.
  * @throws ValidationException naming the missing or null key, or a value its column refuses.
  */
@@ -432,8 +442,8 @@ export function contextFor(
           `${model}.${key} must be a string or number to bind encrypted values`,
         );
       }
-      const form = f.contextForms.get(key);
-      ctx[key] = form === undefined ? String(value) : form(value);
+      // `sealing` is set for every field with fromRow/rowIdentity keys.
+      ctx[key] = f.sealing === undefined ? String(value) : f.sealing.formOf(key, value);
     }
   }
   if (fromScope.length > 0) {

@@ -19,6 +19,7 @@ import {
   isUnsealedValue,
   unsealedError,
 } from "../encrypted-column.ts";
+import { MYSQL_FAMILY } from "./drivers.ts";
 import {
   describe,
   type EncryptedField,
@@ -56,7 +57,7 @@ const INSTALLED = Symbol.for("@kms/typeorm.queryGuards");
  * Drivers whose default collations compare text without case and trailing spaces (and whose
  * upsert updates the row of any unique key, whatever the conflict target).
  */
-const LOOSE_COLLATIONS = new Set<DatabaseType>(["mysql", "mariadb", "aurora-mysql"]);
+const LOOSE_COLLATIONS = MYSQL_FAMILY;
 
 /** Installs the guards once per TypeORM module instance (idempotent). */
 export function installQueryGuards(): void {
@@ -124,7 +125,7 @@ export function installQueryGuards(): void {
     this: InsertQueryBuilder<ObjectLiteral>,
   ): Promise<InsertResult> {
     try {
-      refuseInsertExpressions(this);
+      refuseExpressions(this);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -311,19 +312,12 @@ function keptContextError(
  * `increment`, `decrement` and `set({ column: () => "…" })` splice SQL into the SET list:
  * arithmetic or string functions on a ciphertext destroy it, and SQL that writes a blind index
  * writes a value nobody computed. The subscriber refuses these too, but only when listeners run.
+ * `values({ column: () => "…" })` splices SQL into an INSERT's VALUES list: with listeners off
+ * nothing else sees it, and the column would store what the SQL gives, in the clear.
  */
-function refuseExpressions(builder: UpdateQueryBuilder<ObjectLiteral>): void {
-  const found = descriptorOf(builder);
-  const values: unknown = builder.expressionMap.valuesSet;
-  if (found === undefined || values === null || typeof values !== "object") return;
-  refuseExpressionsIn(found.d, values as Record<string, unknown>);
-}
-
-/**
- * `values({ column: () => "…" })` splices SQL into the VALUES list: with listeners off nothing
- * else sees it, and the column would store what the SQL gives, in the clear.
- */
-function refuseInsertExpressions(builder: InsertQueryBuilder<ObjectLiteral>): void {
+function refuseExpressions(
+  builder: InsertQueryBuilder<ObjectLiteral> | UpdateQueryBuilder<ObjectLiteral>,
+): void {
   const found = descriptorOf(builder);
   const values: unknown = builder.expressionMap.valuesSet;
   if (found === undefined || values === null || typeof values !== "object") return;
@@ -386,8 +380,10 @@ function strandedCheck(builder: UpdateQueryBuilder<ObjectLiteral>): StrandedChec
   // it is (`update(id, { tenant: { id } })`, a cascade moving or orphaning a row).
   const written = new Map<string, unknown>();
   const relations = new Map<string, string>();
+  const columns = new Map<string, ColumnMetadata | undefined>();
   for (const key of d.contextKeys) {
     const column = metadata.findColumnWithPropertyPath(key);
+    columns.set(key, column);
     written.set(key, column === undefined ? set[key] : writtenValueOf(column, set));
     const relation = writingRelation(column, set);
     if (relation !== undefined) relations.set(key, relation);
@@ -400,7 +396,7 @@ function strandedCheck(builder: UpdateQueryBuilder<ObjectLiteral>): StrandedChec
     const value = valueIn(f, set);
     for (const key of rowKeysOf(f.spec)) {
       if (written.get(key) === undefined) continue;
-      if (metadata.findColumnWithPropertyPath(key)?.isUpdate === false) {
+      if (columns.get(key)?.isUpdate === false) {
         // TypeORM leaves the column out of the SET: it changes nothing, but a value sealed
         // under it must be sealed under what the row holds. save() of a loaded row sealed under
         // the stored row (refuseMovedContext checks that, once the SET is built).
@@ -421,7 +417,7 @@ function strandedCheck(builder: UpdateQueryBuilder<ObjectLiteral>): StrandedChec
     if (typeof value === "function") {
       throw strandedError(d, new Map([[key, fields.map((f) => f.path)]]), "update");
     }
-    const column = metadata.findColumnWithPropertyPath(key);
+    const column = columns.get(key);
     const keyColumn = builder.escape(column?.databaseName ?? key);
     if (value === null) return `${keyColumn} IS NOT NULL`;
     const parameter = `kms_context_${n++}`;

@@ -5,7 +5,13 @@ import type {
   ObjectLiteral,
   UpdateQueryBuilder,
 } from "typeorm";
-import { describe, type EncryptedField, holderOf } from "./entity-descriptor.ts";
+import {
+  describe,
+  type EncryptedField,
+  hasChildEntities,
+  holderOf,
+  literalDefault,
+} from "./entity-descriptor.ts";
 import { type SealedBinding, sealedBindingOf } from "./sealed.ts";
 
 // Not exported by TypeORM's entry point.
@@ -67,12 +73,7 @@ export function refuseMovedContext(
       const value = inserted.has(column) ? writtenValueOf(column, set) : undefined;
       if (value !== undefined) return value;
       // Left out of the VALUES: the row gets the column's default.
-      const fallback: unknown = column.default;
-      return typeof fallback === "string" ||
-        typeof fallback === "number" ||
-        typeof fallback === "bigint"
-        ? fallback
-        : UNKNOWN;
+      return literalDefault(column) ?? UNKNOWN;
     }
     const value = column.isUpdate ? writtenValueOf(column, set) : undefined;
     if (value !== undefined) return value;
@@ -154,10 +155,9 @@ function bindsAs(binding: SealedBinding, key: string, value: unknown): boolean {
  * entities (single-table inheritance: a save through the parent writes a child's row).
  */
 function boundFieldsOf(metadata: EntityMetadata): EncryptedField[] {
-  const kinds =
-    metadata.inheritancePattern === "STI" && metadata.childEntityMetadatas.length > 0
-      ? [metadata, ...metadata.childEntityMetadatas]
-      : [metadata];
+  const kinds = hasChildEntities(metadata)
+    ? [metadata, ...metadata.childEntityMetadatas]
+    : [metadata];
   const byPath = new Map<string, EncryptedField>();
   for (const kind of kinds) {
     for (const f of describe(kind)?.columns ?? []) {
