@@ -461,9 +461,7 @@ const MAX_FORM_VARIANTS = 16;
 
 /** Prisma's "record not found" (P2025): what a unique lookup under a form that no row holds gives. */
 function notFound(error: unknown): boolean {
-  return (
-    typeof error === "object" && error !== null && (error as { code?: unknown }).code === "P2025"
-  );
+  return isObject(error) && error.code === "P2025";
 }
 
 /**
@@ -531,23 +529,22 @@ async function eachForm(
       `${modelName}: more than one row holds the value looked up by ${names}, in different stored forms: a row written while the migration is under way (previousKeyIds, legacyPlaintext) beside one it has not reached yet; refusing to pick one — resolve the duplicate, then finish the migration`,
     );
   };
-  const order = [...variants, variants[0] as number[]];
-  const field = (choices[0] as FormChoice).field;
-  /** Whether a row holds the where under `variant`: null on not-found, the other errors thrown. */
-  const probe =
-    operation === "update"
-      ? async (): Promise<boolean> => {
-          try {
-            await query({ where: clone(args.where), data: {}, select: { [field]: true } });
-            return true;
-          } catch (error) {
-            if (!notFound(error)) throw error;
-            return false;
-          }
-        }
-      : async (): Promise<boolean> =>
-          (await read({ where: clone(args.where), select: { [field]: true } })) !== null;
   if (operation === "update" || operation === "delete") {
+    const field = (choices[0] as FormChoice).field;
+    /** Whether a row holds the where under the forms in use: false on not-found, other errors thrown. */
+    const probe =
+      operation === "update"
+        ? async (): Promise<boolean> => {
+            try {
+              await query({ where: clone(args.where), data: {}, select: { [field]: true } });
+              return true;
+            } catch (error) {
+              if (!notFound(error)) throw error;
+              return false;
+            }
+          }
+        : async (): Promise<boolean> =>
+            (await read({ where: clone(args.where), select: { [field]: true } })) !== null;
     /** The one combination a row holds the value under; undefined when none does. */
     const locate = async (): Promise<readonly number[] | undefined> => {
       const found: (readonly number[])[] = [];
@@ -577,6 +574,7 @@ async function eachForm(
     }
   }
   // findUnique(OrThrow): each combination is itself the read.
+  const order = [...variants, variants[0] as number[]];
   let hit: { result: unknown } | undefined;
   let missed: unknown;
   for (const [n, variant] of order.entries()) {

@@ -6,6 +6,7 @@ import {
   type StoredFieldValue,
   ValidationError,
 } from "@kms/core";
+import { isObject } from "./internal/codec.ts";
 import type { ModelDescriptor } from "./schema-descriptor.ts";
 
 /** The base (unextended) client's delegate of the model being re-encrypted. */
@@ -188,12 +189,12 @@ export function prismaReencryptSource(
  * message may quote the duplicate value.
  */
 function uniqueViolation(error: unknown): Pick<ReencryptSkippedRow, "constraint"> | undefined {
-  if (!isRecord(error) || error.code !== "P2002") return undefined;
-  const meta = isRecord(error.meta) ? error.meta : {};
+  if (!isObject(error) || error.code !== "P2002") return undefined;
+  const meta = isObject(error.meta) ? error.meta : {};
   // Without a driver adapter Prisma gives `target`; with one, the adapter's `constraint`.
-  const adapterError = isRecord(meta.driverAdapterError) ? meta.driverAdapterError : {};
-  const cause = isRecord(adapterError.cause) ? adapterError.cause : {};
-  const constraint = isRecord(cause.constraint) ? cause.constraint : {};
+  const adapterError = isObject(meta.driverAdapterError) ? meta.driverAdapterError : {};
+  const cause = isObject(adapterError.cause) ? adapterError.cause : {};
+  const constraint = isObject(cause.constraint) ? cause.constraint : {};
   for (const names of [meta.target, constraint.fields]) {
     if (Array.isArray(names) && names.every((n) => typeof n === "string")) {
       return { constraint: names };
@@ -203,8 +204,4 @@ function uniqueViolation(error: unknown): Pick<ReencryptSkippedRow, "constraint"
     if (typeof name === "string") return { constraint: name };
   }
   return {};
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === "object" && v !== null;
 }

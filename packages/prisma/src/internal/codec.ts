@@ -1279,7 +1279,7 @@ function inheritedContext(related: RelatedModel, ctx: Ctx | undefined): Ctx | un
 }
 
 /** `record[key]` if it is the record's own (not `toString` or `constructor` of its prototype). */
-function ownValue<T>(record: Readonly<Record<string, T>>, key: string): T | undefined {
+export function ownValue<T>(record: Readonly<Record<string, T>>, key: string): T | undefined {
   return Object.hasOwn(record, key) ? record[key] : undefined;
 }
 

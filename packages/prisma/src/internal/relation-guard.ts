@@ -1,5 +1,5 @@
 import { listsEveryRelation, type SchemaDescriptor } from "../schema-descriptor.ts";
-import { type ColumnsOf, isObject, type Json, reject } from "./codec.ts";
+import { type ColumnsOf, isObject, type Json, ownValue, reject } from "./codec.ts";
 
 const LOGICAL = new Set(["AND", "OR", "NOT"]);
 const RELATION_FILTERS = ["some", "every", "none", "is", "isNot"];
@@ -46,9 +46,7 @@ export class RelationGuard {
     const isColumn = this.#columnsOf(model);
     if (isColumn === undefined || isColumn(key)) return undefined;
     const descriptor = this.#models[model];
-    const relations = descriptor?.relations;
-    const target =
-      relations !== undefined && Object.hasOwn(relations, key) ? relations[key] : undefined;
+    const target = descriptor === undefined ? undefined : ownValue(descriptor.relations, key);
     if (target !== undefined) return target;
     if (descriptor !== undefined && listsEveryRelation(descriptor)) return undefined;
     const listed = descriptor === undefined ? `list ${model} with` : "list";

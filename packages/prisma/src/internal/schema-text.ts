@@ -216,6 +216,7 @@ const FIELD_TYPE =
   /^[\t\p{Zs}]*([\p{L}\p{N}][\p{L}\p{N}_-]*)(?:\("(?:[^"\\]|\\.)*"\))?(?:[\t\p{Zs}]*(\[\]))?(?:[\t\p{Zs}]*(\?))?/u;
 
 const UTF8 = new TextEncoder();
+const UTF8_DECODER = new TextDecoder();
 const IDENTIFIER = /[\p{L}\p{N}][\p{L}\p{N}_-]*/uy;
 const KEYWORDS: readonly Keyword[] = ["model", "type", "view", "enum", "datasource", "generator"];
 
@@ -457,8 +458,7 @@ class SchemaReader {
       }
       this.#pos = end + 2;
       const bytes = UTF8.encode(src.slice(start, this.#pos));
-      doc = new TextDecoder()
-        .decode(bytes.subarray(2, bytes.length - 2))
+      doc = UTF8_DECODER.decode(bytes.subarray(2, bytes.length - 2))
         .replace(LEADING_SPACE, "")
         .replace(TRAILING_SPACE, "");
     } else {
