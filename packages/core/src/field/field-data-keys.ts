@@ -1051,14 +1051,9 @@ export class FieldDataKeys {
     ctxKey: string,
   ): Promise<StableKey | undefined> {
     const scope = `${keyId}\u0000${ctxKey}`;
-    const now = this.#cache.clock.now();
     const generation = this.#generation;
-    this.#sweepStable(now);
-    const found = this.#stableByScope.get(scope);
-    if (found !== undefined && !found.retired) {
-      if (this.#fresh(found, now)) return found;
-      this.#expireStable(found);
-    }
+    const found = this.#foundForScope(scope);
+    if (found !== undefined) return found;
     for (let n = 0; n <= MAX_STABLE_GENERATION; n++) {
       const id = hexOf(stableDataKeyId(keyId, context, n));
       const record = await this.record(id);
@@ -1079,7 +1074,7 @@ export class FieldDataKeys {
         if (!mayBeGone(error)) throw error;
         // Passed over for this lookup, which creates nothing; not confirmed (no KMS question
         // asked about it), so #findStable asks before it makes a generation to replace it.
-        const gone = goneRow(record, error, false);
+        const gone = goneRow(record, error);
         if (generation === this.#generation) bounded(this.#goneStable, id, gone, MAX_STABLE_KEYS);
       }
     }
@@ -1104,6 +1099,17 @@ export class FieldDataKeys {
     }
   }
 
+  /** The key `scope` found, while it is not retired and young enough (an expired one is let go). */
+  #foundForScope(scope: string): StableKey | undefined {
+    const now = this.#cache.clock.now();
+    this.#sweepStable(now);
+    const found = this.#stableByScope.get(scope);
+    if (found === undefined || found.retired) return undefined;
+    if (this.#fresh(found, now)) return found;
+    this.#expireStable(found);
+    return undefined;
+  }
+
   stableForScope(
     context: EncryptionContext,
     ctxKey: string,
@@ -1111,13 +1117,8 @@ export class FieldDataKeys {
   ): Promise<StableKey> {
     const keyId = this.#selectKey(context);
     const scope = `${keyId}\u0000${ctxKey}`;
-    const now = this.#cache.clock.now();
-    this.#sweepStable(now);
-    const found = this.#stableByScope.get(scope);
-    if (found !== undefined && !found.retired) {
-      if (this.#fresh(found, now)) return Promise.resolve(found);
-      this.#expireStable(found);
-    }
+    const found = this.#foundForScope(scope);
+    if (found !== undefined) return Promise.resolve(found);
     const pending = this.#stableLoadsByScope.get(scope);
     if (pending !== undefined) return pending;
     if (transactionScope !== undefined) {
@@ -1356,7 +1357,7 @@ export class FieldDataKeys {
         return found(await open(id, record));
       } catch (error) {
         if (!mayBeGone(error)) throw error;
-        gone = goneRow(record, error, false);
+        gone = goneRow(record, error);
         passed.push([id, gone]);
       }
     }
@@ -1427,9 +1428,7 @@ export class FieldDataKeys {
         purpose: "stable",
         createdAt: this.#clock.now(),
       });
-      stored =
-        record.wrappedKey.length === generated.ciphertextBlob.length &&
-        Buffer.from(record.wrappedKey).equals(Buffer.from(generated.ciphertextBlob));
+      stored = sameBytes(record.wrappedKey, generated.ciphertextBlob);
     } catch (error) {
       // Nothing stored wraps it: it can never be used.
       generated.plaintext.fill(0);
@@ -1514,17 +1513,17 @@ function kmsErrorKind(error: unknown): unknown {
   return typeof code === "string" ? code : name;
 }
 
-/** A stable row found dead: refused by the KMS with `error`. */
-function goneRow(record: DataKeyRecord, error: unknown, confirmed: boolean): GoneStable {
+/** A stable row found dead: refused by the KMS with `error`, not yet confirmed (`#confirmGone`). */
+function goneRow(record: DataKeyRecord, error: unknown): GoneStable {
   return {
     wrappedKey: record.wrappedKey,
     encryptionContext: record.encryptionContext,
     error,
-    confirmed,
+    confirmed: false,
   };
 }
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && Buffer.from(a).equals(Buffer.from(b));
 }
 

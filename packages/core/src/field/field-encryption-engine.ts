@@ -21,6 +21,7 @@ import {
   type LoadedKey,
   type Materials,
   type StableKey,
+  sameBytes,
 } from "./field-data-keys.ts";
 import {
   ciphertextBytes,
@@ -713,14 +714,7 @@ export class FieldEncryptionEngine {
     value: unknown,
     options?: EncryptCallOptions,
   ): Promise<string> {
-    const { input, length } = indexInput(binding, spec, value);
-    const ctxKey = contextKey(binding.context);
-    const keyed = keyContextOf(binding, ctxKey);
-    const mac = await this.#keys.withStable(
-      () => this.#keys.stableForScope(keyed.context, keyed.ctxKey, options?.transactionScope),
-      (held) => hmac(sha256, this.#keys.derive(held, "b", binding, ctxKey), input),
-    );
-    return Buffer.from(mac.buffer, mac.byteOffset, length).toString("base64url");
+    return (await this.#blindIndexes(binding, spec, value, options, false))[0] as string;
   }
 
   /**
@@ -740,19 +734,38 @@ export class FieldEncryptionEngine {
     value: unknown,
     options?: EncryptCallOptions,
   ): Promise<string[]> {
-    const current = await this.blindIndex(binding, spec, value, options);
-    const previous = this.#previousKeyIds;
-    if (previous === undefined) return [current];
+    return this.#blindIndexes(binding, spec, value, options, true);
+  }
+
+  /**
+   * The blind index under the current key id, then, `withPrevious`, under each previous key id
+   * that has a stable data key for the context; the value is validated and encoded once.
+   */
+  async #blindIndexes(
+    binding: FieldBinding,
+    spec: BlindIndexSpec,
+    value: unknown,
+    options: EncryptCallOptions | undefined,
+    withPrevious: boolean,
+  ): Promise<string[]> {
     const { input, length } = indexInput(binding, spec, value);
     const ctxKey = contextKey(binding.context);
     const keyed = keyContextOf(binding, ctxKey);
-    const out = [current];
+    const mac = (held: StableKey) =>
+      hmac(sha256, this.#keys.derive(held, "b", binding, ctxKey), input);
+    const text = (tag: Uint8Array) =>
+      Buffer.from(tag.buffer, tag.byteOffset, length).toString("base64url");
+    const current = await this.#keys.withStable(
+      () => this.#keys.stableForScope(keyed.context, keyed.ctxKey, options?.transactionScope),
+      mac,
+    );
+    const out = [text(current)];
+    const previous = this.#previousKeyIds;
+    if (!withPrevious || previous === undefined) return out;
     for (const keyId of this.#previousOf(previous, keyed.context)) {
-      const mac = await this.#keys.withExistingStable(keyId, keyed.context, keyed.ctxKey, (held) =>
-        hmac(sha256, this.#keys.derive(held, "b", binding, ctxKey), input),
-      );
-      if (mac === undefined) continue;
-      const index = Buffer.from(mac.buffer, mac.byteOffset, length).toString("base64url");
+      const tag = await this.#keys.withExistingStable(keyId, keyed.context, keyed.ctxKey, mac);
+      if (tag === undefined) continue;
+      const index = text(tag);
       if (!out.includes(index)) out.push(index);
     }
     return out;
@@ -873,7 +886,7 @@ export class FieldEncryptionEngine {
     context: EncryptionContext,
   ): string[] {
     const ids = previous(context);
-    if (!Array.isArray(ids) || !ids.every((id) => typeof id === "string" && id.length > 0)) {
+    if (!isKeyIdList(ids)) {
       throw new ValidationError(`"previousKeyIds" must give an array of non-empty key ids`);
     }
     const current = this.#keys.keyIdOf(context);
@@ -1044,8 +1057,8 @@ function legacyValue(
 
 const wipe = Uint8Array.prototype.fill;
 
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && Buffer.from(a).equals(Buffer.from(b));
+function isKeyIdList(ids: unknown): ids is readonly string[] {
+  return Array.isArray(ids) && ids.every((id) => typeof id === "string" && id.length > 0);
 }
 
 /** `previousKeyIds` as a function; undefined when none are configured (one lookup form). */
@@ -1054,7 +1067,7 @@ function previousKeySelector(
 ): ((context: EncryptionContext) => readonly string[]) | undefined {
   if (option === undefined) return undefined;
   if (typeof option === "function") return option;
-  if (!Array.isArray(option) || !option.every((id) => typeof id === "string" && id.length > 0)) {
+  if (!isKeyIdList(option)) {
     throw new ValidationError(
       `"previousKeyIds" must be an array of non-empty key ids or a function of the context`,
     );
