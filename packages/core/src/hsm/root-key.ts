@@ -158,16 +158,6 @@ type Kdf =
       readonly p: number;
     };
 
-interface KdfParameters {
-  readonly kdf: "scrypt" | "argon2id";
-  readonly salt: string;
-  readonly n?: number;
-  readonly r?: number;
-  readonly p?: number;
-  readonly t?: number;
-  readonly m?: number;
-}
-
 // scrypt N=2^17, r=8 (128 MiB) and argon2id t=3, m=64 MiB: OWASP's current minimums or above.
 const SCRYPT = { n: 2 ** 17, r: 8, p: 1 } as const;
 const ARGON2ID = { t: 3, m: 65536, p: 1 } as const;
@@ -345,11 +335,9 @@ export const RootKeySource = {
     return {
       description: `passphrase (${kdf})`,
       load: async (store) => {
-        const proposed: KdfParameters = {
-          kdf,
-          salt: Buffer.from(randomFillSync(new Uint8Array(16))).toString("base64"),
-          ...(kdf === "scrypt" ? SCRYPT : ARGON2ID),
-        };
+        const salt = Buffer.from(randomFillSync(new Uint8Array(16))).toString("base64");
+        const proposed: Kdf =
+          kdf === "scrypt" ? { kdf, salt, ...SCRYPT } : { kdf, salt, ...ARGON2ID };
         const stored = await store.putSettingIfAbsent("root-key-kdf", JSON.stringify(proposed));
         return deriveFromPassphrase(passphrase, parseKdfParameters(stored, store));
       },

@@ -29,8 +29,8 @@ export interface SealedKeyStoreOptions {
 }
 
 /** An alias incarnation: its name and creation time (both sealed). */
-function incarnationOf(alias: StoredAlias): string {
-  return `${alias.aliasName}\u0000${alias.createdAt}`;
+function incarnationOf(aliasName: string, createdAt: number): string {
+  return `${aliasName}\u0000${createdAt}`;
 }
 
 /** The highest seal counter this process verified or wrote for a record, and when (a tick). */
@@ -235,7 +235,7 @@ export class SealedKeyStore implements KeyStore {
     const previous =
       floor !== undefined && floor.createdAt === alias.createdAt
         ? floor.counter
-        : (this.#deletedAliasCounters.get(incarnationOf(alias)) ?? 0);
+        : (this.#deletedAliasCounters.get(incarnationOf(alias.aliasName, alias.createdAt)) ?? 0);
     const counter = previous + 1;
     await this.#raw.createAlias(this.sealAlias(alias, counter));
     this.#raiseAlias(alias, counter);
@@ -277,7 +277,7 @@ export class SealedKeyStore implements KeyStore {
     const floor = this.#aliasFloors.get(aliasName);
     if (floor === undefined) return;
     this.#aliasFloors.delete(aliasName);
-    const incarnation = `${aliasName}\u0000${floor.createdAt}`;
+    const incarnation = incarnationOf(aliasName, floor.createdAt);
     this.#deletedAliasCounters.delete(incarnation);
     this.#deletedAliasCounters.set(incarnation, floor.counter);
     if (this.#deletedAliasCounters.size > DELETED_ALIAS_COUNTERS) {

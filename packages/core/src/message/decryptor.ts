@@ -50,7 +50,6 @@ export class MessageDecryptor {
    * life.
    */
   #info: MessageInfo | undefined;
-  #frameLength = 0;
   #key: KeyObject | undefined;
   readonly #iv = Buffer.alloc(IV_LENGTH);
   #aad: Buffer | undefined;
@@ -105,7 +104,6 @@ export class MessageDecryptor {
         providerInfo: e.providerInfo,
       })),
     };
-    this.#frameLength = header.frameLength;
     this.#state = "body";
   }
 
@@ -160,7 +158,7 @@ export class MessageDecryptor {
   }
 
   #openAll(message: Uint8Array, start: number): Uint8Array {
-    const frameLength = this.#frameLength;
+    const frameLength = this.#info!.frameLength;
     const view = Buffer.from(message.buffer, message.byteOffset, message.byteLength);
     // Pass 1: walk the framing (sequence numbers, final-frame length, exact end).
     let at = start;
@@ -435,7 +433,7 @@ export class MessageDecryptor {
 
   #readFramesInto(out: Uint8Array[]): void {
     const queue = this.#queue;
-    const frameLength = this.#frameLength;
+    const frameLength = this.#info!.frameLength;
     while (this.#state === "body") {
       if (queue.length < 4) break;
       const marker = queue.peekUint32(0);

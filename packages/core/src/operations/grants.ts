@@ -25,6 +25,7 @@ import type { StoredGrant, StoredKey } from "../keystore/key-store.ts";
 import {
   authorizationRequest,
   authorizeKey,
+  type CallState,
   decisionOn,
   keyPolicyOf,
 } from "../policy/authorizer.ts";
@@ -553,18 +554,6 @@ function removeGrant(key: StoredKey, grantId: string): StoredGrant[] {
   return grants.filter((g) => g.grantId !== grantId);
 }
 
-/** The key policy's explicit Deny of `action` for this call, if it has one. */
-function explicitDeny(ctx: KmsContext, key: StoredKey, action: string): Decision | undefined {
-  const call = ctx.call;
-  if (call === undefined || !call.settings.enabled) return undefined;
-  const decision = evaluate(
-    keyPolicyOf(key, call.settings.identity),
-    [],
-    authorizationRequest(call, action, key, "single"),
-  );
-  return decision.reason === "explicit-deny" ? decision : undefined;
-}
-
 /**
  * The grant a retireGrant request names, for `kms.explain`: its key (a grant token carries
  * the key id) and grant id. Undefined parts when the request does not name them usably.
@@ -661,7 +650,7 @@ function authorizeRetire(ctx: KmsContext, key: StoredKey, grantId: string): void
   }
   const call = ctx.call;
   if (call === undefined || !call.settings.enabled) return;
-  const decision = retireDecision(ctx, call.principal, key, grantId);
+  const decision = retireDecision(ctx, call, key, grantId);
   if (decisionOn(call, "kms:RetireGrant", key) === undefined) {
     call.decisions.push({
       action: "kms:RetireGrant",
@@ -681,20 +670,20 @@ function authorizeRetire(ctx: KmsContext, key: StoredKey, grantId: string): void
  */
 function retireDecision(
   ctx: KmsContext,
-  principal: string,
+  call: CallState,
   key: StoredKey,
   grantId: string,
 ): Decision {
-  const denied = explicitDeny(ctx, key, "kms:RetireGrant");
-  if (denied !== undefined) return denied;
-  const byGrant = retiringPrincipalDecision(key, grantId, principal);
-  if (byGrant !== undefined) return byGrant;
-  const call = ctx.call!;
+  const principal = call.principal;
+  // One evaluation of the key policy answers both its explicit Deny and its Allow.
   const byPolicy = evaluate(
     keyPolicyOf(key, call.settings.identity),
     [],
     authorizationRequest(call, "kms:RetireGrant", key, "single"),
   );
+  if (byPolicy.reason === "explicit-deny") return byPolicy;
+  const byGrant = retiringPrincipalDecision(key, grantId, principal);
+  if (byGrant !== undefined) return byGrant;
   if (byPolicy.allowed) return byPolicy;
   return {
     allowed: false,

@@ -4,7 +4,7 @@ import { assertBoolean, assertObject } from "../internal/assert.ts";
 import { type KmsContext, loadKey, resolveKeyId, updateKey } from "../internal/key-access.ts";
 import { pageLimit, pageMarker } from "../internal/pagination.ts";
 import type { StoredKey } from "../keystore/key-store.ts";
-import { authorizationRequest, type CallState, keyPolicyOf } from "../policy/authorizer.ts";
+import { authorizationRequest, type CallState } from "../policy/authorizer.ts";
 import { evaluate } from "../policy/evaluate.ts";
 import { defaultKeyPolicy, type PolicyDocument, parsePolicy } from "../policy/policy-document.ts";
 import type { CreateKeyRequest, KeyIdRequest, Page, PageRequest } from "../types.ts";
@@ -117,17 +117,6 @@ export async function listKeyPolicies(
   // One policy fits every page, so no marker was ever issued for this listing.
   pageMarker(request, `listKeyPolicies ${key.keyId}`);
   return { policyNames: [KEY_POLICY_NAME], truncated: false };
-}
-
-/** Whether the key policy alone (no grants) allows `action` for the call's principal. */
-export function policyAllows(ctx: KmsContext, key: StoredKey, action: string): boolean {
-  const call = ctx.call;
-  if (call === undefined || !call.settings.enabled) return true;
-  return evaluate(
-    keyPolicyOf(key, call.settings.identity),
-    [],
-    authorizationRequest(call, action, key, "single"),
-  ).allowed;
 }
 
 export function accessDenied(ctx: KmsContext, action: string, key: StoredKey, why: string): never {
