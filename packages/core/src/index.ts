@@ -194,6 +194,7 @@ export {
   encryptFile,
   type FileProgress,
   type FileResult,
+  partialOutputsOf,
 } from "./message/file.ts";
 export {
   DEFAULT_FRAME_LENGTH,

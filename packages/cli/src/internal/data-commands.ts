@@ -12,7 +12,7 @@ import {
   writeFile,
   writev,
 } from "node:fs";
-import { lstat, readdir, readlink, realpath, stat } from "node:fs/promises";
+import { lstat, readlink, realpath, stat } from "node:fs/promises";
 import { basename, dirname, join, resolve, sep } from "node:path";
 import { Writable } from "node:stream";
 import { finished } from "node:stream/promises";
@@ -26,6 +26,7 @@ import {
   type FileResult,
   KMS_PROVIDER_ID,
   KmsKeyring,
+  partialOutputsOf,
   RESERVED_CONTEXT_PREFIX,
 } from "@kms/core";
 import { createProgressBar } from "../progress-bar.ts";
@@ -157,43 +158,13 @@ async function transferFiles(
     if (existing !== undefined && !existing.isDirectory()) throw outputExists(ctx, output);
   }
   if (output !== "-" && through === undefined) {
-    for (const path of await partialsBeside(output)) {
+    for (const path of await partialOutputsOf(output)) {
       ctx.io.stderr.write(
         `kms: warning: ${oneLine(path)} was left by an encrypt or decrypt that did not finish (killed, or still running): it may hold plaintext; remove it\n`,
       );
     }
   }
   return { input, output, through };
-}
-
-/** `.<12 hex>.partial`: what core appends to the name of a file `--out` while writing it. */
-const PARTIAL = /^(.*)\.[0-9a-f]{12}\.partial$/s;
-const SUFFIX_BYTES = ".0123456789ab.partial".length;
-/** The longest file name core makes its temporary names fit (bytes). */
-const MAX_NAME_BYTES = 255;
-
-/**
- * The temporary files of earlier transfers to `output` still beside it. A process killed by
- * SIGKILL (or the OOM killer, or a power cut) cannot remove its own, and on decrypt it holds
- * verified plaintext of a message that never finished; nothing else would ever name it. For a
- * name near the 255-byte limit core cuts the name short, so a prefix of it counts too.
- */
-async function partialsBeside(output: string): Promise<string[]> {
-  const name = basename(output);
-  // An unreadable directory (a drop box one may only write to) is not searched.
-  const entries = await readdir(dirname(output)).catch(() => [] as string[]);
-  return entries
-    .filter((entry) => {
-      const prefix = PARTIAL.exec(entry)?.[1];
-      if (prefix === undefined || prefix.length === 0) return false;
-      if (prefix === name) return true;
-      // Cut short: only for a name too long to take the suffix, and at most 3 bytes short of
-      // the limit (a character is cut whole).
-      const cut = Buffer.byteLength(name) + SUFFIX_BYTES > MAX_NAME_BYTES;
-      return cut && name.startsWith(prefix) && Buffer.byteLength(entry) > MAX_NAME_BYTES - 4;
-    })
-    .sort()
-    .map((entry) => join(dirname(output), entry));
 }
 
 const forced = (ctx: CommandContext): boolean => booleanOption(ctx.values, "force") === true;

@@ -9,7 +9,16 @@
  */
 import { randomBytes } from "node:crypto";
 import { createReadStream, type Stats } from "node:fs";
-import { type FileHandle, link, lstat, open, rename, stat, unlink } from "node:fs/promises";
+import {
+  type FileHandle,
+  link,
+  lstat,
+  open,
+  readdir,
+  rename,
+  stat,
+  unlink,
+} from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { type Readable, Transform, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -329,6 +338,33 @@ function temporaryPath(out: string): string {
     kept += char.length;
   }
   return join(dirname(out), `${name.slice(0, kept)}${suffix}`);
+}
+
+/** The name core gives a temporary file: `<name>.<12 hex>.partial` (see {@link temporaryPath}). */
+const PARTIAL = /^(.*)\.[0-9a-f]{12}\.partial$/s;
+const SUFFIX_BYTES = ".0123456789ab.partial".length;
+
+/**
+ * The temporary files that earlier `encryptFile`/`decryptFile` calls to `out` left beside it,
+ * sorted. A process killed by SIGKILL (or the OOM killer, or a power cut) cannot remove its own,
+ * and on decrypt it holds verified plaintext of a message that never finished; nothing else
+ * would ever name it. For a name too long to take the suffix, the temporary name starts with a
+ * prefix of it (cut at a character, so at most 3 bytes short of the limit). An unreadable
+ * directory (a drop box one may only write to) gives none.
+ */
+export async function partialOutputsOf(out: string): Promise<string[]> {
+  const name = basename(out);
+  const entries = await readdir(dirname(out)).catch(() => [] as string[]);
+  const cut = Buffer.byteLength(name) + SUFFIX_BYTES > MAX_NAME_BYTES;
+  return entries
+    .filter((entry) => {
+      const prefix = PARTIAL.exec(entry)?.[1];
+      if (prefix === undefined || prefix.length === 0) return false;
+      if (prefix === name) return true;
+      return cut && name.startsWith(prefix) && Buffer.byteLength(entry) > MAX_NAME_BYTES - 4;
+    })
+    .sort()
+    .map((entry) => join(dirname(out), entry));
 }
 
 /** Codes of a `link` on a file system without hard links (FAT, exFAT, some network mounts). */
