@@ -7,7 +7,7 @@
 import { keyArn } from "../arn.ts";
 import { parseBlob } from "../envelope/ciphertext-blob.ts";
 import { isKmsError } from "../errors.ts";
-import { retireGrantTarget } from "../operations/grants.ts";
+import { GRANT_ID, retireGrantTarget } from "../operations/grants.ts";
 import type { CallState } from "../policy/authorizer.ts";
 import type { AuditJsonObject, AuditJsonValue, AuditUserIdentity } from "./audit-sink.ts";
 import type { UnchainedAuditEvent } from "./auditor.ts";
@@ -56,9 +56,6 @@ const MAX_DEPTH = 6;
  * serialization failed for every call in it).
  */
 const MAX_TEXT = 256 * 1024;
-
-/** A grant id as createGrant makes them; anything else a token carries is not recorded. */
-const GRANT_ID = /^[0-9a-f]{64}$/;
 
 /** The longest request id recorded as given. */
 const MAX_REQUEST_ID = 8 * 1024;
@@ -238,7 +235,8 @@ function additionalData(call: CallState, response: unknown): AuditJsonObject | u
   }
   if (call.operation === "retireGrant") {
     // The grant token is secret and dropped from requestParameters; the grant id it names is
-    // not, and is what AWS records (additionalEventData.grantId).
+    // not, and is what AWS records (additionalEventData.grantId). Nothing else a token carries
+    // is recorded.
     const { grantId } = retireGrantTarget(req);
     if (grantId !== undefined && GRANT_ID.test(grantId)) data.grantId = grantId;
   }

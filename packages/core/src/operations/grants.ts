@@ -619,7 +619,7 @@ export async function retireGrant(ctx: KmsContext, request: RetireGrantRequest):
     keyId = await resolveKeyId(ctx, request.keyId);
     grantId = assertString("grantId", request.grantId, 1, 128);
   }
-  if (!/^[0-9a-f]{64}$/.test(grantId)) throw new InvalidGrantIdError(`"grantId" is not a grant id`);
+  assertGrantId(grantId);
   const current = await getKey(ctx, keyId);
   authorizeRetire(ctx, current, grantId);
   if (request.dryRun === true) {
@@ -696,7 +696,7 @@ function retireDecision(
 export async function revokeGrant(ctx: KmsContext, request: RevokeGrantRequest): Promise<void> {
   assertObject("request", request);
   const grantId = assertString("grantId", request.grantId, 1, 128);
-  if (!/^[0-9a-f]{64}$/.test(grantId)) throw new InvalidGrantIdError(`"grantId" is not a grant id`);
+  assertGrantId(grantId);
   const key = await loadKey(ctx, request.keyId, "revokeGrant");
   if (request.dryRun === true) {
     removeGrant(key, grantId);
@@ -705,4 +705,12 @@ export async function revokeGrant(ctx: KmsContext, request: RevokeGrantRequest):
   await updateKey(ctx, key.keyId, "revokeGrant", (latest) => ({
     grants: removeGrant(latest, grantId),
   }));
+}
+
+/** What CreateGrant makes a grant id: 64 lowercase hex digits. */
+export const GRANT_ID = /^[0-9a-f]{64}$/;
+
+/** @throws InvalidGrantIdException when `grantId` cannot be one this KMS made. */
+function assertGrantId(grantId: string): void {
+  if (!GRANT_ID.test(grantId)) throw new InvalidGrantIdError(`"grantId" is not a grant id`);
 }
