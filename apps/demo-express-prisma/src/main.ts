@@ -100,6 +100,12 @@ async function serve(
     await kms.close();
     process.exit(1);
   }
+  // Before the banner: whoever reads the banner may signal at once, and a signal with no
+  // listener yet would kill the process instead of stopping it.
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    // Once: a second Ctrl-C while stopping ends the process at once (the default action).
+    process.once(signal, () => void stop(signal, server, database, kms));
+  }
   const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const published = (process.env.DEMO_TENANTS ?? "").trim() === "";
   const [first = "", second = first] = tenants.tenants;
@@ -118,10 +124,6 @@ A request acts for the clinic whose bearer token it sends, and only for it:
 
 Ctrl-C (or SIGTERM) stops it.`,
   );
-  for (const signal of ["SIGINT", "SIGTERM"] as const) {
-    // Once: a second Ctrl-C while stopping ends the process at once (the default action).
-    process.once(signal, () => void stop(signal, server, database, kms));
-  }
 }
 
 /** Stops accepting requests, lets those in flight finish, closes the database and the KMS. */
