@@ -506,7 +506,7 @@ describe("kms audit: the command line", () => {
     expect(one.out).toMatch(/^Usage: kms audit verify \[--head <hash>\]\n/);
     const flag = await kms(["audit", "list", "--help"]);
     expect(flag.out).toMatch(/^Usage: kms audit list /);
-    expect((await kms(["--help"])).out).toContain("kms last-used <keyId|alias>");
+    expect((await kms(["--help"])).out).toContain("kms last-used <keyId>");
   });
 });
 
@@ -514,7 +514,13 @@ describe("kms last-used", () => {
   it("reports no use before an encrypt and its GenerateDataKey after it, with ISO dates", async () => {
     const created = JSON.parse((await kms(["create-key"])).out) as Key & { creationDate: string };
     expect((await kms(["create-alias", "alias/a", created.keyId])).code).toBe(0);
-    const before = await kms(["last-used", "alias/a"]);
+    // As AWS's GetKeyLastUsage: a key id or key ARN, not an alias.
+    const byAlias = await kms(["last-used", "alias/a"]);
+    expect(byAlias.code).toBe(1);
+    expect(byAlias.err).toMatch(
+      /^NotFoundException: Invalid keyId alias\/a: getKeyLastUsage takes a key id or key ARN, not an alias\n/,
+    );
+    const before = await kms(["last-used", created.arn]);
     expect(before.code).toBe(0);
     expect(JSON.parse(before.out)).toStrictEqual({
       keyId: created.arn,
@@ -542,11 +548,11 @@ describe("kms last-used", () => {
       keyCreationDate: created.creationDate,
     });
     // It is a KMS call of its own, recorded like any other (and never a use).
-    expect(storedEvents().filter((e) => e.eventName === "GetKeyLastUsage")).toHaveLength(2);
+    expect(storedEvents().filter((e) => e.eventName === "GetKeyLastUsage")).toHaveLength(3);
   });
 
   it("an unknown key is NotFoundException (exit 1)", async () => {
-    const missing = await kms(["last-used", "alias/nope"]);
+    const missing = await kms(["last-used", "1234abcd-12ab-34cd-56ef-1234567890ab"]);
     expect(missing.code).toBe(1);
     expect(missing.err).toMatch(/^NotFoundException: /);
   });

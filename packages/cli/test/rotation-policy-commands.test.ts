@@ -112,19 +112,13 @@ describe("usage errors exit 2 before opening the store", () => {
 describe("key rotation", () => {
   it("enable, status, disable: the schedule the KMS keeps", async () => {
     const { arn, keyId } = await createKey();
-    await ok(["create-alias", "alias/rotating", keyId]);
-    expect(await ok(["get-key-rotation-status", "alias/rotating"])).toEqual({
+    expect(await ok(["get-key-rotation-status", arn])).toEqual({
       keyRotationEnabled: false,
       keyId: arn,
     });
 
     const before = Date.now();
-    const enabled = (await ok([
-      "enable-key-rotation",
-      "alias/rotating",
-      "--period-days",
-      "90",
-    ])) as {
+    const enabled = (await ok(["enable-key-rotation", arn, "--period-days", "90"])) as {
       nextRotationDate: string;
     };
     expect(enabled).toEqual({
@@ -155,11 +149,10 @@ describe("key rotation", () => {
 
   it("rotate-key adds key material: one more rotation, and describe-key names it current", async () => {
     const { arn, keyId } = await createKey();
-    await ok(["create-alias", "alias/rotating", keyId]);
     const original = (await ok(["describe-key", keyId])) as { currentKeyMaterialId: string };
-    expect(await ok(["list-key-rotations", "alias/rotating"])).toEqual({ rotations: [] });
+    expect(await ok(["list-key-rotations", arn])).toEqual({ rotations: [] });
 
-    expect(await ok(["rotate-key", "alias/rotating"])).toEqual({ keyId: arn });
+    expect(await ok(["rotate-key", arn])).toEqual({ keyId: arn });
     const first = (await ok(["list-key-rotations", keyId])) as {
       rotations: { keyMaterialId: string }[];
     };
@@ -208,13 +201,13 @@ describe("key policies", () => {
   });
 
   it("put-key-policy from a file: get-key-policy returns it and the KMS enforces it", async () => {
-    const { keyId } = await createKey();
+    const { arn, keyId } = await createKey();
     await ok(["create-alias", "alias/guarded", keyId]);
     await ok(["describe-key", "alias/guarded", "--principal", ALICE]);
 
     const file = writePolicy("policy.json", DENY_ALICE);
-    expect(await ok(["put-key-policy", "alias/guarded", "--policy", file])).toEqual({
-      keyId: "alias/guarded",
+    expect(await ok(["put-key-policy", arn, "--policy", file])).toEqual({
+      keyId: arn,
       policyName: "default",
     });
     expect(await ok(["get-key-policy", keyId])).toEqual(DENY_ALICE);
@@ -401,15 +394,45 @@ describe("an unknown key or alias is NotFoundException, exit 1", () => {
   });
 });
 
+describe("the rotation and policy commands take a key id or key ARN, as AWS: an alias is NotFoundException, exit 1", () => {
+  const ALIAS_ARN = `arn:aws:kms:local:${ACCOUNT}:alias/k`;
+  it.each([
+    ["enable-key-rotation", "enableKeyRotation", "alias/k"],
+    ["disable-key-rotation", "disableKeyRotation", ALIAS_ARN],
+    ["get-key-rotation-status", "getKeyRotationStatus", "alias/k"],
+    ["rotate-key", "rotateKeyOnDemand", ALIAS_ARN],
+    ["list-key-rotations", "listKeyRotations", "alias/k"],
+    ["get-key-policy", "getKeyPolicy", ALIAS_ARN],
+    ["put-key-policy", "putKeyPolicy", "alias/k", "--policy", "policy.json"],
+  ])("%s %s", async (command, operation, alias, ...rest) => {
+    const { keyId } = await createKey();
+    await ok(["create-alias", "alias/k", keyId]);
+    writePolicy("policy.json", { ...DENY_ALICE, Id: "never-put" });
+    await failed(
+      [command, alias, ...rest],
+      new RegExp(
+        `^NotFoundException: Invalid keyId ${alias}: ${operation} takes a key id or key ARN, not an alias\n`,
+      ),
+    );
+    // Nothing changed; the same command on the key id works.
+    expect(await ok(["list-key-rotations", keyId])).toEqual({ rotations: [] });
+    expect(await ok(["get-key-rotation-status", keyId])).toMatchObject({
+      keyRotationEnabled: false,
+    });
+    expect(await ok(["get-key-policy", keyId])).not.toMatchObject({ Id: "never-put" });
+    expect(await ok([command, keyId, ...rest])).toBeDefined();
+  });
+});
+
 describe("--principal is the caller of every call", () => {
   it.each([
-    ["enable-key-rotation", "alias/k"],
-    ["disable-key-rotation", "alias/k"],
-    ["get-key-rotation-status", "alias/k"],
-    ["rotate-key", "alias/k"],
-    ["list-key-rotations", "alias/k"],
-    ["get-key-policy", "alias/k"],
-    ["put-key-policy", "alias/k", "--policy", "policy.json"],
+    ["enable-key-rotation", "KEY"],
+    ["disable-key-rotation", "KEY"],
+    ["get-key-rotation-status", "KEY"],
+    ["rotate-key", "KEY"],
+    ["list-key-rotations", "KEY"],
+    ["get-key-policy", "KEY"],
+    ["put-key-policy", "KEY", "--policy", "policy.json"],
     ["list-aliases", "--key", "alias/k"],
     ["update-alias", "alias/k", "OTHER"],
     ["delete-alias", "alias/k"],
@@ -418,7 +441,7 @@ describe("--principal is the caller of every call", () => {
     const other = await createKey();
     await ok(["create-alias", "alias/k", keyId]);
     await ok(["put-key-policy", keyId, "--policy", writePolicy("policy.json", DENY_ALICE)]);
-    const args = argv.map((arg) => (arg === "OTHER" ? other.keyId : arg));
+    const args = argv.map((arg) => (arg === "OTHER" ? other.keyId : arg === "KEY" ? keyId : arg));
     await failed([...args, "--principal", ALICE], /^AccessDeniedException: /);
     // Nothing changed: no rotation or schedule, and the alias still names the key.
     expect(await ok(["list-key-rotations", keyId])).toEqual({ rotations: [] });

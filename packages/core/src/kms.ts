@@ -25,6 +25,7 @@ import {
 import * as aliases from "./operations/aliases.ts";
 import * as asymmetric from "./operations/asymmetric.ts";
 import * as dataKeyPair from "./operations/data-key-pair.ts";
+import { directKeyId } from "./operations/direct-key-id.ts";
 import * as grants from "./operations/grants.ts";
 import * as keys from "./operations/keys.ts";
 import * as mac from "./operations/mac.ts";
@@ -149,6 +150,12 @@ export interface KmsOptions {
 /**
  * The KMS facade: every operation validates its request, checks the key's state, performs the
  * cryptographic work in the HSM layer, and raises only KmsError subclasses.
+ *
+ * A key is named as AWS KMS lets each operation name it. The cryptographic operations,
+ * describeKey and getPublicKey take a key id, key ARN, alias name or alias ARN. Every other
+ * operation that names a key (its state, description, rotation, policy, tags, grants, last
+ * usage) takes a key id or key ARN only and answers an alias with NotFoundException; the target
+ * of createAlias and updateAlias and listAliases' `keyId` answer one with ValidationException.
  */
 export class Kms {
   readonly #ctx: KmsContext;
@@ -607,7 +614,8 @@ export class Kms {
    */
   getKeyLastUsage(request: KeyIdRequest, options?: CallOptions): Promise<GetKeyLastUsageResponse> {
     return this.#run("getKeyLastUsage", request, options, async (ctx, r) => {
-      const { keyMetadata } = await keys.describeKey(ctx, { keyId: r?.keyId });
+      const keyId = directKeyId(ctx, r?.keyId, "getKeyLastUsage");
+      const { keyMetadata } = await keys.describeKey(ctx, { keyId });
       const created = keyMetadata.creationDate;
       const { usage, trackingStart } = await this.#guard.auditor.lastUsage(keyMetadata.arn);
       // An empty trail starts with this call's own event.

@@ -110,7 +110,10 @@ export interface CreateKeyResponse {
 }
 
 export interface KeyIdRequest {
-  /** Key id, key ARN, alias name or alias ARN. */
+  /**
+   * Key id or key ARN; an alias name or alias ARN too where AWS takes one (`describeKey`,
+   * `getPublicKey` and the cryptographic operations), else refused with `NotFoundError`.
+   */
   readonly keyId: string;
 }
 

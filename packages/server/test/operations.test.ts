@@ -198,6 +198,46 @@ describe("aliases", () => {
     const after = await alice.send(new ListAliasesCommand({ KeyId: b }));
     expect(after.Aliases).toEqual([]);
   });
+
+  it("is refused where AWS takes a key id or key ARN only: NotFoundException, nothing changed", async () => {
+    const keyId = await symmetricKey();
+    await alice.send(new CreateAliasCommand({ AliasName: "alias/managed", TargetKeyId: keyId }));
+    const policy = (await alice.send(new GetKeyPolicyCommand({ KeyId: keyId }))).Policy!;
+    for (const alias of ["alias/managed", "arn:aws:kms:eu-test-1:111122223333:alias/managed"]) {
+      const calls: (() => Promise<unknown>)[] = [
+        () => alice.send(new PutKeyPolicyCommand({ KeyId: alias, Policy: policy })),
+        () =>
+          alice.send(
+            new TagResourceCommand({ KeyId: alias, Tags: [{ TagKey: "t", TagValue: "v" }] }),
+          ),
+        () =>
+          alice.send(
+            new CreateGrantCommand({
+              KeyId: alias,
+              GranteePrincipal: BOB.principal,
+              Operations: ["Decrypt"],
+            }),
+          ),
+        () => alice.send(new EnableKeyRotationCommand({ KeyId: alias })),
+        () => alice.send(new UpdateKeyDescriptionCommand({ KeyId: alias, Description: "changed" })),
+        () => alice.send(new GetKeyRotationStatusCommand({ KeyId: alias })),
+        () => alice.send(new ListGrantsCommand({ KeyId: alias })),
+      ];
+      for (const call of calls) {
+        await expect(call()).rejects.toMatchObject({
+          name: "NotFoundException",
+          message: expect.stringMatching(/takes a key id or key ARN, not an alias$/),
+        });
+      }
+    }
+    expect((await alice.send(new ListGrantsCommand({ KeyId: keyId }))).Grants).toEqual([]);
+    expect((await alice.send(new ListResourceTagsCommand({ KeyId: keyId }))).Tags).toEqual([]);
+    const md = (await alice.send(new DescribeKeyCommand({ KeyId: "alias/managed" }))).KeyMetadata!;
+    expect(md.Description).toBe("test");
+    expect(
+      (await alice.send(new GetKeyRotationStatusCommand({ KeyId: keyId }))).KeyRotationEnabled,
+    ).toBe(false);
+  });
 });
 
 describe("symmetric encryption", () => {

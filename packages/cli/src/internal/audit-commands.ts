@@ -298,13 +298,13 @@ function isCalendarDate(parts: RegExpExecArray): boolean {
 }
 
 /**
- * `kms last-used <keyId|alias>`: AWS's GetKeyLastUsage, itself an audited call (it never counts
+ * `kms last-used <keyId>`: AWS's GetKeyLastUsage, itself an audited call (it never counts
  * as a use). The deprecated `eventId` (same value as `cloudTrailEventId`) is left out so that
  * scripts do not come to depend on it.
  */
 const lastUsed: Command = {
   options: {},
-  positionals: ["keyId|alias"],
+  positionals: ["keyId"],
   async run(ctx) {
     const kms = await ctx.kms();
     const response = await kms.getKeyLastUsage(

@@ -18,7 +18,7 @@ export function policyDocument(policy: string): unknown {
 
 const getKeyPolicy: Command = {
   options: {},
-  positionals: ["keyId|alias"],
+  positionals: ["keyId"],
   async run(ctx) {
     const kms = await ctx.kms();
     const { policy } = await kms.getKeyPolicy(
@@ -63,7 +63,7 @@ const putKeyPolicy: Command = {
     policy: { type: "string" },
     "bypass-policy-lockout-safety-check": { type: "boolean" },
   },
-  positionals: ["keyId|alias"],
+  positionals: ["keyId"],
   async run(ctx) {
     const keyId = ctx.positionals[0] as string;
     const policy = await readPolicy(ctx);

@@ -2,6 +2,11 @@ import { integerOption } from "./args.ts";
 import { type Command, type CommandContext, printJson } from "./command.ts";
 import { allPages } from "./key-commands.ts";
 
+// The key argument goes to the KMS as given. These operations, like AWS's, take a key id or key
+// ARN only and answer an alias with NotFoundException; the command does not resolve one itself
+// (as `list-aliases --key` does for a mere filter): an alias re-pointed between that look-up and
+// the call would turn the call on another key. The policy commands follow the same rule.
+
 /**
  * GetKeyRotationStatus, printed. Enabling and disabling print it too (AWS returns nothing), so
  * their output shows the schedule the key is left with.
@@ -13,7 +18,7 @@ async function printRotationStatus(ctx: CommandContext, keyId: string): Promise<
 
 const enableKeyRotation: Command = {
   options: { "period-days": { type: "string" } },
-  positionals: ["keyId|alias"],
+  positionals: ["keyId"],
   async run(ctx) {
     const keyId = ctx.positionals[0] as string;
     const period = integerOption(ctx.values, "period-days", ctx.command);
@@ -28,7 +33,7 @@ const enableKeyRotation: Command = {
 
 const disableKeyRotation: Command = {
   options: {},
-  positionals: ["keyId|alias"],
+  positionals: ["keyId"],
   async run(ctx) {
     const keyId = ctx.positionals[0] as string;
     const kms = await ctx.kms();
@@ -39,7 +44,7 @@ const disableKeyRotation: Command = {
 
 const getKeyRotationStatus: Command = {
   options: {},
-  positionals: ["keyId|alias"],
+  positionals: ["keyId"],
   async run(ctx) {
     await printRotationStatus(ctx, ctx.positionals[0] as string);
   },
@@ -47,7 +52,7 @@ const getKeyRotationStatus: Command = {
 
 const rotateKey: Command = {
   options: {},
-  positionals: ["keyId|alias"],
+  positionals: ["keyId"],
   async run(ctx) {
     const kms = await ctx.kms();
     await printJson(
@@ -59,7 +64,7 @@ const rotateKey: Command = {
 
 const listKeyRotations: Command = {
   options: {},
-  positionals: ["keyId|alias"],
+  positionals: ["keyId"],
   async run(ctx) {
     const keyId = ctx.positionals[0] as string;
     const kms = await ctx.kms();

@@ -14,12 +14,12 @@ import {
   getKey,
   isDeletionDue,
   type KmsContext,
-  resolveKeyId,
 } from "../internal/key-access.ts";
 import { pageLimit, pageMarker, toPage } from "../internal/pagination.ts";
 import { KEY_SPEC_TABLE } from "../key-specs.ts";
 import type { StoredAlias, StoredKey } from "../keystore/key-store.ts";
 import type { AliasRequest, ListAliasesRequest, ListAliasesResponse } from "../types.ts";
+import { directKeyId } from "./direct-key-id.ts";
 
 const ALIAS_NAME = /^alias\/[a-zA-Z0-9:/_-]+$/;
 
@@ -52,12 +52,23 @@ export function validateAliasName(name: unknown): string {
   return name;
 }
 
-/** Targets must be named by key id or key ARN, as in AWS: an alias cannot point to an alias. */
-async function resolveTarget(ctx: KmsContext, target: unknown): Promise<string> {
+/**
+ * The key an alias points to, or ListAliases lists the aliases of: named by key id or key ARN,
+ * as in AWS (an alias cannot point to an alias). An alias here is a ValidationError, not the
+ * NotFoundError of {@link directKeyId}: AWS answers CreateAlias's with ValidationException
+ * ("Aliases must refer to keys. Not aliases").
+ * @throws ValidationError, NotFoundError.
+ */
+function resolveTarget(
+  ctx: KmsContext,
+  target: unknown,
+  operation: string,
+  argument: "targetKeyId" | "keyId",
+): string {
   if (typeof target === "string" && (target.startsWith("alias/") || target.includes(":alias/"))) {
-    throw new ValidationError(`"targetKeyId" must be a key id or key ARN, not an alias`);
+    throw new ValidationError(`"${argument}" must be a key id or key ARN, not an alias`);
   }
-  return resolveKeyId(ctx, target, "targetKeyId");
+  return directKeyId(ctx, target, operation, argument);
 }
 
 /**
@@ -94,7 +105,10 @@ export async function createAlias(ctx: KmsContext, request: AliasRequest): Promi
   const aliasName = validateAliasName(request.aliasName);
   // Frees the name if it belongs to a key whose deletion window has passed.
   await liveAlias(ctx, aliasName);
-  const key = await getKey(ctx, await resolveTarget(ctx, request.targetKeyId));
+  const key = await getKey(
+    ctx,
+    resolveTarget(ctx, request.targetKeyId, "createAlias", "targetKeyId"),
+  );
   checkKeyState(ctx, key, "createAlias");
   await assertAliasRoom(ctx, key);
   const now = ctx.clock.now();
@@ -115,7 +129,10 @@ export async function updateAlias(ctx: KmsContext, request: AliasRequest): Promi
     // AWS authorizes UpdateAlias on the key the alias points to now as well as on the new one:
     // a caller allowed on its own key must not take over an alias of a key it cannot touch.
     const previous = await currentTarget(ctx, current.targetKeyId);
-    const key = await getKey(ctx, await resolveTarget(ctx, request.targetKeyId));
+    const key = await getKey(
+      ctx,
+      resolveTarget(ctx, request.targetKeyId, "updateAlias", "targetKeyId"),
+    );
     checkKeyState(ctx, key, "updateAlias");
     if (
       previous !== undefined &&
@@ -210,7 +227,9 @@ export async function listAliases(
 ): Promise<ListAliasesResponse> {
   const limit = pageLimit(request, { max: 100, default: 50 });
   const targetKeyId =
-    request.keyId === undefined ? undefined : await resolveTarget(ctx, request.keyId);
+    request.keyId === undefined
+      ? undefined
+      : resolveTarget(ctx, request.keyId, "listAliases", "keyId");
   if (targetKeyId !== undefined) await getKey(ctx, targetKeyId);
   // A marker lists on from where it was made: the same listing, all aliases or one key's.
   const scope = targetKeyId === undefined ? "listAliases" : `listAliases ${targetKeyId}`;

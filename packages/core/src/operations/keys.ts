@@ -1,6 +1,6 @@
-import { keyArn, parseKeyReference } from "../arn.ts";
+import { keyArn } from "../arn.ts";
 import { DAY_MS } from "../clock.ts";
-import { NotFoundError, UnsupportedOperationError, ValidationError } from "../errors.ts";
+import { UnsupportedOperationError, ValidationError } from "../errors.ts";
 import { asymmetricHsm } from "../hsm/asymmetric.ts";
 import {
   assertBoolean,
@@ -16,7 +16,6 @@ import {
   type KmsContext,
   loadKey,
   newKeyMaterialId,
-  resolveKeyId,
   toKeyMetadata,
   updateKey,
 } from "../internal/key-access.ts";
@@ -36,6 +35,7 @@ import type {
   ScheduleKeyDeletionResponse,
   UpdateKeyDescriptionRequest,
 } from "../types.ts";
+import { directKeyId } from "./direct-key-id.ts";
 import { validateTags } from "./tags.ts";
 
 const KEY_USAGES: readonly KeyUsage[] = [
@@ -159,32 +159,18 @@ async function destroyExpired(ctx: KmsContext, keys: readonly StoredKey[]): Prom
   return destroyed;
 }
 
+/**
+ * @throws ValidationError, NotFoundError (also for an alias: see {@link directKeyId}),
+ *   InvalidStateError.
+ */
 export async function updateKeyDescription(
   ctx: KmsContext,
   request: UpdateKeyDescriptionRequest,
 ): Promise<void> {
   assertObject("request", request);
   const description = assertString("description", request.description, 0, MAX_DESCRIPTION_LENGTH);
-  const keyId = await resolveKeyId(ctx, request.keyId);
+  const keyId = directKeyId(ctx, request.keyId, "updateKeyDescription");
   await updateKey(ctx, keyId, "updateKeyDescription", () => ({ description }));
-}
-
-/**
- * The key id that `reference` names directly: a key id or key ARN, never an alias. EnableKey,
- * DisableKey, ScheduleKeyDeletion and CancelKeyDeletion take no alias in AWS, which answers one
- * with NotFoundException: an alias re-pointed between the caller's look-up and the call (by
- * anyone allowed to update it) would turn the call on another key, and a scheduled deletion
- * ends with that key's ciphertexts gone for good.
- * @throws ValidationError, NotFoundError.
- */
-function directKeyId(ctx: KmsContext, reference: unknown, operation: string): string {
-  const ref = parseKeyReference(ctx.identity, reference);
-  if (ref.kind === "alias") {
-    throw new NotFoundError(
-      `Invalid keyId ${String(reference)}: ${operation} takes a key id or key ARN, not an alias`,
-    );
-  }
-  return ref.keyId;
 }
 
 /** @throws NotFoundError (also for an alias: see {@link directKeyId}), InvalidStateError. */

@@ -1,13 +1,14 @@
 import { keyArn } from "../arn.ts";
 import { AccessDeniedError, MalformedPolicyDocumentError, ValidationError } from "../errors.ts";
 import { assertBoolean, assertObject } from "../internal/assert.ts";
-import { type KmsContext, loadKey, resolveKeyId, updateKey } from "../internal/key-access.ts";
+import { type KmsContext, updateKey } from "../internal/key-access.ts";
 import { pageLimit, pageMarker } from "../internal/pagination.ts";
 import type { StoredKey } from "../keystore/key-store.ts";
 import { authorizationRequest, type CallState } from "../policy/authorizer.ts";
 import { evaluate } from "../policy/evaluate.ts";
 import { defaultKeyPolicy, type PolicyDocument, parsePolicy } from "../policy/policy-document.ts";
 import type { CreateKeyRequest, KeyIdRequest, Page, PageRequest } from "../types.ts";
+import { directKeyId, loadDirectKey } from "./direct-key-id.ts";
 
 /** AWS keys have exactly one policy, named "default". */
 export const KEY_POLICY_NAME = "default";
@@ -87,7 +88,7 @@ export async function putKeyPolicy(ctx: KmsContext, request: PutKeyPolicyRequest
   // Read once: the text stored is the text checked, whatever a getter answers the second time.
   const text: unknown = request.policy;
   const document = parsePolicy(text);
-  const keyId = await resolveKeyId(ctx, request.keyId);
+  const keyId = directKeyId(ctx, request.keyId, "putKeyPolicy");
   await updateKey(ctx, keyId, "putKeyPolicy", (key) => {
     checkLockout(ctx.call, document, key, bypass);
     return { policy: text as string };
@@ -100,7 +101,7 @@ export async function getKeyPolicy(
 ): Promise<GetKeyPolicyResponse> {
   assertObject("request", request);
   assertPolicyName(request.policyName);
-  const key = await loadKey(ctx, request.keyId, "getKeyPolicy");
+  const key = await loadDirectKey(ctx, request.keyId, "getKeyPolicy");
   return {
     policy: key.policy ?? defaultKeyPolicy(ctx.identity.partition, ctx.identity.account),
     policyName: KEY_POLICY_NAME,
@@ -113,7 +114,7 @@ export async function listKeyPolicies(
 ): Promise<ListKeyPoliciesResponse> {
   assertObject("request", request);
   pageLimit(request, { max: 1000, default: 100 });
-  const key = await loadKey(ctx, request.keyId, "listKeyPolicies");
+  const key = await loadDirectKey(ctx, request.keyId, "listKeyPolicies");
   // One policy fits every page, so no marker was ever issued for this listing.
   pageMarker(request, `listKeyPolicies ${key.keyId}`);
   return { policyNames: [KEY_POLICY_NAME], truncated: false };

@@ -2,13 +2,7 @@ import { keyArn } from "../arn.ts";
 import { DAY_MS } from "../clock.ts";
 import { InvalidMarkerError, LimitExceededError, UnsupportedOperationError } from "../errors.ts";
 import { assertInteger, assertObject } from "../internal/assert.ts";
-import {
-  type KmsContext,
-  loadKey,
-  resolveKeyId,
-  rotatedFields,
-  updateKey,
-} from "../internal/key-access.ts";
+import { type KmsContext, rotatedFields, updateKey } from "../internal/key-access.ts";
 import { pageLimit, pageMarker, toPage } from "../internal/pagination.ts";
 import type { StoredKey } from "../keystore/key-store.ts";
 import type {
@@ -19,6 +13,7 @@ import type {
   ListKeyRotationsResponse,
   RotateKeyOnDemandResponse,
 } from "../types.ts";
+import { directKeyId, loadDirectKey } from "./direct-key-id.ts";
 
 /** AWS's quota of on-demand rotations per key (not adjustable). */
 export const MAX_ON_DEMAND_ROTATIONS = 25;
@@ -41,7 +36,7 @@ export async function enableKeyRotation(
     request.rotationPeriodInDays === undefined
       ? 365
       : assertInteger("rotationPeriodInDays", request.rotationPeriodInDays, 90, 2560);
-  const keyId = await resolveKeyId(ctx, request.keyId);
+  const keyId = directKeyId(ctx, request.keyId, "enableKeyRotation");
   await updateKey(ctx, keyId, "enableKeyRotation", (key) => {
     assertRotatable(ctx, key, "enableKeyRotation");
     // AWS counts the first period from when rotation is enabled (or the period changes).
@@ -58,7 +53,7 @@ export async function enableKeyRotation(
 
 export async function disableKeyRotation(ctx: KmsContext, request: KeyIdRequest): Promise<void> {
   assertObject("request", request);
-  const keyId = await resolveKeyId(ctx, request.keyId);
+  const keyId = directKeyId(ctx, request.keyId, "disableKeyRotation");
   await updateKey(ctx, keyId, "disableKeyRotation", (key) => {
     assertRotatable(ctx, key, "disableKeyRotation");
     const { nextRotationAt: _next, ...rest } = key.rotation;
@@ -71,7 +66,7 @@ export async function getKeyRotationStatus(
   request: KeyIdRequest,
 ): Promise<GetKeyRotationStatusResponse> {
   assertObject("request", request);
-  const key = await loadKey(ctx, request.keyId, "getKeyRotationStatus");
+  const key = await loadDirectKey(ctx, request.keyId, "getKeyRotationStatus");
   assertRotatable(ctx, key, "getKeyRotationStatus");
   const { rotation } = key;
   return {
@@ -89,7 +84,7 @@ export async function rotateKeyOnDemand(
   request: KeyIdRequest,
 ): Promise<RotateKeyOnDemandResponse> {
   assertObject("request", request);
-  const keyId = await resolveKeyId(ctx, request.keyId);
+  const keyId = directKeyId(ctx, request.keyId, "rotateKeyOnDemand");
   await updateKey(ctx, keyId, "rotateKeyOnDemand", (key) => {
     assertRotatable(ctx, key, "rotateKeyOnDemand");
     if (key.rotation.onDemandRotations >= MAX_ON_DEMAND_ROTATIONS) {
@@ -114,7 +109,7 @@ export async function listKeyRotations(
 ): Promise<ListKeyRotationsResponse> {
   assertObject("request", request);
   const limit = pageLimit(request);
-  const key = await loadKey(ctx, request.keyId, "listKeyRotations");
+  const key = await loadDirectKey(ctx, request.keyId, "listKeyRotations");
   assertRotatable(ctx, key, "listKeyRotations");
   // The original material is not a rotation; the marker is the last version number returned.
   const scope = `listKeyRotations ${key.keyId}`;

@@ -1,6 +1,6 @@
 import { TagError } from "../errors.ts";
 import { assertObject, isPlainObject } from "../internal/assert.ts";
-import { type KmsContext, loadKey, resolveKeyId, updateKey } from "../internal/key-access.ts";
+import { type KmsContext, updateKey } from "../internal/key-access.ts";
 import { pageLimit, pageMarker, toPage } from "../internal/pagination.ts";
 import { isWellFormed } from "../internal/unicode.ts";
 import type {
@@ -10,6 +10,7 @@ import type {
   TagResourceRequest,
   UntagResourceRequest,
 } from "../types.ts";
+import { directKeyId, loadDirectKey } from "./direct-key-id.ts";
 
 export const MAX_TAGS_PER_KEY = 50;
 
@@ -51,7 +52,7 @@ export function validateTags(added: readonly Tag[], existing: readonly Tag[]): T
 
 export async function tagResource(ctx: KmsContext, request: TagResourceRequest): Promise<void> {
   assertObject("request", request);
-  const keyId = await resolveKeyId(ctx, request.keyId);
+  const keyId = directKeyId(ctx, request.keyId, "tagResource");
   await updateKey(ctx, keyId, "tagResource", (key) => ({
     tags: validateTags(request.tags, key.tags),
   }));
@@ -69,7 +70,7 @@ export async function untagResource(ctx: KmsContext, request: UntagResourceReque
     }
   }
   const remove = new Set(request.tagKeys);
-  const keyId = await resolveKeyId(ctx, request.keyId);
+  const keyId = directKeyId(ctx, request.keyId, "untagResource");
   await updateKey(ctx, keyId, "untagResource", (key) => ({
     tags: key.tags.filter((t) => !remove.has(t.tagKey)),
   }));
@@ -81,7 +82,7 @@ export async function listResourceTags(
 ): Promise<ListResourceTagsResponse> {
   assertObject("request", request);
   const limit = pageLimit(request, { max: 50, default: 50 });
-  const key = await loadKey(ctx, request.keyId, "listResourceTags");
+  const key = await loadDirectKey(ctx, request.keyId, "listResourceTags");
   const scope = `listResourceTags ${key.keyId}`;
   const after = pageMarker(request, scope);
   const sorted = [...key.tags].sort((a, b) => (a.tagKey < b.tagKey ? -1 : 1));

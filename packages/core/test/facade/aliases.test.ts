@@ -290,7 +290,14 @@ describe("key references", () => {
   };
 
   /** Taking a key id or key ARN only, as in AWS: see key-id-only.test.ts. */
-  const KEY_ID_ONLY = new Set(["disableKey/enableKey", "scheduleKeyDeletion/cancelKeyDeletion"]);
+  const KEY_ID_ONLY = new Set([
+    "updateKeyDescription",
+    "disableKey/enableKey",
+    "scheduleKeyDeletion/cancelKeyDeletion",
+    "enableKeyRotation/getKeyRotationStatus/disableKeyRotation",
+    "rotateKeyOnDemand/listKeyRotations",
+    "tagResource/listResourceTags/untagResource",
+  ]);
   const byAlias = (form: Form): boolean => form === "alias name" || form === "alias ARN";
 
   const cases = Object.keys(OPERATIONS).flatMap((operation) =>

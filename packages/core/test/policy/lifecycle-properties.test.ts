@@ -395,8 +395,10 @@ interface Ref {
 }
 
 /**
- * EnableKey, DisableKey, ScheduleKeyDeletion and CancelKeyDeletion take a key id or key ARN
- * only, as in AWS: an alias (name or ARN) is NotFoundException, whatever it points to.
+ * The operations that manage a key (EnableKey, DisableKey, ScheduleKeyDeletion,
+ * CancelKeyDeletion, EnableKeyRotation, RotateKeyOnDemand, PutKeyPolicy, TagResource,
+ * CreateGrant…) take a key id or key ARN only, as in AWS: an alias (name or ARN) is
+ * NotFoundException, whatever it points to.
  */
 const byAlias = (ref: Ref): boolean => ref.form === "alias" || ref.form === "aliasArn";
 
@@ -971,13 +973,15 @@ class Run {
       case "rotate": {
         const { arg, key } = this.resolve(command.k);
         const action = command.auto ? "kms:EnableKeyRotation" : "kms:RotateKeyOnDemand";
-        let expected = keyChecks(m, key, {
-          principal: command.p,
-          action,
-          row: CRYPTO,
-          usable: key?.kind === "symmetric",
-          usageError: "UnsupportedOperationException",
-        });
+        let expected = byAlias(command.k)
+          ? ["NotFoundException"]
+          : keyChecks(m, key, {
+              principal: command.p,
+              action,
+              row: CRYPTO,
+              usable: key?.kind === "symmetric",
+              usageError: "UnsupportedOperationException",
+            });
         if (expected === undefined && !command.auto && key!.onDemandRotations >= 25) {
           expected = ["LimitExceededException"];
         }
@@ -1009,11 +1013,13 @@ class Run {
         return this.endGrant(command);
       case "putPolicy": {
         const { arg, key } = this.resolve(command.k, ({ kind }) => kind === "symmetric");
-        let expected = keyChecks(m, key, {
-          principal: command.p,
-          action: "kms:PutKeyPolicy",
-          row: ALWAYS,
-        });
+        let expected = byAlias(command.k)
+          ? ["NotFoundException"]
+          : keyChecks(m, key, {
+              principal: command.p,
+              action: "kms:PutKeyPolicy",
+              row: ALWAYS,
+            });
         // Lockout safety check: the new policy must still let the caller change it.
         if (
           expected === undefined &&
@@ -1038,9 +1044,12 @@ class Run {
           row: MANAGE,
         });
         // A reserved tag key is a TagException; the docs fix no order against the key checks.
-        const expected = command.reserved
-          ? [...(keyOutcome ?? []), "TagException"]
-          : (keyOutcome ?? ["ok"]);
+        // An alias is refused before the key is read, so before its tags are.
+        const expected = byAlias(command.k)
+          ? ["NotFoundException"]
+          : command.reserved
+            ? [...(keyOutcome ?? []), "TagException"]
+            : (keyOutcome ?? ["ok"]);
         await this.call("tagResource", command.p, expected, () =>
           this.kms.tagResource(
             {
@@ -1192,7 +1201,9 @@ class Run {
           : { encryptionContextSubset: context };
     const expected = dryRunOutcome(
       command.dryRun,
-      keyChecks(m, key, { principal: command.p, action: "kms:CreateGrant", row: CRYPTO }),
+      byAlias(command.k)
+        ? ["NotFoundException"]
+        : keyChecks(m, key, { principal: command.p, action: "kms:CreateGrant", row: CRYPTO }),
     );
     const token = m.grants.at(-1)?.grantToken;
     const r = await this.call("createGrant", command.p, expected, () =>
