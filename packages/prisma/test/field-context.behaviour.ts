@@ -148,7 +148,9 @@ export function describeFieldContext(
           where: { id: created.id },
           omit: { recordId: true, tenantId: true },
         });
-        expect(omitted).not.toHaveProperty("recordId");
+        // Read back to decrypt `note`, and hidden again: not among the row's keys.
+        expect(Object.keys(omitted ?? {})).not.toContain("recordId");
+        expect(JSON.stringify(omitted)).not.toContain('"recordId"');
         expect(omitted?.note).toBe("note of r-1");
       });
 

@@ -14,7 +14,8 @@ import { PrismaClient } from "./generated/client.ts";
 // A client-level omit of a context column (`new PrismaClient({ omit })`) is applied after the
 // query hook has seen the arguments: the rows came back without the column their values decrypt
 // with, so every read failed (and `create` reported failure after writing). The extension asks
-// for the column back and strips it again, so results keep the shape the client promises.
+// for the column back and hides it again (non-enumerable), so results keep the shape the client
+// promises: not in Object.keys, spread or JSON.
 
 const here = dirname(fileURLToPath(import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), "kms-prisma-omit-"));
@@ -25,15 +26,16 @@ const base = new PrismaClient({
   adapter: new PrismaBetterSqlite3({ url: `file:${file}` }),
   omit: { user: { tenantId: true }, post: { tenantId: true }, chart: { recordId: true } },
 });
-const extend = async () => {
-  const kms = await createKms();
-  const { keyId } = (await kms.createKey()).keyMetadata;
-  return base.$extends(fieldEncryption({ kms, keyId, schema: schemaText }));
-};
-let prisma: Awaited<ReturnType<typeof extend>>;
+const kms = await createKms();
+const { keyId } = (await kms.createKey()).keyMetadata;
+const extend = () => base.$extends(fieldEncryption({ kms, keyId, schema: schemaText }));
+let prisma: ReturnType<typeof extend>;
 
-beforeAll(async () => {
-  prisma = await extend();
+/** The keys a row shows: Object.keys, which spread and JSON follow. */
+const shown = (row: object | null | undefined): string[] => Object.keys(row ?? {});
+
+beforeAll(() => {
+  prisma = extend();
 });
 afterAll(async () => {
   await base.$disconnect();
@@ -47,9 +49,11 @@ describe("a client that omits context columns", () => {
       data: { tenantId: "t1", email: "ann@example.com", name: "Ann" },
     });
     expect(user).toMatchObject({ email: "ann@example.com", name: "Ann" });
-    expect("tenantId" in user).toBe(false);
+    expect(shown(user)).not.toContain("tenantId");
+    expect(JSON.parse(JSON.stringify(user))).not.toHaveProperty("tenantId");
+    expect({ ...user }).not.toHaveProperty("tenantId");
     const found = await prisma.user.findMany({ where: { tenantId: "t1" } });
-    expect(found.map((u) => [u.name, "tenantId" in u])).toEqual([["Ann", false]]);
+    expect(found.map((u) => [u.name, shown(u).includes("tenantId")])).toEqual([["Ann", false]]);
     // Stored encrypted all the same.
     const raw = db.prepare(`SELECT "name" FROM "User" WHERE "id" = ?`).get(user.id) as {
       name: string;
@@ -64,7 +68,8 @@ describe("a client that omits context columns", () => {
     });
     expect(asked).toMatchObject({ tenantId: "t1", name: "Ann" });
     const [own] = await prisma.user.findMany({ where: { tenantId: "t1" }, omit: { name: true } });
-    expect(own && ("tenantId" in own || "name" in own)).toBe(false);
+    expect(shown(own)).not.toContain("tenantId");
+    expect(shown(own)).not.toContain("name");
     expect(own?.email).toBe("ann@example.com");
   });
 
@@ -77,7 +82,9 @@ describe("a client that omits context columns", () => {
       where: { tenantId: "t1" },
       include: { posts: true },
     });
-    expect(read.posts.map((p) => [p.body, "tenantId" in p])).toEqual([["secret body", false]]);
+    expect(read.posts.map((p) => [p.body, shown(p).includes("tenantId")])).toEqual([
+      ["secret body", false],
+    ]);
     const selected = await prisma.user.findFirstOrThrow({
       where: { tenantId: "t1" },
       select: { name: true, posts: true },
@@ -86,7 +93,7 @@ describe("a client that omits context columns", () => {
       name: "Ann",
       posts: [expect.objectContaining({ body: "secret body" })],
     });
-    expect("tenantId" in (selected.posts[0] as object)).toBe(false);
+    expect(shown(selected.posts[0])).not.toContain("tenantId");
   });
 
   test("a field's own context column omitted globally", async () => {
@@ -94,11 +101,143 @@ describe("a client that omits context columns", () => {
       data: { tenantId: "t1", recordId: "r1", ssn: "123", note: "bound to r1" },
     });
     expect(chart.note).toBe("bound to r1");
-    expect("recordId" in chart).toBe(false);
+    expect(shown(chart)).not.toContain("recordId");
     const updated = await prisma.chart.update({
       where: { id: chart.id },
       data: { recordId: "r2", note: "bound to r2", vitals: null },
     });
-    expect([updated.note, "recordId" in updated]).toEqual(["bound to r2", false]);
+    expect([updated.note, shown(updated).includes("recordId")]).toEqual(["bound to r2", false]);
+  });
+});
+
+describe("result fields of other extensions that need a column the client omits", () => {
+  // Prisma reads what a result field `needs` even where an omit leaves it out, computes the field
+  // from the row the query hook returns, and hides the column itself. The extension, asking for
+  // the omitted context column back, used to delete it from the rows again: the field, which
+  // Prisma computes only from a row that has all it needs, was missing from every result.
+  const plain = (value: unknown): unknown => JSON.parse(JSON.stringify(value));
+  const computed = () =>
+    base
+      .$extends({
+        result: {
+          user: { label: { needs: { tenantId: true }, compute: (u) => `of ${u.tenantId}` } },
+        },
+      })
+      .$extends(fieldEncryption({ kms, keyId, schema: schemaText }))
+      .$extends({
+        result: {
+          user: {
+            tagged: {
+              needs: { name: true, tenantId: true },
+              compute: (u) => `${u.name} of ${u.tenantId}`,
+            },
+          },
+          post: { place: { needs: { tenantId: true }, compute: (p) => `in ${p.tenantId}` } },
+          chart: {
+            record: {
+              needs: { note: true, recordId: true },
+              compute: (c) => `${c.note} @${c.recordId}`,
+            },
+          },
+        },
+      });
+
+  test("are computed in reads, included relations, the fluent API and written rows", async () => {
+    const client = computed();
+    const user = await client.user.create({
+      data: { tenantId: "t9", email: "nia@example.com", name: "Nia" },
+    });
+    expect([user.label, user.tagged, shown(user).includes("tenantId")]).toEqual([
+      "of t9",
+      "Nia of t9",
+      false,
+    ]);
+    await client.post.create({
+      data: { tenantId: "t9", title: "T9", body: "body of t9", authorId: user.id },
+    });
+    await client.chart.create({
+      data: { tenantId: "t9", recordId: "r9", ssn: "999", note: "note 9", ownerId: user.id },
+    });
+
+    const read = await client.user.findFirstOrThrow({
+      where: { tenantId: "t9" },
+      include: { posts: true, charts: true },
+    });
+    expect(plain(read)).toEqual({
+      id: user.id,
+      email: "nia@example.com",
+      name: "Nia",
+      phone: null,
+      phoneIndex: null,
+      profile: null,
+      score: null,
+      avatar: null,
+      plain: null,
+      label: "of t9",
+      tagged: "Nia of t9",
+      posts: [
+        {
+          id: expect.any(Number),
+          title: "T9",
+          body: "body of t9",
+          publishedAt: null,
+          authorId: user.id,
+          place: "in t9",
+        },
+      ],
+      charts: [
+        {
+          id: expect.any(Number),
+          tenantId: "t9",
+          ssn: "999",
+          name: null,
+          note: "note 9",
+          vitals: null,
+          ownerId: user.id,
+          record: "note 9 @r9",
+        },
+      ],
+    });
+    expect(shown(read.posts[0])).not.toContain("tenantId");
+    expect(shown(read.charts[0])).not.toContain("recordId");
+
+    const fluent = await client.user.findFirst({ where: { tenantId: "t9" } }).posts();
+    expect(fluent?.map((p) => [p.place, shown(p).includes("tenantId")])).toEqual([
+      ["in t9", false],
+    ]);
+    const [many] = await client.user.createManyAndReturn({
+      data: [{ tenantId: "t9", email: "noa@example.com", name: "Noa" }],
+    });
+    expect([many?.label, many?.tagged, shown(many).includes("tenantId")]).toEqual([
+      "of t9",
+      "Noa of t9",
+      false,
+    ]);
+    // The query's own omit of the column, too: Prisma reads it for the field all the same.
+    const own = await client.chart.findFirstOrThrow({
+      where: { tenantId: "t9" },
+      omit: { tenantId: true },
+    });
+    expect([own.record, shown(own).includes("tenantId"), shown(own).includes("recordId")]).toEqual([
+      "note 9 @r9",
+      false,
+      false,
+    ]);
+  });
+
+  test("a query's omit of the column holding undefined returns it, as Prisma does", async () => {
+    // Prisma spreads the query's omit over the client's: a key of its own overrides the client's,
+    // whatever it holds, so the column is read and returned. The extension took `undefined` for
+    // "not said" and hid the column.
+    // Written as an application without exactOptionalPropertyTypes, or spreading options, does.
+    const unsaid = { tenantId: undefined } as unknown as { tenantId?: boolean };
+    const tenantOf = (row: object): unknown => (row as { tenantId?: unknown }).tenantId;
+    const fromPrisma = await base.user.findFirstOrThrow({
+      where: { tenantId: "t1" },
+      omit: unsaid,
+    });
+    expect(tenantOf(fromPrisma)).toBe("t1");
+    const row = await prisma.user.findFirstOrThrow({ where: { tenantId: "t1" }, omit: unsaid });
+    expect([tenantOf(row), shown(row).includes("tenantId"), row.name]).toEqual(["t1", true, "Ann"]);
   });
 });

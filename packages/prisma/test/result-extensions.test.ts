@@ -106,6 +106,97 @@ describe("result fields of other extensions in a select", () => {
     expect(Object.keys(users[0]?.posts[0] as object)).toEqual(["teaser"]);
   });
 
+  test("a query's omit of a column a field needs: computed, and the column kept out of the row's keys", async ({
+    db,
+    kms,
+    keyId,
+  }) => {
+    // Prisma reads an omitted column a result field needs and hides it itself once the field is
+    // computed, which it does only from a row holding the column. The extension reads an omitted
+    // context column back to decrypt, and used to delete it again: the field went missing.
+    const prisma = db.prisma
+      .$extends({
+        result: {
+          user: { label: { needs: { tenantId: true }, compute: (u) => `of ${u.tenantId}` } },
+        },
+      })
+      .$extends(fieldEncryption({ kms, keyId, schema: schemaText }))
+      .$extends({
+        result: {
+          user: {
+            tagged: {
+              needs: { name: true, tenantId: true },
+              compute: (u) => `${u.name} of ${u.tenantId}`,
+            },
+          },
+          post: { place: { needs: { tenantId: true }, compute: (p) => `in ${p.tenantId}` } },
+        },
+      });
+    const user = await prisma.user.create({ data: alice, omit: { tenantId: true } });
+    expect([user.label, user.tagged, Object.keys(user).includes("tenantId")]).toEqual([
+      "of t1",
+      "Alice of t1",
+      false,
+    ]);
+    await prisma.post.create({
+      data: { tenantId: "t1", title: "t", body: "secret body", authorId: user.id },
+    });
+    const read = await prisma.user.findUniqueOrThrow({
+      where: { id: user.id },
+      omit: { tenantId: true, name: true },
+      include: { posts: { omit: { tenantId: true } } },
+    });
+    expect(plain(read)).toMatchObject({
+      label: "of t1",
+      tagged: "Alice of t1",
+      posts: [{ body: "secret body", place: "in t1" }],
+    });
+    expect(Object.keys(read)).not.toContain("tenantId");
+    expect(Object.keys(read)).not.toContain("name");
+    expect(Object.keys(read.posts[0] as object)).not.toContain("tenantId");
+    const fluent = await prisma.post.findFirst().author({ omit: { tenantId: true } });
+    expect([fluent?.label, Object.keys(fluent ?? {}).includes("tenantId")]).toEqual([
+      "of t1",
+      false,
+    ]);
+    // Omitting the field itself: not computed, and the column stays out.
+    const unlabelled = await prisma.user.findFirstOrThrow({
+      omit: { label: true, tenantId: true },
+    });
+    expect(Object.keys(unlabelled)).not.toContain("label");
+    expect(Object.keys(unlabelled)).not.toContain("tenantId");
+    expect(unlabelled.tagged).toBe("Alice of t1");
+  });
+
+  test("one named like a column, needing an encrypted column the select leaves out: refused, naming the field", async ({
+    db,
+    kms,
+    keyId,
+  }) => {
+    // A result field that shadows the column `plain` is a column to the extension: a select of
+    // only `plain` reads no context column, and the `name` Prisma adds for the field comes back
+    // without the tenant it decrypts with. Refused with what to do, never returned as ciphertext.
+    const prisma = db.prisma
+      .$extends(fieldEncryption({ kms, keyId, schema: schemaText }))
+      .$extends({
+        result: {
+          user: {
+            plain: { needs: { plain: true, name: true }, compute: (u) => `${u.plain} / ${u.name}` },
+          },
+        },
+      });
+    await prisma.user.create({ data: { ...alice, plain: "p" } });
+    await expect(prisma.user.findFirst({ select: { plain: true } })).rejects.toThrow(
+      /^User\.name came back without tenantId, which it decrypts with: .*give such a field that needs name a name of its own, or select tenantId too$/,
+    );
+    // Selected with it, or read whole, the field is computed from the plaintext.
+    expect(plain(await prisma.user.findFirst({ select: { plain: true, name: true } }))).toEqual({
+      plain: "p / Alice",
+      name: "Alice",
+    });
+    expect((await prisma.user.findFirstOrThrow()).plain).toBe("p / Alice");
+  });
+
   test("the generator's descriptor lets them through; a hand-written one only when it lists every relation", async ({
     db,
     kms,

@@ -102,11 +102,17 @@ describe("reading results: contexts shared between rows", () => {
     );
   });
 
-  test("a row without its context columns is refused", async () => {
+  test("a row without its context columns is refused, naming the field", async () => {
     const { seal, codec } = await setup();
     const memo = await seal("Line", "text", { tenantId: "t1" }, "x");
     await expect(codec.readResult(Line, [{ text: memo }], undefined)).rejects.toThrow(
-      new ValidationError("Line: cannot decrypt without tenantId in the result"),
+      /^Line\.text came back without tenantId, which it decrypts with: /,
+    );
+    // Present but null: nothing to decrypt with either.
+    await expect(
+      codec.readResult(Line, [{ text: memo, tenantId: null }], undefined),
+    ).rejects.toThrow(
+      new ValidationError("Line.text: cannot decrypt without tenantId in the result"),
     );
   });
 });

@@ -839,18 +839,22 @@ export class Codec {
   /**
    * Makes sure a result holds the context columns its values decrypt with, wherever the query's
    * `select` or `omit`, or the client's global omit (`new PrismaClient({ omit })`), leaves them
-   * out; returns what to strip from the result afterwards, so that it has the shape asked for.
+   * out; returns what to hide in the result afterwards, so that it has the shape asked for.
    * `rows`: the operation returns rows, which Prisma shapes with the global omit.
+   *
+   * A result field of another extension (`$extends({ result })`) may need any column, a context
+   * column among them: Prisma reads the columns it `needs` below this hook (encrypted ones are
+   * decrypted here before it is computed) and computes it from this hook's result, provided the
+   * row has them as own properties. So what is added here is hidden (non-enumerable), never
+   * deleted: readable by such a field, out of the row's keys, spread and JSON.
    */
   prepareRead(model: ModelDescriptor, args: Json, rows = true): Strip {
+    const strip: Strip = { columns: [], relations: {} };
     const select = args.select;
-    // A result field of another extension (`$extends({ result })`): Prisma selects the columns
-    // it `needs` below this hook, encrypted ones among them, and computes it from this hook's
-    // result once decrypted. Which columns those are is not known here: every context column
-    // is selected, and hidden instead of removed, as the field may need one of them too.
-    const computed = isObject(select) && this.#selectsResultField(model, select);
-    const strip: Strip = { columns: [], relations: {}, hide: computed };
     if (isObject(select)) {
+      // With a select the row holds nothing else (Prisma ignores the global omit). A result
+      // field's needs are not known here: every context column is selected for it.
+      const computed = this.#selectsResultField(model, select);
       const wanted = model.encryptedNames.filter((f) => select[f] === true);
       const needed = computed
         ? model.contextColumns
@@ -870,8 +874,14 @@ export class Codec {
       const omit: Json = isObject(args.omit) ? args.omit : {};
       const global = rows ? ownValue(this.globalOmit, lowerFirst(model.name)) : undefined;
       for (const key of model.contextColumns) {
-        // The query's own `omit: { tenantId: false }` overrides the client's.
-        if ((omit[key] ?? (isObject(global) ? global[key] : undefined)) === true) {
+        // Prisma spreads the query's omit over the client's: a key of its own, even one holding
+        // `undefined`, overrides the client's (`omit: { tenantId: false }` returns the column).
+        const omitted = Object.hasOwn(omit, key)
+          ? omit[key]
+          : isObject(global)
+            ? global[key]
+            : undefined;
+        if (omitted === true) {
           omit[key] = false;
           strip.columns.push(key);
         }
@@ -1001,9 +1011,7 @@ export class Codec {
       if (stored === undefined || stored === null) continue;
       shared ??=
         this.rowContext(model, row, inherited, jobs) ??
-        reject(
-          `${model.name}: cannot decrypt without ${model.context.fromRow.join(", ")} in the result`,
-        );
+        withoutContext(model, field, model.context.fromRow, row);
       const ctx = shared.ctx;
       const spec = model.encrypted[field] as EncryptedFieldDescriptor;
       let binding: FieldBinding;
@@ -1015,11 +1023,7 @@ export class Codec {
         if (own === undefined) {
           // The row's own columns only: `inherited` is a parent row's context.
           own = this.fieldContext(model, field, spec.context, ctx, [row]);
-          if (own === undefined) {
-            reject(
-              `${model.name}: cannot decrypt ${field} without ${spec.context.fromRow.join(", ")} in the result`,
-            );
-          }
+          if (own === undefined) withoutContext(model, field, spec.context.fromRow, row);
           fieldCtxs.set(spec.context, Object.freeze(own));
         }
         // Decryption finds the data key from the value and ignores keyContext; it is given so
@@ -1114,14 +1118,13 @@ export class Codec {
         );
       }
     }
-    for (const [row, { columns, hide }] of jobs.strips) {
+    for (const [row, { columns }] of jobs.strips) {
       for (const column of columns) {
-        if (!hide) delete row[column];
-        else if (Object.hasOwn(row, column)) {
-          // Left readable for a result field that needs it (Prisma checks that the row has
-          // it), but out of the row's keys, spread and JSON: the shape the select asked for.
-          Object.defineProperty(row, column, { value: row[column], enumerable: false });
-        }
+        // Left readable for a result field that needs it (Prisma computes one only when the row
+        // has all it needs as own properties), but out of the row's keys, spread and JSON: the
+        // shape the query asked for (see `prepareRead`). Configurable as it was, so that Prisma
+        // may hide it again behind the field's own proxy.
+        if (Object.hasOwn(row, column)) Object.defineProperty(row, column, { enumerable: false });
       }
     }
   }
@@ -1166,6 +1169,30 @@ function contextValuesKey(columns: readonly string[], row: Json): string | undef
     key += `${value.length}:${value}`;
   }
   return key;
+}
+
+/**
+ * Refuses a value that came back without a context column it decrypts with (`columns`).
+ * `prepareRead` reads them for every encrypted field and every result field of another extension
+ * that the query names; what it cannot see is a result field named like a column of the model
+ * (it shadows the column), whose `needs` Prisma adds below the query hook. Reading the context
+ * columns for every select, in case, would cost every narrow read of a large result a hidden
+ * property per row.
+ */
+function withoutContext(
+  model: ModelDescriptor,
+  field: string,
+  columns: readonly string[],
+  row: Json,
+): never {
+  const absent = columns.filter((column) => !Object.hasOwn(row, column));
+  if (absent.length === 0) {
+    reject(`${model.name}.${field}: cannot decrypt without ${columns.join(", ")} in the result`);
+  }
+  const list = absent.join(", ");
+  reject(
+    `${model.name}.${field} came back without ${list}, which it decrypts with: the extension reads ${list} for the encrypted fields and the result fields of other extensions a query names, and takes a result field named like a column of ${model.name} for that column; give such a field that needs ${field} a name of its own, or select ${list} too`,
+  );
 }
 
 /** Whether `spec` adds pairs of its own (`@kms.context(recordId)` on the field) to its model's. */
@@ -1428,11 +1455,11 @@ function refuseMoving(model: ModelDescriptor, related: RelatedModel, nested: Jso
   );
 }
 
+/** What a read added to a query's shape, to hide in its result again (see `prepareRead`). */
 export interface Strip {
+  /** Context columns of the row the query did not ask for. */
   readonly columns: string[];
   readonly relations: Record<string, Strip>;
-  /** Make `columns` non-enumerable instead of removing them (see `prepareRead`). */
-  readonly hide: boolean;
 }
 
 /**
