@@ -25,8 +25,8 @@ import {
 import * as aliases from "./operations/aliases.ts";
 import * as asymmetric from "./operations/asymmetric.ts";
 import * as dataKeyPair from "./operations/data-key-pair.ts";
-import { directKeyId } from "./operations/direct-key-id.ts";
 import * as grants from "./operations/grants.ts";
+import { directKeyId } from "./operations/key-arguments.ts";
 import * as keys from "./operations/keys.ts";
 import * as mac from "./operations/mac.ts";
 import * as policies from "./operations/policies.ts";
@@ -584,7 +584,9 @@ export class Kms {
    * Which key-policy statement or grant would allow or deny `request.operation` with
    * `request.request` for the caller, without performing it (beyond AWS). Audited itself.
    * @throws ValidationException for an unknown operation or a request naming no key,
-   *   NotFoundException for a key that does not exist.
+   *   NotFoundException for a key that does not exist; for a key argument named in a form the
+   *   operation does not take, the operation's own answer (an alias where it takes a key id or
+   *   key ARN only: NotFoundException; an alias as an alias's target: ValidationException).
    */
   explain(
     request: {
@@ -614,7 +616,7 @@ export class Kms {
    */
   getKeyLastUsage(request: KeyIdRequest, options?: CallOptions): Promise<GetKeyLastUsageResponse> {
     return this.#run("getKeyLastUsage", request, options, async (ctx, r) => {
-      const keyId = directKeyId(ctx, r?.keyId, "getKeyLastUsage");
+      const keyId = directKeyId(ctx, "getKeyLastUsage", "keyId", r?.keyId);
       const { keyMetadata } = await keys.describeKey(ctx, { keyId });
       const created = keyMetadata.creationDate;
       const { usage, trackingStart } = await this.#guard.auditor.lastUsage(keyMetadata.arn);

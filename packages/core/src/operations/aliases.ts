@@ -19,7 +19,7 @@ import { pageLimit, pageMarker, toPage } from "../internal/pagination.ts";
 import { KEY_SPEC_TABLE } from "../key-specs.ts";
 import type { StoredAlias, StoredKey } from "../keystore/key-store.ts";
 import type { AliasRequest, ListAliasesRequest, ListAliasesResponse } from "../types.ts";
-import { directKeyId } from "./direct-key-id.ts";
+import { directKeyId } from "./key-arguments.ts";
 
 const ALIAS_NAME = /^alias\/[a-zA-Z0-9:/_-]+$/;
 
@@ -50,25 +50,6 @@ export function validateAliasName(name: unknown): string {
     throw new InvalidAliasNameError(`"aliasName" ${name}: the alias/aws/ prefix is reserved`);
   }
   return name;
-}
-
-/**
- * The key an alias points to, or ListAliases lists the aliases of: named by key id or key ARN,
- * as in AWS (an alias cannot point to an alias). An alias here is a ValidationError, not the
- * NotFoundError of {@link directKeyId}: AWS answers CreateAlias's with ValidationException
- * ("Aliases must refer to keys. Not aliases").
- * @throws ValidationError, NotFoundError.
- */
-function resolveTarget(
-  ctx: KmsContext,
-  target: unknown,
-  operation: string,
-  argument: "targetKeyId" | "keyId",
-): string {
-  if (typeof target === "string" && (target.startsWith("alias/") || target.includes(":alias/"))) {
-    throw new ValidationError(`"${argument}" must be a key id or key ARN, not an alias`);
-  }
-  return directKeyId(ctx, target, operation, argument);
 }
 
 /**
@@ -103,12 +84,12 @@ async function destroyExpiredTargets(
 export async function createAlias(ctx: KmsContext, request: AliasRequest): Promise<void> {
   assertObject("request", request);
   const aliasName = validateAliasName(request.aliasName);
+  // The arguments' form before any store read (moto, too, refuses an alias target before it
+  // answers AlreadyExists): a refused call destroys no expired key and tells nothing of aliases.
+  const targetKeyId = directKeyId(ctx, "createAlias", "targetKeyId", request.targetKeyId);
   // Frees the name if it belongs to a key whose deletion window has passed.
   await liveAlias(ctx, aliasName);
-  const key = await getKey(
-    ctx,
-    resolveTarget(ctx, request.targetKeyId, "createAlias", "targetKeyId"),
-  );
+  const key = await getKey(ctx, targetKeyId);
   checkKeyState(ctx, key, "createAlias");
   await assertAliasRoom(ctx, key);
   const now = ctx.clock.now();
@@ -123,16 +104,16 @@ export async function createAlias(ctx: KmsContext, request: AliasRequest): Promi
 export async function updateAlias(ctx: KmsContext, request: AliasRequest): Promise<void> {
   assertObject("request", request);
   const aliasName = validateAliasName(request.aliasName);
+  // The arguments' form before any store read, as createAlias: not NotFound for a missing
+  // alias, nor AccessDenied on its current key, when the target could never be accepted.
+  const targetKeyId = directKeyId(ctx, "updateAlias", "targetKeyId", request.targetKeyId);
   await retryAliasWrite(aliasName, "update", async () => {
     const current = await liveAlias(ctx, aliasName);
     if (current === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
     // AWS authorizes UpdateAlias on the key the alias points to now as well as on the new one:
     // a caller allowed on its own key must not take over an alias of a key it cannot touch.
     const previous = await currentTarget(ctx, current.targetKeyId);
-    const key = await getKey(
-      ctx,
-      resolveTarget(ctx, request.targetKeyId, "updateAlias", "targetKeyId"),
-    );
+    const key = await getKey(ctx, targetKeyId);
     checkKeyState(ctx, key, "updateAlias");
     if (
       previous !== undefined &&
@@ -229,7 +210,7 @@ export async function listAliases(
   const targetKeyId =
     request.keyId === undefined
       ? undefined
-      : resolveTarget(ctx, request.keyId, "listAliases", "keyId");
+      : directKeyId(ctx, "listAliases", "keyId", request.keyId);
   if (targetKeyId !== undefined) await getKey(ctx, targetKeyId);
   // A marker lists on from where it was made: the same listing, all aliases or one key's.
   const scope = targetKeyId === undefined ? "listAliases" : `listAliases ${targetKeyId}`;

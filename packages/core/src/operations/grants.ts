@@ -29,7 +29,6 @@ import {
 } from "../policy/authorizer.ts";
 import { type Decision, evaluate, grantConstraintsHold } from "../policy/evaluate.ts";
 import type { EncryptionContext, KeyIdRequest, Page, PageRequest } from "../types.ts";
-import { directKeyId, loadDirectKey } from "./direct-key-id.ts";
 import {
   assertConstraintSize,
   assertConstraintsFitKey,
@@ -37,6 +36,7 @@ import {
   GRANT_OPERATIONS,
   type GrantOperation,
 } from "./grant-operations.ts";
+import { directKeyId, loadDirectKey } from "./key-arguments.ts";
 import { accessDenied } from "./policies.ts";
 
 export { GRANT_OPERATIONS, type GrantOperation } from "./grant-operations.ts";
@@ -367,7 +367,7 @@ export async function createGrant(
     keyId: keyIdArgument,
     ...(request.dryRun !== undefined ? { dryRun: request.dryRun } : {}),
   });
-  const loaded = await loadDirectKey(checked, keyIdArgument, "createGrant");
+  const loaded = await loadDirectKey(checked, "createGrant", "keyId", keyIdArgument);
   // After authorization, so a caller without kms:CreateGrant learns nothing of the key's spec.
   assertGrantOperationsFitKey(loaded.keySpec, loaded.keyUsage, operations);
   if (constraints !== undefined) {
@@ -448,7 +448,7 @@ export async function listGrants(
 ): Promise<ListGrantsResponse> {
   assertObject("request", request);
   const limit = pageLimit(request, { max: 100, default: 50 });
-  const key = await loadDirectKey(ctx, request.keyId, "listGrants");
+  const key = await loadDirectKey(ctx, "listGrants", "keyId", request.keyId);
   const scope = `listGrants ${key.keyId}`;
   const after = pageMarker(request, scope);
   const sorted = grantsById(key);
@@ -615,7 +615,7 @@ export async function retireGrant(ctx: KmsContext, request: RetireGrantRequest):
     if (request.keyId === undefined || request.grantId === undefined) {
       throw new ValidationError(`specify "grantToken", or both "keyId" and "grantId"`);
     }
-    keyId = directKeyId(ctx, request.keyId, "retireGrant");
+    keyId = directKeyId(ctx, "retireGrant", "keyId", request.keyId);
     grantId = assertString("grantId", request.grantId, 1, 128);
   }
   assertGrantId(grantId);
@@ -696,7 +696,7 @@ export async function revokeGrant(ctx: KmsContext, request: RevokeGrantRequest):
   assertObject("request", request);
   const grantId = assertString("grantId", request.grantId, 1, 128);
   assertGrantId(grantId);
-  const key = await loadDirectKey(ctx, request.keyId, "revokeGrant");
+  const key = await loadDirectKey(ctx, "revokeGrant", "keyId", request.keyId);
   if (request.dryRun === true) {
     removeGrant(key, grantId);
     throw new DryRunOperationError("the request would have succeeded, but dryRun was set");

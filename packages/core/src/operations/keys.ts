@@ -35,7 +35,7 @@ import type {
   ScheduleKeyDeletionResponse,
   UpdateKeyDescriptionRequest,
 } from "../types.ts";
-import { directKeyId } from "./direct-key-id.ts";
+import { directKeyId } from "./key-arguments.ts";
 import { validateTags } from "./tags.ts";
 
 const KEY_USAGES: readonly KeyUsage[] = [
@@ -169,21 +169,21 @@ export async function updateKeyDescription(
 ): Promise<void> {
   assertObject("request", request);
   const description = assertString("description", request.description, 0, MAX_DESCRIPTION_LENGTH);
-  const keyId = directKeyId(ctx, request.keyId, "updateKeyDescription");
+  const keyId = directKeyId(ctx, "updateKeyDescription", "keyId", request.keyId);
   await updateKey(ctx, keyId, "updateKeyDescription", () => ({ description }));
 }
 
 /** @throws NotFoundError (also for an alias: see {@link directKeyId}), InvalidStateError. */
 export async function enableKey(ctx: KmsContext, request: KeyIdRequest): Promise<void> {
   assertObject("request", request);
-  const keyId = directKeyId(ctx, request.keyId, "enableKey");
+  const keyId = directKeyId(ctx, "enableKey", "keyId", request.keyId);
   await updateKey(ctx, keyId, "enableKey", () => ({ keyState: "Enabled" }));
 }
 
 /** @throws NotFoundError (also for an alias: see {@link directKeyId}), InvalidStateError. */
 export async function disableKey(ctx: KmsContext, request: KeyIdRequest): Promise<void> {
   assertObject("request", request);
-  const keyId = directKeyId(ctx, request.keyId, "disableKey");
+  const keyId = directKeyId(ctx, "disableKey", "keyId", request.keyId);
   await updateKey(ctx, keyId, "disableKey", () => ({ keyState: "Disabled" }));
 }
 
@@ -197,7 +197,7 @@ export async function scheduleKeyDeletion(
     request.pendingWindowInDays === undefined
       ? 30
       : assertInteger("pendingWindowInDays", request.pendingWindowInDays, 7, 30);
-  const keyId = directKeyId(ctx, request.keyId, "scheduleKeyDeletion");
+  const keyId = directKeyId(ctx, "scheduleKeyDeletion", "keyId", request.keyId);
   const deletionDate = ctx.clock.now() + days * DAY_MS;
   const key = await updateKey(ctx, keyId, "scheduleKeyDeletion", () => ({
     keyState: "PendingDeletion",
@@ -218,7 +218,7 @@ export async function cancelKeyDeletion(
   request: KeyIdRequest,
 ): Promise<{ keyId: string }> {
   assertObject("request", request);
-  const keyId = directKeyId(ctx, request.keyId, "cancelKeyDeletion");
+  const keyId = directKeyId(ctx, "cancelKeyDeletion", "keyId", request.keyId);
   // updateKey merges the change into the record; undefined removes the deletion fields.
   await updateKey(
     ctx,

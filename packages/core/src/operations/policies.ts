@@ -8,7 +8,7 @@ import { authorizationRequest, type CallState } from "../policy/authorizer.ts";
 import { evaluate } from "../policy/evaluate.ts";
 import { defaultKeyPolicy, type PolicyDocument, parsePolicy } from "../policy/policy-document.ts";
 import type { CreateKeyRequest, KeyIdRequest, Page, PageRequest } from "../types.ts";
-import { directKeyId, loadDirectKey } from "./direct-key-id.ts";
+import { directKeyId, loadDirectKey } from "./key-arguments.ts";
 
 /** AWS keys have exactly one policy, named "default". */
 export const KEY_POLICY_NAME = "default";
@@ -88,7 +88,7 @@ export async function putKeyPolicy(ctx: KmsContext, request: PutKeyPolicyRequest
   // Read once: the text stored is the text checked, whatever a getter answers the second time.
   const text: unknown = request.policy;
   const document = parsePolicy(text);
-  const keyId = directKeyId(ctx, request.keyId, "putKeyPolicy");
+  const keyId = directKeyId(ctx, "putKeyPolicy", "keyId", request.keyId);
   await updateKey(ctx, keyId, "putKeyPolicy", (key) => {
     checkLockout(ctx.call, document, key, bypass);
     return { policy: text as string };
@@ -101,7 +101,7 @@ export async function getKeyPolicy(
 ): Promise<GetKeyPolicyResponse> {
   assertObject("request", request);
   assertPolicyName(request.policyName);
-  const key = await loadDirectKey(ctx, request.keyId, "getKeyPolicy");
+  const key = await loadDirectKey(ctx, "getKeyPolicy", "keyId", request.keyId);
   return {
     policy: key.policy ?? defaultKeyPolicy(ctx.identity.partition, ctx.identity.account),
     policyName: KEY_POLICY_NAME,
@@ -114,7 +114,7 @@ export async function listKeyPolicies(
 ): Promise<ListKeyPoliciesResponse> {
   assertObject("request", request);
   pageLimit(request, { max: 1000, default: 100 });
-  const key = await loadDirectKey(ctx, request.keyId, "listKeyPolicies");
+  const key = await loadDirectKey(ctx, "listKeyPolicies", "keyId", request.keyId);
   // One policy fits every page, so no marker was ever issued for this listing.
   pageMarker(request, `listKeyPolicies ${key.keyId}`);
   return { policyNames: [KEY_POLICY_NAME], truncated: false };

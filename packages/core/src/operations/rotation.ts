@@ -13,7 +13,7 @@ import type {
   ListKeyRotationsResponse,
   RotateKeyOnDemandResponse,
 } from "../types.ts";
-import { directKeyId, loadDirectKey } from "./direct-key-id.ts";
+import { directKeyId, loadDirectKey } from "./key-arguments.ts";
 
 /** AWS's quota of on-demand rotations per key (not adjustable). */
 export const MAX_ON_DEMAND_ROTATIONS = 25;
@@ -36,7 +36,7 @@ export async function enableKeyRotation(
     request.rotationPeriodInDays === undefined
       ? 365
       : assertInteger("rotationPeriodInDays", request.rotationPeriodInDays, 90, 2560);
-  const keyId = directKeyId(ctx, request.keyId, "enableKeyRotation");
+  const keyId = directKeyId(ctx, "enableKeyRotation", "keyId", request.keyId);
   await updateKey(ctx, keyId, "enableKeyRotation", (key) => {
     assertRotatable(ctx, key, "enableKeyRotation");
     // AWS counts the first period from when rotation is enabled (or the period changes).
@@ -53,7 +53,7 @@ export async function enableKeyRotation(
 
 export async function disableKeyRotation(ctx: KmsContext, request: KeyIdRequest): Promise<void> {
   assertObject("request", request);
-  const keyId = directKeyId(ctx, request.keyId, "disableKeyRotation");
+  const keyId = directKeyId(ctx, "disableKeyRotation", "keyId", request.keyId);
   await updateKey(ctx, keyId, "disableKeyRotation", (key) => {
     assertRotatable(ctx, key, "disableKeyRotation");
     const { nextRotationAt: _next, ...rest } = key.rotation;
@@ -66,7 +66,7 @@ export async function getKeyRotationStatus(
   request: KeyIdRequest,
 ): Promise<GetKeyRotationStatusResponse> {
   assertObject("request", request);
-  const key = await loadDirectKey(ctx, request.keyId, "getKeyRotationStatus");
+  const key = await loadDirectKey(ctx, "getKeyRotationStatus", "keyId", request.keyId);
   assertRotatable(ctx, key, "getKeyRotationStatus");
   const { rotation } = key;
   return {
@@ -84,7 +84,7 @@ export async function rotateKeyOnDemand(
   request: KeyIdRequest,
 ): Promise<RotateKeyOnDemandResponse> {
   assertObject("request", request);
-  const keyId = directKeyId(ctx, request.keyId, "rotateKeyOnDemand");
+  const keyId = directKeyId(ctx, "rotateKeyOnDemand", "keyId", request.keyId);
   await updateKey(ctx, keyId, "rotateKeyOnDemand", (key) => {
     assertRotatable(ctx, key, "rotateKeyOnDemand");
     if (key.rotation.onDemandRotations >= MAX_ON_DEMAND_ROTATIONS) {
@@ -109,7 +109,7 @@ export async function listKeyRotations(
 ): Promise<ListKeyRotationsResponse> {
   assertObject("request", request);
   const limit = pageLimit(request);
-  const key = await loadDirectKey(ctx, request.keyId, "listKeyRotations");
+  const key = await loadDirectKey(ctx, "listKeyRotations", "keyId", request.keyId);
   assertRotatable(ctx, key, "listKeyRotations");
   // The original material is not a rotation; the marker is the last version number returned.
   const scope = `listKeyRotations ${key.keyId}`;

@@ -10,7 +10,7 @@ import type {
   TagResourceRequest,
   UntagResourceRequest,
 } from "../types.ts";
-import { directKeyId, loadDirectKey } from "./direct-key-id.ts";
+import { directKeyId, loadDirectKey } from "./key-arguments.ts";
 
 export const MAX_TAGS_PER_KEY = 50;
 
@@ -52,7 +52,7 @@ export function validateTags(added: readonly Tag[], existing: readonly Tag[]): T
 
 export async function tagResource(ctx: KmsContext, request: TagResourceRequest): Promise<void> {
   assertObject("request", request);
-  const keyId = directKeyId(ctx, request.keyId, "tagResource");
+  const keyId = directKeyId(ctx, "tagResource", "keyId", request.keyId);
   await updateKey(ctx, keyId, "tagResource", (key) => ({
     tags: validateTags(request.tags, key.tags),
   }));
@@ -70,7 +70,7 @@ export async function untagResource(ctx: KmsContext, request: UntagResourceReque
     }
   }
   const remove = new Set(request.tagKeys);
-  const keyId = directKeyId(ctx, request.keyId, "untagResource");
+  const keyId = directKeyId(ctx, "untagResource", "keyId", request.keyId);
   await updateKey(ctx, keyId, "untagResource", (key) => ({
     tags: key.tags.filter((t) => !remove.has(t.tagKey)),
   }));
@@ -82,7 +82,7 @@ export async function listResourceTags(
 ): Promise<ListResourceTagsResponse> {
   assertObject("request", request);
   const limit = pageLimit(request, { max: 50, default: 50 });
-  const key = await loadDirectKey(ctx, request.keyId, "listResourceTags");
+  const key = await loadDirectKey(ctx, "listResourceTags", "keyId", request.keyId);
   const scope = `listResourceTags ${key.keyId}`;
   const after = pageMarker(request, scope);
   const sorted = [...key.tags].sort((a, b) => (a.tagKey < b.tagKey ? -1 : 1));

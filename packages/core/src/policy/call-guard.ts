@@ -18,6 +18,7 @@ import {
   retiringPrincipalDecision,
   validateGrantTokens,
 } from "../operations/grants.ts";
+import { keyArgumentsOf, parseKeyArgument } from "../operations/key-arguments.ts";
 import { currentRequestId } from "../request-id-scope.ts";
 import type { CallOptions } from "../types.ts";
 import {
@@ -297,11 +298,15 @@ export class CallGuard {
 
   /**
    * Which statement or grant would allow or deny `call`, without performing it. Keys come from
-   * the request's key arguments or its ciphertext header.
+   * the request's key arguments, those the operation reads (KEY_ARGUMENTS), or its ciphertext
+   * header. A key argument the operation would refuse for its form is refused here alike.
+   * @throws ValidationError, NotFoundError.
    */
   async explain(base: KmsContext, call: CallState): Promise<ExplainResult> {
     const settings: PolicySettings = { ...this.settings, enabled: true };
     const probe: CallState = { ...call, settings, decisions: [] };
+    const request = (call.request ?? {}) as Record<string, unknown>;
+    const keyArguments = checkedKeyArguments(base, call.operation, request);
     if (ACCOUNT_LEVEL_OPERATIONS.has(call.operation)) {
       try {
         authorizeAccount(probe);
@@ -309,12 +314,10 @@ export class CallGuard {
         // recorded in probe.decisions
       }
     } else {
-      const request = (call.request ?? {}) as Record<string, unknown>;
       const ids = new Set<string>();
       const resolved = new Map<string, string>();
-      for (const name of ["keyId", "destinationKeyId", "sourceKeyId", "targetKeyId"]) {
-        if (request[name] === undefined) continue;
-        const id = await resolveKeyId(base, request[name], name);
+      for (const [name, reference] of keyArguments) {
+        const id = await resolveKeyId(base, reference, name);
         resolved.set(name, id);
         ids.add(id);
       }
@@ -415,6 +418,30 @@ export class CallGuard {
     if (!this.auditing) return RECORDED;
     return this.auditor.record(buildAuditEvent(call, outcome));
   }
+}
+
+/**
+ * The arguments of `request` that name a key for `operation` (KEY_ARGUMENTS, which the
+ * operations read too), each checked as the operation checks it before reading anything: an
+ * alias where the operation takes a key id or key ARN only is refused here as the call refuses
+ * it, not explained on the key the alias points to now.
+ * @throws ValidationError, NotFoundError (see parseKeyArgument).
+ */
+function checkedKeyArguments(
+  ctx: KmsContext,
+  operation: string,
+  request: Readonly<Record<string, unknown>>,
+): (readonly [string, unknown])[] {
+  // A grant token names its grant's key itself, and retireGrant then reads no keyId.
+  if (operation === "retireGrant" && request.grantToken !== undefined) return [];
+  const named: (readonly [string, unknown])[] = [];
+  for (const [argument, naming] of keyArgumentsOf(operation)) {
+    const reference = request[argument];
+    if (reference === undefined) continue;
+    parseKeyArgument(ctx, operation, argument, naming, reference);
+    named.push([argument, reference]);
+  }
+  return named;
 }
 
 export interface ExplainResult {

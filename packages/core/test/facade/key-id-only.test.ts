@@ -7,9 +7,17 @@
  * and its call would make the call act on another key — disable it, widen its policy, grant it
  * away, destroy it.
  */
-import { createKms, type Kms, NotFoundError, ValidationError } from "@kms/core";
+import {
+  AccessDeniedError,
+  createKms,
+  type Kms,
+  MemoryKeyStore,
+  NotFoundError,
+  ValidationError,
+} from "@kms/core";
 import { ManualClock } from "@kms/core/testing";
-import { beforeEach, describe, expect, test } from "vitest";
+import { beforeEach, describe, expect, test, vi } from "vitest";
+import { KEY_ARGUMENTS } from "../../src/operations/key-arguments.ts";
 
 const ARN_PREFIX = "arn:aws:kms:local:000000000000";
 const BOB = "arn:aws:iam::000000000000:user/bob";
@@ -253,5 +261,166 @@ describe("the operations AWS lets name a key by alias still take one", () => {
       publicKey,
     });
     expect(shared.keyId).toContain(agreeing.id);
+  });
+});
+
+/** How a call settled: the class and message of its rejection, or "resolved". */
+async function outcome(settling: Promise<unknown>): Promise<unknown> {
+  try {
+    await settling;
+    return "resolved";
+  } catch (error) {
+    return error instanceof Error ? [error.constructor.name, error.message] : error;
+  }
+}
+
+/** Calls operation `name` of `kms` with `request`, as explain is told to. */
+function callByName(name: string, request: object): Promise<unknown> {
+  const operation = (kms as unknown as Record<string, (r: object) => Promise<unknown>>)[name];
+  if (operation === undefined) throw new Error(`no operation ${name}`);
+  return operation.call(kms, request);
+}
+
+describe("explain names a key as the operation it explains does", () => {
+  test("the operations refused here are those the shared table says take a key id or key ARN only", () => {
+    const table = Object.entries(KEY_ARGUMENTS);
+    const keyOnly = table.filter(([, args]) => Object.values(args).includes("keyOnly"));
+    expect(keyOnly.map(([operation]) => operation).sort()).toEqual(Object.keys(KEY_ID_ONLY).sort());
+    const aliasTargets = table.flatMap(([operation, args]) =>
+      Object.entries(args)
+        .filter(([, naming]) => naming === "aliasTarget")
+        .map(([argument]) => `${operation}.${argument}`),
+    );
+    expect(aliasTargets.sort()).toEqual([
+      "createAlias.targetKeyId",
+      "listAliases.keyId",
+      "updateAlias.targetKeyId",
+    ]);
+  });
+
+  describe.each(Object.keys(KEY_ID_ONLY))("%s", (operation) => {
+    test.each(Object.entries(ALIASES))(
+      "refuses the %s as the call does, and explains the key id",
+      async (_form, alias) => {
+        const { prepare, call } = KEY_ID_ONLY[operation]!;
+        await prepare?.();
+        const called = await outcome(call(alias));
+        expect(called).toEqual([
+          "NotFoundError",
+          `Invalid keyId ${alias}: ${operation} takes a key id or key ARN, not an alias`,
+        ]);
+        expect(
+          await outcome(kms.explain({ operation, request: { keyId: alias, grantId } })),
+        ).toEqual(called);
+        const explained = await kms.explain({ operation, request: { keyId, grantId } });
+        expect(explained.decisions.map((d) => d.resource)).toEqual([`${ARN_PREFIX}:key/${keyId}`]);
+      },
+    );
+  });
+
+  test.each(Object.entries(ALIASES))(
+    "refuses the %s as an alias target or listAliases' keyId as the calls do",
+    async (_form, alias) => {
+      const requests: [string, object][] = [
+        ["createAlias", { aliasName: "alias/new", targetKeyId: alias }],
+        ["updateAlias", { aliasName: "alias/app", targetKeyId: alias }],
+        ["updateAlias", { aliasName: "alias/missing", targetKeyId: alias }],
+        ["listAliases", { keyId: alias }],
+      ];
+      for (const [operation, request] of requests) {
+        const called = await outcome(callByName(operation, request));
+        expect(called).toEqual([
+          "ValidationError",
+          expect.stringMatching(/must be a key id or key ARN, not an alias/),
+        ]);
+        expect(await outcome(kms.explain({ operation, request }))).toEqual(called);
+      }
+    },
+  );
+
+  test("a retireGrant by grant token reads no keyId, in the call or in explain", async () => {
+    const { grantToken } = await kms.createGrant({
+      keyId,
+      granteePrincipal: BOB,
+      retiringPrincipal: BOB,
+      operations: ["Decrypt"],
+    });
+    const request = { grantToken, keyId: "alias/app" };
+    const explained = await kms.explain({
+      operation: "retireGrant",
+      request,
+      as: { principal: BOB },
+    });
+    expect(explained.allowed).toBe(true);
+    await kms.retireGrant(request, { principal: BOB });
+  });
+
+  test("the operations that take an alias are explained on the key it points to", async () => {
+    for (const operation of ["describeKey", "encrypt", "generateDataKey"]) {
+      const explained = await kms.explain({ operation, request: { keyId: "alias/app" } });
+      expect(explained.decisions.map((d) => d.resource)).toEqual([`${ARN_PREFIX}:key/${keyId}`]);
+    }
+    await expect(
+      kms.explain({ operation: "encrypt", request: { keyId: "alias/none" } }),
+    ).rejects.toThrow("alias alias/none does not exist");
+  });
+});
+
+describe("createAlias and updateAlias refuse an alias target before reading the store", () => {
+  test("updateAlias of an alias that does not exist: ValidationError, not NotFoundError", async () => {
+    for (const target of Object.values(ALIASES)) {
+      const refused = kms.updateAlias({ aliasName: "alias/missing", targetKeyId: target });
+      await expect(refused).rejects.toBeInstanceOf(ValidationError);
+      await expect(refused).rejects.toThrow(/"targetKeyId" must be a key id or key ARN/);
+    }
+    // Any malformed target, not only an alias: its form is checked before the alias is looked up.
+    await expect(
+      kms.updateAlias({ aliasName: "alias/missing", targetKeyId: 7 as unknown as string }),
+    ).rejects.toBeInstanceOf(ValidationError);
+  });
+
+  test("updateAlias of an alias whose key the caller may not use: ValidationError, not AccessDeniedError", async () => {
+    const document = JSON.parse((await kms.getKeyPolicy({ keyId })).policy) as {
+      Statement: object[];
+    };
+    document.Statement.push({
+      Sid: "no-bob",
+      Effect: "Deny",
+      Principal: { AWS: BOB },
+      Action: "kms:UpdateAlias",
+      Resource: "*",
+    });
+    await kms.putKeyPolicy({ keyId, policy: JSON.stringify(document) });
+    const other = (await kms.createKey()).keyMetadata.keyId;
+    await expect(
+      kms.updateAlias({ aliasName: "alias/app", targetKeyId: other }, { principal: BOB }),
+    ).rejects.toBeInstanceOf(AccessDeniedError);
+    await expect(
+      kms.updateAlias({ aliasName: "alias/app", targetKeyId: "alias/app" }, { principal: BOB }),
+    ).rejects.toBeInstanceOf(ValidationError);
+  });
+
+  test("neither reads an alias or a key, so an expired key is not destroyed by a refused call", async () => {
+    const clock = new ManualClock();
+    const store = new MemoryKeyStore();
+    const local = await createKms({ clock, store });
+    const expiring = (await local.createKey()).keyMetadata.keyId;
+    await local.createAlias({ aliasName: "alias/expiring", targetKeyId: expiring });
+    await local.scheduleKeyDeletion({ keyId: expiring, pendingWindowInDays: 7 });
+    clock.advanceDays(8);
+    const getAlias = vi.spyOn(store, "getAlias");
+    const getKey = vi.spyOn(store, "getKey");
+    for (const aliasName of ["alias/expiring", "alias/missing"]) {
+      await expect(
+        local.createAlias({ aliasName, targetKeyId: "alias/expiring" }),
+      ).rejects.toBeInstanceOf(ValidationError);
+      await expect(
+        local.updateAlias({ aliasName, targetKeyId: "alias/expiring" }),
+      ).rejects.toBeInstanceOf(ValidationError);
+    }
+    expect(getAlias).not.toHaveBeenCalled();
+    expect(getKey).not.toHaveBeenCalled();
+    getKey.mockRestore();
+    expect((await store.getKey(expiring))?.keyState).toBe("PendingDeletion");
   });
 });
