@@ -55,7 +55,6 @@ const MAX_CACHED_BINDINGS = 4096;
  */
 const cache = new Map<string, Map<string, Map<string, Uint8Array>>>();
 let cached = 0;
-const frozenCache = new WeakMap<EncryptionContext, Map<string, Map<string, Uint8Array>>>();
 
 /**
  * The context `contextKey` built last, as its pairs in `Object.keys` order and its key: rows of
@@ -143,47 +142,34 @@ function lengthPrefixed(argument: string, value: string): Uint8Array {
  */
 export function encodeBinding(binding: FieldBinding, ctxKey?: string): Uint8Array {
   const { context, model, field } = binding;
-  // A frozen context cannot change, so its encodings can hang off the object itself: adapters
-  // that share one frozen context across a result set skip building its key per value.
-  if (!Object.isFrozen(context))
-    return encodeKeyed(model, field, context, ctxKey ?? contextKey(context));
-  const seen = lastFrozen;
-  if (
-    seen !== undefined &&
-    seen.context === context &&
-    seen.model === model &&
-    seen.field === field
-  ) {
-    return seen.out;
+  let key: string;
+  if (context === frozenContext) {
+    // A frozen context cannot change: the fields of a row, or a result set sharing one frozen
+    // context, skip building its key per value.
+    key = frozenKey;
+  } else if (context !== openContext && Object.isFrozen(context)) {
+    key = ctxKey ?? contextKey(context);
+    frozenContext = context;
+    frozenKey = key;
+  } else {
+    // The context found open last time is taken as open without asking again (Object.isFrozen
+    // costs as much as the rest of this function): at worst it was frozen since, and takes the
+    // path that holds for every context.
+    openContext = context;
+    key = ctxKey ?? contextKey(context);
   }
-  let models = frozenCache.get(context);
-  let out = models?.get(model)?.get(field);
-  if (out === undefined) {
-    out = encodeKeyed(model, field, context, ctxKey ?? contextKey(context));
-    if (models === undefined) {
-      models = new Map();
-      frozenCache.set(context, models);
-    }
-    let fields = models.get(model);
-    if (fields === undefined) {
-      fields = new Map();
-      models.set(model, fields);
-    }
-    fields.set(field, out);
-  }
-  lastFrozen = { context, model, field, out };
-  return out;
+  return encodeKeyed(model, field, context, key);
 }
 
-/** The frozen context `encodeBinding` answered for last: values of one column come in runs. */
-let lastFrozen:
-  | {
-      readonly context: EncryptionContext;
-      readonly model: string;
-      readonly field: string;
-      readonly out: Uint8Array;
-    }
-  | undefined;
+/**
+ * The frozen context `encodeBinding` met last and its key. Adapters freeze one context per row
+ * (or per result set): a cache of encodings per context object (a WeakMap) cost more per row
+ * than it spared.
+ */
+let frozenContext: EncryptionContext | undefined;
+let frozenKey = "";
+/** The context `encodeBinding` last found not frozen. */
+let openContext: EncryptionContext | undefined;
 
 /** The encoding `encodeKeyed` returned last: values of one column come in runs. */
 let lastKeyed:

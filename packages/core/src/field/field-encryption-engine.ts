@@ -493,7 +493,7 @@ export class FieldEncryptionEngine {
       if (loaded === undefined) return undefined;
       const encoded = encodeBinding(binding);
       // A getter of the binding that decrypted another text reused the scratch: read again.
-      if (!isCurrentRead(bytes)) bytes = fromFieldText(stored as string);
+      if (!isCurrentRead(bytes, stored as string)) bytes = fromFieldText(stored as string);
       return this.#openRandomized(loaded, encoded, binding.context, spec, bytes);
     }
     if (format === FORMAT_DETERMINISTIC && bytes.length >= DETERMINISTIC_OVERHEAD) {

@@ -84,6 +84,23 @@ describe("context keys and binding encodings", () => {
     expect(() => encodeBinding({ model: "", field: "f", context: {} })).toThrow(/"model"/);
   });
 
+  test("a context found open, then changed or frozen, encodes its pairs at the time", () => {
+    const expected = (tenantId: string) =>
+      encodeBinding({ model: "User", field: "email", context: { tenantId, other: "x" } }).slice();
+    // Computed first: encoding other contexts in between would reset what encodeBinding keeps.
+    const [a, b, c] = [expected("a"), expected("b"), expected("c")];
+    const context: Record<string, string> = { tenantId: "a", other: "x" };
+    const binding = { model: "User", field: "email", context };
+    expect(encodeBinding(binding)).toEqual(a);
+    context.tenantId = "b";
+    expect(encodeBinding(binding)).toEqual(b);
+    Object.freeze(context);
+    expect(encodeBinding(binding)).toEqual(b);
+    const frozen = Object.freeze({ tenantId: "c", other: "x" });
+    expect(encodeBinding({ ...binding, context: frozen })).toEqual(c);
+    expect(encodeBinding(binding)).toEqual(b);
+  });
+
   test("a value written after its context object changed is bound to the new context", async () => {
     const { engine } = await setup();
     const context: Record<string, string> = { tenantId: "a" };
@@ -148,6 +165,33 @@ describe("shared scratch buffers", () => {
     } as FieldBinding;
     expect(engine.decryptIfCached(reentrant, STRING, outer)).toBe("outer-1");
     expect(innerValue).toBe("inner-2");
+  });
+
+  test("a binding getter whose own read is refused halfway does not change this value", async () => {
+    const { engine } = await setup();
+    const plain = { model: "User", field: "email", context: { tenantId: "a" } };
+    const outer = await engine.encryptText(plain, STRING, "outer-1");
+    // As long as `outer`, refused at its last character: decoded over the outer bytes first.
+    const refused = `${outer.slice(0, -1)}*`;
+    let nestedError: unknown;
+    let armed = true;
+    const reentrant = {
+      get model() {
+        if (armed) {
+          armed = false;
+          try {
+            engine.decryptIfCached(plain, STRING, refused);
+          } catch (error) {
+            nestedError = error;
+          }
+        }
+        return "User";
+      },
+      field: "email",
+      context: { tenantId: "a" },
+    } as FieldBinding;
+    expect(engine.decryptIfCached(reentrant, STRING, outer)).toBe("outer-1");
+    expect(nestedError).toBeInstanceOf(InvalidCiphertextError);
   });
 
   test("a key selector that encrypts another value does not change this one", async () => {
