@@ -12,7 +12,10 @@ const MAX_POOLED = SLAB_SIZE >>> 1;
 let slab = new ArrayBuffer(0);
 let used = 0;
 
-/** `size` zero-filled bytes in memory shared only with other public bytes. */
+/**
+ * `size` bytes in memory shared only with other public bytes: zero-filled up to MAX_POOLED, not
+ * above it (an ArrayBuffer of its own, which the caller overwrites whole).
+ */
 export function publicBuffer(size: number): Buffer {
   if (size > MAX_POOLED) return Buffer.allocUnsafeSlow(size);
   if (used + size > slab.byteLength) {

@@ -29,6 +29,7 @@ import {
   TAG_LENGTH,
 } from "./format.ts";
 import type { DecryptStreamOptions, MessageInfo } from "./options.ts";
+import { releaseBuffer } from "./release-buffer.ts";
 import { importVerifyingKey, MAX_SIGNATURE_LENGTH, newVerifier } from "./signature.ts";
 
 type State = "header" | "body" | "signature" | "done" | "failed";
@@ -224,7 +225,9 @@ export class MessageDecryptor {
           length,
         );
         out.set(plaintext, (seq - 1) * frameLength);
+        // Wiped, then freed at once: the next frame's output reuses the memory (release-buffer.ts).
         plaintext.fill(0);
+        releaseBuffer(plaintext);
         at += headerSize + length + TAG_LENGTH;
       }
     } catch (error) {

@@ -49,6 +49,7 @@ import {
   writeHeaderTag,
 } from "./format.ts";
 import type { EncryptMessageOptions, EncryptStreamOptions } from "./options.ts";
+import { releaseBuffer } from "./release-buffer.ts";
 import {
   generateSigningKey,
   type MessageSigning,
@@ -385,8 +386,10 @@ const SCRATCH_AAD = Buffer.alloc(FRAME_AAD_LENGTH);
 
 /**
  * One-shot encryption: the whole message (header, frames, signature) written into a single
- * buffer sized up front. The plaintext is read in place; each frame's ciphertext is copied once,
- * straight after it is produced (node:crypto cannot encrypt into a caller's buffer).
+ * buffer sized up front (every byte is written, so it need not be zero-filled). The plaintext is
+ * read in place; each frame's ciphertext is copied once, straight after it is produced
+ * (node:crypto cannot encrypt into a caller's buffer), and node's buffer is then freed at once,
+ * so the next frame or message reuses its memory while it is still mapped and cached.
  * @throws ValidationException for bad options or keyring output; keyring (KMS) errors as thrown.
  */
 export async function sealMessage(
@@ -427,7 +430,9 @@ export async function sealMessage(
     const cipher = createCipheriv("aes-256-gcm", key, iv, { authTagLength: TAG_LENGTH });
     cipher.setAAD(aad);
     const start = (seq - 1) * frame;
-    out.set(cipher.update(plaintext.subarray(start, start + length)), at);
+    const ciphertext = cipher.update(plaintext.subarray(start, start + length));
+    out.set(ciphertext, at);
+    releaseBuffer(ciphertext);
     cipher.final();
     out.set(cipher.getAuthTag(), at + length);
     at += length + TAG_LENGTH;

@@ -21,8 +21,9 @@ export const IV_LENGTH = 12;
 export const DEFAULT_FRAME_LENGTH = 64 * 1024;
 /**
  * Default frame length of `encryptMessage`, whose caller already holds the whole plaintext. Each
- * frame is one fresh allocation node:crypto makes and the encryptor copies; fewer, larger frames
- * make 1 MiB messages ~1.3× faster. A stream decryptor holds one frame, so this is also what
+ * frame costs a cipher of its own and one output node:crypto allocates and the encryptor copies;
+ * a 1 MiB message in one frame takes ~0.6× the CPU time of one in 64 KiB frames (measured on
+ * Node 24). A stream decryptor holds one frame, so this is also what
  * reading such a message as a stream costs (`DecryptPolicy.maxFrameLength` can refuse more).
  */
 export const DEFAULT_MESSAGE_FRAME_LENGTH = 1024 * 1024;
