@@ -34,9 +34,11 @@ import {
   lowerFirst,
   READS,
   reject,
+  reshapes,
   type Strip,
 } from "./internal/codec.ts";
 import { RelationGuard } from "./internal/relation-guard.ts";
+import { ResultFieldRegistry } from "./internal/result-fields.ts";
 import { PrismaDataKeyStore } from "./prisma-data-key-store.ts";
 import {
   type ColumnType,
@@ -47,6 +49,7 @@ import {
 } from "./schema-descriptor.ts";
 
 type TransactionMethod = (this: unknown, ...args: unknown[]) => Promise<unknown>;
+type ExtendsMethod = (this: unknown, extension: unknown) => unknown;
 
 /**
  * One interactive `$transaction` call: a transaction, or a savepoint nested in one (Prisma 7
@@ -164,6 +167,7 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
       }
       return columnTests.get(model);
     };
+    const resultFields = new ResultFieldRegistry(client);
     const durable = new Codec(
       engine,
       models,
@@ -171,6 +175,7 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
       (text) => new Decimal(text),
       globalOmitOf(client),
       isColumnOf,
+      (model) => resultFields.of(model),
     );
     const relations = new RelationGuard(models, isColumnOf);
     // Interactive transactions: the query hook records each transaction's scope in the frame
@@ -183,6 +188,9 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
     /** The frame of each transaction client handed to a `$transaction` callback. */
     const framesOfClients = new WeakMap<object, TransactionFrame>();
     const baseTransaction = (client as unknown as { $transaction: TransactionMethod }).$transaction;
+    // The `$extends` of the client this one is applied to: Prisma's, or that of another instance
+    // of this extension applied before, which must hear of later extensions too.
+    const baseExtends = (client as unknown as { $extends: ExtendsMethod }).$extends;
     const enter = (frame: TransactionFrame | undefined, transactionScope: string): void => {
       if (frame === undefined || frame.scopes.has(transactionScope)) return;
       // The savepoints around this one began first.
@@ -193,6 +201,13 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
     return client.$extends({
       name: "@kms/prisma",
       client: {
+        // Every client made from this one comes from here, with Prisma's client component
+        // merging: the result fields of every extension applied after this one are recorded
+        // before Prisma applies it (a function extension applies its objects through here too).
+        $extends(this: unknown, extension: unknown): unknown {
+          resultFields.add(extension);
+          return baseExtends.call(this, extension);
+        },
         $transaction(this: unknown, ...args: unknown[]): Promise<unknown> {
           const callback = args[0];
           // The array form runs in one batch with no callback: nothing to scope.
@@ -240,7 +255,12 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
             // Inside an interactive transaction the data key row may share the transaction
             // (SQLite has one connection): keys created there must not outlive it.
             const internal = (
-              rest as { __internalParams?: { transaction?: { kind?: string; id?: unknown } } }
+              rest as {
+                __internalParams?: {
+                  transaction?: { kind?: string; id?: unknown };
+                  args?: unknown;
+                };
+              }
             ).__internalParams;
             const tx = internal?.transaction;
             let codec = durable;
@@ -360,19 +380,24 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
               }
               codec.refuseCiphertextOrder(model, a);
               await codec.relationWheres(model, a);
-              const returnsRows =
-                READS.has(operation) ||
-                operation === "create" ||
-                operation === "update" ||
-                operation === "upsert" ||
-                operation === "delete" ||
-                operation === "createManyAndReturn" ||
-                operation === "updateManyAndReturn";
+              const writesRows = WRITES_RETURNING_ROWS.has(operation);
+              const returnsRows = writesRows || READS.has(operation);
               // A count's select names the columns whose non-null values it counts: it reads no
               // value, so it needs no context column (an added one would be counted and returned).
               const strip =
-                operation === "count" ? undefined : codec.prepareRead(model, a, returnsRows);
+                operation === "count"
+                  ? undefined
+                  : codec.prepareRead(model, a, returnsRows, writesRows);
               const result = await query(a as typeof args);
+              if (internal !== undefined && strip !== undefined && reshapes(strip)) {
+                // Prisma 7 shapes the result fields of other extensions, once the hooks have
+                // returned, by the arguments the innermost one gave `query`, which it keeps on
+                // the request parameters each hook is handed (no public API). Given the query's
+                // own shape back, it hides a column added here behind a field that needs it, as
+                // without this extension, instead of taking it for asked; on a release that
+                // keeps them elsewhere the column merely stays hidden (see `prepareRead`).
+                internal.args = args;
+              }
               if (returnsRows) {
                 // The fluent API (`user.findUnique(…).posts()`) hands the hook the related
                 // records already unwrapped along dataPath ["select", "posts", …].
@@ -454,6 +479,15 @@ function columnsOf(
   };
 }
 
+/** Writes that return rows (`select`, `include`, `omit`). */
+const WRITES_RETURNING_ROWS = new Set([
+  "create",
+  "update",
+  "upsert",
+  "delete",
+  "createManyAndReturn",
+  "updateManyAndReturn",
+]);
 /** Operations whose where is a unique input (WhereUniqueInput). */
 const UNIQUE_INPUTS = new Set(["findUnique", "findUniqueOrThrow", "update", "delete", "upsert"]);
 /** Queries per unique lookup at most (every combination of the forms of its values). */

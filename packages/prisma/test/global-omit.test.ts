@@ -33,6 +33,15 @@ let prisma: ReturnType<typeof extend>;
 
 /** The keys a row shows: Object.keys, which spread and JSON follow. */
 const shown = (row: object | null | undefined): string[] => Object.keys(row ?? {});
+/**
+ * What code reading a row by the names it expects finds of its tenant: a response schema
+ * (fast-json-stringify, Fastify), a GraphQL resolver, zod's `pick`, `row.tenantId ?? fallback`
+ * read a property whether it is enumerable or not.
+ */
+const tenantByName = (row: object | null | undefined): [unknown, boolean] => [
+  (row as { tenantId?: unknown } | null | undefined)?.tenantId,
+  typeof row === "object" && row !== null && "tenantId" in row,
+];
 
 beforeAll(() => {
   prisma = extend();
@@ -59,6 +68,29 @@ describe("a client that omits context columns", () => {
       name: string;
     };
     expect(raw.name.startsWith("kms1:")).toBe(true);
+  });
+
+  test("a column read back only to decrypt is removed: code reading the row by name finds none", async () => {
+    // The extension kept every column it read back as a hidden property, which code reading the
+    // row by name found where Prisma returns none. None of this client's result fields (it has
+    // none) can need it: removed, as before it was hidden.
+    const found = await prisma.user.findFirstOrThrow({
+      where: { tenantId: "t1" },
+      include: { posts: true },
+    });
+    expect([found.name, tenantByName(found)]).toEqual(["Ann", [undefined, false]]);
+    expect(tenantByName(found.posts[0])).toEqual([undefined, false]);
+    const selected = await prisma.user.findFirstOrThrow({
+      where: { tenantId: "t1" },
+      select: { id: true, name: true },
+    });
+    expect([selected.name, tenantByName(selected)]).toEqual(["Ann", [undefined, false]]);
+    const created = await prisma.user.create({
+      data: { tenantId: "t3", email: "eve@example.com", name: "Eve" },
+      select: { id: true, name: true },
+    });
+    expect([created.name, tenantByName(created)]).toEqual(["Eve", [undefined, false]]);
+    await base.user.delete({ where: { id: created.id } });
   });
 
   test("a query's own omit: false returns the column; its omit: true strips it", async () => {
@@ -223,6 +255,124 @@ describe("result fields of other extensions that need a column the client omits"
       false,
       false,
     ]);
+  });
+
+  test("code reading a row by name finds the column where Prisma leaves it: nowhere on the client queried", async () => {
+    // On the client the query runs on, Prisma hides the column behind the field that needs it,
+    // as it does without the extension, once the extension gives it the query's own shape back.
+    const client = computed();
+    const labelled = await client.user.findFirstOrThrow({ where: { tenantId: "t1" } });
+    expect([labelled.label, labelled.tagged, tenantByName(labelled)]).toEqual([
+      "of t1",
+      "Ann of t1",
+      [undefined, false],
+    ]);
+    const fromPrisma = await base
+      .$extends({
+        result: {
+          user: { label: { needs: { tenantId: true }, compute: (u) => `of ${u.tenantId}` } },
+        },
+      })
+      .user.findFirstOrThrow({ where: { tenantId: "t1" } });
+    expect([fromPrisma.label, tenantByName(fromPrisma)]).toEqual(["of t1", [undefined, false]]);
+    const selected = await client.user.findFirstOrThrow({
+      where: { tenantId: "t1" },
+      select: { id: true, label: true, name: true },
+    });
+    expect([selected.label, tenantByName(selected)]).toEqual(["of t1", [undefined, false]]);
+    const written = await client.user.update({
+      where: { id: labelled.id },
+      data: { name: "Ann" },
+      include: { posts: true },
+    });
+    expect([written.tagged, tenantByName(written)]).toEqual(["Ann of t1", [undefined, false]]);
+    expect([written.posts[0]?.place, tenantByName(written.posts[0])]).toEqual([
+      "in t1",
+      [undefined, false],
+    ]);
+  });
+
+  test("readable by name on another client made from the same extended client: the documented exposure", async () => {
+    // Prisma tells the extension neither which client a query runs on nor its result fields: it
+    // learns them from the `$extends` of the client it returns, for all the clients made from it.
+    // A field of one of them that needs the column keeps it, hidden, on the rows of the others.
+    const encrypted = base.$extends(fieldEncryption({ kms, keyId, schema: schemaText }));
+    const labelled = encrypted.$extends({
+      result: {
+        user: { label: { needs: { tenantId: true }, compute: (u) => `of ${u.tenantId}` } },
+      },
+    });
+    const row = await encrypted.user.findFirstOrThrow({ where: { tenantId: "t1" } });
+    expect([row.name, tenantByName(row), shown(row).includes("tenantId")]).toEqual([
+      "Ann",
+      ["t1", true],
+      false,
+    ]);
+    expect(JSON.stringify(row)).not.toContain("tenantId");
+    // A select, which names the fields Prisma computes, reads and keeps only what they need.
+    const selected = await encrypted.user.findFirstOrThrow({
+      where: { tenantId: "t1" },
+      select: { id: true, name: true },
+    });
+    expect(tenantByName(selected)).toEqual([undefined, false]);
+    const own = await labelled.user.findFirstOrThrow({ where: { tenantId: "t1" } });
+    expect([own.label, tenantByName(own)]).toEqual(["of t1", [undefined, false]]);
+  });
+
+  test("what differs from Prisma: rows copied outside the extension, a compute that copies its row", async () => {
+    // The hidden column is an own property, but not enumerable: a copy of the row leaves it out.
+    const label = {
+      result: {
+        user: {
+          label: {
+            needs: { tenantId: true },
+            compute: (u: { tenantId: string }) => `of ${u.tenantId}`,
+          },
+        },
+      },
+    };
+    // A query extension applied before this one runs around it and returns a copy of its rows:
+    // Prisma finds the tenant missing from the copy and leaves the field out.
+    const copying = {
+      query: {
+        user: {
+          async $allOperations({ args, query }: { args: unknown; query: (a: unknown) => unknown }) {
+            const row = await query(args);
+            return typeof row === "object" && row !== null && !Array.isArray(row)
+              ? { ...row }
+              : row;
+          },
+        },
+      },
+    };
+    const where = { where: { tenantId: "t1" } };
+    const copied = base
+      .$extends(copying)
+      .$extends(fieldEncryption({ kms, keyId, schema: schemaText }))
+      .$extends(label);
+    const withoutExtension = base.$extends(copying).$extends(label);
+    expect((await withoutExtension.user.findFirstOrThrow(where)).label).toBe("of t1");
+    expect((await copied.user.findFirstOrThrow(where)).label).toBeUndefined();
+    // Selected, the field gets its tenant from Prisma, not from the extension.
+    expect((await copied.user.findFirstOrThrow({ ...where, select: { label: true } })).label).toBe(
+      "of t1",
+    );
+    // A compute reading the row by name finds the tenant; one copying the row does not.
+    const keysSeen = {
+      result: {
+        user: {
+          keysSeen: { needs: { tenantId: true }, compute: (u: object) => Object.keys({ ...u }) },
+        },
+      },
+    };
+    const seen = await base
+      .$extends(fieldEncryption({ kms, keyId, schema: schemaText }))
+      .$extends(keysSeen)
+      .user.findFirstOrThrow(where);
+    expect(seen.keysSeen).not.toContain("tenantId");
+    expect((await base.$extends(keysSeen).user.findFirstOrThrow(where)).keysSeen).toContain(
+      "tenantId",
+    );
   });
 
   test("a query's omit of the column holding undefined returns it, as Prisma does", async () => {

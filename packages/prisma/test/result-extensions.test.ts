@@ -1,8 +1,8 @@
-import { ValidationError } from "@kms/core";
+import { type KmsLike, ValidationError } from "@kms/core";
 import { describe, expect } from "vitest";
 import { defineModels, fieldEncryption, parseSchema } from "../src/index.ts";
 // `test` with the fixtures `db`, `kms` and `keyId`, each set up for the tests that name it.
-import { schemaText, sqliteTest as test } from "./backends.ts";
+import { schemaText, type TestDatabase, sqliteTest as test } from "./backends.ts";
 import { kmsSchema } from "./generated/kms/kms-schema.ts";
 
 /**
@@ -168,33 +168,173 @@ describe("result fields of other extensions in a select", () => {
     expect(unlabelled.tagged).toBe("Alice of t1");
   });
 
-  test("one named like a column, needing an encrypted column the select leaves out: refused, naming the field", async ({
-    db,
-    kms,
-    keyId,
-  }) => {
-    // A result field that shadows the column `plain` is a column to the extension: a select of
-    // only `plain` reads no context column, and the `name` Prisma adds for the field comes back
-    // without the tenant it decrypts with. Refused with what to do, never returned as ciphertext.
-    const prisma = db.prisma
-      .$extends(fieldEncryption({ kms, keyId, schema: schemaText }))
-      .$extends({
-        result: {
-          user: {
-            plain: { needs: { plain: true, name: true }, compute: (u) => `${u.plain} / ${u.name}` },
+  describe("one named like a column, needing an encrypted column the select leaves out", () => {
+    // A result field that shadows the column `plain`: a select of `plain` alone looks like a
+    // select of plain columns, but Prisma adds the field's needs below the query hook, and the
+    // encrypted `name` among them comes back to be decrypted. The extension took the field for
+    // the column and read no tenant for it: the query failed, a write after committing (a caller
+    // retrying it created the row twice).
+    const shadow = {
+      result: {
+        user: {
+          plain: {
+            needs: { plain: true, name: true },
+            compute: (u: { plain: string | null; name: string | null }) => `${u.plain} / ${u.name}`,
           },
         },
+      },
+    };
+    const only = { select: { plain: true } } as const;
+
+    /** Every write family with `select: { plain: true }`, its result and what it left stored. */
+    async function writeEach(prisma: ReturnType<typeof extend>, db: TestDatabase): Promise<void> {
+      const stored = async (id: number) => {
+        const row = await db.raw("User", id);
+        return row === undefined ? undefined : { plain: row.plain, name: String(row.name) };
+      };
+      const users = () => db.prisma.user.count();
+      expect(plain(await prisma.user.create({ data: { ...alice, plain: "p" }, ...only }))).toEqual({
+        plain: "p / Alice",
       });
-    await prisma.user.create({ data: { ...alice, plain: "p" } });
-    await expect(prisma.user.findFirst({ select: { plain: true } })).rejects.toThrow(
-      /^User\.name came back without tenantId, which it decrypts with: .*give such a field that needs name a name of its own, or select tenantId too$/,
-    );
-    // Selected with it, or read whole, the field is computed from the plaintext.
-    expect(plain(await prisma.user.findFirst({ select: { plain: true, name: true } }))).toEqual({
-      plain: "p / Alice",
-      name: "Alice",
+      expect(await users()).toBe(1);
+      const { id } = await db.prisma.user.findFirstOrThrow({ where: { plain: "p" } });
+      expect(await stored(id)).toEqual({ plain: "p", name: expect.stringMatching(/^kms1:/) });
+
+      expect(
+        plain(await prisma.user.update({ where: { id }, data: { plain: "q" }, ...only })),
+      ).toEqual({ plain: "q / Alice" });
+      expect((await stored(id))?.plain).toBe("q");
+      const key = { tenantId_email: { tenantId: "t1", email: alice.email } };
+      expect(
+        plain(
+          await prisma.user.upsert({ where: key, create: alice, update: { plain: "u" }, ...only }),
+        ),
+      ).toEqual({ plain: "u / Alice" });
+      expect([(await stored(id))?.plain, await users()]).toEqual(["u", 1]);
+      const bob = { tenantId: "t1", email: "bob@x", name: "Bob", plain: "b" };
+      expect(
+        plain(
+          await prisma.user.upsert({
+            where: { tenantId_email: { tenantId: "t1", email: bob.email } },
+            create: bob,
+            update: {},
+            ...only,
+          }),
+        ),
+      ).toEqual({ plain: "b / Bob" });
+      expect(await users()).toBe(2);
+      expect(
+        plain(
+          await prisma.user.createManyAndReturn({
+            data: [{ ...bob, email: "cy@x", name: "Cy", plain: "c" }],
+            ...only,
+          }),
+        ),
+      ).toEqual([{ plain: "c / Cy" }]);
+      expect(await users()).toBe(3);
+      expect(
+        plain(
+          await prisma.user.updateManyAndReturn({
+            where: { tenantId: "t1", email: "cy@x" },
+            data: { plain: "d" },
+            ...only,
+          }),
+        ),
+      ).toEqual([{ plain: "d / Cy" }]);
+      expect(await db.prisma.user.count({ where: { plain: "d" } })).toBe(1);
+
+      // Nested: the rows a write returns through a relation, and a write nested in another.
+      const post = await prisma.post.create({
+        data: { tenantId: "t1", title: "t", body: "b", author: { connect: { id } } },
+        select: { title: true, author: { select: { plain: true } } },
+      });
+      expect(plain(post)).toEqual({ title: "t", author: { plain: "u / Alice" } });
+      expect(await db.prisma.post.count()).toBe(1);
+      const nested = await prisma.user.update({
+        where: { id },
+        data: { plain: "n", posts: { create: { tenantId: "t1", title: "t2", body: "b2" } } },
+        select: { plain: true, posts: { select: { title: true }, orderBy: { id: "asc" } } },
+      });
+      expect(plain(nested)).toEqual({
+        plain: "n / Alice",
+        posts: [{ title: "t" }, { title: "t2" }],
+      });
+      expect([(await stored(id))?.plain, await db.prisma.post.count()]).toEqual(["n", 2]);
+
+      // In an interactive transaction, which a failure would roll back.
+      const inTx = await prisma.$transaction((tx) =>
+        tx.user.create({ data: { ...bob, email: "dee@x", name: "Dee", plain: "e" }, ...only }),
+      );
+      expect([plain(inTx), await users()]).toEqual([{ plain: "e / Dee" }, 4]);
+
+      // Its posts first: they refer to it.
+      await db.prisma.post.deleteMany();
+      expect(plain(await prisma.user.delete({ where: { id }, ...only }))).toEqual({
+        plain: "n / Alice",
+      });
+      expect([await stored(id), await users()]).toEqual([undefined, 3]);
+    }
+    const extend = (db: TestDatabase, kms: KmsLike, keyId: string) =>
+      db.prisma.$extends(fieldEncryption({ kms, keyId, schema: schemaText })).$extends(shadow);
+
+    test("computed in reads and in the rows every write returns, each write done once", async ({
+      db,
+      kms,
+      keyId,
+    }) => {
+      const prisma = extend(db, kms, keyId);
+      await writeEach(prisma, db);
+      expect(plain(await prisma.user.findMany({ ...only, orderBy: { id: "asc" } }))).toEqual([
+        { plain: "b / Bob" },
+        { plain: "d / Cy" },
+        { plain: "e / Dee" },
+      ]);
+      const read = await prisma.user.findFirstOrThrow({
+        where: { tenantId: "t1", email: "bob@x" },
+        ...only,
+      });
+      // The tenant read to decrypt `name` is needed by no result field: not left on the row.
+      expect(["tenantId" in read, "name" in read]).toEqual([false, false]);
     });
-    expect((await prisma.user.findFirstOrThrow()).plain).toBe("p / Alice");
+
+    test("when the extension does not know the field: writes still succeed, reads are refused", async ({
+      db,
+      kms,
+      keyId,
+    }) => {
+      // Applied through a `$extends` that bypasses the one of the client fieldEncryption returns,
+      // the field is unknown to the extension, which takes it for the column. A write's select
+      // reads every context column all the same; a read, which changes nothing, is refused.
+      const prismaExtends = db.prisma.$extends as (this: unknown, extension: unknown) => unknown;
+      const bypassing = db.prisma
+        .$extends(fieldEncryption({ kms, keyId, schema: schemaText }))
+        .$extends({
+          client: {
+            $extends(this: unknown, extension: unknown) {
+              return prismaExtends.call(this, extension);
+            },
+          },
+        });
+      const prisma = (bypassing.$extends as (extension: unknown) => unknown)(shadow) as ReturnType<
+        typeof extend
+      >;
+      await writeEach(prisma, db);
+      await expect(prisma.user.findFirst(only)).rejects.toThrow(
+        /^User\.name came back without tenantId, which it decrypts with: a result field of another extension that needs name is named like a column of User, .*apply that extension through the returned client, give the field a name of its own, or select tenantId too$/,
+      );
+      // Selected with it, or read whole, the field is computed from the plaintext.
+      expect(
+        plain(
+          await prisma.user.findFirst({
+            where: { tenantId: "t1", email: "bob@x" },
+            select: { plain: true, name: true },
+          }),
+        ),
+      ).toEqual({ plain: "b / Bob", name: "Bob" });
+      expect(
+        (await prisma.user.findFirstOrThrow({ where: { tenantId: "t1", email: "bob@x" } })).plain,
+      ).toBe("b / Bob");
+    });
   });
 
   test("the generator's descriptor lets them through; a hand-written one only when it lists every relation", async ({

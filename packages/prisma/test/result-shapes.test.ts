@@ -12,14 +12,17 @@ import { schemaText } from "./backends.ts";
 import { PrismaClient } from "./generated/client.ts";
 
 // The shape of every result, differentially: each query shape (select, omit, include, nested
-// selects, `_count`, result fields of other extensions needing encrypted or context columns)
-// in each operation that returns rows (the find operations, the fluent API, create, update,
-// upsert, delete, createManyAndReturn, updateManyAndReturn, transactions) runs through the
-// extension and through the same client without it, each on its own database holding the same
-// rows (in clear for the second), under the same global omit. The results must be equal as JSON,
-// that is in their values and their enumerable keys at every depth, and hold no ciphertext.
+// selects, `_count`, result fields of other extensions needing encrypted or context columns, one
+// of them named like a column) in each operation that returns rows (the find operations, the
+// fluent API, create, update, upsert, delete, createManyAndReturn, updateManyAndReturn,
+// transactions) runs through the extension and through the same client without it, each on its
+// own database holding the same rows (in clear for the second), under the same global omit. The
+// results must be equal as JSON, that is in their values and their enumerable keys at every
+// depth, and in what reading a context column by name gives; and hold no ciphertext.
 // Before the extension hid the context columns it reads back, results lost every result field
-// needing one of them wherever an omit (the query's or the client's) left it out.
+// needing one of them wherever an omit (the query's or the client's) left it out; once it hid
+// them, code reading them by name found them where Prisma returns none; and a select of the
+// field named like a column failed, after committing in a write.
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -41,6 +44,8 @@ const withResultFields = (base: PrismaClient, between: (c: PrismaClient) => Pris
           needs: { name: true, tenantId: true },
           compute: (u) => `${u.name}@${u.tenantId}`,
         },
+        // Named like a column, which it shadows, and needing an encrypted one.
+        plain: { needs: { plain: true, name: true }, compute: (u) => `${u.plain} / ${u.name}` },
       },
       post: { teaser: { needs: { body: true }, compute: (p) => p.body.slice(0, 4) } },
       chart: { noteLength: { needs: { note: true }, compute: (c) => c.note?.length ?? 0 } },
@@ -87,10 +92,33 @@ async function openPair(omit: Record<string, Record<string, boolean>> | undefine
   };
 }
 
-/** A result as JSON, or the error's class and last line, so that a refusal compares too. */
+/**
+ * What code reading a row's properties by name sees of its context columns, at every depth: a
+ * response schema (fast-json-stringify, GraphQL resolvers, zod's `pick`) or `row.tenantId ?? x`
+ * reads what `in` and a property read give, not what the row's keys or its JSON show.
+ */
+function byName(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(byName);
+  if (typeof value !== "object" || value === null) return value;
+  const row = value as Record<string, unknown>;
+  const seen: Record<string, unknown> = {};
+  for (const column of ["tenantId", "recordId"]) {
+    seen[column] = column in row ? (row[column] ?? null) : "absent";
+  }
+  for (const [key, nested] of Object.entries(row)) {
+    if (typeof nested === "object" && nested !== null) seen[key] = byName(nested);
+  }
+  return seen;
+}
+
+/**
+ * A result as JSON and as code reading it by name sees it, or the error's class and last line,
+ * so that a refusal compares too.
+ */
 async function outcome(run: () => Promise<unknown>): Promise<string> {
   try {
-    return JSON.stringify(await run()) ?? "undefined";
+    const result = await run();
+    return `${JSON.stringify(result) ?? "undefined"}\n  by name: ${JSON.stringify(byName(result))}`;
   } catch (error) {
     const message = error instanceof Error ? error.message.trim().split("\n").at(-1) : "";
     return `${error instanceof Error ? error.name : typeof error}: ${message}`;
@@ -103,6 +131,8 @@ const userShapes: object[] = [
   { select: { id: true, name: undefined, greeting: true } },
   { select: { id: true, label: true } },
   { select: { email: true, label: true, tagged: true } },
+  { select: { plain: true } },
+  { select: { id: true, plain: true, posts: { select: { title: true } } } },
   { omit: { tenantId: true } },
   { omit: { name: true } },
   { omit: { tenantId: false } },
@@ -125,6 +155,7 @@ const postShapes: object[] = [
   { omit: { tenantId: true } },
   { omit: { body: true } },
   { select: { author: { select: { tagged: true } } } },
+  { select: { title: true, author: { select: { plain: true } } } },
   { include: { author: true } },
   { include: { author: { omit: { tenantId: true } } } },
 ];

@@ -17,6 +17,7 @@ import {
   type ModelDescriptor,
   type SchemaDescriptor,
 } from "../schema-descriptor.ts";
+import type { ResultFieldNeeds } from "./result-fields.ts";
 
 /**
  * How the extension rewrites one query: encrypting write data (nested writes included),
@@ -31,6 +32,11 @@ export type Ctx = Record<string, string>;
 export type ColumnsOf = (model: string) => ((column: string) => boolean) | undefined;
 /** `new PrismaClient({ omit: { user: { tenantId: true } } })`: model delegate → column → omitted. */
 export type GlobalOmit = Readonly<Record<string, Readonly<Record<string, unknown>>>>;
+/**
+ * The result fields of other extensions a query of a model (its schema name) may compute, with
+ * what they need (see `ResultFieldRegistry`); undefined when they cannot be known.
+ */
+export type ResultFieldsOf = (model: string) => ResultFieldNeeds | undefined;
 /** What a field's values are bound to (`context`) and what chooses their data key. */
 type FieldCtx = Pick<FieldBinding, "context" | "keyContext">;
 
@@ -126,6 +132,8 @@ export class Codec {
    * result field of another extension.
    */
   readonly columnsOf: ColumnsOf;
+  /** What the result fields of other extensions need: what a read adds for them, and keeps. */
+  readonly resultFields: ResultFieldsOf;
   readonly #related: ReadonlyMap<ModelDescriptor, readonly RelatedModel[]>;
 
   constructor(
@@ -135,6 +143,7 @@ export class Codec {
     decimal: DecimalFactory = (text) => text,
     globalOmit: GlobalOmit = {},
     columnsOf: ColumnsOf = () => undefined,
+    resultFields: ResultFieldsOf = () => new Map(),
     related: ReadonlyMap<ModelDescriptor, readonly RelatedModel[]> = relatedModels(models),
   ) {
     this.engine = engine;
@@ -143,6 +152,7 @@ export class Codec {
     this.decimal = decimal;
     this.globalOmit = globalOmit;
     this.columnsOf = columnsOf;
+    this.resultFields = resultFields;
     this.#related = related;
   }
 
@@ -155,6 +165,7 @@ export class Codec {
       this.decimal,
       this.globalOmit,
       this.columnsOf,
+      this.resultFields,
       this.#related,
     );
   }
@@ -839,65 +850,86 @@ export class Codec {
   /**
    * Makes sure a result holds the context columns its values decrypt with, wherever the query's
    * `select` or `omit`, or the client's global omit (`new PrismaClient({ omit })`), leaves them
-   * out; returns what to hide in the result afterwards, so that it has the shape asked for.
-   * `rows`: the operation returns rows, which Prisma shapes with the global omit.
+   * out; returns what it added, to take out of the result again so that it has the shape asked
+   * for. `rows`: the operation returns rows, which Prisma shapes with the global omit. `write`:
+   * they are the rows a write returns (at every depth), for which a select reads every context
+   * column of the model.
    *
-   * A result field of another extension (`$extends({ result })`) may need any column, a context
-   * column among them: Prisma reads the columns it `needs` below this hook (encrypted ones are
-   * decrypted here before it is computed) and computes it from this hook's result, provided the
-   * row has them as own properties. So what is added here is hidden (non-enumerable), never
-   * deleted: readable by such a field, out of the row's keys, spread and JSON.
+   * A result field of another extension (`$extends({ result })`) may need any column: Prisma
+   * reads the columns it `needs` below this hook, even ones the query or the client omits
+   * (encrypted ones are decrypted here), and computes it from this hook's result, provided the
+   * row has them all as own properties. So a column added here is hidden (non-enumerable) where
+   * such a field may need it, and removed where none can (see `ResultFieldRegistry`); Prisma
+   * then hides it behind the field, as it does without this extension, once the query hook has
+   * given it the query's own shape back (see field-encryption.ts).
    */
-  prepareRead(model: ModelDescriptor, args: Json, rows = true): Strip {
-    const strip: Strip = { columns: [], relations: {} };
+  prepareRead(model: ModelDescriptor, args: Json, rows = true, write = false): Strip {
+    const strip: Strip = { removed: [], hidden: [], relations: {} };
     const select = args.select;
     if (isObject(select)) {
-      // With a select the row holds nothing else (Prisma ignores the global omit). A result
-      // field's needs are not known here: every context column is selected for it.
-      const computed = this.#selectsResultField(model, select);
-      const wanted = model.encryptedNames.filter((f) => select[f] === true);
-      const needed = computed
-        ? model.contextColumns
-        : wanted.length === 0
-          ? []
-          : [
-              ...model.context.fromRow,
-              ...wanted.flatMap((f) => model.encrypted[f]?.context.fromRow ?? []),
-            ];
-      for (const key of needed) {
-        if (select[key] !== true) {
+      if (model.encryptedNames.length > 0) {
+        // With a select the row holds nothing else (Prisma ignores the global omit), and Prisma
+        // computes the result fields it names.
+        const fields = this.resultFields(model.name);
+        const needs = this.#selectedNeeds(model, select, fields);
+        let read: readonly string[] = model.contextColumns;
+        // A write's rows are few and dearly encrypted: every context column, whatever a field
+        // unknown to the extension (see `withoutContext`) adds below, rather than a write that
+        // commits and then fails.
+        if (needs !== undefined && !write) {
+          const values = model.encryptedNames.filter((f) => select[f] === true || needs.has(f));
+          read =
+            values.length === 0
+              ? []
+              : [
+                  ...model.context.fromRow,
+                  ...values.flatMap((f) => model.encrypted[f]?.context.fromRow ?? []),
+                ];
+        }
+        for (const key of read) {
+          if (select[key] === true) continue;
           select[key] = true;
-          strip.columns.push(key);
+          // Hidden where the fields cannot be known: any of them may need it.
+          const removable = fields !== undefined && needs !== undefined && !needs.has(key);
+          (removable ? strip.removed : strip.hidden).push(key);
         }
       }
     } else if (model.encryptedNames.length > 0) {
       const omit: Json = isObject(args.omit) ? args.omit : {};
       const global = rows ? ownValue(this.globalOmit, lowerFirst(model.name)) : undefined;
-      for (const key of model.contextColumns) {
-        // Prisma spreads the query's omit over the client's: a key of its own, even one holding
-        // `undefined`, overrides the client's (`omit: { tenantId: false }` returns the column).
-        const omitted = Object.hasOwn(omit, key)
-          ? omit[key]
-          : isObject(global)
-            ? global[key]
-            : undefined;
-        if (omitted === true) {
-          omit[key] = false;
-          strip.columns.push(key);
+      // Prisma spreads the query's omit over the client's: a key of its own, even one holding
+      // `undefined`, overrides the client's (`omit: { tenantId: false }` returns the column).
+      const omits = (key: string): boolean =>
+        (Object.hasOwn(omit, key) ? omit[key] : isObject(global) ? global[key] : undefined) ===
+        true;
+      const omitted = model.contextColumns.filter(omits);
+      if (omitted.length > 0) {
+        // What the result fields Prisma computes on these rows (those not omitted) may need.
+        const fields = this.resultFields(model.name);
+        let needed: Set<string> | undefined;
+        if (fields !== undefined) {
+          needed = new Set();
+          for (const [name, needs] of fields) {
+            if (!omits(name)) for (const need of needs) needed.add(need);
+          }
         }
+        for (const key of omitted) {
+          omit[key] = false;
+          (needed === undefined || needed.has(key) ? strip.hidden : strip.removed).push(key);
+        }
+        args.omit = omit;
       }
-      if (strip.columns.length > 0) args.omit = omit;
     }
     for (const container of [args.select, args.include]) {
       if (!isObject(container)) continue;
       for (const { relation, target } of this.related(model)) {
         const nested = container[relation];
         if (isObject(nested)) {
-          strip.relations[relation] = this.prepareRead(target, nested, rows);
+          strip.relations[relation] = this.prepareRead(target, nested, rows, write);
         } else if (nested === true) {
           // `posts: true` reads the related rows' default shape, which the global omit cuts.
           const shaped: Json = {};
-          const inner = this.prepareRead(target, shaped, rows);
+          const inner = this.prepareRead(target, shaped, rows, write);
           if (Object.keys(shaped).length > 0) {
             container[relation] = shaped;
             strip.relations[relation] = inner;
@@ -908,16 +940,28 @@ export class Codec {
     return strip;
   }
 
-  /** Whether `select` names a key of `model` that is neither a column nor a relation. */
-  #selectsResultField(model: ModelDescriptor, select: Json): boolean {
-    if (model.encryptedNames.length === 0) return false;
+  /**
+   * The columns the result fields of other extensions that `select` names need (a field named
+   * like a column among them); undefined where it names a key that is neither a column, a
+   * relation nor a result field the extension knows of, which may then need any column.
+   */
+  #selectedNeeds(
+    model: ModelDescriptor,
+    select: Json,
+    fields: ResultFieldNeeds | undefined,
+  ): ReadonlySet<string> | undefined {
     const isColumn = this.columnsOf(model.name);
-    if (isColumn === undefined) return false;
+    const needs = new Set<string>();
     for (const [key, value] of Object.entries(select)) {
-      if (value === undefined || value === false || key === "_count") continue;
-      if (!isColumn(key) && !Object.hasOwn(model.relations, key)) return true;
+      if (!value || key === "_count" || Object.hasOwn(model.relations, key)) continue;
+      const field = fields?.get(key);
+      if (field !== undefined) {
+        for (const need of field) needs.add(need);
+      } else if (isColumn !== undefined && !isColumn(key)) {
+        return undefined;
+      }
     }
-    return false;
+    return needs;
   }
 
   /**
@@ -1053,7 +1097,9 @@ export class Codec {
         }
       }
     }
-    if (strip !== undefined && strip.columns.length > 0) jobs.strips.push([row, strip]);
+    if (strip !== undefined && strip.removed.length + strip.hidden.length > 0) {
+      jobs.strips.push([row, strip]);
+    }
   }
 
   /**
@@ -1118,12 +1164,13 @@ export class Codec {
         );
       }
     }
-    for (const [row, { columns }] of jobs.strips) {
-      for (const column of columns) {
-        // Left readable for a result field that needs it (Prisma computes one only when the row
-        // has all it needs as own properties), but out of the row's keys, spread and JSON: the
-        // shape the query asked for (see `prepareRead`). Configurable as it was, so that Prisma
-        // may hide it again behind the field's own proxy.
+    for (const [row, { removed, hidden }] of jobs.strips) {
+      for (const column of removed) delete row[column];
+      for (const column of hidden) {
+        // Left readable for a result field that may need it (Prisma computes one only when the
+        // row has all it needs as own properties), but out of the row's keys, spread and JSON:
+        // the shape the query asked for (see `prepareRead`). Configurable as it was, so that
+        // Prisma may hide it behind the field's own proxy.
         if (Object.hasOwn(row, column)) Object.defineProperty(row, column, { enumerable: false });
       }
     }
@@ -1173,11 +1220,13 @@ function contextValuesKey(columns: readonly string[], row: Json): string | undef
 
 /**
  * Refuses a value that came back without a context column it decrypts with (`columns`).
- * `prepareRead` reads them for every encrypted field and every result field of another extension
- * that the query names; what it cannot see is a result field named like a column of the model
- * (it shadows the column), whose `needs` Prisma adds below the query hook. Reading the context
- * columns for every select, in case, would cost every narrow read of a large result a hidden
- * property per row.
+ * `prepareRead` reads them for every encrypted value a query's shape holds, those the result
+ * fields it knows of need included (`ResultFieldRegistry`). What it cannot see is a result field
+ * it does not know of that is named like a column of the model (it shadows the column): Prisma
+ * adds the field's `needs` below the query hook, in a select the extension took for plain
+ * columns. A read then fails, having changed nothing; a write's select reads every context
+ * column, so that it never fails after committing. Reading them for every select, in case,
+ * would cost every narrow read of a large result a property per row.
  */
 function withoutContext(
   model: ModelDescriptor,
@@ -1191,7 +1240,7 @@ function withoutContext(
   }
   const list = absent.join(", ");
   reject(
-    `${model.name}.${field} came back without ${list}, which it decrypts with: the extension reads ${list} for the encrypted fields and the result fields of other extensions a query names, and takes a result field named like a column of ${model.name} for that column; give such a field that needs ${field} a name of its own, or select ${list} too`,
+    `${model.name}.${field} came back without ${list}, which it decrypts with: a result field of another extension that needs ${field} is named like a column of ${model.name}, and the extension, not knowing the field, took it for the column (it learns of result fields from the client it is applied to and from the $extends of the client it returns); apply that extension through the returned client, give the field a name of its own, or select ${list} too`,
   );
 }
 
@@ -1455,11 +1504,22 @@ function refuseMoving(model: ModelDescriptor, related: RelatedModel, nested: Jso
   );
 }
 
-/** What a read added to a query's shape, to hide in its result again (see `prepareRead`). */
+/** What a read added to a query's shape, to take out of its result again (see `prepareRead`). */
 export interface Strip {
-  /** Context columns of the row the query did not ask for. */
-  readonly columns: string[];
+  /** Context columns of the row the query did not ask for, which no result field can need. */
+  readonly removed: string[];
+  /** Those a result field of another extension may need: hidden (non-enumerable) instead. */
+  readonly hidden: string[];
   readonly relations: Record<string, Strip>;
+}
+
+/** Whether a read added anything to the query's shape, at any depth. */
+export function reshapes(strip: Strip): boolean {
+  if (strip.removed.length + strip.hidden.length > 0) return true;
+  for (const relation in strip.relations) {
+    if (reshapes(strip.relations[relation] as Strip)) return true;
+  }
+  return false;
 }
 
 /**
