@@ -3,17 +3,15 @@
  */
 import {
   constants,
-  createHmac,
   createPrivateKey,
   createPublicKey,
-  createSecretKey,
   type JsonWebKey,
   type KeyObject,
   sign as nodeSign,
   verify as nodeVerify,
-  timingSafeEqual,
 } from "node:crypto";
 import { ValidationError } from "@kms/core";
+import { hmacSha256 } from "./internal/hmac-sha256.ts";
 
 export const SIGNATURE_ALGORITHMS = [
   "hmac-sha256",
@@ -86,11 +84,7 @@ export function createHmacSigner(
   options: { keyId?: string } = {},
 ): MessageSigner {
   assertSecret(secret);
-  // A KeyObject made once: passing raw bytes makes node:crypto import the key on every call,
-  // which costs several times the HMAC itself.
-  const key = createSecretKey(Uint8Array.from(secret));
-  const signSync = (base: Uint8Array): Uint8Array =>
-    asBytes(createHmac("sha256", key).update(base).digest());
+  const signSync = hmacSha256(secret).mac;
   return {
     algorithm: "hmac-sha256",
     keyId: options.keyId,
@@ -105,11 +99,7 @@ export function createHmacSigner(
  */
 export function createHmacVerifier(secret: Uint8Array): MessageVerifier {
   assertSecret(secret);
-  const key = createSecretKey(Uint8Array.from(secret));
-  const verifySync = (base: Uint8Array, signature: Uint8Array): boolean => {
-    const expected = createHmac("sha256", key).update(base).digest();
-    return signature.length === expected.length && timingSafeEqual(expected, signature);
-  };
+  const verifySync = hmacSha256(secret).matches;
   return {
     algorithm: "hmac-sha256",
     verify: async (base, signature) => verifySync(base, signature),

@@ -5,7 +5,7 @@
  */
 import type { ServerResponse } from "node:http";
 import type { Http2ServerResponse } from "node:http2";
-import { runWithRequestId, ValidationError } from "@kms/core";
+import { currentRequestId, runWithRequestId, ValidationError } from "@kms/core";
 import { computeContentDigest, type DigestAlgorithm } from "./content-digest.ts";
 import { receivedTarget } from "./internal/request-target.ts";
 import { cachedFields, type RequestMessage } from "./message.ts";
@@ -445,7 +445,11 @@ function sign(
       request,
       true,
     );
-  return requestId === undefined ? signing() : runWithRequestId(requestId, signing);
+  // Already inside the request's scope (kmsContext's, around the handler): entering it again would
+  // cost a scope per response and change nothing.
+  return requestId === undefined || currentRequestId() === requestId
+    ? signing()
+    : runWithRequestId(requestId, signing);
 }
 
 /**

@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto";
 import { ValidationError } from "@kms/core";
 import type { MessageSigner } from "./algorithms.ts";
 import { computeContentDigest, type DigestAlgorithm } from "./content-digest.ts";
+import { type MacInput, takesText } from "./internal/hmac-sha256.ts";
 import {
   cachedFields,
   fieldDictionary,
@@ -190,7 +191,6 @@ export function signMessageEagerly(
     options,
     read,
   );
-  const bytes = Buffer.from(base, "utf8");
   const fields = (signature: Uint8Array): SignatureFields => ({
     label,
     signatureInput: appendMember(inputs, label, serializedParams),
@@ -198,9 +198,13 @@ export function signMessageEagerly(
     base,
   });
   const { signer } = options;
-  return signer.signSync !== undefined
-    ? fields(signer.signSync(bytes))
-    : signer.sign(bytes).then(fields);
+  if (signer.signSync === undefined) return signer.sign(Buffer.from(base, "utf8")).then(fields);
+  // Called on the signer: a signer of the caller's own may be a class that reads `this`.
+  return fields(
+    takesText(signer.signSync)
+      ? (signer.signSync as (base: MacInput) => Uint8Array)(base)
+      : signer.signSync(Buffer.from(base, "utf8")),
+  );
 }
 
 /** Serialized `@signature-params` for the given components and parameters. */

@@ -210,6 +210,32 @@ describe("structured fields (RFC 8941)", () => {
     );
   });
 
+  it("reads byte sequences of every length and padding as Buffer decodes them", () => {
+    const base64 = fc
+      .stringMatching(/^[A-Za-z0-9+/]{0,140}={0,2}$/)
+      .filter((b) => b.length % 4 !== 1);
+    fc.assert(
+      fc.property(base64, (text) => {
+        const { value } = parseItem(`:${text}:`);
+        expect(value).toBeInstanceOf(Uint8Array);
+        expect(Buffer.from(value as Uint8Array).equals(Buffer.from(text, "base64"))).toBe(true);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it("round-trips byte sequences around the in-object size, each owning its bytes", () => {
+    for (const length of [0, 1, 2, 3, 31, 32, 33, 63, 64, 65, 96, 512]) {
+      const bytes = Uint8Array.from({ length }, (_, i) => (i * 37 + length) & 0xff);
+      const text = serializeItem({ value: bytes, params: new Map() });
+      expect(text).toBe(`:${Buffer.from(bytes).toString("base64")}:`);
+      const parsed = parseItem(text).value as Uint8Array;
+      expect(parsed).toEqual(bytes);
+      // Not a view into a shared pool.
+      expect(parsed.buffer.byteLength).toBe(length);
+    }
+  });
+
   it("refuses to serialize values RFC 8941 cannot hold", () => {
     expect(() => serializeItem({ value: 1.5, params: new Map() })).toThrow(ValidationError);
     expect(() => serializeItem({ value: "é", params: new Map() })).toThrow(ValidationError);

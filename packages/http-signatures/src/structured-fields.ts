@@ -73,6 +73,51 @@ const KEY_CHARS = charTable("abcdefghijklmnopqrstuvwxyz0123456789_-.*");
 const TOKEN_CHARS = charTable(`!#$%&'*+-.^_\`|~:/${ALNUM}`);
 const isKeyChar = (code: number): boolean => code < 128 && KEY_CHARS[code] === 1;
 
+const BASE64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const BASE64_VALUES = new Uint8Array(128);
+for (let i = 0; i < 64; i++) BASE64_VALUES[BASE64_ALPHABET.charCodeAt(i)] = i;
+
+/**
+ * V8 keeps a typed array of at most this many bytes inside its object; reading `.buffer` of
+ * such an array moves its bytes to a backing store of their own (freed by the collector).
+ */
+const IN_OBJECT_BYTES = 64;
+
+/**
+ * Bytes of base64 `text` (the alphabet and padding checked already), as Buffer decodes them.
+ * Signatures and digests (32 to 64 bytes) are decoded here into an array that owns its bytes;
+ * longer ones through Buffer, copied out of its shared pool, because a view into the pool
+ * would show all of it through `.buffer`.
+ */
+function decodeBase64(text: string): Uint8Array {
+  let end = text.length;
+  while (end > 0 && text.charCodeAt(end - 1) === 0x3d /* = */) end--;
+  const length = Math.floor((end * 3) / 4);
+  if (length > IN_OBJECT_BYTES) return new Uint8Array(Buffer.from(text, "base64"));
+  const bytes = new Uint8Array(length);
+  let bits = 0;
+  let acc = 0;
+  let j = 0;
+  for (let i = 0; i < end; i++) {
+    acc = ((acc << 6) | (BASE64_VALUES[text.charCodeAt(i)] as number)) & 0xffffff;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      bytes[j++] = (acc >> bits) & 0xff;
+    }
+  }
+  return bytes;
+}
+
+/** `bytes` in base64, without moving a small array's bytes out of its object (see above). */
+function encodeBase64(bytes: Uint8Array): string {
+  const buffer =
+    bytes.byteLength <= IN_OBJECT_BYTES
+      ? Buffer.from(bytes)
+      : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return buffer.toString("base64");
+}
+
 class Parser {
   readonly input: string;
   pos = 0;
@@ -295,8 +340,7 @@ class Parser {
     if (!BASE64.test(b64) || b64.length % 4 === 1)
       fail("invalid base64 in byte sequence", this.input, start);
     this.pos = end + 1;
-    // Copied out of Buffer's shared pool: a view would expose the whole pool through `.buffer`.
-    return new Uint8Array(Buffer.from(b64, "base64"));
+    return decodeBase64(b64);
   }
 
   parseBoolean(): boolean {
@@ -417,7 +461,7 @@ export function serializeBareItem(value: BareItem): string {
     }
     return v;
   }
-  return `:${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString("base64")}:`;
+  return `:${encodeBase64(value)}:`;
 }
 
 export function serializeParameters(params: Parameters): string {

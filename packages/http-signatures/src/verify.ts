@@ -14,6 +14,7 @@ import {
   verifyDigestField,
 } from "./content-digest.ts";
 import { assertAuthorities } from "./internal/authorities.ts";
+import { type MacInput, takesText } from "./internal/hmac-sha256.ts";
 import {
   fieldDictionary,
   type HttpMessage,
@@ -520,12 +521,18 @@ function checkSignature(
     if (error instanceof ValidationError) return fail("components", error.message, label);
     throw error;
   }
-  const bytes = Buffer.from(base, "utf8");
   if (verifier.verifySync !== undefined) {
-    return afterSignature(candidate, verifier, verifier.verifySync(bytes, candidate.signature));
+    // Called on the verifier: a verifier of the caller's own may be a class that reads `this`.
+    const valid = takesText(verifier.verifySync)
+      ? (verifier.verifySync as (base: MacInput, signature: Uint8Array) => boolean)(
+          base,
+          candidate.signature,
+        )
+      : verifier.verifySync(Buffer.from(base, "utf8"), candidate.signature);
+    return afterSignature(candidate, verifier, valid);
   }
   return verifier
-    .verify(bytes, candidate.signature)
+    .verify(Buffer.from(base, "utf8"), candidate.signature)
     .then((valid) => afterSignature(candidate, verifier, valid));
 }
 

@@ -7,6 +7,7 @@ import {
   createKmsSigner,
   type KmsSignatureApi,
   MemoryNonceStore,
+  type MessageSigner,
   type MessageVerifier,
   nodeRequestMessage,
   signNodeResponse,
@@ -42,6 +43,38 @@ describe("local signers and verifiers offer synchronous twins", () => {
     tampered[0]! ^= 1;
     expect(verifier.verifySync!(base, tampered)).toBe(false);
     expect(await verifier.verify(base, tampered)).toBe(false);
+  });
+
+  it("calls a signer's and a verifier's own synchronous methods on them (classes keep `this`)", async () => {
+    // Wrappers of the caller's own, written as classes over the local HMAC pair.
+    class Signer implements MessageSigner {
+      readonly algorithm = "hmac-sha256" as const;
+      readonly keyId = "k";
+      readonly #inner = createHmacSigner(secret);
+      async sign(base: Uint8Array) {
+        return this.signSync(base);
+      }
+      signSync(base: Uint8Array) {
+        return this.#inner.signSync!(base);
+      }
+    }
+    class Verifier implements MessageVerifier {
+      readonly algorithm = "hmac-sha256" as const;
+      readonly #inner = createHmacVerifier(secret);
+      async verify(base: Uint8Array, signature: Uint8Array) {
+        return this.verifySync(base, signature);
+      }
+      verifySync(base: Uint8Array, signature: Uint8Array) {
+        return this.#inner.verifySync!(base, signature);
+      }
+    }
+    const headers = await signRequest({ method: "GET", url }, { signer: new Signer() });
+    const verifier = new Verifier();
+    const result = verifyMessageEagerly(
+      { method: "GET", url, headers },
+      { keyLookup: () => verifier },
+    );
+    expect(isPromise(result) ? await result : result).toMatchObject({ ok: true, keyId: "k" });
   });
 
   it("KMS signers have none (their key is elsewhere)", () => {

@@ -102,7 +102,7 @@ function parseOriginForm(
   if (target.includes("#")) return "the request target has a fragment";
   const query = target.indexOf("?");
   const path = query === -1 ? target : target.slice(0, query);
-  if (/[\\\t\n\r]/.test(path) || path.split("/").some(isDotSegment)) return REWRITTEN_PATH;
+  if (/[\\\t\n\r]/.test(path) || hasDotSegment(path)) return REWRITTEN_PATH;
   try {
     return new URL(url);
   } catch {
@@ -135,7 +135,7 @@ function parseAbsoluteForm(
   if (rest.includes("#")) return "the request target has a fragment";
   const query = rest.indexOf("?");
   const path = query === -1 ? rest : rest.slice(0, query);
-  if (!ABSOLUTE_PATH.test(path) || path.split("/").some(isDotSegment)) return REWRITTEN_PATH;
+  if (!ABSOLUTE_PATH.test(path) || hasDotSegment(path)) return REWRITTEN_PATH;
   if (query !== -1 && !ABSOLUTE_QUERY.test(rest.slice(query + 1))) {
     return "the request query has characters outside RFC 3986";
   }
@@ -189,6 +189,13 @@ function uncachedAuthorityProblem(
     return `${what} is not in the canonical form a URL parser keeps`;
   }
   return undefined;
+}
+
+/** Whether a segment of `path` is `.` or `..`, also spelled with `%2e`. */
+function hasDotSegment(path: string): boolean {
+  // Most paths have neither character: no segments to split out then.
+  if (!path.includes(".") && !path.includes("%")) return false;
+  return path.split("/").some(isDotSegment);
 }
 
 function isDotSegment(segment: string): boolean {
