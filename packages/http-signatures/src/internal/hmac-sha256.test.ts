@@ -91,4 +91,25 @@ describe("hmacSha256", () => {
     secret.fill(0);
     expect(hmac.mac(new Uint8Array([7]))).toEqual(before);
   });
+
+  it("MACs any other ArrayBuffer view as its bytes, as createHmac does, and refuses the rest", () => {
+    const key = randomBytes(32);
+    const hmac = hmacSha256(key);
+    const bytes = randomBytes(40);
+    const expected = createHmac("sha256", key).update(bytes).digest();
+    const dataView = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const words = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
+    // Untyped callers: a DataView once MACed as no bytes at all, one tag for every message.
+    const untyped = hmac as unknown as {
+      mac(message: unknown): Uint8Array;
+      matches(message: unknown, tag: Uint8Array): boolean;
+    };
+    expect(Buffer.from(untyped.mac(dataView)).equals(expected)).toBe(true);
+    expect(Buffer.from(untyped.mac(words)).equals(expected)).toBe(true);
+    const other = new DataView(randomBytes(40).buffer);
+    expect(untyped.matches(other, untyped.mac(dataView))).toBe(false);
+    for (const wrong of [bytes.buffer, 7, {}, [1, 2, 3], null]) {
+      expect(() => untyped.mac(wrong)).toThrow(TypeError);
+    }
+  });
 });

@@ -13,7 +13,7 @@
  * for as long as the signer or verifier lives, as the caller's secret is; scratch space that
  * held a pad is zeroed before it is given up.
  */
-import { hash, timingSafeEqual } from "node:crypto";
+import { createHash, hash, timingSafeEqual } from "node:crypto";
 
 const BLOCK = 64;
 const DIGEST = 32;
@@ -45,8 +45,9 @@ export function takesText(fn: object): boolean {
 /** HMAC-SHA256 with `secret`, whose bytes are read once, here. */
 export function hmacSha256(secret: Uint8Array): HmacSha256 {
   // RFC 2104 §2: a key longer than the block is replaced by its hash, a shorter one zero-padded.
-  const key =
-    secret.length > BLOCK ? Buffer.from(hash("sha256", secret, "binary"), "latin1") : secret;
+  // Hashed through a Hash object, whose digest has memory of its own that is wiped below: the
+  // one-shot `hash` would leave the key-equivalent H(K) in an unwipeable string.
+  const key = secret.length > BLOCK ? createHash("sha256").update(secret).digest() : secret;
   // inner: ipad || message; outer: opad || inner digest. Buffer.alloc never takes pool memory.
   const inner = Buffer.alloc(SCRATCH, 0x36);
   const outer = Buffer.alloc(BLOCK + DIGEST, 0x5c);
@@ -65,7 +66,7 @@ export function hmacSha256(secret: Uint8Array): HmacSha256 {
     if (typeof message === "string" && BLOCK + 3 * message.length <= SCRATCH) {
       length = BLOCK + inner.write(message, BLOCK, "utf8");
     } else {
-      const bytes = typeof message === "string" ? Buffer.from(message, "utf8") : message;
+      const bytes = typeof message === "string" ? Buffer.from(message, "utf8") : bytesOf(message);
       length = BLOCK + bytes.length;
       if (length > SCRATCH) {
         input = Buffer.allocUnsafeSlow(length);
@@ -95,4 +96,19 @@ export function hmacSha256(secret: Uint8Array): HmacSha256 {
   textInputs.add(mac);
   textInputs.add(matches);
   return { mac, matches };
+}
+
+/**
+ * The bytes of `message`, checked rather than trusted to its type: from JavaScript a DataView
+ * has no `length` and would MAC as nothing, one tag for every message. Other views are their
+ * bytes, as `createHmac(…).update` takes them; anything else is refused as it refuses it.
+ */
+function bytesOf(message: unknown): Uint8Array {
+  if (message instanceof Uint8Array) return message;
+  if (ArrayBuffer.isView(message)) {
+    return new Uint8Array(message.buffer, message.byteOffset, message.byteLength);
+  }
+  throw new TypeError(
+    "the message to MAC must be a string, a Uint8Array or another ArrayBuffer view",
+  );
 }
