@@ -23,26 +23,56 @@ export interface FieldBinding {
 }
 
 /**
- * The context that chooses the data key of `binding`, and its cache key (`ctxKey`, the key of
- * the whole context, when they are the same).
- * @throws ValidationException when `keyContext` is not a part of `context`.
+ * A binding as read once, at the start of an operation: `model`, `field`, `context` (and, when
+ * asked for, `keyContext`) are each read exactly once from the caller's object, and `context`
+ * is the pairs read then, copied. What the operation checks, encodes and binds can then not
+ * differ from what it keyed its caches with, whatever getters (or a Proxy) the caller's objects
+ * have, and re-reading it runs no caller code.
  */
-export function keyContextOf(
-  binding: FieldBinding,
-  ctxKey: string,
-): { readonly context: EncryptionContext; readonly ctxKey: string } {
-  const keyContext = binding.keyContext;
-  if (keyContext === undefined || keyContext === binding.context) {
-    return { context: binding.context, ctxKey };
-  }
-  for (const name of Object.keys(keyContext)) {
-    if (binding.context[name] !== keyContext[name]) {
-      throw new ValidationError(
-        `"keyContext" of ${binding.model}.${binding.field} must be a part of its context: "${name}" differs`,
-      );
+export interface BoundField extends FieldBinding {
+  /** `contextKey` of `context`. */
+  readonly ctxKey: string;
+  /** The context that chooses the data key, and its key (`context` and `ctxKey` when absent). */
+  readonly keyed: ContextRead;
+}
+
+/** A context read once: its cache key and its pairs as read (frozen, data properties only). */
+export interface ContextRead {
+  readonly context: EncryptionContext;
+  readonly ctxKey: string;
+}
+
+/**
+ * Reads `binding` once (see BoundField). `withKeyContext` also reads `keyContext` (the write
+ * paths, which choose a data key by it; reads take the key the value names).
+ * @throws ValidationException when the context is malformed, or `keyContext` is not a part of it.
+ */
+export function bindingOf(binding: FieldBinding, withKeyContext: boolean): BoundField {
+  const { model, field, context } = binding;
+  const read = readContext(context);
+  let keyed = read;
+  if (withKeyContext) {
+    const keyContext = binding.keyContext;
+    if (keyContext !== undefined && keyContext !== context) {
+      keyed = readContext(keyContext);
+      for (const name of Object.keys(keyed.context)) {
+        if (!Object.hasOwn(read.context, name) || read.context[name] !== keyed.context[name]) {
+          throw new ValidationError(
+            `"keyContext" of ${model}.${field} must be a part of its context: "${name}" differs`,
+          );
+        }
+      }
     }
   }
-  return { context: keyContext, ctxKey: contextKey(keyContext) };
+  return {
+    model,
+    field,
+    context: read.context,
+    // Always present (one object shape); equal to `context` when the caller gave none.
+    keyContext: keyed.context,
+    ctxKey: read.ctxKey,
+    keyed,
+  };
 }
 
 const encoder = new TextEncoder();
@@ -57,16 +87,33 @@ const cache = new Map<string, Map<string, Map<string, Uint8Array>>>();
 let cached = 0;
 
 /**
- * The context `contextKey` built last, as its pairs in `Object.keys` order and its key: rows of
- * one result set or one tenant's writes repeat a context, and handing back the very string built
- * before spares building it again, and spares the caches that look it up flattening and hashing a
- * fresh copy. Replaced (never mutated) as a whole, so a getter that re-enters cannot tear it.
+ * The context `readContext` built last, as its pairs in `Object.keys` order and its read: rows
+ * of one result set or one tenant's writes repeat a context, and handing back the very string
+ * built before spares building it again, and spares the caches that look it up flattening and
+ * hashing a fresh copy. Replaced (never mutated) as a whole, so a getter that re-enters cannot
+ * tear it.
  */
 let last: {
   readonly names: readonly string[];
   readonly values: readonly string[];
-  readonly key: string;
-} = { names: [], values: [], key: "" };
+  readonly read: ContextRead;
+} = { names: [], values: [], read: { context: Object.freeze({}), ctxKey: "" } };
+
+/** Stands for "no object yet": `undefined` would match a missing context. */
+const NONE: object = Object.freeze({});
+/**
+ * The immutable context (frozen, data properties only) `readContext` met last and its read:
+ * adapters freeze one context per row (or per result set), whose fields then skip reading it.
+ * A cache of reads per object (a WeakMap) cost more per row than it spared.
+ */
+let frozenContext: object = NONE;
+let frozenRead: ContextRead = last.read;
+/**
+ * The context last found mutable, taken as mutable without asking again (Object.isFrozen costs
+ * as much as the rest of `readContext`): at worst it was frozen since, and takes the path that
+ * holds for every context.
+ */
+let openContext: object = NONE;
 
 /**
  * Canonical, collision-free string form of a context, used as a cache key: each key and value
@@ -76,6 +123,16 @@ let last: {
  *   number 1 would otherwise hit the entry of `{}` or of "1" and be bound as that.
  */
 export function contextKey(context: EncryptionContext): string {
+  return readContext(context).ctxKey;
+}
+
+/**
+ * `context` read once: each value read exactly once, its key built from those values, and the
+ * same values copied into the frozen object returned with it.
+ * @throws ValidationException as `contextKey`.
+ */
+export function readContext(context: EncryptionContext): ContextRead {
+  if (context === frozenContext) return frozenRead;
   const proto: unknown =
     typeof context === "object" && context !== null ? Object.getPrototypeOf(context) : undefined;
   if (proto !== Object.prototype && proto !== null) {
@@ -90,10 +147,13 @@ export function contextKey(context: EncryptionContext): string {
     while (i < n && names[i] === seen.names[i] && context[names[i] as string] === seen.values[i]) {
       i++;
     }
-    if (i === n) return seen.key;
+    if (i === n) return seen.read;
   }
-  // Each value read once: the key must describe exactly the values remembered with it.
+  // Asked before the values are read: an object frozen with data properties only gives the
+  // values read below for good, so its read may stand for it from now on.
+  const immutable = context !== openContext && isImmutable(context, names);
   const values: string[] = new Array(n);
+  const copy: Record<string, string> = {};
   for (let i = 0; i < n; i++) {
     const k = names[i] as string;
     const v: unknown = context[k];
@@ -101,6 +161,17 @@ export function contextKey(context: EncryptionContext): string {
       throw new ValidationError(`"context" value for key "${k}" must be a string`);
     }
     values[i] = v;
+    // Defined, not assigned: assigning "__proto__" would set the prototype, not a pair.
+    if (k === "__proto__") {
+      Object.defineProperty(copy, k, {
+        value: v,
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+    } else {
+      copy[k] = v;
+    }
   }
   let order: number[] | undefined;
   if (n > 1) {
@@ -115,8 +186,25 @@ export function contextKey(context: EncryptionContext): string {
     const v = values[i] as string;
     out += `${k.length}:${k}${v.length}:${v}`;
   }
-  last = { names, values, key: out };
-  return out;
+  const read: ContextRead = { context: Object.freeze(copy), ctxKey: out };
+  last = { names, values, read };
+  if (immutable) {
+    frozenContext = context;
+    frozenRead = read;
+  } else {
+    openContext = context;
+  }
+  return read;
+}
+
+/** Frozen, with no accessor among `names`: reading it again gives the same values for good. */
+function isImmutable(context: object, names: readonly string[]): boolean {
+  if (!Object.isFrozen(context)) return false;
+  for (const name of names) {
+    const descriptor = Object.getOwnPropertyDescriptor(context, name);
+    if (descriptor === undefined || !("value" in descriptor)) return false;
+  }
+  return true;
 }
 
 function lengthPrefixed(argument: string, value: string): Uint8Array {
@@ -137,39 +225,14 @@ function lengthPrefixed(argument: string, value: string): Uint8Array {
 }
 
 /**
- * `u8 len || model || u8 len || field || encodeEncryptionContext(context)` (FORMAT §6.2).
+ * `u8 len || model || u8 len || field || encodeEncryptionContext(context)` (FORMAT §6.2), from
+ * the binding as read once: encodings are cached by context key, and each is built from the very
+ * pairs its key was built from.
  * @throws ValidationException when a name is empty or too long or the context is malformed.
  */
-export function encodeBinding(binding: FieldBinding, ctxKey?: string): Uint8Array {
-  const { context, model, field } = binding;
-  let key: string;
-  if (context === frozenContext) {
-    // A frozen context cannot change: the fields of a row, or a result set sharing one frozen
-    // context, skip building its key per value.
-    key = frozenKey;
-  } else if (context !== openContext && Object.isFrozen(context)) {
-    key = ctxKey ?? contextKey(context);
-    frozenContext = context;
-    frozenKey = key;
-  } else {
-    // The context found open last time is taken as open without asking again (Object.isFrozen
-    // costs as much as the rest of this function): at worst it was frozen since, and takes the
-    // path that holds for every context.
-    openContext = context;
-    key = ctxKey ?? contextKey(context);
-  }
-  return encodeKeyed(model, field, context, key);
+export function encodeBinding(binding: BoundField): Uint8Array {
+  return encodeKeyed(binding.model, binding.field, binding.context, binding.ctxKey);
 }
-
-/**
- * The frozen context `encodeBinding` met last and its key. Adapters freeze one context per row
- * (or per result set): a cache of encodings per context object (a WeakMap) cost more per row
- * than it spared.
- */
-let frozenContext: EncryptionContext | undefined;
-let frozenKey = "";
-/** The context `encodeBinding` last found not frozen. */
-let openContext: EncryptionContext | undefined;
 
 /** The encoding `encodeKeyed` returned last: values of one column come in runs. */
 let lastKeyed:

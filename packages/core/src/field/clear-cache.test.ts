@@ -3,7 +3,7 @@ import { DataKeyCache } from "../caching/data-key-cache.ts";
 import { createKms, type Kms } from "../kms.ts";
 import type { KmsLike } from "../kms-like.ts";
 import { ManualClock } from "../testing/manual-clock.ts";
-import { contextKey, type FieldBinding } from "./binding.ts";
+import { bindingOf, contextKey, type FieldBinding } from "./binding.ts";
 import { MemoryDataKeyStore } from "./data-key-store.ts";
 import { FieldDataKeys } from "./field-data-keys.ts";
 import { FieldEncryptionEngine, type FieldSpec } from "./field-encryption-engine.ts";
@@ -143,8 +143,8 @@ describe("clearCache", () => {
     const ctxKey = contextKey(binding.context);
     const stable = await keys.stableForScope(binding.context, ctxKey);
     const subkeys = keys.useStable(stable, (held) => [
-      keys.derive(held, "d", binding, ctxKey),
-      keys.derive(held, "b", binding, ctxKey),
+      keys.derive(held, "d", bindingOf(binding, false)),
+      keys.derive(held, "b", bindingOf(binding, false)),
     ]) as Uint8Array[];
     expect(subkeys.some(allZero)).toBe(false);
     keys.clear();

@@ -9,7 +9,7 @@ import { randomBytes } from "../hsm/random.ts";
 import type { KmsLike } from "../kms-like.ts";
 import { currentRequestId } from "../request-id-scope.ts";
 import type { CallOptions, EncryptionContext } from "../types.ts";
-import { contextKey, encodeBinding, type FieldBinding, holdsKeyContext } from "./binding.ts";
+import { type BoundField, contextKey, encodeBinding, holdsKeyContext } from "./binding.ts";
 import type { DataKeyRecord, DataKeyStore } from "./data-key-store.ts";
 import {
   DATA_KEY_ID_LENGTH,
@@ -390,9 +390,12 @@ export class FieldDataKeys {
         if (age >= 0 && age < this.#cache.maxAgeMs) return loaded;
       }
     }
-    loaded = this.#cache.use<LoadedKey>(this.#readPrefix + hexOf(stored, 1, HEADER_LENGTH), NO_USE);
+    // Copied before the cache reads its clock: a clock that re-enters the engine may reuse the
+    // scratch `stored` views, and the header remembered must be the one the key was found by.
+    const header = stored.slice(0, HEADER_LENGTH);
+    loaded = this.#cache.use<LoadedKey>(this.#readPrefix + hexOf(header, 1, HEADER_LENGTH), NO_USE);
     if (loaded === undefined) return undefined;
-    this.#lastHeader.set(stored.subarray(0, HEADER_LENGTH));
+    this.#lastHeader = header;
     this.#lastLoaded = loaded;
     return loaded;
   }
@@ -760,10 +763,10 @@ export class FieldDataKeys {
    * `useStable` (the subkey is zeroed with its stable key, or once the use returns when the
    * bound lets go of it).
    */
-  derive(stable: StableKey, purpose: "d" | "b", binding: FieldBinding, ctxKey: string): Uint8Array {
+  derive(stable: StableKey, purpose: "d" | "b", binding: BoundField): Uint8Array {
     // Length-prefixed like contextKey: names may hold NUL, and a separator alone would let
     // ("a\0b", "c") and ("a", "b\0c") share one subkey (one blind-index key for two fields).
-    const { model, field } = binding;
+    const { model, field, ctxKey } = binding;
     const cacheKey = `${purpose}${model.length}:${model}${field.length}:${field}${ctxKey}`;
     let derived = this.#derived.get(stable);
     if (derived === undefined) {
@@ -772,7 +775,7 @@ export class FieldDataKeys {
     }
     const hit = derived.get(cacheKey);
     if (hit !== undefined) return hit;
-    const info = encodeBinding(binding, ctxKey);
+    const info = encodeBinding(binding);
     const key =
       purpose === "d"
         ? hkdf(sha256, stable.raw, DET_SALT, info, 64)

@@ -9,11 +9,12 @@ import { assertInteger } from "../internal/assert.ts";
 import type { KmsLike } from "../kms-like.ts";
 import type { EncryptionContext } from "../types.ts";
 import {
-  contextKey,
+  type BoundField,
+  bindingOf,
   encodeBinding,
   type FieldBinding,
   holdsKeyContext,
-  keyContextOf,
+  readContext,
 } from "./binding.ts";
 import { assertDataKeyId, type DataKeyStore } from "./data-key-store.ts";
 import {
@@ -275,31 +276,46 @@ export class FieldEncryptionEngine {
     value: unknown,
     options?: EncryptCallOptions,
   ): Promise<Uint8Array> {
-    // Fast path without an async frame: the data key is cached (the common case).
+    let bound: BoundField;
     try {
-      const sealed = this.encryptIfCached(binding, spec, value, options);
-      if (sealed !== undefined) return Promise.resolve(sealed);
+      bound = bindingOf(binding, true);
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.#encryptSlow(binding, spec, value, options);
+    return this.#encryptBound(bound, spec, value, options);
   }
 
-  async #encryptSlow(
-    binding: FieldBinding,
+  /** `encrypt` of a binding read once. */
+  #encryptBound(
+    bound: BoundField,
     spec: FieldSpec,
     value: unknown,
     options: EncryptCallOptions | undefined,
   ): Promise<Uint8Array> {
-    const plaintext = encodeFieldValue(binding.field, spec.type, value);
+    // Fast path without an async frame: the data key is cached (the common case).
     try {
-      const ctxKey = contextKey(binding.context);
-      const aad = encodeBinding(binding, ctxKey);
-      const keyed = keyContextOf(binding, ctxKey);
+      const sealed = this.#encryptCached(bound, spec, value, options);
+      if (sealed !== undefined) return Promise.resolve(sealed);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.#encryptSlow(bound, spec, value, options);
+  }
+
+  async #encryptSlow(
+    bound: BoundField,
+    spec: FieldSpec,
+    value: unknown,
+    options: EncryptCallOptions | undefined,
+  ): Promise<Uint8Array> {
+    const plaintext = encodeFieldValue(bound.field, spec.type, value);
+    try {
+      const aad = encodeBinding(bound);
+      const keyed = bound.keyed;
       if (spec.mode === "deterministic") {
         return await this.#keys.withStable(
           () => this.#keys.stableForScope(keyed.context, keyed.ctxKey, options?.transactionScope),
-          (held) => this.#sealDeterministic(held, binding, ctxKey, aad, plaintext),
+          (held) => this.#sealDeterministic(held, bound, aad, plaintext),
         );
       }
       const materials = await this.#keys.materialsFor(
@@ -356,17 +372,24 @@ export class FieldEncryptionEngine {
     options?: EncryptCallOptions,
   ): Uint8Array | undefined {
     if (spec.mode === "deterministic") return undefined;
-    const context = binding.context;
-    const ctxKey = contextKey(context);
-    // No key context (the common case): the whole context chooses the key, nothing to build.
-    const keyed = binding.keyContext === undefined ? undefined : keyContextOf(binding, ctxKey);
-    const { field } = binding;
-    const { type } = spec;
+    return this.#encryptCached(bindingOf(binding, true), spec, value, options);
+  }
+
+  /** `encryptIfCached` of a binding read once. */
+  #encryptCached(
+    bound: BoundField,
+    spec: FieldSpec,
+    value: unknown,
+    options: EncryptCallOptions | undefined,
+  ): Uint8Array | undefined {
+    const { mode, type } = spec;
+    if (mode === "deterministic") return undefined;
+    const { field, keyed } = bound;
     const plaintext = encodeFieldValueShared(field, type, value);
     try {
       const materials = this.#keys.cachedMaterials(
-        keyed === undefined ? context : keyed.context,
-        keyed === undefined ? ctxKey : keyed.ctxKey,
+        keyed.context,
+        keyed.ctxKey,
         plaintext.length,
         options?.transactionScope,
       );
@@ -374,8 +397,8 @@ export class FieldEncryptionEngine {
         plaintext.fill(0);
         return undefined;
       }
-      const encoded = encodeBinding(binding, ctxKey);
-      // A key selector or getter above that encrypted another value reused (and wiped) the
+      const encoded = encodeBinding(bound);
+      // A key selector or clock above that encrypted another value reused (and wiped) the
       // shared plaintext: encode again, on a buffer of its own.
       const own = isCurrentPlaintext(plaintext) ? plaintext : encodeFieldValue(field, type, value);
       return this.#sealRandomized(materials, encoded, own);
@@ -405,13 +428,15 @@ export class FieldEncryptionEngine {
     value: unknown,
     options?: EncryptCallOptions,
   ): Promise<string> {
+    let bound: BoundField;
     try {
-      const sealed = this.encryptIfCached(binding, spec, value, options);
+      bound = bindingOf(binding, true);
+      const sealed = this.#encryptCached(bound, spec, value, options);
       if (sealed !== undefined) return Promise.resolve(toFieldText(sealed));
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.#encryptSlow(binding, spec, value, options).then(toFieldText);
+    return this.#encryptSlow(bound, spec, value, options).then(toFieldText);
   }
 
   /**
@@ -422,15 +447,19 @@ export class FieldEncryptionEngine {
    *   context cannot be unwrapped (e.g. its KMS key was deleted).
    */
   decrypt(binding: FieldBinding, spec: FieldSpec, stored: Uint8Array): Promise<FieldValue> {
+    let bound: BoundField;
+    let type: FieldValueType;
     // Fast path without an async frame: the data key is cached (the common case).
     try {
       if (!(stored instanceof Uint8Array)) throw generic();
-      const value = this.decryptIfCached(binding, spec, stored);
+      bound = bindingOf(binding, false);
+      type = spec.type;
+      const value = this.#decryptCached(bound, type, stored, undefined);
       if (value !== undefined) return Promise.resolve(value);
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.#decryptSlow(binding, spec, stored);
+    return this.#decryptSlow(bound, type, stored);
   }
 
   /**
@@ -439,17 +468,21 @@ export class FieldEncryptionEngine {
    * @throws InvalidCiphertextException as `decrypt`.
    */
   decryptText(binding: FieldBinding, spec: FieldSpec, stored: string): Promise<FieldValue> {
+    let bound: BoundField;
+    let type: FieldValueType;
     let bytes: Uint8Array;
     try {
       if (typeof stored !== "string") throw generic();
-      const value = this.decryptIfCached(binding, spec, stored);
+      bound = bindingOf(binding, false);
+      type = spec.type;
+      const value = this.#decryptCached(bound, type, stored, undefined);
       if (value !== undefined) return Promise.resolve(value);
       // A miss: the text is ours (legacy text returned above) and parses.
       bytes = fromFieldText(stored);
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.#decryptSlow(binding, spec, bytes);
+    return this.#decryptSlow(bound, type, bytes);
   }
 
   /**
@@ -464,23 +497,29 @@ export class FieldEncryptionEngine {
     spec: FieldSpec,
     stored: string | Uint8Array,
   ): FieldValue | undefined {
-    return this.#decryptCached(binding, spec, stored, undefined);
+    const bound = bindingOf(binding, false);
+    return this.#decryptCached(bound, spec.type, stored, undefined);
   }
 
-  /** `decryptIfCached`; `now` (the key cache's clock) may be read once for a batch. */
+  /**
+   * `decryptIfCached` of a binding and type read once (before the text is read into the shared
+   * scratch: the getters that read them may call back into the engine); `now` (the key cache's
+   * clock) may be read once for a batch.
+   */
   #decryptCached(
-    binding: FieldBinding,
-    spec: FieldSpec,
+    bound: BoundField,
+    type: FieldValueType,
     stored: string | Uint8Array,
     now: number | undefined,
   ): FieldValue | undefined {
     let bytes: Uint8Array;
     if (typeof stored === "string") {
       if (!isFieldCiphertextText(stored)) {
-        if (this.#legacyPlaintext) return legacyValue(binding, spec, stored);
+        if (this.#legacyPlaintext) return legacyValue(bound.field, type, stored);
         throw generic();
       }
-      // Shared scratch bytes: used before anything that may run caller code, or checked after.
+      // Shared scratch bytes: from here on only the clock (inside the key caches) runs caller
+      // code, and the bytes are checked or copied after it.
       bytes = readFieldText(stored);
     } else if (stored instanceof Uint8Array) {
       bytes = stored;
@@ -491,24 +530,26 @@ export class FieldEncryptionEngine {
     if (format === FORMAT_RANDOMIZED && bytes.length >= RANDOMIZED_OVERHEAD) {
       const loaded = this.#keys.cachedReadKeyOf(bytes, now);
       if (loaded === undefined) return undefined;
-      const encoded = encodeBinding(binding);
-      // A getter of the binding that decrypted another text reused the scratch: read again.
+      const encoded = encodeBinding(bound);
+      // A clock that decrypted another text (while the key's age was checked) reused the
+      // scratch: read again.
       if (!isCurrentRead(bytes, stored as string)) bytes = fromFieldText(stored as string);
-      return this.#openRandomized(loaded, encoded, binding.context, spec, bytes);
+      return this.#openRandomized(loaded, encoded, bound.context, type, bytes);
     }
     if (format === FORMAT_DETERMINISTIC && bytes.length >= DETERMINISTIC_OVERHEAD) {
-      const stable = this.#keys.cachedStable(hexOf(bytes, 1, HEADER_LENGTH), now);
-      if (stable === undefined) return undefined;
-      // AES-SIV costs far more than a copy; its key derivation reads the binding.
+      // Copied before the clock is read (AES-SIV costs far more than a copy): a clock that
+      // decrypts another text reuses the scratch.
       const own = typeof stored === "string" ? bytes.slice() : bytes;
+      const stable = this.#keys.cachedStable(hexOf(own, 1, HEADER_LENGTH), now);
+      if (stable === undefined) return undefined;
       // Undefined (a miss: the async path loads the key again) if clearCache() dropped it.
       return this.#keys.useStable(stable, (held) =>
-        this.#openDeterministic(held, binding, spec, own),
+        this.#openDeterministic(held, bound, type, own),
       );
     }
     // Text written by us always parses; anything else is not ours, even in legacy mode.
     if (typeof stored === "string" || !this.#legacyPlaintext) throw generic();
-    return legacyValue(binding, spec, stored);
+    return legacyValue(bound.field, type, stored);
   }
 
   /**
@@ -519,7 +560,7 @@ export class FieldEncryptionEngine {
     loaded: LoadedKey,
     binding: Uint8Array,
     context: EncryptionContext,
-    spec: FieldSpec,
+    type: FieldValueType,
     stored: Uint8Array,
   ): FieldValue {
     let aad = loaded.lastAad as Uint8Array;
@@ -540,7 +581,7 @@ export class FieldEncryptionEngine {
     if (plaintext === undefined) throw generic();
     // A value of another type fails decoding: wiped all the same.
     try {
-      return decodeFieldValue(spec.type, plaintext);
+      return decodeFieldValue(type, plaintext);
     } finally {
       // Uint8Array's own fill: Buffer#fill validates its arguments in JS first.
       wipe.call(plaintext, 0);
@@ -549,15 +590,14 @@ export class FieldEncryptionEngine {
 
   #openDeterministic(
     stable: StableKey,
-    binding: FieldBinding,
-    spec: FieldSpec,
+    bound: BoundField,
+    type: FieldValueType,
     stored: Uint8Array,
   ): FieldValue {
-    const ctxKey = contextKey(binding.context);
-    const key = this.#keys.derive(stable, "d", binding, ctxKey);
     // Encoded first: a binding that is no binding at all is an argument error, not a bad value.
-    const associated = encodeBinding(binding, ctxKey);
-    if (!holdsKeyContext(binding.context, stable.context)) throw generic();
+    const associated = encodeBinding(bound);
+    const key = this.#keys.derive(stable, "d", bound);
+    if (!holdsKeyContext(bound.context, stable.context)) throw generic();
     let plaintext: Uint8Array;
     try {
       plaintext = aessiv(key, stored.subarray(0, HEADER_LENGTH), associated).decrypt(
@@ -568,36 +608,36 @@ export class FieldEncryptionEngine {
     }
     // Decoding copies what it returns; a value of another type fails it and is wiped too.
     try {
-      return decodeFieldValue(spec.type, plaintext);
+      return decodeFieldValue(type, plaintext);
     } finally {
       wipe.call(plaintext, 0);
     }
   }
 
   async #decryptSlow(
-    binding: FieldBinding,
-    spec: FieldSpec,
+    bound: BoundField,
+    type: FieldValueType,
     stored: Uint8Array,
   ): Promise<FieldValue> {
     const parsed = parseFieldCiphertext(stored);
     if (parsed === undefined) {
-      if (this.#legacyPlaintext) return legacyValue(binding, spec, stored);
+      if (this.#legacyPlaintext) return legacyValue(bound.field, type, stored);
       throw generic();
     }
     // The value's context must hold the one its data key is wrapped under before the KMS is
     // asked to unwrap that key (FORMAT §6.2.3): a value copied from another tenant's row fails
     // alike whatever the state of that tenant's KMS key, which this request never uses.
-    const context = binding.context;
+    const context = bound.context;
     const admits = (keyContext: Readonly<EncryptionContext>) =>
       holdsKeyContext(context, keyContext);
     if (parsed.mode === "deterministic") {
       return this.#keys.withStable(
         () => this.#keys.stableForId(parsed.dataKeyId, admits),
-        (held) => this.#openDeterministic(held, binding, spec, stored),
+        (held) => this.#openDeterministic(held, bound, type, stored),
       );
     }
     const loaded = await this.#keys.readKey(parsed.dataKeyId, admits);
-    return this.#openRandomized(loaded, encodeBinding(binding), binding.context, spec, stored);
+    return this.#openRandomized(loaded, encodeBinding(bound), context, type, stored);
   }
 
   /**
@@ -609,13 +649,21 @@ export class FieldEncryptionEngine {
    */
   async decryptMany(items: readonly DecryptItem[]): Promise<FieldValue[]> {
     const out: FieldValue[] = new Array(items.length);
-    const misses: number[] = [];
+    // Each item's binding, type and stored value as read once, for the values not yet opened.
+    const misses: {
+      index: number;
+      bound: BoundField;
+      type: FieldValueType;
+      stored: string | Uint8Array;
+    }[] = [];
     // Key age is checked against the batch's start: one clock read, not one per value.
     const now = this.#keys.now();
     for (let i = 0; i < items.length; i++) {
-      const item = items[i] as DecryptItem;
-      const value = this.#decryptCached(item.binding, item.spec, item.stored, now);
-      if (value === undefined) misses.push(i);
+      const { binding, spec, stored } = items[i] as DecryptItem;
+      const bound = bindingOf(binding, false);
+      const type = spec.type;
+      const value = this.#decryptCached(bound, type, stored, now);
+      if (value === undefined) misses.push({ index: i, bound, type, stored });
       else out[i] = value;
     }
     if (misses.length === 0) return out;
@@ -626,8 +674,7 @@ export class FieldEncryptionEngine {
     // one of them holds the context its row stores (as in #decryptSlow).
     const readIds = new Map<string, Set<EncryptionContext>>();
     const stableIds = new Map<string, Set<EncryptionContext>>();
-    for (const i of misses) {
-      const item = items[i] as DecryptItem;
+    for (const item of misses) {
       const bytes = bytesOf(item.stored);
       const id = hexOf(bytes, 1, HEADER_LENGTH);
       const ids = bytes[0] === FORMAT_RANDOMIZED ? readIds : stableIds;
@@ -636,7 +683,7 @@ export class FieldEncryptionEngine {
         contexts = new Set();
         ids.set(id, contexts);
       }
-      contexts.add(item.binding.context);
+      contexts.add(item.bound.context);
     }
     const admittedBy =
       (contexts: ReadonlySet<EncryptionContext>) => (keyContext: Readonly<EncryptionContext>) => {
@@ -659,16 +706,15 @@ export class FieldEncryptionEngine {
           if (holding && this.#keys.holdStable(stable)) stables.set(id, stable);
         }),
       ]);
-      for (const i of misses) {
-        const item = items[i] as DecryptItem;
-        const bytes = bytesOf(item.stored);
+      for (const { index, bound, type, stored } of misses) {
+        const bytes = bytesOf(stored);
         const id = hexOf(bytes, 1, HEADER_LENGTH);
         if (bytes[0] === FORMAT_RANDOMIZED) {
-          out[i] = this.#openRandomized(
+          out[index] = this.#openRandomized(
             loaded.get(id) as LoadedKey,
-            encodeBinding(item.binding),
-            item.binding.context,
-            item.spec,
+            encodeBinding(bound),
+            bound.context,
+            type,
             bytes,
           );
           continue;
@@ -678,12 +724,11 @@ export class FieldEncryptionEngine {
           stable === undefined
             ? undefined
             : this.#keys.useStable(stable, (held) =>
-                this.#openDeterministic(held, item.binding, item.spec, bytes),
+                this.#openDeterministic(held, bound, type, bytes),
               );
-        // Dropped before the batch held it, or a getter of an earlier item called clearCache():
-        // this one loads its key again.
-        out[i] =
-          value !== undefined ? value : await this.#decryptSlow(item.binding, item.spec, bytes);
+        // Dropped before the batch held it, or the clock called clearCache(): this one loads
+        // its key again.
+        out[index] = value !== undefined ? value : await this.#decryptSlow(bound, type, bytes);
       }
       return out;
     } finally {
@@ -748,11 +793,10 @@ export class FieldEncryptionEngine {
     options: EncryptCallOptions | undefined,
     withPrevious: boolean,
   ): Promise<string[]> {
-    const { input, length } = indexInput(binding, spec, value);
-    const ctxKey = contextKey(binding.context);
-    const keyed = keyContextOf(binding, ctxKey);
-    const mac = (held: StableKey) =>
-      hmac(sha256, this.#keys.derive(held, "b", binding, ctxKey), input);
+    const bound = bindingOf(binding, true);
+    const { input, length } = indexInput(bound.field, spec, value);
+    const keyed = bound.keyed;
+    const mac = (held: StableKey) => hmac(sha256, this.#keys.derive(held, "b", bound), input);
     const text = (tag: Uint8Array) =>
       Buffer.from(tag.buffer, tag.byteOffset, length).toString("base64url");
     const current = await this.#keys.withStable(
@@ -787,8 +831,10 @@ export class FieldEncryptionEngine {
     value: unknown,
     options?: EncryptCallOptions,
   ): Promise<Uint8Array[]> {
-    const out = await this.#sealedForms(binding, spec, value, options);
-    const legacy = this.legacyForm(binding, spec, value, "bytes");
+    assertDeterministic(spec);
+    const bound = bindingOf(binding, true);
+    const out = await this.#sealedForms(bound, spec, value, options);
+    const legacy = this.legacyForm(bound, spec, value, "bytes");
     if (legacy !== undefined) out.push(legacy);
     return out;
   }
@@ -800,9 +846,11 @@ export class FieldEncryptionEngine {
     value: unknown,
     options?: EncryptCallOptions,
   ): Promise<string[]> {
-    const sealed = await this.#sealedForms(binding, spec, value, options);
+    assertDeterministic(spec);
+    const bound = bindingOf(binding, true);
+    const sealed = await this.#sealedForms(bound, spec, value, options);
     const out = sealed.map(toFieldText);
-    const legacy = this.legacyForm(binding, spec, value, "text");
+    const legacy = this.legacyForm(bound, spec, value, "text");
     if (legacy !== undefined) out.push(legacy);
     return out;
   }
@@ -844,22 +892,16 @@ export class FieldEncryptionEngine {
 
   /** The deterministic ciphertexts of `value` under the current and the previous key ids. */
   async #sealedForms(
-    binding: FieldBinding,
+    bound: BoundField,
     spec: FieldSpec,
     value: unknown,
     options: EncryptCallOptions | undefined,
   ): Promise<Uint8Array[]> {
-    if (spec === null || typeof spec !== "object" || spec.mode !== "deterministic") {
-      throw new ValidationError(
-        `lookup forms are for deterministic fields: a randomized value matches nothing`,
-      );
-    }
-    const out = [await this.encrypt(binding, spec, value, options)];
+    const out = [await this.#encryptBound(bound, spec, value, options)];
     const previous = this.#previousKeyIds;
     if (previous === undefined) return out;
-    const ctxKey = contextKey(binding.context);
-    const aad = encodeBinding(binding, ctxKey);
-    const keyed = keyContextOf(binding, ctxKey);
+    const aad = encodeBinding(bound);
+    const keyed = bound.keyed;
     for (const keyId of this.#previousOf(previous, keyed.context)) {
       const sealed = await this.#keys.withExistingStable(
         keyId,
@@ -869,10 +911,9 @@ export class FieldEncryptionEngine {
           // Encoded inside the use: the seal wipes it, and a use refused (a dropped key) runs again.
           this.#sealDeterministic(
             held,
-            binding,
-            ctxKey,
+            bound,
             aad,
-            encodeFieldValue(binding.field, spec.type, value),
+            encodeFieldValue(bound.field, spec.type, value),
           ),
       );
       if (sealed !== undefined && !out.some((form) => sameBytes(form, sealed))) out.push(sealed);
@@ -935,7 +976,10 @@ export class FieldEncryptionEngine {
     context: EncryptionContext,
     options?: { readonly loadStableKey?: boolean },
   ): Promise<{ readonly kmsKeyId: string; readonly stableDataKeyId: string }> {
-    const ctxKey = contextKey(context);
+    // Read once: the data key is chosen, and its row written, with the pairs its key was built from.
+    const read = readContext(context);
+    const ctxKey = read.ctxKey;
+    context = read.context;
     // Not the stable key's ARN: its id is derived from the key id as configured, so an alias
     // re-pointed to a new KMS key keeps the stable key (and ARN) it had before.
     const [materials, stableDataKeyId] = await Promise.all([
@@ -1019,15 +1063,14 @@ export class FieldEncryptionEngine {
 
   #sealDeterministic(
     stable: StableKey,
-    binding: FieldBinding,
-    ctxKey: string,
+    bound: BoundField,
     aad: Uint8Array,
     plaintext: Uint8Array,
   ): Uint8Array {
     const header = new Uint8Array(HEADER_LENGTH);
     header[0] = FORMAT_DETERMINISTIC;
     header.set(Buffer.from(stable.id, "hex"), 1);
-    const key = this.#keys.derive(stable, "d", binding, ctxKey);
+    const key = this.#keys.derive(stable, "d", bound);
     const sealed = aessiv(key, header, aad).encrypt(plaintext);
     const out = new Uint8Array(HEADER_LENGTH + sealed.length);
     out.set(header, 0);
@@ -1043,13 +1086,9 @@ export class FieldEncryptionEngine {
  * A legacy plaintext value as its declared type, as a decrypted value would be: a planted or
  * stale plain value never reaches the application as a string where a number is declared.
  */
-function legacyValue(
-  binding: FieldBinding,
-  spec: FieldSpec,
-  stored: string | Uint8Array,
-): FieldValue {
+function legacyValue(field: string, type: FieldValueType, stored: string | Uint8Array): FieldValue {
   try {
-    return parseLegacyValue(binding.field, spec.type, stored);
+    return parseLegacyValue(field, type, stored);
   } catch {
     throw generic();
   }
@@ -1077,9 +1116,18 @@ function previousKeySelector(
   return () => ids;
 }
 
+/** Lookup forms match deterministic values only. */
+function assertDeterministic(spec: FieldSpec): void {
+  if (spec === null || typeof spec !== "object" || spec.mode !== "deterministic") {
+    throw new ValidationError(
+      `lookup forms are for deterministic fields: a randomized value matches nothing`,
+    );
+  }
+}
+
 /** The HMAC input and the kept length of a blind index (FORMAT §6.5). */
 function indexInput(
-  binding: FieldBinding,
+  field: string,
   spec: BlindIndexSpec,
   value: unknown,
 ): { readonly input: Uint8Array; readonly length: number } {
@@ -1093,18 +1141,18 @@ function indexInput(
         `"type" of a blind index must be one of ${FIELD_VALUE_TYPES.join(", ")}`,
       );
     }
-    const input = encodeTypedIndexValue(binding.field, spec.type, value, (text) =>
+    const input = encodeTypedIndexValue(field, spec.type, value, (text) =>
       normalize(text, spec.normalize),
     );
     return { input, length };
   }
   if (typeof value === "string") {
     return {
-      input: encodeFieldValue(binding.field, "string", normalize(value, spec.normalize)),
+      input: encodeFieldValue(field, "string", normalize(value, spec.normalize)),
       length,
     };
   }
-  return { input: encodeIndexValue(binding.field, value), length };
+  return { input: encodeIndexValue(field, value), length };
 }
 
 function normalize(value: string, how: BlindIndexSpec["normalize"]): string {

@@ -10,7 +10,11 @@ import { describe, expect, test } from "vitest";
 import { InvalidCiphertextError, ValidationError } from "../errors.ts";
 import { createKms } from "../kms.ts";
 import type { EncryptionContext } from "../types.ts";
-import { encodeBinding, type FieldBinding } from "./binding.ts";
+import { bindingOf, encodeBinding as encodeBound, type FieldBinding } from "./binding.ts";
+
+/** The binding encoding of `binding` as an operation reads it. */
+const encodeBinding = (binding: FieldBinding): Uint8Array => encodeBound(bindingOf(binding, false));
+
 import { MemoryDataKeyStore } from "./data-key-store.ts";
 import { FieldEncryptionEngine, type FieldSpec } from "./field-encryption-engine.ts";
 import { toFieldText } from "./field-format.ts";

@@ -4,7 +4,16 @@ import { InvalidCiphertextError } from "../errors.ts";
 import { createKms } from "../kms.ts";
 import { ManualClock } from "../testing/manual-clock.ts";
 import type { EncryptionContext } from "../types.ts";
-import { contextKey, encodeBinding, type FieldBinding } from "./binding.ts";
+import {
+  bindingOf,
+  contextKey,
+  encodeBinding as encodeBound,
+  type FieldBinding,
+} from "./binding.ts";
+
+/** The binding encoding of `binding` as an operation reads it. */
+const encodeBinding = (binding: FieldBinding): Uint8Array => encodeBound(bindingOf(binding, false));
+
 import { MemoryDataKeyStore } from "./data-key-store.ts";
 import { FieldEncryptionEngine, type FieldSpec } from "./field-encryption-engine.ts";
 import { fromFieldText, readFieldText } from "./field-format.ts";

@@ -3,7 +3,7 @@ import { describe, expect, test } from "vitest";
 import { DataKeyCache } from "../caching/data-key-cache.ts";
 import type { KmsLike } from "../kms-like.ts";
 import { ManualClock } from "../testing/manual-clock.ts";
-import { contextKey, type FieldBinding } from "./binding.ts";
+import { bindingOf, contextKey, type FieldBinding } from "./binding.ts";
 import { type DataKeyStore, MemoryDataKeyStore } from "./data-key-store.ts";
 import { FieldDataKeys } from "./field-data-keys.ts";
 import { FieldEncryptionEngine, type FieldSpec } from "./field-encryption-engine.ts";
@@ -335,7 +335,7 @@ describe("derived subkeys", () => {
     // Subkeys per (purpose, model, field, context): rows of one key context may number many.
     const subkey = (n: number) => {
       const row: FieldBinding = { ...binding, context: { ...binding.context, row: String(n) } };
-      return keys.derive(stable, "b", row, contextKey(row.context));
+      return keys.derive(stable, "b", bindingOf(row, false));
     };
     return { keys, stable, subkey };
   }

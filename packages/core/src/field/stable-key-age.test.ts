@@ -50,17 +50,23 @@ function stubKms() {
     generated: [] as Uint8Array[],
     unwrapped: [] as Uint8Array[],
     calls: { generateDataKey: 0, decrypt: 0 },
+    /** The wrapped keys handed out, in order, as hex. */
+    blobs: [] as string[],
+    /** Awaited before each unwrap, with the wrapped key. */
+    beforeDecrypt: undefined as ((blob: string) => Promise<void>) | undefined,
     kms: {
       generateDataKey: async () => {
         stub.calls.generateDataKey += 1;
         const plaintext = new Uint8Array(randomBytes(32));
         const ciphertextBlob = new Uint8Array(randomBytes(16));
         wrapped.set(hex(ciphertextBlob), plaintext.slice());
+        stub.blobs.push(hex(ciphertextBlob));
         stub.generated.push(plaintext);
         return { keyId: "arn:stub", plaintext, ciphertextBlob };
       },
       decrypt: async (request: { ciphertextBlob: Uint8Array }) => {
         stub.calls.decrypt += 1;
+        await stub.beforeDecrypt?.(hex(request.ciphertextBlob));
         const known = wrapped.get(hex(request.ciphertextBlob));
         if (known === undefined) throw new Error("unknown ciphertext");
         const plaintext = known.slice();
@@ -173,34 +179,33 @@ describe("expired stable keys", () => {
     const one = await writer.encryptText(at("ssn"), DET, "one");
     const two = await writer.encryptText(at("ssn"), DET, "two");
     const three = await writer.encryptText(at("ssn"), DET, "three");
-    // The reader's batch unwraps the key and holds it while it opens the values; the first
-    // value's binding moves the clock past maxAgeMs and reads another value meanwhile.
-    let armed = true;
+    const random = await writer.encryptText(at("note"), RANDOM, "note");
+    const [stableBlob, randomBlob] = stub.blobs as [string, string];
+    // The reader's batch unwraps the stable key and holds it while it waits for the randomized
+    // one; meanwhile the clock moves past maxAgeMs and another value of that key is read.
     let inner: unknown = "not read";
     let reloaded: Promise<unknown> | undefined;
-    const ticking = {
-      get model() {
-        if (armed) {
-          armed = false;
-          clock.advance(MAX_AGE);
-          inner = engine.decryptIfCached(at("ssn"), DET, three);
-          reloaded = engine.decryptText(at("ssn"), DET, three);
-        }
-        return "Patient";
-      },
-      field: "ssn",
-      context: { tenantId: "t1" },
-    } as FieldBinding;
+    stub.beforeDecrypt = async (blob) => {
+      if (blob !== randomBlob) return;
+      stub.beforeDecrypt = undefined;
+      // A macrotask: the stable key's unwrap (microtasks) is done and the batch holds it.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      clock.advance(MAX_AGE);
+      inner = engine.decryptIfCached(at("ssn"), DET, three);
+      reloaded = engine.decryptText(at("ssn"), DET, three);
+    };
     const values = await engine.decryptMany([
-      { binding: ticking, spec: DET, stored: one },
+      { binding: at("ssn"), spec: DET, stored: one },
+      { binding: at("note"), spec: RANDOM, stored: random },
       { binding: at("ssn"), spec: DET, stored: two },
     ]);
-    expect(values).toEqual(["one", "two"]);
+    expect(values).toEqual(["one", "note", "two"]);
     // Expired for everyone else: the synchronous read missed, and the key was unwrapped again.
     expect(inner).toBeUndefined();
     expect(await reloaded).toBe("three");
-    expect(stub.calls.decrypt).toBe(2);
-    const [held, fresh] = stub.unwrapped as [Uint8Array, Uint8Array];
+    expect(stub.calls.decrypt).toBe(3);
+    expect(stableBlob).not.toBe(randomBlob);
+    const [held, , fresh] = stub.unwrapped as [Uint8Array, Uint8Array, Uint8Array];
     expect(allZero(held)).toBe(true);
     expect(allZero(fresh)).toBe(false);
     expect(engine.decryptIfCached(at("ssn"), DET, one)).toBe("one");

@@ -396,10 +396,17 @@ export async function sealMessage(
   plaintext: Uint8Array,
   options: EncryptMessageOptions,
 ): Promise<Uint8Array> {
-  const plan = await planMessage(options, plaintext.length, DEFAULT_MESSAGE_FRAME_LENGTH);
+  const total = plaintext.length;
+  const plan = await planMessage(options, total, DEFAULT_MESSAGE_FRAME_LENGTH);
+  // The header now commits to `total` (and a cached data key was charged for it): a view whose
+  // buffer was resized or transferred during the await would seal fewer bytes than were passed.
+  if (plaintext.length !== total) {
+    throw new ValidationError(
+      `"plaintext" changed length (${total} to ${plaintext.length}) while the data key was obtained`,
+    );
+  }
   const { fields, key } = plan;
   const frame = fields.frameLength;
-  const total = plaintext.length;
   const regular = total === 0 ? 0 : Math.ceil(total / frame) - 1;
   if (regular + 1 > MAX_SEQUENCE) {
     throw new ValidationError(`a message holds at most ${MAX_SEQUENCE} frames`);
