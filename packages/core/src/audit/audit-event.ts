@@ -7,6 +7,7 @@
 import { keyArn } from "../arn.ts";
 import { parseBlob } from "../envelope/ciphertext-blob.ts";
 import { isKmsError } from "../errors.ts";
+import { setOwnMember } from "../internal/own-member.ts";
 import { GRANT_ID, retireGrantTarget } from "../operations/grants.ts";
 import type { CallState } from "../policy/authorizer.ts";
 import type { AuditJsonObject, AuditJsonValue, AuditUserIdentity } from "./audit-sink.ts";
@@ -84,22 +85,6 @@ function bounded(text: string, budget: Budget): string {
   return `${kept}…[truncated from ${text.length} characters]`;
 }
 
-/** Sets `out[key]`, also for "__proto__", which assignment would turn into a prototype change. */
-function setMember(out: Record<string, AuditJsonValue>, key: string, value: AuditJsonValue): void {
-  if (key === "__proto__") {
-    // Assigning would set out's prototype (or do nothing) and leave the member out of the
-    // event: an encryption-context key "__proto__" (parsed from JSON) went unrecorded.
-    Object.defineProperty(out, key, {
-      value,
-      enumerable: true,
-      writable: true,
-      configurable: true,
-    });
-  } else {
-    out[key] = value;
-  }
-}
-
 /**
  * Copies JSON-able, non-secret parts of a value, within `budget` characters of text (strings
  * past it are cut with a note, members and items past it left out). `callerNamed`: the members
@@ -146,7 +131,7 @@ export function redact(
     if (!callerNamed && SECRET_FIELDS.has(name)) continue;
     const key = bounded(k, budget);
     const copied = redact(v, depth + 1, !callerNamed && CALLER_NAMED_MAPS.has(name), budget);
-    if (copied !== undefined) setMember(out, key, copied);
+    if (copied !== undefined) setOwnMember(out, key, copied);
   }
   return out;
 }

@@ -161,4 +161,24 @@ describe("caller code that re-enters the engine does not swap the value read", (
     expect(engine.decryptIfCached(at("a"), STRING, a)).toBe("value-A");
     expect(engine.decryptIfCached(at("b"), STRING, b)).toBe("value-B");
   });
+
+  test('a context key "__proto__" (from JSON) is bound like any other key', async () => {
+    const { engine } = await setup();
+    const context = (value: string): EncryptionContext =>
+      JSON.parse(`{"tenantId":"t1","__proto__":"${value}"}`) as EncryptionContext;
+    const binding = (value: string): FieldBinding => ({
+      model: "M",
+      field: "f",
+      context: context(value),
+    });
+    const sealed = await engine.encryptText(binding("a"), STRING, "v");
+    expect(await engine.decryptText(binding("a"), STRING, sealed)).toBe("v");
+    await expect(engine.decryptText(binding("b"), STRING, sealed)).rejects.toThrow(
+      InvalidCiphertextError,
+    );
+    await expect(
+      engine.decryptText({ model: "M", field: "f", context: { tenantId: "t1" } }, STRING, sealed),
+    ).rejects.toThrow(InvalidCiphertextError);
+  });
 });
+

@@ -1,5 +1,6 @@
 import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import { ValidationError } from "../errors.ts";
+import { setOwnMember } from "../internal/own-member.ts";
 import { isWellFormed } from "../internal/unicode.ts";
 import type { EncryptionContext } from "../types.ts";
 
@@ -161,17 +162,7 @@ export function readContext(context: EncryptionContext): ContextRead {
       throw new ValidationError(`"context" value for key "${k}" must be a string`);
     }
     values[i] = v;
-    // Defined, not assigned: assigning "__proto__" would set the prototype, not a pair.
-    if (k === "__proto__") {
-      Object.defineProperty(copy, k, {
-        value: v,
-        enumerable: true,
-        writable: true,
-        configurable: true,
-      });
-    } else {
-      copy[k] = v;
-    }
+    setOwnMember(copy, k, v);
   }
   let order: number[] | undefined;
   if (n > 1) {

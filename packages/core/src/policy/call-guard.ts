@@ -11,6 +11,7 @@ import { MemoryAuditSink } from "../audit/memory-audit-sink.ts";
 import { parseBlob } from "../envelope/ciphertext-blob.ts";
 import { DryRunOperationError, ValidationError } from "../errors.ts";
 import { type KmsContext, resolveKeyId } from "../internal/key-access.ts";
+import { setOwnMember } from "../internal/own-member.ts";
 import type { StoredKey } from "../keystore/key-store.ts";
 import { isRsaEncryptionAlgorithm } from "../operations/asymmetric.ts";
 import {
@@ -123,17 +124,7 @@ function copyRecord(
   const out: Record<string, unknown> = nullProto ? Object.create(null) : {};
   for (const key of keys) {
     const copied = copyValue((value as Record<string, unknown>)[key], depth + 1, budget);
-    if (key === "__proto__") {
-      // Assigning would set the copy's prototype instead (a context key parsed from JSON).
-      Object.defineProperty(out, key, {
-        value: copied,
-        enumerable: true,
-        writable: true,
-        configurable: true,
-      });
-    } else {
-      out[key] = copied;
-    }
+    setOwnMember(out, key, copied);
   }
   return out;
 }
