@@ -181,4 +181,3 @@ describe("caller code that re-enters the engine does not swap the value read", (
     ).rejects.toThrow(InvalidCiphertextError);
   });
 });
-
