@@ -131,6 +131,16 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
     throw new ValidationError(`"${dataKeyModel}" holds data keys and cannot have encrypted fields`);
   }
   const extension = Prisma.defineExtension((client) => {
+    // The `$extends` of the client this one is applied to: Prisma's, unless an instance of this
+    // extension is applied to the client already (its client component's, which every client
+    // made from it inherits). A second one would see the first's ciphertext as values to encrypt
+    // and its own results as values to decrypt: refused here, before any query.
+    const baseExtends = (client as unknown as { $extends: ExtendsMethod }).$extends;
+    if (extendsOfInstances.has(baseExtends)) {
+      throw new ValidationError(
+        "fieldEncryption is already applied to this client (or to one it was made from): apply it once per chain of $extends; one instance covers every model of its schema",
+      );
+    }
     // Only the client knows its columns' types (`checkAgainst` lists names): a configuration
     // that puts ciphertext in an enum or Int column, or names a column the model lacks, is
     // refused here, before any query.
@@ -188,9 +198,6 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
     /** The frame of each transaction client handed to a `$transaction` callback. */
     const framesOfClients = new WeakMap<object, TransactionFrame>();
     const baseTransaction = (client as unknown as { $transaction: TransactionMethod }).$transaction;
-    // The `$extends` of the client this one is applied to: Prisma's, or that of another instance
-    // of this extension applied before, which must hear of later extensions too.
-    const baseExtends = (client as unknown as { $extends: ExtendsMethod }).$extends;
     const enter = (frame: TransactionFrame | undefined, transactionScope: string): void => {
       if (frame === undefined || frame.scopes.has(transactionScope)) return;
       // The savepoints around this one began first.
@@ -198,16 +205,18 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
       frame.scopes.add(transactionScope);
       if (frame.parent !== undefined) engine.beginTransactionSavepoint(transactionScope);
     };
+    // Every client made from this one comes from here, with Prisma's client component merging:
+    // the result fields of every extension applied after this one are recorded before Prisma
+    // applies it (a function extension applies its objects through here too).
+    const $extends: ExtendsMethod = function (this: unknown, extension: unknown): unknown {
+      resultFields.add(extension);
+      return baseExtends.call(this, extension);
+    };
+    extendsOfInstances.add($extends);
     return client.$extends({
       name: "@kms/prisma",
       client: {
-        // Every client made from this one comes from here, with Prisma's client component
-        // merging: the result fields of every extension applied after this one are recorded
-        // before Prisma applies it (a function extension applies its objects through here too).
-        $extends(this: unknown, extension: unknown): unknown {
-          resultFields.add(extension);
-          return baseExtends.call(this, extension);
-        },
+        $extends,
         $transaction(this: unknown, ...args: unknown[]): Promise<unknown> {
           const callback = args[0];
           // The array form runs in one batch with no callback: nothing to scope.
@@ -389,21 +398,25 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
                   ? undefined
                   : codec.prepareRead(model, a, returnsRows, writesRows);
               const result = await query(a as typeof args);
-              if (internal !== undefined && strip !== undefined && reshapes(strip)) {
+              let rowStrip = strip;
+              if (strip !== undefined && reshapes(strip) && isObject(internal?.args)) {
                 // Prisma 7 shapes the result fields of other extensions, once the hooks have
                 // returned, by the arguments the innermost one gave `query`, which it keeps on
-                // the request parameters each hook is handed (no public API). Given the query's
-                // own shape back, it hides a column added here behind a field that needs it, as
-                // without this extension, instead of taking it for asked; on a release that
-                // keeps them elsewhere the column merely stays hidden (see `prepareRead`).
-                internal.args = args;
+                // the request parameters each hook is handed (no public API). Given them without
+                // what this hook added (what hooks inside it added stays), it hides a column
+                // added here behind a field that needs it, as without this extension, instead
+                // of taking it for asked; on a release that keeps them elsewhere the column
+                // merely stays hidden (see `prepareRead`).
+                const restored = codec.restoreShape(model, internal.args, strip, returnsRows);
+                internal.args = restored.args;
+                rowStrip = restored.strip;
               }
               if (returnsRows) {
                 // The fluent API (`user.findUnique(…).posts()`) hands the hook the related
                 // records already unwrapped along dataPath ["select", "posts", …].
                 const dataPath = (internal as { dataPath?: unknown } | undefined)?.dataPath;
                 let target: ModelDescriptor | undefined = model;
-                let targetStrip: Strip | undefined = strip;
+                let targetStrip: Strip | undefined = rowStrip;
                 if (Array.isArray(dataPath)) {
                   for (let i = 1; i < dataPath.length && target !== undefined; i += 2) {
                     const relation = String(dataPath[i]);
@@ -446,6 +459,9 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
   // The declared result types are carried by the return type alone (see field-types.ts).
   return extension as unknown as FieldEncryptionExtension<Map, Client>;
 }
+
+/** The `$extends` of the clients an instance of the extension was applied to (see above). */
+const extendsOfInstances = new WeakSet<ExtendsMethod>();
 
 /**
  * The client's `omit` option (`new PrismaClient({ omit: { user: { tenantId: true } } })`),

@@ -208,6 +208,25 @@ export function describeFieldEncryption(
       ).rejects.toThrow(/already holds ciphertext/);
     });
 
+    test("applied twice in one chain of $extends: refused when applied, before any query", async () => {
+      // A second instance inside the first took the first's ciphertext for values to encrypt
+      // ("already holds ciphertext") and its own results for values to decrypt.
+      const again = () => fieldEncryption({ kms, keyId, schema: schemaText });
+      expect(() => prisma.$extends(again())).toThrow(ValidationError);
+      expect(() => prisma.$extends(again())).toThrow(/already applied to this client/);
+      // Through clients made from the extended one too, other extensions between.
+      const labelled = prisma.$extends({
+        result: { user: { label: { needs: { tenantId: true }, compute: (u) => u.tenantId } } },
+      });
+      expect(() => labelled.$extends(again())).toThrow(/already applied/);
+      // Two instances side by side on the base client are two chains: both work.
+      const sibling = db.prisma.$extends(again());
+      const { id } = await prisma.user.create({ data: alice, select: { id: true } });
+      expect(
+        await sibling.user.findUniqueOrThrow({ where: { id }, select: { name: true } }),
+      ).toEqual({ name: alice.name });
+    });
+
     test("a key holding undefined in write data writes nothing, as in Prisma", async () => {
       // JavaScript callers spread optional inputs (`{ ...form }`); the types here forbid it.
       const unset = <T>(data: object) => data as T;

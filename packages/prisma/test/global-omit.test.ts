@@ -357,6 +357,18 @@ describe("result fields of other extensions that need a column the client omits"
     expect((await copied.user.findFirstOrThrow({ ...where, select: { label: true } })).label).toBe(
       "of t1",
     );
+    // Selected beside an encrypted field, whose context the extension reads itself: a field the
+    // select names is sure to need the tenant, so the row keeps it as it is, for the copy too,
+    // and Prisma hides it behind the field.
+    const withName = await copied.user.findFirstOrThrow({
+      ...where,
+      select: { label: true, name: true },
+    });
+    expect([withName.label, withName.name, Object.keys(withName).sort()]).toEqual([
+      "of t1",
+      "Ann",
+      ["label", "name"],
+    ]);
     // A compute reading the row by name finds the tenant; one copying the row does not.
     const keysSeen = {
       result: {

@@ -168,6 +168,78 @@ describe("result fields of other extensions in a select", () => {
     expect(unlabelled.tagged).toBe("Alice of t1");
   });
 
+  test("a query extension applied after this one that adds to the select: what it adds is kept", async ({
+    db,
+    kms,
+    keyId,
+  }) => {
+    // Prisma shapes result fields by the arguments the innermost hook ran the query with. The
+    // extension gave Prisma the caller's arguments back, dropping what a hook inside its own
+    // added: a field that hook named was not computed, a column it named not returned.
+    type Select = Record<string, unknown> & { posts?: { select?: Record<string, unknown> } };
+    const prisma = db.prisma
+      .$extends(fieldEncryption({ kms, keyId, schema: schemaText }))
+      .$extends({
+        result: {
+          user: { label: { needs: { tenantId: true }, compute: (u) => `of ${u.tenantId}` } },
+          post: {
+            tag: {
+              needs: { tenantId: true, title: true },
+              compute: (p) => `${p.tenantId}/${p.title}`,
+            },
+          },
+        },
+      })
+      .$extends({
+        query: {
+          user: {
+            async findMany({ args, query }) {
+              const select = (args.select ?? {}) as Select;
+              const posts = select.posts ?? {};
+              const widened = {
+                ...select,
+                label: true,
+                plain: true,
+                posts: { ...posts, select: { ...posts.select, tag: true } },
+              };
+              return query({ ...args, select: widened as NonNullable<typeof args.select> });
+            },
+          },
+        },
+      });
+    const { id } = await prisma.user.create({ data: { ...alice, plain: "p" } });
+    await prisma.post.create({ data: { tenantId: "t1", title: "t", body: "b", authorId: id } });
+    const [row] = await prisma.user.findMany({
+      select: { name: true, posts: { select: { body: true } } },
+    });
+    expect(plain(row)).toEqual({
+      name: "Alice",
+      label: "of t1",
+      plain: "p",
+      posts: [{ body: "b", tag: "t1/t" }],
+    });
+    // The tenant, read here to decrypt, is hidden behind the fields needing it, as Prisma does.
+    expect(Object.keys(row as object).sort()).toEqual(["label", "name", "plain", "posts"]);
+    expect(Object.keys(row?.posts[0] as object).sort()).toEqual(["body", "tag"]);
+    // A column read here that the hook names too cannot be told from one it copied: taken as
+    // read here, it comes back only where a field needs it, hidden behind the field.
+    const naming = db.prisma
+      .$extends(fieldEncryption({ kms, keyId, schema: schemaText }))
+      .$extends({
+        query: {
+          user: {
+            async findFirst({ args, query }) {
+              return query({ ...args, select: { ...args.select, tenantId: true, id: true } });
+            },
+          },
+        },
+      });
+    expect(plain(await naming.user.findFirst({ select: { name: true } }))).toEqual({
+      name: "Alice",
+      id,
+    });
+  });
+
   describe("one named like a column, needing an encrypted column the select leaves out", () => {
     // A result field that shadows the column `plain`: a select of `plain` alone looks like a
     // select of plain columns, but Prisma adds the field's needs below the query hook, and the

@@ -17,7 +17,7 @@ import {
   type ModelDescriptor,
   type SchemaDescriptor,
 } from "../schema-descriptor.ts";
-import type { ResultFieldNeeds } from "./result-fields.ts";
+import type { ResultFieldNeeds, ResultFields } from "./result-fields.ts";
 
 /**
  * How the extension rewrites one query: encrypting write data (nested writes included),
@@ -36,7 +36,7 @@ export type GlobalOmit = Readonly<Record<string, Readonly<Record<string, unknown
  * The result fields of other extensions a query of a model (its schema name) may compute, with
  * what they need (see `ResultFieldRegistry`); undefined when they cannot be known.
  */
-export type ResultFieldsOf = (model: string) => ResultFieldNeeds | undefined;
+export type ResultFieldsOf = (model: string) => ResultFields | undefined;
 /** What a field's values are bound to (`context`) and what chooses their data key. */
 type FieldCtx = Pick<FieldBinding, "context" | "keyContext">;
 
@@ -143,7 +143,7 @@ export class Codec {
     decimal: DecimalFactory = (text) => text,
     globalOmit: GlobalOmit = {},
     columnsOf: ColumnsOf = () => undefined,
-    resultFields: ResultFieldsOf = () => new Map(),
+    resultFields: ResultFieldsOf = () => ({ needs: new Map(), certain: new Map() }),
     related: ReadonlyMap<ModelDescriptor, readonly RelatedModel[]> = relatedModels(models),
   ) {
     this.engine = engine;
@@ -861,17 +861,17 @@ export class Codec {
    * row has them all as own properties. So a column added here is hidden (non-enumerable) where
    * such a field may need it, and removed where none can (see `ResultFieldRegistry`); Prisma
    * then hides it behind the field, as it does without this extension, once the query hook has
-   * given it the query's own shape back (see field-encryption.ts).
+   * taken it out of the shape Prisma keeps (`restoreShape`), which may also leave it as it is.
    */
   prepareRead(model: ModelDescriptor, args: Json, rows = true, write = false): Strip {
-    const strip: Strip = { removed: [], hidden: [], relations: {} };
+    let strip: Strip = NOTHING_ADDED;
     const select = args.select;
     if (isObject(select)) {
       if (model.encryptedNames.length > 0) {
         // With a select the row holds nothing else (Prisma ignores the global omit), and Prisma
         // computes the result fields it names.
         const fields = this.resultFields(model.name);
-        const needs = this.#selectedNeeds(model, select, fields);
+        const needs = this.#selectedNeeds(model, select, fields?.needs);
         let read: readonly string[] = model.contextColumns;
         // A write's rows are few and dearly encrypted: every context column, whatever a field
         // unknown to the extension (see `withoutContext`) adds below, rather than a write that
@@ -886,37 +886,29 @@ export class Codec {
                   ...values.flatMap((f) => model.encrypted[f]?.context.fromRow ?? []),
                 ];
         }
-        for (const key of read) {
-          if (select[key] === true) continue;
-          select[key] = true;
-          // Hidden where the fields cannot be known: any of them may need it.
-          const removable = fields !== undefined && needs !== undefined && !needs.has(key);
-          (removable ? strip.removed : strip.hidden).push(key);
+        const added = read.filter((key) => select[key] !== true);
+        for (const key of added) select[key] = true;
+        if (added.length > 0) {
+          strip = {
+            ...sortSelected(select, fields, needs, added, false),
+            via: "select",
+            ownOmits: [],
+            relations: {},
+          };
         }
       }
     } else if (model.encryptedNames.length > 0) {
       const omit: Json = isObject(args.omit) ? args.omit : {};
-      const global = rows ? ownValue(this.globalOmit, lowerFirst(model.name)) : undefined;
-      // Prisma spreads the query's omit over the client's: a key of its own, even one holding
-      // `undefined`, overrides the client's (`omit: { tenantId: false }` returns the column).
-      const omits = (key: string): boolean =>
-        (Object.hasOwn(omit, key) ? omit[key] : isObject(global) ? global[key] : undefined) ===
-        true;
-      const omitted = model.contextColumns.filter(omits);
-      if (omitted.length > 0) {
-        // What the result fields Prisma computes on these rows (those not omitted) may need.
-        const fields = this.resultFields(model.name);
-        let needed: Set<string> | undefined;
-        if (fields !== undefined) {
-          needed = new Set();
-          for (const [name, needs] of fields) {
-            if (!omits(name)) for (const need of needs) needed.add(need);
-          }
-        }
-        for (const key of omitted) {
-          omit[key] = false;
-          (needed === undefined || needed.has(key) ? strip.hidden : strip.removed).push(key);
-        }
+      const omits = this.#omits(model, omit, rows);
+      const added = model.contextColumns.filter(omits);
+      if (added.length > 0) {
+        strip = {
+          ...this.#sortOmitted(model, omits, added),
+          via: "omit",
+          ownOmits: added.filter((key) => Object.hasOwn(omit, key)),
+          relations: {},
+        };
+        for (const key of added) omit[key] = false;
         args.omit = omit;
       }
     }
@@ -924,20 +916,117 @@ export class Codec {
       if (!isObject(container)) continue;
       for (const { relation, target } of this.related(model)) {
         const nested = container[relation];
+        let inner: Strip | undefined;
         if (isObject(nested)) {
-          strip.relations[relation] = this.prepareRead(target, nested, rows, write);
+          inner = this.prepareRead(target, nested, rows, write);
         } else if (nested === true) {
           // `posts: true` reads the related rows' default shape, which the global omit cuts.
           const shaped: Json = {};
-          const inner = this.prepareRead(target, shaped, rows, write);
-          if (Object.keys(shaped).length > 0) {
-            container[relation] = shaped;
-            strip.relations[relation] = inner;
-          }
+          inner = this.prepareRead(target, shaped, rows, write);
+          if (Object.keys(shaped).length > 0) container[relation] = shaped;
+        }
+        if (inner !== undefined && reshapes(inner)) {
+          if (strip === NOTHING_ADDED) strip = { ...NOTHING_ADDED, relations: {} };
+          strip.relations[relation] = inner;
         }
       }
     }
     return strip;
+  }
+
+  /**
+   * Takes what `prepareRead` added (`strip`) out of `args`, the arguments the innermost query
+   * hook ran the query with (Prisma shapes the result fields of other extensions by them),
+   * keeping what the hooks of extensions applied after this one added there; returns them, with
+   * what rows lose and hide of the added columns under them. Objects are copied where changed.
+   *
+   * A column added here that such a hook also adds (or copies: `{ ...args.select }` cannot be
+   * told from it) counts as added here. A column a result field the select names is sure to
+   * need (see `ResultFields.certain`) stays in the rows as it is: Prisma hides it behind the
+   * field, as it does without this extension, and a hook of an extension applied before this
+   * one that copies the rows (`{ ...row }`) keeps it for the field.
+   */
+  restoreShape(
+    model: ModelDescriptor,
+    args: Json,
+    strip: Strip,
+    rows: boolean,
+  ): { args: Json; strip: Strip } {
+    const out: Json = { ...args };
+    const added = [...strip.removed, ...strip.hidden];
+    let sorted: Pick<Strip, "removed" | "hidden"> = strip;
+    if (strip.via === "select" && isObject(args.select)) {
+      const select: Json = { ...args.select };
+      for (const key of added) delete select[key];
+      out.select = select;
+      const fields = this.resultFields(model.name);
+      const needs = this.#selectedNeeds(model, select, fields?.needs);
+      sorted = sortSelected(select, fields, needs, added, true);
+    } else if (strip.via === "omit" && isObject(args.omit)) {
+      const omit: Json = { ...args.omit };
+      for (const key of added) {
+        if (strip.ownOmits.includes(key)) omit[key] = true;
+        else delete omit[key];
+      }
+      if (Object.keys(omit).length > 0) out.omit = omit;
+      else delete out.omit;
+      sorted = this.#sortOmitted(model, this.#omits(model, omit, rows), added);
+    }
+    const relations: Record<string, Strip> = { ...strip.relations };
+    for (const name of ["select", "include"]) {
+      const container = out[name];
+      if (!isObject(container)) continue;
+      let copy: Json | undefined;
+      for (const { relation, target } of this.related(model)) {
+        const inner = strip.relations[relation];
+        const nested = container[relation];
+        if (inner === undefined || !isObject(nested)) continue;
+        const restored = this.restoreShape(target, nested, inner, rows);
+        copy ??= { ...container };
+        copy[relation] = restored.args;
+        relations[relation] = restored.strip;
+      }
+      if (copy !== undefined) out[name] = copy;
+    }
+    return { args: out, strip: { ...strip, ...sorted, relations } };
+  }
+
+  /**
+   * Whether a query's rows leave out a column: by its own `omit` (a key of its own, even one
+   * holding `undefined`, overrides the client's: Prisma spreads the one over the other, so
+   * `omit: { tenantId: false }` returns the column), else by the client's global omit, which
+   * applies to operations returning `rows`.
+   */
+  #omits(model: ModelDescriptor, omit: Json, rows: boolean): (key: string) => boolean {
+    const global = rows ? ownValue(this.globalOmit, lowerFirst(model.name)) : undefined;
+    return (key) =>
+      (Object.hasOwn(omit, key) ? omit[key] : isObject(global) ? global[key] : undefined) === true;
+  }
+
+  /**
+   * Of the columns a read `added` back under an omit, those no result field Prisma computes on
+   * the rows (those not omitted) can need, to remove, and the others, to hide. A field may
+   * belong to another client made from the same one, where the rows need not be hidden behind
+   * it: none stays as it is.
+   */
+  #sortOmitted(
+    model: ModelDescriptor,
+    omits: (key: string) => boolean,
+    added: readonly string[],
+  ): Pick<Strip, "removed" | "hidden"> {
+    const fields = this.resultFields(model.name);
+    let needed: Set<string> | undefined;
+    if (fields !== undefined) {
+      needed = new Set();
+      for (const [name, needs] of fields.needs) {
+        if (!omits(name)) for (const need of needs) needed.add(need);
+      }
+    }
+    const sorted = { removed: [] as string[], hidden: [] as string[] };
+    for (const key of added) {
+      (needed === undefined || needed.has(key) ? sorted.hidden : sorted.removed).push(key);
+    }
+    return sorted;
   }
 
   /**
@@ -1506,11 +1595,54 @@ function refuseMoving(model: ModelDescriptor, related: RelatedModel, nested: Jso
 
 /** What a read added to a query's shape, to take out of its result again (see `prepareRead`). */
 export interface Strip {
+  /** How the read asked for the columns: set true in the query's select, or false in its omit. */
+  readonly via: "select" | "omit" | undefined;
   /** Context columns of the row the query did not ask for, which no result field can need. */
-  readonly removed: string[];
+  readonly removed: readonly string[];
   /** Those a result field of another extension may need: hidden (non-enumerable) instead. */
-  readonly hidden: string[];
+  readonly hidden: readonly string[];
+  /** Of the columns added under an omit, those its own keys omitted (not the client's omit). */
+  readonly ownOmits: readonly string[];
   readonly relations: Record<string, Strip>;
+}
+
+/** A read that added nothing, at any depth (shared: never written to). */
+const NOTHING_ADDED: Strip = Object.freeze({
+  via: undefined,
+  removed: [],
+  hidden: [],
+  ownOmits: [],
+  relations: Object.freeze({}) as Record<string, Strip>,
+});
+
+/**
+ * Of the columns a read `added` to a select, those no result field the select names can need
+ * (`needs`, see `Codec.#selectedNeeds`), to remove, and the others, to hide; hidden all where
+ * the fields cannot be known, as any of them may need them. `restored`: Prisma is handed the
+ * select without them (see `Codec.restoreShape`), so those a field it names is sure to need are
+ * neither: Prisma hides them behind the field.
+ */
+function sortSelected(
+  select: Json,
+  fields: ResultFields | undefined,
+  needs: ReadonlySet<string> | undefined,
+  added: readonly string[],
+  restored: boolean,
+): Pick<Strip, "removed" | "hidden"> {
+  const kept = new Set<string>();
+  if (restored && fields !== undefined) {
+    for (const [name, value] of Object.entries(select)) {
+      const columns = value ? fields.certain.get(name) : undefined;
+      for (const column of columns ?? []) if (select[column] !== true) kept.add(column);
+    }
+  }
+  const removed: string[] = [];
+  const hidden: string[] = [];
+  for (const key of added) {
+    if (kept.has(key)) continue;
+    (fields !== undefined && needs !== undefined && !needs.has(key) ? removed : hidden).push(key);
+  }
+  return { removed, hidden };
 }
 
 /** Whether a read added anything to the query's shape, at any depth. */

@@ -7,6 +7,18 @@ import { isObject, lowerFirst } from "./codec.ts";
  */
 export type ResultFieldNeeds = ReadonlyMap<string, ReadonlySet<string>>;
 
+/** The result fields of one model (see `ResultFieldRegistry.of`). */
+export interface ResultFields {
+  /** Every field, with every column it may need on any client that has it. */
+  readonly needs: ResultFieldNeeds;
+  /**
+   * The fields that need the same columns on every client that has them, and no other result
+   * field: those columns, which Prisma hides behind the field where a select names it and not
+   * them (a field another client defines otherwise, or that needs a field, is left out).
+   */
+  readonly certain: ResultFieldNeeds;
+}
+
 /**
  * The result fields a query running through this extension may compute, so that the extension
  * reads back what they need and removes from rows what none of them can need. Prisma tells a
@@ -28,7 +40,9 @@ export class ResultFieldRegistry {
   readonly #before: ((model: string) => unknown) | undefined;
   /** Fields added after, by delegate name (`user`) or `$allModels`: field → what it needs. */
   readonly #after = new Map<string, Map<string, Set<string>>>();
-  readonly #byModel = new Map<string, ResultFieldNeeds | undefined>();
+  /** The same fields: field → what each of its definitions needs, as `needsKey` gives it. */
+  readonly #afterDefinitions = new Map<string, Map<string, Set<string>>>();
+  readonly #byModel = new Map<string, ResultFields | undefined>();
 
   constructor(client: unknown) {
     const list = isObject(client) ? client._extensions : undefined;
@@ -46,19 +60,14 @@ export class ResultFieldRegistry {
     if (!isObject(result)) return;
     for (const [model, fields] of Object.entries(result)) {
       if (!isObject(fields)) continue;
-      let known = this.#after.get(model);
-      if (known === undefined) {
-        known = new Map();
-        this.#after.set(model, known);
-      }
+      const known = entry(this.#after, model, () => new Map());
+      const definitions = entry(this.#afterDefinitions, model, () => new Map());
       for (const [name, field] of Object.entries(fields)) {
         const needs = isObject(field) && isObject(field.needs) ? field.needs : {};
-        let set = known.get(name);
-        if (set === undefined) {
-          set = new Set();
-          known.set(name, set);
-        }
-        for (const [column, wanted] of Object.entries(needs)) if (wanted) set.add(column);
+        const wanted = Object.keys(needs).filter((column) => needs[column]);
+        const set = entry(known, name, () => new Set());
+        for (const column of wanted) set.add(column);
+        entry(definitions, name, () => new Set()).add(needsKey(wanted));
       }
     }
     this.#byModel.clear();
@@ -68,22 +77,20 @@ export class ResultFieldRegistry {
    * The result fields of `model` (its schema name, `User`), each with the columns it needs;
    * undefined when the fields of the extensions applied before this one cannot be read.
    */
-  of(model: string): ResultFieldNeeds | undefined {
+  of(model: string): ResultFields | undefined {
     if (this.#byModel.has(model)) return this.#byModel.get(model);
     const fields = this.#collect(model);
     this.#byModel.set(model, fields);
     return fields;
   }
 
-  #collect(model: string): ResultFieldNeeds | undefined {
+  #collect(model: string): ResultFields | undefined {
     if (this.#before === undefined) return undefined;
     const direct = new Map<string, Set<string>>();
+    /** Each field's definitions, by what they need (`needsKey`). */
+    const definitions = new Map<string, Set<string>>();
     const merge = (name: string, needs: Iterable<unknown>): void => {
-      let set = direct.get(name);
-      if (set === undefined) {
-        set = new Set();
-        direct.set(name, set);
-      }
+      const set = entry(direct, name, () => new Set());
       for (const need of needs) if (typeof need === "string") set.add(need);
     };
     // Already resolved by Prisma down to columns.
@@ -92,12 +99,24 @@ export class ResultFieldRegistry {
       for (const [name, field] of Object.entries(before)) {
         if (!isObject(field) || !Array.isArray(field.needs)) return undefined;
         merge(name, field.needs);
+        entry(definitions, name, () => new Set()).add(needsKey(field.needs.map(String)));
       }
     } else if (before !== undefined) {
       return undefined;
     }
     for (const key of ["$allModels", lowerFirst(model)]) {
       for (const [name, needs] of this.#after.get(key) ?? []) merge(name, needs);
+      for (const [name, keys] of this.#afterDefinitions.get(key) ?? []) {
+        for (const k of keys) entry(definitions, name, () => new Set()).add(k);
+      }
+    }
+    const certain = new Map<string, ReadonlySet<string>>();
+    for (const [name, keys] of definitions) {
+      const needs = direct.get(name) as Set<string>;
+      // Prisma resolves a need naming a result field through the field the client has.
+      if (keys.size === 1 && ![...needs].some((need) => direct.has(need))) {
+        certain.set(name, needs);
+      }
     }
     // A need naming another result field stands for what that field needs: resolved here over
     // the union, keeping the name too (it may also be a column, which a later field shadows).
@@ -113,6 +132,21 @@ export class ResultFieldRegistry {
       }
       resolved.set(name, all);
     }
-    return resolved;
+    return { needs: resolved, certain };
   }
+}
+
+/** What a definition of a field needs, as one key: equal for definitions needing the same. */
+function needsKey(needs: readonly string[]): string {
+  return JSON.stringify([...new Set(needs)].sort());
+}
+
+/** The value of `key` in `map`, made first where there is none. */
+function entry<V>(map: Map<string, V>, key: string, make: () => V): V {
+  let value = map.get(key);
+  if (value === undefined) {
+    value = make();
+    map.set(key, value);
+  }
+  return value;
 }
