@@ -46,6 +46,7 @@ import {
   type EncryptedField,
   type EntityDescriptor,
   type FieldRead,
+  hasChildEntities,
   holderAt,
   holderOf,
   indexIn,
@@ -1494,11 +1495,6 @@ function requireInitialized(dataSource: DataSource, call: string): void {
 
 function describeEvent(metadata: EntityMetadata | undefined): EntityDescriptor | undefined {
   return metadata === undefined ? undefined : describe(metadata);
-}
-
-/** Single-table inheritance: entities below `metadata` share its table. */
-function hasChildEntities(metadata: EntityMetadata | undefined): metadata is EntityMetadata {
-  return metadata?.inheritancePattern === "STI" && metadata.childEntityMetadatas.length > 0;
 }
 
 /**

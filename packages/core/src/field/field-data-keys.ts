@@ -9,7 +9,7 @@ import { randomBytes } from "../hsm/random.ts";
 import type { KmsLike } from "../kms-like.ts";
 import { currentRequestId } from "../request-id-scope.ts";
 import type { CallOptions, EncryptionContext } from "../types.ts";
-import { type BoundField, contextKey, encodeBinding, holdsKeyContext } from "./binding.ts";
+import { type BoundField, encodeBinding, holdsKeyContext } from "./binding.ts";
 import type { DataKeyRecord, DataKeyStore } from "./data-key-store.ts";
 import {
   DATA_KEY_ID_LENGTH,
@@ -1021,14 +1021,14 @@ export class FieldDataKeys {
   }
 
   /**
-   * The id of the stable data key of `context` (the one `stableForScope` finds or creates),
-   * without touching the store or the KMS: the one this engine found for it, if it holds one,
-   * else the id of generation 0 (derived; the one in use unless a KMS key of the context was
-   * deleted, FORMAT §6.4.5).
+   * The id of the stable data key of `context` (`ctxKey` its contextKey; the one
+   * `stableForScope` finds or creates), without touching the store or the KMS: the one this
+   * engine found for it, if it holds one, else the id of generation 0 (derived; the one in use
+   * unless a KMS key of the context was deleted, FORMAT §6.4.5).
    */
-  stableIdOf(context: EncryptionContext): string {
+  stableIdOf(context: EncryptionContext, ctxKey: string): string {
     const keyId = this.#selectKey(context);
-    const found = this.#stableByScope.get(`${keyId}\u0000${contextKey(context)}`);
+    const found = this.#stableByScope.get(`${keyId}\u0000${ctxKey}`);
     if (found !== undefined && !found.retired) return found.id;
     return hexOf(stableDataKeyId(keyId, context, 0));
   }
@@ -1048,7 +1048,7 @@ export class FieldDataKeys {
    * @throws KMSInternalException when a row under the id is wrapped under another context; the
    *   KMS's error when the key cannot be unwrapped for another reason (disabled, pending deletion).
    */
-  async existingStable(
+  async #existingStable(
     keyId: string,
     context: EncryptionContext,
     ctxKey: string,
@@ -1085,7 +1085,7 @@ export class FieldDataKeys {
   }
 
   /**
-   * `useStable` on `existingStable`'s key, loading it again while a clear() drops it between
+   * `useStable` on `#existingStable`'s key, loading it again while a clear() drops it between
    * the load and the use; undefined when there is no such key.
    */
   async withExistingStable<T>(
@@ -1095,7 +1095,7 @@ export class FieldDataKeys {
     use: (stable: StableKey) => T,
   ): Promise<T | undefined> {
     for (;;) {
-      const stable = await this.existingStable(keyId, context, ctxKey);
+      const stable = await this.#existingStable(keyId, context, ctxKey);
       if (stable === undefined) return undefined;
       const value = this.useStable(stable, use);
       if (value !== undefined) return value;
@@ -1526,8 +1526,9 @@ function goneRow(record: DataKeyRecord, error: unknown): GoneStable {
   };
 }
 
+/** Whether `a` and `b` hold the same bytes (compared in place: no copy of either). */
 export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && Buffer.from(a).equals(Buffer.from(b));
+  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b);
 }
 
 /** Both contexts hold exactly the same pairs. */

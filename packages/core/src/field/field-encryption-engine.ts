@@ -986,7 +986,7 @@ export class FieldEncryptionEngine {
       // Charged with nothing: with maxValues 1 a charged look would make a data key per row.
       this.#keys.materialsFor(context, ctxKey, 0, undefined, 0),
       options?.loadStableKey === false
-        ? this.#keys.stableIdOf(context)
+        ? this.#keys.stableIdOf(context, ctxKey)
         : this.#keys.stableForScope(context, ctxKey).then((stable) => stable.id),
     ]);
     return { kmsKeyId: materials.kmsKeyId, stableDataKeyId };

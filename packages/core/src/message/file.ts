@@ -288,11 +288,8 @@ async function run(
  * abort reason) cannot carry the path: a process warning names it instead.
  */
 async function discard(temporary: string, error: unknown): Promise<unknown> {
-  const failure = await unlink(temporary).then(
-    () => undefined,
-    (reason: unknown) => reason,
-  );
-  if (failure === undefined || codeOf(failure) === "ENOENT") return error;
+  const failure = await removalFailure(temporary);
+  if (failure === undefined) return error;
   const why = codeOf(failure) || String(failure);
   const note = `the temporary file ${temporary} could not be removed (${why}): it may hold part of the output (plaintext, for a decryption); remove it`;
   if (error instanceof Error) {
@@ -394,11 +391,16 @@ async function moveIntoPlace(
       throw await refusal(failure, temporary, out);
     });
   }
-  const failure = await unlink(temporary).then(
+  return (await removalFailure(temporary)) === undefined ? undefined : temporary;
+}
+
+/** Unlinks `path`; resolves to why it is still there, or undefined (removed, or already gone). */
+async function removalFailure(path: string): Promise<unknown> {
+  const failure = await unlink(path).then(
     () => undefined,
     (reason: unknown) => reason,
   );
-  return failure === undefined || codeOf(failure) === "ENOENT" ? undefined : temporary;
+  return codeOf(failure) === "ENOENT" ? undefined : failure;
 }
 
 /**

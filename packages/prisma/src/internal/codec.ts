@@ -36,7 +36,7 @@ export type GlobalOmit = Readonly<Record<string, Readonly<Record<string, unknown
  * The result fields of other extensions a query of a model (its schema name) may compute, with
  * what they need (see `ResultFieldRegistry`); undefined when they cannot be known.
  */
-export type ResultFieldsOf = (model: string) => ResultFields | undefined;
+type ResultFieldsOf = (model: string) => ResultFields | undefined;
 /** What a field's values are bound to (`context`) and what chooses their data key. */
 type FieldCtx = Pick<FieldBinding, "context" | "keyContext">;
 
@@ -62,7 +62,7 @@ export interface FormChoice {
  * deterministic field: collected as choices the caller runs in turn, or, where the query cannot
  * be run again per form, refused when the value has several (`refuse` names the place).
  */
-export type UniqueWhere = FormChoice[] | { readonly refuse: string };
+type UniqueWhere = FormChoice[] | { readonly refuse: string };
 
 /** Unique inputs inside a write: the statement runs once, with one value per unique input. */
 const NESTED_UNIQUE: UniqueWhere = {

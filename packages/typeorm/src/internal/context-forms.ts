@@ -1,9 +1,7 @@
 import { ValidationError } from "@kms/core";
 import type { EntityMetadata, ValueTransformer } from "typeorm";
 import { MYSQL_FAMILY } from "./drivers.ts";
-
-// Not exported by TypeORM's entry point.
-type ColumnMetadata = EntityMetadata["columns"][number];
+import type { ColumnMetadata } from "./entity-descriptor.ts";
 
 /**
  * The text a context column gives back once the database has stored `value`, where that differs

@@ -9,8 +9,8 @@ import { type EncryptedColumnSpec, encryptedSpecsOf } from "../encrypted-column.
 import { type ContextForm, contextFormOf } from "./context-forms.ts";
 import type { SealedColumn } from "./sealed.ts";
 
-// Not exported by TypeORM's entry point.
-type ColumnMetadata = EntityMetadata["columns"][number];
+/** TypeORM's column metadata: the class is not exported by its entry point. */
+export type ColumnMetadata = EntityMetadata["columns"][number];
 type EmbeddedMetadata = EntityMetadata["embeddeds"][number];
 
 /**
@@ -138,8 +138,8 @@ export function literalDefault(column: ColumnMetadata): string | number | bigint
 }
 
 /** Whether rows of child entities share the table of `metadata` (single-table inheritance). */
-export function hasChildEntities(metadata: EntityMetadata): boolean {
-  return metadata.inheritancePattern === "STI" && metadata.childEntityMetadatas.length > 0;
+export function hasChildEntities(metadata: EntityMetadata | undefined): metadata is EntityMetadata {
+  return metadata?.inheritancePattern === "STI" && metadata.childEntityMetadatas.length > 0;
 }
 
 /** An EncryptedField before the entity's context columns are known. */

@@ -6,6 +6,7 @@ import type {
   UpdateQueryBuilder,
 } from "typeorm";
 import {
+  type ColumnMetadata,
   describe,
   type EncryptedField,
   hasChildEntities,
@@ -13,9 +14,6 @@ import {
   literalDefault,
 } from "./entity-descriptor.ts";
 import { type SealedBinding, sealedBindingOf } from "./sealed.ts";
-
-// Not exported by TypeORM's entry point.
-type ColumnMetadata = EntityMetadata["columns"][number];
 
 type Row = Record<string, unknown>;
 
