@@ -9,10 +9,11 @@ import type { AuditSink } from "../audit/audit-sink.ts";
 import { Auditor, type AuditorOptions } from "../audit/auditor.ts";
 import { MemoryAuditSink } from "../audit/memory-audit-sink.ts";
 import { parseBlob } from "../envelope/ciphertext-blob.ts";
-import { DryRunOperationError, ValidationError } from "../errors.ts";
+import { DryRunOperationError, NotFoundError, ValidationError } from "../errors.ts";
 import { type KmsContext, resolveKeyId } from "../internal/key-access.ts";
 import { setOwnMember } from "../internal/own-member.ts";
 import type { StoredKey } from "../keystore/key-store.ts";
+import { validateAliasName } from "../operations/aliases.ts";
 import { isRsaEncryptionAlgorithm } from "../operations/asymmetric.ts";
 import {
   retireGrantTarget,
@@ -322,6 +323,14 @@ export class CallGuard {
       // grant token names the key by itself.
       const retiring = call.operation === "retireGrant" ? retireGrantTarget(request) : undefined;
       if (retiring?.keyId !== undefined) ids.add(retiring.keyId);
+      // UpdateAlias and DeleteAlias are authorized on the key the alias points to now too (see
+      // aliases.ts): explained without it, a caller denied there would read "allowed".
+      if (call.operation === "updateAlias" || call.operation === "deleteAlias") {
+        const aliasName = validateAliasName(request.aliasName);
+        const alias = await base.store.getAlias(aliasName);
+        if (alias === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
+        ids.add(alias.targetKeyId);
+      }
       if (request.ciphertextBlob instanceof Uint8Array && request.sourceKeyId === undefined) {
         try {
           ids.add(parseBlob(request.ciphertextBlob).keyId);

@@ -275,10 +275,12 @@ async function outcome(settling: Promise<unknown>): Promise<unknown> {
 }
 
 /** Calls operation `name` of `kms` with `request`, as explain is told to. */
-function callByName(name: string, request: object): Promise<unknown> {
-  const operation = (kms as unknown as Record<string, (r: object) => Promise<unknown>>)[name];
+function callByName(name: string, request: object, options?: object): Promise<unknown> {
+  const operation = (kms as unknown as Record<string, (r: object, o?: object) => Promise<unknown>>)[
+    name
+  ];
   if (operation === undefined) throw new Error(`no operation ${name}`);
-  return operation.call(kms, request);
+  return operation.call(kms, request, options);
 }
 
 describe("explain names a key as the operation it explains does", () => {
@@ -363,6 +365,67 @@ describe("explain names a key as the operation it explains does", () => {
     await expect(
       kms.explain({ operation: "encrypt", request: { keyId: "alias/none" } }),
     ).rejects.toThrow("alias alias/none does not exist");
+  });
+});
+
+describe("explain of updateAlias and deleteAlias covers the key the alias points to now", () => {
+  async function denyBobOnAliasKey(): Promise<void> {
+    const document = JSON.parse((await kms.getKeyPolicy({ keyId })).policy) as {
+      Statement: object[];
+    };
+    document.Statement.push({
+      Sid: "no-bob",
+      Effect: "Deny",
+      Principal: { AWS: BOB },
+      Action: ["kms:UpdateAlias", "kms:DeleteAlias"],
+      Resource: "*",
+    });
+    await kms.putKeyPolicy({ keyId, policy: JSON.stringify(document) });
+  }
+
+  test("a caller denied on the current key is explained as denied, as the calls deny it", async () => {
+    await denyBobOnAliasKey();
+    const other = (await kms.createKey()).keyMetadata.keyId;
+    const requests: [string, object][] = [
+      ["updateAlias", { aliasName: "alias/app", targetKeyId: other }],
+      ["deleteAlias", { aliasName: "alias/app" }],
+    ];
+    for (const [operation, request] of requests) {
+      expect(await outcome(callByName(operation, request, { principal: BOB }))).toEqual([
+        "AccessDeniedError",
+        expect.any(String),
+      ]);
+      const explained = await kms.explain({ operation, request, as: { principal: BOB } });
+      expect(explained.allowed).toBe(false);
+      const denied = explained.decisions.find((d) => !d.allowed);
+      expect(denied).toMatchObject({
+        resource: `${ARN_PREFIX}:key/${keyId}`,
+        reason: "explicit-deny",
+        sid: "no-bob",
+      });
+      expect((await kms.explain({ operation, request })).allowed).toBe(true);
+    }
+    const moved = await kms.explain({
+      operation: "updateAlias",
+      request: { aliasName: "alias/app", targetKeyId: other },
+    });
+    expect(moved.decisions.map((d) => d.resource).sort()).toEqual(
+      [`${ARN_PREFIX}:key/${keyId}`, `${ARN_PREFIX}:key/${other}`].sort(),
+    );
+  });
+
+  test("an alias that does not exist or a malformed name is refused as the calls refuse it", async () => {
+    const requests: [string, object][] = [
+      ["updateAlias", { aliasName: "alias/missing", targetKeyId: keyId }],
+      ["deleteAlias", { aliasName: "alias/missing" }],
+      ["deleteAlias", { aliasName: "app" }],
+      ["deleteAlias", { aliasName: "alias/aws/s3" }],
+    ];
+    for (const [operation, request] of requests) {
+      const called = await outcome(callByName(operation, request));
+      expect(called).not.toBe("resolved");
+      expect(await outcome(kms.explain({ operation, request }))).toEqual(called);
+    }
   });
 });
 
