@@ -28,6 +28,9 @@ import { decidedRequestId, kmsContextOf } from "./kms-context.ts";
 import type { KmsModuleOptions, ResponseSigningPolicy } from "./kms-module.options.ts";
 import { verifiedSignatureOf } from "./signature.guard.ts";
 
+/** Responses a `SignResponseInterceptor` already signs. */
+const signing = new WeakSet<ServerResponse>();
+
 /**
  * Signs the response (RFC 9421) with Content-Digest, bound to the request it answers (`;req`:
  * the request's `@method`, `@target-uri` and, when `SignatureGuard` accepted one, its
@@ -37,6 +40,10 @@ import { verifiedSignatureOf } from "./signature.guard.ts";
  * problem+json instead of an unsigned response. A KMS signer's call is audited under the
  * request's id (its KMS context's, or the one `SignatureGuard` verified under), although Nest
  * writes the reply after the handler's scope has ended.
+ * A response is signed once: bound app-wide and by `@SignResponse`, the first interceptor to run
+ * (app-wide, then controller, then method) signs it with the options it resolves for the route,
+ * and the others pass it through. Two bound from different `KmsModule`s: the first one's module
+ * options are the base.
  */
 @Injectable()
 export class SignResponseInterceptor implements NestInterceptor {
@@ -57,13 +64,18 @@ export class SignResponseInterceptor implements NestInterceptor {
    */
   intercept(execution: ExecutionContext, next: CallHandler): Observable<unknown> {
     if (execution.getType() !== "http") return next.handle();
+    const { request, incoming, response } = httpObjects(execution);
+    // Bound app-wide and by @SignResponse, each interceptor would add its own signature under
+    // the same label (a 500). The outermost signs, with the options it resolves for the route;
+    // a later one's options are not even resolved (its module may configure no signer).
+    if (signing.has(response)) return next.handle();
     let options: ResponseSigningOptions;
     try {
       options = this.optionsFor(execution);
     } catch (error) {
       throw asServerFault(error, "response signing setup");
     }
-    const { request, incoming, response } = httpObjects(execution);
+    signing.add(response);
     signNodeResponse(response, options, () => this.binding(request, incoming));
     return next
       .handle()

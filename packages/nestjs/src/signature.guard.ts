@@ -45,10 +45,10 @@ export type VerifiedSignature = Extract<VerificationResult, { ok: true }>;
 
 const verified = new WeakMap<object, VerifiedSignature>();
 
-/** Per request: the guard classes that accepted it, and the nonces their checks recorded. */
+/** Per request: the checks that accepted it, and the nonces they recorded. */
 interface RequestVerification {
-  /** Their constructors: the class decides the keys and policy a guard verifies with. */
-  readonly guards: Set<object>;
+  /** Each guard that accepted it, and the route it verified it for. */
+  readonly accepted: AcceptedVerification[];
   /**
    * Per nonce store, the nonces this request's checks recorded in it. A nonce recorded in
    * another store is no proof for this one: a subclass with its own store (a shared Redis store
@@ -58,12 +58,19 @@ interface RequestVerification {
   readonly nonces: WeakMap<NonceStore, Set<string>>;
 }
 
+interface AcceptedVerification {
+  readonly guard: SignatureGuard;
+  /** The route's handler and controller: their decorators are part of the policy. */
+  readonly handler: object;
+  readonly controller: object;
+}
+
 const verifications = new WeakMap<object, RequestVerification>();
 
 function verificationOf(request: object): RequestVerification {
   let state = verifications.get(request);
   if (state === undefined) {
-    state = { guards: new Set(), nonces: new WeakMap() };
+    state = { accepted: [], nonces: new WeakMap() };
     verifications.set(request, state);
   }
   return state;
@@ -118,9 +125,10 @@ const DEFAULT_BODY_LIMIT = 1024 * 1024;
  * uses), so a KMS verifier's call is audited under it; the id is echoed in `x-request-id`, on a
  * refusal too.
  * Subclass it and override the `protected` hooks (`resolveKey`, `policyFor`,
- * `requestMessage`, `rejection`). Bound twice on a route, one guard class verifies once; a
- * subclass next to it verifies again with its own hooks (the request's nonce is not a replay
- * to it).
+ * `requestMessage`, `rejection`). Several guards on one route each verify with their own policy
+ * (the request's nonce is not a replay to the later ones); only a repeat of the same check is
+ * skipped: the same guard bound twice, or the app-wide `SignatureGuard` and the one
+ * `@RequireSignature` binds when both come from the same `KmsModule`.
  */
 @Injectable()
 export class SignatureGuard implements CanActivate {
@@ -149,11 +157,14 @@ export class SignatureGuard implements CanActivate {
     if (this.skipped(execution)) return true;
     const { request, incoming, response } = httpObjects(execution);
     // The same guard may be bound twice (app-wide and by @RequireSignature): it verifies once.
-    // Another guard class (a subclass with its own keys or policy) verifies for itself, or its
-    // checks would be skipped whenever an app-wide guard accepted the request first.
+    // Any other guard verifies for itself, or a route's keys and policy would be skipped
+    // whenever a guard with a laxer policy accepted the request first.
     const state = verificationOf(request);
-    const guard: object = this.constructor;
-    if (state.guards.has(guard)) return true;
+    const route: Omit<AcceptedVerification, "guard"> = {
+      handler: execution.getHandler(),
+      controller: execution.getClass(),
+    };
+    if (state.accepted.some((earlier) => this.#acceptedBy(earlier, route))) return true;
     const policy = this.policyFor(execution);
     const body = await this.rawBody(request, incoming, policy.bodyLimit ?? DEFAULT_BODY_LIMIT);
     const message = this.requestMessage(request, incoming, body);
@@ -180,8 +191,29 @@ export class SignatureGuard implements CanActivate {
     }
     if (!result.ok) throw this.rejection(result, execution);
     verified.set(request, result);
-    state.guards.add(guard);
+    state.accepted.push({ guard: this, ...route });
     return true;
+  }
+
+  /**
+   * Whether an earlier acceptance of this request stands for this guard's own check: only when
+   * that check would be the very same. Same route (its decorators are merged into the policy),
+   * and the same guard instance, or two plain `SignatureGuard`s built from the same module
+   * options object, KMS and nonce store (the app-wide one and the one `@RequireSignature`
+   * binds: their policy is nothing else). A subclass's hooks may read state of their own (an
+   * injected key registry), so a subclass's acceptance stands for that instance only.
+   */
+  #acceptedBy(earlier: AcceptedVerification, route: Omit<AcceptedVerification, "guard">): boolean {
+    if (earlier.handler !== route.handler || earlier.controller !== route.controller) return false;
+    const other = earlier.guard;
+    if (other === this) return true;
+    return (
+      other.constructor === SignatureGuard &&
+      this.constructor === SignatureGuard &&
+      other.options === this.options &&
+      other.kmsService === this.kmsService &&
+      other.defaultNonceStore === this.defaultNonceStore
+    );
   }
 
   #ownNonceStore(): NonceStore {

@@ -1,8 +1,9 @@
 /**
- * Several signature guards on one route: an app-wide `SignatureGuard` and a controller's
- * subclass with its own keys. Each guard class must verify with its own hooks; the dedup that
- * spares a guard bound twice (kms.module.test.ts: app-wide and by @RequireSignature) must not
- * let one class's acceptance stand for another's.
+ * Several signature guards on one route: an app-wide `SignatureGuard` next to a controller's
+ * subclass with its own keys, next to a guard of another `KmsModule`, or next to one built by
+ * hand with other options. Each must verify with its own policy: the dedup that spares the
+ * same check run twice (app-wide and by @RequireSignature, from one module) must not let an
+ * acceptance under a laxer policy stand for a stricter one.
  */
 import "reflect-metadata";
 import {
@@ -18,13 +19,25 @@ import {
   type ExecutionContext,
   Get,
   type INestApplication,
+  Inject,
+  Injectable,
+  Module,
+  Post,
   UseGuards,
 } from "@nestjs/common";
-import { APP_GUARD } from "@nestjs/core";
+import { APP_GUARD, Reflector } from "@nestjs/core";
 import { Test } from "@nestjs/testing";
 import request from "supertest";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type EffectiveSignaturePolicy, KmsModule, SignatureGuard } from "../src/index.ts";
+import {
+  type EffectiveSignaturePolicy,
+  KMS_MODULE_OPTIONS,
+  KmsModule,
+  type KmsModuleOptions,
+  KmsService,
+  RequireSignature,
+  SignatureGuard,
+} from "../src/index.ts";
 import { listen } from "./helpers.ts";
 
 const clientSecret = Buffer.alloc(32, 0x63);
@@ -151,5 +164,189 @@ describe("a subclass whose nonce store is not the app-wide guard's", () => {
     const replay = await request(sharedOrigin).get("/shared").set(headers);
     expect(replay.status, replay.text).toBe(401);
     expect(JSON.parse(replay.text)).toMatchObject({ check: "replay" });
+  });
+});
+
+// The admin API: its routes take admin keys only, while the app's other guards know every key.
+const adminSecret = Buffer.alloc(32, 0x61);
+const admin = createHmacSigner(adminSecret, { keyId: "admin" });
+const adminVerifier = createHmacVerifier(adminSecret);
+const allKeys = new Map([...registry, ["admin", adminVerifier]]);
+const adminOnly = (id: string) => (id === "admin" ? adminVerifier : undefined);
+const shredded: string[] = [];
+
+@Controller("admin")
+@RequireSignature()
+class AdminController {
+  @Post("shred")
+  shred(): { shredded: boolean } {
+    shredded.push("shred");
+    return { shredded: true };
+  }
+}
+
+async function postShred(origin: string, signer: MessageSigner) {
+  const headers = await signRequest(
+    { method: "POST", url: `${origin}/admin/shred`, headers: {} },
+    { signer, nonce: true },
+  );
+  return request(origin).post("/admin/shred").set(headers).send();
+}
+
+/** Admin-signed passes both guards; partner-signed is refused by the admin route's own check. */
+async function expectAdminOnly(origin: string) {
+  const before = shredded.length;
+  const ok = await postShred(origin, admin);
+  expect(ok.status, ok.text).toBe(201);
+  expect(shredded.length).toBe(before + 1);
+  const refused = await postShred(origin, partner);
+  expect(refused.status, refused.text).toBe(401);
+  expect(JSON.parse(refused.text)).toMatchObject({ check: "key" });
+  expect(shredded.length).toBe(before + 1);
+}
+
+describe("an app-wide `new SignatureGuard(…, otherOptions)` next to the module's", () => {
+  it("does not let its acceptance stand for a @RequireSignature route's stricter keys", async () => {
+    const moduleRef = await Test.createTestingModule({
+      imports: [KmsModule.forRoot({ signature: { keyLookup: adminOnly } })],
+      controllers: [AdminController],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger: false });
+    // Same class, options of its own: e.g. a partner API's guard that knows every key.
+    app.useGlobalGuards(
+      new SignatureGuard(app.get(Reflector), app.get(KmsService), {
+        signature: { keyLookup: (id) => allKeys.get(id) },
+      }),
+    );
+    const origin = await listen(app);
+    try {
+      await expectAdminOnly(origin);
+    } finally {
+      await app.close();
+    }
+  });
+});
+
+@Module({
+  imports: [KmsModule.forRoot({ isGlobal: false, signature: { keyLookup: adminOnly } })],
+  controllers: [AdminController],
+})
+class AdminModule {}
+
+describe("two KmsModules: a global one with APP_GUARD, a module's own non-global one", () => {
+  it("verifies the module's routes with the module's keys after the app-wide guard", async () => {
+    const moduleRef = await Test.createTestingModule({
+      imports: [
+        KmsModule.forRoot({ signature: { keyLookup: (id) => allKeys.get(id) } }),
+        AdminModule,
+      ],
+      providers: [{ provide: APP_GUARD, useClass: SignatureGuard }],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger: false });
+    const origin = await listen(app);
+    try {
+      await expectAdminOnly(origin);
+    } finally {
+      await app.close();
+    }
+  });
+});
+
+describe("two instances of one subclass, each with keys of its own", () => {
+  const KEYS = Symbol("KEYS");
+
+  @Injectable()
+  class RegistryGuard extends SignatureGuard {
+    readonly #keys: ReadonlyMap<string, MessageVerifier>;
+    constructor(
+      @Inject(Reflector) reflector: Reflector,
+      @Inject(KmsService) kmsService: KmsService,
+      @Inject(KMS_MODULE_OPTIONS) options: KmsModuleOptions,
+      @Inject(KEYS) keys: ReadonlyMap<string, MessageVerifier>,
+    ) {
+      super(reflector, kmsService, options);
+      this.#keys = keys;
+    }
+    protected override resolveKey(keyId: string): MessageVerifier | undefined {
+      return this.#keys.get(keyId);
+    }
+  }
+
+  @Controller("admin")
+  @UseGuards(RegistryGuard)
+  class RegistryAdminController {
+    @Post("shred")
+    shred(): { shredded: boolean } {
+      shredded.push("shred");
+      return { shredded: true };
+    }
+  }
+
+  it("verifies with each instance's keys, not once per class", async () => {
+    const moduleRef = await Test.createTestingModule({
+      imports: [KmsModule.forRoot({})],
+      controllers: [RegistryAdminController],
+      providers: [{ provide: KEYS, useValue: new Map([["admin", adminVerifier]]) }],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger: false });
+    app.useGlobalGuards(
+      new RegistryGuard(
+        app.get(Reflector),
+        app.get(KmsService),
+        app.get<KmsModuleOptions>(KMS_MODULE_OPTIONS),
+        allKeys,
+      ),
+    );
+    const origin = await listen(app);
+    try {
+      await expectAdminOnly(origin);
+    } finally {
+      await app.close();
+    }
+  });
+});
+
+describe("the module's guard bound app-wide and by @RequireSignature", () => {
+  it("verifies once: one key lookup per request, its nonce recorded once", async () => {
+    const lookups: string[] = [];
+    const nonces = new MemoryNonceStore();
+    let stored = 0;
+    const moduleRef = await Test.createTestingModule({
+      imports: [
+        KmsModule.forRoot({
+          signature: {
+            keyLookup: (id) => {
+              lookups.push(id);
+              return adminOnly(id);
+            },
+            nonceStore: {
+              checkAndStore: (nonce, ttl) => {
+                stored++;
+                return nonces.checkAndStore(nonce, ttl);
+              },
+            },
+          },
+        }),
+      ],
+      controllers: [AdminController],
+      providers: [{ provide: APP_GUARD, useClass: SignatureGuard }],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger: false });
+    const origin = await listen(app);
+    try {
+      const headers = await signRequest(
+        { method: "POST", url: `${origin}/admin/shred`, headers: {} },
+        { signer: admin, nonce: true },
+      );
+      const ok = await request(origin).post("/admin/shred").set(headers).send();
+      expect(ok.status, ok.text).toBe(201);
+      expect(lookups).toEqual(["admin"]);
+      expect(stored).toBe(1);
+      const replay = await request(origin).post("/admin/shred").set(headers).send();
+      expect(replay.status, replay.text).toBe(401);
+      expect(JSON.parse(replay.text)).toMatchObject({ check: "replay" });
+    } finally {
+      await app.close();
+    }
   });
 });
