@@ -11,6 +11,10 @@ import { isPlainObject } from "../internal/assert.ts";
 import type { KeyStore, StoredGrant, StoredKey } from "../keystore/key-store.ts";
 import { type AuthorizationRequest, accountOf, type Decision, evaluate } from "./evaluate.ts";
 import { defaultKeyPolicy, type PolicyDocument, parsePolicyCached } from "./policy-document.ts";
+import {
+  DEFAULT_PENDING_WINDOW_IN_DAYS,
+  DEFAULT_ROTATION_PERIOD_IN_DAYS,
+} from "./request-defaults.ts";
 
 /** Policy settings of one Kms (from createKms options). */
 export interface PolicySettings {
@@ -309,6 +313,16 @@ export function authorizationRequest(
     return typeof value === "string" || typeof value === "boolean" ? [String(value)] : undefined;
   };
 
+  /**
+   * The number of days the operation applies: the request's, or its default when the field is
+   * omitted, as for createKey's properties above. Only an omitted field takes the default (the
+   * operation refuses `null`); a value of the wrong type has none, the operation refuses it.
+   */
+  const applied = (given: unknown, fallback: number): readonly string[] | undefined => {
+    const days = given === undefined ? fallback : given;
+    return typeof days === "number" ? [String(days)] : undefined;
+  };
+
   // kms:EncryptionContext:<key> names the context key in any case, as AWS reads the whole
   // condition key name; only values are case-sensitive. A context may hold one key in several
   // cases (`{ stage: "x", Stage: "y" }`): each value is one reading of the condition key, and
@@ -461,14 +475,14 @@ export function authorizationRequest(
       }
       case "kms:bypasspolicylockoutsafetycheck":
         return bool(field(request, "bypassPolicyLockoutSafetyCheck"));
-      case "kms:rotationperiodindays": {
-        const days = field(request, "rotationPeriodInDays");
-        return typeof days === "number" ? [String(days)] : undefined;
-      }
-      case "kms:schedulekeydeletionpendingwindowindays": {
-        const days = field(request, "pendingWindowInDays");
-        return typeof days === "number" ? [String(days)] : undefined;
-      }
+      case "kms:rotationperiodindays":
+        return call.operation === "enableKeyRotation"
+          ? applied(field(request, "rotationPeriodInDays"), DEFAULT_ROTATION_PERIOD_IN_DAYS)
+          : undefined;
+      case "kms:schedulekeydeletionpendingwindowindays":
+        return call.operation === "scheduleKeyDeletion"
+          ? applied(field(request, "pendingWindowInDays"), DEFAULT_PENDING_WINDOW_IN_DAYS)
+          : undefined;
       default:
         return undefined;
     }

@@ -3,14 +3,19 @@
  * call's state and context, validates grant tokens, authorizes calls that have no key, applies
  * dryRun, and records the audit event once the operation settled.
  */
-import type { KmsIdentity } from "../arn.ts";
+import { type KmsIdentity, keyArn } from "../arn.ts";
 import { buildAuditEvent } from "../audit/audit-event.ts";
 import type { AuditSink } from "../audit/audit-sink.ts";
 import { Auditor, type AuditorOptions } from "../audit/auditor.ts";
 import { MemoryAuditSink } from "../audit/memory-audit-sink.ts";
 import { parseBlob } from "../envelope/ciphertext-blob.ts";
-import { DryRunOperationError, NotFoundError, ValidationError } from "../errors.ts";
-import { type KmsContext, resolveKeyId } from "../internal/key-access.ts";
+import {
+  DryRunOperationError,
+  KmsInternalError,
+  NotFoundError,
+  ValidationError,
+} from "../errors.ts";
+import { isDeletionDue, type KmsContext, resolveKeyId } from "../internal/key-access.ts";
 import { setOwnMember } from "../internal/own-member.ts";
 import type { StoredKey } from "../keystore/key-store.ts";
 import { validateAliasName } from "../operations/aliases.ts";
@@ -292,9 +297,14 @@ export class CallGuard {
    * Which statement or grant would allow or deny `call`, without performing it. Keys come from
    * the request's key arguments, those the operation reads (KEY_ARGUMENTS), or its ciphertext
    * header. A key argument the operation would refuse for its form is refused here alike.
-   * @throws ValidationError, NotFoundError.
+   * `call` is the call explained (its principal may be another's, `as`); `base.call` is the
+   * explain call itself, whose caller must be allowed to read each key (explainableKey).
+   * @throws ValidationError, NotFoundError (a key that does not exist, as the calls answer),
+   *   AccessDeniedError (the caller may not read a key's policy or grants).
    */
   async explain(base: KmsContext, call: CallState): Promise<ExplainResult> {
+    const caller = base.call;
+    if (caller === undefined) throw new KmsInternalError("explain runs only as a call");
     const settings: PolicySettings = { ...this.settings, enabled: true };
     const probe: CallState = { ...call, settings, decisions: [] };
     const request = (call.request ?? {}) as Record<string, unknown>;
@@ -331,7 +341,18 @@ export class CallGuard {
         if (alias === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
         ids.add(alias.targetKeyId);
       }
-      if (request.ciphertextBlob instanceof Uint8Array && request.sourceKeyId === undefined) {
+      // An RSA ciphertext is raw RSA output with no header: bytes that happen to parse as one
+      // would name a key the call never reads (and, missing, fail this explain as NotFound).
+      const rsaCiphertext = isRsaEncryptionAlgorithm(
+        call.operation === "reEncrypt"
+          ? request.sourceEncryptionAlgorithm
+          : request.encryptionAlgorithm,
+      );
+      if (
+        request.ciphertextBlob instanceof Uint8Array &&
+        request.sourceKeyId === undefined &&
+        !rsaCiphertext
+      ) {
         try {
           ids.add(parseBlob(request.ciphertextBlob).keyId);
         } catch {
@@ -343,10 +364,10 @@ export class CallGuard {
           `"request" names no key for ${call.operation} to be explained on`,
         );
       }
-      for (const keyId of ids) {
-        const key = await base.store.getKey(keyId);
-        if (key === undefined) continue;
-        call.keys.set(keyId, key);
+      const keys: StoredKey[] = [];
+      for (const keyId of ids) keys.push(await explainableKey(base, caller, keyId));
+      for (const key of keys) {
+        const keyId = key.keyId;
         const policy = keyPolicyOf(key, settings.identity);
         const actions: (readonly [string, KeyRole])[] =
           keyId !== rsaSource
@@ -418,6 +439,33 @@ export class CallGuard {
     if (!this.auditing) return RECORDED;
     return this.auditor.record(buildAuditEvent(call, outcome));
   }
+}
+
+/** What explain reports of a key is what these read: its policy's statements, its grants. */
+const EXPLAIN_READS = ["getKeyPolicy", "listGrants"] as const;
+
+/**
+ * Reads key `keyId` for explain, once its caller (the explain call's, never the `as` principal)
+ * is authorized for kms:GetKeyPolicy and kms:ListGrants on it as those calls are, naming it by
+ * key id: the statement indexes, Sids and grant ids explain reports would otherwise reach a
+ * caller the key policy keeps from them, explicit Deny included. The authorizations and the key
+ * go into the explain call's own record (its audit event's decisions and resources).
+ * @throws NotFoundError for a key that does not exist or whose deletion is due (as every call
+ *   answers; not destroyed here, explain changes nothing), AccessDeniedError.
+ */
+async function explainableKey(
+  base: KmsContext,
+  caller: CallState,
+  keyId: string,
+): Promise<StoredKey> {
+  const key = await base.store.getKey(keyId);
+  if (key === undefined || isDeletionDue(base, key)) {
+    throw new NotFoundError(`key ${keyArn(base.identity, keyId)} does not exist`);
+  }
+  for (const operation of EXPLAIN_READS) {
+    await authorizeKey({ ...caller, operation, request: { keyId } }, base.store, key);
+  }
+  return key;
 }
 
 /**
