@@ -91,7 +91,8 @@ function isServiceException(error: unknown): error is ServiceException {
  *   ValidationException, KMSInvalidSignatureException, …) becomes that class, with the same
  *   `code` and AWS's message, or `AWS KMS <operation> failed with <name>` when AWS sent none.
  * - Any other AWS exception (DependencyTimeoutException, KeyUnavailableException,
- *   CustomKeyStore*, ThrottlingException, …) becomes KmsInternalError whose message names it.
+ *   CustomKeyStore*, ThrottlingException, the signature and access key refusals, @kms/server's
+ *   InsecureTransportException, …) becomes KmsInternalError whose message names it.
  * - Anything else (network, credentials, an unreadable response) becomes KmsInternalError
  *   naming only the error's class: such messages can quote response bytes.
  * @param operation The AWS operation name, for messages (e.g. "Decrypt").

@@ -373,6 +373,7 @@ export class AwsKms implements KmsLike {
     try {
       const ciphertextBlob = bytes(op, out, "CiphertextBlob");
       const keyId = text(op, out, "KeyId");
+      const keyMaterialId = optionalText(op, out, "KeyMaterialId");
       const plaintext = bytes(op, out, "Plaintext");
       const expected =
         request.numberOfBytes ??
@@ -386,7 +387,12 @@ export class AwsKms implements KmsLike {
           `AWS KMS ${op} returned a ${got}-byte data key; ${expected} bytes were requested`,
         );
       }
-      return { ciphertextBlob, plaintext, keyId };
+      return {
+        ciphertextBlob,
+        plaintext,
+        keyId,
+        ...(keyMaterialId === undefined ? {} : { keyMaterialId }),
+      };
     } finally {
       wipe(out, "Plaintext");
     }
@@ -414,7 +420,12 @@ export class AwsKms implements KmsLike {
         o,
       ),
     );
-    return { ciphertextBlob: bytes(op, out, "CiphertextBlob"), keyId: text(op, out, "KeyId") };
+    const keyMaterialId = optionalText(op, out, "KeyMaterialId");
+    return {
+      ciphertextBlob: bytes(op, out, "CiphertextBlob"),
+      keyId: text(op, out, "KeyId"),
+      ...(keyMaterialId === undefined ? {} : { keyMaterialId }),
+    };
   }
 
   /**

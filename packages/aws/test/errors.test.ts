@@ -376,6 +376,24 @@ describe("malformed answers", () => {
     expect(error.message).toBe('AWS KMS Verify response member "SignatureValid" is not a boolean');
   });
 
+  it.each(["Decrypt", "GenerateDataKey", "GenerateDataKeyWithoutPlaintext"])(
+    "%s: KeyMaterialId is read, and one that is not a string → KmsInternalError",
+    async (operation) => {
+      const [call, ok] = CALLS[operation]!;
+      const answer = await call(
+        answering({ status: 200, body: { ...ok, KeyMaterialId: "m-2" } }).kms,
+      );
+      expect(answer).toMatchObject({ keyMaterialId: "m-2" });
+      const error = await failure(
+        call(answering({ status: 200, body: { ...ok, KeyMaterialId: 7 } }).kms),
+      );
+      expect(error).toBeInstanceOf(KmsInternalError);
+      expect(error.message).toBe(
+        `AWS KMS ${operation} response member "KeyMaterialId" is not a string`,
+      );
+    },
+  );
+
   it("SignatureValid false is an invalid signature, never a success", async () => {
     const { kms } = answering({ status: 200, body: { ...VERIFY_OK, SignatureValid: false } });
     const error = await failure(CALLS.Verify![0](kms));

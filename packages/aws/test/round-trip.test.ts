@@ -194,12 +194,21 @@ describe("data keys", () => {
       EncryptionContext: encryptionContext,
       ...wire,
     });
-    expect(Object.keys(key).sort()).toEqual(["ciphertextBlob", "keyId", "plaintext"]);
+    expect(Object.keys(key).sort()).toEqual([
+      "ciphertextBlob",
+      "keyId",
+      "keyMaterialId",
+      "plaintext",
+    ]);
     expect(key.plaintext.length).toBe(length);
     expect(key.plaintext.buffer.byteLength).toBe(length);
     expect(key.keyId).toMatch(/:key\//);
+    const { currentKeyMaterialId } = (await core.describeKey({ keyId: keys.symmetric }))
+      .keyMetadata;
+    expect(key.keyMaterialId).toBe(currentKeyMaterialId);
     const opened = await kms.decrypt({ ciphertextBlob: key.ciphertextBlob, encryptionContext });
     expect(opened.plaintext).toEqual(key.plaintext);
+    expect(opened.keyMaterialId).toBe(key.keyMaterialId);
   });
 
   it("generateDataKeyWithoutPlaintext returns no plaintext, and the key decrypts", async () => {
@@ -214,9 +223,10 @@ describe("data keys", () => {
       NumberOfBytes: 24,
       EncryptionContext: encryptionContext,
     });
-    expect(Object.keys(key).sort()).toEqual(["ciphertextBlob", "keyId"]);
+    expect(Object.keys(key).sort()).toEqual(["ciphertextBlob", "keyId", "keyMaterialId"]);
     const opened = await kms.decrypt({ ciphertextBlob: key.ciphertextBlob, encryptionContext });
     expect(opened.plaintext.length).toBe(24);
+    expect(opened.keyMaterialId).toBe(key.keyMaterialId);
   });
 });
 

@@ -3,7 +3,7 @@
  * KMSClient, which signs with SigV4 and talks HTTP to @kms/server, which runs the calls on an
  * in-process Kms as the access key's principal. What the wire carries is AWS's own protocol.
  */
-import type { Server } from "node:http";
+import * as http from "node:http";
 import type { AddressInfo } from "node:net";
 import { KMSClient } from "@aws-sdk/client-kms";
 import {
@@ -21,6 +21,7 @@ import {
   type Kms,
   KmsInternalError,
   KmsKeyring,
+  type KmsLike,
   MemoryDataKeyStore,
   NotFoundError,
 } from "@kms/core";
@@ -30,7 +31,7 @@ import {
   signRequest,
   verifyMessage,
 } from "@kms/http-signatures";
-import { createKmsServer } from "@kms/server";
+import { createKmsRequestHandler, createKmsServer } from "@kms/server";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type AwsKms, awsKms } from "../src/index.ts";
 
@@ -42,7 +43,7 @@ const SECRETS = {
 };
 
 let kms: Kms;
-let server: Server;
+let server: http.Server;
 let endpoint: string;
 
 function remote(accessKeyId: keyof typeof SECRETS): AwsKms {
@@ -330,5 +331,226 @@ describe("key management answers that are not AWS KMS's", () => {
         DeletionDate: "soon",
       }).scheduleKeyDeletion({ keyId: "k" }),
     ).rejects.toBeInstanceOf(KmsInternalError);
+  });
+});
+
+/**
+ * Each KmsLike operation, called once on the in-process Kms and once through awsKms and the
+ * server (the same Kms, the same principal): the remote answer must have exactly the members of
+ * the local one, with the same values wherever they are not random bytes. A member the wrapper
+ * forgets to read from the AWS answer (as KeyMaterialId once was in GenerateDataKey) fails here.
+ */
+describe("every KmsLike operation answers what the in-process Kms answers", () => {
+  type Case = (kms: KmsLike) => Promise<object>;
+  const message = new TextEncoder().encode("compare me");
+  const as = { principal: APP };
+  let keys: Record<"symmetric" | "rsaEncrypt" | "rsaSign" | "p256" | "ecdh" | "hmac", string>;
+  let sealed: { symmetric: Uint8Array; rsa: Uint8Array; dataKey: Uint8Array };
+  let signature: Uint8Array;
+  let mac: Uint8Array;
+
+  beforeAll(async () => {
+    keys = {
+      symmetric: await appOnlyKey(),
+      rsaEncrypt: await appOnlyKey({ keySpec: "RSA_2048", keyUsage: "ENCRYPT_DECRYPT" }),
+      rsaSign: await appOnlyKey({ keySpec: "RSA_2048", keyUsage: "SIGN_VERIFY" }),
+      p256: await appOnlyKey({ keySpec: "ECC_NIST_P256", keyUsage: "SIGN_VERIFY" }),
+      ecdh: await appOnlyKey({ keySpec: "ECC_NIST_P256", keyUsage: "KEY_AGREEMENT" }),
+      hmac: await appOnlyKey({ keySpec: "HMAC_256", keyUsage: "GENERATE_VERIFY_MAC" }),
+    };
+    // A rotation, so that key material ids name one version among several.
+    await kms.rotateKeyOnDemand({ keyId: keys.symmetric });
+    sealed = {
+      symmetric: (await kms.encrypt({ keyId: keys.symmetric, plaintext: message }, as))
+        .ciphertextBlob,
+      rsa: (
+        await kms.encrypt(
+          {
+            keyId: keys.rsaEncrypt,
+            plaintext: message,
+            encryptionAlgorithm: "RSAES_OAEP_SHA_256",
+          },
+          as,
+        )
+      ).ciphertextBlob,
+      dataKey: (
+        await kms.generateDataKeyWithoutPlaintext({ keyId: keys.symmetric, keySpec: "AES_256" }, as)
+      ).ciphertextBlob,
+    };
+    signature = (
+      await kms.sign({ keyId: keys.p256, message, signingAlgorithm: "ECDSA_SHA_256" }, as)
+    ).signature;
+    mac = (await kms.generateMac({ keyId: keys.hmac, message, macAlgorithm: "HMAC_SHA_256" }, as))
+      .mac;
+  });
+
+  // Typed by KmsLike's own keys: an operation added to it fails the build here until it has cases.
+  const CASES: { readonly [M in keyof KmsLike]: Readonly<Record<string, Case>> } = {
+    encrypt: {
+      symmetric: (k) => k.encrypt({ keyId: keys.symmetric, plaintext: message }, as),
+      "RSA-OAEP": (k) =>
+        k.encrypt(
+          { keyId: keys.rsaEncrypt, plaintext: message, encryptionAlgorithm: "RSAES_OAEP_SHA_256" },
+          as,
+        ),
+    },
+    decrypt: {
+      symmetric: (k) => k.decrypt({ ciphertextBlob: sealed.symmetric }, as),
+      "a data key": (k) => k.decrypt({ ciphertextBlob: sealed.dataKey }, as),
+      "RSA-OAEP": (k) =>
+        k.decrypt(
+          {
+            ciphertextBlob: sealed.rsa,
+            keyId: keys.rsaEncrypt,
+            encryptionAlgorithm: "RSAES_OAEP_SHA_256",
+          },
+          as,
+        ),
+    },
+    generateDataKey: {
+      AES_256: (k) => k.generateDataKey({ keyId: keys.symmetric, keySpec: "AES_256" }, as),
+      "64 bytes": (k) => k.generateDataKey({ keyId: keys.symmetric, numberOfBytes: 64 }, as),
+    },
+    generateDataKeyWithoutPlaintext: {
+      AES_256: (k) =>
+        k.generateDataKeyWithoutPlaintext({ keyId: keys.symmetric, keySpec: "AES_256" }, as),
+    },
+    sign: {
+      ECDSA: (k) => k.sign({ keyId: keys.p256, message, signingAlgorithm: "ECDSA_SHA_256" }, as),
+      "RSA-PSS": (k) =>
+        k.sign({ keyId: keys.rsaSign, message, signingAlgorithm: "RSASSA_PSS_SHA_256" }, as),
+    },
+    verify: {
+      ECDSA: (k) =>
+        k.verify({ keyId: keys.p256, message, signature, signingAlgorithm: "ECDSA_SHA_256" }, as),
+    },
+    generateMac: {
+      HMAC_SHA_256: (k) =>
+        k.generateMac({ keyId: keys.hmac, message, macAlgorithm: "HMAC_SHA_256" }, as),
+    },
+    verifyMac: {
+      HMAC_SHA_256: (k) =>
+        k.verifyMac({ keyId: keys.hmac, message, mac, macAlgorithm: "HMAC_SHA_256" }, as),
+    },
+    getPublicKey: {
+      "an RSA encryption key": (k) => k.getPublicKey({ keyId: keys.rsaEncrypt }, as),
+      "an RSA signing key": (k) => k.getPublicKey({ keyId: keys.rsaSign }, as),
+      "a key agreement key": (k) => k.getPublicKey({ keyId: keys.ecdh }, as),
+    },
+  };
+
+  /** Random bytes (ciphertexts, data keys, signatures) differ between two calls; the rest not. */
+  const RANDOM = new Set(["ciphertextBlob", "plaintext", "signature"]);
+  const comparable = (answer: object) =>
+    Object.fromEntries(
+      Object.entries(answer).filter(([member, value]) => {
+        return !(value instanceof Uint8Array && RANDOM.has(member));
+      }),
+    );
+
+  const cases = Object.entries(CASES).flatMap(([operation, byName]) =>
+    Object.entries(byName).map(([name, call]) => [operation, name, call] as const),
+  );
+
+  it.each(cases)("%s (%s)", async (_operation, _name, call) => {
+    const local = await call(kms);
+    const remoteAnswer = await call(remote("AKIAAPP0000000000001"));
+    expect(Object.keys(remoteAnswer).sort()).toEqual(Object.keys(local).sort());
+    expect(comparable(remoteAnswer)).toEqual(comparable(local));
+  });
+
+  it("the key-management calls answer their members as the in-process Kms has them", async () => {
+    const app = remote("AKIAAPP0000000000001");
+    const created = (await app.createKey({ description: "compare" })).keyMetadata;
+    const local = (await kms.describeKey({ keyId: created.keyId })).keyMetadata;
+    const described = (await app.describeKey({ keyId: created.keyId })).keyMetadata;
+    for (const answer of [created, described]) {
+      const expected = Object.fromEntries(
+        Object.keys(answer).map((m) => [m, local[m as keyof typeof local]]),
+      );
+      expect(answer).toEqual(expected);
+    }
+    const scheduled = await app.scheduleKeyDeletion({
+      keyId: created.keyId,
+      pendingWindowInDays: 7,
+    });
+    const pending = (await kms.describeKey({ keyId: created.keyId })).keyMetadata;
+    expect(scheduled).toEqual({
+      keyId: pending.arn,
+      keyState: pending.keyState,
+      deletionDate: pending.deletionDate,
+    });
+    expect((await app.describeKey({ keyId: created.keyId })).keyMetadata).toEqual({
+      keyId: pending.keyId,
+      arn: pending.arn,
+      keyState: pending.keyState,
+      enabled: pending.enabled,
+      description: pending.description,
+      deletionDate: pending.deletionDate,
+    });
+  });
+});
+
+describe("refusals that are no fault of the end caller", () => {
+  it.each([
+    ["a wrong secret", "AKIAAPP0000000000001", "not-the-secret", "InvalidSignatureException"],
+    ["an unknown access key", "AKIAUNKNOWN000000001", "whatever", "UnrecognizedClientException"],
+  ])("%s is KmsInternalError naming %s", async (_what, accessKeyId, secretAccessKey, code) => {
+    const client = new KMSClient({
+      endpoint,
+      region: kms.identity.region,
+      credentials: { accessKeyId, secretAccessKey },
+      maxAttempts: 1,
+    });
+    const refused = await awsKms(client)
+      .encrypt({ keyId: await appOnlyKey(), plaintext: new Uint8Array([1]) })
+      .catch((error: unknown) => error);
+    client.destroy();
+    expect(refused).toBeInstanceOf(KmsInternalError);
+    expect((refused as Error).message).toContain(`AWS KMS Encrypt failed with ${code}`);
+  });
+
+  it("the server's refusal of plain HTTP off loopback is KmsInternalError, not AccessDeniedError", async () => {
+    const handler = createKmsRequestHandler({
+      kms,
+      credentials: {
+        AKIAAPP0000000000001: { secretAccessKey: SECRETS.AKIAAPP0000000000001, principal: APP },
+      },
+    });
+    // As node would report a connection that arrived on a network interface.
+    const offLoopback = http.createServer((req, res) => {
+      Object.defineProperty(req.socket, "localAddress", { value: "10.0.0.5" });
+      handler(req, res);
+    });
+    await new Promise<void>((resolve) => offLoopback.listen(0, "127.0.0.1", resolve));
+    try {
+      const client = new KMSClient({
+        endpoint: `http://127.0.0.1:${(offLoopback.address() as AddressInfo).port}`,
+        region: kms.identity.region,
+        credentials: {
+          accessKeyId: "AKIAAPP0000000000001",
+          secretAccessKey: SECRETS.AKIAAPP0000000000001,
+        },
+        maxAttempts: 1,
+      });
+      const keyId = await appOnlyKey();
+      const refused = await awsKms(client)
+        .encrypt({ keyId, plaintext: new Uint8Array([1]) })
+        .catch((error: unknown) => error);
+      client.destroy();
+      expect(refused).toBeInstanceOf(KmsInternalError);
+      expect(refused).not.toBeInstanceOf(AccessDeniedError);
+      expect(isKmsError(refused) && refused.clientFault).toBe(false);
+      expect((refused as Error).message).toMatch(
+        /^AWS KMS Encrypt failed with InsecureTransportException: plain HTTP is served on loopback/,
+      );
+      expect((refused as Error).cause).toMatchObject({
+        name: "InsecureTransportException",
+        $metadata: { httpStatusCode: 403 },
+      });
+    } finally {
+      offLoopback.closeAllConnections();
+      await new Promise((resolve) => offLoopback.close(resolve));
+    }
   });
 });

@@ -62,7 +62,10 @@ export interface KmsServerOptions {
    * they are read in full.
    */
   readonly maxBodyBytes?: number;
-  /** How far X-Amz-Date may be from the server's clock, in seconds; default 300 (as AWS). */
+  /**
+   * How far X-Amz-Date may be from the server's clock, in whole seconds from 1 to 3600; default
+   * 300 (as AWS). X-Amz-Date has no finer precision, so the clock is compared to the second too.
+   */
   readonly clockSkewSeconds?: number;
   /** The server's clock in milliseconds since the epoch; default `Date.now`. */
   readonly now?: () => number;

@@ -40,6 +40,7 @@ export type KmsRequestHandler = (req: IncomingMessage, res: ServerResponse) => v
 export const DEFAULT_MAX_BODY_BYTES = 256 * 1024;
 /** AWS's tolerance for X-Amz-Date. */
 export const DEFAULT_CLOCK_SKEW_SECONDS = 300;
+const MAX_CLOCK_SKEW_SECONDS = 3600;
 
 const CONTENT_TYPE = "application/x-amz-json-1.1";
 const UNREAD_BODY_GRACE_MS = 2000;
@@ -179,12 +180,21 @@ export function resolveSettings(options: KmsServerOptions): Settings {
   if (!Number.isInteger(maxBodyBytes) || maxBodyBytes < 2) {
     throw new ValidationError(`"maxBodyBytes" must be an integer of at least 2`);
   }
-  const clockSkewSeconds = positive(
-    "clockSkewSeconds",
-    options.clockSkewSeconds,
-    DEFAULT_CLOCK_SKEW_SECONDS,
-    3600,
-  );
+  const clockSkewSeconds: unknown = options.clockSkewSeconds ?? DEFAULT_CLOCK_SKEW_SECONDS;
+  // X-Amz-Date counts whole seconds: a window below one second refuses requests signed a moment
+  // ago, and a fraction of a second beyond a whole one means nothing.
+  if (
+    typeof clockSkewSeconds !== "number" ||
+    !Number.isInteger(clockSkewSeconds) ||
+    clockSkewSeconds < 1 ||
+    clockSkewSeconds > MAX_CLOCK_SKEW_SECONDS
+  ) {
+    const got =
+      typeof clockSkewSeconds === "number" ? String(clockSkewSeconds) : typeof clockSkewSeconds;
+    throw new ValidationError(
+      `"clockSkewSeconds" must be an integer from 1 to ${MAX_CLOCK_SKEW_SECONDS}, got ${got}`,
+    );
+  }
   if (options.now !== undefined && typeof options.now !== "function") {
     throw new ValidationError(`"now" expected a function returning milliseconds`);
   }
@@ -241,7 +251,7 @@ async function serve(
 ): Promise<string> {
   if (!s.insecureHttp && !isSecureTransport(req.socket)) {
     throw new ProtocolError(
-      "AccessDeniedException",
+      "InsecureTransportException",
       "plain HTTP is served on loopback addresses and unix sockets only: use TLS, or set " +
         "insecureHttp on the server",
     );

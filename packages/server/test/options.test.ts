@@ -35,6 +35,14 @@ describe.each([
     ["a credential that is null", { credentials: { [ALICE.accessKeyId]: null } }],
     ["a Symbol maxBodyBytes", { maxBodyBytes: Symbol("big") }],
     ["a Symbol clockSkewSeconds", { clockSkewSeconds: Symbol("skew") }],
+    // X-Amz-Date has 1-second precision: below one second, requests signed a moment ago fail.
+    ["a clockSkewSeconds of 0", { clockSkewSeconds: 0 }],
+    ["a clockSkewSeconds of 0.5", { clockSkewSeconds: 0.5 }],
+    ["a clockSkewSeconds of 1.5", { clockSkewSeconds: 1.5 }],
+    ["a clockSkewSeconds over an hour", { clockSkewSeconds: 3601 }],
+    ["a negative clockSkewSeconds", { clockSkewSeconds: -1 }],
+    ["a NaN clockSkewSeconds", { clockSkewSeconds: Number.NaN }],
+    ["a string clockSkewSeconds", { clockSkewSeconds: "300" }],
     ["a string maxBodyBytes", { maxBodyBytes: "4096" }],
     ["a bigint maxBodyBytes", { maxBodyBytes: 4096n }],
     ["a kms without identity", { kms: { encrypt: (): undefined => undefined } }],
@@ -53,6 +61,16 @@ describe.each([
     ],
   ])("refuses %s with ValidationError", (_what, options) => {
     expect(make(options)).toThrow(ValidationError);
+  });
+
+  it.each([1, 3600])("accepts a clockSkewSeconds of %i", (clockSkewSeconds) => {
+    expect(make({ clockSkewSeconds })).not.toThrow();
+  });
+
+  it("names the rule for clockSkewSeconds", () => {
+    expect(make({ clockSkewSeconds: 0 })).toThrow(
+      '"clockSkewSeconds" must be an integer from 1 to 3600, got 0',
+    );
   });
 
   it("accepts a principal of core's largest length", () => {

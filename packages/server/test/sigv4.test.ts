@@ -281,6 +281,35 @@ describe("hand-built requests", () => {
     expect(future.json.message).toMatch(/^Signature not yet current: /);
   });
 
+  it("counts clockSkewSeconds in whole seconds, as X-Amz-Date does", async () => {
+    let clock = NOW;
+    const strict = await startHarness({ now: () => clock, clockSkewSeconds: 1 });
+    const at = async (serverTime: number) => {
+      clock = serverTime;
+      return rawRequest(strict.port, { ...build({ date: NOW }), target: "/" });
+    };
+    try {
+      // Signed at 12:00:00.xxx, so dated 12:00:00: the clock's milliseconds must not count
+      // against it, or a 1-second window refuses requests that took a few milliseconds.
+      expect((await at(NOW + 1999)).status).toBe(200);
+      expect((await at(NOW - 1000)).status).toBe(200);
+      const old = await at(NOW + 2000);
+      expect(old.json.__type).toBe("InvalidSignatureException");
+      expect(old.json.message).toBe(
+        "Signature expired: 20260115T120000Z is now earlier than 20260115T120001Z " +
+          "(20260115T120002Z - 1 s)",
+      );
+      const early = await at(NOW - 1001);
+      expect(early.json.__type).toBe("InvalidSignatureException");
+      expect(early.json.message).toBe(
+        "Signature not yet current: 20260115T120000Z is still later than 20260115T115959Z " +
+          "(20260115T115958Z + 1 s)",
+      );
+    } finally {
+      await strict.close();
+    }
+  });
+
   it.each([Number.NaN, undefined, "1768478400000"])(
     "fails closed when the server's clock returns %s: no date passes unchecked",
     async (reading) => {

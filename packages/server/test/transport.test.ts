@@ -11,9 +11,15 @@ import { join } from "node:path";
 import { CreateKeyCommand, DecryptCommand, EncryptCommand, KMSClient } from "@aws-sdk/client-kms";
 import { createKms, type Kms, ValidationError } from "@kms/core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createKmsRequestHandler, createKmsServer, type KmsServerOptions } from "../src/index.ts";
+import {
+  createKmsRequestHandler,
+  createKmsServer,
+  type KmsServerOptions,
+  type RefusedRequest,
+} from "../src/index.ts";
 import { isLoopback } from "../src/internal/loopback.ts";
 import { ALICE, REGION } from "./support/harness.ts";
+import { rawRequest } from "./support/raw-http.ts";
 import { signedHeaders } from "./support/signed-call.ts";
 
 const fixture = (name: string): Buffer =>
@@ -240,8 +246,8 @@ describe.skipIf(EXTERNAL === undefined)(
         type: "MissingAuthenticationTokenException",
       });
       expect(await unsigned({ host: EXTERNAL!, port })).toEqual({
-        status: 400,
-        type: "AccessDeniedException",
+        status: 403,
+        type: "InsecureTransportException",
       });
       await close(server);
       const open = http.createServer(createKmsRequestHandler({ ...options, insecureHttp: true }));
@@ -254,6 +260,67 @@ describe.skipIf(EXTERNAL === undefined)(
     });
   },
 );
+
+/**
+ * The handler's rule on its own, whatever interfaces this machine has: a server whose sockets
+ * report the given local address, as node would for a connection arriving on it.
+ */
+describe("createKmsRequestHandler by the local address a request arrived on", () => {
+  async function arrivingOn(
+    localAddress: string,
+    handlerOptions: KmsServerOptions = options,
+  ): Promise<{ status: number; type: string; message: string }> {
+    const handler = createKmsRequestHandler(handlerOptions);
+    const server = http.createServer((req, res) => {
+      Object.defineProperty(req.socket, "localAddress", { value: localAddress });
+      handler(req, res);
+    });
+    const { port } = (await listen(server, 0, "127.0.0.1")) as { port: number };
+    try {
+      const body = '{"NumberOfBytes":16}';
+      const res = await rawRequest(port, {
+        headers: signedHeaders(port, REGION, "TrentService.GenerateRandom", body),
+        body,
+      });
+      return {
+        status: res.status,
+        type: String(res.json.__type),
+        message: String(res.json.message),
+      };
+    } finally {
+      await close(server);
+    }
+  }
+
+  it.each(["1::", "0001::", "1::1", "10.0.0.5", "::ffff:10.0.0.5", "fd00::2"])(
+    "refuses plain HTTP arriving on %s with InsecureTransportException (403)",
+    async (address) => {
+      const answer = await arrivingOn(address);
+      expect(answer).toMatchObject({ status: 403, type: "InsecureTransportException" });
+      expect(answer.message).toContain("plain HTTP is served on loopback addresses");
+    },
+  );
+
+  it.each(["127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"])(
+    "serves plain HTTP arriving on %s",
+    async (address) => {
+      expect(await arrivingOn(address)).toMatchObject({ status: 200 });
+    },
+  );
+
+  it("serves plain HTTP anywhere with insecureHttp: true", async () => {
+    expect(await arrivingOn("10.0.0.5", { ...options, insecureHttp: true })).toMatchObject({
+      status: 200,
+    });
+  });
+
+  it("reports the refusal to onRefused with the same code", async () => {
+    const refusals: RefusedRequest[] = [];
+    await arrivingOn("1::", { ...options, onRefused: (r) => void refusals.push(r) });
+    expect(refusals).toHaveLength(1);
+    expect(refusals[0]).toMatchObject({ code: "InsecureTransportException", status: 403 });
+  });
+});
 
 describe("createKmsServer with TLS", () => {
   it("listens on any address and serves the SDK over HTTPS", async () => {
@@ -325,6 +392,17 @@ describe("isLoopback", () => {
     ["::ffff:10.0.0.1", false],
     ["::2", false],
     ["1::1", false],
+    // `::` stands for the zero groups, wherever it is: 1:: is 1:0:0:0:0:0:0:0, not ::1.
+    ["1::", false],
+    ["0001::", false],
+    ["1:0:0:0:0:0:0:0", false],
+    ["::ffff:7f00:1", true],
+    ["0:0:0:0:0:ffff:127.0.0.1", true],
+    ["::ffff:128.0.0.1", false],
+    // IPv4-compatible, not mapped: not an address of this machine's loopback.
+    ["::127.0.0.1", false],
+    // Node reports socket addresses bare; a bracketed one is not an address at all.
+    ["[::1]", false],
     ["fe80::1", false],
     ["localhost", false],
     ["", false],

@@ -1,20 +1,19 @@
-import { isIP } from "node:net";
+import { BlockList, isIP } from "node:net";
 
-/** 127.0.0.0/8, ::1, and IPv4-mapped 127.0.0.0/8 (::ffff:127.x.y.z). */
+/**
+ * Node parses every spelling of an address here (`0:0:0:0:0:0:0:1`, `::0001`, `::ffff:7f00:1`),
+ * so no hand-written reading of `::` compression decides what counts as loopback. The mapped
+ * subnet is listed as well as 127.0.0.0/8 because a dual-stack socket reports an IPv4 peer in
+ * that form, and the rule should not depend on whether this Node version's BlockList applies
+ * IPv4 rules to mapped addresses.
+ */
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet("127.0.0.0", 8, "ipv4");
+LOOPBACK.addSubnet("::ffff:127.0.0.0", 104, "ipv6");
+LOOPBACK.addAddress("::1", "ipv6");
+
+/** 127.0.0.0/8, ::1, and IPv4-mapped 127.0.0.0/8 (::ffff:127.x.y.z), as node reports addresses. */
 export function isLoopback(address: string): boolean {
-  const lower = address.toLowerCase();
-  const v4 = lower.startsWith("::ffff:") ? lower.slice(7) : lower;
-  if (isIP(v4) === 4) return v4.startsWith("127.");
-  if (isIP(lower) !== 6) return false;
-  // Any spelling of ::1 (0:0:0:0:0:0:0:1, ::0001…): every group zero but a last group of 1.
-  const [head = "", tail = ""] = lower.split("::");
-  const groups = lower.includes("::")
-    ? [...head.split(":").filter(Boolean), ...tail.split(":").filter(Boolean)]
-    : lower.split(":");
-  const last = groups.pop();
-  return (
-    last !== undefined &&
-    Number.parseInt(last, 16) === 1 &&
-    groups.every((g) => Number.parseInt(g, 16) === 0)
-  );
+  const family = isIP(address);
+  return family !== 0 && LOOPBACK.check(address, family === 4 ? "ipv4" : "ipv6");
 }

@@ -1,11 +1,11 @@
 /**
  * Failures the server raises itself, before or around the Kms call: protocol, authentication
- * and transport errors. Each carries the AWS error code that the AWS SDK turns into its
- * exception's `name`, and the HTTP status AWS uses for it.
+ * and transport errors. Each carries the error code that the AWS SDK turns into its exception's
+ * `name`, and the HTTP status AWS uses for it: AWS's codes, but for InsecureTransportException.
  */
 export type ProtocolErrorCode =
-  | "AccessDeniedException"
   | "IncompleteSignatureException"
+  | "InsecureTransportException"
   | "InvalidSignatureException"
   | "KMSInternalException"
   | "MissingAuthenticationTokenException"
@@ -16,8 +16,12 @@ export type ProtocolErrorCode =
   | "UnsupportedOperationException";
 
 const STATUS: Readonly<Record<ProtocolErrorCode, number>> = {
-  AccessDeniedException: 400,
   IncompleteSignatureException: 400,
+  // The server's own code: AWS KMS has none, as its endpoints do not speak plain HTTP at all.
+  // Not AccessDeniedException, which clients read as the caller lacking a permission (core's
+  // AccessDeniedError, a client fault) while the fix is the deployment's; 403, because no change
+  // to the request makes it succeed.
+  InsecureTransportException: 403,
   InvalidSignatureException: 400,
   KMSInternalException: 500,
   MissingAuthenticationTokenException: 400,

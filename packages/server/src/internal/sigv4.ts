@@ -169,18 +169,21 @@ export async function checkSignatureClaim(
   if (typeof now !== "number" || !Number.isFinite(now)) {
     throw new KmsInternalError("the server's clock (now) did not return milliseconds");
   }
-  if (signedAt < now - settings.clockSkewMs) {
+  // X-Amz-Date is truncated to the second, so the clock is too: compared to the millisecond, a
+  // request signed at 12:00:00.900 (dated 12:00:00) would begin 900 ms into its window.
+  const second = Math.floor(now / 1000) * 1000;
+  if (signedAt < second - settings.clockSkewMs) {
     throw new ProtocolError(
       "InvalidSignatureException",
-      `Signature expired: ${amzDate} is now earlier than ${formatAmzDate(now - settings.clockSkewMs)} ` +
-        `(${formatAmzDate(now)} - ${describeSkew(settings.clockSkewMs)})`,
+      `Signature expired: ${amzDate} is now earlier than ${formatAmzDate(second - settings.clockSkewMs)} ` +
+        `(${formatAmzDate(second)} - ${describeSkew(settings.clockSkewMs)})`,
     );
   }
-  if (signedAt > now + settings.clockSkewMs) {
+  if (signedAt > second + settings.clockSkewMs) {
     throw new ProtocolError(
       "InvalidSignatureException",
       `Signature not yet current: ${amzDate} is still later than ` +
-        `${formatAmzDate(now + settings.clockSkewMs)} (${formatAmzDate(now)} + ${describeSkew(settings.clockSkewMs)})`,
+        `${formatAmzDate(second + settings.clockSkewMs)} (${formatAmzDate(second)} + ${describeSkew(settings.clockSkewMs)})`,
     );
   }
 
