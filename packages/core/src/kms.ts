@@ -34,6 +34,7 @@ import * as rotation from "./operations/rotation.ts";
 import * as symmetric from "./operations/symmetric.ts";
 import * as tags from "./operations/tags.ts";
 import { type AuditOptions, CallGuard, type ExplainResult } from "./policy/call-guard.ts";
+import { runWithRequestId } from "./request-id-scope.ts";
 import type {
   AliasRequest,
   CallOptions,
@@ -165,7 +166,15 @@ export class Kms {
 
   /** Use `createKms`; the constructor expects an opened HSM. */
   constructor(ctx: KmsContext, guard: CallGuard = new CallGuard(ctx.identity)) {
-    this.#ctx = ctx;
+    // Destructions and automatic rotations, lazy or in runMaintenance, go to this Kms's trail
+    // as events of their own, with the trail's failure mode: under fail-closed (the default) a
+    // call whose destruction or rotation was not recorded fails, as one whose own event was not
+    // written (the work is done by then, not undone); fail-open reports it to onError.
+    this.#ctx = {
+      ...ctx,
+      recordInternal: (operation, request, key) =>
+        guard.recordInternal(operation, request, ctx.clock.now(), [key]),
+    };
     this.#guard = guard;
   }
 
@@ -488,29 +497,40 @@ export class Kms {
   /**
    * Performs due work on every key: destroys keys whose deletion window has passed and rotates
    * keys whose rotation is due. The same work also happens lazily when a key is used; call this
-   * from a timer so that unused keys are destroyed on schedule too.
+   * from a timer so that unused keys are destroyed on schedule too. Wherever it happens, each
+   * destruction is recorded as a `DeleteKey` event and each automatic rotation as a `RotateKey`
+   * event naming the key, besides the event of the call (here `RunMaintenance`) it happened in.
    */
   runMaintenance(): Promise<MaintenanceReport> {
-    return this.#run("runMaintenance", undefined, undefined, async () => {
-      const rotatedKeyIds: string[] = [];
-      const deletedKeyIds: string[] = [];
-      let after: string | undefined;
-      for (;;) {
-        const page = await this.#ctx.store.listKeys({ limit: 100, ...(after ? { after } : {}) });
-        for (const key of page) {
-          if (isDeletionDue(this.#ctx, key)) {
-            await destroyKey(this.#ctx, key);
-            deletedKeyIds.push(key.keyId);
-          } else if (isRotationDue(this.#ctx, key)) {
-            await rotateIfDue(this.#ctx, key);
-            rotatedKeyIds.push(key.keyId);
-          }
-        }
-        if (page.length < 100) break;
-        after = page[page.length - 1]!.keyId;
-      }
-      return { rotatedKeyIds, deletedKeyIds };
+    return this.#run("runMaintenance", undefined, undefined, (ctx) => {
+      // The work runs in the KMS's own context, which no key policy governs; its DeleteKey and
+      // RotateKey events carry this call's request id, as lazy work's carry their call's.
+      const requestId = ctx.call?.requestId;
+      return requestId === undefined
+        ? this.#maintain()
+        : runWithRequestId(requestId, () => this.#maintain());
     });
+  }
+
+  async #maintain(): Promise<MaintenanceReport> {
+    const rotatedKeyIds: string[] = [];
+    const deletedKeyIds: string[] = [];
+    let after: string | undefined;
+    for (;;) {
+      const page = await this.#ctx.store.listKeys({ limit: 100, ...(after ? { after } : {}) });
+      for (const key of page) {
+        if (isDeletionDue(this.#ctx, key)) {
+          await destroyKey(this.#ctx, key);
+          deletedKeyIds.push(key.keyId);
+        } else if (isRotationDue(this.#ctx, key)) {
+          await rotateIfDue(this.#ctx, key);
+          rotatedKeyIds.push(key.keyId);
+        }
+      }
+      if (page.length < 100) break;
+      after = page[page.length - 1]!.keyId;
+    }
+    return { rotatedKeyIds, deletedKeyIds };
   }
 
   /**
@@ -725,9 +745,9 @@ function generateRandomBody(
 }
 
 /**
- * The operations that take `dryRun`, as in AWS KMS. They change nothing whether or not it is
- * set (the grant operations stop before their write), so the pipeline can answer
- * DryRunOperationException after the body ran.
+ * The operations that take `dryRun`, as in AWS KMS. Under it they change nothing (the grant
+ * operations stop before their write; a due rotation or destruction is left to the next real
+ * use, see isDryRun), so the pipeline can answer DryRunOperationException after the body ran.
  */
 const DRY_RUN_OPERATIONS: ReadonlySet<string> = new Set([
   "encrypt",

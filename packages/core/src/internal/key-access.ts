@@ -16,8 +16,16 @@ import { algorithmLists } from "../key-specs.ts";
 import { KEY_STATE_TABLE, type KeyStateOperation } from "../key-state-table.ts";
 import type { KeyStore, StoredKey, StoredKeyVersion } from "../keystore/key-store.ts";
 import type { CallState } from "../policy/authorizer.ts";
+import { runWithRequestId } from "../request-id-scope.ts";
 import type { KeyMetadata, RotationType } from "../types.ts";
 import { retryOnConflict } from "./compare-and-set.ts";
+
+/**
+ * Work the KMS does on a key on its own rather than for a caller, whichever call or maintenance
+ * run it happens in: destroying a key at the end of its deletion window (AWS's DeleteKey
+ * service event) and an automatic rotation (AWS's RotateKey service event).
+ */
+export type InternalKeyOperation = "deleteKey" | "rotateKey";
 
 /** Everything an operation needs; built once per Kms. */
 export interface KmsContext {
@@ -34,6 +42,45 @@ export interface KmsContext {
   readonly authorize?: (key: StoredKey) => Promise<void>;
   /** Most grants a key may hold (KmsOptions.maxGrantsPerKey); absent: the default. */
   readonly maxGrantsPerKey?: number;
+  /**
+   * Records internal work on `key` as an audit event of its own naming the key, as the KMS's
+   * own principal (the Kms wires it to CallGuard.recordInternal). Rejects when a fail-closed
+   * trail could not write the event; the work is done by then. Absent: nothing is recorded.
+   */
+  readonly recordInternal?: (
+    operation: InternalKeyOperation,
+    request: Readonly<Record<string, string>>,
+    key: StoredKey,
+  ) => Promise<void>;
+}
+
+/** Whether the call being served is a dry run, which must change nothing (docs/POLICY.md). */
+export function isDryRun(ctx: KmsContext): boolean {
+  const request = ctx.call?.request;
+  return (
+    typeof request === "object" &&
+    request !== null &&
+    (request as { readonly dryRun?: unknown }).dryRun === true
+  );
+}
+
+/**
+ * Records internal work (KmsContext.recordInternal). Inside a call, the event carries that
+ * call's request id, so the trail tells which call a destruction or rotation happened in (its
+ * caller need not have any right on the key: the KMS did the work, not the caller).
+ */
+async function recordInternal(
+  ctx: KmsContext,
+  operation: InternalKeyOperation,
+  request: Readonly<Record<string, string>>,
+  key: StoredKey,
+): Promise<void> {
+  const record = ctx.recordInternal;
+  if (record === undefined) return;
+  const requestId = ctx.call?.requestId;
+  await (typeof requestId === "string"
+    ? runWithRequestId(requestId, () => record(operation, request, key))
+    : record(operation, request, key));
 }
 
 /** Resolves any accepted key reference form to a key id (aliases through the store). */
@@ -77,7 +124,8 @@ export function checkKeyState(ctx: KmsContext, key: StoredKey, operation: KeySta
 
 /**
  * Reads a key, destroying it first if its deletion window has passed (so an expired key is
- * gone on first use even if `runMaintenance` never ran).
+ * gone on first use even if `runMaintenance` never ran). A dry run answers the same without
+ * destroying it: it changes nothing, and the next real use or maintenance run destroys it.
  * @throws NotFoundError when the key does not exist or was destroyed.
  */
 export async function getKey(ctx: KmsContext, keyId: string): Promise<StoredKey> {
@@ -85,7 +133,7 @@ export async function getKey(ctx: KmsContext, keyId: string): Promise<StoredKey>
   if (key === undefined)
     throw new NotFoundError(`key ${keyArn(ctx.identity, keyId)} does not exist`);
   if (isDeletionDue(ctx, key)) {
-    await destroyKey(ctx, key);
+    if (!isDryRun(ctx)) await destroyKey(ctx, key);
     throw new NotFoundError(`key ${keyArn(ctx.identity, keyId)} does not exist`);
   }
   if (ctx.authorize !== undefined) await ctx.authorize(key);
@@ -112,15 +160,34 @@ export function isDeletionDue(ctx: KmsContext, key: StoredKey): boolean {
   );
 }
 
+/**
+ * Destroys a key whose deletion window has passed, and records a `DeleteKey` event naming it
+ * when this writer is the one that destroyed it (one event per destroyed key).
+ * @throws what the store and a fail-closed trail throw; the key may be destroyed by then.
+ */
 export async function destroyKey(ctx: KmsContext, key: StoredKey): Promise<void> {
+  let destroyed = true;
   try {
     await ctx.store.deleteKey(key.keyId, key.revision);
   } catch (error) {
     // Another writer destroyed it or cancelled the deletion first: either outcome is final.
     if (!(error instanceof NotFoundError) && !(error instanceof KeyStoreConflictError)) throw error;
+    destroyed = false;
   }
   ctx.hsm.forget(key.keyId);
   asymmetricHsm(ctx.hsm).forget(key.keyId);
+  if (!destroyed) return;
+  await recordInternal(
+    ctx,
+    "deleteKey",
+    {
+      keyId: key.keyId,
+      ...(key.deletionDate !== undefined
+        ? { deletionDate: new Date(key.deletionDate).toISOString() }
+        : {}),
+    },
+    key,
+  );
 }
 
 /**
@@ -203,12 +270,30 @@ export function isRotationDue(ctx: KmsContext, key: StoredKey): boolean {
   );
 }
 
-/** Performs a due automatic rotation (on use), tolerating another writer doing it first. */
+/**
+ * Performs a due automatic rotation (on use), tolerating another writer doing it first, and
+ * records a `RotateKey` event naming the key and its new key material when this writer rotated.
+ * A dry run does not rotate: it answers as the real call would (which would then use the new
+ * material) but changes nothing, so it uses the current material.
+ * @throws as updateKey, and what a fail-closed trail throws; the rotation is written by then.
+ */
 export async function rotateIfDue(ctx: KmsContext, key: StoredKey): Promise<StoredKey> {
-  if (!isRotationDue(ctx, key)) return key;
-  return updateKey(ctx, key.keyId, "describeKey", (latest) =>
-    isRotationDue(ctx, latest) ? rotatedFields(ctx, latest, "AUTOMATIC") : {},
-  );
+  if (!isRotationDue(ctx, key) || isDryRun(ctx)) return key;
+  // Set by every attempt, so it tells whether the attempt the store accepted rotated.
+  let rotated = false;
+  const next = await updateKey(ctx, key.keyId, "describeKey", (latest) => {
+    rotated = isRotationDue(ctx, latest);
+    return rotated ? rotatedFields(ctx, latest, "AUTOMATIC") : {};
+  });
+  if (rotated) {
+    await recordInternal(
+      ctx,
+      "rotateKey",
+      { keyId: next.keyId, keyMaterialId: currentVersion(next).keyMaterialId },
+      next,
+    );
+  }
+  return next;
 }
 
 export function currentVersion(key: StoredKey): StoredKeyVersion {

@@ -761,6 +761,10 @@ class Run {
   readonly model = new Model();
   readonly log: string[] = [];
   calls = 0;
+  /** DeleteKey and RotateKey events: work the KMS did on its own inside the calls made. */
+  internalEvents = 0;
+  /** Keys a DeleteKey event named: a key is destroyed, and so recorded, once. */
+  readonly recordedDestroyed = new Set<string>();
   step = 0;
   auditHead: { sequence: number; hash: string } | undefined;
   plaintextCounter = 0;
@@ -797,7 +801,9 @@ class Run {
   /**
    * Performs one Kms call and checks what every call must satisfy: its outcome is one the model
    * accepts, and the trail gained exactly one event for it that names the operation, the
-   * principal and the outcome, decided by no dead grant, and verifies.
+   * principal and the outcome, decided by no dead grant, and verifies. Before it, the trail may
+   * hold what the KMS did on its own during the call: a DeleteKey event per key it destroyed
+   * (one the model has past its deletion window), a RotateKey event per automatic rotation.
    */
   async call<T>(
     operation: string,
@@ -825,8 +831,32 @@ class Run {
     const events = await this.kms.audit.events(
       this.auditHead === undefined ? {} : { after: this.auditHead.sequence },
     );
-    expect(events.length, `${label}\none audit event per call`).toBe(1);
-    const event = events[0]!;
+    const event = events.at(-1)!;
+    const internal = events.slice(0, -1);
+    expect(events.length, `${label}\none audit event per call`).toBeGreaterThanOrEqual(1);
+    for (const done of internal) {
+      expect(["DeleteKey", "RotateKey"], `${label}\none audit event per call`).toContain(
+        done.eventName,
+      );
+      expect(done.userIdentity.arn, label).toBe(ROOT);
+      expect(done.errorCode, label).toBeUndefined();
+      expect(done.requestID, `${label}\nthe request id of the call it happened in`).toBe(
+        event.requestID,
+      );
+      expect(done.resources, label).toHaveLength(1);
+      const keyId = done.resources[0]!.ARN.split("/").at(-1)!;
+      const key = this.model.key(keyId);
+      if (done.eventName === "DeleteKey") {
+        expect(key?.state, `${label}\ndestroyed before its deletion date`).toBe("Destroyed");
+        expect(this.recordedDestroyed.has(keyId), `${label}\ndestroyed twice`).toBe(false);
+        this.recordedDestroyed.add(keyId);
+        cover("DeleteKey recorded");
+      } else {
+        expect(key?.kind, `${label}\nrotated automatically`).toBe("symmetric");
+        cover("RotateKey recorded");
+      }
+    }
+    this.internalEvents += internal.length;
     expect(event.eventName, label).toBe(operation.charAt(0).toUpperCase() + operation.slice(1));
     expect(event.userIdentity.arn, label).toBe(principal);
     expect(event.errorCode, label).toBe(outcome.code === "ok" ? undefined : outcome.code);
@@ -857,10 +887,16 @@ class Run {
     return outcome;
   }
 
-  /** The whole trail verifies against its head and holds one event per call made. */
+  /**
+   * The whole trail verifies against its head and holds one event per call made, and one per
+   * destruction or automatic rotation.
+   */
   async verifyTrail(label: string): Promise<void> {
     const verification = await this.kms.audit.verify();
-    expect(verification, label).toMatchObject({ ok: true, count: this.calls });
+    expect(verification, label).toMatchObject({
+      ok: true,
+      count: this.calls + this.internalEvents,
+    });
   }
 
   /** Invariants of every successful call that used keys, beyond the model's outcome. */
