@@ -1,7 +1,13 @@
 import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import { type AuditEvent, chainAuditEvents, type UnchainedAuditEvent } from "@kms/core";
+import {
+  type AuditEvent,
+  type AuditHead,
+  chainAuditEvents,
+  type UnchainedAuditEvent,
+  verifyAuditLog,
+} from "@kms/core";
 import { SqliteAuditSink } from "@kms/keystore-sqlite";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { EXIT_AUDIT_BROKEN } from "../src/index.ts";
@@ -323,6 +329,288 @@ describe("kms audit verify", () => {
       );
       expect(existsSync(join(ws.dir, "typo"))).toBe(false);
     }
+  });
+});
+
+/** Events `kms audit verify` reads from the sink at a time (READ_CHUNK in audit-commands.ts). */
+const READ_CHUNK = 1000;
+/** Three reads: two full chunks and a partial one. */
+const LONG_TRAIL = 2 * READ_CHUNK + 500;
+
+/** Grows the trail to `length` events (copies of its last one, chained as the sink chains). */
+async function growTrail(length: number): Promise<void> {
+  const sink = new SqliteAuditSink({ path: join(ws.dir, ".kms", "kms.db") });
+  try {
+    const { sequence, prevHash: _p, hash: _h, ...unchained } = (await sink.last()) as AuditEvent;
+    await sink.appendAndChain(Array.from({ length: length - sequence - 1 }, () => unchained));
+  } finally {
+    await sink.close();
+  }
+  expect(storedEvents()).toHaveLength(length);
+}
+
+function recordedHead(): AuditHead {
+  return withDatabase(
+    (db) =>
+      db.prepare("SELECT sequence, hash FROM kms_audit_head WHERE singleton = 1").get() as {
+        sequence: number;
+        hash: string;
+      },
+  );
+}
+
+function editEvent(sequence: number, edit: (event: Record<string, unknown>) => void): void {
+  withDatabase((db) => {
+    const row = db
+      .prepare("SELECT event FROM kms_audit_events WHERE sequence = ?")
+      .get(sequence) as {
+      event: string;
+    };
+    const event = JSON.parse(row.event) as Record<string, unknown>;
+    edit(event);
+    db.prepare("UPDATE kms_audit_events SET event = ? WHERE sequence = ?").run(
+      JSON.stringify(event),
+      sequence,
+    );
+  });
+}
+
+/**
+ * What `verify` printed before it read the trail in chunks: core's verdict on the whole trail,
+ * read at once, against the recorded head.
+ */
+function wholeTrailVerdict(): Record<string, unknown> {
+  const events = storedEvents();
+  const result = verifyAuditLog(events, { expectedHead: recordedHead() });
+  if (result.ok) {
+    return { ok: true, events: result.count, head: result.head ?? null };
+  }
+  const sequence = events[result.index]?.sequence;
+  return {
+    ok: false,
+    index: result.index,
+    ...(sequence === undefined ? {} : { sequence }),
+    problem: result.problem,
+    message: result.message,
+  };
+}
+
+describe(`kms audit verify on a trail longer than one read (${LONG_TRAIL} events)`, () => {
+  beforeEach(async () => {
+    expect((await kms(["create-key"])).code).toBe(0);
+    await growTrail(LONG_TRAIL);
+  });
+
+  it("reads the sink in bounded chunks and verifies every event (regression: read whole)", async () => {
+    const reads: (Parameters<SqliteAuditSink["read"]>[0] | undefined)[] = [];
+    const read = SqliteAuditSink.prototype.read;
+    vi.spyOn(SqliteAuditSink.prototype, "read").mockImplementation(function (
+      this: SqliteAuditSink,
+      options,
+    ) {
+      reads.push(options);
+      return read.call(this, options);
+    });
+    const verified = await kms(["audit", "verify"]);
+    expect(verified.err).toBe("");
+    expect(verified.code).toBe(0);
+    const last = storedEvents().at(-1) as AuditEvent;
+    expect(JSON.parse(verified.out)).toStrictEqual({
+      ok: true,
+      events: LONG_TRAIL,
+      head: { sequence: last.sequence, hash: last.hash },
+    });
+    expect(JSON.parse(verified.out)).toStrictEqual(wholeTrailVerdict());
+    expect(reads.length).toBeGreaterThanOrEqual(3);
+    for (const options of reads) {
+      expect(options?.limit).toBeGreaterThanOrEqual(1);
+      expect(options?.limit).toBeLessThanOrEqual(READ_CHUNK);
+    }
+  });
+
+  it(`an edited event in the third chunk: exit ${EXIT_AUDIT_BROKEN}, at its index in the trail`, async () => {
+    editEvent(2345, (event) => {
+      event.sourceIPAddress = "203.0.113.9";
+    });
+    const verified = await kms(["audit", "verify"]);
+    expect(verified.code).toBe(EXIT_AUDIT_BROKEN);
+    const message = "event 2345 was modified: its hash does not match its content";
+    expect(JSON.parse(verified.out)).toStrictEqual({
+      ok: false,
+      index: 2345,
+      sequence: 2345,
+      problem: "edited",
+      message,
+    });
+    expect(JSON.parse(verified.out)).toStrictEqual(wholeTrailVerdict());
+    expect(verified.err).toBe(
+      `AuditChainBroken: the audit trail is broken at event 2345 (sequence 2345): ${message}\n`,
+    );
+  });
+
+  it(`the first event of a chunk deleted: exit ${EXIT_AUDIT_BROKEN}, the chain checked across reads`, async () => {
+    withDatabase((db) =>
+      db.prepare("DELETE FROM kms_audit_events WHERE sequence = ?").run(READ_CHUNK),
+    );
+    const verified = await kms(["audit", "verify"]);
+    expect(verified.code).toBe(EXIT_AUDIT_BROKEN);
+    const message = `event ${READ_CHUNK} (sequence ${READ_CHUNK + 1}) does not follow the previous event (expected sequence ${READ_CHUNK}): events were deleted, inserted or reordered before it`;
+    expect(JSON.parse(verified.out)).toStrictEqual({
+      ok: false,
+      index: READ_CHUNK,
+      sequence: READ_CHUNK + 1,
+      problem: "deleted-or-reordered",
+      message,
+    });
+    expect(JSON.parse(verified.out)).toStrictEqual(wholeTrailVerdict());
+    expect(verified.err).toBe(
+      `AuditChainBroken: the audit trail is broken at event ${READ_CHUNK} (sequence ${READ_CHUNK + 1}): ${message}\n`,
+    );
+  });
+
+  it(`a later chunk chained onto a forged event: exit ${EXIT_AUDIT_BROKEN} where the fork starts`, async () => {
+    // Events from the second chunk on chained anew onto a different event before them: every
+    // chunk but the first is a valid chain on its own.
+    const stored = storedEvents();
+    const forkedFrom = { ...(stored[READ_CHUNK - 1] as AuditEvent), hash: "cd".repeat(32) };
+    const rest = stored
+      .slice(READ_CHUNK)
+      .map(({ sequence: _s, prevHash: _p, hash: _h, ...unchained }) => unchained);
+    const forged = chainAuditEvents(forkedFrom, rest);
+    withDatabase((db) => {
+      const update = db.prepare("UPDATE kms_audit_events SET event = ? WHERE sequence = ?");
+      db.exec("BEGIN");
+      for (const event of forged) update.run(JSON.stringify(event), event.sequence);
+      db.exec("COMMIT");
+      const last = forged.at(-1) as AuditEvent;
+      db.prepare("UPDATE kms_audit_head SET sequence = ?, hash = ? WHERE singleton = 1").run(
+        last.sequence,
+        last.hash,
+      );
+    });
+    const verified = await kms(["audit", "verify"]);
+    expect(verified.code).toBe(EXIT_AUDIT_BROKEN);
+    expect(JSON.parse(verified.out)).toMatchObject({
+      ok: false,
+      index: READ_CHUNK,
+      sequence: READ_CHUNK,
+      problem: "deleted-or-reordered",
+    });
+    expect(JSON.parse(verified.out)).toStrictEqual(wholeTrailVerdict());
+  });
+
+  it(`the tail deleted down to a whole number of chunks: exit ${EXIT_AUDIT_BROKEN}, truncation`, async () => {
+    withDatabase((db) =>
+      db.prepare("DELETE FROM kms_audit_events WHERE sequence >= ?").run(2 * READ_CHUNK),
+    );
+    const verified = await kms(["audit", "verify"]);
+    expect(verified.code).toBe(EXIT_AUDIT_BROKEN);
+    const message = `the log ends at sequence ${2 * READ_CHUNK - 1} but the recorded head is ${LONG_TRAIL - 1}: events were removed from the end`;
+    expect(JSON.parse(verified.out)).toStrictEqual({
+      ok: false,
+      index: 2 * READ_CHUNK,
+      problem: "truncated",
+      message,
+    });
+    expect(JSON.parse(verified.out)).toStrictEqual(wholeTrailVerdict());
+    expect(verified.err).toBe(
+      `AuditChainBroken: the audit trail is broken at event ${2 * READ_CHUNK}: ${message}\n`,
+    );
+  });
+
+  it("a recorded head chunks before the end is checked where it is", async () => {
+    const stored = storedEvents();
+    const earlier = stored[1200] as AuditEvent;
+    // The trail grew past the head by more than a read, as with a `kms serve` appending meanwhile.
+    const setHead = (hash: string): void =>
+      withDatabase((db) => {
+        db.prepare("UPDATE kms_audit_head SET sequence = ?, hash = ? WHERE singleton = 1").run(
+          earlier.sequence,
+          hash,
+        );
+      });
+    setHead(earlier.hash);
+    const grown = await kms(["audit", "verify"]);
+    expect(grown.code).toBe(0);
+    expect(JSON.parse(grown.out)).toStrictEqual(wholeTrailVerdict());
+    expect(JSON.parse(grown.out)).toMatchObject({ ok: true, events: LONG_TRAIL });
+
+    setHead("ab".repeat(32));
+    const verified = await kms(["audit", "verify"]);
+    expect(verified.code).toBe(EXIT_AUDIT_BROKEN);
+    expect(JSON.parse(verified.out)).toStrictEqual({
+      ok: false,
+      index: 1200,
+      sequence: 1200,
+      problem: "edited",
+      message: "event 1200 does not match the recorded head",
+    });
+    expect(JSON.parse(verified.out)).toStrictEqual(wholeTrailVerdict());
+  });
+
+  it(`a row in the third chunk that is not JSON: exit ${EXIT_AUDIT_BROKEN}, malformed at its index`, async () => {
+    withDatabase((db) =>
+      db
+        .prepare("UPDATE kms_audit_events SET event = 'SECRET-GARBAGE' WHERE sequence = 2100")
+        .run(),
+    );
+    const verified = await kms(["audit", "verify"]);
+    expect(verified.code).toBe(EXIT_AUDIT_BROKEN);
+    expect(JSON.parse(verified.out)).toStrictEqual({
+      ok: false,
+      index: 2100,
+      problem: "malformed",
+      message: "event 2100 is not an audit event: its stored text is not JSON",
+    });
+    expect(verified.err).toMatch(/^AuditChainBroken: the audit trail is broken at event 2100: /);
+    expect(verified.out + verified.err).not.toContain("SECRET-GARBAGE");
+  });
+
+  it.each([
+    ["an earlier chunk", 1500],
+    ["the same chunk", 2050],
+  ])(
+    "a break in %s before a row that is not JSON is the one reported: the first",
+    async (_where, edited) => {
+      editEvent(edited, (event) => {
+        event.sourceIPAddress = "203.0.113.9";
+      });
+      withDatabase((db) =>
+        db
+          .prepare("UPDATE kms_audit_events SET event = 'SECRET-GARBAGE' WHERE sequence = 2100")
+          .run(),
+      );
+      const verified = await kms(["audit", "verify"]);
+      expect(verified.code).toBe(EXIT_AUDIT_BROKEN);
+      expect(JSON.parse(verified.out)).toStrictEqual({
+        ok: false,
+        index: edited,
+        sequence: edited,
+        problem: "edited",
+        message: `event ${edited} was modified: its hash does not match its content`,
+      });
+    },
+  );
+
+  it("--head: a head pinned in the first chunk is found; cut off in a later chunk, it is missing", async () => {
+    const pinned = storedEvents()[700] as AuditEvent;
+    const kept = await kms(["audit", "verify", "--head", pinned.hash]);
+    expect(kept.code).toBe(0);
+    expect(JSON.parse(kept.out)).toMatchObject({
+      ok: true,
+      events: LONG_TRAIL,
+      pinned: { sequence: 700, hash: pinned.hash },
+    });
+    const later = storedEvents()[1700] as AuditEvent;
+    truncateWithHead(1500);
+    expect((await kms(["audit", "verify"])).code).toBe(0);
+    const missing = await kms(["audit", "verify", "--head", later.hash]);
+    expect(missing.code).toBe(EXIT_AUDIT_BROKEN);
+    expect(JSON.parse(missing.out)).toStrictEqual({
+      ok: false,
+      problem: "pinned-head-missing",
+      message: `no event has the pinned head hash ${later.hash}: the trail was cut short before that event, or rewritten`,
+    });
   });
 });
 

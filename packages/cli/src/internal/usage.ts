@@ -35,7 +35,8 @@ export const SYNOPSES: Readonly<Record<string, string>> = {
   "rotate-key": "kms rotate-key <keyId>",
   "list-key-rotations": "kms list-key-rotations <keyId>",
   "get-key-policy": "kms get-key-policy <keyId>",
-  "put-key-policy": "kms put-key-policy <keyId> --policy <file|->",
+  "put-key-policy":
+    "kms put-key-policy <keyId> --policy <file|-> [--bypass-policy-lockout-safety-check]",
   "seal-unsealed-records": "kms seal-unsealed-records",
   "last-used": "kms last-used <keyId>",
   "audit list":
