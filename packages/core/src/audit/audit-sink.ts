@@ -65,7 +65,11 @@ export interface AuditEvent {
   readonly requestID: string;
   readonly readOnly: boolean;
   readonly resources: readonly AuditResource[];
-  readonly eventType: "AwsApiCall";
+  /**
+   * "AwsServiceEvent" for work the KMS did on its own (a key destroyed at the end of its
+   * deletion window, an automatic rotation, a record sealed on open), as CloudTrail marks them.
+   */
+  readonly eventType: "AwsApiCall" | "AwsServiceEvent";
   readonly managementEvent: boolean;
   readonly recipientAccountId: string;
   readonly eventCategory: "Management";

@@ -22,6 +22,10 @@ import {
 import { pageRequest, toPage } from "../internal/pagination.ts";
 import { assertKeySpecUsage, KEY_SPECS } from "../key-specs.ts";
 import type { StoredKey } from "../keystore/key-store.ts";
+import {
+  DEFAULT_PENDING_WINDOW_IN_DAYS,
+  DEFAULT_ROTATION_PERIOD_IN_DAYS,
+} from "../policy/request-defaults.ts";
 import type {
   CreateKeyRequest,
   CreateKeyResponse,
@@ -102,7 +106,11 @@ export async function createKey(
     origin,
     multiRegion,
     keyState: "Enabled",
-    rotation: { enabled: false, periodInDays: 365, onDemandRotations: 0 },
+    rotation: {
+      enabled: false,
+      periodInDays: DEFAULT_ROTATION_PERIOD_IN_DAYS,
+      onDemandRotations: 0,
+    },
     tags,
     ...(policy !== undefined ? { policy } : {}),
     versions: [
@@ -195,7 +203,7 @@ export async function scheduleKeyDeletion(
   assertObject("request", request);
   const days =
     request.pendingWindowInDays === undefined
-      ? 30
+      ? DEFAULT_PENDING_WINDOW_IN_DAYS
       : assertInteger("pendingWindowInDays", request.pendingWindowInDays, 7, 30);
   const keyId = directKeyId(ctx, "scheduleKeyDeletion", "keyId", request.keyId);
   const deletionDate = ctx.clock.now() + days * DAY_MS;

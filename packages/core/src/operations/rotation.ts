@@ -5,6 +5,7 @@ import { assertInteger, assertObject } from "../internal/assert.ts";
 import { type KmsContext, rotatedFields, updateKey } from "../internal/key-access.ts";
 import { pageLimit, pageMarker, toPage } from "../internal/pagination.ts";
 import type { StoredKey } from "../keystore/key-store.ts";
+import { DEFAULT_ROTATION_PERIOD_IN_DAYS } from "../policy/request-defaults.ts";
 import type {
   EnableKeyRotationRequest,
   GetKeyRotationStatusResponse,
@@ -34,7 +35,7 @@ export async function enableKeyRotation(
   assertObject("request", request);
   const period =
     request.rotationPeriodInDays === undefined
-      ? 365
+      ? DEFAULT_ROTATION_PERIOD_IN_DAYS
       : assertInteger("rotationPeriodInDays", request.rotationPeriodInDays, 90, 2560);
   const keyId = directKeyId(ctx, "enableKeyRotation", "keyId", request.keyId);
   await updateKey(ctx, keyId, "enableKeyRotation", (key) => {

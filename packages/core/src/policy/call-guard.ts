@@ -431,7 +431,10 @@ export class CallGuard {
     if (!this.auditing) return RECORDED;
     const call = this.begin(operation, request, undefined, now);
     for (const key of keys) call.keys.set(key.keyId, key);
-    return this.record(call, { response: request });
+    return this.auditor.record({
+      ...buildAuditEvent(call, { response: request }),
+      eventType: "AwsServiceEvent",
+    });
   }
 
   /** Records the call; rejects (fail-closed) when the event could not be written. */

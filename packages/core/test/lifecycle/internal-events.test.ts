@@ -63,6 +63,7 @@ function expectDeleteKeyEvent(events: readonly AuditEvent[], keyId: string): Aud
   expect(event.errorCode).toBeUndefined();
   expect(event.readOnly).toBe(false);
   expect(event.userIdentity.arn).toBe(ROOT);
+  expect(event.eventType).toBe("AwsServiceEvent");
   expect(event.requestParameters).toEqual({ keyId, deletionDate: expect.any(String) });
   return event;
 }
@@ -235,6 +236,13 @@ test("no DeleteKey or RotateKey event holds key material", async () => {
 
   const internal = sink.events.filter((e) => /^(DeleteKey|RotateKey)$/.test(e.eventName));
   expect(internal.map((e) => e.eventName).sort()).toEqual(["DeleteKey", "RotateKey"]);
+  // CloudTrail's mark for work the service did on its own; the callers' events stay API calls.
+  expect(internal.map((e) => e.eventType)).toEqual(["AwsServiceEvent", "AwsServiceEvent"]);
+  expect(
+    sink.events
+      .filter((e) => !/^(DeleteKey|RotateKey)$/.test(e.eventName))
+      .every((e) => e.eventType === "AwsApiCall"),
+  ).toBe(true);
   const json = JSON.stringify(internal);
   expect(encodings.length).toBeGreaterThanOrEqual(6);
   for (const encoded of encodings) expect(json).not.toContain(encoded);

@@ -130,6 +130,7 @@ describe("stores without seals (unsealedRecords)", () => {
     const sealEvents = events.filter((e) => e.eventName === "SealRecord");
     expect(sealEvents).toHaveLength(keys.length + aliases.length);
     expect(events).toHaveLength(sealEvents.length);
+    expect(sealEvents.every((e) => e.eventType === "AwsServiceEvent")).toBe(true);
     const resources = sealEvents.flatMap((e) => e.resources ?? []).map((r) => r.ARN);
     for (const keyId of p.keyIds) expect(resources.join(" ")).toContain(keyId);
     expect(JSON.stringify(sealEvents)).toContain("alias/a");
