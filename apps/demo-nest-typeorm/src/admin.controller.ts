@@ -17,16 +17,20 @@ function clinicOf(clinic: string): string {
 
 /**
  * Crypto-shredding: scheduling deletion of one clinic's KMS key makes that clinic's records
- * unreadable (409 `KMSInvalidStateException`) at once, and nobody else's; cancelling within the
- * window brings them back. Administrative calls must be signed with the demo's admin HMAC key
- * (`scripts/admin.ts` does it); the webhook key, which every webhook peer holds, is refused here.
+ * unreadable (409 `KMSInvalidStateException`), and nobody else's; cancelling within the window
+ * brings them back. At once through this instance, which drops its cached data keys; another
+ * instance sharing the data keeps using the data keys it has cached until they reach the
+ * engine's `maxAgeMs` (`dataKeyMaxAgeMs`, 30 s). Administrative calls must be signed with the
+ * demo's admin HMAC key (`scripts/admin.ts` does it); the webhook key, which every webhook peer
+ * holds, is refused here.
  */
 @Controller("admin/clinics")
 @VerifySignature({
   requiredComponents: ["@method", "@target-uri"],
   requireExpires: true,
   algorithms: ["hmac-sha256"],
-  // Replaces the module's lookup (the webhook key) for these routes.
+  // `authorities` stays the module's (AppModule: this instance's host:ports), so a call signed
+  // for another instance is refused here. The lookup replaces the module's (the webhook key).
   keyLookup: (keyId, { kms }) =>
     keyId === ADMIN_KEY_ID
       ? createKmsVerifier({ kms, keyId: ADMIN_KEY_ALIAS, algorithm: "hmac-sha256" })
@@ -55,7 +59,8 @@ export class AdminController {
       keyId: await this.#keyIdOf(clinic),
       pendingWindowInDays: 7,
     });
-    // Data keys already unwrapped stay usable in the engine's cache until dropped.
+    // Data keys already unwrapped stay usable in the engine's cache until dropped: here now,
+    // in other instances' caches when they age out (they cannot be reached from here).
     encryptionOf(this.#dataSource).engine.clearCache();
     // AWS gives no date while a multi-Region key's replicas are being deleted.
     const deletionDate = result.deletionDate?.toISOString() ?? null;

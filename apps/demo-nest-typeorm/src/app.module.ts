@@ -11,7 +11,8 @@ import { APP_FILTER } from "@nestjs/core";
 import { TypeOrmModule, type TypeOrmModuleOptions } from "@nestjs/typeorm";
 import { DataSource, type DataSourceOptions } from "typeorm";
 import { AdminController } from "./admin.controller.ts";
-import type { DemoConfig } from "./config.ts";
+import { ServerAuthorities } from "./authorities.ts";
+import { DEFAULT_DATA_KEY_MAX_AGE_MS, type DemoConfig } from "./config.ts";
 import { DemoKmsModule } from "./demo-kms.module.ts";
 import { type DemoKms, WEBHOOK_KEY_ALIAS, WEBHOOK_KEY_ID } from "./kms.ts";
 import { Patient } from "./patient.entity.ts";
@@ -42,11 +43,13 @@ function databaseOptions(config: DemoConfig): DataSourceOptions {
  * The demo application: KmsModule (the demo's KMS, in-process or a server's, with signature
  * guard, response signing, tenant context, KMS errors → problem+json) and TypeORM wired
  * through @nestjs/typeorm with @kms/typeorm's subscriber, so that every patient column is
- * encrypted under its clinic's KMS key.
+ * encrypted under its clinic's KMS key. `createApp` points the provided `ServerAuthorities` at
+ * the HTTP server, whose port the signature policy's `authorities` follow.
  */
 @Module({})
 export class AppModule {
   static forRoot(config: DemoConfig, kms: DemoKms): DynamicModule {
+    const authorities = new ServerAuthorities(config.publicAuthorities);
     return {
       module: AppModule,
       imports: [
@@ -66,6 +69,10 @@ export class AppModule {
               kms,
               signature: {
                 keyLookup: (keyId) => (keyId === WEBHOOK_KEY_ID ? verifier : undefined),
+                // Every signed route (the webhook receiver, the admin calls) layers its policy
+                // over this one: a signature made for another instance is refused here
+                // (`components`) rather than accepted once more by this instance's nonces.
+                authorities: authorities.list,
               },
               responseSigning: {
                 signer: createKmsSigner({
@@ -101,6 +108,9 @@ export class AppModule {
             const encryption = fieldEncryption({
               kms: kms.kms,
               keyId: (context) => tenantKeyAlias(context.tenant ?? "-"),
+              // A clinic shredded through another instance sharing the data stays readable here
+              // while its data keys are cached: bounded by this, not core's 5 minutes.
+              cache: { maxAgeMs: config.dataKeyMaxAgeMs ?? DEFAULT_DATA_KEY_MAX_AGE_MS },
             });
             return {
               ...databaseOptions(config),
@@ -127,6 +137,7 @@ export class AppModule {
       controllers: [PatientsController, WebhooksController, AdminController],
       providers: [
         { provide: DEMO_CONFIG, useValue: config },
+        { provide: ServerAuthorities, useValue: authorities },
         { provide: APP_FILTER, useClass: ProblemsFilter },
         TenantKeys,
         PatientsService,

@@ -8,6 +8,7 @@ import type { NestExpressApplication } from "@nestjs/platform-express";
 import Database from "better-sqlite3";
 import pg from "pg";
 import { AppModule } from "./app.module.ts";
+import { ServerAuthorities } from "./authorities.ts";
 import { type DemoConfig, DemoConfigError } from "./config.ts";
 import { openDemoKms } from "./kms.ts";
 
@@ -79,7 +80,8 @@ function checkWebhookTable(columns: readonly string[], where: string, remedy: st
  * Builds the app over the demo's KMS (in-process, or the server of `config.kms`), which the app
  * closes when it closes. `rawBody: true` keeps the exact request bytes that the signature guard
  * checks Content-Digest against. Only JSON bodies are parsed: Nest's default urlencoded parser
- * would also turn an HTML form post into a patient.
+ * would also turn an HTML form post into a patient. Signed requests must name the authority the
+ * server listens on (or one of `config.publicAuthorities`), whatever port it is given.
  * Signals are the caller's: `main.ts` stops the app on SIGINT and SIGTERM.
  * @throws DemoConfigError when DATABASE_URL's server cannot be reached, or the database holds
  *   webhook events of an earlier release.
@@ -108,5 +110,6 @@ export async function createApp(config: DemoConfig): Promise<INestApplication> {
     logger: ["error", "warn"],
   });
   app.useBodyParser("json", { limit: BODY_LIMIT });
+  app.get(ServerAuthorities).follow(app.getHttpServer());
   return app;
 }

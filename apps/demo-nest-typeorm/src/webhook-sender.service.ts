@@ -7,7 +7,7 @@ import {
 import { KmsService } from "@kms/nestjs";
 import { Inject, Injectable, Logger } from "@nestjs/common";
 import { HttpAdapterHost } from "@nestjs/core";
-import type { DemoConfig } from "./config.ts";
+import { DEFAULT_WEBHOOK_TIMEOUT_MS, type DemoConfig } from "./config.ts";
 import { WEBHOOK_KEY_ALIAS, WEBHOOK_KEY_ID } from "./kms.ts";
 import { DEMO_CONFIG } from "./tokens.ts";
 
@@ -16,6 +16,51 @@ const RECEIPT_COMPONENTS = [
   "content-digest",
   { component: "signature", key: "sig1", req: true },
 ] as const;
+
+/**
+ * Largest receiver answer read, for its receipt: `{"received":"<uuid>"}` is 50 bytes. The answer
+ * is read inline in `POST /patients`, so a receiver must not make it buffer without bound.
+ */
+export const MAX_ANSWER_BYTES = 64 * 1024;
+
+/** The receiver's answer ran past {@link MAX_ANSWER_BYTES}. */
+class AnswerTooLargeError extends Error {
+  override readonly name = "AnswerTooLargeError";
+}
+
+/**
+ * `response`'s body, read as it arrives and given up past `limit` bytes: the connection is
+ * dropped rather than read to its end. Content-Length is the receiver's word, so it only lets
+ * an answer be refused early, never read past the limit.
+ * @throws AnswerTooLargeError past `limit`; the fetch's abort reason when its signal fires.
+ */
+async function boundedBody(response: Response, limit: number): Promise<Uint8Array> {
+  if (Number(response.headers.get("content-length") ?? 0) > limit) {
+    await response.body?.cancel();
+    throw new AnswerTooLargeError(`content-length over ${limit} bytes`);
+  }
+  if (response.body === null) return new Uint8Array(0);
+  const reader = response.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let length = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    length += value.byteLength;
+    if (length > limit) {
+      await reader.cancel();
+      throw new AnswerTooLargeError(`over ${limit} bytes`);
+    }
+    chunks.push(value);
+  }
+  const body = new Uint8Array(length);
+  let offset = 0;
+  for (const chunk of chunks) {
+    body.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return body;
+}
 
 /** What the sender learned from one delivery. */
 export interface WebhookDelivery {
@@ -41,6 +86,10 @@ export interface PatientCreatedEvent {
  * and bound to this very request, so both directions are authenticated. Redirects are not
  * followed: fetch would re-send the signed request, signature and nonce included, to whatever
  * origin the Location names, which could replay it to the receiver. A 3xx is a failed delivery.
+ * So is a delivery that takes longer than `webhookTimeoutMs` from connecting to the answer's
+ * last byte, or an answer longer than {@link MAX_ANSWER_BYTES}: the delivery runs inside
+ * `POST /patients`, which a slow or endless receiver would otherwise hold open, and a huge
+ * answer would be buffered whole.
  */
 @Injectable()
 export class WebhookSender {
@@ -85,10 +134,20 @@ export class WebhookSender {
       ...headers,
       ...(await signRequest(request, { signer, nonce: true, expiresIn: 60 })),
     };
+    const timeoutMs = this.#config.webhookTimeoutMs ?? DEFAULT_WEBHOOK_TIMEOUT_MS;
+    // One deadline for connecting, the headers and the body alike.
+    const signal = AbortSignal.timeout(timeoutMs);
     let response: Response;
     try {
-      response = await fetch(url, { method: "POST", headers: signed, body, redirect: "manual" });
+      response = await fetch(url, {
+        method: "POST",
+        headers: signed,
+        body,
+        redirect: "manual",
+        signal,
+      });
     } catch (error) {
+      if (signal.aborted) return this.#timedOut(url, null, timeoutMs);
       // The cause names hosts and ports of the receiver's network: the operator's log gets it,
       // the API client only learns that the delivery failed.
       this.#logger.warn(
@@ -114,7 +173,30 @@ export class WebhookSender {
         problem: "the receiver answered a redirect, which signed webhooks do not follow",
       };
     }
-    const answer = new Uint8Array(await response.arrayBuffer());
+    let answer: Uint8Array;
+    try {
+      answer = await boundedBody(response, MAX_ANSWER_BYTES);
+    } catch (error) {
+      if (error instanceof AnswerTooLargeError) {
+        this.#logger.warn(`webhook delivery to ${url}: answer ${error.message}; not read`);
+        return {
+          url,
+          status: response.status,
+          receiptVerified: false,
+          problem: `the receiver's answer exceeds ${MAX_ANSWER_BYTES} bytes`,
+        };
+      }
+      if (signal.aborted) return this.#timedOut(url, response.status, timeoutMs);
+      this.#logger.warn(
+        `webhook delivery to ${url}: answer broken off: ${String((error as Error).cause ?? error)}`,
+      );
+      return {
+        url,
+        status: response.status,
+        receiptVerified: false,
+        problem: "the receiver's answer broke off",
+      };
+    }
     const receipt = await verifyMessage(
       { status: response.status, headers: response.headers, body: answer },
       {
@@ -136,5 +218,18 @@ export class WebhookSender {
           receiptVerified: false,
           problem: `receipt signature: ${receipt.check}: ${receipt.detail}`,
         };
+  }
+
+  /** A delivery over its deadline; `status` when the receiver sent its headers in time. */
+  #timedOut(url: string, status: number | null, timeoutMs: number): WebhookDelivery {
+    this.#logger.warn(
+      `webhook delivery to ${url}: no complete answer within ${timeoutMs} ms; given up`,
+    );
+    return {
+      url,
+      status,
+      receiptVerified: false,
+      problem: `the receiver did not answer completely within ${timeoutMs} ms`,
+    };
   }
 }

@@ -18,9 +18,10 @@ interface PatientCreatedBody {
 export type WebhookEventView = { readonly id: string } & Omit<WebhookEvent, "id" | "eventId">;
 
 /**
- * The receiving side of the webhook. `@VerifySignature` (the module's `SignatureGuard`) refuses
- * unsigned, tampered, expired, replayed or unknown-key requests with 401 problem+json before
- * this code runs; `@Signed()` signs the answer, bound to the request it answers.
+ * The receiving side of the webhook. `@VerifySignature` (the module's `SignatureGuard`, with the
+ * module's `authorities`: this instance's host:ports) refuses unsigned, tampered, expired,
+ * replayed, unknown-key or other-authority requests with 401 problem+json before this code
+ * runs; `@Signed()` signs the answer, bound to the request it answers.
  */
 @Controller("webhooks")
 export class WebhooksController {

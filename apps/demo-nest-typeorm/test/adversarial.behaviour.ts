@@ -321,7 +321,8 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
               tenant,
               body: { ...ADA, note: "overwritten" },
             });
-            expectProblem(res, 404, "demo/not-found");
+            expectProblem(res, 405, "demo/method-not-allowed");
+            expect(res.headers.get("allow")).toBe("GET, HEAD, OPTIONS");
           }
         }
         expect(await patientsRows()).toEqual(before);
@@ -620,6 +621,37 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
         const keyState = (await keyStore().describeKey({ keyId: "alias/demo-clinic/clinic-b" }))
           .keyMetadata.keyState;
         expect(keyState).toBe("Enabled");
+      });
+
+      it("signed for another instance and sent with its Host: components", async () => {
+        // Another instance holding the same key (the README's WEBHOOK_URL setup), on another
+        // port: its deliveries must not be accepted here, whatever Host they arrive with.
+        const elsewhere = `127.0.0.1:${port === 65_535 ? port - 1 : port + 1}`;
+        const body = JSON.stringify({
+          event: "patient.created",
+          tenantId: "clinic-a",
+          patientId: randomUUID(),
+        });
+        const signature = await signRequest(
+          { method: "POST", url: `http://${elsewhere}${WEBHOOK_PATH}`, headers: json, body },
+          { signer: webhookSigner(), nonce: true, expiresIn: 60 },
+        );
+        const fields = Object.entries({ ...json, ...signature })
+          .map(([name, value]) => `${name}: ${value}`)
+          .join("\r\n");
+        const head = `POST ${WEBHOOK_PATH} HTTP/1.1\r\nHost: ${elsewhere}\r\nConnection: close\r\n${fields}\r\ncontent-length: ${Buffer.byteLength(body)}`;
+        await expectRefused(() => rawExchange(port, head, body), "components");
+        // Sent as signed, to the instance it names (this one only in its Host): signature.
+        await expectRefused(
+          () =>
+            deliver({
+              method: "POST",
+              url: `http://${elsewhere}${WEBHOOK_PATH}`,
+              headers: { ...json, ...signature },
+              body,
+            }),
+          "signature",
+        );
       });
 
       it("created too old or in the future, expires passed, no expires", async () => {
@@ -982,6 +1014,31 @@ export function describeAdversarial(label: string, open: () => Promise<Backend>)
           res.status === 0 || (res.status >= 400 && res.status < 500) || Number.isNaN(res.status),
         ).toBe(true);
         expectNothingLeaked(res.text);
+      });
+
+      it("an unknown route is 404, a method its path does not take 405 with Allow", async () => {
+        for (const [method, path, allow] of [
+          ["PUT", "/patients", "GET, HEAD, POST, OPTIONS"],
+          ["DELETE", `/patients/${ids.ada}`, "GET, HEAD, OPTIONS"],
+          ["GET", WEBHOOK_PATH, "POST, OPTIONS"],
+          ["POST", "/webhooks/events", "GET, HEAD, OPTIONS"],
+          ["GET", "/admin/clinics/clinic-a/key", "DELETE, OPTIONS"],
+          ["DELETE", "/admin/clinics/clinic-a/key/restore", "POST, OPTIONS"],
+        ] as const) {
+          const res = await call(method, path, { tenant: "clinic-a" });
+          const problem = expectProblem(res, 405, "demo/method-not-allowed");
+          expect(problem.detail).toBe(`method ${method} not allowed here: ${allow}`);
+          expect(res.headers.get("allow"), `${method} ${path}`).toBe(allow);
+          const options = await call("OPTIONS", path);
+          expect(options.status).toBe(204);
+          expect(options.headers.get("allow")).toBe(allow);
+          expect(options.text).toBe("");
+        }
+        for (const method of ["GET", "PUT", "OPTIONS"]) {
+          const res = await call(method, "/patientsx", { tenant: "clinic-a" });
+          expectProblem(res, 404, "demo/not-found");
+          expect(res.headers.get("allow")).toBeNull();
+        }
       });
 
       it("bad ids and query parameters: 400 demo/invalid-input", async () => {

@@ -2,7 +2,7 @@ import "reflect-metadata";
 import { createKms } from "@kms/core";
 import { TenantConfigError, TenantDirectory } from "@kms/demo-shared";
 import { describe, expect, test } from "vitest";
-import { configFromEnv, DemoConfigError } from "../src/config.ts";
+import { configFromEnv, DEFAULT_WEBHOOK_TIMEOUT_MS, DemoConfigError } from "../src/config.ts";
 import { TenantKeys, tenantKeyAlias } from "../src/tenant-keys.service.ts";
 
 const A = "token-of-clinic-a-0123456789";
@@ -19,6 +19,38 @@ describe("the demo's configuration and key provisioning", () => {
       expect(() => configFromEnv({ DATABASE_URL: url })).toThrow(
         new DemoConfigError(
           "DATABASE_URL must be a postgres:// or postgresql:// URL; unset it to use SQLite",
+        ),
+      );
+    }
+  });
+
+  test("configFromEnv reads DEMO_PUBLIC_AUTHORITIES and WEBHOOK_TIMEOUT_MS, and refuses bad ones", () => {
+    expect(configFromEnv({})).not.toHaveProperty("publicAuthorities");
+    expect(configFromEnv({}).webhookTimeoutMs).toBe(DEFAULT_WEBHOOK_TIMEOUT_MS);
+    expect(
+      configFromEnv({ DEMO_PUBLIC_AUTHORITIES: " records.example.com, records.example.com:8443" })
+        .publicAuthorities,
+    ).toEqual(["records.example.com", "records.example.com:8443"]);
+    expect(configFromEnv({ DEMO_PUBLIC_AUTHORITIES: "[::1]:3000" }).publicAuthorities).toEqual([
+      "[::1]:3000",
+    ]);
+    for (const value of [
+      "https://records.example.com",
+      "records.example.com/path",
+      "records.example.com:0",
+      "records.example.com:70000",
+      "user@records.example.com",
+      "a,,b",
+    ]) {
+      expect(() => configFromEnv({ DEMO_PUBLIC_AUTHORITIES: value }), value).toThrow(
+        DemoConfigError,
+      );
+    }
+    expect(configFromEnv({ WEBHOOK_TIMEOUT_MS: "250" }).webhookTimeoutMs).toBe(250);
+    for (const value of ["0", "-1", "1.5", "soon", "600001"]) {
+      expect(() => configFromEnv({ WEBHOOK_TIMEOUT_MS: value }), value).toThrow(
+        new DemoConfigError(
+          `WEBHOOK_TIMEOUT_MS must be an integer from 1 to 600000 (milliseconds), got ${value}`,
         ),
       );
     }

@@ -1,14 +1,25 @@
 import "reflect-metadata";
+import type { Kms } from "@kms/core";
 import { bearer } from "@kms/demo-shared/testing";
+import { createKmsSigner, signRequest } from "@kms/http-signatures";
 import { databaseTarget } from "@kms/tooling/databases";
 import type { INestApplication } from "@nestjs/common";
 import { getRepositoryToken } from "@nestjs/typeorm";
 import request from "supertest";
 import { QueryFailedError, type Repository } from "typeorm";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import {
+  ADMIN_KEY_ALIAS,
+  ADMIN_KEY_ID,
+  type DemoKms,
+  WEBHOOK_KEY_ALIAS,
+  WEBHOOK_KEY_ID,
+} from "../src/kms.ts";
 import { Patient } from "../src/patient.entity.ts";
 import { PatientsService } from "../src/patients.service.ts";
 import { createApp } from "../src/server.ts";
+import { DEMO_KMS } from "../src/tokens.ts";
+import { WebhookEvent } from "../src/webhook-event.entity.ts";
 import { type Backend, postgresBackend, sqliteBackend } from "./backends.ts";
 
 const SSN = "987-65-4320";
@@ -45,13 +56,65 @@ async function captured(run: () => Promise<void>): Promise<string> {
 describe.each(backends)("an unexpected error on %s", (_name, open, skip) => {
   let backend: Backend;
   let app: INestApplication;
+  let origin: string;
 
   beforeAll(async () => {
     if (skip) return;
     backend = await open();
     app = await createApp(backend.config);
-    await app.init();
+    // Listening on a known port: signatures cover the target URI.
+    await app.listen(0, "127.0.0.1");
+    origin = `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}`;
   });
+
+  /** The in-process KMS's `VerifyMac` audit events' request ids, oldest first. */
+  async function verifyMacRequestIds(): Promise<(string | undefined)[]> {
+    const kms = app.get<DemoKms>(DEMO_KMS).crypto as Kms;
+    return (await kms.audit.events())
+      .filter((event) => event.eventName === "VerifyMac")
+      .map((event) => event.requestID);
+  }
+
+  /**
+   * `method url` signed with `keyAlias` as `publishedKeyId` (the webhook sender or the admin
+   * script), the request id of its 500 and the log, which must hold one line naming that id.
+   */
+  async function failingSignedCall(
+    method: "POST" | "DELETE",
+    path: string,
+    key: { alias: string; id: string },
+    body?: string,
+  ): Promise<{ requestId: string; answer: Record<string, unknown> }> {
+    const url = `${origin}${path}`;
+    const headers: Record<string, string> =
+      body === undefined ? {} : { "content-type": "application/json" };
+    const signer = createKmsSigner({
+      kms: app.get<DemoKms>(DEMO_KMS).crypto,
+      keyId: key.alias,
+      algorithm: "hmac-sha256",
+      publishedKeyId: key.id,
+    });
+    const signature = await signRequest(
+      { method, url, headers, ...(body === undefined ? {} : { body }) },
+      { signer, nonce: true, expiresIn: 60 },
+    );
+    let res: Response | undefined;
+    let answer: Record<string, unknown> = {};
+    const log = await captured(async () => {
+      res = await fetch(url, {
+        method,
+        headers: { ...headers, ...signature, "x-request-id": "trace-7f3c9e21" },
+        ...(body === undefined ? {} : { body }),
+      });
+      answer = (await res.json()) as Record<string, unknown>;
+    });
+    expect(res?.status).toBe(500);
+    const requestId = String(res?.headers.get("x-request-id"));
+    expect(answer).toMatchObject({ type: "https://kms.dev/problems/demo/internal", requestId });
+    expect(log).toContain(`internal error (request ${requestId}): Error`);
+    expect(log).not.toContain("trace-7f3c9e21");
+    return { requestId, answer };
+  }
   afterEach(() => {
     vi.restoreAllMocks();
   });
@@ -110,6 +173,42 @@ describe.each(backends)("an unexpected error on %s", (_name, open, skip) => {
       });
       expect(log).toContain(`internal error (request ${requestId}): QueryFailedError`);
       expect(log.split("\n").filter((line) => line !== "")).toHaveLength(1);
+    },
+  );
+
+  it.skipIf(skip)(
+    "names in a failed webhook's 500 the request id its signature check was audited under",
+    async () => {
+      const events = app.get<Repository<WebhookEvent>>(getRepositoryToken(WebhookEvent));
+      vi.spyOn(events, "save").mockRejectedValue(
+        Object.assign(new Error("database or disk is full"), { code: "SQLITE_FULL" }),
+      );
+      const body = JSON.stringify({
+        event: "patient.created",
+        tenantId: "clinic-a",
+        patientId: "6c1f0c4e-0000-4000-8000-000000000000",
+      });
+      const { requestId } = await failingSignedCall(
+        "POST",
+        "/webhooks/patient-created",
+        { alias: WEBHOOK_KEY_ALIAS, id: WEBHOOK_KEY_ID },
+        body,
+      );
+      // The route has no KMS context: the id is the one SignatureGuard verified under.
+      expect((await verifyMacRequestIds()).at(-1)).toBe(requestId);
+    },
+  );
+
+  it.skipIf(skip)(
+    "names in a failed admin call's 500 the request id its signature check was audited under",
+    async () => {
+      const keys = app.get<DemoKms>(DEMO_KMS).keys;
+      vi.spyOn(keys, "describeKey").mockRejectedValue(new Error("disk I/O error"));
+      const { requestId } = await failingSignedCall("DELETE", "/admin/clinics/clinic-a/key", {
+        alias: ADMIN_KEY_ALIAS,
+        id: ADMIN_KEY_ID,
+      });
+      expect((await verifyMacRequestIds()).at(-1)).toBe(requestId);
     },
   );
 });
