@@ -42,6 +42,9 @@ export interface VersionRow {
   public_key: Uint8Array | null;
 }
 
+/** The wrapped material of one stored version, for comparing with a record being written. */
+export type MaterialRow = Pick<VersionRow, "version" | "wrapped_material">;
+
 export interface AliasRow {
   alias_name: string;
   target_key_id: string;
