@@ -166,7 +166,7 @@ export class PostgresKeyStore implements KeyStore {
       pool,
       listenConfig,
       channel: channelOf(schema),
-      counterSql: `SELECT counter FROM ${quoteIdent(schema)}.kms_changes`,
+      counterSql: `SELECT counter, subject FROM ${quoteIdent(schema)}.kms_changes`,
       maxStalenessMs,
       cacheSize,
     });

@@ -62,10 +62,11 @@ describe.skipIf(target.skipReason !== undefined)("PostgresKeyStore schema migrat
   }
 
   /**
-   * A schema as the release at schema version 2 (audit trail, no seals) left it, with a key,
-   * an alias and a setting written through the columns that release knew about.
+   * A schema as the release at schema version `version` left it (2: audit trail, no seals; 3:
+   * seals, ids and alias names in the notifications), with a key, an alias and a setting
+   * written through the columns release 2 knew about.
    */
-  async function writeVersion2Schema(): Promise<string> {
+  async function writeOldSchema(version: 2 | 3): Promise<string> {
     const schema = randomSchema("mig");
     cleanups.push(() => dropSchema(schema));
     const s = `"${schema}"`;
@@ -73,7 +74,7 @@ describe.skipIf(target.skipReason !== undefined)("PostgresKeyStore schema migrat
       await client.query("BEGIN");
       await client.query(`CREATE SCHEMA ${s}`);
       await client.query(MIGRATIONS_TABLE(s));
-      for (const [i, migration] of RELEASED_MIGRATIONS.slice(0, 2).entries()) {
+      for (const [i, migration] of RELEASED_MIGRATIONS.slice(0, version).entries()) {
         await client.query(migration(s, `kms_${schema}`));
         await client.query(`INSERT INTO ${s}.kms_schema_migrations (version) VALUES ($1)`, [i + 1]);
       }
@@ -115,7 +116,7 @@ describe.skipIf(target.skipReason !== undefined)("PostgresKeyStore schema migrat
   }
 
   it("upgrades a schema version 2 database in place: rows kept, unsealed, and sealable afterwards", async () => {
-    const schema = await writeVersion2Schema();
+    const schema = await writeOldSchema(2);
     const store = await open(schema);
 
     const applied = await withClient((client) =>
@@ -123,7 +124,7 @@ describe.skipIf(target.skipReason !== undefined)("PostgresKeyStore schema migrat
         `SELECT version FROM "${schema}".kms_schema_migrations ORDER BY version`,
       ),
     );
-    expect(applied.rows.map((r) => r.version)).toStrictEqual([1, 2, 3]);
+    expect(applied.rows.map((r) => r.version)).toStrictEqual([1, 2, 3, 4]);
 
     const key = await store.getKey("k-old");
     expect(key).toStrictEqual(OLD_KEY);
@@ -160,7 +161,7 @@ describe.skipIf(target.skipReason !== undefined)("PostgresKeyStore schema migrat
   });
 
   it("applies the new migration exactly once when several instances start on an old schema together", async () => {
-    const schema = await writeVersion2Schema();
+    const schema = await writeOldSchema(2);
     const stores = await Promise.all([open(schema), open(schema), open(schema)]);
     for (const store of stores) expect(await store.getKey("k-old")).toStrictEqual(OLD_KEY);
     const applied = await withClient((client) =>
@@ -168,27 +169,38 @@ describe.skipIf(target.skipReason !== undefined)("PostgresKeyStore schema migrat
         `SELECT version FROM "${schema}".kms_schema_migrations ORDER BY version`,
       ),
     );
-    expect(applied.rows.map((r) => r.version)).toStrictEqual([1, 2, 3]);
+    expect(applied.rows.map((r) => r.version)).toStrictEqual([1, 2, 3, 4]);
   });
 
-  it("still notifies other instances of seal-only changes after the upgrade", async () => {
-    const schema = await writeVersion2Schema();
-    await open(schema);
-    const notified = await withClient(async (client) => {
-      await client.query(`LISTEN "kms_${schema}"`);
-      const payloads: string[] = [];
-      client.on("notification", (message) => payloads.push(message.payload ?? ""));
-      await client.query(`UPDATE "${schema}".kms_aliases SET seal = 'x'`);
-      await client.query(`UPDATE "${schema}".kms_keys SET seal = 'y'`);
-      // A round trip after the updates: notifications of committed statements arrive first.
-      await client.query("SELECT 1");
-      return payloads.map((p) => p.slice(p.indexOf(" ") + 1));
+  for (const version of [2, 3] as const) {
+    it(`still notifies other instances of seal-only changes after the upgrade from schema version ${version}, by counter only`, async () => {
+      const schema = await writeOldSchema(version);
+      await open(schema);
+      const notified = await withClient(async (client) => {
+        await client.query(`LISTEN "kms_${schema}"`);
+        const payloads: string[] = [];
+        client.on("notification", (message) => payloads.push(message.payload ?? ""));
+        const changes = `SELECT counter::integer AS counter, subject FROM "${schema}".kms_changes`;
+        const before = (await client.query(changes)).rows[0];
+        await client.query(`UPDATE "${schema}".kms_aliases SET seal = 'x'`);
+        const afterAlias = (await client.query(changes)).rows[0];
+        await client.query(`UPDATE "${schema}".kms_keys SET seal = 'y'`);
+        const afterKey = (await client.query(changes)).rows[0];
+        // A round trip after the updates: notifications of committed statements arrive first.
+        await client.query("SELECT 1");
+        return { payloads, before, afterAlias, afterKey };
+      });
+      const { counter } = notified.before as { counter: number };
+      // The channel, which any role may LISTEN to, carries the counter alone; the record each
+      // change touched is in kms_changes, readable with the schema's privileges only.
+      expect(notified.payloads).toStrictEqual([String(counter + 1), String(counter + 2)]);
+      expect(notified.afterAlias).toStrictEqual({ counter: counter + 1, subject: "a:alias/old" });
+      expect(notified.afterKey).toStrictEqual({ counter: counter + 2, subject: "k:k-old" });
     });
-    expect(notified).toStrictEqual(["a:alias/old", "k:k-old"]);
-  });
+  }
 
   it("refuses a schema written by a newer version, leaving it untouched", async () => {
-    const schema = await writeVersion2Schema();
+    const schema = await writeOldSchema(2);
     await withClient((client) =>
       client.query(`INSERT INTO "${schema}".kms_schema_migrations (version) VALUES (99)`),
     );

@@ -7,7 +7,10 @@ export interface ChangeFeedOptions {
   /** How to open the dedicated LISTEN connection; undefined: poll only. */
   readonly listenConfig: pg.ClientConfig | undefined;
   readonly channel: string;
-  /** `SELECT counter FROM <schema>.kms_changes`. */
+  /**
+   * `SELECT counter, subject FROM <schema>.kms_changes`: how many changes committed, and the
+   * record (`k:<key id>`, `a:<alias name>`) the last one touched.
+   */
   readonly counterSql: string;
   readonly maxStalenessMs: number;
   readonly cacheSize: number;
@@ -33,16 +36,26 @@ function recall<V>(cache: Map<string, V>, id: string): V | undefined {
   return hit;
 }
 
+/** What the change trigger (migration 4) sends: the counter, in decimal, and nothing else. */
+const COUNTER_PAYLOAD = /^[0-9]{1,15}$/;
+
 /**
- * The cache of key and alias records, and what keeps it honest: writes by other instances reach
- * it by LISTEN/NOTIFY within milliseconds, and a poll of the store-wide change counter every
- * `maxStalenessMs / 2` catches anything the notifications missed (a dropped LISTEN connection,
- * a notification queue overflow). A cached record is served only while the last poll that
- * succeeded was sent less than `maxStalenessMs` ago, so no record older than that bound is ever
- * returned, even when the database is unreachable: then reads go to the database and fail.
+ * The cache of key and alias records, and what keeps it honest: every invalidation comes from
+ * reading the store-wide change counter (and the record the last change touched) from the
+ * database, every `maxStalenessMs / 2` and whenever a notification says the counter moved, so
+ * writes by other instances reach the cache within milliseconds. A cached record is served only
+ * while the last read that succeeded was sent less than `maxStalenessMs` ago, so no record
+ * older than that bound is ever returned, even when the database is unreachable or every
+ * notification is lost: then reads go to the database and fail.
+ *
+ * A notification is only a hint to read sooner, never trusted for what it says: any role that
+ * can connect to the database may NOTIFY on the channel, and a forged payload that emptied the
+ * cache would send every instance's every read to the database. Reads run one at a time, and
+ * notifications that arrive meanwhile share one read after it, so a flood of them costs each
+ * instance one small query at a time and empties no cache.
  *
  * Reads record the generation before querying and cache their result only if no invalidation
- * happened meanwhile, so a slow read cannot put back a record that a notification just evicted.
+ * happened meanwhile, so a slow read cannot put back a record that a counter read just evicted.
  */
 export class ChangeFeed {
   readonly #options: ChangeFeedOptions;
@@ -56,7 +69,10 @@ export class ChangeFeed {
   #listener: pg.Client | undefined;
   #connecting: Promise<void> | undefined;
   #timer: NodeJS.Timeout | undefined;
-  #polling = false;
+  /** The counter read in flight, if any. */
+  #reading: Promise<void> | undefined;
+  /** A read queued behind it, which every request made meanwhile joins. */
+  #queued: Promise<void> | undefined;
   #closed = false;
 
   constructor(options: ChangeFeedOptions) {
@@ -123,51 +139,81 @@ export class ChangeFeed {
   }
 
   /**
-   * Reads the change counter; a value the notifications have not accounted for means some were
-   * missed (or are still in flight), and the whole cache goes. Errors are swallowed: the cache
-   * simply goes stale and stops serving until a poll succeeds again.
+   * Reads the change counter (see #sync), first listening again if the LISTEN connection was
+   * lost. Errors are swallowed: the cache simply goes stale and stops serving until a read
+   * succeeds again.
    */
   async poll(): Promise<void> {
-    if (this.#polling || this.#closed) return;
-    this.#polling = true;
+    if (this.#closed) return;
+    if (this.#listener === undefined && this.#options.listenConfig !== undefined) {
+      await this.#connectListener().catch(() => {});
+    }
+    await this.#sync();
+  }
+
+  /**
+   * A read of the change counter that starts after this call: the one in flight started too
+   * early to see what prompted the call, so the request joins the read queued behind it.
+   */
+  #sync(): Promise<void> {
+    if (this.#queued !== undefined) return this.#queued;
+    if (this.#reading === undefined) return this.#startRead();
+    const queued = this.#reading.then(() => {
+      this.#queued = undefined;
+      return this.#startRead();
+    });
+    this.#queued = queued;
+    return queued;
+  }
+
+  #startRead(): Promise<void> {
+    const read = this.#readChanges().finally(() => {
+      if (this.#reading === read) this.#reading = undefined;
+    });
+    this.#reading = read;
+    return read;
+  }
+
+  /**
+   * Every committed change bumps the counter by exactly one and records the record it touched,
+   * in commit order. A counter one past the last one seen therefore names the only change since,
+   * and just that record goes; any other new value (several changes, a counter never seen
+   * before, a schema restored from a backup) means changes this cache cannot name, and it all
+   * goes.
+   */
+  async #readChanges(): Promise<void> {
+    if (this.#closed) return;
     try {
-      if (this.#listener === undefined && this.#options.listenConfig !== undefined) {
-        await this.#connectListener().catch(() => {});
-      }
       const sentAt = performance.now();
-      const { rows } = await this.#options.pool.query<{ counter: number }>({
+      const { rows } = await this.#options.pool.query<{ counter: number; subject: string | null }>({
         text: this.#options.counterSql,
         types: TYPES,
       });
       const counter = rows[0]?.counter ?? 0;
+      const subject = rows[0]?.subject ?? null;
       if (counter !== this.#seen) {
-        this.#clear();
+        if (this.#seen >= 0 && counter === this.#seen + 1 && subject?.startsWith("k:")) {
+          this.invalidateKey(subject.slice(2));
+        } else if (this.#seen >= 0 && counter === this.#seen + 1 && subject?.startsWith("a:")) {
+          this.invalidateAlias(subject.slice(2));
+        } else {
+          this.#clear();
+        }
         this.#seen = counter;
       }
       this.#syncedAt = sentAt;
     } catch {
       // Left stale on purpose: #fresh() turns false and reads bypass the cache.
-    } finally {
-      this.#polling = false;
     }
   }
 
   #onNotification(message: pg.Notification): void {
     const payload = message.payload ?? "";
-    const space = payload.indexOf(" ");
-    const counter = Number(payload.slice(0, space));
-    const subject = payload.slice(space + 1);
-    if (subject.startsWith("k:")) this.invalidateKey(subject.slice(2));
-    else if (subject.startsWith("a:")) this.invalidateAlias(subject.slice(2));
-    else this.#clear();
-    if (!Number.isSafeInteger(counter) || (this.#seen >= 0 && counter <= this.#seen)) return;
-    // Every committed change bumps the counter by one and notifies, in commit order, so on one
-    // connection n follows n - 1. Any other n, or any n while #seen is unknown (a new LISTEN
-    // connection), means changes committed that this cache never heard of: the ones made while
-    // no connection was listening. Taking n as seen without clearing would let the next poll,
-    // reading n too, keep records those changes made stale, and serve them without bound.
-    if (counter !== this.#seen + 1 || this.#seen < 0) this.#clear();
-    this.#seen = counter;
+    // Not what the trigger sends: someone else's NOTIFY, which the next poll makes moot anyway.
+    if (!COUNTER_PAYLOAD.test(payload)) return;
+    // A counter this cache already accounts for needs no read, forged or not.
+    if (this.#seen >= 0 && Number(payload) <= this.#seen) return;
+    void this.#sync();
   }
 
   async #connectListener(): Promise<void> {
@@ -177,7 +223,8 @@ export class ChangeFeed {
       const client = new pg.Client(config);
       const lost = (): void => {
         if (this.#listener === client) this.#listener = undefined;
-        // Notifications sent while we were not listening are gone: start from a clean cache.
+        // Notifications sent while we were not listening are gone. The next poll would notice
+        // their changes, but a clean cache need not wait for it.
         this.#clear();
         this.#seen = -1;
         client.end().catch(() => {});

@@ -21,9 +21,13 @@ export function channelOf(schema: string): string {
  * Timestamps are epoch milliseconds in bigint, exactly as StoredKey holds them.
  *
  * `kms_changes.counter` is bumped by a trigger in the same transaction as every key and alias
- * write, and the trigger NOTIFYs `"<counter> k:<key id>"` or `"<counter> a:<alias name>"`.
- * The counter lives in one row, so its value orders commits; instances compare it with what
- * they last saw to notice a notification they missed (see change-feed.ts).
+ * write. The counter lives in one row, so its value orders commits; instances compare it with
+ * what they last saw to notice changes they have not accounted for (see change-feed.ts). Since
+ * migration 4 the same row records the record the last change touched (`k:<key id>` or
+ * `a:<alias name>`, readable only by roles with SELECT on the table), and the trigger NOTIFYs
+ * the counter alone: LISTEN and NOTIFY need no privilege, so any role that can connect to the
+ * database hears the channel and can send on it, and the ids and alias names of the releases
+ * before it reached every such role.
  */
 const MIGRATIONS: readonly ((s: string, channel: string) => string)[] = [
   (s, channel) => `
@@ -126,6 +130,29 @@ const MIGRATIONS: readonly ((s: string, channel: string) => string)[] = [
   (s) => `
   ALTER TABLE ${s}.kms_keys ADD COLUMN seal text;
   ALTER TABLE ${s}.kms_aliases ADD COLUMN seal text;
+  `,
+  // 4: the notification payload is the counter alone; what changed goes to kms_changes.subject,
+  // where instances read it (see the comment above MIGRATIONS). CREATE OR REPLACE keeps the
+  // function's oid, so the triggers of migration 1 call the new body. A role with UPDATE on
+  // kms_changes, which every writer needs already, may write the new column.
+  (s, channel) => `
+  ALTER TABLE ${s}.kms_changes ADD COLUMN subject text;
+
+  CREATE OR REPLACE FUNCTION ${s}.kms_notify_change() RETURNS trigger LANGUAGE plpgsql AS $fn$
+  DECLARE
+    n bigint;
+    changed text;
+  BEGIN
+    IF TG_TABLE_NAME = 'kms_keys' THEN
+      changed := 'k:' || CASE WHEN TG_OP = 'DELETE' THEN OLD.key_id ELSE NEW.key_id END;
+    ELSE
+      changed := 'a:' || CASE WHEN TG_OP = 'DELETE' THEN OLD.alias_name ELSE NEW.alias_name END;
+    END IF;
+    UPDATE ${s}.kms_changes SET counter = counter + 1, subject = changed RETURNING counter INTO n;
+    PERFORM pg_notify('${channel}', n::text);
+    RETURN NULL;
+  END
+  $fn$;
   `,
 ];
 
