@@ -222,6 +222,10 @@ type HeadersInitLike = ConstructorParameters<typeof Headers>[0];
 export interface RequestLike {
   readonly method: string;
   readonly url: string | URL;
+  /**
+   * An array value in a plain object is signed as Node's http client sends it: one field line
+   * per element (a Cookie array as one line joined with "; ").
+   */
   readonly headers?: HeadersInitLike | Readonly<Record<string, string | readonly string[]>>;
   readonly body?: Uint8Array | string | null | undefined;
 }
@@ -244,6 +248,33 @@ async function bodyBytes(request: Request | RequestLike): Promise<Uint8Array | u
   const body = (request as RequestLike).body;
   if (body === undefined || body === null) return undefined;
   return typeof body === "string" ? new TextEncoder().encode(body) : body;
+}
+
+/**
+ * The request's fields as Node's http client sends them. An array value in a plain object is one
+ * field line per element, which a receiver combines with ", " (RFC 9110 §5.3); Node joins a
+ * Cookie array with "; " into one line instead, as Node's Headers joins appended Cookie values.
+ * `new Headers(record)` would turn `["a", "b"]` into "a,b" (the array's string form), signing a
+ * value no receiver sees.
+ */
+function outgoingHeaders(init: RequestLike["headers"]): Headers {
+  // A Headers, or pairs (an array, any iterable): no array values to read.
+  if (
+    init === undefined ||
+    typeof (init as Partial<Iterable<unknown>>)[Symbol.iterator] === "function"
+  ) {
+    return new Headers(init as HeadersInitLike | undefined);
+  }
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(init as Readonly<Record<string, unknown>>)) {
+    if (Array.isArray(value)) {
+      for (const line of value) headers.append(name, String(line));
+    } else {
+      // As the Headers constructor takes a record: each value appended, converted to a string.
+      headers.append(name, value as string);
+    }
+  }
+  return headers;
 }
 
 /**
@@ -278,7 +309,7 @@ export async function signOutgoing(
   request: Request | RequestLike,
   options: SignRequestOptions,
 ): Promise<Record<string, string>> {
-  const headers = new Headers(request.headers as HeadersInitLike | undefined);
+  const headers = outgoingHeaders(request.headers);
   const body = await bodyBytes(request);
   const added: Record<string, string> = {};
   if (body !== undefined && options.digest !== false && !headers.has("content-digest")) {

@@ -48,7 +48,7 @@ export type ComponentSpec =
       readonly req?: boolean;
       /**
        * The query parameter name for `@query-param`, percent-encoded as RFC 9421 §2.2.8 encodes
-       * names and values (`a%20b` for `a b` or `a+b`; plain letters and digits stay as they are).
+       * names and values (`a%20b` for `a b` or `a+b`; letters, digits and `*-._` stay as they are).
        */
       readonly name?: string;
     };
@@ -265,10 +265,15 @@ function targetUri(url: URL): string {
   return sent.href;
 }
 
-// The application/x-www-form-urlencoded parser, then RFC 9421 §2.2.8's re-encoding.
+/**
+ * RFC 9421 §2.2.8's encoding of a parsed name or value: WHATWG URL §5.2's
+ * application/x-www-form-urlencoded serializing, which keeps ASCII letters, digits and `*-._`
+ * and escapes the rest (`~` as `%7E`), with a space as `%20` (the RFC's examples) rather than
+ * `+`. `encodeURIComponent` keeps `!'()*~`: `*` is right, the other five are escaped here.
+ */
 function encodeQueryPart(value: string): string {
   return encodeURIComponent(value).replace(
-    /[!'()*]/g,
+    /[!'()~]/g,
     (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`,
   );
 }
@@ -277,6 +282,8 @@ interface QueryParams {
   /** The `search` they were parsed from: a caller's URL object can be changed in place. */
   readonly search: string;
   readonly values: ReadonlyMap<string, readonly string[]>;
+  /** The encoded names that have a `[` (encoded `%5B`), sorted; see `hasBracketedForm`. */
+  readonly bracketed: readonly string[];
 }
 
 // One parse per URL: a signature covering many `@query-param`s would otherwise re-parse the
@@ -284,40 +291,77 @@ interface QueryParams {
 const parsedQueries = new RecentCache<URL, QueryParams>(16);
 
 /**
- * The re-encoded values of the query parameter whose re-encoded name is `name` (in any spelling
- * of that encoded name, see `canonicalName`), in order.
+ * The parsed query of `url`: the re-encoded values of each re-encoded name, in order.
  * RFC 9421 §2.2.8 puts the name in the identifier in the same encoded form as the values
  * (`"@query-param";name="fa%C3%A7ade%22%3A%20"`). Matched against the decoded names instead, a
  * signature over `a%20b` would cover the parameter sent as `a%2520b`, and leave `a b` free.
  */
-function queryParamValues(url: URL, name: string): readonly string[] {
+function parsedQuery(url: URL): QueryParams {
   const search = url.search;
   let parsed = parsedQueries.get(url);
   if (parsed?.search !== search) {
     const values = new Map<string, string[]>();
+    const bracketed: string[] = [];
     for (const [decoded, value] of new URLSearchParams(search)) {
       const key = encodeQueryPart(decoded);
       const list = values.get(key);
-      if (list === undefined) values.set(key, [encodeQueryPart(value)]);
-      else list.push(encodeQueryPart(value));
+      if (list === undefined) {
+        values.set(key, [encodeQueryPart(value)]);
+        if (decoded.includes("[")) bracketed.push(key);
+      } else {
+        list.push(encodeQueryPart(value));
+      }
     }
-    parsed = { search, values };
+    // Sorted once, so each covered name is looked up in log time: a hostile query may have
+    // thousands of names, and a signature cover many parameters.
+    bracketed.sort();
+    parsed = { search, values, bracketed };
     parsedQueries.set(url, parsed);
   }
-  return parsed.values.get(canonicalName(name)) ?? [];
+  return parsed;
 }
 
-/** An encoded name: unreserved characters and escapes, hex digits in either case. */
-const ENCODED_NAME = /^(?:[A-Za-z0-9\-._~]|%[0-9A-Fa-f]{2})*$/;
+/**
+ * Whether the query has a parameter named `name` followed by `[` (`amount[]`, `amount[0]`,
+ * `amount[x]`, however escaped): the `qs` parser (Express 4's default, Express 5's and Nest's
+ * `"extended"` query parser) reads `?amount=10&amount[]=1000000` as `amount` = `["10",
+ * "1000000"]`, so for such an application the name occurs twice. `name` and the names searched
+ * are encoded (`encodeQueryPart`), which escapes `[` as `%5B` and keeps prefixes: a name starts
+ * with `amount[` exactly when its encoding starts with `amount%5B`.
+ */
+function hasBracketedForm(query: QueryParams, name: string): boolean {
+  const prefix = `${name}%5B`;
+  const names = query.bracketed;
+  let low = 0;
+  let high = names.length;
+  // The first name not below the prefix: names that start with it sort right there.
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if ((names[middle] as string) < prefix) low = middle + 1;
+    else high = middle;
+  }
+  return low < names.length && (names[low] as string).startsWith(prefix);
+}
+
+/**
+ * An encoded name: RFC 3986 unreserved characters, `*` (which the encoding keeps) and escapes,
+ * hex digits in either case. `~` is the escape `%7E` (RFC 3986 §6.2.2.2), which is how the
+ * encoding spells it.
+ */
+const ENCODED_NAME = /^(?:[A-Za-z0-9\-._~*]|%[0-9A-Fa-f]{2})*$/;
+
+/** Characters of an encoded name that `encodeQueryPart` may spell otherwise. */
+const NOT_CANONICAL = /[%~]/;
 
 /**
  * `name` as `encodeQueryPart` spells it. RFC 3986 §2.1 and §6.2.2 make `%2b` and `%2B` one
- * escape and `%61` the letter `a`; another implementation may pass a name on as its user wrote
- * it. Decoding and re-encoding keeps each name apart from any other (`a%2520b` stays the name
- * `a%20b`); a name that is not in encoded form is left as it is, and so never found.
+ * escape, `%61` the letter `a` and `~` the escape `%7E`; another implementation may pass a name
+ * on as its user wrote it. Decoding and re-encoding keeps each name apart from any other
+ * (`a%2520b` stays the name `a%20b`); a name that is not in encoded form is left as it is, and
+ * so never found.
  */
 function canonicalName(name: string): string {
-  if (!name.includes("%") || !ENCODED_NAME.test(name)) return name;
+  if (!NOT_CANONICAL.test(name) || !ENCODED_NAME.test(name)) return name;
   try {
     return encodeQueryPart(decodeURIComponent(name));
   } catch {
@@ -435,7 +479,9 @@ function derivedValue(
       case "@query-param": {
         const wanted = params.get("name");
         if (typeof wanted !== "string") throw componentError(id, 'needs a string ;name="…"');
-        const values = queryParamValues(url, wanted);
+        const query = parsedQuery(url);
+        const canonical = canonicalName(wanted);
+        const values = query.values.get(canonical) ?? [];
         if (values.length === 0) {
           throw componentError(
             id,
@@ -446,11 +492,18 @@ function derivedValue(
         }
         // RFC 9421 §2.2.8: a repeated name must not be covered. Applications disagree on which
         // occurrence `?a=1&a=2` means, so a signature over every one (or over one) would vouch
-        // for a value the application might not read; an appended `&a=2` must break it.
+        // for a value the application might not read; an appended `&a=2` must break it, and so
+        // must an appended `&a[]=2`, which `qs` reads as a second occurrence.
         if (values.length > 1) {
           throw componentError(
             id,
             "parameter name is repeated in the query; RFC 9421 §2.2.8 forbids covering it, cover @query instead",
+          );
+        }
+        if (hasBracketedForm(query, canonical)) {
+          throw componentError(
+            id,
+            "parameter name is repeated in the query (followed by [, which qs reads as the same parameter); RFC 9421 §2.2.8 forbids covering it, cover @query instead",
           );
         }
         return values[0] as string;

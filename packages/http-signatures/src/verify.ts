@@ -10,7 +10,9 @@ import {
 import {
   type BodyChecksum,
   bodyChecksums,
+  DIGEST_ALGORITHMS,
   type DigestAlgorithm,
+  type DigestFieldName,
   verifyDigestField,
 } from "./content-digest.ts";
 import { assertAuthorities } from "./internal/authorities.ts";
@@ -165,7 +167,10 @@ export interface VerificationPolicy extends SignatureBaseOptions {
    * HEAD, a 1xx, 204 or 304): otherwise it describes data the message does not carry.
    */
   readonly reprDigest?: "required" | "if-present";
-  /** Digest algorithms accepted in Content-Digest and Repr-Digest; default sha-256 and sha-512. */
+  /**
+   * Digest algorithms accepted in Content-Digest and Repr-Digest; default sha-256 and sha-512.
+   * A signature covering one member (`;key`) in another algorithm fails the field's check.
+   */
   readonly digestAlgorithms?: readonly DigestAlgorithm[];
   /** Milliseconds since the epoch; injectable for tests. */
   readonly now?: () => number;
@@ -186,6 +191,31 @@ const isPromise = <T>(value: T | Promise<T>): value is Promise<T> =>
  */
 function coversOwnField(list: InnerList, field: string): boolean {
   return list.items.some((id) => id.value === field && id.params.get("req") !== true);
+}
+
+/**
+ * Why a `;key` member of the message's own `field` that the signature covers cannot be checked
+ * against the body, or undefined when every one can. The field check compares only the members
+ * in an accepted algorithm: a covered member in another one (`;key="sha-384"`) would go
+ * unchecked while an uncovered member the sender added (`sha-512=` of another body) passed, so
+ * the body could be swapped under the signature. What the signature covers must be what is
+ * verified. An accepted member is always checked: the field check compares every one, and a
+ * covered key is present, or the signature base could not have been derived.
+ */
+function uncheckableKey(
+  list: InnerList,
+  field: DigestFieldName,
+  accept: readonly DigestAlgorithm[] = DIGEST_ALGORITHMS,
+): string | undefined {
+  const name = field === "Content-Digest" ? "content-digest" : "repr-digest";
+  for (const id of list.items) {
+    if (id.value !== name || id.params.get("req") === true) continue;
+    const key = id.params.get("key");
+    if (typeof key === "string" && !(accept as readonly string[]).includes(key)) {
+      return `${field} ${JSON.stringify(key)} is covered by the signature (;key) but is not an accepted algorithm (${accept.join(", ")}), so the body cannot be checked against it`;
+    }
+  }
+  return undefined;
 }
 
 /** The serialized identifiers of the inner list, or undefined when one is not a string. */
@@ -557,6 +587,8 @@ function afterSignature(
     if (checksums === undefined) {
       return fail("content-digest", "the raw body is needed to check Content-Digest", label);
     }
+    const unchecked = uncheckableKey(candidate.input, "Content-Digest", policy.digestAlgorithms);
+    if (unchecked !== undefined) return fail("content-digest", unchecked, label);
     const field = candidate.read.message.lines.get("content-digest");
     const digest = verifyDigestField(
       "Content-Digest",
@@ -709,6 +741,8 @@ function checkReprDigest(
   if (checksums === undefined) {
     return fail("repr-digest", "the raw body is needed to check Repr-Digest", label);
   }
+  const unchecked = uncheckableKey(candidate.input, "Repr-Digest", policy.digestAlgorithms);
+  if (unchecked !== undefined) return fail("repr-digest", unchecked, label);
   const field = candidate.read.message.lines.get("repr-digest");
   const digest = verifyDigestField(
     "Repr-Digest",

@@ -4,6 +4,7 @@
  * the default `contentDigest: "if-present"`: otherwise the body could be swapped under a
  * signed digest that nobody compares.
  */
+import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import {
   type ComponentSpec,
@@ -83,6 +84,108 @@ describe.each(forms)('a signature covering "content-digest" (%s)', (_name, compo
               : "content-digest",
           );
         }
+      }
+    }
+  });
+});
+
+/**
+ * A `;key` component covers one member of the field, and only that member is a claim the signer
+ * vouches for. The field check compares the members in an accepted algorithm, so a covered member
+ * in another algorithm would go unchecked while an uncovered one, added by whoever changed the
+ * body, passed: every covered key must be an algorithm that is checked against the body.
+ */
+describe.each([
+  ["content-digest", "Content-Digest"],
+  ["repr-digest", "Repr-Digest"],
+] as const)('a signature covering "%s";key', (field, fieldName) => {
+  const original = new TextEncoder().encode('{"to":"alice","amount":1}');
+  const forged = new TextEncoder().encode('{"to":"mallory","amount":1000000}');
+  const member = (alg: "sha-256" | "sha-384" | "sha-512", bytes: Uint8Array) =>
+    `${alg}=:${createHash(alg.replace("-", "")).update(bytes).digest("base64")}:`;
+
+  async function signedOver(fieldValue: string, key: string): Promise<RequestMessage> {
+    const request: RequestMessage = {
+      method: "PUT",
+      url: "https://api.test/transfers/7",
+      headers: { [field]: fieldValue },
+      body: original,
+    };
+    const fields = await signMessage(request, {
+      signer,
+      components: ["@method", "@target-uri", { component: field, key }],
+      now: () => T0,
+    });
+    return {
+      ...request,
+      headers: {
+        ...(request.headers as Record<string, string>),
+        "signature-input": fields.signatureInput,
+        signature: fields.signature,
+      },
+    };
+  }
+
+  /** The body swapped, the covered member kept, and a member for the new body appended. */
+  function swapped(signed: RequestMessage, appended: string): RequestMessage {
+    const headers = signed.headers as Record<string, string>;
+    return {
+      ...signed,
+      headers: { ...headers, [field]: `${headers[field]}, ${appended}` },
+      body: forged,
+    };
+  }
+
+  async function expectFailure(message: RequestMessage, p: VerificationPolicy, detail: RegExp) {
+    for (const result of [
+      await verifyMessage(message, p),
+      await verifyMessageEagerly(message, p),
+    ]) {
+      expect(result).toMatchObject({ ok: false, check: field });
+      if (!result.ok) expect(result.detail).toMatch(detail);
+    }
+  }
+
+  it("refuses a covered key outside digestAlgorithms, so an uncovered member cannot vouch for another body", async () => {
+    const signed = await signedOver(member("sha-256", original), "sha-256");
+    const p = { ...policy, digestAlgorithms: ["sha-512"] as const };
+    const notAccepted = new RegExp(
+      `^${fieldName} "sha-256" is covered by the signature \\(;key\\) but is not an accepted algorithm \\(sha-512\\)`,
+    );
+    await expectFailure(swapped(signed, member("sha-512", forged)), p, notAccepted);
+    // The honest message too: its covered digest cannot be checked under this policy.
+    await expectFailure(signed, p, notAccepted);
+  });
+
+  it("refuses a covered key in an algorithm no policy checks (sha-384)", async () => {
+    const signed = await signedOver(member("sha-384", original), "sha-384");
+    const notAccepted = new RegExp(
+      `^${fieldName} "sha-384" is covered by the signature \\(;key\\) but is not an accepted algorithm \\(sha-256, sha-512\\)`,
+    );
+    await expectFailure(swapped(signed, member("sha-256", forged)), policy, notAccepted);
+    await expectFailure(swapped(signed, member("sha-512", forged)), policy, notAccepted);
+    await expectFailure(signed, policy, notAccepted);
+  });
+
+  it("refuses a covered key in an accepted algorithm that does not match the body", async () => {
+    const signed = await signedOver(member("sha-256", original), "sha-256");
+    await expectFailure(
+      swapped(signed, member("sha-512", forged)),
+      policy,
+      new RegExp(`^${fieldName} sha-256 does not match the body`),
+    );
+  });
+
+  it("accepts the honest message when the covered key is an accepted algorithm", async () => {
+    for (const [fieldValue, key] of [
+      [member("sha-512", original), "sha-512"],
+      // An uncovered member beside it is checked too, and passes when it matches.
+      [`${member("sha-256", original)}, ${member("sha-512", original)}`, "sha-256"],
+    ] as const) {
+      const signed = await signedOver(fieldValue, key);
+      for (const p of [policy, { ...policy, digestAlgorithms: [key] }]) {
+        expect(await verifyMessage(signed, p)).toMatchObject({ ok: true });
+        expect(await verifyMessageEagerly(signed, p)).toMatchObject({ ok: true });
       }
     }
   });

@@ -3,6 +3,7 @@
  * the same re-encoding the values get.
  */
 import { randomBytes } from "node:crypto";
+import fc from "fast-check";
 import { createSigner, httpbis } from "http-message-signatures";
 import { describe, expect, it } from "vitest";
 import {
@@ -144,5 +145,96 @@ describe('"@query-param";name is the encoded name (RFC 9421 §2.2.8)', () => {
     await expect(signedFor("https://a.test/p?x=1", "y")).rejects.toThrow(
       /parameter is absent from the query/,
     );
+  });
+});
+
+/**
+ * RFC 9421 §2.2.8 encodes names and values with WHATWG URL §5.2's
+ * application/x-www-form-urlencoded serializing (a space as `%20`): ASCII letters, digits and
+ * `*-._` stay, everything else is escaped, `~` as `%7E`. `URLSearchParams` is that serializer.
+ */
+describe("@query-param encoding is the form-urlencoded serializing RFC 9421 §2.2.8 names", () => {
+  const whatwg = (s: string) =>
+    new URLSearchParams([[s, ""]]).toString().slice(0, -1).replaceAll("+", "%20");
+
+  it("keeps * and escapes ~ !'() in values", () => {
+    for (const [value, encoded] of [
+      ["a*b", "a*b"],
+      ["a~b", "a%7Eb"],
+      ["a!b", "a%21b"],
+      ["a'b", "a%27b"],
+      ["a(b)", "a%28b%29"],
+      ["a b+c", "a%20b%2Bc"],
+      ["-._", "-._"],
+    ] as const) {
+      expect(values(`https://a.test/?q=${encodeURIComponent(value)}`, "q")).toEqual([encoded]);
+      expect(encoded).toBe(whatwg(value));
+    }
+  });
+
+  it("matches URLSearchParams for any name and value", () => {
+    // The characters the two encodings could disagree on, any ASCII, and any scalar value
+    // beyond (fast-check's "binary" unit would do, but costs seconds to set up).
+    const unit = fc.oneof(
+      fc.constantFrom(..."*~!'()-._ +%&=[]#"),
+      fc.string({ unit: "binary-ascii", minLength: 1, maxLength: 1 }),
+      fc
+        .integer({ min: 0x80, max: 0x10ffff })
+        .filter((c) => c < 0xd800 || c > 0xdfff)
+        .map((c) => String.fromCodePoint(c)),
+    );
+    fc.assert(
+      fc.property(
+        fc.string({ unit, minLength: 1, maxLength: 12 }),
+        fc.string({ unit, maxLength: 12 }),
+        (name, value) => {
+          const url = `https://a.test/?${new URLSearchParams([[name, value]])}`;
+          expect(values(url, whatwg(name))).toEqual([whatwg(value)]);
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
+  it("verifies what http-message-signatures signs over a value with *, as both encode it alike", async () => {
+    // It encodes with encodeURIComponent, which keeps `*` (as the RFC does) but also `!'()~`.
+    const url = "https://a.test/p?q=a*b";
+    const signed = await httpbis.signMessage(
+      {
+        key: createSigner(secret, "hmac-sha256", "k1"),
+        fields: ["@method", '"@query-param";name="q"'],
+        params: ["keyid", "created"],
+        paramValues: { created: new Date(T0) },
+      },
+      { method: "GET", url, headers: {} },
+    );
+    const message = { method: "GET", url, headers: signed.headers as Record<string, string> };
+    const required = [{ component: "@query-param", name: "q" }];
+    expect(await verifyMessage(message, { ...policy, requiredComponents: required })).toMatchObject(
+      { ok: true },
+    );
+  });
+
+  it("names a parameter with * or ~ in its RFC form, and in the other spellings of it", async () => {
+    expect(values("https://a.test/?a*b=1", "a*b")).toEqual(["1"]);
+    expect(values("https://a.test/?a%2Ab=1", "a*b")).toEqual(["1"]);
+    expect(values("https://a.test/?a*b=1", "a%2ab")).toEqual(["1"]);
+    for (const name of ["a%7Eb", "a%7eb", "a~b"]) {
+      expect(values("https://a.test/?a~b=1", name)).toEqual(["1"]);
+      expect(values("https://a.test/?a%7Eb=1", name)).toEqual(["1"]);
+    }
+    expect(values("https://a.test/?*~=1", "*~")).toEqual(["1"]);
+    // `*` is part of an encoded name: one that is absent is said to be absent.
+    expect(() => values("https://a.test/?x=1", "a*b")).toThrow(
+      /parameter is absent from the query/,
+    );
+    const signed = await signedFor("https://a.test/p?a*b=1", "a*b");
+    expect((signed.headers as Record<string, string>)["signature-input"]).toContain(
+      '"@query-param";name="a*b"',
+    );
+    const required = [{ component: "@query-param", name: "a*b" }];
+    expect(await verifyMessage(signed, { ...policy, requiredComponents: required })).toMatchObject({
+      ok: true,
+    });
   });
 });

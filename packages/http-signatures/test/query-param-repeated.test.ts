@@ -157,3 +157,75 @@ describe("verifying a signature that covers a repeated @query-param", () => {
     }
   });
 });
+
+/**
+ * The `qs` parser (Express 4's default, Express 5's and Nest's `"extended"` query parser) reads a
+ * name followed by `[` as the same parameter: `?amount=10&amount[]=1000000` is `amount` =
+ * `["10", "1000000"]`. For such an application the name occurs twice, so it is refused as a
+ * repeated name is.
+ */
+describe("a @query-param whose name also occurs followed by [", () => {
+  const amount = { component: "@query-param", name: "amount" } as const;
+  const QS_REPEATED =
+    /parameter name is repeated in the query \(followed by \[, which qs reads as the same parameter\); .*cover @query instead/;
+
+  it("fails as components when an attacker appends a bracketed occurrence", async () => {
+    const message = await signedFor("https://a.test/pay?amount=10", ["@method", amount]);
+    for (const result of await verifyBoth(message)) expect(result).toMatchObject({ ok: true });
+    for (const query of [
+      "amount=10&amount[]=1000000",
+      "amount=10&amount%5B%5D=1000000",
+      "amount=10&amount%5b%5d=1000000",
+      "amount=10&amount[0]=1000000",
+      "amount=10&amount[x]=1000000",
+      "amount[]=1000000&amount=10",
+      "amount=10&%61mount[]=1000000",
+      "amount=10&amount[=1000000", // qs reads `amount[` as `amount` too
+    ]) {
+      for (const result of await verifyBoth({ ...message, url: `https://a.test/pay?${query}` })) {
+        expect(result).toMatchObject({ ok: false, check: "components" });
+        if (!result.ok) {
+          expect(result.detail).toMatch('component "@query-param";name="amount": ');
+          expect(result.detail).toMatch(QS_REPEATED);
+        }
+      }
+    }
+  });
+
+  it("refuses to sign it", async () => {
+    await expect(
+      signedFor("https://a.test/pay?amount=10&amount[]=1000000", [amount]),
+    ).rejects.toThrow(QS_REPEATED);
+  });
+
+  it("leaves names that only share a prefix, and bracketed names covered one by one", async () => {
+    const url = "https://a.test/p?amount=10&amounts[]=1&amount_x[0]=2&filter[a]=1&filter[b]=2";
+    const components = [
+      amount,
+      { component: "@query-param", name: "filter%5Ba%5D" },
+      { component: "@query-param", name: "filter%5Bb%5D" },
+    ];
+    const message = await signedFor(url, components);
+    for (const result of await verifyBoth(message)) expect(result).toMatchObject({ ok: true });
+    // A covered bracketed name is refused in turn when it occurs followed by `[`.
+    const nested = `${url}&filter[a][]=3`;
+    for (const result of await verifyBoth({ ...message, url: nested })) {
+      expect(result).toMatchObject({ ok: false, check: "components" });
+      if (!result.ok)
+        expect(result.detail).toMatch('name="filter%5Ba%5D": parameter name is repeated');
+    }
+  });
+
+  it("finds the bracketed form among many names", () => {
+    const names = Array.from({ length: 2000 }, (_, i) => `n${i}[]=1`).join("&");
+    const url = `https://a.test/p?${names}&amount=10&zz[]=1`;
+    const value = (name: string, query = url) =>
+      componentValues(item("@query-param", { name }), {
+        message: { method: "GET", url: query, headers: {} },
+      });
+    expect(value("amount")).toEqual(["10"]);
+    expect(() => value("amount", `${url}&amount[7]=1`)).toThrow(QS_REPEATED);
+    expect(() => value("n1999", `${url}&n1999=1`)).toThrow(QS_REPEATED);
+    expect(() => value("zz", `${url}&zz=1`)).toThrow(QS_REPEATED);
+  });
+});

@@ -1,10 +1,13 @@
 import { randomBytes } from "node:crypto";
+import { createServer, request as httpRequest, type OutgoingHttpHeaders } from "node:http";
+import type { AddressInfo } from "node:net";
 import { ValidationError } from "@kms/core";
 import { describe, expect, it } from "vitest";
 import {
   createHmacSigner,
   createHmacVerifier,
   createSignedFetch,
+  nodeRequestMessage,
   type RequestLike,
   signMessage,
   signRequest,
@@ -47,6 +50,51 @@ describe("signRequest", () => {
     await expect(
       signRequest({ method: "GET", url: "https://b.test/" }, { signer, label: "Bad" }),
     ).rejects.toThrow(ValidationError);
+  });
+});
+
+describe("signRequest with array header values, sent by Node's http client", () => {
+  /**
+   * Signs `headers` with signRequest, sends them with the same object through node:http, and
+   * verifies on a node:http server: what Node sends for an array (one field line per element,
+   * Cookie joined with "; ") must be what was signed.
+   */
+  async function roundTrip(headers: OutgoingHttpHeaders, covered: string[]): Promise<unknown[]> {
+    const results: unknown[] = [];
+    const server = createServer(async (req, res) => {
+      results.push(
+        await verifyMessage(nodeRequestMessage(req), { ...policy, contentDigest: "if-present" }),
+      );
+      res.end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/x`;
+      const added = await signRequest(
+        { method: "GET", url, headers: headers as RequestLike["headers"] },
+        { signer, components: ["@method", "@target-uri", ...covered] },
+      );
+      await new Promise<void>((resolve, reject) => {
+        httpRequest(url, { headers: { ...headers, ...added } }, (res) => {
+          res.resume().on("end", resolve);
+        })
+          .on("error", reject)
+          .end();
+      });
+    } finally {
+      server.close();
+    }
+    return results;
+  }
+
+  it.each<[string, OutgoingHttpHeaders, string[]]>([
+    ["an array (one line per element)", { "x-tags": ["a", "b"] }, ["x-tags"]],
+    ["a one-element array", { "x-tags": ["a"] }, ["x-tags"]],
+    ["an array under a mixed-case name", { "X-Tags": ["a", "b"] }, ["x-tags"]],
+    ["a Cookie array (joined with '; ')", { cookie: ["a=1", "b=2"] }, ["cookie"]],
+    ["a string", { "x-tags": "a, b" }, ["x-tags"]],
+  ])("verifies %s", async (_name, headers, covered) => {
+    expect(await roundTrip(headers, covered)).toEqual([expect.objectContaining({ ok: true })]);
   });
 });
 
