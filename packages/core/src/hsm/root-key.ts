@@ -226,6 +226,13 @@ function parseKdfParameters(text: string, store: KeyStore): Kdf {
   return { kdf, salt, n, r, p };
 }
 
+/**
+ * FORMAT §4.4: root key = scrypt or argon2id (v0x13, no secret, no associated data) over
+ * UTF-8(NFC(passphrase)) with the stored salt and parameters, 32 bytes. Every step is part of
+ * the format: NFC (not NFKC, not the string as given) makes canonically equivalent spellings
+ * open the same store, and changing any step would make every passphrase-protected store
+ * unreadable (test/hsm/passphrase-kat.test.ts pins the results).
+ */
 function deriveFromPassphrase(passphrase: string, params: Kdf): Uint8Array {
   const salt = Buffer.from(params.salt, "base64");
   if (params.kdf === "scrypt") {

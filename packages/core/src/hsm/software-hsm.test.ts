@@ -40,7 +40,7 @@ async function twoKeys() {
 /**
  * Swaps one version's wrapped material and seals the record again with the root key, as only a
  * writer holding the root key could: without that, the record seal (FORMAT §4.1) refuses the
- * edit before any unwrap, and these tests would not reach the wrap AAD (§4.3) they check.
+ * edit before any unwrap, and these tests would not reach the wrap AAD (§4 item 2) they check.
  */
 async function replaceVersion(
   store: MemoryKeyStore,
