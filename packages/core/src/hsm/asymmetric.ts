@@ -241,6 +241,45 @@ function rsaPadding(algorithm: SigningAlgorithm): Record<string, number> {
 }
 
 /**
+ * The peer's public key for ECDH, accepted only when OpenSSL's own DER encoding of the parsed key
+ * is exactly the given bytes: trailing bytes and BER forms would otherwise give one key any
+ * number of accepted encodings. (OpenSSL keeps the point's SEC 1 form, so a compressed point
+ * passes, as RFC 5480 allows.) OpenSSL parses the point at infinity but cannot encode it, so it
+ * is refused here too.
+ * @throws ValidationError naming what is wrong with the key (never its bytes).
+ */
+function peerPublicKey(spec: KeySpec, peerSpki: Uint8Array): KeyObject {
+  const curve = specInfo(spec).curve!;
+  let peer: KeyObject;
+  try {
+    peer = createPublicKey({ key: Buffer.from(peerSpki), format: "der", type: "spki" });
+  } catch (error) {
+    throw new ValidationError(`"publicKey" must be a DER SubjectPublicKeyInfo`, { cause: error });
+  }
+  if (
+    peer.asymmetricKeyType !== "ec" ||
+    peer.asymmetricKeyDetails?.namedCurve !== OPENSSL_CURVE_NAMES[curve]
+  ) {
+    throw new ValidationError(`"publicKey" must be an ${curve} public key to agree with ${spec}`);
+  }
+  let canonical: Buffer;
+  try {
+    canonical = peer.export({ format: "der", type: "spki" });
+  } catch (error) {
+    const problem = `"publicKey" must be a point on ${curve}, not the point at infinity`;
+    throw new ValidationError(problem, { cause: error });
+  }
+  if (!canonical.equals(peerSpki)) {
+    throw new ValidationError(
+      canonical.length < peerSpki.length && canonical.equals(peerSpki.subarray(0, canonical.length))
+        ? `"publicKey" must end where its SubjectPublicKeyInfo ends`
+        : `"publicKey" must be the DER encoding of its SubjectPublicKeyInfo (no BER forms, a named curve)`,
+    );
+  }
+  return peer;
+}
+
+/**
  * Per-SoftwareHsm extension for non-symmetric keys. Obtain it with `asymmetricHsm(hsm)`; its
  * methods take a MaterialRef and return results, never material (except `generateDerKeyPair`,
  * whose whole purpose is a key pair for the caller).
@@ -582,6 +621,9 @@ export class AsymmetricHsm {
   /** @throws InvalidCiphertextError for any failure, without saying which. */
   decrypt(ref: MaterialRef, spec: KeySpec, hash: HashName, ciphertext: Uint8Array): Uint8Array {
     const { key } = this.#keyObject(ref, spec);
+    // RFC 8017 §7.1.2 step 1: OpenSSL reads a shorter input as the same integer, so a ciphertext
+    // with a leading 00 byte dropped would decrypt too — two ciphertexts for one plaintext.
+    if (ciphertext.length !== specInfo(spec).modulusBits! / 8) throw invalidCiphertext();
     try {
       return copySecret(
         privateDecrypt(
@@ -596,24 +638,11 @@ export class AsymmetricHsm {
 
   /**
    * ECDH: the raw shared secret Z (the x-coordinate), as AWS's DeriveSharedSecret returns it.
-   * @throws ValidationError when the peer key is not a DER SPKI on the key's curve.
+   * @throws ValidationError when the peer key is not exactly the DER SPKI of a point on the key's
+   *   curve (see `peerPublicKey`).
    */
   deriveSharedSecret(ref: MaterialRef, spec: KeySpec, peerSpki: Uint8Array): Uint8Array {
-    const curve = specInfo(spec).curve!;
-    let peer: KeyObject;
-    try {
-      peer = createPublicKey({ key: Buffer.from(peerSpki), format: "der", type: "spki" });
-    } catch (error) {
-      throw new ValidationError(`"publicKey" must be a DER SubjectPublicKeyInfo`, {
-        cause: error,
-      });
-    }
-    if (
-      peer.asymmetricKeyType !== "ec" ||
-      peer.asymmetricKeyDetails?.namedCurve !== OPENSSL_CURVE_NAMES[curve]
-    ) {
-      throw new ValidationError(`"publicKey" must be an ${curve} public key to agree with ${spec}`);
-    }
+    const peer = peerPublicKey(spec, peerSpki);
     const { key } = this.#keyObject(ref, spec);
     return copySecret(diffieHellman({ privateKey: key, publicKey: peer }));
   }
