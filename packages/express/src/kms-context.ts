@@ -7,6 +7,7 @@ import {
 } from "@kms/core";
 import type { Request, RequestHandler } from "express";
 import { callbackError } from "./internal/callback-error.ts";
+import { routeChain } from "./internal/route-chain.ts";
 import { PROBLEM_TYPE_BASE, sendProblem } from "./problem.ts";
 import { type RequestIdOptions, requestIdOf } from "./request-id.ts";
 import { existingRequestState, requestState } from "./request-state.ts";
@@ -21,7 +22,10 @@ export interface RequestKmsContext {
   readonly encryptionContext: EncryptionContext;
   /** Who is calling, for authorization and audit (user id, service name). */
   readonly principal: string | undefined;
-  /** The route pattern (`GET /notes/:id`) or, before routing, the path, for audit. */
+  /**
+   * The route pattern with its mount patterns (`GET /users/:email/notes/:id`), or `METHOD /*`
+   * before routing and where no route matched, for audit: never a part of the URL.
+   */
   readonly route: string;
   /** Correlates audit events with the request. */
   readonly requestId: string;
@@ -76,24 +80,52 @@ interface MaybeUser {
 const TENANT = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /**
- * `METHOD pattern` once Express has matched a route (`GET /notes/:id`, a router's mount path in
- * front), as the Nest layer reports it: the pattern keeps ids out of the audit trail. Before
- * routing, or where no route matched, `METHOD path` (`GET /nowhere/42`). It reads the request
- * as it is now: `kmsContext` mounted with `app.use` runs before routing, so a context of your
- * own should read it when used — `get route() { return routePattern(req); }` — as
- * `defaultKmsContext` does. The pattern is kept per matched route, because a router restores
- * `baseUrl` on its way out and a later read would lose its mount path.
+ * `METHOD pattern` once Express has matched a route, as the Nest layer reports it: the mount
+ * patterns of the routers and sub-applications on the way, then the route's own
+ * (`GET /users/:email/notes/:id`). Never a part of the URL, so no id or address reaches the
+ * audit trail. A RegExp appears as its literal (`GET /^\/v\d+//orders/:id`). `/*` stands for
+ * what no pattern names: the path before routing and where no route matched (`GET /*`), and
+ * mount paths the router stack does not give, in front of the route's pattern (a router older
+ * than 2.3, a sub-application mounted by `router.use`, or one that has returned when the
+ * pattern is first read). It reads the request as it is now: `kmsContext` mounted with
+ * `app.use` runs before routing, so a context of your own should read it when used —
+ * `get route() { return routePattern(req); }` — as `defaultKmsContext` does. The pattern is
+ * kept per matched route: read once inside the route, later reads give the same.
  */
 export function routePattern(req: Request): string {
   const route: unknown = req.route;
-  const path = (route as { path?: unknown } | undefined)?.path;
-  if (typeof path !== "string") return `${req.method} ${req.baseUrl}${req.path}`;
+  if (typeof route !== "object" || route === null) return `${req.method} ${UNSHOWN}`;
   const state = requestState(req);
   const known = state.route;
   if (known !== undefined && known.matched === route) return known.pattern;
-  const pattern = `${req.method} ${req.baseUrl}${path}`;
-  state.route = { matched: route as object, pattern };
+  let chain: ReturnType<typeof routeChain>;
+  try {
+    chain = routeChain(req, route);
+  } catch {
+    // Read from audit and error paths, where a throw would lose what they record: a stack that
+    // cannot be read (a layer's getter that throws) is one the pattern cannot come from.
+    chain = { readable: false };
+  }
+  const pattern = `${req.method} ${chain.pattern ?? unresolved(req, route, chain.readable)}`;
+  state.route = { matched: route, pattern };
   return pattern;
+}
+
+/** Where `route` shows a part of the path it cannot name by pattern. */
+const UNSHOWN = "/*";
+
+/**
+ * The matched route's pattern where the router stack does not say how the request reached it:
+ * `/*` for the mount paths in front, and for a route of several patterns, since which one
+ * matched is unknown. A stack that cannot be read (a router older than 2.3) leaves no mount
+ * path to show when `baseUrl` is empty; one that can, but does not lead to the route, does
+ * (the route is in a sub-application that has returned).
+ */
+function unresolved(req: Request, route: object, readable: boolean): string {
+  const path: unknown = (route as { path?: unknown }).path;
+  const own = typeof path === "string" ? path : path instanceof RegExp ? String(path) : undefined;
+  if (own === undefined) return UNSHOWN;
+  return req.baseUrl === "" && !readable ? own : `${UNSHOWN}${own}`;
 }
 
 /** Options of `defaultKmsContext`: where it looks, and what a resolver of your own knows. */
@@ -123,7 +155,7 @@ export interface DefaultKmsContextOptions
  * when `options.tenantHeader` is set — that header. `route` is `routePattern(req)` read when
  * used, so pass what you know as options (`tenant`, `principal`, `encryptionContext`,
  * `requestId`) rather than spreading the result: a spread copies `route` as it is at that
- * moment, the path (`GET /notes/7`) when `kmsContext` runs before routing.
+ * moment, `GET /*` when `kmsContext` runs before routing.
  */
 export function defaultKmsContext(
   req: Request,

@@ -246,7 +246,7 @@ describe("kmsContext: route and request id", () => {
     expect((await seen({}, {}, user)).body.route).toBe("GET /notes/:id");
   });
 
-  it("reports the pattern under a router, and the path where no route matched", async () => {
+  it("reports the pattern under a router, and no part of the path where no route matched", async () => {
     const routes: string[] = [];
     const app = express();
     app.use((req, _res, next) => {
@@ -266,7 +266,7 @@ describe("kmsContext: route and request id", () => {
     });
     await request(app).get("/api/orders/42");
     await request(app).get("/nowhere/42");
-    expect(routes).toEqual(["GET /api/orders/:orderId", "GET /nowhere/42"]);
+    expect(routes).toEqual(["GET /api/orders/:orderId", "GET /*"]);
   });
 
   // The id files the request's KMS audit events: a client must not choose it unless trusted.
@@ -301,7 +301,7 @@ describe("kmsContext: route and request id", () => {
 });
 
 // A resolver that takes the tenant from the application's own authentication used to have to
-// spread defaultKmsContext(req) — copying the path, since kmsContext runs before routing — or
+// spread defaultKmsContext(req) — copying the route before routing, `GET /*` — or
 // write the route-pattern getter itself.
 describe("kmsContext: a resolver of your own, with the route pattern", () => {
   const user = { id: "u1", tenantId: "acme" };
@@ -391,16 +391,16 @@ describe("kmsContext: a resolver of your own, with the route pattern", () => {
     });
   });
 
-  it("copies the path when it spreads defaultKmsContext(req), as documented", async () => {
+  it("copies the route before routing when it spreads defaultKmsContext(req), as documented", async () => {
     const resolve = (req: Request) => {
       const context = defaultKmsContext(req);
       return context && { ...context, principal: "svc-notes" };
     };
     const res = await seen({ resolve }, {}, user);
-    expect(res.body).toMatchObject({ principal: "svc-notes", route: "GET /notes/7" });
+    expect(res.body).toMatchObject({ principal: "svc-notes", route: "GET /*" });
   });
 
-  it("reports the pattern through routePattern read in a getter, the path read at once", async () => {
+  it("reports the pattern through routePattern read in a getter, GET /* read at once", async () => {
     const lazy = (req: Request): RequestKmsContext => ({
       encryptionContext: { tenant: "acme" },
       principal: undefined,
@@ -411,7 +411,7 @@ describe("kmsContext: a resolver of your own, with the route pattern", () => {
     });
     const eager = (req: Request): RequestKmsContext => ({ ...lazy(req), route: routePattern(req) });
     expect((await seen({ resolve: lazy }, {})).body.route).toBe("GET /notes/:id");
-    expect((await seen({ resolve: eager }, {})).body.route).toBe("GET /notes/7");
+    expect((await seen({ resolve: eager }, {})).body.route).toBe("GET /*");
   });
 });
 
@@ -433,7 +433,8 @@ describe("routePattern", () => {
     expect(seenRoutes).toEqual(["GET /api/orders/:orderId", "GET /api/orders/:orderId"]);
   });
 
-  it("is the path before routing and where no route matched", async () => {
+  // The path would carry the ids and addresses the pattern keeps out of the audit trail.
+  it("is METHOD /*, no part of the path, before routing and where no route matched", async () => {
     const seenRoutes: string[] = [];
     const app = express();
     app.use("/api", (req, _res, next) => {
@@ -445,6 +446,6 @@ describe("routePattern", () => {
       res.sendStatus(404);
     });
     await request(app).post("/api/orders/42");
-    expect(seenRoutes).toEqual(["POST /api/orders/42", "POST /api/orders/42"]);
+    expect(seenRoutes).toEqual(["POST /*", "POST /*"]);
   });
 });
