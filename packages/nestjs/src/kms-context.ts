@@ -102,17 +102,18 @@ export function defaultKmsContext(
   const principal =
     typeof user.id === "string" ? user.id : typeof user.sub === "string" ? user.sub : undefined;
   // Express names the matched pattern in `route.path`, Fastify in `routeOptions.url`: never
-  // the URL itself, whose ids and query string would vary per request in the audit trail.
+  // the URL itself, whose ids, emails and query string would reach the audit trail. Without a
+  // pattern (a RegExp route, no route matched) `/*` stands in, as in @kms/express.
   const pattern =
     typeof request.route?.path === "string"
       ? request.route.path
       : typeof request.routeOptions?.url === "string"
         ? request.routeOptions.url
-        : request.path;
+        : "/*";
   return {
     encryptionContext: { [options.tenantKey ?? "tenant"]: tenant },
     principal,
-    route: `${request.method ?? "GET"} ${pattern ?? request.url ?? "/"}`,
+    route: `${request.method ?? "GET"} ${pattern}`,
     requestId: requestIdOf(request, options),
   };
 }

@@ -61,3 +61,30 @@ describe("defaultKmsContext: the tenant", () => {
     expect(defaultKmsContext(request, WITH_HEADER)).toBeUndefined();
   });
 });
+
+describe("defaultKmsContext: the route", () => {
+  const user = { id: "u1", tenantId: "acme" };
+
+  it("is the matched pattern, Express's or Fastify's", () => {
+    const express = { ...requestWith(user), url: "/records/42", route: { path: "/records/:id" } };
+    expect(defaultKmsContext(express)?.route).toBe("GET /records/:id");
+    const fastify = {
+      ...requestWith(user),
+      url: "/records/42",
+      routeOptions: { url: "/records/:id" },
+    };
+    expect(defaultKmsContext(fastify)?.route).toBe("GET /records/:id");
+  });
+
+  it("never holds the request's path or URL when there is no pattern", () => {
+    const leaky = {
+      ...requestWith(user),
+      url: "/users/ann@example.com?token=s3cret",
+      path: "/users/ann@example.com",
+      route: { path: /^\/users\/.+$/ },
+    };
+    const route = defaultKmsContext(leaky as never)?.route;
+    expect(route).toBe("GET /*");
+    expect(route).not.toContain("ann@example.com");
+  });
+});
