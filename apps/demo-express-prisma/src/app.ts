@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { InvalidCiphertextError, isKmsError } from "@kms/core";
+import { InvalidCiphertextError, isKmsError, mayCollateAsFieldCiphertextText } from "@kms/core";
 import { faultSummary, PATIENT_ID, type TenantDirectory } from "@kms/demo-shared";
 import {
   currentKmsContext,
@@ -129,6 +129,23 @@ function nestsDeeperThan(value: unknown, limit: number): boolean {
   return false;
 }
 
+/**
+ * Refuses free text that @kms/prisma would take for ciphertext: text starting with `kms1:`, the
+ * prefix of stored values, in any letter case, width or accent (`KMS1:`, `ｋｍｓ１:`), which a
+ * case-insensitive collation could find equal to a stored value. The extension refuses it as
+ * "already holds ciphertext" (a kms/ValidationException), which told the client its own text
+ * was ciphertext. The demo names the rule instead, with the extension's own predicate
+ * (@kms/core's), so that the two cannot disagree.
+ */
+function refuseCiphertextPrefix(field: string, text: string): void {
+  if (mayCollateAsFieldCiphertextText(text)) {
+    throw new HttpError(
+      400,
+      `${field}: may not start with "kms1:" in any letter case or width (the prefix of stored ciphertext)`,
+    );
+  }
+}
+
 function patientData(body: PatientInput, partial: boolean) {
   // A field the API does not take (`tenantId`, `id`, `__proto__`…) is refused rather than
   // dropped, so a client never believes it chose the clinic or the row.
@@ -149,17 +166,22 @@ function patientData(body: PatientInput, partial: boolean) {
     if (typeof body.name !== "string" || body.name.length === 0 || body.name.length > 200) {
       throw new HttpError(400, "name: 1–200 characters");
     }
+    refuseCiphertextPrefix("name", body.name);
     data.name = body.name;
   }
   if (body.note !== undefined) {
     if (body.note !== null && (typeof body.note !== "string" || body.note.length > 10_000)) {
       throw new HttpError(400, "note: a string of at most 10,000 characters, or null");
     }
+    if (body.note !== null) refuseCiphertextPrefix("note", body.note);
     data.note = body.note;
   }
-  if (body.vitals !== undefined) {
-    if (body.vitals === null || typeof body.vitals !== "object" || Array.isArray(body.vitals)) {
-      throw new HttpError(400, "vitals: an object");
+  // null, as for the note: no vitals (on PATCH, clears them).
+  if (body.vitals === null) {
+    data.vitals = null;
+  } else if (body.vitals !== undefined) {
+    if (typeof body.vitals !== "object" || Array.isArray(body.vitals)) {
+      throw new HttpError(400, "vitals: an object, or null");
     }
     if (nestsDeeperThan(body.vitals, MAX_VITALS_DEPTH)) {
       throw new HttpError(
@@ -339,18 +361,31 @@ export function createApp(options: {
   app.patch("/patients/{:id}", async (req, res) => {
     const tenantId = currentClinic();
     const data = patientData(req.body ?? {}, true);
-    // `update`, by the unique recordId, which name, note, vitals and ssnOfRecord are bound to:
-    // the extension takes it from the where.
-    const patient = await db.patient.update({
-      where: { recordId: idOf(req), tenantId },
-      data: {
-        ...(data as { ssn?: string; name?: string; note?: string | null; vitals?: string | null }),
-        // The row-bound copy follows every change of the SSN, or the row would be refused.
-        ...(data.ssn === undefined ? {} : { ssnOfRecord: data.ssn }),
-      },
-      select: LOADED,
-    });
-    res.json(ownPatient(patient));
+    const recordId = idOf(req);
+    // Whether the row is the clinic's own shows only in the row the update returns (its values
+    // decrypt, its SSN matches its row-bound copy): the check runs inside the update's
+    // transaction, so a row answered 403 is rolled back rather than changed by a refused request.
+    const patient = await db.$transaction(async (tx) =>
+      ownPatient(
+        // `update`, by the unique recordId, which name, note, vitals and ssnOfRecord are bound
+        // to: the extension takes it from the where.
+        await tx.patient.update({
+          where: { recordId, tenantId },
+          data: {
+            ...(data as {
+              ssn?: string;
+              name?: string;
+              note?: string | null;
+              vitals?: string | null;
+            }),
+            // The row-bound copy follows every change of the SSN, or the row would be refused.
+            ...(data.ssn === undefined ? {} : { ssnOfRecord: data.ssn }),
+          },
+          select: LOADED,
+        }),
+      ),
+    );
+    res.json(patient);
   });
 
   app.delete("/patients/{:id}", async (req, res) => {

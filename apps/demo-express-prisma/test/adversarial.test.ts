@@ -77,6 +77,9 @@ function secretsOf(patient: PatientInput): string[] {
   ];
 }
 
+/** The demo's rule on free text that @kms/prisma would take for ciphertext. */
+const KMS1_PREFIX = /^(name|note): may not start with "kms1:" in any letter case or width/;
+
 const PROBLEM_KEYS: ReadonlySet<string> = new Set(["type", "title", "status", "detail", "code"]);
 
 interface Reply {
@@ -463,7 +466,10 @@ describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip
             ssn: "402-99-9999",
             [field]: stolen[field],
           });
-          expectProblem(reply, 400, /already holds ciphertext/);
+          // Refused by the demo's rule on free text, before @kms/prisma's own refusal.
+          expect(expectProblem(reply, 400, KMS1_PREFIX).type).toBe(
+            "https://kms.dev/problems/demo/invalid-input",
+          );
           expectNoLeak(reply, [bob]);
         }
         expect(json<unknown[]>(await call(A, "GET", "/patients"))).toHaveLength(2);
@@ -660,6 +666,57 @@ describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip
         // A PATCH that leaves the SSN alone leaves its copy alone.
         await call(A, "PATCH", `/patients/${amyId}`, { note: "alpha-note: renumbered" });
         expect((await raw.row(amyId)).ssnOfRecord).toBe(after.ssnOfRecord);
+      },
+    );
+
+    // A PATCH learns that its row is not its own only from the row it writes and reads back: it
+    // runs in one transaction with that check, so the 403 rolls the write back. It used to
+    // commit: the "refused" name and note were stored, and read back once the SSN was repaired.
+    const refusedPatches: [
+      string,
+      (ids: { annId: string; amyId: string }) => Promise<void>,
+      // How a client repairs the row: rewriting the value that is not the row's own. Ann's own
+      // SSN is taken (Amy's row holds its ciphertext), so she gets a new one.
+      Partial<PatientInput>,
+    ][] = [
+      [
+        "SSNs swapped with another patient",
+        ({ annId, amyId }) => swap(annId, amyId, ["ssn"]),
+        { ssn: "401-99-9999" },
+      ],
+      [
+        "a name moved from another patient",
+        async ({ annId, amyId }) => raw.set(annId, "name", (await raw.row(amyId)).name),
+        { name: ann.name },
+      ],
+    ];
+    test.skipIf(skip).each(refusedPatches)(
+      "a PATCH refused with 403 (%s) writes nothing",
+      async (_label, tamper, repair) => {
+        const { annId, amyId } = await seed();
+        await tamper({ annId, amyId });
+        const tampered = await raw.row(annId);
+        const changes: Record<string, unknown>[] = [
+          { note: "refused note" },
+          { note: "refused note", vitals: null },
+          { vitals: { bp: "1/1", marker: "refused vitals" } },
+        ];
+        // A PATCH that rewrites the moved value is the repair itself, and succeeds.
+        if (repair.name === undefined) changes.push({ name: "refused name", note: "refused" });
+        for (const change of changes) {
+          const reply = await call(A, "PATCH", `/patients/${annId}`, change);
+          expect(expectProblem(reply, 403), JSON.stringify(change)).toEqual(UNDECRYPTABLE);
+          expect(await raw.row(annId), JSON.stringify(change)).toEqual(tampered);
+        }
+        // Once repaired, the row reads back what it held before the refused PATCHes.
+        const repaired = await call(A, "PATCH", `/patients/${annId}`, repair);
+        expect(repaired.status, repaired.text).toBe(200);
+        expect(json(repaired)).toEqual(asReturned(annId, { ...ann, ...repair }));
+        expect(json(await call(A, "GET", `/patients/${annId}`))).toEqual(json(repaired));
+        const later = await call(A, "PATCH", `/patients/${annId}`, { note: "alpha-note: later" });
+        expect(json(later)).toEqual(
+          asReturned(annId, { ...ann, ...repair, note: "alpha-note: later" }),
+        );
       },
     );
 
@@ -895,7 +952,11 @@ describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip
         ["note too long", { ...valid, note: "x".repeat(10_001) }, /note/],
         ["vitals an array", { ...valid, vitals: [1] }, /vitals/],
         ["vitals a string", { ...valid, vitals: "{}" }, /vitals/],
-        ["vitals null", { ...valid, vitals: null }, /vitals/],
+        ["vitals a number", { ...valid, vitals: 1 }, /vitals/],
+        ["note starting with kms1:", { ...valid, note: "kms1: follow-up" }, KMS1_PREFIX],
+        ["note starting with KMS1:", { ...valid, note: "KMS1: follow-up" }, KMS1_PREFIX],
+        ["note starting with fullwidth ｋｍｓ１:", { ...valid, note: "ｋｍｓ１: x" }, KMS1_PREFIX],
+        ["name starting with Kms1:", { ...valid, name: "Kms1:Amy" }, KMS1_PREFIX],
         ["unknown field", { ...valid, admin: true }, /unknown field/],
         [
           "prototype key",
@@ -921,6 +982,51 @@ describe.each(backends)("adversarial: demo records API on %s", (_name, url, skip
       }
       expect(json(await call(A, "GET", "/patients"))).toEqual([asReturned(annId, ann)]);
     });
+
+    // @kms/prisma refuses such text as ciphertext it will not encrypt twice (a 400
+    // kms/ValidationException telling the client its own text was ciphertext): the demo names
+    // its rule first, and stores nothing.
+    test.skipIf(skip)(
+      'free text starting with "kms1:" in any case or width gets demo/invalid-input',
+      async () => {
+        const annId = await create(A, ann);
+        const before = await raw.row(annId);
+        const refused = [
+          "kms1:",
+          "kms1:AAAA",
+          "KMS1: follow-up per protocol",
+          "Kms1: x",
+          "ｋｍｓ１: x",
+          // An accent or a zero-width character between the letters: collations ignore them.
+          "k\u0301ms1: x",
+          "k\u200bms1: x",
+        ];
+        for (const text of refused) {
+          for (const [method, path, body] of [
+            ["POST", "/patients", { ...amy, note: text }],
+            ["POST", "/patients", { ...amy, name: text }],
+            ["PATCH", `/patients/${annId}`, { note: text }],
+            ["PATCH", `/patients/${annId}`, { name: text }],
+          ] as const) {
+            const field = "name" in body && body.name === text ? "name" : "note";
+            const reply = await call(A, method, path, body);
+            expect(json(reply), `${method} ${field} ${JSON.stringify(text)}`).toEqual({
+              type: "https://kms.dev/problems/demo/invalid-input",
+              title: "Invalid input",
+              status: 400,
+              detail: `${field}: may not start with "kms1:" in any letter case or width (the prefix of stored ciphertext)`,
+            });
+          }
+        }
+        expect(await raw.row(annId)).toEqual(before);
+        expect(json(await call(A, "GET", "/patients"))).toEqual([asReturned(annId, ann)]);
+        // Anywhere but at the start, and look-alikes that no collation folds onto it, are text.
+        for (const note of ["follow-up kms1: x", " kms1: x", "kms2: x", "kms1; x", "ｋｍｓ２: x"]) {
+          const patched = await call(A, "PATCH", `/patients/${annId}`, { note });
+          expect(json(patched), note).toEqual(asReturned(annId, { ...ann, note }));
+        }
+      },
+    );
 
     test.skipIf(skip)("a body over the limit gets 413, not a 500", async () => {
       const reply = await call(A, "POST", "/patients", { ...amy, note: "x".repeat(70_000) });

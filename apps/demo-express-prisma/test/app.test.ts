@@ -140,6 +140,31 @@ describe.each(backends)("demo records API on %s", (_name, url, skip) => {
     expect((await call("clinic-a", "GET", `/patients/${a.body.id}`)).status).toBe(404);
   });
 
+  test.skipIf(skip)("null clears the note and the vitals, on POST and on PATCH", async () => {
+    const a = await call("clinic-a", "POST", "/patients", ann);
+    const cleared = await call("clinic-a", "PATCH", `/patients/${a.body.id}`, {
+      note: null,
+      vitals: null,
+    });
+    expect(cleared).toEqual({ status: 200, body: { ...a.body, note: null, vitals: null } });
+    const stored = await database.storedPatient(a.body.id);
+    expect([stored?.note, stored?.vitals]).toEqual([null, null]);
+    expect((await call("clinic-a", "GET", `/patients/${a.body.id}`)).body).toEqual(cleared.body);
+    // Set again after being cleared.
+    const set = await call("clinic-a", "PATCH", `/patients/${a.body.id}`, { vitals: ann.vitals });
+    expect(set.body).toEqual({ ...cleared.body, vitals: ann.vitals });
+    // On POST, null is no vitals, as leaving the field out is.
+    const b = await call("clinic-a", "POST", "/patients", {
+      ...ann,
+      ssn: "123-45-6780",
+      vitals: null,
+    });
+    expect(b).toEqual({
+      status: 201,
+      body: { ...b.body, ...ann, ssn: "123-45-6780", vitals: null },
+    });
+  });
+
   test.skipIf(skip)(
     "a request without its clinic's token gets 401 and no KMS key is created",
     async () => {
