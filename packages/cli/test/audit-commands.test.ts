@@ -548,6 +548,24 @@ describe(`kms audit verify on a trail longer than one read (${LONG_TRAIL} events
     expect(JSON.parse(verified.out)).toStrictEqual(wholeTrailVerdict());
   });
 
+  it("rows whose sequence column was raised apart from their events are read once, as whole", async () => {
+    // The events and the head are untouched, so the chain holds; a read after event 1999 by the
+    // column meets event 1999 (now keyed 2000) again.
+    withDatabase((db) => {
+      db.prepare(
+        "UPDATE kms_audit_events SET sequence = sequence + 1000000 WHERE sequence >= 1500",
+      ).run();
+      db.prepare(
+        "UPDATE kms_audit_events SET sequence = sequence - 999999 WHERE sequence >= 1000000",
+      ).run();
+    });
+    const verified = await kms(["audit", "verify"]);
+    expect(verified.err).toBe("");
+    expect(verified.code).toBe(0);
+    expect(JSON.parse(verified.out)).toMatchObject({ ok: true, events: LONG_TRAIL });
+    expect(JSON.parse(verified.out)).toStrictEqual(wholeTrailVerdict());
+  });
+
   it(`a row in the third chunk that is not JSON: exit ${EXIT_AUDIT_BROKEN}, malformed at its index`, async () => {
     withDatabase((db) =>
       db

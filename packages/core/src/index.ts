@@ -11,6 +11,10 @@ export {
   verifyAuditLog,
 } from "./audit/audit-chain.ts";
 export type {
+  AuditTrailVerification,
+  AuditTrailVerifyOptions,
+} from "./audit/audit-trail-verification.ts";
+export type {
   AuditEvent,
   AuditJsonObject,
   AuditJsonValue,

@@ -1,6 +1,11 @@
 import { DEFAULT_IDENTITY, type KmsIdentity, keyArn } from "./arn.ts";
-import { type AuditHead, type AuditLogVerification, verifyAuditLog } from "./audit/audit-chain.ts";
+import type { AuditHead } from "./audit/audit-chain.ts";
 import type { AuditEvent, AuditReadOptions, AuditSink } from "./audit/audit-sink.ts";
+import {
+  type AuditTrailVerification,
+  type AuditTrailVerifyOptions,
+  verifyAuditTrail,
+} from "./audit/audit-trail-verification.ts";
 import type { KeyLastUsage } from "./audit/auditor.ts";
 import { type Clock, systemClock } from "./clock.ts";
 import { isKmsError, KmsInternalError, RootKeyError, ValidationError } from "./errors.ts";
@@ -607,6 +612,10 @@ export class Kms {
    *   NotFoundException for a key that does not exist; for a key argument named in a form the
    *   operation does not take, the operation's own answer (an alias where it takes a key id or
    *   key ARN only: NotFoundException; an alias as an alias's target: ValidationException).
+   *   AccessDeniedException (needs kms:Explain on the account policy, and kms:GetKeyPolicy and
+   *   kms:ListGrants on every key the explained call reads, since what it reports of a key is
+   *   what those read; decided for the caller, never the `as` principal; recorded as a denied
+   *   Explain event).
    */
   explain(
     request: {
@@ -660,19 +669,11 @@ export class Kms {
       sink: auditor.sink,
       events: (options) => auditor.sink.read(options),
       head: () => auditor.head(),
-      verify: async () => {
+      verify: async (options) => {
         // Head first: events appended between the two reads then extend past the head instead
         // of leaving the head past the events, which would read as truncation.
         const head = await auditor.head();
-        const events = await auditor.sink.read();
-        const first = events[0];
-        // Only a sink that drops old events by design may start mid-chain: for any other,
-        // a trail that does not start at sequence 0 has lost its oldest events.
-        const window = auditor.sink.keepsWindow === true && first !== undefined;
-        return verifyAuditLog(events, {
-          ...(window ? { from: { sequence: first.sequence, prevHash: first.prevHash } } : {}),
-          ...(head !== undefined ? { expectedHead: head } : {}),
-        });
+        return verifyAuditTrail(auditor.sink, head, options);
       },
     };
   }
@@ -728,8 +729,17 @@ export interface AuditTrail {
   events(options?: AuditReadOptions): Promise<readonly AuditEvent[]>;
   /** Position and hash of the newest written event: keep it elsewhere to detect truncation. */
   head(): Promise<AuditHead | undefined>;
-  /** Verifies the events in the sink against the hash chain and the current head. */
-  verify(): Promise<AuditLogVerification>;
+  /**
+   * Verifies the events in the sink against the hash chain and the current head (read first),
+   * from sequence 0 (from the first event held, on a sink that `keepsWindow`). Reads the sink a
+   * page at a time (`readPages`, else `read({ after, limit })`), so memory does not grow with the
+   * trail; the verdict is `verifyAuditLog`'s on the whole trail, its `index` the position in it,
+   * plus the `sequence` the event at a break claims. A stored event the sink cannot parse is
+   * reached only if the chain holds up to it.
+   * @throws ValidationException for bad options; KMSInternalException when the sink cannot be
+   *   read (including a stored event it cannot parse, unless `unreadable: "malformed"`).
+   */
+  verify(options?: AuditTrailVerifyOptions): Promise<AuditTrailVerification>;
 }
 
 function createKeyBody(ctx: KmsContext, request: CreateKeyRequest): Promise<CreateKeyResponse> {

@@ -1,14 +1,6 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import {
-  type AuditEvent,
-  type AuditHead,
-  type AuditLogProblem,
-  type AuditLogVerification,
-  type Kms,
-  KmsInternalError,
-  verifyAuditLog,
-} from "@kms/core";
+import type { AuditEvent, Kms } from "@kms/core";
 import { integerOption, stringOption } from "./args.ts";
 import { type Command, type CommandContext, printJson, writeOut } from "./command.ts";
 import { DATABASE_FILE } from "./open-kms.ts";
@@ -20,7 +12,7 @@ export const AUDIT_GROUP = "audit";
 /** Events printed by `kms audit list` without `--limit`. */
 export const DEFAULT_AUDIT_LIMIT = 100;
 
-/** Events read from the sink at a time (list, verify), so a long trail is never held whole. */
+/** Events `kms audit list` reads from the sink at a time, so a long trail is never held whole. */
 const READ_CHUNK = 1000;
 
 /**
@@ -63,11 +55,10 @@ function pinnedHeadOption(ctx: CommandContext): string | undefined {
 }
 
 /**
- * `kms audit verify [--head <hash>]`: the whole chain against the head the store recorded. Done
- * here rather than with `kms.audit.verify()` to read the trail in chunks (that one reads it
- * whole: ~4 KB of memory per event), to report a row that is not even JSON as a broken chain,
- * and the sequence where the chain breaks. Head first, as core does: an event another process (a
- * `kms serve` on the same data dir) appends meanwhile must not read as truncation.
+ * `kms audit verify [--head <hash>]`: the whole chain against the head the store recorded, with
+ * `kms.audit.verify()`, which reads the head first (an event another process, a `kms serve` on
+ * the same data dir, appends meanwhile must not read as truncation) and then the trail 1000
+ * events at a time. A row that is not even JSON is reported as a broken chain, where it is.
  *
  * The recorded head lives in the same file as the events, so whoever can rewrite one can rewrite
  * both. `--head` checks against a head kept elsewhere instead: the event with that hash must
@@ -89,7 +80,10 @@ const auditVerify: Command = {
     const pinned = pinnedHeadOption(ctx);
     requireDatabase(ctx);
     const kms = await ctx.kms();
-    const result = await verifyTrail(kms, await kms.audit.head(), pinned);
+    const result = await kms.audit.verify({
+      unreadable: "malformed",
+      ...(pinned === undefined ? {} : { pinnedHead: pinned }),
+    });
     if (result.ok) {
       const kept = result.pinned;
       if (pinned === undefined || kept !== undefined) {
@@ -123,157 +117,6 @@ const auditVerify: Command = {
     );
   },
 };
-
-/** Where the chain breaks, as an index into the whole trail, and the sequence the event there claims. */
-interface TrailBreak {
-  readonly ok: false;
-  readonly index: number;
-  readonly sequence?: number;
-  readonly problem: AuditLogProblem;
-  readonly message: string;
-}
-
-type TrailVerification =
-  | {
-      readonly ok: true;
-      readonly count: number;
-      readonly head?: AuditHead;
-      /** The first event whose hash is the `--head` given, if any. */
-      readonly pinned?: AuditHead;
-    }
-  | TrailBreak;
-
-/**
- * The chain from sequence 0 (the CLI's sink, SQLite, keeps every event), READ_CHUNK events at a
- * time, each chunk verified from where the one before ended; then the recorded head. What it
- * reports is what verifying the whole trail at once reports: the first break, at its index in the
- * trail. Unlike a whole read, a row that is not JSON after a break in an earlier chunk is not
- * even read, so the first break is reported whatever its kind (a whole read failed on such a
- * row before any event could be checked).
- */
-async function verifyTrail(
-  kms: Kms,
-  recordedHead: AuditHead | undefined,
-  pinned: string | undefined,
-): Promise<TrailVerification> {
-  let count = 0;
-  let last: AuditEvent | undefined;
-  let atRecordedHead: AuditEvent | undefined;
-  let kept: AuditHead | undefined;
-  for (;;) {
-    const { events, unreadable } = await readChunk(kms, last?.sequence ?? -1);
-    const result = verifyAuditLog(
-      events,
-      last === undefined ? {} : { from: { sequence: last.sequence + 1, prevHash: last.hash } },
-    );
-    if (!result.ok) return inTrail(result, events, count);
-    for (const event of events) {
-      if (kept === undefined && event.hash === pinned) {
-        kept = { sequence: event.sequence, hash: event.hash };
-      }
-      if (event.sequence === recordedHead?.sequence) atRecordedHead = event;
-    }
-    count += events.length;
-    last = events.at(-1) ?? last;
-    if (unreadable) {
-      return {
-        ok: false,
-        index: count,
-        problem: "malformed",
-        message: `event ${count} is not an audit event: its stored text is not JSON`,
-      };
-    }
-    if (events.length < READ_CHUNK) break;
-  }
-  if (recordedHead !== undefined) {
-    // Core's check against the head, on the one event it looks at: the one at the head's
-    // position (its hash must be the recorded one), else the last (the trail ends before it).
-    const anchor = atRecordedHead ?? last;
-    const checked = anchor === undefined ? [] : [anchor];
-    const result = verifyAuditLog(checked, {
-      ...(anchor === undefined
-        ? {}
-        : { from: { sequence: anchor.sequence, prevHash: anchor.prevHash } }),
-      expectedHead: recordedHead,
-    });
-    // The chain is verified from 0, so an event's sequence is its index in the trail.
-    if (!result.ok) return inTrail(result, checked, anchor?.sequence ?? 0);
-  }
-  return {
-    ok: true,
-    count,
-    ...(last === undefined ? {} : { head: { sequence: last.sequence, hash: last.hash } }),
-    ...(kept === undefined ? {} : { pinned: kept }),
-  };
-}
-
-/**
- * A verdict on `events`, which start at index `offset` of the trail, as a break in the trail.
- * Core's messages name the index in the array it was given ("event 3 was modified…"): renamed to
- * the index in the trail, as verifying the trail whole would have named it.
- */
-function inTrail(
-  result: Extract<AuditLogVerification, { ok: false }>,
-  events: readonly AuditEvent[],
-  offset: number,
-): TrailBreak {
-  const index = offset + result.index;
-  const message = result.message.replace(
-    new RegExp(`^event ${result.index}(?!\\d)`),
-    `event ${index}`,
-  );
-  const claimed = (events[result.index] as Partial<AuditEvent> | undefined)?.sequence;
-  return {
-    ok: false,
-    index,
-    ...(Number.isSafeInteger(claimed) ? { sequence: claimed as number } : {}),
-    problem: result.problem,
-    message,
-  };
-}
-
-/**
- * Up to READ_CHUNK events after `after`, or those before a row the sink cannot even parse: the
- * SQLite sink stores each event as JSON text and refuses a row that is not JSON
- * (KMSInternalException caused by the parser's SyntaxError), which would leave a tampered trail
- * reported as a plain failure (exit 1) instead of a broken chain.
- */
-async function readChunk(
-  kms: Kms,
-  after: number,
-): Promise<{ readonly events: readonly AuditEvent[]; readonly unreadable: boolean }> {
-  try {
-    return { events: await kms.audit.events({ after, limit: READ_CHUNK }), unreadable: false };
-  } catch (error) {
-    if (!isUnparsableEvent(error)) throw error;
-  }
-  // Only on this failure path: one row at a time, to find the first that does not parse.
-  const events: AuditEvent[] = [];
-  let from = after;
-  while (events.length < READ_CHUNK) {
-    let next: readonly AuditEvent[];
-    try {
-      next = await kms.audit.events({ after: from, limit: 1 });
-    } catch (error) {
-      if (!isUnparsableEvent(error)) throw error;
-      return { events, unreadable: true };
-    }
-    const event = next[0];
-    if (event === undefined) break;
-    events.push(event);
-    from = event.sequence;
-  }
-  // Every row parsed one at a time: the chunk's read failed for some other reason.
-  throw new Error("the audit trail could not be read");
-}
-
-/** A sink's refusal of a stored event that is not JSON; other read failures are not verdicts. */
-function isUnparsableEvent(error: unknown): boolean {
-  return (
-    error instanceof SyntaxError ||
-    (error instanceof KmsInternalError && error.cause instanceof SyntaxError)
-  );
-}
 
 /**
  * `kms audit list`: events as JSON lines, oldest first, as the sink stores them. The listing is

@@ -107,7 +107,10 @@ export type AuditLogVerification =
   | { readonly ok: true; readonly count: number; readonly head?: AuditHead }
   | {
       readonly ok: false;
-      /** Index in the given array of the first bad event (events.length for truncation). */
+      /**
+       * Index of the first bad event (the number of events for truncation): in the given array,
+       * plus `firstIndex` when that option is given.
+       */
       readonly index: number;
       readonly problem: AuditLogProblem;
       readonly message: string;
@@ -124,6 +127,149 @@ export interface VerifyOptions {
   readonly from?: { readonly sequence: number; readonly prevHash: string };
   /** The head recorded elsewhere; a log that ends before it was truncated. */
   readonly expectedHead?: AuditHead;
+  /**
+   * Position in the whole trail of the first given event (default 0): the verdict's `index` and
+   * its message count from it, so that a trail verified in parts (each part `from` the last
+   * event of the one before) is reported as verifying it whole would report it.
+   */
+  readonly firstIndex?: number;
+}
+
+type AuditLogBreak = Extract<AuditLogVerification, { ok: false }>;
+
+/**
+ * verifyAuditLog in steps: `add` the events part after part, in order, then `finish`. The
+ * verdict is the one verifyAuditLog gives for all the parts as one array; memory stays that of
+ * one part, whatever the length of the trail.
+ */
+export class AuditLogVerifier {
+  readonly #firstIndex: number;
+  readonly #expectedHead: AuditHead | undefined;
+  /** Index (among all events added) of the event at the expected head's sequence. */
+  readonly #atHead: number;
+  readonly #pinnedHash: string | undefined;
+  #sequence: number;
+  #prevHash: string;
+  #count = 0;
+  #last: AuditEvent | undefined;
+  #headEvent: AuditEvent | undefined;
+  #pinned: AuditHead | undefined;
+  #broken: AuditLogBreak | undefined;
+
+  /**
+   * @param pinnedHash a hash kept from an earlier verification: `pinned` then names the first
+   *   event of the chain that has it.
+   */
+  constructor(options: VerifyOptions = {}, pinnedHash?: string) {
+    this.#sequence = options.from?.sequence ?? 0;
+    this.#prevHash = options.from?.prevHash ?? GENESIS_HASH;
+    this.#firstIndex = options.firstIndex ?? 0;
+    this.#expectedHead = options.expectedHead;
+    this.#atHead = (options.expectedHead?.sequence ?? Number.NaN) - this.#sequence;
+    this.#pinnedHash = pinnedHash;
+  }
+
+  /** Events added and found chained so far. */
+  get count(): number {
+    return this.#count;
+  }
+
+  /** The last event found chained: where the next part has to continue from. */
+  get last(): AuditEvent | undefined {
+    return this.#last;
+  }
+
+  /** The first event found chained whose hash is the pinned one. */
+  get pinned(): AuditHead | undefined {
+    return this.#pinned;
+  }
+
+  /**
+   * Checks the next events. Returns the first break, once found (and from then on: nothing
+   * after a break is checked).
+   */
+  add(events: readonly unknown[]): AuditLogBreak | undefined {
+    if (this.#broken !== undefined) return this.#broken;
+    for (let i = 0; i < events.length; i++) {
+      const event = events[i] as Partial<AuditEvent> | null;
+      const at = this.#count;
+      if (typeof event !== "object" || event === null || typeof event.hash !== "string") {
+        return this.#break(at, "malformed", (n) => `event ${n} is not an audit event`);
+      }
+      let computed: string;
+      try {
+        computed = hashEvent(event as AuditEvent);
+      } catch {
+        return this.#break(at, "malformed", (n) => `event ${n} cannot be serialized`);
+      }
+      if (computed !== event.hash) {
+        return this.#break(
+          at,
+          "edited",
+          (n) => `event ${n} was modified: its hash does not match its content`,
+        );
+      }
+      if (event.prevHash !== this.#prevHash || event.sequence !== this.#sequence) {
+        const expected = this.#sequence;
+        return this.#break(
+          at,
+          "deleted-or-reordered",
+          (n) =>
+            `event ${n} (sequence ${String(event.sequence)}) does not follow the previous event (expected sequence ${expected}): events were deleted, inserted or reordered before it`,
+        );
+      }
+      const chained = event as AuditEvent;
+      this.#prevHash = chained.hash;
+      this.#sequence++;
+      this.#last = chained;
+      if (at === this.#atHead) this.#headEvent = chained;
+      if (this.#pinned === undefined && chained.hash === this.#pinnedHash) {
+        this.#pinned = { sequence: chained.sequence, hash: chained.hash };
+      }
+      this.#count++;
+    }
+    return undefined;
+  }
+
+  /**
+   * The verdict on everything added: the first break, or the checks against the expected head
+   * (the trail reaches it, and the event at its sequence has its hash), then ok.
+   */
+  finish(): AuditLogVerification {
+    if (this.#broken !== undefined) return this.#broken;
+    const head = this.#expectedHead;
+    const last = this.#last;
+    if (head !== undefined) {
+      if (last === undefined || last.sequence < head.sequence) {
+        return this.#break(
+          this.#count,
+          "truncated",
+          () =>
+            `the log ends at sequence ${last?.sequence ?? -1} but the recorded head is ${head.sequence}: events were removed from the end`,
+        );
+      }
+      // The chain may go on past the head (events appended since it was read), but the event at
+      // the head's position must still be the one it recorded, or the tail was rewritten.
+      if (this.#headEvent !== undefined && this.#headEvent.hash !== head.hash) {
+        return this.#break(
+          this.#atHead,
+          "edited",
+          (n) => `event ${n} does not match the recorded head`,
+        );
+      }
+    }
+    return {
+      ok: true,
+      count: this.#count,
+      ...(last !== undefined ? { head: { sequence: last.sequence, hash: last.hash } } : {}),
+    };
+  }
+
+  #break(at: number, problem: AuditLogProblem, message: (index: number) => string): AuditLogBreak {
+    const index = this.#firstIndex + at;
+    this.#broken = { ok: false, index, problem, message: message(index) };
+    return this.#broken;
+  }
 }
 
 /**
@@ -134,60 +280,6 @@ export function verifyAuditLog(
   events: readonly unknown[],
   options: VerifyOptions = {},
 ): AuditLogVerification {
-  let sequence = options.from?.sequence ?? 0;
-  let prevHash = options.from?.prevHash ?? GENESIS_HASH;
-  const bad = (index: number, problem: AuditLogProblem, message: string): AuditLogVerification => ({
-    ok: false,
-    index,
-    problem,
-    message,
-  });
-  for (let i = 0; i < events.length; i++) {
-    const event = events[i] as Partial<AuditEvent> | null;
-    if (typeof event !== "object" || event === null || typeof event.hash !== "string") {
-      return bad(i, "malformed", `event ${i} is not an audit event`);
-    }
-    let computed: string;
-    try {
-      computed = hashEvent(event as AuditEvent);
-    } catch {
-      return bad(i, "malformed", `event ${i} cannot be serialized`);
-    }
-    if (computed !== event.hash) {
-      return bad(i, "edited", `event ${i} was modified: its hash does not match its content`);
-    }
-    if (event.prevHash !== prevHash || event.sequence !== sequence) {
-      return bad(
-        i,
-        "deleted-or-reordered",
-        `event ${i} (sequence ${String(event.sequence)}) does not follow the previous event (expected sequence ${sequence}): events were deleted, inserted or reordered before it`,
-      );
-    }
-    prevHash = event.hash;
-    sequence++;
-  }
-  const head = options.expectedHead;
-  if (head !== undefined) {
-    const last = events[events.length - 1] as AuditEvent | undefined;
-    if (last === undefined || last.sequence < head.sequence) {
-      return bad(
-        events.length,
-        "truncated",
-        `the log ends at sequence ${last?.sequence ?? -1} but the recorded head is ${head.sequence}: events were removed from the end`,
-      );
-    }
-    // The chain may go on past the head (events appended since it was read), but the event at
-    // the head's position must still be the one it recorded, or the tail was rewritten.
-    const atHead = head.sequence - (options.from?.sequence ?? 0);
-    const recorded = events[atHead] as AuditEvent | undefined;
-    if (recorded !== undefined && recorded.hash !== head.hash) {
-      return bad(atHead, "edited", `event ${atHead} does not match the recorded head`);
-    }
-  }
-  const last = events[events.length - 1] as AuditEvent | undefined;
-  return {
-    ok: true,
-    count: events.length,
-    ...(last !== undefined ? { head: { sequence: last.sequence, hash: last.hash } } : {}),
-  };
+  const verifier = new AuditLogVerifier(options);
+  return verifier.add(events) ?? verifier.finish();
 }

@@ -115,6 +115,15 @@ export interface AuditSink {
   write(events: readonly AuditEvent[]): Promise<void>;
   /** Events in write order (ascending `sequence`). */
   read(options?: AuditReadOptions): Promise<readonly AuditEvent[]>;
+  /**
+   * Optional: what `read()` without options returns, in the same order, in pages of at most
+   * `pageSize` events, each read when the caller asks for it. `kms.audit.verify()` reads through
+   * it when a sink has it, else with `read({ after, limit })`, which selects events by their
+   * sequence and so cannot see a stored event whose sequence was changed, or that has none, in
+   * the middle of the trail (a file's line). A stored event it cannot parse fails the iteration
+   * where that event is, after the page of the events before it.
+   */
+  readPages?(pageSize: number): AsyncIterable<readonly AuditEvent[]>;
   /** The last written event, so that a restarted KMS continues the hash chain. */
   last(): Promise<AuditEvent | undefined>;
   close(): Promise<void>;

@@ -300,6 +300,32 @@ export class JsonlAuditSink implements AuditSink {
   }
 
   /**
+   * The events `read()` returns, `pageSize` at a time, reading the file once: `read({ after })`
+   * would read it from the start for every page, and leaves out lines without a sequence.
+   * @throws KMSInternalException when the file cannot be read or a line is refused (#event),
+   *   after a page of the events before that line.
+   */
+  async *readPages(pageSize: number): AsyncGenerator<readonly AuditEvent[]> {
+    let page: AuditEvent[] = [];
+    for await (const line of this.#lines()) {
+      let event: AuditEvent | undefined;
+      try {
+        event = this.#event(line);
+      } catch (error) {
+        if (page.length > 0) yield page;
+        throw error;
+      }
+      if (event === undefined) continue;
+      page.push(event);
+      if (page.length >= pageSize) {
+        yield page;
+        page = [];
+      }
+    }
+    if (page.length > 0) yield page;
+  }
+
+  /**
    * The last event, read from the end of the file: a restarted Kms reads this to continue the
    * chain, and it costs one line however long the trail is.
    * @throws KMSInternalException when the file cannot be read or its last line is refused.

@@ -67,6 +67,17 @@ export class MemoryAuditSink implements AuditSink {
     return structuredClone(options.limit === undefined ? found : found.slice(0, options.limit));
   }
 
+  /**
+   * The events `read()` returns (those held when the first page is asked for), in copied pages:
+   * the copies of a whole read would double the trail's memory.
+   */
+  async *readPages(pageSize: number): AsyncGenerator<readonly AuditEvent[]> {
+    const held = this.#visible().filter((e) => e.sequence > -1);
+    for (let i = 0; i < held.length; i += pageSize) {
+      yield structuredClone(held.slice(i, i + pageSize));
+    }
+  }
+
   async last(): Promise<AuditEvent | undefined> {
     const e = this.#events[this.#events.length - 1];
     return e === undefined ? undefined : structuredClone(e);
