@@ -3,12 +3,12 @@ import { sha256 } from "@noble/hashes/sha2.js";
 import type { DataKeyCache, DataKeyUsage, PreparedDataKey } from "../caching/data-key-cache.ts";
 import type { Clock } from "../clock.ts";
 import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
-import { KmsInternalError } from "../errors.ts";
+import { KmsInternalError, ValidationError } from "../errors.ts";
 import { type AesKey, importAesKey } from "../hsm/aes-gcm.ts";
 import { randomBytes } from "../hsm/random.ts";
 import type { KmsLike } from "../kms-like.ts";
 import { currentRequestId } from "../request-id-scope.ts";
-import type { CallOptions, EncryptionContext } from "../types.ts";
+import type { CallOptions, DecryptResponse, EncryptionContext } from "../types.ts";
 import { type BoundField, encodeBinding, holdsKeyContext } from "./binding.ts";
 import type { DataKeyRecord, DataKeyStore } from "./data-key-store.ts";
 import {
@@ -52,6 +52,11 @@ export interface LoadedKey extends PreparedDataKey {
   readonly context: Readonly<EncryptionContext>;
   /** When the cache took it, on the cache's clock. */
   readonly loadedAt: number;
+  /**
+   * The ARN the KMS answered with when it unwrapped (or generated) the key: never the row's
+   * `kmsKeyId` column, which whoever writes the data-key table writes too.
+   */
+  readonly kmsKeyId: string;
   /** header || binding per binding encoding (cached encodings are stable objects). */
   readonly aads: WeakMap<Uint8Array, Uint8Array>;
   /** The binding opened last and its entry of `aads` (a binding that passed the key check). */
@@ -68,6 +73,7 @@ export interface LoadedKey extends PreparedDataKey {
 export interface StableKey {
   readonly id: string;
   readonly raw: Uint8Array;
+  /** As LoadedKey.kmsKeyId: the ARN the KMS answered with, not the row's column. */
   readonly kmsKeyId: string;
   /**
    * The wrapped key of the row it came from: a row found under its id later is the same key only
@@ -102,6 +108,11 @@ export interface FieldDataKeysOptions {
   readonly kms: KmsLike;
   readonly store: DataKeyStore;
   readonly keyId: (context: EncryptionContext) => string;
+  /**
+   * The KMS keys, besides the one `keyId` selects, that a data-key row of a context may be
+   * wrapped under (the engine's `previousKeyIds`); undefined when none are configured.
+   */
+  readonly previousKeyIds?: ((context: EncryptionContext) => readonly string[]) | undefined;
   readonly clock: Clock;
   /** Randomized data keys, for writing and reading; possibly shared with other engines. */
   readonly cache: DataKeyCache;
@@ -117,6 +128,12 @@ export type AdmitsKeyContext = (keyContext: Readonly<EncryptionContext>) => bool
 interface Unwrapping<T> {
   readonly keyContext: Readonly<EncryptionContext>;
   readonly loading: Promise<T>;
+}
+
+/** A data key as the KMS unwrapped it, and the ARN of the KMS key it answered with. */
+interface Unwrapped {
+  readonly plaintext: Uint8Array;
+  readonly kmsKeyId: string;
 }
 
 /** A stable data-key row whose KMS key is gone (see `#findStable`). */
@@ -194,6 +211,12 @@ export class FieldDataKeys {
   readonly #kms: KmsLike;
   readonly #store: DataKeyStore;
   readonly #selectKey: (context: EncryptionContext) => string;
+  readonly #previousKeyIds: ((context: EncryptionContext) => readonly string[]) | undefined;
+  /**
+   * Configured key id → the ARN the KMS last reported for it (GenerateDataKey, Decrypt). Only
+   * orders the keys a row is tried under (`#candidateKeys`); the KMS decides which one it is.
+   */
+  readonly #arns = new Map<string, string>();
   readonly #clock: Clock;
   readonly #cache: DataKeyCache;
   /**
@@ -281,6 +304,7 @@ export class FieldDataKeys {
     this.#kms = options.kms;
     this.#store = options.store;
     this.#selectKey = options.keyId;
+    this.#previousKeyIds = options.previousKeyIds;
     this.#clock = options.clock;
     this.#cache = options.cache;
     this.#stableSweptAt = options.cache.clock.now();
@@ -860,6 +884,7 @@ export class FieldDataKeys {
       { keyId, keySpec: "AES_256", encryptionContext: context },
       kmsCallOptions(),
     );
+    this.#learnArn(keyId, generated.keyId);
     const idBytes = randomBytes(DATA_KEY_ID_LENGTH);
     const id = hexOf(idBytes);
     try {
@@ -909,18 +934,25 @@ export class FieldDataKeys {
       // Before the put: a first use that reaches a limit releases the entry inside it.
       this.#writing.set(id, materials);
       this.#cache.put(cacheKey, undefined, usage, materials);
-      this.#putReadKey(id, key, context, generation);
+      this.#putReadKey(id, key, context, generated.keyId, generation);
       if (scoped !== undefined) recordWrite(scoped.tx, scoped.durableKey, id);
     }
     return materials;
   }
 
   /** Caches a read key, unless its load began before a clear() (`generation` is the load's). */
-  #putReadKey(id: string, key: AesKey, context: EncryptionContext, generation: number): LoadedKey {
+  #putReadKey(
+    id: string,
+    key: AesKey,
+    context: EncryptionContext,
+    kmsKeyId: string,
+    generation: number,
+  ): LoadedKey {
     const loaded: LoadedKey = {
       key,
       context: Object.freeze({ ...context }),
       loadedAt: this.#cache.clock.now(),
+      kmsKeyId,
       aads: new WeakMap(),
       lastBinding: undefined,
       lastAad: undefined,
@@ -944,7 +976,8 @@ export class FieldDataKeys {
    * The read key of the randomized data key `id`. Its row is read first, and the KMS is asked
    * to unwrap it only when `admits` the context the row stores (FORMAT §6.2): a value copied
    * from another tenant's row fails with the generic error before any KMS call, so its request
-   * never uses that tenant's KMS key, nor learns from the KMS's answer in what state it is.
+   * never uses that tenant's KMS key, nor learns from the KMS's answer in what state it is. The
+   * KMS then unwraps it only under a key the engine is configured with (`#unwrapRecord`).
    */
   readKey(id: string, admits: AdmitsKeyContext): Promise<LoadedKey> {
     const hit = this.#cache.use<LoadedKey>(this.#readPrefix + id, NO_USE);
@@ -960,8 +993,14 @@ export class FieldDataKeys {
       }
       const generation = this.#generation;
       const loading: Promise<LoadedKey> = this.#unwrapRecord(record, "randomized")
-        .then((raw) =>
-          this.#putReadKey(id, importAesKey(raw), record.encryptionContext, generation),
+        .then(({ plaintext, kmsKeyId }) =>
+          this.#putReadKey(
+            id,
+            importAesKey(plaintext),
+            record.encryptionContext,
+            kmsKeyId,
+            generation,
+          ),
         )
         .finally(() => {
           // Only its own entry: after a clear(), a later load may hold the id now.
@@ -994,30 +1033,141 @@ export class FieldDataKeys {
   }
 
   /**
-   * Every unwrap goes through here. The length matters most for stable keys: they feed HKDF,
-   * which takes any length, so a row wrapping a 1-byte key would make every deterministic value
-   * and blind index under it guessable.
+   * Every unwrap goes through here. The KMS is asked to unwrap a row only under a KMS key the
+   * engine's configuration names for the row's context — the one `keyId` selects, then each of
+   * `previousKeyIds` — with `KeyId` set in the Decrypt request, so that the KMS itself refuses a
+   * wrapped key made under any other key (IncorrectKeyException). Without it the KMS would
+   * unwrap whatever key the blob names: whoever writes the data-key table could plant a data
+   * key they know, wrapped under a KMS key of their own (or another tenant's) that the
+   * application may decrypt with, and the engine would take values sealed with it as genuine.
+   * The row's `kmsKeyId` column only orders the tries. A key that answers IncorrectKeyException
+   * or NotFoundException (it does not exist) is not the row's: the next one is tried; any other
+   * answer is the row's key's, and stands. When no configured key is the row's, the read fails
+   * with the generic error (recorded in `unconfiguredRefusals`, for `#deadRow`).
+   *
+   * The length matters most for stable keys: they feed HKDF, which takes any length, so a row
+   * wrapping a 1-byte key would make every deterministic value and blind index under it guessable.
    */
   async #unwrapRecord(
     record: DataKeyRecord,
     purpose: DataKeyRecord["purpose"],
-  ): Promise<Uint8Array> {
+  ): Promise<Unwrapped> {
     if (record.purpose !== purpose) throw generic();
-    let plaintext: Uint8Array;
+    const candidates = this.#candidateKeys(record);
+    const refusedBy: string[] = [];
+    for (const keyId of candidates) {
+      let response: DecryptResponse;
+      try {
+        response = await this.#kms.decrypt(
+          {
+            ciphertextBlob: record.wrappedKey,
+            encryptionContext: record.encryptionContext,
+            keyId,
+          },
+          kmsCallOptions(),
+        );
+      } catch (error) {
+        if (notThisKey(error)) {
+          refusedBy.push(keyId);
+          continue;
+        }
+        if (typeof error === "object" && error !== null) kmsRefusals.add(error);
+        throw error;
+      }
+      const { plaintext } = response;
+      if (plaintext.length !== 32) {
+        plaintext.fill(0);
+        throw generic();
+      }
+      this.#learnArn(keyId, response.keyId);
+      return { plaintext, kmsKeyId: response.keyId };
+    }
+    const refusal = generic();
+    unconfiguredRefusals.set(refusal, { record, refusedBy });
+    throw refusal;
+  }
+
+  /**
+   * The KMS keys `record` may be unwrapped under, in the order they are tried: the one `keyId`
+   * selects for the row's context, then `previousKeyIds` for it — except that the one the row's
+   * `kmsKeyId` column names (that ARN as configured, a key id it ends in, or the ARN the KMS
+   * reported to this engine for a configured id) goes first, so that a row under a previous key
+   * costs one Decrypt too. A lying column costs one refused Decrypt, nothing more. The row's
+   * context is the key context its writer selected the key by (a part of the value's context,
+   * checked before this); a selector that gives no key for it (not a non-empty string) adds none.
+   * @throws ValidationException when `previousKeyIds` gives something other than key ids.
+   */
+  #candidateKeys(record: DataKeyRecord): string[] {
+    // A copy, frozen as the write path's contexts are: the store's object is not the selector's.
+    const context = Object.freeze({ ...record.encryptionContext });
+    const selected: unknown = this.#selectKey(context);
+    const out: string[] = typeof selected === "string" && selected.length > 0 ? [selected] : [];
+    if (this.#previousKeyIds !== undefined) {
+      const previous = this.#previousKeyIds(context);
+      if (!isKeyIdList(previous)) {
+        throw new ValidationError(`"previousKeyIds" must give an array of non-empty key ids`);
+      }
+      for (const keyId of previous) if (!out.includes(keyId)) out.push(keyId);
+    }
+    if (out.length > 1) {
+      const column = record.kmsKeyId;
+      const hinted = out.findIndex(
+        (keyId) =>
+          keyId === column ||
+          this.#arns.get(keyId) === column ||
+          (typeof column === "string" && column.endsWith(`:key/${keyId}`)),
+      );
+      if (hinted > 0) out.unshift(...out.splice(hinted, 1));
+    }
+    return out;
+  }
+
+  /** Remembers the ARN the KMS reported for a configured key id (an ordering hint only). */
+  #learnArn(keyId: string, arn: string): void {
+    if (this.#arns.get(keyId) === arn) return;
+    // Bounded: a key selector may give one key per tenant.
+    if (this.#arns.size >= MAX_DURABLE_KEYS) this.#arns.clear();
+    this.#arns.set(keyId, arn);
+  }
+
+  /**
+   * What a stable row that `#unwrapRecord` refused with `error` is: dead (its KMS key gone for
+   * good, §6.4.5), or refused for good. A row the KMS refused as its key's (`mayBeGone`) is dead,
+   * pending `#confirmGone`. A row that no configured key is the key of is dead only when its own
+   * key is gone: the KMS is asked to unwrap it once more, without `KeyId`, and only its answer
+   * counts — the plaintext of a success is wiped unread, the row then being live under a key the
+   * engine is not configured with (planted, or an alias re-pointed without listing the key it
+   * named in `previousKeyIds`): KMSInternalException. `confirmWith` is the key id whose refusal
+   * confirms, as `#confirmGone` would, that the row names another key than the one selected.
+   * @throws KMSInternalException as above; `error` when it says nothing of the row's key.
+   */
+  async #deadRow(
+    record: DataKeyRecord,
+    error: unknown,
+    confirmWith: string | undefined,
+  ): Promise<GoneStable> {
+    if (mayBeGone(error)) return goneRow(record, error);
+    const unconfigured =
+      typeof error === "object" && error !== null ? unconfiguredRefusals.get(error) : undefined;
+    if (unconfigured === undefined) throw error;
     try {
-      ({ plaintext } = await this.#kms.decrypt(
-        { ciphertextBlob: record.wrappedKey, encryptionContext: record.encryptionContext },
+      const { plaintext } = await this.#kms.decrypt(
+        {
+          ciphertextBlob: unconfigured.record.wrappedKey,
+          encryptionContext: unconfigured.record.encryptionContext,
+        },
         kmsCallOptions(),
-      ));
-    } catch (error) {
-      if (typeof error === "object" && error !== null) kmsRefusals.add(error);
-      throw error;
-    }
-    if (plaintext.length !== 32) {
+      );
       plaintext.fill(0);
-      throw generic();
+    } catch (probe) {
+      const kind = kmsErrorKind(probe);
+      if (kind === "NotFoundException" || kind === "InvalidCiphertextException") {
+        const gone = goneRow(unconfigured.record, probe);
+        gone.confirmed = confirmWith !== undefined && unconfigured.refusedBy.includes(confirmWith);
+        return gone;
+      }
     }
-    return plaintext;
+    throw unconfiguredStableRow();
   }
 
   /**
@@ -1045,8 +1195,9 @@ export class FieldDataKeys {
    * `#findStable` passes them (their values cannot be read, nor matched); undefined when no
    * generation has a live row. Misses are not remembered: a row another process inserts later
    * (an instance still writing under the old key) is found at the next lookup.
-   * @throws KMSInternalException when a row under the id is wrapped under another context; the
-   *   KMS's error when the key cannot be unwrapped for another reason (disabled, pending deletion).
+   * @throws KMSInternalException when a row under the id is wrapped under another context, or
+   *   (live) under a KMS key the engine is not configured with; the KMS's error when the key
+   *   cannot be unwrapped for another reason (disabled, pending deletion).
    */
   async #existingStable(
     keyId: string,
@@ -1074,10 +1225,9 @@ export class FieldDataKeys {
         if (!stable.retired) bounded(this.#stableByScope, scope, stable, MAX_STABLE_KEYS);
         return stable;
       } catch (error) {
-        if (!mayBeGone(error)) throw error;
-        // Passed over for this lookup, which creates nothing; not confirmed (no KMS question
-        // asked about it), so #findStable asks before it makes a generation to replace it.
-        const gone = goneRow(record, error);
+        // Passed over for this lookup, which creates nothing; not confirmed (not asked under the
+        // key #findStable selects), so #findStable asks before it makes a generation to replace it.
+        const gone = await this.#deadRow(record, error, undefined);
         if (generation === this.#generation) bounded(this.#goneStable, id, gone, MAX_STABLE_KEYS);
       }
     }
@@ -1250,11 +1400,11 @@ export class FieldDataKeys {
         return pending.loading;
       }
       const generation = this.#generation;
-      const loading: Promise<StableKey> = this.#unwrapRecord(record, "stable").then((raw) => {
+      const loading: Promise<StableKey> = this.#unwrapRecord(record, "stable").then((unwrapped) => {
         const stable = this.#newStable(
           id,
-          raw,
-          record.kmsKeyId,
+          unwrapped.plaintext,
+          unwrapped.kmsKeyId,
           record.wrappedKey,
           record.encryptionContext,
           generation,
@@ -1283,15 +1433,17 @@ export class FieldDataKeys {
     return this.#findStable(
       keyId,
       context,
-      async (id, record) =>
-        this.#newStable(
+      async (id, record) => {
+        const unwrapped = await this.#unwrapRecord(record, "stable");
+        return this.#newStable(
           id,
-          await this.#unwrapRecord(record, "stable"),
-          record.kmsKeyId,
+          unwrapped.plaintext,
+          unwrapped.kmsKeyId,
           record.wrappedKey,
           record.encryptionContext,
           generation,
-        ),
+        );
+      },
       (mine) => mine,
     );
   }
@@ -1316,11 +1468,14 @@ export class FieldDataKeys {
    * find it first forever. So the id carries a generation (§6.4.5): the row of generation n is
    * passed over, and generation n + 1 found or created, when the KMS refuses to unwrap it with
    * NotFoundException or InvalidCiphertextException (what a deleted key gives, in AWS and in the
-   * in-process Kms) and the KMS confirms that the row's wrapped key names another KMS key than
-   * the one the configured key id now selects (`#confirmGone`; the row's columns decide nothing). A key disabled or pending deletion fails with another error and is never
-   * passed over (both can be undone); a broken row under the key still selected is not either.
-   * The rows passed over stay: their values stay unreadable (that is what deleting a key is for)
-   * and are never overwritten.
+   * in-process Kms; asked without `KeyId` when no configured key is the row's, `#deadRow`) and
+   * the KMS confirms that the row's wrapped key names another KMS key than the one the
+   * configured key id now selects (`#confirmGone`, or the refusal under that key id itself; the
+   * row's columns decide nothing). A key disabled or pending deletion fails with another error
+   * and is never passed over (both can be undone); a broken row under the key still selected is
+   * not either, nor a live row under a key the engine is not configured with
+   * (KMSInternalException). The rows passed over stay: their values stay unreadable (that is
+   * what deleting a key is for) and are never overwritten.
    */
   async #findStable(
     keyId: string,
@@ -1359,8 +1514,7 @@ export class FieldDataKeys {
       try {
         return found(await open(id, record));
       } catch (error) {
-        if (!mayBeGone(error)) throw error;
-        gone = goneRow(record, error);
+        gone = await this.#deadRow(record, error, keyId);
         passed.push([id, gone]);
       }
     }
@@ -1410,6 +1564,7 @@ export class FieldDataKeys {
       { keyId, keySpec: "AES_256", encryptionContext: context },
       kmsCallOptions(),
     );
+    this.#learnArn(keyId, generated.keyId);
     if (gone !== undefined) {
       // Asked about the key the KMS reports for the configured key id now. If that is the key
       // the row before names, the key works and that row is broken: its error stands.
@@ -1499,6 +1654,29 @@ function stableDataKeyId(
 const kmsRefusals = new WeakSet<object>();
 
 /**
+ * The generic errors `#unwrapRecord` threw because no configured key is the row's: the row, and
+ * the key ids whose Decrypt said so (IncorrectKeyException, NotFoundException).
+ */
+const unconfiguredRefusals = new WeakMap<
+  object,
+  { readonly record: DataKeyRecord; readonly refusedBy: readonly string[] }
+>();
+
+/**
+ * A Decrypt under a given `KeyId` that says the blob is not that key's: IncorrectKeyException
+ * (another key's), or NotFoundException (the key given does not exist, so it is no row's now).
+ */
+function notThisKey(error: unknown): boolean {
+  const kind = kmsErrorKind(error);
+  return kind === "IncorrectKeyException" || kind === "NotFoundException";
+}
+
+/** Whether `ids` is a list of non-empty key ids (what `previousKeyIds` must give). */
+export function isKeyIdList(ids: unknown): ids is readonly string[] {
+  return Array.isArray(ids) && ids.every((id) => typeof id === "string" && id.length > 0);
+}
+
+/**
  * What a Decrypt of a row whose KMS key is gone for good fails with: NotFoundException (AWS),
  * or InvalidCiphertextException (the in-process Kms, for which a blob naming a key that does
  * not exist is invalid ciphertext). By `code` (KmsError) or `name` (an AWS SDK error).
@@ -1583,6 +1761,12 @@ function bounded<V>(
 function ownStable(stable: StableKey, context: EncryptionContext): StableKey {
   if (!sameContext(stable.context, context)) throw foreignStableRow();
   return stable;
+}
+
+function unconfiguredStableRow(): KmsInternalError {
+  return new KmsInternalError(
+    "the data-key row stored under this context's stable data key id is wrapped under a KMS key that neither keyId nor previousKeyIds names for its context (after re-pointing an alias, list the key it named before in previousKeyIds)",
+  );
 }
 
 function foreignStableRow(): KmsInternalError {

@@ -19,6 +19,7 @@ import {
 import { assertDataKeyId, type DataKeyStore } from "./data-key-store.ts";
 import {
   FieldDataKeys,
+  isKeyIdList,
   type LoadedKey,
   type Materials,
   type StableKey,
@@ -117,6 +118,10 @@ export interface FieldEncryptionEngineOptions {
   /**
    * The KMS key that protects new data keys, or a function choosing it from the value's
    * context (e.g. one key per tenant, so deleting that key crypto-shreds only that tenant).
+   * Reading, the engine asks the KMS to unwrap a data-key row only under the key this selects
+   * for the key context the row stores (or one of `previousKeyIds`): a function is then called
+   * with that context, which holds only pairs of the value's own context; a function that gives
+   * no key id for it (anything but a non-empty string) selects none.
    */
   readonly keyId: string | ((context: EncryptionContext) => string);
   /** Limits of the engine's own data key cache; not with `dataKeyCache`. */
@@ -145,8 +150,13 @@ export interface FieldEncryptionEngineOptions {
    * without one has no values under that key). Spell each id as `keyId` was spelled when the
    * values were written (an alias and its key's ARN are different ids: FORMAT §6.1.3). Remove
    * the option once the job has finished: every lookup then costs one form again (and each
-   * previous key one data-key row read per lookup of a context that has none). Randomized
-   * values need nothing: they are read under whatever key they name.
+   * previous key one data-key row read per lookup of a context that has none).
+   *
+   * They are also the only KMS keys besides `keyId` that a data-key row is unwrapped under
+   * (FORMAT §6.2): every Decrypt of a row names the key (`KeyId`), so the KMS refuses a row
+   * wrapped under any other key, and its values fail with InvalidCiphertextException. Values
+   * written under an old key id, or under the key an alias named before it was re-pointed (list
+   * that key's ARN: an alias is resolved by the KMS at each call), read only while it is listed.
    */
   readonly previousKeyIds?: readonly string[] | ((context: EncryptionContext) => readonly string[]);
   readonly clock?: Clock;
@@ -243,15 +253,17 @@ export class FieldEncryptionEngine {
       throw new ValidationError(`"keyId" must be a string or a function of the context`);
     }
 
+    const previousKeyIds = previousKeySelector(options.previousKeyIds);
     this.#keys = new FieldDataKeys({
       kms,
       store: dataKeyStore,
       keyId: selectKey,
+      previousKeyIds,
       clock: options.clock ?? systemClock,
       cache: engineCache(options),
     });
     this.#legacyPlaintext = options.legacyPlaintext === true;
-    this.#previousKeyIds = previousKeySelector(options.previousKeyIds);
+    this.#previousKeyIds = previousKeyIds;
   }
 
   /** Whether non-ciphertext stored values are returned as they are. */
@@ -936,10 +948,21 @@ export class FieldEncryptionEngine {
 
   /**
    * Reports which data key and KMS key a stored value uses (or that it is legacy plaintext).
+   * Without `binding`, `kmsKeyId` is the data-key row's `kmsKeyId` column, read without any KMS
+   * call: whoever writes the data-key table writes that column too, so it is a claim. With the
+   * value's `binding`, the data key is unwrapped as `decrypt` unwraps it (after the same context
+   * check, under a KMS key the engine is configured with; one KMS Decrypt unless the engine holds
+   * the key, which a `decrypt` of the value then reuses), and `kmsKeyId` is the ARN the KMS
+   * answered with — what the re-encryption job decides by.
    * @throws InvalidCiphertextException when the value is neither ciphertext nor, with legacy
-   *   plaintext enabled, a plain value; or when its data key is unknown.
+   *   plaintext enabled, a plain value; or when its data key is unknown; with `binding`, also
+   *   when `decrypt` would refuse the value's data key (another context, a KMS key the engine is
+   *   not configured with), and the KMS's errors as `decrypt`. ValidationException for a
+   *   malformed binding.
    */
-  async inspect(stored: string | Uint8Array): Promise<StoredValueInfo> {
+  async inspect(stored: string | Uint8Array, binding?: FieldBinding): Promise<StoredValueInfo> {
+    // Read once, before any await: the context checked is the one the caller passed now.
+    const context = binding === undefined ? undefined : bindingOf(binding, false).context;
     let bytes: Uint8Array | undefined;
     if (typeof stored === "string") {
       bytes = isFieldCiphertextText(stored) ? fromFieldText(stored) : undefined;
@@ -953,11 +976,20 @@ export class FieldEncryptionEngine {
     }
     const record = await this.#keys.record(parsed.dataKeyId);
     if (record === undefined) throw generic();
+    let kmsKeyId = record.kmsKeyId;
+    if (context !== undefined) {
+      const admits = (keyContext: Readonly<EncryptionContext>) =>
+        holdsKeyContext(context, keyContext);
+      kmsKeyId =
+        parsed.mode === "deterministic"
+          ? (await this.#keys.stableForId(parsed.dataKeyId, admits)).kmsKeyId
+          : (await this.#keys.readKey(parsed.dataKeyId, admits)).kmsKeyId;
+    }
     return {
       legacy: false,
       mode: parsed.mode,
       dataKeyId: parsed.dataKeyId,
-      kmsKeyId: record.kmsKeyId,
+      kmsKeyId,
       createdAt: record.createdAt,
     };
   }
@@ -1095,10 +1127,6 @@ function legacyValue(field: string, type: FieldValueType, stored: string | Uint8
 }
 
 const wipe = Uint8Array.prototype.fill;
-
-function isKeyIdList(ids: unknown): ids is readonly string[] {
-  return Array.isArray(ids) && ids.every((id) => typeof id === "string" && id.length > 0);
-}
 
 /** `previousKeyIds` as a function; undefined when none are configured (one lookup form). */
 function previousKeySelector(

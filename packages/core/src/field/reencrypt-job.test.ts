@@ -64,8 +64,8 @@ async function setup() {
   const oldKey = (await kms.createKey()).keyMetadata.keyId;
   const newKey = (await kms.createKey()).keyMetadata.keyId;
   const store = new MemoryDataKeyStore();
-  const engine = (keyId: string, legacyPlaintext = false) =>
-    new FieldEncryptionEngine({ kms, dataKeyStore: store, keyId, legacyPlaintext });
+  const engine = (keyId: string, legacyPlaintext = false, previousKeyIds: string[] = []) =>
+    new FieldEncryptionEngine({ kms, dataKeyStore: store, keyId, legacyPlaintext, previousKeyIds });
   return { oldKey, newKey, engine };
 }
 
@@ -175,7 +175,16 @@ describe("reencryptFields", () => {
         age: await before.encryptText(b("age"), fields.age, i),
       });
     }
-    const after = engine(newKey);
+    // An engine reads under the KMS keys it is configured with only: the old key must be listed.
+    await expect(
+      reencryptFields({
+        engine: engine(newKey),
+        source: tableSource(rows),
+        model: "Person",
+        fields,
+      }),
+    ).rejects.toBeInstanceOf(InvalidCiphertextError);
+    const after = engine(newKey, false, [oldKey]);
     const concurrent = await after.encryptText(
       { model: "Person", field: "secret", context: { tenantId: "a" } },
       fields.secret,
@@ -315,9 +324,16 @@ describe("reencryptFields", () => {
     const oldKey = (await kms.createKey()).keyMetadata.keyId;
     const newKey = (await kms.createKey()).keyMetadata.keyId;
     await kms.createAlias({ aliasName: "alias/app", targetKeyId: oldKey });
+    const oldArn = (await kms.describeKey({ keyId: oldKey })).keyMetadata.arn;
     const store = new MemoryDataKeyStore();
+    // The key the alias named before is listed: the alias is resolved at each Decrypt.
     const engine = () =>
-      new FieldEncryptionEngine({ kms, dataKeyStore: store, keyId: "alias/app" });
+      new FieldEncryptionEngine({
+        kms,
+        dataKeyStore: store,
+        keyId: "alias/app",
+        previousKeyIds: [oldArn],
+      });
     const before = engine();
     const b = (field: string) => ({ model: "Person", field, context: { tenantId: "a" } });
     const rows: Row[] = [
@@ -388,11 +404,12 @@ describe("reencryptFields", () => {
       },
       get: (id: string) => memory.get(id),
     };
-    const engine = (keyId: string) =>
+    const engine = (keyId: string, previousKeyIds: string[] = []) =>
       new FieldEncryptionEngine({
         kms: counting,
         dataKeyStore: store,
         keyId,
+        previousKeyIds,
         legacyPlaintext: true,
       });
     const randomizedOnly = {
@@ -422,7 +439,7 @@ describe("reencryptFields", () => {
     generated = 0;
     inserted.length = 0;
     let seenStableId: string | undefined;
-    const after = engine(newKey);
+    const after = engine(newKey, [oldKey]);
     const result = await reencryptFields({
       engine: after,
       source: tableSource(rows),

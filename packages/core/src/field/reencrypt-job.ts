@@ -55,7 +55,8 @@ export interface ReencryptOptions {
   readonly fields: Readonly<Record<string, FieldSpec & { readonly storage: "text" | "bytes" }>>;
   /**
    * Which values to rewrite. Default: legacy plaintext, values whose data key is wrapped
-   * under another KMS key than the one the context now selects, and deterministic values
+   * under another KMS key than the one the context now selects (`info.kmsKeyId`: the ARN the KMS
+   * unwrapped the data key under, `engine.inspect(stored, binding)`), and deterministic values
    * whose stable data key is not the current one. Values in a mode other than their field's
    * are rewritten whatever this returns. A randomized value it selects is rewritten under
    * another data key: the job retires the value's data key in the engine first
@@ -89,13 +90,15 @@ function defaultPolicy(
  * KMS key, or whatever `shouldReencrypt` selects (values under a given data key, for one).
  * Each row is written with a compare-and-set, so the job is safe while the application keeps
  * writing, and the checkpoint it reports after each batch lets an interrupted run resume. Runs with legacy plaintext reads need an engine
- * created with `legacyPlaintext: true`. While values move to a new key id, equality lookups find
- * the rows not yet moved only when the application's engine lists the old key ids in
- * `previousKeyIds` (and, for legacy rows, has `legacyPlaintext`) until the job has finished
- * (FORMAT §6.7).
+ * created with `legacyPlaintext: true`. Values under an old KMS key are read only when the job's
+ * engine lists that key in `previousKeyIds` (an engine unwraps data keys under `keyId` and those
+ * only, FORMAT §6.2); so must the application's engine, for its reads and for equality lookups of
+ * the rows not yet moved (and, for legacy rows, have `legacyPlaintext`), until the job has
+ * finished (FORMAT §6.7).
  * @throws ValidationException on bad options or a legacy value that is no text form of its
  *   field's type (FORMAT §6.7); InvalidCiphertextException when a stored value is neither
- *   ciphertext nor (with legacy reads) plaintext; KMS errors from the engine.
+ *   ciphertext nor (with legacy reads) plaintext, or its data key is wrapped under a KMS key
+ *   the engine is not configured with; KMS errors from the engine.
  */
 export async function reencryptFields(options: ReencryptOptions): Promise<ReencryptCheckpoint> {
   const batchSize = options.batchSize ?? 100;
@@ -133,13 +136,16 @@ export async function reencryptFields(options: ReencryptOptions): Promise<Reencr
         const stored = row.values[field];
         if (stored === null || stored === undefined) continue;
         current ??= await engine.currentKeys(row.keyContext ?? row.context, { loadStableKey });
-        const info = await engine.inspect(stored);
         const binding = {
           model,
           field,
           context: row.context,
           ...(row.keyContext === undefined ? {} : { keyContext: row.keyContext }),
         };
+        // With the binding: the KMS key the policy compares is the one the KMS unwrapped the
+        // value's data key under, not the data-key row's column (which the decrypt below would
+        // not check). The unwrapped key is the engine's then, so the decrypt costs no KMS call.
+        const info = await engine.inspect(stored, binding);
         const plain = info.legacy
           ? parseLegacyValue(field, spec.type, stored)
           : typeof stored === "string"
