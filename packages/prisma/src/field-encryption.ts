@@ -123,6 +123,17 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
   if (models === undefined || typeof models !== "object") {
     throw new ValidationError(`"schema" expected schema.prisma text or a descriptor`);
   }
+  for (const [key, model] of Object.entries(models)) {
+    // Values are bound to the descriptor's name: one registered under another model's key
+    // would bind both models' values under one name, and a value copied from one model's
+    // column into the other's would decrypt there.
+    const name: unknown = isObject(model) ? model.name : undefined;
+    if (name !== key) {
+      throw new ValidationError(
+        `"schema": the descriptor under "${key}" is model ${typeof name === "string" ? `"${name}"` : "without a name"}: give each model its own descriptor, under its own name`,
+      );
+    }
+  }
   const dataKeyModel = options.dataKeyModel ?? "KmsDataKey";
   if (
     models[dataKeyModel] !== undefined &&
@@ -491,7 +502,11 @@ function columnsOf(
     // A prototype's member (`toString`) is a function, not a FieldRef.
     const ref = fields[column];
     if (!isObject(ref) || typeof ref.typeName !== "string") return undefined;
-    return { typeName: ref.typeName, isList: ref.isList === true };
+    return {
+      typeName: ref.typeName,
+      isList: ref.isList === true,
+      ...(typeof ref.isEnum === "boolean" ? { isEnum: ref.isEnum } : {}),
+    };
   };
 }
 

@@ -10,7 +10,9 @@ import { schemaModuleSource } from "./internal/schema-module.ts";
 import {
   type AnnotatedModel,
   annotatedColumns,
+  annotatedColumnTypes,
   checkColumns,
+  checkColumnTypes,
   configFromAnnotations,
   defineModels,
 } from "./schema-descriptor.ts";
@@ -34,7 +36,9 @@ generatorHelper.generatorHandler({
     const configs = configFromAnnotations(models);
     // The checks `parseSchema` runs when it loads the schema, so a bad annotation fails
     // `prisma generate` rather than the application importing the module.
-    checkColumns(defineModels(configs), annotatedColumns(models));
+    const descriptor = defineModels(configs);
+    checkColumns(descriptor, annotatedColumns(models));
+    checkColumnTypes(descriptor, annotatedColumnTypes(models));
     const output = options.generator.output?.value;
     if (output === null || output === undefined) throw new Error(`kms-prisma-types: no output`);
     // `output` names a directory (like prisma-client's) or, ending in .ts, the file itself.

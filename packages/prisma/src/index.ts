@@ -20,7 +20,9 @@ export {
   type PrismaReencryptSource,
   type PrismaReencryptSourceOptions,
   prismaReencryptSource,
+  type ReencryptCursor,
   type ReencryptDelegate,
+  type ReencryptRowCounter,
   type ReencryptSkippedRow,
 } from "./reencrypt-source.ts";
 export {

@@ -9,14 +9,35 @@ import {
 import { isObject } from "./internal/codec.ts";
 import type { ModelDescriptor } from "./schema-descriptor.ts";
 
-/** The base (unextended) client's delegate of the model being re-encrypted. */
+/**
+ * The model's delegate on a client with no query extensions (a dedicated `new PrismaClient({
+ * adapter })`), connected as a database role that row-level security does not restrict: the job
+ * moves only the rows it reads through it.
+ */
 export interface ReencryptDelegate {
   findMany(args: Record<string, unknown>): Promise<Record<string, unknown>[]>;
   updateMany(args: Record<string, unknown>): Promise<{ count: number }>;
 }
 
+/** A value of the source's `cursorField`. */
+export type ReencryptCursor = string | number | bigint;
+
+/**
+ * Counts the rows of the model's table whose `cursorField` is greater than `after` and at most
+ * `upTo` (a bound left out does not apply), reading past query extensions: a raw query.
+ */
+export type ReencryptRowCounter = (range: {
+  readonly after?: ReencryptCursor;
+  readonly upTo?: ReencryptCursor;
+}) => Promise<number | bigint>;
+
 export interface PrismaReencryptSourceOptions {
-  /** `base.patient` — the client you passed to `$extends`, so values are read as stored. */
+  /**
+   * `jobClient.patient`, of a client with no query extensions: values are read as stored, and
+   * every row is read. Not the application's client, nor the client it was extended from when
+   * other extensions were applied to that one first (a soft-delete extension hides rows the job
+   * would then leave as they are; `countRows` catches that).
+   */
   readonly delegate: ReencryptDelegate;
   readonly model: ModelDescriptor;
   /** The engine that recomputes blind indexes (share it with the extension via `engine`). */
@@ -31,6 +52,18 @@ export interface PrismaReencryptSourceOptions {
    * the model's context): a field's own pairs are bound into its values only.
    */
   readonly fields?: readonly string[];
+  /**
+   * The check that the delegate returns every row: after each batch the source counts the
+   * table's rows in the batch's range of `cursorField` with this, and the job fails (a
+   * ValidationException naming how many rows, never a value) when the delegate returned fewer,
+   * rather than report success over rows it never saw. Default: `SELECT COUNT(*)` through the
+   * delegate's client (`$queryRawUnsafe`, which no model query extension sees), on the table and
+   * column names of the client's data model; give your own where a raw query does not find the
+   * table by those names (PostgreSQL with the adapter's `schema` option and no `search_path`
+   * set to it), or `false` to go without. A count runs under the same database role as the
+   * delegate: row-level security hides rows from both, which this cannot detect.
+   */
+  readonly countRows?: ReencryptRowCounter | false;
 }
 
 /**
@@ -64,11 +97,15 @@ export interface PrismaReencryptSource extends ReencryptSource {
  * new values would break a unique constraint is left alone too, counted as a conflict and
  * listed in `skipped`, and the job goes on. Blind indexes of re-encrypted fields are recomputed
  * in the same write. Run it outside a transaction: on PostgreSQL the refused write would abort
- * the transaction around it.
+ * the transaction around it. Each batch is checked against a count of the table's rows in its
+ * range (`countRows`): the job moves only what the delegate returns, and a success over rows a
+ * query extension hid would leave them in plaintext or under the old key.
  * @throws ValidationException when the model or a field binds values to the ambient scope (the
- *   job has no request to take it from), when it has no encrypted fields, or when `fields`
- *   names a field that is not encrypted or mixes fields of different contexts; from
- *   `fetchBatch`, when a row holds a value while a context column of it is null.
+ *   job has no request to take it from), when it has no encrypted fields, when `fields` names a
+ *   field that is not encrypted or mixes fields of different contexts, or when no `countRows`
+ *   is given and the delegate's client cannot count with a raw query; from `fetchBatch`, when a
+ *   row holds a value while a context column of it is null, when the table holds rows in the
+ *   batch's range that the delegate did not return, or when the default count fails.
  */
 export function prismaReencryptSource(
   options: PrismaReencryptSourceOptions,
@@ -111,7 +148,47 @@ export function prismaReencryptSource(
   const keyed = own.fromRow.length > 0;
   const select: Record<string, true> = { [cursorField]: true };
   for (const f of [...contextColumns, ...fields]) select[f] = true;
+  const countRows =
+    options.countRows === false
+      ? undefined
+      : (options.countRows ?? rawRowCounter(delegate, model.name, cursorField));
   const skipped: ReencryptSkippedRow[] = [];
+  /** Fails when the table holds rows in the range of `rows` that the delegate did not return. */
+  const checkEveryRowRead = async (
+    count: ReencryptRowCounter,
+    cursor: ReencryptCursor | undefined,
+    rows: readonly Record<string, unknown>[],
+    limit: number,
+  ): Promise<void> => {
+    // A short batch is the last: the range then runs to the end of the table.
+    const upTo =
+      rows.length === limit ? (rows.at(-1)?.[cursorField] as ReencryptCursor) : undefined;
+    const range = {
+      ...(cursor === undefined ? {} : { after: cursor }),
+      ...(upTo === undefined ? {} : { upTo }),
+    };
+    const counted = Number(await count(range));
+    if (counted <= rows.length) return;
+    // Rows written since the batch was read are counted too (the application keeps writing):
+    // the range read again now holds every row the count saw that the delegate can return.
+    const bounds = {
+      ...(cursor === undefined ? {} : { gt: cursor }),
+      ...(upTo === undefined ? {} : { lte: upTo }),
+    };
+    const visible = await delegate.findMany({
+      where: Object.keys(bounds).length === 0 ? {} : { [cursorField]: bounds },
+      select: { [cursorField]: true },
+    });
+    const unseen = counted - visible.length;
+    if (unseen <= 0) return;
+    const span = [
+      cursor === undefined ? undefined : `after ${String(cursor)}`,
+      upTo === undefined ? undefined : `up to ${String(upTo)}`,
+    ].filter((part) => part !== undefined);
+    throw new ValidationError(
+      `${model.name}: the table holds ${unseen} row${unseen === 1 ? "" : "s"} with ${cursorField} ${span.length === 0 ? "anywhere" : span.join(" and ")} that the delegate does not return (a query extension on its client filters its reads, as a soft delete does), whose values the job would leave as they are; give it the delegate of a client with no query extensions (new PrismaClient({ adapter })), then resume from the last checkpoint`,
+    );
+  };
   return {
     skipped,
     async fetchBatch(cursor, limit) {
@@ -121,6 +198,7 @@ export function prismaReencryptSource(
         take: limit,
         select,
       });
+      if (countRows !== undefined) await checkEveryRowRead(countRows, cursor, rows, limit);
       return rows.map((row): ReencryptRow => {
         const values: Record<string, StoredFieldValue> = {};
         for (const f of fields) values[f] = (row[f] ?? null) as StoredFieldValue;
@@ -182,6 +260,99 @@ export function prismaReencryptSource(
     },
   };
 }
+
+/**
+ * The default `countRows`: `SELECT COUNT(*)` through the delegate's client (`$parent`, which
+ * Prisma gives every model delegate), whose raw queries no model query extension sees. The
+ * table and column names come from the client's data model (`_runtimeDataModel`, which Prisma 7
+ * keeps on the client and exposes through no public API), quoted for its provider
+ * (`_activeProvider`). A delegate without them fails here, when the source is made, rather than
+ * leave the check out; a raw query that fails names its cause when the job runs.
+ * @throws ValidationException when the delegate's client offers no raw queries or data model.
+ */
+function rawRowCounter(
+  delegate: ReencryptDelegate,
+  modelName: string,
+  cursorField: string,
+): ReencryptRowCounter {
+  const client: unknown = (delegate as unknown as Record<string, unknown>).$parent;
+  const runtime =
+    isObject(client) && isObject(client._runtimeDataModel) ? client._runtimeDataModel : {};
+  const models = isObject(runtime.models) ? runtime.models : {};
+  const dataModel = isObject(models[modelName]) ? models[modelName] : undefined;
+  const provider = isObject(client) ? client._activeProvider : undefined;
+  const dialect = typeof provider === "string" ? SQL_DIALECTS[provider] : undefined;
+  const fields = Array.isArray(dataModel?.fields) ? dataModel.fields : [];
+  const field = fields.find(
+    (f): f is Record<string, unknown> => isObject(f) && f.name === cursorField,
+  );
+  if (
+    !isObject(client) ||
+    typeof client.$queryRawUnsafe !== "function" ||
+    dataModel === undefined ||
+    field === undefined ||
+    dialect === undefined
+  ) {
+    throw new ValidationError(
+      `${modelName}: the source cannot count the table's rows with a raw query through the delegate's client (a Prisma client of a SQL database, with ${modelName}.${cursorField} among its columns), which it needs to check that the delegate returns every row; give "countRows" (a raw COUNT of the rows in a range of ${cursorField}), or countRows: false to go without the check`,
+    );
+  }
+  const queryRaw = client.$queryRawUnsafe as (
+    sql: string,
+    ...values: unknown[]
+  ) => Promise<unknown>;
+  const name = (value: unknown, fallback: string) => (typeof value === "string" ? value : fallback);
+  const table = [
+    ...(typeof dataModel.schema === "string" ? [dialect.quote(dataModel.schema)] : []),
+    dialect.quote(name(dataModel.dbName, modelName)),
+  ].join(".");
+  const column = dialect.quote(name(field.dbName, cursorField));
+  return async ({ after, upTo }) => {
+    const conditions: string[] = [];
+    const values: ReencryptCursor[] = [];
+    if (after !== undefined) {
+      values.push(after);
+      conditions.push(`${column} > ${dialect.parameter(values.length)}`);
+    }
+    if (upTo !== undefined) {
+      values.push(upTo);
+      conditions.push(`${column} <= ${dialect.parameter(values.length)}`);
+    }
+    const where = conditions.length === 0 ? "" : ` WHERE ${conditions.join(" AND ")}`;
+    let rows: unknown;
+    try {
+      rows = await queryRaw.call(client, `SELECT COUNT(*) AS n FROM ${table}${where}`, ...values);
+    } catch (error) {
+      throw new ValidationError(
+        `${modelName}: counting the table's rows with a raw query through the delegate's client failed, so the source cannot check that the delegate returns every row; give "countRows" (a raw COUNT that finds the table, e.g. in its schema), or countRows: false to go without the check`,
+        { cause: error },
+      );
+    }
+    const first: unknown = Array.isArray(rows) ? rows[0] : undefined;
+    const n = isObject(first) ? first.n : undefined;
+    if (typeof n !== "number" && typeof n !== "bigint") {
+      throw new ValidationError(`${modelName}: the raw row count returned no number`);
+    }
+    return n;
+  };
+}
+
+interface SqlDialect {
+  quote(identifier: string): string;
+  /** The `n`th (1-based) parameter's placeholder. */
+  parameter(n: number): string;
+}
+
+const DOUBLE_QUOTED: SqlDialect["quote"] = (id) => `"${id.replaceAll('"', '""')}"`;
+
+/** By Prisma's provider name; MongoDB has no SQL. */
+const SQL_DIALECTS: Readonly<Record<string, SqlDialect>> = {
+  postgresql: { quote: DOUBLE_QUOTED, parameter: (n) => `$${n}` },
+  cockroachdb: { quote: DOUBLE_QUOTED, parameter: (n) => `$${n}` },
+  sqlite: { quote: DOUBLE_QUOTED, parameter: () => "?" },
+  mysql: { quote: (id) => `\`${id.replaceAll("`", "``")}\``, parameter: () => "?" },
+  sqlserver: { quote: (id) => `[${id.replaceAll("]", "]]")}]`, parameter: (n) => `@P${n}` },
+};
 
 /**
  * Prisma's unique-constraint error (P2002), with the constraint's columns or index name when the

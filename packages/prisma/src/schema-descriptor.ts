@@ -452,7 +452,51 @@ export interface ColumnType {
   /** `String`, `Bytes`, `Int`…, or an enum's name. */
   readonly typeName: string;
   readonly isList: boolean;
+  /**
+   * The column holds an enum (Prisma's FieldRef says so at runtime, undeclared in its types);
+   * unknown when undefined, and then any type that is not one of Prisma's scalars is one.
+   */
+  readonly isEnum?: boolean;
 }
+
+/** Prisma's scalar types: any other type of a scalar field is an enum's. */
+const PRISMA_SCALARS = new Set([
+  "String",
+  "Boolean",
+  "Int",
+  "BigInt",
+  "Float",
+  "Decimal",
+  "DateTime",
+  "Json",
+  "Bytes",
+]);
+
+/**
+ * The scalar types whose values a read gives back as exactly the text a write bound them under
+ * (`String(value)`): a string, an integer (`number` or `bigint`, read back as its type) and a
+ * double, whose shortest round-trip text is the same on both sides.
+ */
+const CONTEXT_SCALARS = new Set(["String", "Int", "BigInt", "Float"]);
+
+/** Why a column of `type` cannot be a context column, or undefined if it can. */
+function contextColumnRule(type: ColumnType): string | undefined {
+  if (!type.isList) {
+    if (CONTEXT_SCALARS.has(type.typeName)) return undefined;
+    if (type.isEnum ?? !PRISMA_SCALARS.has(type.typeName)) return undefined;
+  }
+  const what = type.isList ? `a list (${type.typeName}[])` : type.typeName;
+  return `a context column must be String, Int, BigInt, Float or an enum, not ${what}: values are bound to the column's text, and ${CONTEXT_TYPE_REASONS[type.typeName] ?? "this type's values are no such text"}`;
+}
+
+const CONTEXT_TYPE_REASONS: Readonly<Record<string, string>> = {
+  Decimal:
+    'a Decimal reads back as a Prisma.Decimal, in another text than it may have been written in ("1.50" as 1.5), so its rows would not decrypt',
+  Boolean: "a Boolean is no such text",
+  DateTime: "a DateTime is no such text (its text depends on the time zone and precision)",
+  Json: "a Json value is no such text",
+  Bytes: "Bytes are no such text",
+};
 
 const NOT_ENCRYPTABLE = "only String and Bytes columns can be encrypted";
 const NOT_BLIND_INDEX = "a blind index column must be a String";
@@ -472,8 +516,9 @@ function blindIndexColumnRule(type: string, isList: boolean): string | undefined
  * every column it names must be one of its model's scalar fields (a misspelt encrypted field
  * would be written in plaintext; a relation field holds no value), an encrypted field's column
  * holds its ciphertext (a String column for text storage, Bytes for bytes), a blind index
- * column base64url text. Schema text and the type generator apply the same rules to the schema's
- * own types. `columnsOf` gives a model's columns by name, or undefined for a model the client
+ * column base64url text, and a context column values that read back as the text a write bound
+ * them under (`contextColumnRule`). Schema text and the type generator apply the same rules to
+ * the schema's own types. `columnsOf` gives a model's columns by name, or undefined for a model the client
  * lacks, which is not checked here (`checkColumns` with `checkAgainst` is).
  * @throws ValidationException naming the model and field.
  */
@@ -500,6 +545,10 @@ export function checkColumnTypes(
       const column = columnType(index) as ColumnType;
       const rule = blindIndexColumnRule(column.typeName, column.isList);
       if (rule !== undefined) fail(`model "${model.name}" field "${index}"`, rule);
+    }
+    for (const name of model.contextColumns) {
+      const rule = contextColumnRule(columnType(name) as ColumnType);
+      if (rule !== undefined) fail(`model "${model.name}" context column "${name}"`, rule);
     }
   }
 }
@@ -853,6 +902,30 @@ export function configFromAnnotations(
   return configs;
 }
 
+/**
+ * The types of the scalar fields of annotated models, for `checkColumnTypes`: an enum is any
+ * type that is neither a model nor one of Prisma's scalars.
+ */
+export function annotatedColumnTypes(
+  models: readonly AnnotatedModel[],
+): (model: string) => ((column: string) => ColumnType | undefined) | undefined {
+  const modelNames = new Set(models.map((m) => m.name));
+  const byModel = new Map(
+    models.map((m) => [
+      m.name,
+      new Map(
+        m.fields
+          .filter((f) => !modelNames.has(f.type))
+          .map((f) => [f.name, { typeName: f.type, isList: f.list === true }] as const),
+      ),
+    ]),
+  );
+  return (model) => {
+    const columns = byModel.get(model);
+    return columns === undefined ? undefined : (column) => columns.get(column);
+  };
+}
+
 /** The scalar fields of annotated models: every field whose type is not a model. */
 export function annotatedColumns(models: readonly AnnotatedModel[]): ModelColumns {
   const modelNames = new Set(models.map((m) => m.name));
@@ -878,5 +951,6 @@ export function parseSchema(schema: string): SchemaDescriptor {
   const models = readSchemaText(schema);
   const descriptor = defineModels(configFromAnnotations(models), { listsEveryRelation: true });
   checkColumns(descriptor, annotatedColumns(models));
+  checkColumnTypes(descriptor, annotatedColumnTypes(models));
   return descriptor;
 }

@@ -92,8 +92,13 @@ export async function openPostgres(url: string): Promise<TestDatabase> {
   await admin.query(readFileSync(join(here, "prisma", "postgres.sql"), "utf8"));
   // Same models, generated for the postgresql provider; typed as the SQLite client so that one
   // behaviour suite drives both.
+  // The adapter's `schema` qualifies Prisma's own queries; raw ones (the re-encryption source's
+  // row count) find the tables through the search path.
   const prisma = new PgPrismaClient({
-    adapter: new PrismaPg({ connectionString: url }, { schema }),
+    adapter: new PrismaPg(
+      { connectionString: url, options: `-c search_path=${schema}` },
+      { schema },
+    ),
   }) as unknown as PrismaClient;
   return {
     prisma,

@@ -423,6 +423,71 @@ model Invoice {
       expect(await refusedWhenApplied(defineModels(models))).toBe(message);
     },
   );
+
+  // A write binds `String(value)` of a context column; a read binds the row's value as the
+  // client returns it. A Decimal comes back as a Prisma.Decimal ("1.50" as 1.5), which no row
+  // context holds, so every read of a row written under one failed; a Boolean, a DateTime or
+  // Bytes is no text at all. (Int, BigInt, Float and enums round-trip: context-types.behaviour.)
+  const contextColumnTypes: (readonly [string, string])[] = [
+    ["amount", "Decimal"],
+    ["takenAt", "DateTime"],
+    ["flagged", "Boolean"],
+  ];
+  test.each(contextColumnTypes)(
+    "a %s context column (%s) is refused when the extension is applied and when schema text is loaded, naming column and type",
+    async (column, type) => {
+      const message = `model "Reading" context column "${column}": a context column must be String, Int, BigInt, Float or an enum, not ${type}`;
+      const modelWide = defineModels({
+        Reading: { encrypted: { value: {} }, context: { fromRow: [column] } },
+      });
+      expect(await refusedWhenApplied(modelWide)).toMatch(new RegExp(`^${message}: `));
+      // A field's own context columns are context columns too.
+      const fieldOwn = defineModels({
+        Reading: {
+          encrypted: { value: { context: { fromRow: [column] } } },
+          context: { fromRow: ["rank"] },
+        },
+      });
+      expect(await refusedWhenApplied(fieldOwn)).toMatch(new RegExp(`^${message}: `));
+      const text = schemaText.replace(
+        "/// @kms.context(rank, serial, weight, status)",
+        `/// @kms.context(${column})`,
+      );
+      expect(text).not.toBe(schemaText);
+      expect(refusal(() => parseSchema(text))).toMatch(new RegExp(`^${message}: `));
+    },
+  );
+
+  test("a list column is refused as a context column", () => {
+    const text = chartSchema(
+      "/// @kms.encrypted\n  note String\n  tags String[]",
+      "/// @kms.context(tags)",
+    );
+    expect(refusal(() => parseSchema(text))).toMatch(
+      /^model "Chart" context column "tags": a context column must be String, Int, BigInt, Float or an enum, not a list \(String\[\]\)/,
+    );
+  });
+});
+
+describe("descriptors under their own names", () => {
+  // Values are bound to the descriptor's `name`: registered under another model's key, one
+  // descriptor would bind two models' values under one name, and a value copied from one
+  // model's column into the other's would decrypt there.
+  test("a descriptor under another model's name is refused when the extension is made", async () => {
+    const kms = await createKms();
+    const { keyMetadata } = await kms.createKey();
+    const models = parseSchema(schemaText);
+    const made = (schema: Readonly<Record<string, unknown>>) => () =>
+      fieldEncryption({ kms, keyId: keyMetadata.keyId, schema: schema as typeof models });
+    expect(refusal(made({ ...models, Post: models.Memo }))).toBe(
+      '"schema": the descriptor under "Post" is model "Memo": give each model its own descriptor, under its own name',
+    );
+    expect(refusal(made({ ...models, Post: { ...models.Post, name: 1 } }))).toMatch(
+      /the descriptor under "Post" is model without a name/,
+    );
+    expect(made(models)).not.toThrow();
+    expect(made(kmsSchema)).not.toThrow();
+  });
 });
 
 describe("checked at startup, on SQLite", () => {

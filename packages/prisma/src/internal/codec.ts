@@ -74,6 +74,26 @@ export const CURSOR_UNIQUE: UniqueWhere = { refuse: "a cursor" };
 /** A compound unique key met where no unique input was expected. */
 const COMPOUND_UNIQUE: UniqueWhere = { refuse: "a compound unique key" };
 
+/**
+ * Where a where clause sits, for lookups on fields bound to the ambient scope (`@kms.context(scope:
+ * tenantId)`): only such a lookup's operand is sealed under the scope, and the rows it runs over
+ * are every tenant's. An equality then matches the scope's rows only (no other tenant's
+ * ciphertext equals it); an exclusion (`not`, `notIn`, anything under `NOT`) matches every other
+ * tenant's row, the excluded value included, unless the where pins the tenant's rows itself.
+ */
+interface ScopeFrame {
+  /** Inside `NOT`, or a relation filter that negates (`none`, `every`, `isNot`). */
+  readonly negated: boolean;
+  /**
+   * Scope keys a column of the same name pins to the scope's value, by an exact equality beside
+   * the clause or in a clause around it (under a negation too): the clause then runs over the
+   * scope's rows only, where a lookup sealed under the scope is exact, and so is its negation.
+   */
+  readonly pinned: readonly string[];
+}
+
+const TOP_FRAME: ScopeFrame = Object.freeze({ negated: false, pinned: Object.freeze([]) });
+
 /** The stored forms of one looked-up value: in the filtered column, and (blind index) legacy. */
 interface ValueForms {
   /** Deterministic: every form of the field (legacy included); blind index: the indexes. */
@@ -591,6 +611,7 @@ export class Codec {
     where: Json,
     inherited: Ctx | undefined,
     unique?: UniqueWhere,
+    outer: ScopeFrame = TOP_FRAME,
   ): Promise<void> {
     // Conditions over two columns (a blind index and its field's legacy rows), added once the
     // walk is done so that it never walks them.
@@ -600,12 +621,22 @@ export class Codec {
       ctx ??= this.requireContext(model, [where, ...andClauses(model, where)], inherited);
       return ctx;
     };
+    let frame: ScopeFrame | undefined;
+    const frameHere = () => {
+      // Most models bind nothing to the scope: their clauses keep the frame they are in.
+      frame ??=
+        allScopeKeys(model).length === 0
+          ? outer
+          : scopeFrame(model, [where, ...andClauses(model, where)], outer);
+      return frame;
+    };
     for (const key of Object.keys(where)) {
       const value = where[key];
       if (key === "AND" || key === "OR" || key === "NOT") {
         const ctxHere = this.clauseContext(model, [where, ...andClauses(model, where)], inherited);
+        const inner = key === "NOT" ? { ...frameHere(), negated: true } : frameHere();
         for (const clause of Array.isArray(value) ? value : [value]) {
-          if (isObject(clause)) await this.where(model, clause, ctxHere);
+          if (isObject(clause)) await this.where(model, clause, ctxHere, undefined, inner);
         }
         continue;
       }
@@ -628,13 +659,29 @@ export class Codec {
           );
           return boundTo(spec, rowCtx, modelCtx);
         };
-        const clause = await this.rewriteFilter(model, key, spec, where, resolveField, unique);
+        const scoped = scopeKeysOf(model, spec);
+        const exclusion =
+          scoped.length === 0
+            ? undefined
+            : {
+                negated: frameHere().negated,
+                unpinned: scoped.filter((k) => !frameHere().pinned.includes(k)),
+              };
+        const clause = await this.rewriteFilter(
+          model,
+          key,
+          spec,
+          where,
+          resolveField,
+          unique,
+          exclusion,
+        );
         if (clause !== undefined) added.push(clause);
         continue;
       }
       if (isCompoundUnique(model, key, value)) {
         const ctxHere = this.clauseContext(model, [value, where], inherited);
-        await this.where(model, value, ctxHere, unique ?? COMPOUND_UNIQUE);
+        await this.where(model, value, ctxHere, unique ?? COMPOUND_UNIQUE, frameHere());
         continue;
       }
       // A related row's context is its own (an author of t1 may write posts of t2): a lookup
@@ -644,10 +691,19 @@ export class Codec {
         const targetModel = this.model(target);
         if (targetModel === undefined) continue;
         const filters = ["some", "every", "none", "is", "isNot"].filter((f) => f in value);
-        if (filters.length === 0) await this.where(targetModel, value, undefined);
+        // The related rows' columns are their own: none of this row's pins holds for them.
+        const related = (negates: boolean): ScopeFrame => ({
+          negated: outer.negated || negates,
+          pinned: [],
+        });
+        if (filters.length === 0) {
+          await this.where(targetModel, value, undefined, undefined, related(false));
+        }
         for (const f of filters) {
           const inner = value[f];
-          if (isObject(inner)) await this.where(targetModel, inner, undefined);
+          if (isObject(inner)) {
+            await this.where(targetModel, inner, undefined, undefined, related(NEGATING.has(f)));
+          }
         }
       }
     }
@@ -673,6 +729,7 @@ export class Codec {
     where: Json,
     resolve: () => FieldCtx,
     unique?: UniqueWhere,
+    exclusion?: { readonly negated: boolean; readonly unpinned: readonly string[] },
   ): Promise<Json | undefined> {
     const value = where[field];
     // Prisma reads `undefined` as "no filter" (`where: { email: undefined }` matches everything).
@@ -703,6 +760,9 @@ export class Codec {
       reject(
         `${model.name}.${field} is randomized: equality lookups need @kms.encrypted(deterministic) or a @kms.blindIndex`,
       );
+    }
+    if (exclusion !== undefined && exclusion.unpinned.length > 0) {
+      refuseUnscopedExclusion(model, field, filter, exclusion.negated, exclusion.unpinned);
     }
     const bound = resolve();
     const ops = Object.keys(filter);
@@ -1652,6 +1712,102 @@ export function reshapes(strip: Strip): boolean {
     if (reshapes(strip.relations[relation] as Strip)) return true;
   }
   return false;
+}
+
+/** Relation filters that hold where the related rows do not match what is inside them. */
+const NEGATING = new Set(["none", "every", "isNot"]);
+
+/** The scope keys a lookup on `spec` is sealed under: the model's and the field's own. */
+function scopeKeysOf(model: ModelDescriptor, spec: EncryptedFieldDescriptor): readonly string[] {
+  const own = spec.context.fromScope;
+  if (own.length === 0) return model.context.fromScope;
+  return [...model.context.fromScope, ...own];
+}
+
+const SCOPE_KEYS = new WeakMap<ModelDescriptor, readonly string[]>();
+
+/** Every scope key some value of `model` is sealed under: the model's and its fields' own. */
+function allScopeKeys(model: ModelDescriptor): readonly string[] {
+  let keys = SCOPE_KEYS.get(model);
+  if (keys === undefined) {
+    const all = new Set(model.context.fromScope);
+    for (const field of model.encryptedNames) {
+      for (const key of (model.encrypted[field] as EncryptedFieldDescriptor).context.fromScope) {
+        all.add(key);
+      }
+    }
+    keys = Object.freeze([...all]);
+    SCOPE_KEYS.set(model, keys);
+  }
+  return keys;
+}
+
+/**
+ * The frame of a where clause of `model` (with `sources`, its own equalities) inside `outer`: a
+ * column named as a scope key and pinned to the scope's value there confines the clause, and
+ * every clause inside it, to the scope's rows (`NOT: { tenantId, code }` excludes exactly the
+ * scope's rows holding the code).
+ */
+function scopeFrame(
+  model: ModelDescriptor,
+  sources: readonly Json[],
+  outer: ScopeFrame,
+): ScopeFrame {
+  const keys = allScopeKeys(model);
+  if (keys.length === 0) return outer;
+  const scope = currentEncryptionContext();
+  const pinned = [...outer.pinned];
+  for (const key of keys) {
+    const wanted = scope?.[key];
+    if (wanted === undefined || pinned.includes(key)) continue;
+    for (const source of sources) {
+      const value = pinnedValue(source[key]);
+      if (value !== undefined && String(value) === wanted) {
+        pinned.push(key);
+        break;
+      }
+    }
+  }
+  return pinned.length === outer.pinned.length ? outer : { negated: outer.negated, pinned };
+}
+
+/** Whether a filter operand compares a value (not only null, which is stored as null). */
+function comparesValue(operand: unknown): boolean {
+  if (operand === null || operand === undefined) return false;
+  if (Array.isArray(operand)) return operand.some((v) => v !== null && v !== undefined);
+  if (isObject(operand) && isLiteral(operand)) return Object.values(operand).some(comparesValue);
+  return true;
+}
+
+/**
+ * Refuses a lookup that excludes values of a field sealed under scope keys the where does not
+ * pin (`unpinned`): `not`, `notIn`, `not: { equals }`, and any comparison under a negation. The
+ * operand is sealed under the scope's tenant, so it differs from every other tenant's
+ * ciphertext of the same value: the exclusion would match their rows holding the excluded value
+ * (and `deleteMany`, `updateMany` or `count` would act on them).
+ */
+function refuseUnscopedExclusion(
+  model: ModelDescriptor,
+  field: string,
+  filter: Json,
+  negated: boolean,
+  unpinned: readonly string[],
+): void {
+  let how: string | undefined;
+  if (negated) {
+    if (Object.values(filter).some(comparesValue))
+      how = "a lookup under NOT (or none, every, isNot)";
+  } else if (comparesValue(filter.notIn)) {
+    how = `"notIn"`;
+  } else if (comparesValue(filter.not)) {
+    how = `"not"`;
+  }
+  if (how === undefined) return;
+  const keys = unpinned.join(", ");
+  const pins = unpinned.map((k) => `${k}: <the scope's ${k}>`).join(", ");
+  reject(
+    `${model.name}.${field} is sealed under the ambient context's ${keys}, and ${how} on it would also match every other ${keys}'s rows holding the excluded value (their ciphertext differs from the scope's): pin the rows to the scope's ${keys} beside the lookup or in a clause around it (${pins}, on a column of that name), or look values up with equals or in`,
+  );
 }
 
 /**

@@ -101,6 +101,31 @@ CREATE TABLE "Payment" (
   "ref" TEXT,
   "refIndex" TEXT
 );
+CREATE TABLE "Memo" (
+  "id" SERIAL PRIMARY KEY,
+  "tenantId" TEXT NOT NULL,
+  "body" TEXT,
+  "deletedAt" TIMESTAMP(3)
+);
+CREATE TABLE "Label" (
+  "id" SERIAL PRIMARY KEY,
+  "tenantId" TEXT NOT NULL,
+  "code" TEXT NOT NULL,
+  "phone" TEXT,
+  "phoneIdx" TEXT,
+  "ownerId" INTEGER REFERENCES "User" ("id") ON DELETE SET NULL ON UPDATE CASCADE
+);
+CREATE TABLE "Reading" (
+  "id" SERIAL PRIMARY KEY,
+  "rank" INTEGER NOT NULL,
+  "serial" BIGINT NOT NULL,
+  "weight" DOUBLE PRECISION NOT NULL,
+  "status" "InvoiceStatus" NOT NULL,
+  "value" TEXT,
+  "amount" DECIMAL(65,30),
+  "takenAt" TIMESTAMP(3),
+  "flagged" BOOLEAN
+);
 CREATE TABLE "Audit" (
   "id" SERIAL PRIMARY KEY,
   "message" TEXT NOT NULL

@@ -105,6 +105,31 @@ CREATE TABLE "Payment" (
   "ref" TEXT,
   "refIndex" TEXT
 );
+CREATE TABLE "Memo" (
+  "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+  "tenantId" TEXT NOT NULL,
+  "body" TEXT,
+  "deletedAt" DATETIME
+);
+CREATE TABLE "Label" (
+  "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+  "tenantId" TEXT NOT NULL,
+  "code" TEXT NOT NULL,
+  "phone" TEXT,
+  "phoneIdx" TEXT,
+  "ownerId" INTEGER REFERENCES "User" ("id") ON DELETE SET NULL ON UPDATE CASCADE
+);
+CREATE TABLE "Reading" (
+  "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+  "rank" INTEGER NOT NULL,
+  "serial" BIGINT NOT NULL,
+  "weight" REAL NOT NULL,
+  "status" TEXT NOT NULL,
+  "value" TEXT,
+  "amount" DECIMAL,
+  "takenAt" DATETIME,
+  "flagged" BOOLEAN
+);
 CREATE TABLE "Audit" (
   "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
   "message" TEXT NOT NULL
