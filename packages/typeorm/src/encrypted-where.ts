@@ -1,5 +1,6 @@
 import { type EncryptionContext, ValidationError } from "@kms/core";
 import {
+  And,
   type EntityMetadata,
   Equal,
   FindOperator,
@@ -23,7 +24,9 @@ import { Sealed } from "./internal/sealed.ts";
 export interface EncryptedWhereOptions {
   /**
    * Context values for the lookup, when they are not equalities in the where itself (e.g. the
-   * tenant of a `fromRow` binding) nor in the ambient scope.
+   * tenant of a `fromRow` binding) nor in the ambient scope. A `fromRow` (or `rowIdentity`) key
+   * given here also limits the where to the rows holding its value (`tenantId = "t1"` is added):
+   * the lookup is scoped to the context it was given, `Not` as much as equality.
    */
   readonly context?: EncryptionContext;
 }
@@ -136,7 +139,24 @@ class WhereRewriter {
         }
       }
     }
-    return this.#rewrite(metadata, d, where, own, "");
+    const outs = await this.#rewrite(metadata, d, where, own, "");
+    // Equality would match only the rows sealed under the context given, but Not would match
+    // every other row, other tenants' included: the where is limited to the context's rows.
+    const pins: Where = {};
+    for (const key of d?.contextKeys ?? []) {
+      const value = this.#context?.[key];
+      if (value === undefined || own[key] !== undefined) continue;
+      const given: unknown = where[key];
+      if (given === undefined) pins[key] = value;
+      else if (given === null) pins[key] = And(IsNull(), Equal(value));
+      else if (given instanceof FindOperator) pins[key] = And(given, Equal(value));
+      else {
+        throw new ValidationError(
+          `"context" gives ${key} = ${JSON.stringify(value)}, which the lookup is limited to, but the where compares ${key} with something else than a value or an operator`,
+        );
+      }
+    }
+    return Object.keys(pins).length === 0 ? outs : outs.map((out) => ({ ...out, ...pins }));
   }
 
   /**
@@ -336,6 +356,11 @@ class WhereRewriter {
  * and `IsNull` (also inside relations); pass the result to `find*`, `findOneBy`, `update`,
  * `delete`, `count*` or `QueryBuilder.where(object)`. A null check (`IsNull()`, `Not(IsNull())`…)
  * reads no value: it is left as it is, on any encrypted column, without a context.
+ *
+ * A `fromRow` key given in `options.context` (not by an equality in the where) limits the where
+ * to the rows holding that value: `{ email: Not(v) }` with `context: { tenantId: "t1" }` becomes
+ * `{ email: Not(sealed), tenantId: "t1" }`, as the rows of other tenants hold values sealed
+ * under their own tenant, which `Not` would match whatever they hold.
  *
  * While a migration is under way (`previousKeyIds`, `legacyPlaintext`) a value may have several
  * stored forms: a value or `Equal` becomes `In` of them, `In` the union of its values' forms,

@@ -1078,6 +1078,7 @@ export class TypeormFieldEncryption {
    * one synchronous loop and then awaits the promises returned: values whose data key is cached
    * are decrypted right here, without a promise; the others join one batch per query runner,
    * decrypted by one `decryptMany` (one KMS call per distinct data key) when the loop is done.
+   * Each entity's promise settles on its own values (see `#settle`).
    */
   openEntity(
     dataSource: DataSource,
@@ -1092,6 +1093,7 @@ export class TypeormFieldEncryption {
     }
     if (d.blindIndexes.size > 0) this.#recordLoadedIndexes(d, entity);
     let batch: LoadBatch | undefined;
+    let first = 0;
     for (const f of d.columns) {
       const holder = holderOf(f, entity);
       const stored = holder?.[f.spec.property] as string | Uint8Array | null | undefined;
@@ -1104,19 +1106,58 @@ export class TypeormFieldEncryption {
       } catch (error) {
         // A batch this entity already joined is awaited by nobody once the hook throws:
         // its rejection would be unhandled (fatal under Node's defaults).
-        batch?.done.catch(() => undefined);
+        batch?.values.catch(() => undefined);
         return Promise.reject(error);
       }
       if (value !== undefined) {
         holder[f.spec.property] = value;
         continue;
       }
-      batch ??= this.#loadBatch(dataSource, queryRunner);
+      if (batch === undefined) {
+        batch = this.#loadBatch(dataSource, queryRunner);
+        first = batch.items.length;
+        batch.entities++;
+      }
       batch.rows.push(holder);
       batch.properties.push(f.spec.property);
       batch.items.push({ binding, spec: f.spec, stored });
     }
-    return batch?.done;
+    return batch === undefined
+      ? undefined
+      : this.#settle(dataSource, queryRunner, batch, first, batch.items.length);
+  }
+
+  /**
+   * Puts the values of one entity's items (`start` to `end` in `batch`) on it. A batch is not one
+   * caller's: on SQLite's one query runner the loads of concurrent finds (other requests, other
+   * tenants) that TypeORM broadcasts in the same tick share it, and `decryptMany` rejects it all
+   * at its first bad value. When a batch of several entities fails, each entity's items are
+   * decrypted again on their own, so that only the entities holding a bad value fail (and with
+   * them only the finds that loaded them). Entities under one data key and context share its
+   * load, as concurrent decryptions do: the retry costs no KMS call per entity.
+   */
+  #settle(
+    dataSource: DataSource,
+    queryRunner: QueryRunner | undefined,
+    batch: LoadBatch,
+    start: number,
+    end: number,
+  ): Promise<void> {
+    const put = (values: readonly FieldValue[], offset: number) => {
+      for (let i = start; i < end; i++) {
+        (batch.rows[i] as Row)[batch.properties[i] as string] = values[i - offset];
+      }
+    };
+    return batch.values.then(
+      (values) => put(values, 0),
+      async (error: unknown) => {
+        if (batch.entities === 1) throw error;
+        const own = await this.run(dataSource, queryRunner, () =>
+          this.engine.decryptMany(batch.items.slice(start, end)),
+        );
+        put(own, start);
+      },
+    );
   }
 
   /**
@@ -1139,17 +1180,18 @@ export class TypeormFieldEncryption {
     const owner: object = queryRunner ?? dataSource;
     const open = this.#loadBatches.get(owner);
     if (open !== undefined) return open;
-    const batch: LoadBatch = { rows: [], properties: [], items: [], done: Promise.resolve() };
+    const batch: LoadBatch = {
+      rows: [],
+      properties: [],
+      items: [],
+      entities: 0,
+      values: Promise.resolve([]),
+    };
     this.#loadBatches.set(owner, batch);
     // A microtask runs after the synchronous afterLoad loop that is filling the batch.
-    batch.done = Promise.resolve().then(async () => {
+    batch.values = Promise.resolve().then(() => {
       this.#loadBatches.delete(owner);
-      const values = await this.run(dataSource, queryRunner, () =>
-        this.engine.decryptMany(batch.items),
-      );
-      for (let i = 0; i < values.length; i++) {
-        (batch.rows[i] as Row)[batch.properties[i] as string] = values[i];
-      }
+      return this.run(dataSource, queryRunner, () => this.engine.decryptMany(batch.items));
     });
     return batch;
   }
@@ -1209,7 +1251,10 @@ interface LoadBatch {
   readonly rows: Row[];
   readonly properties: string[];
   readonly items: DecryptItem[];
-  done: Promise<void>;
+  /** The entities whose items the batch holds, each in one run of `items`. */
+  entities: number;
+  /** The values of `items`, in order. */
+  values: Promise<FieldValue[]>;
 }
 
 /** A value to seal: its column, the object holding it and its plaintext. */

@@ -134,7 +134,13 @@ export async function reencryptEntities<T extends ObjectLiteral>(
   const where = options.where as FindOptionsWhere<ObjectLiteral> | undefined;
 
   const fetchBatch = async (cursor: Cursor, limit: number) => {
-    let qb = dataSource.createQueryBuilder().from(metadata.target, "t").select(pkColumn, "pk");
+    // withDeleted: a soft-deleted row still holds its values (restore() brings it back, and a
+    // plaintext or old-key value must not outlive the migration or the rotation).
+    let qb = dataSource
+      .createQueryBuilder()
+      .from(metadata.target, "t")
+      .withDeleted()
+      .select(pkColumn, "pk");
     if (discriminator !== undefined) qb = qb.addSelect(column(discriminator.databaseName), "kind");
     for (const [databaseName, alias] of aliases) qb = qb.addSelect(column(databaseName), alias);
     // TypeORM brackets the where (an array's branches too) before the cursor is added.

@@ -141,8 +141,60 @@ class BoundToTimestamp {
   note: string | null;
 }
 
+/** An address embedded with the prefix "work": its street is the column `workStreet`. */
+class WorkAddress {
+  @EncryptedColumn({ nullable: true, context: { fromRow: ["t"] } })
+  street: string | null;
+}
+
+/**
+ * An own property `workStreet` (stored as "legacy_ws") beside the embedded `work.street` (stored
+ * as "workStreet"): an own column is bound by its property name, an embedded one by its database
+ * column name, so both would be bound as "workStreet".
+ */
+@Entity("kms_ctx_colliding")
+class CollidingBindings {
+  @PrimaryGeneratedColumn()
+  id: number;
+
+  @Column({ type: String, length: 64 })
+  t: string;
+
+  @EncryptedColumn({ nullable: true, name: "legacy_ws", context: { fromRow: ["t"] } })
+  workStreet: string | null;
+
+  @Column(() => WorkAddress, { prefix: "work" })
+  work: WorkAddress;
+}
+
+/** A zip code blind-indexed in `zipIndex`: embedded with the prefix "work", `workZipindex`. */
+class WorkZip {
+  @EncryptedColumn({ nullable: true, blindIndex: { column: "zipIndex" } })
+  zip: string | null;
+
+  zipIndex?: string | null;
+}
+
+/** An own encrypted `workZipindex` beside the blind index column `workZipindex` of `work.zip`. */
+@Entity("kms_ctx_colliding_index")
+class CollidingIndex {
+  @PrimaryGeneratedColumn()
+  id: number;
+
+  @Column({ type: String, length: 64 })
+  t: string;
+
+  @EncryptedColumn({ nullable: true, name: "legacy_wzi" })
+  workZipindex: string | null;
+
+  @Column(() => WorkZip, { prefix: "work" })
+  work: WorkZip;
+}
+
 const ENTITIES = [
   Tenant,
+  CollidingBindings,
+  CollidingIndex,
   BoundToDecimal,
   BoundToTimestamp,
   TypoRow,
@@ -290,6 +342,22 @@ export function describeContextColumns(
         row: { at: "2024-01-05 10:00:00", note: "n" },
         message:
           /^BoundToTimestamp\.note: context\.rowIdentity names "at", a (datetime|timestamp without time zone) column: the database stores such values in a form of its own/,
+      },
+      {
+        case: "two encrypted columns bound under one field name",
+        entity: CollidingBindings,
+        seed: ["t", "t1"],
+        row: { t: "t1", workStreet: "home office", work: { street: "1 Main St" } },
+        message:
+          /^CollidingBindings\.workStreet and CollidingBindings\.work\.street are both bound to the field name "workStreet" \(an own property is bound by its name, a column of an embedded class by its database column name\): a value of one would decrypt as the other; /,
+      },
+      {
+        case: "an encrypted column and a blind index bound under one field name",
+        entity: CollidingIndex,
+        seed: ["t", "t1"],
+        row: { t: "t1", workZipindex: "x", work: { zip: "12345" } },
+        message:
+          /^CollidingIndex\.workZipindex and CollidingIndex\.work\.zipIndex \(the blind index of work\.zip\) are both bound to the field name "workZipindex" /,
       },
     ];
 

@@ -33,6 +33,19 @@ class NumberedDoc {
   note: string | null;
 }
 
+/** A text context column, given numbers as well as strings. */
+@Entity("kms_ctxv_text_docs")
+class TextDoc {
+  @PrimaryGeneratedColumn()
+  id: number;
+
+  @Column({ type: String, length: 64 })
+  orgId: string | number;
+
+  @EncryptedColumn({ nullable: true, context: { fromRow: ["orgId"] } })
+  note: string | null;
+}
+
 /** A fixed-length context column; TypeORM calls the type "character" on SQLite. */
 function declareCodedDoc(type: "char" | "character") {
   @Entity("kms_ctxv_coded_docs")
@@ -72,7 +85,7 @@ export function describeContextValues(
       const keyId = (await kms.createKey()).keyMetadata.keyId;
       codedDoc = db.kind === "sqlite" ? SqliteCodedDoc : CodedDoc;
       ds = await db.connect(fieldEncryption({ kms, keyId }), {
-        entities: [UuidDoc, NumberedDoc, codedDoc],
+        entities: [UuidDoc, NumberedDoc, TextDoc, codedDoc],
       });
     });
     afterEach(async () => {
@@ -134,6 +147,52 @@ export function describeContextValues(
         );
       }
       expect(await docs.count()).toBe(2);
+    });
+
+    test("a number given to a text column is bound only where the database stores it as JavaScript writes it", async () => {
+      const docs = ds.getRepository(TextDoc);
+      // SQLite reads a number as an SQL literal and prints a REAL its own way ("1.0e+21",
+      // "5.0e-07", "22960677215.104961"), an integer beyond 64 bits as a REAL; MariaDB prints a
+      // literal with an exponent as a DOUBLE ("1e21", "0.0000005"); PostgreSQL stores the text.
+      const exact = [123, -5, -0, 2 ** 60];
+      const cases = {
+        sqlite: {
+          // The largest double below 2^63 is an integer of SQLite's 64 bits.
+          stored: [...exact, 2 ** 63 - 1024],
+          refused: [0.5, 22960677215.10496, 2 ** 63, -(2 ** 63), 1e21, 5e-7, -1e21, NaN, Infinity],
+        },
+        mariadb: {
+          stored: [...exact, 2 ** 63, 1e20, 0.5, 22960677215.10496, 0.000001],
+          refused: [1e21, 5e-7, -1e21, 1.5e-7, NaN, Infinity],
+        },
+        postgres: {
+          stored: [...exact, 2 ** 63, 0.5, 22960677215.10496, 1e21, 5e-7, NaN, Infinity],
+          refused: [],
+        },
+      }[db.kind];
+      for (const orgId of cases.stored) {
+        const saved = await docs.save(Object.assign(new TextDoc(), { orgId, note: `n ${orgId}` }));
+        expect([orgId, await stored("kms_ctxv_text_docs", saved.id, "orgId")]).toEqual([
+          orgId,
+          String(orgId),
+        ]);
+        expect((await docs.findOneByOrFail({ id: saved.id })).note).toBe(`n ${orgId}`);
+      }
+      for (const orgId of cases.refused) {
+        const error = await failure(() =>
+          docs.save(Object.assign(new TextDoc(), { orgId, note: "x" })),
+        );
+        expect([orgId, error]).toEqual([orgId, expect.any(ValidationError)]);
+        expect((error as Error).message).toMatch(
+          /^TextDoc\.orgId is a varchar column bound into encrypted values, and (SQLite|MySQL\/MariaDB) stores a number given to it in a text form of its own, which the value bound would not match once read back: give it as a string/,
+        );
+        // As a string it is stored as written.
+        const saved = await docs.save(
+          Object.assign(new TextDoc(), { orgId: String(orgId), note: `s ${orgId}` }),
+        );
+        expect((await docs.findOneByOrFail({ id: saved.id })).note).toBe(`s ${orgId}`);
+      }
+      expect(await docs.count()).toBe(cases.stored.length + cases.refused.length);
     });
 
     test("a char(n) value is bound as the database gives it back: padded on PostgreSQL, trimmed on MariaDB", async () => {

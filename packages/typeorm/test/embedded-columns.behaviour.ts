@@ -527,7 +527,7 @@ export function describeEmbeddedColumns(
       const a = await people.save(person("ada"));
       const b = await people.save(person("bob", "t2"));
       const newKey = (await kms.createKey()).keyMetadata.keyId;
-      const rotated = fieldEncryption({ kms, keyId: newKey });
+      const rotated = fieldEncryption({ kms, keyId: newKey, previousKeyIds: [keyId] });
       const rds = await db.connect(rotated, { entities: [Person, Visit] });
       const result = await reencryptEntities(rds, Person, { batchSize: 1 });
       expect(result).toMatchObject({ scanned: 2, reencrypted: 2, conflicts: 0 });

@@ -274,6 +274,54 @@ export function describeEncryptedColumns(
       await expect(repo.find()).rejects.toBeInstanceOf(InvalidCiphertextError);
     });
 
+    test("concurrent cold loads settle on their own values: a find failing on another tenant's row fails no other find", async () => {
+      let decrypts = 0;
+      const counted = new Proxy(kms, {
+        get(target, property) {
+          const value = Reflect.get(target, property) as unknown;
+          if (typeof value !== "function") return value;
+          return (...args: unknown[]) => {
+            if (property === "decrypt") decrypts += 1;
+            return (value as (...a: unknown[]) => unknown).apply(target, args);
+          };
+        },
+      });
+      const cold = await connect({ kms: counted });
+      const posts = cold.ds.getRepository(Post);
+      const post = (body: string) => Object.assign(new Post(), { body });
+      const own = await runWithEncryptionContext({ tenant: "t1" }, () =>
+        posts.save([post("t1 first"), post("t1 second")]),
+      );
+      await runWithEncryptionContext({ tenant: "t2" }, () => posts.save(post("t2 first")));
+      const ids = own.map((p) => p.id) as [number, number];
+      const read = (tenant: string, where: FindOptionsWhere<Post>) =>
+        runWithEncryptionContext({ tenant }, () => posts.find({ where, order: { id: "ASC" } }));
+
+      // On SQLite the loads of both finds come back in one tick on its one query runner: their
+      // values are decrypted in one batch, which t2's read of t1's post makes fail.
+      cold.encryption.engine.clearCache();
+      decrypts = 0;
+      const [mine, foreign] = await Promise.allSettled([
+        read("t1", { id: In(ids) }),
+        read("t2", { id: ids[0] }),
+      ]);
+      expect(foreign.status === "rejected" && foreign.reason).toBeInstanceOf(
+        InvalidCiphertextError,
+      );
+      expect(mine.status === "fulfilled" && mine.value.map((p) => p.body)).toEqual([
+        "t1 first",
+        "t1 second",
+      ]);
+      // The retry of each entity on its own shares the load of t1's data key.
+      expect(decrypts).toBe(1);
+
+      // Each find fails on its own bad entity only, wherever it is in the batch.
+      cold.encryption.engine.clearCache();
+      const [all, alone] = await Promise.allSettled([read("t2", {}), read("t1", { id: ids[1] })]);
+      expect(all.status === "rejected" && all.reason).toBeInstanceOf(InvalidCiphertextError);
+      expect(alone.status === "fulfilled" && alone.value.map((p) => p.body)).toEqual(["t1 second"]);
+    });
+
     test("strict mode: plaintext in an encrypted column does not load", async () => {
       const a = await users.save(alice());
       await db.raw(`UPDATE ${db.q("kms_users")} SET ${db.q("phone")} = ? WHERE ${db.q("id")} = ?`, [
@@ -851,7 +899,7 @@ export function describeEncryptedColumns(
       ]);
       // Rotate to a new KMS key: the job rewrites every value under it.
       const newKey = (await kms.createKey()).keyMetadata.keyId;
-      const rotated = await connect({ keyId: newKey });
+      const rotated = await connect({ keyId: newKey, previousKeyIds: [keyId] });
       const second = await reencryptEntities(rotated.ds, Note);
       expect(second.reencrypted).toBe(2);
       for (const r of await db.raw(`SELECT * FROM ${t}`)) {

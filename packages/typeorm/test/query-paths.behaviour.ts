@@ -7,6 +7,7 @@ import {
   type DataSource,
   type EntitySubscriberInterface,
   Equal,
+  type FindOptionsWhere,
   ILike,
   In,
   IsNull,
@@ -530,10 +531,46 @@ export function describeQueryPaths(
       }
     });
 
+    test("a tenant given in `context` limits the lookup to its rows: Not and In as equality", async () => {
+      const [a1, b1] = await cards.save([card("t1", "a", "1"), card("t1", "b", "2")]);
+      const a2 = await cards.save(card("t2", "a", "1"));
+      const t1 = { context: { tenantId: "t1" } };
+      const found = async (where: FindOptionsWhere<Card> | FindOptionsWhere<Card>[]) =>
+        (
+          await cards.find({
+            where: Array.isArray(where)
+              ? await encryptedWhere(cards, where, t1)
+              : await encryptedWhere(cards, where, t1),
+            order: { id: "ASC" },
+          })
+        ).map((c) => c.id);
+      // t2's row holds "a" sealed under t2: no value sealed under t1, which Not would match.
+      expect(await found({ holder: "a" })).toEqual([a1?.id]);
+      expect(await found({ holder: Not("a") })).toEqual([b1?.id]);
+      expect(await found({ pan: Not("1") })).toEqual([b1?.id]);
+      expect(await found({ holder: In(["a", "b"]) })).toEqual([a1?.id, b1?.id]);
+      expect(await found({ holder: Not(In(["a"])) })).toEqual([b1?.id]);
+      expect(await found({ pan: Not(In(["1"])) })).toEqual([b1?.id]);
+      expect(await found({ holder: Not(IsNull()) })).toEqual([a1?.id, b1?.id]);
+      expect(await found([{ holder: Not("a") }, { pan: "1" }])).toEqual([a1?.id, b1?.id]);
+      // A condition of the where's own on the tenant column is kept beside the context's.
+      expect(await found({ tenantId: In(["t1", "t2"]), holder: Not("a") })).toEqual([b1?.id]);
+      expect(await found({ tenantId: Not("t1"), holder: Not("a") })).toEqual([]);
+      expect(await encryptedWhere(cards, { pan: Not("1") }, t1)).toMatchObject({ tenantId: "t1" });
+      // Writes through such a where touch the context's rows only.
+      await cards.update(await encryptedWhere(cards, { holder: Not("b") }, t1), { uses: 7 });
+      expect((await cards.find({ order: { id: "ASC" } })).map((c) => c.uses)).toEqual([7, 0, 0]);
+      await cards.delete(await encryptedWhere(cards, { pan: Not("2") }, t1));
+      expect((await cards.find({ order: { id: "ASC" } })).map((c) => c.id)).toEqual([
+        b1?.id,
+        a2.id,
+      ]);
+    });
+
     test("the migration job writes blind indexes that lookups find", async () => {
       const c = await cards.save(card("t1", "h", SECRET));
       const newKey = (await kms.createKey()).keyMetadata.keyId;
-      const rotated = fieldEncryption({ kms, keyId: newKey });
+      const rotated = fieldEncryption({ kms, keyId: newKey, previousKeyIds: [keyId] });
       const rds = await db.connect(rotated, { entities: [Card] });
       const result = await reencryptEntities(rds, Card);
       expect(result.reencrypted).toBe(1);

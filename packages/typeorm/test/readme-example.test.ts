@@ -137,8 +137,8 @@ it("runs the migration of a column bound to the scope: one run per tenant, each 
   const kms = await createKms();
   const oldKey = (await kms.createKey()).keyMetadata.keyId;
   const newKey = (await kms.createKey()).keyMetadata.keyId;
-  const open = async (keyId: string) => {
-    const encryption = fieldEncryption({ kms, keyId });
+  const open = async (keyId: string, previousKeyIds: string[] = []) => {
+    const encryption = fieldEncryption({ kms, keyId, previousKeyIds });
     const source = new DataSource({
       type: "better-sqlite3",
       database: join(dir, "migration.db"),
@@ -164,7 +164,7 @@ it("runs the migration of a column bound to the scope: one run per tenant, each 
     );
   }
   // Rotation to a new KMS key, as the README runs it.
-  const { encryption, source: dataSource } = await open(newKey);
+  const { encryption, source: dataSource } = await open(newKey, [oldKey]);
   for (const tenant of ["t1", "t2"]) {
     await reencryptEntities(dataSource, User, { context: { tenant }, where: { tenantId: tenant } });
   }

@@ -25,7 +25,7 @@ import {
   type TypeormFieldEncryption,
 } from "../src/index.ts";
 import { failure, type TestDatabase } from "./backends.ts";
-import { Account, Note, SavingsAccount } from "./entities.ts";
+import { Account, Card, Note, SavingsAccount } from "./entities.ts";
 
 /** A column bound to the request's tenant (`fromScope`), beside the tenant column of the row. */
 @Entity("kms_mig_memos")
@@ -56,7 +56,7 @@ class Ledger {
   b: string | null;
 }
 
-const ENTITIES = [Account, SavingsAccount, ScopedMemo, Ledger];
+const ENTITIES = [Account, SavingsAccount, ScopedMemo, Ledger, Card];
 
 const PREFIX = "kms1:";
 
@@ -146,7 +146,7 @@ export function describeReencryptEntities(
 
       // Rotation through the parent opens and seals the child rows as SavingsAccount too.
       const newKey = (await kms.createKey()).keyMetadata.keyId;
-      const rotated = await connect({ keyId: newKey });
+      const rotated = await connect({ keyId: newKey, previousKeyIds: [keyId] });
       expect(await reencryptEntities(rotated.ds, Account)).toMatchObject({
         scanned: 3,
         reencrypted: 3,
@@ -215,6 +215,60 @@ export function describeReencryptEntities(
       expect((await read("t2", "t2")).map((m) => m.body)).toEqual(["sealed t2", "legacy t2"]);
       // Each tenant's values are bound to it.
       await expect(read("t1", "t2")).rejects.toBeInstanceOf(InvalidCiphertextError);
+    });
+
+    test("soft-deleted rows are migrated and rotated too, and stay soft-deleted", async () => {
+      const legacy = await connect({ legacyPlaintext: true });
+      await insert("kms_cards", { tenantId: "t1", holder: "legacy alive", pan: "4111 1" });
+      await insert("kms_cards", { tenantId: "t1", holder: "legacy deleted", pan: "4111 2" });
+      const cards = legacy.ds.getRepository(Card);
+      await cards.save(
+        Object.assign(new Card(), { tenantId: "t1", holder: "old key", pan: "4111 3" }),
+      );
+      await cards.softDelete({ id: 2 });
+      await cards.softDelete({ id: 3 });
+
+      // Legacy plaintext and the old key's values, moved to a new key in one run: a soft-deleted
+      // row left out would keep its plaintext (or its old key) until restore() brought it back.
+      const newKey = (await kms.createKey()).keyMetadata.keyId;
+      const rotated = await connect({
+        keyId: newKey,
+        previousKeyIds: [keyId],
+        legacyPlaintext: true,
+      });
+      expect(await reencryptEntities(rotated.ds, Card)).toMatchObject({
+        scanned: 3,
+        reencrypted: 3,
+        conflicts: 0,
+      });
+      const stored = await rows("kms_cards");
+      expect(stored.map((r) => [Number(r.id), r.deletedAt !== null])).toEqual([
+        [1, false],
+        [2, true],
+        [3, true],
+      ]);
+      for (const r of stored) {
+        for (const column of ["holder", "pan"]) {
+          const info = await rotated.encryption.inspect(rotated.ds, String(r[column]));
+          expect([r.id, column, info.legacy ? "plaintext" : info.kmsKeyId]).toEqual([
+            r.id,
+            column,
+            expect.stringContaining(newKey),
+          ]);
+        }
+        expect(r.panIndex).not.toBeNull();
+      }
+      const strict = (await connect({ keyId: newKey })).ds.getRepository(Card);
+      expect(
+        (await strict.find({ withDeleted: true, order: { id: "ASC" } })).map((c) => [
+          c.holder,
+          c.pan,
+        ]),
+      ).toEqual([
+        ["legacy alive", "4111 1"],
+        ["legacy deleted", "4111 2"],
+        ["old key", "4111 3"],
+      ]);
     });
 
     test("a run resumed from its checkpoint rewrites every column group of the rows after it", async () => {

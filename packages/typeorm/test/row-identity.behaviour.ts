@@ -89,9 +89,13 @@ export function describeRowIdentity(
 
     const connect = async (
       entity: typeof Chart | typeof ChartBefore = Chart,
-      options: { kms?: Kms; keyId?: string } = {},
+      options: { kms?: Kms; keyId?: string; previousKeyIds?: string[] } = {},
     ) => {
-      const e = fieldEncryption({ kms: options.kms ?? kms, keyId: options.keyId ?? keyId });
+      const e = fieldEncryption({
+        kms: options.kms ?? kms,
+        keyId: options.keyId ?? keyId,
+        ...(options.previousKeyIds === undefined ? {} : { previousKeyIds: options.previousKeyIds }),
+      });
       const source = await db.connect(e, { entities: [entity] });
       return { encryption: e, ds: source, charts: source.getRepository<Chart>(entity) };
     };
@@ -272,7 +276,7 @@ export function describeRowIdentity(
 
       // Rotation to a new KMS key rewrites every value under one data key for the tenant.
       const newKey = (await kms.createKey()).keyMetadata.keyId;
-      const rotated = await connect(Chart, { keyId: newKey });
+      const rotated = await connect(Chart, { keyId: newKey, previousKeyIds: [keyId] });
       const checkpoint = await reencryptEntities(rotated.ds, Chart, {
         context: { tenant: "a" },
         where: { tenantId: "a" },
@@ -290,9 +294,12 @@ export function describeRowIdentity(
       expect(newRows.map((k) => JSON.parse(String(k.encryptionContext)))).toEqual([
         { tenant: "a" },
       ]);
-      expect((await read()).map((c) => c.note)).toEqual(["note r1", "note r2", "note r3"]);
+      // Read as the application does once it runs with the new key.
+      const readRotated = () =>
+        inTenant("a", () => rotated.charts.find({ order: { recordId: "ASC" } }));
+      expect((await readRotated()).map((c) => c.note)).toEqual(["note r1", "note r2", "note r3"]);
       await copyNote(await rawChart("r1"), "r3");
-      await expect(read()).rejects.toBeInstanceOf(InvalidCiphertextError);
+      await expect(readRotated()).rejects.toBeInstanceOf(InvalidCiphertextError);
     });
   });
 }

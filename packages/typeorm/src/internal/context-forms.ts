@@ -189,17 +189,35 @@ function storedFormOf(
   // PostgreSQL's uuid type, and MariaDB's from 10.7 (TypeORM's "uuid" is a varchar elsewhere),
   // take any case and give back lowercase.
   if (type === "uuid") return uuidForm;
-  const checked = LENGTH_CHECKED.has(options.type);
+  const text = textFormOf(driver, options.type, column, name, type, where);
+  const literal = numberLiteralCheck(options.type, name, type);
+  if (literal === undefined) return text;
+  return (value) => {
+    if (typeof value === "number") literal(value);
+    return text === undefined ? String(value) : text(value);
+  };
+}
+
+/** How a string column (or, where SQLite or PostgreSQL take one, an enum) stores text. */
+function textFormOf(
+  driver: EntityMetadata["connection"]["driver"],
+  driverType: string,
+  column: ColumnMetadata,
+  name: string,
+  type: string,
+  where: string,
+): ContextForm | undefined {
+  const checked = LENGTH_CHECKED.has(driverType);
   const length = checked ? lengthOf(driver, column) : undefined;
   if (FIXED_LENGTH_TYPES.has(type)) {
     // PostgreSQL pads char(n) with spaces and gives the padding back; MariaDB and MySQL pad it
     // and strip trailing spaces on the way out; SQLite keeps the text as written. Both cut
     // trailing spaces beyond n and refuse other characters there.
     const n = length ?? 1;
-    if (options.type === "postgres" || options.type === "cockroachdb") {
+    if (driverType === "postgres" || driverType === "cockroachdb") {
       return (value) => padded(fitted(name, type, n, String(value)), n);
     }
-    if (MYSQL_FAMILY.has(options.type)) {
+    if (MYSQL_FAMILY.has(driverType)) {
       return (value) => fitted(name, type, n, String(value)).replace(/ +$/u, "");
     }
     return undefined;
@@ -212,10 +230,53 @@ function storedFormOf(
   }
   // PostgreSQL's enums take a label exactly as declared, as does the CHECK constraint SQLite's
   // enum columns get; MariaDB's and MySQL's match labels without case and store their own.
-  if (type === "enum" && !MYSQL_FAMILY.has(options.type)) return undefined;
+  if (type === "enum" && !MYSQL_FAMILY.has(driverType)) return undefined;
   throw new ValidationError(
-    `${where}, a ${type} column: only columns known to store exactly the text they are given can bind values (varchar, char, text, integer types, uuid${MYSQL_FAMILY.has(options.type) ? "" : ", enum"}); the database may store a ${type} value in a form of its own, which a value bound as written would not match once read back`,
+    `${where}, a ${type} column: only columns known to store exactly the text they are given can bind values (varchar, char, text, integer types, uuid${MYSQL_FAMILY.has(driverType) ? "" : ", enum"}); the database may store a ${type} value in a form of its own, which a value bound as written would not match once read back`,
   );
+}
+
+const INT64_MAX = 2n ** 63n - 1n;
+const INT64_MIN = -(2n ** 63n);
+
+/**
+ * What refuses a number given to a text column of `driverType` that the database would store as
+ * other text than `String(value)`; undefined where it stores that text (PostgreSQL's driver sends
+ * it as a text parameter). A number reaches SQLite and MySQL/MariaDB as an SQL literal (TypeORM
+ * writes it into SQLite's statement; mysql2 escapes it on the client), which the database reads
+ * as a number and prints its own way: SQLite stores a REAL with up to 17 digits and an exponent of
+ * two digits (1e21 as "1.0e+21", 5e-7 as "5.0e-07", 22960677215.10496 as "22960677215.104961"),
+ * and an integer beyond its 64 bits as a REAL; MySQL/MariaDB read an exponent as a DOUBLE, printed
+ * as "1e21" or "0.0000005". Strings are sent as they are, so a string is always exact.
+ */
+function numberLiteralCheck(
+  driverType: string,
+  name: string,
+  type: string,
+): ((value: number) => void) | undefined {
+  const refuse = (database: string, exact: string): never => {
+    throw new ValidationError(
+      `${name} is a ${type} column bound into encrypted values, and ${database} stores a number given to it in a text form of its own, which the value bound would not match once read back: give it as a string (a number is stored as written only ${exact})`,
+    );
+  };
+  if (SQLITE_FAMILY.has(driverType)) {
+    return (value) => {
+      const text = String(value);
+      if (!/^-?[0-9]+$/u.test(text)) refuse("SQLite", "as an integer of SQLite's 64-bit range");
+      const integer = BigInt(text);
+      if (integer > INT64_MAX || integer < INT64_MIN) {
+        refuse("SQLite", "as an integer of SQLite's 64-bit range");
+      }
+    };
+  }
+  if (MYSQL_FAMILY.has(driverType)) {
+    return (value) => {
+      if (!Number.isFinite(value) || /e/iu.test(String(value))) {
+        refuse("MySQL/MariaDB", "when JavaScript writes it without an exponent");
+      }
+    };
+  }
+  return undefined;
 }
 
 /** The declared length of a string column, or the driver's default (varchar(255) on MySQL). */

@@ -96,6 +96,7 @@ export function describe(metadata: EntityMetadata): EntityDescriptor | undefined
     descriptors.set(metadata, null);
     return undefined;
   }
+  checkBindingFields(metadata, drafts);
   const draftPaths = new Map(drafts.map((f) => [f.path, f]));
   const draftIndexes = new Map<string, DraftField>();
   for (const f of drafts) if (f.index !== undefined) draftIndexes.set(f.index.path, f);
@@ -140,6 +141,31 @@ export function literalDefault(column: ColumnMetadata): string | number | bigint
 /** Whether rows of child entities share the table of `metadata` (single-table inheritance). */
 export function hasChildEntities(metadata: EntityMetadata | undefined): metadata is EntityMetadata {
   return metadata?.inheritancePattern === "STI" && metadata.childEntityMetadatas.length > 0;
+}
+
+/**
+ * Refuses two encrypted columns (or blind indexes) of one entity bound under the same field name:
+ * an own property is bound by its name, an embedded column by its database name, so an own
+ * `workStreet` and the `street` of an embedded `work` meet in `workStreet`, and a value copied
+ * from one column to the other would decrypt there.
+ * @throws ValidationException naming both.
+ */
+function checkBindingFields(metadata: EntityMetadata, drafts: readonly DraftField[]): void {
+  const seen = new Map<string, string>();
+  const claim = (field: string, what: string) => {
+    const other = seen.get(field);
+    if (other !== undefined) {
+      throw new ValidationError(
+        `${metadata.name}.${other} and ${metadata.name}.${what} are both bound to the field name "${field}" (an own property is bound by its name, a column of an embedded class by its database column name): a value of one would decrypt as the other; rename one of them (or the embedded's prefix)`,
+      );
+    }
+    seen.set(field, what);
+  };
+  for (const f of drafts) {
+    claim(f.field, f.path);
+    if (f.index !== undefined)
+      claim(f.index.field, `${f.index.path} (the blind index of ${f.path})`);
+  }
 }
 
 /** An EncryptedField before the entity's context columns are known. */
