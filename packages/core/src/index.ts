@@ -11,10 +11,6 @@ export {
   verifyAuditLog,
 } from "./audit/audit-chain.ts";
 export type {
-  AuditTrailVerification,
-  AuditTrailVerifyOptions,
-} from "./audit/audit-trail-verification.ts";
-export type {
   AuditEvent,
   AuditJsonObject,
   AuditJsonValue,
@@ -25,6 +21,10 @@ export type {
   UnchainedAuditEvent,
 } from "./audit/audit-sink.ts";
 export { GENESIS_HASH, parseStoredAuditEvent } from "./audit/audit-sink.ts";
+export type {
+  AuditTrailVerification,
+  AuditTrailVerifyOptions,
+} from "./audit/audit-trail-verification.ts";
 export type { KeyLastUsage, KeyLastUsageOperation } from "./audit/auditor.ts";
 export { JsonlAuditSink, type JsonlAuditSinkOptions } from "./audit/jsonl-audit-sink.ts";
 export { MemoryAuditSink, type MemoryAuditSinkOptions } from "./audit/memory-audit-sink.ts";
