@@ -78,10 +78,10 @@ function header(request: KmsContextRequest, name: string): string | undefined {
  * The default setup: tenant from the authenticated `req.user.tenantId`, or else from the
  * `tenantHeader` when one is configured (never by default: the client controls it), principal
  * from `req.user.id` (or `sub`), route from the matched route pattern (Express
- * `req.route.path`, Fastify `request.routeOptions.url`), request id `requestIdOf(request,
- * options)`: the one `SignatureGuard` verified under, a random UUID, or with
- * `trustRequestIdHeader` the client's well-formed `x-request-id`. Exported so a custom `setup`
- * can extend it.
+ * `req.route.path`, Fastify `request.routeOptions.url`) or `METHOD /*` when there is none, never
+ * the URL, request id `requestIdOf(request, options)`: the one `SignatureGuard` verified under, a
+ * random UUID, or with `trustRequestIdHeader` the client's well-formed `x-request-id`. Exported
+ * so a custom `setup` can extend it.
  */
 export function defaultKmsContext(
   request: KmsContextRequest,

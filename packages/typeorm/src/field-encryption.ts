@@ -86,6 +86,11 @@ export interface FieldEncryptionOptions {
    * migration ends (the engine option of the same name; README "Rotation and migration"): set
    * it on the application's encryption and the job's while `reencryptEntities` moves values to
    * `keyId`, and remove it once the job has finished. Not with `engine` (give it to that engine).
+   * They are also the only KMS keys besides `keyId` that data keys are unwrapped under: a value
+   * under any other KMS key fails with InvalidCiphertextException. So after switching `keyId`,
+   * or re-pointing an alias `keyId` names, list the former key (for an alias, the key it named
+   * before, by key id or ARN) until the job has moved the rows; deterministic values and blind
+   * indexes under a re-pointed alias stay under the former key, which then stays listed.
    */
   readonly previousKeyIds?: FieldEncryptionEngineOptions["previousKeyIds"];
   /** Use an existing engine (shares its caches, e.g. with @kms/prisma) instead of building one. */
@@ -239,12 +244,14 @@ export class TypeormFieldEncryption {
   /**
    * Checks, at startup, what the first use of each entity would otherwise check: that
    * `dataSource` has this encryption's subscriber and its data key entity (the first data key
-   * written would fail without it), and that every `fromRow`/`rowIdentity` name of its encrypted
-   * columns is a plain column of the entity. Call it after `dataSource.initialize()`; it makes
-   * no query and no KMS call.
+   * written would fail without it), that every `fromRow`/`rowIdentity` name of its encrypted
+   * columns is a plain column of the entity, and that no two of an entity's encrypted columns
+   * or blind indexes are bound under one field name (an own `workStreet` beside the `street` of
+   * an embedding prefixed `work`). Call it after `dataSource.initialize()`; it makes no query
+   * and no KMS call.
    * @throws ValidationException when the DataSource is not initialized, lacks the subscriber or
-   *   the data key entity, or naming the entity, the encrypted property and the context name
-   *   that is refused.
+   *   the data key entity, naming the entity, the encrypted property and the context name that
+   *   is refused, or naming both columns bound under one field name.
    */
   check(dataSource: DataSource): void {
     requireInitialized(dataSource, "check()");

@@ -81,10 +81,13 @@ interface EntityPlan {
  * plaintext (with `legacyPlaintext: true`), values under an old KMS key, deterministic values
  * under an old stable data key — recomputing blind indexes. One pass reads the rows in primary
  * key order and rewrites every encrypted column of each row, each as the entity the row is
- * stored as (single-table inheritance: by its discriminator). Rows are written with a
- * compare-and-set on the old values (byte for byte), so the application may keep writing; the
+ * stored as (single-table inheritance: by its discriminator). Soft-deleted rows
+ * (`@DeleteDateColumn`) are read and rewritten too, and stay soft-deleted. Rows are written with
+ * a compare-and-set on the old values (byte for byte), so the application may keep writing; the
  * checkpoint lets an interrupted run resume. Columns bound to the ambient scope need one run
- * per scope: `options.context` gives the scope, `options.where` its rows.
+ * per scope: `options.context` gives the scope, `options.where` its rows. Values under an old
+ * KMS key are read only while the encryption lists that key in `previousKeyIds` (otherwise they
+ * fail with InvalidCiphertextException).
  * @throws ValidationException when the entity has no encrypted column or a composite primary
  *   key, when a column is bound to `fromScope` keys and `where` or a scope value is missing,
  *   when `context` names a row column, or when a row holding a value has a null context column;
