@@ -11,20 +11,16 @@
  * which is exactly what they exist to catch. Read test/golden/README.md first.
  */
 import { createHash, createPublicKey, diffieHellman, generateKeyPairSync } from "node:crypto";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import {
-  createKms,
-  type EncryptionAlgorithm,
-  type KeySpec,
-  type KeyUsage,
-  type MacAlgorithm,
-  MemoryKeyStore,
-  type SigningAlgorithm,
+import type {
+  EncryptionAlgorithm,
+  KeySpec,
+  KeyUsage,
+  MacAlgorithm,
+  SigningAlgorithm,
 } from "../src/index.ts";
-import { ManualClock } from "../src/testing/manual-clock.ts";
-import { toJson } from "./vector-json.ts";
+import { goldenKms, refuseToOverwrite, writeGoldenStore } from "./golden-store.ts";
 
 const OUT = join(dirname(fileURLToPath(import.meta.url)), "..", "test", "golden", "keys-v1");
 // Test-only root key ("golden-keys-v1-test-only-key...."): it protects nothing but these vectors.
@@ -66,18 +62,8 @@ interface GoldenSharedSecret {
 const HASHES = { SHA_256: "sha256", SHA_384: "sha384", SHA_512: "sha512" } as const;
 
 async function main(): Promise<void> {
-  const files = ["root-key.hex", "store.json", "operations.json"].map((f) => join(OUT, f));
-  if (files.some((f) => existsSync(f)) && !process.argv.includes("--force")) {
-    console.error(`golden vectors exist in ${OUT}; they must not be regenerated (see README.md)`);
-    process.exit(1);
-  }
-  const store = new MemoryKeyStore();
-  const clock = new ManualClock(Date.UTC(2026, 0, 1));
-  const kms = await createKms({
-    store,
-    clock,
-    rootKey: new Uint8Array(Buffer.from(ROOT_KEY_HEX, "hex")),
-  });
+  refuseToOverwrite(OUT, ["root-key.hex", "store.json", "operations.json"]);
+  const { kms, store } = await goldenKms(ROOT_KEY_HEX);
   const encoder = new TextEncoder();
   const signatures: GoldenSignature[] = [];
   const macs: GoldenMac[] = [];
@@ -205,21 +191,14 @@ async function main(): Promise<void> {
     .digest();
   await sign(mlDsa, "ML_DSA_SHAKE_256", "EXTERNAL_MU", new Uint8Array(mu), false);
 
-  const snapshot = {
-    format: "kms-golden-store/v1",
-    keys: await store.listKeys({ limit: 1000 }),
-    aliases: await store.listAliases({ limit: 1000 }),
-    settings: { "root-key-id": await store.getSetting("root-key-id") },
-  };
-  mkdirSync(OUT, { recursive: true });
-  writeFileSync(join(OUT, "root-key.hex"), `${ROOT_KEY_HEX}\n`);
-  writeFileSync(join(OUT, "store.json"), toJson(snapshot));
-  writeFileSync(
-    join(OUT, "operations.json"),
-    toJson({ signatures, macs, ciphertexts, sharedSecrets }),
-  );
+  const keyCount = await writeGoldenStore(OUT, ROOT_KEY_HEX, store, "operations.json", {
+    signatures,
+    macs,
+    ciphertexts,
+    sharedSecrets,
+  });
   console.log(
-    `wrote ${snapshot.keys.length} keys, ${signatures.length} signatures, ${macs.length} MACs, ` +
+    `wrote ${keyCount} keys, ${signatures.length} signatures, ${macs.length} MACs, ` +
       `${ciphertexts.length} ciphertexts and ${sharedSecrets.length} shared secret to ${OUT}`,
   );
 }

@@ -8,12 +8,10 @@
  * Refuses to overwrite existing vectors without --force: regenerating them hides format breaks,
  * which is exactly what they exist to catch. Read test/golden/README.md first.
  */
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { createKms, type EncryptionContext, MemoryKeyStore } from "../src/index.ts";
-import { ManualClock } from "../src/testing/manual-clock.ts";
-import { toJson } from "./vector-json.ts";
+import type { EncryptionContext } from "../src/index.ts";
+import { goldenKms, refuseToOverwrite, writeGoldenStore } from "./golden-store.ts";
 
 const OUT = join(dirname(fileURLToPath(import.meta.url)), "..", "test", "golden", "v1");
 // Test-only root key: it protects nothing but these vectors. Never use it anywhere else.
@@ -29,18 +27,8 @@ interface GoldenCiphertext {
 }
 
 async function main(): Promise<void> {
-  const files = ["root-key.hex", "store.json", "ciphertexts.json"].map((f) => join(OUT, f));
-  if (files.some((f) => existsSync(f)) && !process.argv.includes("--force")) {
-    console.error(`golden vectors exist in ${OUT}; they must not be regenerated (see README.md)`);
-    process.exit(1);
-  }
-  const store = new MemoryKeyStore();
-  const clock = new ManualClock(Date.UTC(2026, 0, 1));
-  const kms = await createKms({
-    store,
-    clock,
-    rootKey: new Uint8Array(Buffer.from(ROOT_KEY_HEX, "hex")),
-  });
+  refuseToOverwrite(OUT, ["root-key.hex", "store.json", "ciphertexts.json"]);
+  const { kms, store, clock } = await goldenKms(ROOT_KEY_HEX);
   const encoder = new TextEncoder();
   const out: GoldenCiphertext[] = [];
   const context = { tenant: "acme", purpose: "golden-vectors", ключ: "значение 🔑" };
@@ -96,19 +84,8 @@ async function main(): Promise<void> {
     plaintext: dataKey.plaintext,
   });
 
-  const snapshot = {
-    format: "kms-golden-store/v1",
-    keys: await store.listKeys({ limit: 1000 }),
-    aliases: await store.listAliases({ limit: 1000 }),
-    settings: { "root-key-id": await store.getSetting("root-key-id") },
-  };
-  mkdirSync(OUT, { recursive: true });
-  writeFileSync(join(OUT, "root-key.hex"), `${ROOT_KEY_HEX}\n`);
-  writeFileSync(join(OUT, "store.json"), toJson(snapshot));
-  writeFileSync(join(OUT, "ciphertexts.json"), toJson(out));
-  console.log(
-    `wrote ${out.length} golden ciphertexts and a ${snapshot.keys.length}-key store to ${OUT}`,
-  );
+  const keyCount = await writeGoldenStore(OUT, ROOT_KEY_HEX, store, "ciphertexts.json", out);
+  console.log(`wrote ${out.length} golden ciphertexts and a ${keyCount}-key store to ${OUT}`);
 }
 
 await main();
