@@ -37,4 +37,45 @@ describe("encryption context scope", () => {
       expect(Object.isFrozen(currentEncryptionContext())).toBe(true);
     });
   });
+
+  test("reads each value once, so a getter cannot pass the check and then change", () => {
+    let reads = 0;
+    const getter = {
+      get tenantId(): string {
+        reads += 1;
+        return (reads === 1 ? "ok" : 42) as never;
+      },
+    };
+    const seen = runWithEncryptionContext(getter, () => currentEncryptionContext());
+    expect(seen).toEqual({ tenantId: "ok" });
+    expect(reads).toBe(1);
+  });
+
+  test("reads each value of a Proxy once, also when merged over an enclosing scope", () => {
+    let gets = 0;
+    const proxy = new Proxy<Record<string, string>>(
+      { tenantId: "t" },
+      {
+        get: (target, key) => {
+          gets += 1;
+          return gets === 1 ? Reflect.get(target, key) : 42;
+        },
+      },
+    );
+    const nested = runWithEncryptionContext({ tenantId: "outer", region: "eu" }, () =>
+      runWithEncryptionContext(proxy, () => currentEncryptionContext()),
+    );
+    expect(nested).toEqual({ tenantId: "t", region: "eu" });
+    expect(typeof nested?.tenantId).toBe("string");
+  });
+
+  test("a __proto__ key stays a plain key of the scope", () => {
+    const context = JSON.parse('{"__proto__":"x","tenantId":"a"}') as Record<string, string>;
+    const seen = runWithEncryptionContext(context, () => currentEncryptionContext());
+    expect(Object.getPrototypeOf(seen)).toBe(Object.prototype);
+    expect(Object.entries(seen ?? {})).toEqual([
+      ["__proto__", "x"],
+      ["tenantId", "a"],
+    ]);
+  });
 });

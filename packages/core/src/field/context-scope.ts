@@ -14,13 +14,17 @@ const storage = new AsyncLocalStorage<EncryptionContext>();
  * @throws ValidationException when a context value is not a string.
  */
 export function runWithEncryptionContext<T>(context: EncryptionContext, fn: () => T): T {
-  for (const [key, value] of Object.entries(context)) {
+  // Each value read once: a getter or Proxy read again after the check could put a non-string
+  // in the scope. fromEntries defines data properties, so a "__proto__" key stays a key.
+  const entries = Object.entries(context);
+  for (const [key, value] of entries) {
     if (typeof value !== "string") {
       throw new ValidationError(`"context" value for key "${key}" must be a string`);
     }
   }
+  const read: EncryptionContext = Object.fromEntries(entries);
   const outer = storage.getStore();
-  const merged = Object.freeze(outer === undefined ? { ...context } : { ...outer, ...context });
+  const merged = Object.freeze(outer === undefined ? read : { ...outer, ...read });
   return storage.run(merged, fn);
 }
 

@@ -980,10 +980,16 @@ export class FieldEncryptionEngine {
     if (context !== undefined) {
       const admits = (keyContext: Readonly<EncryptionContext>) =>
         holdsKeyContext(context, keyContext);
-      kmsKeyId =
+      const key =
         parsed.mode === "deterministic"
-          ? (await this.#keys.stableForId(parsed.dataKeyId, admits)).kmsKeyId
-          : (await this.#keys.readKey(parsed.dataKeyId, admits)).kmsKeyId;
+          ? await this.#keys.stableForId(parsed.dataKeyId, admits)
+          : await this.#keys.readKey(parsed.dataKeyId, admits);
+      // `admits` only gates an unwrap: a key already cached is returned without it, and decrypt
+      // checks the key's context when it opens the value, which inspect never does. Checked here
+      // on the key itself, whichever path produced it, or a warm engine would report another
+      // tenant's data key and KMS key where a cold one refuses.
+      if (!holdsKeyContext(context, key.context)) throw generic();
+      kmsKeyId = key.kmsKeyId;
     }
     return {
       legacy: false,
