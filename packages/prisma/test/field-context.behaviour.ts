@@ -592,12 +592,36 @@ export function describeFieldContext(
       });
       const model = parsed.Chart as ModelDescriptor;
       const newKey = (await kms.createKey()).keyMetadata.keyId;
-      const engine = new FieldEncryptionEngine({
+      const delegate = db.prisma.chart as never;
+      // The old KMS key unlisted, its data keys are not unwrapped: the job stops on the first
+      // row, which keeps its value.
+      const forgetful = new FieldEncryptionEngine({
         kms,
         keyId: newKey,
         dataKeyStore: new PrismaDataKeyStore(db.prisma.kmsDataKey),
       });
-      const delegate = db.prisma.chart as never;
+      const firstId = (await db.prisma.chart.findFirst({ orderBy: { id: "asc" } }))?.id as number;
+      const unmoved = (await db.raw("Chart", firstId)).ssn;
+      await expect(
+        reencryptFields({
+          engine: forgetful,
+          source: prismaReencryptSource({
+            delegate,
+            model,
+            engine: forgetful,
+            fields: ["ssn", "name"],
+          }),
+          model: "Chart",
+          fields: { ssn: model.encrypted.ssn, name: model.encrypted.name } as never,
+        }),
+      ).rejects.toBeInstanceOf(InvalidCiphertextError);
+      expect((await db.raw("Chart", firstId)).ssn).toBe(unmoved);
+      const engine = new FieldEncryptionEngine({
+        kms,
+        keyId: newKey,
+        previousKeyIds: [keyId],
+        dataKeyStore: new PrismaDataKeyStore(db.prisma.kmsDataKey),
+      });
       expect(() => prismaReencryptSource({ delegate, model, engine })).toThrow(
         /one job per group with "fields": \[ssn, name\], \[note, vitals\]/,
       );

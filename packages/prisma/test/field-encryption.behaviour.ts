@@ -1505,27 +1505,56 @@ export function describeFieldEncryption(
 
       // Rotate to a new KMS key: every row moves, and reads keep working throughout.
       const newKey = (await kms.createKey()).keyMetadata.keyId;
-      const rotating = new FieldEncryptionEngine({
+      const jobWith = (engine: FieldEncryptionEngine) =>
+        reencryptFields({
+          engine,
+          source: prismaReencryptSource({
+            delegate: db.prisma.user as never,
+            model: descriptor.User as ModelDescriptor,
+            engine,
+          }),
+          model: "User",
+          fields,
+        });
+      // Data keys are unwrapped only under the configured KMS keys: with the new key alone, the
+      // rows under the old one read as tampered, and the job stops before moving any.
+      const forgetful = new FieldEncryptionEngine({
         kms,
         keyId: newKey,
         dataKeyStore: new PrismaDataKeyStore(db.prisma.kmsDataKey),
       });
-      const rotated = await reencryptFields({
-        engine: rotating,
-        source: prismaReencryptSource({
-          delegate: db.prisma.user as never,
-          model: descriptor.User as ModelDescriptor,
-          engine: rotating,
-        }),
-        model: "User",
-        fields,
+      const before = (await db.raw("User", 1)).name;
+      await expect(jobWith(forgetful)).rejects.toBeInstanceOf(InvalidCiphertextError);
+      expect((await db.raw("User", 1)).name).toBe(before);
+      const newKeyOnly = db.prisma.$extends(
+        fieldEncryption({ kms, keyId: newKey, schema: schemaText }),
+      );
+      await expect(newKeyOnly.user.findUnique({ where: { id: 1 } })).rejects.toBeInstanceOf(
+        InvalidCiphertextError,
+      );
+      const rotating = new FieldEncryptionEngine({
+        kms,
+        keyId: newKey,
+        previousKeyIds: [keyId],
+        dataKeyStore: new PrismaDataKeyStore(db.prisma.kmsDataKey),
       });
+      const during = db.prisma.$extends(
+        fieldEncryption({ kms, keyId: newKey, schema: schemaText, engine: rotating }),
+      );
+      expect((await during.user.findUnique({ where: { id: 1 } }))?.name).toBe("Old One");
+      const rotated = await jobWith(rotating);
       expect(rotated.reencrypted).toBe(3);
       for (const id of [1, 2, encrypted.id]) {
         const info = await rotating.inspect((await db.raw("User", id)).name as string);
         expect(info).toMatchObject({ legacy: false, kmsKeyId: expect.stringContaining(newKey) });
       }
+      // Every row moved: the old key need not be listed any more.
       const after = db.prisma.$extends(fieldEncryption({ kms, keyId: newKey, schema: schemaText }));
+      expect((await after.user.findMany({ orderBy: { id: "asc" } })).map((r) => r.name)).toEqual([
+        "Old One",
+        "Old Two",
+        "New",
+      ]);
       expect(await after.user.count({ where: { tenantId: "t1", email: "old1@x" } })).toBe(1);
       expect(await after.user.count({ where: { tenantId: "t1", phone: "111" } })).toBe(1);
     });

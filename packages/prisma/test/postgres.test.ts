@@ -14,6 +14,7 @@ import { describeContextTypes } from "./context-types.behaviour.ts";
 import { describeFieldContext } from "./field-context.behaviour.ts";
 import { describeFieldEncryption } from "./field-encryption.behaviour.ts";
 import { PrismaClient as PgPrismaClient } from "./generated-pg/client.ts";
+import { describeQueryForms } from "./query-forms.behaviour.ts";
 import { describeReencryptReach } from "./reencrypt-reach.behaviour.ts";
 import { describeScopeExclusions } from "./scope-exclusions.behaviour.ts";
 
@@ -25,6 +26,7 @@ describeFieldContext("PostgreSQL (pg)", open, skipReason);
 describeReencryptReach("PostgreSQL (pg)", open, skipReason);
 describeScopeExclusions("PostgreSQL (pg)", open, skipReason);
 describeContextTypes("PostgreSQL (pg)", open, skipReason);
+describeQueryForms("PostgreSQL (pg)", open, skipReason);
 
 describe.skipIf(skipReason !== undefined)("the re-encryption job on PostgreSQL", () => {
   test("tables a raw query does not find by name (the adapter's schema option alone) fail the job before any row moves; countRows finds them", async () => {

@@ -583,11 +583,13 @@ export class Codec {
       if (isObject(item.update)) await update(item.update, where);
     });
     await each(ops.update, async (item) => {
-      // To-one: the data itself (or { where, data }); to-many: { where, data }.
-      const data = isObject(item.data) ? item.data : item;
+      // To-many: `{ where, data }`, in a list or alone; to-one: that or the data itself.
+      const form = Array.isArray(ops.update) ? "envelope" : this.#nestedUpdateForm(model, item);
+      if (form === "data") return update(item, undefined);
+      if (form === "neither") return;
       const where = isObject(item.where) ? item.where : undefined;
       if (where !== undefined) await this.where(model, where, undefined, NESTED_UNIQUE);
-      await update(data, where);
+      if (isObject(item.data)) await update(item.data, where);
     });
     await each(ops.updateMany, async (item) => {
       const where = isObject(item.where) ? item.where : undefined;
@@ -598,6 +600,78 @@ export class Codec {
       await each(ops[key], (item) => this.where(model, item, undefined, NESTED_UNIQUE));
     }
     await each(ops.deleteMany, (item) => this.where(model, item, undefined));
+  }
+
+  /**
+   * How a nested `update` of `model` that is not a list reads (see `nestedUpdateForm`), settled
+   * where Prisma's choice depends on the values: "neither" when neither reading writes anything
+   * the extension handles, else refused.
+   */
+  #nestedUpdateForm(model: ModelDescriptor, item: Json): "envelope" | "data" | "neither" {
+    const form = nestedUpdateForm(item, this.#fieldTest(model));
+    if (form !== "either") return form;
+    const handled = (data: Json) =>
+      definedKeys(data).some(
+        (k) =>
+          Object.hasOwn(model.encrypted, k) ||
+          Object.hasOwn(model.blindIndexes, k) ||
+          Object.hasOwn(model.relations, k) ||
+          model.contextColumns.includes(k),
+      );
+    const where = item.where;
+    if (
+      !handled(item) &&
+      !handled(item.data as Json) &&
+      !(isObject(where) && definedKeys(where).length > 0)
+    ) {
+      return "neither";
+    }
+    const own = `write the fields as the update itself with a key besides where and data (update: { data: …, secret: … })`;
+    const fix = !this.#fieldTest(model)("where")
+      ? `${own}, or give the { where, data } form a where, which ${model.name} has no field for (update: { where: {}, data: { … } })`
+      : isObject(where)
+        ? `in a to-many relation give the update as a list (update: [{ where, data }]), which only the { where, data } form takes; in a to-one relation ${own}, or update the ${model.name} row with a query of its own`
+        : `${own}, or update the ${model.name} row with a query of its own`;
+    reject(
+      `${model.name}: a nested update { ${definedKeys(item).join(", ")} } reads both as Prisma's { where, data } form and as ${model.name}'s own data, which has a field named data${isObject(where) ? " and one named where" : ""}: Prisma takes the first whose values all fit their fields' types, so the extension cannot tell which fields are written, nor encrypt them; ${fix}`,
+    );
+  }
+
+  /**
+   * Refuses a where entry on `model.key` (`operand`, its value) that compares it with a field
+   * reference (`prisma.user.fields.email`), when either column is encrypted (or a blind index):
+   * the database compares the two columns as stored, ciphertext with plaintext (never equal, so
+   * `not` matches every row) or two ciphertexts sealed under different bindings.
+   */
+  #refuseCiphertextRef(
+    model: ModelDescriptor,
+    key: string,
+    encrypted: boolean,
+    operand: unknown,
+  ): void {
+    const ref = fieldRefIn(operand);
+    if (ref === undefined) return;
+    const target = this.model(ref.modelName);
+    const index = target !== undefined && Object.hasOwn(target.blindIndexes, ref.name);
+    const named = index || (target !== undefined && Object.hasOwn(target.encrypted, ref.name));
+    if (!encrypted && !named) return;
+    const which = encrypted
+      ? `${model.name}.${key} is encrypted`
+      : `${ref.modelName}.${ref.name} is ${index ? "a blind index" : "encrypted"}`;
+    reject(
+      `${model.name}.${key} is compared with the field reference ${ref.modelName}.${ref.name}, and ${which}: the database compares the two columns as stored, ciphertext rather than values; compare the decrypted values in the application`,
+    );
+  }
+
+  /** Whether `key` is a field of `model` in a write's data: a column or a relation. */
+  #fieldTest(model: ModelDescriptor): (key: string) => boolean {
+    const isColumn = this.columnsOf(model.name);
+    return (key) =>
+      Object.hasOwn(model.relations, key) ||
+      Object.hasOwn(model.encrypted, key) ||
+      Object.hasOwn(model.blindIndexes, key) ||
+      model.contextColumns.includes(key) ||
+      (isColumn?.(key) ?? false);
   }
 
   /**
@@ -647,6 +721,7 @@ export class Codec {
       }
       const spec = model.encrypted[key];
       if (spec !== undefined) {
+        this.#refuseCiphertextRef(model, key, true, value);
         const resolveField = (): FieldCtx => {
           const modelCtx = resolve();
           const rowCtx = this.requireFieldContext(
@@ -686,8 +761,10 @@ export class Codec {
       }
       // A related row's context is its own (an author of t1 may write posts of t2): a lookup
       // in a relation filter needs the related model's context pinned inside that filter.
-      const target = model.relations[key];
-      if (target !== undefined && isObject(value)) {
+      const target = ownValue(model.relations, key);
+      if (target === undefined) {
+        this.#refuseCiphertextRef(model, key, false, value);
+      } else if (isObject(value)) {
         const targetModel = this.model(target);
         if (targetModel === undefined) continue;
         const filters = ["some", "every", "none", "is", "isNot"].filter((f) => f in value);
@@ -1117,7 +1194,10 @@ export class Codec {
    * Refuses ordering and distinct over ciphertext wherever a query asks for them: its own
    * `orderBy` (a related row's fields too: `orderBy: { author: { name } }`) and `distinct`, and
    * those of the relations it includes or selects, at any depth. Ordering by any encrypted field
-   * is meaningless; distinct only on a randomized one, whose equal values differ.
+   * is meaningless. Distinct compares stored values, equal only for equal values sealed under
+   * one context: it is refused on a randomized field, whose equal values differ, and on a
+   * deterministic one bound to columns of its row (`@kms.context(recordId)`) that the query's
+   * where does not pin to one value, as each row then seals under its own.
    */
   refuseCiphertextOrder(model: ModelDescriptor, args: Json): void {
     if (args.orderBy !== undefined) this.refuseOrderBy(model, args.orderBy);
@@ -1125,8 +1205,20 @@ export class Codec {
     if (Array.isArray(distinct)) {
       for (const key of distinct) {
         const spec = typeof key === "string" ? ownValue(model.encrypted, key) : undefined;
-        if (spec !== undefined && spec.mode !== "deterministic") {
+        if (spec === undefined) continue;
+        if (spec.mode !== "deterministic") {
           reject(`${model.name}.${key} is encrypted: distinct cannot compare ciphertext`);
+        }
+        const own = spec.context.fromRow;
+        if (own.length === 0) continue;
+        const where = isObject(args.where) ? args.where : {};
+        const sources = [where, ...andClauses(model, where)];
+        const unpinned = own.filter((k) => pickColumn(model, k, sources, undefined) === undefined);
+        if (unpinned.length > 0) {
+          const columns = unpinned.join(", ");
+          reject(
+            `${model.name}.${key} is bound to its row's ${columns}: each row seals an equal value differently, so distinct cannot compare them unless the where pins ${columns} to one value (a plain value or { equals })`,
+          );
         }
       }
     }
@@ -1264,7 +1356,7 @@ export class Codec {
   ): RowContext | undefined {
     const key = contextValuesKey(model.context.fromRow, row);
     if (key === undefined) {
-      const ctx = this.context(model, [row], inherited);
+      const ctx = this.context(model, [row], absentFrom(row, inherited));
       return ctx === undefined ? undefined : { ctx, bindings: [] };
     }
     const last = jobs.last;
@@ -1347,6 +1439,20 @@ interface RowContext {
   readonly ctx: Ctx;
   /** By the field's position in `encryptedNames`; built when first needed. */
   readonly bindings: (FieldBinding | undefined)[];
+}
+
+/**
+ * Of a parent row's context `inherited`, the columns `row` does not hold. A column the row holds
+ * is its own context, null included: null is no context, and a value in such a row does not
+ * decrypt under its parent's tenant (as it does not read at the top level).
+ */
+function absentFrom(row: Json, inherited: Ctx | undefined): Ctx | undefined {
+  if (inherited === undefined) return undefined;
+  const out: Ctx = {};
+  for (const key of Object.keys(inherited)) {
+    if (!Object.hasOwn(row, key)) out[key] = inherited[key] as string;
+  }
+  return out;
 }
 
 /**
@@ -1436,6 +1542,35 @@ function union(forms: readonly unknown[]): unknown[] {
     seen.add(key);
     return true;
   });
+}
+
+/** The keys of `data` Prisma sees: a key holding `undefined` is left out of the query. */
+export function definedKeys(data: Json): string[] {
+  return Object.keys(data).filter((k) => data[k] !== undefined);
+}
+
+/**
+ * How Prisma reads a nested `update` given as one object. A to-one relation takes
+ * `XOR<{ where?, data }, UpdateInput>`, and Prisma takes the first reading whose keys and values
+ * all fit: the `{ where, data }` form, else the row's data. "envelope" or "data" when the keys
+ * alone rule one out: the form holds nothing but an object `where` and an object `data` whose
+ * keys are fields of the model, and the data nothing but fields. "either" when both fit by their
+ * keys (the model has a field named `data`, and one named `where` if that is given): the values'
+ * types decide then (`{ data: { secret: 5 } }`, `secret` a String, writes the JSON column
+ * `data`), which only Prisma checks. `isField`: whether a key is a column or relation of the
+ * model. A to-many relation takes the form only, alone or in a list.
+ */
+export function nestedUpdateForm(
+  item: Json,
+  isField: (key: string) => boolean,
+): "envelope" | "data" | "either" {
+  const keys = definedKeys(item);
+  const { data, where } = item;
+  if (!isObject(data) || (where !== undefined && !isObject(where))) return "data";
+  if (keys.some((k) => k !== "where" && k !== "data")) return "data";
+  if (!keys.every(isField)) return "envelope";
+  if (!definedKeys(data).every(isField)) return "data";
+  return "either";
 }
 
 /** Whether writing `data` encrypts anything (directly or in nested writes); null is not. */
@@ -1771,6 +1906,38 @@ function scopeFrame(
   return pinned.length === outer.pinned.length ? outer : { negated: outer.negated, pinned };
 }
 
+/** Prisma's field reference (`prisma.user.fields.email`, a FieldRef instance): a column. */
+interface FieldRefLike {
+  readonly modelName: string;
+  readonly name: string;
+}
+
+function isFieldRef(value: unknown): value is FieldRefLike {
+  return (
+    isObject(value) &&
+    !isLiteral(value) &&
+    typeof value.modelName === "string" &&
+    typeof value.name === "string" &&
+    typeof value.typeName === "string"
+  );
+}
+
+/**
+ * A field reference among the operands of one where entry: the entry itself, an operator's
+ * (`{ lt: ref }`) or a negated operator's (`{ not: { equals: ref } }`), where Prisma takes them.
+ */
+function fieldRefIn(value: unknown): FieldRefLike | undefined {
+  if (isFieldRef(value)) return value;
+  if (!isObject(value) || !isLiteral(value)) return undefined;
+  for (const operand of Object.values(value)) {
+    if (isFieldRef(operand)) return operand;
+    if (isObject(operand) && isLiteral(operand)) {
+      for (const inner of Object.values(operand)) if (isFieldRef(inner)) return inner;
+    }
+  }
+  return undefined;
+}
+
 /** Whether a filter operand compares a value (not only null, which is stored as null). */
 function comparesValue(operand: unknown): boolean {
   if (operand === null || operand === undefined) return false;
@@ -1905,7 +2072,10 @@ const FILTER_KEYS = new Set<string>([
  * can have beside it.
  */
 function isCompoundUnique(model: ModelDescriptor, key: string, value: unknown): value is Json {
-  if (!isObject(value) || key in model.relations || key in model.encrypted) return false;
+  // An instance (a field reference, a Decimal) is an operand, whatever its properties.
+  if (!isObject(value) || !isLiteral(value) || key in model.relations || key in model.encrypted) {
+    return false;
+  }
   const keys = Object.keys(value);
   if (keys.length < 2) return false;
   return keys.some((k) => !FILTER_KEYS.has(k)) || isJoinOf(key, keys);

@@ -1,5 +1,12 @@
 import { listsEveryRelation, type SchemaDescriptor } from "../schema-descriptor.ts";
-import { type ColumnsOf, isObject, type Json, ownValue, reject } from "./codec.ts";
+import {
+  type ColumnsOf,
+  isObject,
+  type Json,
+  nestedUpdateForm,
+  ownValue,
+  reject,
+} from "./codec.ts";
 
 const LOGICAL = new Set(["AND", "OR", "NOT"]);
 const RELATION_FILTERS = ["some", "every", "none", "is", "isNot"];
@@ -105,6 +112,15 @@ export class RelationGuard {
     }
   }
 
+  /** Whether `key` is a column of `model` or a relation its descriptor lists. */
+  #isField(model: string, key: string): boolean {
+    const descriptor = this.#models[model];
+    return (
+      (this.#columnsOf(model)?.(key) ?? false) ||
+      (descriptor !== undefined && ownValue(descriptor.relations, key) !== undefined)
+    );
+  }
+
   /** `tenantId_email: { tenantId, email }`: two or more keys, every one a column of `model`. */
   #isCompoundUnique(model: string, value: Json): boolean {
     const isColumn = this.#columnsOf(model);
@@ -146,11 +162,15 @@ export class RelationGuard {
     }
     if (isObject(ops.createMany)) each(ops.createMany.data, (item) => this.#data(model, item));
     for (const op of ["update", "updateMany"]) {
+      const list = op === "updateMany" || Array.isArray(ops[op]);
       each(ops[op], (item) => {
-        // To-one `update` takes the data itself, or `{ where, data }`.
-        const data = isObject(item.data) ? item.data : op === "update" ? item : undefined;
+        // To-one `update` takes `{ where, data }` or the data itself, as Prisma reads it; where
+        // its values decide, both readings are checked.
+        const form = list ? "envelope" : nestedUpdateForm(item, (key) => this.#isField(model, key));
+        if (form !== "envelope") this.#data(model, item);
+        if (form === "data") return;
         if (isObject(item.where)) this.#where(model, item.where);
-        if (data !== undefined) this.#data(model, data);
+        if (isObject(item.data)) this.#data(model, item.data);
       });
     }
     for (const op of WHERES) each(ops[op], (item) => this.#where(model, item));

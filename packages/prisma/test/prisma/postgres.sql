@@ -126,6 +126,29 @@ CREATE TABLE "Reading" (
   "takenAt" TIMESTAMP(3),
   "flagged" BOOLEAN
 );
+CREATE TABLE "Preference" (
+  "id" SERIAL PRIMARY KEY,
+  "tenantId" TEXT NOT NULL,
+  "secret" TEXT,
+  "hint" TEXT,
+  "hintIdx" TEXT,
+  "data" JSONB,
+  "userId" INTEGER NOT NULL UNIQUE REFERENCES "User" ("id") ON DELETE RESTRICT ON UPDATE CASCADE
+);
+CREATE TABLE "Parcel" (
+  "id" SERIAL PRIMARY KEY,
+  "tenantId" TEXT NOT NULL,
+  "code" TEXT NOT NULL,
+  "body" TEXT,
+  "label" TEXT,
+  "where" TEXT,
+  "data" TEXT,
+  "create" TEXT,
+  "update" TEXT,
+  "skipDuplicates" BOOLEAN,
+  "ownerId" INTEGER NOT NULL REFERENCES "User" ("id") ON DELETE RESTRICT ON UPDATE CASCADE,
+  UNIQUE ("tenantId", "code")
+);
 CREATE TABLE "Audit" (
   "id" SERIAL PRIMARY KEY,
   "message" TEXT NOT NULL

@@ -130,6 +130,29 @@ CREATE TABLE "Reading" (
   "takenAt" DATETIME,
   "flagged" BOOLEAN
 );
+CREATE TABLE "Preference" (
+  "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+  "tenantId" TEXT NOT NULL,
+  "secret" TEXT,
+  "hint" TEXT,
+  "hintIdx" TEXT,
+  "data" TEXT,
+  "userId" INTEGER NOT NULL UNIQUE REFERENCES "User" ("id") ON DELETE RESTRICT ON UPDATE CASCADE
+);
+CREATE TABLE "Parcel" (
+  "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+  "tenantId" TEXT NOT NULL,
+  "code" TEXT NOT NULL,
+  "body" TEXT,
+  "label" TEXT,
+  "where" TEXT,
+  "data" TEXT,
+  "create" TEXT,
+  "update" TEXT,
+  "skipDuplicates" BOOLEAN,
+  "ownerId" INTEGER NOT NULL REFERENCES "User" ("id") ON DELETE RESTRICT ON UPDATE CASCADE,
+  UNIQUE ("tenantId", "code")
+);
 CREATE TABLE "Audit" (
   "id" INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
   "message" TEXT NOT NULL
