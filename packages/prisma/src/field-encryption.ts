@@ -88,10 +88,12 @@ export interface FieldEncryptionOptions<Map extends FieldTypeMap = {}> {
    */
   readonly legacyPlaintext?: boolean;
   /**
-   * KMS keys whose deterministic values and blind indexes lookups still match until the
-   * migration ends (see the engine option of the same name and "Rotating keys and migrating
-   * plaintext" in the README). Set it on the application's client and on the job's engine while
-   * the job runs; remove it once the job has finished. Not with `engine` (give it to that engine).
+   * KMS keys the values were written under before `keyId`: data keys are unwrapped only under
+   * `keyId` or one of these (a value under any other KMS key is InvalidCiphertextException), and
+   * deterministic values and blind indexes under them still match lookups. After switching
+   * `keyId` or re-pointing an alias it names, list the former key on the application's client
+   * and on the job's engine until the job has moved the rows (README, "Reads while the job
+   * runs"). Not with `engine` (give it to that engine).
    */
   readonly previousKeyIds?: FieldEncryptionEngineOptions["previousKeyIds"];
   /** Use an existing engine (shares its caches) instead of building one. */
@@ -102,10 +104,14 @@ export interface FieldEncryptionOptions<Map extends FieldTypeMap = {}> {
  * A Prisma Client extension that encrypts annotated fields on the way in and decrypts them on
  * the way out: `prisma.$extends(fieldEncryption({ kms, keyId, schema }))`. Only the client it
  * returns encrypts; the base client reads and writes raw ciphertext.
- * @throws ValidationException (from queries) when a filter cannot run on ciphertext, when
- *   context values are missing, when a value is already ciphertext, or when the query goes
- *   through a relation the descriptor does not list; InvalidCiphertextException
- *   when a stored value does not decrypt (tampered, moved, or plaintext in strict mode).
+ * @throws ValidationException when applied, for a descriptor registered under another model's
+ *   name or a context column that is not String, Int, BigInt, Float or an enum; from queries,
+ *   when a filter cannot run on ciphertext (incl. `not`/`notIn`/`NOT` on a field bound to the
+ *   ambient scope without its tenant column pinned), when context values are missing, when a
+ *   value is already ciphertext, when a nested write's form is ambiguous, or when the query goes
+ *   through a relation the descriptor does not list; InvalidCiphertextException when a stored
+ *   value does not decrypt (tampered, moved, under a KMS key that is neither `keyId` nor in
+ *   `previousKeyIds`, or plaintext in strict mode).
  *
  * Typed results: the field type map `Map` (inferred from a typed descriptor passed as `schema`,
  * or given as `fieldEncryption<Map>(…)`) makes the extended client's results carry each
