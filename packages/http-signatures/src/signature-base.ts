@@ -344,6 +344,19 @@ function hasBracketedForm(query: QueryParams, name: string): boolean {
 }
 
 /**
+ * Whether the query also has a name that `name` (encoded) extends with a `[`: the reverse of
+ * `hasBracketedForm`. `qs` reads `?a=1&a[]=2` as `a` = `["1", "2"]` and `?a[b]=1&a[b][c]=2` as
+ * `a.b` = `["1", { c: "2" }]`, so a signature over `a[]` (or `a[b][c]`) alone would vouch for
+ * a parameter that an appended `a=1` (or `a[b]=1`) changes.
+ */
+function hasPlainPrefix(query: QueryParams, name: string): boolean {
+  for (let cut = name.indexOf("%5B"); cut !== -1; cut = name.indexOf("%5B", cut + 3)) {
+    if (cut > 0 && query.values.has(name.slice(0, cut))) return true;
+  }
+  return false;
+}
+
+/**
  * An encoded name: RFC 3986 unreserved characters, `*` (which the encoding keeps) and escapes,
  * hex digits in either case. `~` is the escape `%7E` (RFC 3986 §6.2.2.2), which is how the
  * encoding spells it.
@@ -504,6 +517,12 @@ function derivedValue(
           throw componentError(
             id,
             "parameter name is repeated in the query (followed by [, which qs reads as the same parameter); RFC 9421 §2.2.8 forbids covering it, cover @query instead",
+          );
+        }
+        if (hasPlainPrefix(query, canonical)) {
+          throw componentError(
+            id,
+            "parameter name is repeated in the query (its part before a [ occurs as a name too, which qs reads as the same parameter); RFC 9421 §2.2.8 forbids covering it, cover @query instead",
           );
         }
         return values[0] as string;

@@ -184,13 +184,20 @@ const fail = (check: VerificationCheck, detail: string, label?: string): Failure
 const isPromise = <T>(value: T | Promise<T>): value is Promise<T> =>
   typeof (value as { then?: unknown } | undefined)?.then === "function";
 
+type CoveredItem = InnerList["items"][number];
+
 /**
- * Whether the signature covers this message's own `field`, in any form (plain, `;sf`, `;key`,
- * `;bs`). A `;req` form covers the request's field, a claim about the request's body, which is
- * checked when the request is verified, not against this response's body.
+ * Whether `id` names this message's own `field`, in any form (plain, `;sf`, `;key`, `;bs`). A
+ * `;req` form names the request's field, a claim about the request's body, which is checked
+ * when the request is verified, not against this response's body.
  */
+function coversOwnItem(id: CoveredItem, field: string): boolean {
+  return id.value === field && id.params.get("req") !== true;
+}
+
+/** Whether the signature covers this message's own `field` (see `coversOwnItem`). */
 function coversOwnField(list: InnerList, field: string): boolean {
-  return list.items.some((id) => id.value === field && id.params.get("req") !== true);
+  return list.items.some((id) => coversOwnItem(id, field));
 }
 
 /**
@@ -209,7 +216,7 @@ function uncheckableKey(
 ): string | undefined {
   const name = field === "Content-Digest" ? "content-digest" : "repr-digest";
   for (const id of list.items) {
-    if (id.value !== name || id.params.get("req") === true) continue;
+    if (!coversOwnItem(id, name)) continue;
     const key = id.params.get("key");
     if (typeof key === "string" && !(accept as readonly string[]).includes(key)) {
       return `${field} ${JSON.stringify(key)} is covered by the signature (;key) but is not an accepted algorithm (${accept.join(", ")}), so the body cannot be checked against it`;
@@ -223,7 +230,7 @@ function coveredIdentifiers(list: InnerList): string[] | undefined {
   const items = list.items;
   const ids = new Array<string>(items.length);
   for (let i = 0; i < items.length; i++) {
-    const id = items[i] as InnerList["items"][number];
+    const id = items[i] as CoveredItem;
     if (typeof id.value !== "string") return undefined;
     ids[i] = serializeItem(id);
   }

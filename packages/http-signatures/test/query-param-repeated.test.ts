@@ -216,6 +216,39 @@ describe("a @query-param whose name also occurs followed by [", () => {
     }
   });
 
+  it("fails as components when a covered bracketed name's part before [ is appended", async () => {
+    const PREFIX_REPEATED =
+      /parameter name is repeated in the query \(its part before a \[ occurs as a name too, which qs reads as the same parameter\); .*cover @query instead/;
+    const ids = { component: "@query-param", name: "ids%5B%5D" } as const;
+    const nested = { component: "@query-param", name: "f%5Ba%5D%5Bb%5D" } as const;
+    const message = await signedFor("https://a.test/p?ids[]=2&f[a][b]=3", [ids, nested]);
+    for (const result of await verifyBoth(message)) expect(result).toMatchObject({ ok: true });
+    for (const [query, name] of [
+      ["ids=1&ids[]=2&f[a][b]=3", "ids%5B%5D"], // qs: ids = ["1", "2"]
+      ["ids[]=2&f[a][b]=3&%69ds=1", "ids%5B%5D"],
+      ["ids[]=2&f[a][b]=3&f=1", "f%5Ba%5D%5Bb%5D"],
+      ["ids[]=2&f[a]=1&f[a][b]=3", "f%5Ba%5D%5Bb%5D"], // qs: f.a = ["1", { b: "3" }]
+      ["ids[]=2&f[a][b]=3&f%5ba%5d=1", "f%5Ba%5D%5Bb%5D"],
+    ]) {
+      for (const result of await verifyBoth({ ...message, url: `https://a.test/p?${query}` })) {
+        expect(result).toMatchObject({ ok: false, check: "components" });
+        if (!result.ok) {
+          expect(result.detail).toMatch(`component "@query-param";name="${name}": `);
+          expect(result.detail).toMatch(PREFIX_REPEATED);
+        }
+      }
+    }
+    await expect(signedFor("https://a.test/p?ids=1&ids[]=2", [ids])).rejects.toThrow(
+      PREFIX_REPEATED,
+    );
+    // A name that only shares a prefix with it, or a sibling, leaves it covered.
+    const siblings = await signedFor("https://a.test/p?ids[]=2&id=1&idsx=1&f[a][c]=1&f[a][b]=3", [
+      ids,
+      nested,
+    ]);
+    for (const result of await verifyBoth(siblings)) expect(result).toMatchObject({ ok: true });
+  });
+
   it("finds the bracketed form among many names", () => {
     const names = Array.from({ length: 2000 }, (_, i) => `n${i}[]=1`).join("&");
     const url = `https://a.test/p?${names}&amount=10&zz[]=1`;
