@@ -84,6 +84,13 @@ const MAX_BUSY_TIMEOUT_MS = 2_147_483_647;
  */
 const CHECKPOINT_WAIT_MS = 100;
 
+/** The row of `PRAGMA wal_checkpoint`: `busy` is 1 when it could not finish. */
+interface CheckpointRow {
+  readonly busy: number;
+  readonly log: number;
+  readonly checkpointed: number;
+}
+
 function checkCount(
   name: string,
   value: number | undefined,
@@ -178,7 +185,7 @@ export class SqliteKeyStore implements KeyStore {
   readonly #deleteVersions: Database.Statement<[string]>;
   readonly #deleteKeyRow: Database.Statement<[string]>;
   readonly #deleteAliasesOf: Database.Statement<[string]>;
-  readonly #truncateWal: Database.Statement<[]>;
+  readonly #truncateWal: Database.Statement<[], CheckpointRow>;
   readonly #busyTimeoutStmt: Database.Statement<[], number>;
   readonly #listKeysFirst: Database.Statement<[number], KeyRow>;
   readonly #listKeysAfter: Database.Statement<[string, number], KeyRow>;
@@ -270,7 +277,7 @@ export class SqliteKeyStore implements KeyStore {
     this.#deleteVersions = prepare(db, "DELETE FROM kms_key_versions WHERE key_id = ?");
     this.#deleteKeyRow = prepare(db, "DELETE FROM kms_keys WHERE key_id = ?");
     this.#deleteAliasesOf = prepare(db, "DELETE FROM kms_aliases WHERE target_key_id = ?");
-    this.#truncateWal = prepare(db, "PRAGMA wal_checkpoint(TRUNCATE)");
+    this.#truncateWal = prepare<[], CheckpointRow>(db, "PRAGMA wal_checkpoint(TRUNCATE)");
     this.#busyTimeoutStmt = prepare<[], number>(db, "PRAGMA busy_timeout").pluck();
     this.#listKeysFirst = prepare(db, "SELECT * FROM kms_keys ORDER BY key_id LIMIT ?");
     this.#listKeysAfter = prepare(
@@ -690,20 +697,23 @@ export class SqliteKeyStore implements KeyStore {
    * connection's writer, which may fail with SQLITE_BUSY after its own timeout, and a reader
    * that keeps its transaction open (a backup, a replication tool, another connection of this
    * process) would never let it finish anyway. The write itself has succeeded either way, so
-   * no error from here may fail the call.
+   * no error from here may fail the call. A checkpoint that did not finish leaves the flag set,
+   * so the next write, turn of the event loop or close tries again once that reader is gone.
    */
   #dropWal(): void {
-    this.#replacedMaterialInWal = false;
     try {
       const busyTimeout = this.#busyTimeoutStmt.get()!;
       this.#db.exec(`PRAGMA busy_timeout = ${Math.min(busyTimeout, CHECKPOINT_WAIT_MS)}`);
       try {
-        this.#truncateWal.get();
+        // A reader still using the WAL is reported as busy = 1, not thrown.
+        const { busy } = this.#truncateWal.get()!;
+        this.#replacedMaterialInWal = busy !== 0;
       } finally {
         this.#db.exec(`PRAGMA busy_timeout = ${busyTimeout}`);
       }
     } catch {
       // See above: best effort by design.
+      this.#replacedMaterialInWal = true;
     }
   }
 

@@ -173,6 +173,42 @@ describe("wrapped material that an update replaces", () => {
     expect(holdsAnyOf(filesOnDisk(path), old)).toBe(false);
   });
 
+  it("tries again at the next write, and at close, when a reader held the WAL during the truncation", async () => {
+    const store = SqliteKeyStore.open({ path });
+    toClose.push(store);
+    const old = oversized();
+    const key = withMaterial(makeKey("k-1"), old);
+    await store.createKey(key);
+    const reader = otherConnection();
+    const inTransaction = prepare(reader, "SELECT count(*) FROM kms_keys").pluck();
+    reader.exec("BEGIN");
+    inTransaction.get();
+
+    await store.updateKey(next(withMaterial(key, oversized())));
+    await nextTurn();
+    // wal_checkpoint(TRUNCATE) reports that reader as busy and leaves the WAL in place.
+    expect(holdsAnyOf(filesOnDisk(path), old)).toBe(true);
+    await store.putSettingIfAbsent("while-reading", "x");
+    expect(holdsAnyOf(filesOnDisk(path), old)).toBe(true);
+
+    reader.exec("COMMIT");
+    await store.putSettingIfAbsent("after-reading", "x");
+    expect(holdsAnyOf(filesOnDisk(path), old)).toBe(false);
+
+    // The same through close, the last chance this store has.
+    const older = oversized();
+    const other = withMaterial(makeKey("k-2"), older);
+    await store.createKey(other);
+    reader.exec("BEGIN");
+    inTransaction.get();
+    await store.updateKey(next(withMaterial(other, oversized())));
+    await nextTurn();
+    expect(holdsAnyOf(filesOnDisk(path), older)).toBe(true);
+    reader.exec("COMMIT");
+    await store.close();
+    expect(holdsAnyOf(filesOnDisk(path), older)).toBe(false);
+  });
+
   it("empties the WAL once for updates that re-wrap key after key, and never for an added version or a metadata change", async () => {
     const store = SqliteKeyStore.open({ path });
     toClose.push(store);
