@@ -102,8 +102,8 @@ export function defaultKmsContext(
   const principal =
     typeof user.id === "string" ? user.id : typeof user.sub === "string" ? user.sub : undefined;
   // Express names the matched pattern in `route.path`, Fastify in `routeOptions.url`: never
-  // the URL itself, whose ids, emails and query string would reach the audit trail. Without a
-  // pattern (a RegExp route, no route matched) `/*` stands in, as in @kms/express.
+  // the URL itself, whose ids, emails and query string would reach the audit trail. Without
+  // one (no route matched) `/*` stands in, as in @kms/express.
   const pattern =
     typeof request.route?.path === "string"
       ? request.route.path

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { ValidationError } from "@kms/core";
+import { KmsInternalError, ValidationError } from "@kms/core";
 import {
   type ResponseBinding,
   type ResponseSigningOptions,
@@ -28,8 +28,8 @@ import { decidedRequestId, kmsContextOf } from "./kms-context.ts";
 import type { KmsModuleOptions, ResponseSigningPolicy } from "./kms-module.options.ts";
 import { verifiedSignatureOf } from "./signature.guard.ts";
 
-/** Responses a `SignResponseInterceptor` already signs. */
-const signing = new WeakSet<ServerResponse>();
+/** Responses a `SignResponseInterceptor` already signs, and the interceptor that does. */
+const signing = new WeakMap<ServerResponse, SignResponseInterceptor>();
 
 /**
  * Signs the response (RFC 9421) with Content-Digest, bound to the request it answers (`;req`:
@@ -43,7 +43,10 @@ const signing = new WeakSet<ServerResponse>();
  * A response is signed once: bound app-wide and by `@SignResponse`, the first interceptor to run
  * (app-wide, then controller, then method) signs it with the options it resolves for the route,
  * and the others pass it through. Two bound from different `KmsModule`s: the first one's module
- * options are the base.
+ * options are the base. A later one passes it through only when the first is of its class (or a
+ * subclass of it): a subclass's hooks that would never run (the plain interceptor app-wide, a
+ * subclass by `@UseInterceptors`) are a server fault, answered 500, rather than a response
+ * signed as that subclass was written not to sign.
  */
 @Injectable()
 export class SignResponseInterceptor implements NestInterceptor {
@@ -60,7 +63,9 @@ export class SignResponseInterceptor implements NestInterceptor {
 
   /**
    * @throws KMSInternalException (a `ValidationException` in `cause`) when no signer is
-   * configured for the route: a server fault, answered 500 even by `KmsExceptionFilter`.
+   * configured for the route, or when an interceptor of a class that is not this one's (nor a
+   * subclass of it) already signs the response: a server fault, answered 500 even by
+   * `KmsExceptionFilter`.
    */
   intercept(execution: ExecutionContext, next: CallHandler): Observable<unknown> {
     if (execution.getType() !== "http") return next.handle();
@@ -68,14 +73,20 @@ export class SignResponseInterceptor implements NestInterceptor {
     // Bound app-wide and by @SignResponse, each interceptor would add its own signature under
     // the same label (a 500). The outermost signs, with the options it resolves for the route;
     // a later one's options are not even resolved (its module may configure no signer).
-    if (signing.has(response)) return next.handle();
+    const first = signing.get(response);
+    if (first !== undefined) {
+      if (first instanceof this.constructor) return next.handle();
+      throw new KmsInternalError(
+        `response signing bound twice with different interceptor classes: ${first.constructor.name} signs, so ${this.constructor.name}'s hooks would never run`,
+      );
+    }
     let options: ResponseSigningOptions;
     try {
       options = this.optionsFor(execution);
     } catch (error) {
       throw asServerFault(error, "response signing setup");
     }
-    signing.add(response);
+    signing.set(response, this);
     signNodeResponse(response, options, () => this.binding(request, incoming));
     return next
       .handle()

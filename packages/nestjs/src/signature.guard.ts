@@ -60,7 +60,11 @@ interface RequestVerification {
 
 interface AcceptedVerification {
   readonly guard: SignatureGuard;
-  /** The route's handler and controller: their decorators are part of the policy. */
+  /**
+   * The route's handler and controller: their decorators are part of the policy. One request
+   * meets several routes when a handler injects `@Next()` and calls it: Express hands the same
+   * request to the next route matching the path, whose guards run again with its own handler.
+   */
   readonly handler: object;
   readonly controller: object;
 }
@@ -197,7 +201,8 @@ export class SignatureGuard implements CanActivate {
 
   /**
    * Whether an earlier acceptance of this request stands for this guard's own check: only when
-   * that check would be the very same. Same route (its decorators are merged into the policy),
+   * that check would be the very same. Same route (its decorators are merged into the policy;
+   * a request passed on by `@Next()` reaches another route's guards as the same request),
    * and the same guard instance, or two plain `SignatureGuard`s built from the same module
    * options object, KMS and nonce store (the app-wide one and the one `@RequireSignature`
    * binds: their policy is nothing else). A subclass's hooks may read state of their own (an

@@ -22,6 +22,7 @@ import {
   Inject,
   Injectable,
   Module,
+  Next,
   Post,
   UseGuards,
 } from "@nestjs/common";
@@ -348,5 +349,68 @@ describe("the module's guard bound app-wide and by @RequireSignature", () => {
     } finally {
       await app.close();
     }
+  });
+});
+
+describe("a request a handler passes on with @Next() to another route", () => {
+  /** Accepts any signature, and hands the request to the next route matching the path. */
+  @Controller("relay")
+  class RelayController {
+    @Get()
+    relay(@Next() next: () => void): void {
+      handled.push("relay");
+      next();
+    }
+  }
+
+  /** Same path, stricter: the amount header must be covered. */
+  @Controller("relay")
+  class AmountController {
+    @Get()
+    @RequireSignature({ requiredComponents: ["@method", "@target-uri", "x-amount"] })
+    amount(): string {
+      handled.push("amount");
+      return "amount";
+    }
+  }
+
+  let relayApp: INestApplication;
+  let relayOrigin: string;
+  beforeAll(async () => {
+    const moduleRef = await Test.createTestingModule({
+      imports: [KmsModule.forRoot({ signature: { keyLookup: (id) => registry.get(id) } })],
+      controllers: [RelayController, AmountController],
+      providers: [{ provide: APP_GUARD, useClass: SignatureGuard }],
+    }).compile();
+    relayApp = moduleRef.createNestApplication({ logger: false });
+    relayOrigin = await listen(relayApp);
+  });
+  afterAll(() => relayApp.close());
+
+  it("is verified again under the next route's policy, not let through by the first's", async () => {
+    const url = `${relayOrigin}/relay`;
+    const uncovered = await signRequest(
+      { method: "GET", url, headers: { "x-amount": "10" } },
+      { signer: client, nonce: true },
+    );
+    handled.length = 0;
+    const refused = await request(relayOrigin)
+      .get("/relay")
+      .set({ ...uncovered, "x-amount": "1000000" });
+    expect(refused.status, refused.text).toBe(401);
+    expect(JSON.parse(refused.text)).toMatchObject({ check: "components" });
+    expect(handled).toEqual(["relay"]);
+
+    const covered = await signRequest(
+      { method: "GET", url, headers: { "x-amount": "10" } },
+      { signer: client, nonce: true, components: ["@method", "@target-uri", "x-amount"] },
+    );
+    handled.length = 0;
+    const ok = await request(relayOrigin)
+      .get("/relay")
+      .set({ ...covered, "x-amount": "10" });
+    expect(ok.status, ok.text).toBe(200);
+    expect(ok.text).toBe("amount");
+    expect(handled).toEqual(["relay", "amount"]);
   });
 });

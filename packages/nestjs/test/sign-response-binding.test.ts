@@ -8,10 +8,19 @@ import {
   createHmacSigner,
   createHmacVerifier,
   type MessageVerifier,
+  type ResponseSigningOptions,
   type VerificationResult,
   verifyMessage,
 } from "@kms/http-signatures";
-import { Controller, Get, type INestApplication, Module } from "@nestjs/common";
+import {
+  Controller,
+  type ExecutionContext,
+  Get,
+  type INestApplication,
+  Injectable,
+  Module,
+  UseInterceptors,
+} from "@nestjs/common";
 import { APP_INTERCEPTOR } from "@nestjs/core";
 import { Test } from "@nestjs/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -182,6 +191,73 @@ describe("interceptors of two KmsModules on one route", () => {
       expect(res.status).toBe(200);
       expect(labels(res.signatureInput)).toEqual(["sig1"]);
       expect(res.verification).toMatchObject({ ok: true, keyId: "app" });
+    } finally {
+      await app.close();
+    }
+  });
+});
+
+/** A subclass whose own hook must decide how its routes are signed. */
+@Injectable()
+class BrandedSigner extends SignResponseInterceptor {
+  protected override optionsFor(execution: ExecutionContext): ResponseSigningOptions {
+    return { ...super.optionsFor(execution), label: "branded" };
+  }
+}
+
+@Controller("mixed")
+class MixedController {
+  @Get("branded")
+  @UseInterceptors(BrandedSigner)
+  branded(): { report: number } {
+    return { report: 5 };
+  }
+
+  @Get("decorated")
+  @SignResponse({ expiresIn: 30 })
+  decorated(): { report: number } {
+    return { report: 6 };
+  }
+}
+
+describe("SignResponseInterceptor and a subclass of it on one route", () => {
+  async function appWith(appWide: typeof SignResponseInterceptor) {
+    const moduleRef = await Test.createTestingModule({
+      imports: [KmsModule.forRoot({ responseSigning: { signer: appSigner } })],
+      controllers: [MixedController],
+      providers: [{ provide: APP_INTERCEPTOR, useClass: appWide }],
+    }).compile();
+    const app = moduleRef.createNestApplication({ logger: false });
+    return { app, origin: await listen(app) };
+  }
+
+  it("answers 500 rather than sign without the subclass's hooks when the plain one runs first", async () => {
+    const { app, origin } = await appWith(SignResponseInterceptor);
+    try {
+      const res = await fetchSigned(origin, "/mixed/branded", appVerifier);
+      expect(res.status).toBe(500);
+      expect(labels(res.signatureInput)).not.toContain("branded");
+      // The plain interceptor alone still signs its own routes.
+      const plain = await fetchSigned(origin, "/mixed/decorated", appVerifier);
+      expect(plain.status).toBe(200);
+      expect(plain.verification).toMatchObject({ ok: true, label: "sig1" });
+    } finally {
+      await app.close();
+    }
+  });
+
+  it("signs once with the subclass's hooks when it runs first, bound again or refined by @SignResponse", async () => {
+    const { app, origin } = await appWith(BrandedSigner);
+    try {
+      const branded = await fetchSigned(origin, "/mixed/branded", appVerifier);
+      expect(branded.status).toBe(200);
+      expect(labels(branded.signatureInput)).toEqual(["branded"]);
+      expect(branded.verification).toMatchObject({ ok: true, label: "branded" });
+      const decorated = await fetchSigned(origin, "/mixed/decorated", appVerifier);
+      expect(decorated.status).toBe(200);
+      expect(labels(decorated.signatureInput)).toEqual(["branded"]);
+      const { params } = decorated.verification as Extract<VerificationResult, { ok: true }>;
+      expect(params.expires).toBe((params.created ?? 0) + 30);
     } finally {
       await app.close();
     }
