@@ -1,5 +1,4 @@
 import type { Server } from "node:http";
-import type { AddressInfo } from "node:net";
 
 /**
  * The `host[:port]`s this instance answers to: the signature policies' `authorities`. A signed
@@ -24,11 +23,16 @@ export class ServerAuthorities {
     this.#public = publicAuthorities;
   }
 
-  /** Follows `server`'s port each time it starts listening (supertest listens per request). */
+  /**
+   * Follows `server`'s port each time it starts listening (supertest listens per request). On a
+   * pipe or Unix socket there is no port for a loopback name to carry: only the public ones.
+   */
   follow(server: Server): void {
     server.on("listening", () => {
-      const { port } = server.address() as AddressInfo;
-      this.list.splice(0, this.list.length, ...loopbackAuthorities(port), ...this.#public);
+      const address = server.address();
+      const loopback =
+        address === null || typeof address === "string" ? [] : loopbackAuthorities(address.port);
+      this.list.splice(0, this.list.length, ...loopback, ...this.#public);
     });
   }
 }

@@ -106,13 +106,17 @@ export class ProblemsFilter implements ExceptionFilter {
 
   /**
    * Answers a method the path's routes do not take: 405 naming the ones they do, OPTIONS 204.
-   * @returns false when no route matches the path at all (a 404 then).
+   * @returns false when no route matches the path at all, or one takes the method (a handler's
+   * own NotFoundException, for a record it did not find): a 404 then.
    */
   #methodNotAllowed(host: ArgumentsHost): boolean {
     const http = host.switchToHttp();
     const request = http.getRequest<{ method: string; path: string }>();
     const allow = allowedMethods(this.#adapterHost.httpAdapter.getInstance(), request.path);
-    if (allow.length === 0) return false;
+    // OPTIONS is always in `allow` (answered here), so it says nothing about a matched route.
+    if (allow.length === 0 || (request.method !== "OPTIONS" && allow.includes(request.method))) {
+      return false;
+    }
     if (request.method === "OPTIONS") {
       http
         .getResponse<ServerResponse>()
