@@ -609,7 +609,8 @@ export class Kms {
    * Which key-policy statement or grant would allow or deny `request.operation` with
    * `request.request` for the caller, without performing it (beyond AWS). Audited itself.
    * @throws ValidationException for an unknown operation or a request naming no key,
-   *   NotFoundException for a key that does not exist; for a key argument named in a form the
+   *   NotFoundException for a key that does not exist (InvalidCiphertextException when only a
+   *   symmetric ciphertext's header names it, as Decrypt answers); for a key argument named in a form the
    *   operation does not take, the operation's own answer (an alias where it takes a key id or
    *   key ARN only: NotFoundException; an alias as an alias's target: ValidationException).
    *   AccessDeniedException (needs kms:Explain on the account policy, and kms:GetKeyPolicy and

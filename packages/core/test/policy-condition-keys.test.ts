@@ -533,6 +533,22 @@ describe("CreateKey: key properties when the request leaves them to their defaul
     ).resolves.toBeDefined();
   });
 
+  test("a field given as null is evaluated as createKey applies it: the default", async () => {
+    // createKey makes a SYMMETRIC_DEFAULT, ENCRYPT_DECRYPT, AWS_KMS key of nulls: a Deny on those
+    // values must stop it, as for an omitted field.
+    for (const [condition, request] of [
+      [{ StringEquals: { "kms:KeySpec": "SYMMETRIC_DEFAULT" } }, { keySpec: null }],
+      [{ StringEquals: { "kms:KeyUsage": "ENCRYPT_DECRYPT" } }, { keyUsage: null }],
+      [{ StringEquals: { "kms:KeyOrigin": "AWS_KMS" } }, { origin: null }],
+    ] as const) {
+      await expect((await createKms()).createKey(request as never)).resolves.toBeDefined();
+      const k = await kmsDenying(condition);
+      await expect(k.createKey(request as never), JSON.stringify(condition)).rejects.toBeInstanceOf(
+        AccessDeniedError,
+      );
+    }
+  });
+
   test("kms:KeySpec is the spec named by customerMasterKeySpec too", async () => {
     const k = await kmsDenying({ StringLike: { "kms:KeySpec": "RSA_*" } });
     await expect(

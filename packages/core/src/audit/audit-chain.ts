@@ -6,6 +6,7 @@
  */
 import { hash } from "node:crypto";
 import { KmsInternalError } from "../errors.ts";
+import { assertInteger } from "../internal/assert.ts";
 import { type AuditEvent, GENESIS_HASH, type UnchainedAuditEvent } from "./audit-sink.ts";
 
 const quotedKeys = new Map<string, string>();
@@ -163,7 +164,11 @@ export class AuditLogVerifier {
   constructor(options: VerifyOptions = {}, pinnedHash?: string) {
     this.#sequence = options.from?.sequence ?? 0;
     this.#prevHash = options.from?.prevHash ?? GENESIS_HASH;
-    this.#firstIndex = options.firstIndex ?? 0;
+    // Checked: the index is added to, and "5" would make every index a string ("50").
+    this.#firstIndex =
+      options.firstIndex === undefined
+        ? 0
+        : assertInteger("firstIndex", options.firstIndex, 0, Number.MAX_SAFE_INTEGER);
     this.#expectedHead = options.expectedHead;
     this.#atHead = (options.expectedHead?.sequence ?? Number.NaN) - this.#sequence;
     this.#pinnedHash = pinnedHash;
@@ -274,7 +279,8 @@ export class AuditLogVerifier {
 
 /**
  * Checks a sequence of audit events (in the order a sink returned them).
- * Never throws: any problem is reported with the index where it was found.
+ * Never throws for the events: any problem is reported with the index where it was found.
+ * @throws ValidationException when `firstIndex` is not an integer from 0 up.
  */
 export function verifyAuditLog(
   events: readonly unknown[],

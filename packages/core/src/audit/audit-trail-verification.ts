@@ -14,7 +14,7 @@ import {
 import type { AuditEvent, AuditSink } from "./audit-sink.ts";
 
 /** Events read from the sink at a time when `pageSize` is not given. */
-export const DEFAULT_AUDIT_PAGE_SIZE = 1000;
+const DEFAULT_AUDIT_PAGE_SIZE = 1000;
 
 /** Options of `kms.audit.verify()`. */
 export interface AuditTrailVerifyOptions {
@@ -111,7 +111,7 @@ export async function verifyAuditTrail(
       ok: false,
       index,
       problem: "malformed",
-      message: `event ${index} is not an audit event: its stored text is not JSON`,
+      message: `event ${index} is not an audit event: the sink cannot parse its stored text (${unparsableReason(error)})`,
     };
   }
   verifier ??= new AuditLogVerifier(expectedHead === undefined ? {} : { expectedHead }, pinnedHead);
@@ -124,6 +124,15 @@ export async function verifyAuditTrail(
   }
   const pinned = verifier.pinned;
   return pinned === undefined ? verdict : { ...verdict, pinned };
+}
+
+/**
+ * Why the sink could not parse a stored event, for a verdict's message: a sink's
+ * KMSInternalException names the row and what is wrong with it (not JSON, not an object, not the
+ * text it writes); a bare SyntaxError is named by class only, as V8's message quotes the text.
+ */
+function unparsableReason(error: unknown): string {
+  return error instanceof KmsInternalError ? error.message : "SyntaxError";
 }
 
 function verifyOptions(options: AuditTrailVerifyOptions | undefined): {
@@ -170,7 +179,7 @@ function startOf(sink: AuditSink, first: Partial<AuditEvent> | null): VerifyOpti
  * A sink's refusal of a stored event it cannot parse (its cause a SyntaxError, see
  * parseStoredAuditEvent): a verdict on the trail, unlike other read failures.
  */
-export function isUnparsableEvent(error: unknown): boolean {
+function isUnparsableEvent(error: unknown): boolean {
   return (
     error instanceof SyntaxError ||
     (error instanceof KmsInternalError && error.cause instanceof SyntaxError)

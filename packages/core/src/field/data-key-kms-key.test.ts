@@ -8,6 +8,7 @@
  */
 import { describe, expect, it } from "vitest";
 import {
+  AccessDeniedError,
   DisabledError,
   InvalidCiphertextError,
   KmsInternalError,
@@ -346,6 +347,73 @@ describe("an alias re-pointed to a new KMS key", () => {
     // Listed, the same stable key serves: equal values, equal ciphertexts.
     expect(await a.engine([a.oldArn]).encryptText(victimOf("B"), a.det, "d")).toBe(a.written.d);
   });
+});
+
+describe("a stable row no configured key is the key of, its own key's state unknown", () => {
+  const throttled = Object.assign(new Error("Rate exceeded"), { name: "ThrottlingException" });
+  const denied = new AccessDeniedError("not allowed to use the row's key");
+  const socket = Object.assign(new Error("socket hang up"), { code: "ECONNRESET" });
+
+  it.each([
+    ["an AWS SDK refusal", throttled],
+    ["a KmsError", denied],
+  ])(
+    "is refused with the KMS's refusal as the cause (%s), not the advice for a live row",
+    async (_, refusal) => {
+      const a = await aliasedStable();
+      const error = await a
+        .engine(refusal)
+        .encryptText(victimOf("B"), a.det, "d")
+        .catch((e) => e);
+      expect(error).toBeInstanceOf(KmsInternalError);
+      expect((error as Error).cause).toBe(refusal);
+      expect((error as Error).message).not.toContain("list the key it named before");
+    },
+  );
+
+  it("passes on a failure that is no KMS answer as it is", async () => {
+    const a = await aliasedStable();
+    await expect(a.engine(socket).encryptText(victimOf("B"), a.det, "d")).rejects.toBe(socket);
+  });
+
+  it("still advises listing the key when its own key unwraps the row", async () => {
+    const a = await aliasedStable();
+    const error = await a
+      .engine()
+      .encryptText(victimOf("B"), a.det, "d")
+      .catch((e) => e);
+    expect(error).toBeInstanceOf(KmsInternalError);
+    expect((error as Error).cause).toBeUndefined();
+    expect((error as Error).message).toContain("list the key it named before in previousKeyIds");
+  });
+
+  /** A stable row under a key the alias named before; the engine's probe Decrypt (no KeyId) fails with `probe`. */
+  async function aliasedStable() {
+    const kms = await createKms({ audit: false });
+    const oldKey = (await kms.createKey()).keyMetadata.keyId;
+    const newKey = (await kms.createKey()).keyMetadata.keyId;
+    await kms.createAlias({ aliasName: "alias/app", targetKeyId: oldKey });
+    const store = new MemoryDataKeyStore();
+    const det: FieldSpec = { type: "string", mode: "deterministic" };
+    await new FieldEncryptionEngine({ kms, dataKeyStore: store, keyId: "alias/app" }).encryptText(
+      victimOf("B"),
+      det,
+      "d",
+    );
+    await kms.updateAlias({ aliasName: "alias/app", targetKeyId: newKey });
+    const engine = (probe?: unknown) => {
+      const like = {
+        encrypt: (r, o) => kms.encrypt(r, o),
+        decrypt: (r, o) => {
+          if (probe !== undefined && r.keyId === undefined) return Promise.reject(probe);
+          return kms.decrypt(r, o);
+        },
+        generateDataKey: (r, o) => kms.generateDataKey(r, o),
+      } as Pick<KmsLike, "encrypt" | "decrypt" | "generateDataKey"> as KmsLike;
+      return new FieldEncryptionEngine({ kms: like, dataKeyStore: store, keyId: "alias/app" });
+    };
+    return { det, engine };
+  }
 });
 
 describe("a live row planted at a context's stable data key id", () => {

@@ -3,7 +3,7 @@ import { sha256 } from "@noble/hashes/sha2.js";
 import type { DataKeyCache, DataKeyUsage, PreparedDataKey } from "../caching/data-key-cache.ts";
 import type { Clock } from "../clock.ts";
 import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
-import { KmsInternalError, ValidationError } from "../errors.ts";
+import { isKmsError, KmsInternalError, ValidationError } from "../errors.ts";
 import { type AesKey, importAesKey } from "../hsm/aes-gcm.ts";
 import { randomBytes } from "../hsm/random.ts";
 import type { KmsLike } from "../kms-like.ts";
@@ -1103,11 +1103,9 @@ export class FieldDataKeys {
     const selected: unknown = this.#selectKey(context);
     const out: string[] = typeof selected === "string" && selected.length > 0 ? [selected] : [];
     if (this.#previousKeyIds !== undefined) {
-      const previous = this.#previousKeyIds(context);
-      if (!isKeyIdList(previous)) {
-        throw new ValidationError(`"previousKeyIds" must give an array of non-empty key ids`);
+      for (const keyId of previousKeyIdsOf(this.#previousKeyIds, context)) {
+        if (!out.includes(keyId)) out.push(keyId);
       }
-      for (const keyId of previous) if (!out.includes(keyId)) out.push(keyId);
     }
     if (out.length > 1) {
       const column = record.kmsKeyId;
@@ -1139,6 +1137,9 @@ export class FieldDataKeys {
    * engine is not configured with (planted, or an alias re-pointed without listing the key it
    * named in `previousKeyIds`): KMSInternalException. `confirmWith` is the key id whose refusal
    * confirms, as `#confirmGone` would, that the row names another key than the one selected.
+   * Any other refusal of that Decrypt (throttling, AccessDenied) leaves the row's key's state
+   * unknown: KMSInternalException with that refusal as its `cause`; a failure that is no KMS
+   * answer (a socket error) is thrown as it is.
    * @throws KMSInternalException as above; `error` when it says nothing of the row's key.
    */
   async #deadRow(
@@ -1166,6 +1167,10 @@ export class FieldDataKeys {
         gone.confirmed = confirmWith !== undefined && unconfigured.refusedBy.includes(confirmWith);
         return gone;
       }
+      // Throttling, AccessDenied, a KMS fault: whether the row's key is gone is not known, and
+      // the advice for a live row (list its key) would send the operator the wrong way.
+      if (!isKmsAnswer(probe)) throw probe;
+      throw unconfiguredStableRow(probe);
     }
     throw unconfiguredStableRow();
   }
@@ -1540,8 +1545,7 @@ export class FieldDataKeys {
       );
       plaintext.fill(0);
     } catch (error) {
-      const kind = kmsErrorKind(error);
-      if (kind === "IncorrectKeyException" || kind === "NotFoundException") {
+      if (notThisKey(error)) {
         gone.confirmed = true;
         return;
       }
@@ -1671,7 +1675,26 @@ function notThisKey(error: unknown): boolean {
   return kind === "IncorrectKeyException" || kind === "NotFoundException";
 }
 
-/** Whether `ids` is a list of non-empty key ids (what `previousKeyIds` must give). */
+/**
+ * What `previousKeyIds` gives for `context`, each key id once, in its order: the one reading of
+ * it for the read path (`#candidateKeys`) and the lookup forms, so that both try the same keys.
+ * @throws ValidationException when it gives something other than a list of key ids.
+ */
+export function previousKeyIdsOf(
+  previousKeyIds: (context: EncryptionContext) => readonly string[],
+  context: EncryptionContext,
+): string[] {
+  const ids: unknown = previousKeyIds(context);
+  if (!isKeyIdList(ids)) {
+    throw new ValidationError(`"previousKeyIds" must give an array of non-empty key ids`);
+  }
+  return [...new Set(ids)];
+}
+
+/**
+ * Whether `ids` is a list of non-empty key ids (what `previousKeyIds` must give, or be when
+ * configured as an array).
+ */
 export function isKeyIdList(ids: unknown): ids is readonly string[] {
   return Array.isArray(ids) && ids.every((id) => typeof id === "string" && id.length > 0);
 }
@@ -1685,6 +1708,16 @@ function mayBeGone(error: unknown): boolean {
   if (typeof error !== "object" || error === null || !kmsRefusals.has(error)) return false;
   const kind = kmsErrorKind(error);
   return kind === "NotFoundException" || kind === "InvalidCiphertextException";
+}
+
+/**
+ * Whether `error` is the KMS's answer rather than a failure to get one (a bug in a KmsLike, a
+ * socket error): a KmsError, or an AWS SDK service exception (AWS names them all `…Exception`).
+ */
+function isKmsAnswer(error: unknown): boolean {
+  if (isKmsError(error)) return true;
+  const kind = kmsErrorKind(error);
+  return typeof kind === "string" && kind.endsWith("Exception");
 }
 
 /** A KMS error's kind: `code` (KmsError) or `name` (an AWS SDK error). */
@@ -1763,9 +1796,21 @@ function ownStable(stable: StableKey, context: EncryptionContext): StableKey {
   return stable;
 }
 
-function unconfiguredStableRow(): KmsInternalError {
+/**
+ * A stable row no configured key is the key of: live under its own key (no `cause`), or one
+ * whose own key the KMS would not say is gone, refusing the probe with `cause`.
+ */
+function unconfiguredStableRow(cause?: unknown): KmsInternalError {
+  const row =
+    "the data-key row stored under this context's stable data key id is wrapped under a KMS key that neither keyId nor previousKeyIds names for its context";
+  if (cause === undefined) {
+    return new KmsInternalError(
+      `${row} (after re-pointing an alias, list the key it named before in previousKeyIds)`,
+    );
+  }
   return new KmsInternalError(
-    "the data-key row stored under this context's stable data key id is wrapped under a KMS key that neither keyId nor previousKeyIds names for its context (after re-pointing an alias, list the key it named before in previousKeyIds)",
+    `${row}, and unwrapping it under its own key failed with ${String(kmsErrorKind(cause))}; see cause`,
+    { cause },
   );
 }
 

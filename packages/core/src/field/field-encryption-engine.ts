@@ -22,6 +22,7 @@ import {
   isKeyIdList,
   type LoadedKey,
   type Materials,
+  previousKeyIdsOf,
   type StableKey,
   sameBytes,
 } from "./field-data-keys.ts";
@@ -938,12 +939,9 @@ export class FieldEncryptionEngine {
     previous: (context: EncryptionContext) => readonly string[],
     context: EncryptionContext,
   ): string[] {
-    const ids = previous(context);
-    if (!isKeyIdList(ids)) {
-      throw new ValidationError(`"previousKeyIds" must give an array of non-empty key ids`);
-    }
+    const ids = previousKeyIdsOf(previous, context);
     const current = this.#keys.keyIdOf(context);
-    return [...new Set(ids)].filter((id) => id !== current);
+    return ids.filter((id) => id !== current);
   }
 
   /**
@@ -951,8 +949,9 @@ export class FieldEncryptionEngine {
    * Without `binding`, `kmsKeyId` is the data-key row's `kmsKeyId` column, read without any KMS
    * call: whoever writes the data-key table writes that column too, so it is a claim. With the
    * value's `binding`, the data key is unwrapped as `decrypt` unwraps it (after the same context
-   * check, under a KMS key the engine is configured with; one KMS Decrypt unless the engine holds
-   * the key, which a `decrypt` of the value then reuses), and `kmsKeyId` is the ARN the KMS
+   * check, under a KMS key the engine is configured with; one KMS Decrypt per configured key
+   * tried (see `previousKeyIds`) unless the engine holds the key, which a `decrypt` of the value
+   * then reuses), and `kmsKeyId` is the ARN the KMS
    * answered with — what the re-encryption job decides by.
    * @throws InvalidCiphertextException when the value is neither ciphertext nor, with legacy
    *   plaintext enabled, a plain value; or when its data key is unknown; with `binding`, also

@@ -43,8 +43,8 @@ export interface KmsContext {
   /** Most grants a key may hold (KmsOptions.maxGrantsPerKey); absent: the default. */
   readonly maxGrantsPerKey?: number;
   /**
-   * Records internal work on `key` as an audit event of its own naming the key, as the KMS's
-   * own principal (the Kms wires it to CallGuard.recordInternal). Rejects when a fail-closed
+   * Records internal work on `key` as an audit event of its own naming the key, under the
+   * default principal (the Kms wires it to CallGuard.recordInternal). Rejects when a fail-closed
    * trail could not write the event; the work is done by then. Absent: nothing is recorded.
    */
   readonly recordInternal?: (

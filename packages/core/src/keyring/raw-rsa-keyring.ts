@@ -36,6 +36,8 @@ export class RawRsaKeyring implements Keyring {
   readonly keyName: string;
   readonly #publicKey: KeyObject | undefined;
   readonly #privateKey: KeyObject | undefined;
+  /** The modulus's length in bytes: the only length an RSAES-OAEP ciphertext has. */
+  readonly #ciphertextLength: number;
 
   /**
    * @throws ValidationException when neither key is given, a key is not RSA or is weak (see
@@ -72,6 +74,9 @@ export class RawRsaKeyring implements Keyring {
     // The private key first: a public key derived from it would be named in its error otherwise.
     if (this.#privateKey !== undefined) assertStrongRsaKey("privateKey", this.#privateKey);
     assertStrongRsaKey("publicKey", this.#publicKey);
+    this.#ciphertextLength = Math.ceil(
+      (this.#publicKey.asymmetricKeyDetails?.modulusLength as number) / 8,
+    );
     // Given both, they must be one pair: otherwise every copy this keyring makes is one it
     // cannot open, which surfaces only when the copy is needed (the escrow case).
     if (
@@ -108,6 +113,9 @@ export class RawRsaKeyring implements Keyring {
     if (this.#privateKey === undefined) return undefined;
     for (const edk of request.encryptedDataKeys) {
       if (edk.providerId !== this.keyNamespace || edk.providerInfo !== this.keyName) continue;
+      // RFC 8017 §7.1.2 step 1, as AsymmetricHsm.decrypt: OpenSSL reads a shorter input as the
+      // same integer, so a copy with a leading 00 byte dropped would open too — two encodings.
+      if (edk.ciphertext.length !== this.#ciphertextLength) continue;
       try {
         const key = privateDecrypt(
           { key: this.#privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: "sha256" },

@@ -304,8 +304,9 @@ export function authorizationRequest(
   /**
    * CreateKey's value for a property of the key it creates: the request's, or the default
    * createKey applies when it is omitted (AWS evaluates the default too, so omitting keySpec
-   * cannot step around a Deny on SYMMETRIC_DEFAULT). A value of the wrong type has none;
-   * createKey refuses it.
+   * cannot step around a Deny on SYMMETRIC_DEFAULT). `null` takes the default too, as createKey
+   * applies it for keySpec, keyUsage and origin (`??`): read as no value, `keySpec: null` would
+   * step around that Deny. A value of the wrong type has none; createKey refuses it.
    */
   const created = (given: unknown, fallback: string | boolean): readonly string[] | undefined => {
     if (call.operation !== "createKey") return undefined;
@@ -315,8 +316,8 @@ export function authorizationRequest(
 
   /**
    * The number of days the operation applies: the request's, or its default when the field is
-   * omitted, as for createKey's properties above. Only an omitted field takes the default (the
-   * operation refuses `null`); a value of the wrong type has none, the operation refuses it.
+   * omitted, as for createKey's properties above. Only an omitted field takes the default: unlike
+   * createKey, these operations refuse `null`, as a value of the wrong type, which has none here.
    */
   const applied = (given: unknown, fallback: number): readonly string[] | undefined => {
     const days = given === undefined ? fallback : given;
@@ -590,14 +591,20 @@ export async function reEncryptKeyIds(call: CallState, store: KeyStore): Promise
 }
 
 /**
- * Source key id named by a reEncrypt ciphertext, if the source is symmetric and the blob
- * parses. An asymmetric source's ciphertext (RSAES_OAEP_*) is raw RSA output that names no key:
- * read as a blob header it would name whatever key its bytes happen to spell (an RSA
- * ciphertext starting 01 01 is found in seconds with the public key), so the key comes from
- * sourceKeyId instead, which AWS requires for an asymmetric source.
+ * The key a symmetric ciphertext's header names: `request.ciphertextBlob`'s, when the request's
+ * `algorithmField` (`encryptionAlgorithm` for Decrypt, `sourceEncryptionAlgorithm` for
+ * ReEncrypt) is omitted or SYMMETRIC_DEFAULT and the blob parses. An RSA ciphertext
+ * (RSAES_OAEP_*) is raw RSA output that names no key: read as a blob header it would name
+ * whatever key its bytes happen to spell (an RSA ciphertext starting 01 01 is found in seconds
+ * with the public key), so the key comes from the key id argument instead, which AWS requires
+ * there. Any other algorithm is one the call refuses before it reads the blob. The authorizer
+ * and explain both read the ciphertext's key through this, so that they agree on it.
  */
-function blobKeyId(request: unknown): string | undefined {
-  const algorithm = field(request, "sourceEncryptionAlgorithm");
+export function ciphertextKeyId(
+  request: unknown,
+  algorithmField: "encryptionAlgorithm" | "sourceEncryptionAlgorithm",
+): string | undefined {
+  const algorithm = field(request, algorithmField);
   if (algorithm !== undefined && algorithm !== "SYMMETRIC_DEFAULT") return undefined;
   const blob = field(request, "ciphertextBlob");
   if (!(blob instanceof Uint8Array)) return undefined;
@@ -606,6 +613,11 @@ function blobKeyId(request: unknown): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** ReEncrypt's source key as its ciphertext names it (see ciphertextKeyId). */
+function blobKeyId(request: unknown): string | undefined {
+  return ciphertextKeyId(request, "sourceEncryptionAlgorithm");
 }
 
 /** The actions a call needs on `key`, with the role the key plays. */

@@ -8,7 +8,7 @@ import { buildAuditEvent } from "../audit/audit-event.ts";
 import type { AuditSink } from "../audit/audit-sink.ts";
 import { Auditor, type AuditorOptions } from "../audit/auditor.ts";
 import { MemoryAuditSink } from "../audit/memory-audit-sink.ts";
-import { parseBlob } from "../envelope/ciphertext-blob.ts";
+import { invalidCiphertext } from "../envelope/ciphertext-blob.ts";
 import {
   DryRunOperationError,
   KmsInternalError,
@@ -35,6 +35,7 @@ import {
   authorizeAccount,
   authorizeKey,
   type CallState,
+  ciphertextKeyId,
   defaultAccountPolicy,
   type KeyRole,
   keyPolicyOf,
@@ -300,7 +301,9 @@ export class CallGuard {
    * `call` is the call explained (its principal may be another's, `as`); `base.call` is the
    * explain call itself, whose caller must be allowed to read each key (explainableKey).
    * @throws ValidationError, NotFoundError (a key that does not exist, as the calls answer),
-   *   AccessDeniedError (the caller may not read a key's policy or grants).
+   *   InvalidCiphertextError (a symmetric ciphertext's header names a key that does not exist, as
+   *   Decrypt and ReEncrypt answer), AccessDeniedError (the caller may not read a key's policy
+   *   or grants).
    */
   async explain(base: KmsContext, call: CallState): Promise<ExplainResult> {
     const caller = base.call;
@@ -341,31 +344,34 @@ export class CallGuard {
         if (alias === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
         ids.add(alias.targetKeyId);
       }
-      // An RSA ciphertext is raw RSA output with no header: bytes that happen to parse as one
-      // would name a key the call never reads (and, missing, fail this explain as NotFound).
-      const rsaCiphertext = isRsaEncryptionAlgorithm(
-        call.operation === "reEncrypt"
-          ? request.sourceEncryptionAlgorithm
-          : request.encryptionAlgorithm,
-      );
-      if (
-        request.ciphertextBlob instanceof Uint8Array &&
-        request.sourceKeyId === undefined &&
-        !rsaCiphertext
-      ) {
-        try {
-          ids.add(parseBlob(request.ciphertextBlob).keyId);
-        } catch {
-          // an unparsable blob names no key
-        }
-      }
+      // The key the ciphertext's header names, as the authorizer reads it (an RSA ciphertext
+      // names none). A given source key is the one ReEncrypt opens the blob under.
+      const headerKeyId =
+        request.sourceKeyId === undefined
+          ? ciphertextKeyId(
+              request,
+              call.operation === "reEncrypt" ? "sourceEncryptionAlgorithm" : "encryptionAlgorithm",
+            )
+          : undefined;
+      if (headerKeyId !== undefined) ids.add(headerKeyId);
       if (ids.size === 0) {
         throw new ValidationError(
           `"request" names no key for ${call.operation} to be explained on`,
         );
       }
       const keys: StoredKey[] = [];
-      for (const keyId of ids) keys.push(await explainableKey(base, caller, keyId));
+      for (const keyId of ids) {
+        try {
+          keys.push(await explainableKey(base, caller, keyId));
+        } catch (error) {
+          // The call answers a header naming a key that does not exist as it answers a tampered
+          // blob (operations/symmetric.ts open), whether or not a key argument names it too.
+          if (error instanceof NotFoundError && keyId === headerKeyId) {
+            throw invalidCiphertext();
+          }
+          throw error;
+        }
+      }
       for (const key of keys) {
         const keyId = key.keyId;
         const policy = keyPolicyOf(key, settings.identity);
@@ -420,7 +426,8 @@ export class CallGuard {
 
   /**
    * Records work the KMS does on its own rather than for a caller (sealing records left
-   * unsealed by an earlier release, while opening), as the default principal.
+   * unsealed by an earlier release, while opening; destroying a key past its deletion window; an
+   * automatic rotation) as an AwsServiceEvent under the default principal.
    */
   recordInternal(
     operation: string,

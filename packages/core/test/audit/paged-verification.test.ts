@@ -168,7 +168,12 @@ function oracle(
           ok: false,
           index: events.length,
           problem: "malformed",
-          message: `event ${events.length} is not an audit event: its stored text is not JSON`,
+          // The sink's own words follow; the test of each sink pins them.
+          message: expect.stringMatching(
+            new RegExp(
+              `^event ${events.length} is not an audit event: the sink cannot parse its stored text \\(.+\\)$`,
+            ),
+          ) as string,
         }
       : prefix;
   } else {
@@ -558,6 +563,18 @@ describe("verifyAuditLog firstIndex", () => {
       }),
     ).toStrictEqual(verifyAuditLog(events.slice(0, 8), { expectedHead: head }));
   });
+
+  test.each([["5"], [-1], [2.5], [Number.NaN]])(
+    "refuses firstIndex %j (not an integer from 0)",
+    (firstIndex) => {
+      const edited = chain(3).map((e, i) =>
+        i === 0 ? { ...e, sourceIPAddress: "203.0.113.9" } : e,
+      );
+      expect(() => verifyAuditLog(edited, { firstIndex: firstIndex as number })).toThrow(
+        ValidationError,
+      );
+    },
+  );
 });
 
 describe("kms.audit.verify()", () => {
@@ -673,13 +690,36 @@ describe("kms.audit.verify()", () => {
         ok: false,
         index: 5,
         problem: "malformed",
-        message: "event 5 is not an audit event: its stored text is not JSON",
+        message: `event 5 is not an audit event: the sink cannot parse its stored text (audit sink jsonl:${path}: line 6 is not JSON)`,
       });
       await expect(kms.audit.verify({ pageSize: 2 })).rejects.toThrow(/line 6 is not JSON/);
+      // A line that is JSON but no event: the verdict says what the sink found, not "not JSON".
+      lines[5] = "[]";
+      await writeFile(path, `${lines.join("\n")}\n`);
+      expect(await kms.audit.verify({ unreadable: "malformed", pageSize: 2 })).toMatchObject({
+        index: 5,
+        message: `event 5 is not an audit event: the sink cannot parse its stored text (audit sink jsonl:${path}: line 6 is not an audit event)`,
+      });
       await kms.close();
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+
+  test("unreadable: a sink's bare SyntaxError is named, never quoted (V8 quotes the text)", async () => {
+    const sink: AuditSink = {
+      description: "bare",
+      write: async () => {},
+      read: async () => JSON.parse("SECRET-GARBAGE"),
+      last: async () => undefined,
+      close: async () => {},
+    };
+    expect(await verifyAuditTrail(sink, undefined, { unreadable: "malformed" })).toStrictEqual({
+      ok: false,
+      index: 0,
+      problem: "malformed",
+      message: "event 0 is not an audit event: the sink cannot parse its stored text (SyntaxError)",
+    });
   });
 
   test.each([

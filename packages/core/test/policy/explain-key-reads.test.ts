@@ -245,6 +245,58 @@ describe("a key that does not exist is NotFoundError, as the calls answer", () =
   });
 });
 
+describe("the key a ciphertext's header names, read as the call reads it", () => {
+  test("a header naming a key that does not exist: InvalidCiphertextError, as decrypt answers", async () => {
+    const gone = (await kms.createKey()).keyMetadata.keyId;
+    const { ciphertextBlob } = await kms.encrypt({ keyId: gone, plaintext });
+    await kms.scheduleKeyDeletion({ keyId: gone, pendingWindowInDays: 7 });
+    clock.advanceDays(8);
+    const calls = [
+      ["decrypt", { ciphertextBlob }, () => kms.decrypt({ ciphertextBlob }, { principal: ADMIN })],
+      [
+        "reEncrypt",
+        { ciphertextBlob, destinationKeyId: keyId },
+        () => kms.reEncrypt({ ciphertextBlob, destinationKeyId: keyId }, { principal: ADMIN }),
+      ],
+    ] as const;
+    for (const [operation, request, call] of calls) {
+      expect(await outcome(call())).toBe("InvalidCiphertextError");
+      expect(await outcome(kms.explain({ operation, request }, { principal: ADMIN }))).toBe(
+        "InvalidCiphertextError",
+      );
+    }
+    // Named by the key argument too, it is still the header's key the call finds missing.
+    const named = { ciphertextBlob, keyId: gone };
+    expect(await outcome(kms.decrypt(named, { principal: ADMIN }))).toBe("InvalidCiphertextError");
+    expect(
+      await outcome(kms.explain({ operation: "decrypt", request: named }, { principal: ADMIN })),
+    ).toBe("InvalidCiphertextError");
+    // A missing key argument with another key's header is NotFound, in both.
+    const { ciphertextBlob: live } = await kms.encrypt({ keyId, plaintext }, { principal: ADMIN });
+    const other = { ciphertextBlob: live, keyId: MISSING };
+    expect(await outcome(kms.decrypt(other, { principal: ADMIN }))).toBe("NotFoundError");
+    expect(
+      await outcome(kms.explain({ operation: "decrypt", request: other }, { principal: ADMIN })),
+    ).toBe("NotFoundError");
+  });
+
+  test("an algorithm other than SYMMETRIC_DEFAULT or RSA: the header names no key", async () => {
+    const { ciphertextBlob } = await kms.encrypt({ keyId, plaintext }, { principal: ADMIN });
+    for (const [operation, request] of [
+      ["decrypt", { ciphertextBlob, encryptionAlgorithm: "SM2PKE" }],
+      ["reEncrypt", { ciphertextBlob, sourceEncryptionAlgorithm: "SM2PKE" }],
+    ] as const) {
+      // The call refuses the algorithm before it reads the blob; explained, it names no key.
+      expect(await outcome(kms[operation](request as never, { principal: ADMIN }))).toBe(
+        "ValidationError",
+      );
+      expect(await outcome(kms.explain({ operation, request }, { principal: ADMIN }))).toBe(
+        "ValidationError",
+      );
+    }
+  });
+});
+
 describe("the Explain event", () => {
   test("lists the keys explained and the authorizations made to read them", async () => {
     await kms.explain({ operation: "encrypt", request: { keyId } }, { principal: ADMIN });

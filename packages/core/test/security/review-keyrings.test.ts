@@ -239,6 +239,26 @@ describe("KmsKeyring never leaves a refused data key in memory", () => {
 });
 
 describe("RawRsaKeyring", () => {
+  it("opens a copy only at the modulus's length: one with its leading 00 byte dropped is refused", async () => {
+    const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
+    const keyring = new RawRsaKeyring({ keyNamespace: "escrow", keyName: "rsa", privateKey });
+    const request = { encryptionContext: {}, suiteId: 0x0578 };
+    // One copy in 256 starts with 00 (the integer is shorter than the modulus).
+    for (;;) {
+      const made = await keyring.encryptDataKey({ ...request });
+      const copy = made.encryptedDataKeys[0]!;
+      if (copy.ciphertext[0] !== 0) continue;
+      const shortened = { ...copy, ciphertext: copy.ciphertext.subarray(1) };
+      expect(
+        await keyring.decryptDataKey({ ...request, encryptedDataKeys: [shortened] }),
+      ).toBeUndefined();
+      expect(await keyring.decryptDataKey({ ...request, encryptedDataKeys: [copy] })).toEqual(
+        made.dataKey,
+      );
+      break;
+    }
+  });
+
   it("refuses a public key that does not belong to its private key (it could not decrypt its own copies)", () => {
     const mine = generateKeyPairSync("rsa", { modulusLength: 2048 });
     const theirs = generateKeyPairSync("rsa", { modulusLength: 2048 });
