@@ -9,10 +9,7 @@ import generatorHelper from "@prisma/generator-helper";
 import { schemaModuleSource } from "./internal/schema-module.ts";
 import {
   type AnnotatedModel,
-  annotatedColumns,
-  annotatedColumnTypes,
-  checkColumns,
-  checkColumnTypes,
+  checkAnnotated,
   configFromAnnotations,
   defineModels,
 } from "./schema-descriptor.ts";
@@ -31,14 +28,15 @@ generatorHelper.generatorHandler({
         doc: (field.documentation ?? "").split("\n"),
         ...(field.relationFromFields === undefined ? {} : { foreignKey: field.relationFromFields }),
         ...(typeof field.relationName === "string" ? { relationName: field.relationName } : {}),
+        // A composite type's field is of kind "object", like a relation's: no enum.
+        isEnum: field.kind === "enum",
       })),
     }));
     const configs = configFromAnnotations(models);
     // The checks `parseSchema` runs when it loads the schema, so a bad annotation fails
     // `prisma generate` rather than the application importing the module.
     const descriptor = defineModels(configs);
-    checkColumns(descriptor, annotatedColumns(models));
-    checkColumnTypes(descriptor, annotatedColumnTypes(models));
+    checkAnnotated(descriptor, models);
     const output = options.generator.output?.value;
     if (output === null || output === undefined) throw new Error(`kms-prisma-types: no output`);
     // `output` names a directory (like prisma-client's) or, ending in .ts, the file itself.

@@ -72,7 +72,7 @@ export interface PrismaReencryptSourceOptions {
  */
 export interface ReencryptSkippedRow {
   /** The row's `cursorField` value (its id). */
-  readonly cursor: string | number | bigint;
+  readonly cursor: ReencryptCursor;
   readonly reason: "unique-constraint";
   /** The constraint, as the database names it: its columns, or else the index name. */
   readonly constraint?: readonly string[] | string;
@@ -89,6 +89,9 @@ export interface PrismaReencryptSource extends ReencryptSource {
    */
   readonly skipped: readonly ReencryptSkippedRow[];
 }
+
+/** How many times a batch's range is read and counted again while writes keep changing it. */
+const RECOUNTS = 3;
 
 /**
  * A `ReencryptSource` over a Prisma model for `reencryptFields`: pages by `cursorField`, and
@@ -167,20 +170,37 @@ export function prismaReencryptSource(
       ...(cursor === undefined ? {} : { after: cursor }),
       ...(upTo === undefined ? {} : { upTo }),
     };
-    const counted = Number(await count(range));
+    let counted = Number(await count(range));
     if (counted <= rows.length) return;
-    // Rows written since the batch was read are counted too (the application keeps writing):
-    // the range read again now holds every row the count saw that the delegate can return.
+    // Rows written since the batch was read are counted too (the application keeps writing), so
+    // the range is read again, between two counts: without a snapshot, a row inserted or
+    // deleted between a count and the read would hide a row the delegate does not return, or
+    // fail a job whose delegate returns every row. Writes of one kind between the counts keep
+    // the read between them: at least the lower count when every row is returned, below the
+    // higher one when some are hidden.
     const bounds = {
       ...(cursor === undefined ? {} : { gt: cursor }),
       ...(upTo === undefined ? {} : { lte: upTo }),
     };
-    const visible = await delegate.findMany({
-      where: Object.keys(bounds).length === 0 ? {} : { [cursorField]: bounds },
-      select: { [cursorField]: true },
-    });
-    const unseen = counted - visible.length;
-    if (unseen <= 0) return;
+    let unseen = 0;
+    for (let attempt = 0; ; attempt++) {
+      const visible = (
+        await delegate.findMany({
+          where: Object.keys(bounds).length === 0 ? {} : { [cursorField]: bounds },
+          select: { [cursorField]: true },
+        })
+      ).length;
+      const recounted = Number(await count(range));
+      if (visible >= Math.max(counted, recounted)) return;
+      unseen = Math.min(counted, recounted) - visible;
+      if (unseen > 0) break;
+      if (attempt === RECOUNTS) {
+        throw new ValidationError(
+          `${model.name}: the rows with ${cursorField} in the batch's range kept changing while they were read and counted ${RECOUNTS + 1} times, so the job cannot tell whether the delegate returns every row; resume from the last checkpoint when fewer writes land there`,
+        );
+      }
+      counted = recounted;
+    }
     const span = [
       cursor === undefined ? undefined : `after ${String(cursor)}`,
       upTo === undefined ? undefined : `up to ${String(upTo)}`,
@@ -202,7 +222,7 @@ export function prismaReencryptSource(
       return rows.map((row): ReencryptRow => {
         const values: Record<string, StoredFieldValue> = {};
         for (const f of fields) values[f] = (row[f] ?? null) as StoredFieldValue;
-        const cursor = row[cursorField] as string | number | bigint;
+        const cursor = row[cursorField] as ReencryptCursor;
         const context: Record<string, string> = {};
         for (const key of contextColumns) {
           const value = row[key];

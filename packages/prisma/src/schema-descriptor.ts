@@ -770,6 +770,12 @@ export interface AnnotatedField {
   readonly foreignKey?: readonly string[];
   /** For a relation field, the name of its relation (explicit or Prisma's default). */
   readonly relationName?: string;
+  /**
+   * Whether `type` names an enum; undefined when unknown, and then any type that is neither a
+   * model nor one of Prisma's scalars is taken for one. A composite type (`type Address {}`)
+   * is no enum, and no context column may hold it.
+   */
+  readonly isEnum?: boolean;
 }
 
 export interface AnnotatedModel {
@@ -903,38 +909,50 @@ export function configFromAnnotations(
 }
 
 /**
- * The types of the scalar fields of annotated models, for `checkColumnTypes`: an enum is any
- * type that is neither a model nor one of Prisma's scalars.
+ * The types of the scalar fields of annotated models, for `checkColumnTypes`: every field whose
+ * type is not a model, an enum's where the field says so (`isEnum`).
  */
 export function annotatedColumnTypes(
   models: readonly AnnotatedModel[],
-): (model: string) => ((column: string) => ColumnType | undefined) | undefined {
+): ReadonlyMap<string, ReadonlyMap<string, ColumnType>> {
   const modelNames = new Set(models.map((m) => m.name));
-  const byModel = new Map(
+  return new Map(
     models.map((m) => [
       m.name,
       new Map(
         m.fields
           .filter((f) => !modelNames.has(f.type))
-          .map((f) => [f.name, { typeName: f.type, isList: f.list === true }] as const),
+          .map((f) => {
+            const type: ColumnType = {
+              typeName: f.type,
+              isList: f.list === true,
+              ...(f.isEnum === undefined ? {} : { isEnum: f.isEnum }),
+            };
+            return [f.name, type] as const;
+          }),
       ),
     ]),
   );
-  return (model) => {
-    const columns = byModel.get(model);
-    return columns === undefined ? undefined : (column) => columns.get(column);
-  };
 }
 
-/** The scalar fields of annotated models: every field whose type is not a model. */
-export function annotatedColumns(models: readonly AnnotatedModel[]): ModelColumns {
-  const modelNames = new Set(models.map((m) => m.name));
-  return new Map(
-    models.map((m) => [
-      m.name,
-      new Set(m.fields.filter((f) => !modelNames.has(f.type)).map((f) => f.name)),
-    ]),
+/**
+ * Checks annotated models' descriptor against their own fields, as `parseSchema` and the type
+ * generator both must: every column an annotation names is a scalar field of its model
+ * (`checkColumns`), of a type it can hold (`checkColumnTypes`).
+ */
+export function checkAnnotated(
+  descriptor: SchemaDescriptor,
+  models: readonly AnnotatedModel[],
+): void {
+  const types = annotatedColumnTypes(models);
+  checkColumns(
+    descriptor,
+    new Map([...types].map(([model, columns]) => [model, new Set(columns.keys())])),
   );
+  checkColumnTypes(descriptor, (model) => {
+    const columns = types.get(model);
+    return columns === undefined ? undefined : (column) => columns.get(column);
+  });
 }
 
 /**
@@ -950,7 +968,6 @@ export function parseSchema(schema: string): SchemaDescriptor {
   if (typeof schema !== "string") throw new ValidationError(`"schema" expected a string`);
   const models = readSchemaText(schema);
   const descriptor = defineModels(configFromAnnotations(models), { listsEveryRelation: true });
-  checkColumns(descriptor, annotatedColumns(models));
-  checkColumnTypes(descriptor, annotatedColumnTypes(models));
+  checkAnnotated(descriptor, models);
   return descriptor;
 }

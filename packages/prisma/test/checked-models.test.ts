@@ -467,6 +467,25 @@ model Invoice {
       /^model "Chart" context column "tags": a context column must be String, Int, BigInt, Float or an enum, not a list \(String\[\]\)/,
     );
   });
+
+  // A composite type (`type X {}`, MongoDB) is neither a model nor a scalar, as an enum is; its
+  // value is an object, no text a row context could hold.
+  test("a composite type column is refused as a context column; an enum one is not", () => {
+    const withTypes = (column: string) => `${chartSchema(
+      `/// @kms.encrypted\n  note String\n  place Place\n  status Status`,
+      `/// @kms.context(${column})`,
+    )}
+type Place {
+  city String
+}
+enum Status {
+  OPEN
+}`;
+    expect(refusal(() => parseSchema(withTypes("place")))).toMatch(
+      /^model "Chart" context column "place": a context column must be String, Int, BigInt, Float or an enum, not Place: /,
+    );
+    expect(parseSchema(withTypes("status")).Chart?.context.fromRow).toEqual(["status"]);
+  });
 });
 
 describe("descriptors under their own names", () => {

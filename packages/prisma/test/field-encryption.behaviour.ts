@@ -705,6 +705,16 @@ export function describeFieldEncryption(
           () => prisma.user.findMany({ include: { charts: { distinct: ["note"] } } }),
           distinct("Chart.note"),
         ],
+        // A deterministic field bound to the tenant: the included rows' where must pin it, as
+        // the parent's does not say which tenant a user's charts are of.
+        [
+          () =>
+            prisma.user.findMany({
+              where: { tenantId: "t1" },
+              include: { charts: { distinct: ["ssn"] } },
+            }),
+          /Chart\.ssn is bound to its row's tenantId: each row seals an equal value differently/,
+        ],
         // A cursor is a lookup: on a randomized field it is refused as a where is.
         [
           () =>
@@ -728,7 +738,7 @@ export function describeFieldEncryption(
         orderBy: { posts: { _count: "desc" } },
         include: {
           posts: { orderBy: [{ title: "asc" }, { author: { tenantId: "asc" } }] },
-          charts: { distinct: ["ssn"] },
+          charts: { where: { tenantId: "t1" }, distinct: ["ssn"] },
         },
       });
       expect(ordered[0]?.posts.map((p) => p.body)).toEqual(["first body"]);

@@ -343,12 +343,25 @@ export function describeQueryForms(
           distinct: "label",
         }),
       ).rejects.toThrow(refused);
+      // The model's tenantId binds label as its own code does, and an included relation's
+      // where must pin both: the parent's where does not tell which tenant its rows are of.
+      const refusedBoth =
+        /^Parcel\.label is bound to its row's tenantId, code: each row seals an equal value differently, so distinct cannot compare them unless the where pins tenantId, code to one value/;
       await expect(
         prisma.user.findMany({ select: { parcels: { distinct: ["label"] } } }),
-      ).rejects.toThrow(refused);
+      ).rejects.toThrow(refusedBoth);
       await expect(
         prisma.user.findUnique({ where: { id: owner.id } }).parcels({ distinct: ["label"] }),
-      ).rejects.toThrow(refused);
+      ).rejects.toThrow(refusedBoth);
+      await expect(
+        prisma.user.findMany({
+          where: { tenantId: "t1" },
+          select: { parcels: { where: { code: "r2" }, distinct: ["label"] } },
+        }),
+      ).rejects.toThrow(/^Parcel\.label is bound to its row's tenantId: /);
+      await expect(
+        prisma.parcel.findMany({ where: { code: "r1" }, distinct: ["label"] }),
+      ).rejects.toThrow(/^Parcel\.label is bound to its row's tenantId: /);
       await expect(
         prisma.parcel.groupBy({ by: ["label"], where: { tenantId: "t1", code: "r1" } }),
       ).rejects.toThrow(/Parcel\.label is encrypted: groupBy cannot compute over ciphertext/);
@@ -360,9 +373,35 @@ export function describeQueryForms(
       });
       expect(one).toEqual([{ label: "SAME" }]);
       const nested = await prisma.user.findMany({
-        select: { parcels: { where: { code: { equals: "r2" } }, distinct: ["label"] } },
+        select: {
+          parcels: { where: { tenantId: "t1", code: { equals: "r2" } }, distinct: ["label"] },
+        },
       });
       expect(nested[0]?.parcels.map((p) => p.label)).toEqual(["SAME"]);
+    });
+
+    test("distinct on a deterministic field bound to the model's tenant needs the tenant pinned", async () => {
+      for (const [tenantId, recordId] of [
+        ["t1", "c1"],
+        ["t2", "c2"],
+      ] as const) {
+        await prisma.chart.create({ data: { tenantId, recordId, ssn: "123-45-6789" } });
+      }
+      // One SSN under two tenants is stored as two ciphertexts: distinct would keep both rows.
+      const stored = await db.prisma.chart.findMany({ select: { ssn: true } });
+      expect(new Set(stored.map((c) => c.ssn)).size).toBe(2);
+      const refused =
+        /^Chart\.ssn is bound to its row's tenantId: each row seals an equal value differently, so distinct cannot compare them unless the where pins tenantId to one value/;
+      await expect(prisma.chart.findMany({ distinct: ["ssn"] })).rejects.toThrow(refused);
+      await expect(
+        prisma.chart.findMany({ where: { tenantId: { in: ["t1", "t2"] } }, distinct: "ssn" }),
+      ).rejects.toThrow(refused);
+      const pinned = await prisma.chart.findMany({
+        where: { tenantId: { equals: "t2" } },
+        distinct: ["ssn"],
+        select: { recordId: true, ssn: true },
+      });
+      expect(pinned).toEqual([{ recordId: "c2", ssn: "123-45-6789" }]);
     });
 
     test("a field reference to an encrypted column, on either side of a filter, is refused", async () => {

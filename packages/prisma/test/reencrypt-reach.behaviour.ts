@@ -164,6 +164,56 @@ export function describeReencryptReach(
       expect(await stored(5)).toMatch(/^kms1:/);
     });
 
+    test("rows inserted between the count and the second read do not hide rows the delegate does not return", async () => {
+      await legacyRows();
+      const app = softDeleted();
+      let inserted = false;
+      const counted = job(app.memo, {
+        countRows: async (range) => {
+          const n = await db.prisma.memo.count({ where: { id: { gt: range.after as number } } });
+          // As many rows as the soft delete hides, visible, land before the range is read again.
+          if (!inserted) {
+            inserted = true;
+            for (const body of ["meanwhile 1", "meanwhile 2"]) {
+              await db.prisma.memo.create({ data: { tenantId: "t1", body } });
+            }
+          }
+          return n;
+        },
+      });
+      await expect(counted).rejects.toThrow(
+        /^Memo: the table holds 2 rows with id anywhere that the delegate does not return/,
+      );
+    });
+
+    test("a row deleted between the count and the second read does not fail a delegate that returns every row", async () => {
+      await legacyRows();
+      await db.prisma.memo.updateMany({ data: { deletedAt: null } });
+      // A row lands after the batch is read, so the count exceeds it, and is deleted again
+      // before the range is read a second time.
+      let writes = 0;
+      const delegate = {
+        async findMany(args: Record<string, unknown>) {
+          const rows = await db.prisma.memo.findMany(args as never);
+          if (writes++ === 0) {
+            await db.prisma.memo.create({ data: { tenantId: "t1", body: "written meanwhile" } });
+          }
+          return rows;
+        },
+        updateMany: (args: Record<string, unknown>) => db.prisma.memo.updateMany(args as never),
+      };
+      let counts = 0;
+      const result = await job(delegate, {
+        countRows: async (range) => {
+          const n = await db.prisma.memo.count({ where: { id: { gt: range.after as number } } });
+          if (counts++ === 0) await db.prisma.memo.deleteMany({ where: { id: 5 } });
+          return n;
+        },
+      });
+      expect(result).toEqual({ cursor: 4, scanned: 4, reencrypted: 4, conflicts: 0 });
+      expect(counts).toBe(3);
+    });
+
     test("countRows replaces the raw count; false goes without; without either, a delegate with no client to count through is refused", async () => {
       await legacyRows();
       const app = softDeleted();
@@ -179,7 +229,8 @@ export function describeReencryptReach(
         },
       });
       await expect(counted).rejects.toThrow(/^Memo: the table holds 2 rows with id anywhere/);
-      expect(ranges).toEqual([{}]);
+      // Counted once after the batch, then again after the range's second read.
+      expect(ranges).toEqual([{}, {}]);
       const bare = {
         findMany: (args: Record<string, unknown>) => db.prisma.memo.findMany(args as never),
         updateMany: (args: Record<string, unknown>) => db.prisma.memo.updateMany(args as never),

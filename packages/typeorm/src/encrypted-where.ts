@@ -148,8 +148,12 @@ class WhereRewriter {
       if (value === undefined || own[key] !== undefined) continue;
       const given: unknown = where[key];
       if (given === undefined) pins[key] = value;
-      else if (given === null) pins[key] = And(IsNull(), Equal(value));
-      else if (given instanceof FindOperator) pins[key] = And(given, Equal(value));
+      else if (given === null) {
+        // Null beside the context's value matches no row: a contradiction, as two values are.
+        throw new ValidationError(
+          `"context" gives ${key} = ${JSON.stringify(value)} but the where has ${key} = null`,
+        );
+      } else if (given instanceof FindOperator) pins[key] = And(given, Equal(value));
       else {
         throw new ValidationError(
           `"context" gives ${key} = ${JSON.stringify(value)}, which the lookup is limited to, but the where compares ${key} with something else than a value or an operator`,
@@ -370,7 +374,8 @@ class WhereRewriter {
  * (`encryptedWhere(repo, [where])`); an object where is refused then rather than missing them.
  * @throws ValidationException when a column compared with a value is randomized without a blind
  *   index, when an operator cannot run on ciphertext (Like, LessThan, Between, Raw…), when a
- *   context value is missing, when the repository's DataSource has no field encryption
+ *   context value is missing, when `options.context` gives a key the where sets to another
+ *   value or to null (no row could match), when the repository's DataSource has no field encryption
  *   subscriber, or when an object where looks up a blind-indexed property whose legacy rows
  *   need an alternative of their own (see above).
  */

@@ -1123,7 +1123,7 @@ export class TypeormFieldEncryption {
       if (batch === undefined) {
         batch = this.#loadBatch(dataSource, queryRunner);
         first = batch.items.length;
-        batch.entities++;
+        batch.entityCount++;
       }
       batch.rows.push(holder);
       batch.properties.push(f.spec.property);
@@ -1158,7 +1158,7 @@ export class TypeormFieldEncryption {
     return batch.values.then(
       (values) => put(values, 0),
       async (error: unknown) => {
-        if (batch.entities === 1) throw error;
+        if (batch.entityCount === 1) throw error;
         const own = await this.run(dataSource, queryRunner, () =>
           this.engine.decryptMany(batch.items.slice(start, end)),
         );
@@ -1191,7 +1191,7 @@ export class TypeormFieldEncryption {
       rows: [],
       properties: [],
       items: [],
-      entities: 0,
+      entityCount: 0,
       values: Promise.resolve([]),
     };
     this.#loadBatches.set(owner, batch);
@@ -1258,8 +1258,8 @@ interface LoadBatch {
   readonly rows: Row[];
   readonly properties: string[];
   readonly items: DecryptItem[];
-  /** The entities whose items the batch holds, each in one run of `items`. */
-  entities: number;
+  /** How many entities' items the batch holds, each entity's in one run of `items`. */
+  entityCount: number;
   /** The values of `items`, in order. */
   values: Promise<FieldValue[]>;
 }

@@ -349,7 +349,7 @@ export function describeContextColumns(
         seed: ["t", "t1"],
         row: { t: "t1", workStreet: "home office", work: { street: "1 Main St" } },
         message:
-          /^CollidingBindings\.workStreet and CollidingBindings\.work\.street are both bound to the field name "workStreet" \(an own property is bound by its name, a column of an embedded class by its database column name\): a value of one would decrypt as the other; /,
+          /^CollidingBindings\.workStreet and CollidingBindings\.work\.street are both bound to the field name "workStreet" \(an own property is bound by its name, a column of an embedded class by its database column name\): values of one would decrypt \(or, for a blind index, match\) as the other's; /,
       },
       {
         case: "an encrypted column and a blind index bound under one field name",

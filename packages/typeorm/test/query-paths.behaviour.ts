@@ -556,6 +556,13 @@ export function describeQueryPaths(
       // A condition of the where's own on the tenant column is kept beside the context's.
       expect(await found({ tenantId: In(["t1", "t2"]), holder: Not("a") })).toEqual([b1?.id]);
       expect(await found({ tenantId: Not("t1"), holder: Not("a") })).toEqual([]);
+      // A null tenant beside the context's would match no row, silently: refused as two values.
+      const nullTenant = { tenantId: null, holder: "a" } as unknown as FindOptionsWhere<Card>;
+      const contradiction = await failure(() => encryptedWhere(cards, nullTenant, t1));
+      expect(contradiction).toBeInstanceOf(ValidationError);
+      expect((contradiction as Error).message).toBe(
+        `"context" gives tenantId = "t1" but the where has tenantId = null`,
+      );
       expect(await encryptedWhere(cards, { pan: Not("1") }, t1)).toMatchObject({ tenantId: "t1" });
       // Writes through such a where touch the context's rows only.
       await cards.update(await encryptedWhere(cards, { holder: Not("b") }, t1), { uses: 7 });

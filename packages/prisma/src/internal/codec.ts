@@ -608,16 +608,10 @@ export class Codec {
    * the extension handles, else refused.
    */
   #nestedUpdateForm(model: ModelDescriptor, item: Json): "envelope" | "data" | "neither" {
-    const form = nestedUpdateForm(item, this.#fieldTest(model));
+    const isField = isFieldOf(model, this.columnsOf(model.name));
+    const form = nestedUpdateForm(item, isField);
     if (form !== "either") return form;
-    const handled = (data: Json) =>
-      definedKeys(data).some(
-        (k) =>
-          Object.hasOwn(model.encrypted, k) ||
-          Object.hasOwn(model.blindIndexes, k) ||
-          Object.hasOwn(model.relations, k) ||
-          model.contextColumns.includes(k),
-      );
+    const handled = (data: Json) => definedKeys(data).some((k) => handles(model, k));
     const where = item.where;
     if (
       !handled(item) &&
@@ -627,7 +621,7 @@ export class Codec {
       return "neither";
     }
     const own = `write the fields as the update itself with a key besides where and data (update: { data: …, secret: … })`;
-    const fix = !this.#fieldTest(model)("where")
+    const fix = !isField("where")
       ? `${own}, or give the { where, data } form a where, which ${model.name} has no field for (update: { where: {}, data: { … } })`
       : isObject(where)
         ? `in a to-many relation give the update as a list (update: [{ where, data }]), which only the { where, data } form takes; in a to-one relation ${own}, or update the ${model.name} row with a query of its own`
@@ -661,17 +655,6 @@ export class Codec {
     reject(
       `${model.name}.${key} is compared with the field reference ${ref.modelName}.${ref.name}, and ${which}: the database compares the two columns as stored, ciphertext rather than values; compare the decrypted values in the application`,
     );
-  }
-
-  /** Whether `key` is a field of `model` in a write's data: a column or a relation. */
-  #fieldTest(model: ModelDescriptor): (key: string) => boolean {
-    const isColumn = this.columnsOf(model.name);
-    return (key) =>
-      Object.hasOwn(model.relations, key) ||
-      Object.hasOwn(model.encrypted, key) ||
-      Object.hasOwn(model.blindIndexes, key) ||
-      model.contextColumns.includes(key) ||
-      (isColumn?.(key) ?? false);
   }
 
   /**
@@ -1196,8 +1179,9 @@ export class Codec {
    * those of the relations it includes or selects, at any depth. Ordering by any encrypted field
    * is meaningless. Distinct compares stored values, equal only for equal values sealed under
    * one context: it is refused on a randomized field, whose equal values differ, and on a
-   * deterministic one bound to columns of its row (`@kms.context(recordId)`) that the query's
-   * where does not pin to one value, as each row then seals under its own.
+   * deterministic one bound to columns of its row (the model's `@kms.context(tenantId)` or the
+   * field's own `@kms.context(recordId)`) that the query's where does not pin to one value, as
+   * each row then seals under its own.
    */
   refuseCiphertextOrder(model: ModelDescriptor, args: Json): void {
     if (args.orderBy !== undefined) this.refuseOrderBy(model, args.orderBy);
@@ -1209,11 +1193,16 @@ export class Codec {
         if (spec.mode !== "deterministic") {
           reject(`${model.name}.${key} is encrypted: distinct cannot compare ciphertext`);
         }
-        const own = spec.context.fromRow;
-        if (own.length === 0) continue;
+        // The model's columns bind the field as its own do: a where without the tenant leaves
+        // one row per (tenant, value). An included relation's where counts alone, as the
+        // descriptor does not know which parent column its foreign key references.
+        const bound = [...new Set([...model.context.fromRow, ...spec.context.fromRow])];
+        if (bound.length === 0) continue;
         const where = isObject(args.where) ? args.where : {};
         const sources = [where, ...andClauses(model, where)];
-        const unpinned = own.filter((k) => pickColumn(model, k, sources, undefined) === undefined);
+        const unpinned = bound.filter(
+          (k) => pickColumn(model, k, sources, undefined) === undefined,
+        );
         if (unpinned.length > 0) {
           const columns = unpinned.join(", ");
           reject(
@@ -1547,6 +1536,30 @@ function union(forms: readonly unknown[]): unknown[] {
 /** The keys of `data` Prisma sees: a key holding `undefined` is left out of the query. */
 export function definedKeys(data: Json): string[] {
   return Object.keys(data).filter((k) => data[k] !== undefined);
+}
+
+/** Whether `key` names what the extension handles in `model`'s data: a field it encrypts or
+ * indexes, a relation, or a column values are bound to. */
+function handles(model: ModelDescriptor, key: string): boolean {
+  return (
+    Object.hasOwn(model.encrypted, key) ||
+    Object.hasOwn(model.blindIndexes, key) ||
+    Object.hasOwn(model.relations, key) ||
+    model.contextColumns.includes(key)
+  );
+}
+
+/**
+ * Whether a key is a field of `model` in a write's data, a column or a relation, for
+ * `nestedUpdateForm`: the codec and the relation guard must read one nested update alike.
+ * `isColumn` is the client's test (undefined when the client does not know the model); the
+ * columns and relations the descriptor names are fields whatever it says.
+ */
+export function isFieldOf(
+  model: ModelDescriptor | undefined,
+  isColumn: ((column: string) => boolean) | undefined,
+): (key: string) => boolean {
+  return (key) => (model !== undefined && handles(model, key)) || (isColumn?.(key) ?? false);
 }
 
 /**
@@ -1895,13 +1908,7 @@ function scopeFrame(
   for (const key of keys) {
     const wanted = scope?.[key];
     if (wanted === undefined || pinned.includes(key)) continue;
-    for (const source of sources) {
-      const value = pinnedValue(source[key]);
-      if (value !== undefined && String(value) === wanted) {
-        pinned.push(key);
-        break;
-      }
-    }
+    if (pickColumn(model, key, sources, undefined) === wanted) pinned.push(key);
   }
   return pinned.length === outer.pinned.length ? outer : { negated: outer.negated, pinned };
 }

@@ -1,6 +1,7 @@
 import { listsEveryRelation, type SchemaDescriptor } from "../schema-descriptor.ts";
 import {
   type ColumnsOf,
+  isFieldOf,
   isObject,
   type Json,
   nestedUpdateForm,
@@ -112,15 +113,6 @@ export class RelationGuard {
     }
   }
 
-  /** Whether `key` is a column of `model` or a relation its descriptor lists. */
-  #isField(model: string, key: string): boolean {
-    const descriptor = this.#models[model];
-    return (
-      (this.#columnsOf(model)?.(key) ?? false) ||
-      (descriptor !== undefined && ownValue(descriptor.relations, key) !== undefined)
-    );
-  }
-
   /** `tenantId_email: { tenantId, email }`: two or more keys, every one a column of `model`. */
   #isCompoundUnique(model: string, value: Json): boolean {
     const isColumn = this.#columnsOf(model);
@@ -166,7 +158,9 @@ export class RelationGuard {
       each(ops[op], (item) => {
         // To-one `update` takes `{ where, data }` or the data itself, as Prisma reads it; where
         // its values decide, both readings are checked.
-        const form = list ? "envelope" : nestedUpdateForm(item, (key) => this.#isField(model, key));
+        const form = list
+          ? "envelope"
+          : nestedUpdateForm(item, isFieldOf(this.#models[model], this.#columnsOf(model)));
         if (form !== "envelope") this.#data(model, item);
         if (form === "data") return;
         if (isObject(item.where)) this.#where(model, item.where);

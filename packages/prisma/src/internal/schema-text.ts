@@ -30,6 +30,9 @@ export function readSchemaText(schema: string): AnnotatedModel[] {
   const modelNames = new Set(
     items.flatMap((i) => (i.kind === "block" && isModelKeyword(i.keyword) ? [i.name] : [])),
   );
+  const enumNames = new Set(
+    items.flatMap((i) => (i.kind === "block" && i.keyword === "enum" ? [i.name] : [])),
+  );
   const models: AnnotatedModel[] = [];
   let pending: Comment[] | undefined;
   for (const [i, item] of items.entries()) {
@@ -63,7 +66,7 @@ export function readSchemaText(schema: string): AnnotatedModel[] {
     models.push({
       name: item.name,
       doc: documentation(doc, undefined),
-      fields: modelFields(item, modelNames),
+      fields: modelFields(item, modelNames, enumNames),
     });
   }
   if (pending !== undefined) drop(pending, `no model follows it`);
@@ -151,6 +154,7 @@ function documentation(block: readonly Comment[] | undefined, trailing: Comment 
 function modelFields(
   model: Extract<TopItem, { kind: "block" }>,
   modelNames: ReadonlySet<string>,
+  enumNames: ReadonlySet<string>,
 ): AnnotatedField[] {
   const fields: AnnotatedField[] = [];
   let pending: Comment[] | undefined;
@@ -203,6 +207,8 @@ function modelFields(
       doc: documentation(block, item.trailing),
       ...(foreignKey === undefined ? {} : { foreignKey }),
       ...(relationName === undefined ? {} : { relationName }),
+      // A type that is neither a model nor an enum is a scalar or a composite type (`type X {}`).
+      ...(modelNames.has(typeName) ? {} : { isEnum: enumNames.has(typeName) }),
     });
   }
   if (pending !== undefined) drop(pending, `no field follows it in model ${model.name}`);

@@ -156,7 +156,7 @@ function checkBindingFields(metadata: EntityMetadata, drafts: readonly DraftFiel
     const other = seen.get(field);
     if (other !== undefined) {
       throw new ValidationError(
-        `${metadata.name}.${other} and ${metadata.name}.${what} are both bound to the field name "${field}" (an own property is bound by its name, a column of an embedded class by its database column name): a value of one would decrypt as the other; rename one of them (or the embedded's prefix)`,
+        `${metadata.name}.${other} and ${metadata.name}.${what} are both bound to the field name "${field}" (an own property is bound by its name, a column of an embedded class by its database column name): values of one would decrypt (or, for a blind index, match) as the other's; rename one of them (or the embedded's prefix)`,
       );
     }
     seen.set(field, what);
