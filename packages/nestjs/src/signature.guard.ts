@@ -25,6 +25,12 @@ import {
   platformRequestMessage,
   readRawBody,
 } from "./internal/http.ts";
+import {
+  acceptedAlready,
+  requestVerification,
+  type VerificationKey,
+  withRequestNonces,
+} from "./internal/request-verifications.ts";
 import { asServerFault } from "./internal/server-fault.ts";
 import {
   KMS_NONCE_STORE,
@@ -45,63 +51,12 @@ export type VerifiedSignature = Extract<VerificationResult, { ok: true }>;
 
 const verified = new WeakMap<object, VerifiedSignature>();
 
-/** Per request: the checks that accepted it, and the nonces they recorded. */
-interface RequestVerification {
-  /** Each guard that accepted it, and the route it verified it for. */
-  readonly accepted: AcceptedVerification[];
-  /**
-   * Per nonce store, the nonces this request's checks recorded in it. A nonce recorded in
-   * another store is no proof for this one: a subclass with its own store (a shared Redis store
-   * next to an instance's memory) must still record it there, or a replay to another instance
-   * would meet neither.
-   */
-  readonly nonces: WeakMap<NonceStore, Set<string>>;
-}
-
-interface AcceptedVerification {
-  readonly guard: SignatureGuard;
-  /**
-   * The route's handler and controller: their decorators are part of the policy. One request
-   * meets several routes when a handler injects `@Next()` and calls it: Express hands the same
-   * request to the next route matching the path, whose guards run again with its own handler.
-   */
-  readonly handler: object;
-  readonly controller: object;
-}
-
-const verifications = new WeakMap<object, RequestVerification>();
-
-function verificationOf(request: object): RequestVerification {
-  let state = verifications.get(request);
-  if (state === undefined) {
-    state = { accepted: [], nonces: new WeakMap() };
-    verifications.set(request, state);
-  }
-  return state;
-}
-
 /**
- * `store` as one more guard on the same request sees it: a nonce that this request's earlier
- * verification recorded in this same store is the request's own, not a replay. Every other
- * nonce (one recorded only in another guard's store included) goes to `store`. A replayed
- * request still meets the earlier guard, which finds its nonce in the store.
+ * The store of guards built without the module's (see `canActivate`), one per `KmsService`:
+ * one replay domain for all of them, as the module's store is for the guards it builds, so two
+ * built alike make the same check and a nonce one of them recorded is a replay to the other.
  */
-function withRequestNonces(store: NonceStore, state: RequestVerification): NonceStore {
-  let recorded = state.nonces.get(store);
-  if (recorded === undefined) {
-    recorded = new Set();
-    state.nonces.set(store, recorded);
-  }
-  const own = recorded;
-  return {
-    checkAndStore: async (nonce, ttlMs) => {
-      if (own.has(nonce)) return true;
-      const fresh = await store.checkAndStore(nonce, ttlMs);
-      if (fresh) own.add(nonce);
-      return fresh;
-    },
-  };
-}
+const fallbackNonceStores = new WeakMap<KmsService, NonceStore>();
 
 /** The signature `SignatureGuard` accepted for this request, if any. */
 export function verifiedSignatureOf(request: object): VerifiedSignature | undefined {
@@ -130,9 +85,10 @@ const DEFAULT_BODY_LIMIT = 1024 * 1024;
  * refusal too.
  * Subclass it and override the `protected` hooks (`resolveKey`, `policyFor`,
  * `requestMessage`, `rejection`). Several guards on one route each verify with their own policy
- * (the request's nonce is not a replay to the later ones); only a repeat of the same check is
- * skipped: the same guard bound twice, or the app-wide `SignatureGuard` and the one
- * `@RequireSignature` binds when both come from the same `KmsModule`.
+ * (the request's nonce is not a replay to the later ones when they share its store); only a
+ * repeat of the same check is skipped: the same guard bound twice, or another guard whose check
+ * on the route is equal by value (effective policy, KMS, nonce store object, and the default
+ * `resolveKey` / `requestMessage` / `rawBody` hooks), whatever its class or instance.
  */
 @Injectable()
 export class SignatureGuard implements CanActivate {
@@ -140,8 +96,6 @@ export class SignatureGuard implements CanActivate {
   protected readonly kmsService: KmsService;
   protected readonly options: KmsModuleOptions;
   protected readonly defaultNonceStore: NonceStore | undefined;
-  /** This guard's own store, for a policy that names none (see `canActivate`). */
-  #fallbackNonceStore: NonceStore | undefined;
 
   constructor(
     @Inject(Reflector) reflector: Reflector,
@@ -160,24 +114,31 @@ export class SignatureGuard implements CanActivate {
     if (execution.getType() !== "http") return false;
     if (this.skipped(execution)) return true;
     const { request, incoming, response } = httpObjects(execution);
-    // The same guard may be bound twice (app-wide and by @RequireSignature): it verifies once.
-    // Any other guard verifies for itself, or a route's keys and policy would be skipped
-    // whenever a guard with a laxer policy accepted the request first.
-    const state = verificationOf(request);
-    const route: Omit<AcceptedVerification, "guard"> = {
-      handler: execution.getHandler(),
-      controller: execution.getClass(),
-    };
-    if (state.accepted.some((earlier) => this.#acceptedBy(earlier, route))) return true;
     const policy = this.policyFor(execution);
-    const body = await this.rawBody(request, incoming, policy.bodyLimit ?? DEFAULT_BODY_LIMIT);
-    const message = this.requestMessage(request, incoming, body);
-    const { keyLookup: _, bodyLimit: __, nonceStore, ...rest } = policy;
+    const { nonceStore, ...settings } = policy;
     // Left out, @kms/http-signatures would make a default store, fresh for this per-request
     // policy object and so remembering nothing. A policy names none when the guard was built
     // without the module's store (`new SignatureGuard(reflector, kms, options)`, a subclass's
-    // constructor passing three arguments): the guard then keeps one of its own.
-    const store = nonceStore ?? this.#ownNonceStore();
+    // constructor passing three arguments): such guards share one per `KmsService`.
+    const store = nonceStore ?? this.#fallbackNonceStore();
+    // A check that already accepted this request is not run again: the same guard bound twice,
+    // or another guard (another instance, a subclass, another module's) whose check is the
+    // same by value. Any other check runs, or a route's keys and policy would be skipped
+    // whenever a guard with a laxer policy accepted the request first.
+    const state = requestVerification(request);
+    const key: VerificationKey = {
+      guard: this,
+      handler: execution.getHandler(),
+      controller: execution.getClass(),
+      hooks: this.#hooksOwner(),
+      kms: this.kmsService.kms,
+      nonceStore: store,
+      policy: settings,
+    };
+    if (acceptedAlready(state, key)) return true;
+    const body = await this.rawBody(request, incoming, policy.bodyLimit ?? DEFAULT_BODY_LIMIT);
+    const message = this.requestMessage(request, incoming, body);
+    const { keyLookup: _, bodyLimit: __, ...rest } = settings;
     const verificationPolicy: VerificationPolicy = {
       ...rest,
       nonceStore: store === false ? false : withRequestNonces(store, state),
@@ -195,35 +156,32 @@ export class SignatureGuard implements CanActivate {
     }
     if (!result.ok) throw this.rejection(result, execution);
     verified.set(request, result);
-    state.accepted.push({ guard: this, ...route });
+    state.accepted.push(key);
     return true;
   }
 
   /**
-   * Whether an earlier acceptance of this request stands for this guard's own check: only when
-   * that check would be the very same. Same route (its decorators are merged into the policy;
-   * a request passed on by `@Next()` reaches another route's guards as the same request),
-   * and the same guard instance, or two plain `SignatureGuard`s built from the same module
-   * options object, KMS and nonce store (the app-wide one and the one `@RequireSignature`
-   * binds: their policy is nothing else). A subclass's hooks may read state of their own (an
-   * injected key registry), so a subclass's acceptance stands for that instance only.
+   * Whose hooks decide the message and the keys: the shared default ones, or this guard's
+   * own overrides, which may read state of this instance (an injected key registry), so they
+   * make a check of this instance only. `policyFor` needs no such care: its result is what is
+   * compared. `rejection` only shapes a refusal.
    */
-  #acceptedBy(earlier: AcceptedVerification, route: Omit<AcceptedVerification, "guard">): boolean {
-    if (earlier.handler !== route.handler || earlier.controller !== route.controller) return false;
-    const other = earlier.guard;
-    if (other === this) return true;
-    return (
-      other.constructor === SignatureGuard &&
-      this.constructor === SignatureGuard &&
-      other.options === this.options &&
-      other.kmsService === this.kmsService &&
-      other.defaultNonceStore === this.defaultNonceStore
-    );
+  #hooksOwner(): object {
+    const base = SignatureGuard.prototype;
+    return this.resolveKey === base.resolveKey &&
+      this.requestMessage === base.requestMessage &&
+      this.rawBody === base.rawBody
+      ? base
+      : this;
   }
 
-  #ownNonceStore(): NonceStore {
-    if (this.#fallbackNonceStore === undefined) this.#fallbackNonceStore = new MemoryNonceStore();
-    return this.#fallbackNonceStore;
+  #fallbackNonceStore(): NonceStore {
+    let store = fallbackNonceStores.get(this.kmsService);
+    if (store === undefined) {
+      store = new MemoryNonceStore();
+      fallbackNonceStores.set(this.kmsService, store);
+    }
+    return store;
   }
 
   /**
