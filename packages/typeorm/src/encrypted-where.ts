@@ -101,6 +101,145 @@ function checksNull(value: unknown): boolean {
   }
 }
 
+/** Null beside the context's value matches no row: a contradiction, as two values are. */
+function nullBesideContext(key: string, value: string): ValidationError {
+  return new ValidationError(
+    `"context" gives ${key} = ${JSON.stringify(value)} but the where has ${key} = null`,
+  );
+}
+
+/**
+ * What a condition can evaluate to on a row holding a known non-null value, in SQL's three-valued
+ * logic ("unknown": a comparison with null, which no row matches). A set: several outcomes when
+ * the condition cannot be judged here (Like, LessThan…: the database judges them).
+ */
+type Truth = "true" | "false" | "unknown";
+type Outcomes = ReadonlySet<Truth>;
+
+const ANY: Outcomes = new Set<Truth>(["true", "false", "unknown"]);
+
+interface Judged {
+  readonly outcomes: Outcomes;
+  /** The condition compares with null or checks for it somewhere. */
+  readonly null: boolean;
+  /** The condition holds SQL of the caller's own (Raw), which no operator around it contains. */
+  readonly raw: boolean;
+}
+
+const not3 = (a: Truth): Truth => (a === "true" ? "false" : a === "false" ? "true" : "unknown");
+const and3 = (a: Truth, b: Truth): Truth =>
+  a === "false" || b === "false"
+    ? "false"
+    : a === "unknown" || b === "unknown"
+      ? "unknown"
+      : "true";
+const or3 = (a: Truth, b: Truth): Truth =>
+  a === "true" || b === "true" ? "true" : a === "unknown" || b === "unknown" ? "unknown" : "false";
+
+/** `parts` folded with `op` from `first`, every combination of their outcomes. */
+function fold(parts: readonly Judged[], first: Truth, op: (a: Truth, b: Truth) => Truth): Judged {
+  let outcomes: Outcomes = new Set([first]);
+  for (const part of parts) {
+    const next = new Set<Truth>();
+    for (const a of outcomes) for (const b of part.outcomes) next.add(op(a, b));
+    outcomes = next;
+  }
+  return {
+    outcomes,
+    null: parts.some((part) => part.null),
+    raw: parts.some((part) => part.raw),
+  };
+}
+
+/** `condition` (a value or an operator, as TypeORM compares a column with it) on `value`. */
+function judge(condition: unknown, value: string): Judged {
+  if (condition === null) return { outcomes: new Set(["unknown"]), null: true, raw: false };
+  if (!(condition instanceof FindOperator)) {
+    // A value is compared as the top of `where` compares the where's own equalities.
+    const comparable =
+      typeof condition === "string" ||
+      typeof condition === "number" ||
+      typeof condition === "bigint";
+    return {
+      outcomes: comparable ? new Set([String(condition) === value ? "true" : "false"]) : ANY,
+      null: false,
+      raw: false,
+    };
+  }
+  const op: FindOperator<unknown> = condition;
+  const inner: unknown = op.value;
+  switch (op.type) {
+    case "raw":
+      return { outcomes: ANY, null: false, raw: true };
+    case "isNull":
+      return { outcomes: new Set(["false"]), null: true, raw: false };
+    case "not": {
+      const judged = judge(op.child ?? inner, value);
+      return { ...judged, outcomes: new Set([...judged.outcomes].map(not3)) };
+    }
+    case "and":
+    case "or": {
+      if (!Array.isArray(inner) || inner.length === 0) break;
+      const parts = inner.map((v) => judge(v, value));
+      return op.type === "and" ? fold(parts, "true", and3) : fold(parts, "false", or3);
+    }
+    case "in":
+      // In() of nothing is "0=1" to TypeORM: false.
+      if (op.child !== undefined || !Array.isArray(inner)) break;
+      return fold(
+        inner.map((v) => judge(v, value)),
+        "false",
+        or3,
+      );
+    case "equal":
+      if (op.child !== undefined) break;
+      return judge(inner, value);
+  }
+  // An operator over another (Equal(Raw(…))) runs the inner one's SQL or parameters.
+  const child = op.child === undefined ? undefined : judge(op.child, value);
+  return { outcomes: ANY, null: false, raw: child?.raw ?? false };
+}
+
+/** A condition as the caller wrote it, for messages: `Not(In([null, "t2"]))`. */
+function show(condition: unknown): string {
+  if (condition === null || typeof condition === "string" || typeof condition === "number") {
+    return JSON.stringify(condition);
+  }
+  if (!(condition instanceof FindOperator)) return "…";
+  const op: FindOperator<unknown> = condition;
+  const name =
+    op.type === "ilike" ? "ILike" : `${op.type.charAt(0).toUpperCase()}${op.type.slice(1)}`;
+  const inner: unknown = op.child ?? op.value;
+  if (op.type === "isNull") return "IsNull()";
+  if (op.type === "raw") return "Raw(…)";
+  if (op.type === "in" && Array.isArray(inner)) return `In([${inner.map(show).join(", ")}])`;
+  if (Array.isArray(inner)) return `${name}(${inner.map(show).join(", ")})`;
+  return `${name}(${show(inner)})`;
+}
+
+/**
+ * `given`, the where's own condition on the context column `key`, beside the context's `value`:
+ * both hold, or the where is refused when that can only match no row because of a null check or
+ * comparison (silently empty otherwise), or when it holds SQL that could match other values'.
+ */
+function pinned(key: string, value: string, given: FindOperator<unknown>): FindOperator<unknown> {
+  const judged = judge(given, value);
+  if (judged.raw) {
+    // TypeORM joins an And's parts without brackets around Raw SQL: "a OR b AND tenantId = ?"
+    // would match every tenant's rows.
+    throw new ValidationError(
+      `"context" gives ${key} = ${JSON.stringify(value)}, which the lookup is limited to, but the where compares ${key} with Raw SQL, which cannot be kept within the rows holding it: compare ${key} with values or operators (Equal, In, Not, IsNull, And, Or, Like…)`,
+    );
+  }
+  if (judged.null && !judged.outcomes.has("true")) {
+    if (checksNull(given) && given.type !== "not") throw nullBesideContext(key, value);
+    throw new ValidationError(
+      `"context" gives ${key} = ${JSON.stringify(value)} but the where has ${key}: ${show(given)}, which no row holding ${JSON.stringify(value)} matches (a value is not null, and SQL finds no comparison with null true: IsNull() and Not(IsNull()) check for null)`,
+    );
+  }
+  return And(given, Equal(value));
+}
+
 class WhereRewriter {
   readonly #encryption: TypeormFieldEncryption;
   readonly #repository: Repository<ObjectLiteral>;
@@ -132,34 +271,34 @@ class WhereRewriter {
       // The option would win over the where's own equality: the rows of one tenant would be
       // looked up with another tenant's keys, and a contradiction would go unnoticed.
       for (const [key, value] of Object.entries(this.#context)) {
-        if (own[key] !== undefined && String(own[key]) !== value) {
+        const equal = own[key];
+        if (equal === undefined) continue;
+        if (equal === null) throw nullBesideContext(key, value);
+        if (String(equal) !== value) {
           throw new ValidationError(
-            `"context" gives ${key} = ${JSON.stringify(value)} but the where has ${key} = ${JSON.stringify(String(own[key]))}`,
+            `"context" gives ${key} = ${JSON.stringify(value)} but the where has ${key} = ${JSON.stringify(String(equal))}`,
           );
         }
       }
     }
-    const outs = await this.#rewrite(metadata, d, where, own, "");
     // Equality would match only the rows sealed under the context given, but Not would match
     // every other row, other tenants' included: the where is limited to the context's rows.
+    // Judged before any lookup, so that a where refused here costs no KMS call.
     const pins: Where = {};
     for (const key of d?.contextKeys ?? []) {
       const value = this.#context?.[key];
       if (value === undefined || own[key] !== undefined) continue;
       const given: unknown = where[key];
       if (given === undefined) pins[key] = value;
-      else if (given === null) {
-        // Null beside the context's value matches no row: a contradiction, as two values are.
-        throw new ValidationError(
-          `"context" gives ${key} = ${JSON.stringify(value)} but the where has ${key} = null`,
-        );
-      } else if (given instanceof FindOperator) pins[key] = And(given, Equal(value));
+      else if (given === null) throw nullBesideContext(key, value);
+      else if (given instanceof FindOperator) pins[key] = pinned(key, value, given);
       else {
         throw new ValidationError(
           `"context" gives ${key} = ${JSON.stringify(value)}, which the lookup is limited to, but the where compares ${key} with something else than a value or an operator`,
         );
       }
     }
+    const outs = await this.#rewrite(metadata, d, where, own, "");
     return Object.keys(pins).length === 0 ? outs : outs.map((out) => ({ ...out, ...pins }));
   }
 
@@ -364,7 +503,8 @@ class WhereRewriter {
  * A `fromRow` key given in `options.context` (not by an equality in the where) limits the where
  * to the rows holding that value: `{ email: Not(v) }` with `context: { tenantId: "t1" }` becomes
  * `{ email: Not(sealed), tenantId: "t1" }`, as the rows of other tenants hold values sealed
- * under their own tenant, which `Not` would match whatever they hold.
+ * under their own tenant, which `Not` would match whatever they hold. A condition of the where's
+ * own on that column is kept beside the value (`And(condition, Equal("t1"))`).
  *
  * While a migration is under way (`previousKeyIds`, `legacyPlaintext`) a value may have several
  * stored forms: a value or `Equal` becomes `In` of them, `In` the union of its values' forms,
@@ -375,7 +515,9 @@ class WhereRewriter {
  * @throws ValidationException when a column compared with a value is randomized without a blind
  *   index, when an operator cannot run on ciphertext (Like, LessThan, Between, Raw…), when a
  *   context value is missing, when `options.context` gives a key the where sets to another
- *   value or to null (no row could match), when the repository's DataSource has no field encryption
+ *   value or to null, or checks or compares with null so that no row holding the context's value
+ *   could match (`IsNull()`, `In([null])`, `Not(Equal(null))`…), or compares with `Raw` SQL (which
+ *   could reach other values' rows), when the repository's DataSource has no field encryption
  *   subscriber, or when an object where looks up a blind-indexed property whose legacy rows
  *   need an alternative of their own (see above).
  */
