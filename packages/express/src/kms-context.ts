@@ -7,7 +7,8 @@ import {
 } from "@kms/core";
 import type { Request, RequestHandler } from "express";
 import { callbackError } from "./internal/callback-error.ts";
-import { routeChain } from "./internal/route-chain.ts";
+import { type RequestView, routeChain } from "./internal/route-chain.ts";
+import { watchRouteEntry } from "./internal/route-entry.ts";
 import { PROBLEM_TYPE_BASE, sendProblem } from "./problem.ts";
 import { type RequestIdOptions, requestIdOf } from "./request-id.ts";
 import { existingRequestState, requestState } from "./request-state.ts";
@@ -86,11 +87,14 @@ const TENANT = /^[A-Za-z0-9._:-]{1,128}$/;
  * audit trail. A RegExp appears as its literal (`GET /^\/v\d+//orders/:id`). `/*` stands for
  * what no pattern names: the path before routing and where no route matched (`GET /*`), and
  * mount paths the router stack does not give, in front of the route's pattern (a router older
- * than 2.3, a sub-application mounted by `router.use`, or one that has returned when the
- * pattern is first read). It reads the request as it is now: `kmsContext` mounted with
- * `app.use` runs before routing, so a context of your own should read it when used —
- * `get route() { return routePattern(req); }` — as `defaultKmsContext` does. The pattern is
- * kept per matched route: read once inside the route, later reads give the same.
+ * than 2.3). Behind `kmsContext`, which notes where the request was when the router entered the
+ * route, the pattern is the same wherever it is read: in the route, in an error handler after
+ * the routers, in middleware the route passed the request on to, when a signed response ends.
+ * Without it, the request is read as it is now: a sub-application that has returned, or one
+ * mounted by `router.use` (it has no `parent`), leaves `/*` for the mounts in front of it. A
+ * context of your own should read it when used — `get route() { return routePattern(req); }`
+ * — as `defaultKmsContext` does, since `kmsContext` mounted with `app.use` runs before routing.
+ * The pattern is kept per route entered: read once, later reads give the same.
  */
 export function routePattern(req: Request): string {
   const route: unknown = req.route;
@@ -98,15 +102,18 @@ export function routePattern(req: Request): string {
   const state = requestState(req);
   const known = state.route;
   if (known !== undefined && known.matched === route) return known.pattern;
+  const entry = state.enteredRoute;
+  const entered = entry !== undefined && entry.route === route;
+  const view: RequestView = entered ? entry : req;
   let chain: ReturnType<typeof routeChain>;
   try {
-    chain = routeChain(req, route);
+    chain = routeChain(view, route, { outer: state.routeWatch?.app, entered });
   } catch {
     // Read from audit and error paths, where a throw would lose what they record: a stack that
     // cannot be read (a layer's getter that throws) is one the pattern cannot come from.
     chain = { readable: false };
   }
-  const pattern = `${req.method} ${chain.pattern ?? unresolved(req, route, chain.readable)}`;
+  const pattern = `${req.method} ${chain.pattern ?? unresolved(view, route, chain.readable)}`;
   state.route = { matched: route, pattern };
   return pattern;
 }
@@ -121,11 +128,11 @@ const UNSHOWN = "/*";
  * path to show when `baseUrl` is empty; one that can, but does not lead to the route, does
  * (the route is in a sub-application that has returned).
  */
-function unresolved(req: Request, route: object, readable: boolean): string {
+function unresolved(view: RequestView, route: object, readable: boolean): string {
   const path: unknown = (route as { path?: unknown }).path;
   const own = typeof path === "string" ? path : path instanceof RegExp ? String(path) : undefined;
   if (own === undefined) return UNSHOWN;
-  return req.baseUrl === "" && !readable ? own : `${UNSHOWN}${own}`;
+  return view.baseUrl === "" && !readable ? own : `${UNSHOWN}${own}`;
 }
 
 /** Options of `defaultKmsContext`: where it looks, and what a resolver of your own knows. */
@@ -217,6 +224,8 @@ export function kmsContext(options: KmsContextOptions = {}): RequestHandler {
       ? "an authenticated user"
       : `header ${options.tenantHeader} or an authenticated user`;
   return async (req, res, next) => {
+    // Before anything can route the request: `route` is then read as the router entered it.
+    watchRouteEntry(req);
     let context: RequestKmsContext | null | undefined;
     try {
       context = await resolve(req);

@@ -1,4 +1,5 @@
 import type { RequestMessage } from "@kms/http-signatures";
+import type { RouteEntry } from "./internal/route-entry.ts";
 import type { RequestKmsContext } from "./kms-context.ts";
 import type { VerifiedSignature } from "./verify-signature.ts";
 
@@ -15,7 +16,11 @@ export interface RequestState {
   /** Whether that id was decided trusting the client's `x-request-id`. */
   requestIdTrusted?: boolean;
   /** The last route `routePattern` saw matched, and its pattern as read inside it. */
-  route?: { readonly matched: object; readonly pattern: string };
+  route?: { readonly matched: object; readonly pattern: string } | undefined;
+  /** Set once `req.route` is watched: the application the request was in then. */
+  routeWatch?: { readonly app: unknown };
+  /** Once watched, the route the router entered last and the request as it was then. */
+  enteredRoute?: RouteEntry;
 }
 
 const STATE = Symbol("kms.express.request");

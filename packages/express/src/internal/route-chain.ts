@@ -1,5 +1,3 @@
-import type { Request } from "express";
-
 /*
  * Express names the matched route's own path (`req.route.path`) but not the patterns of the
  * routers it is mounted under: `req.baseUrl` is the part of the URL those routers consumed,
@@ -12,6 +10,10 @@ import type { Request } from "express";
  * on the request and is kept per route until a stack on the way changes length. Otherwise (an
  * array of mount paths, one router mounted twice) the request's path is matched again, layer by
  * layer, as the router matched it, which costs about a microsecond per mount.
+ *
+ * The request's own `app`, `baseUrl` and path say where it is now. Once the route's handler has
+ * returned they may no longer lead to the route (a sub-application put `req.app` back as it
+ * returned); `route-entry.ts` keeps them as they were when the router entered the route.
  *
  * That reads router 2.3's `Layer` (`rawPath`, and `match()` returning `{ path, pattern }`
  * without changing the layer), which the router documents as internal. Whatever does not have
@@ -47,6 +49,8 @@ const MAX_SURVEYED = 20_000;
 interface Survey {
   /** The request's application it was made for: which sub-applications it could see. */
   readonly app: unknown;
+  /** The application it started from. */
+  readonly root: AppView;
   readonly stacks: (readonly unknown[])[];
   readonly lengths: number[];
   /** The route's pattern when one way only leads to it, each mount holding one pattern. */
@@ -59,48 +63,119 @@ interface Survey {
 const surveys = new WeakMap<object, Survey>();
 
 /**
+ * What `routeChain` reads of the request: the request itself, or the values it had when the
+ * router entered the route (`RouteEntry`), which the routers put back as they return.
+ */
+export interface RequestView {
+  readonly app: unknown;
+  readonly baseUrl: unknown;
+  /** The path the current router matches: `req.path`. */
+  readonly path: unknown;
+}
+
+/** What is known of the request besides its view. */
+export interface RouteChainOptions {
+  /**
+   * An application the request was in before it was routed to the route: one above a
+   * sub-application mounted by `router.use`, which has no `parent` to lead back to it.
+   */
+  readonly outer?: unknown;
+  /**
+   * The view is the request as the router entered the route: its mounts consumed exactly
+   * `baseUrl`, and the route matched `path`.
+   */
+  readonly entered?: boolean;
+}
+
+/**
  * The patterns the request took to `route`: each mount pattern (a trailing `/` dropped, the
  * root `/` empty), then the pattern of `route` that matched, joined (`/users/:email/notes/:id`).
  * Never any part of the URL. Without `pattern`, `readable` tells whether the stack could be read
  * (then `route` is not under the request's application: a sub-application that has returned).
  */
 export function routeChain(
-  req: Request,
+  view: RequestView,
   route: object,
+  options: RouteChainOptions = {},
 ): { readonly pattern: string } | { readonly pattern?: undefined; readonly readable: boolean } {
+  const apps = ancestry(view.app);
+  const root = apps.at(-1);
+  const baseUrl = view.baseUrl;
+  if (root === undefined || typeof baseUrl !== "string") return { readable: false };
+  const { outer, entered = false } = options;
+  if (outer !== undefined && outer !== view.app) {
+    const outerApps = ancestry(outer);
+    const outerRoot = outerApps.at(-1);
+    if (outerRoot !== undefined && outerRoot !== root) {
+      // The request came in through another top application: `view.app` is (or was, since
+      // `req.app` stays when it returns) a sub-application below it mounted by `router.use`.
+      const both = [...apps, ...outerApps.filter((app) => !apps.includes(app))];
+      const found = chainFrom(view, baseUrl, route, outerRoot, both, entered);
+      if (found.pattern !== undefined) return found;
+    }
+  }
+  return chainFrom(view, baseUrl, route, root, apps, entered);
+}
+
+/** `app` and the applications it is mounted under (by `app.use`), innermost first. */
+function ancestry(start: unknown): AppView[] {
   const apps: AppView[] = [];
-  let app: unknown = req.app;
+  let app = start;
   while (isApp(app) && !apps.includes(app) && apps.length < MAX_DEPTH) {
     apps.push(app);
     app = app.parent;
   }
-  const root = apps.at(-1);
-  if (root === undefined || typeof req.baseUrl !== "string") return { readable: false };
-  const survey = surveyed(route, req.app, root, apps);
-  // An application mounted other than by `app.use` (`router.use(subApp)`) has no `parent`: the
-  // survey, which starts at the top application it knows, then misses the mounts above it.
-  // Those consumed part of `baseUrl`, which has more `/`s than the survey's mounts consume.
-  // Empty, `baseUrl` was read after the routers returned.
-  if (
-    survey.pattern !== undefined &&
-    (req.baseUrl === "" || slashesIn(req.baseUrl) === survey.slashes)
-  ) {
+  return apps;
+}
+
+function chainFrom(
+  view: RequestView,
+  baseUrl: string,
+  route: object,
+  root: AppView,
+  apps: readonly AppView[],
+  entered: boolean,
+): { readonly pattern: string } | { readonly pattern?: undefined; readonly readable: boolean } {
+  const survey = surveyed(route, view.app, root, apps);
+  // An application mounted other than by `app.use` (`router.use(subApp)`) has no `parent`: a
+  // survey from the top application above `view.app` then misses the mounts above it. Those
+  // consumed part of `baseUrl`, which has more `/`s than the survey's mounts consume. Empty,
+  // `baseUrl` was read after the routers returned.
+  if (survey.pattern !== undefined && (baseUrl === "" || slashesIn(baseUrl) === survey.slashes)) {
     return { pattern: survey.pattern };
   }
   // The path the top router matched: the consumed part and what the current router sees. Read
   // after a router has returned (an error handler after it), both are the top router's again.
-  const below: unknown = req.path;
+  const below = view.path;
   if (typeof below !== "string") return { readable: false };
-  const walk: Walk = { route, apps, onPath: [], readable: true };
-  const parts = search(walk, root.router.stack, req.baseUrl + below, root);
+  // Where several ways lead to the route, the one the router took consumed `baseUrl` as it was
+  // when it entered the route: one mounted at `/a` and at `/:section/t`, entered a second time
+  // by `/a/t/t/x` (the first way called `next()`), is named by the second.
+  const walk: Walk = {
+    route,
+    apps,
+    onPath: [],
+    readable: true,
+    routePath: entered ? below : undefined,
+  };
+  const parts = search(walk, root.router.stack, baseUrl + below, root);
   return parts === undefined ? { readable: walk.readable } : { pattern: parts.join("") };
 }
 
 /** The survey of the ways to `route`, made again when a stack it read has changed length. */
 function surveyed(route: object, app: unknown, root: AppView, apps: readonly AppView[]): Survey {
   const known = surveys.get(route);
-  if (known !== undefined && known.app === app && unchanged(known)) return known;
-  const survey: Survey = { app, stacks: [], lengths: [], pattern: undefined, slashes: undefined };
+  if (known !== undefined && known.app === app && known.root === root && unchanged(known)) {
+    return known;
+  }
+  const survey: Survey = {
+    app,
+    root,
+    stacks: [],
+    lengths: [],
+    pattern: undefined,
+    slashes: undefined,
+  };
   let ways = 0;
   let layers = 0;
   const onPath: unknown[] = [];
@@ -182,6 +257,8 @@ interface Walk {
   readonly onPath: (readonly unknown[])[];
   /** Cleared at the first layer that cannot be asked for its match. */
   readable: boolean;
+  /** The path the route matched, when known: the ways that leave another for it are not taken. */
+  readonly routePath: string | undefined;
 }
 
 function search(
@@ -198,6 +275,7 @@ function search(
       const layer = entry as LayerView;
       if (layer.route !== undefined) {
         if (layer.route !== walk.route) continue;
+        if (walk.routePath !== undefined && path !== walk.routePath) continue;
         const match = matchLayer(walk, layer, path);
         if (match !== undefined) return [patternText(match.pattern)];
         continue;
