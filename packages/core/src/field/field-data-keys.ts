@@ -119,8 +119,9 @@ export interface FieldDataKeysOptions {
 }
 
 /**
- * Whether the values asking for a data key may open under one wrapped under `keyContext` (the
- * context its data-key row stores): checked before the KMS is asked to unwrap it.
+ * Whether the values asking for a data key may open under one wrapped under `keyContext` (FORMAT
+ * §6.2): asked of the context its data-key row stores before the KMS is asked to unwrap it, and
+ * of the key's own context whenever a cached key is handed out.
  */
 export type AdmitsKeyContext = (keyContext: Readonly<EncryptionContext>) => boolean;
 
@@ -393,11 +394,19 @@ export class FieldDataKeys {
   }
 
   /**
-   * The cached read key of a randomized value, found by its header (format byte and data key
-   * id, bytes 0–16), if the cache still holds it. `now`, on the cache's clock, may be read once
-   * for a batch of values (the key's age is then checked against the batch's start).
+   * The cached read key of a randomized value of `binding` (its encoding, built from the pairs
+   * `context`), found by the value's header (format byte and data key id, bytes 0–16), if the
+   * cache still holds it. `now`, on the cache's clock, may be read once for a batch of values
+   * (the key's age is then checked against the batch's start).
+   * @throws InvalidCiphertextException (the generic error) when the key is cached but `context`
+   *   does not hold the context it is wrapped under (FORMAT §6.2), whoever cached it.
    */
-  cachedReadKeyOf(stored: Uint8Array, now?: number): LoadedKey | undefined {
+  cachedReadKeyOf(
+    stored: Uint8Array,
+    binding: Uint8Array,
+    context: Readonly<EncryptionContext>,
+    now?: number,
+  ): LoadedKey | undefined {
     let loaded = this.#lastLoaded;
     if (loaded !== undefined) {
       const last = this.#lastHeader;
@@ -411,7 +420,7 @@ export class FieldDataKeys {
         // As the cache counts age: a key "loaded after now" (the clock was set back) is expired
         // too, or it would serve for as long as the step.
         const age = (now ?? this.#cache.clock.now()) - loaded.loadedAt;
-        if (age >= 0 && age < this.#cache.maxAgeMs) return loaded;
+        if (age >= 0 && age < this.#cache.maxAgeMs) return admitBinding(loaded, binding, context);
       }
     }
     // Copied before the cache reads its clock: a clock that re-enters the engine may reuse the
@@ -421,7 +430,7 @@ export class FieldDataKeys {
     if (loaded === undefined) return undefined;
     this.#lastHeader = header;
     this.#lastLoaded = loaded;
-    return loaded;
+    return admitBinding(loaded, binding, context);
   }
 
   /** Now on the cache's clock, for `cachedReadKeyOf`. */
@@ -430,10 +439,27 @@ export class FieldDataKeys {
   }
 
   /**
-   * The stable data key `id` if it has been loaded and is younger than `maxAgeMs` at `now` (on
-   * the cache's clock; read once for a batch, as for `cachedReadKeyOf`).
+   * The stable data key `id` for a deterministic value of `context`, if it has been loaded and
+   * is younger than `maxAgeMs` at `now` (on the cache's clock; read once for a batch, as for
+   * `cachedReadKeyOf`).
+   * @throws InvalidCiphertextException (the generic error) when the key is cached but `context`
+   *   does not hold the context it is wrapped under (FORMAT §6.2), whoever cached it.
    */
-  cachedStable(id: string, now = this.#cache.clock.now()): StableKey | undefined {
+  cachedStable(
+    id: string,
+    context: Readonly<EncryptionContext>,
+    now = this.#cache.clock.now(),
+  ): StableKey | undefined {
+    const stable = this.#readyStable(id, now);
+    if (stable === undefined || holdsKeyContext(context, stable.context)) return stable;
+    throw generic();
+  }
+
+  /**
+   * The stable data key `id` if it has been loaded and is younger than `maxAgeMs` at `now`,
+   * whatever its context: every caller checks that before the key leaves this class.
+   */
+  #readyStable(id: string, now = this.#cache.clock.now()): StableKey | undefined {
     this.#sweepStable(now);
     const stable = this.#stableReady.get(id);
     if (stable === undefined || this.#fresh(stable, now)) return stable;
@@ -973,19 +999,30 @@ export class FieldDataKeys {
   }
 
   /**
-   * The read key of the randomized data key `id`. Its row is read first, and the KMS is asked
-   * to unwrap it only when `admits` the context the row stores (FORMAT §6.2): a value copied
-   * from another tenant's row fails with the generic error before any KMS call, so its request
-   * never uses that tenant's KMS key, nor learns from the KMS's answer in what state it is. The
-   * KMS then unwraps it only under a key the engine is configured with (`#unwrapRecord`).
+   * The read key of the randomized data key `id`, handed out only when `admits` the context it
+   * is wrapped under (FORMAT §6.2) — a cached key as well as one unwrapped now: whichever call
+   * cached it (a read or a write of another context, inside a transaction or not), a key is
+   * checked against the values asking for it, not against the ones that loaded it. On a miss
+   * its row is read first, and the KMS is asked to unwrap it only when `admits` the context the
+   * row stores: a value copied from another tenant's row fails with the generic error before any
+   * KMS call, so its request never uses that tenant's KMS key, nor learns from the KMS's answer
+   * in what state it is. The KMS then unwraps it only under a key the engine is configured with
+   * (`#unwrapRecord`).
+   * @throws InvalidCiphertextException (the generic error) when not admitted or unknown.
    */
   readKey(id: string, admits: AdmitsKeyContext): Promise<LoadedKey> {
     const hit = this.#cache.use<LoadedKey>(this.#readPrefix + id, NO_USE);
-    if (hit !== undefined) return Promise.resolve(hit);
+    if (hit !== undefined) {
+      return admits(hit.context) ? Promise.resolve(hit) : Promise.reject(generic());
+    }
     return this.record(id).then((record) => {
       if (record === undefined || !admits(record.encryptionContext)) throw generic();
+      // Cached while the row was read: by another row under the id (one since replaced), maybe.
       const loaded = this.#cache.use<LoadedKey>(this.#readPrefix + id, NO_USE);
-      if (loaded !== undefined) return loaded;
+      if (loaded !== undefined) {
+        if (!admits(loaded.context)) throw generic();
+        return loaded;
+      }
       const pending = this.#readKeysInFlight.get(id);
       if (pending !== undefined) {
         if (!admits(pending.keyContext)) throw generic();
@@ -1222,11 +1259,7 @@ export class FieldDataKeys {
       const known = this.#goneStable.get(id);
       if (known !== undefined && sameBytes(known.wrappedKey, record.wrappedKey)) continue;
       try {
-        const stable = await this.stableForId(
-          id,
-          (stored) => sameContext(stored, context),
-          foreignStableRow,
-        );
+        const stable = await this.#stableOfContext(id, context);
         if (!stable.retired) bounded(this.#stableByScope, scope, stable, MAX_STABLE_KEYS);
         return stable;
       } catch (error) {
@@ -1379,30 +1412,56 @@ export class FieldDataKeys {
   }
 
   /**
-   * The stable data key `id`, for reading a deterministic value (or for writing: see
-   * `#findStable`). As `readKey`, the KMS is asked to unwrap its row only when `admits` the
-   * context the row stores; otherwise the call fails with `refusal()` (default: the generic
-   * error) without any KMS call.
+   * The stable data key `id`, for reading a deterministic value (`decrypt`, `decryptMany`,
+   * `inspect`). As `readKey`, it is handed out only when `admits` the context it is wrapped
+   * under, cached or not, and the KMS is asked to unwrap its row only when `admits` the context
+   * the row stores.
+   * @throws InvalidCiphertextException (the generic error) when not admitted or unknown.
    */
-  stableForId(
-    id: string,
-    admits: AdmitsKeyContext,
-    refusal: () => Error = generic,
-  ): Promise<StableKey> {
-    const ready = this.cachedStable(id);
-    if (ready !== undefined) return Promise.resolve(ready);
+  stableForId(id: string, admits: AdmitsKeyContext): Promise<StableKey> {
+    return this.#admittedStable(id, admits, generic);
+  }
+
+  /**
+   * The stable data key `id` for the paths that write or match under (KMS key, `context`), whose
+   * id is derived from that very context (`#findStable`, `#existingStable`): the key must be
+   * wrapped under exactly `context`, not a context it holds, whether cached or unwrapped now.
+   * Any other key under the id came from a row planted there (a key its planter may know), and
+   * is an integrity failure of the data-key table, not a bad value: KMSInternalException.
+   */
+  #stableOfContext(id: string, context: EncryptionContext): Promise<StableKey> {
+    return this.#admittedStable(id, (stored) => sameContext(stored, context), foreignStableRow);
+  }
+
+  /**
+   * `stableForId` and `#stableOfContext`: fails with `refusal()` when `admits` refuses the
+   * context of the key it would hand out (cached, joined or unwrapped now), or the one its row
+   * stores (before any KMS call); with the generic error when the key is unknown.
+   */
+  #admittedStable(id: string, admits: AdmitsKeyContext, refusal: () => Error): Promise<StableKey> {
+    const ready = this.#readyStable(id);
+    if (ready !== undefined) {
+      return admits(ready.context) ? Promise.resolve(ready) : Promise.reject(refusal());
+    }
+    const admitted = (stable: StableKey): StableKey => {
+      if (!admits(stable.context)) throw refusal();
+      return stable;
+    };
     const forgets = this.#forgets;
     return this.record(id).then((record) => {
       if (record === undefined) throw generic();
       // A row rolled back while it was read may be the one just read: read it again.
-      if (this.#forgets !== forgets) return this.stableForId(id, admits, refusal);
+      if (this.#forgets !== forgets) return this.#admittedStable(id, admits, refusal);
       if (!admits(record.encryptionContext)) throw refusal();
-      const held = this.cachedStable(id);
-      if (held !== undefined) return held;
+      // Loaded while the row was read: from another row under the id (one since replaced), maybe.
+      const held = this.#readyStable(id);
+      if (held !== undefined) return admitted(held);
       const pending = this.#stableLoads.get(id);
       if (pending !== undefined) {
         if (!admits(pending.keyContext)) throw refusal();
-        return pending.loading;
+        // A load answers with the key the engine holds under the id when it lands (#adopt): one
+        // made from another row meanwhile, maybe.
+        return pending.loading.then(admitted);
       }
       const generation = this.#generation;
       const loading: Promise<StableKey> = this.#unwrapRecord(record, "stable").then((unwrapped) => {
@@ -1428,7 +1487,7 @@ export class FieldDataKeys {
       loading.catch(() => {
         if (this.#stableLoads.get(id) === entry) this.#stableLoads.delete(id);
       });
-      return loading;
+      return loading.then(admitted);
     });
   }
 
@@ -1458,7 +1517,7 @@ export class FieldDataKeys {
     return this.#findStable(
       keyId,
       context,
-      (id) => this.stableForId(id, (stored) => sameContext(stored, context), foreignStableRow),
+      (id) => this.#stableOfContext(id, context),
       (mine) => this.#adopt(mine),
     );
   }
@@ -1740,6 +1799,28 @@ function goneRow(record: DataKeyRecord, error: unknown): GoneStable {
 /** Whether `a` and `b` hold the same bytes (compared in place: no copy of either). */
 export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b);
+}
+
+/**
+ * `loaded`, when values of `binding` (an encoding, built from the pairs `context`) may open
+ * under it (FORMAT §6.2). A binding that opened under the key before is not asked again:
+ * `lastBinding` and the keys of `aads` are only ever bindings the engine's open admitted, and
+ * an encoding is one object per (model, field, context), so the hot path pays one comparison.
+ * @throws InvalidCiphertextException (the generic error) otherwise.
+ */
+function admitBinding(
+  loaded: LoadedKey,
+  binding: Uint8Array,
+  context: Readonly<EncryptionContext>,
+): LoadedKey {
+  if (
+    loaded.lastBinding === binding ||
+    loaded.aads.has(binding) ||
+    holdsKeyContext(context, loaded.context)
+  ) {
+    return loaded;
+  }
+  throw generic();
 }
 
 /** Both contexts hold exactly the same pairs. */

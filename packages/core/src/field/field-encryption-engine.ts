@@ -541,9 +541,9 @@ export class FieldEncryptionEngine {
     }
     const format = bytes[0];
     if (format === FORMAT_RANDOMIZED && bytes.length >= RANDOMIZED_OVERHEAD) {
-      const loaded = this.#keys.cachedReadKeyOf(bytes, now);
-      if (loaded === undefined) return undefined;
       const encoded = encodeBinding(bound);
+      const loaded = this.#keys.cachedReadKeyOf(bytes, encoded, bound.context, now);
+      if (loaded === undefined) return undefined;
       // A clock that decrypted another text (while the key's age was checked) reused the
       // scratch: read again.
       if (!isCurrentRead(bytes, stored as string)) bytes = fromFieldText(stored as string);
@@ -553,7 +553,10 @@ export class FieldEncryptionEngine {
       // Copied before the clock is read (AES-SIV costs far more than a copy): a clock that
       // decrypts another text reuses the scratch.
       const own = typeof stored === "string" ? bytes.slice() : bytes;
-      const stable = this.#keys.cachedStable(hexOf(own, 1, HEADER_LENGTH), now);
+      // Encoded (cached) before the key is asked for, as #openDeterministic does: a binding that
+      // is no binding at all is an argument error, not a key refused to its context.
+      encodeBinding(bound);
+      const stable = this.#keys.cachedStable(hexOf(own, 1, HEADER_LENGTH), bound.context, now);
       if (stable === undefined) return undefined;
       // Undefined (a miss: the async path loads the key again) if clearCache() dropped it.
       return this.#keys.useStable(stable, (held) =>
@@ -983,10 +986,9 @@ export class FieldEncryptionEngine {
         parsed.mode === "deterministic"
           ? await this.#keys.stableForId(parsed.dataKeyId, admits)
           : await this.#keys.readKey(parsed.dataKeyId, admits);
-      // `admits` only gates an unwrap: a key already cached is returned without it, and decrypt
-      // checks the key's context when it opens the value, which inspect never does. Checked here
-      // on the key itself, whichever path produced it, or a warm engine would report another
-      // tenant's data key and KMS key where a cold one refuses.
+      // The data-key layer hands out a key, cached or not, only when `admits` its context; this
+      // is inspect's own check of the key, as decrypt's open is decrypt's: a warm engine must
+      // never report another tenant's data key and KMS key where a cold one refuses.
       if (!holdsKeyContext(context, key.context)) throw generic();
       kmsKeyId = key.kmsKeyId;
     }
