@@ -17,9 +17,13 @@ import {
 generatorHelper.generatorHandler({
   onManifest: () => ({ prettyName: "@kms/prisma field types", defaultOutput: "./kms" }),
   async onGenerate(options) {
+    // Native types mean what the datasource's provider says (`@db.Float`: single precision on
+    // MySQL, double on SQL Server).
+    const provider = options.datasources[0]?.activeProvider;
     const models: AnnotatedModel[] = options.dmmf.datamodel.models.map((model) => ({
       name: model.name,
       doc: (model.documentation ?? "").split("\n"),
+      ...(provider === undefined ? {} : { provider }),
       fields: model.fields.map((field) => ({
         name: field.name,
         type: field.type,
@@ -30,6 +34,15 @@ generatorHelper.generatorHandler({
         ...(typeof field.relationName === "string" ? { relationName: field.relationName } : {}),
         // A composite type's field is of kind "object", like a relation's: no enum.
         isEnum: field.kind === "enum",
+        // `@db.VarChar(255)` is `["VarChar", ["255"]]`: written back as schema text gives it.
+        ...(field.nativeType == null
+          ? {}
+          : {
+              nativeType:
+                field.nativeType[1].length === 0
+                  ? field.nativeType[0]
+                  : `${field.nativeType[0]}(${field.nativeType[1].join(", ")})`,
+            }),
       })),
     }));
     const configs = configFromAnnotations(models);

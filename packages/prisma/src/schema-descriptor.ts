@@ -1,4 +1,11 @@
-import { FIELD_VALUE_TYPES, type FieldValueType, ValidationError } from "@kms/core";
+import {
+  DETERMINISTIC_OVERHEAD,
+  FIELD_TEXT_PREFIX,
+  FIELD_VALUE_TYPES,
+  type FieldValueType,
+  RANDOMIZED_OVERHEAD,
+  ValidationError,
+} from "@kms/core";
 import type { TypedSchemaDescriptor } from "./field-types.ts";
 import { readSchemaText } from "./internal/schema-text.ts";
 
@@ -81,6 +88,27 @@ export interface ModelDescriptor {
    * `foreignKeys` order: a relation write there (`tenant: { connect }`) rebinds those values.
    */
   readonly boundForeignKeys: readonly BoundForeignKeyDescriptor[];
+  /**
+   * The native types (`@db.Char(8)`) of the columns this model's encryption names, where the
+   * schema gives them; absent when none has one, and from descriptors written by generators
+   * that did not record them (whose columns' native types are then not checked).
+   */
+  readonly nativeTypes?: NativeTypesDescriptor;
+}
+
+/**
+ * Native database types of columns, with the datasource provider that gives them their
+ * meaning (`@db.Float` is single precision on MySQL, double on SQL Server). Some change what a
+ * column reads back, and `checkColumnTypes` refuses those where values depend on it.
+ */
+export interface NativeTypesDescriptor {
+  /** The datasource's provider (`postgresql`, `mysql`, `sqlserver`, `cockroachdb`…), if known. */
+  readonly provider?: string;
+  /**
+   * Column → its native type as written after `@db.`, arguments separated by ", ", as Prisma's
+   * DMMF gives them: `Char(8)`, `Real`, `VarChar(255)`, `Decimal(10, 2)`.
+   */
+  readonly columns: Readonly<Record<string, string>>;
 }
 
 export interface BoundForeignKeyDescriptor {
@@ -147,6 +175,13 @@ export interface ModelConfig {
    */
   readonly links?: Readonly<Record<string, string>>;
   readonly context?: Partial<ModelContextDescriptor>;
+  /**
+   * The native types (`@db.VarChar(255)`) of the columns named above, which schema text and the
+   * `kms-prisma-types` generator record: a column whose native type changes what it reads back
+   * (`@db.Char(n)` context or ciphertext columns on PostgreSQL, `@db.Real` context columns) or
+   * cannot hold even the shortest value is then refused when the extension is applied.
+   */
+  readonly nativeTypes?: NativeTypesDescriptor;
 }
 
 /**
@@ -357,6 +392,7 @@ export function defineModels<const Models extends Readonly<Record<string, ModelC
         }),
       );
     }
+    const nativeTypes = nativeTypesOf(`model "${name}"`, config.nativeTypes);
     out[name] = Object.freeze({
       name,
       encrypted: Object.freeze(encrypted),
@@ -373,6 +409,7 @@ export function defineModels<const Models extends Readonly<Record<string, ModelC
       boundForeignKeys: Object.freeze(boundForeignKeys),
       context: modelContext,
       contextColumns: Object.freeze(contextColumns),
+      ...(nativeTypes === undefined ? {} : { nativeTypes }),
     });
   }
   const descriptor = Object.freeze(out);
@@ -380,6 +417,35 @@ export function defineModels<const Models extends Readonly<Record<string, ModelC
   if (listsEvery(options))
     for (const model of Object.values(out)) LISTING_EVERY_RELATION.add(model);
   return descriptor;
+}
+
+/** A native type as written after `@db.`: a name, then arguments in parentheses. */
+const NATIVE_TYPE = /^([A-Za-z]\w*)(?:\((.*)\))?$/s;
+
+/** `config.nativeTypes` checked and frozen; undefined when not given. */
+function nativeTypesOf(where: string, config: unknown): NativeTypesDescriptor | undefined {
+  if (config === undefined) return undefined;
+  if (!isRecord(config) || !isRecord(config.columns) || Array.isArray(config.columns)) {
+    fail(where, `nativeTypes must be { provider?, columns: { <column>: "<native type>" } }`);
+  }
+  const provider = config.provider;
+  if (provider !== undefined && (typeof provider !== "string" || provider === "")) {
+    fail(where, `nativeTypes.provider must be a datasource provider ("postgresql", "mysql"…)`);
+  }
+  const columns: Record<string, string> = {};
+  for (const [column, type] of Object.entries(config.columns)) {
+    if (typeof type !== "string" || !NATIVE_TYPE.test(type)) {
+      fail(
+        where,
+        `nativeTypes column "${column}" must be a native type as written after @db. ("VarChar(255)")`,
+      );
+    }
+    columns[column] = type;
+  }
+  return Object.freeze({
+    ...(provider === undefined ? {} : { provider }),
+    columns: Object.freeze(columns),
+  });
 }
 
 /** What of a model decides which values are bound to which columns. */
@@ -479,9 +545,135 @@ const PRISMA_SCALARS = new Set([
  */
 const CONTEXT_SCALARS = new Set(["String", "Int", "BigInt", "Float"]);
 
+/**
+ * A column's native type (`@db.Char(8)`), from its model's `nativeTypes`, with the provider
+ * that gives it its meaning.
+ */
+interface NativeType {
+  readonly name: string;
+  readonly args: readonly string[];
+  /** As written after `@db.`, for messages. */
+  readonly text: string;
+  readonly provider: string | undefined;
+}
+
+function nativeTypeOf(model: ModelDescriptor, column: string): NativeType | undefined {
+  const types = model.nativeTypes;
+  if (types === undefined || !Object.hasOwn(types.columns, column)) return undefined;
+  const text = types.columns[column] as string;
+  const [, name = text, args] = NATIVE_TYPE.exec(text) ?? [];
+  return {
+    name,
+    args: args === undefined ? [] : args.split(",").map((a) => a.trim()),
+    text,
+    provider: types.provider,
+  };
+}
+
+const PROVIDER_NAMES: Readonly<Record<string, string>> = {
+  postgresql: "PostgreSQL",
+  mysql: "MySQL (and MariaDB)",
+  sqlserver: "SQL Server",
+  cockroachdb: "CockroachDB",
+};
+
+function providerName(native: NativeType): string {
+  return (
+    (native.provider === undefined ? undefined : PROVIDER_NAMES[native.provider]) ?? "the database"
+  );
+}
+
+/** Text types whose declared length (`VarChar(255)`) caps what a column holds, in characters. */
+const LENGTH_LIMITED_TEXT = new Set(["Char", "NChar", "VarChar", "NVarChar", "String"]);
+/** The same for bytes (`VarBinary(64)`). */
+const LENGTH_LIMITED_BYTES = new Set(["Binary", "VarBinary"]);
+/** Fixed-length types, whose length is 1 when none is given (`@db.Char` is CHAR(1)). */
+const FIXED_LENGTH = new Set(["Char", "NChar", "Binary"]);
+
+/** The most characters (or bytes) a column of `native` holds; undefined when not capped. */
+function declaredLength(native: NativeType, limited: ReadonlySet<string>): number | undefined {
+  if (!limited.has(native.name)) return undefined;
+  const length = native.args[0];
+  if (length === undefined || length === "") return FIXED_LENGTH.has(native.name) ? 1 : undefined;
+  // `Max` (SQL Server) caps nothing a value reaches.
+  return /^\d+$/.test(length) ? Number(length) : undefined;
+}
+
+/** Characters of base64url without padding for `bytes` bytes (FORMAT §6.1.5). */
+function base64urlLength(bytes: number): number {
+  return Math.ceil((bytes * 4) / 3);
+}
+
+/** Text types that cannot hold `kms1:…` or base64url text at all (every write fails or is cut). */
+const NOT_TEXT = new Set([
+  "Uuid",
+  "UniqueIdentifier",
+  "Inet",
+  "Bit",
+  "VarBit",
+  "CatalogSingleChar",
+]);
+
+/** Whether `native` keeps a Float in single precision (4 bytes). */
+function singlePrecision(native: NativeType): boolean {
+  if (native.name === "Real" || native.name === "Float4") return true;
+  if (native.name !== "Float") return false;
+  // SQL Server's float is float(53) unless given n ≤ 24; MySQL's FLOAT is single precision
+  // (and so is taken a provider left unsaid).
+  if (native.provider !== "sqlserver") return true;
+  const n = native.args[0];
+  return n !== undefined && /^\d+$/.test(n) && Number(n) <= 24;
+}
+
+/** The double-precision native type of a Float column on the provider of `native`. */
+const DOUBLE_TYPES: Readonly<Record<string, string>> = {
+  postgresql: "@db.DoublePrecision",
+  mysql: "@db.Double",
+  sqlserver: "@db.Float(53)",
+  cockroachdb: "@db.Float8",
+};
+
+/**
+ * Why a context column of `typeName` in `native` reads back in another text than a write bound
+ * its values under, with what to write instead; undefined when it does not.
+ */
+function contextNativeReason(typeName: string, native: NativeType): string | undefined {
+  const on = providerName(native);
+  if (typeName === "String") {
+    if (native.name === "Char" || native.name === "NChar") {
+      const change =
+        native.provider === "mysql"
+          ? `MySQL and MariaDB strip the trailing spaces of a CHAR(n) value ("t1 " reads back as "t1")`
+          : `${on} pads a CHAR(n) value shorter than n with spaces ("t1" reads back as "t1      ")`;
+      return `${change}, so its rows would not decrypt; use @db.VarChar(n) or @db.Text`;
+    }
+    if (native.name === "Inet") {
+      return `${on} reads an address back in its own spelling ("10.0.0.1/32" as "10.0.0.1"), so its rows would not decrypt; keep the address in a text column`;
+    }
+    if (native.name === "UniqueIdentifier") {
+      return `SQL Server reads a uniqueidentifier back in capital letters, not as a lowercase UUID was written, so its rows would not decrypt; keep the UUID in a @db.VarChar(36) column`;
+    }
+    if (native.name === "CatalogSingleChar") {
+      return `a "char" column keeps only the first byte of a value ("t1" reads back as "t"), so its rows would not decrypt; use @db.String`;
+    }
+  } else if (typeName === "Int" && native.name === "Year") {
+    return `a YEAR column reads a two-digit year back in four digits (70 as 1970), so its rows would not decrypt; use an integer type`;
+  } else if (typeName === "Float" && singlePrecision(native)) {
+    const double =
+      (native.provider === undefined ? undefined : DOUBLE_TYPES[native.provider]) ??
+      "a double-precision type";
+    return `${on} keeps a single-precision number, which reads back as another double than was written (0.30000000000000004 as 0.3, or as 0.30000001192092896), so its rows would not decrypt; use ${double}`;
+  }
+  return undefined;
+}
+
 /** Why a column of `type` cannot be a context column, or undefined if it can. */
-function contextColumnRule(type: ColumnType): string | undefined {
+function contextColumnRule(type: ColumnType, native?: NativeType): string | undefined {
   if (!type.isList) {
+    const reason = native && contextNativeReason(type.typeName, native);
+    if (native !== undefined && reason !== undefined) {
+      return `a context column cannot be @db.${native.text}: values are bound to the column's text, and ${reason}`;
+    }
     if (CONTEXT_SCALARS.has(type.typeName)) return undefined;
     if (type.isEnum ?? !PRISMA_SCALARS.has(type.typeName)) return undefined;
   }
@@ -501,14 +693,69 @@ const CONTEXT_TYPE_REASONS: Readonly<Record<string, string>> = {
 const NOT_ENCRYPTABLE = "only String and Bytes columns can be encrypted";
 const NOT_BLIND_INDEX = "a blind index column must be a String";
 
-/** Why a column of `type` cannot hold an encrypted field's ciphertext, or undefined if it can. */
-function encryptedColumnRule(type: string, isList: boolean): string | undefined {
-  return (type === "String" || type === "Bytes") && !isList ? undefined : NOT_ENCRYPTABLE;
+/**
+ * Why a column of `type` cannot hold an encrypted field's ciphertext, or undefined if it can;
+ * with the field's `spec` and the column's `native` type, also a native type that changes the
+ * ciphertext on its way back or cannot hold the shortest one (an empty value's: every write
+ * would fail). Longer values are the database's to refuse, loudly, when written.
+ */
+function encryptedColumnRule(
+  type: string,
+  isList: boolean,
+  spec?: Pick<EncryptedFieldDescriptor, "mode" | "storage">,
+  native?: NativeType,
+): string | undefined {
+  if ((type !== "String" && type !== "Bytes") || isList) return NOT_ENCRYPTABLE;
+  if (spec === undefined || native === undefined) return undefined;
+  const overhead = spec.mode === "deterministic" ? DETERMINISTIC_OVERHEAD : RANDOMIZED_OVERHEAD;
+  const written = `@db.${native.text}`;
+  if (spec.storage === "bytes") {
+    if (native.name === "Binary") {
+      return `ciphertext cannot be kept in ${written}: a BINARY(n) column pads a value shorter than n with zero bytes, and the padded bytes read back as no ciphertext, so every read would fail; use @db.VarBinary(n) or a BLOB type`;
+    }
+    const length = declaredLength(native, LENGTH_LIMITED_BYTES);
+    if (length !== undefined && length < overhead) {
+      return `ciphertext cannot fit in ${written}: it holds at most ${length} bytes, and a ${spec.mode} value's ciphertext has ${overhead} bytes besides the value's own (an empty value's ciphertext is that long), so every write would fail`;
+    }
+    return undefined;
+  }
+  if (NOT_TEXT.has(native.name)) {
+    return `ciphertext cannot be kept in ${written}: the column takes no ${FIELD_TEXT_PREFIX}… text; use @db.Text or @db.VarChar(n)`;
+  }
+  if ((native.name === "Char" || native.name === "NChar") && native.provider !== "mysql") {
+    return `ciphertext cannot be kept in ${written}: ${providerName(native)} pads a CHAR(n) value shorter than n with spaces, and the padded text reads back as no ciphertext, so every read would fail; use @db.VarChar(n) or @db.Text`;
+  }
+  const length = declaredLength(native, LENGTH_LIMITED_TEXT);
+  const shortest = FIELD_TEXT_PREFIX.length + base64urlLength(overhead);
+  if (length !== undefined && length < shortest) {
+    return `ciphertext cannot fit in ${written}: it holds at most ${length} characters, and a ${spec.mode} value's ciphertext has at least ${shortest} (${FIELD_TEXT_PREFIX} and the base64url of the ${overhead} bytes every value adds, an empty value's), so every write would fail; a value of k bytes takes ${FIELD_TEXT_PREFIX.length} + ⌈4(k + ${overhead})/3⌉ characters`;
+  }
+  return undefined;
 }
 
-/** Why a column of `type` cannot hold a blind index (base64url text), or undefined if it can. */
-function blindIndexColumnRule(type: string, isList: boolean): string | undefined {
-  return type === "String" && !isList ? undefined : NOT_BLIND_INDEX;
+/**
+ * Why a column of `type` cannot hold a blind index (base64url text), or undefined if it can;
+ * with its `index` and `native` type, also a native type that cannot hold one (a CHAR(n) wider
+ * than the index pads it, which lookups, compared by the database, do not see).
+ */
+function blindIndexColumnRule(
+  type: string,
+  isList: boolean,
+  index?: Pick<BlindIndexDescriptor, "bytes">,
+  native?: NativeType,
+): string | undefined {
+  if (type !== "String" || isList) return NOT_BLIND_INDEX;
+  if (index === undefined || native === undefined) return undefined;
+  const written = `@db.${native.text}`;
+  if (NOT_TEXT.has(native.name)) {
+    return `a blind index cannot be kept in ${written}: the column takes no base64url text; use @db.VarChar(n) or @db.Text`;
+  }
+  const length = declaredLength(native, LENGTH_LIMITED_TEXT);
+  const needed = base64urlLength(index.bytes);
+  if (length !== undefined && length < needed) {
+    return `a blind index cannot fit in ${written}: it holds at most ${length} characters, and an index of ${index.bytes} bytes is ${needed} (base64url), so every write would fail`;
+  }
+  return undefined;
 }
 
 /**
@@ -517,9 +764,13 @@ function blindIndexColumnRule(type: string, isList: boolean): string | undefined
  * would be written in plaintext; a relation field holds no value), an encrypted field's column
  * holds its ciphertext (a String column for text storage, Bytes for bytes), a blind index
  * column base64url text, and a context column values that read back as the text a write bound
- * them under (`contextColumnRule`). Schema text and the type generator apply the same rules to
- * the schema's own types. `columnsOf` gives a model's columns by name, or undefined for a model the client
- * lacks, which is not checked here (`checkColumns` with `checkAgainst` is).
+ * them under (`contextColumnRule`). Where the descriptor records native types (`nativeTypes`:
+ * schema text and the generator's module do), those are checked too: one that changes what a
+ * context column or a ciphertext reads back (`@db.Char(n)`, `@db.Real`), or that cannot hold
+ * even an empty value's ciphertext or a blind index, is refused. Schema text and the type
+ * generator apply the same rules to the schema's own types. `columnsOf` gives a model's
+ * columns by name, or undefined for a model the client lacks, which is not checked here
+ * (`checkColumns` with `checkAgainst` is).
  * @throws ValidationException naming the model and field.
  */
 export function checkColumnTypes(
@@ -540,14 +791,18 @@ export function checkColumnTypes(
       if (column.typeName !== needed) {
         fail(where, `storage "${spec.storage}" needs a ${needed} column, not ${column.typeName}`);
       }
+      const native = nativeTypeOf(model, field);
+      const nativeRule = encryptedColumnRule(column.typeName, column.isList, spec, native);
+      if (nativeRule !== undefined) fail(where, nativeRule);
     }
-    for (const index of Object.keys(model.blindIndexes)) {
-      const column = columnType(index) as ColumnType;
-      const rule = blindIndexColumnRule(column.typeName, column.isList);
-      if (rule !== undefined) fail(`model "${model.name}" field "${index}"`, rule);
+    for (const [name, index] of Object.entries(model.blindIndexes)) {
+      const column = columnType(name) as ColumnType;
+      const native = nativeTypeOf(model, name);
+      const rule = blindIndexColumnRule(column.typeName, column.isList, index, native);
+      if (rule !== undefined) fail(`model "${model.name}" field "${name}"`, rule);
     }
     for (const name of model.contextColumns) {
-      const rule = contextColumnRule(columnType(name) as ColumnType);
+      const rule = contextColumnRule(columnType(name) as ColumnType, nativeTypeOf(model, name));
       if (rule !== undefined) fail(`model "${model.name}" context column "${name}"`, rule);
     }
   }
@@ -776,12 +1031,19 @@ export interface AnnotatedField {
    * is no enum, and no context column may hold it.
    */
   readonly isEnum?: boolean;
+  /**
+   * The field's native type (`@db.Char(8)`) as written after `@db.`, arguments separated by
+   * ", " (`Char(8)`, `Decimal(10, 2)`); undefined when it has none.
+   */
+  readonly nativeType?: string;
 }
 
 export interface AnnotatedModel {
   readonly name: string;
   readonly doc: readonly string[];
   readonly fields: readonly AnnotatedField[];
+  /** The schema's datasource provider (`postgresql`…), which gives native types their meaning. */
+  readonly provider?: string;
 }
 
 /**
@@ -896,6 +1158,19 @@ export function configFromAnnotations(
         );
       }
     }
+    // The native types of the columns the annotations name, which `checkColumnTypes` checks.
+    const named = new Set([
+      ...fromRow,
+      ...Object.keys(encrypted),
+      ...Object.keys(blindIndexes),
+      ...Object.values(encrypted).flatMap((spec) => spec.context?.fromRow ?? []),
+    ]);
+    const nativeColumns: Record<string, string> = {};
+    for (const field of model.fields) {
+      if (field.nativeType !== undefined && named.has(field.name)) {
+        nativeColumns[field.name] = field.nativeType;
+      }
+    }
     configs[name] = {
       encrypted,
       blindIndexes,
@@ -903,6 +1178,14 @@ export function configFromAnnotations(
       ...(Object.keys(foreignKeys).length === 0 ? {} : { foreignKeys }),
       ...(Object.keys(links).length === 0 ? {} : { links }),
       context: { fromRow, fromScope },
+      ...(Object.keys(nativeColumns).length === 0
+        ? {}
+        : {
+            nativeTypes: {
+              ...(model.provider === undefined ? {} : { provider: model.provider }),
+              columns: nativeColumns,
+            },
+          }),
     };
   }
   return configs;

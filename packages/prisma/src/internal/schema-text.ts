@@ -22,6 +22,9 @@ import type { AnnotatedField, AnnotatedModel } from "../schema-descriptor.ts";
  * Annotation text that ends up on no model or field Prisma reads would be silently ignored by
  * both routes (a field written in plaintext, a model bound to no tenant): every comment holding
  * `@kms.` must be documentation of a model or of a model's field, or the schema is refused.
+ *
+ * Each field also carries its native type (`@db.Char(8)`, after the datasource's name), and
+ * each model the datasource's provider, as the DMMF gives them to the generator.
  * @throws ValidationException listing each such comment by line, with the reason.
  */
 export function readSchemaText(schema: string): AnnotatedModel[] {
@@ -33,6 +36,7 @@ export function readSchemaText(schema: string): AnnotatedModel[] {
   const enumNames = new Set(
     items.flatMap((i) => (i.kind === "block" && i.keyword === "enum" ? [i.name] : [])),
   );
+  const datasource = datasourceOf(items);
   const models: AnnotatedModel[] = [];
   let pending: Comment[] | undefined;
   for (const [i, item] of items.entries()) {
@@ -66,7 +70,8 @@ export function readSchemaText(schema: string): AnnotatedModel[] {
     models.push({
       name: item.name,
       doc: documentation(doc, undefined),
-      fields: modelFields(item, modelNames, enumNames),
+      fields: modelFields(item, modelNames, enumNames, datasource.name),
+      ...(datasource.provider === undefined ? {} : { provider: datasource.provider }),
     });
   }
   if (pending !== undefined) drop(pending, `no model follows it`);
@@ -151,10 +156,52 @@ function documentation(block: readonly Comment[] | undefined, trailing: Comment 
   return lines.length === 0 ? [] : lines.join("\n").split("\n");
 }
 
+/**
+ * The schema's datasource: its name, which native type attributes start with (`@db.` for
+ * `datasource db`), and its provider as the DMMF's `activeProvider` names it.
+ */
+function datasourceOf(items: readonly TopItem[]): { name: string; provider: string | undefined } {
+  for (const item of items) {
+    if (item.kind !== "block" || item.keyword !== "datasource") continue;
+    let provider: string | undefined;
+    for (const line of item.contents) {
+      if (line.kind !== "line" || line.attribute || line.name !== "provider") continue;
+      provider = /^[\t\p{Zs}]*=[\t\p{Zs}]*"([^"]*)"/u.exec(line.code)?.[1];
+    }
+    // `postgres` is another spelling of `postgresql`, which the DMMF uses.
+    if (provider === "postgres" || provider === "prisma+postgres") provider = "postgresql";
+    return { name: item.name, provider };
+  }
+  return { name: "db", provider: undefined };
+}
+
+/**
+ * A field's native type attribute (`@db.VarChar(255)`) as the generator writes the DMMF's
+ * (`VarChar(255)`, arguments separated by ", "), or undefined when it has none.
+ */
+function nativeTypeOf(code: string, datasource: string): string | undefined {
+  // A string argument (`@default("@db.Char(2)")`) holds no attribute.
+  const bare = code.replace(/"(?:[^"\\]|\\.)*"/g, '""');
+  // The grammar lets spaces in between the parts (`@db.Char (8)`).
+  const space = "[\\t\\p{Zs}]*";
+  const found = new RegExp(
+    `@${space}${datasource}${space}\\.${space}([A-Za-z]\\w*)(?:${space}\\(([^)]*)\\))?`,
+    "u",
+  ).exec(bare);
+  if (found === null) return undefined;
+  const [, name, args] = found as unknown as [string, string, string | undefined];
+  const list = (args ?? "")
+    .split(",")
+    .map((a) => a.trim())
+    .filter((a) => a !== "");
+  return list.length === 0 ? name : `${name}(${list.join(", ")})`;
+}
+
 function modelFields(
   model: Extract<TopItem, { kind: "block" }>,
   modelNames: ReadonlySet<string>,
   enumNames: ReadonlySet<string>,
+  datasource: string,
 ): AnnotatedField[] {
   const fields: AnnotatedField[] = [];
   let pending: Comment[] | undefined;
@@ -196,6 +243,7 @@ function modelFields(
     // two model names in order joined by "To".
     const args = /@relation\(([^)]*)\)/.exec(code)?.[1] ?? "";
     const named = (/^\s*"([^"]*)"/.exec(args) ?? /\bname\s*:\s*"([^"]*)"/.exec(args))?.[1];
+    const nativeType = nativeTypeOf(code, datasource);
     const relationName = !modelNames.has(typeName)
       ? undefined
       : (named ?? [model.name, typeName].sort().join("To"));
@@ -209,6 +257,7 @@ function modelFields(
       ...(relationName === undefined ? {} : { relationName }),
       // A type that is neither a model nor an enum is a scalar or a composite type (`type X {}`).
       ...(modelNames.has(typeName) ? {} : { isEnum: enumNames.has(typeName) }),
+      ...(nativeType === undefined ? {} : { nativeType }),
     });
   }
   if (pending !== undefined) drop(pending, `no field follows it in model ${model.name}`);
