@@ -610,7 +610,11 @@ export class Kms {
    * `request.request` for the caller, without performing it (beyond AWS). Audited itself.
    * @throws ValidationException for an unknown operation or a request naming no key,
    *   NotFoundException for a key that does not exist (InvalidCiphertextException when only a
-   *   symmetric ciphertext's header names it, as Decrypt answers); for a key argument named in a form the
+   *   symmetric ciphertext's header names it, as Decrypt answers); IncorrectKeyException when
+   *   decrypt's keyId or reEncrypt's sourceKeyId names another key than the ciphertext's header
+   *   and the explained call is allowed on every key it reads (a denied one is reported, as the
+   *   call answers AccessDenied first; the header's key is then not read, as the call does not
+   *   read it); for a key argument named in a form the
    *   operation does not take, the operation's own answer (an alias where it takes a key id or
    *   key ARN only: NotFoundException; an alias as an alias's target: ValidationException).
    *   AccessDeniedException (needs kms:Explain on the account policy, and kms:GetKeyPolicy and

@@ -105,6 +105,16 @@ async function encryptSymmetric(
   return { response, keyMaterialId: currentVersion(key).keyMaterialId };
 }
 
+/**
+ * What decrypt and reEncrypt answer (explain too) when `argument` names an existing key other than
+ * the one the ciphertext's header names.
+ */
+export function incorrectKey(argument: string): IncorrectKeyError {
+  return new IncorrectKeyError(
+    `the ciphertext was not encrypted under the key given in "${argument}"`,
+  );
+}
+
 interface Opened {
   readonly key: StoredKey;
   readonly plaintext: Uint8Array;
@@ -131,11 +141,14 @@ async function open(
       : await resolveKeyId(ctx, expectedKeyInput, names.keyId);
   const parsed = parseBlob(blob);
   if (expectedKeyId !== undefined && expectedKeyId !== parsed.keyId) {
-    // A key that does not exist is NotFound, as in AWS; only an existing other key is Incorrect.
-    await getKey(ctx, expectedKeyId);
-    throw new IncorrectKeyError(
-      `the ciphertext was not encrypted under the key given in "${names.keyId}"`,
-    );
+    // A key that does not exist is NotFound, as in AWS; only an existing other key is Incorrect,
+    // once the caller is authorized on it (AccessDenied first), for what the call asks of the
+    // key it names as the ciphertext's: ReEncrypt's source key needs kms:ReEncryptFrom, which
+    // the authorizer, reading the key from the header, would take for a destination's
+    // kms:ReEncryptTo. The header's own key is never read: its state, its existence and the
+    // caller's rights on it decide nothing here.
+    await getKey(operation === "reEncryptSource" ? namedSourceContext(ctx) : ctx, expectedKeyId);
+    throw incorrectKey(names.keyId);
   }
   let live: StoredKey;
   try {
@@ -263,7 +276,7 @@ async function reEncryptWithRsa(
   const rsaSource = isRsaEncryptionAlgorithm(request.sourceEncryptionAlgorithm);
   const source = rsaSource
     ? await rsaDecrypt(
-        rsaSourceContext(ctx),
+        namedSourceContext(ctx),
         {
           ciphertextBlob: request.ciphertextBlob,
           ...(request.sourceKeyId !== undefined ? { keyId: request.sourceKeyId } : {}),
@@ -311,13 +324,14 @@ async function reEncryptWithRsa(
 }
 
 /**
- * The context for ReEncrypt's RSA source key, which authorizes it for kms:ReEncryptFrom. The
- * call pipeline tells a reEncrypt's source key from its destination by the key id a symmetric
- * ciphertext carries; an RSA ciphertext carries none, so it would ask the source key for
- * kms:ReEncryptTo, and a principal allowed only to re-encrypt *to* an RSA key could move that
- * key's ciphertexts under a key of its own and decrypt them there.
+ * The context for a ReEncrypt source key that its ciphertext's header does not name, which
+ * authorizes it for kms:ReEncryptFrom: an RSA source key, and a `sourceKeyId` naming another key
+ * than a symmetric ciphertext's header. The call pipeline tells a reEncrypt's source key from its
+ * destination by the key id a symmetric ciphertext carries; an RSA ciphertext carries none, so
+ * it would ask the source key for kms:ReEncryptTo, and a principal allowed only to re-encrypt
+ * *to* an RSA key could move that key's ciphertexts under a key of its own and decrypt them there.
  */
-function rsaSourceContext(ctx: KmsContext): KmsContext {
+function namedSourceContext(ctx: KmsContext): KmsContext {
   const call = ctx.call;
   if (call === undefined || ctx.authorize === undefined) return ctx;
   return {

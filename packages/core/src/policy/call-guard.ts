@@ -26,6 +26,7 @@ import {
   validateGrantTokens,
 } from "../operations/grants.ts";
 import { keyArgumentsOf, parseKeyArgument } from "../operations/key-arguments.ts";
+import { incorrectKey } from "../operations/symmetric.ts";
 import { currentRequestId } from "../request-id-scope.ts";
 import type { CallOptions } from "../types.ts";
 import {
@@ -302,8 +303,10 @@ export class CallGuard {
    * explain call itself, whose caller must be allowed to read each key (explainableKey).
    * @throws ValidationError, NotFoundError (a key that does not exist, as the calls answer),
    *   InvalidCiphertextError (a symmetric ciphertext's header names a key that does not exist, as
-   *   Decrypt and ReEncrypt answer), AccessDeniedError (the caller may not read a key's policy
-   *   or grants).
+   *   Decrypt and ReEncrypt answer), IncorrectKeyError (decrypt's keyId or reEncrypt's
+   *   sourceKeyId names another key than the header's, and the call would be allowed on every
+   *   key it reads: as the call answers), AccessDeniedError (the caller may not read a key's
+   *   policy or grants).
    */
   async explain(base: KmsContext, call: CallState): Promise<ExplainResult> {
     const caller = base.call;
@@ -326,10 +329,32 @@ export class CallGuard {
         resolved.set(name, id);
         ids.add(id);
       }
-      // ReEncrypt's RSA source, which its ciphertext does not name: as reEncrypt authorizes it.
-      const rsaSource =
+      // The key the ciphertext's header names, as the authorizer reads it (an RSA ciphertext
+      // names none), and the key argument naming the ciphertext's key (decrypt's keyId,
+      // reEncrypt's sourceKeyId). When the two differ the call reads the argument's key alone,
+      // authorizes it, and answers IncorrectKeyException (operations/symmetric.ts open): the
+      // header's key, missing or not, is not explained.
+      const headerKeyId = ciphertextKeyId(
+        request,
+        call.operation === "reEncrypt" ? "sourceEncryptionAlgorithm" : "encryptionAlgorithm",
+      );
+      const blobKeyArgument =
+        call.operation === "decrypt"
+          ? "keyId"
+          : call.operation === "reEncrypt"
+            ? "sourceKeyId"
+            : undefined;
+      const namedBlobKey =
+        blobKeyArgument === undefined ? undefined : resolved.get(blobKeyArgument);
+      const incorrect =
+        headerKeyId !== undefined && namedBlobKey !== undefined && namedBlobKey !== headerKeyId
+          ? blobKeyArgument
+          : undefined;
+      // ReEncrypt's source key where its ciphertext's header does not name it (an RSA source, or
+      // a sourceKeyId naming another key): as reEncrypt authorizes it, for kms:ReEncryptFrom.
+      const namedSource =
         call.operation === "reEncrypt" &&
-        isRsaEncryptionAlgorithm(request.sourceEncryptionAlgorithm)
+        (incorrect !== undefined || isRsaEncryptionAlgorithm(request.sourceEncryptionAlgorithm))
           ? resolved.get("sourceKeyId")
           : undefined;
       // RetireGrant is also open to the grant's retiring principal (see retireGrant), and a
@@ -344,39 +369,34 @@ export class CallGuard {
         if (alias === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
         ids.add(alias.targetKeyId);
       }
-      // The key the ciphertext's header names, as the authorizer reads it (an RSA ciphertext
-      // names none). A given source key is the one ReEncrypt opens the blob under.
-      const headerKeyId =
-        request.sourceKeyId === undefined
-          ? ciphertextKeyId(
-              request,
-              call.operation === "reEncrypt" ? "sourceEncryptionAlgorithm" : "encryptionAlgorithm",
-            )
-          : undefined;
-      if (headerKeyId !== undefined) ids.add(headerKeyId);
+      if (headerKeyId !== undefined && incorrect === undefined) ids.add(headerKeyId);
       if (ids.size === 0) {
         throw new ValidationError(
           `"request" names no key for ${call.operation} to be explained on`,
         );
       }
       const keys: StoredKey[] = [];
+      let headerKeyMissing = false;
       for (const keyId of ids) {
         try {
           keys.push(await explainableKey(base, caller, keyId));
         } catch (error) {
           // The call answers a header naming a key that does not exist as it answers a tampered
-          // blob (operations/symmetric.ts open), whether or not a key argument names it too.
+          // blob (operations/symmetric.ts open), whether or not a key argument names it too;
+          // only once the other keys are read, as reEncrypt reads its destination key first.
           if (error instanceof NotFoundError && keyId === headerKeyId) {
-            throw invalidCiphertext();
+            headerKeyMissing = true;
+            continue;
           }
           throw error;
         }
       }
+      if (headerKeyMissing) throw invalidCiphertext();
       for (const key of keys) {
         const keyId = key.keyId;
         const policy = keyPolicyOf(key, settings.identity);
         const actions: (readonly [string, KeyRole])[] =
-          keyId !== rsaSource
+          keyId !== namedSource
             ? actionsFor(probe, key)
             : [
                 ...RSA_REENCRYPT_SOURCE_ACTIONS,
@@ -409,6 +429,11 @@ export class CallGuard {
             decision,
           });
         }
+      }
+      // A call allowed everything it asks fails on the mismatch; a denied one answers
+      // AccessDenied first, which the decisions show.
+      if (incorrect !== undefined && probe.decisions.every((d) => d.decision.allowed)) {
+        throw incorrectKey(incorrect);
       }
     }
     const decisions = probe.decisions.map((d) => ({
