@@ -1,13 +1,15 @@
 /**
  * Builds the CloudTrail-shaped record of one call. Request and response are copied through a
- * filter that drops every binary value (plaintext, ciphertext, data keys, signatures) and every
- * field whose name marks it as secret, so no operation — including ones added later — can leak
- * them into the trail by accident.
+ * filter that drops every binary value (plaintext, ciphertext, data keys, signatures, a peer's
+ * public key), whatever JavaScript shape it arrives in, and every field whose name marks it as
+ * secret, so no operation — including ones added later — can leak them into the trail by
+ * accident.
  */
 import { keyArn } from "../arn.ts";
 import { parseBlob } from "../envelope/ciphertext-blob.ts";
 import { isKmsError } from "../errors.ts";
 import { setOwnMember } from "../internal/own-member.ts";
+import type { Kms } from "../kms.ts";
 import { GRANT_ID, retireGrantTarget } from "../operations/grants.ts";
 import type { CallState } from "../policy/authorizer.ts";
 import type { AuditJsonObject, AuditJsonValue, AuditUserIdentity } from "./audit-sink.ts";
@@ -32,6 +34,67 @@ const SECRET_FIELDS = new Set([
   "rootkey",
   "wrappedmaterial",
 ]);
+
+/**
+ * Lower-cased names of the request members that hold bytes (AWS's blob members): never copied
+ * into an event, whatever JavaScript type arrives in them. AWS records no blob of a KMS call,
+ * and a caller that sends one as a `number[]`, a JSON-decoded Buffer or a base64 string is
+ * refused (ValidationError), but its refused call is recorded with what it sent. The last two
+ * are AWS members core does not serve (a Nitro Enclave's Recipient), listed so that a request
+ * shaped for AWS leaves them out too.
+ */
+const BYTES_FIELD_NAMES = [
+  "plaintext",
+  "ciphertextblob",
+  "message",
+  "signature",
+  "mac",
+  "publickey",
+  "attestationdocument",
+] as const;
+
+const BYTES_FIELDS: ReadonlySet<string> = new Set(BYTES_FIELD_NAMES);
+
+type Bytes = ArrayBufferView | ArrayBuffer;
+
+/** Names of the members of `T` (at any depth, in arrays too) whose type includes bytes. */
+type BytesMembers<T, Depth extends readonly unknown[] = []> = Depth["length"] extends 6
+  ? never
+  : T extends Bytes | Date | ((...args: never[]) => unknown)
+    ? never
+    : T extends readonly (infer Item)[]
+      ? BytesMembers<Item, [...Depth, unknown]>
+      : T extends object
+        ? {
+            [K in keyof T & string]-?: [Extract<T[K], Bytes>] extends [never]
+              ? BytesMembers<NonNullable<T[K]>, [...Depth, unknown]>
+              : K;
+          }[keyof T & string]
+        : never;
+
+type KmsMethod = {
+  [K in keyof Kms & string]: Kms[K] extends (...args: never[]) => unknown ? K : never;
+}[keyof Kms & string];
+
+/** Every bytes member of every public Kms method's request. */
+type RequestBytesMembers = {
+  [M in KmsMethod]: BytesMembers<NonNullable<Parameters<Kms[M]>[0]>>;
+}[KmsMethod];
+
+type UnlistedBytesMember = Exclude<
+  Lowercase<RequestBytesMembers>,
+  (typeof BYTES_FIELD_NAMES)[number]
+>;
+
+type NoneLeft<T extends never> = T;
+
+/**
+ * Does not compile ("Type '"member"' does not satisfy the constraint 'never'") once a request of
+ * Kms declares bytes in a member that BYTES_FIELD_NAMES does not list: an operation added later
+ * cannot have its blob copied into the trail whenever it arrives as something else than a
+ * Uint8Array.
+ */
+export type EveryRequestBytesMemberListed = NoneLeft<UnlistedBytesMember>;
 
 /**
  * Fields whose members are named by the caller (an encryption context and the grant constraints
@@ -85,6 +148,36 @@ function bounded(text: string, budget: Budget): string {
   return `${kept}…[truncated from ${text.length} characters]`;
 }
 
+/** Whether an array index key: "0", "1", … (not "01", "-1", "1.5"). */
+const INDEX = /^(?:0|[1-9]\d*)$/;
+
+/**
+ * Whether `value` is bytes in one of the shapes they take outside a Uint8Array: a typed array,
+ * DataView or ArrayBuffer; a non-empty array of numbers only; a JSON-decoded Buffer
+ * (`{ type: "Buffer", data: [...] }`); an array-like of numbers (the JSON of a Uint8Array,
+ * `{ "0": 48, "1": 89, … }`, with or without `length`). No AWS KMS request or response member
+ * is a list of numbers, so none of these is anything else than a blob there. Looks at no more
+ * than MAX_ITEMS items, as `redact` does.
+ */
+function isBytesLike(value: object): boolean {
+  if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) return true;
+  if (Array.isArray(value)) {
+    const length = Math.min(value.length, MAX_ITEMS);
+    if (length === 0) return false;
+    for (let i = 0; i < length; i++) if (typeof value[i] !== "number") return false;
+    return true;
+  }
+  const record = value as Record<string, unknown>;
+  if (record.type === "Buffer" && Array.isArray(record.data)) return true;
+  let indexes = 0;
+  for (const [k, v] of Object.entries(record)) {
+    if (k === "length" && typeof v === "number") continue;
+    if (!INDEX.test(k) || typeof v !== "number") return false;
+    if (++indexes >= MAX_ITEMS) break;
+  }
+  return indexes > 0;
+}
+
 /**
  * Copies JSON-able, non-secret parts of a value, within `budget` characters of text (strings
  * past it are cut with a note, members and items past it left out). `callerNamed`: the members
@@ -114,7 +207,7 @@ export function redact(
   }
   if (depth >= MAX_DEPTH) return undefined;
   if (value instanceof Date) return Number.isNaN(value.getTime()) ? null : value.toISOString();
-  if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) return undefined;
+  if (isBytesLike(value)) return undefined;
   if (Array.isArray(value)) {
     const items: AuditJsonValue[] = [];
     const length = Math.min(value.length, MAX_ITEMS);
@@ -128,7 +221,7 @@ export function redact(
   for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
     if (budget.left <= 0) break;
     const name = k.toLowerCase();
-    if (!callerNamed && SECRET_FIELDS.has(name)) continue;
+    if (!callerNamed && (SECRET_FIELDS.has(name) || BYTES_FIELDS.has(name))) continue;
     const key = bounded(k, budget);
     const copied = redact(v, depth + 1, !callerNamed && CALLER_NAMED_MAPS.has(name), budget);
     if (copied !== undefined) setOwnMember(out, key, copied);
@@ -173,6 +266,30 @@ export function userIdentityOf(call: CallState): AuditUserIdentity {
     arn: p,
     accountId: call.principalAccount,
     ...(call.viaService !== undefined ? { invokedBy: call.viaService } : {}),
+  };
+}
+
+/**
+ * Who CloudTrail names for work AWS KMS does on its own (a DeleteKey at the end of a deletion
+ * window, an automatic RotateKey): the account and "AWS Internal", no principal. Source: the
+ * CloudTrail log entries for DeleteKey and RotateKey in the AWS KMS Developer Guide
+ * (ct-delete-key.html, ct-rotatekey.html), which also record `sourceIPAddress` as "AWS Internal".
+ */
+const AWS_INTERNAL = "AWS Internal";
+
+/**
+ * `event` as CloudTrail records a service event (`eventType` AwsServiceEvent): under the
+ * account, invoked by AWS itself, from no address. Such work is the KMS's, not a caller's, even
+ * when it happens inside a call (its `requestID` tells which), so naming the default principal,
+ * or the caller's address, would credit someone who did not do it. Other events are returned as
+ * they are.
+ */
+export function asRecorded(event: UnchainedAuditEvent): UnchainedAuditEvent {
+  if (event.eventType !== "AwsServiceEvent") return event;
+  return {
+    ...event,
+    userIdentity: { accountId: event.recipientAccountId, invokedBy: AWS_INTERNAL },
+    sourceIPAddress: AWS_INTERNAL,
   };
 }
 

@@ -21,14 +21,20 @@ export type AuditJsonValue =
 
 export type AuditJsonObject = { readonly [key: string]: AuditJsonValue };
 
-/** Who made the call, in CloudTrail's `userIdentity` shape. */
+/**
+ * Who made the call, in CloudTrail's `userIdentity` shape. A service event (`eventType`
+ * AwsServiceEvent: work the KMS did on its own) names no principal, as CloudTrail records them:
+ * `{ accountId, invokedBy: "AWS Internal" }`, without `type`, `principalId` and `arn`.
+ */
 export interface AuditUserIdentity {
-  /** "IAMUser", "AWSAccount" (account root), "AWSService" or "Unknown". */
-  readonly type: string;
-  readonly principalId: string;
-  readonly arn: string;
+  /** "Root", "IAMUser", "AssumedRole", "Principal" or "Service"; absent in a service event. */
+  readonly type?: string;
+  /** Absent in a service event. */
+  readonly principalId?: string;
+  /** The principal's ARN; absent in a service event. */
+  readonly arn?: string;
   readonly accountId: string;
-  /** Service that called on the principal's behalf (kms:ViaService). */
+  /** Service that called on the principal's behalf (kms:ViaService); "AWS Internal" in a service event. */
   readonly invokedBy?: string;
 }
 
@@ -55,6 +61,7 @@ export interface AuditEvent {
   /** AWS operation name in PascalCase ("Encrypt", "CreateGrant"). */
   readonly eventName: string;
   readonly awsRegion: string;
+  /** The caller's address when it gave one (`CallOptions.sourceIp`); "AWS Internal" in a service event. */
   readonly sourceIPAddress: string | null;
   readonly userIdentity: AuditUserIdentity;
   readonly requestParameters: AuditJsonObject | null;

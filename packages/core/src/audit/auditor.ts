@@ -12,8 +12,10 @@
  */
 import { KmsInternalError } from "../errors.ts";
 import { type AuditHead, chainAuditEvents } from "./audit-chain.ts";
+import { asRecorded } from "./audit-event.ts";
 import type { UnchainedAuditEvent } from "./audit-sink.ts";
 import { type AuditEvent, type AuditSink, GENESIS_HASH } from "./audit-sink.ts";
+import { type UsageIndexStore, usageIndexOf } from "./usage-index.ts";
 
 export type { UnchainedAuditEvent } from "./audit-sink.ts";
 
@@ -79,6 +81,51 @@ interface NotedUsage {
   readonly sequence: number;
 }
 
+/** Events per page when the usage index is built from the trail: its memory stays bounded. */
+const USAGE_PAGE = 1000;
+
+/**
+ * Events written after which a single-writer Auditor saves its usage index on a sink that keeps
+ * one (JsonlAuditSink): a restarted Kms then reads at most about this many events of the trail,
+ * not all of it (it is also saved once built, and on close).
+ */
+const USAGE_INDEX_EVERY = 10_000;
+
+/** One saved index entry: [key ARN, sequence, operation, time (epoch ms), eventID, requestID]. */
+type IndexEntry = readonly [string, number, KeyLastUsageOperation, number, string, string];
+
+interface IndexData {
+  /** Epoch ms of the oldest event noted, null before any. */
+  readonly trackingStart: number | null;
+  readonly usage: readonly IndexEntry[];
+}
+
+function isIndexEntry(value: unknown, head: number): value is IndexEntry {
+  if (!Array.isArray(value) || value.length !== 6) return false;
+  const [arn, sequence, operation, time, eventId, requestId] = value as unknown[];
+  return (
+    typeof arn === "string" &&
+    Number.isSafeInteger(sequence) &&
+    (sequence as number) <= head &&
+    typeof operation === "string" &&
+    isUsageEvent(operation) &&
+    Number.isFinite(time) &&
+    typeof eventId === "string" &&
+    typeof requestId === "string"
+  );
+}
+
+/** `data` as a saved index built up to sequence `head`, or undefined when it is not one. */
+function indexDataOf(data: unknown, head: number): IndexData | undefined {
+  if (typeof data !== "object" || data === null) return undefined;
+  const { trackingStart, usage } = data as Record<string, unknown>;
+  if (trackingStart !== null && !Number.isFinite(trackingStart)) return undefined;
+  if (!Array.isArray(usage) || !usage.every((entry) => isIndexEntry(entry, head))) {
+    return undefined;
+  }
+  return { trackingStart: trackingStart as number | null, usage: usage as IndexEntry[] };
+}
+
 /** What the trail tells about one key (see {@link Auditor.lastUsage}). */
 export interface KeyUsageRecord {
   readonly usage: KeyLastUsage | undefined;
@@ -103,22 +150,42 @@ export class Auditor {
   #usage: Map<string, NotedUsage> | undefined;
   /** Epoch ms of the oldest event noted in #usage. */
   #trackingStart: number | undefined;
-  /** Single writer: the one read of the whole trail that fills #usage. */
+  /**
+   * Single writer: the one read that fills #usage, of the whole trail, or of the saved index
+   * and the events after it.
+   */
   #usageLoaded: Promise<void> | undefined;
+  /** Single writer: #usage holds every event up to the head (the read above is done). */
+  #usageComplete = false;
   /** Shared chain: the newest sequence whose usage is in #usage (others write too). */
   #usageSeen = -1;
+  /** Single writer: where the sink keeps the usage index, if it does. */
+  readonly #index: UsageIndexStore | undefined;
+  /** Events in #usage that the saved index does not hold. */
+  #unindexed = 0;
+  /**
+   * Set once a batch failed to write: lines of it may be in the file without being in #usage,
+   * and an index saved after it would keep that difference past a restart, which reads the
+   * trail again instead.
+   */
+  #indexStale = false;
 
   constructor(sink: AuditSink, options: AuditorOptions = {}) {
     this.sink = sink;
     this.failClosed = options.failClosed ?? true;
     this.#onError = options.onError ?? (() => {});
     this.sharedChain = typeof sink.appendAndChain === "function";
+    this.#index = this.sharedChain ? undefined : usageIndexOf(sink);
   }
 
-  /** Resolves once the event is written (fail-closed) or queued (fail-open). */
+  /**
+   * Resolves once the event is written (fail-closed) or queued (fail-open). A service event is
+   * written in CloudTrail's shape for one (see asRecorded) whoever built it: here, where every
+   * event enters the trail, no way of recording the KMS's own work can credit a principal.
+   */
   record(event: UnchainedAuditEvent): Promise<void> {
     const written = new Promise<AuditEvent>((resolve, reject) => {
-      this.#queue.push({ event, resolve, reject });
+      this.#queue.push({ event: asRecorded(event), resolve, reject });
     });
     if (!this.#writing) void this.#drain();
     if (this.failClosed) return written.then(() => undefined);
@@ -171,17 +238,72 @@ export class Auditor {
           for (let i = 0; i < batch.length; i++) batch[i]!.resolve(chained[i]!);
         } catch (error) {
           // Nothing of the batch counts as written; the chain continues from the old head.
-          if (!this.sharedChain) this.#head = undefined;
+          if (!this.sharedChain) {
+            this.#head = undefined;
+            this.#indexStale = true;
+          }
           const failure = new KmsInternalError(
             `audit sink ${this.sink.description} could not record the call`,
             { cause: error },
           );
           for (const p of batch) p.reject(failure);
         }
+        // Here, between writes, the trail ends with the head the index is saved at.
+        if (this.#unindexed >= USAGE_INDEX_EVERY) await this.#saveIndex();
       }
     } finally {
       this.#writing = false;
     }
+  }
+
+  /**
+   * Saves #usage as the sink's usage index, at the head. Only between writes (in #drain, or
+   * when nothing is being written), so that the trail ends with the head and #usage holds every
+   * event up to it.
+   */
+  async #saveIndex(): Promise<void> {
+    const index = this.#index;
+    const usage = this.#usage;
+    if (index === undefined || usage === undefined || !this.#usageComplete) return;
+    if (this.#indexStale) return;
+    const noted = this.#unindexed;
+    try {
+      await this.#ensureHead();
+      const head = this.#head;
+      if (head === undefined || head.sequence < 0) return;
+      const entries: IndexEntry[] = [];
+      for (const [arn, { sequence, usage: u }] of usage) {
+        entries.push([
+          arn,
+          sequence,
+          u.operation,
+          u.timestamp.getTime(),
+          u.cloudTrailEventId,
+          u.kmsRequestId,
+        ]);
+      }
+      const data: IndexData = { trackingStart: this.#trackingStart ?? null, usage: entries };
+      await index.save({ sequence: head.sequence, hash: head.hash }, data);
+    } catch {
+      // The index only saves a restarted Kms time: without it, that Kms reads more of the
+      // trail, which stays what the answers come from.
+    } finally {
+      // Saved or not, tried again only after as many events again.
+      this.#unindexed -= noted;
+    }
+  }
+
+  /** Saves the index now unless a write is under way (#drain saves it then, when due). */
+  async #saveIndexIdle(): Promise<void> {
+    if (this.#writing || this.#unindexed === 0) return;
+    this.#writing = true;
+    try {
+      await this.#saveIndex();
+    } finally {
+      this.#writing = false;
+    }
+    // Calls recorded while the index was being saved.
+    if (this.#queue.length > 0) void this.#drain();
   }
 
   async #writeSingle(batch: readonly Pending[]): Promise<readonly AuditEvent[]> {
@@ -191,7 +313,10 @@ export class Auditor {
       batch.map((p) => p.event),
     );
     await this.sink.write(chained);
-    for (const e of chained) this.#noteUsage(e);
+    if (this.#usage !== undefined) {
+      for (const e of chained) this.#noteUsage(e);
+      if (this.#index !== undefined) this.#unindexed += chained.length;
+    }
     return chained;
   }
 
@@ -269,16 +394,63 @@ export class Auditor {
     return this.#record(keyArn);
   }
 
+  /**
+   * Fills #usage from the saved index and the events after it where the sink keeps one, else
+   * from the whole trail; a page at a time either way, so that memory does not grow with the
+   * trail. Then saves the index, so that the next start reads from here.
+   */
   async #loadUsage(): Promise<void> {
     // Set before the read, so that writes landing during it are noted too.
     this.#usage = new Map<string, NotedUsage>();
     try {
-      for (const event of await this.sink.read()) this.#noteUsage(event);
+      const resumed = await this.#index?.resume(USAGE_PAGE).catch(() => undefined);
+      const saved = resumed && indexDataOf(resumed.data, resumed.head.sequence);
+      if (saved !== undefined) this.#restore(saved);
+      const pages = saved !== undefined && resumed !== undefined ? resumed.events : this.#trail();
+      for await (const page of pages) {
+        for (const event of page) this.#noteUsage(event);
+        if (this.#index !== undefined) this.#unindexed += page.length;
+      }
     } catch (error) {
       this.#usage = undefined;
       this.#trackingStart = undefined;
       this.#usageLoaded = undefined;
+      this.#unindexed = 0;
       throw error;
+    }
+    this.#usageComplete = true;
+    await this.#saveIndexIdle();
+  }
+
+  /** The whole trail, in pages where the sink reads in pages. */
+  #trail(): AsyncIterable<readonly AuditEvent[]> {
+    const sink = this.sink;
+    if (typeof sink.readPages === "function") return sink.readPages(USAGE_PAGE);
+    return (async function* () {
+      yield await sink.read();
+    })();
+  }
+
+  /** Merges a saved index into #usage (which may already hold writes newer than it). */
+  #restore(saved: IndexData): void {
+    const usage = this.#usage!;
+    for (const [arn, sequence, operation, time, eventId, requestId] of saved.usage) {
+      const known = usage.get(arn);
+      if (known !== undefined && known.sequence >= sequence) continue;
+      usage.set(arn, {
+        sequence,
+        usage: {
+          operation,
+          timestamp: new Date(time),
+          cloudTrailEventId: eventId,
+          kmsRequestId: requestId,
+          eventId,
+        },
+      });
+    }
+    const start = saved.trackingStart;
+    if (start !== null && (this.#trackingStart === undefined || start < this.#trackingStart)) {
+      this.#trackingStart = start;
     }
   }
 
@@ -293,6 +465,8 @@ export class Auditor {
 
   async close(): Promise<void> {
     while (this.#writing || this.#queue.length > 0) await new Promise((r) => setImmediate(r));
+    // The next start then reads none of the trail written since the last save.
+    await this.#saveIndexIdle();
     await this.sink.close();
   }
 }

@@ -1,6 +1,7 @@
 /**
- * Audit events as JSON Lines in an append-only file. The only module of core that touches the
- * file system.
+ * Audit events as JSON Lines in an append-only file, and beside it the index getKeyLastUsage
+ * answers from (`<path>.usage-index.json`). The only module of core that touches the file
+ * system.
  */
 import {
   closeSync,
@@ -11,10 +12,12 @@ import {
   readSync,
   writeSync,
 } from "node:fs";
-import { type FileHandle, open } from "node:fs/promises";
+import { type FileHandle, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { StringDecoder } from "node:string_decoder";
 import { KmsInternalError } from "../errors.ts";
+import type { AuditHead } from "./audit-chain.ts";
 import type { AuditEvent, AuditReadOptions, AuditSink } from "./audit-sink.ts";
+import { type ResumedUsageIndex, USAGE_INDEX, type UsageIndexStore } from "./usage-index.ts";
 
 export interface JsonlAuditSinkOptions {
   /**
@@ -68,6 +71,36 @@ async function readFully(file: FileHandle, bytes: Buffer, position: number): Pro
     offset += bytesRead;
   }
   return offset;
+}
+
+/** The index file's format (see JsonlAuditSink's usage index). */
+const INDEX_VERSION = 1;
+
+/** Longest index file read back: far more than one entry per key of any key store. */
+const MAX_INDEX_BYTES = 512 * 1024 * 1024;
+
+interface StoredIndex {
+  readonly version: typeof INDEX_VERSION;
+  /** The event the index was built up to. */
+  readonly sequence: number;
+  readonly hash: string;
+  /** Byte offset just past that event's line (its newline included). */
+  readonly offset: number;
+  readonly data: unknown;
+}
+
+function isStoredIndex(value: unknown): value is StoredIndex {
+  if (typeof value !== "object" || value === null) return false;
+  const v = value as Record<string, unknown>;
+  return (
+    v.version === INDEX_VERSION &&
+    Number.isSafeInteger(v.sequence) &&
+    (v.sequence as number) >= 0 &&
+    typeof v.hash === "string" &&
+    /^[0-9a-f]{64}$/.test(v.hash) &&
+    Number.isSafeInteger(v.offset) &&
+    (v.offset as number) > 0
+  );
 }
 
 /** Offset just past the last newline before `end` in `file` (0 if none). */
@@ -131,11 +164,23 @@ function completeLastLine(fd: number): void {
 export class JsonlAuditSink implements AuditSink {
   readonly description: string;
   readonly #path: string;
+  readonly #indexPath: string;
   readonly #sync: boolean;
   #fd: number | undefined;
 
+  /**
+   * Keeps getKeyLastUsage's index beside the trail, in `<path>.usage-index.json`, anchored to
+   * the event it was built up to: a restarted Kms reads the index and the events after that
+   * event, not the whole trail. Internal (see usage-index.ts).
+   */
+  readonly [USAGE_INDEX]: UsageIndexStore = {
+    save: (head, data) => this.#saveIndex(head, data),
+    resume: (pageSize) => this.#resumeIndex(pageSize),
+  };
+
   constructor(path: string, options: JsonlAuditSinkOptions = {}) {
     this.#path = path;
+    this.#indexPath = `${path}.usage-index.json`;
     this.#sync = options.sync ?? false;
     this.description = `jsonl:${path}`;
   }
@@ -188,7 +233,7 @@ export class JsonlAuditSink implements AuditSink {
    * at 2^29 characters, and `readFile` refuses files over 2 GiB, so a trail past that size
    * could not be read at all, and a restarted Kms could not find its head).
    */
-  async *#lines(): AsyncGenerator<Line> {
+  async *#lines(from = 0): AsyncGenerator<Line> {
     let file: FileHandle;
     try {
       file = await open(this.#path, "r");
@@ -199,16 +244,19 @@ export class JsonlAuditSink implements AuditSink {
     try {
       const chunk = Buffer.alloc(SCAN_CHUNK);
       const decoder = new StringDecoder("utf8");
+      const where = (n: number) => (from === 0 ? `line ${n}` : `line ${n} after byte ${from}`);
+      let position = from;
       let pending = "";
       let number = 0;
       for (;;) {
         let read: number;
         try {
-          ({ bytesRead: read } = await file.read(chunk, 0, chunk.length, null));
+          ({ bytesRead: read } = await file.read(chunk, 0, chunk.length, position));
         } catch (error) {
           throw this.#readFailure(error);
         }
         if (read === 0) break;
+        position += read;
         // Only the new text can hold a newline: pending has none left.
         let end = pending.length;
         pending += decoder.write(chunk.subarray(0, read));
@@ -217,14 +265,14 @@ export class JsonlAuditSink implements AuditSink {
           end = pending.indexOf("\n", end);
           if (end === -1) break;
           number++;
-          yield { text: pending.slice(start, end), where: `line ${number}`, terminated: true };
+          yield { text: pending.slice(start, end), where: where(number), terminated: true };
           start = ++end;
         }
         pending = pending.slice(start);
       }
       pending += decoder.end();
       if (pending !== "") {
-        yield { text: pending, where: `line ${number + 1}`, terminated: false };
+        yield { text: pending, where: where(number + 1), terminated: false };
       }
     } finally {
       await file.close().catch(() => {});
@@ -305,9 +353,14 @@ export class JsonlAuditSink implements AuditSink {
    * @throws KMSInternalException when the file cannot be read or a line is refused (#event),
    *   after a page of the events before that line.
    */
-  async *readPages(pageSize: number): AsyncGenerator<readonly AuditEvent[]> {
+  readPages(pageSize: number): AsyncGenerator<readonly AuditEvent[]> {
+    return this.#pages(0, pageSize);
+  }
+
+  /** readPages from byte `from` (the start of a line) on. */
+  async *#pages(from: number, pageSize: number): AsyncGenerator<readonly AuditEvent[]> {
     let page: AuditEvent[] = [];
-    for await (const line of this.#lines()) {
+    for await (const line of this.#lines(from)) {
       let event: AuditEvent | undefined;
       try {
         event = this.#event(line);
@@ -369,6 +422,95 @@ export class JsonlAuditSink implements AuditSink {
     } finally {
       await file.close().catch(() => {});
     }
+  }
+
+  /**
+   * The event on the line that ends (with its newline) at byte `end` of `file`, or undefined
+   * when there is no such line or it holds no event.
+   */
+  async #eventEndingAt(file: FileHandle, end: number): Promise<AuditEvent | undefined> {
+    const newline = Buffer.alloc(1);
+    if ((await readFully(file, newline, end - 1)) !== 1 || newline[0] !== 0x0a) return undefined;
+    const start = await lineStart(file, end - 1);
+    const bytes = Buffer.alloc(end - 1 - start);
+    const read = await readFully(file, bytes, start);
+    const text = bytes.toString("utf8", 0, read);
+    return this.#event({ text, where: `the line ending at byte ${end}`, terminated: true });
+  }
+
+  async #saveIndex(head: AuditHead, data: unknown): Promise<void> {
+    let file: FileHandle;
+    try {
+      file = await open(this.#path, "r");
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ENOENT") return;
+      throw error;
+    }
+    let offset: number;
+    try {
+      offset = (await file.stat()).size;
+      if (offset === 0) return;
+      // Anchored to the byte offset of the head's line, checked here: the Auditor saves between
+      // its writes, so the file ends with the head's event, else this is not the Auditor's file.
+      const last = await this.#eventEndingAt(file, offset);
+      if (last?.sequence !== head.sequence || last.hash !== head.hash) return;
+    } finally {
+      await file.close().catch(() => {});
+    }
+    const stored: StoredIndex = {
+      version: INDEX_VERSION,
+      sequence: head.sequence,
+      hash: head.hash,
+      offset,
+      data,
+    };
+    // Written aside and renamed over the old one: a reader sees a whole index or the old one.
+    const temporary = `${this.#indexPath}.${globalThis.crypto.randomUUID()}.tmp`;
+    try {
+      await writeFile(temporary, JSON.stringify(stored), { mode: 0o600 });
+      await rename(temporary, this.#indexPath);
+    } catch (error) {
+      await rm(temporary, { force: true }).catch(() => {});
+      throw error;
+    }
+  }
+
+  async #resumeIndex(pageSize: number): Promise<ResumedUsageIndex | undefined> {
+    let stored: unknown;
+    try {
+      const index = await open(this.#indexPath, "r");
+      try {
+        if ((await index.stat()).size > MAX_INDEX_BYTES) return undefined;
+        stored = JSON.parse(await readFile(index, "utf8"));
+      } finally {
+        await index.close().catch(() => {});
+      }
+    } catch {
+      // None, or not one this sink wrote: the whole trail is read instead.
+      return undefined;
+    }
+    if (!isStoredIndex(stored)) return undefined;
+    let file: FileHandle;
+    try {
+      file = await open(this.#path, "r");
+    } catch {
+      return undefined;
+    }
+    try {
+      if ((await file.stat()).size < stored.offset) return undefined;
+      const anchor = await this.#eventEndingAt(file, stored.offset);
+      if (anchor?.sequence !== stored.sequence || anchor.hash !== stored.hash) return undefined;
+    } catch {
+      // An anchor line that is not an event: the index is not this trail's.
+      return undefined;
+    } finally {
+      await file.close().catch(() => {});
+    }
+    return {
+      head: { sequence: stored.sequence, hash: stored.hash },
+      data: stored.data,
+      events: this.#pages(stored.offset, pageSize),
+    };
   }
 
   async close(): Promise<void> {

@@ -18,7 +18,6 @@ import {
 import { ManualClock } from "@kms/core/testing";
 import { beforeEach, describe, expect, test } from "vitest";
 
-const ROOT = "arn:aws:iam::000000000000:root";
 const READER = { principal: "arn:aws:iam::000000000000:user/reader" };
 const plaintext = new Uint8Array([1, 2, 3]);
 
@@ -62,7 +61,10 @@ function expectDeleteKeyEvent(events: readonly AuditEvent[], keyId: string): Aud
   expect(event.resources.map((r) => r.ARN)).toEqual([arnOf(keyId)]);
   expect(event.errorCode).toBeUndefined();
   expect(event.readOnly).toBe(false);
-  expect(event.userIdentity.arn).toBe(ROOT);
+  expect(event.userIdentity).toStrictEqual({
+    accountId: "000000000000",
+    invokedBy: "AWS Internal",
+  });
   expect(event.eventType).toBe("AwsServiceEvent");
   expect(event.requestParameters).toEqual({ keyId, deletionDate: expect.any(String) });
   return event;
@@ -193,7 +195,10 @@ describe("an automatic rotation", () => {
     const after = (await kms.describeKey({ keyId })).keyMetadata.currentKeyMaterialId;
     expect(after).not.toBe(before);
     expect(rotated.resources.map((r) => r.ARN)).toEqual([arnOf(keyId)]);
-    expect(rotated.userIdentity.arn).toBe(ROOT);
+    expect(rotated.userIdentity).toStrictEqual({
+      accountId: "000000000000",
+      invokedBy: "AWS Internal",
+    });
     expect(rotated.requestID).toBe(events[1]!.requestID);
     expect(rotated.requestParameters).toEqual({ keyId, keyMaterialId: after });
     expect(rotated.additionalEventData?.keyMaterialId).toBe(after);
