@@ -93,7 +93,9 @@ function appendMember(dict: Dictionary, label: string, member: string): string {
  * already on the message (multiple labels).
  * @throws ValidationException for a bad label, a label already on the message, an existing
  * Signature-Input or Signature that does not parse or repeats a label or a member's parameter,
- * or a component the message lacks; errors from the signer (KMS errors) propagate.
+ * a component the message lacks (or a `@query-param` that is repeated or past
+ * `queryParameterLimit`), or a `queryParameterLimit` that is not a positive integer or
+ * `Infinity`; errors from the signer (KMS errors) propagate.
  */
 export async function signMessage(
   message: HttpMessage,

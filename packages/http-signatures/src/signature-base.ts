@@ -3,6 +3,7 @@
  */
 import { ValidationError } from "@kms/core";
 import { isListedAuthority } from "./internal/authorities.ts";
+import { QS_CONFLICTS, type QsNames, qsProblem, readQsNames } from "./internal/qs-names.ts";
 import { RecentCache } from "./internal/recent-cache.ts";
 import {
   dictionaryParseOptions,
@@ -138,6 +139,36 @@ export function serializeComponentIdentifier(id: Item): string {
 export interface SignatureBaseOptions {
   /** Extra structured field types for `;sf` / `;key`, by lower-case field name. */
   readonly structuredFields?: Readonly<Record<string, StructuredFieldType>>;
+  /**
+   * How many `&`-separated pieces of a query, empty ones included, the application's query
+   * parser reads: a covered `@query-param` in a piece past them is refused (signing throws,
+   * verification fails as `components`), since the application never sees it and reads its
+   * default instead. Default 1000, the limit of `qs` (`parameterLimit`) and node's
+   * `querystring` (`maxKeys`), Express's and Nest's query parsers. Set it to the limit your
+   * parser is given, or to `Infinity` for one without (`URLSearchParams`). A positive integer or
+   * `Infinity`.
+   */
+  readonly queryParameterLimit?: number;
+}
+
+/** `qs`'s default `parameterLimit` and node's `querystring` default `maxKeys`. */
+const DEFAULT_QUERY_PARAMETER_LIMIT = 1000;
+
+/**
+ * Refuses a `queryParameterLimit` that is not a positive integer or `Infinity`: a NaN or a
+ * negative one would refuse no piece (or every one), and 0 means "no limit" to `querystring`
+ * but "read nothing" to `qs`.
+ * @throws ValidationException naming the option.
+ * @internal
+ */
+export function assertQueryParameterLimit(limit: unknown): void {
+  if (limit === undefined || limit === Number.POSITIVE_INFINITY) return;
+  if (typeof limit !== "number" || !Number.isSafeInteger(limit) || limit < 1) {
+    const got = typeof limit === "number" ? String(limit) : typeof limit;
+    throw new ValidationError(
+      `"queryParameterLimit" must be a positive integer or Infinity, got ${got}`,
+    );
+  }
 }
 
 /**
@@ -295,11 +326,23 @@ interface QueryParams {
   readonly params: ReadonlyMap<string, QueryParam>;
   /** The encoded names that have a `[` (encoded `%5B`), sorted; see `hasBracketedForm`. */
   readonly bracketed: readonly string[];
-  /** How `qs` reads the names with its default options; see `qsConflict`. */
-  readonly qs: QsReading;
-  /** How qs reads them with `allowDots`: `qs` when no name has a dot, else worked out on first use. */
-  qsDotted: QsReading | undefined;
+  /** The query split at every `&`, empty pieces kept, as qs and node's `querystring` split it. */
+  readonly pieces: readonly string[];
+  /**
+   * Whether qs reads every name as the WHATWG parser does, as a single key: then a name qs
+   * reads twice is a repeat seen already, and `qs` is never needed. See `parsedQuery`.
+   */
+  readonly qsAsWhatwg: boolean;
+  /** How `qs` reads the names, worked out when a covered name first needs it. */
+  qs: QsNames | undefined;
 }
+
+/**
+ * A decoded name that qs may read otherwise than the WHATWG parser: with a bracket (a path) or
+ * a dot (a path with `allowDots`), or with `%` or U+FFFD, which are all that remain of an escape
+ * the WHATWG parser could not decode and qs keeps undecoded.
+ */
+const QS_SPECIAL_NAME = /[[\].%\uFFFD]/;
 
 // One parse per URL: a signature covering many `@query-param`s would otherwise re-parse the
 // whole query for each, quadratic in the size of a hostile request.
@@ -321,15 +364,14 @@ function parsedQuery(url: URL): QueryParams {
     // non-empty piece: qs reads the same pieces with other rules, and counts the empty ones.
     const pairs = new URLSearchParams(search)[Symbol.iterator]();
     const pieces = search.length > 1 ? search.slice(1).split("&") : [];
-    const qsNames: string[] = [];
-    let dots = false;
+    // Without a name that qs may read otherwise (`QS_SPECIAL_NAME`) or a `]` in a value (qs ends
+    // a name at `]=`: `a=x]=y` is its name `a=x]`), qs reads each piece under the WHATWG name,
+    // as one key: most queries, which then need no model of qs.
+    let qsAsWhatwg = true;
     for (let piece = 0; piece < pieces.length; piece++) {
-      const raw = pieces[piece] as string;
-      if (raw === "") {
-        qsNames.push("");
-        continue;
-      }
+      if (pieces[piece] === "") continue;
       const [decoded, value] = pairs.next().value as [string, string];
+      if (qsAsWhatwg && (QS_SPECIAL_NAME.test(decoded) || value.includes("]"))) qsAsWhatwg = false;
       const key = encodeQueryPart(decoded);
       const param = params.get(key);
       if (param === undefined) {
@@ -338,18 +380,20 @@ function parsedQuery(url: URL): QueryParams {
       } else {
         param.values.push(encodeQueryPart(value));
       }
-      const qsName = qsKey(raw);
-      qsNames.push(qsName);
-      if (!dots && qsName.includes(".")) dots = true;
     }
     // Sorted once, so each covered name is looked up in log time: a hostile query may have
     // thousands of names, and a signature cover many parameters.
     bracketed.sort();
-    const qs = qsReading(qsNames);
-    parsed = { search, params, bracketed, qs, qsDotted: dots ? undefined : qs };
+    parsed = { search, params, bracketed, pieces, qsAsWhatwg, qs: undefined };
     parsedQueries.set(url, parsed);
   }
   return parsed;
+}
+
+/** How qs reads the names of `query`, worked out on first use. */
+function qsNamesOf(query: QueryParams): QsNames {
+  if (query.qs === undefined) query.qs = readQsNames(query.pieces);
+  return query.qs;
 }
 
 /**
@@ -385,251 +429,6 @@ function hasPlainPrefix(query: QueryParams, name: string): boolean {
     if (cut > 0 && query.params.has(name.slice(0, cut))) return true;
   }
   return false;
-}
-
-/*
- * How `qs` (Express 4's default, Express 5's and Nest's `"extended"` query parser) reads names,
- * ported from qs 6.17's `parse.js` with its default options (those Express sets change nothing
- * here) and with `allowDots`. A name is a path: `a[b][]` is `["a", "b", ""]`, where `""` stands
- * for `[]`, which appends to an array. Spellings that the WHATWG parser keeps apart fall on one
- * path: `[a]` is `a`, `a[b]x` is `a[b]`, `a[x=y]=2` is the name `a[x=y]` (qs splits at `]=`
- * before `=`), a name with an escape that is not UTF-8 (`a%FF`) is kept undecoded.
- */
-
-/** qs's default `depth`: groups past the fifth stay one literal key. */
-const QS_DEPTH = 5;
-
-/**
- * The pieces of the query that qs reads under one path: `NO_PIECE`, the index of the one piece,
- * or `PIECES` for more than one. Enough to tell whether a piece other than a given one is there.
- */
-type QsPieces = number;
-const NO_PIECE = -1;
-const PIECES = -2;
-
-function counted(pieces: QsPieces, piece: number): QsPieces {
-  return pieces === NO_PIECE ? piece : PIECES;
-}
-
-/** Whether `pieces` holds a piece other than `own`. */
-function others(pieces: QsPieces, own: number): boolean {
-  return pieces !== NO_PIECE && pieces !== own;
-}
-
-/** A node of the trie of the paths that qs reads the names under one first key as. */
-interface QsNode {
-  /** Pieces whose path ends here. */
-  ends: QsPieces;
-  /** Pieces whose path goes on below here. */
-  below: QsPieces;
-  children: Map<string, QsNode> | undefined;
-}
-
-/** How qs reads the names of a query, with one set of options. */
-interface QsReading {
-  /** The name qs reads in each piece (`""` for none). */
-  readonly names: readonly string[];
-  /** The pieces by the first key of their path; `""` is a leading `[]`. */
-  readonly roots: ReadonlyMap<string, number[]>;
-  /** Pieces whose first key is an array index (`0`, `[3]`): top-level `[]` appends among them. */
-  readonly integerRoots: QsPieces;
-  /** The trie under each first key, built when a covered name first needs it. */
-  readonly tries: Map<string, QsNode>;
-}
-
-function qsReading(names: readonly string[]): QsReading {
-  const roots = new Map<string, number[]>();
-  let integerRoots = NO_PIECE;
-  for (let piece = 0; piece < names.length; piece++) {
-    const name = names[piece] as string;
-    if (name === "") continue;
-    const root = qsRoot(name);
-    const group = roots.get(root);
-    if (group === undefined) roots.set(root, [piece]);
-    else group.push(piece);
-    if (ARRAY_INDEX.test(root)) integerRoots = counted(integerRoots, piece);
-  }
-  return { names, roots, integerRoots, tries: new Map() };
-}
-
-/** The trie of the paths under `root`, or `undefined` when no piece has that first key. */
-function qsTrie(reading: QsReading, root: string): QsNode | undefined {
-  let trie = reading.tries.get(root);
-  if (trie === undefined) {
-    const group = reading.roots.get(root);
-    if (group === undefined) return undefined;
-    trie = { ends: NO_PIECE, below: NO_PIECE, children: undefined };
-    for (const piece of group) {
-      const path = qsPath(reading.names[piece] as string);
-      let node = trie;
-      for (let level = 1; level < path.length; level++) {
-        node.below = counted(node.below, piece);
-        node.children ??= new Map();
-        const segment = path[level] as string;
-        let child = node.children.get(segment);
-        if (child === undefined) {
-          child = { ends: NO_PIECE, below: NO_PIECE, children: undefined };
-          node.children.set(segment, child);
-        }
-        node = child;
-      }
-      node.ends = counted(node.ends, piece);
-    }
-    reading.tries.set(root, trie);
-  }
-  return trie;
-}
-
-/** A key qs reads as an array index (or `[]`, which appends); larger ones it keeps as keys. */
-const ARRAY_INDEX = /^(?:0|[1-9][0-9]*)$/;
-
-function isArrayElement(segment: string): boolean {
-  return segment === "" || ARRAY_INDEX.test(segment);
-}
-
-/**
- * The name qs reads in a piece of the raw query: it turns `%5B` and `%5D` into brackets first,
- * ends the name at the first `]=` (else at the first `=`), and keeps the name undecoded (with
- * `+` as a space) when it is not valid percent-encoded UTF-8.
- */
-function qsKey(piece: string): string {
-  const clean = piece.includes("%") ? piece.replace(/%5B/gi, "[").replace(/%5D/gi, "]") : piece;
-  const bracketEquals = clean.indexOf("]=");
-  const end = bracketEquals === -1 ? clean.indexOf("=") : bracketEquals + 1;
-  let key = end === -1 ? clean : clean.slice(0, end);
-  if (key.includes("+")) key = key.replaceAll("+", " ");
-  if (!key.includes("%")) return key;
-  try {
-    return decodeURIComponent(key);
-  } catch {
-    return key;
-  }
-}
-
-/**
- * qs's `allowDots` rewriting: `a.b` is `a[b]`, `.a` is `[a]`; dots inside brackets, before
- * another dot or before a `[` stay.
- */
-function dotsToBrackets(key: string): string {
-  if (!key.includes(".")) return key;
-  let result = "";
-  let depth = 0;
-  for (let i = 0; i < key.length; i++) {
-    const c = key.charCodeAt(i);
-    if (c === 0x5b /* [ */) depth++;
-    else if (c === 0x5d /* ] */ && depth > 0) depth--;
-    else if (c === 0x2e /* . */ && depth === 0 && i + 1 < key.length) {
-      const next = key.charCodeAt(i + 1);
-      if (next !== 0x2e && next !== 0x5b) {
-        let end = i + 1;
-        while (end < key.length && key.charCodeAt(end) !== 0x2e && key.charCodeAt(end) !== 0x5b) {
-          end++;
-        }
-        result += `[${key.slice(i + 1, end)}]`;
-        i = end - 1;
-        continue;
-      }
-    }
-    result += key[i];
-  }
-  return result;
-}
-
-/**
- * The path qs reads `key` as: the text before the first `[`, then the content of each
- * balanced bracket group up to `QS_DEPTH` of them (text between and after groups is dropped);
- * an unclosed group, or what lies past the last group read, is one more key, kept as written
- * from its `[` on.
- */
-function qsPath(key: string): string[] {
-  const path: string[] = [];
-  const first = key.indexOf("[");
-  const parent = first === -1 ? key : key.slice(0, first);
-  if (parent !== "") path.push(parent);
-  let open = first;
-  for (let groups = 0; open !== -1 && groups < QS_DEPTH; groups++) {
-    let level = 1;
-    let close = -1;
-    for (let i = open + 1; i < key.length && close === -1; i++) {
-      const c = key.charCodeAt(i);
-      if (c === 0x5b) level++;
-      else if (c === 0x5d && --level === 0) close = i;
-    }
-    if (close === -1) break;
-    path.push(key.slice(open + 1, close));
-    open = key.indexOf("[", close + 1);
-  }
-  if (open !== -1) path.push(key.slice(open));
-  return path;
-}
-
-/** `qsPath(key)[0]`, without the rest of the path when the key does not start with `[`. */
-function qsRoot(key: string): string {
-  const first = key.indexOf("[");
-  if (first === -1) return key;
-  return first > 0 ? key.slice(0, first) : (qsPath(key)[0] as string);
-}
-
-/** How another piece of the query makes qs read something else at a covered name's path. */
-type QsConflict = "spelling" | "extended" | "prefix" | "array";
-
-/**
- * Whether a piece other than `own` changes what qs reads at `path`: one on the same path (a
- * repeat, `?a=1&[a]=2`), on a longer one (`a` is then an array or object holding it), on a
- * shorter one (the reverse), or, where `path` goes through an array element (`a[]`, `a[0]`),
- * any other element of that array: qs appends `[]` in order and renumbers indices without gaps,
- * so `?a[]=2&a[0]=1` reads `a[0]` as `2` and `?a[0]=2&a[1]=1` reads `a[1]` as `1` where the
- * signed `?a[1]=1` alone put it at `a[0]`.
- */
-function qsConflict(
-  reading: QsReading,
-  path: readonly string[],
-  own: number,
-): QsConflict | undefined {
-  const root = path[0];
-  if (root === undefined) return undefined;
-  if (isArrayElement(root)) {
-    // At the top only `[]` makes an array: qs gives its elements the keys 0, 1, … in order.
-    const appended = reading.roots.get("");
-    if (appended !== undefined && (appended.length > 1 || appended[0] !== own)) return "array";
-    if (root === "" && others(reading.integerRoots, own)) return "array";
-  }
-  let node = qsTrie(reading, root);
-  for (let level = 1; node !== undefined && level < path.length; level++) {
-    if (others(node.ends, own)) return "prefix";
-    const segment = path[level] as string;
-    if (isArrayElement(segment) && others(node.below, own)) return "array";
-    node = node.children?.get(segment);
-  }
-  if (node === undefined) return undefined;
-  if (others(node.ends, own)) return "spelling";
-  if (others(node.below, own)) return "extended";
-  return undefined;
-}
-
-const QS_CONFLICTS: Readonly<Record<QsConflict, string>> = {
-  spelling: "spelled otherwise, as [a] for a, which qs reads as the same parameter",
-  extended: "followed by [, which qs reads as the same parameter",
-  prefix: "its part before a [ occurs as a name too, which qs reads as the same parameter",
-  array:
-    "qs reads it as an element of an array that other names in the query add to, and renumbers the elements",
-};
-
-/**
- * Why qs would read the covered parameter `param` otherwise than alone, with its default
- * options or with `allowDots`, if it would.
- */
-function qsProblem(query: QueryParams, param: QueryParam): string | undefined {
-  const plain = qsConflict(query.qs, qsPath(param.decoded), param.piece);
-  if (plain !== undefined) return QS_CONFLICTS[plain];
-  const dotted = dotsToBrackets(param.decoded);
-  // Without a dot anywhere, allowDots reads every name as above.
-  if (dotted === param.decoded && query.qsDotted === query.qs) return undefined;
-  query.qsDotted ??= qsReading(query.qs.names.map(dotsToBrackets));
-  if (qsConflict(query.qsDotted, qsPath(dotted), param.piece) !== undefined) {
-    return "another name in the query differs from it by dots, which qs with allowDots reads as brackets";
-  }
-  return undefined;
 }
 
 /**
@@ -674,7 +473,8 @@ function readSource(source: ComponentSource): SourceFields {
  * The value of one identifier, from the message's headers as they are now: always exactly one
  * (RFC 9421 §2.5 gives each covered component one line; a repeated `@query-param` is refused).
  * An array because earlier versions gave one value per occurrence of a repeated parameter.
- * @throws ValidationException naming the component when it cannot be derived from the message.
+ * @throws ValidationException naming the component when it cannot be derived from the message,
+ * or naming `queryParameterLimit` when that is not a positive integer or `Infinity`.
  */
 export function componentValues(
   id: Item,
@@ -789,12 +589,29 @@ function derivedValue(
             "parameter name is repeated in the query; RFC 9421 §2.2.8 forbids covering it, cover @query instead",
           );
         }
+        // The application's query parser reads only the first `limit` pieces: past them its
+        // handler sees no parameter and applies a default, so `?` and 1000 `&` put in front of
+        // a signed `dryRun=true` must break the signature.
+        const limit = options.queryParameterLimit;
+        assertQueryParameterLimit(limit);
+        if (param.piece >= (limit ?? DEFAULT_QUERY_PARAMETER_LIMIT)) {
+          const reader =
+            limit === undefined
+              ? `${DEFAULT_QUERY_PARAMETER_LIMIT}, all that qs and node's querystring read`
+              : `${limit} that the application's query parser reads`;
+          throw componentError(
+            id,
+            `the parameter is in piece ${param.piece + 1} of the query's &-separated pieces (empty ones counted), past the first ${reader} (queryParameterLimit), so the application would not see it; cover @query instead`,
+          );
+        }
+        // qs reads each name as the WHATWG parser does: a repeat would have been refused above.
+        if (query.qsAsWhatwg) return param.values[0] as string;
         // The textual checks first: they hold whatever `depth` qs is given.
         const qsReading = hasBracketedForm(query, canonical)
           ? QS_CONFLICTS.extended
           : hasPlainPrefix(query, canonical)
             ? QS_CONFLICTS.prefix
-            : qsProblem(query, param);
+            : qsProblem(qsNamesOf(query), param.decoded, param.piece);
         if (qsReading !== undefined) {
           throw componentError(
             id,

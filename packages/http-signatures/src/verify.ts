@@ -27,6 +27,7 @@ import {
 } from "./message.ts";
 import { MemoryNonceStore, type NonceStore } from "./nonce-store.ts";
 import {
+  assertQueryParameterLimit,
   type ComponentSpec,
   resolveComponent,
   type SignatureBaseOptions,
@@ -258,8 +259,9 @@ function readParams(list: InnerList): SignatureParameters | string {
  * none passes). `request` is the request a response answers (for `;req` components).
  * @throws errors thrown by `keyLookup`, the verifier or the nonce store (e.g. KMS outages), so
  * an infrastructure fault is never reported as a bad signature; ValidationException when
- * `maxAgeSeconds` or `clockSkewSeconds` is not a finite number of seconds, 0 or more, or
- * `authorities` is not a non-empty list of `host[:port]`.
+ * `maxAgeSeconds` or `clockSkewSeconds` is not a finite number of seconds, 0 or more,
+ * `authorities` is not a non-empty list of `host[:port]`, or `queryParameterLimit` is not a
+ * positive integer or `Infinity`.
  */
 export async function verifyMessage(
   message: HttpMessage,
@@ -332,7 +334,9 @@ const DEFAULT_MAX_SIGNATURES = 8;
  * signature would be too old, from the future or expired, and each nonce would be remembered
  * for NaN milliseconds — not at all, so every signed message could be replayed for ever.
  * An `authorities` list that is empty or has an entry that is not `host[:port]` would refuse
- * every request as forged, or (an entry with a path) never match what was meant.
+ * every request as forged, or (an entry with a path) never match what was meant. A bad
+ * `queryParameterLimit` would otherwise fail only the signatures covering a `@query-param`, as
+ * `components`, as if the requests were at fault.
  * @throws ValidationException naming the option.
  */
 function assertPolicy(policy: VerificationPolicy): void {
@@ -340,6 +344,7 @@ function assertPolicy(policy: VerificationPolicy): void {
   assertSeconds("maxAgeSeconds", policy.maxAgeSeconds);
   assertSeconds("clockSkewSeconds", policy.clockSkewSeconds);
   assertAuthorities(policy.authorities);
+  assertQueryParameterLimit(policy.queryParameterLimit);
 }
 
 function assertSeconds(name: string, value: unknown): void {

@@ -251,14 +251,17 @@ describe("a @query-param whose name also occurs followed by [", () => {
 
   it("finds the bracketed form among many names", () => {
     const names = Array.from({ length: 2000 }, (_, i) => `n${i}[]=1`).join("&");
-    const url = `https://a.test/p?${names}&amount=10&zz[]=1`;
+    // The covered names come first: qs and node's querystring read only the first 1000 pieces
+    // of a query, so one past them is refused for that (query-param-limit.test.ts). The
+    // bracketed forms may lie anywhere: a repeat qs would not read is still refused.
+    const url = `https://a.test/p?amount=10&${names}&zz[]=1`;
     const value = (name: string, query = url) =>
       componentValues(item("@query-param", { name }), {
         message: { method: "GET", url: query, headers: {} },
       });
     expect(value("amount")).toEqual(["10"]);
     expect(() => value("amount", `${url}&amount[7]=1`)).toThrow(QS_REPEATED);
-    expect(() => value("n1999", `${url}&n1999=1`)).toThrow(QS_REPEATED);
-    expect(() => value("zz", `${url}&zz=1`)).toThrow(QS_REPEATED);
+    expect(() => value("n1999", `https://a.test/p?n1999=1&${names}`)).toThrow(QS_REPEATED);
+    expect(() => value("zz", `https://a.test/p?zz=1&${names}&zz[]=1`)).toThrow(QS_REPEATED);
   });
 });

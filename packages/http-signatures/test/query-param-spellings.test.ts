@@ -233,9 +233,11 @@ describe("parameters qs reads as other names", () => {
       componentValues(item("@query-param", { name }), {
         message: { method: "GET", url: `https://a.test/p?${query}`, headers: {} },
       });
-    expect(value("amount", `${names}&amount=10`)).toEqual(["10"]);
-    expect(() => value("amount", `${names}&amount=10&[amount]=1`)).toThrow(REPEATED);
-    expect(() => value("n1999%5Bx%5D", `${names}&[n1999][x]=1`)).toThrow(REPEATED);
-    expect(() => value("d1999", `${names}&d1999=1`)).toThrow(REPEATED);
+    // The covered names come first: qs reads only the first 1000 pieces of a query, so one past
+    // them is refused for that (query-param-limit.test.ts). The respellings may lie anywhere.
+    expect(value("amount", `amount=10&${names}`)).toEqual(["10"]);
+    expect(() => value("amount", `amount=10&${names}&[amount]=1`)).toThrow(REPEATED);
+    expect(() => value("m%5Bx%5D", `m[x]=1&${names}&[m][x]=1`)).toThrow(REPEATED);
+    expect(() => value("d1999", `d1999=1&${names}`)).toThrow(REPEATED);
   });
 });
