@@ -5,12 +5,8 @@ export {
   type EncryptedColumnOptions,
   type EncryptedColumnSpec,
 } from "./encrypted-column.ts";
-export {
-  type EncryptedWhereOptions,
-  encryptedParameter,
-  encryptedParameters,
-  encryptedWhere,
-} from "./encrypted-where.ts";
+export { encryptedParameter, encryptedParameters } from "./encrypted-parameter.ts";
+export { type EncryptedWhereOptions, encryptedWhere } from "./encrypted-where.ts";
 export {
   encryptionOf,
   type FieldEncryptionOptions,

@@ -28,6 +28,7 @@ import {
   rowKeysOf,
 } from "./internal/entity-descriptor.ts";
 import { exactlyEqual } from "./internal/query-guards.ts";
+import { rawColumnIn } from "./internal/raw-conditions.ts";
 import { Sealed } from "./internal/sealed.ts";
 
 export type ReencryptEntitiesOptions<T extends ObjectLiteral = ObjectLiteral> = Pick<
@@ -41,9 +42,9 @@ export type ReencryptEntitiesOptions<T extends ObjectLiteral = ObjectLiteral> = 
    */
   readonly context?: EncryptionContext;
   /**
-   * Only the rows this where matches (TypeORM's find syntax, on plain columns), e.g. one tenant's
-   * rows. Required when a column is bound to `fromScope` keys; `{}` says that every row belongs
-   * to the run's scope.
+   * Only the rows this where matches (TypeORM's find syntax, on plain columns, without `Raw`),
+   * e.g. one tenant's rows. Required when a column is bound to `fromScope` keys; `{}` says that
+   * every row belongs to the run's scope.
    */
   readonly where?: FindOptionsWhere<T> | FindOptionsWhere<T>[];
 };
@@ -90,7 +91,8 @@ interface EntityPlan {
  * fail with InvalidCiphertextException).
  * @throws ValidationException when the entity has no encrypted column or a composite primary
  *   key, when a column is bound to `fromScope` keys and `where` or a scope value is missing,
- *   when `context` names a row column, or when a row holding a value has a null context column;
+ *   when `context` names a row column, when `where` compares a column with `Raw` SQL, or when a
+ *   row holding a value has a null context column;
  *   InvalidCiphertextException / KMS errors from the engine.
  */
 export async function reencryptEntities<T extends ObjectLiteral>(
@@ -113,6 +115,7 @@ export async function reencryptEntities<T extends ObjectLiteral>(
   const plans = plansOf(metadata);
   if (plans.size === 0) throw new ValidationError(`${metadata.name} has no encrypted column`);
   checkScope(plans, options);
+  refuseRawWhere(metadata, options.where);
 
   const esc = (name: string) => dataSource.driver.escape(name);
   const column = (databaseName: string) => `${esc("t")}.${esc(databaseName)}`;
@@ -146,7 +149,8 @@ export async function reencryptEntities<T extends ObjectLiteral>(
       .select(pkColumn, "pk");
     if (discriminator !== undefined) qb = qb.addSelect(column(discriminator.databaseName), "kind");
     for (const [databaseName, alias] of aliases) qb = qb.addSelect(column(databaseName), alias);
-    // TypeORM brackets the where (an array's branches too) before the cursor is added.
+    // TypeORM brackets a where of several properties (an array's branches too) before the
+    // cursor is added, not one of a single property: that is one comparison, Raw being refused.
     if (where !== undefined) qb = qb.where(where);
     if (cursor !== undefined) qb = qb.andWhere(`${pkColumn} > :cursor`, { cursor });
     return qb.orderBy(pkColumn, "ASC").limit(limit).getRawMany<Record<string, unknown>>();
@@ -313,6 +317,26 @@ function checkScope(
         }
       }
     }
+  }
+}
+
+/**
+ * Refuses a `where` that compares a column with Raw SQL: the batches' QueryBuilder joins its SQL
+ * to the primary key cursor, and to the where's other properties, with a bare AND (a find would
+ * bracket it), where an OR in it would read the rows of another scope, to be sealed under this
+ * one, or read the rows below the cursor again and again.
+ * @throws ValidationException naming the column.
+ */
+function refuseRawWhere(
+  metadata: EntityMetadata,
+  where: ReencryptEntitiesOptions<ObjectLiteral>["where"],
+): void {
+  for (const branch of Array.isArray(where) ? where : where === undefined ? [] : [where]) {
+    const path = rawColumnIn(metadata, branch as Record<string, unknown>);
+    if (path === undefined) continue;
+    throw new ValidationError(
+      `${metadata.name}.${path} is compared with Raw SQL in "where", which TypeORM joins to the run's primary key cursor and to the where's other properties without brackets, where an OR in it would read rows of another scope or the same rows again: compare ${path} with operators (Equal, In, Not, Like, LessThan…)`,
+    );
   }
 }
 
