@@ -20,10 +20,13 @@ generatorHelper.generatorHandler({
     // Native types mean what the datasource's provider says (`@db.Float`: single precision on
     // MySQL, double on SQL Server).
     const provider = options.datasources[0]?.activeProvider;
+    // Its name is what native type attributes start with (`@pg.` for `datasource pg`).
+    const datasource = options.datasources[0]?.name;
     const models: AnnotatedModel[] = options.dmmf.datamodel.models.map((model) => ({
       name: model.name,
       doc: (model.documentation ?? "").split("\n"),
       ...(provider === undefined ? {} : { provider }),
+      ...(datasource === undefined ? {} : { datasource }),
       fields: model.fields.map((field) => ({
         name: field.name,
         type: field.type,

@@ -35,6 +35,7 @@ export {
   type ModelConfig,
   type ModelContextDescriptor,
   type ModelDescriptor,
+  type NativeTypesDescriptor,
   parseSchema,
   type SchemaDescriptor,
 } from "./schema-descriptor.ts";

@@ -99,14 +99,21 @@ export interface ModelDescriptor {
 /**
  * Native database types of columns, with the datasource provider that gives them their
  * meaning (`@db.Float` is single precision on MySQL, double on SQL Server). Some change what a
- * column reads back, and `checkColumnTypes` refuses those where values depend on it.
+ * column reads back, and `checkColumnTypes` refuses those where values depend on it; a UUID
+ * context column's values are checked when written or looked up (`contextSpellings`).
  */
 export interface NativeTypesDescriptor {
   /** The datasource's provider (`postgresql`, `mysql`, `sqlserver`, `cockroachdb`…), if known. */
   readonly provider?: string;
   /**
-   * Column → its native type as written after `@db.`, arguments separated by ", ", as Prisma's
-   * DMMF gives them: `Char(8)`, `Real`, `VarChar(255)`, `Decimal(10, 2)`.
+   * The datasource's name (`pg` in `datasource pg { … }`), which its native type attributes
+   * start with (`@pg.VarChar(255)`), for messages; `db` when not given.
+   */
+  readonly datasource?: string;
+  /**
+   * Column → its native type as written after `@db.` (the datasource's name), arguments
+   * separated by ", ", as Prisma's DMMF gives them: `Char(8)`, `Real`, `VarChar(255)`,
+   * `Decimal(10, 2)`.
    */
   readonly columns: Readonly<Record<string, string>>;
 }
@@ -422,30 +429,50 @@ export function defineModels<const Models extends Readonly<Record<string, ModelC
 /** A native type as written after `@db.`: a name, then arguments in parentheses. */
 const NATIVE_TYPE = /^([A-Za-z]\w*)(?:\((.*)\))?$/s;
 
+/** A datasource's name, as the schema grammar takes it (`datasource pg`). */
+const DATASOURCE_NAME = /^[A-Za-z][\w-]*$/;
+
 /** `config.nativeTypes` checked and frozen; undefined when not given. */
 function nativeTypesOf(where: string, config: unknown): NativeTypesDescriptor | undefined {
   if (config === undefined) return undefined;
   if (!isRecord(config) || !isRecord(config.columns) || Array.isArray(config.columns)) {
-    fail(where, `nativeTypes must be { provider?, columns: { <column>: "<native type>" } }`);
+    fail(
+      where,
+      `nativeTypes must be { provider?, datasource?, columns: { <column>: "<native type>" } }`,
+    );
   }
   const provider = config.provider;
   if (provider !== undefined && (typeof provider !== "string" || provider === "")) {
     fail(where, `nativeTypes.provider must be a datasource provider ("postgresql", "mysql"…)`);
   }
+  const datasource = config.datasource;
+  if (
+    datasource !== undefined &&
+    (typeof datasource !== "string" || !DATASOURCE_NAME.test(datasource))
+  ) {
+    fail(where, `nativeTypes.datasource must be the datasource's name ("db" in datasource db {})`);
+  }
+  const prefix = attributePrefix(datasource);
   const columns: Record<string, string> = {};
   for (const [column, type] of Object.entries(config.columns)) {
     if (typeof type !== "string" || !NATIVE_TYPE.test(type)) {
       fail(
         where,
-        `nativeTypes column "${column}" must be a native type as written after @db. ("VarChar(255)")`,
+        `nativeTypes column "${column}" must be a native type as written after ${prefix} ("VarChar(255)")`,
       );
     }
     columns[column] = type;
   }
   return Object.freeze({
     ...(provider === undefined ? {} : { provider }),
+    ...(datasource === undefined ? {} : { datasource }),
     columns: Object.freeze(columns),
   });
+}
+
+/** What a datasource's native type attributes start with: `@pg.` for `datasource pg`. */
+function attributePrefix(datasource: string | undefined): string {
+  return `@${datasource ?? "db"}.`;
 }
 
 /** What of a model decides which values are bound to which columns. */
@@ -552,9 +579,13 @@ const CONTEXT_SCALARS = new Set(["String", "Int", "BigInt", "Float"]);
 interface NativeType {
   readonly name: string;
   readonly args: readonly string[];
-  /** As written after `@db.`, for messages. */
+  /** As written after the attribute's prefix. */
   readonly text: string;
   readonly provider: string | undefined;
+  /** What the datasource's attributes start with (`@db.`, `@pg.` for `datasource pg`). */
+  readonly prefix: string;
+  /** The attribute as the schema writes it (`@pg.Char(8)`), for messages. */
+  readonly written: string;
 }
 
 function nativeTypeOf(model: ModelDescriptor, column: string): NativeType | undefined {
@@ -562,11 +593,14 @@ function nativeTypeOf(model: ModelDescriptor, column: string): NativeType | unde
   if (types === undefined || !Object.hasOwn(types.columns, column)) return undefined;
   const text = types.columns[column] as string;
   const [, name = text, args] = NATIVE_TYPE.exec(text) ?? [];
+  const prefix = attributePrefix(types.datasource);
   return {
     name,
     args: args === undefined ? [] : args.split(",").map((a) => a.trim()),
     text,
     provider: types.provider,
+    prefix,
+    written: `${prefix}${text}`,
   };
 }
 
@@ -625,12 +659,12 @@ function singlePrecision(native: NativeType): boolean {
   return n !== undefined && /^\d+$/.test(n) && Number(n) <= 24;
 }
 
-/** The double-precision native type of a Float column on the provider of `native`. */
+/** The double-precision native type of a Float column on each provider. */
 const DOUBLE_TYPES: Readonly<Record<string, string>> = {
-  postgresql: "@db.DoublePrecision",
-  mysql: "@db.Double",
-  sqlserver: "@db.Float(53)",
-  cockroachdb: "@db.Float8",
+  postgresql: "DoublePrecision",
+  mysql: "Double",
+  sqlserver: "Float(53)",
+  cockroachdb: "Float8",
 };
 
 /**
@@ -639,32 +673,107 @@ const DOUBLE_TYPES: Readonly<Record<string, string>> = {
  */
 function contextNativeReason(typeName: string, native: NativeType): string | undefined {
   const on = providerName(native);
+  const at = native.prefix;
   if (typeName === "String") {
     if (native.name === "Char" || native.name === "NChar") {
       const change =
         native.provider === "mysql"
           ? `MySQL and MariaDB strip the trailing spaces of a CHAR(n) value ("t1 " reads back as "t1")`
           : `${on} pads a CHAR(n) value shorter than n with spaces ("t1" reads back as "t1      ")`;
-      return `${change}, so its rows would not decrypt; use @db.VarChar(n) or @db.Text`;
+      return `${change}, so its rows would not decrypt; use ${at}VarChar(n) or ${at}Text`;
     }
     if (native.name === "Inet") {
       return `${on} reads an address back in its own spelling ("10.0.0.1/32" as "10.0.0.1"), so its rows would not decrypt; keep the address in a text column`;
     }
-    if (native.name === "UniqueIdentifier") {
-      return `SQL Server reads a uniqueidentifier back in capital letters, not as a lowercase UUID was written, so its rows would not decrypt; keep the UUID in a @db.VarChar(36) column`;
-    }
     if (native.name === "CatalogSingleChar") {
-      return `a "char" column keeps only the first byte of a value ("t1" reads back as "t"), so its rows would not decrypt; use @db.String`;
+      return `a "char" column keeps only the first byte of a value ("t1" reads back as "t"), so its rows would not decrypt; use ${at}String`;
     }
+    // A UUID column (`Uuid`, `UniqueIdentifier`) reads every value back in one spelling: the
+    // values written are checked instead (`contextSpellings`).
   } else if (typeName === "Int" && native.name === "Year") {
     return `a YEAR column reads a two-digit year back in four digits (70 as 1970), so its rows would not decrypt; use an integer type`;
   } else if (typeName === "Float" && singlePrecision(native)) {
-    const double =
-      (native.provider === undefined ? undefined : DOUBLE_TYPES[native.provider]) ??
-      "a double-precision type";
-    return `${on} keeps a single-precision number, which reads back as another double than was written (0.30000000000000004 as 0.3, or as 0.30000001192092896), so its rows would not decrypt; use ${double}`;
+    const double = native.provider === undefined ? undefined : DOUBLE_TYPES[native.provider];
+    return `${on} keeps a single-precision number, which reads back as another double than was written (0.30000000000000004 as 0.3, or as 0.30000001192092896), so its rows would not decrypt; use ${double === undefined ? "a double-precision type" : `${at}${double}`}`;
   }
   return undefined;
+}
+
+/**
+ * How a context column spells the values it reads back, where the database reads every
+ * spelling of a value back in one of its own (`contextSpellings`).
+ */
+export interface ContextSpelling {
+  /** The column's native type attribute as the schema writes it (`@db.Uuid`). */
+  readonly written: string;
+  /** Who reads values back, and how (`PostgreSQL reads back in lower case with hyphens`). */
+  readonly readsBack: string;
+  /** What the values are (`a UUID`), for a value that is none. */
+  readonly kind: string;
+  /** `value` as the database reads it back; undefined when it is no such value. */
+  readonly spell: (value: string) => string | undefined;
+}
+
+/**
+ * A UUID (`{…}`, without hyphens, in any letter case: the spellings PostgreSQL and SQL Server
+ * take) as 8-4-4-4-12 hex digits in lower case, or undefined when `value` is none.
+ */
+function hyphenatedUuid(value: string): string | undefined {
+  const bare = /^\{(.*)\}$/s.exec(value)?.[1] ?? value;
+  const hex = bare.replaceAll("-", "");
+  if (!/^[0-9a-fA-F]{32}$/.test(hex) || bare.startsWith("-") || bare.endsWith("-")) {
+    return undefined;
+  }
+  const h = hex.toLowerCase();
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/** The spelling a column of `native` (a String column's: UUID types hold no other) reads back. */
+function contextSpellingOf(native: NativeType): ContextSpelling | undefined {
+  if (native.name === "Uuid") {
+    return {
+      written: native.written,
+      readsBack: `${providerName(native)} reads back in lower case with hyphens`,
+      kind: "a UUID",
+      spell: hyphenatedUuid,
+    };
+  }
+  if (native.name === "UniqueIdentifier") {
+    return {
+      written: native.written,
+      readsBack: `SQL Server reads back in capitals with hyphens`,
+      kind: "a UUID",
+      spell: (value) => hyphenatedUuid(value)?.toUpperCase(),
+    };
+  }
+  return undefined;
+}
+
+const SPELLINGS = new WeakMap<ModelDescriptor, ReadonlyMap<string, ContextSpelling>>();
+
+/**
+ * The context columns of `model` (the model's and its fields' own) whose native type reads
+ * every spelling of a value back in one of its own: a UUID in `@db.Uuid` (PostgreSQL,
+ * CockroachDB: lower case with hyphens) or `@db.UniqueIdentifier` (SQL Server: capitals).
+ * Values are bound to the text they were written with, so one written in another spelling
+ * than its column reads back would never decrypt, and a lookup sealed under it matches no row:
+ * writes and lookups check the values they seal under. Empty without `nativeTypes`.
+ */
+export function contextSpellings(model: ModelDescriptor): ReadonlyMap<string, ContextSpelling> {
+  let spellings = SPELLINGS.get(model);
+  if (spellings === undefined) {
+    const found = new Map<string, ContextSpelling>();
+    if (model.nativeTypes !== undefined) {
+      for (const column of model.contextColumns) {
+        const native = nativeTypeOf(model, column);
+        const spelling = native && contextSpellingOf(native);
+        if (spelling !== undefined) found.set(column, spelling);
+      }
+    }
+    spellings = found;
+    SPELLINGS.set(model, spellings);
+  }
+  return spellings;
 }
 
 /** Why a column of `type` cannot be a context column, or undefined if it can. */
@@ -672,7 +781,7 @@ function contextColumnRule(type: ColumnType, native?: NativeType): string | unde
   if (!type.isList) {
     const reason = native && contextNativeReason(type.typeName, native);
     if (native !== undefined && reason !== undefined) {
-      return `a context column cannot be @db.${native.text}: values are bound to the column's text, and ${reason}`;
+      return `a context column cannot be ${native.written}: values are bound to the column's text, and ${reason}`;
     }
     if (CONTEXT_SCALARS.has(type.typeName)) return undefined;
     if (type.isEnum ?? !PRISMA_SCALARS.has(type.typeName)) return undefined;
@@ -708,10 +817,10 @@ function encryptedColumnRule(
   if ((type !== "String" && type !== "Bytes") || isList) return NOT_ENCRYPTABLE;
   if (spec === undefined || native === undefined) return undefined;
   const overhead = spec.mode === "deterministic" ? DETERMINISTIC_OVERHEAD : RANDOMIZED_OVERHEAD;
-  const written = `@db.${native.text}`;
+  const { written, prefix: at } = native;
   if (spec.storage === "bytes") {
     if (native.name === "Binary") {
-      return `ciphertext cannot be kept in ${written}: a BINARY(n) column pads a value shorter than n with zero bytes, and the padded bytes read back as no ciphertext, so every read would fail; use @db.VarBinary(n) or a BLOB type`;
+      return `ciphertext cannot be kept in ${written}: a BINARY(n) column pads a value shorter than n with zero bytes, and the padded bytes read back as no ciphertext, so every read would fail; use ${at}VarBinary(n) or a BLOB type`;
     }
     const length = declaredLength(native, LENGTH_LIMITED_BYTES);
     if (length !== undefined && length < overhead) {
@@ -720,10 +829,10 @@ function encryptedColumnRule(
     return undefined;
   }
   if (NOT_TEXT.has(native.name)) {
-    return `ciphertext cannot be kept in ${written}: the column takes no ${FIELD_TEXT_PREFIX}… text; use @db.Text or @db.VarChar(n)`;
+    return `ciphertext cannot be kept in ${written}: the column takes no ${FIELD_TEXT_PREFIX}… text; use ${at}Text or ${at}VarChar(n)`;
   }
   if ((native.name === "Char" || native.name === "NChar") && native.provider !== "mysql") {
-    return `ciphertext cannot be kept in ${written}: ${providerName(native)} pads a CHAR(n) value shorter than n with spaces, and the padded text reads back as no ciphertext, so every read would fail; use @db.VarChar(n) or @db.Text`;
+    return `ciphertext cannot be kept in ${written}: ${providerName(native)} pads a CHAR(n) value shorter than n with spaces, and the padded text reads back as no ciphertext, so every read would fail; use ${at}VarChar(n) or ${at}Text`;
   }
   const length = declaredLength(native, LENGTH_LIMITED_TEXT);
   const shortest = FIELD_TEXT_PREFIX.length + base64urlLength(overhead);
@@ -746,9 +855,9 @@ function blindIndexColumnRule(
 ): string | undefined {
   if (type !== "String" || isList) return NOT_BLIND_INDEX;
   if (index === undefined || native === undefined) return undefined;
-  const written = `@db.${native.text}`;
+  const { written, prefix: at } = native;
   if (NOT_TEXT.has(native.name)) {
-    return `a blind index cannot be kept in ${written}: the column takes no base64url text; use @db.VarChar(n) or @db.Text`;
+    return `a blind index cannot be kept in ${written}: the column takes no base64url text; use ${at}VarChar(n) or ${at}Text`;
   }
   const length = declaredLength(native, LENGTH_LIMITED_TEXT);
   const needed = base64urlLength(index.bytes);
@@ -1044,6 +1153,8 @@ export interface AnnotatedModel {
   readonly fields: readonly AnnotatedField[];
   /** The schema's datasource provider (`postgresql`…), which gives native types their meaning. */
   readonly provider?: string;
+  /** The datasource's name (`db` in `datasource db {}`), which its native type attributes use. */
+  readonly datasource?: string;
 }
 
 /**
@@ -1183,6 +1294,10 @@ export function configFromAnnotations(
         : {
             nativeTypes: {
               ...(model.provider === undefined ? {} : { provider: model.provider }),
+              // `db`, the name nearly every schema gives its datasource, goes without saying.
+              ...(model.datasource === undefined || model.datasource === "db"
+                ? {}
+                : { datasource: model.datasource }),
               columns: nativeColumns,
             },
           }),

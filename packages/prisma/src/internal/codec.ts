@@ -11,6 +11,7 @@ import {
 } from "@kms/core";
 import {
   boundColumns,
+  contextSpellings,
   type EncryptedFieldDescriptor,
   fieldsBoundTo,
   type ModelContextDescriptor,
@@ -525,6 +526,7 @@ export class Codec {
       let bound = fieldCtxs.get(spec.context);
       if (bound === undefined) {
         const rowCtx = this.requireFieldContext(model, field, spec.context, modelCtx, sources);
+        refuseRespelled(model, field, spec, rowCtx, "write");
         bound = boundTo(spec, rowCtx, modelCtx);
         fieldCtxs.set(spec.context, bound);
       }
@@ -715,6 +717,7 @@ export class Codec {
             [where, ...andClauses(model, where)],
             inherited,
           );
+          refuseRespelled(model, key, spec, rowCtx, "lookup");
           return boundTo(spec, rowCtx, modelCtx);
         };
         const scoped = scopeKeysOf(model, spec);
@@ -1982,6 +1985,49 @@ function refuseUnscopedExclusion(
   reject(
     `${model.name}.${field} is sealed under the ambient context's ${keys}, and ${how} on it would also match every other ${keys}'s rows holding the excluded value (their ciphertext differs from the scope's): pin the rows to the scope's ${keys} beside the lookup or in a clause around it (${pins}, on a column of that name), or look values up with equals or in`,
   );
+}
+
+/**
+ * Refuses to seal values of `field` (written, or looked up) under `ctx` where a context column
+ * of its holds a value in another spelling than the column reads back (`contextSpellings`: a
+ * `@db.Uuid` in capitals, in braces or without hyphens). The database takes the value, and
+ * compares it as a UUID, so the write goes in and the where matches the rows; but values are
+ * bound to the text given, and the row reads back another: a value written would never decrypt,
+ * and a lookup's operand would match no row. Values are checked here, where they are sealed,
+ * whichever source gave them (the data, a where, a parent row): a query that seals nothing under
+ * the column (`findMany({ where: { tenantId } })`) goes through as the database takes it.
+ */
+function refuseRespelled(
+  model: ModelDescriptor,
+  field: string,
+  spec: EncryptedFieldDescriptor,
+  ctx: Ctx,
+  use: "write" | "lookup",
+): void {
+  const spellings = contextSpellings(model);
+  if (spellings.size === 0) return;
+  for (const columns of [model.context.fromRow, spec.context.fromRow]) {
+    for (const column of columns) {
+      const spelling = spellings.get(column);
+      const value = ctx[column];
+      if (spelling === undefined || value === undefined) continue;
+      const spelt = spelling.spell(value);
+      if (spelt === value) continue;
+      const name = `${model.name}.${column}`;
+      if (spelt === undefined) {
+        reject(
+          `${name} is ${spelling.written}, which ${spelling.readsBack}: its value is not ${spelling.kind}; give ${column} as ${spelling.kind}, in that spelling`,
+        );
+      }
+      const harm =
+        use === "write"
+          ? `${model.name}.${field} sealed under it would never decrypt`
+          : `a lookup of ${model.name}.${field} sealed under it would match no row`;
+      reject(
+        `${name} is ${spelling.written}, which ${spelling.readsBack} ("${spelt}"), not as "${value}" was given: ${harm}; give ${column} as "${spelt}"`,
+      );
+    }
+  }
 }
 
 /**

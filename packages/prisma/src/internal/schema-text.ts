@@ -70,8 +70,10 @@ export function readSchemaText(schema: string): AnnotatedModel[] {
     models.push({
       name: item.name,
       doc: documentation(doc, undefined),
-      fields: modelFields(item, modelNames, enumNames, datasource.name),
+      // Without a datasource there are no native types; `@db.` is what one would be read as.
+      fields: modelFields(item, modelNames, enumNames, datasource.name ?? "db"),
       ...(datasource.provider === undefined ? {} : { provider: datasource.provider }),
+      ...(datasource.name === undefined ? {} : { datasource: datasource.name }),
     });
   }
   if (pending !== undefined) drop(pending, `no model follows it`);
@@ -158,9 +160,13 @@ function documentation(block: readonly Comment[] | undefined, trailing: Comment 
 
 /**
  * The schema's datasource: its name, which native type attributes start with (`@db.` for
- * `datasource db`), and its provider as the DMMF's `activeProvider` names it.
+ * `datasource db`), and its provider as the DMMF's `activeProvider` names it; both undefined
+ * when the schema has none.
  */
-function datasourceOf(items: readonly TopItem[]): { name: string; provider: string | undefined } {
+function datasourceOf(items: readonly TopItem[]): {
+  name: string | undefined;
+  provider: string | undefined;
+} {
   for (const item of items) {
     if (item.kind !== "block" || item.keyword !== "datasource") continue;
     let provider: string | undefined;
@@ -172,7 +178,7 @@ function datasourceOf(items: readonly TopItem[]): { name: string; provider: stri
     if (provider === "postgres" || provider === "prisma+postgres") provider = "postgresql";
     return { name: item.name, provider };
   }
-  return { name: "db", provider: undefined };
+  return { name: undefined, provider: undefined };
 }
 
 /**
