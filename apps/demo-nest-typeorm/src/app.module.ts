@@ -27,7 +27,13 @@ import { WebhooksController } from "./webhooks.controller.ts";
 
 function databaseOptions(config: DemoConfig): DataSourceOptions {
   if (config.databaseUrl !== undefined) {
-    return { type: "postgres", url: config.databaseUrl };
+    return {
+      type: "postgres",
+      url: config.databaseUrl,
+      // A request that waits for a pooled connection longer than this fails (an opaque 500)
+      // instead of waiting forever: pg's pool has no limit of its own.
+      extra: { connectionTimeoutMillis: 10_000 },
+    };
   }
   retainSqliteHandles();
   // A cache larger than the set of distinct statements: each SQL text is prepared once, so the

@@ -37,6 +37,7 @@ import {
 } from "typeorm";
 import type { EncryptedColumnSpec } from "./encrypted-column.ts";
 import { isUnsealedValue, unsealedError } from "./encrypted-column.ts";
+import { dataKeyConnection } from "./internal/data-key-connection.ts";
 import { MYSQL_FAMILY } from "./internal/drivers.ts";
 import {
   type BlindIndexField,
@@ -305,8 +306,9 @@ export class TypeormFieldEncryption {
    * transaction's scope (so that keys created there never outlive its rollback), whether or not
    * the caller passed its runner; unless `scoped` is false (core's rotation job, whose engine
    * calls take no scope), when a data key is written only outside any transaction. On drivers
-   * with a pool, data key rows are written through the DataSource's pool, committed at once, and
-   * read through the caller's connection (see TypeormDataKeyStore).
+   * with a pool, data key rows are written on a connection apart from the pool, committed at once
+   * and never waiting for a pooled connection, and read through the caller's connection (see
+   * TypeormDataKeyStore and data-key-connection.ts).
    * @internal
    */
   run<T>(
@@ -325,8 +327,8 @@ export class TypeormFieldEncryption {
           : undefined;
       return managerScope.run(
         {
-          read: own?.manager ?? dataSource.manager,
-          write: dataSource.manager,
+          read: own?.manager,
+          write: dataKeyConnection(dataSource),
           beforeWrite: undefined,
           readLocks,
         },
@@ -339,8 +341,8 @@ export class TypeormFieldEncryption {
     const scope = options.transactionScope;
     return managerScope.run(
       {
-        read: manager,
-        write: manager,
+        read: undefined,
+        write: { dataSource, run: (statements) => statements(manager) },
         beforeWrite: () => this.#refuseOtherTransaction(dataSource, scope),
         readLocks: undefined,
       },

@@ -64,8 +64,9 @@ export function checkDataKeyEntity(dataSource: DataSource, entity: EntitySchema<
 /**
  * A DataKeyStore in a table of the application's own database, so that the database and the
  * KMS are all a fresh process needs to read every encrypted value back. It writes through the
- * connection that keeps a key row's fate apart from the caller's transaction (the pool), and
- * reads through the caller's own connection where it has one (see the README on transactions).
+ * connection that keeps a key row's fate apart from the caller's transaction (on pooled drivers
+ * a connection of its own, beside the pool), and reads through the caller's own connection where
+ * it has one (see the README on transactions).
  */
 export class TypeormDataKeyStore implements DataKeyStore {
   readonly #entity: EntitySchema<DataKeyRow>;
@@ -82,7 +83,7 @@ export class TypeormDataKeyStore implements DataKeyStore {
     }
     // A DataSource that `install()` or `check()` never saw: say what is missing rather than
     // fail inside TypeORM.
-    checkDataKeyEntity(connections.write.connection, this.#entity);
+    checkDataKeyEntity(connections.write.dataSource, this.#entity);
     return connections;
   }
 
@@ -90,48 +91,49 @@ export class TypeormDataKeyStore implements DataKeyStore {
     assertDataKeyId(record.id);
     const { write, beforeWrite } = this.#connections();
     beforeWrite?.();
-    try {
-      // Insert-if-absent without an error, so that a PostgreSQL transaction is not aborted.
-      await write
-        .createQueryBuilder()
-        .insert()
-        .into(this.#entity)
-        .values({
-          id: record.id,
-          kmsKeyId: record.kmsKeyId,
-          wrappedKey: Buffer.from(record.wrappedKey).toString("base64"),
-          encryptionContext: JSON.stringify(record.encryptionContext),
-          purpose: record.purpose,
-          createdAt: String(record.createdAt),
-        })
-        .orIgnore()
-        .callListeners(false)
-        .updateEntity(false)
-        .execute();
-    } catch (cause) {
-      throw new KmsInternalError("could not store a data key", { cause });
-    }
-    const stored = await this.#read(write, record.id);
+    const stored = await write.run(async (manager) => {
+      try {
+        // Insert-if-absent without an error, so that a PostgreSQL transaction is not aborted.
+        await manager
+          .createQueryBuilder()
+          .insert()
+          .into(this.#entity)
+          .values({
+            id: record.id,
+            kmsKeyId: record.kmsKeyId,
+            wrappedKey: Buffer.from(record.wrappedKey).toString("base64"),
+            encryptionContext: JSON.stringify(record.encryptionContext),
+            purpose: record.purpose,
+            createdAt: String(record.createdAt),
+          })
+          .orIgnore()
+          .callListeners(false)
+          .updateEntity(false)
+          .execute();
+      } catch (cause) {
+        throw new KmsInternalError("could not store a data key", { cause });
+      }
+      return this.#read(manager, record.id);
+    });
     if (stored === undefined) throw new KmsInternalError("could not store a data key");
     return stored;
   }
 
   async get(id: string): Promise<DataKeyRecord | undefined> {
     const { read, write, readLocks } = this.#connections();
-    if (read === write) return this.#read(write, id);
+    const committed = () => write.run((manager) => this.#read(manager, id));
+    if (read === undefined) return committed();
     // Under SERIALIZABLE, MariaDB and MySQL make the caller's read a locking one: a key not found
     // there (a stable key about to be made) leaves a gap lock on the table until the caller's
-    // transaction ends, and the key's insert through the pool would wait for it while the
-    // caller waits for the insert. The pool reads without locks; a caller holding the last
-    // pooled connection then waits for one, as before key reads moved to its connection.
-    if (readLocks !== undefined && (await readLocks().catch(() => false))) {
-      return this.#read(write, id);
-    }
+    // transaction ends, and the key's insert would wait for it while the caller waits for the
+    // insert. The data key connection reads without locks.
+    if (readLocks !== undefined && (await readLocks().catch(() => false))) return committed();
     // The caller's transaction may have begun before the row was committed (REPEATABLE READ
-    // snapshots, MariaDB's default), or be unable to run a statement: the pool reads the
-    // committed row then. A row seen there is committed: writes never go through the caller.
+    // snapshots, MariaDB's default), or be unable to run a statement: the data key connection
+    // reads the committed row then. A row seen there is committed: writes never go through the
+    // caller.
     const row = await this.#read(read, id).catch(() => undefined);
-    return row ?? this.#read(write, id);
+    return row ?? committed();
   }
 
   async #read(manager: EntityManager, id: string): Promise<DataKeyRecord | undefined> {
