@@ -36,6 +36,7 @@ export {
   type ResponseMessage,
 } from "./message.ts";
 export {
+  DEFAULT_MAX_BUFFERED_BYTES,
   type NodeRequestLike,
   nodeRequestMessage,
   type ResponseBinding,

@@ -7,6 +7,8 @@ import type { ServerResponse } from "node:http";
 import type { Http2ServerResponse } from "node:http2";
 import { currentRequestId, runWithRequestId, ValidationError } from "@kms/core";
 import { computeContentDigest, type DigestAlgorithm } from "./content-digest.ts";
+import { BoundedCache } from "./internal/bounded-cache.ts";
+import { detachedString } from "./internal/detached-string.ts";
 import { receivedTarget } from "./internal/request-target.ts";
 import { cachedFields, type RequestMessage } from "./message.ts";
 import { PROBLEM_CONTENT_TYPE, responseSigningProblem } from "./problem.ts";
@@ -98,7 +100,19 @@ export interface ResponseSigningOptions extends Omit<SignOptions, "components" |
   readonly components?: readonly ComponentSpec[];
   /** Content-Digest algorithms for the response body; false for none. Default sha-256. */
   readonly digest?: readonly DigestAlgorithm[] | false;
+  /**
+   * The most body bytes held for signing; default `DEFAULT_MAX_BUFFERED_BYTES` (8 MiB),
+   * `Infinity` for no limit. A response whose body grows past it is not signed: it is answered
+   * 500 problem+json at once (the head is still held, so nothing of it has been sent), and what
+   * the application writes afterwards is dropped. Without a bound, a route that streams a large
+   * file or an export through a signed response would be held in memory whole, once per request
+   * in flight.
+   */
+  readonly maxBufferedBytes?: number;
 }
+
+/** `ResponseSigningOptions.maxBufferedBytes` when not set: 8 MiB. */
+export const DEFAULT_MAX_BUFFERED_BYTES = 8 * 1024 * 1024;
 
 /** What the response is bound to; read when the response ends. */
 export interface ResponseBinding {
@@ -124,6 +138,11 @@ interface Pending {
   /** The response's own `end`, called once the signature headers are set. */
   readonly end: (this: ServerResponse, chunk: Buffer | string, callback?: Callback) => void;
   readonly chunks: Buffer[];
+  /** Bytes in `chunks`. */
+  buffered: number;
+  readonly maxBufferedBytes: number;
+  /** The body outgrew `maxBufferedBytes`: the 500 is sent, later writes are dropped. */
+  overflowed: boolean;
   ending: boolean;
   /** Set just before the response's own `end` runs: from then on Node may write the head. */
   sending: boolean;
@@ -149,14 +168,22 @@ const METHOD_OF_REQUEST: ComponentSpec = { component: "@method", req: true };
 const TARGET_OF_REQUEST: ComponentSpec = { component: "@target-uri", req: true };
 const PATH_OF_REQUEST: ComponentSpec = { component: "@path", req: true };
 const QUERY_OF_REQUEST: ComponentSpec = { component: "@query", req: true };
-// One spec object per label, so the identifier memo in signMessage hits.
-const requestSignatureSpecs = new Map<string, ComponentSpec>();
+// One spec object per label, so the identifier memo in signMessage hits. The label is the
+// client's choice: the oldest is evicted rather than the cache frozen once full, and the label
+// is copied, since it was cut from the request's whole Signature-Input field.
+const requestSignatureSpecs = new BoundedCache<string, ComponentSpec>(64);
 
-function requestSignatureSpec(label: string): ComponentSpec {
+/**
+ * The component naming the request's signature under `label` (`"signature";key=…;req`), the
+ * same object for the same label while it is cached.
+ * @internal
+ */
+export function requestSignatureSpec(label: string): ComponentSpec {
   let spec = requestSignatureSpecs.get(label);
   if (spec === undefined) {
-    spec = { component: "signature", key: label, req: true };
-    if (requestSignatureSpecs.size < 64) requestSignatureSpecs.set(label, spec);
+    const own = detachedString(label);
+    spec = { component: "signature", key: own, req: true };
+    requestSignatureSpecs.set(own, spec);
   }
   return spec;
 }
@@ -267,13 +294,68 @@ function write(
   encoding?: BufferEncoding | Callback,
   cb?: Callback,
 ): boolean {
+  const callback = typeof encoding === "function" ? encoding : cb;
+  if (pending.overflowed) {
+    // The 500 is out. False tells a writer to stop (a pipe pauses; Node's 'finish' then unpipes
+    // it), and no 'drain' will come.
+    callback?.();
+    return false;
+  }
   if (pending.sending) {
     return (pending.write as (...args: unknown[]) => boolean).call(res, chunk, encoding, cb);
   }
-  pending.chunks.push(toBuffer(chunk, typeof encoding === "string" ? encoding : undefined));
-  const callback = typeof encoding === "function" ? encoding : cb;
+  if (pending.ending) {
+    // After `end`, while an async signer works: not part of the body being signed.
+    callback?.();
+    return false;
+  }
+  const bytes = toBuffer(chunk, typeof encoding === "string" ? encoding : undefined);
+  if (!hold(res, pending, bytes)) {
+    callback?.();
+    return false;
+  }
   callback?.();
+  // Buffering takes every chunk at once, so there is no backpressure to signal: a false here
+  // would wait for a 'drain' that only the end of the body could bring.
   return true;
+}
+
+/**
+ * Adds `bytes` to the held body, or, past `maxBufferedBytes`, drops what is held and answers
+ * 500 instead. Whether the bytes were taken.
+ */
+function hold(res: ServerResponse, pending: Pending, bytes: Buffer): boolean {
+  const total = pending.buffered + bytes.length;
+  if (total <= pending.maxBufferedBytes) {
+    pending.chunks.push(bytes);
+    pending.buffered = total;
+    return true;
+  }
+  pending.ending = true;
+  pending.chunks.length = 0;
+  pending.buffered = 0;
+  answerUnsigned(res, pending, tooLarge(pending.maxBufferedBytes));
+  // Only now: HTTP/2's compatibility response writes the problem through `this.write`.
+  pending.overflowed = true;
+  return false;
+}
+
+let tooLargeWarned = false;
+
+/**
+ * The error a response past `maxBufferedBytes` is answered with (its message is the problem's
+ * detail). Warned once: the response never reaches the framework's error handling, so the
+ * application's logs would not otherwise say why such a route answers 500.
+ */
+function tooLarge(limit: number): ValidationError {
+  const message =
+    `the response body is larger than "maxBufferedBytes" (${limit} bytes), the most held for ` +
+    "signing; it was answered 500 instead of being sent unsigned";
+  if (!tooLargeWarned) {
+    tooLargeWarned = true;
+    process.emitWarning(message, { code: "KMS_SIGNED_RESPONSE_TOO_LARGE" });
+  }
+  return new ValidationError(message);
 }
 
 function end(
@@ -284,11 +366,12 @@ function end(
   cb?: Callback,
 ): ServerResponse {
   if (pending.ending) return res;
+  if (chunk !== undefined && chunk !== null && typeof chunk !== "function") {
+    const bytes = toBuffer(chunk, typeof encoding === "string" ? encoding : undefined);
+    if (!hold(res, pending, bytes)) return res;
+  }
   pending.ending = true;
   const chunks = pending.chunks;
-  if (chunk !== undefined && chunk !== null && typeof chunk !== "function") {
-    chunks.push(toBuffer(chunk, typeof encoding === "string" ? encoding : undefined));
-  }
   const callback =
     typeof chunk === "function" ? chunk : typeof encoding === "function" ? encoding : cb;
   // res.send / res.json end with one chunk and no writes: that chunk is the body, no copy.
@@ -456,16 +539,28 @@ function sign(
  * Signs what is sent on `response` (RFC 9421), bound to the request it answers: a `node:http`
  * response or a `node:http2` compatibility one. Writes are buffered until `end` so the
  * Content-Digest and signature cover exactly the bytes sent; streamed responses are therefore
- * held in memory. A signing failure (e.g. KMS unavailable) answers 500 problem+json rather than
+ * held in memory, up to `maxBufferedBytes` (past it, 500 problem+json). A signing failure (e.g. KMS unavailable) answers 500 problem+json rather than
  * sending an unsigned success. `binding` is called at `end`, so verification that runs after
  * this is installed is still seen; its `requestId`, when given, is the ambient request id of
  * the signing (a KMS signer's audit events).
+ * @throws ValidationException when `maxBufferedBytes` is not a non-negative integer or
+ * `Infinity`.
  */
 export function signNodeResponse(
   response: ServerResponse | Http2ServerResponse,
   options: ResponseSigningOptions,
   binding: () => ResponseBinding,
 ): void {
+  const maxBufferedBytes = options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
+  if (
+    typeof maxBufferedBytes !== "number" ||
+    !(Number.isSafeInteger(maxBufferedBytes) || maxBufferedBytes === Number.POSITIVE_INFINITY) ||
+    maxBufferedBytes < 0
+  ) {
+    throw new ValidationError(
+      `"maxBufferedBytes" must be a non-negative integer or Infinity, got ${String(maxBufferedBytes)}`,
+    );
+  }
   // HTTP/2's compatibility response has the same methods this replaces and calls.
   const res = response as ServerResponse;
   const target = res as SigningResponse;
@@ -477,6 +572,9 @@ export function signNodeResponse(
     writeHead: res.writeHead,
     flushHeaders: res.flushHeaders,
     chunks: [],
+    buffered: 0,
+    maxBufferedBytes,
+    overflowed: false,
     ending: false,
     sending: false,
     noBody: false,

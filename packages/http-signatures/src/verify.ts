@@ -16,6 +16,7 @@ import {
   verifyDigestField,
 } from "./content-digest.ts";
 import { assertAuthorities } from "./internal/authorities.ts";
+import { detachedString } from "./internal/detached-string.ts";
 import { type MacInput, takesText } from "./internal/hmac-sha256.ts";
 import {
   fieldDictionary,
@@ -628,8 +629,12 @@ function afterSignature(
       params.created === undefined ? Number.POSITIVE_INFINITY : params.created + maxAge + skew,
     );
     const lifetime = acceptedUntil + 1 - now;
+    // A copy: keyid and nonce are views of the whole Signature-Input field (an unsigned label
+    // beside the signature can pad it to kilobytes), and a store may keep the string it is given
+    // for the signature's lifetime.
+    const key = detachedString(`${params.keyid}\u0000${params.nonce}`);
     return nonceStore
-      .checkAndStore(`${params.keyid}\u0000${params.nonce}`, Math.max(lifetime, 1) * 1000)
+      .checkAndStore(key, Math.max(lifetime, 1) * 1000)
       .then((fresh) =>
         fresh ? accepted(candidate, verifier) : fail("replay", "nonce was already used", label),
       );

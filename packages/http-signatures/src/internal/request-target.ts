@@ -7,6 +7,8 @@
  * signature over `/orders/1` would then verify for `/admin/x/../../orders/1`. Every such target
  * is refused here instead of being normalized into another one.
  */
+import { BoundedCache } from "./bounded-cache.ts";
+import { detachedString } from "./detached-string.ts";
 
 /** What the request message is built from: its target URI, and the parsed URL or the refusal. */
 export interface ReceivedTarget {
@@ -161,12 +163,14 @@ function authorityProblem(scheme: string, authority: string, what: string): stri
   const key = `${scheme}://${authority}`;
   if (acceptedAuthorities.has(key)) return undefined;
   const problem = uncachedAuthorityProblem(scheme, authority, what);
-  // Bounded, and refusals are not kept: the Host field is the client's choice.
-  if (problem === undefined && acceptedAuthorities.size < 64) acceptedAuthorities.add(key);
+  // Refusals are not kept: the Host field is the client's choice. For the same reason the cache
+  // evicts rather than fills up (64 made-up hosts would otherwise shut the server's own out),
+  // and keeps a copy: the authority may be cut from a request-target kilobytes long.
+  if (problem === undefined) acceptedAuthorities.set(detachedString(key), true);
   return problem;
 }
 
-const acceptedAuthorities = new Set<string>();
+const acceptedAuthorities = new BoundedCache<string, true>(64);
 
 function uncachedAuthorityProblem(
   scheme: string,
