@@ -233,7 +233,7 @@ describe("blind indexes of a typed field", () => {
       "json",
       "an array with an extra member",
       Object.assign([1, 2], { extra: 3 }),
-      /a member that is not an element at \$\.extra/,
+      /a member that is not an element at \$\.<member 3>/,
     ],
   ])(
     "a %s field refuses %s, naming the index, before any KMS call",

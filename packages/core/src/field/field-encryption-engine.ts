@@ -766,7 +766,7 @@ export class FieldEncryptionEngine {
    *   anywhere in the value (NaN, ±Infinity, undefined, functions, symbols, bigints, holes, array
    *   members other than elements, cycles, toJSON() methods, Maps, Sets, typed arrays, class
    *   instances; untyped, a Date or decimal object is taken only as the whole value). The
-   *   message names the path (`$.a[0]`). KMS errors and KMSInternalException as `encrypt` in
+   *   message names the path by position, never by member name (`$.<member 1>[0]`). KMS errors and KMSInternalException as `encrypt` in
    *   deterministic mode (the index's key is derived from the same stable data key).
    */
   async blindIndex(

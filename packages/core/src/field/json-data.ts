@@ -12,7 +12,10 @@ export const MAX_JSON_DEPTH = 512;
 /** Values (members, elements and the value itself); also ends a walk of a huge shared graph. */
 export const MAX_JSON_VALUES = 1_000_000;
 
-/** Why a value is not JSON data: what was found, where (`$`, `$.a[0]`) and what JSON does with it. */
+/**
+ * Why a value is not JSON data: what was found, where (`$`, `$.<member 2>[0]`) and what JSON does
+ * with it.
+ */
 export interface NotJsonData {
   readonly found: string;
   readonly path: string;
@@ -26,7 +29,8 @@ export interface NotJsonData {
  * other than its elements, or a plain object (prototype `Object.prototype`, of any realm, or
  * `null`) whose own members are all enumerable and string-keyed, each of them JSON data in turn,
  * at most MAX_JSON_DEPTH levels deep and MAX_JSON_VALUES values in all. Getters are read once.
- * @returns the text, or where and why `value` is not JSON data. Paths name members, never values.
+ * @returns the text, or where and why `value` is not JSON data. A path counts members by their
+ * position and never names them: member names are data too (a map keyed by email address).
  * @throws what a getter of `value` throws.
  */
 export function jsonDataText(value: unknown): string | NotJsonData {
@@ -49,16 +53,15 @@ type Slot = "top" | "element" | "member";
 class Refusal {
   readonly found: string;
   readonly why: string;
-  /** The path from the inside out. */
-  readonly steps: (string | number)[] = [];
+  /** The path from the inside out, each step as pathText writes it. */
+  readonly steps: string[] = [];
   constructor(found: string, why: string) {
     this.found = found;
     this.why = why;
   }
 
   reason(): NotJsonData {
-    const path = this.steps.reverse();
-    return { found: this.found, path: pathText(path), why: this.why };
+    return { found: this.found, path: pathText(this.steps.reverse()), why: this.why };
   }
 }
 
@@ -118,7 +121,7 @@ class JsonWriter {
         out += i === 0 ? this.write(item, "element") : `,${this.write(item, "element")}`;
       }
     } catch (error) {
-      if (error instanceof Refusal) error.steps.push(i);
+      if (error instanceof Refusal) error.steps.push(elementStep(i));
       throw error;
     }
     this.#open.delete(array);
@@ -136,23 +139,29 @@ class JsonWriter {
     if (Object.getOwnPropertySymbols(object).length > 0) {
       throw new Refusal("a symbol-keyed member", "JSON leaves it out");
     }
-    let key: string | undefined;
+    const names = Object.getOwnPropertyNames(object);
+    if (names.length !== keys.length) {
+      // Counted among all own string-keyed members, in key order, the hidden one included.
+      const hidden = names.findIndex((name) => !isEnumerable.call(object, name));
+      throw refusalAt(
+        memberStep(hidden),
+        new Refusal("a non-enumerable member", "JSON leaves it out"),
+      );
+    }
+    let out = "{";
+    let i = 0;
     try {
-      if (Object.getOwnPropertyNames(object).length !== keys.length) {
-        key = Object.getOwnPropertyNames(object).find((k) => !isEnumerable.call(object, k));
-        throw new Refusal("a non-enumerable member", "JSON leaves it out");
-      }
-      let out = "{";
-      for (key of keys) {
+      for (; i < keys.length; i++) {
+        const key = keys[i] as string;
         const item = this.write((object as Record<string, unknown>)[key], "member");
-        out += `${out.length === 1 ? "" : ","}${JSON.stringify(key)}:${item}`;
+        out += `${i === 0 ? "" : ","}${JSON.stringify(key)}:${item}`;
       }
-      this.#open.delete(object);
-      return `${out}}`;
     } catch (error) {
-      if (error instanceof Refusal && key !== undefined) error.steps.push(key);
+      if (error instanceof Refusal) error.steps.push(memberStep(i));
       throw error;
     }
+    this.#open.delete(object);
+    return `${out}}`;
   }
 
   #enter(container: object): void {
@@ -194,10 +203,10 @@ function refuseNonElements(array: readonly unknown[]): void {
   // Keys list the elements first, ascending, then the other members: with as many keys as
   // elements and the last element's last among them, every element is there and nothing else.
   if (keys.length === length && (length === 0 || keys[length - 1] === String(length - 1))) return;
-  for (const key of keys) {
-    if (!isElementKey(key, length)) {
+  for (let i = 0; i < keys.length; i++) {
+    if (!isElementKey(keys[i] as string, length)) {
       throw refusalAt(
-        key,
+        memberStep(i),
         new Refusal("a member that is not an element", "JSON writes only an array's elements"),
       );
     }
@@ -207,12 +216,12 @@ function refuseNonElements(array: readonly unknown[]): void {
   // element of Array.prototype there, which JSON.stringify would write in its place.
   for (let i = 0; i < length; i++) {
     if (!Object.hasOwn(array, i)) {
-      throw refusalAt(i, new Refusal("a hole", "JSON writes it as null"));
+      throw refusalAt(elementStep(i), new Refusal("a hole", "JSON writes it as null"));
     }
   }
 }
 
-function refusalAt(step: string | number, refusal: Refusal): Refusal {
+function refusalAt(step: string, refusal: Refusal): Refusal {
   refusal.steps.push(step);
   return refusal;
 }
@@ -259,18 +268,25 @@ function constructorName(object: object): string | undefined {
   return name === "" || name.length > 64 ? undefined : name;
 }
 
-const IDENTIFIER = /^[A-Za-z_$][\w$]{0,31}$/;
+/** An element, by its index. */
+function elementStep(index: number): string {
+  return `[${index}]`;
+}
 
 /**
- * `$`, `$.name`, `$[0]`, `$["odd key"]`; member names cut to 32 characters, and the path to
- * its first 16 steps, which keeps a message short when a value is refused for its depth.
+ * A member, by its position from 1 among the own string-keyed members in key order (the order of
+ * Object.keys, in which JSON.stringify writes them; an array's elements count). Never by its
+ * name: the names of a json value are part of the plaintext, which no message carries.
  */
-function pathText(path: readonly (string | number)[]): string {
-  let out = "$";
-  for (const part of path.slice(0, 16)) {
-    if (typeof part === "number") out += `[${part}]`;
-    else if (IDENTIFIER.test(part)) out += `.${part}`;
-    else out += `[${JSON.stringify(part.length > 32 ? `${part.slice(0, 32)}…` : part)}]`;
-  }
-  return path.length > 16 ? `${out}…` : out;
+function memberStep(index: number): string {
+  return `.<member ${index + 1}>`;
+}
+
+/**
+ * `$`, `$[0]`, `$.<member 2>.<member 1>[0]`; the path cut to its first 16 steps, which keeps a
+ * message short when a value is refused for its depth.
+ */
+function pathText(steps: readonly string[]): string {
+  const out = `$${steps.slice(0, 16).join("")}`;
+  return steps.length > 16 ? `${out}…` : out;
 }

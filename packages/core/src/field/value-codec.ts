@@ -191,7 +191,8 @@ export function encodeFieldValue(field: string, type: FieldValueType, value: unk
  * other class instances). At the top only, a valid Date and a decimal object (decimal.js, as
  * Prisma's Decimal) keep their index: their text is a JSON string, which no other input has
  * (strings are indexed as themselves, tag 01). Inside a value they would match a string.
- * @throws ValidationException naming the field and the path, never quoting the value.
+ * @throws ValidationException naming the field and the path, by members' positions: neither a
+ * member name nor a value, which are both plaintext.
  */
 export function encodeIndexValue(field: string, value: unknown): Uint8Array {
   const refuse = (rule: string, cause?: unknown) =>
@@ -353,7 +354,7 @@ function readJsonData(
   }
 }
 
-/** "undefined at $.a: JSON leaves the member out"; no path for the value itself. */
+/** "undefined at $.<member 2>: JSON leaves the member out"; no path for the value itself. */
 function notJsonData({ found, path, why }: NotJsonData): string {
   return `${found}${path === "$" ? "" : ` at ${path}`}: ${why}`;
 }
@@ -429,6 +430,14 @@ function fixed8(body: Uint8Array): DataView {
 
 const LEGACY_NUMBER = /^\s*(?:[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?Infinity|NaN)\s*$/;
 const LEGACY_BIGINT = /^\s*-?\d+\s*$/;
+/**
+ * ISO 8601 (RFC 3339) as databases and toISOString() print a date: `2024-05-06`, or with a time
+ * after `T` or a space, `2024-05-06 07:08`, `2024-05-06T07:08:09.123456`, and a zone, `Z`, `+02`,
+ * `+0200`, `-02:00`; a year of 4 digits, or of 6 with a sign as toISOString() writes years
+ * outside 0…9999.
+ */
+const LEGACY_DATE =
+  /^([+-]\d{6}|\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?(Z|[+-]\d{2}(?::?\d{2})?)?)?$/;
 /** PostgreSQL prints booleans as t/f, MySQL stores 1/0. */
 const LEGACY_BOOLEANS = new Map([
   ["true", true],
@@ -442,8 +451,9 @@ const LEGACY_BOOLEANS = new Map([
 /**
  * A legacy plaintext value (`legacyPlaintext`) as the declared type: a column migrated to
  * ciphertext held the value's natural text form (or its bytes). Text that is not such a form is
- * refused, not guessed at (`Number("")` is 0, "yes" is no boolean), and the error carries
- * neither the text nor the parser's message, which quotes it.
+ * refused, not guessed at (`Number("")` is 0, "yes" is no boolean, "1" is no date: LEGACY_DATE
+ * lists the date forms), and the error carries neither the text nor the parser's message, which
+ * quotes it.
  * @throws ValidationException when `stored` is not a text form of `type`.
  */
 export function parseLegacyValue(
@@ -470,8 +480,8 @@ export function parseLegacyValue(
       return value;
     }
     case "date": {
-      const date = new Date(text);
-      if (Number.isNaN(date.getTime())) throw unparsable();
+      const date = legacyDate(text);
+      if (date === undefined) throw unparsable();
       return date;
     }
     case "bigint":
@@ -491,6 +501,47 @@ export function parseLegacyValue(
     case "string":
       return text;
   }
+}
+
+/**
+ * A legacy date text (LEGACY_DATE) as the Date it names, read as ECMAScript reads its own date
+ * format: a date alone at midnight UTC, a time without a zone in local time, as `new Date(text)`
+ * read them before. Undefined for any other text and for a day or time that does not exist
+ * (February 30, 24:00, a zone past ±23:59), which `new Date` would roll over or guess at ("1" as
+ * 2001-01-01).
+ */
+function legacyDate(text: string): Date | undefined {
+  const match = LEGACY_DATE.exec(text);
+  if (match === null) return undefined;
+  const [, year = "", month = "", day = "", hour, minute = "", second = "00", fraction = "", zone] =
+    match;
+  const y = Number(year);
+  const m = Number(month);
+  const d = Number(day);
+  const leap = y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0);
+  const days = m === 2 ? (leap ? 29 : 28) : m === 4 || m === 6 || m === 9 || m === 11 ? 30 : 31;
+  if (year === "-000000" || m < 1 || m > 12 || d < 1 || d > days) return undefined;
+  const date = `${year}-${month}-${day}`;
+  if (hour === undefined) return validDate(`${date}T00:00:00.000Z`);
+  if (Number(hour) > 23 || Number(minute) > 59 || Number(second) > 59) return undefined;
+  let offset = "";
+  if (zone === "Z") offset = zone;
+  else if (zone !== undefined) {
+    const hours = zone.slice(1, 3);
+    const minutes = zone.length === 3 ? "00" : zone.slice(-2);
+    if (Number(hours) > 23 || Number(minutes) > 59) return undefined;
+    offset = `${zone.charAt(0)}${hours}:${minutes}`;
+  }
+  // Rewritten in the format every ECMAScript engine reads exactly (ECMA-262 "Date Time String
+  // Format"), the fraction cut to milliseconds as new Date cuts it.
+  const ms = fraction.padEnd(3, "0").slice(0, 3);
+  return validDate(`${date}T${hour}:${minute}:${second}.${ms}${offset}`);
+}
+
+/** Undefined past the time values a Date holds (±8.64e15 ms around 1970). */
+function validDate(iso: string): Date | undefined {
+  const date = new Date(iso);
+  return Number.isNaN(date.getTime()) ? undefined : date;
 }
 
 /**
