@@ -3,7 +3,10 @@
  * (ForAllValues:/ForAnyValue:) and the …IfExists suffix.
  */
 import { BlockList, isIP } from "node:net";
-import { GLOB_ESCAPE } from "./variables.ts";
+import { globMatch } from "./glob-match.ts";
+
+// evaluate.ts matches Action and Resource patterns with the same glob.
+export { globMatch };
 
 type Test = (requestValue: string, policyValue: string) => boolean;
 
@@ -23,49 +26,6 @@ export interface ConditionOperator {
    * otherwise its values (one for single-valued keys).
    */
   evaluate(requestValues: readonly string[] | undefined, policyValues: readonly string[]): boolean;
-}
-
-/** Any UTF-16 surrogate: the string holds a character that takes two code units. */
-const SURROGATE = /[\uD800-\uDFFF]/;
-
-/** The characters of `text`, as code points when it has any outside the BMP. */
-function characters(text: string): string | readonly string[] {
-  return SURROGATE.test(text) ? Array.from(text) : text;
-}
-
-/**
- * Glob with `*` (any run) and `?` (one character), as StringLike / ArnLike use. A character
- * after GLOB_ESCAPE is literal (resolved policy variables and `${*}` put it there). Characters
- * are code points: `?` matches an emoji whole, and no pattern matches half of one.
- */
-export function globMatch(pattern: string, value: string, ignoreCase = false): boolean {
-  if (pattern === "*") return true;
-  const p = characters(ignoreCase ? pattern.toLowerCase() : pattern);
-  const v = characters(ignoreCase ? value.toLowerCase() : value);
-  // Iterative matcher with backtracking to the last `*`: linear-ish, no regex (no ReDoS).
-  let pi = 0;
-  let vi = 0;
-  let star = -1;
-  let mark = 0;
-  while (vi < v.length) {
-    if (pi + 1 < p.length && p[pi] === GLOB_ESCAPE && p[pi + 1] === v[vi]) {
-      pi += 2;
-      vi++;
-    } else if (pi < p.length && p[pi] !== GLOB_ESCAPE && (p[pi] === "?" || p[pi] === v[vi])) {
-      pi++;
-      vi++;
-    } else if (pi < p.length && p[pi] === "*") {
-      star = pi++;
-      mark = vi;
-    } else if (star !== -1) {
-      pi = star + 1;
-      vi = ++mark;
-    } else {
-      return false;
-    }
-  }
-  while (pi < p.length && p[pi] === "*") pi++;
-  return pi === p.length;
 }
 
 function parseNumber(value: string): number | undefined {
