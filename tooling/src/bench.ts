@@ -1,17 +1,31 @@
 /**
  * A small benchmark harness: every case runs in the same process as its baseline, and results
  * are reported as ops/s and as a ratio to that baseline, never as absolute pass/fail timings.
+ *
+ * `compare` times each case in one window after the other (a quick picture of absolute speed);
+ * `interleaved` times two cases in alternating short slices and is what a target ratio should
+ * be read from: on a shared machine, load that comes and goes then falls on both sides.
  */
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
+
 export interface BenchCase {
   readonly name: string;
   /** Runs one operation; may be async. */
   readonly run: () => unknown;
   /** Bytes processed per operation, to print MB/s. */
   readonly bytes?: number;
+  /**
+   * Values one operation handles (3 for a row of three encrypted columns); ops/s are then
+   * reported per value, so a case that handles a row compares with one that handles a value.
+   * Default 1.
+   */
+  readonly values?: number;
 }
 
 export interface BenchResult {
   readonly name: string;
+  /** Per value when the case says how many values an operation handles. */
   readonly opsPerSecond: number;
   readonly mbPerSecond: number | undefined;
 }
@@ -39,11 +53,11 @@ async function timeCase(c: BenchCase, seconds: number): Promise<BenchResult> {
     ops += 16;
     now = performance.now();
   }
-  const opsPerSecond = ops / ((now - start) / 1000);
+  const calls = ops / ((now - start) / 1000);
   return {
     name: c.name,
-    opsPerSecond,
-    mbPerSecond: c.bytes === undefined ? undefined : (opsPerSecond * c.bytes) / 1e6,
+    opsPerSecond: calls * (c.values ?? 1),
+    mbPerSecond: c.bytes === undefined ? undefined : (calls * c.bytes) / 1e6,
   };
 }
 
@@ -71,4 +85,147 @@ export async function compare(
     );
   }
   return results;
+}
+
+// --- interleaved slices -----------------------------------------------------------------------
+
+/** Slice pairs per `interleaved` comparison: KMS_BENCH_SLICES, default 40 (6 when quick). */
+export const INTERLEAVED_SLICES: number = Number(process.env.KMS_BENCH_SLICES ?? (quick ? 6 : 40));
+/** Shortest slice; a slice always holds at least one operation. */
+const SLICE_MS = 50;
+
+let collect: (() => void) | undefined;
+/**
+ * A full collection, outside the timed slices. Without it a major collection of either side's
+ * garbage lands in whichever slice runs when the heap fills, at random on either side (at 1 MiB
+ * messages this spread ratios over 0.5–5×). Collected before each slice, each side pays for what
+ * it makes within its slice and neither for the other's; garbage left at a slice's end is paid
+ * by nobody, which favours the side that makes more of it. Set up on first use, so that merely
+ * importing this module changes no V8 flag.
+ */
+function collectGarbage(): void {
+  if (collect === undefined) {
+    setFlagsFromString("--expose-gc");
+    collect = runInNewContext("gc") as () => void;
+  }
+  collect();
+}
+
+/** One slice's speed, per value, by the wall clock and by this thread's CPU time. */
+export interface SliceSpeed {
+  readonly wall: number;
+  readonly cpu: number;
+}
+
+/** Values/s of `c` over one slice of at least `ms`, after an untimed full collection. */
+export async function slice(c: BenchCase, ms: number = SLICE_MS): Promise<SliceSpeed> {
+  collectGarbage();
+  const run = c.run;
+  let ops = 0;
+  const cpuStart = process.threadCpuUsage();
+  const start = performance.now();
+  let now = start;
+  do {
+    const result = run();
+    if (result instanceof Promise) await result;
+    ops += 1;
+    now = performance.now();
+  } while (now - start < ms);
+  const cpu = process.threadCpuUsage(cpuStart);
+  const values = ops * (c.values ?? 1);
+  return { wall: (values * 1000) / (now - start), cpu: (values * 1e6) / (cpu.user + cpu.system) };
+}
+
+/** Median and quartiles of a set of per-pair ratios. */
+export interface RatioSpread {
+  readonly median: number;
+  readonly lower: number;
+  readonly upper: number;
+}
+
+/** `a`'s speed over `b`'s (per value), by the wall clock and by the main thread's CPU time. */
+export interface InterleavedRatio {
+  readonly wall: RatioSpread;
+  readonly cpu: RatioSpread;
+  /** Slice pairs measured. */
+  readonly pairs: number;
+}
+
+function median(sorted: readonly number[]): number {
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** Median and quartiles (nearest rank) of `ratios`. */
+export function spreadOf(ratios: readonly number[]): RatioSpread {
+  if (ratios.length === 0) return { median: Number.NaN, lower: Number.NaN, upper: Number.NaN };
+  const sorted = [...ratios].sort((p, q) => p - q);
+  const at = (q: number): number => sorted[Math.round(q * (sorted.length - 1))]!;
+  return { median: median(sorted), lower: at(0.25), upper: at(0.75) };
+}
+
+/**
+ * `a`'s speed over `b`'s, timed in alternating slices (a b, b a, …) of at least 50 ms, each
+ * after an untimed full collection, instead of in windows one after the other, so that load
+ * which comes and goes falls on both sides of most pairs. Each pair gives two ratios: by the
+ * wall clock and by the main thread's CPU time, which a loaded machine's waits for a core leave
+ * out (GC work on helper threads is left out too). Two untimed pairs warm both sides up first.
+ * Ratios are per value (`BenchCase.values`).
+ */
+export async function interleaved(
+  a: BenchCase,
+  b: BenchCase,
+  options: { slices?: number; sliceMs?: number } = {},
+): Promise<InterleavedRatio> {
+  const slices = options.slices ?? INTERLEAVED_SLICES;
+  const ms = options.sliceMs ?? SLICE_MS;
+  for (let i = 0; i < 2; i++) {
+    await slice(a, ms);
+    await slice(b, ms);
+  }
+  const wall: number[] = [];
+  const cpu: number[] = [];
+  for (let i = 0; i < slices; i++) {
+    let x: SliceSpeed;
+    let y: SliceSpeed;
+    if (i % 2 === 0) {
+      x = await slice(a, ms);
+      y = await slice(b, ms);
+    } else {
+      y = await slice(b, ms);
+      x = await slice(a, ms);
+    }
+    wall.push(x.wall / y.wall);
+    cpu.push(x.cpu / y.cpu);
+  }
+  return { wall: spreadOf(wall), cpu: spreadOf(cpu), pairs: slices };
+}
+
+/** "1.23× [1.10–1.31]": median [lower quartile–upper quartile]. */
+export function formatSpread(s: RatioSpread): string {
+  return `${s.median.toFixed(2)}× [${s.lower.toFixed(2)}–${s.upper.toFixed(2)}]`;
+}
+
+/** "wall 1.23× [1.10–1.31], CPU 1.20× [1.15–1.26]". */
+export function formatInterleaved(r: InterleavedRatio): string {
+  return `wall ${formatSpread(r.wall)}, CPU ${formatSpread(r.cpu)}`;
+}
+
+/** Whether a ratio clears a target; see `verdict`. */
+export type Verdict = "met" | "not met" | "unclear";
+
+/**
+ * A target verdict that noise cannot flatter. For "at least" targets, "met" needs the LOWER
+ * quartile of both the wall-clock and the CPU ratios to clear the target (three pairs in four
+ * clear it, on both clocks); "not met" when a median misses it; "unclear" in between. For "at
+ * most" targets (a time ratio), the same with the upper quartile.
+ */
+export function verdict(r: InterleavedRatio, target: number, kind: "atLeast" | "atMost"): Verdict {
+  const clears = (x: number): boolean => (kind === "atLeast" ? x >= target : x <= target);
+  const spreads = [r.wall, r.cpu];
+  if (spreads.some((s) => !clears(s.median))) return "not met";
+  if (spreads.every((s) => clears(kind === "atLeast" ? s.lower : s.upper))) {
+    return "met";
+  }
+  return "unclear";
 }

@@ -1,7 +1,12 @@
 /**
  * `pnpm bench` for @kms/core's symmetric operations: ops/s through the full facade beside raw
- * node:crypto AES-256-GCM measured in the same process (fresh random IV per call, as a caller
- * of node:crypto would do, with the key imported once as a KeyObject).
+ * node:crypto AES-256-GCM measured in the same process, with the key imported once as a
+ * KeyObject and IVs sliced from a pooled `randomFillSync` buffer, as the KMS draws its own (the
+ * baseline). The former baseline, a fresh `randomBytes(12)` IV per call, stays as a line for
+ * continuity with earlier figures; it is slower than the KMS's own IV source, so ratios against
+ * it flattered the KMS. The target (encrypt 1 KiB ≥ 50% of raw) is timed against the pooled-IV
+ * baseline in alternating slices (@kms/tooling/bench `interleaved`), median [quartiles], and is
+ * called met only when the lower quartile clears it on both clocks.
  */
 import {
   createCipheriv,
@@ -9,12 +14,24 @@ import {
   createSecretKey,
   type KeyObject,
   randomBytes,
+  randomFillSync,
 } from "node:crypto";
-import { compare } from "@kms/tooling/bench";
+import { compare, formatInterleaved, interleaved, verdict } from "@kms/tooling/bench";
 import { createKms, type Kms } from "../src/index.ts";
 
-function rawSeal(key: KeyObject, plaintext: Uint8Array): Buffer {
-  const iv = randomBytes(12);
+const ivPool = new Uint8Array(12 * 4096);
+let ivAt = ivPool.length;
+/** A 12-byte IV from a pooled CSPRNG buffer, refilled when used up. */
+function pooledIv(): Uint8Array {
+  if (ivAt === ivPool.length) {
+    randomFillSync(ivPool);
+    ivAt = 0;
+  }
+  ivAt += 12;
+  return ivPool.subarray(ivAt - 12, ivAt);
+}
+
+function rawSeal(key: KeyObject, plaintext: Uint8Array, iv: Uint8Array = randomBytes(12)): Buffer {
   const cipher = createCipheriv("aes-256-gcm", key, iv);
   const body = cipher.update(plaintext);
   cipher.final();
@@ -35,22 +52,31 @@ export async function symmetricBench(kms: Kms, label: string): Promise<void> {
   // The fastest raw usage: a KeyObject imported once, so the baseline is not handicapped.
   const rawKey = createSecretKey(randomBytes(32));
   const context = { tenant: "acme", table: "patients" };
+  let target: Awaited<ReturnType<typeof interleaved>> | undefined;
   for (const size of [32, 1024, 4096]) {
     const plaintext = randomBytes(size);
     const blob = (await kms.encrypt({ keyId, plaintext, encryptionContext: context }))
       .ciphertextBlob;
     const sealed = rawSeal(rawKey, plaintext);
-    await compare(
-      `encrypt ${size} B (${label})`,
-      { name: "node:crypto AES-256-GCM seal", run: () => rawSeal(rawKey, plaintext), bytes: size },
-      [
-        {
-          name: "kms.encrypt, with context",
-          run: () => kms.encrypt({ keyId, plaintext, encryptionContext: context }),
-          bytes: size,
-        },
-      ],
-    );
+    const pooledSeal = {
+      name: "node:crypto seal, pooled IV (baseline)",
+      run: () => rawSeal(rawKey, plaintext, pooledIv()),
+      bytes: size,
+    };
+    const encrypt = {
+      name: "kms.encrypt, with context",
+      run: () => kms.encrypt({ keyId, plaintext, encryptionContext: context }),
+      bytes: size,
+    };
+    await compare(`encrypt ${size} B (${label})`, pooledSeal, [
+      {
+        name: "node:crypto seal, randomBytes(12) IV (old baseline)",
+        run: () => rawSeal(rawKey, plaintext),
+        bytes: size,
+      },
+      encrypt,
+    ]);
+    if (size === 1024) target = await interleaved(encrypt, pooledSeal);
     await compare(
       `decrypt ${size} B (${label})`,
       { name: "node:crypto AES-256-GCM open", run: () => rawOpen(rawKey, sealed), bytes: size },
@@ -62,6 +88,12 @@ export async function symmetricBench(kms: Kms, label: string): Promise<void> {
         },
       ],
     );
+  }
+  if (target !== undefined) {
+    console.log(
+      `\nTarget, encrypt 1 KiB (${label}): kms.encrypt / node:crypto seal with a pooled IV, interleaved slices, median [quartiles]`,
+    );
+    console.log(`  ${formatInterleaved(target)}  (≥ 0.5: ${verdict(target, 0.5, "atLeast")})`);
   }
   const key32 = randomBytes(32);
   await compare(

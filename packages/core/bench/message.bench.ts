@@ -17,8 +17,6 @@ import {
   type KeyObject,
   randomBytes,
 } from "node:crypto";
-import { setFlagsFromString } from "node:v8";
-import { runInNewContext } from "node:vm";
 import {
   AlgorithmSuiteIdentifier,
   buildClient,
@@ -28,7 +26,14 @@ import {
   RawAesKeyringNode,
   RawAesWrappingSuiteIdentifier,
 } from "@aws-crypto/client-node";
-import { type BenchCase, type BenchResult, compare } from "@kms/tooling/bench";
+import {
+  type BenchCase,
+  type BenchResult,
+  compare,
+  formatInterleaved,
+  interleaved,
+  INTERLEAVED_SLICES as SLICES,
+} from "@kms/tooling/bench";
 import { DataKeyCache, decryptMessage, encryptMessage, RawAesKeyring } from "../src/index.ts";
 
 function rawSeal(key: KeyObject, plaintext: Uint8Array): Buffer[] {
@@ -224,75 +229,16 @@ function ratio(group: string, a: string, b: string): string {
   return `${median(ratios).toFixed(2)}×${spread}`;
 }
 
-/** Slice pairs per interleaved comparison (KMS_BENCH_SLICES; default 40, 6 when quick). */
-const SLICES = Number(
-  process.env.KMS_BENCH_SLICES ?? (process.env.KMS_BENCH_QUICK === "1" ? 6 : 40),
-);
-/** Shortest slice; a slice always holds at least one operation. */
-const SLICE_MS = 50;
-
-setFlagsFromString("--expose-gc");
 /**
- * A full collection, outside the timed slices: at 1 MiB a slice's garbage (the ESDK's frames,
- * either side's output) is collected by whichever slice runs when the heap fills, so a major
- * collection landed in either side at random and the 1 MiB ratios spread over 0.5–5× against
- * node:crypto. Collected before each slice, each side pays for what it makes within its slice
- * and neither for the other's; garbage left at a slice's end is paid by nobody, which favours
- * the side that makes more of it (the ESDK).
+ * `a`'s speed over `b`'s in alternating 50 ms slices, each after an untimed full collection
+ * (@kms/tooling/bench `interleaved`: at 1 MiB, a major collection of either side's garbage
+ * otherwise landed in either side's slice at random, and the ratios spread over 0.5–5× against
+ * node:crypto). Garbage left at a slice's end is paid by nobody, and CPU time leaves out GC on
+ * helper threads: both favour the side that makes more garbage (the ESDK). Prints and returns
+ * the median and quartiles of the wall-clock and CPU ratios.
  */
-const collectGarbage = runInNewContext("gc") as () => void;
-
-/** ops/s of `run` over one slice, by the wall clock and by this thread's CPU time. */
-async function slice(run: () => unknown): Promise<{ wall: number; cpu: number }> {
-  collectGarbage();
-  let ops = 0;
-  const cpuStart = process.threadCpuUsage();
-  const start = performance.now();
-  let now = start;
-  do {
-    const result = run();
-    if (result instanceof Promise) await result;
-    ops += 1;
-    now = performance.now();
-  } while (now - start < SLICE_MS);
-  const cpu = process.threadCpuUsage(cpuStart);
-  return { wall: (ops * 1000) / (now - start), cpu: (ops * 1e6) / (cpu.user + cpu.system) };
-}
-
-/**
- * `a`'s speed over `b`'s, timed in alternating slices (a b, b a, …) of at least 50 ms instead of
- * in one-second windows one after the other, so that load which comes and goes falls on both
- * sides of most pairs. Each pair gives two ratios: by the wall clock, as the rounds above, and
- * by the main thread's CPU time, which a loaded machine's waits for a core leave out (GC work on
- * helper threads is left out too; the ESDK makes more garbage, so this errs in its favour).
- * Prints and returns the median and quartiles of each.
- */
-async function interleaved(group: string, a: BenchCase, b: BenchCase): Promise<string> {
-  for (let i = 0; i < 2; i++) {
-    await slice(a.run);
-    await slice(b.run);
-  }
-  const wall: number[] = [];
-  const cpu: number[] = [];
-  for (let i = 0; i < SLICES; i++) {
-    let x: { wall: number; cpu: number };
-    let y: { wall: number; cpu: number };
-    if (i % 2 === 0) {
-      x = await slice(a.run);
-      y = await slice(b.run);
-    } else {
-      y = await slice(b.run);
-      x = await slice(a.run);
-    }
-    wall.push(x.wall / y.wall);
-    cpu.push(x.cpu / y.cpu);
-  }
-  const summary = (ratios: number[]): string => {
-    const sorted = [...ratios].sort((p, q) => p - q);
-    const at = (q: number) => sorted[Math.round(q * (sorted.length - 1))]!.toFixed(2);
-    return `${median(sorted).toFixed(2)}× [${at(0.25)}–${at(0.75)}]`;
-  };
-  const line = `wall ${summary(wall)}, CPU ${summary(cpu)}`;
+async function interleavedLine(group: string, a: BenchCase, b: BenchCase): Promise<string> {
+  const line = formatInterleaved(await interleaved(a, b));
   console.log(`  ${`${group}: ${a.name} / ${b.name}`.padEnd(60)} ${line}`);
   return line;
 }
@@ -327,7 +273,7 @@ async function interleavedTargets(): Promise<Map<string, string>> {
                 suiteId: esdkSuite,
               }),
           };
-    lines.set(`${group} | ${versus}`, await interleaved(group, ours, other));
+    lines.set(`${group} | ${versus}`, await interleavedLine(group, ours, other));
   }
   return lines;
 }

@@ -8,7 +8,10 @@
  *
  * Variants: baseline (no middleware); HMAC with a local secret; HMAC with an in-process @kms/core
  * Kms key (GenerateMac / VerifyMac); ECDSA P-256 with a Kms key (Sign, and local verification
- * with its public key). Every variant serves the same handler.
+ * with its public key). Every variant serves the same handler. The Kms variants write their audit
+ * trail as a deployment does, to a JSONL file (`JsonlAuditSink`, in a temporary directory removed
+ * at the end), not to the default in-memory trail: that one keeps the newest 10,000 events (up
+ * to 12,500 before it trims) on the heap, which a long run then collects over and over.
  *
  * The "floor" line is measured in the main thread of the same run: only the crypto calls the
  * hmac-local variant cannot avoid per request (HMAC-SHA256 verification of the request's
@@ -28,10 +31,11 @@ const seconds = quick ? 1 : 5;
 const rounds = quick ? 1 : 5;
 const PATH = "/hello?name=bench";
 
-async function serve(variant: Variant): Promise<void> {
+async function serve(variant: Variant, auditDir: string): Promise<void> {
   const { randomBytes } = await import("node:crypto");
+  const { join } = await import("node:path");
   const { default: express } = await import("express");
-  const { createKms } = await import("@kms/core");
+  const { createKms, JsonlAuditSink } = await import("@kms/core");
   const hs = await import("@kms/http-signatures");
   const { signResponse, verifySignature } = await import("../src/index.ts");
 
@@ -45,7 +49,9 @@ async function serve(variant: Variant): Promise<void> {
       signer = hs.createHmacSigner(secret, { keyId: "k" });
       verifier = hs.createHmacVerifier(secret);
     } else {
-      const kms = await createKms();
+      const kms = await createKms({
+        audit: new JsonlAuditSink(join(auditDir, `${variant}.jsonl`)),
+      });
       const hmac = variant === "hmac-kms";
       const algorithm = hmac ? "hmac-sha256" : "ecdsa-p256-sha256";
       const { keyId } = (
@@ -102,8 +108,8 @@ interface Target {
   };
 }
 
-async function start(variant: Variant): Promise<Target> {
-  const worker = new Worker(new URL(import.meta.url), { workerData: { variant } });
+async function start(variant: Variant, auditDir: string): Promise<Target> {
+  const worker = new Worker(new URL(import.meta.url), { workerData: { variant, auditDir } });
   const { url, headers } = await new Promise<{ url: string; headers: Record<string, string> }>(
     (resolve, reject) => {
       worker.once("message", resolve);
@@ -202,14 +208,19 @@ async function measureFloor(
 if (isMainThread) {
   // Variants are interleaved over several rounds and the median kept, so a burst of load from
   // elsewhere on the machine skews one sample rather than one variant.
+  const { mkdtempSync, rmSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const auditDir = mkdtempSync(join(tmpdir(), "kms-express-bench-"));
   const targets = new Map<Variant, Target>();
-  for (const v of VARIANTS) targets.set(v, await start(v));
+  for (const v of VARIANTS) targets.set(v, await start(v, auditDir));
   for (const v of VARIANTS) await load(v, targets.get(v)!, 1); // warm-up
   const samples = new Map<Variant, Sample[]>(VARIANTS.map((v) => [v, []]));
   for (let r = 0; r < rounds; r++) {
     for (const v of VARIANTS) samples.get(v)!.push(await load(v, targets.get(v)!, seconds));
   }
   for (const t of targets.values()) await t.worker.terminate();
+  rmSync(auditDir, { recursive: true, force: true });
   const hmacLocal = targets.get("hmac-local");
   const floor = hmacLocal === undefined ? undefined : await measureFloor(hmacLocal);
   const rps = new Map(VARIANTS.map((v) => [v, median(samples.get(v)!.map((s) => s.rps))]));
@@ -248,5 +259,6 @@ if (isMainThread) {
     );
   }
 } else {
-  await serve((workerData as { variant: Variant }).variant);
+  const { variant, auditDir } = workerData as { variant: Variant; auditDir: string };
+  await serve(variant, auditDir);
 }
