@@ -10,4 +10,5 @@ export {
   DEFAULT_CLOCK_SKEW_SECONDS,
   DEFAULT_MAX_BODY_BYTES,
   type KmsRequestHandler,
+  MIN_SECRET_ACCESS_KEY_LENGTH,
 } from "./request-handler.ts";

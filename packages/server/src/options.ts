@@ -3,7 +3,12 @@ import type { Kms } from "@kms/core";
 
 /** What an access key id stands for: the secret it signs with and who its calls run as. */
 export interface ServerCredential {
-  /** The SigV4 secret access key shared with the client. */
+  /**
+   * The SigV4 secret access key shared with the client: at least 20 characters
+   * (`MIN_SECRET_ACCESS_KEY_LENGTH`), and no other access key's. SigV4 does not sign the access
+   * key id, so a request signed under one id would verify as well under another id holding the
+   * same secret, and run as that id's principal.
+   */
   readonly secretAccessKey: string;
   /**
    * The principal every call signed with this key runs as (`CallOptions.principal`): key
@@ -12,7 +17,11 @@ export interface ServerCredential {
   readonly principal: string;
 }
 
-/** Finds the credential of an access key id; undefined when the key id is unknown. */
+/**
+ * Finds the credential of an access key id; undefined when the key id is unknown. It must never
+ * return one secret for two access key ids (see `ServerCredential.secretAccessKey`): a function
+ * cannot be checked for that when the server is made, as a table is.
+ */
 export type CredentialLookup = (
   accessKeyId: string,
 ) => ServerCredential | undefined | Promise<ServerCredential | undefined>;
@@ -52,7 +61,10 @@ export interface RefusedRequest {
 export interface KmsServerOptions {
   /** The KMS the calls run on (`createKms`). */
   readonly kms: Kms;
-  /** Access key id → secret and principal, or a function that looks an access key id up. */
+  /**
+   * Access key id → secret and principal, or a function that looks an access key id up. Each
+   * access key has its own secret: a table that gives two ids the same one is refused.
+   */
   readonly credentials: Readonly<Record<string, ServerCredential>> | CredentialLookup;
   /** Region a request's SigV4 credential scope must name; default `kms.identity.region`. */
   readonly region?: string;

@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import {
@@ -47,6 +47,11 @@ const UNREAD_BODY_GRACE_MS = 2000;
 const TARGET_PREFIX = "TrentService.";
 /** What @kms/core accepts as `CallOptions.principal`. */
 const MAX_PRINCIPAL_LENGTH = 2048;
+/**
+ * Shortest `secretAccessKey` accepted, in characters: SigV4 is only as strong as the shared
+ * secret (AWS issues 40 characters). `kms serve` applies the same bound to its credentials file.
+ */
+export const MIN_SECRET_ACCESS_KEY_LENGTH = 20;
 
 interface Settings {
   readonly kms: Kms;
@@ -76,7 +81,7 @@ function assertCredential(where: string, value: unknown): ServerCredential {
     typeof c !== "object" ||
     c === null ||
     typeof c.secretAccessKey !== "string" ||
-    c.secretAccessKey.length === 0 ||
+    c.secretAccessKey.length < MIN_SECRET_ACCESS_KEY_LENGTH ||
     typeof c.principal !== "string" ||
     c.principal.length === 0 ||
     // Core refuses a longer principal on every call, as the caller's ValidationException (400):
@@ -85,8 +90,8 @@ function assertCredential(where: string, value: unknown): ServerCredential {
   ) {
     // Names the access key id, never the secret.
     throw new ValidationError(
-      `${where} must be { secretAccessKey, principal } with two non-empty strings, ` +
-        `the principal at most ${MAX_PRINCIPAL_LENGTH} characters`,
+      `${where} must be { secretAccessKey, principal }: a secretAccessKey of at least ` +
+        `${MIN_SECRET_ACCESS_KEY_LENGTH} characters and a principal of 1–${MAX_PRINCIPAL_LENGTH} characters`,
     );
   }
   return { secretAccessKey: c.secretAccessKey, principal: c.principal };
@@ -145,7 +150,36 @@ function lookupOf(credentials: KmsServerOptions["credentials"]): Settings["looku
     }
     table.set(accessKeyId, assertCredential(`"credentials.${accessKeyId}"`, credential));
   }
+  assertOwnSecrets(table);
   return async (accessKeyId) => table.get(accessKeyId);
+}
+
+/**
+ * Refuses access key ids that share a secret. SigV4 signs the scope's date, region and service
+ * but not the access key id, so a request signed under one id verifies unchanged under any other
+ * id with the same secret: whoever sees a request in transit (a proxy, a log of headers) could
+ * send it again as the other principal, and the audit trail would name that principal. Secrets
+ * are compared by the SHA-256 of their UTF-8 bytes, which is what SigV4 keys with: two strings
+ * that differ only in lone surrogates encode alike. The message names the ids, never a secret.
+ */
+function assertOwnSecrets(table: ReadonlyMap<string, ServerCredential>): void {
+  const owners = new Map<string, string[]>();
+  for (const [accessKeyId, { secretAccessKey }] of table) {
+    const digest = createHash("sha256").update(secretAccessKey, "utf8").digest("base64");
+    const ids = owners.get(digest);
+    if (ids === undefined) owners.set(digest, [accessKeyId]);
+    else ids.push(accessKeyId);
+  }
+  const shared = [...owners.values()].filter((ids) => ids.length > 1);
+  if (shared.length > 0) {
+    // JSON-quoted: an id may hold any character but "/" and ",".
+    const groups = shared.map((ids) => ids.map((id) => JSON.stringify(id)).join(", "));
+    throw new ValidationError(
+      `"credentials" gives more than one access key id the same secretAccessKey ` +
+        `(${groups.join("; ")}): SigV4 does not sign the access key id, so a request signed ` +
+        `for one would be accepted as the other's. Give each access key its own secret`,
+    );
+  }
 }
 
 function positive(name: string, value: number | undefined, fallback: number, max: number): number {

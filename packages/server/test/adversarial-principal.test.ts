@@ -285,7 +285,7 @@ describe("the access key lookup", () => {
   it("refuses, when the handler is made, a configured id that no request could name", async () => {
     const kms = await createKms({ region: REGION, account: "111122223333" });
     try {
-      const credential = { secretAccessKey: "s", principal: ALICE.principal };
+      const credential = { secretAccessKey: "s".repeat(40), principal: ALICE.principal };
       expect(() =>
         createKmsRequestHandler({ kms, credentials: { ["A".repeat(129)]: credential } }),
       ).toThrow(ValidationError);

@@ -2,7 +2,12 @@ import { open, readFile } from "node:fs/promises";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { resolve } from "node:path";
-import { createKmsServer, type RefusedRequest, type ServerCredential } from "@kms/server";
+import {
+  createKmsServer,
+  MIN_SECRET_ACCESS_KEY_LENGTH,
+  type RefusedRequest,
+  type ServerCredential,
+} from "@kms/server";
 import { booleanOption, integerOption, requiredOption, stringOption } from "./args.ts";
 import { type Command, type CommandContext, writeOut } from "./command.ts";
 import { UsageError } from "./usage.ts";
@@ -18,8 +23,11 @@ const SERVE_OPTIONS = {
 
 export const DEFAULT_SERVE_PORT = 4599;
 
-/** Shorter secrets are refused: SigV4 is only as strong as the shared secret. */
-const MIN_SECRET_LENGTH = 20;
+/**
+ * Shorter secrets are refused: SigV4 is only as strong as the shared secret. The server's own
+ * bound, checked here first so that the error names the file.
+ */
+const MIN_SECRET_LENGTH = MIN_SECRET_ACCESS_KEY_LENGTH;
 
 /** A credentials file that cannot be used; the message never quotes the file's contents. */
 export class CredentialsFileError extends Error {
