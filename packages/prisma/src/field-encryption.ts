@@ -39,7 +39,12 @@ import {
 } from "./internal/codec.ts";
 import { RelationGuard } from "./internal/relation-guard.ts";
 import { ResultFieldRegistry } from "./internal/result-fields.ts";
-import { PrismaDataKeyStore } from "./prisma-data-key-store.ts";
+import {
+  type DataKeyCall,
+  PrismaDataKeyStore,
+  runDataKeyCall,
+  transactionEnded,
+} from "./prisma-data-key-store.ts";
 import {
   type ColumnType,
   checkColumnTypes,
@@ -162,12 +167,15 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
     // that puts ciphertext in an enum or Int column, or names a column the model lacks, is
     // refused here, before any query.
     checkColumnTypes(models, (model) => columnsOf(client, model));
+    // Prisma hands out one delegate object per model and client: a PrismaDataKeyStore built on
+    // it (this one, or one the application passes) is this client's, whose transactions it joins.
+    const dataKeyDelegate = (
+      client as unknown as Record<string, ConstructorParameters<typeof PrismaDataKeyStore>[0]>
+    )[lowerFirst(dataKeyModel)];
     const store =
       options.dataKeyStore ??
       new PrismaDataKeyStore(
-        (client as unknown as Record<string, ConstructorParameters<typeof PrismaDataKeyStore>[0]>)[
-          lowerFirst(dataKeyModel)
-        ] ?? reject(`the client has no "${dataKeyModel}" model for data keys`),
+        dataKeyDelegate ?? reject(`the client has no "${dataKeyModel}" model for data keys`),
       );
     const engine =
       options.engine ??
@@ -222,6 +230,31 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
       frame.scopes.add(transactionScope);
       if (frame.parent !== undefined) engine.beginTransactionSavepoint(transactionScope);
     };
+    // A query in an interactive transaction reads and makes data keys on the connection the
+    // transaction holds (see PrismaDataKeyStore), never on a second one from a pool that
+    // transactions may hold whole: when the transaction's end reaches the engine through the
+    // `$transaction` below (a frame is open). The store learns what it needs of each query here.
+    const dataKeyCall = (params: object): DataKeyCall => {
+      const tx = (
+        params as { __internalParams?: { transaction?: { kind?: string; id?: unknown } } }
+      ).__internalParams?.transaction;
+      const frame = frames.getStore();
+      if (tx?.kind === "itx" && frame !== undefined) {
+        const scope = itxScope(tx.id);
+        return {
+          transaction: tx,
+          scope,
+          rolledBack: () => engine.endTransactionScope(scope, "rollback"),
+        };
+      }
+      const enclosing = new Set<string>();
+      for (let f = frame; f !== undefined; f = f.parent) for (const s of f.scopes) enclosing.add(s);
+      return { transaction: undefined, enclosing };
+    };
+    const joiningTransactions =
+      <P extends object, R>(hook: (params: P) => Promise<R>) =>
+      (params: P): Promise<R> =>
+        runDataKeyCall(dataKeyDelegate, dataKeyCall(params), () => hook(params));
     // Every client made from this one comes from here, with Prisma's client component merging:
     // the result fields of every extension applied after this one are recorded before Prisma
     // applies it (a function extension applies its objects through here too).
@@ -248,8 +281,10 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
           };
           const end = (outcome: "commit" | "rollback"): void => {
             for (const scope of frame.scopes) {
-              if (parent === undefined) engine.endTransactionScope(scope, outcome);
-              else {
+              if (parent === undefined) {
+                engine.endTransactionScope(scope, outcome);
+                transactionEnded(dataKeyDelegate, scope);
+              } else {
                 engine.endTransactionSavepoint(
                   scope,
                   outcome === "commit" ? "release" : "rollback",
@@ -273,7 +308,9 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
       },
       query: {
         $allModels: {
-          async $allOperations({ model: modelName, operation, args, query, ...rest }) {
+          // A data key is read or made on the connection of the query's interactive transaction.
+          $allOperations: joiningTransactions(async (params) => {
+            const { model: modelName, operation, args, query, ...rest } = params;
             // Before anything else: a model the descriptor leaves out is not walked at all.
             relations.check(modelName, operation, args);
             const model = durable.model(modelName);
@@ -291,7 +328,7 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
             const tx = internal?.transaction;
             let codec = durable;
             if (tx?.kind === "itx") {
-              const transactionScope = `itx:${String(tx.id)}`;
+              const transactionScope = itxScope(tx.id);
               enter(frames.getStore(), transactionScope);
               codec = durable.withOptions({ transactionScope });
             }
@@ -468,13 +505,18 @@ export function fieldEncryption<Map extends FieldTypeMap = {}, Client = unknown>
               read,
               tx,
             );
-          },
+          }),
         },
       },
     });
   });
   // The declared result types are carried by the return type alone (see field-types.ts).
   return extension as unknown as FieldEncryptionExtension<Map, Client>;
+}
+
+/** The engine's transaction scope of Prisma's interactive transaction `id`. */
+function itxScope(id: unknown): string {
+  return `itx:${String(id)}`;
 }
 
 /** The `$extends` of the clients an instance of the extension was applied to (see above). */
