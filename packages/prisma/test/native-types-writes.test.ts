@@ -1,11 +1,8 @@
-import { execFileSync } from "node:child_process";
-import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { createKms, InvalidCiphertextError, ValidationError } from "@kms/core";
 import { databaseTarget } from "@kms/tooling/databases";
 import { PrismaPg } from "@prisma/adapter-pg";
-import pg from "pg";
 import { beforeAll, describe, expect, test } from "vitest";
 import {
   defineModels,
@@ -15,6 +12,7 @@ import {
   parseSchema,
   type SchemaDescriptor,
 } from "../src/index.ts";
+import { generateSchema, type SchemaDb, withPostgresSchema } from "./generated-schemas.ts";
 
 /**
  * A `@db.Uuid` context column reads a UUID back in PostgreSQL's own spelling (lower case, with
@@ -120,21 +118,7 @@ let PgClient: ClientClass;
 let generated: SchemaDescriptor;
 
 beforeAll(async () => {
-  rmSync(out, { recursive: true, force: true });
-  mkdirSync(out, { recursive: true });
-  writeFileSync(join(out, "schema.prisma"), SCHEMA);
-  copyFileSync(join(here, "prisma", "prisma.config.ts"), join(out, "prisma.config.ts"));
-  const cli = join(here, "..", "node_modules", "prisma", "build", "index.js");
-  execFileSync(process.execPath, [cli, "generate", "--schema", join(out, "schema.prisma")], {
-    cwd: out,
-    env: {
-      ...process.env,
-      PRISMA_SCHEMA_ENGINE_BINARY: join(here, "prisma", "schema-engine-stub.sh"),
-      CHECKPOINT_DISABLE: "1",
-      PRISMA_HIDE_UPDATE_MESSAGE: "1",
-    },
-    stdio: "pipe",
-  });
+  generateSchema(out, SCHEMA);
   PgClient = (
     (await import(pathToFileURL(join(out, "client", "client.ts")).href)) as {
       PrismaClient: ClientClass;
@@ -168,36 +152,17 @@ function withoutNativeTypes(schema: SchemaDescriptor): SchemaDescriptor {
 const { url, skipReason } = databaseTarget("postgres");
 
 describe.skipIf(skipReason !== undefined)("@db.Uuid context values on PostgreSQL", () => {
-  interface Db {
-    readonly client: Client;
-    readonly kms: Awaited<ReturnType<typeof createKms>>;
-    readonly keyId: string;
-    raw(table: string): Promise<Record<string, unknown>[]>;
-  }
-
   /** Runs `body` on a fresh schema with the tables, a client on it, and the raw driver. */
-  async function withDb(body: (db: Db) => Promise<void>): Promise<void> {
-    const name = `kms_uuid_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
-    const admin = new pg.Client({ connectionString: url as string });
-    await admin.connect();
-    await admin.query(`CREATE SCHEMA "${name}"`);
-    const client = new PgClient({
-      adapter: new PrismaPg({ connectionString: url as string }, { schema: name }),
-    });
-    try {
-      await admin.query(`SET search_path TO "${name}"`);
-      await admin.query(TABLES);
-      const kms = await createKms();
-      const { keyId } = (await kms.createKey()).keyMetadata;
-      const raw = async (table: string) =>
-        (await admin.query(`SELECT * FROM "${table}"`)).rows as Record<string, unknown>[];
-      await body({ client, kms, keyId, raw });
-    } finally {
-      await client.$disconnect();
-      await admin.query(`DROP SCHEMA "${name}" CASCADE`);
-      await admin.end();
-    }
-  }
+  const withDb = (body: (db: SchemaDb<Client>) => Promise<void>): Promise<void> =>
+    withPostgresSchema(
+      {
+        url: url as string,
+        prefix: "kms_uuid",
+        tables: TABLES,
+        makeClient: (adapter) => new PgClient({ adapter }),
+      },
+      body,
+    );
 
   test("what the refusal prevents: a UUID written in another spelling reads back in PostgreSQL's, and the row does not decrypt", () =>
     withDb(async (db) => {

@@ -1,11 +1,9 @@
-import { execFileSync } from "node:child_process";
-import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { createKms, InvalidCiphertextError, ValidationError } from "@kms/core";
 import { databaseTarget } from "@kms/tooling/databases";
 import { PrismaPg } from "@prisma/adapter-pg";
-import pg from "pg";
 import { beforeAll, describe, expect, test } from "vitest";
 import {
   defineModels,
@@ -17,6 +15,7 @@ import {
 import { schemaModuleSource } from "../src/internal/schema-module.ts";
 import { readSchemaText } from "../src/internal/schema-text.ts";
 import { configFromAnnotations } from "../src/schema-descriptor.ts";
+import { generateSchema, type SchemaDb, withPostgresSchema } from "./generated-schemas.ts";
 
 /**
  * Native types (`@db.Char(8)`) that change what a column reads back break the binding of
@@ -291,26 +290,8 @@ const KMS_GENERATOR = `generator kms {
   output   = "./kms"
 }`;
 
-/** Runs `prisma generate` offline (as test/generate-client.ts does) on `text` in `out/<name>`. */
-function generate(name: string, text: string): string {
-  const dir = join(out, name);
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, "schema.prisma"), text);
-  copyFileSync(join(here, "prisma", "prisma.config.ts"), join(dir, "prisma.config.ts"));
-  const cli = join(here, "..", "node_modules", "prisma", "build", "index.js");
-  execFileSync(process.execPath, [cli, "generate", "--schema", join(dir, "schema.prisma")], {
-    cwd: dir,
-    env: {
-      ...process.env,
-      PRISMA_SCHEMA_ENGINE_BINARY: join(here, "prisma", "schema-engine-stub.sh"),
-      CHECKPOINT_DISABLE: "1",
-      PRISMA_HIDE_UPDATE_MESSAGE: "1",
-    },
-    stdio: "pipe",
-  });
-  return dir;
-}
+/** Generates `text` in `out/<name>`. */
+const generate = (name: string, text: string): string => generateSchema(join(out, name), text);
 
 /** What the tests use of the generated PostgreSQL client. */
 interface Client {
@@ -417,43 +398,21 @@ describe("the kms-prisma-types generator", () => {
 const { url, skipReason } = databaseTarget("postgres");
 
 describe.skipIf(skipReason !== undefined)("native types on PostgreSQL", () => {
-  interface Db {
-    readonly prisma: Client;
-    readonly kms: Awaited<ReturnType<typeof createKms>>;
-    readonly keyId: string;
-    raw(table: string): Promise<Record<string, unknown>[]>;
-  }
-
   /** Runs `body` on a fresh schema with the tables, a client on it, and the raw driver. */
-  async function withDb(body: (db: Db) => Promise<void>): Promise<void> {
-    const name = `kms_native_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
-    const admin = new pg.Client({ connectionString: url as string });
-    await admin.connect();
-    await admin.query(`CREATE SCHEMA "${name}"`);
-    const prisma = new PgClient({
-      adapter: new PrismaPg({ connectionString: url as string }, { schema: name }),
-    });
-    try {
-      await admin.query(`SET search_path TO "${name}"`);
-      await admin.query(TABLES);
-      const kms = await createKms();
-      const { keyId } = (await kms.createKey()).keyMetadata;
-      const raw = async (table: string) =>
-        (await admin.query(`SELECT * FROM "${table}" ORDER BY "id"`)).rows as Record<
-          string,
-          unknown
-        >[];
-      await body({ prisma, kms, keyId, raw });
-    } finally {
-      await prisma.$disconnect();
-      await admin.query(`DROP SCHEMA "${name}" CASCADE`);
-      await admin.end();
-    }
-  }
+  const withDb = (body: (db: SchemaDb<Client>) => Promise<void>): Promise<void> =>
+    withPostgresSchema(
+      {
+        url: url as string,
+        prefix: "kms_native",
+        tables: TABLES,
+        makeClient: (adapter) => new PgClient({ adapter }),
+      },
+      body,
+    );
 
   test("@db.Uuid, @db.VarChar(255) and @db.DoublePrecision context columns, @db.Text and @db.VarChar(255) ciphertext and a @db.Char(22) blind index round-trip", () =>
     withDb(async (db) => {
-      const prisma = db.prisma.$extends(
+      const prisma = db.client.$extends(
         fieldEncryption({ kms: db.kms, keyId: db.keyId, schema: generated }),
       );
       const tenantId = crypto.randomUUID();
@@ -472,7 +431,7 @@ describe.skipIf(skipReason !== undefined)("native types on PostgreSQL", () => {
       expect(
         await prisma.account.findFirst({ where: { ...context, note: "first" } }),
       ).toMatchObject({ email: "a@example.com" });
-      const [row] = await db.raw("Account");
+      const [row] = await db.raw("Account", "id");
       expect(row?.tenantId).toBe(tenantId);
       expect(String(row?.note)).toMatch(/^kms1:/);
       expect(String(row?.email)).toMatch(/^kms1:/);
@@ -485,20 +444,20 @@ describe.skipIf(skipReason !== undefined)("native types on PostgreSQL", () => {
         Padded: { encrypted: { note: {} }, context: { fromRow: ["tenantId"] } },
         Single: { encrypted: { note: {} }, context: { fromRow: ["weight"] } },
       });
-      const prisma = db.prisma.$extends(
+      const prisma = db.client.$extends(
         fieldEncryption({ kms: db.kms, keyId: db.keyId, schema: older }),
       );
       await prisma.padded.create({
         data: { tenantId: "t1", note: "secret" },
         select: { id: true },
       });
-      expect((await db.raw("Padded"))[0]?.tenantId).toBe("t1      ");
+      expect((await db.raw("Padded", "id"))[0]?.tenantId).toBe("t1      ");
       await expect(prisma.padded.findFirst()).rejects.toThrow(InvalidCiphertextError);
       await prisma.single.create({
         data: { weight: 0.1 + 0.2, note: "secret" },
         select: { id: true },
       });
-      expect((await db.raw("Single"))[0]?.weight).toBe(0.3);
+      expect((await db.raw("Single", "id"))[0]?.weight).toBe(0.3);
       await expect(prisma.single.findFirst()).rejects.toThrow(InvalidCiphertextError);
     }));
 });
