@@ -27,7 +27,12 @@ import {
   decisionOn,
   keyPolicyOf,
 } from "../policy/authorizer.ts";
-import { type Decision, evaluate, grantConstraintsHold } from "../policy/evaluate.ts";
+import {
+  type Decision,
+  evaluate,
+  grantConstraintsHold,
+  namesPrincipal,
+} from "../policy/evaluate.ts";
 import type { EncryptionContext, KeyIdRequest, Page, PageRequest } from "../types.ts";
 import {
   assertConstraintSize,
@@ -268,8 +273,10 @@ function checkDelegation(ctx: KmsContext, key: StoredKey, requested: StoredGrant
   if (call === undefined) return;
   const decision = decisionOn(call, "kms:CreateGrant", key);
   if (decision?.decision.reason !== "grant-allow") return;
+  // The grants authorization could have used: a role session's include its role's.
   const parents = (key.grants ?? []).filter(
-    (g) => g.granteePrincipal === call.principal && g.operations.includes("CreateGrant"),
+    (g) =>
+      namesPrincipal(g.granteePrincipal, call.principal) && g.operations.includes("CreateGrant"),
   );
   const refusals = parents.map((parent) => delegationRefusal(parent, requested));
   if (refusals.length === 0 || refusals.includes(undefined)) return;
@@ -573,7 +580,8 @@ export function retireGrantTarget(request: Readonly<Record<string, unknown>>): {
 
 /**
  * What lets `principal` retire the grant beyond the key policy: being its retiring principal,
- * or its grantee when it includes RetireGrant. Undefined when neither.
+ * or its grantee when it includes RetireGrant (either one naming the role `principal` is a
+ * session of counts, as for grants' grantees). Undefined when neither.
  */
 export function retiringPrincipalDecision(
   key: StoredKey,
@@ -582,12 +590,11 @@ export function retiringPrincipalDecision(
 ): Decision | undefined {
   const grant = key.grants?.find((g) => g.grantId === grantId);
   if (grant === undefined) return undefined;
-  const role =
-    grant.retiringPrincipal === principal
-      ? "the retiring principal"
-      : grant.granteePrincipal === principal && grant.operations.includes("RetireGrant")
-        ? "the grantee, with RetireGrant,"
-        : undefined;
+  const role = namesPrincipal(grant.retiringPrincipal, principal)
+    ? "the retiring principal"
+    : namesPrincipal(grant.granteePrincipal, principal) && grant.operations.includes("RetireGrant")
+      ? "the grantee, with RetireGrant,"
+      : undefined;
   if (role === undefined) return undefined;
   return {
     allowed: true,

@@ -9,7 +9,13 @@ import { parseBlob } from "../envelope/ciphertext-blob.ts";
 import { AccessDeniedError } from "../errors.ts";
 import { isPlainObject } from "../internal/assert.ts";
 import type { KeyStore, StoredGrant, StoredKey } from "../keystore/key-store.ts";
-import { type AuthorizationRequest, accountOf, type Decision, evaluate } from "./evaluate.ts";
+import {
+  type AuthorizationRequest,
+  accountOf,
+  type Decision,
+  evaluate,
+  roleArnOf,
+} from "./evaluate.ts";
 import { defaultKeyPolicy, type PolicyDocument, parsePolicyCached } from "./policy-document.ts";
 import {
   DEFAULT_PENDING_WINDOW_IN_DAYS,
@@ -379,7 +385,9 @@ export function authorizationRequest(
       case "aws:principalaccount":
         return [call.principalAccount];
       case "aws:principalarn":
-        return [call.principal];
+        // A role session's is its role's ARN, as in AWS: a Deny on the role's ARN must hold for
+        // every session of it (the role path, which a session ARN lacks, is not restored).
+        return [roleArnOf(call.principal) ?? call.principal];
       case "aws:username":
         // Present for IAM users only, as in AWS: the name after the user's path.
         return one(/^arn:[^:]+:iam::\d{12}:user\/(?:.*\/)?([^/]+)$/.exec(call.principal)?.[1]);
@@ -700,16 +708,20 @@ const grantsByGrantee = new WeakMap<
 const NO_GRANTS: readonly StoredGrant[] = Object.freeze([]);
 
 /**
- * The key's grants whose grantee is `principal`, in stored order: the only ones evaluate can
- * match (a grant allows nothing to anyone else), so the deciding grant is the same. Indexed once
- * per frozen grant list (stores that cache records hand out the same one on every read), so a
- * call on a key with thousands of grants costs one lookup instead of a walk over all of them.
+ * The key's grants whose grantee is `principal`, or the role `principal` is a session of, in
+ * stored order: the only ones evaluate can match (a grant allows nothing to anyone else), so the
+ * deciding grant is the same. Indexed once per frozen grant list (stores that cache records hand
+ * out the same one on every read), so a call on a key with thousands of grants costs a lookup or
+ * two instead of a walk over all of them.
  */
 export function grantsOf(key: StoredKey, principal: string): readonly StoredGrant[] {
   const grants = key.grants;
   if (grants === undefined || grants.length === 0) return NO_GRANTS;
+  const role = roleArnOf(principal);
+  const serves = (g: StoredGrant): boolean =>
+    g.granteePrincipal === principal || (role !== undefined && g.granteePrincipal === role);
   // A list that is not frozen could change in place: filtered anew, never remembered.
-  if (!Object.isFrozen(grants)) return grants.filter((g) => g.granteePrincipal === principal);
+  if (!Object.isFrozen(grants)) return grants.filter(serves);
   let index = grantsByGrantee.get(grants);
   if (index === undefined) {
     const built = new Map<string, StoredGrant[]>();
@@ -721,12 +733,14 @@ export function grantsOf(key: StoredKey, principal: string): readonly StoredGran
     index = built;
     grantsByGrantee.set(grants, index);
   }
-  const mine = index.get(principal) ?? NO_GRANTS;
+  const own = index.get(principal) ?? NO_GRANTS;
+  const roles = role === undefined ? NO_GRANTS : (index.get(role) ?? NO_GRANTS);
+  // A session holding grants of its own and its role's: one walk keeps them in stored order.
+  if (own.length > 0 && roles.length > 0) return grants.filter(serves);
+  const mine = own.length > 0 ? own : roles;
   // The list is frozen, its grants need not be: one changed in place since is never matched
   // for a grantee it no longer names (a grant changed to name this one is missed: a denial).
-  return mine.every((g) => g.granteePrincipal === principal)
-    ? mine
-    : mine.filter((g) => g.granteePrincipal === principal);
+  return mine.every(serves) ? mine : mine.filter(serves);
 }
 
 /**

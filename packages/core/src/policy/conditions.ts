@@ -209,7 +209,11 @@ function makeOperator(
     validate: (values) =>
       op.validate === undefined ? undefined : values.map(op.validate).find((p) => p !== undefined),
     evaluate: (request, policy) => {
-      if (request === undefined || (set !== undefined && request.length === 0)) {
+      // An empty multi-valued key (`encryptionContext: {}` for kms:EncryptionContextKeys) is
+      // absent, as Null reads it: read as present, a Deny `StringLikeIfExists` that holds when
+      // the context is omitted would let `{}` through. Without IfExists or a set qualifier the
+      // answer is the one an empty list gave (a positive operator false, a negated one true).
+      if (request === undefined || request.length === 0) {
         if (ifExists) return true;
         if (set === "ForAllValues") return true;
         if (set === "ForAnyValue") return false;

@@ -65,8 +65,51 @@ export function accountOf(principal: string): string | undefined {
   return account !== undefined && /^\d{12}$/.test(account) ? account : undefined;
 }
 
-function principalIn(set: PrincipalSet, request: AuthorizationRequest): boolean {
+// The role's name is the whole segment after `assumed-role/`, whatever its characters (IAM's
+// are letters, digits and + = , . @ _ -): a narrower pattern would let a principal spelled with
+// others step around a Deny naming its role. The session's name after it must not be empty;
+// `s` so that it may begin with any character.
+const ROLE_SESSION = /^arn:([^:]+):sts::(\d{12}):assumed-role\/([^/]+)\/./s;
+
+/**
+ * The role an assumed-role session is a session of: `arn:<partition>:sts::<account>:
+ * assumed-role/<role>/<session>` → `arn:<partition>:iam::<account>:role/<role>`; undefined for
+ * any other principal. AWS matches a role named in a key policy or a grant for all its sessions,
+ * and gives the role's ARN as aws:PrincipalArn. A session ARN does not carry the role's path, so
+ * `role/<path>/<role>` is never found from one (AWS resolves the role itself; there is no IAM here).
+ */
+export function roleArnOf(principal: string): string | undefined {
+  // Most principals are no session: one substring test before the regular expression.
+  if (!principal.includes(":assumed-role/")) return undefined;
+  const m = ROLE_SESSION.exec(principal);
+  return m === null ? undefined : `arn:${m[1]}:iam::${m[2]}:role/${m[3]}`;
+}
+
+/**
+ * Whether a grant's grantee or retiring principal `named` stands for `principal`: the principal
+ * itself, or the role `principal` is a session of (`role`: roleArnOf(principal), passed by
+ * callers that already computed it).
+ */
+export function namesPrincipal(
+  named: string | undefined,
+  principal: string,
+  role: string | undefined = roleArnOf(principal),
+): boolean {
+  return named !== undefined && (named === principal || (role !== undefined && named === role));
+}
+
+/**
+ * `role` is roleArnOf(request.principal): a statement naming a role applies to its sessions, as
+ * in AWS, an Allow and a Deny alike (a Deny on role/Admin that sessions of Admin step around would
+ * deny no one who assumes the role).
+ */
+function principalIn(
+  set: PrincipalSet,
+  request: AuthorizationRequest,
+  role: string | undefined,
+): boolean {
   if (set.any || set.names.has(request.principal)) return true;
+  if (role !== undefined && set.names.has(role)) return true;
   // No IAM here: an account root stands for every principal of that account.
   return request.principalAccount !== undefined && set.accounts.has(request.principalAccount);
 }
@@ -77,7 +120,8 @@ const ACCOUNT_ROOT = /^arn:[^:]+:iam::\d{12}:root$/;
  * Whether `set` names the principal itself: `*`, its exact name, or (for an account root) its
  * account. What a Deny's NotPrincipal exempts. AWS's own pattern lists the exempted user with
  * its account ("Deny everyone but Bob" names Bob and the account root); read as every principal
- * of the account, as principalIn reads it, that would exempt the whole account.
+ * of the account, as principalIn reads it, that would exempt the whole account. A role exempts
+ * none of its sessions either: AWS asks for the session's own ARN beside the role's there.
  */
 function principalNamed(set: PrincipalSet, request: AuthorizationRequest): boolean {
   if (set.any || set.names.has(request.principal)) return true;
@@ -148,15 +192,16 @@ function statementApplies(
   s: PolicyStatement,
   request: AuthorizationRequest,
   lookup: Lookup,
+  role: string | undefined,
 ): boolean {
-  if (s.principal !== undefined && !principalIn(s.principal, request)) return false;
+  if (s.principal !== undefined && !principalIn(s.principal, request, role)) return false;
   if (s.notPrincipal !== undefined) {
     // Exempt from a Deny only when named; out of a (legacy) Allow as soon as principalIn says
     // so: in doubt, a Deny applies and an Allow does not.
     const excluded =
       s.effect === "Deny"
         ? principalNamed(s.notPrincipal, request)
-        : principalIn(s.notPrincipal, request);
+        : principalIn(s.notPrincipal, request, role);
     if (excluded) return false;
   }
   const action = request.actionLower;
@@ -227,8 +272,12 @@ function containsPair(
   return pairs.some(([k, v]) => v === value && k.toLowerCase() === lower);
 }
 
-function grantAllows(grant: StoredGrant, request: AuthorizationRequest): boolean {
-  if (grant.granteePrincipal !== request.principal) return false;
+function grantAllows(
+  grant: StoredGrant,
+  request: AuthorizationRequest,
+  role: string | undefined,
+): boolean {
+  if (!namesPrincipal(grant.granteePrincipal, request.principal, role)) return false;
   const operation = request.action.slice(request.action.indexOf(":") + 1);
   if (!grant.operations.includes(operation)) return false;
   return !request.takesEncryptionContext || grantConstraintsHold(grant, request.encryptionContext);
@@ -242,8 +291,9 @@ export function evaluate(
 ): Decision {
   let allow: PolicyStatement | undefined;
   const lookup: Lookup = (key) => request.conditionValues(key);
+  const role = roleArnOf(request.principal);
   for (const s of policy.statements) {
-    if (!statementApplies(s, request, lookup)) continue;
+    if (!statementApplies(s, request, lookup, role)) continue;
     if (s.effect === "Deny") {
       return {
         allowed: false,
@@ -262,7 +312,7 @@ export function evaluate(
       message: `allowed by ${describe(allow)} of the key policy`,
     };
   }
-  const grant = grants.find((g) => grantAllows(g, request));
+  const grant = grants.find((g) => grantAllows(g, request, role));
   if (grant !== undefined) {
     return {
       allowed: true,

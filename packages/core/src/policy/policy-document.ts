@@ -176,6 +176,24 @@ function arnProblem(operator: ConditionOperator, values: readonly string[]): str
     : `value "${bad}" is not an ARN (arn:partition:service:region:account:resource) or "*"`;
 }
 
+/**
+ * Numeric operators compare integers and decimals (IAM: "an integer or decimal value"). The
+ * evaluator's Number() reads far more — "0x1E", "0b11110", " 3e1 " and "30." are all 30 — so a
+ * value would match a number its reader does not see in it. A JSON number is decimal already.
+ */
+const DECIMAL = /^-?\d+(?:\.\d+)?$/;
+
+function numericProblem(
+  operator: ConditionOperator,
+  items: readonly unknown[],
+): string | undefined {
+  if (!operator.base.startsWith("Numeric")) return undefined;
+  const bad = items.find((v) => typeof v === "string" && !DECIMAL.test(v));
+  return bad === undefined
+    ? undefined
+    : `value "${String(bad)}" is not a decimal number (digits, optionally a leading "-" and a fraction: "30", "-1.5")`;
+}
+
 function conditionBlock(
   path: string,
   value: unknown,
@@ -216,7 +234,8 @@ function conditionBlock(
         operator.takesVariables,
       );
       const problem =
-        operator.validate(values) ?? (strict ? arnProblem(operator, values) : undefined);
+        operator.validate(values) ??
+        (strict ? (arnProblem(operator, values) ?? numericProblem(operator, list)) : undefined);
       if (problem !== undefined) fail(keyPath, problem);
       clauses.push({ operatorText, operator, key, values, ...(templates ? { templates } : {}) });
     }
@@ -333,7 +352,8 @@ export function parsePolicy(text: unknown): PolicyDocument {
 /**
  * parsePolicy without the repeated-key check, for policies already stored: one an earlier
  * release accepted must stay usable, if only to replace it. `strict` adds the checks later
- * releases made for new documents (ForAllValues with a single-valued key).
+ * releases made for new documents (ForAllValues with a single-valued key, wildcard principals,
+ * empty resources, ARN and numeric literals).
  */
 function parseDocument(text: unknown, strict = false): PolicyDocument {
   if (typeof text !== "string") fail("$", "must be a JSON string");
