@@ -5,7 +5,12 @@
  * `compare` times each case in one window after the other (a quick picture of absolute speed);
  * `interleaved` times two cases in alternating short slices and is what a target ratio should
  * be read from: on a shared machine, load that comes and goes then falls on both sides.
+ *
+ * The raw node:crypto AES-256-GCM baseline the crypto benches measure against, and the row of
+ * three string columns the field-encryption benches encrypt, live here too, so that every bench
+ * times the same baseline on the same data.
  */
+import { createCipheriv, createDecipheriv, type KeyObject, randomFillSync } from "node:crypto";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 
@@ -228,4 +233,97 @@ export function verdict(r: InterleavedRatio, target: number, kind: "atLeast" | "
     return "met";
   }
   return "unclear";
+}
+
+// --- raw node:crypto AES-256-GCM baseline -------------------------------------------------------
+
+/** IVs per pool; each refill is one `randomFillSync` call. */
+const IVS_PER_POOL = 4096;
+
+/**
+ * A source of 12-byte IVs sliced from a pooled CSPRNG buffer of 4096 IVs, refilled with one
+ * `randomFillSync` when used up: the KMS draws its own IVs this way, so a baseline that paid a
+ * `randomBytes(12)` call per IV would be slower than the KMS for a reason that is not the cipher.
+ * Each returned IV is a view into the pool, overwritten by a later refill: copy it to keep it
+ * (`sealAesGcm` does). Each call of `createIvPool` makes a pool of its own.
+ */
+export function createIvPool(): () => Uint8Array {
+  const pool = new Uint8Array(12 * IVS_PER_POOL);
+  let at = pool.length;
+  return () => {
+    if (at === pool.length) {
+      randomFillSync(pool);
+      at = 0;
+    }
+    at += 12;
+    return pool.subarray(at - 12, at);
+  };
+}
+
+/**
+ * Raw AES-256-GCM without AAD, laid out iv ‖ ciphertext ‖ tag (16 bytes). A `KeyObject`
+ * imported once is the fastest raw usage; a byte key is imported by node:crypto on every call,
+ * as libraries that keep their key as bytes do.
+ */
+export function sealAesGcm(
+  key: KeyObject | Uint8Array,
+  iv: Uint8Array,
+  plaintext: Uint8Array,
+): Buffer {
+  const cipher = createCipheriv("aes-256-gcm", key, iv);
+  const body = cipher.update(plaintext);
+  cipher.final();
+  return Buffer.concat([iv, body, cipher.getAuthTag()]);
+}
+
+/** Opens what `sealAesGcm` made (a 12-byte IV); throws when the tag does not verify. */
+export function openAesGcm(key: KeyObject | Uint8Array, sealed: Uint8Array): Buffer {
+  const decipher = createDecipheriv("aes-256-gcm", key, sealed.subarray(0, 12));
+  decipher.setAuthTag(sealed.subarray(sealed.length - 16));
+  const body = decipher.update(sealed.subarray(12, sealed.length - 16));
+  decipher.final();
+  return body;
+}
+
+// --- the field-encryption row -------------------------------------------------------------------
+
+/** A row of three 32-byte string columns, as an ORM adapter encrypts it. */
+export const FIELD_ROW = {
+  email: "alice.smith@example.com".padEnd(32, "."),
+  ssn: "123-45-6789".padEnd(32, "."),
+  note: "prefers contact by email".padEnd(32, "."),
+} as const;
+/** `FIELD_ROW`'s columns, in the order every bench handles them. */
+export const FIELD_NAMES = ["email", "ssn", "note"] as const;
+export type FieldName = (typeof FIELD_NAMES)[number];
+
+/** One stored row: each column's value in the binary form and in the text form, in order. */
+export interface StoredFieldRow {
+  readonly bytes: readonly Uint8Array[];
+  readonly text: readonly string[];
+}
+
+/**
+ * `count` stored rows of `FIELD_ROW`, each sealed with a context object built for its row
+ * (`{ tenantId: "t1" }`), as an adapter writes a row: per column, `bytes` then `text`.
+ */
+export async function storeFieldRows(
+  count: number,
+  seal: {
+    readonly bytes: (field: FieldName, context: { tenantId: string }) => Promise<Uint8Array>;
+    readonly text: (field: FieldName, context: { tenantId: string }) => Promise<string>;
+  },
+): Promise<StoredFieldRow[]> {
+  const rows: StoredFieldRow[] = [];
+  for (let r = 0; r < count; r++) {
+    const context = { tenantId: "t1" };
+    const bytes: Uint8Array[] = [];
+    const text: string[] = [];
+    for (const field of FIELD_NAMES) {
+      bytes.push(await seal.bytes(field, context));
+      text.push(await seal.text(field, context));
+    }
+    rows.push({ bytes, text });
+  }
+  return rows;
 }

@@ -8,43 +8,19 @@
  * baseline in alternating slices (@kms/tooling/bench `interleaved`), median [quartiles], and is
  * called met only when the lower quartile clears it on both clocks.
  */
+import { createSecretKey, randomBytes } from "node:crypto";
 import {
-  createCipheriv,
-  createDecipheriv,
-  createSecretKey,
-  type KeyObject,
-  randomBytes,
-  randomFillSync,
-} from "node:crypto";
-import { compare, formatInterleaved, interleaved, verdict } from "@kms/tooling/bench";
+  compare,
+  createIvPool,
+  formatInterleaved,
+  interleaved,
+  openAesGcm,
+  sealAesGcm,
+  verdict,
+} from "@kms/tooling/bench";
 import { createKms, type Kms } from "../src/index.ts";
 
-const ivPool = new Uint8Array(12 * 4096);
-let ivAt = ivPool.length;
-/** A 12-byte IV from a pooled CSPRNG buffer, refilled when used up. */
-function pooledIv(): Uint8Array {
-  if (ivAt === ivPool.length) {
-    randomFillSync(ivPool);
-    ivAt = 0;
-  }
-  ivAt += 12;
-  return ivPool.subarray(ivAt - 12, ivAt);
-}
-
-function rawSeal(key: KeyObject, plaintext: Uint8Array, iv: Uint8Array = randomBytes(12)): Buffer {
-  const cipher = createCipheriv("aes-256-gcm", key, iv);
-  const body = cipher.update(plaintext);
-  cipher.final();
-  return Buffer.concat([iv, body, cipher.getAuthTag()]);
-}
-
-function rawOpen(key: KeyObject, sealed: Buffer): Buffer {
-  const decipher = createDecipheriv("aes-256-gcm", key, sealed.subarray(0, 12));
-  decipher.setAuthTag(sealed.subarray(sealed.length - 16));
-  const body = decipher.update(sealed.subarray(12, sealed.length - 16));
-  decipher.final();
-  return body;
-}
+const pooledIv = createIvPool();
 
 export async function symmetricBench(kms: Kms, label: string): Promise<void> {
   const { keyMetadata } = await kms.createKey();
@@ -57,10 +33,10 @@ export async function symmetricBench(kms: Kms, label: string): Promise<void> {
     const plaintext = randomBytes(size);
     const blob = (await kms.encrypt({ keyId, plaintext, encryptionContext: context }))
       .ciphertextBlob;
-    const sealed = rawSeal(rawKey, plaintext);
+    const sealed = sealAesGcm(rawKey, randomBytes(12), plaintext);
     const pooledSeal = {
       name: "node:crypto seal, pooled IV (baseline)",
-      run: () => rawSeal(rawKey, plaintext, pooledIv()),
+      run: () => sealAesGcm(rawKey, pooledIv(), plaintext),
       bytes: size,
     };
     const encrypt = {
@@ -71,7 +47,7 @@ export async function symmetricBench(kms: Kms, label: string): Promise<void> {
     await compare(`encrypt ${size} B (${label})`, pooledSeal, [
       {
         name: "node:crypto seal, randomBytes(12) IV (old baseline)",
-        run: () => rawSeal(rawKey, plaintext),
+        run: () => sealAesGcm(rawKey, randomBytes(12), plaintext),
         bytes: size,
       },
       encrypt,
@@ -79,7 +55,7 @@ export async function symmetricBench(kms: Kms, label: string): Promise<void> {
     if (size === 1024) target = await interleaved(encrypt, pooledSeal);
     await compare(
       `decrypt ${size} B (${label})`,
-      { name: "node:crypto AES-256-GCM open", run: () => rawOpen(rawKey, sealed), bytes: size },
+      { name: "node:crypto AES-256-GCM open", run: () => openAesGcm(rawKey, sealed), bytes: size },
       [
         {
           name: "kms.decrypt, with context",
@@ -98,13 +74,19 @@ export async function symmetricBench(kms: Kms, label: string): Promise<void> {
   const key32 = randomBytes(32);
   await compare(
     `generateDataKey AES_256 (${label})`,
-    { name: "node:crypto randomBytes(32) + seal", run: () => rawSeal(rawKey, randomBytes(32)) },
+    {
+      name: "node:crypto randomBytes(32) + seal",
+      run: () => sealAesGcm(rawKey, randomBytes(12), randomBytes(32)),
+    },
     [
       {
         name: "kms.generateDataKey",
         run: () => kms.generateDataKey({ keyId, keySpec: "AES_256", encryptionContext: context }),
       },
-      { name: "node:crypto seal of a fixed key", run: () => rawSeal(rawKey, key32) },
+      {
+        name: "node:crypto seal of a fixed key",
+        run: () => sealAesGcm(rawKey, randomBytes(12), key32),
+      },
     ],
   );
 }

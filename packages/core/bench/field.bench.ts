@@ -19,19 +19,20 @@
  * `node bench/field.bench.ts` (KMS_BENCH_SLICES, default 40 slice pairs per ratio;
  * KMS_BENCH_ONLY=encrypt or decrypt; KMS_BENCH_QUICK=1 for a smoke run).
  */
-import {
-  createCipheriv,
-  createDecipheriv,
-  createSecretKey,
-  randomBytes,
-  randomFillSync,
-} from "node:crypto";
+import { createSecretKey, randomBytes } from "node:crypto";
 import {
   type BenchCase,
   compare,
+  createIvPool,
+  FIELD_NAMES as FIELDS,
   formatInterleaved,
   INTERLEAVED_SLICES,
   interleaved,
+  openAesGcm,
+  FIELD_ROW as ROW,
+  type StoredFieldRow,
+  sealAesGcm,
+  storeFieldRows,
   verdict,
 } from "@kms/tooling/bench";
 import {
@@ -47,12 +48,6 @@ const only = process.env.KMS_BENCH_ONLY;
 const TARGET = 0.85;
 
 // A row of three 32-byte strings.
-const ROW = {
-  email: "alice.smith@example.com".padEnd(32, "."),
-  ssn: "123-45-6789".padEnd(32, "."),
-  note: "prefers contact by email".padEnd(32, "."),
-} as const;
-const FIELDS = ["email", "ssn", "note"] as const;
 for (const f of FIELDS) if (Buffer.byteLength(ROW[f]) !== 32) throw new Error(`${f}: not 32 B`);
 const STORED_ROWS = 64;
 
@@ -68,59 +63,27 @@ const bind = (field: string, context: { tenantId: string }): FieldBinding => ({
 
 // --- raw node:crypto, three values per operation ----------------------------------------------
 const rawKey = createSecretKey(randomBytes(32));
-const ivPool = new Uint8Array(12 * 4096);
-let ivAt = ivPool.length;
-function pooledIv(): Uint8Array {
-  if (ivAt === ivPool.length) {
-    randomFillSync(ivPool);
-    ivAt = 0;
-  }
-  ivAt += 12;
-  return ivPool.subarray(ivAt - 12, ivAt);
-}
+const pooledIv = createIvPool();
 const plain = FIELDS.map((f) => Buffer.from(ROW[f]));
-function rawEncrypt(plaintext: Buffer): Buffer {
-  const iv = pooledIv();
-  const c = createCipheriv("aes-256-gcm", rawKey, iv);
-  const body = c.update(plaintext);
-  c.final();
-  return Buffer.concat([iv, body, c.getAuthTag()]);
-}
-function rawDecrypt(sealed: Buffer): Buffer {
-  const d = createDecipheriv("aes-256-gcm", rawKey, sealed.subarray(0, 12));
-  d.setAuthTag(sealed.subarray(sealed.length - 16));
-  const out = d.update(sealed.subarray(12, sealed.length - 16));
-  d.final();
-  return out;
-}
+const rawEncrypt = (plaintext: Buffer): Buffer => sealAesGcm(rawKey, pooledIv(), plaintext);
+const rawDecrypt = (sealed: Buffer): Buffer => openAesGcm(rawKey, sealed);
 const rawRows = Array.from({ length: STORED_ROWS }, () => plain.map(rawEncrypt));
 let rawAt = 0;
 
 // --- stored engine rows -----------------------------------------------------------------------
-interface StoredRow {
-  readonly bytes: readonly Uint8Array[];
-  readonly text: readonly string[];
-}
-const storedRows: StoredRow[] = [];
-for (let r = 0; r < STORED_ROWS; r++) {
-  const context = { tenantId: "t1" };
-  const bytes: Uint8Array[] = [];
-  const text: string[] = [];
-  for (const f of FIELDS) {
-    bytes.push(await engine.encrypt(bind(f, context), spec, ROW[f]));
-    text.push(await engine.encryptText(bind(f, context), spec, ROW[f]));
-  }
-  storedRows.push({ bytes, text });
-}
+const storedRows = await storeFieldRows(STORED_ROWS, {
+  bytes: (f, context) => engine.encrypt(bind(f, context), spec, ROW[f]),
+  text: (f, context) => engine.encryptText(bind(f, context), spec, ROW[f]),
+});
 for (const [i, f] of FIELDS.entries()) {
   const context = { tenantId: "t1" };
-  const row = storedRows[0] as StoredRow;
+  const row = storedRows[0] as StoredFieldRow;
   const fromBytes = engine.decryptIfCached(bind(f, context), spec, row.bytes[i] as Uint8Array);
   const fromText = engine.decryptIfCached(bind(f, context), spec, row.text[i] as string);
   if (fromBytes !== ROW[f] || fromText !== ROW[f]) throw new Error(`${f} did not round-trip`);
 }
 let rowAt = 0;
-const nextRow = (): StoredRow => storedRows[rowAt++ % STORED_ROWS] as StoredRow;
+const nextRow = (): StoredFieldRow => storedRows[rowAt++ % STORED_ROWS] as StoredFieldRow;
 
 // The old shape: one binding object for every call, so every call hits the last-binding memos.
 const oneBinding = bind("email", { tenantId: "t1" });

@@ -17,14 +17,7 @@
  * one) clears it on both clocks. KMS_BENCH_SLICES (default 40) sets the slice pairs per ratio;
  * KMS_BENCH_QUICK=1 is a smoke run (1,000 rows, 6 slice pairs).
  */
-import {
-  createCipheriv,
-  createDecipheriv,
-  createSecretKey,
-  type KeyObject,
-  randomBytes,
-  randomFillSync,
-} from "node:crypto";
+import { createSecretKey, randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -38,10 +31,16 @@ import {
 import {
   type BenchCase,
   compare,
+  createIvPool,
+  FIELD_NAMES as FIELDS,
   formatInterleaved,
   INTERLEAVED_SLICES,
   type InterleavedRatio,
   interleaved,
+  openAesGcm,
+  FIELD_ROW as ROW,
+  sealAesGcm,
+  storeFieldRows,
   verdict,
 } from "@kms/tooling/bench";
 import { PrismaBetterSqlite3 } from "@prisma/adapter-better-sqlite3";
@@ -55,12 +54,6 @@ const quick = process.env.KMS_BENCH_QUICK === "1";
 const seconds = quick ? 0.2 : 0.5;
 
 // --- per-value cipher cost, a row of three 32-byte strings -------------------------------------
-const ROW = {
-  email: "alice.smith@example.com".padEnd(32, "."),
-  ssn: "123-45-6789".padEnd(32, "."),
-  note: "prefers contact by email".padEnd(32, "."),
-} as const;
-const FIELDS = ["email", "ssn", "note"] as const;
 const VALUES = FIELDS.map((f) => ROW[f]);
 /** Stored rows each decrypt case walks in turn. */
 const STORED = 64;
@@ -78,30 +71,8 @@ const bind = (field: string, context: { tenantId: string }): FieldBinding => ({
 const rawKey = createSecretKey(randomBytes(32));
 /** The same key as bytes, as cloak and typeorm-encrypted hand it to node:crypto on every call. */
 const rawKeyBytes = rawKey.export();
-const ivPool = new Uint8Array(12 * 4096);
-let ivAt = ivPool.length;
-function pooledIv(): Uint8Array {
-  if (ivAt === ivPool.length) {
-    randomFillSync(ivPool);
-    ivAt = 0;
-  }
-  ivAt += 12;
-  return ivPool.subarray(ivAt - 12, ivAt);
-}
+const pooledIv = createIvPool();
 const plain = VALUES.map((v) => Buffer.from(v));
-function rawEncrypt(key: KeyObject | Buffer, iv: Uint8Array, plaintext: Buffer): Buffer {
-  const c = createCipheriv("aes-256-gcm", key, iv);
-  const body = c.update(plaintext);
-  c.final();
-  return Buffer.concat([iv, body, c.getAuthTag()]);
-}
-function rawDecrypt(key: KeyObject | Buffer, sealed: Buffer): Buffer {
-  const d = createDecipheriv("aes-256-gcm", key, sealed.subarray(0, 12));
-  d.setAuthTag(sealed.subarray(sealed.length - 16));
-  const out = d.update(sealed.subarray(12, sealed.length - 16));
-  d.final();
-  return out;
-}
 
 const cloakKey = parseKeySync(await generateKey());
 const typeormEncrypted = new EncryptionTransformer({
@@ -112,7 +83,7 @@ const typeormEncrypted = new EncryptionTransformer({
 
 // Stored rows, each case's own, walked in turn.
 const rawRows = Array.from({ length: STORED }, () =>
-  plain.map((p) => rawEncrypt(rawKey, pooledIv(), p)),
+  plain.map((p) => sealAesGcm(rawKey, pooledIv(), p)),
 );
 const cloakRows = Array.from({ length: STORED }, () =>
   VALUES.map((v) => encryptStringSync(v, cloakKey)),
@@ -120,17 +91,10 @@ const cloakRows = Array.from({ length: STORED }, () =>
 const typeormRows = Array.from({ length: STORED }, () =>
   VALUES.map((v) => typeormEncrypted.to(v) as string),
 );
-const engineRows: { bytes: Uint8Array[]; text: string[] }[] = [];
-for (let r = 0; r < STORED; r++) {
-  const context = { tenantId: "t1" };
-  const bytes: Uint8Array[] = [];
-  const text: string[] = [];
-  for (const f of FIELDS) {
-    bytes.push(await engine.encrypt(bind(f, context), spec, ROW[f]));
-    text.push(await engine.encryptText(bind(f, context), spec, ROW[f]));
-  }
-  engineRows.push({ bytes, text });
-}
+const engineRows = await storeFieldRows(STORED, {
+  bytes: (f, context) => engine.encrypt(bind(f, context), spec, ROW[f]),
+  text: (f, context) => engine.encryptText(bind(f, context), spec, ROW[f]),
+});
 const oneBinding = bind("email", { tenantId: "t1" });
 const oneText = await engine.encryptText(oneBinding, spec, ROW.email);
 let at = 0;
@@ -169,13 +133,13 @@ function engineRow(
 const v = (i: number): string => VALUES[i] as string;
 
 const rawSeal = three("raw node:crypto AES-256-GCM (pooled IV)", (i) =>
-  rawEncrypt(rawKey, pooledIv(), plain[i] as Buffer),
+  sealAesGcm(rawKey, pooledIv(), plain[i] as Buffer),
 );
 const rawSealRandomIv = three("raw node:crypto, randomBytes(12) IV", (i) =>
-  rawEncrypt(rawKey, randomBytes(12), plain[i] as Buffer),
+  sealAesGcm(rawKey, randomBytes(12), plain[i] as Buffer),
 );
 const rawSealAsPeers = three("raw node:crypto, Buffer key + randomBytes IV per call", (i) =>
-  rawEncrypt(rawKeyBytes, randomBytes(12), plain[i] as Buffer),
+  sealAesGcm(rawKeyBytes, randomBytes(12), plain[i] as Buffer),
 );
 const engineEncrypt = engineRow("@kms field engine encrypt (bytes), row", (b, i) =>
   engine.encrypt(b, spec, v(i)),
@@ -210,9 +174,9 @@ function threeStored<T>(name: string, rows: readonly T[][], open: (stored: T) =>
     },
   } satisfies BenchCase;
 }
-const rawOpen = threeStored("raw node:crypto AES-256-GCM", rawRows, (s) => rawDecrypt(rawKey, s));
+const rawOpen = threeStored("raw node:crypto AES-256-GCM", rawRows, (s) => openAesGcm(rawKey, s));
 const rawOpenAsPeers = threeStored("raw node:crypto, Buffer key per call", rawRows, (s) =>
-  rawDecrypt(rawKeyBytes, s),
+  openAesGcm(rawKeyBytes, s),
 );
 const engineDecrypt = engineRow("@kms field engine decrypt (bytes), row", (b, i, row) =>
   engine.decrypt(b, spec, engineRows[row]?.bytes[i] as Uint8Array),
