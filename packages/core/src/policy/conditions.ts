@@ -28,6 +28,13 @@ export interface ConditionOperator {
   evaluate(requestValues: readonly string[] | undefined, policyValues: readonly string[]): boolean;
 }
 
+/**
+ * An integer or decimal as IAM writes one ("30", "-1.5"). `Number()` reads far more — "0x1E",
+ * "0b11110", " 3e1 " and "30." are all 30 — so a value would match a number its writer did not
+ * put in it. Policies are held to it when parsed strictly; request values always.
+ */
+export const DECIMAL: RegExp = /^-?\d+(?:\.\d+)?$/;
+
 function parseNumber(value: string): number | undefined {
   if (value.trim() === "") return undefined;
   const n = Number(value);
@@ -114,7 +121,8 @@ interface BaseOperator {
 const numeric =
   (cmp: (a: number, b: number) => boolean): Test =>
   (r, p) => {
-    const a = parseNumber(r);
+    // A policy stored before numeric literals were held to DECIMAL still compares as it did.
+    const a = DECIMAL.test(r) ? Number(r) : undefined;
     const b = parseNumber(p);
     return a !== undefined && b !== undefined && cmp(a, b);
   };

@@ -5,7 +5,7 @@
  */
 import { MalformedPolicyDocumentError } from "../errors.ts";
 import { findRepeatedJsonName, jsonMemberPath } from "../internal/json-names.ts";
-import { type ConditionOperator, parseConditionOperator } from "./conditions.ts";
+import { type ConditionOperator, DECIMAL, parseConditionOperator } from "./conditions.ts";
 import { type PolicyValue, parseTemplate } from "./variables.ts";
 
 /** AWS's limit for a key policy document. */
@@ -177,11 +177,9 @@ function arnProblem(operator: ConditionOperator, values: readonly string[]): str
 }
 
 /**
- * Numeric operators compare integers and decimals (IAM: "an integer or decimal value"). The
- * evaluator's Number() reads far more — "0x1E", "0b11110", " 3e1 " and "30." are all 30 — so a
- * value would match a number its reader does not see in it. A JSON number is decimal already.
+ * Numeric operators compare integers and decimals (IAM: "an integer or decimal value"), as
+ * DECIMAL spells them. A JSON number is decimal already.
  */
-const DECIMAL = /^-?\d+(?:\.\d+)?$/;
 
 function numericProblem(
   operator: ConditionOperator,

@@ -317,6 +317,27 @@ const ROWS: Row[] = [
     ec({ n: "5" }),
     false,
   ],
+  // A request value is a number only as IAM writes one: Number() would read each of these as 16.
+  ...["0x10", "0b10000", "0o20", "1.6e1", " 16", "16.", "+16"].map(
+    (n): Row => [
+      `NumericEquals is false for the request value ${JSON.stringify(n)}, which is not decimal`,
+      { NumericEquals: { "kms:EncryptionContext:n": "16" } },
+      ec({ n }),
+      false,
+    ],
+  ),
+  [
+    "NumericLessThan holds for a decimal request value",
+    { NumericLessThan: { "kms:EncryptionContext:n": "100" } },
+    ec({ n: "-16.5" }),
+    true,
+  ],
+  [
+    "NumericLessThan is false for a hexadecimal request value",
+    { NumericLessThan: { "kms:EncryptionContext:n": "100" } },
+    ec({ n: "0x10" }),
+    false,
+  ],
   [
     "NumericLessThan",
     { NumericLessThan: { "kms:EncryptionContext:n": "5" } },
