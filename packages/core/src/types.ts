@@ -68,6 +68,12 @@ export interface CallOptions {
   readonly requestId?: string;
   readonly sourceIp?: string;
   readonly viaService?: string;
+  /**
+   * The access key the caller signed the request with, when a server authenticated it that way
+   * (`@kms/server` sets it): recorded as the audit event's `userIdentity.accessKeyId`, as
+   * CloudTrail does. 1–128 characters. Authorization does not read it.
+   */
+  readonly accessKeyId?: string;
 }
 
 export interface KeyMetadata {

@@ -345,6 +345,7 @@ async function serve(
     const request = decode(operation.input, parseJsonBody(body));
     const options: CallOptions = {
       principal: caller.principal,
+      accessKeyId: claim.auth.accessKeyId,
       requestId,
       ...(req.socket.remoteAddress !== undefined ? { sourceIp: req.socket.remoteAddress } : {}),
     };

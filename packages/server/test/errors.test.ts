@@ -320,10 +320,13 @@ describe("principals", () => {
     const allowed = events.find((e) => e.requestID === ok.$metadata.requestId)!;
     expect(allowed.eventName).toBe("GenerateDataKey");
     expect(allowed.userIdentity.arn).toBe(ALICE.principal);
+    // Which of a principal's keys signed the call, as CloudTrail records it.
+    expect(allowed.userIdentity.accessKeyId).toBe(ALICE.accessKeyId);
     expect(allowed.sourceIPAddress).toBe("127.0.0.1");
     expect(allowed.errorCode).toBeUndefined();
     const refused = events.find((e) => e.requestID === denied.$metadata.requestId)!;
     expect(refused.userIdentity.arn).toBe(BOB.principal);
+    expect(refused.userIdentity.accessKeyId).toBe(BOB.accessKeyId);
     expect(refused.errorCode).toBe("AccessDeniedException");
     expect(refused.sourceIPAddress).toBe("127.0.0.1");
   });

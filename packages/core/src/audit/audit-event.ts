@@ -265,6 +265,7 @@ export function userIdentityOf(call: CallState): AuditUserIdentity {
     principalId: p,
     arn: p,
     accountId: call.principalAccount,
+    ...(call.accessKeyId !== undefined ? { accessKeyId: call.accessKeyId } : {}),
     ...(call.viaService !== undefined ? { invokedBy: call.viaService } : {}),
   };
 }

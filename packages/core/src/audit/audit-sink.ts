@@ -34,6 +34,8 @@ export interface AuditUserIdentity {
   /** The principal's ARN; absent in a service event. */
   readonly arn?: string;
   readonly accountId: string;
+  /** The access key the call was signed with (`CallOptions.accessKeyId`), when it was. */
+  readonly accessKeyId?: string;
   /** Service that called on the principal's behalf (kms:ViaService); "AWS Internal" in a service event. */
   readonly invokedBy?: string;
 }

@@ -48,6 +48,7 @@ export interface CallState {
   readonly request: unknown;
   readonly sourceIp?: string;
   readonly viaService?: string;
+  readonly accessKeyId?: string;
   readonly requestId: string;
   readonly now: number;
   readonly settings: PolicySettings;

@@ -69,6 +69,8 @@ const RECORDED: Promise<void> = Promise.resolve();
 export const MAX_REQUEST_DEPTH = 8;
 /** How many properties and array elements a request may hold in all, nested ones included. */
 export const MAX_REQUEST_VALUES = 10000;
+/** AWS's bound on an access key id (`CallOptions.accessKeyId`). */
+const MAX_ACCESS_KEY_ID_LENGTH = 128;
 
 /** A call as begin() builds it: an unreadable request is raised by before(), and so audited. */
 interface GuardedCall extends CallState {
@@ -220,11 +222,13 @@ export class CallGuard {
     let sourceIp: unknown;
     let viaService: unknown;
     let requestId: unknown;
+    let accessKeyId: unknown;
     try {
       given = options?.principal;
       sourceIp = options?.sourceIp;
       viaService = options?.viaService;
       requestId = options?.requestId;
+      accessKeyId = options?.accessKeyId;
     } catch (cause) {
       // Not the default principal: the audit event must not name someone the caller may not be.
       given = false;
@@ -237,6 +241,16 @@ export class CallGuard {
       // Refused (audited, as "(invalid requestId)"), not silently replaced by a random id.
       unreadable ??= new ValidationError(`"requestId" must be a string`);
     }
+    const validAccessKeyId =
+      typeof accessKeyId === "string" &&
+      accessKeyId.length > 0 &&
+      accessKeyId.length <= MAX_ACCESS_KEY_ID_LENGTH;
+    if (accessKeyId !== undefined && !validAccessKeyId) {
+      // Refused rather than left out: the audit trail would otherwise lose who signed the call.
+      unreadable ??= new ValidationError(
+        `"accessKeyId" must be a string of 1–${MAX_ACCESS_KEY_ID_LENGTH} characters`,
+      );
+    }
     given ??= this.defaultPrincipal;
     // A bad principal is rejected in before(), so that the rejection is audited too.
     const principal = typeof given === "string" ? given.slice(0, 2049) : "(invalid principal)";
@@ -248,6 +262,7 @@ export class CallGuard {
       unreadable,
       ...(typeof sourceIp === "string" ? { sourceIp } : {}),
       ...(typeof viaService === "string" ? { viaService } : {}),
+      ...(validAccessKeyId ? { accessKeyId: accessKeyId as string } : {}),
       // The caller's own id wins; else the request this call serves (runWithRequestId), which
       // validated its id when the scope was entered.
       requestId:
