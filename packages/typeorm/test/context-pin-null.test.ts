@@ -109,7 +109,10 @@ const HOLD_FOR_T1: readonly [string, Condition][] = [
   ['Or(IsNull(), Like("t%"))', Or(IsNull(), Like("t%"))],
 ];
 
-/** Conditions that exclude "t1" without any null: no row, as documented for Not. */
+/**
+ * Conditions that exclude "t1" without any null: a contradiction, refused as a where's own
+ * `tenantId: "t2"` beside the pin is (they used to match no row, silently).
+ */
 const EXCLUDE_T1: readonly [string, Condition][] = [
   ['Not("t1")', Not("t1")],
   ['In(["t2"])', In(["t2"])],
@@ -204,9 +207,17 @@ function describeContextPinNull(
       expect(await found(where(op, { holder: "a" }))).toEqual(["t1:a"]);
     });
 
-    test.each(EXCLUDE_T1)("%s on the tenant matches no row, without null", async (_, op) => {
-      expect(await found(where(op))).toEqual([]);
-      expect(await found(where(op, { holder: Not("b") }))).toEqual([]);
+    test.each(EXCLUDE_T1)("%s on the tenant is refused, as another value is", async (shown, op) => {
+      for (const run of [
+        () => encryptedWhere(docs, where(op), T1),
+        () => encryptedWhere(docs, [where(op, { holder: Not("b") })], T1),
+      ]) {
+        const error = await failure(run);
+        expect(error).toBeInstanceOf(ValidationError);
+        expect((error as Error).message).toBe(
+          `"context" gives tenantId = "t1" but the where has tenantId: ${shown}, which no row holding "t1" matches`,
+        );
+      }
     });
 
     test("writes through Not(IsNull()) beside the pin touch t1's rows only", async () => {

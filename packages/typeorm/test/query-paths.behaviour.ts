@@ -555,7 +555,14 @@ export function describeQueryPaths(
       expect(await found([{ holder: Not("a") }, { pan: "1" }])).toEqual([a1?.id, b1?.id]);
       // A condition of the where's own on the tenant column is kept beside the context's.
       expect(await found({ tenantId: In(["t1", "t2"]), holder: Not("a") })).toEqual([b1?.id]);
-      expect(await found({ tenantId: Not("t1"), holder: Not("a") })).toEqual([]);
+      // One no row of t1 matches contradicts the context, as another value would: refused.
+      const excluded = await failure(() =>
+        encryptedWhere(cards, { tenantId: Not("t1"), holder: Not("a") }, t1),
+      );
+      expect(excluded).toBeInstanceOf(ValidationError);
+      expect((excluded as Error).message).toBe(
+        `"context" gives tenantId = "t1" but the where has tenantId: Not("t1"), which no row holding "t1" matches`,
+      );
       // A null tenant beside the context's would match no row, silently: refused as two values.
       const nullTenant = { tenantId: null, holder: "a" } as unknown as FindOptionsWhere<Card>;
       const contradiction = await failure(() => encryptedWhere(cards, nullTenant, t1));

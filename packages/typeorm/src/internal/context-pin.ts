@@ -149,8 +149,9 @@ function show(condition: unknown): string {
 
 /**
  * `given`, the where's own condition on the context column `key`, beside the context's `value`:
- * both hold, or the where is refused when that can only match no row because of a null check or
- * comparison (silently empty otherwise), or when it holds SQL that could match other values'.
+ * both hold, or the where is refused when that can match no row (`In(["t2"])`, `Not("t1")`, a
+ * null check or comparison: silently empty otherwise), or when it holds SQL that could match
+ * other values'.
  */
 function pinned(key: string, value: string, given: FindOperator<unknown>): FindOperator<unknown> {
   const judged = judge(given, value);
@@ -161,7 +162,14 @@ function pinned(key: string, value: string, given: FindOperator<unknown>): FindO
       `"context" gives ${key} = ${JSON.stringify(value)}, which the lookup is limited to, but the where compares ${key} with Raw SQL, which cannot be kept within the rows holding it: compare ${key} with values or operators (Equal, In, Not, IsNull, And, Or, Like…)`,
     );
   }
-  if (judged.null && !judged.outcomes.has("true")) {
+  if (!judged.outcomes.has("true")) {
+    // A contradiction, as a where's own `key: "t2"` beside `context` t1 is: refused alike,
+    // rather than silently matching nothing.
+    if (!judged.null) {
+      throw new ValidationError(
+        `"context" gives ${key} = ${JSON.stringify(value)} but the where has ${key}: ${show(given)}, which no row holding ${JSON.stringify(value)} matches`,
+      );
+    }
     if (checksNull(given) && given.type !== "not") throw nullBesideContext(key, value);
     throw new ValidationError(
       `"context" gives ${key} = ${JSON.stringify(value)} but the where has ${key}: ${show(given)}, which no row holding ${JSON.stringify(value)} matches (a value is not null, and SQL finds no comparison with null true: IsNull() and Not(IsNull()) check for null)`,
