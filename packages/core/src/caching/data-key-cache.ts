@@ -12,6 +12,7 @@
 import { hash } from "node:crypto";
 import { type Clock, systemClock } from "../clock.ts";
 import { assertInteger } from "../internal/assert.ts";
+import { redactingInspect } from "../internal/redacted.ts";
 import type { EncryptedDataKey } from "../keyring/keyring.ts";
 
 /**
@@ -268,9 +269,15 @@ export class DataKeyCache {
   }
 }
 
+/** What `take` hands out prints its data key redacted (see internal/redacted.ts). */
+const redactDataKey = redactingInspect("dataKey");
+
 function copy(value: CachedDataKey): CachedDataKey {
   // new Uint8Array(x) copies; Buffer#slice would return a view of the same memory.
-  return { dataKey: new Uint8Array(value.dataKey), encryptedDataKeys: value.encryptedDataKeys };
+  return redactDataKey<CachedDataKey>({
+    dataKey: new Uint8Array(value.dataKey),
+    encryptedDataKeys: value.encryptedDataKeys,
+  });
 }
 
 /** A copy for the cache to keep: the key and every ciphertext in memory of their own. */

@@ -4,6 +4,7 @@
  */
 import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import { isKmsError, type KmsError, KmsInternalError } from "../errors.ts";
+import { redactingInspect } from "../internal/redacted.ts";
 import type { EncryptionContext } from "../types.ts";
 
 /** Length of every data key: the message suites all use AES-256. */
@@ -33,7 +34,10 @@ export interface EncryptDataKeyRequest {
 }
 
 export interface EncryptDataKeyResult {
-  /** The 32-byte data key (generated here when the request had none). */
+  /**
+   * The 32-byte data key (generated here when the request had none). The built-in keyrings'
+   * results print it as `[redacted: 32 bytes]` when the whole result is inspected.
+   */
   readonly dataKey: Uint8Array;
   /** At least one encrypted copy per wrapping key of this keyring. */
   readonly encryptedDataKeys: readonly EncryptedDataKey[];
@@ -68,6 +72,9 @@ export interface Keyring {
    */
   decryptDataKey(request: DecryptDataKeyRequest): Promise<Uint8Array | undefined>;
 }
+
+/** Marks a built-in keyring's encryptDataKey result to print its data key redacted. */
+export const redactDataKey = redactingInspect("dataKey");
 
 let counter = 0;
 

@@ -10,6 +10,7 @@ import {
   type EncryptedDataKey,
   type Keyring,
   nextKeyringInstance,
+  redactDataKey,
 } from "./keyring.ts";
 
 /** Provider id of data keys wrapped by a KMS key (the in-process Kms or AWS KMS alike). */
@@ -140,7 +141,7 @@ export class KmsKeyring implements Keyring {
       if (dataKey !== request.dataKey) dataKey.fill(0);
       throw error;
     }
-    return { dataKey, encryptedDataKeys };
+    return redactDataKey<EncryptDataKeyResult>({ dataKey, encryptedDataKeys });
   }
 
   /**

@@ -8,6 +8,7 @@ import {
   type EncryptedDataKey,
   isDataKey,
   type Keyring,
+  redactDataKey,
 } from "./keyring.ts";
 
 export interface MultiKeyringOptions {
@@ -89,7 +90,7 @@ export class MultiKeyring implements Keyring {
       generated?.fill(0);
       throw error;
     }
-    return { dataKey, encryptedDataKeys };
+    return redactDataKey<EncryptDataKeyResult>({ dataKey, encryptedDataKeys });
   }
 
   /**

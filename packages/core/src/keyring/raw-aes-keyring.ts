@@ -11,6 +11,7 @@ import {
   encodedContext,
   type Keyring,
   nextKeyringInstance,
+  redactDataKey,
 } from "./keyring.ts";
 
 const IV = 12;
@@ -81,12 +82,12 @@ export class RawAesKeyring implements Keyring {
     ciphertext.set(cipher.update(dataKey), IV);
     cipher.final();
     ciphertext.set(cipher.getAuthTag(), IV + DATA_KEY_LENGTH);
-    return {
+    return redactDataKey<EncryptDataKeyResult>({
       dataKey,
       encryptedDataKeys: [
         { providerId: this.keyNamespace, providerInfo: this.keyName, ciphertext },
       ],
-    };
+    });
   }
 
   async decryptDataKey(request: DecryptDataKeyRequest): Promise<Uint8Array | undefined> {

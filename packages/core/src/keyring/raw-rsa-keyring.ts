@@ -15,6 +15,7 @@ import {
   type EncryptDataKeyResult,
   type Keyring,
   nextKeyringInstance,
+  redactDataKey,
 } from "./keyring.ts";
 import { assertKeyName, type RawKeyName } from "./raw-aes-keyring.ts";
 
@@ -97,7 +98,7 @@ export class RawRsaKeyring implements Keyring {
       { key: this.#publicKey!, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: "sha256" },
       dataKey,
     );
-    return {
+    return redactDataKey<EncryptDataKeyResult>({
       dataKey,
       encryptedDataKeys: [
         {
@@ -106,7 +107,7 @@ export class RawRsaKeyring implements Keyring {
           ciphertext: new Uint8Array(wrapped.buffer, wrapped.byteOffset, wrapped.length),
         },
       ],
-    };
+    });
   }
 
   async decryptDataKey(request: DecryptDataKeyRequest): Promise<Uint8Array | undefined> {

@@ -3,6 +3,7 @@
  * that do not fit comfortably in memory use the stream adapters, which share this engine.
  */
 import { assertBytes } from "../internal/assert.ts";
+import { redactingInspect } from "../internal/redacted.ts";
 import { MessageDecryptor } from "./decryptor.ts";
 import { sealMessage } from "./encryptor.ts";
 import type { DecryptMessageOptions, EncryptMessageOptions, MessageInfo } from "./options.ts";
@@ -22,8 +23,11 @@ export async function encryptMessage(
 }
 
 export interface DecryptedMessage extends MessageInfo {
+  /** Prints as `[redacted: N bytes]` when the whole result is inspected (console.log…). */
   readonly plaintext: Uint8Array;
 }
+
+const redactPlaintext = redactingInspect("plaintext");
 
 /**
  * Decrypts a whole message. Nothing is returned unless every frame, the header and (for signing
@@ -40,5 +44,5 @@ export async function decryptMessage(
   assertBytes("message", message, 0, Number.MAX_SAFE_INTEGER);
   const decryptor = new MessageDecryptor(options);
   const plaintext = await decryptor.decryptWhole(message);
-  return { ...decryptor.info!, plaintext };
+  return redactPlaintext<DecryptedMessage>({ ...decryptor.info!, plaintext });
 }

@@ -11,6 +11,7 @@ import { asymmetricHsm, type SigningMessageType } from "../hsm/asymmetric.ts";
 import type { MaterialRef } from "../hsm/software-hsm.ts";
 import { assertBytes, assertObject, assertOneOf } from "../internal/assert.ts";
 import { currentVersion, type KmsContext, loadKey } from "../internal/key-access.ts";
+import { redactingInspect } from "../internal/redacted.ts";
 import {
   algorithmLists,
   KEY_SPEC_TABLE,
@@ -46,6 +47,10 @@ export const MAX_SIGNATURE_BYTES = 6144;
 const SIGNING_ALGORITHMS = Object.keys(SIGNING_ALGORITHM_TABLE) as SigningAlgorithm[];
 const MESSAGE_TYPES: readonly SigningMessageType[] = ["RAW", "DIGEST", "EXTERNAL_MU"];
 const RSA_ENCRYPTION_ALGORITHMS = ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"] as const;
+
+/** Results that print their secret redacted (see internal/redacted.ts). */
+const redactPlaintext = redactingInspect("plaintext");
+const redactSharedSecret = redactingInspect("sharedSecret");
 
 /** True when an encrypt/decrypt request names an RSA algorithm, so it belongs here. */
 export function isRsaEncryptionAlgorithm(value: unknown): boolean {
@@ -302,12 +307,12 @@ export async function decrypt(
     OAEP_HASH[algorithm],
     ciphertext,
   );
-  return {
+  return redactPlaintext<DecryptResponse>({
     plaintext,
     keyId: keyArn(ctx.identity, key.keyId),
     encryptionAlgorithm: algorithm,
     keyMaterialId: version.keyMaterialId,
-  };
+  });
 }
 
 /**
@@ -331,10 +336,10 @@ export async function deriveSharedSecret(
     key.keySpec,
     peer,
   );
-  return {
+  return redactSharedSecret<DeriveSharedSecretResponse>({
     keyId: keyArn(ctx.identity, key.keyId),
     sharedSecret,
     keyAgreementAlgorithm: algorithm,
     keyOrigin: key.origin,
-  };
+  });
 }

@@ -3,6 +3,7 @@ import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import { generateDerKeyPair } from "../hsm/asymmetric.ts";
 import { assertObject, assertOneOf } from "../internal/assert.ts";
 import { currentVersion, type KmsContext } from "../internal/key-access.ts";
+import { redactingInspect } from "../internal/redacted.ts";
 import { DATA_KEY_PAIR_SPECS } from "../key-specs.ts";
 import type { KeyStateOperation } from "../key-state-table.ts";
 import type {
@@ -11,6 +12,12 @@ import type {
   GenerateDataKeyPairWithoutPlaintextResponse,
 } from "../types.ts";
 import { encryptionKey, seal } from "./symmetric.ts";
+
+/**
+ * The private key prints redacted (see internal/redacted.ts). The WithoutPlaintext result is a
+ * spread of this one, which leaves the non-enumerable inspector behind with the private key.
+ */
+const redactPrivateKey = redactingInspect("privateKeyPlaintext");
 
 async function dataKeyPair(
   ctx: KmsContext,
@@ -32,14 +39,14 @@ async function dataKeyPair(
     pair.privateKey.fill(0);
     throw error;
   }
-  return {
+  return redactPrivateKey<GenerateDataKeyPairResponse>({
     privateKeyCiphertextBlob,
     privateKeyPlaintext: pair.privateKey,
     publicKey: pair.publicKey,
     keyId: keyArn(ctx.identity, key.keyId),
     keyPairSpec,
     keyMaterialId: currentVersion(key).keyMaterialId,
-  };
+  });
 }
 
 /**

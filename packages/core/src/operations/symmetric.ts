@@ -18,6 +18,7 @@ import {
   resolveKeyId,
   rotateIfDue,
 } from "../internal/key-access.ts";
+import { redactingInspect } from "../internal/redacted.ts";
 import type { KeyStateOperation } from "../key-state-table.ts";
 import type { StoredKey } from "../keystore/key-store.ts";
 import { authorizeKey, RSA_REENCRYPT_SOURCE_ACTIONS } from "../policy/authorizer.ts";
@@ -43,6 +44,9 @@ import {
 } from "./asymmetric.ts";
 
 export const MAX_PLAINTEXT_BYTES = 4096;
+
+/** decrypt, generateDataKey and generateRandom results print their plaintext redacted. */
+const redactPlaintext = redactingInspect("plaintext");
 
 function assertSymmetricEncryptionKey(ctx: KmsContext, key: StoredKey, operation: string): void {
   if (key.keySpec !== "SYMMETRIC_DEFAULT" || key.keyUsage !== "ENCRYPT_DECRYPT") {
@@ -182,12 +186,12 @@ export async function decrypt(ctx: KmsContext, request: DecryptRequest): Promise
     "decrypt",
     { blob: "ciphertextBlob", context: "encryptionContext", keyId: "keyId" },
   );
-  return {
+  return redactPlaintext<DecryptResponse>({
     plaintext: opened.plaintext,
     keyId: keyArn(ctx.identity, opened.key.keyId),
     encryptionAlgorithm: "SYMMETRIC_DEFAULT",
     keyMaterialId: opened.keyMaterialId,
-  };
+  });
 }
 
 export async function reEncrypt(
@@ -359,12 +363,12 @@ export async function generateDataKey(
   const context = encodeEncryptionContext(request.encryptionContext);
   const key = await encryptionKey(ctx, request.keyId, "generateDataKey");
   const plaintext = globalThis.crypto.getRandomValues(new Uint8Array(length));
-  return {
+  return redactPlaintext<GenerateDataKeyResponse>({
     ciphertextBlob: seal(ctx, key, plaintext, context),
     plaintext,
     keyId: keyArn(ctx.identity, key.keyId),
     keyMaterialId: currentVersion(key).keyMaterialId,
-  };
+  });
 }
 
 export async function generateDataKeyWithoutPlaintext(
@@ -392,5 +396,5 @@ export async function generateRandom(
 ): Promise<GenerateRandomResponse> {
   assertObject("request", request);
   const n = assertInteger("numberOfBytes", request.numberOfBytes, 1, 1024);
-  return { plaintext: randomBytes(n) };
+  return redactPlaintext<GenerateRandomResponse>({ plaintext: randomBytes(n) });
 }
