@@ -55,6 +55,41 @@ describe("encodeEncryptionContext", () => {
     );
   });
 
+  test("matches a plain reference encoder, for many pairs and long ASCII or other text", () => {
+    // The encoder sorts small contexts by insertion and larger ones with Array#sort, and copies
+    // short ASCII text itself: this reference (FORMAT §2, written the obvious way) checks both
+    // sides of each choice.
+    const reference = (pairs: readonly (readonly [string, string])[]): string => {
+      const sorted = [...pairs].sort(([a], [b]) =>
+        Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8")),
+      );
+      const parts: Buffer[] = [Buffer.from([sorted.length >> 8, sorted.length & 0xff])];
+      for (const [k, v] of sorted) {
+        for (const text of [k, v]) {
+          const bytes = Buffer.from(text, "utf8");
+          parts.push(Buffer.from([bytes.length >> 8, bytes.length & 0xff]), bytes);
+        }
+      }
+      return sorted.length === 0 ? "" : Buffer.concat(parts).toString("hex");
+    };
+    const text = fc.oneof(
+      fc.string({ maxLength: 100 }),
+      fc.string({ maxLength: 80, unit: "grapheme" }),
+    );
+    const key = fc.oneof(
+      fc.string({ minLength: 1, maxLength: 70 }),
+      fc.string({ minLength: 1, maxLength: 8, unit: "grapheme" }),
+    );
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(fc.tuple(key, text), { selector: ([k]) => k, maxLength: 40, size: "max" }),
+        (pairs) => {
+          expect(hex(encodeEncryptionContext(fromPairs(pairs)))).toBe(reference(pairs));
+        },
+      ),
+    );
+  });
+
   test("decode(encode(x)) == x", () => {
     fc.assert(
       fc.property(context, (pairs) => {

@@ -30,14 +30,19 @@ export function encodeEncryptionContext(
     throw new ValidationError(`"${argument}" expected an object of string pairs`);
   }
   const keys = Object.keys(context);
-  if (keys.length === 0) return EMPTY;
+  const count = keys.length;
+  if (count === 0) return EMPTY;
   // Each value is read once: an accessor (or Proxy) answering differently on a second read must
   // not make the bytes written differ from the bytes sized and validated, which would leave
-  // uninitialised memory in, or overrun, the buffer below.
-  const pairs: [string, string][] = [];
+  // uninitialised memory in, or overrun, the buffer below. Kept in flat arrays rather than a
+  // pair per key: this runs on every encrypt and decrypt.
+  const values: string[] = [];
+  const keyLengths: number[] = [];
+  const valueLengths: number[] = [];
   let size = 2;
   let ascii = true;
-  for (const key of keys) {
+  for (let i = 0; i < count; i++) {
+    const key = keys[i] as string;
     const value = (context as Record<string, unknown>)[key];
     if (typeof value !== "string") {
       throw new ValidationError(`"${argument}" value for key "${key}" must be a string`);
@@ -49,31 +54,89 @@ export function encodeEncryptionContext(
       );
     }
     const keyBytes = Buffer.byteLength(key, "utf8");
+    const valueBytes = Buffer.byteLength(value, "utf8");
     if (keyBytes !== key.length) ascii = false;
-    size += 4 + keyBytes + Buffer.byteLength(value, "utf8");
+    size += 4 + keyBytes + valueBytes;
     if (size > MAX_ENCRYPTION_CONTEXT_BYTES) {
       throw new ValidationError(
         `"${argument}" must encode to at most ${MAX_ENCRYPTION_CONTEXT_BYTES} bytes`,
       );
     }
-    pairs.push([key, value]);
+    values.push(value);
+    keyLengths.push(keyBytes);
+    valueLengths.push(valueBytes);
   }
-  // For ASCII keys, JS string order is UTF-8 byte order; otherwise compare the encoded bytes
-  // (UTF-16 code-unit order differs from it for characters beyond U+FFFF). Keys are distinct.
-  if (ascii) pairs.sort(([a], [b]) => (a < b ? -1 : 1));
-  else pairs.sort(([a], [b]) => Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8")));
-  const out = Buffer.allocUnsafeSlow(size);
-  out.writeUInt16BE(pairs.length, 0);
+  const order = sortedOrder(keys, ascii);
+  // A plain Uint8Array of its own, written in place. Not a view of a Buffer: a context fits
+  // V8's on-heap typed arrays, and reading such a Buffer's `.buffer` to make the view moves it
+  // off the heap, which cost more than the whole encoding.
+  const out = new Uint8Array(size);
+  writeUint16(out, 0, count);
   let offset = 2;
-  for (const [key, value] of pairs) {
-    const k = out.write(key, offset + 2, "utf8");
-    out.writeUInt16BE(k, offset);
-    offset += 2 + k;
-    const v = out.write(value, offset + 2, "utf8");
-    out.writeUInt16BE(v, offset);
-    offset += 2 + v;
+  for (let n = 0; n < count; n++) {
+    const i = order[n] as number;
+    offset = writeField(out, offset, keys[i] as string, keyLengths[i] as number);
+    offset = writeField(out, offset, values[i] as string, valueLengths[i] as number);
   }
-  return new Uint8Array(out.buffer, out.byteOffset, size);
+  return out;
+}
+
+/** Up to this many pairs, an insertion sort: no comparator closure, no sort call. */
+const INSERTION_SORT_MAX = 16;
+
+/**
+ * The indexes of `keys` in the order of their UTF-8 bytes. For ASCII keys JS string order is
+ * that order; otherwise the encoded bytes are compared (UTF-16 code-unit order differs from it
+ * for characters beyond U+FFFF). Keys are distinct, so the order is unique.
+ */
+function sortedOrder(keys: readonly string[], ascii: boolean): number[] {
+  const order: number[] = [];
+  for (let i = 0; i < keys.length; i++) order.push(i);
+  if (keys.length === 1) return order;
+  const before = ascii
+    ? (a: number, b: number): boolean => (keys[a] as string) < (keys[b] as string)
+    : (a: number, b: number): boolean =>
+        Buffer.compare(
+          Buffer.from(keys[a] as string, "utf8"),
+          Buffer.from(keys[b] as string, "utf8"),
+        ) < 0;
+  if (keys.length > INSERTION_SORT_MAX) return order.sort((a, b) => (before(a, b) ? -1 : 1));
+  for (let i = 1; i < order.length; i++) {
+    const x = order[i] as number;
+    let j = i - 1;
+    while (j >= 0 && before(x, order[j] as number)) {
+      order[j + 1] = order[j] as number;
+      j--;
+    }
+    order[j + 1] = x;
+  }
+  return order;
+}
+
+function writeUint16(out: Uint8Array, at: number, value: number): void {
+  out[at] = value >>> 8;
+  out[at + 1] = value & 0xff;
+}
+
+/** Short ASCII text is copied code unit by code unit: cheaper than a call into the encoder. */
+const COPY_ASCII_MAX = 64;
+
+const utf8 = new TextEncoder();
+
+/**
+ * Writes `text` (`bytes` long in UTF-8, well-formed) length-prefixed at `at`; returns the offset
+ * after it.
+ */
+function writeField(out: Uint8Array, at: number, text: string, bytes: number): number {
+  writeUint16(out, at, bytes);
+  const start = at + 2;
+  // UTF-8 is as long as the UTF-16 text only when every code unit is ASCII.
+  if (bytes === text.length && bytes <= COPY_ASCII_MAX) {
+    for (let i = 0; i < bytes; i++) out[start + i] = text.charCodeAt(i);
+  } else {
+    utf8.encodeInto(text, out.subarray(start, start + bytes));
+  }
+  return start + bytes;
 }
 
 /**

@@ -170,7 +170,12 @@ export class SoftwareHsm {
   readonly #rootKeyId: Uint8Array;
   /** Unwrap-only root keys by id (hex). */
   readonly #unwrapOnly = new Map<string, AesKey>();
-  readonly #unwrapped = new Map<string, UnwrappedKey>();
+  /**
+   * Unwrapped symmetric keys by key id, then version. Two levels rather than a `keyId#version`
+   * string: the key id is the stored record's own string, whose hash V8 keeps, where a string
+   * built per call is hashed anew on every encrypt and decrypt.
+   */
+  readonly #unwrapped = new Map<string, Map<number, UnwrappedKey>>();
   /**
    * Record-seal MAC keys (FORMAT §4.1) by root key id (hex), of every root key given to open().
    * Those of the root key and the unwrap-only keys seal and verify records (see #sealKey); those
@@ -472,13 +477,17 @@ export class SoftwareHsm {
   }
 
   #aesKey(ref: MaterialRef): UnwrappedKey {
-    const cacheKey = `${ref.keyId}#${ref.version}`;
-    let entry = this.#unwrapped.get(cacheKey);
+    let versions = this.#unwrapped.get(ref.keyId);
+    let entry = versions?.get(ref.version);
     if (entry === undefined) {
       const header = new Uint8Array(BLOB_HEADER_LENGTH);
       writeBlobHeader(header, ref.keyId, ref.version);
       entry = { key: importAesKey(this.unwrapMaterial(ref)), header };
-      this.#unwrapped.set(cacheKey, entry);
+      if (versions === undefined) {
+        versions = new Map();
+        this.#unwrapped.set(ref.keyId, versions);
+      }
+      versions.set(ref.version, entry);
     }
     return entry;
   }
@@ -555,9 +564,7 @@ export class SoftwareHsm {
 
   /** Drops every cached version of a key (after it is destroyed). */
   forget(keyId: string): void {
-    for (const cacheKey of this.#unwrapped.keys()) {
-      if (cacheKey.startsWith(`${keyId}#`)) this.#unwrapped.delete(cacheKey);
-    }
+    this.#unwrapped.delete(keyId);
   }
 
   toJSON(): { rootKeyId: string } {

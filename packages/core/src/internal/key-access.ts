@@ -37,9 +37,11 @@ export interface KmsContext {
   readonly call?: CallState;
   /**
    * Authorizes the call on a key it just read, before any state check (AWS answers
-   * AccessDenied before state errors). Throws AccessDeniedError.
+   * AccessDenied before state errors). Throws AccessDeniedError, or returns a promise that
+   * rejects with it; undefined when it decided at once (see authorizeKeyNow), so that callers
+   * await only a decision that waits for the store.
    */
-  readonly authorize?: (key: StoredKey) => Promise<void>;
+  readonly authorize?: (key: StoredKey) => Promise<void> | undefined;
   /** Most grants a key may hold (KmsOptions.maxGrantsPerKey); absent: the default. */
   readonly maxGrantsPerKey?: number;
   /**
@@ -90,9 +92,13 @@ export async function resolveKeyId(
   argument = "keyId",
 ): Promise<string> {
   const ref = parseKeyReference(ctx.identity, input, argument);
-  if (ref.kind === "key") return ref.keyId;
-  const alias = await ctx.store.getAlias(ref.aliasName);
-  if (alias === undefined) throw new NotFoundError(`alias ${ref.aliasName} does not exist`);
+  return ref.kind === "key" ? ref.keyId : await aliasTarget(ctx, ref.aliasName);
+}
+
+/** The key id alias `aliasName` points to. @throws NotFoundError when there is no such alias. */
+async function aliasTarget(ctx: KmsContext, aliasName: string): Promise<string> {
+  const alias = await ctx.store.getAlias(aliasName);
+  if (alias === undefined) throw new NotFoundError(`alias ${aliasName} does not exist`);
   return alias.targetKeyId;
 }
 
@@ -136,7 +142,8 @@ export async function getKey(ctx: KmsContext, keyId: string): Promise<StoredKey>
     if (!isDryRun(ctx)) await destroyKey(ctx, key);
     throw new NotFoundError(`key ${keyArn(ctx.identity, keyId)} does not exist`);
   }
-  if (ctx.authorize !== undefined) await ctx.authorize(key);
+  const deciding = ctx.authorize?.(key);
+  if (deciding !== undefined) await deciding;
   return key;
 }
 
@@ -147,7 +154,12 @@ export async function loadKey(
   operation: KeyStateOperation,
   argument = "keyId",
 ): Promise<StoredKey> {
-  const key = await getKey(ctx, await resolveKeyId(ctx, input, argument));
+  // A key id or key ARN needs no store read: only an alias is awaited (resolveKeyId).
+  const ref = parseKeyReference(ctx.identity, input, argument);
+  const key = await getKey(
+    ctx,
+    ref.kind === "key" ? ref.keyId : await aliasTarget(ctx, ref.aliasName),
+  );
   checkKeyState(ctx, key, operation);
   return key;
 }
@@ -278,7 +290,19 @@ export function isRotationDue(ctx: KmsContext, key: StoredKey): boolean {
  * @throws as updateKey, and what a fail-closed trail throws; the rotation is written by then.
  */
 export async function rotateIfDue(ctx: KmsContext, key: StoredKey): Promise<StoredKey> {
-  if (!isRotationDue(ctx, key) || isDryRun(ctx)) return key;
+  return needsRotation(ctx, key) ? rotateDue(ctx, key) : key;
+}
+
+/** Whether a use of `key` in this call rotates it first (rotateIfDue). */
+export function needsRotation(ctx: KmsContext, key: StoredKey): boolean {
+  return isRotationDue(ctx, key) && !isDryRun(ctx);
+}
+
+/**
+ * rotateIfDue once needsRotation said so: callers on a hot path test that themselves, so that
+ * a key not due (nearly every call) costs them no promise.
+ */
+export async function rotateDue(ctx: KmsContext, key: StoredKey): Promise<StoredKey> {
   // Set by every attempt, so it tells whether the attempt the store accepted rotated.
   let rotated = false;
   const next = await updateKey(ctx, key.keyId, "describeKey", (latest) => {

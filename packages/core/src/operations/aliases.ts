@@ -198,7 +198,8 @@ function retryAliasWrite(
 async function currentTarget(ctx: KmsContext, keyId: string): Promise<StoredKey | undefined> {
   const key = await ctx.store.getKey(keyId);
   if (key === undefined) return undefined;
-  if (ctx.authorize !== undefined) await ctx.authorize(key);
+  const deciding = ctx.authorize?.(key);
+  if (deciding !== undefined) await deciding;
   return key;
 }
 

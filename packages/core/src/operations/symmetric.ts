@@ -15,12 +15,13 @@ import {
   getKey,
   type KmsContext,
   loadKey,
+  needsRotation,
   resolveKeyId,
-  rotateIfDue,
+  rotateDue,
 } from "../internal/key-access.ts";
 import { redactingInspect } from "../internal/redacted.ts";
 import type { KeyStateOperation } from "../key-state-table.ts";
-import type { StoredKey } from "../keystore/key-store.ts";
+import type { StoredKey, StoredKeyVersion } from "../keystore/key-store.ts";
 import { authorizeKey, RSA_REENCRYPT_SOURCE_ACTIONS } from "../policy/authorizer.ts";
 import type {
   DecryptRequest,
@@ -69,7 +70,7 @@ export async function encryptionKey(
 ): Promise<StoredKey> {
   const key = await loadKey(ctx, keyIdInput, operation, argument);
   assertSymmetricEncryptionKey(ctx, key, operation);
-  return rotateIfDue(ctx, key);
+  return needsRotation(ctx, key) ? await rotateDue(ctx, key) : key;
 }
 
 export function seal(
@@ -77,8 +78,8 @@ export function seal(
   key: StoredKey,
   plaintext: Uint8Array,
   context: Uint8Array,
+  version: StoredKeyVersion = currentVersion(key),
 ): Uint8Array {
-  const version = currentVersion(key);
   return ctx.hsm.encryptToBlob(
     { keyId: key.keyId, version: version.version, wrappedMaterial: version.wrappedMaterial },
     plaintext,
@@ -101,12 +102,13 @@ async function encryptSymmetric(
   assertAlgorithm("encryptionAlgorithm", request.encryptionAlgorithm);
   const context = encodeEncryptionContext(request.encryptionContext);
   const key = await encryptionKey(ctx, request.keyId, "encrypt");
+  const version = currentVersion(key);
   const response: EncryptResponse = {
-    ciphertextBlob: seal(ctx, key, plaintext, context),
+    ciphertextBlob: seal(ctx, key, plaintext, context, version),
     keyId: keyArn(ctx.identity, key.keyId),
     encryptionAlgorithm: "SYMMETRIC_DEFAULT",
   };
-  return { response, keyMaterialId: currentVersion(key).keyMaterialId };
+  return { response, keyMaterialId: version.keyMaterialId };
 }
 
 /**

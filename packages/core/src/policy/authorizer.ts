@@ -267,6 +267,16 @@ function foldKeys(context: Readonly<Record<string, string>>): Map<string, string
 
 export type KeyRole = "single" | "source" | "destination";
 
+/** A condition key's one value, or none. */
+function one(v: string | undefined): readonly string[] | undefined {
+  return v === undefined ? undefined : [v];
+}
+
+/** A boolean request field as a condition key's value; none for anything else. */
+function bool(v: unknown): readonly string[] | undefined {
+  return typeof v === "boolean" ? [String(v)] : undefined;
+}
+
 /**
  * Builds the request to evaluate for `action` on `key` (or on `*` when `key` is undefined).
  * Values are computed only when a condition asks for them; the encryption context alone is
@@ -303,10 +313,6 @@ export function authorizationRequest(
         : "encryptionAlgorithm";
   const takesEncryptionContext =
     EC_OPERATIONS.has(call.operation) && (key === undefined || key.keySpec === "SYMMETRIC_DEFAULT");
-  const one = (v: string | undefined): readonly string[] | undefined =>
-    v === undefined ? undefined : [v];
-  const bool = (v: unknown): readonly string[] | undefined =>
-    typeof v === "boolean" ? [String(v)] : undefined;
 
   /**
    * CreateKey's value for a property of the key it creates: the request's, or the default
@@ -526,9 +532,28 @@ export function authorizationRequest(
   };
 }
 
+/** The default key policy of each Kms identity, parsed, with the names it was rendered for. */
+const defaultPolicyDocuments = new WeakMap<
+  KmsIdentity,
+  { readonly partition: string; readonly account: string; readonly document: PolicyDocument }
+>();
+
 /** The key's policy: its stored document, or AWS's default when none was set. */
 export function keyPolicyOf(key: StoredKey, identity: KmsIdentity): PolicyDocument {
-  return parsePolicyCached(key.policy ?? defaultKeyPolicy(identity.partition, identity.account));
+  if (key.policy !== undefined) return parsePolicyCached(key.policy);
+  // Most keys have no policy of their own: this lookup spares every call on one the rendering
+  // of the default's cache key, and a parse whenever 256 stored policies evicted it.
+  const { partition, account } = identity;
+  let known = defaultPolicyDocuments.get(identity);
+  if (known === undefined || known.partition !== partition || known.account !== account) {
+    known = {
+      partition,
+      account,
+      document: parsePolicyCached(defaultKeyPolicy(partition, account)),
+    };
+    defaultPolicyDocuments.set(identity, known);
+  }
+  return known.document;
 }
 
 /** Condition keys whose values cost a store read, by policy: which of them it reads. */
@@ -629,9 +654,23 @@ function blobKeyId(request: unknown): string | undefined {
   return ciphertextKeyId(request, "sourceEncryptionAlgorithm");
 }
 
+/** The one action of each operation but reEncrypt, built once per operation name. */
+const singleActions = new Map<string, readonly (readonly [string, KeyRole])[]>();
+
 /** The actions a call needs on `key`, with the role the key plays. */
-export function actionsFor(call: CallState, key: StoredKey): [string, KeyRole][] {
-  if (call.operation !== "reEncrypt") return [[actionOf(call.operation), "single"]];
+export function actionsFor(
+  call: CallState,
+  key: StoredKey,
+): readonly (readonly [string, KeyRole])[] {
+  if (call.operation !== "reEncrypt") {
+    let single = singleActions.get(call.operation);
+    if (single === undefined) {
+      single = Object.freeze([Object.freeze([actionOf(call.operation), "single"] as const)]);
+      // Operation names are the facade's own few (and explain's, checked against them).
+      if (singleActions.size < 256) singleActions.set(call.operation, single);
+    }
+    return single;
+  }
   const source = blobKeyId(call.request);
   const actions: [string, KeyRole][] = [];
   if (source === key.keyId) actions.push(["kms:ReEncryptFrom", "source"]);
@@ -671,16 +710,48 @@ export async function authorizeKey(
   key: StoredKey,
   actions: readonly (readonly [string, KeyRole])[] = actionsFor(call, key),
 ): Promise<void> {
+  await authorizeKeyNow(call, store, key, actions);
+}
+
+/**
+ * authorizeKey, deciding at once when the key policy reads nothing from the store (no
+ * kms:ResourceAliases condition, no kms:ReEncryptOnSameKey one on a reEncrypt): then it returns
+ * undefined, or throws AccessDeniedError itself, and its caller awaits nothing. Otherwise it
+ * returns the promise of the decision, made once the store answered. The same checks in the
+ * same order either way; only the nearly universal case spares a promise per key read.
+ */
+export function authorizeKeyNow(
+  call: CallState,
+  store: KeyStore,
+  key: StoredKey,
+  actions: readonly (readonly [string, KeyRole])[] = actionsFor(call, key),
+): Promise<void> | undefined {
   call.keys.set(key.keyId, key);
   // RetireGrant is authorized by the grant itself (retiring principal), see retireGrant.
-  if (!call.settings.enabled || call.operation === "retireGrant") return;
+  if (!call.settings.enabled || call.operation === "retireGrant") return undefined;
   const policy = keyPolicyOf(key, call.settings.identity);
-  let aliases: readonly string[] | undefined;
-  if (usesResourceAliases(policy)) aliases = await resourceAliasesOf(store, key.keyId);
-  const reEncryptKeys =
-    call.operation === "reEncrypt" && usesReEncryptOnSameKey(policy)
-      ? await reEncryptKeyIds(call, store)
-      : undefined;
+  const readsAliases = usesResourceAliases(policy);
+  const readsReEncryptKeys = call.operation === "reEncrypt" && usesReEncryptOnSameKey(policy);
+  if (!readsAliases && !readsReEncryptKeys) {
+    decideKey(call, key, policy, actions, undefined, undefined);
+    return undefined;
+  }
+  return (async () => {
+    const aliases = readsAliases ? await resourceAliasesOf(store, key.keyId) : undefined;
+    const reEncryptKeys = readsReEncryptKeys ? await reEncryptKeyIds(call, store) : undefined;
+    decideKey(call, key, policy, actions, aliases, reEncryptKeys);
+  })();
+}
+
+/** authorizeKey's decisions, once the condition values that cost a store read are known. */
+function decideKey(
+  call: CallState,
+  key: StoredKey,
+  policy: PolicyDocument,
+  actions: readonly (readonly [string, KeyRole])[],
+  aliases: readonly string[] | undefined,
+  reEncryptKeys: ReEncryptKeys | undefined,
+): void {
   const resource = keyArn(call.settings.identity, key.keyId);
   for (const [action, role] of actions) {
     // Decided once per action and key record: a call that reads the key again after another

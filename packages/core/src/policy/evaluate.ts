@@ -283,6 +283,27 @@ function grantAllows(
   return !request.takesEncryptionContext || grantConstraintsHold(grant, request.encryptionContext);
 }
 
+/** Allow decisions by deciding statement (parsed documents are cached and never changed). */
+const allowDecisions = new WeakMap<PolicyStatement, Decision>();
+
+/**
+ * The decision of an Allow by `s`, which names nothing of the request: built once per statement
+ * and frozen, rather than a message rendered on every call the statement allows.
+ */
+function policyAllow(s: PolicyStatement): Decision {
+  let decision = allowDecisions.get(s);
+  if (decision === undefined) {
+    decision = Object.freeze({
+      allowed: true,
+      reason: "policy-allow",
+      statement: Object.freeze(ref(s)),
+      message: `allowed by ${describe(s)} of the key policy`,
+    });
+    allowDecisions.set(s, decision);
+  }
+  return decision;
+}
+
 /** Evaluates a request against a key policy and the key's grants. */
 export function evaluate(
   policy: PolicyDocument,
@@ -304,14 +325,7 @@ export function evaluate(
     }
     allow ??= s;
   }
-  if (allow !== undefined) {
-    return {
-      allowed: true,
-      reason: "policy-allow",
-      statement: ref(allow),
-      message: `allowed by ${describe(allow)} of the key policy`,
-    };
-  }
+  if (allow !== undefined) return policyAllow(allow);
   const grant = grants.find((g) => grantAllows(g, request, role));
   if (grant !== undefined) {
     return {
