@@ -75,8 +75,9 @@ export async function symmetricBench(kms: Kms, label: string): Promise<void> {
   await compare(
     `generateDataKey AES_256 (${label})`,
     {
-      name: "node:crypto randomBytes(32) + seal",
-      run: () => sealAesGcm(rawKey, randomBytes(12), randomBytes(32)),
+      // The KMS draws the data key with one CSPRNG call and the IV from its pool: so does this.
+      name: "node:crypto randomBytes(32) + seal, pooled IV",
+      run: () => sealAesGcm(rawKey, pooledIv(), randomBytes(32)),
     },
     [
       {
@@ -84,8 +85,8 @@ export async function symmetricBench(kms: Kms, label: string): Promise<void> {
         run: () => kms.generateDataKey({ keyId, keySpec: "AES_256", encryptionContext: context }),
       },
       {
-        name: "node:crypto seal of a fixed key",
-        run: () => sealAesGcm(rawKey, randomBytes(12), key32),
+        name: "node:crypto seal of a fixed key, pooled IV",
+        run: () => sealAesGcm(rawKey, pooledIv(), key32),
       },
     ],
   );
