@@ -3,6 +3,7 @@
  */
 import { ValidationError } from "@kms/core";
 import { isListedAuthority } from "./internal/authorities.ts";
+import { BoundedCache } from "./internal/bounded-cache.ts";
 import { QS_CONFLICTS, type QsNames, qsProblem, readQsNames } from "./internal/qs-names.ts";
 import { RecentCache } from "./internal/recent-cache.ts";
 import {
@@ -93,7 +94,7 @@ export interface ResolvedComponent {
   readonly identifier: string;
 }
 
-const resolvedNames = new Map<string, ResolvedComponent>();
+const resolvedNames = new BoundedCache<string, ResolvedComponent>(256);
 const resolvedSpecs = new WeakMap<object, ResolvedComponent>();
 
 /**
@@ -107,8 +108,9 @@ export function resolveComponent(spec: ComponentSpec): ResolvedComponent {
     const item = componentIdentifier(spec);
     resolved = { item, identifier: serializeItem(item) };
     if (typeof spec !== "string") resolvedSpecs.set(spec, resolved);
-    // Bounded: specs come from configuration, but a caller could pass per-request strings.
-    else if (resolvedNames.size < 256) resolvedNames.set(spec, resolved);
+    // Bounded and evicting: specs come from configuration, but a caller could pass per-request
+    // strings, which must not keep the configured ones out of the cache for good.
+    else resolvedNames.set(spec, resolved);
   }
   return resolved;
 }

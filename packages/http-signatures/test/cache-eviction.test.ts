@@ -12,6 +12,7 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { nodeRequestMessage, parseDictionary } from "../src/index.ts";
 import { BoundedCache } from "../src/internal/bounded-cache.ts";
 import { requestSignatureSpec } from "../src/node-message.ts";
+import { resolveComponent } from "../src/signature-base.ts";
 
 setFlagsFromString("--expose-gc");
 const gc = runInNewContext("gc") as () => void;
@@ -95,5 +96,17 @@ describe("request signature components", () => {
       }
     });
     expect(retained).toBeLessThan(4 * 1024 * 1024);
+  });
+});
+
+describe("the component name cache", () => {
+  it("keeps caching a configured name after 300 other names went through it", () => {
+    for (let i = 0; i < 300; i++) resolveComponent(`x-made-up-${i}`);
+    // Cached: the same resolved object comes back. A cache that stopped taking entries once
+    // full built a new one on every call.
+    const first = resolveComponent("x-configured-after-the-flood");
+    expect(resolveComponent("x-configured-after-the-flood")).toBe(first);
+    for (let i = 0; i < 300; i++) resolveComponent(`x-made-up-again-${i}`);
+    expect(resolveComponent("x-configured-after-the-flood")).not.toBe(first);
   });
 });

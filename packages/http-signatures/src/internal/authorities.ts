@@ -5,6 +5,7 @@
  * shares the key verifies here when the client names that service.
  */
 import { ValidationError } from "@kms/core";
+import { BoundedCache } from "./bounded-cache.ts";
 
 /** One configured authority: a canonical host, and a port (undefined: the scheme's default). */
 interface ListedAuthority {
@@ -18,8 +19,10 @@ const ENTRY = /^(\[[0-9A-Fa-f:.]+\]|[^\s:/?#@[\]\\]+)(?::([0-9]+))?$/;
 const DEFAULT_PORTS: Readonly<Record<string, number>> = { "http:": 80, "https:": 443 };
 
 // Entries come from configuration and are few; a policy's list is read on every verification,
-// so each entry is parsed once. Bounded, as any cache of strings a caller hands in.
-const parsedEntries = new Map<string, ListedAuthority>();
+// so each entry is parsed once. Bounded, as any cache of strings a caller hands in, and evicting:
+// a cache that stopped taking entries once full would parse the server's own list on every call
+// after 256 other strings had passed through.
+const parsedEntries = new BoundedCache<string, ListedAuthority>(256);
 
 function parseEntry(entry: unknown): ListedAuthority {
   if (typeof entry === "string") {
@@ -49,7 +52,7 @@ function parseEntry(entry: unknown): ListedAuthority {
     hostname,
     port: port === undefined ? undefined : Number(port),
   };
-  if (parsedEntries.size < 256) parsedEntries.set(entry as string, parsed);
+  parsedEntries.set(entry as string, parsed);
   return parsed;
 }
 
