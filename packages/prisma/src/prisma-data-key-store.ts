@@ -256,7 +256,8 @@ function inserted(delegate: object, call: DataKeyCall | undefined, record: DataK
  */
 function found(delegate: object, call: DataKeyCall | undefined, record: DataKeyRecord): void {
   const own = call?.transaction === undefined ? undefined : call.scope;
-  lost(delegate, record, own, (row) => !sameBytes(row.wrappedKey, record.wrappedKey));
+  // Wrapped keys are ciphertext: no constant-time compare is needed.
+  lost(delegate, record, own, (row) => Buffer.compare(row.wrappedKey, record.wrappedKey) !== 0);
 }
 
 /** Tells the transactions (but `own`) whose unsettled row under `record.id` is `gone` so. */
@@ -275,12 +276,6 @@ function lost(
     row.rolledBack();
   }
   if (rows.size === 0) byId.delete(record.id);
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 /** Prisma's PrismaClientValidationError, by name: one copy of the runtime or another. */

@@ -34,6 +34,15 @@ export function generateTestClient(
   ) {
     return;
   }
+  runPrismaGenerate(schema);
+  writeFileSync(stampFile, stamp);
+}
+
+/**
+ * `prisma generate` on `schema` (its folder holds a prisma.config.ts), with Prisma's own CLI,
+ * offline: a stub stands in for the schema engine binary that `generate` does not actually use.
+ */
+export function runPrismaGenerate(schema: string): void {
   const cli = join(here, "..", "node_modules", "prisma", "build", "index.js");
   execFileSync(process.execPath, [cli, "generate", "--schema", schema], {
     cwd: dirname(schema),
@@ -45,7 +54,6 @@ export function generateTestClient(
     },
     stdio: "pipe",
   });
-  writeFileSync(stampFile, stamp);
 }
 
 /** The same schema for PostgreSQL, generated into test/generated-pg. */

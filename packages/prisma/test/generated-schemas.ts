@@ -1,10 +1,10 @@
-import { execFileSync } from "node:child_process";
 import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createKms, type Kms } from "@kms/core";
 import { PrismaPg } from "@prisma/adapter-pg";
 import pg from "pg";
+import { runPrismaGenerate } from "./generate-client.ts";
 
 /**
  * Support for the tests that generate a client of their own schema (native types need models
@@ -13,27 +13,13 @@ import pg from "pg";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
-/**
- * Runs `prisma generate` offline (as test/generate-client.ts does) on `text` in `dir`, emptied
- * first; returns `dir`. The CLI wants the schema engine, which cannot be downloaded here: a stub
- * stands in, which `generate` never runs.
- */
+/** Runs `prisma generate` offline on `text` in `dir`, emptied first; returns `dir`. */
 export function generateSchema(dir: string, text: string): string {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, "schema.prisma"), text);
   copyFileSync(join(here, "prisma", "prisma.config.ts"), join(dir, "prisma.config.ts"));
-  const cli = join(here, "..", "node_modules", "prisma", "build", "index.js");
-  execFileSync(process.execPath, [cli, "generate", "--schema", join(dir, "schema.prisma")], {
-    cwd: dir,
-    env: {
-      ...process.env,
-      PRISMA_SCHEMA_ENGINE_BINARY: join(here, "prisma", "schema-engine-stub.sh"),
-      CHECKPOINT_DISABLE: "1",
-      PRISMA_HIDE_UPDATE_MESSAGE: "1",
-    },
-    stdio: "pipe",
-  });
+  runPrismaGenerate(join(dir, "schema.prisma"));
   return dir;
 }
 

@@ -1,4 +1,3 @@
-import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -8,7 +7,7 @@ import { SeededRandom as Rng } from "@kms/tooling/random";
 import { beforeAll, describe, expect, test } from "vitest";
 import { fieldEncryption, parseSchema, type SchemaDescriptor } from "../src/index.ts";
 import { readSchemaText } from "../src/internal/schema-text.ts";
-import { GENERATOR_SOURCES } from "./generate-client.ts";
+import { GENERATOR_SOURCES, runPrismaGenerate } from "./generate-client.ts";
 
 /**
  * Schema text and the `kms-prisma-types` generator must read the same annotations: one reads
@@ -246,17 +245,7 @@ function generateLayouts(): void {
   if (outputs.every((f) => existsSync(f)) && readFileSync(stampFile, "utf8") === stamp) return;
   writeFileSync(schema, corpus);
   copyFileSync(join(here, "prisma", "prisma.config.ts"), join(out, "prisma.config.ts"));
-  const cli = join(here, "..", "node_modules", "prisma", "build", "index.js");
-  execFileSync(process.execPath, [cli, "generate", "--schema", schema], {
-    cwd: out,
-    env: {
-      ...process.env,
-      PRISMA_SCHEMA_ENGINE_BINARY: join(here, "prisma", "schema-engine-stub.sh"),
-      CHECKPOINT_DISABLE: "1",
-      PRISMA_HIDE_UPDATE_MESSAGE: "1",
-    },
-    stdio: "pipe",
-  });
+  runPrismaGenerate(schema);
   writeFileSync(stampFile, stamp);
 }
 

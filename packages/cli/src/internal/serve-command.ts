@@ -23,12 +23,6 @@ const SERVE_OPTIONS = {
 
 export const DEFAULT_SERVE_PORT = 4599;
 
-/**
- * Shorter secrets are refused: SigV4 is only as strong as the shared secret. The server's own
- * bound, checked here first so that the error names the file.
- */
-const MIN_SECRET_LENGTH = MIN_SECRET_ACCESS_KEY_LENGTH;
-
 /** A credentials file that cannot be used; the message never quotes the file's contents. */
 export class CredentialsFileError extends Error {
   override readonly name = "CredentialsFileError";
@@ -79,9 +73,13 @@ export async function readCredentialsFile(
       );
     }
     const { secretAccessKey, principal } = (entry ?? {}) as Record<string, unknown>;
-    if (typeof secretAccessKey !== "string" || secretAccessKey.length < MIN_SECRET_LENGTH) {
+    // The server's own bound, checked here first so that the error names the file.
+    if (
+      typeof secretAccessKey !== "string" ||
+      secretAccessKey.length < MIN_SECRET_ACCESS_KEY_LENGTH
+    ) {
       throw new CredentialsFileError(
-        `${path}: the secretAccessKey of ${accessKeyId} must be a string of at least ${MIN_SECRET_LENGTH} characters`,
+        `${path}: the secretAccessKey of ${accessKeyId} must be a string of at least ${MIN_SECRET_ACCESS_KEY_LENGTH} characters`,
       );
     }
     if (typeof principal !== "string" || !principal.startsWith("arn:")) {

@@ -12,7 +12,7 @@
 import { hash } from "node:crypto";
 import { type Clock, systemClock } from "../clock.ts";
 import { assertInteger } from "../internal/assert.ts";
-import { redactingInspect } from "../internal/redacted.ts";
+import { redactDataKey } from "../internal/redacted.ts";
 import type { EncryptedDataKey } from "../keyring/keyring.ts";
 
 /**
@@ -268,9 +268,6 @@ export class DataKeyCache {
     entry.prepared?.release?.();
   }
 }
-
-/** What `take` hands out prints its data key redacted (see internal/redacted.ts). */
-const redactDataKey = redactingInspect("dataKey");
 
 function copy(value: CachedDataKey): CachedDataKey {
   // new Uint8Array(x) copies; Buffer#slice would return a view of the same memory.

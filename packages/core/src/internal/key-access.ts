@@ -91,8 +91,16 @@ export async function resolveKeyId(
   input: unknown,
   argument = "keyId",
 ): Promise<string> {
+  return keyIdOf(ctx, input, argument);
+}
+
+/**
+ * resolveKeyId, at once for a key id or key ARN (no store read, so nothing to await: the hot
+ * path's case), as a promise for an alias.
+ */
+function keyIdOf(ctx: KmsContext, input: unknown, argument: string): string | Promise<string> {
   const ref = parseKeyReference(ctx.identity, input, argument);
-  return ref.kind === "key" ? ref.keyId : await aliasTarget(ctx, ref.aliasName);
+  return ref.kind === "key" ? ref.keyId : aliasTarget(ctx, ref.aliasName);
 }
 
 /** The key id alias `aliasName` points to. @throws NotFoundError when there is no such alias. */
@@ -154,12 +162,8 @@ export async function loadKey(
   operation: KeyStateOperation,
   argument = "keyId",
 ): Promise<StoredKey> {
-  // A key id or key ARN needs no store read: only an alias is awaited (resolveKeyId).
-  const ref = parseKeyReference(ctx.identity, input, argument);
-  const key = await getKey(
-    ctx,
-    ref.kind === "key" ? ref.keyId : await aliasTarget(ctx, ref.aliasName),
-  );
+  const keyId = keyIdOf(ctx, input, argument);
+  const key = await getKey(ctx, typeof keyId === "string" ? keyId : await keyId);
   checkKeyState(ctx, key, operation);
   return key;
 }

@@ -108,3 +108,7 @@ export function redactingInspect<K extends string>(
   };
   return (result) => Object.defineProperty(result, INSPECT_CUSTOM, descriptor);
 }
+
+/** The markers the built-in results use, one per secret member's name. */
+export const redactPlaintext = redactingInspect("plaintext");
+export const redactDataKey = redactingInspect("dataKey");

@@ -4,7 +4,6 @@
  */
 import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import { isKmsError, type KmsError, KmsInternalError } from "../errors.ts";
-import { redactingInspect } from "../internal/redacted.ts";
 import type { EncryptionContext } from "../types.ts";
 
 /** Length of every data key: the message suites all use AES-256. */
@@ -72,9 +71,6 @@ export interface Keyring {
    */
   decryptDataKey(request: DecryptDataKeyRequest): Promise<Uint8Array | undefined>;
 }
-
-/** Marks a built-in keyring's encryptDataKey result to print its data key redacted. */
-export const redactDataKey = redactingInspect("dataKey");
 
 let counter = 0;
 

@@ -1,5 +1,6 @@
 import { isKmsError, KmsInternalError, ValidationError } from "../errors.ts";
 import { assertObject, describe } from "../internal/assert.ts";
+import { redactDataKey } from "../internal/redacted.ts";
 import type { KmsLike } from "../kms-like.ts";
 import type { CallOptions } from "../types.ts";
 import {
@@ -10,7 +11,6 @@ import {
   type EncryptedDataKey,
   type Keyring,
   nextKeyringInstance,
-  redactDataKey,
 } from "./keyring.ts";
 
 /** Provider id of data keys wrapped by a KMS key (the in-process Kms or AWS KMS alike). */

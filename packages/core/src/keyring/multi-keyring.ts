@@ -1,5 +1,6 @@
 import { timingSafeEqual } from "node:crypto";
 import { ValidationError } from "../errors.ts";
+import { redactDataKey } from "../internal/redacted.ts";
 import {
   DATA_KEY_LENGTH,
   type DecryptDataKeyRequest,
@@ -8,7 +9,6 @@ import {
   type EncryptedDataKey,
   isDataKey,
   type Keyring,
-  redactDataKey,
 } from "./keyring.ts";
 
 export interface MultiKeyringOptions {

@@ -2,6 +2,7 @@ import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } fro
 import { ValidationError } from "../errors.ts";
 import { randomBytes } from "../hsm/random.ts";
 import { assertBytes } from "../internal/assert.ts";
+import { redactDataKey } from "../internal/redacted.ts";
 import { isWellFormed } from "../internal/unicode.ts";
 import {
   DATA_KEY_LENGTH,
@@ -11,7 +12,6 @@ import {
   encodedContext,
   type Keyring,
   nextKeyringInstance,
-  redactDataKey,
 } from "./keyring.ts";
 
 const IV = 12;

@@ -8,6 +8,7 @@ import {
 } from "node:crypto";
 import { ValidationError } from "../errors.ts";
 import { randomBytes } from "../hsm/random.ts";
+import { redactDataKey } from "../internal/redacted.ts";
 import {
   DATA_KEY_LENGTH,
   type DecryptDataKeyRequest,
@@ -15,7 +16,6 @@ import {
   type EncryptDataKeyResult,
   type Keyring,
   nextKeyringInstance,
-  redactDataKey,
 } from "./keyring.ts";
 import { assertKeyName, type RawKeyName } from "./raw-aes-keyring.ts";
 

@@ -3,7 +3,7 @@
  * that do not fit comfortably in memory use the stream adapters, which share this engine.
  */
 import { assertBytes } from "../internal/assert.ts";
-import { redactingInspect } from "../internal/redacted.ts";
+import { redactPlaintext } from "../internal/redacted.ts";
 import { MessageDecryptor } from "./decryptor.ts";
 import { sealMessage } from "./encryptor.ts";
 import type { DecryptMessageOptions, EncryptMessageOptions, MessageInfo } from "./options.ts";
@@ -26,8 +26,6 @@ export interface DecryptedMessage extends MessageInfo {
   /** Prints as `[redacted: N bytes]` when the whole result is inspected (console.log…). */
   readonly plaintext: Uint8Array;
 }
-
-const redactPlaintext = redactingInspect("plaintext");
 
 /**
  * Decrypts a whole message. Nothing is returned unless every frame, the header and (for signing

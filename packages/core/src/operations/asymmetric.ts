@@ -11,7 +11,7 @@ import { asymmetricHsm, type SigningMessageType } from "../hsm/asymmetric.ts";
 import type { MaterialRef } from "../hsm/software-hsm.ts";
 import { assertBytes, assertObject, assertOneOf } from "../internal/assert.ts";
 import { currentVersion, type KmsContext, loadKey } from "../internal/key-access.ts";
-import { redactingInspect } from "../internal/redacted.ts";
+import { redactingInspect, redactPlaintext } from "../internal/redacted.ts";
 import {
   algorithmLists,
   KEY_SPEC_TABLE,
@@ -48,8 +48,7 @@ const SIGNING_ALGORITHMS = Object.keys(SIGNING_ALGORITHM_TABLE) as SigningAlgori
 const MESSAGE_TYPES: readonly SigningMessageType[] = ["RAW", "DIGEST", "EXTERNAL_MU"];
 const RSA_ENCRYPTION_ALGORITHMS = ["RSAES_OAEP_SHA_1", "RSAES_OAEP_SHA_256"] as const;
 
-/** Results that print their secret redacted (see internal/redacted.ts). */
-const redactPlaintext = redactingInspect("plaintext");
+/** deriveSharedSecret's result prints its secret redacted (see internal/redacted.ts). */
 const redactSharedSecret = redactingInspect("sharedSecret");
 
 /** True when an encrypt/decrypt request names an RSA algorithm, so it belongs here. */

@@ -19,7 +19,7 @@ import {
   resolveKeyId,
   rotateDue,
 } from "../internal/key-access.ts";
-import { redactingInspect } from "../internal/redacted.ts";
+import { redactPlaintext } from "../internal/redacted.ts";
 import type { KeyStateOperation } from "../key-state-table.ts";
 import type { StoredKey, StoredKeyVersion } from "../keystore/key-store.ts";
 import { authorizeKey, RSA_REENCRYPT_SOURCE_ACTIONS } from "../policy/authorizer.ts";
@@ -45,9 +45,6 @@ import {
 } from "./asymmetric.ts";
 
 export const MAX_PLAINTEXT_BYTES = 4096;
-
-/** decrypt, generateDataKey and generateRandom results print their plaintext redacted. */
-const redactPlaintext = redactingInspect("plaintext");
 
 function assertSymmetricEncryptionKey(ctx: KmsContext, key: StoredKey, operation: string): void {
   if (key.keySpec !== "SYMMETRIC_DEFAULT" || key.keyUsage !== "ENCRYPT_DECRYPT") {

@@ -165,14 +165,14 @@ function pinned(key: string, value: string, given: FindOperator<unknown>): FindO
   if (!judged.outcomes.has("true")) {
     // A contradiction, as a where's own `key: "t2"` beside `context` t1 is: refused alike,
     // rather than silently matching nothing.
-    if (!judged.null) {
-      throw new ValidationError(
-        `"context" gives ${key} = ${JSON.stringify(value)} but the where has ${key}: ${show(given)}, which no row holding ${JSON.stringify(value)} matches`,
-      );
+    if (judged.null && checksNull(given) && given.type !== "not") {
+      throw nullBesideContext(key, value);
     }
-    if (checksNull(given) && given.type !== "not") throw nullBesideContext(key, value);
+    const why = judged.null
+      ? " (a value is not null, and SQL finds no comparison with null true: IsNull() and Not(IsNull()) check for null)"
+      : "";
     throw new ValidationError(
-      `"context" gives ${key} = ${JSON.stringify(value)} but the where has ${key}: ${show(given)}, which no row holding ${JSON.stringify(value)} matches (a value is not null, and SQL finds no comparison with null true: IsNull() and Not(IsNull()) check for null)`,
+      `"context" gives ${key} = ${JSON.stringify(value)} but the where has ${key}: ${show(given)}, which no row holding ${JSON.stringify(value)} matches${why}`,
     );
   }
   return And(given, Equal(value));
