@@ -75,7 +75,10 @@ export function fieldLines(headers: HeaderSource): FieldLines {
  */
 export function readFields(headers: HeaderSource): ReadFields {
   fieldCache.delete(headers);
-  return normalizedFields(headers);
+  // Forgotten just now, so not looked up again: read and cached straight away.
+  const fields: ReadFields = { lines: fieldLinesOf(headers), dictionaries: undefined };
+  fieldCache.set(headers, fields);
+  return fields;
 }
 
 /**
@@ -84,44 +87,47 @@ export function readFields(headers: HeaderSource): ReadFields {
  * @internal
  */
 export function cachedFields(headers: HeaderSource): ReadFields {
-  return normalizedFields(headers);
-}
-
-function normalizedFields(headers: HeaderSource): ReadFields {
   const cached = fieldCache.get(headers);
   if (cached !== undefined) return cached;
+  const fields: ReadFields = { lines: fieldLinesOf(headers), dictionaries: undefined };
+  fieldCache.set(headers, fields);
+  return fields;
+}
+
+/** Adds one field line under `key`, a lower-case name. */
+function addLine(out: Map<string, readonly string[]>, key: string, value: string): void {
+  const list = out.get(key);
+  out.set(key, list === undefined ? [value] : [...list, value]);
+}
+
+/** The field lines of `headers` as they are now, by lower-case name. */
+function fieldLinesOf(headers: HeaderSource): Map<string, readonly string[]> {
   const out = new Map<string, readonly string[]>();
   // Lines of a field seen once are kept as given (Node's headersDistinct arrays are not copied);
   // a field met under a second spelling of its name gets a fresh merged array.
-  const add = (key: string, value: string): void => {
-    const list = out.get(key);
-    out.set(key, list === undefined ? [value] : [...list, value]);
-  };
   if (typeof Headers !== "undefined" && headers instanceof Headers) {
     // Headers joins repeated lines with ", " already; set-cookie is the one it keeps apart.
     for (const [name, value] of headers) {
       if (name === "set-cookie") continue;
-      add(name, value);
+      addLine(out, name, value);
     }
-    for (const cookie of headers.getSetCookie()) add("set-cookie", cookie);
-  } else {
-    const record = headers as Readonly<Record<string, unknown>>;
-    for (const name of Object.keys(record)) {
-      const value = record[name];
-      if (value === undefined) continue;
-      const key = name.toLowerCase();
-      if (!Array.isArray(value)) {
-        add(key, typeof value === "string" ? value : String(value));
-        continue;
-      }
-      const lines = value.every(isString) ? (value as string[]) : value.map(String);
-      const list = out.get(key);
-      out.set(key, list === undefined ? lines : [...list, ...lines]);
-    }
+    for (const cookie of headers.getSetCookie()) addLine(out, "set-cookie", cookie);
+    return out;
   }
-  const fields: ReadFields = { lines: out, dictionaries: undefined };
-  fieldCache.set(headers, fields);
-  return fields;
+  const record = headers as Readonly<Record<string, unknown>>;
+  for (const name of Object.keys(record)) {
+    const value = record[name];
+    if (value === undefined) continue;
+    const key = name.toLowerCase();
+    if (!Array.isArray(value)) {
+      addLine(out, key, typeof value === "string" ? value : String(value));
+      continue;
+    }
+    const lines = value.every(isString) ? (value as string[]) : value.map(String);
+    const list = out.get(key);
+    out.set(key, list === undefined ? lines : [...list, ...lines]);
+  }
+  return out;
 }
 
 const SIGNATURE_FIELD: DictionaryParseOptions = {

@@ -123,7 +123,8 @@ export interface ResponseBinding {
    * The request's id: the response is signed inside `runWithRequestId(requestId, …)` from
    * @kms/core, so a KMS signer's call is audited under the request it answers even when the
    * response ends outside the request's scope (Nest writes its reply there). Default: the
-   * ambient request id where the response ends, if any.
+   * ambient request id where the response ends, if any. A signer with `signSync` (a key in
+   * this process, which makes no KMS call) signs in whatever scope the response ends in.
    */
   readonly requestId?: string | undefined;
 }
@@ -520,19 +521,20 @@ function sign(
     components = defaults;
   }
   // The request as verified: its fields (and parsed Signature) are still cached.
-  const signing = (): SignatureFields | Promise<SignatureFields> =>
-    signMessageEagerly(
-      { status: res.statusCode, headers, body },
-      options,
-      components,
-      request,
-      true,
-    );
-  // Already inside the request's scope (kmsContext's, around the handler): entering it again would
-  // cost a scope per response and change nothing.
-  return requestId === undefined || currentRequestId() === requestId
-    ? signing()
-    : runWithRequestId(requestId, signing);
+  const response = { status: res.statusCode, headers, body };
+  // The scope is for a KMS signer's call: a local key (`signSync`) makes none. Already inside
+  // the request's scope (kmsContext's, around the handler), entering it again would cost a scope
+  // per response and change nothing.
+  if (
+    requestId === undefined ||
+    options.signer.signSync !== undefined ||
+    currentRequestId() === requestId
+  ) {
+    return signMessageEagerly(response, options, components, request, true);
+  }
+  return runWithRequestId(requestId, () =>
+    signMessageEagerly(response, options, components, request, true),
+  );
 }
 
 /**

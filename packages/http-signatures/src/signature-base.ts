@@ -749,6 +749,9 @@ export function createSignatureBase(
   );
 }
 
+/** Up to this many covered identifiers are checked for repeats without a set. */
+const SHORT_LIST = 16;
+
 /**
  * `createSignatureBase` with the identifiers and the inner list already serialized (the signer
  * and the verifier have them at hand), so nothing is serialized twice.
@@ -763,13 +766,20 @@ export function signatureBase(
   read: SourceFields,
 ): string {
   let base = "";
-  // A set, not indexOf: a hostile Signature-Input may list many thousands of identifiers.
-  const seen = new Set<string>();
+  // A set for long lists, not indexOf: a hostile Signature-Input may list many thousands of
+  // identifiers. A short one (every honest one) is scanned, with no set to build per message.
+  const seen = items.length > SHORT_LIST ? new Set<string>() : undefined;
   for (let i = 0; i < items.length; i++) {
     const id = items[i] as Item;
     const serialized = identifiers[i] as string;
-    if (seen.has(serialized)) throw componentError(id, "is covered twice");
-    seen.add(serialized);
+    if (seen === undefined) {
+      for (let j = 0; j < i; j++) {
+        if (identifiers[j] === serialized) throw componentError(id, "is covered twice");
+      }
+    } else {
+      if (seen.has(serialized)) throw componentError(id, "is covered twice");
+      seen.add(serialized);
+    }
     const value = derivedValue(id, source, options, read);
     if (value.includes("\n") || value.includes("\r")) {
       throw componentError(id, "value contains a line break");

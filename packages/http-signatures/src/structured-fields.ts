@@ -146,12 +146,10 @@ class Parser {
     return this.pos >= this.input.length;
   }
 
-  parseTop<T>(parse: () => T): T {
-    this.skipSp();
-    const value = parse();
+  /** RFC 8941 §4.2: what follows the top-level value may only be spaces. */
+  end(): void {
     this.skipSp();
     if (!this.done()) fail("trailing characters", this.input, this.pos);
-    return value;
   }
 
   parseDictionary(rejectDuplicateKeys: boolean): Dictionary {
@@ -376,7 +374,11 @@ export interface DictionaryParseOptions {
 export function parseDictionary(value: string, options: DictionaryParseOptions = {}): Dictionary {
   const p = new Parser(value);
   p.rejectDuplicateParameters = options.rejectDuplicateParameters === true;
-  return p.parseTop(() => p.parseDictionary(options.rejectDuplicateKeys === true));
+  // Called directly rather than through a callback: signature fields are parsed per request.
+  p.skipSp();
+  const dict = p.parseDictionary(options.rejectDuplicateKeys === true);
+  p.end();
+  return dict;
 }
 
 /**
@@ -385,7 +387,10 @@ export function parseDictionary(value: string, options: DictionaryParseOptions =
  */
 export function parseList(value: string): List {
   const p = new Parser(value);
-  return p.parseTop(() => p.parseList());
+  p.skipSp();
+  const list = p.parseList();
+  p.end();
+  return list;
 }
 
 /**
@@ -394,7 +399,10 @@ export function parseList(value: string): List {
  */
 export function parseItem(value: string): Item {
   const p = new Parser(value);
-  return p.parseTop(() => p.parseItem());
+  p.skipSp();
+  const parsed = p.parseItem();
+  p.end();
+  return parsed;
 }
 
 /**
@@ -465,6 +473,8 @@ export function serializeBareItem(value: BareItem): string {
 }
 
 export function serializeParameters(params: Parameters): string {
+  // Most component identifiers have none: no iterator then.
+  if (params.size === 0) return "";
   let out = "";
   for (const [key, value] of params) {
     out += `;${serializeKey(key)}`;

@@ -159,18 +159,21 @@ function parseAbsoluteForm(
  * authority verify for another spelling that the application sees as a different host.
  */
 function authorityProblem(scheme: string, authority: string, what: string): string | undefined {
-  // A server sees few distinct hosts: the URL parse below is done once per accepted one.
-  const key = `${scheme}://${authority}`;
-  if (acceptedAuthorities.has(key)) return undefined;
+  // A server sees few distinct hosts: the URL parse below is done once per accepted one. Keyed
+  // by the authority alone, one cache per scheme: no key is built per request.
+  const accepted =
+    scheme === "http" ? acceptedHttp : scheme === "https" ? acceptedHttps : undefined;
+  if (accepted?.has(authority) === true) return undefined;
   const problem = uncachedAuthorityProblem(scheme, authority, what);
   // Refusals are not kept: the Host field is the client's choice. For the same reason the cache
   // evicts rather than fills up (64 made-up hosts would otherwise shut the server's own out),
   // and keeps a copy: the authority may be cut from a request-target kilobytes long.
-  if (problem === undefined) acceptedAuthorities.set(detachedString(key), true);
+  if (problem === undefined) accepted?.set(detachedString(authority), true);
   return problem;
 }
 
-const acceptedAuthorities = new BoundedCache<string, true>(64);
+const acceptedHttp = new BoundedCache<string, true>(64);
+const acceptedHttps = new BoundedCache<string, true>(64);
 
 function uncachedAuthorityProblem(
   scheme: string,
