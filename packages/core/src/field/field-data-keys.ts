@@ -4,7 +4,8 @@ import type { DataKeyCache, DataKeyUsage, PreparedDataKey } from "../caching/dat
 import type { Clock } from "../clock.ts";
 import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import { isKmsError, KmsInternalError, ValidationError } from "../errors.ts";
-import { type AesKey, importAesKey } from "../hsm/aes-gcm.ts";
+import { importAesKey } from "../hsm/aes-gcm.ts";
+import { GcmKey } from "../hsm/gcm-key.ts";
 import { randomBytes } from "../hsm/random.ts";
 import type { KmsLike } from "../kms-like.ts";
 import { currentRequestId } from "../request-id-scope.ts";
@@ -31,7 +32,7 @@ export interface Materials extends PreparedDataKey {
   /** The binding sealed last and its entry of `aads`: a column's values come in runs. */
   lastBinding: Uint8Array | undefined;
   lastAad: Uint8Array | undefined;
-  readonly key: AesKey;
+  readonly key: GcmKey;
   readonly kmsKeyId: string;
   /**
    * Set by `retire`: the key seals nothing more (its cache entry is dropped at its next use),
@@ -44,7 +45,7 @@ export interface Materials extends PreparedDataKey {
 
 /** A decrypted data key for reading: the prepared form of an "r" entry of the DataKeyCache. */
 export interface LoadedKey extends PreparedDataKey {
-  readonly key: AesKey;
+  readonly key: GcmKey;
   /**
    * The key context the data key is wrapped under (its data-key row's). A value opens under it
    * only when its binding's context holds every one of these pairs (FORMAT §6.2).
@@ -941,7 +942,7 @@ export class FieldDataKeys {
     header[0] = FORMAT_RANDOMIZED;
     header.set(idBytes, 1);
     // The cache keeps only the imported key (importAesKey zeroes the plaintext bytes).
-    const key = importAesKey(generated.plaintext);
+    const key = new GcmKey(importAesKey(generated.plaintext));
     const writing = this.#writing;
     const materials: Materials = {
       id,
@@ -954,6 +955,7 @@ export class FieldDataKeys {
       retired: false,
       release() {
         if (writing.get(id) === materials) writing.delete(id);
+        key.wipe();
       },
     };
     if (generation === this.#generation) {
@@ -969,7 +971,7 @@ export class FieldDataKeys {
   /** Caches a read key, unless its load began before a clear() (`generation` is the load's). */
   #putReadKey(
     id: string,
-    key: AesKey,
+    key: GcmKey,
     context: EncryptionContext,
     kmsKeyId: string,
     generation: number,
@@ -985,6 +987,7 @@ export class FieldDataKeys {
       released: false,
       release() {
         this.released = true;
+        key.wipe();
       },
     };
     if (generation !== this.#generation) {
@@ -1033,7 +1036,7 @@ export class FieldDataKeys {
         .then(({ plaintext, kmsKeyId }) =>
           this.#putReadKey(
             id,
-            importAesKey(plaintext),
+            new GcmKey(importAesKey(plaintext)),
             record.encryptionContext,
             kmsKeyId,
             generation,

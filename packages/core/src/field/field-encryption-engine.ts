@@ -4,7 +4,7 @@ import { sha256 } from "@noble/hashes/sha2.js";
 import { DataKeyCache } from "../caching/data-key-cache.ts";
 import { type Clock, systemClock } from "../clock.ts";
 import { KmsInternalError, ValidationError } from "../errors.ts";
-import { gcmOpenFrom, gcmSealWithFreshIv } from "../hsm/aes-gcm.ts";
+import { GcmOpenBatch, SHORT_GCM_MAX_BYTES } from "../hsm/gcm-key.ts";
 import { assertInteger } from "../internal/assert.ts";
 import type { KmsLike } from "../kms-like.ts";
 import type { EncryptionContext } from "../types.ts";
@@ -45,6 +45,7 @@ import {
 } from "./field-format.ts";
 import {
   decodeFieldValue,
+  decodeFieldValueIn,
   encodeFieldValue,
   encodeFieldValueShared,
   encodeIndexValue,
@@ -230,6 +231,8 @@ function engineCache(options: FieldEncryptionEngineOptions): DataKeyCache {
 export class FieldEncryptionEngine {
   readonly #legacyPlaintext: boolean;
   readonly #keys: FieldDataKeys;
+  /** decryptMany's batch between calls (taken by the outermost call in progress). */
+  #idleQueue: OpenQueue | undefined;
   /** `previousKeyIds` as a function of the key context; undefined when none are configured. */
   readonly #previousKeyIds: ((context: EncryptionContext) => readonly string[]) | undefined;
 
@@ -366,7 +369,7 @@ export class FieldEncryptionEngine {
     const out = ciphertextBytes(plaintext.length + RANDOMIZED_OVERHEAD - 1);
     out.set(materials.header, 0);
     // A fresh IV from the CSPRNG pool per value, drawn inside the seal (FORMAT §6.1).
-    gcmSealWithFreshIv(materials.key, aad, plaintext, out, HEADER_LENGTH);
+    materials.key.sealWithFreshIv(aad, plaintext, out, HEADER_LENGTH);
     plaintext.fill(0);
     return out;
   }
@@ -525,6 +528,18 @@ export class FieldEncryptionEngine {
     stored: string | Uint8Array,
     now: number | undefined,
   ): FieldValue | undefined {
+    // Without a queue nothing is queued.
+    return this.#readCached(bound, type, stored, now, undefined) as FieldValue | undefined;
+  }
+
+  /** `#decryptCached`, or QUEUED when the value joined `queue` (decryptMany's batch). */
+  #readCached(
+    bound: BoundField,
+    type: FieldValueType,
+    stored: string | Uint8Array,
+    now: number | undefined,
+    queue: OpenQueue | undefined,
+  ): FieldValue | undefined | typeof QUEUED {
     let bytes: Uint8Array;
     if (typeof stored === "string") {
       if (!isFieldCiphertextText(stored)) {
@@ -547,6 +562,21 @@ export class FieldEncryptionEngine {
       // A clock that decrypted another text (while the key's age was checked) reused the
       // scratch: read again.
       if (!isCurrentRead(bytes, stored as string)) bytes = fromFieldText(stored as string);
+      if (queue !== undefined && bytes.length - RANDOMIZED_OVERHEAD + 1 <= SHORT_GCM_MAX_BYTES) {
+        const aad = aadOf(loaded, encoded, bound.context, bytes);
+        const batch = queue.batch;
+        // A run under another key, or a full batch, is opened first: a batch of a few hundred
+        // values keeps its buffers in the CPU's caches.
+        if (batch.size > 0 && (batch.key !== loaded.key || batch.size >= OPEN_BATCH_SIZE)) {
+          openQueued(queue);
+        }
+        // The batch copies what it needs: `bytes` may be the shared scratch.
+        const at = batch.add(loaded.key, aad, bytes, HEADER_LENGTH);
+        if (at < 0) throw generic();
+        queue.types.push(type);
+        queue.slots.push(queue.index, at, bytes.length - RANDOMIZED_OVERHEAD + 1);
+        return QUEUED;
+      }
       return this.#openRandomized(loaded, encoded, bound.context, type, bytes);
     }
     if (format === FORMAT_DETERMINISTIC && bytes.length >= DETERMINISTIC_OVERHEAD) {
@@ -579,21 +609,8 @@ export class FieldEncryptionEngine {
     type: FieldValueType,
     stored: Uint8Array,
   ): FieldValue {
-    let aad = loaded.lastAad as Uint8Array;
-    if (loaded.lastBinding !== binding) {
-      let found = loaded.aads.get(binding);
-      if (found === undefined) {
-        // Checked once per (data key, binding): a cached AAD means this binding passed.
-        if (!holdsKeyContext(context, loaded.context)) throw generic();
-        found = new Uint8Array(HEADER_LENGTH + binding.length);
-        found.set(stored.subarray(0, HEADER_LENGTH), 0);
-        found.set(binding, HEADER_LENGTH);
-        loaded.aads.set(binding, found);
-      }
-      loaded.lastBinding = binding;
-      loaded.lastAad = aad = found;
-    }
-    const plaintext = gcmOpenFrom(loaded.key, aad, stored, HEADER_LENGTH);
+    const aad = aadOf(loaded, binding, context, stored);
+    const plaintext = loaded.key.openFrom(aad, stored, HEADER_LENGTH);
     if (plaintext === undefined) throw generic();
     // A value of another type fails decoding: wiped all the same.
     try {
@@ -674,13 +691,29 @@ export class FieldEncryptionEngine {
     }[] = [];
     // Key age is checked against the batch's start: one clock read, not one per value.
     const now = this.#keys.now();
-    for (let i = 0; i < items.length; i++) {
-      const { binding, spec, stored } = items[i] as DecryptItem;
-      const bound = bindingOf(binding, false);
-      const type = spec.type;
-      const value = this.#decryptCached(bound, type, stored, now);
-      if (value === undefined) misses.push({ index: i, bound, type, stored });
-      else out[i] = value;
+    // Short randomized values under cached keys are opened together, one AES call per run of
+    // values under one key (GcmOpenBatch). A clock or getter that re-enters the engine while
+    // the batch fills gets a batch of its own.
+    const queue = this.#idleQueue ?? newOpenQueue(out);
+    this.#idleQueue = undefined;
+    queue.out = out;
+    try {
+      for (let i = 0; i < items.length; i++) {
+        const { binding, spec, stored } = items[i] as DecryptItem;
+        const bound = bindingOf(binding, false);
+        const type = spec.type;
+        queue.index = i;
+        const value = this.#readCached(bound, type, stored, now, queue);
+        if (value === undefined) misses.push({ index: i, bound, type, stored });
+        else if (value !== QUEUED) out[i] = value;
+      }
+      if (queue.batch.size > 0) openQueued(queue);
+    } finally {
+      queue.batch.clear();
+      queue.types.length = 0;
+      queue.slots.length = 0;
+      queue.out = [];
+      this.#idleQueue = queue;
     }
     if (misses.length === 0) return out;
     // Only ciphertext under an uncached key gets here: the header parses.
@@ -1205,4 +1238,72 @@ function normalize(value: string, how: BlindIndexSpec["normalize"]): string {
     else throw new ValidationError(`"normalize" step must be lowercase, trim or nfkc`);
   }
   return out;
+}
+
+/** decryptMany's pending opens: short randomized values under cached keys, in a GcmOpenBatch. */
+interface OpenQueue {
+  readonly batch: GcmOpenBatch;
+  /** The output of the decryptMany in progress, and the index of the item being read. */
+  out: FieldValue[];
+  index: number;
+  /** Per queued value: its type, and (output index, plaintext offset, plaintext length). */
+  readonly types: FieldValueType[];
+  readonly slots: number[];
+}
+
+const QUEUED: unique symbol = Symbol("queued");
+/** Values opened together by decryptMany, at most. */
+const OPEN_BATCH_SIZE = 256;
+
+function newOpenQueue(out: FieldValue[]): OpenQueue {
+  return { batch: new GcmOpenBatch(), out, index: 0, types: [], slots: [] };
+}
+
+/**
+ * Opens every value queued and writes each into its place in `queue.out`; the first value that
+ * fails authentication or decoding fails them all (the batch's plaintext is wiped either way).
+ */
+function openQueued(queue: OpenQueue): void {
+  const { batch, slots, types, out } = queue;
+  try {
+    if (batch.open() >= 0) throw generic();
+    const plaintext = batch.plaintext;
+    for (let v = 0; v < types.length; v++) {
+      const at = slots[v * 3 + 1] as number;
+      out[slots[v * 3] as number] = decodeFieldValueIn(
+        types[v] as FieldValueType,
+        plaintext,
+        at,
+        at + (slots[v * 3 + 2] as number),
+      );
+    }
+  } finally {
+    batch.clear();
+    types.length = 0;
+    slots.length = 0;
+  }
+}
+
+/**
+ * header || binding, the AAD of a value of `binding` under `loaded`, built once per (data key,
+ * binding) and checked then: a cached AAD means the binding's context holds the key's.
+ */
+function aadOf(
+  loaded: LoadedKey,
+  binding: Uint8Array,
+  context: EncryptionContext,
+  stored: Uint8Array,
+): Uint8Array {
+  if (loaded.lastBinding === binding) return loaded.lastAad as Uint8Array;
+  let found = loaded.aads.get(binding);
+  if (found === undefined) {
+    if (!holdsKeyContext(context, loaded.context)) throw generic();
+    found = new Uint8Array(HEADER_LENGTH + binding.length);
+    found.set(stored.subarray(0, HEADER_LENGTH), 0);
+    found.set(binding, HEADER_LENGTH);
+    loaded.aads.set(binding, found);
+  }
+  loaded.lastBinding = binding;
+  loaded.lastAad = found;
+  return found;
 }

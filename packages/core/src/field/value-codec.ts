@@ -382,6 +382,25 @@ function tagged(tag: number, text: string): Uint8Array {
  * generic one.
  * @throws InvalidCiphertextException when the tag is unknown or differs from the declared type.
  */
+/**
+ * `decodeFieldValue` of the plaintext held in `buffer` from `start` to `end` (a batch's shared
+ * plaintext): a string is decoded from the range itself, without a view.
+ */
+export function decodeFieldValueIn(
+  type: FieldValueType,
+  buffer: Buffer,
+  start: number,
+  end: number,
+): FieldValue {
+  if (type === "string" && start < end && TYPES_BY_TAG[buffer[start] as number] === "string") {
+    return buffer.toString("utf8", start + 1, end);
+  }
+  return decodeFieldValue(
+    type,
+    new Uint8Array(buffer.buffer, buffer.byteOffset + start, end - start),
+  );
+}
+
 export function decodeFieldValue(type: FieldValueType, plaintext: Uint8Array): FieldValue {
   const actual = TYPES_BY_TAG[plaintext[0] ?? 0];
   if (actual !== type) throw new InvalidCiphertextError("field value is not valid ciphertext");

@@ -1,0 +1,177 @@
+import { createCipheriv, createSecretKey, randomBytes } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import { GcmKey, GcmOpenBatch, SHORT_GCM_MAX_BYTES } from "./gcm-key.ts";
+
+const hex = (text: string) => Buffer.from(text.replace(/\s/g, ""), "hex");
+
+/** IV ‖ ciphertext ‖ tag by node:crypto, behind `prefix` bytes (the field header's place). */
+function nodeSeal(raw: Uint8Array, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array) {
+  const cipher = createCipheriv("aes-256-gcm", createSecretKey(raw), iv);
+  cipher.setAAD(aad);
+  const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
+  return Buffer.concat([Buffer.from([7, 7, 7]), iv, body, cipher.getAuthTag()]);
+}
+
+function keyOf(raw: Uint8Array): GcmKey {
+  return new GcmKey(createSecretKey(raw));
+}
+
+describe("GcmKey", () => {
+  // The GCM specification's (McGrew–Viega) test cases 13–16: AES-256, 96-bit IV.
+  const K0 = new Uint8Array(32);
+  const K = hex("feffe9928665731c6d6a8f9467308308 feffe9928665731c6d6a8f9467308308");
+  const IV = hex("cafebabefacedbaddecaf888");
+  const P = hex(`d9313225f88406e5a55909c5aff5269a 86a7a9531534f7da2e4c303d8a318a72
+    1c3c0c95956809532fcf0e2449a6b525 b16aedf5aa0de657ba637b391aafd255`);
+  const A = hex("feedfacedeadbeeffeedfacedeadbeef abaddad2");
+  const cases = [
+    {
+      name: "13",
+      key: K0,
+      iv: new Uint8Array(12),
+      aad: new Uint8Array(0),
+      pt: new Uint8Array(0),
+      ct: "",
+      tag: "530f8afbc74536b9a963b4f1c4cb738b",
+    },
+    {
+      name: "14",
+      key: K0,
+      iv: new Uint8Array(12),
+      aad: new Uint8Array(0),
+      pt: new Uint8Array(16),
+      ct: "cea7403d4d606b6e074ec5d3baf39d18",
+      tag: "d0d1c8a799996bf0265b98b5d48ab919",
+    },
+    {
+      name: "15",
+      key: K,
+      iv: IV,
+      aad: new Uint8Array(0),
+      pt: P,
+      ct: `522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa
+           8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662898015ad`,
+      tag: "b094dac5d93471bdec1a502270e3cc6c",
+    },
+    {
+      name: "16",
+      key: K,
+      iv: IV,
+      aad: A,
+      pt: P.subarray(0, 60),
+      ct: `522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa
+           8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662`,
+      tag: "76fc6ece0f4e1768cddf8853bb2d551b",
+    },
+  ];
+
+  for (const c of cases) {
+    it(`opens the GCM spec's test case ${c.name}`, () => {
+      const sealed = Buffer.concat([Buffer.from([9]), c.iv, hex(c.ct), hex(c.tag)]);
+      expect(keyOf(c.key).openFrom(c.aad, sealed, 1)?.toString("hex")).toBe(
+        Buffer.from(c.pt).toString("hex"),
+      );
+    });
+  }
+
+  it("seals what node:crypto opens and opens what it seals, at every short length", () => {
+    const raw = randomBytes(32);
+    const key = keyOf(raw);
+    for (const aadLength of [0, 1, 15, 16, 17, 45, 64]) {
+      const aad = randomBytes(aadLength);
+      for (let length = 0; length <= SHORT_GCM_MAX_BYTES + 40; length++) {
+        const plaintext = randomBytes(length);
+        const ours = Buffer.alloc(3 + 12 + length + 16);
+        key.sealWithFreshIv(aad, Buffer.from(plaintext), ours, 3);
+        const iv = ours.subarray(3, 15);
+        expect(ours.subarray(3).equals(nodeSeal(raw, iv, aad, plaintext).subarray(3))).toBe(true);
+        const theirs = nodeSeal(raw, randomBytes(12), aad, plaintext);
+        expect(key.openFrom(aad, theirs, 3)?.equals(plaintext)).toBe(true);
+      }
+    }
+  });
+
+  it("refuses every single-bit change of IV, ciphertext or tag, and a wrong AAD or key", () => {
+    const raw = randomBytes(32);
+    const key = keyOf(raw);
+    const aad = randomBytes(40);
+    for (const length of [0, 1, 16, 33, 100]) {
+      const sealed = nodeSeal(raw, randomBytes(12), aad, randomBytes(length));
+      for (let at = 3; at < sealed.length; at++) {
+        for (const bit of [0, 3, 7]) {
+          const tampered = Buffer.from(sealed);
+          tampered[at] = (tampered[at] as number) ^ (1 << bit);
+          expect(key.openFrom(aad, tampered, 3)).toBeUndefined();
+        }
+      }
+      const otherAad = Buffer.from(aad);
+      otherAad[5] = (otherAad[5] as number) ^ 1;
+      expect(key.openFrom(otherAad, sealed, 3)).toBeUndefined();
+      expect(key.openFrom(aad.subarray(0, 39), sealed, 3)).toBeUndefined();
+      expect(keyOf(randomBytes(32)).openFrom(aad, sealed, 3)).toBeUndefined();
+      expect(key.openFrom(aad, sealed.subarray(0, sealed.length - 1), 3)).toBeUndefined();
+    }
+    expect(key.openFrom(aad, new Uint8Array(3 + 12 + 15), 3)).toBeUndefined();
+  });
+
+  it("gives fresh IVs and keeps working after wipe()", () => {
+    const raw = randomBytes(32);
+    const key = keyOf(raw);
+    const aad = randomBytes(20);
+    const a = Buffer.alloc(12 + 5 + 16);
+    const b = Buffer.alloc(12 + 5 + 16);
+    key.sealWithFreshIv(aad, Buffer.from("hello"), a, 0);
+    key.wipe();
+    key.sealWithFreshIv(aad, Buffer.from("hello"), b, 0);
+    expect(a.subarray(0, 12).equals(b.subarray(0, 12))).toBe(false);
+    expect(key.openFrom(aad, a, 0)?.toString()).toBe("hello");
+    key.wipe();
+    expect(key.openFrom(aad, b, 0)?.toString()).toBe("hello");
+  });
+});
+
+describe("GcmOpenBatch", () => {
+  it("opens many values with one key and reports the first that fails", () => {
+    const raw = randomBytes(32);
+    const key = keyOf(raw);
+    const aads = [randomBytes(30), randomBytes(17)];
+    const batch = new GcmOpenBatch();
+    const plaintexts: Buffer[] = [];
+    const offsets: number[] = [];
+    for (let i = 0; i < 3000; i++) {
+      const plaintext = randomBytes(i % (SHORT_GCM_MAX_BYTES + 1));
+      plaintexts.push(plaintext);
+      const sealed = nodeSeal(raw, randomBytes(12), aads[i % 2] as Uint8Array, plaintext);
+      offsets.push(batch.add(key, aads[i % 2] as Uint8Array, sealed, 3));
+    }
+    expect(batch.size).toBe(3000);
+    expect(batch.open()).toBe(-1);
+    for (let i = 0; i < 3000; i++) {
+      const at = offsets[i] as number;
+      const plaintext = plaintexts[i] as Buffer;
+      expect(batch.plaintext.subarray(at, at + plaintext.length).equals(plaintext)).toBe(true);
+    }
+    batch.clear();
+    expect(batch.plaintext.every((byte) => byte === 0)).toBe(true);
+
+    const good = nodeSeal(raw, randomBytes(12), aads[0] as Uint8Array, randomBytes(20));
+    const bad = Buffer.from(good);
+    bad[20] = (bad[20] as number) ^ 1;
+    batch.add(key, aads[0] as Uint8Array, good, 3);
+    batch.add(key, aads[0] as Uint8Array, bad, 3);
+    batch.add(key, aads[0] as Uint8Array, good, 3);
+    expect(batch.open()).toBe(1);
+    batch.clear();
+    expect(batch.size).toBe(0);
+  });
+
+  it("refuses values too long or too short for it", () => {
+    const key = keyOf(randomBytes(32));
+    const batch = new GcmOpenBatch();
+    expect(batch.add(key, new Uint8Array(0), new Uint8Array(12 + 15), 0)).toBe(-1);
+    expect(
+      batch.add(key, new Uint8Array(0), new Uint8Array(12 + SHORT_GCM_MAX_BYTES + 17), 0),
+    ).toBe(-1);
+    expect(batch.size).toBe(0);
+  });
+});

@@ -1,0 +1,484 @@
+import { type Cipheriv, createCipheriv } from "node:crypto";
+import {
+  type AesKey,
+  GCM_IV_LENGTH,
+  GCM_TAG_LENGTH,
+  gcmOpenFrom,
+  gcmSealWithFreshIv,
+} from "./aes-gcm.ts";
+import { fillRandom } from "./random.ts";
+
+/**
+ * AES-256-GCM (NIST SP 800-38D, 96-bit IVs) for short values, built from one AES-ECB context per
+ * key and GHASH tables, with the same output as node:crypto's `aes-256-gcm`.
+ *
+ * Why: node:crypto makes a cipher object and an OpenSSL context per value, ~3–4 µs, while the
+ * AES and GHASH work on a 32-byte field value is tens of nanoseconds. Here the AES blocks of a
+ * value (the tag mask E(K, J0) and the keystream) come from one ECB call on its counter blocks,
+ * and from one call for a whole batch of values (`GcmOpenBatch`). AES itself stays in OpenSSL
+ * (AES-NI, constant time).
+ *
+ * GHASH runs here, on 4-bit tables of the powers of H. It is written so that no table index
+ * and no branch depends on a secret: a value's hash is Σ Cⱼ·Hⁿ⁻ʲ⁺¹ ⊕ c(AAD, length), each
+ * ciphertext block multiplied by its own power of H through that power's table, indexed by the
+ * ciphertext's nibbles, which are public. The per-(AAD, length) constant and the powers are
+ * computed once, by a bitwise multiplication that masks instead of branching. (Horner's rule,
+ * X ← (X ⊕ Cⱼ)·H, would index the table by X, which depends on H: a cache-timing leak.) The tag
+ * is compared without an early exit, and no plaintext is produced before it verifies.
+ *
+ * Values longer than SHORT_GCM_MAX_BYTES go through node:crypto, where the per-byte work
+ * dominates and OpenSSL's is faster.
+ */
+export const SHORT_GCM_MAX_BYTES = 128;
+const MAX_BLOCKS = SHORT_GCM_MAX_BYTES / 16;
+/** GCM's reduction constant: x¹²⁸ + x⁷ + x² + x + 1, bit-reflected, in the top word. */
+const R = 0xe1000000 | 0;
+/** A 4-bit table: 32 nibble positions × 16 values × 4 words. */
+const TABLE_WORDS = 32 * 16 * 4;
+
+/** The GHASH state of one AAD under one key: its hash alone, and the constant per length. */
+interface AadHash {
+  /** GHASH over the AAD blocks alone (X_A), 4 words. */
+  readonly alone: Int32Array;
+  /** By ciphertext length: X_A·Hⁿ⁺¹ ⊕ L·H, 4 words each. */
+  readonly byLength: (Int32Array | undefined)[];
+}
+
+/** A 128-bit field element as four big-endian words, from `bytes` at `at` (zero-padded). */
+function readBlock(bytes: Uint8Array, at: number, length: number, out: Int32Array): void {
+  for (let w = 0; w < 4; w++) {
+    let word = 0;
+    for (let b = 0; b < 4; b++) {
+      const i = w * 4 + b;
+      word = (word << 8) | (i < length ? (bytes[at + i] as number) : 0);
+    }
+    out[w] = word;
+  }
+}
+
+/**
+ * a·b in GF(2¹²⁸), GCM's bit order, with no branch or index on either operand: used for the
+ * powers of H and the per-(AAD, length) constants, never per value.
+ */
+function multiply(a: Int32Array, b: Int32Array, out: Int32Array): void {
+  let z0 = 0;
+  let z1 = 0;
+  let z2 = 0;
+  let z3 = 0;
+  let v0 = b[0] as number;
+  let v1 = b[1] as number;
+  let v2 = b[2] as number;
+  let v3 = b[3] as number;
+  for (let i = 0; i < 128; i++) {
+    const m = -(((a[i >>> 5] as number) >>> (31 - (i & 31))) & 1);
+    z0 ^= v0 & m;
+    z1 ^= v1 & m;
+    z2 ^= v2 & m;
+    z3 ^= v3 & m;
+    const carry = -(v3 & 1);
+    v3 = (v3 >>> 1) | (v2 << 31);
+    v2 = (v2 >>> 1) | (v1 << 31);
+    v1 = (v1 >>> 1) | (v0 << 31);
+    v0 = (v0 >>> 1) ^ (R & carry);
+  }
+  out[0] = z0;
+  out[1] = z1;
+  out[2] = z2;
+  out[3] = z3;
+}
+
+/** The 4-bit table of M: entry (q, v) is M times the nibble v at nibble position q. */
+function tableOf(m: Int32Array): Int32Array {
+  const table = new Int32Array(TABLE_WORDS);
+  let v0 = m[0] as number;
+  let v1 = m[1] as number;
+  let v2 = m[2] as number;
+  let v3 = m[3] as number;
+  // M·xⁱ for i = 4q + k is the entry of the single bit (8 >> k) at position q.
+  for (let i = 0; i < 128; i++) {
+    const at = ((i >>> 2) * 16 + (8 >>> (i & 3))) * 4;
+    table[at] = v0;
+    table[at + 1] = v1;
+    table[at + 2] = v2;
+    table[at + 3] = v3;
+    const carry = -(v3 & 1);
+    v3 = (v3 >>> 1) | (v2 << 31);
+    v2 = (v2 >>> 1) | (v1 << 31);
+    v1 = (v1 >>> 1) | (v0 << 31);
+    v0 = (v0 >>> 1) ^ (R & carry);
+  }
+  for (let q = 0; q < 32; q++) {
+    for (let v = 1; v < 16; v++) {
+      const low = v & -v;
+      if (low === v) continue;
+      const to = (q * 16 + v) * 4;
+      const x = (q * 16 + low) * 4;
+      const y = (q * 16 + (v ^ low)) * 4;
+      for (let w = 0; w < 4; w++)
+        table[to + w] = (table[x + w] as number) ^ (table[y + w] as number);
+    }
+  }
+  return table;
+}
+
+/** Counter blocks for one value of n blocks: (n + 1) × 16 bytes, one Buffer per n. */
+const counterScratch: Buffer[] = Array.from({ length: MAX_BLOCKS + 1 }, (_, n) =>
+  Buffer.alloc((n + 1) * 16),
+);
+const wipe = Uint8Array.prototype.fill;
+
+/**
+ * Writes the counter blocks of a value, J0 = IV ‖ 1 then IV ‖ 2 … IV ‖ n+1, into `out` at `to`,
+ * reading the IV from `iv` at `ivAt`.
+ */
+function writeCounters(iv: Uint8Array, ivAt: number, blocks: number, out: Uint8Array, to: number) {
+  for (let b = 0; b <= blocks; b++) {
+    const o = to + b * 16;
+    for (let i = 0; i < GCM_IV_LENGTH; i++) out[o + i] = iv[ivAt + i] as number;
+    out[o + 12] = 0;
+    out[o + 13] = 0;
+    out[o + 14] = 0;
+    out[o + 15] = b + 1;
+  }
+}
+
+/** An AES-256-GCM key; seals and opens values of any length (short ones as described above). */
+export class GcmKey {
+  readonly key: AesKey;
+  #ecb: Cipheriv | undefined;
+  /** H, H², … Hᴹᴬˣ⁺¹ (index k holds Hᵏ); index 0 unused. */
+  #powers: Int32Array[] = [];
+  /** The 4-bit table of Hᵏ at index k, built on first use. */
+  #tables: (Int32Array | undefined)[] = [];
+  #aads = new WeakMap<Uint8Array, AadHash>();
+
+  constructor(key: AesKey) {
+    this.key = key;
+  }
+
+  /**
+   * Drops the tables and the ECB context (wiping the tables): called when the key leaves the
+   * cache. A later use builds them again from the KeyObject, so a key shared by a read and a
+   * write entry stays correct when only one of them lets go.
+   */
+  wipe(): void {
+    for (const table of this.#tables) if (table !== undefined) table.fill(0);
+    for (const power of this.#powers) if (power !== undefined) power.fill(0);
+    this.#tables = [];
+    this.#powers = [];
+    this.#aads = new WeakMap();
+    this.#ecb = undefined;
+  }
+
+  /** AES-256 of `blocks` (a multiple of 16 bytes) under the key: a fresh Buffer. */
+  encryptBlocks(blocks: Uint8Array): Buffer {
+    let ecb = this.#ecb;
+    if (ecb === undefined) {
+      ecb = createCipheriv("aes-256-ecb", this.key, null);
+      ecb.setAutoPadding(false);
+      this.#ecb = ecb;
+    }
+    return ecb.update(blocks);
+  }
+
+  #power(k: number): Int32Array {
+    const powers = this.#powers;
+    if (powers.length === 0) {
+      const h = this.encryptBlocks(new Uint8Array(16));
+      const one = new Int32Array(4);
+      readBlock(h, 0, 16, one);
+      wipe.call(h, 0);
+      powers.push(new Int32Array(4), one);
+    }
+    while (powers.length <= k) {
+      const next = new Int32Array(4);
+      multiply(powers[powers.length - 1] as Int32Array, powers[1] as Int32Array, next);
+      powers.push(next);
+    }
+    return powers[k] as Int32Array;
+  }
+
+  /** The table of Hᵏ (k ≥ 2: a ciphertext block's power). */
+  table(k: number): Int32Array {
+    let table = this.#tables[k];
+    if (table === undefined) {
+      table = tableOf(this.#power(k));
+      this.#tables[k] = table;
+    }
+    return table;
+  }
+
+  /** X_A·Hⁿ⁺¹ ⊕ L·H for `aad` and a ciphertext of `length` bytes (≤ SHORT_GCM_MAX_BYTES). */
+  constantOf(aad: Uint8Array, length: number): Int32Array {
+    let hash = this.#aads.get(aad);
+    if (hash === undefined) {
+      const alone = new Int32Array(4);
+      const block = new Int32Array(4);
+      const h = this.#power(1);
+      for (let at = 0; at < aad.length; at += 16) {
+        readBlock(aad, at, Math.min(16, aad.length - at), block);
+        for (let w = 0; w < 4; w++) block[w] = (block[w] as number) ^ (alone[w] as number);
+        multiply(block, h, alone);
+      }
+      hash = { alone, byLength: [] };
+      this.#aads.set(aad, hash);
+    }
+    let constant = hash.byLength[length];
+    if (constant === undefined) {
+      const blocks = (length + 15) >>> 4;
+      constant = new Int32Array(4);
+      multiply(hash.alone, this.#power(blocks + 1), constant);
+      // L = bit lengths of the AAD and the ciphertext, 64 bits each (both < 2³² here).
+      const lengths = Int32Array.of(0, aad.length * 8, 0, length * 8);
+      const lh = new Int32Array(4);
+      multiply(lengths, this.#power(1), lh);
+      for (let w = 0; w < 4; w++) constant[w] = (constant[w] as number) ^ (lh[w] as number);
+      hash.byLength[length] = constant;
+    }
+    return constant;
+  }
+
+  /**
+   * Encrypts `plaintext` under a fresh IV from the CSPRNG pool, writing `IV ‖ ciphertext ‖ tag`
+   * into `out` at `at` (room for 12 + plaintext.length + 16 bytes), as gcmSealWithFreshIv.
+   */
+  sealWithFreshIv(aad: Uint8Array, plaintext: Uint8Array, out: Uint8Array, at: number): void {
+    const length = plaintext.length;
+    if (length > SHORT_GCM_MAX_BYTES) {
+      gcmSealWithFreshIv(this.key, aad, plaintext, out, at);
+      return;
+    }
+    const blocks = (length + 15) >>> 4;
+    fillRandom(out, at, GCM_IV_LENGTH);
+    const counters = counterScratch[blocks] as Buffer;
+    writeCounters(out, at, blocks, counters, 0);
+    const stream = this.encryptBlocks(counters);
+    const bodyAt = at + GCM_IV_LENGTH;
+    for (let i = 0; i < length; i++) {
+      out[bodyAt + i] = (plaintext[i] as number) ^ (stream[16 + i] as number);
+    }
+    const tag = ghash(this, aad, out, bodyAt, length, blocks);
+    writeTag(tag, stream, out, bodyAt + length);
+    wipe.call(stream, 0);
+  }
+
+  /**
+   * Opens `IV ‖ ciphertext ‖ tag` held in `sealed` from `at` to its end: the plaintext (a fresh
+   * Buffer the caller wipes), or undefined when the tag does not verify, as gcmOpenFrom.
+   */
+  openFrom(aad: Uint8Array, sealed: Uint8Array, at: number): Buffer | undefined {
+    const tagAt = sealed.length - GCM_TAG_LENGTH;
+    const bodyAt = at + GCM_IV_LENGTH;
+    const length = tagAt - bodyAt;
+    if (length < 0) return undefined;
+    if (length > SHORT_GCM_MAX_BYTES) return gcmOpenFrom(this.key, aad, sealed, at);
+    const blocks = (length + 15) >>> 4;
+    const counters = counterScratch[blocks] as Buffer;
+    writeCounters(sealed, at, blocks, counters, 0);
+    const stream = this.encryptBlocks(counters);
+    const tag = ghash(this, aad, sealed, bodyAt, length, blocks);
+    if (!tagMatches(tag, stream, 0, sealed, tagAt)) {
+      wipe.call(stream, 0);
+      return undefined;
+    }
+    // The keystream's own memory takes the plaintext: one allocation, nothing left to wipe.
+    for (let i = 0; i < length; i++) {
+      stream[i] = (sealed[bodyAt + i] as number) ^ (stream[16 + i] as number);
+    }
+    wipe.call(stream, 0, length);
+    return stream.subarray(0, length);
+  }
+}
+
+/** The GHASH of a value before the tag mask: 4 words in a shared scratch. */
+const sum = new Int32Array(4);
+
+function ghash(
+  key: GcmKey,
+  aad: Uint8Array,
+  body: Uint8Array,
+  bodyAt: number,
+  length: number,
+  blocks: number,
+): Int32Array {
+  const constant = key.constantOf(aad, length);
+  let s0 = constant[0] as number;
+  let s1 = constant[1] as number;
+  let s2 = constant[2] as number;
+  let s3 = constant[3] as number;
+  for (let j = 0; j < blocks; j++) {
+    const table = key.table(blocks - j + 1);
+    const from = bodyAt + j * 16;
+    const end = Math.min(16, length - j * 16);
+    // Nibble positions 2p and 2p+1 of byte p; a short last block is zero-padded (entry 0 is 0).
+    for (let p = 0; p < end; p++) {
+      const byte = body[from + p] as number;
+      let e = (p * 32 + (byte >>> 4)) * 4;
+      s0 ^= table[e] as number;
+      s1 ^= table[e + 1] as number;
+      s2 ^= table[e + 2] as number;
+      s3 ^= table[e + 3] as number;
+      e = (p * 32 + 16 + (byte & 15)) * 4;
+      s0 ^= table[e] as number;
+      s1 ^= table[e + 1] as number;
+      s2 ^= table[e + 2] as number;
+      s3 ^= table[e + 3] as number;
+    }
+  }
+  sum[0] = s0;
+  sum[1] = s1;
+  sum[2] = s2;
+  sum[3] = s3;
+  return sum;
+}
+
+function wordAt(bytes: Uint8Array, at: number): number {
+  return (
+    ((bytes[at] as number) << 24) |
+    ((bytes[at + 1] as number) << 16) |
+    ((bytes[at + 2] as number) << 8) |
+    (bytes[at + 3] as number)
+  );
+}
+
+/** tag = GHASH ⊕ E(K, J0), written big-endian into `out` at `at`. */
+function writeTag(hash: Int32Array, stream: Uint8Array, out: Uint8Array, at: number): void {
+  for (let w = 0; w < 4; w++) {
+    const word = (hash[w] as number) ^ wordAt(stream, w * 4);
+    out[at + w * 4] = word >>> 24;
+    out[at + w * 4 + 1] = (word >>> 16) & 255;
+    out[at + w * 4 + 2] = (word >>> 8) & 255;
+    out[at + w * 4 + 3] = word & 255;
+  }
+}
+
+/** Whether GHASH ⊕ E(K, J0) equals the stored tag, with no exit before every word is read. */
+function tagMatches(
+  hash: Int32Array,
+  stream: Uint8Array,
+  maskAt: number,
+  sealed: Uint8Array,
+  tagAt: number,
+): boolean {
+  let diff = 0;
+  for (let w = 0; w < 4; w++) {
+    diff |= (hash[w] as number) ^ wordAt(stream, maskAt + w * 4) ^ wordAt(sealed, tagAt + w * 4);
+  }
+  return diff === 0;
+}
+
+/**
+ * Opens many short values under one key with one ECB call: `add` copies each value's counter
+ * blocks and `ciphertext ‖ tag` into the batch; `open` verifies them all and writes every
+ * verified plaintext into `plaintext` at the offset `add` returned. The caller wipes
+ * `plaintext` when done (`clear`). Not re-entrant: one batch is filled and opened at a time.
+ */
+export class GcmOpenBatch {
+  key: GcmKey | undefined;
+  #count = 0;
+  #counters: Buffer = Buffer.alloc(16 * 1024);
+  #countersUsed = 0;
+  #body: Buffer = Buffer.alloc(16 * 1024);
+  #bodyUsed = 0;
+  /** The plaintext of every verified value, at its `add` offset, until `clear`. */
+  plaintext: Buffer = Buffer.alloc(16 * 1024);
+  #plaintextUsed = 0;
+  #aads: Uint8Array[] = [];
+  /** Per value: body offset, ciphertext length, counter offset. */
+  #slots: number[] = [];
+
+  get size(): number {
+    return this.#count;
+  }
+
+  /**
+   * Adds `IV ‖ ciphertext ‖ tag` from `sealed` at `at` (ciphertext of at most
+   * SHORT_GCM_MAX_BYTES, under `key`, which must be the batch's key if it holds any value);
+   * returns the offset of its plaintext in `plaintext`, or -1 when the value is malformed.
+   */
+  add(key: GcmKey, aad: Uint8Array, sealed: Uint8Array, at: number): number {
+    const tagAt = sealed.length - GCM_TAG_LENGTH;
+    const bodyAt = at + GCM_IV_LENGTH;
+    const length = tagAt - bodyAt;
+    if (length < 0 || length > SHORT_GCM_MAX_BYTES) return -1;
+    this.key = key;
+    const blocks = (length + 15) >>> 4;
+    const counterBytes = (blocks + 1) * 16;
+    if (this.#countersUsed + counterBytes > this.#counters.length) {
+      this.#counters = grown(this.#counters, this.#countersUsed + counterBytes);
+    }
+    const bodyBytes = length + GCM_TAG_LENGTH;
+    if (this.#bodyUsed + bodyBytes > this.#body.length) {
+      this.#body = grown(this.#body, this.#bodyUsed + bodyBytes);
+    }
+    writeCounters(sealed, at, blocks, this.#counters, this.#countersUsed);
+    const body = this.#body;
+    const to = this.#bodyUsed;
+    for (let i = 0; i < bodyBytes; i++) body[to + i] = sealed[bodyAt + i] as number;
+    this.#aads.push(aad);
+    this.#slots.push(to, length, this.#countersUsed);
+    this.#countersUsed += counterBytes;
+    this.#bodyUsed += bodyBytes;
+    this.#count++;
+    return to;
+  }
+
+  /**
+   * Verifies every value added and writes the plaintext of each into `plaintext`; returns the
+   * index (in order of `add`) of the first value whose tag does not verify, or -1. Values are
+   * emptied from the batch either way; `plaintext` holds them until `clear`.
+   */
+  open(): number {
+    const key = this.key as GcmKey;
+    if (this.plaintext.length < this.#bodyUsed) {
+      wipe.call(this.plaintext, 0, 0, this.#plaintextUsed);
+      this.plaintext = Buffer.alloc(this.#body.length);
+    }
+    this.#plaintextUsed = this.#bodyUsed;
+    const stream = key.encryptBlocks(this.#counters.subarray(0, this.#countersUsed));
+    const body = this.#body;
+    const plaintext = this.plaintext;
+    const slots = this.#slots;
+    let failed = -1;
+    for (let v = 0; v < this.#count; v++) {
+      const bodyAt = slots[v * 3] as number;
+      const length = slots[v * 3 + 1] as number;
+      const streamAt = slots[v * 3 + 2] as number;
+      const blocks = (length + 15) >>> 4;
+      const hash = ghash(key, this.#aads[v] as Uint8Array, body, bodyAt, length, blocks);
+      if (!tagMatches(hash, stream, streamAt, body, bodyAt + length)) {
+        failed = v;
+        break;
+      }
+      for (let i = 0; i < length; i++) {
+        plaintext[bodyAt + i] =
+          (body[bodyAt + i] as number) ^ (stream[streamAt + 16 + i] as number);
+      }
+    }
+    wipe.call(stream, 0);
+    this.#reset();
+    return failed;
+  }
+
+  /** Wipes the plaintext written by `open` and empties the batch. */
+  clear(): void {
+    wipe.call(this.plaintext, 0, 0, this.#plaintextUsed);
+    this.#plaintextUsed = 0;
+    this.#reset();
+  }
+
+  #reset(): void {
+    this.#count = 0;
+    this.#countersUsed = 0;
+    this.#bodyUsed = 0;
+    this.#aads.length = 0;
+    this.#slots.length = 0;
+    this.key = undefined;
+  }
+}
+
+function grown(buffer: Buffer, needed: number): Buffer {
+  const next = Buffer.alloc(Math.max(needed, buffer.length * 2));
+  next.set(buffer);
+  return next;
+}
