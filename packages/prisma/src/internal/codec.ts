@@ -1268,8 +1268,8 @@ export class Codec {
   }
 
   /**
-   * Decrypts a result row (and its included relations) in place. Values whose data key is
-   * cached are decrypted synchronously; the others are queued for one `decryptMany`.
+   * Queues the encrypted values of a result row (and of its included relations) for one
+   * `decryptMany`, which `readResult` writes back in place.
    */
   collectRow(
     model: ModelDescriptor,
@@ -1307,14 +1307,11 @@ export class Codec {
         // that the binding reads as the one the value was written with.
         binding = { model: model.name, field, context: own, keyContext: ctx };
       }
-      const value = this.engine.decryptIfCached(binding, spec, stored as string | Uint8Array);
-      if (value !== undefined) {
-        row[field] = this.#returned(spec, value);
-      } else {
-        jobs.rows.push(row);
-        jobs.fields.push(field);
-        jobs.items.push({ binding, spec, stored: stored as string | Uint8Array });
-      }
+      // Every value goes to one decryptMany: it opens the values under cached keys together,
+      // one AES call per run of values under one key, and loads the other keys at once.
+      jobs.rows.push(row);
+      jobs.fields.push(field);
+      jobs.items.push({ binding, spec, stored: stored as string | Uint8Array });
     }
     // Most models relate to none: no lookup of their relations per row.
     if (model.relationNames.length > 0) {
