@@ -1,5 +1,6 @@
-import { describe, expect, test } from "vitest";
+import { describe, expect, test, vi } from "vitest";
 import { InvalidCiphertextError } from "../errors.ts";
+import { GcmKey } from "../hsm/gcm-key.ts";
 import { createKms } from "../kms.ts";
 import type { EncryptionContext } from "../types.ts";
 import type { FieldBinding } from "./binding.ts";
@@ -127,5 +128,73 @@ describe("decryptMany's batched opens", () => {
         { binding: bind("email", "a", 1), spec, stored: b },
       ]),
     ).rejects.toThrow(InvalidCiphertextError);
+  });
+
+  test("a bad value queued before an item that throws fails first, with the generic error", async () => {
+    const { engine } = await setup();
+    const { items } = await storedRows(engine, 2);
+    const victim = items.findIndex((item) => typeof item.stored === "string");
+    const bytes = fromFieldText(items[victim]?.stored as string);
+    bytes[30] = (bytes[30] as number) ^ 1;
+    const batch = [
+      { ...(items[victim] as DecryptItem), stored: toFieldText(bytes) },
+      { ...(items[victim + 1] as DecryptItem), binding: { model: "", field: "x", context: {} } },
+    ];
+    await expect(engine.decryptMany(batch)).rejects.toThrow(InvalidCiphertextError);
+  });
+
+  test("tables derived from a data key are wiped once the cache lets go of it", async () => {
+    // Calls through: it only records which keys built tables.
+    const spy = vi.spyOn(GcmKey.prototype, "table");
+    try {
+      const { engine } = await setup();
+      const { items, expected } = await storedRows(engine, 6);
+      expect(await engine.decryptMany(items)).toEqual(expected);
+      const used = new Set(spy.mock.contexts as GcmKey[]);
+      expect(used.size).toBeGreaterThan(1);
+      expect([...used].every((key) => key.tablesHeld > 0)).toBe(true);
+      engine.clearCache();
+      expect([...used].map((key) => [key.released, key.tablesHeld])).toEqual(
+        [...used].map(() => [true, 0]),
+      );
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  test("a key the cache lets go of while its values are queued is wiped after they open", async () => {
+    const spy = vi.spyOn(GcmKey.prototype, "table");
+    try {
+      const { engine } = await setup();
+      const { items, expected } = await storedRows(engine, 6);
+      await engine.decryptMany(items);
+      const last = items.length - 1;
+      const { binding } = items[last] as DecryptItem;
+      let cleared = false;
+      // Read while the items before it wait in the batch: the cache drops every key then.
+      const clearing = {
+        get model() {
+          if (!cleared) engine.clearCache();
+          cleared = true;
+          return binding.model;
+        },
+        field: binding.field,
+        context: binding.context,
+      };
+      spy.mockClear();
+      const withClear = [
+        ...items.slice(0, last),
+        { ...(items[last] as DecryptItem), binding: clearing },
+      ];
+      expect(await engine.decryptMany(withClear)).toEqual(expected);
+      const used = new Set(spy.mock.contexts as GcmKey[]);
+      expect(used.size).toBeGreaterThan(0);
+      expect([...used].filter((key) => key.released).map((key) => key.tablesHeld)).toEqual(
+        [...used].filter((key) => key.released).map(() => 0),
+      );
+      expect([...used].some((key) => key.released)).toBe(true);
+    } finally {
+      spy.mockRestore();
+    }
   });
 });

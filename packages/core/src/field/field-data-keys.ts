@@ -955,15 +955,19 @@ export class FieldDataKeys {
       retired: false,
       release() {
         if (writing.get(id) === materials) writing.delete(id);
-        key.wipe();
+        key.release();
       },
     };
     if (generation === this.#generation) {
       // Before the put: a first use that reaches a limit releases the entry inside it.
       this.#writing.set(id, materials);
+      key.hold();
       this.#cache.put(cacheKey, undefined, usage, materials);
       this.#putReadKey(id, key, context, generated.keyId, generation);
       if (scoped !== undefined) recordWrite(scoped.tx, scoped.durableKey, id);
+    } else {
+      // Nobody's: it seals the values waiting for it, wiping its tables after each.
+      key.release();
     }
     return materials;
   }
@@ -987,16 +991,18 @@ export class FieldDataKeys {
       released: false,
       release() {
         this.released = true;
-        key.wipe();
+        key.release();
       },
     };
     if (generation !== this.#generation) {
       // Not the cache's: it serves the calls that waited for it, then nothing.
       loaded.released = true;
+      key.release();
       return loaded;
     }
     // A key loaded again under an id (e.g. after its age ran out) replaces the remembered one.
     this.#lastLoaded = undefined;
+    key.hold();
     this.#cache.put(this.#readPrefix + id, undefined, NO_USE, loaded);
     return loaded;
   }

@@ -698,14 +698,21 @@ export class FieldEncryptionEngine {
     this.#idleQueue = undefined;
     queue.out = out;
     try {
-      for (let i = 0; i < items.length; i++) {
-        const { binding, spec, stored } = items[i] as DecryptItem;
-        const bound = bindingOf(binding, false);
-        const type = spec.type;
-        queue.index = i;
-        const value = this.#readCached(bound, type, stored, now, queue);
-        if (value === undefined) misses.push({ index: i, bound, type, stored });
-        else if (value !== QUEUED) out[i] = value;
+      try {
+        for (let i = 0; i < items.length; i++) {
+          const { binding, spec, stored } = items[i] as DecryptItem;
+          const bound = bindingOf(binding, false);
+          const type = spec.type;
+          queue.index = i;
+          const value = this.#readCached(bound, type, stored, now, queue);
+          if (value === undefined) misses.push({ index: i, bound, type, stored });
+          else if (value !== QUEUED) out[i] = value;
+        }
+      } catch (error) {
+        // A queued value before the one that threw fails first, as it would have unqueued (the
+        // items after a bad queued value have been read, their getters run, all the same).
+        if (queue.batch.size > 0) openQueued(queue);
+        throw error;
       }
       if (queue.batch.size > 0) openQueued(queue);
     } finally {

@@ -377,12 +377,6 @@ function tagged(tag: number, text: string): Uint8Array {
 }
 
 /**
- * Parses `tag || payload` back to its JS value. The bytes were authenticated, so a mismatch
- * means a value written under another declared type (a schema change): still an error, and a
- * generic one.
- * @throws InvalidCiphertextException when the tag is unknown or differs from the declared type.
- */
-/**
  * `decodeFieldValue` of the plaintext held in `buffer` from `start` to `end` (a batch's shared
  * plaintext): a string is decoded from the range itself, without a view.
  */
@@ -401,6 +395,12 @@ export function decodeFieldValueIn(
   );
 }
 
+/**
+ * Parses `tag || payload` back to its JS value. The bytes were authenticated, so a mismatch
+ * means a value written under another declared type (a schema change): still an error, and a
+ * generic one.
+ * @throws InvalidCiphertextException when the tag is unknown or differs from the declared type.
+ */
 export function decodeFieldValue(type: FieldValueType, plaintext: Uint8Array): FieldValue {
   const actual = TYPES_BY_TAG[plaintext[0] ?? 0];
   if (actual !== type) throw new InvalidCiphertextError("field value is not valid ciphertext");

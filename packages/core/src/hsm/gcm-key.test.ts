@@ -114,19 +114,42 @@ describe("GcmKey", () => {
     expect(key.openFrom(aad, new Uint8Array(3 + 12 + 15), 3)).toBeUndefined();
   });
 
-  it("gives fresh IVs and keeps working after wipe()", () => {
-    const raw = randomBytes(32);
-    const key = keyOf(raw);
+  it("gives fresh IVs", () => {
+    const key = keyOf(randomBytes(32));
     const aad = randomBytes(20);
     const a = Buffer.alloc(12 + 5 + 16);
     const b = Buffer.alloc(12 + 5 + 16);
     key.sealWithFreshIv(aad, Buffer.from("hello"), a, 0);
-    key.wipe();
     key.sealWithFreshIv(aad, Buffer.from("hello"), b, 0);
     expect(a.subarray(0, 12).equals(b.subarray(0, 12))).toBe(false);
-    expect(key.openFrom(aad, a, 0)?.toString()).toBe("hello");
-    key.wipe();
-    expect(key.openFrom(aad, b, 0)?.toString()).toBe("hello");
+  });
+
+  it("wipes its tables when the last holder lets go, and again after each later use", () => {
+    const key = keyOf(randomBytes(32));
+    const aad = randomBytes(20);
+    const sealed = Buffer.alloc(12 + 5 + 16);
+    key.hold();
+    key.hold();
+    key.sealWithFreshIv(aad, Buffer.from("hello"), sealed, 0);
+    expect(key.tablesHeld).toBeGreaterThan(0);
+    key.release();
+    expect(key.released).toBe(false);
+    expect(key.tablesHeld).toBeGreaterThan(0);
+    key.release();
+    expect(key.released).toBe(true);
+    expect(key.tablesHeld).toBe(0);
+    // Still correct when used after that (a call already under way), and wiped again.
+    expect(key.openFrom(aad, sealed, 0)?.toString()).toBe("hello");
+    expect(key.tablesHeld).toBe(0);
+    const batch = new GcmOpenBatch();
+    batch.add(key, aad, sealed, 0);
+    expect(batch.open()).toBe(-1);
+    batch.clear();
+    expect(key.tablesHeld).toBe(0);
+    // Held again (a cache entry took it): the tables stay.
+    key.hold();
+    expect(key.openFrom(aad, sealed, 0)?.toString()).toBe("hello");
+    expect(key.tablesHeld).toBeGreaterThan(0);
   });
 });
 
@@ -173,5 +196,14 @@ describe("GcmOpenBatch", () => {
       batch.add(key, new Uint8Array(0), new Uint8Array(12 + SHORT_GCM_MAX_BYTES + 17), 0),
     ).toBe(-1);
     expect(batch.size).toBe(0);
+  });
+
+  it("refuses a value under another key while it holds values", () => {
+    const batch = new GcmOpenBatch();
+    const sealed = new Uint8Array(12 + 16 + 16);
+    batch.add(keyOf(randomBytes(32)), new Uint8Array(0), sealed, 0);
+    expect(() => batch.add(keyOf(randomBytes(32)), new Uint8Array(0), sealed, 0)).toThrow(
+      /one key/,
+    );
   });
 });

@@ -142,7 +142,16 @@ function writeCounters(iv: Uint8Array, ivAt: number, blocks: number, out: Uint8A
   }
 }
 
-/** An AES-256-GCM key; seals and opens values of any length (short ones as described above). */
+/**
+ * An AES-256-GCM key; seals and opens values of any length (short ones as described above).
+ * An AAD is recognised by identity: its GHASH is cached per array, so an AAD array must not
+ * change once used (the field engine builds each one once, per data key and binding).
+ *
+ * The tables, powers of H and per-AAD constants are derived from the key: they are wiped when
+ * the last holder lets go (`hold`/`release`, one per cache entry using the key). A call that
+ * still uses the key after that (a batch or a load already under way) works, and wipes what it
+ * rebuilt before it returns.
+ */
 export class GcmKey {
   readonly key: AesKey;
   #ecb: Cipheriv | undefined;
@@ -151,23 +160,55 @@ export class GcmKey {
   /** The 4-bit table of Hᵏ at index k, built on first use. */
   #tables: (Int32Array | undefined)[] = [];
   #aads = new WeakMap<Uint8Array, AadHash>();
+  /** Every array derived from H that the WeakMap holds (X_A, the constants): to wipe them. */
+  #derived: Int32Array[] = [];
+  #holders = 0;
+  #released = false;
 
   constructor(key: AesKey) {
     this.key = key;
   }
 
+  /** One more cache entry uses the key. */
+  hold(): void {
+    this.#holders++;
+    this.#released = false;
+  }
+
   /**
-   * Drops the tables and the ECB context (wiping the tables): called when the key leaves the
-   * cache. A later use builds them again from the KeyObject, so a key shared by a read and a
-   * write entry stays correct when only one of them lets go.
+   * A holder lets go; with the last one, every array derived from H is wiped and the ECB
+   * context dropped. Also for a key nobody held (it served the calls waiting for it).
    */
-  wipe(): void {
+  release(): void {
+    if (this.#holders > 0) this.#holders--;
+    if (this.#holders > 0) return;
+    this.#released = true;
+    this.#wipe();
+  }
+
+  get released(): boolean {
+    return this.#released;
+  }
+
+  /** Tables built and not wiped: for tests of the wipe. */
+  get tablesHeld(): number {
+    return this.#tables.filter((table) => table !== undefined).length;
+  }
+
+  #wipe(): void {
     for (const table of this.#tables) if (table !== undefined) table.fill(0);
     for (const power of this.#powers) if (power !== undefined) power.fill(0);
+    for (const derived of this.#derived) derived.fill(0);
     this.#tables = [];
     this.#powers = [];
+    this.#derived = [];
     this.#aads = new WeakMap();
     this.#ecb = undefined;
+  }
+
+  /** After a use: a released key wipes what the use rebuilt. */
+  afterUse(): void {
+    if (this.#released) this.#wipe();
   }
 
   /** AES-256 of `blocks` (a multiple of 16 bytes) under the key: a fresh Buffer. */
@@ -220,6 +261,8 @@ export class GcmKey {
         for (let w = 0; w < 4; w++) block[w] = (block[w] as number) ^ (alone[w] as number);
         multiply(block, h, alone);
       }
+      block.fill(0);
+      this.#derived.push(alone);
       hash = { alone, byLength: [] };
       this.#aads.set(aad, hash);
     }
@@ -233,6 +276,8 @@ export class GcmKey {
       const lh = new Int32Array(4);
       multiply(lengths, this.#power(1), lh);
       for (let w = 0; w < 4; w++) constant[w] = (constant[w] as number) ^ (lh[w] as number);
+      lh.fill(0);
+      this.#derived.push(constant);
       hash.byLength[length] = constant;
     }
     return constant;
@@ -259,7 +304,9 @@ export class GcmKey {
     }
     const tag = ghash(this, aad, out, bodyAt, length, blocks);
     writeTag(tag, stream, out, bodyAt + length);
+    tag.fill(0);
     wipe.call(stream, 0);
+    this.afterUse();
   }
 
   /**
@@ -277,7 +324,10 @@ export class GcmKey {
     writeCounters(sealed, at, blocks, counters, 0);
     const stream = this.encryptBlocks(counters);
     const tag = ghash(this, aad, sealed, bodyAt, length, blocks);
-    if (!tagMatches(tag, stream, 0, sealed, tagAt)) {
+    const verified = tagMatches(tag, stream, 0, sealed, tagAt);
+    tag.fill(0);
+    this.afterUse();
+    if (!verified) {
       wipe.call(stream, 0);
       return undefined;
     }
@@ -397,6 +447,9 @@ export class GcmOpenBatch {
    * returns the offset of its plaintext in `plaintext`, or -1 when the value is malformed.
    */
   add(key: GcmKey, aad: Uint8Array, sealed: Uint8Array, at: number): number {
+    if (this.#count > 0 && key !== this.key) {
+      throw new Error("GcmOpenBatch: open the values under one key before adding another's");
+    }
     const tagAt = sealed.length - GCM_TAG_LENGTH;
     const bodyAt = at + GCM_IV_LENGTH;
     const length = tagAt - bodyAt;
@@ -446,7 +499,9 @@ export class GcmOpenBatch {
       const streamAt = slots[v * 3 + 2] as number;
       const blocks = (length + 15) >>> 4;
       const hash = ghash(key, this.#aads[v] as Uint8Array, body, bodyAt, length, blocks);
-      if (!tagMatches(hash, stream, streamAt, body, bodyAt + length)) {
+      const verified = tagMatches(hash, stream, streamAt, body, bodyAt + length);
+      hash.fill(0);
+      if (!verified) {
         failed = v;
         break;
       }
@@ -456,6 +511,7 @@ export class GcmOpenBatch {
       }
     }
     wipe.call(stream, 0);
+    key.afterUse();
     this.#reset();
     return failed;
   }
