@@ -221,7 +221,8 @@ export class Kms {
       };
     }
     // Fail-closed: a call whose audit event was not written is not acknowledged.
-    await this.#guard.record(call, outcome);
+    const recording = this.#guard.record(call, outcome);
+    if (recording !== undefined) await recording;
     if ("error" in outcome) throw outcome.error;
     return outcome.response;
   }

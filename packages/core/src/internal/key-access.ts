@@ -99,9 +99,16 @@ export async function resolveKeyId(
  * path's case), as a promise for an alias.
  */
 function keyIdOf(ctx: KmsContext, input: unknown, argument: string): string | Promise<string> {
+  if (lastBareKeyId !== undefined && input === lastBareKeyId) return lastBareKeyId;
   const ref = parseKeyReference(ctx.identity, input, argument);
-  return ref.kind === "key" ? ref.keyId : aliasTarget(ctx, ref.aliasName);
+  if (ref.kind === "alias") return aliasTarget(ctx, ref.aliasName);
+  // A bare key id is one whatever the identity: the next call naming the same key skips the parse.
+  if (ref.keyId === input) lastBareKeyId = ref.keyId;
+  return ref.keyId;
 }
+
+/** The last bare key id keyIdOf parsed (not secret): nearly every call names the key before's. */
+let lastBareKeyId: string | undefined;
 
 /** The key id alias `aliasName` points to. @throws NotFoundError when there is no such alias. */
 async function aliasTarget(ctx: KmsContext, aliasName: string): Promise<string> {
@@ -144,28 +151,52 @@ export function checkKeyState(ctx: KmsContext, key: StoredKey, operation: KeySta
  */
 export async function getKey(ctx: KmsContext, keyId: string): Promise<StoredKey> {
   const key = await ctx.store.getKey(keyId);
-  if (key === undefined)
-    throw new NotFoundError(`key ${keyArn(ctx.identity, keyId)} does not exist`);
-  if (isDeletionDue(ctx, key)) {
-    if (!isDryRun(ctx)) await destroyKey(ctx, key);
-    throw new NotFoundError(`key ${keyArn(ctx.identity, keyId)} does not exist`);
-  }
-  const deciding = ctx.authorize?.(key);
-  if (deciding !== undefined) await deciding;
-  return key;
+  const admitting = admitKey(ctx, keyId, key);
+  if (admitting !== undefined) await admitting;
+  return key as StoredKey;
 }
 
-/** Resolves, reads and checks the state for `operation`. */
+/**
+ * What getKey does with the record the store answered: NotFoundError for no record, the
+ * destruction of a key whose deletion window has passed (then NotFoundError), the call's
+ * authorization. Undefined when all of it was decided at once (the hot path: nothing to await);
+ * else the promise of the rest, rejecting as getKey would throw.
+ */
+export function admitKey(
+  ctx: KmsContext,
+  keyId: string,
+  key: StoredKey | undefined,
+): Promise<void> | undefined {
+  if (key === undefined) {
+    throw new NotFoundError(`key ${keyArn(ctx.identity, keyId)} does not exist`);
+  }
+  if (isDeletionDue(ctx, key)) return destroyDue(ctx, keyId, key);
+  return ctx.authorize?.(key);
+}
+
+/** getKey on a key whose deletion is due: destroyed (unless a dry run), then NotFoundError. */
+async function destroyDue(ctx: KmsContext, keyId: string, key: StoredKey): Promise<never> {
+  if (!isDryRun(ctx)) await destroyKey(ctx, key);
+  throw new NotFoundError(`key ${keyArn(ctx.identity, keyId)} does not exist`);
+}
+
+/**
+ * Resolves, reads and checks the state for `operation`. One await for a key id or key ARN (the
+ * store read) rather than one per layer: this runs on every cryptographic call.
+ */
 export async function loadKey(
   ctx: KmsContext,
   input: unknown,
   operation: KeyStateOperation,
   argument = "keyId",
 ): Promise<StoredKey> {
-  const keyId = keyIdOf(ctx, input, argument);
-  const key = await getKey(ctx, typeof keyId === "string" ? keyId : await keyId);
-  checkKeyState(ctx, key, operation);
-  return key;
+  const reference = keyIdOf(ctx, input, argument);
+  const keyId = typeof reference === "string" ? reference : await reference;
+  const key = await ctx.store.getKey(keyId);
+  const admitting = admitKey(ctx, keyId, key);
+  if (admitting !== undefined) await admitting;
+  checkKeyState(ctx, key as StoredKey, operation);
+  return key as StoredKey;
 }
 
 export function isDeletionDue(ctx: KmsContext, key: StoredKey): boolean {

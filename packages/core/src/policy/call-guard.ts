@@ -500,9 +500,15 @@ export class CallGuard {
     });
   }
 
-  /** Records the call; rejects (fail-closed) when the event could not be written. */
-  record(call: CallState, outcome: { response?: unknown; error?: unknown }): Promise<void> {
-    if (!this.auditing) return RECORDED;
+  /**
+   * Records the call; rejects (fail-closed) when the event could not be written. Undefined when
+   * the trail is off (`audit: false`): nothing to wait for, so the caller spares an await.
+   */
+  record(
+    call: CallState,
+    outcome: { response?: unknown; error?: unknown },
+  ): Promise<void> | undefined {
+    if (!this.auditing) return undefined;
     return this.auditor.record(buildAuditEvent(call, outcome));
   }
 }
