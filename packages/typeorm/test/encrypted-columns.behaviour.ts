@@ -322,6 +322,102 @@ export function describeEncryptedColumns(
       expect(alone.status === "fulfilled" && alone.value.map((p) => p.body)).toEqual(["t1 second"]);
     });
 
+    test("a warm find opens all its values in one decryptMany, and its entities share one promise", async () => {
+      const own = await connect();
+      const repo = own.ds.getRepository(User);
+      await repo.save(
+        Array.from({ length: 20 }, (_, i) =>
+          Object.assign(alice(), { tenantId: `w${i % 2}`, email: `w${i}@example.com` }),
+        ),
+      );
+      await repo.find();
+      const engine = own.encryption.engine;
+      const batches: number[] = [];
+      let oneByOne = 0;
+      const decryptMany = engine.decryptMany.bind(engine);
+      const decryptIfCached = engine.decryptIfCached.bind(engine);
+      engine.decryptMany = (items) => {
+        batches.push(items.length);
+        return decryptMany(items);
+      };
+      engine.decryptIfCached = (...args) => {
+        oneByOne += 1;
+        return decryptIfCached(...args);
+      };
+      const subscriber = own.ds.subscribers.find(
+        (s) => (s as { owner?: unknown }).owner === own.encryption,
+      ) as EntitySubscriberInterface;
+      const afterLoad = subscriber.afterLoad?.bind(subscriber);
+      const returned: unknown[] = [];
+      subscriber.afterLoad = (entity, event) => {
+        const promise = afterLoad?.(entity, event);
+        returned.push(promise);
+        return promise;
+      };
+
+      const found = await repo.find({ order: { id: "ASC" } });
+      expect(found.map((u) => [u.email, u.phone, u.profile?.likes[0], u.avatar?.length])).toEqual(
+        Array.from({ length: 20 }, (_, i) => [`w${i}@example.com`, "+1 555 0100", "tea", 12]),
+      );
+      // 20 users × 4 encrypted values, none opened one by one.
+      expect({ batches, oneByOne }).toEqual({ batches: [80], oneByOne: 0 });
+      expect(returned).toHaveLength(20);
+      expect(returned[0]).toBeInstanceOf(Promise);
+      expect(new Set(returned).size).toBe(1);
+
+      // Another find is another broadcast: another promise, though the value's key is cached.
+      const again = await repo.findOneByOrFail({ id: found[0]?.id as number });
+      expect(again.email).toBe("w0@example.com");
+      expect(new Set(returned).size).toBe(2);
+    });
+
+    test("concurrent warm loads settle on their own values: a find failing on another tenant's row fails no other find", async () => {
+      const own = await connect();
+      const posts = own.ds.getRepository(Post);
+      const post = (body: string) => Object.assign(new Post(), { body });
+      const saved = await runWithEncryptionContext({ tenant: "t1" }, () =>
+        posts.save([post("t1 first"), post("t1 second")]),
+      );
+      await runWithEncryptionContext({ tenant: "t2" }, () => posts.save(post("t2 first")));
+      const ids = saved.map((p) => p.id) as [number, number];
+      const read = (tenant: string, where: FindOptionsWhere<Post>) =>
+        runWithEncryptionContext({ tenant }, () => posts.find({ where, order: { id: "ASC" } }));
+      // Every data key is cached by the saves.
+      const engine = own.encryption.engine;
+      const batches: number[] = [];
+      const decryptMany = engine.decryptMany.bind(engine);
+      let kmsDecrypts = 0;
+      engine.decryptMany = (items) => {
+        batches.push(items.length);
+        return decryptMany(items);
+      };
+      const unwrap = kms.decrypt.bind(kms);
+      kms.decrypt = (...args) => {
+        kmsDecrypts += 1;
+        return unwrap(...args);
+      };
+
+      const [mine, foreign] = await Promise.allSettled([
+        read("t1", { id: In(ids) }),
+        read("t2", { id: ids[0] }),
+      ]);
+      expect(foreign.status === "rejected" && foreign.reason).toBeInstanceOf(
+        InvalidCiphertextError,
+      );
+      expect(mine.status === "fulfilled" && mine.value.map((p) => p.body)).toEqual([
+        "t1 first",
+        "t1 second",
+      ]);
+      // SQLite's one query runner loads both finds in one tick: one batch of 3, which fails, then
+      // each find's values again on their own.
+      if (db.kind === "sqlite") expect(batches).toEqual([3, 2, 1]);
+      expect(kmsDecrypts).toBe(0);
+
+      const [all, alone] = await Promise.allSettled([read("t2", {}), read("t1", { id: ids[1] })]);
+      expect(all.status === "rejected" && all.reason).toBeInstanceOf(InvalidCiphertextError);
+      expect(alone.status === "fulfilled" && alone.value.map((p) => p.body)).toEqual(["t1 second"]);
+    });
+
     test("strict mode: plaintext in an encrypted column does not load", async () => {
       const a = await users.save(alice());
       await db.raw(`UPDATE ${db.q("kms_users")} SET ${db.q("phone")} = ? WHERE ${db.q("id")} = ?`, [
