@@ -1,5 +1,5 @@
 import { createCipheriv, createSecretKey, randomBytes } from "node:crypto";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { GcmKey, GcmOpenBatch, SHORT_GCM_MAX_BYTES } from "./gcm-key.ts";
 
 const hex = (text: string) => Buffer.from(text.replace(/\s/g, ""), "hex");
@@ -205,5 +205,57 @@ describe("GcmOpenBatch", () => {
     expect(() => batch.add(keyOf(randomBytes(32)), new Uint8Array(0), sealed, 0)).toThrow(
       /one key/,
     );
+  });
+});
+
+describe("GHASH table accesses", () => {
+  /**
+   * The entries of the H tables a call reads, in order: they must follow from public data
+   * (ciphertext, lengths) alone, so two keys opening the same bytes read the same entries. A
+   * textbook table GHASH (Horner's rule, X ← (X ⊕ C)·H) indexes by X, which depends on H: its
+   * trace would differ between keys.
+   */
+  function traceOf(raw: Uint8Array, aad: Uint8Array, sealed: Uint8Array): string[] {
+    const trace: string[] = [];
+    const real = GcmKey.prototype.table;
+    const spy = vi.spyOn(GcmKey.prototype, "table").mockImplementation(function (
+      this: GcmKey,
+      power: number,
+    ) {
+      const table = real.call(this, power);
+      return new Proxy(table, {
+        get(target, property) {
+          if (typeof property === "string" && /^\d+$/.test(property)) {
+            trace.push(`${power}:${property}`);
+          }
+          const value = Reflect.get(target, property, target);
+          return typeof value === "function" ? value.bind(target) : value;
+        },
+      });
+    });
+    try {
+      keyOf(raw).openFrom(aad, sealed, 3);
+      const batch = new GcmOpenBatch();
+      batch.add(keyOf(raw), aad, sealed, 3);
+      batch.open();
+      batch.clear();
+    } finally {
+      spy.mockRestore();
+    }
+    return trace;
+  }
+
+  it("reads the same entries under any key, and other entries for other ciphertext", () => {
+    const aad = randomBytes(45);
+    for (const length of [1, 16, 33, 100]) {
+      const mine = randomBytes(32);
+      const sealed = nodeSeal(mine, randomBytes(12), aad, randomBytes(length));
+      const trace = traceOf(mine, aad, sealed);
+      expect(trace.length).toBeGreaterThan(0);
+      expect(traceOf(randomBytes(32), aad, sealed)).toEqual(trace);
+      const other = Buffer.from(sealed);
+      other[15] = (other[15] as number) ^ 0xff;
+      expect(traceOf(mine, aad, other)).not.toEqual(trace);
+    }
   });
 });
