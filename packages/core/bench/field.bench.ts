@@ -1,7 +1,8 @@
 /**
  * The field encryption engine under a cached data key, beside raw node:crypto AES-256-GCM in the
  * same process (key imported once, IVs sliced from a pooled randomFillSync buffer, as the engine
- * does).
+ * does; one cipher object per value, which the engine's GCM for short values spares: see
+ * src/hsm/gcm-key.ts).
  *
  * The shape is an ORM row's: each engine operation encrypts or decrypts a row of three 32-byte
  * string columns (email, ssn, note) with a context object built for that row and a binding
