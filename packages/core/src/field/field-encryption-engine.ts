@@ -350,20 +350,7 @@ export class FieldEncryptionEngine {
   }
 
   #sealRandomized(materials: Materials, binding: Uint8Array, plaintext: Uint8Array): Uint8Array {
-    // header || binding as one AAD buffer, cached per (data key, binding): one setAAD per value.
-    // The binding of the last value is checked first: a column's values come in runs.
-    let aad = materials.lastAad as Uint8Array;
-    if (materials.lastBinding !== binding) {
-      let found = materials.aads.get(binding);
-      if (found === undefined) {
-        found = new Uint8Array(HEADER_LENGTH + binding.length);
-        found.set(materials.header, 0);
-        found.set(binding, HEADER_LENGTH);
-        materials.aads.set(binding, found);
-      }
-      materials.lastBinding = binding;
-      materials.lastAad = aad = found;
-    }
+    const aad = cachedAad(materials, binding, materials.header);
     // Ciphertext is public, so it may share a slab with other ciphertext: an ArrayBuffer of its
     // own per value cost more than the cipher on small values.
     const out = ciphertextBytes(plaintext.length + RANDOMIZED_OVERHEAD - 1);
@@ -563,7 +550,7 @@ export class FieldEncryptionEngine {
       // scratch: read again.
       if (!isCurrentRead(bytes, stored as string)) bytes = fromFieldText(stored as string);
       if (queue !== undefined && bytes.length - RANDOMIZED_OVERHEAD + 1 <= SHORT_GCM_MAX_BYTES) {
-        const aad = aadOf(loaded, encoded, bound.context, bytes);
+        const aad = cachedAad(loaded, encoded, bytes, bound.context, loaded.context);
         const batch = queue.batch;
         // A run under another key, or a full batch, is opened first: a batch of a few hundred
         // values keeps its buffers in the CPU's caches.
@@ -609,7 +596,7 @@ export class FieldEncryptionEngine {
     type: FieldValueType,
     stored: Uint8Array,
   ): FieldValue {
-    const aad = aadOf(loaded, binding, context, stored);
+    const aad = cachedAad(loaded, binding, stored, context, loaded.context);
     const plaintext = loaded.key.openFrom(aad, stored, HEADER_LENGTH);
     if (plaintext === undefined) throw generic();
     // A value of another type fails decoding: wiped all the same.
@@ -694,31 +681,27 @@ export class FieldEncryptionEngine {
     // Short randomized values under cached keys are opened together, one AES call per run of
     // values under one key (GcmOpenBatch). A clock or getter that re-enters the engine while
     // the batch fills gets a batch of its own.
-    const queue = this.#idleQueue ?? newOpenQueue(out);
+    const queue = this.#idleQueue ?? newOpenQueue();
     this.#idleQueue = undefined;
     queue.out = out;
     try {
-      try {
-        for (let i = 0; i < items.length; i++) {
-          const { binding, spec, stored } = items[i] as DecryptItem;
-          const bound = bindingOf(binding, false);
-          const type = spec.type;
-          queue.index = i;
-          const value = this.#readCached(bound, type, stored, now, queue);
-          if (value === undefined) misses.push({ index: i, bound, type, stored });
-          else if (value !== QUEUED) out[i] = value;
-        }
-      } catch (error) {
-        // A queued value before the one that threw fails first, as it would have unqueued (the
-        // items after a bad queued value have been read, their getters run, all the same).
-        if (queue.batch.size > 0) openQueued(queue);
-        throw error;
+      for (let i = 0; i < items.length; i++) {
+        const { binding, spec, stored } = items[i] as DecryptItem;
+        const bound = bindingOf(binding, false);
+        const type = spec.type;
+        queue.index = i;
+        const value = this.#readCached(bound, type, stored, now, queue);
+        if (value === undefined) misses.push({ index: i, bound, type, stored });
+        else if (value !== QUEUED) out[i] = value;
       }
       if (queue.batch.size > 0) openQueued(queue);
+    } catch (error) {
+      // A queued value before the one that threw fails first, as it would have unqueued (the
+      // items after a bad queued value have been read, their getters run, all the same).
+      // openQueued empties the queue whatever happens.
+      if (queue.batch.size > 0) openQueued(queue);
+      throw error;
     } finally {
-      queue.batch.clear();
-      queue.types.length = 0;
-      queue.slots.length = 0;
       queue.out = [];
       this.#idleQueue = queue;
     }
@@ -1262,8 +1245,8 @@ const QUEUED: unique symbol = Symbol("queued");
 /** Values opened together by decryptMany, at most. */
 const OPEN_BATCH_SIZE = 256;
 
-function newOpenQueue(out: FieldValue[]): OpenQueue {
-  return { batch: new GcmOpenBatch(), out, index: 0, types: [], slots: [] };
+function newOpenQueue(): OpenQueue {
+  return { batch: new GcmOpenBatch(), out: [], index: 0, types: [], slots: [] };
 }
 
 /**
@@ -1291,26 +1274,38 @@ function openQueued(queue: OpenQueue): void {
   }
 }
 
+/** A data key's AAD per binding encoding (Materials and LoadedKey both keep one). */
+interface AadCache {
+  readonly aads: WeakMap<Uint8Array, Uint8Array>;
+  lastBinding: Uint8Array | undefined;
+  lastAad: Uint8Array | undefined;
+}
+
 /**
- * header || binding, the AAD of a value of `binding` under `loaded`, built once per (data key,
- * binding) and checked then: a cached AAD means the binding's context holds the key's.
+ * header || binding, the AAD of a value of `binding` under a data key, built once per (data key,
+ * binding) from the first HEADER_LENGTH bytes of `header`; the last binding is checked first (a
+ * column's values come in runs). With `keyContext` (reading), the binding's `context` must hold
+ * it, checked when the AAD is built: a cached AAD means the binding passed.
  */
-function aadOf(
-  loaded: LoadedKey,
+function cachedAad(
+  key: AadCache,
   binding: Uint8Array,
-  context: EncryptionContext,
-  stored: Uint8Array,
+  header: Uint8Array,
+  context?: EncryptionContext,
+  keyContext?: Readonly<EncryptionContext>,
 ): Uint8Array {
-  if (loaded.lastBinding === binding) return loaded.lastAad as Uint8Array;
-  let found = loaded.aads.get(binding);
+  if (key.lastBinding === binding) return key.lastAad as Uint8Array;
+  let found = key.aads.get(binding);
   if (found === undefined) {
-    if (!holdsKeyContext(context, loaded.context)) throw generic();
+    if (keyContext !== undefined && !holdsKeyContext(context as EncryptionContext, keyContext)) {
+      throw generic();
+    }
     found = new Uint8Array(HEADER_LENGTH + binding.length);
-    found.set(stored.subarray(0, HEADER_LENGTH), 0);
+    for (let i = 0; i < HEADER_LENGTH; i++) found[i] = header[i] as number;
     found.set(binding, HEADER_LENGTH);
-    loaded.aads.set(binding, found);
+    key.aads.set(binding, found);
   }
-  loaded.lastBinding = binding;
-  loaded.lastAad = found;
+  key.lastBinding = binding;
+  key.lastAad = found;
   return found;
 }
