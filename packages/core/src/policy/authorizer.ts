@@ -17,6 +17,7 @@ import {
   roleArnOf,
 } from "./evaluate.ts";
 import { defaultKeyPolicy, type PolicyDocument, parsePolicyCached } from "./policy-document.ts";
+import { type PrincipalTags, principalTag } from "./principal-tags.ts";
 import {
   DEFAULT_PENDING_WINDOW_IN_DAYS,
   DEFAULT_ROTATION_PERIOD_IN_DAYS,
@@ -29,7 +30,8 @@ export interface PolicySettings {
   readonly enabled: boolean;
   /** Policy for calls without a key (createKey, listKeys, generateRandom…); resource `*`. */
   readonly accountPolicy: PolicyDocument;
-  readonly principalTags: Readonly<Record<string, Readonly<Record<string, string>>>>;
+  /** A role session also has its role's tags: see principalTag. */
+  readonly principalTags: PrincipalTags;
 }
 
 export interface AuthorizationRecord {
@@ -225,21 +227,13 @@ function storedTagsHaveCaseVariants(key: StoredKey): boolean {
 }
 
 function lookupTag(
-  tags: Readonly<Record<string, string>> | readonly { tagKey: string; tagValue: string }[],
+  tags: readonly { tagKey: string; tagValue: string }[],
   name: string,
 ): string | undefined {
   const lower = name.toLowerCase();
-  if (Array.isArray(tags)) {
-    // The last: a request repeating a tag key stores its last value (validateTags), so that is
-    // the one a condition must judge, not an earlier decoy.
-    return (tags as readonly { tagKey: string; tagValue: string }[]).findLast(
-      (t) => t.tagKey.toLowerCase() === lower,
-    )?.tagValue;
-  }
-  for (const [k, v] of Object.entries(tags as Record<string, string>)) {
-    if (k.toLowerCase() === lower) return v;
-  }
-  return undefined;
+  // The last: a request repeating a tag key stores its last value (validateTags), so that is
+  // the one a condition must judge, not an earlier decoy.
+  return tags.findLast((t) => t.tagKey.toLowerCase() === lower)?.tagValue;
 }
 
 /**
@@ -370,10 +364,7 @@ export function authorizationRequest(
       return undefined;
     }
     if (lower.startsWith("aws:principaltag/")) {
-      const tags = Object.hasOwn(settings.principalTags, call.principal)
-        ? settings.principalTags[call.principal]
-        : undefined;
-      return tags === undefined ? undefined : one(lookupTag(tags, original.slice(17)));
+      return one(principalTag(settings.principalTags, call.principal, original.slice(17)));
     }
     if (lower.startsWith("aws:resourcetag/")) {
       return key === undefined ? undefined : one(lookupTag(key.tags, original.slice(16)));

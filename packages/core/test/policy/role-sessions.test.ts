@@ -1,7 +1,9 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: IAM policy variables are written `${…}` inside plain strings.
 /**
  * Role sessions: AWS applies a role named in a key policy's Principal, in a grant's grantee or
- * retiring principal, and in aws:PrincipalArn to every assumed-role session of that role
- * (docs/POLICY.md, "Roles and their sessions"). A Deny naming the role must hold for its sessions.
+ * retiring principal, and in aws:PrincipalArn to every assumed-role session of that role, and
+ * gives a session its role's tags as aws:PrincipalTag (docs/POLICY.md, "Roles and their
+ * sessions"). A Deny naming the role, or reading its tags, must hold for its sessions.
  */
 import { AccessDeniedError, createKms, type Kms } from "@kms/core";
 import { ManualClock } from "@kms/core/testing";
@@ -384,5 +386,216 @@ describe("retiring a grant from a session", () => {
     await expect(kms.retireGrant({ grantToken }, as(SESSION))).rejects.toBeInstanceOf(
       AccessDeniedError,
     );
+  });
+});
+
+describe("aws:PrincipalTag for a session", () => {
+  const LOOKALIKE = `arn:aws:sts::${ACCOUNT}:assumed-role/Admin`;
+  const PATH_ROLE = `arn:aws:iam::${ACCOUNT}:role/team/Admin`;
+
+  async function withTags(principalTags: Record<string, Record<string, string>>): Promise<void> {
+    kms = await createKms({ clock: new ManualClock(), principalTags });
+    keyId = (await kms.createKey()).keyMetadata.keyId;
+  }
+
+  /** Allows kms:Encrypt to anyone whose tag `key` is `value`: the condition alone decides. */
+  const allowWhenTag = (key: string, value: string): Statement => ({
+    Sid: "AllowByTag",
+    Effect: "Allow",
+    Principal: "*",
+    Action: "kms:Encrypt",
+    Resource: "*",
+    Condition: { StringEquals: { [`aws:PrincipalTag/${key}`]: value } },
+  });
+  const EVERYONE: Statement = {
+    Sid: "Everyone",
+    Effect: "Allow",
+    Principal: "*",
+    Action: "kms:Encrypt",
+    Resource: "*",
+  };
+  const denyContractors = (key = "team"): Statement => ({
+    Sid: "DenyContractors",
+    Effect: "Deny",
+    Principal: "*",
+    Action: "kms:Encrypt",
+    Resource: "*",
+    Condition: { StringEquals: { [`aws:PrincipalTag/${key}`]: "contractors" } },
+  });
+
+  test("an Allow on the role's tag serves its sessions, not another role's", async () => {
+    await withTags({ [ROLE]: { team: "blue" } });
+    await setPolicy(allowWhenTag("team", "blue"));
+    expect(await encryptAs(ROLE)).toBe("allowed");
+    expect(await encryptAs(SESSION)).toBe("allowed");
+    expect(await encryptAs(SESSION_2)).toBe("allowed");
+    expect(await explainEncrypt(SESSION)).toMatchObject({
+      allowed: true,
+      reason: "policy-allow",
+      sid: "AllowByTag",
+    });
+    expect(await encryptAs(OTHER_SESSION)).toBe("denied");
+    // Another account's role of the same name is another role, with tags of its own.
+    expect(await encryptAs(OTHER_ACCOUNT_SESSION)).toBe("denied");
+  });
+
+  test("a Deny on the role's tag holds for its sessions over any Allow", async () => {
+    await withTags({ [ROLE]: { team: "contractors" } });
+    await setPolicy(EVERYONE, denyContractors());
+    expect(await encryptAs(SESSION)).toBe("denied");
+    expect(await explainEncrypt(SESSION)).toMatchObject({
+      allowed: false,
+      reason: "explicit-deny",
+      sid: "DenyContractors",
+    });
+    const denied = (await kms.audit.events()).filter(
+      (e) => e.eventName === "Encrypt" && e.userIdentity.arn === SESSION,
+    );
+    expect(denied.at(-1)?.additionalEventData?.authorization).toEqual([
+      { action: "kms:Encrypt", decision: "explicit-deny", statement: 2, sid: "DenyContractors" },
+    ]);
+    expect(await encryptAs(OTHER_SESSION)).toBe("allowed");
+  });
+
+  test("a Deny unless the role's tag holds lets its sessions through, and no one else", async () => {
+    await withTags({ [ROLE]: { clearance: "high" } });
+    await setPolicy(EVERYONE, {
+      Sid: "DenyUnlessCleared",
+      Effect: "Deny",
+      Principal: "*",
+      Action: "kms:Encrypt",
+      Resource: "*",
+      Condition: { StringNotEquals: { "aws:PrincipalTag/clearance": "high" } },
+    });
+    expect(await encryptAs(SESSION)).toBe("allowed");
+    expect(await encryptAs(OTHER_SESSION)).toBe("denied");
+    expect(await encryptAs(LOOKALIKE)).toBe("denied");
+  });
+
+  test("the session's own tag overrides the role's, key by key", async () => {
+    await withTags({
+      [ROLE]: { team: "contractors", clearance: "high" },
+      [SESSION]: { team: "blue" },
+    });
+    await setPolicy(denyContractors(), allowWhenTag("clearance", "high"));
+    // team from the session, clearance still from the role.
+    expect(await encryptAs(SESSION)).toBe("allowed");
+    expect(await encryptAs(SESSION_2)).toBe("denied");
+    expect(await explainEncrypt(SESSION_2)).toMatchObject({ sid: "DenyContractors" });
+    // The role itself never reads a session's tags.
+    expect(await encryptAs(ROLE)).toBe("denied");
+  });
+
+  test("a session tag whose key differs from the role's only in case overrides it", async () => {
+    await withTags({ [ROLE]: { Team: "contractors" }, [SESSION]: { team: "blue" } });
+    for (const written of ["team", "Team", "TEAM"]) {
+      await setPolicy(EVERYONE, denyContractors(written));
+      expect(await encryptAs(SESSION), written).toBe("allowed");
+      expect(await encryptAs(SESSION_2), written).toBe("denied");
+    }
+  });
+
+  test("a session tag with an empty value still overrides the role's", async () => {
+    await withTags({ [ROLE]: { team: "contractors" }, [SESSION]: { team: "" } });
+    await setPolicy(EVERYONE, denyContractors());
+    expect(await encryptAs(SESSION)).toBe("allowed");
+    expect(await encryptAs(SESSION_2)).toBe("denied");
+  });
+
+  test("${aws:PrincipalTag/team} resolves for a session from its role's tags", async () => {
+    await withTags({ [ROLE]: { team: "blue" }, [SESSION_2]: { team: "red" } });
+    await setPolicy({
+      Effect: "Allow",
+      Principal: "*",
+      Action: "kms:Encrypt",
+      Resource: "*",
+      Condition: { StringEquals: { "kms:EncryptionContext:team": "${aws:PrincipalTag/team}" } },
+    });
+    const encryptIn = async (principal: string, team: string) =>
+      kms.encrypt({ keyId, plaintext, encryptionContext: { team } }, as(principal));
+    await expect(encryptIn(SESSION, "blue")).resolves.toMatchObject({ keyId: expect.any(String) });
+    await expect(encryptIn(SESSION, "red")).rejects.toBeInstanceOf(AccessDeniedError);
+    await expect(encryptIn(SESSION_2, "red")).resolves.toMatchObject({
+      keyId: expect.any(String),
+    });
+    await expect(encryptIn(SESSION_2, "blue")).rejects.toBeInstanceOf(AccessDeniedError);
+    await expect(encryptIn(OTHER_SESSION, "blue")).rejects.toBeInstanceOf(AccessDeniedError);
+  });
+
+  test("a principal that only looks like a session gets no role tags", async () => {
+    await withTags({ [ROLE]: { team: "blue" } });
+    await setPolicy(allowWhenTag("team", "blue"));
+    expect(await encryptAs(LOOKALIKE)).toBe("denied");
+    expect(await encryptAs(`${LOOKALIKE}/`)).toBe("denied");
+    expect(await encryptAs(`arn:aws:iam::${ACCOUNT}:user/Admin/s1`)).toBe("denied");
+    expect(await encryptAs(SESSION)).toBe("allowed");
+  });
+
+  test("a role with a path lends its tags to no session, whose ARN lacks the path", async () => {
+    await withTags({ [PATH_ROLE]: { team: "blue" } });
+    await setPolicy(allowWhenTag("team", "blue"));
+    expect(await encryptAs(PATH_ROLE)).toBe("allowed");
+    expect(await encryptAs(SESSION)).toBe("denied");
+  });
+});
+
+describe("aws:PrincipalTag with an empty value", () => {
+  // AWS: a tag without a value has the empty string as its value; Null is false for a key that
+  // exists, whatever its value. The role's empty tag reaches its sessions the same way.
+  beforeEach(async () => {
+    kms = await createKms({ clock: new ManualClock(), principalTags: { [ROLE]: { team: "" } } });
+    keyId = (await kms.createKey()).keyMetadata.keyId;
+  });
+
+  test("is present for Null, and a Deny on untagged principals spares it", async () => {
+    await setPolicy(
+      { Effect: "Allow", Principal: "*", Action: "kms:Encrypt", Resource: "*" },
+      {
+        Effect: "Deny",
+        Principal: "*",
+        Action: "kms:Encrypt",
+        Resource: "*",
+        Condition: { Null: { "aws:PrincipalTag/team": "true" } },
+      },
+    );
+    expect(await encryptAs(ROLE)).toBe("allowed");
+    expect(await encryptAs(SESSION)).toBe("allowed");
+    expect(await encryptAs(OTHER_SESSION)).toBe("denied");
+  });
+
+  test('matches StringEquals "" and a variable resolves to it, not to its default', async () => {
+    await setPolicy(
+      {
+        Effect: "Allow",
+        Principal: "*",
+        Action: "kms:Encrypt",
+        Resource: "*",
+        Condition: { StringEquals: { "aws:PrincipalTag/team": "" } },
+      },
+      {
+        Effect: "Allow",
+        Principal: "*",
+        Action: "kms:Decrypt",
+        Resource: "*",
+        Condition: {
+          StringEquals: { "kms:EncryptionContext:team": "${aws:PrincipalTag/team, 'none'}" },
+        },
+      },
+    );
+    expect(await encryptAs(SESSION)).toBe("allowed");
+    expect(await encryptAs(OTHER_SESSION)).toBe("denied");
+    const blob = async (team: string) =>
+      (await kms.encrypt({ keyId, plaintext, encryptionContext: { team } })).ciphertextBlob;
+    const decryptAs = (principal: string, team: string, ciphertextBlob: Uint8Array) =>
+      kms.decrypt({ ciphertextBlob, encryptionContext: { team } }, as(principal));
+    const empty = await blob("");
+    const none = await blob("none");
+    await expect(decryptAs(SESSION, "", empty)).resolves.toMatchObject({
+      keyId: expect.any(String),
+    });
+    await expect(decryptAs(SESSION, "none", none)).rejects.toBeInstanceOf(AccessDeniedError);
+    await expect(decryptAs(OTHER_SESSION, "none", none)).resolves.toMatchObject({
+      keyId: expect.any(String),
+    });
   });
 });
