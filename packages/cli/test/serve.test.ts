@@ -227,6 +227,39 @@ describe("kms serve", () => {
     expect(await server.stop()).toBe(0);
   });
 
+  it("--allowed-host serves the names listed and refuses a request signed for another", async () => {
+    const listed = await serve(["--allowed-host", "localhost", "--allowed-host", "127.0.0.1"]);
+    // The SDK signs the endpoint's host and port (127.0.0.1:<port>): a name without a port
+    // accepts every port.
+    await expect(listed.client().send(new CreateKeyCommand({}))).resolves.toBeDefined();
+    expect(await listed.stop()).toBe(0);
+    expect(listed.stderr.text()).toBe("");
+
+    const other = await serve(["--allowed-host", "kms.internal"]);
+    await expect(other.client().send(new CreateKeyCommand({}))).rejects.toMatchObject({
+      name: "InvalidSignatureException",
+      $metadata: { httpStatusCode: 400 },
+    });
+    expect(await other.stop()).toBe(0);
+    expect(other.stderr.text()).toMatch(
+      new RegExp(
+        `^kms: refused \\S+ 400 InvalidSignatureException CreateKey key "${ACCESS_KEY}" from \\S+: "The request is signed for a host this server does not answer to`,
+      ),
+    );
+  });
+
+  it("an --allowed-host that is not a host name exits 1, naming it", async () => {
+    credentialsFile();
+    const result = await run(
+      ["serve", "--credentials", "credentials.json", "--port", "0", "--allowed-host", "::1"],
+      { cwd: ws.dir, env: ws.env },
+    );
+    expect(result.code).toBe(1);
+    expect(result.err).toMatch(
+      /^ValidationException: "allowedHosts\[0\]" must be a host name .* got "::1"$/m,
+    );
+  });
+
   it("a missing credentials file is refused", async () => {
     const result = await run(["serve", "--credentials", "nowhere.json"], {
       cwd: ws.dir,

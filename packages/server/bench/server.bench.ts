@@ -314,6 +314,7 @@ async function verifyCaptured(): Promise<string> {
       clockSkewMs: settings.clockSkewMs,
       now: settings.now,
       lookup: settings.lookup,
+      allowedHosts: settings.allowedHosts,
     },
   );
   return verifySignature(claim, request.body).principal;

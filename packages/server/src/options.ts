@@ -90,6 +90,16 @@ export interface KmsServerOptions {
    */
   readonly insecureHttp?: boolean;
   /**
+   * The `Host` header values a request may carry: `name`, `name:port`, `[ipv6]` or `[ipv6]:port`.
+   * SigV4 signs the host, so a request captured on its way to another server that shares an
+   * access key, or sent by a browser page whose name was rebound to this server's address (DNS
+   * rebinding), is refused with InvalidSignatureException, from its headers alone. Compared
+   * case-insensitively and without a trailing dot; a name without a port accepts every port, and
+   * an entry with port 443 or 80 also accepts the name without a port, which is how clients send
+   * their scheme's default port. Default: any host.
+   */
+  readonly allowedHosts?: readonly string[];
+  /**
    * Called once for every request answered without reaching the `Kms` (which audits every call it
    * receives), after the answer is sent: failed signatures, unknown access keys, malformed bodies,
    * failures of a credentials lookup. Log or count them here; without it they leave no trace.

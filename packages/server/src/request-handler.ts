@@ -8,6 +8,7 @@ import {
   KmsInternalError,
   ValidationError,
 } from "@kms/core";
+import { type AllowedHosts, parseAllowedHosts } from "./internal/allowed-hosts.ts";
 import { readBody } from "./internal/body.ts";
 import { parseJsonBody } from "./internal/json-body.ts";
 import { isLoopback } from "./internal/loopback.ts";
@@ -61,6 +62,7 @@ interface Settings {
   readonly clockSkewMs: number;
   readonly now: () => number;
   readonly insecureHttp: boolean;
+  readonly allowedHosts: AllowedHosts | undefined;
   readonly onRefused: KmsServerOptions["onRefused"];
 }
 
@@ -235,6 +237,8 @@ export function resolveSettings(options: KmsServerOptions): Settings {
   if (options.insecureHttp !== undefined && typeof options.insecureHttp !== "boolean") {
     throw new ValidationError(`"insecureHttp" expected a boolean`);
   }
+  const allowedHosts =
+    options.allowedHosts === undefined ? undefined : parseAllowedHosts(options.allowedHosts);
   if (options.onRefused !== undefined && typeof options.onRefused !== "function") {
     throw new ValidationError(`"onRefused" expected a function`);
   }
@@ -246,6 +250,7 @@ export function resolveSettings(options: KmsServerOptions): Settings {
     clockSkewMs: clockSkewSeconds * 1000,
     now: options.now ?? Date.now,
     insecureHttp: options.insecureHttp === true,
+    allowedHosts,
     onRefused: options.onRefused,
   };
 }
@@ -335,7 +340,13 @@ async function serve(
       rawQuery: query < 0 ? "" : rawUrl.slice(query + 1),
       headers,
     },
-    { region: s.region, clockSkewMs: s.clockSkewMs, now: s.now, lookup: s.lookup },
+    {
+      region: s.region,
+      clockSkewMs: s.clockSkewMs,
+      now: s.now,
+      lookup: s.lookup,
+      allowedHosts: s.allowedHosts,
+    },
   );
   const body = await readBody(req, s.maxBodyBytes);
   try {

@@ -54,6 +54,24 @@ describe.each([
     ["a now that is not a function", { now: 5 }],
     ["a string insecureHttp", { insecureHttp: "yes" }],
     ["an onRefused that is not a function", { onRefused: "console" }],
+    // An empty list would refuse every request; a string would be read character by character.
+    ["an empty allowedHosts", { allowedHosts: [] }],
+    ["an allowedHosts that is a string", { allowedHosts: "kms.internal" }],
+    ["an allowedHosts that is a Set", { allowedHosts: new Set(["kms.internal"]) }],
+    ["a number in allowedHosts", { allowedHosts: ["kms.internal", 5] }],
+    ["null in allowedHosts", { allowedHosts: [null] }],
+    // biome-ignore lint/suspicious/noSparseArray: the hole is the junk under test
+    ["a hole in allowedHosts", { allowedHosts: [, "kms.internal"] }],
+    ["an empty allowedHosts entry", { allowedHosts: [""] }],
+    ["an IPv6 allowedHosts entry without brackets", { allowedHosts: ["::1"] }],
+    ["an IPv6 allowedHosts entry with a zone", { allowedHosts: ["[fe80::1%eth0]"] }],
+    ["an allowedHosts entry with a scheme", { allowedHosts: ["https://kms.internal"] }],
+    ["an allowedHosts entry with a path", { allowedHosts: ["kms.internal/"] }],
+    ["an allowedHosts entry with an empty label", { allowedHosts: ["kms..internal"] }],
+    ["an allowedHosts entry with port 0", { allowedHosts: ["kms.internal:0"] }],
+    ["an allowedHosts entry with port 65536", { allowedHosts: ["kms.internal:65536"] }],
+    ["an allowedHosts entry with an empty port", { allowedHosts: ["kms.internal:"] }],
+    ["a non-ASCII allowedHosts entry", { allowedHosts: ["bücher.example"] }],
     // Core refuses it on every call, as the client's ValidationException.
     [
       "a principal longer than core accepts",
@@ -70,6 +88,21 @@ describe.each([
   it("names the rule for clockSkewSeconds", () => {
     expect(make({ clockSkewSeconds: 0 })).toThrow(
       '"clockSkewSeconds" must be an integer from 1 to 3600, got 0',
+    );
+  });
+
+  it("accepts allowedHosts in every form a Host header takes", () => {
+    expect(
+      make({
+        allowedHosts: ["kms.internal", "KMS.internal.", "kms:8443", "127.0.0.1", "[::1]:4599"],
+      }),
+    ).not.toThrow();
+    expect(make({ allowedHosts: ["xn--bcher-kva.example"] })).not.toThrow();
+  });
+
+  it("names the allowedHosts entry at fault", () => {
+    expect(make({ allowedHosts: ["kms.internal", "::1"] })).toThrow(
+      /^"allowedHosts\[1\]" must be a host name as a Host header carries it .* got "::1"$/,
     );
   });
 

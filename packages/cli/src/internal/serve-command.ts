@@ -8,7 +8,13 @@ import {
   type RefusedRequest,
   type ServerCredential,
 } from "@kms/server";
-import { booleanOption, integerOption, requiredOption, stringOption } from "./args.ts";
+import {
+  booleanOption,
+  integerOption,
+  requiredOption,
+  stringOption,
+  stringsOption,
+} from "./args.ts";
 import { type Command, type CommandContext, writeOut } from "./command.ts";
 import { UsageError } from "./usage.ts";
 
@@ -19,6 +25,7 @@ const SERVE_OPTIONS = {
   "tls-cert": { type: "string" },
   "tls-key": { type: "string" },
   "insecure-http": { type: "boolean" },
+  "allowed-host": { type: "string", multiple: true },
 } as const;
 
 export const DEFAULT_SERVE_PORT = 4599;
@@ -152,6 +159,8 @@ export const serveCommand: Command = {
     const port = integerOption(ctx.values, "port", "serve") ?? DEFAULT_SERVE_PORT;
     if (port > 65_535) throw new UsageError(`serve: --port ${port} is not a TCP port`, "serve");
     const tlsFiles = tlsPaths(ctx);
+    // Checked by the server when it is made (ValidationError naming the entry, exit 1).
+    const allowedHosts = stringsOption(ctx.values, "allowed-host");
     const credentials = await readCredentialsFile(credentialsPath);
     const tls =
       tlsFiles === undefined
@@ -173,6 +182,7 @@ export const serveCommand: Command = {
       credentials,
       ...(tls === undefined ? {} : { tls }),
       ...(booleanOption(ctx.values, "insecure-http") === true ? { insecureHttp: true } : {}),
+      ...(allowedHosts.length > 0 ? { allowedHosts } : {}),
       // The Kms audits every call it runs; a request refused before it (a bad signature, an
       // unknown access key, a malformed body) would otherwise leave no trace for the operator.
       onRefused: (refusal) => {

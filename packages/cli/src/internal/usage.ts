@@ -45,7 +45,7 @@ export const SYNOPSES: Readonly<Record<string, string>> = {
   encrypt:
     "kms encrypt --key <keyId|alias> --in <file|-> --out <file|-> [--force] [--context k=v ...] [--frame-size <bytes>] [--[no-]progress]",
   serve:
-    "kms serve --credentials <file> [--host <address>] [--port <port>] [--tls-cert <file> --tls-key <file>] [--insecure-http]",
+    "kms serve --credentials <file> [--host <address>] [--port <port>] [--tls-cert <file> --tls-key <file>] [--insecure-http] [--allowed-host <name[:port]> ...]",
   decrypt:
     "kms decrypt --in <file|-> --out <file|-> [--force] [--context k=v ...] [--require-context k=v ...] [--allow-key <keyId|alias> ...] [--max-frame-size <bytes>] [--[no-]progress]",
 };

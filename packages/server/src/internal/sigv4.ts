@@ -13,6 +13,7 @@ import {
 } from "node:crypto";
 import { KmsInternalError } from "@kms/core";
 import type { ServerCredential } from "../options.ts";
+import type { AllowedHosts } from "./allowed-hosts.ts";
 import { MESSAGES, ProtocolError } from "./protocol-error.ts";
 import type { RequestHeaders } from "./request-headers.ts";
 
@@ -55,6 +56,8 @@ export interface VerifierSettings {
   readonly clockSkewMs: number;
   readonly now: () => number;
   readonly lookup: (accessKeyId: string) => Promise<ServerCredential | undefined>;
+  /** The `Host` values a request may carry; undefined to accept any. */
+  readonly allowedHosts: AllowedHosts | undefined;
 }
 
 export interface VerifiedCaller {
@@ -88,7 +91,8 @@ export interface SignatureClaim {
  * @throws ProtocolError: MissingAuthenticationTokenException (no Authorization header),
  *   IncompleteSignatureException (malformed header, missing X-Amz-Date, presigned URL),
  *   UnrecognizedClientException (unknown access key id, any X-Amz-Security-Token),
- *   InvalidSignatureException (wrong scope, stale or future date, unsigned required header).
+ *   InvalidSignatureException (wrong scope, unsigned required header, a Host not in
+ *   `allowedHosts`, stale or future date).
  */
 export async function checkSignatureClaim(
   request: RequestHead,
@@ -162,6 +166,18 @@ export async function checkSignatureClaim(
         `the signed header '${name}' is not in the request`,
       );
     }
+  }
+  // After the loops above, so that the Host compared is the one the signature covers; before the
+  // lookup, so that a request meant for another server never reaches a credentials function.
+  // InvalidSignatureException, as for a scope naming another region: the signature was made for
+  // another endpoint. Not AccessDeniedException, which reads as a key policy's decision (and is
+  // audited when core raises it); not UnrecognizedClientException, as the access key may be good.
+  if (settings.allowedHosts !== undefined && !settings.allowedHosts.accepts(headers.one("host")!)) {
+    throw new ProtocolError(
+      "InvalidSignatureException",
+      "The request is signed for a host this server does not answer to: its Host header is not " +
+        "one of the server's allowedHosts.",
+    );
   }
 
   const now = settings.now();
