@@ -1104,7 +1104,10 @@ export class TypeormFieldEncryption {
     if (d.blindIndexes.size > 0) this.#recordLoadedIndexes(d, entity);
     let batch: LoadBatch | undefined;
     let first = 0;
-    for (const f of d.columns) {
+    const columns = d.columns;
+    // Indexed: for…of allocated an iterator result per column of every loaded entity.
+    for (let c = 0; c < columns.length; c++) {
+      const f = columns[c] as EncryptedField;
       const holder = holderOf(f, entity);
       const stored = holder?.[f.spec.property] as string | Uint8Array | null | undefined;
       if (holder === undefined || stored === undefined || stored === null) continue;

@@ -181,3 +181,82 @@ describe("caller code that re-enters the engine does not swap the value read", (
     ).rejects.toThrow(InvalidCiphertextError);
   });
 });
+
+/**
+ * The engine answers a frozen binding it met among the last few with its earlier read (adapters
+ * pass one per column and tenant). Only a binding that cannot read differently may be: each case
+ * below changes what the same binding object reads, and the engine must bind the new answer.
+ */
+describe("a binding object met again", () => {
+  const tenant = (tenantId: string) => Object.freeze({ tenantId });
+
+  test("frozen, with a frozen context: answered as before, over many values", async () => {
+    const { engine } = await setup();
+    const binding = Object.freeze({ model: "M", field: "f", context: tenant("t1") });
+    const other = Object.freeze({ model: "M", field: "g", context: tenant("t1") });
+    const sealed = await engine.encryptText(binding, STRING, "v");
+    const items = Array.from({ length: 40 }, (_, i) => ({
+      binding: i % 2 === 0 ? binding : other,
+      spec: STRING,
+      stored: sealed,
+    }));
+    await expect(engine.decryptMany(items.slice(0, 1))).resolves.toEqual(["v"]);
+    // The second item is the same value read as column g: refused, memo or not.
+    await expect(engine.decryptMany(items)).rejects.toThrow(InvalidCiphertextError);
+  });
+
+  test("not frozen: a field changed since is bound", async () => {
+    const { engine } = await setup();
+    const binding = { model: "M", field: "f", context: tenant("t1") };
+    const sealed = await engine.encryptText(binding, STRING, "v");
+    expect(await engine.decryptText(binding, STRING, sealed)).toBe("v");
+    binding.field = "g";
+    await expect(engine.decryptText(binding, STRING, sealed)).rejects.toThrow(
+      InvalidCiphertextError,
+    );
+  });
+
+  test("frozen over a context that is not: a tenant changed since is bound", async () => {
+    const { engine } = await setup();
+    const context = { tenantId: "t1" };
+    const binding = Object.freeze({ model: "M", field: "f", context });
+    const sealed = await engine.encryptText(binding, STRING, "v");
+    expect(await engine.decryptText(binding, STRING, sealed)).toBe("v");
+    context.tenantId = "t2";
+    await expect(engine.decryptText(binding, STRING, sealed)).rejects.toThrow(
+      InvalidCiphertextError,
+    );
+  });
+
+  test("frozen, with a context getter: each call binds what the getter answers", async () => {
+    const { engine } = await setup();
+    let current = tenant("t1");
+    const binding = Object.freeze(
+      Object.defineProperty({ model: "M", field: "f" }, "context", {
+        get: () => current,
+        enumerable: true,
+      }),
+    ) as FieldBinding;
+    const sealed = await engine.encryptText(binding, STRING, "v");
+    expect(await engine.decryptText(binding, STRING, sealed)).toBe("v");
+    current = tenant("t2");
+    await expect(engine.decryptText(binding, STRING, sealed)).rejects.toThrow(
+      InvalidCiphertextError,
+    );
+  });
+
+  test("frozen, with a keyContext getter: each write checks what the getter answers", async () => {
+    const { engine } = await setup();
+    let keyContext = tenant("t1");
+    const binding = Object.freeze(
+      Object.defineProperty(
+        { model: "M", field: "f", context: Object.freeze({ tenantId: "t1", rowId: "r1" }) },
+        "keyContext",
+        { get: () => keyContext, enumerable: true },
+      ),
+    ) as FieldBinding;
+    await engine.encryptText(binding, STRING, "v");
+    keyContext = tenant("t2");
+    await expect(engine.encryptText(binding, STRING, "v")).rejects.toThrow(ValidationError);
+  });
+});

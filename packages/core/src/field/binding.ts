@@ -45,10 +45,28 @@ export interface ContextRead {
 
 /**
  * Reads `binding` once (see BoundField). `withKeyContext` also reads `keyContext` (the write
- * paths, which choose a data key by it; reads take the key the value names).
+ * paths, which choose a data key by it; reads take the key the value names). An immutable
+ * binding (see `isImmutableBinding`) met among the last few is answered with its earlier read:
+ * adapters hand the engine one frozen binding per column and tenant, and reading it again for
+ * every value of a result set cost an object, and a walk of its context, per value.
  * @throws ValidationException when the context is malformed, or `keyContext` is not a part of it.
  */
 export function bindingOf(binding: FieldBinding, withKeyContext: boolean): BoundField {
+  const ring = withKeyContext ? boundWithKeyContext : boundWithout;
+  for (let i = 0; i < RECENT_BOUND; i++) {
+    if (ring.bindings[i] === binding) return ring.bounds[i] as BoundField;
+  }
+  const bound = readBinding(binding, withKeyContext);
+  if (isImmutableBinding(binding)) {
+    const at = ring.next;
+    ring.next = (at + 1) % RECENT_BOUND;
+    ring.bindings[at] = binding;
+    ring.bounds[at] = bound;
+  }
+  return bound;
+}
+
+function readBinding(binding: FieldBinding, withKeyContext: boolean): BoundField {
   const { model, field, context } = binding;
   const read = readContext(context);
   let keyed = read;
@@ -74,6 +92,40 @@ export function bindingOf(binding: FieldBinding, withKeyContext: boolean): Bound
     ctxKey: read.ctxKey,
     keyed,
   };
+}
+
+/** Bindings `bindingOf` remembers, per kind of read. */
+const RECENT_BOUND = 8;
+interface BoundRing {
+  readonly bindings: (FieldBinding | undefined)[];
+  readonly bounds: (BoundField | undefined)[];
+  next: number;
+}
+const newBoundRing = (): BoundRing => ({
+  bindings: new Array(RECENT_BOUND).fill(undefined),
+  bounds: new Array(RECENT_BOUND).fill(undefined),
+  next: 0,
+});
+const boundWithKeyContext = newBoundRing();
+const boundWithout = newBoundRing();
+
+/**
+ * Whether reading `binding` again must give what it gave: the binding frozen, a plain object
+ * whose `model`, `field`, `context` (and `keyContext`, if it has one) are data properties, and
+ * its contexts immutable (see `isImmutable`). Asked after it was read and found valid.
+ */
+function isImmutableBinding(binding: FieldBinding): boolean {
+  if (!Object.isFrozen(binding)) return false;
+  const proto: unknown = Object.getPrototypeOf(binding);
+  if (proto !== Object.prototype && proto !== null) return false;
+  for (const name of ["model", "field", "context"] as const) {
+    const descriptor = Object.getOwnPropertyDescriptor(binding, name);
+    if (descriptor === undefined || !("value" in descriptor)) return false;
+  }
+  const keyContext = Object.getOwnPropertyDescriptor(binding, "keyContext");
+  if (keyContext !== undefined && !("value" in keyContext)) return false;
+  const contexts = [binding.context, keyContext?.value as EncryptionContext | undefined];
+  return contexts.every((c) => c === undefined || isImmutable(c, Object.keys(c)));
 }
 
 const encoder = new TextEncoder();
@@ -225,15 +277,18 @@ export function encodeBinding(binding: BoundField): Uint8Array {
   return encodeKeyed(binding.model, binding.field, binding.context, binding.ctxKey);
 }
 
-/** The encoding `encodeKeyed` returned last: values of one column come in runs. */
-let lastKeyed:
-  | {
-      readonly ctxKey: string;
-      readonly model: string;
-      readonly field: string;
-      readonly out: Uint8Array;
-    }
-  | undefined;
+/**
+ * The encodings `encodeKeyed` returned last, in a ring of RECENT_KEYED entries: a result set
+ * comes row by row, so a row's few encrypted columns come in turn, and one remembered encoding
+ * missed on every value (and built a memo entry each time). Parallel arrays written in place:
+ * a miss allocates nothing here.
+ */
+const RECENT_KEYED = 8;
+const recentCtxKeys: (string | undefined)[] = new Array(RECENT_KEYED).fill(undefined);
+const recentModels: (string | undefined)[] = new Array(RECENT_KEYED).fill(undefined);
+const recentFields: (string | undefined)[] = new Array(RECENT_KEYED).fill(undefined);
+const recentOuts: (Uint8Array | undefined)[] = new Array(RECENT_KEYED).fill(undefined);
+let recentNext = 0;
 
 function encodeKeyed(
   modelName: string,
@@ -241,17 +296,22 @@ function encodeKeyed(
   bindingContext: EncryptionContext,
   ctxKey: string,
 ): Uint8Array {
-  const seen = lastKeyed;
-  if (
-    seen !== undefined &&
-    seen.ctxKey === ctxKey &&
-    seen.model === modelName &&
-    seen.field === fieldName
-  ) {
-    return seen.out;
+  for (let i = 0; i < RECENT_KEYED; i++) {
+    if (
+      recentFields[i] === fieldName &&
+      recentCtxKeys[i] === ctxKey &&
+      recentModels[i] === modelName
+    ) {
+      return recentOuts[i] as Uint8Array;
+    }
   }
   const out = encodeKeyedMiss(modelName, fieldName, bindingContext, ctxKey);
-  lastKeyed = { ctxKey, model: modelName, field: fieldName, out };
+  const at = recentNext;
+  recentNext = (at + 1) % RECENT_KEYED;
+  recentCtxKeys[at] = ctxKey;
+  recentModels[at] = modelName;
+  recentFields[at] = fieldName;
+  recentOuts[at] = out;
   return out;
 }
 

@@ -560,8 +560,7 @@ export class FieldEncryptionEngine {
         // The batch copies what it needs: `bytes` may be the shared scratch.
         const at = batch.add(loaded.key, aad, bytes, HEADER_LENGTH);
         if (at < 0) throw generic();
-        queue.types.push(type);
-        queue.slots.push(queue.index, at, bytes.length - RANDOMIZED_OVERHEAD + 1);
+        queueSlot(queue, type, at, bytes.length - RANDOMIZED_OVERHEAD + 1);
         return QUEUED;
       }
       return this.#openRandomized(loaded, encoded, bound.context, type, bytes);
@@ -1236,9 +1235,15 @@ interface OpenQueue {
   /** The output of the decryptMany in progress, and the index of the item being read. */
   out: FieldValue[];
   index: number;
-  /** Per queued value: its type, and (output index, plaintext offset, plaintext length). */
+  /**
+   * Per queued value: its type, and (output index, plaintext offset, plaintext length); `queued`
+   * of them are in use. Written by index and never truncated (as GcmOpenBatch's own): a queue is
+   * refilled every OPEN_BATCH_SIZE values, and regrowing its arrays each time was garbage per
+   * value.
+   */
   readonly types: FieldValueType[];
-  readonly slots: number[];
+  readonly slots: Int32Array;
+  queued: number;
 }
 
 const QUEUED: unique symbol = Symbol("queued");
@@ -1246,7 +1251,26 @@ const QUEUED: unique symbol = Symbol("queued");
 const OPEN_BATCH_SIZE = 256;
 
 function newOpenQueue(): OpenQueue {
-  return { batch: new GcmOpenBatch(), out: [], index: 0, types: [], slots: [] };
+  return {
+    batch: new GcmOpenBatch(),
+    out: [],
+    index: 0,
+    types: [],
+    slots: new Int32Array(3 * OPEN_BATCH_SIZE),
+    queued: 0,
+  };
+}
+
+function queueSlot(queue: OpenQueue, type: FieldValueType, at: number, length: number): void {
+  const v = queue.queued++;
+  // decryptMany opens a full batch before adding to it; past the end, a typed array would drop
+  // the writes silently.
+  if (v >= OPEN_BATCH_SIZE) throw new KmsInternalError("decryptMany queued a value past its batch");
+  queue.types[v] = type;
+  const slots = queue.slots;
+  slots[v * 3] = queue.index;
+  slots[v * 3 + 1] = at;
+  slots[v * 3 + 2] = length;
 }
 
 /**
@@ -1254,11 +1278,11 @@ function newOpenQueue(): OpenQueue {
  * fails authentication or decoding fails them all (the batch's plaintext is wiped either way).
  */
 function openQueued(queue: OpenQueue): void {
-  const { batch, slots, types, out } = queue;
+  const { batch, slots, types, out, queued } = queue;
   try {
     if (batch.open() >= 0) throw generic();
     const plaintext = batch.plaintext;
-    for (let v = 0; v < types.length; v++) {
+    for (let v = 0; v < queued; v++) {
       const at = slots[v * 3 + 1] as number;
       out[slots[v * 3] as number] = decodeFieldValueIn(
         types[v] as FieldValueType,
@@ -1269,8 +1293,7 @@ function openQueued(queue: OpenQueue): void {
     }
   } finally {
     batch.clear();
-    types.length = 0;
-    slots.length = 0;
+    queue.queued = 0;
   }
 }
 

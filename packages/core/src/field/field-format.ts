@@ -226,15 +226,21 @@ const scratch = Buffer.alloc((SCRATCH_TEXT_LENGTH * 3) / 4);
 const scratchBytes = new Uint8Array(scratch.buffer, scratch.byteOffset, scratch.length);
 /** The text whose bytes `scratch` holds; undefined while (or after) a text is refused there. */
 let currentText: string | undefined;
-/** The view readFieldText returned last, returned again while the length repeats. */
+/**
+ * The views of `scratch` readFieldText returns, one per length, made when a length is first met:
+ * a row's columns have lengths of their own, and a view made whenever the length changed was an
+ * object per value of a result set.
+ */
+const views: (Uint8Array<ArrayBuffer> | undefined)[] = [];
+/** The view readFieldText returned last. */
 let view = new Uint8Array(scratch.buffer, scratch.byteOffset, 0);
 
 /**
  * `fromFieldText` for a synchronous read path: small values decode into one buffer shared by
  * every call, which spares an allocation (and its garbage) per value of a result set; values
- * of one length, as a column's often are, even share the view returned. The bytes hold their
- * value until the next call: check `isCurrentRead` after anything that may run caller code (a
- * getter may call back into the engine).
+ * of one length share the view returned. The bytes hold their value until the next call: check
+ * `isCurrentRead` after anything that may run caller code (a getter may call back into the
+ * engine).
  * @throws InvalidCiphertextException as `fromFieldText`.
  */
 export function readFieldText(text: string): Uint8Array {
@@ -250,7 +256,7 @@ export function readFieldText(text: string): Uint8Array {
     scratch.write(text.slice(TEXT_PREFIX.length), 0, "base64url");
   }
   currentText = text;
-  if (view.length !== length) view = new Uint8Array(scratch.buffer, scratch.byteOffset, length);
+  view = views[length] ??= new Uint8Array(scratch.buffer, scratch.byteOffset, length);
   return view;
 }
 

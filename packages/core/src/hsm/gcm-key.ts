@@ -430,9 +430,14 @@ export class GcmOpenBatch {
   /** The plaintext of every verified value, at its `add` offset, until `clear`. */
   plaintext: Buffer = Buffer.alloc(16 * 1024);
   #plaintextUsed = 0;
+  /**
+   * Per value: its AAD. Written by index and never truncated, like `#slots`: a batch is refilled
+   * hundreds of times per result set, and truncating let go of the arrays' backing stores, which
+   * each refill then grew again (garbage per value).
+   */
   #aads: Uint8Array[] = [];
   /** Per value: body offset, ciphertext length, counter offset. */
-  #slots: number[] = [];
+  #slots = new Int32Array(3 * 256);
 
   get size(): number {
     return this.#count;
@@ -465,8 +470,16 @@ export class GcmOpenBatch {
     const body = this.#body;
     const to = this.#bodyUsed;
     for (let i = 0; i < bodyBytes; i++) body[to + i] = sealed[bodyAt + i] as number;
-    this.#aads.push(aad);
-    this.#slots.push(to, length, this.#countersUsed);
+    const v = this.#count;
+    this.#aads[v] = aad;
+    if (this.#slots.length < (v + 1) * 3) {
+      const slots = new Int32Array(this.#slots.length * 2);
+      slots.set(this.#slots);
+      this.#slots = slots;
+    }
+    this.#slots[v * 3] = to;
+    this.#slots[v * 3 + 1] = length;
+    this.#slots[v * 3 + 2] = this.#countersUsed;
     this.#countersUsed += counterBytes;
     this.#bodyUsed += bodyBytes;
     this.#count++;
@@ -524,8 +537,6 @@ export class GcmOpenBatch {
     this.#count = 0;
     this.#countersUsed = 0;
     this.#bodyUsed = 0;
-    this.#aads.length = 0;
-    this.#slots.length = 0;
     this.key = undefined;
   }
 }

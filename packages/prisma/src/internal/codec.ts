@@ -1293,7 +1293,8 @@ export class Codec {
       const spec = model.encrypted[field] as EncryptedFieldDescriptor;
       let binding: FieldBinding;
       if (!hasOwnContext(spec)) {
-        binding = shared.bindings[i] ??= { model: model.name, field, context: ctx };
+        // Frozen (over a frozen context): the engine then reads it once for the whole result.
+        binding = shared.bindings[i] ??= Object.freeze({ model: model.name, field, context: ctx });
       } else {
         fieldCtxs ??= new Map();
         let own = fieldCtxs.get(spec.context);
