@@ -6,7 +6,7 @@ import { RecentCache } from "./internal/recent-cache.ts";
 import {
   type Dictionary,
   type DictionaryParseOptions,
-  parseDictionary,
+  parseSharedDictionary,
 } from "./structured-fields.ts";
 
 /**
@@ -175,7 +175,7 @@ export function fieldDictionary(fields: ReadFields, name: string): Dictionary | 
   if (lines === undefined) return undefined;
   let dict = fields.dictionaries?.get(name);
   if (dict === undefined) {
-    dict = parseDictionary(
+    dict = parseSharedDictionary(
       lines.length === 1 ? (lines[0] as string) : lines.join(", "),
       dictionaryParseOptions(name),
     );

@@ -12,8 +12,19 @@ import { detachedString } from "./internal/detached-string.ts";
 import { receivedTarget } from "./internal/request-target.ts";
 import { cachedFields, type RequestMessage } from "./message.ts";
 import { PROBLEM_CONTENT_TYPE, responseSigningProblem } from "./problem.ts";
-import { type SignatureFields, type SignOptions, signMessageEagerly } from "./sign.ts";
-import { type ComponentSpec, hasUnknownAuthority, recordTarget } from "./signature-base.ts";
+import {
+  type CoveredComponents,
+  coveredComponents,
+  type SignatureFields,
+  type SignOptions,
+  signMessageEagerly,
+} from "./sign.ts";
+import {
+  type ComponentSpec,
+  hasUnknownAuthority,
+  recordTarget,
+  resolveComponent,
+} from "./signature-base.ts";
 
 /** The parts of a Node / Express / Fastify request that the target URI and fields come from. */
 export interface NodeRequestLike {
@@ -169,10 +180,35 @@ const METHOD_OF_REQUEST: ComponentSpec = { component: "@method", req: true };
 const TARGET_OF_REQUEST: ComponentSpec = { component: "@target-uri", req: true };
 const PATH_OF_REQUEST: ComponentSpec = { component: "@path", req: true };
 const QUERY_OF_REQUEST: ComponentSpec = { component: "@query", req: true };
-// One spec object per label, so the identifier memo in signMessage hits. The label is the
-// client's choice: the oldest is evicted rather than the cache frozen once full, and the label
-// is copied, since it was cut from the request's whole Signature-Input field.
-const requestSignatureSpecs = new BoundedCache<string, ComponentSpec>(64);
+/** A default component list, resolved once: it is frozen and its specs are constants. */
+interface DefaultList {
+  readonly specs: readonly ComponentSpec[];
+  readonly covered: CoveredComponents;
+  /** The response fields it covers. */
+  readonly fields: readonly string[];
+}
+
+interface LabelSpecs {
+  readonly spec: ComponentSpec;
+  /** Default lists ending in `spec`, by `defaultListIndex`. */
+  readonly lists: (DefaultList | undefined)[];
+}
+
+// One spec object per label, so the identifier memo in signMessage hits, with the default
+// component lists that end in it (eight at most). The label is the client's choice: the oldest
+// is evicted rather than the cache frozen once full, and the label is copied, since it was cut
+// from the request's whole Signature-Input field.
+const requestSignatureSpecs = new BoundedCache<string, LabelSpecs>(64);
+
+function labelSpecs(label: string): LabelSpecs {
+  let entry = requestSignatureSpecs.get(label);
+  if (entry === undefined) {
+    const own = detachedString(label);
+    entry = { spec: { component: "signature", key: own, req: true }, lists: [] };
+    requestSignatureSpecs.set(own, entry);
+  }
+  return entry;
+}
 
 /**
  * The component naming the request's signature under `label` (`"signature";key=…;req`), the
@@ -180,13 +216,83 @@ const requestSignatureSpecs = new BoundedCache<string, ComponentSpec>(64);
  * @internal
  */
 export function requestSignatureSpec(label: string): ComponentSpec {
-  let spec = requestSignatureSpecs.get(label);
-  if (spec === undefined) {
-    const own = detachedString(label);
-    spec = { component: "signature", key: own, req: true };
-    requestSignatureSpecs.set(own, spec);
+  return labelSpecs(label).spec;
+}
+
+// Default lists without a request signature, by `defaultListIndex`: eight at most, made once.
+const unlabelledLists: (DefaultList | undefined)[] = [];
+
+const defaultListIndex = (type: boolean, digest: boolean, noAuthority: boolean): number =>
+  (type ? 1 : 0) | (digest ? 2 : 0) | (noAuthority ? 4 : 0);
+
+/**
+ * `ResponseSigningOptions.components`' default for a response with or without Content-Type and
+ * Content-Digest, to a request with or without an authority, bound to the request's signature
+ * under `label` when one was verified. The same list for the same inputs, resolved once, so
+ * no list is built or resolved per response.
+ */
+function defaultComponents(
+  type: boolean,
+  digest: boolean,
+  noAuthority: boolean,
+  label: LabelSpecs | undefined,
+): DefaultList {
+  const lists = label === undefined ? unlabelledLists : label.lists;
+  const index = defaultListIndex(type, digest, noAuthority);
+  let list = lists[index];
+  if (list === undefined) {
+    const specs: ComponentSpec[] = ["@status"];
+    const fields: string[] = [];
+    if (type) fields.push("content-type");
+    if (digest) fields.push("content-digest");
+    specs.push(...fields);
+    // Without an authority there is no target URI to bind to; the path and query still name
+    // what was asked, and no authority is made up for it.
+    specs.push(METHOD_OF_REQUEST);
+    if (noAuthority) specs.push(PATH_OF_REQUEST, QUERY_OF_REQUEST);
+    else specs.push(TARGET_OF_REQUEST);
+    if (label !== undefined) specs.push(label.spec);
+    list = { specs: Object.freeze(specs), covered: coveredComponents(specs), fields };
+    lists[index] = list;
   }
-  return spec;
+  return list;
+}
+
+type OutgoingFields = Record<string, string | string[] | number>;
+
+/** Sets `name` in `fields` when the response has that header. */
+function copyHeader(res: ServerResponse, fields: OutgoingFields, name: string): void {
+  const value = res.getHeader(name);
+  if (value !== undefined) fields[name] = value;
+}
+
+/**
+ * The response's header fields that signing reads: the ones `components` cover (not the `;req`
+ * ones, which are the request's), and Signature-Input and Signature, which a new signature is
+ * added to. Signing reads no other field, so the rest of the head is not copied. `covered` is
+ * the covered fields' names when known already.
+ */
+function signedFields(
+  res: ServerResponse,
+  components: readonly ComponentSpec[],
+  covered: readonly string[] | undefined,
+): OutgoingFields {
+  // No prototype: a covered field may be named `__proto__`.
+  const fields = Object.create(null) as OutgoingFields;
+  if (covered !== undefined) {
+    for (const name of covered) copyHeader(res, fields, name);
+  } else {
+    for (const spec of components) {
+      const { item } = resolveComponent(spec);
+      const name = item.value;
+      if (typeof name !== "string" || name.charCodeAt(0) === 0x40 /* @ */) continue;
+      if (item.params.get("req") === true) continue;
+      copyHeader(res, fields, name);
+    }
+  }
+  copyHeader(res, fields, "signature-input");
+  copyHeader(res, fields, "signature");
+  return fields;
 }
 
 /** Buffers and strings as bytes, without copying what already is a Buffer. */
@@ -504,22 +610,23 @@ function sign(
   if (digest !== false && !noBody && !res.hasHeader("content-digest")) {
     res.setHeader("content-digest", computeContentDigest(body, digest));
   }
-  const headers = res.getHeaders() as Record<string, string | string[] | number | undefined>;
   let components = options.components;
+  let defaults: DefaultList | undefined;
   if (components === undefined) {
-    const defaults: ComponentSpec[] = ["@status"];
-    if (res.hasHeader("content-type")) defaults.push("content-type");
-    if (res.hasHeader("content-digest")) defaults.push("content-digest");
-    // Without an authority there is no target URI to bind to; the path and query still name
-    // what was asked, and no authority is made up for it.
-    defaults.push(METHOD_OF_REQUEST);
-    if (hasUnknownAuthority(request)) defaults.push(PATH_OF_REQUEST, QUERY_OF_REQUEST);
-    else defaults.push(TARGET_OF_REQUEST);
-    if (verifiedLabel !== undefined && cachedFields(request.headers).lines.has("signature")) {
-      defaults.push(requestSignatureSpec(verifiedLabel));
-    }
-    components = defaults;
+    const label =
+      verifiedLabel !== undefined && cachedFields(request.headers).lines.has("signature")
+        ? labelSpecs(verifiedLabel)
+        : undefined;
+    defaults = defaultComponents(
+      res.hasHeader("content-type"),
+      res.hasHeader("content-digest"),
+      hasUnknownAuthority(request),
+      label,
+    );
+    components = defaults.specs;
   }
+  const headers = signedFields(res, components, defaults?.fields);
+  const covered = defaults?.covered;
   // The request as verified: its fields (and parsed Signature) are still cached.
   const response = { status: res.statusCode, headers, body };
   // The scope is for a KMS signer's call: a local key (`signSync`) makes none. Already inside
@@ -530,10 +637,10 @@ function sign(
     options.signer.signSync !== undefined ||
     currentRequestId() === requestId
   ) {
-    return signMessageEagerly(response, options, components, request, true);
+    return signMessageEagerly(response, options, components, request, true, covered);
   }
   return runWithRequestId(requestId, () =>
-    signMessageEagerly(response, options, components, request, true),
+    signMessageEagerly(response, options, components, request, true, covered),
   );
 }
 

@@ -104,11 +104,20 @@ export async function signMessage(
   return signMessageEagerly(message, options, options.components, options.request);
 }
 
-/** The identifier items of `specs` and their serializations, in order. */
-function coveredComponents(specs: readonly ComponentSpec[]): {
+/**
+ * The identifier items of a list of specs and their serializations, in order.
+ * @internal
+ */
+export interface CoveredComponents {
   readonly items: readonly Item[];
   readonly identifiers: readonly string[];
-} {
+}
+
+/**
+ * The identifier items of `specs` and their serializations, in order.
+ * @internal
+ */
+export function coveredComponents(specs: readonly ComponentSpec[]): CoveredComponents {
   const items = new Array<Item>(specs.length);
   const identifiers = new Array<string>(specs.length);
   for (let i = 0; i < specs.length; i++) {
@@ -128,7 +137,8 @@ const DEFAULT_LABEL = "sig1";
  * they are now, as `verifyMessage(response, policy, request)` reads them; with
  * `requestAsVerified`, as its verification read them if they are still cached (a server's
  * response to a request whose Node `headersDistinct` do not change), so a server does not
- * parse the request's Signature twice.
+ * parse the request's Signature twice. `resolved`, when given, is `coveredComponents(components)`
+ * worked out before (for a list that cannot change).
  * @throws (synchronously, or as a rejection) what `signMessage` rejects with.
  * @internal
  */
@@ -138,6 +148,7 @@ export function signMessageEagerly(
   components: readonly ComponentSpec[],
   request: RequestMessage | undefined,
   requestAsVerified = false,
+  resolved?: CoveredComponents,
 ): SignatureFields | Promise<SignatureFields> {
   const label = options.label ?? DEFAULT_LABEL;
   if (label !== DEFAULT_LABEL && !LABEL.test(label))
@@ -171,7 +182,7 @@ export function signMessageEagerly(
   if (inputs.has(label) || signatures.has(label)) {
     throw new ValidationError(`"label" ${label} is already used by a signature on the message`);
   }
-  const covered = coveredComponents(components);
+  const covered = resolved ?? coveredComponents(components);
   // The parameters of signatureParamsList, in its order, serialized straight to text (each value
   // still goes through the item serializer, which refuses what RFC 8941 cannot carry).
   let params = "";

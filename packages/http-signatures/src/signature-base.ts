@@ -6,6 +6,7 @@ import { isListedAuthority } from "./internal/authorities.ts";
 import { BoundedCache } from "./internal/bounded-cache.ts";
 import { QS_CONFLICTS, type QsNames, qsProblem, readQsNames } from "./internal/qs-names.ts";
 import { RecentCache } from "./internal/recent-cache.ts";
+import type { TargetParts } from "./internal/request-target.ts";
 import {
   dictionaryParseOptions,
   fieldDictionary,
@@ -209,7 +210,7 @@ function componentError(id: Item, rule: string): ValidationError {
 }
 
 // One parse per message: verifying a request and signing its response both derive from it.
-const parsedUrls = new RecentCache<RequestMessage, URL>(16);
+const parsedUrls = new RecentCache<RequestMessage, TargetParts>(16);
 
 // Messages whose target cannot be matched to what the server routes on (see nodeRequestMessage):
 // only bad requests get an entry, so the map stays empty in normal traffic.
@@ -224,14 +225,15 @@ const unknownAuthorities = new WeakMap<RequestMessage, string>();
 const absoluteFormTargets = new WeakMap<RequestMessage, string>();
 
 /**
- * Records a request message's parsed target URL, or why its target must not be verified: every
- * derived component of the message then fails with that reason. `absoluteForm` is the
- * request-target as received when it was in absolute form; `authorityProblem` is why its
- * authority is unknown, which fails `@authority` and `@target-uri` only.
+ * Records a request message's target URI (a `URL`, or its parts cut out without one), or why its
+ * target must not be verified: every derived component of the message then fails with that
+ * reason. `absoluteForm` is the request-target as received when it was in absolute form;
+ * `authorityProblem` is why its authority is unknown, which fails `@authority` and
+ * `@target-uri` only.
  */
 export function recordTarget(
   message: RequestMessage,
-  target: URL | string,
+  target: TargetParts | string,
   absoluteForm?: string,
   authorityProblem?: string,
 ): void {
@@ -259,17 +261,21 @@ const UNLISTED_AUTHORITY =
   "the request's authority is not one this server answers to (policy.authorities)";
 
 /** Refuses an authority the verifying server does not answer to, when it lists them. */
-function listedAuthority(id: Item, url: URL, authorities: readonly string[] | undefined): void {
+function listedAuthority(
+  id: Item,
+  url: TargetParts,
+  authorities: readonly string[] | undefined,
+): void {
   if (authorities !== undefined && !isListedAuthority(url, authorities)) {
     throw componentError(id, UNLISTED_AUTHORITY);
   }
 }
 
-function targetUrl(id: Item, message: RequestMessage): URL {
+function targetUrl(id: Item, message: RequestMessage): TargetParts {
   const problem = unverifiableTargets.get(message);
   if (problem !== undefined) throw componentError(id, problem);
   if (message.url instanceof URL) return message.url;
-  let url = parsedUrls.get(message);
+  let url: TargetParts | undefined = parsedUrls.get(message);
   if (url === undefined) {
     try {
       url = new URL(message.url);
@@ -287,7 +293,7 @@ function targetUrl(id: Item, message: RequestMessage): URL {
  * sender must not put in a target URI (RFC 9110 §4.2.4) and which would put a password in the
  * signature base.
  */
-function targetUri(url: URL): string {
+function targetUri(url: TargetParts): string {
   if (url.hash === "" && url.username === "" && url.password === "" && !url.href.endsWith("#")) {
     return url.href;
   }
@@ -348,7 +354,7 @@ const QS_SPECIAL_NAME = /[[\].%\uFFFD]/;
 
 // One parse per URL: a signature covering many `@query-param`s would otherwise re-parse the
 // whole query for each, quadratic in the size of a hostile request.
-const parsedQueries = new RecentCache<URL, QueryParams>(16);
+const parsedQueries = new RecentCache<TargetParts, QueryParams>(16);
 
 /**
  * The parsed query of `url`: the re-encoded values of each re-encoded name, in order.
@@ -356,7 +362,7 @@ const parsedQueries = new RecentCache<URL, QueryParams>(16);
  * (`"@query-param";name="fa%C3%A7ade%22%3A%20"`). Matched against the decoded names instead, a
  * signature over `a%20b` would cover the parameter sent as `a%2520b`, and leave `a b` free.
  */
-function parsedQuery(url: URL): QueryParams {
+function parsedQuery(url: TargetParts): QueryParams {
   const search = url.search;
   let parsed = parsedQueries.get(url);
   if (parsed?.search !== search) {
@@ -765,6 +771,8 @@ export function signatureBase(
   options: DerivationOptions,
   read: SourceFields,
 ): string {
+  // Joined once at the end: appended piece by piece, the base would be a tree of concatenations
+  // that the MAC's write then copies into a flat string anyway.
   let base = "";
   // A set for long lists, not indexOf: a hostile Signature-Input may list many thousands of
   // identifiers. A short one (every honest one) is scanned, with no set to build per message.

@@ -3,9 +3,12 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
   Decimal,
+  type InnerList,
+  type Item,
   parseDictionary,
   parseItem,
   parseList,
+  parseSharedDictionary,
   serializeDictionary,
   serializeItem,
   serializeList,
@@ -245,5 +248,50 @@ describe("structured fields (RFC 8941)", () => {
     expect(() => serializeDictionary(new Map([["Bad", { value: 1, params: new Map() }]]))).toThrow(
       ValidationError,
     );
+  });
+});
+
+describe("parseSharedDictionary", () => {
+  it("parses as parseDictionary does, for any input (fuzz)", () => {
+    const alphabet = fc.constantFrom(...'abz09=;,()" :?*-.\\/\t'.split(""));
+    const options = fc.record({
+      rejectDuplicateKeys: fc.boolean(),
+      rejectDuplicateParameters: fc.boolean(),
+    });
+    fc.assert(
+      fc.property(fc.string({ unit: alphabet, maxLength: 60 }), options, (text, opts) => {
+        const outcome = (parse: typeof parseDictionary) => {
+          try {
+            return parse(text, opts);
+          } catch (error) {
+            return (error as Error).message;
+          }
+        };
+        expect(outcome(parseSharedDictionary)).toEqual(outcome(parseDictionary));
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it("shares one read-only map among items without parameters; parseDictionary does not", () => {
+    const text = 'sig1=("@method" "@target-uri");created=1;keyid="k", sig2=:AAAA:';
+    const shared = parseSharedDictionary(text);
+    const first = (shared.get("sig1") as InnerList).items[0] as Item;
+    const second = (shared.get("sig1") as InnerList).items[1] as Item;
+    expect(first.params).toBe(second.params);
+    expect((shared.get("sig2") as Item).params).toBe(first.params);
+    expect(() => first.params.set("req", true)).toThrow(TypeError);
+    expect(() => first.params.delete("req")).toThrow(TypeError);
+    expect(() => first.params.clear()).toThrow(TypeError);
+    expect(first.params.size).toBe(0);
+    // The inner list's own parameters are its own.
+    expect((shared.get("sig1") as InnerList).params.get("keyid")).toBe("k");
+
+    const own = parseDictionary(text);
+    const a = (own.get("sig1") as InnerList).items[0] as Item;
+    const b = (own.get("sig1") as InnerList).items[1] as Item;
+    expect(a.params).not.toBe(b.params);
+    a.params.set("req", true);
+    expect(b.params.size).toBe(0);
   });
 });

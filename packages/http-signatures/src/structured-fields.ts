@@ -118,11 +118,28 @@ function encodeBase64(bytes: Uint8Array): string {
   return buffer.toString("base64");
 }
 
+/**
+ * The parameters of every item without any in a read-only parse (`parseSharedDictionary`): one
+ * map, which refuses changes, instead of an empty map per item.
+ */
+const NO_PARAMETERS: Parameters = new Map();
+const readOnly = (): never => {
+  throw new TypeError("the parameters of a shared parse are read-only");
+};
+Object.defineProperties(NO_PARAMETERS, {
+  set: { value: readOnly },
+  delete: { value: readOnly },
+  clear: { value: readOnly },
+});
+Object.freeze(NO_PARAMETERS);
+
 class Parser {
   readonly input: string;
   pos = 0;
   /** Fail on a key repeated within one parameter list (see DictionaryParseOptions). */
   rejectDuplicateParameters = false;
+  /** Empty parameter lists are NO_PARAMETERS (see parseSharedDictionary). */
+  shareEmptyParameters = false;
   constructor(input: string) {
     // RFC 8941 §4.2: fields are ASCII; anything else fails the whole parse.
     for (let i = 0; i < input.length; i++) {
@@ -218,6 +235,7 @@ class Parser {
   }
 
   parseParameters(): Parameters {
+    if (this.shareEmptyParameters && this.peek() !== ";") return NO_PARAMETERS;
     const params: Parameters = new Map();
     while (this.peek() === ";") {
       this.pos++;
@@ -375,6 +393,27 @@ export function parseDictionary(value: string, options: DictionaryParseOptions =
   const p = new Parser(value);
   p.rejectDuplicateParameters = options.rejectDuplicateParameters === true;
   // Called directly rather than through a callback: signature fields are parsed per request.
+  p.skipSp();
+  const dict = p.parseDictionary(options.rejectDuplicateKeys === true);
+  p.end();
+  return dict;
+}
+
+/**
+ * `parseDictionary` for a result that nobody changes (the signature fields a verification and
+ * its response's signing read): parameter lists that are empty share one map, which throws on
+ * `set`, `delete` and `clear`. Signature-Input's components and Signature's members have none,
+ * so a request's two fields would otherwise allocate a map for each.
+ * @throws ValidationException as `parseDictionary` does.
+ * @internal
+ */
+export function parseSharedDictionary(
+  value: string,
+  options: DictionaryParseOptions = {},
+): Dictionary {
+  const p = new Parser(value);
+  p.rejectDuplicateParameters = options.rejectDuplicateParameters === true;
+  p.shareEmptyParameters = true;
   p.skipSp();
   const dict = p.parseDictionary(options.rejectDuplicateKeys === true);
   p.end();

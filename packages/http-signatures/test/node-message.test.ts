@@ -113,3 +113,81 @@ describe("signNodeResponse on a plain node:http server", () => {
     });
   });
 });
+
+describe("signNodeResponse with the components given", () => {
+  const secret = new Uint8Array(32).fill(9);
+  let server: Server;
+  let origin: string;
+  let lastRequest: IncomingMessage | undefined;
+
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      lastRequest = req;
+      const components = [
+        "@status",
+        // Any case: a field name is matched case-insensitively.
+        "X-Tenant",
+        "content-type",
+        { component: "x-client", req: true },
+        { component: "@target-uri", req: true },
+        ...(req.url === "/absent" ? ["x-absent"] : []),
+      ];
+      signNodeResponse(
+        res,
+        { signer: createHmacSigner(secret, { keyId: "srv" }), components },
+        () => ({
+          request: nodeRequestMessage(req),
+        }),
+      );
+      res.setHeader("x-tenant", ["t-1", "t-2"]);
+      res.setHeader("x-other", "not covered");
+      res.writeHead(200, { "content-type": "text/plain" });
+      res.end("ok");
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+  const policy = { keyLookup: () => createHmacVerifier(secret), requiredComponents: [] };
+
+  it("covers the response's fields as sent and the request's under ;req", async () => {
+    const res = await fetch(`${origin}/p`, { headers: { "x-client": "c-1" } });
+    const body = new Uint8Array(await res.arrayBuffer());
+    const request = nodeRequestMessage(lastRequest!);
+    const response = { status: res.status, headers: res.headers, body };
+    const result = await verifyMessage(response, policy, request);
+    expect(result).toMatchObject({ ok: true });
+    expect(result.ok && result.covered).toEqual([
+      '"@status"',
+      '"x-tenant"',
+      '"content-type"',
+      '"x-client";req',
+      '"@target-uri";req',
+    ]);
+    // Each covered value is bound: another tenant line, or another client field, breaks it.
+    const retenanted = new Headers(res.headers);
+    retenanted.set("x-tenant", "t-1");
+    expect(
+      await verifyMessage({ ...response, headers: retenanted }, policy, request),
+    ).toMatchObject({ ok: false, check: "signature" });
+    const otherClient = { ...request, headers: { ...request.headers, "x-client": ["c-2"] } };
+    expect(await verifyMessage(response, policy, otherClient)).toMatchObject({
+      ok: false,
+      check: "signature",
+    });
+    // An uncovered field is not: changing it leaves the signature valid.
+    const other = new Headers(res.headers);
+    other.set("x-other", "changed");
+    expect(await verifyMessage({ ...response, headers: other }, policy, request)).toMatchObject({
+      ok: true,
+    });
+  });
+
+  it("answers 500 unsigned when a covered field is absent from the response", async () => {
+    const res = await fetch(`${origin}/absent`, { headers: { "x-client": "c-1" } });
+    expect(res.status).toBe(500);
+    expect(res.headers.has("signature")).toBe(false);
+    expect(await res.text()).toContain("x-absent");
+  });
+});

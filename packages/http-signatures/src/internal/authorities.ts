@@ -75,7 +75,10 @@ export function assertAuthorities(authorities: unknown): void {
  * the scheme's default port (80 for http, 443 for https), so `api.example.com` matches
  * `https://api.example.com/` and `api.example.com:443` does too.
  */
-export function isListedAuthority(url: URL, authorities: readonly string[]): boolean {
+export function isListedAuthority(
+  url: Pick<URL, "port" | "protocol" | "hostname">,
+  authorities: readonly string[],
+): boolean {
   const explicit = url.port === "" ? undefined : Number(url.port);
   const port = explicit ?? DEFAULT_PORTS[url.protocol];
   for (const entry of authorities) {

@@ -10,10 +10,31 @@
 import { BoundedCache } from "./bounded-cache.ts";
 import { detachedString } from "./detached-string.ts";
 
-/** What the request message is built from: its target URI, and the parsed URL or the refusal. */
+/**
+ * The parts of a target URI that components are derived from, named and spelled as `URL` names
+ * and spells them (a `URL` is one).
+ */
+export interface TargetParts {
+  readonly href: string;
+  /** The scheme and its colon, `https:`. */
+  readonly protocol: string;
+  /** The host and a port other than the scheme's default, `example.com:8443`. */
+  readonly host: string;
+  readonly hostname: string;
+  /** "" for the scheme's default port. */
+  readonly port: string;
+  readonly pathname: string;
+  /** The query and its `?`; "" for none or an empty one. */
+  readonly search: string;
+  readonly hash: string;
+  readonly username: string;
+  readonly password: string;
+}
+
+/** What the request message is built from: its target URI, and its parts or the refusal. */
 export interface ReceivedTarget {
   readonly url: string;
-  readonly parsed: URL | string;
+  readonly parsed: TargetParts | string;
   /** The request-target as received, when it was in absolute form. */
   readonly absoluteForm?: string;
   /**
@@ -48,6 +69,14 @@ const ABSOLUTE_FORM = /^(https?):\/\/([^/?#]*)(.*)$/is;
 const ABSOLUTE_PATH = /^(?:[A-Za-z0-9\-._~!$&()*+,;=:@/]|%[0-9A-Fa-f]{2})*$/;
 // Both parsers escape `'` in the query alike, so `@query` matches what `req.query` decodes.
 const ABSOLUTE_QUERY = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*$/;
+
+// Origin-form targets the WHATWG parser keeps exactly as sent: the path in ABSOLUTE_PATH's set,
+// the query in RFC 3986's without `'` (the parser percent-encodes controls, space, `"`, `#`,
+// `<`, `>`, `` ` ``, `{`, `}` and non-ASCII in a path, and `'` too in the query of an http(s)
+// URI, and leaves a malformed escape be). For these, the URI's parts are cut from the target
+// instead of parsed; anything else takes the parser.
+const KEPT_TARGET =
+  /^(?:[A-Za-z0-9\-._~!$&()*+,;=:@/]|%[0-9A-Fa-f]{2})*(?:\?(?:[A-Za-z0-9\-._~!$&()*+,;=:@/?[\]]|%[0-9A-Fa-f]{2})*)?$/;
 
 const REWRITTEN_PATH =
   "the request path has dot segments or characters a URL parser rewrites, so it cannot be matched to the route";
@@ -98,13 +127,30 @@ function parseOriginForm(
   host: string,
   target: string,
   url: string,
-): URL | string {
-  const hostProblem = authorityProblem(protocol, host, "the Host header");
-  if (hostProblem !== undefined) return hostProblem;
+): TargetParts | string {
+  const authority = checkAuthority(protocol, host, "the Host header");
+  if (typeof authority === "string") return authority;
   if (target.includes("#")) return "the request target has a fragment";
   const query = target.indexOf("?");
   const path = query === -1 ? target : target.slice(0, query);
   if (/[\\\t\n\r]/.test(path) || hasDotSegment(path)) return REWRITTEN_PATH;
+  // An accepted authority is known only for http and https, the schemes KEPT_TARGET is for.
+  if (authority !== undefined && KEPT_TARGET.test(target)) {
+    return {
+      // The authority as sent when that is already how the parser spells it (the usual case).
+      href: authority.host === host ? url : `${protocol}://${authority.host}${target}`,
+      protocol: authority.protocol,
+      host: authority.host,
+      hostname: authority.hostname,
+      port: authority.port,
+      pathname: path,
+      // The parser gives "" for an empty query (`/a?`) as for none.
+      search: query === -1 || query === target.length - 1 ? "" : target.slice(query),
+      hash: "",
+      username: "",
+      password: "",
+    };
+  }
   try {
     return new URL(url);
   } catch {
@@ -127,8 +173,8 @@ function parseAbsoluteForm(
   if (!ABSOLUTE_AUTHORITY.test(authority)) {
     return "the request target's authority is not a DNS name or IP literal with an optional port";
   }
-  const authorityIssue = authorityProblem(scheme, authority, "the request target's authority");
-  if (authorityIssue !== undefined) return authorityIssue;
+  const authorityIssue = checkAuthority(scheme, authority, "the request target's authority");
+  if (typeof authorityIssue === "string") return authorityIssue;
   // Hosts are case-insensitive (RFC 3986 §3.2.2); anything else a client sends differently in
   // the two places is a client error or a rewrite on the way.
   if (host === undefined || host.toLowerCase() !== authority.toLowerCase()) {
@@ -152,50 +198,66 @@ function parseAbsoluteForm(
   return url;
 }
 
+/** An accepted authority as the URL parser spells it, with the scheme it was accepted for. */
+interface CanonicalAuthority {
+  readonly protocol: string;
+  readonly host: string;
+  readonly hostname: string;
+  readonly port: string;
+}
+
 /**
  * Why `authority` (host[:port]) cannot be verified, if it cannot: not a host, a port that is
  * not 1–65535 in plain decimal, or a host the URL parser would rewrite (percent-decoded,
  * `2130706433` read as `127.0.0.1`, IPv6 compressed), which would make a signature over one
  * authority verify for another spelling that the application sees as a different host.
+ * Otherwise, for http and https, how the URL parser spells it (undefined for other schemes).
  */
-function authorityProblem(scheme: string, authority: string, what: string): string | undefined {
+function checkAuthority(
+  scheme: string,
+  authority: string,
+  what: string,
+): CanonicalAuthority | string | undefined {
   // A server sees few distinct hosts: the URL parse below is done once per accepted one. Keyed
   // by the authority alone, one cache per scheme: no key is built per request.
   const accepted =
     scheme === "http" ? acceptedHttp : scheme === "https" ? acceptedHttps : undefined;
-  if (accepted?.has(authority) === true) return undefined;
-  const problem = uncachedAuthorityProblem(scheme, authority, what);
+  const known = accepted?.get(authority);
+  if (known !== undefined) return known;
+  const checked = uncachedAuthority(scheme, authority, what);
+  if (typeof checked === "string") return checked;
+  if (accepted === undefined) return undefined;
   // Refusals are not kept: the Host field is the client's choice. For the same reason the cache
   // evicts rather than fills up (64 made-up hosts would otherwise shut the server's own out),
   // and keeps a copy: the authority may be cut from a request-target kilobytes long.
-  if (problem === undefined) accepted?.set(detachedString(authority), true);
-  return problem;
+  accepted.set(detachedString(authority), checked);
+  return checked;
 }
 
-const acceptedHttp = new BoundedCache<string, true>(64);
-const acceptedHttps = new BoundedCache<string, true>(64);
+const acceptedHttp = new BoundedCache<string, CanonicalAuthority>(64);
+const acceptedHttps = new BoundedCache<string, CanonicalAuthority>(64);
 
-function uncachedAuthorityProblem(
+function uncachedAuthority(
   scheme: string,
   authority: string,
   what: string,
-): string | undefined {
+): CanonicalAuthority | string {
   const match = AUTHORITY.exec(authority);
   if (match === null) return `${what} is not a host[:port]`;
   const [, hostPart = "", port] = match;
   if (port !== undefined && (!/^[1-9][0-9]{0,4}$/.test(port) || Number(port) > 65_535)) {
     return `${what} has a port that is not a decimal number from 1 to 65535`;
   }
-  let hostname: string;
+  let url: URL;
   try {
-    hostname = new URL(`${scheme}://${authority}/`).hostname;
+    url = new URL(`${scheme}://${authority}/`);
   } catch {
     return `${what} is not a valid host`;
   }
-  if (hostname !== hostPart.toLowerCase()) {
+  if (url.hostname !== hostPart.toLowerCase()) {
     return `${what} is not in the canonical form a URL parser keeps`;
   }
-  return undefined;
+  return { protocol: url.protocol, host: url.host, hostname: url.hostname, port: url.port };
 }
 
 /** Whether a segment of `path` is `.` or `..`, also spelled with `%2e`. */
