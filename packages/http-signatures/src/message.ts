@@ -75,10 +75,8 @@ export function fieldLines(headers: HeaderSource): FieldLines {
  */
 export function readFields(headers: HeaderSource): ReadFields {
   fieldCache.delete(headers);
-  // Forgotten just now, so not looked up again: read and cached straight away.
-  const fields: ReadFields = { lines: fieldLinesOf(headers), dictionaries: undefined };
-  fieldCache.set(headers, fields);
-  return fields;
+  // Forgotten just now, so not looked up again.
+  return cacheFields(headers);
 }
 
 /**
@@ -87,8 +85,11 @@ export function readFields(headers: HeaderSource): ReadFields {
  * @internal
  */
 export function cachedFields(headers: HeaderSource): ReadFields {
-  const cached = fieldCache.get(headers);
-  if (cached !== undefined) return cached;
+  return fieldCache.get(headers) ?? cacheFields(headers);
+}
+
+/** The fields of `headers` as they are now, cached for them. */
+function cacheFields(headers: HeaderSource): ReadFields {
   const fields: ReadFields = { lines: fieldLinesOf(headers), dictionaries: undefined };
   fieldCache.set(headers, fields);
   return fields;

@@ -19,12 +19,7 @@ import {
   type SignOptions,
   signMessageEagerly,
 } from "./sign.ts";
-import {
-  type ComponentSpec,
-  hasUnknownAuthority,
-  recordTarget,
-  resolveComponent,
-} from "./signature-base.ts";
+import { type ComponentSpec, hasUnknownAuthority, recordTarget } from "./signature-base.ts";
 
 /** The parts of a Node / Express / Fastify request that the target URI and fields come from. */
 export interface NodeRequestLike {
@@ -184,8 +179,6 @@ const QUERY_OF_REQUEST: ComponentSpec = { component: "@query", req: true };
 interface DefaultList {
   readonly specs: readonly ComponentSpec[];
   readonly covered: CoveredComponents;
-  /** The response fields it covers. */
-  readonly fields: readonly string[];
 }
 
 interface LabelSpecs {
@@ -242,17 +235,15 @@ function defaultComponents(
   let list = lists[index];
   if (list === undefined) {
     const specs: ComponentSpec[] = ["@status"];
-    const fields: string[] = [];
-    if (type) fields.push("content-type");
-    if (digest) fields.push("content-digest");
-    specs.push(...fields);
+    if (type) specs.push("content-type");
+    if (digest) specs.push("content-digest");
     // Without an authority there is no target URI to bind to; the path and query still name
     // what was asked, and no authority is made up for it.
     specs.push(METHOD_OF_REQUEST);
     if (noAuthority) specs.push(PATH_OF_REQUEST, QUERY_OF_REQUEST);
     else specs.push(TARGET_OF_REQUEST);
     if (label !== undefined) specs.push(label.spec);
-    list = { specs: Object.freeze(specs), covered: coveredComponents(specs), fields };
+    list = { specs: Object.freeze(specs), covered: coveredComponents(specs) };
     lists[index] = list;
   }
   return list;
@@ -267,28 +258,18 @@ function copyHeader(res: ServerResponse, fields: OutgoingFields, name: string): 
 }
 
 /**
- * The response's header fields that signing reads: the ones `components` cover (not the `;req`
+ * The response's header fields that signing reads: the ones `covered` names (not the `;req`
  * ones, which are the request's), and Signature-Input and Signature, which a new signature is
- * added to. Signing reads no other field, so the rest of the head is not copied. `covered` is
- * the covered fields' names when known already.
+ * added to. Signing reads no other field, so the rest of the head is not copied.
  */
-function signedFields(
-  res: ServerResponse,
-  components: readonly ComponentSpec[],
-  covered: readonly string[] | undefined,
-): OutgoingFields {
+function signedFields(res: ServerResponse, covered: CoveredComponents): OutgoingFields {
   // No prototype: a covered field may be named `__proto__`.
   const fields = Object.create(null) as OutgoingFields;
-  if (covered !== undefined) {
-    for (const name of covered) copyHeader(res, fields, name);
-  } else {
-    for (const spec of components) {
-      const { item } = resolveComponent(spec);
-      const name = item.value;
-      if (typeof name !== "string" || name.charCodeAt(0) === 0x40 /* @ */) continue;
-      if (item.params.get("req") === true) continue;
-      copyHeader(res, fields, name);
-    }
+  for (const item of covered.items) {
+    const name = item.value;
+    if (typeof name !== "string" || name.charCodeAt(0) === 0x40 /* @ */) continue;
+    if (item.params.get("req") === true) continue;
+    copyHeader(res, fields, name);
   }
   copyHeader(res, fields, "signature-input");
   copyHeader(res, fields, "signature");
@@ -611,22 +592,24 @@ function sign(
     res.setHeader("content-digest", computeContentDigest(body, digest));
   }
   let components = options.components;
-  let defaults: DefaultList | undefined;
+  let covered: CoveredComponents;
   if (components === undefined) {
     const label =
       verifiedLabel !== undefined && cachedFields(request.headers).lines.has("signature")
         ? labelSpecs(verifiedLabel)
         : undefined;
-    defaults = defaultComponents(
+    const defaults = defaultComponents(
       res.hasHeader("content-type"),
       res.hasHeader("content-digest"),
       hasUnknownAuthority(request),
       label,
     );
     components = defaults.specs;
+    covered = defaults.covered;
+  } else {
+    covered = coveredComponents(components);
   }
-  const headers = signedFields(res, components, defaults?.fields);
-  const covered = defaults?.covered;
+  const headers = signedFields(res, covered);
   // The request as verified: its fields (and parsed Signature) are still cached.
   const response = { status: res.statusCode, headers, body };
   // The scope is for a KMS signer's call: a local key (`signSync`) makes none. Already inside

@@ -771,8 +771,6 @@ export function signatureBase(
   options: DerivationOptions,
   read: SourceFields,
 ): string {
-  // Joined once at the end: appended piece by piece, the base would be a tree of concatenations
-  // that the MAC's write then copies into a flat string anyway.
   let base = "";
   // A set for long lists, not indexOf: a hostile Signature-Input may list many thousands of
   // identifiers. A short one (every honest one) is scanned, with no set to build per message.

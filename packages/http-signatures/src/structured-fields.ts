@@ -390,13 +390,7 @@ export interface DictionaryParseOptions {
  * `options.rejectDuplicateParameters` is set.
  */
 export function parseDictionary(value: string, options: DictionaryParseOptions = {}): Dictionary {
-  const p = new Parser(value);
-  p.rejectDuplicateParameters = options.rejectDuplicateParameters === true;
-  // Called directly rather than through a callback: signature fields are parsed per request.
-  p.skipSp();
-  const dict = p.parseDictionary(options.rejectDuplicateKeys === true);
-  p.end();
-  return dict;
+  return dictionaryOf(value, options, false);
 }
 
 /**
@@ -411,9 +405,18 @@ export function parseSharedDictionary(
   value: string,
   options: DictionaryParseOptions = {},
 ): Dictionary {
+  return dictionaryOf(value, options, true);
+}
+
+function dictionaryOf(
+  value: string,
+  options: DictionaryParseOptions,
+  shareEmptyParameters: boolean,
+): Dictionary {
   const p = new Parser(value);
   p.rejectDuplicateParameters = options.rejectDuplicateParameters === true;
-  p.shareEmptyParameters = true;
+  p.shareEmptyParameters = shareEmptyParameters;
+  // Called directly rather than through a callback: signature fields are parsed per request.
   p.skipSp();
   const dict = p.parseDictionary(options.rejectDuplicateKeys === true);
   p.end();

@@ -29,7 +29,7 @@ export interface Materials extends PreparedDataKey {
   readonly header: Uint8Array;
   /** header || binding per binding (cached binding encodings are stable objects). */
   readonly aads: WeakMap<Uint8Array, Uint8Array>;
-  /** The binding sealed last and its entry of `aads`: a column's values come in runs. */
+  /** The binding sealed last and its entry of `aads` (see cachedAad). */
   lastBinding: Uint8Array | undefined;
   lastAad: Uint8Array | undefined;
   readonly key: GcmKey;

@@ -1236,14 +1236,13 @@ interface OpenQueue {
   out: FieldValue[];
   index: number;
   /**
-   * Per queued value: its type, and (output index, plaintext offset, plaintext length); `queued`
-   * of them are in use. Written by index and never truncated (as GcmOpenBatch's own): a queue is
+   * Per value in `batch` (by its order of `add`): its type, and (output index, plaintext offset,
+   * plaintext length). Written by index and never truncated (as GcmOpenBatch's own): a queue is
    * refilled every OPEN_BATCH_SIZE values, and regrowing its arrays each time was garbage per
    * value.
    */
   readonly types: FieldValueType[];
   readonly slots: Int32Array;
-  queued: number;
 }
 
 const QUEUED: unique symbol = Symbol("queued");
@@ -1257,12 +1256,12 @@ function newOpenQueue(): OpenQueue {
     index: 0,
     types: [],
     slots: new Int32Array(3 * OPEN_BATCH_SIZE),
-    queued: 0,
   };
 }
 
+/** Records the type and places of the value just added to `queue.batch`. */
 function queueSlot(queue: OpenQueue, type: FieldValueType, at: number, length: number): void {
-  const v = queue.queued++;
+  const v = queue.batch.size - 1;
   // decryptMany opens a full batch before adding to it; past the end, a typed array would drop
   // the writes silently.
   if (v >= OPEN_BATCH_SIZE) throw new KmsInternalError("decryptMany queued a value past its batch");
@@ -1278,7 +1277,9 @@ function queueSlot(queue: OpenQueue, type: FieldValueType, at: number, length: n
  * fails authentication or decoding fails them all (the batch's plaintext is wiped either way).
  */
 function openQueued(queue: OpenQueue): void {
-  const { batch, slots, types, out, queued } = queue;
+  const { batch, slots, types, out } = queue;
+  // Read before `open`, which empties the batch.
+  const queued = batch.size;
   try {
     if (batch.open() >= 0) throw generic();
     const plaintext = batch.plaintext;
@@ -1293,7 +1294,6 @@ function openQueued(queue: OpenQueue): void {
     }
   } finally {
     batch.clear();
-    queue.queued = 0;
   }
 }
 
@@ -1306,8 +1306,8 @@ interface AadCache {
 
 /**
  * header || binding, the AAD of a value of `binding` under a data key, built once per (data key,
- * binding) from the first HEADER_LENGTH bytes of `header`; the last binding is checked first (a
- * column's values come in runs). With `keyContext` (reading), the binding's `context` must hold
+ * binding) from the first HEADER_LENGTH bytes of `header`; the last binding is checked first (the
+ * values of one column, or one binding's calls, repeat it; a row's columns alternate). With `keyContext` (reading), the binding's `context` must hold
  * it, checked when the AAD is built: a cached AAD means the binding passed.
  */
 function cachedAad(
