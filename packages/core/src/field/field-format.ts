@@ -106,19 +106,24 @@ export function toFieldText(bytes: Uint8Array): string {
  * decoder checks none of this: it skips junk, takes "+" and "/" too, ignores unused bits and
  * folds non-Latin-1 characters onto ASCII ones.
  *
- * Two paths, one rule: a short text (most field values) is checked and decoded in one JS pass,
- * as Buffer's call and the regular expression that must guard it cost some 1.5 times that pass
- * there (32-byte strings); past JS_DECODE_MAX characters the native decoder's speed per character
- * wins, and the text is checked by FIELD_TEXT first.
+ * Two paths, one rule: a short text (most field values) is copied out by Buffer#write, then
+ * checked and decoded in one JS pass over its bytes, as Buffer's decoder and the regular
+ * expression that must guard it cost some 1.5 times that pass there (32-byte strings), and a
+ * pass reading the string itself (charCodeAt) twice as much; past JS_DECODE_MAX characters the
+ * native decoder's speed per character wins, and the text is checked by FIELD_TEXT first.
  */
 
 const BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-/** The 6-bit value of each base64url character below U+0080; 0xff for every other one. */
-const SEXTETS = new Uint8Array(128).fill(0xff);
+/** The 6-bit value of each base64url character's byte; 0xff for every other byte. */
+const SEXTETS = new Uint8Array(256).fill(0xff);
 for (let i = 0; i < BASE64URL.length; i++) SEXTETS[BASE64URL.charCodeAt(i)] = i;
 const FIELD_TEXT = /^kms1:[A-Za-z0-9_-]*$/;
 /** Texts up to this many characters (92 bytes: a randomized string of 46) decode in the JS pass. */
 export const JS_DECODE_MAX = 128;
+/** The UTF-8 of the short text being decoded: three bytes a UTF-16 unit at most. */
+const textUtf8 = Buffer.alloc(JS_DECODE_MAX * 3);
+/** `textUtf8` as a plain Uint8Array: the JS pass reads Uint8Arrays only. */
+const textBytes = new Uint8Array(textUtf8.buffer, textUtf8.byteOffset, textUtf8.length);
 
 /** Bytes of the base64url after the prefix of `text`; -1 when its length is no base64url. */
 function decodedLength(text: string): number {
@@ -136,59 +141,54 @@ function unusedBits(tail: number, last: number): number {
 }
 
 /**
- * Checks `text` (of a length `decodedLength` accepts) and decodes its base64url into `out` (room
- * for `decodedLength`) in one pass.
+ * Checks `text` (of a length `decodedLength` accepts, at most JS_DECODE_MAX) and decodes its
+ * base64url into `out` (room for `decodedLength`) in one pass.
  * @throws InvalidCiphertextException when `text` is not prefix + canonical base64url.
  */
 function decodeShortFieldText(text: string, out: Uint8Array): void {
   if (!text.startsWith(TEXT_PREFIX)) throw invalidFieldCiphertext();
+  // Up to the first character outside ASCII, byte i is character i; that character's first
+  // byte (0x80 or above, 0xff in the table) is then read where the character stands, and
+  // refused.
+  textUtf8.write(text);
+  const bytes = textBytes;
   const table = SEXTETS;
   const tail = (text.length - TEXT_PREFIX.length) & 3;
   const groupsEnd = text.length - tail;
-  // Every character code and every sextet, or-ed: one test after the loop finds a character
-  // outside the alphabet (a code above 0x7f, or 0xff from the table) wherever it was.
-  let codes = 0;
+  // Every sextet, or-ed: one test after the loop finds a byte outside the alphabet (0xff from
+  // the table) wherever it was.
   let sextets = 0;
   let at = 0;
   for (let i = TEXT_PREFIX.length; i < groupsEnd; i += 4) {
-    const c0 = text.charCodeAt(i);
-    const c1 = text.charCodeAt(i + 1);
-    const c2 = text.charCodeAt(i + 2);
-    const c3 = text.charCodeAt(i + 3);
-    codes |= c0 | c1 | c2 | c3;
-    const a = table[c0 & 0x7f] as number;
-    const b = table[c1 & 0x7f] as number;
-    const c = table[c2 & 0x7f] as number;
-    const d = table[c3 & 0x7f] as number;
+    const a = table[bytes[i] as number] as number;
+    const b = table[bytes[i + 1] as number] as number;
+    const c = table[bytes[i + 2] as number] as number;
+    const d = table[bytes[i + 3] as number] as number;
     sextets |= a | b | c | d;
     out[at] = (a << 2) | (b >> 4);
     out[at + 1] = (b << 4) | (c >> 2);
     out[at + 2] = (c << 6) | d;
     at += 3;
   }
-  if (codes > 0x7f || sextets > 0x3f || (tail !== 0 && !decodeFinalGroup(text, tail, out, at))) {
+  if (sextets > 0x3f || (tail !== 0 && !decodeFinalGroup(groupsEnd, tail, out, at))) {
     throw invalidFieldCiphertext();
   }
 }
 
 /**
- * Decodes the final group of 2 or 3 characters of `text` into `out` at `at`; false when one of
- * them is outside the alphabet or any unused bit is set. Apart from the loop of
- * decodeShortFieldText, which V8 compiles to slower code with this in the same function.
+ * Decodes the final group of 2 or 3 characters, at `from` in `textBytes`, into `out` at `at`;
+ * false when one of them is outside the alphabet or any unused bit is set. Apart from the loop
+ * of decodeShortFieldText, which V8 compiles to slower code with this in the same function.
  */
-function decodeFinalGroup(text: string, tail: number, out: Uint8Array, at: number): boolean {
-  const from = text.length - tail;
-  const c0 = text.charCodeAt(from);
-  const c1 = text.charCodeAt(from + 1);
-  // "A" (sextet 0) stands in for the third character of a group of 2.
-  const c2 = tail === 3 ? text.charCodeAt(from + 2) : 0x41;
-  const a = SEXTETS[c0 & 0x7f] as number;
-  const b = SEXTETS[c1 & 0x7f] as number;
-  const c = SEXTETS[c2 & 0x7f] as number;
+function decodeFinalGroup(from: number, tail: number, out: Uint8Array, at: number): boolean {
+  const a = SEXTETS[textBytes[from] as number] as number;
+  const b = SEXTETS[textBytes[from + 1] as number] as number;
+  // Sextet 0 stands in for the missing third character of a group of 2.
+  const c = tail === 3 ? (SEXTETS[textBytes[from + 2] as number] as number) : 0;
   out[at] = (a << 2) | (b >> 4);
   if (tail === 3) out[at + 1] = (b << 4) | (c >> 2);
   const unused = unusedBits(tail, tail === 2 ? b : c);
-  return (c0 | c1 | c2) <= 0x7f && (a | b | c) <= 0x3f && unused === 0;
+  return (a | b | c) <= 0x3f && unused === 0;
 }
 
 /**

@@ -1,6 +1,14 @@
 import { createCipheriv, createSecretKey, randomBytes } from "node:crypto";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { describe, expect, it, vi } from "vitest";
-import { GcmKey, GcmOpenBatch, SHORT_GCM_MAX_BYTES } from "./gcm-key.ts";
+import {
+  GcmKey,
+  GcmOpenBatch,
+  SHORT_GCM_MAX_BYTES,
+  WIDE_TABLES_MAX,
+  WIDEN_AFTER,
+} from "./gcm-key.ts";
 
 const hex = (text: string) => Buffer.from(text.replace(/\s/g, ""), "hex");
 
@@ -15,6 +23,58 @@ function nodeSeal(raw: Uint8Array, iv: Uint8Array, aad: Uint8Array, plaintext: U
 function keyOf(raw: Uint8Array): GcmKey {
   return new GcmKey(createSecretKey(raw));
 }
+
+/** Byte equality with node:crypto both ways, at every short length and several AAD lengths. */
+function expectSameAsNode(key: GcmKey, raw: Uint8Array): void {
+  for (const aadLength of [0, 1, 15, 16, 17, 45, 64]) {
+    const aad = randomBytes(aadLength);
+    for (let length = 0; length <= SHORT_GCM_MAX_BYTES + 40; length++) {
+      const plaintext = randomBytes(length);
+      const ours = Buffer.alloc(3 + 12 + length + 16);
+      key.sealWithFreshIv(aad, Buffer.from(plaintext), ours, 3);
+      const iv = ours.subarray(3, 15);
+      expect(ours.subarray(3).equals(nodeSeal(raw, iv, aad, plaintext).subarray(3))).toBe(true);
+      const theirs = nodeSeal(raw, randomBytes(12), aad, plaintext);
+      expect(key.openFrom(aad, theirs, 3)?.equals(plaintext)).toBe(true);
+    }
+  }
+}
+
+/** Every single-bit change of IV, ciphertext or tag refused, and a wrong AAD, key or length. */
+function expectTamperingRefused(key: GcmKey, raw: Uint8Array): void {
+  const aad = randomBytes(40);
+  for (const length of [0, 1, 16, 33, 100]) {
+    const sealed = nodeSeal(raw, randomBytes(12), aad, randomBytes(length));
+    for (let at = 3; at < sealed.length; at++) {
+      for (const bit of [0, 3, 7]) {
+        const tampered = Buffer.from(sealed);
+        tampered[at] = (tampered[at] as number) ^ (1 << bit);
+        expect(key.openFrom(aad, tampered, 3)).toBeUndefined();
+      }
+    }
+    const otherAad = Buffer.from(aad);
+    otherAad[5] = (otherAad[5] as number) ^ 1;
+    expect(key.openFrom(otherAad, sealed, 3)).toBeUndefined();
+    expect(key.openFrom(aad.subarray(0, 39), sealed, 3)).toBeUndefined();
+    expect(keyOf(randomBytes(32)).openFrom(aad, sealed, 3)).toBeUndefined();
+    expect(key.openFrom(aad, sealed.subarray(0, sealed.length - 1), 3)).toBeUndefined();
+  }
+  expect(key.openFrom(aad, new Uint8Array(3 + 12 + 15), 3)).toBeUndefined();
+}
+
+/**
+ * Hashes WIDEN_AFTER blocks with every power of H a short value uses (one block each per value
+ * of SHORT_GCM_MAX_BYTES), so that each power's table widens if the budget allows.
+ */
+function warm(key: GcmKey): void {
+  const aad = new Uint8Array(8);
+  const plaintext = new Uint8Array(SHORT_GCM_MAX_BYTES);
+  const out = Buffer.alloc(12 + SHORT_GCM_MAX_BYTES + 16);
+  for (let i = 0; i < WIDEN_AFTER; i++) key.sealWithFreshIv(aad, plaintext, out, 0);
+}
+
+/** Powers of H whose tables a short value can use: H² … H⁹. */
+const SHORT_POWERS = SHORT_GCM_MAX_BYTES / 16;
 
 describe("GcmKey", () => {
   // The GCM specification's (McGrew–Viega) test cases 13–16: AES-256, 96-bit IV.
@@ -76,42 +136,12 @@ describe("GcmKey", () => {
 
   it("seals what node:crypto opens and opens what it seals, at every short length", () => {
     const raw = randomBytes(32);
-    const key = keyOf(raw);
-    for (const aadLength of [0, 1, 15, 16, 17, 45, 64]) {
-      const aad = randomBytes(aadLength);
-      for (let length = 0; length <= SHORT_GCM_MAX_BYTES + 40; length++) {
-        const plaintext = randomBytes(length);
-        const ours = Buffer.alloc(3 + 12 + length + 16);
-        key.sealWithFreshIv(aad, Buffer.from(plaintext), ours, 3);
-        const iv = ours.subarray(3, 15);
-        expect(ours.subarray(3).equals(nodeSeal(raw, iv, aad, plaintext).subarray(3))).toBe(true);
-        const theirs = nodeSeal(raw, randomBytes(12), aad, plaintext);
-        expect(key.openFrom(aad, theirs, 3)?.equals(plaintext)).toBe(true);
-      }
-    }
+    expectSameAsNode(keyOf(raw), raw);
   });
 
   it("refuses every single-bit change of IV, ciphertext or tag, and a wrong AAD or key", () => {
     const raw = randomBytes(32);
-    const key = keyOf(raw);
-    const aad = randomBytes(40);
-    for (const length of [0, 1, 16, 33, 100]) {
-      const sealed = nodeSeal(raw, randomBytes(12), aad, randomBytes(length));
-      for (let at = 3; at < sealed.length; at++) {
-        for (const bit of [0, 3, 7]) {
-          const tampered = Buffer.from(sealed);
-          tampered[at] = (tampered[at] as number) ^ (1 << bit);
-          expect(key.openFrom(aad, tampered, 3)).toBeUndefined();
-        }
-      }
-      const otherAad = Buffer.from(aad);
-      otherAad[5] = (otherAad[5] as number) ^ 1;
-      expect(key.openFrom(otherAad, sealed, 3)).toBeUndefined();
-      expect(key.openFrom(aad.subarray(0, 39), sealed, 3)).toBeUndefined();
-      expect(keyOf(randomBytes(32)).openFrom(aad, sealed, 3)).toBeUndefined();
-      expect(key.openFrom(aad, sealed.subarray(0, sealed.length - 1), 3)).toBeUndefined();
-    }
-    expect(key.openFrom(aad, new Uint8Array(3 + 12 + 15), 3)).toBeUndefined();
+    expectTamperingRefused(keyOf(raw), raw);
   });
 
   it("gives fresh IVs", () => {
@@ -150,6 +180,94 @@ describe("GcmKey", () => {
     key.hold();
     expect(key.openFrom(aad, sealed, 0)?.toString()).toBe("hello");
     expect(key.tablesHeld).toBeGreaterThan(0);
+  });
+});
+
+describe("GcmKey's 8-bit tables", () => {
+  it("widen after WIDEN_AFTER blocks and give the same bytes as node:crypto", () => {
+    const raw = randomBytes(32);
+    const key = keyOf(raw);
+    key.hold();
+    const aad = new Uint8Array(8);
+    const out = Buffer.alloc(12 + 33 + 16);
+    // 32-byte strings (33 bytes with their type tag) hash one block with each of H², H³, H⁴.
+    for (let i = 0; i < WIDEN_AFTER - 1; i++) key.sealWithFreshIv(aad, new Uint8Array(33), out, 0);
+    expect(key.wideTablesHeld).toBe(0);
+    key.sealWithFreshIv(aad, new Uint8Array(33), out, 0);
+    expect(key.wideTablesHeld).toBe(3);
+    warm(key);
+    expect(key.wideTablesHeld).toBe(SHORT_POWERS);
+    expectSameAsNode(key, raw);
+    expectTamperingRefused(key, raw);
+    key.release();
+  });
+
+  it("stay within their budget, which a released key gives back", () => {
+    const full = Array.from({ length: WIDE_TABLES_MAX / SHORT_POWERS }, () =>
+      keyOf(randomBytes(32)),
+    );
+    for (const key of full) {
+      key.hold();
+      warm(key);
+      expect(key.wideTablesHeld).toBe(SHORT_POWERS);
+    }
+    const raw = randomBytes(32);
+    const late = keyOf(raw);
+    late.hold();
+    warm(late);
+    expect(late.wideTablesHeld).toBe(0);
+    expectSameAsNode(late, raw);
+    (full[0] as GcmKey).release();
+    warm(late);
+    expect(late.wideTablesHeld).toBe(SHORT_POWERS);
+    for (const key of [...full.slice(1), late]) key.release();
+  });
+
+  it("give their budget back when their key is collected unreleased", async () => {
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    const fill = () => {
+      for (let i = 0; i < WIDE_TABLES_MAX / SHORT_POWERS; i++) {
+        const key = keyOf(randomBytes(32));
+        key.hold();
+        warm(key);
+        expect(key.wideTablesHeld).toBe(SHORT_POWERS);
+      }
+    };
+    fill();
+    const late = keyOf(randomBytes(32));
+    late.hold();
+    for (let attempt = 0; attempt < 20 && late.wideTablesHeld === 0; attempt++) {
+      gc();
+      // Finalizers run in a later task.
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      warm(late);
+    }
+    expect(late.wideTablesHeld).toBe(SHORT_POWERS);
+    late.release();
+  });
+
+  it("are wiped with the rest when the last holder lets go", () => {
+    const key = keyOf(randomBytes(32));
+    key.hold();
+    warm(key);
+    const aad = new Uint8Array(8);
+    const out = Buffer.alloc(12 + 33 + 16);
+    const spy = vi.spyOn(Int32Array.prototype, "fill");
+    try {
+      key.release();
+      const wiped = spy.mock.contexts.filter(
+        (array) => (array as Int32Array).length === 16 * 256 * 4,
+      );
+      expect(wiped).toHaveLength(SHORT_POWERS);
+      expect(wiped.every((array) => (array as Int32Array).every((word) => word === 0))).toBe(true);
+    } finally {
+      spy.mockRestore();
+    }
+    expect([key.tablesHeld, key.wideTablesHeld]).toEqual([0, 0]);
+    // A use after the release rebuilds 4-bit tables only, and wipes them again.
+    key.sealWithFreshIv(aad, new Uint8Array(33), out, 0);
+    expect([key.tablesHeld, key.wideTablesHeld]).toEqual([0, 0]);
   });
 });
 
@@ -215,7 +333,8 @@ describe("GHASH table accesses", () => {
    * textbook table GHASH (Horner's rule, X ← (X ⊕ C)·H) indexes by X, which depends on H: its
    * trace would differ between keys.
    */
-  function traceOf(raw: Uint8Array, aad: Uint8Array, sealed: Uint8Array): string[] {
+  function traceOf(of: Uint8Array | GcmKey, aad: Uint8Array, sealed: Uint8Array): string[] {
+    const key = () => (of instanceof GcmKey ? of : keyOf(of));
     const trace: string[] = [];
     const real = GcmKey.prototype.table;
     const spy = vi.spyOn(GcmKey.prototype, "table").mockImplementation(function (
@@ -234,9 +353,9 @@ describe("GHASH table accesses", () => {
       });
     });
     try {
-      keyOf(raw).openFrom(aad, sealed, 3);
+      key().openFrom(aad, sealed, 3);
       const batch = new GcmOpenBatch();
-      batch.add(keyOf(raw), aad, sealed, 3);
+      batch.add(key(), aad, sealed, 3);
       batch.open();
       batch.clear();
     } finally {
@@ -244,6 +363,30 @@ describe("GHASH table accesses", () => {
     }
     return trace;
   }
+
+  it("reads the same entries under any two keys with 8-bit tables", () => {
+    const aad = randomBytes(45);
+    const mine = randomBytes(32);
+    const theirs = randomBytes(32);
+    const keys = [mine, theirs].map((raw) => {
+      const key = keyOf(raw);
+      key.hold();
+      warm(key);
+      expect(key.wideTablesHeld).toBe(SHORT_POWERS);
+      return key;
+    });
+    for (const length of [1, 16, 33, 100]) {
+      const sealed = nodeSeal(mine, randomBytes(12), aad, randomBytes(length));
+      const trace = traceOf(keys[0] as GcmKey, aad, sealed);
+      expect(trace.length).toBeGreaterThan(0);
+      expect(trace.every((entry) => Number(entry.split(":")[1]) < 16 * 256 * 4)).toBe(true);
+      expect(traceOf(keys[1] as GcmKey, aad, sealed)).toEqual(trace);
+      const other = Buffer.from(sealed);
+      other[15] = (other[15] as number) ^ 0xff;
+      expect(traceOf(keys[0] as GcmKey, aad, other)).not.toEqual(trace);
+    }
+    for (const key of keys) key.release();
+  });
 
   it("reads the same entries under any key, and other entries for other ciphertext", () => {
     const aad = randomBytes(45);
