@@ -5,6 +5,7 @@ import { describe, expect, it, vi } from "vitest";
 import {
   GcmKey,
   GcmOpenBatch,
+  ghashScratchWiped,
   SHORT_GCM_MAX_BYTES,
   WIDE_TABLES_MAX,
   WIDEN_AFTER,
@@ -152,6 +153,26 @@ describe("GcmKey", () => {
     key.sealWithFreshIv(aad, Buffer.from("hello"), a, 0);
     key.sealWithFreshIv(aad, Buffer.from("hello"), b, 0);
     expect(a.subarray(0, 12).equals(b.subarray(0, 12))).toBe(false);
+  });
+
+  it("leaves no hash in its GHASH scratch after sealing, opening or refusing", () => {
+    const raw = randomBytes(32);
+    const key = keyOf(raw);
+    const aad = randomBytes(20);
+    const out = Buffer.alloc(12 + 33 + 16);
+    key.sealWithFreshIv(aad, randomBytes(33), out, 0);
+    expect(ghashScratchWiped()).toBe(true);
+    const sealed = nodeSeal(raw, randomBytes(12), aad, randomBytes(33));
+    expect(key.openFrom(aad, sealed, 3)).toBeDefined();
+    expect(ghashScratchWiped()).toBe(true);
+    expect(key.openFrom(randomBytes(20), sealed, 3)).toBeUndefined();
+    expect(ghashScratchWiped()).toBe(true);
+    const batch = new GcmOpenBatch();
+    batch.add(key, aad, sealed, 3);
+    batch.add(key, randomBytes(20), sealed, 3);
+    expect(batch.open()).toBe(1);
+    batch.clear();
+    expect(ghashScratchWiped()).toBe(true);
   });
 
   it("wipes its tables when the last holder lets go, and again after each later use", () => {
