@@ -150,28 +150,27 @@ export function checkKeyState(ctx: KmsContext, key: StoredKey, operation: KeySta
  * @throws NotFoundError when the key does not exist or was destroyed.
  */
 export async function getKey(ctx: KmsContext, keyId: string): Promise<StoredKey> {
-  const key = await ctx.store.getKey(keyId);
-  const admitting = admitKey(ctx, keyId, key);
-  if (admitting !== undefined) await admitting;
-  return key as StoredKey;
+  return admitKey(ctx, keyId, await ctx.store.getKey(keyId));
 }
 
 /**
- * What getKey does with the record the store answered: NotFoundError for no record, the
+ * getKey on the record the store answered for `keyId`: NotFoundError for no record, the
  * destruction of a key whose deletion window has passed (then NotFoundError), the call's
- * authorization. Undefined when all of it was decided at once (the hot path: nothing to await);
- * else the promise of the rest, rejecting as getKey would throw.
+ * authorization. The key itself when all of it was decided at once (the hot path: nothing to
+ * await), else the promise of it, rejecting as getKey would throw. Callers on a hot path read
+ * the store themselves and await this only when it is a promise, one await less than getKey.
  */
 export function admitKey(
   ctx: KmsContext,
   keyId: string,
   key: StoredKey | undefined,
-): Promise<void> | undefined {
+): StoredKey | Promise<StoredKey> {
   if (key === undefined) {
     throw new NotFoundError(`key ${keyArn(ctx.identity, keyId)} does not exist`);
   }
   if (isDeletionDue(ctx, key)) return destroyDue(ctx, keyId, key);
-  return ctx.authorize?.(key);
+  const authorizing = ctx.authorize?.(key);
+  return authorizing === undefined ? key : authorizing.then(() => key);
 }
 
 /** getKey on a key whose deletion is due: destroyed (unless a dry run), then NotFoundError. */
@@ -192,11 +191,10 @@ export async function loadKey(
 ): Promise<StoredKey> {
   const reference = keyIdOf(ctx, input, argument);
   const keyId = typeof reference === "string" ? reference : await reference;
-  const key = await ctx.store.getKey(keyId);
-  const admitting = admitKey(ctx, keyId, key);
-  if (admitting !== undefined) await admitting;
-  checkKeyState(ctx, key as StoredKey, operation);
-  return key as StoredKey;
+  const admitted = admitKey(ctx, keyId, await ctx.store.getKey(keyId));
+  const key = admitted instanceof Promise ? await admitted : admitted;
+  checkKeyState(ctx, key, operation);
+  return key;
 }
 
 export function isDeletionDue(ctx: KmsContext, key: StoredKey): boolean {

@@ -66,9 +66,21 @@ export async function encryptionKey(
   operation: KeyStateOperation,
   argument = "keyId",
 ): Promise<StoredKey> {
-  const key = await loadKey(ctx, keyIdInput, operation, argument);
+  return keyToEncryptWith(ctx, await loadKey(ctx, keyIdInput, operation, argument), operation);
+}
+
+/**
+ * encryptionKey on the key loadKey answered: checked as a symmetric encryption key, then the key
+ * itself, or the promise of it rotated when an automatic rotation is due. A promise only then,
+ * so that encrypt, loading the key itself, awaits nothing more on nearly every call.
+ */
+function keyToEncryptWith(
+  ctx: KmsContext,
+  key: StoredKey,
+  operation: KeyStateOperation,
+): StoredKey | Promise<StoredKey> {
   assertSymmetricEncryptionKey(ctx, key, operation);
-  return needsRotation(ctx, key) ? await rotateDue(ctx, key) : key;
+  return needsRotation(ctx, key) ? rotateDue(ctx, key) : key;
 }
 
 export function seal(
@@ -88,45 +100,28 @@ export function seal(
 /**
  * Encrypt. The symmetric case, nearly every call, runs in this one async frame: its only
  * awaits are the key's (the store read, and a due rotation), not one per helper.
+ * `sealedWith`, when given, learns the key material a symmetric key sealed under, which AWS's
+ * Encrypt does not name and ReEncrypt does (reEncryptWithRsa); an RSA key leaves it unset.
  */
-export async function encrypt(ctx: KmsContext, request: EncryptRequest): Promise<EncryptResponse> {
+export async function encrypt(
+  ctx: KmsContext,
+  request: EncryptRequest,
+  sealedWith?: { keyMaterialId?: string },
+): Promise<EncryptResponse> {
   assertObject("request", request);
   if (isRsaEncryptionAlgorithm(request.encryptionAlgorithm)) return rsaEncrypt(ctx, request);
   const plaintext = assertBytes("plaintext", request.plaintext, 1, MAX_PLAINTEXT_BYTES);
   assertAlgorithm("encryptionAlgorithm", request.encryptionAlgorithm);
   const context = encodeEncryptionContext(request.encryptionContext);
-  let key = await loadKey(ctx, request.keyId, "encrypt");
-  assertSymmetricEncryptionKey(ctx, key, "encrypt");
-  if (needsRotation(ctx, key)) key = await rotateDue(ctx, key);
-  return sealedResponse(ctx, key, plaintext, context, currentVersion(key));
-}
-
-function sealedResponse(
-  ctx: KmsContext,
-  key: StoredKey,
-  plaintext: Uint8Array,
-  context: Uint8Array,
-  version: StoredKeyVersion,
-): EncryptResponse {
+  const loaded = keyToEncryptWith(ctx, await loadKey(ctx, request.keyId, "encrypt"), "encrypt");
+  const key = loaded instanceof Promise ? await loaded : loaded;
+  const version = currentVersion(key);
+  if (sealedWith !== undefined) sealedWith.keyMaterialId = version.keyMaterialId;
   return {
     ciphertextBlob: seal(ctx, key, plaintext, context, version),
     keyId: keyArn(ctx.identity, key.keyId),
     encryptionAlgorithm: "SYMMETRIC_DEFAULT",
   };
-}
-
-/** encrypt under a symmetric key, and the key material used (AWS's Encrypt does not name it). */
-async function encryptSymmetric(
-  ctx: KmsContext,
-  request: EncryptRequest,
-): Promise<{ readonly response: EncryptResponse; readonly keyMaterialId: string }> {
-  const plaintext = assertBytes("plaintext", request.plaintext, 1, MAX_PLAINTEXT_BYTES);
-  assertAlgorithm("encryptionAlgorithm", request.encryptionAlgorithm);
-  const context = encodeEncryptionContext(request.encryptionContext);
-  const key = await encryptionKey(ctx, request.keyId, "encrypt");
-  const version = currentVersion(key);
-  const response = sealedResponse(ctx, key, plaintext, context, version);
-  return { response, keyMaterialId: version.keyMaterialId };
 }
 
 /**
@@ -176,12 +171,10 @@ async function open(
   }
   let live: StoredKey;
   try {
-    // getKey, inline (one await less per decrypt): admitKey also destroys a key whose deletion
-    // window has passed, and authorizes the call.
-    const read = await ctx.store.getKey(parsed.keyId);
-    const admitting = admitKey(ctx, parsed.keyId, read);
-    if (admitting !== undefined) await admitting;
-    live = read as StoredKey;
+    // getKey, one await less per decrypt: admitKey destroys a key whose deletion window has
+    // passed, and authorizes the call.
+    const admitted = admitKey(ctx, parsed.keyId, await ctx.store.getKey(parsed.keyId));
+    live = admitted instanceof Promise ? await admitted : admitted;
   } catch (error) {
     if (error instanceof NotFoundError) throw invalidCiphertext();
     throw error;
@@ -241,14 +234,7 @@ export async function reEncrypt(
     "reEncrypt",
     "destinationKeyId",
   );
-  const opened = await open(
-    ctx,
-    request.ciphertextBlob,
-    request.sourceEncryptionContext,
-    request.sourceKeyId,
-    "reEncryptSource",
-    { blob: "ciphertextBlob", context: "sourceEncryptionContext", keyId: "sourceKeyId" },
-  );
+  const opened = await openSource(ctx, request);
   try {
     return {
       ciphertextBlob: seal(ctx, destination, opened.plaintext, destinationContext),
@@ -265,7 +251,19 @@ export async function reEncrypt(
   }
 }
 
-/** ReEncrypt's symmetric source, under the source-side state rule (reEncryptSource). */
+/** Opens ReEncrypt's symmetric source, under the source-side state rule (reEncryptSource). */
+function openSource(ctx: KmsContext, request: ReEncryptRequest): Promise<Opened> {
+  return open(
+    ctx,
+    request.ciphertextBlob,
+    request.sourceEncryptionContext,
+    request.sourceKeyId,
+    "reEncryptSource",
+    { blob: "ciphertextBlob", context: "sourceEncryptionContext", keyId: "sourceKeyId" },
+  );
+}
+
+/** openSource for reEncryptWithRsa, answered as rsaDecrypt answers an RSA source. */
 async function openSymmetricSource(
   ctx: KmsContext,
   request: ReEncryptRequest,
@@ -276,14 +274,7 @@ async function openSymmetricSource(
   keyMaterialId: string;
 }> {
   assertAlgorithm("sourceEncryptionAlgorithm", request.sourceEncryptionAlgorithm);
-  const opened = await open(
-    ctx,
-    request.ciphertextBlob,
-    request.sourceEncryptionContext,
-    request.sourceKeyId,
-    "reEncryptSource",
-    { blob: "ciphertextBlob", context: "sourceEncryptionContext", keyId: "sourceKeyId" },
-  );
+  const opened = await openSource(ctx, request);
   return {
     plaintext: opened.plaintext,
     keyId: keyArn(ctx.identity, opened.key.keyId),
@@ -327,11 +318,8 @@ async function reEncryptWithRsa(
         ? { encryptionAlgorithm: request.destinationEncryptionAlgorithm }
         : {}),
     };
-    const { response: destination, keyMaterialId: destinationMaterial } = isRsaEncryptionAlgorithm(
-      request.destinationEncryptionAlgorithm,
-    )
-      ? { response: await rsaEncrypt(ctx, destinationRequest), keyMaterialId: undefined }
-      : await encryptSymmetric(ctx, destinationRequest);
+    const destinationMaterial: { keyMaterialId?: string } = {};
+    const destination = await encrypt(ctx, destinationRequest, destinationMaterial);
     // Material ids of symmetric sides only, as AWS: RSA key material has none to report here.
     return {
       ciphertextBlob: destination.ciphertextBlob,
@@ -342,8 +330,8 @@ async function reEncryptWithRsa(
       ...(!rsaSource && source.keyMaterialId !== undefined
         ? { sourceKeyMaterialId: source.keyMaterialId }
         : {}),
-      ...(destinationMaterial !== undefined
-        ? { destinationKeyMaterialId: destinationMaterial }
+      ...(destinationMaterial.keyMaterialId !== undefined
+        ? { destinationKeyMaterialId: destinationMaterial.keyMaterialId }
         : {}),
     };
   } finally {
