@@ -7,6 +7,7 @@ import {
 import type { EntityMetadata } from "typeorm";
 import { type EncryptedColumnSpec, encryptedSpecsOf } from "../encrypted-column.ts";
 import { type ContextForm, contextFormOf } from "./context-forms.ts";
+import { type RowBindings, rowBindingsFor } from "./row-bindings.ts";
 import type { SealedColumn } from "./sealed.ts";
 
 /** TypeORM's column metadata: the class is not exported by its entry point. */
@@ -42,6 +43,11 @@ export interface EncryptedField {
    * `fromRow`/`rowIdentity` value (`formOf`); undefined without row keys.
    */
   readonly sealing: SealedColumn | undefined;
+  /**
+   * The bindings of loaded values, shared by value, when the context is one `fromRow` column and
+   * nothing else; undefined otherwise (see RowBindings).
+   */
+  readonly rowBindings: RowBindings | undefined;
 }
 
 /** The blind index column of an encrypted field, in the same holder. */
@@ -90,7 +96,14 @@ const descriptors = new WeakMap<EntityMetadata, EntityDescriptor | null>();
  */
 export function describe(metadata: EntityMetadata): EntityDescriptor | undefined {
   const hit = descriptors.get(metadata);
-  if (hit !== undefined) return hit ?? undefined;
+  return hit === undefined ? analyse(metadata) : (hit ?? undefined);
+}
+
+/**
+ * `describe` on a first call for `metadata`. Apart from it, which runs for every loaded entity: a
+ * function holding a closure allocates the variables the closure captures on every call.
+ */
+function analyse(metadata: EntityMetadata): EntityDescriptor | undefined {
   const drafts = fieldsOf(metadata);
   if (drafts.length === 0) {
     descriptors.set(metadata, null);
@@ -112,7 +125,7 @@ export function describe(metadata: EntityMetadata): EntityDescriptor | undefined
       keys.length === 0
         ? undefined
         : Object.freeze({ model: metadata.name, path: f.path, keys, formOf });
-    return Object.freeze({ ...f, sealing });
+    return Object.freeze({ ...f, sealing, rowBindings: rowBindingsFor(f.spec) });
   });
   const byPath = new Map(columns.map((f) => [f.path, f]));
   const blindIndexes = new Map<string, EncryptedField>();
@@ -169,7 +182,7 @@ function checkBindingFields(metadata: EntityMetadata, drafts: readonly DraftFiel
 }
 
 /** An EncryptedField before the entity's context columns are known. */
-type DraftField = Omit<EncryptedField, "sealing">;
+type DraftField = Omit<EncryptedField, "sealing" | "rowBindings">;
 
 /** The plain column of `metadata` a context name names (checkContextColumns found it). */
 function contextColumn(metadata: EntityMetadata, key: string): ColumnMetadata {
