@@ -244,18 +244,22 @@ describe("GcmKey's 8-bit tables", () => {
     for (const key of [...full.slice(1), late]) key.release();
   });
 
-  it("give their budget back when their key is collected unreleased", async () => {
+  it("are wiped, and give their budget back, when their key is collected unreleased", async () => {
     setFlagsFromString("--expose-gc");
     const gc = runInNewContext("gc") as () => void;
+    // The tables of the keys, kept beyond them (table(k) hands them out).
+    const tables: Int32Array[] = [];
     const fill = () => {
       for (let i = 0; i < WIDE_TABLES_MAX / SHORT_POWERS; i++) {
         const key = keyOf(randomBytes(32));
         key.hold();
         warm(key);
         expect(key.wideTablesHeld).toBe(SHORT_POWERS);
+        for (let k = 2; k <= SHORT_POWERS + 1; k++) tables.push(key.table(k));
       }
     };
     fill();
+    expect(tables.every((table) => table.some((word) => word !== 0))).toBe(true);
     const late = keyOf(randomBytes(32));
     late.hold();
     for (let attempt = 0; attempt < 20 && late.wideTablesHeld === 0; attempt++) {
@@ -265,6 +269,7 @@ describe("GcmKey's 8-bit tables", () => {
       warm(late);
     }
     expect(late.wideTablesHeld).toBe(SHORT_POWERS);
+    expect(tables.every((table) => table.every((word) => word === 0))).toBe(true);
     late.release();
   });
 
@@ -325,6 +330,22 @@ describe("GcmOpenBatch", () => {
     expect(batch.open()).toBe(1);
     batch.clear();
     expect(batch.size).toBe(0);
+  });
+
+  it("wipes on clear what every open since the last clear wrote", () => {
+    const raw = randomBytes(32);
+    const key = keyOf(raw);
+    const aad = randomBytes(16);
+    const batch = new GcmOpenBatch();
+    for (let i = 0; i < 20; i++) {
+      batch.add(key, aad, nodeSeal(raw, randomBytes(12), aad, randomBytes(100)), 3);
+    }
+    expect(batch.open()).toBe(-1);
+    // A smaller batch opened without a clear in between.
+    batch.add(key, aad, nodeSeal(raw, randomBytes(12), aad, randomBytes(5)), 3);
+    expect(batch.open()).toBe(-1);
+    batch.clear();
+    expect(batch.plaintext.every((byte) => byte === 0)).toBe(true);
   });
 
   it("refuses values too long or too short for it", () => {

@@ -19,10 +19,10 @@ import { fillRandom } from "./random.ts";
  * (AES-NI, constant time).
  *
  * GHASH runs here, on 4-bit tables of the powers of H (8-bit ones for keys in heavy use, within
- * a budget: WIDEN_AFTER). It is written so that no table index
- * and no branch depends on a secret: a value's hash is Σ Cⱼ·Hⁿ⁻ʲ⁺¹ ⊕ c(AAD, length), each
- * ciphertext block multiplied by its own power of H through that power's table, indexed by the
- * ciphertext's nibbles, which are public. The per-(AAD, length) constant and the powers are
+ * a budget: WIDEN_AFTER). It is written so that no table index and no branch depends on a
+ * secret: a value's hash is Σ Cⱼ·Hⁿ⁻ʲ⁺¹ ⊕ c(AAD, length), each ciphertext block multiplied by
+ * its own power of H through that power's table, indexed by the ciphertext's nibbles or bytes,
+ * which are public. The per-(AAD, length) constant and the powers are
  * computed once, by a bitwise multiplication that masks instead of branching. (Horner's rule,
  * X ← (X ⊕ Cⱼ)·H, would index the table by X, which depends on H: a cache-timing leak.) The tag
  * is compared without an early exit, and no plaintext is produced before it verifies.
@@ -51,10 +51,43 @@ const WIDE_TABLES_BUDGET = 2 * 1024 * 1024;
 /** Wide tables all keys together may hold: 32. */
 export const WIDE_TABLES_MAX = WIDE_TABLES_BUDGET / WIDE_TABLE_BYTES;
 let wideTablesBytes = 0;
-/** Gives back the budget of a key's wide tables when the key is collected unreleased. */
-const wideTablesOfCollected = new FinalizationRegistry<{ count: number }>((held) => {
-  wideTablesBytes -= held.count * WIDE_TABLE_BYTES;
-});
+
+/**
+ * What a GcmKey derives from H. One object, so that the finalizer of a key collected without
+ * being released can wipe it (and give back its wide tables' budget) without holding the key.
+ */
+interface Derived {
+  /** H, H², … Hᴹᴬˣ⁺¹ (index k holds Hᵏ); index 0 unused. */
+  powers: Int32Array[];
+  /** The 4-bit table of Hᵏ at index k, built on first use. */
+  tables: (Int32Array | undefined)[];
+  /** The 8-bit table of Hᵏ at index k, once widened (its 4-bit table is then dropped). */
+  wideTables: (Int32Array | undefined)[];
+  /** The AAD hashes (X_A) and per-(AAD, length) constants the key's AAD map holds. */
+  constants: Int32Array[];
+}
+
+function derivedNothing(): Derived {
+  return { powers: [], tables: [], wideTables: [], constants: [] };
+}
+
+/** Zeroes every array of `derived`, empties it and gives back its wide tables' budget. */
+function wipeDerived(derived: Derived): void {
+  for (const table of derived.tables) table?.fill(0);
+  for (const table of derived.wideTables) {
+    if (table === undefined) continue;
+    table.fill(0);
+    wideTablesBytes -= WIDE_TABLE_BYTES;
+  }
+  for (const power of derived.powers) power.fill(0);
+  for (const constant of derived.constants) constant.fill(0);
+  derived.powers = [];
+  derived.tables = [];
+  derived.wideTables = [];
+  derived.constants = [];
+}
+
+const derivedOfCollected = new FinalizationRegistry<Derived>(wipeDerived);
 
 /** The GHASH state of one AAD under one key: its hash alone, and the constant per length. */
 interface AadHash {
@@ -212,29 +245,21 @@ function writeCounters(iv: Uint8Array, ivAt: number, blocks: number, out: Int32A
  * the last holder lets go (`hold`/`release`, one per cache entry using the key). A call that
  * still uses the key after that (a batch or a load already under way) works, and wipes what it
  * rebuilt before it returns.
+ * A key collected without being released has them wiped by a finalizer.
  */
 export class GcmKey {
   readonly key: AesKey;
   #ecb: Cipheriv | undefined;
-  /** H, H², … Hᴹᴬˣ⁺¹ (index k holds Hᵏ); index 0 unused. */
-  #powers: Int32Array[] = [];
-  /** The 4-bit table of Hᵏ at index k, built on first use. */
-  #tables: (Int32Array | undefined)[] = [];
-  /** The 8-bit table of Hᵏ at index k, once widened (its 4-bit table is then dropped). */
-  #wideTables: (Int32Array | undefined)[] = [];
+  #derived = derivedNothing();
   /** Blocks hashed with each power's 4-bit table, towards WIDEN_AFTER. */
   #narrowBlocks: number[] = [];
-  /** Wide tables held, for the budget (shared with the finalizer). */
-  #wide = { count: 0 };
   #aads = new WeakMap<Uint8Array, AadHash>();
-  /** Every array derived from H that the WeakMap holds (X_A, the constants): to wipe them. */
-  #derived: Int32Array[] = [];
   #holders = 0;
   #released = false;
 
   constructor(key: AesKey) {
     this.key = key;
-    wideTablesOfCollected.register(this, this.#wide);
+    derivedOfCollected.register(this, this.#derived);
   }
 
   /** One more cache entry uses the key. */
@@ -260,27 +285,17 @@ export class GcmKey {
 
   /** Tables built and not wiped: for tests of the wipe. */
   get tablesHeld(): number {
-    const held = (tables: (Int32Array | undefined)[]) => tables.filter((t) => t !== undefined);
-    return held(this.#tables).length + held(this.#wideTables).length;
+    return this.#derived.tables.filter(Boolean).length + this.wideTablesHeld;
   }
 
   /** 8-bit tables built and not wiped: for tests. */
   get wideTablesHeld(): number {
-    return this.#wide.count;
+    return this.#derived.wideTables.filter(Boolean).length;
   }
 
   #wipe(): void {
-    for (const table of this.#tables) if (table !== undefined) table.fill(0);
-    for (const table of this.#wideTables) if (table !== undefined) table.fill(0);
-    wideTablesBytes -= this.#wide.count * WIDE_TABLE_BYTES;
-    this.#wide.count = 0;
-    this.#wideTables = [];
+    wipeDerived(this.#derived);
     this.#narrowBlocks = [];
-    for (const power of this.#powers) if (power !== undefined) power.fill(0);
-    for (const derived of this.#derived) derived.fill(0);
-    this.#tables = [];
-    this.#powers = [];
-    this.#derived = [];
     this.#aads = new WeakMap();
     this.#ecb = undefined;
   }
@@ -302,7 +317,7 @@ export class GcmKey {
   }
 
   #power(k: number): Int32Array {
-    const powers = this.#powers;
+    const powers = this.#derived.powers;
     if (powers.length === 0) {
       const h = this.encryptBlocks(new Uint8Array(16));
       const one = new Int32Array(4);
@@ -323,12 +338,13 @@ export class GcmKey {
    * (WIDE_TABLE_WORDS long) once widened, else 4-bit.
    */
   table(k: number): Int32Array {
-    const wide = this.#wideTables[k];
+    const derived = this.#derived;
+    const wide = derived.wideTables[k];
     if (wide !== undefined) return wide;
-    let table = this.#tables[k];
+    let table = derived.tables[k];
     if (table === undefined) {
       table = tableOf(this.#power(k));
-      this.#tables[k] = table;
+      derived.tables[k] = table;
       this.#narrowBlocks[k] = 0;
     }
     const hashed = (this.#narrowBlocks[k] as number) + 1;
@@ -338,9 +354,8 @@ export class GcmKey {
     }
     const widened = wideTableOf(table);
     table.fill(0);
-    this.#tables[k] = undefined;
-    this.#wideTables[k] = widened;
-    this.#wide.count++;
+    derived.tables[k] = undefined;
+    derived.wideTables[k] = widened;
     wideTablesBytes += WIDE_TABLE_BYTES;
     return widened;
   }
@@ -358,7 +373,7 @@ export class GcmKey {
         multiply(block, h, alone);
       }
       block.fill(0);
-      this.#derived.push(alone);
+      this.#derived.constants.push(alone);
       hash = { alone, byLength: [] };
       this.#aads.set(aad, hash);
     }
@@ -373,7 +388,7 @@ export class GcmKey {
       multiply(lengths, this.#power(1), lh);
       for (let w = 0; w < 4; w++) constant[w] = (constant[w] as number) ^ (lh[w] as number);
       lh.fill(0);
-      this.#derived.push(constant);
+      this.#derived.constants.push(constant);
       hash.byLength[length] = constant;
     }
     return constant;
@@ -553,9 +568,9 @@ export class GcmOpenBatch {
   #body: Buffer = Buffer.alloc(16 * 1024);
   #bodyWords = wordsOf(this.#body);
   #bodyUsed = 0;
-  /** The plaintext of every verified value, at its `add` offset, until `clear`. */
-  plaintext: Buffer = Buffer.alloc(16 * 1024);
-  #plaintextWords = wordsOf(this.plaintext);
+  #plaintext: Buffer = Buffer.alloc(16 * 1024);
+  #plaintextWords = wordsOf(this.#plaintext);
+  /** Bytes of `#plaintext` that may hold plaintext: what `clear` wipes. */
   #plaintextUsed = 0;
   /**
    * Per value: its AAD. Written by index and never truncated, like `#slots`: a batch is refilled
@@ -568,6 +583,11 @@ export class GcmOpenBatch {
 
   get size(): number {
     return this.#count;
+  }
+
+  /** The plaintext of every verified value, at its `add` offset, until `clear`. */
+  get plaintext(): Buffer {
+    return this.#plaintext;
   }
 
   /**
@@ -623,12 +643,14 @@ export class GcmOpenBatch {
    */
   open(): number {
     const key = this.key as GcmKey;
-    if (this.plaintext.length < this.#bodyUsed) {
-      wipe.call(this.plaintext, 0, 0, this.#plaintextUsed);
-      this.plaintext = Buffer.alloc(this.#body.length);
-      this.#plaintextWords = wordsOf(this.plaintext);
+    if (this.#plaintext.length < this.#bodyUsed) {
+      wipe.call(this.#plaintext, 0, 0, this.#plaintextUsed);
+      this.#plaintext = Buffer.alloc(this.#body.length);
+      this.#plaintextWords = wordsOf(this.#plaintext);
+      this.#plaintextUsed = 0;
     }
-    this.#plaintextUsed = this.#bodyUsed;
+    // A larger batch opened before without `clear` still has plaintext past this one's end.
+    this.#plaintextUsed = Math.max(this.#plaintextUsed, this.#bodyUsed);
     const stream = key.encryptBlocks(this.#counters.subarray(0, this.#countersUsed));
     const body = this.#body;
     const bodyWords = this.#bodyWords;
@@ -667,7 +689,7 @@ export class GcmOpenBatch {
 
   /** Wipes the plaintext written by `open` and empties the batch. */
   clear(): void {
-    wipe.call(this.plaintext, 0, 0, this.#plaintextUsed);
+    wipe.call(this.#plaintext, 0, 0, this.#plaintextUsed);
     this.#plaintextUsed = 0;
     this.#reset();
   }
