@@ -265,7 +265,9 @@ export function readFieldText(text: string): Uint8Array {
  * another text (or refused one there): the view itself may be the same object again.
  */
 export function isCurrentRead(bytes: Uint8Array, text: string): boolean {
-  return bytes.buffer !== scratch.buffer || (bytes === view && text === currentText);
+  // Identity first: reading a view's `buffer` costs more than the rest, and the bytes of a
+  // result set's values are nearly always the current read.
+  return (bytes === view && text === currentText) || bytes.buffer !== scratch.buffer;
 }
 
 /**
