@@ -67,7 +67,7 @@ interface Derived {
   constants: Int32Array[];
 }
 
-function derivedNothing(): Derived {
+function emptyDerived(): Derived {
   return { powers: [], tables: [], wideTables: [], constants: [] };
 }
 
@@ -250,7 +250,7 @@ function writeCounters(iv: Uint8Array, ivAt: number, blocks: number, out: Int32A
 export class GcmKey {
   readonly key: AesKey;
   #ecb: Cipheriv | undefined;
-  #derived = derivedNothing();
+  #derived = emptyDerived();
   /** Blocks hashed with each power's 4-bit table, towards WIDEN_AFTER. */
   #narrowBlocks: number[] = [];
   #aads = new WeakMap<Uint8Array, AadHash>();
