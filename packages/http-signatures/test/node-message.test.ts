@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type Server } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { ValidationError } from "@kms/core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -70,29 +70,41 @@ describe("problem bodies", () => {
   });
 });
 
-describe("signNodeResponse on a plain node:http server", () => {
-  const secret = new Uint8Array(32).fill(7);
+/**
+ * A node:http server on a free port for the enclosing describe block, handling requests with
+ * `handle`: its origin, and the request it got last.
+ */
+function serveForBlock(handle: (req: IncomingMessage, res: ServerResponse) => void): {
+  readonly origin: string;
+  readonly lastRequest: IncomingMessage | undefined;
+} {
+  const state = { origin: "", lastRequest: undefined as IncomingMessage | undefined };
   let server: Server;
-  let origin: string;
-  let lastRequest: IncomingMessage | undefined;
-
   beforeAll(async () => {
     server = createServer((req, res) => {
-      lastRequest = req;
-      signNodeResponse(res, { signer: createHmacSigner(secret, { keyId: "srv" }) }, () => ({
-        request: nodeRequestMessage(req),
-      }));
-      res.setHeader("content-type", "text/plain");
-      res.write("hello ");
-      res.end("world");
+      state.lastRequest = req;
+      handle(req, res);
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    state.origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   });
   afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  return state;
+}
+
+describe("signNodeResponse on a plain node:http server", () => {
+  const secret = new Uint8Array(32).fill(7);
+  const server = serveForBlock((req, res) => {
+    signNodeResponse(res, { signer: createHmacSigner(secret, { keyId: "srv" }) }, () => ({
+      request: nodeRequestMessage(req),
+    }));
+    res.setHeader("content-type", "text/plain");
+    res.write("hello ");
+    res.end("world");
+  });
 
   it("signs the whole buffered body, bound to the request", async () => {
-    const res = await fetch(`${origin}/p?q=1`);
+    const res = await fetch(`${server.origin}/p?q=1`);
     const body = new Uint8Array(await res.arrayBuffer());
     expect(new TextDecoder().decode(body)).toBe("hello world");
     const policy = {
@@ -100,13 +112,13 @@ describe("signNodeResponse on a plain node:http server", () => {
       contentDigest: "required" as const,
       requiredComponents: [{ component: "@target-uri", req: true }],
     };
-    const request = nodeRequestMessage(lastRequest!);
+    const request = nodeRequestMessage(server.lastRequest!);
     const response = { status: res.status, headers: res.headers, body };
     expect(await verifyMessage(response, policy, request)).toMatchObject({ ok: true });
     // What it covers by default is what the default policy asks of a response.
     const defaults = { keyLookup: () => createHmacVerifier(secret) };
     expect(await verifyMessage(response, defaults, request)).toMatchObject({ ok: true });
-    const elsewhere = { ...request, url: `${origin}/other` };
+    const elsewhere = { ...request, url: `${server.origin}/other` };
     expect(await verifyMessage(response, policy, elsewhere)).toMatchObject({
       ok: false,
       check: "signature",
@@ -116,45 +128,35 @@ describe("signNodeResponse on a plain node:http server", () => {
 
 describe("signNodeResponse with the components given", () => {
   const secret = new Uint8Array(32).fill(9);
-  let server: Server;
-  let origin: string;
-  let lastRequest: IncomingMessage | undefined;
-
-  beforeAll(async () => {
-    server = createServer((req, res) => {
-      lastRequest = req;
-      const components = [
-        "@status",
-        // Any case: a field name is matched case-insensitively.
-        "X-Tenant",
-        "content-type",
-        { component: "x-client", req: true },
-        { component: "@target-uri", req: true },
-        ...(req.url === "/absent" ? ["x-absent"] : []),
-      ];
-      signNodeResponse(
-        res,
-        { signer: createHmacSigner(secret, { keyId: "srv" }), components },
-        () => ({
-          request: nodeRequestMessage(req),
-        }),
-      );
-      res.setHeader("x-tenant", ["t-1", "t-2"]);
-      res.setHeader("x-other", "not covered");
-      res.writeHead(200, { "content-type": "text/plain" });
-      res.end("ok");
-    });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const server = serveForBlock((req, res) => {
+    const components = [
+      "@status",
+      // Any case: a field name is matched case-insensitively.
+      "X-Tenant",
+      "content-type",
+      { component: "x-client", req: true },
+      { component: "@target-uri", req: true },
+      ...(req.url === "/absent" ? ["x-absent"] : []),
+    ];
+    signNodeResponse(
+      res,
+      { signer: createHmacSigner(secret, { keyId: "srv" }), components },
+      () => ({
+        request: nodeRequestMessage(req),
+      }),
+    );
+    res.setHeader("x-tenant", ["t-1", "t-2"]);
+    res.setHeader("x-other", "not covered");
+    res.writeHead(200, { "content-type": "text/plain" });
+    res.end("ok");
   });
-  afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
   const policy = { keyLookup: () => createHmacVerifier(secret), requiredComponents: [] };
 
   it("covers the response's fields as sent and the request's under ;req", async () => {
-    const res = await fetch(`${origin}/p`, { headers: { "x-client": "c-1" } });
+    const res = await fetch(`${server.origin}/p`, { headers: { "x-client": "c-1" } });
     const body = new Uint8Array(await res.arrayBuffer());
-    const request = nodeRequestMessage(lastRequest!);
+    const request = nodeRequestMessage(server.lastRequest!);
     const response = { status: res.status, headers: res.headers, body };
     const result = await verifyMessage(response, policy, request);
     expect(result).toMatchObject({ ok: true });
@@ -185,7 +187,7 @@ describe("signNodeResponse with the components given", () => {
   });
 
   it("answers 500 unsigned when a covered field is absent from the response", async () => {
-    const res = await fetch(`${origin}/absent`, { headers: { "x-client": "c-1" } });
+    const res = await fetch(`${server.origin}/absent`, { headers: { "x-client": "c-1" } });
     expect(res.status).toBe(500);
     expect(res.headers.has("signature")).toBe(false);
     expect(await res.text()).toContain("x-absent");

@@ -1170,9 +1170,8 @@ export class TypeormFieldEncryption {
     batch: LoadBatch,
     start: number,
   ): Promise<void> {
-    const group: LoadGroup = { start, done: Promise.resolve() };
-    const index = batch.groups.push(group) - 1;
-    group.done = batch.done.then(undefined, async (error: unknown) => {
+    const index = batch.groups.push({ start }) - 1;
+    const done = batch.done.then(undefined, async (error: unknown) => {
       if (batch.groups.length === 1) throw error;
       const end = batch.groups[index + 1]?.start ?? batch.items.length;
       const own = await this.run(dataSource, queryRunner, () =>
@@ -1182,8 +1181,8 @@ export class TypeormFieldEncryption {
     });
     // Handled even if the broadcast never awaits it: a hook after this one (another subscriber's)
     // that throws ends TypeORM's loop before it collects the promises.
-    group.done.catch(() => undefined);
-    return group.done;
+    done.catch(() => undefined);
+    return done;
   }
 
   /**
@@ -1327,8 +1326,6 @@ interface LoadBroadcast {
 /** Entities of one broadcast in a LoadBatch: their items run from `start` to the next group's. */
 interface LoadGroup {
   readonly start: number;
-  /** Settles once the group's values are on its entities. */
-  done: Promise<void>;
 }
 
 /** A value to seal: its column, the object holding it and its plaintext. */

@@ -1307,8 +1307,9 @@ interface AadCache {
 /**
  * header || binding, the AAD of a value of `binding` under a data key, built once per (data key,
  * binding) from the first HEADER_LENGTH bytes of `header`; the last binding is checked first (the
- * values of one column, or one binding's calls, repeat it; a row's columns alternate). With `keyContext` (reading), the binding's `context` must hold
- * it, checked when the AAD is built: a cached AAD means the binding passed.
+ * values of one column, or one binding's calls, repeat it; a row's columns alternate). With
+ * `keyContext` (reading), the binding's `context` must hold it, checked when the AAD is built: a
+ * cached AAD means the binding passed.
  */
 function cachedAad(
   key: AadCache,
