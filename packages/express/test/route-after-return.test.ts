@@ -210,7 +210,7 @@ describe("route read after the route's handler returned", () => {
     const app = contextApp();
     const shared = express.Router();
     let entries = 0;
-    shared.get("/t/*rest", (req, res, next) => {
+    shared.get("/t/*rest", (req, _res, next) => {
       seen.push(`inside: ${routePattern(req)}`);
       if (++entries === 1) next();
       else next(new Error("boom"));
