@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { chmodSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import * as https from "node:https";
 import { connect } from "node:net";
 import { dirname, join } from "node:path";
@@ -248,17 +248,35 @@ describe("kms serve", () => {
     );
   });
 
-  it("an --allowed-host that is not a host name exits 1, naming it", async () => {
-    credentialsFile();
-    const result = await run(
-      ["serve", "--credentials", "credentials.json", "--port", "0", "--allowed-host", "::1"],
-      { cwd: ws.dir, env: ws.env },
-    );
-    expect(result.code).toBe(1);
-    expect(result.err).toMatch(
-      /^ValidationException: "allowedHosts\[0\]" must be a host name .* got "::1"$/m,
-    );
-  });
+  it.each([
+    ["IPv6 without brackets", ["::1"], '"::1"'],
+    ["a URL", ["https://kms.internal"], '"https://kms.internal"'],
+    ["port 0", ["kms.internal:0"], '"kms.internal:0"'],
+    ["an IPv6 zone id", ["[fe80::1%eth0]"], '"[fe80::1%eth0]"'],
+    // The bad one is named, not the first.
+    ["the second of two", ["localhost", "kms.internal/"], '"kms.internal/"'],
+  ])(
+    "an --allowed-host that is not a host name (%s) is a usage error, before any file is read",
+    async (_name, hosts, got) => {
+      // Neither the credentials file nor the data dir exists: reading either would fail otherwise.
+      const result = await run(
+        ["serve", "--credentials", "nowhere.json", ...hosts.flatMap((h) => ["--allowed-host", h])],
+        { cwd: ws.dir, env: ws.env },
+      );
+      expect(result.code).toBe(2);
+      expect(result.out).toBe("");
+      // The server's own reason, naming the flag rather than its allowedHosts option.
+      const [message = "", usage = ""] = result.err.split("\n\n");
+      expect(message).toMatch(
+        /^kms: serve: "--allowed-host" must be a host name as a Host header carries it — /,
+      );
+      expect(message.endsWith(` — got ${got}`)).toBe(true);
+      expect(usage).toMatch(/^Usage: kms serve /);
+      expect(result.err).not.toContain("allowedHosts");
+      expect(result.err).not.toContain("nowhere.json");
+      expect(existsSync(join(ws.dir, ".kms"))).toBe(false);
+    },
+  );
 
   it("a missing credentials file is refused", async () => {
     const result = await run(["serve", "--credentials", "nowhere.json"], {

@@ -1,3 +1,4 @@
+export { assertAllowedHost } from "./internal/allowed-hosts.ts";
 export { createKmsServer } from "./kms-server.ts";
 export type {
   CredentialLookup,

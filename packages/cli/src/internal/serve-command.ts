@@ -2,7 +2,9 @@ import { open, readFile } from "node:fs/promises";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { resolve } from "node:path";
+import { ValidationError } from "@kms/core";
 import {
+  assertAllowedHost,
   createKmsServer,
   MIN_SECRET_ACCESS_KEY_LENGTH,
   type RefusedRequest,
@@ -113,6 +115,24 @@ function tlsPaths(ctx: CommandContext): { cert: string; key: string } | undefine
   return { cert: resolve(ctx.io.cwd, cert), key: resolve(ctx.io.cwd, key) };
 }
 
+/**
+ * The `--allowed-host` values, each checked by the server's own rule: a bad one is a mistake in
+ * the command line (exit 2, before any file is read), not the server's ValidationError naming
+ * `allowedHosts[i]`, an option the user never wrote.
+ */
+function allowedHostsOption(ctx: CommandContext): string[] {
+  const hosts = stringsOption(ctx.values, "allowed-host");
+  for (const host of hosts) {
+    try {
+      assertAllowedHost(host, "--allowed-host");
+    } catch (error) {
+      if (!(error instanceof ValidationError)) throw error;
+      throw new UsageError(`serve: ${error.message}`, "serve");
+    }
+  }
+  return hosts;
+}
+
 function listen(server: Server, port: number, host: string): Promise<AddressInfo> {
   return new Promise((done, fail) => {
     server.once("error", fail);
@@ -159,8 +179,7 @@ export const serveCommand: Command = {
     const port = integerOption(ctx.values, "port", "serve") ?? DEFAULT_SERVE_PORT;
     if (port > 65_535) throw new UsageError(`serve: --port ${port} is not a TCP port`, "serve");
     const tlsFiles = tlsPaths(ctx);
-    // Checked by the server when it is made (ValidationError naming the entry, exit 1).
-    const allowedHosts = stringsOption(ctx.values, "allowed-host");
+    const allowedHosts = allowedHostsOption(ctx);
     const credentials = await readCredentialsFile(credentialsPath);
     const tls =
       tlsFiles === undefined

@@ -62,6 +62,30 @@ function parseHost(value: string): HostName | undefined {
 }
 
 /**
+ * Checks one `allowedHosts` entry on its own, for code that takes the names before it makes a
+ * server (a command line, a config file) and wants to refuse a bad one in its own terms. The
+ * grammar and the message are those `createKmsServer` and `createKmsRequestHandler` apply.
+ * @param argument what the message calls the value (`"--allowed-host"`, `"allowedHosts[0]"`).
+ * @throws ValidationError naming `argument` and the value, for anything but a string that is
+ *   `name`, `name:port`, `[ipv6]` or `[ipv6]:port`.
+ */
+export function assertAllowedHost(value: unknown, argument: string): void {
+  allowedHost(value, argument);
+}
+
+function allowedHost(value: unknown, argument: string): HostName {
+  const parsed = typeof value === "string" ? parseHost(value) : undefined;
+  if (parsed === undefined) {
+    const got = typeof value === "string" ? JSON.stringify(value) : typeof value;
+    throw new ValidationError(
+      `"${argument}" must be a host name as a Host header carries it — name, name:port, ` +
+        `[ipv6] or [ipv6]:port, internationalized names in their xn-- form — got ${got}`,
+    );
+  }
+  return parsed;
+}
+
+/**
  * @throws ValidationError for a value that is not a non-empty array of host names, each `name`,
  *   `name:port`, `[ipv6]` or `[ipv6]:port`.
  */
@@ -77,15 +101,7 @@ export function parseAllowedHosts(value: unknown): AllowedHosts {
   const withPort = new Set<string>();
   // Indexed, not forEach: a hole in a sparse array is an entry missing, not one to skip.
   for (let i = 0; i < value.length; i++) {
-    const entry: unknown = value[i];
-    const parsed = typeof entry === "string" ? parseHost(entry) : undefined;
-    if (parsed === undefined) {
-      const got = typeof entry === "string" ? JSON.stringify(entry) : typeof entry;
-      throw new ValidationError(
-        `"allowedHosts[${i}]" must be a host name as a Host header carries it — name, name:port, ` +
-          `[ipv6] or [ipv6]:port, internationalized names in their xn-- form — got ${got}`,
-      );
-    }
+    const parsed = allowedHost(value[i], `allowedHosts[${i}]`);
     if (parsed.port === undefined) anyPort.add(parsed.name);
     else withPort.add(`${parsed.name}:${parsed.port}`);
   }
