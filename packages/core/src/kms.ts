@@ -39,6 +39,7 @@ import * as rotation from "./operations/rotation.ts";
 import * as symmetric from "./operations/symmetric.ts";
 import * as tags from "./operations/tags.ts";
 import { type AuditOptions, CallGuard, type ExplainResult } from "./policy/call-guard.ts";
+import { assertPrincipalTags } from "./policy/principal-tags.ts";
 import { runWithRequestId } from "./request-id-scope.ts";
 import type {
   AliasRequest,
@@ -834,6 +835,7 @@ export async function createKms(options: KmsOptions = {}): Promise<Kms> {
     options.maxGrantsPerKey === undefined
       ? undefined
       : assertInteger("maxGrantsPerKey", options.maxGrantsPerKey, 1, grants.MAX_GRANTS_PER_KEY);
+  if (options.principalTags !== undefined) assertPrincipalTags(options.principalTags);
   const identity: KmsIdentity = {
     partition: options.partition ?? DEFAULT_IDENTITY.partition,
     region: options.region ?? DEFAULT_IDENTITY.region,
