@@ -105,8 +105,11 @@ let collect: (() => void) | undefined;
  * garbage lands in whichever slice runs when the heap fills, at random on either side (at 1 MiB
  * messages this spread ratios over 0.5–5×). Collected before each slice, each side pays for what
  * it makes within its slice and neither for the other's; garbage left at a slice's end is paid
- * by nobody, which favours the side that makes more of it. Set up on first use, so that merely
- * importing this module changes no V8 flag.
+ * by nobody. That favours whichever side leaves more of its garbage unpaid: not always the one
+ * that makes more (a clear 10,000-row Prisma findMany, whose slice of three or four calls fits
+ * in a fresh heap, paid almost none; the encrypted one paid its own in full, and the ratio read
+ * 4.2–4.5× against 3.4–3.6× in steady state). `interleaved`'s `collect: false` measures that
+ * steady state. Set up on first use, so that merely importing this module changes no V8 flag.
  */
 function collectGarbage(): void {
   if (collect === undefined) {
@@ -122,9 +125,16 @@ export interface SliceSpeed {
   readonly cpu: number;
 }
 
-/** Values/s of `c` over one slice of at least `ms`, after an untimed full collection. */
-export async function slice(c: BenchCase, ms: number = SLICE_MS): Promise<SliceSpeed> {
-  collectGarbage();
+/**
+ * Values/s of `c` over one slice of at least `ms`, after an untimed full collection unless
+ * `collectFirst` is false (see `interleaved`'s `collect`).
+ */
+export async function slice(
+  c: BenchCase,
+  ms: number = SLICE_MS,
+  collectFirst = true,
+): Promise<SliceSpeed> {
+  if (collectFirst) collectGarbage();
   const run = c.run;
   let ops = 0;
   const cpuStart = process.threadCpuUsage();
@@ -176,17 +186,25 @@ export function spreadOf(ratios: readonly number[]): RatioSpread {
  * wall clock and by the main thread's CPU time, which a loaded machine's waits for a core leave
  * out (GC work on helper threads is left out too). Two untimed pairs warm both sides up first.
  * Ratios are per value (`BenchCase.values`).
+ *
+ * `collect: false` forces no collection: each side then runs on the heap the other left, as
+ * code in a long-running process does, and pays the collections that fall in its slices. With
+ * slices long enough to hold many collections (`sliceMs` of a few hundred ms), that is the
+ * steady-state cost, garbage included. Forced collections give steadier ratios but are not
+ * neutral: a side whose few operations per slice fit in a fresh heap pays almost no collection,
+ * one that outgrows it pays its own in full.
  */
 export async function interleaved(
   a: BenchCase,
   b: BenchCase,
-  options: { slices?: number; sliceMs?: number } = {},
+  options: { slices?: number; sliceMs?: number; collect?: boolean } = {},
 ): Promise<InterleavedRatio> {
   const slices = options.slices ?? INTERLEAVED_SLICES;
   const ms = options.sliceMs ?? SLICE_MS;
+  const collect = options.collect ?? true;
   for (let i = 0; i < 2; i++) {
-    await slice(a, ms);
-    await slice(b, ms);
+    await slice(a, ms, collect);
+    await slice(b, ms, collect);
   }
   const wall: number[] = [];
   const cpu: number[] = [];
@@ -194,17 +212,23 @@ export async function interleaved(
     let x: SliceSpeed;
     let y: SliceSpeed;
     if (i % 2 === 0) {
-      x = await slice(a, ms);
-      y = await slice(b, ms);
+      x = await slice(a, ms, collect);
+      y = await slice(b, ms, collect);
     } else {
-      y = await slice(b, ms);
-      x = await slice(a, ms);
+      y = await slice(b, ms, collect);
+      x = await slice(a, ms, collect);
     }
     wall.push(x.wall / y.wall);
     cpu.push(x.cpu / y.cpu);
   }
   return { wall: spreadOf(wall), cpu: spreadOf(cpu), pairs: slices };
 }
+
+/**
+ * `interleaved` options for a steady-state ratio: no forced collection, slices long enough (400
+ * ms) that the collections falling at their edges are a small part of them.
+ */
+export const STEADY_STATE = { collect: false, sliceMs: 400 } as const;
 
 /** "1.23× [1.10–1.31]": median [lower quartile–upper quartile]. */
 export function formatSpread(s: RatioSpread): string {
