@@ -370,47 +370,45 @@ export async function generateDataKey(
   ctx: KmsContext,
   request: GenerateDataKeyRequest,
 ): Promise<GenerateDataKeyResponse> {
-  const { sealed, plaintext } = await newDataKey(ctx, request, "generateDataKey");
-  // Fields in AWS's order, as before: inspect and JSON.stringify show them so.
-  const { ciphertextBlob, keyId, keyMaterialId } = sealed;
-  return redactPlaintext<GenerateDataKeyResponse>({
-    ciphertextBlob,
-    plaintext,
-    keyId,
-    keyMaterialId,
-  });
+  return redactPlaintext<GenerateDataKeyResponse>(
+    await newDataKey(ctx, request, "generateDataKey"),
+  );
 }
 
 export async function generateDataKeyWithoutPlaintext(
   ctx: KmsContext,
   request: GenerateDataKeyRequest,
 ): Promise<GenerateDataKeyWithoutPlaintextResponse> {
-  const { sealed, plaintext } = await newDataKey(ctx, request, "generateDataKeyWithoutPlaintext");
+  const { plaintext, ...sealed } = await newDataKey(
+    ctx,
+    request,
+    "generateDataKeyWithoutPlaintext",
+  );
   plaintext.fill(0);
   return sealed;
 }
 
 /**
- * A fresh data key and its ciphertext under the request's KMS key. The plaintext is wiped here
- * if sealing fails; otherwise the caller returns it or wipes it.
+ * A fresh data key, in plaintext and sealed under the request's KMS key. The plaintext is wiped
+ * here if sealing fails; otherwise the caller returns it or wipes it.
  */
 async function newDataKey(
   ctx: KmsContext,
   request: GenerateDataKeyRequest,
   operation: "generateDataKey" | "generateDataKeyWithoutPlaintext",
-): Promise<{ sealed: Required<GenerateDataKeyWithoutPlaintextResponse>; plaintext: Uint8Array }> {
+): Promise<GenerateDataKeyResponse> {
   assertObject("request", request);
   const length = dataKeyLength(request);
   const context = encodeEncryptionContext(request.encryptionContext);
   const key = await encryptionKey(ctx, request.keyId, operation);
   const plaintext = globalThis.crypto.getRandomValues(new Uint8Array(length));
   try {
-    const sealed = {
+    return {
       ciphertextBlob: seal(ctx, key, plaintext, context),
+      plaintext,
       keyId: keyArn(ctx.identity, key.keyId),
       keyMaterialId: currentVersion(key).keyMaterialId,
     };
-    return { sealed, plaintext };
   } catch (error) {
     plaintext.fill(0);
     throw error;
