@@ -174,41 +174,44 @@ for (const [title, results] of Object.entries(onePass)) {
 console.log(
   `\nInterleaved, ${INTERLEAVED_SLICES} slice pairs each (one operation a slice), median [quartiles]`,
 );
-const targets: [string, Awaited<ReturnType<typeof interleaved>>, string][] = [];
+type Ratio = Awaited<ReturnType<typeof interleaved>>;
+const targets: [string, Ratio, string][] = [];
+/** Prints a ratio as it is measured and keeps it for the Targets summary. */
+function record(label: string, r: Ratio, goal: string): void {
+  targets.push([label, r, goal]);
+  console.log(`  ${label.padEnd(46)} ${formatInterleaved(r)}`);
+}
 for (const [op, cases, target] of [
   ["save", save, 2],
   ["find", find, 2],
 ] as const) {
   const time = await interleaved(cases.plain, cases.ours);
-  const goal = `≤ ${target}×: ${verdict(time, target, "atMost")}`;
-  targets.push([`${op}: @kms/typeorm time / plaintext`, time, goal]);
-  console.log(`  ${`${op}: @kms/typeorm time / plaintext`.padEnd(46)} ${formatInterleaved(time)}`);
-  const lead = await interleaved(cases.ours, cases.legacy);
-  targets.push([`${op}: @kms/typeorm speed / typeorm-encrypted`, lead, "no target"]);
-  console.log(
-    `  ${`${op}: @kms/typeorm speed / typeorm-encrypted`.padEnd(46)} ${formatInterleaved(lead)}`,
+  record(
+    `${op}: @kms/typeorm time / plaintext`,
+    time,
+    `≤ ${target}×: ${verdict(time, target, "atMost")}`,
+  );
+  record(
+    `${op}: @kms/typeorm speed / typeorm-encrypted`,
+    await interleaved(cases.ours, cases.legacy),
+    "no target",
   );
 }
 // Context, no target: the share of a find that is TypeORM carrying the longer stored text.
-const floor = await interleaved(find.plain, findStoredCase);
-targets.push(["find: stored rows, not decrypted / plaintext", floor, "context: the floor"]);
-console.log(
-  `  ${"find: stored rows, not decrypted / plaintext".padEnd(46)} ${formatInterleaved(floor)}`,
+record(
+  "find: stored rows, not decrypted / plaintext",
+  await interleaved(find.plain, findStoredCase),
+  "context: the floor",
 );
 // The two find ratios without forced collections (STEADY_STATE): each find pays the collections
 // of the garbage it makes, as in a long-running application.
-for (const [label, b, goalOf] of [
-  ["find: time / plaintext, steady state", find.ours, (r) => `≤ 2×: ${verdict(r, 2, "atMost")}`],
-  ["find: floor, steady state", findStoredCase, () => "context: the floor, steady state"],
-] as const satisfies readonly (readonly [
-  string,
-  BenchCase,
-  (r: Awaited<ReturnType<typeof interleaved>>) => string,
-])[]) {
-  const r = await interleaved(find.plain, b, STEADY_STATE);
-  targets.push([label, r, goalOf(r)]);
-  console.log(`  ${label.padEnd(46)} ${formatInterleaved(r)}`);
-}
+const steady = await interleaved(find.plain, find.ours, STEADY_STATE);
+record("find: time / plaintext, steady state", steady, `≤ 2×: ${verdict(steady, 2, "atMost")}`);
+record(
+  "find: floor, steady state",
+  await interleaved(find.plain, findStoredCase, STEADY_STATE),
+  "context: the floor, steady state",
+);
 console.log(
   "\nTargets (met = the upper quartile of the time ratio is within the target on both clocks)",
 );

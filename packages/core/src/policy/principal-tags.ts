@@ -20,7 +20,7 @@ export type PrincipalTags = Readonly<Record<string, Readonly<Record<string, stri
  * role holding one key in two cases are two entries, and merge as documented.
  * @throws ValidationError naming the principal and the offending key or keys.
  */
-export function assertPrincipalTags(value: unknown): PrincipalTags {
+export function assertPrincipalTags(value: unknown): void {
   const tags = assertObject("principalTags", value);
   for (const [principal, entry] of Object.entries(tags)) {
     const name = `principalTags[${JSON.stringify(principal)}]`;
@@ -42,7 +42,6 @@ export function assertPrincipalTags(value: unknown): PrincipalTags {
       byLowerKey.set(lower, key);
     }
   }
-  return tags as PrincipalTags;
 }
 
 /**
