@@ -39,7 +39,7 @@ import * as rotation from "./operations/rotation.ts";
 import * as symmetric from "./operations/symmetric.ts";
 import * as tags from "./operations/tags.ts";
 import { type AuditOptions, CallGuard, type ExplainResult } from "./policy/call-guard.ts";
-import { assertPrincipalTags } from "./policy/principal-tags.ts";
+import { indexPrincipalTags } from "./policy/principal-tags.ts";
 import { runWithRequestId } from "./request-id-scope.ts";
 import type {
   AliasRequest,
@@ -120,7 +120,10 @@ export interface KmsOptions {
    * root `arn:<partition>:iam::<account>:root`. See docs/POLICY.md for the format.
    */
   readonly principal?: string;
-  /** Tags of principals, for aws:PrincipalTag/<key> conditions: principal → tag key → value. */
+  /**
+   * Tags of principals, for aws:PrincipalTag/<key> conditions: principal → tag key → value. Read
+   * once, at creation: editing the object afterwards does not change what the Kms authorizes.
+   */
   readonly principalTags?: Readonly<Record<string, Readonly<Record<string, string>>>>;
   /**
    * Policy (key policy grammar, resource `*`) for calls without a key: createKey, listKeys,
@@ -835,7 +838,8 @@ export async function createKms(options: KmsOptions = {}): Promise<Kms> {
     options.maxGrantsPerKey === undefined
       ? undefined
       : assertInteger("maxGrantsPerKey", options.maxGrantsPerKey, 1, grants.MAX_GRANTS_PER_KEY);
-  if (options.principalTags !== undefined) assertPrincipalTags(options.principalTags);
+  const principalTags =
+    options.principalTags === undefined ? undefined : indexPrincipalTags(options.principalTags);
   const identity: KmsIdentity = {
     partition: options.partition ?? DEFAULT_IDENTITY.partition,
     region: options.region ?? DEFAULT_IDENTITY.region,
@@ -863,7 +867,7 @@ export async function createKms(options: KmsOptions = {}): Promise<Kms> {
   } finally {
     transient.wipe();
   }
-  const guard = new CallGuard(identity, options);
+  const guard = new CallGuard(identity, { ...options, principalTags });
   const clock = options.clock ?? systemClock;
   const keyName = (keyId: string): string => `key ${keyArn(identity, keyId)}`;
   // Every read and write of the Kms goes through the seals; only the one-time upgrade below

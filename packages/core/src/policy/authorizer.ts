@@ -17,7 +17,7 @@ import {
   roleArnOf,
 } from "./evaluate.ts";
 import { defaultKeyPolicy, type PolicyDocument, parsePolicyCached } from "./policy-document.ts";
-import { type PrincipalTags, principalTag } from "./principal-tags.ts";
+import { type PrincipalTagIndex, principalTag } from "./principal-tags.ts";
 import {
   DEFAULT_PENDING_WINDOW_IN_DAYS,
   DEFAULT_ROTATION_PERIOD_IN_DAYS,
@@ -31,7 +31,7 @@ export interface PolicySettings {
   /** Policy for calls without a key (createKey, listKeys, generateRandom…); resource `*`. */
   readonly accountPolicy: PolicyDocument;
   /** A role session also has its role's tags: see principalTag. */
-  readonly principalTags: PrincipalTags;
+  readonly principalTags: PrincipalTagIndex;
 }
 
 export interface AuthorizationRecord {

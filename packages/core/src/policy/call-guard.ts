@@ -51,6 +51,7 @@ import {
 } from "./authorizer.ts";
 import { evaluate } from "./evaluate.ts";
 import { parsePolicy } from "./policy-document.ts";
+import type { PrincipalTagIndex } from "./principal-tags.ts";
 
 export interface AuditOptions extends AuditorOptions {
   readonly sink: AuditSink;
@@ -58,7 +59,7 @@ export interface AuditOptions extends AuditorOptions {
 
 export interface CallGuardOptions {
   readonly principal?: string | undefined;
-  readonly principalTags?: Readonly<Record<string, Readonly<Record<string, string>>>> | undefined;
+  readonly principalTags?: PrincipalTagIndex | undefined;
   readonly accountPolicy?: string | undefined;
   readonly authorization?: boolean | undefined;
   readonly audit?: AuditSink | AuditOptions | false | undefined;
@@ -185,7 +186,7 @@ export class CallGuard {
         options.accountPolicy === undefined
           ? defaultAccountPolicy(identity)
           : parsePolicy(options.accountPolicy),
-      principalTags: options.principalTags ?? {},
+      principalTags: options.principalTags ?? new Map(),
     };
     const audit = options.audit;
     this.auditing = audit !== false;

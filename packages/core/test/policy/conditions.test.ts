@@ -13,6 +13,7 @@ import {
   parsePolicy,
   parsePolicyCached,
 } from "../../src/policy/policy-document.ts";
+import { indexPrincipalTags } from "../../src/policy/principal-tags.ts";
 
 /**
  * One row per operator and per condition key: a policy with a single Allow statement for
@@ -81,7 +82,7 @@ function decidePolicy(document: Record<string, unknown>, c: Call = {}): boolean 
       identity: IDENTITY,
       enabled: true,
       accountPolicy: defaultAccountPolicy(IDENTITY),
-      principalTags: { [ALICE]: { Team: "blue" } },
+      principalTags: indexPrincipalTags({ [ALICE]: { Team: "blue" } }),
     },
     keys: new Map(),
     decisions: [],
@@ -902,7 +903,7 @@ describe("principals, actions and resources", () => {
         identity: IDENTITY,
         enabled: true,
         accountPolicy: defaultAccountPolicy(IDENTITY),
-        principalTags: {},
+        principalTags: new Map(),
       },
       keys: new Map(),
       decisions: [],

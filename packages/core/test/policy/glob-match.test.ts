@@ -297,7 +297,7 @@ describe("StringLike in key policies", () => {
         identity: IDENTITY,
         enabled: true,
         accountPolicy: defaultAccountPolicy(IDENTITY),
-        principalTags: {},
+        principalTags: new Map(),
       },
       keys: new Map(),
       decisions: [],

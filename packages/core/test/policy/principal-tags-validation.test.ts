@@ -170,4 +170,22 @@ describe("accepted tags still decide", () => {
     expect(await encryptAs(ROLE)).toBe("denied");
     await kms.close();
   });
+
+  test("are the ones given at creation: editing the object afterwards changes nothing", async () => {
+    const roleTags: Record<string, string> = { team: "contractors" };
+    const aliceTags: Record<string, string> = { team: "blue" };
+    const principalTags: Record<string, Record<string, string>> = {
+      [ROLE]: roleTags,
+      [ALICE]: aliceTags,
+    };
+    await withPolicy(principalTags, denyContractors("team"));
+    delete roleTags.team;
+    aliceTags.team = "contractors";
+    principalTags[SESSION] = { team: "blue" };
+    delete principalTags[ROLE];
+    expect(await encryptAs(ROLE)).toBe("denied");
+    expect(await encryptAs(SESSION)).toBe("denied");
+    expect(await encryptAs(ALICE)).toBe("allowed");
+    await kms.close();
+  });
 });
