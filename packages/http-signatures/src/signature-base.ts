@@ -209,8 +209,16 @@ function componentError(id: Item, rule: string): ValidationError {
   return new ValidationError(`component ${serializeItem(id)}: ${rule}`);
 }
 
+/** A request's target URI parts, with the `url` they belong to. */
+interface KnownTarget {
+  readonly url: string;
+  readonly parts: TargetParts;
+}
+
 // One parse per message: verifying a request and signing its response both derive from it.
-const parsedUrls = new RecentCache<RequestMessage, TargetParts>(16);
+// Keyed by the message object, which a caller may reuse with another `url` (a client signing
+// each request it sends from one object): the parts count only for the `url` they came from.
+const parsedUrls = new RecentCache<RequestMessage, KnownTarget>(16);
 
 // Messages whose target cannot be matched to what the server routes on (see nodeRequestMessage):
 // only bad requests get an entry, so the map stays empty in normal traffic.
@@ -238,7 +246,7 @@ export function recordTarget(
   authorityProblem?: string,
 ): void {
   if (typeof target === "string") unverifiableTargets.set(message, target);
-  else parsedUrls.set(message, target);
+  else parsedUrls.set(message, { url: String(message.url), parts: target });
   if (absoluteForm !== undefined) absoluteFormTargets.set(message, absoluteForm);
   if (authorityProblem !== undefined) unknownAuthorities.set(message, authorityProblem);
 }
@@ -274,17 +282,20 @@ function listedAuthority(
 function targetUrl(id: Item, message: RequestMessage): TargetParts {
   const problem = unverifiableTargets.get(message);
   if (problem !== undefined) throw componentError(id, problem);
-  if (message.url instanceof URL) return message.url;
-  let url: TargetParts | undefined = parsedUrls.get(message);
-  if (url === undefined) {
-    try {
-      url = new URL(message.url);
-    } catch {
-      throw componentError(id, "the request URL must be absolute");
-    }
-    parsedUrls.set(message, url);
+  const href = message.url;
+  if (href instanceof URL) return href;
+  const known = parsedUrls.get(message);
+  if (known?.url === href) return known.parts;
+  let parts: TargetParts;
+  try {
+    parts = new URL(href);
+  } catch {
+    throw componentError(id, "the request URL must be absolute");
   }
-  return url;
+  // The entry of an earlier `url` goes: the cache answers the first entry of a key it finds.
+  parsedUrls.delete(message);
+  parsedUrls.set(message, { url: href, parts });
+  return parts;
 }
 
 /**
@@ -564,8 +575,10 @@ function derivedValue(
       case "@scheme":
         return url.protocol.slice(0, -1).toLowerCase();
       case "@request-target": {
-        // In absolute form the request target is the whole URI, its authority included.
-        const absolute = absoluteFormTargets.get(message);
+        // In absolute form the request target is the whole URI, its authority included: the
+        // URI received, while the message still names it.
+        const received = absoluteFormTargets.get(message);
+        const absolute = received === message.url ? received : undefined;
         if (absolute !== undefined) listedAuthority(id, url, authorities);
         return absolute ?? `${url.pathname}${url.search}`;
       }

@@ -46,6 +46,21 @@ describe("structured fields (RFC 8941)", () => {
     expect(serializeItem(parseItem("1"))).toBe("1");
   });
 
+  it("rounds a decimal to three places, a tie to the even digit (RFC 8941 §4.1.5)", () => {
+    const decimal = (value: number): string =>
+      serializeItem({ value: new Decimal(value), params: new Map() });
+    // Exactly halfway: odd multiples of 1/16, which doubles hold exactly.
+    expect(decimal(0.0625)).toBe("0.062");
+    expect(decimal(0.1875)).toBe("0.188");
+    expect(decimal(-0.0625)).toBe("-0.062");
+    expect(decimal(2.3125)).toBe("2.312");
+    expect(decimal(999_999_999_999.9375)).toBe("999999999999.938");
+    // Not halfway (0.0005 is a little above it as a double): the nearer value.
+    expect(decimal(0.0005)).toBe("0.001");
+    expect(decimal(1.2344)).toBe("1.234");
+    expect(decimal(1.2346)).toBe("1.235");
+  });
+
   it("a repeated dictionary key keeps its first position and last value", () => {
     expect(serializeDictionary(parseDictionary("a=1, b=2, a=3"))).toBe("a=3, b=2");
   });

@@ -472,6 +472,22 @@ function serializeKey(key: string): string {
 }
 
 /**
+ * RFC 8941 §4.1.5: three decimal places, "rounding the final digit to the nearest value, or to
+ * the even value if it is equidistant". `Math.round` rounds a tie up (0.0625 to 0.063). A double
+ * is exactly halfway between thousandths only when it is an odd multiple of 1/16 (x.0625,
+ * x.1875, …), where scaling by 1000 is exact; any other value is nearer one side.
+ */
+function roundToThousandths(value: number): number {
+  const scaled = value * 1000;
+  const sixteenths = value * 16;
+  if (Number.isInteger(sixteenths) && sixteenths % 2 !== 0) {
+    const below = Math.floor(scaled);
+    return (below % 2 === 0 ? below : below + 1) / 1000;
+  }
+  return Math.round(scaled) / 1000;
+}
+
+/**
  * Serializes a bare item.
  * @throws ValidationException when the value is outside what RFC 8941 can represent.
  */
@@ -486,7 +502,7 @@ export function serializeBareItem(value: BareItem): string {
     return String(value);
   }
   if (value instanceof Decimal) {
-    const rounded = Math.round(value.value * 1000) / 1000;
+    const rounded = roundToThousandths(value.value);
     if (!Number.isFinite(rounded) || Math.abs(Math.trunc(rounded)) > 999_999_999_999) {
       throw new ValidationError("structured field decimal must have at most 12 integer digits");
     }
