@@ -314,6 +314,12 @@ async function serve(
       `the Content-Type must be ${CONTENT_TYPE}, with no charset but utf-8`,
     );
   }
+  if (!headers.all("content-encoding").every(isIdentityCoding)) {
+    throw new ProtocolError(
+      "SerializationException",
+      "the request body is read as sent: a Content-Encoding other than identity is not supported",
+    );
+  }
   const target = headers.one("x-amz-target") ?? "";
   const name = target.startsWith(TARGET_PREFIX) ? target.slice(TARGET_PREFIX.length) : "";
   const operation = OPERATIONS.get(name);
@@ -394,6 +400,16 @@ function isUtf8OrNotCharset(parameter: string): boolean {
     .toLowerCase()
     .replace(/^"(.*)"$/, "$1");
   return value === "utf-8" || value === "utf8";
+}
+
+/**
+ * The body is hashed and parsed as the bytes received. An inspecting proxy, a firewall or a log
+ * pipeline that honours `Content-Encoding: gzip` would decode them, fail, and may pass the body on
+ * uninspected (or read a different body) while the server acts on the raw JSON: a coding other
+ * than identity is refused rather than ignored, as a charset other than UTF-8 is.
+ */
+function isIdentityCoding(value: string): boolean {
+  return value.split(",").every((coding) => coding.trim().toLowerCase() === "identity");
 }
 
 /** Zeroes the top-level byte arrays of a request or response once they have been used. */

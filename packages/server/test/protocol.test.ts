@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createKmsRequestHandler, DEFAULT_MAX_BODY_BYTES } from "../src/index.ts";
 import { ALICE, type Harness, REGION, startHarness } from "./support/harness.ts";
 import { amzDate, type HeaderList, rawRequest, sign } from "./support/raw-http.ts";
+import { signedCall } from "./support/signed-call.ts";
 
 let h: Harness;
 beforeAll(async () => {
@@ -129,6 +130,39 @@ describe("routing", () => {
 });
 
 describe("the body", () => {
+  it.each([
+    ["gzip", [["Content-Encoding", "gzip"]]],
+    ["a list ending in gzip", [["Content-Encoding", "identity, gzip"]]],
+    [
+      "a second header naming gzip",
+      [
+        ["Content-Encoding", "identity"],
+        ["Content-Encoding", "GZIP"],
+      ],
+    ],
+    ["an empty coding", [["Content-Encoding", ""]]],
+  ] as const)(
+    "refuses a body whose Content-Encoding is %s: it is read as sent, never decoded",
+    async (_what, extra) => {
+      // A JSON body a gzip-honouring proxy cannot decode, which the server would otherwise serve.
+      const body = '{"NumberOfBytes":4}';
+      const res = await signedCall(h.port, REGION, "GenerateRandom", body, ALICE, extra);
+      expect(res.status).toBe(400);
+      expect(res.json.__type).toBe("SerializationException");
+      expect(res.json.message).toContain("Content-Encoding");
+    },
+  );
+
+  it("accepts Content-Encoding: identity, in any case", async () => {
+    for (const coding of ["identity", "Identity", "identity, IDENTITY"]) {
+      const body = '{"NumberOfBytes":4}';
+      const res = await signedCall(h.port, REGION, "GenerateRandom", body, ALICE, [
+        ["Content-Encoding", coding],
+      ]);
+      expect(res.status, coding).toBe(200);
+    }
+  });
+
   it("refuses a body that is not JSON, or not a JSON object", async () => {
     for (const body of ["not json", "", '{"NumberOfBytes":4', "[]", "null", '"x"']) {
       const res = await call(body);
