@@ -364,7 +364,7 @@ async function serve(
       principal: caller.principal,
       accessKeyId: claim.auth.accessKeyId,
       requestId,
-      ...(req.socket.remoteAddress !== undefined ? { sourceIp: req.socket.remoteAddress } : {}),
+      ...sourceIpOf(req),
     };
     let response: unknown;
     progress.stage = "kms";
@@ -410,6 +410,21 @@ function isUtf8OrNotCharset(parameter: string): boolean {
  */
 function isIdentityCoding(value: string): boolean {
   return value.split(",").every((coding) => coding.trim().toLowerCase() === "identity");
+}
+
+// Node's dual-stack sockets report an IPv4 peer as ::ffff:a.b.c.d (RFC 4291 §2.5.5.2).
+const IPV4_MAPPED = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i;
+
+/**
+ * The peer's address as AWS records it: an IPv4 client of a dual-stack listener (`listen(port)`,
+ * `::`) as `a.b.c.d`, not `::ffff:a.b.c.d`, so that the audit trail's `sourceIPAddress`, a search
+ * by address and a string condition on `aws:SourceIp` read the same address whichever socket the
+ * server listens on.
+ */
+function sourceIpOf(req: IncomingMessage): { sourceIp?: string } {
+  const address = req.socket.remoteAddress;
+  if (address === undefined) return {};
+  return { sourceIp: IPV4_MAPPED.exec(address)?.[1] ?? address };
 }
 
 /** Zeroes the top-level byte arrays of a request or response once they have been used. */
@@ -506,13 +521,12 @@ function reportRefusal(
   if (onRefused === undefined) return;
   const operation = knownOperation(req.headers["x-amz-target"]);
   const accessKeyId = claimedAccessKeyId(req.headers.authorization);
-  const sourceIp = req.socket.remoteAddress;
   const refusal: RefusedRequest = {
     ...answer,
     ...(operation !== undefined ? { operation } : {}),
     ...(accessKeyId !== undefined ? { accessKeyId } : {}),
     ...(progress.principal !== undefined ? { principal: progress.principal } : {}),
-    ...(sourceIp !== undefined ? { sourceIp } : {}),
+    ...sourceIpOf(req),
     ...(answer.status >= 500 ? { cause: error } : {}),
   };
   try {
