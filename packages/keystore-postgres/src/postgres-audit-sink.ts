@@ -13,6 +13,8 @@ import {
 import type pg from "pg";
 import {
   BEGIN,
+  type CheckedOutClient,
+  checkOut,
   hostOf,
   lockTimeoutOption,
   optionsObject,
@@ -149,12 +151,13 @@ export class PostgresAuditSink implements AuditSink {
     operation: string,
     chain: (head: AuditHead | undefined) => readonly AuditEvent[],
   ): Promise<readonly AuditEvent[]> {
-    let client: pg.PoolClient;
+    let checkedOut: CheckedOutClient;
     try {
-      client = await this.#pool.connect();
+      checkedOut = await checkOut(this.#pool);
     } catch (error) {
       throw this.#wrap(operation, error);
     }
+    const { client } = checkedOut;
     let broken: Error | undefined;
     try {
       // BEGIN, the lock timeout and the locking read travel in one round trip (simple query
@@ -185,7 +188,7 @@ export class PostgresAuditSink implements AuditSink {
       });
       throw this.#wrap(operation, error);
     } finally {
-      client.release(broken);
+      checkedOut.release(broken);
     }
   }
 

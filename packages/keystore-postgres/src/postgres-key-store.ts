@@ -14,6 +14,8 @@ import { ChangeFeed } from "./internal/change-feed.ts";
 import {
   BEGIN,
   booleanOption,
+  type CheckedOutClient,
+  checkOut,
   hostOf,
   integerOption,
   lockTimeoutOption,
@@ -436,12 +438,13 @@ export class PostgresKeyStore implements KeyStore {
     operation: string,
     body: (client: pg.PoolClient) => Promise<void>,
   ): Promise<void> {
-    let client: pg.PoolClient;
+    let checkedOut: CheckedOutClient;
     try {
-      client = await this.#pool.connect();
+      checkedOut = await checkOut(this.#pool);
     } catch (error) {
       throw this.#wrap(operation, error);
     }
+    const { client } = checkedOut;
     let broken: Error | undefined;
     try {
       // Every write transaction locks the change-counter row first. The trigger would lock it
@@ -457,7 +460,7 @@ export class PostgresKeyStore implements KeyStore {
       });
       throw this.#wrap(operation, error);
     } finally {
-      client.release(broken);
+      checkedOut.release(broken);
     }
   }
 

@@ -87,6 +87,41 @@ export function poolOption(options: {
   return { pool, ownsPool: true };
 }
 
+/** A client checked out of a pool for one transaction; see {@link checkOut}. */
+export interface CheckedOutClient {
+  readonly client: pg.PoolClient;
+  /**
+   * Returns the client to the pool, or has the pool discard it when `failure` is given or its
+   * connection broke while it was out.
+   */
+  release(failure?: Error): void;
+}
+
+/**
+ * Checks a client out of `pool` with an 'error' listener for as long as it is out. pg-pool
+ * listens for a client's errors only while it sits idle, and a client whose connection ends
+ * under it (pg_terminate_backend, a failover, a network reset) emits 'error' after the query in
+ * flight has already failed: unheard, that is an uncaught exception, and the whole process dies
+ * of one broken connection. The query's own failure still reaches the caller; the listener only
+ * remembers the loss, so that the client is discarded rather than reused.
+ */
+export async function checkOut(pool: pg.Pool): Promise<CheckedOutClient> {
+  const client = await pool.connect();
+  let lost: Error | undefined;
+  const onError = (error: Error): void => {
+    lost ??= error;
+  };
+  client.on("error", onError);
+  return {
+    client,
+    release(failure) {
+      // The pool puts its own listener back (or ends the client) before this one goes.
+      client.release(failure ?? lost);
+      client.removeListener("error", onError);
+    },
+  };
+}
+
 /**
  * An integer option from `min` to `max`, `fallback` when absent.
  * @throws ValidationError otherwise.

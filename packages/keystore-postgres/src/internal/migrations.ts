@@ -1,6 +1,6 @@
 import { KmsInternalError } from "@kms/core";
 import type pg from "pg";
-import { BEGIN, pgCode } from "./connection.ts";
+import { BEGIN, checkOut, pgCode } from "./connection.ts";
 
 /** Quotes a schema name that {@link checkSchemaName} accepted. */
 export function quoteIdent(name: string): string {
@@ -174,7 +174,8 @@ const LOCK_CLASS = 0x6b6d_7301;
  */
 export async function migrate(pool: pg.Pool, schema: string, description: string): Promise<void> {
   const s = quoteIdent(schema);
-  const client = await pool.connect();
+  const checkedOut = await checkOut(pool);
+  const { client } = checkedOut;
   let broken: Error | undefined;
   try {
     await client.query(BEGIN);
@@ -223,7 +224,7 @@ export async function migrate(pool: pg.Pool, schema: string, description: string
       throw error;
     }
   } finally {
-    client.release(broken);
+    checkedOut.release(broken);
   }
 }
 
