@@ -11,7 +11,12 @@ import {
   ValidationError,
 } from "@kms/core";
 import Database from "better-sqlite3";
-import { migrate } from "./internal/migrations.ts";
+import {
+  countedTriggersIntact,
+  migrate,
+  type SchemaObject,
+  SELECT_TRIGGERS,
+} from "./internal/migrations.ts";
 import { refuseOuterTransaction } from "./internal/outer-transaction.ts";
 import { createPrivateFile } from "./internal/private-file.ts";
 import { prepare, retain } from "./internal/retain.ts";
@@ -164,6 +169,10 @@ export class SqliteKeyStore implements KeyStore {
   #dataVersion: number;
   #writesSeen: number;
   #changesSeen: number;
+  /** `PRAGMA schema_version` when #counterTrusted was last decided. */
+  #schemaVersion: number;
+  /** Whether the kms_store_changes triggers are intact; see #syncCache. */
+  #counterTrusted: boolean;
   #closed = false;
   /**
    * A committed update replaced or removed wrapped material whose older frames the WAL may
@@ -174,6 +183,8 @@ export class SqliteKeyStore implements KeyStore {
 
   readonly #dataVersionStmt: Database.Statement<[], number>;
   readonly #changesStmt: Database.Statement<[], number>;
+  readonly #schemaVersionStmt: Database.Statement<[], number>;
+  readonly #triggersStmt: Database.Statement<[], SchemaObject>;
   readonly #selectKey: Database.Statement<[string], KeyRow>;
   readonly #selectVersions: Database.Statement<[string], VersionRow>;
   readonly #selectRevision: Database.Statement<[string], number>;
@@ -213,6 +224,8 @@ export class SqliteKeyStore implements KeyStore {
       db,
       "SELECT counter FROM kms_store_changes WHERE singleton = 1",
     ).pluck();
+    this.#schemaVersionStmt = prepare<[], number>(db, "PRAGMA schema_version").pluck();
+    this.#triggersStmt = prepare<[], SchemaObject>(db, SELECT_TRIGGERS);
     this.#selectKey = prepare(db, "SELECT * FROM kms_keys WHERE key_id = ?");
     this.#selectVersions = prepare(
       db,
@@ -325,6 +338,7 @@ export class SqliteKeyStore implements KeyStore {
       this.#dataVersionStmt,
       this.#busyTimeoutStmt,
       this.#changesStmt,
+      this.#schemaVersionStmt,
       this.#selectKey,
       this.#selectVersions,
       this.#selectRevision,
@@ -343,6 +357,8 @@ export class SqliteKeyStore implements KeyStore {
     this.#writesSeen = this.#writes.count;
     this.#dataVersion = this.#dataVersionStmt.get()!;
     this.#changesSeen = this.#changesStmt.get()!;
+    this.#schemaVersion = this.#schemaVersionStmt.get()!;
+    this.#counterTrusted = countedTriggersIntact(this.#triggersStmt.all());
   }
 
   /**
@@ -662,9 +678,16 @@ export class SqliteKeyStore implements KeyStore {
     this.#dataVersion = current;
     this.#writesSeen = writes;
     // Something committed, but maybe not to the key store: an audit sink in the same file
-    // commits on every audited call, and clearing for those would make every call a miss.
+    // commits on every audited call, and clearing for those would make every call a miss. The
+    // counter tells only while its triggers are intact; a schema change (which moves
+    // data_version too) may have dropped or undone them, so it is checked again then.
+    const schemaVersion = this.#schemaVersionStmt.get()!;
+    if (schemaVersion !== this.#schemaVersion) {
+      this.#schemaVersion = schemaVersion;
+      this.#counterTrusted = countedTriggersIntact(this.#triggersStmt.all());
+    }
     const changes = this.#changesStmt.get()!;
-    if (changes === this.#changesSeen) return;
+    if (this.#counterTrusted && changes === this.#changesSeen) return;
     this.#changesSeen = changes;
     this.#keyCache.clear();
     this.#aliasCache.clear();

@@ -3,6 +3,25 @@ import type Database from "better-sqlite3";
 import { prepare } from "./retain.ts";
 
 /**
+ * The triggers of migration 4, by name, as `sqlite_master.sql` holds them (the CREATE statement
+ * without its semicolon). The migration is built from this text, so it must never change.
+ */
+const COUNTED_TRIGGERS: ReadonlyMap<string, string> = new Map(
+  ["kms_keys", "kms_key_versions", "kms_aliases"].flatMap((table) =>
+    ["INSERT", "UPDATE", "DELETE"].map((event): [string, string] => {
+      const name = `${table}_${event.toLowerCase()}_counted`;
+      return [
+        name,
+        `CREATE TRIGGER ${name} AFTER ${event} ON ${table}
+  BEGIN
+    UPDATE kms_store_changes SET counter = counter + 1 WHERE singleton = 1;
+  END`,
+      ];
+    }),
+  ),
+);
+
+/**
  * Schema migrations, applied in order; `PRAGMA user_version` records how many have run. Append
  * only: a released migration is never edited, because files in the field have already run it.
  *
@@ -81,17 +100,7 @@ const MIGRATIONS: readonly string[] = [
     counter   INTEGER NOT NULL
   ) STRICT;
   INSERT INTO kms_store_changes (singleton, counter) VALUES (1, 0);
-${["kms_keys", "kms_key_versions", "kms_aliases"]
-  .flatMap((table) =>
-    ["INSERT", "UPDATE", "DELETE"].map(
-      (event) => `
-  CREATE TRIGGER ${table}_${event.toLowerCase()}_counted AFTER ${event} ON ${table}
-  BEGIN
-    UPDATE kms_store_changes SET counter = counter + 1 WHERE singleton = 1;
-  END;`,
-    ),
-  )
-  .join("")}
+${[...COUNTED_TRIGGERS.values()].map((sql) => `\n  ${sql};`).join("")}
   `,
 ];
 
@@ -124,4 +133,35 @@ export function migrate(db: Database.Database, description: string): void {
     // user_version lives in the file header and is part of this transaction.
     db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
   }).immediate();
+}
+
+/** The `name` and `sql` of a row of `sqlite_master`. */
+export interface SchemaObject {
+  readonly name: string;
+  readonly sql: string | null;
+}
+
+/** Lists the file's triggers for {@link countedTriggersIntact}. */
+export const SELECT_TRIGGERS = "SELECT name, sql FROM sqlite_master WHERE type = 'trigger'";
+
+/**
+ * Whether kms_store_changes still counts every write to the key tables, given the file's
+ * `triggers`: each trigger of migration 4 is there as written, and no other trigger names the
+ * counter's table (one that set it back would hide the writes it follows). Whoever can write the
+ * file can drop or undo those triggers; a store that went on trusting the counter would then
+ * keep serving the cached record of a key another process has since disabled, or whose grant it
+ * retired, for as long as the entry stays cached.
+ */
+export function countedTriggersIntact(triggers: readonly SchemaObject[]): boolean {
+  let ours = 0;
+  for (const { name, sql } of triggers) {
+    const expected = COUNTED_TRIGGERS.get(name);
+    if (expected !== undefined) {
+      if (sql !== expected) return false;
+      ours++;
+    } else if ((sql ?? "").toLowerCase().includes("kms_store_changes")) {
+      return false;
+    }
+  }
+  return ours === COUNTED_TRIGGERS.size;
 }
