@@ -212,12 +212,16 @@ export function prismaReencryptSource(
   return {
     skipped,
     async fetchBatch(cursor, limit) {
-      const rows = await delegate.findMany({
+      // One row more than the batch: a next row with the last row's cursor, which the next
+      // batch (`gt` that cursor) would skip, shows the column is not unique.
+      const read = await delegate.findMany({
         where: cursor === undefined ? {} : { [cursorField]: { gt: cursor } },
         orderBy: { [cursorField]: "asc" },
-        take: limit,
+        take: limit + 1,
         select,
       });
+      refuseSharedCursors(model.name, cursorField, read);
+      const rows = read.slice(0, limit);
       if (countRows !== undefined) await checkEveryRowRead(countRows, cursor, rows, limit);
       return rows.map((row): ReencryptRow => {
         const values: Record<string, StoredFieldValue> = {};
@@ -279,6 +283,36 @@ export function prismaReencryptSource(
       }
     },
   };
+}
+
+/**
+ * Refuses a batch (read in `cursorField` order) in which two rows hold one `cursorField` value:
+ * paging by `gt` the last cursor would skip the rows sharing it with the batch's last, and the
+ * compare-and-set `updateMany({ where: { [cursorField], …old values } })` would write one row's
+ * values, sealed under its context, into every row holding the same cursor and old values (two
+ * tenants' equal legacy plaintexts), where they never decrypt.
+ * @throws ValidationException naming the model and the column, never a value.
+ */
+function refuseSharedCursors(
+  modelName: string,
+  cursorField: string,
+  rows: readonly Record<string, unknown>[],
+): void {
+  for (let i = 1; i < rows.length; i++) {
+    if (!sameCursor(rows[i - 1]?.[cursorField], rows[i]?.[cursorField])) continue;
+    throw new ValidationError(
+      `${modelName}: two rows hold the same ${cursorField}, so the job cannot page by it (it would skip rows, and its compare-and-set would write one row's values into another row); give "cursorField" a unique column (the id)`,
+    );
+  }
+}
+
+/** Whether two `cursorField` values are one: a Date to the millisecond, bytes byte for byte. */
+export function sameCursor(a: unknown, b: unknown): boolean {
+  // String() of a Date drops its milliseconds.
+  if (a instanceof Date && b instanceof Date) return a.getTime() === b.getTime();
+  if (a instanceof Uint8Array && b instanceof Uint8Array) return Buffer.from(a).equals(b);
+  // Numbers, bigints, strings, and Decimal, whose string form is exact.
+  return String(a) === String(b);
 }
 
 /**
