@@ -110,6 +110,7 @@ function analyse(metadata: EntityMetadata): EntityDescriptor | undefined {
     return undefined;
   }
   checkBindingFields(metadata, drafts);
+  checkModelName(metadata);
   const draftPaths = new Map(drafts.map((f) => [f.path, f]));
   const draftIndexes = new Map<string, DraftField>();
   for (const f of drafts) if (f.index !== undefined) draftIndexes.set(f.index.path, f);
@@ -179,6 +180,29 @@ function checkBindingFields(metadata: EntityMetadata, drafts: readonly DraftFiel
     if (f.index !== undefined)
       claim(f.index.field, `${f.index.path} (the blind index of ${f.path})`);
   }
+}
+
+/**
+ * Refuses an entity whose name another entity of its DataSource with encrypted columns shares
+ * (two classes `Account`, one per module, on tables of their own): values are bound to the
+ * entity name, not the table, so a value copied from one table to the other would decrypt there.
+ * @throws ValidationException naming both tables.
+ */
+function checkModelName(metadata: EntityMetadata): void {
+  for (const other of metadata.connection.entityMetadatas) {
+    if (other === metadata || other.name !== metadata.name || other.target === metadata.target)
+      continue;
+    if (encryptedSpecsOf(other.target).length === 0 && !hasEmbeddedSpecs(other)) continue;
+    throw new ValidationError(
+      `${metadata.name} names two entities with encrypted columns (tables ${metadata.tableName} and ${other.tableName}): values are bound to the entity name, not the table, so a value copied from one table to the other would decrypt there; rename one of the classes`,
+    );
+  }
+}
+
+function hasEmbeddedSpecs(metadata: EntityMetadata): boolean {
+  const visit = (embeddeds: readonly EmbeddedMetadata[]): boolean =>
+    embeddeds.some((e) => encryptedSpecsOf(e.type).length > 0 || visit(e.embeddeds));
+  return visit(metadata.embeddeds);
 }
 
 /** An EncryptedField before the entity's context columns are known. */
