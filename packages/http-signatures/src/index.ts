@@ -105,6 +105,7 @@ export {
   Token,
 } from "./structured-fields.ts";
 export {
+  coversField,
   type KeyLookupContext,
   MAX_NONCE_LENGTH,
   VERIFICATION_CHECKS,

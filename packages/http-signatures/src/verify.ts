@@ -88,6 +88,18 @@ export type VerificationResult =
       readonly label?: string;
     };
 
+/**
+ * Whether a signature's covered identifiers (`VerificationResult.covered`) bind the whole value of
+ * the message's own header field `name`: plain, `;sf` or `;bs`. A `;key` member is part of the
+ * value only, a `;tr` trailer is not the header, and `;req` names another message's field. For
+ * a header the application acts on, such as a tenant id: a signature that leaves it out vouches
+ * for the message, not for a value anyone on the way could change.
+ */
+export function coversField(covered: readonly string[], name: string): boolean {
+  const id = `"${name.toLowerCase()}"`;
+  return covered.some((item) => item === id || item === `${id};sf` || item === `${id};bs`);
+}
+
 export interface KeyLookupContext {
   readonly label: string;
   readonly params: SignatureParameters;
