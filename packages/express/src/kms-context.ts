@@ -5,6 +5,7 @@ import {
   runWithEncryptionContext,
   runWithRequestId,
 } from "@kms/core";
+import { coversField } from "@kms/http-signatures";
 import type { Request, RequestHandler } from "express";
 import { callbackError } from "./internal/callback-error.ts";
 import { type RequestView, routeChain } from "./internal/route-chain.ts";
@@ -12,6 +13,7 @@ import { watchRouteEntry } from "./internal/route-entry.ts";
 import { PROBLEM_TYPE_BASE, sendProblem } from "./problem.ts";
 import { type RequestIdOptions, requestIdOf } from "./request-id.ts";
 import { existingRequestState, requestState } from "./request-state.ts";
+import { verifiedSignatureOf } from "./verify-signature.ts";
 
 /** What a request contributes to KMS calls made while it is handled. */
 export interface RequestKmsContext {
@@ -177,7 +179,7 @@ export function defaultKmsContext(
       : user?.tenantId !== undefined
         ? user.tenantId
         : options.tenantHeader !== undefined
-          ? req.get(options.tenantHeader)
+          ? tenantFromHeader(req, options.tenantHeader)
           : undefined;
   if (typeof tenant !== "string" || !TENANT.test(tenant)) return undefined;
   const principal =
@@ -197,6 +199,23 @@ export function defaultKmsContext(
     },
     requestId,
   };
+}
+
+/**
+ * The tenant `header` names, unless the signature `verifySignature` accepted leaves it out.
+ * Such a signature vouches for the request but not for the header: anyone who saw the request
+ * (a replay of a signature without a nonce, a proxy on the way) could resend it naming another
+ * tenant. Without an accepted signature the header is taken as the gateway set it, and noted:
+ * a `verifySignature` that runs later refuses a signature that does not cover it.
+ */
+function tenantFromHeader(req: Request, header: string): string | undefined {
+  const verified = verifiedSignatureOf(req);
+  if (verified !== undefined) {
+    return coversField(verified.covered, header) ? req.get(header) : undefined;
+  }
+  const tenant = req.get(header);
+  if (tenant !== undefined) requestState(req).tenantHeader = header;
+  return tenant;
 }
 
 /**

@@ -11,6 +11,8 @@ export interface RequestState {
   message?: RequestMessage;
   verified?: VerifiedSignature;
   context?: RequestKmsContext;
+  /** The header a context took the tenant from before any signature was verified. */
+  tenantHeader?: string;
   /** The id the request's KMS calls are audited under, once decided (`requestIdOf`). */
   requestId?: string;
   /** Whether that id was decided trusting the client's `x-request-id`. */

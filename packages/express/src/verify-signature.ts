@@ -1,5 +1,6 @@
 import { isKmsError, runWithRequestId } from "@kms/core";
 import {
+  coversField,
   signatureProblem,
   type VerificationPolicy,
   type VerificationResult,
@@ -53,7 +54,20 @@ export function verifySignature(policy: VerifySignatureOptions): RequestHandler 
       sendProblem(res, signatureProblem(result));
       return;
     }
-    requestState(req).verified = result;
+    const state = requestState(req);
+    // A kmsContext that ran first (app-wide, this check per route) took the tenant from a
+    // header; a signature that leaves the header out does not vouch for that tenant.
+    const tenantHeader = state.tenantHeader;
+    if (tenantHeader !== undefined && !coversField(result.covered, tenantHeader)) {
+      sendProblem(res, {
+        type: `${PROBLEM_TYPE_BASE}context/tenant-unsigned`,
+        title: "Tenant header not covered by the signature",
+        status: 400,
+        detail: `the request's tenant came from header ${tenantHeader}, which its signature does not cover`,
+      });
+      return;
+    }
+    state.verified = result;
     next();
   };
   // Synchronous when the key lookup and verifier are (local keys): the request then goes on

@@ -207,7 +207,11 @@ describe("verifySignature and signResponse: their KMS calls carry the request's 
       algorithm: "hmac-sha256",
       publishedKeyId: "partner",
     });
-    const added = await signRequest({ method: "GET", url, headers }, { signer, nonce: true });
+    // The tenant header is covered: kmsContext refuses a tenant the signature leaves out.
+    const added = await signRequest(
+      { method: "GET", url, headers },
+      { signer, nonce: true, components: ["@method", "@target-uri", "x-t"] },
+    );
     // The client's own signing is audited too; only the server's calls are looked at.
     const before = sink.events.length;
     const res = await fetch(url, { headers: { ...headers, ...added } });

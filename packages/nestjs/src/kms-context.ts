@@ -1,8 +1,10 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { randomUUID } from "node:crypto";
 import { type EncryptionContext, runWithEncryptionContext, runWithRequestId } from "@kms/core";
+import { coversField } from "@kms/http-signatures";
 import type { ExecutionContext } from "@nestjs/common";
 import type { PlatformRequest } from "./internal/http.ts";
+import { verifiedSignatureOf } from "./internal/verified-signatures.ts";
 
 /** What a request contributes to KMS calls made while it is handled. */
 export interface RequestKmsContext {
@@ -75,6 +77,18 @@ function header(request: KmsContextRequest, name: string): string | undefined {
 }
 
 /**
+ * The tenant `name` names, unless the signature `SignatureGuard` accepted leaves the header
+ * out. Such a signature vouches for the request but not for the header: anyone who saw the
+ * request (a proxy on the way, a replay where nonces are off) could resend it naming another
+ * tenant. Without an accepted signature the header is taken as the gateway set it.
+ */
+function tenantFromHeader(request: KmsContextRequest, name: string): string | undefined {
+  const verified = verifiedSignatureOf(request);
+  if (verified !== undefined && !coversField(verified.covered, name)) return undefined;
+  return header(request, name);
+}
+
+/**
  * The default setup: tenant from the authenticated `req.user.tenantId`, or else from the
  * `tenantHeader` when one is configured (never by default: the client controls it), principal
  * from `req.user.id` (or `sub`), route from the matched route pattern (Express
@@ -96,7 +110,7 @@ export function defaultKmsContext(
     user.tenantId !== undefined
       ? user.tenantId
       : options.tenantHeader !== undefined
-        ? header(request, options.tenantHeader)
+        ? tenantFromHeader(request, options.tenantHeader)
         : undefined;
   if (typeof tenant !== "string" || !TENANT.test(tenant)) return undefined;
   const principal =

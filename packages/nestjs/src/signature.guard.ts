@@ -33,6 +33,11 @@ import {
 } from "./internal/request-verifications.ts";
 import { asServerFault } from "./internal/server-fault.ts";
 import {
+  verifiedSignatureOf as acceptedSignatureOf,
+  setVerifiedSignature,
+  type VerifiedSignature,
+} from "./internal/verified-signatures.ts";
+import {
   KMS_NONCE_STORE,
   REQUIRE_SIGNATURE_METADATA,
   SKIP_SIGNATURE_METADATA,
@@ -47,9 +52,7 @@ import type {
 } from "./kms-module.options.ts";
 import { ProblemDetailsException } from "./problem-details.exception.ts";
 
-export type VerifiedSignature = Extract<VerificationResult, { ok: true }>;
-
-const verified = new WeakMap<object, VerifiedSignature>();
+export type { VerifiedSignature } from "./internal/verified-signatures.ts";
 
 /**
  * The store of guards built without the module's (see `canActivate`), one per `KmsService`:
@@ -60,7 +63,7 @@ const fallbackNonceStores = new WeakMap<KmsService, NonceStore>();
 
 /** The signature `SignatureGuard` accepted for this request, if any. */
 export function verifiedSignatureOf(request: object): VerifiedSignature | undefined {
-  return verified.get(request);
+  return acceptedSignatureOf(request);
 }
 
 /** A route's effective policy: module defaults, then the class's, then the method's. */
@@ -155,7 +158,7 @@ export class SignatureGuard implements CanActivate {
       throw asServerFault(error, "signature verification");
     }
     if (!result.ok) throw this.rejection(result, execution);
-    verified.set(request, result);
+    setVerifiedSignature(request, result);
     state.accepted.push(key);
     return true;
   }

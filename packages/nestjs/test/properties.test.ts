@@ -1179,10 +1179,21 @@ async function signedRequest(
       headers: headers.map(([n, v]) => [n, v] as [string, string]),
       body: new Uint8Array(0),
     },
-    { signer: clientSigner, nonce: true },
+    { signer: clientSigner, nonce: true, components: tenantCovered(false) },
   );
   for (const [name, value] of Object.entries(fields)) headers.push([name, value]);
   return { method, path, headers };
+}
+
+/** What the client covers so that x-tenant-id names the tenant: the defaults and the header. */
+function tenantCovered(withBody: boolean): ComponentSpec[] {
+  return [
+    "@method",
+    "@target-uri",
+    "content-digest",
+    "x-tenant-id",
+    ...(withBody ? (["content-type"] as const) : []),
+  ];
 }
 
 // --- the properties ----------------------------------------------------------------------------
@@ -1443,7 +1454,8 @@ describe("@Signed over arbitrary handler outcomes (property-based)", () => {
             headers: headers.map(([n, v]) => [n, v] as [string, string]),
             body: body ?? new Uint8Array(0),
           },
-          { signer: clientSigner, nonce: true },
+          // The tenant header covered: the context refuses one the signature leaves out.
+          { signer: clientSigner, nonce: true, components: tenantCovered(body !== undefined) },
         );
         for (const [name, value] of Object.entries(signed)) headers.push([name, value]);
         const request: RawRequest = { method, path, headers, body };
