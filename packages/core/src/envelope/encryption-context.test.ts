@@ -235,3 +235,18 @@ describe("decodeEncryptionContext", () => {
     expect(() => decodeEncryptionContext(Buffer.from(encoded, "hex"))).toThrow(ValidationError);
   });
 });
+
+describe("decodeEncryptionContext given something other than bytes", () => {
+  test.each([
+    ["undefined", undefined],
+    ["null", null],
+    ["a string", "\u0000\u0001"],
+    ["a number", 2],
+    ["an array of bytes", [0, 0]],
+    ["an ArrayBuffer", new ArrayBuffer(2)],
+    ["an array-like", { length: 2 }],
+  ])("%s → ValidationError naming the argument, not a TypeError", (_name, junk) => {
+    expect(() => decodeEncryptionContext(junk as never)).toThrow(ValidationError);
+    expect(() => decodeEncryptionContext(junk as never)).toThrow(/"bytes" expected a Uint8Array/);
+  });
+});

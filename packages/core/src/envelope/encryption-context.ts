@@ -1,4 +1,5 @@
 import { ValidationError } from "../errors.ts";
+import { describe } from "../internal/assert.ts";
 import { isWellFormed } from "../internal/unicode.ts";
 import type { EncryptionContext } from "../types.ts";
 
@@ -141,10 +142,16 @@ function writeField(out: Uint8Array, at: number, text: string, bytes: number): n
 
 /**
  * Decodes a canonical encoding back into a context (used by formats that carry the context).
- * @throws ValidationError for anything the encoder would not write: truncation, trailing bytes,
- * no pairs, an empty key, keys out of order or repeated, invalid UTF-8, more than 8192 bytes.
+ * @throws ValidationError for input that is not a Uint8Array, and for anything the encoder
+ * would not write: truncation, trailing bytes, no pairs, an empty key, keys out of order or
+ * repeated, invalid UTF-8, more than 8192 bytes.
  */
 export function decodeEncryptionContext(bytes: Uint8Array): Record<string, string> {
+  // A public entry point: junk (a string, an ArrayBuffer, undefined) is the caller's error to
+  // name, not a TypeError from the DataView below.
+  if (!(bytes instanceof Uint8Array)) {
+    throw new ValidationError(`"bytes" expected a Uint8Array, got ${describe(bytes)}`);
+  }
   const out: Record<string, string> = {};
   if (bytes.length === 0) return out;
   // Only what the encoder can write (§2.4, §2.5), so decoding then encoding gives the same bytes.

@@ -3,7 +3,7 @@
  * carries one encrypted copy of its data key per wrapping key, and any one of them decrypts it.
  */
 import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
-import { isKmsError, type KmsError, KmsInternalError } from "../errors.ts";
+import { isKmsError, type KmsError, KmsInternalError, ValidationError } from "../errors.ts";
 import type { EncryptionContext } from "../types.ts";
 
 /** Length of every data key: the message suites all use AES-256. */
@@ -12,6 +12,20 @@ export const DATA_KEY_LENGTH = 32;
 /** Whether a keyring's answer is a data key at all: a custom keyring may return anything. */
 export function isDataKey(value: unknown): value is Uint8Array {
   return value instanceof Uint8Array && value.length === DATA_KEY_LENGTH;
+}
+
+/**
+ * The data key an encrypt request brings (a multi-keyring's generator made it), checked.
+ * Wrapped as it is, a key of another length would give a copy that can never open: the raw
+ * AES keyring would write it into its fixed 60-byte layout (cut short, or padded with zeros
+ * that its tag then covers), and every keyring's decrypt refuses a key that is not 32 bytes. A
+ * caller composing keyrings itself would find out only when the copy is needed (escrow).
+ * @throws ValidationException when `dataKey` is present and not a 32-byte Uint8Array.
+ */
+export function requestDataKey(request: EncryptDataKeyRequest): Uint8Array | undefined {
+  const dataKey: unknown = request.dataKey;
+  if (dataKey === undefined || isDataKey(dataKey)) return dataKey;
+  throw new ValidationError(`"dataKey" expected a ${DATA_KEY_LENGTH}-byte Uint8Array`);
 }
 
 /** One wrapped copy of the data key, as stored in a message header. */

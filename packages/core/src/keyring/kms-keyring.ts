@@ -11,6 +11,7 @@ import {
   type EncryptedDataKey,
   type Keyring,
   nextKeyringInstance,
+  requestDataKey,
 } from "./keyring.ts";
 
 /** Provider id of data keys wrapped by a KMS key (the in-process Kms or AWS KMS alike). */
@@ -94,9 +95,9 @@ export class KmsKeyring implements Keyring {
   }
 
   /**
-   * @throws ValidationException for a discovery keyring; KMS errors from the calls. When a
-   *   later key's Encrypt fails, a data key this keyring generated is zeroed first (it will
-   *   never be used, and nobody else holds it).
+   * @throws ValidationException for a discovery keyring, or a request's `dataKey` that is not
+   *   32 bytes; KMS errors from the calls. When a later key's Encrypt fails, a data key this
+   *   keyring generated is zeroed first (it will never be used, and nobody else holds it).
    */
   async encryptDataKey(request: EncryptDataKeyRequest): Promise<EncryptDataKeyResult> {
     const [generator, ...others] = this.keyIds;
@@ -105,7 +106,7 @@ export class KmsKeyring implements Keyring {
     }
     const context = request.encryptionContext;
     const encryptedDataKeys: EncryptedDataKey[] = [];
-    let dataKey = request.dataKey;
+    let dataKey = requestDataKey(request);
     if (dataKey === undefined) {
       const generated = await this.#kms.generateDataKey(
         this.#withGrants({ keyId: generator, keySpec: "AES_256", encryptionContext: context }),

@@ -9,6 +9,7 @@ import {
   type EncryptedDataKey,
   isDataKey,
   type Keyring,
+  requestDataKey,
 } from "./keyring.ts";
 
 export interface MultiKeyringOptions {
@@ -44,12 +45,12 @@ export class MultiKeyring implements Keyring {
 
   /**
    * @throws ValidationException without a generator and without a data key in the request, for
-   *   a generator's data key that is not 32 bytes, or a child that wrapped another key than the
-   *   one it was given; a child's error as thrown. On any failure a data key the generator made
-   *   here is zeroed.
+   *   a data key (the request's or the generator's) that is not 32 bytes, or a child that
+   *   wrapped another key than the one it was given; a child's error as thrown. On any failure
+   *   a data key the generator made here is zeroed.
    */
   async encryptDataKey(request: EncryptDataKeyRequest): Promise<EncryptDataKeyResult> {
-    let dataKey = request.dataKey;
+    let dataKey = requestDataKey(request);
     let generated: Uint8Array | undefined;
     const encryptedDataKeys: EncryptedDataKey[] = [];
     try {

@@ -12,6 +12,7 @@ import {
   encodedContext,
   type Keyring,
   nextKeyringInstance,
+  requestDataKey,
 } from "./keyring.ts";
 
 const IV = 12;
@@ -70,12 +71,18 @@ export class RawAesKeyring implements Keyring {
     this.identity = `raw-aes#${nextKeyringInstance()}:${this.keyNamespace}/${this.keyName}`;
   }
 
+  /**
+   * @throws ValidationException for a request's `dataKey` that is not 32 bytes or a malformed
+   *   encryption context (no data key is generated then).
+   */
   async encryptDataKey(request: EncryptDataKeyRequest): Promise<EncryptDataKeyResult> {
-    const dataKey = request.dataKey ?? randomBytes(DATA_KEY_LENGTH);
+    // Both checked before a key is generated, which a refusal would otherwise leave unzeroed.
+    const given = requestDataKey(request);
+    const context = encodedContext(request.encryptionContext);
+    const dataKey = given ?? randomBytes(DATA_KEY_LENGTH);
     const iv = randomBytes(IV);
     const cipher = createCipheriv("aes-256-gcm", this.#key, iv, { authTagLength: TAG });
     cipher.setAAD(this.#nameAad);
-    const context = encodedContext(request.encryptionContext);
     if (context.length > 0) cipher.setAAD(context);
     const ciphertext = new Uint8Array(IV + DATA_KEY_LENGTH + TAG);
     ciphertext.set(iv, 0);

@@ -16,6 +16,7 @@ import {
   type EncryptDataKeyResult,
   type Keyring,
   nextKeyringInstance,
+  requestDataKey,
 } from "./keyring.ts";
 import { assertKeyName, type RawKeyName } from "./raw-aes-keyring.ts";
 
@@ -92,8 +93,9 @@ export class RawRsaKeyring implements Keyring {
     this.identity = `raw-rsa#${nextKeyringInstance()}:${this.keyNamespace}/${this.keyName}`;
   }
 
+  /** @throws ValidationException for a request's `dataKey` that is not 32 bytes. */
   async encryptDataKey(request: EncryptDataKeyRequest): Promise<EncryptDataKeyResult> {
-    const dataKey = request.dataKey ?? randomBytes(DATA_KEY_LENGTH);
+    const dataKey = requestDataKey(request) ?? randomBytes(DATA_KEY_LENGTH);
     const wrapped = publicEncrypt(
       { key: this.#publicKey!, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: "sha256" },
       dataKey,
