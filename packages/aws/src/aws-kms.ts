@@ -53,9 +53,11 @@ import {
 import { toKmsError } from "./aws-errors.ts";
 import { assertRequest, blob, context, describe, grantTokens } from "./internal/input.ts";
 import {
+  asRequested,
   bytes,
   date,
   flag,
+  keyIdFor,
   knownMembers,
   type Members,
   oneOf,
@@ -297,8 +299,14 @@ export class AwsKms implements KmsLike {
     );
     return {
       ciphertextBlob: bytes(op, out, "CiphertextBlob"),
-      keyId: text(op, out, "KeyId"),
-      encryptionAlgorithm: oneOf(op, out, "EncryptionAlgorithm", ENCRYPTION_ALGORITHMS),
+      keyId: keyIdFor(op, out, "KeyId", request.keyId),
+      encryptionAlgorithm: asRequested(
+        op,
+        out,
+        "EncryptionAlgorithm",
+        ENCRYPTION_ALGORITHMS,
+        request.encryptionAlgorithm ?? "SYMMETRIC_DEFAULT",
+      ),
     };
   }
 
@@ -328,8 +336,14 @@ export class AwsKms implements KmsLike {
       ),
     );
     try {
-      const keyId = text(op, out, "KeyId");
-      const encryptionAlgorithm = oneOf(op, out, "EncryptionAlgorithm", ENCRYPTION_ALGORITHMS);
+      const keyId = keyIdFor(op, out, "KeyId", request.keyId);
+      const encryptionAlgorithm = asRequested(
+        op,
+        out,
+        "EncryptionAlgorithm",
+        ENCRYPTION_ALGORITHMS,
+        request.encryptionAlgorithm ?? "SYMMETRIC_DEFAULT",
+      );
       const keyMaterialId = optionalText(op, out, "KeyMaterialId");
       // Last, so that a malformed response fails before the plaintext is copied anywhere.
       const plaintext = bytes(op, out, "Plaintext");
@@ -372,7 +386,7 @@ export class AwsKms implements KmsLike {
     );
     try {
       const ciphertextBlob = bytes(op, out, "CiphertextBlob");
-      const keyId = text(op, out, "KeyId");
+      const keyId = keyIdFor(op, out, "KeyId", request.keyId);
       const keyMaterialId = optionalText(op, out, "KeyMaterialId");
       const plaintext = bytes(op, out, "Plaintext");
       const expected =
@@ -423,7 +437,7 @@ export class AwsKms implements KmsLike {
     const keyMaterialId = optionalText(op, out, "KeyMaterialId");
     return {
       ciphertextBlob: bytes(op, out, "CiphertextBlob"),
-      keyId: text(op, out, "KeyId"),
+      keyId: keyIdFor(op, out, "KeyId", request.keyId),
       ...(keyMaterialId === undefined ? {} : { keyMaterialId }),
     };
   }
@@ -452,9 +466,15 @@ export class AwsKms implements KmsLike {
       ),
     );
     return {
-      keyId: text(op, out, "KeyId"),
+      keyId: keyIdFor(op, out, "KeyId", request.keyId),
       signature: bytes(op, out, "Signature"),
-      signingAlgorithm: oneOf(op, out, "SigningAlgorithm", SIGNING_ALGORITHMS),
+      signingAlgorithm: asRequested(
+        op,
+        out,
+        "SigningAlgorithm",
+        SIGNING_ALGORITHMS,
+        request.signingAlgorithm,
+      ),
     };
   }
 
@@ -486,9 +506,15 @@ export class AwsKms implements KmsLike {
       throw new InvalidSignatureError("the signature is not valid for this message");
     }
     return {
-      keyId: text(op, out, "KeyId"),
+      keyId: keyIdFor(op, out, "KeyId", request.keyId),
       signatureValid: true,
-      signingAlgorithm: oneOf(op, out, "SigningAlgorithm", SIGNING_ALGORITHMS),
+      signingAlgorithm: asRequested(
+        op,
+        out,
+        "SigningAlgorithm",
+        SIGNING_ALGORITHMS,
+        request.signingAlgorithm,
+      ),
     };
   }
 
@@ -518,9 +544,9 @@ export class AwsKms implements KmsLike {
       ),
     );
     return {
-      keyId: text(op, out, "KeyId"),
+      keyId: keyIdFor(op, out, "KeyId", request.keyId),
       mac: bytes(op, out, "Mac"),
-      macAlgorithm: oneOf(op, out, "MacAlgorithm", MAC_ALGORITHMS),
+      macAlgorithm: asRequested(op, out, "MacAlgorithm", MAC_ALGORITHMS, request.macAlgorithm),
     };
   }
 
@@ -551,9 +577,9 @@ export class AwsKms implements KmsLike {
       throw new InvalidMacError("the MAC is not valid for this message");
     }
     return {
-      keyId: text(op, out, "KeyId"),
+      keyId: keyIdFor(op, out, "KeyId", request.keyId),
       macValid: true,
-      macAlgorithm: oneOf(op, out, "MacAlgorithm", MAC_ALGORITHMS),
+      macAlgorithm: asRequested(op, out, "MacAlgorithm", MAC_ALGORITHMS, request.macAlgorithm),
     };
   }
 
@@ -594,7 +620,7 @@ export class AwsKms implements KmsLike {
       KEY_AGREEMENT_ALGORITHMS,
     );
     return {
-      keyId: text(op, out, "KeyId"),
+      keyId: keyIdFor(op, out, "KeyId", request.keyId),
       publicKey: bytes(op, out, "PublicKey"),
       // The deprecated member's enumeration stops before the newer key specs (Ed25519, ML-DSA),
       // so it may be absent; AWS defines it as equal to KeySpec.

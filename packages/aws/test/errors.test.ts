@@ -35,7 +35,8 @@ import { describe, expect, it } from "vitest";
 import { type AwsKms, awsKms, toKmsError } from "../src/index.ts";
 import { type Answer, awsError, b64, StubEndpoint } from "./stub-endpoint.ts";
 
-const KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+const KEY_ID = "1234abcd-12ab-34cd-56ef-1234567890ab";
+const KEY_ARN = `arn:aws:kms:eu-west-1:111122223333:key/${KEY_ID}`;
 const SECRET = new Uint8Array(32).fill(0xa7);
 
 /** An AwsKms whose endpoint gives `answer` to every call. */
@@ -275,26 +276,29 @@ type Call = (kms: AwsKms) => Promise<unknown>;
 const CALLS: Record<string, [Call, Record<string, unknown>]> = {
   Encrypt: [encryptCall, ENCRYPT_OK],
   Decrypt: [(kms) => kms.decrypt({ ciphertextBlob: SECRET }), DECRYPT_OK],
-  GenerateDataKey: [(kms) => kms.generateDataKey({ keyId: "k", keySpec: "AES_256" }), DATA_KEY_OK],
+  GenerateDataKey: [
+    (kms) => kms.generateDataKey({ keyId: KEY_ID, keySpec: "AES_256" }),
+    DATA_KEY_OK,
+  ],
   GenerateDataKeyWithoutPlaintext: [
-    (kms) => kms.generateDataKeyWithoutPlaintext({ keyId: "k", keySpec: "AES_256" }),
+    (kms) => kms.generateDataKeyWithoutPlaintext({ keyId: KEY_ID, keySpec: "AES_256" }),
     { CiphertextBlob: b64(SECRET), KeyId: KEY_ARN },
   ],
-  Sign: [(kms) => kms.sign({ keyId: "k", message, signingAlgorithm: "ECDSA_SHA_256" }), SIGN_OK],
+  Sign: [(kms) => kms.sign({ keyId: KEY_ID, message, signingAlgorithm: "ECDSA_SHA_256" }), SIGN_OK],
   Verify: [
     (kms) =>
-      kms.verify({ keyId: "k", message, signature: message, signingAlgorithm: "ECDSA_SHA_256" }),
+      kms.verify({ keyId: KEY_ID, message, signature: message, signingAlgorithm: "ECDSA_SHA_256" }),
     VERIFY_OK,
   ],
   GenerateMac: [
-    (kms) => kms.generateMac({ keyId: "k", message, macAlgorithm: "HMAC_SHA_256" }),
+    (kms) => kms.generateMac({ keyId: KEY_ID, message, macAlgorithm: "HMAC_SHA_256" }),
     MAC_OK,
   ],
   VerifyMac: [
-    (kms) => kms.verifyMac({ keyId: "k", message, mac: message, macAlgorithm: "HMAC_SHA_256" }),
+    (kms) => kms.verifyMac({ keyId: KEY_ID, message, mac: message, macAlgorithm: "HMAC_SHA_256" }),
     VERIFY_MAC_OK,
   ],
-  GetPublicKey: [(kms) => kms.getPublicKey({ keyId: "k" }), PUBLIC_KEY_OK],
+  GetPublicKey: [(kms) => kms.getPublicKey({ keyId: KEY_ID }), PUBLIC_KEY_OK],
 };
 
 // Every member a core response requires, per operation (KeyMaterialId and the algorithm
@@ -346,7 +350,9 @@ describe("malformed answers", () => {
 
   it("a key spec core does not know → KmsInternalError", async () => {
     const body = { ...PUBLIC_KEY_OK, KeySpec: "SM2", CustomerMasterKeySpec: "SM2" };
-    const error = await failure(answering({ status: 200, body }).kms.getPublicKey({ keyId: "k" }));
+    const error = await failure(
+      answering({ status: 200, body }).kms.getPublicKey({ keyId: KEY_ID }),
+    );
     expect(error).toBeInstanceOf(KmsInternalError);
     expect(error.message).toMatch(/"KeySpec" has a value @kms\/core does not know/);
   });
@@ -358,7 +364,7 @@ describe("malformed answers", () => {
       KeySpec: "ECC_NIST_EDWARDS25519",
       SigningAlgorithms: ["ED25519_SHA_512", "FUTURE_ALGORITHM", "ED25519_PH_SHA_512"],
     };
-    const response = await answering({ status: 200, body }).kms.getPublicKey({ keyId: "k" });
+    const response = await answering({ status: 200, body }).kms.getPublicKey({ keyId: KEY_ID });
     expect(response).toStrictEqual({
       keyId: KEY_ARN,
       publicKey: SECRET,
@@ -413,7 +419,7 @@ describe("malformed answers", () => {
   ])("a data key of the wrong length for %o → KmsInternalError", async (size, got) => {
     const body = { ...DATA_KEY_OK, Plaintext: b64(SECRET.subarray(0, got)) };
     const error = await failure(
-      answering({ status: 200, body }).kms.generateDataKey({ keyId: "k", ...size }),
+      answering({ status: 200, body }).kms.generateDataKey({ keyId: KEY_ID, ...size }),
     );
     expect(error).toBeInstanceOf(KmsInternalError);
     expect(error.message).toMatch(new RegExp(`returned a ${got}-byte data key`));
@@ -487,7 +493,7 @@ describe("the SDK's copy of a plaintext or data key", () => {
     };
     const kms = awsKms(client as unknown as KMSClient);
     for (const response of [
-      await kms.generateDataKey({ keyId: "k", keySpec: "AES_256" }),
+      await kms.generateDataKey({ keyId: KEY_ID, keySpec: "AES_256" }),
       await kms.decrypt({ ciphertextBlob: SECRET }),
     ]) {
       expect(response.plaintext).toEqual(SECRET);

@@ -114,6 +114,61 @@ export function oneOf<T extends object, U extends string>(
 }
 
 /**
+ * A scalar enumeration member that must equal what the request asked for (or AWS's default for
+ * it): a signature made, or a MAC computed, with another algorithm than the caller named would be
+ * verified later under the wrong one, or not at all, and an endpoint that swaps one is not
+ * answering the call it was sent.
+ */
+export function asRequested<T extends object, U extends string>(
+  operation: string,
+  output: T,
+  member: MembersOf<T, string>,
+  table: Members<U>,
+  expected: U,
+): U {
+  const value = oneOf(operation, output, member, table);
+  if (value !== expected) {
+    throw new KmsInternalError(
+      `AWS KMS ${operation} response member "${member}" is not the algorithm the request named`,
+    );
+  }
+  return value;
+}
+
+/**
+ * The key ARN an answer names, which must be the key the request named when it named one by key
+ * id or key ARN: an answer for another key (a ciphertext under a key the caller does not control,
+ * a signature by another signer) would otherwise be handed on as the requested key's. An alias
+ * (name or ARN) is not checked: only AWS knows the key it points to at the time of the call.
+ */
+export function keyIdFor<T extends object>(
+  operation: string,
+  output: T,
+  member: MembersOf<T, string>,
+  requested: unknown,
+): string {
+  const keyId = text(operation, output, member);
+  if (typeof requested === "string" && !namesKey(requested, keyId)) {
+    throw new KmsInternalError(
+      `AWS KMS ${operation} response member "${member}" names another key than the request's "keyId"`,
+    );
+  }
+  return keyId;
+}
+
+/** A key id such as `1234abcd-12ab-…` or `mrk-…`, as opposed to an alias or an ARN. */
+const BARE_KEY_ID = /^[A-Za-z0-9-]+$/;
+
+function namesKey(requested: string, arn: string): boolean {
+  if (requested.startsWith("arn:")) {
+    // Only a key ARN identifies the key; an alias ARN (`:alias/…`) is resolved by AWS.
+    return !/^arn:[^:]*:kms:[^:]*:[^:]*:key\//.test(requested) || requested === arn;
+  }
+  if (!BARE_KEY_ID.test(requested)) return true;
+  return arn === requested || arn.endsWith(`:key/${requested}`);
+}
+
+/**
  * A list of enumeration members, or undefined when absent. Values core does not know are
  * dropped: these lists describe what a key supports, and AWS adds algorithms over time; a
  * caller of core can only ask for the algorithms core knows anyway.
