@@ -193,6 +193,7 @@ async function execute(
       kms: () => {
         opened.kms ??= (async () =>
           openKms(
+            io,
             dir,
             resolveRootKey(io, dir, stringOption(values, "root-key-file")),
             definition.sealsUnsealedRecords === true ? { unsealedRecords: "seal" } : {},

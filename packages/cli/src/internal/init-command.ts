@@ -49,7 +49,7 @@ export const initCommand: Command = {
     } else {
       source = resolveRootKey(io, dataDir, rootKeyFile);
     }
-    const kms = await openKms(dataDir, source);
+    const kms = await openKms(io, dataDir, source);
     await kms.close();
     await printJson(io, {
       dataDir,

@@ -1,8 +1,9 @@
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createKms, type Kms, type KmsOptions, RootKeySource } from "@kms/core";
 import { SqliteAuditSink, SqliteKeyStore } from "@kms/keystore-sqlite";
 import type { CliIo } from "../cli-io.ts";
+import { oneLine } from "./one-line.ts";
 import { rootKeyFromFile } from "./root-key-file.ts";
 import { UsageError } from "./usage.ts";
 
@@ -41,17 +42,51 @@ export function resolveRootKey(
 }
 
 /**
+ * Warns, one stderr line each, about the data dir or `kms.db` when another user can change them:
+ * writable by group or others, or owned by someone other than this user or root. Whoever can
+ * write the directory can delete `kms.db` (every key gone; the next command starts an empty store
+ * whose `audit verify` vouches for zero events) or put an older copy back (keys since deleted
+ * restored, the trail cut short); whoever can write `kms.db` can rewrite the trail and its
+ * recorded head. `mkdir`'s mode 0700 applies only to a directory it creates. A warning rather
+ * than a refusal, as for a root key file open to others: a data dir shared by an operators'
+ * group keeps working the day it upgrades.
+ */
+function warnIfOthersCanWrite(io: CliIo, dataDir: string, database: string): void {
+  if (process.platform === "win32") return;
+  const uid = process.getuid?.();
+  for (const [what, path] of [
+    ["data dir", dataDir],
+    ["key store", database],
+  ] as const) {
+    const info = statSync(path, { throwIfNoEntry: false });
+    if (info === undefined) continue;
+    const mode = (info.mode & 0o777).toString(8);
+    if ((info.mode & 0o022) !== 0) {
+      io.stderr.write(
+        `kms: warning: ${what} ${oneLine(path)} is writable by group or other users (mode ${mode}): they can replace or delete the keys and the audit trail; chmod ${what === "data dir" ? "700" : "600"} it\n`,
+      );
+    } else if (uid !== undefined && info.uid !== uid && info.uid !== 0) {
+      io.stderr.write(
+        `kms: warning: ${what} ${oneLine(path)} is owned by another user (uid ${info.uid}), who can replace or delete the keys and the audit trail; chown it\n`,
+      );
+    }
+  }
+}
+
+/**
  * Opens the KMS on `<dataDir>/kms.db`, with the audit trail in the same file so every CLI call
  * leaves a durable, hash-chained record. `unsealedRecords` stays at core's default ("refuse")
  * for every command but `kms seal-unsealed-records`.
  */
 export async function openKms(
+  io: CliIo,
   dataDir: string,
   rootKey: RootKeySource,
   options: Pick<KmsOptions, "unsealedRecords"> = {},
 ): Promise<Kms> {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const path = join(dataDir, DATABASE_FILE);
+  warnIfOthersCanWrite(io, dataDir, path);
   const store = SqliteKeyStore.open({ path });
   let audit: SqliteAuditSink | undefined;
   try {

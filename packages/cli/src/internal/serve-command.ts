@@ -39,9 +39,10 @@ export class CredentialsFileError extends Error {
 
 /**
  * Reads `{ "<access key id>": { "secretAccessKey": "…", "principal": "arn:…" } }`. The file
- * holds the secrets every client signs with, so one that others can read is refused, as ssh
- * refuses such a private key. The mode is the opened file's, so that the file checked is the
- * file read: a stat of the path and a second open of it could each find a different file.
+ * holds the secrets every client signs with, so one that others can read, or that another user
+ * owns (and so can rewrite), is refused, as ssh refuses such a private key. The mode and owner
+ * are the opened file's, so that the file checked is the file read: a stat of the path and a
+ * second open of it could each find a different file.
  */
 export async function readCredentialsFile(
   path: string,
@@ -56,6 +57,14 @@ export async function readCredentialsFile(
     if (process.platform !== "win32" && (info.mode & 0o077) !== 0) {
       throw new CredentialsFileError(
         `the credentials file ${path} can be read by other users (mode ${(info.mode & 0o777).toString(8)}): chmod 600 it`,
+      );
+    }
+    // As ssh's StrictModes: whoever owns the file can rewrite it, adding an access key of their
+    // own with any principal, whatever its mode. Only the user running serve, or root, may.
+    const uid = process.getuid?.();
+    if (uid !== undefined && info.uid !== uid && info.uid !== 0) {
+      throw new CredentialsFileError(
+        `the credentials file ${path} is owned by another user (uid ${info.uid}), who can add access keys to it: chown it to the user running kms serve`,
       );
     }
     text = await handle.readFile("utf8").catch(cannotRead);
