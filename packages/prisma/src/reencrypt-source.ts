@@ -7,7 +7,8 @@ import {
   ValidationError,
 } from "@kms/core";
 import { isObject } from "./internal/codec.ts";
-import type { ModelDescriptor } from "./schema-descriptor.ts";
+import { readSchemaText } from "./internal/schema-text.ts";
+import type { AnnotatedField, ModelDescriptor } from "./schema-descriptor.ts";
 
 /**
  * The model's delegate on a client with no query extensions (a dedicated `new PrismaClient({
@@ -42,7 +43,11 @@ export interface PrismaReencryptSourceOptions {
   readonly model: ModelDescriptor;
   /** The engine that recomputes blind indexes (share it with the extension via `engine`). */
   readonly engine: FieldEncryptionEngine;
-  /** A unique, ordered column to page by; default "id". */
+  /**
+   * A required (not `?`), unique, ordered column to page by; default "id". A relation, a list or
+   * an optional column is refused: the job pages by "greater than the last row's value", which no
+   * null is.
+   */
   readonly cursorField?: string;
   /**
    * The encrypted fields this source reads and writes; default all of the model's. A job binds
@@ -103,10 +108,13 @@ const RECOUNTS = 3;
  * the transaction around it. Each batch is checked against a count of the table's rows in its
  * range (`countRows`): the job moves only what the delegate returns, and a success over rows a
  * query extension hid would leave them in plaintext or under the old key.
- * @throws ValidationException when the model or a field binds values to the ambient scope (the
+ * @throws ValidationException when `cursorField` is a relation, or (read from the schema the
+ *   delegate's client was generated from, when it has one) is no field of the model, a list or
+ *   optional; when the model or a field binds values to the ambient scope (the
  *   job has no request to take it from), when it has no encrypted fields, when `fields` names a
  *   field that is not encrypted or mixes fields of different contexts, or when no `countRows`
  *   is given and the delegate's client cannot count with a raw query; from `fetchBatch`, when a
+ *   row's `cursorField` is null, when two rows hold one `cursorField` value, when a
  *   row holds a value while a context column of it is null, when the table holds rows in the
  *   batch's range that the delegate did not return, or when the default count fails.
  */
@@ -115,6 +123,7 @@ export function prismaReencryptSource(
 ): PrismaReencryptSource {
   const { delegate, model, engine } = options;
   const cursorField = options.cursorField ?? "id";
+  refuseUnpageableCursor(delegate, model, cursorField);
   if (model.context.fromScope.length > 0) {
     throw new ValidationError(
       `${model.name} binds values to the ambient context: re-encrypt it inside runWithEncryptionContext per tenant with your own source`,
@@ -220,6 +229,7 @@ export function prismaReencryptSource(
         take: limit + 1,
         select,
       });
+      refuseNullCursors(model.name, cursorField, read);
       refuseSharedCursors(model.name, cursorField, read);
       const rows = read.slice(0, limit);
       if (countRows !== undefined) await checkEveryRowRead(countRows, cursor, rows, limit);
@@ -283,6 +293,82 @@ export function prismaReencryptSource(
       }
     },
   };
+}
+
+const PAGE_BY_ID = `give "cursorField" a required unique column (the id)`;
+
+/**
+ * Refuses, when the source is made, a `cursorField` the job cannot reach every row by. A
+ * relation is told by the descriptor. Whether the column exists, is a list or is optional, the
+ * descriptor does not record (it names only the columns encryption uses), so it is read from the
+ * schema text the delegate's client was generated from (Prisma keeps it on the client as
+ * `_engineConfig.inlineSchema`, as it keeps the data model `rawRowCounter` reads; Prisma 7's
+ * runtime data model no longer says which fields are required). A delegate without it is
+ * checked row by row instead (`refuseNullCursors`), which catches nulls only where they sort
+ * first (SQLite, MySQL), not where they sort last (PostgreSQL).
+ * @throws ValidationException naming the model and the field, with the rule.
+ */
+function refuseUnpageableCursor(
+  delegate: ReencryptDelegate,
+  model: ModelDescriptor,
+  cursorField: string,
+): void {
+  const refuse: (why: string) => never = (why) => {
+    throw new ValidationError(
+      `${model.name}.${cursorField} ${why}, so the job cannot page by it; ${PAGE_BY_ID}`,
+    );
+  };
+  if (Object.hasOwn(model.relations, cursorField)) refuse(`is a relation, not a column`);
+  const fields = schemaFieldsOf(delegate, model.name);
+  if (fields === undefined) return;
+  const field = fields.find((f) => f.name === cursorField);
+  if (field === undefined) refuse(`is no field of the model`);
+  if (field.relationName !== undefined) refuse(`is a relation, not a column`);
+  if (field.list === true) refuse(`is a list (${field.type}[])`);
+  if (field.optional) {
+    // The job would report success over such rows, their values in plaintext or under the
+    // retired key.
+    refuse(
+      `is optional (${field.type}?): a row whose ${cursorField} is null is never after the last row's, so the job would never read it and leave its values as they are`,
+    );
+  }
+}
+
+/**
+ * The fields of `modelName` in the schema text the delegate's client was generated from;
+ * undefined when the delegate has no such client, or its schema does not read.
+ */
+function schemaFieldsOf(
+  delegate: ReencryptDelegate,
+  modelName: string,
+): readonly AnnotatedField[] | undefined {
+  const client: unknown = (delegate as unknown as Record<string, unknown>).$parent;
+  const config = isObject(client) && isObject(client._engineConfig) ? client._engineConfig : {};
+  if (typeof config.inlineSchema !== "string") return undefined;
+  try {
+    return readSchemaText(config.inlineSchema).find((m) => m.name === modelName)?.fields;
+  } catch {
+    // Annotations the schema reader refuses are `parseSchema`'s to report, not this check's.
+    return undefined;
+  }
+}
+
+/**
+ * Refuses a batch holding a row whose `cursorField` is null: paging by `gt` the last cursor
+ * never comes back to it, and the compare-and-set by a null cursor matches no row. Where the
+ * source cannot read the schema (`refuseUnpageableCursor`), this is the only check of an
+ * optional column.
+ * @throws ValidationException naming the model and the column, never a value.
+ */
+function refuseNullCursors(
+  modelName: string,
+  cursorField: string,
+  rows: readonly Record<string, unknown>[],
+): void {
+  if (!rows.some((row) => row[cursorField] === null || row[cursorField] === undefined)) return;
+  throw new ValidationError(
+    `${modelName}: a row's ${cursorField} is null, so the job cannot page by it (it would never read the rows whose ${cursorField} is null, and leave their values as they are); ${PAGE_BY_ID}`,
+  );
 }
 
 /**

@@ -1,4 +1,4 @@
-import { FieldEncryptionEngine, reencryptFields, ValidationError } from "@kms/core";
+import { FieldEncryptionEngine, type Kms, reencryptFields, ValidationError } from "@kms/core";
 import { describe, expect, it } from "vitest";
 import {
   fieldEncryption,
@@ -7,7 +7,7 @@ import {
   prismaReencryptSource,
 } from "../src/index.ts";
 import { sameCursor } from "../src/reencrypt-source.ts";
-import { schemaText, sqliteTest as test } from "./backends.ts";
+import { schemaText, type TestDatabase, sqliteTest as test } from "./backends.ts";
 
 const line = parseSchema(schemaText).InvoiceLine;
 if (line === undefined) throw new Error("the test schema has no InvoiceLine");
@@ -102,5 +102,151 @@ describe("two cursor values are one", () => {
     ["other bytes", Uint8Array.of(1, 2), Uint8Array.of(1, 3), false],
   ])("%s", (_, a, b, same) => {
     expect(sameCursor(a, b)).toBe(same);
+  });
+});
+
+const draft = parseSchema(schemaText).Draft;
+if (draft === undefined) throw new Error("the test schema has no Draft");
+
+function engineOn(db: TestDatabase, kms: Kms, keyId: string): FieldEncryptionEngine {
+  return new FieldEncryptionEngine({
+    kms,
+    keyId,
+    dataKeyStore: new PrismaDataKeyStore(db.prisma.kmsDataKey),
+    legacyPlaintext: true,
+  });
+}
+
+/**
+ * Drafts page by `threadId` (`String?`) in these tests: unique among the rows that have one, but
+ * null in the others, which paging by "greater than the last row's" never reaches.
+ */
+describe("prismaReencryptSource over a cursor column that may be null", () => {
+  /** Three drafts of legacy plaintext, one of them without a thread. */
+  async function seed(db: TestDatabase) {
+    await db.prisma.draft.createMany({
+      data: [
+        { id: 1, tenantId: "t1", threadId: null, body: "first" },
+        { id: 2, tenantId: "t1", threadId: "a", body: "second" },
+        { id: 3, tenantId: "t1", threadId: "b", body: "third" },
+      ],
+    });
+  }
+  const refused = (field: string, type: string) =>
+    new RegExp(
+      `^Draft\\.${field} is optional \\(${type}\\?\\): a row whose ${field} is null is never after the last row's, .*give "cursorField" a required unique column \\(the id\\)$`,
+    );
+
+  test("is refused when the source is made, naming the model and the field", async ({
+    db,
+    kms,
+    keyId,
+  }) => {
+    const engine = engineOn(db, kms, keyId);
+    for (const [cursorField, type] of [
+      ["threadId", "String"],
+      ["authorId", "Int"],
+    ] as const) {
+      const make = () =>
+        prismaReencryptSource({
+          delegate: db.prisma.draft as never,
+          model: draft,
+          engine,
+          cursorField,
+          fields: ["body"],
+        });
+      expect(make).toThrow(ValidationError);
+      expect(make).toThrow(refused(cursorField, type));
+    }
+  });
+
+  test("stops the job before it moves any row, where the client's schema is out of reach", async ({
+    db,
+    kms,
+    keyId,
+  }) => {
+    const engine = engineOn(db, kms, keyId);
+    const body = draft.encrypted.body;
+    if (body === undefined) throw new Error("Draft.body is not encrypted");
+    await seed(db);
+    // A delegate of its own (no `$parent`): the source cannot read the schema, so it checks rows.
+    // SQLite sorts nulls first, where the rows show it; before the check, batches of one failed
+    // on Prisma's `gt: null`, and batches of ten moved draft 1 only because it came first (where
+    // nulls sort last, PostgreSQL, a run reported success with it left in clear).
+    const bare = {
+      findMany: (args: Record<string, unknown>) => db.prisma.draft.findMany(args as never),
+      updateMany: (args: Record<string, unknown>) => db.prisma.draft.updateMany(args as never),
+    };
+    for (const batchSize of [1, 10]) {
+      const error = await reencryptFields({
+        engine,
+        source: prismaReencryptSource({
+          delegate: bare,
+          model: draft,
+          engine,
+          cursorField: "threadId",
+          fields: ["body"],
+          countRows: false,
+        }),
+        model: "Draft",
+        fields: { body: body },
+        batchSize,
+      }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(error).toBeInstanceOf(ValidationError);
+      expect((error as Error).message).toBe(
+        `Draft: a row's threadId is null, so the job cannot page by it (it would never read the rows whose threadId is null, and leave their values as they are); give "cursorField" a required unique column (the id)`,
+      );
+    }
+    for (const [id, body] of [
+      [1, "first"],
+      [2, "second"],
+      [3, "third"],
+    ] as const) {
+      expect((await db.raw("Draft", id)).body).toBe(body);
+    }
+  });
+});
+
+describe("prismaReencryptSource over a cursorField that is no column", () => {
+  test.for([
+    ["nope", "is no field of the model"],
+    ["author", "is a relation, not a column"],
+    ["revisions", "is a relation, not a column"],
+  ] as const)("%s is refused: it %s", async ([cursorField, why], { db, kms, keyId }) => {
+    const engine = engineOn(db, kms, keyId);
+    const make = () =>
+      prismaReencryptSource({
+        delegate: db.prisma.draft as never,
+        model: draft,
+        engine,
+        cursorField,
+        fields: ["body"],
+      });
+    expect(make).toThrow(ValidationError);
+    expect(make).toThrow(
+      `Draft.${cursorField} ${why}, so the job cannot page by it; give "cursorField" a required unique column (the id)`,
+    );
+  });
+
+  test("a relation is refused from the descriptor, with a delegate whose schema is out of reach", async ({
+    db,
+    kms,
+    keyId,
+  }) => {
+    const engine = engineOn(db, kms, keyId);
+    const bare = { findMany: async () => [], updateMany: async () => ({ count: 0 }) };
+    expect(() =>
+      prismaReencryptSource({
+        delegate: bare,
+        model: draft,
+        engine,
+        cursorField: "author",
+        fields: ["body"],
+        countRows: false,
+      }),
+    ).toThrow(/^Draft\.author is a relation, not a column/);
   });
 });
