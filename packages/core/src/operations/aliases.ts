@@ -1,6 +1,7 @@
-import { aliasArn } from "../arn.ts";
+import { aliasArn, keyArn } from "../arn.ts";
 import {
   InvalidAliasNameError,
+  KeyStoreConflictError,
   KmsInternalError,
   LimitExceededError,
   NotFoundError,
@@ -99,6 +100,8 @@ export async function createAlias(ctx: KmsContext, request: AliasRequest): Promi
     createdAt: now,
     updatedAt: now,
   });
+  const undo = (written: StoredAlias) => ctx.store.deleteAlias(aliasName, written.seal ?? null);
+  if (!(await targetOutlived(ctx, aliasName, key.keyId, undo))) throw missingKey(ctx, key.keyId);
 }
 
 export async function updateAlias(ctx: KmsContext, request: AliasRequest): Promise<void> {
@@ -134,7 +137,59 @@ export async function updateAlias(ctx: KmsContext, request: AliasRequest): Promi
       undefined,
       current.seal ?? null,
     );
+    if (key.keyId === current.targetKeyId) return;
+    const pointBack = async (written: StoredAlias) => {
+      await ctx.store.updateAlias(
+        aliasName,
+        current.targetKeyId,
+        current.updatedAt,
+        undefined,
+        written.seal ?? null,
+      );
+      // The key it pointed to may have been destroyed since the move, which left the alias
+      // alone then: pointed back there, it would dangle in turn.
+      if (previous === undefined) return;
+      await targetOutlived(ctx, aliasName, previous.keyId, (restored) =>
+        ctx.store.deleteAlias(aliasName, restored.seal ?? null),
+      );
+    };
+    if (!(await targetOutlived(ctx, aliasName, key.keyId, pointBack))) {
+      throw missingKey(ctx, key.keyId);
+    }
   });
+}
+
+/**
+ * Whether `keyId` outlived the write that pointed `aliasName` to it: false when the key was
+ * destroyed between its check and the write, and the write then undone with `undo` (given the
+ * alias as stored). The store offers no alias write conditional on its target key, while
+ * deleteKey removes a key with its aliases as one step: a destruction after the write took the
+ * alias with it, one before leaves the key missing here. Without this, the alias would point to
+ * a key that no longer exists, and hold its name.
+ */
+async function targetOutlived(
+  ctx: KmsContext,
+  aliasName: string,
+  keyId: string,
+  undo: (written: StoredAlias) => Promise<void>,
+): Promise<boolean> {
+  if ((await ctx.store.getKey(keyId)) !== undefined) return true;
+  const written = await ctx.store.getAlias(aliasName);
+  if (written?.targetKeyId !== keyId) return false;
+  try {
+    await undo(written);
+  } catch (error) {
+    // Another writer moved or deleted the alias since: the record is theirs, not this call's.
+    if (!(error instanceof KeyStoreConflictError) && !(error instanceof NotFoundError)) {
+      throw error;
+    }
+  }
+  return false;
+}
+
+/** What getKey throws for `keyId`, had the call checked the key after its destruction. */
+function missingKey(ctx: KmsContext, keyId: string): NotFoundError {
+  return new NotFoundError(`key ${keyArn(ctx.identity, keyId)} does not exist`);
 }
 
 /**
