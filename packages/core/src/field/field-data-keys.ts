@@ -911,6 +911,7 @@ export class FieldDataKeys {
       { keyId, keySpec: "AES_256", encryptionContext: context },
       kmsCallOptions(),
     );
+    assertGeneratedKey(generated.plaintext);
     this.#learnArn(keyId, generated.keyId);
     const idBytes = randomBytes(DATA_KEY_ID_LENGTH);
     const id = hexOf(idBytes);
@@ -1636,6 +1637,7 @@ export class FieldDataKeys {
       { keyId, keySpec: "AES_256", encryptionContext: context },
       kmsCallOptions(),
     );
+    assertGeneratedKey(generated.plaintext);
     this.#learnArn(keyId, generated.keyId);
     if (gone !== undefined) {
       // Asked about the key the KMS reports for the configured key id now. If that is the key
@@ -1717,6 +1719,22 @@ function stableDataKeyId(
   input.set(ctx, STABLE_ID_PREFIX.length + 2 + keyBytes.length);
   if (tail !== 0) view.setUint32(input.length - 4, generation);
   return sha256(input).subarray(0, DATA_KEY_ID_LENGTH);
+}
+
+/**
+ * A data key GenerateDataKey answered with must be 32 bytes before anything is stored or sealed
+ * under it, as an unwrapped one must (FORMAT §6.1 item 6): a stable key feeds HKDF, which takes a
+ * key of any length, so a KmsLike answering with a short key would make every deterministic value
+ * and blind index of the context guessable — and its row, once stored, would never unwrap again.
+ * @throws KMSInternalException (the key's bytes wiped) otherwise.
+ */
+function assertGeneratedKey(plaintext: Uint8Array): void {
+  if (plaintext.length === 32) return;
+  const length = plaintext.length;
+  plaintext.fill(0);
+  throw new KmsInternalError(
+    `GenerateDataKey answered with a data key of ${length} bytes; AES_256 asks for 32`,
+  );
 }
 
 /**

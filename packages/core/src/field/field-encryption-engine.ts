@@ -6,6 +6,7 @@ import { type Clock, systemClock } from "../clock.ts";
 import { KmsInternalError, ValidationError } from "../errors.ts";
 import { GcmOpenBatch, SHORT_GCM_MAX_BYTES } from "../hsm/gcm-key.ts";
 import { assertInteger } from "../internal/assert.ts";
+import { isWellFormed } from "../internal/unicode.ts";
 import type { KmsLike } from "../kms-like.ts";
 import type { EncryptionContext } from "../types.ts";
 import {
@@ -284,7 +285,8 @@ export class FieldEncryptionEngine {
    *   be generated, or (deterministic mode) the stable data key cannot be unwrapped — a stable
    *   key whose KMS key was deleted is replaced by its next generation when the key id now
    *   selects another key (FORMAT §6.4 item 5), else NotFoundException; KMSInternalException
-   *   when the row under the context's stable data key id is wrapped under another context.
+   *   when the row under the context's stable data key id is wrapped under another context, or
+   *   GenerateDataKey answers with a data key of other than 32 bytes.
    */
   encrypt(
     binding: FieldBinding,
@@ -1199,20 +1201,32 @@ function indexInput(
       );
     }
     const input = encodeTypedIndexValue(field, spec.type, value, (text) =>
-      normalize(text, spec.normalize),
+      normalize(field, text, spec.normalize),
     );
     return { input, length };
   }
   if (typeof value === "string") {
     return {
-      input: encodeFieldValue(field, "string", normalize(value, spec.normalize)),
+      input: encodeFieldValue(field, "string", normalize(field, value, spec.normalize)),
       length,
     };
   }
   return { input: encodeIndexValue(field, value), length };
 }
 
-function normalize(value: string, how: BlindIndexSpec["normalize"]): string {
+/**
+ * `value` normalized as the index asks (FORMAT §6.5).
+ * @throws ValidationException when `value` is not well-formed Unicode. Checked before
+ *   normalizing as well as after (by the encoding): a `normalize` function may turn a lone
+ *   surrogate into U+FFFD or drop it, and "\uD800" would then index as "\uFFFD" or "", matching
+ *   rows that hold those strings, where every other entry point refuses it.
+ */
+function normalize(field: string, value: string, how: BlindIndexSpec["normalize"]): string {
+  if (!isWellFormed(value)) {
+    throw new ValidationError(
+      `"${field}" string values must be well-formed Unicode (no lone surrogates)`,
+    );
+  }
   if (how === undefined) return value;
   if (typeof how === "function") {
     const out = how(value);
