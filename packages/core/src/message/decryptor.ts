@@ -28,7 +28,12 @@ import {
   setFrameIv,
   TAG_LENGTH,
 } from "./format.ts";
-import type { DecryptStreamOptions, MessageInfo } from "./options.ts";
+import {
+  assertDataKeyCache,
+  assertOnHeader,
+  type DecryptStreamOptions,
+  type MessageInfo,
+} from "./options.ts";
 import { releaseBuffer } from "./release-buffer.ts";
 import { importVerifyingKey, MAX_SIGNATURE_LENGTH, newVerifier } from "./signature.ts";
 
@@ -57,13 +62,23 @@ export class MessageDecryptor {
   #seq = 1;
   #verifier: Verify | undefined;
   #verifyingKey: KeyObject | undefined;
+  /** The stream's hook, then the caller's (read once, as validated). */
+  readonly #onHeader: readonly ((info: MessageInfo) => void)[];
 
-  /** @throws ValidationException for bad options. */
-  constructor(options: DecryptStreamOptions) {
+  /**
+   * @param onHeader called once the header authenticated, before `options.onHeader` (a
+   *   stream's own hook, which must not replace the caller's unchecked).
+   * @throws ValidationException for bad options.
+   */
+  constructor(options: DecryptStreamOptions, onHeader?: (info: MessageInfo) => void) {
     assertObject("options", options);
     if (typeof options.keyring?.decryptDataKey !== "function") {
       throw new ValidationError('"keyring" expected a Keyring');
     }
+    assertDataKeyCache(options.dataKeyCache);
+    const callerOnHeader = options.onHeader;
+    assertOnHeader(callerOnHeader);
+    this.#onHeader = [onHeader, callerOnHeader].filter((hook) => hook !== undefined);
     // Validated like an encryption context: a Map or class instance has no own pairs and would
     // be compared as the empty context, accepting any message that carries none.
     encodeEncryptionContext(options.encryptionContext);
@@ -148,7 +163,7 @@ export class MessageDecryptor {
       if (parsed.header === undefined) throw invalidMessage();
       await this.#openHeader(parsed.header);
       this.#accept(parsed.header);
-      this.#options.onHeader?.(this.info!);
+      this.#announce();
       const plaintext = this.#openAll(message, parsed.length);
       this.#state = "done";
       return plaintext;
@@ -334,7 +349,12 @@ export class MessageDecryptor {
       return;
     }
     this.#accept(header);
-    this.#options.onHeader?.(this.info!);
+    this.#announce();
+  }
+
+  #announce(): void {
+    const info = this.info!;
+    for (const hook of this.#onHeader) hook(info);
   }
 
   /** Appends to the header buffer, doubling its capacity, so a header in small chunks is copied O(1) times per byte. */

@@ -48,7 +48,11 @@ import {
   writeHeaderBody,
   writeHeaderTag,
 } from "./format.ts";
-import type { EncryptMessageOptions, EncryptStreamOptions } from "./options.ts";
+import {
+  assertDataKeyCache,
+  type EncryptMessageOptions,
+  type EncryptStreamOptions,
+} from "./options.ts";
 import { releaseBuffer } from "./release-buffer.ts";
 import {
   generateSigningKey,
@@ -276,11 +280,12 @@ async function dataKeyFor(
 /**
  * What is wrong with a keyring's copies, if anything. Checked here, not as the header is
  * written, so that a custom keyring's bad output is a ValidationError naming the rule (not a
- * TypeError from deep in the encoder), and the data key it came with is zeroed.
+ * TypeError from deep in the encoder), the data key it came with is zeroed, and copies that
+ * could never fit a header are never cached.
  */
 function encryptedDataKeysProblem(copies: unknown): string | undefined {
-  if (!Array.isArray(copies) || copies.length === 0) {
-    return "at least one encrypted data key";
+  if (!Array.isArray(copies) || copies.length === 0 || copies.length > 0xffff) {
+    return "1–65535 encrypted data keys";
   }
   for (const copy of copies as unknown[]) {
     const edk = copy as Partial<Record<keyof EncryptedDataKey, unknown>> | null;
@@ -296,6 +301,15 @@ function encryptedDataKeysProblem(copies: unknown): string | undefined {
     // Written as UTF-8, a lone surrogate would read back as U+FFFD: another key's name.
     if (!isWellFormed(edk.providerId) || !isWellFormed(edk.providerInfo)) {
       return "provider ids and infos of well-formed Unicode (no lone surrogates)";
+    }
+    // The header's u16 length fields (§5.2). Checked before the result is cached: a cached
+    // entry that can never be written would fail every message that draws it until it expires.
+    if (
+      Buffer.byteLength(edk.providerId, "utf8") > 0xffff ||
+      Buffer.byteLength(edk.providerInfo, "utf8") > 0xffff ||
+      edk.ciphertext.length > 0xffff
+    ) {
+      return "encrypted data key fields of at most 65535 bytes each";
     }
   }
   return undefined;
@@ -323,6 +337,7 @@ async function planMessage(
   if (typeof keyring?.encryptDataKey !== "function") {
     throw new ValidationError('"keyring" expected a Keyring');
   }
+  assertDataKeyCache(options.dataKeyCache);
   const suite =
     options.suite === undefined || options.suite === DEFAULT_SUITE
       ? DEFAULT_SUITE_INFO

@@ -125,13 +125,13 @@ export async function decryptFile(
   const { in: input, out, onProgress, signal, overwrite, context, ...rest } = options;
   const totalBytes = await checkEnds(input, out, signal, overwrite);
   let info: MessageInfo | undefined;
+  // The caller's onHeader goes in unwrapped, so that the decryptor checks its type.
   const decrypt = createDecryptStream({
     ...rest,
     ...(context === undefined ? {} : { encryptionContext: context }),
-    onHeader: (header) => {
-      info = header;
-      rest.onHeader?.(header);
-    },
+  });
+  decrypt.on("header", (header: MessageInfo) => {
+    info = header;
   });
   const result = await run(input, out, totalBytes, decrypt, onProgress, signal, overwrite);
   return { ...result, info: info! };

@@ -4,7 +4,10 @@
  * allocation-light; the encryptor and decryptor drive it.
  */
 import { createCipheriv, createSecretKey, hkdfSync, type KeyObject } from "node:crypto";
-import { decodeEncryptionContext } from "../envelope/encryption-context.ts";
+import {
+  decodeEncryptionContext,
+  MAX_ENCRYPTION_CONTEXT_BYTES,
+} from "../envelope/encryption-context.ts";
 import { AccessDeniedError, InvalidCiphertextError, ValidationError } from "../errors.ts";
 import { publicBuffer } from "../internal/public-bytes.ts";
 import type { EncryptedDataKey } from "../keyring/keyring.ts";
@@ -209,6 +212,8 @@ export class HeaderParser {
   /** Offset of the next unread length field of the copies, and how many were walked. */
   #at = 0;
   #fields = 0;
+  /** The frame length, once read and checked (the rest of the header may not have arrived). */
+  #frameLength = 0;
 
   constructor(checks: HeaderChecks) {
     this.#checks = checks;
@@ -235,9 +240,15 @@ export class HeaderParser {
     const suite = this.#suite;
     if (this.#context === undefined) {
       const contextAt = 3 + MESSAGE_ID_LENGTH + 2;
-      const more = short(contextAt) ?? short(contextAt + view.getUint16(contextAt - 2) + 2);
+      const lengthOnly = short(contextAt);
+      if (lengthOnly !== undefined) return lengthOnly;
+      const contextLength = view.getUint16(contextAt - 2);
+      // Refused on its length field (§2.5), not after up to 64 KiB of a context that could
+      // never decode has been buffered.
+      if (contextLength > MAX_ENCRYPTION_CONTEXT_BYTES) throw invalidMessage();
+      const more = short(contextAt + contextLength + 2);
       if (more !== undefined) return more;
-      const countAt = contextAt + view.getUint16(contextAt - 2);
+      const countAt = contextAt + contextLength;
       let context: Record<string, string>;
       try {
         context = decodeEncryptionContext(bytes.subarray(contextAt, countAt));
@@ -267,11 +278,19 @@ export class HeaderParser {
       this.#fields += 1;
     }
     let at = this.#at;
+    if (this.#frameLength === 0) {
+      // Checked as soon as its four bytes are in (§5.6), not once the commitment and tag
+      // behind it have arrived too.
+      const more = short(at + 4);
+      if (more !== undefined) return more;
+      const frameLength = view.getUint32(at);
+      if (frameLength === 0 || frameLength > MAX_FRAME_LENGTH) throw invalidMessage();
+      this.#checks.frameLength?.(frameLength);
+      this.#frameLength = frameLength;
+    }
+    const frameLength = this.#frameLength;
     const more = short(at + 4 + COMMITMENT_LENGTH + TAG_LENGTH);
     if (more !== undefined) return more;
-    const frameLength = view.getUint32(at);
-    if (frameLength === 0 || frameLength > MAX_FRAME_LENGTH) throw invalidMessage();
-    this.#checks.frameLength?.(frameLength);
     at += 4;
     const commitment = bytes.subarray(at, at + COMMITMENT_LENGTH);
     at += COMMITMENT_LENGTH;

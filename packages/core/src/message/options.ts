@@ -1,4 +1,6 @@
-import type { DataKeyCache } from "../caching/data-key-cache.ts";
+import { DataKeyCache } from "../caching/data-key-cache.ts";
+import { ValidationError } from "../errors.ts";
+import { describe } from "../internal/assert.ts";
 import type { Keyring } from "../keyring/keyring.ts";
 import type { EncryptionContext } from "../types.ts";
 import type { DecryptPolicy } from "./decrypt-policy.ts";
@@ -59,4 +61,22 @@ export interface MessageInfo {
 export interface DecryptStreamOptions extends DecryptMessageOptions {
   /** Called once the header has authenticated, before any plaintext is released. */
   readonly onHeader?: (info: MessageInfo) => void;
+}
+
+/**
+ * Checked before the keyring is called: a cache of the wrong shape would otherwise be a
+ * TypeError, on decrypt only after the data key was unwrapped.
+ * @throws ValidationException for anything but a DataKeyCache.
+ */
+export function assertDataKeyCache(value: unknown): void {
+  if (value !== undefined && !(value instanceof DataKeyCache)) {
+    throw new ValidationError(`"dataKeyCache" expected a DataKeyCache, got ${describe(value)}`);
+  }
+}
+
+/** @throws ValidationException for an `onHeader` that is not a function. */
+export function assertOnHeader(value: unknown): void {
+  if (value !== undefined && typeof value !== "function") {
+    throw new ValidationError(`"onHeader" expected a function, got ${describe(value)}`);
+  }
 }
