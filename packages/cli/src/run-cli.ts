@@ -195,7 +195,7 @@ async function execute(
           openKms(
             io,
             dir,
-            resolveRootKey(io, dir, stringOption(values, "root-key-file")),
+            () => resolveRootKey(io, dir, stringOption(values, "root-key-file")),
             definition.sealsUnsealedRecords === true ? { unsealedRecords: "seal" } : {},
           ))();
         return opened.kms;

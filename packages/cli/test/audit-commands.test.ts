@@ -11,11 +11,11 @@ import {
 import { SqliteAuditSink } from "@kms/keystore-sqlite";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { EXIT_AUDIT_BROKEN } from "../src/index.ts";
-import { type RunResult, run, workspace } from "./helpers.ts";
+import { initializedWorkspace, type RunResult, run, type workspace } from "./helpers.ts";
 
 let ws: ReturnType<typeof workspace>;
-beforeEach(() => {
-  ws = workspace();
+beforeEach(async () => {
+  ws = await initializedWorkspace();
 });
 afterEach(() => {
   vi.useRealTimers();
@@ -327,7 +327,7 @@ describe("kms audit verify", () => {
       expect(elsewhere.code, sub).toBe(1);
       expect(elsewhere.out).toBe("");
       expect(elsewhere.err).toBe(
-        `Error: no key store at ${join(ws.dir, "typo", "kms.db")}: check --data-dir (or KMS_DATA_DIR)\n`,
+        `KeyStoreNotFoundError: no key store in ${join(ws.dir, "typo")} (no kms.db there): run "kms init" to create one, or pass the right --data-dir (or KMS_DATA_DIR)\n`,
       );
       expect(existsSync(join(ws.dir, "typo"))).toBe(false);
     }
@@ -758,7 +758,8 @@ describe("kms audit verify --head", () => {
   ])(
     "a --head that is %s is a usage error (exit 2), before the store is opened",
     async (_name, head) => {
-      const verified = await kms(["audit", "verify", "--head", head]);
+      // Run on a data dir with no store: a store lookup would fail otherwise, exit 1.
+      const verified = await kms(["--data-dir", "none", "audit", "verify", "--head", head]);
       expect(verified.code).toBe(2);
       expect(verified.out).toBe("");
       expect(verified.err).toMatch(
@@ -766,7 +767,7 @@ describe("kms audit verify --head", () => {
           `^kms: audit verify: --head expected an event hash \\(64 hex digits, the "head\\.hash" an earlier verify printed\\), got "${head}"\n\nUsage: kms audit verify \\[--head <hash>\\]`,
         ),
       );
-      expect(existsSync(join(ws.dir, ".kms"))).toBe(false);
+      expect(existsSync(join(ws.dir, "none"))).toBe(false);
     },
   );
 
@@ -794,10 +795,10 @@ describe("kms audit: the command line", () => {
     ["a list option on verify", ["audit", "verify", "--limit", "3"], /^kms: .*--limit/],
     ["an extra argument", ["audit", "verify", "now"], /^kms: audit verify: unexpected argument/],
   ])("%s is a usage error", async (_name, argv, message) => {
-    const result = await kms(argv);
+    const result = await kms(["--data-dir", "none", ...argv]);
     expect(result.code).toBe(2);
     expect(result.err).toMatch(message);
-    expect(existsSync(join(ws.dir, ".kms"))).toBe(false);
+    expect(existsSync(join(ws.dir, "none"))).toBe(false);
   });
 
   it("help lists the subcommands", async () => {

@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, expect, it } from "vitest";
-import { plaintext, workspace } from "./helpers.ts";
+import { initializedWorkspace, plaintext } from "./helpers.ts";
 
 const packageDir = join(dirname(fileURLToPath(import.meta.url)), "..");
 const bin = join(
@@ -11,7 +11,7 @@ const bin = join(
   (JSON.parse(readFileSync(join(packageDir, "package.json"), "utf8")) as { bin: { kms: string } })
     .bin.kms,
 );
-const ws = workspace();
+const ws = await initializedWorkspace();
 afterAll(() => ws.dispose());
 
 function kms(

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { run, workspace } from "./helpers.ts";
+import { initStore, run, workspace } from "./helpers.ts";
 
 let ws: ReturnType<typeof workspace>;
 beforeEach(() => {
@@ -55,16 +55,22 @@ describe("usage errors exit 2 with the usage text", () => {
 
 describe("root key", () => {
   it("without any source: a usage error naming the ways to give one", async () => {
+    const init = await run(["init"], { cwd: ws.dir, env: {} });
+    expect(init.code).toBe(2);
+    expect(existsSync(join(ws.dir, ".kms"))).toBe(false);
+    await initStore(ws);
     const result = await run(["list-keys"], { cwd: ws.dir, env: {} });
+    for (const refused of [init, result]) {
+      expect(refused.err).toContain("no root key");
+      expect(refused.err).toContain("KMS_ROOT_KEY");
+      expect(refused.err).toContain("--root-key-file");
+      expect(refused.err).toContain("kms init --dev-root-key");
+    }
     expect(result.code).toBe(2);
-    expect(result.err).toContain("no root key");
-    expect(result.err).toContain("KMS_ROOT_KEY");
-    expect(result.err).toContain("--root-key-file");
-    expect(result.err).toContain("kms init --dev-root-key");
-    expect(existsSync(join(ws.dir, ".kms", "kms.db"))).toBe(false);
   });
 
   it("a malformed KMS_ROOT_KEY is RootKeyError, exit 1", async () => {
+    await initStore(ws);
     const result = await run(["list-keys"], { cwd: ws.dir, env: { KMS_ROOT_KEY: "abc" } });
     expect(result.code).toBe(1);
     expect(result.err).toMatch(/^RootKeyError: root key from environment variable KMS_ROOT_KEY/);
@@ -72,6 +78,7 @@ describe("root key", () => {
 
   it("accepts base64 as well as hex, and --root-key-file over the environment", async () => {
     const b64 = { KMS_ROOT_KEY: ws.rootKey.toString("base64") };
+    expect((await run(["init"], { cwd: ws.dir, env: b64 })).code).toBe(0);
     const created = await run(["create-key"], { cwd: ws.dir, env: b64 });
     expect(created.code).toBe(0);
     writeFileSync(join(ws.dir, "root.hex"), `${ws.rootKey.toString("hex")}\n`);
@@ -84,6 +91,7 @@ describe("root key", () => {
   });
 
   it("another root key than the store's is refused (RootKeyError)", async () => {
+    await initStore(ws);
     expect((await run(["create-key"], { cwd: ws.dir, env: ws.env })).code).toBe(0);
     const other = { KMS_ROOT_KEY: Buffer.alloc(32, 7).toString("hex") };
     const result = await run(["list-keys"], { cwd: ws.dir, env: other });
@@ -118,14 +126,17 @@ describe("root key", () => {
 
   it("--data-dir and KMS_DATA_DIR choose the store", async () => {
     const env = { ...ws.env, KMS_DATA_DIR: "from-env" };
-    expect((await run(["create-key"], { cwd: ws.dir, env })).code).toBe(0);
+    expect((await run(["init"], { cwd: ws.dir, env })).code).toBe(0);
     expect(existsSync(join(ws.dir, "from-env", "kms.db"))).toBe(true);
+    expect((await run(["create-key"], { cwd: ws.dir, env })).code).toBe(0);
     expect((await run(["--data-dir", "flag", "init"], { cwd: ws.dir, env })).code).toBe(0);
     expect(existsSync(join(ws.dir, "flag", "kms.db"))).toBe(true);
   });
 });
 
 describe("key commands", () => {
+  beforeEach(() => initStore(ws));
+
   it("create, alias, describe, list, schedule and cancel deletion", async () => {
     const opts = { cwd: ws.dir, env: ws.env };
     const created = await run(["create-key", "--description", "invoices"], opts);

@@ -1,9 +1,9 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { plaintext, type RunResult, run, workspace } from "./helpers.ts";
+import { initializedWorkspace, plaintext, type RunResult, run } from "./helpers.ts";
 
-const ws = workspace();
+const ws = await initializedWorkspace();
 const opts = { cwd: ws.dir, env: ws.env };
 let keyId: string;
 let otherKeyId: string;

@@ -78,6 +78,25 @@ export function workspace(): {
   };
 }
 
+/**
+ * A {@link workspace} whose default data dir (`.kms`) holds a key store under its root key, made
+ * by `kms init`: every other command refuses a data dir without one.
+ */
+export async function initializedWorkspace(): Promise<ReturnType<typeof workspace>> {
+  const ws = workspace();
+  await initStore(ws);
+  return ws;
+}
+
+/** `kms init` in the workspace's default data dir (or `extra`'s `--data-dir`), which must succeed. */
+export async function initStore(
+  ws: { readonly dir: string; readonly env: Readonly<Record<string, string>> },
+  extra: readonly string[] = [],
+): Promise<void> {
+  const init = await run(["init", ...extra], { cwd: ws.dir, env: ws.env });
+  if (init.code !== 0) throw new Error(`kms init exited ${init.code}: ${init.err}`);
+}
+
 /** Recognizable, incompressible plaintext of `size` bytes. */
 export function plaintext(size: number, marker = "PLAINTEXT-MARKER"): Buffer {
   const head = Buffer.from(`${marker}-${randomBytes(8).toString("hex")}-`);

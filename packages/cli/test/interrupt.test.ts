@@ -6,9 +6,9 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CliOutput } from "../src/cli-io.ts";
 import { EXIT_FAILED, runCli } from "../src/index.ts";
-import { Collector, plaintext, run, workspace } from "./helpers.ts";
+import { Collector, initializedWorkspace, plaintext, run } from "./helpers.ts";
 
-const ws = workspace();
+const ws = await initializedWorkspace();
 const opts = { cwd: ws.dir, env: ws.env };
 let keyId: string;
 let sealed: Buffer;

@@ -6,15 +6,15 @@ import { chmodSync, chownSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { CredentialsFileError, readCredentialsFile } from "../src/internal/serve-command.ts";
-import { run, workspace } from "./helpers.ts";
+import { initializedWorkspace, run, type workspace } from "./helpers.ts";
 
 /** chown to another user needs root; as anyone else such a file could not be read anyway. */
 const asRoot = process.getuid?.() === 0;
 const NOBODY = 65_534;
 
 let ws: ReturnType<typeof workspace>;
-beforeEach(() => {
-  ws = workspace();
+beforeEach(async () => {
+  ws = await initializedWorkspace();
 });
 afterEach(() => {
   ws.dispose();
@@ -67,12 +67,14 @@ describe("a credentials file owned by another user", () => {
 describe("a data dir or kms.db others can write", () => {
   const listKeys = (dataDir: string) =>
     run(["list-keys", "--data-dir", dataDir], { cwd: ws.dir, env: ws.env });
+  const init = (dataDir: string) =>
+    run(["init", "--data-dir", dataDir], { cwd: ws.dir, env: ws.env });
 
   it.each([0o777, 0o775, 0o770, 0o1777].map((mode) => [mode.toString(8), mode] as const))(
     "data dir mode %s: one warning line on stderr; the command still runs, its JSON intact",
     async (_name, mode) => {
       const dataDir = join(ws.dir, "shared");
-      mkdirSync(dataDir);
+      expect((await init(dataDir)).code).toBe(0);
       chmodSync(dataDir, mode);
       const result = await listKeys(dataDir);
       expect(result.code).toBe(0);
@@ -85,7 +87,7 @@ describe("a data dir or kms.db others can write", () => {
 
   it("kms.db writable by others: warned about", async () => {
     const dataDir = join(ws.dir, "data");
-    expect((await listKeys(dataDir)).err).toBe("");
+    expect((await init(dataDir)).err).toBe("");
     chmodSync(join(dataDir, "kms.db"), 0o666);
     const result = await listKeys(dataDir);
     expect(result.code).toBe(0);
@@ -96,7 +98,7 @@ describe("a data dir or kms.db others can write", () => {
 
   it.skipIf(!asRoot)("a data dir owned by another user: warned about", async () => {
     const dataDir = join(ws.dir, "theirs");
-    mkdirSync(dataDir, { mode: 0o700 });
+    expect((await init(dataDir)).code).toBe(0);
     chownSync(dataDir, NOBODY, NOBODY);
     const result = await listKeys(dataDir);
     expect(result.code).toBe(0);
@@ -106,12 +108,12 @@ describe("a data dir or kms.db others can write", () => {
   });
 
   it("a data dir created by the command, or one of mode 700: no warning", async () => {
-    const created = await listKeys(join(ws.dir, "new"));
+    const created = await init(join(ws.dir, "new"));
     expect(created.err).toBe("");
     const own = join(ws.dir, "own");
     mkdirSync(own);
     chmodSync(own, 0o700);
-    expect((await listKeys(own)).err).toBe("");
+    expect((await init(own)).err).toBe("");
     expect((await listKeys(own)).err).toBe("");
   });
 });

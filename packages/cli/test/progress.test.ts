@@ -9,7 +9,7 @@ import {
   type ProgressOutput,
   runCli,
 } from "../src/index.ts";
-import { Collector, plaintext, run, workspace } from "./helpers.ts";
+import { Collector, initStore, plaintext, run, workspace } from "./helpers.ts";
 
 /**
  * A bar on a fake output (a 120-column terminal unless told) with a manual clock at 0.
@@ -162,6 +162,7 @@ describe("the CLI's progress bar", () => {
   const opts = { cwd: ws.dir, env: ws.env };
   let keyId: string;
   beforeAll(async () => {
+    await initStore(ws);
     keyId = JSON.parse((await run(["create-key"], opts)).out).keyId;
     writeFileSync(join(ws.dir, "big"), plaintext(1024 * 1024));
   });

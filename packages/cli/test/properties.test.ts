@@ -25,7 +25,14 @@ import { SeededRandom } from "@kms/tooling/random";
 import { afterAll, beforeAll, describe, expect, it, test } from "vitest";
 import type { CliOutput } from "../src/cli-io.ts";
 import { runCli } from "../src/index.ts";
-import { Collector, plaintext, type RunResult, run, workspace } from "./helpers.ts";
+import {
+  Collector,
+  initializedWorkspace,
+  plaintext,
+  type RunResult,
+  run,
+  workspace,
+} from "./helpers.ts";
 
 const SEED = Number(process.env.KMS_PROPERTY_SEED ?? 20_261_204) >>> 0;
 const random = (property: number, index: number): SeededRandom =>
@@ -33,7 +40,7 @@ const random = (property: number, index: number): SeededRandom =>
 const replay = (property: number, index: number): string =>
   `seed ${SEED}, property ${property}, case ${index}`;
 
-const ws = workspace();
+const ws = await initializedWorkspace();
 const opts = { cwd: ws.dir, env: ws.env };
 afterAll(() => ws.dispose());
 

@@ -46,6 +46,7 @@ function readmeCommands(): ReadmeCommand[] {
 it("runs the README's Example as written: a key and alias, a file and a pipe under a context", async () => {
   const commands = readmeCommands();
   expect(commands.map((c) => c.argv[0])).toEqual([
+    "init",
     "create-key",
     "create-alias",
     "encrypt",
@@ -53,7 +54,8 @@ it("runs the README's Example as written: a key and alias, a file and a pipe und
     "encrypt",
     "decrypt",
   ]);
-  const [createKey, createAlias, encrypt, decrypt, encryptPipe, decryptPipe] = commands as [
+  const [init, createKey, createAlias, encrypt, decrypt, encryptPipe, decryptPipe] = commands as [
+    ReadmeCommand,
     ReadmeCommand,
     ReadmeCommand,
     ReadmeCommand,
@@ -62,6 +64,9 @@ it("runs the README's Example as written: a key and alias, a file and a pipe und
     ReadmeCommand,
   ];
 
+  // Every command but init refuses a data dir without a key store: init comes first.
+  const initialized = await run(init.argv, opts);
+  expect(initialized.code, initialized.err).toBe(EXIT_OK);
   const created = await run(createKey.argv, opts);
   expect(created.code, created.err).toBe(EXIT_OK);
   const key = JSON.parse(created.out) as { keyId: string; description: string };

@@ -3,9 +3,9 @@ import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { run, workspace } from "./helpers.ts";
+import { initializedWorkspace, run } from "./helpers.ts";
 
-const ws = workspace();
+const ws = await initializedWorkspace();
 afterAll(() => ws.dispose());
 
 beforeAll(async () => {

@@ -6,11 +6,11 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { CliOutput } from "../src/cli-io.ts";
 import { runCli } from "../src/index.ts";
 import { policyDocument } from "../src/internal/policy-commands.ts";
-import { Collector, type RunResult, run, workspace } from "./helpers.ts";
+import { Collector, initializedWorkspace, type RunResult, run, type workspace } from "./helpers.ts";
 
 let ws: ReturnType<typeof workspace>;
-beforeEach(() => {
-  ws = workspace();
+beforeEach(async () => {
+  ws = await initializedWorkspace();
 });
 afterEach(() => ws.dispose());
 
@@ -83,11 +83,12 @@ describe("usage errors exit 2 before opening the store", () => {
     ["delete-alias without an alias", ["delete-alias"]],
     ["delete-alias with two aliases", ["delete-alias", "alias/a", "alias/b"]],
   ])("%s", async (_name, argv) => {
-    const result = await kms(argv);
+    // Run on a data dir with no store: a store lookup would fail otherwise, exit 1.
+    const result = await kms(["--data-dir", "none", ...argv]);
     expect(result.code).toBe(2);
     expect(result.out).toBe("");
     expect(result.err).toMatch(new RegExp(`^kms: .+\\n\\nUsage: kms ${argv[0]} `));
-    expect(existsSync(join(ws.dir, ".kms"))).toBe(false);
+    expect(existsSync(join(ws.dir, "none"))).toBe(false);
   });
 
   it("each command has a usage line", async () => {

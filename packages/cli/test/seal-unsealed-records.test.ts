@@ -2,11 +2,11 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { type RunResult, run, workspace } from "./helpers.ts";
+import { initializedWorkspace, type RunResult, run, type workspace } from "./helpers.ts";
 
 let ws: ReturnType<typeof workspace>;
-beforeEach(() => {
-  ws = workspace();
+beforeEach(async () => {
+  ws = await initializedWorkspace();
 });
 afterEach(() => ws.dispose());
 
@@ -150,6 +150,7 @@ describe("kms seal-unsealed-records: upgrading a data dir from a release without
 
   it("quotes a data dir that is not one shell word in the hint", async () => {
     const dataDir = join(ws.dir, "it's data");
+    expect((await kms(["--data-dir", dataDir, "init"])).code).toBe(0);
     expect((await kms(["--data-dir", dataDir, "create-key"])).code).toBe(0);
     const db = new DatabaseSync(join(dataDir, "kms.db"));
     try {

@@ -3,9 +3,9 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { SqliteKeyStore } from "@kms/keystore-sqlite";
 import { afterAll, expect, it } from "vitest";
-import { plaintext, type RunResult, run, workspace } from "./helpers.ts";
+import { initializedWorkspace, plaintext, type RunResult, run } from "./helpers.ts";
 
-const ws = workspace();
+const ws = await initializedWorkspace();
 afterAll(() => ws.dispose());
 
 it("kms.db and every command's output hold no plaintext, root key or key material", async () => {

@@ -1,5 +1,15 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import * as https from "node:https";
 import { connect } from "node:net";
 import { dirname, join } from "node:path";
@@ -16,7 +26,8 @@ import {
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { CliOutput } from "../src/cli-io.ts";
 import { runCli } from "../src/index.ts";
-import { Collector, run, workspace } from "./helpers.ts";
+import { readCredentialsFile } from "../src/internal/serve-command.ts";
+import { Collector, initializedWorkspace, run, type workspace } from "./helpers.ts";
 
 const ACCESS_KEY = "AKIASERVETEST0000001";
 const SECRET = "serve-test-secret-0123456789abcdef";
@@ -26,8 +37,8 @@ const CREDENTIALS = JSON.stringify({
 });
 
 let ws: ReturnType<typeof workspace>;
-beforeEach(() => {
-  ws = workspace();
+beforeEach(async () => {
+  ws = await initializedWorkspace();
 });
 afterEach(() => ws.dispose());
 
@@ -260,7 +271,14 @@ describe("kms serve", () => {
     async (_name, hosts, got) => {
       // Neither the credentials file nor the data dir exists: reading either would fail otherwise.
       const result = await run(
-        ["serve", "--credentials", "nowhere.json", ...hosts.flatMap((h) => ["--allowed-host", h])],
+        [
+          "serve",
+          "--data-dir",
+          "none",
+          "--credentials",
+          "nowhere.json",
+          ...hosts.flatMap((h) => ["--allowed-host", h]),
+        ],
         { cwd: ws.dir, env: ws.env },
       );
       expect(result.code).toBe(2);
@@ -274,7 +292,7 @@ describe("kms serve", () => {
       expect(usage).toMatch(/^Usage: kms serve /);
       expect(result.err).not.toContain("allowedHosts");
       expect(result.err).not.toContain("nowhere.json");
-      expect(existsSync(join(ws.dir, ".kms"))).toBe(false);
+      expect(existsSync(join(ws.dir, "none"))).toBe(false);
     },
   );
 
@@ -285,6 +303,53 @@ describe("kms serve", () => {
     });
     expect(result.code).toBe(1);
     expect(result.err).toMatch(/cannot read the credentials file .*nowhere\.json \(ENOENT\)/);
+  });
+
+  describe("a credentials file that is not a regular file is refused, without waiting on it", () => {
+    const fifo = (): string => {
+      const path = join(ws.dir, "credentials.fifo");
+      // Mode 0600: refused for what it is, not for its mode.
+      execFileSync("mkfifo", ["-m", "600", path]);
+      return path;
+    };
+    const directory = (): string => {
+      const path = join(ws.dir, "credentials.d");
+      mkdirSync(path, { mode: 0o700 });
+      return path;
+    };
+    it.each([
+      ["a FIFO no one writes to", fifo, "a FIFO"],
+      ["a directory", directory, "a directory"],
+      ["a device", () => "/dev/null", "a character device"],
+    ])("%s (regression: a FIFO hung serve)", async (_name, make, kind) => {
+      const path = make();
+      const running = run(["serve", "--credentials", path, "--port", "0"], {
+        cwd: ws.dir,
+        env: ws.env,
+      });
+      const outcome = await Promise.race([
+        running,
+        new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 5_000)),
+      ]);
+      if (outcome === undefined && kind === "a FIFO") {
+        // A writer that comes and goes ends the open that was waiting for one, so the test
+        // fails below rather than leaving a thread blocked in open().
+        closeSync(openSync(path, constants.O_WRONLY | constants.O_NONBLOCK));
+        await running;
+      }
+      expect(outcome, "still waiting after 5 s").toBeDefined();
+      expect(outcome?.code).toBe(1);
+      expect(outcome?.out).toBe("");
+      expect(outcome?.err).toBe(
+        `CredentialsFileError: the credentials file ${path} is ${kind}, not a regular file\n`,
+      );
+    });
+
+    it("a symbolic link to a regular file is read, as a mounted secret is", async () => {
+      const link = join(ws.dir, "credentials.link");
+      symlinkSync(credentialsFile(), link);
+      expect(Object.keys(await readCredentialsFile(link))).toEqual([ACCESS_KEY]);
+    });
   });
 
   it("plain HTTP on a non-loopback address is refused unless --insecure-http", async () => {

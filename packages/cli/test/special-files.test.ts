@@ -15,9 +15,9 @@ import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { plaintext, run, workspace } from "./helpers.ts";
+import { initializedWorkspace, plaintext, run } from "./helpers.ts";
 
-const ws = workspace();
+const ws = await initializedWorkspace();
 const opts = { cwd: ws.dir, env: ws.env };
 const data = plaintext(200_000);
 let keyId: string;

@@ -11,9 +11,9 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { plaintext, run, workspace } from "./helpers.ts";
+import { initializedWorkspace, plaintext, run } from "./helpers.ts";
 
-const ws = workspace();
+const ws = await initializedWorkspace();
 const opts = { cwd: ws.dir, env: ws.env };
 // Small: nothing reads the pseudo-terminal, which takes some 50 KB before a write blocks.
 const text = Buffer.from("line one\nline two\n".repeat(100));

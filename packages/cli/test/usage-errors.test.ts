@@ -6,9 +6,9 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { run, workspace } from "./helpers.ts";
+import { initializedWorkspace, run } from "./helpers.ts";
 
-const ws = workspace();
+const ws = await initializedWorkspace();
 const opts = { cwd: ws.dir, env: ws.env };
 let keyId: string;
 

@@ -6,7 +6,7 @@ import { type Command, printJson } from "./command.ts";
 import {
   DATABASE_FILE,
   DEV_ROOT_KEY_FILE,
-  openKms,
+  openOrCreateKms,
   ROOT_KEY_ENV,
   resolveRootKey,
 } from "./open-kms.ts";
@@ -14,7 +14,8 @@ import { UsageError } from "./usage.ts";
 
 /**
  * `kms init`: creates the data dir and its key store under the configured root key, or with
- * `--dev-root-key` a development root key file beside the store.
+ * `--dev-root-key` a development root key file beside the store. The one command that creates a
+ * store; on failure it leaves nothing it created behind.
  */
 export const initCommand: Command = {
   options: { "dev-root-key": { type: "boolean" } },
@@ -49,7 +50,7 @@ export const initCommand: Command = {
     } else {
       source = resolveRootKey(io, dataDir, rootKeyFile);
     }
-    const kms = await openKms(io, dataDir, source);
+    const kms = await openOrCreateKms(io, dataDir, source);
     await kms.close();
     await printJson(io, {
       dataDir,

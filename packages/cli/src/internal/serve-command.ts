@@ -1,3 +1,4 @@
+import { constants, type Stats } from "node:fs";
 import { open, readFile } from "node:fs/promises";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -37,12 +38,27 @@ export class CredentialsFileError extends Error {
   override readonly name = "CredentialsFileError";
 }
 
+/** What a file that is not a regular file is, for an error message. */
+function fileKind(info: Stats): string {
+  if (info.isDirectory()) return "a directory";
+  if (info.isFIFO()) return "a FIFO";
+  if (info.isCharacterDevice()) return "a character device";
+  if (info.isBlockDevice()) return "a block device";
+  if (info.isSocket()) return "a socket";
+  return "a special file";
+}
+
 /**
  * Reads `{ "<access key id>": { "secretAccessKey": "…", "principal": "arn:…" } }`. The file
  * holds the secrets every client signs with, so one that others can read, or that another user
- * owns (and so can rewrite), is refused, as ssh refuses such a private key. The mode and owner
- * are the opened file's, so that the file checked is the file read: a stat of the path and a
- * second open of it could each find a different file.
+ * owns (and so can rewrite), is refused, as ssh refuses such a private key. The type, mode and
+ * owner are the opened file's, so that the file checked is the file read: a stat of the path and
+ * a second open of it could each find a different file.
+ *
+ * Only a regular file (or a symbolic link to one) is read. It is opened with O_NONBLOCK, which
+ * a regular file's reads ignore, so that a FIFO without a writer does not hold the open (and the
+ * command) forever; a FIFO, directory or device is then refused on its type before anything is
+ * read from it: `/dev/zero` would never end, `/dev/tty` would wait for a typist.
  */
 export async function readCredentialsFile(
   path: string,
@@ -50,10 +66,16 @@ export async function readCredentialsFile(
   const cannotRead = (error: NodeJS.ErrnoException): never => {
     throw new CredentialsFileError(`cannot read the credentials file ${path} (${error.code})`);
   };
-  const handle = await open(path, "r").catch(cannotRead);
+  // Windows has no O_NONBLOCK (undefined, so 0 here), nor FIFOs that an open would wait on.
+  const handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK).catch(cannotRead);
   let text: string;
   try {
     const info = await handle.stat().catch(cannotRead);
+    if (!info.isFile()) {
+      throw new CredentialsFileError(
+        `the credentials file ${path} is ${fileKind(info)}, not a regular file`,
+      );
+    }
     if (process.platform !== "win32" && (info.mode & 0o077) !== 0) {
       throw new CredentialsFileError(
         `the credentials file ${path} can be read by other users (mode ${(info.mode & 0o777).toString(8)}): chmod 600 it`,
