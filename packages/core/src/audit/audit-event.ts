@@ -206,7 +206,31 @@ export function redact(
       return undefined;
   }
   if (depth >= MAX_DEPTH) return undefined;
-  if (value instanceof Date) return Number.isNaN(value.getTime()) ? null : value.toISOString();
+  try {
+    return redactObjectValue(value, depth, callerNamed, budget);
+  } catch {
+    // The request snapshot keeps class instances by reference, so a getter or Proxy trap of the
+    // caller's runs here, after the call: when it threw, the event could not be built and the
+    // call (a key scheduled for deletion included) left no trace in the trail.
+    return UNREADABLE;
+  }
+}
+
+/** What an event records for a value whose getter or Proxy trap threw when read. */
+const UNREADABLE = "(unreadable)";
+
+/** redact for an object under MAX_DEPTH; may throw where the caller's getters or traps do. */
+function redactObjectValue(
+  value: object,
+  depth: number,
+  callerNamed: boolean,
+  budget: Budget,
+): AuditJsonValue | undefined {
+  if (value instanceof Date) {
+    // Date's own methods: a caller's instance may override them with anything but a string.
+    const time = Date.prototype.getTime.call(value);
+    return Number.isNaN(time) ? null : new Date(time).toISOString();
+  }
   if (isBytesLike(value)) return undefined;
   if (Array.isArray(value)) {
     const items: AuditJsonValue[] = [];

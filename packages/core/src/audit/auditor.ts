@@ -146,6 +146,8 @@ export class Auditor {
   #writing = false;
   /** Single writer: the chain head. Shared chain: the head after this Auditor's last batch. */
   #head: { sequence: number; hash: string } | undefined;
+  /** Counts the batches settled (written or failed): a head read across one is stale. */
+  #headEpoch = 0;
   /** Each key's newest use by ARN, with the sequence of its event. */
   #usage: Map<string, NotedUsage> | undefined;
   /** Epoch ms of the oldest event noted in #usage. */
@@ -216,11 +218,22 @@ export class Auditor {
     return last === undefined ? undefined : { sequence: last.sequence, hash: last.hash };
   }
 
+  /**
+   * Reads the head from the sink when it is not known. `head()` may run this while a batch is
+   * written: a read that started before the batch landed (or before it failed, leaving some of
+   * its lines) must not replace what the write set, or the next batch would be chained again
+   * from the older head and fork the trail. So it is kept only when no write settled during it.
+   */
   async #ensureHead(): Promise<void> {
-    if (this.#head !== undefined) return;
-    const last = await this.sink.last();
-    this.#head = last === undefined ? { sequence: -1, hash: GENESIS_HASH } : last;
-    this.#head = { sequence: this.#head.sequence, hash: this.#head.hash };
+    while (this.#head === undefined) {
+      const epoch = this.#headEpoch;
+      const last = await this.sink.last();
+      if (epoch !== this.#headEpoch) continue;
+      this.#head =
+        last === undefined
+          ? { sequence: -1, hash: GENESIS_HASH }
+          : { sequence: last.sequence, hash: last.hash };
+    }
   }
 
   async #drain(): Promise<void> {
@@ -235,11 +248,13 @@ export class Auditor {
             : await this.#writeSingle(batch);
           const last = chained[chained.length - 1]!;
           this.#head = { sequence: last.sequence, hash: last.hash };
+          this.#headEpoch++;
           for (let i = 0; i < batch.length; i++) batch[i]!.resolve(chained[i]!);
         } catch (error) {
           // Nothing of the batch counts as written; the chain continues from the old head.
           if (!this.sharedChain) {
             this.#head = undefined;
+            this.#headEpoch++;
             this.#indexStale = true;
           }
           const failure = new KmsInternalError(
