@@ -11,6 +11,7 @@
  */
 import { hash } from "node:crypto";
 import { type Clock, systemClock } from "../clock.ts";
+import { ValidationError } from "../errors.ts";
 import { assertInteger } from "../internal/assert.ts";
 import { redactDataKey } from "../internal/redacted.ts";
 import type { EncryptedDataKey } from "../keyring/keyring.ts";
@@ -30,8 +31,10 @@ export interface DataKeyCacheOptions {
   readonly capacity?: number;
   /**
    * An entry older than this is never returned, and is dropped (its key zeroed) by the next use of
-   * the cache at most `maxAgeMs` later; `clear()` drops everything at once. A clock that moves
-   * backwards expires every entry. Required: there is no safe default.
+   * the cache at most `maxAgeMs` later; `clear()` drops everything at once. A clock that reads
+   * earlier than it did before (or NaN) expires every entry, whenever they were made: ages
+   * counted from the earlier reading would grow back only as the clock catches up again.
+   * Required: there is no safe default.
    */
   readonly maxAgeMs: number;
   /** Messages (or fields) one data key may protect. Default 2^32. */
@@ -52,7 +55,10 @@ export interface PreparedDataKey {
   release?(): void;
 }
 
-/** One use of a cached key: how many messages and plaintext bytes it is charged. */
+/**
+ * One use of a cached key: how many messages and plaintext bytes it is charged (non-negative
+ * safe integers).
+ */
 export interface DataKeyUsage {
   readonly messages: number;
   readonly bytes: number;
@@ -86,6 +92,8 @@ export class DataKeyCache {
   #newestKey: string | undefined;
   /** When expired entries were last swept out (see {@link DataKeyCacheOptions.maxAgeMs}). */
   #sweptAt: number;
+  /** The clock's last reading: one earlier than it is a clock set back. */
+  #latest: number;
   #hits = 0;
   #misses = 0;
 
@@ -102,6 +110,7 @@ export class DataKeyCache {
     );
     this.#clock = options.clock ?? systemClock;
     this.#sweptAt = this.#clock.now();
+    this.#latest = this.#sweptAt;
   }
 
   /** The time source of `maxAgeMs`. */
@@ -122,6 +131,7 @@ export class DataKeyCache {
   /**
    * Returns a copy of the cached key for `key` and charges `usage` to it, or undefined when
    * there is none or when this use would exceed a limit (the entry is then evicted).
+   * @throws ValidationException when a count of `usage` is not a non-negative safe integer.
    */
   take(key: string, usage: DataKeyUsage): CachedDataKey | undefined {
     const value = this.#charge(key, usage)?.value;
@@ -132,17 +142,18 @@ export class DataKeyCache {
    * Like {@link take}, but returns the prepared form stored with the entry by {@link put}
    * instead of a copy of the key bytes. `P` is the type the same consumer stored under `key`;
    * the key prefixes keep consumers apart.
+   * @throws ValidationException as {@link take}.
    */
   use<P extends PreparedDataKey>(key: string, usage: DataKeyUsage): P | undefined {
     return this.#charge(key, usage)?.prepared as P | undefined;
   }
 
   #charge(key: string, usage: DataKeyUsage): Entry | undefined {
+    assertUsage(usage);
     // One clock read per use, and no cheaper stand-in: an entry's age is checked against the
     // time of this very use, so `maxAgeMs` holds to the millisecond (a timer or a batch-wide
     // reading would let a key serve past its age by the timer's lateness or the batch's length).
-    const now = this.#clock.now();
-    if (now - this.#sweptAt >= this.maxAgeMs || now < this.#sweptAt) this.#sweepExpired(now);
+    const now = this.#now();
     const newest = this.#newest;
     const entry = newest !== undefined && key === this.#newestKey ? newest : this.#entries.get(key);
     if (entry === undefined) {
@@ -179,6 +190,7 @@ export class DataKeyCache {
    * alive for `maxAgeMs`); `prepared`, if given, is what {@link use} returns for
    * the entry. A consumer that only ever uses the prepared form (the field engine's KeyObject)
    * passes no bytes, so no extra plaintext copy of the key lives in the cache.
+   * @throws ValidationException as {@link take} (then `prepared` is released).
    */
   put(
     key: string,
@@ -186,12 +198,17 @@ export class DataKeyCache {
     usage: DataKeyUsage,
     prepared?: PreparedDataKey,
   ): void {
+    try {
+      assertUsage(usage);
+    } catch (error) {
+      prepared?.release?.();
+      throw error;
+    }
     if (usage.messages >= this.maxMessages || usage.bytes >= this.maxBytes) {
       prepared?.release?.();
       return;
     }
-    const now = this.#clock.now();
-    this.#sweepExpired(now);
+    const now = this.#now();
     const existing = this.#entries.get(key);
     if (existing !== undefined) this.#evict(key, existing);
     const entry: Entry = {
@@ -233,16 +250,37 @@ export class DataKeyCache {
 
   /** Drops every entry, zeroing the keys. */
   clear(): void {
-    for (const [key, entry] of [...this.#entries]) this.#evict(key, entry);
+    for (const [key, entry] of [...this.#entries]) {
+      // A `release` that dropped or replaced another entry has evicted it already: once only.
+      if (this.#entries.get(key) === entry) this.#evict(key, entry);
+    }
   }
 
   /**
-   * An entry past its age, or created "after" now: a wall clock set back must not stretch an
-   * entry's life by the size of the step.
+   * The clock, read for one use or put. A reading earlier than the last (a wall clock set back)
+   * drops every entry: their ages, counted from it, would have shrunk by the step, and an entry
+   * made just before it could serve for the step's length past `maxAgeMs`. A reading that is no
+   * number (NaN) is taken as set back too, and so is the next after it.
+   */
+  #now(): number {
+    const now = this.#clock.now();
+    if (!(now >= this.#latest)) {
+      this.#sweptAt = now;
+      this.clear();
+    } else if (now - this.#sweptAt >= this.maxAgeMs) {
+      this.#sweepExpired(now);
+    }
+    this.#latest = now;
+    return now;
+  }
+
+  /**
+   * An entry past its age, or created "after" now (or at no time): a wall clock set back must
+   * not stretch an entry's life by the size of the step.
    */
   #expired(entry: Entry, now: number): boolean {
     const age = now - entry.createdAt;
-    return age >= this.maxAgeMs || age < 0;
+    return !(age >= 0 && age < this.maxAgeMs);
   }
 
   /**
@@ -250,7 +288,6 @@ export class DataKeyCache {
    * so a key nobody asks for again does not stay in memory until capacity pushes it out.
    */
   #sweepExpired(now: number): void {
-    if (now - this.#sweptAt < this.maxAgeMs && now >= this.#sweptAt) return;
     this.#sweptAt = now;
     // Deleting the current entry while iterating a Map is well defined.
     for (const [key, entry] of this.#entries) {
@@ -266,6 +303,20 @@ export class DataKeyCache {
     }
     entry.value?.dataKey.fill(0);
     entry.prepared?.release?.();
+  }
+}
+
+/**
+ * Checked on every use: a count that is negative would give back uses already charged, and one
+ * that is NaN would make every later comparison with the limit false, lifting it for good.
+ */
+function assertUsage(usage: DataKeyUsage): void {
+  const { messages, bytes } = usage;
+  if (!(Number.isSafeInteger(messages) && messages >= 0)) {
+    throw new ValidationError(`"usage.messages" must be a non-negative safe integer`);
+  }
+  if (!(Number.isSafeInteger(bytes) && bytes >= 0)) {
+    throw new ValidationError(`"usage.bytes" must be a non-negative safe integer`);
   }
 }
 
@@ -297,7 +348,7 @@ export interface DataKeyCacheKeyParts {
   readonly keyringIdentity: string;
   /** Canonical encoding (encodeEncryptionContext) of the context the key is bound to. */
   readonly encryptionContext: Uint8Array;
-  /** Algorithm suite id, or any label of the consumer's algorithm. */
+  /** Algorithm suite id, or any label of the consumer's algorithm (label "1" is not suite 1). */
   readonly suite: number | string;
   /** Decrypt entries: the encrypted data keys the plaintext key was recovered from. */
   readonly encryptedDataKeys?: readonly EncryptedDataKey[];
@@ -321,7 +372,9 @@ const MAX_VERBATIM_CONTEXT = 256;
  */
 export function dataKeyCacheKey(parts: DataKeyCacheKeyParts): string {
   const field = (value: string): string => `${value.length}:${value}`;
-  const head = field(parts.purpose) + field(parts.keyringIdentity) + field(String(parts.suite));
+  // Typed: a label that spells a suite id in decimal is another algorithm than that suite.
+  const suite = typeof parts.suite === "number" ? `n${parts.suite}` : `s${parts.suite}`;
+  const head = field(parts.purpose) + field(parts.keyringIdentity) + field(suite);
   const context = parts.encryptionContext;
   if (parts.encryptedDataKeys === undefined && context.length <= MAX_VERBATIM_CONTEXT) {
     return head + field(view(context).toString("latin1"));

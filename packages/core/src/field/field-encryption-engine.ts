@@ -392,6 +392,8 @@ export class FieldEncryptionEngine {
     const { field, keyed } = bound;
     const plaintext = encodeFieldValueShared(field, type, value);
     try {
+      // Before the key is charged: a binding refused here must not use up one of its values.
+      const encoded = encodeBinding(bound);
       const materials = this.#keys.cachedMaterials(
         keyed.context,
         keyed.ctxKey,
@@ -402,7 +404,6 @@ export class FieldEncryptionEngine {
         plaintext.fill(0);
         return undefined;
       }
-      const encoded = encodeBinding(bound);
       // A key selector or clock above that encrypted another value reused (and wiped) the
       // shared plaintext: encode again, on a buffer of its own.
       const own = isCurrentPlaintext(plaintext) ? plaintext : encodeFieldValue(field, type, value);
@@ -666,7 +667,9 @@ export class FieldEncryptionEngine {
    * are opened synchronously, without a promise per value; the distinct data keys of the rest
    * are unwrapped together — one KMS call each, one await for all — and their values opened in
    * a second synchronous pass. This is the read path of the ORM adapters.
-   * @throws as `decrypt` / `decryptText`; the first failing value rejects the whole batch.
+   * @throws as `decrypt` / `decryptText`; the first failing value rejects the whole batch, and
+   *   the `bytes` values already decrypted are zeroed first (a legacy plaintext value, the
+   *   caller's own array returned as it is, is left alone).
    */
   async decryptMany(items: readonly DecryptItem[]): Promise<FieldValue[]> {
     const out: FieldValue[] = new Array(items.length);
@@ -685,6 +688,9 @@ export class FieldEncryptionEngine {
     const queue = this.#idleQueue ?? newOpenQueue();
     this.#idleQueue = undefined;
     queue.out = out;
+    // The caller's own arrays that legacy mode returned as they are: a failing call wipes every
+    // other Uint8Array in `out` (bytes it decrypted), never these. Made only when there is one.
+    let passed: Set<Uint8Array> | undefined;
     try {
       for (let i = 0; i < items.length; i++) {
         const { binding, spec, stored } = items[i] as DecryptItem;
@@ -693,14 +699,24 @@ export class FieldEncryptionEngine {
         queue.index = i;
         const value = this.#readCached(bound, type, stored, now, queue);
         if (value === undefined) misses.push({ index: i, bound, type, stored });
-        else if (value !== QUEUED) out[i] = value;
+        else if (value !== QUEUED) {
+          out[i] = value;
+          if (value === stored && value instanceof Uint8Array) {
+            passed ??= new Set();
+            passed.add(value);
+          }
+        }
       }
       if (queue.batch.size > 0) openQueued(queue);
     } catch (error) {
       // A queued value before the one that threw fails first, as it would have unqueued (the
       // items after a bad queued value have been read, their getters run, all the same).
       // openQueued empties the queue whatever happens.
-      if (queue.batch.size > 0) openQueued(queue);
+      try {
+        if (queue.batch.size > 0) openQueued(queue);
+      } finally {
+        wipeDecrypted(out, passed);
+      }
       throw error;
     } finally {
       queue.out = [];
@@ -768,9 +784,18 @@ export class FieldEncryptionEngine {
               );
         // Dropped before the batch held it, or the clock called clearCache(): this one loads
         // its key again.
-        out[index] = value !== undefined ? value : await this.#decryptSlow(bound, type, bytes);
+        const read = value !== undefined ? value : await this.#decryptSlow(bound, type, bytes);
+        // Legacy only if the caller changed its array since the first pass: still its own.
+        if (read === stored && read instanceof Uint8Array) {
+          passed ??= new Set();
+          passed.add(read);
+        }
+        out[index] = read;
       }
       return out;
+    } catch (error) {
+      wipeDecrypted(out, passed);
+      throw error;
     } finally {
       holding = false;
       for (const stable of stables.values()) this.#keys.releaseStable(stable);
@@ -1158,6 +1183,17 @@ function legacyValue(field: string, type: FieldValueType, stored: string | Uint8
 }
 
 const wipe = Uint8Array.prototype.fill;
+
+/**
+ * Zeroes the bytes values a failing decryptMany decrypted into `out` before it failed: the
+ * caller never receives them, so nobody else could. `passed` are the caller's own arrays that
+ * legacy mode put there as they were, which are not the engine's to wipe.
+ */
+function wipeDecrypted(out: readonly FieldValue[], passed: ReadonlySet<Uint8Array> | undefined) {
+  for (const value of out) {
+    if (value instanceof Uint8Array && passed?.has(value) !== true) wipe.call(value, 0);
+  }
+}
 
 /** `previousKeyIds` as a function; undefined when none are configured (one lookup form). */
 function previousKeySelector(
