@@ -40,6 +40,7 @@ import type {
   UpdateKeyDescriptionRequest,
 } from "../types.ts";
 import { directKeyId } from "./key-arguments.ts";
+import { type CreateKeyPolicy, checkLockout } from "./policies.ts";
 import { validateTags } from "./tags.ts";
 
 const KEY_USAGES: readonly KeyUsage[] = [
@@ -49,13 +50,16 @@ const KEY_USAGES: readonly KeyUsage[] = [
   "KEY_AGREEMENT",
 ];
 export const MAX_DESCRIPTION_LENGTH = 8192;
-export const MAX_POLICY_LENGTH = 131072;
 
-/** `policyText`: the request's policy as validateCreateKeyPolicy read and checked it. */
+/**
+ * `policy`: the request's policy as validateCreateKeyPolicy read and parsed it; its lockout
+ * check runs here, on the key it will govern.
+ * @throws ValidationError, TagError, UnsupportedOperationError, MalformedPolicyDocumentError.
+ */
 export async function createKey(
   ctx: KmsContext,
   request: CreateKeyRequest,
-  policyText: unknown,
+  policy: CreateKeyPolicy | undefined,
 ): Promise<CreateKeyResponse> {
   assertObject("request", request);
   const description =
@@ -85,18 +89,10 @@ export async function createKey(
   const multiRegion =
     request.multiRegion === undefined ? false : assertBoolean("multiRegion", request.multiRegion);
   const tags = validateTags(request.tags ?? [], []);
-  let policy: string | undefined;
-  if (policyText !== undefined) {
-    policy = assertString("policy", policyText, 1, MAX_POLICY_LENGTH);
-  }
 
   const keyId = globalThis.crypto.randomUUID();
   const now = ctx.clock.now();
-  const material =
-    keySpec === "SYMMETRIC_DEFAULT"
-      ? { wrappedMaterial: ctx.hsm.generateSymmetricMaterial(keyId, 1) }
-      : await asymmetricHsm(ctx.hsm).generate(keyId, 1, keySpec);
-  const key: StoredKey = {
+  const fields: Omit<StoredKey, "versions"> = {
     keyId,
     revision: 1,
     createdAt: now,
@@ -112,16 +108,21 @@ export async function createKey(
       onDemandRotations: 0,
     },
     tags,
-    ...(policy !== undefined ? { policy } : {}),
-    versions: [
-      {
-        version: 1,
-        createdAt: now,
-        keyMaterialId: newKeyMaterialId(),
-        ...material,
-      },
-    ],
+    ...(policy !== undefined ? { policy: policy.text } : {}),
     currentVersion: 1,
+  };
+  if (policy !== undefined) {
+    // Before any key material is made for a key that may be refused. The check reads the key's
+    // ARN, tags and properties, never its versions.
+    checkLockout(ctx.call, policy.document, { ...fields, versions: [] }, policy.bypass);
+  }
+  const material =
+    keySpec === "SYMMETRIC_DEFAULT"
+      ? { wrappedMaterial: ctx.hsm.generateSymmetricMaterial(keyId, 1) }
+      : await asymmetricHsm(ctx.hsm).generate(keyId, 1, keySpec);
+  const key: StoredKey = {
+    ...fields,
+    versions: [{ version: 1, createdAt: now, keyMaterialId: newKeyMaterialId(), ...material }],
   };
   await ctx.store.createKey(key);
   return { keyMetadata: toKeyMetadata(ctx, key) };

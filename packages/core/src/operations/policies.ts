@@ -39,13 +39,16 @@ function assertPolicyName(value: unknown): void {
 
 /**
  * The lockout safety check: refuses a policy under which the caller could not change the
- * policy again (AWS's rule), unless the caller explicitly bypasses it.
+ * policy again (AWS's rule), unless the caller explicitly bypasses it. Judged on `key`, the key
+ * the policy will govern (for CreateKey, the record about to be stored), as the caller's next
+ * PutKeyPolicy would be: a statement scoped by Resource to key ARNs, or by aws:ResourceTag,
+ * must count, or a Deny of PutKeyPolicy on `arn:…:key/*` would pass and lock the caller out.
  * @throws MalformedPolicyDocumentException.
  */
 export function checkLockout(
   call: CallState | undefined,
   policy: PolicyDocument,
-  key: StoredKey | undefined,
+  key: StoredKey,
   bypass: boolean,
 ): void {
   if (bypass || call === undefined || !call.settings.enabled) return;
@@ -61,12 +64,24 @@ export function checkLockout(
   }
 }
 
+/** CreateKey's policy as validateCreateKeyPolicy read it, for createKey's lockout check. */
+export interface CreateKeyPolicy {
+  /** The text the key stores: the request's `policy`, read once. */
+  readonly text: string;
+  readonly document: PolicyDocument;
+  readonly bypass: boolean;
+}
+
 /**
- * Validates CreateKey's policy (malformed documents, lockout) before the key exists, and returns
- * the text it checked: the request's `policy` is read once, so the key stores that same text
- * whatever a getter would answer the second time.
+ * Validates CreateKey's policy document (malformed documents are refused before anything else)
+ * and returns it as read: the request's `policy` is read once, so the key stores that same text
+ * whatever a getter would answer the second time. The lockout check waits for the key it will
+ * govern (createKey runs it): its ARN and tags are what a later PutKeyPolicy is judged on.
  */
-export function validateCreateKeyPolicy(ctx: KmsContext, request: CreateKeyRequest): unknown {
+export function validateCreateKeyPolicy(
+  _ctx: KmsContext,
+  request: CreateKeyRequest,
+): CreateKeyPolicy | undefined {
   if (typeof request !== "object" || request === null) return undefined;
   const text: unknown = request.policy;
   if (text === undefined) return undefined;
@@ -74,8 +89,8 @@ export function validateCreateKeyPolicy(ctx: KmsContext, request: CreateKeyReque
     request.bypassPolicyLockoutSafetyCheck === undefined
       ? false
       : assertBoolean("bypassPolicyLockoutSafetyCheck", request.bypassPolicyLockoutSafetyCheck);
-  checkLockout(ctx.call, parsePolicy(text), undefined, bypass);
-  return text;
+  // parsePolicy refuses anything but a string.
+  return { text: text as string, document: parsePolicy(text), bypass };
 }
 
 export async function putKeyPolicy(ctx: KmsContext, request: PutKeyPolicyRequest): Promise<void> {
