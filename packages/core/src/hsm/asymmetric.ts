@@ -276,7 +276,38 @@ function peerPublicKey(spec: KeySpec, peerSpki: Uint8Array): KeyObject {
         : `"publicKey" must be the DER encoding of its SubjectPublicKeyInfo (no BER forms, a named curve)`,
     );
   }
+  // OpenSSL also parses (and re-encodes) X9.62's hybrid form 06/07, which RFC 5480 §2.2 says
+  // MUST NOT be used: it would be a third accepted encoding of one peer key.
+  const form = ecPointForm(canonical);
+  if (form !== 0x04 && form !== 0x02 && form !== 0x03) {
+    throw new ValidationError(
+      `"publicKey" must hold its point uncompressed (04) or compressed (02, 03), as RFC 5480 requires`,
+    );
+  }
   return peer;
+}
+
+/**
+ * The SEC 1 form byte of the point in an EC SubjectPublicKeyInfo that is OpenSSL's own DER:
+ * SEQUENCE { AlgorithmIdentifier, BIT STRING { unused-bits 00, point } }.
+ */
+function ecPointForm(spki: Uint8Array): number | undefined {
+  let at = 0;
+  const header = (): number => {
+    at++; // tag: fixed by the structure, which OpenSSL itself wrote
+    let length = spki[at++] ?? 0;
+    if (length >= 0x80) {
+      const count = length & 0x7f;
+      length = 0;
+      for (let i = 0; i < count; i++) length = length * 256 + (spki[at++] ?? 0);
+    }
+    return length;
+  };
+  header(); // SubjectPublicKeyInfo
+  const algorithmIdentifier = header();
+  at += algorithmIdentifier;
+  header(); // subjectPublicKey BIT STRING
+  return spki[at + 1];
 }
 
 /**
@@ -553,18 +584,25 @@ export class AsymmetricHsm {
   ): boolean {
     const info = specInfo(spec);
     const { hash } = SIGNING_ALGORITHM_TABLE[algorithm];
+    if (info.family === "ML_DSA") {
+      const dsa = ML_DSA[info.mlDsa!];
+      const raw = spki.subarray(spki.length - dsa.lengths.publicKey!);
+      // A Node without ML-DSA cannot even parse the SPKI: no KeyObject is asked of it there.
+      const native =
+        messageType === "RAW" && nodeHasMlDsa() ? this.#publicKey(keyId, version, spki) : undefined;
+      try {
+        if (messageType === "EXTERNAL_MU") {
+          return dsa.internal.verify(signature, message, raw, { externalMu: true });
+        }
+        if (native !== undefined) return nodeVerify(null, message, native, signature);
+        return dsa.verify(signature, message, raw);
+      } catch {
+        return false;
+      }
+    }
     const key = this.#publicKey(keyId, version, spki);
     try {
       switch (info.family) {
-        case "ML_DSA": {
-          const dsa = ML_DSA[info.mlDsa!];
-          const raw = spki.subarray(spki.length - dsa.lengths.publicKey!);
-          if (messageType === "EXTERNAL_MU") {
-            return dsa.internal.verify(signature, message, raw, { externalMu: true });
-          }
-          if (nodeHasMlDsa()) return nodeVerify(null, message, key, signature);
-          return dsa.verify(signature, message, raw);
-        }
         case "RSA":
           // RFC 8017 §8.2.2 and §8.1.2 step 1, for every RSA scheme and message type:
           // publicDecrypt, and OpenSSL's PSS verification, read a shorter signature as the same

@@ -196,6 +196,24 @@ describe("peer keys: failures are ValidationError, and only exact DER is taken",
     }
   });
 
+  it.each(specs)(
+    "%s: the point compressed agrees; in X9.62 hybrid form it is refused",
+    async (spec) => {
+      const { noble } = CURVES[spec];
+      const secret = noble.utils.randomSecretKey();
+      const uncompressed = noble.getPublicKey(secret, false);
+      const keyId = await keyFor(spec);
+      const z = await derive(keyId, ecSpki(spec, uncompressed));
+      expect(await derive(keyId, ecSpki(spec, noble.getPublicKey(secret, true)))).toBe(z);
+      // RFC 5480 §2.2: the hybrid form (06/07 by the parity of y, then x and y) MUST NOT be used.
+      // OpenSSL parses it and writes it back unchanged, so only an explicit rule refuses it.
+      const hybrid = uncompressed.slice();
+      hybrid[0] = 0x06 | (uncompressed[uncompressed.length - 1]! & 1);
+      const error = await refusal(spec, ecSpki(spec, hybrid));
+      expect(error.message).toMatch(/uncompressed \(04\) or compressed/);
+    },
+  );
+
   it.each(specs)("%s: the same key with a BER (long-form) outer length", async (spec) => {
     const peer = peerOf(spec);
     // Re-encode the outer SEQUENCE length one byte longer than DER allows.
