@@ -50,7 +50,7 @@ export async function walkthrough(folder: string, print: Print): Promise<void> {
       encryptionContext: context,
     });
     print(
-      `2. encrypted 11 bytes under ${alias} with context ${JSON.stringify(context)}: ` +
+      `2. encrypted ${secret.length} bytes under ${alias} with context ${JSON.stringify(context)}: ` +
         `${first.ciphertextBlob.length}-byte blob ${Buffer.from(first.ciphertextBlob).toString("base64").slice(0, 32)}…`,
     );
 
@@ -104,10 +104,15 @@ export async function walkthrough(folder: string, print: Print): Promise<void> {
       `8. cancelled the deletion: the key is ${after.keyState} (enable it to use it again), its ciphertexts are safe`,
     );
 
-    const { keys } = await kms.listKeys();
-    print(
-      `9. the store in ${folder} now holds ${keys.length} key(s); run the demo again to add more`,
-    );
+    // listKeys answers a page (100 keys by default): count them all.
+    let keyCount = 0;
+    let marker: string | undefined;
+    do {
+      const page = await kms.listKeys({ limit: 1000, ...(marker === undefined ? {} : { marker }) });
+      keyCount += page.keys.length;
+      marker = page.truncated ? page.nextMarker : undefined;
+    } while (marker !== undefined);
+    print(`9. the store in ${folder} now holds ${keyCount} key(s); run the demo again to add more`);
 
     const verified = await kms.audit.verify();
     const trail = verified.ok

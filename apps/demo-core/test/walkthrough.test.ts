@@ -1,6 +1,8 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createKms, RootKeySource } from "@kms/core";
+import { SqliteKeyStore } from "@kms/keystore-sqlite";
 import { afterAll, describe, expect, it } from "vitest";
 import { walkthrough } from "../src/walkthrough.ts";
 
@@ -50,5 +52,28 @@ describe("demo walkthrough", () => {
     expect(bytes.includes(Buffer.from("patient records"))).toBe(true);
     expect(bytes.includes(Buffer.from('"tenant":"acme"'))).toBe(true);
     expect(bytes.includes(Buffer.from("123-45-6789"))).toBe(false);
+  });
+});
+
+describe("demo walkthrough on a store of many keys", () => {
+  const folder = mkdtempSync(join(tmpdir(), "kms-demo-many-"));
+  afterAll(() => rmSync(folder, { recursive: true, force: true }));
+
+  // listKeys answers 100 keys a page by default: a count of one page would stop at 100 after
+  // the hundredth run of the demo.
+  it("counts every key in the store, not one page of them", async () => {
+    const store = SqliteKeyStore.open({ path: join(folder, "keys.db") });
+    const kms = await createKms({
+      store,
+      rootKey: RootKeySource.devFile(join(folder, "root.key")),
+    });
+    try {
+      for (let i = 0; i < 100; i++) await kms.createKey();
+    } finally {
+      await kms.close();
+    }
+    const lines: string[] = [];
+    await walkthrough(folder, (line) => lines.push(line));
+    expect(lines[9]).toContain("holds 101 key(s)");
   });
 });
