@@ -7,7 +7,7 @@ import {
   verifyAuditTrail,
 } from "./audit/audit-trail-verification.ts";
 import type { KeyLastUsage } from "./audit/auditor.ts";
-import { type Clock, systemClock } from "./clock.ts";
+import { type Clock, checkedClock, systemClock } from "./clock.ts";
 import { isKmsError, KmsInternalError, RootKeyError, ValidationError } from "./errors.ts";
 import { RootKeySource, TransientRootKeys } from "./hsm/root-key.ts";
 import { SoftwareHsm } from "./hsm/software-hsm.ts";
@@ -107,7 +107,13 @@ export interface KmsOptions {
    * the old root key once `rootKey` is the new one, or the new one on instances not yet switched.
    */
   readonly unwrapRootKeys?: readonly (RootKeySource | Uint8Array)[];
-  /** Time source for rotation schedules and deletion windows; default: the system clock. */
+  /**
+   * Time source for rotation schedules, deletion windows and audit event times; default: the
+   * system clock. A reading that is not a finite number of milliseconds a `Date` can hold (NaN,
+   * Infinity, a string…), or a `now()` that throws, fails the call with KMSInternalException
+   * naming the clock: before the call does anything (unaudited: its event would have no time)
+   * when it is the call's first reading, else as the call's audited failure.
+   */
   readonly clock?: Clock;
   /** Region used in ARNs; default `local`. */
   readonly region?: string;
@@ -172,17 +178,23 @@ export class Kms {
   readonly #guard: CallGuard;
   /** Set by close(): the closing, and from then on the refusal of every call. */
   #closing: Promise<void> | undefined;
+  /** Calls admitted and not yet settled, their audit events included. */
+  #inFlight = 0;
+  /** Set while close() waits for the calls in flight: called when the last one settles. */
+  #drained: (() => void) | undefined;
 
   /** Use `createKms`; the constructor expects an opened HSM. */
   constructor(ctx: KmsContext, guard: CallGuard = new CallGuard(ctx.identity)) {
+    const clock = checkedClock(ctx.clock);
     // Destructions and automatic rotations, lazy or in runMaintenance, go to this Kms's trail
     // as events of their own, with the trail's failure mode: under fail-closed (the default) a
     // call whose destruction or rotation was not recorded fails, as one whose own event was not
     // written (the work is done by then, not undone); fail-open reports it to onError.
     this.#ctx = {
       ...ctx,
+      clock,
       recordInternal: (operation, request, key) =>
-        guard.recordInternal(operation, request, ctx.clock.now(), [key]),
+        guard.recordInternal(operation, request, clock.now(), [key]),
     };
     this.#guard = guard;
   }
@@ -203,30 +215,38 @@ export class Kms {
     options: CallOptions | undefined,
     body: (ctx: KmsContext, request: R) => Promise<T>,
   ): Promise<T> {
-    // Not audited: the trail was flushed and closed with the rest.
+    // Not audited: the trail is closed, or closes once the calls admitted before settled.
     if (this.#closing !== undefined) {
       throw new KmsInternalError(`${operation} failed: this Kms is closed`);
     }
-    const call = this.#guard.begin(operation, request, options, this.#ctx.clock.now());
+    // Not audited either: an event needs the time. Read first, so the call has done nothing.
+    const now = this.#ctx.clock.now();
+    const call = this.#guard.begin(operation, request, options, now);
     let outcome: { response: T } | { error: unknown };
+    this.#inFlight++;
     try {
-      this.#guard.before(call);
-      assertDryRunSupported(operation, call.request);
-      const response = await body(this.#guard.context(this.#ctx, call), call.request as R);
-      this.#guard.after(call, response);
-      outcome = { response };
-    } catch (error) {
-      // Unknown failures become KMSInternalException with the original kept as cause, so callers
-      // only ever handle KmsError while the detail is not lost for operators.
-      outcome = {
-        error: isKmsError(error)
-          ? error
-          : new KmsInternalError(`${operation} failed unexpectedly`, { cause: error }),
-      };
+      try {
+        this.#guard.before(call);
+        assertDryRunSupported(operation, call.request);
+        const response = await body(this.#guard.context(this.#ctx, call), call.request as R);
+        this.#guard.after(call, response);
+        outcome = { response };
+      } catch (error) {
+        // Unknown failures become KMSInternalException with the original kept as cause, so
+        // callers only ever handle KmsError while the detail is not lost for operators.
+        outcome = {
+          error: isKmsError(error)
+            ? error
+            : new KmsInternalError(`${operation} failed unexpectedly`, { cause: error }),
+        };
+      }
+      // Fail-closed: a call whose audit event was not written is not acknowledged.
+      const recording = this.#guard.record(call, outcome);
+      if (recording !== undefined) await recording;
+    } finally {
+      // Settled only once its event is recorded: close() closes the sink after that.
+      if (--this.#inFlight === 0) this.#drained?.();
     }
-    // Fail-closed: a call whose audit event was not written is not acknowledged.
-    const recording = this.#guard.record(call, outcome);
-    if (recording !== undefined) await recording;
     if ("error" in outcome) throw outcome.error;
     return outcome.response;
   }
@@ -689,11 +709,14 @@ export class Kms {
   }
 
   /**
-   * Flushes the audit trail, closes its sink and the key store, and releases every key the HSM
-   * holds in memory (root keys, record-seal keys, unwrapped key material; raw private secrets
-   * are zero-filled), even when closing the trail or the store fails. From the first close() on,
-   * every operation fails with KMSInternalException, unaudited (the trail is closed). Calling it
-   * again returns the first call's promise.
+   * Stops admitting calls, waits for the calls in flight to settle and their audit events to be
+   * recorded, then flushes the audit trail, closes its sink and the key store, and releases every
+   * key the HSM holds in memory (root keys, record-seal keys, unwrapped key material; raw private
+   * secrets are zero-filled), even when closing the trail or the store fails. From the first
+   * close() on, every new operation fails with KMSInternalException, unaudited. The wait has no
+   * bound of its own: a call held by a store that never answers holds close() too (the stores'
+   * own timeouts, such as a lock timeout, bound their operations). Calling it again returns the
+   * first call's promise; awaiting it inside a call of the same Kms never settles.
    */
   close(): Promise<void> {
     this.#closing ??= this.#close();
@@ -701,6 +724,13 @@ export class Kms {
   }
 
   async #close(): Promise<void> {
+    // Closing the trail or the store under a call would lose the event of work already done
+    // (a deletion scheduled, a data key returned), or fail a call whose change was made.
+    if (this.#inFlight > 0) {
+      await new Promise<void>((resolve) => {
+        this.#drained = resolve;
+      });
+    }
     try {
       await this.#guard.auditor.close();
       await this.#ctx.store.close();
@@ -834,6 +864,9 @@ export async function createKms(options: KmsOptions = {}): Promise<Kms> {
       `"unsealedRecords" expected "refuse" or "seal", got ${String(options.unsealedRecords)}`,
     );
   }
+  if (options.clock !== undefined && typeof options.clock?.now !== "function") {
+    throw new ValidationError(`"clock" must be an object with a now() method`);
+  }
   const maxGrantsPerKey =
     options.maxGrantsPerKey === undefined
       ? undefined
@@ -868,7 +901,7 @@ export async function createKms(options: KmsOptions = {}): Promise<Kms> {
     transient.wipe();
   }
   const guard = new CallGuard(identity, { ...options, principalTags });
-  const clock = options.clock ?? systemClock;
+  const clock = checkedClock(options.clock ?? systemClock);
   const keyName = (keyId: string): string => `key ${keyArn(identity, keyId)}`;
   // Every read and write of the Kms goes through the seals; only the one-time upgrade below
   // writes through the raw store.

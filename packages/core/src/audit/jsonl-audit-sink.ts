@@ -5,14 +5,17 @@
  */
 import {
   closeSync,
+  constants,
   fdatasyncSync,
   fstatSync,
+  fsyncSync,
   ftruncateSync,
   openSync,
   readSync,
   writeSync,
 } from "node:fs";
 import { type FileHandle, open, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { dirname } from "node:path";
 import { StringDecoder } from "node:string_decoder";
 import { KmsInternalError } from "../errors.ts";
 import type { AuditHead } from "./audit-chain.ts";
@@ -21,8 +24,9 @@ import { type ResumedUsageIndex, USAGE_INDEX, type UsageIndexStore } from "./usa
 
 export interface JsonlAuditSinkOptions {
   /**
-   * fsync after every batch: survives power loss, at the cost of one disk flush per batch.
-   * Default false: a written batch survives a process crash (it is in the OS), not a power cut.
+   * fsync after every batch, and the directory once after the sink creates the file (so that
+   * the file's name survives too; skipped on Windows and on file systems that cannot sync a
+   * directory): survives power loss, at the cost of one disk flush per batch. Default false: a written batch survives a process crash (it is in the OS), not a power cut.
    */
   readonly sync?: boolean;
 }
@@ -157,6 +161,38 @@ function completeLastLine(fd: number): void {
 }
 
 /**
+ * Codes of a directory that cannot be synced, where the sink works without it: Windows cannot
+ * open a directory (EISDIR) nor sync one (EPERM); some file systems refuse the fsync (EINVAL,
+ * ENOTSUP); a directory one may write to but not read (EACCES) cannot be opened.
+ */
+const NO_DIRECTORY_SYNC: ReadonlySet<string> = new Set([
+  "EACCES",
+  "EINVAL",
+  "EISDIR",
+  "ENOTSUP",
+  "EPERM",
+]);
+
+/** fsyncs the directory at `path`, where the platform and file system allow it. */
+function syncDirectory(path: string): void {
+  if (process.platform === "win32") return;
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch (error) {
+    if (NO_DIRECTORY_SYNC.has((error as NodeJS.ErrnoException).code ?? "")) return;
+    throw error;
+  }
+  try {
+    fsyncSync(fd);
+  } catch (error) {
+    if (!NO_DIRECTORY_SYNC.has((error as NodeJS.ErrnoException).code ?? "")) throw error;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
  * Appends with a synchronous write(2) per batch: an append to the page cache takes a few
  * microseconds, far less than a round trip through libuv's thread pool, and the KMS must wait
  * for the write anyway before it acknowledges the calls of the batch (fail-closed).
@@ -167,6 +203,8 @@ export class JsonlAuditSink implements AuditSink {
   readonly #indexPath: string;
   readonly #sync: boolean;
   #fd: number | undefined;
+  /** This sink created the file and its directory was not synced since (a failed sync retries). */
+  #createdUnsynced = false;
 
   /**
    * Keeps getKeyLastUsage's index beside the trail, in `<path>.usage-index.json`, anchored to
@@ -204,11 +242,33 @@ export class JsonlAuditSink implements AuditSink {
     }
   }
 
-  /** Opens for appending (and reading the tail), after a torn last line is dealt with. */
+  /**
+   * Opens for appending (and reading the tail), after a torn last line is dealt with. With
+   * `sync`, a file this creates has its directory synced too: the file's name is an entry in the
+   * directory, which a power cut can lose with every event fsynced into the file.
+   */
   #open(): number {
-    const fd = openSync(this.#path, "a+", 0o600);
+    let fd: number;
+    try {
+      fd = openSync(this.#path, constants.O_RDWR | constants.O_APPEND);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+      // Exclusive, so that only the file this sink made counts as created; one another writer
+      // made meanwhile (EEXIST) is its creator's to sync.
+      try {
+        fd = openSync(this.#path, "ax+", 0o600);
+        this.#createdUnsynced = true;
+      } catch (again) {
+        if ((again as NodeJS.ErrnoException).code !== "EEXIST") throw again;
+        fd = openSync(this.#path, "a+", 0o600);
+      }
+    }
     try {
       completeLastLine(fd);
+      if (this.#sync && this.#createdUnsynced) {
+        syncDirectory(dirname(this.#path));
+        this.#createdUnsynced = false;
+      }
     } catch (error) {
       closeSync(fd);
       throw error;

@@ -10,6 +10,7 @@ import { Auditor, type AuditorOptions } from "../audit/auditor.ts";
 import { MemoryAuditSink } from "../audit/memory-audit-sink.ts";
 import { invalidCiphertext } from "../envelope/ciphertext-blob.ts";
 import {
+  AccessDeniedError,
   DryRunOperationError,
   KmsInternalError,
   NotFoundError,
@@ -21,6 +22,8 @@ import type { StoredKey } from "../keystore/key-store.ts";
 import { validateAliasName } from "../operations/aliases.ts";
 import { isRsaEncryptionAlgorithm } from "../operations/asymmetric.ts";
 import {
+  type CreateGrantRequest,
+  createGrant,
   retireGrantTarget,
   retiringPrincipalDecision,
   validateGrantTokens,
@@ -49,7 +52,7 @@ import {
   usesReEncryptOnSameKey,
   usesResourceAliases,
 } from "./authorizer.ts";
-import { evaluate } from "./evaluate.ts";
+import { type Decision, evaluate } from "./evaluate.ts";
 import { parsePolicy } from "./policy-document.ts";
 import type { PrincipalTagIndex } from "./principal-tags.ts";
 
@@ -331,6 +334,7 @@ export class CallGuard {
    * Which statement or grant would allow or deny `call`, without performing it. Keys come from
    * the request's key arguments, those the operation reads (KEY_ARGUMENTS), or its ciphertext
    * header. A key argument the operation would refuse for its form is refused here alike.
+   * CreateGrant allowed on a key is also held to the delegation rule, by createGrant itself.
    * `call` is the call explained (its principal may be another's, `as`); `base.call` is the
    * explain call itself, whose caller must be allowed to read each key (explainableKey).
    * @throws ValidationError, NotFoundError (a key that does not exist, as the calls answer),
@@ -455,6 +459,9 @@ export class CallGuard {
             decision =
               retiringPrincipalDecision(key, retiring.grantId, probe.principal) ?? decision;
           }
+          if (call.operation === "createGrant" && decision.allowed) {
+            decision = (await this.#delegationRefusal(base, probe)) ?? decision;
+          }
           probe.decisions.push({
             action,
             resource: authorizationRequest(probe, action, key, role).resource,
@@ -479,6 +486,27 @@ export class CallGuard {
       message: d.decision.message,
     }));
     return { allowed: decisions.length > 0 && decisions.every((d) => d.allowed), decisions };
+  }
+
+  /**
+   * CreateGrant's delegation rule (a grantee using a CreateGrant grant hands on only the
+   * operations and constraints it holds) for the explained call `probe`, as the call
+   * applies it: by running createGrant itself as a dry run for the explained principal, which
+   * authorizes on the key as it reads it and stops before its write. Undefined when the call would be
+   * allowed, or fails on something other than authorization (a malformed request, the key's
+   * state): explain reports authorization, and the call answers those whoever asks.
+   */
+  async #delegationRefusal(base: KmsContext, probe: CallState): Promise<Decision | undefined> {
+    const request = { ...(probe.request as Record<string, unknown>), dryRun: true };
+    const dryRun: CallState = { ...probe, request, keys: new Map(), decisions: [] };
+    try {
+      await createGrant(this.context(base, dryRun), request as unknown as CreateGrantRequest);
+    } catch (error) {
+      if (error instanceof AccessDeniedError) {
+        return { allowed: false, reason: "implicit-deny", message: error.message };
+      }
+    }
+    return undefined;
   }
 
   /**
