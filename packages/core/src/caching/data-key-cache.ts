@@ -94,6 +94,7 @@ export class DataKeyCache {
   #sweptAt: number;
   /** The clock's last reading: one earlier than it is a clock set back. */
   #latest: number;
+  #setBacks = 0;
   #hits = 0;
   #misses = 0;
 
@@ -118,6 +119,22 @@ export class DataKeyCache {
     return this.#clock;
   }
 
+  /**
+   * The clock, read as a use reads it: a reading earlier than the last one (any user's), or NaN,
+   * expires every entry. A consumer that ages keys of its own beside the cache (the field
+   * engine's stable keys) reads time here, so that one stream of readings, whoever takes them,
+   * decides when the clock was set back; it lets its own keys go when {@link clockSetBacks}
+   * changes.
+   */
+  now(): number {
+    return this.#now();
+  }
+
+  /** How many readings have been earlier than the one before them (or NaN) since creation. */
+  get clockSetBacks(): number {
+    return this.#setBacks;
+  }
+
   /** Entries currently held. */
   get size(): number {
     return this.#entries.size;
@@ -129,7 +146,8 @@ export class DataKeyCache {
   }
 
   /**
-   * Returns a copy of the cached key for `key` and charges `usage` to it, or undefined when
+   * Returns a copy of the cached key and its encrypted copies for `key` (the caller's to use or
+   * change: nothing it does reaches the entry) and charges `usage` to it, or undefined when
    * there is none or when this use would exceed a limit (the entry is then evicted).
    * @throws ValidationException when a count of `usage` is not a non-negative safe integer.
    */
@@ -265,6 +283,7 @@ export class DataKeyCache {
   #now(): number {
     const now = this.#clock.now();
     if (!(now >= this.#latest)) {
+      this.#setBacks++;
       this.#sweptAt = now;
       this.clear();
     } else if (now - this.#sweptAt >= this.maxAgeMs) {
@@ -320,16 +339,21 @@ function assertUsage(usage: DataKeyUsage): void {
   }
 }
 
+/**
+ * What `take` hands out: the key and the encrypted copies, all in memory of their own. Were the
+ * entry's own copies handed out, whatever one caller did to them (bytes written into, an element
+ * replaced) would travel in every later message drawn from the entry; a readonly type guards
+ * against neither a cast nor a write into the bytes, and a typed array cannot be frozen. The
+ * cost is one small allocation per encrypted copy per message (a KMS copy is under 200 bytes),
+ * beside the message's own key derivation and AES work.
+ */
 function copy(value: CachedDataKey): CachedDataKey {
-  // new Uint8Array(x) copies; Buffer#slice would return a view of the same memory.
-  return redactDataKey<CachedDataKey>({
-    dataKey: new Uint8Array(value.dataKey),
-    encryptedDataKeys: value.encryptedDataKeys,
-  });
+  return redactDataKey<CachedDataKey>(own(value));
 }
 
-/** A copy for the cache to keep: the key and every ciphertext in memory of their own. */
+/** The key and every ciphertext in memory of their own (the cache's copy, or a caller's). */
 function own(value: CachedDataKey): CachedDataKey {
+  // new Uint8Array(x) copies; Buffer#slice would return a view of the same memory.
   return {
     dataKey: new Uint8Array(value.dataKey),
     encryptedDataKeys: value.encryptedDataKeys.map((edk) => ({

@@ -277,6 +277,8 @@ export class FieldDataKeys {
   readonly #transactions = new Map<string, TransactionState>();
   /** When expired stable keys were last swept out, on the cache's clock. */
   #stableSweptAt: number;
+  /** The cache's `clockSetBacks` when this engine last let go of its keys for one (see #now). */
+  #setBacks: number;
   /**
    * Every stable key made since the last clear(), weakly: clear() must zero the ones any map or
    * in-flight call still reaches, including keys between their load and a map, and retired
@@ -309,7 +311,8 @@ export class FieldDataKeys {
     this.#previousKeyIds = options.previousKeyIds;
     this.#clock = options.clock;
     this.#cache = options.cache;
-    this.#stableSweptAt = options.cache.clock.now();
+    this.#setBacks = options.cache.clockSetBacks;
+    this.#stableSweptAt = options.cache.now();
     engines += 1;
     this.#writePrefix = `field ${engines} w\u0000`;
     this.#readPrefix = `field ${engines} r\u0000`;
@@ -417,11 +420,13 @@ export class FieldDataKeys {
           break;
         }
       }
-      if (loaded !== undefined && !loaded.released) {
-        // As the cache counts age: a key "loaded after now" (the clock was set back) is expired
-        // too, or it would serve for as long as the step.
-        const age = (now ?? this.#cache.clock.now()) - loaded.loadedAt;
-        if (age >= 0 && age < this.#cache.maxAgeMs) return admitBinding(loaded, binding, context);
+      if (loaded !== undefined) {
+        // Read before `released` is: a reading that finds the clock set back releases the key.
+        // As the cache counts age, a key "loaded after now" is expired too (a batch's `now`).
+        const age = (now ?? this.#now()) - loaded.loadedAt;
+        if (!loaded.released && age >= 0 && age < this.#cache.maxAgeMs) {
+          return admitBinding(loaded, binding, context);
+        }
       }
     }
     // Copied before the cache reads its clock: a clock that re-enters the engine may reuse the
@@ -436,7 +441,32 @@ export class FieldDataKeys {
 
   /** Now on the cache's clock, for `cachedReadKeyOf`. */
   now(): number {
-    return this.#cache.clock.now();
+    return this.#now();
+  }
+
+  /**
+   * Every age the engine checks is counted from a reading taken here. Read through the cache, so
+   * that a reading any of its users took (the message layer's, another engine's, this one's)
+   * shows a later one to be a clock set back: the cache then drops its entries (write keys, read
+   * keys: the remembered one is released with its entry) and the engine lets go of its stable
+   * keys, which it holds beside the cache. Otherwise a key's age, counted from a reading after a
+   * step back, would shrink by the step and the key serve that much past `maxAgeMs`.
+   */
+  #now(): number {
+    const now = this.#cache.now();
+    if (this.#cache.clockSetBacks !== this.#setBacks) this.#clockSetBack(now);
+    return now;
+  }
+
+  /**
+   * The clock was set back (or read NaN): every stable key is let go, as the cache lets go of its
+   * entries, and is unwrapped again at its next use.
+   */
+  #clockSetBack(now: number): void {
+    this.#setBacks = this.#cache.clockSetBacks;
+    this.#lastLoaded = undefined;
+    this.#stableSweptAt = now;
+    this.#expireStableKeys(() => true);
   }
 
   /**
@@ -449,7 +479,7 @@ export class FieldDataKeys {
   cachedStable(
     id: string,
     context: Readonly<EncryptionContext>,
-    now = this.#cache.clock.now(),
+    now = this.#now(),
   ): StableKey | undefined {
     const stable = this.#readyStable(id, now);
     if (stable === undefined || holdsKeyContext(context, stable.context)) return stable;
@@ -460,7 +490,7 @@ export class FieldDataKeys {
    * The stable data key `id` if it has been loaded and is younger than `maxAgeMs` at `now`,
    * whatever its context: every caller checks that before the key leaves this class.
    */
-  #readyStable(id: string, now = this.#cache.clock.now()): StableKey | undefined {
+  #readyStable(id: string, now = this.#now()): StableKey | undefined {
     this.#sweepStable(now);
     const stable = this.#stableReady.get(id);
     if (stable === undefined || this.#fresh(stable, now)) return stable;
@@ -490,12 +520,17 @@ export class FieldDataKeys {
   #sweepStable(now: number): void {
     if (now - this.#stableSweptAt < this.#cache.maxAgeMs && now >= this.#stableSweptAt) return;
     this.#stableSweptAt = now;
+    this.#expireStableKeys((stable) => !this.#fresh(stable, now));
+  }
+
+  /** Lets go of the stable keys `expired` answers true for, the engine's and transactions'. */
+  #expireStableKeys(expired: (stable: StableKey) => boolean): void {
     for (const stable of this.#stableReady.values()) {
-      if (!this.#fresh(stable, now)) this.#expireStable(stable);
+      if (expired(stable)) this.#expireStable(stable);
     }
     for (const [inScope, entry] of this.#scopedStable) {
       const stable = entry.stable;
-      if (stable === undefined || this.#fresh(stable, now)) continue;
+      if (stable === undefined || !expired(stable)) continue;
       this.#scopedStable.delete(inScope);
       this.#retire(stable);
     }
@@ -734,7 +769,7 @@ export class FieldDataKeys {
       kmsKeyId,
       wrappedKey: wrappedKey.slice(),
       context: Object.freeze({ ...context }),
-      loadedAt: this.#cache.clock.now(),
+      loadedAt: this.#now(),
       holds: 0,
       dropped: false,
       retired: false,
@@ -788,15 +823,18 @@ export class FieldDataKeys {
   /**
    * Makes `stable` the engine's key for its id and returns it; when the engine holds one for
    * that id already (the same row, loaded twice), returns that one and retires `stable`, unless
-   * the one held has expired (then `stable` replaces it). A key dropped since its load began (by
-   * a clear()) is returned as it is: its users load again.
+   * the one held has expired (then `stable` replaces it). A key let go since its load began (by
+   * a clear(), or a clock set back) is returned as it is and never held: its users load again.
    */
   #adopt(stable: StableKey): StableKey {
-    if (stable.dropped) return stable;
+    // Read first: a reading that finds the clock set back lets every key go, `stable` too if the
+    // engine held it already, and a key let go must never be held again.
+    const now = this.#now();
+    if (stable.retired) return stable;
     const held = this.#stableReady.get(stable.id);
     if (held !== undefined) {
       if (held === stable) return held;
-      if (this.#fresh(held, this.#cache.clock.now())) {
+      if (this.#fresh(held, now)) {
         this.#retire(stable);
         return held;
       }
@@ -984,7 +1022,7 @@ export class FieldDataKeys {
     const loaded: LoadedKey = {
       key,
       context: Object.freeze({ ...context }),
-      loadedAt: this.#cache.clock.now(),
+      loadedAt: this.#now(),
       kmsKeyId,
       aads: new WeakMap(),
       lastBinding: undefined,
@@ -1302,7 +1340,7 @@ export class FieldDataKeys {
 
   /** The key `scope` found, while it is not retired and young enough (an expired one is let go). */
   #foundForScope(scope: string): StableKey | undefined {
-    const now = this.#cache.clock.now();
+    const now = this.#now();
     this.#sweepStable(now);
     const found = this.#stableByScope.get(scope);
     if (found === undefined || found.retired) return undefined;
@@ -1349,12 +1387,14 @@ export class FieldDataKeys {
     transactionScope: string,
   ): Promise<StableKey> {
     const inScope = scopedKey(transactionScope, scope);
+    // Read before the lookup: a reading that finds the clock set back lets the held key go.
+    const now = this.#now();
     const held = this.#scopedStable.get(inScope);
     if (held !== undefined) {
       const stable = held.stable;
       // Still in flight, or settled and young enough.
       if (stable === undefined) return held.loading;
-      if (!stable.retired && this.#fresh(stable, this.#cache.clock.now())) return held.loading;
+      if (!stable.retired && this.#fresh(stable, now)) return held.loading;
       this.#scopedStable.delete(inScope);
       this.#retire(stable);
     }

@@ -240,26 +240,64 @@ async function rsaEncryptionKey(
 }
 
 /**
+ * Whose plaintext an encrypt seals: the caller's own (Encrypt), or the one ReEncrypt decrypted
+ * from its source. An error may state the length of the caller's own plaintext, never of a
+ * source's: ReEncrypt asks for kms:ReEncryptFrom on the source, not kms:Decrypt, and an RSA
+ * ciphertext is as long as its key's modulus whatever it holds, so the length would tell such a
+ * caller what the ciphertext hides. AWS too names the limit only.
+ */
+export type PlaintextOrigin = "request" | "reEncryptSource";
+
+/**
+ * The plaintext of `request`, 1–`max` bytes long.
+ * @throws ValidationException otherwise (see PlaintextOrigin for what it says).
+ */
+export function assertPlaintext(
+  request: EncryptRequest,
+  max: number,
+  origin: PlaintextOrigin,
+): Uint8Array {
+  if (origin === "request") return assertBytes("plaintext", request.plaintext, 1, max);
+  const plaintext = request.plaintext;
+  if (plaintext.length < 1 || plaintext.length > max) {
+    throw sourcePlaintextRefused(`1–${max} bytes long`);
+  }
+  return plaintext;
+}
+
+/** A ReEncrypt source's plaintext breaks `rule` of the destination: the rule, not the length. */
+function sourcePlaintextRefused(rule: string): ValidationError {
+  return new ValidationError(
+    `the plaintext of "ciphertextBlob" must be ${rule} to be encrypted under "destinationKeyId"`,
+  );
+}
+
+/**
  * RSA-OAEP encryption with an RSA ENCRYPT_DECRYPT key. The ciphertext is the bare RSA
  * ciphertext (as AWS's), so anyone with the public key can produce the same kind.
  * @throws ValidationException (plaintext over the limit for the key size and algorithm),
  *   InvalidKeyUsageException, and the key-state errors.
  */
-export async function encrypt(ctx: KmsContext, request: EncryptRequest): Promise<EncryptResponse> {
+export async function encrypt(
+  ctx: KmsContext,
+  request: EncryptRequest,
+  origin: PlaintextOrigin = "request",
+): Promise<EncryptResponse> {
   assertObject("request", request);
   const algorithm = assertOneOf(
     "encryptionAlgorithm",
     request.encryptionAlgorithm,
     RSA_ENCRYPTION_ALGORITHMS,
   );
-  const plaintext = assertBytes("plaintext", request.plaintext, 1, 4096);
+  const plaintext = assertPlaintext(request, 4096, origin);
   assertNoContext(request.encryptionContext, algorithm);
   const key = await rsaEncryptionKey(ctx, request.keyId, "encrypt");
   const limit = maxOaepPlaintextBytes(KEY_SPEC_TABLE[key.keySpec].modulusBits!, algorithm);
   if (plaintext.length > limit) {
-    throw new ValidationError(
-      `"plaintext" must be at most ${limit} bytes for ${key.keySpec} with ${algorithm}, got ${plaintext.length}`,
-    );
+    const rule = `at most ${limit} bytes for ${key.keySpec} with ${algorithm}`;
+    throw origin === "request"
+      ? new ValidationError(`"plaintext" must be ${rule}, got ${plaintext.length}`)
+      : sourcePlaintextRefused(rule);
   }
   const version = currentVersion(key);
   return {

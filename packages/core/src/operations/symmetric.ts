@@ -40,6 +40,7 @@ import type {
   ReEncryptResponse,
 } from "../types.ts";
 import {
+  assertPlaintext,
   isRsaEncryptionAlgorithm,
   decrypt as rsaDecrypt,
   encrypt as rsaEncrypt,
@@ -100,8 +101,9 @@ export function seal(
 /**
  * Encrypt. The symmetric case, nearly every call, runs in this one async frame: its only
  * awaits are the key's (the store read, and a due rotation), not one per helper.
- * `sealedWith`, when given, learns the key material a symmetric key sealed under, which AWS's
- * Encrypt does not name and ReEncrypt does (reEncryptWithRsa); an RSA key leaves it unset.
+ * `sealedWith` is given when ReEncrypt encrypts what it decrypted (reEncryptWithRsa): it learns
+ * the key material a symmetric key sealed under, which AWS's Encrypt does not name and ReEncrypt
+ * does (an RSA key leaves it unset), and the plaintext is a source's (PlaintextOrigin).
  */
 export async function encrypt(
   ctx: KmsContext,
@@ -109,8 +111,11 @@ export async function encrypt(
   sealedWith?: { keyMaterialId?: string },
 ): Promise<EncryptResponse> {
   assertObject("request", request);
-  if (isRsaEncryptionAlgorithm(request.encryptionAlgorithm)) return rsaEncrypt(ctx, request);
-  const plaintext = assertBytes("plaintext", request.plaintext, 1, MAX_PLAINTEXT_BYTES);
+  const origin = sealedWith === undefined ? "request" : "reEncryptSource";
+  if (isRsaEncryptionAlgorithm(request.encryptionAlgorithm)) {
+    return rsaEncrypt(ctx, request, origin);
+  }
+  const plaintext = assertPlaintext(request, MAX_PLAINTEXT_BYTES, origin);
   assertAlgorithm("encryptionAlgorithm", request.encryptionAlgorithm);
   const context = encodeEncryptionContext(request.encryptionContext);
   const loaded = keyToEncryptWith(ctx, await loadKey(ctx, request.keyId, "encrypt"), "encrypt");
