@@ -89,10 +89,12 @@ interface EntityPlan {
  * per scope: `options.context` gives the scope, `options.where` its rows. Values under an old
  * KMS key are read only while the encryption lists that key in `previousKeyIds` (otherwise they
  * fail with InvalidCiphertextException).
- * @throws ValidationException when the entity has no encrypted column or a composite primary
- *   key, when a column is bound to `fromScope` keys and `where` or a scope value is missing,
- *   when `context` names a row column, when `where` compares a column with `Raw` SQL, or when a
- *   row holding a value has a null context column;
+ * @throws ValidationException when the entity has no encrypted column, or a composite or
+ *   nullable primary key, when a column is bound to `fromScope` keys and `where` or a scope value
+ *   is missing, when `context` names a row column, when `where` compares a column with `Raw` SQL,
+ *   or when a row holding a value has a null context column; when the table does not keep the
+ *   primary key as the entity declares it: a row (of `where`) holds a null key, two rows in a
+ *   batch's range of keys share one (whichever `where` matches), or a write changed two rows;
  *   InvalidCiphertextException / KMS errors from the engine.
  */
 export async function reencryptEntities<T extends ObjectLiteral>(
@@ -106,12 +108,7 @@ export async function reencryptEntities<T extends ObjectLiteral>(
   if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 10_000) {
     throw new ValidationError(`"batchSize" must be an integer 1–10000, got ${batchSize}`);
   }
-  const [pk, ...rest] = metadata.primaryColumns;
-  if (pk === undefined || rest.length > 0) {
-    throw new ValidationError(
-      `${metadata.name}: reencryptEntities needs a single-column primary key`,
-    );
-  }
+  const pk = pagedKeyOf(metadata);
   const plans = plansOf(metadata);
   if (plans.size === 0) throw new ValidationError(`${metadata.name} has no encrypted column`);
   checkScope(plans, options);
@@ -153,8 +150,52 @@ export async function reencryptEntities<T extends ObjectLiteral>(
     // cursor is added, not one of a single property: that is one comparison, Raw being refused.
     if (where !== undefined) qb = qb.where(where);
     if (cursor !== undefined) qb = qb.andWhere(`${pkColumn} > :cursor`, { cursor });
-    return qb.orderBy(pkColumn, "ASC").limit(limit).getRawMany<Record<string, unknown>>();
+    const rows = await qb
+      .orderBy(pkColumn, "ASC")
+      .limit(limit)
+      .getRawMany<Record<string, unknown>>();
+    const last = rows.at(-1);
+    if (last !== undefined) await refuseSharedKeys(cursor, last.pk);
+    return rows;
   };
+
+  /**
+   * Refuses a batch whose range of primary keys holds a value twice. The entity's metadata says
+   * the key is unique, but the table may not keep it so (`synchronize: false` against a schema
+   * made elsewhere, e.g. keyed by (tenant, id)). Counted without `where`, over every row a write
+   * by key reaches (`where` hides another tenant's row from the batch, not from the write), and
+   * in the database's own equality (collations, timestamp precision), which the paging and the
+   * writes use.
+   */
+  const refuseSharedKeys = async (after: Cursor, upTo: unknown) => {
+    let qb = dataSource
+      .createQueryBuilder()
+      .from(metadata.target, "t")
+      .withDeleted()
+      .select("COUNT(*)", "n")
+      .addSelect(`COUNT(DISTINCT ${pkColumn})`, "d")
+      .where(`${pkColumn} <= :upTo`, { upTo });
+    if (after !== undefined) qb = qb.andWhere(`${pkColumn} > :after`, { after });
+    const counted = await qb.getRawOne<{ n: unknown; d: unknown }>();
+    if (Number(counted?.n) === Number(counted?.d)) return;
+    throw new ValidationError(
+      `${metadata.name}: two rows of ${metadata.tableName} hold the same ${pk.propertyName} (its primary key on the entity, which the database does not keep unique), so the job cannot page by it: it would skip rows, and its write by ${pk.propertyName} would put one row's values, sealed under its context, into the other row; declare the table's real primary key on the entity, or make ${pk.databaseName} the table's primary key`,
+    );
+  };
+
+  // Nor can metadata rule out a null key: such a row is never after the last row's key, nor does
+  // a write by key reach it, so the job would report success over values it never read.
+  let nulls = dataSource
+    .createQueryBuilder()
+    .from(metadata.target, "t")
+    .withDeleted()
+    .select(pkColumn, "pk");
+  if (where !== undefined) nulls = nulls.where(where);
+  if ((await nulls.andWhere(`${pkColumn} IS NULL`).limit(1).getRawOne()) !== undefined) {
+    throw new ValidationError(
+      `${metadata.name}: a row of ${metadata.tableName} holds a null ${pk.propertyName} (its primary key on the entity, which the database lets be null), so the job cannot page by it: it would never read that row, and leave its values as they are; give the row its ${pk.propertyName}, and make ${pk.databaseName} NOT NULL`,
+    );
+  }
 
   // A checkpoint of a version that ran one pass per context configuration says nothing of the
   // rows below its cursor in the other passes: those rows are read again (values already
@@ -438,8 +479,38 @@ function compareAndSetOf(
           : qb.andWhere(exactlyEqual(type, column, `:old${i}`), { [`old${i}`]: old });
     });
     const result = await qb.callListeners(false).updateEntity(false).execute();
+    // Only a table that does not keep the key unique (a duplicate inserted since the batch was
+    // checked): the other row already holds this row's values, which every later run would
+    // meet there as undecryptable, rather than a conflict.
+    if ((result.affected ?? 0) > 1) {
+      throw new ValidationError(
+        `${metadata.name}: the write of the row with ${pk.propertyName} ${String(row.cursor)} changed ${result.affected} rows of ${metadata.tableName}, whose ${pk.databaseName} the database does not keep unique; the others now hold that row's values, sealed under its context: restore them, and declare the table's real primary key on the entity or make ${pk.databaseName} its primary key`,
+      );
+    }
     return result.affected === 1;
   };
+}
+
+/**
+ * The column the job pages by and writes by: the entity's primary key, which must be one column,
+ * not null. Any other column would need its uniqueness and nulls checked against the database
+ * anyway, so none is offered.
+ * @throws ValidationException naming the entity and the columns.
+ */
+function pagedKeyOf(metadata: EntityMetadata): EntityMetadata["primaryColumns"][number] {
+  const [pk, ...rest] = metadata.primaryColumns;
+  if (pk === undefined || rest.length > 0) {
+    const columns = metadata.primaryColumns.map((c) => c.propertyPath).join(", ");
+    throw new ValidationError(
+      `${metadata.name}: reencryptEntities pages and writes rows by a single-column primary key, and ${pk === undefined ? "the entity has none" : `this one is composite (${columns})`}; migrate it with core's reencryptFields and a source of your own`,
+    );
+  }
+  if (pk.isNullable) {
+    throw new ValidationError(
+      `${metadata.name}.${pk.propertyPath} is the primary key but nullable: the job pages by it, and would never read a row whose ${pk.propertyPath} is null; declare it NOT NULL`,
+    );
+  }
+  return pk;
 }
 
 /** The object at `names` in `set`, created as plain objects on the way. */

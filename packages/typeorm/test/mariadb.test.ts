@@ -10,6 +10,7 @@ import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
 import { describePartialSelect } from "./partial-select.behaviour.ts";
 import { describeQueryPaths } from "./query-paths.behaviour.ts";
 import { describeReencryptEntities } from "./reencrypt-entities.behaviour.ts";
+import { describeReencryptPrimaryKey } from "./reencrypt-primary-key.behaviour.ts";
 import { describeRelationContext } from "./relation-context.behaviour.ts";
 import { describeRowIdentity } from "./row-identity.behaviour.ts";
 
@@ -24,6 +25,7 @@ describeEmbeddedColumns("MariaDB (mysql2)", () => openMariadb(url as string), sk
 describeDataSourceSetup("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
 describeContextValues("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
 describeReencryptEntities("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
+describeReencryptPrimaryKey("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
 describeDataKeyConnections("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
 describeContextWrites("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);
 describeRelationContext("MariaDB (mysql2)", () => openMariadb(url as string), skipReason);

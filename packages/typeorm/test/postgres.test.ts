@@ -10,6 +10,7 @@ import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
 import { describePartialSelect } from "./partial-select.behaviour.ts";
 import { describeQueryPaths } from "./query-paths.behaviour.ts";
 import { describeReencryptEntities } from "./reencrypt-entities.behaviour.ts";
+import { describeReencryptPrimaryKey } from "./reencrypt-primary-key.behaviour.ts";
 import { describeRelationContext } from "./relation-context.behaviour.ts";
 import { describeRowIdentity } from "./row-identity.behaviour.ts";
 
@@ -24,6 +25,7 @@ describeEmbeddedColumns("PostgreSQL (pg)", () => openPostgres(url as string), sk
 describeDataSourceSetup("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
 describeContextValues("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
 describeReencryptEntities("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
+describeReencryptPrimaryKey("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
 describeDataKeyConnections("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
 describeContextWrites("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);
 describeRelationContext("PostgreSQL (pg)", () => openPostgres(url as string), skipReason);

@@ -9,6 +9,7 @@ import { describeEncryptedColumns } from "./encrypted-columns.behaviour.ts";
 import { describePartialSelect } from "./partial-select.behaviour.ts";
 import { describeQueryPaths } from "./query-paths.behaviour.ts";
 import { describeReencryptEntities } from "./reencrypt-entities.behaviour.ts";
+import { describeReencryptPrimaryKey } from "./reencrypt-primary-key.behaviour.ts";
 import { describeRelationContext } from "./relation-context.behaviour.ts";
 import { describeRowIdentity } from "./row-identity.behaviour.ts";
 
@@ -21,6 +22,7 @@ describeEmbeddedColumns("SQLite (better-sqlite3)", openSqlite);
 describeDataSourceSetup("SQLite (better-sqlite3)", openSqlite);
 describeContextValues("SQLite (better-sqlite3)", openSqlite);
 describeReencryptEntities("SQLite (better-sqlite3)", openSqlite);
+describeReencryptPrimaryKey("SQLite (better-sqlite3)", openSqlite);
 describeDataKeyConnections("SQLite (better-sqlite3)", openSqlite);
 describeContextWrites("SQLite (better-sqlite3)", openSqlite);
 describeRelationContext("SQLite (better-sqlite3)", openSqlite);
