@@ -2,6 +2,7 @@ import * as http from "node:http";
 import * as https from "node:https";
 import type { AddressInfo } from "node:net";
 import { ValidationError } from "@kms/core";
+import { closeGracefully } from "./internal/graceful-close.ts";
 import { isLoopback } from "./internal/loopback.ts";
 import type { KmsServerOptions } from "./options.ts";
 import { createKmsRequestHandler } from "./request-handler.ts";
@@ -13,6 +14,19 @@ import { createKmsRequestHandler } from "./request-handler.ts";
  */
 const REQUEST_TIMEOUT_MS = 30_000;
 const HEADERS_TIMEOUT_MS = 10_000;
+/**
+ * Node's default TLS `handshakeTimeout` is 120 s, during which a client that never finishes its
+ * handshake holds a connection before `headersTimeout` starts to count: the headers' bound is
+ * used for the handshake too.
+ */
+const HANDSHAKE_TIMEOUT_MS = HEADERS_TIMEOUT_MS;
+/**
+ * A connection on which nothing is received or sent for this long is closed (`server.timeout`,
+ * off in node). Once a request has arrived `requestTimeout` no longer applies, so without it a
+ * client that never reads its responses (pipelining requests until node stops reading them)
+ * would hold the connection, and the answers buffered for it, for ever.
+ */
+const IDLE_TIMEOUT_MS = 30_000;
 /**
  * How often node looks for connections past those bounds. At its default, 30 s, a client that
  * trickles its headers would hold the connection for up to 40 s rather than 10.
@@ -26,6 +40,10 @@ const TIMEOUT_CHECK_INTERVAL_MS = 1_000;
  * to listen on anything but a loopback address or a unix socket unless `insecureHttp` is true:
  * `listen` then emits `error` with a ValidationError (as it would for an address in use), the
  * socket is closed before any connection is served, and the listen callback is not called.
+ *
+ * `close()` stops accepting connections, closes those with no request being answered, answers
+ * the requests in flight with `Connection: close`, and cuts what is still open `requestTimeout`
+ * later.
  * @throws ValidationError for a malformed option.
  */
 export function createKmsServer(
@@ -43,9 +61,17 @@ export function createKmsServer(options: KmsServerOptions): http.Server {
     if (typeof options.tls !== "object" || options.tls === null) {
       throw new ValidationError(`"tls" expected https.ServerOptions (key, cert, …)`);
     }
-    return https.createServer({ ...timeouts, ...options.tls }, handler);
+    const server = https.createServer(
+      { ...timeouts, handshakeTimeout: HANDSHAKE_TIMEOUT_MS, ...options.tls },
+      handler,
+    );
+    server.timeout = IDLE_TIMEOUT_MS;
+    closeGracefully(server, "secureConnection");
+    return server;
   }
   const server = http.createServer(timeouts, handler);
+  server.timeout = IDLE_TIMEOUT_MS;
+  closeGracefully(server, "connection");
   if (options.insecureHttp !== true) guardListen(server);
   return server;
 }
