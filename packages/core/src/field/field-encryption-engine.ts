@@ -405,7 +405,9 @@ export class FieldEncryptionEngine {
         return undefined;
       }
       // A key selector or clock above that encrypted another value reused (and wiped) the
-      // shared plaintext: encode again, on a buffer of its own.
+      // shared plaintext: encode again, on a buffer of its own. After the charge, yet safe:
+      // only a primitive string is ever encoded into the shared buffer, and encoding one again
+      // runs no caller code and cannot fail where the first encoding passed.
       const own = isCurrentPlaintext(plaintext) ? plaintext : encodeFieldValue(field, type, value);
       return this.#sealRandomized(materials, encoded, own);
     } catch (error) {

@@ -214,13 +214,52 @@ export async function getPublicKey(
 }
 
 /**
+ * The names of the request members an encrypt or decrypt reads its key, context and algorithm
+ * from, for its refusals: ReEncrypt encrypts and decrypts through the same paths, and a refusal
+ * names the member the caller set, never one of Encrypt's that ReEncrypt does not have.
+ */
+export interface CryptArgumentNames {
+  readonly keyId: string;
+  readonly encryptionContext: string;
+  readonly encryptionAlgorithm: string;
+}
+
+/** Encrypt's and Decrypt's own members. */
+const REQUEST_ARGUMENTS: CryptArgumentNames = {
+  keyId: "keyId",
+  encryptionContext: "encryptionContext",
+  encryptionAlgorithm: "encryptionAlgorithm",
+};
+/** ReEncrypt's members for the side it decrypts. */
+const REENCRYPT_SOURCE_ARGUMENTS: CryptArgumentNames = {
+  keyId: "sourceKeyId",
+  encryptionContext: "sourceEncryptionContext",
+  encryptionAlgorithm: "sourceEncryptionAlgorithm",
+};
+/** ReEncrypt's members for the side it encrypts. */
+const REENCRYPT_DESTINATION_ARGUMENTS: CryptArgumentNames = {
+  keyId: "destinationKeyId",
+  encryptionContext: "destinationEncryptionContext",
+  encryptionAlgorithm: "destinationEncryptionAlgorithm",
+};
+
+/** Whose members an encrypt of a plaintext of `origin` reads: ReEncrypt's destination ones. */
+export function encryptArguments(origin: PlaintextOrigin): CryptArgumentNames {
+  return origin === "request" ? REQUEST_ARGUMENTS : REENCRYPT_DESTINATION_ARGUMENTS;
+}
+
+/**
  * Asymmetric ciphertexts cannot bind an encryption context (AWS rejects one). Checked by the
  * symmetric path's own rules, so that a value it would refuse (null, a Map of pairs) is not
  * taken here as "no context" while the caller believes the pairs are bound.
  */
-function assertNoContext(context: EncryptionContext | undefined, algorithm: string): void {
-  if (encodeEncryptionContext(context).length > 0) {
-    throw new ValidationError(`"encryptionContext" is not supported with ${algorithm}`);
+function assertNoContext(
+  context: EncryptionContext | undefined,
+  algorithm: string,
+  argument: string,
+): void {
+  if (encodeEncryptionContext(context, argument).length > 0) {
+    throw new ValidationError(`"${argument}" is not supported with ${algorithm}`);
   }
 }
 
@@ -228,8 +267,9 @@ async function rsaEncryptionKey(
   ctx: KmsContext,
   keyIdInput: unknown,
   operation: KeyStateOperation,
+  argument: string,
 ): Promise<StoredKey> {
-  const key = await loadKey(ctx, keyIdInput, operation);
+  const key = await loadKey(ctx, keyIdInput, operation, argument);
   assertKeyUsage(ctx, key, "ENCRYPT_DECRYPT", operation);
   if (KEY_SPEC_TABLE[key.keySpec].family !== "RSA") {
     throw new InvalidKeyUsageError(
@@ -284,14 +324,15 @@ export async function encrypt(
   origin: PlaintextOrigin = "request",
 ): Promise<EncryptResponse> {
   assertObject("request", request);
+  const names = encryptArguments(origin);
   const algorithm = assertOneOf(
-    "encryptionAlgorithm",
+    names.encryptionAlgorithm,
     request.encryptionAlgorithm,
     RSA_ENCRYPTION_ALGORITHMS,
   );
   const plaintext = assertPlaintext(request, 4096, origin);
-  assertNoContext(request.encryptionContext, algorithm);
-  const key = await rsaEncryptionKey(ctx, request.keyId, "encrypt");
+  assertNoContext(request.encryptionContext, algorithm, names.encryptionContext);
+  const key = await rsaEncryptionKey(ctx, request.keyId, "encrypt", names.keyId);
   const limit = maxOaepPlaintextBytes(KEY_SPEC_TABLE[key.keySpec].modulusBits!, algorithm);
   if (plaintext.length > limit) {
     const rule = `at most ${limit} bytes for ${key.keySpec} with ${algorithm}`;
@@ -316,7 +357,8 @@ export async function encrypt(
 /**
  * RSA-OAEP decryption. AWS requires the keyId for asymmetric ciphertexts (they carry no key
  * reference); any decryption failure is the generic InvalidCiphertextException. `operation` is
- * the key-state row: reEncrypt opens its source under reEncryptSource.
+ * the key-state row: reEncrypt opens its source under reEncryptSource, whose refusals name
+ * ReEncrypt's source members.
  * @throws ValidationException (missing keyId), InvalidCiphertextException,
  *   InvalidKeyUsageException, and the key-state errors.
  */
@@ -326,17 +368,18 @@ export async function decrypt(
   operation: KeyStateOperation = "decrypt",
 ): Promise<DecryptResponse> {
   assertObject("request", request);
+  const names = operation === "reEncryptSource" ? REENCRYPT_SOURCE_ARGUMENTS : REQUEST_ARGUMENTS;
   const algorithm = assertOneOf(
-    "encryptionAlgorithm",
+    names.encryptionAlgorithm,
     request.encryptionAlgorithm,
     RSA_ENCRYPTION_ALGORITHMS,
   );
   const ciphertext = assertBytes("ciphertextBlob", request.ciphertextBlob, 1, 6144);
   if (request.keyId === undefined) {
-    throw new ValidationError(`"keyId" is required to decrypt with ${algorithm}`);
+    throw new ValidationError(`"${names.keyId}" is required to decrypt with ${algorithm}`);
   }
-  assertNoContext(request.encryptionContext, algorithm);
-  const key = await rsaEncryptionKey(ctx, request.keyId, operation);
+  assertNoContext(request.encryptionContext, algorithm, names.encryptionContext);
+  const key = await rsaEncryptionKey(ctx, request.keyId, operation, names.keyId);
   const version = currentVersion(key);
   const plaintext = asymmetricHsm(ctx.hsm).decrypt(
     materialRef(key, version),

@@ -1,4 +1,4 @@
-import { keyArn } from "../arn.ts";
+import { type KmsIdentity, keyArn } from "../arn.ts";
 import { encodeEncryptionContext } from "../envelope/encryption-context.ts";
 import {
   AccessDeniedError,
@@ -12,6 +12,7 @@ import {
 import { randomBytes } from "../hsm/random.ts";
 import { assertObject, assertString } from "../internal/assert.ts";
 import {
+  checkKeyState,
   destroyKey,
   getKey,
   isDeletionDue,
@@ -42,7 +43,6 @@ import {
   type GrantOperation,
 } from "./grant-operations.ts";
 import { directKeyId, loadDirectKey } from "./key-arguments.ts";
-import { accessDenied } from "./policies.ts";
 
 export { GRANT_OPERATIONS, type GrantOperation } from "./grant-operations.ts";
 
@@ -260,32 +260,58 @@ function sameGrantFields(a: StoredGrant, b: Omit<StoredGrant, "grantId" | "creat
   );
 }
 
+/** What a createGrant request asks to hand on: what the delegation rule judges. */
+export interface DelegatedGrant {
+  readonly operations: readonly string[];
+  readonly constraints?: NonNullable<StoredGrant["constraints"]>;
+}
+
 /**
- * A grant that allowed CreateGrant may only hand on what it has (AWS's rule). Any one of the
- * caller's CreateGrant grants may be the parent: authorization names the first that allows
- * kms:CreateGrant, which need not be the one holding the operations asked for. Grants are not
- * pooled: every operation and the constraint must come from the same parent. Judged on `key`,
- * the record the grant is written to, by the decision made on that record: a retry after a lost
- * write may find the parent revoked, or the caller allowed by the key policy instead.
+ * CreateGrant's delegation rule (AWS's): a grant that allowed CreateGrant may only hand on what
+ * it has. Any one of `principal`'s CreateGrant grants on `key` may be the parent: authorization
+ * names the first that allows kms:CreateGrant, which need not be the one holding the operations
+ * asked for. Grants are not pooled: every operation and the constraint must come from the same
+ * parent. Pure, so that createGrant (on each record it authorizes) and `kms.explain` (on the
+ * record it explains) decide alike.
+ * @param decision the decision that allowed kms:CreateGrant on this very record of `key`; the
+ *   rule binds only a caller a grant allowed (a retry after a lost write may find the parent
+ *   revoked, or the caller allowed by the key policy instead).
+ * @returns the denial of kms:CreateGrant, with the message the call throws; undefined when the
+ *   rule allows the grant or does not apply.
  */
-function checkDelegation(ctx: KmsContext, key: StoredKey, requested: StoredGrant): void {
-  const call = ctx.call;
-  if (call === undefined) return;
-  const decision = decisionOn(call, "kms:CreateGrant", key);
-  if (decision?.decision.reason !== "grant-allow") return;
+export function delegationRefusal(
+  identity: KmsIdentity,
+  key: StoredKey,
+  principal: string,
+  decision: Decision | undefined,
+  requested: DelegatedGrant,
+): Decision | undefined {
+  if (decision?.reason !== "grant-allow") return undefined;
   // The grants authorization could have used: a role session's include its role's.
   const parents = (key.grants ?? []).filter(
-    (g) =>
-      namesPrincipal(g.granteePrincipal, call.principal) && g.operations.includes("CreateGrant"),
+    (g) => namesPrincipal(g.granteePrincipal, principal) && g.operations.includes("CreateGrant"),
   );
-  const refusals = parents.map((parent) => delegationRefusal(parent, requested));
-  if (refusals.length === 0 || refusals.includes(undefined)) return;
-  const named = parents.findIndex((g) => g.grantId === decision.decision.grantId);
-  accessDenied(ctx, "kms:CreateGrant", key, refusals[Math.max(named, 0)] as string);
+  const refusals = parents.map((parent) => parentRefusal(parent, requested));
+  if (refusals.length === 0 || refusals.includes(undefined)) return undefined;
+  const named = parents.findIndex((g) => g.grantId === decision.grantId);
+  return {
+    allowed: false,
+    reason: "implicit-deny",
+    message: `${principal} is not authorized to perform kms:CreateGrant on ${keyArn(identity, key.keyId)}: ${refusals[Math.max(named, 0)]}`,
+  };
+}
+
+/** delegationRefusal on the record `key` createGrant writes to, as the call decided on it. */
+function checkDelegation(ctx: KmsContext, key: StoredKey, requested: DelegatedGrant): void {
+  const call = ctx.call;
+  if (call === undefined) return;
+  const decision = decisionOn(call, "kms:CreateGrant", key)?.decision;
+  const refusal = delegationRefusal(ctx.identity, key, call.principal, decision, requested);
+  if (refusal !== undefined) throw new AccessDeniedError(refusal.message);
 }
 
 /** Why `parent` cannot be the parent of `requested`, or undefined when it can. */
-function delegationRefusal(parent: StoredGrant, requested: StoredGrant): string | undefined {
+function parentRefusal(parent: StoredGrant, requested: DelegatedGrant): string | undefined {
   const extra = requested.operations.filter((op) => !parent.operations.includes(op));
   if (extra.length > 0) return `grant ${parent.grantId} does not allow ${extra.join(", ")}`;
   if (!atLeastAsStrict(parent, requested.constraints)) {
@@ -325,13 +351,6 @@ function toEntry(ctx: KmsContext, key: StoredKey, g: StoredGrant): GrantListEntr
 }
 
 /**
- * Creates a grant. The operations must be ones the key supports (see grant-operations.ts), not
- * CreateGrant alone; constraints only on symmetric encryption keys, one constraint per grant.
- * Grants stored before these checks existed are kept and evaluated as before.
- * @throws ValidationException, NotFoundException, DisabledException, KMSInvalidStateException,
- * AccessDeniedException, LimitExceededException, DryRunOperationException.
- */
-/**
  * `ctx` authorizing the call as `checked`, the arguments as validated and copied, rather than
  * the caller's request: its objects may change while the call awaits the store, and the policy
  * (kms:EncryptionContext:<key>, kms:GrantOperations…) must judge the grant that is stored.
@@ -344,43 +363,80 @@ function authorizingChecked(ctx: KmsContext, checked: Record<string, unknown>): 
   return { ...ctx, authorize: (key) => authorizeKey(checkedCall, ctx.store, key) };
 }
 
+/** The arguments of a createGrant request besides its key, checked and copied. */
+export interface CreateGrantArguments extends DelegatedGrant {
+  readonly name?: string;
+  readonly granteePrincipal: string;
+  readonly retiringPrincipal?: string;
+}
+
+/**
+ * The arguments of createGrant `request` besides its key and dryRun, checked as createGrant
+ * checks them before it reads the key, and copied (see contextArg).
+ * @throws ValidationError.
+ */
+export function createGrantArguments(request: unknown): CreateGrantArguments {
+  const r = assertObject("request", request) as Partial<Record<keyof CreateGrantRequest, unknown>>;
+  const granteePrincipal = principalArg("granteePrincipal", r.granteePrincipal);
+  const retiringPrincipal =
+    r.retiringPrincipal === undefined
+      ? undefined
+      : principalArg("retiringPrincipal", r.retiringPrincipal);
+  const operations = operationsArg(r.operations);
+  const constraints = constraintsArg(r.constraints);
+  const name = r.name === undefined ? undefined : assertString("name", r.name, 1, 256);
+  if (name !== undefined && !/^[a-zA-Z0-9:/_-]+$/.test(name)) {
+    throw new ValidationError(`"name" may hold only letters, digits and :/_-`);
+  }
+  return {
+    ...(name !== undefined ? { name } : {}),
+    granteePrincipal,
+    ...(retiringPrincipal !== undefined ? { retiringPrincipal } : {}),
+    operations,
+    ...(constraints !== undefined ? { constraints } : {}),
+  };
+}
+
+/**
+ * What createGrant checks of the key it read, once the caller is authorized on it (so a caller
+ * without kms:CreateGrant learns nothing of the key's state or spec) and before the delegation
+ * rule: its state, and that it can hold the grant's operations and constraints.
+ * @throws the key-state errors (KMSInvalidStateException…), ValidationException.
+ */
+export function assertGrantableKey(
+  ctx: KmsContext,
+  key: StoredKey,
+  requested: DelegatedGrant,
+): void {
+  checkKeyState(ctx, key, "createGrant");
+  assertGrantOperationsFitKey(key.keySpec, key.keyUsage, requested.operations);
+  if (requested.constraints !== undefined) {
+    assertConstraintsFitKey(key.keySpec, key.keyUsage, requested.operations);
+  }
+}
+
+/**
+ * Creates a grant. The operations must be ones the key supports (see grant-operations.ts), not
+ * CreateGrant alone; constraints only on symmetric encryption keys, one constraint per grant.
+ * Grants stored before these checks existed are kept and evaluated as before.
+ * @throws ValidationException, NotFoundException, DisabledException, KMSInvalidStateException,
+ * AccessDeniedException, LimitExceededException, DryRunOperationException.
+ */
 export async function createGrant(
   ctx: KmsContext,
   request: CreateGrantRequest,
 ): Promise<CreateGrantResponse> {
-  assertObject("request", request);
-  const granteePrincipal = principalArg("granteePrincipal", request.granteePrincipal);
-  const retiringPrincipal =
-    request.retiringPrincipal === undefined
-      ? undefined
-      : principalArg("retiringPrincipal", request.retiringPrincipal);
-  const operations = operationsArg(request.operations);
-  const constraints = constraintsArg(request.constraints);
-  const name = request.name === undefined ? undefined : assertString("name", request.name, 1, 256);
-  if (name !== undefined && !/^[a-zA-Z0-9:/_-]+$/.test(name)) {
-    throw new ValidationError(`"name" may hold only letters, digits and :/_-`);
-  }
-  const fields = {
-    ...(name !== undefined ? { name } : {}),
-    granteePrincipal,
-    ...(retiringPrincipal !== undefined ? { retiringPrincipal } : {}),
-    issuingPrincipal: ctx.call?.principal ?? "",
-    operations,
-    ...(constraints !== undefined ? { constraints } : {}),
-  };
+  const requested = createGrantArguments(request);
+  const fields = { ...requested, issuingPrincipal: ctx.call?.principal ?? "" };
+  const { name } = requested;
   const keyIdArgument: unknown = request.keyId;
   const checked = authorizingChecked(ctx, {
     ...fields,
     keyId: keyIdArgument,
     ...(request.dryRun !== undefined ? { dryRun: request.dryRun } : {}),
   });
-  const loaded = await loadDirectKey(checked, "createGrant", "keyId", keyIdArgument);
-  // After authorization, so a caller without kms:CreateGrant learns nothing of the key's spec.
-  assertGrantOperationsFitKey(loaded.keySpec, loaded.keyUsage, operations);
-  if (constraints !== undefined) {
-    assertConstraintsFitKey(loaded.keySpec, loaded.keyUsage, operations);
-  }
-  const requested: StoredGrant = { ...fields, grantId: "", createdAt: 0 };
+  const loaded = await getKey(checked, directKeyId(checked, "createGrant", "keyId", keyIdArgument));
+  assertGrantableKey(ctx, loaded, requested);
   checkDelegation(ctx, loaded, requested);
   if (request.dryRun === true) {
     throw new DryRunOperationError("the request would have succeeded, but dryRun was set");

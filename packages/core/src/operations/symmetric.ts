@@ -41,6 +41,7 @@ import type {
 } from "../types.ts";
 import {
   assertPlaintext,
+  encryptArguments,
   isRsaEncryptionAlgorithm,
   decrypt as rsaDecrypt,
   encrypt as rsaEncrypt,
@@ -103,7 +104,8 @@ export function seal(
  * awaits are the key's (the store read, and a due rotation), not one per helper.
  * `sealedWith` is given when ReEncrypt encrypts what it decrypted (reEncryptWithRsa): it learns
  * the key material a symmetric key sealed under, which AWS's Encrypt does not name and ReEncrypt
- * does (an RSA key leaves it unset), and the plaintext is a source's (PlaintextOrigin).
+ * does (an RSA key leaves it unset), the plaintext is a source's (PlaintextOrigin), and the
+ * request's members are ReEncrypt's destination ones (encryptArguments).
  */
 export async function encrypt(
   ctx: KmsContext,
@@ -116,9 +118,14 @@ export async function encrypt(
     return rsaEncrypt(ctx, request, origin);
   }
   const plaintext = assertPlaintext(request, MAX_PLAINTEXT_BYTES, origin);
-  assertAlgorithm("encryptionAlgorithm", request.encryptionAlgorithm);
-  const context = encodeEncryptionContext(request.encryptionContext);
-  const loaded = keyToEncryptWith(ctx, await loadKey(ctx, request.keyId, "encrypt"), "encrypt");
+  const names = encryptArguments(origin);
+  assertAlgorithm(names.encryptionAlgorithm, request.encryptionAlgorithm);
+  const context = encodeEncryptionContext(request.encryptionContext, names.encryptionContext);
+  const loaded = keyToEncryptWith(
+    ctx,
+    await loadKey(ctx, request.keyId, "encrypt", names.keyId),
+    "encrypt",
+  );
   const key = loaded instanceof Promise ? await loaded : loaded;
   const version = currentVersion(key);
   if (sealedWith !== undefined) sealedWith.keyMaterialId = version.keyMaterialId;

@@ -10,8 +10,8 @@ import { Auditor, type AuditorOptions } from "../audit/auditor.ts";
 import { MemoryAuditSink } from "../audit/memory-audit-sink.ts";
 import { invalidCiphertext } from "../envelope/ciphertext-blob.ts";
 import {
-  AccessDeniedError,
   DryRunOperationError,
+  KmsError,
   KmsInternalError,
   NotFoundError,
   ValidationError,
@@ -22,8 +22,10 @@ import type { StoredKey } from "../keystore/key-store.ts";
 import { validateAliasName } from "../operations/aliases.ts";
 import { isRsaEncryptionAlgorithm } from "../operations/asymmetric.ts";
 import {
-  type CreateGrantRequest,
-  createGrant,
+  assertGrantableKey,
+  createGrantArguments,
+  type DelegatedGrant,
+  delegationRefusal,
   retireGrantTarget,
   retiringPrincipalDecision,
   validateGrantTokens,
@@ -334,7 +336,7 @@ export class CallGuard {
    * Which statement or grant would allow or deny `call`, without performing it. Keys come from
    * the request's key arguments, those the operation reads (KEY_ARGUMENTS), or its ciphertext
    * header. A key argument the operation would refuse for its form is refused here alike.
-   * CreateGrant allowed on a key is also held to the delegation rule, by createGrant itself.
+   * CreateGrant allowed on a key is also held to the delegation rule, as createGrant holds it.
    * `call` is the call explained (its principal may be another's, `as`); `base.call` is the
    * explain call itself, whose caller must be allowed to read each key (explainableKey).
    * @throws ValidationError, NotFoundError (a key that does not exist, as the calls answer),
@@ -460,7 +462,7 @@ export class CallGuard {
               retiringPrincipalDecision(key, retiring.grantId, probe.principal) ?? decision;
           }
           if (call.operation === "createGrant" && decision.allowed) {
-            decision = (await this.#delegationRefusal(base, probe)) ?? decision;
+            decision = explainedDelegation(base, probe, key, decision) ?? decision;
           }
           probe.decisions.push({
             action,
@@ -486,27 +488,6 @@ export class CallGuard {
       message: d.decision.message,
     }));
     return { allowed: decisions.length > 0 && decisions.every((d) => d.allowed), decisions };
-  }
-
-  /**
-   * CreateGrant's delegation rule (a grantee using a CreateGrant grant hands on only the
-   * operations and constraints it holds) for the explained call `probe`, as the call
-   * applies it: by running createGrant itself as a dry run for the explained principal, which
-   * authorizes on the key as it reads it and stops before its write. Undefined when the call would be
-   * allowed, or fails on something other than authorization (a malformed request, the key's
-   * state): explain reports authorization, and the call answers those whoever asks.
-   */
-  async #delegationRefusal(base: KmsContext, probe: CallState): Promise<Decision | undefined> {
-    const request = { ...(probe.request as Record<string, unknown>), dryRun: true };
-    const dryRun: CallState = { ...probe, request, keys: new Map(), decisions: [] };
-    try {
-      await createGrant(this.context(base, dryRun), request as unknown as CreateGrantRequest);
-    } catch (error) {
-      if (error instanceof AccessDeniedError) {
-        return { allowed: false, reason: "implicit-deny", message: error.message };
-      }
-    }
-    return undefined;
   }
 
   /**
@@ -540,6 +521,30 @@ export class CallGuard {
     if (!this.auditing) return undefined;
     return this.auditor.record(buildAuditEvent(call, outcome));
   }
+}
+
+/**
+ * CreateGrant's delegation rule (delegationRefusal) for the explained call `probe`, allowed
+ * kms:CreateGrant on `key` by `decision`, as createGrant applies it: only to a request that gets
+ * that far. Undefined when the rule allows the grant, and when the call fails before it for
+ * whoever asks (malformed arguments, the key's state, operations the key cannot hold): explain
+ * reports authorization, and the call answers those alike.
+ */
+function explainedDelegation(
+  ctx: KmsContext,
+  probe: CallState,
+  key: StoredKey,
+  decision: Decision,
+): Decision | undefined {
+  let requested: DelegatedGrant;
+  try {
+    requested = createGrantArguments(probe.request);
+    assertGrantableKey(ctx, key, requested);
+  } catch (error) {
+    if (error instanceof KmsError) return undefined;
+    throw error;
+  }
+  return delegationRefusal(ctx.identity, key, probe.principal, decision, requested);
 }
 
 /** What explain reports of a key is what these read: its policy's statements, its grants. */
