@@ -96,7 +96,23 @@ export interface ResolvedComponent {
 }
 
 const resolvedNames = new BoundedCache<string, ResolvedComponent>(256);
-const resolvedSpecs = new WeakMap<object, ResolvedComponent>();
+
+/** The fields of a spec object that its identifier is made of, as they were read. */
+interface SpecFields {
+  readonly component: string;
+  readonly sf: boolean | undefined;
+  readonly key: string | undefined;
+  readonly bs: boolean | undefined;
+  readonly req: boolean | undefined;
+  readonly name: string | undefined;
+}
+
+interface ResolvedSpec {
+  readonly from: SpecFields;
+  readonly resolved: ResolvedComponent;
+}
+
+const resolvedSpecs = new WeakMap<Exclude<ComponentSpec, string>, ResolvedSpec>();
 
 /**
  * `componentIdentifier` and its serialization, memoized per spec (specs come from middleware
@@ -104,21 +120,53 @@ const resolvedSpecs = new WeakMap<object, ResolvedComponent>();
  * @internal
  */
 export function resolveComponent(spec: ComponentSpec): ResolvedComponent {
-  let resolved = typeof spec === "string" ? resolvedNames.get(spec) : resolvedSpecs.get(spec);
-  if (resolved === undefined) {
-    const item = componentIdentifier(spec);
-    resolved = { item, identifier: serializeItem(item) };
-    if (typeof spec !== "string") resolvedSpecs.set(spec, resolved);
-    // Bounded and evicting: specs come from configuration, but a caller could pass per-request
-    // strings, which must not keep the configured ones out of the cache for good.
-    else resolvedNames.set(spec, resolved);
+  if (typeof spec === "string") {
+    let resolved = resolvedNames.get(spec);
+    if (resolved === undefined) {
+      resolved = resolvedOf(item(normalizeName(spec)));
+      // Bounded and evicting: specs come from configuration, but a caller could pass
+      // per-request strings, which must not keep the configured ones out of the cache for good.
+      resolvedNames.set(spec, resolved);
+    }
+    return resolved;
   }
+  // A spec object is readonly only to TypeScript: a policy tightened in place (`spec.name =
+  // "b"`) must be enforced as it is now, not as it was first resolved.
+  const memo = resolvedSpecs.get(spec);
+  if (memo !== undefined && sameFields(memo.from, spec)) return memo.resolved;
+  const from = specFields(spec);
+  const resolved = resolvedOf(fieldsIdentifier(from));
+  resolvedSpecs.set(spec, { from, resolved });
   return resolved;
+}
+
+function resolvedOf(id: Item): ResolvedComponent {
+  return { item: id, identifier: serializeItem(id) };
+}
+
+function specFields(spec: Exclude<ComponentSpec, string>): SpecFields {
+  const { component, sf, key, bs, req, name } = spec;
+  return { component, sf, key, bs, req, name };
+}
+
+function sameFields(from: SpecFields, spec: Exclude<ComponentSpec, string>): boolean {
+  return (
+    from.component === spec.component &&
+    from.sf === spec.sf &&
+    from.key === spec.key &&
+    from.bs === spec.bs &&
+    from.req === spec.req &&
+    from.name === spec.name
+  );
 }
 
 /** Turns a spec into the component identifier item it denotes. */
 export function componentIdentifier(spec: ComponentSpec): Item {
   if (typeof spec === "string") return item(normalizeName(spec));
+  return fieldsIdentifier(specFields(spec));
+}
+
+function fieldsIdentifier(spec: SpecFields): Item {
   const params: Record<string, BareItem> = {};
   // Parameter order is part of the identifier; this is the order RFC 9421's examples use.
   if (spec.name !== undefined) params.name = spec.name;
@@ -313,6 +361,20 @@ function targetUri(url: TargetParts): string {
   sent.username = "";
   sent.password = "";
   return sent.href;
+}
+
+/**
+ * The request-target in origin form (RFC 9421 §2.2.5: as in the request line): path and query.
+ * An empty query keeps its `?` (`/p?`), as `href` and the request line do: `search` is "" for it
+ * as for none, and a signer that keeps the `?` would not match one that drops it.
+ */
+function originFormTarget(url: TargetParts): string {
+  if (url.search !== "") return `${url.pathname}${url.search}`;
+  // Any `#` in an href starts the fragment: the parser escapes one elsewhere.
+  const href = url.href;
+  const fragment = href.indexOf("#");
+  const end = fragment === -1 ? href.length : fragment;
+  return href.charCodeAt(end - 1) === 0x3f /* ? */ ? `${url.pathname}?` : url.pathname;
 }
 
 /**
@@ -580,7 +642,7 @@ function derivedValue(
         const received = absoluteFormTargets.get(message);
         const absolute = received === message.url ? received : undefined;
         if (absolute !== undefined) listedAuthority(id, url, authorities);
-        return absolute ?? `${url.pathname}${url.search}`;
+        return absolute ?? originFormTarget(url);
       }
       case "@path":
         return url.pathname === "" ? "/" : url.pathname;
