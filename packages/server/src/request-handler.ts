@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { Socket } from "node:net";
+import { Server as NetServer, type Socket } from "node:net";
 import {
   type CallOptions,
   isKmsError,
@@ -10,6 +10,7 @@ import {
 } from "@kms/core";
 import { type AllowedHosts, parseAllowedHosts } from "./internal/allowed-hosts.ts";
 import { readBody } from "./internal/body.ts";
+import { takeTurn } from "./internal/connection-turns.ts";
 import { parseJsonBody } from "./internal/json-body.ts";
 import { isLoopback } from "./internal/loopback.ts";
 import { OPERATIONS, UNSUPPORTED_OPERATIONS } from "./internal/operations.ts";
@@ -271,6 +272,9 @@ export function createKmsRequestHandler(options: KmsServerOptions): KmsRequestHa
 }
 
 async function handle(s: Settings, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  // One request of a connection at a time: pipelined requests wait here (see connection-turns).
+  const turn = await takeTurn(req.socket);
+  if (turn === undefined) return;
   const requestId = randomUUID();
   const progress: Progress = { stage: "request" };
   try {
@@ -279,6 +283,8 @@ async function handle(s: Settings, req: IncomingMessage, res: ServerResponse): P
   } catch (error) {
     const answer = sendError(res, req, requestId, error);
     if (progress.stage !== "kms") reportRefusal(s, req, progress, { requestId, ...answer }, error);
+  } finally {
+    turn.end(res);
   }
 }
 
@@ -288,6 +294,14 @@ async function serve(
   requestId: string,
   progress: Progress,
 ): Promise<string> {
+  if (req.socket.destroyed) {
+    // Gone while middleware ran or while the request waited its turn: no one reads the answer,
+    // and a socket without its addresses cannot tell where it came from.
+    throw new ProtocolError(
+      "SerializationException",
+      "the connection closed before the request was served",
+    );
+  }
   if (!s.insecureHttp && !isSecureTransport(req.socket)) {
     throw new ProtocolError(
       "InsecureTransportException",
@@ -433,11 +447,18 @@ function wipe(value: unknown): void {
   for (const v of Object.values(value)) if (v instanceof Uint8Array) v.fill(0);
 }
 
+/** TLS, a loopback address, or a unix socket; the caller has refused a closed socket already. */
 function isSecureTransport(socket: Socket): boolean {
   if ((socket as { encrypted?: unknown }).encrypted === true) return true;
   const local = socket.localAddress;
-  // No local IP address: a unix socket (or a socket already gone, which serves nothing).
-  return local === undefined || local === "" || isLoopback(local);
+  if (local !== undefined && local !== "") return isLoopback(local);
+  // An open unix socket (or Windows pipe) has no local IP address, but neither has a TCP socket
+  // whose handle is gone: the listener node accepted it on (`socket.server`) tells them apart.
+  // Its address is null once it is closed; a socket with no listener was handed to the server
+  // in-process (`server.emit("connection", duplex)`).
+  const server = (socket as { server?: unknown }).server;
+  const listening = server instanceof NetServer ? server.address() : null;
+  return listening === null || typeof listening === "string";
 }
 
 function send(
