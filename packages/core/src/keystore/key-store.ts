@@ -4,6 +4,13 @@
  * every alias update or delete the Kms makes one on the alias's seal, so several processes (or
  * instances on one PostgreSQL) never lose an update: the facade re-reads, re-authorizes and
  * retries on KeyStoreConflictError.
+ *
+ * Records belong to the store. A write keeps a copy of what it is given (bytes included), never
+ * the caller's objects, and a read hands out a record the caller cannot change in place: deeply
+ * frozen (the same object on every read is fine) or a fresh copy per read. The bytes of a
+ * version are the one exception: a Uint8Array cannot be frozen, so a store may hand out the
+ * same one on every read, and callers must not write to it. `describeKeyStoreConformance` from
+ * `@kms/core/testing` checks every promise made here.
  */
 import type { KeySpec, KeyState, KeyUsage, OriginType, RotationType } from "../types.ts";
 
@@ -88,10 +95,18 @@ export interface StoredAlias {
   readonly seal?: string;
 }
 
+/**
+ * One page of a listing ordered by id in code-unit order (JavaScript's `<` on strings, as a
+ * binary `COLLATE "C"` column; never a locale order).
+ */
 export interface ListOptions {
-  /** Exclusive lower bound (the last id of the previous page). */
+  /** Exclusive lower bound (the last id of the previous page); need not be a stored id. */
   readonly after?: string;
-  /** At most this many items; 0 lists none. */
+  /**
+   * This many items, or fewer only when fewer remain after `after`: callers take a shorter
+   * page as the end of the listing, so a store must not stop early (a store that filters by
+   * `targetKeyId` after applying the limit hides aliases). 0 lists none.
+   */
   readonly limit: number;
 }
 
@@ -112,8 +127,10 @@ export interface KeyStore {
    */
   updateKey(key: StoredKey): Promise<void>;
   /**
-   * Destroys a key and every alias that points to it, if its revision is still `revision`.
-   * @throws KeyStoreConflictError, NotFoundError.
+   * Destroys a key and every alias that points to it, if its revision is still `revision`:
+   * check, key and aliases in one atomic step, so no reader sees an alias outlive its key and
+   * a failed delete leaves the aliases in place.
+   * @throws KeyStoreConflictError when the stored revision is another, NotFoundError when gone.
    */
   deleteKey(keyId: string, revision: number): Promise<void>;
   getAlias(aliasName: string): Promise<StoredAlias | undefined>;
@@ -127,8 +144,9 @@ export interface KeyStore {
    * Points an alias at another key; `seal` replaces the stored seal (absent: the alias is
    * stored without one). With `expectedSeal`, the compare-and-set of aliases: the write happens
    * only if the stored seal is still that one (`null`: the alias is still stored without one),
-   * checked and written as one atomic step, as updateKey checks its revision. Absent, the write
-   * is unconditional (stores written before this parameter existed behave so).
+   * checked and written as one atomic step, as updateKey checks its revision. Seals compare
+   * verbatim: `""` is a seal, which `null` does not match. Absent, the write is unconditional
+   * (stores written before this parameter existed behave so).
    *
    * The Kms always passes the seal of the very alias record it authorized the call on, so that
    * a write based on an older read of the alias (another instance moved, deleted or re-created

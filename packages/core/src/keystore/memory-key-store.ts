@@ -1,5 +1,11 @@
 import { AlreadyExistsError, KeyStoreConflictError, NotFoundError } from "../errors.ts";
-import type { KeyStore, ListOptions, StoredAlias, StoredKey } from "./key-store.ts";
+import type {
+  KeyStore,
+  ListOptions,
+  StoredAlias,
+  StoredKey,
+  StoredKeyVersion,
+} from "./key-store.ts";
 import { deepFreeze } from "./stored-json.ts";
 
 function page<T>(sorted: readonly T[], id: (item: T) => string, options: ListOptions): T[] {
@@ -12,12 +18,21 @@ function page<T>(sorted: readonly T[], id: (item: T) => string, options: ListOpt
   return out;
 }
 
+/** The store's own copy of a version: bytes cannot be frozen, so they are copied. */
+function copyVersion(v: StoredKeyVersion): StoredKeyVersion {
+  return Object.freeze({
+    ...v,
+    wrappedMaterial: new Uint8Array(v.wrappedMaterial),
+    ...(v.publicKey === undefined ? {} : { publicKey: new Uint8Array(v.publicKey) }),
+  });
+}
+
 function freezeKey(key: StoredKey): StoredKey {
   return Object.freeze({
     ...key,
     rotation: Object.freeze({ ...key.rotation }),
     tags: Object.freeze(key.tags.map((t) => Object.freeze({ ...t }))),
-    versions: Object.freeze(key.versions.map((v) => Object.freeze({ ...v }))),
+    versions: Object.freeze(key.versions.map(copyVersion)),
     ...(key.grants === undefined ? {} : { grants: deepFreeze(structuredClone(key.grants)) }),
   });
 }

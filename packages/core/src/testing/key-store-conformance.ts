@@ -16,6 +16,15 @@ export interface OpenedKeyStore {
 
 type Mutable<T> = { -readonly [P in keyof T]: T[P] };
 
+/** What a caller that ignores `readonly` can write to (a record's bytes it can write anyway). */
+type DeepMutable<T> = T extends Uint8Array
+  ? T
+  : T extends readonly (infer U)[]
+    ? DeepMutable<U>[]
+    : T extends object
+      ? { -readonly [P in keyof T]: DeepMutable<T[P]> }
+      : T;
+
 const T0 = 1_767_225_600_123; // 2026-01-01T00:00:00.123Z: ms precision must survive.
 const DAY = 86_400_000;
 
@@ -107,6 +116,88 @@ function ids(keys: readonly StoredKey[]): string[] {
 
 function names(aliases: readonly StoredAlias[]): string[] {
   return aliases.map((a) => a.aliasName);
+}
+
+/** JavaScript's `<` on strings: UTF-16 code units, the order every listing uses. */
+function byCodeUnit(x: string, y: string): number {
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/** The page a listing of `sorted` must return for `after` and `limit`. */
+function expectedPage(
+  sorted: readonly string[],
+  after: string | undefined,
+  limit: number,
+): string[] {
+  return sorted.filter((id) => after === undefined || id > after).slice(0, limit);
+}
+
+/** Waits for a timer, so a store that writes in several round trips is caught between them. */
+function nextTick(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+/** Runs a change a frozen record refuses (TypeError in strict mode); other errors escape. */
+function attempt(change: () => void): void {
+  try {
+    change();
+  } catch (error) {
+    if (!(error instanceof TypeError)) throw error;
+  }
+}
+
+/** Tries to change every part of a key record in place, except its bytes. */
+function scribbleOnKey(record: StoredKey): void {
+  const key = record as DeepMutable<StoredKey>;
+  attempt(() => {
+    key.description = "scribbled";
+  });
+  attempt(() => {
+    key.revision += 100;
+  });
+  attempt(() => {
+    key.rotation.onDemandRotations += 100;
+  });
+  attempt(() => {
+    key.tags.push({ tagKey: "scribbled", tagValue: "scribbled" });
+  });
+  attempt(() => {
+    if (key.tags[0] !== undefined) key.tags[0].tagValue = "scribbled";
+  });
+  attempt(() => {
+    if (key.versions[0] !== undefined) key.versions[0].keyMaterialId = "scribbled";
+  });
+  attempt(() => {
+    key.versions.reverse();
+  });
+  attempt(() => {
+    key.grants?.[0]?.operations.push("ScheduleKeyDeletion");
+  });
+  attempt(() => {
+    const subset = key.grants?.[0]?.constraints?.encryptionContextSubset;
+    if (subset !== undefined) subset.tenant = "scribbled";
+  });
+}
+
+/** Overwrites the bytes of every version of a record. */
+function scribbleOnBytes(record: StoredKey): void {
+  for (const v of record.versions) {
+    v.wrappedMaterial.fill(0x5a);
+    v.publicKey?.fill(0x5a);
+  }
+}
+
+function scribbleOnAlias(record: StoredAlias): void {
+  const alias = record as Mutable<StoredAlias>;
+  attempt(() => {
+    alias.targetKeyId = "scribbled";
+  });
+  attempt(() => {
+    alias.updatedAt += 100;
+  });
+  attempt(() => {
+    alias.seal = "scribbled";
+  });
 }
 
 /** Settles every promise, then counts outcomes, so no rejection is left unobserved. */
@@ -245,6 +336,8 @@ export function describeKeyStoreConformance(
             after === undefined ? { limit: 3 } : { after, limit: 3 },
           );
           if (page.length === 0) break;
+          // A store whose pages repeat their bound never returns an empty page.
+          if (pages > all.length) throw new Error(`paging did not end: ${seen.join(" ")}`);
           expect(page.length).toBeLessThanOrEqual(3);
           seen.push(...ids(page));
           after = page[page.length - 1]!.keyId;
@@ -270,6 +363,22 @@ export function describeKeyStoreConformance(
         expect(await store.listKeys({ limit: 0 })).toStrictEqual([]);
         await store.createAlias(makeAlias("alias/zero", "k-a"));
         expect(await store.listAliases({ limit: 0 })).toStrictEqual([]);
+      });
+
+      it("fills every page unless the listing ended, from any bound", async () => {
+        // Callers stop at the first page shorter than its limit (ListKeys, snapshots, the
+        // maintenance sweep), so a short page hides every key after it. Mixed case and
+        // punctuation catch a bound compared in another order than the listing's.
+        const all = ["k-1", "K-2", "k_3", "k-3", "k.4", "k4", "kA", "ka"].sort(byCodeUnit);
+        for (const id of [...all].reverse()) await store.createKey(makeKey(id));
+        for (const after of [undefined, "", ...all, "k-2", "kz"]) {
+          for (let limit = 1; limit <= all.length + 1; limit++) {
+            const page = await store.listKeys(after === undefined ? { limit } : { after, limit });
+            expect(ids(page), `listKeys after ${String(after)}, limit ${limit}`).toStrictEqual(
+              expectedPage(all, after, limit),
+            );
+          }
+        }
       });
 
       it("lists full records, not summaries", async () => {
@@ -400,6 +509,32 @@ export function describeKeyStoreConformance(
         expect(await store.listAliases({ limit: 10, targetKeyId: "k-a" })).toStrictEqual([]);
       });
 
+      it("removes the key and its aliases in one step: no reader sees an alias outlive its key", async () => {
+        // A store that deletes the key, then its aliases in another request, leaves a window
+        // (or, if it fails between, for good) in which an alias names a key that is gone.
+        await store.createKey(makeKey("k-a"));
+        const aliasNames = ["alias/a-1", "alias/a-2", "alias/a-3"];
+        for (const n of aliasNames) await store.createAlias(makeAlias(n, "k-a"));
+        let settled = false;
+        const deleting = Promise.allSettled([store.deleteKey("k-a", 1)]).then(([result]) => {
+          settled = true;
+          return result;
+        });
+        const torn: string[] = [];
+        for (let last = false; !last; ) {
+          last = settled;
+          // The key first: once it reads as gone, no alias may still point to it.
+          const key = await store.getKey("k-a");
+          const listed = names(await store.listAliases({ limit: 10, targetKeyId: "k-a" }));
+          const got = await Promise.all(aliasNames.map((n) => store.getAlias(n)));
+          const left = [...listed, ...got.flatMap((a) => (a === undefined ? [] : [a.aliasName]))];
+          if (key === undefined && left.length > 0) torn.push(left.join(" "));
+          await nextTick();
+        }
+        expect((await deleting)?.status).toBe("fulfilled");
+        expect(torn).toStrictEqual([]);
+      });
+
       it("keeps the aliases when the delete loses the race", async () => {
         const key = makeKey("k-a");
         await store.createKey(key);
@@ -415,6 +550,79 @@ export function describeKeyStoreConformance(
         const fresh = makeKey("k-reuse", { description: "new" });
         await store.createKey(fresh);
         expectSameKey(await store.getKey("k-reuse"), fresh);
+      });
+    });
+
+    describe("records belong to the store: changing one in place changes nothing stored", () => {
+      const rich = (): StoredKey =>
+        makeKey("k-own", {
+          description: "own",
+          tags: [{ tagKey: "team", tagValue: "payments" }],
+          policy: '{"Version":"2012-10-17"}',
+          rotation: { enabled: true, periodInDays: 90, nextRotationAt: T0, onDemandRotations: 1 },
+          grants: [
+            {
+              grantId: "g".repeat(64),
+              granteePrincipal: "arn:aws:iam::111122223333:user/alice",
+              issuingPrincipal: "arn:aws:iam::111122223333:root",
+              operations: ["Encrypt"],
+              constraints: { encryptionContextSubset: { tenant: "t1" } },
+              createdAt: T0,
+            },
+          ],
+          versions: [version(1, { publicKey: bytes(0x30, 0x01) }), version(2)],
+          currentVersion: 2,
+          seal: "v1.own",
+        });
+
+      it("keeps what was written when the caller then changes the record it passed", async () => {
+        // A store that keeps the caller's objects or bytes rather than copies changes whenever
+        // the caller reuses them: no write, no compare-and-set, and a record that no longer
+        // matches its seal.
+        const key = rich();
+        const written = structuredClone(key);
+        await store.createKey(key);
+        scribbleOnKey(key);
+        scribbleOnBytes(key);
+        expectSameKey(await store.getKey("k-own"), written);
+
+        const update = structuredClone(next(written, { description: "two" }));
+        const updated = structuredClone(update);
+        await store.updateKey(update);
+        scribbleOnKey(update);
+        scribbleOnBytes(update);
+        expectSameKey(await store.getKey("k-own"), updated);
+        expectSameKey((await store.listKeys({ limit: 1 }))[0], updated);
+
+        const alias: StoredAlias = { ...makeAlias("alias/own", "k-own"), seal: "v1.alias" };
+        await store.createAlias(alias);
+        scribbleOnAlias(alias);
+        const stored = { ...makeAlias("alias/own", "k-own"), seal: "v1.alias" };
+        expect(await store.getAlias("alias/own")).toStrictEqual(stored);
+        expect(await store.listAliases({ limit: 1 })).toStrictEqual([stored]);
+      });
+
+      it("hands out records a caller cannot change in place (frozen, or a copy per read)", async () => {
+        // The bytes of a version are the exception: they cannot be frozen (see KeyStore).
+        const key = rich();
+        await store.createKey(key);
+        const alias: StoredAlias = { ...makeAlias("alias/own", "k-own"), seal: "v1.alias" };
+        await store.createAlias(alias);
+        for (let round = 0; round < 2; round++) {
+          const got = await store.getKey("k-own");
+          if (got !== undefined) scribbleOnKey(got);
+          for (const listed of await store.listKeys({ limit: 10 })) scribbleOnKey(listed);
+          const gotAlias = await store.getAlias("alias/own");
+          if (gotAlias !== undefined) scribbleOnAlias(gotAlias);
+          for (const listed of await store.listAliases({ limit: 10 })) scribbleOnAlias(listed);
+          for (const listed of await store.listAliases({ limit: 10, targetKeyId: "k-own" })) {
+            scribbleOnAlias(listed);
+          }
+        }
+        expectSameKey(await store.getKey("k-own"), key);
+        expectSameKey((await store.listKeys({ limit: 10 }))[0], key);
+        expect(await store.getAlias("alias/own")).toStrictEqual(alias);
+        expect(await store.listAliases({ limit: 10, targetKeyId: "k-own" })).toStrictEqual([alias]);
       });
     });
 
@@ -737,6 +945,7 @@ export function describeKeyStoreConformance(
               ...(targetKeyId === undefined ? {} : { targetKeyId }),
             });
             if (page.length === 0) return seen;
+            if (seen.length > all.length) throw new Error(`paging did not end: ${seen.join(" ")}`);
             expect(page.length).toBeLessThanOrEqual(2);
             if (targetKeyId !== undefined) {
               for (const a of page) expect(a.targetKeyId).toBe(targetKeyId);
@@ -756,6 +965,50 @@ export function describeKeyStoreConformance(
           "alias/n-7",
           "alias/n-8",
         ]);
+      });
+
+      it("fills every alias page unless the listing ended, with and without a target filter", async () => {
+        // kms:ResourceAliases reads a key's aliases page by page and stops at a short page: a
+        // store that filters by target after applying the limit (DynamoDB's Limit with a
+        // FilterExpression) returns short or empty pages while aliases remain, and a policy's
+        // Deny on an alias past one goes unseen. Runs of one target make such pages empty.
+        await store.createKey(makeKey("k-a"));
+        await store.createKey(makeKey("k-b"));
+        const spec: [string, string][] = [
+          ["alias/p-0", "k-b"],
+          ["alias/p-1", "k-b"],
+          ["alias/P-2", "k-b"],
+          ["alias/p-3", "k-a"],
+          ["alias/p_4", "k-b"],
+          ["alias/p-5", "k-b"],
+          ["alias/p-6", "k-b"],
+          ["alias/p.7", "k-a"],
+          ["alias/p-8", "k-a"],
+          ["alias/p-9", "k-b"],
+        ];
+        for (const [aliasName, target] of [...spec].reverse()) {
+          await store.createAlias(makeAlias(aliasName, target));
+        }
+        const all = spec.map(([n]) => n).sort(byCodeUnit);
+        for (const targetKeyId of [undefined, "k-a", "k-b"]) {
+          const listed = spec
+            .filter(([, t]) => targetKeyId === undefined || t === targetKeyId)
+            .map(([n]) => n)
+            .sort(byCodeUnit);
+          for (const after of [undefined, ...all, "alias/p-35"]) {
+            for (let limit = 1; limit <= 4; limit++) {
+              const page = await store.listAliases({
+                limit,
+                ...(after === undefined ? {} : { after }),
+                ...(targetKeyId === undefined ? {} : { targetKeyId }),
+              });
+              expect(
+                names(page),
+                `listAliases target ${String(targetKeyId)}, after ${String(after)}, limit ${limit}`,
+              ).toStrictEqual(expectedPage(listed, after, limit));
+            }
+          }
+        }
       });
     });
 
@@ -973,6 +1226,27 @@ export function describeKeyStoreConformance(
         // Deleting an alias never touches its key.
         expect(await store.getKey("k-a")).toBeDefined();
         expect(await store.getKey("k-b")).toBeDefined();
+      });
+
+      it("keeps an empty alias seal apart from an absent one, also as expectedSeal", async () => {
+        await store.createKey(makeKey("k-a"));
+        await store.createAlias({ ...makeAlias("alias/e", "k-a"), seal: "" });
+        expect(await store.getAlias("alias/e")).toHaveProperty("seal", "");
+        // null expects an alias stored without a seal; this one has the empty one.
+        await expect(
+          store.updateAlias("alias/e", "k-a", T0 + DAY, SEAL_A, null),
+        ).rejects.toBeInstanceOf(KeyStoreConflictError);
+        await expect(store.deleteAlias("alias/e", null)).rejects.toBeInstanceOf(
+          KeyStoreConflictError,
+        );
+        await store.updateAlias("alias/e", "k-a", T0 + DAY, "", "");
+        expect(await store.getAlias("alias/e")).toStrictEqual({
+          ...makeAlias("alias/e", "k-a"),
+          updatedAt: T0 + DAY,
+          seal: "",
+        });
+        await store.deleteAlias("alias/e", "");
+        expect(await store.getAlias("alias/e")).toBeUndefined();
       });
 
       it("creates nothing when updateAlias with a seal names a missing alias", async () => {
