@@ -185,16 +185,15 @@ export class Kms {
 
   /** Use `createKms`; the constructor expects an opened HSM. */
   constructor(ctx: KmsContext, guard: CallGuard = new CallGuard(ctx.identity)) {
-    const clock = checkedClock(ctx.clock);
     // Destructions and automatic rotations, lazy or in runMaintenance, go to this Kms's trail
     // as events of their own, with the trail's failure mode: under fail-closed (the default) a
     // call whose destruction or rotation was not recorded fails, as one whose own event was not
     // written (the work is done by then, not undone); fail-open reports it to onError.
+    // ctx.clock is createKms's checkedClock.
     this.#ctx = {
       ...ctx,
-      clock,
       recordInternal: (operation, request, key) =>
-        guard.recordInternal(operation, request, clock.now(), [key]),
+        guard.recordInternal(operation, request, ctx.clock.now(), [key]),
     };
     this.#guard = guard;
   }
@@ -783,7 +782,7 @@ export interface AuditTrail {
 }
 
 function createKeyBody(ctx: KmsContext, request: CreateKeyRequest): Promise<CreateKeyResponse> {
-  const policy = policies.validateCreateKeyPolicy(ctx, request);
+  const policy = policies.validateCreateKeyPolicy(request);
   return keys.createKey(ctx, request, policy);
 }
 

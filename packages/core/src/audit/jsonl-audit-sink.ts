@@ -26,7 +26,8 @@ export interface JsonlAuditSinkOptions {
   /**
    * fsync after every batch, and the directory once after the sink creates the file (so that
    * the file's name survives too; skipped on Windows and on file systems that cannot sync a
-   * directory): survives power loss, at the cost of one disk flush per batch. Default false: a written batch survives a process crash (it is in the OS), not a power cut.
+   * directory): survives power loss, at the cost of one disk flush per batch. Default false: a
+   * written batch survives a process crash (it is in the OS), not a power cut.
    */
   readonly sync?: boolean;
 }

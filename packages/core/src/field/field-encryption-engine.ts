@@ -6,7 +6,6 @@ import { type Clock, systemClock } from "../clock.ts";
 import { KmsInternalError, ValidationError } from "../errors.ts";
 import { GcmOpenBatch, SHORT_GCM_MAX_BYTES } from "../hsm/gcm-key.ts";
 import { assertInteger } from "../internal/assert.ts";
-import { isWellFormed } from "../internal/unicode.ts";
 import type { KmsLike } from "../kms-like.ts";
 import type { EncryptionContext } from "../types.ts";
 import {
@@ -45,6 +44,7 @@ import {
   toFieldText,
 } from "./field-format.ts";
 import {
+  checkString,
   decodeFieldValue,
   decodeFieldValueIn,
   encodeFieldValue,
@@ -1260,11 +1260,7 @@ function indexInput(
  *   rows that hold those strings, where every other entry point refuses it.
  */
 function normalize(field: string, value: string, how: BlindIndexSpec["normalize"]): string {
-  if (!isWellFormed(value)) {
-    throw new ValidationError(
-      `"${field}" string values must be well-formed Unicode (no lone surrogates)`,
-    );
-  }
+  checkString(field, value);
   if (how === undefined) return value;
   if (typeof how === "function") {
     const out = how(value);

@@ -107,7 +107,8 @@ export function isCurrentPlaintext(bytes: Uint8Array): boolean {
   return bytes === current || bytes.buffer !== scratch.buffer;
 }
 
-function checkString(field: string, value: string): void {
+/** @throws ValidationException when `value` is not well-formed Unicode. */
+export function checkString(field: string, value: string): void {
   if (!isWellFormed(value)) {
     throw new ValidationError(
       `"${field}" string values must be well-formed Unicode (no lone surrogates)`,

@@ -43,6 +43,7 @@ import {
   type GrantOperation,
 } from "./grant-operations.ts";
 import { directKeyId, loadDirectKey } from "./key-arguments.ts";
+import { notAuthorized } from "./policies.ts";
 
 export { GRANT_OPERATIONS, type GrantOperation } from "./grant-operations.ts";
 
@@ -297,7 +298,12 @@ export function delegationRefusal(
   return {
     allowed: false,
     reason: "implicit-deny",
-    message: `${principal} is not authorized to perform kms:CreateGrant on ${keyArn(identity, key.keyId)}: ${refusals[Math.max(named, 0)]}`,
+    message: notAuthorized(
+      principal,
+      "kms:CreateGrant",
+      keyArn(identity, key.keyId),
+      refusals[Math.max(named, 0)] as string,
+    ),
   };
 }
 

@@ -78,10 +78,7 @@ export interface CreateKeyPolicy {
  * whatever a getter would answer the second time. The lockout check waits for the key it will
  * govern (createKey runs it): its ARN and tags are what a later PutKeyPolicy is judged on.
  */
-export function validateCreateKeyPolicy(
-  _ctx: KmsContext,
-  request: CreateKeyRequest,
-): CreateKeyPolicy | undefined {
+export function validateCreateKeyPolicy(request: CreateKeyRequest): CreateKeyPolicy | undefined {
   if (typeof request !== "object" || request === null) return undefined;
   const text: unknown = request.policy;
   if (text === undefined) return undefined;
@@ -137,6 +134,11 @@ export async function listKeyPolicies(
 
 export function accessDenied(ctx: KmsContext, action: string, key: StoredKey, why: string): never {
   throw new AccessDeniedError(
-    `${ctx.call?.principal ?? "caller"} is not authorized to perform ${action} on ${keyArn(ctx.identity, key.keyId)}: ${why}`,
+    notAuthorized(ctx.call?.principal ?? "caller", action, keyArn(ctx.identity, key.keyId), why),
   );
+}
+
+/** The message of an AccessDeniedError that an operation's own rule (not a policy) decided. */
+export function notAuthorized(principal: string, action: string, arn: string, why: string): string {
+  return `${principal} is not authorized to perform ${action} on ${arn}: ${why}`;
 }
